@@ -1,0 +1,392 @@
+//! Wiring: builds clients and tasks from a [`Config`], runs them, and maps outcomes to what an operator sees.
+//!
+//! The daemon spawns every long-running task here, on one `TaskTracker` with one `CancellationToken`. The one-shot
+//! paths (`run --once`, `check --connect`, `jobs`) live here too, since they are the same wiring run briefly.
+//!
+//! # Startup
+//! A definite connection error (wrong password, unknown database) stops the daemon at once; an unreachable server
+//! is retried with backoff for as long as it takes, and the daemon stays up meanwhile.
+
+use std::io::IsTerminal as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::database::Database;
+use crate::model::{Trigger, TriggerReason, WarmJob};
+use crate::render::RowRenderer;
+use crate::schedule::Scheduler;
+use crate::signal::{SignalEvent, Signals};
+use crate::warm::{Mode, Progress, RunSummary, WarmError, WarmRunner, Warmer, panic_message};
+
+/// Triggers waiting for the warm executor; beyond this, fires are dropped (and logged) rather than queued.
+const TRIGGER_QUEUE: usize = 256;
+/// How long in-flight warm writes may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the daemon until SIGTERM/SIGINT. Returns an error only for a definite startup failure.
+pub async fn run_daemon(config: Config, mut signals: Signals) -> anyhow::Result<()> {
+    info!(config = %config.path.display(), jobs = config.jobs.len(), "Starting cachewarden.");
+    let Some((db, cache)) = connect_with_retry(&config, &mut signals).await? else {
+        info!("Stopped before the first connections succeeded.");
+        return Ok(());
+    };
+    info!(mysql = %config.mysql.url, redis = %config.redis.url, "Connected to MySQL and Redis.");
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let warmer = Arc::new(Warmer::new(
+        db.clone(),
+        cache,
+        config.daemon.max_concurrent_jobs,
+    ));
+    let (triggers, trigger_rx) = mpsc::channel(TRIGGER_QUEUE);
+
+    tracker.spawn(
+        WarmRunner::new(warmer, &config.jobs, trigger_rx, SHUTDOWN_GRACE).run(shutdown.clone()),
+    );
+    let scheduler = Scheduler::new(&config.jobs, triggers.clone());
+    let scheduler_shutdown = shutdown.clone();
+    tracker.spawn(async move {
+        if let Err(error) = scheduler.run(scheduler_shutdown.clone()).await {
+            error!(%error, "Scheduler failed; shutting down.");
+            scheduler_shutdown.cancel();
+        }
+    });
+    tracker.close();
+
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            event = signals.recv() => match event {
+                SignalEvent::Stop => {
+                    info!("Stop requested; finishing in-flight work.");
+                    break;
+                }
+                SignalEvent::WarmNow => {
+                    info!("SIGUSR1: running every enabled warm job now.");
+                    for job in config.jobs.iter().filter(|job| job.enabled) {
+                        let trigger = Trigger::Warm { job: job.name.clone(), reason: TriggerReason::Manual };
+                        if triggers.try_send(trigger).is_err() {
+                            warn!(job = %job.name, "Trigger queue is full; this manual run was dropped.");
+                        }
+                    }
+                }
+                SignalEvent::Reload => {
+                    warn!("SIGHUP: configuration reload is not supported yet; restart the service to apply changes.");
+                }
+            },
+        }
+    }
+    shutdown.cancel();
+    tracker.wait().await;
+    db.close().await;
+    info!("Stopped.");
+    Ok(())
+}
+
+/// Connects to both servers, retrying unreachable ones with backoff. `None` when a stop signal came first.
+async fn connect_with_retry(
+    config: &Config,
+    signals: &mut Signals,
+) -> anyhow::Result<Option<(Database, Cache)>> {
+    let db = Database::new(&config.mysql)?;
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    let mut cache = None;
+    loop {
+        if cache.is_none() {
+            match Cache::connect(&config.redis).await {
+                Ok(connected) => cache = Some(connected),
+                Err(error) if error.is_transient() => {
+                    warn!(redis = %config.redis.url, %error, "Redis is unreachable; will retry.");
+                }
+                Err(error) => return Err(error).context(format!("Redis at {}", config.redis.url)),
+            }
+        }
+        let db_ready = match db.ping().await {
+            Ok(()) => true,
+            Err(error) if error.is_transient() => {
+                warn!(mysql = %config.mysql.url, %error, "MySQL is unreachable; will retry.");
+                false
+            }
+            Err(error) => return Err(error).context(format!("MySQL at {}", config.mysql.url)),
+        };
+        if db_ready && let Some(cache) = cache.take() {
+            return Ok(Some((db, cache)));
+        }
+        tokio::select! {
+            event = signals.recv() => if event == SignalEvent::Stop { return Ok(None) },
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+/// One job's result in `run --once`.
+pub struct OnceOutcome {
+    pub job: Arc<str>,
+    pub result: Result<RunSummary, String>,
+}
+
+/// Runs the named jobs (or every enabled job) once. Fails fast when MySQL or Redis cannot be reached.
+pub async fn run_once(
+    config: &Config,
+    names: &[String],
+    mode: Mode,
+) -> anyhow::Result<Vec<OnceOutcome>> {
+    let jobs = select_jobs(config, names)?;
+    let db = Database::new(&config.mysql)?;
+    db.ping()
+        .await
+        .with_context(|| format!("MySQL at {}", config.mysql.url))?;
+    let cache = Cache::connect(&config.redis)
+        .await
+        .with_context(|| format!("Redis at {}", config.redis.url))?;
+    let warmer = Arc::new(Warmer::new(
+        db.clone(),
+        cache,
+        config.daemon.max_concurrent_jobs,
+    ));
+
+    let progress: Vec<(Arc<str>, Arc<Progress>)> = jobs
+        .iter()
+        .map(|job| (job.name.clone(), Arc::new(Progress::default())))
+        .collect();
+    let mut runs = JoinSet::new();
+    let mut order = Vec::new();
+    for (job, (_, progress)) in jobs.iter().zip(&progress) {
+        let (warmer, job, progress) = (warmer.clone(), job.clone(), progress.clone());
+        let name = job.name.clone();
+        let handle = runs.spawn(async move {
+            let Some(guard) = warmer.claim(&job.name) else {
+                return Err(WarmError::AlreadyRunning);
+            };
+            warmer.run(&guard, &job, mode, &progress).await
+        });
+        order.push((handle.id(), name));
+    }
+
+    let ticker = std::io::stderr()
+        .is_terminal()
+        .then(|| tokio::spawn(show_progress(progress.clone())));
+    let mut results = std::collections::HashMap::new();
+    while let Some(joined) = runs.join_next_with_id().await {
+        let (id, result) = match joined {
+            Ok((id, result)) => (id, result.map_err(|e| e.to_string())),
+            Err(error) if error.is_panic() => (
+                error.id(),
+                Err(format!("panicked: {}", panic_message(error.into_panic()))),
+            ),
+            Err(error) => (error.id(), Err(format!("was cancelled: {error}"))),
+        };
+        results.insert(id, result);
+    }
+    if let Some(ticker) = ticker {
+        ticker.abort();
+        eprint!("\r\x1b[2K");
+    }
+    db.close().await;
+    Ok(order
+        .into_iter()
+        .map(|(id, job)| OnceOutcome {
+            job,
+            result: results
+                .remove(&id)
+                .unwrap_or_else(|| Err("did not report".into())),
+        })
+        .collect())
+}
+
+/// Redraws one status line on stderr while jobs run, for people watching long jobs.
+async fn show_progress(progress: Vec<(Arc<str>, Arc<Progress>)>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let line: Vec<String> = progress
+            .iter()
+            .map(|(job, p)| {
+                format!(
+                    "{job}: {} rows, {} keys",
+                    p.rows.load(Ordering::Relaxed),
+                    p.keys.load(Ordering::Relaxed)
+                )
+            })
+            .collect();
+        eprint!("\r\x1b[2K{}", line.join(" | "));
+    }
+}
+
+/// The jobs `--job` names (disabled ones included), or every enabled job.
+fn select_jobs(config: &Config, names: &[String]) -> anyhow::Result<Vec<WarmJob>> {
+    if names.is_empty() {
+        return Ok(config
+            .jobs
+            .iter()
+            .filter(|job| job.enabled)
+            .cloned()
+            .collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            config.job(name).cloned().ok_or_else(|| {
+                let known: Vec<&str> = config.jobs.iter().map(|job| &*job.name).collect();
+                anyhow::anyhow!(
+                    "no warm job named \"{name}\" in {} (jobs: {})",
+                    config.path.display(),
+                    known.join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+/// The summary table `run --once` prints.
+pub fn format_summary(outcomes: &[OnceOutcome]) -> String {
+    let mut rows = vec![[
+        "JOB".to_string(),
+        "RESULT".into(),
+        "ROWS".into(),
+        "KEYS".into(),
+        "SKIPPED".into(),
+        "BYTES".into(),
+        "DURATION".into(),
+    ]];
+    for outcome in outcomes {
+        rows.push(match &outcome.result {
+            Ok(s) => [
+                outcome.job.to_string(),
+                "ok".into(),
+                s.rows.to_string(),
+                s.keys_written.to_string(),
+                s.skipped().to_string(),
+                s.bytes_written.to_string(),
+                format!("{:.3}s", s.duration.as_secs_f64()),
+            ],
+            Err(_) => [
+                outcome.job.to_string(),
+                "FAILED".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ],
+        });
+    }
+    let mut out = table(&rows);
+    for outcome in outcomes {
+        if let Err(error) = &outcome.result {
+            out.push_str(&format!("{}: {error}\n", outcome.job));
+        }
+    }
+    out
+}
+
+/// Connects to both servers and prepares every job's query: catches SQL errors, placeholders that are not result
+/// columns, sensitive columns and unmappable types before deploy. Returns the problems found.
+pub async fn check_connect(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(error) = Cache::connect(&config.redis).await {
+        problems.push(format!(
+            "redis.url: cannot connect to {}: {error}",
+            config.redis.url
+        ));
+    }
+    let db = match Database::new(&config.mysql) {
+        Ok(db) => db,
+        Err(error) => {
+            problems.push(format!("mysql.url: {error}"));
+            return problems;
+        }
+    };
+    if let Err(error) = db.ping().await {
+        problems.push(format!(
+            "mysql.url: cannot connect to {}: {error}",
+            config.mysql.url
+        ));
+        return problems;
+    }
+    for job in &config.jobs {
+        match db.describe(&job.query).await {
+            Ok(columns) => {
+                if let Err(error) = RowRenderer::new(job, &columns) {
+                    problems.push(format!("warm job \"{}\": {error}", job.name));
+                }
+            }
+            Err(error) => problems.push(format!("warm job \"{}\" query: {error}", job.name)),
+        }
+    }
+    db.close().await;
+    problems
+}
+
+/// The table `cachewarden jobs` prints.
+pub fn format_jobs(config: &Config, now: chrono::DateTime<chrono::Utc>) -> String {
+    let mut rows = vec![[
+        "JOB".to_string(),
+        "ENABLED".into(),
+        "SCHEDULE".into(),
+        "TTL".into(),
+        "KEY".into(),
+        "NEXT RUNS (UTC)".into(),
+    ]];
+    for job in &config.jobs {
+        let ttl = match job.ttl {
+            crate::model::Ttl::Expires(ttl) => humantime::format_duration(ttl).to_string(),
+            crate::model::Ttl::Never => "none".into(),
+        };
+        let next = if job.enabled {
+            job.schedule
+                .upcoming(now, 3)
+                .iter()
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            "-".into()
+        };
+        rows.push([
+            job.name.to_string(),
+            if job.enabled { "yes" } else { "no" }.into(),
+            job.schedule.written.clone(),
+            ttl,
+            job.key.to_string(),
+            next,
+        ]);
+    }
+    table(&rows)
+}
+
+/// Left-aligned columns separated by two spaces.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}

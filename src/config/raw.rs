@@ -1,0 +1,60 @@
+//! A serde mirror of `jobs.toml`: every field optional and loosely typed, so that validation can see the whole file
+//! and report every problem at once. Nothing here is checked beyond TOML types; `validate` turns it into `Config`.
+
+use serde::Deserialize;
+
+/// `[mysql]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawMysql {
+    pub url: Option<String>,
+    pub pool_size: Option<IntOrString>,
+    pub connect_timeout: Option<String>,
+}
+
+/// `[redis]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRedis {
+    pub url: Option<String>,
+    pub connect_timeout: Option<String>,
+}
+
+/// `[defaults]`: values every `[[warm]]` job inherits unless it sets its own.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawDefaults {
+    pub ttl: Option<String>,
+    pub jitter: Option<String>,
+    pub max_value_bytes: Option<IntOrString>,
+    pub timeout: Option<String>,
+}
+
+/// `[daemon]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawDaemon {
+    pub max_concurrent_jobs: Option<IntOrString>,
+}
+
+/// One `[[warm]]` table.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawWarmJob {
+    pub name: Option<String>,
+    pub schedule: Option<String>,
+    pub query: Option<String>,
+    pub key: Option<String>,
+    pub ttl: Option<String>,
+    pub jitter: Option<String>,
+    pub run_on_start: Option<bool>,
+    pub enabled: Option<bool>,
+    pub timeout: Option<String>,
+    pub shape: Option<String>,
+    pub json_columns: Option<Vec<String>>,
+    pub allow_sensitive: Option<Vec<String>>,
+    pub max_value_bytes: Option<IntOrString>,
+}
+
+/// A number that may also arrive as a string, because environment overrides are always strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum IntOrString {
+    Int(i64),
+    String(String),
+}

@@ -1,0 +1,990 @@
+//! Turns the TOML text (plus environment overrides) into a typed [`Config`], collecting every problem on the way.
+//!
+//! Three passes: parse the TOML (a syntax error stops here, with its line); apply `CACHEWARDEN_<SECTION>__<FIELD>`
+//! overrides; then deserialize each section and each `[[warm]]` job on its own, so that one bad job never hides the
+//! problems of another. Unknown fields are problems too.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use super::error::{ConfigError, Problem};
+use super::raw::{IntOrString, RawDaemon, RawDefaults, RawMysql, RawRedis, RawWarmJob};
+use super::{Config, DaemonSettings, MysqlSettings, RedisSettings, SecretUrl};
+use crate::model::{Jitter, KeyTemplate, Schedule, Shape, Ttl, WarmJob};
+
+/// The sections a configuration may have, and the fields of each; used to name valid fields in messages.
+const SECTIONS: &[(&str, &[&str])] = &[
+    ("mysql", &["url", "pool_size", "connect_timeout"]),
+    ("redis", &["url", "connect_timeout"]),
+    ("defaults", &["ttl", "jitter", "max_value_bytes", "timeout"]),
+    ("daemon", &["max_concurrent_jobs"]),
+];
+
+/// The fields of a `[[warm]]` job.
+const WARM_FIELDS: &[&str] = &[
+    "name",
+    "schedule",
+    "query",
+    "key",
+    "ttl",
+    "jitter",
+    "run_on_start",
+    "enabled",
+    "timeout",
+    "shape",
+    "json_columns",
+    "allow_sensitive",
+    "max_value_bytes",
+];
+
+/// Sections that environment variables may set.
+const ENV_SECTIONS: &[&str] = &["mysql", "redis", "defaults", "daemon"];
+
+/// The seed's advice: keep values under 100 KiB.
+const DEFAULT_MAX_VALUE_BYTES: usize = 100 * 1024;
+/// Small on purpose: warming must never flood the primary.
+const DEFAULT_MAX_CONCURRENT_JOBS: usize = 2;
+/// Enough for a catalog-sized query; long jobs say so explicitly.
+const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(300);
+/// A small pool: warm jobs are few and the concurrency limit is small.
+const DEFAULT_POOL_SIZE: u32 = 4;
+/// Long enough for a TLS handshake across an AZ, short enough that `--once` fails fast.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Parses and validates `source`, the text of `path`. `env` replaces the process environment when given (tests).
+pub fn validate(
+    path: &Path,
+    source: &str,
+    env: Option<std::collections::HashMap<String, String>>,
+) -> Result<Config, ConfigError> {
+    let mut ctx = Context {
+        lines: LineIndex::new(source),
+        problems: Vec::new(),
+        env_fields: BTreeMap::new(),
+    };
+    let invalid = |problems| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        problems,
+    };
+
+    let mut doc: toml::Table = match toml::from_str(source) {
+        Ok(doc) => doc,
+        Err(error) => {
+            let line = error.span().map(|span| ctx.lines.line_at(span.start));
+            return Err(invalid(vec![Problem {
+                line,
+                location: "file".into(),
+                message: format!("not valid TOML: {}", error.message()),
+            }]));
+        }
+    };
+    ctx.apply_env(&mut doc, env);
+
+    for key in doc.keys() {
+        if key != "warm" && !SECTIONS.iter().any(|(name, _)| name == key) {
+            ctx.problem(
+                ctx.lines.key_line(None, key),
+                key.clone(),
+                format!(
+                    "unknown section or field `{key}` (valid: {}, warm)",
+                    SECTIONS
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+    }
+
+    let mysql: RawMysql = ctx.section(&doc, "mysql");
+    let redis: RawRedis = ctx.section(&doc, "redis");
+    let defaults: RawDefaults = ctx.section(&doc, "defaults");
+    let daemon: RawDaemon = ctx.section(&doc, "daemon");
+
+    let mysql = ctx.mysql(mysql);
+    let redis = ctx.redis(redis);
+    let defaults = ctx.defaults(defaults);
+    let daemon = DaemonSettings {
+        max_concurrent_jobs: ctx
+            .count("daemon", "max_concurrent_jobs", daemon.max_concurrent_jobs)
+            .unwrap_or(DEFAULT_MAX_CONCURRENT_JOBS),
+    };
+
+    let jobs = match doc.get("warm") {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => {
+            let mut jobs = Vec::new();
+            let mut names = HashSet::new();
+            for (index, item) in items.iter().enumerate() {
+                let Some(job) = ctx.warm_job(index, item, &defaults) else {
+                    continue;
+                };
+                if names.insert(job.name.clone()) {
+                    jobs.push(job);
+                } else {
+                    ctx.problem(
+                        ctx.lines.job_field_line(index, Some("name")),
+                        format!("warm[{index}] \"{}\".name", job.name),
+                        format!("another [[warm]] job is already named \"{}\"", job.name),
+                    );
+                }
+            }
+            jobs
+        }
+        Some(_) => {
+            ctx.problem(
+                ctx.lines.key_line(None, "warm"),
+                "warm".into(),
+                "must be an array of tables, written `[[warm]]`".into(),
+            );
+            Vec::new()
+        }
+    };
+
+    if !ctx.problems.is_empty() {
+        return Err(invalid(ctx.problems));
+    }
+    let (Some(mysql), Some(redis)) = (mysql, redis) else {
+        unreachable!("a missing connection setting is always recorded as a problem");
+    };
+    Ok(Config {
+        path: path.to_path_buf(),
+        mysql,
+        redis,
+        daemon,
+        jobs,
+    })
+}
+
+/// Values `[[warm]]` jobs inherit.
+struct Defaults {
+    ttl: Option<Ttl>,
+    jitter: Option<String>,
+    max_value_bytes: usize,
+    timeout: Duration,
+}
+
+struct Context {
+    lines: LineIndex,
+    problems: Vec<Problem>,
+    /// `section.field` → the environment variable that set it.
+    env_fields: BTreeMap<String, String>,
+}
+
+impl Context {
+    fn problem(&mut self, line: Option<usize>, location: String, message: String) {
+        self.problems.push(Problem {
+            line,
+            location,
+            message,
+        });
+    }
+
+    /// A problem with `[section] field`, located in the file or in the environment variable that set it.
+    fn field_problem(&mut self, section: &str, field: &str, message: String) {
+        let path = format!("{section}.{field}");
+        match self.env_fields.get(&path) {
+            Some(var) => self.problem(
+                None,
+                format!("{path} (from environment variable {var})"),
+                message,
+            ),
+            None => {
+                let line = self.lines.key_line(Some(section), field);
+                self.problem(line, path, message);
+            }
+        }
+    }
+
+    fn apply_env(
+        &mut self,
+        doc: &mut toml::Table,
+        env: Option<std::collections::HashMap<String, String>>,
+    ) {
+        let source = config::Environment::with_prefix("CACHEWARDEN")
+            .prefix_separator("_")
+            .separator("__")
+            .source(env);
+        let values = match config::Source::collect(&source) {
+            Ok(values) => values,
+            Err(error) => {
+                self.problem(
+                    None,
+                    "environment".into(),
+                    format!("cannot read CACHEWARDEN_* variables: {error}"),
+                );
+                return;
+            }
+        };
+        for (key, value) in values {
+            // Variables without a `__` (CACHEWARDEN_CONFIG, CACHEWARDEN_LOG, ...) are not overrides.
+            let Some((section, field)) = key.split_once('.') else {
+                continue;
+            };
+            let var = format!(
+                "CACHEWARDEN_{}__{}",
+                section.to_uppercase(),
+                field.to_uppercase()
+            );
+            if !ENV_SECTIONS.contains(&section) || field.contains('.') {
+                self.problem(
+                    None,
+                    format!("environment variable {var}"),
+                    format!(
+                        "only fields of [{}] can be set from the environment",
+                        ENV_SECTIONS.join("], [")
+                    ),
+                );
+                continue;
+            }
+            let value = match value.into_string() {
+                Ok(value) => value,
+                Err(error) => {
+                    self.problem(
+                        None,
+                        format!("environment variable {var}"),
+                        error.to_string(),
+                    );
+                    continue;
+                }
+            };
+            let table = doc
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(table) = table {
+                table.insert(field.to_string(), toml::Value::String(value));
+                self.env_fields.insert(format!("{section}.{field}"), var);
+            }
+        }
+    }
+
+    /// Deserializes one `[section]`, recording unknown fields and type errors; a broken section yields defaults.
+    fn section<T: DeserializeOwned + Default>(&mut self, doc: &toml::Table, name: &str) -> T {
+        let Some(value) = doc.get(name) else {
+            return T::default();
+        };
+        let fields = SECTIONS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(&[][..], |(_, f)| *f);
+        match deserialize::<T>(value.clone(), fields) {
+            Ok((parsed, unknown)) => {
+                for (field, message) in unknown {
+                    self.field_problem(name, &field, message);
+                }
+                parsed
+            }
+            Err((field, message)) => {
+                match field {
+                    Some(field) => self.field_problem(name, &field, message),
+                    None => self.problem(self.lines.key_line(None, name), name.into(), message),
+                }
+                T::default()
+            }
+        }
+    }
+
+    fn url(
+        &mut self,
+        section: &str,
+        url: Option<String>,
+        check: fn(&str) -> Result<(), String>,
+    ) -> Option<SecretUrl> {
+        let Some(url) = url else {
+            self.problem(
+                self.lines.key_line(None, section),
+                format!("{section}.url"),
+                format!(
+                    "is required: set `url` in [{section}] or the environment variable CACHEWARDEN_{}__URL",
+                    section.to_uppercase()
+                ),
+            );
+            return None;
+        };
+        match check(&url) {
+            Ok(()) => Some(SecretUrl::new(url)),
+            Err(message) => {
+                self.field_problem(section, "url", message);
+                None
+            }
+        }
+    }
+
+    fn mysql(&mut self, raw: RawMysql) -> Option<MysqlSettings> {
+        let url = self.url("mysql", raw.url, check_mysql_url);
+        let pool_size = self.count("mysql", "pool_size", raw.pool_size);
+        let connect_timeout = self.duration("mysql", "connect_timeout", raw.connect_timeout);
+        Some(MysqlSettings {
+            url: url?,
+            pool_size: pool_size.map_or(DEFAULT_POOL_SIZE, |n| n as u32),
+            connect_timeout: connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        })
+    }
+
+    fn redis(&mut self, raw: RawRedis) -> Option<RedisSettings> {
+        let url = self.url("redis", raw.url, check_redis_url);
+        let connect_timeout = self.duration("redis", "connect_timeout", raw.connect_timeout);
+        Some(RedisSettings {
+            url: url?,
+            connect_timeout: connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        })
+    }
+
+    fn defaults(&mut self, raw: RawDefaults) -> Defaults {
+        let ttl = raw.ttl.and_then(|ttl| match parse_ttl(&ttl) {
+            Ok(ttl) => Some(ttl),
+            Err(message) => {
+                self.field_problem("defaults", "ttl", message);
+                None
+            }
+        });
+        if let (Some(jitter), Some(ttl)) = (&raw.jitter, ttl)
+            && let Err(message) = parse_jitter(jitter, ttl)
+        {
+            self.field_problem("defaults", "jitter", message);
+        }
+        let max_value_bytes = raw
+            .max_value_bytes
+            .and_then(|size| match parse_size(&size) {
+                Ok(size) => Some(size),
+                Err(message) => {
+                    self.field_problem("defaults", "max_value_bytes", message);
+                    None
+                }
+            });
+        Defaults {
+            ttl,
+            jitter: raw.jitter,
+            max_value_bytes: max_value_bytes.unwrap_or(DEFAULT_MAX_VALUE_BYTES),
+            timeout: self
+                .duration("defaults", "timeout", raw.timeout)
+                .unwrap_or(DEFAULT_JOB_TIMEOUT),
+        }
+    }
+
+    fn duration(&mut self, section: &str, field: &str, raw: Option<String>) -> Option<Duration> {
+        let raw = raw?;
+        match parse_duration(&raw) {
+            Ok(duration) => Some(duration),
+            Err(message) => {
+                self.field_problem(section, field, message);
+                None
+            }
+        }
+    }
+
+    fn count(&mut self, section: &str, field: &str, raw: Option<IntOrString>) -> Option<usize> {
+        let raw = raw?;
+        match parse_count(&raw) {
+            Ok(count) => Some(count),
+            Err(message) => {
+                self.field_problem(section, field, message);
+                None
+            }
+        }
+    }
+
+    fn warm_job(
+        &mut self,
+        index: usize,
+        item: &toml::Value,
+        defaults: &Defaults,
+    ) -> Option<WarmJob> {
+        let name_hint = match item {
+            toml::Value::Table(table) => table
+                .get("name")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            _ => None,
+        };
+        let at = match &name_hint {
+            Some(name) => format!("warm[{index}] \"{name}\""),
+            None => format!("warm[{index}]"),
+        };
+        let before = self.problems.len();
+        let problem = |ctx: &mut Self, field: Option<&str>, message: String| {
+            let line = ctx.lines.job_field_line(index, field);
+            let location = match field {
+                Some(field) => format!("{at}.{field}"),
+                None => at.clone(),
+            };
+            ctx.problem(line, location, message);
+        };
+
+        let raw: RawWarmJob = match deserialize(item.clone(), WARM_FIELDS) {
+            Ok((raw, unknown)) => {
+                for (field, message) in unknown {
+                    problem(self, Some(&field), message);
+                }
+                raw
+            }
+            Err((field, message)) => {
+                problem(self, field.as_deref(), message);
+                return None;
+            }
+        };
+
+        let name = match raw.name {
+            Some(name) if is_valid_name(&name) => Some(name),
+            Some(name) => {
+                problem(
+                    self,
+                    Some("name"),
+                    format!(
+                        "\"{name}\" is not a valid job name: use letters, digits, `_`, `-` and `.`"
+                    ),
+                );
+                None
+            }
+            None => {
+                problem(self, None, "`name` is required".into());
+                None
+            }
+        };
+        let schedule = match raw.schedule {
+            Some(text) => parse_schedule(&text)
+                .map_err(|m| problem(self, Some("schedule"), m))
+                .ok(),
+            None => {
+                problem(
+                    self,
+                    None,
+                    "`schedule` is required (a 6-field cron such as \"0 */5 * * * *\", or \"every 5m\")".into(),
+                );
+                None
+            }
+        };
+        let query = match raw.query {
+            Some(query) if !query.trim().is_empty() => Some(query),
+            Some(_) => {
+                problem(self, Some("query"), "is empty".into());
+                None
+            }
+            None => {
+                problem(self, None, "`query` is required".into());
+                None
+            }
+        };
+        let key = match raw.key {
+            Some(key) => KeyTemplate::parse(&key)
+                .map_err(|m| problem(self, Some("key"), m))
+                .ok(),
+            None => {
+                problem(
+                    self,
+                    None,
+                    "`key` is required (a template such as \"product:{id}\")".into(),
+                );
+                None
+            }
+        };
+        let ttl = match raw.ttl {
+            Some(ttl) => parse_ttl(&ttl)
+                .map_err(|m| problem(self, Some("ttl"), m))
+                .ok(),
+            None if defaults.ttl.is_some() => defaults.ttl,
+            None => {
+                problem(
+                    self,
+                    None,
+                    "`ttl` is required (here or in [defaults]); every key gets a TTL unless you write ttl = \"none\""
+                        .into(),
+                );
+                None
+            }
+        };
+        let (jitter_text, jitter_field) = match (&raw.jitter, &defaults.jitter) {
+            (Some(text), _) => (Some(text.as_str()), "jitter"),
+            (None, Some(text)) => (Some(text.as_str()), "jitter (from [defaults])"),
+            (None, None) => (None, "jitter"),
+        };
+        let jitter = match (jitter_text, ttl) {
+            (None, _) => Some(Jitter::None),
+            (Some(text), Some(ttl)) => parse_jitter(text, ttl)
+                .map_err(|m| problem(self, Some(jitter_field), m))
+                .ok(),
+            (Some(_), None) => None,
+        };
+        let timeout = match raw.timeout {
+            Some(text) => parse_duration(&text)
+                .map_err(|m| problem(self, Some("timeout"), m))
+                .ok(),
+            None => Some(defaults.timeout),
+        };
+        let shape = match raw.shape.as_deref() {
+            None | Some("auto") => Some(Shape::Auto),
+            Some("object") => Some(Shape::Object),
+            Some("array") => Some(Shape::Array),
+            Some(other) => {
+                problem(
+                    self,
+                    Some("shape"),
+                    format!("\"{other}\" is not a shape: use \"auto\", \"object\" or \"array\""),
+                );
+                None
+            }
+        };
+        if raw.shape.is_some()
+            && let Some(key) = &key
+            && !key.is_single_key()
+        {
+            problem(
+                self,
+                Some("shape"),
+                format!(
+                    "only applies to a key without placeholders; \"{key}\" writes one key per row",
+                ),
+            );
+        }
+        let max_value_bytes = match raw.max_value_bytes {
+            Some(size) => parse_size(&size)
+                .map_err(|m| problem(self, Some("max_value_bytes"), m))
+                .ok(),
+            None => Some(defaults.max_value_bytes),
+        };
+        for (field, list) in [
+            ("json_columns", &raw.json_columns),
+            ("allow_sensitive", &raw.allow_sensitive),
+        ] {
+            if let Some(list) = list
+                && list.iter().any(|c| c.trim().is_empty())
+            {
+                problem(self, Some(field), "contains an empty column name".into());
+            }
+        }
+
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(WarmJob {
+            name: Arc::from(name?),
+            schedule: schedule?,
+            query: query?,
+            key: key?,
+            ttl: ttl?,
+            jitter: jitter?,
+            run_on_start: raw.run_on_start.unwrap_or(false),
+            enabled: raw.enabled.unwrap_or(true),
+            timeout: timeout?,
+            shape: shape?,
+            json_columns: raw.json_columns.unwrap_or_default(),
+            allow_sensitive: raw.allow_sensitive.unwrap_or_default(),
+            max_value_bytes: max_value_bytes?,
+        })
+    }
+}
+
+/// Deserializes `value` into `T`, returning the unknown fields it saw (each with a message) or the first type error
+/// (with the field it concerns, when known).
+#[allow(clippy::type_complexity)]
+fn deserialize<T: DeserializeOwned>(
+    value: toml::Value,
+    valid: &[&str],
+) -> Result<(T, Vec<(String, String)>), (Option<String>, String)> {
+    let mut unknown = Vec::new();
+    let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let ignored = serde_ignored::Deserializer::new(value, &mut record);
+    match serde_path_to_error::deserialize::<_, T>(ignored) {
+        Ok(parsed) => {
+            let unknown = unknown
+                .into_iter()
+                .map(|path| {
+                    let message = format!(
+                        "unknown field `{path}` (valid fields: {})",
+                        valid.join(", ")
+                    );
+                    (path, message)
+                })
+                .collect();
+            Ok((parsed, unknown))
+        }
+        Err(error) => {
+            let path = error.path().to_string();
+            let field =
+                (path != ".").then(|| path.split(['.', '[']).next().unwrap_or(&path).to_string());
+            Err((field, error.into_inner().to_string()))
+        }
+    }
+}
+
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+fn check_mysql_url(url: &str) -> Result<(), String> {
+    let valid = url
+        .strip_prefix("mysql://")
+        .or_else(|| url.strip_prefix("mariadb://"))
+        .is_some_and(|rest| !rest.is_empty())
+        && url.parse::<sqlx::mysql::MySqlConnectOptions>().is_ok();
+    if valid {
+        Ok(())
+    } else {
+        // The URL itself is never echoed: it may hold a password.
+        Err("is not a valid MySQL URL (expected mysql://user:password@host:3306/database)".into())
+    }
+}
+
+fn check_redis_url(url: &str) -> Result<(), String> {
+    match redis::Client::open(url) {
+        Ok(_) => Ok(()),
+        // The URL itself is never echoed: it may hold a password.
+        Err(_) => {
+            Err("is not a valid Redis URL (expected redis://host:6379/0 or rediss://...)".into())
+        }
+    }
+}
+
+/// `"24h"`, `"90s"`, `"1h 30m"` (humantime syntax).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text.trim()).map_err(|error| {
+        format!("\"{text}\" is not a duration ({error}); write e.g. \"30s\", \"5m\", \"24h\"")
+    })?;
+    if duration.is_zero() {
+        return Err(format!("\"{text}\" is zero; a duration must be positive"));
+    }
+    Ok(duration)
+}
+
+/// A duration, or `"none"` for keys that never expire.
+pub fn parse_ttl(text: &str) -> Result<Ttl, String> {
+    if text.trim().eq_ignore_ascii_case("none") {
+        return Ok(Ttl::Never);
+    }
+    parse_duration(text).map(Ttl::Expires)
+}
+
+/// `"10%"` of the TTL, or a duration shorter than the TTL.
+pub fn parse_jitter(text: &str, ttl: Ttl) -> Result<Jitter, String> {
+    let text = text.trim();
+    if matches!(text, "0" | "0%" | "none") {
+        return Ok(Jitter::None);
+    }
+    let Ttl::Expires(ttl) = ttl else {
+        return Err("has no effect with ttl = \"none\"; remove it".into());
+    };
+    if let Some(percent) = text.strip_suffix('%') {
+        let percent: f64 = percent
+            .trim()
+            .parse()
+            .map_err(|_| format!("\"{text}\" is not a percentage such as \"10%\""))?;
+        if !(0.0..100.0).contains(&percent) {
+            return Err(format!("\"{text}\" must be at least 0% and less than 100%"));
+        }
+        return Ok(Jitter::Fraction(percent / 100.0));
+    }
+    let jitter = parse_duration(text)?;
+    if jitter >= ttl {
+        return Err(format!(
+            "\"{text}\" must be shorter than the TTL ({})",
+            humantime::format_duration(ttl)
+        ));
+    }
+    Ok(Jitter::Fixed(jitter))
+}
+
+/// Bytes: an integer, or a string such as `"100KiB"`, `"1MiB"`, `"64kB"`.
+pub fn parse_size(raw: &IntOrString) -> Result<usize, String> {
+    let text = match raw {
+        IntOrString::Int(n) if *n > 0 => return Ok(*n as usize),
+        IntOrString::Int(n) => return Err(format!("{n} must be a positive number of bytes")),
+        IntOrString::String(text) => text.trim(),
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let multiplier: usize = match unit.trim() {
+        "" | "B" => 1,
+        "kB" | "KB" => 1000,
+        "KiB" => 1024,
+        "MB" => 1000 * 1000,
+        "MiB" => 1024 * 1024,
+        _ => {
+            return Err(format!(
+                "\"{text}\" is not a size; write e.g. 102400, \"100KiB\" or \"1MiB\""
+            ));
+        }
+    };
+    match digits.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n * multiplier),
+        _ => Err(format!(
+            "\"{text}\" is not a size; write e.g. 102400, \"100KiB\" or \"1MiB\""
+        )),
+    }
+}
+
+fn parse_count(raw: &IntOrString) -> Result<usize, String> {
+    let n = match raw {
+        IntOrString::Int(n) => *n,
+        IntOrString::String(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| format!("\"{text}\" is not a whole number"))?,
+    };
+    if n < 1 {
+        return Err(format!("{n} must be at least 1"));
+    }
+    Ok(n as usize)
+}
+
+/// A 6-field cron (`sec min hour day-of-month month day-of-week`, UTC), a 5-field crontab line (seconds = 0), a
+/// croner nickname (`@hourly`), or `every <duration>` where the duration divides a minute, an hour or a day evenly.
+///
+/// Parsed exactly as tokio-cron-scheduler parses it (seconds required, day-of-month AND day-of-week), so the fire
+/// times `cachewarden jobs` prints are the ones the daemon uses.
+pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
+    let trimmed = text.trim();
+    let cron = if let Some(every) = trimmed.strip_prefix("every ") {
+        every_to_cron(every.trim())?
+    } else if trimmed.starts_with('@') {
+        trimmed.to_string()
+    } else {
+        match trimmed.split_whitespace().count() {
+            5 => format!("0 {trimmed}"),
+            6 => trimmed.to_string(),
+            n => {
+                return Err(format!(
+                    "\"{text}\" has {n} fields; a cron schedule has 6 (sec min hour day month weekday) or 5 (crontab)"
+                ));
+            }
+        }
+    };
+    let parsed = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(&cron)
+        .map_err(|error| format!("\"{text}\" is not a valid cron schedule: {error}"))?;
+    if let Err(error) = parsed.find_next_occurrence(&chrono::Utc::now(), false) {
+        return Err(format!("\"{text}\" never fires: {error}"));
+    }
+    Ok(Schedule {
+        written: text.to_string(),
+        cron,
+        parsed,
+    })
+}
+
+fn every_to_cron(every: &str) -> Result<String, String> {
+    let period = parse_duration(every)?;
+    let secs = period.as_secs();
+    let uneven = || {
+        format!(
+            "\"every {every}\" cannot fire at even wall-clock times: use a period that divides a minute, an hour or a \
+             day (30s, 5m, 2h, 1d), or a cron expression"
+        )
+    };
+    if period.subsec_nanos() != 0 {
+        return Err(uneven());
+    }
+    Ok(match secs {
+        1 => "* * * * * *".into(),
+        s if s < 60 && 60 % s == 0 => format!("*/{s} * * * * *"),
+        60 => "0 * * * * *".into(),
+        s if s % 60 == 0 && s < 3600 && 3600 % s == 0 => format!("0 */{} * * * *", s / 60),
+        3600 => "0 0 * * * *".into(),
+        s if s % 3600 == 0 && s < 86_400 && 86_400 % s == 0 => format!("0 0 */{} * * *", s / 3600),
+        86_400 => "0 0 0 * * *".into(),
+        _ => return Err(uneven()),
+    })
+}
+
+/// Finds lines for problems: TOML keeps spans only while parsing, so fields are located by a light scan of the text.
+struct LineIndex {
+    source: String,
+    /// Byte ranges of each `[[warm]]` table, header included.
+    warm_tables: Vec<Range<usize>>,
+}
+
+impl LineIndex {
+    fn new(source: &str) -> Self {
+        let mut headers: Vec<(usize, bool)> = Vec::new();
+        let mut offset = 0;
+        for line in source.split_inclusive('\n') {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with('[') {
+                let is_warm = trimmed.starts_with("[[")
+                    && trimmed[2..].trim_start().starts_with("warm")
+                    && trimmed[2..].trim_start()[4..]
+                        .trim_start()
+                        .starts_with("]]");
+                headers.push((offset, is_warm));
+            }
+            offset += line.len();
+        }
+        let mut warm_tables = Vec::new();
+        for (i, &(start, is_warm)) in headers.iter().enumerate() {
+            if is_warm {
+                let end = headers.get(i + 1).map_or(source.len(), |&(next, _)| next);
+                warm_tables.push(start..end);
+            }
+        }
+        Self {
+            source: source.to_string(),
+            warm_tables,
+        }
+    }
+
+    fn line_at(&self, byte: usize) -> usize {
+        self.source[..byte.min(self.source.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    /// The line of `field = ...` inside `range`, or of the range's first line when `field` is `None`.
+    fn field_in(&self, range: Range<usize>, field: Option<&str>) -> Option<usize> {
+        let Some(field) = field else {
+            return Some(self.line_at(range.start));
+        };
+        let mut offset = range.start;
+        for line in self.source[range.clone()].split_inclusive('\n') {
+            let trimmed = line.trim_start();
+            if let Some(rest) = trimmed.strip_prefix(field)
+                && rest.trim_start().starts_with('=')
+            {
+                return Some(self.line_at(offset));
+            }
+            offset += line.len();
+        }
+        None
+    }
+
+    fn job_field_line(&self, index: usize, field: Option<&str>) -> Option<usize> {
+        let range = self.warm_tables.get(index)?.clone();
+        self.field_in(range.clone(), field)
+            .or_else(|| self.field_in(range, None))
+    }
+
+    /// The line of `key` in `[section]` (or at the top level when `section` is `None`).
+    fn key_line(&self, section: Option<&str>, key: &str) -> Option<usize> {
+        let Some(section) = section else {
+            let header = format!("[{key}]");
+            let top_end = self.source.find("\n[").map_or(self.source.len(), |i| i + 1);
+            return self
+                .source
+                .lines()
+                .position(|line| line.trim() == header)
+                .map(|i| i + 1)
+                .or_else(|| self.field_in(0..top_end, Some(key)));
+        };
+        let header = format!("[{section}]");
+        let mut offset = 0;
+        let mut start = None;
+        for line in self.source.split_inclusive('\n') {
+            let trimmed = line.trim();
+            if let Some(begin) = start {
+                if trimmed.starts_with('[') {
+                    return self
+                        .field_in(begin..offset, Some(key))
+                        .or(Some(self.line_at(begin)));
+                }
+            } else if trimmed == header {
+                start = Some(offset);
+            }
+            offset += line.len();
+        }
+        start.and_then(|begin| {
+            self.field_in(begin..self.source.len(), Some(key))
+                .or(Some(self.line_at(begin)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_forms_become_even_cron() {
+        assert_eq!(every_to_cron("30s").unwrap(), "*/30 * * * * *");
+        assert_eq!(every_to_cron("5m").unwrap(), "0 */5 * * * *");
+        assert_eq!(every_to_cron("1m").unwrap(), "0 * * * * *");
+        assert_eq!(every_to_cron("1h").unwrap(), "0 0 * * * *");
+        assert_eq!(every_to_cron("6h").unwrap(), "0 0 */6 * * *");
+        assert_eq!(every_to_cron("1d").unwrap(), "0 0 0 * * *");
+        for uneven in ["7m", "45s", "5h", "2d", "1500ms"] {
+            assert!(every_to_cron(uneven).is_err(), "{uneven} should be refused");
+        }
+    }
+
+    #[test]
+    fn crontab_lines_gain_a_seconds_field() {
+        let schedule = parse_schedule("*/15 * * * *").unwrap();
+        assert_eq!(schedule.cron, "0 */15 * * * *");
+        let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:07:00Z")
+            .unwrap()
+            .to_utc();
+        let next: Vec<String> = schedule
+            .upcoming(start, 3)
+            .iter()
+            .map(|t| t.to_rfc3339())
+            .collect();
+        assert_eq!(
+            next,
+            [
+                "2026-01-01T00:15:00+00:00",
+                "2026-01-01T00:30:00+00:00",
+                "2026-01-01T00:45:00+00:00"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_cron_carries_croners_message() {
+        let error = parse_schedule("0 61 * * * *").unwrap_err();
+        assert!(error.contains("is not a valid cron schedule: "), "{error}");
+        assert!(
+            parse_schedule("1 2 3")
+                .unwrap_err()
+                .contains("has 3 fields")
+        );
+    }
+
+    #[test]
+    fn sizes_accept_units() {
+        assert_eq!(parse_size(&IntOrString::Int(512)).unwrap(), 512);
+        assert_eq!(
+            parse_size(&IntOrString::String("100KiB".into())).unwrap(),
+            102_400
+        );
+        assert_eq!(
+            parse_size(&IntOrString::String("2MB".into())).unwrap(),
+            2_000_000
+        );
+        assert!(parse_size(&IntOrString::String("lots".into())).is_err());
+        assert!(parse_size(&IntOrString::Int(0)).is_err());
+    }
+
+    #[test]
+    fn jitter_is_a_percentage_or_a_shorter_duration() {
+        let ttl = Ttl::Expires(Duration::from_secs(3600));
+        assert_eq!(parse_jitter("10%", ttl).unwrap(), Jitter::Fraction(0.1));
+        assert_eq!(
+            parse_jitter("5m", ttl).unwrap(),
+            Jitter::Fixed(Duration::from_secs(300))
+        );
+        assert!(parse_jitter("2h", ttl).is_err());
+        assert!(parse_jitter("150%", ttl).is_err());
+        assert!(parse_jitter("10%", Ttl::Never).is_err());
+    }
+
+    #[test]
+    fn line_index_finds_job_fields() {
+        let source = "[mysql]\nurl = \"x\"\n\n[[warm]]\nname = \"a\"\n\n[[warm]]\nname = \"b\"\nschedule = \"x\"\n";
+        let lines = LineIndex::new(source);
+        assert_eq!(lines.job_field_line(1, Some("schedule")), Some(9));
+        assert_eq!(lines.job_field_line(0, Some("schedule")), Some(4));
+        assert_eq!(lines.key_line(Some("mysql"), "url"), Some(2));
+    }
+}

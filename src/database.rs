@@ -1,0 +1,218 @@
+//! MySQL/MariaDB through sqlx: the connection pool warm jobs read from, statement timeouts, and raw row access.
+//!
+//! Owns every sqlx call except the demo schema's migrations (`demo`). It hands rows out as raw binary-protocol bytes;
+//! turning those into JSON is `value`'s job. Sessions are read-only and run in UTC, so a warm query can never write
+//! and TIMESTAMP values render the same whatever the server's time zone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::BoxStream;
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::pool::PoolConnection;
+use sqlx::{
+    AssertSqlSafe, Column as _, Connection as _, Executor as _, Row as _, SqlSafeStr as _,
+    TypeInfo as _, ValueRef as _,
+};
+use tokio::sync::OnceCell;
+
+use crate::config::MysqlSettings;
+use crate::render::ColumnInfo;
+
+/// Idle connections are closed after this long: warm jobs are minutes apart and RDS counts connections.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A database failure, classified by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    /// No connection could be had (server down, network, pool exhausted): retry later.
+    #[error("cannot reach MySQL: {0}")]
+    Unreachable(#[source] sqlx::Error),
+    /// The server refused the statement (syntax, missing table, privileges): retrying will not help.
+    #[error("MySQL refused the query: {0}")]
+    Refused(#[source] sqlx::Error),
+    /// The statement ran out of time, or the connection broke mid-query: may succeed later.
+    #[error("MySQL query failed: {0}")]
+    Interrupted(#[source] sqlx::Error),
+}
+
+impl DatabaseError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, DatabaseError::Refused(_))
+    }
+
+    fn from_query(error: sqlx::Error) -> Self {
+        match &error {
+            // Lock wait timeout, deadlock, statement timeouts, server shutdown: worth another try.
+            sqlx::Error::Database(db) if is_transient_code(db.as_ref()) => {
+                DatabaseError::Interrupted(error)
+            }
+            sqlx::Error::Database(_) => DatabaseError::Refused(error),
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+                DatabaseError::Unreachable(error)
+            }
+            _ => DatabaseError::Interrupted(error),
+        }
+    }
+}
+
+fn is_transient_code(error: &dyn sqlx::error::DatabaseError) -> bool {
+    let number = error
+        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        .map(|e| e.number());
+    matches!(number, Some(1205 | 1213 | 1969 | 3024 | 1053 | 1317 | 2013))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    MariaDb,
+    MySql,
+}
+
+/// The database warm jobs read. Cheap to clone.
+#[derive(Clone)]
+pub struct Database {
+    pool: MySqlPool,
+    flavor: Arc<OnceCell<Flavor>>,
+}
+
+impl Database {
+    /// Creates the pool without connecting; the first query connects.
+    pub fn new(settings: &MysqlSettings) -> Result<Self, DatabaseError> {
+        let options: MySqlConnectOptions = settings
+            .url
+            .expose()
+            .parse()
+            .map_err(DatabaseError::Refused)?;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(settings.pool_size)
+            .min_connections(0)
+            .acquire_timeout(settings.connect_timeout)
+            .idle_timeout(IDLE_TIMEOUT)
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute("SET time_zone = '+00:00'").await?;
+                    conn.execute("SET SESSION TRANSACTION READ ONLY").await?;
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(options);
+        Ok(Self {
+            pool,
+            flavor: Arc::new(OnceCell::new()),
+        })
+    }
+
+    /// Checks that the server answers.
+    pub async fn ping(&self) -> Result<(), DatabaseError> {
+        let mut conn = self.pool.acquire().await.map_err(unreachable)?;
+        conn.ping().await.map_err(DatabaseError::from_query)
+    }
+
+    /// A connection for one warm query, with the server-side statement timeout set to `timeout`.
+    pub async fn acquire(&self, timeout: Duration) -> Result<QueryConn, DatabaseError> {
+        let mut conn = self.pool.acquire().await.map_err(unreachable)?;
+        let flavor = *self
+            .flavor
+            .get_or_try_init(|| async {
+                let version: String = sqlx::query_scalar("SELECT VERSION()")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(DatabaseError::from_query)?;
+                Ok::<_, DatabaseError>(if version.contains("MariaDB") {
+                    Flavor::MariaDb
+                } else {
+                    Flavor::MySql
+                })
+            })
+            .await?;
+        // Session variables rather than per-statement hints: the query text stays exactly the operator's.
+        let set_timeout = match flavor {
+            Flavor::MariaDb => format!(
+                "SET SESSION max_statement_time = {:.3}",
+                timeout.as_secs_f64()
+            ),
+            Flavor::MySql => format!("SET SESSION max_execution_time = {}", timeout.as_millis()),
+        };
+        conn.execute(AssertSqlSafe(set_timeout))
+            .await
+            .map_err(DatabaseError::from_query)?;
+        Ok(QueryConn(conn))
+    }
+
+    /// The result columns of `query`, without running it (prepares the statement).
+    pub async fn describe(&self, query: &str) -> Result<Vec<ColumnInfo>, DatabaseError> {
+        let mut conn = self.pool.acquire().await.map_err(unreachable)?;
+        let statement = conn
+            .prepare(AssertSqlSafe(query).into_sql_str())
+            .await
+            .map_err(DatabaseError::from_query)?;
+        Ok(sqlx::Statement::columns(&statement)
+            .iter()
+            .map(column_info)
+            .collect())
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn unreachable(error: sqlx::Error) -> DatabaseError {
+    match error {
+        // Wrong password, unknown database: not going to fix itself.
+        sqlx::Error::Database(_) => DatabaseError::Refused(error),
+        other => DatabaseError::Unreachable(other),
+    }
+}
+
+/// A pooled connection prepared for one warm query.
+pub struct QueryConn(PoolConnection<MySql>);
+
+impl QueryConn {
+    /// Streams the rows of `query` (binary protocol, never buffered whole).
+    pub fn rows<'c>(
+        &'c mut self,
+        query: &'c str,
+    ) -> BoxStream<'c, Result<MySqlRow, DatabaseError>> {
+        sqlx::query(AssertSqlSafe(query))
+            .fetch(&mut *self.0)
+            .map_err(DatabaseError::from_query)
+            .boxed()
+    }
+}
+
+/// The columns of a row's result.
+pub fn columns(row: &MySqlRow) -> Vec<ColumnInfo> {
+    row.columns().iter().map(column_info).collect()
+}
+
+fn column_info(column: &sqlx::mysql::MySqlColumn) -> ColumnInfo {
+    let type_info = column.type_info();
+    ColumnInfo {
+        name: column.name().to_string(),
+        type_name: type_info.name().to_string(),
+        is_text: <str as sqlx::Type<MySql>>::compatible(type_info),
+    }
+}
+
+/// The raw binary-protocol bytes of each value in `row` (`None` for NULL), appended to `out`.
+pub fn raw_values<'r>(
+    row: &'r MySqlRow,
+    out: &mut Vec<Option<&'r [u8]>>,
+) -> Result<(), DatabaseError> {
+    for index in 0..row.len() {
+        let value = row.try_get_raw(index).map_err(DatabaseError::Interrupted)?;
+        if value.is_null() {
+            out.push(None);
+        } else {
+            let bytes = <&[u8] as sqlx::Decode<MySql>>::decode(value)
+                .map_err(|e| DatabaseError::Interrupted(sqlx::Error::Decode(e)))?;
+            out.push(Some(bytes));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! cachewarden keeps a Redis cache warm and correct in front of a MySQL database.
+//!
+//! # Layout
+//! Producers send [`model::Trigger`]s; a pure core turns rows into keys and values; executors own the connections.
+//!
+//! - [`config`]: `jobs.toml` → typed [`config::Config`], every problem reported at once.
+//! - [`model`]: the vocabulary: warm jobs, key templates, TTLs, triggers, key operations.
+//! - [`value`]: MySQL wire values → JSON and key text (pure; documents the type mapping).
+//! - [`render`]: a row → its key and JSON value; sensitive-column refusal (pure).
+//! - [`schedule`]: fires warm jobs on their cron schedules (producer).
+//! - [`warm`]: runs warm jobs: stream rows, render, write in batches; overlap guard, concurrency limit (executor).
+//! - [`cache`]: Redis; the single write path every cache write goes through.
+//! - [`database`]: MySQL via sqlx: pool, statement timeouts, raw rows.
+//! - [`backoff`]: the retry delay every reconnect loop shares.
+//! - [`signal`]: SIGTERM/SIGINT/SIGHUP/SIGUSR1 as daemon events.
+//! - [`app`]: wiring for the daemon and the one-shot commands.
+//! - [`demo`]: the demo shop schema (embedded migrations), for the quick start and tests.
+//! - [`cli`]: the command line.
+
+pub mod app;
+pub mod backoff;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod database;
+pub mod demo;
+pub mod model;
+pub mod render;
+pub mod schedule;
+pub mod signal;
+pub mod value;
+pub mod warm;

@@ -1,0 +1,358 @@
+//! The vocabulary every other module speaks: warm jobs, key templates, TTLs, triggers and key operations.
+//!
+//! Plain data with small pure methods. Nothing here does I/O; parsing of the TOML words into these types lives in
+//! `config`, and executing them lives in `warm` and `cache`.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A Redis key template such as `product:{id}`: literal text and `{column}` placeholders filled from a result row.
+///
+/// `{{` and `}}` stand for literal braces. A template without placeholders names one key that stores the whole result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyTemplate {
+    source: String,
+    parts: Vec<KeyPart>,
+}
+
+/// One piece of a [`KeyTemplate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    /// Text copied into the key as it is.
+    Literal(String),
+    /// The value of the named result column.
+    Column(String),
+}
+
+impl KeyTemplate {
+    /// Parses a template, refusing empty templates, empty or unclosed placeholders and stray braces.
+    pub fn parse(source: &str) -> Result<Self, String> {
+        if source.is_empty() {
+            return Err("the key template is empty".into());
+        }
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut chars = source.char_indices().peekable();
+        while let Some((at, c)) = chars.next() {
+            match c {
+                '{' if chars.peek().map(|&(_, n)| n) == Some('{') => {
+                    chars.next();
+                    literal.push('{');
+                }
+                '}' if chars.peek().map(|&(_, n)| n) == Some('}') => {
+                    chars.next();
+                    literal.push('}');
+                }
+                '{' => {
+                    let rest = &source[at + 1..];
+                    let Some(end) = rest.find('}') else {
+                        return Err(format!("placeholder opened at byte {at} is never closed"));
+                    };
+                    let name = rest[..end].trim();
+                    if name.is_empty() {
+                        return Err(format!("empty placeholder `{{}}` at byte {at}"));
+                    }
+                    if name.contains('{') {
+                        return Err(format!("placeholder opened at byte {at} is never closed"));
+                    }
+                    if !literal.is_empty() {
+                        parts.push(KeyPart::Literal(std::mem::take(&mut literal)));
+                    }
+                    parts.push(KeyPart::Column(name.to_string()));
+                    for _ in 0..=end {
+                        chars.next();
+                    }
+                }
+                '}' => {
+                    return Err(format!(
+                        "unmatched `}}` at byte {at} (write `}}}}` for a literal brace)"
+                    ));
+                }
+                c => literal.push(c),
+            }
+        }
+        if !literal.is_empty() {
+            parts.push(KeyPart::Literal(literal));
+        }
+        Ok(Self {
+            source: source.to_string(),
+            parts,
+        })
+    }
+
+    /// The template as written in the configuration.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// The pieces, in order.
+    pub fn parts(&self) -> &[KeyPart] {
+        &self.parts
+    }
+
+    /// The column names the template reads, in order of appearance.
+    pub fn placeholders(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|part| match part {
+            KeyPart::Column(name) => Some(name.as_str()),
+            KeyPart::Literal(_) => None,
+        })
+    }
+
+    /// A template without placeholders names exactly one key, which stores the whole result of its query.
+    pub fn is_single_key(&self) -> bool {
+        self.placeholders().next().is_none()
+    }
+
+    /// The one key a template without placeholders names; `None` for per-row templates.
+    pub fn single_key(&self) -> Option<String> {
+        self.parts
+            .iter()
+            .map(|part| match part {
+                KeyPart::Literal(text) => Some(text.as_str()),
+                KeyPart::Column(_) => None,
+            })
+            .collect()
+    }
+
+    /// The literal text before the first placeholder: every key the template can produce starts with it.
+    pub fn literal_prefix(&self) -> Cow<'_, str> {
+        match self.parts.first() {
+            Some(KeyPart::Literal(text)) => Cow::Borrowed(text),
+            _ => Cow::Borrowed(""),
+        }
+    }
+}
+
+impl fmt::Display for KeyTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+/// How long a written key lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    /// The key expires after this long (before jitter).
+    Expires(Duration),
+    /// `ttl = "none"`: the key never expires. Only ever set on explicit request.
+    Never,
+}
+
+/// Randomness added to each key's TTL so that keys written together do not all expire together.
+///
+/// Jitter only ever shortens a TTL: the configured `ttl` stays an upper bound on how stale a key can get.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Jitter {
+    /// Every key gets exactly the configured TTL.
+    None,
+    /// Up to this fraction (0 ≤ f < 1) of the TTL is taken off, drawn independently per key.
+    Fraction(f64),
+    /// Up to this long is taken off, drawn independently per key (always less than the TTL).
+    Fixed(Duration),
+}
+
+impl Ttl {
+    /// The TTL for one key: `None` for keys that never expire, else the TTL less a uniformly drawn share of the
+    /// jitter. `unit` is a number in `[0, 1)`, passed in so that this stays pure and testable.
+    pub fn pick(self, jitter: Jitter, unit: f64) -> Option<Duration> {
+        let Ttl::Expires(ttl) = self else {
+            return None;
+        };
+        let cut = match jitter {
+            Jitter::None => Duration::ZERO,
+            Jitter::Fraction(fraction) => ttl.mul_f64(fraction * unit),
+            Jitter::Fixed(max) => max.mul_f64(unit),
+        };
+        // Redis refuses an expiry of zero; one millisecond is the shortest TTL there is.
+        Some(ttl.saturating_sub(cut).max(Duration::from_millis(1)))
+    }
+}
+
+/// What to store when a key template has no placeholders and the query's whole result goes into one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One row → a JSON object; any other number of rows → a JSON array of objects.
+    Auto,
+    /// Exactly one row, stored as a JSON object; any other row count fails the run.
+    Object,
+    /// Always a JSON array of objects, even for one row or none.
+    Array,
+}
+
+/// When a warm job fires: a cron schedule (6 fields with seconds, all times UTC).
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// As the operator wrote it (`"every 5m"`, `"0 */5 * * * *"`).
+    pub written: String,
+    /// The 6-field cron expression the scheduler runs.
+    pub cron: String,
+    /// The parsed expression, for computing fire times.
+    pub parsed: croner::Cron,
+}
+
+impl Schedule {
+    /// The next `count` fire times after `after`.
+    pub fn upcoming(
+        &self,
+        after: chrono::DateTime<chrono::Utc>,
+        count: usize,
+    ) -> Vec<chrono::DateTime<chrono::Utc>> {
+        self.parsed.iter_after(after).take(count).collect()
+    }
+}
+
+/// A cache-warming job: a query whose rows become Redis keys.
+#[derive(Debug, Clone)]
+pub struct WarmJob {
+    /// Unique name, used in logs, metrics, `--job` and triggers.
+    pub name: Arc<str>,
+    /// When the scheduler fires it.
+    pub schedule: Schedule,
+    /// The SQL query, run as a prepared statement.
+    pub query: String,
+    /// How each row (or the whole result) maps to a key.
+    pub key: KeyTemplate,
+    /// Lifetime of written keys.
+    pub ttl: Ttl,
+    /// Per-key TTL randomisation.
+    pub jitter: Jitter,
+    /// Fire once as soon as the daemon starts.
+    pub run_on_start: bool,
+    /// Disabled jobs are validated but never scheduled or run by `--once` without `--job`.
+    pub enabled: bool,
+    /// The longest one run may take, query and writes together; the server also aborts the statement after it.
+    pub timeout: Duration,
+    /// Result shape for single-key templates.
+    pub shape: Shape,
+    /// Text columns holding JSON documents, embedded as JSON rather than as strings (MariaDB's JSON is LONGTEXT).
+    pub json_columns: Vec<String>,
+    /// Columns whose names look sensitive but which the operator has decided may be cached.
+    pub allow_sensitive: Vec<String>,
+    /// Values larger than this are skipped and counted, never truncated.
+    pub max_value_bytes: usize,
+}
+
+/// One change to make in Redis. Every write cachewarden performs is one of these, applied by `cache::Cache`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOp {
+    /// `SET key value [PX ttl]`.
+    Set {
+        key: String,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    },
+    /// `UNLINK key`.
+    Delete { key: String },
+}
+
+/// Why a warm job run was requested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerReason {
+    /// Its cron schedule fired.
+    Schedule,
+    /// `run_on_start` at daemon start.
+    Startup,
+    /// An operator asked (signal, CLI, admin endpoint).
+    Manual,
+}
+
+impl fmt::Display for TriggerReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TriggerReason::Schedule => "schedule",
+            TriggerReason::Startup => "startup",
+            TriggerReason::Manual => "manual",
+        })
+    }
+}
+
+/// A request for work, sent by producers (scheduler, and later the channel and binlog sources) to executors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// Run the named warm job now.
+    Warm {
+        job: Arc<str>,
+        reason: TriggerReason,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_splits_literals_and_placeholders() {
+        let t = KeyTemplate::parse("product:{id}:{ lang }").unwrap();
+        assert_eq!(
+            t.parts(),
+            [
+                KeyPart::Literal("product:".into()),
+                KeyPart::Column("id".into()),
+                KeyPart::Literal(":".into()),
+                KeyPart::Column("lang".into()),
+            ]
+        );
+        assert_eq!(t.placeholders().collect::<Vec<_>>(), ["id", "lang"]);
+        assert!(!t.is_single_key());
+        assert_eq!(t.literal_prefix(), "product:");
+    }
+
+    #[test]
+    fn template_without_placeholders_is_single_key() {
+        let t = KeyTemplate::parse("dashboard:stats").unwrap();
+        assert!(t.is_single_key());
+        assert_eq!(t.parts(), [KeyPart::Literal("dashboard:stats".into())]);
+    }
+
+    #[test]
+    fn doubled_braces_are_literal() {
+        let t = KeyTemplate::parse("{{tag}}:{id}").unwrap();
+        assert_eq!(
+            t.parts(),
+            [
+                KeyPart::Literal("{tag}:".into()),
+                KeyPart::Column("id".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_templates_are_refused() {
+        for bad in ["", "product:{id", "product:{}", "product:id}", "a:{b{c}"] {
+            assert!(
+                KeyTemplate::parse(bad).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn jitter_only_shortens_the_ttl() {
+        let ttl = Ttl::Expires(Duration::from_secs(100));
+        assert_eq!(ttl.pick(Jitter::None, 0.7), Some(Duration::from_secs(100)));
+        assert_eq!(
+            ttl.pick(Jitter::Fraction(0.1), 0.0),
+            Some(Duration::from_secs(100))
+        );
+        assert_eq!(
+            ttl.pick(Jitter::Fraction(0.1), 0.5),
+            Some(Duration::from_secs(95))
+        );
+        assert_eq!(
+            ttl.pick(Jitter::Fixed(Duration::from_secs(20)), 0.5),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(Ttl::Never.pick(Jitter::Fraction(0.5), 0.5), None);
+    }
+
+    #[test]
+    fn ttl_never_reaches_zero() {
+        let ttl = Ttl::Expires(Duration::from_millis(1));
+        assert_eq!(
+            ttl.pick(Jitter::Fraction(0.99), 0.99),
+            Some(Duration::from_millis(1))
+        );
+    }
+}

@@ -1,0 +1,582 @@
+//! Running warm jobs: stream a query's rows, render keys and values, write them to Redis in pipelined batches.
+//!
+//! [`Warmer`] executes one run of one job (used by both the daemon and `run --once`) and guards against a job
+//! overlapping itself and against too many jobs querying the database at once. [`WarmRunner`] is the daemon's
+//! executor task: it takes [`Trigger`]s from the scheduler (and other producers), runs each in its own task so a
+//! panic is caught and reported, and retries transient failures with backoff.
+//!
+//! # Memory
+//! Rows are streamed, never fetched whole; at most one batch (`BATCH_KEYS` keys or `BATCH_BYTES` bytes) is held at a
+//! time, so a million-row job runs in the same memory as a thousand-row one. A single-key job holds its one value,
+//! which `max_value_bytes` bounds.
+//!
+//! # Shutdown
+//! On cancellation the runner takes no new triggers and gives in-flight runs `grace` to finish their writes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::TryStreamExt as _;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument as _, error, info, info_span, warn};
+
+use crate::backoff::Backoff;
+use crate::cache::{Cache, CacheError};
+use crate::database::{self, Database, DatabaseError};
+use crate::model::{KeyOp, Shape, Trigger, TriggerReason, WarmJob};
+use crate::render::{PlanError, RowRenderer};
+use crate::value::{self, Cell};
+
+/// Keys per pipeline: large enough to amortise round trips, small enough to keep Redis responsive to others.
+const BATCH_KEYS: usize = 1000;
+/// Bytes per pipeline, for jobs with large values.
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Per run, at most this many skipped rows are logged one by one; the rest are only counted.
+const SKIP_LOG_LIMIT: u64 = 10;
+/// Attempts per triggered run when failures are transient (database or Redis unreachable).
+const MAX_ATTEMPTS: u32 = 5;
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WarmError {
+    #[error("job is already running; this run was skipped")]
+    AlreadyRunning,
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("shape = \"object\" needs exactly one row, but the query returned {0}")]
+    NotOneRow(String),
+    #[error("run exceeded its timeout of {}", humantime::format_duration(*.0))]
+    TimedOut(Duration),
+}
+
+impl WarmError {
+    /// Whether trying again soon may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            WarmError::Database(error) => error.is_transient(),
+            WarmError::Cache(error) => error.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Rows the query returned.
+    pub rows: u64,
+    /// Keys written (or, in a dry run, that would have been).
+    pub keys_written: u64,
+    /// Bytes of values written.
+    pub bytes_written: u64,
+    /// Values larger than `max_value_bytes`, not written.
+    pub skipped_oversize: u64,
+    /// Rows whose key column was NULL.
+    pub skipped_null_key: u64,
+    /// Rows with a value that could not be decoded (invalid JSON in a JSON column, ...).
+    pub skipped_invalid: u64,
+    /// Wall time of the run.
+    pub duration: Duration,
+}
+
+impl RunSummary {
+    /// All skipped rows and values.
+    pub fn skipped(&self) -> u64 {
+        self.skipped_oversize + self.skipped_null_key + self.skipped_invalid
+    }
+}
+
+/// Live counters of a run in progress, for a progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub rows: AtomicU64,
+    pub keys: AtomicU64,
+}
+
+/// Whether a run writes to Redis or only reports what it would write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Write,
+    /// Print `job, key, ttl, bytes` per key to stdout and write nothing.
+    DryRun,
+}
+
+/// Outcome counts per job since the process started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobStats {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub skipped_overlap: u64,
+    pub last: Option<RunSummary>,
+}
+
+/// Proof that a job is claimed for one run; released on drop (also when the run panics).
+pub struct RunGuard {
+    running: Arc<Mutex<HashSet<Arc<str>>>>,
+    name: Arc<str>,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        running.remove(&self.name);
+    }
+}
+
+/// Executes warm job runs.
+pub struct Warmer {
+    db: Database,
+    cache: Cache,
+    /// Bounds how many jobs query the database at once.
+    limiter: Semaphore,
+    running: Arc<Mutex<HashSet<Arc<str>>>>,
+    stats: Mutex<HashMap<Arc<str>, JobStats>>,
+}
+
+impl Warmer {
+    /// A warmer letting at most `max_concurrent_jobs` runs query the database at once.
+    pub fn new(db: Database, cache: Cache, max_concurrent_jobs: usize) -> Self {
+        Self {
+            db,
+            cache,
+            limiter: Semaphore::new(max_concurrent_jobs.max(1)),
+            running: Arc::default(),
+            stats: Mutex::default(),
+        }
+    }
+
+    /// Claims `job` for one run, or `None` (counted) when a run of it is already in progress.
+    pub fn claim(&self, job: &Arc<str>) -> Option<RunGuard> {
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if running.insert(job.clone()) {
+            Some(RunGuard {
+                running: self.running.clone(),
+                name: job.clone(),
+            })
+        } else {
+            drop(running);
+            self.record(job, |stats| stats.skipped_overlap += 1);
+            None
+        }
+    }
+
+    /// Outcome counts for `job`.
+    pub fn stats(&self, job: &str) -> JobStats {
+        let stats = self
+            .stats
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        stats.get(job).cloned().unwrap_or_default()
+    }
+
+    fn record(&self, job: &Arc<str>, update: impl FnOnce(&mut JobStats)) {
+        let mut stats = self
+            .stats
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        update(stats.entry(job.clone()).or_default());
+    }
+
+    /// Runs `job` once: waits for a database slot, then queries and writes within `job.timeout`.
+    pub async fn run(
+        &self,
+        _claimed: &RunGuard,
+        job: &WarmJob,
+        mode: Mode,
+        progress: &Progress,
+    ) -> Result<RunSummary, WarmError> {
+        let _slot = self
+            .limiter
+            .acquire()
+            .await
+            .expect("the limiter is never closed");
+        let started = Instant::now();
+        let result =
+            match tokio::time::timeout(job.timeout, self.execute(job, mode, progress)).await {
+                Ok(result) => result,
+                Err(_) => Err(WarmError::TimedOut(job.timeout)),
+            };
+        match result {
+            Ok(mut summary) => {
+                summary.duration = started.elapsed();
+                self.record(&job.name, |stats| {
+                    stats.succeeded += 1;
+                    stats.last = Some(summary.clone());
+                });
+                Ok(summary)
+            }
+            Err(error) => {
+                self.record(&job.name, |stats| stats.failed += 1);
+                Err(error)
+            }
+        }
+    }
+
+    async fn execute(
+        &self,
+        job: &WarmJob,
+        mode: Mode,
+        progress: &Progress,
+    ) -> Result<RunSummary, WarmError> {
+        let mut conn = self.db.acquire(job.timeout).await?;
+        let mut rows = conn.rows(&job.query);
+        let mut writer = BatchWriter {
+            cache: &self.cache,
+            job,
+            mode,
+            ops: Vec::with_capacity(BATCH_KEYS),
+            bytes: 0,
+            summary: RunSummary::default(),
+            progress,
+        };
+        let mut renderer: Option<RowRenderer> = None;
+        let mut aggregate = job.key.single_key().map(|key| Aggregate {
+            key,
+            value: vec![b'['],
+            rows: 0,
+            oversize: false,
+        });
+        let mut key = String::new();
+
+        while let Some(row) = rows.try_next().await? {
+            writer.summary.rows += 1;
+            progress.rows.fetch_add(1, Ordering::Relaxed);
+            let renderer = match &renderer {
+                Some(renderer) => renderer,
+                None => renderer.insert(RowRenderer::new(job, &database::columns(&row))?),
+            };
+            let mut raw = Vec::with_capacity(renderer.kinds().len());
+            database::raw_values(&row, &mut raw)?;
+            let cells = match decode_row(renderer, &raw) {
+                Ok(cells) => cells,
+                Err(reason) => {
+                    let row = writer.summary.rows;
+                    writer.skip(
+                        |s| &mut s.skipped_invalid,
+                        || format!("row {row}: {reason}"),
+                    );
+                    continue;
+                }
+            };
+
+            if let Some(aggregate) = &mut aggregate {
+                if job.shape == Shape::Object && aggregate.rows >= 1 {
+                    return Err(WarmError::NotOneRow("more than one".into()));
+                }
+                aggregate.push(renderer, &cells, job.max_value_bytes);
+                continue;
+            }
+
+            key.clear();
+            if let Err(reason) = renderer.render_key(&cells, &mut key) {
+                let row = writer.summary.rows;
+                writer.skip(
+                    |s| &mut s.skipped_null_key,
+                    || format!("row {row}: {reason}"),
+                );
+                continue;
+            }
+            let mut value = Vec::with_capacity(256);
+            renderer.render_object(&cells, &mut value);
+            writer.push(key.clone(), value).await?;
+        }
+        drop(rows);
+        drop(conn);
+
+        if let Some(aggregate) = aggregate {
+            if aggregate.oversize {
+                writer.skip(
+                    |s| &mut s.skipped_oversize,
+                    || {
+                        format!(
+                            "key {}: the whole result exceeds max_value_bytes ({})",
+                            aggregate.key, job.max_value_bytes
+                        )
+                    },
+                );
+            } else {
+                let value = match (job.shape, aggregate.rows) {
+                    (Shape::Object, 1) | (Shape::Auto, 1) => aggregate.value[1..].to_vec(),
+                    (Shape::Object, n) => return Err(WarmError::NotOneRow(n.to_string())),
+                    _ => {
+                        let mut value = aggregate.value;
+                        value.push(b']');
+                        value
+                    }
+                };
+                writer.push(aggregate.key, value).await?;
+            }
+        }
+        writer.flush().await?;
+        Ok(writer.summary)
+    }
+}
+
+fn decode_row<'r>(
+    renderer: &RowRenderer,
+    raw: &[Option<&'r [u8]>],
+) -> Result<Vec<Cell<'r>>, String> {
+    renderer
+        .kinds()
+        .iter()
+        .zip(raw)
+        .zip(renderer.names())
+        .map(|((kind, bytes), name)| {
+            value::decode(*kind, *bytes).map_err(|e| format!("column `{name}` {e}"))
+        })
+        .collect()
+}
+
+/// The single value of a job whose key has no placeholders: `[` then comma-separated row objects.
+struct Aggregate {
+    key: String,
+    value: Vec<u8>,
+    rows: usize,
+    oversize: bool,
+}
+
+impl Aggregate {
+    fn push(&mut self, renderer: &RowRenderer, cells: &[Cell<'_>], limit: usize) {
+        self.rows += 1;
+        if self.oversize {
+            return;
+        }
+        if self.rows > 1 {
+            self.value.push(b',');
+        }
+        renderer.render_object(cells, &mut self.value);
+        // Stop growing once over the limit: the value will be skipped, and memory stays bounded.
+        if self.value.len() > limit + 1 {
+            self.oversize = true;
+            self.value = Vec::new();
+        }
+    }
+}
+
+/// Collects a run's key operations and writes them in pipelined batches.
+struct BatchWriter<'a> {
+    cache: &'a Cache,
+    job: &'a WarmJob,
+    mode: Mode,
+    ops: Vec<KeyOp>,
+    bytes: usize,
+    summary: RunSummary,
+    progress: &'a Progress,
+}
+
+impl BatchWriter<'_> {
+    async fn push(&mut self, key: String, value: Vec<u8>) -> Result<(), CacheError> {
+        if value.len() > self.job.max_value_bytes {
+            let size = value.len();
+            let limit = self.job.max_value_bytes;
+            self.skip(
+                |s| &mut s.skipped_oversize,
+                || format!("key {key}: value of {size} bytes exceeds max_value_bytes ({limit})"),
+            );
+            return Ok(());
+        }
+        let ttl = self.job.ttl.pick(self.job.jitter, fastrand::f64());
+        self.bytes += value.len();
+        self.ops.push(KeyOp::Set { key, value, ttl });
+        if self.ops.len() >= BATCH_KEYS || self.bytes >= BATCH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), CacheError> {
+        if self.ops.is_empty() {
+            return Ok(());
+        }
+        match self.mode {
+            Mode::Write => self.cache.apply(&self.ops).await?,
+            Mode::DryRun => print_dry_run(&self.job.name, &self.ops),
+        }
+        let keys = self.ops.len() as u64;
+        self.summary.keys_written += keys;
+        self.summary.bytes_written += self.bytes as u64;
+        self.progress.keys.fetch_add(keys, Ordering::Relaxed);
+        self.ops.clear();
+        self.bytes = 0;
+        Ok(())
+    }
+
+    fn skip(
+        &mut self,
+        counter: impl FnOnce(&mut RunSummary) -> &mut u64,
+        describe: impl FnOnce() -> String,
+    ) {
+        *counter(&mut self.summary) += 1;
+        if self.summary.skipped() <= SKIP_LOG_LIMIT {
+            warn!(job = %self.job.name, detail = %describe(), "Skipped a value; the rest of the job goes on.");
+        }
+    }
+}
+
+fn print_dry_run(job: &str, ops: &[KeyOp]) {
+    use std::io::Write as _;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for op in ops {
+        if let KeyOp::Set { key, value, ttl } = op {
+            let ttl = ttl.map_or_else(
+                || "none".to_string(),
+                |ttl| format!("{:.3}s", ttl.as_secs_f64()),
+            );
+            let _ = writeln!(out, "{job}\t{key}\t{ttl}\t{}", value.len());
+        }
+    }
+}
+
+/// The daemon's warm executor: turns triggers into runs.
+pub struct WarmRunner {
+    warmer: Arc<Warmer>,
+    jobs: HashMap<Arc<str>, WarmJob>,
+    triggers: mpsc::Receiver<Trigger>,
+    grace: Duration,
+}
+
+impl WarmRunner {
+    /// A runner for `jobs`, fed by `triggers`; in-flight runs get `grace` to finish at shutdown.
+    pub fn new(
+        warmer: Arc<Warmer>,
+        jobs: &[WarmJob],
+        triggers: mpsc::Receiver<Trigger>,
+        grace: Duration,
+    ) -> Self {
+        Self {
+            warmer,
+            jobs: jobs
+                .iter()
+                .map(|job| (job.name.clone(), job.clone()))
+                .collect(),
+            triggers,
+            grace,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled or every trigger sender is gone.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut runs = JoinSet::new();
+        let mut names = HashMap::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(joined) = runs.join_next_with_id(), if !runs.is_empty() => report_join(joined, &mut names),
+                trigger = self.triggers.recv() => match trigger {
+                    Some(Trigger::Warm { job, reason }) => self.start(&mut runs, &mut names, &job, reason, &shutdown),
+                    None => break,
+                },
+            }
+        }
+        let drain = async {
+            while let Some(joined) = runs.join_next_with_id().await {
+                report_join(joined, &mut names);
+            }
+        };
+        if tokio::time::timeout(self.grace, drain).await.is_err() {
+            warn!(grace = ?self.grace, "Warm runs did not finish within the shutdown grace period; aborting them.");
+            runs.abort_all();
+        }
+    }
+
+    fn start(
+        &self,
+        runs: &mut JoinSet<()>,
+        names: &mut HashMap<tokio::task::Id, Arc<str>>,
+        name: &Arc<str>,
+        reason: TriggerReason,
+        shutdown: &CancellationToken,
+    ) {
+        let Some(job) = self.jobs.get(name).cloned() else {
+            warn!(job = %name, "Trigger names no configured warm job; ignored.");
+            return;
+        };
+        let Some(guard) = self.warmer.claim(&job.name) else {
+            warn!(job = %job.name, %reason, "Warm job is still running; this fire was skipped.");
+            return;
+        };
+        let warmer = self.warmer.clone();
+        let shutdown = shutdown.clone();
+        let name = job.name.clone();
+        let span = info_span!("warm", job = %job.name, %reason);
+        let handle = runs.spawn(
+            async move {
+                let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+                for attempt in 1..=MAX_ATTEMPTS {
+                    match warmer.run(&guard, &job, Mode::Write, &Progress::default()).await {
+                        Ok(summary) => {
+                            info!(
+                                rows = summary.rows,
+                                keys = summary.keys_written,
+                                skipped = summary.skipped(),
+                                bytes = summary.bytes_written,
+                                duration_ms = summary.duration.as_millis() as u64,
+                                "Warm job finished."
+                            );
+                            return;
+                        }
+                        Err(error) if error.is_transient() && attempt < MAX_ATTEMPTS => {
+                            let delay = backoff.next_delay();
+                            warn!(%error, attempt, retry_in = ?delay, "Warm job failed; will retry.");
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return,
+                                _ = tokio::time::sleep(delay) => {}
+                            }
+                        }
+                        Err(error) => {
+                            error!(%error, attempt, "Warm job failed.");
+                            return;
+                        }
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        names.insert(handle.id(), name);
+    }
+}
+
+fn report_join(
+    joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+    names: &mut HashMap<tokio::task::Id, Arc<str>>,
+) {
+    match joined {
+        Ok((id, ())) => {
+            names.remove(&id);
+        }
+        Err(error) => {
+            let job = names.remove(&error.id());
+            let job = job.as_deref().unwrap_or("?");
+            if error.is_panic() {
+                error!(job, panic = %panic_message(error.into_panic()), "Warm job panicked; other jobs go on.");
+            }
+        }
+    }
+}
+
+/// The text of a panic payload.
+pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(text) => text.to_string(),
+            Err(_) => "(non-text panic payload)".into(),
+        },
+    }
+}
