@@ -1,0 +1,277 @@
+//! One harness for every integration test: real Redis and a real (binlog-enabled) MariaDB, a database and a Redis
+//! key prefix of its own per test, both removed when the test's [`TestEnv`] is dropped.
+//!
+//! The services come from `scripts/services` (run once per test binary), which starts them if they are down.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use cachewarden::config::{self, Config};
+use sqlx::{Connection as _, Executor as _};
+
+static SERVICES: OnceLock<(String, String)> = OnceLock::new();
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The base URLs (no database) of the test MariaDB and Redis, bringing them up on first use.
+pub fn services() -> &'static (String, String) {
+    SERVICES.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services");
+        let output = Command::new(&script)
+            .output()
+            .expect("scripts/services runs");
+        assert!(
+            output.status.success(),
+            "scripts/services failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let exports = String::from_utf8_lossy(&output.stdout);
+        let value = |name: &str| {
+            exports
+                .lines()
+                .find_map(|line| line.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("scripts/services did not print {name}"))
+                .to_string()
+        };
+        (
+            value("CACHEWARDEN_TEST_MYSQL_URL"),
+            value("CACHEWARDEN_TEST_REDIS_URL"),
+        )
+    })
+}
+
+/// A test's own database and key prefix.
+pub struct TestEnv {
+    /// The database name, unique to this test.
+    pub database: String,
+    /// `mysql://.../<database>`
+    pub mysql_url: String,
+    /// `redis://.../0`
+    pub redis_url: String,
+    /// Every key this test writes starts with this.
+    pub prefix: String,
+    /// Holds config files written by the test.
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    /// Creates the database and picks a prefix.
+    pub async fn new() -> Self {
+        let (mysql_base, redis_base) = services();
+        let id = format!(
+            "{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            fastrand::u32(..)
+        );
+        let database = format!("cw_test_{id}");
+        let mut conn = sqlx::MySqlConnection::connect(&format!("{mysql_base}/mysql"))
+            .await
+            .expect("test MariaDB is reachable");
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE `{database}`")))
+            .await
+            .expect("create test database");
+        Self {
+            mysql_url: format!("{mysql_base}/{database}"),
+            redis_url: format!("{redis_base}/0"),
+            prefix: format!("cwtest:{id}:"),
+            database,
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// Runs SQL statements (separated by `;` at line ends) in the test database, as root.
+    pub async fn sql(&self, script: &str) {
+        let mut conn = sqlx::MySqlConnection::connect(&self.mysql_url)
+            .await
+            .expect("connect");
+        for statement in script.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
+            conn.execute(sqlx::AssertSqlSafe(statement.to_string()))
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+    }
+
+    /// The `[mysql]` and `[redis]` sections for this test, to put in front of jobs.
+    pub fn connection_toml(&self) -> String {
+        format!(
+            "[mysql]\nurl = \"{}\"\n\n[redis]\nurl = \"{}\"\n\n",
+            self.mysql_url, self.redis_url
+        )
+    }
+
+    /// A validated config: this test's connections followed by `body`.
+    pub fn config(&self, body: &str) -> Config {
+        let source = format!("{}{}", self.connection_toml(), body);
+        config::load_str(Path::new("test.toml"), &source, HashMap::new())
+            .unwrap_or_else(|e| panic!("test config is invalid: {e}"))
+    }
+
+    /// Writes `text` to a file in the test's directory and returns its path.
+    pub fn write_file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("write test file");
+        path
+    }
+
+    /// Writes this test's connections followed by `body` as a config file.
+    pub fn config_file(&self, body: &str) -> PathBuf {
+        self.write_file("jobs.toml", &format!("{}{}", self.connection_toml(), body))
+    }
+
+    /// A Redis connection.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis_url.as_str())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("test Redis is reachable")
+    }
+
+    /// The value at `key` (prefix not added).
+    pub async fn get(&self, key: &str) -> Option<String> {
+        redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut self.redis().await)
+            .await
+            .expect("GET")
+    }
+
+    /// The value at `key`, parsed as JSON.
+    pub async fn get_json(&self, key: &str) -> Option<serde_json::Value> {
+        self.get(key).await.map(|text| {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{key} holds invalid JSON {text:?}: {e}"))
+        })
+    }
+
+    /// The remaining TTL of `key` in milliseconds (-1 no expiry, -2 missing).
+    pub async fn pttl(&self, key: &str) -> i64 {
+        redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut self.redis().await)
+            .await
+            .expect("PTTL")
+    }
+
+    /// Every key under this test's prefix, sorted.
+    pub async fn keys(&self) -> Vec<String> {
+        let mut conn = self.redis().await;
+        let mut keys = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{}*", self.prefix))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .expect("SCAN");
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys
+    }
+
+    /// The cachewarden binary, with this test's environment.
+    pub fn cli(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cachewarden"));
+        command
+            .env("RUST_LOG", "info")
+            .env_remove("CACHEWARDEN_CONFIG");
+        command
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let (database, prefix, mysql_base, redis_url) = (
+            self.database.clone(),
+            self.prefix.clone(),
+            services().0.clone(),
+            self.redis_url.clone(),
+        );
+        // Drop runs inside the test's runtime, which cannot block on itself: clean up from a thread of our own.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                if let Ok(mut conn) =
+                    sqlx::MySqlConnection::connect(&format!("{mysql_base}/mysql")).await
+                {
+                    let _ = conn
+                        .execute(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS `{database}`"
+                        )))
+                        .await;
+                }
+                let client = redis::Client::open(redis_url.as_str()).expect("redis url");
+                if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                    let mut cursor: u64 = 0;
+                    loop {
+                        let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> =
+                            redis::cmd("SCAN")
+                                .arg(cursor)
+                                .arg("MATCH")
+                                .arg(format!("{prefix}*"))
+                                .arg("COUNT")
+                                .arg(1000)
+                                .query_async(&mut conn)
+                                .await
+                        else {
+                            break;
+                        };
+                        if !keys.is_empty() {
+                            let _: redis::RedisResult<()> =
+                                redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await;
+                        }
+                        if next == 0 {
+                            break;
+                        }
+                        cursor = next;
+                    }
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Output of a finished command, as text.
+pub fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Polls `check` every 50 ms until it returns `Some` or `limit` passes.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
