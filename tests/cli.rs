@@ -1,0 +1,465 @@
+//! The real binary: `check`, `jobs`, `run --once` exit codes and output, and the daemon's schedule, signals and
+//! patience with a Redis that is not there yet.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{TestEnv, eventually, text};
+
+const PRODUCTS: &str = "
+CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(50), price DECIMAL(8,2));
+INSERT INTO products VALUES (1, 'Kettle', 19.90), (2, 'Lamp', 5.00)
+";
+
+fn job(env: &TestEnv, name: &str, query: &str, schedule: &str, extra: &str) -> String {
+    let p = &env.prefix;
+    format!(
+        "[[warm]]\nname = \"{name}\"\nschedule = \"{schedule}\"\nquery = \"{query}\"\nkey = \"{p}{name}:{{id}}\"\n\
+         ttl = \"1h\"\n{extra}\n"
+    )
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+/// Waits up to `limit` for the child to exit.
+async fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    eventually(limit, || {
+        let status = child.try_wait().expect("try_wait");
+        async move { status }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn check_exits_78_and_names_file_line_job_and_field() {
+    let env = TestEnv::new().await;
+    let path = env.config_file(&job(
+        &env,
+        "bad",
+        "SELECT 1 AS id",
+        "0 61 * * * *",
+        "jitter = \"5%\"\ncolour = 1",
+    ));
+    let output = env
+        .cli()
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    let file = path.display().to_string();
+    assert!(
+        stderr.contains(&format!(
+            "{file}:9: warm[0] \"bad\".schedule: \"0 61 * * * *\" is not a valid cron"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{file}:14: warm[0] \"bad\".colour: unknown field `colour`"
+        )),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn check_connect_catches_sql_errors_and_missing_columns() {
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let p = &env.prefix;
+    let body = [
+        job(&env, "good", "SELECT id, name FROM products", "every 1h", ""),
+        job(&env, "typo", "SELEC id FROM products", "every 1h", ""),
+        format!(
+            "[[warm]]\nname = \"wrong_key\"\nschedule = \"every 1h\"\nquery = \"SELECT id FROM products\"\n\
+             key = \"{p}x:{{sku}}\"\nttl = \"1h\"\n"
+        ),
+    ]
+    .concat();
+    let path = env.config_file(&body);
+    let output = env
+        .cli()
+        .args(["check", "--connect", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("warm job \"typo\" query: MySQL refused the query"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warm job \"wrong_key\": key template"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("{sku}"), "{stderr}");
+    assert!(!stderr.contains("\"good\""), "{stderr}");
+
+    let fine = env.config_file(&job(
+        &env,
+        "good",
+        "SELECT id, name FROM products",
+        "every 1h",
+        "",
+    ));
+    let output = env
+        .cli()
+        .args(["check", "--connect", "--config"])
+        .arg(&fine)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{:?}", text(&output));
+    assert!(text(&output).0.contains("OK (1 warm jobs)"));
+}
+
+#[tokio::test]
+async fn run_once_exit_codes_and_summary() {
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let good = job(
+        &env,
+        "good",
+        "SELECT id, name FROM products",
+        "every 1h",
+        "",
+    );
+    let broken = job(&env, "broken", "SELECT id FROM nowhere", "every 1h", "");
+    let off = job(
+        &env,
+        "off",
+        "SELECT id FROM products",
+        "every 1h",
+        "enabled = false",
+    );
+    let path = env.config_file(&[good.clone(), broken, off].concat());
+    let p = &env.prefix;
+
+    let output = env
+        .cli()
+        .args(["run", "--once", "--job", "good", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("good "))
+        .expect("summary row");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&fields[..5], ["good", "ok", "2", "2", "0"], "{stdout}");
+    assert_eq!(
+        env.keys().await,
+        [format!("{p}good:1"), format!("{p}good:2")]
+    );
+
+    // All enabled jobs: one fails, so the exit code is 1; the good one still wrote, the disabled one did not run.
+    let output = env
+        .cli()
+        .args(["run", "--once", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (stdout, _) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("broken: MySQL refused the query"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("off "), "{stdout}");
+
+    // A disabled job runs when named.
+    let output = env
+        .cli()
+        .args(["run", "--once", "--job", "off", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(env.get(&format!("{p}off:1")).await.is_some());
+
+    let output = env
+        .cli()
+        .args(["run", "--once", "--job", "nope", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains("no warm job named \"nope\"") && stderr.contains("jobs: good, broken, off"),
+        "{stderr}"
+    );
+
+    let output = env
+        .cli()
+        .args(["run", "--job", "good", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(64),
+        "--job without --once is a usage error"
+    );
+}
+
+#[tokio::test]
+async fn run_once_fails_fast_without_redis_and_hides_the_password() {
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let body = job(&env, "good", "SELECT id FROM products", "every 1h", "");
+    let source = format!(
+        "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"redis://:hunter2@127.0.0.1:1/0\"\nconnect_timeout = \"2s\"\n\n{body}",
+        env.mysql_url
+    );
+    let path = env.write_file("jobs.toml", &source);
+    let started = std::time::Instant::now();
+    let output = env
+        .cli()
+        .args(["run", "--once", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("Redis at redis://:***@127.0.0.1:1/0"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("hunter2") && !stdout.contains("hunter2"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn dry_run_prints_keys_ttls_and_sizes_and_writes_nothing() {
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let path = env.config_file(&job(
+        &env,
+        "p",
+        "SELECT id, name FROM products ORDER BY id",
+        "every 1h",
+        "",
+    ));
+    let output = env
+        .cli()
+        .args(["run", "--once", "--dry-run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    let p = &env.prefix;
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("p\t{p}p:1\t3600.000s\t24"),
+            format!("p\t{p}p:2\t3600.000s\t22")
+        ]
+    );
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with("p "))
+        .expect("summary row on stderr");
+    assert_eq!(
+        summary.split_whitespace().take(4).collect::<Vec<_>>(),
+        ["p", "ok", "2", "2"],
+        "{stderr}"
+    );
+    assert!(env.keys().await.is_empty());
+}
+
+#[tokio::test]
+async fn jobs_lists_schedule_ttl_key_and_next_fire_times() {
+    let env = TestEnv::new().await;
+    let path = env.config_file(&job(&env, "hourly", "SELECT 1 AS id", "0 0 * * * *", ""));
+    let output = env
+        .cli()
+        .args(["jobs", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (stdout, _) = text(&output);
+    assert!(output.status.success());
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("hourly"))
+        .expect("row");
+    assert!(
+        row.contains("0 0 * * * *")
+            && row.contains("1h")
+            && row.contains(&format!("{}hourly:{{id}}", env.prefix))
+    );
+    let times: Vec<&str> = row.split(", ").collect();
+    assert_eq!(times.len(), 3, "{row}");
+    assert!(
+        times.iter().all(|t| t.trim_end().ends_with(":00:00")),
+        "{row}"
+    );
+}
+
+#[tokio::test]
+async fn daemon_warms_on_start_and_schedule_runs_on_sigusr1_and_stops_on_sigterm() {
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let p = env.prefix.clone();
+    let body = [
+        job(
+            &env,
+            "startup",
+            "SELECT id, price FROM products",
+            "0 0 0 1 1 *",
+            "run_on_start = true",
+        ),
+        job(
+            &env,
+            "ticking",
+            "SELECT id, name FROM products",
+            "every 1s",
+            "",
+        ),
+        job(&env, "manual", "SELECT id FROM products", "0 0 0 1 1 *", ""),
+    ]
+    .concat();
+    let path = env.config_file(&body);
+    let mut daemon = env
+        .cli()
+        .args(["run", "--config"])
+        .arg(&path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let started = eventually(Duration::from_secs(15), || async {
+        env.get(&format!("{p}startup:1")).await
+    })
+    .await;
+    assert_eq!(started.as_deref(), Some(r#"{"id":1,"price":"19.90"}"#));
+    let ticked = eventually(Duration::from_secs(15), || async {
+        env.get(&format!("{p}ticking:2")).await
+    })
+    .await;
+    assert_eq!(ticked.as_deref(), Some(r#"{"id":2,"name":"Lamp"}"#));
+
+    // The schedule keeps firing: a changed row shows up without any restart.
+    env.sql("UPDATE products SET name = 'Desk lamp' WHERE id = 2")
+        .await;
+    let updated = eventually(Duration::from_secs(15), || async {
+        env.get(&format!("{p}ticking:2"))
+            .await
+            .filter(|v| v.contains("Desk lamp"))
+    })
+    .await;
+    assert!(updated.is_some(), "the every-1s job did not fire again");
+
+    // SIGHUP must not kill the daemon; SIGUSR1 runs the jobs now, including ones not due for a year.
+    signal(&daemon, "HUP");
+    assert_eq!(env.get(&format!("{p}manual:1")).await, None);
+    signal(&daemon, "USR1");
+    let manual = eventually(Duration::from_secs(15), || async {
+        env.get(&format!("{p}manual:1")).await
+    })
+    .await;
+    assert_eq!(manual.as_deref(), Some(r#"{"id":1}"#));
+    assert!(daemon.try_wait().unwrap().is_none(), "daemon exited early");
+
+    signal(&daemon, "TERM");
+    let status = wait_exit(&mut daemon, Duration::from_secs(15))
+        .await
+        .expect("daemon stops on SIGTERM");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn daemon_waits_for_an_unreachable_redis_and_warms_once_it_appears() {
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let body = job(
+        &env,
+        "late",
+        "SELECT id FROM products",
+        "0 0 0 1 1 *",
+        "run_on_start = true",
+    );
+    let source = format!(
+        "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"redis://127.0.0.1:{port}/0\"\nconnect_timeout = \"1s\"\n\n{body}",
+        env.mysql_url
+    );
+    let path = env.write_file("jobs.toml", &source);
+    let mut daemon = env
+        .cli()
+        .args(["run", "--config"])
+        .arg(&path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "daemon gave up while Redis was down"
+    );
+
+    let mut redis = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
+    let key = format!("{}late:1", env.prefix);
+    let value = eventually(Duration::from_secs(45), || {
+        let client = client.clone();
+        let key = key.clone();
+        async move {
+            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async::<Option<String>>(&mut conn)
+                .await
+                .ok()?
+        }
+    })
+    .await;
+    signal(&daemon, "TERM");
+    let status = wait_exit(&mut daemon, Duration::from_secs(15)).await;
+    let _ = redis.kill();
+    let _ = redis.wait();
+    assert_eq!(
+        value.as_deref(),
+        Some(r#"{"id":1}"#),
+        "the daemon never warmed after Redis appeared"
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+}
