@@ -154,7 +154,7 @@ mod tests {
                 "mysql://app:s3cret@db:3306/shop",
                 "mysql://app:***@db:3306/shop",
             ),
-            ("redis://:tok@cache:6379/0", "redis://@cache:6379/0"),
+            ("redis://:tok@cache:6379/0", "redis://:***@cache:6379/0"),
             (
                 "rediss://user:pw@cache:6379",
                 "rediss://user:***@cache:6379",
