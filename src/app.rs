@@ -19,24 +19,39 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+
+use crate::admin::{AdminServer, AdminState};
 use crate::backoff::Backoff;
 use crate::cache::Cache;
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::database::Database;
-use crate::model::{Trigger, TriggerReason, WarmJob};
+use crate::health::{Health, HealthChecker, Liveness};
+use crate::metrics;
+use crate::model::{TriggerReason, WarmJob};
 use crate::render::RowRenderer;
-use crate::schedule::Scheduler;
+use crate::schedule::{Scheduler, send};
 use crate::signal::{SignalEvent, Signals};
+use crate::systemd::{self, Watchdog};
 use crate::warm::{Mode, Progress, RunSummary, WarmError, WarmRunner, Warmer, panic_message};
 
 /// Triggers waiting for the warm executor; beyond this, fires are dropped (and logged) rather than queued.
 const TRIGGER_QUEUE: usize = 256;
-/// How long in-flight warm writes may take to finish after SIGTERM.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long shutdown waits for MySQL connections to close politely.
+const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns an error only for a definite startup failure.
-pub async fn run_daemon(config: Config, mut signals: Signals) -> anyhow::Result<()> {
+///
+/// Start-up order matters to systemd: signal handlers exist before this is called; READY is sent only after the
+/// configuration is loaded, both servers answered and every task (and the admin port) is up.
+pub async fn run_daemon(
+    mut config: Config,
+    mut signals: Signals,
+    metrics: Option<PrometheusHandle>,
+) -> anyhow::Result<()> {
     info!(config = %config.path.display(), jobs = config.jobs.len(), "Starting cachewarden.");
+    systemd::status("Connecting to MySQL and Redis");
     let Some((db, cache)) = connect_with_retry(&config, &mut signals).await? else {
         info!("Stopped before the first connections succeeded.");
         return Ok(());
@@ -45,17 +60,43 @@ pub async fn run_daemon(config: Config, mut signals: Signals) -> anyhow::Result<
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let liveness = Liveness::default();
+    let health = Health::default();
     let warmer = Arc::new(Warmer::new(
         db.clone(),
-        cache,
+        cache.clone(),
         config.daemon.max_concurrent_jobs,
     ));
     let (triggers, trigger_rx) = mpsc::channel(TRIGGER_QUEUE);
+    let (jobs_tx, jobs_rx) = watch::channel::<Arc<[WarmJob]>>(config.jobs.clone().into());
 
+    if config.admin.enabled {
+        let state = AdminState {
+            metrics,
+            health: health.clone(),
+            warmer: warmer.clone(),
+            jobs: jobs_rx.clone(),
+            triggers: triggers.clone(),
+        };
+        let server = AdminServer::bind(config.admin.listen, state).await.with_context(|| {
+            format!(
+                "cannot listen on {} for the admin endpoint ([admin] listen)",
+                config.admin.listen
+            )
+        })?;
+        tracker.spawn(server.run(shutdown.clone()));
+    }
     tracker.spawn(
-        WarmRunner::new(warmer, &config.jobs, trigger_rx, SHUTDOWN_GRACE).run(shutdown.clone()),
+        WarmRunner::new(
+            warmer.clone(),
+            jobs_rx.clone(),
+            trigger_rx,
+            config.daemon.shutdown_grace,
+            liveness.clone(),
+        )
+        .run(shutdown.clone()),
     );
-    let scheduler = Scheduler::new(&config.jobs, triggers.clone());
+    let scheduler = Scheduler::new(jobs_rx.clone(), triggers.clone());
     let scheduler_shutdown = shutdown.clone();
     tracker.spawn(async move {
         if let Err(error) = scheduler.run(scheduler_shutdown.clone()).await {
@@ -63,7 +104,19 @@ pub async fn run_daemon(config: Config, mut signals: Signals) -> anyhow::Result<
             scheduler_shutdown.cancel();
         }
     });
+    tracker.spawn(
+        HealthChecker {
+            db: db.clone(),
+            cache,
+            health,
+            liveness: liveness.clone(),
+        }
+        .run(shutdown.clone()),
+    );
+    tracker.spawn(Watchdog { liveness }.run(shutdown.clone()));
     tracker.close();
+    systemd::ready(&running_status(&config));
+    info!("Ready.");
 
     loop {
         tokio::select! {
@@ -75,31 +128,94 @@ pub async fn run_daemon(config: Config, mut signals: Signals) -> anyhow::Result<
                 }
                 SignalEvent::WarmNow => {
                     info!("SIGUSR1: running every enabled warm job now.");
-                    for job in config.jobs.iter().filter(|job| job.enabled) {
-                        let trigger = Trigger::Warm { job: job.name.clone(), reason: TriggerReason::Manual };
-                        if triggers.try_send(trigger).is_err() {
-                            warn!(job = %job.name, "Trigger queue is full; this manual run was dropped.");
+                    for job in jobs_rx.borrow().iter().filter(|job| job.enabled) {
+                        if warmer.is_running(&job.name) {
+                            info!(job = %job.name, "Already running; not started again.");
+                        } else {
+                            send(&triggers, job.name.clone(), TriggerReason::Manual);
                         }
                     }
                 }
                 SignalEvent::Reload => {
-                    warn!("SIGHUP: configuration reload is not supported yet; restart the service to apply changes.");
+                    systemd::reloading();
+                    if let Some(reloaded) = reload(&config) {
+                        jobs_tx.send_replace(reloaded.jobs.clone().into());
+                        config = reloaded;
+                    }
+                    systemd::ready(&running_status(&config));
                 }
             },
         }
     }
+    systemd::stopping();
     shutdown.cancel();
     tracker.wait().await;
-    db.close().await;
+    // A connection abandoned mid-query is drained before the pool lets it go; do not wait for that.
+    let _ = tokio::time::timeout(POOL_CLOSE_TIMEOUT, db.close()).await;
     info!("Stopped.");
     Ok(())
 }
 
+fn running_status(config: &Config) -> String {
+    let enabled = config.jobs.iter().filter(|job| job.enabled).count();
+    format!("Running: {enabled} warm jobs scheduled")
+}
+
+/// Re-reads the configuration for SIGHUP. `None` (old configuration kept) when it is invalid.
+///
+/// Jobs are replaced: added jobs are scheduled, removed ones unscheduled, changed ones take effect from their next
+/// run; runs in progress finish with the definition they started with. Connection and process settings need a
+/// restart: a change to them is reported and otherwise ignored.
+fn reload(current: &Config) -> Option<Config> {
+    let new = match config::load(&current.path) {
+        Ok(new) => new,
+        Err(error) => {
+            for problem in error.problems() {
+                error!(line = problem.line, location = %problem.location, problem = %problem.message, "Invalid configuration.");
+            }
+            error!(%error, "SIGHUP: the new configuration is invalid; still running the previous one.");
+            metrics::record_reload(false);
+            return None;
+        }
+    };
+    let fixed = [
+        ("[mysql]", new.mysql != current.mysql),
+        ("[redis]", new.redis != current.redis),
+        ("[daemon]", new.daemon != current.daemon),
+        ("[admin]", new.admin != current.admin),
+    ];
+    for (section, _) in fixed.iter().filter(|(_, changed)| *changed) {
+        warn!(
+            section,
+            "SIGHUP: this section changed; it takes effect only after a restart."
+        );
+    }
+    let old: Vec<&str> = current.jobs.iter().map(|job| &*job.name).collect();
+    let added: Vec<&str> = new
+        .jobs
+        .iter()
+        .map(|job| &*job.name)
+        .filter(|name| !old.contains(name))
+        .collect();
+    let removed: Vec<&str> = old.iter().copied().filter(|name| new.job(name).is_none()).collect();
+    info!(
+        jobs = new.jobs.len(),
+        ?added,
+        ?removed,
+        "SIGHUP: configuration reloaded."
+    );
+    metrics::record_reload(true);
+    Some(Config {
+        mysql: current.mysql.clone(),
+        redis: current.redis.clone(),
+        daemon: current.daemon.clone(),
+        admin: current.admin.clone(),
+        ..new
+    })
+}
+
 /// Connects to both servers, retrying unreachable ones with backoff. `None` when a stop signal came first.
-async fn connect_with_retry(
-    config: &Config,
-    signals: &mut Signals,
-) -> anyhow::Result<Option<(Database, Cache)>> {
+async fn connect_with_retry(config: &Config, signals: &mut Signals) -> anyhow::Result<Option<(Database, Cache)>> {
     let db = Database::new(&config.mysql)?;
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut cache = None;
@@ -138,11 +254,7 @@ pub struct OnceOutcome {
 }
 
 /// Runs the named jobs (or every enabled job) once. Fails fast when MySQL or Redis cannot be reached.
-pub async fn run_once(
-    config: &Config,
-    names: &[String],
-    mode: Mode,
-) -> anyhow::Result<Vec<OnceOutcome>> {
+pub async fn run_once(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<Vec<OnceOutcome>> {
     let jobs = select_jobs(config, names)?;
     let db = Database::new(&config.mysql)?;
     db.ping()
@@ -151,11 +263,7 @@ pub async fn run_once(
     let cache = Cache::connect(&config.redis)
         .await
         .with_context(|| format!("Redis at {}", config.redis.url))?;
-    let warmer = Arc::new(Warmer::new(
-        db.clone(),
-        cache,
-        config.daemon.max_concurrent_jobs,
-    ));
+    let warmer = Arc::new(Warmer::new(db.clone(), cache, config.daemon.max_concurrent_jobs));
 
     let progress: Vec<(Arc<str>, Arc<Progress>)> = jobs
         .iter()
@@ -199,9 +307,7 @@ pub async fn run_once(
         .into_iter()
         .map(|(id, job)| OnceOutcome {
             job,
-            result: results
-                .remove(&id)
-                .unwrap_or_else(|| Err("did not report".into())),
+            result: results.remove(&id).unwrap_or_else(|| Err("did not report".into())),
         })
         .collect())
 }
@@ -228,12 +334,7 @@ async fn show_progress(progress: Vec<(Arc<str>, Arc<Progress>)>) {
 /// The jobs `--job` names (disabled ones included), or every enabled job.
 fn select_jobs(config: &Config, names: &[String]) -> anyhow::Result<Vec<WarmJob>> {
     if names.is_empty() {
-        return Ok(config
-            .jobs
-            .iter()
-            .filter(|job| job.enabled)
-            .cloned()
-            .collect());
+        return Ok(config.jobs.iter().filter(|job| job.enabled).cloned().collect());
     }
     names
         .iter()
@@ -297,10 +398,7 @@ pub fn format_summary(outcomes: &[OnceOutcome]) -> String {
 pub async fn check_connect(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
     if let Err(error) = Cache::connect(&config.redis).await {
-        problems.push(format!(
-            "redis.url: cannot connect to {}: {error}",
-            config.redis.url
-        ));
+        problems.push(format!("redis.url: cannot connect to {}: {error}", config.redis.url));
     }
     let db = match Database::new(&config.mysql) {
         Ok(db) => db,
@@ -310,10 +408,7 @@ pub async fn check_connect(config: &Config) -> Vec<String> {
         }
     };
     if let Err(error) = db.ping().await {
-        problems.push(format!(
-            "mysql.url: cannot connect to {}: {error}",
-            config.mysql.url
-        ));
+        problems.push(format!("mysql.url: cannot connect to {}: {error}", config.mysql.url));
         return problems;
     }
     for job in &config.jobs {
@@ -365,6 +460,58 @@ pub fn format_jobs(config: &Config, now: chrono::DateTime<chrono::Utc>) -> Strin
         ]);
     }
     table(&rows)
+}
+
+/// The table `cachewarden status` prints from the daemon's `/jobs` document.
+pub fn format_status(jobs_json: &str) -> Result<String, serde_json::Error> {
+    let jobs: Vec<serde_json::Value> = serde_json::from_str(jobs_json)?;
+    let mut rows = vec![[
+        "JOB".to_string(),
+        "RUNNING".into(),
+        "LAST RUN".into(),
+        "FINISHED (UTC)".into(),
+        "DURATION".into(),
+        "KEYS".into(),
+        "OK/FAILED/SKIPPED".into(),
+        "NEXT RUN (UTC)".into(),
+    ]];
+    let field = |value: &serde_json::Value| match value {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    for job in &jobs {
+        let last = &job["last_run"];
+        rows.push([
+            field(&job["name"]),
+            if job["running"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            }
+            .into(),
+            field(&last["outcome"]),
+            field(&last["finished_at"]),
+            last["duration_seconds"]
+                .as_f64()
+                .map_or("-".into(), |d| format!("{d:.3}s")),
+            field(&last["keys_written"]),
+            format!(
+                "{}/{}/{}",
+                field(&job["runs"]["succeeded"]),
+                field(&job["runs"]["failed"]),
+                field(&job["runs"]["skipped"])
+            ),
+            field(&job["next_run"]),
+        ]);
+    }
+    let mut out = table(&rows);
+    for job in &jobs {
+        if let Some(error) = job["last_run"]["error"].as_str() {
+            out.push_str(&format!("{}: {error}\n", field(&job["name"])));
+        }
+    }
+    Ok(out)
 }
 
 /// Left-aligned columns separated by two spaces.

@@ -14,11 +14,7 @@ pub struct Backoff {
 impl Backoff {
     /// A backoff whose first delay is about `min` and which never exceeds `max`.
     pub fn new(min: Duration, max: Duration) -> Self {
-        Self {
-            min,
-            max,
-            attempt: 0,
-        }
+        Self { min, max, attempt: 0 }
     }
 
     /// The delay before the next attempt: `min × 2^n` capped at `max`, then drawn uniformly from its upper half.

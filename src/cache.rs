@@ -23,12 +23,20 @@ pub enum CacheError {
     /// A command or pipeline failed.
     #[error("Redis command failed: {0}")]
     Command(#[source] redis::RedisError),
+    /// The CA file configured for TLS could not be read.
+    #[error("cannot read Redis CA file {path}: {source}")]
+    CaFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl CacheError {
     /// Whether trying again later may succeed (a dropped connection rather than, say, a refused password).
     pub fn is_transient(&self) -> bool {
-        let (CacheError::Connect(error) | CacheError::Command(error)) = self;
+        let (CacheError::Connect(error) | CacheError::Command(error)) = self else {
+            return false;
+        };
         !matches!(
             error.kind(),
             redis::ErrorKind::AuthenticationFailed | redis::ErrorKind::InvalidClientConfig
@@ -45,7 +53,22 @@ pub struct Cache {
 impl Cache {
     /// Connects, failing if Redis cannot be reached now; later outages are reconnected transparently.
     pub async fn connect(settings: &RedisSettings) -> Result<Self, CacheError> {
-        let client = redis::Client::open(settings.url.expose()).map_err(CacheError::Connect)?;
+        let client = match &settings.ca_file {
+            None => redis::Client::open(settings.url.expose()),
+            // A private CA (self-managed Redis, some ElastiCache setups) instead of the system trust store.
+            Some(path) => {
+                let root_cert = std::fs::read(path).map_err(|source| CacheError::CaFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                };
+                redis::Client::build_with_tls(settings.url.expose(), certificates)
+            }
+        }
+        .map_err(CacheError::Connect)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -78,9 +101,17 @@ impl Cache {
             }
         }
         let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn)
+        pipe.query_async::<()>(&mut conn).await.map_err(command_failed)
+    }
+
+    /// The `INFO stats` section, as Redis writes it.
+    pub async fn info_stats(&self) -> Result<String, CacheError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("INFO")
+            .arg("stats")
+            .query_async(&mut conn)
             .await
-            .map_err(CacheError::Command)
+            .map_err(command_failed)
     }
 
     /// Checks that Redis answers.
@@ -90,6 +121,11 @@ impl Cache {
             .query_async::<String>(&mut conn)
             .await
             .map(drop)
-            .map_err(CacheError::Command)
+            .map_err(command_failed)
     }
+}
+
+fn command_failed(error: redis::RedisError) -> CacheError {
+    crate::metrics::redis_error();
+    CacheError::Command(error)
 }

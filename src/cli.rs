@@ -1,8 +1,12 @@
-//! The command line: `run [--once [--job NAME]... [--dry-run]]`, `check [--connect]`, `jobs`, `demo-init`.
+//! The command line: `run [--once [--job NAME]... [--dry-run]]`, `check [--connect]`, `jobs`, `status`,
+//! `trigger NAME`, `demo-init`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+use crate::config::LogFormat;
 
 /// Keeps a Redis cache warm and correct in front of a MySQL database.
 #[derive(Debug, Parser)]
@@ -11,6 +15,10 @@ pub struct Cli {
     /// Configuration file [default: $CACHEWARDEN_CONFIG, else /etc/cachewarden/jobs.toml].
     #[arg(long, short = 'c', global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+
+    /// Log line format [default: [daemon] log_format, else text]. Level: RUST_LOG, else [daemon] log_level.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -39,6 +47,20 @@ pub enum Command {
     },
     /// List the warm jobs: schedule, TTL, key template and the next three fire times (UTC).
     Jobs,
+    /// Show the running daemon's jobs (last run, next run) and readiness, from its admin endpoint.
+    Status {
+        /// Admin endpoint address [default: [admin] listen].
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<SocketAddr>,
+    },
+    /// Ask the running daemon to run a warm job now (refused while that job is running).
+    Trigger {
+        /// The job to run.
+        name: String,
+        /// Admin endpoint address [default: [admin] listen].
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<SocketAddr>,
+    },
     /// Create and seed the demo shop schema in the configured database (for the quick start; never in production).
     DemoInit,
 }

@@ -9,15 +9,14 @@ use std::time::Duration;
 
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow, MySqlSslMode};
 use sqlx::pool::PoolConnection;
 use sqlx::{
-    AssertSqlSafe, Column as _, Connection as _, Executor as _, Row as _, SqlSafeStr as _,
-    TypeInfo as _, ValueRef as _,
+    AssertSqlSafe, Column as _, Connection as _, Executor as _, Row as _, SqlSafeStr as _, TypeInfo as _, ValueRef as _,
 };
 use tokio::sync::OnceCell;
 
-use crate::config::MysqlSettings;
+use crate::config::{MysqlSettings, SslMode};
 use crate::render::ColumnInfo;
 
 /// Idle connections are closed after this long: warm jobs are minutes apart and RDS counts connections.
@@ -44,15 +43,12 @@ impl DatabaseError {
     }
 
     fn from_query(error: sqlx::Error) -> Self {
+        crate::metrics::mysql_error();
         match &error {
             // Lock wait timeout, deadlock, statement timeouts, server shutdown: worth another try.
-            sqlx::Error::Database(db) if is_transient_code(db.as_ref()) => {
-                DatabaseError::Interrupted(error)
-            }
+            sqlx::Error::Database(db) if is_transient_code(db.as_ref()) => DatabaseError::Interrupted(error),
             sqlx::Error::Database(_) => DatabaseError::Refused(error),
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-                DatabaseError::Unreachable(error)
-            }
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => DatabaseError::Unreachable(error),
             _ => DatabaseError::Interrupted(error),
         }
     }
@@ -81,11 +77,7 @@ pub struct Database {
 impl Database {
     /// Creates the pool without connecting; the first query connects.
     pub fn new(settings: &MysqlSettings) -> Result<Self, DatabaseError> {
-        let options: MySqlConnectOptions = settings
-            .url
-            .expose()
-            .parse()
-            .map_err(DatabaseError::Refused)?;
+        let options = connect_options(settings)?;
         let pool = MySqlPoolOptions::new()
             .max_connections(settings.pool_size)
             .min_connections(0)
@@ -130,10 +122,7 @@ impl Database {
             .await?;
         // Session variables rather than per-statement hints: the query text stays exactly the operator's.
         let set_timeout = match flavor {
-            Flavor::MariaDb => format!(
-                "SET SESSION max_statement_time = {:.3}",
-                timeout.as_secs_f64()
-            ),
+            Flavor::MariaDb => format!("SET SESSION max_statement_time = {:.3}", timeout.as_secs_f64()),
             Flavor::MySql => format!("SET SESSION max_execution_time = {}", timeout.as_millis()),
         };
         conn.execute(AssertSqlSafe(set_timeout))
@@ -149,10 +138,7 @@ impl Database {
             .prepare(AssertSqlSafe(query).into_sql_str())
             .await
             .map_err(DatabaseError::from_query)?;
-        Ok(sqlx::Statement::columns(&statement)
-            .iter()
-            .map(column_info)
-            .collect())
+        Ok(sqlx::Statement::columns(&statement).iter().map(column_info).collect())
     }
 
     /// Closes every connection.
@@ -161,7 +147,26 @@ impl Database {
     }
 }
 
+/// Connection options from `[mysql]`: the URL, then the TLS settings on top.
+pub fn connect_options(settings: &MysqlSettings) -> Result<MySqlConnectOptions, DatabaseError> {
+    let mut options: MySqlConnectOptions = settings.url.expose().parse().map_err(DatabaseError::Refused)?;
+    if let Some(mode) = settings.ssl_mode {
+        options = options.ssl_mode(match mode {
+            SslMode::Disabled => MySqlSslMode::Disabled,
+            SslMode::Preferred => MySqlSslMode::Preferred,
+            SslMode::Required => MySqlSslMode::Required,
+            SslMode::VerifyCa => MySqlSslMode::VerifyCa,
+            SslMode::VerifyIdentity => MySqlSslMode::VerifyIdentity,
+        });
+    }
+    if let Some(ca) = &settings.ssl_ca {
+        options = options.ssl_ca(ca);
+    }
+    Ok(options)
+}
+
 fn unreachable(error: sqlx::Error) -> DatabaseError {
+    crate::metrics::mysql_error();
     match error {
         // Wrong password, unknown database: not going to fix itself.
         sqlx::Error::Database(_) => DatabaseError::Refused(error),
@@ -174,10 +179,7 @@ pub struct QueryConn(PoolConnection<MySql>);
 
 impl QueryConn {
     /// Streams the rows of `query` (binary protocol, never buffered whole).
-    pub fn rows<'c>(
-        &'c mut self,
-        query: &'c str,
-    ) -> BoxStream<'c, Result<MySqlRow, DatabaseError>> {
+    pub fn rows<'c>(&'c mut self, query: &'c str) -> BoxStream<'c, Result<MySqlRow, DatabaseError>> {
         sqlx::query(AssertSqlSafe(query))
             .fetch(&mut *self.0)
             .map_err(DatabaseError::from_query)
@@ -200,10 +202,7 @@ fn column_info(column: &sqlx::mysql::MySqlColumn) -> ColumnInfo {
 }
 
 /// The raw binary-protocol bytes of each value in `row` (`None` for NULL), appended to `out`.
-pub fn raw_values<'r>(
-    row: &'r MySqlRow,
-    out: &mut Vec<Option<&'r [u8]>>,
-) -> Result<(), DatabaseError> {
+pub fn raw_values<'r>(row: &'r MySqlRow, out: &mut Vec<Option<&'r [u8]>>) -> Result<(), DatabaseError> {
     for index in 0..row.len() {
         let value = row.try_get_raw(index).map_err(DatabaseError::Interrupted)?;
         if value.is_null() {

@@ -13,21 +13,15 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Creates the database if it is missing, then applies any pending demo migrations.
 pub async fn init(settings: &MysqlSettings) -> anyhow::Result<()> {
-    let options: MySqlConnectOptions = settings.url.expose().parse()?;
+    let options: MySqlConnectOptions = crate::database::connect_options(settings)?;
     let database = options
         .get_database()
-        .ok_or_else(|| {
-            anyhow::anyhow!("[mysql] url names no database (mysql://user@host:3306/DATABASE)")
-        })?
+        .ok_or_else(|| anyhow::anyhow!("[mysql] url names no database (mysql://user@host:3306/DATABASE)"))?
         .to_string();
     if database.contains('`') {
         anyhow::bail!("database name {database:?} contains a backtick");
     }
-    let mut server = options
-        .clone()
-        .database("information_schema")
-        .connect()
-        .await?;
+    let mut server = options.clone().database("information_schema").connect().await?;
     server
         .execute(sqlx::AssertSqlSafe(format!(
             "CREATE DATABASE IF NOT EXISTS `{database}`"

@@ -17,6 +17,7 @@
 //! - [`demo`]: the demo shop schema (embedded migrations), for the quick start and tests.
 //! - [`cli`]: the command line.
 
+pub mod admin;
 pub mod app;
 pub mod backoff;
 pub mod cache;
@@ -24,9 +25,12 @@ pub mod cli;
 pub mod config;
 pub mod database;
 pub mod demo;
+pub mod health;
+pub mod metrics;
 pub mod model;
 pub mod render;
 pub mod schedule;
 pub mod signal;
+pub mod systemd;
 pub mod value;
 pub mod warm;

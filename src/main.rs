@@ -5,11 +5,14 @@ use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
 use cachewarden::cli::{Cli, Command};
+use cachewarden::config::{Config, LogFormat};
 use cachewarden::warm::Mode;
-use cachewarden::{app, config, demo, signal};
+use cachewarden::{admin, app, config, demo, metrics, signal};
 
 /// sysexits.h EX_USAGE: the command line was wrong.
 const EXIT_USAGE: u8 = 64;
+/// sysexits.h EX_UNAVAILABLE: the daemon's admin endpoint could not be reached.
+const EXIT_UNAVAILABLE: u8 = 69;
 /// sysexits.h EX_CONFIG: the configuration is invalid.
 const EXIT_CONFIG: u8 = 78;
 
@@ -22,14 +25,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-
+    // Both TLS stacks (Redis, MySQL) use rustls; pick its crypto once for the process. An error only means a
+    // provider is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -54,6 +52,7 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    init_logging(&config, cli.log_format);
 
     match cli.command {
         Command::Check { connect } => {
@@ -78,6 +77,45 @@ async fn run(cli: Cli) -> ExitCode {
             print!("{}", app::format_jobs(&config, chrono::Utc::now()));
             ExitCode::SUCCESS
         }
+        Command::Status { admin } => {
+            let addr = admin.unwrap_or(config.admin.listen);
+            let jobs = admin::request(addr, hyper::Method::GET, "/jobs").await;
+            let ready = admin::request(addr, hyper::Method::GET, "/readyz").await;
+            match (jobs, ready) {
+                (Ok(jobs), Ok(ready)) => match app::format_status(&jobs.body) {
+                    Ok(table) => {
+                        print!("{table}");
+                        println!("readiness: {}", ready.body.trim());
+                        ExitCode::SUCCESS
+                    }
+                    Err(error) => {
+                        eprintln!("error: unexpected answer from {addr}: {error}");
+                        ExitCode::FAILURE
+                    }
+                },
+                (Err(error), _) | (_, Err(error)) => {
+                    eprintln!("error: cannot reach the admin endpoint at {addr} (is the daemon running?): {error:#}");
+                    ExitCode::from(EXIT_UNAVAILABLE)
+                }
+            }
+        }
+        Command::Trigger { name, admin } => {
+            let addr = admin.unwrap_or(config.admin.listen);
+            match admin::request(addr, hyper::Method::POST, &format!("/jobs/{name}/run")).await {
+                Ok(response) if response.status == 202 => {
+                    print!("{}", response.body);
+                    ExitCode::SUCCESS
+                }
+                Ok(response) => {
+                    eprint!("error: {}", response.body);
+                    ExitCode::FAILURE
+                }
+                Err(error) => {
+                    eprintln!("error: cannot reach the admin endpoint at {addr} (is the daemon running?): {error:#}");
+                    ExitCode::from(EXIT_UNAVAILABLE)
+                }
+            }
+        }
         Command::DemoInit => match demo::init(&config.mysql).await {
             Ok(()) => {
                 println!("demo shop schema is up to date in {}", config.mysql.url);
@@ -88,13 +126,22 @@ async fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { once: false, .. } => match app::run_daemon(config, signals).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("error: {error:#}");
-                ExitCode::FAILURE
+        Command::Run { once: false, .. } => {
+            let handle = match metrics::install() {
+                Ok(handle) => Some(handle),
+                Err(error) => {
+                    tracing::warn!(%error, "Metrics are unavailable.");
+                    None
+                }
+            };
+            match app::run_daemon(config, signals, handle).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!("{error:#}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Run {
             once: true,
             jobs,
@@ -122,5 +169,20 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Logs go to stderr (journald picks them up): text for people, JSON for machines. Level: `RUST_LOG`, else
+/// `[daemon] log_level`, else `info`.
+fn init_logging(config: &Config, flag: Option<LogFormat>) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(config.daemon.log_level.as_deref().unwrap_or("info")))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match flag.unwrap_or(config.daemon.log_format) {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
     }
 }

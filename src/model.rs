@@ -194,11 +194,7 @@ pub struct Schedule {
 
 impl Schedule {
     /// The next `count` fire times after `after`.
-    pub fn upcoming(
-        &self,
-        after: chrono::DateTime<chrono::Utc>,
-        count: usize,
-    ) -> Vec<chrono::DateTime<chrono::Utc>> {
+    pub fn upcoming(&self, after: chrono::DateTime<chrono::Utc>, count: usize) -> Vec<chrono::DateTime<chrono::Utc>> {
         self.parsed.iter_after(after).take(count).collect()
     }
 }
@@ -272,10 +268,7 @@ impl fmt::Display for TriggerReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trigger {
     /// Run the named warm job now.
-    Warm {
-        job: Arc<str>,
-        reason: TriggerReason,
-    },
+    Warm { job: Arc<str>, reason: TriggerReason },
 }
 
 #[cfg(test)]
@@ -311,20 +304,14 @@ mod tests {
         let t = KeyTemplate::parse("{{tag}}:{id}").unwrap();
         assert_eq!(
             t.parts(),
-            [
-                KeyPart::Literal("{tag}:".into()),
-                KeyPart::Column("id".into())
-            ]
+            [KeyPart::Literal("{tag}:".into()), KeyPart::Column("id".into())]
         );
     }
 
     #[test]
     fn malformed_templates_are_refused() {
         for bad in ["", "product:{id", "product:{}", "product:id}", "a:{b{c}"] {
-            assert!(
-                KeyTemplate::parse(bad).is_err(),
-                "{bad:?} should be refused"
-            );
+            assert!(KeyTemplate::parse(bad).is_err(), "{bad:?} should be refused");
         }
     }
 
@@ -332,14 +319,8 @@ mod tests {
     fn jitter_only_shortens_the_ttl() {
         let ttl = Ttl::Expires(Duration::from_secs(100));
         assert_eq!(ttl.pick(Jitter::None, 0.7), Some(Duration::from_secs(100)));
-        assert_eq!(
-            ttl.pick(Jitter::Fraction(0.1), 0.0),
-            Some(Duration::from_secs(100))
-        );
-        assert_eq!(
-            ttl.pick(Jitter::Fraction(0.1), 0.5),
-            Some(Duration::from_secs(95))
-        );
+        assert_eq!(ttl.pick(Jitter::Fraction(0.1), 0.0), Some(Duration::from_secs(100)));
+        assert_eq!(ttl.pick(Jitter::Fraction(0.1), 0.5), Some(Duration::from_secs(95)));
         assert_eq!(
             ttl.pick(Jitter::Fixed(Duration::from_secs(20)), 0.5),
             Some(Duration::from_secs(90))
@@ -350,9 +331,6 @@ mod tests {
     #[test]
     fn ttl_never_reaches_zero() {
         let ttl = Ttl::Expires(Duration::from_millis(1));
-        assert_eq!(
-            ttl.pick(Jitter::Fraction(0.99), 0.99),
-            Some(Duration::from_millis(1))
-        );
+        assert_eq!(ttl.pick(Jitter::Fraction(0.99), 0.99), Some(Duration::from_millis(1)));
     }
 }

@@ -42,9 +42,7 @@ pub struct ColumnInfo {
 /// Why a job's query result cannot be rendered at all. The run fails before anything is written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
-    #[error(
-        "key template \"{template}\" uses {{{placeholder}}}, which is not a result column (columns: {columns})"
-    )]
+    #[error("key template \"{template}\" uses {{{placeholder}}}, which is not a result column (columns: {columns})")]
     MissingColumn {
         template: String,
         placeholder: String,
@@ -94,19 +92,10 @@ impl RowRenderer {
                 });
             }
         }
-        if let Some(column) = job
-            .json_columns
-            .iter()
-            .find(|j| !columns.iter().any(|c| &c.name == *j))
-        {
-            return Err(PlanError::UnknownJsonColumn {
-                column: column.clone(),
-            });
+        if let Some(column) = job.json_columns.iter().find(|j| !columns.iter().any(|c| &c.name == *j)) {
+            return Err(PlanError::UnknownJsonColumn { column: column.clone() });
         }
-        let sensitive = sensitive_columns(
-            columns.iter().map(|c| c.name.as_str()),
-            &job.allow_sensitive,
-        );
+        let sensitive = sensitive_columns(columns.iter().map(|c| c.name.as_str()), &job.allow_sensitive);
         if !sensitive.is_empty() {
             return Err(PlanError::Sensitive { columns: sensitive });
         }
@@ -114,11 +103,9 @@ impl RowRenderer {
             .iter()
             .map(|c| {
                 let declared_json = job.json_columns.contains(&c.name);
-                ColumnKind::from_type(&c.type_name, c.is_text, declared_json).map_err(|message| {
-                    PlanError::Unmappable {
-                        column: c.name.clone(),
-                        message,
-                    }
+                ColumnKind::from_type(&c.type_name, c.is_text, declared_json).map_err(|message| PlanError::Unmappable {
+                    column: c.name.clone(),
+                    message,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -135,11 +122,7 @@ impl RowRenderer {
                     .ok_or_else(|| PlanError::MissingColumn {
                         template: job.key.to_string(),
                         placeholder: name.clone(),
-                        columns: columns
-                            .iter()
-                            .map(|c| c.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
+                        columns: columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
                     }),
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -175,13 +158,9 @@ impl RowRenderer {
         for piece in &self.key {
             match piece {
                 KeyPiece::Literal(text) => out.push_str(text),
-                KeyPiece::Column(index) => {
-                    cells[*index]
-                        .write_key(out)
-                        .ok_or_else(|| RowError::NullKeyColumn {
-                            column: self.names[*index].clone(),
-                        })?
-                }
+                KeyPiece::Column(index) => cells[*index].write_key(out).ok_or_else(|| RowError::NullKeyColumn {
+                    column: self.names[*index].clone(),
+                })?,
             }
         }
         Ok(())
@@ -202,10 +181,7 @@ impl RowRenderer {
 }
 
 /// The column names that look like secrets and are not explicitly allowed.
-pub fn sensitive_columns<'a>(
-    names: impl IntoIterator<Item = &'a str>,
-    allowed: &[String],
-) -> Vec<String> {
+pub fn sensitive_columns<'a>(names: impl IntoIterator<Item = &'a str>, allowed: &[String]) -> Vec<String> {
     names
         .into_iter()
         .filter(|name| !allowed.iter().any(|a| a.eq_ignore_ascii_case(name)))
@@ -216,10 +192,7 @@ pub fn sensitive_columns<'a>(
 
 fn looks_sensitive(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    let squashed: String = lower
-        .chars()
-        .filter(|c| !matches!(c, '_' | '-' | ' '))
-        .collect();
+    let squashed: String = lower.chars().filter(|c| !matches!(c, '_' | '-' | ' ')).collect();
     SENSITIVE_FRAGMENTS.iter().any(|f| squashed.contains(f))
         || lower
             .split(|c: char| !c.is_ascii_alphanumeric())
@@ -273,10 +246,7 @@ mod tests {
         assert_eq!(key, "product:42:en");
         let mut value = Vec::new();
         renderer.render_object(&cells, &mut value);
-        assert_eq!(
-            String::from_utf8(value).unwrap(),
-            r#"{"id":42,"lang":"en"}"#
-        );
+        assert_eq!(String::from_utf8(value).unwrap(), r#"{"id":42,"lang":"en"}"#);
     }
 
     #[test]
@@ -285,9 +255,7 @@ mod tests {
         let mut key = String::new();
         assert_eq!(
             renderer.render_key(&[Cell::Null], &mut key),
-            Err(RowError::NullKeyColumn {
-                column: "id".into()
-            })
+            Err(RowError::NullKeyColumn { column: "id".into() })
         );
     }
 
@@ -347,16 +315,11 @@ mod tests {
 
     #[test]
     fn unmappable_types_name_the_column() {
-        let error = RowRenderer::new(
-            &job("k:{id}"),
-            &[col("id", "INT"), col("shape", "GEOMETRY")],
-        )
-        .err()
-        .unwrap();
+        let error = RowRenderer::new(&job("k:{id}"), &[col("id", "INT"), col("shape", "GEOMETRY")])
+            .err()
+            .unwrap();
         assert!(
-            error
-                .to_string()
-                .starts_with("column `shape` has type GEOMETRY"),
+            error.to_string().starts_with("column `shape` has type GEOMETRY"),
             "{error}"
         );
     }

@@ -67,8 +67,9 @@ impl ColumnKind {
     pub fn from_type(name: &str, is_text: bool, declared_json: bool) -> Result<Self, String> {
         let kind = match name {
             "BOOLEAN" | "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" => ColumnKind::Int,
-            "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED"
-            | "BIGINT UNSIGNED" => ColumnKind::UInt,
+            "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED" | "BIGINT UNSIGNED" => {
+                ColumnKind::UInt
+            }
             "FLOAT" => ColumnKind::Float,
             "DOUBLE" => ColumnKind::Double,
             "DECIMAL" => ColumnKind::Decimal,
@@ -80,8 +81,8 @@ impl ColumnKind {
             "BIT" => ColumnKind::Bit,
             "JSON" => ColumnKind::Json,
             "NULL" => ColumnKind::Text,
-            "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM"
-            | "SET" | "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
+            "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" | "SET" | "BINARY"
+            | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
                 if is_text {
                     ColumnKind::Text
                 } else {
@@ -89,16 +90,12 @@ impl ColumnKind {
                 }
             }
             other => {
-                return Err(format!(
-                    "has type {other}, which cachewarden cannot map to JSON"
-                ));
+                return Err(format!("has type {other}, which cachewarden cannot map to JSON"));
             }
         };
         match (kind, declared_json) {
             (ColumnKind::Text | ColumnKind::Json, true) => Ok(ColumnKind::Json),
-            (_, true) => Err(format!(
-                "is listed in json_columns but has type {name}, not text"
-            )),
+            (_, true) => Err(format!("is listed in json_columns but has type {name}, not text")),
             (kind, false) => Ok(kind),
         }
     }
@@ -136,10 +133,7 @@ pub fn decode(kind: ColumnKind, bytes: Option<&[u8]>) -> Result<Cell<'_>, Decode
     let Some(bytes) = bytes else {
         return Ok(Cell::Null);
     };
-    let bad = || DecodeError::BadLength {
-        kind,
-        len: bytes.len(),
-    };
+    let bad = || DecodeError::BadLength { kind, len: bytes.len() };
     Ok(match kind {
         ColumnKind::Int => Cell::Int(match *bytes {
             [a] => i64::from(a as i8),
@@ -154,9 +148,7 @@ pub fn decode(kind: ColumnKind, bytes: Option<&[u8]>) -> Result<Cell<'_>, Decode
             _ => u64::from_le_bytes(bytes.try_into().map_err(|_| bad())?),
         }),
         ColumnKind::Float => Cell::Float(f32::from_le_bytes(bytes.try_into().map_err(|_| bad())?)),
-        ColumnKind::Double => {
-            Cell::Double(f64::from_le_bytes(bytes.try_into().map_err(|_| bad())?))
-        }
+        ColumnKind::Double => Cell::Double(f64::from_le_bytes(bytes.try_into().map_err(|_| bad())?)),
         ColumnKind::Bit => {
             if bytes.len() > 8 {
                 return Err(bad());
@@ -166,8 +158,7 @@ pub fn decode(kind: ColumnKind, bytes: Option<&[u8]>) -> Result<Cell<'_>, Decode
         ColumnKind::Decimal | ColumnKind::Text => Cell::Text(Cow::Borrowed(utf8(bytes)?)),
         ColumnKind::Json => {
             let text = utf8(bytes)?;
-            serde_json::from_str::<serde::de::IgnoredAny>(text)
-                .map_err(|e| DecodeError::BadJson(e.to_string()))?;
+            serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| DecodeError::BadJson(e.to_string()))?;
             Cell::Json(text)
         }
         ColumnKind::Binary => Cell::Bytes(bytes),
@@ -232,13 +223,7 @@ fn decode_time(bytes: &[u8]) -> Option<Cell<'static>> {
                 _ => return None,
             };
             let days = u32::from_le_bytes([*d0, *d1, *d2, *d3]);
-            (
-                *neg == 1,
-                u64::from(days) * 24 + u64::from(*h),
-                *mi,
-                *s,
-                micros,
-            )
+            (*neg == 1, u64::from(days) * 24 + u64::from(*h), *mi, *s, micros)
         }
         _ => return None,
     };
@@ -300,9 +285,7 @@ impl Cell<'_> {
             }
             Cell::Text(text) => out.push_str(text),
             Cell::Json(doc) => out.push_str(doc),
-            Cell::Bytes(bytes) => {
-                base64::engine::general_purpose::STANDARD.encode_string(bytes, out)
-            }
+            Cell::Bytes(bytes) => base64::engine::general_purpose::STANDARD.encode_string(bytes, out),
         }
         Some(())
     }
@@ -334,15 +317,9 @@ mod tests {
         assert_eq!(json(ColumnKind::Int, &[0xff]), "-1");
         assert_eq!(json(ColumnKind::Int, &(-300i16).to_le_bytes()), "-300");
         assert_eq!(json(ColumnKind::Int, &(-70000i32).to_le_bytes()), "-70000");
-        assert_eq!(
-            json(ColumnKind::Int, &i64::MIN.to_le_bytes()),
-            "-9223372036854775808"
-        );
+        assert_eq!(json(ColumnKind::Int, &i64::MIN.to_le_bytes()), "-9223372036854775808");
         assert_eq!(json(ColumnKind::UInt, &[0xff]), "255");
-        assert_eq!(
-            json(ColumnKind::UInt, &u64::MAX.to_le_bytes()),
-            "18446744073709551615"
-        );
+        assert_eq!(json(ColumnKind::UInt, &u64::MAX.to_le_bytes()), "18446744073709551615");
         assert_eq!(json(ColumnKind::Year, &2026u16.to_le_bytes()), "2026");
     }
 
@@ -366,20 +343,11 @@ mod tests {
         let date = [4, 0xea, 0x07, 11, 26];
         assert_eq!(json(ColumnKind::Date, &date), "\"2026-11-26\"");
         let datetime = [7, 0xea, 0x07, 11, 26, 8, 30, 5];
-        assert_eq!(
-            json(ColumnKind::Datetime, &datetime),
-            "\"2026-11-26T08:30:05\""
-        );
-        assert_eq!(
-            json(ColumnKind::Timestamp, &datetime),
-            "\"2026-11-26T08:30:05Z\""
-        );
+        assert_eq!(json(ColumnKind::Datetime, &datetime), "\"2026-11-26T08:30:05\"");
+        assert_eq!(json(ColumnKind::Timestamp, &datetime), "\"2026-11-26T08:30:05Z\"");
         let mut precise = vec![11, 0xea, 0x07, 11, 26, 8, 30, 5];
         precise.extend_from_slice(&250_000u32.to_le_bytes());
-        assert_eq!(
-            json(ColumnKind::Datetime, &precise),
-            "\"2026-11-26T08:30:05.25\""
-        );
+        assert_eq!(json(ColumnKind::Datetime, &precise), "\"2026-11-26T08:30:05.25\"");
         assert_eq!(
             json(ColumnKind::Datetime, &[4, 0xea, 0x07, 1, 2]),
             "\"2026-01-02T00:00:00\""
@@ -398,20 +366,14 @@ mod tests {
 
     #[test]
     fn text_is_escaped_and_bytes_are_base64() {
-        assert_eq!(
-            json(ColumnKind::Text, "a \"q\"\n".as_bytes()),
-            r#""a \"q\"\n""#
-        );
+        assert_eq!(json(ColumnKind::Text, "a \"q\"\n".as_bytes()), r#""a \"q\"\n""#);
         assert_eq!(json(ColumnKind::Binary, &[0, 1, 2, 255]), "\"AAEC/w==\"");
         assert_eq!(json(ColumnKind::Bit, &[0x01, 0x02]), "258");
     }
 
     #[test]
     fn json_is_embedded_and_checked() {
-        assert_eq!(
-            json(ColumnKind::Json, br#"{"a": [1, 2]}"#),
-            r#"{"a": [1, 2]}"#
-        );
+        assert_eq!(json(ColumnKind::Json, br#"{"a": [1, 2]}"#), r#"{"a": [1, 2]}"#);
         assert!(matches!(
             decode(ColumnKind::Json, Some(b"{nope")),
             Err(DecodeError::BadJson(_))
@@ -420,18 +382,9 @@ mod tests {
 
     #[test]
     fn kinds_follow_the_type_and_collation() {
-        assert_eq!(
-            ColumnKind::from_type("BLOB", false, false),
-            Ok(ColumnKind::Binary)
-        );
-        assert_eq!(
-            ColumnKind::from_type("BLOB", true, false),
-            Ok(ColumnKind::Text)
-        );
-        assert_eq!(
-            ColumnKind::from_type("LONGTEXT", true, true),
-            Ok(ColumnKind::Json)
-        );
+        assert_eq!(ColumnKind::from_type("BLOB", false, false), Ok(ColumnKind::Binary));
+        assert_eq!(ColumnKind::from_type("BLOB", true, false), Ok(ColumnKind::Text));
+        assert_eq!(ColumnKind::from_type("LONGTEXT", true, true), Ok(ColumnKind::Json));
         assert_eq!(
             ColumnKind::from_type("BIGINT UNSIGNED", false, false),
             Ok(ColumnKind::UInt)
@@ -443,9 +396,7 @@ mod tests {
     #[test]
     fn key_text_is_plain() {
         let mut key = String::new();
-        Cell::Text(Cow::Borrowed("abc"))
-            .write_key(&mut key)
-            .unwrap();
+        Cell::Text(Cow::Borrowed("abc")).write_key(&mut key).unwrap();
         Cell::Int(-5).write_key(&mut key).unwrap();
         assert_eq!(key, "abc-5");
         assert!(Cell::Null.write_key(&mut key).is_none());

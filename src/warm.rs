@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt as _;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, error, info, info_span, warn};
@@ -27,6 +27,8 @@ use tracing::{Instrument as _, error, info, info_span, warn};
 use crate::backoff::Backoff;
 use crate::cache::{Cache, CacheError};
 use crate::database::{self, Database, DatabaseError};
+use crate::health::Liveness;
+use crate::metrics;
 use crate::model::{KeyOp, Shape, Trigger, TriggerReason, WarmJob};
 use crate::render::{PlanError, RowRenderer};
 use crate::value::{self, Cell};
@@ -37,6 +39,8 @@ const BATCH_KEYS: usize = 1000;
 const BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Per run, at most this many skipped rows are logged one by one; the rest are only counted.
 const SKIP_LOG_LIMIT: u64 = 10;
+/// How often the executor loop proves it is alive, for the systemd watchdog.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Attempts per triggered run when failures are transient (database or Redis unreachable).
 const MAX_ATTEMPTS: u32 = 5;
 
@@ -110,12 +114,24 @@ pub enum Mode {
 }
 
 /// Outcome counts per job since the process started.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobStats {
     pub succeeded: u64,
     pub failed: u64,
     pub skipped_overlap: u64,
-    pub last: Option<RunSummary>,
+    /// The most recent finished run.
+    pub last: Option<LastRun>,
+}
+
+/// How the most recent run of a job ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastRun {
+    /// When it ended.
+    pub finished_at: std::time::SystemTime,
+    /// Its figures, for a success.
+    pub summary: Option<RunSummary>,
+    /// Why it failed, for a failure.
+    pub error: Option<String>,
 }
 
 /// Proof that a job is claimed for one run; released on drop (also when the run panics).
@@ -126,10 +142,7 @@ pub struct RunGuard {
 
 impl Drop for RunGuard {
     fn drop(&mut self) {
-        let mut running = self
-            .running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         running.remove(&self.name);
     }
 }
@@ -158,10 +171,7 @@ impl Warmer {
 
     /// Claims `job` for one run, or `None` (counted) when a run of it is already in progress.
     pub fn claim(&self, job: &Arc<str>) -> Option<RunGuard> {
-        let mut running = self
-            .running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if running.insert(job.clone()) {
             Some(RunGuard {
                 running: self.running.clone(),
@@ -170,24 +180,25 @@ impl Warmer {
         } else {
             drop(running);
             self.record(job, |stats| stats.skipped_overlap += 1);
+            metrics::record_run(job, metrics::Outcome::Skipped, None);
             None
         }
     }
 
+    /// Whether a run of `job` is in progress.
+    pub fn is_running(&self, job: &str) -> bool {
+        let running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        running.contains(job)
+    }
+
     /// Outcome counts for `job`.
     pub fn stats(&self, job: &str) -> JobStats {
-        let stats = self
-            .stats
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let stats = self.stats.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         stats.get(job).cloned().unwrap_or_default()
     }
 
     fn record(&self, job: &Arc<str>, update: impl FnOnce(&mut JobStats)) {
-        let mut stats = self
-            .stats
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut stats = self.stats.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         update(stats.entry(job.clone()).or_default());
     }
 
@@ -199,39 +210,43 @@ impl Warmer {
         mode: Mode,
         progress: &Progress,
     ) -> Result<RunSummary, WarmError> {
-        let _slot = self
-            .limiter
-            .acquire()
-            .await
-            .expect("the limiter is never closed");
+        let _slot = self.limiter.acquire().await.expect("the limiter is never closed");
         let started = Instant::now();
-        let result =
-            match tokio::time::timeout(job.timeout, self.execute(job, mode, progress)).await {
-                Ok(result) => result,
-                Err(_) => Err(WarmError::TimedOut(job.timeout)),
-            };
+        let result = match tokio::time::timeout(job.timeout, self.execute(job, mode, progress)).await {
+            Ok(result) => result,
+            Err(_) => Err(WarmError::TimedOut(job.timeout)),
+        };
+        let finished_at = std::time::SystemTime::now();
         match result {
             Ok(mut summary) => {
                 summary.duration = started.elapsed();
+                metrics::record_run(&job.name, metrics::Outcome::Success, Some(&summary));
                 self.record(&job.name, |stats| {
                     stats.succeeded += 1;
-                    stats.last = Some(summary.clone());
+                    stats.last = Some(LastRun {
+                        finished_at,
+                        summary: Some(summary.clone()),
+                        error: None,
+                    });
                 });
                 Ok(summary)
             }
             Err(error) => {
-                self.record(&job.name, |stats| stats.failed += 1);
+                metrics::record_run(&job.name, metrics::Outcome::Failure, None);
+                self.record(&job.name, |stats| {
+                    stats.failed += 1;
+                    stats.last = Some(LastRun {
+                        finished_at,
+                        summary: None,
+                        error: Some(error.to_string()),
+                    });
+                });
                 Err(error)
             }
         }
     }
 
-    async fn execute(
-        &self,
-        job: &WarmJob,
-        mode: Mode,
-        progress: &Progress,
-    ) -> Result<RunSummary, WarmError> {
+    async fn execute(&self, job: &WarmJob, mode: Mode, progress: &Progress) -> Result<RunSummary, WarmError> {
         let mut conn = self.db.acquire(job.timeout).await?;
         let mut rows = conn.rows(&job.query);
         let mut writer = BatchWriter {
@@ -265,10 +280,7 @@ impl Warmer {
                 Ok(cells) => cells,
                 Err(reason) => {
                     let row = writer.summary.rows;
-                    writer.skip(
-                        |s| &mut s.skipped_invalid,
-                        || format!("row {row}: {reason}"),
-                    );
+                    writer.skip(|s| &mut s.skipped_invalid, || format!("row {row}: {reason}"));
                     continue;
                 }
             };
@@ -284,10 +296,7 @@ impl Warmer {
             key.clear();
             if let Err(reason) = renderer.render_key(&cells, &mut key) {
                 let row = writer.summary.rows;
-                writer.skip(
-                    |s| &mut s.skipped_null_key,
-                    || format!("row {row}: {reason}"),
-                );
+                writer.skip(|s| &mut s.skipped_null_key, || format!("row {row}: {reason}"));
                 continue;
             }
             let mut value = Vec::with_capacity(256);
@@ -326,18 +335,13 @@ impl Warmer {
     }
 }
 
-fn decode_row<'r>(
-    renderer: &RowRenderer,
-    raw: &[Option<&'r [u8]>],
-) -> Result<Vec<Cell<'r>>, String> {
+fn decode_row<'r>(renderer: &RowRenderer, raw: &[Option<&'r [u8]>]) -> Result<Vec<Cell<'r>>, String> {
     renderer
         .kinds()
         .iter()
         .zip(raw)
         .zip(renderer.names())
-        .map(|((kind, bytes), name)| {
-            value::decode(*kind, *bytes).map_err(|e| format!("column `{name}` {e}"))
-        })
+        .map(|((kind, bytes), name)| value::decode(*kind, *bytes).map_err(|e| format!("column `{name}` {e}")))
         .collect()
 }
 
@@ -415,11 +419,7 @@ impl BatchWriter<'_> {
         Ok(())
     }
 
-    fn skip(
-        &mut self,
-        counter: impl FnOnce(&mut RunSummary) -> &mut u64,
-        describe: impl FnOnce() -> String,
-    ) {
+    fn skip(&mut self, counter: impl FnOnce(&mut RunSummary) -> &mut u64, describe: impl FnOnce() -> String) {
         *counter(&mut self.summary) += 1;
         if self.summary.skipped() <= SKIP_LOG_LIMIT {
             warn!(job = %self.job.name, detail = %describe(), "Skipped a value; the rest of the job goes on.");
@@ -433,10 +433,7 @@ fn print_dry_run(job: &str, ops: &[KeyOp]) {
     let mut out = stdout.lock();
     for op in ops {
         if let KeyOp::Set { key, value, ttl } = op {
-            let ttl = ttl.map_or_else(
-                || "none".to_string(),
-                |ttl| format!("{:.3}s", ttl.as_secs_f64()),
-            );
+            let ttl = ttl.map_or_else(|| "none".to_string(), |ttl| format!("{:.3}s", ttl.as_secs_f64()));
             let _ = writeln!(out, "{job}\t{key}\t{ttl}\t{}", value.len());
         }
     }
@@ -445,27 +442,28 @@ fn print_dry_run(job: &str, ops: &[KeyOp]) {
 /// The daemon's warm executor: turns triggers into runs.
 pub struct WarmRunner {
     warmer: Arc<Warmer>,
-    jobs: HashMap<Arc<str>, WarmJob>,
+    /// The current jobs; replaced on reload. A run keeps the definition it started with.
+    jobs: watch::Receiver<Arc<[WarmJob]>>,
     triggers: mpsc::Receiver<Trigger>,
     grace: Duration,
+    liveness: Liveness,
 }
 
 impl WarmRunner {
-    /// A runner for `jobs`, fed by `triggers`; in-flight runs get `grace` to finish at shutdown.
+    /// A runner for the jobs in `jobs`, fed by `triggers`; in-flight runs get `grace` to finish at shutdown.
     pub fn new(
         warmer: Arc<Warmer>,
-        jobs: &[WarmJob],
+        jobs: watch::Receiver<Arc<[WarmJob]>>,
         triggers: mpsc::Receiver<Trigger>,
         grace: Duration,
+        liveness: Liveness,
     ) -> Self {
         Self {
             warmer,
-            jobs: jobs
-                .iter()
-                .map(|job| (job.name.clone(), job.clone()))
-                .collect(),
+            jobs,
             triggers,
             grace,
+            liveness,
         }
     }
 
@@ -473,10 +471,12 @@ impl WarmRunner {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut runs = JoinSet::new();
         let mut names = HashMap::new();
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                _ = heartbeat.tick() => self.liveness.beat("warm"),
                 Some(joined) = runs.join_next_with_id(), if !runs.is_empty() => report_join(joined, &mut names),
                 trigger = self.triggers.recv() => match trigger {
                     Some(Trigger::Warm { job, reason }) => self.start(&mut runs, &mut names, &job, reason, &shutdown),
@@ -503,7 +503,7 @@ impl WarmRunner {
         reason: TriggerReason,
         shutdown: &CancellationToken,
     ) {
-        let Some(job) = self.jobs.get(name).cloned() else {
+        let Some(job) = self.jobs.borrow().iter().find(|job| &job.name == name).cloned() else {
             warn!(job = %name, "Trigger names no configured warm job; ignored.");
             return;
         };

@@ -48,26 +48,18 @@ async fn check_exits_78_and_names_file_line_job_and_field() {
         "0 61 * * * *",
         "jitter = \"5%\"\ncolour = 1",
     ));
-    let output = env
-        .cli()
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let output = env.cli().arg("check").arg("--config").arg(&path).output().unwrap();
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(78), "{stderr}");
     let file = path.display().to_string();
     assert!(
         stderr.contains(&format!(
-            "{file}:9: warm[0] \"bad\".schedule: \"0 61 * * * *\" is not a valid cron"
+            "{file}:12: warm[0] \"bad\".schedule: \"0 61 * * * *\" is not a valid cron"
         )),
         "{stderr}"
     );
     assert!(
-        stderr.contains(&format!(
-            "{file}:14: warm[0] \"bad\".colour: unknown field `colour`"
-        )),
+        stderr.contains(&format!("{file}:17: warm[0] \"bad\".colour: unknown field `colour`")),
         "{stderr}"
     );
 }
@@ -99,20 +91,11 @@ async fn check_connect_catches_sql_errors_and_missing_columns() {
         stderr.contains("warm job \"typo\" query: MySQL refused the query"),
         "{stderr}"
     );
-    assert!(
-        stderr.contains("warm job \"wrong_key\": key template"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("warm job \"wrong_key\": key template"), "{stderr}");
     assert!(stderr.contains("{sku}"), "{stderr}");
     assert!(!stderr.contains("\"good\""), "{stderr}");
 
-    let fine = env.config_file(&job(
-        &env,
-        "good",
-        "SELECT id, name FROM products",
-        "every 1h",
-        "",
-    ));
+    let fine = env.config_file(&job(&env, "good", "SELECT id, name FROM products", "every 1h", ""));
     let output = env
         .cli()
         .args(["check", "--connect", "--config"])
@@ -127,21 +110,9 @@ async fn check_connect_catches_sql_errors_and_missing_columns() {
 async fn run_once_exit_codes_and_summary() {
     let env = TestEnv::new().await;
     env.sql(PRODUCTS).await;
-    let good = job(
-        &env,
-        "good",
-        "SELECT id, name FROM products",
-        "every 1h",
-        "",
-    );
+    let good = job(&env, "good", "SELECT id, name FROM products", "every 1h", "");
     let broken = job(&env, "broken", "SELECT id FROM nowhere", "every 1h", "");
-    let off = job(
-        &env,
-        "off",
-        "SELECT id FROM products",
-        "every 1h",
-        "enabled = false",
-    );
+    let off = job(&env, "off", "SELECT id FROM products", "every 1h", "enabled = false");
     let path = env.config_file(&[good.clone(), broken, off].concat());
     let p = &env.prefix;
 
@@ -153,16 +124,10 @@ async fn run_once_exit_codes_and_summary() {
         .unwrap();
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("good "))
-        .expect("summary row");
+    let line = stdout.lines().find(|l| l.starts_with("good ")).expect("summary row");
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(&fields[..5], ["good", "ok", "2", "2", "0"], "{stdout}");
-    assert_eq!(
-        env.keys().await,
-        [format!("{p}good:1"), format!("{p}good:2")]
-    );
+    assert_eq!(env.keys().await, [format!("{p}good:1"), format!("{p}good:2")]);
 
     // All enabled jobs: one fails, so the exit code is 1; the good one still wrote, the disabled one did not run.
     let output = env
@@ -173,10 +138,7 @@ async fn run_once_exit_codes_and_summary() {
         .unwrap();
     let (stdout, _) = text(&output);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
-    assert!(
-        stdout.contains("broken: MySQL refused the query"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("broken: MySQL refused the query"), "{stdout}");
     assert!(!stdout.contains("off "), "{stdout}");
 
     // A disabled job runs when named.
@@ -208,11 +170,7 @@ async fn run_once_exit_codes_and_summary() {
         .arg(&path)
         .output()
         .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(64),
-        "--job without --once is a usage error"
-    );
+    assert_eq!(output.status.code(), Some(64), "--job without --once is a usage error");
 }
 
 #[tokio::test]
@@ -239,14 +197,8 @@ async fn run_once_fails_fast_without_redis_and_hides_the_password() {
         "took {:?}",
         started.elapsed()
     );
-    assert!(
-        stderr.contains("Redis at redis://:***@127.0.0.1:1/0"),
-        "{stderr}"
-    );
-    assert!(
-        !stderr.contains("hunter2") && !stdout.contains("hunter2"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("Redis at redis://:***@127.0.0.1:1/0"), "{stderr}");
+    assert!(!stderr.contains("hunter2") && !stdout.contains("hunter2"), "{stderr}");
 }
 
 #[tokio::test]
@@ -272,10 +224,7 @@ async fn dry_run_prints_keys_ttls_and_sizes_and_writes_nothing() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines,
-        [
-            format!("p\t{p}p:1\t3600.000s\t24"),
-            format!("p\t{p}p:2\t3600.000s\t22")
-        ]
+        [format!("p\t{p}p:1\t3600.000s\t24"), format!("p\t{p}p:2\t3600.000s\t22")]
     );
     let summary = stderr
         .lines()
@@ -293,29 +242,14 @@ async fn dry_run_prints_keys_ttls_and_sizes_and_writes_nothing() {
 async fn jobs_lists_schedule_ttl_key_and_next_fire_times() {
     let env = TestEnv::new().await;
     let path = env.config_file(&job(&env, "hourly", "SELECT 1 AS id", "0 0 * * * *", ""));
-    let output = env
-        .cli()
-        .args(["jobs", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let output = env.cli().args(["jobs", "--config"]).arg(&path).output().unwrap();
     let (stdout, _) = text(&output);
     assert!(output.status.success());
-    let row = stdout
-        .lines()
-        .find(|l| l.starts_with("hourly"))
-        .expect("row");
-    assert!(
-        row.contains("0 0 * * * *")
-            && row.contains("1h")
-            && row.contains(&format!("{}hourly:{{id}}", env.prefix))
-    );
+    let row = stdout.lines().find(|l| l.starts_with("hourly")).expect("row");
+    assert!(row.contains("0 0 * * * *") && row.contains("1h") && row.contains(&format!("{}hourly:{{id}}", env.prefix)));
     let times: Vec<&str> = row.split(", ").collect();
     assert_eq!(times.len(), 3, "{row}");
-    assert!(
-        times.iter().all(|t| t.trim_end().ends_with(":00:00")),
-        "{row}"
-    );
+    assert!(times.iter().all(|t| t.trim_end().ends_with(":00:00")), "{row}");
 }
 
 #[tokio::test]
@@ -331,13 +265,7 @@ async fn daemon_warms_on_start_and_schedule_runs_on_sigusr1_and_stops_on_sigterm
             "0 0 0 1 1 *",
             "run_on_start = true",
         ),
-        job(
-            &env,
-            "ticking",
-            "SELECT id, name FROM products",
-            "every 1s",
-            "",
-        ),
+        job(&env, "ticking", "SELECT id, name FROM products", "every 1s", ""),
         job(&env, "manual", "SELECT id FROM products", "0 0 0 1 1 *", ""),
     ]
     .concat();
@@ -362,8 +290,7 @@ async fn daemon_warms_on_start_and_schedule_runs_on_sigusr1_and_stops_on_sigterm
     assert_eq!(ticked.as_deref(), Some(r#"{"id":2,"name":"Lamp"}"#));
 
     // The schedule keeps firing: a changed row shows up without any restart.
-    env.sql("UPDATE products SET name = 'Desk lamp' WHERE id = 2")
-        .await;
+    env.sql("UPDATE products SET name = 'Desk lamp' WHERE id = 2").await;
     let updated = eventually(Duration::from_secs(15), || async {
         env.get(&format!("{p}ticking:2"))
             .await
@@ -406,7 +333,7 @@ async fn daemon_waits_for_an_unreachable_redis_and_warms_once_it_appears() {
         "run_on_start = true",
     );
     let source = format!(
-        "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"redis://127.0.0.1:{port}/0\"\nconnect_timeout = \"1s\"\n\n{body}",
+        "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"redis://127.0.0.1:{port}/0\"\nconnect_timeout = \"1s\"\n[admin]\nenabled = false\n\n{body}",
         env.mysql_url
     );
     let path = env.write_file("jobs.toml", &source);

@@ -7,7 +7,8 @@ use std::path::Path;
 use cachewarden::config::{self, ConfigError, Problem};
 use cachewarden::model::{Jitter, Ttl};
 
-const CONNECTIONS: &str = "[mysql]\nurl = \"mysql://app:s3cret@db:3306/shop\"\n\n[redis]\nurl = \"redis://cache:6379/0\"\n";
+const CONNECTIONS: &str =
+    "[mysql]\nurl = \"mysql://app:s3cret@db:3306/shop\"\n\n[redis]\nurl = \"redis://cache:6379/0\"\n";
 
 fn problems(source: &str) -> Vec<Problem> {
     problems_with_env(source, HashMap::new())
@@ -32,20 +33,9 @@ fn the_shipped_jobs_toml_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs.toml");
     let config = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = config.jobs.iter().map(|j| &*j.name).collect();
-    assert_eq!(
-        names,
-        [
-            "top_products",
-            "catalog",
-            "dashboard_stats",
-            "active_sessions"
-        ]
-    );
+    assert_eq!(names, ["top_products", "catalog", "dashboard_stats", "active_sessions"]);
     let top = config.job("top_products").unwrap();
-    assert_eq!(
-        top.ttl,
-        Ttl::Expires(std::time::Duration::from_secs(86_400))
-    );
+    assert_eq!(top.ttl, Ttl::Expires(std::time::Duration::from_secs(86_400)));
     assert_eq!(top.jitter, Jitter::Fraction(0.1));
     assert_eq!(top.max_value_bytes, 100 * 1024);
     assert_eq!(config.daemon.max_concurrent_jobs, 2);
@@ -126,11 +116,7 @@ enabled = "yes"
 
     // A type error stops that one job's deserialization, and is still reported with its field.
     let enabled = find(&problems, "warm[3] \"bad_cron\".enabled");
-    assert!(
-        enabled.message.contains("invalid type"),
-        "{}",
-        enabled.message
-    );
+    assert!(enabled.message.contains("invalid type"), "{}", enabled.message);
     assert_eq!(enabled.line, Some(35));
 }
 
@@ -154,11 +140,7 @@ shape = "object"
             .message
             .contains("cannot fire at even wall-clock times")
     );
-    assert!(
-        find(&problems, "warm[0] \"uneven\".query")
-            .message
-            .contains("is empty")
-    );
+    assert!(find(&problems, "warm[0] \"uneven\".query").message.contains("is empty"));
     assert!(
         find(&problems, "warm[0] \"uneven\".jitter")
             .message
@@ -174,11 +156,9 @@ shape = "object"
 
 #[test]
 fn duplicate_job_names_and_unknown_sections_are_refused() {
-    let job =
-        "schedule = \"every 1m\"\nquery = \"SELECT 1 AS id\"\nkey = \"k:{id}\"\nttl = \"1m\"\n";
-    let source = format!(
-        "{CONNECTIONS}\n[redsi]\nurl = \"x\"\n\n[[warm]]\nname = \"a\"\n{job}\n[[warm]]\nname = \"a\"\n{job}"
-    );
+    let job = "schedule = \"every 1m\"\nquery = \"SELECT 1 AS id\"\nkey = \"k:{id}\"\nttl = \"1m\"\n";
+    let source =
+        format!("{CONNECTIONS}\n[redsi]\nurl = \"x\"\n\n[[warm]]\nname = \"a\"\n{job}\n[[warm]]\nname = \"a\"\n{job}");
     let problems = problems(&source);
     assert!(find(&problems, "redsi").message.contains("unknown section"));
     let duplicate = find(&problems, "warm[1] \"a\".name");
@@ -189,16 +169,8 @@ fn duplicate_job_names_and_unknown_sections_are_refused() {
 #[test]
 fn missing_connections_name_the_environment_variable() {
     let problems = problems("");
-    assert!(
-        find(&problems, "mysql.url")
-            .message
-            .contains("CACHEWARDEN_MYSQL__URL")
-    );
-    assert!(
-        find(&problems, "redis.url")
-            .message
-            .contains("CACHEWARDEN_REDIS__URL")
-    );
+    assert!(find(&problems, "mysql.url").message.contains("CACHEWARDEN_MYSQL__URL"));
+    assert!(find(&problems, "redis.url").message.contains("CACHEWARDEN_REDIS__URL"));
 }
 
 #[test]
@@ -225,21 +197,12 @@ fn environment_overrides_win_over_the_file() {
             "mysql://ro:pw@replica:3306/shop".to_string(),
         ),
         ("CACHEWARDEN_MYSQL__POOL_SIZE".to_string(), "9".to_string()),
-        (
-            "CACHEWARDEN_DAEMON__MAX_CONCURRENT_JOBS".to_string(),
-            "3".to_string(),
-        ),
-        (
-            "CACHEWARDEN_CONFIG".to_string(),
-            "/elsewhere.toml".to_string(),
-        ),
+        ("CACHEWARDEN_DAEMON__MAX_CONCURRENT_JOBS".to_string(), "3".to_string()),
+        ("CACHEWARDEN_CONFIG".to_string(), "/elsewhere.toml".to_string()),
     ]);
     let config = config::load_str(Path::new("jobs.toml"), CONNECTIONS, env).unwrap();
     assert_eq!(config.mysql.url.expose(), "mysql://ro:pw@replica:3306/shop");
-    assert_eq!(
-        config.mysql.url.to_string(),
-        "mysql://ro:***@replica:3306/shop"
-    );
+    assert_eq!(config.mysql.url.to_string(), "mysql://ro:***@replica:3306/shop");
     assert_eq!(config.mysql.pool_size, 9);
     assert_eq!(config.daemon.max_concurrent_jobs, 3);
     assert_eq!(config.redis.url.expose(), "redis://cache:6379/0");
@@ -248,10 +211,7 @@ fn environment_overrides_win_over_the_file() {
 #[test]
 fn bad_environment_overrides_name_the_variable() {
     let env = HashMap::from([
-        (
-            "CACHEWARDEN_MYSQL__POOL_SIZE".to_string(),
-            "many".to_string(),
-        ),
+        ("CACHEWARDEN_MYSQL__POOL_SIZE".to_string(), "many".to_string()),
         ("CACHEWARDEN_MYSQL__URLL".to_string(), "x".to_string()),
         ("CACHEWARDEN_WARM__NAME".to_string(), "x".to_string()),
     ]);
@@ -278,8 +238,7 @@ fn bad_environment_overrides_name_the_variable() {
 
 #[test]
 fn invalid_toml_points_at_the_line() {
-    let error =
-        config::load_str(Path::new("jobs.toml"), "[mysql]\nurl = \n", HashMap::new()).unwrap_err();
+    let error = config::load_str(Path::new("jobs.toml"), "[mysql]\nurl = \n", HashMap::new()).unwrap_err();
     let ConfigError::Invalid { problems, .. } = &error else {
         panic!("{error}")
     };

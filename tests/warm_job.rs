@@ -24,10 +24,7 @@ async fn run_all(env: &TestEnv, body: &str) -> Vec<OnceOutcome> {
 
 fn summary<'a>(outcomes: &'a [OnceOutcome], job: &str) -> &'a RunSummary {
     let outcome = outcomes.iter().find(|o| &*o.job == job).expect("job ran");
-    outcome
-        .result
-        .as_ref()
-        .unwrap_or_else(|e| panic!("{job} failed: {e}"))
+    outcome.result.as_ref().unwrap_or_else(|e| panic!("{job} failed: {e}"))
 }
 
 fn failure<'a>(outcomes: &'a [OnceOutcome], job: &str) -> &'a str {
@@ -62,10 +59,7 @@ jitter = "10%"
 
     let s = summary(&outcomes, "products");
     assert_eq!((s.rows, s.keys_written, s.skipped()), (2, 2, 0));
-    assert_eq!(
-        env.keys().await,
-        [format!("{p}product:1"), format!("{p}product:2")]
-    );
+    assert_eq!(env.keys().await, [format!("{p}product:1"), format!("{p}product:2")]);
     assert_eq!(
         env.get(&format!("{p}product:1")).await.unwrap(),
         r#"{"id":1,"name":"Kettle","price":"19.90"}"#
@@ -77,10 +71,7 @@ jitter = "10%"
     for id in [1, 2] {
         let ttl = env.pttl(&format!("{p}product:{id}")).await;
         // 10% jitter only shortens: between 54 and 60 minutes (less the moments since the write).
-        assert!(
-            (3_230_000..=3_600_000).contains(&ttl),
-            "product:{id} has PTTL {ttl}"
-        );
+        assert!((3_230_000..=3_600_000).contains(&ttl), "product:{id} has PTTL {ttl}");
     }
     assert_eq!(s.bytes_written as usize, 40 + 37);
 }
@@ -113,11 +104,7 @@ async fn single_key_templates_store_the_whole_result() {
         )
     };
     let body = [
-        job(
-            "one_row",
-            "SELECT COUNT(*) AS n, SUM(sales) AS sales FROM products",
-            "",
-        ),
+        job("one_row", "SELECT COUNT(*) AS n, SUM(sales) AS sales FROM products", ""),
         job("many_rows", "SELECT id FROM products ORDER BY id", ""),
         job("no_rows", "SELECT id FROM products WHERE id > 100", ""),
         job(
@@ -125,11 +112,7 @@ async fn single_key_templates_store_the_whole_result() {
             "SELECT id FROM products WHERE id = 1",
             "shape = \"array\"",
         ),
-        job(
-            "strict_object",
-            "SELECT id FROM products",
-            "shape = \"object\"",
-        ),
+        job("strict_object", "SELECT id FROM products", "shape = \"object\""),
     ]
     .concat();
     let outcomes = run_all(&env, &body).await;
@@ -142,10 +125,7 @@ async fn single_key_templates_store_the_whole_result() {
         env.get_json(&format!("{p}many_rows")).await.unwrap(),
         json!([{"id": 1}, {"id": 2}, {"id": 3}])
     );
-    assert_eq!(
-        env.get_json(&format!("{p}no_rows")).await.unwrap(),
-        json!([])
-    );
+    assert_eq!(env.get_json(&format!("{p}no_rows")).await.unwrap(), json!([]));
     assert_eq!(
         env.get_json(&format!("{p}forced_array")).await.unwrap(),
         json!([{"id": 1}])
@@ -220,10 +200,7 @@ async fn an_unmappable_column_fails_the_job_naming_the_column() {
     )
     .await;
     let error = failure(&outcomes, "places");
-    assert!(
-        error.contains("column `location` has type GEOMETRY"),
-        "{error}"
-    );
+    assert!(error.contains("column `location` has type GEOMETRY"), "{error}");
     assert!(env.keys().await.is_empty());
 }
 
@@ -246,18 +223,10 @@ async fn oversize_values_and_null_keys_are_skipped_and_counted() {
     .await;
     let s = summary(&outcomes, "notes");
     assert_eq!(
-        (
-            s.rows,
-            s.keys_written,
-            s.skipped_oversize,
-            s.skipped_null_key
-        ),
+        (s.rows, s.keys_written, s.skipped_oversize, s.skipped_null_key),
         (4, 2, 1, 1)
     );
-    assert_eq!(
-        env.keys().await,
-        [format!("{p}note:1"), format!("{p}note:4")]
-    );
+    assert_eq!(env.keys().await, [format!("{p}note:1"), format!("{p}note:4")]);
 }
 
 #[tokio::test]
@@ -372,13 +341,8 @@ async fn warm_queries_cannot_write() {
 
 async fn sqlx_count(env: &TestEnv, query: &'static str) -> i64 {
     use sqlx::Connection as _;
-    let mut conn = sqlx::MySqlConnection::connect(&env.mysql_url)
-        .await
-        .unwrap();
-    sqlx::query_scalar(query)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
+    let mut conn = sqlx::MySqlConnection::connect(&env.mysql_url).await.unwrap();
+    sqlx::query_scalar(query).fetch_one(&mut conn).await.unwrap()
 }
 
 #[tokio::test]
@@ -400,10 +364,7 @@ async fn large_results_stream_in_batches() {
     .await;
     assert_eq!(summary(&outcomes, "many").keys_written, 25_000);
     assert_eq!(env.keys().await.len(), 25_000);
-    assert_eq!(
-        env.get(&format!("{p}n:24999")).await.unwrap(),
-        r#"{"id":24999}"#
-    );
+    assert_eq!(env.get(&format!("{p}n:24999")).await.unwrap(), r#"{"id":24999}"#);
 }
 
 #[tokio::test]
@@ -415,9 +376,7 @@ async fn a_job_never_overlaps_itself() {
          key = \"{p}slow:{{id}}\"\nttl = \"1h\"\n"
     ));
     let db = cachewarden::database::Database::new(&config.mysql).unwrap();
-    let cache = cachewarden::cache::Cache::connect(&config.redis)
-        .await
-        .unwrap();
+    let cache = cachewarden::cache::Cache::connect(&config.redis).await.unwrap();
     let warmer = Arc::new(Warmer::new(db, cache, 4));
     let name: Arc<str> = "slow".into();
 
@@ -430,10 +389,10 @@ async fn a_job_never_overlaps_itself() {
     // Through the daemon's executor: two fires in quick succession make one run and one skip.
     let (triggers, rx) = tokio::sync::mpsc::channel(8);
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let runner = tokio::spawn(
-        WarmRunner::new(warmer.clone(), &config.jobs, rx, Duration::from_secs(5))
-            .run(shutdown.clone()),
-    );
+    let (_jobs_tx, jobs_rx) =
+        tokio::sync::watch::channel::<Arc<[cachewarden::model::WarmJob]>>(config.jobs.clone().into());
+    let runner = WarmRunner::new(warmer.clone(), jobs_rx, rx, Duration::from_secs(5), Default::default());
+    let runner = tokio::spawn(runner.run(shutdown.clone()));
     for _ in 0..2 {
         let trigger = cachewarden::model::Trigger::Warm {
             job: name.clone(),
@@ -495,10 +454,7 @@ async fn at_most_max_concurrent_jobs_query_at_once() {
         let value = env.get_json(&format!("{p}j{i}")).await.unwrap();
         most = most.max(value["running"].as_i64().unwrap());
     }
-    assert!(
-        most >= 3,
-        "saw only {most} warm queries at once without a limit"
-    );
+    assert!(most >= 3, "saw only {most} warm queries at once without a limit");
 }
 
 #[tokio::test]
@@ -511,9 +467,7 @@ async fn dry_run_progress_counters_match_the_summary() {
          key = \"{p}product:{{id}}\"\nttl = \"1h\"\n"
     ));
     let db = cachewarden::database::Database::new(&config.mysql).unwrap();
-    let cache = cachewarden::cache::Cache::connect(&config.redis)
-        .await
-        .unwrap();
+    let cache = cachewarden::cache::Cache::connect(&config.redis).await.unwrap();
     let warmer = Warmer::new(db, cache, 1);
     let progress = Progress::default();
     let guard = warmer.claim(&config.jobs[0].name).unwrap();

@@ -26,16 +26,10 @@ impl fmt::Display for Problem {
 pub enum ConfigError {
     /// The file could not be read at all.
     #[error("cannot read config file {path}: {source}")]
-    Unreadable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Unreadable { path: PathBuf, source: std::io::Error },
     /// The file was read but is not a valid configuration.
     #[error("{}", render_problems(path, problems))]
-    Invalid {
-        path: PathBuf,
-        problems: Vec<Problem>,
-    },
+    Invalid { path: PathBuf, problems: Vec<Problem> },
 }
 
 impl ConfigError {

@@ -37,6 +37,8 @@ pub struct Config {
     pub redis: RedisSettings,
     /// `[daemon]`
     pub daemon: DaemonSettings,
+    /// `[admin]`
+    pub admin: AdminSettings,
     /// `[[warm]]` jobs, in file order.
     pub jobs: Vec<WarmJob>,
 }
@@ -49,25 +51,63 @@ impl Config {
 }
 
 /// `[mysql]`: the database warm queries read.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MysqlSettings {
     pub url: SecretUrl,
     pub pool_size: u32,
     pub connect_timeout: Duration,
+    /// TLS mode; `None` leaves it to the URL's `ssl-mode` parameter (default: preferred).
+    pub ssl_mode: Option<SslMode>,
+    /// CA bundle to verify the server with (the RDS bundle is not among the system roots).
+    pub ssl_ca: Option<PathBuf>,
+}
+
+/// MySQL TLS modes, as the MySQL client names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disabled,
+    Preferred,
+    Required,
+    VerifyCa,
+    VerifyIdentity,
 }
 
 /// `[redis]`: the cache.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
     pub url: SecretUrl,
     pub connect_timeout: Duration,
+    /// PEM CA to verify a `rediss://` server with, instead of the system roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[daemon]`: process-wide limits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonSettings {
     /// At most this many warm jobs query the database at once.
     pub max_concurrent_jobs: usize,
+    /// How long in-flight work may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// A tracing filter (`info`, `cachewarden=debug`); `RUST_LOG` wins.
+    pub log_level: Option<String>,
+    /// How log lines are written; `--log-format` wins.
+    pub log_format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for journald and CloudWatch.
+    Json,
+}
+
+/// `[admin]`: the HTTP endpoint for metrics, health and manual triggers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    pub enabled: bool,
+    pub listen: std::net::SocketAddr,
 }
 
 /// A connection URL that may carry a password. `Display` and `Debug` hide the password; only `expose` reveals it,
@@ -125,22 +165,30 @@ pub fn resolve_path(flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
 }
 
-/// Reads and validates the file at `path`, with overrides from the process environment.
+/// Reads and validates the file at `path`, with overrides from systemd credentials and the process environment.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
         path: path.to_path_buf(),
         source,
     })?;
-    validate::validate(path, &source, None)
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    validate::validate(path, &source, None, credentials.as_deref())
 }
 
-/// Validates `source` as if read from `path`, with `env` standing in for the process environment.
-pub fn load_str(
+/// Validates `source` as if read from `path`, with `env` standing in for the process environment and `credentials`
+/// for `$CREDENTIALS_DIRECTORY`.
+pub fn load_str_with(
     path: &Path,
     source: &str,
     env: HashMap<String, String>,
+    credentials: Option<&Path>,
 ) -> Result<Config, ConfigError> {
-    validate::validate(path, source, Some(env))
+    validate::validate(path, source, Some(env), credentials)
+}
+
+/// Validates `source` as if read from `path`, with `env` standing in for the process environment.
+pub fn load_str(path: &Path, source: &str, env: HashMap<String, String>) -> Result<Config, ConfigError> {
+    load_str_with(path, source, env, None)
 }
 
 #[cfg(test)]
@@ -150,15 +198,9 @@ mod tests {
     #[test]
     fn passwords_are_redacted() {
         let cases = [
-            (
-                "mysql://app:s3cret@db:3306/shop",
-                "mysql://app:***@db:3306/shop",
-            ),
+            ("mysql://app:s3cret@db:3306/shop", "mysql://app:***@db:3306/shop"),
             ("redis://:tok@cache:6379/0", "redis://:***@cache:6379/0"),
-            (
-                "rediss://user:pw@cache:6379",
-                "rediss://user:***@cache:6379",
-            ),
+            ("rediss://user:pw@cache:6379", "rediss://user:***@cache:6379"),
             ("mysql://root@db/shop", "mysql://root@db/shop"),
             ("redis://cache:6379/0", "redis://cache:6379/0"),
             ("mysql://app:p@ss@db/shop", "mysql://app:***@db/shop"),

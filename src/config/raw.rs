@@ -9,6 +9,8 @@ pub struct RawMysql {
     pub url: Option<String>,
     pub pool_size: Option<IntOrString>,
     pub connect_timeout: Option<String>,
+    pub ssl_mode: Option<String>,
+    pub ssl_ca: Option<String>,
 }
 
 /// `[redis]`
@@ -16,6 +18,7 @@ pub struct RawMysql {
 pub struct RawRedis {
     pub url: Option<String>,
     pub connect_timeout: Option<String>,
+    pub ca_file: Option<String>,
 }
 
 /// `[defaults]`: values every `[[warm]]` job inherits unless it sets its own.
@@ -31,6 +34,16 @@ pub struct RawDefaults {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawDaemon {
     pub max_concurrent_jobs: Option<IntOrString>,
+    pub shutdown_grace: Option<String>,
+    pub log_level: Option<String>,
+    pub log_format: Option<String>,
+}
+
+/// `[admin]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAdmin {
+    pub enabled: Option<BoolOrString>,
+    pub listen: Option<String>,
 }
 
 /// One `[[warm]]` table.
@@ -56,5 +69,13 @@ pub struct RawWarmJob {
 #[serde(untagged)]
 pub enum IntOrString {
     Int(i64),
+    String(String),
+}
+
+/// A boolean that may also arrive as a string, because environment overrides are always strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum BoolOrString {
+    Bool(bool),
     String(String),
 }

@@ -13,16 +13,20 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::error::{ConfigError, Problem};
-use super::raw::{IntOrString, RawDaemon, RawDefaults, RawMysql, RawRedis, RawWarmJob};
-use super::{Config, DaemonSettings, MysqlSettings, RedisSettings, SecretUrl};
+use super::raw::{BoolOrString, IntOrString, RawAdmin, RawDaemon, RawDefaults, RawMysql, RawRedis, RawWarmJob};
+use super::{AdminSettings, Config, DaemonSettings, LogFormat, MysqlSettings, RedisSettings, SecretUrl, SslMode};
 use crate::model::{Jitter, KeyTemplate, Schedule, Shape, Ttl, WarmJob};
 
 /// The sections a configuration may have, and the fields of each; used to name valid fields in messages.
 const SECTIONS: &[(&str, &[&str])] = &[
-    ("mysql", &["url", "pool_size", "connect_timeout"]),
-    ("redis", &["url", "connect_timeout"]),
+    ("mysql", &["url", "pool_size", "connect_timeout", "ssl_mode", "ssl_ca"]),
+    ("redis", &["url", "connect_timeout", "ca_file"]),
     ("defaults", &["ttl", "jitter", "max_value_bytes", "timeout"]),
-    ("daemon", &["max_concurrent_jobs"]),
+    (
+        "daemon",
+        &["max_concurrent_jobs", "shutdown_grace", "log_level", "log_format"],
+    ),
+    ("admin", &["enabled", "listen"]),
 ];
 
 /// The fields of a `[[warm]]` job.
@@ -43,12 +47,19 @@ const WARM_FIELDS: &[&str] = &[
 ];
 
 /// Sections that environment variables may set.
-const ENV_SECTIONS: &[&str] = &["mysql", "redis", "defaults", "daemon"];
+const ENV_SECTIONS: &[&str] = &["mysql", "redis", "defaults", "daemon", "admin"];
+
+/// systemd credentials (`LoadCredential=`) read from `$CREDENTIALS_DIRECTORY`, and the field each one sets.
+const CREDENTIALS: &[(&str, &str, &str)] = &[("mysql-url", "mysql", "url"), ("redis-url", "redis", "url")];
 
 /// The seed's advice: keep values under 100 KiB.
 const DEFAULT_MAX_VALUE_BYTES: usize = 100 * 1024;
 /// Small on purpose: warming must never flood the primary.
 const DEFAULT_MAX_CONCURRENT_JOBS: usize = 2;
+/// In-flight writes get this long to finish after SIGTERM; systemd's TimeoutStopSec must be longer.
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Loopback only: the admin endpoint has no authentication, so it must not face a network by default.
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9187";
 /// Enough for a catalog-sized query; long jobs say so explicitly.
 const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(300);
 /// A small pool: warm jobs are few and the concurrency limit is small.
@@ -56,11 +67,13 @@ const DEFAULT_POOL_SIZE: u32 = 4;
 /// Long enough for a TLS handshake across an AZ, short enough that `--once` fails fast.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Parses and validates `source`, the text of `path`. `env` replaces the process environment when given (tests).
+/// Parses and validates `source`, the text of `path`. `env` replaces the process environment when given (tests);
+/// `credentials` is systemd's `$CREDENTIALS_DIRECTORY`, if any.
 pub fn validate(
     path: &Path,
     source: &str,
     env: Option<std::collections::HashMap<String, String>>,
+    credentials: Option<&Path>,
 ) -> Result<Config, ConfigError> {
     let mut ctx = Context {
         lines: LineIndex::new(source),
@@ -83,6 +96,9 @@ pub fn validate(
             }]));
         }
     };
+    if let Some(directory) = credentials {
+        ctx.apply_credentials(&mut doc, directory);
+    }
     ctx.apply_env(&mut doc, env);
 
     for key in doc.keys() {
@@ -92,11 +108,7 @@ pub fn validate(
                 key.clone(),
                 format!(
                     "unknown section or field `{key}` (valid: {}, warm)",
-                    SECTIONS
-                        .iter()
-                        .map(|(n, _)| *n)
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    SECTIONS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
                 ),
             );
         }
@@ -106,15 +118,13 @@ pub fn validate(
     let redis: RawRedis = ctx.section(&doc, "redis");
     let defaults: RawDefaults = ctx.section(&doc, "defaults");
     let daemon: RawDaemon = ctx.section(&doc, "daemon");
+    let admin: RawAdmin = ctx.section(&doc, "admin");
 
     let mysql = ctx.mysql(mysql);
     let redis = ctx.redis(redis);
     let defaults = ctx.defaults(defaults);
-    let daemon = DaemonSettings {
-        max_concurrent_jobs: ctx
-            .count("daemon", "max_concurrent_jobs", daemon.max_concurrent_jobs)
-            .unwrap_or(DEFAULT_MAX_CONCURRENT_JOBS),
-    };
+    let daemon = ctx.daemon(daemon);
+    let admin = ctx.admin(admin);
 
     let jobs = match doc.get("warm") {
         None => Vec::new(),
@@ -158,6 +168,7 @@ pub fn validate(
         mysql,
         redis,
         daemon,
+        admin,
         jobs,
     })
 }
@@ -190,11 +201,7 @@ impl Context {
     fn field_problem(&mut self, section: &str, field: &str, message: String) {
         let path = format!("{section}.{field}");
         match self.env_fields.get(&path) {
-            Some(var) => self.problem(
-                None,
-                format!("{path} (from environment variable {var})"),
-                message,
-            ),
+            Some(var) => self.problem(None, format!("{path} (from environment variable {var})"), message),
             None => {
                 let line = self.lines.key_line(Some(section), field);
                 self.problem(line, path, message);
@@ -202,11 +209,96 @@ impl Context {
         }
     }
 
-    fn apply_env(
-        &mut self,
-        doc: &mut toml::Table,
-        env: Option<std::collections::HashMap<String, String>>,
-    ) {
+    /// systemd credentials override the file (and are overridden by the environment).
+    fn apply_credentials(&mut self, doc: &mut toml::Table, directory: &Path) {
+        for (name, section, field) in CREDENTIALS {
+            let path = directory.join(name);
+            let value = match std::fs::read_to_string(&path) {
+                Ok(value) => value.trim().to_string(),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(error) => {
+                    self.problem(
+                        None,
+                        format!("credential {}", path.display()),
+                        format!("cannot be read: {error}"),
+                    );
+                    continue;
+                }
+            };
+            let table = doc
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(table) = table {
+                table.insert(field.to_string(), toml::Value::String(value));
+                self.env_fields
+                    .insert(format!("{section}.{field}"), format!("credential {}", path.display()));
+            }
+        }
+    }
+
+    fn daemon(&mut self, raw: RawDaemon) -> DaemonSettings {
+        let log_format = match raw.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.field_problem(
+                    "daemon",
+                    "log_format",
+                    format!("\"{other}\" is not a log format: use \"text\" or \"json\""),
+                );
+                LogFormat::Text
+            }
+        };
+        if let Some(level) = &raw.log_level
+            && let Err(error) = level.parse::<tracing_subscriber::EnvFilter>()
+        {
+            self.field_problem(
+                "daemon",
+                "log_level",
+                format!("\"{level}\" is not a log filter: {error}"),
+            );
+        }
+        DaemonSettings {
+            max_concurrent_jobs: self
+                .count("daemon", "max_concurrent_jobs", raw.max_concurrent_jobs)
+                .unwrap_or(DEFAULT_MAX_CONCURRENT_JOBS),
+            shutdown_grace: self
+                .duration("daemon", "shutdown_grace", raw.shutdown_grace)
+                .unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+            log_level: raw.log_level,
+            log_format,
+        }
+    }
+
+    fn admin(&mut self, raw: RawAdmin) -> AdminSettings {
+        let enabled = match raw.enabled {
+            None => true,
+            Some(BoolOrString::Bool(enabled)) => enabled,
+            Some(BoolOrString::String(text)) => match text.trim() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                other => {
+                    self.field_problem("admin", "enabled", format!("\"{other}\" is not true or false"));
+                    true
+                }
+            },
+        };
+        let listen_text = raw.listen.unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.into());
+        let listen = match listen_text.parse::<std::net::SocketAddr>() {
+            Ok(listen) => listen,
+            Err(_) => {
+                self.field_problem(
+                    "admin",
+                    "listen",
+                    format!("\"{listen_text}\" is not an address and port such as \"127.0.0.1:9187\""),
+                );
+                DEFAULT_ADMIN_LISTEN.parse().expect("the default admin address parses")
+            }
+        };
+        AdminSettings { enabled, listen }
+    }
+
+    fn apply_env(&mut self, doc: &mut toml::Table, env: Option<std::collections::HashMap<String, String>>) {
         let source = config::Environment::with_prefix("CACHEWARDEN")
             .prefix_separator("_")
             .separator("__")
@@ -227,11 +319,7 @@ impl Context {
             let Some((section, field)) = key.split_once('.') else {
                 continue;
             };
-            let var = format!(
-                "CACHEWARDEN_{}__{}",
-                section.to_uppercase(),
-                field.to_uppercase()
-            );
+            let var = format!("CACHEWARDEN_{}__{}", section.to_uppercase(), field.to_uppercase());
             if !ENV_SECTIONS.contains(&section) || field.contains('.') {
                 self.problem(
                     None,
@@ -246,11 +334,7 @@ impl Context {
             let value = match value.into_string() {
                 Ok(value) => value,
                 Err(error) => {
-                    self.problem(
-                        None,
-                        format!("environment variable {var}"),
-                        error.to_string(),
-                    );
+                    self.problem(None, format!("environment variable {var}"), error.to_string());
                     continue;
                 }
             };
@@ -269,10 +353,7 @@ impl Context {
         let Some(value) = doc.get(name) else {
             return T::default();
         };
-        let fields = SECTIONS
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map_or(&[][..], |(_, f)| *f);
+        let fields = SECTIONS.iter().find(|(n, _)| *n == name).map_or(&[][..], |(_, f)| *f);
         match deserialize::<T>(value.clone(), fields) {
             Ok((parsed, unknown)) => {
                 for (field, message) in unknown {
@@ -290,12 +371,7 @@ impl Context {
         }
     }
 
-    fn url(
-        &mut self,
-        section: &str,
-        url: Option<String>,
-        check: fn(&str) -> Result<(), String>,
-    ) -> Option<SecretUrl> {
+    fn url(&mut self, section: &str, url: Option<String>, check: fn(&str) -> Result<(), String>) -> Option<SecretUrl> {
         let Some(url) = url else {
             self.problem(
                 self.lines.key_line(None, section),
@@ -320,19 +396,60 @@ impl Context {
         let url = self.url("mysql", raw.url, check_mysql_url);
         let pool_size = self.count("mysql", "pool_size", raw.pool_size);
         let connect_timeout = self.duration("mysql", "connect_timeout", raw.connect_timeout);
+        let ssl_mode = match raw.ssl_mode.as_deref() {
+            None => None,
+            Some("disabled") => Some(SslMode::Disabled),
+            Some("preferred") => Some(SslMode::Preferred),
+            Some("required") => Some(SslMode::Required),
+            Some("verify-ca") => Some(SslMode::VerifyCa),
+            Some("verify-identity") => Some(SslMode::VerifyIdentity),
+            Some(other) => {
+                self.field_problem(
+                    "mysql",
+                    "ssl_mode",
+                    format!(
+                        "\"{other}\" is not an ssl_mode: use \"disabled\", \"preferred\", \"required\", \"verify-ca\" \
+                         or \"verify-identity\""
+                    ),
+                );
+                None
+            }
+        };
+        let ssl_ca = raw.ssl_ca.map(std::path::PathBuf::from);
+        if let Some(ca) = &ssl_ca {
+            self.check_readable("mysql", "ssl_ca", ca);
+        }
+        if matches!(ssl_mode, Some(SslMode::VerifyCa | SslMode::VerifyIdentity)) && ssl_ca.is_none() {
+            // Not an error: the system roots may do. RDS's CA is not among them, hence the hint.
+            tracing::debug!("mysql.ssl_mode verifies certificates against the system roots; set ssl_ca for RDS");
+        }
         Some(MysqlSettings {
             url: url?,
             pool_size: pool_size.map_or(DEFAULT_POOL_SIZE, |n| n as u32),
             connect_timeout: connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            ssl_mode,
+            ssl_ca,
         })
     }
 
     fn redis(&mut self, raw: RawRedis) -> Option<RedisSettings> {
         let url = self.url("redis", raw.url, check_redis_url);
         let connect_timeout = self.duration("redis", "connect_timeout", raw.connect_timeout);
+        let ca_file = raw.ca_file.map(std::path::PathBuf::from);
+        if let Some(ca) = &ca_file {
+            self.check_readable("redis", "ca_file", ca);
+            if url.as_ref().is_some_and(|u| !u.expose().starts_with("rediss://")) {
+                self.field_problem(
+                    "redis",
+                    "ca_file",
+                    "only applies to TLS connections: use a rediss:// URL".into(),
+                );
+            }
+        }
         Some(RedisSettings {
             url: url?,
             connect_timeout: connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            ca_file,
         })
     }
 
@@ -349,15 +466,13 @@ impl Context {
         {
             self.field_problem("defaults", "jitter", message);
         }
-        let max_value_bytes = raw
-            .max_value_bytes
-            .and_then(|size| match parse_size(&size) {
-                Ok(size) => Some(size),
-                Err(message) => {
-                    self.field_problem("defaults", "max_value_bytes", message);
-                    None
-                }
-            });
+        let max_value_bytes = raw.max_value_bytes.and_then(|size| match parse_size(&size) {
+            Ok(size) => Some(size),
+            Err(message) => {
+                self.field_problem("defaults", "max_value_bytes", message);
+                None
+            }
+        });
         Defaults {
             ttl,
             jitter: raw.jitter,
@@ -365,6 +480,12 @@ impl Context {
             timeout: self
                 .duration("defaults", "timeout", raw.timeout)
                 .unwrap_or(DEFAULT_JOB_TIMEOUT),
+        }
+    }
+
+    fn check_readable(&mut self, section: &str, field: &str, path: &Path) {
+        if let Err(error) = std::fs::metadata(path) {
+            self.field_problem(section, field, format!("cannot read {}: {error}", path.display()));
         }
     }
 
@@ -390,17 +511,9 @@ impl Context {
         }
     }
 
-    fn warm_job(
-        &mut self,
-        index: usize,
-        item: &toml::Value,
-        defaults: &Defaults,
-    ) -> Option<WarmJob> {
+    fn warm_job(&mut self, index: usize, item: &toml::Value, defaults: &Defaults) -> Option<WarmJob> {
         let name_hint = match item {
-            toml::Value::Table(table) => table
-                .get("name")
-                .and_then(|v| v.as_str())
-                .map(str::to_string),
+            toml::Value::Table(table) => table.get("name").and_then(|v| v.as_str()).map(str::to_string),
             _ => None,
         };
         let at = match &name_hint {
@@ -436,9 +549,7 @@ impl Context {
                 problem(
                     self,
                     Some("name"),
-                    format!(
-                        "\"{name}\" is not a valid job name: use letters, digits, `_`, `-` and `.`"
-                    ),
+                    format!("\"{name}\" is not a valid job name: use letters, digits, `_`, `-` and `.`"),
                 );
                 None
             }
@@ -472,9 +583,7 @@ impl Context {
             }
         };
         let key = match raw.key {
-            Some(key) => KeyTemplate::parse(&key)
-                .map_err(|m| problem(self, Some("key"), m))
-                .ok(),
+            Some(key) => KeyTemplate::parse(&key).map_err(|m| problem(self, Some("key"), m)).ok(),
             None => {
                 problem(
                     self,
@@ -485,9 +594,7 @@ impl Context {
             }
         };
         let ttl = match raw.ttl {
-            Some(ttl) => parse_ttl(&ttl)
-                .map_err(|m| problem(self, Some("ttl"), m))
-                .ok(),
+            Some(ttl) => parse_ttl(&ttl).map_err(|m| problem(self, Some("ttl"), m)).ok(),
             None if defaults.ttl.is_some() => defaults.ttl,
             None => {
                 problem(
@@ -537,9 +644,7 @@ impl Context {
             problem(
                 self,
                 Some("shape"),
-                format!(
-                    "only applies to a key without placeholders; \"{key}\" writes one key per row",
-                ),
+                format!("only applies to a key without placeholders; \"{key}\" writes one key per row",),
             );
         }
         let max_value_bytes = match raw.max_value_bytes {
@@ -595,10 +700,7 @@ fn deserialize<T: DeserializeOwned>(
             let unknown = unknown
                 .into_iter()
                 .map(|path| {
-                    let message = format!(
-                        "unknown field `{path}` (valid fields: {})",
-                        valid.join(", ")
-                    );
+                    let message = format!("unknown field `{path}` (valid fields: {})", valid.join(", "));
                     (path, message)
                 })
                 .collect();
@@ -606,8 +708,7 @@ fn deserialize<T: DeserializeOwned>(
         }
         Err(error) => {
             let path = error.path().to_string();
-            let field =
-                (path != ".").then(|| path.split(['.', '[']).next().unwrap_or(&path).to_string());
+            let field = (path != ".").then(|| path.split(['.', '[']).next().unwrap_or(&path).to_string());
             Err((field, error.into_inner().to_string()))
         }
     }
@@ -638,17 +739,14 @@ fn check_redis_url(url: &str) -> Result<(), String> {
     match redis::Client::open(url) {
         Ok(_) => Ok(()),
         // The URL itself is never echoed: it may hold a password.
-        Err(_) => {
-            Err("is not a valid Redis URL (expected redis://host:6379/0 or rediss://...)".into())
-        }
+        Err(_) => Err("is not a valid Redis URL (expected redis://host:6379/0 or rediss://...)".into()),
     }
 }
 
 /// `"24h"`, `"90s"`, `"1h 30m"` (humantime syntax).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text.trim()).map_err(|error| {
-        format!("\"{text}\" is not a duration ({error}); write e.g. \"30s\", \"5m\", \"24h\"")
-    })?;
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|error| format!("\"{text}\" is not a duration ({error}); write e.g. \"30s\", \"5m\", \"24h\""))?;
     if duration.is_zero() {
         return Err(format!("\"{text}\" is zero; a duration must be positive"));
     }
@@ -699,9 +797,7 @@ pub fn parse_size(raw: &IntOrString) -> Result<usize, String> {
         IntOrString::Int(n) => return Err(format!("{n} must be a positive number of bytes")),
         IntOrString::String(text) => text.trim(),
     };
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let multiplier: usize = match unit.trim() {
         "" | "B" => 1,
@@ -815,9 +911,7 @@ impl LineIndex {
             if trimmed.starts_with('[') {
                 let is_warm = trimmed.starts_with("[[")
                     && trimmed[2..].trim_start().starts_with("warm")
-                    && trimmed[2..].trim_start()[4..]
-                        .trim_start()
-                        .starts_with("]]");
+                    && trimmed[2..].trim_start()[4..].trim_start().starts_with("]]");
                 headers.push((offset, is_warm));
             }
             offset += line.len();
@@ -836,10 +930,7 @@ impl LineIndex {
     }
 
     fn line_at(&self, byte: usize) -> usize {
-        self.source[..byte.min(self.source.len())]
-            .matches('\n')
-            .count()
-            + 1
+        self.source[..byte.min(self.source.len())].matches('\n').count() + 1
     }
 
     /// The line of `field = ...` inside `range`, or of the range's first line when `field` is `None`.
@@ -885,9 +976,7 @@ impl LineIndex {
             let trimmed = line.trim();
             if let Some(begin) = start {
                 if trimmed.starts_with('[') {
-                    return self
-                        .field_in(begin..offset, Some(key))
-                        .or(Some(self.line_at(begin)));
+                    return self.field_in(begin..offset, Some(key)).or(Some(self.line_at(begin)));
                 }
             } else if trimmed == header {
                 start = Some(offset);
@@ -925,11 +1014,7 @@ mod tests {
         let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:07:00Z")
             .unwrap()
             .to_utc();
-        let next: Vec<String> = schedule
-            .upcoming(start, 3)
-            .iter()
-            .map(|t| t.to_rfc3339())
-            .collect();
+        let next: Vec<String> = schedule.upcoming(start, 3).iter().map(|t| t.to_rfc3339()).collect();
         assert_eq!(
             next,
             [
@@ -944,24 +1029,14 @@ mod tests {
     fn bad_cron_carries_croners_message() {
         let error = parse_schedule("0 61 * * * *").unwrap_err();
         assert!(error.contains("is not a valid cron schedule: "), "{error}");
-        assert!(
-            parse_schedule("1 2 3")
-                .unwrap_err()
-                .contains("has 3 fields")
-        );
+        assert!(parse_schedule("1 2 3").unwrap_err().contains("has 3 fields"));
     }
 
     #[test]
     fn sizes_accept_units() {
         assert_eq!(parse_size(&IntOrString::Int(512)).unwrap(), 512);
-        assert_eq!(
-            parse_size(&IntOrString::String("100KiB".into())).unwrap(),
-            102_400
-        );
-        assert_eq!(
-            parse_size(&IntOrString::String("2MB".into())).unwrap(),
-            2_000_000
-        );
+        assert_eq!(parse_size(&IntOrString::String("100KiB".into())).unwrap(), 102_400);
+        assert_eq!(parse_size(&IntOrString::String("2MB".into())).unwrap(), 2_000_000);
         assert!(parse_size(&IntOrString::String("lots".into())).is_err());
         assert!(parse_size(&IntOrString::Int(0)).is_err());
     }

@@ -22,9 +22,7 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 pub fn services() -> &'static (String, String) {
     SERVICES.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services");
-        let output = Command::new(&script)
-            .output()
-            .expect("scripts/services runs");
+        let output = Command::new(&script).output().expect("scripts/services runs");
         assert!(
             output.status.success(),
             "scripts/services failed: {}",
@@ -38,10 +36,7 @@ pub fn services() -> &'static (String, String) {
                 .unwrap_or_else(|| panic!("scripts/services did not print {name}"))
                 .to_string()
         };
-        (
-            value("CACHEWARDEN_TEST_MYSQL_URL"),
-            value("CACHEWARDEN_TEST_REDIS_URL"),
-        )
+        (value("CACHEWARDEN_TEST_MYSQL_URL"), value("CACHEWARDEN_TEST_REDIS_URL"))
     })
 }
 
@@ -57,6 +52,8 @@ pub struct TestEnv {
     pub prefix: String,
     /// Holds config files written by the test.
     pub dir: tempfile::TempDir,
+    /// A free loopback port for this test's admin endpoint.
+    pub admin_port: u16,
 }
 
 impl TestEnv {
@@ -82,14 +79,13 @@ impl TestEnv {
             prefix: format!("cwtest:{id}:"),
             database,
             dir: tempfile::tempdir().expect("temp dir"),
+            admin_port: free_port(),
         }
     }
 
     /// Runs SQL statements (separated by `;` at line ends) in the test database, as root.
     pub async fn sql(&self, script: &str) {
-        let mut conn = sqlx::MySqlConnection::connect(&self.mysql_url)
-            .await
-            .expect("connect");
+        let mut conn = sqlx::MySqlConnection::connect(&self.mysql_url).await.expect("connect");
         for statement in script.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
             conn.execute(sqlx::AssertSqlSafe(statement.to_string()))
                 .await
@@ -97,12 +93,17 @@ impl TestEnv {
         }
     }
 
-    /// The `[mysql]` and `[redis]` sections for this test, to put in front of jobs.
+    /// The `[mysql]`, `[redis]` and `[admin]` sections for this test, to put in front of jobs.
     pub fn connection_toml(&self) -> String {
         format!(
-            "[mysql]\nurl = \"{}\"\n\n[redis]\nurl = \"{}\"\n\n",
-            self.mysql_url, self.redis_url
+            "[mysql]\nurl = \"{}\"\n\n[redis]\nurl = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:{}\"\n\n",
+            self.mysql_url, self.redis_url, self.admin_port
         )
+    }
+
+    /// The admin endpoint's address.
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.admin_port))
     }
 
     /// A validated config: this test's connections followed by `body`.
@@ -145,8 +146,7 @@ impl TestEnv {
     /// The value at `key`, parsed as JSON.
     pub async fn get_json(&self, key: &str) -> Option<serde_json::Value> {
         self.get(key).await.map(|text| {
-            serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{key} holds invalid JSON {text:?}: {e}"))
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{key} holds invalid JSON {text:?}: {e}"))
         })
     }
 
@@ -187,9 +187,7 @@ impl TestEnv {
     /// The cachewarden binary, with this test's environment.
     pub fn cli(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_cachewarden"));
-        command
-            .env("RUST_LOG", "info")
-            .env_remove("CACHEWARDEN_CONFIG");
+        command.env("RUST_LOG", "info").env_remove("CACHEWARDEN_CONFIG");
         command
     }
 }
@@ -209,28 +207,23 @@ impl Drop for TestEnv {
                 .build()
                 .expect("runtime");
             runtime.block_on(async move {
-                if let Ok(mut conn) =
-                    sqlx::MySqlConnection::connect(&format!("{mysql_base}/mysql")).await
-                {
+                if let Ok(mut conn) = sqlx::MySqlConnection::connect(&format!("{mysql_base}/mysql")).await {
                     let _ = conn
-                        .execute(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS `{database}`"
-                        )))
+                        .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{database}`")))
                         .await;
                 }
                 let client = redis::Client::open(redis_url.as_str()).expect("redis url");
                 if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
                     let mut cursor: u64 = 0;
                     loop {
-                        let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> =
-                            redis::cmd("SCAN")
-                                .arg(cursor)
-                                .arg("MATCH")
-                                .arg(format!("{prefix}*"))
-                                .arg("COUNT")
-                                .arg(1000)
-                                .query_async(&mut conn)
-                                .await
+                        let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(format!("{prefix}*"))
+                            .arg("COUNT")
+                            .arg(1000)
+                            .query_async(&mut conn)
+                            .await
                         else {
                             break;
                         };
@@ -248,6 +241,12 @@ impl Drop for TestEnv {
         });
         let _ = cleanup.join();
     }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
 }
 
 /// Output of a finished command, as text.

@@ -1,0 +1,247 @@
+//! The admin HTTP endpoint (127.0.0.1:9187 by default): Prometheus metrics, liveness and readiness, job status and
+//! manual triggers; and the small client `cachewarden status` and `cachewarden trigger` use.
+//!
+//! It has no authentication, which is why it listens on loopback unless told otherwise. Triggers go through the same
+//! queue and overlap guard as the scheduler's.
+//!
+//! | route                    | answer                                                        |
+//! |--------------------------|---------------------------------------------------------------|
+//! | `GET /metrics`           | Prometheus text format                                        |
+//! | `GET /healthz`           | 200 while the process runs                                    |
+//! | `GET /readyz`            | 200 when Redis and MySQL answer, else 503 with the reason     |
+//! | `GET /jobs`              | JSON: each job's schedule, next run, last run and counts      |
+//! | `POST /jobs/{name}/run`  | 202 queued, 404 unknown job, 409 already running, 503 queue full |
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::health::Health;
+use crate::model::{Trigger, TriggerReason, Ttl, WarmJob};
+use crate::warm::Warmer;
+
+/// What the endpoint reads and where its triggers go.
+#[derive(Clone)]
+pub struct AdminState {
+    pub metrics: Option<PrometheusHandle>,
+    pub health: Health,
+    pub warmer: Arc<Warmer>,
+    pub jobs: watch::Receiver<Arc<[WarmJob]>>,
+    pub triggers: mpsc::Sender<Trigger>,
+}
+
+/// The bound endpoint.
+pub struct AdminServer {
+    listener: TcpListener,
+    state: AdminState,
+}
+
+impl AdminServer {
+    /// Binds `addr` now, so that a taken port fails start-up rather than going unnoticed.
+    pub async fn bind(addr: SocketAddr, state: AdminState) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Self { listener, state })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
+        if let Ok(addr) = self.listener.local_addr() {
+            info!(%addr, "Admin endpoint listening.");
+        }
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                accepted = self.listener.accept() => {
+                    let Ok((stream, peer)) = accepted else { continue };
+                    let state = self.state.clone();
+                    connections.spawn(async move {
+                        let service = hyper::service::service_fn(move |request| {
+                            let state = state.clone();
+                            async move { Ok::<_, Infallible>(route(&state, request).await) }
+                        });
+                        if let Err(error) =
+                            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
+                        {
+                            debug!(%peer, %error, "Admin connection ended with an error.");
+                        }
+                    });
+                }
+            }
+        }
+        connections.abort_all();
+    }
+}
+
+async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = request.uri().path().trim_end_matches('/');
+    let method = request.method().clone();
+    match (method, path) {
+        (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (Method::GET, "/readyz") => {
+            let health = state.health.state();
+            if health.is_ready() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("not ready: {}\n", health.reason()),
+                )
+            }
+        }
+        (Method::GET, "/metrics") => match &state.metrics {
+            Some(handle) => {
+                handle.run_upkeep();
+                let mut response = text(StatusCode::OK, &handle.render());
+                response.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                response
+            }
+            None => text(StatusCode::NOT_FOUND, "metrics are not enabled in this process\n"),
+        },
+        (Method::GET, "/jobs") => {
+            let jobs = state.jobs.borrow().clone();
+            let body = jobs_json(&jobs, &state.warmer, chrono::Utc::now());
+            let mut response = text(StatusCode::OK, &format!("{body:#}\n"));
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        (Method::POST, path) if path.starts_with("/jobs/") && path.ends_with("/run") => {
+            let name = &path["/jobs/".len()..path.len() - "/run".len()];
+            trigger(state, name)
+        }
+        (_, "/healthz" | "/readyz" | "/metrics" | "/jobs") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn trigger(state: &AdminState, name: &str) -> Response<Full<Bytes>> {
+    let job = state
+        .jobs
+        .borrow()
+        .iter()
+        .find(|job| &*job.name == name)
+        .map(|job| job.name.clone());
+    let Some(job) = job else {
+        return text(StatusCode::NOT_FOUND, &format!("no warm job named \"{name}\"\n"));
+    };
+    if state.warmer.is_running(&job) {
+        return text(
+            StatusCode::CONFLICT,
+            &format!("\"{job}\" is already running; not started again\n"),
+        );
+    }
+    info!(job = %job, "Manual run requested through the admin endpoint.");
+    if crate::schedule::send(&state.triggers, job.clone(), TriggerReason::Manual) {
+        text(StatusCode::ACCEPTED, &format!("\"{job}\" queued\n"))
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the trigger queue is full; try again shortly\n",
+        )
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+}
+
+/// The `/jobs` document.
+pub fn jobs_json(jobs: &[WarmJob], warmer: &Warmer, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+    let list: Vec<serde_json::Value> = jobs
+        .iter()
+        .map(|job| {
+            let stats = warmer.stats(&job.name);
+            let last = stats.last.as_ref().map(|last| {
+                let finished = last.finished_at.duration_since(UNIX_EPOCH).unwrap_or_default();
+                let finished = chrono::DateTime::<chrono::Utc>::from(UNIX_EPOCH + finished);
+                match (&last.summary, &last.error) {
+                    (Some(summary), _) => json!({
+                        "outcome": "success",
+                        "finished_at": finished.to_rfc3339(),
+                        "duration_seconds": summary.duration.as_secs_f64(),
+                        "rows": summary.rows,
+                        "keys_written": summary.keys_written,
+                        "bytes_written": summary.bytes_written,
+                        "skipped": summary.skipped(),
+                    }),
+                    (None, error) => json!({
+                        "outcome": "failure",
+                        "finished_at": finished.to_rfc3339(),
+                        "error": error,
+                    }),
+                }
+            });
+            json!({
+                "name": &*job.name,
+                "enabled": job.enabled,
+                "schedule": job.schedule.written,
+                "cron": job.schedule.cron,
+                "key": job.key.as_str(),
+                "ttl_seconds": match job.ttl { Ttl::Expires(ttl) => Some(ttl.as_secs_f64()), Ttl::Never => None },
+                "next_run": job.enabled.then(|| job.schedule.upcoming(now, 1).first().map(|t| t.to_rfc3339())).flatten(),
+                "running": warmer.is_running(&job.name),
+                "runs": { "succeeded": stats.succeeded, "failed": stats.failed, "skipped": stats.skipped_overlap },
+                "last_run": last,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(list)
+}
+
+/// A response from the admin endpoint.
+#[derive(Debug)]
+pub struct ClientResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Sends one request to the admin endpoint at `addr` (for `cachewarden status` and `trigger`).
+pub async fn request(addr: SocketAddr, method: Method, path: &str) -> anyhow::Result<ClientResponse> {
+    let stream = TcpStream::connect(addr).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let driver = tokio::spawn(connection);
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .body(Full::new(Bytes::new()))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    driver.abort();
+    Ok(ClientResponse {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}

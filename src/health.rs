@@ -1,0 +1,194 @@
+//! Is the daemon well? Two separate questions, answered here.
+//!
+//! *Ready*: can it reach Redis and MySQL right now? [`HealthChecker`] pings both on an interval (and samples Redis'
+//! keyspace hit ratio while it is there); `/readyz` and the `*_up` metrics read the result from [`Health`].
+//!
+//! *Alive*: are the work loops still turning? Each loop calls [`Liveness::beat`] as it goes round; the systemd
+//! watchdog is only fed while every registered loop has beaten recently, so a wedged runtime gets restarted.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cache::Cache;
+use crate::database::Database;
+use crate::metrics;
+
+/// How often both servers are pinged: fast enough for a load balancer's readiness probe, cheap for the servers.
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The last health check's findings.
+#[derive(Debug, Clone)]
+pub struct HealthState {
+    /// `None` when Redis answered, else why not.
+    pub redis: Option<String>,
+    /// `None` when MySQL answered, else why not.
+    pub mysql: Option<String>,
+}
+
+impl HealthState {
+    /// Both servers answered.
+    pub fn is_ready(&self) -> bool {
+        self.redis.is_none() && self.mysql.is_none()
+    }
+
+    /// A one-line reason for not being ready.
+    pub fn reason(&self) -> String {
+        let mut reasons = Vec::new();
+        if let Some(redis) = &self.redis {
+            reasons.push(format!("redis: {redis}"));
+        }
+        if let Some(mysql) = &self.mysql {
+            reasons.push(format!("mysql: {mysql}"));
+        }
+        reasons.join("; ")
+    }
+}
+
+/// Shared view of server health.
+#[derive(Debug, Clone)]
+pub struct Health(Arc<Mutex<HealthState>>);
+
+impl Default for Health {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new(HealthState {
+            redis: Some("not checked yet".into()),
+            mysql: Some("not checked yet".into()),
+        })))
+    }
+}
+
+impl Health {
+    /// The latest findings.
+    pub fn state(&self) -> HealthState {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, state: HealthState) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+}
+
+/// Pings Redis and MySQL every [`CHECK_INTERVAL`].
+pub struct HealthChecker {
+    pub db: Database,
+    pub cache: Cache,
+    pub health: Health,
+    pub liveness: Liveness,
+}
+
+impl HealthChecker {
+    /// Checks until `shutdown` is cancelled; logs each change of state once.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(CHECK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut was_ready = true;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            self.liveness.beat("health");
+            let (redis, mysql) = tokio::join!(self.check_redis(), self.check_mysql());
+            metrics::record_health(redis.is_none(), mysql.is_none());
+            let state = HealthState { redis, mysql };
+            match (was_ready, state.is_ready()) {
+                (true, false) => warn!(reason = %state.reason(), "Not ready: a server is unreachable."),
+                (false, true) => info!("Ready again: Redis and MySQL answer."),
+                _ => {}
+            }
+            was_ready = state.is_ready();
+            self.health.set(state);
+        }
+    }
+
+    async fn check_redis(&self) -> Option<String> {
+        let checked = tokio::time::timeout(CHECK_INTERVAL, self.cache.info_stats()).await;
+        match checked {
+            Ok(Ok(info)) => {
+                if let (Some(hits), Some(misses)) =
+                    (info_field(&info, "keyspace_hits"), info_field(&info, "keyspace_misses"))
+                {
+                    metrics::record_keyspace(hits, misses);
+                }
+                None
+            }
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some(format!("no answer within {CHECK_INTERVAL:?}")),
+        }
+    }
+
+    async fn check_mysql(&self) -> Option<String> {
+        match tokio::time::timeout(CHECK_INTERVAL, self.db.ping()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some(format!("no answer within {CHECK_INTERVAL:?}")),
+        }
+    }
+}
+
+/// A numeric field of a Redis `INFO` reply (`name:value` lines).
+pub fn info_field(info: &str, name: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// Heartbeats of the work loops.
+#[derive(Debug, Clone, Default)]
+pub struct Liveness(Arc<Mutex<HashMap<&'static str, Instant>>>);
+
+impl Liveness {
+    /// Records that the loop `name` went round just now.
+    pub fn beat(&self, name: &'static str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, Instant::now());
+    }
+
+    /// Whether at least one loop has registered and every one beat within `max_age`.
+    pub fn is_alive(&self, max_age: Duration) -> bool {
+        let beats = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        !beats.is_empty() && beats.values().all(|at| at.elapsed() <= max_age)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_fields_are_read_by_name() {
+        let info = "# Stats\r\ntotal_connections_received:5\r\nkeyspace_hits:42\r\nkeyspace_misses:8\r\n";
+        assert_eq!(info_field(info, "keyspace_hits"), Some(42));
+        assert_eq!(info_field(info, "keyspace_misses"), Some(8));
+        assert_eq!(info_field(info, "keyspace"), None);
+    }
+
+    #[test]
+    fn liveness_needs_every_loop_to_beat() {
+        let liveness = Liveness::default();
+        assert!(!liveness.is_alive(Duration::from_secs(1)), "nothing registered yet");
+        liveness.beat("a");
+        liveness.beat("b");
+        assert!(liveness.is_alive(Duration::from_secs(1)));
+        std::thread::sleep(Duration::from_millis(30));
+        liveness.beat("a");
+        assert!(!liveness.is_alive(Duration::from_millis(20)), "b is stale");
+    }
+
+    #[test]
+    fn readiness_reason_names_each_server() {
+        let state = HealthState {
+            redis: Some("connection refused".into()),
+            mysql: None,
+        };
+        assert!(!state.is_ready());
+        assert_eq!(state.reason(), "redis: connection refused");
+    }
+}

@@ -1,0 +1,151 @@
+//! Prometheus metrics: their names, what records them, and the exporter `/metrics` renders.
+//!
+//! Recording goes through the `metrics` facade, which is a no-op until [`install`] sets the global recorder (the
+//! daemon does; tests and one-shot commands need not). Every metric name lives here, so the set is reviewable in one
+//! place and matches `docs/operations.md`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::warm::RunSummary;
+
+/// Warm run duration buckets, in seconds: from a 10 ms key lookup to a 10-minute catalog rebuild.
+const DURATION_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0,
+];
+
+/// Installs the global recorder and returns the handle `/metrics` renders from.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("cachewarden_warm_duration_seconds".into()),
+            DURATION_BUCKETS,
+        )?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "cachewarden_warm_runs_total",
+        "Warm job runs by outcome (success, failure, skipped)."
+    );
+    describe_histogram!(
+        "cachewarden_warm_duration_seconds",
+        Unit::Seconds,
+        "Duration of successful warm runs."
+    );
+    describe_counter!("cachewarden_warm_rows_total", "Rows read by warm queries.");
+    describe_counter!("cachewarden_warm_keys_written_total", "Keys written by warm jobs.");
+    describe_counter!(
+        "cachewarden_warm_bytes_written_total",
+        Unit::Bytes,
+        "Value bytes written by warm jobs."
+    );
+    describe_counter!(
+        "cachewarden_warm_values_skipped_total",
+        "Values not written, by reason."
+    );
+    describe_gauge!(
+        "cachewarden_warm_last_success_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time of each job's last successful run."
+    );
+    describe_counter!("cachewarden_redis_errors_total", "Failed Redis operations.");
+    describe_counter!("cachewarden_mysql_errors_total", "Failed MySQL operations.");
+    describe_gauge!("cachewarden_redis_up", "1 when the last Redis health check succeeded.");
+    describe_gauge!("cachewarden_mysql_up", "1 when the last MySQL health check succeeded.");
+    describe_gauge!(
+        "cachewarden_redis_keyspace_hits",
+        "Redis INFO stats keyspace_hits, sampled."
+    );
+    describe_gauge!(
+        "cachewarden_redis_keyspace_misses",
+        "Redis INFO stats keyspace_misses, sampled."
+    );
+    describe_gauge!(
+        "cachewarden_cache_hit_ratio",
+        "keyspace_hits / (hits + misses) from Redis INFO stats, sampled (the seed's target is above 0.8)."
+    );
+    describe_counter!("cachewarden_config_reloads_total", "Configuration reloads by outcome.");
+}
+
+/// How a warm run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure,
+    /// The job was still running when it fired again.
+    Skipped,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// Records one warm run's outcome and, for a success, its figures.
+pub fn record_run(job: &str, outcome: Outcome, summary: Option<&RunSummary>) {
+    let job = job.to_string();
+    counter!("cachewarden_warm_runs_total", "job" => job.clone(), "outcome" => outcome.as_str()).increment(1);
+    let Some(summary) = summary else {
+        return;
+    };
+    histogram!("cachewarden_warm_duration_seconds", "job" => job.clone()).record(summary.duration.as_secs_f64());
+    counter!("cachewarden_warm_rows_total", "job" => job.clone()).increment(summary.rows);
+    counter!("cachewarden_warm_keys_written_total", "job" => job.clone()).increment(summary.keys_written);
+    counter!("cachewarden_warm_bytes_written_total", "job" => job.clone()).increment(summary.bytes_written);
+    for (reason, count) in [
+        ("oversize", summary.skipped_oversize),
+        ("null_key", summary.skipped_null_key),
+        ("invalid", summary.skipped_invalid),
+    ] {
+        counter!("cachewarden_warm_values_skipped_total", "job" => job.clone(), "reason" => reason).increment(count);
+    }
+    gauge!("cachewarden_warm_last_success_timestamp_seconds", "job" => job).set(unix_now().as_secs_f64());
+}
+
+/// Counts a failed Redis operation.
+pub fn redis_error() {
+    counter!("cachewarden_redis_errors_total").increment(1);
+}
+
+/// Counts a failed MySQL operation.
+pub fn mysql_error() {
+    counter!("cachewarden_mysql_errors_total").increment(1);
+}
+
+/// Records the health checker's view of both servers.
+pub fn record_health(redis_up: bool, mysql_up: bool) {
+    gauge!("cachewarden_redis_up").set(f64::from(u8::from(redis_up)));
+    gauge!("cachewarden_mysql_up").set(f64::from(u8::from(mysql_up)));
+}
+
+/// Records Redis' own keyspace hit and miss counters and their ratio.
+pub fn record_keyspace(hits: u64, misses: u64) {
+    gauge!("cachewarden_redis_keyspace_hits").set(hits as f64);
+    gauge!("cachewarden_redis_keyspace_misses").set(misses as f64);
+    if hits + misses > 0 {
+        gauge!("cachewarden_cache_hit_ratio").set(hits as f64 / (hits + misses) as f64);
+    }
+}
+
+/// Counts a configuration reload.
+pub fn record_reload(applied: bool) {
+    let outcome = if applied { "applied" } else { "rejected" };
+    counter!("cachewarden_config_reloads_total", "outcome" => outcome).increment(1);
+}
+
+/// Time since the Unix epoch.
+pub fn unix_now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}

@@ -1,0 +1,549 @@
+//! The daemon as a service: admin endpoint (metrics, health, jobs, triggers), readiness through a Redis outage,
+//! SIGHUP reload, systemd notifications and watchdog, graceful SIGTERM, JSON logs without secrets, and the unit's
+//! hardening score.
+
+mod common;
+
+use std::io::Read as _;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cachewarden::admin;
+use common::{TestEnv, eventually, free_port};
+use hyper::Method;
+
+fn job(env: &TestEnv, name: &str, query: &str, schedule: &str, extra: &str) -> String {
+    let p = &env.prefix;
+    format!(
+        "[[warm]]\nname = \"{name}\"\nschedule = \"{schedule}\"\nquery = \"{query}\"\nkey = \"{p}{name}:{{id}}\"\n\
+         ttl = \"1h\"\n{extra}\n"
+    )
+}
+
+/// A daemon whose stderr goes to a file, killed on drop if a test fails half-way.
+struct Daemon {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(env: &TestEnv, config: &Path, extra_args: &[&str], extra_env: &[(&str, &str)]) -> Self {
+        let log = env.dir.path().join(format!("daemon-{}.log", fastrand::u32(..)));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut command = env.cli();
+        command.arg("run").arg("--config").arg(config).args(extra_args);
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let child = command.stdout(Stdio::null()).stderr(file).spawn().unwrap();
+        Self { child, log }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    fn log(&self) -> String {
+        let mut text = String::new();
+        std::fs::File::open(&self.log)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    }
+
+    async fn stop(&mut self) -> Option<i32> {
+        self.signal("TERM");
+        let child = &mut self.child;
+        eventually(Duration::from_secs(20), || {
+            let status = child.try_wait().unwrap();
+            async move { status }
+        })
+        .await
+        .and_then(|status| status.code())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn get(env: &TestEnv, path: &str) -> Option<admin::ClientResponse> {
+    admin::request(env.admin_addr(), Method::GET, path).await.ok()
+}
+
+/// Waits until the admin endpoint answers.
+async fn wait_for_admin(env: &TestEnv) {
+    eventually(Duration::from_secs(20), || get(env, "/healthz"))
+        .await
+        .expect("admin endpoint comes up");
+}
+
+/// The value of the Prometheus sample `name{labels}` in `text`, if present.
+fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        line.strip_prefix(name_and_labels)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test]
+async fn admin_endpoint_serves_metrics_health_jobs_and_triggers() {
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE t (id INT PRIMARY KEY);\nINSERT INTO t VALUES (1), (2)")
+        .await;
+    let never = "0 0 0 1 1 *";
+    let body = [
+        job(&env, "startup", "SELECT id FROM t", never, "run_on_start = true"),
+        job(&env, "manual", "SELECT id FROM t", never, ""),
+        job(&env, "slow", "SELECT id, SLEEP(2) AS s FROM t WHERE id = 1", never, ""),
+    ]
+    .concat();
+    let config = env.config_file(&body);
+    let mut daemon = Daemon::start(&env, &config, &[], &[]);
+    wait_for_admin(&env).await;
+
+    let jobs = eventually(Duration::from_secs(20), || async {
+        let response = get(&env, "/jobs").await?;
+        let jobs: serde_json::Value = serde_json::from_str(&response.body).ok()?;
+        (jobs[0]["last_run"]["outcome"] == "success").then_some(jobs)
+    })
+    .await
+    .expect("the startup job ran");
+    assert_eq!(jobs[0]["name"], "startup");
+    assert_eq!(jobs[0]["last_run"]["keys_written"], 2);
+    assert_eq!(jobs[0]["runs"]["succeeded"], 1);
+    assert_eq!(jobs[1]["last_run"], serde_json::Value::Null);
+    assert!(jobs[1]["next_run"].as_str().unwrap().contains("-01-01T00:00:00"));
+
+    // Make Redis count a hit and a miss, so the sampled hit ratio exists.
+    env.get(&format!("{}startup:1", env.prefix)).await;
+    env.get(&format!("{}absent", env.prefix)).await;
+    let metrics = eventually(Duration::from_secs(10), || async {
+        let metrics = get(&env, "/metrics").await?.body;
+        sample(&metrics, "cachewarden_cache_hit_ratio").map(|_| metrics)
+    })
+    .await
+    .expect("metrics with a hit ratio");
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"cachewarden_warm_runs_total{job="startup",outcome="success"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&metrics, r#"cachewarden_warm_keys_written_total{job="startup"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&metrics, r#"cachewarden_warm_rows_total{job="startup"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&metrics, r#"cachewarden_warm_duration_seconds_count{job="startup"}"#),
+        Some(1.0)
+    );
+    assert!(
+        sample(
+            &metrics,
+            r#"cachewarden_warm_last_success_timestamp_seconds{job="startup"}"#
+        )
+        .unwrap()
+            > 1.7e9
+    );
+    assert_eq!(sample(&metrics, "cachewarden_redis_up"), Some(1.0));
+    assert_eq!(sample(&metrics, "cachewarden_mysql_up"), Some(1.0));
+    let ratio = sample(&metrics, "cachewarden_cache_hit_ratio").unwrap();
+    assert!((0.0..=1.0).contains(&ratio));
+
+    assert_eq!(get(&env, "/healthz").await.unwrap().status, 200);
+    assert_eq!(get(&env, "/readyz").await.unwrap().status, 200);
+    assert_eq!(get(&env, "/nope").await.unwrap().status, 404);
+
+    // Manual triggers: queued, unknown, and refused while running.
+    let addr = env.admin_addr();
+    assert_eq!(
+        admin::request(addr, Method::POST, "/jobs/manual/run")
+            .await
+            .unwrap()
+            .status,
+        202
+    );
+    let manual_key = format!("{}manual:2", env.prefix);
+    let manual = eventually(Duration::from_secs(10), || env.get(&manual_key)).await;
+    assert_eq!(manual.as_deref(), Some(r#"{"id":2}"#));
+    assert_eq!(
+        admin::request(addr, Method::POST, "/jobs/nope/run")
+            .await
+            .unwrap()
+            .status,
+        404
+    );
+    assert_eq!(
+        admin::request(addr, Method::POST, "/jobs/slow/run")
+            .await
+            .unwrap()
+            .status,
+        202
+    );
+    eventually(Duration::from_secs(10), || async {
+        let jobs: serde_json::Value = serde_json::from_str(&get(&env, "/jobs").await?.body).ok()?;
+        (jobs[2]["running"] == true).then_some(())
+    })
+    .await
+    .expect("slow job starts");
+    let again = admin::request(addr, Method::POST, "/jobs/slow/run").await.unwrap();
+    assert_eq!(again.status, 409, "{}", again.body);
+
+    // The operator commands.
+    let output = env.cli().args(["status", "--config"]).arg(&config).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("startup") && l.contains("success")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("readiness: ready"), "{stdout}");
+    let output = env
+        .cli()
+        .args(["trigger", "nope", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no warm job named \"nope\""));
+
+    assert_eq!(daemon.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn readyz_turns_503_while_redis_is_down_and_back_when_it_returns() {
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE t (id INT PRIMARY KEY);\nINSERT INTO t VALUES (1)")
+        .await;
+    let port = free_port();
+    let start_redis = || {
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts")
+    };
+    let mut redis = start_redis();
+    let source = format!(
+        "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"redis://127.0.0.1:{port}/0\"\nconnect_timeout = \"1s\"\n\
+         [admin]\nlisten = \"{}\"\n\n{}",
+        env.mysql_url,
+        env.admin_addr(),
+        job(&env, "j", "SELECT id FROM t", "0 0 0 1 1 *", "")
+    );
+    let config = env.write_file("jobs.toml", &source);
+    let mut daemon = Daemon::start(&env, &config, &[], &[]);
+    wait_for_admin(&env).await;
+    let ready = eventually(Duration::from_secs(10), || async {
+        get(&env, "/readyz").await.filter(|r| r.status == 200)
+    })
+    .await;
+    assert!(ready.is_some(), "ready while both servers answer");
+
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    let down = eventually(Duration::from_secs(15), || async {
+        get(&env, "/readyz").await.filter(|r| r.status == 503)
+    })
+    .await
+    .expect("readyz turns 503 without Redis");
+    assert!(down.body.starts_with("not ready: redis:"), "{}", down.body);
+    assert_eq!(get(&env, "/healthz").await.unwrap().status, 200, "alive all the same");
+    assert!(daemon.is_running());
+
+    let mut redis = start_redis();
+    let back = eventually(Duration::from_secs(30), || async {
+        get(&env, "/readyz").await.filter(|r| r.status == 200)
+    })
+    .await;
+    let code = daemon.stop().await;
+    let _ = redis.kill();
+    let _ = redis.wait();
+    assert!(back.is_some(), "readyz back to 200 once Redis returns");
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test]
+async fn sighup_applies_a_valid_config_and_keeps_the_old_one_when_invalid() {
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE t (id INT PRIMARY KEY);\nINSERT INTO t VALUES (1)")
+        .await;
+    let p = env.prefix.clone();
+    let first = job(&env, "first", "SELECT id FROM t", "every 1s", "");
+    let config = env.config_file(&first);
+    let mut daemon = Daemon::start(&env, &config, &[], &[]);
+    let (first_key, second_key) = (format!("{p}first:1"), format!("{p}second:1"));
+    assert!(
+        eventually(Duration::from_secs(20), || env.get(&first_key))
+            .await
+            .is_some()
+    );
+
+    // Valid: `first` removed, `second` added (fires at once), a new query for nothing else.
+    let second = job(
+        &env,
+        "second",
+        "SELECT id, 'v2' AS version FROM t",
+        "every 1s",
+        "run_on_start = true",
+    );
+    env.config_file(&second);
+    daemon.signal("HUP");
+    let value = eventually(Duration::from_secs(20), || env.get(&second_key)).await;
+    assert_eq!(value.as_deref(), Some(r#"{"id":1,"version":"v2"}"#));
+    let mut conn = env.redis().await;
+    let _: () = redis::cmd("DEL").arg(&first_key).query_async(&mut conn).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(env.get(&first_key).await, None, "a removed job no longer fires");
+
+    // Invalid: logged with every problem; the previous jobs keep running.
+    env.config_file(&format!(
+        "{second}\n[[warm]]\nname = \"broken\"\nschedule = \"0 61 * * * *\"\n"
+    ));
+    daemon.signal("HUP");
+    let log = eventually(Duration::from_secs(10), || async {
+        let log = daemon.log();
+        log.contains("still running the previous one").then_some(log)
+    })
+    .await
+    .expect("the rejected reload is logged");
+    assert!(log.contains("is not a valid cron schedule"), "{log}");
+    assert!(log.contains("`query` is required"), "{log}");
+    let _: () = redis::cmd("DEL").arg(&second_key).query_async(&mut conn).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || env.get(&second_key))
+            .await
+            .is_some()
+    );
+    assert!(daemon.is_running());
+    assert_eq!(daemon.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn systemd_hears_ready_reloading_watchdog_and_stopping() {
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE t (id INT PRIMARY KEY);\nINSERT INTO t VALUES (1)")
+        .await;
+    let socket_path = env.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let messages = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (messages, stop) = (messages.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = socket.recv(&mut buffer) {
+                    messages
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+                }
+            }
+        })
+    };
+    let seen = |needle: &'static str| {
+        let messages = messages.clone();
+        move || {
+            let found = messages
+                .lock()
+                .unwrap()
+                .iter()
+                .position(|m| m.lines().any(|l| l == needle));
+            async move { found }
+        }
+    };
+
+    let config = env.config_file(&job(&env, "j", "SELECT id FROM t", "0 0 0 1 1 *", ""));
+    let socket_env = socket_path.to_str().unwrap();
+    let mut daemon = Daemon::start(
+        &env,
+        &config,
+        &[],
+        &[("NOTIFY_SOCKET", socket_env), ("WATCHDOG_USEC", "1000000")],
+    );
+    let ready = eventually(Duration::from_secs(20), seen("READY=1"))
+        .await
+        .expect("READY=1");
+    // The admin port is bound and the servers answered before READY.
+    assert_eq!(get(&env, "/healthz").await.map(|r| r.status), Some(200));
+    eventually(Duration::from_secs(5), seen("WATCHDOG=1"))
+        .await
+        .expect("WATCHDOG=1 while loops turn");
+
+    daemon.signal("HUP");
+    let reloading = eventually(Duration::from_secs(10), seen("RELOADING=1"))
+        .await
+        .expect("RELOADING=1");
+    assert!(reloading > ready);
+    let ready_again = eventually(Duration::from_secs(10), || {
+        let messages = messages.clone();
+        async move {
+            let messages = messages.lock().unwrap();
+            messages
+                .iter()
+                .skip(reloading)
+                .position(|m| m.lines().any(|l| l == "READY=1"))
+        }
+    })
+    .await;
+    assert!(ready_again.is_some(), "READY=1 after the reload");
+    assert!(messages.lock().unwrap()[reloading].contains("MONOTONIC_USEC="));
+
+    assert_eq!(daemon.stop().await, Some(0));
+    assert!(eventually(Duration::from_secs(2), seen("STOPPING=1")).await.is_some());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    reader.join().unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_writes_finish_within_the_grace_period() {
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE t (id INT PRIMARY KEY);\nINSERT INTO t VALUES (1)")
+        .await;
+    let p = env.prefix.clone();
+    let body = [
+        job(
+            &env,
+            "finishes",
+            "SELECT id, SLEEP(1.5) AS s FROM t",
+            "0 0 0 1 1 *",
+            "run_on_start = true",
+        ),
+        job(
+            &env,
+            "too_slow",
+            "SELECT id, SLEEP(8) AS s FROM t",
+            "0 0 0 1 1 *",
+            "run_on_start = true",
+        ),
+    ]
+    .concat();
+    let config = env.config_file(&format!("[daemon]\nshutdown_grace = \"3s\"\n\n{body}"));
+    let mut daemon = Daemon::start(&env, &config, &[], &[]);
+    wait_for_admin(&env).await;
+    eventually(Duration::from_secs(10), || async {
+        let jobs: serde_json::Value = serde_json::from_str(&get(&env, "/jobs").await?.body).ok()?;
+        (jobs[0]["running"] == true && jobs[1]["running"] == true).then_some(())
+    })
+    .await
+    .expect("both jobs are running");
+    let started = std::time::Instant::now();
+    assert_eq!(daemon.stop().await, Some(0));
+    let took = started.elapsed();
+    assert_eq!(
+        env.get(&format!("{p}finishes:1")).await.as_deref(),
+        Some(r#"{"id":1,"s":0}"#)
+    );
+    assert_eq!(
+        env.get(&format!("{p}too_slow:1")).await,
+        None,
+        "abandoned after the grace period"
+    );
+    assert!(
+        took < Duration::from_secs(7),
+        "the 8 s job was not cut off at the 3 s grace: {took:?}"
+    );
+    assert!(daemon.log().contains("did not finish within the shutdown grace period"));
+}
+
+#[tokio::test]
+async fn json_logs_never_show_passwords() {
+    let env = TestEnv::new().await;
+    let redis_port = free_port();
+    let mysql_base = common::services().0.replace("mysql://root@", "mysql://nobody:hunter2@");
+    let source = format!(
+        "[mysql]\nurl = \"{mysql_base}/x\"\n[redis]\nurl = \"redis://:hunter2@127.0.0.1:{redis_port}/0\"\n\
+         connect_timeout = \"1s\"\n[admin]\nenabled = false\n\n{}",
+        job(&env, "j", "SELECT 1 AS id", "every 1h", "")
+    );
+    let config = env.write_file("jobs.toml", &source);
+    let mut daemon = Daemon::start(&env, &config, &["--log-format", "json"], &[]);
+    // Redis is unreachable (retried), MySQL refuses the password (definite): the daemon exits 1.
+    let child = &mut daemon.child;
+    let status = eventually(Duration::from_secs(30), || {
+        let status = child.try_wait().unwrap();
+        async move { status }
+    })
+    .await
+    .expect("daemon exits on a refused MySQL password");
+    assert_eq!(status.code(), Some(1));
+    let log = daemon.log();
+    assert!(!log.contains("hunter2"), "{log}");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "WARN" && l.to_string().contains("redis://:***@127.0.0.1")),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "ERROR" && l.to_string().contains("mysql://nobody:***@")),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_shipped_unit_rates_ok_in_systemd_analyze_security() {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/cachewarden.service");
+    let output = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze is installed by scripts/services");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no rating in:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr)));
+    let exposure: f64 = line
+        .split(": ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(exposure <= 2.0, "{line}");
+    assert!(line.contains("OK"), "{line}");
+}
