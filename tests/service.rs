@@ -487,7 +487,9 @@ async fn sigterm_lets_in_flight_writes_finish_within_the_grace_period() {
 async fn json_logs_never_show_passwords() {
     let env = TestEnv::new().await;
     let redis_port = free_port();
-    let mysql_base = common::services().0.replace("mysql://root@", "mysql://nobody:hunter2@");
+    let mysql_base = common::services()
+        .mysql
+        .replace("mysql://root@", "mysql://nobody:hunter2@");
     let source = format!(
         "[mysql]\nurl = \"{mysql_base}/x\"\n[redis]\nurl = \"redis://:hunter2@127.0.0.1:{redis_port}/0\"\n\
          connect_timeout = \"1s\"\n[admin]\nenabled = false\n\n{}",

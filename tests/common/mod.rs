@@ -15,11 +15,23 @@ use std::time::{Duration, Instant};
 use cachewarden::config::{self, Config};
 use sqlx::{Connection as _, Executor as _};
 
-static SERVICES: OnceLock<(String, String)> = OnceLock::new();
+static SERVICES: OnceLock<Services> = OnceLock::new();
+
+/// Where the test services listen (URLs without a database).
+pub struct Services {
+    /// The binlog- and TLS-enabled MariaDB, `mysql://root@127.0.0.1:3307`.
+    pub mysql: String,
+    /// Plain Redis, `redis://127.0.0.1:6379`.
+    pub redis: String,
+    /// TLS-only Redis with password `cwtest-secret` and ACL user `cwacl`/`cwacl-secret`.
+    pub redis_tls: String,
+    /// The CA that signed both servers' certificates.
+    pub tls_ca: String,
+}
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// The base URLs (no database) of the test MariaDB and Redis, bringing them up on first use.
-pub fn services() -> &'static (String, String) {
+/// The test services, brought up on first use.
+pub fn services() -> &'static Services {
     SERVICES.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services");
         let output = Command::new(&script).output().expect("scripts/services runs");
@@ -36,7 +48,12 @@ pub fn services() -> &'static (String, String) {
                 .unwrap_or_else(|| panic!("scripts/services did not print {name}"))
                 .to_string()
         };
-        (value("CACHEWARDEN_TEST_MYSQL_URL"), value("CACHEWARDEN_TEST_REDIS_URL"))
+        Services {
+            mysql: value("CACHEWARDEN_TEST_MYSQL_URL"),
+            redis: value("CACHEWARDEN_TEST_REDIS_URL"),
+            redis_tls: value("CACHEWARDEN_TEST_REDIS_TLS_URL"),
+            tls_ca: value("CACHEWARDEN_TEST_TLS_CA"),
+        }
     })
 }
 
@@ -59,7 +76,7 @@ pub struct TestEnv {
 impl TestEnv {
     /// Creates the database and picks a prefix.
     pub async fn new() -> Self {
-        let (mysql_base, redis_base) = services();
+        let (mysql_base, redis_base) = (&services().mysql, &services().redis);
         let id = format!(
             "{}_{}_{}",
             std::process::id(),
@@ -197,7 +214,7 @@ impl Drop for TestEnv {
         let (database, prefix, mysql_base, redis_url) = (
             self.database.clone(),
             self.prefix.clone(),
-            services().0.clone(),
+            services().mysql.clone(),
             self.redis_url.clone(),
         );
         // Drop runs inside the test's runtime, which cannot block on itself: clean up from a thread of our own.

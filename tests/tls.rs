@@ -1,0 +1,147 @@
+//! TLS for real: warm jobs over `rediss://` (password and ACL user) and MySQL with `verify-identity`, against a
+//! TLS-only redis-server and a MariaDB with SSL, using the CA `scripts/services` generates.
+
+mod common;
+
+use common::{TestEnv, services, text};
+
+/// A Redis client that trusts the test CA and logs in as `user`.
+async fn tls_redis(user: &str, password: &str) -> redis::aio::MultiplexedConnection {
+    let s = services();
+    let url = s
+        .redis_tls
+        .replace("rediss://", &format!("rediss://{user}:{password}@"));
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(std::fs::read(&s.tls_ca).unwrap()),
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    redis::Client::build_with_tls(url.as_str(), certificates)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("TLS Redis is reachable")
+}
+
+async fn unlink_prefix(conn: &mut redis::aio::MultiplexedConnection, prefix: &str) {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("UNLINK").arg(keys).query_async(conn).await.unwrap();
+    }
+}
+
+fn config(env: &TestEnv, redis: &str, mysql: &str, query: &str) -> std::path::PathBuf {
+    let p = &env.prefix;
+    env.write_file(
+        "jobs.toml",
+        &format!(
+            "[mysql]\n{mysql}\n\n[redis]\n{redis}\nconnect_timeout = \"3s\"\n\n[admin]\nenabled = false\n\n\
+             [[warm]]\nname = \"tls\"\nschedule = \"every 1h\"\nquery = \"{query}\"\nkey = \"{p}tls:{{id}}\"\n\
+             ttl = \"1h\"\n"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn warm_job_writes_over_rediss_with_password_and_with_an_acl_user() {
+    let env = TestEnv::new().await;
+    let s = services();
+    let ca = &s.tls_ca;
+    for (user, password) in [("", "cwtest-secret"), ("cwacl", "cwacl-secret")] {
+        let url = s
+            .redis_tls
+            .replace("rediss://", &format!("rediss://{user}:{password}@"));
+        let path = config(
+            &env,
+            &format!("url = \"{url}\"\nca_file = \"{ca}\""),
+            &format!("url = \"{}\"", env.mysql_url),
+            "SELECT 7 AS id, 'secure' AS via",
+        );
+        let output = env
+            .cli()
+            .args(["run", "--once", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "user {user:?}: {stdout}{stderr}");
+        let mut conn = tls_redis(user, password).await;
+        let key = format!("{}tls:7", env.prefix);
+        let value: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
+        assert_eq!(value.as_deref(), Some(r#"{"id":7,"via":"secure"}"#));
+        unlink_prefix(&mut conn, &env.prefix).await;
+    }
+}
+
+#[tokio::test]
+async fn rediss_refuses_a_server_the_ca_does_not_vouch_for() {
+    let env = TestEnv::new().await;
+    let s = services();
+    let url = s.redis_tls.replace("rediss://", "rediss://:cwtest-secret@");
+    // No ca_file: the system trust store does not know the test CA.
+    let path = config(
+        &env,
+        &format!("url = \"{url}\""),
+        &format!("url = \"{}\"", env.mysql_url),
+        "SELECT 1 AS id",
+    );
+    let output = env
+        .cli()
+        .args(["run", "--once", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("Redis at rediss://:***@127.0.0.1"), "{stderr}");
+    assert!(!stderr.contains("cwtest-secret"), "{stderr}");
+}
+
+#[tokio::test]
+async fn mysql_verify_identity_uses_tls_with_the_configured_ca() {
+    let env = TestEnv::new().await;
+    let ca = &services().tls_ca;
+    let cipher_query = "SELECT 1 AS id, VARIABLE_VALUE AS cipher FROM information_schema.SESSION_STATUS \
+                        WHERE VARIABLE_NAME = 'Ssl_cipher'";
+    let path = config(
+        &env,
+        &format!("url = \"{}\"", env.redis_url),
+        &format!(
+            "url = \"{}\"\nssl_mode = \"verify-identity\"\nssl_ca = \"{ca}\"",
+            env.mysql_url
+        ),
+        cipher_query,
+    );
+    let output = env
+        .cli()
+        .args(["run", "--once", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    let value = env.get_json(&format!("{}tls:1", env.prefix)).await.unwrap();
+    let cipher = value["cipher"].as_str().unwrap();
+    assert!(!cipher.is_empty(), "the warm query's session is not encrypted: {value}");
+
+    // Without the CA, verification against the system roots fails: no silent fallback to plain text.
+    let path = config(
+        &env,
+        &format!("url = \"{}\"", env.redis_url),
+        &format!("url = \"{}\"\nssl_mode = \"verify-ca\"", env.mysql_url),
+        cipher_query,
+    );
+    let output = env
+        .cli()
+        .args(["run", "--once", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("MySQL at"), "{stderr}");
+}
