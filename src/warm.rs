@@ -477,7 +477,7 @@ impl WarmRunner {
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = heartbeat.tick() => self.liveness.beat("warm"),
-                Some(joined) = runs.join_next_with_id(), if !runs.is_empty() => report_join(joined, &mut names),
+                Some(joined) = runs.join_next_with_id(), if !runs.is_empty() => report_join(&self.warmer, joined, &mut names),
                 trigger = self.triggers.recv() => match trigger {
                     Some(Trigger::Warm { job, reason }) => self.start(&mut runs, &mut names, &job, reason, &shutdown),
                     None => break,
@@ -486,7 +486,7 @@ impl WarmRunner {
         }
         let drain = async {
             while let Some(joined) = runs.join_next_with_id().await {
-                report_join(joined, &mut names);
+                report_join(&self.warmer, joined, &mut names);
             }
         };
         if tokio::time::timeout(self.grace, drain).await.is_err() {
@@ -553,6 +553,7 @@ impl WarmRunner {
 }
 
 fn report_join(
+    warmer: &Warmer,
     joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
     names: &mut HashMap<tokio::task::Id, Arc<str>>,
 ) {
@@ -561,10 +562,21 @@ fn report_join(
             names.remove(&id);
         }
         Err(error) => {
-            let job = names.remove(&error.id());
-            let job = job.as_deref().unwrap_or("?");
+            let Some(job) = names.remove(&error.id()) else {
+                return;
+            };
             if error.is_panic() {
-                error!(job, panic = %panic_message(error.into_panic()), "Warm job panicked; other jobs go on.");
+                let panic = panic_message(error.into_panic());
+                error!(job = %job, %panic, "Warm job panicked; other jobs go on.");
+                metrics::record_run(&job, metrics::Outcome::Failure, None);
+                warmer.record(&job, |stats| {
+                    stats.failed += 1;
+                    stats.last = Some(LastRun {
+                        finished_at: std::time::SystemTime::now(),
+                        summary: None,
+                        error: Some(format!("panicked: {panic}")),
+                    });
+                });
             }
         }
     }
