@@ -25,14 +25,17 @@ use tokio::sync::watch;
 use crate::admin::{AdminServer, AdminState};
 use crate::backoff::Backoff;
 use crate::cache::Cache;
-use crate::config::{self, Config};
+use crate::config::{self, ChannelSettings, Config};
 use crate::database::Database;
 use crate::health::{Health, HealthChecker, Liveness};
+use crate::invalidate::Invalidator;
 use crate::metrics;
 use crate::model::{TriggerReason, WarmJob};
+use crate::plan::Policy;
 use crate::render::RowRenderer;
 use crate::schedule::{Scheduler, send};
 use crate::signal::{SignalEvent, Signals};
+use crate::source::channel::{ChannelListener, StreamListener};
 use crate::systemd::{self, Watchdog};
 use crate::warm::{Mode, Progress, RunSummary, WarmError, WarmRunner, Warmer, panic_message};
 
@@ -107,13 +110,44 @@ pub async fn run_daemon(
     tracker.spawn(
         HealthChecker {
             db: db.clone(),
-            cache,
+            cache: cache.clone(),
             health,
             liveness: liveness.clone(),
         }
         .run(shutdown.clone()),
     );
     tracker.spawn(Watchdog { liveness }.run(shutdown.clone()));
+    let (policy_tx, policy_rx) = watch::channel(Arc::new(channel_policy(&config)));
+    if config.channel.enabled {
+        let invalidator = Arc::new(Invalidator {
+            cache: cache.clone(),
+            db: db.clone(),
+            jobs: jobs_rx.clone(),
+            triggers: triggers.clone(),
+            max_keys_per_pattern: config.channel.max_keys_per_pattern,
+        });
+        match &config.channel.stream {
+            Some(stream) => tracker.spawn(
+                StreamListener {
+                    redis: config.redis.clone(),
+                    stream: stream.clone(),
+                    invalidator,
+                    policy: policy_rx,
+                }
+                .run(shutdown.clone()),
+            ),
+            None => tracker.spawn(
+                ChannelListener {
+                    redis: config.redis.clone(),
+                    channel: config.channel.name.clone(),
+                    on_gap: config.channel.on_gap,
+                    invalidator,
+                    policy: policy_rx,
+                }
+                .run(shutdown.clone()),
+            ),
+        };
+    }
     tracker.close();
     systemd::ready(&running_status(&config));
     info!("Ready.");
@@ -140,6 +174,7 @@ pub async fn run_daemon(
                     systemd::reloading();
                     if let Some(reloaded) = reload(&config) {
                         jobs_tx.send_replace(reloaded.jobs.clone().into());
+                        policy_tx.send_replace(Arc::new(channel_policy(&reloaded)));
                         config = reloaded;
                     }
                     systemd::ready(&running_status(&config));
@@ -154,6 +189,16 @@ pub async fn run_daemon(
     let _ = tokio::time::timeout(POOL_CLOSE_TIMEOUT, db.close()).await;
     info!("Stopped.");
     Ok(())
+}
+
+/// What invalidation messages may do under `config`.
+fn channel_policy(config: &Config) -> Policy {
+    Policy {
+        allow: config.channel.allow.clone(),
+        max_keys_per_message: config.channel.max_keys_per_message,
+        max_message_bytes: config.channel.max_message_bytes,
+        jobs: config.jobs.iter().map(|job| job.name.to_string()).collect(),
+    }
 }
 
 fn running_status(config: &Config) -> String {
@@ -183,6 +228,13 @@ fn reload(current: &Config) -> Option<Config> {
         ("[redis]", new.redis != current.redis),
         ("[daemon]", new.daemon != current.daemon),
         ("[admin]", new.admin != current.admin),
+        (
+            "[channel]",
+            ChannelSettings {
+                allow: current.channel.allow.clone(),
+                ..new.channel.clone()
+            } != current.channel,
+        ),
     ];
     for (section, _) in fixed.iter().filter(|(_, changed)| *changed) {
         warn!(
@@ -210,6 +262,11 @@ fn reload(current: &Config) -> Option<Config> {
         redis: current.redis.clone(),
         daemon: current.daemon.clone(),
         admin: current.admin.clone(),
+        // The allow-list follows the jobs (it defaults to their key templates); the rest needs a restart.
+        channel: ChannelSettings {
+            allow: new.channel.allow.clone(),
+            ..current.channel.clone()
+        },
         ..new
     })
 }
@@ -460,6 +517,55 @@ pub fn format_jobs(config: &Config, now: chrono::DateTime<chrono::Utc>) -> Strin
         ]);
     }
     table(&rows)
+}
+
+/// The message `cachewarden invalidate` publishes: a plain key when that says it all (what the seed's publisher
+/// sends), else JSON. `None` when there is nothing to ask for.
+pub fn invalidation_message(keys: &[String], patterns: &[String], refresh: bool, warm: &[String]) -> Option<String> {
+    if keys.is_empty() && patterns.is_empty() && warm.is_empty() {
+        return None;
+    }
+    if let [key] = keys
+        && patterns.is_empty()
+        && warm.is_empty()
+        && !refresh
+        && !key.trim_start().starts_with('{')
+    {
+        return Some(key.clone());
+    }
+    let (delete, refresh_keys) = if refresh { (&[][..], keys) } else { (keys, &[][..]) };
+    let mut message = serde_json::Map::new();
+    for (field, values) in [
+        ("delete", delete),
+        ("patterns", patterns),
+        ("refresh", refresh_keys),
+        ("warm", warm),
+    ] {
+        if !values.is_empty() {
+            message.insert(field.into(), serde_json::json!(values));
+        }
+    }
+    Some(serde_json::Value::Object(message).to_string())
+}
+
+/// Publishes `message` on the configured channel, or adds it to the configured stream.
+pub async fn publish_invalidation(config: &Config, message: &str) -> anyhow::Result<String> {
+    let cache = Cache::connect(&config.redis)
+        .await
+        .with_context(|| format!("Redis at {}", config.redis.url))?;
+    match &config.channel.stream {
+        Some(stream) => {
+            let id = cache.stream_add(&stream.name, message).await?;
+            Ok(format!("added to stream {} as {id}: {message}", stream.name))
+        }
+        None => {
+            let receivers = cache.publish(&config.channel.name, message).await?;
+            Ok(format!(
+                "published to {} ({receivers} subscribers): {message}",
+                config.channel.name
+            ))
+        }
+    }
 }
 
 /// The table `cachewarden status` prints from the daemon's `/jobs` document.

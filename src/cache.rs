@@ -11,6 +11,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use crate::config::RedisSettings;
 use crate::model::KeyOp;
 
+/// Keys SCAN looks at per call during a pattern delete: big enough to be quick, small enough not to stall Redis.
+const SCAN_COUNT: usize = 1000;
+/// The stream entry field that holds an invalidation message.
+pub const STREAM_FIELD: &str = "message";
 /// A reply slower than this means Redis is in trouble; the pipeline fails and the caller retries.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -53,22 +57,7 @@ pub struct Cache {
 impl Cache {
     /// Connects, failing if Redis cannot be reached now; later outages are reconnected transparently.
     pub async fn connect(settings: &RedisSettings) -> Result<Self, CacheError> {
-        let client = match &settings.ca_file {
-            None => redis::Client::open(settings.url.expose()),
-            // A private CA (self-managed Redis, some ElastiCache setups) instead of the system trust store.
-            Some(path) => {
-                let root_cert = std::fs::read(path).map_err(|source| CacheError::CaFile {
-                    path: path.clone(),
-                    source,
-                })?;
-                let certificates = redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root_cert),
-                };
-                redis::Client::build_with_tls(settings.url.expose(), certificates)
-            }
-        }
-        .map_err(CacheError::Connect)?;
+        let client = client(settings)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -104,6 +93,66 @@ impl Cache {
         pipe.query_async::<()>(&mut conn).await.map_err(command_failed)
     }
 
+    /// Deletes the keys matching a Redis glob `pattern` with SCAN MATCH + UNLINK in batches (never KEYS, which
+    /// blocks Redis), stopping after `limit` keys. Returns how many were deleted and whether the limit cut it short.
+    pub async fn delete_matching(&self, pattern: &str, limit: u64) -> Result<(u64, bool), CacheError> {
+        let mut conn = self.conn.clone();
+        let mut cursor: u64 = 0;
+        let mut deleted = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut conn)
+                .await
+                .map_err(command_failed)?;
+            let room = usize::try_from(limit - deleted).unwrap_or(usize::MAX);
+            let batch = &keys[..keys.len().min(room)];
+            if !batch.is_empty() {
+                redis::cmd("UNLINK")
+                    .arg(batch)
+                    .query_async::<u64>(&mut conn)
+                    .await
+                    .map_err(command_failed)?;
+                deleted += batch.len() as u64;
+            }
+            if deleted >= limit && (batch.len() < keys.len() || next != 0) {
+                return Ok((deleted, true));
+            }
+            if next == 0 {
+                return Ok((deleted, false));
+            }
+            cursor = next;
+        }
+    }
+
+    /// `PUBLISH channel message`; returns how many subscribers received it.
+    pub async fn publish(&self, channel: &str, message: &str) -> Result<u64, CacheError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(message)
+            .query_async(&mut conn)
+            .await
+            .map_err(command_failed)
+    }
+
+    /// `XADD stream * message <message>`; returns the entry id.
+    pub async fn stream_add(&self, stream: &str, message: &str) -> Result<String, CacheError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg(STREAM_FIELD)
+            .arg(message)
+            .query_async(&mut conn)
+            .await
+            .map_err(command_failed)
+    }
+
     /// The `INFO stats` section, as Redis writes it.
     pub async fn info_stats(&self) -> Result<String, CacheError> {
         let mut conn = self.conn.clone();
@@ -123,6 +172,27 @@ impl Cache {
             .map(drop)
             .map_err(command_failed)
     }
+}
+
+/// A client for `[redis]`: the URL, and the CA file when one is configured. Sources that need connections of their
+/// own (pub/sub, blocking stream reads) build them from this too.
+pub fn client(settings: &RedisSettings) -> Result<redis::Client, CacheError> {
+    match &settings.ca_file {
+        None => redis::Client::open(settings.url.expose()),
+        // A private CA (self-managed Redis, some ElastiCache setups) instead of the system trust store.
+        Some(path) => {
+            let root_cert = std::fs::read(path).map_err(|source| CacheError::CaFile {
+                path: path.clone(),
+                source,
+            })?;
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            };
+            redis::Client::build_with_tls(settings.url.expose(), certificates)
+        }
+    }
+    .map_err(CacheError::Connect)
 }
 
 fn command_failed(error: redis::RedisError) -> CacheError {

@@ -61,6 +61,21 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         admin: Option<SocketAddr>,
     },
+    /// Publish an invalidation message on the configured channel (or stream): delete keys, delete by pattern,
+    /// refresh keys from the database, or warm jobs.
+    Invalidate {
+        /// Keys to delete (or, with --refresh, to refresh).
+        keys: Vec<String>,
+        /// A pattern to delete with SCAN + UNLINK (repeatable), e.g. 'user:1000:*'.
+        #[arg(long = "pattern", value_name = "PATTERN")]
+        patterns: Vec<String>,
+        /// Refresh the keys from the database instead of deleting them.
+        #[arg(long)]
+        refresh: bool,
+        /// A warm job to run now (repeatable).
+        #[arg(long = "warm", value_name = "JOB")]
+        warm: Vec<String>,
+    },
     /// Create and seed the demo shop schema in the configured database (for the quick start; never in production).
     DemoInit,
 }

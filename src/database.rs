@@ -131,6 +131,25 @@ impl Database {
         Ok(QueryConn(conn))
     }
 
+    /// The rows of a per-key `query` with `?` placeholders bound to `binds` in order (as strings; MySQL converts
+    /// them to the column types). Values are bound, never spliced into the SQL.
+    pub async fn fetch_bound(
+        &self,
+        query: &str,
+        binds: &[&str],
+        timeout: Duration,
+    ) -> Result<Vec<MySqlRow>, DatabaseError> {
+        let mut conn = self.acquire(timeout).await?;
+        let mut statement = sqlx::query(AssertSqlSafe(query));
+        for value in binds {
+            statement = statement.bind(value.to_string());
+        }
+        match tokio::time::timeout(timeout, statement.fetch_all(&mut *conn.0)).await {
+            Ok(rows) => rows.map_err(DatabaseError::from_query),
+            Err(_) => Err(DatabaseError::Interrupted(sqlx::Error::PoolTimedOut)),
+        }
+    }
+
     /// The result columns of `query`, without running it (prepares the statement).
     pub async fn describe(&self, query: &str) -> Result<Vec<ColumnInfo>, DatabaseError> {
         let mut conn = self.pool.acquire().await.map_err(unreachable)?;

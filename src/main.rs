@@ -116,6 +116,27 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Invalidate {
+            keys,
+            patterns,
+            refresh,
+            warm,
+        } => {
+            let Some(message) = app::invalidation_message(&keys, &patterns, refresh, &warm) else {
+                eprintln!("error: nothing to invalidate: name keys, --pattern or --warm");
+                return ExitCode::from(EXIT_USAGE);
+            };
+            match app::publish_invalidation(&config, &message).await {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::DemoInit => match demo::init(&config.mysql).await {
             Ok(()) => {
                 println!("demo shop schema is up to date in {}", config.mysql.url);

@@ -72,6 +72,22 @@ fn describe() {
         "keyspace_hits / (hits + misses) from Redis INFO stats, sampled (the seed's target is above 0.8)."
     );
     describe_counter!("cachewarden_config_reloads_total", "Configuration reloads by outcome.");
+    describe_counter!(
+        "cachewarden_channel_messages_total",
+        "Invalidation messages by outcome (applied, refused)."
+    );
+    describe_counter!(
+        "cachewarden_channel_refused_total",
+        "Refused invalidation messages by reason."
+    );
+    describe_counter!(
+        "cachewarden_channel_gaps_total",
+        "Pub/sub reconnects after which messages may have been lost."
+    );
+    describe_counter!(
+        "cachewarden_invalidated_keys_total",
+        "Keys changed by invalidations, by action."
+    );
 }
 
 /// How a warm run ended.
@@ -143,6 +159,37 @@ pub fn record_keyspace(hits: u64, misses: u64) {
 pub fn record_reload(applied: bool) {
     let outcome = if applied { "applied" } else { "rejected" };
     counter!("cachewarden_config_reloads_total", "outcome" => outcome).increment(1);
+}
+
+/// Counts one invalidation message, applied or refused (with the reason).
+pub fn record_message(refused: Option<&'static str>) {
+    match refused {
+        None => counter!("cachewarden_channel_messages_total", "outcome" => "applied").increment(1),
+        Some(reason) => {
+            counter!("cachewarden_channel_messages_total", "outcome" => "refused").increment(1);
+            counter!("cachewarden_channel_refused_total", "reason" => reason).increment(1);
+        }
+    }
+}
+
+/// Counts a pub/sub gap (a reconnect).
+pub fn record_gap() {
+    counter!("cachewarden_channel_gaps_total").increment(1);
+}
+
+/// Counts what a batch of invalidations did.
+pub fn record_invalidations(applied: &crate::invalidate::Applied) {
+    for (action, count) in [
+        ("delete", applied.deleted),
+        ("pattern_delete", applied.pattern_deleted),
+        ("refresh", applied.refreshed),
+        ("refresh_delete", applied.refresh_deleted),
+        ("warm", applied.warms),
+    ] {
+        if count > 0 {
+            counter!("cachewarden_invalidated_keys_total", "action" => action).increment(count);
+        }
+    }
 }
 
 /// Time since the Unix epoch.

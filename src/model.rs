@@ -116,6 +116,40 @@ impl KeyTemplate {
             .collect()
     }
 
+    /// The placeholder values that render `key` through this template, or `None` when the key does not fit it.
+    /// Each placeholder takes the shortest text up to the literal that follows it (the last one takes the rest), so
+    /// templates with two placeholders side by side cannot be reversed.
+    pub fn capture<'k>(&self, key: &'k str) -> Option<Vec<(&str, &'k str)>> {
+        let mut values = Vec::new();
+        let mut rest = key;
+        let mut parts = self.parts.iter().peekable();
+        while let Some(part) = parts.next() {
+            match part {
+                KeyPart::Literal(text) => rest = rest.strip_prefix(text.as_str())?,
+                KeyPart::Column(name) => {
+                    let end = match parts.peek() {
+                        None => rest.len(),
+                        Some(KeyPart::Literal(next)) => rest.find(next.as_str())?,
+                        Some(KeyPart::Column(_)) => return None,
+                    };
+                    if end == 0 {
+                        return None;
+                    }
+                    values.push((name.as_str(), &rest[..end]));
+                    rest = &rest[end..];
+                }
+            }
+        }
+        rest.is_empty().then_some(values)
+    }
+
+    /// Whether two placeholders touch (`{a}{b}`), which makes keys impossible to read back into values.
+    pub fn has_adjacent_placeholders(&self) -> bool {
+        self.parts
+            .windows(2)
+            .any(|pair| matches!(pair, [KeyPart::Column(_), KeyPart::Column(_)]))
+    }
+
     /// The literal text before the first placeholder: every key the template can produce starts with it.
     pub fn literal_prefix(&self) -> Cow<'_, str> {
         match self.parts.first() {
@@ -228,6 +262,56 @@ pub struct WarmJob {
     pub allow_sensitive: Vec<String>,
     /// Values larger than this are skipped and counted, never truncated.
     pub max_value_bytes: usize,
+    /// A per-key query for refreshing one key: `?` placeholders bound, in order, to the key's values of
+    /// `refresh_params` (written `:name` in the configuration, never spliced into the SQL).
+    pub refresh_query: Option<String>,
+    /// The template placeholders bound to `refresh_query`'s `?`s, in order.
+    pub refresh_params: Vec<String>,
+}
+
+/// Rewrites `:name` parameters in `sql` to `?` and returns the names in order. Text inside quotes, backticks and
+/// comments is left alone; `::` is not a parameter.
+pub fn named_params(sql: &str) -> Result<(String, Vec<String>), String> {
+    let mut out = String::with_capacity(sql.len());
+    let mut names = Vec::new();
+    let chars: Vec<char> = sql.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '\'' | '"' | '`' => {
+                let end = (i + 1..chars.len()).find(|&j| chars[j] == c && chars[j - 1] != '\\');
+                let Some(end) = end else {
+                    return Err(format!("unterminated {c} quote"));
+                };
+                out.extend(&chars[i..=end]);
+                i = end + 1;
+            }
+            '-' if chars.get(i + 1) == Some(&'-') => {
+                let end = (i..chars.len()).find(|&j| chars[j] == '\n').unwrap_or(chars.len());
+                out.extend(&chars[i..end]);
+                i = end;
+            }
+            ':' if chars.get(i + 1) == Some(&':') => {
+                out.push_str("::");
+                i += 2;
+            }
+            ':' if chars.get(i + 1).is_some_and(|n| n.is_ascii_alphabetic() || *n == '_') => {
+                let end = (i + 1..chars.len())
+                    .find(|&j| !(chars[j].is_ascii_alphanumeric() || chars[j] == '_'))
+                    .unwrap_or(chars.len());
+                names.push(chars[i + 1..end].iter().collect());
+                out.push('?');
+                i = end;
+            }
+            '?' => return Err("use :name parameters, not ?".into()),
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Ok((out, names))
 }
 
 /// One change to make in Redis. Every write cachewarden performs is one of these, applied by `cache::Cache`.
@@ -250,8 +334,10 @@ pub enum TriggerReason {
     Schedule,
     /// `run_on_start` at daemon start.
     Startup,
-    /// An operator asked (signal, CLI, admin endpoint).
+    /// An operator asked (signal, CLI, admin endpoint), or an invalidation message did.
     Manual,
+    /// The invalidation channel lost messages; the job re-warms what they might have touched.
+    Resync,
 }
 
 impl fmt::Display for TriggerReason {
@@ -260,6 +346,7 @@ impl fmt::Display for TriggerReason {
             TriggerReason::Schedule => "schedule",
             TriggerReason::Startup => "startup",
             TriggerReason::Manual => "manual",
+            TriggerReason::Resync => "resync",
         })
     }
 }
@@ -313,6 +400,30 @@ mod tests {
         for bad in ["", "product:{id", "product:{}", "product:id}", "a:{b{c}"] {
             assert!(KeyTemplate::parse(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn keys_are_read_back_into_placeholder_values() {
+        let t = KeyTemplate::parse("product:{id}:{lang}").unwrap();
+        assert_eq!(t.capture("product:42:en"), Some(vec![("id", "42"), ("lang", "en")]));
+        assert_eq!(t.capture("product:42"), None);
+        assert_eq!(t.capture("product::en"), None);
+        assert_eq!(t.capture("user:42:en"), None);
+        let t = KeyTemplate::parse("session:{token}").unwrap();
+        assert_eq!(t.capture("session:a:b"), Some(vec![("token", "a:b")]));
+        assert!(KeyTemplate::parse("{a}{b}").unwrap().has_adjacent_placeholders());
+        assert_eq!(KeyTemplate::parse("{a}{b}").unwrap().capture("xy"), None);
+    }
+
+    #[test]
+    fn named_parameters_become_placeholders() {
+        let (sql, names) = named_params("SELECT * FROM p WHERE id = :id AND lang = :lang").unwrap();
+        assert_eq!(sql, "SELECT * FROM p WHERE id = ? AND lang = ?");
+        assert_eq!(names, ["id", "lang"]);
+        let (sql, names) = named_params("SELECT ':not', `a:b`, x::int FROM t WHERE id = :id -- :no").unwrap();
+        assert_eq!(sql, "SELECT ':not', `a:b`, x::int FROM t WHERE id = ? -- :no");
+        assert_eq!(names, ["id"]);
+        assert!(named_params("SELECT * FROM t WHERE id = ?").is_err());
     }
 
     #[test]

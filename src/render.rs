@@ -153,6 +153,18 @@ impl RowRenderer {
         &self.names
     }
 
+    /// Decodes a row's raw values (in result order) into cells; the error names the column.
+    pub fn decode<'r>(&self, raw: &[Option<&'r [u8]>]) -> Result<Vec<Cell<'r>>, String> {
+        self.kinds
+            .iter()
+            .zip(raw)
+            .zip(&self.names)
+            .map(|((kind, bytes), name)| {
+                crate::value::decode(*kind, *bytes).map_err(|e| format!("column `{name}` {e}"))
+            })
+            .collect()
+    }
+
     /// Appends the key for this row to `out`.
     pub fn render_key(&self, cells: &[Cell<'_>], out: &mut String) -> Result<(), RowError> {
         for piece in &self.key {
@@ -222,6 +234,8 @@ mod tests {
             json_columns: vec![],
             allow_sensitive: vec![],
             max_value_bytes: 1024,
+            refresh_query: None,
+            refresh_params: vec![],
         }
     }
 

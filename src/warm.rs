@@ -31,7 +31,7 @@ use crate::health::Liveness;
 use crate::metrics;
 use crate::model::{KeyOp, Shape, Trigger, TriggerReason, WarmJob};
 use crate::render::{PlanError, RowRenderer};
-use crate::value::{self, Cell};
+use crate::value::Cell;
 
 /// Keys per pipeline: large enough to amortise round trips, small enough to keep Redis responsive to others.
 const BATCH_KEYS: usize = 1000;
@@ -276,7 +276,7 @@ impl Warmer {
             };
             let mut raw = Vec::with_capacity(renderer.kinds().len());
             database::raw_values(&row, &mut raw)?;
-            let cells = match decode_row(renderer, &raw) {
+            let cells = match renderer.decode(&raw) {
                 Ok(cells) => cells,
                 Err(reason) => {
                     let row = writer.summary.rows;
@@ -333,16 +333,6 @@ impl Warmer {
         writer.flush().await?;
         Ok(writer.summary)
     }
-}
-
-fn decode_row<'r>(renderer: &RowRenderer, raw: &[Option<&'r [u8]>]) -> Result<Vec<Cell<'r>>, String> {
-    renderer
-        .kinds()
-        .iter()
-        .zip(raw)
-        .zip(renderer.names())
-        .map(|((kind, bytes), name)| value::decode(*kind, *bytes).map_err(|e| format!("column `{name}` {e}")))
-        .collect()
 }
 
 /// The single value of a job whose key has no placeholders: `[` then comma-separated row objects.

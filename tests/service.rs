@@ -4,15 +4,14 @@
 
 mod common;
 
-use std::io::Read as _;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cachewarden::admin;
-use common::{TestEnv, eventually, free_port};
+use common::{Daemon, TestEnv, eventually, free_port, get, sample, wait_for_admin};
 use hyper::Method;
 
 fn job(env: &TestEnv, name: &str, query: &str, schedule: &str, extra: &str) -> String {
@@ -21,87 +20,6 @@ fn job(env: &TestEnv, name: &str, query: &str, schedule: &str, extra: &str) -> S
         "[[warm]]\nname = \"{name}\"\nschedule = \"{schedule}\"\nquery = \"{query}\"\nkey = \"{p}{name}:{{id}}\"\n\
          ttl = \"1h\"\n{extra}\n"
     )
-}
-
-/// A daemon whose stderr goes to a file, killed on drop if a test fails half-way.
-struct Daemon {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Daemon {
-    fn start(env: &TestEnv, config: &Path, extra_args: &[&str], extra_env: &[(&str, &str)]) -> Self {
-        let log = env.dir.path().join(format!("daemon-{}.log", fastrand::u32(..)));
-        let file = std::fs::File::create(&log).unwrap();
-        let mut command = env.cli();
-        command.arg("run").arg("--config").arg(config).args(extra_args);
-        for (key, value) in extra_env {
-            command.env(key, value);
-        }
-        let child = command.stdout(Stdio::null()).stderr(file).spawn().unwrap();
-        Self { child, log }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    fn log(&self) -> String {
-        let mut text = String::new();
-        std::fs::File::open(&self.log)
-            .unwrap()
-            .read_to_string(&mut text)
-            .unwrap();
-        text
-    }
-
-    async fn stop(&mut self) -> Option<i32> {
-        self.signal("TERM");
-        let child = &mut self.child;
-        eventually(Duration::from_secs(20), || {
-            let status = child.try_wait().unwrap();
-            async move { status }
-        })
-        .await
-        .and_then(|status| status.code())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn get(env: &TestEnv, path: &str) -> Option<admin::ClientResponse> {
-    admin::request(env.admin_addr(), Method::GET, path).await.ok()
-}
-
-/// Waits until the admin endpoint answers.
-async fn wait_for_admin(env: &TestEnv) {
-    eventually(Duration::from_secs(20), || get(env, "/healthz"))
-        .await
-        .expect("admin endpoint comes up");
-}
-
-/// The value of the Prometheus sample `name{labels}` in `text`, if present.
-fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
-        line.strip_prefix(name_and_labels)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
 }
 
 #[tokio::test]

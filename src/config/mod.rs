@@ -39,6 +39,8 @@ pub struct Config {
     pub daemon: DaemonSettings,
     /// `[admin]`
     pub admin: AdminSettings,
+    /// `[channel]`
+    pub channel: ChannelSettings,
     /// `[[warm]]` jobs, in file order.
     pub jobs: Vec<WarmJob>,
 }
@@ -101,6 +103,51 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for journald and CloudWatch.
     Json,
+}
+
+/// `[channel]`: the invalidation channel applications publish to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSettings {
+    /// Listen at all.
+    pub enabled: bool,
+    /// The pub/sub channel (the seed's `cache_invalidation`).
+    pub name: String,
+    /// Lossless mode: read this stream with a consumer group instead of the pub/sub channel.
+    pub stream: Option<StreamSettings>,
+    /// Glob patterns (`*` only) that messages may touch; by default the key templates of the jobs.
+    pub allow: Vec<String>,
+    /// What to do after pub/sub lost messages (a reconnect).
+    pub on_gap: OnGap,
+    /// Keys, patterns, refreshes and warms in one message.
+    pub max_keys_per_message: usize,
+    /// A pattern delete stops after this many keys.
+    pub max_keys_per_pattern: u64,
+    /// Larger payloads are refused.
+    pub max_message_bytes: usize,
+}
+
+/// Streams mode settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// The stream key.
+    pub name: String,
+    /// The consumer group (created at the stream's end if missing).
+    pub group: String,
+    /// This instance's consumer name: stable across restarts, so its own pending entries are found again.
+    pub consumer: String,
+    /// Entries pending this long at another (dead) consumer are claimed.
+    pub claim_idle: Duration,
+}
+
+/// The resync after a pub/sub gap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnGap {
+    /// Re-run the warm jobs whose keys the channel may touch.
+    Warm,
+    /// Delete every key the allow-list covers.
+    Flush,
+    /// Only log and count the gap.
+    None,
 }
 
 /// `[admin]`: the HTTP endpoint for metrics, health and manual triggers.

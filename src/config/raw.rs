@@ -62,6 +62,23 @@ pub struct RawWarmJob {
     pub json_columns: Option<Vec<String>>,
     pub allow_sensitive: Option<Vec<String>>,
     pub max_value_bytes: Option<IntOrString>,
+    pub refresh_query: Option<String>,
+}
+
+/// `[channel]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawChannel {
+    pub enabled: Option<BoolOrString>,
+    pub name: Option<String>,
+    pub stream: Option<String>,
+    pub group: Option<String>,
+    pub consumer: Option<String>,
+    pub claim_idle: Option<String>,
+    pub allow: Option<Vec<String>>,
+    pub on_gap: Option<String>,
+    pub max_keys_per_message: Option<IntOrString>,
+    pub max_keys_per_pattern: Option<IntOrString>,
+    pub max_message_bytes: Option<IntOrString>,
 }
 
 /// A number that may also arrive as a string, because environment overrides are always strings.

@@ -13,8 +13,13 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::error::{ConfigError, Problem};
-use super::raw::{BoolOrString, IntOrString, RawAdmin, RawDaemon, RawDefaults, RawMysql, RawRedis, RawWarmJob};
-use super::{AdminSettings, Config, DaemonSettings, LogFormat, MysqlSettings, RedisSettings, SecretUrl, SslMode};
+use super::raw::{
+    BoolOrString, IntOrString, RawAdmin, RawChannel, RawDaemon, RawDefaults, RawMysql, RawRedis, RawWarmJob,
+};
+use super::{
+    AdminSettings, ChannelSettings, Config, DaemonSettings, LogFormat, MysqlSettings, OnGap, RedisSettings, SecretUrl,
+    SslMode, StreamSettings,
+};
 use crate::model::{Jitter, KeyTemplate, Schedule, Shape, Ttl, WarmJob};
 
 /// The sections a configuration may have, and the fields of each; used to name valid fields in messages.
@@ -27,6 +32,22 @@ const SECTIONS: &[(&str, &[&str])] = &[
         &["max_concurrent_jobs", "shutdown_grace", "log_level", "log_format"],
     ),
     ("admin", &["enabled", "listen"]),
+    (
+        "channel",
+        &[
+            "enabled",
+            "name",
+            "stream",
+            "group",
+            "consumer",
+            "claim_idle",
+            "allow",
+            "on_gap",
+            "max_keys_per_message",
+            "max_keys_per_pattern",
+            "max_message_bytes",
+        ],
+    ),
 ];
 
 /// The fields of a `[[warm]]` job.
@@ -44,6 +65,7 @@ const WARM_FIELDS: &[&str] = &[
     "json_columns",
     "allow_sensitive",
     "max_value_bytes",
+    "refresh_query",
 ];
 
 /// Sections that environment variables may set.
@@ -60,6 +82,13 @@ const DEFAULT_MAX_CONCURRENT_JOBS: usize = 2;
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Loopback only: the admin endpoint has no authentication, so it must not face a network by default.
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9187";
+/// Generous for real messages (a few keys), small enough that a runaway publisher cannot exhaust memory.
+const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+const DEFAULT_MAX_KEYS_PER_MESSAGE: usize = 1000;
+/// A pattern delete larger than this is almost certainly a mistake; it stops and says so.
+const DEFAULT_MAX_KEYS_PER_PATTERN: u64 = 1_000_000;
+/// A consumer silent this long is taken for dead and its pending stream entries are claimed.
+const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(60);
 /// Enough for a catalog-sized query; long jobs say so explicitly.
 const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(300);
 /// A small pool: warm jobs are few and the concurrency limit is small.
@@ -119,6 +148,7 @@ pub fn validate(
     let defaults: RawDefaults = ctx.section(&doc, "defaults");
     let daemon: RawDaemon = ctx.section(&doc, "daemon");
     let admin: RawAdmin = ctx.section(&doc, "admin");
+    let channel: RawChannel = ctx.section(&doc, "channel");
 
     let mysql = ctx.mysql(mysql);
     let redis = ctx.redis(redis);
@@ -157,6 +187,8 @@ pub fn validate(
         }
     };
 
+    let channel = ctx.channel(channel, &jobs);
+
     if !ctx.problems.is_empty() {
         return Err(invalid(ctx.problems));
     }
@@ -169,6 +201,7 @@ pub fn validate(
         redis,
         daemon,
         admin,
+        channel,
         jobs,
     })
 }
@@ -270,19 +303,91 @@ impl Context {
         }
     }
 
-    fn admin(&mut self, raw: RawAdmin) -> AdminSettings {
-        let enabled = match raw.enabled {
-            None => true,
-            Some(BoolOrString::Bool(enabled)) => enabled,
+    fn flag(&mut self, section: &str, field: &str, raw: Option<BoolOrString>, default: bool) -> bool {
+        match raw {
+            None => default,
+            Some(BoolOrString::Bool(value)) => value,
             Some(BoolOrString::String(text)) => match text.trim() {
                 "true" | "1" | "yes" => true,
                 "false" | "0" | "no" => false,
                 other => {
-                    self.field_problem("admin", "enabled", format!("\"{other}\" is not true or false"));
-                    true
+                    self.field_problem(section, field, format!("\"{other}\" is not true or false"));
+                    default
                 }
             },
+        }
+    }
+
+    fn channel(&mut self, raw: RawChannel, jobs: &[WarmJob]) -> ChannelSettings {
+        let enabled = self.flag("channel", "enabled", raw.enabled, true);
+        let allow = match raw.allow {
+            Some(allow) => {
+                for pattern in &allow {
+                    if pattern.is_empty() || !crate::plan::is_simple_glob(pattern) {
+                        self.field_problem(
+                            "channel",
+                            "allow",
+                            format!("\"{pattern}\" is not an allow pattern: only `*` may be a wildcard (`\\` escapes)"),
+                        );
+                    }
+                }
+                allow
+            }
+            None => jobs.iter().map(|job| crate::plan::allow_pattern(&job.key)).collect(),
         };
+        let on_gap = match raw.on_gap.as_deref() {
+            None | Some("warm") => OnGap::Warm,
+            Some("flush") => OnGap::Flush,
+            Some("none") => OnGap::None,
+            Some(other) => {
+                self.field_problem(
+                    "channel",
+                    "on_gap",
+                    format!("\"{other}\" is not an on_gap action: use \"warm\", \"flush\" or \"none\""),
+                );
+                OnGap::Warm
+            }
+        };
+        let stream = raw.stream.map(|name| StreamSettings {
+            name,
+            group: raw.group.clone().unwrap_or_else(|| "cachewarden".into()),
+            consumer: raw.consumer.clone().unwrap_or_else(default_consumer),
+            claim_idle: self
+                .duration("channel", "claim_idle", raw.claim_idle.clone())
+                .unwrap_or(DEFAULT_CLAIM_IDLE),
+        });
+        if stream.is_none() && (raw.group.is_some() || raw.consumer.is_some() || raw.claim_idle.is_some()) {
+            self.field_problem(
+                "channel",
+                "group",
+                "group, consumer and claim_idle only apply with `stream`".into(),
+            );
+        }
+        let max_message_bytes = raw.max_message_bytes.and_then(|size| match parse_size(&size) {
+            Ok(size) => Some(size),
+            Err(message) => {
+                self.field_problem("channel", "max_message_bytes", message);
+                None
+            }
+        });
+        ChannelSettings {
+            enabled,
+            name: raw.name.unwrap_or_else(|| "cache_invalidation".into()),
+            stream,
+            allow,
+            on_gap,
+            max_keys_per_message: self
+                .count("channel", "max_keys_per_message", raw.max_keys_per_message)
+                .unwrap_or(DEFAULT_MAX_KEYS_PER_MESSAGE),
+            max_keys_per_pattern: self
+                .count("channel", "max_keys_per_pattern", raw.max_keys_per_pattern)
+                .map_or(DEFAULT_MAX_KEYS_PER_PATTERN, |n| n as u64),
+            max_message_bytes: max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
+        }
+    }
+
+    fn admin(&mut self, raw: RawAdmin) -> AdminSettings {
+        let enabled = self.flag("admin", "enabled", raw.enabled, true);
         let listen_text = raw.listen.unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.into());
         let listen = match listen_text.parse::<std::net::SocketAddr>() {
             Ok(listen) => listen,
@@ -664,6 +769,50 @@ impl Context {
             }
         }
 
+        let (refresh_query, refresh_params) = match (&raw.refresh_query, &key) {
+            (None, _) => (None, Vec::new()),
+            (Some(query), Some(key)) => match crate::model::named_params(query) {
+                Err(message) => {
+                    problem(self, Some("refresh_query"), message);
+                    (None, Vec::new())
+                }
+                Ok((sql, params)) => {
+                    let placeholders: Vec<&str> = key.placeholders().collect();
+                    if key.is_single_key() {
+                        problem(
+                            self,
+                            Some("refresh_query"),
+                            format!("\"{key}\" has no placeholders: a refresh of it runs the whole job; remove this"),
+                        );
+                    } else if key.has_adjacent_placeholders() {
+                        problem(
+                            self,
+                            Some("refresh_query"),
+                            format!(
+                                "\"{key}\" has placeholders side by side, so a key cannot be read back into values"
+                            ),
+                        );
+                    }
+                    if params.is_empty() {
+                        problem(
+                            self,
+                            Some("refresh_query"),
+                            "has no :name parameter to select the one row".into(),
+                        );
+                    }
+                    for param in params.iter().filter(|p| !placeholders.contains(&p.as_str())) {
+                        problem(
+                            self,
+                            Some("refresh_query"),
+                            format!(":{param} is not a placeholder of the key template \"{key}\""),
+                        );
+                    }
+                    (Some(sql), params)
+                }
+            },
+            (Some(_), None) => (None, Vec::new()),
+        };
+
         if self.problems.len() > before {
             return None;
         }
@@ -681,6 +830,8 @@ impl Context {
             json_columns: raw.json_columns.unwrap_or_default(),
             allow_sensitive: raw.allow_sensitive.unwrap_or_default(),
             max_value_bytes: max_value_bytes?,
+            refresh_query,
+            refresh_params,
         })
     }
 }
@@ -712,6 +863,15 @@ fn deserialize<T: DeserializeOwned>(
             Err((field, error.into_inner().to_string()))
         }
     }
+}
+
+/// This host's name, as a stable stream consumer name.
+fn default_consumer() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "cachewarden".into())
 }
 
 fn is_valid_name(name: &str) -> bool {

@@ -6,13 +6,16 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use cachewarden::admin;
 use cachewarden::config::{self, Config};
+use hyper::Method;
 use sqlx::{Connection as _, Executor as _};
 
 static SERVICES: OnceLock<Services> = OnceLock::new();
@@ -290,4 +293,85 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A daemon whose stderr goes to a file, killed on drop if a test fails half-way.
+pub struct Daemon {
+    pub child: Child,
+    pub log: std::path::PathBuf,
+}
+
+impl Daemon {
+    pub fn start(env: &TestEnv, config: &Path, extra_args: &[&str], extra_env: &[(&str, &str)]) -> Self {
+        let log = env.dir.path().join(format!("daemon-{}.log", fastrand::u32(..)));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut command = env.cli();
+        command.arg("run").arg("--config").arg(config).args(extra_args);
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let child = command.stdout(Stdio::null()).stderr(file).spawn().unwrap();
+        Self { child, log }
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        std::fs::File::open(&self.log)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    }
+
+    pub async fn stop(&mut self) -> Option<i32> {
+        self.signal("TERM");
+        let child = &mut self.child;
+        eventually(Duration::from_secs(20), || {
+            let status = child.try_wait().unwrap();
+            async move { status }
+        })
+        .await
+        .and_then(|status| status.code())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn get(env: &TestEnv, path: &str) -> Option<admin::ClientResponse> {
+    admin::request(env.admin_addr(), Method::GET, path).await.ok()
+}
+
+/// Waits until the admin endpoint answers.
+pub async fn wait_for_admin(env: &TestEnv) {
+    eventually(Duration::from_secs(20), || get(env, "/healthz"))
+        .await
+        .expect("admin endpoint comes up");
+}
+
+/// The value of the Prometheus sample `name{labels}` in `text`, if present.
+pub fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        line.strip_prefix(name_and_labels)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }

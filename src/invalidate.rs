@@ -1,0 +1,232 @@
+//! Applying invalidation [`Action`]s: deletes (coalesced and pipelined), pattern deletes (SCAN + UNLINK), refreshes
+//! of single keys from the database, and on-demand warm runs.
+//!
+//! The executor behind the channel and stream sources. It writes only through `cache::Cache` and reads rows only
+//! through `database::Database`; what a message may ask for was settled by `plan` before anything reaches here.
+//!
+//! # Refresh
+//! A key is refreshed through the first job (in file order) whose key template it fits. With a `refresh_query`, the
+//! key's placeholder values are bound to it and the row is rendered exactly as the warm job would; no row means the
+//! key is deleted. A job without `refresh_query` cannot render one key, so the key is deleted (the application's
+//! cache-aside read repopulates it). A key of a single-key job (`dashboard:stats`) runs that job. A key no job fits
+//! is deleted.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+
+use crate::cache::{Cache, CacheError};
+use crate::database::{self, Database, DatabaseError};
+use crate::metrics;
+use crate::model::{KeyOp, Trigger, TriggerReason, WarmJob};
+use crate::plan::Action;
+use crate::render::{PlanError, RowRenderer};
+
+/// Why a batch could not be applied. Every error leaves the batch safe to apply again.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidateError {
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+}
+
+/// What a batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Keys unlinked by plain deletes.
+    pub deleted: u64,
+    /// Keys unlinked by pattern deletes.
+    pub pattern_deleted: u64,
+    /// Keys rewritten from the database.
+    pub refreshed: u64,
+    /// Refreshed keys whose row is gone, or that no job can render, hence deleted.
+    pub refresh_deleted: u64,
+    /// Warm runs requested.
+    pub warms: u64,
+}
+
+/// Applies actions.
+pub struct Invalidator {
+    pub cache: Cache,
+    pub db: Database,
+    pub jobs: watch::Receiver<Arc<[WarmJob]>>,
+    pub triggers: mpsc::Sender<Trigger>,
+    pub max_keys_per_pattern: u64,
+}
+
+impl Invalidator {
+    /// Applies `actions` in order. Runs of consecutive actions of one kind are coalesced: a key deleted or refreshed
+    /// twice in a row is deleted or refreshed once, and deletes go out in one pipeline.
+    pub async fn apply(&self, actions: &[Action]) -> Result<Applied, InvalidateError> {
+        let mut applied = Applied::default();
+        let mut index = 0;
+        while index < actions.len() {
+            let kind = std::mem::discriminant(&actions[index]);
+            let end = actions[index..]
+                .iter()
+                .position(|a| std::mem::discriminant(a) != kind)
+                .map_or(actions.len(), |n| index + n);
+            let mut seen = HashSet::new();
+            let run: Vec<&Action> = actions[index..end].iter().filter(|a| seen.insert(*a)).collect();
+            match run[0] {
+                Action::Delete(_) => {
+                    let ops: Vec<KeyOp> = run
+                        .iter()
+                        .filter_map(|a| match a {
+                            Action::Delete(key) => Some(KeyOp::Delete { key: key.clone() }),
+                            _ => None,
+                        })
+                        .collect();
+                    self.cache.apply(&ops).await?;
+                    applied.deleted += ops.len() as u64;
+                }
+                Action::DeletePattern(_) => {
+                    for action in &run {
+                        if let Action::DeletePattern(pattern) = action {
+                            applied.pattern_deleted += self.delete_pattern(pattern).await?;
+                        }
+                    }
+                }
+                Action::Refresh(_) => {
+                    for action in &run {
+                        if let Action::Refresh(key) = action {
+                            self.refresh(key, &mut applied).await?;
+                        }
+                    }
+                }
+                Action::Warm(_) => {
+                    for action in &run {
+                        if let Action::Warm(job) = action {
+                            self.warm(job);
+                            applied.warms += 1;
+                        }
+                    }
+                }
+            }
+            index = end;
+        }
+        metrics::record_invalidations(&applied);
+        Ok(applied)
+    }
+
+    /// SCAN + UNLINK, stopping at `max_keys_per_pattern`.
+    pub async fn delete_pattern(&self, pattern: &str) -> Result<u64, CacheError> {
+        let (deleted, cut_short) = self.cache.delete_matching(pattern, self.max_keys_per_pattern).await?;
+        if cut_short {
+            warn!(
+                pattern,
+                deleted,
+                limit = self.max_keys_per_pattern,
+                "Pattern delete stopped at max_keys_per_pattern; the remaining keys were left alone."
+            );
+        }
+        Ok(deleted)
+    }
+
+    fn warm(&self, job: &str) {
+        let trigger = Trigger::Warm {
+            job: Arc::from(job),
+            reason: TriggerReason::Manual,
+        };
+        if self.triggers.try_send(trigger).is_err() {
+            warn!(job, "Trigger queue is full; the requested warm run was dropped.");
+        }
+    }
+
+    async fn refresh(&self, key: &str, applied: &mut Applied) -> Result<(), InvalidateError> {
+        let jobs = self.jobs.borrow().clone();
+        if let Some(job) = jobs.iter().find(|job| job.key.single_key().as_deref() == Some(key)) {
+            // The whole result is one key: refreshing it is running the job.
+            self.warm(&job.name);
+            applied.warms += 1;
+            return Ok(());
+        }
+        let Some(job) = jobs.iter().find(|job| job.key.capture(key).is_some()) else {
+            debug!(key, "No job renders this key; deleting it instead of refreshing.");
+            return self.delete_for_refresh(key, applied).await;
+        };
+        let Some(query) = &job.refresh_query else {
+            debug!(key, job = %job.name, "Job has no refresh_query; deleting the key instead.");
+            return self.delete_for_refresh(key, applied).await;
+        };
+        let values = job
+            .key
+            .capture(key)
+            .expect("the job was chosen because the key fits its template");
+        let binds: Vec<&str> = job
+            .refresh_params
+            .iter()
+            .map(|param| {
+                values
+                    .iter()
+                    .find(|(name, _)| name == param)
+                    .map_or("", |(_, value)| *value)
+            })
+            .collect();
+        let rows = self.db.fetch_bound(query, &binds, job.timeout).await?;
+        let mut rendered = None;
+        for row in &rows {
+            let renderer = match RowRenderer::new(job, &database::columns(row)) {
+                Ok(renderer) => renderer,
+                Err(error) => {
+                    return self.refresh_failed(key, job, error, applied).await;
+                }
+            };
+            let mut raw = Vec::new();
+            database::raw_values(row, &mut raw)?;
+            let Ok(cells) = renderer.decode(&raw) else { continue };
+            let mut rendered_key = String::new();
+            if renderer.render_key(&cells, &mut rendered_key).is_ok() && rendered_key == key {
+                let mut value = Vec::with_capacity(256);
+                renderer.render_object(&cells, &mut value);
+                rendered = Some(value);
+                break;
+            }
+        }
+        match rendered {
+            Some(value) if value.len() <= job.max_value_bytes => {
+                let ttl = job.ttl.pick(job.jitter, fastrand::f64());
+                self.cache
+                    .apply(&[KeyOp::Set {
+                        key: key.to_string(),
+                        value,
+                        ttl,
+                    }])
+                    .await?;
+                applied.refreshed += 1;
+                Ok(())
+            }
+            Some(value) => {
+                warn!(
+                    key,
+                    size = value.len(),
+                    limit = job.max_value_bytes,
+                    "Refreshed value exceeds max_value_bytes; deleting the key."
+                );
+                self.delete_for_refresh(key, applied).await
+            }
+            // The row is gone (or no longer renders this key): the key must go too.
+            None => self.delete_for_refresh(key, applied).await,
+        }
+    }
+
+    async fn refresh_failed(
+        &self,
+        key: &str,
+        job: &WarmJob,
+        error: PlanError,
+        applied: &mut Applied,
+    ) -> Result<(), InvalidateError> {
+        warn!(key, job = %job.name, %error, "refresh_query cannot render this key; deleting it instead.");
+        self.delete_for_refresh(key, applied).await
+    }
+
+    async fn delete_for_refresh(&self, key: &str, applied: &mut Applied) -> Result<(), InvalidateError> {
+        self.cache.apply(&[KeyOp::Delete { key: key.to_string() }]).await?;
+        applied.refresh_deleted += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,372 @@
+//! Invalidation messages → actions, under a policy: what a message asks for, and whether it may.
+//!
+//! Pure: the channel and stream sources hand in raw payloads, this module parses and checks them, and the
+//! `invalidate` executor applies the resulting [`Action`]s. Everything a message could do wrong is a [`Refusal`]
+//! with a reason that is counted and logged; nothing here can touch a key outside the allow-list.
+//!
+//! Accepted payloads:
+//! - a plain key, `product:42`: delete it (the seed's `r.publish('cache_invalidation', cache_key)`);
+//! - JSON, `{"delete": [...], "patterns": [...], "refresh": [...], "warm": [...]}`, every field optional but at
+//!   least one non-empty, no other fields.
+
+use serde::Deserialize;
+
+use crate::model::{KeyPart, KeyTemplate};
+
+/// One thing a message asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// `UNLINK key`.
+    Delete(String),
+    /// SCAN MATCH pattern + UNLINK, in batches.
+    DeletePattern(String),
+    /// Re-render the key from the database through the job whose template matches it.
+    Refresh(String),
+    /// Run the named warm job now.
+    Warm(String),
+}
+
+/// Why a message was refused. Each variant is a metric label (see [`Refusal::reason`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("message of {bytes} bytes exceeds the {limit}-byte limit")]
+    TooLarge { bytes: usize, limit: usize },
+    #[error("message is not UTF-8")]
+    NotUtf8,
+    #[error("message asks for nothing")]
+    Empty,
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("empty key")]
+    EmptyKey,
+    #[error("key {0:?} contains a wildcard; use \"patterns\" for pattern deletes")]
+    WildcardInDelete(String),
+    #[error("key {0:?} is outside the allow-list")]
+    KeyNotAllowed(String),
+    #[error("pattern {0:?} is outside the allow-list")]
+    PatternNotAllowed(String),
+    #[error("message names {count} keys, more than the limit of {limit}")]
+    TooManyKeys { count: usize, limit: usize },
+    #[error("no warm job named {0:?}")]
+    UnknownJob(String),
+}
+
+impl Refusal {
+    /// A short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::TooLarge { .. } => "too_large",
+            Refusal::NotUtf8 => "not_utf8",
+            Refusal::Empty => "empty",
+            Refusal::MalformedJson(_) => "malformed",
+            Refusal::EmptyKey => "empty_key",
+            Refusal::WildcardInDelete(_) => "wildcard_in_delete",
+            Refusal::KeyNotAllowed(_) => "key_not_allowed",
+            Refusal::PatternNotAllowed(_) => "pattern_not_allowed",
+            Refusal::TooManyKeys { .. } => "too_many_keys",
+            Refusal::UnknownJob(_) => "unknown_job",
+        }
+    }
+}
+
+/// What messages may do.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Glob patterns (only `*` is special, `\` escapes) that keys and patterns must fall within.
+    pub allow: Vec<String>,
+    /// Keys + patterns + refreshes + warms in one message.
+    pub max_keys_per_message: usize,
+    /// Payload size limit.
+    pub max_message_bytes: usize,
+    /// Names `warm` may ask for.
+    pub jobs: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Message {
+    #[serde(default)]
+    delete: Vec<String>,
+    #[serde(default)]
+    patterns: Vec<String>,
+    #[serde(default)]
+    refresh: Vec<String>,
+    #[serde(default)]
+    warm: Vec<String>,
+}
+
+/// Parses and checks one payload. All or nothing: one bad part refuses the whole message.
+pub fn parse_message(payload: &[u8], policy: &Policy) -> Result<Vec<Action>, Refusal> {
+    if payload.len() > policy.max_message_bytes {
+        return Err(Refusal::TooLarge {
+            bytes: payload.len(),
+            limit: policy.max_message_bytes,
+        });
+    }
+    let text = std::str::from_utf8(payload).map_err(|_| Refusal::NotUtf8)?;
+    if text.trim().is_empty() {
+        return Err(Refusal::EmptyKey);
+    }
+    let message = if text.trim_start().starts_with('{') {
+        serde_json::from_str::<Message>(text).map_err(|e| Refusal::MalformedJson(e.to_string()))?
+    } else {
+        Message {
+            delete: vec![text.to_string()],
+            patterns: vec![],
+            refresh: vec![],
+            warm: vec![],
+        }
+    };
+    let count = message.delete.len() + message.patterns.len() + message.refresh.len() + message.warm.len();
+    if count == 0 {
+        return Err(Refusal::Empty);
+    }
+    if count > policy.max_keys_per_message {
+        return Err(Refusal::TooManyKeys {
+            count,
+            limit: policy.max_keys_per_message,
+        });
+    }
+    let mut actions = Vec::with_capacity(count);
+    for key in message.delete {
+        check_key(&key, policy)?;
+        actions.push(Action::Delete(key));
+    }
+    for pattern in message.patterns {
+        if pattern.is_empty() {
+            return Err(Refusal::EmptyKey);
+        }
+        if !policy.allow.iter().any(|allow| glob_match(allow, &pattern)) {
+            return Err(Refusal::PatternNotAllowed(pattern));
+        }
+        actions.push(Action::DeletePattern(pattern));
+    }
+    for key in message.refresh {
+        check_key(&key, policy)?;
+        actions.push(Action::Refresh(key));
+    }
+    for job in message.warm {
+        if !policy.jobs.contains(&job) {
+            return Err(Refusal::UnknownJob(job));
+        }
+        actions.push(Action::Warm(job));
+    }
+    Ok(actions)
+}
+
+fn check_key(key: &str, policy: &Policy) -> Result<(), Refusal> {
+    if key.is_empty() {
+        return Err(Refusal::EmptyKey);
+    }
+    if key.contains(['*', '?', '[']) {
+        return Err(Refusal::WildcardInDelete(key.to_string()));
+    }
+    if !policy.allow.iter().any(|allow| glob_match(allow, key)) {
+        return Err(Refusal::KeyNotAllowed(key.to_string()));
+    }
+    Ok(())
+}
+
+/// The allow pattern for a key template: each placeholder becomes `*`, literal glob characters are escaped.
+pub fn allow_pattern(template: &KeyTemplate) -> String {
+    let mut pattern = String::new();
+    for part in template.parts() {
+        match part {
+            KeyPart::Literal(text) => pattern.push_str(&escape_glob(text)),
+            KeyPart::Column(_) => pattern.push('*'),
+        }
+    }
+    pattern
+}
+
+/// `text` with Redis glob characters escaped, so that it matches only itself.
+pub fn escape_glob(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// Whether an allow pattern is one this module can reason about: only `*` is special (and `\` escapes).
+pub fn is_simple_glob(pattern: &str) -> bool {
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.next().is_none() => return false,
+            '?' | '[' | ']' => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Matches `text` against a pattern in which `*` is any run of characters and `\` escapes the next one.
+///
+/// Applied to a Redis pattern as `text`, it answers "does the allow pattern cover this pattern?": the pattern's own
+/// wildcards can only be absorbed by the allow pattern's `*`, so every key the pattern matches is allowed too.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let pattern: Vec<Token> = tokens(pattern);
+    let text: Vec<char> = text.chars().collect();
+    // Classic two-pointer wildcard matching with backtracking to the last star.
+    let (mut p, mut t) = (0, 0);
+    let (mut star, mut star_t) = (None, 0);
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(Token::Char(c)) if *c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            Some(Token::Star) => {
+                star = Some(p);
+                star_t = t;
+                p += 1;
+            }
+            _ => match star {
+                Some(s) => {
+                    p = s + 1;
+                    star_t += 1;
+                    t = star_t;
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|token| *token == Token::Star)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Token {
+    Char(char),
+    Star,
+}
+
+fn tokens(pattern: &str) -> Vec<Token> {
+    let mut tokens = Vec::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => tokens.push(Token::Star),
+            '\\' => tokens.push(Token::Char(chars.next().unwrap_or('\\'))),
+            c => tokens.push(Token::Char(c)),
+        }
+    }
+    tokens
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            allow: vec!["product:*".into(), "user:*".into(), "dashboard:stats".into()],
+            max_keys_per_message: 5,
+            max_message_bytes: 200,
+            jobs: vec!["top_products".into()],
+        }
+    }
+
+    #[test]
+    fn a_plain_key_is_a_delete() {
+        assert_eq!(
+            parse_message(b"product:42", &policy()),
+            Ok(vec![Action::Delete("product:42".into())])
+        );
+    }
+
+    #[test]
+    fn json_messages_carry_every_kind() {
+        let message = br#"{"delete": ["product:1"], "patterns": ["user:1000:*"], "refresh": ["product:2"],
+                           "warm": ["top_products"]}"#;
+        assert_eq!(
+            parse_message(message, &policy()),
+            Ok(vec![
+                Action::Delete("product:1".into()),
+                Action::DeletePattern("user:1000:*".into()),
+                Action::Refresh("product:2".into()),
+                Action::Warm("top_products".into()),
+            ])
+        );
+    }
+
+    #[test]
+    fn bad_messages_are_refused_with_a_reason() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"{\"delete\": [\"product:1\"", "malformed"),
+            (b"{\"remove\": [\"product:1\"]}", "malformed"),
+            (b"{}", "empty"),
+            (b"", "empty_key"),
+            (b"{\"delete\": [\"\"]}", "empty_key"),
+            (b"product:*", "wildcard_in_delete"),
+            (b"{\"delete\": [\"product:[12]\"]}", "wildcard_in_delete"),
+            (b"session:abc", "key_not_allowed"),
+            (b"{\"patterns\": [\"*\"]}", "pattern_not_allowed"),
+            (b"{\"patterns\": [\"prod*\"]}", "pattern_not_allowed"),
+            (b"{\"patterns\": [\"dashboard:*\"]}", "pattern_not_allowed"),
+            (b"{\"warm\": [\"nope\"]}", "unknown_job"),
+            (
+                b"{\"delete\": [\"product:1\",\"product:2\",\"product:3\",\"product:4\",\"product:5\",\"product:6\"]}",
+                "too_many_keys",
+            ),
+            (&[0xff, 0xfe], "not_utf8"),
+        ];
+        for (payload, reason) in cases {
+            let refusal = parse_message(payload, &policy()).unwrap_err();
+            assert_eq!(
+                refusal.reason(),
+                *reason,
+                "{:?}: {refusal}",
+                String::from_utf8_lossy(payload)
+            );
+        }
+        let big = vec![b'a'; 201];
+        assert_eq!(parse_message(&big, &policy()).unwrap_err().reason(), "too_large");
+    }
+
+    #[test]
+    fn one_bad_part_refuses_the_whole_message() {
+        let message = br#"{"delete": ["product:1", "secrets:1"]}"#;
+        assert_eq!(
+            parse_message(message, &policy()),
+            Err(Refusal::KeyNotAllowed("secrets:1".into()))
+        );
+    }
+
+    #[test]
+    fn star_is_allowed_only_when_allowed_explicitly() {
+        let mut open = policy();
+        open.allow.push("*".into());
+        assert_eq!(
+            parse_message(br#"{"patterns": ["*"]}"#, &open),
+            Ok(vec![Action::DeletePattern("*".into())])
+        );
+    }
+
+    #[test]
+    fn globs_match_like_redis_for_stars() {
+        assert!(glob_match("product:*", "product:42"));
+        assert!(glob_match("product:*", "product:"));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("a*b*c", "axxbyy"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+        assert!(glob_match(r"lit\*:*", "lit*:1"));
+        assert!(!glob_match(r"lit\*:*", "litx:1"));
+        // Covering patterns: the allow pattern's star absorbs the pattern's wildcards.
+        assert!(glob_match("user:*", "user:1000:*"));
+        assert!(!glob_match("product:*:en", "product:*"));
+    }
+
+    #[test]
+    fn templates_become_allow_patterns() {
+        let template = KeyTemplate::parse("catalog:{category}:page:{n}").unwrap();
+        assert_eq!(allow_pattern(&template), "catalog:*:page:*");
+        assert_eq!(allow_pattern(&KeyTemplate::parse("odd*key").unwrap()), r"odd\*key");
+        assert!(is_simple_glob("user:*"));
+        assert!(!is_simple_glob("user:?"));
+    }
+}

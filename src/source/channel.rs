@@ -1,0 +1,427 @@
+//! The invalidation channel: Redis pub/sub (the seed's `cache_invalidation`) and, for a lossless mode, a Redis
+//! stream read with a consumer group.
+//!
+//! Both read fast and apply in batches: after one message arrives, whatever else is already buffered (up to
+//! [`BATCH_MESSAGES`]) joins the same batch, so a burst becomes a few large pipelines and Redis never has to buffer
+//! output for us (its pub/sub output-buffer limit would disconnect a slow subscriber). Parsing and checking is
+//! `plan`'s; applying is `invalidate`'s.
+//!
+//! # Gaps
+//! Pub/sub drops whatever is published while the subscriber is away. After every reconnect the listener logs a WARN,
+//! counts a gap and runs the `on_gap` resync. Streams lose nothing: entries are acknowledged only after the Redis
+//! operations they asked for succeeded; a restart first re-reads this consumer's pending entries, and entries left
+//! pending by a dead consumer are claimed after `claim_idle`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{FutureExt as _, StreamExt as _};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::backoff::Backoff;
+use crate::cache::{self, CacheError};
+use crate::config::{OnGap, RedisSettings, StreamSettings};
+use crate::invalidate::Invalidator;
+use crate::metrics;
+use crate::model::{Trigger, TriggerReason};
+use crate::plan::{self, Action, Policy};
+
+/// Messages gathered into one batch at most.
+pub const BATCH_MESSAGES: usize = 5000;
+/// Refusals logged one by one; after that, every 1000th is logged with the running count.
+const REFUSAL_LOG_LIMIT: u64 = 20;
+/// A logged message is cut to this many bytes.
+const LOG_PAYLOAD_BYTES: usize = 200;
+/// How long a blocking stream read waits for entries before looking round (shutdown, claims).
+const STREAM_BLOCK: Duration = Duration::from_millis(1000);
+
+/// Turns payloads into actions, counting and logging refusals.
+struct Intake {
+    policy: watch::Receiver<Arc<Policy>>,
+    refused: u64,
+}
+
+impl Intake {
+    fn accept(&mut self, payload: &[u8], actions: &mut Vec<Action>) {
+        let policy = self.policy.borrow().clone();
+        match plan::parse_message(payload, &policy) {
+            Ok(parsed) => {
+                metrics::record_message(None);
+                actions.extend(parsed);
+            }
+            Err(refusal) => {
+                metrics::record_message(Some(refusal.reason()));
+                self.refused += 1;
+                if self.refused <= REFUSAL_LOG_LIMIT || self.refused.is_multiple_of(1000) {
+                    let shown = String::from_utf8_lossy(&payload[..payload.len().min(LOG_PAYLOAD_BYTES)]);
+                    warn!(
+                        reason = refusal.reason(),
+                        refused_so_far = self.refused,
+                        message = %shown,
+                        truncated = payload.len() > LOG_PAYLOAD_BYTES,
+                        "Refused an invalidation message: {refusal}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Applies `actions`, retrying with backoff while Redis or MySQL is unreachable. `false` if shutdown came first.
+async fn apply_with_retry(invalidator: &Invalidator, actions: &[Action], shutdown: &CancellationToken) -> bool {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    loop {
+        match invalidator.apply(actions).await {
+            Ok(_) => return true,
+            Err(error) => {
+                let delay = backoff.next_delay();
+                warn!(%error, retry_in = ?delay, actions = actions.len(), "Could not apply invalidations; will retry.");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Listens on a pub/sub channel.
+pub struct ChannelListener {
+    pub redis: RedisSettings,
+    pub channel: String,
+    pub on_gap: OnGap,
+    pub invalidator: Arc<Invalidator>,
+    pub policy: watch::Receiver<Arc<Policy>>,
+}
+
+impl ChannelListener {
+    /// Subscribes, applies messages, and resubscribes (then resyncs) after any disconnect, until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut intake = Intake {
+            policy: self.policy.clone(),
+            refused: 0,
+        };
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut subscribed_before = false;
+        loop {
+            let connected = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                connected = self.subscribe() => connected,
+            };
+            let pubsub = match connected {
+                Ok(pubsub) => pubsub,
+                Err(error) => {
+                    let delay = backoff.next_delay();
+                    warn!(channel = %self.channel, %error, retry_in = ?delay, "Cannot subscribe; will retry.");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            };
+            backoff.reset();
+            if subscribed_before {
+                metrics::record_gap();
+                warn!(
+                    channel = %self.channel,
+                    on_gap = ?self.on_gap,
+                    "Resubscribed: messages published while disconnected were lost; resyncing."
+                );
+                self.resync(&shutdown).await;
+            } else {
+                info!(channel = %self.channel, "Listening for invalidations.");
+            }
+            subscribed_before = true;
+
+            let mut messages = pubsub.into_on_message();
+            loop {
+                let first = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return,
+                    message = messages.next() => message,
+                };
+                let Some(first) = first else { break };
+                let mut actions = Vec::new();
+                intake.accept(first.get_payload_bytes(), &mut actions);
+                for _ in 1..BATCH_MESSAGES {
+                    match messages.next().now_or_never() {
+                        Some(Some(message)) => intake.accept(message.get_payload_bytes(), &mut actions),
+                        _ => break,
+                    }
+                }
+                if !actions.is_empty() && !apply_with_retry(&self.invalidator, &actions, &shutdown).await {
+                    return;
+                }
+            }
+            warn!(channel = %self.channel, "Pub/sub connection lost; resubscribing.");
+        }
+    }
+
+    async fn subscribe(&self) -> Result<redis::aio::PubSub, CacheError> {
+        let client = cache::client(&self.redis)?;
+        let mut pubsub = tokio::time::timeout(self.redis.connect_timeout, client.get_async_pubsub())
+            .await
+            .map_err(|_| timeout_error())?
+            .map_err(CacheError::Connect)?;
+        pubsub.subscribe(&self.channel).await.map_err(CacheError::Connect)?;
+        Ok(pubsub)
+    }
+
+    /// The `on_gap` resync.
+    async fn resync(&self, shutdown: &CancellationToken) {
+        let allow = self.policy.borrow().allow.clone();
+        match self.on_gap {
+            OnGap::None => {}
+            OnGap::Warm => {
+                let jobs = self.invalidator.jobs.borrow().clone();
+                for job in jobs.iter().filter(|job| job.enabled) {
+                    let pattern = plan::allow_pattern(&job.key);
+                    if allow.iter().any(|a| plan::glob_match(a, &pattern)) {
+                        let trigger = Trigger::Warm {
+                            job: job.name.clone(),
+                            reason: TriggerReason::Resync,
+                        };
+                        if self.invalidator.triggers.try_send(trigger).is_err() {
+                            warn!(job = %job.name, "Trigger queue is full; the resync run was dropped.");
+                        }
+                    }
+                }
+            }
+            OnGap::Flush => {
+                let actions: Vec<Action> = allow.into_iter().map(Action::DeletePattern).collect();
+                apply_with_retry(&self.invalidator, &actions, shutdown).await;
+            }
+        }
+    }
+}
+
+fn timeout_error() -> CacheError {
+    CacheError::Connect(redis::RedisError::from((redis::ErrorKind::Io, "connection timed out")))
+}
+
+/// Reads a stream with a consumer group: the lossless mode.
+pub struct StreamListener {
+    pub redis: RedisSettings,
+    pub stream: StreamSettings,
+    pub invalidator: Arc<Invalidator>,
+    pub policy: watch::Receiver<Arc<Policy>>,
+}
+
+/// One stream entry: its id and its `message` field.
+type Entry = (String, Option<Vec<u8>>);
+
+impl StreamListener {
+    /// Consumes the stream until `shutdown`, reconnecting with backoff.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut intake = Intake {
+            policy: self.policy.clone(),
+            refused: 0,
+        };
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        loop {
+            match self.session(&mut intake, &shutdown).await {
+                Ok(()) => return,
+                Err(error) => {
+                    let delay = backoff.next_delay();
+                    warn!(stream = %self.stream.name, %error, retry_in = ?delay, "Stream read failed; will reconnect.");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One connection's worth of reading; `Ok` only at shutdown.
+    async fn session(&self, intake: &mut Intake, shutdown: &CancellationToken) -> Result<(), CacheError> {
+        let client = cache::client(&self.redis)?;
+        let mut conn = tokio::time::timeout(self.redis.connect_timeout, client.get_multiplexed_async_connection())
+            .await
+            .map_err(|_| timeout_error())?
+            .map_err(CacheError::Connect)?;
+        let StreamSettings {
+            name,
+            group,
+            consumer,
+            claim_idle,
+        } = &self.stream;
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(name)
+            .arg(group)
+            .arg("$")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        if let Err(error) = created
+            && error.code() != Some("BUSYGROUP")
+        {
+            return Err(CacheError::Command(error));
+        }
+        info!(stream = %name, %group, %consumer, "Reading invalidations from the stream.");
+
+        // Entries this consumer read but never acknowledged (a crash, a kill -9) come first.
+        loop {
+            let entries = self.read(&mut conn, "0", None).await?;
+            if entries.is_empty() {
+                break;
+            }
+            if !self.handle(&mut conn, intake, entries, shutdown).await? {
+                return Ok(());
+            }
+        }
+        let mut last_claim: Option<Instant> = None;
+        loop {
+            if last_claim.is_none_or(|at| at.elapsed() >= *claim_idle / 2) {
+                last_claim = Some(Instant::now());
+                let mut start = "0-0".to_string();
+                loop {
+                    let (next, claimed) = self.claim(&mut conn, &start).await?;
+                    if !claimed.is_empty() {
+                        info!(
+                            entries = claimed.len(),
+                            "Claimed stream entries left pending by another consumer."
+                        );
+                        if !self.handle(&mut conn, intake, claimed, shutdown).await? {
+                            return Ok(());
+                        }
+                    }
+                    if next == "0-0" {
+                        break;
+                    }
+                    start = next;
+                }
+            }
+            let entries = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(()),
+                entries = self.read(&mut conn, ">", Some(STREAM_BLOCK)) => entries?,
+            };
+            if !entries.is_empty() && !self.handle(&mut conn, intake, entries, shutdown).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Applies the entries' messages, then acknowledges every entry (refused ones too: they can never succeed).
+    /// `false` when shutdown interrupted the apply; those entries stay pending for the next start.
+    async fn handle(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        intake: &mut Intake,
+        entries: Vec<Entry>,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, CacheError> {
+        let mut actions = Vec::new();
+        for (_, payload) in &entries {
+            intake.accept(payload.as_deref().unwrap_or_default(), &mut actions);
+        }
+        if !actions.is_empty() && !apply_with_retry(&self.invalidator, &actions, shutdown).await {
+            return Ok(false);
+        }
+        let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
+        redis::cmd("XACK")
+            .arg(&self.stream.name)
+            .arg(&self.stream.group)
+            .arg(&ids)
+            .query_async::<u64>(conn)
+            .await
+            .map_err(CacheError::Command)?;
+        Ok(true)
+    }
+
+    async fn read(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        from: &str,
+        block: Option<Duration>,
+    ) -> Result<Vec<Entry>, CacheError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.stream.group)
+            .arg(&self.stream.consumer)
+            .arg("COUNT")
+            .arg(BATCH_MESSAGES);
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(&self.stream.name).arg(from);
+        let reply: redis::Value = cmd.query_async(conn).await.map_err(CacheError::Command)?;
+        // [[stream, [[id, [field, value, ...]], ...]]], or nil when BLOCK timed out.
+        let mut entries = Vec::new();
+        if let redis::Value::Array(streams) = reply {
+            for stream in streams {
+                if let redis::Value::Array(mut parts) = stream
+                    && parts.len() == 2
+                {
+                    entries.extend(parse_entries(parts.remove(1)));
+                }
+            }
+        }
+        Ok(entries)
+    }
+
+    async fn claim(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        start: &str,
+    ) -> Result<(String, Vec<Entry>), CacheError> {
+        let reply: redis::Value = redis::cmd("XAUTOCLAIM")
+            .arg(&self.stream.name)
+            .arg(&self.stream.group)
+            .arg(&self.stream.consumer)
+            .arg(self.stream.claim_idle.as_millis() as u64)
+            .arg(start)
+            .arg("COUNT")
+            .arg(BATCH_MESSAGES)
+            .query_async(conn)
+            .await
+            .map_err(CacheError::Command)?;
+        // [next-start-id, [[id, [field, value, ...]], ...], [deleted ids]]
+        let redis::Value::Array(mut parts) = reply else {
+            return Ok(("0-0".into(), Vec::new()));
+        };
+        if parts.len() < 2 {
+            return Ok(("0-0".into(), Vec::new()));
+        }
+        let entries = parse_entries(parts.remove(1));
+        let next = value_string(&parts[0]).unwrap_or_else(|| "0-0".into());
+        Ok((next, entries))
+    }
+}
+
+fn parse_entries(value: redis::Value) -> Vec<Entry> {
+    let redis::Value::Array(items) = value else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let redis::Value::Array(pair) = item else { return None };
+            let id = value_string(pair.first()?)?;
+            let payload = match pair.get(1) {
+                Some(redis::Value::Array(fields)) => fields.chunks(2).find_map(|kv| match kv {
+                    [field, redis::Value::BulkString(value)]
+                        if value_string(field).as_deref() == Some(cache::STREAM_FIELD) =>
+                    {
+                        Some(value.clone())
+                    }
+                    _ => None,
+                }),
+                _ => None,
+            };
+            Some((id, payload))
+        })
+        .collect()
+}
+
+fn value_string(value: &redis::Value) -> Option<String> {
+    match value {
+        redis::Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        redis::Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    }
+}

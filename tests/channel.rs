@@ -1,0 +1,535 @@
+//! The invalidation channel against real Redis (and MariaDB for refresh): every message kind, allow-list refusals,
+//! large pattern deletes without KEYS, resync after a killed subscription, streams across restarts and dead
+//! consumers, and a one-million-message burst.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Daemon, TestEnv, eventually, free_port, get, sample, wait_for_admin};
+
+const PRODUCTS: &str = "
+CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(50), price DECIMAL(8,2));
+INSERT INTO products VALUES (1, 'Kettle', 19.90), (2, 'Lamp', 5.00), (3, 'Chair', 120.00)
+";
+
+/// Jobs and a channel of this test's own: products with a per-key refresh query, and a single-key summary.
+fn config(env: &TestEnv, channel: &str) -> String {
+    let p = &env.prefix;
+    format!(
+        r#"[channel]
+{channel}
+
+[[warm]]
+name = "products"
+schedule = "0 0 0 1 1 *"
+run_on_start = true
+query = "SELECT id, name, price FROM products"
+refresh_query = "SELECT id, name, price FROM products WHERE id = :id"
+key = "{p}product:{{id}}"
+ttl = "1h"
+
+[[warm]]
+name = "summary"
+schedule = "0 0 0 1 1 *"
+query = "SELECT COUNT(*) AS products FROM products"
+key = "{p}summary"
+shape = "object"
+ttl = "1h"
+"#
+    )
+}
+
+async fn set(env: &TestEnv, key: &str, value: &str) {
+    let mut conn = env.redis().await;
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+async fn publish(env: &TestEnv, channel: &str, message: &str) {
+    let mut conn = env.redis().await;
+    let _: u64 = redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(message)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+async fn metric(env: &TestEnv, name: &str) -> f64 {
+    let body = get(env, "/metrics").await.map(|r| r.body).unwrap_or_default();
+    sample(&body, name).unwrap_or(0.0)
+}
+
+async fn gone(env: &TestEnv, key: &str) -> bool {
+    let key = key.to_string();
+    eventually(Duration::from_secs(10), || async {
+        env.get(&key).await.is_none().then_some(())
+    })
+    .await
+    .is_some()
+}
+
+async fn becomes(env: &TestEnv, key: &str, value: &str) -> bool {
+    let (key, value) = (key.to_string(), value.to_string());
+    eventually(Duration::from_secs(10), || async {
+        (env.get(&key).await.as_deref() == Some(&value)).then_some(())
+    })
+    .await
+    .is_some()
+}
+
+/// Starts the daemon and waits until it has subscribed to `channel`.
+async fn start(env: &TestEnv, body: &str, channel: &str) -> Daemon {
+    let path = env.config_file(body);
+    let daemon = Daemon::start(env, &path, &[], &[]);
+    wait_for_admin(env).await;
+    let mut conn = env.redis().await;
+    let subscribed = eventually(Duration::from_secs(10), || {
+        let mut conn = conn.clone();
+        async move {
+            let (_, count): (String, u64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(channel)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            (count >= 1).then_some(())
+        }
+    })
+    .await;
+    assert!(subscribed.is_some(), "daemon never subscribed to {channel}");
+    let _: () = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+    daemon
+}
+
+#[tokio::test]
+async fn each_message_kind_is_applied() {
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let p = env.prefix.clone();
+    let channel = format!("{p}inv");
+    let allow = format!("allow = [\"{p}product:*\", \"{p}summary\", \"{p}user:*\"]");
+    let body = config(&env, &format!("name = \"{channel}\"\n{allow}"));
+    let mut daemon = start(&env, &body, &channel).await;
+    assert!(
+        becomes(
+            &env,
+            &format!("{p}product:1"),
+            r#"{"id":1,"name":"Kettle","price":"19.90"}"#
+        )
+        .await
+    );
+
+    // The seed's publisher: a plain key.
+    publish(&env, &channel, &format!("{p}product:1")).await;
+    assert!(gone(&env, &format!("{p}product:1")).await);
+
+    // JSON delete, and a pattern delete that leaves the neighbours alone.
+    for key in ["user:1000:profile", "user:1000:cart", "user:1001:profile"] {
+        set(&env, &format!("{p}{key}"), "x").await;
+    }
+    publish(
+        &env,
+        &channel,
+        &format!(r#"{{"delete": ["{p}product:2"], "patterns": ["{p}user:1000:*"]}}"#),
+    )
+    .await;
+    assert!(gone(&env, &format!("{p}product:2")).await);
+    assert!(gone(&env, &format!("{p}user:1000:profile")).await);
+    assert!(gone(&env, &format!("{p}user:1000:cart")).await);
+    assert_eq!(env.get(&format!("{p}user:1001:profile")).await.as_deref(), Some("x"));
+
+    // Refresh: a changed row is re-rendered through refresh_query; a deleted row deletes the key.
+    env.sql("UPDATE products SET price = 17.50 WHERE id = 3").await;
+    publish(&env, &channel, &format!(r#"{{"refresh": ["{p}product:3"]}}"#)).await;
+    assert!(
+        becomes(
+            &env,
+            &format!("{p}product:3"),
+            r#"{"id":3,"name":"Chair","price":"17.50"}"#
+        )
+        .await
+    );
+    env.sql("DELETE FROM products WHERE id = 3").await;
+    let path = env.config_file(&body);
+    let output = env
+        .cli()
+        .args(["invalidate", "--refresh", &format!("{p}product:3"), "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{:?}", common::text(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("(1 subscribers)"));
+    assert!(gone(&env, &format!("{p}product:3")).await);
+
+    // Refreshing a single-key job's key runs the job; `warm` runs a job by name.
+    publish(&env, &channel, &format!(r#"{{"refresh": ["{p}summary"]}}"#)).await;
+    assert!(becomes(&env, &format!("{p}summary"), r#"{"products":2}"#).await);
+    publish(&env, &channel, r#"{"warm": ["products"]}"#).await;
+    assert!(
+        becomes(
+            &env,
+            &format!("{p}product:1"),
+            r#"{"id":1,"name":"Kettle","price":"19.90"}"#
+        )
+        .await
+    );
+
+    assert_eq!(
+        metric(&env, r#"cachewarden_channel_messages_total{outcome="applied"}"#).await,
+        6.0
+    );
+    assert_eq!(daemon.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn messages_outside_the_allow_list_or_malformed_are_refused_and_counted() {
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let p = env.prefix.clone();
+    let channel = format!("{p}inv");
+    // Default allow-list: the jobs' key templates.
+    let mut daemon = start(&env, &config(&env, &format!("name = \"{channel}\"")), &channel).await;
+    assert!(
+        becomes(
+            &env,
+            &format!("{p}product:1"),
+            r#"{"id":1,"name":"Kettle","price":"19.90"}"#
+        )
+        .await
+    );
+    set(&env, &format!("{p}secret:1"), "keep").await;
+
+    let refused = [
+        (format!("{p}secret:1"), "key_not_allowed"),
+        (r#"{"patterns": ["*"]}"#.to_string(), "pattern_not_allowed"),
+        (format!(r#"{{"patterns": ["{p}*"]}}"#), "pattern_not_allowed"),
+        (format!(r#"{{"delete": ["{p}product:*"]}}"#), "wildcard_in_delete"),
+        (r#"{"delete": ["#.to_string(), "malformed"),
+        (format!(r#"{{"delet": ["{p}product:1"]}}"#), "malformed"),
+        (r#"{"delete": [""]}"#.to_string(), "empty_key"),
+        (r#"{"warm": ["nope"]}"#.to_string(), "unknown_job"),
+        (
+            format!(r#"{{"delete": ["{p}product:1", "{p}secret:1"]}}"#),
+            "key_not_allowed",
+        ),
+        ("x".repeat(70 * 1024), "too_large"),
+    ];
+    for (message, _) in &refused {
+        publish(&env, &channel, message).await;
+    }
+    let total = eventually(Duration::from_secs(10), || async {
+        let total = metric(&env, r#"cachewarden_channel_messages_total{outcome="refused"}"#).await;
+        (total == refused.len() as f64).then_some(total)
+    })
+    .await;
+    assert_eq!(total, Some(refused.len() as f64));
+    for reason in [
+        "key_not_allowed",
+        "pattern_not_allowed",
+        "wildcard_in_delete",
+        "malformed",
+        "too_large",
+    ] {
+        let count = metric(
+            &env,
+            &format!(r#"cachewarden_channel_refused_total{{reason="{reason}"}}"#),
+        )
+        .await;
+        assert!(count >= 1.0, "no refusal counted for {reason}");
+    }
+    // Nothing was touched, not even the allowed key in the message that also named a forbidden one.
+    assert_eq!(env.get(&format!("{p}secret:1")).await.as_deref(), Some("keep"));
+    assert!(env.get(&format!("{p}product:1")).await.is_some());
+    assert!(daemon.is_running());
+    let log = daemon.log();
+    assert!(
+        log.contains("Refused an invalidation message") && log.contains("truncated=true"),
+        "{log}"
+    );
+    assert_eq!(daemon.stop().await, Some(0));
+}
+
+async fn commandstat_calls(env: &TestEnv, command: &str) -> u64 {
+    let mut conn = env.redis().await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_pattern_delete_over_100k_keys_uses_scan_not_keys() {
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let p = env.prefix.clone();
+    let channel = format!("{p}inv");
+    let body = config(&env, &format!("name = \"{channel}\"\nallow = [\"{p}user:*\"]"));
+    let mut daemon = start(&env, &body, &channel).await;
+
+    let mut conn = env.redis().await;
+    for chunk in (0..100_000).collect::<Vec<u32>>().chunks(10_000) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            pipe.cmd("SET").arg(format!("{p}user:1000:item:{i}")).arg(i).ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await.unwrap();
+    }
+    set(&env, &format!("{p}user:1001:item:1"), "other user").await;
+    let keys_before = commandstat_calls(&env, "keys").await;
+    let scans_before = commandstat_calls(&env, "scan").await;
+
+    publish(&env, &channel, &format!(r#"{{"patterns": ["{p}user:1000:*"]}}"#)).await;
+    let deleted = eventually(Duration::from_secs(60), || async {
+        (metric(&env, r#"cachewarden_invalidated_keys_total{action="pattern_delete"}"#).await == 100_000.0)
+            .then_some(())
+    })
+    .await;
+    assert!(deleted.is_some(), "100k keys were not all deleted");
+    let remaining: Vec<String> = env.keys().await.into_iter().filter(|k| k.contains("user:")).collect();
+    assert_eq!(remaining, [format!("{p}user:1001:item:1")]);
+    assert_eq!(commandstat_calls(&env, "keys").await, keys_before, "KEYS was called");
+    assert!(
+        commandstat_calls(&env, "scan").await > scans_before + 10,
+        "SCAN was not used"
+    );
+    assert_eq!(daemon.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn a_killed_subscription_is_resubscribed_and_resynced() {
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let p = env.prefix.clone();
+    let port = free_port();
+    let mut redis = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
+    let conn = eventually(Duration::from_secs(10), || async {
+        client.get_multiplexed_async_connection().await.ok()
+    })
+    .await
+    .expect("private redis-server is up");
+    let body = config(&env, "on_gap = \"warm\"");
+    let path = env.write_file(
+        "jobs.toml",
+        &format!(
+            "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"redis://127.0.0.1:{port}/0\"\n[admin]\nlisten = \"{}\"\n\n{body}",
+            env.mysql_url,
+            env.admin_addr()
+        ),
+    );
+    let mut daemon = Daemon::start(&env, &path, &[], &[]);
+    wait_for_admin(&env).await;
+    let key = format!("{p}product:2");
+    let get = |conn: &redis::aio::MultiplexedConnection| {
+        let (mut conn, key) = (conn.clone(), key.clone());
+        async move {
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async::<Option<String>>(&mut conn)
+                .await
+                .ok()
+                .flatten()
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || get(&conn)).await.is_some(),
+        "warmed at start"
+    );
+
+    // While nobody listens, the key is dropped, as if an invalidation had been missed; then the subscription dies.
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap();
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    let value = eventually(Duration::from_secs(15), || get(&conn)).await;
+    assert_eq!(
+        value.as_deref(),
+        Some(r#"{"id":2,"name":"Lamp","price":"5.00"}"#),
+        "on_gap = warm re-warmed the job"
+    );
+    assert_eq!(metric(&env, "cachewarden_channel_gaps_total").await, 1.0);
+    assert!(
+        daemon
+            .log()
+            .contains("Resubscribed: messages published while disconnected were lost")
+    );
+    let code = daemon.stop().await;
+    let _ = redis.kill();
+    let _ = redis.wait();
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test]
+async fn streams_apply_what_was_added_while_stopped_and_reclaim_pending_entries() {
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let p = env.prefix.clone();
+    let stream = format!("{p}stream");
+    let settings = format!("stream = \"{stream}\"\ngroup = \"cw\"\nconsumer = \"me\"\nclaim_idle = \"1s\"");
+    let body = config(&env, &settings);
+    let path = env.config_file(&body);
+    let mut conn = env.redis().await;
+
+    // First start creates the group; then the daemon is stopped.
+    let mut daemon = Daemon::start(&env, &path, &[], &[]);
+    wait_for_admin(&env).await;
+    let created = eventually(Duration::from_secs(10), || {
+        let mut conn = conn.clone();
+        let stream = stream.clone();
+        async move {
+            redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(&stream)
+                .query_async::<redis::Value>(&mut conn)
+                .await
+                .ok()
+        }
+    })
+    .await;
+    assert!(created.is_some());
+    assert!(
+        becomes(
+            &env,
+            &format!("{p}product:3"),
+            r#"{"id":3,"name":"Chair","price":"120.00"}"#
+        )
+        .await
+    );
+    assert_eq!(daemon.stop().await, Some(0));
+
+    // While stopped: one entry arrives normally, one is read (not acked) by "me" as if it crashed mid-way, one is
+    // read by a consumer that then died.
+    let add = |message: String| {
+        let (mut conn, stream) = (conn.clone(), stream.clone());
+        async move {
+            let _: String = redis::cmd("XADD")
+                .arg(&stream)
+                .arg("*")
+                .arg("message")
+                .arg(message)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    };
+    let read_as = |consumer: &'static str| {
+        let (mut conn, stream) = (conn.clone(), stream.clone());
+        async move {
+            let _: redis::Value = redis::cmd("XREADGROUP")
+                .arg(&["GROUP", "cw", consumer, "COUNT", "1", "STREAMS"])
+                .arg(&stream)
+                .arg(">")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    };
+    add(format!("{p}product:1")).await;
+    read_as("me").await;
+    add(format!("{p}product:2")).await;
+    read_as("dead").await;
+    add(format!(r#"{{"delete": ["{p}product:3"]}}"#)).await;
+
+    let mut daemon = Daemon::start(&env, &path, &[], &[]);
+    for id in 1..=3 {
+        assert!(
+            gone(&env, &format!("{p}product:{id}")).await,
+            "product:{id} still cached"
+        );
+    }
+    let pending = eventually(Duration::from_secs(10), || {
+        let (mut conn, stream) = (conn.clone(), stream.clone());
+        async move {
+            let summary: redis::Value = redis::cmd("XPENDING")
+                .arg(&stream)
+                .arg("cw")
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            match summary {
+                redis::Value::Array(parts) if matches!(parts.first(), Some(redis::Value::Int(0))) => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert!(pending.is_some(), "entries left unacknowledged");
+    assert_eq!(daemon.stop().await, Some(0));
+    let _: () = redis::cmd("DEL").arg(&stream).query_async(&mut conn).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_burst_of_one_million_messages_loses_none() {
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let p = env.prefix.clone();
+    let channel = format!("{p}inv");
+    let body = config(&env, &format!("name = \"{channel}\"\nallow = [\"{p}burst:*\"]"));
+    let mut daemon = start(&env, &body, &channel).await;
+    const N: u32 = 1_000_000;
+
+    let mut conn = env.redis().await;
+    for chunk in (0..N).collect::<Vec<u32>>().chunks(50_000) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            pipe.cmd("SET").arg(format!("{p}burst:{i}")).arg(1).ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await.unwrap();
+    }
+    // As fast as one client can: pipelined PUBLISH.
+    for chunk in (0..N).collect::<Vec<u32>>().chunks(50_000) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            pipe.cmd("PUBLISH").arg(&channel).arg(format!("{p}burst:{i}")).ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await.unwrap();
+    }
+    let applied = eventually(Duration::from_secs(300), || async {
+        (metric(&env, r#"cachewarden_channel_messages_total{outcome="applied"}"#).await >= f64::from(N)).then_some(())
+    })
+    .await;
+    assert!(applied.is_some(), "not every message was applied");
+    let left = env.keys().await.into_iter().filter(|k| k.contains("burst:")).count();
+    assert_eq!(left, 0, "keys survived the burst");
+    assert_eq!(
+        metric(&env, "cachewarden_channel_gaps_total").await,
+        0.0,
+        "the subscriber was disconnected"
+    );
+    assert_eq!(daemon.stop().await, Some(0));
+}
