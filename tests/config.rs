@@ -245,3 +245,74 @@ fn invalid_toml_points_at_the_line() {
     assert_eq!(problems[0].line, Some(2));
     assert!(problems[0].message.starts_with("not valid TOML"));
 }
+
+#[test]
+fn channel_and_refresh_settings_are_checked() {
+    let source = format!(
+        r#"{CONNECTIONS}
+[channel]
+allow = ["product:?", "user:*"]
+on_gap = "panic"
+group = "g"
+
+[[warm]]
+name = "p"
+schedule = "every 1h"
+query = "SELECT id FROM products"
+refresh_query = "SELECT id FROM products WHERE id = :id AND sku = :sku"
+key = "product:{{id}}"
+ttl = "1h"
+
+[[warm]]
+name = "stats"
+schedule = "every 1m"
+query = "SELECT COUNT(*) AS n FROM orders"
+refresh_query = "SELECT COUNT(*) AS n FROM orders WHERE id = :id"
+key = "stats"
+ttl = "1m"
+"#
+    );
+    let problems = problems(&source);
+    assert!(
+        find(&problems, "channel.allow")
+            .message
+            .contains("\"product:?\" is not an allow pattern")
+    );
+    assert!(
+        find(&problems, "channel.on_gap")
+            .message
+            .contains("\"panic\" is not an on_gap action")
+    );
+    assert!(
+        find(&problems, "channel.group")
+            .message
+            .contains("only apply with `stream`")
+    );
+    let refresh = find(&problems, "warm[0] \"p\".refresh_query");
+    assert!(
+        refresh.message.contains(":sku is not a placeholder"),
+        "{}",
+        refresh.message
+    );
+    assert_eq!(refresh.line, Some(16));
+    assert!(
+        find(&problems, "warm[1] \"stats\".refresh_query")
+            .message
+            .contains("has no placeholders")
+    );
+}
+
+#[test]
+fn the_channel_allow_list_defaults_to_the_job_templates() {
+    let source = format!(
+        "{CONNECTIONS}\n[[warm]]\nname = \"p\"\nschedule = \"every 1h\"\nquery = \"SELECT 1 AS id\"\n\
+         key = \"product:{{id}}:{{lang}}\"\nttl = \"1h\"\nrefresh_query = \"SELECT 1 AS id WHERE :lang = :id\"\n"
+    );
+    let config = config::load_str(Path::new("jobs.toml"), &source, HashMap::new()).unwrap();
+    assert_eq!(config.channel.allow, ["product:*:*"]);
+    assert_eq!(config.channel.name, "cache_invalidation");
+    assert!(config.channel.enabled && config.channel.stream.is_none());
+    let job = config.job("p").unwrap();
+    assert_eq!(job.refresh_query.as_deref(), Some("SELECT 1 AS id WHERE ? = ?"));
+    assert_eq!(job.refresh_params, ["lang", "id"]);
+}
