@@ -35,6 +35,7 @@ use crate::plan::Policy;
 use crate::render::RowRenderer;
 use crate::schedule::{Scheduler, send};
 use crate::signal::{SignalEvent, Signals};
+use crate::source::binlog::BinlogListener;
 use crate::source::channel::{ChannelListener, StreamListener};
 use crate::systemd::{self, Watchdog};
 use crate::warm::{Mode, Progress, RunSummary, WarmError, WarmRunner, Warmer, panic_message};
@@ -118,20 +119,30 @@ pub async fn run_daemon(
     );
     tracker.spawn(Watchdog { liveness }.run(shutdown.clone()));
     let (policy_tx, policy_rx) = watch::channel(Arc::new(channel_policy(&config)));
+    let invalidator = Arc::new(Invalidator {
+        cache: cache.clone(),
+        db: db.clone(),
+        jobs: jobs_rx.clone(),
+        triggers: triggers.clone(),
+        max_keys_per_pattern: config.channel.max_keys_per_pattern,
+    });
+    if let Some(binlog) = &config.binlog {
+        tracker.spawn(
+            BinlogListener {
+                settings: binlog.clone(),
+                rules: config.rules.clone().into(),
+                invalidator: invalidator.clone(),
+            }
+            .run(shutdown.clone()),
+        );
+    }
     if config.channel.enabled {
-        let invalidator = Arc::new(Invalidator {
-            cache: cache.clone(),
-            db: db.clone(),
-            jobs: jobs_rx.clone(),
-            triggers: triggers.clone(),
-            max_keys_per_pattern: config.channel.max_keys_per_pattern,
-        });
         match &config.channel.stream {
             Some(stream) => tracker.spawn(
                 StreamListener {
                     redis: config.redis.clone(),
                     stream: stream.clone(),
-                    invalidator,
+                    invalidator: invalidator.clone(),
                     policy: policy_rx,
                 }
                 .run(shutdown.clone()),
@@ -141,7 +152,7 @@ pub async fn run_daemon(
                     redis: config.redis.clone(),
                     channel: config.channel.name.clone(),
                     on_gap: config.channel.on_gap,
-                    invalidator,
+                    invalidator: invalidator.clone(),
                     policy: policy_rx,
                 }
                 .run(shutdown.clone()),
@@ -229,6 +240,10 @@ fn reload(current: &Config) -> Option<Config> {
         ("[daemon]", new.daemon != current.daemon),
         ("[admin]", new.admin != current.admin),
         (
+            "[binlog] and [[on_change]]",
+            new.binlog != current.binlog || new.rules != current.rules,
+        ),
+        (
             "[channel]",
             ChannelSettings {
                 allow: current.channel.allow.clone(),
@@ -262,6 +277,8 @@ fn reload(current: &Config) -> Option<Config> {
         redis: current.redis.clone(),
         daemon: current.daemon.clone(),
         admin: current.admin.clone(),
+        binlog: current.binlog.clone(),
+        rules: current.rules.clone(),
         // The allow-list follows the jobs (it defaults to their key templates); the rest needs a restart.
         channel: ChannelSettings {
             allow: new.channel.allow.clone(),

@@ -129,6 +129,16 @@ impl Cache {
         }
     }
 
+    /// `GET key` as text (for cachewarden's own state, such as the binlog checkpoint).
+    pub async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(command_failed)
+    }
+
     /// `PUBLISH channel message`; returns how many subscribers received it.
     pub async fn publish(&self, channel: &str, message: &str) -> Result<u64, CacheError> {
         let mut conn = self.conn.clone();

@@ -192,6 +192,33 @@ pub fn record_invalidations(applied: &crate::invalidate::Applied) {
     }
 }
 
+/// Whether the binlog stream is being read.
+pub fn record_binlog_connected(connected: bool) {
+    gauge!("cachewarden_binlog_connected").set(f64::from(u8::from(connected)));
+}
+
+/// Replication lag from a row event's timestamp (seconds since the epoch, server clock).
+pub fn record_binlog_lag(event_timestamp: u32) {
+    let lag = unix_now().as_secs_f64() - f64::from(event_timestamp);
+    gauge!("cachewarden_binlog_lag_seconds").set(lag.max(0.0));
+}
+
+/// Counts an applied transaction and its rows.
+pub fn record_binlog_transaction(rows: u64) {
+    counter!("cachewarden_binlog_transactions_total").increment(1);
+    counter!("cachewarden_binlog_rows_total").increment(rows);
+}
+
+/// Counts a binlog gap.
+pub fn record_binlog_gap() {
+    counter!("cachewarden_binlog_gaps_total").increment(1);
+}
+
+/// Records the checkpointed position.
+pub fn record_binlog_checkpoint(position: u64) {
+    gauge!("cachewarden_binlog_checkpoint_position").set(position as f64);
+}
+
 /// Time since the Unix epoch.
 pub fn unix_now() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()

@@ -9,8 +9,11 @@
 //! - JSON, `{"delete": [...], "patterns": [...], "refresh": [...], "warm": [...]}`, every field optional but at
 //!   least one non-empty, no other fields.
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 
+use crate::config::ChangeRule;
 use crate::model::{KeyPart, KeyTemplate};
 
 /// One thing a message asks for.
@@ -257,6 +260,109 @@ fn tokens(pattern: &str) -> Vec<Token> {
     tokens
 }
 
+/// A row image as the change planner sees it: column name → the value as key text (`None` for NULL).
+pub type RowImage = HashMap<String, Option<String>>;
+
+/// One changed row from the binlog.
+#[derive(Debug, Clone, Default)]
+pub struct RowChange {
+    /// The row before the change (UPDATE, DELETE).
+    pub before: Option<RowImage>,
+    /// The row after the change (INSERT, UPDATE).
+    pub after: Option<RowImage>,
+    /// For an UPDATE, the columns whose value differs between the images.
+    pub changed: Vec<String>,
+}
+
+/// What a row change asks of the cache under one rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangePlan {
+    pub actions: Vec<Action>,
+    /// Placeholders naming columns the row does not have (dropped by an ALTER TABLE, or a typo): reported, skipped.
+    pub missing_columns: Vec<String>,
+}
+
+/// Plans the cache actions for one changed row under `rule`.
+///
+/// Both images count: a `delete` template is deleted for the old and the new row, so a changed key column
+/// invalidates the old key too; a `refresh` template is refreshed for the new row and, when its key moved, the old
+/// key is deleted; a deleted row deletes its refresh keys. `when_changed` ignores updates that touch none of its
+/// columns.
+pub fn plan_change(rule: &ChangeRule, change: &RowChange) -> ChangePlan {
+    let mut plan = ChangePlan::default();
+    let is_update = change.before.is_some() && change.after.is_some();
+    if is_update
+        && !rule.when_changed.is_empty()
+        && !change.changed.iter().any(|column| rule.when_changed.contains(column))
+    {
+        return plan;
+    }
+    let push = |plan: &mut ChangePlan, action: Action| {
+        if !plan.actions.contains(&action) {
+            plan.actions.push(action);
+        }
+    };
+    let images = [change.before.as_ref(), change.after.as_ref()];
+    for template in &rule.delete {
+        for image in images.iter().flatten() {
+            match render_from_image(template, image) {
+                Ok(Some(key)) if key.contains(['*', '?', '[']) => push(&mut plan, Action::DeletePattern(key)),
+                Ok(Some(key)) => push(&mut plan, Action::Delete(key)),
+                Ok(None) => {}
+                Err(column) => note_missing(&mut plan, column),
+            }
+        }
+    }
+    for template in &rule.refresh {
+        let old = change.before.as_ref().map(|image| render_from_image(template, image));
+        let new = change.after.as_ref().map(|image| render_from_image(template, image));
+        match (&old, &new) {
+            (Some(Err(column)), _) | (_, Some(Err(column))) => {
+                note_missing(&mut plan, column.clone());
+                continue;
+            }
+            _ => {}
+        }
+        let old = old.and_then(Result::ok).flatten();
+        let new = new.and_then(Result::ok).flatten();
+        if let Some(old) = &old
+            && new.as_ref() != Some(old)
+        {
+            push(&mut plan, Action::Delete(old.clone()));
+        }
+        if let Some(new) = new {
+            push(&mut plan, Action::Refresh(new));
+        }
+    }
+    for job in &rule.warm {
+        push(&mut plan, Action::Warm(job.clone()));
+    }
+    plan
+}
+
+fn note_missing(plan: &mut ChangePlan, column: String) {
+    if !plan.missing_columns.contains(&column) {
+        plan.missing_columns.push(column);
+    }
+}
+
+/// The key `template` names for `image`: `Ok(None)` when a placeholder column is NULL, `Err(column)` when the row
+/// has no such column.
+pub fn render_from_image(template: &KeyTemplate, image: &RowImage) -> Result<Option<String>, String> {
+    let mut key = String::new();
+    for part in template.parts() {
+        match part {
+            KeyPart::Literal(text) => key.push_str(text),
+            KeyPart::Column(name) => match image.get(name) {
+                None => return Err(name.clone()),
+                Some(None) => return Ok(None),
+                Some(Some(value)) => key.push_str(value),
+            },
+        }
+    }
+    Ok(Some(key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +374,100 @@ mod tests {
             max_message_bytes: 200,
             jobs: vec!["top_products".into()],
         }
+    }
+
+    fn rule() -> ChangeRule {
+        ChangeRule {
+            database: "shop".into(),
+            table: "products".into(),
+            delete: vec![KeyTemplate::parse("category:{category_id}:*").unwrap()],
+            refresh: vec![KeyTemplate::parse("product:{id}").unwrap()],
+            warm: vec!["dashboard_stats".into()],
+            debounce: std::time::Duration::from_secs(30),
+            when_changed: vec![],
+        }
+    }
+
+    fn image(pairs: &[(&str, Option<&str>)]) -> RowImage {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+            .collect()
+    }
+
+    #[test]
+    fn an_insert_refreshes_and_deletes_the_new_rows_keys() {
+        let change = RowChange {
+            after: Some(image(&[("id", Some("7")), ("category_id", Some("3"))])),
+            ..Default::default()
+        };
+        assert_eq!(
+            plan_change(&rule(), &change).actions,
+            [
+                Action::DeletePattern("category:3:*".into()),
+                Action::Refresh("product:7".into()),
+                Action::Warm("dashboard_stats".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_changed_key_column_invalidates_the_old_key_too() {
+        let change = RowChange {
+            before: Some(image(&[("id", Some("7")), ("category_id", Some("3"))])),
+            after: Some(image(&[("id", Some("8")), ("category_id", Some("4"))])),
+            changed: vec!["id".into(), "category_id".into()],
+        };
+        assert_eq!(
+            plan_change(&rule(), &change).actions,
+            [
+                Action::DeletePattern("category:3:*".into()),
+                Action::DeletePattern("category:4:*".into()),
+                Action::Delete("product:7".into()),
+                Action::Refresh("product:8".into()),
+                Action::Warm("dashboard_stats".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_deleted_row_deletes_its_keys() {
+        let change = RowChange {
+            before: Some(image(&[("id", Some("7")), ("category_id", Some("3"))])),
+            ..Default::default()
+        };
+        let actions = plan_change(&rule(), &change).actions;
+        assert!(actions.contains(&Action::Delete("product:7".into())));
+        assert!(!actions.iter().any(|a| matches!(a, Action::Refresh(_))));
+    }
+
+    #[test]
+    fn when_changed_ignores_updates_to_other_columns() {
+        let mut rule = rule();
+        rule.when_changed = vec!["price".into()];
+        let row = image(&[("id", Some("7")), ("category_id", Some("3"))]);
+        let stock_only = RowChange {
+            before: Some(row.clone()),
+            after: Some(row.clone()),
+            changed: vec!["stock".into()],
+        };
+        assert!(plan_change(&rule, &stock_only).actions.is_empty());
+        let price = RowChange {
+            changed: vec!["price".into()],
+            ..stock_only
+        };
+        assert!(!plan_change(&rule, &price).actions.is_empty());
+    }
+
+    #[test]
+    fn missing_columns_are_reported_and_null_keys_skipped() {
+        let change = RowChange {
+            after: Some(image(&[("id", None)])),
+            ..Default::default()
+        };
+        let plan = plan_change(&rule(), &change);
+        assert_eq!(plan.missing_columns, ["category_id"]);
+        assert_eq!(plan.actions, [Action::Warm("dashboard_stats".into())]);
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub struct Config {
     pub channel: ChannelSettings,
     /// `[[warm]]` jobs, in file order.
     pub jobs: Vec<WarmJob>,
+    /// `[binlog]`, when present and enabled.
+    pub binlog: Option<BinlogSettings>,
+    /// `[[on_change]]` rules, in file order.
+    pub rules: Vec<ChangeRule>,
 }
 
 impl Config {
@@ -148,6 +152,58 @@ pub enum OnGap {
     Flush,
     /// Only log and count the gap.
     None,
+}
+
+/// `[binlog]`: following the MySQL binlog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinlogSettings {
+    /// This replica's server id; unique among the server's replicas.
+    pub server_id: u32,
+    /// The replication connection (a user with REPLICATION SLAVE, REPLICATION CLIENT); `[mysql] url` by default.
+    pub url: SecretUrl,
+    /// Where to start when there is no checkpoint.
+    pub start: BinlogStart,
+    /// Where the checkpoint lives.
+    pub checkpoint: CheckpointStore,
+    /// The server sends a heartbeat this often when idle; silence for twice as long means a dead connection.
+    pub heartbeat: Duration,
+    /// Recovery after a gap (purged position, lost checkpoint).
+    pub on_gap: OnGap,
+}
+
+/// Where the binlog reader starts without a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BinlogStart {
+    /// The server's current position (`SHOW MASTER STATUS`).
+    Current,
+    /// An explicit file and position.
+    At { file: String, pos: u64 },
+}
+
+/// Where the binlog position is saved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointStore {
+    /// A Redis key.
+    Redis(String),
+    /// A file (written atomically).
+    File(PathBuf),
+}
+
+/// An `[[on_change]]` rule: what a changed row of a table does to the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRule {
+    /// `database.table`.
+    pub database: String,
+    pub table: String,
+    /// Key templates (a trailing or inner `*` makes a pattern) deleted for the row's before and after images.
+    pub delete: Vec<crate::model::KeyTemplate>,
+    /// Key templates refreshed from the database (through the job with that template and its `refresh_query`).
+    pub refresh: Vec<crate::model::KeyTemplate>,
+    /// Warm jobs run when the table changes, at most once per `debounce`.
+    pub warm: Vec<String>,
+    pub debounce: Duration,
+    /// When non-empty, an UPDATE that changes none of these columns is ignored.
+    pub when_changed: Vec<String>,
 }
 
 /// `[admin]`: the HTTP endpoint for metrics, health and manual triggers.

@@ -81,6 +81,31 @@ pub struct RawChannel {
     pub max_message_bytes: Option<IntOrString>,
 }
 
+/// `[binlog]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawBinlog {
+    pub enabled: Option<BoolOrString>,
+    pub server_id: Option<IntOrString>,
+    pub url: Option<String>,
+    pub start: Option<String>,
+    pub checkpoint: Option<String>,
+    pub checkpoint_key: Option<String>,
+    pub checkpoint_file: Option<String>,
+    pub heartbeat: Option<String>,
+    pub on_gap: Option<String>,
+}
+
+/// One `[[on_change]]` rule.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawOnChange {
+    pub table: Option<String>,
+    pub delete: Option<Vec<String>>,
+    pub refresh: Option<Vec<String>>,
+    pub warm: Option<Vec<String>>,
+    pub debounce: Option<String>,
+    pub when_changed: Option<Vec<String>>,
+}
+
 /// A number that may also arrive as a string, because environment overrides are always strings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]

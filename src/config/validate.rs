@@ -14,11 +14,12 @@ use serde::de::DeserializeOwned;
 
 use super::error::{ConfigError, Problem};
 use super::raw::{
-    BoolOrString, IntOrString, RawAdmin, RawChannel, RawDaemon, RawDefaults, RawMysql, RawRedis, RawWarmJob,
+    BoolOrString, IntOrString, RawAdmin, RawBinlog, RawChannel, RawDaemon, RawDefaults, RawMysql, RawOnChange,
+    RawRedis, RawWarmJob,
 };
 use super::{
-    AdminSettings, ChannelSettings, Config, DaemonSettings, LogFormat, MysqlSettings, OnGap, RedisSettings, SecretUrl,
-    SslMode, StreamSettings,
+    AdminSettings, BinlogSettings, BinlogStart, ChangeRule, ChannelSettings, CheckpointStore, Config, DaemonSettings,
+    LogFormat, MysqlSettings, OnGap, RedisSettings, SecretUrl, SslMode, StreamSettings,
 };
 use crate::model::{Jitter, KeyTemplate, Schedule, Shape, Ttl, WarmJob};
 
@@ -32,6 +33,20 @@ const SECTIONS: &[(&str, &[&str])] = &[
         &["max_concurrent_jobs", "shutdown_grace", "log_level", "log_format"],
     ),
     ("admin", &["enabled", "listen"]),
+    (
+        "binlog",
+        &[
+            "enabled",
+            "server_id",
+            "url",
+            "start",
+            "checkpoint",
+            "checkpoint_key",
+            "checkpoint_file",
+            "heartbeat",
+            "on_gap",
+        ],
+    ),
     (
         "channel",
         &[
@@ -68,8 +83,11 @@ const WARM_FIELDS: &[&str] = &[
     "refresh_query",
 ];
 
+/// The fields of an `[[on_change]]` rule.
+const ON_CHANGE_FIELDS: &[&str] = &["table", "delete", "refresh", "warm", "debounce", "when_changed"];
+
 /// Sections that environment variables may set.
-const ENV_SECTIONS: &[&str] = &["mysql", "redis", "defaults", "daemon", "admin"];
+const ENV_SECTIONS: &[&str] = &["mysql", "redis", "defaults", "daemon", "admin", "binlog"];
 
 /// systemd credentials (`LoadCredential=`) read from `$CREDENTIALS_DIRECTORY`, and the field each one sets.
 const CREDENTIALS: &[(&str, &str, &str)] = &[("mysql-url", "mysql", "url"), ("redis-url", "redis", "url")];
@@ -89,6 +107,10 @@ const DEFAULT_MAX_KEYS_PER_MESSAGE: usize = 1000;
 const DEFAULT_MAX_KEYS_PER_PATTERN: u64 = 1_000_000;
 /// A consumer silent this long is taken for dead and its pending stream entries are claimed.
 const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(60);
+/// MySQL's own default replica heartbeat is half the replica net timeout; 5 s notices a dead link quickly.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+/// Aggregates warmed from the binlog are rebuilt at most this often by default.
+const DEFAULT_DEBOUNCE: Duration = Duration::from_secs(30);
 /// Enough for a catalog-sized query; long jobs say so explicitly.
 const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(300);
 /// A small pool: warm jobs are few and the concurrency limit is small.
@@ -131,12 +153,12 @@ pub fn validate(
     ctx.apply_env(&mut doc, env);
 
     for key in doc.keys() {
-        if key != "warm" && !SECTIONS.iter().any(|(name, _)| name == key) {
+        if key != "warm" && key != "on_change" && !SECTIONS.iter().any(|(name, _)| name == key) {
             ctx.problem(
                 ctx.lines.key_line(None, key),
                 key.clone(),
                 format!(
-                    "unknown section or field `{key}` (valid: {}, warm)",
+                    "unknown section or field `{key}` (valid: {}, warm, on_change)",
                     SECTIONS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
                 ),
             );
@@ -188,6 +210,31 @@ pub fn validate(
     };
 
     let channel = ctx.channel(channel, &jobs);
+    let raw_binlog: Option<RawBinlog> = doc.contains_key("binlog").then(|| ctx.section(&doc, "binlog"));
+    let binlog = raw_binlog.and_then(|raw| ctx.binlog(raw, mysql.as_ref()));
+    let rules = match doc.get("on_change") {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(index, item)| ctx.change_rule(index, item, &jobs, mysql.as_ref()))
+            .collect(),
+        Some(_) => {
+            ctx.problem(
+                ctx.lines.key_line(None, "on_change"),
+                "on_change".into(),
+                "must be an array of tables, written `[[on_change]]`".into(),
+            );
+            Vec::new()
+        }
+    };
+    if !rules.is_empty() && binlog.is_none() {
+        ctx.problem(
+            ctx.lines.key_line(None, "on_change"),
+            "on_change".into(),
+            "[[on_change]] rules need an enabled [binlog] section".into(),
+        );
+    }
 
     if !ctx.problems.is_empty() {
         return Err(invalid(ctx.problems));
@@ -203,6 +250,8 @@ pub fn validate(
         admin,
         channel,
         jobs,
+        binlog,
+        rules,
     })
 }
 
@@ -384,6 +433,235 @@ impl Context {
                 .map_or(DEFAULT_MAX_KEYS_PER_PATTERN, |n| n as u64),
             max_message_bytes: max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
         }
+    }
+
+    fn binlog(&mut self, raw: RawBinlog, mysql: Option<&MysqlSettings>) -> Option<BinlogSettings> {
+        if !self.flag("binlog", "enabled", raw.enabled, true) {
+            return None;
+        }
+        let server_id = match raw.server_id {
+            None => {
+                self.problem(
+                    self.lines.key_line(None, "binlog"),
+                    "binlog.server_id".into(),
+                    "is required: a replica id unique among the server's replicas (e.g. 4242)".into(),
+                );
+                None
+            }
+            Some(raw) => match self.count("binlog", "server_id", Some(raw)) {
+                Some(id) if id <= u32::MAX as usize => Some(id as u32),
+                Some(id) => {
+                    self.field_problem("binlog", "server_id", format!("{id} is larger than 4294967295"));
+                    None
+                }
+                None => None,
+            },
+        };
+        let url = match raw.url {
+            Some(url) => match check_mysql_url(&url) {
+                Ok(()) => Some(SecretUrl::new(url)),
+                Err(message) => {
+                    self.field_problem("binlog", "url", message);
+                    None
+                }
+            },
+            None => mysql.map(|m| m.url.clone()),
+        };
+        let start = match raw.start.as_deref() {
+            None | Some("current") => Some(BinlogStart::Current),
+            Some(text) => match text.rsplit_once(':').map(|(file, pos)| (file, pos.parse::<u64>())) {
+                Some((file, Ok(pos))) if !file.is_empty() => Some(BinlogStart::At {
+                    file: file.to_string(),
+                    pos,
+                }),
+                _ => {
+                    self.field_problem(
+                        "binlog",
+                        "start",
+                        format!("\"{text}\" is not a start position: use \"current\" or \"binlog.000042:1234\""),
+                    );
+                    None
+                }
+            },
+        };
+        let checkpoint = match raw.checkpoint.as_deref() {
+            None | Some("redis") => Some(CheckpointStore::Redis(
+                raw.checkpoint_key
+                    .unwrap_or_else(|| "cachewarden:binlog:checkpoint".into()),
+            )),
+            Some("file") => {
+                let path = raw.checkpoint_file.map(std::path::PathBuf::from).unwrap_or_else(|| {
+                    std::env::var_os("STATE_DIRECTORY")
+                        .map(std::path::PathBuf::from)
+                        .unwrap_or_else(|| "/var/lib/cachewarden".into())
+                        .join("binlog.checkpoint")
+                });
+                Some(CheckpointStore::File(path))
+            }
+            Some(other) => {
+                self.field_problem(
+                    "binlog",
+                    "checkpoint",
+                    format!("\"{other}\" is not a checkpoint store: use \"redis\" or \"file\""),
+                );
+                None
+            }
+        };
+        let heartbeat = self
+            .duration("binlog", "heartbeat", raw.heartbeat)
+            .unwrap_or(DEFAULT_HEARTBEAT);
+        let on_gap = match raw.on_gap.as_deref() {
+            None | Some("warm") => OnGap::Warm,
+            Some("flush") => OnGap::Flush,
+            Some(other) => {
+                self.field_problem(
+                    "binlog",
+                    "on_gap",
+                    format!("\"{other}\" is not an on_gap action: use \"warm\" or \"flush\""),
+                );
+                OnGap::Warm
+            }
+        };
+        Some(BinlogSettings {
+            server_id: server_id?,
+            url: url?,
+            start: start?,
+            checkpoint: checkpoint?,
+            heartbeat,
+            on_gap,
+        })
+    }
+
+    fn change_rule(
+        &mut self,
+        index: usize,
+        item: &toml::Value,
+        jobs: &[WarmJob],
+        mysql: Option<&MysqlSettings>,
+    ) -> Option<ChangeRule> {
+        let at = match item.get("table").and_then(|v| v.as_str()) {
+            Some(table) => format!("on_change[{index}] \"{table}\""),
+            None => format!("on_change[{index}]"),
+        };
+        let line = |ctx: &Self, field: Option<&str>| ctx.lines.table_field_line("on_change", index, field);
+        let before = self.problems.len();
+        let raw: RawOnChange = match deserialize(item.clone(), ON_CHANGE_FIELDS) {
+            Ok((raw, unknown)) => {
+                for (field, message) in unknown {
+                    self.problem(line(self, Some(&field)), format!("{at}.{field}"), message);
+                }
+                raw
+            }
+            Err((field, message)) => {
+                let location = field.as_ref().map_or(at.clone(), |f| format!("{at}.{f}"));
+                self.problem(line(self, field.as_deref()), location, message);
+                return None;
+            }
+        };
+        let default_database = mysql.and_then(|m| {
+            m.url
+                .expose()
+                .parse::<sqlx::mysql::MySqlConnectOptions>()
+                .ok()?
+                .get_database()
+                .map(str::to_string)
+        });
+        let (database, table) = match raw.table.as_deref() {
+            Some(text) => match text.split_once('.') {
+                Some((db, table)) if !db.is_empty() && !table.is_empty() => (db.to_string(), table.to_string()),
+                None if !text.is_empty() && default_database.is_some() => {
+                    (default_database.clone().unwrap_or_default(), text.to_string())
+                }
+                _ => {
+                    self.problem(
+                        line(self, Some("table")),
+                        format!("{at}.table"),
+                        format!("\"{text}\" is not a table: write \"database.table\""),
+                    );
+                    (String::new(), String::new())
+                }
+            },
+            None => {
+                self.problem(
+                    line(self, None),
+                    at.clone(),
+                    "`table` is required (\"database.table\")".into(),
+                );
+                (String::new(), String::new())
+            }
+        };
+        let templates = |ctx: &mut Self, field: &str, list: Option<Vec<String>>| -> Vec<KeyTemplate> {
+            list.unwrap_or_default()
+                .iter()
+                .filter_map(|text| match KeyTemplate::parse(text) {
+                    Ok(template) => Some(template),
+                    Err(message) => {
+                        ctx.problem(
+                            line(ctx, Some(field)),
+                            format!("{at}.{field}"),
+                            format!("\"{text}\": {message}"),
+                        );
+                        None
+                    }
+                })
+                .collect()
+        };
+        let delete = templates(self, "delete", raw.delete);
+        let refresh = templates(self, "refresh", raw.refresh);
+        for template in &refresh {
+            let usable = jobs
+                .iter()
+                .any(|job| job.key == *template && job.refresh_query.is_some());
+            if !usable {
+                self.problem(
+                    line(self, Some("refresh")),
+                    format!("{at}.refresh"),
+                    format!("\"{template}\" needs a [[warm]] job with that key template and a refresh_query"),
+                );
+            }
+            if template.as_str().contains('*') {
+                self.problem(
+                    line(self, Some("refresh")),
+                    format!("{at}.refresh"),
+                    format!("\"{template}\" is a pattern; patterns can only be deleted"),
+                );
+            }
+        }
+        let warm = raw.warm.unwrap_or_default();
+        for name in &warm {
+            if !jobs.iter().any(|job| &*job.name == name) {
+                self.problem(
+                    line(self, Some("warm")),
+                    format!("{at}.warm"),
+                    format!("no [[warm]] job named \"{name}\""),
+                );
+            }
+        }
+        if delete.is_empty() && refresh.is_empty() && warm.is_empty() && self.problems.len() == before {
+            self.problem(
+                line(self, None),
+                at.clone(),
+                "does nothing: give it `delete`, `refresh` or `warm`".into(),
+            );
+        }
+        let debounce = match raw.debounce {
+            Some(text) => parse_duration(&text)
+                .map_err(|m| self.problem(line(self, Some("debounce")), format!("{at}.debounce"), m))
+                .ok(),
+            None => Some(DEFAULT_DEBOUNCE),
+        };
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(ChangeRule {
+            database,
+            table,
+            delete,
+            refresh,
+            warm,
+            debounce: debounce?,
+            when_changed: raw.when_changed.unwrap_or_default(),
+        })
     }
 
     fn admin(&mut self, raw: RawAdmin) -> AdminSettings {
@@ -1058,34 +1336,36 @@ fn every_to_cron(every: &str) -> Result<String, String> {
 /// Finds lines for problems: TOML keeps spans only while parsing, so fields are located by a light scan of the text.
 struct LineIndex {
     source: String,
-    /// Byte ranges of each `[[warm]]` table, header included.
-    warm_tables: Vec<Range<usize>>,
+    /// Byte ranges of each `[[name]]` table by name, header included.
+    tables: std::collections::HashMap<String, Vec<Range<usize>>>,
 }
 
 impl LineIndex {
     fn new(source: &str) -> Self {
-        let mut headers: Vec<(usize, bool)> = Vec::new();
+        // (offset, name of an array-of-tables header `[[name]]`, if it is one)
+        let mut headers: Vec<(usize, Option<String>)> = Vec::new();
         let mut offset = 0;
         for line in source.split_inclusive('\n') {
-            let trimmed = line.trim_start();
+            let trimmed = line.trim();
             if trimmed.starts_with('[') {
-                let is_warm = trimmed.starts_with("[[")
-                    && trimmed[2..].trim_start().starts_with("warm")
-                    && trimmed[2..].trim_start()[4..].trim_start().starts_with("]]");
-                headers.push((offset, is_warm));
+                let name = trimmed
+                    .strip_prefix("[[")
+                    .and_then(|rest| rest.split_once("]]"))
+                    .map(|(name, _)| name.trim().to_string());
+                headers.push((offset, name));
             }
             offset += line.len();
         }
-        let mut warm_tables = Vec::new();
-        for (i, &(start, is_warm)) in headers.iter().enumerate() {
-            if is_warm {
-                let end = headers.get(i + 1).map_or(source.len(), |&(next, _)| next);
-                warm_tables.push(start..end);
+        let mut tables: std::collections::HashMap<String, Vec<Range<usize>>> = std::collections::HashMap::new();
+        for (i, (start, name)) in headers.iter().enumerate() {
+            if let Some(name) = name {
+                let end = headers.get(i + 1).map_or(source.len(), |(next, _)| *next);
+                tables.entry(name.clone()).or_default().push(*start..end);
             }
         }
         Self {
             source: source.to_string(),
-            warm_tables,
+            tables,
         }
     }
 
@@ -1112,7 +1392,12 @@ impl LineIndex {
     }
 
     fn job_field_line(&self, index: usize, field: Option<&str>) -> Option<usize> {
-        let range = self.warm_tables.get(index)?.clone();
+        self.table_field_line("warm", index, field)
+    }
+
+    /// The line of `field` in the `index`th `[[name]]` table.
+    fn table_field_line(&self, name: &str, index: usize, field: Option<&str>) -> Option<usize> {
+        let range = self.tables.get(name)?.get(index)?.clone();
         self.field_in(range.clone(), field)
             .or_else(|| self.field_in(range, None))
     }
