@@ -224,6 +224,7 @@ impl BinlogListener {
             let data = event
                 .read_data()
                 .map_err(|e| BinlogError::Transient(format!("undecodable binlog event: {e}")))?;
+            let mut ends_transaction = false;
             match data {
                 // The server's artificial rotate (log_pos 0) at the start of a stream comes before the format
                 // description, so its name still carries the checksum bytes; it only repeats the file we asked for.
@@ -281,24 +282,17 @@ impl BinlogListener {
                         return Ok(());
                     }
                 }
-                Some(EventData::XidEvent(_)) => {
-                    if !self
-                        .commit(&mut pending, &file, log_pos, &mut in_transaction_rows, shutdown)
-                        .await?
-                    {
-                        return Ok(());
-                    }
-                }
-                Some(EventData::QueryEvent(query)) if query.query() != "BEGIN" => {
-                    // DDL and non-transactional statements end a transaction of their own.
-                    if !self
-                        .commit(&mut pending, &file, log_pos, &mut in_transaction_rows, shutdown)
-                        .await?
-                    {
-                        return Ok(());
-                    }
-                }
+                // A transaction ends at its XID; DDL and non-transactional statements end one of their own.
+                Some(EventData::XidEvent(_)) => ends_transaction = true,
+                Some(EventData::QueryEvent(query)) => ends_transaction = query.query() != "BEGIN",
                 _ => {}
+            }
+            if ends_transaction
+                && !self
+                    .commit(&mut pending, &file, log_pos, &mut in_transaction_rows, shutdown)
+                    .await?
+            {
+                return Ok(());
             }
         }
     }
@@ -374,7 +368,7 @@ impl BinlogListener {
                     let pattern = plan::allow_pattern(&job.key);
                     let covered = self.rules.iter().any(|rule| {
                         rule.warm.iter().any(|name| name.as_str() == &*job.name)
-                            || rule.refresh.iter().any(|template| *template == job.key)
+                            || rule.refresh.contains(&job.key)
                             || rule
                                 .delete
                                 .iter()
