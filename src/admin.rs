@@ -188,7 +188,7 @@ pub fn jobs_json(jobs: &[WarmJob], warmer: &Warmer, now: chrono::DateTime<chrono
                 match (&last.summary, &last.error) {
                     (Some(summary), _) => json!({
                         "outcome": "success",
-                        "finished_at": finished.to_rfc3339(),
+                        "finished_at": finished.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                         "duration_seconds": summary.duration.as_secs_f64(),
                         "rows": summary.rows,
                         "keys_written": summary.keys_written,
@@ -197,7 +197,7 @@ pub fn jobs_json(jobs: &[WarmJob], warmer: &Warmer, now: chrono::DateTime<chrono
                     }),
                     (None, error) => json!({
                         "outcome": "failure",
-                        "finished_at": finished.to_rfc3339(),
+                        "finished_at": finished.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                         "error": error,
                     }),
                 }
@@ -209,7 +209,9 @@ pub fn jobs_json(jobs: &[WarmJob], warmer: &Warmer, now: chrono::DateTime<chrono
                 "cron": job.schedule.cron,
                 "key": job.key.as_str(),
                 "ttl_seconds": match job.ttl { Ttl::Expires(ttl) => Some(ttl.as_secs_f64()), Ttl::Never => None },
-                "next_run": job.enabled.then(|| job.schedule.upcoming(now, 1).first().map(|t| t.to_rfc3339())).flatten(),
+                "next_run": job.enabled.then(|| {
+                    job.schedule.upcoming(now, 1).first().map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                }).flatten(),
                 "running": warmer.is_running(&job.name),
                 "runs": { "succeeded": stats.succeeded, "failed": stats.failed, "skipped": stats.skipped_overlap },
                 "last_run": last,

@@ -316,3 +316,82 @@ fn the_channel_allow_list_defaults_to_the_job_templates() {
     assert_eq!(job.refresh_query.as_deref(), Some("SELECT 1 AS id WHERE ? = ?"));
     assert_eq!(job.refresh_params, ["lang", "id"]);
 }
+
+#[test]
+fn binlog_and_on_change_rules_are_checked() {
+    let source = format!(
+        r#"{CONNECTIONS}
+[binlog]
+start = "somewhere"
+checkpoint = "etcd"
+
+[[warm]]
+name = "p"
+schedule = "every 1h"
+query = "SELECT id FROM products"
+key = "product:{{id}}"
+ttl = "1h"
+
+[[on_change]]
+table = "shop.products"
+refresh = ["product:{{id}}"]
+warm = ["nope"]
+debounce = "soon"
+
+[[on_change]]
+table = "orders"
+"#
+    );
+    let problems = problems(&source);
+    assert!(find(&problems, "binlog.server_id").message.contains("is required"));
+    assert!(
+        find(&problems, "binlog.start")
+            .message
+            .contains("\"somewhere\" is not a start position")
+    );
+    assert!(
+        find(&problems, "binlog.checkpoint")
+            .message
+            .contains("\"etcd\" is not a checkpoint store")
+    );
+    let refresh = find(&problems, "on_change[0] \"shop.products\".refresh");
+    assert!(
+        refresh
+            .message
+            .contains("needs a [[warm]] job with that key template and a refresh_query")
+    );
+    assert_eq!(refresh.line, Some(20));
+    assert!(
+        find(&problems, "on_change[0] \"shop.products\".warm")
+            .message
+            .contains("no [[warm]] job named \"nope\"")
+    );
+    assert!(
+        find(&problems, "on_change[0] \"shop.products\".debounce")
+            .message
+            .contains("not a duration")
+    );
+    assert!(
+        find(&problems, "on_change[1] \"orders\"")
+            .message
+            .contains("does nothing")
+    );
+}
+
+#[test]
+fn on_change_tables_default_to_the_mysql_database() {
+    let source = format!(
+        "{CONNECTIONS}\n[binlog]\nserver_id = 42\n\n[[on_change]]\ntable = \"sessions\"\ndelete = [\"session:{{token}}\"]\n"
+    );
+    let config = config::load_str(Path::new("jobs.toml"), &source, HashMap::new()).unwrap();
+    let binlog = config.binlog.as_ref().unwrap();
+    assert_eq!(binlog.server_id, 42);
+    assert_eq!(
+        binlog.url, config.mysql.url,
+        "replication uses [mysql] url unless told otherwise"
+    );
+    assert_eq!(
+        (config.rules[0].database.as_str(), config.rules[0].table.as_str()),
+        ("shop", "sessions")
+    );
+}

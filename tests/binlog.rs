@@ -1,0 +1,483 @@
+//! Binlog CDC against the binlog-enabled MariaDB and real Redis: row changes refresh and delete the right keys,
+//! restarts resume from the checkpoint, kill -9 and Redis outages lose nothing, purged logs are recovered from, and
+//! DDL mid-stream is followed.
+//!
+//! The binlog is server-wide: tests that purge it take the write side of `BINLOG`, the others the read side.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Daemon, TestEnv, eventually, free_port, get, sample, wait_for_admin};
+use sqlx::Connection as _;
+use tokio::sync::RwLock;
+
+static BINLOG: RwLock<()> = RwLock::const_new(());
+
+const SCHEMA: &str = "
+CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(50), price DECIMAL(8,2), category_id INT, stock INT);
+INSERT INTO products VALUES (1, 'Kettle', 19.90, 1, 5), (2, 'Lamp', 5.00, 1, 7), (3, 'Chair', 120.00, 2, 9)
+";
+
+/// `[binlog]`, a products job with a refresh query, and `rules`.
+fn config(env: &TestEnv, binlog_extra: &str, rules: &str) -> String {
+    let p = &env.prefix;
+    let server_id = 10_000 + fastrand::u32(..1_000_000);
+    format!(
+        r#"[channel]
+enabled = false
+
+[binlog]
+server_id = {server_id}
+checkpoint_key = "{p}checkpoint"
+heartbeat = "1s"
+{binlog_extra}
+
+[[warm]]
+name = "products"
+schedule = "0 0 0 1 1 *"
+query = "SELECT id, name, price FROM products"
+refresh_query = "SELECT id, name, price FROM products WHERE id = :id"
+key = "{p}product:{{id}}"
+ttl = "1h"
+
+[[warm]]
+name = "stats"
+schedule = "0 0 0 1 1 *"
+query = "SELECT COUNT(*) AS n, SUM(stock) AS stock FROM products"
+key = "{p}stats"
+shape = "object"
+ttl = "1h"
+
+{rules}
+"#
+    )
+}
+
+fn products_rule(env: &TestEnv, extra: &str) -> String {
+    let p = &env.prefix;
+    format!(
+        "[[on_change]]\ntable = \"{}.products\"\nrefresh = [\"{p}product:{{id}}\"]\n\
+         delete = [\"{p}category:{{category_id}}:*\"]\n{extra}\n",
+        env.database
+    )
+}
+
+async fn metric(env: &TestEnv, name: &str) -> f64 {
+    let body = get(env, "/metrics").await.map(|r| r.body).unwrap_or_default();
+    sample(&body, name).unwrap_or(0.0)
+}
+
+/// Starts the daemon and waits until it follows the binlog.
+async fn start(env: &TestEnv, path: &std::path::Path) -> Daemon {
+    let daemon = Daemon::start(env, path, &[], &[]);
+    wait_for_admin(env).await;
+    let following = eventually(Duration::from_secs(20), || async {
+        (metric(env, "cachewarden_binlog_connected").await == 1.0).then_some(())
+    })
+    .await;
+    assert!(following.is_some(), "not following the binlog:\n{}", daemon.log());
+    daemon
+}
+
+async fn value(env: &TestEnv, key: &str) -> Option<String> {
+    env.get(&format!("{}{key}", env.prefix)).await
+}
+
+async fn becomes(env: &TestEnv, key: &str, expected: Option<&str>) -> bool {
+    eventually(Duration::from_secs(15), || async {
+        (value(env, key).await.as_deref() == expected).then_some(())
+    })
+    .await
+    .is_some()
+}
+
+async fn set(env: &TestEnv, key: &str) {
+    let mut conn = env.redis().await;
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}{key}", env.prefix))
+        .arg("stale")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn inserts_updates_and_deletes_refresh_and_delete_the_mapped_keys() {
+    let _shared = BINLOG.read().await;
+    let env = TestEnv::new().await;
+    env.sql(SCHEMA).await;
+    let path = env.config_file(&config(&env, "", &products_rule(&env, "")));
+    let mut daemon = start(&env, &path).await;
+
+    env.sql("INSERT INTO products VALUES (4, 'Desk', 80.00, 3, 1)").await;
+    assert!(becomes(&env, "product:4", Some(r#"{"id":4,"name":"Desk","price":"80.00"}"#)).await);
+
+    set(&env, "category:1:page:1").await;
+    env.sql("UPDATE products SET price = 17.50 WHERE id = 1").await;
+    assert!(becomes(&env, "product:1", Some(r#"{"id":1,"name":"Kettle","price":"17.50"}"#)).await);
+    assert!(
+        becomes(&env, "category:1:page:1", None).await,
+        "the category pattern was not deleted"
+    );
+
+    // A changed key column: the old key goes, the new one is written.
+    env.sql("UPDATE products SET id = 20 WHERE id = 2").await;
+    assert!(becomes(&env, "product:20", Some(r#"{"id":20,"name":"Lamp","price":"5.00"}"#)).await);
+    env.sql("UPDATE products SET id = 21 WHERE id = 20").await;
+    assert!(becomes(&env, "product:20", None).await);
+    assert!(becomes(&env, "product:21", Some(r#"{"id":21,"name":"Lamp","price":"5.00"}"#)).await);
+
+    env.sql("DELETE FROM products WHERE id = 1").await;
+    assert!(becomes(&env, "product:1", None).await);
+
+    // A multi-row transaction is applied whole.
+    env.sql("BEGIN;\nINSERT INTO products VALUES (5, 'Rug', 40.00, 4, 1), (6, 'Vase', 12.00, 4, 1);\nCOMMIT")
+        .await;
+    assert!(becomes(&env, "product:5", Some(r#"{"id":5,"name":"Rug","price":"40.00"}"#)).await);
+    assert!(becomes(&env, "product:6", Some(r#"{"id":6,"name":"Vase","price":"12.00"}"#)).await);
+    assert!(metric(&env, "cachewarden_binlog_transactions_total").await >= 6.0);
+    assert_eq!(daemon.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn when_changed_ignores_other_columns_and_warm_is_debounced() {
+    let _shared = BINLOG.read().await;
+    let env = TestEnv::new().await;
+    env.sql(SCHEMA).await;
+    let rules = format!(
+        "{}[[on_change]]\ntable = \"{}.products\"\nwarm = [\"stats\"]\ndebounce = \"5s\"\n",
+        products_rule(&env, "when_changed = [\"price\", \"name\"]"),
+        env.database
+    );
+    let path = env.config_file(&config(&env, "", &rules));
+    let mut daemon = start(&env, &path).await;
+    // The first start (no checkpoint) re-warms what the rules cover; let that finish first.
+    assert!(becomes(&env, "product:1", Some(r#"{"id":1,"name":"Kettle","price":"19.90"}"#)).await);
+    assert!(becomes(&env, "stats", Some(r#"{"n":3,"stock":"21"}"#)).await);
+
+    set(&env, "product:1").await;
+    env.sql("UPDATE products SET stock = 99 WHERE id = 1").await;
+    // The stats rule fires on any change (no when_changed): it proves the update was read.
+    assert!(becomes(&env, "stats", Some(r#"{"n":3,"stock":"115"}"#)).await);
+    assert_eq!(
+        value(&env, "product:1").await.as_deref(),
+        Some("stale"),
+        "a stock-only update refreshed the product"
+    );
+
+    // Three changes inside the debounce window: one run at once, one at the window's end with the final state.
+    for stock in [1, 2, 3] {
+        env.sql(&format!("UPDATE products SET stock = {stock} WHERE id = 2"))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let runs_before = metric(&env, r#"cachewarden_warm_runs_total{job="stats",outcome="success"}"#).await;
+    assert!(
+        becomes(&env, "stats", Some(r#"{"n":3,"stock":"111"}"#)).await,
+        "the trailing run never came"
+    );
+    let runs_after = metric(&env, r#"cachewarden_warm_runs_total{job="stats",outcome="success"}"#).await;
+    assert_eq!(
+        runs_after - runs_before,
+        1.0,
+        "debounce let more than one trailing run through"
+    );
+    assert!(
+        runs_after <= 3.0,
+        "{runs_after} stats runs for 4 changes in two windows"
+    );
+
+    env.sql("UPDATE products SET name = 'Kettle 2' WHERE id = 1").await;
+    assert!(becomes(&env, "product:1", Some(r#"{"id":1,"name":"Kettle 2","price":"19.90"}"#)).await);
+    assert_eq!(daemon.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn a_restart_resumes_from_the_checkpoint_and_kill_9_loses_nothing() {
+    let _shared = BINLOG.read().await;
+    let env = TestEnv::new().await;
+    env.sql(SCHEMA).await;
+    env.sql("CREATE TABLE counters (id INT PRIMARY KEY, n INT);\nINSERT INTO counters SELECT seq, 0 FROM seq_1_to_50")
+        .await;
+    let p = env.prefix.clone();
+    let rules = format!(
+        "{}[[warm]]\nname = \"counters\"\nschedule = \"0 0 0 1 1 *\"\nquery = \"SELECT id, n FROM counters\"\n\
+         refresh_query = \"SELECT id, n FROM counters WHERE id = :id\"\nkey = \"{p}counter:{{id}}\"\nttl = \"1h\"\n\n\
+         [[on_change]]\ntable = \"{}.counters\"\nrefresh = [\"{p}counter:{{id}}\"]\n",
+        products_rule(&env, ""),
+        env.database
+    );
+    let path = env.config_file(&config(&env, "", &rules));
+    let mut daemon = start(&env, &path).await;
+    assert_eq!(daemon.stop().await, Some(0));
+
+    // Changes while stopped are applied after the restart.
+    env.sql("UPDATE products SET price = 1.00 WHERE id = 3").await;
+    let mut daemon = start(&env, &path).await;
+    assert!(becomes(&env, "product:3", Some(r#"{"id":3,"name":"Chair","price":"1.00"}"#)).await);
+
+    // kill -9 in the middle of a burst of committed transactions, then restart: every counter ends right.
+    let url = env.mysql_url.clone();
+    let burst = tokio::spawn(async move {
+        let mut conn = sqlx::MySqlConnection::connect(&url).await.unwrap();
+        for round in 1..=20 {
+            for id in 1..=50 {
+                sqlx::query("UPDATE counters SET n = ? WHERE id = ?")
+                    .bind(round)
+                    .bind(id)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon.signal("KILL");
+    let _ = daemon.child.wait();
+    burst.await.unwrap();
+    let mut daemon = start(&env, &path).await;
+    for id in 1..=50 {
+        assert!(
+            becomes(
+                &env,
+                &format!("counter:{id}"),
+                Some(&format!(r#"{{"id":{id},"n":20}}"#))
+            )
+            .await,
+            "counter {id}"
+        );
+    }
+    assert_eq!(daemon.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn redis_down_during_a_burst_then_back_applies_everything() {
+    let _shared = BINLOG.read().await;
+    let env = TestEnv::new().await;
+    env.sql(SCHEMA).await;
+    let port = free_port();
+    let start_redis = || {
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut redis = start_redis();
+    let checkpoint = env.dir.path().join("checkpoint");
+    let body = config(
+        &env,
+        &format!("checkpoint = \"file\"\ncheckpoint_file = \"{}\"", checkpoint.display()),
+        &products_rule(&env, ""),
+    )
+    .replace(&format!("checkpoint_key = \"{}checkpoint\"\n", env.prefix), "");
+    let path = env.write_file(
+        "jobs.toml",
+        &format!(
+            "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"redis://127.0.0.1:{port}/0\"\nconnect_timeout = \"1s\"\n\
+             [admin]\nlisten = \"{}\"\n\n{body}",
+            env.mysql_url,
+            env.admin_addr()
+        ),
+    );
+    let mut daemon = start(&env, &path).await;
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    for price in 1..=30 {
+        env.sql(&format!("UPDATE products SET price = {price} WHERE id = 2"))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(daemon.is_running());
+    let mut redis = start_redis();
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
+    let key = format!("{}product:2", env.prefix);
+    let applied = eventually(Duration::from_secs(30), || {
+        let (client, key) = (client.clone(), key.clone());
+        async move {
+            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+            let value: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await.ok()?;
+            (value.as_deref() == Some(r#"{"id":2,"name":"Lamp","price":"30.00"}"#)).then_some(())
+        }
+    })
+    .await;
+    let code = daemon.stop().await;
+    let _ = redis.kill();
+    let _ = redis.wait();
+    assert!(
+        applied.is_some(),
+        "the changes made while Redis was down were not applied:\n{}",
+        daemon.log()
+    );
+    assert_eq!(code, Some(0));
+    assert!(std::fs::read_to_string(&checkpoint).unwrap().contains(':'));
+}
+
+#[tokio::test]
+async fn a_purged_binlog_runs_the_recovery_and_goes_on() {
+    let _exclusive = BINLOG.write().await;
+    let env = TestEnv::new().await;
+    env.sql(SCHEMA).await;
+    let path = env.config_file(&config(&env, "on_gap = \"warm\"", &products_rule(&env, "")));
+    let mut daemon = start(&env, &path).await;
+    assert_eq!(
+        metric(&env, "cachewarden_binlog_gaps_total").await,
+        1.0,
+        "a first start without checkpoint is a gap"
+    );
+    assert!(becomes(&env, "product:1", Some(r#"{"id":1,"name":"Kettle","price":"19.90"}"#)).await);
+    assert_eq!(daemon.stop().await, Some(0));
+
+    // While stopped: a change, then the log holding it (and the checkpoint) is purged.
+    env.sql("UPDATE products SET price = 2.00 WHERE id = 1").await;
+    env.sql("FLUSH BINARY LOGS").await;
+    let mut conn = sqlx::MySqlConnection::connect(&env.mysql_url).await.unwrap();
+    let status = sqlx::query("SHOW MASTER STATUS").fetch_one(&mut conn).await.unwrap();
+    let current_file: String = sqlx::Row::get(&status, 0);
+    // A log still being read by a lingering dump thread is kept; retry until the old logs are gone.
+    let purged = eventually(Duration::from_secs(20), || {
+        let url = env.mysql_url.clone();
+        let current_file = current_file.clone();
+        async move {
+            let mut conn = sqlx::MySqlConnection::connect(&url).await.ok()?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("PURGE BINARY LOGS TO '{current_file}'")))
+                .execute(&mut conn)
+                .await
+                .ok()?;
+            let logs = sqlx::query("SHOW BINARY LOGS").fetch_all(&mut conn).await.ok()?;
+            (logs.len() == 1).then_some(())
+        }
+    })
+    .await;
+    assert!(purged.is_some(), "the old binary logs could not be purged");
+
+    let mut daemon = start(&env, &path).await;
+    assert!(
+        becomes(&env, "product:1", Some(r#"{"id":1,"name":"Kettle","price":"2.00"}"#)).await,
+        "not recovered"
+    );
+    assert!(daemon.log().contains("Binlog position was purged"), "{}", daemon.log());
+    assert_eq!(metric(&env, "cachewarden_binlog_gaps_total").await, 1.0);
+    // And it goes on following.
+    env.sql("UPDATE products SET price = 3.00 WHERE id = 1").await;
+    assert!(becomes(&env, "product:1", Some(r#"{"id":1,"name":"Kettle","price":"3.00"}"#)).await);
+    assert_eq!(daemon.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn alter_table_mid_stream_is_followed_and_a_vanished_column_is_reported() {
+    let _shared = BINLOG.read().await;
+    let env = TestEnv::new().await;
+    env.sql(SCHEMA).await;
+    let p = &env.prefix;
+    let rules = format!(
+        "{}[[on_change]]\ntable = \"{}.products\"\ndelete = [\"{p}sku:{{sku}}\"]\n",
+        products_rule(&env, ""),
+        env.database
+    );
+    let path = env.config_file(&config(&env, "", &rules));
+    let mut daemon = start(&env, &path).await;
+
+    env.sql("UPDATE products SET price = 4.00 WHERE id = 1").await;
+    assert!(becomes(&env, "product:1", Some(r#"{"id":1,"name":"Kettle","price":"4.00"}"#)).await);
+    assert!(
+        daemon.log().contains("names a column the table does not have"),
+        "sku is not a column yet"
+    );
+
+    env.sql("ALTER TABLE products ADD COLUMN sku VARCHAR(20) AFTER id")
+        .await;
+    env.sql("UPDATE products SET sku = 'K-1', price = 5.00 WHERE id = 1")
+        .await;
+    set(&env, "sku:K-1").await;
+    env.sql("UPDATE products SET price = 6.00 WHERE id = 1").await;
+    assert!(becomes(&env, "product:1", Some(r#"{"id":1,"name":"Kettle","price":"6.00"}"#)).await);
+    assert!(
+        becomes(&env, "sku:K-1", None).await,
+        "the new column was not seen after ALTER TABLE"
+    );
+    assert!(daemon.is_running());
+    assert_eq!(daemon.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn a_100k_row_transaction_is_applied_in_bounded_memory() {
+    let _shared = BINLOG.read().await;
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE big (id INT PRIMARY KEY, v INT);\nINSERT INTO big SELECT seq, 0 FROM seq_1_to_100000")
+        .await;
+    env.sql(SCHEMA).await;
+    let p = env.prefix.clone();
+    let rules = format!(
+        "[[on_change]]\ntable = \"{}.big\"\ndelete = [\"{p}big:{{id}}\"]\n",
+        env.database
+    );
+    let path = env.config_file(&config(&env, "", &rules));
+    let mut daemon = start(&env, &path).await;
+    let mut conn = env.redis().await;
+    for chunk in (1..=100_000).collect::<Vec<u32>>().chunks(10_000) {
+        let mut pipe = redis::pipe();
+        for id in chunk {
+            pipe.cmd("SET").arg(format!("{p}big:{id}")).arg(1).ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await.unwrap();
+    }
+    let rss = |pid: u32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    let before = rss(daemon.child.id());
+    env.sql("UPDATE big SET v = v + 1").await;
+    let deleted = eventually(Duration::from_secs(60), || async {
+        (metric(&env, "cachewarden_binlog_rows_total").await >= 100_000.0).then_some(())
+    })
+    .await;
+    assert!(deleted.is_some(), "the big transaction was not applied");
+    assert!(env.keys().await.iter().all(|k| !k.contains(":big:")), "keys survived");
+    let grown_kb = rss(daemon.child.id()).saturating_sub(before);
+    println!("peak RSS grew by {grown_kb} kB over a 100k-row transaction");
+    assert!(grown_kb < 64 * 1024, "peak RSS grew by {grown_kb} kB");
+    assert_eq!(daemon.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn a_server_without_row_binlog_is_refused_clearly() {
+    let _shared = BINLOG.read().await;
+    let env = TestEnv::new().await;
+    env.sql(SCHEMA).await;
+    // The machine's own MariaDB on 3306 has binary logging off.
+    let body = config(
+        &env,
+        "url = \"mysql://root@127.0.0.1:3306/mysql\"",
+        &products_rule(&env, ""),
+    );
+    let path = env.config_file(&body);
+    let mut daemon = Daemon::start(&env, &path, &[], &[]);
+    let log = eventually(Duration::from_secs(20), || async {
+        let log = daemon.log();
+        log.contains("Cannot follow the binlog").then_some(log)
+    })
+    .await
+    .expect("the refusal is logged");
+    assert!(
+        log.contains("binary logging is off") || log.contains("must be"),
+        "{log}"
+    );
+    assert!(daemon.is_running(), "the rest of the daemon keeps running");
+    assert_eq!(daemon.stop().await, Some(0));
+}
