@@ -401,7 +401,8 @@ async fn streams_apply_what_was_added_while_stopped_and_reclaim_pending_entries(
     let p = env.prefix.clone();
     let stream = format!("{p}stream");
     let settings = format!("stream = \"{stream}\"\ngroup = \"cw\"\nconsumer = \"me\"\nclaim_idle = \"1s\"");
-    let body = config(&env, &settings);
+    // No warm run at start: it would race with the deletes this test is about.
+    let body = config(&env, &settings).replace("run_on_start = true\n", "");
     let path = env.config_file(&body);
     let mut conn = env.redis().await;
 
@@ -422,14 +423,6 @@ async fn streams_apply_what_was_added_while_stopped_and_reclaim_pending_entries(
     })
     .await;
     assert!(created.is_some());
-    assert!(
-        becomes(
-            &env,
-            &format!("{p}product:3"),
-            r#"{"id":3,"name":"Chair","price":"120.00"}"#
-        )
-        .await
-    );
     assert_eq!(daemon.stop().await, Some(0));
 
     // While stopped: one entry arrives normally, one is read (not acked) by "me" as if it crashed mid-way, one is
@@ -459,6 +452,9 @@ async fn streams_apply_what_was_added_while_stopped_and_reclaim_pending_entries(
                 .unwrap();
         }
     };
+    for id in 1..=3 {
+        set(&env, &format!("{p}product:{id}"), "cached").await;
+    }
     add(format!("{p}product:1")).await;
     read_as("me").await;
     add(format!("{p}product:2")).await;

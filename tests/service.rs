@@ -56,7 +56,11 @@ async fn admin_endpoint_serves_metrics_health_jobs_and_triggers() {
     env.get(&format!("{}absent", env.prefix)).await;
     let metrics = eventually(Duration::from_secs(10), || async {
         let metrics = get(&env, "/metrics").await?.body;
-        sample(&metrics, "cachewarden_cache_hit_ratio").map(|_| metrics)
+        // The health loop sets these one after the other; wait for a complete round.
+        let complete = sample(&metrics, "cachewarden_cache_hit_ratio").is_some()
+            && sample(&metrics, "cachewarden_redis_up").is_some()
+            && sample(&metrics, "cachewarden_mysql_up").is_some();
+        complete.then_some(metrics)
     })
     .await
     .expect("metrics with a hit ratio");
