@@ -42,8 +42,6 @@ use crate::warm::{Mode, Progress, RunSummary, WarmError, WarmRunner, Warmer, pan
 
 /// Triggers waiting for the warm executor; beyond this, fires are dropped (and logged) rather than queued.
 const TRIGGER_QUEUE: usize = 256;
-/// How long shutdown waits for MySQL connections to close politely.
-const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns an error only for a definite startup failure.
 ///
@@ -196,8 +194,7 @@ pub async fn run_daemon(
     systemd::stopping();
     shutdown.cancel();
     tracker.wait().await;
-    // A connection abandoned mid-query is drained before the pool lets it go; do not wait for that.
-    let _ = tokio::time::timeout(POOL_CLOSE_TIMEOUT, db.close()).await;
+    db.close().await;
     info!("Stopped.");
     Ok(())
 }

@@ -22,6 +22,9 @@ use crate::render::ColumnInfo;
 /// Idle connections are closed after this long: warm jobs are minutes apart and RDS counts connections.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long closing the pool may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A database failure, classified by what the caller should do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
@@ -160,9 +163,12 @@ impl Database {
         Ok(sqlx::Statement::columns(&statement).iter().map(column_info).collect())
     }
 
-    /// Closes every connection.
+    /// Closes every connection, waiting at most `CLOSE_TIMEOUT`: a connection abandoned mid-query (a timed-out
+    /// run) may never be handed back, and shutdown must not wait for it.
     pub async fn close(&self) {
-        self.pool.close().await;
+        if tokio::time::timeout(CLOSE_TIMEOUT, self.pool.close()).await.is_err() {
+            tracing::debug!("MySQL connections did not close in time; leaving them to the OS.");
+        }
     }
 }
 
