@@ -46,6 +46,8 @@ pub struct Applied {
     pub refresh_deleted: u64,
     /// Warm runs requested.
     pub warms: u64,
+    /// Keys written from binlog row images.
+    pub projected: u64,
 }
 
 /// Applies actions.
@@ -82,6 +84,21 @@ impl Invalidator {
                         .collect();
                     self.cache.apply(&ops).await?;
                     applied.deleted += ops.len() as u64;
+                }
+                Action::Set { .. } => {
+                    let ops: Vec<KeyOp> = run
+                        .iter()
+                        .filter_map(|a| match a {
+                            Action::Set { key, value, ttl } => Some(KeyOp::Set {
+                                key: key.clone(),
+                                value: value.clone(),
+                                ttl: *ttl,
+                            }),
+                            _ => None,
+                        })
+                        .collect();
+                    self.cache.apply(&ops).await?;
+                    applied.projected += ops.len() as u64;
                 }
                 Action::DeletePattern(_) => {
                     for action in &run {

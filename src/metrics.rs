@@ -185,6 +185,7 @@ pub fn record_invalidations(applied: &crate::invalidate::Applied) {
         ("refresh", applied.refreshed),
         ("refresh_delete", applied.refresh_deleted),
         ("warm", applied.warms),
+        ("project", applied.projected),
     ] {
         if count > 0 {
             counter!("cachewarden_invalidated_keys_total", "action" => action).increment(count);

@@ -27,6 +27,12 @@ pub enum Action {
     Refresh(String),
     /// Run the named warm job now.
     Warm(String),
+    /// Write a value (a row projection from the binlog; never produced by a message).
+    Set {
+        key: String,
+        value: Vec<u8>,
+        ttl: Option<std::time::Duration>,
+    },
 }
 
 /// Why a message was refused. Each variant is a metric label (see [`Refusal::reason`]).
@@ -272,6 +278,8 @@ pub struct RowChange {
     pub after: Option<RowImage>,
     /// For an UPDATE, the columns whose value differs between the images.
     pub changed: Vec<String>,
+    /// The after image as JSON per column, for projections (only when a rule projects).
+    pub after_json: Option<HashMap<String, Vec<u8>>>,
 }
 
 /// What a row change asks of the cache under one rule.
@@ -334,10 +342,61 @@ pub fn plan_change(rule: &ChangeRule, change: &RowChange) -> ChangePlan {
             push(&mut plan, Action::Refresh(new));
         }
     }
+    if let Some(projection) = &rule.project {
+        let old = change
+            .before
+            .as_ref()
+            .map(|image| render_from_image(&projection.key, image));
+        let new = change
+            .after
+            .as_ref()
+            .map(|image| render_from_image(&projection.key, image));
+        for result in [&old, &new].into_iter().flatten() {
+            if let Err(column) = result {
+                note_missing(&mut plan, column.clone());
+            }
+        }
+        let old = old.and_then(Result::ok).flatten();
+        let new = new.and_then(Result::ok).flatten();
+        if let Some(old) = &old
+            && new.as_ref() != Some(old)
+        {
+            push(&mut plan, Action::Delete(old.clone()));
+        }
+        if let (Some(key), Some(json)) = (new, &change.after_json) {
+            match project_value(&projection.columns, json) {
+                Ok(value) => push(
+                    &mut plan,
+                    Action::Set {
+                        key,
+                        value,
+                        ttl: projection.ttl.pick(crate::model::Jitter::None, 0.0),
+                    },
+                ),
+                Err(column) => note_missing(&mut plan, column),
+            }
+        }
+    }
     for job in &rule.warm {
         push(&mut plan, Action::Warm(job.clone()));
     }
     plan
+}
+
+/// The JSON object of `columns` (in that order) from a row's JSON values, or the first missing column.
+fn project_value(columns: &[String], json: &HashMap<String, Vec<u8>>) -> Result<Vec<u8>, String> {
+    let mut value = vec![b'{'];
+    for (i, column) in columns.iter().enumerate() {
+        let cell = json.get(column).ok_or_else(|| column.clone())?;
+        if i > 0 {
+            value.push(b',');
+        }
+        crate::value::write_json_string(&mut value, column);
+        value.push(b':');
+        value.extend_from_slice(cell);
+    }
+    value.push(b'}');
+    Ok(value)
 }
 
 fn note_missing(plan: &mut ChangePlan, column: String) {
@@ -385,6 +444,7 @@ mod tests {
             warm: vec!["dashboard_stats".into()],
             debounce: std::time::Duration::from_secs(30),
             when_changed: vec![],
+            project: None,
         }
     }
 
@@ -417,6 +477,7 @@ mod tests {
             before: Some(image(&[("id", Some("7")), ("category_id", Some("3"))])),
             after: Some(image(&[("id", Some("8")), ("category_id", Some("4"))])),
             changed: vec!["id".into(), "category_id".into()],
+            after_json: None,
         };
         assert_eq!(
             plan_change(&rule(), &change).actions,
@@ -450,6 +511,7 @@ mod tests {
             before: Some(row.clone()),
             after: Some(row.clone()),
             changed: vec!["stock".into()],
+            after_json: None,
         };
         assert!(plan_change(&rule, &stock_only).actions.is_empty());
         let price = RowChange {
@@ -457,6 +519,40 @@ mod tests {
             ..stock_only
         };
         assert!(!plan_change(&rule, &price).actions.is_empty());
+    }
+
+    #[test]
+    fn projections_write_the_chosen_columns_and_follow_key_moves() {
+        let mut rule = rule();
+        rule.delete.clear();
+        rule.refresh.clear();
+        rule.warm.clear();
+        rule.project = Some(crate::config::Projection {
+            key: KeyTemplate::parse("price:{id}").unwrap(),
+            columns: vec!["price".into(), "id".into()],
+            ttl: crate::model::Ttl::Expires(std::time::Duration::from_secs(60)),
+        });
+        let json: HashMap<String, Vec<u8>> = [("id", "8"), ("price", "\"9.50\""), ("name", "\"x\"")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect();
+        let change = RowChange {
+            before: Some(image(&[("id", Some("7"))])),
+            after: Some(image(&[("id", Some("8"))])),
+            changed: vec!["id".into()],
+            after_json: Some(json),
+        };
+        assert_eq!(
+            plan_change(&rule, &change).actions,
+            [
+                Action::Delete("price:7".into()),
+                Action::Set {
+                    key: "price:8".into(),
+                    value: br#"{"price":"9.50","id":8}"#.to_vec(),
+                    ttl: Some(std::time::Duration::from_secs(60)),
+                },
+            ]
+        );
     }
 
     #[test]

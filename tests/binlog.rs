@@ -142,6 +142,43 @@ async fn inserts_updates_and_deletes_refresh_and_delete_the_mapped_keys() {
 }
 
 #[tokio::test]
+async fn projections_are_written_from_the_row_image() {
+    let _shared = BINLOG.read().await;
+    let env = TestEnv::new().await;
+    env.sql(SCHEMA).await;
+    env.sql("ALTER TABLE products ADD COLUMN seen TIMESTAMP NULL, ADD COLUMN tags JSON")
+        .await;
+    let p = &env.prefix;
+    let rules = format!(
+        "[[on_change]]\ntable = \"{}.products\"\n\
+         project = {{ key = \"{p}card:{{id}}\", columns = [\"id\", \"name\", \"price\", \"seen\", \"tags\"], ttl = \"10m\" }}\n",
+        env.database
+    );
+    let path = env.config_file(&config(&env, "", &rules));
+    let mut daemon = start(&env, &path).await;
+    env.sql("SET time_zone = '+02:00';\nUPDATE products SET price = 8.25, seen = '2026-11-26 10:00:00', tags = '[\"a\"]' WHERE id = 1")
+        .await;
+    assert!(
+        becomes(
+            &env,
+            "card:1",
+            Some(r#"{"id":1,"name":"Kettle","price":"8.25","seen":"2026-11-26T08:00:00Z","tags":"[\"a\"]"}"#)
+        )
+        .await,
+        "got {:?}",
+        value(&env, "card:1").await
+    );
+    let ttl = env.pttl(&format!("{p}card:1")).await;
+    assert!((590_000..=600_000).contains(&ttl), "PTTL {ttl}");
+    env.sql("UPDATE products SET id = 10 WHERE id = 1").await;
+    assert!(becomes(&env, "card:1", None).await);
+    assert!(value(&env, "card:10").await.is_some());
+    env.sql("DELETE FROM products WHERE id = 10").await;
+    assert!(becomes(&env, "card:10", None).await);
+    assert_eq!(daemon.stop().await, Some(0));
+}
+
+#[tokio::test]
 async fn when_changed_ignores_other_columns_and_warm_is_debounced() {
     let _shared = BINLOG.read().await;
     let env = TestEnv::new().await;

@@ -204,6 +204,17 @@ pub struct ChangeRule {
     pub debounce: Duration,
     /// When non-empty, an UPDATE that changes none of these columns is ignored.
     pub when_changed: Vec<String>,
+    /// A key written straight from the row image (no query): the chosen columns as a JSON object.
+    pub project: Option<Projection>,
+}
+
+/// A key whose value is a projection of one row, written from the binlog's row image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Projection {
+    pub key: crate::model::KeyTemplate,
+    /// Columns of the value, in this order.
+    pub columns: Vec<String>,
+    pub ttl: crate::model::Ttl,
 }
 
 /// `[admin]`: the HTTP endpoint for metrics, health and manual triggers.

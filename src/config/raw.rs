@@ -104,6 +104,15 @@ pub struct RawOnChange {
     pub warm: Option<Vec<String>>,
     pub debounce: Option<String>,
     pub when_changed: Option<Vec<String>>,
+    pub project: Option<RawProjection>,
+}
+
+/// `project = { key = "...", columns = [...], ttl = "..." }` in an `[[on_change]]` rule.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawProjection {
+    pub key: Option<String>,
+    pub columns: Option<Vec<String>>,
+    pub ttl: Option<String>,
 }
 
 /// A number that may also arrive as a string, because environment overrides are always strings.

@@ -84,7 +84,15 @@ const WARM_FIELDS: &[&str] = &[
 ];
 
 /// The fields of an `[[on_change]]` rule.
-const ON_CHANGE_FIELDS: &[&str] = &["table", "delete", "refresh", "warm", "debounce", "when_changed"];
+const ON_CHANGE_FIELDS: &[&str] = &[
+    "table",
+    "delete",
+    "refresh",
+    "warm",
+    "debounce",
+    "when_changed",
+    "project",
+];
 
 /// Sections that environment variables may set.
 const ENV_SECTIONS: &[&str] = &["mysql", "redis", "defaults", "daemon", "admin", "binlog"];
@@ -637,11 +645,71 @@ impl Context {
                 );
             }
         }
-        if delete.is_empty() && refresh.is_empty() && warm.is_empty() && self.problems.len() == before {
+        let project = raw.project.and_then(|raw| {
+            let fail = |ctx: &mut Self, message: String| {
+                ctx.problem(line(ctx, Some("project")), format!("{at}.project"), message);
+            };
+            let key = match raw.key.as_deref().map(KeyTemplate::parse) {
+                Some(Ok(key)) if !key.is_single_key() => Some(key),
+                Some(Ok(key)) => {
+                    fail(
+                        self,
+                        format!("key \"{key}\" has no placeholders: a projection writes one key per row"),
+                    );
+                    None
+                }
+                Some(Err(message)) => {
+                    fail(self, format!("key: {message}"));
+                    None
+                }
+                None => {
+                    fail(self, "needs `key` (a template such as \"price:{id}\")".into());
+                    None
+                }
+            };
+            let columns = match raw.columns {
+                Some(columns) if !columns.is_empty() => Some(columns),
+                _ => {
+                    fail(self, "needs `columns`, the row's columns to store".into());
+                    None
+                }
+            };
+            let ttl = match raw.ttl.as_deref().map(parse_ttl) {
+                Some(Ok(ttl)) => Some(ttl),
+                Some(Err(message)) => {
+                    fail(self, format!("ttl: {message}"));
+                    None
+                }
+                None => {
+                    fail(self, "needs `ttl` (or \"none\")".into());
+                    None
+                }
+            };
+            if let Some(columns) = &columns {
+                let sensitive = crate::render::sensitive_columns(columns.iter().map(String::as_str), &[]);
+                if !sensitive.is_empty() {
+                    fail(
+                        self,
+                        format!("columns {} look sensitive and would be cached", sensitive.join(", ")),
+                    );
+                }
+            }
+            Some(crate::config::Projection {
+                key: key?,
+                columns: columns?,
+                ttl: ttl?,
+            })
+        });
+        if delete.is_empty()
+            && refresh.is_empty()
+            && warm.is_empty()
+            && project.is_none()
+            && self.problems.len() == before
+        {
             self.problem(
                 line(self, None),
                 at.clone(),
-                "does nothing: give it `delete`, `refresh` or `warm`".into(),
+                "does nothing: give it `delete`, `refresh`, `project` or `warm`".into(),
             );
         }
         let debounce = match raw.debounce {
@@ -661,6 +729,7 @@ impl Context {
             warm,
             debounce: debounce?,
             when_changed: raw.when_changed.unwrap_or_default(),
+            project,
         })
     }
 

@@ -24,6 +24,7 @@ use futures_util::StreamExt as _;
 use mysql_async::binlog::events::EventData;
 use mysql_async::binlog::row::BinlogRow;
 use mysql_async::binlog::value::BinlogValue;
+use mysql_async::consts::ColumnType;
 use mysql_async::prelude::Queryable as _;
 use mysql_async::{BinlogStreamRequest, Conn, Opts, Value};
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,7 @@ use crate::invalidate::Invalidator;
 use crate::metrics;
 use crate::model::{KeyOp, Trigger, TriggerReason};
 use crate::plan::{self, Action, RowChange, RowImage};
+use crate::value::Cell;
 
 /// Actions gathered before a batch is applied mid-transaction (bounded memory for huge transactions).
 const BATCH_ACTIONS: usize = 5000;
@@ -250,10 +252,14 @@ impl BinlogListener {
                     if rules.is_empty() {
                         continue;
                     }
+                    let projects = rules.iter().any(|rule| rule.project.is_some());
                     for row in rows.rows(tme) {
                         let (before, after) =
                             row.map_err(|e| BinlogError::Transient(format!("undecodable row event: {e}")))?;
-                        let change = row_change(before.as_ref(), after.as_ref());
+                        let mut change = row_change(before.as_ref(), after.as_ref());
+                        if projects && let Some(after) = &after {
+                            change.after_json = Some(row_json(after, tme));
+                        }
                         in_transaction_rows += 1;
                         for rule in &rules {
                             let plan = plan::plan_change(rule, &change);
@@ -594,6 +600,95 @@ fn row_change(before: Option<&BinlogRow>, after: Option<&BinlogRow>) -> RowChang
         before: before.map(image),
         after: after.map(image),
         changed,
+        after_json: None,
+    }
+}
+
+/// Each column of a row as JSON, mapped as warm jobs map the same types (see `value`): numbers, DECIMAL and text
+/// as strings, dates ISO-8601 (TIMESTAMP in UTC), JSON embedded, non-UTF-8 bytes in base64.
+fn row_json(row: &BinlogRow, tme: &mysql_async::binlog::events::TableMapEvent<'_>) -> HashMap<String, Vec<u8>> {
+    row.columns_ref()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, column)| {
+            let value = row.as_ref(i)?;
+            let column_type = tme.get_column_type(i).ok().flatten();
+            Some((column.name_str().into_owned(), json_of(value, column_type)))
+        })
+        .collect()
+}
+
+fn json_of(value: &BinlogValue<'_>, column_type: Option<ColumnType>) -> Vec<u8> {
+    use std::borrow::Cow;
+    let mut out = Vec::new();
+    let cell = match value {
+        BinlogValue::Value(value) => match value {
+            Value::NULL => Cell::Null,
+            Value::Int(seconds) if column_type == Some(ColumnType::MYSQL_TYPE_TIMESTAMP) => {
+                Cell::Text(Cow::Owned(utc_timestamp(&seconds.to_string())))
+            }
+            Value::Int(n) => Cell::Int(*n),
+            Value::UInt(n) => Cell::UInt(*n),
+            Value::Float(x) => Cell::Float(*x),
+            Value::Double(x) => Cell::Double(*x),
+            Value::Bytes(bytes) => match column_type {
+                Some(ColumnType::MYSQL_TYPE_TIMESTAMP2) => {
+                    Cell::Text(Cow::Owned(utc_timestamp(&String::from_utf8_lossy(bytes))))
+                }
+                Some(ColumnType::MYSQL_TYPE_BIT) if bytes.len() <= 8 => {
+                    Cell::UInt(bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+                }
+                _ => match std::str::from_utf8(bytes) {
+                    Ok(text) => Cell::Text(Cow::Borrowed(text)),
+                    Err(_) => Cell::Bytes(bytes),
+                },
+            },
+            Value::Date(y, m, d, h, mi, s, us) => {
+                let mut text = format!("{y:04}-{m:02}-{d:02}");
+                if column_type != Some(ColumnType::MYSQL_TYPE_DATE) {
+                    text.push_str(&format!("T{h:02}:{mi:02}:{s:02}"));
+                    if *us != 0 {
+                        text.push_str(format!(".{us:06}").trim_end_matches('0'));
+                    }
+                }
+                Cell::Text(Cow::Owned(text))
+            }
+            Value::Time(negative, days, h, mi, s, us) => {
+                let hours = u64::from(*days) * 24 + u64::from(*h);
+                let mut text = format!("{}{hours:02}:{mi:02}:{s:02}", if *negative { "-" } else { "" });
+                if *us != 0 {
+                    text.push_str(format!(".{us:06}").trim_end_matches('0'));
+                }
+                Cell::Text(Cow::Owned(text))
+            }
+        },
+        BinlogValue::Jsonb(json) => {
+            let document = json
+                .clone()
+                .parse()
+                .map(serde_json::Value::from)
+                .unwrap_or(serde_json::Value::Null);
+            out.extend_from_slice(document.to_string().as_bytes());
+            return out;
+        }
+        BinlogValue::JsonDiff(_) => Cell::Null,
+    };
+    cell.write_json(&mut out);
+    out
+}
+
+/// `seconds[.micros]` since the epoch as `2026-11-26T08:30:00Z`.
+fn utc_timestamp(epoch: &str) -> String {
+    let (seconds, micros) = epoch.split_once('.').unwrap_or((epoch, "0"));
+    let seconds: i64 = seconds.parse().unwrap_or_default();
+    let micros: u32 = micros.parse().unwrap_or_default();
+    match chrono::DateTime::from_timestamp(seconds, micros * 1000) {
+        Some(at) if micros == 0 => at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Some(at) => {
+            let text = at.format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
+            format!("{}Z", text.trim_end_matches('0'))
+        }
+        None => epoch.to_string(),
     }
 }
 
