@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Daemon, TestEnv, eventually, free_port, get, sample, wait_for_admin};
@@ -295,22 +294,7 @@ async fn redis_down_during_a_burst_then_back_applies_everything() {
     let env = TestEnv::new().await;
     env.sql(SCHEMA).await;
     let port = free_port();
-    let start_redis = || {
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let start_redis = || common::spawn_redis(port);
     let mut redis = start_redis();
     let checkpoint = env.dir.path().join("checkpoint");
     let body = config(

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Daemon, TestEnv, eventually, free_port, get, sample, wait_for_admin};
@@ -314,20 +313,7 @@ async fn a_killed_subscription_is_resubscribed_and_resynced() {
     env.sql(PRODUCTS).await;
     let p = env.prefix.clone();
     let port = free_port();
-    let mut redis = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut redis = common::spawn_redis(port);
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
     let conn = eventually(Duration::from_secs(10), || async {
         client.get_multiplexed_async_connection().await.ok()

@@ -350,20 +350,7 @@ async fn daemon_waits_for_an_unreachable_redis_and_warms_once_it_appears() {
         "daemon gave up while Redis was down"
     );
 
-    let mut redis = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server starts");
+    let mut redis = common::spawn_redis(port);
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
     let key = format!("{}late:1", env.prefix);
     let value = eventually(Duration::from_secs(45), || {

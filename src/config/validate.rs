@@ -299,6 +299,17 @@ impl Context {
         }
     }
 
+    /// Sets `[section] field` to `value`, remembering `origin` (a variable or credential) for problem messages.
+    fn override_field(&mut self, doc: &mut toml::Table, section: &str, field: &str, value: String, origin: String) {
+        let table = doc
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(table) = table {
+            table.insert(field.to_string(), toml::Value::String(value));
+            self.env_fields.insert(format!("{section}.{field}"), origin);
+        }
+    }
+
     /// systemd credentials override the file (and are overridden by the environment).
     fn apply_credentials(&mut self, doc: &mut toml::Table, directory: &Path) {
         for (name, section, field) in CREDENTIALS {
@@ -315,14 +326,7 @@ impl Context {
                     continue;
                 }
             };
-            let table = doc
-                .entry(section.to_string())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            if let toml::Value::Table(table) = table {
-                table.insert(field.to_string(), toml::Value::String(value));
-                self.env_fields
-                    .insert(format!("{section}.{field}"), format!("credential {}", path.display()));
-            }
+            self.override_field(doc, section, field, value, format!("credential {}", path.display()));
         }
     }
 
@@ -375,6 +379,22 @@ impl Context {
         }
     }
 
+    fn on_gap(&mut self, section: &str, raw: Option<&str>) -> OnGap {
+        match raw {
+            None | Some("warm") => OnGap::Warm,
+            Some("flush") => OnGap::Flush,
+            Some("none") => OnGap::None,
+            Some(other) => {
+                self.field_problem(
+                    section,
+                    "on_gap",
+                    format!("\"{other}\" is not an on_gap action: use \"warm\", \"flush\" or \"none\""),
+                );
+                OnGap::Warm
+            }
+        }
+    }
+
     fn channel(&mut self, raw: RawChannel, jobs: &[WarmJob]) -> ChannelSettings {
         let enabled = self.flag("channel", "enabled", raw.enabled, true);
         let allow = match raw.allow {
@@ -392,19 +412,7 @@ impl Context {
             }
             None => jobs.iter().map(|job| crate::plan::allow_pattern(&job.key)).collect(),
         };
-        let on_gap = match raw.on_gap.as_deref() {
-            None | Some("warm") => OnGap::Warm,
-            Some("flush") => OnGap::Flush,
-            Some("none") => OnGap::None,
-            Some(other) => {
-                self.field_problem(
-                    "channel",
-                    "on_gap",
-                    format!("\"{other}\" is not an on_gap action: use \"warm\", \"flush\" or \"none\""),
-                );
-                OnGap::Warm
-            }
-        };
+        let on_gap = self.on_gap("channel", raw.on_gap.as_deref());
         let stream = raw.stream.map(|name| StreamSettings {
             name,
             group: raw.group.clone().unwrap_or_else(|| "cachewarden".into()),
@@ -518,18 +526,7 @@ impl Context {
         let heartbeat = self
             .duration("binlog", "heartbeat", raw.heartbeat)
             .unwrap_or(DEFAULT_HEARTBEAT);
-        let on_gap = match raw.on_gap.as_deref() {
-            None | Some("warm") => OnGap::Warm,
-            Some("flush") => OnGap::Flush,
-            Some(other) => {
-                self.field_problem(
-                    "binlog",
-                    "on_gap",
-                    format!("\"{other}\" is not an on_gap action: use \"warm\" or \"flush\""),
-                );
-                OnGap::Warm
-            }
-        };
+        let on_gap = self.on_gap("binlog", raw.on_gap.as_deref());
         Some(BinlogSettings {
             server_id: server_id?,
             url: url?,
@@ -790,13 +787,7 @@ impl Context {
                     continue;
                 }
             };
-            let table = doc
-                .entry(section.to_string())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            if let toml::Value::Table(table) = table {
-                table.insert(field.to_string(), toml::Value::String(value));
-                self.env_fields.insert(format!("{section}.{field}"), var);
-            }
+            self.override_field(doc, section, field, value, var);
         }
     }
 
