@@ -1,0 +1,43 @@
+"""A binlog invalidator in plain Python: python-mysql-replication, one DEL per changed row.
+
+Usage: binlog_invalidator.py MYSQL_URL REDIS_URL SCHEMA TABLE KEY_PREFIX LOG_FILE LOG_POS COUNT SERVER_ID
+Reads row events from LOG_FILE:LOG_POS and deletes KEY_PREFIX{id} for each changed row; after COUNT rows prints
+`rows elapsed_seconds` (from the first row event to the last).
+"""
+import sys
+import time
+from urllib.parse import urlparse
+
+import redis
+from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+
+
+def main():
+    mysql_url, redis_url, schema, table, prefix, log_file, log_pos, count, server_id = sys.argv[1:10]
+    url = urlparse(mysql_url)
+    settings = {"host": url.hostname, "port": url.port or 3306, "user": url.username or "root",
+                "passwd": url.password or ""}
+    r = redis.Redis.from_url(redis_url)
+    stream = BinLogStreamReader(connection_settings=settings, server_id=int(server_id), blocking=True,
+                                resume_stream=True, log_file=log_file, log_pos=int(log_pos),
+                                only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
+                                only_schemas=[schema], only_tables=[table])
+    rows, first, last = 0, None, None
+    target = int(count)
+    for event in stream:
+        for row in event.rows:
+            values = row.get("after_values") or row.get("values")
+            if first is None:
+                first = time.monotonic()
+            r.delete(f"{prefix}{values['id']}")
+            rows += 1
+            last = time.monotonic()
+        if rows >= target:
+            break
+    stream.close()
+    print(rows, (last - first) if first else 0.0)
+
+
+if __name__ == "__main__":
+    main()

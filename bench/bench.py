@@ -1,0 +1,430 @@
+"""End-to-end benchmarks: cachewarden against plain Python doing the same job, and against Redis' own limit.
+
+Run through scripts/bench (it builds, starts services and prepares the venv). Every scenario runs --runs times
+(default 3); the report gives medians and ratios, and is written to docs/BENCHMARKS.md.
+
+Scenarios:
+  warm-10k   10,000 demo products (~330-byte JSON values): cachewarden run --once vs the seed's per-key SETEX
+             loop vs a pipelined Python script; limit: redis-benchmark -P 64 SET with the same value size.
+  warm-1m    1,000,000 rows: keys/s and peak RSS (GNU time), cachewarden and the pipelined Python script.
+  pubsub     single-key invalidations published in one burst: cachewarden (1,000,000, counted lost) vs the seed's
+             subscriber doing one DEL per message (200,000).
+  binlog     delete mode: catch-up over a 100,000-row backlog from a checkpoint, cachewarden vs a
+             python-mysql-replication invalidator; and live: a 10,000-row update burst, time from the last commit to
+             the last key deleted.
+  idle       the daemon doing nothing for 10 s: RSS and CPU.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import pymysql
+import redis
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "cachewarden")
+BASELINES = os.path.join(ROOT, "bench", "baselines")
+MYSQL_BASE = os.environ["CACHEWARDEN_TEST_MYSQL_URL"]
+REDIS_BASE = os.environ["CACHEWARDEN_TEST_REDIS_URL"]
+DATABASE = "cachewarden_bench"
+MYSQL_URL = f"{MYSQL_BASE}/{DATABASE}"
+REDIS_DB = 9  # a database of the bench's own: flushed between scenarios
+REDIS_URL = f"{REDIS_BASE}/{REDIS_DB}"
+ADMIN_PORT = 19188
+PRODUCTS_QUERY = ("SELECT id, sku, name, description, category_id, price, stock, sales, views, attributes, "
+                  "updated_at FROM products")
+
+
+def log(message):
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def mysql():
+    host_port = MYSQL_BASE.split("@")[1]
+    host, port = host_port.split(":")
+    return pymysql.connect(host=host, port=int(port), user="root", password="", database=DATABASE, autocommit=True)
+
+
+def r():
+    return redis.Redis.from_url(REDIS_URL)
+
+
+def flush():
+    r().flushdb()
+
+
+def config(body):
+    """A config file for the bench database and Redis db, plus `body`."""
+    path = os.path.join(tempfile.mkdtemp(prefix="cwbench"), "jobs.toml")
+    with open(path, "w") as f:
+        f.write(f'[mysql]\nurl = "{MYSQL_URL}"\npool_size = 4\n\n[redis]\nurl = "{REDIS_URL}"\n\n'
+                f'[admin]\nlisten = "127.0.0.1:{ADMIN_PORT}"\n\n{body}')
+    return path
+
+
+def warm_job(name, query, prefix, extra=""):
+    return (f'[[warm]]\nname = "{name}"\nschedule = "0 0 0 1 1 *"\nquery = """{query}"""\n'
+            f'key = "{prefix}{{id}}"\nttl = "10m"\njson_columns = ["attributes"]\n{extra}\n')
+
+
+def timed(command, **kwargs):
+    start = time.monotonic()
+    out = subprocess.run(command, check=True, capture_output=True, text=True, **kwargs)
+    return time.monotonic() - start, out.stdout
+
+
+def gnu_time(command):
+    """Wall seconds and peak RSS (MB) of a command, by GNU time."""
+    out = subprocess.run(["/usr/bin/time", "-f", "%e %M"] + command, check=True, capture_output=True, text=True)
+    wall, rss_kb = out.stderr.strip().splitlines()[-1].split()
+    return float(wall), int(rss_kb) / 1024
+
+
+def metric(name):
+    with urllib.request.urlopen(f"http://127.0.0.1:{ADMIN_PORT}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+    return 0.0
+
+
+def wait(predicate, limit, step=0.005):
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+class Daemon:
+    def __init__(self, path):
+        self.process = subprocess.Popen([BIN, "run", "--config", path], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"})
+        if not wait(lambda: self._ready(), 30, 0.05):
+            raise RuntimeError("daemon did not become ready")
+
+    def _ready(self):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ADMIN_PORT}/readyz", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def status(self, field):
+        with open(f"/proc/{self.process.pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        return 0
+
+    def cpu_ticks(self):
+        with open(f"/proc/{self.process.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def resp(*args):
+    parts = [f"*{len(args)}\r\n"]
+    for arg in args:
+        data = str(arg)
+        parts.append(f"${len(data.encode())}\r\n{data}\r\n")
+    return "".join(parts)
+
+
+def pipe(commands_file):
+    subprocess.run(["redis-cli", "-n", str(REDIS_DB), "--pipe"], stdin=open(commands_file), check=True,
+                   capture_output=True)
+
+
+def write_resp(path, lines):
+    with open(path, "w") as f:
+        for line in lines:
+            f.write(line)
+
+
+def setup():
+    log("preparing the bench database")
+    subprocess.run([BIN, "demo-init", "--config", config("")], check=True, capture_output=True)
+    db = mysql()
+    with db.cursor() as c:
+        c.execute("CREATE TABLE IF NOT EXISTS million (id INT PRIMARY KEY, name VARCHAR(50), price DECIMAL(10,2),"
+                  " category_id INT, updated_at DATETIME)")
+        c.execute("SELECT COUNT(*) FROM million")
+        if c.fetchone()[0] != 1_000_000:
+            c.execute("TRUNCATE million")
+            c.execute("INSERT INTO million SELECT seq, CONCAT('Item ', seq), 1 + seq % 500, seq % 100,"
+                      " '2026-11-26 08:00:00' FROM seq_1_to_1000000")
+        c.execute("CREATE TABLE IF NOT EXISTS churn (id INT PRIMARY KEY, v INT)")
+        c.execute("SELECT COUNT(*) FROM churn")
+        if c.fetchone()[0] != 100_000:
+            c.execute("TRUNCATE churn")
+            c.execute("INSERT INTO churn SELECT seq, 0 FROM seq_1_to_100000")
+    flush()
+
+
+def value_size():
+    flush()
+    cfg = config(warm_job("p", PRODUCTS_QUERY + " LIMIT 100", "bench:p:"))
+    subprocess.run([BIN, "run", "--once", "--config", cfg], check=True, capture_output=True)
+    sizes = [len(r().get(k)) for k in r().scan_iter("bench:p:*")]
+    flush()
+    return int(statistics.mean(sizes))
+
+
+def warm_10k(runs):
+    size = value_size()
+    cfg = config(warm_job("products", PRODUCTS_QUERY, "bench:p:"))
+    py = os.path.join(sys.prefix, "bin", "python")
+    results = {"cachewarden": [], "python_setex": [], "python_pipelined": [], "redis_benchmark": []}
+    for _ in range(runs):
+        flush()
+        seconds, _ = timed([BIN, "run", "--once", "--config", cfg])
+        assert r().dbsize() == 10_000
+        results["cachewarden"].append(10_000 / seconds)
+        for name, script in (("python_setex", "warm_setex.py"), ("python_pipelined", "warm_pipelined.py")):
+            flush()
+            seconds, out = timed([py, os.path.join(BASELINES, script), MYSQL_URL, REDIS_URL, PRODUCTS_QUERY,
+                                  "bench:p:", "600"])
+            assert int(out) == 10_000 and r().dbsize() == 10_000
+            results[name].append(10_000 / seconds)
+        flush()
+        out = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", "6379", "--dbnum", str(REDIS_DB),
+                              "-t", "set", "-n", "200000", "-P", "64", "-d", str(size), "-r", "10000", "--csv"],
+                             check=True, capture_output=True, text=True).stdout
+        rps = [line for line in out.splitlines() if line.startswith('"SET"')][0].split(",")[1]
+        results["redis_benchmark"].append(float(rps.strip('"')))
+    flush()
+    return size, {k: statistics.median(v) for k, v in results.items()}
+
+
+def warm_1m(runs):
+    cfg = config(warm_job("million", "SELECT id, name, price, category_id, updated_at FROM million", "bench:m:"))
+    py = os.path.join(sys.prefix, "bin", "python")
+    cw, cw_rss, py_rate, py_rss = [], [], [], []
+    for _ in range(runs):
+        flush()
+        seconds, rss = gnu_time([BIN, "run", "--once", "--config", cfg])
+        assert r().dbsize() == 1_000_000
+        cw.append(1_000_000 / seconds)
+        cw_rss.append(rss)
+    flush()
+    seconds, rss = gnu_time([py, os.path.join(BASELINES, "warm_pipelined.py"), MYSQL_URL, REDIS_URL,
+                             "SELECT id, name, price, category_id, updated_at FROM million", "bench:m:", "600"])
+    py_rate.append(1_000_000 / seconds)
+    py_rss.append(rss)
+    flush()
+    return {"cachewarden": statistics.median(cw), "cachewarden_rss": max(cw_rss),
+            "python_pipelined": statistics.median(py_rate), "python_rss": max(py_rss)}
+
+
+def pubsub(runs):
+    n_cw, n_py = 1_000_000, 200_000
+    work = tempfile.mkdtemp(prefix="cwbench")
+    sets, pubs = os.path.join(work, "set.resp"), os.path.join(work, "pub.resp")
+    write_resp(sets, (resp("SET", f"bench:i:{i}", "1") for i in range(n_cw)))
+    write_resp(pubs, (resp("PUBLISH", "bench_inv", f"bench:i:{i}") for i in range(n_cw)))
+    rates, lost = [], []
+    cfg = config('[channel]\nname = "bench_inv"\nallow = ["bench:i:*"]\n\n')
+    for _ in range(runs):
+        flush()
+        pipe(sets)
+        daemon = Daemon(cfg)
+        start = time.monotonic()
+        pipe(pubs)
+        done = wait(lambda: r().dbsize() == 0, 120, 0.01)
+        elapsed = time.monotonic() - start
+        applied = metric('cachewarden_channel_messages_total{outcome="applied"}')
+        daemon.stop()
+        rates.append(n_cw / elapsed if done else 0.0)
+        lost.append(n_cw - applied)
+    # The Python subscriber: fewer messages, it is much slower.
+    flush()
+    py_sets, py_pubs = os.path.join(work, "pyset.resp"), os.path.join(work, "pypub.resp")
+    write_resp(py_sets, (resp("SET", f"bench:i:{i}", "1") for i in range(n_py)))
+    write_resp(py_pubs, (resp("PUBLISH", "bench_inv", f"bench:i:{i}") for i in range(n_py)))
+    pipe(py_sets)
+    ready = os.path.join(work, "ready")
+    py = os.path.join(sys.prefix, "bin", "python")
+    sub = subprocess.Popen([py, os.path.join(BASELINES, "pubsub_del.py"), REDIS_URL, "bench_inv", str(n_py), ready],
+                           stdout=subprocess.PIPE, text=True)
+    wait(lambda: os.path.exists(ready), 10, 0.01)
+    start = time.monotonic()
+    pipe(py_pubs)
+    out, _ = sub.communicate(timeout=600)
+    elapsed = time.monotonic() - start
+    received = int(out.split()[0])
+    flush()
+    return {"cachewarden": statistics.median(rates), "cachewarden_lost": max(lost), "messages": n_cw,
+            "python": received / elapsed, "python_lost": n_py - received, "python_messages": n_py}
+
+
+def master_status():
+    with mysql().cursor() as c:
+        c.execute("SHOW MASTER STATUS")
+        row = c.fetchone()
+        return row[0], int(row[1])
+
+
+def churn(ids, transactions):
+    db = mysql()
+    step = ids // transactions
+    with db.cursor() as c:
+        for t in range(transactions):
+            c.execute("UPDATE churn SET v = v + 1 WHERE id > %s AND id <= %s", (t * step, (t + 1) * step))
+    return time.monotonic()
+
+
+def binlog_config(server_id):
+    rule = f'[[on_change]]\ntable = "{DATABASE}.churn"\ndelete = ["bench:c:{{id}}"]\n'
+    return config(f'[channel]\nenabled = false\n\n[binlog]\nserver_id = {server_id}\n'
+                  f'checkpoint_key = "bench:checkpoint"\nheartbeat = "1s"\non_gap = "none"\n\n{rule}')
+
+
+def create_churn_keys(count):
+    work = tempfile.mkdtemp(prefix="cwbench")
+    path = os.path.join(work, "keys.resp")
+    write_resp(path, (resp("SET", f"bench:c:{i}", "1") for i in range(1, count + 1)))
+    pipe(path)
+
+
+def binlog(runs):
+    n = 100_000
+    catch_up, live = [], []
+    py = os.path.join(sys.prefix, "bin", "python")
+    for run in range(runs):
+        # Catch-up: a backlog of n row events (100 transactions) replayed from a checkpoint.
+        flush()
+        create_churn_keys(n)
+        file, pos = master_status()
+        churn(n, 100)
+        r().set("bench:checkpoint", f"{file}:{pos}")
+        start = time.monotonic()
+        daemon = Daemon(binlog_config(9000 + run))
+        done = wait(lambda: r().dbsize() <= 1, 120, 0.005)
+        catch_up.append(n / (time.monotonic() - start) if done else 0.0)
+        # Live: 10,000 rows in 10 transactions while following; lag from the last commit to the last delete.
+        create_churn_keys(10_000)
+        committed = churn(10_000, 10)
+        wait(lambda: r().dbsize() <= 1, 60, 0.001)
+        live.append(time.monotonic() - committed)
+        daemon.stop()
+    flush()
+    create_churn_keys(n)
+    file, pos = master_status()
+    churn(n, 100)
+    out = subprocess.run([py, os.path.join(BASELINES, "binlog_invalidator.py"), MYSQL_BASE, REDIS_URL, DATABASE,
+                          "churn", "bench:c:", file, str(pos), str(n), "9100"],
+                         check=True, capture_output=True, text=True, timeout=900).stdout
+    rows, elapsed = out.split()
+    flush()
+    return {"catch_up": statistics.median(catch_up), "live_lag_ms": statistics.median(live) * 1000,
+            "live_lag_max_ms": max(live) * 1000, "python": int(rows) / float(elapsed)}
+
+
+def idle():
+    cfg = config(warm_job("products", PRODUCTS_QUERY, "bench:p:", ) + "[channel]\nname = \"bench_idle\"\n")
+    daemon = Daemon(cfg)
+    time.sleep(2)
+    ticks = daemon.cpu_ticks()
+    time.sleep(10)
+    cpu = (daemon.cpu_ticks() - ticks) / os.sysconf("SC_CLK_TCK") / 10 * 100
+    rss = daemon.status("VmRSS") / 1024
+    daemon.stop()
+    return {"rss_mb": rss, "cpu_percent": cpu}
+
+
+def machine():
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = {
+        "cachewarden": subprocess.run([BIN, "--version"], capture_output=True, text=True).stdout.strip(),
+        "redis": subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2],
+        "mariadb": mysql().get_server_info(),
+        "python": platform.python_version(),
+        "redis-py": redis.__version__,
+        "pymysql": pymysql.__version__,
+    }
+    return f"{os.cpu_count()} cores ({cpu}), " + ", ".join(f"{k} {v}" for k, v in versions.items())
+
+
+def report(results, runs):
+    w, m, p, b, i = (results[k] for k in ("warm_10k", "warm_1m", "pubsub", "binlog", "idle"))
+    size, w = w
+    rows = [
+        ("warm 10k products (~%d B values), keys/s" % size, w["cachewarden"],
+         f"{w['python_setex']:.0f} per-key / {w['python_pipelined']:.0f} pipelined",
+         f"{w['redis_benchmark']:.0f}",
+         f"{w['cachewarden'] / w['python_setex']:.1f}x per-key, {w['cachewarden'] / w['python_pipelined']:.1f}x"
+         f" pipelined, {w['redis_benchmark'] / w['cachewarden']:.1f}x below the limit",
+         "≥ 25x per-key, ≥ 4x pipelined, within 3x of the limit"),
+        ("warm 1M rows, keys/s (peak RSS)", f"{m['cachewarden']:.0f} ({m['cachewarden_rss']:.0f} MB)",
+         f"{m['python_pipelined']:.0f} pipelined ({m['python_rss']:.0f} MB)", "-",
+         f"{m['cachewarden'] / m['python_pipelined']:.1f}x", "≥ 250k keys/s, ≤ 64 MB"),
+        ("pub/sub invalidations/s (lost)", f"{p['cachewarden']:.0f} ({p['cachewarden_lost']:.0f} of {p['messages']})",
+         f"{p['python']:.0f} ({p['python_lost']} of {p['python_messages']})", "-",
+         f"{p['cachewarden'] / p['python']:.1f}x", "≥ 150k/s, 0 lost, ≥ 10x"),
+        ("binlog catch-up, delete mode, row events/s", f"{b['catch_up']:.0f}",
+         f"{b['python']:.0f} (python-mysql-replication)", "-", f"{b['catch_up'] / b['python']:.1f}x",
+         "≥ 200k/s, ≥ 10x"),
+        ("binlog live: 10k-row burst, last commit → last key deleted", f"{b['live_lag_ms']:.0f} ms median,"
+         f" {b['live_lag_max_ms']:.0f} ms max", "-", "-", "-", "≤ 50 ms"),
+        ("idle daemon: RSS, CPU", f"{i['rss_mb']:.1f} MB, {i['cpu_percent']:.2f}%", "-", "-", "-", "≤ 15 MB, ~0"),
+    ]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `scripts/bench` on {datetime.date.today().isoformat()}; medians of {runs} runs (the Python"
+        " 1M-row, pub/sub and binlog baselines run once: they are slow). Release build, local Redis and MariaDB on"
+        " the same machine.",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        "| scenario | cachewarden | plain Python | limit (redis-benchmark -P 64) | ratio | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, cw, py, limit, ratio, target in rows:
+        cw = f"{cw:.0f}" if isinstance(cw, float) else cw
+        lines.append(f"| {name} | {cw} | {py} | {limit} | {ratio} | {target} |")
+    lines += ["", "Raw figures:", "", "```json", json.dumps(results, indent=2, default=str), "```", ""]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true", help="print the report, leave docs/BENCHMARKS.md alone")
+    args = parser.parse_args()
+    setup()
+    results = {}
+    for name, scenario in (("warm_10k", lambda: warm_10k(args.runs)), ("warm_1m", lambda: warm_1m(args.runs)),
+                           ("pubsub", lambda: pubsub(args.runs)), ("binlog", lambda: binlog(args.runs)),
+                           ("idle", idle)):
+        log(f"running {name}")
+        results[name] = scenario()
+        log(f"{name}: {results[name]}")
+    text = report(results, args.runs)
+    print(text)
+    if not args.no_write:
+        with open(os.path.join(ROOT, "docs", "BENCHMARKS.md"), "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
