@@ -39,6 +39,7 @@ MYSQL_URL = f"{MYSQL_BASE}/{DATABASE}"
 REDIS_DB = 9  # a database of the bench's own: flushed between scenarios
 REDIS_URL = f"{REDIS_BASE}/{REDIS_DB}"
 ADMIN_PORT = 19188
+JSON_ATTRIBUTES = 'json_columns = ["attributes"]'
 PRODUCTS_QUERY = ("SELECT id, sku, name, description, category_id, price, stock, sales, views, attributes, "
                   "updated_at FROM products")
 
@@ -72,7 +73,7 @@ def config(body):
 
 def warm_job(name, query, prefix, extra=""):
     return (f'[[warm]]\nname = "{name}"\nschedule = "0 0 0 1 1 *"\nquery = """{query}"""\n'
-            f'key = "{prefix}{{id}}"\nttl = "10m"\njson_columns = ["attributes"]\n{extra}\n')
+            f'key = "{prefix}{{id}}"\nttl = "10m"\n{extra}\n')
 
 
 def timed(command, **kwargs):
@@ -177,7 +178,7 @@ def setup():
 
 def value_size():
     flush()
-    cfg = config(warm_job("p", PRODUCTS_QUERY + " LIMIT 100", "bench:p:"))
+    cfg = config(warm_job("p", PRODUCTS_QUERY + " LIMIT 100", "bench:p:", JSON_ATTRIBUTES))
     subprocess.run([BIN, "run", "--once", "--config", cfg], check=True, capture_output=True)
     sizes = [len(r().get(k)) for k in r().scan_iter("bench:p:*")]
     flush()
@@ -186,7 +187,7 @@ def value_size():
 
 def warm_10k(runs):
     size = value_size()
-    cfg = config(warm_job("products", PRODUCTS_QUERY, "bench:p:"))
+    cfg = config(warm_job("products", PRODUCTS_QUERY, "bench:p:", JSON_ATTRIBUTES))
     py = os.path.join(sys.prefix, "bin", "python")
     results = {"cachewarden": [], "python_setex": [], "python_pipelined": [], "redis_benchmark": []}
     for _ in range(runs):
@@ -335,7 +336,7 @@ def binlog(runs):
 
 
 def idle():
-    cfg = config(warm_job("products", PRODUCTS_QUERY, "bench:p:", ) + "[channel]\nname = \"bench_idle\"\n")
+    cfg = config(warm_job("products", PRODUCTS_QUERY, "bench:p:", JSON_ATTRIBUTES) + "[channel]\nname = \"bench_idle\"\n")
     daemon = Daemon(cfg)
     time.sleep(2)
     ticks = daemon.cpu_ticks()
@@ -410,15 +411,21 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print the report, leave docs/BENCHMARKS.md alone")
+    parser.add_argument("--only", help="run one scenario and print its figures (warm_10k, warm_1m, pubsub, binlog, idle)")
     args = parser.parse_args()
     setup()
     results = {}
     for name, scenario in (("warm_10k", lambda: warm_10k(args.runs)), ("warm_1m", lambda: warm_1m(args.runs)),
                            ("pubsub", lambda: pubsub(args.runs)), ("binlog", lambda: binlog(args.runs)),
                            ("idle", idle)):
+        if args.only and name != args.only:
+            continue
         log(f"running {name}")
         results[name] = scenario()
         log(f"{name}: {results[name]}")
+    if args.only:
+        print(json.dumps(results, indent=2, default=str))
+        return
     text = report(results, args.runs)
     print(text)
     if not args.no_write:

@@ -6,8 +6,9 @@
 //! panic is caught and reported, and retries transient failures with backoff.
 //!
 //! # Memory
-//! Rows are streamed, never fetched whole; at most one batch (`BATCH_KEYS` keys or `BATCH_BYTES` bytes) is held at a
-//! time, so a million-row job runs in the same memory as a thousand-row one. A single-key job holds its one value,
+//! Rows are streamed, never fetched whole; at most `MAX_IN_FLIGHT` + 1 batches (`BATCH_KEYS` keys or `BATCH_BYTES`
+//! bytes each) are held at a time, some being written while the next is read, so a million-row job runs in the same
+//! memory as a thousand-row one. A single-key job holds its one value,
 //! which `max_value_bytes` bounds.
 //!
 //! # Shutdown
@@ -35,6 +36,9 @@ use crate::value::Cell;
 
 /// Keys per pipeline: large enough to amortise round trips, small enough to keep Redis responsive to others.
 const BATCH_KEYS: usize = 1000;
+/// Pipelines in flight at once on the (multiplexed) connection: enough to keep Redis busy while the next batch is
+/// rendered, few enough that memory stays a handful of batches.
+const MAX_IN_FLIGHT: usize = 4;
 /// Bytes per pipeline, for jobs with large values.
 const BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Per run, at most this many skipped rows are logged one by one; the rest are only counted.
@@ -257,6 +261,7 @@ impl Warmer {
             bytes: 0,
             summary: RunSummary::default(),
             progress,
+            in_flight: std::collections::VecDeque::new(),
         };
         let mut renderer: Option<RowRenderer> = None;
         let mut aggregate = job.key.single_key().map(|key| Aggregate {
@@ -330,8 +335,8 @@ impl Warmer {
                 writer.push(aggregate.key, value).await?;
             }
         }
-        writer.flush().await?;
-        Ok(writer.summary)
+        writer.finish().await?;
+        Ok(std::mem::take(&mut writer.summary))
     }
 }
 
@@ -361,7 +366,8 @@ impl Aggregate {
     }
 }
 
-/// Collects a run's key operations and writes them in pipelined batches.
+/// Collects a run's key operations and writes them in pipelined batches. Batches are written while the next is
+/// read from the database, so the query and the writes overlap; at most `MAX_IN_FLIGHT` are in flight.
 struct BatchWriter<'a> {
     cache: &'a Cache,
     job: &'a WarmJob,
@@ -370,6 +376,8 @@ struct BatchWriter<'a> {
     bytes: usize,
     summary: RunSummary,
     progress: &'a Progress,
+    /// Batches being written, oldest first, with their key counts.
+    in_flight: std::collections::VecDeque<(tokio::task::JoinHandle<Result<(), CacheError>>, u64)>,
 }
 
 impl BatchWriter<'_> {
@@ -392,27 +400,69 @@ impl BatchWriter<'_> {
         Ok(())
     }
 
+    /// Hands the collected batch to Redis (after the previous one finished) without waiting for it.
     async fn flush(&mut self) -> Result<(), CacheError> {
         if self.ops.is_empty() {
             return Ok(());
         }
-        match self.mode {
-            Mode::Write => self.cache.apply(&self.ops).await?,
-            Mode::DryRun => print_dry_run(&self.job.name, &self.ops),
+        while self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.settle_oldest().await?;
         }
-        let keys = self.ops.len() as u64;
-        self.summary.keys_written += keys;
+        let ops = std::mem::replace(&mut self.ops, Vec::with_capacity(BATCH_KEYS));
+        let keys = ops.len() as u64;
         self.summary.bytes_written += self.bytes as u64;
-        self.progress.keys.fetch_add(keys, Ordering::Relaxed);
-        self.ops.clear();
         self.bytes = 0;
+        match self.mode {
+            Mode::Write => {
+                let cache = self.cache.clone();
+                // Awaited by the next flush or by `finish`, and aborted on drop: it never outlives the run.
+                let write = tokio::spawn(async move { cache.apply(&ops).await });
+                self.in_flight.push_back((write, keys));
+            }
+            Mode::DryRun => {
+                print_dry_run(&self.job.name, &ops);
+                self.count_written(keys);
+            }
+        }
         Ok(())
+    }
+
+    /// Waits for the oldest batch in flight, if any.
+    async fn settle_oldest(&mut self) -> Result<(), CacheError> {
+        if let Some((write, keys)) = self.in_flight.pop_front() {
+            write.await.expect("a batch write does not panic")?;
+            self.count_written(keys);
+        }
+        Ok(())
+    }
+
+    /// Writes what is left and waits for every write.
+    async fn finish(&mut self) -> Result<(), CacheError> {
+        self.flush().await?;
+        while !self.in_flight.is_empty() {
+            self.settle_oldest().await?;
+        }
+        Ok(())
+    }
+
+    fn count_written(&mut self, keys: u64) {
+        self.summary.keys_written += keys;
+        self.progress.keys.fetch_add(keys, Ordering::Relaxed);
     }
 
     fn skip(&mut self, counter: impl FnOnce(&mut RunSummary) -> &mut u64, describe: impl FnOnce() -> String) {
         *counter(&mut self.summary) += 1;
         if self.summary.skipped() <= SKIP_LOG_LIMIT {
             warn!(job = %self.job.name, detail = %describe(), "Skipped a value; the rest of the job goes on.");
+        }
+    }
+}
+
+impl Drop for BatchWriter<'_> {
+    fn drop(&mut self) {
+        // A run that failed or timed out leaves no write behind it.
+        for (write, _) in self.in_flight.drain(..) {
+            write.abort();
         }
     }
 }
