@@ -75,17 +75,27 @@ impl Invalidator {
             let run: Vec<&Action> = actions[index..end].iter().filter(|a| seen.insert(*a)).collect();
             match run[0] {
                 Action::Delete(_) => {
-                    let ops: Vec<KeyOp> = run
+                    let keys: Vec<String> = run
                         .iter()
                         .filter_map(|a| match a {
-                            Action::Delete(key) => Some(KeyOp::Delete { key: key.clone() }),
+                            Action::Delete(key) => Some(key.clone()),
                             _ => None,
                         })
                         .collect();
-                    self.cache.apply(&ops).await?;
-                    applied.deleted += ops.len() as u64;
+                    self.cache.invalidate(&keys).await?;
+                    applied.deleted += keys.len() as u64;
                 }
                 Action::Set { .. } => {
+                    // Row images are as fresh as their event: invalidate first, so that older reads in flight lose,
+                    // then write at the version that invalidation took.
+                    let keys: Vec<String> = run
+                        .iter()
+                        .filter_map(|a| match a {
+                            Action::Set { key, .. } => Some(key.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    let version = self.cache.invalidate(&keys).await?;
                     let ops: Vec<KeyOp> = run
                         .iter()
                         .filter_map(|a| match a {
@@ -93,6 +103,7 @@ impl Invalidator {
                                 key: key.clone(),
                                 value: value.clone(),
                                 ttl: *ttl,
+                                read_at: Some(version),
                             }),
                             _ => None,
                         })
@@ -169,6 +180,9 @@ impl Invalidator {
             debug!(key, job = %job.name, "Job has no refresh_query; deleting the key instead.");
             return self.delete_for_refresh(key, applied).await;
         };
+        // Invalidate first, read after: a value read before this point can no longer land, and ours carries the
+        // version of this invalidation, so a later refresh of the same key wins over it.
+        let read_at = self.cache.invalidate(&[key.to_string()]).await?;
         let values = job
             .key
             .capture(key)
@@ -211,6 +225,7 @@ impl Invalidator {
                         key: key.to_string(),
                         value,
                         ttl,
+                        read_at: Some(read_at),
                     }])
                     .await?;
                 applied.refreshed += 1;
@@ -242,7 +257,7 @@ impl Invalidator {
     }
 
     async fn delete_for_refresh(&self, key: &str, applied: &mut Applied) -> Result<(), InvalidateError> {
-        self.cache.apply(&[KeyOp::Delete { key: key.to_string() }]).await?;
+        self.cache.invalidate(&[key.to_string()]).await?;
         applied.refresh_deleted += 1;
         Ok(())
     }

@@ -322,6 +322,9 @@ pub enum KeyOp {
         key: String,
         value: Vec<u8>,
         ttl: Option<Duration>,
+        /// The cache version (see `cache`) current when the value's data was read. With stale-set protection, an
+        /// invalidation of the key at a later version refuses the write. `None` writes unconditionally.
+        read_at: Option<u64>,
     },
     /// `UNLINK key`.
     Delete { key: String },

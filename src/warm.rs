@@ -251,6 +251,8 @@ impl Warmer {
     }
 
     async fn execute(&self, job: &WarmJob, mode: Mode, progress: &Progress) -> Result<RunSummary, WarmError> {
+        // Before the query starts: any invalidation from here on is newer than the data this run reads.
+        let read_at = self.cache.version().await?;
         let mut conn = self.db.acquire(job.timeout).await?;
         let mut rows = conn.rows(&job.query);
         let mut writer = BatchWriter {
@@ -261,6 +263,7 @@ impl Warmer {
             bytes: 0,
             summary: RunSummary::default(),
             progress,
+            read_at,
             in_flight: std::collections::VecDeque::new(),
         };
         let mut renderer: Option<RowRenderer> = None;
@@ -376,6 +379,8 @@ struct BatchWriter<'a> {
     bytes: usize,
     summary: RunSummary,
     progress: &'a Progress,
+    /// The cache version taken before the query: writes of this data lose to later invalidations.
+    read_at: u64,
     /// Batches being written, oldest first, with their key counts.
     in_flight: std::collections::VecDeque<(tokio::task::JoinHandle<Result<(), CacheError>>, u64)>,
 }
@@ -393,7 +398,12 @@ impl BatchWriter<'_> {
         }
         let ttl = self.job.ttl.pick(self.job.jitter, fastrand::f64());
         self.bytes += value.len();
-        self.ops.push(KeyOp::Set { key, value, ttl });
+        self.ops.push(KeyOp::Set {
+            key,
+            value,
+            ttl,
+            read_at: Some(self.read_at),
+        });
         if self.ops.len() >= BATCH_KEYS || self.bytes >= BATCH_BYTES {
             self.flush().await?;
         }
@@ -472,7 +482,7 @@ fn print_dry_run(job: &str, ops: &[KeyOp]) {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for op in ops {
-        if let KeyOp::Set { key, value, ttl } = op {
+        if let KeyOp::Set { key, value, ttl, .. } = op {
             let ttl = ttl.map_or_else(|| "none".to_string(), |ttl| format!("{:.3}s", ttl.as_secs_f64()));
             let _ = writeln!(out, "{job}\t{key}\t{ttl}\t{}", value.len());
         }

@@ -85,6 +85,10 @@ pub struct RedisSettings {
     pub connect_timeout: Duration,
     /// PEM CA to verify a `rediss://` server with, instead of the system roots.
     pub ca_file: Option<PathBuf>,
+    /// Versioned writes that refuse to install data older than a later invalidation (see `cache`).
+    pub stale_set_protection: bool,
+    /// How long invalidation markers live: longer than any job's read-to-write gap (the longest timeout + 1 min).
+    pub marker_ttl: Duration,
 }
 
 /// `[daemon]`: process-wide limits.

@@ -19,6 +19,7 @@ pub struct RawRedis {
     pub url: Option<String>,
     pub connect_timeout: Option<String>,
     pub ca_file: Option<String>,
+    pub stale_set_protection: Option<BoolOrString>,
 }
 
 /// `[defaults]`: values every `[[warm]]` job inherits unless it sets its own.

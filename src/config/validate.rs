@@ -26,7 +26,7 @@ use crate::model::{Jitter, KeyTemplate, Schedule, Shape, Ttl, WarmJob};
 /// The sections a configuration may have, and the fields of each; used to name valid fields in messages.
 const SECTIONS: &[(&str, &[&str])] = &[
     ("mysql", &["url", "pool_size", "connect_timeout", "ssl_mode", "ssl_ca"]),
-    ("redis", &["url", "connect_timeout", "ca_file"]),
+    ("redis", &["url", "connect_timeout", "ca_file", "stale_set_protection"]),
     ("defaults", &["ttl", "jitter", "max_value_bytes", "timeout"]),
     (
         "daemon",
@@ -108,6 +108,8 @@ const DEFAULT_MAX_CONCURRENT_JOBS: usize = 2;
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Loopback only: the admin endpoint has no authentication, so it must not face a network by default.
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9187";
+/// Invalidation markers outlive the longest job timeout by this much.
+const MARKER_MARGIN: Duration = Duration::from_secs(60);
 /// Generous for real messages (a few keys), small enough that a runaway publisher cannot exhaust memory.
 const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 const DEFAULT_MAX_KEYS_PER_MESSAGE: usize = 1000;
@@ -218,6 +220,11 @@ pub fn validate(
     };
 
     let channel = ctx.channel(channel, &jobs);
+    let mut redis = redis;
+    if let Some(redis) = &mut redis {
+        let longest = jobs.iter().map(|job| job.timeout).max().unwrap_or(defaults.timeout);
+        redis.marker_ttl = longest + MARKER_MARGIN;
+    }
     let raw_binlog: Option<RawBinlog> = doc.contains_key("binlog").then(|| ctx.section(&doc, "binlog"));
     let binlog = raw_binlog.and_then(|raw| ctx.binlog(raw, mysql.as_ref()));
     let rules = match doc.get("on_change") {
@@ -889,10 +896,13 @@ impl Context {
                 );
             }
         }
+        let stale_set_protection = self.flag("redis", "stale_set_protection", raw.stale_set_protection, true);
         Some(RedisSettings {
             url: url?,
             connect_timeout: connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             ca_file,
+            stale_set_protection,
+            marker_ttl: MARKER_MARGIN,
         })
     }
 
