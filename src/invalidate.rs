@@ -24,6 +24,9 @@ use crate::model::{KeyOp, Trigger, TriggerReason, WarmJob};
 use crate::plan::Action;
 use crate::render::{PlanError, RowRenderer};
 
+/// Refreshes run at once within a batch; each holds a database connection while it queries.
+const CONCURRENT_REFRESHES: usize = 4;
+
 /// Why a batch could not be applied. Every error leaves the batch safe to apply again.
 #[derive(Debug, thiserror::Error)]
 pub enum InvalidateError {
@@ -119,9 +122,25 @@ impl Invalidator {
                     }
                 }
                 Action::Refresh(_) => {
-                    for action in &run {
-                        if let Action::Refresh(key) = action {
-                            self.refresh(key, &mut applied).await?;
+                    // Different keys (a run is deduplicated) are independent: refresh a few at once, each with its
+                    // own connection round trips, instead of one after another.
+                    let keys: Vec<String> = run
+                        .iter()
+                        .filter_map(|a| match a {
+                            Action::Refresh(key) => Some(key.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    for chunk in keys.chunks(CONCURRENT_REFRESHES) {
+                        let mut pending = Vec::with_capacity(chunk.len());
+                        for key in chunk {
+                            pending.push(self.refresh_one(key.clone()));
+                        }
+                        for one in futures_util::future::join_all(pending).await {
+                            let one = one?;
+                            applied.refreshed += one.refreshed;
+                            applied.refresh_deleted += one.refresh_deleted;
+                            applied.warms += one.warms;
                         }
                     }
                 }
@@ -162,6 +181,12 @@ impl Invalidator {
         if self.triggers.try_send(trigger).is_err() {
             warn!(job, "Trigger queue is full; the requested warm run was dropped.");
         }
+    }
+
+    async fn refresh_one(&self, key: String) -> Result<Applied, InvalidateError> {
+        let mut applied = Applied::default();
+        self.refresh(&key, &mut applied).await?;
+        Ok(applied)
     }
 
     async fn refresh(&self, key: &str, applied: &mut Applied) -> Result<(), InvalidateError> {

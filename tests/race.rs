@@ -1,0 +1,261 @@
+//! The stale-set race, randomized, against real MariaDB and Redis: concurrent writers update rows while a slow warm
+//! job fires every ~100 ms, the binlog refreshes changed rows and channel messages refresh and delete keys. After the
+//! writers stop and the daemon settles, every cached key must equal its row. With stale-set protection switched off
+//! the same run finds stale keys, so the test can fail. The seed and the counts are printed for replay
+//! (`CACHEWARDEN_RACE_SEED=<seed>`).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cachewarden::admin;
+use common::{Daemon, TestEnv, eventually, get, sample, wait_for_admin};
+use hyper::Method;
+use sqlx::Connection as _;
+
+const ROWS: u32 = 6000;
+const WRITERS: u64 = 4;
+/// The run goes on until this many operations (changes, messages, warm writes) have happened, ...
+const OPERATIONS: u64 = 100_000;
+/// ... or this long has passed.
+const RUN_AT_MOST: Duration = Duration::from_secs(90);
+/// Per writer: at most one change per this long (about 500 changes/s in all), so the binlog keeps up.
+const WRITE_PACE: Duration = Duration::from_millis(8);
+
+struct Outcome {
+    stale: Vec<(u32, String, String)>,
+    operations: u64,
+    settle: Duration,
+}
+
+async fn metric(env: &TestEnv, name: &str) -> f64 {
+    let body = get(env, "/metrics").await.map(|r| r.body).unwrap_or_default();
+    sample(&body, name).unwrap_or(0.0)
+}
+
+async fn race(protection: bool, seed: u64) -> Outcome {
+    let env = TestEnv::new().await;
+    env.sql(&format!(
+        "CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL);\nINSERT INTO items SELECT seq, 0 FROM seq_1_to_{ROWS}"
+    ))
+    .await;
+    let p = env.prefix.clone();
+    let server_id = 20_000 + fastrand::u32(..1_000_000);
+    let source = format!(
+        r#"[mysql]
+url = "{mysql}"
+
+[redis]
+url = "{redis}"
+stale_set_protection = {protection}
+
+[admin]
+listen = "{admin}"
+
+[channel]
+name = "{p}inv"
+
+[binlog]
+server_id = {server_id}
+checkpoint_key = "{p}checkpoint"
+heartbeat = "1s"
+on_gap = "none"
+
+# Slow on purpose (SLEEP per row): its reads span many concurrent changes, which is when stale sets happen.
+[[warm]]
+name = "items"
+schedule = "0 0 0 1 1 *"
+query = "SELECT id, v FROM items WHERE SLEEP(0.0003) = 0"
+refresh_query = "SELECT id, v FROM items WHERE id = :id"
+key = "{p}item:{{id}}"
+ttl = "1h"
+timeout = "60s"
+
+[[on_change]]
+table = "{db}.items"
+refresh = ["{p}item:{{id}}"]
+"#,
+        mysql = env.mysql_url,
+        redis = env.redis_url,
+        admin = env.admin_addr(),
+        db = env.database,
+    );
+    let path = env.write_file("jobs.toml", &source);
+    let mut daemon = Daemon::start(&env, &path, &[], &[]);
+    wait_for_admin(&env).await;
+    let following = eventually(Duration::from_secs(20), || async {
+        (metric(&env, "cachewarden_binlog_connected").await == 1.0).then_some(())
+    })
+    .await;
+    assert!(following.is_some(), "not following the binlog:\n{}", daemon.log());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let updates = Arc::new(AtomicU64::new(0));
+    let messages = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let (stop, updates, messages) = (stop.clone(), updates.clone(), messages.clone());
+        let (url, redis_url, channel, prefix) = (
+            env.mysql_url.clone(),
+            env.redis_url.clone(),
+            format!("{p}inv"),
+            p.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(writer));
+            let mut db = sqlx::MySqlConnection::connect(&url).await.unwrap();
+            let mut redis = redis::Client::open(redis_url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let id = rng.u32(1..=ROWS);
+                if rng.u8(..10) == 0 {
+                    let key = format!("{prefix}item:{id}");
+                    let message = if rng.bool() {
+                        format!(r#"{{"refresh": ["{key}"]}}"#)
+                    } else {
+                        key
+                    };
+                    let _: u64 = redis::cmd("PUBLISH")
+                        .arg(&channel)
+                        .arg(message)
+                        .query_async(&mut redis)
+                        .await
+                        .unwrap();
+                    messages.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    sqlx::query("UPDATE items SET v = v + 1 WHERE id = ?")
+                        .bind(id)
+                        .execute(&mut db)
+                        .await
+                        .unwrap();
+                    updates.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(WRITE_PACE).await;
+            }
+        }));
+    }
+    // Warm every ~100 ms (a fire while the job runs is skipped by the overlap guard), the last one a second before
+    // the writers stop, so its slow read spans their final changes.
+    let started = Instant::now();
+    let mut fires = 0u64;
+    while started.elapsed() < RUN_AT_MOST {
+        let _ = admin::request(env.admin_addr(), Method::POST, "/jobs/items/run").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        fires += 1;
+        if fires.is_multiple_of(10) {
+            let warm_writes = metric(&env, r#"cachewarden_warm_keys_written_total{job="items"}"#).await as u64;
+            let done = warm_writes + updates.load(Ordering::Relaxed) + messages.load(Ordering::Relaxed);
+            // Leave room for the final run's writes.
+            if done + u64::from(ROWS) >= OPERATIONS {
+                break;
+            }
+        }
+    }
+    let last_run = eventually(Duration::from_secs(10), || async {
+        let response = admin::request(env.admin_addr(), Method::POST, "/jobs/items/run")
+            .await
+            .ok()?;
+        (response.status == 202).then_some(())
+    })
+    .await;
+    assert!(last_run.is_some(), "the last warm run could not be started");
+    // Changes go on while the last run reads its first batches (each batch is read for ~0.3 s before it is written).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+
+    // Settle: the last warm run has finished and the binlog has applied every update.
+    let settle_start = Instant::now();
+    let total_updates = updates.load(Ordering::Relaxed) as f64;
+    let settled = eventually(Duration::from_secs(30), || async {
+        let jobs: serde_json::Value = serde_json::from_str(&get(&env, "/jobs").await?.body).ok()?;
+        let caught_up = metric(&env, "cachewarden_binlog_rows_total").await >= total_updates;
+        (jobs[0]["running"] == false && caught_up).then_some(())
+    })
+    .await;
+    assert!(settled.is_some(), "the daemon did not settle:\n{}", daemon.log());
+    let settle = settle_start.elapsed();
+    // Give in-flight channel messages their moment too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let warm_writes = metric(&env, r#"cachewarden_warm_keys_written_total{job="items"}"#).await as u64;
+    let refreshes = metric(&env, r#"cachewarden_invalidated_keys_total{action="refresh"}"#).await as u64;
+    let operations = updates.load(Ordering::Relaxed) + messages.load(Ordering::Relaxed) + warm_writes + refreshes;
+    println!(
+        "protection={protection} seed={seed}: {} updates, {} messages, {warm_writes} warm writes, {refreshes} \
+         refreshes, settled in {settle:?}",
+        updates.load(Ordering::Relaxed),
+        messages.load(Ordering::Relaxed)
+    );
+
+    let mut db = sqlx::MySqlConnection::connect(&env.mysql_url).await.unwrap();
+    let rows: Vec<(i32, i32)> = sqlx::query_as("SELECT id, v FROM items")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    let mut stale = Vec::new();
+    for (id, v) in rows {
+        let expected = format!(r#"{{"id":{id},"v":{v}}}"#);
+        if let Some(cached) = env.get(&format!("{p}item:{id}")).await
+            && cached != expected
+        {
+            stale.push((id as u32, cached, expected));
+        }
+    }
+    println!(
+        "protection={protection} seed={seed}: {} stale keys of {ROWS}",
+        stale.len()
+    );
+    assert_eq!(daemon.stop().await, Some(0));
+    Outcome {
+        stale,
+        operations,
+        settle,
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("CACHEWARDEN_RACE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_stale_keys_survive_concurrent_writers_warm_runs_binlog_and_channel() {
+    let seed = seed();
+    let outcome = race(true, seed).await;
+    assert!(
+        outcome.stale.is_empty(),
+        "seed {seed}: {} stale keys, e.g. {:?}",
+        outcome.stale.len(),
+        &outcome.stale[..outcome.stale.len().min(5)]
+    );
+    assert!(
+        outcome.operations >= 100_000,
+        "seed {seed}: only {} operations",
+        outcome.operations
+    );
+    assert!(
+        outcome.settle <= Duration::from_secs(10),
+        "seed {seed}: settling took {:?}",
+        outcome.settle
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_protection_the_same_race_leaves_stale_keys() {
+    let seed = seed();
+    let outcome = race(false, seed).await;
+    assert!(
+        !outcome.stale.is_empty(),
+        "seed {seed}: no stale key without protection; the race test would not catch a broken protection"
+    );
+}
