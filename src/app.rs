@@ -116,6 +116,18 @@ pub async fn run_daemon(
         .run(shutdown.clone()),
     );
     tracker.spawn(Watchdog { liveness }.run(shutdown.clone()));
+    if let Some(interval) = config.daemon.audit_interval {
+        tracker.spawn(
+            crate::audit::Auditor {
+                cache: cache.clone(),
+                db: db.clone(),
+                jobs: jobs_rx.clone(),
+                interval,
+                sample: config.daemon.audit_sample,
+            }
+            .run(shutdown.clone()),
+        );
+    }
     let (policy_tx, policy_rx) = watch::channel(Arc::new(channel_policy(&config)));
     let invalidator = Arc::new(Invalidator {
         cache: cache.clone(),
@@ -531,6 +543,26 @@ pub fn format_jobs(config: &Config, now: chrono::DateTime<chrono::Utc>) -> Strin
         ]);
     }
     table(&rows)
+}
+
+/// Runs the consistency audit once; returns the report and whether every sampled key was consistent.
+pub async fn run_audit(config: &Config, names: &[String], sample: usize) -> anyhow::Result<(String, bool)> {
+    let jobs = if names.is_empty() {
+        config.jobs.clone()
+    } else {
+        select_jobs(config, names)?
+    };
+    let db = Database::new(&config.mysql)?;
+    db.ping()
+        .await
+        .with_context(|| format!("MySQL at {}", config.mysql.url))?;
+    let cache = Cache::connect(&config.redis)
+        .await
+        .with_context(|| format!("Redis at {}", config.redis.url))?;
+    let audits = crate::audit::audit(&cache, &db, &jobs, sample).await?;
+    db.close().await;
+    let consistent = audits.iter().all(|a| a.stale.is_empty());
+    Ok((crate::audit::format_report(&audits), consistent))
 }
 
 /// The message `cachewarden invalidate` publishes: a plain key when that says it all (what the seed's publisher

@@ -285,6 +285,55 @@ impl Cache {
             .map_err(command_failed)
     }
 
+    /// Up to `count` keys matching `pattern`, sampled uniformly from one full SCAN (reservoir sampling), so memory
+    /// stays `count` keys whatever the keyspace.
+    pub async fn sample_keys(&self, pattern: &str, count: usize) -> Result<Vec<String>, CacheError> {
+        let mut conn = self.conn.clone();
+        let mut cursor: u64 = 0;
+        let mut seen = 0usize;
+        let mut sample = Vec::with_capacity(count);
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut conn)
+                .await
+                .map_err(command_failed)?;
+            for key in keys {
+                seen += 1;
+                if sample.len() < count {
+                    sample.push(key);
+                } else {
+                    let slot = fastrand::usize(..seen);
+                    if slot < count {
+                        sample[slot] = key;
+                    }
+                }
+            }
+            if next == 0 {
+                return Ok(sample);
+            }
+            cursor = next;
+        }
+    }
+
+    /// A key's value and remaining TTL in milliseconds (`None` when the key does not exist).
+    pub async fn get_with_ttl(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>, CacheError> {
+        let mut conn = self.conn.clone();
+        let (value, ttl): (Option<Vec<u8>>, i64) = redis::pipe()
+            .cmd("GET")
+            .arg(key)
+            .cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(command_failed)?;
+        Ok(value.map(|value| (value, ttl)))
+    }
+
     /// `PUBLISH channel message`; returns how many subscribers received it.
     pub async fn publish(&self, channel: &str, message: &str) -> Result<u64, CacheError> {
         let mut conn = self.conn.clone();

@@ -76,6 +76,15 @@ pub enum Command {
         #[arg(long = "warm", value_name = "JOB")]
         warm: Vec<String>,
     },
+    /// Compare cached keys with the database (through each job's refresh_query); exit 1 when any is stale.
+    Audit {
+        /// Audit only this job (repeatable).
+        #[arg(long = "job", value_name = "NAME")]
+        jobs: Vec<String>,
+        /// Keys sampled per job.
+        #[arg(long, default_value_t = 1000)]
+        sample: usize,
+    },
     /// Create and seed the demo shop schema in the configured database (for the quick start; never in production).
     DemoInit,
 }

@@ -13,12 +13,18 @@
 //! - [`database`]: MySQL via sqlx: pool, statement timeouts, raw rows.
 //! - [`backoff`]: the retry delay every reconnect loop shares.
 //! - [`signal`]: SIGTERM/SIGINT/SIGHUP/SIGUSR1 as daemon events.
+//! - [`invalidate`]: applies invalidation actions (deletes, pattern deletes, refreshes, projections, warm runs).
+//! - [`plan`]: messages and binlog row changes → actions, under the allow-list (pure).
+//! - [`source`]: the invalidation channel (pub/sub, streams) and the binlog listener (producers).
+//! - [`audit`]: compares cached values with the database.
+//! - [`admin`], [`health`], [`metrics`], [`systemd`]: operating the daemon.
 //! - [`app`]: wiring for the daemon and the one-shot commands.
 //! - [`demo`]: the demo shop schema (embedded migrations), for the quick start and tests.
 //! - [`cli`]: the command line.
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod backoff;
 pub mod cache;
 pub mod cli;

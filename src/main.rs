@@ -137,6 +137,20 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Audit { jobs, sample } => match app::run_audit(&config, &jobs, sample).await {
+            Ok((report, consistent)) => {
+                print!("{report}");
+                if consistent {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::DemoInit => match demo::init(&config.mysql).await {
             Ok(()) => {
                 println!("demo shop schema is up to date in {}", config.mysql.url);

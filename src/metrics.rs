@@ -220,6 +220,12 @@ pub fn record_binlog_checkpoint(position: u64) {
     gauge!("cachewarden_binlog_checkpoint_position").set(position as f64);
 }
 
+/// Records one job's audit.
+pub fn record_audit(job: &str, ratio: f64, stale: u64) {
+    gauge!("cachewarden_consistency_ratio", "job" => job.to_string()).set(ratio);
+    counter!("cachewarden_stale_keys_total", "job" => job.to_string()).increment(stale);
+}
+
 /// Time since the Unix epoch.
 pub fn unix_now() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()

@@ -102,6 +102,10 @@ pub struct DaemonSettings {
     pub log_level: Option<String>,
     /// How log lines are written; `--log-format` wins.
     pub log_format: LogFormat,
+    /// The continuous consistency audit runs this often (`None`: off).
+    pub audit_interval: Option<Duration>,
+    /// Keys sampled per job by each continuous audit.
+    pub audit_sample: usize,
 }
 
 /// Log line format.

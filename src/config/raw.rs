@@ -38,6 +38,8 @@ pub struct RawDaemon {
     pub shutdown_grace: Option<String>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
+    pub audit_interval: Option<String>,
+    pub audit_sample: Option<IntOrString>,
 }
 
 /// `[admin]`

@@ -108,6 +108,9 @@ const DEFAULT_MAX_CONCURRENT_JOBS: usize = 2;
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Loopback only: the admin endpoint has no authentication, so it must not face a network by default.
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9187";
+/// The continuous audit: a light sample every few minutes.
+const DEFAULT_AUDIT_INTERVAL: Duration = Duration::from_secs(600);
+const DEFAULT_AUDIT_SAMPLE: usize = 100;
 /// Invalidation markers outlive the longest job timeout by this much.
 const MARKER_MARGIN: Duration = Duration::from_secs(60);
 /// Generous for real messages (a few keys), small enough that a runaway publisher cannot exhaust memory.
@@ -368,6 +371,16 @@ impl Context {
                 .unwrap_or(DEFAULT_SHUTDOWN_GRACE),
             log_level: raw.log_level,
             log_format,
+            audit_interval: match raw.audit_interval.as_deref() {
+                Some("off") => None,
+                other => Some(
+                    self.duration("daemon", "audit_interval", other.map(str::to_string))
+                        .unwrap_or(DEFAULT_AUDIT_INTERVAL),
+                ),
+            },
+            audit_sample: self
+                .count("daemon", "audit_sample", raw.audit_sample)
+                .unwrap_or(DEFAULT_AUDIT_SAMPLE),
         }
     }
 

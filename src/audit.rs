@@ -1,0 +1,241 @@
+//! The consistency audit: do cached values equal what the database says now?
+//!
+//! For each job with a `refresh_query`, a uniform sample of its keys (one SCAN, reservoir-sampled) is compared with
+//! the row the job would render for that key today. A mismatch is checked again after a short pause before it counts,
+//! so a change that is merely in flight (committed, not yet applied) is not reported as stale. `cachewarden audit`
+//! runs it once; the daemon runs it on an interval and exports `cachewarden_consistency_ratio`.
+//!
+//! Reads only: the audit never writes the cache. A key whose row is gone but which is still cached is stale; a row
+//! that is not cached is not (a miss is the cache-aside read's business).
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cache::{Cache, CacheError};
+use crate::database::{self, Database, DatabaseError};
+use crate::model::{Ttl, WarmJob};
+use crate::plan;
+use crate::render::RowRenderer;
+
+/// A mismatch is looked at again after this long: enough for a change in flight to be applied.
+const RECHECK_AFTER: Duration = Duration::from_millis(1500);
+
+/// Why an audit could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+}
+
+/// One stale key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleKey {
+    pub key: String,
+    /// What Redis holds.
+    pub cached: String,
+    /// What the job renders from the database now (`None`: the row is gone).
+    pub expected: Option<String>,
+    /// How long ago the key was written (its TTL minus what is left): it has been stale at most this long.
+    pub written_ago: Option<Duration>,
+}
+
+/// One job's audit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobAudit {
+    pub job: String,
+    pub checked: u64,
+    pub stale: Vec<StaleKey>,
+    /// Why the job was not audited, if it was not.
+    pub skipped: Option<String>,
+}
+
+impl JobAudit {
+    /// The share of checked keys that were consistent (1.0 when nothing was checked).
+    pub fn ratio(&self) -> f64 {
+        if self.checked == 0 {
+            1.0
+        } else {
+            (self.checked - self.stale.len() as u64) as f64 / self.checked as f64
+        }
+    }
+}
+
+/// Audits `jobs`, sampling at most `sample` keys each.
+pub async fn audit(cache: &Cache, db: &Database, jobs: &[WarmJob], sample: usize) -> Result<Vec<JobAudit>, AuditError> {
+    let mut audits = Vec::new();
+    for job in jobs {
+        let mut report = JobAudit {
+            job: job.name.to_string(),
+            ..Default::default()
+        };
+        if job.refresh_query.is_none() || job.key.is_single_key() {
+            report.skipped = Some("no refresh_query to render one key with".into());
+            audits.push(report);
+            continue;
+        }
+        let keys = cache.sample_keys(&plan::allow_pattern(&job.key), sample).await?;
+        let mut suspects = Vec::new();
+        for key in keys {
+            match check(cache, db, job, &key).await? {
+                Check::Gone => {}
+                Check::Consistent => report.checked += 1,
+                Check::Mismatch(_) => suspects.push(key),
+            }
+        }
+        if !suspects.is_empty() {
+            tokio::time::sleep(RECHECK_AFTER).await;
+        }
+        for key in suspects {
+            match check(cache, db, job, &key).await? {
+                Check::Gone => {}
+                Check::Consistent => report.checked += 1,
+                Check::Mismatch(stale) => {
+                    report.checked += 1;
+                    report.stale.push(stale);
+                }
+            }
+        }
+        audits.push(report);
+    }
+    Ok(audits)
+}
+
+enum Check {
+    /// The key expired or was deleted meanwhile.
+    Gone,
+    Consistent,
+    Mismatch(StaleKey),
+}
+
+async fn check(cache: &Cache, db: &Database, job: &WarmJob, key: &str) -> Result<Check, AuditError> {
+    let Some((cached, pttl)) = cache.get_with_ttl(key).await? else {
+        return Ok(Check::Gone);
+    };
+    let Some(values) = job.key.capture(key) else {
+        return Ok(Check::Gone);
+    };
+    let query = job.refresh_query.as_deref().unwrap_or_default();
+    let binds: Vec<&str> = job
+        .refresh_params
+        .iter()
+        .map(|param| {
+            values
+                .iter()
+                .find(|(name, _)| name == param)
+                .map_or("", |(_, value)| *value)
+        })
+        .collect();
+    let rows = db.fetch_bound(query, &binds, job.timeout).await?;
+    let mut expected = None;
+    for row in &rows {
+        let Ok(renderer) = RowRenderer::new(job, &database::columns(row)) else {
+            continue;
+        };
+        let mut raw = Vec::new();
+        database::raw_values(row, &mut raw)?;
+        let Ok(cells) = renderer.decode(&raw) else { continue };
+        let mut rendered = String::new();
+        if renderer.render_key(&cells, &mut rendered).is_ok() && rendered == key {
+            let mut value = Vec::new();
+            renderer.render_object(&cells, &mut value);
+            expected = Some(value);
+            break;
+        }
+    }
+    if expected.as_deref() == Some(cached.as_slice()) {
+        return Ok(Check::Consistent);
+    }
+    let written_ago = match job.ttl {
+        Ttl::Expires(ttl) if pttl >= 0 => Some(ttl.saturating_sub(Duration::from_millis(pttl as u64))),
+        _ => None,
+    };
+    Ok(Check::Mismatch(StaleKey {
+        key: key.to_string(),
+        cached: String::from_utf8_lossy(&cached).into_owned(),
+        expected: expected.map(|value| String::from_utf8_lossy(&value).into_owned()),
+        written_ago,
+    }))
+}
+
+/// The report `cachewarden audit` prints.
+pub fn format_report(audits: &[JobAudit]) -> String {
+    let mut out = String::new();
+    let (mut checked, mut stale) = (0u64, 0u64);
+    for audit in audits {
+        match &audit.skipped {
+            Some(reason) => out.push_str(&format!("{}: skipped ({reason})\n", audit.job)),
+            None => {
+                out.push_str(&format!(
+                    "{}: {} keys checked, {} stale, {:.4} consistent\n",
+                    audit.job,
+                    audit.checked,
+                    audit.stale.len(),
+                    audit.ratio()
+                ));
+                checked += audit.checked;
+                stale += audit.stale.len() as u64;
+            }
+        }
+        for key in &audit.stale {
+            let age = key.written_ago.map_or("unknown".into(), |age| {
+                humantime::format_duration(Duration::from_secs(age.as_secs())).to_string()
+            });
+            out.push_str(&format!(
+                "  STALE {} (written {age} ago, stale at most that long)\n    cached:   {}\n    database: {}\n",
+                key.key,
+                key.cached,
+                key.expected.as_deref().unwrap_or("(no row: the key should not exist)")
+            ));
+        }
+    }
+    let ratio = if checked == 0 {
+        1.0
+    } else {
+        (checked - stale) as f64 / checked as f64
+    };
+    out.push_str(&format!(
+        "overall: {checked} keys checked, {stale} stale, {ratio:.4} consistent\n"
+    ));
+    out
+}
+
+/// The daemon's continuous audit: a small sample per job on an interval, exported as metrics.
+pub struct Auditor {
+    pub cache: Cache,
+    pub db: Database,
+    pub jobs: tokio::sync::watch::Receiver<std::sync::Arc<[WarmJob]>>,
+    pub interval: Duration,
+    pub sample: usize,
+}
+
+impl Auditor {
+    /// Audits every `interval` until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let jobs = self.jobs.borrow().clone();
+            match audit(&self.cache, &self.db, &jobs, self.sample).await {
+                Ok(audits) => {
+                    for job in audits.iter().filter(|a| a.skipped.is_none()) {
+                        crate::metrics::record_audit(&job.job, job.ratio(), job.stale.len() as u64);
+                        for stale in &job.stale {
+                            warn!(job = %job.job, key = %stale.key, "Consistency audit found a stale key.");
+                        }
+                    }
+                    info!(jobs = audits.len(), "Consistency audit done.");
+                }
+                Err(error) => warn!(%error, "Consistency audit failed; will try at the next interval."),
+            }
+        }
+    }
+}
