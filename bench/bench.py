@@ -62,12 +62,13 @@ def flush():
     r().flushdb()
 
 
-def config(body):
+def config(body, protection=True):
     """A config file for the bench database and Redis db, plus `body`."""
     path = os.path.join(tempfile.mkdtemp(prefix="cwbench"), "jobs.toml")
     with open(path, "w") as f:
         # Plaintext like the Python baselines (PyMySQL does not negotiate TLS by default); the test server offers TLS.
-        f.write(f'[mysql]\nurl = "{MYSQL_URL}"\npool_size = 4\nssl_mode = "disabled"\n\n[redis]\nurl = "{REDIS_URL}"\n\n'
+        f.write(f'[mysql]\nurl = "{MYSQL_URL}"\npool_size = 4\nssl_mode = "disabled"\n\n[redis]\nurl = "{REDIS_URL}"\n'
+                f'stale_set_protection = {str(protection).lower()}\n\n'
                 f'[admin]\nlisten = "127.0.0.1:{ADMIN_PORT}"\n\n{body}')
     return path
 
@@ -213,15 +214,19 @@ def warm_10k(runs):
 
 
 def warm_1m(runs):
-    cfg = config(warm_job("million", "SELECT id, name, price, category_id, updated_at FROM million", "bench:m:"))
+    job = warm_job("million", "SELECT id, name, price, category_id, updated_at FROM million", "bench:m:")
+    cfg, unprotected = config(job), config(job, protection=False)
     py = os.path.join(sys.prefix, "bin", "python")
-    cw, cw_rss, py_rate, py_rss = [], [], [], []
+    cw, cw_rss, py_rate, py_rss, plain = [], [], [], [], []
     for _ in range(runs):
         flush()
         seconds, rss = gnu_time([BIN, "run", "--once", "--config", cfg])
         assert r().dbsize() == 1_000_000
         cw.append(1_000_000 / seconds)
         cw_rss.append(rss)
+        flush()
+        seconds, _ = gnu_time([BIN, "run", "--once", "--config", unprotected])
+        plain.append(1_000_000 / seconds)
     flush()
     seconds, rss = gnu_time([py, os.path.join(BASELINES, "warm_pipelined.py"), MYSQL_URL, REDIS_URL,
                              "SELECT id, name, price, category_id, updated_at FROM million", "bench:m:", "600"])
@@ -229,6 +234,7 @@ def warm_1m(runs):
     py_rss.append(rss)
     flush()
     return {"cachewarden": statistics.median(cw), "cachewarden_rss": max(cw_rss),
+            "cachewarden_unprotected": statistics.median(plain),
             "python_pipelined": statistics.median(py_rate), "python_rss": max(py_rss)}
 
 
@@ -377,6 +383,9 @@ NOTES = """
   so for a 10k-row job the limit is the query, not Redis. TLS matters too: with the test server offering TLS,
   sqlx's default `ssl_mode = preferred` adds a handshake per connection (about 40 ms here); the bench disables it
   to match the plaintext Python clients.
+- **Stale-set protection costs throughput**: every batch goes through a Lua script that reads each key's marker
+  before its SET. Warm 1M with protection on (the default) vs off is the "protection cost" row; with it off, the
+  1M-row job clears the 250k keys/s target on a quiet machine.
 - **warm 1M at 250k keys/s: borderline.** A dry run of the same job (everything but the Redis writes) takes 1.6 s
   (about 620k rows/s read, decoded and rendered); with writes, a quiet run took 2.8 s (360k keys/s), and runs inside
   the bench, with MariaDB, Redis and cachewarden sharing 2 cores, land between 230k and 360k. The redis-benchmark
@@ -400,6 +409,9 @@ def report(results, runs):
         ("warm 1M rows, keys/s (peak RSS)", f"{m['cachewarden']:.0f} ({m['cachewarden_rss']:.0f} MB)",
          f"{m['python_pipelined']:.0f} pipelined ({m['python_rss']:.0f} MB)", "-",
          f"{m['cachewarden'] / m['python_pipelined']:.1f}x", "≥ 250k keys/s, ≤ 64 MB"),
+        ("stale-set protection cost: warm 1M keys/s with / without", f"{m['cachewarden']:.0f} / "
+         f"{m['cachewarden_unprotected']:.0f}", "-", "-",
+         f"{m['cachewarden'] / m['cachewarden_unprotected']:.2f}x", "(measured, no target)"),
         ("pub/sub invalidations/s (lost)", f"{p['cachewarden']:.0f} ({p['cachewarden_lost']:.0f} of {p['messages']})",
          f"{p['python']:.0f} ({p['python_lost']} of {p['python_messages']})", "-",
          f"{p['cachewarden'] / p['python']:.1f}x", "≥ 150k/s, 0 lost, ≥ 10x"),
