@@ -385,22 +385,25 @@ def machine():
 NOTES = """
 ## Where the time goes, and the targets not met
 
-- **warm 10k within 3x of the redis-benchmark limit: not met (about 4-5x).** `run --once` is a whole process: start,
-  config, connect to MySQL and Redis, stream the query, write, close. Measured by hand on this machine
+- **Stale-set protection (on by default) costs throughput.** Every write batch goes through a Lua script that
+  reads each key's marker, and every delete leaves a marker: compare the "protection cost" row. In runs on the same
+  day with the protection off (before it existed), pub/sub reached 257k-322k invalidations/s and binlog catch-up
+  273k-282k row events/s, live lag 26-28 ms; with it on they land around 150k-165k/s, 150k/s and 45 ms. So the
+  binlog catch-up target (200k/s) and, on a busy run, the live-lag target (50 ms) are missed with protection on
+  and met without. Making the guard cheaper (fewer keys touched per invalidation, markers only for keys with writes
+  in flight) is the next step.
+- **warm 10k within 3x of the redis-benchmark limit: not met.** `run --once` is a whole process: start, config,
+  connect to MySQL and Redis, stream the query, write, close. Measured by hand on this machine
   (`/usr/bin/time cachewarden run --once`): about 50 ms wall for 10,000 keys, of which the job itself is about 46 ms,
   and about 30 ms of that is MariaDB producing and sending the 3.6 MB result (the same query through the `mariadb`
-  client takes about as long). redis-benchmark measures sustained SETs from 50 connections with no database at all,
-  so for a 10k-row job the limit is the query, not Redis. TLS matters too: with the test server offering TLS,
-  sqlx's default `ssl_mode = preferred` adds a handshake per connection (about 40 ms here); the bench disables it
-  to match the plaintext Python clients.
-- **Stale-set protection costs throughput**: every batch goes through a Lua script that reads each key's marker
-  before its SET. Warm 1M with protection on (the default) vs off is the "protection cost" row; with it off, the
-  1M-row job clears the 250k keys/s target on a quiet machine.
-- **warm 1M at 250k keys/s: borderline.** A dry run of the same job (everything but the Redis writes) takes 1.6 s
-  (about 620k rows/s read, decoded and rendered); with writes, a quiet run took 2.8 s (360k keys/s), and runs inside
-  the bench, with MariaDB, Redis and cachewarden sharing 2 cores, land between 230k and 360k. The redis-benchmark
-  limit itself moved between 0.87M and 1.3M SET/s across runs on the same day. Writes already overlap the query (up
-  to 4 pipelines of 1,000 keys in flight); what remains is CPU shared with the two servers.
+  client takes 30 ms). redis-benchmark measures sustained SETs from 50 connections with no database at all, so for
+  a 10k-row job the limit is the query, not Redis. TLS matters too: with the test server offering TLS, sqlx's
+  default `ssl_mode = preferred` adds a handshake per connection (about 40 ms here); the bench disables it to match
+  the plaintext Python clients.
+- **warm 1M at 250k keys/s: met only without protection.** A dry run of the same job (everything but the Redis
+  writes) takes 1.6 s (about 620k rows/s read, decoded and rendered); with unguarded writes a quiet run took 2.8 s
+  (360k keys/s). MariaDB, Redis and cachewarden share 2 cores, and the redis-benchmark limit itself moved between
+  0.8M and 1.3M SET/s across runs on the same day. Writes overlap the query (up to 4 pipelines in flight).
 - Not measured yet: binlog catch-up in refresh-from-row-image mode (target 50k events/s), and the live-lag comparison
   with the Python invalidator (only its catch-up throughput is measured).
 """

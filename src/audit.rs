@@ -14,10 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cache::{Cache, CacheError};
-use crate::database::{self, Database, DatabaseError};
+use crate::database::{Database, DatabaseError};
 use crate::model::{Ttl, WarmJob};
 use crate::plan;
-use crate::render::RowRenderer;
 
 /// A mismatch is looked at again after this long: enough for a change in flight to be applied.
 const RECHECK_AFTER: Duration = Duration::from_millis(1500);
@@ -115,37 +114,12 @@ async fn check(cache: &Cache, db: &Database, job: &WarmJob, key: &str) -> Result
     let Some((cached, pttl)) = cache.get_with_ttl(key).await? else {
         return Ok(Check::Gone);
     };
-    let Some(values) = job.key.capture(key) else {
-        return Ok(Check::Gone);
+    let expected = match crate::invalidate::render_from_database(db, job, key).await {
+        Ok(expected) => expected,
+        // The query's result no longer renders (a column went away): nothing valid can be cached.
+        Err(crate::invalidate::RenderError::Plan(_)) => None,
+        Err(crate::invalidate::RenderError::Database(error)) => return Err(error.into()),
     };
-    let query = job.refresh_query.as_deref().unwrap_or_default();
-    let binds: Vec<&str> = job
-        .refresh_params
-        .iter()
-        .map(|param| {
-            values
-                .iter()
-                .find(|(name, _)| name == param)
-                .map_or("", |(_, value)| *value)
-        })
-        .collect();
-    let rows = db.fetch_bound(query, &binds, job.timeout).await?;
-    let mut expected = None;
-    for row in &rows {
-        let Ok(renderer) = RowRenderer::new(job, &database::columns(row)) else {
-            continue;
-        };
-        let mut raw = Vec::new();
-        database::raw_values(row, &mut raw)?;
-        let Ok(cells) = renderer.decode(&raw) else { continue };
-        let mut rendered = String::new();
-        if renderer.render_key(&cells, &mut rendered).is_ok() && rendered == key {
-            let mut value = Vec::new();
-            renderer.render_object(&cells, &mut value);
-            expected = Some(value);
-            break;
-        }
-    }
     if expected.as_deref() == Some(cached.as_slice()) {
         return Ok(Check::Consistent);
     }

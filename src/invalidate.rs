@@ -24,6 +24,48 @@ use crate::model::{KeyOp, Trigger, TriggerReason, WarmJob};
 use crate::plan::Action;
 use crate::render::{PlanError, RowRenderer};
 
+/// Why one key could not be rendered from the database.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+}
+
+/// What `job` renders for `key` from the database now, through its `refresh_query` with the key's placeholder
+/// values bound: `Ok(None)` when no row renders that key (or the job has no refresh query). Used by refreshes and by
+/// the audit, so both see exactly what a warm run would write.
+pub async fn render_from_database(db: &Database, job: &WarmJob, key: &str) -> Result<Option<Vec<u8>>, RenderError> {
+    let (Some(query), Some(values)) = (&job.refresh_query, job.key.capture(key)) else {
+        return Ok(None);
+    };
+    let binds: Vec<&str> = job
+        .refresh_params
+        .iter()
+        .map(|param| {
+            values
+                .iter()
+                .find(|(name, _)| name == param)
+                .map_or("", |(_, value)| *value)
+        })
+        .collect();
+    let rows = db.fetch_bound(query, &binds, job.timeout).await?;
+    for row in &rows {
+        let renderer = RowRenderer::new(job, &database::columns(row))?;
+        let mut raw = Vec::new();
+        database::raw_values(row, &mut raw)?;
+        let Ok(cells) = renderer.decode(&raw) else { continue };
+        let mut rendered_key = String::new();
+        if renderer.render_key(&cells, &mut rendered_key).is_ok() && rendered_key == key {
+            let mut value = Vec::with_capacity(256);
+            renderer.render_object(&cells, &mut value);
+            return Ok(Some(value));
+        }
+    }
+    Ok(None)
+}
+
 /// Refreshes run at once within a batch; each holds a database connection while it queries.
 const CONCURRENT_REFRESHES: usize = 4;
 
@@ -201,47 +243,18 @@ impl Invalidator {
             debug!(key, "No job renders this key; deleting it instead of refreshing.");
             return self.delete_for_refresh(key, applied).await;
         };
-        let Some(query) = &job.refresh_query else {
+        if job.refresh_query.is_none() {
             debug!(key, job = %job.name, "Job has no refresh_query; deleting the key instead.");
             return self.delete_for_refresh(key, applied).await;
-        };
+        }
         // Invalidate first, read after: a value read before this point can no longer land, and ours carries the
         // version of this invalidation, so a later refresh of the same key wins over it.
         let read_at = self.cache.invalidate(&[key.to_string()]).await?;
-        let values = job
-            .key
-            .capture(key)
-            .expect("the job was chosen because the key fits its template");
-        let binds: Vec<&str> = job
-            .refresh_params
-            .iter()
-            .map(|param| {
-                values
-                    .iter()
-                    .find(|(name, _)| name == param)
-                    .map_or("", |(_, value)| *value)
-            })
-            .collect();
-        let rows = self.db.fetch_bound(query, &binds, job.timeout).await?;
-        let mut rendered = None;
-        for row in &rows {
-            let renderer = match RowRenderer::new(job, &database::columns(row)) {
-                Ok(renderer) => renderer,
-                Err(error) => {
-                    return self.refresh_failed(key, job, error, applied).await;
-                }
-            };
-            let mut raw = Vec::new();
-            database::raw_values(row, &mut raw)?;
-            let Ok(cells) = renderer.decode(&raw) else { continue };
-            let mut rendered_key = String::new();
-            if renderer.render_key(&cells, &mut rendered_key).is_ok() && rendered_key == key {
-                let mut value = Vec::with_capacity(256);
-                renderer.render_object(&cells, &mut value);
-                rendered = Some(value);
-                break;
-            }
-        }
+        let rendered = match render_from_database(&self.db, job, key).await {
+            Ok(rendered) => rendered,
+            Err(RenderError::Plan(error)) => return self.refresh_failed(key, job, error, applied).await,
+            Err(RenderError::Database(error)) => return Err(error.into()),
+        };
         match rendered {
             Some(value) if value.len() <= job.max_value_bytes => {
                 let ttl = job.ttl.pick(job.jitter, fastrand::f64());
