@@ -2,7 +2,8 @@
 
 Usage: binlog_invalidator.py MYSQL_URL REDIS_URL SCHEMA TABLE KEY_PREFIX LOG_FILE LOG_POS COUNT SERVER_ID
 Reads row events from LOG_FILE:LOG_POS and deletes KEY_PREFIX{id} for each changed row; after COUNT rows prints
-`rows elapsed_seconds` (from the first row event to the last).
+`rows elapsed_seconds last_unix_time` (from the first row event to the last; the wall-clock time of the last
+delete, for measuring lag from a commit).
 """
 import sys
 import time
@@ -36,7 +37,7 @@ def main():
         if rows >= target:
             break
     stream.close()
-    print(rows, (last - first) if first else 0.0)
+    print(rows, (last - first) if first else 0.0, time.time())
 
 
 if __name__ == "__main__":
