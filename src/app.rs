@@ -336,9 +336,8 @@ pub struct OnceOutcome {
     pub result: Result<RunSummary, String>,
 }
 
-/// Runs the named jobs (or every enabled job) once. Fails fast when MySQL or Redis cannot be reached.
-pub async fn run_once(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<Vec<OnceOutcome>> {
-    let jobs = select_jobs(config, names)?;
+/// Both servers for a one-shot command: no retries, a clear error naming the (redacted) URL that failed.
+async fn connect_now(config: &Config) -> anyhow::Result<(Database, Cache)> {
     let db = Database::new(&config.mysql)?;
     db.ping()
         .await
@@ -346,6 +345,13 @@ pub async fn run_once(config: &Config, names: &[String], mode: Mode) -> anyhow::
     let cache = Cache::connect(&config.redis)
         .await
         .with_context(|| format!("Redis at {}", config.redis.url))?;
+    Ok((db, cache))
+}
+
+/// Runs the named jobs (or every enabled job) once. Fails fast when MySQL or Redis cannot be reached.
+pub async fn run_once(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<Vec<OnceOutcome>> {
+    let jobs = select_jobs(config, names)?;
+    let (db, cache) = connect_now(config).await?;
     let warmer = Arc::new(Warmer::new(db.clone(), cache, config.daemon.max_concurrent_jobs));
 
     let progress: Vec<(Arc<str>, Arc<Progress>)> = jobs
@@ -552,13 +558,7 @@ pub async fn run_audit(config: &Config, names: &[String], sample: usize) -> anyh
     } else {
         select_jobs(config, names)?
     };
-    let db = Database::new(&config.mysql)?;
-    db.ping()
-        .await
-        .with_context(|| format!("MySQL at {}", config.mysql.url))?;
-    let cache = Cache::connect(&config.redis)
-        .await
-        .with_context(|| format!("Redis at {}", config.redis.url))?;
+    let (db, cache) = connect_now(config).await?;
     let audits = crate::audit::audit(&cache, &db, &jobs, sample).await?;
     db.close().await;
     let consistent = audits.iter().all(|a| a.stale.is_empty());

@@ -148,13 +148,17 @@ impl Cache {
 
     /// Deletes `keys` as invalidated: with protection, marks them with a new version (returned) so that values read
     /// before now can no longer be written; without, a plain UNLINK (returns 0).
-    pub async fn invalidate(&self, keys: &[String]) -> Result<u64, CacheError> {
+    pub async fn invalidate<K: redis::ToRedisArgs + Sync>(&self, keys: &[K]) -> Result<u64, CacheError> {
         if keys.is_empty() {
             return self.version().await;
         }
         let Some(marker_ttl) = self.marker_ttl else {
-            let ops: Vec<KeyOp> = keys.iter().map(|key| KeyOp::Delete { key: key.clone() }).collect();
-            self.apply(&ops).await?;
+            let mut conn = self.conn.clone();
+            redis::cmd("UNLINK")
+                .arg(keys)
+                .query_async::<u64>(&mut conn)
+                .await
+                .map_err(command_failed)?;
             return Ok(0);
         };
         let mut conn = self.conn.clone();
@@ -245,24 +249,15 @@ impl Cache {
     /// Deletes the keys matching a Redis glob `pattern` with SCAN MATCH + UNLINK in batches (never KEYS, which
     /// blocks Redis), stopping after `limit` keys. Returns how many were deleted and whether the limit cut it short.
     pub async fn delete_matching(&self, pattern: &str, limit: u64) -> Result<(u64, bool), CacheError> {
-        let mut conn = self.conn.clone();
         let mut cursor: u64 = 0;
         let mut deleted = 0u64;
         loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut conn)
-                .await
-                .map_err(command_failed)?;
+            let (next, keys): (u64, Vec<Vec<u8>>) = self.scan_page(cursor, pattern).await?;
             let room = usize::try_from(limit - deleted).unwrap_or(usize::MAX);
             let batch = &keys[..keys.len().min(room)];
             if !batch.is_empty() {
-                let keys: Vec<String> = batch.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
-                self.invalidate(&keys).await?;
+                // Raw bytes: a key that is not UTF-8 is deleted as it is.
+                self.invalidate(batch).await?;
                 deleted += batch.len() as u64;
             }
             if deleted >= limit && (batch.len() < keys.len() || next != 0) {
@@ -285,23 +280,32 @@ impl Cache {
             .map_err(command_failed)
     }
 
+    /// One `SCAN cursor MATCH pattern COUNT …` call: the next cursor and the keys of this page.
+    async fn scan_page<K: redis::FromRedisValue>(
+        &self,
+        cursor: u64,
+        pattern: &str,
+    ) -> Result<(u64, Vec<K>), CacheError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query_async(&mut conn)
+            .await
+            .map_err(command_failed)
+    }
+
     /// Up to `count` keys matching `pattern`, sampled uniformly from one full SCAN (reservoir sampling), so memory
     /// stays `count` keys whatever the keyspace.
     pub async fn sample_keys(&self, pattern: &str, count: usize) -> Result<Vec<String>, CacheError> {
-        let mut conn = self.conn.clone();
         let mut cursor: u64 = 0;
         let mut seen = 0usize;
         let mut sample = Vec::with_capacity(count);
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut conn)
-                .await
-                .map_err(command_failed)?;
+            let (next, keys): (u64, Vec<String>) = self.scan_page(cursor, pattern).await?;
             for key in keys {
                 seen += 1;
                 if sample.len() < count {

@@ -140,11 +140,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Audit { jobs, sample } => match app::run_audit(&config, &jobs, sample).await {
             Ok((report, consistent)) => {
                 print!("{report}");
-                if consistent {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                }
+                success_if(consistent)
             }
             Err(error) => {
                 eprintln!("error: {error:#}");
@@ -192,11 +188,7 @@ async fn run(cli: Cli) -> ExitCode {
                     } else {
                         print!("{summary}");
                     }
-                    if outcomes.iter().all(|o| o.result.is_ok()) {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    }
+                    success_if(outcomes.iter().all(|o| o.result.is_ok()))
                 }
                 Err(error) => {
                     eprintln!("error: {error:#}");
@@ -205,6 +197,11 @@ async fn run(cli: Cli) -> ExitCode {
             }
         }
     }
+}
+
+/// 0 when `ok`, else 1.
+fn success_if(ok: bool) -> ExitCode {
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 /// Logs go to stderr (journald picks them up): text for people, JSON for machines. Level: `RUST_LOG`, else
