@@ -1,8 +1,8 @@
 //! Redis: the one place cachewarden writes to the cache.
 //!
 //! Every write — warm jobs, invalidations, refreshes, binlog projections — goes through [`Cache::apply`] (batches of
-//! [`KeyOp`]s) or [`Cache::invalidate`]. Owns the connection (a redis-rs `ConnectionManager`, which reconnects by
-//! itself); knows nothing of jobs or SQL.
+//! [`KeyOp`]s), [`Cache::invalidate`] or [`Cache::supersede`]. Owns the connection (a redis-rs `ConnectionManager`,
+//! which reconnects by itself); knows nothing of jobs or SQL.
 //!
 //! # Stale-set protection
 //! The race it closes: a warm job reads row v1; the application commits v2; the binlog (or a message) invalidates or
@@ -10,17 +10,26 @@
 //! (on by default):
 //!
 //! - a global counter, `cachewarden:version`, orders events;
-//! - [`Cache::invalidate`] increments it and, in the same Lua script, leaves a short-lived marker
-//!   `cachewarden:marker:<key>` holding that version before it unlinks the key;
-//! - every write says which version was current when its data was read (`read_at`, from [`Cache::version`] taken
-//!   before the query), and goes through a Lua script (EVALSHA) that skips the SET when the key's marker is newer.
+//! - a read whose result will be written holds a *read lease* ([`Cache::begin_read`] .. [`Cache::end_read`]): an
+//!   entry in the sorted set `cachewarden:readers`, scored by its expiry, taken in the same script as the version
+//!   current before the read (`read_at`);
+//! - [`Cache::invalidate`] increments the counter and, in the same Lua script, unlinks the keys; while any read lease
+//!   is live it first leaves a short-lived marker `cachewarden:marker:<key>` holding the new version;
+//! - every write of read data carries `read_at` and goes through a Lua script (EVALSHA) that skips the SET when the
+//!   key's marker is newer. When the counter has not moved since `read_at` nothing was invalidated since the read, so
+//!   the script writes without looking at markers.
 //!
-//! So a value read before an invalidation can never land after it. Refreshes invalidate first and read after, so
-//! two refreshes that finish out of order keep the newer one. A refused write leaves the key absent (a miss), never
-//! stale. Markers live `marker_ttl` (the longest job timeout plus a minute), longer than any read-to-write gap.
-//! Limits: writes made by the application itself are not versioned; a pattern delete marks the keys it finds, not
-//! keys a concurrent warm run has not written yet; cluster mode needs the markers hash-tagged with their keys and a
-//! per-slot counter (not done). Cost: one marker per invalidated key for `marker_ttl`, and a Lua call per batch.
+//! So a value read before an invalidation can never land after it: an invalidation either comes before the lease
+//! (the read sees its data) or sees the lease and leaves a marker. Refreshes invalidate first and read after, so two
+//! refreshes that finish out of order keep the newer one; row images from the binlog ([`Cache::supersede`]) are
+//! written in the script that invalidates, so nothing can come between. A refused write leaves the key absent (a
+//! miss), never stale. Leases and markers live `marker_ttl` (the longest job timeout plus a minute), longer than any
+//! read-to-write gap; a lease is removed when its writes have landed, or expires if the process dies.
+//!
+//! Cost: with no read in flight an invalidation is an INCR and an UNLINK; a guarded batch of sets is one Lua call
+//! and, unless the counter moved since its read, no marker reads. Limits: writes made by the application itself are
+//! not versioned; a pattern delete marks the keys it finds, not keys a concurrent warm run has not written yet;
+//! cluster mode needs the markers hash-tagged with their keys and a per-slot counter (not done).
 
 use std::time::Duration;
 
@@ -33,25 +42,29 @@ use crate::model::KeyOp;
 const SCAN_COUNT: usize = 1000;
 /// The counter that orders invalidations and reads (stale-set protection).
 pub const VERSION_KEY: &str = "cachewarden:version";
+/// The sorted set of read leases: member = lease id, score = expiry in Redis milliseconds.
+pub const READERS_KEY: &str = "cachewarden:readers";
 /// Prefix of the per-key invalidation markers.
 pub const MARKER_PREFIX: &str = "cachewarden:marker:";
 /// Keys per Lua call: one script run blocks Redis, so keep each short.
 const SCRIPT_BATCH: usize = 500;
 
-/// SET each key unless its invalidation marker is newer than the version its value was read at.
-/// KEYS: the data keys. ARGV[1]: the marker prefix; then per key: value, ttl in ms (0 = none), read_at.
+/// SET each key unless its invalidation marker is newer than the version the values were read at.
+/// KEYS[1]: the version counter; KEYS[2..]: the data keys. ARGV[1]: the marker prefix; ARGV[2]: read_at; then per
+/// key: value, ttl in ms (0 = none). Returns how many keys were written.
 const GUARDED_SET: &str = r"
-local prefix = ARGV[1]
+local read_at = tonumber(ARGV[2])
+local moved = tonumber(redis.call('GET', KEYS[1]) or '0') > read_at
 local written = 0
-for i, key in ipairs(KEYS) do
-  local base = 2 + (i - 1) * 3
-  local marker = redis.call('GET', prefix .. key)
-  if (not marker) or tonumber(marker) <= tonumber(ARGV[base + 2]) then
+for i = 2, #KEYS do
+  local marker = moved and redis.call('GET', ARGV[1] .. KEYS[i])
+  if (not marker) or tonumber(marker) <= read_at then
+    local base = 1 + (i - 1) * 2
     local ttl = tonumber(ARGV[base + 1])
     if ttl > 0 then
-      redis.call('SET', key, ARGV[base], 'PX', ttl)
+      redis.call('SET', KEYS[i], ARGV[base], 'PX', ttl)
     else
-      redis.call('SET', key, ARGV[base])
+      redis.call('SET', KEYS[i], ARGV[base])
     end
     written = written + 1
   end
@@ -59,15 +72,43 @@ end
 return written
 ";
 
-/// Take a new version, mark every key with it, unlink them. KEYS[1]: the version counter; KEYS[2..]: data keys.
-/// ARGV[1]: the marker prefix; ARGV[2]: marker ttl in ms. Returns the version.
-const MARKED_DELETE: &str = r"
+/// Take a new version; while a read lease is live, mark every key with it; then unlink the keys or, when values are
+/// given, set them. KEYS[1]: the version counter; KEYS[2]: the read leases; KEYS[3..]: data keys. ARGV[1]: the marker
+/// prefix; ARGV[2]: marker ttl in ms; then, to set instead of unlink, per key: value, ttl in ms (0 = none).
+/// Returns the version.
+const INVALIDATE: &str = r"
 local version = redis.call('INCR', KEYS[1])
-for i = 2, #KEYS do
-  redis.call('SET', ARGV[1] .. KEYS[i], version, 'PX', ARGV[2])
-  redis.call('UNLINK', KEYS[i])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+if redis.call('ZCOUNT', KEYS[2], now, '+inf') > 0 then
+  for i = 3, #KEYS do
+    redis.call('SET', ARGV[1] .. KEYS[i], version, 'PX', ARGV[2])
+  end
+end
+if #ARGV == 2 then
+  redis.call('UNLINK', unpack(KEYS, 3))
+else
+  for i = 3, #KEYS do
+    local base = 3 + (i - 3) * 2
+    local ttl = tonumber(ARGV[base + 1])
+    if ttl > 0 then
+      redis.call('SET', KEYS[i], ARGV[base], 'PX', ttl)
+    else
+      redis.call('SET', KEYS[i], ARGV[base])
+    end
+  end
 end
 return version
+";
+
+/// Register a read lease and return the current version. KEYS[1]: the version counter; KEYS[2]: the read leases.
+/// ARGV[1]: the lease id; ARGV[2]: its lifetime in ms. Expired leases are dropped on the way.
+const BEGIN_READ: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+return tonumber(redis.call('GET', KEYS[1]) or '0')
 ";
 
 /// The stream entry field that holds an invalidation message.
@@ -109,9 +150,26 @@ impl CacheError {
 #[derive(Clone)]
 pub struct Cache {
     conn: ConnectionManager,
-    /// Stale-set protection: how long invalidation markers live, or `None` when it is off.
+    /// Stale-set protection: how long invalidation markers and read leases live, or `None` when it is off.
     marker_ttl: Option<Duration>,
-    scripts: std::sync::Arc<(redis::Script, redis::Script)>,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+/// The stale-set protection scripts (redis-rs loads each on first use and then calls it by its SHA).
+struct Scripts {
+    guarded_set: redis::Script,
+    invalidate: redis::Script,
+    begin_read: redis::Script,
+}
+
+/// A read whose result will be written, registered so that invalidations meanwhile leave markers. End it with
+/// [`Cache::end_read`] once its writes have landed; if the process dies it expires after `marker_ttl`.
+#[derive(Debug)]
+#[must_use = "a read lease must be ended, or invalidations keep leaving markers until it expires"]
+pub struct ReadLease {
+    id: Option<String>,
+    /// The version current before the read: the `read_at` of the writes it leads to (0 without protection).
+    pub read_at: u64,
 }
 
 impl Cache {
@@ -128,50 +186,112 @@ impl Cache {
         Ok(Self {
             conn,
             marker_ttl: settings.stale_set_protection.then_some(settings.marker_ttl),
-            scripts: std::sync::Arc::new((redis::Script::new(GUARDED_SET), redis::Script::new(MARKED_DELETE))),
+            scripts: std::sync::Arc::new(Scripts {
+                guarded_set: redis::Script::new(GUARDED_SET),
+                invalidate: redis::Script::new(INVALIDATE),
+                begin_read: redis::Script::new(BEGIN_READ),
+            }),
         })
     }
 
-    /// The current version, to take before reading data that will be written (0 without protection).
-    pub async fn version(&self) -> Result<u64, CacheError> {
-        if self.marker_ttl.is_none() {
-            return Ok(0);
-        }
+    /// Registers a read lease and takes the current version; call it before reading data that will be written.
+    /// Without protection it costs nothing and `read_at` is 0.
+    pub async fn begin_read(&self) -> Result<ReadLease, CacheError> {
+        let Some(marker_ttl) = self.marker_ttl else {
+            return Ok(ReadLease { id: None, read_at: 0 });
+        };
+        let id = format!("{}-{:016x}", std::process::id(), fastrand::u64(..));
         let mut conn = self.conn.clone();
-        let version: Option<u64> = redis::cmd("GET")
-            .arg(VERSION_KEY)
-            .query_async(&mut conn)
+        let read_at = self
+            .scripts
+            .begin_read
+            .key(VERSION_KEY)
+            .key(READERS_KEY)
+            .arg(&id)
+            .arg(marker_ttl.as_millis() as u64)
+            .invoke_async(&mut conn)
             .await
             .map_err(command_failed)?;
-        Ok(version.unwrap_or(0))
+        Ok(ReadLease { id: Some(id), read_at })
     }
 
-    /// Deletes `keys` as invalidated: with protection, marks them with a new version (returned) so that values read
-    /// before now can no longer be written; without, a plain UNLINK (returns 0).
-    pub async fn invalidate<K: redis::ToRedisArgs + Sync>(&self, keys: &[K]) -> Result<u64, CacheError> {
-        if keys.is_empty() {
-            return self.version().await;
-        }
-        let Some(marker_ttl) = self.marker_ttl else {
-            let mut conn = self.conn.clone();
-            redis::cmd("UNLINK")
-                .arg(keys)
-                .query_async::<u64>(&mut conn)
-                .await
-                .map_err(command_failed)?;
-            return Ok(0);
+    /// Ends a read lease (after its writes landed, or when it gave up). A failure is only logged: the lease expires
+    /// by itself, and until then invalidations merely leave markers they did not need to.
+    pub async fn end_read(&self, lease: ReadLease) {
+        let Some(id) = lease.id else {
+            return;
         };
         let mut conn = self.conn.clone();
+        let removed = redis::cmd("ZREM").arg(READERS_KEY).arg(&id).query_async::<u64>(&mut conn).await;
+        if let Err(error) = removed {
+            crate::metrics::redis_error();
+            tracing::warn!(lease = id, %error, "Cannot end a read lease; it will expire by itself.");
+        }
+    }
+
+    /// Deletes `keys` as invalidated: with protection, takes a new version (returned) so that values read before now
+    /// can no longer be written; without, a plain UNLINK (returns 0).
+    pub async fn invalidate<K: redis::ToRedisArgs + Sync>(&self, keys: &[K]) -> Result<u64, CacheError> {
+        let Some(marker_ttl) = self.marker_ttl else {
+            if !keys.is_empty() {
+                let mut conn = self.conn.clone();
+                redis::cmd("UNLINK")
+                    .arg(keys)
+                    .query_async::<u64>(&mut conn)
+                    .await
+                    .map_err(command_failed)?;
+            }
+            return Ok(0);
+        };
         let mut version = 0;
         for chunk in keys.chunks(SCRIPT_BATCH) {
-            let mut invocation = self.scripts.1.key(VERSION_KEY);
+            let mut invocation = self.invalidation(marker_ttl);
             for key in chunk {
                 invocation.key(key);
             }
-            invocation.arg(MARKER_PREFIX).arg(marker_ttl.as_millis() as u64);
-            version = invocation.invoke_async(&mut conn).await.map_err(command_failed)?;
+            version = self.run(&invocation).await?;
         }
         Ok(version)
+    }
+
+    /// Writes values that supersede anything read so far (row images from the binlog, in binlog order): like
+    /// [`Cache::invalidate`] followed by the sets, in one script, so no older read can land in between. `Delete` ops
+    /// are unlinked; `read_at` is ignored.
+    pub async fn supersede(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
+        let Some(marker_ttl) = self.marker_ttl else {
+            return self.apply(ops).await;
+        };
+        for run in ops.chunk_by(|a, b| matches!(a, KeyOp::Set { .. }) == matches!(b, KeyOp::Set { .. })) {
+            for chunk in run.chunks(SCRIPT_BATCH) {
+                let mut invocation = self.invalidation(marker_ttl);
+                for op in chunk {
+                    match op {
+                        KeyOp::Set { key, value, ttl, .. } => {
+                            invocation.key(key).arg(value.as_slice()).arg(ttl_millis(*ttl));
+                        }
+                        KeyOp::Delete { key } => {
+                            invocation.key(key);
+                        }
+                    }
+                }
+                self.run::<u64>(&invocation).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn invalidation(&self, marker_ttl: Duration) -> redis::ScriptInvocation<'_> {
+        let mut invocation = self.scripts.invalidate.key(VERSION_KEY);
+        invocation
+            .key(READERS_KEY)
+            .arg(MARKER_PREFIX)
+            .arg(marker_ttl.as_millis() as u64);
+        invocation
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<T, CacheError> {
+        let mut conn = self.conn.clone();
+        invocation.invoke_async(&mut conn).await.map_err(command_failed)
     }
 
     /// Applies `ops` in one pipeline, in order. Either every reply arrives or the whole batch is reported failed
@@ -189,7 +309,7 @@ impl Cache {
                 KeyOp::Set { key, value, ttl, .. } => {
                     let cmd = pipe.cmd("SET").arg(key).arg(value);
                     if let Some(ttl) = ttl {
-                        cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
+                        cmd.arg("PX").arg(ttl_millis(Some(*ttl)));
                     }
                     cmd.ignore();
                 }
@@ -202,46 +322,30 @@ impl Cache {
         pipe.query_async::<()>(&mut conn).await.map_err(command_failed)
     }
 
-    /// `apply` with stale-set protection: versioned sets through the guard script (in order, batch by batch), the
-    /// rest as usual.
+    /// `apply` with stale-set protection: sets read at one version go through the guard script together (in order,
+    /// batch by batch), the rest as usual.
     async fn apply_guarded(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
-        let mut conn = self.conn.clone();
-        let mut start = 0;
-        while start < ops.len() {
-            let guarded = matches!(ops[start], KeyOp::Set { read_at: Some(_), .. });
-            let end = ops[start..]
-                .iter()
-                .position(|op| matches!(op, KeyOp::Set { read_at: Some(_), .. }) != guarded)
-                .map_or(ops.len(), |n| start + n)
-                .min(start + SCRIPT_BATCH);
-            if guarded {
-                let mut invocation = self.scripts.0.prepare_invoke();
-                invocation.arg(MARKER_PREFIX);
-                for op in &ops[start..end] {
-                    if let KeyOp::Set {
-                        key,
-                        value,
-                        ttl,
-                        read_at: Some(read_at),
-                    } = op
-                    {
-                        invocation.key(key);
-                        invocation
-                            .arg(value.as_slice())
-                            .arg(ttl.map_or(0, |t| t.as_millis().max(1) as u64))
-                            .arg(*read_at);
-                    }
-                }
-                invocation
-                    .invoke_async::<u64>(&mut conn)
-                    .await
-                    .map_err(command_failed)?;
-            } else {
+        let read_at = |op: &KeyOp| match op {
+            KeyOp::Set { read_at, .. } => *read_at,
+            KeyOp::Delete { .. } => None,
+        };
+        for run in ops.chunk_by(|a, b| read_at(a) == read_at(b)) {
+            let Some(version) = read_at(&run[0]) else {
                 let mut unguarded = self.clone();
                 unguarded.marker_ttl = None;
-                Box::pin(unguarded.apply(&ops[start..end])).await?;
+                Box::pin(unguarded.apply(run)).await?;
+                continue;
+            };
+            for chunk in run.chunks(SCRIPT_BATCH) {
+                let mut invocation = self.scripts.guarded_set.key(VERSION_KEY);
+                invocation.arg(MARKER_PREFIX).arg(version);
+                for op in chunk {
+                    if let KeyOp::Set { key, value, ttl, .. } = op {
+                        invocation.key(key).arg(value.as_slice()).arg(ttl_millis(*ttl));
+                    }
+                }
+                self.run::<u64>(&invocation).await?;
             }
-            start = end;
         }
         Ok(())
     }
@@ -402,6 +506,11 @@ pub fn client(settings: &RedisSettings) -> Result<redis::Client, CacheError> {
         }
     }
     .map_err(CacheError::Connect)
+}
+
+/// A TTL as Redis milliseconds: at least 1 (0 would be an error), 0 for none (the scripts' convention).
+fn ttl_millis(ttl: Option<Duration>) -> u64 {
+    ttl.map_or(0, |ttl| ttl.as_millis().max(1) as u64)
 }
 
 fn command_failed(error: redis::RedisError) -> CacheError {

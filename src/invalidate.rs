@@ -131,16 +131,7 @@ impl Invalidator {
                     applied.deleted += keys.len() as u64;
                 }
                 Action::Set { .. } => {
-                    // Row images are as fresh as their event: invalidate first, so that older reads in flight lose,
-                    // then write at the version that invalidation took.
-                    let keys: Vec<String> = run
-                        .iter()
-                        .filter_map(|a| match a {
-                            Action::Set { key, .. } => Some(key.clone()),
-                            _ => None,
-                        })
-                        .collect();
-                    let version = self.cache.invalidate(&keys).await?;
+                    // Row images are as fresh as their event: they supersede every read in flight.
                     let ops: Vec<KeyOp> = run
                         .iter()
                         .filter_map(|a| match a {
@@ -148,12 +139,12 @@ impl Invalidator {
                                 key: key.clone(),
                                 value: value.clone(),
                                 ttl: *ttl,
-                                read_at: Some(version),
+                                read_at: None,
                             }),
                             _ => None,
                         })
                         .collect();
-                    self.cache.apply(&ops).await?;
+                    self.cache.supersede(&ops).await?;
                     applied.projected += ops.len() as u64;
                 }
                 Action::DeletePattern(_) => {
@@ -247,6 +238,19 @@ impl Invalidator {
             debug!(key, job = %job.name, "Job has no refresh_query; deleting the key instead.");
             return self.delete_for_refresh(key, applied).await;
         }
+        // The read holds a lease until its write has landed, so that invalidations meanwhile leave markers.
+        let lease = self.cache.begin_read().await?;
+        let refreshed = self.refresh_from_database(job, key, applied).await;
+        self.cache.end_read(lease).await;
+        refreshed
+    }
+
+    async fn refresh_from_database(
+        &self,
+        job: &WarmJob,
+        key: &str,
+        applied: &mut Applied,
+    ) -> Result<(), InvalidateError> {
         // Invalidate first, read after: a value read before this point can no longer land, and ours carries the
         // version of this invalidation, so a later refresh of the same key wins over it.
         let read_at = self.cache.invalidate(&[key.to_string()]).await?;

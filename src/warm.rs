@@ -251,8 +251,24 @@ impl Warmer {
     }
 
     async fn execute(&self, job: &WarmJob, mode: Mode, progress: &Progress) -> Result<RunSummary, WarmError> {
-        // Before the query starts: any invalidation from here on is newer than the data this run reads.
-        let read_at = self.cache.version().await?;
+        if mode == Mode::DryRun {
+            return self.read_and_write(job, mode, progress, 0).await;
+        }
+        // Before the query starts: any invalidation from here on is newer than the data this run reads, and leaves
+        // markers until the run's last write has landed.
+        let lease = self.cache.begin_read().await?;
+        let run = self.read_and_write(job, mode, progress, lease.read_at).await;
+        self.cache.end_read(lease).await;
+        run
+    }
+
+    async fn read_and_write(
+        &self,
+        job: &WarmJob,
+        mode: Mode,
+        progress: &Progress,
+        read_at: u64,
+    ) -> Result<RunSummary, WarmError> {
         let mut conn = self.db.acquire(job.timeout).await?;
         let mut rows = conn.rows(&job.query);
         let mut writer = BatchWriter {
