@@ -222,7 +222,11 @@ impl Cache {
             return;
         };
         let mut conn = self.conn.clone();
-        let removed = redis::cmd("ZREM").arg(READERS_KEY).arg(&id).query_async::<u64>(&mut conn).await;
+        let removed = redis::cmd("ZREM")
+            .arg(READERS_KEY)
+            .arg(&id)
+            .query_async::<u64>(&mut conn)
+            .await;
         if let Err(error) = removed {
             crate::metrics::redis_error();
             tracing::warn!(lease = id, %error, "Cannot end a read lease; it will expire by itself.");

@@ -155,14 +155,12 @@ impl RowRenderer {
 
     /// Decodes a row's raw values (in result order) into cells; the error names the column.
     pub fn decode<'r>(&self, raw: &[Option<&'r [u8]>]) -> Result<Vec<Cell<'r>>, String> {
-        self.kinds
-            .iter()
-            .zip(raw)
-            .zip(&self.names)
-            .map(|((kind, bytes), name)| {
-                crate::value::decode(*kind, *bytes).map_err(|e| format!("column `{name}` {e}"))
-            })
-            .collect()
+        // One allocation of the right size per row (collecting a `Result` iterator cannot know the length).
+        let mut cells = Vec::with_capacity(self.kinds.len());
+        for ((kind, bytes), name) in self.kinds.iter().zip(raw).zip(&self.names) {
+            cells.push(crate::value::decode(*kind, *bytes).map_err(|e| format!("column `{name}` {e}"))?);
+        }
+        Ok(cells)
     }
 
     /// Appends the key for this row to `out`.

@@ -290,6 +290,7 @@ impl Warmer {
             oversize: false,
         });
         let mut key = String::new();
+        let mut value_capacity = 256;
 
         while let Some(row) = rows.try_next().await? {
             writer.summary.rows += 1;
@@ -323,8 +324,10 @@ impl Warmer {
                 writer.skip(|s| &mut s.skipped_null_key, || format!("row {row}: {reason}"));
                 continue;
             }
-            let mut value = Vec::with_capacity(256);
+            // Rows of one query tend to be alike: size the value after the previous one, so it rarely grows.
+            let mut value = Vec::with_capacity(value_capacity);
             renderer.render_object(&cells, &mut value);
+            value_capacity = value.len() + value.len() / 8 + 16;
             writer.push(key.clone(), value).await?;
         }
         drop(rows);

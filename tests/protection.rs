@@ -62,35 +62,63 @@ async fn markers_follow_read_leases_and_guard_writes() {
     assert_eq!(second, first + 1);
     let marked: Option<u64> = redis::cmd("GET").arg(marker("b")).query_async(&mut conn).await.unwrap();
     assert_eq!(marked, Some(second), "marker holds the invalidation's version");
-    let marker_ttl: i64 = redis::cmd("PTTL").arg(marker("b")).query_async(&mut conn).await.unwrap();
+    let marker_ttl: i64 = redis::cmd("PTTL")
+        .arg(marker("b"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!(
         marker_ttl > 0 && marker_ttl <= config.redis.marker_ttl.as_millis() as i64,
         "marker expires: {marker_ttl} ms"
     );
     cache
-        .apply(&[set(&b, "old", Some(lease.read_at)), set(&c, "fresh", Some(lease.read_at))])
+        .apply(&[
+            set(&b, "old", Some(lease.read_at)),
+            set(&c, "fresh", Some(lease.read_at)),
+        ])
         .await
         .expect("apply");
-    assert_eq!(env.get(&b).await, None, "a value read before its key's invalidation must not land");
+    assert_eq!(
+        env.get(&b).await,
+        None,
+        "a value read before its key's invalidation must not land"
+    );
     // ... while keys nobody invalidated are written although the counter moved.
     assert_eq!(env.get(&c).await.as_deref(), Some("fresh"));
 
     // Row images supersede reads in flight: written at once, and the lease's older value of that key is refused.
     cache.supersede(&[set(&d, "row-image", None)]).await.expect("supersede");
     assert_eq!(env.get(&d).await.as_deref(), Some("row-image"));
-    assert!(exists(&mut conn, &marker("d")).await, "supersede marks while a read is in flight");
-    cache.apply(&[set(&d, "older", Some(lease.read_at))]).await.expect("apply");
+    assert!(
+        exists(&mut conn, &marker("d")).await,
+        "supersede marks while a read is in flight"
+    );
+    cache
+        .apply(&[set(&d, "older", Some(lease.read_at))])
+        .await
+        .expect("apply");
     assert_eq!(env.get(&d).await.as_deref(), Some("row-image"), "the older read lost");
 
     // The lease ended: invalidations stop leaving markers; a new read sees the latest version and writes freely.
     cache.end_read(lease).await;
-    let readers: u64 = redis::cmd("ZCARD").arg(READERS_KEY).query_async(&mut conn).await.unwrap();
+    let readers: u64 = redis::cmd("ZCARD")
+        .arg(READERS_KEY)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(readers, 0, "ended lease is gone");
     cache.invalidate(&[c.clone()]).await.expect("invalidate");
     assert!(!exists(&mut conn, &marker("c")).await, "no marker once the lease ended");
     let lease = cache.begin_read().await.expect("begin_read");
-    cache.apply(&[set(&b, "new", Some(lease.read_at))]).await.expect("apply");
-    assert_eq!(env.get(&b).await.as_deref(), Some("new"), "a read after the marker's version writes");
+    cache
+        .apply(&[set(&b, "new", Some(lease.read_at))])
+        .await
+        .expect("apply");
+    assert_eq!(
+        env.get(&b).await.as_deref(),
+        Some("new"),
+        "a read after the marker's version writes"
+    );
     cache.end_read(lease).await;
 
     // A lease whose process died (its expiry passed) no longer makes invalidations leave markers, and the next
@@ -107,7 +135,10 @@ async fn markers_follow_read_leases_and_guard_writes() {
         .await
         .unwrap();
     cache.invalidate(&[a.clone()]).await.expect("invalidate");
-    assert!(!exists(&mut conn, &marker("a")).await, "an expired lease does not count");
+    assert!(
+        !exists(&mut conn, &marker("a")).await,
+        "an expired lease does not count"
+    );
     let lease = cache.begin_read().await.expect("begin_read");
     let dead: Option<f64> = redis::cmd("ZSCORE")
         .arg(READERS_KEY)
