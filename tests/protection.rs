@@ -50,7 +50,7 @@ async fn markers_follow_read_leases_and_guard_writes() {
 
     // No read in flight: an invalidation takes a version and unlinks, and leaves no marker.
     cache.apply(&[set(&a, "1", None)]).await.expect("apply");
-    let first = cache.invalidate(&[a.clone()]).await.expect("invalidate");
+    let first = cache.invalidate(std::slice::from_ref(&a)).await.expect("invalidate");
     assert!(first >= 1, "the version counter moved: {first}");
     assert_eq!(env.get(&a).await, None, "invalidated key is gone");
     assert!(!exists(&mut conn, &marker("a")).await, "no marker without a read lease");
@@ -58,7 +58,7 @@ async fn markers_follow_read_leases_and_guard_writes() {
     // A read in flight: invalidations leave markers, and the read's older value of that key is refused ...
     let lease = cache.begin_read().await.expect("begin_read");
     assert_eq!(lease.read_at, first, "the lease reads the current version");
-    let second = cache.invalidate(&[b.clone()]).await.expect("invalidate");
+    let second = cache.invalidate(std::slice::from_ref(&b)).await.expect("invalidate");
     assert_eq!(second, first + 1);
     let marked: Option<u64> = redis::cmd("GET").arg(marker("b")).query_async(&mut conn).await.unwrap();
     assert_eq!(marked, Some(second), "marker holds the invalidation's version");
@@ -107,7 +107,7 @@ async fn markers_follow_read_leases_and_guard_writes() {
         .await
         .unwrap();
     assert_eq!(readers, 0, "ended lease is gone");
-    cache.invalidate(&[c.clone()]).await.expect("invalidate");
+    cache.invalidate(std::slice::from_ref(&c)).await.expect("invalidate");
     assert!(!exists(&mut conn, &marker("c")).await, "no marker once the lease ended");
     let lease = cache.begin_read().await.expect("begin_read");
     cache
@@ -134,7 +134,7 @@ async fn markers_follow_read_leases_and_guard_writes() {
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
-    cache.invalidate(&[a.clone()]).await.expect("invalidate");
+    cache.invalidate(std::slice::from_ref(&a)).await.expect("invalidate");
     assert!(
         !exists(&mut conn, &marker("a")).await,
         "an expired lease does not count"
