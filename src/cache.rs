@@ -51,7 +51,7 @@ const SCRIPT_BATCH: usize = 500;
 
 /// SET each key unless its invalidation marker is newer than the version the values were read at.
 /// KEYS[1]: the version counter; KEYS[2..]: the data keys. ARGV[1]: the marker prefix; ARGV[2]: read_at; then per
-/// key: value, ttl in ms (0 = none). Returns how many keys were written.
+/// key: value, ttl in ms ("0" = none, as [`ttl_millis`] writes it). Returns how many keys were written.
 const GUARDED_SET: &str = r"
 local read_at = tonumber(ARGV[2])
 local moved = tonumber(redis.call('GET', KEYS[1]) or '0') > read_at
@@ -60,8 +60,8 @@ for i = 2, #KEYS do
   local marker = moved and redis.call('GET', ARGV[1] .. KEYS[i])
   if (not marker) or tonumber(marker) <= read_at then
     local base = 1 + (i - 1) * 2
-    local ttl = tonumber(ARGV[base + 1])
-    if ttl > 0 then
+    local ttl = ARGV[base + 1]
+    if ttl ~= '0' then
       redis.call('SET', KEYS[i], ARGV[base], 'PX', ttl)
     else
       redis.call('SET', KEYS[i], ARGV[base])
@@ -90,8 +90,8 @@ if #ARGV == 2 then
 else
   for i = 3, #KEYS do
     local base = 3 + (i - 3) * 2
-    local ttl = tonumber(ARGV[base + 1])
-    if ttl > 0 then
+    local ttl = ARGV[base + 1]
+    if ttl ~= '0' then
       redis.call('SET', KEYS[i], ARGV[base], 'PX', ttl)
     else
       redis.call('SET', KEYS[i], ARGV[base])
