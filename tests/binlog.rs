@@ -171,7 +171,17 @@ async fn projections_are_written_from_the_row_image() {
     assert!((590_000..=600_000).contains(&ttl), "PTTL {ttl}");
     env.sql("UPDATE products SET id = 10 WHERE id = 1").await;
     assert!(becomes(&env, "card:1", None).await);
-    assert!(value(&env, "card:10").await.is_some());
+    // The old key's delete and the new key's write are two Redis calls: wait for the second too.
+    assert!(
+        becomes(
+            &env,
+            "card:10",
+            Some(r#"{"id":10,"name":"Kettle","price":"8.25","seen":"2026-11-26T08:00:00Z","tags":"[\"a\"]"}"#)
+        )
+        .await,
+        "got {:?}",
+        value(&env, "card:10").await
+    );
     env.sql("DELETE FROM products WHERE id = 10").await;
     assert!(becomes(&env, "card:10", None).await);
     assert_eq!(daemon.stop().await, Some(0));
