@@ -11,32 +11,37 @@
 //!
 //! - a global counter, `cachewarden:version`, orders events;
 //! - a read whose result will be written holds a *read lease* ([`Cache::begin_read`] .. [`Cache::end_read`]): an
-//!   entry in the sorted set `cachewarden:readers`, scored by its expiry, taken in the same script as the version
-//!   current before the read (`read_at`);
-//! - [`Cache::invalidate`] increments the counter and, in the same Lua script, unlinks the keys; while any read lease
-//!   is live it first leaves a short-lived marker `cachewarden:marker:<key>` holding the new version;
-//! - every write of read data carries `read_at` and goes through a Lua script (EVALSHA) that skips the SET when the
-//!   key's marker is newer. When the counter has not moved since `read_at` nothing was invalidated since the read, so
-//!   the script writes without looking at markers.
+//!   entry in the sorted set `cachewarden:readers`, scored by its expiry (Redis clock), registered in the same script
+//!   that takes the version current before the read;
+//! - [`Cache::invalidate`] increments the counter and unlinks the keys in one Lua script; while any lease is live it
+//!   first leaves a marker `cachewarden:marker:<key>` holding the new version, living as long as the latest lease;
+//! - every write of read data carries a [`ReadStamp`] (version and lease) and goes through a Lua script (EVALSHA)
+//!   that refuses the whole batch unless the lease is still live, and skips each SET whose key's marker is newer than
+//!   the version. When the counter has not moved since the read, nothing was invalidated since, and the script
+//!   writes without reading markers.
 //!
 //! So a value read before an invalidation can never land after it: an invalidation either comes before the lease
-//! (the read sees its data) or sees the lease and leaves a marker. Refreshes invalidate first and read after, so two
-//! refreshes that finish out of order keep the newer one; row images from the binlog ([`Cache::supersede`]) are
-//! written in the script that invalidates, so nothing can come between. A refused write leaves the key absent (a
-//! miss), never stale. Leases and markers live `marker_ttl` (the longest job timeout plus a minute), longer than any
-//! read-to-write gap; a lease is removed when its writes have landed, or expires if the process dies.
+//! (the read sees its data) or sees the lease and leaves a marker that outlives it, and a write can land only while
+//! its lease is live. The lease is the fence: once it is ended or expired — a run cut short by its timeout, a write
+//! task still queued after its run gave up, a process paused past its lease — the writes are refused
+//! ([`CacheError::LeaseEnded`]). Refreshes invalidate first and read after, so two refreshes that finish out of order
+//! keep the newer one; row images from the binlog ([`Cache::supersede`]) are written in the script that
+//! invalidates, so nothing can come between. A refused write leaves the key absent (a miss), never stale.
 //!
 //! Cost: with no read in flight an invalidation is an INCR and an UNLINK; a guarded batch of sets is one Lua call
-//! and, unless the counter moved since its read, no marker reads. Limits: writes made by the application itself are
-//! not versioned; a pattern delete marks the keys it finds, not keys a concurrent warm run has not written yet;
-//! cluster mode needs the markers hash-tagged with their keys and a per-slot counter (not done).
+//! with a lease check and, unless the counter moved since its read, no marker reads. Limits: writes made by the
+//! application itself are not versioned; a pattern delete marks the keys it finds, not keys a concurrent warm run
+//! has not written yet; the counter, leases and markers must survive as long as the reads (no FLUSHDB, and an
+//! eviction policy that spares keys without a TTL: `noeviction` or `volatile-*`); cluster mode needs the markers
+//! hash-tagged with their keys and a per-slot counter (not done).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::RedisSettings;
-use crate::model::KeyOp;
+use crate::model::{KeyOp, ReadStamp};
 
 /// Keys SCAN looks at per call during a pattern delete: big enough to be quick, small enough not to stall Redis.
 const SCAN_COUNT: usize = 1000;
@@ -48,18 +53,33 @@ pub const READERS_KEY: &str = "cachewarden:readers";
 pub const MARKER_PREFIX: &str = "cachewarden:marker:";
 /// Keys per Lua call: one script run blocks Redis, so keep each short.
 const SCRIPT_BATCH: usize = 500;
+/// A read lease outlives the read's own timeout by this much, so that its writes can land.
+const LEASE_MARGIN: Duration = Duration::from_secs(60);
 
-/// SET each key unless its invalidation marker is newer than the version the values were read at.
-/// KEYS[1]: the version counter; KEYS[2..]: the data keys. ARGV[1]: the marker prefix; ARGV[2]: read_at; then per
-/// key: value, ttl in ms ("0" = none, as [`ttl_millis`] writes it). Returns how many keys were written.
+/// Redis' clock in milliseconds, as the scripts' `now`. `replicate_commands` lets a script write after TIME on Redis
+/// before 5 (a no-op since).
+const NOW: &str = r"
+redis.replicate_commands()
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+";
+
+/// Unless the lease is live, refuse (-1); else SET each key unless its marker is newer than the read's version.
+/// KEYS[1]: the version counter; KEYS[2]: the read leases; KEYS[3..]: the data keys. ARGV[1]: the marker prefix;
+/// ARGV[2]: the read's version; ARGV[3]: its lease; then per key: value, ttl in ms ("0" = none, as [`ttl_millis`]
+/// writes it). Returns how many keys were written.
 const GUARDED_SET: &str = r"
+local expiry = redis.call('ZSCORE', KEYS[2], ARGV[3])
+if (not expiry) or tonumber(expiry) < now then
+  return -1
+end
 local read_at = tonumber(ARGV[2])
 local moved = tonumber(redis.call('GET', KEYS[1]) or '0') > read_at
 local written = 0
-for i = 2, #KEYS do
+for i = 3, #KEYS do
   local marker = moved and redis.call('GET', ARGV[1] .. KEYS[i])
   if (not marker) or tonumber(marker) <= read_at then
-    local base = 1 + (i - 1) * 2
+    local base = 4 + (i - 3) * 2
     local ttl = ARGV[base + 1]
     if ttl ~= '0' then
       redis.call('SET', KEYS[i], ARGV[base], 'PX', ttl)
@@ -72,24 +92,24 @@ end
 return written
 ";
 
-/// Take a new version; while a read lease is live, mark every key with it; then unlink the keys or, when values are
-/// given, set them. KEYS[1]: the version counter; KEYS[2]: the read leases; KEYS[3..]: data keys. ARGV[1]: the marker
-/// prefix; ARGV[2]: marker ttl in ms; then, to set instead of unlink, per key: value, ttl in ms (0 = none).
-/// Returns the version.
+/// Take a new version; while a read lease is live, mark every key with it until the latest lease expires; then
+/// unlink the keys or, when values are given, set them. KEYS[1]: the version counter; KEYS[2]: the read leases;
+/// KEYS[3..]: data keys. ARGV[1]: the marker prefix; then, to set instead of unlink, per key: value, ttl in ms
+/// ("0" = none). Returns the version.
 const INVALIDATE: &str = r"
 local version = redis.call('INCR', KEYS[1])
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-if redis.call('ZCOUNT', KEYS[2], now, '+inf') > 0 then
+local latest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')[2]
+if latest and tonumber(latest) >= now then
+  local ttl = tonumber(latest) - now + 1000
   for i = 3, #KEYS do
-    redis.call('SET', ARGV[1] .. KEYS[i], version, 'PX', ARGV[2])
+    redis.call('SET', ARGV[1] .. KEYS[i], version, 'PX', ttl)
   end
 end
-if #ARGV == 2 then
+if #ARGV == 1 then
   redis.call('UNLINK', unpack(KEYS, 3))
 else
   for i = 3, #KEYS do
-    local base = 3 + (i - 3) * 2
+    local base = 2 + (i - 3) * 2
     local ttl = ARGV[base + 1]
     if ttl ~= '0' then
       redis.call('SET', KEYS[i], ARGV[base], 'PX', ttl)
@@ -104,8 +124,6 @@ return version
 /// Register a read lease and return the current version. KEYS[1]: the version counter; KEYS[2]: the read leases.
 /// ARGV[1]: the lease id; ARGV[2]: its lifetime in ms. Expired leases are dropped on the way.
 const BEGIN_READ: &str = r"
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 return tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -125,6 +143,12 @@ pub enum CacheError {
     /// A command or pipeline failed.
     #[error("Redis command failed: {0}")]
     Command(#[source] redis::RedisError),
+    /// Stale-set protection refused a batch: the read lease its data was read under had ended (the run timed out or
+    /// gave up, or outlived its lease). Nothing of the batch was written; reading again is the remedy.
+    #[error(
+        "the read lease ended before its writes landed; the batch was refused so that it cannot install stale data"
+    )]
+    LeaseEnded,
     /// The CA file configured for TLS could not be read.
     #[error("cannot read Redis CA file {path}: {source}")]
     CaFile {
@@ -136,13 +160,15 @@ pub enum CacheError {
 impl CacheError {
     /// Whether trying again later may succeed (a dropped connection rather than, say, a refused password).
     pub fn is_transient(&self) -> bool {
-        let (CacheError::Connect(error) | CacheError::Command(error)) = self else {
-            return false;
-        };
-        !matches!(
-            error.kind(),
-            redis::ErrorKind::AuthenticationFailed | redis::ErrorKind::InvalidClientConfig
-        )
+        match self {
+            CacheError::Connect(error) | CacheError::Command(error) => !matches!(
+                error.kind(),
+                redis::ErrorKind::AuthenticationFailed | redis::ErrorKind::InvalidClientConfig
+            ),
+            // Reading again, under a new lease, is the remedy.
+            CacheError::LeaseEnded => true,
+            CacheError::CaFile { .. } => false,
+        }
     }
 }
 
@@ -150,9 +176,9 @@ impl CacheError {
 #[derive(Clone)]
 pub struct Cache {
     conn: ConnectionManager,
-    /// Stale-set protection: how long invalidation markers and read leases live, or `None` when it is off.
-    marker_ttl: Option<Duration>,
-    scripts: std::sync::Arc<Scripts>,
+    /// Whether stale-set protection is on.
+    protected: bool,
+    scripts: Arc<Scripts>,
 }
 
 /// The stale-set protection scripts (redis-rs loads each on first use and then calls it by its SHA).
@@ -163,13 +189,23 @@ struct Scripts {
 }
 
 /// A read whose result will be written, registered so that invalidations meanwhile leave markers. End it with
-/// [`Cache::end_read`] once its writes have landed; if the process dies it expires after `marker_ttl`.
+/// [`Cache::end_read`] once its writes have landed (or it gave up); if the process dies it expires by itself.
 #[derive(Debug)]
 #[must_use = "a read lease must be ended, or invalidations keep leaving markers until it expires"]
 pub struct ReadLease {
-    id: Option<String>,
-    /// The version current before the read: the `read_at` of the writes it leads to (0 without protection).
+    id: Option<Arc<str>>,
+    /// The version current before the read (0 without protection).
     pub read_at: u64,
+}
+
+impl ReadLease {
+    /// The stamp for values read under this lease at `version` (`None` without protection: writes are plain).
+    pub fn stamp(&self, version: u64) -> Option<ReadStamp> {
+        self.id.as_ref().map(|lease| ReadStamp {
+            version,
+            lease: lease.clone(),
+        })
+    }
 }
 
 impl Cache {
@@ -183,40 +219,42 @@ impl Cache {
         let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(CacheError::Connect)?;
+        let script = |body: &str| redis::Script::new(&format!("{NOW}{body}"));
         Ok(Self {
             conn,
-            marker_ttl: settings.stale_set_protection.then_some(settings.marker_ttl),
-            scripts: std::sync::Arc::new(Scripts {
-                guarded_set: redis::Script::new(GUARDED_SET),
-                invalidate: redis::Script::new(INVALIDATE),
-                begin_read: redis::Script::new(BEGIN_READ),
+            protected: settings.stale_set_protection,
+            scripts: Arc::new(Scripts {
+                guarded_set: script(GUARDED_SET),
+                invalidate: script(INVALIDATE),
+                begin_read: script(BEGIN_READ),
             }),
         })
     }
 
-    /// Registers a read lease and takes the current version; call it before reading data that will be written.
-    /// Without protection it costs nothing and `read_at` is 0.
-    pub async fn begin_read(&self) -> Result<ReadLease, CacheError> {
-        let Some(marker_ttl) = self.marker_ttl else {
+    /// Registers a read lease and takes the current version; call it before reading data that will be written. The
+    /// lease lives `timeout` (the read's own limit) plus a margin for the writes. Without protection it costs nothing
+    /// and `read_at` is 0.
+    pub async fn begin_read(&self, timeout: Duration) -> Result<ReadLease, CacheError> {
+        if !self.protected {
             return Ok(ReadLease { id: None, read_at: 0 });
-        };
-        let id = format!("{}-{:016x}", std::process::id(), fastrand::u64(..));
+        }
+        let id: Arc<str> = format!("{}-{:016x}", std::process::id(), fastrand::u64(..)).into();
         let mut conn = self.conn.clone();
         let read_at = self
             .scripts
             .begin_read
             .key(VERSION_KEY)
             .key(READERS_KEY)
-            .arg(&id)
-            .arg(marker_ttl.as_millis() as u64)
+            .arg(&*id)
+            .arg((timeout + LEASE_MARGIN).as_millis() as u64)
             .invoke_async(&mut conn)
             .await
             .map_err(command_failed)?;
         Ok(ReadLease { id: Some(id), read_at })
     }
 
-    /// Ends a read lease (after its writes landed, or when it gave up). A failure is only logged: the lease expires
-    /// by itself, and until then invalidations merely leave markers they did not need to.
+    /// Ends a read lease: from here on, writes stamped with it are refused, and invalidations stop leaving markers
+    /// for it. A failure is only logged: the lease then expires by itself.
     pub async fn end_read(&self, lease: ReadLease) {
         let Some(id) = lease.id else {
             return;
@@ -224,19 +262,19 @@ impl Cache {
         let mut conn = self.conn.clone();
         let removed = redis::cmd("ZREM")
             .arg(READERS_KEY)
-            .arg(&id)
+            .arg(&*id)
             .query_async::<u64>(&mut conn)
             .await;
         if let Err(error) = removed {
             crate::metrics::redis_error();
-            tracing::warn!(lease = id, %error, "Cannot end a read lease; it will expire by itself.");
+            tracing::warn!(lease = &*id, %error, "Cannot end a read lease; it will expire by itself.");
         }
     }
 
     /// Deletes `keys` as invalidated: with protection, takes a new version (returned) so that values read before now
     /// can no longer be written; without, a plain UNLINK (returns 0).
     pub async fn invalidate<K: redis::ToRedisArgs + Sync>(&self, keys: &[K]) -> Result<u64, CacheError> {
-        let Some(marker_ttl) = self.marker_ttl else {
+        if !self.protected {
             if !keys.is_empty() {
                 let mut conn = self.conn.clone();
                 redis::cmd("UNLINK")
@@ -246,10 +284,10 @@ impl Cache {
                     .map_err(command_failed)?;
             }
             return Ok(0);
-        };
+        }
         let mut version = 0;
         for chunk in keys.chunks(SCRIPT_BATCH) {
-            let mut invocation = self.invalidation(marker_ttl);
+            let mut invocation = self.invalidation();
             for key in chunk {
                 invocation.key(key);
             }
@@ -260,14 +298,14 @@ impl Cache {
 
     /// Writes values that supersede anything read so far (row images from the binlog, in binlog order): like
     /// [`Cache::invalidate`] followed by the sets, in one script, so no older read can land in between. `Delete` ops
-    /// are unlinked; `read_at` is ignored.
+    /// are unlinked; stamps are ignored.
     pub async fn supersede(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
-        let Some(marker_ttl) = self.marker_ttl else {
+        if !self.protected {
             return self.apply(ops).await;
-        };
+        }
         for run in ops.chunk_by(|a, b| matches!(a, KeyOp::Set { .. }) == matches!(b, KeyOp::Set { .. })) {
             for chunk in run.chunks(SCRIPT_BATCH) {
-                let mut invocation = self.invalidation(marker_ttl);
+                let mut invocation = self.invalidation();
                 for op in chunk {
                     match op {
                         KeyOp::Set { key, value, ttl, .. } => {
@@ -284,12 +322,9 @@ impl Cache {
         Ok(())
     }
 
-    fn invalidation(&self, marker_ttl: Duration) -> redis::ScriptInvocation<'_> {
+    fn invalidation(&self) -> redis::ScriptInvocation<'_> {
         let mut invocation = self.scripts.invalidate.key(VERSION_KEY);
-        invocation
-            .key(READERS_KEY)
-            .arg(MARKER_PREFIX)
-            .arg(marker_ttl.as_millis() as u64);
+        invocation.key(READERS_KEY).arg(MARKER_PREFIX);
         invocation
     }
 
@@ -304,7 +339,7 @@ impl Cache {
         if ops.is_empty() {
             return Ok(());
         }
-        if self.marker_ttl.is_some() && ops.iter().any(|op| matches!(op, KeyOp::Set { read_at: Some(_), .. })) {
+        if self.protected && ops.iter().any(|op| matches!(op, KeyOp::Set { read: Some(_), .. })) {
             return self.apply_guarded(ops).await;
         }
         let mut pipe = redis::pipe();
@@ -326,29 +361,37 @@ impl Cache {
         pipe.query_async::<()>(&mut conn).await.map_err(command_failed)
     }
 
-    /// `apply` with stale-set protection: sets read at one version go through the guard script together (in order,
-    /// batch by batch), the rest as usual.
+    /// `apply` with stale-set protection: sets from one read go through the guard script together (in order, batch
+    /// by batch), the rest as usual.
     async fn apply_guarded(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
-        let read_at = |op: &KeyOp| match op {
-            KeyOp::Set { read_at, .. } => *read_at,
-            KeyOp::Delete { .. } => None,
-        };
-        for run in ops.chunk_by(|a, b| read_at(a) == read_at(b)) {
-            let Some(version) = read_at(&run[0]) else {
+        fn stamp(op: &KeyOp) -> Option<&ReadStamp> {
+            match op {
+                KeyOp::Set { read, .. } => read.as_ref(),
+                KeyOp::Delete { .. } => None,
+            }
+        }
+        for run in ops.chunk_by(|a, b| stamp(a) == stamp(b)) {
+            let Some(read) = stamp(&run[0]) else {
                 let mut unguarded = self.clone();
-                unguarded.marker_ttl = None;
+                unguarded.protected = false;
                 Box::pin(unguarded.apply(run)).await?;
                 continue;
             };
             for chunk in run.chunks(SCRIPT_BATCH) {
                 let mut invocation = self.scripts.guarded_set.key(VERSION_KEY);
-                invocation.arg(MARKER_PREFIX).arg(version);
+                invocation
+                    .key(READERS_KEY)
+                    .arg(MARKER_PREFIX)
+                    .arg(read.version)
+                    .arg(&*read.lease);
                 for op in chunk {
                     if let KeyOp::Set { key, value, ttl, .. } = op {
                         invocation.key(key).arg(value.as_slice()).arg(ttl_millis(*ttl));
                     }
                 }
-                self.run::<u64>(&invocation).await?;
+                if self.run::<i64>(&invocation).await? < 0 {
+                    return Err(CacheError::LeaseEnded);
+                }
             }
         }
         Ok(())

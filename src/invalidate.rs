@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
-use crate::cache::{Cache, CacheError};
+use crate::cache::{Cache, CacheError, ReadLease};
 use crate::database::{self, Database, DatabaseError};
 use crate::metrics;
 use crate::model::{KeyOp, Trigger, TriggerReason, WarmJob};
@@ -139,7 +139,7 @@ impl Invalidator {
                                 key: key.clone(),
                                 value: value.clone(),
                                 ttl: *ttl,
-                                read_at: None,
+                                read: None,
                             }),
                             _ => None,
                         })
@@ -239,8 +239,8 @@ impl Invalidator {
             return self.delete_for_refresh(key, applied).await;
         }
         // The read holds a lease until its write has landed, so that invalidations meanwhile leave markers.
-        let lease = self.cache.begin_read().await?;
-        let refreshed = self.refresh_from_database(job, key, applied).await;
+        let lease = self.cache.begin_read(job.timeout).await?;
+        let refreshed = self.refresh_from_database(job, key, &lease, applied).await;
         self.cache.end_read(lease).await;
         refreshed
     }
@@ -249,6 +249,7 @@ impl Invalidator {
         &self,
         job: &WarmJob,
         key: &str,
+        lease: &ReadLease,
         applied: &mut Applied,
     ) -> Result<(), InvalidateError> {
         // Invalidate first, read after: a value read before this point can no longer land, and ours carries the
@@ -267,7 +268,7 @@ impl Invalidator {
                         key: key.to_string(),
                         value,
                         ttl,
-                        read_at: Some(read_at),
+                        read: lease.stamp(read_at),
                     }])
                     .await?;
                 applied.refreshed += 1;

@@ -322,12 +322,20 @@ pub enum KeyOp {
         key: String,
         value: Vec<u8>,
         ttl: Option<Duration>,
-        /// The cache version (see `cache`) current when the value's data was read. With stale-set protection, an
-        /// invalidation of the key at a later version refuses the write. `None` writes unconditionally.
-        read_at: Option<u64>,
+        /// The read the value's data came from (see `cache`): an invalidation of the key at a later version, or the
+        /// read's lease having ended, refuses the write. `None` writes unconditionally.
+        read: Option<ReadStamp>,
     },
     /// `UNLINK key`.
     Delete { key: String },
+}
+
+/// Which read a value came from, for stale-set protection: the cache version current before the read, and the read
+/// lease that must still be live when the value is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadStamp {
+    pub version: u64,
+    pub lease: std::sync::Arc<str>,
 }
 
 /// Why a warm job run was requested.

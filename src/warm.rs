@@ -30,7 +30,7 @@ use crate::cache::{Cache, CacheError};
 use crate::database::{self, Database, DatabaseError};
 use crate::health::Liveness;
 use crate::metrics;
-use crate::model::{KeyOp, Shape, Trigger, TriggerReason, WarmJob};
+use crate::model::{KeyOp, ReadStamp, Shape, Trigger, TriggerReason, WarmJob};
 use crate::render::{PlanError, RowRenderer};
 use crate::value::Cell;
 
@@ -216,10 +216,7 @@ impl Warmer {
     ) -> Result<RunSummary, WarmError> {
         let _slot = self.limiter.acquire().await.expect("the limiter is never closed");
         let started = Instant::now();
-        let result = match tokio::time::timeout(job.timeout, self.execute(job, mode, progress)).await {
-            Ok(result) => result,
-            Err(_) => Err(WarmError::TimedOut(job.timeout)),
-        };
+        let result = self.execute(job, mode, progress).await;
         let finished_at = std::time::SystemTime::now();
         match result {
             Ok(mut summary) => {
@@ -250,15 +247,22 @@ impl Warmer {
         }
     }
 
+    /// The run within `job.timeout`, under a read lease when it writes: taken before the query starts, so any
+    /// invalidation from then on is newer than the data read, and ended afterwards, so nothing of this run can be
+    /// written later (a write task still queued when the run timed out or failed is refused).
     async fn execute(&self, job: &WarmJob, mode: Mode, progress: &Progress) -> Result<RunSummary, WarmError> {
-        if mode == Mode::DryRun {
-            return self.read_and_write(job, mode, progress, 0).await;
+        let lease = match mode {
+            Mode::Write => Some(self.cache.begin_read(job.timeout).await?),
+            Mode::DryRun => None,
+        };
+        let read = lease.as_ref().and_then(|lease| lease.stamp(lease.read_at));
+        let run = match tokio::time::timeout(job.timeout, self.read_and_write(job, mode, progress, read)).await {
+            Ok(result) => result,
+            Err(_) => Err(WarmError::TimedOut(job.timeout)),
+        };
+        if let Some(lease) = lease {
+            self.cache.end_read(lease).await;
         }
-        // Before the query starts: any invalidation from here on is newer than the data this run reads, and leaves
-        // markers until the run's last write has landed.
-        let lease = self.cache.begin_read().await?;
-        let run = self.read_and_write(job, mode, progress, lease.read_at).await;
-        self.cache.end_read(lease).await;
         run
     }
 
@@ -267,7 +271,7 @@ impl Warmer {
         job: &WarmJob,
         mode: Mode,
         progress: &Progress,
-        read_at: u64,
+        read: Option<ReadStamp>,
     ) -> Result<RunSummary, WarmError> {
         let mut conn = self.db.acquire(job.timeout).await?;
         let mut rows = conn.rows(&job.query);
@@ -279,7 +283,7 @@ impl Warmer {
             bytes: 0,
             summary: RunSummary::default(),
             progress,
-            read_at,
+            read,
             in_flight: std::collections::VecDeque::new(),
         };
         let mut renderer: Option<RowRenderer> = None;
@@ -398,8 +402,8 @@ struct BatchWriter<'a> {
     bytes: usize,
     summary: RunSummary,
     progress: &'a Progress,
-    /// The cache version taken before the query: writes of this data lose to later invalidations.
-    read_at: u64,
+    /// The run's read (version and lease; `None` without protection): its writes lose to later invalidations.
+    read: Option<ReadStamp>,
     /// Batches being written, oldest first, with their key counts.
     in_flight: std::collections::VecDeque<(tokio::task::JoinHandle<Result<(), CacheError>>, u64)>,
 }
@@ -421,7 +425,7 @@ impl BatchWriter<'_> {
             key,
             value,
             ttl,
-            read_at: Some(self.read_at),
+            read: self.read.clone(),
         });
         if self.ops.len() >= BATCH_KEYS || self.bytes >= BATCH_BYTES {
             self.flush().await?;

@@ -1,40 +1,55 @@
 //! The stale-set protection protocol, step by step, on real Redis: markers are left only while a read lease is
-//! live, a guarded write loses to a newer marker and wins otherwise, expired leases stop counting, and row images
-//! (`supersede`) win over reads in flight. The test has a Redis database of its own, because the version counter and
-//! the read leases are global to a database and other tests' warm runs would hold leases of their own.
+//! live and outlive the latest lease, a guarded write loses to a newer marker and wins otherwise, a write whose lease
+//! ended or expired is refused whole, expired leases stop counting, and row images (`supersede`) win over reads in
+//! flight. The test has a Redis database of its own, because the version counter and the read leases are global to
+//! a database and other tests' warm runs would hold leases of their own.
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use cachewarden::cache::{Cache, MARKER_PREFIX, READERS_KEY, VERSION_KEY};
-use cachewarden::model::KeyOp;
+use cachewarden::cache::{Cache, CacheError, MARKER_PREFIX, READERS_KEY, VERSION_KEY};
+use cachewarden::model::{KeyOp, ReadStamp};
 use common::{TestEnv, services};
 
 /// No other test uses this database.
 const OWN_DB: u32 = 13;
+/// How long the test's reads may take: leases live this plus cachewarden's one-minute margin.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn flush(env: &TestEnv) {
-    redis::cmd("FLUSHDB")
-        .query_async::<()>(&mut env.redis().await)
-        .await
-        .expect("FLUSHDB");
-}
+type Conn = redis::aio::MultiplexedConnection;
 
-fn set(key: &str, value: &str, read_at: Option<u64>) -> KeyOp {
+fn set(key: &str, value: &str, read: Option<ReadStamp>) -> KeyOp {
     KeyOp::Set {
         key: key.to_string(),
         value: value.as_bytes().to_vec(),
         ttl: Some(Duration::from_secs(60)),
-        read_at,
+        read,
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+async fn command<T: redis::FromRedisValue>(conn: &mut Conn, args: &[&str]) -> T {
+    let mut cmd = redis::Cmd::new();
+    for arg in args {
+        cmd.arg(arg);
+    }
+    cmd.query_async(conn).await.expect("redis command")
 }
 
 #[tokio::test]
 async fn markers_follow_read_leases_and_guard_writes() {
     let mut env = TestEnv::new().await;
     env.redis_url = format!("{}/{OWN_DB}", services().redis);
-    flush(&env).await;
+    let mut conn = env.redis().await;
+    command::<()>(&mut conn, &["FLUSHDB"]).await;
     let config = env.config(&format!(
         "[[warm]]\nname = \"t\"\nquery = \"SELECT 1 AS id\"\nkey = \"{}t:{{id}}\"\nschedule = \"every 1h\"\nttl = \"1h\"\n",
         env.prefix
@@ -43,39 +58,34 @@ async fn markers_follow_read_leases_and_guard_writes() {
     let key = |name: &str| format!("{}{name}", env.prefix);
     let marker = |name: &str| format!("{MARKER_PREFIX}{}{name}", env.prefix);
     let (a, b, c, d) = (key("a"), key("b"), key("c"), key("d"));
-    let mut conn = env.redis().await;
-    let exists = async |conn: &mut redis::aio::MultiplexedConnection, key: &str| -> bool {
-        redis::cmd("EXISTS").arg(key).query_async(conn).await.expect("EXISTS")
-    };
+    let invalidate = async |key: &String| cache.invalidate(std::slice::from_ref(key)).await.expect("invalidate");
 
     // No read in flight: an invalidation takes a version and unlinks, and leaves no marker.
     cache.apply(&[set(&a, "1", None)]).await.expect("apply");
-    let first = cache.invalidate(std::slice::from_ref(&a)).await.expect("invalidate");
+    let first = invalidate(&a).await;
     assert!(first >= 1, "the version counter moved: {first}");
     assert_eq!(env.get(&a).await, None, "invalidated key is gone");
-    assert!(!exists(&mut conn, &marker("a")).await, "no marker without a read lease");
-
-    // A read in flight: invalidations leave markers, and the read's older value of that key is refused ...
-    let lease = cache.begin_read().await.expect("begin_read");
-    assert_eq!(lease.read_at, first, "the lease reads the current version");
-    let second = cache.invalidate(std::slice::from_ref(&b)).await.expect("invalidate");
-    assert_eq!(second, first + 1);
-    let marked: Option<u64> = redis::cmd("GET").arg(marker("b")).query_async(&mut conn).await.unwrap();
-    assert_eq!(marked, Some(second), "marker holds the invalidation's version");
-    let marker_ttl: i64 = redis::cmd("PTTL")
-        .arg(marker("b"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
     assert!(
-        marker_ttl > 0 && marker_ttl <= config.redis.marker_ttl.as_millis() as i64,
-        "marker expires: {marker_ttl} ms"
+        !command::<bool>(&mut conn, &["EXISTS", &marker("a")]).await,
+        "no marker without a read lease"
     );
+
+    // A read in flight: invalidations leave markers that outlive the lease, and the read's older value of that key
+    // is refused ...
+    let lease = cache.begin_read(READ_TIMEOUT).await.expect("begin_read");
+    assert_eq!(lease.read_at, first, "the lease reads the current version");
+    let second = invalidate(&b).await;
+    assert_eq!(second, first + 1);
+    let marked: Option<u64> = command(&mut conn, &["GET", &marker("b")]).await;
+    assert_eq!(marked, Some(second), "marker holds the invalidation's version");
+    let marker_ttl: i64 = command(&mut conn, &["PTTL", &marker("b")]).await;
+    assert!(
+        (60_000..=66_000).contains(&marker_ttl),
+        "marker lives as long as the lease (5 s + 60 s) and a second more: {marker_ttl} ms"
+    );
+    let stamp = lease.stamp(lease.read_at);
     cache
-        .apply(&[
-            set(&b, "old", Some(lease.read_at)),
-            set(&c, "fresh", Some(lease.read_at)),
-        ])
+        .apply(&[set(&b, "old", stamp.clone()), set(&c, "fresh", stamp.clone())])
         .await
         .expect("apply");
     assert_eq!(
@@ -90,28 +100,31 @@ async fn markers_follow_read_leases_and_guard_writes() {
     cache.supersede(&[set(&d, "row-image", None)]).await.expect("supersede");
     assert_eq!(env.get(&d).await.as_deref(), Some("row-image"));
     assert!(
-        exists(&mut conn, &marker("d")).await,
+        command::<bool>(&mut conn, &["EXISTS", &marker("d")]).await,
         "supersede marks while a read is in flight"
     );
-    cache
-        .apply(&[set(&d, "older", Some(lease.read_at))])
-        .await
-        .expect("apply");
+    cache.apply(&[set(&d, "older", stamp.clone())]).await.expect("apply");
     assert_eq!(env.get(&d).await.as_deref(), Some("row-image"), "the older read lost");
 
-    // The lease ended: invalidations stop leaving markers; a new read sees the latest version and writes freely.
+    // The lease ended: its writes are refused whole (the lease is their fence), invalidations stop leaving markers,
+    // and a new read sees the latest version and writes freely.
     cache.end_read(lease).await;
-    let readers: u64 = redis::cmd("ZCARD")
-        .arg(READERS_KEY)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(readers, 0, "ended lease is gone");
-    cache.invalidate(std::slice::from_ref(&c)).await.expect("invalidate");
-    assert!(!exists(&mut conn, &marker("c")).await, "no marker once the lease ended");
-    let lease = cache.begin_read().await.expect("begin_read");
+    assert_eq!(
+        command::<u64>(&mut conn, &["ZCARD", READERS_KEY]).await,
+        0,
+        "ended lease is gone"
+    );
+    let late = cache.apply(&[set(&a, "late", stamp)]).await;
+    assert!(matches!(late, Err(CacheError::LeaseEnded)), "{late:?}");
+    assert_eq!(env.get(&a).await, None, "a write after its lease ended must not land");
+    invalidate(&c).await;
+    assert!(
+        !command::<bool>(&mut conn, &["EXISTS", &marker("c")]).await,
+        "no marker once the lease ended"
+    );
+    let lease = cache.begin_read(READ_TIMEOUT).await.expect("begin_read");
     cache
-        .apply(&[set(&b, "new", Some(lease.read_at))])
+        .apply(&[set(&b, "new", lease.stamp(lease.read_at))])
         .await
         .expect("apply");
     assert_eq!(
@@ -121,35 +134,45 @@ async fn markers_follow_read_leases_and_guard_writes() {
     );
     cache.end_read(lease).await;
 
-    // A lease whose process died (its expiry passed) no longer makes invalidations leave markers, and the next
-    // lease drops it.
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    redis::cmd("ZADD")
-        .arg(READERS_KEY)
-        .arg(now_ms - 1_000)
-        .arg("dead-process")
-        .query_async::<()>(&mut conn)
-        .await
-        .unwrap();
-    cache.invalidate(std::slice::from_ref(&a)).await.expect("invalidate");
+    // A lease whose process died or stalled (its expiry passed) no longer makes invalidations leave markers, its
+    // writes are refused, and the next lease drops it.
+    command::<()>(
+        &mut conn,
+        &["ZADD", READERS_KEY, &(now_ms() - 1_000).to_string(), "dead-process"],
+    )
+    .await;
+    let third = invalidate(&a).await;
     assert!(
-        !exists(&mut conn, &marker("a")).await,
+        !command::<bool>(&mut conn, &["EXISTS", &marker("a")]).await,
         "an expired lease does not count"
     );
-    let lease = cache.begin_read().await.expect("begin_read");
-    let dead: Option<f64> = redis::cmd("ZSCORE")
-        .arg(READERS_KEY)
-        .arg("dead-process")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let stalled = ReadStamp {
+        version: third,
+        lease: Arc::from("dead-process"),
+    };
+    let late = cache.apply(&[set(&a, "stalled", Some(stalled))]).await;
+    assert!(matches!(late, Err(CacheError::LeaseEnded)), "{late:?}");
+    assert_eq!(env.get(&a).await, None, "a write under an expired lease must not land");
+    let lease = cache.begin_read(READ_TIMEOUT).await.expect("begin_read");
+    let dead: Option<f64> = command(&mut conn, &["ZSCORE", READERS_KEY, "dead-process"]).await;
     assert_eq!(dead, None, "expired lease was dropped");
     cache.end_read(lease).await;
 
-    let version: u64 = redis::cmd("GET").arg(VERSION_KEY).query_async(&mut conn).await.unwrap();
-    assert_eq!(version, second + 3, "every invalidation and supersede took a version");
-    flush(&env).await;
+    // Markers outlive the latest live lease, whoever holds it (another instance may allow its reads longer).
+    command::<()>(
+        &mut conn,
+        &["ZADD", READERS_KEY, &(now_ms() + 600_000).to_string(), "slow-instance"],
+    )
+    .await;
+    invalidate(&c).await;
+    let marker_ttl: i64 = command(&mut conn, &["PTTL", &marker("c")]).await;
+    assert!(
+        (595_000..=601_000).contains(&marker_ttl),
+        "marker outlives the ten-minute lease: {marker_ttl} ms"
+    );
+
+    let version: u64 = command(&mut conn, &["GET", VERSION_KEY]).await;
+    assert_eq!(version, third + 1, "every invalidation and supersede took a version");
+    assert_eq!(third, second + 3);
+    command::<()>(&mut conn, &["FLUSHDB"]).await;
 }

@@ -87,9 +87,6 @@ pub struct RedisSettings {
     pub ca_file: Option<PathBuf>,
     /// Versioned writes that refuse to install data older than a later invalidation (see `cache`).
     pub stale_set_protection: bool,
-    /// How long invalidation markers and read leases live: longer than any read-to-write gap (the longest job
-    /// timeout plus a minute).
-    pub marker_ttl: Duration,
 }
 
 /// `[daemon]`: process-wide limits.

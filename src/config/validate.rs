@@ -111,8 +111,6 @@ const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9187";
 /// The continuous audit: a light sample every few minutes.
 const DEFAULT_AUDIT_INTERVAL: Duration = Duration::from_secs(600);
 const DEFAULT_AUDIT_SAMPLE: usize = 100;
-/// Invalidation markers outlive the longest job timeout by this much.
-const MARKER_MARGIN: Duration = Duration::from_secs(60);
 /// Generous for real messages (a few keys), small enough that a runaway publisher cannot exhaust memory.
 const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 const DEFAULT_MAX_KEYS_PER_MESSAGE: usize = 1000;
@@ -223,11 +221,6 @@ pub fn validate(
     };
 
     let channel = ctx.channel(channel, &jobs);
-    let mut redis = redis;
-    if let Some(redis) = &mut redis {
-        let longest = jobs.iter().map(|job| job.timeout).max().unwrap_or(defaults.timeout);
-        redis.marker_ttl = longest + MARKER_MARGIN;
-    }
     let raw_binlog: Option<RawBinlog> = doc.contains_key("binlog").then(|| ctx.section(&doc, "binlog"));
     let binlog = raw_binlog.and_then(|raw| ctx.binlog(raw, mysql.as_ref()));
     let rules = match doc.get("on_change") {
@@ -915,7 +908,6 @@ impl Context {
             connect_timeout: connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             ca_file,
             stale_set_protection,
-            marker_ttl: MARKER_MARGIN,
         })
     }
 

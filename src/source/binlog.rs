@@ -439,7 +439,7 @@ impl BinlogListener {
                     key: key.clone(),
                     value: position.to_string().into_bytes(),
                     ttl: None,
-                    read_at: None,
+                    read: None,
                 };
                 self.invalidator
                     .cache
