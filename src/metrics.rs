@@ -56,6 +56,10 @@ fn describe() {
         "Unix time of each job's last successful run."
     );
     describe_counter!("cachewarden_redis_errors_total", "Failed Redis operations.");
+    describe_counter!(
+        "cachewarden_guarded_batches_total",
+        "Write batches under stale-set protection, by how they were written (optimistic, discarded, script, refused)."
+    );
     describe_counter!("cachewarden_mysql_errors_total", "Failed MySQL operations.");
     describe_gauge!("cachewarden_redis_up", "1 when the last Redis health check succeeded.");
     describe_gauge!("cachewarden_mysql_up", "1 when the last MySQL health check succeeded.");
@@ -133,6 +137,13 @@ pub fn record_run(job: &str, outcome: Outcome, summary: Option<&RunSummary>) {
 /// Counts a failed Redis operation.
 pub fn redis_error() {
     counter!("cachewarden_redis_errors_total").increment(1);
+}
+
+/// How a batch of guarded writes went: `optimistic` (plain SETs in MULTI/EXEC, nothing invalidated since the read),
+/// `discarded` (the optimistic EXEC lost to an invalidation; the batch went on through the script), `script` (the
+/// guard script), `refused` (the script refused it: the read lease had ended).
+pub fn record_guarded_batch(path: &'static str) {
+    counter!("cachewarden_guarded_batches_total", "path" => path).increment(1);
 }
 
 /// Counts a failed MySQL operation.

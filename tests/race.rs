@@ -188,6 +188,22 @@ refresh = ["{p}item:{{id}}"]
     let warm_writes = metric(&env, r#"cachewarden_warm_keys_written_total{job="items"}"#).await as u64;
     let refreshes = metric(&env, r#"cachewarden_invalidated_keys_total{action="refresh"}"#).await as u64;
     let operations = updates.load(Ordering::Relaxed) + messages.load(Ordering::Relaxed) + warm_writes + refreshes;
+    let mut guarded = Vec::new();
+    for path in ["optimistic", "discarded", "script", "refused"] {
+        let name = format!(r#"cachewarden_guarded_batches_total{{path="{path}"}}"#);
+        guarded.push((path, metric(&env, &name).await as u64));
+    }
+    println!("protection={protection} seed={seed}: guarded write batches {guarded:?}");
+    if protection {
+        let script = guarded
+            .iter()
+            .find(|(path, _)| *path == "script")
+            .map_or(0, |(_, n)| *n);
+        assert!(
+            script > 0,
+            "seed {seed}: no batch went through the guard script: {guarded:?}"
+        );
+    }
     println!(
         "protection={protection} seed={seed}: {} updates, {} messages, {warm_writes} warm writes, {refreshes} \
          refreshes, settled in {settle:?}",
