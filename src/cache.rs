@@ -367,15 +367,11 @@ impl Cache {
         if self.protected && ops.iter().any(|op| matches!(op, KeyOp::Set { read: Some(_), .. })) {
             return self.apply_guarded(ops).await;
         }
-        let mut pipe = redis::pipe();
+        let mut pipe = redis::Pipeline::with_capacity(ops.len());
         for op in ops {
             match op {
                 KeyOp::Set { key, value, ttl, .. } => {
-                    let cmd = pipe.cmd("SET").arg(key).arg(value);
-                    if let Some(ttl) = ttl {
-                        cmd.arg("PX").arg(ttl_millis(Some(*ttl)));
-                    }
-                    cmd.ignore();
+                    pipe.add_command(set_command(key, value, *ttl)).ignore();
                 }
                 KeyOp::Delete { key } => {
                     pipe.cmd("UNLINK").arg(key).ignore();
@@ -451,15 +447,11 @@ impl Cache {
                 redis::cmd("UNWATCH").exec_async(&mut conn).await?;
                 return Ok(false);
             }
-            let mut pipe = redis::pipe();
+            let mut pipe = redis::Pipeline::with_capacity(ops.len());
             pipe.atomic();
             for op in ops {
                 if let KeyOp::Set { key, value, ttl, .. } = op {
-                    let cmd = pipe.cmd("SET").arg(key).arg(value);
-                    if let Some(ttl) = ttl {
-                        cmd.arg("PX").arg(ttl_millis(Some(*ttl)));
-                    }
-                    cmd.ignore();
+                    pipe.add_command(set_command(key, value, *ttl)).ignore();
                 }
             }
             // `None`: EXEC was discarded because the counter moved after WATCH.
@@ -667,6 +659,16 @@ pub fn client(settings: &RedisSettings) -> Result<redis::Client, CacheError> {
         }
     }
     .map_err(CacheError::Connect)
+}
+
+/// `SET key value [PX ttl]`, its buffer sized up front (a warm run builds one per key).
+fn set_command(key: &str, value: &[u8], ttl: Option<Duration>) -> redis::Cmd {
+    let mut cmd = redis::Cmd::with_capacity(5, key.len() + value.len() + 32);
+    cmd.arg("SET").arg(key).arg(value);
+    if let Some(ttl) = ttl {
+        cmd.arg("PX").arg(ttl_millis(Some(ttl)));
+    }
+    cmd
 }
 
 /// A TTL as Redis milliseconds: at least 1 (0 would be an error), 0 for none (the scripts' convention).
