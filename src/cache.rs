@@ -102,9 +102,12 @@ return written
 
 /// Take a new version; while a read lease is live, mark every key with it until the latest lease expires; then
 /// unlink the keys or, when values are given, set them. KEYS[1]: the version counter; KEYS[2]: the read leases;
-/// KEYS[3..]: data keys. ARGV[1]: the marker prefix; then, to set instead of unlink, per key: value, ttl in ms
-/// ("0" = none). Returns the version.
+/// KEYS[3..]: data keys. ARGV[1]: the marker prefix; ARGV[2]: a seed for a missing counter (see [`counter_seed`]);
+/// then, to set instead of unlink, per key: value, ttl in ms ("0" = none). Returns the version.
 const INVALIDATE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[1], ARGV[2])
+end
 local version = redis.call('INCR', KEYS[1])
 local latest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')[2]
 if latest and tonumber(latest) >= now then
@@ -113,11 +116,11 @@ if latest and tonumber(latest) >= now then
     redis.call('SET', ARGV[1] .. KEYS[i], version, 'PX', ttl)
   end
 end
-if #ARGV == 1 then
+if #ARGV == 2 then
   redis.call('UNLINK', unpack(KEYS, 3))
 else
   for i = 3, #KEYS do
-    local base = 2 + (i - 3) * 2
+    local base = 3 + (i - 3) * 2
     local ttl = ARGV[base + 1]
     if ttl ~= '0' then
       redis.call('SET', KEYS[i], ARGV[base], 'PX', ttl)
@@ -130,11 +133,15 @@ return version
 ";
 
 /// Register a read lease and return the current version. KEYS[1]: the version counter; KEYS[2]: the read leases.
-/// ARGV[1]: the lease id; ARGV[2]: its lifetime in ms. Expired leases are dropped on the way.
+/// ARGV[1]: the lease id; ARGV[2]: its lifetime in ms; ARGV[3]: a seed for a missing counter. Expired leases are
+/// dropped on the way.
 const BEGIN_READ: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[1], ARGV[3])
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
-return tonumber(redis.call('GET', KEYS[1]) or '0')
+return tonumber(redis.call('GET', KEYS[1]))
 ";
 
 /// The stream entry field that holds an invalidation message.
@@ -272,6 +279,7 @@ impl Cache {
             .key(READERS_KEY)
             .arg(&*id)
             .arg((timeout + LEASE_MARGIN).as_millis() as u64)
+            .arg(counter_seed())
             .invoke_async(&mut conn)
             .await
             .map_err(command_failed)?;
@@ -349,7 +357,7 @@ impl Cache {
 
     fn invalidation(&self) -> redis::ScriptInvocation<'_> {
         let mut invocation = self.scripts.invalidate.key(VERSION_KEY);
-        invocation.key(READERS_KEY).arg(MARKER_PREFIX);
+        invocation.key(READERS_KEY).arg(MARKER_PREFIX).arg(counter_seed());
         invocation
     }
 
@@ -398,9 +406,17 @@ impl Cache {
                 Box::pin(unguarded.apply(run)).await?;
                 continue;
             };
-            if run.len() >= OPTIMISTIC_MIN_KEYS && self.set_if_unmoved(read, run).await? {
-                crate::metrics::record_guarded_batch("optimistic");
-                continue;
+            if run.len() >= OPTIMISTIC_MIN_KEYS {
+                match self.set_if_unmoved(read, run).await {
+                    Ok(true) => {
+                        crate::metrics::record_guarded_batch("optimistic");
+                        continue;
+                    }
+                    Ok(false) => {}
+                    // The script path below goes through the shared connection, which reconnects by itself; this
+                    // batch's EXEC, if it still lands, can only land while nothing was invalidated.
+                    Err(error) => tracing::debug!(%error, "Optimistic write failed; using the guard script."),
+                }
             }
             for chunk in run.chunks(SCRIPT_BATCH) {
                 let mut invocation = self.scripts.guarded_set.key(VERSION_KEY);
@@ -443,7 +459,8 @@ impl Cache {
                 .query_async::<(Option<u64>,)>(&mut conn)
                 .await?
                 .0;
-            if current.unwrap_or(0) != read.version {
+            // A missing counter was lost (a flush or restart) since the read: not unmoved.
+            if current != Some(read.version) {
                 redis::cmd("UNWATCH").exec_async(&mut conn).await?;
                 return Ok(false);
             }
@@ -473,15 +490,8 @@ impl Cache {
                 }
                 Ok(written)
             }
-            Err(error) => {
-                // The others were opened before this failure and may be as dead as this one.
-                self.dedicated
-                    .idle
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .clear();
-                Err(command_failed(error))
-            }
+            // The connection is dropped, not kept: it may be dead (an idle timeout, a restart, a failover).
+            Err(error) => Err(command_failed(error)),
         }
     }
 
@@ -659,6 +669,13 @@ pub fn client(settings: &RedisSettings) -> Result<redis::Client, CacheError> {
         }
     }
     .map_err(CacheError::Connect)
+}
+
+/// Where a missing version counter starts: a random number, so that a counter lost with a flushed or restarted
+/// Redis does not count through the versions of reads still in flight (which would make them look unmoved). Below
+/// 2^52, so that Lua's doubles stay exact for a long time after.
+fn counter_seed() -> u64 {
+    fastrand::u64(1..1 << 52)
 }
 
 /// `SET key value [PX ttl]`, its buffer sized up front (a warm run builds one per key).

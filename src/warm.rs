@@ -248,8 +248,8 @@ impl Warmer {
     }
 
     /// The run within `job.timeout`, under a read lease when it writes: taken before the query starts, so any
-    /// invalidation from then on is newer than the data read, and ended afterwards, so nothing of this run can be
-    /// written later (a write task still queued when the run timed out or failed is refused).
+    /// invalidation from then on is newer than the data read, and ended afterwards, so that a write task still
+    /// queued when the run timed out or failed cannot land once anything has been invalidated (see `cache`).
     async fn execute(&self, job: &WarmJob, mode: Mode, progress: &Progress) -> Result<RunSummary, WarmError> {
         let lease = match mode {
             Mode::Write => Some(self.cache.begin_read(job.timeout).await?),

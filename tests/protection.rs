@@ -201,6 +201,27 @@ async fn markers_follow_read_leases_and_guard_writes() {
 
     let version: u64 = command(&mut conn, &["GET", VERSION_KEY]).await;
     assert_eq!(version, third + 2, "every invalidation and supersede took a version");
+
+    // Redis lost its state while a read was in flight (a restart without persistence, a flush): the read's writes
+    // are refused, big batches included, and a new counter does not start where the old one was.
+    let lease = cache.begin_read(READ_TIMEOUT).await.expect("begin_read");
+    let lost: Vec<KeyOp> = (0..100)
+        .map(|i| set(&key(&format!("lost:{i}")), "lost", lease.stamp(lease.read_at)))
+        .collect();
+    command::<()>(&mut conn, &["FLUSHDB"]).await;
+    let late = cache.apply(&lost).await;
+    assert!(matches!(late, Err(CacheError::LeaseEnded)), "{late:?}");
+    assert_eq!(env.get(&key("lost:0")).await, None, "nothing of the batch landed");
+    let restarted = cache.begin_read(READ_TIMEOUT).await.expect("begin_read");
+    // Random below 2^52: not 0, where a lost counter would otherwise start again and count through old versions.
+    assert!(
+        restarted.read_at > 1_000_000 && restarted.read_at != lease.read_at,
+        "the new counter starts at a random point: {} (before: {})",
+        restarted.read_at,
+        lease.read_at
+    );
+    cache.end_read(restarted).await;
+    cache.end_read(lease).await;
     assert_eq!(third, second + 3);
     command::<()>(&mut conn, &["FLUSHDB"]).await;
 }
