@@ -33,11 +33,14 @@
 //!
 //! Cost: with no read in flight an invalidation is an INCR and an UNLINK; a quiet warm run's batches are plain SETs
 //! (plus a WATCH round trip each); after an invalidation, one Lua call per batch, reading the markers of its keys.
-//! Limits: writes made by the
-//! application itself are not versioned; a pattern delete marks the keys it finds, not keys a concurrent warm run
-//! has not written yet; the counter, leases and markers must survive as long as the reads (no FLUSHDB, and an
-//! eviction policy that spares keys without a TTL: `noeviction` or `volatile-*`); cluster mode needs the markers
-//! hash-tagged with their keys and a per-slot counter (not done).
+//!
+//! Limits: writes made by the application itself are not versioned; a pattern delete marks the keys it finds, not
+//! keys a concurrent warm run has not written yet. If Redis loses its state (a flush, a restart without
+//! persistence), reads in flight have their writes refused, and a new counter starts at a random point
+//! (`counter_seed`); but a marker evicted while its lease is live reopens the race for its key, so the eviction
+//! policy should not prefer short-lived or random keys (`volatile-ttl`, `*-random`); LRU policies evict markers,
+//! among the youngest keys, last. Cluster mode needs the markers hash-tagged with their keys and
+//! a per-slot counter (not done).
 
 use std::sync::Arc;
 use std::time::Duration;
