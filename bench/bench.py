@@ -174,11 +174,6 @@ class Daemon:
                     return int(line.split()[1])
         return 0
 
-    def cpu_ticks(self):
-        with open(f"/proc/{self.process.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-
     def stop(self):
         self.process.terminate()
         self.process.wait(timeout=30)
@@ -472,9 +467,9 @@ def idle():
     cfg = config(warm_job("products", PRODUCTS_QUERY, "bench:p:", JSON_ATTRIBUTES) + "[channel]\nname = \"bench_idle\"\n")
     daemon = Daemon(cfg)
     time.sleep(2)
-    ticks = daemon.cpu_ticks()
+    before = process_cpu(daemon.process.pid)
     time.sleep(10)
-    cpu = (daemon.cpu_ticks() - ticks) / os.sysconf("SC_CLK_TCK") / 10 * 100
+    cpu = (process_cpu(daemon.process.pid) - before) / 10 * 100
     rss = daemon.status("VmRSS") / 1024
     daemon.stop()
     return {"rss_mb": rss, "cpu_percent": cpu}

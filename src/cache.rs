@@ -67,12 +67,28 @@ const OPTIMISTIC_MIN_KEYS: usize = 64;
 /// Idle connections kept for the optimistic path.
 const DEDICATED_IDLE: usize = 8;
 
-/// Redis' clock in milliseconds, as the scripts' `now`. `replicate_commands` lets a script write after TIME on Redis
-/// before 5 (a no-op since).
-const NOW: &str = r"
+/// What every script starts with: Redis' clock in milliseconds as `now` (`replicate_commands` lets a script write
+/// after TIME on Redis before 5; a no-op since), and the helpers the scripts share.
+const PRELUDE: &str = r"
 redis.replicate_commands()
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+
+-- SET with a ttl in ms, '0' meaning none (as ttl_millis writes it).
+local function set_value(key, value, ttl)
+  if ttl ~= '0' then
+    redis.call('SET', key, value, 'PX', ttl)
+  else
+    redis.call('SET', key, value)
+  end
+end
+
+-- Creates a missing version counter at `seed` (see counter_seed).
+local function ensure_counter(key, seed)
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('SET', key, seed)
+  end
+end
 ";
 
 /// Unless the lease is live, refuse (-1); else SET each key unless its marker is newer than the read's version.
@@ -91,12 +107,7 @@ for i = 3, #KEYS do
   local marker = moved and redis.call('GET', ARGV[1] .. KEYS[i])
   if (not marker) or tonumber(marker) <= read_at then
     local base = 4 + (i - 3) * 2
-    local ttl = ARGV[base + 1]
-    if ttl ~= '0' then
-      redis.call('SET', KEYS[i], ARGV[base], 'PX', ttl)
-    else
-      redis.call('SET', KEYS[i], ARGV[base])
-    end
+    set_value(KEYS[i], ARGV[base], ARGV[base + 1])
     written = written + 1
   end
 end
@@ -108,9 +119,7 @@ return written
 /// KEYS[3..]: data keys. ARGV[1]: the marker prefix; ARGV[2]: a seed for a missing counter (see [`counter_seed`]);
 /// then, to set instead of unlink, per key: value, ttl in ms ("0" = none). Returns the version.
 const INVALIDATE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SET', KEYS[1], ARGV[2])
-end
+ensure_counter(KEYS[1], ARGV[2])
 local version = redis.call('INCR', KEYS[1])
 local latest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')[2]
 if latest and tonumber(latest) >= now then
@@ -124,12 +133,7 @@ if #ARGV == 2 then
 else
   for i = 3, #KEYS do
     local base = 3 + (i - 3) * 2
-    local ttl = ARGV[base + 1]
-    if ttl ~= '0' then
-      redis.call('SET', KEYS[i], ARGV[base], 'PX', ttl)
-    else
-      redis.call('SET', KEYS[i], ARGV[base])
-    end
+    set_value(KEYS[i], ARGV[base], ARGV[base + 1])
   end
 end
 return version
@@ -139,9 +143,7 @@ return version
 /// ARGV[1]: the lease id; ARGV[2]: its lifetime in ms; ARGV[3]: a seed for a missing counter. Expired leases are
 /// dropped on the way.
 const BEGIN_READ: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SET', KEYS[1], ARGV[3])
-end
+ensure_counter(KEYS[1], ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 return tonumber(redis.call('GET', KEYS[1]))
@@ -253,7 +255,7 @@ impl Cache {
                 .set_response_timeout(Some(RESPONSE_TIMEOUT)),
             idle: std::sync::Mutex::new(Vec::new()),
         };
-        let script = |body: &str| redis::Script::new(&format!("{NOW}{body}"));
+        let script = |body: &str| redis::Script::new(&format!("{PRELUDE}{body}"));
         Ok(Self {
             conn,
             protected: settings.stale_set_protection,

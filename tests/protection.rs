@@ -78,7 +78,7 @@ async fn markers_follow_read_leases_and_guard_writes() {
     assert_eq!(second, first + 1);
     let marked: Option<u64> = command(&mut conn, &["GET", &marker("b")]).await;
     assert_eq!(marked, Some(second), "marker holds the invalidation's version");
-    let marker_ttl: i64 = command(&mut conn, &["PTTL", &marker("b")]).await;
+    let marker_ttl = env.pttl(&marker("b")).await;
     assert!(
         (60_000..=66_000).contains(&marker_ttl),
         "marker lives as long as the lease (5 s + 60 s) and a second more: {marker_ttl} ms"
@@ -165,7 +165,7 @@ async fn markers_follow_read_leases_and_guard_writes() {
     )
     .await;
     invalidate(&c).await;
-    let marker_ttl: i64 = command(&mut conn, &["PTTL", &marker("c")]).await;
+    let marker_ttl = env.pttl(&marker("c")).await;
     assert!(
         (595_000..=601_000).contains(&marker_ttl),
         "marker outlives the ten-minute lease: {marker_ttl} ms"
