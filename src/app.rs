@@ -32,7 +32,6 @@ use crate::invalidate::Invalidator;
 use crate::metrics;
 use crate::model::{TriggerReason, WarmJob};
 use crate::plan::Policy;
-use crate::render::RowRenderer;
 use crate::schedule::{Scheduler, send};
 use crate::signal::{SignalEvent, Signals};
 use crate::source::binlog::BinlogListener;
@@ -61,7 +60,7 @@ pub async fn run_daemon(
     info!(mysql = %config.mysql.url, redis = %config.redis.url, "Connected to MySQL and Redis.");
 
     let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
+    let tracker = Supervisor::new(shutdown.clone());
     let liveness = Liveness::default();
     let health = Health::default();
     let warmer = Arc::new(Warmer::new(
@@ -86,9 +85,10 @@ pub async fn run_daemon(
                 config.admin.listen
             )
         })?;
-        tracker.spawn(server.run(shutdown.clone()));
+        tracker.spawn("admin", server.run(shutdown.clone()));
     }
     tracker.spawn(
+        "warm-runner",
         WarmRunner::new(
             warmer.clone(),
             jobs_rx.clone(),
@@ -100,24 +100,26 @@ pub async fn run_daemon(
     );
     let scheduler = Scheduler::new(jobs_rx.clone(), triggers.clone());
     let scheduler_shutdown = shutdown.clone();
-    tracker.spawn(async move {
+    tracker.spawn("scheduler", async move {
         if let Err(error) = scheduler.run(scheduler_shutdown.clone()).await {
             error!(%error, "Scheduler failed; shutting down.");
             scheduler_shutdown.cancel();
         }
     });
     tracker.spawn(
+        "health",
         HealthChecker {
             db: db.clone(),
             cache: cache.clone(),
-            health,
+            health: health.clone(),
             liveness: liveness.clone(),
         }
         .run(shutdown.clone()),
     );
-    tracker.spawn(Watchdog { liveness }.run(shutdown.clone()));
+    tracker.spawn("watchdog", Watchdog { liveness }.run(shutdown.clone()));
     if let Some(interval) = config.daemon.audit_interval {
         tracker.spawn(
+            "audit",
             crate::audit::Auditor {
                 cache: cache.clone(),
                 db: db.clone(),
@@ -129,19 +131,22 @@ pub async fn run_daemon(
         );
     }
     let (policy_tx, policy_rx) = watch::channel(Arc::new(channel_policy(&config)));
-    let invalidator = Arc::new(Invalidator {
-        cache: cache.clone(),
-        db: db.clone(),
-        jobs: jobs_rx.clone(),
-        triggers: triggers.clone(),
-        max_keys_per_pattern: config.channel.max_keys_per_pattern,
-    });
+    let invalidator = Arc::new(Invalidator::new(
+        cache.clone(),
+        db.clone(),
+        jobs_rx.clone(),
+        triggers.clone(),
+        config.channel.max_keys_per_pattern,
+        health.clone(),
+    ));
     if let Some(binlog) = &config.binlog {
         tracker.spawn(
+            "binlog",
             BinlogListener {
                 settings: binlog.clone(),
                 rules: config.rules.clone().into(),
                 invalidator: invalidator.clone(),
+                health: health.clone(),
             }
             .run(shutdown.clone()),
         );
@@ -149,6 +154,7 @@ pub async fn run_daemon(
     if config.channel.enabled {
         match &config.channel.stream {
             Some(stream) => tracker.spawn(
+                "stream",
                 StreamListener {
                     redis: config.redis.clone(),
                     stream: stream.clone(),
@@ -158,6 +164,7 @@ pub async fn run_daemon(
                 .run(shutdown.clone()),
             ),
             None => tracker.spawn(
+                "channel",
                 ChannelListener {
                     redis: config.redis.clone(),
                     channel: config.channel.name.clone(),
@@ -169,7 +176,6 @@ pub async fn run_daemon(
             ),
         };
     }
-    tracker.close();
     systemd::ready(&running_status(&config));
     info!("Ready.");
 
@@ -205,10 +211,51 @@ pub async fn run_daemon(
     }
     systemd::stopping();
     shutdown.cancel();
-    tracker.wait().await;
+    let failed = tracker.wait().await;
     db.close().await;
+    if let Some(task) = failed {
+        anyhow::bail!("the {task} task panicked; exiting so that the service manager restarts the daemon");
+    }
     info!("Stopped.");
     Ok(())
+}
+
+/// Every long-running task of the daemon, on one tracker: a task that panics is logged at ERROR and stops the daemon
+/// (which then exits non-zero, so systemd restarts it) — never a live process whose change capture silently died.
+struct Supervisor {
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    failed: Arc<std::sync::Mutex<Option<&'static str>>>,
+}
+
+impl Supervisor {
+    fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            tracker: TaskTracker::new(),
+            shutdown,
+            failed: Arc::default(),
+        }
+    }
+
+    /// Runs `task` until it ends; a panic cancels everything and is remembered as `name`.
+    fn spawn(&self, name: &'static str, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let (shutdown, failed) = (self.shutdown.clone(), self.failed.clone());
+        self.tracker.spawn(async move {
+            use futures_util::FutureExt as _;
+            if let Err(panic) = std::panic::AssertUnwindSafe(task).catch_unwind().await {
+                error!(task = name, panic = %panic_message(panic), "A task panicked; stopping the daemon.");
+                failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(name);
+                shutdown.cancel();
+            }
+        });
+    }
+
+    /// Waits for every task to end; the first that panicked, if any.
+    async fn wait(self) -> Option<&'static str> {
+        self.tracker.close();
+        self.tracker.wait().await;
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// What invalidation messages may do under `config`.
@@ -480,38 +527,6 @@ pub fn format_summary(outcomes: &[OnceOutcome]) -> String {
         }
     }
     out
-}
-
-/// Connects to both servers and prepares every job's query: catches SQL errors, placeholders that are not result
-/// columns, sensitive columns and unmappable types before deploy. Returns the problems found.
-pub async fn check_connect(config: &Config) -> Vec<String> {
-    let mut problems = Vec::new();
-    if let Err(error) = Cache::connect(&config.redis).await {
-        problems.push(format!("redis.url: cannot connect to {}: {error}", config.redis.url));
-    }
-    let db = match Database::new(&config.mysql) {
-        Ok(db) => db,
-        Err(error) => {
-            problems.push(format!("mysql.url: {error}"));
-            return problems;
-        }
-    };
-    if let Err(error) = db.ping().await {
-        problems.push(format!("mysql.url: cannot connect to {}: {error}", config.mysql.url));
-        return problems;
-    }
-    for job in &config.jobs {
-        match db.describe(&job.query).await {
-            Ok(columns) => {
-                if let Err(error) = RowRenderer::new(job, &columns) {
-                    problems.push(format!("warm job \"{}\": {error}", job.name));
-                }
-            }
-            Err(error) => problems.push(format!("warm job \"{}\" query: {error}", job.name)),
-        }
-    }
-    db.close().await;
-    problems
 }
 
 /// The table `cachewarden jobs` prints.

@@ -114,11 +114,11 @@ async fn check(cache: &Cache, db: &Database, job: &WarmJob, key: &str) -> Result
     let Some((cached, pttl)) = cache.get_with_ttl(key).await? else {
         return Ok(Check::Gone);
     };
-    let expected = match crate::invalidate::render_from_database(db, job, key).await {
+    let expected = match crate::refresh::render_from_database(db, job, key).await {
         Ok(expected) => expected,
         // The query's result no longer renders (a column went away): nothing valid can be cached.
-        Err(crate::invalidate::RenderError::Plan(_)) => None,
-        Err(crate::invalidate::RenderError::Database(error)) => return Err(error.into()),
+        Err(crate::refresh::RenderError::Plan(_)) => None,
+        Err(crate::refresh::RenderError::Database(error)) => return Err(error.into()),
     };
     if expected.as_deref() == Some(cached.as_slice()) {
         return Ok(Check::Consistent);

@@ -183,7 +183,10 @@ impl CacheError {
         match self {
             CacheError::Connect(error) | CacheError::Command(error) => !matches!(
                 error.kind(),
-                redis::ErrorKind::AuthenticationFailed | redis::ErrorKind::InvalidClientConfig
+                redis::ErrorKind::AuthenticationFailed
+                    | redis::ErrorKind::InvalidClientConfig
+                    // An ACL refusal: the user may not touch that key or run that command, however often we ask.
+                    | redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
             ),
             // Reading again, under a new lease, is the remedy.
             CacheError::LeaseEnded => true,

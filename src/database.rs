@@ -163,6 +163,20 @@ impl Database {
         Ok(sqlx::Statement::columns(&statement).iter().map(column_info).collect())
     }
 
+    /// The columns of `database.table`, in order; `None` when there is no such table.
+    pub async fn table_columns(&self, database: &str, table: &str) -> Result<Option<Vec<String>>, DatabaseError> {
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+        )
+        .bind(database)
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(DatabaseError::from_query)?;
+        Ok((!columns.is_empty()).then_some(columns))
+    }
+
     /// Closes every connection, waiting at most `CLOSE_TIMEOUT`: a connection abandoned mid-query (a timed-out
     /// run) may never be handed back, and shutdown must not wait for it.
     pub async fn close(&self) {
@@ -223,6 +237,10 @@ fn column_info(column: &sqlx::mysql::MySqlColumn) -> ColumnInfo {
         name: column.name().to_string(),
         type_name: type_info.name().to_string(),
         is_text: <str as sqlx::Type<MySql>>::compatible(type_info),
+        source: column
+            .origin()
+            .table_column()
+            .map(|origin| (origin.table.to_string(), origin.name.to_string())),
     }
 }
 

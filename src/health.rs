@@ -27,12 +27,14 @@ pub struct HealthState {
     pub redis: Option<String>,
     /// `None` when MySQL answered, else why not.
     pub mysql: Option<String>,
+    /// Work loops that are stuck, with why (`binlog`: applying changes keeps failing).
+    pub stalled: Vec<(&'static str, String)>,
 }
 
 impl HealthState {
     /// Both servers answered.
     pub fn is_ready(&self) -> bool {
-        self.redis.is_none() && self.mysql.is_none()
+        self.redis.is_none() && self.mysql.is_none() && self.stalled.is_empty()
     }
 
     /// A one-line reason for not being ready.
@@ -44,11 +46,14 @@ impl HealthState {
         if let Some(mysql) = &self.mysql {
             reasons.push(format!("mysql: {mysql}"));
         }
+        for (task, why) in &self.stalled {
+            reasons.push(format!("{task}: {why}"));
+        }
         reasons.join("; ")
     }
 }
 
-/// Shared view of server health.
+/// Shared view of server health and of stuck work loops.
 #[derive(Debug, Clone)]
 pub struct Health(Arc<Mutex<HealthState>>);
 
@@ -57,6 +62,7 @@ impl Default for Health {
         Self(Arc::new(Mutex::new(HealthState {
             redis: Some("not checked yet".into()),
             mysql: Some("not checked yet".into()),
+            stalled: Vec::new(),
         })))
     }
 }
@@ -67,8 +73,19 @@ impl Health {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn set(&self, state: HealthState) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    /// Reports `task` stuck (`Some(why)`) or working again (`None`); a stuck task makes the daemon not ready.
+    pub fn set_stalled(&self, task: &'static str, why: Option<String>) {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        state.stalled.retain(|(name, _)| *name != task);
+        if let Some(why) = why {
+            state.stalled.push((task, why));
+        }
+    }
+
+    fn set_servers(&self, redis: Option<String>, mysql: Option<String>) {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        state.redis = redis;
+        state.mysql = mysql;
     }
 }
 
@@ -95,14 +112,14 @@ impl HealthChecker {
             self.liveness.beat("health");
             let (redis, mysql) = tokio::join!(self.check_redis(), self.check_mysql());
             metrics::record_health(redis.is_none(), mysql.is_none());
-            let state = HealthState { redis, mysql };
+            self.health.set_servers(redis, mysql);
+            let state = self.health.state();
             match (was_ready, state.is_ready()) {
-                (true, false) => warn!(reason = %state.reason(), "Not ready: a server is unreachable."),
-                (false, true) => info!("Ready again: Redis and MySQL answer."),
+                (true, false) => warn!(reason = %state.reason(), "Not ready."),
+                (false, true) => info!("Ready again."),
                 _ => {}
             }
             was_ready = state.is_ready();
-            self.health.set(state);
         }
     }
 
@@ -187,8 +204,21 @@ mod tests {
         let state = HealthState {
             redis: Some("connection refused".into()),
             mysql: None,
+            stalled: Vec::new(),
         };
         assert!(!state.is_ready());
         assert_eq!(state.reason(), "redis: connection refused");
+    }
+
+    #[test]
+    fn a_stalled_task_makes_the_daemon_not_ready_until_it_recovers() {
+        let health = Health::default();
+        health.set_servers(None, None);
+        assert!(health.state().is_ready());
+        health.set_stalled("binlog", Some("NOPERM".into()));
+        assert!(!health.state().is_ready());
+        assert_eq!(health.state().reason(), "binlog: NOPERM");
+        health.set_stalled("binlog", None);
+        assert!(health.state().is_ready());
     }
 }

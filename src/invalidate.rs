@@ -5,69 +5,27 @@
 //! through `database::Database`; what a message may ask for was settled by `plan` before anything reaches here.
 //!
 //! # Refresh
-//! A key is refreshed through the first job (in file order) whose key template it fits. With a `refresh_query`, the
-//! key's placeholder values are bound to it and the row is rendered exactly as the warm job would; no row means the
-//! key is deleted. A job without `refresh_query` cannot render one key, so the key is deleted (the application's
-//! cache-aside read repopulates it). A key of a single-key job (`dashboard:stats`) runs that job. A key no job fits
-//! is deleted.
+//! A key is refreshed through the first job (in file order) whose key template it fits, by `refresh` (many keys of a
+//! job in one read, checked against the change that asked for them). A job without `refresh_query` cannot render one
+//! key, so the key is deleted (the application's cache-aside read repopulates it). A key of a single-key job
+//! (`dashboard:stats`) runs that job. A key no job fits is deleted.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, warn};
 
-use crate::cache::{Cache, CacheError, ReadLease};
-use crate::database::{self, Database, DatabaseError};
+use crate::backoff::Backoff;
+use crate::cache::{Cache, CacheError};
+use crate::database::{Database, DatabaseError};
+use crate::health::Health;
 use crate::metrics;
-use crate::model::{KeyOp, Trigger, TriggerReason, WarmJob};
+use crate::model::{KeyOp, SeenRow, Trigger, TriggerReason, WarmJob};
 use crate::plan::Action;
-use crate::render::{PlanError, RowRenderer};
-
-/// Why one key could not be rendered from the database.
-#[derive(Debug, thiserror::Error)]
-pub enum RenderError {
-    #[error(transparent)]
-    Database(#[from] DatabaseError),
-    #[error(transparent)]
-    Plan(#[from] PlanError),
-}
-
-/// What `job` renders for `key` from the database now, through its `refresh_query` with the key's placeholder
-/// values bound: `Ok(None)` when no row renders that key (or the job has no refresh query). Used by refreshes and by
-/// the audit, so both see exactly what a warm run would write.
-pub async fn render_from_database(db: &Database, job: &WarmJob, key: &str) -> Result<Option<Vec<u8>>, RenderError> {
-    let (Some(query), Some(values)) = (&job.refresh_query, job.key.capture(key)) else {
-        return Ok(None);
-    };
-    let binds: Vec<&str> = job
-        .refresh_params
-        .iter()
-        .map(|param| {
-            values
-                .iter()
-                .find(|(name, _)| name == param)
-                .map_or("", |(_, value)| *value)
-        })
-        .collect();
-    let rows = db.fetch_bound(query, &binds, job.timeout).await?;
-    for row in &rows {
-        let renderer = RowRenderer::new(job, &database::columns(row))?;
-        let mut raw = Vec::new();
-        database::raw_values(row, &mut raw)?;
-        let Ok(cells) = renderer.decode(&raw) else { continue };
-        let mut rendered_key = String::new();
-        if renderer.render_key(&cells, &mut rendered_key).is_ok() && rendered_key == key {
-            let mut value = Vec::with_capacity(256);
-            renderer.render_object(&cells, &mut value);
-            return Ok(Some(value));
-        }
-    }
-    Ok(None)
-}
-
-/// Refreshes run at once within a batch; each holds a database connection while it queries.
-const CONCURRENT_REFRESHES: usize = 4;
+use crate::refresh::{self, Origins, RefreshError};
 
 /// Why a batch could not be applied. Every error leaves the batch safe to apply again.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +34,25 @@ pub enum InvalidateError {
     Cache(#[from] CacheError),
     #[error(transparent)]
     Database(#[from] DatabaseError),
+}
+
+impl From<RefreshError> for InvalidateError {
+    fn from(error: RefreshError) -> Self {
+        match error {
+            RefreshError::Cache(error) => InvalidateError::Cache(error),
+            RefreshError::Database(error) => InvalidateError::Database(error),
+        }
+    }
+}
+
+impl InvalidateError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            InvalidateError::Cache(error) => error.is_transient(),
+            InvalidateError::Database(error) => error.is_transient(),
+        }
+    }
 }
 
 /// What a batch did.
@@ -95,19 +72,114 @@ pub struct Applied {
     pub projected: u64,
 }
 
+/// How long applying may keep failing before the daemon reports the task stuck (a blip is not worth a page).
+const STALL_AFTER: Duration = Duration::from_secs(5);
+/// A definite failure (a Redis ACL refusal, say) is tried again after this, doubling up to [`DEFINITE_RETRY_MAX`]:
+/// an operator may fix it meanwhile, and nothing may be skipped.
+const DEFINITE_RETRY_MIN: Duration = Duration::from_secs(1);
+const DEFINITE_RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// Applies actions.
 pub struct Invalidator {
-    pub cache: Cache,
-    pub db: Database,
-    pub jobs: watch::Receiver<Arc<[WarmJob]>>,
-    pub triggers: mpsc::Sender<Trigger>,
-    pub max_keys_per_pattern: u64,
+    cache: Cache,
+    db: Database,
+    jobs: watch::Receiver<Arc<[WarmJob]>>,
+    triggers: mpsc::Sender<Trigger>,
+    max_keys_per_pattern: u64,
+    health: Health,
+    origins: Origins,
 }
 
 impl Invalidator {
+    /// An executor writing to `cache`, reading refreshes from `db` through the current `jobs`, asking for warm runs on
+    /// `triggers`, and reporting a stuck apply to `health`.
+    pub fn new(
+        cache: Cache,
+        db: Database,
+        jobs: watch::Receiver<Arc<[WarmJob]>>,
+        triggers: mpsc::Sender<Trigger>,
+        max_keys_per_pattern: u64,
+        health: Health,
+    ) -> Self {
+        Self {
+            cache,
+            db,
+            jobs,
+            triggers,
+            max_keys_per_pattern,
+            health,
+            origins: Origins::default(),
+        }
+    }
+
+    /// The cache it writes to.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// The jobs as currently configured.
+    pub fn jobs(&self) -> Arc<[WarmJob]> {
+        self.jobs.borrow().clone()
+    }
+
+    /// Asks for a run of `job` (dropped, with a warning, when the queue is full).
+    pub fn warm(&self, job: &str, reason: TriggerReason) {
+        crate::schedule::send(&self.triggers, Arc::from(job), reason);
+    }
+
+    /// Applies `actions` until it succeeds or `shutdown` comes (`false`): transient failures are retried with
+    /// backoff, definite ones more slowly (nothing may be skipped: the changes would be lost). Failures
+    /// that last [`STALL_AFTER`], and definite ones at once, make the daemon not ready (`task`: why) until it works.
+    pub async fn apply_with_retry(
+        &self,
+        task: &'static str,
+        actions: &[Action],
+        seen: &HashMap<String, SeenRow>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut definite = Backoff::new(DEFINITE_RETRY_MIN, DEFINITE_RETRY_MAX);
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            let error = match self.apply(actions, seen).await {
+                Ok(_) => {
+                    if failing_since.is_some() {
+                        self.health.set_stalled(task, None);
+                        if task == "binlog" {
+                            metrics::record_binlog_apply_failing(false);
+                        }
+                    }
+                    return true;
+                }
+                Err(error) => error,
+            };
+            let since = *failing_since.get_or_insert_with(Instant::now);
+            let delay = if error.is_transient() {
+                warn!(task, %error, actions = actions.len(), "Could not apply invalidations; will retry (not reading meanwhile).");
+                backoff.next_delay()
+            } else {
+                let delay = definite.next_delay();
+                error!(task, %error, retry_in = ?delay, "Cannot apply invalidations until an operator fixes this; not reading meanwhile.");
+                delay
+            };
+            if !error.is_transient() || since.elapsed() >= STALL_AFTER {
+                self.health
+                    .set_stalled(task, Some(format!("cannot apply invalidations: {error}")));
+                if task == "binlog" {
+                    metrics::record_binlog_apply_failing(true);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
     /// Applies `actions` in order. Runs of consecutive actions of one kind are coalesced: a key deleted or refreshed
-    /// twice in a row is deleted or refreshed once, and deletes go out in one pipeline.
-    pub async fn apply(&self, actions: &[Action]) -> Result<Applied, InvalidateError> {
+    /// twice in a row is deleted or refreshed once, and deletes go out in one pipeline. `seen` holds, for refreshes a
+    /// row change asked for, the changed row the read must show (see `refresh`).
+    pub async fn apply(&self, actions: &[Action], seen: &HashMap<String, SeenRow>) -> Result<Applied, InvalidateError> {
         let mut applied = Applied::default();
         let mut index = 0;
         while index < actions.len() {
@@ -116,8 +188,8 @@ impl Invalidator {
                 .iter()
                 .position(|a| std::mem::discriminant(a) != kind)
                 .map_or(actions.len(), |n| index + n);
-            let mut seen = HashSet::new();
-            let run: Vec<&Action> = actions[index..end].iter().filter(|a| seen.insert(*a)).collect();
+            let mut unique = HashSet::new();
+            let run: Vec<&Action> = actions[index..end].iter().filter(|a| unique.insert(*a)).collect();
             match run[0] {
                 Action::Delete(_) => {
                     let keys: Vec<String> = run
@@ -155,32 +227,19 @@ impl Invalidator {
                     }
                 }
                 Action::Refresh(_) => {
-                    // Different keys (a run is deduplicated) are independent: refresh a few at once, each with its
-                    // own connection round trips, instead of one after another.
-                    let keys: Vec<String> = run
+                    let keys: Vec<&str> = run
                         .iter()
                         .filter_map(|a| match a {
-                            Action::Refresh(key) => Some(key.clone()),
+                            Action::Refresh(key) => Some(key.as_str()),
                             _ => None,
                         })
                         .collect();
-                    for chunk in keys.chunks(CONCURRENT_REFRESHES) {
-                        let mut pending = Vec::with_capacity(chunk.len());
-                        for key in chunk {
-                            pending.push(self.refresh_one(key.clone()));
-                        }
-                        for one in futures_util::future::join_all(pending).await {
-                            let one = one?;
-                            applied.refreshed += one.refreshed;
-                            applied.refresh_deleted += one.refresh_deleted;
-                            applied.warms += one.warms;
-                        }
-                    }
+                    self.refresh(&keys, seen, &mut applied).await?;
                 }
                 Action::Warm(_) => {
                     for action in &run {
                         if let Action::Warm(job) = action {
-                            self.warm(job);
+                            self.warm(job, TriggerReason::Message);
                             applied.warms += 1;
                         }
                     }
@@ -206,102 +265,47 @@ impl Invalidator {
         Ok(deleted)
     }
 
-    fn warm(&self, job: &str) {
-        let trigger = Trigger::Warm {
-            job: Arc::from(job),
-            reason: TriggerReason::Manual,
-        };
-        if self.triggers.try_send(trigger).is_err() {
-            warn!(job, "Trigger queue is full; the requested warm run was dropped.");
-        }
-    }
-
-    async fn refresh_one(&self, key: String) -> Result<Applied, InvalidateError> {
-        let mut applied = Applied::default();
-        self.refresh(&key, &mut applied).await?;
-        Ok(applied)
-    }
-
-    async fn refresh(&self, key: &str, applied: &mut Applied) -> Result<(), InvalidateError> {
-        let jobs = self.jobs.borrow().clone();
-        if let Some(job) = jobs.iter().find(|job| job.key.single_key().as_deref() == Some(key)) {
-            // The whole result is one key: refreshing it is running the job.
-            self.warm(&job.name);
-            applied.warms += 1;
-            return Ok(());
-        }
-        let Some(job) = jobs.iter().find(|job| job.key.capture(key).is_some()) else {
-            debug!(key, "No job renders this key; deleting it instead of refreshing.");
-            return self.delete_for_refresh(key, applied).await;
-        };
-        if job.refresh_query.is_none() {
-            debug!(key, job = %job.name, "Job has no refresh_query; deleting the key instead.");
-            return self.delete_for_refresh(key, applied).await;
-        }
-        // The read holds a lease until its write has landed, so that invalidations meanwhile leave markers.
-        let lease = self.cache.begin_read(job.timeout).await?;
-        let refreshed = self.refresh_from_database(job, key, &lease, applied).await;
-        self.cache.end_read(lease).await;
-        refreshed
-    }
-
-    async fn refresh_from_database(
+    /// Refreshes `keys`: each through the first job whose template it fits, many keys of a job in one read.
+    async fn refresh(
         &self,
-        job: &WarmJob,
-        key: &str,
-        lease: &ReadLease,
+        keys: &[&str],
+        seen: &HashMap<String, SeenRow>,
         applied: &mut Applied,
     ) -> Result<(), InvalidateError> {
-        // Invalidate first, read after: a value read before this point can no longer land, and ours carries the
-        // version of this invalidation, so a later refresh of the same key wins over it.
-        let read_at = self.cache.invalidate(&[key.to_string()]).await?;
-        let rendered = match render_from_database(&self.db, job, key).await {
-            Ok(rendered) => rendered,
-            Err(RenderError::Plan(error)) => return self.refresh_failed(key, job, error, applied).await,
-            Err(RenderError::Database(error)) => return Err(error.into()),
-        };
-        match rendered {
-            Some(value) if value.len() <= job.max_value_bytes => {
-                let ttl = job.ttl.pick(job.jitter, fastrand::f64());
-                self.cache
-                    .apply(&[KeyOp::Set {
-                        key: key.to_string(),
-                        value,
-                        ttl,
-                        read: lease.stamp(read_at),
-                    }])
-                    .await?;
-                applied.refreshed += 1;
-                Ok(())
+        let jobs = self.jobs();
+        let mut deletes: Vec<&str> = Vec::new();
+        let mut by_job: Vec<(&WarmJob, Vec<String>)> = Vec::new();
+        for &key in keys {
+            if let Some(job) = jobs.iter().find(|job| job.key.single_key().as_deref() == Some(key)) {
+                // The whole result is one key: refreshing it is running the job.
+                self.warm(&job.name, TriggerReason::Message);
+                applied.warms += 1;
+                continue;
             }
-            Some(value) => {
-                warn!(
-                    key,
-                    size = value.len(),
-                    limit = job.max_value_bytes,
-                    "Refreshed value exceeds max_value_bytes; deleting the key."
-                );
-                self.delete_for_refresh(key, applied).await
+            let Some(job) = jobs.iter().find(|job| job.key.capture(key).is_some()) else {
+                debug!(key, "No job renders this key; deleting it instead of refreshing.");
+                deletes.push(key);
+                continue;
+            };
+            if job.refresh_query.is_none() {
+                debug!(key, job = %job.name, "Job has no refresh_query; deleting the key instead.");
+                deletes.push(key);
+                continue;
             }
-            // The row is gone (or no longer renders this key): the key must go too.
-            None => self.delete_for_refresh(key, applied).await,
+            match by_job.iter_mut().find(|(j, _)| std::ptr::eq(*j, job)) {
+                Some((_, keys)) => keys.push(key.to_string()),
+                None => by_job.push((job, vec![key.to_string()])),
+            }
         }
-    }
-
-    async fn refresh_failed(
-        &self,
-        key: &str,
-        job: &WarmJob,
-        error: PlanError,
-        applied: &mut Applied,
-    ) -> Result<(), InvalidateError> {
-        warn!(key, job = %job.name, %error, "refresh_query cannot render this key; deleting it instead.");
-        self.delete_for_refresh(key, applied).await
-    }
-
-    async fn delete_for_refresh(&self, key: &str, applied: &mut Applied) -> Result<(), InvalidateError> {
-        self.cache.invalidate(&[key.to_string()]).await?;
-        applied.refresh_deleted += 1;
+        if !deletes.is_empty() {
+            self.cache.invalidate(&deletes).await?;
+            applied.refresh_deleted += deletes.len() as u64;
+        }
+        for (job, keys) in by_job {
+            let refreshed = refresh::refresh_keys(&self.cache, &self.db, &self.origins, job, &keys, seen).await?;
+            applied.refreshed += refreshed.written;
+            applied.refresh_deleted += refreshed.deleted;
+        }
         Ok(())
     }
 }

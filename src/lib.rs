@@ -14,11 +14,13 @@
 //! - [`backoff`]: the retry delay every reconnect loop shares.
 //! - [`signal`]: SIGTERM/SIGINT/SIGHUP/SIGUSR1 as daemon events.
 //! - [`invalidate`]: applies invalidation actions (deletes, pattern deletes, refreshes, projections, warm runs).
+//! - [`refresh`]: refreshes many keys of a job in one read, checked against the change that asked (executor).
 //! - [`plan`]: messages and binlog row changes → actions, under the allow-list (pure).
 //! - [`source`]: the invalidation channel (pub/sub, streams) and the binlog listener (producers).
 //! - [`audit`]: compares cached values with the database.
 //! - [`admin`], [`health`], [`metrics`], [`systemd`]: operating the daemon.
 //! - [`app`]: wiring for the daemon and the one-shot commands.
+//! - [`check`]: `check --connect`, the configuration against the live servers.
 //! - [`demo`]: the demo shop schema (embedded migrations), for the quick start and tests.
 //! - [`cli`]: the command line.
 
@@ -27,6 +29,7 @@ pub mod app;
 pub mod audit;
 pub mod backoff;
 pub mod cache;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod database;
@@ -36,6 +39,7 @@ pub mod invalidate;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod refresh;
 pub mod render;
 pub mod schedule;
 pub mod signal;

@@ -57,7 +57,7 @@ async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { connect } => {
             if connect {
-                let problems = app::check_connect(&config).await;
+                let problems = cachewarden::check::check_connect(&config).await;
                 if !problems.is_empty() {
                     eprintln!(
                         "error: {} has {} problem(s) when connected:",
@@ -65,7 +65,8 @@ async fn run(cli: Cli) -> ExitCode {
                         problems.len()
                     );
                     for problem in problems {
-                        eprintln!("  {problem}");
+                        let line = problem.line.map(|line| format!(":{line}")).unwrap_or_default();
+                        eprintln!("  {}{line}: {problem}", path.display());
                     }
                     return ExitCode::from(EXIT_CONFIG);
                 }

@@ -92,6 +92,48 @@ fn describe() {
         "cachewarden_invalidated_keys_total",
         "Keys changed by invalidations, by action."
     );
+    describe_gauge!(
+        "cachewarden_binlog_connected",
+        "1 while the binlog stream is being read."
+    );
+    describe_gauge!(
+        "cachewarden_binlog_lag_seconds",
+        Unit::Seconds,
+        "Age of the last row event read from the binlog (0 once the server reports nothing more to send)."
+    );
+    describe_counter!("cachewarden_binlog_transactions_total", "Binlog transactions applied.");
+    describe_counter!("cachewarden_binlog_rows_total", "Binlog row events applied.");
+    describe_counter!("cachewarden_binlog_batches_total", "Batches of binlog changes applied.");
+    describe_counter!(
+        "cachewarden_binlog_batch_keys_total",
+        "Distinct keys and patterns the applied batches came down to after coalescing."
+    );
+    describe_gauge!(
+        "cachewarden_binlog_last_applied_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time the last binlog batch was applied."
+    );
+    describe_gauge!(
+        "cachewarden_binlog_apply_failing",
+        "1 while applying binlog changes fails (nothing more is read meanwhile)."
+    );
+    describe_counter!(
+        "cachewarden_binlog_gaps_total",
+        "Binlog gaps (purged or missing checkpoint) recovered from."
+    );
+    describe_gauge!(
+        "cachewarden_binlog_checkpoint_position",
+        "Offset of the saved binlog checkpoint in its file."
+    );
+    describe_counter!(
+        "cachewarden_binlog_rule_errors_total",
+        "Row changes an [[on_change]] rule could not turn into keys (a template names a missing column)."
+    );
+    describe_counter!(
+        "cachewarden_refresh_given_up_total",
+        "Refreshed keys deleted instead of written, by reason (unverified: the read never showed the change; \
+         query_refused: the refresh query failed definitely)."
+    );
 }
 
 /// How a warm run ended.
@@ -215,10 +257,33 @@ pub fn record_binlog_lag(event_timestamp: u32) {
     gauge!("cachewarden_binlog_lag_seconds").set(lag.max(0.0));
 }
 
-/// Counts an applied transaction and its rows.
-pub fn record_binlog_transaction(rows: u64) {
-    counter!("cachewarden_binlog_transactions_total").increment(1);
+/// Counts an applied batch: its transactions, row events and the distinct keys and patterns they came down to.
+pub fn record_binlog_batch(transactions: u64, rows: u64, keys: u64) {
+    counter!("cachewarden_binlog_transactions_total").increment(transactions);
     counter!("cachewarden_binlog_rows_total").increment(rows);
+    counter!("cachewarden_binlog_batches_total").increment(1);
+    counter!("cachewarden_binlog_batch_keys_total").increment(keys);
+    gauge!("cachewarden_binlog_last_applied_timestamp_seconds").set(unix_now().as_secs_f64());
+}
+
+/// The binlog is caught up (the server has nothing more to send): no lag.
+pub fn record_binlog_caught_up() {
+    gauge!("cachewarden_binlog_lag_seconds").set(0.0);
+}
+
+/// Whether applying binlog changes is failing (the stream is not read meanwhile).
+pub fn record_binlog_apply_failing(failing: bool) {
+    gauge!("cachewarden_binlog_apply_failing").set(f64::from(u8::from(failing)));
+}
+
+/// Counts a row an `[[on_change]]` rule could not plan (a template names a column the table lacks).
+pub fn record_binlog_rule_error(table: &str) {
+    counter!("cachewarden_binlog_rule_errors_total", "table" => table.to_string()).increment(1);
+}
+
+/// Counts a refresh that could not be verified or whose query failed definitely; the key was deleted instead.
+pub fn record_refresh_given_up(reason: &'static str) {
+    counter!("cachewarden_refresh_given_up_total", "reason" => reason).increment(1);
 }
 
 /// Counts a binlog gap.

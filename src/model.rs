@@ -4,6 +4,7 @@
 //! `config`, and executing them lives in `warm` and `cache`.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -338,6 +339,33 @@ pub struct ReadStamp {
     pub lease: std::sync::Arc<str>,
 }
 
+/// A row image as the change planner sees it: column name → the value as key text (`None` for NULL).
+pub type RowImage = HashMap<String, Option<String>>;
+
+/// One changed row from the binlog.
+#[derive(Debug, Clone, Default)]
+pub struct RowChange {
+    /// The row before the change (UPDATE, DELETE).
+    pub before: Option<RowImage>,
+    /// The row after the change (INSERT, UPDATE).
+    pub after: Option<RowImage>,
+    /// For an UPDATE, the columns whose value differs between the images.
+    pub changed: Vec<String>,
+    /// The after image as JSON per column, for projections (only when a rule projects).
+    pub after_json: Option<HashMap<String, Vec<u8>>>,
+}
+
+/// What a refresh must see: the changed row as its binlog event wrote it. A refresh whose read returns other values
+/// for the columns it takes from `table` read the row before the event's commit (or from a lagging replica), and
+/// reads again rather than cache it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenRow {
+    /// `database.table` of the changed row.
+    pub table: Arc<str>,
+    /// The row after the change.
+    pub image: Arc<RowImage>,
+}
+
 /// Why a warm job run was requested.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TriggerReason {
@@ -345,8 +373,12 @@ pub enum TriggerReason {
     Schedule,
     /// `run_on_start` at daemon start.
     Startup,
-    /// An operator asked (signal, CLI, admin endpoint), or an invalidation message did.
+    /// An operator asked (signal, CLI, admin endpoint).
     Manual,
+    /// An invalidation message asked (`warm`, or a refresh of a single-key job's key).
+    Message,
+    /// A row change under an `[[on_change]]` rule with `warm` (debounced).
+    Change,
     /// The invalidation channel lost messages; the job re-warms what they might have touched.
     Resync,
 }
@@ -357,6 +389,8 @@ impl fmt::Display for TriggerReason {
             TriggerReason::Schedule => "schedule",
             TriggerReason::Startup => "startup",
             TriggerReason::Manual => "manual",
+            TriggerReason::Message => "message",
+            TriggerReason::Change => "change",
             TriggerReason::Resync => "resync",
         })
     }

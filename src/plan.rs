@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use crate::config::ChangeRule;
-use crate::model::{KeyPart, KeyTemplate};
+use crate::model::{KeyPart, KeyTemplate, RowChange, RowImage};
 
 /// One thing a message asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -264,22 +264,6 @@ fn tokens(pattern: &str) -> Vec<Token> {
         }
     }
     tokens
-}
-
-/// A row image as the change planner sees it: column name → the value as key text (`None` for NULL).
-pub type RowImage = HashMap<String, Option<String>>;
-
-/// One changed row from the binlog.
-#[derive(Debug, Clone, Default)]
-pub struct RowChange {
-    /// The row before the change (UPDATE, DELETE).
-    pub before: Option<RowImage>,
-    /// The row after the change (INSERT, UPDATE).
-    pub after: Option<RowImage>,
-    /// For an UPDATE, the columns whose value differs between the images.
-    pub changed: Vec<String>,
-    /// The after image as JSON per column, for projections (only when a rule projects).
-    pub after_json: Option<HashMap<String, Vec<u8>>>,
 }
 
 /// What a row change asks of the cache under one rule.

@@ -28,6 +28,9 @@ const SENSITIVE_FRAGMENTS: &[&str] = &[
 /// Short markers that count only as a whole `_`-separated word (`ssn`, but not `lessnumber`).
 const SENSITIVE_WORDS: &[&str] = &["ssn", "cvv", "cvc", "pin", "otp", "pwd", "salt"];
 
+/// Where a result column was read from: `("database.table", "column")`.
+pub type ColumnSource = (String, String);
+
 /// A result column as the database describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnInfo {
@@ -37,6 +40,9 @@ pub struct ColumnInfo {
     pub type_name: String,
     /// Character data rather than binary (BLOB and TEXT share a wire type).
     pub is_text: bool,
+    /// The table column it was read from, as `("database.table", "column")`; `None` for an expression (or when the
+    /// server did not say).
+    pub source: Option<ColumnSource>,
 }
 
 /// Why a job's query result cannot be rendered at all. The run fails before anything is written.
@@ -242,6 +248,7 @@ mod tests {
             name: name.into(),
             type_name: type_name.into(),
             is_text: true,
+            source: None,
         }
     }
 

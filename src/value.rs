@@ -112,9 +112,9 @@ pub enum Cell<'a> {
     /// Rendered as a JSON string; as itself in keys.
     Text(Cow<'a, str>),
     /// An embedded JSON document (already checked to parse).
-    Json(&'a str),
+    Json(Cow<'a, str>),
     /// Rendered as base64.
-    Bytes(&'a [u8]),
+    Bytes(Cow<'a, [u8]>),
 }
 
 /// Why a value could not be decoded.
@@ -159,9 +159,9 @@ pub fn decode(kind: ColumnKind, bytes: Option<&[u8]>) -> Result<Cell<'_>, Decode
         ColumnKind::Json => {
             let text = utf8(bytes)?;
             serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| DecodeError::BadJson(e.to_string()))?;
-            Cell::Json(text)
+            Cell::Json(Cow::Borrowed(text))
         }
-        ColumnKind::Binary => Cell::Bytes(bytes),
+        ColumnKind::Binary => Cell::Bytes(Cow::Borrowed(bytes)),
         ColumnKind::Date | ColumnKind::Datetime | ColumnKind::Timestamp => {
             decode_datetime(kind, bytes).ok_or_else(bad)?
         }
@@ -185,9 +185,36 @@ fn decode_datetime(kind: ColumnKind, bytes: &[u8]) -> Option<Cell<'static>> {
         [y0, y1, m, d, ..] => (u16::from_le_bytes([*y0, *y1]), *m, *d),
         _ => return None,
     };
+    let (hour, minute, second) = match body {
+        [_, _, _, _, h, mi, s, ..] => (*h, *mi, *s),
+        _ => (0, 0, 0),
+    };
+    let micros = match body {
+        [_, _, _, _, _, _, _, a, b, c, d] => u32::from_le_bytes([*a, *b, *c, *d]),
+        _ => 0,
+    };
+    Some(datetime_cell(
+        kind,
+        [
+            year,
+            month.into(),
+            day.into(),
+            hour.into(),
+            minute.into(),
+            second.into(),
+        ],
+        micros,
+    ))
+}
+
+/// A DATE, DATETIME or TIMESTAMP (`kind`) from its parts `[year, month, day, hour, minute, second]` and
+/// microseconds: ISO-8601 text, `Z` for TIMESTAMP (sessions run in UTC), null for a zero date. The one formatting of
+/// dates, for warm rows and binlog row images alike.
+pub fn datetime_cell(kind: ColumnKind, parts: [u16; 6], micros: u32) -> Cell<'static> {
+    let [year, month, day, hour, minute, second] = parts;
     // Zero dates have no ISO-8601 form.
-    if year == 0 && month == 0 && day == 0 && body.iter().skip(4).all(|&b| b == 0) {
-        return Some(Cell::Null);
+    if year == 0 && month == 0 && day == 0 && hour == 0 && minute == 0 && second == 0 && micros == 0 {
+        return Cell::Null;
     }
     let mut text = String::with_capacity(28);
     push_padded(&mut text, year.into(), 4);
@@ -196,21 +223,13 @@ fn decode_datetime(kind: ColumnKind, bytes: &[u8]) -> Option<Cell<'static>> {
     text.push('-');
     push_padded(&mut text, day.into(), 2);
     if kind != ColumnKind::Date {
-        let (hour, minute, second) = match body {
-            [_, _, _, _, h, mi, s, ..] => (*h, *mi, *s),
-            _ => (0, 0, 0),
-        };
-        let micros = match body {
-            [_, _, _, _, _, _, _, a, b, c, d] => u32::from_le_bytes([*a, *b, *c, *d]),
-            _ => 0,
-        };
         text.push('T');
-        push_clock(&mut text, hour.into(), minute, second, micros);
+        push_clock(&mut text, hour.into(), minute as u8, second as u8, micros);
         if kind == ColumnKind::Timestamp {
             text.push('Z');
         }
     }
-    Some(Cell::Text(Cow::Owned(text)))
+    Cell::Text(Cow::Owned(text))
 }
 
 /// Binary TIME: a length byte (0, 8 or 12), then is-negative, days (u32 LE), hour, minute, second, microseconds.
@@ -232,12 +251,17 @@ fn decode_time(bytes: &[u8]) -> Option<Cell<'static>> {
         }
         _ => return None,
     };
+    Some(time_cell(negative, hours, minute, second, micros))
+}
+
+/// A TIME from its parts (hours may exceed 24): `"-838:59:59"`, `"08:30:00.5"`. The one formatting of TIME values.
+pub fn time_cell(negative: bool, hours: u64, minute: u8, second: u8, micros: u32) -> Cell<'static> {
     let mut text = String::with_capacity(16);
     if negative {
         text.push('-');
     }
     push_clock(&mut text, hours, minute, second, micros);
-    Some(Cell::Text(Cow::Owned(text)))
+    Cell::Text(Cow::Owned(text))
 }
 
 /// Appends `hh:mm:ss`, then `.ffffff` without trailing zeros unless the seconds are whole.

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, Problem};
-pub use validate::{parse_duration, parse_schedule};
+pub use validate::{parse_duration, parse_schedule, table_field_line};
 
 use crate::model::WarmJob;
 

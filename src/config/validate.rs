@@ -1408,6 +1408,12 @@ fn every_to_cron(every: &str) -> Result<String, String> {
     })
 }
 
+/// The line of `field` in the `index`th `[[name]]` table of `source` (of the table's header when `field` is `None`
+/// or absent), for problems found after validation (`check --connect`).
+pub fn table_field_line(source: &str, name: &str, index: usize, field: Option<&str>) -> Option<usize> {
+    LineIndex::new(source).table_field_line(name, index, field)
+}
+
 /// Finds lines for problems: TOML keeps spans only while parsing, so fields are located by a light scan of the text.
 struct LineIndex {
     source: String,

@@ -12,6 +12,7 @@
 //! operations they asked for succeeded; a restart first re-reads this consumer's pending entries, and entries left
 //! pending by a dead consumer are claimed after `claim_idle`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,7 @@ use crate::cache::{self, CacheError};
 use crate::config::{OnGap, RedisSettings, StreamSettings};
 use crate::invalidate::Invalidator;
 use crate::metrics;
-use crate::model::{Trigger, TriggerReason};
+use crate::model::TriggerReason;
 use crate::plan::{self, Action, Policy};
 
 /// Messages gathered into one batch at most.
@@ -36,6 +37,8 @@ const REFUSAL_LOG_LIMIT: u64 = 20;
 const LOG_PAYLOAD_BYTES: usize = 200;
 /// How long a blocking stream read waits for entries before looking round (shutdown, claims).
 const STREAM_BLOCK: Duration = Duration::from_millis(1000);
+/// How much longer than [`STREAM_BLOCK`] a stream reply may take before the connection is deemed dead.
+const STREAM_REPLY_MARGIN: Duration = Duration::from_secs(5);
 
 /// Turns payloads into actions, counting and logging refusals.
 struct Intake {
@@ -69,22 +72,12 @@ impl Intake {
     }
 }
 
-/// Applies `actions`, retrying with backoff while Redis or MySQL is unreachable. `false` if shutdown came first.
+/// Applies `actions` through the shared retry loop (see [`Invalidator::apply_with_retry`]). `false` if shutdown
+/// came first.
 async fn apply_with_retry(invalidator: &Invalidator, actions: &[Action], shutdown: &CancellationToken) -> bool {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-    loop {
-        match invalidator.apply(actions).await {
-            Ok(_) => return true,
-            Err(error) => {
-                let delay = backoff.next_delay();
-                warn!(%error, retry_in = ?delay, actions = actions.len(), "Could not apply invalidations; will retry.");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return false,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
-    }
+    invalidator
+        .apply_with_retry("channel", actions, &HashMap::new(), shutdown)
+        .await
 }
 
 /// Listens on a pub/sub channel.
@@ -175,17 +168,10 @@ impl ChannelListener {
         match self.on_gap {
             OnGap::None => {}
             OnGap::Warm => {
-                let jobs = self.invalidator.jobs.borrow().clone();
-                for job in jobs.iter().filter(|job| job.enabled) {
+                for job in self.invalidator.jobs().iter().filter(|job| job.enabled) {
                     let pattern = plan::allow_pattern(&job.key);
                     if allow.iter().any(|a| plan::glob_match(a, &pattern)) {
-                        let trigger = Trigger::Warm {
-                            job: job.name.clone(),
-                            reason: TriggerReason::Resync,
-                        };
-                        if self.invalidator.triggers.try_send(trigger).is_err() {
-                            warn!(job = %job.name, "Trigger queue is full; the resync run was dropped.");
-                        }
+                        self.invalidator.warm(&job.name, TriggerReason::Resync);
                     }
                 }
             }
@@ -238,10 +224,18 @@ impl StreamListener {
     /// One connection's worth of reading; `Ok` only at shutdown.
     async fn session(&self, intake: &mut Intake, shutdown: &CancellationToken) -> Result<(), CacheError> {
         let client = cache::client(&self.redis)?;
-        let mut conn = tokio::time::timeout(self.redis.connect_timeout, client.get_multiplexed_async_connection())
-            .await
-            .map_err(|_| timeout_error())?
-            .map_err(CacheError::Connect)?;
+        // A blocking read must not outlast the connection's response timeout (redis-rs defaults to 500 ms), or every
+        // idle read fails and reconnects.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.redis.connect_timeout))
+            .set_response_timeout(Some(STREAM_BLOCK + STREAM_REPLY_MARGIN));
+        let mut conn = tokio::time::timeout(
+            self.redis.connect_timeout,
+            client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        .map_err(|_| timeout_error())?
+        .map_err(CacheError::Connect)?;
         let StreamSettings {
             name,
             group,
@@ -252,7 +246,9 @@ impl StreamListener {
             .arg("CREATE")
             .arg(name)
             .arg(group)
-            .arg("$")
+            // From the stream's start, not `$`: when Redis lost the group (a restart without persistence), entries
+            // added since it came back would otherwise be skipped without a word.
+            .arg("0")
             .arg("MKSTREAM")
             .query_async(&mut conn)
             .await;

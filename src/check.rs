@@ -1,0 +1,152 @@
+//! `check --connect`: the configuration held against the live servers. Every warm query is prepared (SQL errors,
+//! placeholders that are not result columns, sensitive columns, unmappable types), and every `[[on_change]]` rule is
+//! checked against the table it watches (the table exists; every placeholder, projected column and `when_changed`
+//! column is one of its columns). Problems carry the file's line like every other configuration problem.
+
+use crate::cache::Cache;
+use crate::config::{ChangeRule, Config, Problem, table_field_line};
+use crate::database::Database;
+use crate::render::RowRenderer;
+
+/// Connects to both servers and checks jobs and rules against them. Returns the problems found.
+pub async fn check_connect(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let problem = |location: String, message: String| Problem {
+        line: None,
+        location,
+        message,
+    };
+    if let Err(error) = Cache::connect(&config.redis).await {
+        problems.push(problem(
+            "redis.url".into(),
+            format!("cannot connect to {}: {error}", config.redis.url),
+        ));
+    }
+    let db = match Database::new(&config.mysql) {
+        Ok(db) => db,
+        Err(error) => {
+            problems.push(problem("mysql.url".into(), error.to_string()));
+            return problems;
+        }
+    };
+    if let Err(error) = db.ping().await {
+        problems.push(problem(
+            "mysql.url".into(),
+            format!("cannot connect to {}: {error}", config.mysql.url),
+        ));
+        return problems;
+    }
+    let source = std::fs::read_to_string(&config.path).unwrap_or_default();
+    for (index, job) in config.jobs.iter().enumerate() {
+        let at = format!("warm[{index}] \"{}\"", job.name);
+        let line = |field| table_field_line(&source, "warm", index, Some(field));
+        match db.describe(&job.query).await {
+            Ok(columns) => {
+                if let Err(error) = RowRenderer::new(job, &columns) {
+                    problems.push(Problem {
+                        line: line("query"),
+                        location: at.clone(),
+                        message: error.to_string(),
+                    });
+                }
+            }
+            Err(error) => problems.push(Problem {
+                line: line("query"),
+                location: format!("{at}.query"),
+                message: error.to_string(),
+            }),
+        }
+        if let Some(query) = &job.refresh_query
+            && let Err(error) = db.describe(query).await
+        {
+            problems.push(Problem {
+                line: line("refresh_query"),
+                location: format!("{at}.refresh_query"),
+                message: error.to_string(),
+            });
+        }
+    }
+    for (index, rule) in config.rules.iter().enumerate() {
+        match db.table_columns(&rule.database, &rule.table).await {
+            Ok(columns) => {
+                for (field, message) in rule_problems(rule, columns.as_deref()) {
+                    problems.push(Problem {
+                        line: table_field_line(&source, "on_change", index, Some(field)),
+                        location: format!("on_change[{index}] \"{}.{}\".{field}", rule.database, rule.table),
+                        message,
+                    });
+                }
+            }
+            Err(error) => problems.push(Problem {
+                line: table_field_line(&source, "on_change", index, Some("table")),
+                location: format!("on_change[{index}] \"{}.{}\".table", rule.database, rule.table),
+                message: format!("cannot read the table's columns: {error}"),
+            }),
+        }
+    }
+    db.close().await;
+    problems
+}
+
+/// What is wrong with `rule` for a table with `columns` (`None`: no such table), as (field, message).
+pub fn rule_problems(rule: &ChangeRule, columns: Option<&[String]>) -> Vec<(&'static str, String)> {
+    let table = format!("{}.{}", rule.database, rule.table);
+    let Some(columns) = columns else {
+        return vec![("table", format!("there is no table {table} on the server"))];
+    };
+    let mut problems = Vec::new();
+    let mut need = |field: &'static str, what: String, column: &str| {
+        if !columns.iter().any(|c| c == column) {
+            problems.push((
+                field,
+                format!("{what} names `{column}`, which is not a column of {table}"),
+            ));
+        }
+    };
+    for (field, templates) in [("delete", &rule.delete), ("refresh", &rule.refresh)] {
+        for template in templates {
+            for placeholder in template.placeholders() {
+                need(field, format!("\"{template}\""), placeholder);
+            }
+        }
+    }
+    if let Some(projection) = &rule.project {
+        for placeholder in projection.key.placeholders() {
+            need("project", format!("key \"{}\"", projection.key), placeholder);
+        }
+        for column in &projection.columns {
+            need("project", "columns".into(), column);
+        }
+    }
+    for column in &rule.when_changed {
+        need("when_changed", "when_changed".into(), column);
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::KeyTemplate;
+
+    #[test]
+    fn every_misspelled_name_is_reported_with_its_field() {
+        let rule = ChangeRule {
+            database: "shop".into(),
+            table: "products".into(),
+            delete: vec![KeyTemplate::parse("catalog:{idd}:*").unwrap()],
+            refresh: vec![KeyTemplate::parse("product:{id}").unwrap()],
+            warm: vec![],
+            debounce: std::time::Duration::from_secs(1),
+            when_changed: vec!["nmae".into()],
+            project: None,
+        };
+        let columns = vec!["id".to_string(), "name".to_string()];
+        let problems = rule_problems(&rule, Some(&columns));
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems[0].0, "delete");
+        assert!(problems[0].1.contains("`idd`"));
+        assert_eq!(problems[1].0, "when_changed");
+        assert_eq!(rule_problems(&rule, None)[0].0, "table");
+    }
+}

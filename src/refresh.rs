@@ -1,0 +1,356 @@
+//! Refreshing keys from the database: many keys of one job read in one round trip through its `refresh_query`,
+//! rendered exactly as the warm job renders them, checked against the change that asked for them, and written under
+//! one stale-set lease.
+//!
+//! An executor (reads through `database`, writes through `cache`); which keys to refresh was settled before.
+//!
+//! # One read for many keys
+//! The job's single-key `refresh_query` is repeated, each copy in parentheses with its own key's values bound, and
+//! joined with `UNION ALL` — any query that works for one key works for many, and nothing is spliced into the SQL.
+//! Batches are padded to a power of two (repeating a key) so the server keeps a handful of prepared statements.
+//!
+//! # Never a read older than its event
+//! A binlog event can reach us before its transaction is visible to other connections, and a reader endpoint lags
+//! the writer. So a refresh caused by a row change carries that row's after image ([`SeenRow`]); every result column
+//! the query takes straight from that table (as the server reports each column's origin) must equal the image, or
+//! the key is read again after 2, 4, 8, … ms for at most [`VERIFY_WAIT`]. A key whose read never matches is left
+//! deleted (it was invalidated before the first read) and counted: a miss, never a stale value. A refresh asked for by
+//! a message has no image and is written as read.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::mysql::MySqlRow;
+use tracing::warn;
+
+use crate::cache::{Cache, CacheError, ReadLease};
+use crate::database::{self, Database, DatabaseError};
+use crate::metrics;
+use crate::model::{KeyOp, SeenRow, WarmJob};
+use crate::render::{ColumnSource, PlanError, RowRenderer};
+
+/// How long a refresh keeps reading again for a row that does not yet show its change, in all. A commit becomes
+/// visible within a millisecond or two of its binlog event; a replica lagging longer than this is not waited for.
+pub const VERIFY_WAIT: Duration = Duration::from_millis(250);
+/// The first wait before reading again.
+const VERIFY_FIRST_DELAY: Duration = Duration::from_millis(2);
+/// Keys per `UNION ALL` statement at most.
+const KEYS_PER_READ: usize = 256;
+
+/// Why keys could not be rendered from the database.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+}
+
+/// One key as the database renders it now.
+struct Rendered {
+    value: Vec<u8>,
+    /// Per result column, its value as key text.
+    texts: Vec<Option<String>>,
+}
+
+/// What one job's refresh did.
+#[derive(Debug, Default)]
+pub struct Refreshed {
+    /// Keys written.
+    pub written: u64,
+    /// Keys deleted: the row is gone, the value too big, or the read never showed the change.
+    pub deleted: u64,
+}
+
+/// What `job` renders for `key` from the database now: `Ok(None)` when no row renders that key (or the job has no
+/// refresh query). Used by the audit, so it sees exactly what a refresh (and a warm run) would write.
+pub async fn render_from_database(db: &Database, job: &WarmJob, key: &str) -> Result<Option<Vec<u8>>, RenderError> {
+    Ok(read_keys(db, job, &[key])
+        .await?
+        .remove(key)
+        .map(|rendered| rendered.value))
+}
+
+/// The column origins of each job's refresh query, learned once per query text (a prepare).
+#[derive(Default)]
+pub struct Origins(Mutex<HashMap<String, Arc<[Option<ColumnSource>]>>>);
+
+/// Refreshes `keys` (all rendered by `job`, which has a `refresh_query`): invalidate them, read them in one go, write
+/// what matches its change, read the rest again. `seen` holds the changed row for keys a row change asked for.
+pub async fn refresh_keys(
+    cache: &Cache,
+    db: &Database,
+    origins: &Origins,
+    job: &WarmJob,
+    keys: &[String],
+    seen: &HashMap<String, SeenRow>,
+) -> Result<Refreshed, RefreshError> {
+    // The read holds a lease until its writes have landed, so that invalidations meanwhile leave markers.
+    let lease = cache.begin_read(job.timeout).await?;
+    let refreshed = refresh_under_lease(cache, db, origins, job, keys, seen, &lease).await;
+    cache.end_read(lease).await;
+    refreshed
+}
+
+/// Why a refresh failed as a whole; every such failure is transient (definite ones delete the keys instead).
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+}
+
+async fn refresh_under_lease(
+    cache: &Cache,
+    db: &Database,
+    origins: &Origins,
+    job: &WarmJob,
+    keys: &[String],
+    seen: &HashMap<String, SeenRow>,
+    lease: &ReadLease,
+) -> Result<Refreshed, RefreshError> {
+    let mut refreshed = Refreshed::default();
+    // Invalidate first, read after: a value read before this point can no longer land, and ours carries the version
+    // of this invalidation, so a later refresh of the same key wins over it. From here on a key we do not write is
+    // simply absent.
+    let read_at = cache.invalidate(keys).await?;
+    let sources = match origins.of(db, job).await {
+        Ok(sources) => sources,
+        Err(error) => return give_up(job, keys, &error, refreshed),
+    };
+    let mut pending: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let mut delay = VERIFY_FIRST_DELAY;
+    loop {
+        let mut rows = match read_keys(db, job, &pending).await {
+            Ok(rows) => rows,
+            Err(RenderError::Database(error)) if error.is_transient() => return Err(error.into()),
+            Err(error) => return give_up(job, &pending, &error, refreshed),
+        };
+        let mut ops = Vec::new();
+        let mut again = Vec::new();
+        for key in pending {
+            let Some(rendered) = rows.remove(key) else {
+                // The row is gone (or no longer renders this key): the key stays deleted.
+                refreshed.deleted += 1;
+                continue;
+            };
+            if !shows(&rendered, &sources, seen.get(key)) {
+                again.push(key);
+            } else if rendered.value.len() > job.max_value_bytes {
+                warn!(
+                    key,
+                    size = rendered.value.len(),
+                    limit = job.max_value_bytes,
+                    "Refreshed value exceeds max_value_bytes; leaving the key deleted."
+                );
+                refreshed.deleted += 1;
+            } else {
+                ops.push(KeyOp::Set {
+                    key: key.to_string(),
+                    value: rendered.value,
+                    ttl: job.ttl.pick(job.jitter, fastrand::f64()),
+                    read: lease.stamp(read_at),
+                });
+            }
+        }
+        cache.apply(&ops).await?;
+        refreshed.written += ops.len() as u64;
+        if again.is_empty() {
+            return Ok(refreshed);
+        }
+        if started.elapsed() + delay > VERIFY_WAIT {
+            warn!(
+                job = %job.name,
+                keys = again.len(),
+                first = again[0],
+                waited = ?started.elapsed(),
+                "Refresh reads kept returning rows older than their binlog event (a lagging [mysql] replica?); \
+                 leaving those keys deleted."
+            );
+            for _ in &again {
+                metrics::record_refresh_given_up("unverified");
+            }
+            refreshed.deleted += again.len() as u64;
+            return Ok(refreshed);
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+        pending = again;
+    }
+}
+
+/// A definite failure (the query is refused, or its result cannot be rendered): the keys stay deleted.
+fn give_up(
+    job: &WarmJob,
+    keys: &[impl AsRef<str>],
+    error: &dyn std::fmt::Display,
+    mut refreshed: Refreshed,
+) -> Result<Refreshed, RefreshError> {
+    warn!(
+        job = %job.name,
+        keys = keys.len(),
+        first = keys.first().map(AsRef::as_ref).unwrap_or_default(),
+        %error,
+        "refresh_query cannot render these keys; leaving them deleted."
+    );
+    for _ in keys {
+        metrics::record_refresh_given_up("query_refused");
+    }
+    refreshed.deleted += keys.len() as u64;
+    Ok(refreshed)
+}
+
+/// Whether a read shows the change: every column taken from the changed table equals the row's after image.
+fn shows(rendered: &Rendered, sources: &[Option<ColumnSource>], seen: Option<&SeenRow>) -> bool {
+    let Some(seen) = seen else { return true };
+    rendered.texts.iter().zip(sources).all(|(text, source)| match source {
+        Some((table, column)) if **table == *seen.table => {
+            seen.image.get(column).is_none_or(|expected| expected == text)
+        }
+        _ => true,
+    })
+}
+
+impl Origins {
+    async fn of(&self, db: &Database, job: &WarmJob) -> Result<Arc<[Option<ColumnSource>]>, DatabaseError> {
+        let query = job.refresh_query.as_deref().unwrap_or_default();
+        if let Some(known) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(query) {
+            return Ok(known.clone());
+        }
+        let sources: Arc<[_]> = db.describe(query).await?.into_iter().map(|c| c.source).collect();
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(query.to_string(), sources.clone());
+        Ok(sources)
+    }
+}
+
+/// Reads `keys` of `job` through its refresh query, `KEYS_PER_READ` at a time: each key that a row renders, with
+/// its value. Keys no row renders are absent.
+async fn read_keys(db: &Database, job: &WarmJob, keys: &[&str]) -> Result<HashMap<String, Rendered>, RenderError> {
+    let mut found = HashMap::with_capacity(keys.len());
+    let Some(query) = &job.refresh_query else {
+        return Ok(found);
+    };
+    for chunk in keys.chunks(KEYS_PER_READ) {
+        let copies = chunk.len().next_power_of_two();
+        let mut binds: Vec<&str> = Vec::with_capacity(copies * job.refresh_params.len());
+        for i in 0..copies {
+            let key = chunk[i.min(chunk.len() - 1)];
+            let values = job.key.capture(key).unwrap_or_default();
+            for param in &job.refresh_params {
+                binds.push(
+                    values
+                        .iter()
+                        .find(|(name, _)| name == param)
+                        .map_or("", |(_, value)| *value),
+                );
+            }
+        }
+        let rows = db.fetch_bound(&union_of(query, copies), &binds, job.timeout).await?;
+        render_rows(job, &rows, &mut found)?;
+    }
+    Ok(found)
+}
+
+/// `copies` copies of `query` joined by `UNION ALL` (one copy: the query itself).
+fn union_of(query: &str, copies: usize) -> String {
+    let query = query.trim().trim_end_matches(';');
+    if copies <= 1 {
+        return query.to_string();
+    }
+    let mut sql = String::with_capacity((query.len() + 13) * copies);
+    for i in 0..copies {
+        if i > 0 {
+            sql.push_str(" UNION ALL ");
+        }
+        sql.push('(');
+        sql.push_str(query);
+        sql.push(')');
+    }
+    sql
+}
+
+fn render_rows(job: &WarmJob, rows: &[MySqlRow], found: &mut HashMap<String, Rendered>) -> Result<(), RenderError> {
+    let Some(first) = rows.first() else { return Ok(()) };
+    let columns = database::columns(first);
+    let renderer = RowRenderer::new(job, &columns)?;
+    let mut raw = Vec::new();
+    for row in rows {
+        raw.clear();
+        database::raw_values(row, &mut raw)?;
+        let Ok(cells) = renderer.decode(&raw) else { continue };
+        let mut key = String::new();
+        if renderer.render_key(&cells, &mut key).is_err() || found.contains_key(&key) {
+            continue;
+        }
+        let mut value = Vec::with_capacity(256);
+        renderer.render_object(&cells, &mut value);
+        let texts = cells
+            .iter()
+            .map(|cell| {
+                let mut text = String::new();
+                cell.write_key(&mut text).map(|()| text)
+            })
+            .collect();
+        found.insert(key, Rendered { value, texts });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_keys_are_one_union_of_the_single_key_query() {
+        assert_eq!(
+            union_of("SELECT a FROM t WHERE id = ?;", 1),
+            "SELECT a FROM t WHERE id = ?"
+        );
+        assert_eq!(
+            union_of("SELECT a FROM t WHERE id = ?", 2),
+            "(SELECT a FROM t WHERE id = ?) UNION ALL (SELECT a FROM t WHERE id = ?)"
+        );
+    }
+
+    fn rendered(name: &str) -> Rendered {
+        Rendered {
+            value: Vec::new(),
+            texts: vec![Some("1".into()), Some(name.into()), Some("computed".into())],
+        }
+    }
+
+    #[test]
+    fn a_read_shows_its_change_only_if_every_column_from_the_changed_table_matches() {
+        let sources = [
+            Some(("shop.products".to_string(), "id".to_string())),
+            Some(("shop.products".to_string(), "name".to_string())),
+            None,
+        ];
+        let seen = SeenRow {
+            table: Arc::from("shop.products"),
+            image: Arc::new(
+                [("id", "1"), ("name", "new"), ("price", "9.50")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+                    .collect(),
+            ),
+        };
+        assert!(shows(&rendered("new"), &sources, Some(&seen)));
+        assert!(!shows(&rendered("old"), &sources, Some(&seen)));
+        assert!(shows(&rendered("old"), &sources, None), "no change to check against");
+        let other = SeenRow {
+            table: Arc::from("shop.categories"),
+            ..seen
+        };
+        assert!(
+            shows(&rendered("old"), &sources, Some(&other)),
+            "columns of another table are not compared"
+        );
+    }
+}

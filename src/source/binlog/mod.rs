@@ -1,0 +1,424 @@
+//! Follows the MySQL/MariaDB binlog (row events, replication protocol via mysql_async) and turns changed rows into
+//! cache actions through the `[[on_change]]` rules, applied in batches.
+//!
+//! Owns the replication connection's event loop. The parts: `server` (start-up checks, positions, error kinds),
+//! `decode` (row images through the one value mapping), `batch` (coalescing by key, debounce), `checkpoint` (where
+//! to resume). Planning is `plan::plan_change`; applying is the `invalidate` executor's.
+//!
+//! # Batches
+//! Row events are read as they arrive and gathered across transactions into one batch, coalesced by key (see
+//! `batch`). A batch is applied when the stream has nothing more ready (so a lone change waits for nobody), when it
+//! holds [`BATCH_KEYS`] keys or [`BATCH_ROWS`] row events, or when its oldest change has waited [`BATCH_WAIT`]. Only
+//! after its Redis work succeeded is the position after its last complete transaction saved, so a crash replays at
+//! most one batch (at-least-once). A huge transaction is applied in pieces as it streams, in bounded memory; its
+//! checkpoint waits for its end.
+//!
+//! # Failure
+//! - A purged position (error 1236) or no checkpoint at all: logged at ERROR (or WARN on a first start), counted as
+//!   a gap; the current position is taken and saved *first*, then the `on_gap` recovery runs for what the rules
+//!   cover, and reading continues from that position, so nothing committed during the recovery is missed.
+//! - A broken connection or a silent one (no event or heartbeat for twice the heartbeat period): reconnect with
+//!   backoff from the checkpoint; the backoff resets once a session has been healthy for a while.
+//! - Redis or MySQL down while applying: the batch is retried with backoff and nothing more is read meanwhile
+//!   (backpressure). If that lasts, or the failure is definite (a Redis ACL refusal), the daemon reports itself not
+//!   ready (`binlog: …`) and `cachewarden_binlog_apply_failing` is 1 until a retry succeeds.
+//! - A server that cannot be followed (binary logging off, not ROW/FULL, compressed MariaDB events, no
+//!   replication privileges, a wrong password): a definite error at ERROR, not ready, retried every minute.
+
+mod batch;
+pub mod checkpoint;
+pub mod decode;
+mod server;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{FutureExt as _, StreamExt as _};
+use mysql_async::binlog::events::EventData;
+use mysql_async::prelude::Queryable as _;
+use mysql_async::{BinlogStreamRequest, Conn, Opts};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::config::{BinlogSettings, BinlogStart, ChangeRule, OnGap};
+use crate::health::Health;
+use crate::invalidate::Invalidator;
+use crate::metrics;
+use crate::model::{RowChange, SeenRow, TriggerReason};
+use crate::plan::{self, Action};
+
+use batch::{Batch, Debounce};
+use checkpoint::Position;
+pub use server::BinlogError;
+
+/// Distinct keys (and patterns) a batch gathers at most before it is applied: bounds memory and one apply's work.
+pub const BATCH_KEYS: usize = 5000;
+/// Row events a batch gathers at most, whatever they coalesce to.
+pub const BATCH_ROWS: u64 = 20_000;
+/// How long the oldest change of a batch waits at most while more keep arriving: short next to the lag anyone
+/// notices, long enough that a write storm is applied in a few large batches rather than per transaction.
+pub const BATCH_WAIT: Duration = Duration::from_millis(10);
+/// A server that cannot be followed is looked at again this often.
+const DEFINITE_RETRY: Duration = Duration::from_secs(60);
+/// Connecting and the start-up checks must finish within this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A session that lasted this long was healthy: the next reconnect starts from the shortest delay again.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+
+/// Follows the binlog.
+pub struct BinlogListener {
+    pub settings: BinlogSettings,
+    pub rules: Arc<[ChangeRule]>,
+    pub invalidator: Arc<Invalidator>,
+    pub health: Health,
+}
+
+/// What survives reconnects within one run of the listener.
+#[derive(Default)]
+struct SessionState {
+    debounce: Debounce,
+    /// (rule, column) pairs already reported missing.
+    reported_missing: HashSet<(usize, String)>,
+    /// After a purge: start at the server's current position, then run the recovery.
+    resume_from_current: bool,
+}
+
+impl BinlogListener {
+    /// Reads until `shutdown`, reconnecting and recovering as described in the module docs.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut state = SessionState::default();
+        loop {
+            let started = Instant::now();
+            let ended = self.session(&shutdown, &mut state).await;
+            if started.elapsed() >= HEALTHY_SESSION {
+                backoff.reset();
+            }
+            let delay = match ended {
+                Ok(()) => return,
+                Err(BinlogError::Purged(position, message)) => {
+                    error!(%position, %message, "Binlog position was purged: changes since it are lost; recovering.");
+                    metrics::record_binlog_gap();
+                    state.resume_from_current = true;
+                    Duration::ZERO
+                }
+                Err(BinlogError::Definite(message)) => {
+                    error!(%message, retry_in = ?DEFINITE_RETRY, "Cannot follow the binlog; fix the server, [binlog] or Redis.");
+                    self.health.set_stalled("binlog", Some(message));
+                    DEFINITE_RETRY
+                }
+                Err(BinlogError::Transient(message)) => {
+                    let delay = backoff.next_delay();
+                    warn!(%message, retry_in = ?delay, "Binlog connection lost; reconnecting from the checkpoint.");
+                    delay
+                }
+            };
+            metrics::record_binlog_connected(false);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    async fn session(&self, shutdown: &CancellationToken, state: &mut SessionState) -> Result<(), BinlogError> {
+        let opts = Opts::from_url(self.settings.url.expose())
+            .map_err(|_| BinlogError::Definite("[binlog] url is not a valid MySQL URL".into()))?;
+        let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts))
+            .await
+            .map_err(|_| BinlogError::Transient("connecting for replication timed out".into()))??;
+        let server = server::check_server(&mut conn).await?;
+        let current = server::current_position(&mut conn).await?;
+        let start = self.start_position(current, shutdown, state).await?;
+        let Some(start) = start else { return Ok(()) };
+
+        let heartbeat_ns = self.settings.heartbeat.as_nanos();
+        conn.query_drop(format!("SET @master_heartbeat_period = {heartbeat_ns}"))
+            .await?;
+        if server.mariadb {
+            // Without this MariaDB sends its GTID events in a form older clients cannot skip.
+            conn.query_drop("SET @mariadb_slave_capability = 4").await?;
+        }
+        let request = BinlogStreamRequest::new(self.settings.server_id)
+            .with_filename(start.file.as_bytes())
+            .with_pos(start.pos);
+        let mut stream = conn
+            .get_binlog_stream(request)
+            .await
+            .map_err(|error| server::classify(error, &start))?;
+        info!(position = %start, server_id = self.settings.server_id, "Following the binlog.");
+        metrics::record_binlog_connected(true);
+        self.health.set_stalled("binlog", None);
+
+        let silence = self.settings.heartbeat * 2 + Duration::from_secs(1);
+        let mut file = start.file.clone();
+        let mut format_seen = false;
+        let mut batch = Batch::default();
+        loop {
+            let now = Instant::now();
+            for job in state.debounce.due(now) {
+                self.invalidator.warm(&job, TriggerReason::Change);
+            }
+            let item = if batch.is_empty() {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return Ok(()),
+                    next = tokio::time::timeout(silence, stream.next()) => next.map_err(|_| {
+                        BinlogError::Transient(format!("no event or heartbeat for {silence:?}: the connection is dead"))
+                    })?,
+                }
+            } else {
+                let full =
+                    batch.len() >= BATCH_KEYS || batch.rows >= BATCH_ROWS || batch.is_older_than(BATCH_WAIT, now);
+                // Whatever the stream already holds joins the batch; once it holds nothing (or the batch is full),
+                // apply.
+                match (!full).then(|| stream.next().now_or_never()).flatten() {
+                    Some(item) => item,
+                    None => {
+                        if !self.flush(&mut batch, shutdown).await? {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                }
+            };
+            let event = match item {
+                None => return Err(BinlogError::Transient("the server closed the binlog stream".into())),
+                Some(Err(error)) => return Err(server::classify(error, &Position { file, pos: 0 })),
+                Some(Ok(event)) => event,
+            };
+            let header = event.header();
+            let log_pos = u64::from(header.log_pos());
+            let data = event
+                .read_data()
+                .map_err(|e| BinlogError::Transient(format!("undecodable binlog event: {e}")))?;
+            let ends_transaction = match data {
+                Some(EventData::FormatDescriptionEvent(_)) => {
+                    format_seen = true;
+                    false
+                }
+                // Rotates name the next file: real ones at the end of a file, artificial ones (log_pos 0) at the
+                // start of a dump and after a STOP event (a server restart), the only word of the new file then.
+                Some(EventData::RotateEvent(rotate)) => {
+                    let checksum = if format_seen { 0 } else { server.checksum_bytes };
+                    file = checkpoint::rotated_file(rotate.name_raw(), checksum);
+                    false
+                }
+                Some(EventData::HeartbeatEvent) => {
+                    if batch.is_empty() {
+                        metrics::record_binlog_caught_up();
+                    }
+                    false
+                }
+                Some(EventData::RowsEvent(rows)) => {
+                    metrics::record_binlog_lag(header.timestamp());
+                    if let Some(tme) = stream.get_tme(rows.table_id()) {
+                        self.plan_rows(&rows, tme, &mut batch, state)?;
+                    }
+                    false
+                }
+                // A transaction ends at its XID; DDL and non-transactional statements end one of their own.
+                Some(EventData::XidEvent(_)) => true,
+                Some(EventData::QueryEvent(query)) => query.query() != "BEGIN",
+                _ => false,
+            };
+            if ends_transaction {
+                batch.transactions += 1;
+                if log_pos > 0 {
+                    batch.checkpoint = Some(Position {
+                        file: file.clone(),
+                        pos: log_pos,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Where a session starts reading, saving it when it is new. After a purge, or with no checkpoint, the current
+    /// position is taken (and saved) *before* the `on_gap` recovery starts, so every change committed during the
+    /// recovery is read afterwards. `None` when shutdown interrupted the recovery.
+    async fn start_position(
+        &self,
+        current: Position,
+        shutdown: &CancellationToken,
+        state: &mut SessionState,
+    ) -> Result<Option<Position>, BinlogError> {
+        let cache = self.invalidator.cache();
+        if state.resume_from_current {
+            checkpoint::save(&self.settings.checkpoint, cache, &current).await?;
+            state.resume_from_current = false;
+            return Ok(self.recover(shutdown).await.then_some(current));
+        }
+        if let Some(saved) = checkpoint::load(&self.settings.checkpoint, cache).await? {
+            return Ok(Some(saved));
+        }
+        let start = match &self.settings.start {
+            BinlogStart::At { file, pos } => Position {
+                file: file.clone(),
+                pos: *pos,
+            },
+            BinlogStart::Current => current,
+        };
+        checkpoint::save(&self.settings.checkpoint, cache, &start).await?;
+        if matches!(self.settings.start, BinlogStart::Current) {
+            warn!(
+                position = %start,
+                "No binlog checkpoint: starting at the current position; recovering what the rules cover."
+            );
+            metrics::record_binlog_gap();
+            if !self.recover(shutdown).await {
+                return Ok(None);
+            }
+        }
+        Ok(Some(start))
+    }
+
+    /// Plans the rows of one rows event into `batch` (and debounced warm runs).
+    fn plan_rows(
+        &self,
+        rows: &mysql_async::binlog::events::RowsEventData<'_>,
+        tme: &mysql_async::binlog::events::TableMapEvent<'_>,
+        batch: &mut Batch,
+        state: &mut SessionState,
+    ) -> Result<(), BinlogError> {
+        let (database, table) = (tme.database_name(), tme.table_name());
+        let rules: Vec<(usize, &ChangeRule)> = self
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, rule)| rule.database == database && rule.table == table)
+            .collect();
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let shape = decode::TableShape::of(tme);
+        let projects = rules.iter().any(|(_, rule)| rule.project.is_some());
+        let refreshes = rules.iter().any(|(_, rule)| !rule.refresh.is_empty());
+        let table_name: Arc<str> = Arc::from(format!("{database}.{table}"));
+        let now = Instant::now();
+        for row in rows.rows(tme) {
+            let (before, after) = row.map_err(|e| BinlogError::Transient(format!("undecodable row event: {e}")))?;
+            let before = before.as_ref().map(|row| decode::decode_row(row, &shape));
+            let after = after.as_ref().map(|row| decode::decode_row(row, &shape));
+            let change = row_change(before.as_ref(), after.as_ref(), projects);
+            batch.rows += 1;
+            batch.started.get_or_insert(now);
+            let seen = match (&change.after, refreshes) {
+                (Some(image), true) => Some(SeenRow {
+                    table: table_name.clone(),
+                    image: Arc::new(image.clone()),
+                }),
+                _ => None,
+            };
+            for (index, rule) in &rules {
+                let plan = plan::plan_change(rule, &change);
+                for column in &plan.missing_columns {
+                    metrics::record_binlog_rule_error(&table_name);
+                    if state.reported_missing.insert((*index, column.clone())) {
+                        error!(
+                            table = %table_name,
+                            rule = index + 1,
+                            column,
+                            "An [[on_change]] template names a column the table does not have (dropped or renamed?); \
+                             its keys cannot be rendered and are skipped. Fix the rule."
+                        );
+                    }
+                }
+                for action in plan.actions {
+                    match action {
+                        Action::Warm(job) => {
+                            if state.debounce.admit(&job, rule.debounce, now) {
+                                self.invalidator.warm(&job, TriggerReason::Change);
+                            }
+                        }
+                        action => batch.add(action, seen.as_ref(), now),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the batch and then saves its checkpoint. `false` when shutdown interrupted it (nothing is saved: the
+    /// batch is read again next time).
+    async fn flush(&self, batch: &mut Batch, shutdown: &CancellationToken) -> Result<bool, BinlogError> {
+        let ready = batch.take_actions();
+        if !ready.actions.is_empty()
+            && !self
+                .invalidator
+                .apply_with_retry("binlog", &ready.actions, &ready.seen, shutdown)
+                .await
+        {
+            return Ok(false);
+        }
+        if let Some(position) = batch.checkpoint.take() {
+            checkpoint::save(&self.settings.checkpoint, self.invalidator.cache(), &position).await?;
+        }
+        metrics::record_binlog_batch(batch.transactions, batch.rows, ready.actions.len() as u64);
+        *batch = Batch::default();
+        Ok(true)
+    }
+
+    /// The `on_gap` recovery for everything the rules cover. `false` when shutdown interrupted it.
+    async fn recover(&self, shutdown: &CancellationToken) -> bool {
+        match self.settings.on_gap {
+            OnGap::None => true,
+            OnGap::Warm => {
+                for job in self.invalidator.jobs().iter().filter(|job| job.enabled) {
+                    let pattern = plan::allow_pattern(&job.key);
+                    let covered = self.rules.iter().any(|rule| {
+                        rule.warm.iter().any(|name| name.as_str() == &*job.name)
+                            || rule.refresh.contains(&job.key)
+                            || rule
+                                .delete
+                                .iter()
+                                .any(|template| plan::glob_match(&plan::allow_pattern(template), &pattern))
+                    });
+                    if covered {
+                        self.invalidator.warm(&job.name, TriggerReason::Resync);
+                    }
+                }
+                true
+            }
+            OnGap::Flush => {
+                let mut actions: Vec<Action> = self
+                    .rules
+                    .iter()
+                    .flat_map(|rule| rule.delete.iter().chain(&rule.refresh))
+                    .map(|template| Action::DeletePattern(plan::allow_pattern(template)))
+                    .collect();
+                actions.dedup();
+                self.invalidator
+                    .apply_with_retry("binlog", &actions, &Default::default(), shutdown)
+                    .await
+            }
+        }
+    }
+}
+
+/// Both images of a changed row as key text, which columns differ between them (as key text: the one value
+/// mapping), and the after image as JSON when a rule projects.
+fn row_change(
+    before: Option<&decode::DecodedRow<'_>>,
+    after: Option<&decode::DecodedRow<'_>>,
+    json: bool,
+) -> RowChange {
+    let before_image = before.map(decode::DecodedRow::image);
+    let after_image = after.map(decode::DecodedRow::image);
+    let changed = match (&before_image, &after_image) {
+        (Some(before), Some(after)) => before
+            .iter()
+            .filter(|(column, value)| after.get(*column) != Some(value))
+            .map(|(column, _)| column.clone())
+            .collect(),
+        _ => Vec::new(),
+    };
+    RowChange {
+        before: before_image,
+        after: after_image,
+        changed,
+        after_json: after.filter(|_| json).map(decode::DecodedRow::json),
+    }
+}
