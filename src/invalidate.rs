@@ -70,6 +70,8 @@ pub struct Applied {
     pub warms: u64,
     /// Keys written from binlog row images.
     pub projected: u64,
+    /// Refreshed keys left deleted because the read did not show the change that asked for them (see `refresh`).
+    pub unverified: Vec<String>,
 }
 
 /// How long applying may keep failing before the daemon reports the task stuck (a blip is not worth a page).
@@ -127,7 +129,7 @@ impl Invalidator {
         crate::schedule::send(&self.triggers, Arc::from(job), reason);
     }
 
-    /// Applies `actions` until it succeeds or `shutdown` comes (`false`): transient failures are retried with
+    /// Applies `actions` until it succeeds (what it did) or `shutdown` comes (`None`): transient failures are retried with
     /// backoff, definite ones more slowly (nothing may be skipped: the changes would be lost). Failures
     /// that last [`STALL_AFTER`], and definite ones at once, make the daemon not ready (`task`: why) until it works.
     pub async fn apply_with_retry(
@@ -136,20 +138,20 @@ impl Invalidator {
         actions: &[Action],
         seen: &HashMap<String, SeenRow>,
         shutdown: &CancellationToken,
-    ) -> bool {
+    ) -> Option<Applied> {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         let mut definite = Backoff::new(DEFINITE_RETRY_MIN, DEFINITE_RETRY_MAX);
         let mut failing_since: Option<Instant> = None;
         loop {
             let error = match self.apply(actions, seen).await {
-                Ok(_) => {
+                Ok(applied) => {
                     if failing_since.is_some() {
                         self.health.set_stalled(task, None);
                         if task == "binlog" {
                             metrics::record_binlog_apply_failing(false);
                         }
                     }
-                    return true;
+                    return Some(applied);
                 }
                 Err(error) => error,
             };
@@ -170,7 +172,7 @@ impl Invalidator {
                 }
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return false,
+                _ = shutdown.cancelled() => return None,
                 _ = tokio::time::sleep(delay) => {}
             }
         }
@@ -305,6 +307,7 @@ impl Invalidator {
             let refreshed = refresh::refresh_keys(&self.cache, &self.db, &self.origins, job, &keys, seen).await?;
             applied.refreshed += refreshed.written;
             applied.refresh_deleted += refreshed.deleted;
+            applied.unverified.extend(refreshed.unverified);
         }
         Ok(())
     }

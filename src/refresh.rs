@@ -13,13 +13,14 @@
 //! A binlog event can reach us before its transaction is visible to other connections, and a reader endpoint lags
 //! the writer. So a refresh caused by a row change carries that row's after image ([`SeenRow`]); every result column
 //! the query takes straight from that table (as the server reports each column's origin) must equal the image, or
-//! the key is read again after 2, 4, 8, … ms for at most [`VERIFY_WAIT`]. A key whose read never matches is left
-//! deleted (it was invalidated before the first read) and counted: a miss, never a stale value. A refresh asked for by
-//! a message has no image and is written as read.
+//! the value is not written. Such a key is left deleted (it was invalidated before the read) and reported back as
+//! unverified: the binlog listener reads it again shortly, unless a newer change of the row comes first (a read that
+//! is *newer* than its event looks the same, and the newer event's own refresh settles it), and gives up after a
+//! while (see `source::binlog`). A miss, never a stale value. A refresh asked for by a message has no image and is
+//! written as read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use sqlx::mysql::MySqlRow;
 use tracing::warn;
@@ -30,11 +31,6 @@ use crate::metrics;
 use crate::model::{KeyOp, SeenRow, WarmJob};
 use crate::render::{ColumnSource, PlanError, RowRenderer};
 
-/// How long a refresh keeps reading again for a row that does not yet show its change, in all. A commit becomes
-/// visible within a millisecond or two of its binlog event; a replica lagging longer than this is not waited for.
-pub const VERIFY_WAIT: Duration = Duration::from_millis(250);
-/// The first wait before reading again.
-const VERIFY_FIRST_DELAY: Duration = Duration::from_millis(2);
 /// Keys per `UNION ALL` statement at most.
 const KEYS_PER_READ: usize = 256;
 
@@ -59,8 +55,10 @@ struct Rendered {
 pub struct Refreshed {
     /// Keys written.
     pub written: u64,
-    /// Keys deleted: the row is gone, the value too big, or the read never showed the change.
+    /// Keys deleted: the row is gone, or the value too big (or the query failed for good).
     pub deleted: u64,
+    /// Keys left deleted because the read did not show the change that asked for them.
+    pub unverified: Vec<String>,
 }
 
 /// What `job` renders for `key` from the database now: `Ok(None)` when no row renders that key (or the job has no
@@ -120,66 +118,41 @@ async fn refresh_under_lease(
         Ok(sources) => sources,
         Err(error) => return give_up(job, keys, &error, refreshed),
     };
-    let mut pending: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let started = Instant::now();
-    let mut delay = VERIFY_FIRST_DELAY;
-    loop {
-        let mut rows = match read_keys(db, job, &pending).await {
-            Ok(rows) => rows,
-            Err(RenderError::Database(error)) if error.is_transient() => return Err(error.into()),
-            Err(error) => return give_up(job, &pending, &error, refreshed),
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mut rows = match read_keys(db, job, &keys).await {
+        Ok(rows) => rows,
+        Err(RenderError::Database(error)) if error.is_transient() => return Err(error.into()),
+        Err(error) => return give_up(job, &keys, &error, refreshed),
+    };
+    let mut ops = Vec::new();
+    for key in keys {
+        let Some(rendered) = rows.remove(key) else {
+            // The row is gone (or no longer renders this key): the key stays deleted.
+            refreshed.deleted += 1;
+            continue;
         };
-        let mut ops = Vec::new();
-        let mut again = Vec::new();
-        for key in pending {
-            let Some(rendered) = rows.remove(key) else {
-                // The row is gone (or no longer renders this key): the key stays deleted.
-                refreshed.deleted += 1;
-                continue;
-            };
-            if !shows(&rendered, &sources, seen.get(key)) {
-                again.push(key);
-            } else if rendered.value.len() > job.max_value_bytes {
-                warn!(
-                    key,
-                    size = rendered.value.len(),
-                    limit = job.max_value_bytes,
-                    "Refreshed value exceeds max_value_bytes; leaving the key deleted."
-                );
-                refreshed.deleted += 1;
-            } else {
-                ops.push(KeyOp::Set {
-                    key: key.to_string(),
-                    value: rendered.value,
-                    ttl: job.ttl.pick(job.jitter, fastrand::f64()),
-                    read: lease.stamp(read_at),
-                });
-            }
-        }
-        cache.apply(&ops).await?;
-        refreshed.written += ops.len() as u64;
-        if again.is_empty() {
-            return Ok(refreshed);
-        }
-        if started.elapsed() + delay > VERIFY_WAIT {
+        if !shows(&rendered, &sources, seen.get(key)) {
+            refreshed.unverified.push(key.to_string());
+        } else if rendered.value.len() > job.max_value_bytes {
             warn!(
-                job = %job.name,
-                keys = again.len(),
-                first = again[0],
-                waited = ?started.elapsed(),
-                "Refresh reads kept returning rows older than their binlog event (a lagging [mysql] replica?); \
-                 leaving those keys deleted."
+                key,
+                size = rendered.value.len(),
+                limit = job.max_value_bytes,
+                "Refreshed value exceeds max_value_bytes; leaving the key deleted."
             );
-            for _ in &again {
-                metrics::record_refresh_given_up("unverified");
-            }
-            refreshed.deleted += again.len() as u64;
-            return Ok(refreshed);
+            refreshed.deleted += 1;
+        } else {
+            ops.push(KeyOp::Set {
+                key: key.to_string(),
+                value: rendered.value,
+                ttl: job.ttl.pick(job.jitter, fastrand::f64()),
+                read: lease.stamp(read_at),
+            });
         }
-        tokio::time::sleep(delay).await;
-        delay *= 2;
-        pending = again;
     }
+    cache.apply(&ops).await?;
+    refreshed.written += ops.len() as u64;
+    Ok(refreshed)
 }
 
 /// A definite failure (the query is refused, or its result cannot be rendered): the keys stay deleted.

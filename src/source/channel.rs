@@ -78,6 +78,7 @@ async fn apply_with_retry(invalidator: &Invalidator, actions: &[Action], shutdow
     invalidator
         .apply_with_retry("channel", actions, &HashMap::new(), shutdown)
         .await
+        .is_some()
 }
 
 /// Listens on a pub/sub channel.

@@ -32,6 +32,29 @@ pub struct Services {
     pub tls_ca: String,
 }
 static COUNTER: AtomicU32 = AtomicU32::new(0);
+static REPLICA: OnceLock<String> = OnceLock::new();
+
+/// A replica of the test MariaDB that applies changes one second late (`MASTER_DELAY=1`), for databases named
+/// `cw_replica_*` only: a lagging reader endpoint. URL without a database; started on first use.
+pub fn replica() -> &'static str {
+    REPLICA.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services");
+        let output = Command::new(&script)
+            .arg("--replica")
+            .output()
+            .expect("scripts/services runs");
+        assert!(
+            output.status.success(),
+            "scripts/services --replica failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find_map(|line| line.strip_prefix("export CACHEWARDEN_TEST_REPLICA_URL="))
+            .expect("scripts/services --replica prints the replica's URL")
+            .to_string()
+    })
+}
 
 /// The test services, brought up on first use.
 pub fn services() -> &'static Services {
@@ -79,6 +102,12 @@ pub struct TestEnv {
 impl TestEnv {
     /// Creates the database and picks a prefix.
     pub async fn new() -> Self {
+        Self::with_database_prefix("cw_test").await
+    }
+
+    /// Like [`TestEnv::new`], with the database named `<prefix>_<unique id>` (the replica of [`replica`] follows only
+    /// databases named `cw_replica_*`).
+    pub async fn with_database_prefix(prefix: &str) -> Self {
         let (mysql_base, redis_base) = (&services().mysql, &services().redis);
         let id = format!(
             "{}_{}_{}",
@@ -86,7 +115,7 @@ impl TestEnv {
             COUNTER.fetch_add(1, Ordering::Relaxed),
             fastrand::u32(..)
         );
-        let database = format!("cw_test_{id}");
+        let database = format!("{prefix}_{id}");
         let mut conn = sqlx::MySqlConnection::connect(&format!("{mysql_base}/mysql"))
             .await
             .expect("test MariaDB is reachable");

@@ -1,5 +1,6 @@
 //! One batch of binlog changes: the actions of many row events, across transactions, coalesced so that every key is
-//! touched once, with the position to save once the batch has been applied. And the debounce of warm runs.
+//! touched once, with the position to save once the batch has been applied; the refreshes to read again; and the
+//! debounce of warm runs.
 //!
 //! Pure: the listener adds planned actions and takes the batch when it is full, old or the stream is idle.
 //!
@@ -9,6 +10,11 @@
 //! deleted is deleted; of several projections the last row image is written. Pattern deletes are deduplicated and
 //! applied first: a key action from the same batch then still lands, and a key they match that a later change
 //! refreshed is read again after them.
+//!
+//! # Reading again
+//! A refresh whose read did not show its change (see `refresh`) is *deferred*: it joins a later batch after 2, 4,
+//! 8, … ms, unless a newer change of the same key arrives first (which replaces it), and is given up once it has
+//! waited [`VERIFY_WAIT`]. The key stays deleted meanwhile, so a crash or a give-up leaves a miss, never a stale value.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -16,6 +22,23 @@ use std::time::{Duration, Instant};
 use super::checkpoint::Position;
 use crate::model::SeenRow;
 use crate::plan::Action;
+
+/// How long a refresh is read again for a row that does not show its change, in all. A commit is visible within a
+/// millisecond or two of its binlog event; a replica lagging longer than this is not waited for.
+pub const VERIFY_WAIT: Duration = Duration::from_millis(250);
+/// The first wait before reading a deferred refresh again; it doubles with each attempt.
+const VERIFY_FIRST_DELAY: Duration = Duration::from_millis(2);
+
+/// A refresh waiting to be read again.
+struct Deferred {
+    seen: SeenRow,
+    /// Reads so far.
+    attempts: u32,
+    /// When the first read happened.
+    since: Instant,
+    /// When to read again.
+    due: Instant,
+}
 
 /// Everything gathered since the last apply.
 #[derive(Default)]
@@ -35,12 +58,44 @@ pub struct Batch {
     pub checkpoint: Option<Position>,
     /// When the first row of the batch arrived.
     pub started: Option<Instant>,
+    deferred: HashMap<String, Deferred>,
+    /// Deferred refreshes taken into this batch: their reads so far, and the first one's time.
+    retries: HashMap<String, (u32, Instant)>,
 }
 
 /// A batch ready to apply: actions in the order to apply them, and what each refresh must see.
 pub struct Ready {
     pub actions: Vec<Action>,
     pub seen: HashMap<String, SeenRow>,
+    retries: HashMap<String, (u32, Instant)>,
+}
+
+impl Ready {
+    /// Defers the refreshes whose read did not show their change into `batch`, and returns the keys given up on.
+    pub fn defer_unverified(mut self, unverified: &[String], batch: &mut Batch, now: Instant) -> Vec<String> {
+        let mut given_up = Vec::new();
+        for key in unverified {
+            let Some(seen) = self.seen.remove(key) else { continue };
+            let (attempts, since) = self.retries.get(key).copied().unwrap_or((0, now));
+            let attempts = attempts + 1;
+            let delay = VERIFY_FIRST_DELAY * 2u32.saturating_pow(attempts - 1);
+            if now.duration_since(since) + delay > VERIFY_WAIT {
+                given_up.push(key.clone());
+            } else if !batch.keyed.contains_key(key) {
+                let due = now + delay;
+                batch.deferred.insert(
+                    key.clone(),
+                    Deferred {
+                        seen,
+                        attempts,
+                        since,
+                        due,
+                    },
+                );
+            }
+        }
+        given_up
+    }
 }
 
 impl Batch {
@@ -58,6 +113,9 @@ impl Batch {
             Action::Warm(_) => return,
             Action::Delete(key) | Action::Refresh(key) | Action::Set { key, .. } => key.clone(),
         };
+        // A newer change of the key supersedes a deferred re-read of it.
+        self.deferred.remove(&key);
+        self.retries.remove(&key);
         match (&action, seen) {
             (Action::Refresh(_), Some(seen)) => {
                 self.seen.insert(key.clone(), seen.clone());
@@ -69,12 +127,37 @@ impl Batch {
         self.keyed.insert(key, (self.arrivals, action));
     }
 
+    /// When the next deferred refresh is due, if any waits.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.deferred.values().map(|deferred| deferred.due).min()
+    }
+
+    /// Moves the deferred refreshes due by `now` into the batch.
+    pub fn take_due(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .deferred
+            .iter()
+            .filter(|(_, deferred)| deferred.due <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in due {
+            let Some(deferred) = self.deferred.remove(&key) else {
+                continue;
+            };
+            self.started.get_or_insert(now);
+            self.arrivals += 1;
+            self.seen.insert(key.clone(), deferred.seen);
+            self.retries.insert(key.clone(), (deferred.attempts, deferred.since));
+            self.keyed.insert(key.clone(), (self.arrivals, Action::Refresh(key)));
+        }
+    }
+
     /// Keys and patterns waiting.
     pub fn len(&self) -> usize {
         self.keyed.len() + self.patterns.len()
     }
 
-    /// Whether nothing waits to be applied or saved.
+    /// Whether nothing waits to be applied or saved now (deferred refreshes wait apart, see [`Batch::next_due`]).
     pub fn is_empty(&self) -> bool {
         self.len() == 0 && self.rows == 0 && self.checkpoint.is_none()
     }
@@ -84,7 +167,8 @@ impl Batch {
         self.started.is_some_and(|at| now.duration_since(at) >= limit)
     }
 
-    /// The actions to apply, leaving the counters and checkpoint for the caller to read and reset.
+    /// The actions to apply, leaving the counters and checkpoint for the caller to read and [`Batch::reset`], and
+    /// the deferred refreshes in place.
     pub fn take_actions(&mut self) -> Ready {
         let mut keyed: Vec<(u64, Action)> = self.keyed.drain().map(|(_, entry)| entry).collect();
         // Same kinds together (the executor pipelines runs of one kind), each in arrival order.
@@ -95,7 +179,17 @@ impl Batch {
         Ready {
             actions,
             seen: std::mem::take(&mut self.seen),
+            retries: std::mem::take(&mut self.retries),
         }
+    }
+
+    /// Empties the batch after an apply, keeping the deferred refreshes.
+    pub fn reset(&mut self) {
+        let deferred = std::mem::take(&mut self.deferred);
+        *self = Batch {
+            deferred,
+            ..Batch::default()
+        };
     }
 }
 
@@ -198,6 +292,50 @@ mod tests {
         );
         assert!(ready.seen.contains_key("a") && !ready.seen.contains_key("b"));
         assert_eq!(batch.len(), 0);
+    }
+
+    #[test]
+    fn an_unverified_refresh_is_read_again_later_until_a_newer_change_or_the_wait_runs_out() {
+        let mut batch = Batch::default();
+        let start = Instant::now();
+        batch.add(Action::Refresh("a".into()), Some(&seen("new")), start);
+        batch.add(Action::Refresh("b".into()), Some(&seen("new")), start);
+        let ready = batch.take_actions();
+        batch.reset();
+        assert!(
+            ready
+                .defer_unverified(&["a".into(), "b".into()], &mut batch, start)
+                .is_empty()
+        );
+        assert!(batch.is_empty(), "deferred reads wait apart from the batch");
+        let due = batch.next_due().unwrap();
+        assert_eq!(due, start + VERIFY_FIRST_DELAY);
+        // A newer change of b replaces its re-read.
+        batch.add(Action::Refresh("b".into()), Some(&seen("newer")), start);
+        batch.take_due(due);
+        let ready = batch.take_actions();
+        batch.reset();
+        assert_eq!(ready.actions.len(), 2);
+        assert_eq!(ready.seen["b"], seen("newer"));
+        // a keeps failing: each wait doubles, and it is given up once the total would pass VERIFY_WAIT.
+        let mut ready = ready;
+        let mut now = due;
+        let mut reads = 2;
+        loop {
+            let given_up = ready.defer_unverified(&["a".into()], &mut batch, now);
+            if !given_up.is_empty() {
+                assert_eq!(given_up, ["a"]);
+                break;
+            }
+            now = batch.next_due().unwrap();
+            batch.take_due(now);
+            ready = batch.take_actions();
+            batch.reset();
+            reads += 1;
+        }
+        assert!(now.duration_since(start) <= VERIFY_WAIT);
+        assert!((5..=9).contains(&reads), "{reads} reads");
+        assert!(batch.next_due().is_none());
     }
 
     #[test]

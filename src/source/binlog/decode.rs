@@ -170,6 +170,8 @@ fn cell<'v>(value: &'v BinlogValue<'_>, shape: &ColumnShape, charset: u16, unsig
             Cell::Text(Cow::Owned(name.cloned().unwrap_or_default()))
         }
         (Value::Int(n), _) if unsigned => Cell::UInt(*n as u64),
+        // mysql_common reads a signed MEDIUMINT without extending its sign (-8388608 arrives as 8388608).
+        (Value::Int(n), Some(MYSQL_TYPE_INT24)) => Cell::Int(i64::from((((*n as u32) & 0x00ff_ffff) << 8) as i32 >> 8)),
         (Value::Int(n), _) => Cell::Int(*n),
         (Value::UInt(n), _) => Cell::UInt(*n),
         (Value::Float(x), _) => Cell::Float(*x),

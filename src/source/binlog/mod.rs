@@ -156,18 +156,30 @@ impl BinlogListener {
         let mut file = start.file.clone();
         let mut format_seen = false;
         let mut batch = Batch::default();
+        let mut last_heard = Instant::now();
         loop {
             let now = Instant::now();
             for job in state.debounce.due(now) {
                 self.invalidator.warm(&job, TriggerReason::Change);
             }
+            batch.take_due(now);
             let item = if batch.is_empty() {
+                // Wait for the next event, or for the next deferred refresh to be due.
+                let wait = batch
+                    .next_due()
+                    .map_or(silence, |due| due.saturating_duration_since(now).min(silence));
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => return Ok(()),
-                    next = tokio::time::timeout(silence, stream.next()) => next.map_err(|_| {
-                        BinlogError::Transient(format!("no event or heartbeat for {silence:?}: the connection is dead"))
-                    })?,
+                    next = tokio::time::timeout(wait, stream.next()) => match next {
+                        Ok(item) => item,
+                        Err(_) if last_heard.elapsed() >= silence => {
+                            return Err(BinlogError::Transient(format!(
+                                "no event or heartbeat for {silence:?}: the connection is dead"
+                            )));
+                        }
+                        Err(_) => continue,
+                    },
                 }
             } else {
                 let full =
@@ -184,6 +196,7 @@ impl BinlogListener {
                     }
                 }
             };
+            last_heard = Instant::now();
             let event = match item {
                 None => return Err(BinlogError::Transient("the server closed the binlog stream".into())),
                 Some(Err(error)) => return Err(server::classify(error, &Position { file, pos: 0 })),
@@ -341,23 +354,40 @@ impl BinlogListener {
         Ok(())
     }
 
-    /// Applies the batch and then saves its checkpoint. `false` when shutdown interrupted it (nothing is saved: the
-    /// batch is read again next time).
+    /// Applies the batch and then saves its checkpoint; refreshes whose read did not show their change are deferred
+    /// (see `batch`). `false` when shutdown interrupted it (nothing is saved: the batch is read again next time).
     async fn flush(&self, batch: &mut Batch, shutdown: &CancellationToken) -> Result<bool, BinlogError> {
         let ready = batch.take_actions();
-        if !ready.actions.is_empty()
-            && !self
+        let (transactions, rows, checkpoint) = (batch.transactions, batch.rows, batch.checkpoint.take());
+        batch.reset();
+        let mut unverified = Vec::new();
+        if !ready.actions.is_empty() {
+            match self
                 .invalidator
                 .apply_with_retry("binlog", &ready.actions, &ready.seen, shutdown)
                 .await
-        {
-            return Ok(false);
+            {
+                Some(applied) => unverified = applied.unverified,
+                None => return Ok(false),
+            }
         }
-        if let Some(position) = batch.checkpoint.take() {
+        if let Some(position) = checkpoint {
             checkpoint::save(&self.settings.checkpoint, self.invalidator.cache(), &position).await?;
         }
-        metrics::record_binlog_batch(batch.transactions, batch.rows, ready.actions.len() as u64);
-        *batch = Batch::default();
+        metrics::record_binlog_batch(transactions, rows, ready.actions.len() as u64);
+        let given_up = ready.defer_unverified(&unverified, batch, Instant::now());
+        if let Some(first) = given_up.first() {
+            for _ in &given_up {
+                metrics::record_refresh_given_up("unverified");
+            }
+            warn!(
+                keys = given_up.len(),
+                first = %first,
+                waited = ?batch::VERIFY_WAIT,
+                "Refresh reads kept returning rows other than their binlog event's (a lagging [mysql] replica?); \
+                 leaving those keys deleted."
+            );
+        }
         Ok(true)
     }
 
@@ -393,6 +423,7 @@ impl BinlogListener {
                 self.invalidator
                     .apply_with_retry("binlog", &actions, &Default::default(), shutdown)
                     .await
+                    .is_some()
             }
         }
     }

@@ -1,0 +1,274 @@
+//! Refresh-on-change under the conditions that used to break it: a reader that lags the binlog (the event arrives
+//! before the row is visible), a write storm on a few hot rows with a cold row changing meanwhile, and a refresh
+//! query that fails for good.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Daemon, TestEnv, eventually, get, sample, wait_for_admin};
+use sqlx::Connection as _;
+
+const SCHEMA: &str = "
+CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(50), price DECIMAL(8,2));
+INSERT INTO products SELECT seq, CONCAT('p', seq), 1.00 FROM seq_1_to_60;
+CREATE TABLE tags (id INT PRIMARY KEY, label VARCHAR(20));
+INSERT INTO tags VALUES (1, 'a')
+";
+
+/// `[binlog]` (reading `binlog_url`'s binlog), a products job whose refresh reads `[mysql]`, and the rules.
+fn config(env: &TestEnv, mysql_url: &str, binlog_url: &str, refresh_query: &str) -> String {
+    let p = &env.prefix;
+    let server_id = 10_000 + fastrand::u32(..1_000_000);
+    format!(
+        r#"[mysql]
+url = "{mysql_url}"
+
+[redis]
+url = "{redis}"
+
+[admin]
+listen = "{admin}"
+
+[channel]
+enabled = false
+
+[binlog]
+url = "{binlog_url}"
+server_id = {server_id}
+checkpoint_key = "{p}checkpoint"
+heartbeat = "1s"
+on_gap = "none"
+
+[[warm]]
+name = "products"
+schedule = "0 0 0 1 1 *"
+query = "SELECT id, name, price FROM products"
+refresh_query = "{refresh_query}"
+key = "{p}product:{{id}}"
+ttl = "1h"
+
+[[on_change]]
+table = "{db}.products"
+refresh = ["{p}product:{{id}}"]
+
+[[on_change]]
+table = "{db}.tags"
+delete = ["{p}tag:{{id}}"]
+"#,
+        redis = env.redis_url,
+        admin = env.admin_addr(),
+        db = env.database,
+    )
+}
+
+const REFRESH: &str = "SELECT id, name, price FROM products WHERE id = :id";
+
+async fn metric(env: &TestEnv, name: &str) -> f64 {
+    let body = get(env, "/metrics").await.map(|r| r.body).unwrap_or_default();
+    sample(&body, name).unwrap_or(0.0)
+}
+
+async fn start(env: &TestEnv, body: &str) -> Daemon {
+    let path = env.write_file("jobs.toml", body);
+    let daemon = Daemon::start(env, &path, &[], &[]);
+    wait_for_admin(env).await;
+    let following = eventually(Duration::from_secs(20), || async {
+        (metric(env, "cachewarden_binlog_connected").await == 1.0).then_some(())
+    })
+    .await;
+    assert!(following.is_some(), "not following the binlog:\n{}", daemon.log());
+    daemon
+}
+
+fn product(id: u32, name: &str, price: &str) -> String {
+    format!(r#"{{"id":{id},"name":"{name}","price":"{price}"}}"#)
+}
+
+/// The row as the cache should hold it, read from the primary.
+async fn row(env: &TestEnv, id: u32) -> String {
+    let mut conn = sqlx::MySqlConnection::connect(&env.mysql_url).await.unwrap();
+    let (name, price): (String, String) = sqlx::query_as("SELECT name, CAST(price AS CHAR) FROM products WHERE id = ?")
+        .bind(id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    product(id, &name, &price)
+}
+
+#[tokio::test]
+async fn a_refresh_never_caches_a_read_older_than_its_event() {
+    // The daemon follows the primary's binlog but reads refreshes from a replica one second behind: every read right
+    // after an event returns the row as it was before.
+    let env = TestEnv::with_database_prefix("cw_replica").await;
+    env.sql(SCHEMA).await;
+    let replica_url = format!("{}/{}", common::replica(), env.database);
+    let replicated = eventually(Duration::from_secs(20), || async {
+        let mut conn = sqlx::MySqlConnection::connect(&replica_url).await.ok()?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tags")
+            .fetch_one(&mut conn)
+            .await
+            .ok()?;
+        (n == 1).then_some(())
+    })
+    .await;
+    assert!(replicated.is_some(), "the replica never got the schema");
+    let mut daemon = start(&env, &config(&env, &replica_url, &env.mysql_url, REFRESH)).await;
+    let p = &env.prefix;
+
+    for round in 1..=3 {
+        env.sql(&format!("UPDATE products SET name = 'v{round}' WHERE id IN (1, 2, 3)"))
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Once the replica has caught up (and a little after), no key may hold an older row than the table's.
+    let caught_up = eventually(Duration::from_secs(10), || async {
+        let mut conn = sqlx::MySqlConnection::connect(&replica_url).await.ok()?;
+        let name: String = sqlx::query_scalar("SELECT name FROM products WHERE id = 3")
+            .fetch_one(&mut conn)
+            .await
+            .ok()?;
+        (name == "v3").then_some(())
+    })
+    .await;
+    assert!(caught_up.is_some(), "the replica did not catch up");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in 1..=3 {
+        let cached = env.get(&format!("{p}product:{id}")).await;
+        assert!(
+            cached.is_none() || cached.as_deref() == Some(row(&env, id).await.as_str()),
+            "product:{id} holds {cached:?}, an older row than the table's:\n{}",
+            daemon.log()
+        );
+    }
+    assert!(
+        metric(&env, r#"cachewarden_refresh_given_up_total{reason="unverified"}"#).await >= 1.0,
+        "no read was caught showing an older row (was the replica lagging?)"
+    );
+    // A read that does show the change is cached as usual.
+    let mut daemon_direct = {
+        assert_eq!(daemon.stop().await, Some(0));
+        start(&env, &config(&env, &env.mysql_url, &env.mysql_url, REFRESH)).await
+    };
+    env.sql("UPDATE products SET name = 'v4' WHERE id = 1").await;
+    let cached = eventually(Duration::from_secs(15), || async {
+        (env.get(&format!("{p}product:1")).await == Some(product(1, "v4", "1.00"))).then_some(())
+    })
+    .await;
+    assert!(cached.is_some(), "{}", daemon_direct.log());
+    assert_eq!(daemon_direct.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn a_hot_row_storm_converges_and_cold_rows_stay_fresh_meanwhile() {
+    let env = TestEnv::new().await;
+    env.sql(SCHEMA).await;
+    let mut daemon = start(&env, &config(&env, &env.mysql_url, &env.mysql_url, REFRESH)).await;
+    let p = env.prefix.clone();
+
+    // Four writers hammer rows 1..=50 with single-row transactions.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for writer in 0..4u32 {
+        let (url, stop) = (env.mysql_url.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut conn = sqlx::MySqlConnection::connect(&url).await.unwrap();
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                sqlx::query("UPDATE products SET name = ? WHERE id = ?")
+                    .bind(format!("w{writer}-{n}"))
+                    .bind(1 + (n * 7 + writer) % 50)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            n
+        }));
+    }
+    // Meanwhile a cold row changes every 250 ms; each change must reach the cache while the storm goes on.
+    let mut cold_seen = 0;
+    for round in 1..=8 {
+        env.sql(&format!("UPDATE products SET price = {round}.50 WHERE id = 60"))
+            .await;
+        let expected = product(60, "p60", &format!("{round}.50"));
+        let started = Instant::now();
+        let fresh = eventually(Duration::from_secs(10), || async {
+            (env.get(&format!("{p}product:60")).await.as_deref() == Some(expected.as_str())).then_some(())
+        })
+        .await;
+        if fresh.is_none() {
+            let log = daemon.log();
+            panic!(
+                "the cold row's change {round} never reached the cache during the storm ({} row events applied, lag \
+                 {}s):\n{}",
+                metric(&env, "cachewarden_binlog_rows_total").await,
+                metric(&env, "cachewarden_binlog_lag_seconds").await,
+                &log[log.len().saturating_sub(3000)..]
+            );
+        }
+        cold_seen += 1;
+        println!("cold change {round} cached after {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut writes = 0;
+    for writer in writers {
+        writes += writer.await.unwrap();
+    }
+    assert_eq!(cold_seen, 8);
+    // Once the writers stop, every hot key converges to its row.
+    for id in 1..=50 {
+        let expected = row(&env, id).await;
+        let converged = eventually(Duration::from_secs(15), || async {
+            let cached = env.get(&format!("{p}product:{id}")).await;
+            (cached.as_deref() == Some(expected.as_str())).then_some(())
+        })
+        .await;
+        assert!(
+            converged.is_some(),
+            "product:{id} is {:?}, the row is {expected}",
+            env.get(&format!("{p}product:{id}")).await
+        );
+    }
+    let rows = metric(&env, "cachewarden_binlog_rows_total").await;
+    let keys = metric(&env, "cachewarden_binlog_batch_keys_total").await;
+    println!("{writes} writes; {rows} row events applied as {keys} key actions");
+    assert!(rows >= f64::from(writes), "{rows} row events for {writes} writes");
+    assert_eq!(daemon.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn a_refresh_query_that_fails_for_good_deletes_its_key_and_the_stream_goes_on() {
+    let env = TestEnv::new().await;
+    env.sql(SCHEMA).await;
+    let broken = "SELECT id, name, price FROM products WHERE id = :id AND no_such_column = 1";
+    let mut daemon = start(&env, &config(&env, &env.mysql_url, &env.mysql_url, broken)).await;
+    let p = &env.prefix;
+    let mut redis = env.redis().await;
+    for key in ["product:1", "tag:1"] {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{p}{key}"))
+            .arg("stale")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    env.sql("UPDATE products SET name = 'x' WHERE id = 1").await;
+    env.sql("UPDATE tags SET label = 'b' WHERE id = 1").await;
+    for key in ["product:1", "tag:1"] {
+        let gone = eventually(Duration::from_secs(15), || async {
+            env.get(&format!("{p}{key}")).await.is_none().then_some(())
+        })
+        .await;
+        assert!(gone.is_some(), "{key} was not deleted:\n{}", daemon.log());
+    }
+    assert!(metric(&env, r#"cachewarden_refresh_given_up_total{reason="query_refused"}"#).await >= 1.0);
+    assert!(
+        daemon.log().contains("refresh_query cannot render these keys"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(metric(&env, "cachewarden_binlog_apply_failing").await, 0.0);
+    assert_eq!(daemon.stop().await, Some(0));
+}
