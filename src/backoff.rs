@@ -3,6 +3,10 @@
 
 use std::time::Duration;
 
+/// A connection that stayed up this long was healthy: the next outage starts again from the shortest delay (so that
+/// separate short outages do not each wait longer than the last).
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+
 /// Exponential backoff between `min` and `max`.
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -30,6 +34,13 @@ impl Backoff {
     /// Back to the shortest delay, after a healthy period.
     pub fn reset(&mut self) {
         self.attempt = 0;
+    }
+
+    /// Resets when a session that just ended had lasted [`HEALTHY_AFTER`].
+    pub fn session_ended(&mut self, lasted: Duration) {
+        if lasted >= HEALTHY_AFTER {
+            self.reset();
+        }
     }
 }
 

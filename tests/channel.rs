@@ -515,3 +515,101 @@ async fn a_burst_of_one_million_messages_loses_none() {
     );
     assert_eq!(daemon.stop().await, Some(0));
 }
+
+#[tokio::test]
+async fn a_stream_lost_in_a_redis_restart_is_read_from_its_start_and_an_idle_stream_stays_connected() {
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let port = free_port();
+    let mut redis_server = common::spawn_redis(port);
+    let p = env.prefix.clone();
+    let stream = format!("{p}stream");
+    let settings = format!("stream = \"{stream}\"\ngroup = \"cw\"\nconsumer = \"me\"");
+    let body = config(&env, &settings).replace("run_on_start = true\n", "");
+    let redis_url = format!("redis://127.0.0.1:{port}/0");
+    let path = env.write_file(
+        "jobs.toml",
+        &format!(
+            "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"{redis_url}\"\n[admin]\nlisten = \"{}\"\n\n{body}",
+            env.mysql_url,
+            env.admin_addr()
+        ),
+    );
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
+    let connect = || async {
+        eventually(Duration::from_secs(10), || async {
+            client.get_multiplexed_async_connection().await.ok()
+        })
+        .await
+        .expect("the test's Redis answers")
+    };
+    let group_exists = |mut conn: redis::aio::MultiplexedConnection, stream: String| async move {
+        eventually(Duration::from_secs(10), || {
+            let (mut conn, stream) = (conn.clone(), stream.clone());
+            async move {
+                redis::cmd("XINFO")
+                    .arg("GROUPS")
+                    .arg(&stream)
+                    .query_async::<Vec<redis::Value>>(&mut conn)
+                    .await
+                    .ok()
+                    .filter(|groups| !groups.is_empty())
+            }
+        })
+        .await
+        .is_some()
+            && redis::cmd("PING").query_async::<()>(&mut conn).await.is_ok()
+    };
+    let mut daemon = Daemon::start(&env, &path, &[], &[]);
+    wait_for_admin(&env).await;
+    assert!(group_exists(connect().await, stream.clone()).await, "{}", daemon.log());
+
+    // Idle for longer than the client's default 500 ms response timeout, several blocking reads long.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        !daemon.log().contains("Stream read failed"),
+        "an idle stream reconnected:\n{}",
+        daemon.log()
+    );
+
+    // Redis restarts empty (no persistence); the application adds entries before the daemon is back.
+    redis_server.kill().unwrap();
+    redis_server.wait().unwrap();
+    redis_server = common::spawn_redis(port);
+    let mut conn = connect().await;
+    for id in 1..=20 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{p}product:{id}"))
+            .arg("cached")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: String = redis::cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("message")
+            .arg(format!("{p}product:{id}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    for id in 1..=20 {
+        let key = format!("{p}product:{id}");
+        let deleted = eventually(Duration::from_secs(15), || {
+            let (mut conn, key) = (conn.clone(), key.clone());
+            async move {
+                let exists: u64 = redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await.ok()?;
+                (exists == 0).then_some(())
+            }
+        })
+        .await;
+        assert!(
+            deleted.is_some(),
+            "{key}, added after the restart, was skipped:\n{}",
+            daemon.log()
+        );
+    }
+    assert_eq!(daemon.stop().await, Some(0));
+    let _ = redis_server.kill();
+    let _ = redis_server.wait();
+}

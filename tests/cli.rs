@@ -87,11 +87,14 @@ async fn check_connect_catches_sql_errors_and_missing_columns() {
         .unwrap();
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(78), "{stderr}");
+    let file = path.display();
+    let source = std::fs::read_to_string(&path).unwrap();
+    let typo_line = source.lines().position(|l| l.contains("SELEC id")).unwrap() + 1;
     assert!(
-        stderr.contains("warm job \"typo\" query: MySQL refused the query"),
+        stderr.contains(&format!("{file}:{typo_line}: warm[1] \"typo\".query: MySQL refused the query")),
         "{stderr}"
     );
-    assert!(stderr.contains("warm job \"wrong_key\": key template"), "{stderr}");
+    assert!(stderr.contains("warm[2] \"wrong_key\": key template"), "{stderr}");
     assert!(stderr.contains("{sku}"), "{stderr}");
     assert!(!stderr.contains("\"good\""), "{stderr}");
 
@@ -104,6 +107,52 @@ async fn check_connect_catches_sql_errors_and_missing_columns() {
         .unwrap();
     assert!(output.status.success(), "{:?}", text(&output));
     assert!(text(&output).0.contains("OK (1 warm jobs)"));
+}
+
+#[tokio::test]
+async fn check_connect_holds_each_change_rule_against_its_table() {
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let p = &env.prefix;
+    let db = &env.database;
+    let body = format!(
+        "{}[binlog]\nserver_id = 4242\ncheckpoint_key = \"{p}checkpoint\"\n\n\
+         [[on_change]]\ntable = \"{db}.prodcts\"\ndelete = [\"{p}product:{{id}}\"]\n\n\
+         [[on_change]]\ntable = \"{db}.products\"\nwhen_changed = [\"nmae\"]\n\
+         delete = [\"{p}catalog:{{idd}}:*\"]\n\n\
+         [[on_change]]\ntable = \"{db}.products\"\n\
+         project = {{ key = \"{p}card:{{id}}\", columns = [\"id\", \"prize\"], ttl = \"1h\" }}\n\n\
+         [[on_change]]\ntable = \"{db}.products\"\ndelete = [\"{p}product:{{id}}\"]\nwhen_changed = [\"name\"]\n",
+        job(&env, "good", "SELECT id, name FROM products", "every 1h", ""),
+    );
+    let path = env.config_file(&body);
+    let output = env
+        .cli()
+        .args(["check", "--connect", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    let file = path.display();
+    let source = std::fs::read_to_string(&path).unwrap();
+    let line_of = |needle: &str| source.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    for (needle, expected) in [
+        (
+            "prodcts",
+            format!("on_change[0] \"{db}.prodcts\".table: there is no table {db}.prodcts"),
+        ),
+        (
+            "nmae",
+            format!("on_change[1] \"{db}.products\".when_changed: when_changed names `nmae`"),
+        ),
+        ("{idd}", format!("on_change[1] \"{db}.products\".delete: \"{p}catalog:{{idd}}:*\" names `idd`")),
+        ("prize", format!("on_change[2] \"{db}.products\".project: columns names `prize`")),
+    ] {
+        let wanted = format!("{file}:{}: {expected}", line_of(needle));
+        assert!(stderr.contains(&wanted), "missing {wanted:?} in:\n{stderr}");
+    }
+    assert!(!stderr.contains("on_change[3]"), "the correct rule was reported:\n{stderr}");
 }
 
 #[tokio::test]

@@ -208,7 +208,10 @@ impl StreamListener {
         };
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         loop {
-            match self.session(&mut intake, &shutdown).await {
+            let started = Instant::now();
+            let ended = self.session(&mut intake, &shutdown).await;
+            backoff.session_ended(started.elapsed());
+            match ended {
                 Ok(()) => return,
                 Err(error) => {
                     let delay = backoff.next_delay();

@@ -64,8 +64,6 @@ pub const BATCH_WAIT: Duration = Duration::from_millis(10);
 const DEFINITE_RETRY: Duration = Duration::from_secs(60);
 /// Connecting and the start-up checks must finish within this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A session that lasted this long was healthy: the next reconnect starts from the shortest delay again.
-const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 
 /// Follows the binlog.
 pub struct BinlogListener {
@@ -93,9 +91,7 @@ impl BinlogListener {
         loop {
             let started = Instant::now();
             let ended = self.session(&shutdown, &mut state).await;
-            if started.elapsed() >= HEALTHY_SESSION {
-                backoff.reset();
-            }
+            backoff.session_ended(started.elapsed());
             let delay = match ended {
                 Ok(()) => return,
                 Err(BinlogError::Purged(position, message)) => {
