@@ -63,6 +63,17 @@ fn products_rule(env: &TestEnv, extra: &str) -> String {
     )
 }
 
+/// A counters job with a refresh query, and the rule that refreshes it.
+fn counters_rules(env: &TestEnv) -> String {
+    let p = &env.prefix;
+    format!(
+        "[[warm]]\nname = \"counters\"\nschedule = \"0 0 0 1 1 *\"\nquery = \"SELECT id, n FROM counters\"\n\
+         refresh_query = \"SELECT id, n FROM counters WHERE id = :id\"\nkey = \"{p}counter:{{id}}\"\nttl = \"1h\"\n\n\
+         [[on_change]]\ntable = \"{}.counters\"\nrefresh = [\"{p}counter:{{id}}\"]\n",
+        env.database
+    )
+}
+
 async fn metric(env: &TestEnv, name: &str) -> f64 {
     let body = get(env, "/metrics").await.map(|r| r.body).unwrap_or_default();
     sample(&body, name).unwrap_or(0.0)
@@ -247,14 +258,7 @@ async fn a_restart_resumes_from_the_checkpoint_and_kill_9_loses_nothing() {
     env.sql(SCHEMA).await;
     env.sql("CREATE TABLE counters (id INT PRIMARY KEY, n INT);\nINSERT INTO counters SELECT seq, 0 FROM seq_1_to_50")
         .await;
-    let p = env.prefix.clone();
-    let rules = format!(
-        "{}[[warm]]\nname = \"counters\"\nschedule = \"0 0 0 1 1 *\"\nquery = \"SELECT id, n FROM counters\"\n\
-         refresh_query = \"SELECT id, n FROM counters WHERE id = :id\"\nkey = \"{p}counter:{{id}}\"\nttl = \"1h\"\n\n\
-         [[on_change]]\ntable = \"{}.counters\"\nrefresh = [\"{p}counter:{{id}}\"]\n",
-        products_rule(&env, ""),
-        env.database
-    );
+    let rules = format!("{}{}", products_rule(&env, ""), counters_rules(&env));
     let path = env.config_file(&config(&env, "", &rules));
     let mut daemon = start(&env, &path).await;
     assert_eq!(daemon.stop().await, Some(0));
@@ -360,7 +364,10 @@ async fn a_purged_binlog_runs_the_recovery_and_goes_on() {
     let _exclusive = BINLOG.write().await;
     let env = TestEnv::new().await;
     env.sql(SCHEMA).await;
-    let path = env.config_file(&config(&env, "on_gap = \"warm\"", &products_rule(&env, "")));
+    env.sql("CREATE TABLE counters (id INT PRIMARY KEY, n INT);\nINSERT INTO counters SELECT seq, 0 FROM seq_1_to_100")
+        .await;
+    let rules = format!("{}{}", products_rule(&env, ""), counters_rules(&env));
+    let path = env.config_file(&config(&env, "on_gap = \"warm\"", &rules));
     let mut daemon = start(&env, &path).await;
     assert_eq!(
         metric(&env, "cachewarden_binlog_gaps_total").await,
@@ -393,12 +400,44 @@ async fn a_purged_binlog_runs_the_recovery_and_goes_on() {
     .await;
     assert!(purged.is_some(), "the old binary logs could not be purged");
 
+    // A writer keeps committing while the daemon starts and recovers: what it commits during the recovery must not
+    // be lost between the recovery's read and the position the stream resumes from.
+    let url = env.mysql_url.clone();
+    let writer = tokio::spawn(async move {
+        let mut conn = sqlx::MySqlConnection::connect(&url).await.unwrap();
+        for n in 1..=1500u32 {
+            sqlx::query("UPDATE counters SET n = ? WHERE id = ?")
+                .bind(n)
+                .bind(1 + n % 100)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    });
     let mut daemon = start(&env, &path).await;
     assert!(
         becomes(&env, "product:1", Some(r#"{"id":1,"name":"Kettle","price":"2.00"}"#)).await,
         "not recovered"
     );
     assert!(daemon.log().contains("Binlog position was purged"), "{}", daemon.log());
+    writer.await.unwrap();
+    let mut conn = sqlx::MySqlConnection::connect(&env.mysql_url).await.unwrap();
+    let rows: Vec<(i32, i32)> = sqlx::query_as("SELECT id, n FROM counters")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    for (id, n) in rows {
+        assert!(
+            becomes(
+                &env,
+                &format!("counter:{id}"),
+                Some(&format!(r#"{{"id":{id},"n":{n}}}"#))
+            )
+            .await,
+            "counter {id} lost a change committed during the recovery: {:?}",
+            value(&env, &format!("counter:{id}")).await
+        );
+    }
     assert_eq!(metric(&env, "cachewarden_binlog_gaps_total").await, 1.0);
     // And it goes on following.
     env.sql("UPDATE products SET price = 3.00 WHERE id = 1").await;
@@ -510,5 +549,78 @@ async fn a_server_without_row_binlog_is_refused_clearly() {
         "{log}"
     );
     assert!(daemon.is_running(), "the rest of the daemon keeps running");
+    assert_eq!(daemon.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn after_a_server_restart_the_checkpoint_follows_the_new_binlog_file() {
+    let _shared = BINLOG.read().await;
+    let env = TestEnv::new().await;
+    let mut server = common::OwnMariaDb::start();
+    let base_url = server.url();
+    let url = format!("{base_url}/shop");
+    let run = |sql: String| {
+        let base = base_url.clone();
+        async move {
+            let mut conn = sqlx::MySqlConnection::connect(&format!("{base}/mysql")).await.unwrap();
+            for statement in sql.split(";\n").filter(|s| !s.trim().is_empty()) {
+                sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("{statement}: {e}"));
+            }
+        }
+    };
+    run(format!("CREATE DATABASE shop;\nUSE shop;\n{SCHEMA}")).await;
+    let rules = format!(
+        "[[on_change]]\ntable = \"shop.products\"\nrefresh = [\"{}product:{{id}}\"]\n",
+        env.prefix
+    );
+    let body = config(&env, "", &rules);
+    let path = env.write_file(
+        "jobs.toml",
+        &format!(
+            "[mysql]\nurl = \"{url}\"\n[redis]\nurl = \"{}\"\n[admin]\nlisten = \"{}\"\n\n{body}",
+            env.redis_url,
+            env.admin_addr()
+        ),
+    );
+    let mut daemon = start(&env, &path).await;
+    let master_file = || {
+        let base = base_url.clone();
+        async move {
+            let mut conn = sqlx::MySqlConnection::connect(&format!("{base}/mysql")).await.unwrap();
+            let status = sqlx::query("SHOW MASTER STATUS").fetch_one(&mut conn).await.unwrap();
+            sqlx::Row::get::<String, _>(&status, 0)
+        }
+    };
+    for round in 1..=3 {
+        server.restart();
+        run(format!("UPDATE shop.products SET price = {round}.25 WHERE id = 1")).await;
+        let expected = format!(r#"{{"id":1,"name":"Kettle","price":"{round}.25"}}"#);
+        assert!(
+            becomes(&env, "product:1", Some(&expected)).await,
+            "round {round}: the change after the restart was not applied:\n{}",
+            daemon.log()
+        );
+        let file = master_file().await;
+        let saved = eventually(Duration::from_secs(10), || async {
+            let checkpoint = value(&env, "checkpoint").await?;
+            checkpoint.starts_with(&format!("{file}:")).then_some(checkpoint)
+        })
+        .await;
+        assert!(
+            saved.is_some(),
+            "round {round}: the checkpoint {:?} does not name the server's file {file}:\n{}",
+            value(&env, "checkpoint").await,
+            daemon.log()
+        );
+    }
+    assert!(!daemon.log().contains("purged"), "{}", daemon.log());
+    assert_eq!(
+        metric(&env, "cachewarden_binlog_gaps_total").await,
+        1.0,
+        "only the first start is a gap"
+    );
     assert_eq!(daemon.stop().await, Some(0));
 }

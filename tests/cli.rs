@@ -91,7 +91,9 @@ async fn check_connect_catches_sql_errors_and_missing_columns() {
     let source = std::fs::read_to_string(&path).unwrap();
     let typo_line = source.lines().position(|l| l.contains("SELEC id")).unwrap() + 1;
     assert!(
-        stderr.contains(&format!("{file}:{typo_line}: warm[1] \"typo\".query: MySQL refused the query")),
+        stderr.contains(&format!(
+            "{file}:{typo_line}: warm[1] \"typo\".query: MySQL refused the query"
+        )),
         "{stderr}"
     );
     assert!(stderr.contains("warm[2] \"wrong_key\": key template"), "{stderr}");
@@ -146,13 +148,22 @@ async fn check_connect_holds_each_change_rule_against_its_table() {
             "nmae",
             format!("on_change[1] \"{db}.products\".when_changed: when_changed names `nmae`"),
         ),
-        ("{idd}", format!("on_change[1] \"{db}.products\".delete: \"{p}catalog:{{idd}}:*\" names `idd`")),
-        ("prize", format!("on_change[2] \"{db}.products\".project: columns names `prize`")),
+        (
+            "{idd}",
+            format!("on_change[1] \"{db}.products\".delete: \"{p}catalog:{{idd}}:*\" names `idd`"),
+        ),
+        (
+            "prize",
+            format!("on_change[2] \"{db}.products\".project: columns names `prize`"),
+        ),
     ] {
         let wanted = format!("{file}:{}: {expected}", line_of(needle));
         assert!(stderr.contains(&wanted), "missing {wanted:?} in:\n{stderr}");
     }
-    assert!(!stderr.contains("on_change[3]"), "the correct rule was reported:\n{stderr}");
+    assert!(
+        !stderr.contains("on_change[3]"),
+        "the correct rule was reported:\n{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -422,3 +422,114 @@ pub fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
             .ok()
     })
 }
+
+/// A MariaDB of a test's own (row binlog, as `scripts/services` sets up the shared one), for tests that restart the
+/// server. Its data directory lives in a temporary folder; dropping it kills the server.
+pub struct OwnMariaDb {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl OwnMariaDb {
+    /// Initialises a data directory and starts the server on a free port.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let status = Command::new("chown")
+            .args(["mysql:mysql", &dir.path().display().to_string()])
+            .status()
+            .expect("chown runs");
+        assert!(status.success());
+        let output = Command::new("mariadb-install-db")
+            .args([
+                "--user=mysql",
+                &format!("--datadir={}", dir.path().join("data").display()),
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
+            .output()
+            .expect("mariadb-install-db runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let mut server = Self {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        server.launch();
+        server
+    }
+
+    /// `mysql://root@127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.port)
+    }
+
+    fn launch(&mut self) {
+        let data = self.dir.path().join("data");
+        let child = Command::new("mariadbd")
+            .args([
+                "--no-defaults",
+                "--user=mysql",
+                &format!("--datadir={}", data.display()),
+                &format!("--socket={}", self.dir.path().join("mysqld.sock").display()),
+                &format!("--port={}", self.port),
+                "--bind-address=127.0.0.1",
+                "--skip-name-resolve",
+                "--server-id=1",
+                &format!("--log-bin={}", data.join("binlog").display()),
+                "--binlog-format=ROW",
+                "--binlog-row-image=FULL",
+                "--binlog-row-metadata=FULL",
+                "--innodb-buffer-pool-size=32M",
+                &format!("--log-error={}", self.dir.path().join("error.log").display()),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd starts");
+        self.child = Some(child);
+        let url = self.url();
+        let up = (0..300).any(|_| {
+            let ready = Command::new("mariadb")
+                .args([
+                    "--protocol=tcp",
+                    "-h",
+                    "127.0.0.1",
+                    "-P",
+                    &self.port.to_string(),
+                    "-uroot",
+                    "-e",
+                    "SELECT 1",
+                ])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !ready {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            ready
+        });
+        assert!(up, "{url} did not come up");
+    }
+
+    /// Stops the server cleanly (SIGTERM, as a service manager would) and starts it again.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnMariaDb {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
