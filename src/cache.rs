@@ -578,7 +578,8 @@ impl Cache {
     pub async fn sample_keys(&self, pattern: &str, count: usize) -> Result<Vec<String>, CacheError> {
         let mut cursor: u64 = 0;
         let mut seen = 0usize;
-        let mut sample = Vec::with_capacity(count);
+        // Sized as it fills: `count` is a cap, and a job may have far fewer keys.
+        let mut sample = Vec::with_capacity(count.min(1024));
         loop {
             let (next, keys): (u64, Vec<String>) = self.scan_page(cursor, pattern).await?;
             for key in keys {

@@ -81,9 +81,9 @@ pub enum Command {
         /// Audit only this job (repeatable).
         #[arg(long = "job", value_name = "NAME")]
         jobs: Vec<String>,
-        /// Keys sampled per job.
-        #[arg(long, default_value_t = 1000)]
-        sample: usize,
+        /// Keys sampled per job (at most 10,000,000).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+        sample: u32,
     },
     /// Create and seed the demo shop schema in the configured database (for the quick start; never in production).
     DemoInit,

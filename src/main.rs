@@ -138,7 +138,7 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::Audit { jobs, sample } => match app::run_audit(&config, &jobs, sample).await {
+        Command::Audit { jobs, sample } => match app::run_audit(&config, &jobs, sample as usize).await {
             Ok((report, consistent)) => {
                 print!("{report}");
                 success_if(consistent)

@@ -395,3 +395,98 @@ fn on_change_tables_default_to_the_mysql_database() {
         ("shop", "sessions")
     );
 }
+
+/// A valid config with `section` given the extra `line`.
+fn with_setting(section: &str, line: &str) -> String {
+    let job = "[[warm]]\nname = \"j\"\nschedule = \"every 5m\"\nquery = \"SELECT 1 AS id\"\nkey = \"a:{id}\"\n\
+               ttl = \"1h\"\n";
+    let binlog = "[binlog]\nserver_id = 7\n";
+    match section {
+        "warm" if line.starts_with("ttl") => format!("{CONNECTIONS}\n{}", job.replace("ttl = \"1h\"", line)),
+        "warm" => format!("{CONNECTIONS}\n{job}{line}\n"),
+        "binlog" => format!("{CONNECTIONS}\n{binlog}{line}\n\n{job}"),
+        "mysql" => format!(
+            "{}\n{job}",
+            CONNECTIONS.replace("\n\n[redis]", &format!("\n{line}\n\n[redis]"))
+        ),
+        section => format!("{CONNECTIONS}\n[{section}]\n{line}\n\n{job}"),
+    }
+}
+
+#[test]
+fn values_that_would_crash_at_run_time_are_refused_naming_the_field() {
+    let cases = [
+        ("mysql", "pool_size = 4294967296", "mysql.pool_size"),
+        (
+            "daemon",
+            "max_concurrent_jobs = 9223372036854775807",
+            "daemon.max_concurrent_jobs",
+        ),
+        ("daemon", "audit_sample = 9223372036854775807", "daemon.audit_sample"),
+        ("binlog", "heartbeat = \"18446744073709551615s\"", "binlog.heartbeat"),
+        ("binlog", "heartbeat = \"2h\"", "binlog.heartbeat"),
+        ("warm", "timeout = \"18446744073709551615s\"", "warm[0] \"j\".timeout"),
+        ("warm", "ttl = \"18446744073709551615s\"", "warm[0] \"j\".ttl"),
+        ("daemon", "log_level = \"inf\"", "daemon.log_level"),
+        ("daemon", "log_level = \"warning\"", "daemon.log_level"),
+    ];
+    for (section, line, location) in cases {
+        let source = with_setting(section, line);
+        let problems = match config::load_str(Path::new("jobs.toml"), &source, HashMap::new()) {
+            Ok(_) => panic!("{line} was accepted:\n{source}"),
+            Err(error) => error.problems().to_vec(),
+        };
+        find(&problems, location);
+    }
+    for good in [
+        "log_level = \"warn\"",
+        "log_level = \"info,cachewarden=debug\"",
+        "audit_sample = 200000",
+    ] {
+        let source = with_setting("daemon", good);
+        assert!(
+            config::load_str(Path::new("jobs.toml"), &source, HashMap::new()).is_ok(),
+            "{good} was refused"
+        );
+    }
+}
+
+#[test]
+fn any_number_in_a_numeric_or_duration_field_is_accepted_in_bounds_or_refused_never_a_panic() {
+    let fields = [
+        ("mysql", "pool_size"),
+        ("daemon", "max_concurrent_jobs"),
+        ("daemon", "audit_sample"),
+        ("channel", "max_keys_per_message"),
+        ("channel", "max_keys_per_pattern"),
+        ("binlog", "server_id"),
+    ];
+    let durations = [
+        ("binlog", "heartbeat"),
+        ("warm", "timeout"),
+        ("warm", "ttl"),
+        ("daemon", "shutdown_grace"),
+    ];
+    let mut rng = fastrand::Rng::with_seed(17);
+    for _ in 0..400 {
+        let n: i64 = match rng.u8(..4) {
+            0 => rng.i64(..),
+            1 => rng.i64(-10..10),
+            2 => 1 << rng.u32(0..63),
+            _ => rng.i64(0..100_000),
+        };
+        let (section, field) = fields[rng.usize(..fields.len())];
+        let source = with_setting(section, &format!("{field} = {n}"));
+        let _ = config::load_str(Path::new("jobs.toml"), &source, HashMap::new());
+        let (section, field) = durations[rng.usize(..durations.len())];
+        let unit = ["ms", "s", "m", "h", "d"][rng.usize(..5)];
+        let source = with_setting(section, &format!("{field} = \"{}{unit}\"", n.unsigned_abs()));
+        if let Ok(config) = config::load_str(Path::new("jobs.toml"), &source, HashMap::new()) {
+            let job = &config.jobs[0];
+            assert!(job.timeout <= std::time::Duration::from_secs(10 * 365 * 24 * 3600));
+            if let Some(binlog) = &config.binlog {
+                assert!(binlog.heartbeat <= std::time::Duration::from_secs(3600));
+            }
+        }
+    }
+}

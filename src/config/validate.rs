@@ -347,13 +347,9 @@ impl Context {
             }
         };
         if let Some(level) = &raw.log_level
-            && let Err(error) = level.parse::<tracing_subscriber::EnvFilter>()
+            && let Err(error) = check_log_level(level)
         {
-            self.field_problem(
-                "daemon",
-                "log_level",
-                format!("\"{level}\" is not a log filter: {error}"),
-            );
+            self.field_problem("daemon", "log_level", error);
         }
         DaemonSettings {
             max_concurrent_jobs: self
@@ -536,9 +532,17 @@ impl Context {
                 None
             }
         };
-        let heartbeat = self
-            .duration("binlog", "heartbeat", raw.heartbeat)
-            .unwrap_or(DEFAULT_HEARTBEAT);
+        let heartbeat = match self.duration("binlog", "heartbeat", raw.heartbeat) {
+            Some(heartbeat) if heartbeat > MAX_HEARTBEAT => {
+                self.field_problem(
+                    "binlog",
+                    "heartbeat",
+                    format!("{heartbeat:?} is longer than an hour: a dead replication link would go unnoticed"),
+                );
+                DEFAULT_HEARTBEAT
+            }
+            heartbeat => heartbeat.unwrap_or(DEFAULT_HEARTBEAT),
+        };
         let on_gap = self.on_gap("binlog", raw.on_gap.as_deref());
         Some(BinlogSettings {
             server_id: server_id?,
@@ -960,7 +964,20 @@ impl Context {
 
     fn count(&mut self, section: &str, field: &str, raw: Option<IntOrString>) -> Option<usize> {
         let raw = raw?;
+        let limit = COUNT_LIMITS
+            .iter()
+            .find(|(name, _)| *name == field)
+            .map(|(_, max)| *max);
         match parse_count(&raw) {
+            Ok(count) if limit.is_some_and(|max| count > max) => {
+                let max = limit.unwrap_or_default();
+                self.field_problem(
+                    section,
+                    field,
+                    format!("{count} is more than {max}, the most it accepts"),
+                );
+                None
+            }
             Ok(count) => Some(count),
             Err(message) => {
                 self.field_problem(section, field, message);
@@ -1263,7 +1280,47 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if duration.is_zero() {
         return Err(format!("\"{text}\" is zero; a duration must be positive"));
     }
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "\"{text}\" is longer than 10 years, the longest duration accepted"
+        ));
+    }
     Ok(duration)
+}
+
+/// The longest duration any field accepts: longer than any sensible TTL or timeout, and far from the overflow of
+/// clock arithmetic and of Redis' expiry times.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// The largest value each count accepts: beyond any sensible setting, inside what the runtime can allocate or the
+/// server can take.
+const COUNT_LIMITS: &[(&str, usize)] = &[
+    ("pool_size", 1_000),
+    ("max_concurrent_jobs", 1_000),
+    ("audit_sample", 10_000_000),
+    ("max_keys_per_message", 1_000_000),
+    ("max_keys_per_pattern", 1_000_000_000),
+];
+
+/// The longest `[binlog] heartbeat`: the server's own limit is about 50 days, but a dead link must be noticed.
+const MAX_HEARTBEAT: Duration = Duration::from_secs(3600);
+
+/// A log filter: levels (`trace`, `debug`, `info`, `warn`, `error`, `off`) and `target=level` directives. A bare word
+/// that is not a level (`inf`, `warning`) would silently filter everything out, so it is refused.
+fn check_log_level(level: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    if let Err(error) = level.parse::<tracing_subscriber::EnvFilter>() {
+        return Err(format!("\"{level}\" is not a log filter: {error}"));
+    }
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !directive.contains(['=', '[', ':']);
+        if bare && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive)) {
+            return Err(format!(
+                "\"{directive}\" is not a level: use trace, debug, info, warn, error or off (or target=level)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A duration, or `"none"` for keys that never expire.
