@@ -13,6 +13,7 @@ Scenarios:
              python-mysql-replication invalidator; and live: a 10,000-row update burst, time from the last commit to
              the last key deleted.
   idle       the daemon doing nothing for 10 s: RSS and CPU.
+  cdc_single_row, cdc_storm   a busy primary: see bench/cdc.py.
 """
 import argparse
 import datetime
@@ -31,6 +32,8 @@ import urllib.request
 
 import pymysql
 import redis
+
+import cdc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "cachewarden")
@@ -546,6 +549,7 @@ def ceiling(w):
 
 def report(results, runs):
     w, m, p, b, i = (results[k] for k in ("warm_10k", "warm_1m", "pubsub", "binlog", "idle"))
+    s, st = results["cdc_single_row"], results["cdc_storm"]
     size, w = w
     rows = [
         ("warm 10k products (~%d B values), keys/s" % size, w["cachewarden"],
@@ -575,6 +579,25 @@ def report(results, runs):
         ("binlog live: 10k-row burst, last commit → last key deleted", f"{b['live_lag_ms']:.0f} ms p50,"
          f" {b['live_lag_p99_ms']:.0f} ms p99 ({b['live_bursts']} bursts)", f"{b['python_live_lag_ms']:.0f} ms (python-mysql-replication)", "-",
          f"{b['python_live_lag_ms'] / b['live_lag_ms']:.1f}x", "≤ 50 ms, ≥ 10x"),
+        ("binlog single-row transactions, refresh rule, row events/s (daemon CPU)",
+         f"{s['refresh']:.0f} ({s['refresh_cpu_us_per_event']:.1f} µs/event, {s['refresh_cpu_percent']:.0f}% of a core)",
+         f"{s['python_refresh']:.0f} (python-mysql-replication, SELECT + SET per row)", "-",
+         f"{s['refresh'] / s['python_refresh']:.1f}x", "≥ 50k/s catch-up (200k txns), ≥ 20k/s"),
+        ("binlog single-row transactions, delete rule, row events/s (daemon CPU)",
+         f"{s['delete']:.0f} ({s['delete_cpu_us_per_event']:.1f} µs/event, {s['delete_cpu_percent']:.0f}% of a core)",
+         "-", "-", "-", "≥ 30k/s"),
+        (f"hot-row storm: {cdc.STORM_WRITERS} writers on {cdc.HOT_ROWS} rows for {cdc.STORM_SECONDS} s"
+         f" ({st['writes_per_s']:.0f} txn/s), refresh rule: largest lag",
+         f"{st['max_lag_s']:.2f} s (worst run {st['max_lag_worst_s']:.2f} s)",
+         f"refresher at {s['python_refresh']:.0f}/s falls {st['writes_per_s'] - s['python_refresh']:.0f} events/s behind",
+         "-", "-", "< 1 s"),
+        ("hot-row storm: a cold row changed every 250 ms, commit → in Redis",
+         f"{st['cold_p50_ms']:.0f} ms p50, {st['cold_p99_ms']:.0f} ms p99 (worst run {st['cold_p99_worst_ms']:.0f} ms)",
+         "-", "-", "-", "≤ 100 ms p50, ≤ 500 ms p99"),
+        ("hot-row storm: writers stop → every hot key equals its row",
+         f"{st['converged_after_s'] * 1000:.0f} ms ({st['events']:.0f} events → {st['keys_after_coalescing']:.0f}"
+         f" key actions in {st['batches']:.0f} batches; daemon {st['daemon_cpu_percent']:.0f}% of a core)",
+         "-", "-", "-", "≤ 1 s"),
         ("idle daemon: RSS, CPU", f"{i['rss_mb']:.1f} MB, {i['cpu_percent']:.2f}%", "-", "-", "-", "≤ 15 MB, ~0"),
     ]
     lines = [
@@ -601,12 +624,15 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print the report, leave docs/BENCHMARKS.md alone")
-    parser.add_argument("--only", help="run one scenario and print its figures (warm_10k, warm_1m, pubsub, binlog, idle)")
+    parser.add_argument("--only", help="run one scenario and print its figures (warm_10k, warm_1m, pubsub, binlog, "
+                        "cdc_single_row, cdc_storm, idle)")
     args = parser.parse_args()
     setup()
     results = {}
     for name, scenario in (("warm_10k", lambda: warm_10k(args.runs)), ("warm_1m", lambda: warm_1m(args.runs)),
                            ("pubsub", lambda: pubsub(args.runs)), ("binlog", lambda: binlog(args.runs)),
+                           ("cdc_single_row", lambda: cdc.single_row(sys.modules[__name__], args.runs)),
+                           ("cdc_storm", lambda: cdc.storm(sys.modules[__name__], args.runs)),
                            ("idle", idle)):
         if args.only and name != args.only:
             continue

@@ -74,6 +74,20 @@ pub struct Applied {
     pub unverified: Vec<String>,
 }
 
+impl Applied {
+    /// The counts per action, as the metrics label them.
+    pub fn counts(&self) -> [(&'static str, u64); 6] {
+        [
+            ("delete", self.deleted),
+            ("pattern_delete", self.pattern_deleted),
+            ("refresh", self.refreshed),
+            ("refresh_delete", self.refresh_deleted),
+            ("warm", self.warms),
+            ("project", self.projected),
+        ]
+    }
+}
+
 /// How long applying may keep failing before the daemon reports the task stuck (a blip is not worth a page).
 const STALL_AFTER: Duration = Duration::from_secs(5);
 /// A definite failure (a Redis ACL refusal, say) is tried again after this, doubling up to [`DEFINITE_RETRY_MAX`]:
@@ -249,7 +263,7 @@ impl Invalidator {
             }
             index = end;
         }
-        metrics::record_invalidations(&applied);
+        metrics::record_invalidations(&applied.counts());
         Ok(applied)
     }
 

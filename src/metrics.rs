@@ -9,8 +9,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::warm::RunSummary;
-
 /// Warm run duration buckets, in seconds: from a 10 ms key lookup to a 10-minute catalog rebuild.
 const DURATION_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0,
@@ -155,8 +153,19 @@ impl Outcome {
     }
 }
 
+/// A successful warm run's figures, as plain numbers (metrics know nothing of the executors).
+pub struct RunFigures {
+    pub duration: Duration,
+    pub rows: u64,
+    pub keys_written: u64,
+    pub bytes_written: u64,
+    pub skipped_oversize: u64,
+    pub skipped_null_key: u64,
+    pub skipped_invalid: u64,
+}
+
 /// Records one warm run's outcome and, for a success, its figures.
-pub fn record_run(job: &str, outcome: Outcome, summary: Option<&RunSummary>) {
+pub fn record_run(job: &str, outcome: Outcome, summary: Option<&RunFigures>) {
     let job = job.to_string();
     counter!("cachewarden_warm_runs_total", "job" => job.clone(), "outcome" => outcome.as_str()).increment(1);
     let Some(summary) = summary else {
@@ -230,16 +239,9 @@ pub fn record_gap() {
     counter!("cachewarden_channel_gaps_total").increment(1);
 }
 
-/// Counts what a batch of invalidations did.
-pub fn record_invalidations(applied: &crate::invalidate::Applied) {
-    for (action, count) in [
-        ("delete", applied.deleted),
-        ("pattern_delete", applied.pattern_deleted),
-        ("refresh", applied.refreshed),
-        ("refresh_delete", applied.refresh_deleted),
-        ("warm", applied.warms),
-        ("project", applied.projected),
-    ] {
+/// Counts what a batch of invalidations did: keys (or runs, for `warm`) per action.
+pub fn record_invalidations(counts: &[(&'static str, u64)]) {
+    for &(action, count) in counts {
         if count > 0 {
             counter!("cachewarden_invalidated_keys_total", "action" => action).increment(count);
         }

@@ -339,6 +339,34 @@ pub struct ReadStamp {
     pub lease: std::sync::Arc<str>,
 }
 
+/// An `[[on_change]]` rule: what a changed row of a table does to the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRule {
+    /// `database.table`.
+    pub database: String,
+    pub table: String,
+    /// Key templates (a trailing or inner `*` makes a pattern) deleted for the row's before and after images.
+    pub delete: Vec<KeyTemplate>,
+    /// Key templates refreshed from the database (through the job with that template and its `refresh_query`).
+    pub refresh: Vec<KeyTemplate>,
+    /// Warm jobs run when the table changes, at most once per `debounce`.
+    pub warm: Vec<String>,
+    pub debounce: Duration,
+    /// When non-empty, an UPDATE that changes none of these columns is ignored.
+    pub when_changed: Vec<String>,
+    /// A key written straight from the row image (no query): the chosen columns as a JSON object.
+    pub project: Option<Projection>,
+}
+
+/// A key whose value is a projection of one row, written from the binlog's row image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Projection {
+    pub key: KeyTemplate,
+    /// Columns of the value, in this order.
+    pub columns: Vec<String>,
+    pub ttl: Ttl,
+}
+
 /// A row image as the change planner sees it: column name → the value as key text (`None` for NULL).
 pub type RowImage = HashMap<String, Option<String>>;
 

@@ -13,8 +13,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use crate::config::ChangeRule;
-use crate::model::{KeyPart, KeyTemplate, RowChange, RowImage};
+use crate::model::{ChangeRule, KeyPart, KeyTemplate, RowChange, RowImage};
 
 /// One thing a message asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -96,6 +96,19 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
+    /// The figures the metrics record.
+    pub fn figures(&self) -> metrics::RunFigures {
+        metrics::RunFigures {
+            duration: self.duration,
+            rows: self.rows,
+            keys_written: self.keys_written,
+            bytes_written: self.bytes_written,
+            skipped_oversize: self.skipped_oversize,
+            skipped_null_key: self.skipped_null_key,
+            skipped_invalid: self.skipped_invalid,
+        }
+    }
+
     /// All skipped rows and values.
     pub fn skipped(&self) -> u64 {
         self.skipped_oversize + self.skipped_null_key + self.skipped_invalid
@@ -221,7 +234,7 @@ impl Warmer {
         match result {
             Ok(mut summary) => {
                 summary.duration = started.elapsed();
-                metrics::record_run(&job.name, metrics::Outcome::Success, Some(&summary));
+                metrics::record_run(&job.name, metrics::Outcome::Success, Some(&summary.figures()));
                 self.record(&job.name, |stats| {
                     stats.succeeded += 1;
                     stats.last = Some(LastRun {

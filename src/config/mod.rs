@@ -18,6 +18,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::model::{ChangeRule, Projection};
 pub use error::{ConfigError, Problem};
 pub use validate::{parse_duration, parse_schedule, table_field_line};
 
@@ -193,34 +194,6 @@ pub enum CheckpointStore {
     Redis(String),
     /// A file (written atomically).
     File(PathBuf),
-}
-
-/// An `[[on_change]]` rule: what a changed row of a table does to the cache.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChangeRule {
-    /// `database.table`.
-    pub database: String,
-    pub table: String,
-    /// Key templates (a trailing or inner `*` makes a pattern) deleted for the row's before and after images.
-    pub delete: Vec<crate::model::KeyTemplate>,
-    /// Key templates refreshed from the database (through the job with that template and its `refresh_query`).
-    pub refresh: Vec<crate::model::KeyTemplate>,
-    /// Warm jobs run when the table changes, at most once per `debounce`.
-    pub warm: Vec<String>,
-    pub debounce: Duration,
-    /// When non-empty, an UPDATE that changes none of these columns is ignored.
-    pub when_changed: Vec<String>,
-    /// A key written straight from the row image (no query): the chosen columns as a JSON object.
-    pub project: Option<Projection>,
-}
-
-/// A key whose value is a projection of one row, written from the binlog's row image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Projection {
-    pub key: crate::model::KeyTemplate,
-    /// Columns of the value, in this order.
-    pub columns: Vec<String>,
-    pub ttl: crate::model::Ttl,
 }
 
 /// `[admin]`: the HTTP endpoint for metrics, health and manual triggers.

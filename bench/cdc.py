@@ -1,0 +1,191 @@
+"""Change data capture under load: the binlog scenarios of a busy primary.
+
+Imported by bench.py, which hands itself in as `h` (its helpers: config, Daemon, metric, wait, mysql, r, flush, ...).
+
+Scenarios:
+  single-row   a backlog of 200,000 single-row transactions over the 100,000 churn rows, replayed from a
+               checkpoint: row events/s applied with a refresh rule and with a delete rule, daemon CPU per event; the
+               Python refresher (python-mysql-replication, SELECT + SET per row) over 20,000 of them.
+  storm        4 writers at full speed on 200 hot rows for 20 s while the daemon refreshes: the largest lag seen
+               (sampled every 100 ms), how soon a cold row changed every 250 ms is in Redis, and how long after the
+               writers stop every hot key equals its row.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+TRANSACTIONS = 200_000
+ROWS = 100_000
+PYTHON_TRANSACTIONS = 20_000
+HOT_ROWS = 200
+STORM_SECONDS = 20
+STORM_WRITERS = 4
+COLD_ID = ROWS  # outside the hot set
+
+
+def procedures(h):
+    """Server-side loops: single-row autocommit transactions as fast as the server takes them."""
+    with h.mysql().cursor() as c:
+        c.execute("DROP PROCEDURE IF EXISTS churn_single")
+        c.execute("CREATE PROCEDURE churn_single(n INT, spread INT) BEGIN DECLARE i INT DEFAULT 0;"
+                  " WHILE i < n DO UPDATE churn SET v = v + 1 WHERE id = 1 + (i * 7919) % spread;"
+                  " SET i = i + 1; END WHILE; END")
+        c.execute("DROP PROCEDURE IF EXISTS storm")
+        c.execute("CREATE PROCEDURE storm(seconds DOUBLE, hot INT, seed INT) BEGIN"
+                  " DECLARE stop_at DATETIME(6) DEFAULT SYSDATE(6) + INTERVAL seconds * 1000000 MICROSECOND;"
+                  " DECLARE i INT DEFAULT seed; DECLARE n INT DEFAULT 0;"
+                  " WHILE SYSDATE(6) < stop_at DO UPDATE churn SET v = v + 1 WHERE id = 1 + i % hot;"
+                  " SET i = i + 7; SET n = n + 1; END WHILE; SELECT n; END")
+
+
+def rule(mode, db):
+    if mode == "refresh":
+        return ('[[warm]]\nname = "churn"\nschedule = "0 0 0 1 1 *"\nquery = "SELECT id, v FROM churn"\n'
+                'refresh_query = "SELECT id, v FROM churn WHERE id = :id"\nkey = "bench:c:{id}"\nttl = "10m"\n\n'
+                f'[[on_change]]\ntable = "{db}.churn"\nrefresh = ["bench:c:{{id}}"]\n')
+    return f'[[on_change]]\ntable = "{db}.churn"\ndelete = ["bench:c:{{id}}"]\n'
+
+
+def daemon_config(h, server_id, mode):
+    body = rule(mode, h.DATABASE)
+    return h.config(f'[channel]\nenabled = false\n\n[binlog]\nserver_id = {server_id}\n'
+                    f'checkpoint_key = "bench:checkpoint"\nheartbeat = "1s"\non_gap = "none"\n\n{body}')
+
+
+def backlog(h, transactions):
+    """Commits `transactions` single-row updates; returns the position before them and the write rate."""
+    file, pos = h.master_status()
+    start = time.monotonic()
+    with h.mysql().cursor() as c:
+        c.execute("CALL churn_single(%s, %s)", (transactions, ROWS))
+    return file, pos, transactions / (time.monotonic() - start)
+
+
+def catch_up(h, mode, server_id):
+    """Replays a backlog of single-row transactions: row events/s and daemon CPU µs per event."""
+    h.flush()
+    file, pos, write_rate = backlog(h, TRANSACTIONS)
+    h.r().set("bench:checkpoint", f"{file}:{pos}")
+    start = time.monotonic()
+    daemon = h.Daemon(daemon_config(h, server_id, mode))
+    cpu_before = h.process_cpu(daemon.process.pid)
+    done = h.wait(lambda: h.metric("cachewarden_binlog_rows_total") >= TRANSACTIONS, 300, 0.005)
+    elapsed = time.monotonic() - start
+    cpu = h.process_cpu(daemon.process.pid) - cpu_before
+    daemon.stop()
+    if not done:
+        raise RuntimeError(f"{mode}: the backlog was not applied within 300 s")
+    return {"rate": TRANSACTIONS / elapsed, "cpu_us_per_event": cpu / TRANSACTIONS * 1e6,
+            "cpu_percent": cpu / elapsed * 100, "write_rate": write_rate}
+
+
+def python_refresh(h):
+    h.flush()
+    file, pos, _ = backlog(h, PYTHON_TRANSACTIONS)
+    py = os.path.join(sys.prefix, "bin", "python")
+    out = subprocess.run([py, os.path.join(h.BASELINES, "binlog_refresher.py"), h.MYSQL_BASE, h.REDIS_URL,
+                          h.DATABASE, "churn", "bench:c:", file, str(pos), str(PYTHON_TRANSACTIONS), "9201"],
+                         check=True, capture_output=True, text=True, timeout=900).stdout
+    rows, elapsed = out.split()
+    return int(rows) / float(elapsed)
+
+
+def single_row(h, runs):
+    procedures(h)
+    refresh = [catch_up(h, "refresh", 9400 + run) for run in range(runs)]
+    delete = [catch_up(h, "delete", 9500 + run) for run in range(runs)]
+    python = python_refresh(h)
+    h.flush()
+    med = lambda runs_, field: statistics.median(run[field] for run in runs_)  # noqa: E731
+    return {"refresh": med(refresh, "rate"), "refresh_cpu_us_per_event": med(refresh, "cpu_us_per_event"),
+            "refresh_cpu_percent": med(refresh, "cpu_percent"), "delete": med(delete, "rate"),
+            "delete_cpu_us_per_event": med(delete, "cpu_us_per_event"),
+            "delete_cpu_percent": med(delete, "cpu_percent"), "write_rate": med(refresh, "write_rate"),
+            "python_refresh": python, "transactions": TRANSACTIONS, "python_transactions": PYTHON_TRANSACTIONS}
+
+
+def cached_v(h, key):
+    raw = h.r().get(key)
+    return json.loads(raw)["v"] if raw else None
+
+
+def storm_once(h, server_id):
+    h.flush()
+    procedures(h)
+    file, pos = h.master_status()
+    h.r().set("bench:checkpoint", f"{file}:{pos}")
+    daemon = h.Daemon(daemon_config(h, server_id, "refresh"))
+    cpu_before = h.process_cpu(daemon.process.pid)
+    writes = []
+
+    def writer(seed):
+        with h.mysql().cursor() as c:
+            c.execute("CALL storm(%s, %s, %s)", (STORM_SECONDS, HOT_ROWS, seed))
+            writes.append(c.fetchone()[0])
+
+    threads = [threading.Thread(target=writer, args=(seed,)) for seed in range(STORM_WRITERS)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    lags, cold = [], []
+    sampling = True
+
+    def sample():
+        while sampling:
+            lags.append(h.metric("cachewarden_binlog_lag_seconds"))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    db = h.mysql()
+    value = 10_000_000
+    while time.monotonic() - started < STORM_SECONDS - 0.5:
+        value += 1
+        with db.cursor() as c:
+            c.execute("UPDATE churn SET v = %s WHERE id = %s", (value, COLD_ID))
+        committed = time.monotonic()
+        if h.wait(lambda: cached_v(h, f"bench:c:{COLD_ID}") == value, 10, 0.001):
+            cold.append(time.monotonic() - committed)
+        else:
+            cold.append(float("inf"))
+        time.sleep(max(0.0, 0.25 - (time.monotonic() - committed)))
+    for thread in threads:
+        thread.join()
+    stopped = time.monotonic()
+    with db.cursor() as c:
+        c.execute("SELECT id, v FROM churn WHERE id <= %s", (HOT_ROWS,))
+        rows = dict(c.fetchall())
+
+    def converged():
+        values = h.r().mget([f"bench:c:{i}" for i in rows])
+        return all(raw is not None and json.loads(raw)["v"] == rows[i] for i, raw in zip(rows, values))
+
+    done = h.wait(converged, 30, 0.005)
+    converge = time.monotonic() - stopped
+    sampling = False
+    sampler.join()
+    cpu = h.process_cpu(daemon.process.pid) - cpu_before
+    events = h.metric("cachewarden_binlog_rows_total")
+    keys = h.metric("cachewarden_binlog_batch_keys_total")
+    batches = h.metric("cachewarden_binlog_batches_total")
+    daemon.stop()
+    h.flush()
+    cold_ms = sorted(x * 1000 for x in cold)
+    return {"writes_per_s": sum(writes) / STORM_SECONDS, "max_lag_s": max(lags) if lags else 0.0,
+            "cold_p50_ms": h.percentile(cold_ms, 50), "cold_p99_ms": h.percentile(cold_ms, 99),
+            "cold_changes": len(cold), "converged_after_s": converge if done else float("inf"),
+            "events": events, "keys_after_coalescing": keys, "batches": batches,
+            "daemon_cpu_percent": cpu / (time.monotonic() - started) * 100}
+
+
+def storm(h, runs):
+    results = [storm_once(h, 9600 + run) for run in range(runs)]
+    fields = results[0].keys()
+    summary = {field: statistics.median(run[field] for run in results) for field in fields}
+    summary["max_lag_worst_s"] = max(run["max_lag_s"] for run in results)
+    summary["cold_p99_worst_ms"] = max(run["cold_p99_ms"] for run in results)
+    return summary
