@@ -50,6 +50,15 @@ pub struct AdminServer {
     state: AdminState,
 }
 
+/// Admin connections served at once; more are closed as they arrive (metrics scrapers and probes need a few).
+const MAX_CONNECTIONS: usize = 64;
+/// A client must send its request headers within this.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// No admin connection lives longer than this, whatever it does.
+const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// After a failed accept (no file descriptors left), wait this long before accepting again.
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl AdminServer {
     /// Binds `addr` now, so that a taken port fails start-up rather than going unnoticed.
     pub async fn bind(addr: SocketAddr, state: AdminState) -> std::io::Result<Self> {
@@ -74,17 +83,34 @@ impl AdminServer {
                 _ = shutdown.cancelled() => break,
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 accepted = self.listener.accept() => {
-                    let Ok((stream, peer)) = accepted else { continue };
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) => {
+                            // Out of file descriptors, most likely: wait for connections to close rather than spin.
+                            debug!(%error, "Cannot accept an admin connection; pausing.");
+                            tokio::time::sleep(ACCEPT_PAUSE).await;
+                            continue;
+                        }
+                    };
+                    if connections.len() >= MAX_CONNECTIONS {
+                        // Shed: a flood of clients must not take the descriptors invalidation and warming need.
+                        debug!(%peer, "Too many admin connections; closing this one.");
+                        continue;
+                    }
                     let state = self.state.clone();
                     connections.spawn(async move {
                         let service = hyper::service::service_fn(move |request| {
                             let state = state.clone();
                             async move { Ok::<_, Infallible>(route(&state, request).await) }
                         });
-                        if let Err(error) =
-                            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
-                        {
-                            debug!(%peer, %error, "Admin connection ended with an error.");
+                        let connection = hyper::server::conn::http1::Builder::new()
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(HEADER_TIMEOUT)
+                            .serve_connection(TokioIo::new(stream), service);
+                        match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
+                            Ok(Err(error)) => debug!(%peer, %error, "Admin connection ended with an error."),
+                            Err(_) => debug!(%peer, "Admin connection outlived its time; closed."),
+                            Ok(Ok(())) => {}
                         }
                     });
                 }

@@ -18,7 +18,7 @@
 //! - [`plan`]: messages and binlog row changes → actions, under the allow-list (pure).
 //! - [`source`]: the invalidation channel (pub/sub, streams) and the binlog listener (producers).
 //! - [`audit`]: compares cached values with the database.
-//! - [`admin`], [`health`], [`metrics`], [`systemd`]: operating the daemon.
+//! - [`admin`], [`health`], [`metrics`], [`systemd`], [`logging`]: operating the daemon.
 //! - [`app`]: wiring for the daemon and the one-shot commands.
 //! - [`check`]: `check --connect`, the configuration against the live servers.
 //! - [`demo`]: the demo shop schema (embedded migrations), for the quick start and tests.
@@ -36,6 +36,7 @@ pub mod database;
 pub mod demo;
 pub mod health;
 pub mod invalidate;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod plan;

@@ -1,11 +1,8 @@
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use tracing_subscriber::EnvFilter;
 
 use cachewarden::cli::{Cli, Command};
-use cachewarden::config::{Config, LogFormat};
 use cachewarden::warm::Mode;
 use cachewarden::{admin, app, config, demo, metrics, signal};
 
@@ -52,7 +49,7 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_logging(&config, cli.log_format);
+    cachewarden::logging::init(&config, cli.log_format);
 
     match cli.command {
         Command::Check { connect } => {
@@ -203,19 +200,4 @@ async fn run(cli: Cli) -> ExitCode {
 /// 0 when `ok`, else 1.
 fn success_if(ok: bool) -> ExitCode {
     if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
-}
-
-/// Logs go to stderr (journald picks them up): text for people, JSON for machines. Level: `RUST_LOG`, else
-/// `[daemon] log_level`, else `info`.
-fn init_logging(config: &Config, flag: Option<LogFormat>) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(config.daemon.log_level.as_deref().unwrap_or("info")))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match flag.unwrap_or(config.daemon.log_format) {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
-    }
 }

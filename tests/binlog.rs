@@ -624,3 +624,98 @@ async fn after_a_server_restart_the_checkpoint_follows_the_new_binlog_file() {
     );
     assert_eq!(daemon.stop().await, Some(0));
 }
+
+#[tokio::test]
+async fn a_redis_acl_refusal_stops_the_stream_visibly_and_it_resumes_once_fixed() {
+    let _shared = BINLOG.read().await;
+    let env = TestEnv::new().await;
+    env.sql(SCHEMA).await;
+    let port = free_port();
+    let mut redis_server = common::spawn_redis(port);
+    let admin_url = format!("redis://127.0.0.1:{port}/0");
+    let admin = redis::Client::open(admin_url.as_str()).unwrap();
+    let mut conn = eventually(Duration::from_secs(10), || async {
+        admin.get_multiplexed_async_connection().await.ok()
+    })
+    .await
+    .expect("the test's Redis answers");
+    let p = env.prefix.clone();
+    // The daemon's user may touch its own keys but not the products'.
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "cw",
+            "on",
+            ">cw-secret",
+            "~cachewarden:*",
+            &format!("~{p}checkpoint"),
+            "+@all",
+        ])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{p}product:1"))
+        .arg("cached")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let rules = format!(
+        "[[on_change]]\ntable = \"{}.products\"\ndelete = [\"{p}product:{{id}}\"]\n",
+        env.database
+    );
+    let body = config(&env, "", &rules);
+    let path = env.write_file(
+        "jobs.toml",
+        &format!(
+            "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"redis://cw:cw-secret@127.0.0.1:{port}/0\"\n\
+             [admin]\nlisten = \"{}\"\n\n{body}",
+            env.mysql_url,
+            env.admin_addr()
+        ),
+    );
+    let mut daemon = start(&env, &path).await;
+    env.sql("UPDATE products SET price = 7.00 WHERE id = 1").await;
+    let stuck = eventually(Duration::from_secs(15), || async {
+        let ready = get(&env, "/readyz").await?;
+        (ready.status == 503 && ready.body.contains("binlog")).then_some(ready.body)
+    })
+    .await;
+    assert!(
+        stuck.is_some(),
+        "readiness never showed the stuck binlog:\n{}",
+        daemon.log()
+    );
+    assert_eq!(metric(&env, "cachewarden_binlog_apply_failing").await, 1.0);
+    assert!(daemon.log().contains("ERROR"), "{}", daemon.log());
+
+    // The operator fixes the ACL: the stream resumes where it stopped, and readiness comes back.
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "cw", "allkeys"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let deleted = eventually(Duration::from_secs(20), || {
+        let mut conn = conn.clone();
+        let key = format!("{p}product:1");
+        async move {
+            let exists: u64 = redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await.ok()?;
+            (exists == 0).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        deleted.is_some(),
+        "the change was lost or never applied:\n{}",
+        daemon.log()
+    );
+    let ready = eventually(Duration::from_secs(10), || async {
+        (get(&env, "/readyz").await?.status == 200).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "readiness did not come back:\n{}", daemon.log());
+    assert_eq!(metric(&env, "cachewarden_binlog_apply_failing").await, 0.0);
+    assert_eq!(daemon.stop().await, Some(0));
+    let _ = redis_server.kill();
+    let _ = redis_server.wait();
+}

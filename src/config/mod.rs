@@ -225,19 +225,49 @@ impl SecretUrl {
         let Some(scheme_end) = url.find("://") else {
             return url.clone();
         };
+        let scheme = &url[..scheme_end];
         let rest = &url[scheme_end + 3..];
         let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let Some(at) = rest[..authority_end].rfind('@') else {
-            return url.clone();
+        let (authority, tail) = rest.split_at(authority_end);
+        let authority = match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                let user = match userinfo.find(':') {
+                    Some(colon) => format!("{}:***", &userinfo[..colon]),
+                    // Redis has no user names before ACLs: `redis://TOKEN@host` (a common ElastiCache AUTH form)
+                    // carries the password there.
+                    None if scheme.starts_with("redis") && !userinfo.is_empty() => "***".into(),
+                    // A lone MySQL user name (`mysql://root@host`) is no secret; its password follows a colon.
+                    None => userinfo.to_string(),
+                };
+                format!("{user}@{}", &authority[at + 1..])
+            }
+            None => authority.to_string(),
         };
-        let userinfo = &rest[..at];
-        let user = match userinfo.find(':') {
-            Some(colon) => format!("{}:***", &userinfo[..colon]),
-            // A lone user name (`mysql://root@host`) is no secret; a password always follows a colon.
-            None => userinfo.to_string(),
-        };
-        format!("{}{}@{}", &url[..scheme_end + 3], user, &rest[at + 1..])
+        format!("{scheme}://{authority}{}", redact_query(tail))
     }
+}
+
+/// `tail` (path and query) with the values of secret-looking query parameters (`password=…`) replaced by `***`.
+fn redact_query(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else {
+        return tail.to_string();
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some((name, _)) if looks_secret(name) => format!("{name}=***"),
+            _ => param.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", params.join("&"))
+}
+
+fn looks_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["password", "pass", "passwd", "pwd", "secret", "token", "auth"]
+        .iter()
+        .any(|secret| name == *secret || name.ends_with(&format!("_{secret}")) || name.ends_with(&format!("-{secret}")))
 }
 
 impl fmt::Display for SecretUrl {
@@ -297,6 +327,20 @@ mod tests {
             ("mysql://root@db/shop", "mysql://root@db/shop"),
             ("redis://cache:6379/0", "redis://cache:6379/0"),
             ("mysql://app:p@ss@db/shop", "mysql://app:***@db/shop"),
+            (
+                "mysql://cw@host/shop?password=s3cret",
+                "mysql://cw@host/shop?password=***",
+            ),
+            (
+                "mysql://cw@host/shop?ssl-mode=required&password=s3cret",
+                "mysql://cw@host/shop?ssl-mode=required&password=***",
+            ),
+            ("redis://s3cret@cache:6379/0", "redis://***@cache:6379/0"),
+            ("rediss://s3cret@cache:6379", "rediss://***@cache:6379"),
+            (
+                "redis://cache:6379/0?protocol=resp3",
+                "redis://cache:6379/0?protocol=resp3",
+            ),
         ];
         for (url, shown) in cases {
             let secret = SecretUrl::new(url.into());
