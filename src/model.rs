@@ -392,6 +392,8 @@ pub struct SeenRow {
     pub table: Arc<str>,
     /// The row after the change.
     pub image: Arc<RowImage>,
+    /// When the change was committed (the binlog event's timestamp, seconds since the epoch, server clock).
+    pub committed_at: u32,
 }
 
 /// Why a warm job run was requested.

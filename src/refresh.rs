@@ -306,6 +306,7 @@ mod tests {
             None,
         ];
         let seen = SeenRow {
+            committed_at: 0,
             table: Arc::from("shop.products"),
             image: Arc::new(
                 [("id", "1"), ("name", "new"), ("price", "9.50")]

@@ -12,9 +12,12 @@
 //! refreshed is read again after them.
 //!
 //! # Reading again
-//! A refresh whose read did not show its change (see `refresh`) is *deferred*: it joins a later batch after 2, 4,
-//! 8, … ms, unless a newer change of the same key arrives first (which replaces it), and is given up once it has
-//! waited [`VERIFY_WAIT`]. The key stays deleted meanwhile, so a crash or a give-up leaves a miss, never a stale value.
+//! A refresh whose read did not show its change (see `refresh`) read either an older row (the commit not visible
+//! yet, a lagging replica) or a newer one (a later change, whose own event is still ahead in the binlog). A recent
+//! change is *deferred*: it joins a later batch after 2, 4, 8, … ms, unless a newer change of the same key arrives
+//! first (which replaces it), and is given up once it has waited [`VERIFY_WAIT`]. A change more than a second old
+//! (catching up on a backlog) is not read again: its row has almost surely moved on, and the later event refreshes
+//! it. Either way the key stays deleted meanwhile, so a crash or a give-up leaves a miss, never a stale value.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -26,6 +29,9 @@ use crate::plan::Action;
 /// How long a refresh is read again for a row that does not show its change, in all. A commit is visible within a
 /// millisecond or two of its binlog event; a replica lagging longer than this is not waited for.
 pub const VERIFY_WAIT: Duration = Duration::from_millis(250);
+/// A change at most this many seconds old (by its event's whole-second timestamp) is recent: a read not showing it
+/// may be early, and is tried again.
+const RECENT_SECONDS: u64 = 1;
 /// The first wait before reading a deferred refresh again; it doubles with each attempt.
 const VERIFY_FIRST_DELAY: Duration = Duration::from_millis(2);
 
@@ -71,16 +77,27 @@ pub struct Ready {
 }
 
 impl Ready {
-    /// Defers the refreshes whose read did not show their change into `batch`, and returns the keys given up on.
-    pub fn defer_unverified(mut self, unverified: &[String], batch: &mut Batch, now: Instant) -> Vec<String> {
-        let mut given_up = Vec::new();
+    /// Defers the refreshes of recent changes whose read did not show them into `batch`. Returns the keys given up
+    /// on after reading again, and those of older changes, not read again. `unix_now` is the time in seconds.
+    pub fn defer_unverified(
+        mut self,
+        unverified: &[String],
+        batch: &mut Batch,
+        now: Instant,
+        unix_now: u64,
+    ) -> Unverified {
+        let mut outcome = Unverified::default();
         for key in unverified {
             let Some(seen) = self.seen.remove(key) else { continue };
+            if unix_now.saturating_sub(u64::from(seen.committed_at)) > RECENT_SECONDS {
+                outcome.outdated.push(key.clone());
+                continue;
+            }
             let (attempts, since) = self.retries.get(key).copied().unwrap_or((0, now));
             let attempts = attempts + 1;
             let delay = VERIFY_FIRST_DELAY * 2u32.saturating_pow(attempts - 1);
             if now.duration_since(since) + delay > VERIFY_WAIT {
-                given_up.push(key.clone());
+                outcome.given_up.push(key.clone());
             } else if !batch.keyed.contains_key(key) {
                 let due = now + delay;
                 batch.deferred.insert(
@@ -94,8 +111,17 @@ impl Ready {
                 );
             }
         }
-        given_up
+        outcome
     }
+}
+
+/// The unverified refreshes not deferred.
+#[derive(Debug, Default)]
+pub struct Unverified {
+    /// Recent changes read again until [`VERIFY_WAIT`] ran out.
+    pub given_up: Vec<String>,
+    /// Changes more than a second old: not read again (a later event refreshes the key).
+    pub outdated: Vec<String>,
 }
 
 impl Batch {
@@ -251,6 +277,7 @@ mod tests {
 
     fn seen(name: &str) -> SeenRow {
         SeenRow {
+            committed_at: u32::MAX,
             table: Arc::from("shop.products"),
             image: Arc::new([("name".to_string(), Some(name.to_string()))].into_iter().collect()),
         }
@@ -302,11 +329,8 @@ mod tests {
         batch.add(Action::Refresh("b".into()), Some(&seen("new")), start);
         let ready = batch.take_actions();
         batch.reset();
-        assert!(
-            ready
-                .defer_unverified(&["a".into(), "b".into()], &mut batch, start)
-                .is_empty()
-        );
+        let unverified = ready.defer_unverified(&["a".into(), "b".into()], &mut batch, start, 0);
+        assert!(unverified.given_up.is_empty() && unverified.outdated.is_empty());
         assert!(batch.is_empty(), "deferred reads wait apart from the batch");
         let due = batch.next_due().unwrap();
         assert_eq!(due, start + VERIFY_FIRST_DELAY);
@@ -322,7 +346,7 @@ mod tests {
         let mut now = due;
         let mut reads = 2;
         loop {
-            let given_up = ready.defer_unverified(&["a".into()], &mut batch, now);
+            let given_up = ready.defer_unverified(&["a".into()], &mut batch, now, 0).given_up;
             if !given_up.is_empty() {
                 assert_eq!(given_up, ["a"]);
                 break;
@@ -335,6 +359,22 @@ mod tests {
         }
         assert!(now.duration_since(start) <= VERIFY_WAIT);
         assert!((5..=9).contains(&reads), "{reads} reads");
+        assert!(batch.next_due().is_none());
+    }
+
+    #[test]
+    fn an_old_change_is_not_read_again() {
+        let mut batch = Batch::default();
+        let now = Instant::now();
+        let old = SeenRow {
+            committed_at: 1_000,
+            ..seen("x")
+        };
+        batch.add(Action::Refresh("a".into()), Some(&old), now);
+        let ready = batch.take_actions();
+        batch.reset();
+        let unverified = ready.defer_unverified(&["a".into()], &mut batch, now, 1_005);
+        assert_eq!(unverified.outdated, ["a"]);
         assert!(batch.next_due().is_none());
     }
 

@@ -34,7 +34,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{FutureExt as _, StreamExt as _};
+use futures_util::StreamExt as _;
 use mysql_async::binlog::events::EventData;
 use mysql_async::prelude::Queryable as _;
 use mysql_async::{BinlogStreamRequest, Conn, Opts};
@@ -60,6 +60,9 @@ pub const BATCH_ROWS: u64 = 20_000;
 /// How long the oldest change of a batch waits at most while more keep arriving: short next to the lag anyone
 /// notices, long enough that a write storm is applied in a few large batches rather than per transaction.
 pub const BATCH_WAIT: Duration = Duration::from_millis(10);
+/// A stream that sends nothing for this long has paused: the batch is applied. Events of a backlog or a busy primary
+/// come microseconds apart; a lone change waits this much at most.
+pub const IDLE_GAP: Duration = Duration::from_millis(1);
 /// A server that cannot be followed is looked at again this often.
 const DEFINITE_RETRY: Duration = Duration::from_secs(60);
 /// Connecting and the start-up checks must finish within this.
@@ -153,6 +156,8 @@ impl BinlogListener {
         let mut format_seen = false;
         let mut batch = Batch::default();
         let mut last_heard = Instant::now();
+        // The last position saved (or started from): where a failed stream was reading.
+        let mut resumed_at = start.clone();
         loop {
             let now = Instant::now();
             for job in state.debounce.due(now) {
@@ -180,11 +185,18 @@ impl BinlogListener {
             } else {
                 let full =
                     batch.len() >= BATCH_KEYS || batch.rows >= BATCH_ROWS || batch.is_older_than(BATCH_WAIT, now);
-                // Whatever the stream already holds joins the batch; once it holds nothing (or the batch is full),
+                // Whatever arrives without a pause joins the batch; once the stream pauses (or the batch is full),
                 // apply.
-                match (!full).then(|| stream.next().now_or_never()).flatten() {
+                let next = match full {
+                    true => None,
+                    false => tokio::time::timeout(IDLE_GAP, stream.next()).await.ok(),
+                };
+                match next {
                     Some(item) => item,
                     None => {
+                        if let Some(position) = &batch.checkpoint {
+                            resumed_at = position.clone();
+                        }
                         if !self.flush(&mut batch, shutdown).await? {
                             return Ok(());
                         }
@@ -195,7 +207,11 @@ impl BinlogListener {
             last_heard = Instant::now();
             let event = match item {
                 None => return Err(BinlogError::Transient("the server closed the binlog stream".into())),
-                Some(Err(error)) => return Err(server::classify(error, &Position { file, pos: 0 })),
+                Some(Err(error)) => {
+                    // Name the position we were reading from, not `file:0`.
+                    let at = batch.checkpoint.clone().unwrap_or(resumed_at);
+                    return Err(server::classify(error, &at));
+                }
                 Some(Ok(event)) => event,
             };
             let header = event.header();
@@ -224,7 +240,7 @@ impl BinlogListener {
                 Some(EventData::RowsEvent(rows)) => {
                     metrics::record_binlog_lag(header.timestamp());
                     if let Some(tme) = stream.get_tme(rows.table_id()) {
-                        self.plan_rows(&rows, tme, &mut batch, state)?;
+                        self.plan_rows(&rows, tme, header.timestamp(), &mut batch, state)?;
                     }
                     false
                 }
@@ -289,6 +305,7 @@ impl BinlogListener {
         &self,
         rows: &mysql_async::binlog::events::RowsEventData<'_>,
         tme: &mysql_async::binlog::events::TableMapEvent<'_>,
+        committed_at: u32,
         batch: &mut Batch,
         state: &mut SessionState,
     ) -> Result<(), BinlogError> {
@@ -318,6 +335,7 @@ impl BinlogListener {
                 (Some(image), true) => Some(SeenRow {
                     table: table_name.clone(),
                     image: Arc::new(image.clone()),
+                    committed_at,
                 }),
                 _ => None,
             };
@@ -371,7 +389,12 @@ impl BinlogListener {
             checkpoint::save(&self.settings.checkpoint, self.invalidator.cache(), &position).await?;
         }
         metrics::record_binlog_batch(transactions, rows, ready.actions.len() as u64);
-        let given_up = ready.defer_unverified(&unverified, batch, Instant::now());
+        let unix_now = metrics::unix_now().as_secs();
+        let unverified = ready.defer_unverified(&unverified, batch, Instant::now(), unix_now);
+        for _ in &unverified.outdated {
+            metrics::record_refresh_given_up("outdated");
+        }
+        let given_up = unverified.given_up;
         if let Some(first) = given_up.first() {
             for _ in &given_up {
                 metrics::record_refresh_given_up("unverified");
