@@ -5,9 +5,12 @@
 //! An executor (reads through `database`, writes through `cache`); which keys to refresh was settled before.
 //!
 //! # One read for many keys
-//! The job's single-key `refresh_query` is repeated, each copy in parentheses with its own key's values bound, and
-//! joined with `UNION ALL` — any query that works for one key works for many, and nothing is spliced into the SQL.
-//! Batches are padded to a power of two (repeating a key) so the server keeps a handful of prepared statements.
+//! A `refresh_query` with one parameter compared by `=` and nothing that acts on the result as a whole (`LIMIT`,
+//! `GROUP BY`, `ORDER BY`, `DISTINCT`, `UNION`, `HAVING`, `FOR`) is read for up to [`KEYS_PER_IN_LIST`] keys at once
+//! by turning `= :id` into `IN (?, ?, …)`. Any other query is repeated, each copy in parentheses with its own key's
+//! values bound, and joined with `UNION ALL` ([`KEYS_PER_UNION`] keys a statement; several times the server's work
+//! per key). Either way nothing is spliced into the SQL, and batches are padded to a power of two (repeating a key)
+//! so the server keeps a handful of prepared statements.
 //!
 //! # Never a read older than its event
 //! A binlog event can reach us before its transaction is visible to other connections, and a reader endpoint lags
@@ -31,8 +34,10 @@ use crate::metrics;
 use crate::model::{KeyOp, SeenRow, WarmJob};
 use crate::render::{ColumnSource, PlanError, RowRenderer};
 
+/// Keys per `IN (…)` statement at most.
+pub const KEYS_PER_IN_LIST: usize = 1024;
 /// Keys per `UNION ALL` statement at most.
-const KEYS_PER_READ: usize = 256;
+pub const KEYS_PER_UNION: usize = 256;
 
 /// Why keys could not be rendered from the database.
 #[derive(Debug, thiserror::Error)]
@@ -84,9 +89,13 @@ pub async fn refresh_keys(
     keys: &[String],
     seen: &HashMap<String, SeenRow>,
 ) -> Result<Refreshed, RefreshError> {
-    // The read holds a lease until its writes have landed, so that invalidations meanwhile leave markers.
+    // Invalidate first, read after: a value read before this point can no longer land, and from here on a key we do
+    // not write is simply absent. The lease comes after the invalidation (so it marks nothing for our own read) and
+    // before the read: its version is at least the invalidation's, so a later refresh of the same key, which
+    // invalidates while our lease is live, leaves a marker that wins over our write.
+    cache.invalidate(keys).await?;
     let lease = cache.begin_read(job.timeout).await?;
-    let refreshed = refresh_under_lease(cache, db, origins, job, keys, seen, &lease).await;
+    let refreshed = refresh_under_lease(db, cache, origins, job, keys, seen, &lease).await;
     cache.end_read(lease).await;
     refreshed
 }
@@ -101,8 +110,8 @@ pub enum RefreshError {
 }
 
 async fn refresh_under_lease(
-    cache: &Cache,
     db: &Database,
+    cache: &Cache,
     origins: &Origins,
     job: &WarmJob,
     keys: &[String],
@@ -110,10 +119,6 @@ async fn refresh_under_lease(
     lease: &ReadLease,
 ) -> Result<Refreshed, RefreshError> {
     let mut refreshed = Refreshed::default();
-    // Invalidate first, read after: a value read before this point can no longer land, and ours carries the version
-    // of this invalidation, so a later refresh of the same key wins over it. From here on a key we do not write is
-    // simply absent.
-    let read_at = cache.invalidate(keys).await?;
     let sources = match origins.of(db, job).await {
         Ok(sources) => sources,
         Err(error) => return give_up(job, keys, &error, refreshed),
@@ -146,7 +151,7 @@ async fn refresh_under_lease(
                 key: key.to_string(),
                 value: rendered.value,
                 ttl: job.ttl.pick(job.jitter, fastrand::f64()),
-                read: lease.stamp(read_at),
+                read: lease.stamp(lease.read_at),
             });
         }
     }
@@ -202,14 +207,20 @@ impl Origins {
     }
 }
 
-/// Reads `keys` of `job` through its refresh query, `KEYS_PER_READ` at a time: each key that a row renders, with
-/// its value. Keys no row renders are absent.
+/// Reads `keys` of `job` through its refresh query, many at a time: each key that a row renders, with its value.
+/// Keys no row renders are absent.
 async fn read_keys(db: &Database, job: &WarmJob, keys: &[&str]) -> Result<HashMap<String, Rendered>, RenderError> {
     let mut found = HashMap::with_capacity(keys.len());
     let Some(query) = &job.refresh_query else {
         return Ok(found);
     };
-    for chunk in keys.chunks(KEYS_PER_READ) {
+    let in_list = in_list_form(query).filter(|_| job.refresh_params.len() == 1);
+    let per_read = if in_list.is_some() {
+        KEYS_PER_IN_LIST
+    } else {
+        KEYS_PER_UNION
+    };
+    for chunk in keys.chunks(per_read) {
         let copies = chunk.len().next_power_of_two();
         let mut binds: Vec<&str> = Vec::with_capacity(copies * job.refresh_params.len());
         for i in 0..copies {
@@ -224,10 +235,83 @@ async fn read_keys(db: &Database, job: &WarmJob, keys: &[&str]) -> Result<HashMa
                 );
             }
         }
-        let rows = db.fetch_bound(&union_of(query, copies), &binds, job.timeout).await?;
+        let sql = match in_list {
+            Some((before, after)) => in_list_of(before, after, copies),
+            None => union_of(query, copies),
+        };
+        let rows = db.fetch_bound(&sql, &binds, job.timeout).await?;
         render_rows(job, &rows, &mut found)?;
     }
     Ok(found)
+}
+
+/// Where a single-parameter query can take a list: the text before its `= ?` and after it, when the query has
+/// exactly one `?`, compared with a plain `=`, and no clause that acts on the whole result.
+fn in_list_form(query: &str) -> Option<(&str, &str)> {
+    // The query with quoted text and comments blanked out, so that neither a `?` nor a keyword inside them counts.
+    let mut code = String::with_capacity(query.len());
+    let mut chars = query.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        match c {
+            '\'' | '"' | '`' => {
+                code.push(' ');
+                for (_, d) in chars.by_ref() {
+                    code.extend(std::iter::repeat_n(' ', d.len_utf8()));
+                    if d == c {
+                        break;
+                    }
+                }
+            }
+            '-' if chars.peek().is_some_and(|(_, d)| *d == '-') => {
+                code.push(' ');
+                for (_, d) in chars.by_ref() {
+                    code.extend(std::iter::repeat_n(' ', d.len_utf8()));
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            c => code.push(c),
+        }
+    }
+    let upper = code.to_ascii_uppercase();
+    let words: Vec<&str> = upper.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').collect();
+    if [
+        "LIMIT", "GROUP", "ORDER", "DISTINCT", "UNION", "HAVING", "FOR", "OFFSET",
+    ]
+    .iter()
+    .any(|keyword| words.contains(keyword))
+    {
+        return None;
+    }
+    let mut marks = code.match_indices('?');
+    let (at, _) = marks.next()?;
+    if marks.next().is_some() {
+        return None;
+    }
+    let before = code[..at].trim_end();
+    let equals = before.strip_suffix('=')?;
+    if equals.ends_with(['<', '>', '!', ':', '=']) {
+        return None;
+    }
+    Some((&query[..equals.len()], &query[at + 1..]))
+}
+
+/// `before IN (?, ?, …) after` with `copies` placeholders.
+fn in_list_of(before: &str, after: &str, copies: usize) -> String {
+    let after = after.trim_end().trim_end_matches(';');
+    let mut sql = String::with_capacity(before.len() + after.len() + copies * 3 + 8);
+    sql.push_str(before.trim_end());
+    sql.push_str(" IN (");
+    for i in 0..copies {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('?');
+    }
+    sql.push(')');
+    sql.push_str(after);
+    sql
 }
 
 /// `copies` copies of `query` joined by `UNION ALL` (one copy: the query itself).
@@ -289,6 +373,31 @@ mod tests {
             union_of("SELECT a FROM t WHERE id = ?", 2),
             "(SELECT a FROM t WHERE id = ?) UNION ALL (SELECT a FROM t WHERE id = ?)"
         );
+    }
+
+    #[test]
+    fn a_plain_single_key_query_reads_many_keys_through_an_in_list() {
+        let (before, after) = in_list_form("SELECT id, name FROM products WHERE id = ? AND active = 1").unwrap();
+        assert_eq!(
+            in_list_of(before, after, 4),
+            "SELECT id, name FROM products WHERE id IN (?, ?, ?, ?) AND active = 1"
+        );
+        let (before, after) = in_list_form("SELECT p.id, 'a = ?' AS note FROM p WHERE p.id=?;").unwrap();
+        assert_eq!(
+            in_list_of(before, after, 2),
+            "SELECT p.id, 'a = ?' AS note FROM p WHERE p.id IN (?, ?)"
+        );
+        for union_only in [
+            "SELECT id FROM p WHERE id = ? LIMIT 1",
+            "SELECT id, COUNT(*) FROM p WHERE id = ? GROUP BY id",
+            "SELECT id FROM p WHERE id >= ?",
+            "SELECT id FROM p WHERE id <=> ?",
+            "SELECT id FROM p WHERE a = ? AND b = ?",
+            "SELECT DISTINCT id FROM p WHERE id = ?",
+            "SELECT id FROM p WHERE id = ? ORDER BY id",
+        ] {
+            assert!(in_list_form(union_only).is_none(), "{union_only}");
+        }
     }
 
     fn rendered(name: &str) -> Rendered {
