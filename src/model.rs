@@ -374,9 +374,9 @@ pub type RowImage = HashMap<String, Option<String>>;
 #[derive(Debug, Clone, Default)]
 pub struct RowChange {
     /// The row before the change (UPDATE, DELETE).
-    pub before: Option<RowImage>,
-    /// The row after the change (INSERT, UPDATE).
-    pub after: Option<RowImage>,
+    pub before: Option<Arc<RowImage>>,
+    /// The row after the change (INSERT, UPDATE); shared with the refreshes that must see it.
+    pub after: Option<Arc<RowImage>>,
     /// For an UPDATE, the columns whose value differs between the images.
     pub changed: Vec<String>,
     /// The after image as JSON per column, for projections (only when a rule projects).

@@ -441,7 +441,10 @@ mod tests {
     #[test]
     fn an_insert_refreshes_and_deletes_the_new_rows_keys() {
         let change = RowChange {
-            after: Some(image(&[("id", Some("7")), ("category_id", Some("3"))])),
+            after: Some(std::sync::Arc::new(image(&[
+                ("id", Some("7")),
+                ("category_id", Some("3")),
+            ]))),
             ..Default::default()
         };
         assert_eq!(
@@ -457,8 +460,14 @@ mod tests {
     #[test]
     fn a_changed_key_column_invalidates_the_old_key_too() {
         let change = RowChange {
-            before: Some(image(&[("id", Some("7")), ("category_id", Some("3"))])),
-            after: Some(image(&[("id", Some("8")), ("category_id", Some("4"))])),
+            before: Some(std::sync::Arc::new(image(&[
+                ("id", Some("7")),
+                ("category_id", Some("3")),
+            ]))),
+            after: Some(std::sync::Arc::new(image(&[
+                ("id", Some("8")),
+                ("category_id", Some("4")),
+            ]))),
             changed: vec!["id".into(), "category_id".into()],
             after_json: None,
         };
@@ -477,7 +486,10 @@ mod tests {
     #[test]
     fn a_deleted_row_deletes_its_keys() {
         let change = RowChange {
-            before: Some(image(&[("id", Some("7")), ("category_id", Some("3"))])),
+            before: Some(std::sync::Arc::new(image(&[
+                ("id", Some("7")),
+                ("category_id", Some("3")),
+            ]))),
             ..Default::default()
         };
         let actions = plan_change(&rule(), &change).actions;
@@ -491,8 +503,8 @@ mod tests {
         rule.when_changed = vec!["price".into()];
         let row = image(&[("id", Some("7")), ("category_id", Some("3"))]);
         let stock_only = RowChange {
-            before: Some(row.clone()),
-            after: Some(row.clone()),
+            before: Some(std::sync::Arc::new(row.clone())),
+            after: Some(std::sync::Arc::new(row.clone())),
             changed: vec!["stock".into()],
             after_json: None,
         };
@@ -520,8 +532,8 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
             .collect();
         let change = RowChange {
-            before: Some(image(&[("id", Some("7"))])),
-            after: Some(image(&[("id", Some("8"))])),
+            before: Some(std::sync::Arc::new(image(&[("id", Some("7"))]))),
+            after: Some(std::sync::Arc::new(image(&[("id", Some("8"))]))),
             changed: vec!["id".into()],
             after_json: Some(json),
         };
@@ -541,7 +553,7 @@ mod tests {
     #[test]
     fn missing_columns_are_reported_and_null_keys_skipped() {
         let change = RowChange {
-            after: Some(image(&[("id", None)])),
+            after: Some(std::sync::Arc::new(image(&[("id", None)]))),
             ..Default::default()
         };
         let plan = plan_change(&rule(), &change);

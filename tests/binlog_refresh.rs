@@ -62,6 +62,9 @@ delete = ["{p}tag:{{id}}"]
     )
 }
 
+/// The GTID domain the test replica fetches (see `common::replica`).
+const REPLICATED_DOMAIN: u32 = 7;
+
 /// Read for many keys at once as `WHERE id IN (…)`.
 const REFRESH: &str = "SELECT id, name, price FROM products WHERE id = :id";
 /// Read for many keys at once as a `UNION ALL` of single-key reads (a `LIMIT` rules out the `IN` list).
@@ -114,9 +117,18 @@ async fn a_refresh_never_caches_a_read_older_than_its_event() {
     // The daemon follows the primary's binlog but reads refreshes from a replica one second behind: every read right
     // after an event returns the row as it was before.
     let env = TestEnv::with_database_prefix("cw_replica").await;
-    env.sql(SCHEMA).await;
+    // The replica follows only GTID domain 7: the database is made on it directly, the rest arrives by replication.
     let replica_url = format!("{}/{}", common::replica(), env.database);
-    let replicated = eventually(Duration::from_secs(60), || async {
+    let mut replica = sqlx::MySqlConnection::connect(&format!("{}/mysql", common::replica()))
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE `{}`", env.database)))
+        .execute(&mut replica)
+        .await
+        .unwrap();
+    env.sql(&format!("SET SESSION gtid_domain_id = {REPLICATED_DOMAIN};\n{SCHEMA}"))
+        .await;
+    let replicated = eventually(Duration::from_secs(30), || async {
         let mut conn = sqlx::MySqlConnection::connect(&replica_url).await.ok()?;
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tags")
             .fetch_one(&mut conn)
@@ -130,8 +142,10 @@ async fn a_refresh_never_caches_a_read_older_than_its_event() {
     let p = &env.prefix;
 
     for round in 1..=3 {
-        env.sql(&format!("UPDATE products SET name = 'v{round}' WHERE id IN (1, 2, 3)"))
-            .await;
+        env.sql(&format!(
+            "SET SESSION gtid_domain_id = {REPLICATED_DOMAIN};\nUPDATE products SET name = 'v{round}' WHERE id IN (1, 2, 3)"
+        ))
+        .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // Once the replica has caught up (and a little after), no key may hold an older row than the table's.
@@ -172,6 +186,9 @@ async fn a_refresh_never_caches_a_read_older_than_its_event() {
     .await;
     assert!(cached.is_some(), "{}", daemon_direct.log());
     assert_eq!(daemon_direct.stop().await, Some(0));
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE `{}`", env.database)))
+        .execute(&mut replica)
+        .await;
 }
 
 #[tokio::test]

@@ -34,8 +34,10 @@ pub struct Services {
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 static REPLICA: OnceLock<String> = OnceLock::new();
 
-/// A replica of the test MariaDB that applies changes one second late (`MASTER_DELAY=1`), for databases named
-/// `cw_replica_*` only: a lagging reader endpoint. URL without a database; started on first use.
+/// A replica of the test MariaDB that applies changes one second late (`MASTER_DELAY=1`): a lagging reader endpoint.
+/// It fetches only what the primary writes in GTID domain 7 (`SET SESSION gtid_domain_id = 7`), and applies it only
+/// to databases named `cw_replica_*`, which must first be created on the replica itself. URL without a database;
+/// started on first use.
 pub fn replica() -> &'static str {
     REPLICA.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services");

@@ -334,7 +334,7 @@ impl BinlogListener {
             let seen = match (&change.after, refreshes) {
                 (Some(image), true) => Some(SeenRow {
                     table: table_name.clone(),
-                    image: Arc::new(image.clone()),
+                    image: image.clone(),
                     committed_at,
                 }),
                 _ => None,
@@ -466,8 +466,8 @@ fn row_change(
         _ => Vec::new(),
     };
     RowChange {
-        before: before_image,
-        after: after_image,
+        before: before_image.map(Arc::new),
+        after: after_image.map(Arc::new),
         changed,
         after_json: after.filter(|_| json).map(decode::DecodedRow::json),
     }
