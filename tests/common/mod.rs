@@ -176,11 +176,13 @@ impl TestEnv {
         self.write_file("jobs.toml", &format!("{}{}", self.connection_toml(), body))
     }
 
-    /// A Redis connection.
+    /// A Redis connection. Replies may take long on a loaded machine (a 50,000-command pipeline while other tests
+    /// run): only a dead server should fail a test, not the client's default 500 ms response timeout.
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
         redis::Client::open(self.redis_url.as_str())
             .expect("redis url")
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .expect("test Redis is reachable")
     }
