@@ -36,7 +36,8 @@ import redis
 import cdc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "cachewarden")
+# CACHEWARDEN_BENCH_BIN measures another build (an older commit, say) with the same scenarios.
+BIN = os.environ.get("CACHEWARDEN_BENCH_BIN") or os.path.join(ROOT, "target", "release", "cachewarden")
 BASELINES = os.path.join(ROOT, "bench", "baselines")
 MYSQL_BASE = os.environ["CACHEWARDEN_TEST_MYSQL_URL"]
 REDIS_BASE = os.environ["CACHEWARDEN_TEST_REDIS_URL"]

@@ -19,7 +19,8 @@
 //! - [`source`]: the invalidation channel (pub/sub, streams) and the binlog listener (producers).
 //! - [`audit`]: compares cached values with the database.
 //! - [`admin`], [`health`], [`metrics`], [`systemd`], [`logging`]: operating the daemon.
-//! - [`app`]: wiring for the daemon and the one-shot commands.
+//! - [`app`]: the daemon's wiring: tasks under one supervisor, signals, reload.
+//! - [`commands`]: the one-shot commands (`run --once`, `jobs`, `status`, `invalidate`, `audit`) and their output.
 //! - [`check`]: `check --connect`, the configuration against the live servers.
 //! - [`demo`]: the demo shop schema (embedded migrations), for the quick start and tests.
 //! - [`cli`]: the command line.
@@ -31,6 +32,7 @@ pub mod backoff;
 pub mod cache;
 pub mod check;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod database;
 pub mod demo;

@@ -4,7 +4,7 @@ use clap::Parser as _;
 
 use cachewarden::cli::{Cli, Command};
 use cachewarden::warm::Mode;
-use cachewarden::{admin, app, config, demo, metrics, signal};
+use cachewarden::{admin, app, commands, config, demo, metrics, signal};
 
 /// sysexits.h EX_USAGE: the command line was wrong.
 const EXIT_USAGE: u8 = 64;
@@ -72,7 +72,7 @@ async fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Jobs => {
-            print!("{}", app::format_jobs(&config, chrono::Utc::now()));
+            print!("{}", commands::format_jobs(&config, chrono::Utc::now()));
             ExitCode::SUCCESS
         }
         Command::Status { admin } => {
@@ -80,7 +80,7 @@ async fn run(cli: Cli) -> ExitCode {
             let jobs = admin::request(addr, hyper::Method::GET, "/jobs").await;
             let ready = admin::request(addr, hyper::Method::GET, "/readyz").await;
             match (jobs, ready) {
-                (Ok(jobs), Ok(ready)) => match app::format_status(&jobs.body) {
+                (Ok(jobs), Ok(ready)) => match commands::format_status(&jobs.body) {
                     Ok(table) => {
                         print!("{table}");
                         println!("readiness: {}", ready.body.trim());
@@ -120,11 +120,11 @@ async fn run(cli: Cli) -> ExitCode {
             refresh,
             warm,
         } => {
-            let Some(message) = app::invalidation_message(&keys, &patterns, refresh, &warm) else {
+            let Some(message) = commands::invalidation_message(&keys, &patterns, refresh, &warm) else {
                 eprintln!("error: nothing to invalidate: name keys, --pattern or --warm");
                 return ExitCode::from(EXIT_USAGE);
             };
-            match app::publish_invalidation(&config, &message).await {
+            match commands::publish_invalidation(&config, &message).await {
                 Ok(report) => {
                     println!("{report}");
                     ExitCode::SUCCESS
@@ -135,7 +135,7 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::Audit { jobs, sample } => match app::run_audit(&config, &jobs, sample as usize).await {
+        Command::Audit { jobs, sample } => match commands::run_audit(&config, &jobs, sample as usize).await {
             Ok((report, consistent)) => {
                 print!("{report}");
                 success_if(consistent)
@@ -177,9 +177,9 @@ async fn run(cli: Cli) -> ExitCode {
             dry_run,
         } => {
             let mode = if dry_run { Mode::DryRun } else { Mode::Write };
-            match app::run_once(&config, &jobs, mode).await {
+            match commands::run_once(&config, &jobs, mode).await {
                 Ok(outcomes) => {
-                    let summary = app::format_summary(&outcomes);
+                    let summary = commands::format_summary(&outcomes);
                     // In a dry run stdout carries the key listing; keep the summary apart from it.
                     if dry_run {
                         eprint!("{summary}");

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cachewarden::app::{self, OnceOutcome};
+use cachewarden::commands::{self, OnceOutcome};
 use cachewarden::warm::{Mode, Progress, RunSummary, WarmRunner, Warmer};
 use common::TestEnv;
 use serde_json::json;
@@ -17,7 +17,7 @@ INSERT INTO products VALUES (1, 'Kettle', 19.90, 500), (2, 'Lamp', 5.00, 70), (3
 
 async fn run_all(env: &TestEnv, body: &str) -> Vec<OnceOutcome> {
     let config = env.config(body);
-    app::run_once(&config, &[], Mode::Write)
+    commands::run_once(&config, &[], Mode::Write)
         .await
         .expect("services reachable")
 }

@@ -55,6 +55,9 @@ pub use server::BinlogError;
 
 /// Distinct keys (and patterns) a batch gathers at most before it is applied: bounds memory and one apply's work.
 pub const BATCH_KEYS: usize = 5000;
+/// A batch holding this many keys at the end of a transaction is applied then, without waiting for a pause: big
+/// transactions go out one by one as before, single-row ones still gather.
+pub const BATCH_ENOUGH_KEYS: usize = 1000;
 /// Row events a batch gathers at most, whatever they coalesce to.
 pub const BATCH_ROWS: u64 = 20_000;
 /// How long the oldest change of a batch waits at most while more keep arriving: short next to the lag anyone
@@ -256,6 +259,15 @@ impl BinlogListener {
                         file: file.clone(),
                         pos: log_pos,
                     });
+                }
+                // A batch this big is worth applying at once: waiting for more only delays what it holds.
+                if batch.len() >= BATCH_ENOUGH_KEYS {
+                    if let Some(position) = &batch.checkpoint {
+                        resumed_at = position.clone();
+                    }
+                    if !self.flush(&mut batch, shutdown).await? {
+                        return Ok(());
+                    }
                 }
             }
         }

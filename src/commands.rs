@@ -1,0 +1,344 @@
+//! The one-shot commands: `run --once`, `jobs`, `status`, `invalidate`, `audit` — the daemon's parts used briefly,
+//! and what they print. (`check --connect` is `check`; the daemon is `app`.)
+
+use std::io::IsTerminal as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::task::JoinSet;
+
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::database::Database;
+use crate::model::WarmJob;
+use crate::warm::{Mode, Progress, RunSummary, WarmError, Warmer, panic_message};
+
+/// One job's result in `run --once`.
+pub struct OnceOutcome {
+    pub job: Arc<str>,
+    pub result: Result<RunSummary, String>,
+}
+
+/// Both servers for a one-shot command: no retries, a clear error naming the (redacted) URL that failed.
+async fn connect_now(config: &Config) -> anyhow::Result<(Database, Cache)> {
+    let db = Database::new(&config.mysql)?;
+    db.ping()
+        .await
+        .with_context(|| format!("MySQL at {}", config.mysql.url))?;
+    let cache = Cache::connect(&config.redis)
+        .await
+        .with_context(|| format!("Redis at {}", config.redis.url))?;
+    Ok((db, cache))
+}
+
+/// Runs the named jobs (or every enabled job) once. Fails fast when MySQL or Redis cannot be reached.
+pub async fn run_once(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<Vec<OnceOutcome>> {
+    let jobs = select_jobs(config, names)?;
+    let (db, cache) = connect_now(config).await?;
+    let warmer = Arc::new(Warmer::new(db.clone(), cache, config.daemon.max_concurrent_jobs));
+
+    let progress: Vec<(Arc<str>, Arc<Progress>)> = jobs
+        .iter()
+        .map(|job| (job.name.clone(), Arc::new(Progress::default())))
+        .collect();
+    let mut runs = JoinSet::new();
+    let mut order = Vec::new();
+    for (job, (_, progress)) in jobs.iter().zip(&progress) {
+        let (warmer, job, progress) = (warmer.clone(), job.clone(), progress.clone());
+        let name = job.name.clone();
+        let handle = runs.spawn(async move {
+            let Some(guard) = warmer.claim(&job.name) else {
+                return Err(WarmError::AlreadyRunning);
+            };
+            warmer.run(&guard, &job, mode, &progress).await
+        });
+        order.push((handle.id(), name));
+    }
+
+    let ticker = std::io::stderr()
+        .is_terminal()
+        .then(|| tokio::spawn(show_progress(progress.clone())));
+    let mut results = std::collections::HashMap::new();
+    while let Some(joined) = runs.join_next_with_id().await {
+        let (id, result) = match joined {
+            Ok((id, result)) => (id, result.map_err(|e| e.to_string())),
+            Err(error) if error.is_panic() => (
+                error.id(),
+                Err(format!("panicked: {}", panic_message(error.into_panic()))),
+            ),
+            Err(error) => (error.id(), Err(format!("was cancelled: {error}"))),
+        };
+        results.insert(id, result);
+    }
+    if let Some(ticker) = ticker {
+        ticker.abort();
+        eprint!("\r\x1b[2K");
+    }
+    db.close().await;
+    Ok(order
+        .into_iter()
+        .map(|(id, job)| OnceOutcome {
+            job,
+            result: results.remove(&id).unwrap_or_else(|| Err("did not report".into())),
+        })
+        .collect())
+}
+
+/// Redraws one status line on stderr while jobs run, for people watching long jobs.
+async fn show_progress(progress: Vec<(Arc<str>, Arc<Progress>)>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let line: Vec<String> = progress
+            .iter()
+            .map(|(job, p)| {
+                format!(
+                    "{job}: {} rows, {} keys",
+                    p.rows.load(Ordering::Relaxed),
+                    p.keys.load(Ordering::Relaxed)
+                )
+            })
+            .collect();
+        eprint!("\r\x1b[2K{}", line.join(" | "));
+    }
+}
+
+/// The jobs `--job` names (disabled ones included), or every enabled job.
+fn select_jobs(config: &Config, names: &[String]) -> anyhow::Result<Vec<WarmJob>> {
+    if names.is_empty() {
+        return Ok(config.jobs.iter().filter(|job| job.enabled).cloned().collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            config.job(name).cloned().ok_or_else(|| {
+                let known: Vec<&str> = config.jobs.iter().map(|job| &*job.name).collect();
+                anyhow::anyhow!(
+                    "no warm job named \"{name}\" in {} (jobs: {})",
+                    config.path.display(),
+                    known.join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+/// The summary table `run --once` prints.
+pub fn format_summary(outcomes: &[OnceOutcome]) -> String {
+    let mut rows = vec![[
+        "JOB".to_string(),
+        "RESULT".into(),
+        "ROWS".into(),
+        "KEYS".into(),
+        "SKIPPED".into(),
+        "BYTES".into(),
+        "DURATION".into(),
+    ]];
+    for outcome in outcomes {
+        rows.push(match &outcome.result {
+            Ok(s) => [
+                outcome.job.to_string(),
+                "ok".into(),
+                s.rows.to_string(),
+                s.keys_written.to_string(),
+                s.skipped().to_string(),
+                s.bytes_written.to_string(),
+                format!("{:.3}s", s.duration.as_secs_f64()),
+            ],
+            Err(_) => [
+                outcome.job.to_string(),
+                "FAILED".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ],
+        });
+    }
+    let mut out = table(&rows);
+    for outcome in outcomes {
+        if let Err(error) = &outcome.result {
+            out.push_str(&format!("{}: {error}\n", outcome.job));
+        }
+    }
+    out
+}
+
+/// The table `cachewarden jobs` prints.
+pub fn format_jobs(config: &Config, now: chrono::DateTime<chrono::Utc>) -> String {
+    let mut rows = vec![[
+        "JOB".to_string(),
+        "ENABLED".into(),
+        "SCHEDULE".into(),
+        "TTL".into(),
+        "KEY".into(),
+        "NEXT RUNS (UTC)".into(),
+    ]];
+    for job in &config.jobs {
+        let ttl = match job.ttl {
+            crate::model::Ttl::Expires(ttl) => humantime::format_duration(ttl).to_string(),
+            crate::model::Ttl::Never => "none".into(),
+        };
+        let next = if job.enabled {
+            job.schedule
+                .upcoming(now, 3)
+                .iter()
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            "-".into()
+        };
+        rows.push([
+            job.name.to_string(),
+            if job.enabled { "yes" } else { "no" }.into(),
+            job.schedule.written.clone(),
+            ttl,
+            job.key.to_string(),
+            next,
+        ]);
+    }
+    table(&rows)
+}
+
+/// Runs the consistency audit once; returns the report and whether every sampled key was consistent.
+pub async fn run_audit(config: &Config, names: &[String], sample: usize) -> anyhow::Result<(String, bool)> {
+    let jobs = if names.is_empty() {
+        config.jobs.clone()
+    } else {
+        select_jobs(config, names)?
+    };
+    let (db, cache) = connect_now(config).await?;
+    let audits = crate::audit::audit(&cache, &db, &jobs, sample).await?;
+    db.close().await;
+    let consistent = audits.iter().all(|a| a.stale.is_empty());
+    Ok((crate::audit::format_report(&audits), consistent))
+}
+
+/// The message `cachewarden invalidate` publishes: a plain key when that says it all (what the seed's publisher
+/// sends), else JSON. `None` when there is nothing to ask for.
+pub fn invalidation_message(keys: &[String], patterns: &[String], refresh: bool, warm: &[String]) -> Option<String> {
+    if keys.is_empty() && patterns.is_empty() && warm.is_empty() {
+        return None;
+    }
+    if let [key] = keys
+        && patterns.is_empty()
+        && warm.is_empty()
+        && !refresh
+        && !key.trim_start().starts_with('{')
+    {
+        return Some(key.clone());
+    }
+    let (delete, refresh_keys) = if refresh { (&[][..], keys) } else { (keys, &[][..]) };
+    let mut message = serde_json::Map::new();
+    for (field, values) in [
+        ("delete", delete),
+        ("patterns", patterns),
+        ("refresh", refresh_keys),
+        ("warm", warm),
+    ] {
+        if !values.is_empty() {
+            message.insert(field.into(), serde_json::json!(values));
+        }
+    }
+    Some(serde_json::Value::Object(message).to_string())
+}
+
+/// Publishes `message` on the configured channel, or adds it to the configured stream.
+pub async fn publish_invalidation(config: &Config, message: &str) -> anyhow::Result<String> {
+    let cache = Cache::connect(&config.redis)
+        .await
+        .with_context(|| format!("Redis at {}", config.redis.url))?;
+    match &config.channel.stream {
+        Some(stream) => {
+            let id = cache.stream_add(&stream.name, message).await?;
+            Ok(format!("added to stream {} as {id}: {message}", stream.name))
+        }
+        None => {
+            let receivers = cache.publish(&config.channel.name, message).await?;
+            Ok(format!(
+                "published to {} ({receivers} subscribers): {message}",
+                config.channel.name
+            ))
+        }
+    }
+}
+
+/// The table `cachewarden status` prints from the daemon's `/jobs` document.
+pub fn format_status(jobs_json: &str) -> Result<String, serde_json::Error> {
+    let jobs: Vec<serde_json::Value> = serde_json::from_str(jobs_json)?;
+    let mut rows = vec![[
+        "JOB".to_string(),
+        "RUNNING".into(),
+        "LAST RUN".into(),
+        "FINISHED (UTC)".into(),
+        "DURATION".into(),
+        "KEYS".into(),
+        "OK/FAILED/SKIPPED".into(),
+        "NEXT RUN (UTC)".into(),
+    ]];
+    let field = |value: &serde_json::Value| match value {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    for job in &jobs {
+        let last = &job["last_run"];
+        rows.push([
+            field(&job["name"]),
+            if job["running"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            }
+            .into(),
+            field(&last["outcome"]),
+            field(&last["finished_at"]),
+            last["duration_seconds"]
+                .as_f64()
+                .map_or("-".into(), |d| format!("{d:.3}s")),
+            field(&last["keys_written"]),
+            format!(
+                "{}/{}/{}",
+                field(&job["runs"]["succeeded"]),
+                field(&job["runs"]["failed"]),
+                field(&job["runs"]["skipped"])
+            ),
+            field(&job["next_run"]),
+        ]);
+    }
+    let mut out = table(&rows);
+    for job in &jobs {
+        if let Some(error) = job["last_run"]["error"].as_str() {
+            out.push_str(&format!("{}: {error}\n", field(&job["name"])));
+        }
+    }
+    Ok(out)
+}
+
+/// Left-aligned columns separated by two spaces.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
