@@ -537,6 +537,7 @@ def notes(results):
   {b['live_txn_lag_p99_ms']:.1f} ms over {b['live_txns']} transactions of 1,000 rows (commit to the daemon's delete
   counter covering the transaction, polled every 0.5 ms over HTTP, so the figures include up to about 1 ms of
   polling).
+{cdc.notes(results["cdc_single_row"], results["cdc_storm"], cores)}
 - The Python figures for 1M rows, pub/sub and the binlog come from one run each (they take minutes). Figures move
   between runs by up to ±25% on this shared 2-core machine; redis-benchmark itself does.
 """

@@ -186,7 +186,7 @@ fn trigger(state: &AdminState, name: &str) -> Response<Full<Bytes>> {
         );
     }
     info!(job = %job, "Manual run requested through the admin endpoint.");
-    if crate::schedule::send(&state.triggers, job.clone(), TriggerReason::Manual) {
+    if crate::trigger::send(&state.triggers, job.clone(), TriggerReason::Manual) {
         text(StatusCode::ACCEPTED, &format!("\"{job}\" queued\n"))
     } else {
         text(

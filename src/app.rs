@@ -29,11 +29,12 @@ use crate::invalidate::Invalidator;
 use crate::metrics;
 use crate::model::{TriggerReason, WarmJob};
 use crate::plan::Policy;
-use crate::schedule::{Scheduler, send};
 use crate::signal::{SignalEvent, Signals};
 use crate::source::binlog::BinlogListener;
 use crate::source::channel::{ChannelListener, StreamListener};
+use crate::source::schedule::Scheduler;
 use crate::systemd::{self, Watchdog};
+use crate::trigger::send;
 use crate::warm::{WarmRunner, Warmer, panic_message};
 
 /// Triggers waiting for the warm executor; beyond this, fires are dropped (and logged) rather than queued.

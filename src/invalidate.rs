@@ -140,7 +140,7 @@ impl Invalidator {
 
     /// Asks for a run of `job` (dropped, with a warning, when the queue is full).
     pub fn warm(&self, job: &str, reason: TriggerReason) {
-        crate::schedule::send(&self.triggers, Arc::from(job), reason);
+        crate::trigger::send(&self.triggers, Arc::from(job), reason);
     }
 
     /// Applies `actions` until it succeeds (what it did) or `shutdown` comes (`None`): transient failures are retried with

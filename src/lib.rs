@@ -7,7 +7,6 @@
 //! - [`model`]: the vocabulary: warm jobs, key templates, TTLs, triggers, key operations.
 //! - [`value`]: MySQL wire values → JSON and key text (pure; documents the type mapping).
 //! - [`render`]: a row → its key and JSON value; sensitive-column refusal (pure).
-//! - [`schedule`]: fires warm jobs on their cron schedules (producer).
 //! - [`warm`]: runs warm jobs: stream rows, render, write in batches; overlap guard, concurrency limit (executor).
 //! - [`cache`]: Redis; the single write path every cache write goes through.
 //! - [`database`]: MySQL via sqlx: pool, statement timeouts, raw rows.
@@ -16,7 +15,8 @@
 //! - [`invalidate`]: applies invalidation actions (deletes, pattern deletes, refreshes, projections, warm runs).
 //! - [`refresh`]: refreshes many keys of a job in one read, checked against the change that asked (executor).
 //! - [`plan`]: messages and binlog row changes → actions, under the allow-list (pure).
-//! - [`source`]: the invalidation channel (pub/sub, streams) and the binlog listener (producers).
+//! - [`source`]: the producers: the cron schedule, the invalidation channel (pub/sub, streams), the binlog listener.
+//! - [`trigger`]: the one way to ask for a warm run.
 //! - [`audit`]: compares cached values with the database.
 //! - [`admin`], [`health`], [`metrics`], [`systemd`], [`logging`]: operating the daemon.
 //! - [`app`]: the daemon's wiring: tasks under one supervisor, signals, reload.
@@ -44,9 +44,9 @@ pub mod model;
 pub mod plan;
 pub mod refresh;
 pub mod render;
-pub mod schedule;
 pub mod signal;
 pub mod source;
 pub mod systemd;
+pub mod trigger;
 pub mod value;
 pub mod warm;

@@ -1,5 +1,7 @@
-//! Trigger producers that read from outside: the invalidation channel (pub/sub and streams). Each source parses
-//! what it reads with `plan` and hands the actions to the `invalidate` executor; none writes cache keys itself.
+//! The producers: what asks for cache work. `schedule` fires warm jobs on their cron schedules; `channel` reads
+//! invalidation messages (pub/sub, streams); `binlog` follows row changes. Each turns what it reads into triggers or
+//! `plan` actions for the executors (`warm`, `invalidate`); none writes cache keys itself.
 
 pub mod binlog;
 pub mod channel;
+pub mod schedule;

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 use uuid::Uuid;
 
 use crate::model::{Trigger, TriggerReason, WarmJob};
+use crate::trigger::send;
 
 /// Sends warm triggers on schedule.
 pub struct Scheduler {
@@ -111,19 +112,4 @@ impl Scheduler {
 
 fn jobs_names(jobs: &[WarmJob]) -> HashSet<Arc<str>> {
     jobs.iter().map(|job| job.name.clone()).collect()
-}
-
-/// Sends without waiting: when the executor is backed up, the fire is dropped (the next one comes soon) rather
-/// than queued without bound.
-pub fn send(triggers: &mpsc::Sender<Trigger>, job: Arc<str>, reason: TriggerReason) -> bool {
-    match triggers.try_send(Trigger::Warm {
-        job: job.clone(),
-        reason,
-    }) {
-        Ok(()) => true,
-        Err(error) => {
-            warn!(job = %job, %reason, %error, "Could not queue a warm trigger; this fire was dropped.");
-            false
-        }
-    }
 }
