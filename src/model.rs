@@ -1,4 +1,5 @@
-//! The vocabulary every other module speaks: warm jobs, key templates, TTLs, triggers and key operations.
+//! The vocabulary every other module speaks: warm jobs, key templates, TTLs, triggers, key operations, and the
+//! change rules and row changes of change data capture.
 //!
 //! Plain data with small pure methods. Nothing here does I/O; parsing of the TOML words into these types lives in
 //! `config`, and executing them lives in `warm` and `cache`.

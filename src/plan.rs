@@ -1,7 +1,9 @@
-//! Invalidation messages → actions, under a policy: what a message asks for, and whether it may.
+//! What to do to the cache, as [`Action`]s: from invalidation messages (under a policy: what a message asks for,
+//! and whether it may) and from binlog row changes (under the `[[on_change]]` rules); and the glob matching of key
+//! patterns both use.
 //!
-//! Pure: the channel and stream sources hand in raw payloads, this module parses and checks them, and the
-//! `invalidate` executor applies the resulting [`Action`]s. Everything a message could do wrong is a [`Refusal`]
+//! Pure: the channel and stream sources hand in raw payloads, the binlog listener row images; this module parses,
+//! checks and plans, and the `invalidate` executor applies the resulting [`Action`]s. Everything a message could do wrong is a [`Refusal`]
 //! with a reason that is counted and logged; nothing here can touch a key outside the allow-list.
 //!
 //! Accepted payloads:
