@@ -139,16 +139,22 @@ impl Batch {
             Action::Warm(_) => return,
             Action::Delete(key) | Action::Refresh(key) | Action::Set { key, .. } => key.clone(),
         };
-        // A newer change of the key supersedes a deferred re-read of it.
-        self.deferred.remove(&key);
-        self.retries.remove(&key);
+        // A newer change of the key supersedes a deferred re-read of it. (The maps are usually empty: skip hashing
+        // the key for them then, it is the hot path of a write storm.)
+        if !self.deferred.is_empty() {
+            self.deferred.remove(&key);
+        }
+        if !self.retries.is_empty() {
+            self.retries.remove(&key);
+        }
         match (&action, seen) {
             (Action::Refresh(_), Some(seen)) => {
                 self.seen.insert(key.clone(), seen.clone());
             }
-            _ => {
+            _ if !self.seen.is_empty() => {
                 self.seen.remove(&key);
             }
+            _ => {}
         }
         self.keyed.insert(key, (self.arrivals, action));
     }
