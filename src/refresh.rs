@@ -33,6 +33,7 @@ use crate::database::{self, Database, DatabaseError};
 use crate::metrics;
 use crate::model::{KeyOp, SeenRow, WarmJob};
 use crate::render::{ColumnSource, PlanError, RowRenderer};
+use crate::value::Cell;
 
 /// Keys per `IN (…)` statement at most.
 pub const KEYS_PER_IN_LIST: usize = 1024;
@@ -347,13 +348,7 @@ fn render_rows(job: &WarmJob, rows: &[MySqlRow], found: &mut HashMap<String, Ren
         }
         let mut value = Vec::with_capacity(256);
         renderer.render_object(&cells, &mut value);
-        let texts = cells
-            .iter()
-            .map(|cell| {
-                let mut text = String::new();
-                cell.write_key(&mut text).map(|()| text)
-            })
-            .collect();
+        let texts = cells.iter().map(Cell::key_text).collect();
         found.insert(key, Rendered { value, texts });
     }
     Ok(())

@@ -312,6 +312,13 @@ impl Cell<'_> {
         }
     }
 
+    /// This value as key text (see [`Cell::write_key`]); `None` for NULL. Binlog images and refresh checks compare
+    /// values in this form.
+    pub fn key_text(&self) -> Option<String> {
+        let mut text = String::new();
+        self.write_key(&mut text).map(|()| text)
+    }
+
     /// Appends this value as key text: strings as they are, numbers in decimal, bytes in base64. `None` for NULL,
     /// which cannot name a key.
     pub fn write_key(&self, out: &mut String) -> Option<()> {

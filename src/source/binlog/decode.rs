@@ -104,7 +104,7 @@ impl DecodedRow<'_> {
         self.names
             .iter()
             .zip(&self.cells)
-            .map(|(name, cell)| (name.to_string(), key_text(cell)))
+            .map(|(name, cell)| (name.to_string(), cell.key_text()))
             .collect()
     }
 
@@ -120,11 +120,6 @@ impl DecodedRow<'_> {
             })
             .collect()
     }
-}
-
-fn key_text(cell: &Cell<'_>) -> Option<String> {
-    let mut text = String::new();
-    cell.write_key(&mut text).map(|()| text)
 }
 
 /// Decodes every column of `row` (a row image of a table shaped `shape`).
