@@ -4,8 +4,10 @@
 //! Every long-running task is spawned here, on one `TaskTracker` with one `CancellationToken`.
 //!
 //! # Startup
-//! A definite connection error (wrong password, unknown database) stops the daemon at once; an unreachable server
-//! is retried with backoff for as long as it takes, and the daemon stays up meanwhile.
+//! A definite refusal ([`Misconfigured`]: a wrong password, an unknown database, a Redis ACL that refuses a command
+//! or key the configuration needs, a binlog that cannot be followed) stops the daemon at once, and it exits 78 so
+//! that systemd does not restart it in a loop; an unreachable server is retried with backoff for as long as it
+//! takes, and the daemon stays up meanwhile.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +21,7 @@ use tracing::{error, info, warn};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
+use crate::access::{self, Checked};
 use crate::admin::{AdminServer, AdminState};
 use crate::backoff::Backoff;
 use crate::cache::Cache;
@@ -30,12 +33,17 @@ use crate::metrics;
 use crate::model::{TriggerReason, WarmJob};
 use crate::plan::Policy;
 use crate::signal::{SignalEvent, Signals};
-use crate::source::binlog::BinlogListener;
+use crate::source::binlog::{BinlogError, BinlogListener};
 use crate::source::channel::{ChannelListener, StreamListener};
 use crate::source::schedule::Scheduler;
 use crate::systemd::{self, Watchdog};
 use crate::trigger::send;
 use crate::warm::{WarmRunner, Warmer, panic_message};
+
+/// A start-up refusal that restarting cannot fix: the configuration, or the servers' grants for it, must change.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Misconfigured(pub String);
 
 /// Triggers waiting for the warm executor; beyond this, fires are dropped (and logged) rather than queued.
 const TRIGGER_QUEUE: usize = 256;
@@ -56,6 +64,7 @@ pub async fn run_daemon(
         return Ok(());
     };
     info!(mysql = %config.mysql.url, redis = %config.redis.url, "Connected to MySQL and Redis.");
+    preflight(&config, &cache).await?;
 
     let shutdown = CancellationToken::new();
     let tracker = Supervisor::new(shutdown.clone());
@@ -342,6 +351,38 @@ fn reload(current: &Config) -> Option<Config> {
     })
 }
 
+/// What the servers must allow, asked before any task starts: the Redis ACL (when the user may ask it, see
+/// [`access`]) and the binlog connection. A refusal is [`Misconfigured`]; a server that does not answer now is left
+/// to the tasks' own retries.
+async fn preflight(config: &Config, cache: &Cache) -> anyhow::Result<()> {
+    match access::check(cache, &access::redis_needs(config)).await {
+        Ok(Checked::Refused(refused)) if !refused.is_empty() => {
+            let list: Vec<String> = refused.iter().map(|refusal| format!("  {refusal}")).collect();
+            return Err(Misconfigured(format!(
+                "the Redis ACL refuses {} command(s) this configuration needs; grant them (docs/operations.md):\n{}",
+                refused.len(),
+                list.join("\n")
+            ))
+            .into());
+        }
+        Ok(Checked::Refused(_)) => info!("The Redis ACL allows every command and key this configuration needs."),
+        Ok(Checked::Unchecked(why)) => {
+            info!(%why, "The Redis ACL was not checked up front; a refusal will show at run time.")
+        }
+        Err(error) => warn!(%error, "Could not check the Redis ACL up front."),
+    }
+    if let Some(binlog) = &config.binlog {
+        match crate::source::binlog::preflight(&binlog.url).await {
+            Ok(()) => {}
+            Err(BinlogError::Definite(message)) => {
+                return Err(Misconfigured(format!("[binlog]: cannot follow the binlog: {message}")).into());
+            }
+            Err(error) => warn!(%error, "Could not check the binlog connection up front; it will be retried."),
+        }
+    }
+    Ok(())
+}
+
 /// Connects to both servers, retrying unreachable ones with backoff. `None` when a stop signal came first.
 async fn connect_with_retry(config: &Config, signals: &mut Signals) -> anyhow::Result<Option<(Database, Cache)>> {
     let db = Database::new(&config.mysql)?;
@@ -354,7 +395,7 @@ async fn connect_with_retry(config: &Config, signals: &mut Signals) -> anyhow::R
                 Err(error) if error.is_transient() => {
                     warn!(redis = %config.redis.url, %error, "Redis is unreachable; will retry.");
                 }
-                Err(error) => return Err(error).context(format!("Redis at {}", config.redis.url)),
+                Err(error) => return Err(Misconfigured(format!("Redis at {}: {error}", config.redis.url)).into()),
             }
         }
         let db_ready = match db.ping().await {
@@ -363,7 +404,7 @@ async fn connect_with_retry(config: &Config, signals: &mut Signals) -> anyhow::R
                 warn!(mysql = %config.mysql.url, %error, "MySQL is unreachable; will retry.");
                 false
             }
-            Err(error) => return Err(error).context(format!("MySQL at {}", config.mysql.url)),
+            Err(error) => return Err(Misconfigured(format!("MySQL at {}: {error}", config.mysql.url)).into()),
         };
         if db_ready && let Some(cache) = cache.take() {
             return Ok(Some((db, cache)));

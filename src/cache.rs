@@ -193,6 +193,16 @@ impl CacheError {
             CacheError::CaFile { .. } => false,
         }
     }
+
+    /// Whether the server answered with an error reply (an unknown command, a refusal) rather than not answering.
+    pub fn is_server_reply(&self) -> bool {
+        match self {
+            CacheError::Connect(error) | CacheError::Command(error) => {
+                matches!(error.kind(), redis::ErrorKind::Server(_) | redis::ErrorKind::Extension)
+            }
+            CacheError::LeaseEnded | CacheError::CaFile { .. } => false,
+        }
+    }
 }
 
 /// The cache. Cheap to clone: clones share one multiplexed connection.
@@ -646,6 +656,29 @@ impl Cache {
             .query_async(&mut conn)
             .await
             .map_err(command_failed)
+    }
+
+    /// The connected user's name (`ACL WHOAMI`).
+    pub async fn acl_whoami(&self) -> Result<String, CacheError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("ACL")
+            .arg("WHOAMI")
+            .query_async(&mut conn)
+            .await
+            .map_err(command_failed)
+    }
+
+    /// Whether `user` may run `command` (`ACL DRYRUN`): `None` when allowed, else the server's reason.
+    pub async fn acl_dryrun(&self, user: &str, command: &[String]) -> Result<Option<String>, CacheError> {
+        let mut conn = self.conn.clone();
+        let answer: String = redis::cmd("ACL")
+            .arg("DRYRUN")
+            .arg(user)
+            .arg(command)
+            .query_async(&mut conn)
+            .await
+            .map_err(command_failed)?;
+        Ok((answer != "OK").then_some(answer))
     }
 
     /// Checks that Redis answers.

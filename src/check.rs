@@ -1,27 +1,70 @@
 //! `check --connect`: the configuration held against the live servers. Every warm query is prepared (SQL errors,
 //! placeholders that are not result columns, sensitive columns, unmappable types), and every `[[on_change]]` rule is
 //! checked against the table it watches (the table exists; every placeholder, projected column and `when_changed`
-//! column is one of its columns). Problems carry the file's line like every other configuration problem.
+//! column is one of its columns). The Redis user's ACL is asked about every command and key the configuration
+//! needs ([`access`]), and the binlog connection about everything following it needs. Problems carry the file's line like every other configuration problem.
 
+use crate::access::{self, Checked};
 use crate::cache::Cache;
 use crate::config::{ChangeRule, Config, Problem, table_field_line};
 use crate::database::Database;
 use crate::render::RowRenderer;
 
-/// Connects to both servers and checks jobs and rules against them. Returns the problems found.
-pub async fn check_connect(config: &Config) -> Vec<Problem> {
+/// What `check --connect` found.
+#[derive(Debug, Default)]
+pub struct Findings {
+    pub problems: Vec<Problem>,
+    /// What could not be checked, and why (not problems).
+    pub notes: Vec<String>,
+}
+
+/// Connects to both servers and checks jobs and rules against them.
+pub async fn check_connect(config: &Config) -> Findings {
+    let mut notes = Vec::new();
     let mut problems = Vec::new();
     let problem = |location: String, message: String| Problem {
         line: None,
         location,
         message,
     };
-    if let Err(error) = Cache::connect(&config.redis).await {
-        problems.push(problem(
+    match Cache::connect(&config.redis).await {
+        Ok(cache) => match access::check(&cache, &access::redis_needs(config)).await {
+            Ok(Checked::Refused(refused)) => problems.extend(refused.into_iter().map(|refusal| {
+                problem(
+                    refusal.need.purpose,
+                    format!(
+                        "the Redis ACL refuses `{}`: {}",
+                        refusal.need.command.join(" "),
+                        refusal.reason
+                    ),
+                )
+            })),
+            Ok(Checked::Unchecked(why)) => notes.push(format!(
+                "the Redis ACL was not checked ({why}); grant the user +acl|whoami +acl|dryrun to check it"
+            )),
+            Err(error) => notes.push(format!("the Redis ACL was not checked: {error}")),
+        },
+        Err(error) => problems.push(problem(
             "redis.url".into(),
             format!("cannot connect to {}: {error}", config.redis.url),
-        ));
+        )),
     }
+    if let Some(binlog) = &config.binlog
+        && let Err(error) = crate::source::binlog::preflight(&binlog.url).await
+    {
+        problems.push(problem("binlog".into(), format!("cannot follow the binlog: {error}")));
+    }
+    let problems = check_database(config, problems).await;
+    Findings { problems, notes }
+}
+
+/// Jobs and rules against the MySQL server, added to `problems`.
+async fn check_database(config: &Config, mut problems: Vec<Problem>) -> Vec<Problem> {
+    let problem = |location: String, message: String| Problem {
+        line: None,
+        location,
+        message,
+    };
     let db = match Database::new(&config.mysql) {
         Ok(db) => db,
         Err(error) => {

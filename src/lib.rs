@@ -22,9 +22,11 @@
 //! - [`app`]: the daemon's wiring: tasks under one supervisor, signals, reload.
 //! - [`commands`]: the one-shot commands (`run --once`, `jobs`, `status`, `invalidate`, `audit`) and their output.
 //! - [`check`]: `check --connect`, the configuration against the live servers.
+//! - [`access`]: what the Redis user must be allowed to do, checked against its ACL (`ACL DRYRUN`).
 //! - [`demo`]: the demo shop schema (embedded migrations), for the quick start and tests.
 //! - [`cli`]: the command line.
 
+pub mod access;
 pub mod admin;
 pub mod app;
 pub mod audit;

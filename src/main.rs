@@ -54,7 +54,10 @@ async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { connect } => {
             if connect {
-                let problems = cachewarden::check::check_connect(&config).await;
+                let cachewarden::check::Findings { problems, notes } = cachewarden::check::check_connect(&config).await;
+                for note in notes {
+                    eprintln!("note: {note}");
+                }
                 if !problems.is_empty() {
                     eprintln!(
                         "error: {} has {} problem(s) when connected:",
@@ -167,7 +170,11 @@ async fn run(cli: Cli) -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!("{error:#}");
-                    ExitCode::FAILURE
+                    if error.downcast_ref::<app::Misconfigured>().is_some() {
+                        ExitCode::from(EXIT_CONFIG)
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
             }
         }

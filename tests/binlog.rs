@@ -526,7 +526,7 @@ async fn a_100k_row_transaction_is_applied_in_bounded_memory() {
 }
 
 #[tokio::test]
-async fn a_server_without_row_binlog_is_refused_clearly() {
+async fn a_server_without_row_binlog_stops_the_daemon_at_start_with_78() {
     let _shared = BINLOG.read().await;
     let env = TestEnv::new().await;
     env.sql(SCHEMA).await;
@@ -538,18 +538,147 @@ async fn a_server_without_row_binlog_is_refused_clearly() {
     );
     let path = env.config_file(&body);
     let mut daemon = Daemon::start(&env, &path, &[], &[]);
-    let log = eventually(Duration::from_secs(20), || async {
-        let log = daemon.log();
-        log.contains("Cannot follow the binlog").then_some(log)
-    })
-    .await
-    .expect("the refusal is logged");
+    let code = wait_exit(&mut daemon, Duration::from_secs(30)).await;
+    let log = daemon.log();
+    assert_eq!(code, Some(78), "{log}");
+    assert!(log.contains("[binlog]: cannot follow the binlog"), "{log}");
     assert!(
         log.contains("binary logging is off") || log.contains("must be"),
         "{log}"
     );
-    assert!(daemon.is_running(), "the rest of the daemon keeps running");
-    assert_eq!(daemon.stop().await, Some(0));
+}
+
+/// Waits for the daemon to exit by itself; its exit code.
+async fn wait_exit(daemon: &mut Daemon, limit: Duration) -> Option<i32> {
+    let child = &mut daemon.child;
+    eventually(limit, || {
+        let status = child.try_wait().unwrap();
+        async move { status }
+    })
+    .await
+    .and_then(|status| status.code())
+}
+
+#[tokio::test]
+async fn missing_redis_and_replication_grants_are_named_by_check_and_stop_the_daemon_with_78() {
+    let _shared = BINLOG.read().await;
+    let env = TestEnv::new().await;
+    env.sql(SCHEMA).await;
+    let port = free_port();
+    let mut redis_server = common::spawn_redis(port);
+    let admin = redis::Client::open(format!("redis://127.0.0.1:{port}/0").as_str()).unwrap();
+    let mut conn = eventually(Duration::from_secs(10), || async {
+        admin.get_multiplexed_async_connection().await.ok()
+    })
+    .await
+    .expect("the test's Redis answers");
+    let p = env.prefix.clone();
+    // The daemon's user may touch its own keys but not the products'.
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "cw",
+            "on",
+            ">cw-secret",
+            "~cachewarden:*",
+            &format!("~{p}checkpoint"),
+            "+@all",
+        ])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let rules = format!(
+        "[[on_change]]\ntable = \"{}.products\"\ndelete = [\"{p}product:{{id}}\"]\n",
+        env.database
+    );
+    let write = |binlog_url: &str| {
+        env.write_file(
+            "jobs.toml",
+            &format!(
+                "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"redis://cw:cw-secret@127.0.0.1:{port}/0\"\n\
+                 [admin]\nlisten = \"{}\"\n\n{}",
+                env.mysql_url,
+                env.admin_addr(),
+                config(&env, binlog_url, &rules)
+            ),
+        )
+    };
+    let path = write("");
+    let output = env
+        .cli()
+        .args(["check", "--connect", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "[[on_change]] {}.products (keys {p}product:{{id}})",
+            env.database
+        )) && stderr.contains(&format!("no permissions to access the '{p}product:1' key")),
+        "the refused key and the rule that needs it are named:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("warm job \"products\" (keys {p}product:{{id}})")),
+        "{stderr}"
+    );
+
+    let mut daemon = Daemon::start(&env, &path, &[], &[]);
+    let code = wait_exit(&mut daemon, Duration::from_secs(30)).await;
+    let log = daemon.log();
+    assert_eq!(code, Some(78), "{log}");
+    assert!(
+        log.contains("the Redis ACL refuses") && log.contains(&format!("'{p}product:1'")),
+        "{log}"
+    );
+
+    // With the keys granted, the Redis side passes; a binlog user without REPLICATION SLAVE is named instead.
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "cw", "allkeys"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let user = format!("{p}norepl").replace(':', "_");
+    env.sql(&format!(
+        "DROP USER IF EXISTS '{user}'@'%'; CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'; \
+         GRANT REPLICATION CLIENT ON *.* TO '{user}'@'%'; GRANT SELECT ON *.* TO '{user}'@'%'"
+    ))
+    .await;
+    let server = env.mysql_url.rsplit_once('@').unwrap().1.split('/').next().unwrap();
+    let path = write(&format!("url = \"mysql://{user}:pw@{server}/mysql\""));
+    let output = env
+        .cli()
+        .args(["check", "--connect", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("lacks REPLICATION SLAVE"), "{stderr}");
+    assert!(
+        !stderr.contains("Redis ACL"),
+        "the Redis grants are complete now:\n{stderr}"
+    );
+    let mut daemon = Daemon::start(&env, &path, &[], &[]);
+    let code = wait_exit(&mut daemon, Duration::from_secs(30)).await;
+    assert_eq!(code, Some(78), "{}", daemon.log());
+    assert!(daemon.log().contains("lacks REPLICATION SLAVE"), "{}", daemon.log());
+
+    // Granted, everything checks out.
+    env.sql(&format!("GRANT REPLICATION SLAVE ON *.* TO '{user}'@'%'"))
+        .await;
+    let output = env
+        .cli()
+        .args(["check", "--connect", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    env.sql(&format!("DROP USER '{user}'@'%'")).await;
+    let _ = redis_server.kill();
+    let _ = redis_server.wait();
 }
 
 #[tokio::test]
@@ -640,17 +769,8 @@ async fn a_redis_acl_refusal_stops_the_stream_visibly_and_it_resumes_once_fixed(
     .await
     .expect("the test's Redis answers");
     let p = env.prefix.clone();
-    // The daemon's user may touch its own keys but not the products'.
     let _: () = redis::cmd("ACL")
-        .arg(&[
-            "SETUSER",
-            "cw",
-            "on",
-            ">cw-secret",
-            "~cachewarden:*",
-            &format!("~{p}checkpoint"),
-            "+@all",
-        ])
+        .arg(&["SETUSER", "cw", "on", ">cw-secret", "allkeys", "+@all"])
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -675,6 +795,18 @@ async fn a_redis_acl_refusal_stops_the_stream_visibly_and_it_resumes_once_fixed(
         ),
     );
     let mut daemon = start(&env, &path).await;
+    // Once it runs, the ACL is narrowed: the daemon's user may touch its own keys but not the products'.
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "cw",
+            "resetkeys",
+            "~cachewarden:*",
+            &format!("~{p}checkpoint"),
+        ])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     env.sql("UPDATE products SET price = 7.00 WHERE id = 1").await;
     let stuck = eventually(Duration::from_secs(15), || async {
         let ready = get(&env, "/readyz").await?;

@@ -23,7 +23,8 @@
 //!   (backpressure). If that lasts, or the failure is definite (a Redis ACL refusal), the daemon reports itself not
 //!   ready (`binlog: …`) and `cachewarden_binlog_apply_failing` is 1 until a retry succeeds.
 //! - A server that cannot be followed (binary logging off, not ROW/FULL, compressed MariaDB events, no
-//!   replication privileges, a wrong password): a definite error at ERROR, not ready, retried every minute.
+//!   replication privileges, a wrong password): found at start-up by [`preflight`], which stops the daemon (exit
+//!   78); later, a definite error at ERROR, not ready, retried every minute.
 
 mod batch;
 pub mod checkpoint;
@@ -35,9 +36,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
+use mysql_async::BinlogStreamRequest;
 use mysql_async::binlog::events::EventData;
 use mysql_async::prelude::Queryable as _;
-use mysql_async::{BinlogStreamRequest, Conn, Opts};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -51,7 +52,7 @@ use crate::plan::{self, Action};
 
 use batch::{Batch, Debounce};
 use checkpoint::Position;
-pub use server::BinlogError;
+pub use server::{BinlogError, preflight};
 
 /// Distinct keys (and patterns) a batch gathers at most before it is applied: bounds memory and one apply's work.
 pub const BATCH_KEYS: usize = 5000;
@@ -68,8 +69,6 @@ pub const BATCH_WAIT: Duration = Duration::from_millis(10);
 pub const IDLE_GAP: Duration = Duration::from_millis(1);
 /// A server that cannot be followed is looked at again this often.
 const DEFINITE_RETRY: Duration = Duration::from_secs(60);
-/// Connecting and the start-up checks must finish within this.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Follows the binlog.
 pub struct BinlogListener {
@@ -126,11 +125,7 @@ impl BinlogListener {
     }
 
     async fn session(&self, shutdown: &CancellationToken, state: &mut SessionState) -> Result<(), BinlogError> {
-        let opts = Opts::from_url(self.settings.url.expose())
-            .map_err(|_| BinlogError::Definite("[binlog] url is not a valid MySQL URL".into()))?;
-        let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts))
-            .await
-            .map_err(|_| BinlogError::Transient("connecting for replication timed out".into()))??;
+        let mut conn = server::connect(&self.settings.url).await?;
         let server = server::check_server(&mut conn).await?;
         let current = server::current_position(&mut conn).await?;
         let start = self.start_position(current, shutdown, state).await?;

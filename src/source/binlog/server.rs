@@ -1,11 +1,17 @@
 //! The replication connection's questions to the server: can its binlog be followed, where does it end now, and
 //! what a failure means ([`BinlogError`]: purged, definite or transient).
 
-use mysql_async::Conn;
+use std::time::Duration;
+
 use mysql_async::prelude::Queryable as _;
+use mysql_async::{Conn, Opts};
 
 use super::checkpoint::Position;
 use crate::cache::CacheError;
+use crate::config::SecretUrl;
+
+/// Connecting and the start-up checks must finish within this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a binlog session ended.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +59,46 @@ pub fn classify(error: mysql_async::Error, position: &Position) -> BinlogError {
         }
         _ => error.into(),
     }
+}
+
+/// A connection for replication as `url`.
+pub async fn connect(url: &SecretUrl) -> Result<Conn, BinlogError> {
+    let opts = Opts::from_url(url.expose())
+        .map_err(|_| BinlogError::Definite("[binlog] url is not a valid MySQL URL".into()))?;
+    tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts))
+        .await
+        .map_err(|_| BinlogError::Transient("connecting for replication timed out".into()))?
+        .map_err(BinlogError::from)
+}
+
+/// Everything following the binlog needs from the server, asked up front (start-up, `check --connect`): the user
+/// can log in, the binlog is on and in the form we decode, the current position can be read (REPLICATION CLIENT or
+/// BINLOG MONITOR) and the user holds REPLICATION SLAVE.
+pub async fn preflight(url: &SecretUrl) -> Result<(), BinlogError> {
+    let mut conn = connect(url).await?;
+    check_server(&mut conn).await?;
+    current_position(&mut conn).await?;
+    let grants: Vec<String> = conn.query("SHOW GRANTS").await?;
+    conn.disconnect().await.ok();
+    if grants.iter().any(|grant| may_replicate(grant)) {
+        Ok(())
+    } else {
+        Err(BinlogError::Definite(format!(
+            "the [binlog] user lacks REPLICATION SLAVE ON *.* (SHOW GRANTS: {})",
+            grants.join("; ")
+        )))
+    }
+}
+
+/// Whether a `SHOW GRANTS` line gives (or may give, through a role) the right to read the binlog.
+fn may_replicate(grant: &str) -> bool {
+    let grant = grant.to_ascii_uppercase();
+    let global = grant.contains(" ON *.* ");
+    let role = !grant.contains(" ON ");
+    role || global
+        && ["REPLICATION SLAVE", "REPLICATION REPLICA", "ALL PRIVILEGES"]
+            .iter()
+            .any(|p| grant.contains(p))
 }
 
 /// What the start-up checks learned about the server.
@@ -127,5 +173,24 @@ pub async fn current_position(conn: &mut Conn) -> Result<Position, BinlogError> 
         _ => Err(BinlogError::Definite(
             "SHOW MASTER STATUS returned nothing: binary logging is off, or the user lacks REPLICATION CLIENT".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_replicate;
+
+    #[test]
+    fn only_a_global_replication_grant_or_a_role_may_replicate() {
+        assert!(may_replicate(
+            "GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO `cw`@`%`"
+        ));
+        assert!(may_replicate(
+            "GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost` WITH GRANT OPTION"
+        ));
+        assert!(may_replicate("GRANT `cdc_role` TO `cw`@`%`"));
+        assert!(!may_replicate("GRANT USAGE ON *.* TO `cw`@`%`"));
+        assert!(!may_replicate("GRANT BINLOG MONITOR ON *.* TO `cw`@`%`"));
+        assert!(!may_replicate("GRANT ALL PRIVILEGES ON `shop`.* TO `cw`@`%`"));
     }
 }

@@ -1,0 +1,211 @@
+//! What the Redis user must be allowed to do under a configuration (every command on every kind of key it will
+//! touch), and the check of that against the server's ACL with `ACL DRYRUN`, at start-up and in `check --connect`.
+//!
+//! The check needs the user to run `ACL WHOAMI` and `ACL DRYRUN` (Redis ≥ 7). Where it may not (or the server has no
+//! ACL DRYRUN, as on older Redis), nothing is checked up front and the daemon still treats a refusal at run time as
+//! definite (ERROR, not ready, retried without skipping anything).
+
+use crate::cache::{Cache, CacheError, MARKER_PREFIX, READERS_KEY, VERSION_KEY};
+use crate::config::{CheckpointStore, Config};
+use crate::model::{KeyPart, KeyTemplate};
+
+/// One command cachewarden will run, with sample arguments of the kind it will use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Need {
+    /// Why: the job, rule, channel or checkpoint it serves, with the template or pattern of its keys.
+    pub purpose: String,
+    /// The command and its arguments, as `ACL DRYRUN` takes them.
+    pub command: Vec<String>,
+}
+
+/// A command the server's ACL refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub need: Need,
+    /// The server's reason, naming the command, key or channel (`This user has no permissions to …`).
+    pub reason: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (`{}`): {}",
+            self.need.purpose,
+            self.need.command.join(" "),
+            self.reason
+        )
+    }
+}
+
+/// The outcome of [`check`].
+#[derive(Debug)]
+pub enum Checked {
+    /// Every need was asked of the ACL; these were refused (none: all allowed).
+    Refused(Vec<Refusal>),
+    /// The user may not ask the ACL about itself (or the server cannot); nothing was checked.
+    Unchecked(String),
+}
+
+/// A key a template can produce (placeholders and glob characters filled in), for asking about its pattern.
+fn sample_key(template: &KeyTemplate) -> String {
+    template
+        .parts()
+        .iter()
+        .map(|part| match part {
+            KeyPart::Literal(text) => sample_of_glob(text),
+            KeyPart::Column(_) => "1".to_string(),
+        })
+        .collect()
+}
+
+/// A key matching the glob `pattern`.
+fn sample_of_glob(pattern: &str) -> String {
+    pattern.replace(['*', '?'], "x")
+}
+
+fn need(purpose: &str, command: &[&str]) -> Need {
+    Need {
+        purpose: purpose.to_string(),
+        command: command.iter().map(|part| part.to_string()).collect(),
+    }
+}
+
+/// Writing and deleting `key` the way the cache does: plain or, with stale-set protection, through its scripts
+/// (which touch the version counter, the read leases and the key's marker).
+fn key_writes(purpose: &str, key: &str, protected: bool, needs: &mut Vec<Need>) {
+    needs.push(need(purpose, &["SET", key, "v", "PX", "1000"]));
+    needs.push(need(purpose, &["UNLINK", key]));
+    needs.push(need(purpose, &["GET", key]));
+    if protected {
+        let marker = format!("{MARKER_PREFIX}{key}");
+        let sha = "0".repeat(40);
+        needs.push(need(purpose, &["EVALSHA", &sha, "3", VERSION_KEY, READERS_KEY, key]));
+        needs.push(need(purpose, &["EVAL", "return 1", "3", VERSION_KEY, READERS_KEY, key]));
+        needs.push(need(purpose, &["SET", &marker, "1", "PX", "1000"]));
+        needs.push(need(purpose, &["GET", &marker]));
+    }
+}
+
+/// Everything the Redis user must be allowed under `config`, each command once per kind of key.
+pub fn redis_needs(config: &Config) -> Vec<Need> {
+    let protected = config.redis.stale_set_protection;
+    let mut needs = vec![
+        need("the health check", &["PING"]),
+        need("the health check", &["INFO", "stats"]),
+    ];
+    if protected {
+        let purpose = "stale-set protection";
+        needs.push(need(purpose, &["SCRIPT", "LOAD", "return 1"]));
+        needs.push(need(purpose, &["TIME"]));
+        needs.push(need(purpose, &["INCR", VERSION_KEY]));
+        needs.push(need(purpose, &["GET", VERSION_KEY]));
+        needs.push(need(purpose, &["WATCH", VERSION_KEY]));
+        needs.push(need(purpose, &["UNWATCH"]));
+        needs.push(need(purpose, &["MULTI"]));
+        needs.push(need(purpose, &["EXEC"]));
+        for command in [
+            vec!["ZADD", READERS_KEY, "1", "m"],
+            vec!["ZREM", READERS_KEY, "m"],
+            vec!["ZSCORE", READERS_KEY, "m"],
+            vec!["ZRANGE", READERS_KEY, "-1", "-1", "WITHSCORES"],
+            vec!["ZREMRANGEBYSCORE", READERS_KEY, "0", "1"],
+        ] {
+            needs.push(need(purpose, &command));
+        }
+    }
+    for job in &config.jobs {
+        let purpose = format!("warm job \"{}\" (keys {})", job.name, job.key);
+        let key = sample_key(&job.key);
+        key_writes(&purpose, &key, protected, &mut needs);
+        needs.push(need(&purpose, &["PTTL", &key]));
+        needs.push(need(&purpose, &["SCAN", "0", "MATCH", &key]));
+    }
+    for rule in &config.rules {
+        let table = format!("{}.{}", rule.database, rule.table);
+        for template in rule.delete.iter().chain(&rule.refresh) {
+            let purpose = format!("[[on_change]] {table} (keys {template})");
+            key_writes(&purpose, &sample_key(template), protected, &mut needs);
+            if template.as_str().contains('*') {
+                needs.push(need(&purpose, &["SCAN", "0", "MATCH", template.as_str()]));
+            }
+        }
+        if let Some(projection) = &rule.project {
+            let purpose = format!("[[on_change]] {table} (projected keys {})", projection.key);
+            key_writes(&purpose, &sample_key(&projection.key), protected, &mut needs);
+        }
+    }
+    let channel = &config.channel;
+    if channel.enabled {
+        for pattern in &channel.allow {
+            let purpose = format!("[channel] allow \"{pattern}\"");
+            key_writes(&purpose, &sample_of_glob(pattern), protected, &mut needs);
+            needs.push(need(&purpose, &["SCAN", "0", "MATCH", pattern]));
+        }
+        match &channel.stream {
+            Some(stream) => {
+                let purpose = format!("[channel] stream \"{}\"", stream.name);
+                let (name, group, consumer) = (&*stream.name, &*stream.group, &*stream.consumer);
+                for command in [
+                    vec!["XGROUP", "CREATE", name, group, "0", "MKSTREAM"],
+                    vec!["XREADGROUP", "GROUP", group, consumer, "STREAMS", name, ">"],
+                    vec!["XACK", name, group, "0-1"],
+                    vec!["XAUTOCLAIM", name, group, consumer, "0", "0-0"],
+                ] {
+                    needs.push(need(&purpose, &command));
+                }
+            }
+            None => needs.push(need(
+                &format!("[channel] name \"{}\"", channel.name),
+                &["SUBSCRIBE", &channel.name],
+            )),
+        }
+    }
+    if let Some(binlog) = &config.binlog
+        && let CheckpointStore::Redis(key) = &binlog.checkpoint
+    {
+        let purpose = format!("[binlog] checkpoint_key \"{key}\"");
+        needs.push(need(&purpose, &["GET", key]));
+        needs.push(need(&purpose, &["SET", key, "v"]));
+    }
+    needs
+}
+
+/// Asks the server's ACL about every need, as the connected user.
+pub async fn check(cache: &Cache, needs: &[Need]) -> Result<Checked, CacheError> {
+    let user = match cache.acl_whoami().await {
+        Ok(user) => user,
+        Err(error) if error.is_server_reply() => return Ok(Checked::Unchecked(format!("ACL WHOAMI: {error}"))),
+        Err(error) => return Err(error),
+    };
+    let mut refused = Vec::new();
+    for need in needs {
+        match cache.acl_dryrun(&user, &need.command).await {
+            Ok(None) => {}
+            // The same key refused for several commands of one purpose is reported once.
+            Ok(Some(reason))
+                if refused
+                    .iter()
+                    .any(|r: &Refusal| r.reason == reason && r.need.purpose == need.purpose) => {}
+            Ok(Some(reason)) => refused.push(Refusal {
+                need: need.clone(),
+                reason,
+            }),
+            Err(error) if error.is_server_reply() => return Ok(Checked::Unchecked(format!("ACL DRYRUN: {error}"))),
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(Checked::Refused(refused))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_keys_fill_placeholders_and_globs() {
+        let template = KeyTemplate::parse("catalog:{category}:page:*").unwrap();
+        assert_eq!(sample_key(&template), "catalog:1:page:x");
+        assert_eq!(sample_of_glob("user:?:*"), "user:x:x");
+    }
+}
