@@ -87,6 +87,10 @@ fn describe() {
         "Pub/sub reconnects after which messages may have been lost."
     );
     describe_counter!(
+        "cachewarden_channel_overflows_total",
+        "Pub/sub subscriptions dropped because applying fell behind by more than the queue holds."
+    );
+    describe_counter!(
         "cachewarden_invalidated_keys_total",
         "Keys changed by invalidations, by action."
     );
@@ -223,20 +227,25 @@ pub fn record_reload(applied: bool) {
     counter!("cachewarden_config_reloads_total", "outcome" => outcome).increment(1);
 }
 
-/// Counts one invalidation message, applied or refused (with the reason).
-pub fn record_message(refused: Option<&'static str>) {
-    match refused {
-        None => counter!("cachewarden_channel_messages_total", "outcome" => "applied").increment(1),
-        Some(reason) => {
-            counter!("cachewarden_channel_messages_total", "outcome" => "refused").increment(1);
-            counter!("cachewarden_channel_refused_total", "reason" => reason).increment(1);
-        }
-    }
+/// Counts one refused invalidation message, with the reason.
+pub fn record_message_refused(reason: &'static str) {
+    counter!("cachewarden_channel_messages_total", "outcome" => "refused").increment(1);
+    counter!("cachewarden_channel_refused_total", "reason" => reason).increment(1);
+}
+
+/// Counts invalidation messages whose actions were applied.
+pub fn record_messages_applied(count: u64) {
+    counter!("cachewarden_channel_messages_total", "outcome" => "applied").increment(count);
 }
 
 /// Counts a pub/sub gap (a reconnect).
 pub fn record_gap() {
     counter!("cachewarden_channel_gaps_total").increment(1);
+}
+
+/// Counts a subscription dropped because applying fell too far behind (a gap follows).
+pub fn record_channel_overflow() {
+    counter!("cachewarden_channel_overflows_total").increment(1);
 }
 
 /// Counts what a batch of invalidations did: keys (or runs, for `warm`) per action.

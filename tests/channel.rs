@@ -1,12 +1,13 @@
 //! The invalidation channel against real Redis (and MariaDB for refresh): every message kind, allow-list refusals,
 //! large pattern deletes without KEYS, resync after a killed subscription, streams across restarts and dead
-//! consumers, and a burst beyond the pub/sub buffer limit.
+//! consumers, a burst beyond the pub/sub buffer limit, and bounded memory while applying is stuck.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{Daemon, TestEnv, eventually, free_port, get, sample, wait_for_admin};
+use sqlx::{Connection as _, Executor as _};
 
 const PRODUCTS: &str = "
 CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(50), price DECIMAL(8,2));
@@ -612,6 +613,202 @@ async fn a_stream_lost_in_a_redis_restart_is_read_from_its_start_and_an_idle_str
             daemon.log()
         );
     }
+    assert_eq!(daemon.stop().await, Some(0));
+    let _ = redis_server.kill();
+    let _ = redis_server.wait();
+}
+
+async fn get_metrics(env: &TestEnv) -> String {
+    let body = get(env, "/metrics").await.map(|r| r.body).unwrap_or_default();
+    body.lines()
+        .filter(|line| line.contains("channel"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The daemon's peak resident memory so far, in MiB (`VmHWM`).
+fn peak_rss_mib(daemon: &Daemon) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id())).unwrap();
+    let line = status.lines().find(|line| line.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+}
+
+/// Publishes `count` copies of `message`, 10 at a time, each time waiting until Redis holds less than 2 MB of
+/// output for the (only) subscriber, if any: Redis' own 32 MB limit must never cut a debug build off, so that what
+/// is tested is the daemon's own bound. `false` if the subscriber stopped draining.
+async fn publish_paced(conn: &mut redis::aio::MultiplexedConnection, channel: &str, message: &str, count: u32) -> bool {
+    for _ in 0..count / 10 {
+        let mut pipe = redis::pipe();
+        for _ in 0..10 {
+            pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
+        }
+        let _: () = pipe.query_async(conn).await.unwrap();
+        let drained = eventually(Duration::from_secs(30), || {
+            let mut conn = conn.clone();
+            async move {
+                let list: String = redis::cmd("CLIENT")
+                    .arg(&["LIST", "TYPE", "pubsub"])
+                    .query_async(&mut conn)
+                    .await
+                    .ok()?;
+                // No subscriber (it left): nothing is buffered for anyone.
+                let omem: u64 = match list.split_whitespace().find_map(|field| field.strip_prefix("omem=")) {
+                    Some(omem) => omem.parse().ok()?,
+                    None => 0,
+                };
+                (omem < 2 * 1024 * 1024).then_some(())
+            }
+        })
+        .await;
+        if drained.is_none() {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test]
+async fn while_applying_is_stuck_hostile_and_excess_messages_do_not_grow_memory_and_a_gap_is_resynced() {
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let p = env.prefix.clone();
+    let channel = format!("{p}inv");
+    let port = free_port();
+    let mut redis_server = common::spawn_redis(port);
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
+    let mut conn = eventually(Duration::from_secs(10), || async {
+        client.get_multiplexed_async_connection().await.ok()
+    })
+    .await
+    .expect("private redis-server is up");
+    let reader = conn.clone();
+    let get = |key: String| {
+        let mut conn = reader.clone();
+        async move {
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async::<Option<String>>(&mut conn)
+                .await
+                .ok()
+                .flatten()
+        }
+    };
+    let body = config(
+        &env,
+        &format!("name = \"{channel}\"\nallow = [\"{p}*\"]\non_gap = \"warm\""),
+    );
+    let path = env.write_file(
+        "jobs.toml",
+        &format!(
+            "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"redis://127.0.0.1:{port}/0\"\n[admin]\nlisten = \"{}\"\n\n{body}",
+            env.mysql_url,
+            env.admin_addr()
+        ),
+    );
+    let mut daemon = Daemon::start(&env, &path, &[], &[]);
+    wait_for_admin(&env).await;
+    let product2 = format!("{p}product:2");
+    let warmed = eventually(Duration::from_secs(10), || get(product2.clone())).await;
+    assert_eq!(warmed.as_deref(), Some(r#"{"id":2,"name":"Lamp","price":"5.00"}"#));
+
+    // Applying gets stuck: a refresh waits for a table lock the test holds.
+    let mut lock = sqlx::MySqlConnection::connect(&env.mysql_url).await.unwrap();
+    lock.execute("LOCK TABLES products WRITE").await.unwrap();
+    let _: u64 = redis::cmd("PUBLISH")
+        .arg(&channel)
+        .arg(format!(r#"{{"refresh":["{p}product:1"]}}"#))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = peak_rss_mib(&daemon);
+
+    // 300 hostile 1 MB messages (over max_message_bytes) arrive meanwhile: refused as they come, never buffered.
+    let hostile = "x".repeat(1024 * 1024);
+    assert!(
+        publish_paced(&mut conn, &channel, &hostile, 300).await,
+        "{}",
+        daemon.log()
+    );
+    let too_large = r#"cachewarden_channel_refused_total{reason="too_large"}"#;
+    let refused = eventually(Duration::from_secs(30), || async {
+        (metric(&env, too_large).await >= 300.0).then_some(())
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "not all refused while applying is stuck:\n{}",
+        daemon.log()
+    );
+    let after_hostile = peak_rss_mib(&daemon);
+    assert!(
+        after_hostile < before + 100,
+        "300 MB of refused messages grew the daemon from {before} to {after_hostile} MiB"
+    );
+
+    // Then valid deletes, far more than the queue holds: the subscription is dropped rather than memory grown.
+    let keys: Vec<String> = (0..700).map(|i| format!("\"{p}gone:{i:040}\"")).collect();
+    let message = format!(r#"{{"delete":[{}]}}"#, keys.join(","));
+    assert!(
+        publish_paced(&mut conn, &channel, &message, 1000).await,
+        "{}",
+        daemon.log()
+    );
+    let overflowed = eventually(Duration::from_secs(30), || async {
+        (metric(&env, "cachewarden_channel_overflows_total").await >= 1.0).then_some(())
+    })
+    .await;
+    assert!(
+        overflowed.is_some(),
+        "the queue never overflowed:\n{}\n{}",
+        get_metrics(&env).await,
+        daemon.log()
+    );
+    let peak = peak_rss_mib(&daemon);
+    assert!(
+        peak < before + 250,
+        "the queue grew the daemon from {before} to {peak} MiB"
+    );
+
+    // Unstuck: the queued work is applied, the subscription comes back, and the gap is resynced (on_gap = warm).
+    // (Changed through the locking session, which alone may write: a change the lost messages would have announced.)
+    lock.execute("UPDATE products SET name = 'Lamp 2' WHERE id = 2")
+        .await
+        .unwrap();
+    lock.execute("UNLOCK TABLES").await.unwrap();
+    let resynced = eventually(Duration::from_secs(30), || async {
+        (get(product2.clone()).await.as_deref() == Some(r#"{"id":2,"name":"Lamp 2","price":"5.00"}"#)).then_some(())
+    })
+    .await;
+    assert!(resynced.is_some(), "the gap was not resynced:\n{}", daemon.log());
+    assert!(metric(&env, "cachewarden_channel_gaps_total").await >= 1.0);
+    assert!(
+        daemon.log().contains("Applying fell behind the channel"),
+        "{}",
+        daemon.log()
+    );
+    let later = format!("{p}later");
+    let applied = eventually(Duration::from_secs(20), || {
+        let (mut conn, later, channel) = (conn.clone(), later.clone(), channel.clone());
+        async move {
+            let _: () = redis::cmd("SET").arg(&later).arg(1).query_async(&mut conn).await.ok()?;
+            let _: u64 = redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(&later)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let exists: u64 = redis::cmd("EXISTS").arg(&later).query_async(&mut conn).await.ok()?;
+            (exists == 0).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        applied.is_some(),
+        "messages after the gap are not applied:\n{}",
+        daemon.log()
+    );
     assert_eq!(daemon.stop().await, Some(0));
     let _ = redis_server.kill();
     let _ = redis_server.wait();

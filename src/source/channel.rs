@@ -3,8 +3,11 @@
 //!
 //! Both read fast and apply in batches: after one message arrives, whatever else is already buffered (up to
 //! [`BATCH_MESSAGES`]) joins the same batch, so a burst becomes a few large pipelines and Redis never has to buffer
-//! output for us (its pub/sub output-buffer limit would disconnect a slow subscriber). Parsing and checking is
-//! `plan`'s; applying is `invalidate`'s.
+//! output for us (its pub/sub output-buffer limit would disconnect a slow subscriber). Pub/sub is read by its own
+//! loop that never waits for applying: refused messages are dropped as they are parsed, accepted ones are queued up
+//! to [`QUEUE_BYTES`]; past that the subscription is dropped and resynced (a gap), so memory stays bounded whatever
+//! is published. A stream is read only when the previous read was applied. Parsing and checking is `plan`'s;
+//! applying is `invalidate`'s.
 //!
 //! # Gaps
 //! Pub/sub drops whatever is published while the subscriber is away. After every reconnect the listener logs a WARN,
@@ -17,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt as _, StreamExt as _};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -31,6 +34,14 @@ use crate::plan::{self, Action, Policy};
 
 /// Messages gathered into one batch at most.
 pub const BATCH_MESSAGES: usize = 5000;
+/// Bytes of accepted pub/sub messages (with their actions) waiting to be applied at most (Redis' own default hard
+/// limit for a pub/sub client's output is 32 MB); beyond it the subscription is dropped and resynced as after a
+/// disconnect.
+pub const QUEUE_BYTES: usize = 64 * 1024 * 1024;
+/// Bytes of accepted messages gathered into one batch at most (a batch is charged to the queue as a whole).
+const BATCH_BYTES: usize = QUEUE_BYTES / 16;
+/// What each queued action costs beyond the payload that named it (the action and its key's allocation), in bytes.
+const ACTION_OVERHEAD: usize = 96;
 /// Refusals logged one by one; after that, every 1000th is logged with the running count.
 const REFUSAL_LOG_LIMIT: u64 = 20;
 /// A logged message is cut to this many bytes.
@@ -47,15 +58,16 @@ struct Intake {
 }
 
 impl Intake {
-    fn accept(&mut self, payload: &[u8], actions: &mut Vec<Action>) {
+    /// Adds what `payload` asks for to `actions`; `false` (counted and logged) when it is refused.
+    fn accept(&mut self, payload: &[u8], actions: &mut Vec<Action>) -> bool {
         let policy = self.policy.borrow().clone();
         match plan::parse_message(payload, &policy) {
             Ok(parsed) => {
-                metrics::record_message(None);
                 actions.extend(parsed);
+                true
             }
             Err(refusal) => {
-                metrics::record_message(Some(refusal.reason()));
+                metrics::record_message_refused(refusal.reason());
                 self.refused += 1;
                 if self.refused <= REFUSAL_LOG_LIMIT || self.refused.is_multiple_of(1000) {
                     let shown = String::from_utf8_lossy(&payload[..payload.len().min(LOG_PAYLOAD_BYTES)]);
@@ -67,18 +79,28 @@ impl Intake {
                         "Refused an invalidation message: {refusal}"
                     );
                 }
+                false
             }
         }
     }
 }
 
-/// Applies `actions` through the shared retry loop (see [`Invalidator::apply_with_retry`]). `false` if shutdown
-/// came first.
-async fn apply_with_retry(invalidator: &Invalidator, actions: &[Action], shutdown: &CancellationToken) -> bool {
-    invalidator
+/// Applies `actions`, asked for by `messages` messages, through the shared retry loop (see
+/// [`Invalidator::apply_with_retry`]), and counts the messages applied. `false` if shutdown came first.
+async fn apply_with_retry(
+    invalidator: &Invalidator,
+    actions: &[Action],
+    messages: u64,
+    shutdown: &CancellationToken,
+) -> bool {
+    let applied = invalidator
         .apply_with_retry("channel", actions, &HashMap::new(), shutdown)
         .await
-        .is_some()
+        .is_some();
+    if applied {
+        metrics::record_messages_applied(messages);
+    }
+    applied
 }
 
 /// Listens on a pub/sub channel.
@@ -129,27 +151,23 @@ impl ChannelListener {
             }
             subscribed_before = true;
 
-            let mut messages = pubsub.into_on_message();
-            loop {
-                let first = tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => return,
-                    message = messages.next() => message,
-                };
-                let Some(first) = first else { break };
-                let mut actions = Vec::new();
-                intake.accept(first.get_payload_bytes(), &mut actions);
-                for _ in 1..BATCH_MESSAGES {
-                    match messages.next().now_or_never() {
-                        Some(Some(message)) => intake.accept(message.get_payload_bytes(), &mut actions),
-                        _ => break,
-                    }
-                }
-                if !actions.is_empty() && !apply_with_retry(&self.invalidator, &actions, &shutdown).await {
-                    return;
-                }
+            // Reading never waits for applying: the client library buffers without bound whatever it has read and
+            // we have not taken, so we take every message at once and queue what it asks for, up to QUEUE_BYTES.
+            let (queue, queued) = mpsc::unbounded_channel();
+            let budget = Arc::new(Semaphore::new(QUEUE_BYTES));
+            let reading = read(&self.channel, pubsub.into_on_message(), &mut intake, queue, budget);
+            let applying = apply_queued(queued, &self.invalidator, &shutdown);
+            let (ended, applied) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                both = async { tokio::join!(reading, applying) } => both,
+            };
+            if !applied {
+                return;
             }
-            warn!(channel = %self.channel, "Pub/sub connection lost; resubscribing.");
+            match ended {
+                ReadEnd::Lost => warn!(channel = %self.channel, "Pub/sub connection lost; resubscribing."),
+                ReadEnd::Overflow => info!(channel = %self.channel, "The queue was applied; resubscribing."),
+            }
         }
     }
 
@@ -178,7 +196,7 @@ impl ChannelListener {
             }
             OnGap::Flush => {
                 let actions: Vec<Action> = allow.into_iter().map(Action::DeletePattern).collect();
-                apply_with_retry(&self.invalidator, &actions, shutdown).await;
+                apply_with_retry(&self.invalidator, &actions, 0, shutdown).await;
             }
         }
     }
@@ -186,6 +204,84 @@ impl ChannelListener {
 
 fn timeout_error() -> CacheError {
     CacheError::Connect(redis::RedisError::from((redis::ErrorKind::Io, "connection timed out")))
+}
+
+/// Why reading a subscription ended.
+enum ReadEnd {
+    /// The connection dropped.
+    Lost,
+    /// More than [`QUEUE_BYTES`] of messages waited to be applied; reading stopped (messages published until the
+    /// resubscription are lost: a gap, as after a disconnect).
+    Overflow,
+}
+
+/// Batches of actions waiting to be applied, with the number of messages that asked for them, each holding its
+/// share of the queue's byte budget.
+type Queued = (Vec<Action>, u64, OwnedSemaphorePermit);
+
+/// Takes messages as they come, turns them into actions and queues them in batches, charging each accepted
+/// message's size to `budget`. Refused messages cost nothing past their parsing.
+async fn read(
+    channel: &str,
+    mut messages: impl futures_util::Stream<Item = redis::Msg> + Unpin,
+    intake: &mut Intake,
+    queue: mpsc::UnboundedSender<Queued>,
+    budget: Arc<Semaphore>,
+) -> ReadEnd {
+    while let Some(first) = messages.next().await {
+        let (mut actions, mut accepted, mut bytes) = (Vec::new(), 0, 0);
+        // What an accepted message costs the queue (0 when refused).
+        let mut take = |message: redis::Msg, actions: &mut Vec<Action>| {
+            let before = actions.len();
+            if intake.accept(message.get_payload_bytes(), actions) {
+                accepted += 1;
+                message.get_payload_bytes().len() + ACTION_OVERHEAD * (actions.len() - before)
+            } else {
+                0
+            }
+        };
+        bytes += take(first, &mut actions);
+        for _ in 1..BATCH_MESSAGES {
+            if bytes >= BATCH_BYTES {
+                break;
+            }
+            match messages.next().now_or_never() {
+                Some(Some(message)) => bytes += take(message, &mut actions),
+                _ => break,
+            }
+        }
+        if actions.is_empty() {
+            continue;
+        }
+        let Ok(permit) = budget.clone().try_acquire_many_owned(bytes.min(QUEUE_BYTES) as u32) else {
+            metrics::record_channel_overflow();
+            warn!(
+                channel,
+                queue_bytes = QUEUE_BYTES,
+                "Applying fell behind the channel by more than the queue holds; unsubscribed to bound memory. \
+                 Resubscribing (and resyncing the gap) once the queue is applied."
+            );
+            return ReadEnd::Overflow;
+        };
+        if queue.send((actions, accepted, permit)).is_err() {
+            break;
+        }
+    }
+    ReadEnd::Lost
+}
+
+/// Applies queued batches until the reading side is done and the queue is empty; `false` at shutdown.
+async fn apply_queued(
+    mut queued: mpsc::UnboundedReceiver<Queued>,
+    invalidator: &Invalidator,
+    shutdown: &CancellationToken,
+) -> bool {
+    while let Some((actions, messages, _permit)) = queued.recv().await {
+        if !apply_with_retry(invalidator, &actions, messages, shutdown).await {
+            return false;
+        }
+    }
+    true
 }
 
 /// Reads a stream with a consumer group: the lossless mode.
@@ -316,10 +412,11 @@ impl StreamListener {
         shutdown: &CancellationToken,
     ) -> Result<bool, CacheError> {
         let mut actions = Vec::new();
+        let mut accepted = 0;
         for (_, payload) in &entries {
-            intake.accept(payload.as_deref().unwrap_or_default(), &mut actions);
+            accepted += u64::from(intake.accept(payload.as_deref().unwrap_or_default(), &mut actions));
         }
-        if !actions.is_empty() && !apply_with_retry(&self.invalidator, &actions, shutdown).await {
+        if !actions.is_empty() && !apply_with_retry(&self.invalidator, &actions, accepted, shutdown).await {
             return Ok(false);
         }
         let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
