@@ -8,7 +8,8 @@ Scenarios:
              loop vs a pipelined Python script; limit: redis-benchmark -P 64 SET with the same value size.
   warm-1m    1,000,000 rows: keys/s and peak RSS (GNU time), cachewarden and the pipelined Python script.
   pubsub     single-key invalidations published in one burst: cachewarden (1,000,000, counted lost) vs the seed's
-             subscriber doing one DEL per message (200,000).
+             subscriber doing one DEL per message (200,000); the daemon's peak RSS after the burst and after 200
+             hostile 1 MB messages.
   binlog     delete mode: catch-up over a 100,000-row backlog from a checkpoint, cachewarden vs a
              python-mysql-replication invalidator; and live: a 10,000-row update burst, time from the last commit to
              the last key deleted.
@@ -300,7 +301,9 @@ def pubsub(runs):
     sets, pubs = os.path.join(work, "set.resp"), os.path.join(work, "pub.resp")
     write_resp(sets, (resp("SET", f"bench:i:{i}", "1") for i in range(n_cw)))
     write_resp(pubs, (resp("PUBLISH", "bench_inv", f"bench:i:{i}") for i in range(n_cw)))
-    rates, lost = [], []
+    hostile = os.path.join(work, "hostile.resp")
+    write_resp(hostile, (resp("PUBLISH", "bench_inv", "x" * (1 << 20)) for _ in range(200)))
+    rates, lost, burst_peaks, hostile_peaks = [], [], [], []
     cfg = config('[channel]\nname = "bench_inv"\nallow = ["bench:i:*"]\n\n')
     for _ in range(runs):
         flush()
@@ -312,6 +315,11 @@ def pubsub(runs):
         done = wait(lambda: deleted() >= n_cw, 120, 0.01)
         elapsed = time.monotonic() - start
         applied = metric('cachewarden_channel_messages_total{outcome="applied"}')
+        burst_peaks.append(daemon.status("VmHWM") / 1024)
+        # Then 200 hostile 1 MB messages (over max_message_bytes) in one go: refused as parsed, never buffered.
+        pipe(hostile)
+        wait(lambda: metric('cachewarden_channel_refused_total{reason="too_large"}') >= 200, 60, 0.05)
+        hostile_peaks.append(daemon.status("VmHWM") / 1024)
         daemon.stop()
         left = sum(1 for _ in r().scan_iter("bench:i:*", count=10_000))
         rates.append(n_cw / elapsed if done else 0.0)
@@ -334,6 +342,7 @@ def pubsub(runs):
     received = int(out.split()[0])
     flush()
     return {"cachewarden": statistics.median(rates), "cachewarden_lost": max(lost), "messages": n_cw,
+            "peak_rss_burst": max(burst_peaks), "peak_rss_hostile": max(hostile_peaks),
             "python": received / elapsed, "python_lost": n_py - received, "python_messages": n_py}
 
 
@@ -573,6 +582,8 @@ def report(results, runs):
         ("pub/sub invalidations/s (lost)", f"{p['cachewarden']:.0f} ({p['cachewarden_lost']:.0f} of {p['messages']})",
          f"{p['python']:.0f} ({p['python_lost']} of {p['python_messages']})", "-",
          f"{p['cachewarden'] / p['python']:.1f}x", "≥ 150k/s, 0 lost, ≥ 10x"),
+        ("pub/sub peak RSS: after the 1M burst, after 200 more 1 MB hostile messages",
+         f"{p['peak_rss_burst']:.0f} MB, {p['peak_rss_hostile']:.0f} MB", "-", "-", "-", "bounded (queue ≤ 64 MiB)"),
         ("binlog catch-up, delete mode, row events/s", f"{b['catch_up']:.0f}",
          f"{b['python']:.0f} (python-mysql-replication)", "-", f"{b['catch_up'] / b['python']:.1f}x",
          "≥ 200k/s, ≥ 10x"),

@@ -6,7 +6,7 @@
 
 use crate::access::{self, Checked};
 use crate::cache::Cache;
-use crate::config::{ChangeRule, Config, Problem, table_field_line};
+use crate::config::{ChangeRule, Config, LineIndex, Problem};
 use crate::database::Database;
 use crate::render::RowRenderer;
 
@@ -79,10 +79,10 @@ async fn check_database(config: &Config, mut problems: Vec<Problem>) -> Vec<Prob
         ));
         return problems;
     }
-    let source = std::fs::read_to_string(&config.path).unwrap_or_default();
+    let lines = LineIndex::new(&std::fs::read_to_string(&config.path).unwrap_or_default());
     for (index, job) in config.jobs.iter().enumerate() {
         let at = format!("warm[{index}] \"{}\"", job.name);
-        let line = |field| table_field_line(&source, "warm", index, Some(field));
+        let line = |field| lines.table_field_line("warm", index, Some(field));
         match db.describe(&job.query).await {
             Ok(columns) => {
                 if let Err(error) = RowRenderer::new(job, &columns) {
@@ -114,14 +114,14 @@ async fn check_database(config: &Config, mut problems: Vec<Problem>) -> Vec<Prob
             Ok(columns) => {
                 for (field, message) in rule_problems(rule, columns.as_deref()) {
                     problems.push(Problem {
-                        line: table_field_line(&source, "on_change", index, Some(field)),
+                        line: lines.table_field_line("on_change", index, Some(field)),
                         location: format!("on_change[{index}] \"{}.{}\".{field}", rule.database, rule.table),
                         message,
                     });
                 }
             }
             Err(error) => problems.push(Problem {
-                line: table_field_line(&source, "on_change", index, Some("table")),
+                line: lines.table_field_line("on_change", index, Some("table")),
                 location: format!("on_change[{index}] \"{}.{}\".table", rule.database, rule.table),
                 message: format!("cannot read the table's columns: {error}"),
             }),

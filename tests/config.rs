@@ -490,3 +490,56 @@ fn any_number_in_a_numeric_or_duration_field_is_accepted_in_bounds_or_refused_ne
         }
     }
 }
+
+#[test]
+fn a_rule_naming_an_invalid_job_points_at_that_job_not_at_a_missing_one() {
+    let source = format!(
+        r#"{CONNECTIONS}
+[binlog]
+server_id = 7
+
+[[warm]]
+name = "products"
+schedule = "every 1h"
+query = "SELECT id FROM products"
+refresh_query = "SELECT id FROM products WHERE id = :id"
+key = "product:{{id}}"
+shape = "list"
+ttl = "1h"
+
+[[on_change]]
+table = "shop.products"
+refresh = ["product:{{id}}"]
+"#
+    );
+    let problems = problems(&source);
+    assert!(
+        find(&problems, "warm[0] \"products\".shape")
+            .message
+            .contains("is not a shape")
+    );
+    let refresh = find(&problems, "on_change[0] \"shop.products\".refresh");
+    assert!(
+        refresh
+            .message
+            .contains("is the key of [[warm]] job \"products\", which is invalid"),
+        "{}",
+        refresh.message
+    );
+}
+
+#[test]
+fn twenty_thousand_bad_jobs_are_each_reported_with_their_line() {
+    let mut source = String::from(CONNECTIONS);
+    for i in 0..20_000 {
+        source.push_str(&format!(
+            "\n[[warm]]\nname = \"job{i}\"\nschedule = \"every 1h\"\nquery = \"SELECT 1 AS id\"\nkey = \"k{i}:{{id}}\"\n\
+             ttl = \"1h\"\ncolour = 1\n"
+        ));
+    }
+    let header = CONNECTIONS.lines().count();
+    let problems = problems(&source);
+    assert_eq!(problems.len(), 20_000);
+    let last = find(&problems, "warm[19999] \"job19999\".colour");
+    assert_eq!(last.line, Some(header + 19_999 * 8 + 8));
+}

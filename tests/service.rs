@@ -1,6 +1,6 @@
 //! The daemon as a service: admin endpoint (metrics, health, jobs, triggers), readiness through a Redis outage,
 //! SIGHUP reload, systemd notifications and watchdog, graceful SIGTERM, JSON logs without secrets, and the unit's
-//! hardening score.
+//! hardening score, and an admin port flooded by slow clients.
 
 mod common;
 
@@ -455,4 +455,93 @@ fn the_shipped_unit_rates_ok_in_systemd_analyze_security() {
         .unwrap();
     assert!(exposure <= 2.0, "{line}");
     assert!(line.contains("OK"), "{line}");
+}
+
+#[tokio::test]
+async fn a_thousand_slow_admin_clients_are_capped_and_cut_off_while_invalidations_go_on() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE t (id INT PRIMARY KEY);\nINSERT INTO t VALUES (1)")
+        .await;
+    let p = env.prefix.clone();
+    let channel = format!("{p}inv");
+    let body = format!(
+        "[channel]\nname = \"{channel}\"\nallow = [\"{p}*\"]\n\n{}",
+        job(&env, "j", "SELECT id FROM t", "0 0 0 1 1 *", "")
+    );
+    let config = env.config_file(&body);
+    let mut daemon = Daemon::start(&env, &config, &[], &[]);
+    wait_for_admin(&env).await;
+    let pid = daemon.child.id();
+    let descriptors = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let baseline = descriptors();
+
+    // 1,010 clients connect and start a request they never finish.
+    let mut slow = Vec::new();
+    for _ in 0..1010 {
+        let mut stream = tokio::net::TcpStream::connect(env.admin_addr()).await.unwrap();
+        let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+        slow.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = descriptors();
+    assert!(
+        during <= baseline + 64 + 8,
+        "the daemon holds {during} descriptors with 1,010 slow admin clients (baseline {baseline})"
+    );
+
+    // Invalidations go on meanwhile.
+    let key = format!("{p}victim");
+    let mut conn = env.redis().await;
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let gone = eventually(Duration::from_secs(10), || {
+        let (mut conn, key, channel) = (conn.clone(), key.clone(), channel.clone());
+        async move {
+            let _: u64 = redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let exists: u64 = redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await.ok()?;
+            (exists == 0).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "an invalidation starved behind the admin flood:\n{}",
+        daemon.log()
+    );
+
+    // Every slow client is cut off (shed at once, or after the 5 s header timeout), and health answers again.
+    let mut cut = 0;
+    for stream in &mut slow {
+        let mut buffer = [0u8; 512];
+        // End of stream or a reset: either way the daemon let go of it.
+        if tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+            .await
+            .is_ok()
+        {
+            cut += 1;
+        }
+    }
+    assert_eq!(cut, slow.len(), "slow clients still connected");
+    let healthy = eventually(Duration::from_secs(10), || async {
+        (get(&env, "/healthz").await?.status == 200).then_some(())
+    })
+    .await;
+    assert!(
+        healthy.is_some(),
+        "/healthz does not answer after the flood:\n{}",
+        daemon.log()
+    );
+    assert!(descriptors() <= baseline + 4);
+    assert_eq!(daemon.stop().await, Some(0));
 }

@@ -189,6 +189,8 @@ pub fn validate(
     let daemon = ctx.daemon(daemon);
     let admin = ctx.admin(admin);
 
+    // (name, key template) of jobs refused above, so that a rule naming one says so rather than that none exists.
+    let mut invalid_jobs: Vec<(String, String)> = Vec::new();
     let jobs = match doc.get("warm") {
         None => Vec::new(),
         Some(toml::Value::Array(items)) => {
@@ -196,6 +198,10 @@ pub fn validate(
             let mut names = HashSet::new();
             for (index, item) in items.iter().enumerate() {
                 let Some(job) = ctx.warm_job(index, item, &defaults) else {
+                    let field = |name| item.get(name).and_then(toml::Value::as_str).map(str::to_string);
+                    if let (Some(name), Some(key)) = (field("name"), field("key")) {
+                        invalid_jobs.push((name, key));
+                    }
                     continue;
                 };
                 if names.insert(job.name.clone()) {
@@ -228,7 +234,7 @@ pub fn validate(
         Some(toml::Value::Array(items)) => items
             .iter()
             .enumerate()
-            .filter_map(|(index, item)| ctx.change_rule(index, item, &jobs, mysql.as_ref()))
+            .filter_map(|(index, item)| ctx.change_rule(index, item, &jobs, &invalid_jobs, mysql.as_ref()))
             .collect(),
         Some(_) => {
             ctx.problem(
@@ -559,6 +565,7 @@ impl Context {
         index: usize,
         item: &toml::Value,
         jobs: &[WarmJob],
+        invalid_jobs: &[(String, String)],
         mysql: Option<&MysqlSettings>,
     ) -> Option<ChangeRule> {
         let at = match item.get("table").and_then(|v| v.as_str()) {
@@ -634,12 +641,15 @@ impl Context {
             let usable = jobs
                 .iter()
                 .any(|job| job.key == *template && job.refresh_query.is_some());
+            let invalid = invalid_jobs.iter().find(|(_, key)| key == template.as_str());
             if !usable {
-                self.problem(
-                    line(self, Some("refresh")),
-                    format!("{at}.refresh"),
-                    format!("\"{template}\" needs a [[warm]] job with that key template and a refresh_query"),
-                );
+                let message = match invalid {
+                    Some((name, _)) => format!(
+                        "\"{template}\" is the key of [[warm]] job \"{name}\", which is invalid (see its problems)"
+                    ),
+                    None => format!("\"{template}\" needs a [[warm]] job with that key template and a refresh_query"),
+                };
+                self.problem(line(self, Some("refresh")), format!("{at}.refresh"), message);
             }
             if template.as_str().contains('*') {
                 self.problem(
@@ -1465,21 +1475,18 @@ fn every_to_cron(every: &str) -> Result<String, String> {
     })
 }
 
-/// The line of `field` in the `index`th `[[name]]` table of `source` (of the table's header when `field` is `None`
-/// or absent), for problems found after validation (`check --connect`).
-pub fn table_field_line(source: &str, name: &str, index: usize, field: Option<&str>) -> Option<usize> {
-    LineIndex::new(source).table_field_line(name, index, field)
-}
-
 /// Finds lines for problems: TOML keeps spans only while parsing, so fields are located by a light scan of the text.
-struct LineIndex {
+/// Built once per file, so that locating each of many problems costs only its own table's text.
+pub struct LineIndex {
     source: String,
+    /// Byte offset of every newline, in order.
+    newlines: Vec<usize>,
     /// Byte ranges of each `[[name]]` table by name, header included.
     tables: std::collections::HashMap<String, Vec<Range<usize>>>,
 }
 
 impl LineIndex {
-    fn new(source: &str) -> Self {
+    pub fn new(source: &str) -> Self {
         // (offset, name of an array-of-tables header `[[name]]`, if it is one)
         let mut headers: Vec<(usize, Option<String>)> = Vec::new();
         let mut offset = 0;
@@ -1503,12 +1510,13 @@ impl LineIndex {
         }
         Self {
             source: source.to_string(),
+            newlines: source.match_indices('\n').map(|(at, _)| at).collect(),
             tables,
         }
     }
 
     fn line_at(&self, byte: usize) -> usize {
-        self.source[..byte.min(self.source.len())].matches('\n').count() + 1
+        self.newlines.partition_point(|&newline| newline < byte) + 1
     }
 
     /// The line of `field = ...` inside `range`, or of the range's first line when `field` is `None`.
@@ -1533,8 +1541,8 @@ impl LineIndex {
         self.table_field_line("warm", index, field)
     }
 
-    /// The line of `field` in the `index`th `[[name]]` table.
-    fn table_field_line(&self, name: &str, index: usize, field: Option<&str>) -> Option<usize> {
+    /// The line of `field` in the `index`th `[[name]]` table (of its header when `field` is `None` or absent).
+    pub fn table_field_line(&self, name: &str, index: usize, field: Option<&str>) -> Option<usize> {
         let range = self.tables.get(name)?.get(index)?.clone();
         self.field_in(range.clone(), field)
             .or_else(|| self.field_in(range, None))
