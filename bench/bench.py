@@ -583,7 +583,7 @@ def report(results, runs):
          f"{p['python']:.0f} ({p['python_lost']} of {p['python_messages']})", "-",
          f"{p['cachewarden'] / p['python']:.1f}x", "≥ 150k/s, 0 lost, ≥ 10x"),
         ("pub/sub peak RSS: after the 1M burst, after 200 more 1 MB hostile messages",
-         f"{p['peak_rss_burst']:.0f} MB, {p['peak_rss_hostile']:.0f} MB", "-", "-", "-", "bounded (queue ≤ 64 MiB)"),
+         f"{p['peak_rss_burst']:.0f} MB, {p['peak_rss_hostile']:.0f} MB", "-", "-", "-", "bounded (queue ≤ 128 MiB)"),
         ("binlog catch-up, delete mode, row events/s", f"{b['catch_up']:.0f}",
          f"{b['python']:.0f} (python-mysql-replication)", "-", f"{b['catch_up'] / b['python']:.1f}x",
          "≥ 200k/s, ≥ 10x"),

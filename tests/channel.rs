@@ -750,7 +750,7 @@ async fn while_applying_is_stuck_hostile_and_excess_messages_do_not_grow_memory_
     let keys: Vec<String> = (0..700).map(|i| format!("\"{p}gone:{i:040}\"")).collect();
     let message = format!(r#"{{"delete":[{}]}}"#, keys.join(","));
     assert!(
-        publish_paced(&mut conn, &channel, &message, 1000).await,
+        publish_paced(&mut conn, &channel, &message, 1500).await,
         "{}",
         daemon.log()
     );
@@ -765,8 +765,9 @@ async fn while_applying_is_stuck_hostile_and_excess_messages_do_not_grow_memory_
         daemon.log()
     );
     let peak = peak_rss_mib(&daemon);
+    // 1,500 such messages cost about 180 MB of actions; the queue holds at most 128 MiB of them.
     assert!(
-        peak < before + 250,
+        peak < before + 300,
         "the queue grew the daemon from {before} to {peak} MiB"
     );
 

@@ -34,10 +34,11 @@ use crate::plan::{self, Action, Policy};
 
 /// Messages gathered into one batch at most.
 pub const BATCH_MESSAGES: usize = 5000;
-/// Bytes of accepted pub/sub messages (with their actions) waiting to be applied at most (Redis' own default hard
-/// limit for a pub/sub client's output is 32 MB); beyond it the subscription is dropped and resynced as after a
-/// disconnect.
-pub const QUEUE_BYTES: usize = 64 * 1024 * 1024;
+/// Bytes of accepted pub/sub messages (with their actions) waiting to be applied at most; beyond it the subscription
+/// is dropped and resynced as after a disconnect. About 1.2 million single-key messages: a burst of a million
+/// published at once (faster than any applier) is absorbed, while hostile or runaway publishers cannot grow the
+/// daemon without bound. (Redis' own default limit for a subscriber it must buffer for is 32 MB of output.)
+pub const QUEUE_BYTES: usize = 128 * 1024 * 1024;
 /// Bytes of accepted messages gathered into one batch at most (a batch is charged to the queue as a whole).
 const BATCH_BYTES: usize = QUEUE_BYTES / 16;
 /// What each queued action costs beyond the payload that named it (the action and its key's allocation), in bytes.
