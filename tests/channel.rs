@@ -220,6 +220,11 @@ async fn messages_outside_the_allow_list_or_malformed_are_refused_and_counted() 
             "key_not_allowed",
         ),
         ("x".repeat(70 * 1024), "too_large"),
+        // A forged log line riding on a refused key.
+        (
+            format!("{p}secret:1\n2026-11-26T11:00:00.000000Z ERROR cachewarden::app: FORGED"),
+            "key_not_allowed",
+        ),
     ];
     for (message, _) in &refused {
         publish(&env, &channel, message).await;
@@ -253,6 +258,9 @@ async fn messages_outside_the_allow_list_or_malformed_are_refused_and_counted() 
         log.contains("Refused an invalidation message") && log.contains("truncated=true"),
         "{log}"
     );
+    // The forged line is logged inside the refusal, escaped, never as a line of its own.
+    assert!(log.contains(r"\n2026-11-26T11:00:00.000000Z ERROR cachewarden::app: FORGED"), "{log}");
+    assert!(!log.lines().any(|line| line.starts_with("2026-11-26T11:00:00")), "{log}");
     assert_eq!(daemon.stop().await, Some(0));
 }
 
