@@ -259,8 +259,14 @@ async fn messages_outside_the_allow_list_or_malformed_are_refused_and_counted() 
         "{log}"
     );
     // The forged line is logged inside the refusal, escaped, never as a line of its own.
-    assert!(log.contains(r"\n2026-11-26T11:00:00.000000Z ERROR cachewarden::app: FORGED"), "{log}");
-    assert!(!log.lines().any(|line| line.starts_with("2026-11-26T11:00:00")), "{log}");
+    assert!(
+        log.contains(r"\n2026-11-26T11:00:00.000000Z ERROR cachewarden::app: FORGED"),
+        "{log}"
+    );
+    assert!(
+        !log.lines().any(|line| line.starts_with("2026-11-26T11:00:00")),
+        "{log}"
+    );
     assert_eq!(daemon.stop().await, Some(0));
 }
 
