@@ -138,6 +138,7 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
         }
         (Method::GET, "/metrics") => match &state.metrics {
             Some(handle) => {
+                crate::metrics::record_process();
                 handle.run_upkeep();
                 let mut response = text(StatusCode::OK, &handle.render());
                 response.headers_mut().insert(

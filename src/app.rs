@@ -58,6 +58,12 @@ pub async fn run_daemon(
     metrics: Option<PrometheusHandle>,
 ) -> anyhow::Result<()> {
     info!(config = %config.path.display(), jobs = config.jobs.len(), "Starting cachewarden.");
+    let jobs: Vec<&str> = config.jobs.iter().map(|job| &*job.name).collect();
+    metrics::initialise(&metrics::Configured {
+        jobs: &jobs,
+        channel: config.channel.enabled,
+        binlog: config.binlog.is_some(),
+    });
     systemd::status("Connecting to MySQL and Redis");
     let Some((db, cache)) = connect_with_retry(&config, &mut signals).await? else {
         info!("Stopped before the first connections succeeded.");
@@ -334,6 +340,11 @@ fn reload(current: &Config) -> Option<Config> {
         ?removed,
         "SIGHUP: configuration reloaded."
     );
+    metrics::initialise(&metrics::Configured {
+        jobs: &added,
+        channel: false,
+        binlog: false,
+    });
     metrics::record_reload(true);
     Some(Config {
         mysql: current.mysql.clone(),

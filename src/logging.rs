@@ -1,5 +1,5 @@
 //! Where logs go and how they look: the filter (`RUST_LOG`, else `[daemon] log_level`), text or JSON lines on stderr
-//! (journald collects them), and one line per event whatever the event carries.
+//! (journald collects them, with each line's priority), and one line per event whatever the event carries.
 //!
 //! Messages, keys and SQL errors come from outside; a newline inside one would start a forged log line. Every
 //! control character in an event's text is therefore written escaped (`\n`, `\u{1b}`), except the line's own end and,
@@ -12,40 +12,100 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::{Config, LogFormat};
 
+/// Other crates' chatter kept out of the default filter: sqlx's own WARN with the full SQL of every statement over
+/// 1 s (our statement timeouts and errors are logged by us), and tokio-cron-scheduler's start-up lines.
+const QUIET: &str = "sqlx::query=error,tokio_cron_scheduler=warn";
+
 /// Installs the global subscriber for `config`, with `flag` (`--log-format`) over `[daemon] log_format`.
+///
+/// When stderr is the journal (`JOURNAL_STREAM` names it), text lines start with their syslog priority (`<3>` for
+/// ERROR … `<7>` for DEBUG) so that `journalctl -p warning` finds them, and carry no timestamp (the journal has
+/// its own). `NO_COLOR` turns colours off on a terminal.
 pub fn init(config: &Config, flag: Option<LogFormat>) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(config.daemon.log_level.as_deref().unwrap_or("info")))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::stderr().is_terminal();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(OneLine { ansi });
-    match flag.unwrap_or(config.daemon.log_format) {
-        LogFormat::Text => builder.with_ansi(ansi).init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+    let level = config.daemon.log_level.as_deref().unwrap_or("info");
+    let default = || EnvFilter::try_new(format!("{level},{QUIET}")).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, bad_rust_log) = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => match EnvFilter::try_new(&directives) {
+            Ok(filter) => (filter, None),
+            Err(error) => (default(), Some((directives, error))),
+        },
+        _ => (default(), None),
+    };
+    let journal = stderr_is_journal();
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    let ansi = std::io::stderr().is_terminal() && !journal && !no_color;
+    let writer = OneLine { ansi, journal };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    match (flag.unwrap_or(config.daemon.log_format), journal) {
+        (LogFormat::Text, false) => builder.with_ansi(ansi).init(),
+        (LogFormat::Text, true) => builder.with_ansi(false).without_time().init(),
+        (LogFormat::Json, _) => builder.json().flatten_event(true).with_current_span(true).init(),
+    }
+    if let Some((directives, error)) = bad_rust_log {
+        tracing::warn!(
+            rust_log = %directives,
+            %error,
+            "RUST_LOG is not a valid filter; ignored, logging at [daemon] log_level."
+        );
     }
 }
 
-/// Stderr, with every event kept to one line.
+/// Whether stderr is the journal's stream: `JOURNAL_STREAM` (`device:inode`, set by systemd) names stderr's file.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(stream) = std::env::var("JOURNAL_STREAM").ok() else {
+        return false;
+    };
+    let Ok(stderr) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    stream == format!("{}:{}", stderr.dev(), stderr.ino())
+}
+
+/// Stderr, with every event kept to one line (and, for the journal, its priority first).
 #[derive(Clone, Copy)]
 struct OneLine {
     /// Colour codes (ESC) are the formatter's own and pass through.
     ansi: bool,
+    /// Prefix each line with its syslog priority.
+    journal: bool,
+}
+
+/// One event's writer.
+struct EventWriter {
+    line: OneLine,
+    /// `<N>` for the journal, else empty.
+    priority: &'static [u8],
 }
 
 impl<'a> MakeWriter<'a> for OneLine {
-    type Writer = OneLine;
+    type Writer = EventWriter;
 
     fn make_writer(&'a self) -> Self::Writer {
-        *self
+        EventWriter {
+            line: *self,
+            priority: b"",
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        let priority: &'static [u8] = match (self.journal, *meta.level()) {
+            (false, _) => b"",
+            (true, tracing::Level::ERROR) => b"<3>",
+            (true, tracing::Level::WARN) => b"<4>",
+            (true, tracing::Level::INFO) => b"<6>",
+            (true, _) => b"<7>",
+        };
+        EventWriter { line: *self, priority }
     }
 }
 
-impl Write for OneLine {
+impl Write for EventWriter {
     /// The formatter hands over one whole event per call.
     fn write(&mut self, event: &[u8]) -> std::io::Result<usize> {
-        std::io::stderr().lock().write_all(&escape_controls(event, self.ansi))?;
+        let mut stderr = std::io::stderr().lock();
+        stderr.write_all(self.priority)?;
+        stderr.write_all(&escape_controls(event, self.line.ansi))?;
         Ok(event.len())
     }
 

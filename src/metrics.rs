@@ -61,17 +61,13 @@ fn describe() {
     describe_counter!("cachewarden_mysql_errors_total", "Failed MySQL operations.");
     describe_gauge!("cachewarden_redis_up", "1 when the last Redis health check succeeded.");
     describe_gauge!("cachewarden_mysql_up", "1 when the last MySQL health check succeeded.");
-    describe_gauge!(
-        "cachewarden_redis_keyspace_hits",
-        "Redis INFO stats keyspace_hits, sampled."
+    describe_counter!(
+        "cachewarden_redis_keyspace_hits_total",
+        "Redis INFO stats keyspace_hits, sampled (rate() over a window gives the hit ratio with the misses)."
     );
-    describe_gauge!(
-        "cachewarden_redis_keyspace_misses",
+    describe_counter!(
+        "cachewarden_redis_keyspace_misses_total",
         "Redis INFO stats keyspace_misses, sampled."
-    );
-    describe_gauge!(
-        "cachewarden_cache_hit_ratio",
-        "keyspace_hits / (hits + misses) from Redis INFO stats, sampled (the seed's target is above 0.8)."
     );
     describe_counter!("cachewarden_config_reloads_total", "Configuration reloads by outcome.");
     describe_counter!(
@@ -136,6 +132,138 @@ fn describe() {
         "Refreshed keys deleted instead of written, by reason (unverified: the read never showed the change; \
          query_refused: the refresh query failed definitely)."
     );
+    describe_gauge!(
+        "cachewarden_consistency_ratio",
+        "Share of sampled keys equal to their row in the job's last audit (1 before any audit)."
+    );
+    describe_counter!("cachewarden_stale_keys_total", "Stale keys found by audits.");
+    describe_gauge!("cachewarden_build_info", "Always 1; the labels say which build runs.");
+    describe_counter!(
+        "process_cpu_seconds_total",
+        Unit::Seconds,
+        "Total user and system CPU time spent."
+    );
+    describe_gauge!("process_resident_memory_bytes", Unit::Bytes, "Resident memory size.");
+    describe_gauge!("process_virtual_memory_bytes", Unit::Bytes, "Virtual memory size.");
+    describe_gauge!("process_open_fds", "Open file descriptors.");
+    describe_gauge!("process_max_fds", "Limit on open file descriptors.");
+    describe_gauge!(
+        "process_start_time_seconds",
+        Unit::Seconds,
+        "Start time of the process since the Unix epoch."
+    );
+}
+
+/// What the daemon is configured with, so that every series exists from the start (a job that has never succeeded
+/// shows `last_success` 0, a failure counter starts at 0 so that its first increase is seen).
+pub struct Configured<'a> {
+    pub jobs: &'a [&'a str],
+    pub channel: bool,
+    pub binlog: bool,
+}
+
+/// Creates every series `configured` implies, at zero, and the build info. (On reload, called with the added jobs
+/// only: it resets their gauges.)
+pub fn initialise(configured: &Configured<'_>) {
+    gauge!(
+        "cachewarden_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => option_env!("CACHEWARDEN_COMMIT").unwrap_or("unknown")
+    )
+    .set(1.0);
+    for &job in configured.jobs {
+        let job = job.to_string();
+        for outcome in [Outcome::Success, Outcome::Failure, Outcome::Skipped] {
+            counter!("cachewarden_warm_runs_total", "warm_job" => job.clone(), "outcome" => outcome.as_str())
+                .increment(0);
+        }
+        for name in [
+            "cachewarden_warm_rows_total",
+            "cachewarden_warm_keys_written_total",
+            "cachewarden_warm_bytes_written_total",
+        ] {
+            counter!(name, "warm_job" => job.clone()).increment(0);
+        }
+        for reason in ["oversize", "null_key", "invalid"] {
+            counter!("cachewarden_warm_values_skipped_total", "warm_job" => job.clone(), "reason" => reason)
+                .increment(0);
+        }
+        gauge!("cachewarden_warm_last_success_timestamp_seconds", "warm_job" => job.clone()).set(0.0);
+        gauge!("cachewarden_consistency_ratio", "warm_job" => job.clone()).set(1.0);
+        counter!("cachewarden_stale_keys_total", "warm_job" => job).increment(0);
+    }
+    for name in ["cachewarden_redis_errors_total", "cachewarden_mysql_errors_total"] {
+        counter!(name).increment(0);
+    }
+    gauge!("cachewarden_redis_up").set(0.0);
+    gauge!("cachewarden_mysql_up").set(0.0);
+    for outcome in ["applied", "rejected"] {
+        counter!("cachewarden_config_reloads_total", "outcome" => outcome).increment(0);
+    }
+    if configured.channel {
+        for outcome in ["applied", "refused"] {
+            counter!("cachewarden_channel_messages_total", "outcome" => outcome).increment(0);
+        }
+        counter!("cachewarden_channel_gaps_total").increment(0);
+        counter!("cachewarden_channel_overflows_total").increment(0);
+    }
+    if configured.binlog {
+        gauge!("cachewarden_binlog_connected").set(0.0);
+        gauge!("cachewarden_binlog_apply_failing").set(0.0);
+        for name in [
+            "cachewarden_binlog_transactions_total",
+            "cachewarden_binlog_rows_total",
+            "cachewarden_binlog_batches_total",
+            "cachewarden_binlog_batch_keys_total",
+            "cachewarden_binlog_gaps_total",
+        ] {
+            counter!(name).increment(0);
+        }
+    }
+}
+
+/// Reads this process's CPU time, memory and descriptors from `/proc` (Linux), for a scrape.
+pub fn record_process() {
+    // USER_HZ: the unit of /proc times, 100 on every Linux architecture cachewarden runs on.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok());
+        if let (Some(user), Some(system)) = (field(14), field(15)) {
+            counter!("process_cpu_seconds_total").absolute(((user + system) / TICKS_PER_SECOND) as u64);
+        }
+        if let Some(virtual_bytes) = field(23) {
+            gauge!("process_virtual_memory_bytes").set(virtual_bytes);
+        }
+        if let Some(pages) = field(24) {
+            gauge!("process_resident_memory_bytes").set(pages * 4096.0);
+        }
+        if let (Some(started), Some(boot)) = (field(22), boot_time()) {
+            gauge!("process_start_time_seconds").set(boot + started / TICKS_PER_SECOND);
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge!("process_open_fds").set(fds.count() as f64);
+    }
+    if let Ok(limits) = std::fs::read_to_string("/proc/self/limits")
+        && let Some(max) = limits
+            .lines()
+            .find(|line| line.starts_with("Max open files"))
+            .and_then(|line| line.split_whitespace().nth(3))
+            .and_then(|soft| soft.parse::<f64>().ok())
+    {
+        gauge!("process_max_fds").set(max);
+    }
+}
+
+/// The system's boot time, seconds since the epoch (`btime` of `/proc/stat`).
+fn boot_time() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines()
+        .find_map(|line| line.strip_prefix("btime ")?.trim().parse().ok())
 }
 
 /// How a warm run ended.
@@ -171,22 +299,23 @@ pub struct RunFigures {
 /// Records one warm run's outcome and, for a success, its figures.
 pub fn record_run(job: &str, outcome: Outcome, summary: Option<&RunFigures>) {
     let job = job.to_string();
-    counter!("cachewarden_warm_runs_total", "job" => job.clone(), "outcome" => outcome.as_str()).increment(1);
+    counter!("cachewarden_warm_runs_total", "warm_job" => job.clone(), "outcome" => outcome.as_str()).increment(1);
     let Some(summary) = summary else {
         return;
     };
-    histogram!("cachewarden_warm_duration_seconds", "job" => job.clone()).record(summary.duration.as_secs_f64());
-    counter!("cachewarden_warm_rows_total", "job" => job.clone()).increment(summary.rows);
-    counter!("cachewarden_warm_keys_written_total", "job" => job.clone()).increment(summary.keys_written);
-    counter!("cachewarden_warm_bytes_written_total", "job" => job.clone()).increment(summary.bytes_written);
+    histogram!("cachewarden_warm_duration_seconds", "warm_job" => job.clone()).record(summary.duration.as_secs_f64());
+    counter!("cachewarden_warm_rows_total", "warm_job" => job.clone()).increment(summary.rows);
+    counter!("cachewarden_warm_keys_written_total", "warm_job" => job.clone()).increment(summary.keys_written);
+    counter!("cachewarden_warm_bytes_written_total", "warm_job" => job.clone()).increment(summary.bytes_written);
     for (reason, count) in [
         ("oversize", summary.skipped_oversize),
         ("null_key", summary.skipped_null_key),
         ("invalid", summary.skipped_invalid),
     ] {
-        counter!("cachewarden_warm_values_skipped_total", "job" => job.clone(), "reason" => reason).increment(count);
+        counter!("cachewarden_warm_values_skipped_total", "warm_job" => job.clone(), "reason" => reason)
+            .increment(count);
     }
-    gauge!("cachewarden_warm_last_success_timestamp_seconds", "job" => job).set(unix_now().as_secs_f64());
+    gauge!("cachewarden_warm_last_success_timestamp_seconds", "warm_job" => job).set(unix_now().as_secs_f64());
 }
 
 /// Counts a failed Redis operation.
@@ -212,13 +341,11 @@ pub fn record_health(redis_up: bool, mysql_up: bool) {
     gauge!("cachewarden_mysql_up").set(f64::from(u8::from(mysql_up)));
 }
 
-/// Records Redis' own keyspace hit and miss counters and their ratio.
+/// Records Redis' own keyspace hit and miss counters, as counters: `rate()` over any window gives the hit ratio of
+/// that window (a Redis restart resets them, which Prometheus treats as a counter reset).
 pub fn record_keyspace(hits: u64, misses: u64) {
-    gauge!("cachewarden_redis_keyspace_hits").set(hits as f64);
-    gauge!("cachewarden_redis_keyspace_misses").set(misses as f64);
-    if hits + misses > 0 {
-        gauge!("cachewarden_cache_hit_ratio").set(hits as f64 / (hits + misses) as f64);
-    }
+    counter!("cachewarden_redis_keyspace_hits_total").absolute(hits);
+    counter!("cachewarden_redis_keyspace_misses_total").absolute(misses);
 }
 
 /// Counts a configuration reload.
@@ -309,8 +436,8 @@ pub fn record_binlog_checkpoint(position: u64) {
 
 /// Records one job's audit.
 pub fn record_audit(job: &str, ratio: f64, stale: u64) {
-    gauge!("cachewarden_consistency_ratio", "job" => job.to_string()).set(ratio);
-    counter!("cachewarden_stale_keys_total", "job" => job.to_string()).increment(stale);
+    gauge!("cachewarden_consistency_ratio", "warm_job" => job.to_string()).set(ratio);
+    counter!("cachewarden_stale_keys_total", "warm_job" => job.to_string()).increment(stale);
 }
 
 /// Time since the Unix epoch.

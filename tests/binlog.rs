@@ -230,12 +230,20 @@ async fn when_changed_ignores_other_columns_and_warm_is_debounced() {
             .await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let runs_before = metric(&env, r#"cachewarden_warm_runs_total{job="stats",outcome="success"}"#).await;
+    let runs_before = metric(
+        &env,
+        r#"cachewarden_warm_runs_total{warm_job="stats",outcome="success"}"#,
+    )
+    .await;
     assert!(
         becomes(&env, "stats", Some(r#"{"n":3,"stock":"111"}"#)).await,
         "the trailing run never came"
     );
-    let runs_after = metric(&env, r#"cachewarden_warm_runs_total{job="stats",outcome="success"}"#).await;
+    let runs_after = metric(
+        &env,
+        r#"cachewarden_warm_runs_total{warm_job="stats",outcome="success"}"#,
+    )
+    .await;
     assert_eq!(
         runs_after - runs_before,
         1.0,

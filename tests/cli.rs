@@ -437,3 +437,88 @@ async fn daemon_waits_for_an_unreachable_redis_and_warms_once_it_appears() {
     );
     assert_eq!(status.and_then(|s| s.code()), Some(0));
 }
+
+#[tokio::test]
+async fn under_journald_each_line_carries_its_priority_and_no_timestamp() {
+    use std::os::unix::fs::MetadataExt as _;
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let never = "0 0 0 1 1 *";
+    let path = env.config_file(
+        &[
+            job(
+                &env,
+                "good",
+                "SELECT id, name FROM products",
+                never,
+                "run_on_start = true",
+            ),
+            job(
+                &env,
+                "bad",
+                "SELECT id FROM no_such_table",
+                never,
+                "run_on_start = true",
+            ),
+        ]
+        .concat(),
+    );
+    let log = env.dir.path().join("journal.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let meta = file.metadata().unwrap();
+    let mut daemon = env
+        .cli()
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .env("RUST_LOG", "cachewarden=info,sqlx=warn")
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let journal = eventually(Duration::from_secs(20), || async {
+        let journal = std::fs::read_to_string(&log).unwrap();
+        (journal.contains("Warm job failed") && journal.contains("Warm job finished")).then_some(journal)
+    })
+    .await;
+    signal(&daemon, "TERM");
+    wait_exit(&mut daemon, Duration::from_secs(20)).await;
+    let journal = journal.unwrap_or_else(|| std::fs::read_to_string(&log).unwrap());
+    let lines: Vec<&str> = journal.lines().collect();
+    assert!(lines.len() > 3, "{journal}");
+    for line in &lines {
+        assert!(
+            ["<3>", "<4>", "<6>", "<7>"].iter().any(|p| line.starts_with(p)),
+            "no priority: {line}"
+        );
+        assert!(
+            !line[3..].trim_start().starts_with("20"),
+            "a timestamp of our own: {line}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("<3>") && line.contains("Warm job failed")),
+        "the failed job is not at priority 3 (err):\n{journal}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("<6>") && line.contains("Warm job finished")),
+        "{journal}"
+    );
+
+    // Without JOURNAL_STREAM naming stderr: timestamps, no priorities; a bad RUST_LOG is said, not ignored.
+    let output = env
+        .cli()
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("JOURNAL_STREAM", "1:1")
+        .env("RUST_LOG", "cachewarden=loud")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert!(stderr.lines().all(|line| !line.starts_with('<')), "{stderr}");
+    assert!(stderr.contains("RUST_LOG is not a valid filter"), "{stderr}");
+}

@@ -148,7 +148,7 @@ refresh = ["{p}item:{{id}}"]
         tokio::time::sleep(Duration::from_millis(100)).await;
         fires += 1;
         if fires.is_multiple_of(10) {
-            let warm_writes = metric(&env, r#"cachewarden_warm_keys_written_total{job="items"}"#).await as u64;
+            let warm_writes = metric(&env, r#"cachewarden_warm_keys_written_total{warm_job="items"}"#).await as u64;
             let done = warm_writes + updates.load(Ordering::Relaxed) + messages.load(Ordering::Relaxed);
             // Leave room for the final run's writes.
             if done + u64::from(ROWS) >= OPERATIONS {
@@ -185,7 +185,7 @@ refresh = ["{p}item:{{id}}"]
     // Give in-flight channel messages their moment too.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let warm_writes = metric(&env, r#"cachewarden_warm_keys_written_total{job="items"}"#).await as u64;
+    let warm_writes = metric(&env, r#"cachewarden_warm_keys_written_total{warm_job="items"}"#).await as u64;
     let refreshes = metric(&env, r#"cachewarden_invalidated_keys_total{action="refresh"}"#).await as u64;
     let operations = updates.load(Ordering::Relaxed) + messages.load(Ordering::Relaxed) + warm_writes + refreshes;
     let mut guarded = Vec::new();

@@ -57,44 +57,76 @@ async fn admin_endpoint_serves_metrics_health_jobs_and_triggers() {
     let metrics = eventually(Duration::from_secs(10), || async {
         let metrics = get(&env, "/metrics").await?.body;
         // The health loop sets these one after the other; wait for a complete round.
-        let complete = sample(&metrics, "cachewarden_cache_hit_ratio").is_some()
-            && sample(&metrics, "cachewarden_redis_up").is_some()
-            && sample(&metrics, "cachewarden_mysql_up").is_some();
+        let complete = sample(&metrics, "cachewarden_redis_keyspace_hits_total").is_some_and(|hits| hits >= 1.0)
+            && sample(&metrics, "cachewarden_redis_up") == Some(1.0)
+            && sample(&metrics, "cachewarden_mysql_up") == Some(1.0);
         complete.then_some(metrics)
     })
     .await
-    .expect("metrics with a hit ratio");
+    .expect("metrics with Redis' hits");
     assert_eq!(
         sample(
             &metrics,
-            r#"cachewarden_warm_runs_total{job="startup",outcome="success"}"#
+            r#"cachewarden_warm_runs_total{warm_job="startup",outcome="success"}"#
         ),
         Some(1.0)
     );
     assert_eq!(
-        sample(&metrics, r#"cachewarden_warm_keys_written_total{job="startup"}"#),
+        sample(&metrics, r#"cachewarden_warm_keys_written_total{warm_job="startup"}"#),
         Some(2.0)
     );
     assert_eq!(
-        sample(&metrics, r#"cachewarden_warm_rows_total{job="startup"}"#),
+        sample(&metrics, r#"cachewarden_warm_rows_total{warm_job="startup"}"#),
         Some(2.0)
     );
     assert_eq!(
-        sample(&metrics, r#"cachewarden_warm_duration_seconds_count{job="startup"}"#),
+        sample(
+            &metrics,
+            r#"cachewarden_warm_duration_seconds_count{warm_job="startup"}"#
+        ),
         Some(1.0)
     );
     assert!(
         sample(
             &metrics,
-            r#"cachewarden_warm_last_success_timestamp_seconds{job="startup"}"#
+            r#"cachewarden_warm_last_success_timestamp_seconds{warm_job="startup"}"#
         )
         .unwrap()
             > 1.7e9
     );
     assert_eq!(sample(&metrics, "cachewarden_redis_up"), Some(1.0));
     assert_eq!(sample(&metrics, "cachewarden_mysql_up"), Some(1.0));
-    let ratio = sample(&metrics, "cachewarden_cache_hit_ratio").unwrap();
-    assert!((0.0..=1.0).contains(&ratio));
+    assert!(sample(&metrics, "cachewarden_redis_keyspace_misses_total").unwrap() >= 1.0);
+    // A job that never ran has every series, at zero: its first failure is an increase, "never succeeded" is 0.
+    for series in [
+        r#"cachewarden_warm_runs_total{warm_job="manual",outcome="failure"}"#,
+        r#"cachewarden_warm_runs_total{warm_job="manual",outcome="success"}"#,
+        r#"cachewarden_warm_last_success_timestamp_seconds{warm_job="manual"}"#,
+        r#"cachewarden_warm_keys_written_total{warm_job="manual"}"#,
+        r#"cachewarden_stale_keys_total{warm_job="manual"}"#,
+    ] {
+        assert_eq!(sample(&metrics, series), Some(0.0), "{series}");
+    }
+    assert!(metrics.contains("cachewarden_build_info{version=\""), "{metrics}");
+    assert!(sample(&metrics, "process_resident_memory_bytes").unwrap() > 1e6);
+    assert!(sample(&metrics, "process_open_fds").unwrap() > 3.0);
+    // The scrape passes Prometheus' own linter.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (scripts/services installs Debian's prometheus package)");
+    use std::io::Write as _;
+    promtool.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let linted = promtool.wait_with_output().unwrap();
+    assert!(
+        linted.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&linted.stdout),
+        String::from_utf8_lossy(&linted.stderr)
+    );
 
     assert_eq!(get(&env, "/healthz").await.unwrap().status, 200);
     assert_eq!(get(&env, "/readyz").await.unwrap().status, 200);
@@ -404,7 +436,7 @@ async fn json_logs_never_show_passwords() {
     );
     let config = env.write_file("jobs.toml", &source);
     let mut daemon = Daemon::start(&env, &config, &["--log-format", "json"], &[]);
-    // Redis is unreachable (retried), MySQL refuses the password (definite): the daemon exits 1.
+    // Redis is unreachable (retried), MySQL refuses the password (definite): the daemon exits 78 (a refusal restarting cannot fix).
     let child = &mut daemon.child;
     let status = eventually(Duration::from_secs(30), || {
         let status = child.try_wait().unwrap();
@@ -412,7 +444,7 @@ async fn json_logs_never_show_passwords() {
     })
     .await
     .expect("daemon exits on a refused MySQL password");
-    assert_eq!(status.code(), Some(1));
+    assert_eq!(status.code(), Some(78));
     let log = daemon.log();
     assert!(!log.contains("hunter2"), "{log}");
     let lines: Vec<serde_json::Value> = log
@@ -544,4 +576,23 @@ async fn a_thousand_slow_admin_clients_are_capped_and_cut_off_while_invalidation
     );
     assert!(descriptors() <= baseline + 4);
     assert_eq!(daemon.stop().await, Some(0));
+}
+
+#[test]
+fn the_shipped_alert_rules_pass_promtool_and_their_unit_tests() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/prometheus");
+    for args in [["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]] {
+        let output = Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool is installed (scripts/services installs Debian's prometheus package)");
+        assert!(
+            output.status.success(),
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }

@@ -75,7 +75,7 @@ impl Intake {
                     warn!(
                         reason = refusal.reason(),
                         refused_so_far = self.refused,
-                        message = %shown,
+                        payload = %shown,
                         truncated = payload.len() > LOG_PAYLOAD_BYTES,
                         "Refused an invalidation message: {refusal}"
                     );

@@ -100,19 +100,19 @@ impl BinlogListener {
             let delay = match ended {
                 Ok(()) => return,
                 Err(BinlogError::Purged(position, message)) => {
-                    error!(%position, %message, "Binlog position was purged: changes since it are lost; recovering.");
+                    error!(%position, error = %message, "Binlog position was purged: changes since it are lost; recovering.");
                     metrics::record_binlog_gap();
                     state.resume_from_current = true;
                     Duration::ZERO
                 }
                 Err(BinlogError::Definite(message)) => {
-                    error!(%message, retry_in = ?DEFINITE_RETRY, "Cannot follow the binlog; fix the server, [binlog] or Redis.");
+                    error!(error = %message, retry_in = ?DEFINITE_RETRY, "Cannot follow the binlog; fix the server, [binlog] or Redis.");
                     self.health.set_stalled("binlog", Some(message));
                     DEFINITE_RETRY
                 }
                 Err(BinlogError::Transient(message)) => {
                     let delay = backoff.next_delay();
-                    warn!(%message, retry_in = ?delay, "Binlog connection lost; reconnecting from the checkpoint.");
+                    warn!(error = %message, retry_in = ?delay, "Binlog connection lost; reconnecting from the checkpoint.");
                     delay
                 }
             };
