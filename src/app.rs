@@ -298,7 +298,14 @@ fn reload(current: &Config) -> Option<Config> {
             for problem in error.problems() {
                 error!(line = problem.line, location = %problem.location, problem = %problem.message, "Invalid configuration.");
             }
-            error!(%error, "SIGHUP: the new configuration is invalid; still running the previous one.");
+            // Each problem was logged above; the summary only counts them (the error's text would list them again).
+            match error.problems().len() {
+                0 => error!(%error, "SIGHUP: the new configuration is invalid; still running the previous one."),
+                problems => error!(
+                    problems,
+                    "SIGHUP: the new configuration is invalid; still running the previous one."
+                ),
+            }
             metrics::record_reload(false);
             return None;
         }

@@ -283,6 +283,11 @@ async fn sighup_applies_a_valid_config_and_keeps_the_old_one_when_invalid() {
     .expect("the rejected reload is logged");
     assert!(log.contains("is not a valid cron schedule"), "{log}");
     assert!(log.contains("`query` is required"), "{log}");
+    assert_eq!(
+        log.matches("is not a valid cron schedule").count(),
+        1,
+        "each problem once:\n{log}"
+    );
     let _: () = redis::cmd("DEL").arg(&second_key).query_async(&mut conn).await.unwrap();
     assert!(
         eventually(Duration::from_secs(10), || env.get(&second_key))
