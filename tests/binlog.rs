@@ -572,14 +572,8 @@ async fn missing_redis_and_replication_grants_are_named_by_check_and_stop_the_da
     let _shared = BINLOG.read().await;
     let env = TestEnv::new().await;
     env.sql(SCHEMA).await;
-    let port = free_port();
-    let mut redis_server = common::spawn_redis(port);
-    let admin = redis::Client::open(format!("redis://127.0.0.1:{port}/0").as_str()).unwrap();
-    let mut conn = eventually(Duration::from_secs(10), || async {
-        admin.get_multiplexed_async_connection().await.ok()
-    })
-    .await
-    .expect("the test's Redis answers");
+    let own = common::OwnRedis::start().await;
+    let (port, mut conn) = (own.port, own.conn.clone());
     let p = env.prefix.clone();
     // The daemon's user may touch its own keys but not the products'.
     let _: () = redis::cmd("ACL")
@@ -685,8 +679,6 @@ async fn missing_redis_and_replication_grants_are_named_by_check_and_stop_the_da
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     env.sql(&format!("DROP USER '{user}'@'%'")).await;
-    let _ = redis_server.kill();
-    let _ = redis_server.wait();
 }
 
 #[tokio::test]
@@ -767,15 +759,8 @@ async fn a_redis_acl_refusal_stops_the_stream_visibly_and_it_resumes_once_fixed(
     let _shared = BINLOG.read().await;
     let env = TestEnv::new().await;
     env.sql(SCHEMA).await;
-    let port = free_port();
-    let mut redis_server = common::spawn_redis(port);
-    let admin_url = format!("redis://127.0.0.1:{port}/0");
-    let admin = redis::Client::open(admin_url.as_str()).unwrap();
-    let mut conn = eventually(Duration::from_secs(10), || async {
-        admin.get_multiplexed_async_connection().await.ok()
-    })
-    .await
-    .expect("the test's Redis answers");
+    let own = common::OwnRedis::start().await;
+    let (port, mut conn) = (own.port, own.conn.clone());
     let p = env.prefix.clone();
     let _: () = redis::cmd("ACL")
         .arg(&["SETUSER", "cw", "on", ">cw-secret", "allkeys", "+@all"])
@@ -856,6 +841,4 @@ async fn a_redis_acl_refusal_stops_the_stream_visibly_and_it_resumes_once_fixed(
     assert!(ready.is_some(), "readiness did not come back:\n{}", daemon.log());
     assert_eq!(metric(&env, "cachewarden_binlog_apply_failing").await, 0.0);
     assert_eq!(daemon.stop().await, Some(0));
-    let _ = redis_server.kill();
-    let _ = redis_server.wait();
 }

@@ -327,14 +327,8 @@ async fn a_killed_subscription_is_resubscribed_and_resynced() {
     let env = TestEnv::new().await;
     env.sql(PRODUCTS).await;
     let p = env.prefix.clone();
-    let port = free_port();
-    let mut redis = common::spawn_redis(port);
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
-    let conn = eventually(Duration::from_secs(10), || async {
-        client.get_multiplexed_async_connection().await.ok()
-    })
-    .await
-    .expect("private redis-server is up");
+    let own = common::OwnRedis::start().await;
+    let (port, conn) = (own.port, own.conn.clone());
     let body = config(&env, "on_gap = \"warm\"");
     let path = env.write_file(
         "jobs.toml",
@@ -390,8 +384,6 @@ async fn a_killed_subscription_is_resubscribed_and_resynced() {
             .contains("Resubscribed: messages published while disconnected were lost")
     );
     let code = daemon.stop().await;
-    let _ = redis.kill();
-    let _ = redis.wait();
     assert_eq!(code, Some(0));
 }
 
@@ -687,14 +679,8 @@ async fn while_applying_is_stuck_hostile_and_excess_messages_do_not_grow_memory_
     env.sql(PRODUCTS).await;
     let p = env.prefix.clone();
     let channel = format!("{p}inv");
-    let port = free_port();
-    let mut redis_server = common::spawn_redis(port);
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
-    let mut conn = eventually(Duration::from_secs(10), || async {
-        client.get_multiplexed_async_connection().await.ok()
-    })
-    .await
-    .expect("private redis-server is up");
+    let own = common::OwnRedis::start().await;
+    let (port, mut conn) = (own.port, own.conn.clone());
     let reader = conn.clone();
     let get = |key: String| {
         let mut conn = reader.clone();
@@ -825,6 +811,4 @@ async fn while_applying_is_stuck_hostile_and_excess_messages_do_not_grow_memory_
         daemon.log()
     );
     assert_eq!(daemon.stop().await, Some(0));
-    let _ = redis_server.kill();
-    let _ = redis_server.wait();
 }

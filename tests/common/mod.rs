@@ -314,6 +314,35 @@ pub fn spawn_redis(port: u16) -> Child {
         .expect("redis-server starts")
 }
 
+/// A redis-server of the test's own (see [`spawn_redis`]) with a connection to it; stopped when dropped.
+pub struct OwnRedis {
+    pub port: u16,
+    pub conn: redis::aio::MultiplexedConnection,
+    server: Child,
+}
+
+impl OwnRedis {
+    /// Starts the server on a free port and waits until it answers.
+    pub async fn start() -> Self {
+        let port = free_port();
+        let server = spawn_redis(port);
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0").as_str()).unwrap();
+        let conn = eventually(Duration::from_secs(10), || async {
+            client.get_multiplexed_async_connection().await.ok()
+        })
+        .await
+        .expect("the test's own Redis answers");
+        Self { port, conn, server }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
