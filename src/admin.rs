@@ -7,8 +7,8 @@
 //! | route                    | answer                                                        |
 //! |--------------------------|---------------------------------------------------------------|
 //! | `GET /metrics`           | Prometheus text format                                        |
-//! | `GET /healthz`           | 200 while the process runs                                    |
-//! | `GET /readyz`            | 200 when Redis and MySQL answer, else 503 with the reason     |
+//! | `GET /healthz`           | 200 while the process runs (from the first second)            |
+//! | `GET /readyz`            | 200 when Redis and MySQL answer, else 503 with the reason (also while starting) |
 //! | `GET /jobs`              | JSON: each job's schedule, next run, last run and counts      |
 //! | `POST /jobs/{name}/run`  | 202 queued, 404 unknown job, 409 already running, 503 queue full |
 
@@ -39,7 +39,8 @@ use crate::warm::Warmer;
 pub struct AdminState {
     pub metrics: Option<PrometheusHandle>,
     pub health: Health,
-    pub warmer: Arc<Warmer>,
+    /// Set once both servers answered at start-up; until then `/jobs` and triggers answer 503.
+    pub warmer: Arc<std::sync::OnceLock<Arc<Warmer>>>,
     pub jobs: watch::Receiver<Arc<[WarmJob]>>,
     pub triggers: mpsc::Sender<Trigger>,
 }
@@ -151,7 +152,10 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
         },
         (Method::GET, "/jobs") => {
             let jobs = state.jobs.borrow().clone();
-            let body = jobs_json(&jobs, &state.warmer, chrono::Utc::now());
+            let Some(warmer) = state.warmer.get() else {
+                return starting(state);
+            };
+            let body = jobs_json(&jobs, warmer, chrono::Utc::now());
             let mut response = text(StatusCode::OK, &format!("{body:#}\n"));
             response.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
@@ -180,7 +184,10 @@ fn trigger(state: &AdminState, name: &str) -> Response<Full<Bytes>> {
     let Some(job) = job else {
         return text(StatusCode::NOT_FOUND, &format!("no warm job named \"{name}\"\n"));
     };
-    if state.warmer.is_running(&job) {
+    let Some(warmer) = state.warmer.get() else {
+        return starting(state);
+    };
+    if warmer.is_running(&job) {
         return text(
             StatusCode::CONFLICT,
             &format!("\"{job}\" is already running; not started again\n"),
@@ -195,6 +202,14 @@ fn trigger(state: &AdminState, name: &str) -> Response<Full<Bytes>> {
             "the trigger queue is full; try again shortly\n",
         )
     }
+}
+
+/// 503 while the daemon waits for its first connections, saying for what.
+fn starting(state: &AdminState) -> Response<Full<Bytes>> {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("starting: {}\n", state.health.state().reason()),
+    )
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {

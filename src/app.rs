@@ -50,8 +50,9 @@ const TRIGGER_QUEUE: usize = 256;
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns an error only for a definite startup failure.
 ///
-/// Start-up order matters to systemd: signal handlers exist before this is called; READY is sent only after the
-/// configuration is loaded, both servers answered and every task (and the admin port) is up.
+/// Start-up order matters to systemd: signal handlers exist before this is called; the admin port is bound first
+/// (liveness, metrics, and `/readyz` 503 naming what is awaited); READY is sent only after both servers answered
+/// and every task is up.
 pub async fn run_daemon(
     mut config: Config,
     mut signals: Signals,
@@ -64,31 +65,20 @@ pub async fn run_daemon(
         channel: config.channel.enabled,
         binlog: config.binlog.is_some(),
     });
-    systemd::status("Connecting to MySQL and Redis");
-    let Some((db, cache)) = connect_with_retry(&config, &mut signals).await? else {
-        info!("Stopped before the first connections succeeded.");
-        return Ok(());
-    };
-    info!(mysql = %config.mysql.url, redis = %config.redis.url, "Connected to MySQL and Redis.");
-    preflight(&config, &cache).await?;
-
     let shutdown = CancellationToken::new();
     let tracker = Supervisor::new(shutdown.clone());
     let liveness = Liveness::default();
     let health = Health::default();
-    let warmer = Arc::new(Warmer::new(
-        db.clone(),
-        cache.clone(),
-        config.daemon.max_concurrent_jobs,
-    ));
+    let started = Arc::new(std::sync::OnceLock::new());
     let (triggers, trigger_rx) = mpsc::channel(TRIGGER_QUEUE);
     let (jobs_tx, jobs_rx) = watch::channel::<Arc<[WarmJob]>>(config.jobs.clone().into());
 
+    // The admin endpoint is up from the first second: liveness, metrics, and readiness saying what it waits for.
     if config.admin.enabled {
         let state = AdminState {
             metrics,
             health: health.clone(),
-            warmer: warmer.clone(),
+            warmer: started.clone(),
             jobs: jobs_rx.clone(),
             triggers: triggers.clone(),
         };
@@ -100,6 +90,31 @@ pub async fn run_daemon(
         })?;
         tracker.spawn("admin", server.run(shutdown.clone()));
     }
+    systemd::status("Connecting to MySQL and Redis");
+    let connected = match connect_with_retry(&config, &mut signals, &health).await {
+        Ok(Some((db, cache))) => {
+            info!(mysql = %config.mysql.url, redis = %config.redis.url, "Connected to MySQL and Redis.");
+            preflight(&config, &cache).await.map(|()| Some((db, cache)))
+        }
+        other => other,
+    };
+    let (db, cache) = match connected {
+        Ok(Some(servers)) => servers,
+        ended => {
+            shutdown.cancel();
+            tracker.wait().await;
+            if ended.is_ok() {
+                info!("Stopped before the first connections succeeded.");
+            }
+            return ended.map(drop);
+        }
+    };
+    let warmer = Arc::new(Warmer::new(
+        db.clone(),
+        cache.clone(),
+        config.daemon.max_concurrent_jobs,
+    ));
+    let _ = started.set(warmer.clone());
     tracker.spawn(
         "warm-runner",
         WarmRunner::new(
@@ -402,29 +417,38 @@ async fn preflight(config: &Config, cache: &Cache) -> anyhow::Result<()> {
 }
 
 /// Connects to both servers, retrying unreachable ones with backoff. `None` when a stop signal came first.
-async fn connect_with_retry(config: &Config, signals: &mut Signals) -> anyhow::Result<Option<(Database, Cache)>> {
+async fn connect_with_retry(
+    config: &Config,
+    signals: &mut Signals,
+    health: &Health,
+) -> anyhow::Result<Option<(Database, Cache)>> {
     let db = Database::new(&config.mysql)?;
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut cache = None;
     loop {
+        let mut redis_down = None;
         if cache.is_none() {
             match Cache::connect(&config.redis).await {
                 Ok(connected) => cache = Some(connected),
                 Err(error) if error.is_transient() => {
                     warn!(redis = %config.redis.url, %error, "Redis is unreachable; will retry.");
+                    redis_down = Some(format!("waiting for the first connection: {error}"));
                 }
                 Err(error) => return Err(Misconfigured(format!("Redis at {}: {error}", config.redis.url)).into()),
             }
         }
-        let db_ready = match db.ping().await {
-            Ok(()) => true,
+        let mysql_down = match db.ping().await {
+            Ok(()) => None,
             Err(error) if error.is_transient() => {
                 warn!(mysql = %config.mysql.url, %error, "MySQL is unreachable; will retry.");
-                false
+                Some(format!("waiting for the first connection: {error}"))
             }
             Err(error) => return Err(Misconfigured(format!("MySQL at {}: {error}", config.mysql.url)).into()),
         };
-        if db_ready && let Some(cache) = cache.take() {
+        metrics::record_health(redis_down.is_none(), mysql_down.is_none());
+        let ready = mysql_down.is_none() && redis_down.is_none();
+        health.set_servers(redis_down, mysql_down);
+        if ready && let Some(cache) = cache.take() {
             return Ok(Some((db, cache)));
         }
         tokio::select! {

@@ -82,7 +82,8 @@ impl Health {
         }
     }
 
-    fn set_servers(&self, redis: Option<String>, mysql: Option<String>) {
+    /// Records why each server did not answer (`None`: it did).
+    pub fn set_servers(&self, redis: Option<String>, mysql: Option<String>) {
         let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
         state.redis = redis;
         state.mysql = mysql;

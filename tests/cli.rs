@@ -6,7 +6,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{TestEnv, eventually, text};
+use common::{TestEnv, eventually, get, sample, text};
 
 const PRODUCTS: &str = "
 CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(50), price DECIMAL(8,2));
@@ -393,8 +393,9 @@ async fn daemon_waits_for_an_unreachable_redis_and_warms_once_it_appears() {
         "run_on_start = true",
     );
     let source = format!(
-        "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"redis://127.0.0.1:{port}/0\"\nconnect_timeout = \"1s\"\n[admin]\nenabled = false\n\n{body}",
-        env.mysql_url
+        "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"redis://127.0.0.1:{port}/0\"\nconnect_timeout = \"1s\"\n[admin]\nlisten = \"{}\"\n\n{body}",
+        env.mysql_url,
+        env.admin_addr()
     );
     let path = env.write_file("jobs.toml", &source);
     let mut daemon = env
@@ -404,7 +405,21 @@ async fn daemon_waits_for_an_unreachable_redis_and_warms_once_it_appears() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // From the first second: alive, not ready and saying why, metrics served, jobs not yet.
+    let waiting = eventually(Duration::from_secs(10), || async {
+        let ready = get(&env, "/readyz").await?;
+        (ready.status == 503 && ready.body.contains("redis: waiting for the first connection")).then_some(ready.body)
+    })
+    .await;
+    assert!(waiting.is_some(), "/readyz does not say what it waits for");
+    assert_eq!(get(&env, "/healthz").await.unwrap().status, 200);
+    let metrics = get(&env, "/metrics").await.unwrap().body;
+    assert_eq!(sample(&metrics, "cachewarden_redis_up"), Some(0.0), "{metrics}");
+    assert_eq!(sample(&metrics, "cachewarden_mysql_up"), Some(1.0), "{metrics}");
+    let jobs = get(&env, "/jobs").await.unwrap();
+    assert_eq!(jobs.status, 503);
+    assert!(jobs.body.starts_with("starting: redis:"), "{}", jobs.body);
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         daemon.try_wait().unwrap().is_none(),
         "daemon gave up while Redis was down"
@@ -426,8 +441,13 @@ async fn daemon_waits_for_an_unreachable_redis_and_warms_once_it_appears() {
         }
     })
     .await;
+    let ready = eventually(Duration::from_secs(10), || async {
+        (get(&env, "/readyz").await?.status == 200).then_some(())
+    })
+    .await;
     signal(&daemon, "TERM");
     let status = wait_exit(&mut daemon, Duration::from_secs(15)).await;
+    assert!(ready.is_some(), "never ready after Redis appeared");
     let _ = redis.kill();
     let _ = redis.wait();
     assert_eq!(
