@@ -30,7 +30,11 @@ fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         "cachewarden_warm_runs_total",
-        "Warm job runs by outcome (success, failure, skipped)."
+        "Warm job runs by outcome (success, failure after its retries, skipped)."
+    );
+    describe_counter!(
+        "cachewarden_warm_attempts_total",
+        "Warm job attempts by outcome (success, failure); a run retried after transient errors has several."
     );
     describe_histogram!(
         "cachewarden_warm_duration_seconds",
@@ -177,6 +181,10 @@ pub fn initialise(configured: &Configured<'_>) {
             counter!("cachewarden_warm_runs_total", "warm_job" => job.clone(), "outcome" => outcome.as_str())
                 .increment(0);
         }
+        for outcome in [Outcome::Success, Outcome::Failure] {
+            counter!("cachewarden_warm_attempts_total", "warm_job" => job.clone(), "outcome" => outcome.as_str())
+                .increment(0);
+        }
         for name in [
             "cachewarden_warm_rows_total",
             "cachewarden_warm_keys_written_total",
@@ -296,7 +304,14 @@ pub struct RunFigures {
     pub skipped_invalid: u64,
 }
 
-/// Records one warm run's outcome and, for a success, its figures.
+/// Counts one attempt of a warm job (a run retried after transient errors makes several).
+pub fn record_attempt(job: &str, succeeded: bool) {
+    let outcome = if succeeded { Outcome::Success } else { Outcome::Failure };
+    counter!("cachewarden_warm_attempts_total", "warm_job" => job.to_string(), "outcome" => outcome.as_str())
+        .increment(1);
+}
+
+/// Records one warm run's outcome (after its retries) and, for a success, its figures.
 pub fn record_run(job: &str, outcome: Outcome, summary: Option<&RunFigures>) {
     let job = job.to_string();
     counter!("cachewarden_warm_runs_total", "warm_job" => job.clone(), "outcome" => outcome.as_str()).increment(1);

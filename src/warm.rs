@@ -234,7 +234,7 @@ impl Warmer {
         match result {
             Ok(mut summary) => {
                 summary.duration = started.elapsed();
-                metrics::record_run(&job.name, metrics::Outcome::Success, Some(&summary.figures()));
+                metrics::record_attempt(&job.name, true);
                 self.record(&job.name, |stats| {
                     stats.succeeded += 1;
                     stats.last = Some(LastRun {
@@ -246,7 +246,7 @@ impl Warmer {
                 Ok(summary)
             }
             Err(error) => {
-                metrics::record_run(&job.name, metrics::Outcome::Failure, None);
+                metrics::record_attempt(&job.name, false);
                 self.record(&job.name, |stats| {
                     stats.failed += 1;
                     stats.last = Some(LastRun {
@@ -615,6 +615,7 @@ impl WarmRunner {
                                 duration_ms = summary.duration.as_millis() as u64,
                                 "Warm job finished."
                             );
+                            metrics::record_run(&job.name, metrics::Outcome::Success, Some(&summary.figures()));
                             return;
                         }
                         Err(error) if error.is_transient() && attempt < MAX_ATTEMPTS => {
@@ -627,6 +628,7 @@ impl WarmRunner {
                         }
                         Err(error) => {
                             error!(%error, attempt, "Warm job failed.");
+                            metrics::record_run(&job.name, metrics::Outcome::Failure, None);
                             return;
                         }
                     }

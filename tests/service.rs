@@ -601,3 +601,66 @@ fn the_shipped_alert_rules_pass_promtool_and_their_unit_tests() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_run_retried_through_a_redis_outage_is_one_run_of_several_attempts() {
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE t (id INT PRIMARY KEY);\nINSERT INTO t VALUES (1)")
+        .await;
+    let mut redis = common::OwnRedis::start().await;
+    let body = job(&env, "j", "SELECT id FROM t", "0 0 0 1 1 *", "");
+    let config = env.write_file(
+        "jobs.toml",
+        &format!(
+            "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"redis://127.0.0.1:{}/0\"\nconnect_timeout = \"1s\"\n\
+             [admin]\nlisten = \"{}\"\n\n{body}",
+            env.mysql_url,
+            redis.port,
+            env.admin_addr()
+        ),
+    );
+    let mut daemon = Daemon::start(&env, &config, &[], &[]);
+    let ready = eventually(Duration::from_secs(20), || async {
+        (get(&env, "/readyz").await?.status == 200).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "{}", daemon.log());
+    let metric = |name: &'static str| {
+        let env = &env;
+        async move {
+            let body = get(env, "/metrics").await.map(|r| r.body).unwrap_or_default();
+            sample(&body, name).unwrap_or(f64::NAN)
+        }
+    };
+
+    redis.kill();
+    let queued = admin::request(env.admin_addr(), Method::POST, "/jobs/j/run")
+        .await
+        .unwrap();
+    assert_eq!(queued.status, 202);
+    let failed_once = eventually(Duration::from_secs(20), || async {
+        (metric(r#"cachewarden_warm_attempts_total{warm_job="j",outcome="failure"}"#).await >= 1.0).then_some(())
+    })
+    .await;
+    assert!(failed_once.is_some(), "{}", daemon.log());
+    redis.restart();
+    let succeeded = eventually(Duration::from_secs(40), || async {
+        (metric(r#"cachewarden_warm_runs_total{warm_job="j",outcome="success"}"#).await == 1.0).then_some(())
+    })
+    .await;
+    assert!(
+        succeeded.is_some(),
+        "the retried run never succeeded:\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        metric(r#"cachewarden_warm_runs_total{warm_job="j",outcome="failure"}"#).await,
+        0.0
+    );
+    assert_eq!(
+        metric(r#"cachewarden_warm_attempts_total{warm_job="j",outcome="success"}"#).await,
+        1.0
+    );
+    assert!(metric(r#"cachewarden_warm_attempts_total{warm_job="j",outcome="failure"}"#).await >= 1.0);
+    assert_eq!(daemon.stop().await, Some(0));
+}

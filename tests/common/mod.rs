@@ -334,6 +334,17 @@ impl OwnRedis {
         .expect("the test's own Redis answers");
         Self { port, conn, server }
     }
+
+    /// Kills the server (an outage); [`OwnRedis::restart`] brings it back, empty, on the same port.
+    pub fn kill(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+
+    /// Starts the server again after [`OwnRedis::kill`].
+    pub fn restart(&mut self) {
+        self.server = spawn_redis(self.port);
+    }
 }
 
 impl Drop for OwnRedis {
