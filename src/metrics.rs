@@ -116,6 +116,11 @@ fn describe() {
         "Unix time the last binlog batch was applied."
     );
     describe_gauge!(
+        "cachewarden_binlog_last_heard_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time the server last sent anything (an event or an idle heartbeat); old means the stream is stuck."
+    );
+    describe_gauge!(
         "cachewarden_binlog_apply_failing",
         "1 while applying binlog changes fails (nothing more is read meanwhile)."
     );
@@ -417,6 +422,11 @@ pub fn record_binlog_batch(transactions: u64, rows: u64, keys: u64) {
     counter!("cachewarden_binlog_batches_total").increment(1);
     counter!("cachewarden_binlog_batch_keys_total").increment(keys);
     gauge!("cachewarden_binlog_last_applied_timestamp_seconds").set(unix_now().as_secs_f64());
+}
+
+/// The server was heard from (an event or a heartbeat) just now.
+pub fn record_binlog_heard() {
+    gauge!("cachewarden_binlog_last_heard_timestamp_seconds").set(unix_now().as_secs_f64());
 }
 
 /// The binlog is caught up (the server has nothing more to send): no lag.

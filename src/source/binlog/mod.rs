@@ -67,6 +67,8 @@ pub const BATCH_WAIT: Duration = Duration::from_millis(10);
 /// A stream that sends nothing for this long has paused: the batch is applied. Events of a backlog or a busy primary
 /// come microseconds apart; a lone change waits this much at most.
 pub const IDLE_GAP: Duration = Duration::from_millis(1);
+/// `cachewarden_binlog_last_heard_timestamp_seconds` is updated at most this often (not per event).
+const HEARD_RECORD_EVERY: Duration = Duration::from_secs(1);
 /// A server that cannot be followed is looked at again this often.
 const DEFINITE_RETRY: Duration = Duration::from_secs(60);
 
@@ -154,6 +156,7 @@ impl BinlogListener {
         let mut format_seen = false;
         let mut batch = Batch::default();
         let mut last_heard = Instant::now();
+        let mut heard_recorded: Option<Instant> = None;
         // The last position saved (or started from): where a failed stream was reading.
         let mut resumed_at = start.clone();
         loop {
@@ -203,6 +206,10 @@ impl BinlogListener {
                 }
             };
             last_heard = Instant::now();
+            if heard_recorded.is_none_or(|at| last_heard.duration_since(at) >= HEARD_RECORD_EVERY) {
+                metrics::record_binlog_heard();
+                heard_recorded = Some(last_heard);
+            }
             let event = match item {
                 None => return Err(BinlogError::Transient("the server closed the binlog stream".into())),
                 Some(Err(error)) => {
