@@ -155,7 +155,11 @@ async fn inserts_updates_and_deletes_refresh_and_delete_the_mapped_keys() {
         (heard > now && metric(&env, "cachewarden_binlog_lag_seconds").await == 0.0).then_some(())
     })
     .await;
-    assert!(fresh.is_some(), "heartbeats are not heard while idle:\n{}", daemon.log());
+    assert!(
+        fresh.is_some(),
+        "heartbeats are not heard while idle:\n{}",
+        daemon.log()
+    );
     assert_eq!(daemon.stop().await, Some(0));
 }
 

@@ -664,3 +664,66 @@ async fn a_run_retried_through_a_redis_outage_is_one_run_of_several_attempts() {
     assert!(metric(r#"cachewarden_warm_attempts_total{warm_job="j",outcome="failure"}"#).await >= 1.0);
     assert_eq!(daemon.stop().await, Some(0));
 }
+
+/// Every `cachewarden_*` series a shipped artefact names, without histogram suffixes.
+fn series_named(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("cachewarden_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let name = name.strip_suffix("_bucket").unwrap_or(name);
+        names.insert(name.to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn the_grafana_dashboard_queries_parse_and_name_only_exported_series() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("contrib/grafana/cachewarden.json")).unwrap()).unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().unwrap().iter())
+        .map(|target| target["expr"].as_str().unwrap().to_string())
+        .collect();
+    assert!(exprs.len() >= 14, "{exprs:?}");
+    // Grafana's variables as Prometheus would see them, each query as a recording rule for promtool to parse.
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, expr) in exprs.iter().enumerate() {
+        let expr = expr.replace("$__rate_interval", "5m").replace("$instance", ".*");
+        rules.push_str(&format!(
+            "      - record: dashboard:panel{i}\n        expr: {}\n",
+            serde_json::json!(expr)
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("dashboard.yml"), rules).unwrap();
+    let output = Command::new("promtool")
+        .args(["check", "rules", "dashboard.yml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("promtool is installed");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Every series the dashboard and the alerts name is one the daemon describes (a renamed metric breaks this).
+    let exported = include_str!("../src/metrics.rs");
+    let alerts = std::fs::read_to_string(root.join("contrib/prometheus/alerts.yml")).unwrap();
+    for name in series_named(&exprs.join("\n")).into_iter().chain(series_named(&alerts)) {
+        assert!(
+            exported.contains(&format!("\"{name}\"")),
+            "{name} is not a series cachewarden exports"
+        );
+    }
+}
