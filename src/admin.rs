@@ -6,6 +6,7 @@
 //!
 //! | route                    | answer                                                        |
 //! |--------------------------|---------------------------------------------------------------|
+//! | `GET /`                  | the status page, for a person (see `status`)                  |
 //! | `GET /metrics`           | Prometheus text format                                        |
 //! | `GET /healthz`           | 200 while the process runs (from the first second)            |
 //! | `GET /readyz`            | 200 when Redis and MySQL answer, else 503 with the reason (also while starting) |
@@ -32,6 +33,7 @@ use tracing::{debug, info};
 
 use crate::health::Health;
 use crate::model::{Trigger, TriggerReason, Ttl, WarmJob};
+use crate::status::{self, History};
 use crate::warm::Warmer;
 
 /// What the endpoint reads and where its triggers go.
@@ -43,6 +45,8 @@ pub struct AdminState {
     pub warmer: Arc<std::sync::OnceLock<Arc<Warmer>>>,
     pub jobs: watch::Receiver<Arc<[WarmJob]>>,
     pub triggers: mpsc::Sender<Trigger>,
+    /// The last hour, for the status page.
+    pub history: Arc<History>,
 }
 
 /// The bound endpoint.
@@ -125,6 +129,25 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
     let path = request.uri().path().trim_end_matches('/');
     let method = request.method().clone();
     match (method, path) {
+        (Method::GET, "") => {
+            let jobs = match state.warmer.get() {
+                Some(warmer) => jobs_json(&state.jobs.borrow().clone(), warmer, chrono::Utc::now()),
+                None => serde_json::Value::Array(vec![]),
+            };
+            let metrics = state.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default();
+            let page = status::render(&status::Page {
+                health: &state.health.state(),
+                jobs: &jobs,
+                metrics: &metrics,
+                history: &state.history,
+            });
+            let mut response = text(StatusCode::OK, &page);
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            response
+        }
         (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (Method::GET, "/readyz") => {
             let health = state.health.state();

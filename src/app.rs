@@ -36,6 +36,7 @@ use crate::signal::{SignalEvent, Signals};
 use crate::source::binlog::{BinlogError, BinlogListener};
 use crate::source::channel::{ChannelListener, StreamListener};
 use crate::source::schedule::Scheduler;
+use crate::status::History;
 use crate::systemd::{self, Watchdog};
 use crate::trigger::send;
 use crate::warm::{WarmRunner, Warmer, panic_message};
@@ -75,12 +76,20 @@ pub async fn run_daemon(
 
     // The admin endpoint is up from the first second: liveness, metrics, and readiness saying what it waits for.
     if config.admin.enabled {
+        let history = Arc::new(History::default());
+        if let Some(handle) = &metrics {
+            let sampler = history
+                .clone()
+                .run(handle.clone(), started.clone(), jobs_rx.clone(), shutdown.clone());
+            tracker.spawn("status-history", sampler);
+        }
         let state = AdminState {
             metrics,
             health: health.clone(),
             warmer: started.clone(),
             jobs: jobs_rx.clone(),
             triggers: triggers.clone(),
+            history,
         };
         let server = AdminServer::bind(config.admin.listen, state).await.with_context(|| {
             format!(

@@ -18,7 +18,7 @@
 //! - [`source`]: the producers: the cron schedule, the invalidation channel (pub/sub, streams), the binlog listener.
 //! - [`trigger`]: the one way to ask for a warm run.
 //! - [`audit`]: compares cached values with the database.
-//! - [`admin`], [`health`], [`metrics`], [`systemd`], [`logging`]: operating the daemon.
+//! - [`admin`], [`health`], [`metrics`], [`systemd`], [`logging`]: operating the daemon; [`status`]: the status page.
 //! - [`app`]: the daemon's wiring: tasks under one supervisor, signals, reload.
 //! - [`commands`]: the one-shot commands (`run --once`, `jobs`, `status`, `invalidate`, `audit`) and their output.
 //! - [`check`]: `check --connect`, the configuration against the live servers.
@@ -48,6 +48,7 @@ pub mod refresh;
 pub mod render;
 pub mod signal;
 pub mod source;
+pub mod status;
 pub mod systemd;
 pub mod trigger;
 pub mod value;

@@ -727,3 +727,53 @@ fn the_grafana_dashboard_queries_parse_and_name_only_exported_series() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_status_page_renders_the_running_jobs_in_a_real_browser() {
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE t (id INT PRIMARY KEY);\nINSERT INTO t VALUES (1), (2)")
+        .await;
+    let never = "0 0 0 1 1 *";
+    let body = [
+        job(&env, "catalog", "SELECT id FROM t", never, "run_on_start = true"),
+        job(&env, "later", "SELECT id FROM t", never, ""),
+    ]
+    .concat();
+    let config = env.config_file(&body);
+    let mut daemon = Daemon::start(&env, &config, &[], &[]);
+    wait_for_admin(&env).await;
+    let ran = eventually(Duration::from_secs(20), || async {
+        let jobs = get(&env, "/jobs").await?.body;
+        jobs.contains("\"outcome\": \"success\"").then_some(())
+    })
+    .await;
+    assert!(ran.is_some(), "{}", daemon.log());
+
+    let url = format!("http://{}/", env.admin_addr());
+    let browser = |extra: &[&str]| {
+        Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("chromium is installed (scripts/services installs Debian's chromium)")
+    };
+    let dom = browser(&["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&dom.stdout).to_string();
+    assert!(dom.contains("<h1>cachewarden "), "{dom}");
+    assert!(
+        dom.contains("<td>catalog</td>") && dom.contains("<td>later</td>"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("class=\"ok\">success</span>") && dom.contains("never run"),
+        "{dom}"
+    );
+    assert!(dom.contains(">ready</span>"), "{dom}");
+    assert!(dom.contains("<svg"), "the charts are missing: {dom}");
+    let shot = env.dir.path().join("status.png");
+    browser(&[&format!("--screenshot={}", shot.display()), "--window-size=1000,900"]);
+    let png = std::fs::read(&shot).expect("chromium wrote a screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
+    assert_eq!(daemon.stop().await, Some(0));
+}
