@@ -222,6 +222,8 @@ pub fn initialise(configured: &Configured<'_>) {
     }
     if configured.binlog {
         gauge!("cachewarden_binlog_connected").set(0.0);
+        // No lag known yet: 0 beside `connected` 0 (and no `last_heard`) until the stream is read.
+        gauge!("cachewarden_binlog_lag_seconds").set(0.0);
         gauge!("cachewarden_binlog_apply_failing").set(0.0);
         for name in [
             "cachewarden_binlog_transactions_total",

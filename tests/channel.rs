@@ -812,3 +812,67 @@ async fn while_applying_is_stuck_hostile_and_excess_messages_do_not_grow_memory_
     );
     assert_eq!(daemon.stop().await, Some(0));
 }
+
+/// The top-level keys of a JSON object, in order, duplicates kept (a `Map` would keep only the last).
+struct Keys(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for Keys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Keys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some((key, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                    keys.push(key);
+                }
+                Ok(Keys(keys))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+#[tokio::test]
+async fn json_log_lines_have_unique_keys_even_for_refused_messages() {
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let p = env.prefix.clone();
+    let channel = format!("{p}inv");
+    let path = env.config_file(&config(&env, &format!("name = \"{channel}\"")));
+    let mut daemon = Daemon::start(&env, &path, &["--log-format", "json"], &[]);
+    wait_for_admin(&env).await;
+    let refused = eventually(Duration::from_secs(20), || async {
+        publish(&env, &channel, &format!("{p}secret:1")).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let log = daemon.log();
+        log.contains("Refused an invalidation message").then_some(log)
+    })
+    .await
+    .expect("the refusal is logged");
+    for line in refused.lines() {
+        let Keys(keys) = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let mut unique = keys.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), keys.len(), "duplicate keys {keys:?} in {line}");
+    }
+    let refusal: serde_json::Value = serde_json::from_str(
+        refused
+            .lines()
+            .find(|line| line.contains("Refused an invalidation message"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(refusal["payload"], format!("{p}secret:1"));
+    assert!(
+        refusal["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Refused an invalidation message")
+    );
+    assert_eq!(daemon.stop().await, Some(0));
+}
