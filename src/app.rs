@@ -70,6 +70,8 @@ pub async fn run_daemon(
     let tracker = Supervisor::new(shutdown.clone());
     let liveness = Liveness::default();
     let health = Health::default();
+    // Not ready until every task is up, whatever the servers say meanwhile.
+    health.set_stalled("startup", Some("starting".into()));
     let started = Arc::new(std::sync::OnceLock::new());
     let (triggers, trigger_rx) = mpsc::channel(TRIGGER_QUEUE);
     let (jobs_tx, jobs_rx) = watch::channel::<Arc<[WarmJob]>>(config.jobs.clone().into());
@@ -213,6 +215,7 @@ pub async fn run_daemon(
             ),
         };
     }
+    health.set_stalled("startup", None);
     systemd::ready(&running_status(&config));
     info!("Ready.");
 

@@ -449,11 +449,15 @@ pub async fn get(env: &TestEnv, path: &str) -> Option<admin::ClientResponse> {
     admin::request(env.admin_addr(), Method::GET, path).await.ok()
 }
 
-/// Waits until the admin endpoint answers.
+/// Waits until the admin endpoint answers and the daemon has started every task (the endpoint is up from the first
+/// second; until the servers answered and the tasks run, `/readyz` names `startup`).
 pub async fn wait_for_admin(env: &TestEnv) {
-    eventually(Duration::from_secs(20), || get(env, "/healthz"))
-        .await
-        .expect("admin endpoint comes up");
+    eventually(Duration::from_secs(20), || async {
+        let ready = get(env, "/readyz").await?;
+        (!ready.body.contains("startup:")).then_some(())
+    })
+    .await
+    .expect("admin endpoint comes up and the daemon has started");
 }
 
 /// The value of the Prometheus sample `name{labels}` in `text`, if present.
