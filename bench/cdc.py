@@ -203,18 +203,30 @@ def notes(single, storm, cores):
     per_event = single["refresh_cpu_us_per_event"]
     maria, rd = single["refresh_mariadb_us_per_event"], single["refresh_redis_us_per_event"]
     total = per_event + maria + rd
-    return f"""- **Refresh catch-up of single-row transactions: {single['refresh']:.0f} row events/s, target 50k.** Per
+    cap = cores / total * 1e6
+    if single["refresh"] >= 50_000:
+        verdict = f"""- **Refresh catch-up of single-row transactions: {single['refresh']:.0f} row events/s, target 50k: met.** Per"""
+        outlook = """  apply is sequential with the reading; overlapping them was tried on a slower day and made batches smaller and
+  the rate lower (24k → 19k/s in a probe). The ≥ 20k/s target holds."""
+    else:
+        verdict = f"""- **Refresh catch-up of single-row transactions: {single['refresh']:.0f} row events/s, target 50k: not met.** Per"""
+        outlook = """  apply is sequential with the reading; overlapping them was tried and made batches smaller and the rate lower
+  (24k → 19k/s in a probe), so 50k needs less work per event (fewer allocations per row image, a cheaper
+  invalidation than a Lua call per chunk of keys), not more overlap. The ≥ 20k/s target holds."""
+    return f"""{verdict}
   event the daemon spends {per_event:.1f} µs of CPU (binlog decoding, planning, coalescing, the batched read
   through `WHERE id IN (…)`, rendering, the guarded writes; {single['delete_cpu_us_per_event']:.1f} µs with a
   delete rule), MariaDB {maria:.1f} µs (sending the binlog and answering the reads) and
   Redis {rd:.1f} µs (invalidation script, lease, optimistic MULTI/EXEC): {total:.1f} µs of CPU per event on
-  {cores} shared cores caps any run at {cores / total * 1e6:.0f} events/s with every process busy all the time. The
-  apply is sequential with the reading; overlapping them was tried and made batches smaller and the rate lower
-  (24k → 19k/s in a probe), so 50k needs less work per event (fewer allocations per row image, a cheaper
-  invalidation than a Lua call per chunk of keys), not more overlap. The ≥ 20k/s target holds.
-- **Hot-row storm.** {storm['events']:.0f} row events came down to {storm['keys_after_coalescing']:.0f} key
-  actions in {storm['batches']:.0f} batches (coalescing by key). `cachewarden_binlog_lag_seconds` has the binlog's
-  whole-second timestamps, so a reading of 1.00 means "under a second behind" at this resolution; the cold row's
-  commit-to-Redis time ({storm['cold_p50_ms']:.0f} ms p50, {storm['cold_p99_ms']:.0f} ms p99) is the finer measure
-  of how far behind the stream is.
+  {cores} shared cores caps any run at {cap:.0f} events/s with every process busy all the time. The
+{outlook}
+- **Hot-row storm** ({storm['writes_per_s']:.0f} transactions/s). {storm['events']:.0f} row events came down to
+  {storm['keys_after_coalescing']:.0f} key actions in {storm['batches']:.0f} batches (coalescing by key).
+  `cachewarden_binlog_lag_seconds` is now minus the event's whole-second binlog timestamp, so a reading can exceed the
+  true lag by up to a second: the largest reading, {storm['max_lag_s']:.2f} s (worst run
+  {storm['max_lag_worst_s']:.2f} s), means the stream was at most that far behind and at least that less one second.
+  The cold row's commit-to-Redis time ({storm['cold_p50_ms']:.0f} ms p50, {storm['cold_p99_ms']:.0f} ms p99, worst
+  run {storm['cold_p99_worst_ms']:.0f} ms) is the finer measure of how far behind the stream is; the "< 1 s" target
+  is met by that measure{"" if storm['cold_p99_worst_ms'] < 1000 else " only in part"}, and not provable from the gauge
+  when it reads over 1.00.
 """
