@@ -31,7 +31,6 @@ use crate::health::{Health, HealthChecker, Liveness};
 use crate::invalidate::Invalidator;
 use crate::metrics;
 use crate::model::{TriggerReason, WarmJob};
-use crate::plan::Policy;
 use crate::signal::{SignalEvent, Signals};
 use crate::source::binlog::{BinlogError, BinlogListener};
 use crate::source::channel::{ChannelListener, StreamListener};
@@ -169,7 +168,7 @@ pub async fn run_daemon(
             .run(shutdown.clone()),
         );
     }
-    let (policy_tx, policy_rx) = watch::channel(Arc::new(channel_policy(&config)));
+    let (policy_tx, policy_rx) = watch::channel(Arc::new(config.channel_policy()));
     let invalidator = Arc::new(Invalidator::new(
         cache.clone(),
         db.clone(),
@@ -241,7 +240,7 @@ pub async fn run_daemon(
                     systemd::reloading();
                     if let Some(reloaded) = reload(&config) {
                         jobs_tx.send_replace(reloaded.jobs.clone().into());
-                        policy_tx.send_replace(Arc::new(channel_policy(&reloaded)));
+                        policy_tx.send_replace(Arc::new(reloaded.channel_policy()));
                         config = reloaded;
                     }
                     systemd::ready(&running_status(&config));
@@ -295,16 +294,6 @@ impl Supervisor {
         self.tracker.close();
         self.tracker.wait().await;
         *self.failed.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// What invalidation messages may do under `config`.
-fn channel_policy(config: &Config) -> Policy {
-    Policy {
-        allow: config.channel.allow.clone(),
-        max_keys_per_message: config.channel.max_keys_per_message,
-        max_message_bytes: config.channel.max_message_bytes,
-        jobs: config.jobs.iter().map(|job| job.name.to_string()).collect(),
     }
 }
 

@@ -248,6 +248,11 @@ pub fn invalidation_message(keys: &[String], patterns: &[String], refresh: bool,
 }
 
 /// Publishes `message` on the configured channel, or adds it to the configured stream.
+/// Whether the daemon would apply `message`: the same check, with the same reason when it would refuse it.
+pub fn check_invalidation(config: &Config, message: &str) -> Result<(), crate::plan::Refusal> {
+    crate::plan::parse_message(message.as_bytes(), &config.channel_policy()).map(drop)
+}
+
 pub async fn publish_invalidation(config: &Config, message: &str) -> anyhow::Result<String> {
     let cache = Cache::connect(&config.redis)
         .await
@@ -259,8 +264,15 @@ pub async fn publish_invalidation(config: &Config, message: &str) -> anyhow::Res
         }
         None => {
             let receivers = cache.publish(&config.channel.name, message).await?;
+            if receivers == 0 {
+                eprintln!(
+                    "warning: nobody is subscribed to {}: is the daemon running? (pub/sub keeps nothing)",
+                    config.channel.name
+                );
+            }
+            let subscribers = if receivers == 1 { "subscriber" } else { "subscribers" };
             Ok(format!(
-                "published to {} ({receivers} subscribers): {message}",
+                "published to {} ({receivers} {subscribers}): {message}",
                 config.channel.name
             ))
         }

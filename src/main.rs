@@ -8,6 +8,8 @@ use cachewarden::{admin, app, commands, config, demo, metrics, signal};
 
 /// sysexits.h EX_USAGE: the command line was wrong.
 const EXIT_USAGE: u8 = 64;
+/// sysexits.h EX_DATAERR: the input (an invalidation the daemon would refuse) was wrong.
+const EXIT_DATAERR: u8 = 65;
 /// sysexits.h EX_UNAVAILABLE: the daemon's admin endpoint could not be reached.
 const EXIT_UNAVAILABLE: u8 = 69;
 /// sysexits.h EX_CONFIG: the configuration is invalid.
@@ -127,6 +129,10 @@ async fn run(cli: Cli) -> ExitCode {
                 eprintln!("error: nothing to invalidate: name keys, --pattern or --warm");
                 return ExitCode::from(EXIT_USAGE);
             };
+            if let Err(refusal) = commands::check_invalidation(&config, &message) {
+                eprintln!("error: the daemon would refuse this message: {refusal}");
+                return ExitCode::from(EXIT_DATAERR);
+            }
             match commands::publish_invalidation(&config, &message).await {
                 Ok(report) => {
                     println!("{report}");

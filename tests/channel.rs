@@ -165,8 +165,34 @@ async fn each_message_kind_is_applied() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{:?}", common::text(&output));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("(1 subscribers)"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("(1 subscriber)"));
     assert!(gone(&env, &format!("{p}product:3")).await);
+
+    // What the daemon would refuse is refused before publishing, with the daemon's reason (exit 65).
+    for (args, reason) in [
+        (vec![format!("{p}secret:1")], "is outside the allow-list"),
+        (
+            vec!["--warm".to_string(), "nope".to_string()],
+            "no warm job named \"nope\"",
+        ),
+        (vec![format!("{p}product:*")], "contains a wildcard"),
+    ] {
+        let output = env
+            .cli()
+            .arg("invalidate")
+            .args(&args)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = common::text(&output);
+        assert_eq!(output.status.code(), Some(65), "{args:?}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("the daemon would refuse this message") && stderr.contains(reason),
+            "{stderr}"
+        );
+        assert!(!stdout.contains("published"), "{stdout}");
+    }
 
     // Refreshing a single-key job's key runs the job; `warm` runs a job by name.
     publish(&env, &channel, &format!(r#"{{"refresh": ["{p}summary"]}}"#)).await;
@@ -186,6 +212,20 @@ async fn each_message_kind_is_applied() {
         6.0
     );
     assert_eq!(daemon.stop().await, Some(0));
+
+    // With the daemon gone, pub/sub would drop the message: said, not hidden.
+    let output = env
+        .cli()
+        .args(["invalidate", &format!("{p}product:1"), "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = common::text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("(0 subscribers)") && stderr.contains("nobody is subscribed"),
+        "{stdout}{stderr}"
+    );
 }
 
 #[tokio::test]

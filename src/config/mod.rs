@@ -51,6 +51,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// What invalidation messages may do: the daemon applies it to each message, and `cachewarden invalidate`
+    /// checks with it before publishing.
+    pub fn channel_policy(&self) -> crate::plan::Policy {
+        crate::plan::Policy {
+            allow: self.channel.allow.clone(),
+            max_keys_per_message: self.channel.max_keys_per_message,
+            max_message_bytes: self.channel.max_message_bytes,
+            jobs: self.jobs.iter().map(|job| job.name.to_string()).collect(),
+        }
+    }
+
     /// The job named `name`, if any.
     pub fn job(&self, name: &str) -> Option<&WarmJob> {
         self.jobs.iter().find(|job| &*job.name == name)
