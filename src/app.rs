@@ -299,7 +299,7 @@ impl Supervisor {
 
 fn running_status(config: &Config) -> String {
     let enabled = config.jobs.iter().filter(|job| job.enabled).count();
-    format!("Running: {enabled} warm jobs scheduled")
+    format!("Running: {} scheduled", crate::words::count(enabled, "warm job"))
 }
 
 /// Re-reads the configuration for SIGHUP. `None` (old configuration kept) when it is invalid.

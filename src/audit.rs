@@ -142,11 +142,17 @@ pub fn format_report(audits: &[JobAudit]) -> String {
     for audit in audits {
         match &audit.skipped {
             Some(reason) => out.push_str(&format!("{}: skipped ({reason})\n", audit.job)),
+            None if audit.checked == 0 => {
+                out.push_str(&format!(
+                    "{}: 0 keys checked: no cached key matches the job's template\n",
+                    audit.job
+                ));
+            }
             None => {
                 out.push_str(&format!(
-                    "{}: {} keys checked, {} stale, {:.4} consistent\n",
+                    "{}: {} checked, {} stale, {:.4} consistent\n",
                     audit.job,
-                    audit.checked,
+                    crate::words::count(audit.checked as usize, "key"),
                     audit.stale.len(),
                     audit.ratio()
                 ));
@@ -166,14 +172,14 @@ pub fn format_report(audits: &[JobAudit]) -> String {
             ));
         }
     }
-    let ratio = if checked == 0 {
-        1.0
+    if checked == 0 {
+        out.push_str("overall: 0 keys checked: nothing was compared\n");
     } else {
-        (checked - stale) as f64 / checked as f64
-    };
-    out.push_str(&format!(
-        "overall: {checked} keys checked, {stale} stale, {ratio:.4} consistent\n"
-    ));
+        let ratio = (checked - stale) as f64 / checked as f64;
+        out.push_str(&format!(
+            "overall: {checked} keys checked, {stale} stale, {ratio:.4} consistent\n"
+        ));
+    }
     out
 }
 

@@ -105,24 +105,26 @@ async fn show_progress(progress: Vec<(Arc<str>, Arc<Progress>)>) {
     }
 }
 
+/// The first of `names` that is no job of `config`, said as an error (a command-line mistake: exit 64).
+pub fn unknown_job(config: &Config, names: &[String]) -> Option<String> {
+    let name = names.iter().find(|name| config.job(name).is_none())?;
+    let known: Vec<&str> = config.jobs.iter().map(|job| &*job.name).collect();
+    Some(format!(
+        "no warm job named \"{name}\" in {} (jobs: {})",
+        config.path.display(),
+        known.join(", ")
+    ))
+}
+
 /// The jobs `--job` names (disabled ones included), or every enabled job.
 fn select_jobs(config: &Config, names: &[String]) -> anyhow::Result<Vec<WarmJob>> {
+    if let Some(error) = unknown_job(config, names) {
+        anyhow::bail!(error);
+    }
     if names.is_empty() {
         return Ok(config.jobs.iter().filter(|job| job.enabled).cloned().collect());
     }
-    names
-        .iter()
-        .map(|name| {
-            config.job(name).cloned().ok_or_else(|| {
-                let known: Vec<&str> = config.jobs.iter().map(|job| &*job.name).collect();
-                anyhow::anyhow!(
-                    "no warm job named \"{name}\" in {} (jobs: {})",
-                    config.path.display(),
-                    known.join(", ")
-                )
-            })
-        })
-        .collect()
+    Ok(names.iter().filter_map(|name| config.job(name).cloned()).collect())
 }
 
 /// The summary table `run --once` prints.

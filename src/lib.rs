@@ -24,7 +24,7 @@
 //! - [`check`]: `check --connect`, the configuration against the live servers.
 //! - [`access`]: what the Redis user must be allowed to do, checked against its ACL (`ACL DRYRUN`).
 //! - [`demo`]: the demo shop schema (embedded migrations), for the quick start and tests.
-//! - [`cli`]: the command line.
+//! - [`cli`]: the command line; [`words`]: counts in output for people.
 
 pub mod access;
 pub mod admin;
@@ -53,3 +53,4 @@ pub mod systemd;
 pub mod trigger;
 pub mod value;
 pub mod warm;
+pub mod words;

@@ -62,9 +62,9 @@ async fn run(cli: Cli) -> ExitCode {
                 }
                 if !problems.is_empty() {
                     eprintln!(
-                        "error: {} has {} problem(s) when connected:",
+                        "error: {} has {} when connected:",
                         path.display(),
-                        problems.len()
+                        cachewarden::words::count(problems.len(), "problem")
                     );
                     for problem in problems {
                         let line = problem.line.map(|line| format!(":{line}")).unwrap_or_default();
@@ -73,7 +73,11 @@ async fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             }
-            println!("{}: OK ({} warm jobs)", path.display(), config.jobs.len());
+            println!(
+                "{}: OK ({})",
+                path.display(),
+                cachewarden::words::count(config.jobs.len(), "warm job")
+            );
             ExitCode::SUCCESS
         }
         Command::Jobs => {
@@ -144,6 +148,10 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Audit { jobs, .. } if commands::unknown_job(&config, &jobs).is_some() => {
+            eprintln!("error: {}", commands::unknown_job(&config, &jobs).unwrap_or_default());
+            ExitCode::from(EXIT_USAGE)
+        }
         Command::Audit { jobs, sample } => match commands::run_audit(&config, &jobs, sample as usize).await {
             Ok((report, consistent)) => {
                 print!("{report}");
@@ -190,6 +198,10 @@ async fn run(cli: Cli) -> ExitCode {
             dry_run,
         } => {
             let mode = if dry_run { Mode::DryRun } else { Mode::Write };
+            if let Some(error) = commands::unknown_job(&config, &jobs) {
+                eprintln!("error: {error}");
+                return ExitCode::from(EXIT_USAGE);
+            }
             match commands::run_once(&config, &jobs, mode).await {
                 Ok(outcomes) => {
                     let summary = commands::format_summary(&outcomes);

@@ -48,6 +48,39 @@ ttl = "1h"
     );
     assert!(stdout.contains("names: skipped (no refresh_query"), "{stdout}");
 
+    // Nothing cached: said as such, not as "1.0000 consistent".
+    let mut conn = env.redis().await;
+    for id in 1..=3 {
+        let _: () = redis::cmd("DEL")
+            .arg(format!("{p}product:{id}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let output = env
+        .cli()
+        .args(["audit", "--job", "products", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (stdout, _) = text(&output);
+    assert!(
+        stdout.contains("products: 0 keys checked: no cached key matches"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("overall: 0 keys checked: nothing was compared"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("consistent"), "{stdout}");
+    let output = env
+        .cli()
+        .args(["run", "--once", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{:?}", text(&output));
+
     env.sql("UPDATE products SET price = 18.00 WHERE id = 1").await;
     env.sql("DELETE FROM products WHERE id = 2").await;
     let output = env

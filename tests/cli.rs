@@ -108,7 +108,7 @@ async fn check_connect_catches_sql_errors_and_missing_columns() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{:?}", text(&output));
-    assert!(text(&output).0.contains("OK (1 warm jobs)"));
+    assert!(text(&output).0.contains("OK (1 warm job)"), "{:?}", text(&output));
 }
 
 #[tokio::test]
@@ -218,11 +218,22 @@ async fn run_once_exit_codes_and_summary() {
         .output()
         .unwrap();
     let (_, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        output.status.code(),
+        Some(64),
+        "an unknown job is a command-line mistake: {stderr}"
+    );
     assert!(
         stderr.contains("no warm job named \"nope\"") && stderr.contains("jobs: good, broken, off"),
         "{stderr}"
     );
+    let output = env
+        .cli()
+        .args(["audit", "--job", "nope", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64), "{:?}", text(&output));
 
     let output = env
         .cli()

@@ -543,3 +543,24 @@ fn twenty_thousand_bad_jobs_are_each_reported_with_their_line() {
     let last = find(&problems, "warm[19999] \"job19999\".colour");
     assert_eq!(last.line, Some(header + 19_999 * 8 + 8));
 }
+
+#[test]
+fn ssl_mode_in_any_case_and_cron_nicknames_are_accepted() {
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let source = format!(
+        "[mysql]\nurl = \"mysql://app:s3cret@db:3306/shop\"\nssl_mode = \"VERIFY_IDENTITY\"\nssl_ca = \"{ca}\"\n\n\
+         [redis]\nurl = \"redis://cache:6379/0\"\n\n[[warm]]\nname = \"a\"\nschedule = \"@midnight\"\n\
+         query = \"SELECT 1 AS id\"\nkey = \"a:{{id}}\"\nttl = \"1h\"\n\n[[warm]]\nname = \"b\"\nschedule = \"@hourly\"\n\
+         query = \"SELECT 1 AS id\"\nkey = \"b:{{id}}\"\nttl = \"1h\"\n"
+    );
+    let config = config::load_str(Path::new("jobs.toml"), &source, HashMap::new()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.jobs[0].schedule.cron, "0 0 0 * * *");
+    assert_eq!(config.jobs[1].schedule.cron, "0 0 * * * *");
+    let source = source.replace("@hourly", "@sometimes");
+    let problems = problems(&source);
+    assert!(
+        find(&problems, "warm[1] \"b\".schedule")
+            .message
+            .contains("is not a cron nickname")
+    );
+}

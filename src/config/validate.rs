@@ -866,24 +866,32 @@ impl Context {
         let url = self.url("mysql", raw.url, check_mysql_url);
         let pool_size = self.count("mysql", "pool_size", raw.pool_size);
         let connect_timeout = self.duration("mysql", "connect_timeout", raw.connect_timeout);
-        let ssl_mode = match raw.ssl_mode.as_deref() {
+        // As MySQL's clients and AWS write them too: `VERIFY_IDENTITY`, `Verify-CA`.
+        let ssl_mode = match raw
+            .ssl_mode
+            .as_deref()
+            .map(|mode| mode.to_ascii_lowercase().replace('_', "-"))
+        {
             None => None,
-            Some("disabled") => Some(SslMode::Disabled),
-            Some("preferred") => Some(SslMode::Preferred),
-            Some("required") => Some(SslMode::Required),
-            Some("verify-ca") => Some(SslMode::VerifyCa),
-            Some("verify-identity") => Some(SslMode::VerifyIdentity),
-            Some(other) => {
-                self.field_problem(
+            Some(mode) => match mode.as_str() {
+                "disabled" => Some(SslMode::Disabled),
+                "preferred" => Some(SslMode::Preferred),
+                "required" => Some(SslMode::Required),
+                "verify-ca" => Some(SslMode::VerifyCa),
+                "verify-identity" => Some(SslMode::VerifyIdentity),
+                _ => {
+                    let written = raw.ssl_mode.as_deref().unwrap_or_default();
+                    self.field_problem(
                     "mysql",
                     "ssl_mode",
                     format!(
-                        "\"{other}\" is not an ssl_mode: use \"disabled\", \"preferred\", \"required\", \"verify-ca\" \
-                         or \"verify-identity\""
+                        "\"{written}\" is not an ssl_mode: use \"disabled\", \"preferred\", \"required\", \"verify-ca\" \
+                         or \"verify-identity\" (any case, - or _)"
                     ),
                 );
-                None
-            }
+                    None
+                }
+            },
         };
         let ssl_ca = raw.ssl_ca.map(std::path::PathBuf::from);
         if let Some(ca) = &ssl_ca {
@@ -1422,8 +1430,21 @@ pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
     let trimmed = text.trim();
     let cron = if let Some(every) = trimmed.strip_prefix("every ") {
         every_to_cron(every.trim())?
-    } else if trimmed.starts_with('@') {
-        trimmed.to_string()
+    } else if let Some(alias) = trimmed.strip_prefix('@') {
+        // crontab's nicknames, with the seconds field our schedules carry.
+        match alias.to_ascii_lowercase().as_str() {
+            "yearly" | "annually" => "0 0 0 1 1 *".to_string(),
+            "monthly" => "0 0 0 1 * *".to_string(),
+            "weekly" => "0 0 0 * * 0".to_string(),
+            "daily" | "midnight" => "0 0 0 * * *".to_string(),
+            "hourly" => "0 0 * * * *".to_string(),
+            _ => {
+                return Err(format!(
+                    "\"{text}\" is not a cron nickname: use @yearly, @annually, @monthly, @weekly, @daily, @midnight \
+                     or @hourly"
+                ));
+            }
+        }
     } else {
         match trimmed.split_whitespace().count() {
             5 => format!("0 {trimmed}"),
