@@ -47,6 +47,22 @@ async fn run(cli: Cli) -> ExitCode {
     let config = match config::load(&path) {
         Ok(config) => config,
         Err(error) => {
+            // `status` and `trigger` need no configuration: only where the admin endpoint listens.
+            let default = config::DEFAULT_ADMIN_LISTEN
+                .parse()
+                .expect("the default admin address parses");
+            if matches!(
+                cli.command,
+                Command::Status { admin: None } | Command::Trigger { admin: None, .. }
+            ) {
+                eprintln!(
+                    "note: {} not loaded; asking the admin endpoint at {default}",
+                    path.display()
+                );
+            }
+            if let Some(code) = admin_command(&cli.command, default).await {
+                return code;
+            }
             eprintln!("error: {error}");
             return ExitCode::from(EXIT_CONFIG);
         }
@@ -84,45 +100,9 @@ async fn run(cli: Cli) -> ExitCode {
             print!("{}", commands::format_jobs(&config, chrono::Utc::now()));
             ExitCode::SUCCESS
         }
-        Command::Status { admin } => {
-            let addr = admin.unwrap_or(config.admin.listen);
-            let jobs = admin::request(addr, hyper::Method::GET, "/jobs").await;
-            let ready = admin::request(addr, hyper::Method::GET, "/readyz").await;
-            match (jobs, ready) {
-                (Ok(jobs), Ok(ready)) => match commands::format_status(&jobs.body) {
-                    Ok(table) => {
-                        print!("{table}");
-                        println!("readiness: {}", ready.body.trim());
-                        ExitCode::SUCCESS
-                    }
-                    Err(error) => {
-                        eprintln!("error: unexpected answer from {addr}: {error}");
-                        ExitCode::FAILURE
-                    }
-                },
-                (Err(error), _) | (_, Err(error)) => {
-                    eprintln!("error: cannot reach the admin endpoint at {addr} (is the daemon running?): {error:#}");
-                    ExitCode::from(EXIT_UNAVAILABLE)
-                }
-            }
-        }
-        Command::Trigger { name, admin } => {
-            let addr = admin.unwrap_or(config.admin.listen);
-            match admin::request(addr, hyper::Method::POST, &format!("/jobs/{name}/run")).await {
-                Ok(response) if response.status == 202 => {
-                    print!("{}", response.body);
-                    ExitCode::SUCCESS
-                }
-                Ok(response) => {
-                    eprint!("error: {}", response.body);
-                    ExitCode::FAILURE
-                }
-                Err(error) => {
-                    eprintln!("error: cannot reach the admin endpoint at {addr} (is the daemon running?): {error:#}");
-                    ExitCode::from(EXIT_UNAVAILABLE)
-                }
-            }
-        }
+        Command::Status { .. } | Command::Trigger { .. } => admin_command(&cli.command, config.admin.listen)
+            .await
+            .unwrap_or(ExitCode::FAILURE),
         Command::Invalidate {
             keys,
             patterns,
@@ -220,6 +200,56 @@ async fn run(cli: Cli) -> ExitCode {
             }
         }
     }
+}
+
+/// `status` and `trigger`: they need only the admin address (`--admin`, else `listen`). `None` for other commands.
+async fn admin_command(command: &Command, listen: std::net::SocketAddr) -> Option<ExitCode> {
+    Some(match command {
+        Command::Status { admin } => {
+            let addr = admin.unwrap_or(listen);
+            let jobs = admin::request(addr, hyper::Method::GET, "/jobs").await;
+            let ready = admin::request(addr, hyper::Method::GET, "/readyz").await;
+            match (jobs, ready) {
+                (Ok(jobs), Ok(_)) if jobs.status == 503 => {
+                    eprintln!("the daemon at {addr} is {}", jobs.body.trim());
+                    ExitCode::from(EXIT_UNAVAILABLE)
+                }
+                (Ok(jobs), Ok(ready)) => match commands::format_status(&jobs.body) {
+                    Ok(table) => {
+                        print!("{table}");
+                        println!("readiness: {}", ready.body.trim());
+                        ExitCode::SUCCESS
+                    }
+                    Err(error) => {
+                        eprintln!("error: unexpected answer from {addr}: {error}");
+                        ExitCode::FAILURE
+                    }
+                },
+                (Err(error), _) | (_, Err(error)) => {
+                    eprintln!("error: cannot reach the admin endpoint at {addr} (is the daemon running?): {error:#}");
+                    ExitCode::from(EXIT_UNAVAILABLE)
+                }
+            }
+        }
+        Command::Trigger { name, admin } => {
+            let addr = admin.unwrap_or(listen);
+            match admin::request(addr, hyper::Method::POST, &format!("/jobs/{name}/run")).await {
+                Ok(response) if response.status == 202 => {
+                    print!("{}", response.body);
+                    ExitCode::SUCCESS
+                }
+                Ok(response) => {
+                    eprint!("error: {}", response.body);
+                    ExitCode::FAILURE
+                }
+                Err(error) => {
+                    eprintln!("error: cannot reach the admin endpoint at {addr} (is the daemon running?): {error:#}");
+                    ExitCode::from(EXIT_UNAVAILABLE)
+                }
+            }
+        }
+        _ => return None,
+    })
 }
 
 /// 0 when `ok`, else 1.

@@ -178,6 +178,37 @@ async fn admin_endpoint_serves_metrics_health_jobs_and_triggers() {
         "{stdout}"
     );
     assert!(stdout.contains("readiness: ready"), "{stdout}");
+    // Without a configuration: only the admin address is needed.
+    let admin_addr = env.admin_addr().to_string();
+    let output = env
+        .cli()
+        .args(["status", "--admin", &admin_addr, "--config", "/nonexistent/jobs.toml"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("readiness: ready"), "{stdout}");
+    let output = env
+        .cli()
+        .args([
+            "trigger",
+            "manual",
+            "--admin",
+            &admin_addr,
+            "--config",
+            "/nonexistent/jobs.toml",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success() || output.status.code() == Some(1),
+        "{:?}",
+        output
+    );
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("cannot read config file"));
     let output = env
         .cli()
         .args(["trigger", "nope", "--config"])

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 pub use crate::model::{ChangeRule, Projection};
 pub use error::{ConfigError, Problem};
-pub use validate::{LineIndex, parse_duration, parse_schedule};
+pub use validate::{DEFAULT_ADMIN_LISTEN, LineIndex, parse_duration, parse_schedule};
 
 use crate::model::WarmJob;
 

@@ -107,7 +107,7 @@ const DEFAULT_MAX_CONCURRENT_JOBS: usize = 2;
 /// In-flight writes get this long to finish after SIGTERM; systemd's TimeoutStopSec must be longer.
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Loopback only: the admin endpoint has no authentication, so it must not face a network by default.
-const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9187";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9187";
 /// The continuous audit: a light sample every few minutes.
 const DEFAULT_AUDIT_INTERVAL: Duration = Duration::from_secs(600);
 const DEFAULT_AUDIT_SAMPLE: usize = 100;
