@@ -162,7 +162,7 @@ pub fn format_report(audits: &[JobAudit]) -> String {
         }
         for key in &audit.stale {
             let age = key.written_ago.map_or("unknown".into(), |age| {
-                humantime::format_duration(Duration::from_secs(age.as_secs())).to_string()
+                crate::words::duration(Duration::from_secs(age.as_secs()))
             });
             out.push_str(&format!(
                 "  STALE {} (written {age} ago, stale at most that long)\n    cached:   {}\n    database: {}\n",

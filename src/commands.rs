@@ -181,7 +181,7 @@ pub fn format_jobs(config: &Config, now: chrono::DateTime<chrono::Utc>) -> Strin
     ]];
     for job in &config.jobs {
         let ttl = match job.ttl {
-            crate::model::Ttl::Expires(ttl) => humantime::format_duration(ttl).to_string(),
+            crate::model::Ttl::Expires(ttl) => crate::words::duration(ttl),
             crate::model::Ttl::Never => "none".into(),
         };
         let next = if job.enabled {

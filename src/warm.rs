@@ -61,7 +61,7 @@ pub enum WarmError {
     Plan(#[from] PlanError),
     #[error("shape = \"object\" needs exactly one row, but the query returned {0}")]
     NotOneRow(String),
-    #[error("run exceeded its timeout of {}", humantime::format_duration(*.0))]
+    #[error("run exceeded its timeout of {}", crate::words::duration(*.0))]
     TimedOut(Duration),
 }
 
@@ -519,7 +519,7 @@ fn print_dry_run(job: &str, ops: &[KeyOp]) {
     let mut out = stdout.lock();
     for op in ops {
         if let KeyOp::Set { key, value, ttl, .. } = op {
-            let ttl = ttl.map_or_else(|| "none".to_string(), |ttl| format!("{:.3}s", ttl.as_secs_f64()));
+            let ttl = ttl.map_or_else(|| "none".to_string(), crate::words::duration);
             let _ = writeln!(out, "{job}\t{key}\t{ttl}\t{}", value.len());
         }
     }

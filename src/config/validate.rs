@@ -1372,7 +1372,7 @@ pub fn parse_jitter(text: &str, ttl: Ttl) -> Result<Jitter, String> {
     if jitter >= ttl {
         return Err(format!(
             "\"{text}\" must be shorter than the TTL ({})",
-            humantime::format_duration(ttl)
+            crate::words::duration(ttl)
         ));
     }
     Ok(Jitter::Fixed(jitter))
