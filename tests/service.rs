@@ -523,6 +523,12 @@ fn the_shipped_unit_rates_ok_in_systemd_analyze_security() {
         .unwrap();
     assert!(exposure <= 2.0, "{line}");
     assert!(line.contains("OK"), "{line}");
+    // A reload validates before it signals, and a bad configuration is not restarted in a loop.
+    let text = std::fs::read_to_string(&unit).unwrap();
+    let reloads: Vec<&str> = text.lines().filter(|l| l.starts_with("ExecReload=")).collect();
+    assert_eq!(reloads.len(), 2, "{reloads:?}");
+    assert!(reloads[0].contains("cachewarden check --config") && reloads[1].contains("kill -HUP"));
+    assert!(text.lines().any(|l| l == "RestartPreventExitStatus=78"));
 }
 
 #[tokio::test]
