@@ -393,8 +393,8 @@ async fn preflight(config: &Config, cache: &Cache) -> anyhow::Result<()> {
         Ok(Checked::Refused(refused)) if !refused.is_empty() => {
             let list: Vec<String> = refused.iter().map(|refusal| format!("  {refusal}")).collect();
             return Err(Misconfigured(format!(
-                "the Redis ACL refuses {} command(s) this configuration needs; grant them (docs/operations.md):\n{}",
-                refused.len(),
+                "the Redis ACL refuses {} this configuration needs; grant them (docs/operations.md):\n{}",
+                crate::words::count(refused.len(), "command"),
                 list.join("\n")
             ))
             .into());
@@ -446,7 +446,6 @@ async fn connect_with_retry(
             }
             Err(error) => return Err(Misconfigured(format!("MySQL at {}: {error}", config.mysql.url)).into()),
         };
-        metrics::record_health(redis_down.is_none(), mysql_down.is_none());
         let ready = mysql_down.is_none() && redis_down.is_none();
         health.set_servers(redis_down, mysql_down);
         if ready && let Some(cache) = cache.take() {

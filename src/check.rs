@@ -2,7 +2,8 @@
 //! placeholders that are not result columns, sensitive columns, unmappable types), and every `[[on_change]]` rule is
 //! checked against the table it watches (the table exists; every placeholder, projected column and `when_changed`
 //! column is one of its columns). The Redis user's ACL is asked about every command and key the configuration
-//! needs ([`access`]), and the binlog connection about everything following it needs. Problems carry the file's line like every other configuration problem.
+//! needs ([`access`]), and the binlog connection about everything following it needs. Problems carry the file's line
+//! like every other configuration problem.
 
 use crate::access::{self, Checked};
 use crate::cache::Cache;
@@ -22,11 +23,6 @@ pub struct Findings {
 pub async fn check_connect(config: &Config) -> Findings {
     let mut notes = Vec::new();
     let mut problems = Vec::new();
-    let problem = |location: String, message: String| Problem {
-        line: None,
-        location,
-        message,
-    };
     match Cache::connect(&config.redis).await {
         Ok(cache) => match access::check(&cache, &access::redis_needs(config)).await {
             Ok(Checked::Refused(refused)) => problems.extend(refused.into_iter().map(|refusal| {
@@ -58,13 +54,17 @@ pub async fn check_connect(config: &Config) -> Findings {
     Findings { problems, notes }
 }
 
-/// Jobs and rules against the MySQL server, added to `problems`.
-async fn check_database(config: &Config, mut problems: Vec<Problem>) -> Vec<Problem> {
-    let problem = |location: String, message: String| Problem {
+/// A problem found on a server, located by its configuration path rather than a line.
+fn problem(location: String, message: String) -> Problem {
+    Problem {
         line: None,
         location,
         message,
-    };
+    }
+}
+
+/// Jobs and rules against the MySQL server, added to `problems`.
+async fn check_database(config: &Config, mut problems: Vec<Problem>) -> Vec<Problem> {
     let db = match Database::new(&config.mysql) {
         Ok(db) => db,
         Err(error) => {

@@ -249,12 +249,12 @@ pub fn invalidation_message(keys: &[String], patterns: &[String], refresh: bool,
     Some(serde_json::Value::Object(message).to_string())
 }
 
-/// Publishes `message` on the configured channel, or adds it to the configured stream.
 /// Whether the daemon would apply `message`: the same check, with the same reason when it would refuse it.
 pub fn check_invalidation(config: &Config, message: &str) -> Result<(), crate::plan::Refusal> {
     crate::plan::parse_message(message.as_bytes(), &config.channel_policy()).map(drop)
 }
 
+/// Publishes `message` on the configured channel, or adds it to the configured stream.
 pub async fn publish_invalidation(config: &Config, message: &str) -> anyhow::Result<String> {
     let cache = Cache::connect(&config.redis)
         .await
@@ -272,10 +272,10 @@ pub async fn publish_invalidation(config: &Config, message: &str) -> anyhow::Res
                     config.channel.name
                 );
             }
-            let subscribers = if receivers == 1 { "subscriber" } else { "subscribers" };
             Ok(format!(
-                "published to {} ({receivers} {subscribers}): {message}",
-                config.channel.name
+                "published to {} ({}): {message}",
+                config.channel.name,
+                crate::words::count(receivers as usize, "subscriber")
             ))
         }
     }

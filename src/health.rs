@@ -82,8 +82,9 @@ impl Health {
         }
     }
 
-    /// Records why each server did not answer (`None`: it did).
+    /// Records why each server did not answer (`None`: it did), here and in the `*_up` metrics.
     pub fn set_servers(&self, redis: Option<String>, mysql: Option<String>) {
+        metrics::record_health(redis.is_none(), mysql.is_none());
         let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
         state.redis = redis;
         state.mysql = mysql;
@@ -112,7 +113,6 @@ impl HealthChecker {
             }
             self.liveness.beat("health");
             let (redis, mysql) = tokio::join!(self.check_redis(), self.check_mysql());
-            metrics::record_health(redis.is_none(), mysql.is_none());
             self.health.set_servers(redis, mysql);
             let state = self.health.state();
             match (was_ready, state.is_ready()) {

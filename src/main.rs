@@ -69,6 +69,13 @@ async fn run(cli: Cli) -> ExitCode {
     };
     cachewarden::logging::init(&config, cli.log_format);
 
+    // An unknown `--job` is a command-line mistake (64), found before anything connects.
+    if let Command::Run { once: true, jobs, .. } | Command::Audit { jobs, .. } = &cli.command
+        && let Some(error) = commands::unknown_job(&config, jobs)
+    {
+        eprintln!("error: {error}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     match cli.command {
         Command::Check { connect } => {
             if connect {
@@ -128,10 +135,6 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::Audit { jobs, .. } if commands::unknown_job(&config, &jobs).is_some() => {
-            eprintln!("error: {}", commands::unknown_job(&config, &jobs).unwrap_or_default());
-            ExitCode::from(EXIT_USAGE)
-        }
         Command::Audit { jobs, sample } => match commands::run_audit(&config, &jobs, sample as usize).await {
             Ok((report, consistent)) => {
                 print!("{report}");
@@ -178,10 +181,6 @@ async fn run(cli: Cli) -> ExitCode {
             dry_run,
         } => {
             let mode = if dry_run { Mode::DryRun } else { Mode::Write };
-            if let Some(error) = commands::unknown_job(&config, &jobs) {
-                eprintln!("error: {error}");
-                return ExitCode::from(EXIT_USAGE);
-            }
             match commands::run_once(&config, &jobs, mode).await {
                 Ok(outcomes) => {
                     let summary = commands::format_summary(&outcomes);

@@ -558,7 +558,7 @@ async fn a_server_without_row_binlog_stops_the_daemon_at_start_with_78() {
     );
     let path = env.config_file(&body);
     let mut daemon = Daemon::start(&env, &path, &[], &[]);
-    let code = wait_exit(&mut daemon, Duration::from_secs(30)).await;
+    let code = daemon.exit_code(Duration::from_secs(30)).await;
     let log = daemon.log();
     assert_eq!(code, Some(78), "{log}");
     assert!(log.contains("[binlog]: cannot follow the binlog"), "{log}");
@@ -566,17 +566,6 @@ async fn a_server_without_row_binlog_stops_the_daemon_at_start_with_78() {
         log.contains("binary logging is off") || log.contains("must be"),
         "{log}"
     );
-}
-
-/// Waits for the daemon to exit by itself; its exit code.
-async fn wait_exit(daemon: &mut Daemon, limit: Duration) -> Option<i32> {
-    let child = &mut daemon.child;
-    eventually(limit, || {
-        let status = child.try_wait().unwrap();
-        async move { status }
-    })
-    .await
-    .and_then(|status| status.code())
 }
 
 #[tokio::test]
@@ -605,18 +594,8 @@ async fn missing_redis_and_replication_grants_are_named_by_check_and_stop_the_da
         "[[on_change]]\ntable = \"{}.products\"\ndelete = [\"{p}product:{{id}}\"]\n",
         env.database
     );
-    let write = |binlog_url: &str| {
-        env.write_file(
-            "jobs.toml",
-            &format!(
-                "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"redis://cw:cw-secret@127.0.0.1:{port}/0\"\n\
-                 [admin]\nlisten = \"{}\"\n\n{}",
-                env.mysql_url,
-                env.admin_addr(),
-                config(&env, binlog_url, &rules)
-            ),
-        )
-    };
+    let redis_url = format!("redis://cw:cw-secret@127.0.0.1:{port}/0");
+    let write = |binlog_url: &str| env.config_file_with_redis(&redis_url, &config(&env, binlog_url, &rules));
     let path = write("");
     let output = env
         .cli()
@@ -639,7 +618,7 @@ async fn missing_redis_and_replication_grants_are_named_by_check_and_stop_the_da
     );
 
     let mut daemon = Daemon::start(&env, &path, &[], &[]);
-    let code = wait_exit(&mut daemon, Duration::from_secs(30)).await;
+    let code = daemon.exit_code(Duration::from_secs(30)).await;
     let log = daemon.log();
     assert_eq!(code, Some(78), "{log}");
     assert!(
@@ -675,7 +654,7 @@ async fn missing_redis_and_replication_grants_are_named_by_check_and_stop_the_da
         "the Redis grants are complete now:\n{stderr}"
     );
     let mut daemon = Daemon::start(&env, &path, &[], &[]);
-    let code = wait_exit(&mut daemon, Duration::from_secs(30)).await;
+    let code = daemon.exit_code(Duration::from_secs(30)).await;
     assert_eq!(code, Some(78), "{}", daemon.log());
     assert!(daemon.log().contains("lacks REPLICATION SLAVE"), "{}", daemon.log());
 
@@ -789,15 +768,9 @@ async fn a_redis_acl_refusal_stops_the_stream_visibly_and_it_resumes_once_fixed(
         "[[on_change]]\ntable = \"{}.products\"\ndelete = [\"{p}product:{{id}}\"]\n",
         env.database
     );
-    let body = config(&env, "", &rules);
-    let path = env.write_file(
-        "jobs.toml",
-        &format!(
-            "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"redis://cw:cw-secret@127.0.0.1:{port}/0\"\n\
-             [admin]\nlisten = \"{}\"\n\n{body}",
-            env.mysql_url,
-            env.admin_addr()
-        ),
+    let path = env.config_file_with_redis(
+        &format!("redis://cw:cw-secret@127.0.0.1:{port}/0"),
+        &config(&env, "", &rules),
     );
     let mut daemon = start(&env, &path).await;
     // Once it runs, the ACL is narrowed: the daemon's user may touch its own keys but not the products'.

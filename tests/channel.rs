@@ -370,14 +370,7 @@ async fn a_killed_subscription_is_resubscribed_and_resynced() {
     let own = common::OwnRedis::start().await;
     let (port, conn) = (own.port, own.conn.clone());
     let body = config(&env, "on_gap = \"warm\"");
-    let path = env.write_file(
-        "jobs.toml",
-        &format!(
-            "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"redis://127.0.0.1:{port}/0\"\n[admin]\nlisten = \"{}\"\n\n{body}",
-            env.mysql_url,
-            env.admin_addr()
-        ),
-    );
+    let path = env.config_file_with_redis(&format!("redis://127.0.0.1:{port}/0"), &body);
     let mut daemon = Daemon::start(&env, &path, &[], &[]);
     wait_for_admin(&env).await;
     let key = format!("{p}product:2");
@@ -737,14 +730,7 @@ async fn while_applying_is_stuck_hostile_and_excess_messages_do_not_grow_memory_
         &env,
         &format!("name = \"{channel}\"\nallow = [\"{p}*\"]\non_gap = \"warm\""),
     );
-    let path = env.write_file(
-        "jobs.toml",
-        &format!(
-            "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"redis://127.0.0.1:{port}/0\"\n[admin]\nlisten = \"{}\"\n\n{body}",
-            env.mysql_url,
-            env.admin_addr()
-        ),
-    );
+    let path = env.config_file_with_redis(&format!("redis://127.0.0.1:{port}/0"), &body);
     let mut daemon = Daemon::start(&env, &path, &[], &[]);
     wait_for_admin(&env).await;
     let product2 = format!("{p}product:2");
@@ -829,27 +815,14 @@ async fn while_applying_is_stuck_hostile_and_excess_messages_do_not_grow_memory_
         daemon.log()
     );
     let later = format!("{p}later");
-    let applied = eventually(Duration::from_secs(20), || {
-        let (mut conn, later, channel) = (conn.clone(), later.clone(), channel.clone());
-        async move {
-            let _: () = redis::cmd("SET").arg(&later).arg(1).query_async(&mut conn).await.ok()?;
-            let _: u64 = redis::cmd("PUBLISH")
-                .arg(&channel)
-                .arg(&later)
-                .query_async(&mut conn)
-                .await
-                .ok()?;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let exists: u64 = redis::cmd("EXISTS").arg(&later).query_async(&mut conn).await.ok()?;
-            (exists == 0).then_some(())
-        }
-    })
-    .await;
-    assert!(
-        applied.is_some(),
-        "messages after the gap are not applied:\n{}",
-        daemon.log()
-    );
+    let _: () = redis::cmd("SET")
+        .arg(&later)
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let applied = common::published_until_deleted(&conn, &channel, &later, Duration::from_secs(20)).await;
+    assert!(applied, "messages after the gap are not applied:\n{}", daemon.log());
     assert_eq!(daemon.stop().await, Some(0));
 }
 

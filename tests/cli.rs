@@ -6,7 +6,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{TestEnv, eventually, get, sample, text};
+use common::{TestEnv, eventually, get, sample, text, wait_exit};
 
 const PRODUCTS: &str = "
 CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(50), price DECIMAL(8,2));
@@ -27,15 +27,6 @@ fn signal(child: &Child, name: &str) {
         .status()
         .expect("kill runs");
     assert!(status.success());
-}
-
-/// Waits up to `limit` for the child to exit.
-async fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    eventually(limit, || {
-        let status = child.try_wait().expect("try_wait");
-        async move { status }
-    })
-    .await
 }
 
 #[tokio::test]

@@ -473,14 +473,8 @@ async fn json_logs_never_show_passwords() {
     let config = env.write_file("jobs.toml", &source);
     let mut daemon = Daemon::start(&env, &config, &["--log-format", "json"], &[]);
     // Redis is unreachable (retried), MySQL refuses the password (definite): the daemon exits 78 (a refusal restarting cannot fix).
-    let child = &mut daemon.child;
-    let status = eventually(Duration::from_secs(30), || {
-        let status = child.try_wait().unwrap();
-        async move { status }
-    })
-    .await
-    .expect("daemon exits on a refused MySQL password");
-    assert_eq!(status.code(), Some(78));
+    let code = daemon.exit_code(Duration::from_secs(30)).await;
+    assert_eq!(code, Some(78), "the daemon exits on a refused MySQL password");
     let log = daemon.log();
     assert!(!log.contains("hunter2"), "{log}");
     let lines: Vec<serde_json::Value> = log
@@ -573,23 +567,9 @@ async fn a_thousand_slow_admin_clients_are_capped_and_cut_off_while_invalidation
         .query_async(&mut conn)
         .await
         .unwrap();
-    let gone = eventually(Duration::from_secs(10), || {
-        let (mut conn, key, channel) = (conn.clone(), key.clone(), channel.clone());
-        async move {
-            let _: u64 = redis::cmd("PUBLISH")
-                .arg(&channel)
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .ok()?;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let exists: u64 = redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await.ok()?;
-            (exists == 0).then_some(())
-        }
-    })
-    .await;
+    let gone = common::published_until_deleted(&conn, &channel, &key, Duration::from_secs(10)).await;
     assert!(
-        gone.is_some(),
+        gone,
         "an invalidation starved behind the admin flood:\n{}",
         daemon.log()
     );

@@ -146,9 +146,14 @@ impl TestEnv {
 
     /// The `[mysql]`, `[redis]` and `[admin]` sections for this test, to put in front of jobs.
     pub fn connection_toml(&self) -> String {
+        self.connection_toml_with_redis(&self.redis_url)
+    }
+
+    /// [`TestEnv::connection_toml`] with Redis at `redis_url` (a test's own server, or another user).
+    pub fn connection_toml_with_redis(&self, redis_url: &str) -> String {
         format!(
-            "[mysql]\nurl = \"{}\"\n\n[redis]\nurl = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:{}\"\n\n",
-            self.mysql_url, self.redis_url, self.admin_port
+            "[mysql]\nurl = \"{}\"\n\n[redis]\nurl = \"{redis_url}\"\n\n[admin]\nlisten = \"127.0.0.1:{}\"\n\n",
+            self.mysql_url, self.admin_port
         )
     }
 
@@ -174,6 +179,14 @@ impl TestEnv {
     /// Writes this test's connections followed by `body` as a config file.
     pub fn config_file(&self, body: &str) -> PathBuf {
         self.write_file("jobs.toml", &format!("{}{}", self.connection_toml(), body))
+    }
+
+    /// [`TestEnv::config_file`] with Redis at `redis_url`.
+    pub fn config_file_with_redis(&self, redis_url: &str, body: &str) -> PathBuf {
+        self.write_file(
+            "jobs.toml",
+            &format!("{}{}", self.connection_toml_with_redis(redis_url), body),
+        )
     }
 
     /// A Redis connection. Replies may take long on a loaded machine (a 50,000-command pipeline while other tests
@@ -354,6 +367,41 @@ impl Drop for OwnRedis {
     }
 }
 
+/// Publishes `key` on `channel` until the daemon has deleted it (a subscription may be coming back, or busy);
+/// whether that happened within `limit`.
+pub async fn published_until_deleted(
+    conn: &redis::aio::MultiplexedConnection,
+    channel: &str,
+    key: &str,
+    limit: Duration,
+) -> bool {
+    eventually(limit, || {
+        let mut conn = conn.clone();
+        async move {
+            let _: u64 = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let exists: u64 = redis::cmd("EXISTS").arg(key).query_async(&mut conn).await.ok()?;
+            (exists == 0).then_some(())
+        }
+    })
+    .await
+    .is_some()
+}
+
+/// Waits up to `limit` for `child` to exit.
+pub async fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    eventually(limit, || {
+        let status = child.try_wait().expect("try_wait");
+        async move { status }
+    })
+    .await
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
@@ -428,13 +476,12 @@ impl Daemon {
 
     pub async fn stop(&mut self) -> Option<i32> {
         self.signal("TERM");
-        let child = &mut self.child;
-        eventually(Duration::from_secs(20), || {
-            let status = child.try_wait().unwrap();
-            async move { status }
-        })
-        .await
-        .and_then(|status| status.code())
+        self.exit_code(Duration::from_secs(20)).await
+    }
+
+    /// Waits up to `limit` for the daemon to exit by itself; its exit code.
+    pub async fn exit_code(&mut self, limit: Duration) -> Option<i32> {
+        wait_exit(&mut self.child, limit).await.and_then(|status| status.code())
     }
 }
 
