@@ -253,7 +253,7 @@ pub fn jobs_json(jobs: &[WarmJob], warmer: &Warmer, now: chrono::DateTime<chrono
                 match (&last.summary, &last.error) {
                     (Some(summary), _) => json!({
                         "outcome": "success",
-                        "finished_at": finished.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        "finished_at": crate::words::time(finished),
                         "duration_seconds": summary.duration.as_secs_f64(),
                         "rows": summary.rows,
                         "keys_written": summary.keys_written,
@@ -262,7 +262,7 @@ pub fn jobs_json(jobs: &[WarmJob], warmer: &Warmer, now: chrono::DateTime<chrono
                     }),
                     (None, error) => json!({
                         "outcome": "failure",
-                        "finished_at": finished.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        "finished_at": crate::words::time(finished),
                         "error": error,
                     }),
                 }
@@ -275,7 +275,7 @@ pub fn jobs_json(jobs: &[WarmJob], warmer: &Warmer, now: chrono::DateTime<chrono
                 "key": job.key.as_str(),
                 "ttl_seconds": match job.ttl { Ttl::Expires(ttl) => Some(ttl.as_secs_f64()), Ttl::Never => None },
                 "next_run": job.enabled.then(|| {
-                    job.schedule.upcoming(now, 1).first().map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    job.schedule.upcoming(now, 1).first().map(|t| crate::words::time(*t))
                 }).flatten(),
                 "running": warmer.is_running(&job.name),
                 "runs": { "succeeded": stats.succeeded, "failed": stats.failed, "skipped": stats.skipped_overlap },

@@ -308,7 +308,7 @@ fn running_status(config: &Config) -> String {
 /// run; runs in progress finish with the definition they started with. Connection and process settings need a
 /// restart: a change to them is reported and otherwise ignored.
 fn reload(current: &Config) -> Option<Config> {
-    let new = match config::load(&current.path) {
+    let new = match config::load(&current.path, current.credentials.as_deref()) {
         Ok(new) => new,
         Err(error) => {
             for problem in error.problems() {
@@ -370,6 +370,7 @@ fn reload(current: &Config) -> Option<Config> {
     });
     metrics::record_reload(true);
     Some(Config {
+        credentials: current.credentials.clone(),
         mysql: current.mysql.clone(),
         redis: current.redis.clone(),
         daemon: current.daemon.clone(),

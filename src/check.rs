@@ -17,12 +17,15 @@ pub struct Findings {
     pub problems: Vec<Problem>,
     /// What could not be checked, and why (not problems).
     pub notes: Vec<String>,
+    /// A server could not be reached at all (not a configuration problem: exit 69, not 78).
+    pub unreachable: bool,
 }
 
 /// Connects to both servers and checks jobs and rules against them.
 pub async fn check_connect(config: &Config) -> Findings {
     let mut notes = Vec::new();
     let mut problems = Vec::new();
+    let mut unreachable = false;
     match Cache::connect(&config.redis).await {
         Ok(cache) => match access::check(&cache, &access::redis_needs(config)).await {
             Ok(Checked::Refused(refused)) => problems.extend(refused.into_iter().map(|refusal| {
@@ -40,18 +43,62 @@ pub async fn check_connect(config: &Config) -> Findings {
             )),
             Err(error) => notes.push(format!("the Redis ACL was not checked: {error}")),
         },
-        Err(error) => problems.push(problem(
-            "redis.url".into(),
-            format!("cannot connect to {}: {error}", config.redis.url),
-        )),
+        Err(error) => {
+            unreachable |= !error.is_server_reply();
+            problems.push(problem(
+                "redis.url".into(),
+                format!("cannot connect to {}: {error}", config.redis.url),
+            ));
+        }
     }
     if let Some(binlog) = &config.binlog
         && let Err(error) = crate::source::binlog::preflight(&binlog.url).await
     {
         problems.push(problem("binlog".into(), format!("cannot follow the binlog: {error}")));
     }
-    let problems = check_database(config, problems).await;
-    Findings { problems, notes }
+    let (problems, mysql_unreachable) = check_database(config, problems).await;
+    Findings {
+        problems,
+        notes,
+        unreachable: unreachable || mysql_unreachable,
+    }
+}
+
+/// What `check` finds on this host without connecting: a checkpoint file whose directory cannot be written (outside
+/// systemd's `StateDirectory=`, `/var/lib/cachewarden` may not exist or belong to someone else).
+pub fn check_local(config: &Config) -> Vec<Problem> {
+    let Some(crate::config::BinlogSettings {
+        checkpoint: crate::config::CheckpointStore::File(path),
+        ..
+    }) = &config.binlog
+    else {
+        return Vec::new();
+    };
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    let probe = directory.join(format!(".cachewarden-check-{}", std::process::id()));
+    match std::fs::write(&probe, b"") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            Vec::new()
+        }
+        Err(error) => {
+            let lines = LineIndex::new(&std::fs::read_to_string(&config.path).unwrap_or_default());
+            vec![Problem {
+                line: lines
+                    .key_line(Some("binlog"), "checkpoint_file")
+                    .or(lines.key_line(Some("binlog"), "checkpoint")),
+                location: "binlog.checkpoint_file".into(),
+                message: format!(
+                    "the checkpoint file {} cannot be written ({error}): create the directory for this user, set \
+                     checkpoint_file, or run under systemd (StateDirectory=)",
+                    path.display()
+                ),
+            }]
+        }
+    }
 }
 
 /// A problem found on a server, located by its configuration path rather than a line.
@@ -63,13 +110,13 @@ fn problem(location: String, message: String) -> Problem {
     }
 }
 
-/// Jobs and rules against the MySQL server, added to `problems`.
-async fn check_database(config: &Config, mut problems: Vec<Problem>) -> Vec<Problem> {
+/// Jobs and rules against the MySQL server, added to `problems`; and whether the server could not be reached.
+async fn check_database(config: &Config, mut problems: Vec<Problem>) -> (Vec<Problem>, bool) {
     let db = match Database::new(&config.mysql) {
         Ok(db) => db,
         Err(error) => {
             problems.push(problem("mysql.url".into(), error.to_string()));
-            return problems;
+            return (problems, false);
         }
     };
     if let Err(error) = db.ping().await {
@@ -77,7 +124,7 @@ async fn check_database(config: &Config, mut problems: Vec<Problem>) -> Vec<Prob
             "mysql.url".into(),
             format!("cannot connect to {}: {error}", config.mysql.url),
         ));
-        return problems;
+        return (problems, error.is_transient());
     }
     let lines = LineIndex::new(&std::fs::read_to_string(&config.path).unwrap_or_default());
     for (index, job) in config.jobs.iter().enumerate() {
@@ -128,7 +175,7 @@ async fn check_database(config: &Config, mut problems: Vec<Problem>) -> Vec<Prob
         }
     }
     db.close().await;
-    problems
+    (problems, false)
 }
 
 /// What is wrong with `rule` for a table with `columns` (`None`: no such table), as (field, message).

@@ -1,5 +1,5 @@
-//! The command line: `run [--once [--job NAME]... [--dry-run]]`, `check [--connect]`, `jobs`, `status`,
-//! `trigger NAME`, `demo-init`.
+//! The command line: its arguments (`run`, `check`, `jobs`, `status`, `trigger`, `invalidate`, `audit`,
+//! `demo-init`), the exit codes, and the man page and shell completions generated from them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +8,60 @@ use clap::{Parser, Subcommand};
 
 use crate::config::LogFormat;
 
+/// The exit codes (sysexits.h), written once: the code uses these constants, and `--help` and the man page print
+/// [`exit::CODES`].
+pub mod exit {
+    /// A job failed, or the audit found stale keys.
+    pub const FAILED: u8 = 1;
+    /// The command line was wrong (an unknown `--job` included).
+    pub const USAGE: u8 = 64;
+    /// The input was refused: an invalidation the daemon would refuse.
+    pub const DATAERR: u8 = 65;
+    /// A server or the daemon's admin endpoint could not be reached.
+    pub const UNAVAILABLE: u8 = 69;
+    /// This user may not read what the command needs (the credentials directory).
+    pub const NOPERM: u8 = 77;
+    /// The configuration is invalid, or a start-up refusal restarting cannot fix.
+    pub const CONFIG: u8 = 78;
+
+    /// Every exit code and what it means, for people.
+    pub const CODES: &[(u8, &str)] = &[
+        (0, "success"),
+        (FAILED, "a job failed, or the audit found stale keys"),
+        (USAGE, "bad command line (an unknown --job included)"),
+        (
+            DATAERR,
+            "an invalidation the daemon would refuse (outside the allow-list, unknown job, wildcard in a delete)",
+        ),
+        (
+            UNAVAILABLE,
+            "a server or the daemon's admin endpoint could not be reached",
+        ),
+        (NOPERM, "the credentials directory is not readable by this user"),
+        (
+            CONFIG,
+            "invalid configuration, or a start-up refusal restarting cannot fix (a wrong password, a missing grant or ACL)",
+        ),
+    ];
+}
+
+/// The command-line definition, with the exit codes after `--help`: the one source of `--help`, the man pages and
+/// the completions.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory as _;
+    let mut codes = String::from("Exit status:");
+    for (code, meaning) in exit::CODES {
+        codes.push_str(&format!("\n  {code:<3} {meaning}"));
+    }
+    Cli::command().after_long_help(codes)
+}
+
+/// Parses the process's arguments.
+pub fn parse() -> Result<Cli, clap::Error> {
+    use clap::FromArgMatches as _;
+    Cli::from_arg_matches(&command().try_get_matches()?)
+}
+
 /// Keeps a Redis cache warm and correct in front of a MySQL database.
 #[derive(Debug, Parser)]
 #[command(name = "cachewarden", version, about)]
@@ -15,6 +69,12 @@ pub struct Cli {
     /// Configuration file [default: $CACHEWARDEN_CONFIG, else /etc/cachewarden/jobs.toml].
     #[arg(long, short = 'c', global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+
+    /// systemd credentials directory holding mysql-url and redis-url (as the unit's LoadCredential= installs
+    /// them) [default: $CREDENTIALS_DIRECTORY, else credentials/ beside the configuration file, e.g.
+    /// /etc/cachewarden/credentials].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub credentials: Option<PathBuf>,
 
     /// Log line format [default: [daemon] log_format, else text]. Level: RUST_LOG, else [daemon] log_level.
     #[arg(long, global = true, value_name = "FORMAT")]
@@ -87,4 +147,15 @@ pub enum Command {
     },
     /// Create and seed the demo shop schema in the configured database (for the quick start; never in production).
     DemoInit,
+}
+
+impl Command {
+    /// Whether the command talks to MySQL or Redis (and so needs the servers' URLs).
+    pub fn connects(&self) -> bool {
+        match self {
+            Command::Run { .. } | Command::Invalidate { .. } | Command::Audit { .. } | Command::DemoInit => true,
+            Command::Check { connect } => *connect,
+            Command::Jobs | Command::Status { .. } | Command::Trigger { .. } => false,
+        }
+    }
 }

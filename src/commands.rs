@@ -33,6 +33,19 @@ async fn connect_now(config: &Config) -> anyhow::Result<(Database, Cache)> {
     Ok((db, cache))
 }
 
+/// Whether `error` is a server that could not be reached (exit 69), as opposed to one that refused or a job that
+/// failed.
+pub fn is_unreachable(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<crate::database::DatabaseError>(),
+            Some(crate::database::DatabaseError::Unreachable(_))
+        ) || cause
+            .downcast_ref::<crate::cache::CacheError>()
+            .is_some_and(|error| matches!(error, crate::cache::CacheError::Connect(_)) && !error.is_server_reply())
+    })
+}
+
 /// Runs the named jobs (or every enabled job) once. Fails fast when MySQL or Redis cannot be reached.
 pub async fn run_once(config: &Config, names: &[String], mode: Mode) -> anyhow::Result<Vec<OnceOutcome>> {
     let jobs = select_jobs(config, names)?;
@@ -57,9 +70,20 @@ pub async fn run_once(config: &Config, names: &[String], mode: Mode) -> anyhow::
         order.push((handle.id(), name));
     }
 
-    let ticker = std::io::stderr()
-        .is_terminal()
-        .then(|| tokio::spawn(show_progress(progress.clone())));
+    let ticker = if std::io::stderr().is_terminal() {
+        let mut lines = Vec::new();
+        for (job, (name, progress)) in jobs.iter().zip(&progress) {
+            let estimate = db.estimate_rows(&job.query).await;
+            lines.push(ProgressLine {
+                job: name.clone(),
+                progress: progress.clone(),
+                estimate,
+            });
+        }
+        Some(tokio::spawn(show_progress(lines)))
+    } else {
+        None
+    };
     let mut results = std::collections::HashMap::new();
     while let Some(joined) = runs.join_next_with_id().await {
         let (id, result) = match joined {
@@ -86,22 +110,58 @@ pub async fn run_once(config: &Config, names: &[String], mode: Mode) -> anyhow::
         .collect())
 }
 
-/// Redraws one status line on stderr while jobs run, for people watching long jobs.
-async fn show_progress(progress: Vec<(Arc<str>, Arc<Progress>)>) {
+/// One job on the progress line.
+struct ProgressLine {
+    job: Arc<str>,
+    progress: Arc<Progress>,
+    /// The server's row estimate for the job's query, if it gave one.
+    estimate: Option<u64>,
+}
+
+/// Redraws one status line on stderr while jobs run, for people watching long jobs: rows, rate, elapsed time, and
+/// an ETA where the server estimated the row count.
+async fn show_progress(lines: Vec<ProgressLine>) {
+    let started = std::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
-        let line: Vec<String> = progress
+        let elapsed = started.elapsed();
+        let line: Vec<String> = lines
             .iter()
-            .map(|(job, p)| {
-                format!(
-                    "{job}: {} rows, {} keys",
-                    p.rows.load(Ordering::Relaxed),
-                    p.keys.load(Ordering::Relaxed)
+            .map(|line| {
+                progress_text(
+                    &line.job,
+                    line.progress.rows.load(Ordering::Relaxed),
+                    line.progress.keys.load(Ordering::Relaxed),
+                    line.estimate,
+                    elapsed,
                 )
             })
             .collect();
         eprint!("\r\x1b[2K{}", line.join(" | "));
+    }
+}
+
+/// `job: 42000/1000000 rows (4%), 41000 keys, 21000 rows/s, 2s, ETA 46s`; without an estimate (or once the rows
+/// pass it) no total and no ETA.
+fn progress_text(job: &str, rows: u64, keys: u64, estimate: Option<u64>, elapsed: Duration) -> String {
+    let seconds = elapsed.as_secs_f64();
+    let rate = if seconds > 0.0 { rows as f64 / seconds } else { 0.0 };
+    // Whole seconds: a line redrawn twice a second need not show milliseconds.
+    let elapsed = crate::words::duration(Duration::from_secs(elapsed.as_secs()));
+    match estimate.filter(|&total| total > 0 && rows <= total) {
+        Some(total) => {
+            let eta = if rate > 0.0 {
+                crate::words::duration(Duration::from_secs(((total - rows) as f64 / rate).ceil() as u64))
+            } else {
+                "?".into()
+            };
+            format!(
+                "{job}: {rows}/~{total} rows ({}%), {keys} keys, {rate:.0} rows/s, {elapsed}, ETA {eta}",
+                rows * 100 / total
+            )
+        }
+        None => format!("{job}: {rows} rows, {keys} keys, {rate:.0} rows/s, {elapsed}"),
     }
 }
 
@@ -146,8 +206,8 @@ pub fn format_summary(outcomes: &[OnceOutcome]) -> String {
                 s.rows.to_string(),
                 s.keys_written.to_string(),
                 s.skipped().to_string(),
-                s.bytes_written.to_string(),
-                format!("{:.3}s", s.duration.as_secs_f64()),
+                crate::words::bytes(s.bytes_written),
+                crate::words::duration(s.duration),
             ],
             Err(_) => [
                 outcome.job.to_string(),
@@ -188,7 +248,7 @@ pub fn format_jobs(config: &Config, now: chrono::DateTime<chrono::Utc>) -> Strin
             job.schedule
                 .upcoming(now, 3)
                 .iter()
-                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .map(|t| crate::words::time(*t))
                 .collect::<Vec<_>>()
                 .join(", ")
         } else {
@@ -311,9 +371,9 @@ pub fn format_status(jobs_json: &str) -> Result<String, serde_json::Error> {
             .into(),
             field(&last["outcome"]),
             field(&last["finished_at"]),
-            last["duration_seconds"]
-                .as_f64()
-                .map_or("-".into(), |d| format!("{d:.3}s")),
+            last["duration_seconds"].as_f64().map_or("-".into(), |d| {
+                crate::words::duration(Duration::from_secs_f64(d.max(0.0)))
+            }),
             field(&last["keys_written"]),
             format!(
                 "{}/{}/{}",
@@ -355,4 +415,23 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn the_progress_line_has_rate_elapsed_and_an_eta_where_an_estimate_exists() {
+        let line = super::progress_text("catalog", 40_000, 39_000, Some(1_000_000), Duration::from_millis(2_500));
+        assert_eq!(
+            line,
+            "catalog: 40000/~1000000 rows (4%), 39000 keys, 16000 rows/s, 2s, ETA 1m"
+        );
+        let line = super::progress_text("catalog", 40_000, 39_000, None, Duration::from_secs(2));
+        assert_eq!(line, "catalog: 40000 rows, 39000 keys, 20000 rows/s, 2s");
+        // Past the estimate: no total and no ETA rather than a wrong one.
+        let line = super::progress_text("catalog", 120, 120, Some(100), Duration::from_secs(1));
+        assert_eq!(line, "catalog: 120 rows, 120 keys, 120 rows/s, 1s");
+    }
 }

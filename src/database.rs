@@ -74,6 +74,9 @@ enum Flavor {
 #[derive(Clone)]
 pub struct Database {
     pool: MySqlPool,
+    /// Kept to open one connection outside the pool when the pool can only say it timed out.
+    options: MySqlConnectOptions,
+    connect_timeout: Duration,
     flavor: Arc<OnceCell<Flavor>>,
 }
 
@@ -93,17 +96,40 @@ impl Database {
                     Ok(())
                 })
             })
-            .connect_lazy_with(options);
+            .connect_lazy_with(options.clone());
         Ok(Self {
             pool,
+            options,
+            connect_timeout: settings.connect_timeout,
             flavor: Arc::new(OnceCell::new()),
         })
     }
 
-    /// Checks that the server answers.
+    /// Checks that the server answers. When it does not, the error is the connection's own (refused, unknown
+    /// host, access denied), not the pool's "timed out".
     pub async fn ping(&self) -> Result<(), DatabaseError> {
-        let mut conn = self.pool.acquire().await.map_err(unreachable)?;
+        let mut conn = match self.pool.acquire().await {
+            Ok(conn) => conn,
+            Err(sqlx::Error::PoolTimedOut) => return Err(self.why_unreachable().await),
+            Err(error) => return Err(unreachable(error)),
+        };
         conn.ping().await.map_err(DatabaseError::from_query)
+    }
+
+    /// The pool retries connecting until its timeout and then reports only that it timed out; one direct attempt
+    /// says why.
+    async fn why_unreachable(&self) -> DatabaseError {
+        match tokio::time::timeout(self.connect_timeout, sqlx::MySqlConnection::connect_with(&self.options)).await {
+            Ok(Err(error)) => unreachable(error),
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                DatabaseError::Unreachable(sqlx::Error::PoolTimedOut)
+            }
+            Err(_) => unreachable(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {}", crate::words::duration(self.connect_timeout)),
+            ))),
+        }
     }
 
     /// A connection for one warm query, with the server-side statement timeout set to `timeout`.
@@ -163,6 +189,35 @@ impl Database {
         Ok(sqlx::Statement::columns(&statement).iter().map(column_info).collect())
     }
 
+    /// The server's estimate of how many rows `query` returns, for progress lines: EXPLAIN's row estimates multiplied
+    /// over the tables it joins, capped by a final `LIMIT n`. `None` when the server gives no estimate.
+    pub async fn estimate_rows(&self, query: &str) -> Option<u64> {
+        let mut conn = self.pool.acquire().await.ok()?;
+        let plan = sqlx::query(AssertSqlSafe(format!("EXPLAIN {query}")))
+            .fetch_all(&mut *conn)
+            .await
+            .ok()?;
+        if plan.is_empty() {
+            return None;
+        }
+        let mut estimate: u64 = 1;
+        for step in &plan {
+            let rows = step
+                .try_get::<Option<u64>, _>("rows")
+                .ok()
+                .flatten()
+                .or_else(|| {
+                    step.try_get::<Option<i64>, _>("rows")
+                        .ok()
+                        .flatten()
+                        .map(|n| n.max(0) as u64)
+                })
+                .or_else(|| step.try_get::<Option<String>, _>("rows").ok().flatten()?.parse().ok())?;
+            estimate = estimate.saturating_mul(rows);
+        }
+        Some(final_limit(query).map_or(estimate, |limit| estimate.min(limit)))
+    }
+
     /// The columns of `database.table`, in order; `None` when there is no such table.
     pub async fn table_columns(&self, database: &str, table: &str) -> Result<Option<Vec<String>>, DatabaseError> {
         let columns: Vec<String> = sqlx::query_scalar(
@@ -202,6 +257,18 @@ pub fn connect_options(settings: &MysqlSettings) -> Result<MySqlConnectOptions, 
         options = options.ssl_ca(ca);
     }
     Ok(options)
+}
+
+/// The row count of a query's final `LIMIT n`, `LIMIT offset, n` or `LIMIT n OFFSET m`.
+fn final_limit(query: &str) -> Option<u64> {
+    let tokens: Vec<&str> = query.trim_end().trim_end_matches(';').split_whitespace().collect();
+    let at = tokens
+        .iter()
+        .rposition(|token| token.eq_ignore_ascii_case("LIMIT"))
+        .filter(|&at| tokens.len() - at <= 4)?;
+    let count = tokens[at + 1..].concat();
+    let count = count.split(|c: char| c.eq_ignore_ascii_case(&'o')).next()?;
+    count.rsplit(',').next()?.parse().ok()
 }
 
 fn unreachable(error: sqlx::Error) -> DatabaseError {
@@ -257,4 +324,23 @@ pub fn raw_values<'r>(row: &'r MySqlRow, out: &mut Vec<Option<&'r [u8]>>) -> Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_final_limit_caps_the_estimate_in_each_of_its_spellings() {
+        use super::final_limit;
+        assert_eq!(
+            final_limit("SELECT id FROM p ORDER BY sales DESC\nLIMIT 100\n"),
+            Some(100)
+        );
+        assert_eq!(final_limit("SELECT id FROM p limit 20, 10;"), Some(10));
+        assert_eq!(final_limit("SELECT id FROM p LIMIT 10 OFFSET 5"), Some(10));
+        assert_eq!(final_limit("SELECT id FROM p"), None);
+        assert_eq!(
+            final_limit("SELECT id FROM (SELECT id FROM p LIMIT 5) AS t WHERE id > 1 ORDER BY id"),
+            None
+        );
+    }
 }

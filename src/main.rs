@@ -1,22 +1,13 @@
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
+use cachewarden::cli::exit::{CONFIG as EXIT_CONFIG, DATAERR as EXIT_DATAERR, NOPERM as EXIT_NOPERM};
+use cachewarden::cli::exit::{UNAVAILABLE as EXIT_UNAVAILABLE, USAGE as EXIT_USAGE};
 use cachewarden::cli::{Cli, Command};
 use cachewarden::warm::Mode;
 use cachewarden::{admin, app, commands, config, demo, metrics, signal};
 
-/// sysexits.h EX_USAGE: the command line was wrong.
-const EXIT_USAGE: u8 = 64;
-/// sysexits.h EX_DATAERR: the input (an invalidation the daemon would refuse) was wrong.
-const EXIT_DATAERR: u8 = 65;
-/// sysexits.h EX_UNAVAILABLE: the daemon's admin endpoint could not be reached.
-const EXIT_UNAVAILABLE: u8 = 69;
-/// sysexits.h EX_CONFIG: the configuration is invalid.
-const EXIT_CONFIG: u8 = 78;
-
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match cachewarden::cli::parse() {
         Ok(cli) => cli,
         Err(error) => {
             let code = if error.use_stderr() { EXIT_USAGE } else { 0 };
@@ -43,8 +34,27 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let path = config::resolve_path(cli.config);
-    let config = match config::load(&path) {
+    let path = config::resolve_path(cli.config.clone());
+    let credentials = match config::find_credentials(cli.credentials.clone(), &path) {
+        config::Credentials::Unreadable { directory, error } if cli.command.connects() => {
+            eprintln!(
+                "error: {} holds the daemon's server URLs but cannot be read ({error}): run as root, or pass \
+                 --credentials DIR",
+                directory.display()
+            );
+            return ExitCode::from(EXIT_NOPERM);
+        }
+        found => found,
+    };
+    if let config::Credentials::Found {
+        directory,
+        beside_config: true,
+    } = &credentials
+        && cli.command.connects()
+    {
+        eprintln!("note: server URLs from the credentials in {}", directory.display());
+    }
+    let config = match config::load(&path, credentials.directory()) {
         Ok(config) => config,
         Err(error) => {
             // `status` and `trigger` need no configuration: only where the admin endpoint listens.
@@ -78,23 +88,28 @@ async fn run(cli: Cli) -> ExitCode {
     }
     match cli.command {
         Command::Check { connect } => {
+            let mut problems = cachewarden::check::check_local(&config);
+            let mut unreachable = false;
             if connect {
-                let cachewarden::check::Findings { problems, notes } = cachewarden::check::check_connect(&config).await;
-                for note in notes {
+                let findings = cachewarden::check::check_connect(&config).await;
+                for note in findings.notes {
                     eprintln!("note: {note}");
                 }
-                if !problems.is_empty() {
-                    eprintln!(
-                        "error: {} has {} when connected:",
-                        path.display(),
-                        cachewarden::words::count(problems.len(), "problem")
-                    );
-                    for problem in problems {
-                        let line = problem.line.map(|line| format!(":{line}")).unwrap_or_default();
-                        eprintln!("  {}{line}: {problem}", path.display());
-                    }
-                    return ExitCode::from(EXIT_CONFIG);
+                problems.extend(findings.problems);
+                unreachable = findings.unreachable;
+            }
+            if !problems.is_empty() {
+                eprintln!(
+                    "error: {} has {}{}:",
+                    path.display(),
+                    cachewarden::words::count(problems.len(), "problem"),
+                    if connect { " when connected" } else { "" }
+                );
+                for problem in problems {
+                    let line = problem.line.map(|line| format!(":{line}")).unwrap_or_default();
+                    eprintln!("  {}{line}: {problem}", path.display());
                 }
+                return ExitCode::from(if unreachable { EXIT_UNAVAILABLE } else { EXIT_CONFIG });
             }
             println!(
                 "{}: OK ({})",
@@ -129,10 +144,7 @@ async fn run(cli: Cli) -> ExitCode {
                     println!("{report}");
                     ExitCode::SUCCESS
                 }
-                Err(error) => {
-                    eprintln!("error: {error:#}");
-                    ExitCode::FAILURE
-                }
+                Err(error) => failed(&error),
             }
         }
         Command::Audit { jobs, sample } => match commands::run_audit(&config, &jobs, sample as usize).await {
@@ -140,20 +152,14 @@ async fn run(cli: Cli) -> ExitCode {
                 print!("{report}");
                 success_if(consistent)
             }
-            Err(error) => {
-                eprintln!("error: {error:#}");
-                ExitCode::FAILURE
-            }
+            Err(error) => failed(&error),
         },
         Command::DemoInit => match demo::init(&config.mysql).await {
             Ok(()) => {
                 println!("demo shop schema is up to date in {}", config.mysql.url);
                 ExitCode::SUCCESS
             }
-            Err(error) => {
-                eprintln!("error: demo-init against {}: {error:#}", config.mysql.url);
-                ExitCode::FAILURE
-            }
+            Err(error) => failed(&error.context(format!("demo-init against {}", config.mysql.url))),
         },
         Command::Run { once: false, .. } => {
             let handle = match metrics::install() {
@@ -192,10 +198,7 @@ async fn run(cli: Cli) -> ExitCode {
                     }
                     success_if(outcomes.iter().all(|o| o.result.is_ok()))
                 }
-                Err(error) => {
-                    eprintln!("error: {error:#}");
-                    ExitCode::FAILURE
-                }
+                Err(error) => failed(&error),
             }
         }
     }
@@ -249,6 +252,16 @@ async fn admin_command(command: &Command, listen: std::net::SocketAddr) -> Optio
         }
         _ => return None,
     })
+}
+
+/// Prints `error`; 69 when a server could not be reached, else 1.
+fn failed(error: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {error:#}");
+    if commands::is_unreachable(error) {
+        ExitCode::from(EXIT_UNAVAILABLE)
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// 0 when `ok`, else 1.

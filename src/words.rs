@@ -1,4 +1,5 @@
-//! Words in output meant for people: a count with its noun in the right number, and one way to write a duration.
+//! Words in output meant for people: a count with its noun in the right number, and one way each to write a
+//! duration, a time and a size.
 
 /// `n` and the noun, plural unless `n` is 1: "1 warm job", "2 warm jobs".
 pub fn count(n: usize, noun: &str) -> String {
@@ -14,7 +15,11 @@ pub fn count(n: usize, noun: &str) -> String {
 pub fn duration(d: std::time::Duration) -> String {
     let (secs, millis) = (d.as_secs(), d.subsec_millis());
     if secs == 0 {
-        return format!("{millis}ms");
+        return if millis == 0 {
+            "0s".into()
+        } else {
+            format!("{millis}ms")
+        };
     }
     let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
     let mut out = String::new();
@@ -30,6 +35,34 @@ pub fn duration(d: std::time::Duration) -> String {
         (s, ms) => out.push_str(&format!("{s}.{ms:03}s")),
     }
     out
+}
+
+/// A time as RFC 3339 in UTC to the second, the one format every command and endpoint prints:
+/// `2026-11-26T17:30:00Z`.
+pub fn time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A size in bytes with a binary unit, three significant digits: `356 B`, `1.50 KiB`, `12.3 MiB`, `1.00 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1023.995 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let decimals = if value >= 99.95 {
+        0
+    } else if value >= 9.995 {
+        1
+    } else {
+        2
+    };
+    format!("{value:.decimals$} {}", UNITS[unit])
 }
 
 #[cfg(test)]
@@ -49,6 +82,24 @@ mod tests {
         assert_eq!(super::duration(Duration::from_secs(45)), "45s");
         assert_eq!(super::duration(Duration::from_millis(85_652_714)), "23h47m32.714s");
         assert_eq!(super::duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(super::duration(Duration::ZERO), "0s");
         assert_eq!(super::duration(Duration::from_millis(60_500)), "1m0.500s");
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_to_the_second() {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-26T18:30:00.250+01:00").unwrap();
+        assert_eq!(super::time(t.to_utc()), "2026-11-26T17:30:00Z");
+    }
+
+    #[test]
+    fn sizes_carry_a_unit() {
+        assert_eq!(super::bytes(0), "0 B");
+        assert_eq!(super::bytes(356), "356 B");
+        assert_eq!(super::bytes(1536), "1.50 KiB");
+        assert_eq!(super::bytes(12_900_000), "12.3 MiB");
+        assert_eq!(super::bytes(300 * 1024 * 1024), "300 MiB");
+        assert_eq!(super::bytes(1024 * 1024 - 1), "1.00 MiB");
+        assert_eq!(super::bytes(1 << 30), "1.00 GiB");
     }
 }

@@ -178,6 +178,9 @@ async fn run_once_exit_codes_and_summary() {
     let line = stdout.lines().find(|l| l.starts_with("good ")).expect("summary row");
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(&fields[..5], ["good", "ok", "2", "2", "0"], "{stdout}");
+    // Bytes with their unit, then the duration as configuration files write one.
+    assert_eq!(fields[6], "B", "{stdout}");
+    assert!(fields[7].ends_with("ms") || fields[7].ends_with('s'), "{stdout}");
     assert_eq!(env.keys().await, [format!("{p}good:1"), format!("{p}good:2")]);
 
     // All enabled jobs: one fails, so the exit code is 1; the good one still wrote, the disabled one did not run.
@@ -253,7 +256,11 @@ async fn run_once_fails_fast_without_redis_and_hides_the_password() {
         .output()
         .unwrap();
     let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        output.status.code(),
+        Some(69),
+        "an unreachable server exits 69: {stderr}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "took {:?}",
@@ -308,7 +315,12 @@ async fn jobs_lists_schedule_ttl_key_and_next_fire_times() {
     assert!(row.contains("0 0 * * * *") && row.contains("1h") && row.contains(&format!("{}hourly:{{id}}", env.prefix)));
     let times: Vec<&str> = row.split(", ").collect();
     assert_eq!(times.len(), 3, "{row}");
-    assert!(times.iter().all(|t| t.trim_end().ends_with(":00:00")), "{row}");
+    // RFC 3339 in UTC, like every time the commands and the admin endpoint print.
+    for time in times {
+        let time = time.rsplit("  ").next().unwrap().trim();
+        assert!(time.ends_with(":00:00Z"), "{row}");
+        assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok(), "{time} in {row}");
+    }
 }
 
 #[tokio::test]
@@ -540,4 +552,153 @@ async fn under_journald_each_line_carries_its_priority_and_no_timestamp() {
     let (_, stderr) = text(&output);
     assert!(stderr.lines().all(|line| !line.starts_with('<')), "{stderr}");
     assert!(stderr.contains("RUST_LOG is not a valid filter"), "{stderr}");
+}
+
+#[tokio::test]
+async fn operator_commands_read_the_credentials_and_say_where_a_missing_url_may_come_from() {
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let p = &env.prefix;
+    let jobs = job(&env, "good", "SELECT id, name FROM products", "every 1h", "");
+
+    // No URL anywhere: the error lists every place one may come from.
+    let bare = env.write_file("bare.toml", &jobs);
+    let output = env.cli().args(["check", "--config"]).arg(&bare).output().unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("mysql.url: is required")
+            && stderr.contains("CACHEWARDEN_MYSQL__URL")
+            && stderr.contains("credential mysql-url")
+            && stderr.contains("--credentials /etc/cachewarden/credentials"),
+        "{stderr}"
+    );
+
+    // --credentials DIR and $CREDENTIALS_DIRECTORY supply them.
+    let credentials = env.dir.path().join("creds");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("mysql-url"), format!("{}\n", env.mysql_url)).unwrap();
+    std::fs::write(credentials.join("redis-url"), &env.redis_url).unwrap();
+    let output = env
+        .cli()
+        .args(["check", "--config"])
+        .arg(&bare)
+        .arg("--credentials")
+        .arg(&credentials)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{:?}", text(&output));
+    let output = env
+        .cli()
+        .args(["check", "--config"])
+        .arg(&bare)
+        .env("CREDENTIALS_DIRECTORY", &credentials)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{:?}", text(&output));
+
+    // /etc/cachewarden's layout: credentials/ beside the file win over URLs left in it (here a dead Redis), so a
+    // command run from a shell writes where the service writes.
+    let etc = env.dir.path().join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    std::fs::rename(&credentials, etc.join("credentials")).unwrap();
+    let stale = etc.join("jobs.toml");
+    std::fs::write(
+        &stale,
+        format!("[mysql]\nurl = \"mysql://root@127.0.0.1:1/demo\"\n[redis]\nurl = \"redis://127.0.0.1:1/0\"\n\n{jobs}"),
+    )
+    .unwrap();
+    let output = env
+        .cli()
+        .args(["run", "--once", "--config"])
+        .arg(&stale)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "note: server URLs from the credentials in {}",
+            etc.join("credentials").display()
+        )),
+        "{stderr}"
+    );
+    assert!(env.get(&format!("{p}good:1")).await.is_some());
+
+    // A user who cannot read those credentials is stopped (77) rather than sent to the file's URLs; commands that
+    // connect to nothing still work.
+    use std::os::unix::fs::PermissionsExt as _;
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(shared.path().join("credentials")).unwrap();
+    std::fs::set_permissions(
+        shared.path().join("credentials"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let shared_jobs = shared.path().join("jobs.toml");
+    std::fs::copy(&stale, &shared_jobs).unwrap();
+    std::fs::set_permissions(&shared_jobs, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                env!("CARGO_BIN_EXE_cachewarden"),
+            ])
+            .args(args)
+            .arg("--config")
+            .arg(&shared_jobs)
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .output()
+            .unwrap()
+    };
+    let output = as_nobody(&["run", "--once"]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(77), "{stderr}");
+    assert!(
+        stderr.contains("holds the daemon's server URLs but cannot be read"),
+        "{stderr}"
+    );
+    assert_eq!(as_nobody(&["jobs"]).status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn an_unreachable_server_exits_69_with_the_connection_error_and_an_unwritable_checkpoint_78() {
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let jobs = job(&env, "good", "SELECT id, name FROM products", "every 1h", "");
+    let down = env.write_file(
+        "down.toml",
+        &format!(
+            "[mysql]\nurl = \"mysql://root@127.0.0.1:1/demo\"\nconnect_timeout = \"1s\"\n[redis]\nurl = \"{}\"\n\n{jobs}",
+            env.redis_url
+        ),
+    );
+    for args in [&["check", "--connect"][..], &["run", "--once"], &["audit"]] {
+        let output = env.cli().args(args).arg("--config").arg(&down).output().unwrap();
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(69), "{args:?}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("Connection refused") && !stderr.contains("pool timed out"),
+            "{args:?}: the connection's own error, not the pool's: {stderr}"
+        );
+    }
+
+    // `check` notices a checkpoint file it could not write (outside systemd's StateDirectory=), before a run does.
+    let config = env.config_file(&format!(
+        "{jobs}\n[binlog]\nserver_id = 4242\ncheckpoint = \"file\"\ncheckpoint_file = \"/nonexistent/cachewarden/binlog.checkpoint\"\n\n\
+         [[on_change]]\ntable = \"products\"\ndelete = [\"{}good:{{id}}\"]\n",
+        env.prefix
+    ));
+    let output = env.cli().args(["check", "--config"]).arg(&config).output().unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains(
+            "binlog.checkpoint_file: the checkpoint file /nonexistent/cachewarden/binlog.checkpoint cannot be written"
+        ),
+        "{stderr}"
+    );
 }

@@ -31,7 +31,7 @@ fn find<'a>(problems: &'a [Problem], location: &str) -> &'a Problem {
 #[test]
 fn the_shipped_jobs_toml_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs.toml");
-    let config = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let config = config::load(&path, None).unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = config.jobs.iter().map(|j| &*j.name).collect();
     assert_eq!(names, ["top_products", "catalog", "dashboard_stats", "active_sessions"]);
     let top = config.job("top_products").unwrap();
@@ -562,5 +562,23 @@ fn ssl_mode_in_any_case_and_cron_nicknames_are_accepted() {
         find(&problems, "warm[1] \"b\".schedule")
             .message
             .contains("is not a cron nickname")
+    );
+}
+
+#[test]
+fn one_allow_pattern_may_be_written_alone() {
+    for (written, expected) in [
+        ("\"*\"", vec!["*"]),
+        ("[\"user:*\", \"product:*\"]", vec!["user:*", "product:*"]),
+    ] {
+        let source = format!("{CONNECTIONS}\n[channel]\nallow = {written}\n");
+        let config =
+            config::load_str(Path::new("jobs.toml"), &source, HashMap::new()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.channel.allow, expected, "{written}");
+    }
+    let problems = problems(&format!("{CONNECTIONS}\n[channel]\nallow = 5\n"));
+    assert!(
+        find(&problems, "channel.allow").message.contains("allow"),
+        "{problems:?}"
     );
 }

@@ -515,7 +515,7 @@ fn the_shipped_unit_rates_ok_in_systemd_analyze_security() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(exposure <= 2.0, "{line}");
+    assert!(exposure <= 1.5, "{line}");
     assert!(line.contains("OK"), "{line}");
     // A reload validates before it signals, and a bad configuration is not restarted in a loop.
     let text = std::fs::read_to_string(&unit).unwrap();

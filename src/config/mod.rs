@@ -32,6 +32,8 @@ pub const DEFAULT_PATH: &str = "/etc/cachewarden/jobs.toml";
 pub struct Config {
     /// The file it came from.
     pub path: PathBuf,
+    /// The systemd credentials directory its URLs may have come from ([`find_credentials`]); a reload reads it again.
+    pub credentials: Option<PathBuf>,
     /// `[mysql]`
     pub mysql: MysqlSettings,
     /// `[redis]`
@@ -299,14 +301,58 @@ pub fn resolve_path(flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
 }
 
-/// Reads and validates the file at `path`, with overrides from systemd credentials and the process environment.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+/// Reads and validates the file at `path`, with overrides from the systemd credentials in `credentials` (see
+/// [`find_credentials`]) and from the process environment.
+pub fn load(path: &Path, credentials: Option<&Path>) -> Result<Config, ConfigError> {
     let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
         path: path.to_path_buf(),
         source,
     })?;
-    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-    validate::validate(path, &source, None, credentials.as_deref())
+    validate::validate(path, &source, None, credentials)
+}
+
+/// Where a command finds the systemd credentials (`mysql-url`, `redis-url`).
+#[derive(Debug)]
+pub enum Credentials {
+    /// None: the URLs come from the file and the environment.
+    None,
+    /// This directory: from `--credentials`, from `$CREDENTIALS_DIRECTORY`, or beside the configuration file.
+    Found { directory: PathBuf, beside_config: bool },
+    /// `credentials/` beside the configuration file exists but this user cannot read it.
+    Unreadable { directory: PathBuf, error: std::io::Error },
+}
+
+impl Credentials {
+    pub fn directory(&self) -> Option<&Path> {
+        match self {
+            Credentials::Found { directory, .. } => Some(directory),
+            _ => None,
+        }
+    }
+}
+
+/// The credentials directory: `--credentials DIR` (`flag`), else `$CREDENTIALS_DIRECTORY` (systemd sets it for the
+/// service), else `credentials/` beside the configuration file when there is one (`/etc/cachewarden/credentials`
+/// for `/etc/cachewarden/jobs.toml`), so a command run from a shell talks to the servers the daemon talks to rather
+/// than to URLs left in the file.
+pub fn find_credentials(flag: Option<PathBuf>, config: &Path) -> Credentials {
+    if let Some(directory) = flag.or_else(|| std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from)) {
+        return Credentials::Found {
+            directory,
+            beside_config: false,
+        };
+    }
+    let directory = config.parent().unwrap_or(Path::new(".")).join("credentials");
+    if !directory.is_dir() {
+        return Credentials::None;
+    }
+    match std::fs::read_dir(&directory) {
+        Ok(_) => Credentials::Found {
+            directory,
+            beside_config: true,
+        },
+        Err(error) => Credentials::Unreadable { directory, error },
+    }
 }
 
 /// Validates `source` as if read from `path`, with `env` standing in for the process environment and `credentials`

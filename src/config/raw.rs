@@ -77,7 +77,7 @@ pub struct RawChannel {
     pub group: Option<String>,
     pub consumer: Option<String>,
     pub claim_idle: Option<String>,
-    pub allow: Option<Vec<String>>,
+    pub allow: Option<OneOrList>,
     pub on_gap: Option<String>,
     pub max_keys_per_message: Option<IntOrString>,
     pub max_keys_per_pattern: Option<IntOrString>,
@@ -132,4 +132,21 @@ pub enum IntOrString {
 pub enum BoolOrString {
     Bool(bool),
     String(String),
+}
+
+/// A list that may be written as its one element: `allow = "*"` is `allow = ["*"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrList {
+    One(String),
+    List(Vec<String>),
+}
+
+impl OneOrList {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrList::One(one) => vec![one],
+            OneOrList::List(list) => list,
+        }
+    }
 }

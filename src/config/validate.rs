@@ -141,6 +141,7 @@ pub fn validate(
         lines: LineIndex::new(source),
         problems: Vec::new(),
         env_fields: BTreeMap::new(),
+        credentials: credentials.map(Path::to_path_buf),
     };
     let invalid = |problems| ConfigError::Invalid {
         path: path.to_path_buf(),
@@ -261,6 +262,7 @@ pub fn validate(
     };
     Ok(Config {
         path: path.to_path_buf(),
+        credentials: credentials.map(Path::to_path_buf),
         mysql,
         redis,
         daemon,
@@ -285,6 +287,8 @@ struct Context {
     problems: Vec<Problem>,
     /// `section.field` → the environment variable that set it.
     env_fields: BTreeMap<String, String>,
+    /// The credentials directory read, if any (named when a URL is missing).
+    credentials: Option<std::path::PathBuf>,
 }
 
 impl Context {
@@ -412,7 +416,7 @@ impl Context {
 
     fn channel(&mut self, raw: RawChannel, jobs: &[WarmJob]) -> ChannelSettings {
         let enabled = self.flag("channel", "enabled", raw.enabled, true);
-        let allow = match raw.allow {
+        let allow = match raw.allow.map(super::raw::OneOrList::into_vec) {
             Some(allow) => {
                 for pattern in &allow {
                     if pattern.is_empty() || !crate::plan::is_simple_glob(pattern) {
@@ -843,14 +847,22 @@ impl Context {
 
     fn url(&mut self, section: &str, url: Option<String>, check: fn(&str) -> Result<(), String>) -> Option<SecretUrl> {
         let Some(url) = url else {
-            self.problem(
-                self.lines.key_line(None, section),
-                format!("{section}.url"),
-                format!(
-                    "is required: set `url` in [{section}] or the environment variable CACHEWARDEN_{}__URL",
-                    section.to_uppercase()
+            let variable = format!("CACHEWARDEN_{}__URL", section.to_uppercase());
+            let credential = CREDENTIALS.iter().find(|(_, s, f)| *s == section && *f == "url");
+            let message = match (credential, &self.credentials) {
+                (None, _) => format!("is required: set `url` in [{section}] or the environment variable {variable}"),
+                (Some((name, ..)), Some(directory)) => format!(
+                    "is required: set `url` in [{section}], the environment variable {variable}, or the credential \
+                     {name} (there is none in {})",
+                    directory.display()
                 ),
-            );
+                (Some((name, ..)), None) => format!(
+                    "is required: set `url` in [{section}], the environment variable {variable}, or the credential \
+                     {name} (no credentials were read: systemd passes $CREDENTIALS_DIRECTORY to the service; from a \
+                     shell, pass --credentials /etc/cachewarden/credentials)"
+                ),
+            };
+            self.problem(self.lines.key_line(None, section), format!("{section}.url"), message);
             return None;
         };
         match check(&url) {
@@ -1570,7 +1582,7 @@ impl LineIndex {
     }
 
     /// The line of `key` in `[section]` (or at the top level when `section` is `None`).
-    fn key_line(&self, section: Option<&str>, key: &str) -> Option<usize> {
+    pub fn key_line(&self, section: Option<&str>, key: &str) -> Option<usize> {
         let Some(section) = section else {
             let header = format!("[{key}]");
             let top_end = self.source.find("\n[").map_or(self.source.len(), |i| i + 1);

@@ -253,7 +253,10 @@ impl TestEnv {
     /// The cachewarden binary, with this test's environment.
     pub fn cli(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_cachewarden"));
-        command.env("RUST_LOG", "info").env_remove("CACHEWARDEN_CONFIG");
+        command
+            .env("RUST_LOG", "info")
+            .env_remove("CACHEWARDEN_CONFIG")
+            .env_remove("CREDENTIALS_DIRECTORY");
         command
     }
 }

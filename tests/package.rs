@@ -1,0 +1,191 @@
+//! The Debian package `scripts/package` builds (from this test build's binaries): its metadata and contents,
+//! lintian, `systemd-analyze verify` on the unit it ships, the man pages and completions against `--help`, and the
+//! shipped configuration with credentials beside it.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::text;
+
+/// A man page as text: `man` marks bold and underline by overstriking (`X\x08X`); keep the last of each pair.
+fn man_text(page: &Path) -> String {
+    let (text, _) = run(Command::new("man").arg("-l").arg(page).env("MANWIDTH", "200"));
+    let mut plain = String::new();
+    for c in text.chars() {
+        if c == '\x08' {
+            plain.pop();
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+fn run(command: &mut Command) -> (String, String) {
+    let output = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{command:?} failed: {stdout}{stderr}");
+    (stdout, stderr)
+}
+
+#[test]
+fn the_package_installs_binary_unit_conffile_credentials_man_pages_and_completions() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let binaries = Path::new(env!("CARGO_BIN_EXE_cachewarden")).parent().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (stdout, _) = run(Command::new(root.join("scripts/package"))
+        .env("CACHEWARDEN_BIN_DIR", binaries)
+        .env("CACHEWARDEN_PACKAGE_DIR", out.path()));
+    let deb = Path::new(stdout.trim());
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        deb.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("cachewarden_{version}_")),
+        "{}",
+        deb.display()
+    );
+
+    let (info, _) = run(Command::new("dpkg-deb").arg("--info").arg(deb));
+    for field in [
+        "Package: cachewarden".to_string(),
+        format!("Version: {version}"),
+        "Depends: libc6".into(),
+        "conffiles".into(),
+    ] {
+        assert!(info.contains(&field), "no {field} in:\n{info}");
+    }
+    let (contents, _) = run(Command::new("dpkg-deb").arg("--contents").arg(deb));
+    let entry = |path: &str| {
+        contents
+            .lines()
+            .find(|line| line.ends_with(&format!(" ./{path}")))
+            .unwrap_or_else(|| panic!("the package has no {path}:\n{contents}"))
+    };
+    assert!(entry("usr/bin/cachewarden").starts_with("-rwxr-xr-x root/root"));
+    assert!(entry("etc/cachewarden/credentials/").starts_with("drwx------ root/root"));
+    for path in [
+        "lib/systemd/system/cachewarden.service",
+        "etc/cachewarden/jobs.toml",
+        "usr/share/man/man1/cachewarden.1.gz",
+        "usr/share/man/man1/cachewarden-run.1.gz",
+        "usr/share/bash-completion/completions/cachewarden",
+        "usr/share/zsh/vendor-completions/_cachewarden",
+        "usr/share/fish/vendor_completions.d/cachewarden.fish",
+        "usr/share/doc/cachewarden/copyright",
+        "usr/share/doc/cachewarden/changelog.gz",
+    ] {
+        entry(path);
+    }
+
+    // lintian: no errors (the 0700 credentials directory is a deliberate warning).
+    let output = Command::new("lintian")
+        .arg(deb)
+        .output()
+        .expect("lintian is installed by scripts/services");
+    let (lint, lint_err) = text(&output);
+    assert!(
+        !lint.lines().any(|line| line.starts_with("E: ")) && output.status.code() == Some(0),
+        "lintian:\n{lint}{lint_err}"
+    );
+
+    let tree = tempfile::tempdir().unwrap();
+    let tree = tree.path();
+    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(tree));
+    let control = tempfile::tempdir().unwrap();
+    run(Command::new("dpkg-deb").arg("-e").arg(deb).arg(control.path()));
+    assert_eq!(
+        std::fs::read_to_string(control.path().join("conffiles"))
+            .unwrap()
+            .trim(),
+        "/etc/cachewarden/jobs.toml"
+    );
+
+    // The unit passes `systemd-analyze verify` against the packaged binary and man page (the targets it orders
+    // against are copied from this host).
+    let units = tree.join("lib/systemd/system");
+    for host_units in ["/lib/systemd/system", "/usr/lib/systemd/system"] {
+        for unit in std::fs::read_dir(host_units).into_iter().flatten().flatten() {
+            let name = unit.file_name();
+            let name = name.to_string_lossy();
+            if (name.ends_with(".target") || name.ends_with(".slice")) && !units.join(&*name).exists() {
+                let _ = std::fs::copy(unit.path(), units.join(&*name));
+            }
+        }
+    }
+    let output = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(format!("--root={}", tree.display()))
+        .arg(units.join("cachewarden.service"))
+        .env("MANPATH", tree.join("usr/share/man"))
+        .output()
+        .unwrap();
+    let (verify_out, verify_err) = text(&output);
+    assert!(
+        output.status.success(),
+        "systemd-analyze verify:\n{verify_out}{verify_err}"
+    );
+    let unit = std::fs::read_to_string(units.join("cachewarden.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/cachewarden run"), "{unit}");
+
+    // The man pages and completions say what --help says: every command and every option.
+    let binary = tree.join("usr/bin/cachewarden");
+    let (help, _) = run(Command::new(&binary).arg("--help"));
+    let man = man_text(&tree.join("usr/share/man/man1/cachewarden.1.gz"));
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|line| !line.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|line| line.starts_with("  "))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .collect();
+    assert!(commands.len() >= 8, "{help}");
+    let bash = std::fs::read_to_string(tree.join("usr/share/bash-completion/completions/cachewarden")).unwrap();
+    for command in &commands {
+        assert!(
+            man.contains(&format!("cachewarden-{command}(1)")),
+            "man lacks {command}:\n{man}"
+        );
+        assert!(bash.contains(command), "bash completion lacks {command}");
+        let (sub_help, _) = run(Command::new(&binary).args([command, "--help"]));
+        let sub_man = man_text(&tree.join(format!("usr/share/man/man1/cachewarden-{command}.1.gz")));
+        for option in sub_help.split_whitespace().filter(|word| word.starts_with("--")) {
+            let option = option.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+            assert!(
+                sub_man.contains(option),
+                "cachewarden-{command}(1) lacks {option}:\n{sub_man}"
+            );
+        }
+    }
+    assert!(
+        man.contains("EXIT STATUS") && man.contains("78") && man.contains("69"),
+        "{man}"
+    );
+
+    // The shipped configuration is valid once the credentials beside it hold the URLs, and says where they go
+    // when they do not.
+    let jobs = tree.join("etc/cachewarden/jobs.toml");
+    let output = Command::new(&binary)
+        .arg("check")
+        .arg("--config")
+        .arg(&jobs)
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("credential mysql-url"), "{stderr}");
+    let credentials = tree.join("etc/cachewarden/credentials");
+    std::fs::write(
+        credentials.join("mysql-url"),
+        "mysql://cachewarden@db.internal:3306/shop",
+    )
+    .unwrap();
+    std::fs::write(credentials.join("redis-url"), "rediss://cache.internal:6379/0").unwrap();
+    let (stdout, _) = run(Command::new(&binary).arg("check").arg("--config").arg(&jobs));
+    assert!(stdout.contains("OK (0 warm jobs)"), "{stdout}");
+}
