@@ -295,6 +295,56 @@ def warm_1m(runs):
             "python_pipelined": statistics.median(py_rate), "python_rss": max(py_rss)}
 
 
+COMPRESSED_QUERY = ("SELECT id, name, price, category_id, updated_at,"
+                    " REPEAT(CONCAT(name, ' ships from the warehouse in two days; '), 6) AS description FROM million")
+COMPRESS_OVER = 256
+
+
+def stored_sizes(prefix, sample=2000):
+    """Mean stored and decoded (JSON) bytes per key over a sample of keys."""
+    import zstandard
+    decompressor = zstandard.ZstdDecompressor()
+    stored, rendered = [], []
+    for key in list(r().scan_iter(f"{prefix}*", count=5000))[:sample]:
+        value = r().get(key)
+        stored.append(len(value))
+        rendered.append(len(decompressor.decompress(value)) if value[:4] == b"\x28\xb5\x2f\xfd" else len(value))
+    return statistics.mean(stored), statistics.mean(rendered)
+
+
+def warm_1m_compressed(runs):
+    """1M rows of ~420 B JSON, zstd over 256 B, against the same job uncompressed and the pipelined Python script
+    compressing with the zstandard package."""
+    compressed = config(warm_job("million", COMPRESSED_QUERY, "bench:z:",
+                                 f'compress = "zstd"\ncompress_over = "{COMPRESS_OVER}B"'))
+    plain = config(warm_job("million", COMPRESSED_QUERY, "bench:z:"))
+    py = os.path.join(sys.prefix, "bin", "python")
+    cw, cw_rss, uncompressed = [], [], []
+    for _ in range(runs):
+        flush()
+        seconds, rss = gnu_time([BIN, "run", "--once", "--config", compressed])
+        assert data_keys() == 1_000_000
+        cw.append(1_000_000 / seconds)
+        cw_rss.append(rss)
+    stored, rendered = stored_sizes("bench:z:")
+    used_compressed = r().info("memory")["used_memory"]
+    for _ in range(runs):
+        flush()
+        seconds, _ = gnu_time([BIN, "run", "--once", "--config", plain])
+        uncompressed.append(1_000_000 / seconds)
+    used_plain = r().info("memory")["used_memory"]
+    flush()
+    seconds, _ = gnu_time([py, os.path.join(BASELINES, "warm_pipelined.py"), MYSQL_URL, REDIS_URL, COMPRESSED_QUERY,
+                           "bench:z:", "600", "zstd", str(COMPRESS_OVER)])
+    py_rate = 1_000_000 / seconds
+    py_stored, _ = stored_sizes("bench:z:")
+    flush()
+    return {"cachewarden": statistics.median(cw), "cachewarden_rss": max(cw_rss),
+            "cachewarden_uncompressed": statistics.median(uncompressed), "python_zstd": py_rate,
+            "stored_bytes_per_key": stored, "rendered_bytes_per_key": rendered, "python_stored_bytes_per_key": py_stored,
+            "redis_used_mb_compressed": used_compressed / 2**20, "redis_used_mb_plain": used_plain / 2**20}
+
+
 def pubsub(runs):
     n_cw, n_py = 1_000_000, 200_000
     work = tempfile.mkdtemp(prefix="cwbench")
@@ -560,6 +610,7 @@ def ceiling(w):
 
 def report(results, runs):
     w, m, p, b, i = (results[k] for k in ("warm_10k", "warm_1m", "pubsub", "binlog", "idle"))
+    z = results["warm_1m_compressed"]
     s, st = results["cdc_single_row"], results["cdc_storm"]
     size, w = w
     rows = [
@@ -579,6 +630,15 @@ def report(results, runs):
         ("stale-set protection cost: warm 1M keys/s with / without", f"{m['cachewarden']:.0f} / "
          f"{m['cachewarden_unprotected']:.0f}", "-", "-",
          f"{m['cachewarden'] / m['cachewarden_unprotected']:.2f}x", "(measured, no target)"),
+        (f"warm 1M rows of ~{z['rendered_bytes_per_key']:.0f} B JSON, zstd over {COMPRESS_OVER} B: keys/s (peak RSS);"
+         " bytes per key stored; Redis used memory",
+         f"{z['cachewarden']:.0f} ({z['cachewarden_rss']:.0f} MB); {z['stored_bytes_per_key']:.0f} B of"
+         f" {z['rendered_bytes_per_key']:.0f}; {z['redis_used_mb_compressed']:.0f} MB vs {z['redis_used_mb_plain']:.0f} MB"
+         f" plain (plain run {z['cachewarden_uncompressed']:.0f} keys/s)",
+         f"{z['python_zstd']:.0f} pipelined + zstandard ({z['python_stored_bytes_per_key']:.0f} B per key)", "-",
+         f"{z['cachewarden'] / z['python_zstd']:.1f}x; compression costs"
+         f" {1 - z['cachewarden'] / z['cachewarden_uncompressed']:.0%} of the plain rate",
+         "(measured, no target)"),
         ("pub/sub invalidations/s (lost)", f"{p['cachewarden']:.0f} ({p['cachewarden_lost']:.0f} of {p['messages']})",
          f"{p['python']:.0f} ({p['python_lost']} of {p['python_messages']})", "-",
          f"{p['cachewarden'] / p['python']:.1f}x", "≥ 150k/s, 0 lost, ≥ 10x"),
@@ -637,12 +697,13 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print the report, leave docs/BENCHMARKS.md alone")
-    parser.add_argument("--only", help="run one scenario and print its figures (warm_10k, warm_1m, pubsub, binlog, "
+    parser.add_argument("--only", help="run one scenario and print its figures (warm_10k, warm_1m, warm_1m_compressed, pubsub, binlog, "
                         "cdc_single_row, cdc_storm, idle)")
     args = parser.parse_args()
     setup()
     results = {}
     for name, scenario in (("warm_10k", lambda: warm_10k(args.runs)), ("warm_1m", lambda: warm_1m(args.runs)),
+                           ("warm_1m_compressed", lambda: warm_1m_compressed(args.runs)),
                            ("pubsub", lambda: pubsub(args.runs)), ("binlog", lambda: binlog(args.runs)),
                            ("cdc_single_row", lambda: cdc.single_row(sys.modules[__name__], args.runs)),
                            ("cdc_storm", lambda: cdc.storm(sys.modules[__name__], args.runs)),

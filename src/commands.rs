@@ -206,7 +206,15 @@ pub fn format_summary(outcomes: &[OnceOutcome]) -> String {
                 s.rows.to_string(),
                 s.keys_written.to_string(),
                 s.skipped().to_string(),
-                crate::words::bytes(s.bytes_written),
+                if s.bytes_rendered > s.bytes_written {
+                    format!(
+                        "{} (of {})",
+                        crate::words::bytes(s.bytes_written),
+                        crate::words::bytes(s.bytes_rendered)
+                    )
+                } else {
+                    crate::words::bytes(s.bytes_written)
+                },
                 crate::words::duration(s.duration),
             ],
             Err(_) => [

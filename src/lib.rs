@@ -7,6 +7,8 @@
 //! - [`model`]: the vocabulary: warm jobs, key templates, TTLs, triggers, key operations.
 //! - [`value`]: MySQL wire values → JSON and key text (pure; documents the type mapping).
 //! - [`render`]: a row → its key and JSON value; sensitive-column refusal (pure).
+//! - [`codec`]: a rendered value → the bytes stored (compressed over a size) and back (pure).
+//! - [`crypto`]: encrypted columns: AES-256-GCM envelopes and the keyring that seals and opens them.
 //! - [`warm`]: runs warm jobs: stream rows, render, write in batches; overlap guard, concurrency limit (executor).
 //! - [`cache`]: Redis; the single write path every cache write goes through.
 //! - [`database`]: MySQL via sqlx: pool, statement timeouts, raw rows.
@@ -34,8 +36,10 @@ pub mod backoff;
 pub mod cache;
 pub mod check;
 pub mod cli;
+pub mod codec;
 pub mod commands;
 pub mod config;
+pub mod crypto;
 pub mod database;
 pub mod demo;
 pub mod health;

@@ -46,7 +46,12 @@ fn describe() {
     describe_counter!(
         "cachewarden_warm_bytes_written_total",
         Unit::Bytes,
-        "Value bytes written by warm jobs."
+        "Value bytes written by warm jobs, as stored (after compression)."
+    );
+    describe_counter!(
+        "cachewarden_warm_bytes_rendered_total",
+        Unit::Bytes,
+        "The same values' bytes as rendered JSON, before compression."
     );
     describe_counter!(
         "cachewarden_warm_values_skipped_total",
@@ -194,6 +199,7 @@ pub fn initialise(configured: &Configured<'_>) {
             "cachewarden_warm_rows_total",
             "cachewarden_warm_keys_written_total",
             "cachewarden_warm_bytes_written_total",
+            "cachewarden_warm_bytes_rendered_total",
         ] {
             counter!(name, "warm_job" => job.clone()).increment(0);
         }
@@ -306,6 +312,7 @@ pub struct RunFigures {
     pub rows: u64,
     pub keys_written: u64,
     pub bytes_written: u64,
+    pub bytes_rendered: u64,
     pub skipped_oversize: u64,
     pub skipped_null_key: u64,
     pub skipped_invalid: u64,
@@ -329,6 +336,7 @@ pub fn record_run(job: &str, outcome: Outcome, summary: Option<&RunFigures>) {
     counter!("cachewarden_warm_rows_total", "warm_job" => job.clone()).increment(summary.rows);
     counter!("cachewarden_warm_keys_written_total", "warm_job" => job.clone()).increment(summary.keys_written);
     counter!("cachewarden_warm_bytes_written_total", "warm_job" => job.clone()).increment(summary.bytes_written);
+    counter!("cachewarden_warm_bytes_rendered_total", "warm_job" => job.clone()).increment(summary.bytes_rendered);
     for (reason, count) in [
         ("oversize", summary.skipped_oversize),
         ("null_key", summary.skipped_null_key),

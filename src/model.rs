@@ -269,6 +269,12 @@ pub struct WarmJob {
     pub refresh_query: Option<String>,
     /// The template placeholders bound to `refresh_query`'s `?`s, in order.
     pub refresh_params: Vec<String>,
+    /// How values are stored: compressed over a size, or plain. Refreshes write the same.
+    pub encoding: crate::codec::Encoding,
+    /// Columns whose values are encrypted inside the JSON; they satisfy the sensitive-column guard.
+    pub encrypt_columns: Vec<String>,
+    /// The keys `encrypt_columns` are sealed with; present whenever `encrypt_columns` is not empty.
+    pub keyring: Option<Arc<crate::crypto::Keyring>>,
 }
 
 /// Rewrites `:name` parameters in `sql` to `?` and returns the names in order. Text inside quotes, backticks and
@@ -366,6 +372,8 @@ pub struct Projection {
     /// Columns of the value, in this order.
     pub columns: Vec<String>,
     pub ttl: Ttl,
+    /// How the value is stored (`[defaults]`' compression).
+    pub encoding: crate::codec::Encoding,
 }
 
 /// A row image as the change planner sees it: column name → the value as key text (`None` for NULL).

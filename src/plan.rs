@@ -354,7 +354,7 @@ pub fn plan_change(rule: &ChangeRule, change: &RowChange) -> ChangePlan {
                     &mut plan,
                     Action::Set {
                         key,
-                        value,
+                        value: projection.encoding.encode(value),
                         ttl: projection.ttl.pick(crate::model::Jitter::None, 0.0),
                     },
                 ),
@@ -528,6 +528,7 @@ mod tests {
             key: KeyTemplate::parse("price:{id}").unwrap(),
             columns: vec!["price".into(), "id".into()],
             ttl: crate::model::Ttl::Expires(std::time::Duration::from_secs(60)),
+            encoding: crate::codec::Encoding::PLAIN,
         });
         let json: HashMap<String, Vec<u8>> = [("id", "8"), ("price", "\"9.50\""), ("name", "\"x\"")]
             .iter()

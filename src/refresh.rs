@@ -139,10 +139,14 @@ async fn refresh_under_lease(
         };
         if !shows(&rendered, &sources, seen.get(key)) {
             refreshed.unverified.push(key.to_string());
-        } else if rendered.value.len() > job.max_value_bytes {
+            continue;
+        }
+        // Stored as the warm job stores it: the limit is on the stored size.
+        let value = job.encoding.encode(rendered.value);
+        if value.len() > job.max_value_bytes {
             warn!(
                 key,
-                size = rendered.value.len(),
+                size = value.len(),
                 limit = job.max_value_bytes,
                 "Refreshed value exceeds max_value_bytes; leaving the key deleted."
             );
@@ -150,7 +154,7 @@ async fn refresh_under_lease(
         } else {
             ops.push(KeyOp::Set {
                 key: key.to_string(),
-                value: rendered.value,
+                value,
                 ttl: job.ttl.pick(job.jitter, fastrand::f64()),
                 read: lease.stamp(lease.read_at),
             });

@@ -55,14 +55,16 @@ pub enum PlanError {
         columns: String,
     },
     #[error(
-        "result column(s) {} look sensitive and would be cached; remove them from the query or list them in \
-         allow_sensitive", .columns.join(", ")
+        "result column(s) {} look sensitive and would be cached; remove them from the query, or list them in \
+         encrypt_columns (stored encrypted) or allow_sensitive (stored as they are)", .columns.join(", ")
     )]
     Sensitive { columns: Vec<String> },
     #[error("column `{column}` {message}")]
     Unmappable { column: String, message: String },
     #[error("json_columns names `{column}`, which is not a result column")]
     UnknownJsonColumn { column: String },
+    #[error("encrypt_columns names `{column}`, which is not a result column")]
+    UnknownEncryptedColumn { column: String },
     #[error("the result has two columns named `{column}`; give one an alias")]
     DuplicateColumn { column: String },
 }
@@ -86,6 +88,9 @@ pub struct RowRenderer {
     kinds: Vec<ColumnKind>,
     key: Vec<KeyPiece>,
     names: Vec<String>,
+    /// Per column, whether its value is sealed; with the keys to seal it.
+    encrypted: Vec<bool>,
+    keyring: Option<std::sync::Arc<crate::crypto::Keyring>>,
 }
 
 impl RowRenderer {
@@ -101,7 +106,21 @@ impl RowRenderer {
         if let Some(column) = job.json_columns.iter().find(|j| !columns.iter().any(|c| &c.name == *j)) {
             return Err(PlanError::UnknownJsonColumn { column: column.clone() });
         }
-        let sensitive = sensitive_columns(columns.iter().map(|c| c.name.as_str()), &job.allow_sensitive);
+        if let Some(column) = job
+            .encrypt_columns
+            .iter()
+            .find(|e| !columns.iter().any(|c| &c.name == *e))
+        {
+            return Err(PlanError::UnknownEncryptedColumn { column: column.clone() });
+        }
+        // An encrypted column is cached only sealed: that satisfies the guard as an explicit allowance does.
+        let allowed: Vec<String> = job
+            .allow_sensitive
+            .iter()
+            .chain(&job.encrypt_columns)
+            .cloned()
+            .collect();
+        let sensitive = sensitive_columns(columns.iter().map(|c| c.name.as_str()), &allowed);
         if !sensitive.is_empty() {
             return Err(PlanError::Sensitive { columns: sensitive });
         }
@@ -145,6 +164,8 @@ impl RowRenderer {
             field_prefixes,
             kinds,
             key,
+            encrypted: columns.iter().map(|c| job.encrypt_columns.contains(&c.name)).collect(),
+            keyring: job.keyring.clone().filter(|_| !job.encrypt_columns.is_empty()),
             names: columns.iter().map(|c| c.name.clone()).collect(),
         })
     }
@@ -182,7 +203,7 @@ impl RowRenderer {
         Ok(())
     }
 
-    /// Appends the row as a JSON object, columns in result order.
+    /// Appends the row as a JSON object, columns in result order; an encrypted column's value is its envelope.
     pub fn render_object(&self, cells: &[Cell<'_>], out: &mut Vec<u8>) {
         out.push(b'{');
         for (i, (prefix, cell)) in self.field_prefixes.iter().zip(cells).enumerate() {
@@ -190,7 +211,14 @@ impl RowRenderer {
                 out.push(b',');
             }
             out.extend_from_slice(prefix);
-            cell.write_json(out);
+            match &self.keyring {
+                Some(keyring) if self.encrypted[i] => {
+                    let mut plain = Vec::new();
+                    cell.write_json(&mut plain);
+                    keyring.seal(&self.names[i], &plain, out);
+                }
+                _ => cell.write_json(out),
+            }
         }
         out.push(b'}');
     }
@@ -240,6 +268,9 @@ mod tests {
             max_value_bytes: 1024,
             refresh_query: None,
             refresh_params: vec![],
+            encoding: crate::codec::Encoding::PLAIN,
+            encrypt_columns: vec![],
+            keyring: None,
         }
     }
 
@@ -304,6 +335,57 @@ mod tests {
         let mut allowed = job("u:{id}");
         allowed.allow_sensitive = vec!["password_hash".into(), "SESSION_TOKEN".into()];
         assert!(RowRenderer::new(&allowed, &columns).is_ok());
+    }
+
+    #[test]
+    fn an_encrypted_column_passes_the_guard_and_is_rendered_sealed() {
+        let columns = [
+            col("id", "INT"),
+            col("email", "VARCHAR"),
+            col("session_token", "VARCHAR"),
+        ];
+        let keyring = crate::crypto::Keyring::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", None).unwrap();
+        let mut sealed = job("u:{id}");
+        sealed.encrypt_columns = vec!["email".into()];
+        sealed.keyring = Some(std::sync::Arc::new(keyring));
+        // The token is neither encrypted nor allowed: still refused.
+        let error = RowRenderer::new(&sealed, &columns).err().unwrap();
+        assert_eq!(
+            error,
+            PlanError::Sensitive {
+                columns: vec!["session_token".into()]
+            }
+        );
+        sealed.encrypt_columns.push("session_token".into());
+        let renderer = RowRenderer::new(&sealed, &columns).unwrap();
+        let cells = [
+            Cell::Int(7),
+            Cell::Text(Cow::Borrowed("alice@example.com")),
+            Cell::Text(Cow::Borrowed("t0k3n")),
+        ];
+        let mut out = Vec::new();
+        renderer.render_object(&cells, &mut out);
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value["id"], 7);
+        assert!(
+            !String::from_utf8_lossy(&out).contains("alice"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        let keyring = sealed.keyring.as_ref().unwrap();
+        assert_eq!(
+            keyring.open("email", &value["email"]).unwrap(),
+            b"\"alice@example.com\""
+        );
+        assert_eq!(
+            keyring.open("session_token", &value["session_token"]).unwrap(),
+            b"\"t0k3n\""
+        );
+        sealed.encrypt_columns.push("nope".into());
+        assert!(matches!(
+            RowRenderer::new(&sealed, &columns),
+            Err(PlanError::UnknownEncryptedColumn { .. })
+        ));
     }
 
     #[test]

@@ -83,8 +83,10 @@ pub struct RunSummary {
     pub rows: u64,
     /// Keys written (or, in a dry run, that would have been).
     pub keys_written: u64,
-    /// Bytes of values written.
+    /// Bytes of values written, as stored (compressed where the job compresses).
     pub bytes_written: u64,
+    /// The same values' bytes as rendered JSON, before compression.
+    pub bytes_rendered: u64,
     /// Values larger than `max_value_bytes`, not written.
     pub skipped_oversize: u64,
     /// Rows whose key column was NULL.
@@ -103,6 +105,7 @@ impl RunSummary {
             rows: self.rows,
             keys_written: self.keys_written,
             bytes_written: self.bytes_written,
+            bytes_rendered: self.bytes_rendered,
             skipped_oversize: self.skipped_oversize,
             skipped_null_key: self.skipped_null_key,
             skipped_invalid: self.skipped_invalid,
@@ -294,6 +297,8 @@ impl Warmer {
             mode,
             ops: Vec::with_capacity(BATCH_KEYS),
             bytes: 0,
+            rendered: 0,
+            rendered_sizes: Vec::new(),
             summary: RunSummary::default(),
             progress,
             read,
@@ -331,7 +336,7 @@ impl Warmer {
                 if job.shape == Shape::Object && aggregate.rows >= 1 {
                     return Err(WarmError::NotOneRow("more than one".into()));
                 }
-                aggregate.push(renderer, &cells, job.max_value_bytes);
+                aggregate.push(renderer, &cells, job.encoding.rendered_limit(job.max_value_bytes));
                 continue;
             }
 
@@ -356,8 +361,14 @@ impl Warmer {
                     |s| &mut s.skipped_oversize,
                     || {
                         format!(
-                            "key {}: the whole result exceeds max_value_bytes ({})",
-                            aggregate.key, job.max_value_bytes
+                            "key {}: the whole result exceeds max_value_bytes ({}){}",
+                            aggregate.key,
+                            job.max_value_bytes,
+                            if job.encoding.compress == crate::codec::Compression::None {
+                                ""
+                            } else {
+                                " even before compression could shrink it"
+                            }
                         )
                     },
                 );
@@ -413,6 +424,10 @@ struct BatchWriter<'a> {
     mode: Mode,
     ops: Vec<KeyOp>,
     bytes: usize,
+    /// The same values' rendered sizes, before compression.
+    rendered: usize,
+    /// In a dry run, each collected value's rendered size (printed beside its stored size).
+    rendered_sizes: Vec<usize>,
     summary: RunSummary,
     progress: &'a Progress,
     /// The run's read (version and lease; `None` without protection): its writes lose to later invalidations.
@@ -422,7 +437,10 @@ struct BatchWriter<'a> {
 }
 
 impl BatchWriter<'_> {
+    /// Adds the rendered `value` of `key`, stored as the job's encoding says (the size limit is on what is stored).
     async fn push(&mut self, key: String, value: Vec<u8>) -> Result<(), CacheError> {
+        let rendered = value.len();
+        let value = self.job.encoding.encode(value);
         if value.len() > self.job.max_value_bytes {
             let size = value.len();
             let limit = self.job.max_value_bytes;
@@ -434,6 +452,10 @@ impl BatchWriter<'_> {
         }
         let ttl = self.job.ttl.pick(self.job.jitter, fastrand::f64());
         self.bytes += value.len();
+        self.rendered += rendered;
+        if self.mode == Mode::DryRun {
+            self.rendered_sizes.push(rendered);
+        }
         self.ops.push(KeyOp::Set {
             key,
             value,
@@ -457,7 +479,9 @@ impl BatchWriter<'_> {
         let ops = std::mem::replace(&mut self.ops, Vec::with_capacity(BATCH_KEYS));
         let keys = ops.len() as u64;
         self.summary.bytes_written += self.bytes as u64;
+        self.summary.bytes_rendered += self.rendered as u64;
         self.bytes = 0;
+        self.rendered = 0;
         match self.mode {
             Mode::Write => {
                 let cache = self.cache.clone();
@@ -466,7 +490,7 @@ impl BatchWriter<'_> {
                 self.in_flight.push_back((write, keys));
             }
             Mode::DryRun => {
-                print_dry_run(&self.job.name, &ops);
+                print_dry_run(&self.job.name, &ops, &std::mem::take(&mut self.rendered_sizes));
                 self.count_written(keys);
             }
         }
@@ -513,14 +537,15 @@ impl Drop for BatchWriter<'_> {
     }
 }
 
-fn print_dry_run(job: &str, ops: &[KeyOp]) {
+/// One line per key: `job, key, ttl, stored bytes, rendered bytes`.
+fn print_dry_run(job: &str, ops: &[KeyOp], rendered: &[usize]) {
     use std::io::Write as _;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    for op in ops {
+    for (op, rendered) in ops.iter().zip(rendered) {
         if let KeyOp::Set { key, value, ttl, .. } = op {
             let ttl = ttl.map_or_else(|| "none".to_string(), crate::words::duration);
-            let _ = writeln!(out, "{job}\t{key}\t{ttl}\t{}", value.len());
+            let _ = writeln!(out, "{job}\t{key}\t{ttl}\t{}\t{rendered}", value.len());
         }
     }
 }

@@ -291,7 +291,11 @@ async fn dry_run_prints_keys_ttls_and_sizes_and_writes_nothing() {
     assert!(output.status.success(), "{stderr}");
     let p = &env.prefix;
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines, [format!("p\t{p}p:1\t1h\t24"), format!("p\t{p}p:2\t1h\t22")]);
+    // job, key, TTL, stored bytes, rendered bytes (the same without compression).
+    assert_eq!(
+        lines,
+        [format!("p\t{p}p:1\t1h\t24\t24"), format!("p\t{p}p:2\t1h\t22\t22")]
+    );
     let summary = stderr
         .lines()
         .find(|l| l.starts_with("p "))

@@ -96,7 +96,11 @@ async fn rediss_refuses_a_server_the_ca_does_not_vouch_for() {
         .output()
         .unwrap();
     let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(69),
+        "no connection without a trusted certificate: {stdout}{stderr}"
+    );
     assert!(stderr.contains("Redis at rediss://:***@127.0.0.1"), "{stderr}");
     assert!(!stderr.contains("cwtest-secret"), "{stderr}");
 }
@@ -142,6 +146,10 @@ async fn mysql_verify_identity_uses_tls_with_the_configured_ca() {
         .output()
         .unwrap();
     let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(69),
+        "no connection without a trusted certificate: {stdout}{stderr}"
+    );
     assert!(stderr.contains("MySQL at"), "{stderr}");
 }

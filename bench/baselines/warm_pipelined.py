@@ -1,6 +1,7 @@
 """Cache warming, the better Python script: a streaming cursor and pipelined SETEX in batches of 1000.
 
-Usage: warm_pipelined.py MYSQL_URL REDIS_URL QUERY KEY_PREFIX TTL_SECONDS
+Usage: warm_pipelined.py MYSQL_URL REDIS_URL QUERY KEY_PREFIX TTL_SECONDS [zstd COMPRESS_OVER]
+With `zstd N`, values over N bytes are stored as zstd frames (level 3), as cachewarden's `compress = "zstd"` does.
 Prints the number of keys written.
 """
 import json
@@ -22,6 +23,10 @@ def default(value):
 
 def main():
     mysql_url, redis_url, query, prefix, ttl = sys.argv[1:6]
+    compress_over = int(sys.argv[7]) if len(sys.argv) > 7 and sys.argv[6] == "zstd" else None
+    if compress_over is not None:
+        import zstandard
+        compressor = zstandard.ZstdCompressor(level=3)
     url = urlparse(mysql_url)
     db = pymysql.connect(host=url.hostname, port=url.port or 3306, user=url.username or "root",
                          password=url.password or "", database=url.path.lstrip("/"),
@@ -32,7 +37,11 @@ def main():
     pipe = r.pipeline(transaction=False)
     count = 0
     for row in cursor:
-        pipe.setex(f'{prefix}{row["id"]}', int(ttl), json.dumps(row, default=default))
+        value = json.dumps(row, default=default).encode()
+        if compress_over is not None and len(value) > compress_over:
+            compressed = compressor.compress(value)
+            value = compressed if len(compressed) < len(value) else value
+        pipe.setex(f'{prefix}{row["id"]}', int(ttl), value)
         count += 1
         if count % BATCH == 0:
             pipe.execute()

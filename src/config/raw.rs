@@ -29,6 +29,15 @@ pub struct RawDefaults {
     pub jitter: Option<String>,
     pub max_value_bytes: Option<IntOrString>,
     pub timeout: Option<String>,
+    pub compress: Option<String>,
+    pub compress_over: Option<IntOrString>,
+}
+
+/// `[crypto]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCrypto {
+    pub key_file: Option<String>,
+    pub write_key: Option<String>,
 }
 
 /// `[daemon]`
@@ -66,6 +75,9 @@ pub struct RawWarmJob {
     pub allow_sensitive: Option<Vec<String>>,
     pub max_value_bytes: Option<IntOrString>,
     pub refresh_query: Option<String>,
+    pub compress: Option<String>,
+    pub compress_over: Option<IntOrString>,
+    pub encrypt_columns: Option<Vec<String>>,
 }
 
 /// `[channel]`

@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 
 use super::error::{ConfigError, Problem};
 use super::raw::{
-    BoolOrString, IntOrString, RawAdmin, RawBinlog, RawChannel, RawDaemon, RawDefaults, RawMysql, RawOnChange,
-    RawRedis, RawWarmJob,
+    BoolOrString, IntOrString, RawAdmin, RawBinlog, RawChannel, RawCrypto, RawDaemon, RawDefaults, RawMysql,
+    RawOnChange, RawRedis, RawWarmJob,
 };
 use super::{
     AdminSettings, BinlogSettings, BinlogStart, ChangeRule, ChannelSettings, CheckpointStore, Config, DaemonSettings,
@@ -27,11 +27,29 @@ use crate::model::{Jitter, KeyTemplate, Schedule, Shape, Ttl, WarmJob};
 const SECTIONS: &[(&str, &[&str])] = &[
     ("mysql", &["url", "pool_size", "connect_timeout", "ssl_mode", "ssl_ca"]),
     ("redis", &["url", "connect_timeout", "ca_file", "stale_set_protection"]),
-    ("defaults", &["ttl", "jitter", "max_value_bytes", "timeout"]),
+    (
+        "defaults",
+        &[
+            "ttl",
+            "jitter",
+            "max_value_bytes",
+            "timeout",
+            "compress",
+            "compress_over",
+        ],
+    ),
     (
         "daemon",
-        &["max_concurrent_jobs", "shutdown_grace", "log_level", "log_format"],
+        &[
+            "max_concurrent_jobs",
+            "shutdown_grace",
+            "log_level",
+            "log_format",
+            "audit_interval",
+            "audit_sample",
+        ],
     ),
+    ("crypto", &["key_file", "write_key"]),
     ("admin", &["enabled", "listen"]),
     (
         "binlog",
@@ -81,6 +99,9 @@ const WARM_FIELDS: &[&str] = &[
     "allow_sensitive",
     "max_value_bytes",
     "refresh_query",
+    "compress",
+    "compress_over",
+    "encrypt_columns",
 ];
 
 /// The fields of an `[[on_change]]` rule.
@@ -99,6 +120,11 @@ const ENV_SECTIONS: &[&str] = &["mysql", "redis", "defaults", "daemon", "admin",
 
 /// systemd credentials (`LoadCredential=`) read from `$CREDENTIALS_DIRECTORY`, and the field each one sets.
 const CREDENTIALS: &[(&str, &str, &str)] = &[("mysql-url", "mysql", "url"), ("redis-url", "redis", "url")];
+
+/// The credential that holds the key file for encrypted columns (it overrides `[crypto] key_file`).
+const KEY_CREDENTIAL: &str = "cache-key";
+/// Values up to this size are stored plain even when a job compresses: below it compression saves little.
+const DEFAULT_COMPRESS_OVER: usize = 1024;
 
 /// The seed's advice: keep values under 100 KiB.
 const DEFAULT_MAX_VALUE_BYTES: usize = 100 * 1024;
@@ -180,13 +206,15 @@ pub fn validate(
     let mysql: RawMysql = ctx.section(&doc, "mysql");
     let redis: RawRedis = ctx.section(&doc, "redis");
     let defaults: RawDefaults = ctx.section(&doc, "defaults");
+    let crypto: RawCrypto = ctx.section(&doc, "crypto");
     let daemon: RawDaemon = ctx.section(&doc, "daemon");
     let admin: RawAdmin = ctx.section(&doc, "admin");
     let channel: RawChannel = ctx.section(&doc, "channel");
 
     let mysql = ctx.mysql(mysql);
     let redis = ctx.redis(redis);
-    let defaults = ctx.defaults(defaults);
+    let keyring = ctx.keyring(crypto, credentials);
+    let defaults = ctx.defaults(defaults, keyring);
     let daemon = ctx.daemon(daemon);
     let admin = ctx.admin(admin);
 
@@ -235,7 +263,7 @@ pub fn validate(
         Some(toml::Value::Array(items)) => items
             .iter()
             .enumerate()
-            .filter_map(|(index, item)| ctx.change_rule(index, item, &jobs, &invalid_jobs, mysql.as_ref()))
+            .filter_map(|(index, item)| ctx.change_rule(index, item, &jobs, &invalid_jobs, mysql.as_ref(), &defaults))
             .collect(),
         Some(_) => {
             ctx.problem(
@@ -280,6 +308,9 @@ struct Defaults {
     jitter: Option<String>,
     max_value_bytes: usize,
     timeout: Duration,
+    encoding: crate::codec::Encoding,
+    /// The keys for encrypted columns: `Err` holds why there are none (named when a job encrypts).
+    keyring: Result<Arc<crate::crypto::Keyring>, String>,
 }
 
 struct Context {
@@ -571,6 +602,7 @@ impl Context {
         jobs: &[WarmJob],
         invalid_jobs: &[(String, String)],
         mysql: Option<&MysqlSettings>,
+        defaults: &Defaults,
     ) -> Option<ChangeRule> {
         let at = match item.get("table").and_then(|v| v.as_str()) {
             Some(table) => format!("on_change[{index}] \"{table}\""),
@@ -726,6 +758,7 @@ impl Context {
                 key: key?,
                 columns: columns?,
                 ttl: ttl?,
+                encoding: defaults.encoding,
             })
         });
         if delete.is_empty()
@@ -945,7 +978,42 @@ impl Context {
         })
     }
 
-    fn defaults(&mut self, raw: RawDefaults) -> Defaults {
+    /// The keyring from `[crypto]` (or the credential `cache-key`); `Err` says why there is none. A key file that is
+    /// named but unreadable or malformed is a problem even if no job encrypts yet.
+    fn keyring(&mut self, raw: RawCrypto, credentials: Option<&Path>) -> Result<Arc<crate::crypto::Keyring>, String> {
+        let credential = credentials
+            .map(|directory| directory.join(KEY_CREDENTIAL))
+            .filter(|path| path.exists());
+        let (path, field) = match (credential, raw.key_file) {
+            (Some(path), _) => (path, format!("credential {KEY_CREDENTIAL}")),
+            (None, Some(file)) => (std::path::PathBuf::from(file), "key_file".to_string()),
+            (None, None) => {
+                if raw.write_key.is_some() {
+                    self.field_problem("crypto", "write_key", "needs a key file: set key_file".into());
+                }
+                return Err(format!(
+                    "needs a key: set [crypto] key_file, or the credential {KEY_CREDENTIAL} (for the service, \
+                     LoadCredential={KEY_CREDENTIAL}:/etc/cachewarden/credentials/{KEY_CREDENTIAL})"
+                ));
+            }
+        };
+        let parsed = std::fs::read_to_string(&path)
+            .map_err(|error| format!("cannot read the key file {}: {error}", path.display()))
+            .and_then(|text| {
+                crate::crypto::Keyring::parse(&text, raw.write_key.as_deref())
+                    .map_err(|message| format!("the key file {} {message}", path.display()))
+            });
+        match parsed {
+            Ok(keyring) => Ok(Arc::new(keyring)),
+            Err(message) => {
+                let field = if field == "key_file" { "key_file" } else { "write_key" };
+                self.field_problem("crypto", field, message.clone());
+                Err(message)
+            }
+        }
+    }
+
+    fn defaults(&mut self, raw: RawDefaults, keyring: Result<Arc<crate::crypto::Keyring>, String>) -> Defaults {
         let ttl = raw.ttl.and_then(|ttl| match parse_ttl(&ttl) {
             Ok(ttl) => Some(ttl),
             Err(message) => {
@@ -965,9 +1033,22 @@ impl Context {
                 None
             }
         });
+        let plain = crate::codec::Encoding {
+            compress: crate::codec::Compression::None,
+            compress_over: DEFAULT_COMPRESS_OVER,
+        };
+        let encoding = match encoding(raw.compress, raw.compress_over, plain) {
+            Ok(encoding) => encoding,
+            Err((field, message)) => {
+                self.field_problem("defaults", field, message);
+                plain
+            }
+        };
         Defaults {
             ttl,
             jitter: raw.jitter,
+            encoding,
+            keyring,
             max_value_bytes: max_value_bytes.unwrap_or(DEFAULT_MAX_VALUE_BYTES),
             timeout: self
                 .duration("defaults", "timeout", raw.timeout)
@@ -1158,6 +1239,18 @@ impl Context {
                 .ok(),
             None => Some(defaults.max_value_bytes),
         };
+        let encoding = encoding(raw.compress, raw.compress_over, defaults.encoding)
+            .map_err(|(field, message)| problem(self, Some(field), message))
+            .ok();
+        let encrypt_columns = raw.encrypt_columns.unwrap_or_default();
+        let keyring = match (&defaults.keyring, encrypt_columns.is_empty()) {
+            (_, true) => Some(None),
+            (Ok(keyring), false) => Some(Some(keyring.clone())),
+            (Err(why), false) => {
+                problem(self, Some("encrypt_columns"), why.clone());
+                None
+            }
+        };
         for (field, list) in [
             ("json_columns", &raw.json_columns),
             ("allow_sensitive", &raw.allow_sensitive),
@@ -1232,8 +1325,36 @@ impl Context {
             max_value_bytes: max_value_bytes?,
             refresh_query,
             refresh_params,
+            encoding: encoding?,
+            encrypt_columns,
+            keyring: keyring?,
         })
     }
+}
+
+/// `compress` and `compress_over` over what is inherited; the error names the field.
+fn encoding(
+    compress: Option<String>,
+    compress_over: Option<IntOrString>,
+    inherited: crate::codec::Encoding,
+) -> Result<crate::codec::Encoding, (&'static str, String)> {
+    let compress = match compress {
+        None => inherited.compress,
+        Some(text) => crate::codec::Compression::parse(&text).ok_or_else(|| {
+            (
+                "compress",
+                format!("\"{text}\" is not a codec: use \"zstd\", \"gzip\" or \"none\""),
+            )
+        })?,
+    };
+    let compress_over = match compress_over {
+        None => inherited.compress_over,
+        Some(size) => parse_size(&size).map_err(|message| ("compress_over", message))?,
+    };
+    Ok(crate::codec::Encoding {
+        compress,
+        compress_over,
+    })
 }
 
 /// Deserializes `value` into `T`, returning the unknown fields it saw (each with a message) or the first type error

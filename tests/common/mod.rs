@@ -209,6 +209,15 @@ impl TestEnv {
             .expect("GET")
     }
 
+    /// The value at `key` as stored (compressed values are not text).
+    pub async fn get_bytes(&self, key: &str) -> Option<Vec<u8>> {
+        redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut self.redis().await)
+            .await
+            .expect("GET")
+    }
+
     /// The value at `key`, parsed as JSON.
     pub async fn get_json(&self, key: &str) -> Option<serde_json::Value> {
         self.get(key).await.map(|text| {
