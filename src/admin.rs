@@ -11,7 +11,8 @@
 //! | `GET /healthz`           | 200 while the process runs (from the first second)            |
 //! | `GET /readyz`            | 200 when Redis and MySQL answer, else 503 with the reason (also while starting) |
 //! | `GET /jobs`              | JSON: each job's schedule, next run, last run and counts      |
-//! | `POST /jobs/{name}/run`  | 202 queued, 404 unknown job, 409 already running, 503 queue full |
+//! | `GET /ha`                | JSON: with `[ha]`, this instance's role, the leader and its lease age; else 404 |
+//! | `POST /jobs/{name}/run`  | 202 queued, 404 unknown job, 409 already running or this instance is the standby, 503 queue full |
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -47,6 +48,8 @@ pub struct AdminState {
     pub triggers: mpsc::Sender<Trigger>,
     /// The last hour, for the status page.
     pub history: Arc<History>,
+    /// With `[ha]`: this instance's role.
+    pub ha: Option<watch::Receiver<crate::ha::Status>>,
 }
 
 /// The bound endpoint.
@@ -186,11 +189,26 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
             );
             response
         }
+        (Method::GET, "/ha") => match &state.ha {
+            Some(ha) => {
+                let body = ha.borrow().to_json();
+                let mut response = text(StatusCode::OK, &format!("{body:#}\n"));
+                response.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            None => text(
+                StatusCode::NOT_FOUND,
+                "[ha] is not enabled: this instance always leads\n",
+            ),
+        },
         (Method::POST, path) if path.starts_with("/jobs/") && path.ends_with("/run") => {
             let name = &path["/jobs/".len()..path.len() - "/run".len()];
             trigger(state, name)
         }
-        (_, "/healthz" | "/readyz" | "/metrics" | "/jobs") => {
+        (_, "/healthz" | "/readyz" | "/metrics" | "/jobs" | "/ha") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -210,6 +228,19 @@ fn trigger(state: &AdminState, name: &str) -> Response<Full<Bytes>> {
     let Some(warmer) = state.warmer.get() else {
         return starting(state);
     };
+    if let Some(ha) = &state.ha {
+        let status = ha.borrow().clone();
+        if status.role != crate::ha::Role::Leader {
+            return text(
+                StatusCode::CONFLICT,
+                &format!(
+                    "this instance ({}) is the {}: only the leader runs jobs; trigger it there\n",
+                    status.instance,
+                    status.describe()
+                ),
+            );
+        }
+    }
     if warmer.is_running(&job) {
         return text(
             StatusCode::CONFLICT,

@@ -24,9 +24,10 @@ use tokio::sync::watch;
 use crate::access::{self, Checked};
 use crate::admin::{AdminServer, AdminState};
 use crate::backoff::Backoff;
-use crate::cache::Cache;
+use crate::cache::{Cache, Fence};
 use crate::config::{self, ChannelSettings, Config};
 use crate::database::Database;
+use crate::ha::{LeaderLease, Role};
 use crate::health::{Health, HealthChecker, Liveness};
 use crate::invalidate::Invalidator;
 use crate::metrics;
@@ -64,6 +65,7 @@ pub async fn run_daemon(
         jobs: &jobs,
         channel: config.channel.enabled,
         binlog: config.binlog.is_some(),
+        ha: config.ha.is_some(),
     });
     let shutdown = CancellationToken::new();
     let tracker = Supervisor::new(shutdown.clone());
@@ -74,6 +76,15 @@ pub async fn run_daemon(
     let started = Arc::new(std::sync::OnceLock::new());
     let (triggers, trigger_rx) = mpsc::channel(TRIGGER_QUEUE);
     let (jobs_tx, jobs_rx) = watch::channel::<Arc<[WarmJob]>>(config.jobs.clone().into());
+    // With [ha]: the fence every value write carries, and this instance's role (the lease task publishes it).
+    let fence = config.ha.as_ref().map(|ha| Fence::new(&ha.key));
+    let (role_tx, mut role) = match &config.ha {
+        Some(ha) => {
+            let (tx, rx) = watch::channel(LeaderLease::starting(ha));
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
 
     // The admin endpoint is up from the first second: liveness, metrics, and readiness saying what it waits for.
     if config.admin.enabled {
@@ -91,6 +102,7 @@ pub async fn run_daemon(
             jobs: jobs_rx.clone(),
             triggers: triggers.clone(),
             history,
+            ha: role.clone(),
         };
         let server = AdminServer::bind(config.admin.listen, state).await.with_context(|| {
             format!(
@@ -108,7 +120,7 @@ pub async fn run_daemon(
         }
         other => other,
     };
-    let (db, cache) = match connected {
+    let (db, unfenced) = match connected {
         Ok(Some(servers)) => servers,
         ended => {
             shutdown.cancel();
@@ -118,6 +130,16 @@ pub async fn run_daemon(
             }
             return ended.map(drop);
         }
+    };
+    let cache = match (&config.ha, &fence, role_tx) {
+        (Some(ha), Some(fence), Some(role_tx)) => {
+            // A stop releases the lease at once, so that a standby takes over within a poll; writes still in flight
+            // here are then refused (the new leader's work supersedes them).
+            let lease = LeaderLease::new(unfenced.clone(), ha.clone(), fence.clone(), role_tx);
+            tracker.spawn("ha-lease", lease.run(shutdown.clone()));
+            unfenced.fenced(fence.clone())
+        }
+        _ => unfenced,
     };
     let warmer = Arc::new(Warmer::new(
         db.clone(),
@@ -136,14 +158,6 @@ pub async fn run_daemon(
         )
         .run(shutdown.clone()),
     );
-    let scheduler = Scheduler::new(jobs_rx.clone(), triggers.clone());
-    let scheduler_shutdown = shutdown.clone();
-    tracker.spawn("scheduler", async move {
-        if let Err(error) = scheduler.run(scheduler_shutdown.clone()).await {
-            error!(%error, "Scheduler failed; shutting down.");
-            scheduler_shutdown.cancel();
-        }
-    });
     tracker.spawn(
         "health",
         HealthChecker {
@@ -177,42 +191,17 @@ pub async fn run_daemon(
         config.channel.max_keys_per_pattern,
         health.clone(),
     ));
-    if let Some(binlog) = &config.binlog {
-        tracker.spawn(
-            "binlog",
-            BinlogListener {
-                settings: binlog.clone(),
-                rules: config.rules.clone().into(),
-                invalidator: invalidator.clone(),
-                health: health.clone(),
-            }
-            .run(shutdown.clone()),
-        );
-    }
-    if config.channel.enabled {
-        match &config.channel.stream {
-            Some(stream) => tracker.spawn(
-                "stream",
-                StreamListener {
-                    redis: config.redis.clone(),
-                    stream: stream.clone(),
-                    invalidator: invalidator.clone(),
-                    policy: policy_rx,
-                }
-                .run(shutdown.clone()),
-            ),
-            None => tracker.spawn(
-                "channel",
-                ChannelListener {
-                    redis: config.redis.clone(),
-                    channel: config.channel.name.clone(),
-                    on_gap: config.channel.on_gap,
-                    invalidator: invalidator.clone(),
-                    policy: policy_rx,
-                }
-                .run(shutdown.clone()),
-            ),
-        };
+    let producers = Producers {
+        jobs: jobs_rx.clone(),
+        triggers: triggers.clone(),
+        policy: policy_rx,
+        invalidator,
+        health: health.clone(),
+    };
+    // Without [ha] the producers run for the daemon's life; with it, for each term as leader.
+    let mut term: Option<CancellationToken> = None;
+    if role.is_none() {
+        producers.start(&tracker, &config, shutdown.clone(), false);
     }
     health.set_stalled("startup", None);
     systemd::ready(&running_status(&config));
@@ -221,10 +210,34 @@ pub async fn run_daemon(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            changed = role_changed(&mut role) => {
+                if changed.is_err() {
+                    continue;
+                }
+                let Some(status) = role.as_mut().map(|role| role.borrow_and_update().clone()) else { continue };
+                match (status.role, &term) {
+                    (Role::Leader, None) => {
+                        let started = shutdown.child_token();
+                        producers.start(&tracker, &config, started.clone(), status.took_over);
+                        term = Some(started);
+                    }
+                    (Role::Leader, Some(_)) => {}
+                    (_, _) => {
+                        if let Some(ended) = term.take() {
+                            ended.cancel();
+                            info!("Stopped the schedule, the channel and the binlog: this instance is standby.");
+                        }
+                    }
+                }
+            }
             event = signals.recv() => match event {
                 SignalEvent::Stop => {
                     info!("Stop requested; finishing in-flight work.");
                     break;
+                }
+                SignalEvent::WarmNow if role.as_ref().is_some_and(|role| role.borrow().role != Role::Leader) => {
+                    let status = role.as_ref().map(|role| role.borrow().describe()).unwrap_or_default();
+                    info!(role = %status, "SIGUSR1: this instance is not the leader; only the leader runs jobs.");
                 }
                 SignalEvent::WarmNow => {
                     info!("SIGUSR1: running every enabled warm job now.");
@@ -297,6 +310,78 @@ impl Supervisor {
     }
 }
 
+/// The producers: what turns time, the channel and the binlog into work for the executors.
+struct Producers {
+    jobs: watch::Receiver<Arc<[WarmJob]>>,
+    triggers: mpsc::Sender<crate::model::Trigger>,
+    policy: watch::Receiver<Arc<crate::plan::Policy>>,
+    invalidator: Arc<Invalidator>,
+    health: Health,
+}
+
+impl Producers {
+    /// Starts the scheduler, the binlog listener and the channel (or stream) listener until `term` ends. A term that
+    /// `took_over` from another leader continues its work: no `run_on_start` runs, and the pub/sub channel resyncs
+    /// per `on_gap` (messages published while no instance listened are lost).
+    fn start(&self, tracker: &Supervisor, config: &Config, term: CancellationToken, took_over: bool) {
+        let scheduler = Scheduler::new(self.jobs.clone(), self.triggers.clone()).run_on_start(!took_over);
+        let scheduler_term = term.clone();
+        tracker.spawn("scheduler", async move {
+            if let Err(error) = scheduler.run(scheduler_term.clone()).await {
+                error!(%error, "Scheduler failed; shutting down.");
+                scheduler_term.cancel();
+            }
+        });
+        if let Some(binlog) = &config.binlog {
+            tracker.spawn(
+                "binlog",
+                BinlogListener {
+                    settings: binlog.clone(),
+                    rules: config.rules.clone().into(),
+                    invalidator: self.invalidator.clone(),
+                    health: self.health.clone(),
+                }
+                .run(term.clone()),
+            );
+        }
+        if !config.channel.enabled {
+            return;
+        }
+        match &config.channel.stream {
+            Some(stream) => tracker.spawn(
+                "stream",
+                StreamListener {
+                    redis: config.redis.clone(),
+                    stream: stream.clone(),
+                    invalidator: self.invalidator.clone(),
+                    policy: self.policy.clone(),
+                }
+                .run(term),
+            ),
+            None => tracker.spawn(
+                "channel",
+                ChannelListener {
+                    redis: config.redis.clone(),
+                    channel: config.channel.name.clone(),
+                    on_gap: config.channel.on_gap,
+                    invalidator: self.invalidator.clone(),
+                    policy: self.policy.clone(),
+                    took_over,
+                }
+                .run(term),
+            ),
+        }
+    }
+}
+
+/// The next change of role (never, without `[ha]`).
+async fn role_changed(role: &mut Option<watch::Receiver<crate::ha::Status>>) -> Result<(), watch::error::RecvError> {
+    match role {
+        Some(role) => role.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn running_status(config: &Config) -> String {
     let enabled = config.jobs.iter().filter(|job| job.enabled).count();
     format!("Running: {} scheduled", crate::words::count(enabled, "warm job"))
@@ -331,6 +416,7 @@ fn reload(current: &Config) -> Option<Config> {
         ("[redis]", new.redis != current.redis),
         ("[daemon]", new.daemon != current.daemon),
         ("[admin]", new.admin != current.admin),
+        ("[ha]", new.ha != current.ha),
         (
             "[binlog] and [[on_change]]",
             new.binlog != current.binlog || new.rules != current.rules,
@@ -367,6 +453,7 @@ fn reload(current: &Config) -> Option<Config> {
         jobs: &added,
         channel: false,
         binlog: false,
+        ha: false,
     });
     metrics::record_reload(true);
     Some(Config {
@@ -377,6 +464,7 @@ fn reload(current: &Config) -> Option<Config> {
         admin: current.admin.clone(),
         binlog: current.binlog.clone(),
         rules: current.rules.clone(),
+        ha: current.ha.clone(),
         // The allow-list follows the jobs (it defaults to their key templates); the rest needs a restart.
         channel: ChannelSettings {
             allow: new.channel.allow.clone(),

@@ -401,6 +401,26 @@ pub fn format_status(jobs_json: &str) -> Result<String, serde_json::Error> {
     Ok(out)
 }
 
+/// The `ha:` line of `cachewarden status` from the daemon's `/ha` document: `leader (lease age 12s)`,
+/// `standby (leader: host-a:4242, lease age 2m5s)`.
+pub fn format_ha(ha_json: &str) -> String {
+    let Ok(ha) = serde_json::from_str::<serde_json::Value>(ha_json) else {
+        return ha_json.trim().to_string();
+    };
+    let age = ha["lease_age_seconds"]
+        .as_f64()
+        .map(|age| crate::words::duration(Duration::from_secs(age.max(0.0) as u64)));
+    let role = ha["role"].as_str().unwrap_or("unknown");
+    let instance = ha["instance"].as_str().unwrap_or("?");
+    match (role, ha["leader"].as_str(), age) {
+        ("leader", _, Some(age)) => format!("leader: this instance ({instance}), lease age {age}"),
+        (role, Some(leader), Some(age)) => {
+            format!("{role}: this instance is {instance}; the leader is {leader}, lease age {age}")
+        }
+        (role, _, _) => format!("{role}: this instance is {instance}; no leader at the moment"),
+    }
+}
+
 /// Left-aligned columns separated by two spaces.
 fn table<const N: usize>(rows: &[[String; N]]) -> String {
     let mut widths = [0usize; N];

@@ -21,6 +21,7 @@
 //! - [`trigger`]: the one way to ask for a warm run.
 //! - [`audit`]: compares cached values with the database.
 //! - [`admin`], [`health`], [`metrics`], [`systemd`], [`logging`]: operating the daemon; [`status`]: the status page.
+//! - [`ha`]: two instances, one active: the leader lease in Redis that fences every value write.
 //! - [`app`]: the daemon's wiring: tasks under one supervisor, signals, reload.
 //! - [`commands`]: the one-shot commands (`run --once`, `jobs`, `status`, `invalidate`, `audit`) and their output.
 //! - [`check`]: `check --connect`, the configuration against the live servers.
@@ -42,6 +43,7 @@ pub mod config;
 pub mod crypto;
 pub mod database;
 pub mod demo;
+pub mod ha;
 pub mod health;
 pub mod invalidate;
 pub mod logging;

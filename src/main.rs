@@ -220,6 +220,11 @@ async fn admin_command(command: &Command, listen: std::net::SocketAddr) -> Optio
                     Ok(table) => {
                         print!("{table}");
                         println!("readiness: {}", ready.body.trim());
+                        if let Ok(ha) = admin::request(addr, hyper::Method::GET, "/ha").await
+                            && ha.status == 200
+                        {
+                            println!("ha: {}", commands::format_ha(&ha.body));
+                        }
                         ExitCode::SUCCESS
                     }
                     Err(error) => {

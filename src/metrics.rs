@@ -129,6 +129,14 @@ fn describe() {
         "cachewarden_binlog_apply_failing",
         "1 while applying binlog changes fails (nothing more is read meanwhile)."
     );
+    describe_gauge!(
+        "cachewarden_ha_leader",
+        "With [ha]: 1 while this instance holds the lease (runs the producers and writes), 0 as standby."
+    );
+    describe_counter!(
+        "cachewarden_ha_transitions_total",
+        "With [ha]: times this instance became leader or stopped being leader."
+    );
     describe_counter!(
         "cachewarden_binlog_gaps_total",
         "Binlog gaps (purged or missing checkpoint) recovered from."
@@ -174,6 +182,7 @@ pub struct Configured<'a> {
     pub jobs: &'a [&'a str],
     pub channel: bool,
     pub binlog: bool,
+    pub ha: bool,
 }
 
 /// Creates every series `configured` implies, at zero, and the build info. (On reload, called with the added jobs
@@ -225,6 +234,10 @@ pub fn initialise(configured: &Configured<'_>) {
         }
         counter!("cachewarden_channel_gaps_total").increment(0);
         counter!("cachewarden_channel_overflows_total").increment(0);
+    }
+    if configured.ha {
+        gauge!("cachewarden_ha_leader").set(0.0);
+        counter!("cachewarden_ha_transitions_total").increment(0);
     }
     if configured.binlog {
         gauge!("cachewarden_binlog_connected").set(0.0);
@@ -442,6 +455,14 @@ pub fn record_binlog_heard() {
 /// The binlog is caught up (the server has nothing more to send): no lag.
 pub fn record_binlog_caught_up() {
     gauge!("cachewarden_binlog_lag_seconds").set(0.0);
+}
+
+/// With `[ha]`: whether this instance leads now, and whether that is a change of role.
+pub fn record_ha_role(leader: bool, transition: bool) {
+    gauge!("cachewarden_ha_leader").set(f64::from(u8::from(leader)));
+    if transition {
+        counter!("cachewarden_ha_transitions_total").increment(1);
+    }
 }
 
 /// Whether applying binlog changes is failing (the stream is not read meanwhile).

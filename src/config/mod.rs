@@ -50,6 +50,8 @@ pub struct Config {
     pub binlog: Option<BinlogSettings>,
     /// `[[on_change]]` rules, in file order.
     pub rules: Vec<ChangeRule>,
+    /// `[ha]`, when enabled.
+    pub ha: Option<HaSettings>,
 }
 
 impl Config {
@@ -207,6 +209,17 @@ pub enum CheckpointStore {
     Redis(String),
     /// A file (written atomically).
     File(PathBuf),
+}
+
+/// `[ha]`: two or more instances, one active, by a lease in Redis (see `ha`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaSettings {
+    /// How long a lease lasts unless renewed; a dead leader is replaced within this plus one renew interval.
+    pub lease_ttl: std::time::Duration,
+    /// The Redis key that holds the lease.
+    pub key: String,
+    /// This instance's name, as `status` and the other instances show it.
+    pub instance: String,
 }
 
 /// `[admin]`: the HTTP endpoint for metrics, health and manual triggers.

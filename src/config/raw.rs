@@ -58,6 +58,15 @@ pub struct RawAdmin {
     pub listen: Option<String>,
 }
 
+/// `[ha]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHa {
+    pub enabled: Option<BoolOrString>,
+    pub lease_ttl: Option<String>,
+    pub key: Option<String>,
+    pub instance: Option<String>,
+}
+
 /// One `[[warm]]` table.
 #[derive(Debug, Default, Deserialize)]
 pub struct RawWarmJob {

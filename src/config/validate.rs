@@ -14,12 +14,12 @@ use serde::de::DeserializeOwned;
 
 use super::error::{ConfigError, Problem};
 use super::raw::{
-    BoolOrString, IntOrString, RawAdmin, RawBinlog, RawChannel, RawCrypto, RawDaemon, RawDefaults, RawMysql,
+    BoolOrString, IntOrString, RawAdmin, RawBinlog, RawChannel, RawCrypto, RawDaemon, RawDefaults, RawHa, RawMysql,
     RawOnChange, RawRedis, RawWarmJob,
 };
 use super::{
     AdminSettings, BinlogSettings, BinlogStart, ChangeRule, ChannelSettings, CheckpointStore, Config, DaemonSettings,
-    LogFormat, MysqlSettings, OnGap, RedisSettings, SecretUrl, SslMode, StreamSettings,
+    HaSettings, LogFormat, MysqlSettings, OnGap, RedisSettings, SecretUrl, SslMode, StreamSettings,
 };
 use crate::model::{Jitter, KeyTemplate, Schedule, Shape, Ttl, WarmJob};
 
@@ -50,6 +50,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     ("crypto", &["key_file", "write_key"]),
+    ("ha", &["enabled", "lease_ttl", "key", "instance"]),
     ("admin", &["enabled", "listen"]),
     (
         "binlog",
@@ -116,7 +117,7 @@ const ON_CHANGE_FIELDS: &[&str] = &[
 ];
 
 /// Sections that environment variables may set.
-const ENV_SECTIONS: &[&str] = &["mysql", "redis", "defaults", "daemon", "admin", "binlog"];
+const ENV_SECTIONS: &[&str] = &["mysql", "redis", "defaults", "daemon", "admin", "binlog", "ha"];
 
 /// systemd credentials (`LoadCredential=`) read from `$CREDENTIALS_DIRECTORY`, and the field each one sets.
 const CREDENTIALS: &[(&str, &str, &str)] = &[("mysql-url", "mysql", "url"), ("redis-url", "redis", "url")];
@@ -125,6 +126,11 @@ const CREDENTIALS: &[(&str, &str, &str)] = &[("mysql-url", "mysql", "url"), ("re
 const KEY_CREDENTIAL: &str = "cache-key";
 /// Values up to this size are stored plain even when a job compresses: below it compression saves little.
 const DEFAULT_COMPRESS_OVER: usize = 1024;
+
+/// A lease lasts this long unless renewed (renewed every third of it).
+const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+/// The shortest lease: renewals every third of it must survive a slow Redis reply.
+const MIN_LEASE_TTL: Duration = Duration::from_secs(1);
 
 /// The seed's advice: keep values under 100 KiB.
 const DEFAULT_MAX_VALUE_BYTES: usize = 100 * 1024;
@@ -210,6 +216,7 @@ pub fn validate(
     let daemon: RawDaemon = ctx.section(&doc, "daemon");
     let admin: RawAdmin = ctx.section(&doc, "admin");
     let channel: RawChannel = ctx.section(&doc, "channel");
+    let ha: RawHa = ctx.section(&doc, "ha");
 
     let mysql = ctx.mysql(mysql);
     let redis = ctx.redis(redis);
@@ -274,6 +281,7 @@ pub fn validate(
             Vec::new()
         }
     };
+    let ha = ctx.ha(ha, binlog.as_ref());
     if !rules.is_empty() && binlog.is_none() {
         ctx.problem(
             ctx.lines.key_line(None, "on_change"),
@@ -299,6 +307,7 @@ pub fn validate(
         jobs,
         binlog,
         rules,
+        ha,
     })
 }
 
@@ -791,6 +800,44 @@ impl Context {
             debounce: debounce?,
             when_changed: raw.when_changed.unwrap_or_default(),
             project,
+        })
+    }
+
+    fn ha(&mut self, raw: RawHa, binlog: Option<&BinlogSettings>) -> Option<HaSettings> {
+        if !self.flag("ha", "enabled", raw.enabled, false) {
+            return None;
+        }
+        let lease_ttl = self
+            .duration("ha", "lease_ttl", raw.lease_ttl)
+            .unwrap_or(DEFAULT_LEASE_TTL);
+        if lease_ttl < MIN_LEASE_TTL {
+            self.field_problem(
+                "ha",
+                "lease_ttl",
+                format!("must be at least {}", crate::words::duration(MIN_LEASE_TTL)),
+            );
+        }
+        if let Some(BinlogSettings {
+            checkpoint: CheckpointStore::File(_),
+            ..
+        }) = binlog
+        {
+            self.field_problem(
+                "binlog",
+                "checkpoint",
+                "must be \"redis\" with [ha]: every instance resumes from the same checkpoint".into(),
+            );
+        }
+        let instance = raw.instance.unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|name| name.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into());
+            format!("{host}:{}", std::process::id())
+        });
+        Some(HaSettings {
+            lease_ttl,
+            key: raw.key.unwrap_or_else(|| "cachewarden:leader".into()),
+            instance,
         })
     }
 

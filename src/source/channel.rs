@@ -111,6 +111,8 @@ pub struct ChannelListener {
     pub on_gap: OnGap,
     pub invalidator: Arc<Invalidator>,
     pub policy: watch::Receiver<Arc<Policy>>,
+    /// An HA takeover: messages published while no instance listened are lost, so the first subscription resyncs.
+    pub took_over: bool,
 }
 
 impl ChannelListener {
@@ -121,7 +123,7 @@ impl ChannelListener {
             refused: 0,
         };
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-        let mut subscribed_before = false;
+        let mut subscribed_before = self.took_over;
         loop {
             let connected = tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -23,6 +23,7 @@ pub struct Scheduler {
     triggers: mpsc::Sender<Trigger>,
     /// Job name → (cron expression, scheduler id) of what is scheduled now.
     scheduled: HashMap<Arc<str>, (String, Uuid)>,
+    run_on_start: bool,
 }
 
 impl Scheduler {
@@ -32,14 +33,28 @@ impl Scheduler {
             jobs,
             triggers,
             scheduled: HashMap::new(),
+            run_on_start: true,
         }
+    }
+
+    /// Whether `run_on_start` jobs fire when the scheduler starts (not when an HA standby takes over: the cache is
+    /// already warm). Jobs added by a reload always do.
+    pub fn run_on_start(mut self, fire: bool) -> Self {
+        self.run_on_start = fire;
+        self
     }
 
     /// Fires `run_on_start` jobs, then each job on its schedule, until `shutdown` is cancelled.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), JobSchedulerError> {
         let mut scheduler = JobScheduler::new().await?;
         let mut current = self.jobs.borrow_and_update().clone();
-        self.sync(&mut scheduler, &current, &HashSet::new()).await?;
+        // Jobs counted as known fire only on their schedule.
+        let known = if self.run_on_start {
+            HashSet::new()
+        } else {
+            jobs_names(&current)
+        };
+        self.sync(&mut scheduler, &current, &known).await?;
         scheduler.start().await?;
         info!(jobs = self.scheduled.len(), "Scheduler started.");
         loop {

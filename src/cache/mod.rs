@@ -50,6 +50,13 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use crate::config::RedisSettings;
 use crate::model::{KeyOp, ReadStamp};
 
+mod fence;
+mod lease;
+mod scripts;
+
+pub use fence::Fence;
+use scripts::{FENCED, Scripts};
+
 /// Keys SCAN looks at per call during a pattern delete: big enough to be quick, small enough not to stall Redis.
 const SCAN_COUNT: usize = 1000;
 /// The counter that orders invalidations and reads (stale-set protection).
@@ -66,88 +73,6 @@ const LEASE_MARGIN: Duration = Duration::from_secs(60);
 const OPTIMISTIC_MIN_KEYS: usize = 64;
 /// Idle connections kept for the optimistic path.
 const DEDICATED_IDLE: usize = 8;
-
-/// What every script starts with: Redis' clock in milliseconds as `now` (`replicate_commands` lets a script write
-/// after TIME on Redis before 5; a no-op since), and the helpers the scripts share.
-const PRELUDE: &str = r"
-redis.replicate_commands()
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-
--- SET with a ttl in ms, '0' meaning none (as ttl_millis writes it).
-local function set_value(key, value, ttl)
-  if ttl ~= '0' then
-    redis.call('SET', key, value, 'PX', ttl)
-  else
-    redis.call('SET', key, value)
-  end
-end
-
--- Creates a missing version counter at `seed` (see counter_seed).
-local function ensure_counter(key, seed)
-  if redis.call('EXISTS', key) == 0 then
-    redis.call('SET', key, seed)
-  end
-end
-";
-
-/// Unless the lease is live, refuse (-1); else SET each key unless its marker is newer than the read's version.
-/// KEYS[1]: the version counter; KEYS[2]: the read leases; KEYS[3..]: the data keys. ARGV[1]: the marker prefix;
-/// ARGV[2]: the read's version; ARGV[3]: its lease; then per key: value, ttl in ms ("0" = none, as [`ttl_millis`]
-/// writes it). Returns how many keys were written.
-const GUARDED_SET: &str = r"
-local expiry = redis.call('ZSCORE', KEYS[2], ARGV[3])
-if (not expiry) or tonumber(expiry) < now then
-  return -1
-end
-local read_at = tonumber(ARGV[2])
-local moved = tonumber(redis.call('GET', KEYS[1]) or '0') ~= read_at
-local written = 0
-for i = 3, #KEYS do
-  local marker = moved and redis.call('GET', ARGV[1] .. KEYS[i])
-  if (not marker) or tonumber(marker) <= read_at then
-    local base = 4 + (i - 3) * 2
-    set_value(KEYS[i], ARGV[base], ARGV[base + 1])
-    written = written + 1
-  end
-end
-return written
-";
-
-/// Take a new version; while a read lease is live, mark every key with it until the latest lease expires; then
-/// unlink the keys or, when values are given, set them. KEYS[1]: the version counter; KEYS[2]: the read leases;
-/// KEYS[3..]: data keys. ARGV[1]: the marker prefix; ARGV[2]: a seed for a missing counter (see [`counter_seed`]);
-/// then, to set instead of unlink, per key: value, ttl in ms ("0" = none). Returns the version.
-const INVALIDATE: &str = r"
-ensure_counter(KEYS[1], ARGV[2])
-local version = redis.call('INCR', KEYS[1])
-local latest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')[2]
-if latest and tonumber(latest) >= now then
-  local ttl = tonumber(latest) - now + 1000
-  for i = 3, #KEYS do
-    redis.call('SET', ARGV[1] .. KEYS[i], version, 'PX', ttl)
-  end
-end
-if #ARGV == 2 then
-  redis.call('UNLINK', unpack(KEYS, 3))
-else
-  for i = 3, #KEYS do
-    local base = 3 + (i - 3) * 2
-    set_value(KEYS[i], ARGV[base], ARGV[base + 1])
-  end
-end
-return version
-";
-
-/// Register a read lease and return the current version. KEYS[1]: the version counter; KEYS[2]: the read leases.
-/// ARGV[1]: the lease id; ARGV[2]: its lifetime in ms; ARGV[3]: a seed for a missing counter. Expired leases are
-/// dropped on the way.
-const BEGIN_READ: &str = r"
-ensure_counter(KEYS[1], ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
-return tonumber(redis.call('GET', KEYS[1]))
-";
 
 /// The stream entry field that holds an invalidation message.
 pub const STREAM_FIELD: &str = "message";
@@ -169,6 +94,10 @@ pub enum CacheError {
         "the read lease ended before its writes landed; the batch was refused so that it cannot install stale data"
     )]
     LeaseEnded,
+    /// With `[ha]`: this instance does not hold the lease (it is the standby, or lost the lease), so Redis refuses
+    /// its writes. Nothing was written; the leader writes instead.
+    #[error("this instance does not hold the HA lease; its writes are refused")]
+    Fenced,
     /// The CA file configured for TLS could not be read.
     #[error("cannot read Redis CA file {path}: {source}")]
     CaFile {
@@ -190,7 +119,8 @@ impl CacheError {
             ),
             // Reading again, under a new lease, is the remedy.
             CacheError::LeaseEnded => true,
-            CacheError::CaFile { .. } => false,
+            // Only a new term as leader (which starts its work afresh) may write again.
+            CacheError::Fenced | CacheError::CaFile { .. } => false,
         }
     }
 
@@ -200,7 +130,7 @@ impl CacheError {
             CacheError::Connect(error) | CacheError::Command(error) => {
                 matches!(error.kind(), redis::ErrorKind::Server(_) | redis::ErrorKind::Extension)
             }
-            CacheError::LeaseEnded | CacheError::CaFile { .. } => false,
+            CacheError::LeaseEnded | CacheError::Fenced | CacheError::CaFile { .. } => false,
         }
     }
 }
@@ -213,6 +143,8 @@ pub struct Cache {
     protected: bool,
     scripts: Arc<Scripts>,
     dedicated: Arc<Dedicated>,
+    /// With `[ha]`: the lease every value write must still hold.
+    fence: Option<Arc<Fence>>,
 }
 
 /// Connections of their own for the optimistic path, which WATCHes a key (connection state the shared connection
@@ -221,13 +153,6 @@ struct Dedicated {
     client: redis::Client,
     config: redis::AsyncConnectionConfig,
     idle: std::sync::Mutex<Vec<redis::aio::MultiplexedConnection>>,
-}
-
-/// The stale-set protection scripts (redis-rs loads each on first use and then calls it by its SHA).
-struct Scripts {
-    guarded_set: redis::Script,
-    invalidate: redis::Script,
-    begin_read: redis::Script,
 }
 
 /// A read whose result will be written, registered so that invalidations meanwhile leave markers. End it with
@@ -268,16 +193,12 @@ impl Cache {
                 .set_response_timeout(Some(RESPONSE_TIMEOUT)),
             idle: std::sync::Mutex::new(Vec::new()),
         };
-        let script = |body: &str| redis::Script::new(&format!("{PRELUDE}{body}"));
         Ok(Self {
             conn,
             protected: settings.stale_set_protection,
-            scripts: Arc::new(Scripts {
-                guarded_set: script(GUARDED_SET),
-                invalidate: script(INVALIDATE),
-                begin_read: script(BEGIN_READ),
-            }),
+            scripts: Arc::new(Scripts::new()),
             dedicated: Arc::new(dedicated),
+            fence: None,
         })
     }
 
@@ -338,7 +259,7 @@ impl Cache {
         }
         let mut version = 0;
         for chunk in keys.chunks(SCRIPT_BATCH) {
-            let mut invocation = self.invalidation();
+            let mut invocation = self.invalidation(false)?;
             for key in chunk {
                 invocation.key(key);
             }
@@ -356,7 +277,7 @@ impl Cache {
         }
         for run in ops.chunk_by(|a, b| matches!(a, KeyOp::Set { .. }) == matches!(b, KeyOp::Set { .. })) {
             for chunk in run.chunks(SCRIPT_BATCH) {
-                let mut invocation = self.invalidation();
+                let mut invocation = self.invalidation(true)?;
                 for op in chunk {
                     match op {
                         KeyOp::Set { key, value, ttl, .. } => {
@@ -367,16 +288,47 @@ impl Cache {
                         }
                     }
                 }
-                self.run::<u64>(&invocation).await?;
+                if self.run::<i64>(&invocation).await? == FENCED {
+                    return Err(CacheError::Fenced);
+                }
             }
         }
         Ok(())
     }
 
-    fn invalidation(&self) -> redis::ScriptInvocation<'_> {
-        let mut invocation = self.scripts.invalidate.key(VERSION_KEY);
-        invocation.key(READERS_KEY).arg(MARKER_PREFIX).arg(counter_seed());
+    /// The invalidation script, fenced when it will set values.
+    fn invalidation(&self, fenced: bool) -> Result<redis::ScriptInvocation<'_>, CacheError> {
+        let (fence, token) = if fenced {
+            self.fence_args()?
+        } else {
+            (String::new(), String::new())
+        };
+        let mut invocation = self.scripts.invalidate.key(fence);
         invocation
+            .key(VERSION_KEY)
+            .key(READERS_KEY)
+            .arg(token)
+            .arg(MARKER_PREFIX)
+            .arg(counter_seed());
+        Ok(invocation)
+    }
+
+    /// Makes every value write carry `fence`'s token (`[ha]`); the clones made afterwards share it.
+    pub fn fenced(mut self, fence: Arc<Fence>) -> Self {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// The fence key and token a value-writing script checks: empty without `[ha]`; [`CacheError::Fenced`] when this
+    /// instance may not write.
+    fn fence_args(&self) -> Result<(String, String), CacheError> {
+        match &self.fence {
+            None => Ok((String::new(), String::new())),
+            Some(fence) => match fence.token() {
+                Some(token) => Ok((fence.key().to_string(), token.to_string())),
+                None => Err(CacheError::Fenced),
+            },
+        }
     }
 
     async fn run<T: redis::FromRedisValue>(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<T, CacheError> {
@@ -393,6 +345,10 @@ impl Cache {
         if self.protected && ops.iter().any(|op| matches!(op, KeyOp::Set { read: Some(_), .. })) {
             return self.apply_guarded(ops).await;
         }
+        // Deletes are safe from anyone (at worst a miss); values only from the lease holder.
+        if self.fence.is_some() && ops.iter().any(|op| matches!(op, KeyOp::Set { .. })) {
+            return self.apply_fenced(ops).await;
+        }
         let mut pipe = redis::Pipeline::with_capacity(ops.len());
         for op in ops {
             match op {
@@ -406,6 +362,30 @@ impl Cache {
         }
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await.map_err(command_failed)
+    }
+
+    /// `apply` under the HA fence, without stale-set protection: one script per chunk, refused whole when the lease
+    /// is lost.
+    async fn apply_fenced(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
+        let (fence, token) = self.fence_args()?;
+        for chunk in ops.chunks(SCRIPT_BATCH) {
+            let mut invocation = self.scripts.fenced_apply.key(&fence);
+            invocation.arg(&token);
+            for op in chunk {
+                match op {
+                    KeyOp::Set { key, value, ttl, .. } => {
+                        invocation.key(key).arg(value.as_slice()).arg(ttl_millis(*ttl));
+                    }
+                    KeyOp::Delete { key } => {
+                        invocation.key(key).arg("").arg("-");
+                    }
+                }
+            }
+            if self.run::<i64>(&invocation).await? == FENCED {
+                return Err(CacheError::Fenced);
+            }
+        }
+        Ok(())
     }
 
     /// `apply` with stale-set protection: sets from one read go through the guard script together (in order, batch
@@ -436,10 +416,13 @@ impl Cache {
                     Err(error) => tracing::debug!(%error, "Optimistic write failed; using the guard script."),
                 }
             }
+            let (fence, token) = self.fence_args()?;
             for chunk in run.chunks(SCRIPT_BATCH) {
-                let mut invocation = self.scripts.guarded_set.key(VERSION_KEY);
+                let mut invocation = self.scripts.guarded_set.key(&fence);
                 invocation
+                    .key(VERSION_KEY)
                     .key(READERS_KEY)
+                    .arg(&token)
                     .arg(MARKER_PREFIX)
                     .arg(read.version)
                     .arg(&*read.lease);
@@ -448,9 +431,13 @@ impl Cache {
                         invocation.key(key).arg(value.as_slice()).arg(ttl_millis(*ttl));
                     }
                 }
-                if self.run::<i64>(&invocation).await? < 0 {
-                    crate::metrics::record_guarded_batch("refused");
-                    return Err(CacheError::LeaseEnded);
+                match self.run::<i64>(&invocation).await? {
+                    FENCED => return Err(CacheError::Fenced),
+                    refused if refused < 0 => {
+                        crate::metrics::record_guarded_batch("refused");
+                        return Err(CacheError::LeaseEnded);
+                    }
+                    _ => {}
                 }
                 crate::metrics::record_guarded_batch("script");
             }
@@ -464,21 +451,26 @@ impl Cache {
     /// the CPU of the guard script; the price is a round trip. Returns whether the batch was written (if not, the
     /// caller goes through the guard script).
     async fn set_if_unmoved(&self, read: &ReadStamp, ops: &[KeyOp]) -> Result<bool, CacheError> {
+        let (fence, token) = self.fence_args()?;
         let mut conn = self.dedicated().await?;
         let attempt = async {
-            let current: Option<u64> = redis::pipe()
+            // With [ha], the lease key is watched too: a lost (or merely renewed) lease discards the EXEC, and the
+            // batch goes through the fenced script instead.
+            let (current, holder): (Option<u64>, Option<String>) = redis::pipe()
                 .cmd("UNWATCH")
                 .ignore()
                 .cmd("WATCH")
                 .arg(VERSION_KEY)
+                .arg(&fence)
                 .ignore()
                 .cmd("GET")
                 .arg(VERSION_KEY)
-                .query_async::<(Option<u64>,)>(&mut conn)
-                .await?
-                .0;
+                .cmd("GET")
+                .arg(&fence)
+                .query_async(&mut conn)
+                .await?;
             // A missing counter was lost (a flush or restart) since the read: not unmoved.
-            if current != Some(read.version) {
+            if current != Some(read.version) || (!token.is_empty() && holder.as_deref() != Some(token.as_str())) {
                 redis::cmd("UNWATCH").exec_async(&mut conn).await?;
                 return Ok(false);
             }

@@ -1,0 +1,139 @@
+//! The Lua scripts every guarded or fenced write runs as, and their argument layouts.
+//!
+//! Each script starts with [`PRELUDE`]: Redis' clock as `now`, and the helpers. A script that writes values is fenced
+//! when given a fence: `KEYS[1]` holds the HA lease and `ARGV[1]` the token this instance holds it with; if the key
+//! holds anything else (another leader, or nothing because the lease ran out) the script writes nothing and returns
+//! -2. Without HA both are empty strings and no fence is checked.
+
+/// What every script starts with: Redis' clock in milliseconds as `now` (`replicate_commands` lets a script write
+/// after TIME on Redis before 5; a no-op since), and the helpers the scripts share.
+const PRELUDE: &str = r"
+redis.replicate_commands()
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+
+-- SET with a ttl in ms, '0' meaning none (as ttl_millis writes it).
+local function set_value(key, value, ttl)
+  if ttl ~= '0' then
+    redis.call('SET', key, value, 'PX', ttl)
+  else
+    redis.call('SET', key, value)
+  end
+end
+
+-- Creates a missing version counter at `seed` (see counter_seed).
+local function ensure_counter(key, seed)
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('SET', key, seed)
+  end
+end
+
+-- Whether this instance has lost the HA lease `key` it holds with `token` ('' when there is no HA).
+local function fenced(key, token)
+  return token ~= '' and redis.call('GET', key) ~= token
+end
+";
+
+/// Fenced (-2); unless the read lease is live, refuse (-1); else SET each key unless its marker is newer than the
+/// read's version. KEYS: fence, version counter, read leases, then the data keys. ARGV: fence token, marker prefix,
+/// the read's version, its lease; then per key: value, ttl in ms ("0" = none). Returns how many keys were written.
+const GUARDED_SET: &str = r"
+if fenced(KEYS[1], ARGV[1]) then
+  return -2
+end
+local expiry = redis.call('ZSCORE', KEYS[3], ARGV[4])
+if (not expiry) or tonumber(expiry) < now then
+  return -1
+end
+local read_at = tonumber(ARGV[3])
+local moved = tonumber(redis.call('GET', KEYS[2]) or '0') ~= read_at
+local written = 0
+for i = 4, #KEYS do
+  local marker = moved and redis.call('GET', ARGV[2] .. KEYS[i])
+  if (not marker) or tonumber(marker) <= read_at then
+    local base = 5 + (i - 4) * 2
+    set_value(KEYS[i], ARGV[base], ARGV[base + 1])
+    written = written + 1
+  end
+end
+return written
+";
+
+/// Take a new version; while a read lease is live, mark every key with it until the latest lease expires; then
+/// unlink the keys or, when values are given (fenced: -2 when the lease is lost), set them. KEYS: fence, version
+/// counter, read leases, then the data keys. ARGV: fence token, marker prefix, a seed for a missing counter (see
+/// `counter_seed`); then, to set instead of unlink, per key: value, ttl in ms ("0" = none). Returns the version.
+const INVALIDATE: &str = r"
+if #ARGV > 3 and fenced(KEYS[1], ARGV[1]) then
+  return -2
+end
+ensure_counter(KEYS[2], ARGV[3])
+local version = redis.call('INCR', KEYS[2])
+local latest = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')[2]
+if latest and tonumber(latest) >= now then
+  local ttl = tonumber(latest) - now + 1000
+  for i = 4, #KEYS do
+    redis.call('SET', ARGV[2] .. KEYS[i], version, 'PX', ttl)
+  end
+end
+if #ARGV == 3 then
+  redis.call('UNLINK', unpack(KEYS, 4))
+else
+  for i = 4, #KEYS do
+    local base = 4 + (i - 4) * 2
+    set_value(KEYS[i], ARGV[base], ARGV[base + 1])
+  end
+end
+return version
+";
+
+/// Register a read lease and return the current version. KEYS[1]: the version counter; KEYS[2]: the read leases.
+/// ARGV[1]: the lease id; ARGV[2]: its lifetime in ms; ARGV[3]: a seed for a missing counter. Expired leases are
+/// dropped on the way.
+const BEGIN_READ: &str = r"
+ensure_counter(KEYS[1], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+return tonumber(redis.call('GET', KEYS[1]))
+";
+
+/// Plain writes under the HA fence (no stale-set protection involved): -2 when the lease is lost, else each key set
+/// or unlinked. KEYS: fence, then the data keys. ARGV: fence token; then per key: value and ttl in ms to set, or
+/// `""` and `"-"` to unlink. Returns how many keys were touched.
+const FENCED_APPLY: &str = r"
+if fenced(KEYS[1], ARGV[1]) then
+  return -2
+end
+for i = 2, #KEYS do
+  local base = 2 + (i - 2) * 2
+  if ARGV[base + 1] == '-' then
+    redis.call('UNLINK', KEYS[i])
+  else
+    set_value(KEYS[i], ARGV[base], ARGV[base + 1])
+  end
+end
+return #KEYS - 1
+";
+
+/// What a fenced script returns when this instance no longer holds the HA lease.
+pub const FENCED: i64 = -2;
+
+/// The scripts (redis-rs loads each on first use and then calls it by its SHA).
+pub struct Scripts {
+    pub guarded_set: redis::Script,
+    pub invalidate: redis::Script,
+    pub begin_read: redis::Script,
+    pub fenced_apply: redis::Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        let script = |body: &str| redis::Script::new(&format!("{PRELUDE}{body}"));
+        Self {
+            guarded_set: script(GUARDED_SET),
+            invalidate: script(INVALIDATE),
+            begin_read: script(BEGIN_READ),
+            fenced_apply: script(FENCED_APPLY),
+        }
+    }
+}

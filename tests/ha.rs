@@ -1,0 +1,410 @@
+//! Two daemons with `[ha]` against one Redis and one MariaDB: exactly one leads (schedule, binlog), a stop hands
+//! over at once, a kill -9 during a binlog burst loses no invalidation, and a leader paused past its lease writes
+//! nothing once it resumes. Plus Redis refusing the writes of a token the lease no longer holds.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cachewarden::admin;
+use cachewarden::cache::{Cache, CacheError, Fence};
+use cachewarden::model::KeyOp;
+use common::{Daemon, TestEnv, eventually, free_port, sample, text};
+use hyper::Method;
+
+/// One instance's config: the shared servers, its own admin port and name, the lease, `body`.
+fn instance(env: &TestEnv, name: &str, lease_ttl: &str, body: &str) -> (PathBuf, SocketAddr) {
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let p = &env.prefix;
+    let text = format!(
+        "[mysql]\nurl = \"{}\"\n\n[redis]\nurl = \"{}\"\n\n[admin]\nlisten = \"{admin}\"\n\n\
+         [ha]\nenabled = true\nlease_ttl = \"{lease_ttl}\"\nkey = \"{p}leader\"\ninstance = \"{name}\"\n\n{body}",
+        env.mysql_url, env.redis_url
+    );
+    (env.write_file(&format!("{name}.toml"), &text), admin)
+}
+
+/// `[binlog]` with a delete rule on `t`, and a job `j` on `t`.
+fn binlog_and_job(env: &TestEnv, schedule: &str, extra: &str) -> String {
+    let p = &env.prefix;
+    format!(
+        "[channel]\nenabled = false\n\n[binlog]\nserver_id = {}\ncheckpoint_key = \"{p}checkpoint\"\nheartbeat = \"1s\"\n\
+         on_gap = \"warm\"\n\n[[warm]]\nname = \"j\"\nschedule = \"{schedule}\"\nquery = \"SELECT id, v FROM t\"\n\
+         key = \"{p}j:{{id}}\"\nttl = \"1h\"\n{extra}\n\n[[on_change]]\ntable = \"t\"\ndelete = [\"{p}k:{{id}}\"]\n",
+        10_000 + fastrand::u32(..1_000_000)
+    )
+}
+
+async fn ha(addr: SocketAddr) -> Option<serde_json::Value> {
+    let response = admin::request(addr, Method::GET, "/ha").await.ok()?;
+    serde_json::from_str(&response.body).ok()
+}
+
+async fn role(addr: SocketAddr) -> String {
+    ha(addr)
+        .await
+        .and_then(|status| status["role"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let body = admin::request(addr, Method::GET, "/metrics")
+        .await
+        .map(|r| r.body)
+        .unwrap_or_default();
+    sample(&body, name).unwrap_or(0.0)
+}
+
+/// Waits until one of `addrs` leads and every other is standby; the leader's index.
+async fn one_leader(addrs: &[SocketAddr], limit: Duration) -> Option<usize> {
+    eventually(limit, || async {
+        let mut roles = Vec::new();
+        for addr in addrs {
+            roles.push(role(*addr).await);
+        }
+        let leaders: Vec<usize> = (0..roles.len()).filter(|&i| roles[i] == "leader").collect();
+        (leaders.len() == 1 && roles.iter().filter(|r| *r == "standby").count() == roles.len() - 1).then(|| leaders[0])
+    })
+    .await
+}
+
+const RUNS: &str = "cachewarden_warm_runs_total{warm_job=\"j\",outcome=\"success\"}";
+
+#[tokio::test]
+async fn one_of_two_daemons_leads_and_a_stop_hands_over_at_once() {
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE t (id INT PRIMARY KEY, v INT);\nINSERT INTO t VALUES (1, 1)")
+        .await;
+    // A job every second: the leader runs it, the standby never does.
+    let body = binlog_and_job(&env, "* * * * * *", "");
+    let (config_a, admin_a) = instance(&env, "a", "10s", &body);
+    let (config_b, admin_b) = instance(&env, "b", "10s", &body);
+    let mut a = Daemon::start(&env, &config_a, &[], &[]);
+    let mut b = Daemon::start(&env, &config_b, &[], &[]);
+    let addrs = [admin_a, admin_b];
+    let leader = one_leader(&addrs, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| panic!("no single leader:\n{}\n{}", a.log(), b.log()));
+    let (leader_addr, standby_addr) = (addrs[leader], addrs[1 - leader]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(metric(leader_addr, RUNS).await >= 2.0, "the leader runs the schedule");
+    assert_eq!(metric(standby_addr, RUNS).await, 0.0, "the standby runs nothing");
+    assert_eq!(metric(leader_addr, "cachewarden_binlog_connected").await, 1.0);
+    assert_eq!(
+        metric(standby_addr, "cachewarden_binlog_connected").await,
+        0.0,
+        "only the leader follows"
+    );
+    assert_eq!(metric(leader_addr, "cachewarden_ha_leader").await, 1.0);
+    assert_eq!(metric(standby_addr, "cachewarden_ha_leader").await, 0.0);
+    let status = ha(standby_addr).await.unwrap();
+    assert_eq!(
+        status["leader"],
+        ["a", "b"][leader],
+        "the standby says who leads: {status}"
+    );
+    assert!(status["lease_age_seconds"].as_f64().is_some(), "{status}");
+
+    // Asking the standby to run a job says where to go instead.
+    let output = env
+        .cli()
+        .args(["trigger", "j", "--admin", &standby_addr.to_string()])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is the standby") && stderr.contains("only the leader runs jobs"),
+        "{stderr}"
+    );
+    let output = env
+        .cli()
+        .args(["status", "--admin", &standby_addr.to_string()])
+        .output()
+        .unwrap();
+    let (stdout, _) = text(&output);
+    assert!(stdout.contains("ha: standby: this instance is"), "{stdout}");
+
+    // A stop releases the lease: the standby leads long before the 10 s lease could have run out.
+    let (stopping, staying) = if leader == 0 {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    let stopped = Instant::now();
+    assert_eq!(stopping.stop().await, Some(0));
+    let took = eventually(Duration::from_secs(9), || async {
+        (role(standby_addr).await == "leader").then(|| stopped.elapsed())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no takeover after a stop:\n{}", staying.log()));
+    assert!(
+        took < Duration::from_secs(5),
+        "took over after {took:?}, as if the lease had expired"
+    );
+    assert!(staying.log().contains("HA role changed"), "{}", staying.log());
+    staying.stop().await;
+}
+
+#[tokio::test]
+async fn a_kill_9_of_the_leader_during_a_binlog_burst_loses_no_invalidation() {
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE t (id INT PRIMARY KEY, v INT);\nINSERT INTO t SELECT seq, 0 FROM seq_1_to_5000")
+        .await;
+    let p = env.prefix.clone();
+    // run_on_start: a takeover must not re-warm (the cache is warm and the checkpoint fresh).
+    let body = binlog_and_job(&env, "0 0 0 1 1 *", "run_on_start = true");
+    let (config_a, admin_a) = instance(&env, "a", "2s", &body);
+    let (config_b, admin_b) = instance(&env, "b", "2s", &body);
+    let configs = [config_a, config_b];
+    let addrs = [admin_a, admin_b];
+    let mut daemons = [
+        Some(Daemon::start(&env, &configs[0], &[], &[])),
+        Some(Daemon::start(&env, &configs[1], &[], &[])),
+    ];
+    let mut conn = env.redis().await;
+    for round in 0..2 {
+        let leader = one_leader(&addrs, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("round {round}: no single leader"));
+        let standby = 1 - leader;
+        eventually(Duration::from_secs(10), || async {
+            (metric(addrs[leader], "cachewarden_binlog_connected").await == 1.0).then_some(())
+        })
+        .await
+        .expect("the leader follows the binlog");
+        // Cached keys for 2,500 rows of this round, then a burst changing each of them, one transaction each.
+        let ids: Vec<u32> = (1 + round * 2500..=2500 + round * 2500).collect();
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.set(format!("{p}k:{id}"), "cached").ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await.unwrap();
+        let (from, to) = (ids[0], ids[ids.len() - 1]);
+        let burst = {
+            let url = env.mysql_url.clone();
+            tokio::spawn(async move {
+                use sqlx::Connection as _;
+                let mut db = sqlx::MySqlConnection::connect(&url).await.unwrap();
+                for id in from..=to {
+                    sqlx::query("UPDATE t SET v = v + 1 WHERE id = ?")
+                        .bind(id)
+                        .execute(&mut db)
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        // Killed mid-burst: some changes applied by the old leader, some read but not applied, some not yet read.
+        tokio::time::sleep(Duration::from_millis(50 + fastrand::u64(..100))).await;
+        let mut killed = daemons[leader].take().unwrap();
+        killed.signal("KILL");
+        let _ = killed.exit_code(Duration::from_secs(5)).await;
+        assert!(
+            !burst.is_finished(),
+            "round {round}: the burst ended before the kill; make it longer"
+        );
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                (role(addrs[standby]).await == "leader").then_some(())
+            })
+            .await
+            .is_some(),
+            "round {round}: no takeover after kill -9"
+        );
+        burst.await.unwrap();
+        let left = eventually(Duration::from_secs(30), || async {
+            let mut left = 0;
+            for id in from..=to {
+                let exists: bool = redis::cmd("EXISTS")
+                    .arg(format!("{p}k:{id}"))
+                    .query_async(&mut env.redis().await)
+                    .await
+                    .unwrap();
+                left += u32::from(exists);
+            }
+            (left == 0).then_some(())
+        })
+        .await;
+        assert!(
+            left.is_some(),
+            "round {round}: keys of changed rows survived the takeover:\n{}",
+            daemons[standby].as_ref().unwrap().log()
+        );
+        assert_eq!(
+            metric(addrs[standby], RUNS).await,
+            0.0,
+            "round {round}: the new leader re-warmed although the checkpoint was fresh"
+        );
+        // The killed instance comes back as standby for the next round.
+        daemons[leader] = Some(Daemon::start(&env, &configs[leader], &[], &[]));
+    }
+    for daemon in daemons.iter_mut().flatten() {
+        daemon.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_leader_paused_past_its_lease_writes_nothing_after_it_resumes() {
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE t (id INT PRIMARY KEY, v INT);\nINSERT INTO t SELECT seq, 0 FROM seq_1_to_4")
+        .await;
+    let p = env.prefix.clone();
+    // `slow` reads for about 2 s: paused meanwhile, its writes would land after the takeover.
+    let slow = format!(
+        "\n[[warm]]\nname = \"slow\"\nschedule = \"0 0 0 1 1 *\"\nquery = \"SELECT id, v FROM t WHERE SLEEP(0.5) = 0\"\n\
+         key = \"{p}slow:{{id}}\"\nttl = \"1h\"\ntimeout = \"1m\"\n"
+    );
+    let body = format!("{}{slow}", binlog_and_job(&env, "0 0 0 1 1 *", ""));
+    let (config_a, admin_a) = instance(&env, "a", "2s", &body);
+    let (config_b, admin_b) = instance(&env, "b", "2s", &body);
+    let mut a = Daemon::start(&env, &config_a, &[], &[]);
+    assert!(
+        one_leader(&[admin_a], Duration::from_secs(20)).await.is_some(),
+        "{}",
+        a.log()
+    );
+    let mut b = Daemon::start(&env, &config_b, &[], &[]);
+    assert_eq!(one_leader(&[admin_a, admin_b], Duration::from_secs(20)).await, Some(0));
+    eventually(Duration::from_secs(10), || async {
+        (metric(admin_a, "cachewarden_binlog_connected").await == 1.0).then_some(())
+    })
+    .await
+    .expect("a follows the binlog");
+
+    // a starts the slow job and freezes mid-read; b takes over and applies a change.
+    let output = env
+        .cli()
+        .args(["trigger", "slow", "--admin", &admin_a.to_string()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{:?}", text(&output));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.signal("STOP");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            (role(admin_b).await == "leader").then_some(())
+        })
+        .await
+        .is_some(),
+        "b did not take over:\n{}",
+        b.log()
+    );
+    let mut conn = env.redis().await;
+    let _: () = redis::cmd("SET")
+        .arg(format!("{p}k:1"))
+        .arg("cached")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    env.sql("UPDATE t SET v = 7 WHERE id = 1").await;
+    eventually(Duration::from_secs(10), || async {
+        env.get(&format!("{p}k:1")).await.is_none().then_some(())
+    })
+    .await
+    .expect("b applied the change");
+    let checkpoint = |value: Option<String>| {
+        value
+            .and_then(|v| v.rsplit(':').next().and_then(|pos| pos.parse::<u64>().ok()))
+            .unwrap_or(0)
+    };
+    let after_takeover = checkpoint(env.get(&format!("{p}checkpoint")).await);
+    assert!(after_takeover > 0);
+
+    // a resumes: its query finishes and its binlog task wakes, but nothing it writes may land.
+    a.signal("CONT");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            (role(admin_a).await == "standby").then_some(())
+        })
+        .await
+        .is_some(),
+        "a did not notice it lost the lease:\n{}",
+        a.log()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let written: Vec<String> = env
+        .keys()
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with(&format!("{p}slow:")))
+        .collect();
+    assert!(
+        written.is_empty(),
+        "the paused leader wrote {written:?} after losing the lease:\n{}",
+        a.log()
+    );
+    assert!(
+        checkpoint(env.get(&format!("{p}checkpoint")).await) >= after_takeover,
+        "the checkpoint went backwards"
+    );
+    assert_eq!(role(admin_b).await, "leader");
+    assert!(a.log().contains("stopped writing"), "{}", a.log());
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn redis_refuses_every_value_write_whose_token_the_lease_no_longer_holds() {
+    let env = TestEnv::new().await;
+    let p = env.prefix.clone();
+    let settings = env.config("").redis;
+    let lease_key = format!("{p}leader");
+    let fence = Fence::new(&lease_key);
+    let cache = Cache::connect(&settings).await.unwrap().fenced(fence.clone());
+    let set = |key: &str| KeyOp::Set {
+        key: format!("{p}{key}"),
+        value: b"v".to_vec(),
+        ttl: Some(Duration::from_secs(60)),
+        read: None,
+    };
+    // This process thinks it holds the lease as "a"; Redis says "b" does.
+    fence.hold("a".into(), Instant::now() + Duration::from_secs(60));
+    let mut conn = env.redis().await;
+    let _: () = redis::cmd("SET")
+        .arg(&lease_key)
+        .arg("b")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(matches!(cache.apply(&[set("plain")]).await, Err(CacheError::Fenced)));
+    assert!(matches!(
+        cache.supersede(&[set("image")]).await,
+        Err(CacheError::Fenced)
+    ));
+    let lease = cache.begin_read(Duration::from_secs(5)).await.unwrap();
+    let guarded: Vec<KeyOp> = (0..100)
+        .map(|i| KeyOp::Set {
+            key: format!("{p}guarded:{i}"),
+            value: b"v".to_vec(),
+            ttl: Some(Duration::from_secs(60)),
+            read: lease.stamp(lease.read_at),
+        })
+        .collect();
+    assert!(matches!(cache.apply(&guarded).await, Err(CacheError::Fenced)));
+    assert!(
+        env.keys().await.iter().all(|key| key == &lease_key),
+        "{:?}",
+        env.keys().await
+    );
+    // Deletes are allowed from anyone: at worst a miss.
+    cache.apply(&[KeyOp::Delete { key: format!("{p}x") }]).await.unwrap();
+
+    // With the lease ours, the same writes land.
+    let _: () = redis::cmd("SET")
+        .arg(&lease_key)
+        .arg("a")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    cache.apply(&[set("plain")]).await.unwrap();
+    cache.supersede(&[set("image")]).await.unwrap();
+    cache.apply(&guarded).await.unwrap();
+    cache.end_read(lease).await;
+    assert_eq!(env.keys().await.len(), 103);
+    // And a fence that ran out locally refuses before asking Redis.
+    fence.hold("a".into(), Instant::now() - Duration::from_millis(1));
+    assert!(matches!(cache.apply(&[set("late")]).await, Err(CacheError::Fenced)));
+}
