@@ -408,3 +408,158 @@ async fn redis_refuses_every_value_write_whose_token_the_lease_no_longer_holds()
     fence.hold("a".into(), Instant::now() - Duration::from_millis(1));
     assert!(matches!(cache.apply(&[set("late")]).await, Err(CacheError::Fenced)));
 }
+
+/// Runs `sql` on a server of the test's own.
+async fn on(url: &str, sql: &str) {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::MySqlConnection::connect(url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
+
+async fn scalar(url: &str, sql: &str) -> i64 {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::MySqlConnection::connect(url).await.unwrap();
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn after_a_switchover_the_binlog_resumes_by_gtid_on_the_promoted_server_without_a_gap() {
+    let env = TestEnv::new().await;
+    let p = env.prefix.clone();
+    // A primary and a replica with its own binlog (log_slave_updates), replicating by GTID.
+    let primary = common::OwnMariaDb::start_with(11, &[]);
+    let replica = common::OwnMariaDb::start_with(12, &["--log-slave-updates"]);
+    on(
+        &primary.url(),
+        "CREATE DATABASE shop; USE shop; CREATE TABLE t (id INT PRIMARY KEY, v INT);
+         INSERT INTO t SELECT seq, 0 FROM seq_1_to_100",
+    )
+    .await;
+    on(
+        &replica.url(),
+        &format!(
+            "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {}, MASTER_USER = 'root', \
+             MASTER_USE_GTID = slave_pos; START SLAVE",
+            primary.port
+        ),
+    )
+    .await;
+    let config = |server: &common::OwnMariaDb| {
+        env.write_file(
+            "failover.toml",
+            &format!(
+                "[mysql]\nurl = \"{url}/shop\"\n\n[redis]\nurl = \"{redis}\"\n\n[admin]\nlisten = \"{admin}\"\n\n\
+                 [channel]\nenabled = false\n\n[binlog]\nserver_id = 4343\ncheckpoint_key = \"{p}checkpoint\"\n\
+                 heartbeat = \"1s\"\non_gap = \"flush\"\n\n[[warm]]\nname = \"j\"\nschedule = \"0 0 0 1 1 *\"\n\
+                 query = \"SELECT id, v FROM t\"\nkey = \"{p}k:{{id}}\"\nttl = \"1h\"\n\n\
+                 [[on_change]]\ntable = \"t\"\ndelete = [\"{p}k:{{id}}\"]\n",
+                url = server.url(),
+                redis = env.redis_url,
+                admin = env.admin_addr(),
+            ),
+        )
+    };
+    let cache_rows = |from: u32, to: u32| {
+        let env = &env;
+        let p = p.clone();
+        async move {
+            let mut pipe = redis::pipe();
+            for id in from..=to {
+                pipe.set(format!("{p}k:{id}"), "cached").ignore();
+            }
+            pipe.query_async::<()>(&mut env.redis().await).await.unwrap();
+        }
+    };
+    let all_gone = |from: u32, to: u32| {
+        let env = &env;
+        let p = p.clone();
+        async move {
+            for id in from..=to {
+                if env.get(&format!("{p}k:{id}")).await.is_some() {
+                    return false;
+                }
+            }
+            true
+        }
+    };
+    let mut daemon = Daemon::start(&env, &config(&primary), &[], &[]);
+    common::wait_for_admin(&env).await;
+    eventually(Duration::from_secs(10), || async {
+        (common::sample(
+            &common::get(&env, "/metrics").await?.body,
+            "cachewarden_binlog_connected",
+        ) == Some(1.0))
+        .then_some(())
+    })
+    .await
+    .expect("following the primary");
+    // (After the first start's own recovery, which flushes what the rules cover: there was no checkpoint.)
+    cache_rows(1, 100).await;
+    on(&primary.url(), "UPDATE shop.t SET v = 1 WHERE id <= 30").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            all_gone(1, 30).await.then_some(())
+        })
+        .await
+        .is_some(),
+        "{}",
+        daemon.log()
+    );
+    daemon.stop().await;
+
+    // Changes the daemon does not see on the primary; the replica gets them; then the replica is promoted and
+    // takes writes of its own.
+    on(&primary.url(), "UPDATE shop.t SET v = 2 WHERE id BETWEEN 31 AND 60").await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            (scalar(&replica.url(), "SELECT COUNT(*) FROM shop.t WHERE v = 2").await == 30).then_some(())
+        })
+        .await
+        .is_some(),
+        "the replica did not catch up"
+    );
+    on(&replica.url(), "STOP SLAVE; RESET SLAVE ALL").await;
+    drop(primary);
+    on(&replica.url(), "UPDATE shop.t SET v = 3 WHERE id BETWEEN 61 AND 90").await;
+
+    let checkpoint = env.get(&format!("{p}checkpoint")).await.unwrap();
+    assert!(
+        checkpoint.contains(" gtid=0-11-") && checkpoint.contains(" server=11"),
+        "{checkpoint}"
+    );
+    let mut daemon = Daemon::start(&env, &config(&replica), &[], &[]);
+    let caught_up = eventually(Duration::from_secs(20), || async {
+        all_gone(31, 90).await.then_some(())
+    })
+    .await;
+    assert!(
+        caught_up.is_some(),
+        "changes lost across the switchover:\n{}",
+        daemon.log()
+    );
+    // No gap: nothing was flushed (unchanged rows keep their keys) and no recovery ran.
+    assert!(
+        !all_gone(91, 91).await,
+        "the unchanged row's key was flushed: a gap was recovered"
+    );
+    let metrics = common::get(&env, "/metrics").await.unwrap().body;
+    assert_eq!(
+        common::sample(&metrics, "cachewarden_binlog_gaps_total"),
+        Some(0.0),
+        "{}",
+        daemon.log()
+    );
+    assert!(daemon.log().contains("by_gtid=true"), "{}", daemon.log());
+    let checkpoint = env.get(&format!("{p}checkpoint")).await.unwrap();
+    assert!(
+        checkpoint.contains("-12-") && checkpoint.contains(" server=12"),
+        "{checkpoint}"
+    );
+    daemon.stop().await;
+}

@@ -536,11 +536,18 @@ pub struct OwnMariaDb {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    server_id: u32,
+    extra: Vec<String>,
 }
 
 impl OwnMariaDb {
     /// Initialises a data directory and starts the server on a free port.
     pub fn start() -> Self {
+        Self::start_with(1, &[])
+    }
+
+    /// [`OwnMariaDb::start`] with this `server_id` and extra server options (a replica's `--log-slave-updates`).
+    pub fn start_with(server_id: u32, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let status = Command::new("chown")
             .args(["mysql:mysql", &dir.path().display().to_string()])
@@ -561,6 +568,8 @@ impl OwnMariaDb {
             port: free_port(),
             dir,
             child: None,
+            server_id,
+            extra: extra.iter().map(|option| option.to_string()).collect(),
         };
         server.launch();
         server
@@ -582,7 +591,7 @@ impl OwnMariaDb {
                 &format!("--port={}", self.port),
                 "--bind-address=127.0.0.1",
                 "--skip-name-resolve",
-                "--server-id=1",
+                &format!("--server-id={}", self.server_id),
                 &format!("--log-bin={}", data.join("binlog").display()),
                 "--binlog-format=ROW",
                 "--binlog-row-image=FULL",
@@ -590,6 +599,7 @@ impl OwnMariaDb {
                 "--innodb-buffer-pool-size=32M",
                 &format!("--log-error={}", self.dir.path().join("error.log").display()),
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -88,6 +88,11 @@ struct SessionState {
     reported_missing: HashSet<(usize, String)>,
     /// After a purge: start at the server's current position, then run the recovery.
     resume_from_current: bool,
+    /// The session asked for a GTID position the server does not have, on the server whose file offset the
+    /// checkpoint also holds: if it fails that way, the next session tries the offset.
+    gtid_then_offset: bool,
+    /// The GTID position was refused; resume by file offset.
+    skip_gtid: bool,
 }
 
 impl BinlogListener {
@@ -101,6 +106,11 @@ impl BinlogListener {
             backoff.session_ended(started.elapsed());
             let delay = match ended {
                 Ok(()) => return,
+                Err(BinlogError::Purged(position, message)) if state.gtid_then_offset => {
+                    warn!(%position, error = %message, "The server does not have the checkpoint's GTID position; resuming by file offset.");
+                    state.skip_gtid = true;
+                    Duration::ZERO
+                }
                 Err(BinlogError::Purged(position, message)) => {
                     error!(%position, error = %message, "Binlog position was purged: changes since it are lost; recovering.");
                     metrics::record_binlog_gap();
@@ -129,9 +139,30 @@ impl BinlogListener {
     async fn session(&self, shutdown: &CancellationToken, state: &mut SessionState) -> Result<(), BinlogError> {
         let mut conn = server::connect(&self.settings.url).await?;
         let server = server::check_server(&mut conn).await?;
-        let current = server::current_position(&mut conn).await?;
+        let mut current = server::current_position(&mut conn).await?;
+        if server.mariadb {
+            current = server::with_gtid(&mut conn, current, server.server_id).await?;
+        }
         let start = self.start_position(current, shutdown, state).await?;
-        let Some(start) = start else { return Ok(()) };
+        let Some(mut start) = start else { return Ok(()) };
+        let here = start.server.is_none_or(|id| id == server.server_id);
+        if server.mariadb && start.gtid.is_none() && here {
+            // A checkpoint from before GTIDs were saved: learn its GTID position while the offset still means it.
+            start = server::with_gtid(&mut conn, start, server.server_id).await?;
+        }
+        let by_gtid = server.mariadb && !state.skip_gtid && start.gtid.as_ref().is_some_and(|gtid| !gtid.is_empty());
+        state.gtid_then_offset = by_gtid && here;
+        state.skip_gtid = false;
+        if !by_gtid && !here {
+            // Another server's offset (a failover) and no GTID to translate it: it means nothing here.
+            return Err(BinlogError::Purged(
+                start.to_string(),
+                format!(
+                    "the checkpoint is an offset on server {:?}, this is server {}",
+                    start.server, server.server_id
+                ),
+            ));
+        }
 
         let heartbeat_ns = self.settings.heartbeat.as_nanos();
         conn.query_drop(format!("SET @master_heartbeat_period = {heartbeat_ns}"))
@@ -140,14 +171,28 @@ impl BinlogListener {
             // Without this MariaDB sends its GTID events in a form older clients cannot skip.
             conn.query_drop("SET @mariadb_slave_capability = 4").await?;
         }
-        let request = BinlogStreamRequest::new(self.settings.server_id)
-            .with_filename(start.file.as_bytes())
-            .with_pos(start.pos);
+        let request = match (&start.gtid, by_gtid) {
+            (Some(gtid), true) => {
+                // MariaDB resumes a GTID-connecting replica after the transactions of @slave_connect_state, wherever
+                // they are in its files; the file and offset of the request are ignored.
+                conn.query_drop(format!("SET @slave_connect_state = '{gtid}'")).await?;
+                conn.query_drop("SET @slave_gtid_strict_mode = 0").await?;
+                BinlogStreamRequest::new(self.settings.server_id)
+                    .with_filename(b"")
+                    .with_pos(4u64)
+            }
+            _ => BinlogStreamRequest::new(self.settings.server_id)
+                .with_filename(start.file.as_bytes())
+                .with_pos(start.pos),
+        };
         let mut stream = conn
             .get_binlog_stream(request)
             .await
             .map_err(|error| server::classify(error, &start))?;
-        info!(position = %start, server_id = self.settings.server_id, "Following the binlog.");
+        info!(position = %start, by_gtid, server_id = self.settings.server_id, "Following the binlog.");
+        // The GTID position as transactions end; kept only when the start's is known (else it would be partial).
+        let mut gtids = start.gtid.clone();
+        let mut open_gtid: Option<(u32, u32, u64)> = None;
         metrics::record_binlog_connected(true);
         self.health.set_stalled("binlog", None);
 
@@ -224,6 +269,11 @@ impl BinlogListener {
             let data = event
                 .read_data()
                 .map_err(|e| BinlogError::Transient(format!("undecodable binlog event: {e}")))?;
+            if header.event_type_raw() == checkpoint::MARIADB_GTID_EVENT
+                && let Some((domain, seq)) = checkpoint::mariadb_gtid(event.data())
+            {
+                open_gtid = Some((domain, header.server_id(), seq));
+            }
             let ends_transaction = match data {
                 Some(EventData::FormatDescriptionEvent(_)) => {
                     format_seen = true;
@@ -256,10 +306,15 @@ impl BinlogListener {
             };
             if ends_transaction {
                 batch.transactions += 1;
+                if let (Some(gtids), Some((domain, origin, seq))) = (&mut gtids, open_gtid.take()) {
+                    gtids.record(domain, origin, seq);
+                }
                 if log_pos > 0 {
                     batch.checkpoint = Some(Position {
                         file: file.clone(),
                         pos: log_pos,
+                        gtid: gtids.clone(),
+                        server: Some(server.server_id),
                     });
                 }
                 // A batch this big is worth applying at once: waiting for more only delays what it holds.
@@ -294,10 +349,7 @@ impl BinlogListener {
             return Ok(Some(saved));
         }
         let start = match &self.settings.start {
-            BinlogStart::At { file, pos } => Position {
-                file: file.clone(),
-                pos: *pos,
-            },
+            BinlogStart::At { file, pos } => Position::at(file.clone(), *pos),
             BinlogStart::Current => current,
         };
         checkpoint::save(&self.settings.checkpoint, cache, &start).await?;

@@ -104,6 +104,8 @@ fn may_replicate(grant: &str) -> bool {
 /// What the start-up checks learned about the server.
 pub struct ServerTraits {
     pub mariadb: bool,
+    /// `@@server_id`: whose binlog files these are.
+    pub server_id: u32,
     /// Bytes of checksum after each event (`binlog_checksum`): 4 for CRC32, else 0.
     pub checksum_bytes: usize,
 }
@@ -152,8 +154,10 @@ pub async fn check_server(conn: &mut Conn) -> Result<ServerTraits, BinlogError> 
     } else {
         0
     };
+    let server_id: Option<u32> = conn.query_first("SELECT @@server_id").await?;
     Ok(ServerTraits {
         mariadb,
+        server_id: server_id.unwrap_or_default(),
         checksum_bytes,
     })
 }
@@ -169,11 +173,25 @@ pub async fn current_position(conn: &mut Conn) -> Result<Position, BinlogError> 
             .map(|row: mysql_async::Row| (row.get(0).unwrap_or_default(), row.get(1).unwrap_or_default())),
     };
     match row {
-        Some((file, pos)) if !file.is_empty() => Ok(Position { file, pos }),
+        Some((file, pos)) if !file.is_empty() => Ok(Position::at(file, pos)),
         _ => Err(BinlogError::Definite(
             "SHOW MASTER STATUS returned nothing: binary logging is off, or the user lacks REPLICATION CLIENT".into(),
         )),
     }
+}
+
+/// MariaDB: `position` (a file offset on this server) with its GTID position and this server's id, so that the
+/// checkpoint also means something on another server of the topology. The GTID stays unknown when the server
+/// cannot map the offset (`BINLOG_GTID_POS` is NULL: not a transaction boundary, or purged).
+pub async fn with_gtid(conn: &mut Conn, mut position: Position, server_id: u32) -> Result<Position, BinlogError> {
+    // An error (a file the server never had) leaves the GTID unknown, like NULL: the offset is tried as it is.
+    let gtid: Option<Option<String>> = conn
+        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&position.file, position.pos))
+        .await
+        .unwrap_or_default();
+    position.gtid = gtid.flatten().and_then(|gtid| super::checkpoint::Gtids::parse(&gtid));
+    position.server = Some(server_id);
+    Ok(position)
 }
 
 #[cfg(test)]
