@@ -23,6 +23,7 @@ import math
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -526,6 +527,52 @@ def binlog(runs):
             "project_catch_up": statistics.median(projected), "python_live_lag_ms": py_lag * 1000}
 
 
+def ha_role(port):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ha", timeout=1) as response:
+            return json.load(response).get("role")
+    except (OSError, ValueError):
+        return None
+
+
+def ha_takeover(kills=5):
+    """Two daemons with [ha]: the time from killing the leader (kill -9, or SIGTERM) to the standby leading, over
+    `kills` kills each, with the default lease and with lease_ttl = "3s"."""
+    results = {}
+    ports = (ADMIN_PORT + 10, ADMIN_PORT + 11)
+    for ttl in ("10s", "3s"):
+        paths = []
+        for name, port in zip(("a", "b"), ports):
+            path = config(warm_job("million", "SELECT id FROM million LIMIT 1", "bench:ha:"))
+            with open(path) as f:
+                text = f.read().replace(f'listen = "127.0.0.1:{ADMIN_PORT}"', f'listen = "127.0.0.1:{port}"')
+            with open(path, "w") as f:
+                f.write(text + f'\n[ha]\nenabled = true\nlease_ttl = "{ttl}"\nkey = "bench:leader"\ninstance = "{name}"\n')
+            paths.append(path)
+        r().delete("bench:leader")
+        start = lambda path: subprocess.Popen([BIN, "run", "--config", path], stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"})
+        processes = [start(p) for p in paths]
+        for signal_name, sig in (("kill9", signal.SIGKILL), ("sigterm", signal.SIGTERM)):
+            times = []
+            for _ in range(kills):
+                assert wait(lambda: sorted(ha_role(p) or "" for p in ports) == ["leader", "standby"], 30, 0.02)
+                leader = 0 if ha_role(ports[0]) == "leader" else 1
+                killed_at = time.monotonic()
+                processes[leader].send_signal(sig)
+                took = wait(lambda: ha_role(ports[1 - leader]) == "leader", 60, 0.005)
+                times.append(time.monotonic() - killed_at if took else float("inf"))
+                processes[leader].wait(timeout=30)
+                processes[leader] = start(paths[leader])
+            results[f"{signal_name}_{ttl}_p50_s"] = statistics.median(times)
+            results[f"{signal_name}_{ttl}_max_s"] = max(times)
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+    flush()
+    return results
+
+
 def idle():
     cfg = config(warm_job("products", PRODUCTS_QUERY, "bench:p:", JSON_ATTRIBUTES) + "[channel]\nname = \"bench_idle\"\n")
     daemon = Daemon(cfg)
@@ -611,6 +658,7 @@ def ceiling(w):
 def report(results, runs):
     w, m, p, b, i = (results[k] for k in ("warm_10k", "warm_1m", "pubsub", "binlog", "idle"))
     z = results["warm_1m_compressed"]
+    h = results["ha_takeover"]
     s, st = results["cdc_single_row"], results["cdc_storm"]
     size, w = w
     rows = [
@@ -671,6 +719,12 @@ def report(results, runs):
          f"{st['converged_after_s'] * 1000:.0f} ms ({st['events']:.0f} events → {st['keys_after_coalescing']:.0f}"
          f" key actions in {st['batches']:.0f} batches; daemon {st['daemon_cpu_percent']:.0f}% of a core)",
          "-", "-", "-", "≤ 1 s"),
+        ("HA takeover after kill -9 of the leader, p50 / max of 5 (lease_ttl 10 s; 3 s)",
+         f"{h['kill9_10s_p50_s']:.2f} s / {h['kill9_10s_max_s']:.2f} s; {h['kill9_3s_p50_s']:.2f} s /"
+         f" {h['kill9_3s_max_s']:.2f} s", "-", "-", "-", "≤ lease_ttl + one renew interval"),
+        ("HA takeover after SIGTERM of the leader, p50 / max of 5 (lease_ttl 10 s; 3 s)",
+         f"{h['sigterm_10s_p50_s'] * 1000:.0f} ms / {h['sigterm_10s_max_s'] * 1000:.0f} ms;"
+         f" {h['sigterm_3s_p50_s'] * 1000:.0f} ms / {h['sigterm_3s_max_s'] * 1000:.0f} ms", "-", "-", "-", "< 1 s"),
         ("idle daemon: RSS, CPU", f"{i['rss_mb']:.1f} MB, {i['cpu_percent']:.2f}%", "-", "-", "-", "≤ 15 MB, ~0"),
     ]
     lines = [
@@ -698,7 +752,7 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print the report, leave docs/BENCHMARKS.md alone")
     parser.add_argument("--only", help="run one scenario and print its figures (warm_10k, warm_1m, warm_1m_compressed, pubsub, binlog, "
-                        "cdc_single_row, cdc_storm, idle)")
+                        "cdc_single_row, cdc_storm, ha_takeover, idle)")
     args = parser.parse_args()
     setup()
     results = {}
@@ -707,6 +761,7 @@ def main():
                            ("pubsub", lambda: pubsub(args.runs)), ("binlog", lambda: binlog(args.runs)),
                            ("cdc_single_row", lambda: cdc.single_row(sys.modules[__name__], args.runs)),
                            ("cdc_storm", lambda: cdc.storm(sys.modules[__name__], args.runs)),
+                           ("ha_takeover", ha_takeover),
                            ("idle", idle)):
         if args.only and name != args.only:
             continue
