@@ -5,7 +5,7 @@
 //! ACL DRYRUN, as on older Redis), nothing is checked up front and the daemon still treats a refusal at run time as
 //! definite (ERROR, not ready, retried without skipping anything).
 
-use crate::cache::{Cache, CacheError, MARKER_PREFIX, READERS_KEY, VERSION_KEY};
+use crate::cache::{Cache, CacheError, LEASE_PREFIX, READERS_KEY, VERSION_KEY};
 use crate::config::{CheckpointStore, Config};
 use crate::model::{KeyPart, KeyTemplate};
 
@@ -72,24 +72,29 @@ fn need(purpose: &str, command: &[&str]) -> Need {
 }
 
 /// Writing and deleting `key` the way the cache does: plain or, with stale-set protection, through its scripts
-/// (which touch the version counter, the read leases and the key's marker).
-fn key_writes(purpose: &str, key: &str, protected: bool, needs: &mut Vec<Need>) {
+/// (which declare the fence key — the HA lease, or the version counter — the version counter, the read leases and
+/// the key, and record into the read leases' evidence).
+fn key_writes(purpose: &str, key: &str, protected: bool, fence: &str, needs: &mut Vec<Need>) {
     needs.push(need(purpose, &["SET", key, "v", "PX", "1000"]));
     needs.push(need(purpose, &["UNLINK", key]));
     needs.push(need(purpose, &["GET", key]));
     if protected {
-        let marker = format!("{MARKER_PREFIX}{key}");
         let sha = "0".repeat(40);
-        needs.push(need(purpose, &["EVALSHA", &sha, "3", VERSION_KEY, READERS_KEY, key]));
-        needs.push(need(purpose, &["EVAL", "return 1", "3", VERSION_KEY, READERS_KEY, key]));
-        needs.push(need(purpose, &["SET", &marker, "1", "PX", "1000"]));
-        needs.push(need(purpose, &["GET", &marker]));
+        needs.push(need(
+            purpose,
+            &["EVALSHA", &sha, "4", fence, VERSION_KEY, READERS_KEY, key],
+        ));
+        needs.push(need(
+            purpose,
+            &["EVAL", "return 1", "4", fence, VERSION_KEY, READERS_KEY, key],
+        ));
     }
 }
 
 /// Everything the Redis user must be allowed under `config`, each command once per kind of key.
 pub fn redis_needs(config: &Config) -> Vec<Need> {
     let protected = config.redis.stale_set_protection;
+    let fence = config.ha.as_ref().map_or(VERSION_KEY, |ha| ha.key.as_str());
     let mut needs = vec![
         need("the health check", &["PING"]),
         need("the health check", &["INFO", "stats"]),
@@ -110,14 +115,35 @@ pub fn redis_needs(config: &Config) -> Vec<Need> {
             vec!["ZSCORE", READERS_KEY, "m"],
             vec!["ZRANGE", READERS_KEY, "-1", "-1", "WITHSCORES"],
             vec!["ZREMRANGEBYSCORE", READERS_KEY, "0", "1"],
+            vec!["ZRANGEBYSCORE", READERS_KEY, "0", "+inf"],
+        ] {
+            needs.push(need(purpose, &command));
+        }
+        let evidence = format!("{LEASE_PREFIX}m");
+        for command in [
+            vec!["HSET", &evidence, "k", "1"],
+            vec!["HGET", &evidence, "k"],
+            vec!["HEXISTS", &evidence, ""],
+            vec!["EXISTS", &evidence],
+            vec!["PEXPIRE", &evidence, "1000"],
+            vec!["UNLINK", &evidence],
         ] {
             needs.push(need(purpose, &command));
         }
     }
+    if let Some(ha) = &config.ha {
+        let purpose = "the [ha] lease";
+        needs.push(need(purpose, &["SET", &ha.key, "t", "NX", "PX", "1000"]));
+        needs.push(need(purpose, &["GET", &ha.key]));
+        needs.push(need(purpose, &["PEXPIRE", &ha.key, "1000"]));
+        needs.push(need(purpose, &["DEL", &ha.key]));
+        needs.push(need(purpose, &["EVAL", "return 1", "1", &ha.key]));
+        needs.push(need(purpose, &["WATCH", &ha.key]));
+    }
     for job in &config.jobs {
         let purpose = format!("warm job \"{}\" (keys {})", job.name, job.key);
         let key = sample_key(&job.key);
-        key_writes(&purpose, &key, protected, &mut needs);
+        key_writes(&purpose, &key, protected, fence, &mut needs);
         needs.push(need(&purpose, &["PTTL", &key]));
         needs.push(need(&purpose, &["SCAN", "0", "MATCH", &key]));
     }
@@ -125,21 +151,21 @@ pub fn redis_needs(config: &Config) -> Vec<Need> {
         let table = format!("{}.{}", rule.database, rule.table);
         for template in rule.delete.iter().chain(&rule.refresh) {
             let purpose = format!("[[on_change]] {table} (keys {template})");
-            key_writes(&purpose, &sample_key(template), protected, &mut needs);
+            key_writes(&purpose, &sample_key(template), protected, fence, &mut needs);
             if template.as_str().contains('*') {
                 needs.push(need(&purpose, &["SCAN", "0", "MATCH", template.as_str()]));
             }
         }
         if let Some(projection) = &rule.project {
             let purpose = format!("[[on_change]] {table} (projected keys {})", projection.key);
-            key_writes(&purpose, &sample_key(&projection.key), protected, &mut needs);
+            key_writes(&purpose, &sample_key(&projection.key), protected, fence, &mut needs);
         }
     }
     let channel = &config.channel;
     if channel.enabled {
         for pattern in &channel.allow {
             let purpose = format!("[channel] allow \"{pattern}\"");
-            key_writes(&purpose, &sample_of_glob(pattern), protected, &mut needs);
+            key_writes(&purpose, &sample_of_glob(pattern), protected, fence, &mut needs);
             needs.push(need(&purpose, &["SCAN", "0", "MATCH", pattern]));
         }
         match &channel.stream {

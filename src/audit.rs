@@ -16,7 +16,6 @@ use tracing::{info, warn};
 use crate::cache::{Cache, CacheError};
 use crate::database::{Database, DatabaseError};
 use crate::model::{Ttl, WarmJob};
-use crate::plan;
 
 /// A mismatch is looked at again after this long: enough for a change in flight to be applied.
 const RECHECK_AFTER: Duration = Duration::from_millis(1500);
@@ -76,7 +75,7 @@ pub async fn audit(cache: &Cache, db: &Database, jobs: &[WarmJob], sample: usize
             audits.push(report);
             continue;
         }
-        let keys = cache.sample_keys(&plan::allow_pattern(&job.key), sample).await?;
+        let keys = cache.sample_keys(&crate::glob::allow_pattern(&job.key), sample).await?;
         let mut suspects = Vec::new();
         for key in keys {
             match check(cache, db, job, &key).await? {
@@ -117,7 +116,7 @@ async fn check(cache: &Cache, db: &Database, job: &WarmJob, key: &str) -> Result
     let expected = match crate::refresh::render_from_database(db, job, key).await {
         Ok(expected) => expected,
         // The query's result no longer renders (a column went away): nothing valid can be cached.
-        Err(crate::refresh::RenderError::Plan(_)) => None,
+        Err(crate::refresh::RenderError::Columns(_)) => None,
         Err(crate::refresh::RenderError::Database(error)) => return Err(error.into()),
     };
     // What an application reads: decompressed, and with encrypted columns opened (their nonces differ each time).

@@ -16,6 +16,12 @@ const ZSTD_LEVEL: i32 = 3;
 /// A decoded value may be at most this much larger than its stored form; more is refused as corrupt (or hostile).
 const MAX_EXPANSION: usize = 1024;
 
+thread_local! {
+    /// One zstd context per thread, reused: a context costs more to set up than a small value costs to compress.
+    static ZSTD: std::cell::RefCell<std::io::Result<zstd::bulk::Compressor<'static>>> =
+        std::cell::RefCell::new(zstd::bulk::Compressor::new(ZSTD_LEVEL));
+}
+
 /// The compression a job asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
@@ -71,7 +77,10 @@ impl Encoding {
                     flate2::write::GzEncoder::new(Vec::with_capacity(value.len() / 4), flate2::Compression::default());
                 encoder.write_all(&value).and_then(|()| encoder.finish())
             }
-            Compression::Zstd => zstd::bulk::compress(&value, ZSTD_LEVEL),
+            Compression::Zstd => ZSTD.with(|compressor| match &mut *compressor.borrow_mut() {
+                Ok(compressor) => compressor.compress(&value),
+                Err(error) => Err(std::io::Error::new(error.kind(), error.to_string())),
+            }),
         };
         match compressed {
             Ok(compressed) if compressed.len() < value.len() => compressed,

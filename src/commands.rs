@@ -230,8 +230,14 @@ pub fn format_summary(outcomes: &[OnceOutcome]) -> String {
     }
     let mut out = table(&rows);
     for outcome in outcomes {
-        if let Err(error) = &outcome.result {
-            out.push_str(&format!("{}: {error}\n", outcome.job));
+        match &outcome.result {
+            Err(error) => out.push_str(&format!("{}: {error}\n", outcome.job)),
+            Ok(summary) if summary.evicted_keys > 0 => out.push_str(&format!(
+                "{}: Redis evicted {} during the run (maxmemory): some of the keys written may be gone\n",
+                outcome.job,
+                crate::words::count(summary.evicted_keys as usize, "key")
+            )),
+            Ok(_) => {}
         }
     }
     out

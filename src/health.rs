@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cache::Cache;
+use crate::cache::{Cache, info_field};
 use crate::database::Database;
 use crate::metrics;
 
@@ -131,7 +131,7 @@ impl HealthChecker {
                 if let (Some(hits), Some(misses)) =
                     (info_field(&info, "keyspace_hits"), info_field(&info, "keyspace_misses"))
                 {
-                    metrics::record_keyspace(hits, misses);
+                    metrics::record_keyspace(hits, misses, info_field(&info, "evicted_keys").unwrap_or(0));
                 }
                 None
             }
@@ -147,13 +147,6 @@ impl HealthChecker {
             Err(_) => Some(format!("no answer within {CHECK_INTERVAL:?}")),
         }
     }
-}
-
-/// A numeric field of a Redis `INFO` reply (`name:value` lines).
-pub fn info_field(info: &str, name: &str) -> Option<u64> {
-    info.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-        .and_then(|value| value.trim().parse().ok())
 }
 
 /// Heartbeats of the work loops.

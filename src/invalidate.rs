@@ -75,14 +75,13 @@ pub struct Applied {
 }
 
 impl Applied {
-    /// The counts per action, as the metrics label them.
-    pub fn counts(&self) -> [(&'static str, u64); 6] {
+    /// The keys per action, as the metrics label them (warm runs are not keys: see [`Applied::warms`]).
+    pub fn counts(&self) -> [(&'static str, u64); 5] {
         [
             ("delete", self.deleted),
             ("pattern_delete", self.pattern_deleted),
             ("refresh", self.refreshed),
             ("refresh_delete", self.refresh_deleted),
-            ("warm", self.warms),
             ("project", self.projected),
         ]
     }
@@ -143,6 +142,24 @@ impl Invalidator {
         crate::trigger::send(&self.triggers, Arc::from(job), reason);
     }
 
+    /// Carries out a gap's recovery (`plan::gap_actions`): warm runs are asked for (as a resync), the rest applied until
+    /// it succeeds. `false` when `shutdown` interrupted it.
+    pub async fn recover(&self, task: &'static str, actions: Vec<Action>, shutdown: &CancellationToken) -> bool {
+        let (warms, rest): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .partition(|action| matches!(action, Action::Warm(_)));
+        for action in warms {
+            if let Action::Warm(job) = action {
+                self.warm(&job, TriggerReason::Resync);
+            }
+        }
+        rest.is_empty()
+            || self
+                .apply_with_retry(task, &rest, &HashMap::new(), shutdown)
+                .await
+                .is_some()
+    }
+
     /// Applies `actions` until it succeeds (what it did) or `shutdown` comes (`None`): transient failures are retried with
     /// backoff, definite ones more slowly (nothing may be skipped: the changes would be lost). Failures
     /// that last [`STALL_AFTER`], and definite ones at once, make the daemon not ready (`task`: why) until it works.
@@ -161,9 +178,7 @@ impl Invalidator {
                 Ok(applied) => {
                     if failing_since.is_some() {
                         self.health.set_stalled(task, None);
-                        if task == "binlog" {
-                            metrics::record_binlog_apply_failing(false);
-                        }
+                        metrics::record_apply_failing(task, false);
                     }
                     return Some(applied);
                 }
@@ -181,9 +196,7 @@ impl Invalidator {
             if !error.is_transient() || since.elapsed() >= STALL_AFTER {
                 self.health
                     .set_stalled(task, Some(format!("cannot apply invalidations: {error}")));
-                if task == "binlog" {
-                    metrics::record_binlog_apply_failing(true);
-                }
+                metrics::record_apply_failing(task, true);
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
@@ -263,7 +276,7 @@ impl Invalidator {
             }
             index = end;
         }
-        metrics::record_invalidations(&applied.counts());
+        metrics::record_invalidations(&applied.counts(), applied.warms);
         Ok(applied)
     }
 

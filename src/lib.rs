@@ -16,7 +16,8 @@
 //! - [`signal`]: SIGTERM/SIGINT/SIGHUP/SIGUSR1 as daemon events.
 //! - [`invalidate`]: applies invalidation actions (deletes, pattern deletes, refreshes, projections, warm runs).
 //! - [`refresh`]: refreshes many keys of a job in one read, checked against the change that asked (executor).
-//! - [`plan`]: messages and binlog row changes → actions, under the allow-list (pure).
+//! - [`plan`]: messages, binlog row changes and gaps → actions, under the allow-list (pure).
+//! - [`glob`]: key templates → allow patterns, and pattern matching (pure).
 //! - [`source`]: the producers: the cron schedule, the invalidation channel (pub/sub, streams), the binlog listener.
 //! - [`trigger`]: the one way to ask for a warm run.
 //! - [`audit`]: compares cached values with the database.
@@ -27,7 +28,8 @@
 //! - [`check`]: `check --connect`, the configuration against the live servers.
 //! - [`access`]: what the Redis user must be allowed to do, checked against its ACL (`ACL DRYRUN`).
 //! - [`demo`]: the demo shop schema (embedded migrations), for the quick start and tests.
-//! - [`cli`]: the command line; [`words`]: counts in output for people.
+//! - [`cli`]: the command line and the exit codes; [`dispatch`]: a command line to its exit code;
+//!   [`words`]: counts, durations, times and sizes in output for people.
 
 pub mod access;
 pub mod admin;
@@ -43,6 +45,8 @@ pub mod config;
 pub mod crypto;
 pub mod database;
 pub mod demo;
+pub mod dispatch;
+pub mod glob;
 pub mod ha;
 pub mod health;
 pub mod invalidate;

@@ -71,6 +71,10 @@ fn describe() {
     describe_gauge!("cachewarden_redis_up", "1 when the last Redis health check succeeded.");
     describe_gauge!("cachewarden_mysql_up", "1 when the last MySQL health check succeeded.");
     describe_counter!(
+        "cachewarden_redis_evicted_keys_total",
+        "Redis INFO stats evicted_keys, sampled: keys Redis dropped under maxmemory (the cache's own or cachewarden's)."
+    );
+    describe_counter!(
         "cachewarden_redis_keyspace_hits_total",
         "Redis INFO stats keyspace_hits, sampled (rate() over a window gives the hit ratio with the misses)."
     );
@@ -98,6 +102,10 @@ fn describe() {
     describe_counter!(
         "cachewarden_invalidated_keys_total",
         "Keys changed by invalidations, by action."
+    );
+    describe_counter!(
+        "cachewarden_invalidation_warm_runs_total",
+        "Warm runs asked for by invalidation messages."
     );
     describe_gauge!(
         "cachewarden_binlog_connected",
@@ -212,7 +220,7 @@ pub fn initialise(configured: &Configured<'_>) {
         ] {
             counter!(name, "warm_job" => job.clone()).increment(0);
         }
-        for reason in ["oversize", "null_key", "invalid"] {
+        for reason in SKIP_REASONS {
             counter!("cachewarden_warm_values_skipped_total", "warm_job" => job.clone(), "reason" => reason)
                 .increment(0);
         }
@@ -319,6 +327,9 @@ impl Outcome {
     }
 }
 
+/// Why a warm run skips a value, as `cachewarden_warm_values_skipped_total` labels it (in [`RunFigures`] order).
+const SKIP_REASONS: [&str; 3] = ["oversize", "null_key", "invalid"];
+
 /// A successful warm run's figures, as plain numbers (metrics know nothing of the executors).
 pub struct RunFigures {
     pub duration: Duration,
@@ -350,11 +361,12 @@ pub fn record_run(job: &str, outcome: Outcome, summary: Option<&RunFigures>) {
     counter!("cachewarden_warm_keys_written_total", "warm_job" => job.clone()).increment(summary.keys_written);
     counter!("cachewarden_warm_bytes_written_total", "warm_job" => job.clone()).increment(summary.bytes_written);
     counter!("cachewarden_warm_bytes_rendered_total", "warm_job" => job.clone()).increment(summary.bytes_rendered);
-    for (reason, count) in [
-        ("oversize", summary.skipped_oversize),
-        ("null_key", summary.skipped_null_key),
-        ("invalid", summary.skipped_invalid),
-    ] {
+    let skipped = [
+        summary.skipped_oversize,
+        summary.skipped_null_key,
+        summary.skipped_invalid,
+    ];
+    for (reason, count) in SKIP_REASONS.into_iter().zip(skipped) {
         counter!("cachewarden_warm_values_skipped_total", "warm_job" => job.clone(), "reason" => reason)
             .increment(count);
     }
@@ -386,9 +398,10 @@ pub fn record_health(redis_up: bool, mysql_up: bool) {
 
 /// Records Redis' own keyspace hit and miss counters, as counters: `rate()` over any window gives the hit ratio of
 /// that window (a Redis restart resets them, which Prometheus treats as a counter reset).
-pub fn record_keyspace(hits: u64, misses: u64) {
+pub fn record_keyspace(hits: u64, misses: u64, evicted: u64) {
     counter!("cachewarden_redis_keyspace_hits_total").absolute(hits);
     counter!("cachewarden_redis_keyspace_misses_total").absolute(misses);
+    counter!("cachewarden_redis_evicted_keys_total").absolute(evicted);
 }
 
 /// Counts a configuration reload.
@@ -418,12 +431,15 @@ pub fn record_channel_overflow() {
     counter!("cachewarden_channel_overflows_total").increment(1);
 }
 
-/// Counts what a batch of invalidations did: keys (or runs, for `warm`) per action.
-pub fn record_invalidations(counts: &[(&'static str, u64)]) {
-    for &(action, count) in counts {
+/// Counts what a batch of invalidations did: keys per action, and warm runs asked for.
+pub fn record_invalidations(keys: &[(&'static str, u64)], warm_runs: u64) {
+    for &(action, count) in keys {
         if count > 0 {
             counter!("cachewarden_invalidated_keys_total", "action" => action).increment(count);
         }
+    }
+    if warm_runs > 0 {
+        counter!("cachewarden_invalidation_warm_runs_total").increment(warm_runs);
     }
 }
 
@@ -465,9 +481,12 @@ pub fn record_ha_role(leader: bool, transition: bool) {
     }
 }
 
-/// Whether applying binlog changes is failing (the stream is not read meanwhile).
-pub fn record_binlog_apply_failing(failing: bool) {
-    gauge!("cachewarden_binlog_apply_failing").set(f64::from(u8::from(failing)));
+/// Whether applying a source's changes keeps failing (it reads nothing more meanwhile). Exported for the binlog
+/// (`cachewarden_binlog_apply_failing`); the channel's shows in `/readyz` and in its message counters.
+pub fn record_apply_failing(task: &str, failing: bool) {
+    if task == "binlog" {
+        gauge!("cachewarden_binlog_apply_failing").set(f64::from(u8::from(failing)));
+    }
 }
 
 /// Counts a row an `[[on_change]]` rule could not plan (a template names a column the table lacks).

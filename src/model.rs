@@ -443,6 +443,44 @@ pub enum Trigger {
 }
 
 #[cfg(test)]
+impl WarmJob {
+    /// A job for tests: `name` writing `key` every minute, every other field at its plainest.
+    pub fn example(name: &str, key: &str) -> Self {
+        Self {
+            name: name.into(),
+            schedule: crate::config::parse_schedule("every 1m").expect("a valid schedule"),
+            query: "SELECT 1".into(),
+            key: KeyTemplate::parse(key).expect("a valid key template"),
+            ttl: Ttl::Expires(Duration::from_secs(60)),
+            jitter: Jitter::None,
+            run_on_start: false,
+            enabled: true,
+            timeout: Duration::from_secs(1),
+            shape: Shape::Auto,
+            json_columns: vec![],
+            allow_sensitive: vec![],
+            max_value_bytes: 1024,
+            refresh_query: None,
+            refresh_params: vec![],
+            encoding: crate::codec::Encoding::PLAIN,
+            encrypt_columns: vec![],
+            keyring: None,
+        }
+    }
+}
+
+/// What to do after a gap (changes that may have been missed: a pub/sub reconnect, a purged binlog position).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnGap {
+    /// Re-run the warm jobs whose keys the source may touch.
+    Warm,
+    /// Delete every key the source may touch.
+    Flush,
+    /// Only log and count the gap.
+    None,
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

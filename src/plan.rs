@@ -1,6 +1,6 @@
 //! What to do to the cache, as [`Action`]s: from invalidation messages (under a policy: what a message asks for,
-//! and whether it may) and from binlog row changes (under the `[[on_change]]` rules); and the glob matching of key
-//! patterns both use.
+//! and whether it may), from binlog row changes (under the `[[on_change]]` rules), and after a gap in either
+//! ([`gap_actions`]). Key patterns are matched by `glob`.
 //!
 //! Pure: the channel and stream sources hand in raw payloads, the binlog listener row images; this module parses,
 //! checks and plans, and the `invalidate` executor applies the resulting [`Action`]s. Everything a message could do wrong is a [`Refusal`]
@@ -15,7 +15,8 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use crate::model::{ChangeRule, KeyPart, KeyTemplate, RowChange, RowImage};
+use crate::glob::{allow_pattern, glob_match};
+use crate::model::{ChangeRule, KeyPart, KeyTemplate, OnGap, RowChange, RowImage, WarmJob};
 
 /// One thing a message asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -177,96 +178,6 @@ fn check_key(key: &str, policy: &Policy) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// The allow pattern for a key template: each placeholder becomes `*`, literal glob characters are escaped.
-pub fn allow_pattern(template: &KeyTemplate) -> String {
-    let mut pattern = String::new();
-    for part in template.parts() {
-        match part {
-            KeyPart::Literal(text) => pattern.push_str(&escape_glob(text)),
-            KeyPart::Column(_) => pattern.push('*'),
-        }
-    }
-    pattern
-}
-
-/// `text` with Redis glob characters escaped, so that it matches only itself.
-pub fn escape_glob(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
-}
-
-/// Whether an allow pattern is one this module can reason about: only `*` is special (and `\` escapes).
-pub fn is_simple_glob(pattern: &str) -> bool {
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' if chars.next().is_none() => return false,
-            '?' | '[' | ']' => return false,
-            _ => {}
-        }
-    }
-    true
-}
-
-/// Matches `text` against a pattern in which `*` is any run of characters and `\` escapes the next one.
-///
-/// Applied to a Redis pattern as `text`, it answers "does the allow pattern cover this pattern?": the pattern's own
-/// wildcards can only be absorbed by the allow pattern's `*`, so every key the pattern matches is allowed too.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let pattern: Vec<Token> = tokens(pattern);
-    let text: Vec<char> = text.chars().collect();
-    // Classic two-pointer wildcard matching with backtracking to the last star.
-    let (mut p, mut t) = (0, 0);
-    let (mut star, mut star_t) = (None, 0);
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(Token::Char(c)) if *c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            Some(Token::Star) => {
-                star = Some(p);
-                star_t = t;
-                p += 1;
-            }
-            _ => match star {
-                Some(s) => {
-                    p = s + 1;
-                    star_t += 1;
-                    t = star_t;
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|token| *token == Token::Star)
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Token {
-    Char(char),
-    Star,
-}
-
-fn tokens(pattern: &str) -> Vec<Token> {
-    let mut tokens = Vec::with_capacity(pattern.len());
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '*' => tokens.push(Token::Star),
-            '\\' => tokens.push(Token::Char(chars.next().unwrap_or('\\'))),
-            c => tokens.push(Token::Char(c)),
-        }
-    }
-    tokens
-}
-
 /// What a row change asks of the cache under one rule.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChangePlan {
@@ -405,6 +316,34 @@ pub fn render_from_image(template: &KeyTemplate, image: &RowImage) -> Result<Opt
         }
     }
     Ok(Some(key))
+}
+
+/// The recovery after a gap, for a source whose changes may touch the keys `patterns` cover and run the jobs
+/// `named`: per `on_gap`, warm every enabled job whose keys they cover (or that is named), delete every key they
+/// cover, or nothing. One planner for the channel (its allow-list) and the binlog (its rules' templates and jobs).
+pub fn gap_actions(on_gap: OnGap, jobs: &[WarmJob], patterns: &[String], named: &[&str]) -> Vec<Action> {
+    match on_gap {
+        OnGap::None => Vec::new(),
+        OnGap::Warm => jobs
+            .iter()
+            .filter(|job| job.enabled)
+            .filter(|job| {
+                let keys = allow_pattern(&job.key);
+                named.contains(&&*job.name) || patterns.iter().any(|pattern| glob_match(pattern, &keys))
+            })
+            .map(|job| Action::Warm(job.name.to_string()))
+            .collect(),
+        OnGap::Flush => {
+            let mut actions: Vec<Action> = Vec::new();
+            for pattern in patterns {
+                let action = Action::DeletePattern(pattern.clone());
+                if !actions.contains(&action) {
+                    actions.push(action);
+                }
+            }
+            actions
+        }
+    }
 }
 
 #[cfg(test)]
@@ -641,26 +580,24 @@ mod tests {
     }
 
     #[test]
-    fn globs_match_like_redis_for_stars() {
-        assert!(glob_match("product:*", "product:42"));
-        assert!(glob_match("product:*", "product:"));
-        assert!(glob_match("a*b*c", "axxbyyc"));
-        assert!(!glob_match("a*b*c", "axxbyy"));
-        assert!(glob_match("exact", "exact"));
-        assert!(!glob_match("exact", "exactly"));
-        assert!(glob_match(r"lit\*:*", "lit*:1"));
-        assert!(!glob_match(r"lit\*:*", "litx:1"));
-        // Covering patterns: the allow pattern's star absorbs the pattern's wildcards.
-        assert!(glob_match("user:*", "user:1000:*"));
-        assert!(!glob_match("product:*:en", "product:*"));
-    }
-
-    #[test]
-    fn templates_become_allow_patterns() {
-        let template = KeyTemplate::parse("catalog:{category}:page:{n}").unwrap();
-        assert_eq!(allow_pattern(&template), "catalog:*:page:*");
-        assert_eq!(allow_pattern(&KeyTemplate::parse("odd*key").unwrap()), r"odd\*key");
-        assert!(is_simple_glob("user:*"));
-        assert!(!is_simple_glob("user:?"));
+    fn a_gap_warms_or_flushes_what_the_source_covers() {
+        let jobs = [
+            WarmJob::example("products", "product:{id}"),
+            WarmJob::example("stats", "dashboard:stats"),
+            WarmJob {
+                enabled: false,
+                ..WarmJob::example("old", "product:old:{id}")
+            },
+        ];
+        let patterns = vec!["product:*".to_string(), "product:*".to_string()];
+        assert_eq!(
+            gap_actions(OnGap::Warm, &jobs, &patterns, &["stats"]),
+            [Action::Warm("products".into()), Action::Warm("stats".into())]
+        );
+        assert_eq!(
+            gap_actions(OnGap::Flush, &jobs, &patterns, &["stats"]),
+            [Action::DeletePattern("product:*".into())]
+        );
+        assert!(gap_actions(OnGap::None, &jobs, &patterns, &[]).is_empty());
     }
 }

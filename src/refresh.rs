@@ -32,7 +32,7 @@ use crate::cache::{Cache, CacheError, ReadLease};
 use crate::database::{self, Database, DatabaseError};
 use crate::metrics;
 use crate::model::{KeyOp, SeenRow, WarmJob};
-use crate::render::{ColumnSource, PlanError, RowRenderer};
+use crate::render::{ColumnError, ColumnSource, RowRenderer};
 use crate::value::Cell;
 
 /// Keys per `IN (…)` statement at most.
@@ -46,7 +46,7 @@ pub enum RenderError {
     #[error(transparent)]
     Database(#[from] DatabaseError),
     #[error(transparent)]
-    Plan(#[from] PlanError),
+    Columns(#[from] ColumnError),
 }
 
 /// One key as the database renders it now.
@@ -93,7 +93,7 @@ pub async fn refresh_keys(
     // Invalidate first, read after: a value read before this point can no longer land, and from here on a key we do
     // not write is simply absent. The lease comes after the invalidation (so it marks nothing for our own read) and
     // before the read: its version is at least the invalidation's, so a later refresh of the same key, which
-    // invalidates while our lease is live, leaves a marker that wins over our write.
+    // invalidates while our lease is live, records evidence in our lease that wins over our write.
     cache.invalidate(keys).await?;
     let lease = cache.begin_read(job.timeout).await?;
     let refreshed = refresh_under_lease(db, cache, origins, job, keys, seen, &lease).await;

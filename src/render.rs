@@ -47,7 +47,7 @@ pub struct ColumnInfo {
 
 /// Why a job's query result cannot be rendered at all. The run fails before anything is written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PlanError {
+pub enum ColumnError {
     #[error("key template \"{template}\" uses {{{placeholder}}}, which is not a result column (columns: {columns})")]
     MissingColumn {
         template: String,
@@ -95,23 +95,23 @@ pub struct RowRenderer {
 
 impl RowRenderer {
     /// Plans rendering for `job` over a result with these columns.
-    pub fn new(job: &WarmJob, columns: &[ColumnInfo]) -> Result<Self, PlanError> {
+    pub fn new(job: &WarmJob, columns: &[ColumnInfo]) -> Result<Self, ColumnError> {
         for (i, column) in columns.iter().enumerate() {
             if columns[..i].iter().any(|c| c.name == column.name) {
-                return Err(PlanError::DuplicateColumn {
+                return Err(ColumnError::DuplicateColumn {
                     column: column.name.clone(),
                 });
             }
         }
         if let Some(column) = job.json_columns.iter().find(|j| !columns.iter().any(|c| &c.name == *j)) {
-            return Err(PlanError::UnknownJsonColumn { column: column.clone() });
+            return Err(ColumnError::UnknownJsonColumn { column: column.clone() });
         }
         if let Some(column) = job
             .encrypt_columns
             .iter()
             .find(|e| !columns.iter().any(|c| &c.name == *e))
         {
-            return Err(PlanError::UnknownEncryptedColumn { column: column.clone() });
+            return Err(ColumnError::UnknownEncryptedColumn { column: column.clone() });
         }
         // An encrypted column is cached only sealed: that satisfies the guard as an explicit allowance does.
         let allowed: Vec<String> = job
@@ -122,15 +122,17 @@ impl RowRenderer {
             .collect();
         let sensitive = sensitive_columns(columns.iter().map(|c| c.name.as_str()), &allowed);
         if !sensitive.is_empty() {
-            return Err(PlanError::Sensitive { columns: sensitive });
+            return Err(ColumnError::Sensitive { columns: sensitive });
         }
         let kinds = columns
             .iter()
             .map(|c| {
                 let declared_json = job.json_columns.contains(&c.name);
-                ColumnKind::from_type(&c.type_name, c.is_text, declared_json).map_err(|message| PlanError::Unmappable {
-                    column: c.name.clone(),
-                    message,
+                ColumnKind::from_type(&c.type_name, c.is_text, declared_json).map_err(|message| {
+                    ColumnError::Unmappable {
+                        column: c.name.clone(),
+                        message,
+                    }
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -144,7 +146,7 @@ impl RowRenderer {
                     .iter()
                     .position(|c| &c.name == name)
                     .map(KeyPiece::Column)
-                    .ok_or_else(|| PlanError::MissingColumn {
+                    .ok_or_else(|| ColumnError::MissingColumn {
                         template: job.key.to_string(),
                         placeholder: name.clone(),
                         columns: columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
@@ -246,32 +248,11 @@ fn looks_sensitive(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
-    use std::time::Duration;
 
     use super::*;
-    use crate::model::{Jitter, KeyTemplate, Shape, Ttl};
 
     fn job(key: &str) -> WarmJob {
-        WarmJob {
-            name: "t".into(),
-            schedule: crate::config::parse_schedule("every 1m").unwrap(),
-            query: "SELECT 1".into(),
-            key: KeyTemplate::parse(key).unwrap(),
-            ttl: Ttl::Expires(Duration::from_secs(60)),
-            jitter: Jitter::None,
-            run_on_start: false,
-            enabled: true,
-            timeout: Duration::from_secs(1),
-            shape: Shape::Auto,
-            json_columns: vec![],
-            allow_sensitive: vec![],
-            max_value_bytes: 1024,
-            refresh_query: None,
-            refresh_params: vec![],
-            encoding: crate::codec::Encoding::PLAIN,
-            encrypt_columns: vec![],
-            keyring: None,
-        }
+        WarmJob::example("t", key)
     }
 
     fn col(name: &str, type_name: &str) -> ColumnInfo {
@@ -328,7 +309,7 @@ mod tests {
         let error = RowRenderer::new(&job("u:{id}"), &columns).err().unwrap();
         assert_eq!(
             error,
-            PlanError::Sensitive {
+            ColumnError::Sensitive {
                 columns: vec!["password_hash".into(), "session_token".into()]
             }
         );
@@ -352,7 +333,7 @@ mod tests {
         let error = RowRenderer::new(&sealed, &columns).err().unwrap();
         assert_eq!(
             error,
-            PlanError::Sensitive {
+            ColumnError::Sensitive {
                 columns: vec!["session_token".into()]
             }
         );
@@ -384,7 +365,7 @@ mod tests {
         sealed.encrypt_columns.push("nope".into());
         assert!(matches!(
             RowRenderer::new(&sealed, &columns),
-            Err(PlanError::UnknownEncryptedColumn { .. })
+            Err(ColumnError::UnknownEncryptedColumn { .. })
         ));
     }
 

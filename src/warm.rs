@@ -31,7 +31,7 @@ use crate::database::{self, Database, DatabaseError};
 use crate::health::Liveness;
 use crate::metrics;
 use crate::model::{KeyOp, ReadStamp, Shape, Trigger, TriggerReason, WarmJob};
-use crate::render::{PlanError, RowRenderer};
+use crate::render::{ColumnError, RowRenderer};
 use crate::value::Cell;
 
 /// Keys per pipeline: large enough to amortise round trips, small enough to keep Redis responsive to others.
@@ -58,7 +58,7 @@ pub enum WarmError {
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error(transparent)]
-    Plan(#[from] PlanError),
+    Columns(#[from] ColumnError),
     #[error("shape = \"object\" needs exactly one row, but the query returned {0}")]
     NotOneRow(String),
     #[error("run exceeded its timeout of {}", crate::words::duration(*.0))]
@@ -87,6 +87,8 @@ pub struct RunSummary {
     pub bytes_written: u64,
     /// The same values' bytes as rendered JSON, before compression.
     pub bytes_rendered: u64,
+    /// Keys Redis evicted (any keys: it does not say which) while the run wrote: some of the run's may be gone.
+    pub evicted_keys: u64,
     /// Values larger than `max_value_bytes`, not written.
     pub skipped_oversize: u64,
     /// Rows whose key column was NULL.
@@ -272,12 +274,28 @@ impl Warmer {
             Mode::DryRun => None,
         };
         let read = lease.as_ref().and_then(|lease| lease.stamp(lease.read_at));
-        let run = match tokio::time::timeout(job.timeout, self.read_and_write(job, mode, progress, read)).await {
+        let evicted_before = match mode {
+            Mode::Write => self.cache.evicted_keys().await,
+            Mode::DryRun => None,
+        };
+        let mut run = match tokio::time::timeout(job.timeout, self.read_and_write(job, mode, progress, read)).await {
             Ok(result) => result,
             Err(_) => Err(WarmError::TimedOut(job.timeout)),
         };
         if let Some(lease) = lease {
             self.cache.end_read(lease).await;
+        }
+        if let (Ok(summary), Some(before)) = (&mut run, evicted_before)
+            && let Some(after) = self.cache.evicted_keys().await
+            && after > before
+        {
+            summary.evicted_keys = after - before;
+            warn!(
+                job = %job.name,
+                evicted = summary.evicted_keys,
+                written = summary.keys_written,
+                "Redis evicted keys while this run wrote (maxmemory): some of the keys it wrote may be gone already."
+            );
         }
         run
     }

@@ -307,7 +307,10 @@ async fn a_leader_paused_past_its_lease_writes_nothing_after_it_resumes() {
     .expect("b applied the change");
     let checkpoint = |value: Option<String>| {
         value
-            .and_then(|v| v.rsplit(':').next().and_then(|pos| pos.parse::<u64>().ok()))
+            .and_then(|v| {
+                let position = v.split_whitespace().next()?;
+                position.rsplit(':').next()?.parse::<u64>().ok()
+            })
             .unwrap_or(0)
     };
     let after_takeover = checkpoint(env.get(&format!("{p}checkpoint")).await);

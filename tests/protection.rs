@@ -1,7 +1,7 @@
-//! The stale-set protection protocol, step by step, on real Redis: markers are left only while a read lease is
-//! live and outlive the latest lease, a guarded write loses to a newer marker and wins otherwise, a write whose lease
-//! ended or expired is refused whole, expired leases stop counting, and row images (`supersede`) win over reads in
-//! flight. The test has a Redis database of its own, because the version counter and the read leases are global to
+//! The stale-set protection protocol, step by step, on real Redis: invalidations leave evidence only in the hashes
+//! of live read leases, a guarded write loses to newer evidence and wins otherwise, a write whose lease ended or
+//! expired — or whose evidence was evicted — is refused whole, expired leases stop counting, and row images
+//! (`supersede`) win over reads in flight. The test has a Redis database of its own, because the version counter and the read leases are global to
 //! a database and other tests' warm runs would hold leases of their own.
 
 mod common;
@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cachewarden::cache::{Cache, CacheError, MARKER_PREFIX, READERS_KEY, VERSION_KEY};
+use cachewarden::cache::{Cache, CacheError, LEASE_PREFIX, READERS_KEY, VERSION_KEY};
 use cachewarden::model::{KeyOp, ReadStamp};
 use common::{TestEnv, services};
 
@@ -45,7 +45,7 @@ async fn command<T: redis::FromRedisValue>(conn: &mut Conn, args: &[&str]) -> T 
 }
 
 #[tokio::test]
-async fn markers_follow_read_leases_and_guard_writes() {
+async fn evidence_follows_read_leases_and_guards_writes() {
     let mut env = TestEnv::new().await;
     env.redis_url = format!("{}/{OWN_DB}", services().redis);
     let mut conn = env.redis().await;
@@ -56,32 +56,34 @@ async fn markers_follow_read_leases_and_guard_writes() {
     ));
     let cache = Cache::connect(&config.redis).await.expect("connect");
     let key = |name: &str| format!("{}{name}", env.prefix);
-    let marker = |name: &str| format!("{MARKER_PREFIX}{}{name}", env.prefix);
+    let evidence_keys =
+        async |conn: &mut Conn| -> Vec<String> { command(conn, &["KEYS", &format!("{LEASE_PREFIX}*")]).await };
     let (a, b, c, d) = (key("a"), key("b"), key("c"), key("d"));
     let invalidate = async |key: &String| cache.invalidate(std::slice::from_ref(key)).await.expect("invalidate");
 
-    // No read in flight: an invalidation takes a version and unlinks, and leaves no marker.
+    // No read in flight: an invalidation takes a version and unlinks, and leaves no evidence.
     cache.apply(&[set(&a, "1", None)]).await.expect("apply");
     let first = invalidate(&a).await;
     assert!(first >= 1, "the version counter moved: {first}");
     assert_eq!(env.get(&a).await, None, "invalidated key is gone");
     assert!(
-        !command::<bool>(&mut conn, &["EXISTS", &marker("a")]).await,
-        "no marker without a read lease"
+        evidence_keys(&mut conn).await.is_empty(),
+        "no evidence without a read lease"
     );
 
-    // A read in flight: invalidations leave markers that outlive the lease, and the read's older value of that key
-    // is refused ...
+    // A read in flight: invalidations leave evidence in its lease's hash, living as long as the lease, and the
+    // read's older value of that key is refused ...
     let lease = cache.begin_read(READ_TIMEOUT).await.expect("begin_read");
+    let evidence = lease.evidence().expect("protection is on");
     assert_eq!(lease.read_at, first, "the lease reads the current version");
     let second = invalidate(&b).await;
     assert_eq!(second, first + 1);
-    let marked: Option<u64> = command(&mut conn, &["GET", &marker("b")]).await;
-    assert_eq!(marked, Some(second), "marker holds the invalidation's version");
-    let marker_ttl = env.pttl(&marker("b")).await;
+    let marked: Option<u64> = command(&mut conn, &["HGET", &evidence, &b]).await;
+    assert_eq!(marked, Some(second), "the evidence holds the invalidation's version");
+    let evidence_ttl = env.pttl(&evidence).await;
     assert!(
-        (60_000..=66_000).contains(&marker_ttl),
-        "marker lives as long as the lease (5 s + 60 s) and a second more: {marker_ttl} ms"
+        (60_000..=65_000).contains(&evidence_ttl),
+        "the evidence lives as long as the lease (5 s + 60 s): {evidence_ttl} ms"
     );
     let stamp = lease.stamp(lease.read_at);
     cache
@@ -100,14 +102,14 @@ async fn markers_follow_read_leases_and_guard_writes() {
     cache.supersede(&[set(&d, "row-image", None)]).await.expect("supersede");
     assert_eq!(env.get(&d).await.as_deref(), Some("row-image"));
     assert!(
-        command::<bool>(&mut conn, &["EXISTS", &marker("d")]).await,
-        "supersede marks while a read is in flight"
+        command::<bool>(&mut conn, &["HEXISTS", &evidence, &d]).await,
+        "supersede leaves evidence while a read is in flight"
     );
     cache.apply(&[set(&d, "older", stamp.clone())]).await.expect("apply");
     assert_eq!(env.get(&d).await.as_deref(), Some("row-image"), "the older read lost");
 
-    // The lease ended: its writes are refused whole (the lease is their fence), invalidations stop leaving markers,
-    // and a new read sees the latest version and writes freely.
+    // The lease ended: its writes are refused whole (the lease is their fence), its evidence is gone and no
+    // invalidation recreates it, and a new read sees the latest version and writes freely.
     cache.end_read(lease).await;
     assert_eq!(
         command::<u64>(&mut conn, &["ZCARD", READERS_KEY]).await,
@@ -119,8 +121,8 @@ async fn markers_follow_read_leases_and_guard_writes() {
     assert_eq!(env.get(&a).await, None, "a write after its lease ended must not land");
     invalidate(&c).await;
     assert!(
-        !command::<bool>(&mut conn, &["EXISTS", &marker("c")]).await,
-        "no marker once the lease ended"
+        evidence_keys(&mut conn).await.is_empty(),
+        "no evidence once the lease ended"
     );
     let lease = cache.begin_read(READ_TIMEOUT).await.expect("begin_read");
     cache
@@ -130,11 +132,11 @@ async fn markers_follow_read_leases_and_guard_writes() {
     assert_eq!(
         env.get(&b).await.as_deref(),
         Some("new"),
-        "a read after the marker's version writes"
+        "a read after the invalidation's version writes"
     );
     cache.end_read(lease).await;
 
-    // A lease whose process died or stalled (its expiry passed) no longer makes invalidations leave markers, its
+    // A lease whose process died or stalled (its expiry passed) no longer makes invalidations leave evidence, its
     // writes are refused, and the next lease drops it.
     command::<()>(
         &mut conn,
@@ -143,7 +145,7 @@ async fn markers_follow_read_leases_and_guard_writes() {
     .await;
     let third = invalidate(&a).await;
     assert!(
-        !command::<bool>(&mut conn, &["EXISTS", &marker("a")]).await,
+        evidence_keys(&mut conn).await.is_empty(),
         "an expired lease does not count"
     );
     let stalled = ReadStamp {
@@ -158,18 +160,30 @@ async fn markers_follow_read_leases_and_guard_writes() {
     assert_eq!(dead, None, "expired lease was dropped");
     cache.end_read(lease).await;
 
-    // Markers outlive the latest live lease, whoever holds it (another instance may allow its reads longer).
-    command::<()>(
-        &mut conn,
-        &["ZADD", READERS_KEY, &(now_ms() + 600_000).to_string(), "slow-instance"],
-    )
-    .await;
-    invalidate(&c).await;
-    let marker_ttl = env.pttl(&marker("c")).await;
-    assert!(
-        (595_000..=601_000).contains(&marker_ttl),
-        "marker outlives the ten-minute lease: {marker_ttl} ms"
+    // Redis evicted a live lease's evidence (maxmemory): lost evidence must read as "refuse", never as "nothing was
+    // invalidated". Keys nobody invalidated are refused too: without the evidence nothing can tell them apart.
+    let lease = cache.begin_read(READ_TIMEOUT).await.expect("begin_read");
+    let stamp = lease.stamp(lease.read_at);
+    invalidate(&key("evicted")).await;
+    command::<()>(&mut conn, &["DEL", &lease.evidence().unwrap()]).await;
+    let refused = cache
+        .apply(&[
+            set(&key("evicted"), "old", stamp.clone()),
+            set(&key("untouched"), "v", stamp),
+        ])
+        .await;
+    assert!(matches!(refused, Err(CacheError::LeaseEnded)), "{refused:?}");
+    assert_eq!(
+        env.get(&key("evicted")).await,
+        None,
+        "an invalidated key must not be written once its evidence is gone"
     );
+    assert_eq!(env.get(&key("untouched")).await, None);
+    assert!(
+        evidence_keys(&mut conn).await.is_empty(),
+        "an invalidation never recreates evicted evidence"
+    );
+    cache.end_read(lease).await;
 
     // Big batches try the optimistic path (WATCH + MULTI/EXEC) first: at an unmoved version they are written whole;
     // once the counter has moved they go through the guard script, which still refuses the invalidated key.

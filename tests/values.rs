@@ -35,6 +35,32 @@ for column, value in row.items():
 print(json.dumps(row, separators=(",", ":")))
 "##;
 
+/// The docs' Node reader, gzip branch (zlib is built in; zstd needs the `fzstd` package, not installed here).
+const NODE_GUNZIP: &str = r#"
+const zlib = require("zlib");
+const v = require("fs").readFileSync(0);
+process.stdout.write(v[0] === 0x1f && v[1] === 0x8b ? zlib.gunzipSync(v) : v);
+"#;
+
+fn node(script: &str, input: &[u8]) -> Vec<u8> {
+    let mut child = Command::new("node")
+        .arg("-e")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node (scripts/services installs it)");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "node: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
 fn python(script: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
     let mut child = Command::new("/usr/bin/python3")
         .arg("-c")
@@ -109,6 +135,9 @@ async fn a_300_kb_value_is_stored_compressed_under_the_limit_and_read_back_by_py
         assert!(stored.starts_with(magic), "{job}: {:?}", &stored[..4]);
         assert!(stored.len() < 100 * 1024, "{job}: {} bytes stored", stored.len());
         assert_eq!(python(PY_DECODE, &[], &stored), plain, "{job}");
+        if job == "gz" {
+            assert_eq!(node(NODE_GUNZIP, &stored), plain, "the Node reader");
+        }
         // Under compress_over (1 KiB by default): plain JSON.
         assert_eq!(
             raw(&env, &format!("{p}{job}:2")).await,

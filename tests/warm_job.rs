@@ -480,3 +480,45 @@ async fn dry_run_progress_counters_match_the_summary() {
     assert_eq!(progress.keys.load(std::sync::atomic::Ordering::Relaxed), 3);
     assert!(env.keys().await.is_empty(), "a dry run writes nothing");
 }
+
+#[tokio::test]
+async fn a_warm_run_says_when_redis_evicted_keys_while_it_wrote() {
+    let env = TestEnv::new().await;
+    env.sql(
+        "CREATE TABLE big (id INT PRIMARY KEY, body VARCHAR(500));
+         INSERT INTO big SELECT seq, REPEAT('x', 400) FROM seq_1_to_20000",
+    )
+    .await;
+    // About 9 MB of values (each with a TTL) into a Redis allowed 3 MB under ElastiCache's default policy: it evicts
+    // the run's keys while the run writes. (Under allkeys-* it may evict the protection's own keys too; the run's
+    // batches are then refused rather than risk a stale write: `protection.rs` covers that.)
+    let mut own = common::OwnRedis::start().await;
+    for (name, value) in [("maxmemory", "3mb"), ("maxmemory-policy", "volatile-lru")] {
+        let _: () = redis::cmd("CONFIG")
+            .arg(&["SET", name, value])
+            .query_async(&mut own.conn)
+            .await
+            .unwrap();
+    }
+    let p = &env.prefix;
+    let path = env.config_file_with_redis(
+        &format!("redis://127.0.0.1:{}/0", own.port),
+        &format!(
+            "[[warm]]\nname = \"big\"\nschedule = \"every 1h\"\nquery = \"SELECT id, body FROM big\"\n\
+             key = \"{p}big:{{id}}\"\nttl = \"1h\"\n"
+        ),
+    );
+    let output = env
+        .cli()
+        .args(["run", "--once", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = common::text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("big: Redis evicted") && stdout.contains("during the run (maxmemory)"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("Redis evicted keys while this run wrote"), "{stderr}");
+}

@@ -11,36 +11,37 @@
 //!
 //! - a global counter, `cachewarden:version`, orders events;
 //! - a read whose result will be written holds a *read lease* ([`Cache::begin_read`] .. [`Cache::end_read`]): an
-//!   entry in the sorted set `cachewarden:readers`, scored by its expiry (Redis clock), registered in the same script
-//!   that takes the version current before the read;
-//! - [`Cache::invalidate`] increments the counter and unlinks the keys in one Lua script; while any lease is live it
-//!   first leaves a marker `cachewarden:marker:<key>` holding the new version, living as long as the latest lease;
+//!   entry in the sorted set `cachewarden:readers`, scored by its expiry (Redis clock), and its *evidence* hash
+//!   `cachewarden:lease:<id>`, created with a sentinel field, registered in the same script that takes the version
+//!   current before the read;
+//! - [`Cache::invalidate`] increments the counter and unlinks the keys in one Lua script, first recording the new
+//!   version for each key in the evidence hash of every live lease (never recreating a hash that is gone);
 //! - every write of read data carries a [`ReadStamp`] (version and lease). A big batch first tries the optimistic
 //!   path: WATCH the counter and, if it still holds the read's version, send plain SETs in MULTI/EXEC, which Redis
 //!   discards if anything is invalidated before EXEC runs. Otherwise the batch goes through a Lua script (EVALSHA)
-//!   that refuses it whole unless the lease is still live, and skips each SET whose key's marker is newer than the
-//!   version (reading markers only when the counter has moved since the read).
+//!   that refuses it whole unless the lease is live and, when the counter has moved since the read, unless its
+//!   evidence hash is intact; and skips each SET whose key the evidence names with a newer version.
 //!
 //! So a value read before an invalidation can never land after it: the optimistic path writes only if no
 //! invalidation at all happened between the read and the write; otherwise an invalidation either came before the
-//! lease (the read saw its data) or saw the lease and left a marker that outlives it, and the script writes only
-//! while the lease is live. The lease is the fence: once it is ended or expired — a run cut short by its timeout, a
-//! write task still queued after its run gave up, a process paused past its lease — its writes are refused
-//! ([`CacheError::LeaseEnded`]) unless nothing has been invalidated since the read. Refreshes invalidate first and
-//! read after, so two refreshes that finish out of order keep the newer one; row images from the binlog
-//! ([`Cache::supersede`]) are written in the script that invalidates, so nothing can come between. A refused write
-//! leaves the key absent (a miss), never stale.
+//! lease (the read saw its data) or recorded itself in the lease's evidence, and the script writes only while the
+//! lease and its evidence exist. Lost evidence means "refuse", never "nothing happened": under any maxmemory policy a
+//! hash (or the lease set, or the counter) that Redis evicts turns the batch into a refusal
+//! ([`CacheError::LeaseEnded`]: the caller reads again), never into a stale write. The lease is the fence: once it
+//! is ended or expired — a run cut short by its timeout, a write task still queued after its run gave up, a process
+//! paused past its lease — its writes are refused unless nothing has been invalidated since the read. Refreshes
+//! invalidate first and read after, so two refreshes that finish out of order keep the newer one; row images from
+//! the binlog ([`Cache::supersede`]) are written in the script that invalidates, so nothing can come between. A
+//! refused write leaves the key absent (a miss), never stale.
 //!
-//! Cost: with no read in flight an invalidation is an INCR and an UNLINK; a quiet warm run's batches are plain SETs
-//! (plus a WATCH round trip each); after an invalidation, one Lua call per batch, reading the markers of its keys.
+//! Cost: with no read in flight an invalidation is an INCR, a ZRANGEBYSCORE and an UNLINK; with L reads in flight it
+//! also writes L hash fields per key. A quiet warm run's batches are plain SETs (plus a WATCH round trip each);
+//! after an invalidation, one Lua call per batch, reading the evidence of its keys.
 //!
-//! Limits: writes made by the application itself are not versioned; a pattern delete marks the keys it finds, not
+//! Limits: writes made by the application itself are not versioned; a pattern delete records the keys it finds, not
 //! keys a concurrent warm run has not written yet. If Redis loses its state (a flush, a restart without
 //! persistence), reads in flight have their writes refused, and a new counter starts at a random point
-//! (`counter_seed`); but a marker evicted while its lease is live reopens the race for its key, so the eviction
-//! policy should not prefer short-lived or random keys (`volatile-ttl`, `*-random`); LRU policies evict markers,
-//! among the youngest keys, last. Cluster mode needs the markers hash-tagged with their keys and
-//! a per-slot counter (not done).
+//! (`counter_seed`). Cluster mode needs the evidence hash-tagged and a per-slot counter (not done).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,8 +64,8 @@ const SCAN_COUNT: usize = 1000;
 pub const VERSION_KEY: &str = "cachewarden:version";
 /// The sorted set of read leases: member = lease id, score = expiry in Redis milliseconds.
 pub const READERS_KEY: &str = "cachewarden:readers";
-/// Prefix of the per-key invalidation markers.
-pub const MARKER_PREFIX: &str = "cachewarden:marker:";
+/// Prefix of the read leases' evidence hashes (`cachewarden:lease:<id>`: key → the version that invalidated it).
+pub const LEASE_PREFIX: &str = "cachewarden:lease:";
 /// Keys per Lua call: one script run blocks Redis, so keep each short.
 const SCRIPT_BATCH: usize = 500;
 /// A read lease outlives the read's own timeout by this much, so that its writes can land.
@@ -155,10 +156,10 @@ struct Dedicated {
     idle: std::sync::Mutex<Vec<redis::aio::MultiplexedConnection>>,
 }
 
-/// A read whose result will be written, registered so that invalidations meanwhile leave markers. End it with
+/// A read whose result will be written, registered so that invalidations meanwhile leave evidence. End it with
 /// [`Cache::end_read`] once its writes have landed (or it gave up); if the process dies it expires by itself.
 #[derive(Debug)]
-#[must_use = "a read lease must be ended, or invalidations keep leaving markers until it expires"]
+#[must_use = "a read lease must be ended, or invalidations keep recording evidence for it until it expires"]
 pub struct ReadLease {
     id: Option<Arc<str>>,
     /// The version current before the read (0 without protection).
@@ -166,6 +167,11 @@ pub struct ReadLease {
 }
 
 impl ReadLease {
+    /// The lease's evidence hash (`cachewarden:lease:<id>`), without protection none.
+    pub fn evidence(&self) -> Option<String> {
+        self.id.as_ref().map(|id| format!("{LEASE_PREFIX}{id}"))
+    }
+
     /// The stamp for values read under this lease at `version` (`None` without protection: writes are plain).
     pub fn stamp(&self, version: u64) -> Option<ReadStamp> {
         self.id.as_ref().map(|lease| ReadStamp {
@@ -216,6 +222,7 @@ impl Cache {
             .begin_read
             .key(VERSION_KEY)
             .key(READERS_KEY)
+            .key(format!("{LEASE_PREFIX}{id}"))
             .arg(&*id)
             .arg((timeout + LEASE_MARGIN).as_millis() as u64)
             .arg(counter_seed())
@@ -225,17 +232,22 @@ impl Cache {
         Ok(ReadLease { id: Some(id), read_at })
     }
 
-    /// Ends a read lease: from here on, writes stamped with it are refused, and invalidations stop leaving markers
-    /// for it. A failure is only logged: the lease then expires by itself.
+    /// Ends a read lease: from here on, writes stamped with it are refused, and invalidations stop recording evidence
+    /// for it. A failure is only logged: the lease and its evidence then expire by themselves.
     pub async fn end_read(&self, lease: ReadLease) {
         let Some(id) = lease.id else {
             return;
         };
         let mut conn = self.conn.clone();
-        let removed = redis::cmd("ZREM")
+        let removed = redis::pipe()
+            .cmd("ZREM")
             .arg(READERS_KEY)
             .arg(&*id)
-            .query_async::<u64>(&mut conn)
+            .ignore()
+            .cmd("UNLINK")
+            .arg(format!("{LEASE_PREFIX}{id}"))
+            .ignore()
+            .query_async::<()>(&mut conn)
             .await;
         if let Err(error) = removed {
             crate::metrics::redis_error();
@@ -308,7 +320,7 @@ impl Cache {
             .key(VERSION_KEY)
             .key(READERS_KEY)
             .arg(token)
-            .arg(MARKER_PREFIX)
+            .arg(LEASE_PREFIX)
             .arg(counter_seed());
         Ok(invocation)
     }
@@ -319,11 +331,12 @@ impl Cache {
         self
     }
 
-    /// The fence key and token a value-writing script checks: empty without `[ha]`; [`CacheError::Fenced`] when this
-    /// instance may not write.
+    /// The fence key and token a value-writing script checks. Without `[ha]` the token is empty (no check) and the
+    /// key is the version counter, which the Redis user may touch anyway (an ACL checks every declared key).
+    /// [`CacheError::Fenced`] when this instance may not write.
     fn fence_args(&self) -> Result<(String, String), CacheError> {
         match &self.fence {
-            None => Ok((String::new(), String::new())),
+            None => Ok((VERSION_KEY.to_string(), String::new())),
             Some(fence) => match fence.token() {
                 Some(token) => Ok((fence.key().to_string(), token.to_string())),
                 None => Err(CacheError::Fenced),
@@ -423,7 +436,7 @@ impl Cache {
                     .key(VERSION_KEY)
                     .key(READERS_KEY)
                     .arg(&token)
-                    .arg(MARKER_PREFIX)
+                    .arg(LEASE_PREFIX)
                     .arg(read.version)
                     .arg(&*read.lease);
                 for op in chunk {
@@ -650,6 +663,11 @@ impl Cache {
             .map_err(command_failed)
     }
 
+    /// Keys Redis has evicted since it started (`INFO stats` `evicted_keys`); `None` when it cannot say.
+    pub async fn evicted_keys(&self) -> Option<u64> {
+        info_field(&self.info_stats().await.ok()?, "evicted_keys")
+    }
+
     /// The connected user's name (`ACL WHOAMI`).
     pub async fn acl_whoami(&self) -> Result<String, CacheError> {
         let mut conn = self.conn.clone();
@@ -682,6 +700,13 @@ impl Cache {
             .map(drop)
             .map_err(command_failed)
     }
+}
+
+/// A numeric field of a Redis `INFO` reply (`name:value` lines).
+pub fn info_field(info: &str, name: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|value| value.trim().parse().ok())
 }
 
 /// A client for `[redis]`: the URL, and the CA file when one is configured. Sources that need connections of their

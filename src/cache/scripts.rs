@@ -3,7 +3,8 @@
 //! Each script starts with [`PRELUDE`]: Redis' clock as `now`, and the helpers. A script that writes values is fenced
 //! when given a fence: `KEYS[1]` holds the HA lease and `ARGV[1]` the token this instance holds it with; if the key
 //! holds anything else (another leader, or nothing because the lease ran out) the script writes nothing and returns
-//! -2. Without HA both are empty strings and no fence is checked.
+//! -2. Without HA the token is empty and no fence is checked (the key is then the version counter, a key the Redis
+//! user may touch anyway).
 
 /// What every script starts with: Redis' clock in milliseconds as `now` (`replicate_commands` lets a script write
 /// after TIME on Redis before 5; a no-op since), and the helpers the scripts share.
@@ -34,9 +35,11 @@ local function fenced(key, token)
 end
 ";
 
-/// Fenced (-2); unless the read lease is live, refuse (-1); else SET each key unless its marker is newer than the
-/// read's version. KEYS: fence, version counter, read leases, then the data keys. ARGV: fence token, marker prefix,
-/// the read's version, its lease; then per key: value, ttl in ms ("0" = none). Returns how many keys were written.
+/// Fenced (-2); unless the read lease is live, refuse (-1); if anything was invalidated since the read, refuse (-1)
+/// unless the lease's evidence hash is intact (evicted evidence must never read as "nothing happened"); else SET
+/// each key the evidence does not name with a newer version. KEYS: fence, version counter, read leases, then the
+/// data keys. ARGV: fence token, evidence prefix, the read's version, its lease; then per key: value, ttl in ms
+/// ("0" = none). Returns how many keys were written.
 const GUARDED_SET: &str = r"
 if fenced(KEYS[1], ARGV[1]) then
   return -2
@@ -47,10 +50,14 @@ if (not expiry) or tonumber(expiry) < now then
 end
 local read_at = tonumber(ARGV[3])
 local moved = tonumber(redis.call('GET', KEYS[2]) or '0') ~= read_at
+local evidence = ARGV[2] .. ARGV[4]
+if moved and redis.call('HEXISTS', evidence, '') == 0 then
+  return -1
+end
 local written = 0
 for i = 4, #KEYS do
-  local marker = moved and redis.call('GET', ARGV[2] .. KEYS[i])
-  if (not marker) or tonumber(marker) <= read_at then
+  local marked = moved and redis.call('HGET', evidence, KEYS[i])
+  if (not marked) or tonumber(marked) <= read_at then
     local base = 5 + (i - 4) * 2
     set_value(KEYS[i], ARGV[base], ARGV[base + 1])
     written = written + 1
@@ -59,9 +66,10 @@ end
 return written
 ";
 
-/// Take a new version; while a read lease is live, mark every key with it until the latest lease expires; then
-/// unlink the keys or, when values are given (fenced: -2 when the lease is lost), set them. KEYS: fence, version
-/// counter, read leases, then the data keys. ARGV: fence token, marker prefix, a seed for a missing counter (see
+/// Take a new version; record it for every key in the evidence hash of every live read lease (only in a hash that
+/// still exists: one that was evicted stays missing, so its lease's writes are refused); then unlink the keys or,
+/// when values are given (fenced: -2 when the HA lease is lost), set them. KEYS: fence, version counter, read
+/// leases, then the data keys. ARGV: fence token, evidence prefix, a seed for a missing counter (see
 /// `counter_seed`); then, to set instead of unlink, per key: value, ttl in ms ("0" = none). Returns the version.
 const INVALIDATE: &str = r"
 if #ARGV > 3 and fenced(KEYS[1], ARGV[1]) then
@@ -69,11 +77,12 @@ if #ARGV > 3 and fenced(KEYS[1], ARGV[1]) then
 end
 ensure_counter(KEYS[2], ARGV[3])
 local version = redis.call('INCR', KEYS[2])
-local latest = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')[2]
-if latest and tonumber(latest) >= now then
-  local ttl = tonumber(latest) - now + 1000
-  for i = 4, #KEYS do
-    redis.call('SET', ARGV[2] .. KEYS[i], version, 'PX', ttl)
+for _, lease in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], now, '+inf')) do
+  local evidence = ARGV[2] .. lease
+  if redis.call('EXISTS', evidence) == 1 then
+    for i = 4, #KEYS do
+      redis.call('HSET', evidence, KEYS[i], version)
+    end
   end
 end
 if #ARGV == 3 then
@@ -87,13 +96,16 @@ end
 return version
 ";
 
-/// Register a read lease and return the current version. KEYS[1]: the version counter; KEYS[2]: the read leases.
-/// ARGV[1]: the lease id; ARGV[2]: its lifetime in ms; ARGV[3]: a seed for a missing counter. Expired leases are
-/// dropped on the way.
+/// Register a read lease with its evidence hash and return the current version. KEYS[1]: the version counter;
+/// KEYS[2]: the read leases; KEYS[3]: the lease's evidence hash. ARGV[1]: the lease id; ARGV[2]: its lifetime in ms;
+/// ARGV[3]: a seed for a missing counter. The hash holds the field `''` from the start, so its loss shows; expired
+/// leases are dropped on the way.
 const BEGIN_READ: &str = r"
 ensure_counter(KEYS[1], ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('HSET', KEYS[3], '', '1')
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
 return tonumber(redis.call('GET', KEYS[1]))
 ";
 

@@ -10,6 +10,8 @@
 //! `CACHEWARDEN_REDIS__URL` keep secrets out of the file.
 
 mod error;
+mod lines;
+mod parse;
 mod raw;
 mod validate;
 
@@ -18,9 +20,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::model::{ChangeRule, Projection};
+pub use crate::model::{ChangeRule, OnGap, Projection};
 pub use error::{ConfigError, Problem};
-pub use validate::{DEFAULT_ADMIN_LISTEN, LineIndex, parse_duration, parse_schedule};
+pub use lines::LineIndex;
+pub use parse::{parse_duration, parse_schedule};
+pub use validate::DEFAULT_ADMIN_LISTEN;
 
 use crate::model::WarmJob;
 
@@ -163,17 +167,6 @@ pub struct StreamSettings {
     pub consumer: String,
     /// Entries pending this long at another (dead) consumer are claimed.
     pub claim_idle: Duration,
-}
-
-/// The resync after a pub/sub gap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnGap {
-    /// Re-run the warm jobs whose keys the channel may touch.
-    Warm,
-    /// Delete every key the allow-list covers.
-    Flush,
-    /// Only log and count the gap.
-    None,
 }
 
 /// `[binlog]`: following the MySQL binlog.

@@ -2,6 +2,7 @@
 //! and report every problem at once. Nothing here is checked beyond TOML types; `validate` turns it into `Config`.
 
 use serde::Deserialize;
+use serde::de::{Error as _, Visitor};
 
 /// `[mysql]`
 #[derive(Debug, Default, Deserialize)]
@@ -169,5 +170,51 @@ impl OneOrList {
             OneOrList::One(one) => vec![one],
             OneOrList::List(list) => list,
         }
+    }
+}
+
+/// The field names serde's derive declares for `T` (what it hands `deserialize_struct`): each raw struct's list of
+/// valid fields, stated once by the struct itself, for unknown-field messages.
+pub fn fields_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(FieldNames(&mut fields));
+    fields
+}
+
+/// A deserializer that only records the field names a struct asks for, then stops.
+struct FieldNames<'a>(&'a mut &'static [&'static str]);
+
+impl<'de> serde::Deserializer<'de> for FieldNames<'_> {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
+        Err(Self::Error::custom("only field names are read"))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = fields;
+        Err(Self::Error::custom("only field names are read"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+        unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_structs_fields_are_read_from_its_derive() {
+        assert_eq!(
+            super::fields_of::<super::RawMysql>(),
+            ["url", "pool_size", "connect_timeout", "ssl_mode", "ssl_ca"]
+        );
+        assert!(super::fields_of::<super::RawDaemon>().contains(&"audit_interval"));
     }
 }

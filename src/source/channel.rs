@@ -29,7 +29,6 @@ use crate::cache::{self, CacheError};
 use crate::config::{OnGap, RedisSettings, StreamSettings};
 use crate::invalidate::Invalidator;
 use crate::metrics;
-use crate::model::TriggerReason;
 use crate::plan::{self, Action, Policy};
 
 /// Messages gathered into one batch at most.
@@ -184,24 +183,11 @@ impl ChannelListener {
         Ok(pubsub)
     }
 
-    /// The `on_gap` resync.
+    /// The `on_gap` resync, for what the allow-list covers.
     async fn resync(&self, shutdown: &CancellationToken) {
         let allow = self.policy.borrow().allow.clone();
-        match self.on_gap {
-            OnGap::None => {}
-            OnGap::Warm => {
-                for job in self.invalidator.jobs().iter().filter(|job| job.enabled) {
-                    let pattern = plan::allow_pattern(&job.key);
-                    if allow.iter().any(|a| plan::glob_match(a, &pattern)) {
-                        self.invalidator.warm(&job.name, TriggerReason::Resync);
-                    }
-                }
-            }
-            OnGap::Flush => {
-                let actions: Vec<Action> = allow.into_iter().map(Action::DeletePattern).collect();
-                apply_with_retry(&self.invalidator, &actions, 0, shutdown).await;
-            }
-        }
+        let actions = plan::gap_actions(self.on_gap, &self.invalidator.jobs(), &allow, &[]);
+        self.invalidator.recover("channel", actions, shutdown).await;
     }
 }
 

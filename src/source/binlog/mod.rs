@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::config::{BinlogSettings, BinlogStart, ChangeRule, OnGap};
+use crate::config::{BinlogSettings, BinlogStart, ChangeRule};
 use crate::health::Health;
 use crate::invalidate::Invalidator;
 use crate::metrics;
@@ -478,39 +478,19 @@ impl BinlogListener {
 
     /// The `on_gap` recovery for everything the rules cover. `false` when shutdown interrupted it.
     async fn recover(&self, shutdown: &CancellationToken) -> bool {
-        match self.settings.on_gap {
-            OnGap::None => true,
-            OnGap::Warm => {
-                for job in self.invalidator.jobs().iter().filter(|job| job.enabled) {
-                    let pattern = plan::allow_pattern(&job.key);
-                    let covered = self.rules.iter().any(|rule| {
-                        rule.warm.iter().any(|name| name.as_str() == &*job.name)
-                            || rule.refresh.contains(&job.key)
-                            || rule
-                                .delete
-                                .iter()
-                                .any(|template| plan::glob_match(&plan::allow_pattern(template), &pattern))
-                    });
-                    if covered {
-                        self.invalidator.warm(&job.name, TriggerReason::Resync);
-                    }
-                }
-                true
-            }
-            OnGap::Flush => {
-                let mut actions: Vec<Action> = self
-                    .rules
-                    .iter()
-                    .flat_map(|rule| rule.delete.iter().chain(&rule.refresh))
-                    .map(|template| Action::DeletePattern(plan::allow_pattern(template)))
-                    .collect();
-                actions.dedup();
-                self.invalidator
-                    .apply_with_retry("binlog", &actions, &Default::default(), shutdown)
-                    .await
-                    .is_some()
-            }
-        }
+        let patterns: Vec<String> = self
+            .rules
+            .iter()
+            .flat_map(|rule| rule.delete.iter().chain(&rule.refresh))
+            .map(crate::glob::allow_pattern)
+            .collect();
+        let named: Vec<&str> = self
+            .rules
+            .iter()
+            .flat_map(|rule| rule.warm.iter().map(String::as_str))
+            .collect();
+        let actions = plan::gap_actions(self.settings.on_gap, &self.invalidator.jobs(), &patterns, &named);
+        self.invalidator.recover("binlog", actions, shutdown).await
     }
 }
 

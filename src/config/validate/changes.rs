@@ -1,0 +1,400 @@
+//! `[channel]`, `[binlog]` and `[[on_change]]`: the invalidation channel and the change-data-capture rules, checked
+//! against the jobs they name.
+
+use super::*;
+
+/// Generous for real messages (a few keys), small enough that a runaway publisher cannot exhaust memory.
+pub(super) const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+pub(super) const DEFAULT_MAX_KEYS_PER_MESSAGE: usize = 1000;
+
+/// A pattern delete larger than this is almost certainly a mistake; it stops and says so.
+pub(super) const DEFAULT_MAX_KEYS_PER_PATTERN: u64 = 1_000_000;
+
+/// A consumer silent this long is taken for dead and its pending stream entries are claimed.
+pub(super) const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(60);
+
+/// MySQL's own default replica heartbeat is half the replica net timeout; 5 s notices a dead link quickly.
+pub(super) const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Aggregates warmed from the binlog are rebuilt at most this often by default.
+pub(super) const DEFAULT_DEBOUNCE: Duration = Duration::from_secs(30);
+
+/// The longest `[binlog] heartbeat`: the server's own limit is about 50 days, but a dead link must be noticed.
+pub(super) const MAX_HEARTBEAT: Duration = Duration::from_secs(3600);
+
+impl Context {
+    pub(super) fn on_gap(&mut self, section: &str, raw: Option<&str>) -> OnGap {
+        match raw {
+            None | Some("warm") => OnGap::Warm,
+            Some("flush") => OnGap::Flush,
+            Some("none") => OnGap::None,
+            Some(other) => {
+                self.field_problem(
+                    section,
+                    "on_gap",
+                    format!("\"{other}\" is not an on_gap action: use \"warm\", \"flush\" or \"none\""),
+                );
+                OnGap::Warm
+            }
+        }
+    }
+
+    pub(super) fn channel(&mut self, raw: RawChannel, jobs: &[WarmJob]) -> ChannelSettings {
+        let enabled = self.flag("channel", "enabled", raw.enabled, true);
+        let allow = match raw.allow.map(crate::config::raw::OneOrList::into_vec) {
+            Some(allow) => {
+                for pattern in &allow {
+                    if pattern.is_empty() || !crate::glob::is_simple_glob(pattern) {
+                        self.field_problem(
+                            "channel",
+                            "allow",
+                            format!("\"{pattern}\" is not an allow pattern: only `*` may be a wildcard (`\\` escapes)"),
+                        );
+                    }
+                }
+                allow
+            }
+            None => jobs.iter().map(|job| crate::glob::allow_pattern(&job.key)).collect(),
+        };
+        let on_gap = self.on_gap("channel", raw.on_gap.as_deref());
+        let stream = raw.stream.map(|name| StreamSettings {
+            name,
+            group: raw.group.clone().unwrap_or_else(|| "cachewarden".into()),
+            consumer: raw.consumer.clone().unwrap_or_else(default_consumer),
+            claim_idle: self
+                .duration("channel", "claim_idle", raw.claim_idle.clone())
+                .unwrap_or(DEFAULT_CLAIM_IDLE),
+        });
+        if stream.is_none() && (raw.group.is_some() || raw.consumer.is_some() || raw.claim_idle.is_some()) {
+            self.field_problem(
+                "channel",
+                "group",
+                "group, consumer and claim_idle only apply with `stream`".into(),
+            );
+        }
+        let max_message_bytes = raw.max_message_bytes.and_then(|size| match parse_size(&size) {
+            Ok(size) => Some(size),
+            Err(message) => {
+                self.field_problem("channel", "max_message_bytes", message);
+                None
+            }
+        });
+        ChannelSettings {
+            enabled,
+            name: raw.name.unwrap_or_else(|| "cache_invalidation".into()),
+            stream,
+            allow,
+            on_gap,
+            max_keys_per_message: self
+                .count("channel", "max_keys_per_message", raw.max_keys_per_message)
+                .unwrap_or(DEFAULT_MAX_KEYS_PER_MESSAGE),
+            max_keys_per_pattern: self
+                .count("channel", "max_keys_per_pattern", raw.max_keys_per_pattern)
+                .map_or(DEFAULT_MAX_KEYS_PER_PATTERN, |n| n as u64),
+            max_message_bytes: max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
+        }
+    }
+
+    pub(super) fn binlog(&mut self, raw: RawBinlog, mysql: Option<&MysqlSettings>) -> Option<BinlogSettings> {
+        if !self.flag("binlog", "enabled", raw.enabled, true) {
+            return None;
+        }
+        let server_id = match raw.server_id {
+            None => {
+                self.problem(
+                    self.lines.key_line(None, "binlog"),
+                    "binlog.server_id".into(),
+                    "is required: a replica id unique among the server's replicas (e.g. 4242)".into(),
+                );
+                None
+            }
+            Some(raw) => match self.count("binlog", "server_id", Some(raw)) {
+                Some(id) if id <= u32::MAX as usize => Some(id as u32),
+                Some(id) => {
+                    self.field_problem("binlog", "server_id", format!("{id} is larger than 4294967295"));
+                    None
+                }
+                None => None,
+            },
+        };
+        let url = match raw.url {
+            Some(url) => match check_mysql_url(&url) {
+                Ok(()) => Some(SecretUrl::new(url)),
+                Err(message) => {
+                    self.field_problem("binlog", "url", message);
+                    None
+                }
+            },
+            None => mysql.map(|m| m.url.clone()),
+        };
+        let start = match raw.start.as_deref() {
+            None | Some("current") => Some(BinlogStart::Current),
+            Some(text) => match text.rsplit_once(':').map(|(file, pos)| (file, pos.parse::<u64>())) {
+                Some((file, Ok(pos))) if !file.is_empty() => Some(BinlogStart::At {
+                    file: file.to_string(),
+                    pos,
+                }),
+                _ => {
+                    self.field_problem(
+                        "binlog",
+                        "start",
+                        format!("\"{text}\" is not a start position: use \"current\" or \"binlog.000042:1234\""),
+                    );
+                    None
+                }
+            },
+        };
+        let checkpoint = match raw.checkpoint.as_deref() {
+            None | Some("redis") => Some(CheckpointStore::Redis(
+                raw.checkpoint_key
+                    .unwrap_or_else(|| "cachewarden:binlog:checkpoint".into()),
+            )),
+            Some("file") => {
+                let path = raw.checkpoint_file.map(std::path::PathBuf::from).unwrap_or_else(|| {
+                    std::env::var_os("STATE_DIRECTORY")
+                        .map(std::path::PathBuf::from)
+                        .unwrap_or_else(|| "/var/lib/cachewarden".into())
+                        .join("binlog.checkpoint")
+                });
+                Some(CheckpointStore::File(path))
+            }
+            Some(other) => {
+                self.field_problem(
+                    "binlog",
+                    "checkpoint",
+                    format!("\"{other}\" is not a checkpoint store: use \"redis\" or \"file\""),
+                );
+                None
+            }
+        };
+        let heartbeat = match self.duration("binlog", "heartbeat", raw.heartbeat) {
+            Some(heartbeat) if heartbeat > MAX_HEARTBEAT => {
+                self.field_problem(
+                    "binlog",
+                    "heartbeat",
+                    format!("{heartbeat:?} is longer than an hour: a dead replication link would go unnoticed"),
+                );
+                DEFAULT_HEARTBEAT
+            }
+            heartbeat => heartbeat.unwrap_or(DEFAULT_HEARTBEAT),
+        };
+        let on_gap = self.on_gap("binlog", raw.on_gap.as_deref());
+        Some(BinlogSettings {
+            server_id: server_id?,
+            url: url?,
+            start: start?,
+            checkpoint: checkpoint?,
+            heartbeat,
+            on_gap,
+        })
+    }
+
+    pub(super) fn change_rule(
+        &mut self,
+        index: usize,
+        item: &toml::Value,
+        jobs: &[WarmJob],
+        invalid_jobs: &[(String, String)],
+        mysql: Option<&MysqlSettings>,
+        defaults: &Defaults,
+    ) -> Option<ChangeRule> {
+        let at = match item.get("table").and_then(|v| v.as_str()) {
+            Some(table) => format!("on_change[{index}] \"{table}\""),
+            None => format!("on_change[{index}]"),
+        };
+        let line = |ctx: &Self, field: Option<&str>| ctx.lines.table_field_line("on_change", index, field);
+        let before = self.problems.len();
+        let raw: RawOnChange = match deserialize(item.clone()) {
+            Ok((raw, unknown)) => {
+                for (field, message) in unknown {
+                    self.problem(line(self, Some(&field)), format!("{at}.{field}"), message);
+                }
+                raw
+            }
+            Err((field, message)) => {
+                let location = field.as_ref().map_or(at.clone(), |f| format!("{at}.{f}"));
+                self.problem(line(self, field.as_deref()), location, message);
+                return None;
+            }
+        };
+        let default_database = mysql.and_then(|m| {
+            m.url
+                .expose()
+                .parse::<sqlx::mysql::MySqlConnectOptions>()
+                .ok()?
+                .get_database()
+                .map(str::to_string)
+        });
+        let (database, table) = match raw.table.as_deref() {
+            Some(text) => match text.split_once('.') {
+                Some((db, table)) if !db.is_empty() && !table.is_empty() => (db.to_string(), table.to_string()),
+                None if !text.is_empty() && default_database.is_some() => {
+                    (default_database.clone().unwrap_or_default(), text.to_string())
+                }
+                _ => {
+                    self.problem(
+                        line(self, Some("table")),
+                        format!("{at}.table"),
+                        format!("\"{text}\" is not a table: write \"database.table\""),
+                    );
+                    (String::new(), String::new())
+                }
+            },
+            None => {
+                self.problem(
+                    line(self, None),
+                    at.clone(),
+                    "`table` is required (\"database.table\")".into(),
+                );
+                (String::new(), String::new())
+            }
+        };
+        let templates = |ctx: &mut Self, field: &str, list: Option<Vec<String>>| -> Vec<KeyTemplate> {
+            list.unwrap_or_default()
+                .iter()
+                .filter_map(|text| match KeyTemplate::parse(text) {
+                    Ok(template) => Some(template),
+                    Err(message) => {
+                        ctx.problem(
+                            line(ctx, Some(field)),
+                            format!("{at}.{field}"),
+                            format!("\"{text}\": {message}"),
+                        );
+                        None
+                    }
+                })
+                .collect()
+        };
+        let delete = templates(self, "delete", raw.delete);
+        let refresh = templates(self, "refresh", raw.refresh);
+        for template in &refresh {
+            let usable = jobs
+                .iter()
+                .any(|job| job.key == *template && job.refresh_query.is_some());
+            let invalid = invalid_jobs.iter().find(|(_, key)| key == template.as_str());
+            if !usable {
+                let message = match invalid {
+                    Some((name, _)) => format!(
+                        "\"{template}\" is the key of [[warm]] job \"{name}\", which is invalid (see its problems)"
+                    ),
+                    None => format!("\"{template}\" needs a [[warm]] job with that key template and a refresh_query"),
+                };
+                self.problem(line(self, Some("refresh")), format!("{at}.refresh"), message);
+            }
+            if template.as_str().contains('*') {
+                self.problem(
+                    line(self, Some("refresh")),
+                    format!("{at}.refresh"),
+                    format!("\"{template}\" is a pattern; patterns can only be deleted"),
+                );
+            }
+        }
+        let warm = raw.warm.unwrap_or_default();
+        for name in &warm {
+            if !jobs.iter().any(|job| &*job.name == name) {
+                self.problem(
+                    line(self, Some("warm")),
+                    format!("{at}.warm"),
+                    format!("no [[warm]] job named \"{name}\""),
+                );
+            }
+        }
+        let project = raw.project.and_then(|raw| {
+            let fail = |ctx: &mut Self, message: String| {
+                ctx.problem(line(ctx, Some("project")), format!("{at}.project"), message);
+            };
+            let key = match raw.key.as_deref().map(KeyTemplate::parse) {
+                Some(Ok(key)) if !key.is_single_key() => Some(key),
+                Some(Ok(key)) => {
+                    fail(
+                        self,
+                        format!("key \"{key}\" has no placeholders: a projection writes one key per row"),
+                    );
+                    None
+                }
+                Some(Err(message)) => {
+                    fail(self, format!("key: {message}"));
+                    None
+                }
+                None => {
+                    fail(self, "needs `key` (a template such as \"price:{id}\")".into());
+                    None
+                }
+            };
+            let columns = match raw.columns {
+                Some(columns) if !columns.is_empty() => Some(columns),
+                _ => {
+                    fail(self, "needs `columns`, the row's columns to store".into());
+                    None
+                }
+            };
+            let ttl = match raw.ttl.as_deref().map(parse_ttl) {
+                Some(Ok(ttl)) => Some(ttl),
+                Some(Err(message)) => {
+                    fail(self, format!("ttl: {message}"));
+                    None
+                }
+                None => {
+                    fail(self, "needs `ttl` (or \"none\")".into());
+                    None
+                }
+            };
+            if let Some(columns) = &columns {
+                let sensitive = crate::render::sensitive_columns(columns.iter().map(String::as_str), &[]);
+                if !sensitive.is_empty() {
+                    fail(
+                        self,
+                        format!("columns {} look sensitive and would be cached", sensitive.join(", ")),
+                    );
+                }
+            }
+            Some(crate::config::Projection {
+                key: key?,
+                columns: columns?,
+                ttl: ttl?,
+                encoding: defaults.encoding,
+            })
+        });
+        if delete.is_empty()
+            && refresh.is_empty()
+            && warm.is_empty()
+            && project.is_none()
+            && self.problems.len() == before
+        {
+            self.problem(
+                line(self, None),
+                at.clone(),
+                "does nothing: give it `delete`, `refresh`, `project` or `warm`".into(),
+            );
+        }
+        let debounce = match raw.debounce {
+            Some(text) => parse_duration(&text)
+                .map_err(|m| self.problem(line(self, Some("debounce")), format!("{at}.debounce"), m))
+                .ok(),
+            None => Some(DEFAULT_DEBOUNCE),
+        };
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(ChangeRule {
+            database,
+            table,
+            delete,
+            refresh,
+            warm,
+            debounce: debounce?,
+            when_changed: raw.when_changed.unwrap_or_default(),
+            project,
+        })
+    }
+}
+
+/// This host's name, as a stable stream consumer name.
+pub(super) fn default_consumer() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "cachewarden".into())
+}

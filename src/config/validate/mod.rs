@@ -1,0 +1,457 @@
+//! Turns the TOML text (plus environment overrides) into a typed [`Config`], collecting every problem on the way.
+//!
+//! Three passes: parse the TOML (a syntax error stops here, with its line); apply `CACHEWARDEN_<SECTION>__<FIELD>`
+//! overrides; then deserialize each section and each `[[warm]]` job on its own, so that one bad job never hides the
+//! problems of another. Unknown fields are problems too.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use super::error::{ConfigError, Problem};
+use super::lines::LineIndex;
+use super::parse::*;
+use super::raw::{
+    BoolOrString, IntOrString, RawAdmin, RawBinlog, RawChannel, RawCrypto, RawDaemon, RawDefaults, RawHa, RawMysql,
+    RawOnChange, RawRedis, RawWarmJob, fields_of,
+};
+use super::{
+    AdminSettings, BinlogSettings, BinlogStart, ChangeRule, ChannelSettings, CheckpointStore, Config, DaemonSettings,
+    HaSettings, LogFormat, MysqlSettings, OnGap, RedisSettings, SecretUrl, SslMode, StreamSettings,
+};
+use crate::model::{Jitter, KeyTemplate, Shape, Ttl, WarmJob};
+
+mod changes;
+mod connections;
+mod jobs;
+mod operation;
+
+use connections::*;
+pub use operation::DEFAULT_ADMIN_LISTEN;
+
+/// The sections a configuration may have (each section's fields are its raw struct's: see `raw::fields_of`).
+const SECTIONS: &[&str] = &[
+    "mysql", "redis", "defaults", "daemon", "crypto", "ha", "admin", "binlog", "channel",
+];
+
+/// Sections that environment variables may set.
+const ENV_SECTIONS: &[&str] = &["mysql", "redis", "defaults", "daemon", "admin", "binlog", "ha"];
+
+/// systemd credentials (`LoadCredential=`) read from `$CREDENTIALS_DIRECTORY`, and the field each one sets.
+const CREDENTIALS: &[(&str, &str, &str)] = &[("mysql-url", "mysql", "url"), ("redis-url", "redis", "url")];
+
+/// Parses and validates `source`, the text of `path`. `env` replaces the process environment when given (tests);
+/// `credentials` is systemd's `$CREDENTIALS_DIRECTORY`, if any.
+pub fn validate(
+    path: &Path,
+    source: &str,
+    env: Option<std::collections::HashMap<String, String>>,
+    credentials: Option<&Path>,
+) -> Result<Config, ConfigError> {
+    let mut ctx = Context {
+        lines: LineIndex::new(source),
+        problems: Vec::new(),
+        env_fields: BTreeMap::new(),
+        credentials: credentials.map(Path::to_path_buf),
+    };
+    let invalid = |problems| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        problems,
+    };
+
+    let mut doc: toml::Table = match toml::from_str(source) {
+        Ok(doc) => doc,
+        Err(error) => {
+            let line = error.span().map(|span| ctx.lines.line_at(span.start));
+            return Err(invalid(vec![Problem {
+                line,
+                location: "file".into(),
+                message: format!("not valid TOML: {}", error.message()),
+            }]));
+        }
+    };
+    if let Some(directory) = credentials {
+        ctx.apply_credentials(&mut doc, directory);
+    }
+    ctx.apply_env(&mut doc, env);
+
+    for key in doc.keys() {
+        if key != "warm" && key != "on_change" && !SECTIONS.contains(&key.as_str()) {
+            ctx.problem(
+                ctx.lines.key_line(None, key),
+                key.clone(),
+                format!(
+                    "unknown section or field `{key}` (valid: {}, warm, on_change)",
+                    SECTIONS.join(", ")
+                ),
+            );
+        }
+    }
+
+    let mysql: RawMysql = ctx.section(&doc, "mysql");
+    let redis: RawRedis = ctx.section(&doc, "redis");
+    let defaults: RawDefaults = ctx.section(&doc, "defaults");
+    let crypto: RawCrypto = ctx.section(&doc, "crypto");
+    let daemon: RawDaemon = ctx.section(&doc, "daemon");
+    let admin: RawAdmin = ctx.section(&doc, "admin");
+    let channel: RawChannel = ctx.section(&doc, "channel");
+    let ha: RawHa = ctx.section(&doc, "ha");
+
+    let mysql = ctx.mysql(mysql);
+    let redis = ctx.redis(redis);
+    let keyring = ctx.keyring(crypto, credentials);
+    let defaults = ctx.defaults(defaults, keyring);
+    let daemon = ctx.daemon(daemon);
+    let admin = ctx.admin(admin);
+
+    // (name, key template) of jobs refused above, so that a rule naming one says so rather than that none exists.
+    let mut invalid_jobs: Vec<(String, String)> = Vec::new();
+    let jobs = match doc.get("warm") {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => {
+            let mut jobs = Vec::new();
+            let mut names = HashSet::new();
+            for (index, item) in items.iter().enumerate() {
+                let Some(job) = ctx.warm_job(index, item, &defaults) else {
+                    let field = |name| item.get(name).and_then(toml::Value::as_str).map(str::to_string);
+                    if let (Some(name), Some(key)) = (field("name"), field("key")) {
+                        invalid_jobs.push((name, key));
+                    }
+                    continue;
+                };
+                if names.insert(job.name.clone()) {
+                    jobs.push(job);
+                } else {
+                    ctx.problem(
+                        ctx.lines.job_field_line(index, Some("name")),
+                        format!("warm[{index}] \"{}\".name", job.name),
+                        format!("another [[warm]] job is already named \"{}\"", job.name),
+                    );
+                }
+            }
+            jobs
+        }
+        Some(_) => {
+            ctx.problem(
+                ctx.lines.key_line(None, "warm"),
+                "warm".into(),
+                "must be an array of tables, written `[[warm]]`".into(),
+            );
+            Vec::new()
+        }
+    };
+
+    let channel = ctx.channel(channel, &jobs);
+    let raw_binlog: Option<RawBinlog> = doc.contains_key("binlog").then(|| ctx.section(&doc, "binlog"));
+    let binlog = raw_binlog.and_then(|raw| ctx.binlog(raw, mysql.as_ref()));
+    let rules = match doc.get("on_change") {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(index, item)| ctx.change_rule(index, item, &jobs, &invalid_jobs, mysql.as_ref(), &defaults))
+            .collect(),
+        Some(_) => {
+            ctx.problem(
+                ctx.lines.key_line(None, "on_change"),
+                "on_change".into(),
+                "must be an array of tables, written `[[on_change]]`".into(),
+            );
+            Vec::new()
+        }
+    };
+    let ha = ctx.ha(ha, binlog.as_ref());
+    if !rules.is_empty() && binlog.is_none() {
+        ctx.problem(
+            ctx.lines.key_line(None, "on_change"),
+            "on_change".into(),
+            "[[on_change]] rules need an enabled [binlog] section".into(),
+        );
+    }
+
+    if !ctx.problems.is_empty() {
+        return Err(invalid(ctx.problems));
+    }
+    let (Some(mysql), Some(redis)) = (mysql, redis) else {
+        unreachable!("a missing connection setting is always recorded as a problem");
+    };
+    Ok(Config {
+        path: path.to_path_buf(),
+        credentials: credentials.map(Path::to_path_buf),
+        mysql,
+        redis,
+        daemon,
+        admin,
+        channel,
+        jobs,
+        binlog,
+        rules,
+        ha,
+    })
+}
+
+/// Values `[[warm]]` jobs inherit.
+struct Defaults {
+    ttl: Option<Ttl>,
+    jitter: Option<String>,
+    max_value_bytes: usize,
+    timeout: Duration,
+    encoding: crate::codec::Encoding,
+    /// The keys for encrypted columns: `Err` holds why there are none (named when a job encrypts).
+    keyring: Result<Arc<crate::crypto::Keyring>, String>,
+}
+
+struct Context {
+    lines: LineIndex,
+    problems: Vec<Problem>,
+    /// `section.field` → the environment variable that set it.
+    env_fields: BTreeMap<String, String>,
+    /// The credentials directory read, if any (named when a URL is missing).
+    credentials: Option<std::path::PathBuf>,
+}
+
+impl Context {
+    fn problem(&mut self, line: Option<usize>, location: String, message: String) {
+        self.problems.push(Problem {
+            line,
+            location,
+            message,
+        });
+    }
+
+    /// A problem with `[section] field`, located in the file or in the environment variable that set it.
+    fn field_problem(&mut self, section: &str, field: &str, message: String) {
+        let path = format!("{section}.{field}");
+        match self.env_fields.get(&path) {
+            Some(var) => self.problem(None, format!("{path} (from environment variable {var})"), message),
+            None => {
+                let line = self.lines.key_line(Some(section), field);
+                self.problem(line, path, message);
+            }
+        }
+    }
+
+    /// Sets `[section] field` to `value`, remembering `origin` (a variable or credential) for problem messages.
+    fn override_field(&mut self, doc: &mut toml::Table, section: &str, field: &str, value: String, origin: String) {
+        let table = doc
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(table) = table {
+            table.insert(field.to_string(), toml::Value::String(value));
+            self.env_fields.insert(format!("{section}.{field}"), origin);
+        }
+    }
+
+    /// systemd credentials override the file (and are overridden by the environment).
+    fn apply_credentials(&mut self, doc: &mut toml::Table, directory: &Path) {
+        for (name, section, field) in CREDENTIALS {
+            let path = directory.join(name);
+            let value = match std::fs::read_to_string(&path) {
+                Ok(value) => value.trim().to_string(),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(error) => {
+                    self.problem(
+                        None,
+                        format!("credential {}", path.display()),
+                        format!("cannot be read: {error}"),
+                    );
+                    continue;
+                }
+            };
+            self.override_field(doc, section, field, value, format!("credential {}", path.display()));
+        }
+    }
+
+    fn flag(&mut self, section: &str, field: &str, raw: Option<BoolOrString>, default: bool) -> bool {
+        match raw {
+            None => default,
+            Some(BoolOrString::Bool(value)) => value,
+            Some(BoolOrString::String(text)) => match text.trim() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                other => {
+                    self.field_problem(section, field, format!("\"{other}\" is not true or false"));
+                    default
+                }
+            },
+        }
+    }
+
+    fn apply_env(&mut self, doc: &mut toml::Table, env: Option<std::collections::HashMap<String, String>>) {
+        let source = config::Environment::with_prefix("CACHEWARDEN")
+            .prefix_separator("_")
+            .separator("__")
+            .source(env);
+        let values = match config::Source::collect(&source) {
+            Ok(values) => values,
+            Err(error) => {
+                self.problem(
+                    None,
+                    "environment".into(),
+                    format!("cannot read CACHEWARDEN_* variables: {error}"),
+                );
+                return;
+            }
+        };
+        for (key, value) in values {
+            // Variables without a `__` (CACHEWARDEN_CONFIG, CACHEWARDEN_LOG, ...) are not overrides.
+            let Some((section, field)) = key.split_once('.') else {
+                continue;
+            };
+            let var = format!("CACHEWARDEN_{}__{}", section.to_uppercase(), field.to_uppercase());
+            if !ENV_SECTIONS.contains(&section) || field.contains('.') {
+                self.problem(
+                    None,
+                    format!("environment variable {var}"),
+                    format!(
+                        "only fields of [{}] can be set from the environment",
+                        ENV_SECTIONS.join("], [")
+                    ),
+                );
+                continue;
+            }
+            let value = match value.into_string() {
+                Ok(value) => value,
+                Err(error) => {
+                    self.problem(None, format!("environment variable {var}"), error.to_string());
+                    continue;
+                }
+            };
+            self.override_field(doc, section, field, value, var);
+        }
+    }
+
+    /// Deserializes one `[section]`, recording unknown fields and type errors; a broken section yields defaults.
+    fn section<T: DeserializeOwned + Default>(&mut self, doc: &toml::Table, name: &str) -> T {
+        let Some(value) = doc.get(name) else {
+            return T::default();
+        };
+        match deserialize::<T>(value.clone()) {
+            Ok((parsed, unknown)) => {
+                for (field, message) in unknown {
+                    self.field_problem(name, &field, message);
+                }
+                parsed
+            }
+            Err((field, message)) => {
+                match field {
+                    Some(field) => self.field_problem(name, &field, message),
+                    None => self.problem(self.lines.key_line(None, name), name.into(), message),
+                }
+                T::default()
+            }
+        }
+    }
+
+    fn url(&mut self, section: &str, url: Option<String>, check: fn(&str) -> Result<(), String>) -> Option<SecretUrl> {
+        let Some(url) = url else {
+            let variable = format!("CACHEWARDEN_{}__URL", section.to_uppercase());
+            let credential = CREDENTIALS.iter().find(|(_, s, f)| *s == section && *f == "url");
+            let message = match (credential, &self.credentials) {
+                (None, _) => format!("is required: set `url` in [{section}] or the environment variable {variable}"),
+                (Some((name, ..)), Some(directory)) => format!(
+                    "is required: set `url` in [{section}], the environment variable {variable}, or the credential \
+                     {name} (there is none in {})",
+                    directory.display()
+                ),
+                (Some((name, ..)), None) => format!(
+                    "is required: set `url` in [{section}], the environment variable {variable}, or the credential \
+                     {name} (no credentials were read: systemd passes $CREDENTIALS_DIRECTORY to the service; from a \
+                     shell, pass --credentials /etc/cachewarden/credentials)"
+                ),
+            };
+            self.problem(self.lines.key_line(None, section), format!("{section}.url"), message);
+            return None;
+        };
+        match check(&url) {
+            Ok(()) => Some(SecretUrl::new(url)),
+            Err(message) => {
+                self.field_problem(section, "url", message);
+                None
+            }
+        }
+    }
+
+    fn check_readable(&mut self, section: &str, field: &str, path: &Path) {
+        if let Err(error) = std::fs::metadata(path) {
+            self.field_problem(section, field, format!("cannot read {}: {error}", path.display()));
+        }
+    }
+
+    fn duration(&mut self, section: &str, field: &str, raw: Option<String>) -> Option<Duration> {
+        let raw = raw?;
+        match parse_duration(&raw) {
+            Ok(duration) => Some(duration),
+            Err(message) => {
+                self.field_problem(section, field, message);
+                None
+            }
+        }
+    }
+
+    fn count(&mut self, section: &str, field: &str, raw: Option<IntOrString>) -> Option<usize> {
+        let raw = raw?;
+        let limit = COUNT_LIMITS
+            .iter()
+            .find(|(name, _)| *name == field)
+            .map(|(_, max)| *max);
+        match parse_count(&raw) {
+            Ok(count) if limit.is_some_and(|max| count > max) => {
+                let max = limit.unwrap_or_default();
+                self.field_problem(
+                    section,
+                    field,
+                    format!("{count} is more than {max}, the most it accepts"),
+                );
+                None
+            }
+            Ok(count) => Some(count),
+            Err(message) => {
+                self.field_problem(section, field, message);
+                None
+            }
+        }
+    }
+}
+
+/// Deserializes `value` into `T`, returning the unknown fields it saw (each with a message) or the first type error
+/// (with the field it concerns, when known).
+#[allow(clippy::type_complexity)]
+fn deserialize<T: DeserializeOwned>(
+    value: toml::Value,
+) -> Result<(T, Vec<(String, String)>), (Option<String>, String)> {
+    let valid = fields_of::<T>();
+    let mut unknown = Vec::new();
+    let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let ignored = serde_ignored::Deserializer::new(value, &mut record);
+    match serde_path_to_error::deserialize::<_, T>(ignored) {
+        Ok(parsed) => {
+            let unknown = unknown
+                .into_iter()
+                .map(|path| {
+                    let message = format!("unknown field `{path}` (valid fields: {})", valid.join(", "));
+                    (path, message)
+                })
+                .collect();
+            Ok((parsed, unknown))
+        }
+        Err(error) => {
+            let path = error.path().to_string();
+            let field = (path != ".").then(|| path.split(['.', '[']).next().unwrap_or(&path).to_string());
+            Err((field, error.into_inner().to_string()))
+        }
+    }
+}
+
+/// The largest value each count accepts: beyond any sensible setting, inside what the runtime can allocate or the
+/// server can take.
+const COUNT_LIMITS: &[(&str, usize)] = &[
+    ("pool_size", 1_000),
+    ("max_concurrent_jobs", 1_000),
+    ("audit_sample", 10_000_000),
+    ("max_keys_per_message", 1_000_000),
+    ("max_keys_per_pattern", 1_000_000_000),
+];

@@ -1,0 +1,120 @@
+//! `[daemon]`, `[admin]` and `[ha]`: how the process runs, where its admin endpoint listens, and the HA lease.
+
+use super::*;
+
+/// A lease lasts this long unless renewed (renewed every third of it).
+pub(super) const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// The shortest lease: renewals every third of it must survive a slow Redis reply.
+pub(super) const MIN_LEASE_TTL: Duration = Duration::from_secs(1);
+
+/// Small on purpose: warming must never flood the primary.
+pub(super) const DEFAULT_MAX_CONCURRENT_JOBS: usize = 2;
+
+/// In-flight writes get this long to finish after SIGTERM; systemd's TimeoutStopSec must be longer.
+pub(super) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Loopback only: the admin endpoint has no authentication, so it must not face a network by default.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9187";
+
+/// The continuous audit: a light sample every few minutes.
+pub(super) const DEFAULT_AUDIT_INTERVAL: Duration = Duration::from_secs(600);
+
+pub(super) const DEFAULT_AUDIT_SAMPLE: usize = 100;
+
+impl Context {
+    pub(super) fn daemon(&mut self, raw: RawDaemon) -> DaemonSettings {
+        let log_format = match raw.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.field_problem(
+                    "daemon",
+                    "log_format",
+                    format!("\"{other}\" is not a log format: use \"text\" or \"json\""),
+                );
+                LogFormat::Text
+            }
+        };
+        if let Some(level) = &raw.log_level
+            && let Err(error) = check_log_level(level)
+        {
+            self.field_problem("daemon", "log_level", error);
+        }
+        DaemonSettings {
+            max_concurrent_jobs: self
+                .count("daemon", "max_concurrent_jobs", raw.max_concurrent_jobs)
+                .unwrap_or(DEFAULT_MAX_CONCURRENT_JOBS),
+            shutdown_grace: self
+                .duration("daemon", "shutdown_grace", raw.shutdown_grace)
+                .unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+            log_level: raw.log_level,
+            log_format,
+            audit_interval: match raw.audit_interval.as_deref() {
+                Some("off") => None,
+                other => Some(
+                    self.duration("daemon", "audit_interval", other.map(str::to_string))
+                        .unwrap_or(DEFAULT_AUDIT_INTERVAL),
+                ),
+            },
+            audit_sample: self
+                .count("daemon", "audit_sample", raw.audit_sample)
+                .unwrap_or(DEFAULT_AUDIT_SAMPLE),
+        }
+    }
+
+    pub(super) fn ha(&mut self, raw: RawHa, binlog: Option<&BinlogSettings>) -> Option<HaSettings> {
+        if !self.flag("ha", "enabled", raw.enabled, false) {
+            return None;
+        }
+        let lease_ttl = self
+            .duration("ha", "lease_ttl", raw.lease_ttl)
+            .unwrap_or(DEFAULT_LEASE_TTL);
+        if lease_ttl < MIN_LEASE_TTL {
+            self.field_problem(
+                "ha",
+                "lease_ttl",
+                format!("must be at least {}", crate::words::duration(MIN_LEASE_TTL)),
+            );
+        }
+        if let Some(BinlogSettings {
+            checkpoint: CheckpointStore::File(_),
+            ..
+        }) = binlog
+        {
+            self.field_problem(
+                "binlog",
+                "checkpoint",
+                "must be \"redis\" with [ha]: every instance resumes from the same checkpoint".into(),
+            );
+        }
+        let instance = raw.instance.unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|name| name.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into());
+            format!("{host}:{}", std::process::id())
+        });
+        Some(HaSettings {
+            lease_ttl,
+            key: raw.key.unwrap_or_else(|| "cachewarden:leader".into()),
+            instance,
+        })
+    }
+
+    pub(super) fn admin(&mut self, raw: RawAdmin) -> AdminSettings {
+        let enabled = self.flag("admin", "enabled", raw.enabled, true);
+        let listen_text = raw.listen.unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.into());
+        let listen = match listen_text.parse::<std::net::SocketAddr>() {
+            Ok(listen) => listen,
+            Err(_) => {
+                self.field_problem(
+                    "admin",
+                    "listen",
+                    format!("\"{listen_text}\" is not an address and port such as \"127.0.0.1:9187\""),
+                );
+                DEFAULT_ADMIN_LISTEN.parse().expect("the default admin address parses")
+            }
+        };
+        AdminSettings { enabled, listen }
+    }
+}

@@ -1,0 +1,284 @@
+//! From a parsed command line to an exit code: signal handlers, the configuration (with the credentials it may
+//! take its URLs from), the command, and the documented exit code for how it ended (`cli::exit`).
+
+use std::process::ExitCode;
+
+use crate::cli::exit::{CONFIG as EXIT_CONFIG, DATAERR as EXIT_DATAERR, NOPERM as EXIT_NOPERM};
+use crate::cli::exit::{UNAVAILABLE as EXIT_UNAVAILABLE, USAGE as EXIT_USAGE};
+use crate::cli::{Cli, Command};
+use crate::warm::Mode;
+use crate::{admin, app, commands, config, demo, metrics, signal};
+
+/// Runs `cli`'s command; its exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    // First, before anything slow: until a handler exists, SIGHUP would kill the process.
+    let signals = match signal::Signals::register() {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("error: cannot install signal handlers: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let path = config::resolve_path(cli.config.clone());
+    let config = match load(&cli, &path).await {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    crate::logging::init(&config, cli.log_format);
+
+    // An unknown `--job` is a command-line mistake (64), found before anything connects.
+    if let Command::Run { once: true, jobs, .. } | Command::Audit { jobs, .. } = &cli.command
+        && let Some(error) = commands::unknown_job(&config, jobs)
+    {
+        eprintln!("error: {error}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    match cli.command {
+        Command::Check { connect } => check(&config, &path, connect).await,
+        Command::Jobs => {
+            print!("{}", commands::format_jobs(&config, chrono::Utc::now()));
+            ExitCode::SUCCESS
+        }
+        Command::Status { .. } | Command::Trigger { .. } => admin_command(&cli.command, config.admin.listen)
+            .await
+            .unwrap_or(ExitCode::FAILURE),
+        Command::Invalidate {
+            keys,
+            patterns,
+            refresh,
+            warm,
+        } => invalidate(&config, &keys, &patterns, refresh, &warm).await,
+        Command::Audit { jobs, sample } => match commands::run_audit(&config, &jobs, sample as usize).await {
+            Ok((report, consistent)) => {
+                print!("{report}");
+                success_if(consistent)
+            }
+            Err(error) => failed(&error),
+        },
+        Command::DemoInit => match demo::init(&config.mysql).await {
+            Ok(()) => {
+                println!("demo shop schema is up to date in {}", config.mysql.url);
+                ExitCode::SUCCESS
+            }
+            Err(error) => failed(&error.context(format!("demo-init against {}", config.mysql.url))),
+        },
+        Command::Run { once: false, .. } => daemon(config, signals).await,
+        Command::Run {
+            once: true,
+            jobs,
+            dry_run,
+        } => once(&config, &jobs, dry_run).await,
+    }
+}
+
+/// The configuration, with the credentials it may take its URLs from. `status` and `trigger` are answered here when
+/// there is no valid configuration (they need only the admin address); otherwise a failure is its exit code.
+async fn load(cli: &Cli, path: &std::path::Path) -> Result<config::Config, ExitCode> {
+    let credentials = match config::find_credentials(cli.credentials.clone(), path) {
+        config::Credentials::Unreadable { directory, error } if cli.command.connects() => {
+            eprintln!(
+                "error: {} holds the daemon's server URLs but cannot be read ({error}): run as root, or pass \
+                 --credentials DIR",
+                directory.display()
+            );
+            return Err(ExitCode::from(EXIT_NOPERM));
+        }
+        found => found,
+    };
+    if let config::Credentials::Found {
+        directory,
+        beside_config: true,
+    } = &credentials
+        && cli.command.connects()
+    {
+        eprintln!("note: server URLs from the credentials in {}", directory.display());
+    }
+    let error = match config::load(path, credentials.directory()) {
+        Ok(config) => return Ok(config),
+        Err(error) => error,
+    };
+    let default = config::DEFAULT_ADMIN_LISTEN
+        .parse()
+        .expect("the default admin address parses");
+    if matches!(
+        cli.command,
+        Command::Status { admin: None } | Command::Trigger { admin: None, .. }
+    ) {
+        eprintln!(
+            "note: {} not loaded; asking the admin endpoint at {default}",
+            path.display()
+        );
+    }
+    if let Some(code) = admin_command(&cli.command, default).await {
+        return Err(code);
+    }
+    eprintln!("error: {error}");
+    Err(ExitCode::from(EXIT_CONFIG))
+}
+
+/// `check [--connect]`: 78 for problems, 69 when a server could not be reached.
+async fn check(config: &config::Config, path: &std::path::Path, connect: bool) -> ExitCode {
+    let mut problems = crate::check::check_local(config);
+    let mut unreachable = false;
+    if connect {
+        let findings = crate::check::check_connect(config).await;
+        for note in findings.notes {
+            eprintln!("note: {note}");
+        }
+        problems.extend(findings.problems);
+        unreachable = findings.unreachable;
+    }
+    if !problems.is_empty() {
+        eprintln!(
+            "error: {} has {}{}:",
+            path.display(),
+            crate::words::count(problems.len(), "problem"),
+            if connect { " when connected" } else { "" }
+        );
+        for problem in problems {
+            let line = problem.line.map(|line| format!(":{line}")).unwrap_or_default();
+            eprintln!("  {}{line}: {problem}", path.display());
+        }
+        return ExitCode::from(if unreachable { EXIT_UNAVAILABLE } else { EXIT_CONFIG });
+    }
+    println!(
+        "{}: OK ({})",
+        path.display(),
+        crate::words::count(config.jobs.len(), "warm job")
+    );
+    ExitCode::SUCCESS
+}
+
+/// `invalidate`: checked as the daemon would (65 when it would refuse), then published.
+async fn invalidate(
+    config: &config::Config,
+    keys: &[String],
+    patterns: &[String],
+    refresh: bool,
+    warm: &[String],
+) -> ExitCode {
+    let Some(message) = commands::invalidation_message(keys, patterns, refresh, warm) else {
+        eprintln!("error: nothing to invalidate: name keys, --pattern or --warm");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    if let Err(refusal) = commands::check_invalidation(config, &message) {
+        eprintln!("error: the daemon would refuse this message: {refusal}");
+        return ExitCode::from(EXIT_DATAERR);
+    }
+    match commands::publish_invalidation(config, &message).await {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => failed(&error),
+    }
+}
+
+/// `run`: the daemon, until SIGTERM; 78 for a start-up refusal restarting cannot fix.
+async fn daemon(config: config::Config, signals: signal::Signals) -> ExitCode {
+    let handle = match metrics::install() {
+        Ok(handle) => Some(handle),
+        Err(error) => {
+            tracing::warn!(%error, "Metrics are unavailable.");
+            None
+        }
+    };
+    match app::run_daemon(config, signals, handle).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            if error.downcast_ref::<app::Misconfigured>().is_some() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// `run --once [--dry-run]`: the summary (on stderr in a dry run, whose stdout is the key listing).
+async fn once(config: &config::Config, jobs: &[String], dry_run: bool) -> ExitCode {
+    let mode = if dry_run { Mode::DryRun } else { Mode::Write };
+    match commands::run_once(config, jobs, mode).await {
+        Ok(outcomes) => {
+            let summary = commands::format_summary(&outcomes);
+            if dry_run {
+                eprint!("{summary}");
+            } else {
+                print!("{summary}");
+            }
+            success_if(outcomes.iter().all(|o| o.result.is_ok()))
+        }
+        Err(error) => failed(&error),
+    }
+}
+
+/// `status` and `trigger`: they need only the admin address (`--admin`, else `listen`). `None` for other commands.
+async fn admin_command(command: &Command, listen: std::net::SocketAddr) -> Option<ExitCode> {
+    Some(match command {
+        Command::Status { admin } => {
+            let addr = admin.unwrap_or(listen);
+            let jobs = admin::request(addr, hyper::Method::GET, "/jobs").await;
+            let ready = admin::request(addr, hyper::Method::GET, "/readyz").await;
+            match (jobs, ready) {
+                (Ok(jobs), Ok(_)) if jobs.status == 503 => {
+                    eprintln!("the daemon at {addr} is {}", jobs.body.trim());
+                    ExitCode::from(EXIT_UNAVAILABLE)
+                }
+                (Ok(jobs), Ok(ready)) => match commands::format_status(&jobs.body) {
+                    Ok(table) => {
+                        print!("{table}");
+                        println!("readiness: {}", ready.body.trim());
+                        if let Ok(ha) = admin::request(addr, hyper::Method::GET, "/ha").await
+                            && ha.status == 200
+                        {
+                            println!("ha: {}", commands::format_ha(&ha.body));
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(error) => {
+                        eprintln!("error: unexpected answer from {addr}: {error}");
+                        ExitCode::FAILURE
+                    }
+                },
+                (Err(error), _) | (_, Err(error)) => {
+                    eprintln!("error: cannot reach the admin endpoint at {addr} (is the daemon running?): {error:#}");
+                    ExitCode::from(EXIT_UNAVAILABLE)
+                }
+            }
+        }
+        Command::Trigger { name, admin } => {
+            let addr = admin.unwrap_or(listen);
+            match admin::request(addr, hyper::Method::POST, &format!("/jobs/{name}/run")).await {
+                Ok(response) if response.status == 202 => {
+                    print!("{}", response.body);
+                    ExitCode::SUCCESS
+                }
+                Ok(response) => {
+                    eprint!("error: {}", response.body);
+                    ExitCode::FAILURE
+                }
+                Err(error) => {
+                    eprintln!("error: cannot reach the admin endpoint at {addr} (is the daemon running?): {error:#}");
+                    ExitCode::from(EXIT_UNAVAILABLE)
+                }
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// Prints `error`; 69 when a server could not be reached, else 1.
+fn failed(error: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {error:#}");
+    if commands::is_unreachable(error) {
+        ExitCode::from(EXIT_UNAVAILABLE)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// 0 when `ok`, else 1.
+fn success_if(ok: bool) -> ExitCode {
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
