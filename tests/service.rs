@@ -226,9 +226,9 @@ async fn readyz_turns_503_while_redis_is_down_and_back_when_it_returns() {
     let env = TestEnv::new().await;
     env.sql("CREATE TABLE t (id INT PRIMARY KEY);\nINSERT INTO t VALUES (1)")
         .await;
-    let port = free_port();
-    let start_redis = || common::spawn_redis(port);
-    let mut redis = start_redis();
+    // A Redis of the test's own, answering before the daemon starts (a port taken meanwhile fails here, clearly).
+    let mut redis = common::OwnRedis::start().await;
+    let port = redis.port;
     let source = format!(
         "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"redis://127.0.0.1:{port}/0\"\nconnect_timeout = \"1s\"\n\
          [admin]\nlisten = \"{}\"\n\n{}",
@@ -245,8 +245,7 @@ async fn readyz_turns_503_while_redis_is_down_and_back_when_it_returns() {
     .await;
     assert!(ready.is_some(), "ready while both servers answer");
 
-    redis.kill().unwrap();
-    redis.wait().unwrap();
+    redis.kill();
     let down = eventually(Duration::from_secs(15), || async {
         get(&env, "/readyz").await.filter(|r| r.status == 503)
     })
@@ -256,14 +255,12 @@ async fn readyz_turns_503_while_redis_is_down_and_back_when_it_returns() {
     assert_eq!(get(&env, "/healthz").await.unwrap().status, 200, "alive all the same");
     assert!(daemon.is_running());
 
-    let mut redis = start_redis();
+    redis.restart();
     let back = eventually(Duration::from_secs(30), || async {
         get(&env, "/readyz").await.filter(|r| r.status == 200)
     })
     .await;
     let code = daemon.stop().await;
-    let _ = redis.kill();
-    let _ = redis.wait();
     assert!(back.is_some(), "readyz back to 200 once Redis returns");
     assert_eq!(code, Some(0));
 }
