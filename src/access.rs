@@ -91,7 +91,8 @@ fn key_writes(purpose: &str, key: &str, protected: bool, fence: &str, needs: &mu
     }
 }
 
-/// Everything the Redis user must be allowed under `config`, each command once per kind of key.
+/// Everything the Redis user must be allowed under `config`, each command once per kind of key. (Long on purpose:
+/// a list, one block per part of the configuration, read top to bottom.)
 pub fn redis_needs(config: &Config) -> Vec<Need> {
     let protected = config.redis.stale_set_protection;
     let fence = config.ha.as_ref().map_or(VERSION_KEY, |ha| ha.key.as_str());

@@ -128,6 +128,7 @@ impl AdminServer {
     }
 }
 
+/// The routing table: one arm per route of the module's table. (Long on purpose: the routes read as one list.)
 async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = request.uri().path().trim_end_matches('/');
     let method = request.method().clone();

@@ -54,11 +54,7 @@ const TRIGGER_QUEUE: usize = 256;
 /// Start-up order matters to systemd: signal handlers exist before this is called; the admin port is bound first
 /// (liveness, metrics, and `/readyz` 503 naming what is awaited); READY is sent only after both servers answered
 /// and every task is up.
-pub async fn run_daemon(
-    mut config: Config,
-    mut signals: Signals,
-    metrics: Option<PrometheusHandle>,
-) -> anyhow::Result<()> {
+pub async fn run_daemon(config: Config, mut signals: Signals, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
     info!(config = %config.path.display(), jobs = config.jobs.len(), "Starting cachewarden.");
     let jobs: Vec<&str> = config.jobs.iter().map(|job| &*job.name).collect();
     metrics::initialise(&metrics::Configured {
@@ -67,42 +63,124 @@ pub async fn run_daemon(
         binlog: config.binlog.is_some(),
         ha: config.ha.is_some(),
     });
-    let shutdown = CancellationToken::new();
-    let tracker = Supervisor::new(shutdown.clone());
-    let liveness = Liveness::default();
-    let health = Health::default();
-    // Not ready until every task is up, whatever the servers say meanwhile.
-    health.set_stalled("startup", Some("starting".into()));
-    let started = Arc::new(std::sync::OnceLock::new());
-    let (triggers, trigger_rx) = mpsc::channel(TRIGGER_QUEUE);
-    let (jobs_tx, jobs_rx) = watch::channel::<Arc<[WarmJob]>>(config.jobs.clone().into());
-    // With [ha]: the fence every value write carries, and this instance's role (the lease task publishes it).
-    let fence = config.ha.as_ref().map(|ha| Fence::new(&ha.key));
-    let (role_tx, mut role) = match &config.ha {
-        Some(ha) => {
-            let (tx, rx) = watch::channel(LeaderLease::starting(ha));
-            (Some(tx), Some(rx))
-        }
-        None => (None, None),
-    };
-
+    let mut daemon = Daemon::new(&config);
     // The admin endpoint is up from the first second: liveness, metrics, and readiness saying what it waits for.
-    if config.admin.enabled {
+    if let Err(error) = daemon.start_admin(&config, metrics).await {
+        daemon.stop().await;
+        return Err(error);
+    }
+    systemd::status("Connecting to MySQL and Redis");
+    let connected = match connect_with_retry(&config, &mut signals, &daemon.health).await {
+        Ok(Some((db, cache))) => {
+            info!(mysql = %config.mysql.url, redis = %config.redis.url, "Connected to MySQL and Redis.");
+            preflight(&config, &cache).await.map(|()| Some((db, cache)))
+        }
+        other => other,
+    };
+    let (db, cache) = match connected {
+        Ok(Some(servers)) => servers,
+        ended => {
+            daemon.stop().await;
+            if ended.is_ok() {
+                info!("Stopped before the first connections succeeded.");
+            }
+            return ended.map(drop);
+        }
+    };
+    let work = daemon.start_work(&config, &db, cache);
+    daemon.health.set_stalled("startup", None);
+    systemd::ready(&running_status(&config));
+    info!("Ready.");
+    daemon.serve(config, signals, work).await;
+    systemd::stopping();
+    let failed = daemon.stop().await;
+    db.close().await;
+    if let Some(task) = failed {
+        anyhow::bail!("the {task} task panicked; exiting so that the service manager restarts the daemon");
+    }
+    info!("Stopped.");
+    Ok(())
+}
+
+/// What the daemon's tasks share: the one shutdown token and supervisor, health, the trigger queue, the jobs as
+/// reloads change them, and with `[ha]` the fence and this instance's role.
+struct Daemon {
+    shutdown: CancellationToken,
+    tracker: Supervisor,
+    liveness: Liveness,
+    health: Health,
+    /// The warmer, once both servers answered (the admin endpoint answers 503 until then).
+    started: Arc<std::sync::OnceLock<Arc<Warmer>>>,
+    triggers: mpsc::Sender<crate::model::Trigger>,
+    trigger_rx: Option<mpsc::Receiver<crate::model::Trigger>>,
+    jobs_tx: watch::Sender<Arc<[WarmJob]>>,
+    jobs_rx: watch::Receiver<Arc<[WarmJob]>>,
+    fence: Option<Arc<Fence>>,
+    role_tx: Option<watch::Sender<crate::ha::Status>>,
+    role: Option<watch::Receiver<crate::ha::Status>>,
+}
+
+/// The running executors and producers, as the main loop needs them.
+struct Work {
+    warmer: Arc<Warmer>,
+    producers: Producers,
+    policy: watch::Sender<Arc<crate::plan::Policy>>,
+}
+
+impl Daemon {
+    fn new(config: &Config) -> Self {
+        let shutdown = CancellationToken::new();
+        let health = Health::default();
+        // Not ready until every task is up, whatever the servers say meanwhile.
+        health.set_stalled("startup", Some("starting".into()));
+        let (triggers, trigger_rx) = mpsc::channel(TRIGGER_QUEUE);
+        let (jobs_tx, jobs_rx) = watch::channel::<Arc<[WarmJob]>>(config.jobs.clone().into());
+        let (role_tx, role) = match &config.ha {
+            Some(ha) => {
+                let (tx, rx) = watch::channel(LeaderLease::starting(ha));
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        Self {
+            tracker: Supervisor::new(shutdown.clone()),
+            shutdown,
+            liveness: Liveness::default(),
+            health,
+            started: Arc::new(std::sync::OnceLock::new()),
+            triggers,
+            trigger_rx: Some(trigger_rx),
+            jobs_tx,
+            jobs_rx,
+            fence: config.ha.as_ref().map(|ha| Fence::new(&ha.key)),
+            role_tx,
+            role,
+        }
+    }
+
+    /// Binds the admin endpoint and starts it (with the status page's sampler).
+    async fn start_admin(&self, config: &Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
+        if !config.admin.enabled {
+            return Ok(());
+        }
         let history = Arc::new(History::default());
         if let Some(handle) = &metrics {
-            let sampler = history
-                .clone()
-                .run(handle.clone(), started.clone(), jobs_rx.clone(), shutdown.clone());
-            tracker.spawn("status-history", sampler);
+            let sampler = history.clone().run(
+                handle.clone(),
+                self.started.clone(),
+                self.jobs_rx.clone(),
+                self.shutdown.clone(),
+            );
+            self.tracker.spawn("status-history", sampler);
         }
         let state = AdminState {
             metrics,
-            health: health.clone(),
-            warmer: started.clone(),
-            jobs: jobs_rx.clone(),
-            triggers: triggers.clone(),
+            health: self.health.clone(),
+            warmer: self.started.clone(),
+            jobs: self.jobs_rx.clone(),
+            triggers: self.triggers.clone(),
             history,
-            ha: role.clone(),
+            ha: self.role.clone(),
         };
         let server = AdminServer::bind(config.admin.listen, state).await.with_context(|| {
             format!(
@@ -110,166 +188,162 @@ pub async fn run_daemon(
                 config.admin.listen
             )
         })?;
-        tracker.spawn("admin", server.run(shutdown.clone()));
+        self.tracker.spawn("admin", server.run(self.shutdown.clone()));
+        Ok(())
     }
-    systemd::status("Connecting to MySQL and Redis");
-    let connected = match connect_with_retry(&config, &mut signals, &health).await {
-        Ok(Some((db, cache))) => {
-            info!(mysql = %config.mysql.url, redis = %config.redis.url, "Connected to MySQL and Redis.");
-            preflight(&config, &cache).await.map(|()| Some((db, cache)))
-        }
-        other => other,
-    };
-    let (db, unfenced) = match connected {
-        Ok(Some(servers)) => servers,
-        ended => {
-            shutdown.cancel();
-            tracker.wait().await;
-            if ended.is_ok() {
-                info!("Stopped before the first connections succeeded.");
+
+    /// With both servers connected: the HA lease (its fence on the cache), the executors, the health checker,
+    /// watchdog and audit, and — without `[ha]` — the producers.
+    fn start_work(&mut self, config: &Config, db: &Database, unfenced: Cache) -> Work {
+        let cache = match (&config.ha, &self.fence, self.role_tx.take()) {
+            (Some(ha), Some(fence), Some(role_tx)) => {
+                // A stop releases the lease at once, so that a standby takes over within a poll; writes still in
+                // flight here are then refused (the new leader's work supersedes them).
+                let lease = LeaderLease::new(unfenced.clone(), ha.clone(), fence.clone(), role_tx);
+                self.tracker.spawn("ha-lease", lease.run(self.shutdown.clone()));
+                unfenced.fenced(fence.clone())
             }
-            return ended.map(drop);
-        }
-    };
-    let cache = match (&config.ha, &fence, role_tx) {
-        (Some(ha), Some(fence), Some(role_tx)) => {
-            // A stop releases the lease at once, so that a standby takes over within a poll; writes still in flight
-            // here are then refused (the new leader's work supersedes them).
-            let lease = LeaderLease::new(unfenced.clone(), ha.clone(), fence.clone(), role_tx);
-            tracker.spawn("ha-lease", lease.run(shutdown.clone()));
-            unfenced.fenced(fence.clone())
-        }
-        _ => unfenced,
-    };
-    let warmer = Arc::new(Warmer::new(
-        db.clone(),
-        cache.clone(),
-        config.daemon.max_concurrent_jobs,
-    ));
-    let _ = started.set(warmer.clone());
-    tracker.spawn(
-        "warm-runner",
-        WarmRunner::new(
+            _ => unfenced,
+        };
+        let warmer = Arc::new(Warmer::new(
+            db.clone(),
+            cache.clone(),
+            config.daemon.max_concurrent_jobs,
+        ));
+        let _ = self.started.set(warmer.clone());
+        let trigger_rx = self.trigger_rx.take().expect("the work starts once");
+        let runner = WarmRunner::new(
             warmer.clone(),
-            jobs_rx.clone(),
+            self.jobs_rx.clone(),
             trigger_rx,
             config.daemon.shutdown_grace,
-            liveness.clone(),
-        )
-        .run(shutdown.clone()),
-    );
-    tracker.spawn(
-        "health",
-        HealthChecker {
+            self.liveness.clone(),
+        );
+        self.tracker.spawn("warm-runner", runner.run(self.shutdown.clone()));
+        let checker = HealthChecker {
             db: db.clone(),
             cache: cache.clone(),
-            health: health.clone(),
-            liveness: liveness.clone(),
-        }
-        .run(shutdown.clone()),
-    );
-    tracker.spawn("watchdog", Watchdog { liveness }.run(shutdown.clone()));
-    if let Some(interval) = config.daemon.audit_interval {
-        tracker.spawn(
-            "audit",
-            crate::audit::Auditor {
+            health: self.health.clone(),
+            liveness: self.liveness.clone(),
+        };
+        self.tracker.spawn("health", checker.run(self.shutdown.clone()));
+        let watchdog = Watchdog {
+            liveness: self.liveness.clone(),
+        };
+        self.tracker.spawn("watchdog", watchdog.run(self.shutdown.clone()));
+        if let Some(interval) = config.daemon.audit_interval {
+            let auditor = crate::audit::Auditor {
                 cache: cache.clone(),
                 db: db.clone(),
-                jobs: jobs_rx.clone(),
+                jobs: self.jobs_rx.clone(),
                 interval,
                 sample: config.daemon.audit_sample,
-            }
-            .run(shutdown.clone()),
-        );
-    }
-    let (policy_tx, policy_rx) = watch::channel(Arc::new(config.channel_policy()));
-    let invalidator = Arc::new(Invalidator::new(
-        cache.clone(),
-        db.clone(),
-        jobs_rx.clone(),
-        triggers.clone(),
-        config.channel.max_keys_per_pattern,
-        health.clone(),
-    ));
-    let producers = Producers {
-        jobs: jobs_rx.clone(),
-        triggers: triggers.clone(),
-        policy: policy_rx,
-        invalidator,
-        health: health.clone(),
-    };
-    // Without [ha] the producers run for the daemon's life; with it, for each term as leader.
-    let mut term: Option<CancellationToken> = None;
-    if role.is_none() {
-        producers.start(&tracker, &config, shutdown.clone(), false);
-    }
-    health.set_stalled("startup", None);
-    systemd::ready(&running_status(&config));
-    info!("Ready.");
-
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            changed = role_changed(&mut role) => {
-                if changed.is_err() {
-                    continue;
-                }
-                let Some(status) = role.as_mut().map(|role| role.borrow_and_update().clone()) else { continue };
-                match (status.role, &term) {
-                    (Role::Leader, None) => {
-                        let started = shutdown.child_token();
-                        producers.start(&tracker, &config, started.clone(), status.took_over);
-                        term = Some(started);
-                    }
-                    (Role::Leader, Some(_)) => {}
-                    (_, _) => {
-                        if let Some(ended) = term.take() {
-                            ended.cancel();
-                            info!("Stopped the schedule, the channel and the binlog: this instance is standby.");
-                        }
-                    }
-                }
-            }
-            event = signals.recv() => match event {
-                SignalEvent::Stop => {
-                    info!("Stop requested; finishing in-flight work.");
-                    break;
-                }
-                SignalEvent::WarmNow if role.as_ref().is_some_and(|role| role.borrow().role != Role::Leader) => {
-                    let status = role.as_ref().map(|role| role.borrow().describe()).unwrap_or_default();
-                    info!(role = %status, "SIGUSR1: this instance is not the leader; only the leader runs jobs.");
-                }
-                SignalEvent::WarmNow => {
-                    info!("SIGUSR1: running every enabled warm job now.");
-                    for job in jobs_rx.borrow().iter().filter(|job| job.enabled) {
-                        if warmer.is_running(&job.name) {
-                            info!(job = %job.name, "Already running; not started again.");
-                        } else {
-                            send(&triggers, job.name.clone(), TriggerReason::Manual);
-                        }
-                    }
-                }
-                SignalEvent::Reload => {
-                    systemd::reloading();
-                    if let Some(reloaded) = reload(&config) {
-                        jobs_tx.send_replace(reloaded.jobs.clone().into());
-                        policy_tx.send_replace(Arc::new(reloaded.channel_policy()));
-                        config = reloaded;
-                    }
-                    systemd::ready(&running_status(&config));
-                }
-            },
+            };
+            self.tracker.spawn("audit", auditor.run(self.shutdown.clone()));
+        }
+        let (policy, policy_rx) = watch::channel(Arc::new(config.channel_policy()));
+        let invalidator = Arc::new(Invalidator::new(
+            cache,
+            db.clone(),
+            self.jobs_rx.clone(),
+            self.triggers.clone(),
+            config.channel.max_keys_per_pattern,
+            self.health.clone(),
+        ));
+        let producers = Producers {
+            jobs: self.jobs_rx.clone(),
+            triggers: self.triggers.clone(),
+            policy: policy_rx,
+            invalidator,
+            health: self.health.clone(),
+        };
+        // Without [ha] the producers run for the daemon's life; with it, for each term as leader (see `serve`).
+        if self.role.is_none() {
+            producers.start(&self.tracker, config, self.shutdown.clone(), false);
+        }
+        Work {
+            warmer,
+            producers,
+            policy,
         }
     }
-    systemd::stopping();
-    shutdown.cancel();
-    let failed = tracker.wait().await;
-    db.close().await;
-    if let Some(task) = failed {
-        anyhow::bail!("the {task} task panicked; exiting so that the service manager restarts the daemon");
+
+    /// The main loop until a stop: changes of HA role start and stop the producers; signals warm, reload or stop.
+    async fn serve(&mut self, mut config: Config, mut signals: Signals, work: Work) {
+        let mut term: Option<CancellationToken> = None;
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                changed = role_changed(&mut self.role) => {
+                    if changed.is_ok() {
+                        self.follow_role(&config, &work.producers, &mut term);
+                    }
+                }
+                event = signals.recv() => match event {
+                    SignalEvent::Stop => {
+                        info!("Stop requested; finishing in-flight work.");
+                        return;
+                    }
+                    SignalEvent::WarmNow => self.warm_now(&work.warmer),
+                    SignalEvent::Reload => {
+                        systemd::reloading();
+                        if let Some(reloaded) = reload(&config) {
+                            self.jobs_tx.send_replace(reloaded.jobs.clone().into());
+                            work.policy.send_replace(Arc::new(reloaded.channel_policy()));
+                            config = reloaded;
+                        }
+                        systemd::ready(&running_status(&config));
+                    }
+                },
+            }
+        }
     }
-    info!("Stopped.");
-    Ok(())
+
+    /// A new HA role: a term as leader starts the producers, the end of one stops them.
+    fn follow_role(&mut self, config: &Config, producers: &Producers, term: &mut Option<CancellationToken>) {
+        let Some(status) = self.role.as_mut().map(|role| role.borrow_and_update().clone()) else {
+            return;
+        };
+        match (status.role, &term) {
+            (Role::Leader, None) => {
+                let started = self.shutdown.child_token();
+                producers.start(&self.tracker, config, started.clone(), status.took_over);
+                *term = Some(started);
+            }
+            (Role::Leader, Some(_)) => {}
+            (_, _) => {
+                if let Some(ended) = term.take() {
+                    ended.cancel();
+                    info!("Stopped the schedule, the channel and the binlog: this instance is standby.");
+                }
+            }
+        }
+    }
+
+    /// SIGUSR1: every enabled job now, unless this instance is an HA standby.
+    fn warm_now(&self, warmer: &Warmer) {
+        if let Some(role) = &self.role
+            && role.borrow().role != Role::Leader
+        {
+            let status = role.borrow().describe();
+            info!(role = %status, "SIGUSR1: this instance is not the leader; only the leader runs jobs.");
+            return;
+        }
+        info!("SIGUSR1: running every enabled warm job now.");
+        for job in self.jobs_rx.borrow().iter().filter(|job| job.enabled) {
+            if warmer.is_running(&job.name) {
+                info!(job = %job.name, "Already running; not started again.");
+            } else {
+                send(&self.triggers, job.name.clone(), TriggerReason::Manual);
+            }
+        }
+    }
+
+    /// Cancels every task and waits for them; the first that panicked, if any.
+    async fn stop(self) -> Option<&'static str> {
+        self.shutdown.cancel();
+        self.tracker.wait().await
+    }
 }
 
 /// Every long-running task of the daemon, on one tracker: a task that panics is logged at ERROR and stops the daemon
@@ -391,7 +465,8 @@ fn running_status(config: &Config) -> String {
 ///
 /// Jobs are replaced: added jobs are scheduled, removed ones unscheduled, changed ones take effect from their next
 /// run; runs in progress finish with the definition they started with. Connection and process settings need a
-/// restart: a change to them is reported and otherwise ignored.
+/// restart: a change to them is reported and otherwise ignored. (A page on purpose: every part of the
+/// configuration is either applied or reported here, so nothing changes silently.)
 fn reload(current: &Config) -> Option<Config> {
     let new = match config::load(&current.path, current.credentials.as_deref()) {
         Ok(new) => new,

@@ -26,6 +26,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
+/// Every series' help text and unit. (Long on purpose: one entry per metric, the catalogue in one place.)
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(

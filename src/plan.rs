@@ -191,7 +191,7 @@ pub struct ChangePlan {
 /// Both images count: a `delete` template is deleted for the old and the new row, so a changed key column
 /// invalidates the old key too; a `refresh` template is refreshed for the new row and, when its key moved, the old
 /// key is deleted; a deleted row deletes its refresh keys. `when_changed` ignores updates that touch none of its
-/// columns.
+/// columns. (Long on purpose: one block per kind of action, in the order the module docs describe them.)
 pub fn plan_change(rule: &ChangeRule, change: &RowChange) -> ChangePlan {
     let mut plan = ChangePlan::default();
     let is_update = change.before.is_some() && change.after.is_some();

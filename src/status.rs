@@ -187,7 +187,7 @@ fn rates(samples: &[Sample], total: impl Fn(&Sample) -> f64) -> Vec<(f64, f64)> 
         .collect()
 }
 
-/// The whole page.
+/// The whole page. (Long on purpose: the page's sections in the order they appear, each a few lines of HTML.)
 pub fn render(page: &Page<'_>) -> String {
     let mut html = String::from(
         "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\

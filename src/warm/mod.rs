@@ -295,6 +295,8 @@ impl Warmer {
         run
     }
 
+    /// Streams the query's rows, renders each (or gathers a whole-result key) and hands values to the batch writer.
+    /// (A little over a page on purpose: the per-row path — decode, skip, render, write — read top to bottom.)
     async fn read_and_write(
         &self,
         job: &WarmJob,

@@ -96,6 +96,7 @@ impl Context {
         }
     }
 
+    /// `[binlog]`. (Long on purpose: one block per field, each reporting its own problem.)
     pub(super) fn binlog(&mut self, raw: RawBinlog, mysql: Option<&MysqlSettings>) -> Option<BinlogSettings> {
         if !self.flag("binlog", "enabled", raw.enabled, true) {
             return None;
@@ -190,6 +191,8 @@ impl Context {
         })
     }
 
+    /// One `[[on_change]]` rule, checked against the jobs it names. (Long on purpose: one block per field, in the
+    /// table's order, each reporting its own problem.)
     pub(super) fn change_rule(
         &mut self,
         index: usize,
@@ -218,38 +221,13 @@ impl Context {
                 return None;
             }
         };
-        let default_database = mysql.and_then(|m| {
-            m.url
-                .expose()
-                .parse::<sqlx::mysql::MySqlConnectOptions>()
-                .ok()?
-                .get_database()
-                .map(str::to_string)
-        });
-        let (database, table) = match raw.table.as_deref() {
-            Some(text) => match text.split_once('.') {
-                Some((db, table)) if !db.is_empty() && !table.is_empty() => (db.to_string(), table.to_string()),
-                None if !text.is_empty() && default_database.is_some() => {
-                    (default_database.clone().unwrap_or_default(), text.to_string())
-                }
-                _ => {
-                    self.problem(
-                        line(self, Some("table")),
-                        format!("{at}.table"),
-                        format!("\"{text}\" is not a table: write \"database.table\""),
-                    );
-                    (String::new(), String::new())
-                }
-            },
-            None => {
-                self.problem(
-                    line(self, None),
-                    at.clone(),
-                    "`table` is required (\"database.table\")".into(),
-                );
-                (String::new(), String::new())
-            }
-        };
+        let (database, table) = self.rule_table(
+            raw.table.as_deref(),
+            mysql,
+            &at,
+            line(self, Some("table")),
+            line(self, None),
+        );
         let templates = |ctx: &mut Self, field: &str, list: Option<Vec<String>>| -> Vec<KeyTemplate> {
             list.unwrap_or_default()
                 .iter()
@@ -300,62 +278,9 @@ impl Context {
                 );
             }
         }
-        let project = raw.project.and_then(|raw| {
-            let fail = |ctx: &mut Self, message: String| {
-                ctx.problem(line(ctx, Some("project")), format!("{at}.project"), message);
-            };
-            let key = match raw.key.as_deref().map(KeyTemplate::parse) {
-                Some(Ok(key)) if !key.is_single_key() => Some(key),
-                Some(Ok(key)) => {
-                    fail(
-                        self,
-                        format!("key \"{key}\" has no placeholders: a projection writes one key per row"),
-                    );
-                    None
-                }
-                Some(Err(message)) => {
-                    fail(self, format!("key: {message}"));
-                    None
-                }
-                None => {
-                    fail(self, "needs `key` (a template such as \"price:{id}\")".into());
-                    None
-                }
-            };
-            let columns = match raw.columns {
-                Some(columns) if !columns.is_empty() => Some(columns),
-                _ => {
-                    fail(self, "needs `columns`, the row's columns to store".into());
-                    None
-                }
-            };
-            let ttl = match raw.ttl.as_deref().map(parse_ttl) {
-                Some(Ok(ttl)) => Some(ttl),
-                Some(Err(message)) => {
-                    fail(self, format!("ttl: {message}"));
-                    None
-                }
-                None => {
-                    fail(self, "needs `ttl` (or \"none\")".into());
-                    None
-                }
-            };
-            if let Some(columns) = &columns {
-                let sensitive = crate::render::sensitive_columns(columns.iter().map(String::as_str), &[]);
-                if !sensitive.is_empty() {
-                    fail(
-                        self,
-                        format!("columns {} look sensitive and would be cached", sensitive.join(", ")),
-                    );
-                }
-            }
-            Some(crate::config::Projection {
-                key: key?,
-                columns: columns?,
-                ttl: ttl?,
-                encoding: defaults.encoding,
-            })
-        });
+        let project = raw
+            .project
+            .and_then(|raw| self.projection(raw, &at, line(self, Some("project")), defaults));
         if delete.is_empty()
             && refresh.is_empty()
             && warm.is_empty()
@@ -387,6 +312,113 @@ impl Context {
             when_changed: raw.when_changed.unwrap_or_default(),
             project,
         })
+    }
+
+    /// A rule's `project` table: key template, columns and TTL, stored as `[defaults]` says.
+    fn projection(
+        &mut self,
+        raw: crate::config::raw::RawProjection,
+        at: &str,
+        line: Option<usize>,
+        defaults: &Defaults,
+    ) -> Option<crate::config::Projection> {
+        let fail = |ctx: &mut Self, message: String| {
+            ctx.problem(line, format!("{at}.project"), message);
+        };
+        let key = match raw.key.as_deref().map(KeyTemplate::parse) {
+            Some(Ok(key)) if !key.is_single_key() => Some(key),
+            Some(Ok(key)) => {
+                fail(
+                    self,
+                    format!("key \"{key}\" has no placeholders: a projection writes one key per row"),
+                );
+                None
+            }
+            Some(Err(message)) => {
+                fail(self, format!("key: {message}"));
+                None
+            }
+            None => {
+                fail(self, "needs `key` (a template such as \"price:{id}\")".into());
+                None
+            }
+        };
+        let columns = match raw.columns {
+            Some(columns) if !columns.is_empty() => Some(columns),
+            _ => {
+                fail(self, "needs `columns`, the row's columns to store".into());
+                None
+            }
+        };
+        let ttl = match raw.ttl.as_deref().map(parse_ttl) {
+            Some(Ok(ttl)) => Some(ttl),
+            Some(Err(message)) => {
+                fail(self, format!("ttl: {message}"));
+                None
+            }
+            None => {
+                fail(self, "needs `ttl` (or \"none\")".into());
+                None
+            }
+        };
+        if let Some(columns) = &columns {
+            let sensitive = crate::render::sensitive_columns(columns.iter().map(String::as_str), &[]);
+            if !sensitive.is_empty() {
+                fail(
+                    self,
+                    format!("columns {} look sensitive and would be cached", sensitive.join(", ")),
+                );
+            }
+        }
+        Some(crate::config::Projection {
+            key: key?,
+            columns: columns?,
+            ttl: ttl?,
+            encoding: defaults.encoding,
+        })
+    }
+
+    /// The `database.table` a rule watches (a bare table is in `[mysql] url`'s database).
+    fn rule_table(
+        &mut self,
+        table: Option<&str>,
+        mysql: Option<&MysqlSettings>,
+        at: &str,
+        field_line: Option<usize>,
+        rule_line: Option<usize>,
+    ) -> (String, String) {
+        let default_database = mysql.and_then(|m| {
+            m.url
+                .expose()
+                .parse::<sqlx::mysql::MySqlConnectOptions>()
+                .ok()?
+                .get_database()
+                .map(str::to_string)
+        });
+        match table {
+            Some(text) => match text.split_once('.') {
+                Some((db, table)) if !db.is_empty() && !table.is_empty() => (db.to_string(), table.to_string()),
+                None if !text.is_empty() && default_database.is_some() => {
+                    (default_database.clone().unwrap_or_default(), text.to_string())
+                }
+                _ => {
+                    self.problem(
+                        field_line,
+                        format!("{at}.table"),
+                        format!("\"{text}\" is not a table: write \"database.table\""),
+                    );
+                    (String::new(), String::new())
+                }
+            },
+            None => {
+                self.problem(
+                    rule_line,
+                    at.to_string(),
+                    "`table` is required (\"database.table\")".into(),
+                );
+                (String::new(), String::new())
+            }
+        }
     }
 }
 

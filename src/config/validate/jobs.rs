@@ -60,6 +60,8 @@ impl Context {
         }
     }
 
+    /// One `[[warm]]` job, every problem of it reported. (Long on purpose: one short block per field, in the
+    /// table's order, each reporting its own problem, so that all of a job's problems are found at once.)
     pub(super) fn warm_job(&mut self, index: usize, item: &toml::Value, defaults: &Defaults) -> Option<WarmJob> {
         let name_hint = match item {
             toml::Value::Table(table) => table.get("name").and_then(|v| v.as_str()).map(str::to_string),
@@ -226,47 +228,14 @@ impl Context {
         }
 
         let (refresh_query, refresh_params) = match (&raw.refresh_query, &key) {
-            (None, _) => (None, Vec::new()),
-            (Some(query), Some(key)) => match crate::model::named_params(query) {
-                Err(message) => {
+            (Some(query), Some(key)) => {
+                let (sql, params, problems) = refresh_query(query, key);
+                for message in problems {
                     problem(self, Some("refresh_query"), message);
-                    (None, Vec::new())
                 }
-                Ok((sql, params)) => {
-                    let placeholders: Vec<&str> = key.placeholders().collect();
-                    if key.is_single_key() {
-                        problem(
-                            self,
-                            Some("refresh_query"),
-                            format!("\"{key}\" has no placeholders: a refresh of it runs the whole job; remove this"),
-                        );
-                    } else if key.has_adjacent_placeholders() {
-                        problem(
-                            self,
-                            Some("refresh_query"),
-                            format!(
-                                "\"{key}\" has placeholders side by side, so a key cannot be read back into values"
-                            ),
-                        );
-                    }
-                    if params.is_empty() {
-                        problem(
-                            self,
-                            Some("refresh_query"),
-                            "has no :name parameter to select the one row".into(),
-                        );
-                    }
-                    for param in params.iter().filter(|p| !placeholders.contains(&p.as_str())) {
-                        problem(
-                            self,
-                            Some("refresh_query"),
-                            format!(":{param} is not a placeholder of the key template \"{key}\""),
-                        );
-                    }
-                    (Some(sql), params)
-                }
-            },
-            (Some(_), None) => (None, Vec::new()),
+                (sql, params)
+            }
+            _ => (None, Vec::new()),
         };
 
         if self.problems.len() > before {
@@ -293,6 +262,33 @@ impl Context {
             keyring: keyring?,
         })
     }
+}
+
+/// A `refresh_query` for `key`: the SQL with `?` for its `:name` parameters, the parameters in order, and what is
+/// wrong with it (each a message for the field).
+fn refresh_query(query: &str, key: &KeyTemplate) -> (Option<String>, Vec<String>, Vec<String>) {
+    let (sql, params) = match crate::model::named_params(query) {
+        Ok(parsed) => parsed,
+        Err(message) => return (None, Vec::new(), vec![message]),
+    };
+    let mut problems = Vec::new();
+    if key.is_single_key() {
+        problems.push(format!(
+            "\"{key}\" has no placeholders: a refresh of it runs the whole job; remove this"
+        ));
+    } else if key.has_adjacent_placeholders() {
+        problems.push(format!(
+            "\"{key}\" has placeholders side by side, so a key cannot be read back into values"
+        ));
+    }
+    if params.is_empty() {
+        problems.push("has no :name parameter to select the one row".into());
+    }
+    let placeholders: Vec<&str> = key.placeholders().collect();
+    for param in params.iter().filter(|p| !placeholders.contains(&p.as_str())) {
+        problems.push(format!(":{param} is not a placeholder of the key template \"{key}\""));
+    }
+    (Some(sql), params, problems)
 }
 
 /// `compress` and `compress_over` over what is inherited; the error names the field.

@@ -44,7 +44,8 @@ const ENV_SECTIONS: &[&str] = &["mysql", "redis", "defaults", "daemon", "admin",
 const CREDENTIALS: &[(&str, &str, &str)] = &[("mysql-url", "mysql", "url"), ("redis-url", "redis", "url")];
 
 /// Parses and validates `source`, the text of `path`. `env` replaces the process environment when given (tests);
-/// `credentials` is systemd's `$CREDENTIALS_DIRECTORY`, if any.
+/// `credentials` is systemd's `$CREDENTIALS_DIRECTORY`, if any. (A little over a page on purpose: the passes in
+/// order, each section handed to its own function.)
 pub fn validate(
     path: &Path,
     source: &str,
@@ -107,62 +108,11 @@ pub fn validate(
     let daemon = ctx.daemon(daemon);
     let admin = ctx.admin(admin);
 
-    // (name, key template) of jobs refused above, so that a rule naming one says so rather than that none exists.
-    let mut invalid_jobs: Vec<(String, String)> = Vec::new();
-    let jobs = match doc.get("warm") {
-        None => Vec::new(),
-        Some(toml::Value::Array(items)) => {
-            let mut jobs = Vec::new();
-            let mut names = HashSet::new();
-            for (index, item) in items.iter().enumerate() {
-                let Some(job) = ctx.warm_job(index, item, &defaults) else {
-                    let field = |name| item.get(name).and_then(toml::Value::as_str).map(str::to_string);
-                    if let (Some(name), Some(key)) = (field("name"), field("key")) {
-                        invalid_jobs.push((name, key));
-                    }
-                    continue;
-                };
-                if names.insert(job.name.clone()) {
-                    jobs.push(job);
-                } else {
-                    ctx.problem(
-                        ctx.lines.job_field_line(index, Some("name")),
-                        format!("warm[{index}] \"{}\".name", job.name),
-                        format!("another [[warm]] job is already named \"{}\"", job.name),
-                    );
-                }
-            }
-            jobs
-        }
-        Some(_) => {
-            ctx.problem(
-                ctx.lines.key_line(None, "warm"),
-                "warm".into(),
-                "must be an array of tables, written `[[warm]]`".into(),
-            );
-            Vec::new()
-        }
-    };
-
+    let (jobs, invalid_jobs) = ctx.warm_jobs(doc.get("warm"), &defaults);
     let channel = ctx.channel(channel, &jobs);
     let raw_binlog: Option<RawBinlog> = doc.contains_key("binlog").then(|| ctx.section(&doc, "binlog"));
     let binlog = raw_binlog.and_then(|raw| ctx.binlog(raw, mysql.as_ref()));
-    let rules = match doc.get("on_change") {
-        None => Vec::new(),
-        Some(toml::Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .filter_map(|(index, item)| ctx.change_rule(index, item, &jobs, &invalid_jobs, mysql.as_ref(), &defaults))
-            .collect(),
-        Some(_) => {
-            ctx.problem(
-                ctx.lines.key_line(None, "on_change"),
-                "on_change".into(),
-                "must be an array of tables, written `[[on_change]]`".into(),
-            );
-            Vec::new()
-        }
-    };
+    let rules = ctx.change_rules(doc.get("on_change"), &jobs, &invalid_jobs, mysql.as_ref(), &defaults);
     let ha = ctx.ha(ha, binlog.as_ref());
     if !rules.is_empty() && binlog.is_none() {
         ctx.problem(
@@ -214,6 +164,72 @@ struct Context {
 }
 
 impl Context {
+    /// Every `[[warm]]` job, each on its own; and the (name, key template) of the jobs refused, so that a rule naming
+    /// one says so rather than that none exists.
+    fn warm_jobs(&mut self, item: Option<&toml::Value>, defaults: &Defaults) -> (Vec<WarmJob>, Vec<(String, String)>) {
+        let mut invalid_jobs: Vec<(String, String)> = Vec::new();
+        let items = match item {
+            None => return (Vec::new(), invalid_jobs),
+            Some(toml::Value::Array(items)) => items,
+            Some(_) => {
+                self.problem(
+                    self.lines.key_line(None, "warm"),
+                    "warm".into(),
+                    "must be an array of tables, written `[[warm]]`".into(),
+                );
+                return (Vec::new(), invalid_jobs);
+            }
+        };
+        let mut jobs = Vec::new();
+        let mut names = HashSet::new();
+        for (index, item) in items.iter().enumerate() {
+            let Some(job) = self.warm_job(index, item, defaults) else {
+                let field = |name| item.get(name).and_then(toml::Value::as_str).map(str::to_string);
+                if let (Some(name), Some(key)) = (field("name"), field("key")) {
+                    invalid_jobs.push((name, key));
+                }
+                continue;
+            };
+            if names.insert(job.name.clone()) {
+                jobs.push(job);
+            } else {
+                self.problem(
+                    self.lines.job_field_line(index, Some("name")),
+                    format!("warm[{index}] \"{}\".name", job.name),
+                    format!("another [[warm]] job is already named \"{}\"", job.name),
+                );
+            }
+        }
+        (jobs, invalid_jobs)
+    }
+
+    /// Every `[[on_change]]` rule, each on its own, checked against the jobs it names.
+    fn change_rules(
+        &mut self,
+        item: Option<&toml::Value>,
+        jobs: &[WarmJob],
+        invalid_jobs: &[(String, String)],
+        mysql: Option<&MysqlSettings>,
+        defaults: &Defaults,
+    ) -> Vec<ChangeRule> {
+        match item {
+            None => Vec::new(),
+            Some(toml::Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(index, item)| self.change_rule(index, item, jobs, invalid_jobs, mysql, defaults))
+                .collect(),
+            Some(_) => {
+                self.problem(
+                    self.lines.key_line(None, "on_change"),
+                    "on_change".into(),
+                    "must be an array of tables, written `[[on_change]]`".into(),
+                );
+                Vec::new()
+            }
+        }
+    }
+
     fn problem(&mut self, line: Option<usize>, location: String, message: String) {
         self.problems.push(Problem {
             line,

@@ -136,7 +136,14 @@ impl BinlogListener {
         }
     }
 
-    async fn session(&self, shutdown: &CancellationToken, state: &mut SessionState) -> Result<(), BinlogError> {
+    /// Connects, checks the server, decides where to start — by GTID when the server speaks MariaDB GTIDs, else by
+    /// file offset on the server that offset belongs to — and opens the stream. `None` when shutdown interrupted a
+    /// recovery.
+    async fn open(
+        &self,
+        shutdown: &CancellationToken,
+        state: &mut SessionState,
+    ) -> Result<Option<(mysql_async::BinlogStream, Position, server::ServerTraits)>, BinlogError> {
         let mut conn = server::connect(&self.settings.url).await?;
         let server = server::check_server(&mut conn).await?;
         let mut current = server::current_position(&mut conn).await?;
@@ -144,7 +151,7 @@ impl BinlogListener {
             current = server::with_gtid(&mut conn, current, server.server_id).await?;
         }
         let start = self.start_position(current, shutdown, state).await?;
-        let Some(mut start) = start else { return Ok(()) };
+        let Some(mut start) = start else { return Ok(None) };
         let here = start.server.is_none_or(|id| id == server.server_id);
         if server.mariadb && start.gtid.is_none() && here {
             // A checkpoint from before GTIDs were saved: learn its GTID position while the offset still means it.
@@ -185,11 +192,21 @@ impl BinlogListener {
                 .with_filename(start.file.as_bytes())
                 .with_pos(start.pos),
         };
-        let mut stream = conn
+        let stream = conn
             .get_binlog_stream(request)
             .await
             .map_err(|error| server::classify(error, &start))?;
         info!(position = %start, by_gtid, server_id = self.settings.server_id, "Following the binlog.");
+        Ok(Some((stream, start, server)))
+    }
+
+    /// One session: open the stream where the checkpoint says, then read, batch and apply until it ends. (Long on
+    /// purpose: the one event loop — waiting, batching, applying, and each event's effect on the position — reads
+    /// best whole.)
+    async fn session(&self, shutdown: &CancellationToken, state: &mut SessionState) -> Result<(), BinlogError> {
+        let Some((mut stream, start, server)) = self.open(shutdown, state).await? else {
+            return Ok(());
+        };
         // The GTID position as transactions end; kept only when the start's is known (else it would be partial).
         let mut gtids = start.gtid.clone();
         let mut open_gtid: Option<(u32, u32, u64)> = None;
