@@ -10,7 +10,6 @@
 //! takes, and the daemon stays up meanwhile.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::mpsc;
@@ -588,7 +587,7 @@ async fn connect_with_retry(
     health: &Health,
 ) -> anyhow::Result<Option<(Database, Cache)>> {
     let db = Database::new(&config.mysql)?;
-    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    let mut backoff = Backoff::attempts();
     let mut cache = None;
     loop {
         let mut redis_down = None;
@@ -633,7 +632,7 @@ mod tests {
         let quiet = shutdown.clone();
         supervisor.spawn("steady", async move { quiet.cancelled().await });
         supervisor.spawn("binlog", async { panic!("heartbeat overflow") });
-        tokio::time::timeout(Duration::from_secs(5), shutdown.cancelled())
+        tokio::time::timeout(std::time::Duration::from_secs(5), shutdown.cancelled())
             .await
             .expect("the panic cancelled every task");
         assert_eq!(supervisor.wait().await, Some("binlog"));

@@ -16,6 +16,21 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Redis connections (pub/sub, stream reads) and applying invalidations: retried quickly, at most 10 s apart.
+    pub fn redis() -> Self {
+        Self::new(Duration::from_millis(100), Duration::from_secs(10))
+    }
+
+    /// The binlog's replication connection: a restarting server takes seconds; at most 30 s apart.
+    pub fn replication() -> Self {
+        Self::new(Duration::from_millis(500), Duration::from_secs(30))
+    }
+
+    /// Whole attempts — a warm run, the first connections at start-up: seconds apart, at most 30 s.
+    pub fn attempts() -> Self {
+        Self::new(Duration::from_secs(1), Duration::from_secs(30))
+    }
+
     /// A backoff whose first delay is about `min` and which never exceeds `max`.
     pub fn new(min: Duration, max: Duration) -> Self {
         Self { min, max, attempt: 0 }

@@ -44,7 +44,7 @@ pub async fn check_connect(config: &Config) -> Findings {
             Err(error) => notes.push(format!("the Redis ACL was not checked: {error}")),
         },
         Err(error) => {
-            unreachable |= !error.is_server_reply();
+            unreachable |= error.is_transient();
             problems.push(problem(
                 "redis.url".into(),
                 format!("cannot connect to {}: {error}", config.redis.url),

@@ -170,7 +170,7 @@ impl Invalidator {
         seen: &HashMap<String, SeenRow>,
         shutdown: &CancellationToken,
     ) -> Option<Applied> {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut backoff = Backoff::redis();
         let mut definite = Backoff::new(DEFINITE_RETRY_MIN, DEFINITE_RETRY_MAX);
         let mut failing_since: Option<Instant> = None;
         loop {

@@ -706,3 +706,50 @@ async fn an_unreachable_server_exits_69_with_the_connection_error_and_an_unwrita
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_redis_cluster_is_refused_clearly_by_check_and_by_the_daemon() {
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    // A one-node Redis Cluster of the test's own (no slots assigned: enough to say it is a cluster).
+    let port = common::free_port();
+    let nodes = env.dir.path().join("nodes.conf");
+    let mut server = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--cluster-enabled", "yes", "--cluster-config-file"])
+        .arg(&nodes)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let client = redis::Client::open(url.as_str()).unwrap();
+    eventually(Duration::from_secs(10), || async {
+        client.get_multiplexed_async_connection().await.ok()
+    })
+    .await
+    .expect("the cluster node answers");
+    let path = env.config_file_with_redis(
+        &url,
+        &job(&env, "good", "SELECT id, name FROM products", "every 1h", ""),
+    );
+    for args in [&["check", "--connect"][..], &["run"]] {
+        let output = env.cli().args(args).arg("--config").arg(&path).output().unwrap();
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(78), "{args:?}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("is a Redis Cluster") && stderr.contains("does not support yet"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -58,6 +58,13 @@ pub enum CacheError {
     /// its writes. Nothing was written; the leader writes instead.
     #[error("this instance does not hold the HA lease; its writes are refused")]
     Fenced,
+    /// The server is a Redis Cluster (ElastiCache with cluster mode enabled), which is not supported yet.
+    #[error(
+        "the server is a Redis Cluster (ElastiCache: cluster mode enabled), which cachewarden does not support yet: \
+         keys would land on the wrong shard and the stale-set protection's keys span slots. Point [redis] url at a \
+         cluster-mode-disabled replication group's primary endpoint"
+    )]
+    ClusterMode,
     /// The CA file configured for TLS could not be read.
     #[error("cannot read Redis CA file {path}: {source}")]
     CaFile {
@@ -80,7 +87,7 @@ impl CacheError {
             // Reading again, under a new lease, is the remedy.
             CacheError::LeaseEnded => true,
             // Only a new term as leader (which starts its work afresh) may write again.
-            CacheError::Fenced | CacheError::CaFile { .. } => false,
+            CacheError::Fenced | CacheError::ClusterMode | CacheError::CaFile { .. } => false,
         }
     }
 
@@ -90,7 +97,7 @@ impl CacheError {
             CacheError::Connect(error) | CacheError::Command(error) => {
                 matches!(error.kind(), redis::ErrorKind::Server(_) | redis::ErrorKind::Extension)
             }
-            CacheError::LeaseEnded | CacheError::Fenced | CacheError::CaFile { .. } => false,
+            CacheError::LeaseEnded | CacheError::Fenced | CacheError::ClusterMode | CacheError::CaFile { .. } => false,
         }
     }
 }
@@ -115,9 +122,15 @@ impl Cache {
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
+        let mut conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(CacheError::Connect)?;
+        // A cluster answers a single-node client until the first key on another shard: refuse it now, clearly. (A user
+        // the ACL denies INFO is taken for a single node; the health check needs INFO anyway.)
+        let cluster: Option<String> = redis::cmd("INFO").arg("cluster").query_async(&mut conn).await.ok();
+        if cluster.is_some_and(|info| info_field(&info, "cluster_enabled") == Some(1)) {
+            return Err(CacheError::ClusterMode);
+        }
         let dedicated = Dedicated::new(client, settings.connect_timeout, RESPONSE_TIMEOUT);
         Ok(Self {
             conn,

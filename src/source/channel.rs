@@ -121,7 +121,7 @@ impl ChannelListener {
             policy: self.policy.clone(),
             refused: 0,
         };
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut backoff = Backoff::redis();
         let mut subscribed_before = self.took_over;
         loop {
             let connected = tokio::select! {
@@ -139,7 +139,7 @@ impl ChannelListener {
                     }
                 }
             };
-            backoff.reset();
+            let subscribed_at = Instant::now();
             if subscribed_before {
                 metrics::record_gap();
                 warn!(
@@ -166,6 +166,8 @@ impl ChannelListener {
             if !applied {
                 return;
             }
+            // A subscription that keeps dropping at once backs off; one that held for a while starts again quickly.
+            backoff.session_ended(subscribed_at.elapsed());
             match ended {
                 ReadEnd::Lost => warn!(channel = %self.channel, "Pub/sub connection lost; resubscribing."),
                 ReadEnd::Overflow => info!(channel = %self.channel, "The queue was applied; resubscribing."),
@@ -291,7 +293,7 @@ impl StreamListener {
             policy: self.policy.clone(),
             refused: 0,
         };
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut backoff = Backoff::redis();
         loop {
             let started = Instant::now();
             let ended = self.session(&mut intake, &shutdown).await;

@@ -471,7 +471,7 @@ impl WarmRunner {
         let span = info_span!("warm", job = %job.name, %reason);
         let handle = runs.spawn(
             async move {
-                let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+                let mut backoff = Backoff::attempts();
                 for attempt in 1..=MAX_ATTEMPTS {
                     match warmer.run(&guard, &job, Mode::Write, &Progress::default()).await {
                         Ok(summary) => {

@@ -98,7 +98,7 @@ struct SessionState {
 impl BinlogListener {
     /// Reads until `shutdown`, reconnecting and recovering as described in the module docs.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut backoff = Backoff::replication();
         let mut state = SessionState::default();
         loop {
             let started = Instant::now();
