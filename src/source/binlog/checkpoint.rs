@@ -3,7 +3,7 @@
 //!
 //! A file offset means something only on the server that wrote the file; a GTID position (`domain-server-seq` per
 //! replication domain) means the same on every server of a replication topology, so after a failover (RDS
-//! Multi-AZ, a MariaDB switchover) the listener resumes on the promoted server by GTID. Saved as
+//! Multi-AZ, a MariaDB switchover) the listener resumes on the promoted server by GTID (on the same server, by offset). Saved as
 //! `binlog.000042:1234 gtid=0-1-977 server=1`; the older `binlog.000042:1234` still reads.
 
 use crate::cache::Cache;

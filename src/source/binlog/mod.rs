@@ -88,11 +88,6 @@ struct SessionState {
     reported_missing: HashSet<(usize, String)>,
     /// After a purge: start at the server's current position, then run the recovery.
     resume_from_current: bool,
-    /// The session asked for a GTID position the server does not have, on the server whose file offset the
-    /// checkpoint also holds: if it fails that way, the next session tries the offset.
-    gtid_then_offset: bool,
-    /// The GTID position was refused; resume by file offset.
-    skip_gtid: bool,
 }
 
 impl BinlogListener {
@@ -106,11 +101,6 @@ impl BinlogListener {
             backoff.session_ended(started.elapsed());
             let delay = match ended {
                 Ok(()) => return,
-                Err(BinlogError::Purged(position, message)) if state.gtid_then_offset => {
-                    warn!(%position, error = %message, "The server does not have the checkpoint's GTID position; resuming by file offset.");
-                    state.skip_gtid = true;
-                    Duration::ZERO
-                }
                 Err(BinlogError::Purged(position, message)) => {
                     error!(%position, error = %message, "Binlog position was purged: changes since it are lost; recovering.");
                     metrics::record_binlog_gap();
@@ -136,8 +126,8 @@ impl BinlogListener {
         }
     }
 
-    /// Connects, checks the server, decides where to start — by GTID when the server speaks MariaDB GTIDs, else by
-    /// file offset on the server that offset belongs to — and opens the stream. `None` when shutdown interrupted a
+    /// Connects, checks the server, decides where to start — by file offset on the server the offset belongs to, by
+    /// MariaDB GTID on another (after a failover) — and opens the stream. `None` when shutdown interrupted a
     /// recovery.
     async fn open(
         &self,
@@ -157,9 +147,10 @@ impl BinlogListener {
             // A checkpoint from before GTIDs were saved: learn its GTID position while the offset still means it.
             start = server::with_gtid(&mut conn, start, server.server_id).await?;
         }
-        let by_gtid = server.mariadb && !state.skip_gtid && start.gtid.as_ref().is_some_and(|gtid| !gtid.is_empty());
-        state.gtid_then_offset = by_gtid && here;
-        state.skip_gtid = false;
+        // The offset where it means something — this server's own file, after a restart or a reconnect — and the GTID
+        // position where only it does: another server, after a failover. (MariaDB's dump thread is measurably slower
+        // to stream to a GTID-connected replica under a write storm, so GTIDs are used only when needed.)
+        let by_gtid = server.mariadb && !here && start.gtid.as_ref().is_some_and(|gtid| !gtid.is_empty());
         if !by_gtid && !here {
             // Another server's offset (a failover) and no GTID to translate it: it means nothing here.
             return Err(BinlogError::Purged(
