@@ -2,7 +2,7 @@
 //! restarts resume from the checkpoint, kill -9 and Redis outages lose nothing, purged logs are recovered from, and
 //! DDL mid-stream is followed.
 //!
-//! The binlog is server-wide: tests that purge it take the write side of `BINLOG`, the others the read side.
+//! The binlog is server-wide: tests that purge it hold `common::binlog_exclusive`, the others `binlog_shared`.
 
 mod common;
 
@@ -10,9 +10,6 @@ use std::time::Duration;
 
 use common::{Daemon, TestEnv, eventually, free_port, get, sample, wait_for_admin};
 use sqlx::Connection as _;
-use tokio::sync::RwLock;
-
-static BINLOG: RwLock<()> = RwLock::const_new(());
 
 const SCHEMA: &str = "
 CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(50), price DECIMAL(8,2), category_id INT, stock INT);
@@ -115,7 +112,7 @@ async fn set(env: &TestEnv, key: &str) {
 
 #[tokio::test]
 async fn inserts_updates_and_deletes_refresh_and_delete_the_mapped_keys() {
-    let _shared = BINLOG.read().await;
+    let _shared = common::binlog_shared();
     let env = TestEnv::new().await;
     env.sql(SCHEMA).await;
     let path = env.config_file(&config(&env, "", &products_rule(&env, "")));
@@ -165,7 +162,7 @@ async fn inserts_updates_and_deletes_refresh_and_delete_the_mapped_keys() {
 
 #[tokio::test]
 async fn projections_are_written_from_the_row_image() {
-    let _shared = BINLOG.read().await;
+    let _shared = common::binlog_shared();
     let env = TestEnv::new().await;
     env.sql(SCHEMA).await;
     env.sql("ALTER TABLE products ADD COLUMN seen TIMESTAMP NULL, ADD COLUMN tags JSON")
@@ -212,7 +209,7 @@ async fn projections_are_written_from_the_row_image() {
 
 #[tokio::test]
 async fn when_changed_ignores_other_columns_and_warm_is_debounced() {
-    let _shared = BINLOG.read().await;
+    let _shared = common::binlog_shared();
     let env = TestEnv::new().await;
     env.sql(SCHEMA).await;
     let rules = format!(
@@ -273,7 +270,7 @@ async fn when_changed_ignores_other_columns_and_warm_is_debounced() {
 
 #[tokio::test]
 async fn a_restart_resumes_from_the_checkpoint_and_kill_9_loses_nothing() {
-    let _shared = BINLOG.read().await;
+    let _shared = common::binlog_shared();
     let env = TestEnv::new().await;
     env.sql(SCHEMA).await;
     env.sql("CREATE TABLE counters (id INT PRIMARY KEY, n INT);\nINSERT INTO counters SELECT seq, 0 FROM seq_1_to_50")
@@ -324,7 +321,7 @@ async fn a_restart_resumes_from_the_checkpoint_and_kill_9_loses_nothing() {
 
 #[tokio::test]
 async fn redis_down_during_a_burst_then_back_applies_everything() {
-    let _shared = BINLOG.read().await;
+    let _shared = common::binlog_shared();
     let env = TestEnv::new().await;
     env.sql(SCHEMA).await;
     let port = free_port();
@@ -381,7 +378,7 @@ async fn redis_down_during_a_burst_then_back_applies_everything() {
 
 #[tokio::test]
 async fn a_purged_binlog_runs_the_recovery_and_goes_on() {
-    let _exclusive = BINLOG.write().await;
+    let _exclusive = common::binlog_exclusive();
     let env = TestEnv::new().await;
     env.sql(SCHEMA).await;
     env.sql("CREATE TABLE counters (id INT PRIMARY KEY, n INT);\nINSERT INTO counters SELECT seq, 0 FROM seq_1_to_100")
@@ -467,7 +464,7 @@ async fn a_purged_binlog_runs_the_recovery_and_goes_on() {
 
 #[tokio::test]
 async fn alter_table_mid_stream_is_followed_and_a_vanished_column_is_reported() {
-    let _shared = BINLOG.read().await;
+    let _shared = common::binlog_shared();
     let env = TestEnv::new().await;
     env.sql(SCHEMA).await;
     let p = &env.prefix;
@@ -503,7 +500,7 @@ async fn alter_table_mid_stream_is_followed_and_a_vanished_column_is_reported() 
 
 #[tokio::test]
 async fn a_100k_row_transaction_is_applied_in_bounded_memory() {
-    let _shared = BINLOG.read().await;
+    let _shared = common::binlog_shared();
     let env = TestEnv::new().await;
     env.sql("CREATE TABLE big (id INT PRIMARY KEY, v INT);\nINSERT INTO big SELECT seq, 0 FROM seq_1_to_100000")
         .await;
@@ -547,7 +544,7 @@ async fn a_100k_row_transaction_is_applied_in_bounded_memory() {
 
 #[tokio::test]
 async fn a_server_without_row_binlog_stops_the_daemon_at_start_with_78() {
-    let _shared = BINLOG.read().await;
+    let _shared = common::binlog_shared();
     let env = TestEnv::new().await;
     env.sql(SCHEMA).await;
     // The machine's own MariaDB on 3306 has binary logging off.
@@ -570,7 +567,7 @@ async fn a_server_without_row_binlog_stops_the_daemon_at_start_with_78() {
 
 #[tokio::test]
 async fn missing_redis_and_replication_grants_are_named_by_check_and_stop_the_daemon_with_78() {
-    let _shared = BINLOG.read().await;
+    let _shared = common::binlog_shared();
     let env = TestEnv::new().await;
     env.sql(SCHEMA).await;
     let own = common::OwnRedis::start().await;
@@ -674,7 +671,7 @@ async fn missing_redis_and_replication_grants_are_named_by_check_and_stop_the_da
 
 #[tokio::test]
 async fn after_a_server_restart_the_checkpoint_follows_the_new_binlog_file() {
-    let _shared = BINLOG.read().await;
+    let _shared = common::binlog_shared();
     let env = TestEnv::new().await;
     let mut server = common::OwnMariaDb::start();
     let base_url = server.url();
@@ -747,7 +744,7 @@ async fn after_a_server_restart_the_checkpoint_follows_the_new_binlog_file() {
 
 #[tokio::test]
 async fn a_redis_acl_refusal_stops_the_stream_visibly_and_it_resumes_once_fixed() {
-    let _shared = BINLOG.read().await;
+    let _shared = common::binlog_shared();
     let env = TestEnv::new().await;
     env.sql(SCHEMA).await;
     let own = common::OwnRedis::start().await;

@@ -114,6 +114,7 @@ async fn cached(redis: &redis::aio::MultiplexedConnection, key: &str) -> Option<
 
 #[tokio::test]
 async fn a_refresh_never_caches_a_read_older_than_its_event() {
+    let _binlog = common::binlog_shared();
     // The daemon follows the primary's binlog but reads refreshes from a replica one second behind: every read right
     // after an event returns the row as it was before.
     let env = TestEnv::with_database_prefix("cw_replica").await;
@@ -193,6 +194,7 @@ async fn a_refresh_never_caches_a_read_older_than_its_event() {
 
 #[tokio::test]
 async fn a_hot_row_storm_converges_and_cold_rows_stay_fresh_meanwhile() {
+    let _binlog = common::binlog_shared();
     let env = TestEnv::new().await;
     env.sql(SCHEMA).await;
     let mut daemon = start(&env, &config(&env, &env.mysql_url, &env.mysql_url, REFRESH)).await;
@@ -277,6 +279,7 @@ async fn a_hot_row_storm_converges_and_cold_rows_stay_fresh_meanwhile() {
 
 #[tokio::test]
 async fn a_refresh_query_that_fails_for_good_deletes_its_key_and_the_stream_goes_on() {
+    let _binlog = common::binlog_shared();
     let env = TestEnv::new().await;
     env.sql(SCHEMA).await;
     let broken = "SELECT id, name, price FROM products WHERE id = :id AND no_such_column = 1";

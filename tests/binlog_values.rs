@@ -91,6 +91,7 @@ async fn metric(env: &TestEnv, name: &str) -> f64 {
 
 #[tokio::test]
 async fn binlog_values_and_keys_are_byte_identical_to_warm_ones() {
+    let _binlog = common::binlog_shared();
     let env = TestEnv::new().await;
     env.sql(SCHEMA).await;
     let path = env.config_file(&config(&env));

@@ -714,22 +714,8 @@ async fn a_redis_cluster_is_refused_clearly_by_check_and_by_the_daemon() {
     // A one-node Redis Cluster of the test's own (no slots assigned: enough to say it is a cluster).
     let port = common::free_port();
     let nodes = env.dir.path().join("nodes.conf");
-    let mut server = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .args(["--cluster-enabled", "yes", "--cluster-config-file"])
-        .arg(&nodes)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server starts");
+    let nodes = nodes.display().to_string();
+    let mut server = common::spawn_redis_with(port, &["--cluster-enabled", "yes", "--cluster-config-file", &nodes]);
     let url = format!("redis://127.0.0.1:{port}/0");
     let client = redis::Client::open(url.as_str()).unwrap();
     eventually(Duration::from_secs(10), || async {

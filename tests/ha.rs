@@ -29,6 +29,14 @@ fn instance(env: &TestEnv, name: &str, lease_ttl: &str, body: &str) -> (PathBuf,
     (env.write_file(&format!("{name}.toml"), &text), admin)
 }
 
+/// Starts an instance with a replica id of its own, as an operator gives each host one
+/// (`CACHEWARDEN_BINLOG__SERVER_ID`): with a shared id, a new leader's replication connection can wait for the server
+/// to drop a paused old leader's (up to its net_write_timeout).
+fn start(env: &TestEnv, config: &std::path::Path) -> Daemon {
+    let server_id = (10_000 + fastrand::u32(..1_000_000)).to_string();
+    Daemon::start(env, config, &[], &[("CACHEWARDEN_BINLOG__SERVER_ID", &server_id)])
+}
+
 /// `[binlog]` with a delete rule on `t`, and a job `j` on `t`.
 fn binlog_and_job(env: &TestEnv, schedule: &str, extra: &str) -> String {
     let p = &env.prefix;
@@ -77,6 +85,7 @@ const RUNS: &str = "cachewarden_warm_runs_total{warm_job=\"j\",outcome=\"success
 
 #[tokio::test]
 async fn one_of_two_daemons_leads_and_a_stop_hands_over_at_once() {
+    let _binlog = common::binlog_shared();
     let env = TestEnv::new().await;
     env.sql("CREATE TABLE t (id INT PRIMARY KEY, v INT);\nINSERT INTO t VALUES (1, 1)")
         .await;
@@ -84,8 +93,8 @@ async fn one_of_two_daemons_leads_and_a_stop_hands_over_at_once() {
     let body = binlog_and_job(&env, "* * * * * *", "");
     let (config_a, admin_a) = instance(&env, "a", "10s", &body);
     let (config_b, admin_b) = instance(&env, "b", "10s", &body);
-    let mut a = Daemon::start(&env, &config_a, &[], &[]);
-    let mut b = Daemon::start(&env, &config_b, &[], &[]);
+    let mut a = start(&env, &config_a);
+    let mut b = start(&env, &config_b);
     let addrs = [admin_a, admin_b];
     let leader = one_leader(&addrs, Duration::from_secs(20))
         .await
@@ -153,6 +162,7 @@ async fn one_of_two_daemons_leads_and_a_stop_hands_over_at_once() {
 
 #[tokio::test]
 async fn a_kill_9_of_the_leader_during_a_binlog_burst_loses_no_invalidation() {
+    let _binlog = common::binlog_shared();
     let env = TestEnv::new().await;
     env.sql("CREATE TABLE t (id INT PRIMARY KEY, v INT);\nINSERT INTO t SELECT seq, 0 FROM seq_1_to_5000")
         .await;
@@ -163,10 +173,7 @@ async fn a_kill_9_of_the_leader_during_a_binlog_burst_loses_no_invalidation() {
     let (config_b, admin_b) = instance(&env, "b", "2s", &body);
     let configs = [config_a, config_b];
     let addrs = [admin_a, admin_b];
-    let mut daemons = [
-        Some(Daemon::start(&env, &configs[0], &[], &[])),
-        Some(Daemon::start(&env, &configs[1], &[], &[])),
-    ];
+    let mut daemons = [Some(start(&env, &configs[0])), Some(start(&env, &configs[1]))];
     let mut conn = env.redis().await;
     for round in 0..2 {
         let leader = one_leader(&addrs, Duration::from_secs(20))
@@ -186,12 +193,22 @@ async fn a_kill_9_of_the_leader_during_a_binlog_burst_loses_no_invalidation() {
         }
         pipe.query_async::<()>(&mut conn).await.unwrap();
         let (from, to) = (ids[0], ids[ids.len() - 1]);
+        // Killed mid-burst, whatever the machine's speed: after a random part of the burst is committed, the rest
+        // waits for the kill. Some changes are applied by the old leader, some read but not applied, some not read.
+        let (reached, reached_rx) = tokio::sync::oneshot::channel::<()>();
+        let (go_on, go_on_rx) = tokio::sync::oneshot::channel::<()>();
+        let before_kill = from + 200 + fastrand::u32(..1500);
         let burst = {
             let url = env.mysql_url.clone();
             tokio::spawn(async move {
                 use sqlx::Connection as _;
                 let mut db = sqlx::MySqlConnection::connect(&url).await.unwrap();
+                let (mut reached, mut go_on_rx) = (Some(reached), Some(go_on_rx));
                 for id in from..=to {
+                    if id == before_kill {
+                        let _ = reached.take().expect("reached once").send(());
+                        let _ = go_on_rx.take().expect("resumed once").await;
+                    }
                     sqlx::query("UPDATE t SET v = v + 1 WHERE id = ?")
                         .bind(id)
                         .execute(&mut db)
@@ -200,15 +217,11 @@ async fn a_kill_9_of_the_leader_during_a_binlog_burst_loses_no_invalidation() {
                 }
             })
         };
-        // Killed mid-burst: some changes applied by the old leader, some read but not applied, some not yet read.
-        tokio::time::sleep(Duration::from_millis(50 + fastrand::u64(..100))).await;
+        reached_rx.await.expect("the burst reaches the kill point");
         let mut killed = daemons[leader].take().unwrap();
         killed.signal("KILL");
         let _ = killed.exit_code(Duration::from_secs(5)).await;
-        assert!(
-            !burst.is_finished(),
-            "round {round}: the burst ended before the kill; make it longer"
-        );
+        let _ = go_on.send(());
         assert!(
             eventually(Duration::from_secs(60), || async {
                 (role(addrs[standby]).await == "leader").then_some(())
@@ -242,7 +255,7 @@ async fn a_kill_9_of_the_leader_during_a_binlog_burst_loses_no_invalidation() {
             "round {round}: the new leader re-warmed although the checkpoint was fresh"
         );
         // The killed instance comes back as standby for the next round.
-        daemons[leader] = Some(Daemon::start(&env, &configs[leader], &[], &[]));
+        daemons[leader] = Some(start(&env, &configs[leader]));
     }
     for daemon in daemons.iter_mut().flatten() {
         daemon.stop().await;
@@ -251,6 +264,7 @@ async fn a_kill_9_of_the_leader_during_a_binlog_burst_loses_no_invalidation() {
 
 #[tokio::test]
 async fn a_leader_paused_past_its_lease_writes_nothing_after_it_resumes() {
+    let _binlog = common::binlog_shared();
     let env = TestEnv::new().await;
     env.sql("CREATE TABLE t (id INT PRIMARY KEY, v INT);\nINSERT INTO t SELECT seq, 0 FROM seq_1_to_4")
         .await;
@@ -263,13 +277,13 @@ async fn a_leader_paused_past_its_lease_writes_nothing_after_it_resumes() {
     let body = format!("{}{slow}", binlog_and_job(&env, "0 0 0 1 1 *", ""));
     let (config_a, admin_a) = instance(&env, "a", "2s", &body);
     let (config_b, admin_b) = instance(&env, "b", "2s", &body);
-    let mut a = Daemon::start(&env, &config_a, &[], &[]);
+    let mut a = start(&env, &config_a);
     assert!(
         one_leader(&[admin_a], Duration::from_secs(20)).await.is_some(),
         "{}",
         a.log()
     );
-    let mut b = Daemon::start(&env, &config_b, &[], &[]);
+    let mut b = start(&env, &config_b);
     assert_eq!(one_leader(&[admin_a, admin_b], Duration::from_secs(20)).await, Some(0));
     eventually(Duration::from_secs(60), || async {
         (metric(admin_a, "cachewarden_binlog_connected").await == 1.0).then_some(())
@@ -303,11 +317,11 @@ async fn a_leader_paused_past_its_lease_writes_nothing_after_it_resumes() {
         .await
         .unwrap();
     env.sql("UPDATE t SET v = 7 WHERE id = 1").await;
-    eventually(Duration::from_secs(60), || async {
+    let applied = eventually(Duration::from_secs(60), || async {
         env.get(&format!("{p}k:1")).await.is_none().then_some(())
     })
-    .await
-    .expect("b applied the change");
+    .await;
+    assert!(applied.is_some(), "b did not apply the change:\n{}", b.log());
     let checkpoint = |value: Option<String>| {
         value
             .and_then(|v| {

@@ -246,6 +246,7 @@ fn seed() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_stale_keys_survive_concurrent_writers_warm_runs_binlog_and_channel() {
+    let _binlog = common::binlog_shared();
     let seed = seed();
     let outcome = race(true, seed).await;
     assert!(
@@ -268,6 +269,7 @@ async fn no_stale_keys_survive_concurrent_writers_warm_runs_binlog_and_channel()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_protection_the_same_race_leaves_stale_keys() {
+    let _binlog = common::binlog_shared();
     let seed = seed();
     let outcome = race(false, seed).await;
     assert!(

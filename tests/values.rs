@@ -183,6 +183,7 @@ async fn a_300_kb_value_is_stored_compressed_under_the_limit_and_read_back_by_py
 
 #[tokio::test]
 async fn refreshes_and_projections_from_the_binlog_write_the_warm_jobs_encoding() {
+    let _binlog = common::binlog_shared();
     let env = TestEnv::new().await;
     env.sql(
         "CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(50), notes TEXT);

@@ -321,8 +321,39 @@ impl Drop for TestEnv {
     }
 }
 
+/// The shared MariaDB's binlog is server-wide, and nextest runs every test in a process of its own: a test that
+/// purges binlog files holds this lock exclusively, every test whose daemon follows the binlog holds it shared, so
+/// no purge removes a file another test's checkpoint points into. A file lock, held until dropped.
+pub struct BinlogLock(#[allow(dead_code)] std::fs::File);
+
+/// The shared side of [`BinlogLock`]: for tests that follow the shared binlog.
+pub fn binlog_shared() -> BinlogLock {
+    binlog_lock(false)
+}
+
+/// The exclusive side of [`BinlogLock`]: for tests that purge binlog files.
+pub fn binlog_exclusive() -> BinlogLock {
+    binlog_lock(true)
+}
+
+fn binlog_lock(exclusive: bool) -> BinlogLock {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("cachewarden-tests-binlog.lock"))
+        .expect("the binlog lock file opens");
+    if exclusive { file.lock() } else { file.lock_shared() }.expect("the binlog lock is taken");
+    BinlogLock(file)
+}
+
 /// A throw-away redis-server on `port` (loopback, no persistence), for tests that stop and restart Redis.
 pub fn spawn_redis(port: u16) -> Child {
+    spawn_redis_with(port, &[])
+}
+
+/// [`spawn_redis`] with more server options (`--cluster-enabled yes`, ...).
+pub fn spawn_redis_with(port: u16, extra: &[&str]) -> Child {
     Command::new("redis-server")
         .args([
             "--port",
@@ -334,6 +365,7 @@ pub fn spawn_redis(port: u16) -> Child {
             "--appendonly",
             "no",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-server starts")

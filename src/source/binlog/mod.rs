@@ -136,15 +136,13 @@ impl BinlogListener {
     ) -> Result<Option<(mysql_async::BinlogStream, Position, server::ServerTraits)>, BinlogError> {
         let mut conn = server::connect(&self.settings.url).await?;
         let server = server::check_server(&mut conn).await?;
-        let mut current = server::current_position(&mut conn).await?;
-        if server.mariadb {
-            current = server::with_gtid(&mut conn, current, server.server_id).await?;
-        }
+        let current = server::current_position(&mut conn).await?;
         let start = self.start_position(current, shutdown, state).await?;
         let Some(mut start) = start else { return Ok(None) };
         let here = start.server.is_none_or(|id| id == server.server_id);
         if server.mariadb && start.gtid.is_none() && here {
-            // A checkpoint from before GTIDs were saved: learn its GTID position while the offset still means it.
+            // The current position, or a checkpoint from before GTIDs were saved: learn its GTID position while the
+            // offset still means it (BINLOG_GTID_POS reads the file up to it: only when needed).
             start = server::with_gtid(&mut conn, start, server.server_id).await?;
         }
         // The offset where it means something — this server's own file, after a restart or a reconnect — and the GTID
