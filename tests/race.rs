@@ -28,6 +28,8 @@ struct Outcome {
     stale: Vec<(u32, String, String)>,
     operations: u64,
     settle: Duration,
+    /// Keys Redis evicted during the run (its own Redis, with `maxmemory`; else 0).
+    evicted: u64,
 }
 
 async fn metric(env: &TestEnv, name: &str) -> f64 {
@@ -35,8 +37,25 @@ async fn metric(env: &TestEnv, name: &str) -> f64 {
     sample(&body, name).unwrap_or(0.0)
 }
 
-async fn race(protection: bool, seed: u64) -> Outcome {
-    let env = TestEnv::new().await;
+/// The race, with stale-set protection on or off; with `maxmemory`, against a Redis of its own that evicts any key
+/// under that limit (`allkeys-lru`: the data, the counter, the read leases and their evidence alike).
+async fn race(protection: bool, seed: u64, maxmemory: Option<&str>) -> Outcome {
+    let mut env = TestEnv::new().await;
+    let _own_redis = match maxmemory {
+        None => None,
+        Some(limit) => {
+            let mut own = common::OwnRedis::start().await;
+            for (name, value) in [("maxmemory", limit), ("maxmemory-policy", "allkeys-lru")] {
+                let _: () = redis::cmd("CONFIG")
+                    .arg(&["SET", name, value])
+                    .query_async(&mut own.conn)
+                    .await
+                    .unwrap();
+            }
+            env.redis_url = format!("redis://127.0.0.1:{}/0", own.port);
+            Some(own)
+        }
+    };
     env.sql(&format!(
         "CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL);\nINSERT INTO items SELECT seq, 0 FROM seq_1_to_{ROWS}"
     ))
@@ -143,7 +162,13 @@ refresh = ["{p}item:{{id}}"]
     // the writers stop, so its slow read spans their final changes.
     let started = Instant::now();
     let mut fires = 0u64;
-    while started.elapsed() < RUN_AT_MOST {
+    // Under eviction runs are refused often and operations accrue slowly: a third of the time is race enough.
+    let run_at_most = if maxmemory.is_some() {
+        RUN_AT_MOST / 3
+    } else {
+        RUN_AT_MOST
+    };
+    while started.elapsed() < run_at_most {
         let _ = admin::request(env.admin_addr(), Method::POST, "/jobs/items/run").await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         fires += 1;
@@ -156,7 +181,13 @@ refresh = ["{p}item:{{id}}"]
             }
         }
     }
-    let last_run = eventually(Duration::from_secs(10), || async {
+    // Under eviction a refused run is retried with backoff, so the previous one may still be going for a while.
+    let patience = if maxmemory.is_some() {
+        Duration::from_secs(90)
+    } else {
+        Duration::from_secs(10)
+    };
+    let last_run = eventually(patience, || async {
         let response = admin::request(env.admin_addr(), Method::POST, "/jobs/items/run")
             .await
             .ok()?;
@@ -174,7 +205,7 @@ refresh = ["{p}item:{{id}}"]
     // Settle: the last warm run has finished and the binlog has applied every update.
     let settle_start = Instant::now();
     let total_updates = updates.load(Ordering::Relaxed) as f64;
-    let settled = eventually(Duration::from_secs(30), || async {
+    let settled = eventually(patience.max(Duration::from_secs(30)), || async {
         let jobs: serde_json::Value = serde_json::from_str(&get(&env, "/jobs").await?.body).ok()?;
         let caught_up = metric(&env, "cachewarden_binlog_rows_total").await >= total_updates;
         (jobs[0]["running"] == false && caught_up).then_some(())
@@ -230,10 +261,22 @@ refresh = ["{p}item:{{id}}"]
         stale.len()
     );
     assert_eq!(daemon.stop().await, Some(0));
+    let evicted = match maxmemory {
+        None => 0,
+        Some(_) => {
+            let info: String = redis::cmd("INFO")
+                .arg("stats")
+                .query_async(&mut env.redis().await)
+                .await
+                .unwrap();
+            cachewarden::cache::info_field(&info, "evicted_keys").unwrap_or(0)
+        }
+    };
     Outcome {
         stale,
         operations,
         settle,
+        evicted,
     }
 }
 
@@ -248,7 +291,7 @@ fn seed() -> u64 {
 async fn no_stale_keys_survive_concurrent_writers_warm_runs_binlog_and_channel() {
     let _binlog = common::binlog_shared();
     let seed = seed();
-    let outcome = race(true, seed).await;
+    let outcome = race(true, seed, None).await;
     assert!(
         outcome.stale.is_empty(),
         "seed {seed}: {} stale keys, e.g. {:?}",
@@ -271,9 +314,27 @@ async fn no_stale_keys_survive_concurrent_writers_warm_runs_binlog_and_channel()
 async fn without_protection_the_same_race_leaves_stale_keys() {
     let _binlog = common::binlog_shared();
     let seed = seed();
-    let outcome = race(false, seed).await;
+    let outcome = race(false, seed, None).await;
     assert!(
         !outcome.stale.is_empty(),
         "seed {seed}: no stale key without protection; the race test would not catch a broken protection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_stale_keys_survive_the_race_while_redis_evicts_under_maxmemory() {
+    let _binlog = common::binlog_shared();
+    let seed = seed();
+    // Well under the data the run writes: Redis evicts throughout, the protection's own keys included.
+    let outcome = race(true, seed, Some("1800kb")).await;
+    assert!(
+        outcome.evicted > 0,
+        "seed {seed}: Redis evicted nothing; the limit does not bite"
+    );
+    assert!(
+        outcome.stale.is_empty(),
+        "seed {seed}: {} stale keys under eviction, e.g. {:?}",
+        outcome.stale.len(),
+        &outcome.stale[..outcome.stale.len().min(5)]
     );
 }
