@@ -44,7 +44,7 @@ pub async fn check_connect(config: &Config) -> Findings {
             Err(error) => notes.push(format!("the Redis ACL was not checked: {error}")),
         },
         Err(error) => {
-            unreachable |= error.is_transient();
+            unreachable |= error.is_unreachable();
             problems.push(problem(
                 "redis.url".into(),
                 format!("cannot connect to {}: {error}", config.redis.url),
@@ -124,7 +124,7 @@ async fn check_database(config: &Config, mut problems: Vec<Problem>) -> (Vec<Pro
             "mysql.url".into(),
             format!("cannot connect to {}: {error}", config.mysql.url),
         ));
-        return (problems, error.is_transient());
+        return (problems, error.is_unreachable());
     }
     let lines = LineIndex::new(&std::fs::read_to_string(&config.path).unwrap_or_default());
     for (index, job) in config.jobs.iter().enumerate() {

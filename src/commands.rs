@@ -37,12 +37,12 @@ async fn connect_now(config: &Config) -> anyhow::Result<(Database, Cache)> {
 /// failed.
 pub fn is_unreachable(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<crate::database::DatabaseError>(),
-            Some(crate::database::DatabaseError::Unreachable(_))
-        ) || cause
-            .downcast_ref::<crate::cache::CacheError>()
-            .is_some_and(|error| matches!(error, crate::cache::CacheError::Connect(_)) && !error.is_server_reply())
+        cause
+            .downcast_ref::<crate::database::DatabaseError>()
+            .is_some_and(crate::database::DatabaseError::is_unreachable)
+            || cause
+                .downcast_ref::<crate::cache::CacheError>()
+                .is_some_and(crate::cache::CacheError::is_unreachable)
     })
 }
 
@@ -385,9 +385,9 @@ pub fn format_status(jobs_json: &str) -> Result<String, serde_json::Error> {
             .into(),
             field(&last["outcome"]),
             field(&last["finished_at"]),
-            last["duration_seconds"].as_f64().map_or("-".into(), |d| {
-                crate::words::duration(Duration::from_secs_f64(d.max(0.0)))
-            }),
+            last["duration_seconds"]
+                .as_f64()
+                .map_or("-".into(), crate::words::seconds),
             field(&last["keys_written"]),
             format!(
                 "{}/{}/{}",

@@ -40,6 +40,11 @@ pub enum DatabaseError {
 }
 
 impl DatabaseError {
+    /// Whether no connection could be had at all (as opposed to a refusal or a failed query): exit 69.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, DatabaseError::Unreachable(_))
+    }
+
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
         !matches!(self, DatabaseError::Refused(_))

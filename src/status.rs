@@ -228,9 +228,9 @@ pub fn render(page: &Page<'_>) -> String {
             None if job["running"] == true => "running".into(),
             None => "never run".into(),
         };
-        let duration = last["duration_seconds"].as_f64().map_or("–".into(), |s| {
-            crate::words::duration(std::time::Duration::from_secs_f64(s.max(0.0)))
-        });
+        let duration = last["duration_seconds"]
+            .as_f64()
+            .map_or("–".into(), crate::words::seconds);
         let _ = write!(
             html,
             "<tr><td>{}</td><td>{}</td><td>{outcome}</td><td>{}</td><td>{duration}</td><td>{}</td><td>{}</td></tr>",

@@ -37,6 +37,11 @@ pub fn duration(d: std::time::Duration) -> String {
     out
 }
 
+/// [`duration`] of a number of seconds as JSON documents carry them (`duration_seconds`); negative reads as 0.
+pub fn seconds(seconds: f64) -> String {
+    duration(std::time::Duration::from_secs_f64(seconds.max(0.0)))
+}
+
 /// A time as RFC 3339 in UTC to the second, the one format every command and endpoint prints:
 /// `2026-11-26T17:30:00Z`.
 pub fn time(t: chrono::DateTime<chrono::Utc>) -> String {

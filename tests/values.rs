@@ -42,43 +42,34 @@ const v = require("fs").readFileSync(0);
 process.stdout.write(v[0] === 0x1f && v[1] === 0x8b ? zlib.gunzipSync(v) : v);
 "#;
 
-fn node(script: &str, input: &[u8]) -> Vec<u8> {
-    let mut child = Command::new("node")
-        .arg("-e")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node (scripts/services installs it)");
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "node: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
-}
-
-fn python(script: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
-    let mut child = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(script)
+/// Runs `program` with `args`, `input` on its stdin; its stdout.
+fn pipe_through(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
+    let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("Debian's python3 (scripts/services installs its modules)");
+        .unwrap_or_else(|e| panic!("{program} ({e}): scripts/services installs it"));
     child.stdin.take().unwrap().write_all(input).unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(
         output.status.success(),
-        "python: {}",
+        "{program}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     output.stdout
+}
+
+fn node(script: &str, input: &[u8]) -> Vec<u8> {
+    pipe_through("node", &["-e", script], input)
+}
+
+/// Debian's python3 (its python3-zstandard and python3-cryptography), running `script` with `args`.
+fn python(script: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
+    let mut argv = vec!["-c", script];
+    argv.extend_from_slice(args);
+    pipe_through("/usr/bin/python3", &argv, input)
 }
 
 async fn raw(env: &TestEnv, key: &str) -> Vec<u8> {

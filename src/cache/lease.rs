@@ -1,24 +1,9 @@
-//! The HA lease's Redis side: take it if free, renew it and release it only while it holds our token (see `ha`).
+//! The HA lease's Redis side: take it if free, renew it and release it only while it holds our token (see `ha`;
+//! the two scripts are `scripts::RENEW_LEASE` and `RELEASE_LEASE`).
 
 use std::time::Duration;
 
 use super::{Cache, CacheError, command_failed};
-
-/// Extends the lease only if it still holds our token. KEYS[1]: the lease; ARGV[1]: the token; ARGV[2]: TTL in ms.
-const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-";
-
-/// Deletes the lease only if it still holds our token. KEYS[1]: the lease; ARGV[1]: the token.
-const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-";
 
 impl Cache {
     /// `SET key token NX PX ttl`: `Ok(None)` when taken, else the token of whoever holds it (empty if it vanished
@@ -48,7 +33,9 @@ impl Cache {
     /// Extends the lease by `ttl` if it still holds `token`; whether it did.
     pub async fn renew_lease(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {
         let mut conn = self.conn.clone();
-        let renewed: i64 = redis::Script::new(RENEW)
+        let renewed: i64 = self
+            .scripts
+            .renew_lease
             .key(key)
             .arg(token)
             .arg(ttl.as_millis() as u64)
@@ -61,7 +48,8 @@ impl Cache {
     /// Deletes the lease if it still holds `token`.
     pub async fn release_lease(&self, key: &str, token: &str) -> Result<(), CacheError> {
         let mut conn = self.conn.clone();
-        redis::Script::new(RELEASE)
+        self.scripts
+            .release_lease
             .key(key)
             .arg(token)
             .invoke_async::<i64>(&mut conn)

@@ -91,6 +91,11 @@ impl CacheError {
         }
     }
 
+    /// Whether Redis could not be reached at all (refused, timed out, TLS), as opposed to refusing us: exit 69.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, CacheError::Connect(_)) && self.is_transient()
+    }
+
     /// Whether the server answered with an error reply (an unknown command, a refusal) rather than not answering.
     pub fn is_server_reply(&self) -> bool {
         match self {

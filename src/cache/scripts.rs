@@ -127,6 +127,22 @@ end
 return #KEYS - 1
 ";
 
+/// Extends the lease only if it still holds our token. KEYS[1]: the lease; ARGV[1]: the token; ARGV[2]: TTL in ms.
+const RENEW_LEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
+/// Deletes the lease only if it still holds our token. KEYS[1]: the lease; ARGV[1]: the token.
+const RELEASE_LEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
 /// What a fenced script returns when this instance no longer holds the HA lease.
 pub const FENCED: i64 = -2;
 
@@ -136,6 +152,8 @@ pub struct Scripts {
     pub invalidate: redis::Script,
     pub begin_read: redis::Script,
     pub fenced_apply: redis::Script,
+    pub renew_lease: redis::Script,
+    pub release_lease: redis::Script,
 }
 
 impl Scripts {
@@ -146,6 +164,9 @@ impl Scripts {
             invalidate: script(INVALIDATE),
             begin_read: script(BEGIN_READ),
             fenced_apply: script(FENCED_APPLY),
+            // The lease's own scripts need no prelude.
+            renew_lease: redis::Script::new(RENEW_LEASE),
+            release_lease: redis::Script::new(RELEASE_LEASE),
         }
     }
 }
