@@ -338,6 +338,15 @@ pub enum KeyOp {
     Delete { key: String },
 }
 
+impl KeyOp {
+    /// The key the op writes or deletes.
+    pub fn key(&self) -> &str {
+        match self {
+            KeyOp::Set { key, .. } | KeyOp::Delete { key } => key,
+        }
+    }
+}
+
 /// Which read a value came from, for stale-set protection: the cache version current before the read, and the read
 /// lease that must still be live when the value is written.
 #[derive(Debug, Clone, PartialEq, Eq)]

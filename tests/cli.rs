@@ -708,34 +708,56 @@ async fn an_unreachable_server_exits_69_with_the_connection_error_and_an_unwrita
 }
 
 #[tokio::test]
-async fn a_redis_cluster_is_refused_clearly_by_check_and_by_the_daemon() {
+async fn cluster_mode_and_the_configuration_must_agree_or_check_and_the_daemon_say_which_way() {
     let env = TestEnv::new().await;
     env.sql(PRODUCTS).await;
-    // A one-node Redis Cluster of the test's own (no slots assigned: enough to say it is a cluster).
+    // A one-node Redis Cluster of the test's own (no slots assigned: enough to say it is a cluster), and a plain one.
     let port = common::free_port();
     let nodes = env.dir.path().join("nodes.conf");
     let nodes = nodes.display().to_string();
-    let mut server = common::spawn_redis_with(port, &["--cluster-enabled", "yes", "--cluster-config-file", &nodes]);
-    let url = format!("redis://127.0.0.1:{port}/0");
-    let client = redis::Client::open(url.as_str()).unwrap();
-    eventually(Duration::from_secs(10), || async {
-        client.get_multiplexed_async_connection().await.ok()
-    })
-    .await
-    .expect("the cluster node answers");
-    let path = env.config_file_with_redis(
-        &url,
-        &job(&env, "good", "SELECT id, name FROM products", "every 1h", ""),
-    );
-    for args in [&["check", "--connect"][..], &["run"]] {
-        let output = env.cli().args(args).arg("--config").arg(&path).output().unwrap();
-        let (stdout, stderr) = text(&output);
-        assert_eq!(output.status.code(), Some(78), "{args:?}: {stdout}{stderr}");
-        assert!(
-            stderr.contains("is a Redis Cluster") && stderr.contains("does not support yet"),
-            "{args:?}: {stderr}"
-        );
+    let mut cluster = common::spawn_redis_with(port, &["--cluster-enabled", "yes", "--cluster-config-file", &nodes]);
+    let single_port = common::free_port();
+    let mut single = common::spawn_redis_with(single_port, &[]);
+    for port in [port, single_port] {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0").as_str()).unwrap();
+        eventually(Duration::from_secs(10), || async {
+            client.get_multiplexed_async_connection().await.ok()
+        })
+        .await
+        .expect("the test's Redis answers");
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    let body = job(&env, "good", "SELECT id, name FROM products", "every 1h", "");
+    let cases = [
+        (
+            format!("redis://127.0.0.1:{port}/0"),
+            "",
+            "is a Redis Cluster (ElastiCache: cluster mode enabled): set `cluster = true` in [redis]",
+        ),
+        (
+            format!("redis://127.0.0.1:{single_port}/0"),
+            "cluster = true\n",
+            "[redis] cluster = true, but the server is not a Redis Cluster",
+        ),
+        (
+            format!("redis://127.0.0.1:{port}/3"),
+            "cluster = true\n",
+            "redis.url: selects database 3, but a Redis Cluster has only database 0",
+        ),
+    ];
+    for (url, extra, expected) in cases {
+        let config = env
+            .connection_toml_with_redis(&url)
+            .replace("\n\n[admin]", &format!("\n{extra}\n[admin]"));
+        let path = env.write_file("jobs.toml", &format!("{config}{body}"));
+        for args in [&["check", "--connect"][..], &["run"]] {
+            let output = env.cli().args(args).arg("--config").arg(&path).output().unwrap();
+            let (stdout, stderr) = text(&output);
+            assert_eq!(output.status.code(), Some(78), "{url} {args:?}: {stdout}{stderr}");
+            assert!(stderr.contains(expected), "{url} {args:?}: {stderr}");
+        }
+    }
+    for server in [&mut cluster, &mut single] {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
 }

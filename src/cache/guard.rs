@@ -48,7 +48,7 @@ use super::{
 use crate::model::{KeyOp, ReadStamp};
 
 /// A read lease outlives the read's own timeout by this much, so that its writes can land.
-const LEASE_MARGIN: Duration = Duration::from_secs(60);
+pub(super) const LEASE_MARGIN: Duration = Duration::from_secs(60);
 
 /// Guarded batches at least this big try the optimistic path first (see [`Cache::set_if_unmoved`]).
 const OPTIMISTIC_MIN_KEYS: usize = 64;
@@ -87,6 +87,10 @@ pub struct ReadLease {
 }
 
 impl ReadLease {
+    pub(super) fn new(id: Arc<str>, read_at: u64) -> Self {
+        Self { id: Some(id), read_at }
+    }
+
     /// The lease's evidence hash (`cachewarden:lease:<id>`), without protection none.
     pub fn evidence(&self) -> Option<String> {
         self.id.as_ref().map(|id| format!("{LEASE_PREFIX}{id}"))
@@ -108,6 +112,9 @@ impl Cache {
     pub async fn begin_read(&self, timeout: Duration) -> Result<ReadLease, CacheError> {
         if !self.protected {
             return Ok(ReadLease { id: None, read_at: 0 });
+        }
+        if self.cluster.is_some() {
+            return self.cluster_begin_read(timeout).await;
         }
         let id: Arc<str> = format!("{}-{:016x}", std::process::id(), fastrand::u64(..)).into();
         let mut conn = self.conn.clone();
@@ -132,6 +139,9 @@ impl Cache {
         let Some(id) = lease.id else {
             return;
         };
+        if self.cluster.is_some() {
+            return self.cluster_end_read(&id).await;
+        }
         let mut conn = self.conn.clone();
         let removed = redis::pipe()
             .cmd("ZREM")
@@ -165,6 +175,10 @@ impl Cache {
                 Box::pin(unguarded.apply(run)).await?;
                 continue;
             };
+            if self.cluster.is_some() {
+                self.cluster_set_guarded(read, run).await?;
+                continue;
+            }
             if run.len() >= OPTIMISTIC_MIN_KEYS {
                 match self.set_if_unmoved(read, run).await {
                     Ok(true) => {

@@ -1,9 +1,11 @@
 //! Redis: the one place cachewarden writes to the cache.
 //!
 //! Every write — warm jobs, invalidations, refreshes, binlog projections — goes through [`Cache::apply`] (batches of
-//! [`KeyOp`]s), [`Cache::invalidate`] or [`Cache::supersede`]. Owns the connection (a redis-rs `ConnectionManager`,
-//! which reconnects by itself); knows nothing of jobs or SQL. Stale-set protection — read leases and the guarded
-//! write path — is `guard`; the HA fence `fence`, the lease's commands `lease`, the Lua scripts `scripts`.
+//! [`KeyOp`]s), [`Cache::invalidate`] or [`Cache::supersede`]. Owns the connection ([`Conn`]: to one node a redis-rs
+//! `ConnectionManager`, to a Redis Cluster redis-rs' cluster connection; both reconnect by themselves); knows nothing
+//! of jobs or SQL. Stale-set protection — read leases and the guarded write path — is `guard`; what a cluster needs
+//! besides (slots, batches per master, protection per slot) `cluster`; the HA fence `fence`, the lease's commands
+//! `lease`, the Lua scripts `scripts`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use crate::config::RedisSettings;
 use crate::model::KeyOp;
 
+pub mod cluster;
 mod fence;
 mod guard;
 mod lease;
@@ -58,13 +61,19 @@ pub enum CacheError {
     /// its writes. Nothing was written; the leader writes instead.
     #[error("this instance does not hold the HA lease; its writes are refused")]
     Fenced,
-    /// The server is a Redis Cluster (ElastiCache with cluster mode enabled), which is not supported yet.
+    /// The server is a Redis Cluster (ElastiCache with cluster mode enabled), but `[redis] cluster` is not set.
     #[error(
-        "the server is a Redis Cluster (ElastiCache: cluster mode enabled), which cachewarden does not support yet: \
-         keys would land on the wrong shard and the stale-set protection's keys span slots. Point [redis] url at a \
-         cluster-mode-disabled replication group's primary endpoint"
+        "the server is a Redis Cluster (ElastiCache: cluster mode enabled): set `cluster = true` in [redis] (or \
+         CACHEWARDEN_REDIS__CLUSTER=true), with url = the configuration endpoint; as a single node, keys would land \
+         on the wrong shard"
     )]
     ClusterMode,
+    /// `[redis] cluster = true`, but the server is a single node (or cluster mode disabled).
+    #[error(
+        "[redis] cluster = true, but the server is not a Redis Cluster (cluster_enabled:0; ElastiCache: cluster mode \
+         disabled): remove `cluster = true`, or point url at the cluster's configuration endpoint"
+    )]
+    NotCluster,
     /// The CA file configured for TLS could not be read.
     #[error("cannot read Redis CA file {path}: {source}")]
     CaFile {
@@ -87,7 +96,7 @@ impl CacheError {
             // Reading again, under a new lease, is the remedy.
             CacheError::LeaseEnded => true,
             // Only a new term as leader (which starts its work afresh) may write again.
-            CacheError::Fenced | CacheError::ClusterMode | CacheError::CaFile { .. } => false,
+            CacheError::Fenced | CacheError::ClusterMode | CacheError::NotCluster | CacheError::CaFile { .. } => false,
         }
     }
 
@@ -102,7 +111,54 @@ impl CacheError {
             CacheError::Connect(error) | CacheError::Command(error) => {
                 matches!(error.kind(), redis::ErrorKind::Server(_) | redis::ErrorKind::Extension)
             }
-            CacheError::LeaseEnded | CacheError::Fenced | CacheError::ClusterMode | CacheError::CaFile { .. } => false,
+            CacheError::LeaseEnded
+            | CacheError::Fenced
+            | CacheError::ClusterMode
+            | CacheError::NotCluster
+            | CacheError::CaFile { .. } => false,
+        }
+    }
+}
+
+/// A connection to one node or to a cluster, for commands whose keys share a slot (redis-rs routes them on a
+/// cluster); batches across slots go through `cluster` instead.
+#[derive(Clone)]
+pub enum Conn {
+    /// One node, reconnected by the manager.
+    Managed(ConnectionManager),
+    /// One node, a connection of its own (blocking stream reads).
+    Node(redis::aio::MultiplexedConnection),
+    /// A Redis Cluster.
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Managed(conn) => conn.req_packed_command(cmd),
+            Conn::Node(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Managed(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Node(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Managed(conn) => conn.get_db(),
+            Conn::Node(conn) => conn.get_db(),
+            Conn::Cluster(conn) => conn.get_db(),
         }
     }
 }
@@ -110,7 +166,9 @@ impl CacheError {
 /// The cache. Cheap to clone: clones share one multiplexed connection.
 #[derive(Clone)]
 pub struct Cache {
-    conn: ConnectionManager,
+    conn: Conn,
+    /// On a Redis Cluster (`[redis] cluster = true`): the slot map and what goes with it.
+    cluster: Option<Arc<cluster::Cluster>>,
     /// Whether stale-set protection is on.
     protected: bool,
     scripts: Arc<Scripts>,
@@ -130,25 +188,96 @@ impl Cache {
         let mut conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(CacheError::Connect)?;
-        // A cluster answers a single-node client until the first key on another shard: refuse it now, clearly. (A user
-        // the ACL denies INFO is taken for a single node; the health check needs INFO anyway.)
-        let cluster: Option<String> = redis::cmd("INFO").arg("cluster").query_async(&mut conn).await.ok();
-        if cluster.is_some_and(|info| info_field(&info, "cluster_enabled") == Some(1)) {
-            return Err(CacheError::ClusterMode);
+        // A cluster answers a single-node client until the first key on another shard, and a single node refuses a
+        // cluster client with a riddle: say which it is now, clearly. (A user the ACL denies INFO is taken for what
+        // the configuration says; the health check needs INFO anyway.)
+        let info: Option<String> = redis::cmd("INFO").arg("cluster").query_async(&mut conn).await.ok();
+        match (
+            info.and_then(|info| info_field(&info, "cluster_enabled")),
+            settings.cluster,
+        ) {
+            (Some(1), false) => return Err(CacheError::ClusterMode),
+            (Some(0), true) => return Err(CacheError::NotCluster),
+            _ => {}
         }
         let dedicated = Dedicated::new(client, settings.connect_timeout, RESPONSE_TIMEOUT);
-        Ok(Self {
-            conn,
+        let mut cache = Self {
+            conn: Conn::Managed(conn),
+            cluster: None,
             protected: settings.stale_set_protection,
             scripts: Arc::new(Scripts::new()),
             dedicated: Arc::new(dedicated),
             fence: None,
-        })
+        };
+        if settings.cluster {
+            let conn = cluster_client(settings)?
+                .get_async_connection()
+                .await
+                .map_err(CacheError::Connect)?;
+            cache.conn = Conn::Cluster(conn.clone());
+            cache.cluster = Some(Arc::new(cluster::Cluster::new(conn, Scripts::pipelined()).await?));
+            if cache.protected {
+                cache.prime_slots(&Self::all_slots()).await?;
+            }
+        }
+        Ok(cache)
+    }
+
+    /// A connection of its own for blocking reads (streams), with `response_timeout`: to the node, or to the
+    /// cluster (which routes the stream's commands to the stream's slot).
+    pub async fn own_connection(settings: &RedisSettings, response_timeout: Duration) -> Result<Conn, CacheError> {
+        let connect = async {
+            if settings.cluster {
+                let client = cluster_builder(settings)?
+                    .response_timeout(response_timeout)
+                    .build()
+                    .map_err(CacheError::Connect)?;
+                client
+                    .get_async_connection()
+                    .await
+                    .map(Conn::Cluster)
+                    .map_err(CacheError::Connect)
+            } else {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(settings.connect_timeout))
+                    .set_response_timeout(Some(response_timeout));
+                client(settings)?
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map(Conn::Node)
+                    .map_err(CacheError::Connect)
+            }
+        };
+        match tokio::time::timeout(settings.connect_timeout, connect).await {
+            Ok(connected) => connected,
+            Err(_) => Err(CacheError::Connect(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no connection within {}",
+                    crate::words::duration(settings.connect_timeout)
+                ),
+            )))),
+        }
     }
 
     /// Deletes `keys` as invalidated: with protection, takes a new version (returned) so that values read before now
     /// can no longer be written; without, a plain UNLINK (returns 0).
-    pub async fn invalidate<K: redis::ToRedisArgs + Sync>(&self, keys: &[K]) -> Result<u64, CacheError> {
+    pub async fn invalidate<K: redis::ToRedisArgs + AsRef<[u8]> + Sync>(&self, keys: &[K]) -> Result<u64, CacheError> {
+        if let Some(cluster) = &self.cluster {
+            if self.protected {
+                return self.cluster_invalidate(keys, None).await;
+            }
+            let commands: Vec<_> = keys
+                .iter()
+                .map(|key| {
+                    (
+                        cluster::slot::key_slot(key.as_ref()),
+                        redis::cmd("UNLINK").arg(key).clone(),
+                    )
+                })
+                .collect();
+            return cluster.send(&commands).await.map(|_| 0);
+        }
         if !self.protected {
             if !keys.is_empty() {
                 let mut conn = self.conn.clone();
@@ -177,6 +306,10 @@ impl Cache {
     pub async fn supersede(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
         if !self.protected {
             return self.apply(ops).await;
+        }
+        if self.cluster.is_some() {
+            let keys: Vec<&[u8]> = ops.iter().map(|op| op.key().as_bytes()).collect();
+            return self.cluster_invalidate(&keys, Some(ops)).await.map(drop);
         }
         for run in ops.chunk_by(|a, b| matches!(a, KeyOp::Set { .. }) == matches!(b, KeyOp::Set { .. })) {
             for chunk in run.chunks(SCRIPT_BATCH) {
@@ -253,16 +386,16 @@ impl Cache {
         if self.fence.is_some() && ops.iter().any(|op| matches!(op, KeyOp::Set { .. })) {
             return self.apply_fenced(ops).await;
         }
+        if let Some(cluster) = &self.cluster {
+            let commands: Vec<_> = ops
+                .iter()
+                .map(|op| (cluster::slot::key_slot(op.key().as_bytes()), op_command(op)))
+                .collect();
+            return cluster.send(&commands).await.map(drop);
+        }
         let mut pipe = redis::Pipeline::with_capacity(ops.len());
         for op in ops {
-            match op {
-                KeyOp::Set { key, value, ttl, .. } => {
-                    pipe.add_command(set_command(key, value, *ttl)).ignore();
-                }
-                KeyOp::Delete { key } => {
-                    pipe.cmd("UNLINK").arg(key).ignore();
-                }
-            }
+            pipe.add_command(op_command(op)).ignore();
         }
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await.map_err(command_failed)
@@ -295,10 +428,28 @@ impl Cache {
     /// Deletes the keys matching a Redis glob `pattern` with SCAN MATCH + UNLINK in batches (never KEYS, which
     /// blocks Redis), stopping after `limit` keys. Returns how many were deleted and whether the limit cut it short.
     pub async fn delete_matching(&self, pattern: &str, limit: u64) -> Result<(u64, bool), CacheError> {
+        let mut deleted = 0u64;
+        for node in 0..self.nodes() {
+            let (more, cut_short) = self.delete_matching_on(node, pattern, limit - deleted).await?;
+            deleted += more;
+            if cut_short {
+                return Ok((deleted, true));
+            }
+        }
+        Ok((deleted, false))
+    }
+
+    /// How many nodes a SCAN of the whole keyspace visits: 1, or a cluster's masters.
+    fn nodes(&self) -> usize {
+        self.cluster.as_ref().map_or(1, |cluster| cluster.masters())
+    }
+
+    /// [`Cache::delete_matching`] on one node (see [`Cache::nodes`]).
+    async fn delete_matching_on(&self, node: usize, pattern: &str, limit: u64) -> Result<(u64, bool), CacheError> {
         let mut cursor: u64 = 0;
         let mut deleted = 0u64;
         loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = self.scan_page(cursor, pattern).await?;
+            let (next, keys): (u64, Vec<Vec<u8>>) = self.scan_page(node, cursor, pattern).await?;
             let room = usize::try_from(limit - deleted).unwrap_or(usize::MAX);
             let batch = &keys[..keys.len().min(room)];
             if !batch.is_empty() {
@@ -329,9 +480,13 @@ impl Cache {
     /// One `SCAN cursor MATCH pattern COUNT …` call: the next cursor and the keys of this page.
     async fn scan_page<K: redis::FromRedisValue>(
         &self,
+        node: usize,
         cursor: u64,
         pattern: &str,
     ) -> Result<(u64, Vec<K>), CacheError> {
+        if let Some(cluster) = &self.cluster {
+            return cluster.scan_page(node, cursor, pattern, SCAN_COUNT).await;
+        }
         let mut conn = self.conn.clone();
         redis::cmd("SCAN")
             .arg(cursor)
@@ -347,28 +502,31 @@ impl Cache {
     /// Up to `count` keys matching `pattern`, sampled uniformly from one full SCAN (reservoir sampling), so memory
     /// stays `count` keys whatever the keyspace.
     pub async fn sample_keys(&self, pattern: &str, count: usize) -> Result<Vec<String>, CacheError> {
-        let mut cursor: u64 = 0;
         let mut seen = 0usize;
         // Sized as it fills: `count` is a cap, and a job may have far fewer keys.
         let mut sample = Vec::with_capacity(count.min(1024));
-        loop {
-            let (next, keys): (u64, Vec<String>) = self.scan_page(cursor, pattern).await?;
-            for key in keys {
-                seen += 1;
-                if sample.len() < count {
-                    sample.push(key);
-                } else {
-                    let slot = fastrand::usize(..seen);
-                    if slot < count {
-                        sample[slot] = key;
+        for node in 0..self.nodes() {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = self.scan_page(node, cursor, pattern).await?;
+                for key in keys {
+                    seen += 1;
+                    if sample.len() < count {
+                        sample.push(key);
+                    } else {
+                        let slot = fastrand::usize(..seen);
+                        if slot < count {
+                            sample[slot] = key;
+                        }
                     }
                 }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            if next == 0 {
-                return Ok(sample);
-            }
-            cursor = next;
         }
+        Ok(sample)
     }
 
     /// A key's value and remaining TTL in milliseconds (`None` when the key does not exist).
@@ -409,8 +567,11 @@ impl Cache {
             .map_err(command_failed)
     }
 
-    /// The `INFO stats` section, as Redis writes it.
+    /// The `INFO stats` section, as Redis writes it (on a cluster, its numbers summed over the masters).
     pub async fn info_stats(&self) -> Result<String, CacheError> {
+        if let Some(cluster) = &self.cluster {
+            return cluster.info_sum("stats").await;
+        }
         let mut conn = self.conn.clone();
         redis::cmd("INFO")
             .arg("stats")
@@ -484,6 +645,40 @@ pub fn client(settings: &RedisSettings) -> Result<redis::Client, CacheError> {
         }
     }
     .map_err(CacheError::Connect)
+}
+
+/// A cluster client for `[redis]`: `url` and then `urls` as seeds, the CA file when one is configured.
+fn cluster_builder(settings: &RedisSettings) -> Result<redis::cluster::ClusterClientBuilder, CacheError> {
+    let seeds: Vec<&str> = std::iter::once(&settings.url)
+        .chain(&settings.seeds)
+        .map(|url| url.expose())
+        .collect();
+    let mut builder = redis::cluster::ClusterClientBuilder::new(seeds)
+        .connection_timeout(settings.connect_timeout)
+        .response_timeout(RESPONSE_TIMEOUT);
+    if let Some(path) = &settings.ca_file {
+        let root_cert = std::fs::read(path).map_err(|source| CacheError::CaFile {
+            path: path.clone(),
+            source,
+        })?;
+        builder = builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_cert),
+        });
+    }
+    Ok(builder)
+}
+
+fn cluster_client(settings: &RedisSettings) -> Result<redis::cluster::ClusterClient, CacheError> {
+    cluster_builder(settings)?.build().map_err(CacheError::Connect)
+}
+
+/// The command that applies `op`: `SET` or `UNLINK`.
+fn op_command(op: &KeyOp) -> redis::Cmd {
+    match op {
+        KeyOp::Set { key, value, ttl, .. } => set_command(key, value, *ttl),
+        KeyOp::Delete { key } => redis::cmd("UNLINK").arg(key).clone(),
+    }
 }
 
 /// `SET key value [PX ttl]`, its buffer sized up front (a warm run builds one per key).

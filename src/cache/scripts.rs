@@ -143,6 +143,103 @@ end
 return 0
 ";
 
+/// Cluster: register a read lease and return `{version, deadline}` (the lease's end, Redis milliseconds). KEYS[1]:
+/// the global version counter; KEYS[2]: the read leases (both tagged `{cachewarden}`, one slot). ARGV[1]: the lease
+/// id; ARGV[2]: its lifetime in ms. A missing counter starts at Redis' clock in microseconds, above any version a
+/// lost counter can have reached (see `cluster::guard`).
+const CLUSTER_BEGIN_READ: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[1], string.format('%.0f', now * 1000))
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
+local deadline = now + tonumber(ARGV[2])
+redis.call('ZADD', KEYS[2], deadline, ARGV[1])
+return {tonumber(redis.call('GET', KEYS[1])), deadline}
+";
+
+/// Cluster: an invalidation's first step. Take a new version and return it with the live read leases and the
+/// milliseconds each has left: `{version, lease, ms, lease, ms, ...}`. KEYS as for `CLUSTER_BEGIN_READ`.
+const CLUSTER_TICK: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[1], string.format('%.0f', now * 1000))
+end
+local reply = {redis.call('INCR', KEYS[1])}
+local leases = redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf', 'WITHSCORES')
+for i = 1, #leases, 2 do
+  table.insert(reply, leases[i])
+  table.insert(reply, math.max(1, tonumber(leases[i + 1]) - now))
+end
+return reply
+";
+
+/// Cluster: an invalidation's second step, in one slot. Raise the slot's version (the newest invalidation applied
+/// in it) to this one; record the version for each key in the slot's evidence hash of every lease the first step
+/// listed, creating a missing hash with the field `''` holding the slot's version before this invalidation (the
+/// guard trusts a hash only if that is no newer than its read); then unlink or set the keys. KEYS: the slot's
+/// version, the n evidence hashes, then the data keys. ARGV: the version, n, the n leases' remaining ms; then per
+/// key: value and ttl in ms ("0" = none), or `""` and `"-"` to unlink.
+const CLUSTER_INVALIDATE: &str = r"
+local version = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local before = redis.call('GET', KEYS[1])
+if (not before) or tonumber(before) < version then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+for l = 1, n do
+  local evidence = KEYS[1 + l]
+  if redis.call('EXISTS', evidence) == 0 then
+    redis.call('HSET', evidence, '', before or 'lost')
+    redis.call('PEXPIRE', evidence, ARGV[2 + l])
+  end
+  for i = 2 + n, #KEYS do
+    redis.call('HSET', evidence, KEYS[i], ARGV[1])
+  end
+end
+for i = 2 + n, #KEYS do
+  local base = 3 + n + (i - 2 - n) * 2
+  if ARGV[base + 1] == '-' then
+    redis.call('UNLINK', KEYS[i])
+  else
+    set_value(KEYS[i], ARGV[base], ARGV[base + 1])
+  end
+end
+return version
+";
+
+/// Cluster: write one slot's values of one read. Refuse (-1) once the lease is within a second of its deadline (a
+/// margin for the nodes' clocks); -3 when the slot's version is missing (evicted: the caller restores it and reads
+/// again); if the slot has seen an invalidation since the read, refuse (-1) unless the lease's evidence hash here is
+/// complete (its `''` no newer than the read), and skip each key it names with a newer version. KEYS: the slot's
+/// version, the lease's evidence hash in this slot, then the data keys. ARGV: the read's version, the lease's
+/// deadline; then per key: value, ttl in ms ("0" = none). Returns how many keys were written.
+const CLUSTER_GUARDED_SET: &str = r"
+if now > tonumber(ARGV[2]) - 1000 then
+  return -1
+end
+local slot_version = redis.call('GET', KEYS[1])
+if not slot_version then
+  return -3
+end
+local read_at = tonumber(ARGV[1])
+local moved = tonumber(slot_version) > read_at
+if moved then
+  local since = tonumber(redis.call('HGET', KEYS[2], '') or 'lost')
+  if (not since) or since > read_at then
+    return -1
+  end
+end
+local written = 0
+for i = 3, #KEYS do
+  local marked = moved and redis.call('HGET', KEYS[2], KEYS[i])
+  if (not marked) or tonumber(marked) <= read_at then
+    local base = 3 + (i - 3) * 2
+    set_value(KEYS[i], ARGV[base], ARGV[base + 1])
+    written = written + 1
+  end
+end
+return written
+";
+
 /// What a fenced script returns when this instance no longer holds the HA lease.
 pub const FENCED: i64 = -2;
 
@@ -154,6 +251,11 @@ pub struct Scripts {
     pub fenced_apply: redis::Script,
     pub renew_lease: redis::Script,
     pub release_lease: redis::Script,
+    pub cluster_begin_read: redis::Script,
+    pub cluster_tick: redis::Script,
+    /// Sent in pipelines (EVALSHA by [`Scripts::pipelined`]'s hashes), so loaded on every master beforehand.
+    pub cluster_invalidate: redis::Script,
+    pub cluster_guarded_set: redis::Script,
 }
 
 impl Scripts {
@@ -167,6 +269,18 @@ impl Scripts {
             // The lease's own scripts need no prelude.
             renew_lease: redis::Script::new(RENEW_LEASE),
             release_lease: redis::Script::new(RELEASE_LEASE),
+            cluster_begin_read: script(CLUSTER_BEGIN_READ),
+            cluster_tick: script(CLUSTER_TICK),
+            cluster_invalidate: script(CLUSTER_INVALIDATE),
+            cluster_guarded_set: script(CLUSTER_GUARDED_SET),
         }
+    }
+
+    /// The source of the scripts a cluster runs in pipelines, to load on every master.
+    pub fn pipelined() -> Vec<String> {
+        [CLUSTER_INVALIDATE, CLUSTER_GUARDED_SET]
+            .iter()
+            .map(|body| format!("{PRELUDE}{body}"))
+            .collect()
     }
 }

@@ -107,6 +107,10 @@ pub struct RedisSettings {
     pub ca_file: Option<PathBuf>,
     /// Versioned writes that refuse to install data older than a later invalidation (see `cache`).
     pub stale_set_protection: bool,
+    /// `cluster = true`: the server is a Redis Cluster (ElastiCache cluster mode enabled); `url` is a seed node.
+    pub cluster: bool,
+    /// More seed nodes for a cluster (`urls`), tried after `url`.
+    pub seeds: Vec<SecretUrl>,
 }
 
 /// `[daemon]`: process-wide limits.

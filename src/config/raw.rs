@@ -21,6 +21,8 @@ pub struct RawRedis {
     pub connect_timeout: Option<String>,
     pub ca_file: Option<String>,
     pub stale_set_protection: Option<BoolOrString>,
+    pub cluster: Option<BoolOrString>,
+    pub urls: Option<Vec<String>>,
 }
 
 /// `[defaults]`: values every `[[warm]]` job inherits unless it sets its own.

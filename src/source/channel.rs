@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
-use crate::cache::{self, CacheError};
+use crate::cache::{self, Cache, CacheError};
 use crate::config::{OnGap, RedisSettings, StreamSettings};
 use crate::invalidate::Invalidator;
 use crate::metrics;
@@ -314,19 +314,9 @@ impl StreamListener {
 
     /// One connection's worth of reading; `Ok` only at shutdown.
     async fn session(&self, intake: &mut Intake, shutdown: &CancellationToken) -> Result<(), CacheError> {
-        let client = cache::client(&self.redis)?;
         // A blocking read must not outlast the connection's response timeout (redis-rs defaults to 500 ms), or every
-        // idle read fails and reconnects.
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.redis.connect_timeout))
-            .set_response_timeout(Some(STREAM_BLOCK + STREAM_REPLY_MARGIN));
-        let mut conn = tokio::time::timeout(
-            self.redis.connect_timeout,
-            client.get_multiplexed_async_connection_with_config(&config),
-        )
-        .await
-        .map_err(|_| timeout_error())?
-        .map_err(CacheError::Connect)?;
+        // idle read fails and reconnects. On a cluster, the stream's commands go to the stream's slot.
+        let mut conn = Cache::own_connection(&self.redis, STREAM_BLOCK + STREAM_REPLY_MARGIN).await?;
         let StreamSettings {
             name,
             group,
@@ -397,7 +387,7 @@ impl StreamListener {
     /// `false` when shutdown interrupted the apply; those entries stay pending for the next start.
     async fn handle(
         &self,
-        conn: &mut redis::aio::MultiplexedConnection,
+        conn: &mut cache::Conn,
         intake: &mut Intake,
         entries: Vec<Entry>,
         shutdown: &CancellationToken,
@@ -423,7 +413,7 @@ impl StreamListener {
 
     async fn read(
         &self,
-        conn: &mut redis::aio::MultiplexedConnection,
+        conn: &mut cache::Conn,
         from: &str,
         block: Option<Duration>,
     ) -> Result<Vec<Entry>, CacheError> {
@@ -452,11 +442,7 @@ impl StreamListener {
         Ok(entries)
     }
 
-    async fn claim(
-        &self,
-        conn: &mut redis::aio::MultiplexedConnection,
-        start: &str,
-    ) -> Result<(String, Vec<Entry>), CacheError> {
+    async fn claim(&self, conn: &mut cache::Conn, start: &str) -> Result<(String, Vec<Entry>), CacheError> {
         let reply: redis::Value = redis::cmd("XAUTOCLAIM")
             .arg(&self.stream.name)
             .arg(&self.stream.group)

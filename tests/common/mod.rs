@@ -30,6 +30,8 @@ pub struct Services {
     pub redis_tls: String,
     /// The CA that signed both servers' certificates.
     pub tls_ca: String,
+    /// A seed node of the Redis Cluster (3 masters, 3 replicas), `redis://127.0.0.1:7101`.
+    pub cluster: String,
 }
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 static REPLICA: OnceLock<String> = OnceLock::new();
@@ -81,6 +83,7 @@ pub fn services() -> &'static Services {
             redis: value("CACHEWARDEN_TEST_REDIS_URL"),
             redis_tls: value("CACHEWARDEN_TEST_REDIS_TLS_URL"),
             tls_ca: value("CACHEWARDEN_TEST_TLS_CA"),
+            cluster: value("CACHEWARDEN_TEST_CLUSTER_URL"),
         }
     })
 }
@@ -95,6 +98,8 @@ pub struct TestEnv {
     pub redis_url: String,
     /// Every key this test writes starts with this.
     pub prefix: String,
+    /// Whether `redis_url` is a Redis Cluster's seed node ([`TestEnv::on_cluster`]).
+    pub cluster: bool,
     /// Holds config files written by the test.
     pub dir: tempfile::TempDir,
     /// A free loopback port for this test's admin endpoint.
@@ -128,10 +133,62 @@ impl TestEnv {
             mysql_url: format!("{mysql_base}/{database}"),
             redis_url: format!("{redis_base}/0"),
             prefix: format!("cwtest:{id}:"),
+            cluster: false,
             database,
             dir: tempfile::tempdir().expect("temp dir"),
             admin_port: free_port(),
         }
+    }
+
+    /// Points this test's Redis at the shared Redis Cluster: `connection_toml` says `cluster = true`, and `get`,
+    /// `pttl` and `keys` go to the cluster.
+    pub fn on_cluster(mut self) -> Self {
+        self.redis_url = services().cluster.clone();
+        self.cluster = true;
+        self
+    }
+
+    /// A connection for single-key commands: to the node, or to the cluster (which routes them).
+    pub async fn any_redis(&self) -> cachewarden::cache::Conn {
+        if !self.cluster {
+            return cachewarden::cache::Conn::Node(self.redis().await);
+        }
+        let client = redis::cluster::ClusterClientBuilder::new(vec![self.redis_url.as_str()])
+            .response_timeout(Duration::from_secs(30))
+            .build()
+            .expect("cluster url");
+        cachewarden::cache::Conn::Cluster(
+            client
+                .get_async_connection()
+                .await
+                .expect("the test cluster is reachable"),
+        )
+    }
+
+    /// The cluster's masters' addresses (`CLUSTER SLOTS`), for commands that must visit every shard.
+    pub async fn masters(&self) -> Vec<String> {
+        let mut conn = redis::Client::open(self.redis_url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("the seed node answers");
+        let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut conn)
+            .await
+            .expect("CLUSTER SLOTS");
+        let mut masters: Vec<String> = slots
+            .into_iter()
+            .map(|range| {
+                let master: Vec<redis::Value> = redis::from_redis_value(range[2].clone()).unwrap();
+                let host: String = redis::from_redis_value(master[0].clone()).unwrap();
+                let port: u16 = redis::from_redis_value(master[1].clone()).unwrap();
+                format!("redis://{host}:{port}")
+            })
+            .collect();
+        masters.sort();
+        masters.dedup();
+        masters
     }
 
     /// Runs SQL statements (separated by `;` at line ends) in the test database, as root.
@@ -151,8 +208,9 @@ impl TestEnv {
 
     /// [`TestEnv::connection_toml`] with Redis at `redis_url` (a test's own server, or another user).
     pub fn connection_toml_with_redis(&self, redis_url: &str) -> String {
+        let cluster = if self.cluster { "cluster = true\n" } else { "" };
         format!(
-            "[mysql]\nurl = \"{}\"\n\n[redis]\nurl = \"{redis_url}\"\n\n[admin]\nlisten = \"127.0.0.1:{}\"\n\n",
+            "[mysql]\nurl = \"{}\"\n\n[redis]\nurl = \"{redis_url}\"\n{cluster}\n[admin]\nlisten = \"127.0.0.1:{}\"\n\n",
             self.mysql_url, self.admin_port
         )
     }
@@ -204,7 +262,7 @@ impl TestEnv {
     pub async fn get(&self, key: &str) -> Option<String> {
         redis::cmd("GET")
             .arg(key)
-            .query_async(&mut self.redis().await)
+            .query_async(&mut self.any_redis().await)
             .await
             .expect("GET")
     }
@@ -213,7 +271,7 @@ impl TestEnv {
     pub async fn get_bytes(&self, key: &str) -> Option<Vec<u8>> {
         redis::cmd("GET")
             .arg(key)
-            .query_async(&mut self.redis().await)
+            .query_async(&mut self.any_redis().await)
             .await
             .expect("GET")
     }
@@ -229,14 +287,33 @@ impl TestEnv {
     pub async fn pttl(&self, key: &str) -> i64 {
         redis::cmd("PTTL")
             .arg(key)
-            .query_async(&mut self.redis().await)
+            .query_async(&mut self.any_redis().await)
             .await
             .expect("PTTL")
     }
 
     /// Every key under this test's prefix, sorted.
     pub async fn keys(&self) -> Vec<String> {
-        let mut conn = self.redis().await;
+        let nodes = if self.cluster {
+            self.masters().await
+        } else {
+            vec![self.redis_url.clone()]
+        };
+        let mut keys = Vec::new();
+        for node in nodes {
+            let mut conn = redis::Client::open(node.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .expect("Redis answers");
+            keys.extend(self.keys_on(&mut conn).await);
+        }
+        keys.sort();
+        keys
+    }
+
+    /// Every key under this test's prefix on the node behind `conn`, unsorted.
+    pub async fn keys_on(&self, conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
         let mut keys = Vec::new();
         let mut cursor: u64 = 0;
         loop {
@@ -246,7 +323,7 @@ impl TestEnv {
                 .arg(format!("{}*", self.prefix))
                 .arg("COUNT")
                 .arg(1000)
-                .query_async(&mut conn)
+                .query_async(conn)
                 .await
                 .expect("SCAN");
             keys.extend(batch);
@@ -255,7 +332,6 @@ impl TestEnv {
             }
             cursor = next;
         }
-        keys.sort();
         keys
     }
 

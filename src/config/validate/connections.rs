@@ -76,11 +76,50 @@ impl Context {
             }
         }
         let stale_set_protection = self.flag("redis", "stale_set_protection", raw.stale_set_protection, true);
+        let cluster = self.flag("redis", "cluster", raw.cluster, false);
+        let mut seeds = Vec::new();
+        for seed in raw.urls.unwrap_or_default() {
+            match check_redis_url(&seed) {
+                Ok(()) => seeds.push(SecretUrl::new(seed)),
+                Err(message) => self.field_problem("redis", "urls", message),
+            }
+        }
+        if !seeds.is_empty() && !cluster {
+            self.field_problem(
+                "redis",
+                "urls",
+                "lists a Redis Cluster's seed nodes: set `cluster = true` too, or use `url` alone".into(),
+            );
+        }
+        if cluster {
+            for candidate in url.iter().chain(&seeds) {
+                if let Ok(info) = redis::IntoConnectionInfo::into_connection_info(candidate.expose())
+                    && info.redis_settings().db() != 0
+                {
+                    let field = if candidate == url.as_ref().unwrap_or(candidate) {
+                        "url"
+                    } else {
+                        "urls"
+                    };
+                    self.field_problem(
+                        "redis",
+                        field,
+                        format!(
+                            "selects database {}, but a Redis Cluster has only database 0: drop the /{} from the URL",
+                            info.redis_settings().db(),
+                            info.redis_settings().db()
+                        ),
+                    );
+                }
+            }
+        }
         Some(RedisSettings {
             url: url?,
             connect_timeout: connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             ca_file,
             stale_set_protection,
+            cluster,
+            seeds,
         })
     }
 

@@ -1,0 +1,313 @@
+//! Redis Cluster (ElastiCache with cluster mode enabled): the slot map, commands sent to their slots' masters one
+//! pipeline per master, SCAN and INFO on every master, and stale-set protection per slot (`guard`).
+//!
+//! redis-rs' cluster connection routes single-key commands and scripts itself (and follows MOVED); what it cannot
+//! do is a pipeline whose keys span slots, which every batch of cachewarden's is. So batches are grouped by the
+//! master that owns each key's slot in cachewarden's own copy of the slot map (`CLUSTER SLOTS`), and each group goes
+//! to that master as one pipeline. A command answered MOVED, ASK, TRYAGAIN, CLUSTERDOWN or READONLY, or sent to a
+//! node that failed (a resharding, a `CLUSTER FAILOVER`, a replica promoted), is sent again once the slot map has
+//! been read afresh: every write is idempotent, and commands for one key stay in order because they share a slot.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{ServerErrorKind, Value};
+
+use super::{CacheError, command_failed};
+
+mod guard;
+pub mod slot;
+
+pub(super) use guard::Gates;
+use slot::SLOTS;
+
+/// How often a batch is sent again after redirects or a failed node before the error goes to the caller (whose own
+/// retry loop takes over); with the pauses below, about six seconds: enough for a failover to settle.
+const REDIRECT_ATTEMPTS: u32 = 12;
+
+/// The masters and which of them owns each slot.
+#[derive(Debug)]
+struct Topology {
+    /// Per slot, an index into `masters` (`None` while a slot is not served: the cluster is down for it).
+    owner: Vec<Option<u16>>,
+    masters: Vec<(String, u16)>,
+}
+
+/// A cluster connection and what cachewarden keeps beside it.
+pub(super) struct Cluster {
+    conn: ClusterConnection,
+    topology: RwLock<Arc<Topology>>,
+    /// Scripts sent in pipelines as EVALSHA: loaded on every master at start and again after NOSCRIPT.
+    scripts: Vec<String>,
+    pub(super) gates: Gates,
+}
+
+impl Cluster {
+    pub(super) async fn new(conn: ClusterConnection, scripts: Vec<String>) -> Result<Self, CacheError> {
+        let cluster = Self {
+            conn,
+            topology: RwLock::new(Arc::new(Topology {
+                owner: vec![None; SLOTS],
+                masters: Vec::new(),
+            })),
+            scripts,
+            gates: Gates::default(),
+        };
+        cluster.refresh().await?;
+        cluster.load_scripts().await?;
+        Ok(cluster)
+    }
+
+    /// Reads the slot map afresh (`CLUSTER SLOTS`, from any node).
+    async fn refresh(&self) -> Result<(), CacheError> {
+        let reply = self
+            .conn
+            .clone()
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await
+            .map_err(command_failed)?;
+        let topology = parse_slots(&reply).ok_or_else(|| {
+            command_failed(redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "CLUSTER SLOTS gave an answer cachewarden does not understand",
+            )))
+        })?;
+        *self.topology.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(topology);
+        Ok(())
+    }
+
+    fn topology(&self) -> Arc<Topology> {
+        self.topology
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// `SCRIPT LOAD` of every pipelined script on every master.
+    async fn load_scripts(&self) -> Result<(), CacheError> {
+        for (host, port) in &self.topology().masters {
+            for script in &self.scripts {
+                self.on_node(host, *port, redis::cmd("SCRIPT").arg("LOAD").arg(script).clone())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One command on one node, by address.
+    async fn on_node(&self, host: &str, port: u16, cmd: redis::Cmd) -> Result<Value, CacheError> {
+        let route = SingleNodeRoutingInfo::ByAddress {
+            host: host.to_string(),
+            port,
+        };
+        self.conn
+            .clone()
+            .route_command(cmd, RoutingInfo::SingleNode(route))
+            .await
+            .map_err(command_failed)
+    }
+
+    /// Sends each command (with the slot of its keys) to the master that owns the slot: one pipeline per master,
+    /// all at once. Returns the replies in the commands' order; a command that failed for good (a refusal, a wrong
+    /// type) fails the whole call, as a single node's pipeline does.
+    pub(super) async fn send(&self, commands: &[(u16, redis::Cmd)]) -> Result<Vec<Value>, CacheError> {
+        let mut replies: Vec<Option<Value>> = vec![None; commands.len()];
+        let mut pending: Vec<usize> = (0..commands.len()).collect();
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let topology = self.topology();
+            let mut groups: HashMap<Option<u16>, Vec<usize>> = HashMap::new();
+            for &i in &pending {
+                groups
+                    .entry(topology.owner[commands[i].0 as usize])
+                    .or_default()
+                    .push(i);
+            }
+            let sends = groups.into_values().map(|indices| {
+                let mut pipe = redis::Pipeline::with_capacity(indices.len());
+                for &i in &indices {
+                    pipe.add_command(commands[i].1.clone());
+                }
+                let route = Route::new(commands[indices[0]].0, SlotAddr::Master);
+                let mut conn = self.conn.clone();
+                async move {
+                    let count = indices.len();
+                    let sent = conn
+                        .route_pipeline(pipe, 0, count, SingleNodeRoutingInfo::SpecificNode(route))
+                        .await;
+                    (indices, sent)
+                }
+            });
+            let mut retry = Vec::new();
+            let mut last_error = None;
+            let mut noscript = false;
+            for (indices, sent) in futures_util::future::join_all(sends).await {
+                match sent {
+                    Ok(values) => {
+                        for (i, value) in indices.into_iter().zip(values) {
+                            match value {
+                                Value::ServerError(error) => {
+                                    let error = redis::RedisError::from(error);
+                                    match error.kind() {
+                                        redis::ErrorKind::Server(ServerErrorKind::NoScript) => noscript = true,
+                                        _ if is_redirect(&error) => {}
+                                        _ => return Err(command_failed(error)),
+                                    }
+                                    retry.push(i);
+                                    last_error = Some(error);
+                                }
+                                value => replies[i] = Some(value),
+                            }
+                        }
+                    }
+                    Err(error) if is_redirect(&error) => {
+                        retry.extend(indices);
+                        last_error = Some(error);
+                    }
+                    Err(error) => return Err(command_failed(error)),
+                }
+            }
+            if retry.is_empty() {
+                break;
+            }
+            attempt += 1;
+            if attempt >= REDIRECT_ATTEMPTS {
+                return Err(command_failed(last_error.expect("a command to retry has its error")));
+            }
+            if noscript {
+                self.load_scripts().await?;
+            } else {
+                tracing::warn!(
+                    commands = retry.len(),
+                    attempt,
+                    error = %last_error.as_ref().expect("a command to retry has its error"),
+                    "The cluster moved slots or lost a node under a batch; reading the slot map again."
+                );
+                tokio::time::sleep(Duration::from_millis(100) * attempt.min(10)).await;
+                // A failed refresh (the node asked is the one that failed) is tried again on the next round.
+                if let Err(error) = self.refresh().await {
+                    tracing::debug!(%error, "Cannot read the slot map yet.");
+                }
+            }
+            retry.sort_unstable();
+            pending = retry;
+        }
+        Ok(replies.into_iter().map(|reply| reply.unwrap_or(Value::Nil)).collect())
+    }
+
+    /// One `SCAN cursor MATCH pattern COUNT count` page on the `node`th master: the next cursor and the keys.
+    pub(super) async fn scan_page<K: redis::FromRedisValue>(
+        &self,
+        node: usize,
+        cursor: u64,
+        pattern: &str,
+        count: usize,
+    ) -> Result<(u64, Vec<K>), CacheError> {
+        let (host, port) = self.topology().masters[node].clone();
+        let cmd = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count)
+            .clone();
+        let reply = self.on_node(&host, port, cmd).await?;
+        redis::FromRedisValue::from_redis_value(reply).map_err(|error| command_failed(error.into()))
+    }
+
+    /// How many masters the slot map names (a SCAN of the whole keyspace visits each).
+    pub(super) fn masters(&self) -> usize {
+        self.topology().masters.len()
+    }
+
+    /// `INFO section` of every master, its numeric fields summed (`evicted_keys`, `keyspace_hits`, ...).
+    pub(super) async fn info_sum(&self, section: &str) -> Result<String, CacheError> {
+        let mut sums: Vec<(String, u64)> = Vec::new();
+        for (host, port) in &self.topology().masters {
+            let reply = self
+                .on_node(host, *port, redis::cmd("INFO").arg(section).clone())
+                .await?;
+            let text: String =
+                redis::FromRedisValue::from_redis_value(reply).map_err(|error| command_failed(error.into()))?;
+            for line in text.lines() {
+                let Some((name, value)) = line.split_once(':') else {
+                    continue;
+                };
+                let Ok(value) = value.trim().parse::<u64>() else {
+                    continue;
+                };
+                match sums.iter_mut().find(|(known, _)| known == name) {
+                    Some((_, sum)) => *sum += value,
+                    None => sums.push((name.to_string(), value)),
+                }
+            }
+        }
+        Ok(sums.iter().map(|(name, sum)| format!("{name}:{sum}\r\n")).collect())
+    }
+}
+
+/// Whether a failure is the cluster changing shape under the command (or a node failing), so that sending it again
+/// after reading the slot map afresh may succeed.
+fn is_redirect(error: &redis::RedisError) -> bool {
+    matches!(
+        error.kind(),
+        redis::ErrorKind::Server(
+            ServerErrorKind::Moved
+                | ServerErrorKind::Ask
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ReadOnly
+        )
+    ) || error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+}
+
+/// `CLUSTER SLOTS`: `[[start, end, [host, port, id, ...], replicas...], ...]`.
+fn parse_slots(reply: &Value) -> Option<Topology> {
+    let Value::Array(ranges) = reply else {
+        return None;
+    };
+    let mut topology = Topology {
+        owner: vec![None; SLOTS],
+        masters: Vec::new(),
+    };
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            return None;
+        };
+        let (Value::Int(start), Value::Int(end), Value::Array(master)) =
+            (fields.first()?, fields.get(1)?, fields.get(2)?)
+        else {
+            return None;
+        };
+        let host = match master.first()? {
+            Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok()?,
+            Value::SimpleString(text) => text.clone(),
+            _ => return None,
+        };
+        let Value::Int(port) = master.get(1)? else {
+            return None;
+        };
+        let address = (host, u16::try_from(*port).ok()?);
+        let index = match topology.masters.iter().position(|known| *known == address) {
+            Some(index) => index,
+            None => {
+                topology.masters.push(address);
+                topology.masters.len() - 1
+            }
+        };
+        for slot in *start..=*end {
+            *topology.owner.get_mut(usize::try_from(slot).ok()?)? = Some(index as u16);
+        }
+    }
+    Some(topology)
+}
