@@ -37,15 +37,33 @@ async fn metric(env: &TestEnv, name: &str) -> f64 {
     sample(&body, name).unwrap_or(0.0)
 }
 
-/// The race, with stale-set protection on or off; with `maxmemory`, against a Redis of its own that evicts any key
-/// under that limit (`allkeys-lru`: the data, the counter, the read leases and their evidence alike).
-async fn race(protection: bool, seed: u64, maxmemory: Option<&str>) -> Outcome {
+/// Where the race runs.
+#[derive(Clone, Copy)]
+enum Redis {
+    /// The shared Redis.
+    Shared,
+    /// A Redis of its own that evicts any key over `maxmemory` by `policy` (`allkeys-lru`, `allkeys-lfu`: the data,
+    /// the counter, the read leases and their evidence alike).
+    Evicting { maxmemory: &'static str, policy: &'static str },
+    /// The shared Redis Cluster.
+    Cluster,
+}
+
+/// The race, with stale-set protection on or off, against `redis`.
+async fn race(protection: bool, seed: u64, redis: Redis) -> Outcome {
     let mut env = TestEnv::new().await;
+    if let Redis::Cluster = redis {
+        env = env.on_cluster();
+    }
+    let maxmemory = match redis {
+        Redis::Evicting { maxmemory, policy } => Some((maxmemory, policy)),
+        Redis::Shared | Redis::Cluster => None,
+    };
     let _own_redis = match maxmemory {
         None => None,
-        Some(limit) => {
+        Some((limit, policy)) => {
             let mut own = common::OwnRedis::start().await;
-            for (name, value) in [("maxmemory", limit), ("maxmemory-policy", "allkeys-lru")] {
+            for (name, value) in [("maxmemory", limit), ("maxmemory-policy", policy)] {
                 let _: () = redis::cmd("CONFIG")
                     .arg(&["SET", name, value])
                     .query_async(&mut own.conn)
@@ -69,6 +87,7 @@ url = "{mysql}"
 [redis]
 url = "{redis}"
 stale_set_protection = {protection}
+cluster = {cluster}
 
 [admin]
 listen = "{admin}"
@@ -98,6 +117,7 @@ refresh = ["{p}item:{{id}}"]
 "#,
         mysql = env.mysql_url,
         redis = env.redis_url,
+        cluster = env.cluster,
         admin = env.admin_addr(),
         db = env.database,
     );
@@ -291,7 +311,7 @@ fn seed() -> u64 {
 async fn no_stale_keys_survive_concurrent_writers_warm_runs_binlog_and_channel() {
     let _binlog = common::binlog_shared();
     let seed = seed();
-    let outcome = race(true, seed, None).await;
+    let outcome = race(true, seed, Redis::Shared).await;
     assert!(
         outcome.stale.is_empty(),
         "seed {seed}: {} stale keys, e.g. {:?}",
@@ -314,7 +334,7 @@ async fn no_stale_keys_survive_concurrent_writers_warm_runs_binlog_and_channel()
 async fn without_protection_the_same_race_leaves_stale_keys() {
     let _binlog = common::binlog_shared();
     let seed = seed();
-    let outcome = race(false, seed, None).await;
+    let outcome = race(false, seed, Redis::Shared).await;
     assert!(
         !outcome.stale.is_empty(),
         "seed {seed}: no stale key without protection; the race test would not catch a broken protection"
@@ -326,7 +346,15 @@ async fn no_stale_keys_survive_the_race_while_redis_evicts_under_maxmemory() {
     let _binlog = common::binlog_shared();
     let seed = seed();
     // Well under the data the run writes: Redis evicts throughout, the protection's own keys included.
-    let outcome = race(true, seed, Some("1800kb")).await;
+    let outcome = race(
+        true,
+        seed,
+        Redis::Evicting {
+            maxmemory: "1800kb",
+            policy: "allkeys-lru",
+        },
+    )
+    .await;
     assert!(
         outcome.evicted > 0,
         "seed {seed}: Redis evicted nothing; the limit does not bite"
@@ -336,5 +364,54 @@ async fn no_stale_keys_survive_the_race_while_redis_evicts_under_maxmemory() {
         "seed {seed}: {} stale keys under eviction, e.g. {:?}",
         outcome.stale.len(),
         &outcome.stale[..outcome.stale.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_stale_keys_survive_the_race_while_redis_evicts_by_lfu() {
+    let _binlog = common::binlog_shared();
+    let seed = seed();
+    let outcome = race(
+        true,
+        seed,
+        Redis::Evicting {
+            maxmemory: "1800kb",
+            policy: "allkeys-lfu",
+        },
+    )
+    .await;
+    assert!(
+        outcome.evicted > 0,
+        "seed {seed}: Redis evicted nothing; the limit does not bite"
+    );
+    assert!(
+        outcome.stale.is_empty(),
+        "seed {seed}: {} stale keys under LFU eviction, e.g. {:?}",
+        outcome.stale.len(),
+        &outcome.stale[..outcome.stale.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_stale_keys_survive_the_race_on_a_redis_cluster() {
+    let _binlog = common::binlog_shared();
+    let seed = seed();
+    let outcome = race(true, seed, Redis::Cluster).await;
+    assert!(
+        outcome.stale.is_empty(),
+        "seed {seed}: {} stale keys on the cluster, e.g. {:?}",
+        outcome.stale.len(),
+        &outcome.stale[..outcome.stale.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_protection_the_race_leaves_stale_keys_on_a_redis_cluster_too() {
+    let _binlog = common::binlog_shared();
+    let seed = seed();
+    let outcome = race(false, seed, Redis::Cluster).await;
+    assert!(
+        !outcome.stale.is_empty(),
+        "seed {seed}: no stale key without protection on the cluster; the test would not catch a broken protection"
     );
 }
