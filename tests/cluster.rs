@@ -4,9 +4,11 @@
 
 mod common;
 
+use std::time::Duration;
+
 use cachewarden::commands;
 use cachewarden::warm::Mode;
-use common::TestEnv;
+use common::{Daemon, TestEnv, eventually, get, sample, text, wait_for_admin};
 
 const ITEMS: u32 = 10_000;
 
@@ -65,4 +67,174 @@ ttl = "1h"
     let (deleted, cut_short) = cache.delete_matching(&format!("{p}item:*"), u64::MAX).await.unwrap();
     assert_eq!((deleted, cut_short), (u64::from(ITEMS), false));
     assert!(env.keys().await.is_empty());
+}
+
+async fn metric(env: &TestEnv, name: &str) -> f64 {
+    let body = get(env, "/metrics").await.map(|r| r.body).unwrap_or_default();
+    sample(&body, name).unwrap_or(0.0)
+}
+
+/// Waits until every `(key, value)` holds (`None`: the key is gone), or says which does not.
+async fn all_become(env: &TestEnv, expected: &[(String, Option<String>)]) -> Result<(), String> {
+    let last = std::sync::Mutex::new(String::new());
+    let done = eventually(Duration::from_secs(20), || async {
+        for (key, value) in expected {
+            let now = env.get(key).await;
+            if now != *value {
+                *last.lock().unwrap() = format!("{key} holds {now:?}, expected {value:?}");
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    done.ok_or_else(|| last.into_inner().unwrap())
+}
+
+/// The items table and a daemon that warms it, follows the binlog (a refresh rule for items, a delete rule for
+/// notes) and reads invalidation messages from `channel` (the `[channel]` body), all on the cluster.
+async fn daemon_on_the_cluster(env: &TestEnv, channel: &str) -> Daemon {
+    let p = &env.prefix;
+    env.sql(
+        "CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL);
+        INSERT INTO items SELECT seq, seq FROM seq_1_to_300;
+        CREATE TABLE notes (id INT PRIMARY KEY)",
+    )
+    .await;
+    let path = env.config_file(&format!(
+        r#"[channel]
+{channel}
+
+[binlog]
+server_id = {server_id}
+checkpoint_key = "{p}checkpoint"
+heartbeat = "1s"
+on_gap = "none"
+
+[[warm]]
+name = "items"
+schedule = "every 1h"
+run_on_start = true
+query = "SELECT id, v FROM items"
+refresh_query = "SELECT id, v FROM items WHERE id = :id"
+key = "{p}item:{{id}}"
+ttl = "1h"
+
+[[on_change]]
+table = "{db}.items"
+refresh = ["{p}item:{{id}}"]
+
+[[on_change]]
+table = "{db}.notes"
+delete = ["{p}note:{{id}}"]
+"#,
+        server_id = 30_000 + fastrand::u32(..1_000_000),
+        db = env.database,
+    ));
+    let daemon = Daemon::start(env, &path, &[], &[]);
+    wait_for_admin(env).await;
+    let ready = eventually(Duration::from_secs(30), || async {
+        let following = metric(env, "cachewarden_binlog_connected").await == 1.0;
+        let warmed = metric(env, r#"cachewarden_warm_keys_written_total{warm_job="items"}"#).await == 300.0;
+        (following && warmed).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "not warmed and following the binlog:\n{}", daemon.log());
+    daemon
+}
+
+fn item(env: &TestEnv, id: u32, v: u32) -> (String, Option<String>) {
+    (format!("{}item:{id}", env.prefix), Some(format!(r#"{{"id":{id},"v":{v}}}"#)))
+}
+
+fn gone(env: &TestEnv, key: String) -> (String, Option<String>) {
+    (format!("{}{key}", env.prefix), None)
+}
+
+#[tokio::test]
+async fn binlog_rules_pub_sub_messages_and_the_audit_work_on_the_cluster() {
+    let _binlog = common::binlog_shared();
+    let env = TestEnv::new().await.on_cluster();
+    let p = env.prefix.clone();
+    let mut daemon = daemon_on_the_cluster(&env, &format!("name = \"{p}inv\"")).await;
+    let mut conn = env.any_redis().await;
+    for id in 1..=100 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{p}note:{id}"))
+            .arg("x")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    // Binlog: refreshed rows on every shard, deleted rows' keys gone, a delete rule's keys gone.
+    env.sql(
+        "UPDATE items SET v = v + 1000 WHERE id <= 200;
+        DELETE FROM items WHERE id > 290;
+        INSERT INTO notes SELECT seq FROM seq_1_to_100;
+        DELETE FROM notes",
+    )
+    .await;
+    let mut expected: Vec<_> = (1..=200).map(|id| item(&env, id, id + 1000)).collect();
+    expected.extend((291..=300).map(|id| gone(&env, format!("item:{id}"))));
+    expected.extend((1..=100).map(|id| gone(&env, format!("note:{id}"))));
+    all_become(&env, &expected).await.unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    assert!(env.get(&format!("{p}checkpoint")).await.is_some(), "no checkpoint on the cluster");
+
+    // Pub/sub (published on a node of the cluster: cluster-wide) and `cachewarden invalidate`.
+    let _: u64 = redis::cmd("PUBLISH")
+        .arg(format!("{p}inv"))
+        .arg(format!(r#"{{"delete": ["{p}item:201", "{p}item:202"], "patterns": ["{p}item:21*"]}}"#))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut expected = vec![gone(&env, "item:201".into()), gone(&env, "item:202".into())];
+    expected.extend((210..=219).chain([21]).map(|id| gone(&env, format!("item:{id}"))));
+    expected.push(item(&env, 220, 220));
+    all_become(&env, &expected).await.unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+
+    // The audit samples every shard: consistent, then one key made stale behind the daemon's back.
+    let config = env.dir.path().join("jobs.toml");
+    let output = env.cli().args(["audit", "--config"]).arg(&config).output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("items: 277 keys checked, 0 stale, 1.0000 consistent"), "{stdout}");
+    let _: () = redis::cmd("SET")
+        .arg(format!("{p}item:250"))
+        .arg(r#"{"id":250,"v":0}"#)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let output = env.cli().args(["audit", "--config"]).arg(&config).output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("items: 277 keys checked, 1 stale"), "{stdout}");
+    assert_eq!(daemon.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn a_stream_channel_and_the_invalidate_command_work_on_the_cluster() {
+    let _binlog = common::binlog_shared();
+    let env = TestEnv::new().await.on_cluster();
+    let p = env.prefix.clone();
+    let channel = format!("stream = \"{p}stream\"\ngroup = \"cw\"\nconsumer = \"me\"");
+    let mut daemon = daemon_on_the_cluster(&env, &channel).await;
+    let config = env.dir.path().join("jobs.toml");
+    let output = env
+        .cli()
+        .args(["invalidate", "--config"])
+        .arg(&config)
+        .args([format!("{p}item:1"), format!("{p}item:2")])
+        .args(["--pattern", &format!("{p}item:3*")])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{:?}", text(&output));
+    let mut expected = vec![gone(&env, "item:1".into()), gone(&env, "item:2".into())];
+    expected.extend((30..=39).chain([3]).map(|id| gone(&env, format!("item:{id}"))));
+    expected.push(item(&env, 40, 40));
+    all_become(&env, &expected).await.unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    // And the binlog keeps refreshing alongside.
+    env.sql("UPDATE items SET v = 7 WHERE id = 41").await;
+    all_become(&env, &[item(&env, 41, 7)]).await.unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    assert_eq!(daemon.stop().await, Some(0));
 }
