@@ -26,7 +26,11 @@ pub async fn check_connect(config: &Config) -> Findings {
     let mut notes = Vec::new();
     let mut problems = Vec::new();
     let mut unreachable = false;
-    match Cache::connect(&config.redis).await {
+    let cache = Cache::connect(&config.redis).await;
+    if let Ok(cache) = &cache {
+        notes.push(format!("Redis: {}", cache.shape()));
+    }
+    match cache {
         Ok(cache) => match access::check(&cache, &access::redis_needs(config)).await {
             Ok(Checked::Refused(refused)) => problems.extend(refused.into_iter().map(|refusal| {
                 problem(

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use cachewarden::commands;
 use cachewarden::warm::Mode;
+use sqlx::Connection as _;
+
 use common::{Daemon, TestEnv, eventually, get, sample, text, wait_for_admin};
 
 const ITEMS: u32 = 10_000;
@@ -139,12 +141,19 @@ delete = ["{p}note:{{id}}"]
         (following && warmed).then_some(())
     })
     .await;
-    assert!(ready.is_some(), "not warmed and following the binlog:\n{}", daemon.log());
+    assert!(
+        ready.is_some(),
+        "not warmed and following the binlog:\n{}",
+        daemon.log()
+    );
     daemon
 }
 
 fn item(env: &TestEnv, id: u32, v: u32) -> (String, Option<String>) {
-    (format!("{}item:{id}", env.prefix), Some(format!(r#"{{"id":{id},"v":{v}}}"#)))
+    (
+        format!("{}item:{id}", env.prefix),
+        Some(format!(r#"{{"id":{id},"v":{v}}}"#)),
+    )
 }
 
 fn gone(env: &TestEnv, key: String) -> (String, Option<String>) {
@@ -178,27 +187,39 @@ async fn binlog_rules_pub_sub_messages_and_the_audit_work_on_the_cluster() {
     let mut expected: Vec<_> = (1..=200).map(|id| item(&env, id, id + 1000)).collect();
     expected.extend((291..=300).map(|id| gone(&env, format!("item:{id}"))));
     expected.extend((1..=100).map(|id| gone(&env, format!("note:{id}"))));
-    all_become(&env, &expected).await.unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
-    assert!(env.get(&format!("{p}checkpoint")).await.is_some(), "no checkpoint on the cluster");
+    all_become(&env, &expected)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    assert!(
+        env.get(&format!("{p}checkpoint")).await.is_some(),
+        "no checkpoint on the cluster"
+    );
 
     // Pub/sub (published on a node of the cluster: cluster-wide) and `cachewarden invalidate`.
     let _: u64 = redis::cmd("PUBLISH")
         .arg(format!("{p}inv"))
-        .arg(format!(r#"{{"delete": ["{p}item:201", "{p}item:202"], "patterns": ["{p}item:21*"]}}"#))
+        .arg(format!(
+            r#"{{"delete": ["{p}item:201", "{p}item:202"], "patterns": ["{p}item:21*"]}}"#
+        ))
         .query_async(&mut conn)
         .await
         .unwrap();
     let mut expected = vec![gone(&env, "item:201".into()), gone(&env, "item:202".into())];
     expected.extend((210..=219).chain([21]).map(|id| gone(&env, format!("item:{id}"))));
     expected.push(item(&env, 220, 220));
-    all_become(&env, &expected).await.unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    all_become(&env, &expected)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
 
     // The audit samples every shard: consistent, then one key made stale behind the daemon's back.
     let config = env.dir.path().join("jobs.toml");
     let output = env.cli().args(["audit", "--config"]).arg(&config).output().unwrap();
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
-    assert!(stdout.contains("items: 277 keys checked, 0 stale, 1.0000 consistent"), "{stdout}");
+    assert!(
+        stdout.contains("items: 277 keys checked, 0 stale, 1.0000 consistent"),
+        "{stdout}"
+    );
     let _: () = redis::cmd("SET")
         .arg(format!("{p}item:250"))
         .arg(r#"{"id":250,"v":0}"#)
@@ -232,9 +253,133 @@ async fn a_stream_channel_and_the_invalidate_command_work_on_the_cluster() {
     let mut expected = vec![gone(&env, "item:1".into()), gone(&env, "item:2".into())];
     expected.extend((30..=39).chain([3]).map(|id| gone(&env, format!("item:{id}"))));
     expected.push(item(&env, 40, 40));
-    all_become(&env, &expected).await.unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    all_become(&env, &expected)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
     // And the binlog keeps refreshing alongside.
     env.sql("UPDATE items SET v = 7 WHERE id = 41").await;
-    all_become(&env, &[item(&env, 41, 7)]).await.unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    all_become(&env, &[item(&env, 41, 7)])
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    assert_eq!(daemon.stop().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_failover_during_a_binlog_burst_loses_no_invalidation() {
+    let _binlog = common::binlog_shared();
+    let cluster = common::OwnCluster::start(3, 1);
+    let mut env = TestEnv::new().await.on_cluster();
+    env.redis_url = cluster.url();
+    let p = env.prefix.clone();
+    const ROWS: u32 = 3000;
+    env.sql(&format!(
+        "CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL);\nINSERT INTO items SELECT seq, seq FROM seq_1_to_{ROWS}"
+    ))
+    .await;
+    let path = env.config_file(&format!(
+        r#"[binlog]
+server_id = {server_id}
+checkpoint_key = "{p}checkpoint"
+heartbeat = "1s"
+on_gap = "none"
+
+[[warm]]
+name = "items"
+schedule = "every 1h"
+run_on_start = true
+query = "SELECT id, v FROM items"
+key = "{p}item:{{id}}"
+ttl = "1h"
+
+[[on_change]]
+table = "{db}.items"
+delete = ["{p}item:{{id}}"]
+"#,
+        server_id = 30_000 + fastrand::u32(..1_000_000),
+        db = env.database,
+    ));
+    let mut daemon = Daemon::start(&env, &path, &[], &[]);
+    wait_for_admin(&env).await;
+    let ready = eventually(Duration::from_secs(30), || async {
+        let following = metric(&env, "cachewarden_binlog_connected").await == 1.0;
+        let warmed = metric(&env, r#"cachewarden_warm_keys_written_total{warm_job="items"}"#).await == f64::from(ROWS);
+        (following && warmed).then_some(())
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "not warmed and following the binlog:\n{}",
+        daemon.log()
+    );
+
+    // A replica to promote: one of the second master's.
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut env.redis().await)
+        .await
+        .unwrap();
+    let second_master = nodes
+        .lines()
+        .find(|line| line.contains(&format!(":{}@", cluster.base + 1)))
+        .and_then(|line| line.split(' ').next())
+        .unwrap()
+        .to_string();
+    let replica_port: u16 = nodes
+        .lines()
+        .find(|line| line.contains(" slave ") && line.contains(&second_master))
+        .and_then(|line| line.split(' ').nth(1)?.split(['@', ':']).nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("no replica of {second_master}:\n{nodes}"));
+    let mut replica = redis::Client::open(format!("redis://127.0.0.1:{replica_port}").as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+
+    // The burst: every row changes once, in single-row transactions; the failover a third of the way through.
+    let mut db = sqlx::MySqlConnection::connect(&env.mysql_url).await.unwrap();
+    for id in 1..=ROWS {
+        sqlx::query("UPDATE items SET v = v + 1 WHERE id = ?")
+            .bind(id)
+            .execute(&mut db)
+            .await
+            .unwrap();
+        if id == ROWS / 3 {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("FAILOVER")
+                .query_async(&mut replica)
+                .await
+                .unwrap();
+        }
+    }
+    let promoted = eventually(Duration::from_secs(20), || async {
+        let mut replica = replica.clone();
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut replica)
+            .await
+            .ok()?;
+        info.contains("role:master").then_some(())
+    })
+    .await;
+    assert!(promoted.is_some(), "the replica on {replica_port} was not promoted");
+
+    // Every changed row's key ends deleted: nothing was lost while the shard changed hands.
+    let settled = eventually(Duration::from_secs(30), || async {
+        env.keys().await.iter().all(|key| !key.contains(":item:")).then_some(())
+    })
+    .await;
+    let left: Vec<String> = env
+        .keys()
+        .await
+        .into_iter()
+        .filter(|key| key.contains(":item:"))
+        .collect();
+    assert!(
+        settled.is_some(),
+        "{} keys survived their rows' changes, e.g. {:?}\n{}",
+        left.len(),
+        &left[..left.len().min(5)],
+        daemon.log()
+    );
     assert_eq!(daemon.stop().await, Some(0));
 }

@@ -44,7 +44,10 @@ enum Redis {
     Shared,
     /// A Redis of its own that evicts any key over `maxmemory` by `policy` (`allkeys-lru`, `allkeys-lfu`: the data,
     /// the counter, the read leases and their evidence alike).
-    Evicting { maxmemory: &'static str, policy: &'static str },
+    Evicting {
+        maxmemory: &'static str,
+        policy: &'static str,
+    },
     /// The shared Redis Cluster.
     Cluster,
 }

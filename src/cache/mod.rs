@@ -439,6 +439,14 @@ impl Cache {
         Ok((deleted, false))
     }
 
+    /// What the server is, in words: a single node, or a cluster and how many masters it has.
+    pub fn shape(&self) -> String {
+        match &self.cluster {
+            None => "a single node (cluster mode disabled)".into(),
+            Some(cluster) => format!("a Redis Cluster of {} masters", cluster.masters()),
+        }
+    }
+
     /// How many nodes a SCAN of the whole keyspace visits: 1, or a cluster's masters.
     fn nodes(&self) -> usize {
         self.cluster.as_ref().map_or(1, |cluster| cluster.masters())

@@ -487,6 +487,57 @@ impl Drop for OwnRedis {
     }
 }
 
+/// A Redis Cluster of the test's own (scripts/redis-cluster), for tests that change its shape; stopped when dropped.
+pub struct OwnCluster {
+    pub base: u16,
+    nodes: u16,
+    dir: tempfile::TempDir,
+}
+
+impl OwnCluster {
+    /// `masters` masters with `replicas` replicas each, on consecutive ports whose cluster bus ports (+10000) are
+    /// free too.
+    pub fn start(masters: u16, replicas: u16) -> Self {
+        let nodes = masters * (replicas + 1);
+        let base = loop {
+            let base = 20_000 + fastrand::u16(..9_000);
+            let free = (base..base + nodes)
+                .flat_map(|port| [port, port + 10_000])
+                .all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+            if free {
+                break base;
+            }
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/redis-cluster");
+        let output = Command::new(script)
+            .args(["start", &base.to_string(), &masters.to_string(), &replicas.to_string()])
+            .arg(dir.path())
+            .output()
+            .expect("scripts/redis-cluster runs");
+        assert!(
+            output.status.success(),
+            "scripts/redis-cluster failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Self { base, nodes, dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.base)
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/redis-cluster");
+        let _ = Command::new(script)
+            .args(["stop", &self.base.to_string(), &self.nodes.to_string()])
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
 /// Publishes `key` on `channel` until the daemon has deleted it (a subscription may be coming back, or busy);
 /// whether that happened within `limit`.
 pub async fn published_until_deleted(

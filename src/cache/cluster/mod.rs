@@ -148,29 +148,31 @@ impl Cluster {
             let mut last_error = None;
             let mut noscript = false;
             for (indices, sent) in futures_util::future::join_all(sends).await {
-                match sent {
-                    Ok(values) => {
-                        for (i, value) in indices.into_iter().zip(values) {
-                            match value {
-                                Value::ServerError(error) => {
-                                    let error = redis::RedisError::from(error);
-                                    match error.kind() {
-                                        redis::ErrorKind::Server(ServerErrorKind::NoScript) => noscript = true,
-                                        _ if is_redirect(&error) => {}
-                                        _ => return Err(command_failed(error)),
-                                    }
-                                    retry.push(i);
-                                    last_error = Some(error);
-                                }
-                                value => replies[i] = Some(value),
-                            }
+                let values = match sent {
+                    Ok(values) => values,
+                    // The whole pipeline failed: every command in it goes again (or the error to the caller).
+                    Err(error) => {
+                        noscript |= is_noscript(&error);
+                        if !is_noscript(&error) && !is_redirect(&error) {
+                            return Err(command_failed(error));
                         }
-                    }
-                    Err(error) if is_redirect(&error) => {
                         retry.extend(indices);
                         last_error = Some(error);
+                        continue;
                     }
-                    Err(error) => return Err(command_failed(error)),
+                };
+                for (i, value) in indices.into_iter().zip(values) {
+                    let Value::ServerError(error) = value else {
+                        replies[i] = Some(value);
+                        continue;
+                    };
+                    let error = redis::RedisError::from(error);
+                    noscript |= is_noscript(&error);
+                    if !is_noscript(&error) && !is_redirect(&error) {
+                        return Err(command_failed(error));
+                    }
+                    retry.push(i);
+                    last_error = Some(error);
                 }
             }
             if retry.is_empty() {
@@ -180,20 +182,19 @@ impl Cluster {
             if attempt >= REDIRECT_ATTEMPTS {
                 return Err(command_failed(last_error.expect("a command to retry has its error")));
             }
-            if noscript {
+            tracing::warn!(
+                commands = retry.len(),
+                attempt,
+                error = %last_error.as_ref().expect("a command to retry has its error"),
+                "The cluster moved slots or lost a node under a batch; reading the slot map again."
+            );
+            tokio::time::sleep(Duration::from_millis(100) * attempt.min(10)).await;
+            // A failed refresh (the node asked is the one that failed) is tried again on the next round.
+            if let Err(error) = self.refresh().await {
+                tracing::debug!(%error, "Cannot read the slot map yet.");
+            } else if noscript {
+                // A promoted replica has none of the scripts: SCRIPT LOAD is not replicated.
                 self.load_scripts().await?;
-            } else {
-                tracing::warn!(
-                    commands = retry.len(),
-                    attempt,
-                    error = %last_error.as_ref().expect("a command to retry has its error"),
-                    "The cluster moved slots or lost a node under a batch; reading the slot map again."
-                );
-                tokio::time::sleep(Duration::from_millis(100) * attempt.min(10)).await;
-                // A failed refresh (the node asked is the one that failed) is tried again on the next round.
-                if let Err(error) = self.refresh().await {
-                    tracing::debug!(%error, "Cannot read the slot map yet.");
-                }
             }
             retry.sort_unstable();
             pending = retry;
@@ -252,6 +253,10 @@ impl Cluster {
     }
 }
 
+fn is_noscript(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
 /// Whether a failure is the cluster changing shape under the command (or a node failing), so that sending it again
 /// after reading the slot map afresh may succeed.
 fn is_redirect(error: &redis::RedisError) -> bool {
@@ -265,7 +270,8 @@ fn is_redirect(error: &redis::RedisError) -> bool {
                 | ServerErrorKind::MasterDown
                 | ServerErrorKind::ReadOnly
         )
-    ) || error.is_io_error()
+    ) || error.kind() == redis::ErrorKind::ClusterConnectionNotFound
+        || error.is_io_error()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
         || error.is_timeout()
