@@ -36,7 +36,7 @@
 //! Limits: writes made by the application itself are not versioned; a pattern delete records the keys it finds, not
 //! keys a concurrent warm run has not written yet. If Redis loses its state (a flush, a restart without
 //! persistence), reads in flight have their writes refused, and a new counter starts at a random point
-//! (`counter_seed`). Cluster mode needs the evidence hash-tagged and a per-slot counter (not done).
+//! (`counter_seed`). On a Redis Cluster the same design runs cut along slots (`cluster::guard`).
 
 use std::sync::Arc;
 use std::time::Duration;

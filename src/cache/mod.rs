@@ -655,6 +655,17 @@ pub fn client(settings: &RedisSettings) -> Result<redis::Client, CacheError> {
     .map_err(CacheError::Connect)
 }
 
+/// A client per configured node: `url`, then a cluster's other seeds (`urls`).
+pub fn clients(settings: &RedisSettings) -> Result<Vec<redis::Client>, CacheError> {
+    std::iter::once(settings.clone())
+        .chain(settings.seeds.iter().map(|seed| RedisSettings {
+            url: seed.clone(),
+            ..settings.clone()
+        }))
+        .map(|settings| client(&settings))
+        .collect()
+}
+
 /// A cluster client for `[redis]`: `url` and then `urls` as seeds, the CA file when one is configured.
 fn cluster_builder(settings: &RedisSettings) -> Result<redis::cluster::ClusterClientBuilder, CacheError> {
     let seeds: Vec<&str> = std::iter::once(&settings.url)

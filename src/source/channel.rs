@@ -175,14 +175,25 @@ impl ChannelListener {
         }
     }
 
+    /// Subscribes on the first node that answers: `url`, then a cluster's other seeds (`urls`); on a cluster a
+    /// message published on any node reaches every node's subscribers.
     async fn subscribe(&self) -> Result<redis::aio::PubSub, CacheError> {
-        let client = cache::client(&self.redis)?;
-        let mut pubsub = tokio::time::timeout(self.redis.connect_timeout, client.get_async_pubsub())
-            .await
-            .map_err(|_| timeout_error())?
-            .map_err(CacheError::Connect)?;
-        pubsub.subscribe(&self.channel).await.map_err(CacheError::Connect)?;
-        Ok(pubsub)
+        let mut failed = None;
+        for client in cache::clients(&self.redis)? {
+            let subscribed = async {
+                let mut pubsub = tokio::time::timeout(self.redis.connect_timeout, client.get_async_pubsub())
+                    .await
+                    .map_err(|_| timeout_error())?
+                    .map_err(CacheError::Connect)?;
+                pubsub.subscribe(&self.channel).await.map_err(CacheError::Connect)?;
+                Ok(pubsub)
+            };
+            match subscribed.await {
+                Ok(pubsub) => return Ok(pubsub),
+                Err(error) => failed = Some(error),
+            }
+        }
+        Err(failed.expect("there is always a url"))
     }
 
     /// The `on_gap` resync, for what the allow-list covers.
