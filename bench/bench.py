@@ -13,6 +13,9 @@ Scenarios:
   binlog     delete mode: catch-up over a 100,000-row backlog from a checkpoint, cachewarden vs a
              python-mysql-replication invalidator; and live: a 10,000-row update burst, time from the last commit to
              the last key deleted.
+  cluster    the 3-master Redis Cluster from scripts/services (FLUSHALLed: the bench never runs beside the tests):
+             warm 1M (protected and not) vs the pipelined Python script on redis-py's RedisCluster, and binlog
+             catch-up in delete mode vs the python-mysql-replication invalidator, beside the single-node figures.
   idle       the daemon doing nothing for 10 s: RSS and CPU.
   cdc_single_row, cdc_storm   a busy primary: see bench/cdc.py.
 """
@@ -34,6 +37,7 @@ import urllib.request
 
 import pymysql
 import redis
+import redis.cluster
 
 import cdc
 
@@ -47,6 +51,7 @@ DATABASE = "cachewarden_bench"
 MYSQL_URL = f"{MYSQL_BASE}/{DATABASE}"
 REDIS_DB = 9  # a database of the bench's own: flushed between scenarios
 REDIS_URL = f"{REDIS_BASE}/{REDIS_DB}"
+CLUSTER_URL = os.environ["CACHEWARDEN_TEST_CLUSTER_URL"]
 ADMIN_PORT = 19188
 LIVE_BURSTS = 5  # per run
 JSON_ATTRIBUTES = 'json_columns = ["attributes"]'
@@ -77,13 +82,14 @@ def flush():
     r().flushdb()
 
 
-def config(body, protection=True):
-    """A config file for the bench database and Redis db, plus `body`."""
+def config(body, protection=True, cluster=False):
+    """A config file for the bench database and Redis db (or the cluster), plus `body`."""
     path = os.path.join(tempfile.mkdtemp(prefix="cwbench"), "jobs.toml")
+    redis_url, cluster_line = (CLUSTER_URL, "cluster = true\n") if cluster else (REDIS_URL, "")
     with open(path, "w") as f:
         # Plaintext like the Python baselines (PyMySQL does not negotiate TLS by default); the test server offers TLS.
-        f.write(f'[mysql]\nurl = "{MYSQL_URL}"\npool_size = 4\nssl_mode = "disabled"\n\n[redis]\nurl = "{REDIS_URL}"\n'
-                f'stale_set_protection = {str(protection).lower()}\n\n'
+        f.write(f'[mysql]\nurl = "{MYSQL_URL}"\npool_size = 4\nssl_mode = "disabled"\n\n[redis]\nurl = "{redis_url}"\n'
+                f'{cluster_line}stale_set_protection = {str(protection).lower()}\n\n'
                 f'[admin]\nlisten = "127.0.0.1:{ADMIN_PORT}"\n\n{body}')
     return path
 
@@ -527,6 +533,74 @@ def binlog(runs):
             "project_catch_up": statistics.median(projected), "python_live_lag_ms": py_lag * 1000}
 
 
+def rc():
+    return redis.cluster.RedisCluster.from_url(CLUSTER_URL)
+
+
+def flush_cluster():
+    rc().flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+
+
+def cluster_keys(pattern):
+    """Keys matching `pattern` on every master of the cluster."""
+    return sum(1 for _ in rc().scan_iter(match=pattern, count=10_000))
+
+
+def cluster(runs):
+    """Warm 1M and binlog catch-up (delete mode) against the 3-master cluster, with the Python baselines there."""
+    query = "SELECT id, name, price, category_id, updated_at FROM million"
+    job = warm_job("million", query, "bench:m:")
+    cfg, unprotected = config(job, cluster=True), config(job, protection=False, cluster=True)
+    py = os.path.join(sys.prefix, "bin", "python")
+    cw, cw_rss, plain = [], [], []
+    for _ in range(runs):
+        flush_cluster()
+        seconds, rss = gnu_time([BIN, "run", "--once", "--config", cfg])
+        assert cluster_keys("bench:m:*") == 1_000_000
+        cw.append(1_000_000 / seconds)
+        cw_rss.append(rss)
+        flush_cluster()
+        seconds, _ = gnu_time([BIN, "run", "--once", "--config", unprotected])
+        plain.append(1_000_000 / seconds)
+    flush_cluster()
+    seconds, py_rss = gnu_time([py, os.path.join(BASELINES, "warm_pipelined.py"), MYSQL_URL, "cluster+" + CLUSTER_URL,
+                                query, "bench:m:", "600"])
+    py_rate = 1_000_000 / seconds
+    assert cluster_keys("bench:m:*") == 1_000_000
+    flush_cluster()
+
+    n = 100_000
+    catch_up = []
+    for run in range(runs):
+        flush_cluster()
+        pipe = rc().pipeline(transaction=False)
+        for i in range(1, n + 1):
+            pipe.set(f"bench:c:{i}", "1")
+        pipe.execute()
+        file, pos = master_status()
+        churn(n, 100)
+        rc().set("bench:checkpoint", f"{file}:{pos}")
+        start = time.monotonic()
+        daemon = Daemon(config(f'[channel]\nenabled = false\n\n[binlog]\nserver_id = {9400 + run}\n'
+                               f'checkpoint_key = "bench:checkpoint"\nheartbeat = "1s"\non_gap = "none"\n\n'
+                               f'[[on_change]]\ntable = "{DATABASE}.churn"\ndelete = ["bench:c:{{id}}"]\n',
+                               cluster=True))
+        done = wait(lambda: deleted() >= n, 120, 0.005)
+        catch_up.append(n / (time.monotonic() - start) if done else 0.0)
+        daemon.stop()
+    flush_cluster()
+    file, pos = master_status()
+    churn(n, 100)
+    out = subprocess.run([py, os.path.join(BASELINES, "binlog_invalidator.py"), MYSQL_BASE, "cluster+" + CLUSTER_URL,
+                          DATABASE, "churn", "bench:c:", file, str(pos), str(n), "9500"],
+                         check=True, capture_output=True, text=True, timeout=900).stdout
+    rows, elapsed, _ = out.split()
+    flush_cluster()
+    return {"warm_1m": statistics.median(cw), "warm_1m_rss": max(cw_rss), "warm_1m_unprotected": statistics.median(plain),
+            "python_warm_1m": py_rate, "python_rss": py_rss,
+            "catch_up": statistics.median(catch_up), "python_catch_up": int(rows) / float(elapsed)}
+
+
 def ha_role(port):
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/ha", timeout=1) as response:
@@ -659,6 +733,7 @@ def report(results, runs):
     w, m, p, b, i = (results[k] for k in ("warm_10k", "warm_1m", "pubsub", "binlog", "idle"))
     z = results["warm_1m_compressed"]
     h = results["ha_takeover"]
+    c = results["cluster"]
     s, st = results["cdc_single_row"], results["cdc_storm"]
     size, w = w
     rows = [
@@ -719,6 +794,15 @@ def report(results, runs):
          f"{st['converged_after_s'] * 1000:.0f} ms ({st['events']:.0f} events → {st['keys_after_coalescing']:.0f}"
          f" key actions in {st['batches']:.0f} batches; daemon {st['daemon_cpu_percent']:.0f}% of a core)",
          "-", "-", "-", "≤ 1 s"),
+        ("Redis Cluster, 3 masters: warm 1M rows, keys/s (peak RSS); without protection",
+         f"{c['warm_1m']:.0f} ({c['warm_1m_rss']:.0f} MB); {c['warm_1m_unprotected']:.0f}",
+         f"{c['python_warm_1m']:.0f} pipelined, RedisCluster ({c['python_rss']:.0f} MB)", "-",
+         f"{c['warm_1m'] / c['python_warm_1m']:.1f}x; {c['warm_1m'] / m['cachewarden']:.2f}x the single node",
+         "(measured, no target)"),
+        ("Redis Cluster, 3 masters: binlog catch-up, delete mode, row events/s", f"{c['catch_up']:.0f}",
+         f"{c['python_catch_up']:.0f} (python-mysql-replication, RedisCluster)", "-",
+         f"{c['catch_up'] / c['python_catch_up']:.1f}x; {c['catch_up'] / b['catch_up']:.2f}x the single node",
+         "(measured, no target)"),
         ("HA takeover after kill -9 of the leader, p50 / max of 5 (lease_ttl 10 s; 3 s)",
          f"{h['kill9_10s_p50_s']:.2f} s / {h['kill9_10s_max_s']:.2f} s; {h['kill9_3s_p50_s']:.2f} s /"
          f" {h['kill9_3s_max_s']:.2f} s", "-", "-", "-", "≤ lease_ttl + one renew interval"),
@@ -752,7 +836,7 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print the report, leave docs/BENCHMARKS.md alone")
     parser.add_argument("--only", help="run one scenario and print its figures (warm_10k, warm_1m, warm_1m_compressed, pubsub, binlog, "
-                        "cdc_single_row, cdc_storm, ha_takeover, idle)")
+                        "cdc_single_row, cdc_storm, cluster, ha_takeover, idle)")
     args = parser.parse_args()
     setup()
     results = {}
@@ -761,6 +845,7 @@ def main():
                            ("pubsub", lambda: pubsub(args.runs)), ("binlog", lambda: binlog(args.runs)),
                            ("cdc_single_row", lambda: cdc.single_row(sys.modules[__name__], args.runs)),
                            ("cdc_storm", lambda: cdc.storm(sys.modules[__name__], args.runs)),
+                           ("cluster", lambda: cluster(args.runs)),
                            ("ha_takeover", ha_takeover),
                            ("idle", idle)):
         if args.only and name != args.only:

@@ -100,6 +100,10 @@ pub fn redis_needs(config: &Config) -> Vec<Need> {
         need("the health check", &["PING"]),
         need("the health check", &["INFO", "stats"]),
     ];
+    if config.redis.cluster {
+        // The slot map, read at start and after every redirect.
+        needs.push(need("cluster mode", &["CLUSTER", "SLOTS"]));
+    }
     if protected {
         let purpose = "stale-set protection";
         needs.push(need(purpose, &["SCRIPT", "LOAD", "return 1"]));

@@ -383,3 +383,139 @@ delete = ["{p}item:{{id}}"]
     );
     assert_eq!(daemon.stop().await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resharding_during_a_binlog_burst_and_warm_runs_leaves_every_key_equal_to_its_row() {
+    let _binlog = common::binlog_shared();
+    let cluster = common::OwnCluster::start(3, 0);
+    let mut env = TestEnv::new().await.on_cluster();
+    env.redis_url = cluster.url();
+    let p = env.prefix.clone();
+    const ROWS: u32 = 3000;
+    env.sql(&format!(
+        "CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL);\nINSERT INTO items SELECT seq, seq FROM seq_1_to_{ROWS}"
+    ))
+    .await;
+    let path = env.config_file(&format!(
+        r#"[binlog]
+server_id = {server_id}
+checkpoint_key = "{p}checkpoint"
+heartbeat = "1s"
+on_gap = "none"
+
+[[warm]]
+name = "items"
+schedule = "every 1h"
+run_on_start = true
+query = "SELECT id, v FROM items"
+refresh_query = "SELECT id, v FROM items WHERE id = :id"
+key = "{p}item:{{id}}"
+ttl = "1h"
+
+[[on_change]]
+table = "{db}.items"
+refresh = ["{p}item:{{id}}"]
+"#,
+        server_id = 30_000 + fastrand::u32(..1_000_000),
+        db = env.database,
+    ));
+    let mut daemon = Daemon::start(&env, &path, &[], &[]);
+    wait_for_admin(&env).await;
+    let ready = eventually(Duration::from_secs(30), || async {
+        let following = metric(&env, "cachewarden_binlog_connected").await == 1.0;
+        let warmed = metric(&env, r#"cachewarden_warm_keys_written_total{warm_job="items"}"#).await == f64::from(ROWS);
+        (following && warmed).then_some(())
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "not warmed and following the binlog:\n{}",
+        daemon.log()
+    );
+    let slots_before = env.masters().await;
+
+    // Move 4,000 slots (and their keys, by MIGRATE: ASK redirects meanwhile) from the first master to the second,
+    // while every row changes twice and warm runs are triggered.
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut env.redis().await)
+        .await
+        .unwrap();
+    let id_of = |port: u16| {
+        nodes
+            .lines()
+            .find(|line| line.contains(&format!(":{port}@")))
+            .and_then(|line| line.split(' ').next())
+            .unwrap()
+            .to_string()
+    };
+    let (from, to) = (id_of(cluster.base), id_of(cluster.base + 1));
+    let seed = format!("127.0.0.1:{}", cluster.base);
+    let reshard = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("redis-cli")
+            .args([
+                "--cluster",
+                "reshard",
+                &seed,
+                "--cluster-from",
+                &from,
+                "--cluster-to",
+                &to,
+            ])
+            .args(["--cluster-slots", "4000", "--cluster-yes", "--cluster-pipeline", "10"])
+            .output()
+            .expect("redis-cli runs")
+    });
+    let mut db = sqlx::MySqlConnection::connect(&env.mysql_url).await.unwrap();
+    for _ in 0..2 {
+        for id in 1..=ROWS {
+            sqlx::query("UPDATE items SET v = v + 1 WHERE id = ?")
+                .bind(id)
+                .execute(&mut db)
+                .await
+                .unwrap();
+            if id % 1000 == 0 {
+                let _ = cachewarden::admin::request(env.admin_addr(), hyper::Method::POST, "/jobs/items/run").await;
+            }
+        }
+    }
+    let output = reshard.await.unwrap();
+    assert!(
+        output.status.success(),
+        "reshard failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut owned: Vec<(i64, i64)> = Vec::new();
+    let mut conn = env.redis().await;
+    let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await.unwrap();
+    for range in slots {
+        owned.push((
+            redis::from_redis_value(range[0].clone()).unwrap(),
+            redis::from_redis_value(range[1].clone()).unwrap(),
+        ));
+    }
+    assert!(
+        owned.len() > 3,
+        "no slot moved: {owned:?} (masters before: {slots_before:?})"
+    );
+
+    // Every key equals its row (each row changed twice: v + 2), on whichever master now owns its slot.
+    let expected: Vec<_> = (1..=ROWS).map(|id| item(&env, id, id + 2)).collect();
+    all_become(&env, &expected)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    assert_eq!(
+        env.keys().await.iter().filter(|key| key.contains(":item:")).count(),
+        ROWS as usize
+    );
+    // The burst did meet the resharding: batches were answered MOVED/ASK and sent again.
+    let redirected = daemon
+        .log()
+        .matches("The cluster moved slots or lost a node under a batch")
+        .count();
+    assert!(
+        redirected > 0,
+        "no batch met a moved slot; the test did not exercise the resharding"
+    );
+    assert_eq!(daemon.stop().await, Some(0));
+}

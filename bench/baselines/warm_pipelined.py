@@ -1,7 +1,8 @@
 """Cache warming, the better Python script: a streaming cursor and pipelined SETEX in batches of 1000.
 
 Usage: warm_pipelined.py MYSQL_URL REDIS_URL QUERY KEY_PREFIX TTL_SECONDS [zstd COMPRESS_OVER]
-With `zstd N`, values over N bytes are stored as zstd frames (level 3), as cachewarden's `compress = "zstd"` does.
+A REDIS_URL written `cluster+redis://host:port` is a Redis Cluster seed (redis-py's RedisCluster, whose
+pipelines are split by node). With `zstd N`, values over N bytes are stored as zstd frames (level 3), as cachewarden's `compress = "zstd"` does.
 Prints the number of keys written.
 """
 import json
@@ -11,6 +12,7 @@ from urllib.parse import urlparse
 
 import pymysql
 import redis
+import redis.cluster
 
 BATCH = 1000
 
@@ -19,6 +21,13 @@ def default(value):
     if isinstance(value, Decimal):
         return str(value)
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def connect(redis_url):
+    """redis-py's client for REDIS_URL; `cluster+redis://…` for a Redis Cluster."""
+    if redis_url.startswith("cluster+"):
+        return redis.cluster.RedisCluster.from_url(redis_url[len("cluster+"):])
+    return redis.Redis.from_url(redis_url)
 
 
 def main():
@@ -31,7 +40,7 @@ def main():
     db = pymysql.connect(host=url.hostname, port=url.port or 3306, user=url.username or "root",
                          password=url.password or "", database=url.path.lstrip("/"),
                          cursorclass=pymysql.cursors.SSDictCursor)
-    r = redis.Redis.from_url(redis_url)
+    r = connect(redis_url)
     cursor = db.cursor()
     cursor.execute(query)
     pipe = r.pipeline(transaction=False)

@@ -100,6 +100,8 @@ pub struct TestEnv {
     pub prefix: String,
     /// Whether `redis_url` is a Redis Cluster's seed node ([`TestEnv::on_cluster`]).
     pub cluster: bool,
+    /// The connection [`TestEnv::any_redis`] made to the cluster, reused.
+    cluster_conn: tokio::sync::OnceCell<cachewarden::cache::Conn>,
     /// Holds config files written by the test.
     pub dir: tempfile::TempDir,
     /// A free loopback port for this test's admin endpoint.
@@ -134,6 +136,7 @@ impl TestEnv {
             redis_url: format!("{redis_base}/0"),
             prefix: format!("cwtest:{id}:"),
             cluster: false,
+            cluster_conn: tokio::sync::OnceCell::new(),
             database,
             dir: tempfile::tempdir().expect("temp dir"),
             admin_port: free_port(),

@@ -1,0 +1,197 @@
+//! Connecting to Redis: the connection kinds ([`Conn`]: one node or a cluster), [`Cache::connect`] with its checks of
+//! what the server is, connections of their own for blocking reads, and the clients sources build from `[redis]`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::guard::Dedicated;
+use super::scripts::Scripts;
+use super::{Cache, CacheError, RESPONSE_TIMEOUT, cluster, info_field};
+use crate::config::RedisSettings;
+
+/// A connection to one node or to a cluster, for commands whose keys share a slot (redis-rs routes them on a
+/// cluster); batches across slots go through `cluster` instead.
+#[derive(Clone)]
+pub enum Conn {
+    /// One node, reconnected by the manager.
+    Managed(ConnectionManager),
+    /// One node, a connection of its own (blocking stream reads).
+    Node(redis::aio::MultiplexedConnection),
+    /// A Redis Cluster.
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Managed(conn) => conn.req_packed_command(cmd),
+            Conn::Node(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Managed(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Node(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Managed(conn) => conn.get_db(),
+            Conn::Node(conn) => conn.get_db(),
+            Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+impl Cache {
+    /// Connects, failing if Redis cannot be reached now; later outages are reconnected transparently.
+    pub async fn connect(settings: &RedisSettings) -> Result<Self, CacheError> {
+        let client = client(settings)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2);
+        let mut conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(CacheError::Connect)?;
+        // A cluster answers a single-node client until the first key on another shard, and a single node refuses a
+        // cluster client with a riddle: say which it is now, clearly. (A user the ACL denies INFO is taken for what
+        // the configuration says; the health check needs INFO anyway.)
+        let info: Option<String> = redis::cmd("INFO").arg("cluster").query_async(&mut conn).await.ok();
+        match (
+            info.and_then(|info| info_field(&info, "cluster_enabled")),
+            settings.cluster,
+        ) {
+            (Some(1), false) => return Err(CacheError::ClusterMode),
+            (Some(0), true) => return Err(CacheError::NotCluster),
+            _ => {}
+        }
+        let dedicated = Dedicated::new(client, settings.connect_timeout, RESPONSE_TIMEOUT);
+        let mut cache = Self {
+            conn: Conn::Managed(conn),
+            cluster: None,
+            protected: settings.stale_set_protection,
+            scripts: Arc::new(Scripts::new()),
+            dedicated: Arc::new(dedicated),
+            fence: None,
+        };
+        if settings.cluster {
+            let conn = cluster_client(settings)?
+                .get_async_connection()
+                .await
+                .map_err(CacheError::Connect)?;
+            cache.conn = Conn::Cluster(conn.clone());
+            cache.cluster = Some(Arc::new(cluster::Cluster::new(conn, Scripts::pipelined()).await?));
+            if cache.protected {
+                cache.prime_slots(&Self::all_slots()).await?;
+            }
+        }
+        Ok(cache)
+    }
+
+    /// A connection of its own for blocking reads (streams), with `response_timeout`: to the node, or to the
+    /// cluster (which routes the stream's commands to the stream's slot).
+    pub async fn own_connection(settings: &RedisSettings, response_timeout: Duration) -> Result<Conn, CacheError> {
+        let connect = async {
+            if settings.cluster {
+                let client = cluster_builder(settings)?
+                    .response_timeout(response_timeout)
+                    .build()
+                    .map_err(CacheError::Connect)?;
+                client
+                    .get_async_connection()
+                    .await
+                    .map(Conn::Cluster)
+                    .map_err(CacheError::Connect)
+            } else {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(settings.connect_timeout))
+                    .set_response_timeout(Some(response_timeout));
+                client(settings)?
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map(Conn::Node)
+                    .map_err(CacheError::Connect)
+            }
+        };
+        match tokio::time::timeout(settings.connect_timeout, connect).await {
+            Ok(connected) => connected,
+            Err(_) => Err(CacheError::Connect(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no connection within {}",
+                    crate::words::duration(settings.connect_timeout)
+                ),
+            )))),
+        }
+    }
+}
+
+/// A client for `[redis]`: the URL, and the CA file when one is configured. Sources that need connections of their
+/// own (pub/sub, blocking stream reads) build them from this too.
+pub fn client(settings: &RedisSettings) -> Result<redis::Client, CacheError> {
+    match &settings.ca_file {
+        None => redis::Client::open(settings.url.expose()),
+        // A private CA (self-managed Redis, some ElastiCache setups) instead of the system trust store.
+        Some(path) => {
+            let root_cert = std::fs::read(path).map_err(|source| CacheError::CaFile {
+                path: path.clone(),
+                source,
+            })?;
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            };
+            redis::Client::build_with_tls(settings.url.expose(), certificates)
+        }
+    }
+    .map_err(CacheError::Connect)
+}
+
+/// A client per configured node: `url`, then a cluster's other seeds (`urls`).
+pub fn clients(settings: &RedisSettings) -> Result<Vec<redis::Client>, CacheError> {
+    std::iter::once(settings.clone())
+        .chain(settings.seeds.iter().map(|seed| RedisSettings {
+            url: seed.clone(),
+            ..settings.clone()
+        }))
+        .map(|settings| client(&settings))
+        .collect()
+}
+
+/// A cluster client for `[redis]`: `url` and then `urls` as seeds, the CA file when one is configured.
+fn cluster_builder(settings: &RedisSettings) -> Result<redis::cluster::ClusterClientBuilder, CacheError> {
+    let seeds: Vec<&str> = std::iter::once(&settings.url)
+        .chain(&settings.seeds)
+        .map(|url| url.expose())
+        .collect();
+    let mut builder = redis::cluster::ClusterClientBuilder::new(seeds)
+        .connection_timeout(settings.connect_timeout)
+        .response_timeout(RESPONSE_TIMEOUT);
+    if let Some(path) = &settings.ca_file {
+        let root_cert = std::fs::read(path).map_err(|source| CacheError::CaFile {
+            path: path.clone(),
+            source,
+        })?;
+        builder = builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_cert),
+        });
+    }
+    Ok(builder)
+}
+
+fn cluster_client(settings: &RedisSettings) -> Result<redis::cluster::ClusterClient, CacheError> {
+    cluster_builder(settings)?.build().map_err(CacheError::Connect)
+}
