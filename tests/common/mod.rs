@@ -501,6 +501,11 @@ impl OwnCluster {
     /// `masters` masters with `replicas` replicas each, on consecutive ports whose cluster bus ports (+10000) are
     /// free too.
     pub fn start(masters: u16, replicas: u16) -> Self {
+        Self::start_with(masters, replicas, &[])
+    }
+
+    /// [`OwnCluster::start`] with redis-server options for every node (`--maxmemory`, say).
+    pub fn start_with(masters: u16, replicas: u16, extra: &[&str]) -> Self {
         let nodes = masters * (replicas + 1);
         let base = loop {
             let base = 20_000 + fastrand::u16(..9_000);
@@ -516,6 +521,7 @@ impl OwnCluster {
         let output = Command::new(script)
             .args(["start", &base.to_string(), &masters.to_string(), &replicas.to_string()])
             .arg(dir.path())
+            .args(extra)
             .output()
             .expect("scripts/redis-cluster runs");
         assert!(
