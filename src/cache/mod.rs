@@ -509,7 +509,7 @@ pub fn info_field(info: &str, name: &str) -> Option<u64> {
 }
 
 /// The command that applies `op`: `SET` or `UNLINK`.
-fn op_command(op: &KeyOp) -> redis::Cmd {
+pub(crate) fn op_command(op: &KeyOp) -> redis::Cmd {
     match op {
         KeyOp::Set { key, value, ttl, .. } => set_command(key, value, *ttl),
         KeyOp::Delete { key } => redis::cmd("UNLINK").arg(key).clone(),

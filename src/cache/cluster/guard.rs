@@ -8,7 +8,9 @@
 //! - an invalidation first takes a new version there and the list of live leases (one round trip), then, per slot
 //!   of its keys, runs a script in that slot that raises the slot's version (`cachewarden:{tag}:slot`, the newest
 //!   invalidation applied in the slot), records the version for each key in the slot's evidence hash of every listed
-//!   lease (`cachewarden:{tag}:lease:<id>`), and unlinks or sets the keys;
+//!   lease (`cachewarden:{tag}:lease:<id>`), and unlinks or sets the keys. With no lease listed it only unlinks or
+//!   sets them: a read that starts later has a version at least this one, so it needs neither evidence nor a
+//!   raised slot version;
 //! - a write of read data runs, per slot, a script that writes freely if the slot's version is no newer than the
 //!   read (nothing in the slot was invalidated since), and otherwise only if the lease's evidence hash in the slot is
 //!   complete, skipping each key it names with a newer version.
@@ -191,6 +193,23 @@ impl Cache {
                 Some((id, integer(pair.get(1)?)?))
             })
             .collect();
+        if leases.is_empty() {
+            // No read in flight: no evidence to record, and a read that starts from here on has a version at least
+            // this one, so the slots' versions need not move either. Plain commands, one pipeline per master.
+            let commands: Vec<(u16, redis::Cmd)> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, key)| {
+                    let cmd = match values.map(|ops| &ops[i]) {
+                        Some(op @ KeyOp::Set { .. }) => crate::cache::op_command(op),
+                        Some(KeyOp::Delete { .. }) | None => redis::cmd("UNLINK").arg(key.as_ref()).clone(),
+                    };
+                    (key_slot(key.as_ref()), cmd)
+                })
+                .collect();
+            cluster.send(&commands).await?;
+            return Ok(u64::try_from(version).unwrap_or_default());
+        }
         let mut commands = Vec::new();
         for (slot, positions) in by_slot(keys.iter().map(AsRef::as_ref)) {
             let mut cmd = evalsha(&self.scripts.cluster_invalidate);
