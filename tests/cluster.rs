@@ -1,6 +1,6 @@
 //! A Redis Cluster (3 masters, 3 replicas on loopback, from scripts/services; ElastiCache with cluster mode enabled):
-//! warm runs, pattern deletes, binlog rules, the channel and the audit reach every shard, with keys on the masters
-//! that own their slots.
+//! warm runs, pattern deletes, binlog rules (refresh, delete, projection), the channel (pub/sub, stream), the audit,
+//! a failover and a resharding, with keys on the masters that own their slots.
 
 mod common;
 
@@ -93,8 +93,8 @@ async fn all_become(env: &TestEnv, expected: &[(String, Option<String>)]) -> Res
     done.ok_or_else(|| last.into_inner().unwrap())
 }
 
-/// The items table and a daemon that warms it, follows the binlog (a refresh rule for items, a delete rule for
-/// notes) and reads invalidation messages from `channel` (the `[channel]` body), all on the cluster.
+/// The items table and a daemon that warms it, follows the binlog (a refresh rule for items, a delete rule and a
+/// projection for notes) and reads invalidation messages from `channel` (the `[channel]` body), all on the cluster.
 async fn daemon_on_the_cluster(env: &TestEnv, channel: &str) -> Daemon {
     let p = &env.prefix;
     env.sql(
@@ -129,6 +129,7 @@ refresh = ["{p}item:{{id}}"]
 [[on_change]]
 table = "{db}.notes"
 delete = ["{p}note:{{id}}"]
+project = {{ key = "{p}proj:{{id}}", columns = ["id"], ttl = "1h" }}
 "#,
         server_id = 30_000 + fastrand::u32(..1_000_000),
         db = env.database,
@@ -176,17 +177,23 @@ async fn binlog_rules_pub_sub_messages_and_the_audit_work_on_the_cluster() {
             .unwrap();
     }
 
-    // Binlog: refreshed rows on every shard, deleted rows' keys gone, a delete rule's keys gone.
+    // Binlog: refreshed rows on every shard, deleted rows' keys gone, a delete rule's keys gone, projections written
+    // from the row images and deleted with their rows.
     env.sql(
         "UPDATE items SET v = v + 1000 WHERE id <= 200;
         DELETE FROM items WHERE id > 290;
-        INSERT INTO notes SELECT seq FROM seq_1_to_100;
-        DELETE FROM notes",
+        INSERT INTO notes SELECT seq FROM seq_1_to_100",
     )
     .await;
     let mut expected: Vec<_> = (1..=200).map(|id| item(&env, id, id + 1000)).collect();
     expected.extend((291..=300).map(|id| gone(&env, format!("item:{id}"))));
     expected.extend((1..=100).map(|id| gone(&env, format!("note:{id}"))));
+    expected.extend((1..=100).map(|id| (format!("{p}proj:{id}"), Some(format!(r#"{{"id":{id}}}"#)))));
+    all_become(&env, &expected)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    env.sql("DELETE FROM notes").await;
+    let expected: Vec<_> = (1..=100).map(|id| gone(&env, format!("proj:{id}"))).collect();
     all_become(&env, &expected)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
