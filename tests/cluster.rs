@@ -271,16 +271,15 @@ async fn a_stream_channel_and_the_invalidate_command_work_on_the_cluster() {
     assert_eq!(daemon.stop().await, Some(0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_failover_during_a_binlog_burst_loses_no_invalidation() {
-    let _binlog = common::binlog_shared();
-    let cluster = common::OwnCluster::start(3, 1);
-    let mut env = TestEnv::new().await.on_cluster();
-    env.redis_url = cluster.url();
-    let p = env.prefix.clone();
-    const ROWS: u32 = 3000;
+/// Rows of the items table in the tests with a cluster of their own.
+const ROWS: u32 = 3000;
+
+/// `rows` items, and a daemon that warms them (run on start) and follows the binlog with an `action` rule
+/// (`"delete"` or `"refresh"`) for their keys; returned once it has warmed them all and follows the binlog.
+async fn following_daemon(env: &TestEnv, rows: u32, action: &str) -> Daemon {
+    let p = &env.prefix;
     env.sql(&format!(
-        "CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL);\nINSERT INTO items SELECT seq, seq FROM seq_1_to_{ROWS}"
+        "CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL);\nINSERT INTO items SELECT seq, seq FROM seq_1_to_{rows}"
     ))
     .await;
     let path = env.config_file(&format!(
@@ -295,21 +294,22 @@ name = "items"
 schedule = "every 1h"
 run_on_start = true
 query = "SELECT id, v FROM items"
+refresh_query = "SELECT id, v FROM items WHERE id = :id"
 key = "{p}item:{{id}}"
 ttl = "1h"
 
 [[on_change]]
 table = "{db}.items"
-delete = ["{p}item:{{id}}"]
+{action} = ["{p}item:{{id}}"]
 "#,
         server_id = 30_000 + fastrand::u32(..1_000_000),
         db = env.database,
     ));
-    let mut daemon = Daemon::start(&env, &path, &[], &[]);
-    wait_for_admin(&env).await;
+    let daemon = Daemon::start(env, &path, &[], &[]);
+    wait_for_admin(env).await;
     let ready = eventually(Duration::from_secs(30), || async {
-        let following = metric(&env, "cachewarden_binlog_connected").await == 1.0;
-        let warmed = metric(&env, r#"cachewarden_warm_keys_written_total{warm_job="items"}"#).await == f64::from(ROWS);
+        let following = metric(env, "cachewarden_binlog_connected").await == 1.0;
+        let warmed = metric(env, r#"cachewarden_warm_keys_written_total{warm_job="items"}"#).await == f64::from(rows);
         (following && warmed).then_some(())
     })
     .await;
@@ -318,6 +318,16 @@ delete = ["{p}item:{{id}}"]
         "not warmed and following the binlog:\n{}",
         daemon.log()
     );
+    daemon
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_failover_during_a_binlog_burst_loses_no_invalidation() {
+    let _binlog = common::binlog_shared();
+    let cluster = common::OwnCluster::start(3, 1);
+    let mut env = TestEnv::new().await.on_cluster();
+    env.redis_url = cluster.url();
+    let mut daemon = following_daemon(&env, ROWS, "delete").await;
 
     // A replica to promote: one of the second master's.
     let nodes: String = redis::cmd("CLUSTER")
@@ -397,48 +407,7 @@ async fn a_resharding_during_a_binlog_burst_and_warm_runs_leaves_every_key_equal
     let cluster = common::OwnCluster::start(3, 0);
     let mut env = TestEnv::new().await.on_cluster();
     env.redis_url = cluster.url();
-    let p = env.prefix.clone();
-    const ROWS: u32 = 3000;
-    env.sql(&format!(
-        "CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL);\nINSERT INTO items SELECT seq, seq FROM seq_1_to_{ROWS}"
-    ))
-    .await;
-    let path = env.config_file(&format!(
-        r#"[binlog]
-server_id = {server_id}
-checkpoint_key = "{p}checkpoint"
-heartbeat = "1s"
-on_gap = "none"
-
-[[warm]]
-name = "items"
-schedule = "every 1h"
-run_on_start = true
-query = "SELECT id, v FROM items"
-refresh_query = "SELECT id, v FROM items WHERE id = :id"
-key = "{p}item:{{id}}"
-ttl = "1h"
-
-[[on_change]]
-table = "{db}.items"
-refresh = ["{p}item:{{id}}"]
-"#,
-        server_id = 30_000 + fastrand::u32(..1_000_000),
-        db = env.database,
-    ));
-    let mut daemon = Daemon::start(&env, &path, &[], &[]);
-    wait_for_admin(&env).await;
-    let ready = eventually(Duration::from_secs(30), || async {
-        let following = metric(&env, "cachewarden_binlog_connected").await == 1.0;
-        let warmed = metric(&env, r#"cachewarden_warm_keys_written_total{warm_job="items"}"#).await == f64::from(ROWS);
-        (following && warmed).then_some(())
-    })
-    .await;
-    assert!(
-        ready.is_some(),
-        "not warmed and following the binlog:\n{}",
-        daemon.log()
-    );
+    let mut daemon = following_daemon(&env, ROWS, "refresh").await;
     let slots_before = env.masters().await;
 
     // Move 4,000 slots (and their keys, by MIGRATE: ASK redirects meanwhile) from the first master to the second,

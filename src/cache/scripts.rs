@@ -29,6 +29,21 @@ local function ensure_counter(key, seed)
   end
 end
 
+-- SETs KEYS[first..] to the values and ttls in ARGV from `base` (two per key), skipping each key the hash `evidence`
+-- names with a version newer than `read_at` (looked up only when `moved`). Returns how many keys were written.
+local function set_unmarked(evidence, moved, read_at, first, base)
+  local written = 0
+  for i = first, #KEYS do
+    local marked = moved and redis.call('HGET', evidence, KEYS[i])
+    if (not marked) or tonumber(marked) <= read_at then
+      local at = base + (i - first) * 2
+      set_value(KEYS[i], ARGV[at], ARGV[at + 1])
+      written = written + 1
+    end
+  end
+  return written
+end
+
 -- Whether this instance has lost the HA lease `key` it holds with `token` ('' when there is no HA).
 local function fenced(key, token)
   return token ~= '' and redis.call('GET', key) ~= token
@@ -54,16 +69,7 @@ local evidence = ARGV[2] .. ARGV[4]
 if moved and redis.call('HEXISTS', evidence, '') == 0 then
   return -1
 end
-local written = 0
-for i = 4, #KEYS do
-  local marked = moved and redis.call('HGET', evidence, KEYS[i])
-  if (not marked) or tonumber(marked) <= read_at then
-    local base = 5 + (i - 4) * 2
-    set_value(KEYS[i], ARGV[base], ARGV[base + 1])
-    written = written + 1
-  end
-end
-return written
+return set_unmarked(evidence, moved, read_at, 4, 5)
 ";
 
 /// Take a new version; record it for every key in the evidence hash of every live read lease (only in a hash that
@@ -228,16 +234,7 @@ if moved then
     return -1
   end
 end
-local written = 0
-for i = 3, #KEYS do
-  local marked = moved and redis.call('HGET', KEYS[2], KEYS[i])
-  if (not marked) or tonumber(marked) <= read_at then
-    local base = 3 + (i - 3) * 2
-    set_value(KEYS[i], ARGV[base], ARGV[base + 1])
-    written = written + 1
-  end
-end
-return written
+return set_unmarked(KEYS[2], moved, read_at, 3, 3)
 ";
 
 /// What a fenced script returns when this instance no longer holds the HA lease.

@@ -177,22 +177,7 @@ impl Cache {
         values: Option<&[KeyOp]>,
     ) -> Result<u64, CacheError> {
         let cluster = self.cluster.as_ref().expect("called on a cluster");
-        let tick: Vec<Value> = self
-            .run(
-                self.scripts
-                    .cluster_tick
-                    .key(CLUSTER_VERSION_KEY)
-                    .key(CLUSTER_READERS_KEY),
-            )
-            .await?;
-        let version = tick.first().and_then(integer).unwrap_or_default();
-        let leases: Vec<(String, i64)> = tick[1..]
-            .chunks(2)
-            .filter_map(|pair| {
-                let id = redis::from_redis_value::<String>(pair.first()?.clone()).ok()?;
-                Some((id, integer(pair.get(1)?)?))
-            })
-            .collect();
+        let (version, leases) = self.tick().await?;
         if leases.is_empty() {
             // No read in flight: no evidence to record, and a read that starts from here on has a version at least
             // this one, so the slots' versions need not move either. Plain commands, one pipeline per master.
@@ -208,7 +193,7 @@ impl Cache {
                 })
                 .collect();
             cluster.send(&commands).await?;
-            return Ok(u64::try_from(version).unwrap_or_default());
+            return Ok(version);
         }
         let mut commands = Vec::new();
         for (slot, positions) in by_slot(keys.iter().map(AsRef::as_ref)) {
@@ -233,7 +218,7 @@ impl Cache {
             commands.push((slot, cmd));
         }
         cluster.send(&commands).await?;
-        Ok(u64::try_from(version).unwrap_or_default())
+        Ok(version)
     }
 
     /// The guarded writes of one read (`ops` all carry `read`) on a cluster: one script per slot.
@@ -294,10 +279,8 @@ impl Cache {
         Ok(())
     }
 
-    /// Sets each of `slots`' version, where missing, to the current global version (at connect: every slot).
-    pub(in crate::cache) async fn prime_slots(&self, slots: &[u16]) -> Result<(), CacheError> {
-        let cluster = self.cluster.as_ref().expect("called on a cluster");
-        // A tick: a version nothing was invalidated under, which costs nothing.
+    /// A new version from the global counter, with the live read leases and the milliseconds each has left.
+    async fn tick(&self) -> Result<(u64, Vec<(String, i64)>), CacheError> {
         let tick: Vec<Value> = self
             .run(
                 self.scripts
@@ -306,7 +289,22 @@ impl Cache {
                     .key(CLUSTER_READERS_KEY),
             )
             .await?;
-        let version = tick.first().and_then(integer).unwrap_or_default();
+        let version = tick.first().and_then(integer).and_then(|n| u64::try_from(n).ok());
+        let leases = tick[1..]
+            .chunks(2)
+            .filter_map(|pair| {
+                let id = redis::from_redis_value::<String>(pair.first()?.clone()).ok()?;
+                Some((id, integer(pair.get(1)?)?))
+            })
+            .collect();
+        Ok((version.unwrap_or_default(), leases))
+    }
+
+    /// Sets each of `slots`' version, where missing, to the current global version (at connect: every slot).
+    pub(in crate::cache) async fn prime_slots(&self, slots: &[u16]) -> Result<(), CacheError> {
+        let cluster = self.cluster.as_ref().expect("called on a cluster");
+        // A version nothing was invalidated under, which costs nothing.
+        let (version, _) = self.tick().await?;
         let commands: Vec<(u16, redis::Cmd)> = slots
             .iter()
             .map(|&slot| {
