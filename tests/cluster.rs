@@ -93,61 +93,23 @@ async fn all_become(env: &TestEnv, expected: &[(String, Option<String>)]) -> Res
     done.ok_or_else(|| last.into_inner().unwrap())
 }
 
-/// The items table and a daemon that warms it, follows the binlog (a refresh rule for items, a delete rule and a
+/// 300 items, and a daemon that warms them, follows the binlog (a refresh rule for items, a delete rule and a
 /// projection for notes) and reads invalidation messages from `channel` (the `[channel]` body), all on the cluster.
 async fn daemon_on_the_cluster(env: &TestEnv, channel: &str) -> Daemon {
     let p = &env.prefix;
-    env.sql(
-        "CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL);
-        INSERT INTO items SELECT seq, seq FROM seq_1_to_300;
-        CREATE TABLE notes (id INT PRIMARY KEY)",
-    )
-    .await;
-    let path = env.config_file(&format!(
-        r#"[channel]
-{channel}
-
-[binlog]
-server_id = {server_id}
-checkpoint_key = "{p}checkpoint"
-heartbeat = "1s"
-on_gap = "none"
-
-[[warm]]
-name = "items"
-schedule = "every 1h"
-run_on_start = true
-query = "SELECT id, v FROM items"
-refresh_query = "SELECT id, v FROM items WHERE id = :id"
-key = "{p}item:{{id}}"
-ttl = "1h"
-
-[[on_change]]
-table = "{db}.items"
-refresh = ["{p}item:{{id}}"]
-
-[[on_change]]
+    env.sql("CREATE TABLE notes (id INT PRIMARY KEY)").await;
+    let extra = format!(
+        r#"[[on_change]]
 table = "{db}.notes"
 delete = ["{p}note:{{id}}"]
 project = {{ key = "{p}proj:{{id}}", columns = ["id"], ttl = "1h" }}
+
+[channel]
+{channel}
 "#,
-        server_id = 30_000 + fastrand::u32(..1_000_000),
         db = env.database,
-    ));
-    let daemon = Daemon::start(env, &path, &[], &[]);
-    wait_for_admin(env).await;
-    let ready = eventually(Duration::from_secs(30), || async {
-        let following = metric(env, "cachewarden_binlog_connected").await == 1.0;
-        let warmed = metric(env, r#"cachewarden_warm_keys_written_total{warm_job="items"}"#).await == 300.0;
-        (following && warmed).then_some(())
-    })
-    .await;
-    assert!(
-        ready.is_some(),
-        "not warmed and following the binlog:\n{}",
-        daemon.log()
     );
-    daemon
+    following_daemon(env, 300, "refresh", &extra).await
 }
 
 fn item(env: &TestEnv, id: u32, v: u32) -> (String, Option<String>) {
@@ -275,8 +237,9 @@ async fn a_stream_channel_and_the_invalidate_command_work_on_the_cluster() {
 const ROWS: u32 = 3000;
 
 /// `rows` items, and a daemon that warms them (run on start) and follows the binlog with an `action` rule
-/// (`"delete"` or `"refresh"`) for their keys; returned once it has warmed them all and follows the binlog.
-async fn following_daemon(env: &TestEnv, rows: u32, action: &str) -> Daemon {
+/// (`"delete"` or `"refresh"`) for their keys, its configuration ending with `extra`; returned once it has warmed
+/// them all and follows the binlog.
+async fn following_daemon(env: &TestEnv, rows: u32, action: &str, extra: &str) -> Daemon {
     let p = &env.prefix;
     env.sql(&format!(
         "CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL);\nINSERT INTO items SELECT seq, seq FROM seq_1_to_{rows}"
@@ -301,7 +264,8 @@ ttl = "1h"
 [[on_change]]
 table = "{db}.items"
 {action} = ["{p}item:{{id}}"]
-"#,
+
+{extra}"#,
         server_id = 30_000 + fastrand::u32(..1_000_000),
         db = env.database,
     ));
@@ -327,7 +291,7 @@ async fn a_cluster_failover_during_a_binlog_burst_loses_no_invalidation() {
     let cluster = common::OwnCluster::start(3, 1);
     let mut env = TestEnv::new().await.on_cluster();
     env.redis_url = cluster.url();
-    let mut daemon = following_daemon(&env, ROWS, "delete").await;
+    let mut daemon = following_daemon(&env, ROWS, "delete", "").await;
 
     // A replica to promote: one of the second master's.
     let nodes: String = redis::cmd("CLUSTER")
@@ -407,7 +371,7 @@ async fn a_resharding_during_a_binlog_burst_and_warm_runs_leaves_every_key_equal
     let cluster = common::OwnCluster::start(3, 0);
     let mut env = TestEnv::new().await.on_cluster();
     env.redis_url = cluster.url();
-    let mut daemon = following_daemon(&env, ROWS, "refresh").await;
+    let mut daemon = following_daemon(&env, ROWS, "refresh", "").await;
     let slots_before = env.masters().await;
 
     // Move 4,000 slots (and their keys, by MIGRATE: ASK redirects meanwhile) from the first master to the second,

@@ -29,6 +29,19 @@ local function ensure_counter(key, seed)
   end
 end
 
+-- Sets or unlinks KEYS[first..]: per key, a value and a ttl in ARGV from `base` (two per key), or '' and '-' to
+-- unlink.
+local function apply_values(first, base)
+  for i = first, #KEYS do
+    local at = base + (i - first) * 2
+    if ARGV[at + 1] == '-' then
+      redis.call('UNLINK', KEYS[i])
+    else
+      set_value(KEYS[i], ARGV[at], ARGV[at + 1])
+    end
+  end
+end
+
 -- SETs KEYS[first..] to the values and ttls in ARGV from `base` (two per key), skipping each key the hash `evidence`
 -- names with a version newer than `read_at` (looked up only when `moved`). Returns how many keys were written.
 local function set_unmarked(evidence, moved, read_at, first, base)
@@ -122,14 +135,7 @@ const FENCED_APPLY: &str = r"
 if fenced(KEYS[1], ARGV[1]) then
   return -2
 end
-for i = 2, #KEYS do
-  local base = 2 + (i - 2) * 2
-  if ARGV[base + 1] == '-' then
-    redis.call('UNLINK', KEYS[i])
-  else
-    set_value(KEYS[i], ARGV[base], ARGV[base + 1])
-  end
-end
+apply_values(2, 2)
 return #KEYS - 1
 ";
 
@@ -201,14 +207,7 @@ for l = 1, n do
     redis.call('HSET', evidence, KEYS[i], ARGV[1])
   end
 end
-for i = 2 + n, #KEYS do
-  local base = 3 + n + (i - 2 - n) * 2
-  if ARGV[base + 1] == '-' then
-    redis.call('UNLINK', KEYS[i])
-  else
-    set_value(KEYS[i], ARGV[base], ARGV[base + 1])
-  end
-end
+apply_values(2 + n, 3 + n)
 return version
 ";
 
