@@ -277,29 +277,38 @@ def warm_10k(runs):
     return size, {k: statistics.median(v) for k, v in results.items()}
 
 
-def warm_1m(runs):
-    job = warm_job("million", "SELECT id, name, price, category_id, updated_at FROM million", "bench:m:")
-    cfg, unprotected = config(job), config(job, protection=False)
-    py = os.path.join(sys.prefix, "bin", "python")
-    cw, cw_rss, py_rate, py_rss, plain = [], [], [], [], []
+MILLION_QUERY = "SELECT id, name, price, category_id, updated_at FROM million"
+
+
+def warm_million(runs, cluster, flush, count):
+    """Warm 1M rows `runs` times with protection and without, then once with the pipelined Python script, against
+    the single node or the cluster; `flush` empties it and `count()` counts the job's keys. Returns keys/s and peak
+    RSS: (cachewarden median, its max RSS, unprotected median, Python, Python RSS)."""
+    job = warm_job("million", MILLION_QUERY, "bench:m:")
+    cfg, unprotected = config(job, cluster=cluster), config(job, protection=False, cluster=cluster)
+    cw, cw_rss, plain = [], [], []
     for _ in range(runs):
         flush()
         seconds, rss = gnu_time([BIN, "run", "--once", "--config", cfg])
-        assert data_keys() == 1_000_000
+        assert count() == 1_000_000
         cw.append(1_000_000 / seconds)
         cw_rss.append(rss)
         flush()
         seconds, _ = gnu_time([BIN, "run", "--once", "--config", unprotected])
         plain.append(1_000_000 / seconds)
     flush()
-    seconds, rss = gnu_time([py, os.path.join(BASELINES, "warm_pipelined.py"), MYSQL_URL, REDIS_URL,
-                             "SELECT id, name, price, category_id, updated_at FROM million", "bench:m:", "600"])
-    py_rate.append(1_000_000 / seconds)
-    py_rss.append(rss)
+    redis_url = "cluster+" + CLUSTER_URL if cluster else REDIS_URL
+    seconds, py_rss = gnu_time([os.path.join(sys.prefix, "bin", "python"), os.path.join(BASELINES, "warm_pipelined.py"),
+                                MYSQL_URL, redis_url, MILLION_QUERY, "bench:m:", "600"])
+    assert count() == 1_000_000
     flush()
-    return {"cachewarden": statistics.median(cw), "cachewarden_rss": max(cw_rss),
-            "cachewarden_unprotected": statistics.median(plain),
-            "python_pipelined": statistics.median(py_rate), "python_rss": max(py_rss)}
+    return statistics.median(cw), max(cw_rss), statistics.median(plain), 1_000_000 / seconds, py_rss
+
+
+def warm_1m(runs):
+    cw, cw_rss, plain, py_rate, py_rss = warm_million(runs, False, flush, data_keys)
+    return {"cachewarden": cw, "cachewarden_rss": cw_rss, "cachewarden_unprotected": plain,
+            "python_pipelined": py_rate, "python_rss": py_rss}
 
 
 COMPRESSED_QUERY = ("SELECT id, name, price, category_id, updated_at,"
@@ -548,26 +557,8 @@ def cluster_keys(pattern):
 
 def cluster(runs):
     """Warm 1M and binlog catch-up (delete mode) against the 3-master cluster, with the Python baselines there."""
-    query = "SELECT id, name, price, category_id, updated_at FROM million"
-    job = warm_job("million", query, "bench:m:")
-    cfg, unprotected = config(job, cluster=True), config(job, protection=False, cluster=True)
+    warm, warm_rss, plain, py_warm, py_rss = warm_million(runs, True, flush_cluster, lambda: cluster_keys("bench:m:*"))
     py = os.path.join(sys.prefix, "bin", "python")
-    cw, cw_rss, plain = [], [], []
-    for _ in range(runs):
-        flush_cluster()
-        seconds, rss = gnu_time([BIN, "run", "--once", "--config", cfg])
-        assert cluster_keys("bench:m:*") == 1_000_000
-        cw.append(1_000_000 / seconds)
-        cw_rss.append(rss)
-        flush_cluster()
-        seconds, _ = gnu_time([BIN, "run", "--once", "--config", unprotected])
-        plain.append(1_000_000 / seconds)
-    flush_cluster()
-    seconds, py_rss = gnu_time([py, os.path.join(BASELINES, "warm_pipelined.py"), MYSQL_URL, "cluster+" + CLUSTER_URL,
-                                query, "bench:m:", "600"])
-    py_rate = 1_000_000 / seconds
-    assert cluster_keys("bench:m:*") == 1_000_000
-    flush_cluster()
 
     n = 100_000
     catch_up = []
@@ -596,8 +587,8 @@ def cluster(runs):
                          check=True, capture_output=True, text=True, timeout=900).stdout
     rows, elapsed, _ = out.split()
     flush_cluster()
-    return {"warm_1m": statistics.median(cw), "warm_1m_rss": max(cw_rss), "warm_1m_unprotected": statistics.median(plain),
-            "python_warm_1m": py_rate, "python_rss": py_rss,
+    return {"warm_1m": warm, "warm_1m_rss": warm_rss, "warm_1m_unprotected": plain,
+            "python_warm_1m": py_warm, "python_rss": py_rss,
             "catch_up": statistics.median(catch_up), "python_catch_up": int(rows) / float(elapsed)}
 
 
