@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cache::{Cache, CacheError, Fence};
+use crate::cache::{Cache, CacheError, Fence, LeaseAttempt};
 use crate::config::HaSettings;
 use crate::metrics;
 
@@ -105,6 +105,7 @@ pub struct LeaderLease {
 enum Attempt {
     Taken {
         token: Arc<str>,
+        epoch: u64,
         sent: Instant,
     },
     /// Another instance holds it, with this token.
@@ -140,9 +141,9 @@ impl LeaderLease {
         let mut seen_other = false;
         let mut complained = false;
         loop {
-            let (token, sent) = loop {
+            let (token, epoch, sent) = loop {
                 match self.try_take().await {
-                    Ok(Attempt::Taken { token, sent }) => break (token, sent),
+                    Ok(Attempt::Taken { token, epoch, sent }) => break (token, epoch, sent),
                     Ok(Attempt::Held(holder)) => {
                         complained = false;
                         seen_other = true;
@@ -162,12 +163,12 @@ impl LeaderLease {
                 }
             };
             complained = false;
-            self.fence.hold(token.clone(), self.deadline(sent));
+            self.fence.hold(token.clone(), epoch, self.deadline(sent));
             let (_, since) = parse_token(&token);
             self.publish(Role::Leader, Some(self.settings.instance.clone()), since, seen_other);
             metrics::record_ha_role(true, true);
 
-            let stopping = self.hold(&token, &shutdown).await;
+            let stopping = self.hold(&token, epoch, &shutdown).await;
             self.fence.release();
             if stopping {
                 self.give_back(&token).await;
@@ -180,7 +181,7 @@ impl LeaderLease {
     }
 
     /// Renews every third of the TTL until the lease is lost (false) or `shutdown` (true).
-    async fn hold(&self, token: &Arc<str>, shutdown: &CancellationToken) -> bool {
+    async fn hold(&self, token: &Arc<str>, epoch: u64, shutdown: &CancellationToken) -> bool {
         let interval = self.settings.lease_ttl / 3;
         loop {
             tokio::select! {
@@ -194,7 +195,7 @@ impl LeaderLease {
             }
             let sent = Instant::now();
             match self.try_renew(token).await {
-                Ok(true) => self.fence.hold(token.clone(), self.deadline(sent)),
+                Ok(true) => self.fence.hold(token.clone(), epoch, self.deadline(sent)),
                 Ok(false) => {
                     warn!("Another instance holds the HA lease now; stopped writing, now standby.");
                     return false;
@@ -222,8 +223,8 @@ impl LeaderLease {
                 .take_lease(&self.settings.key, &token, self.settings.lease_ttl)
                 .await?
             {
-                None => Attempt::Taken { token, sent },
-                Some(holder) => Attempt::Held(holder),
+                LeaseAttempt::Taken { epoch } => Attempt::Taken { token, epoch, sent },
+                LeaseAttempt::HeldBy(holder) => Attempt::Held(holder),
             },
         )
     }

@@ -4,7 +4,8 @@
 //! The `ha` module holds and renews the lease and tells the fence; the cache asks it for the token on every write.
 //! Locally, a fence with no token, or whose lease ran out by this process's clock before a renewal arrived, refuses
 //! at once ([`super::CacheError::Fenced`]); in Redis, every value-writing script compares the lease key with the
-//! token before it writes (see `scripts`).
+//! token before it writes (see `scripts`). On a cluster a script sees one slot only, so each slot holds a copy of
+//! the lease's epoch instead, and the scripts compare that (see `cluster::fence`).
 
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -19,6 +20,8 @@ pub struct Fence {
 #[derive(Debug, Clone)]
 struct Held {
     token: Arc<str>,
+    /// On a cluster, the lease's epoch, which each slot's copy of the fence holds (0 on a single node).
+    epoch: u64,
     /// Past this instant the lease may have expired in Redis: stop writing.
     until: Instant,
 }
@@ -37,9 +40,9 @@ impl Fence {
         &self.key
     }
 
-    /// This instance holds the lease with `token` until `until` (a renewal calls it again).
-    pub fn hold(&self, token: Arc<str>, until: Instant) {
-        *self.held.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Held { token, until });
+    /// This instance holds the lease with `token` (and `epoch`) until `until` (a renewal calls it again).
+    pub fn hold(&self, token: Arc<str>, epoch: u64, until: Instant) {
+        *self.held.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Held { token, epoch, until });
     }
 
     /// This instance no longer holds the lease: every write is refused from now on.
@@ -49,10 +52,15 @@ impl Fence {
 
     /// The token to write with, or `None` when this instance may not write.
     pub fn token(&self) -> Option<Arc<str>> {
+        self.held().map(|(token, _)| token)
+    }
+
+    /// The token and the epoch to write with, or `None` when this instance may not write.
+    pub fn held(&self) -> Option<(Arc<str>, u64)> {
         let held = self.held.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         held.as_ref()
             .filter(|held| Instant::now() < held.until)
-            .map(|held| held.token.clone())
+            .map(|held| (held.token.clone(), held.epoch))
     }
 }
 
@@ -66,11 +74,12 @@ mod tests {
     fn a_fence_gives_its_token_only_while_held_and_in_time() {
         let fence = Fence::new("cachewarden:leader");
         assert_eq!(fence.token(), None);
-        fence.hold("a#1".into(), Instant::now() + Duration::from_secs(5));
+        fence.hold("a#1".into(), 7, Instant::now() + Duration::from_secs(5));
         assert_eq!(fence.token().as_deref(), Some("a#1"));
-        fence.hold("a#1".into(), Instant::now() - Duration::from_millis(1));
+        assert_eq!(fence.held().map(|(_, epoch)| epoch), Some(7));
+        fence.hold("a#1".into(), 7, Instant::now() - Duration::from_millis(1));
         assert_eq!(fence.token(), None, "the lease ran out by our clock before a renewal");
-        fence.hold("a#1".into(), Instant::now() + Duration::from_secs(5));
+        fence.hold("a#1".into(), 7, Instant::now() + Duration::from_secs(5));
         fence.release();
         assert_eq!(fence.token(), None);
     }

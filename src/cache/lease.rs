@@ -5,10 +5,22 @@ use std::time::Duration;
 
 use super::{Cache, CacheError, command_failed};
 
+/// What an attempt to take the lease found.
+#[derive(Debug)]
+pub enum LeaseAttempt {
+    /// This instance holds it now, under this epoch (see `cluster::fence`; 0 on a single node).
+    Taken { epoch: u64 },
+    /// Another instance holds it, with this token (empty if it vanished between the two commands).
+    HeldBy(String),
+}
+
 impl Cache {
-    /// `SET key token NX PX ttl`: `Ok(None)` when taken, else the token of whoever holds it (empty if it vanished
-    /// between the two commands).
-    pub async fn take_lease(&self, key: &str, token: &str, ttl: Duration) -> Result<Option<String>, CacheError> {
+    /// `SET key token NX PX ttl`. On a cluster it also takes a new epoch and claims every slot's copy of the fence
+    /// with it before answering (see `cluster::fence`); on a single node the epoch is 0.
+    pub async fn take_lease(&self, key: &str, token: &str, ttl: Duration) -> Result<LeaseAttempt, CacheError> {
+        if self.cluster.is_some() {
+            return self.cluster_take_lease(key, token, ttl).await;
+        }
         let mut conn = self.conn.clone();
         let taken: Option<String> = redis::cmd("SET")
             .arg(key)
@@ -20,14 +32,14 @@ impl Cache {
             .await
             .map_err(command_failed)?;
         if taken.is_some() {
-            return Ok(None);
+            return Ok(LeaseAttempt::Taken { epoch: 0 });
         }
         let holder: Option<String> = redis::cmd("GET")
             .arg(key)
             .query_async(&mut conn)
             .await
             .map_err(command_failed)?;
-        Ok(Some(holder.unwrap_or_default()))
+        Ok(LeaseAttempt::HeldBy(holder.unwrap_or_default()))
     }
 
     /// Extends the lease by `ttl` if it still holds `token`; whether it did.

@@ -4,7 +4,7 @@
 //! [`KeyOp`]s), [`Cache::invalidate`] or [`Cache::supersede`]. Owns the connection ([`Conn`]: to one node a redis-rs
 //! `ConnectionManager`, to a Redis Cluster redis-rs' cluster connection; both reconnect by themselves; made in
 //! `connect`); knows nothing of jobs or SQL. Stale-set protection — read leases and the guarded write path — is `guard`; what a cluster needs
-//! besides (slots, batches per master, protection per slot) `cluster`; the HA fence `fence`, the lease's commands
+//! besides (slots, batches per master, protection and the HA fence per slot) `cluster`; the HA fence `fence`, the lease's commands
 //! `lease`, the Lua scripts `scripts`.
 
 use std::sync::Arc;
@@ -23,6 +23,7 @@ pub use connect::{Conn, client, clients};
 pub use fence::Fence;
 pub use guard::ReadLease;
 use guard::{Dedicated, counter_seed};
+pub use lease::LeaseAttempt;
 use scripts::{FENCED, Scripts};
 
 /// Keys SCAN looks at per call during a pattern delete: big enough to be quick, small enough not to stall Redis.
@@ -278,6 +279,9 @@ impl Cache {
     /// `apply` under the HA fence, without stale-set protection: one script per chunk, refused whole when the lease
     /// is lost.
     async fn apply_fenced(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
+        if self.cluster.is_some() {
+            return self.cluster_apply_fenced(ops).await;
+        }
         let (fence, token) = self.fence_args()?;
         for chunk in ops.chunks(SCRIPT_BATCH) {
             let mut invocation = self.scripts.fenced_apply.key(&fence);

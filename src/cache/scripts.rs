@@ -57,7 +57,8 @@ local function set_unmarked(evidence, moved, read_at, first, base)
   return written
 end
 
--- Whether this instance has lost the HA lease `key` it holds with `token` ('' when there is no HA).
+-- Whether this instance has lost the HA lease `key` it holds with `token` ('' when there is no HA). On a cluster
+-- `key` is a slot's copy of the HA epoch and `token` the leader's epoch.
 local function fenced(key, token)
   return token ~= '' and redis.call('GET', key) ~= token
 end
@@ -184,13 +185,17 @@ end
 return reply
 ";
 
-/// Cluster: an invalidation's second step, in one slot. Raise the slot's version (the newest invalidation applied
-/// in it) to this one; record the version for each key in the slot's evidence hash of every lease the first step
-/// listed, creating a missing hash with the field `''` holding the slot's version before this invalidation (the
-/// guard trusts a hash only if that is no newer than its read); then unlink or set the keys. KEYS: the slot's
-/// version, the n evidence hashes, then the data keys. ARGV: the version, n, the n leases' remaining ms; then per
-/// key: value and ttl in ms ("0" = none), or `""` and `"-"` to unlink.
+/// Cluster: an invalidation's second step, in one slot. Fenced (-2) when it sets values and the slot's copy of the HA
+/// epoch is not this leader's. Raise the slot's version (the newest invalidation applied in it) to this one; record
+/// the version for each key in the slot's evidence hash of every lease the first step listed, creating a missing
+/// hash with the field `''` holding the slot's version before this invalidation (the guard trusts a hash only if
+/// that is no newer than its read); then unlink or set the keys. KEYS: the slot's version, the slot's HA fence, the
+/// n evidence hashes, then the data keys. ARGV: the version, n, the HA epoch ('' when nothing is set or without HA),
+/// the n leases' remaining ms; then per key: value and ttl in ms ("0" = none), or `""` and `"-"` to unlink.
 const CLUSTER_INVALIDATE: &str = r"
+if fenced(KEYS[2], ARGV[3]) then
+  return -2
+end
 local version = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
 local before = redis.call('GET', KEYS[1])
@@ -198,26 +203,30 @@ if (not before) or tonumber(before) < version then
   redis.call('SET', KEYS[1], ARGV[1])
 end
 for l = 1, n do
-  local evidence = KEYS[1 + l]
+  local evidence = KEYS[2 + l]
   if redis.call('EXISTS', evidence) == 0 then
     redis.call('HSET', evidence, '', before or 'lost')
-    redis.call('PEXPIRE', evidence, ARGV[2 + l])
+    redis.call('PEXPIRE', evidence, ARGV[3 + l])
   end
-  for i = 2 + n, #KEYS do
+  for i = 3 + n, #KEYS do
     redis.call('HSET', evidence, KEYS[i], ARGV[1])
   end
 end
-apply_values(2 + n, 3 + n)
+apply_values(3 + n, 4 + n)
 return version
 ";
 
-/// Cluster: write one slot's values of one read. Refuse (-1) once the lease is within a second of its deadline (a
-/// margin for the nodes' clocks); -3 when the slot's version is missing (evicted: the caller restores it and reads
-/// again); if the slot has seen an invalidation since the read, refuse (-1) unless the lease's evidence hash here is
-/// complete (its `''` no newer than the read), and skip each key it names with a newer version. KEYS: the slot's
-/// version, the lease's evidence hash in this slot, then the data keys. ARGV: the read's version, the lease's
-/// deadline; then per key: value, ttl in ms ("0" = none). Returns how many keys were written.
+/// Cluster: write one slot's values of one read. Fenced (-2) when the slot's copy of the HA epoch is not this
+/// leader's. Refuse (-1) once the lease is within a second of its deadline (a margin for the nodes' clocks); -3 when
+/// the slot's version is missing (evicted: the caller restores it and reads again); if the slot has seen an
+/// invalidation since the read, refuse (-1) unless the lease's evidence hash here is complete (its `''` no newer
+/// than the read), and skip each key it names with a newer version. KEYS: the slot's version, the lease's evidence
+/// hash in this slot, the slot's HA fence, then the data keys. ARGV: the read's version, the lease's deadline, the
+/// HA epoch ('' without HA); then per key: value, ttl in ms ("0" = none). Returns how many keys were written.
 const CLUSTER_GUARDED_SET: &str = r"
+if fenced(KEYS[3], ARGV[3]) then
+  return -2
+end
 if now > tonumber(ARGV[2]) - 1000 then
   return -1
 end
@@ -233,7 +242,29 @@ if moved then
     return -1
   end
 end
-return set_unmarked(KEYS[2], moved, read_at, 3, 3)
+return set_unmarked(KEYS[2], moved, read_at, 4, 4)
+";
+
+/// Cluster: take the HA lease and, with it, a new epoch, stored beside the lease (one slot) and above every earlier
+/// one: one more than the last, or Redis' clock in milliseconds if that is higher (a lost epoch key restarts above
+/// anything it held). KEYS[1]: the lease; KEYS[2]: the epoch. ARGV[1]: the token; ARGV[2]: the TTL in ms. Returns
+/// `{1, epoch}`, or `{0, holder}` when another instance holds the lease.
+const CLUSTER_TAKE_LEASE: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local epoch = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, now)
+  redis.call('SET', KEYS[2], string.format('%.0f', epoch))
+  return {1, string.format('%.0f', epoch)}
+end
+return {0, redis.call('GET', KEYS[1]) or ''}
+";
+
+/// Cluster: raise one slot's copy of the HA epoch to a new leader's (never lower it: a deposed leader's late claim
+/// changes nothing). KEYS[1]: the slot's HA fence; ARGV[1]: the epoch.
+const CLUSTER_CLAIM: &str = r"
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return 1
 ";
 
 /// What a fenced script returns when this instance no longer holds the HA lease.
@@ -252,6 +283,8 @@ pub struct Scripts {
     /// Sent in pipelines (EVALSHA by [`Scripts::pipelined`]'s hashes), so loaded on every master beforehand.
     pub cluster_invalidate: redis::Script,
     pub cluster_guarded_set: redis::Script,
+    pub cluster_claim: redis::Script,
+    pub cluster_take_lease: redis::Script,
 }
 
 impl Scripts {
@@ -269,12 +302,15 @@ impl Scripts {
             cluster_tick: script(CLUSTER_TICK),
             cluster_invalidate: script(CLUSTER_INVALIDATE),
             cluster_guarded_set: script(CLUSTER_GUARDED_SET),
+            cluster_claim: script(CLUSTER_CLAIM),
+            cluster_take_lease: script(CLUSTER_TAKE_LEASE),
         }
     }
 
     /// The source of the scripts a cluster runs in pipelines, to load on every master.
     pub fn pipelined() -> Vec<String> {
-        [CLUSTER_INVALIDATE, CLUSTER_GUARDED_SET]
+        // FENCED_APPLY runs per slot on a cluster: KEYS[1] is the slot's HA fence and ARGV[1] the epoch.
+        [CLUSTER_INVALIDATE, CLUSTER_GUARDED_SET, FENCED_APPLY, CLUSTER_CLAIM]
             .iter()
             .map(|body| format!("{PRELUDE}{body}"))
             .collect()

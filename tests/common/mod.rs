@@ -170,28 +170,7 @@ impl TestEnv {
 
     /// The cluster's masters' addresses (`CLUSTER SLOTS`), for commands that must visit every shard.
     pub async fn masters(&self) -> Vec<String> {
-        let mut conn = redis::Client::open(self.redis_url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .expect("the seed node answers");
-        let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER")
-            .arg("SLOTS")
-            .query_async(&mut conn)
-            .await
-            .expect("CLUSTER SLOTS");
-        let mut masters: Vec<String> = slots
-            .into_iter()
-            .map(|range| {
-                let master: Vec<redis::Value> = redis::from_redis_value(range[2].clone()).unwrap();
-                let host: String = redis::from_redis_value(master[0].clone()).unwrap();
-                let port: u16 = redis::from_redis_value(master[1].clone()).unwrap();
-                format!("redis://{host}:{port}")
-            })
-            .collect();
-        masters.sort();
-        masters.dedup();
-        masters
+        masters_of(&self.redis_url).await
     }
 
     /// Runs SQL statements (separated by `;` at line ends) in the test database, as root.
@@ -351,11 +330,12 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        let (database, prefix, mysql_base, redis_url) = (
+        let (database, prefix, mysql_base, redis_url, cluster) = (
             self.database.clone(),
             self.prefix.clone(),
             services().mysql.clone(),
             self.redis_url.clone(),
+            self.cluster,
         );
         // Drop runs inside the test's runtime, which cannot block on itself: clean up from a thread of our own.
         let cleanup = std::thread::spawn(move || {
@@ -369,34 +349,82 @@ impl Drop for TestEnv {
                         .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{database}`")))
                         .await;
                 }
-                let client = redis::Client::open(redis_url.as_str()).expect("redis url");
-                if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                    let mut cursor: u64 = 0;
-                    loop {
-                        let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
-                            .arg(cursor)
-                            .arg("MATCH")
-                            .arg(format!("{prefix}*"))
-                            .arg("COUNT")
-                            .arg(1000)
-                            .query_async(&mut conn)
-                            .await
-                        else {
-                            break;
-                        };
-                        if !keys.is_empty() {
-                            let _: redis::RedisResult<()> =
-                                redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await;
-                        }
-                        if next == 0 {
-                            break;
-                        }
-                        cursor = next;
+                // A cluster's keys are on every master; the HA fence's copies there are named after the lease key.
+                let nodes = if cluster {
+                    masters_of(&redis_url).await
+                } else {
+                    vec![redis_url]
+                };
+                for node in nodes {
+                    for pattern in [format!("{prefix}*"), format!("cachewarden:*:{prefix}*")] {
+                        unlink_matching(&node, &pattern).await;
                     }
                 }
             });
         });
         let _ = cleanup.join();
+    }
+}
+
+/// The masters' addresses of the cluster `seed` belongs to (`CLUSTER SLOTS`).
+pub async fn masters_of(seed: &str) -> Vec<String> {
+    let mut conn = redis::Client::open(seed)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the seed node answers");
+    let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut conn)
+        .await
+        .expect("CLUSTER SLOTS");
+    let mut masters: Vec<String> = slots
+        .into_iter()
+        .map(|range| {
+            let master: Vec<redis::Value> = redis::from_redis_value(range[2].clone()).unwrap();
+            let host: String = redis::from_redis_value(master[0].clone()).unwrap();
+            let port: u16 = redis::from_redis_value(master[1].clone()).unwrap();
+            format!("redis://{host}:{port}")
+        })
+        .collect();
+    masters.sort();
+    masters.dedup();
+    masters
+}
+
+/// Unlinks the keys matching `pattern` on one node, one key per command (a cluster node refuses cross-slot UNLINKs).
+async fn unlink_matching(node: &str, pattern: &str) {
+    let Ok(mut conn) = redis::Client::open(node)
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+    else {
+        return;
+    };
+    let mut cursor: u64 = 0;
+    loop {
+        let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+        else {
+            return;
+        };
+        if !keys.is_empty() {
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.cmd("UNLINK").arg(key).ignore();
+            }
+            let _: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
     }
 }
 
@@ -816,5 +844,64 @@ impl Drop for OwnMariaDb {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A real Oracle MySQL server of a test's own, with GTIDs and a ROW binlog, on a free port (`scripts/mysql-server`:
+/// MySQL 9 from Debian sid, run from a sysroot; `scripts/services` fetched it). Stopped and removed when dropped.
+pub struct OwnMySql {
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl OwnMySql {
+    /// A server with `server_id`.
+    pub fn start(server_id: u32) -> Self {
+        Self::launch(&["start"], server_id, None)
+    }
+
+    /// A server with `server_id` that replicates from `source` by GTID auto-position, keeping a binlog of its own
+    /// with the source's GTIDs (so it can be promoted).
+    pub fn replica_of(source: &OwnMySql, server_id: u32) -> Self {
+        Self::launch(&["replica"], server_id, Some(source.port))
+    }
+
+    fn launch(command: &[&str], server_id: u32, source: Option<u16>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // The server runs as the mysql user, which must reach its data dir inside.
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let port = free_port();
+        let mut args: Vec<String> = command.iter().map(|arg| arg.to_string()).collect();
+        args.extend([
+            port.to_string(),
+            server_id.to_string(),
+            dir.path().display().to_string(),
+        ]);
+        args.extend(source.map(|port| port.to_string()));
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mysql-server");
+        let output = Command::new(script)
+            .args(&args)
+            .output()
+            .expect("scripts/mysql-server runs");
+        assert!(
+            output.status.success(),
+            "scripts/mysql-server {args:?} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Self { port, dir }
+    }
+
+    /// `mysql://root@127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnMySql {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mysql-server");
+        let _ = Command::new(script)
+            .args(["stop", &self.port.to_string(), &self.dir.path().display().to_string()])
+            .output();
     }
 }

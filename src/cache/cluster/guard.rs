@@ -85,7 +85,7 @@ fn evidence_key(slot: u16, lease: &str) -> String {
 }
 
 /// Positions of `keys` grouped by slot, each group in the keys' order, cut at [`SCRIPT_BATCH`].
-fn by_slot<'a>(keys: impl Iterator<Item = &'a [u8]>) -> Vec<(u16, Vec<usize>)> {
+pub(super) fn by_slot<'a>(keys: impl Iterator<Item = &'a [u8]>) -> Vec<(u16, Vec<usize>)> {
     let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
     let mut open: HashMap<u16, usize> = HashMap::new();
     for (i, key) in keys.enumerate() {
@@ -103,7 +103,7 @@ fn by_slot<'a>(keys: impl Iterator<Item = &'a [u8]>) -> Vec<(u16, Vec<usize>)> {
     groups
 }
 
-fn evalsha(script: &redis::Script) -> redis::Cmd {
+pub(super) fn evalsha(script: &redis::Script) -> redis::Cmd {
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(script.get_hash());
     cmd
@@ -177,7 +177,14 @@ impl Cache {
         values: Option<&[KeyOp]>,
     ) -> Result<u64, CacheError> {
         let cluster = self.cluster.as_ref().expect("called on a cluster");
+        let sets = values.is_some_and(|ops| ops.iter().any(|op| matches!(op, KeyOp::Set { .. })));
+        // Values only from the HA leader; deletes from anyone.
+        let epoch = if sets { self.cluster_epoch()? } else { String::new() };
         let (version, leases) = self.tick().await?;
+        if leases.is_empty() && !epoch.is_empty() {
+            self.cluster_apply_fenced(values.unwrap_or_default()).await?;
+            return Ok(version);
+        }
         if leases.is_empty() {
             // No read in flight: no evidence to record, and a read that starts from here on has a version at least
             // this one, so the slots' versions need not move either. Plain commands, one pipeline per master.
@@ -198,14 +205,16 @@ impl Cache {
         let mut commands = Vec::new();
         for (slot, positions) in by_slot(keys.iter().map(AsRef::as_ref)) {
             let mut cmd = evalsha(&self.scripts.cluster_invalidate);
-            cmd.arg(1 + leases.len() + positions.len()).arg(slot_version_key(slot));
+            cmd.arg(2 + leases.len() + positions.len())
+                .arg(slot_version_key(slot))
+                .arg(self.slot_fence(slot));
             for (id, _) in &leases {
                 cmd.arg(evidence_key(slot, id));
             }
             for &i in &positions {
                 cmd.arg(keys[i].as_ref());
             }
-            cmd.arg(version).arg(leases.len());
+            cmd.arg(version).arg(leases.len()).arg(&epoch);
             for (_, left) in &leases {
                 cmd.arg(*left);
             }
@@ -217,7 +226,7 @@ impl Cache {
             }
             commands.push((slot, cmd));
         }
-        cluster.send(&commands).await?;
+        self.send_fenced(commands).await?;
         Ok(version)
     }
 
@@ -228,6 +237,7 @@ impl Cache {
         ops: &[KeyOp],
     ) -> Result<(), CacheError> {
         let cluster = self.cluster.as_ref().expect("called on a cluster");
+        let epoch = self.cluster_epoch()?;
         let Some(gate) = cluster.gates.get(&read.lease) else {
             crate::metrics::record_guarded_batch("refused");
             return Err(CacheError::LeaseEnded);
@@ -243,13 +253,14 @@ impl Cache {
         let mut commands = Vec::new();
         for (slot, positions) in by_slot(ops.iter().map(key_of)) {
             let mut cmd = evalsha(&self.scripts.cluster_guarded_set);
-            cmd.arg(2 + positions.len())
+            cmd.arg(3 + positions.len())
                 .arg(slot_version_key(slot))
-                .arg(evidence_key(slot, &read.lease));
+                .arg(evidence_key(slot, &read.lease))
+                .arg(self.slot_fence(slot));
             for &i in &positions {
                 cmd.arg(key_of(&ops[i]));
             }
-            cmd.arg(read.version).arg(gate.deadline);
+            cmd.arg(read.version).arg(gate.deadline).arg(&epoch);
             for &i in &positions {
                 if let KeyOp::Set { value, ttl, .. } = &ops[i] {
                     cmd.arg(value.as_slice()).arg(ttl_millis(*ttl));
@@ -257,12 +268,13 @@ impl Cache {
             }
             commands.push((slot, cmd));
         }
-        let replies = cluster.send(&commands).await?;
-        let missing: Vec<u16> = commands
+        let slots: Vec<u16> = commands.iter().map(|(slot, _)| *slot).collect();
+        let replies = self.send_fenced(commands).await?;
+        let missing: Vec<u16> = slots
             .iter()
             .zip(&replies)
             .filter(|(_, reply)| integer(reply) == Some(SLOT_VERSION_MISSING))
-            .map(|((slot, _), _)| *slot)
+            .map(|(slot, _)| *slot)
             .collect();
         if !missing.is_empty() {
             tracing::warn!(

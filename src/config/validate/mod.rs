@@ -114,14 +114,6 @@ pub fn validate(
     let binlog = raw_binlog.and_then(|raw| ctx.binlog(raw, mysql.as_ref()));
     let rules = ctx.change_rules(doc.get("on_change"), &jobs, &invalid_jobs, mysql.as_ref(), &defaults);
     let ha = ctx.ha(ha, binlog.as_ref());
-    if ha.is_some() && redis.as_ref().is_some_and(|redis| redis.cluster) {
-        // The lease fences writes through the scripts, which on a cluster run per slot, away from the lease key.
-        ctx.field_problem(
-            "ha",
-            "enabled",
-            "is not supported with [redis] cluster = true yet: run one instance against a Redis Cluster".into(),
-        );
-    }
     if !rules.is_empty() && binlog.is_none() {
         ctx.problem(
             ctx.lines.key_line(None, "on_change"),

@@ -1,10 +1,11 @@
-//! Where the binlog listener resumes: a position (`file:offset`, and on MariaDB the GTID position of the same point),
-//! saved in Redis or in a file after each applied batch, and the file name a rotate event announces.
+//! Where the binlog listener resumes: a position (`file:offset`, and the GTID position of the same point), saved in
+//! Redis or in a file after each applied batch, and the file name a rotate event announces.
 //!
-//! A file offset means something only on the server that wrote the file; a GTID position (`domain-server-seq` per
-//! replication domain) means the same on every server of a replication topology, so after a failover (RDS
-//! Multi-AZ, a MariaDB switchover) the listener resumes on the promoted server by GTID (on the same server, by offset). Saved as
-//! `binlog.000042:1234 gtid=0-1-977 server=1`; the older `binlog.000042:1234` still reads.
+//! A file offset means something only on the server that wrote the file; a GTID position (see `gtid`) means the same
+//! on every server of a replication topology, so after a failover (RDS Multi-AZ, Aurora, a MariaDB switchover) the
+//! listener resumes on the promoted server by GTID (on the same server, by offset). Saved as
+//! `binlog.000042:1234 gtid=0-1-977 server=1` (MySQL: `gtid=<uuid>:1-977`); the older `binlog.000042:1234` still
+//! reads.
 
 use crate::cache::Cache;
 use crate::config::CheckpointStore;
@@ -12,13 +13,14 @@ use crate::metrics;
 use crate::model::KeyOp;
 
 use super::BinlogError;
+pub use super::gtid::Gtids;
 
 /// A binlog position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
     pub file: String,
     pub pos: u64,
-    /// MariaDB: the GTID position of the same point (`0-1-977`, one `domain-server-seq` per domain).
+    /// The GTID position of the same point, in the server's form (MariaDB `0-1-977`, MySQL `uuid:1-977`).
     pub gtid: Option<Gtids>,
     /// `@@server_id` of the server whose file `file` is: the offset means nothing on another.
     pub server: Option<u32>,
@@ -63,58 +65,6 @@ impl Position {
         Some(position)
     }
 }
-
-/// A MariaDB GTID position: for each replication domain, the last transaction (server id, sequence number).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Gtids(std::collections::BTreeMap<u32, (u32, u64)>);
-
-impl Gtids {
-    /// Reads `0-1-977,1-2-5` (MariaDB's `@@gtid_binlog_pos` form); empty text is an empty position.
-    pub fn parse(text: &str) -> Option<Self> {
-        let mut gtids = Self::default();
-        for gtid in text.split(',').map(str::trim).filter(|gtid| !gtid.is_empty()) {
-            let mut parts = gtid.splitn(3, '-');
-            let (domain, server, seq) = (parts.next()?, parts.next()?, parts.next()?);
-            gtids
-                .0
-                .insert(domain.parse().ok()?, (server.parse().ok()?, seq.parse().ok()?));
-        }
-        Some(gtids)
-    }
-
-    /// The transaction `seq` of `domain` by `server` is the latest of its domain.
-    pub fn record(&mut self, domain: u32, server: u32, seq: u64) {
-        self.0.insert(domain, (server, seq));
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl std::fmt::Display for Gtids {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, (domain, (server, seq))) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{domain}-{server}-{seq}")?;
-        }
-        Ok(())
-    }
-}
-
-/// The GTID a MariaDB GTID event (type 162) opens its transaction with: (domain, sequence number). Its body starts
-/// with the sequence number (8 bytes) and the domain id (4 bytes), little-endian; the server id is the event
-/// header's.
-pub fn mariadb_gtid(data: &[u8]) -> Option<(u32, u64)> {
-    let seq = u64::from_le_bytes(data.get(..8)?.try_into().ok()?);
-    let domain = u32::from_le_bytes(data.get(8..12)?.try_into().ok()?);
-    Some((domain, seq))
-}
-
-/// MariaDB's GTID event type.
-pub const MARIADB_GTID_EVENT: u8 = 162;
 
 /// The file a rotate event names. Before the stream's format description event the client cannot know whether
 /// events carry a checksum, so a rotate that comes first (the server's artificial one at the start of a dump) arrives
@@ -190,19 +140,12 @@ mod tests {
         assert_eq!(position.gtid.as_ref().unwrap().to_string(), "0-1-977,3-7-12");
         assert_eq!(position.server, Some(1));
         assert_eq!(position.to_string(), "binlog.000042:1234 gtid=0-1-977,3-7-12 server=1");
+        let mysql = "binlog.000003:157 gtid=3e11fa47-71ca-11e1-9e33-c80aa9429562:1-977:979 server=11";
+        assert_eq!(Position::parse(mysql).unwrap().to_string(), mysql);
         let old = Position::parse("binlog.000042:1234").unwrap();
         assert_eq!((old.gtid, old.server), (None, None));
         assert!(Position::parse("binlog.000042:1234 gtid=0-1").is_none());
         assert!(Position::parse("binlog.000042:1234 colour=red").is_none());
-        let mut gtids = Gtids::parse("0-1-5").unwrap();
-        gtids.record(0, 2, 6);
-        gtids.record(1, 2, 1);
-        assert_eq!(gtids.to_string(), "0-2-6,1-2-1");
-        let mut event = 977u64.to_le_bytes().to_vec();
-        event.extend_from_slice(&3u32.to_le_bytes());
-        event.push(0);
-        assert_eq!(mariadb_gtid(&event), Some((3, 977)));
-        assert_eq!(mariadb_gtid(&event[..5]), None);
     }
 
     #[test]

@@ -29,6 +29,7 @@
 mod batch;
 pub mod checkpoint;
 pub mod decode;
+mod gtid;
 mod server;
 
 use std::collections::HashSet;
@@ -127,7 +128,7 @@ impl BinlogListener {
     }
 
     /// Connects, checks the server, decides where to start — by file offset on the server the offset belongs to, by
-    /// MariaDB GTID on another (after a failover) — and opens the stream. `None` when shutdown interrupted a
+    /// GTID on another (after a failover) — and opens the stream. `None` when shutdown interrupted a
     /// recovery.
     async fn open(
         &self,
@@ -136,19 +137,26 @@ impl BinlogListener {
     ) -> Result<Option<(mysql_async::BinlogStream, Position, server::ServerTraits)>, BinlogError> {
         let mut conn = server::connect(&self.settings.url).await?;
         let server = server::check_server(&mut conn).await?;
-        let current = server::current_position(&mut conn).await?;
+        let current = server::current_position(&mut conn, &server).await?;
         let start = self.start_position(current, shutdown, state).await?;
         let Some(mut start) = start else { return Ok(None) };
         let here = start.server.is_none_or(|id| id == server.server_id);
-        if server.mariadb && start.gtid.is_none() && here {
-            // The current position, or a checkpoint from before GTIDs were saved: learn its GTID position while the
-            // offset still means it (BINLOG_GTID_POS reads the file up to it: only when needed).
-            start = server::with_gtid(&mut conn, start, server.server_id).await?;
+        if server.gtids && start.gtid.is_none() && here {
+            // A checkpoint from before GTIDs were saved (or MariaDB's current position): learn its GTID position
+            // while the offset still means it (reading the file up to it: only when needed).
+            start = server::with_gtid(&mut conn, start, &server).await?;
         }
         // The offset where it means something — this server's own file, after a restart or a reconnect — and the GTID
         // position where only it does: another server, after a failover. (MariaDB's dump thread is measurably slower
         // to stream to a GTID-connected replica under a write storm, so GTIDs are used only when needed.)
-        let by_gtid = server.mariadb && !here && start.gtid.as_ref().is_some_and(|gtid| !gtid.is_empty());
+        let gtid = start.gtid.as_ref().filter(|gtid| !gtid.is_empty());
+        let by_gtid = server.gtids && !here && gtid.is_some();
+        if let Some(gtid) = gtid.filter(|gtid| by_gtid && gtid.is_mysql() == server.mariadb) {
+            return Err(BinlogError::Purged(
+                start.to_string(),
+                format!("the checkpoint's GTID position {gtid} is not in this server's form"),
+            ));
+        }
         if !by_gtid && !here {
             // Another server's offset (a failover) and no GTID to translate it: it means nothing here.
             return Err(BinlogError::Purged(
@@ -161,14 +169,17 @@ impl BinlogListener {
         }
 
         let heartbeat_ns = self.settings.heartbeat.as_nanos();
-        conn.query_drop(format!("SET @master_heartbeat_period = {heartbeat_ns}"))
-            .await?;
+        // (MySQL 8.4 and later read the second name.)
+        conn.query_drop(format!(
+            "SET @master_heartbeat_period = {heartbeat_ns}, @source_heartbeat_period = {heartbeat_ns}"
+        ))
+        .await?;
         if server.mariadb {
             // Without this MariaDB sends its GTID events in a form older clients cannot skip.
             conn.query_drop("SET @mariadb_slave_capability = 4").await?;
         }
         let request = match (&start.gtid, by_gtid) {
-            (Some(gtid), true) => {
+            (Some(gtid), true) if server.mariadb => {
                 // MariaDB resumes a GTID-connecting replica after the transactions of @slave_connect_state, wherever
                 // they are in its files; the file and offset of the request are ignored.
                 conn.query_drop(format!("SET @slave_connect_state = '{gtid}'")).await?;
@@ -177,6 +188,12 @@ impl BinlogListener {
                     .with_filename(b"")
                     .with_pos(4u64)
             }
+            // MySQL sends every transaction not in the set (COM_BINLOG_DUMP_GTID).
+            (Some(gtid), true) => BinlogStreamRequest::new(self.settings.server_id)
+                .with_gtid()
+                .with_gtid_set(gtid.mysql_sids())
+                .with_filename(b"")
+                .with_pos(4u64),
             _ => BinlogStreamRequest::new(self.settings.server_id)
                 .with_filename(start.file.as_bytes())
                 .with_pos(start.pos),
@@ -198,7 +215,7 @@ impl BinlogListener {
         };
         // The GTID position as transactions end; kept only when the start's is known (else it would be partial).
         let mut gtids = start.gtid.clone();
-        let mut open_gtid: Option<(u32, u32, u64)> = None;
+        let mut open_gtid: Option<gtid::Gtid> = None;
         metrics::record_binlog_connected(true);
         self.health.set_stalled("binlog", None);
 
@@ -275,12 +292,14 @@ impl BinlogListener {
             let data = event
                 .read_data()
                 .map_err(|e| BinlogError::Transient(format!("undecodable binlog event: {e}")))?;
-            if header.event_type_raw() == checkpoint::MARIADB_GTID_EVENT
-                && let Some((domain, seq)) = checkpoint::mariadb_gtid(event.data())
-            {
-                open_gtid = Some((domain, header.server_id(), seq));
+            if header.event_type_raw() == gtid::MARIADB_GTID_EVENT {
+                open_gtid = gtid::mariadb_gtid(event.data(), header.server_id());
             }
             let ends_transaction = match data {
+                Some(EventData::GtidEvent(event)) => {
+                    open_gtid = Some(gtid::mysql_gtid(&event));
+                    false
+                }
                 Some(EventData::FormatDescriptionEvent(_)) => {
                     format_seen = true;
                     false
@@ -312,8 +331,8 @@ impl BinlogListener {
             };
             if ends_transaction {
                 batch.transactions += 1;
-                if let (Some(gtids), Some((domain, origin, seq))) = (&mut gtids, open_gtid.take()) {
-                    gtids.record(domain, origin, seq);
+                if let (Some(gtids), Some(gtid)) = (&mut gtids, open_gtid.take()) {
+                    gtids.record(gtid);
                 }
                 if log_pos > 0 {
                     batch.checkpoint = Some(Position {

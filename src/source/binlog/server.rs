@@ -7,6 +7,7 @@ use mysql_async::prelude::Queryable as _;
 use mysql_async::{Conn, Opts};
 
 use super::checkpoint::Position;
+use super::gtid::{Gtid, Gtids};
 use crate::cache::CacheError;
 use crate::config::SecretUrl;
 
@@ -76,8 +77,8 @@ pub async fn connect(url: &SecretUrl) -> Result<Conn, BinlogError> {
 /// BINLOG MONITOR) and the user holds REPLICATION SLAVE.
 pub async fn preflight(url: &SecretUrl) -> Result<(), BinlogError> {
     let mut conn = connect(url).await?;
-    check_server(&mut conn).await?;
-    current_position(&mut conn).await?;
+    let server = check_server(&mut conn).await?;
+    current_position(&mut conn, &server).await?;
     let grants: Vec<String> = conn.query("SHOW GRANTS").await?;
     conn.disconnect().await.ok();
     if grants.iter().any(|grant| may_replicate(grant)) {
@@ -104,9 +105,13 @@ fn may_replicate(grant: &str) -> bool {
 /// What the start-up checks learned about the server.
 pub struct ServerTraits {
     pub mariadb: bool,
+    /// Transactions carry GTIDs: MariaDB always, MySQL with `gtid_mode = ON`.
+    pub gtids: bool,
     /// `@@server_id`: whose binlog files these are.
     pub server_id: u32,
-    /// Bytes of checksum after each event (`binlog_checksum`): 4 for CRC32, else 0.
+    /// Bytes of checksum glued to the name of the artificial rotate that opens a dump (before the stream's format
+    /// description tells the client): MariaDB with `binlog_checksum = CRC32` sends 4; MySQL sends none (seen on 9.7:
+    /// its dump thread follows what the replica announced, and mysql_async announces a value MySQL does not know).
     pub checksum_bytes: usize,
 }
 
@@ -139,17 +144,33 @@ pub async fn check_server(conn: &mut Conn) -> Result<ServerTraits, BinlogError> 
             return Err(BinlogError::Definite(format!("{advice} (it is {value:?})")));
         }
     }
-    if mariadb {
-        let compressed: Option<String> = conn.query_first("SELECT @@GLOBAL.log_bin_compress").await?;
-        if matches!(compressed.as_deref(), Some("1" | "ON")) {
-            return Err(BinlogError::Definite(
-                "log_bin_compress must be OFF: compressed MariaDB row events cannot be decoded and would be skipped"
-                    .into(),
-            ));
-        }
+    // Compressed events wrap their rows in a form we do not unpack: they would be skipped.
+    let (compression, advice) = match mariadb {
+        true => (
+            "log_bin_compress",
+            "log_bin_compress must be OFF: compressed MariaDB row events",
+        ),
+        false => (
+            "binlog_transaction_compression",
+            "binlog_transaction_compression must be OFF: compressed MySQL transaction payloads",
+        ),
+    };
+    // (Servers too old to compress do not know the variable.)
+    let compressed: Option<String> = conn
+        .query_first(format!("SELECT @@GLOBAL.{compression}"))
+        .await
+        .unwrap_or_default();
+    if matches!(compressed.as_deref(), Some("1" | "ON")) {
+        return Err(BinlogError::Definite(format!(
+            "{advice} cannot be decoded and would be skipped"
+        )));
     }
+    let gtids = mariadb || {
+        let mode: Option<String> = conn.query_first("SELECT @@GLOBAL.gtid_mode").await?;
+        mode.is_some_and(|mode| mode.eq_ignore_ascii_case("ON"))
+    };
     let checksum: Option<String> = conn.query_first("SELECT @@GLOBAL.binlog_checksum").await?;
-    let checksum_bytes = if checksum.is_some_and(|c| c.eq_ignore_ascii_case("CRC32")) {
+    let checksum_bytes = if mariadb && checksum.is_some_and(|c| c.eq_ignore_ascii_case("CRC32")) {
         4
     } else {
         0
@@ -157,41 +178,112 @@ pub async fn check_server(conn: &mut Conn) -> Result<ServerTraits, BinlogError> 
     let server_id: Option<u32> = conn.query_first("SELECT @@server_id").await?;
     Ok(ServerTraits {
         mariadb,
+        gtids,
         server_id: server_id.unwrap_or_default(),
         checksum_bytes,
     })
 }
 
-/// The server's current binlog position.
-pub async fn current_position(conn: &mut Conn) -> Result<Position, BinlogError> {
-    let row: Option<(String, u64)> = match conn.query_first("SHOW MASTER STATUS").await {
-        Ok(row) => row.map(|row: mysql_async::Row| (row.get(0).unwrap_or_default(), row.get(1).unwrap_or_default())),
+/// The server's current binlog position; on MySQL with GTIDs on, with the GTID set executed up to it (the same
+/// statement reports both, so they agree).
+pub async fn current_position(conn: &mut Conn, server: &ServerTraits) -> Result<Position, BinlogError> {
+    let row: Option<mysql_async::Row> = match conn.query_first("SHOW MASTER STATUS").await {
+        Ok(row) => row,
         // MySQL 8.4 renamed it.
-        Err(_) => conn
-            .query_first("SHOW BINARY LOG STATUS")
-            .await?
-            .map(|row: mysql_async::Row| (row.get(0).unwrap_or_default(), row.get(1).unwrap_or_default())),
+        Err(_) => conn.query_first("SHOW BINARY LOG STATUS").await?,
     };
-    match row {
-        Some((file, pos)) if !file.is_empty() => Ok(Position::at(file, pos)),
-        _ => Err(BinlogError::Definite(
-            "SHOW MASTER STATUS returned nothing: binary logging is off, or the user lacks REPLICATION CLIENT".into(),
-        )),
+    let Some(row) = row else {
+        return Err(no_position());
+    };
+    let (file, pos): (String, u64) = (row.get(0).unwrap_or_default(), row.get(1).unwrap_or_default());
+    if file.is_empty() {
+        return Err(no_position());
     }
+    let mut position = Position::at(file, pos);
+    if !server.mariadb && server.gtids {
+        // Executed_Gtid_Set, MySQL's fifth column.
+        let executed: Option<String> = row.get(4);
+        position.gtid = executed.as_deref().and_then(Gtids::parse);
+        position.server = Some(server.server_id);
+    }
+    Ok(position)
 }
 
-/// MariaDB: `position` (a file offset on this server) with its GTID position and this server's id, so that the
-/// checkpoint also means something on another server of the topology. The GTID stays unknown when the server
-/// cannot map the offset (`BINLOG_GTID_POS` is NULL: not a transaction boundary, or purged).
-pub async fn with_gtid(conn: &mut Conn, mut position: Position, server_id: u32) -> Result<Position, BinlogError> {
-    // An error (a file the server never had) leaves the GTID unknown, like NULL: the offset is tried as it is.
-    let gtid: Option<Option<String>> = conn
-        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&position.file, position.pos))
-        .await
-        .unwrap_or_default();
-    position.gtid = gtid.flatten().and_then(|gtid| super::checkpoint::Gtids::parse(&gtid));
-    position.server = Some(server_id);
+fn no_position() -> BinlogError {
+    BinlogError::Definite(
+        "SHOW MASTER STATUS returned nothing: binary logging is off, or the user lacks REPLICATION CLIENT".into(),
+    )
+}
+
+/// `position` (a file offset on this server) with its GTID position and this server's id, so that the checkpoint
+/// also means something on another server of the topology. The GTID stays unknown when the server cannot map the
+/// offset (not a transaction boundary, purged, or GTIDs off).
+pub async fn with_gtid(
+    conn: &mut Conn,
+    mut position: Position,
+    server: &ServerTraits,
+) -> Result<Position, BinlogError> {
+    position.gtid = match (server.mariadb, server.gtids) {
+        // An error (a file the server never had) leaves the GTID unknown, like NULL: the offset is tried as it is.
+        (true, _) => {
+            let gtid: Option<Option<String>> = conn
+                .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&position.file, position.pos))
+                .await
+                .unwrap_or_default();
+            gtid.flatten().and_then(|gtid| Gtids::parse(&gtid))
+        }
+        (false, true) => mysql_gtid_at(conn, &position).await,
+        (false, false) => None,
+    };
+    position.server = Some(server.server_id);
     Ok(position)
+}
+
+/// MySQL has no `BINLOG_GTID_POS`: the set at `file:pos` is the file's Previous_gtids plus the GTID of every
+/// transaction before `pos`, read with SHOW BINLOG EVENTS a page at a time (once, for a checkpoint saved before
+/// GTIDs were). `None` when the file cannot be read.
+async fn mysql_gtid_at(conn: &mut Conn, position: &Position) -> Option<Gtids> {
+    const PAGE: u64 = 10_000;
+    let file = &position.file;
+    if !file
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return None;
+    }
+    let mut gtids: Option<Gtids> = None;
+    let mut offset = 0;
+    loop {
+        let rows: Vec<(String, u64, String, u32, u64, String)> = conn
+            .query(format!("SHOW BINLOG EVENTS IN '{file}' LIMIT {offset}, {PAGE}"))
+            .await
+            .ok()?;
+        for (_, pos, kind, _, _, info) in &rows {
+            if *pos >= position.pos {
+                return gtids;
+            }
+            match kind.as_str() {
+                "Previous_gtids" => gtids = Some(Gtids::parse(info).unwrap_or(Gtids::MySql(Default::default()))),
+                "Gtid" | "Gtid_tagged" => {
+                    // `SET @@SESSION.GTID_NEXT= 'uuid:N'`
+                    let gtid = info.split('\'').nth(1).and_then(Gtids::parse)?;
+                    let Gtids::MySql(one) = gtid else { return None };
+                    let (set, ranges) = one.into_iter().next()?;
+                    let gno = ranges.first()?.0;
+                    gtids.as_mut()?.record(Gtid::MySql {
+                        uuid: set.0,
+                        tag: set.1,
+                        gno,
+                    });
+                }
+                _ => {}
+            }
+        }
+        if (rows.len() as u64) < PAGE {
+            return gtids;
+        }
+        offset += PAGE;
+    }
 }
 
 #[cfg(test)]
