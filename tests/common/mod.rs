@@ -151,6 +151,18 @@ impl TestEnv {
         self
     }
 
+    /// Points this test's MySQL at `server` (a real MySQL of the test's own): a database of the test's name there.
+    pub async fn on_mysql(mut self, server: &OwnMySql) -> Self {
+        let mut conn = sqlx::MySqlConnection::connect(&server.url())
+            .await
+            .expect("the test's MySQL is reachable");
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE `{}`", self.database)))
+            .await
+            .expect("create test database");
+        self.mysql_url = format!("{}/{}", server.url(), self.database);
+        self
+    }
+
     /// A connection for single-key commands: to the node, or to the cluster (which routes them).
     pub async fn any_redis(&self) -> cachewarden::cache::Conn {
         if !self.cluster {

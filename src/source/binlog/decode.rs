@@ -6,9 +6,8 @@
 //! leaves out and a warm query sees is put back from the table map's metadata (`binlog_row_metadata=FULL`): ENUM and
 //! SET names instead of indexes and bitmasks, the character set of text (latin1 becomes UTF-8, as the server converts
 //! it for a utf8mb4 session), BINARY's zero padding, unsignedness.
-//!
-//! Known gap: a MySQL `JSON` column (binary JSON in the binlog) is embedded as compact JSON, while a MySQL query
-//! returns it with a space after `:` and `,`; MariaDB's JSON is text and maps exactly.
+//! A MySQL `JSON` column arrives in MySQL's binary form and is written as MySQL's own text form, the one a query
+//! returns (see [`mysql_json_text`]); MariaDB's JSON is text and maps exactly.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -139,6 +138,39 @@ pub fn decode_row<'r>(row: &'r BinlogRow, shape: &TableShape) -> DecodedRow<'r> 
     DecodedRow { names, cells }
 }
 
+/// A JSON document as MySQL prints one: `", "` between members and elements, `": "` after keys, and an object's
+/// keys shortest first, then by their bytes (the order MySQL stores them in).
+fn mysql_json_text(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value as Json;
+    match value {
+        Json::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                mysql_json_text(item, out);
+            }
+            out.push(']');
+        }
+        Json::Object(members) => {
+            let mut keys: Vec<&String> = members.keys().collect();
+            keys.sort_by(|a, b| (a.len(), a.as_bytes()).cmp(&(b.len(), b.as_bytes())));
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&Json::String(key.clone()).to_string());
+                out.push_str(": ");
+                mysql_json_text(&members[key], out);
+            }
+            out.push('}');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
 /// One binlog value as the cell a warm query would decode for the same column.
 fn cell<'v>(value: &'v BinlogValue<'_>, shape: &ColumnShape, charset: u16, unsigned: bool) -> Cell<'v> {
     use ColumnType::*;
@@ -147,7 +179,11 @@ fn cell<'v>(value: &'v BinlogValue<'_>, shape: &ColumnShape, charset: u16, unsig
         BinlogValue::Jsonb(json) => {
             let document = json.clone().parse().map(serde_json::Value::from);
             return match document {
-                Ok(document) => Cell::Json(Cow::Owned(document.to_string())),
+                Ok(document) => {
+                    let mut text = String::new();
+                    mysql_json_text(&document, &mut text);
+                    Cell::Json(Cow::Owned(text))
+                }
                 Err(_) => Cell::Null,
             };
         }

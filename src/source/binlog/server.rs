@@ -165,6 +165,18 @@ pub async fn check_server(conn: &mut Conn) -> Result<ServerTraits, BinlogError> 
             "{advice} cannot be decoded and would be skipped"
         )));
     }
+    if !mariadb {
+        // Partial JSON updates carry a diff, not the document: the column's new value could not be known.
+        let options: Option<String> = conn
+            .query_first("SELECT @@GLOBAL.binlog_row_value_options")
+            .await
+            .unwrap_or_default();
+        if options.is_some_and(|options| options.to_ascii_uppercase().contains("PARTIAL_JSON")) {
+            return Err(BinlogError::Definite(
+                "binlog_row_value_options must be empty: PARTIAL_JSON events carry JSON diffs, not the values".into(),
+            ));
+        }
+    }
     let gtids = mariadb || {
         let mode: Option<String> = conn.query_first("SELECT @@GLOBAL.gtid_mode").await?;
         mode.is_some_and(|mode| mode.eq_ignore_ascii_case("ON"))
