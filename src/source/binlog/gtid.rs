@@ -58,11 +58,11 @@ impl Gtids {
     /// `gtid`'s transaction has been applied. An empty position takes the form of the first GTID it records.
     /// `false` (and the position unchanged) when `gtid` is of the other server's form.
     pub fn record(&mut self, gtid: Gtid) -> bool {
-        if self.is_empty() && matches!((&*self, &gtid), (Gtids::MariaDb(_), Gtid::MySql { .. })) {
-            *self = Gtids::MySql(BTreeMap::new());
-        }
-        if self.is_empty() && matches!((&*self, &gtid), (Gtids::MySql(_), Gtid::MariaDb { .. })) {
-            *self = Gtids::default();
+        if self.is_empty() {
+            *self = match gtid {
+                Gtid::MariaDb { .. } => Gtids::default(),
+                Gtid::MySql { .. } => Gtids::MySql(GtidSet::new()),
+            };
         }
         match (self, gtid) {
             (Gtids::MariaDb(domains), Gtid::MariaDb { domain, server, seq }) => {
@@ -206,6 +206,17 @@ pub fn mariadb_gtid(data: &[u8], server: u32) -> Option<Gtid> {
 /// MariaDB's GTID event type.
 pub const MARIADB_GTID_EVENT: u8 = 162;
 
+/// A MySQL GTID as text: `uuid:gno` or `uuid:tag:gno` (as `SHOW BINLOG EVENTS` shows `GTID_NEXT`).
+pub fn parse_mysql_gtid(text: &str) -> Option<Gtid> {
+    let (head, gno) = text.rsplit_once(':')?;
+    let (uuid, tag) = head.split_once(':').unwrap_or((head, ""));
+    Some(Gtid::MySql {
+        uuid: uuid::Uuid::parse_str(uuid).ok()?.hyphenated().to_string(),
+        tag: tag.to_string(),
+        gno: gno.parse().ok()?,
+    })
+}
+
 /// The GTID a MySQL GTID event (tagged or not) opens its transaction with.
 pub fn mysql_gtid(event: &mysql_async::binlog::events::GtidEvent) -> Gtid {
     Gtid::MySql {
@@ -287,6 +298,22 @@ mod tests {
         assert_eq!((first.intervals()[0].start(), first.intervals()[0].end()), (1, 101));
         assert!(Gtids::parse("not-a-uuid:1-5").is_none());
         assert!(Gtids::parse(&format!("{A}:5-1")).is_none());
+    }
+
+    #[test]
+    fn a_mysql_gtid_reads_with_or_without_its_tag() {
+        let gtid = |uuid: &str, tag: &str, gno| Gtid::MySql {
+            uuid: uuid.into(),
+            tag: tag.into(),
+            gno,
+        };
+        assert_eq!(
+            parse_mysql_gtid(&format!("{}:12", A.to_uppercase())),
+            Some(gtid(A, "", 12))
+        );
+        assert_eq!(parse_mysql_gtid(&format!("{A}:cdc:3")), Some(gtid(A, "cdc", 3)));
+        assert_eq!(parse_mysql_gtid("nonsense:1"), None);
+        assert_eq!(parse_mysql_gtid(A), None);
     }
 
     #[test]

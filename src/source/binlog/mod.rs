@@ -3,7 +3,8 @@
 //!
 //! Owns the replication connection's event loop. The parts: `server` (start-up checks, positions, error kinds),
 //! `decode` (row images through the one value mapping), `batch` (coalescing by key, debounce), `checkpoint` (where
-//! to resume). Planning is `plan::plan_change`; applying is the `invalidate` executor's.
+//! to resume), `gtid` (GTID positions, MariaDB's and MySQL's). Planning is `plan::plan_change`; applying is the
+//! `invalidate` executor's.
 //!
 //! # Batches
 //! Row events are read as they arrive and gathered across transactions into one batch, coalesced by key (see

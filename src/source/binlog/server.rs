@@ -7,7 +7,7 @@ use mysql_async::prelude::Queryable as _;
 use mysql_async::{Conn, Opts};
 
 use super::checkpoint::Position;
-use super::gtid::{Gtid, Gtids};
+use super::gtid::{Gtids, parse_mysql_gtid};
 use crate::cache::CacheError;
 use crate::config::SecretUrl;
 
@@ -275,18 +275,11 @@ async fn mysql_gtid_at(conn: &mut Conn, position: &Position) -> Option<Gtids> {
                 return gtids;
             }
             match kind.as_str() {
-                "Previous_gtids" => gtids = Some(Gtids::parse(info).unwrap_or(Gtids::MySql(Default::default()))),
+                "Previous_gtids" => gtids = Some(Gtids::parse(info)?),
                 "Gtid" | "Gtid_tagged" => {
                     // `SET @@SESSION.GTID_NEXT= 'uuid:N'`
-                    let gtid = info.split('\'').nth(1).and_then(Gtids::parse)?;
-                    let Gtids::MySql(one) = gtid else { return None };
-                    let (set, ranges) = one.into_iter().next()?;
-                    let gno = ranges.first()?.0;
-                    gtids.as_mut()?.record(Gtid::MySql {
-                        uuid: set.0,
-                        tag: set.1,
-                        gno,
-                    });
+                    let gtid = info.split('\'').nth(1).and_then(parse_mysql_gtid)?;
+                    gtids.as_mut()?.record(gtid);
                 }
                 _ => {}
             }
