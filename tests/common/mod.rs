@@ -42,17 +42,7 @@ static REPLICA: OnceLock<String> = OnceLock::new();
 /// started on first use.
 pub fn replica() -> &'static str {
     REPLICA.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services");
-        let output = Command::new(&script)
-            .arg("--replica")
-            .output()
-            .expect("scripts/services runs");
-        assert!(
-            output.status.success(),
-            "scripts/services --replica failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout)
+        run_script("services", &["--replica".into()])
             .lines()
             .find_map(|line| line.strip_prefix("export CACHEWARDEN_TEST_REPLICA_URL="))
             .expect("scripts/services --replica prints the replica's URL")
@@ -63,14 +53,7 @@ pub fn replica() -> &'static str {
 /// The test services, brought up on first use.
 pub fn services() -> &'static Services {
     SERVICES.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services");
-        let output = Command::new(&script).output().expect("scripts/services runs");
-        assert!(
-            output.status.success(),
-            "scripts/services failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let exports = String::from_utf8_lossy(&output.stdout);
+        let exports = run_script("services", &[]);
         let value = |name: &str| {
             exports
                 .lines()
@@ -557,18 +540,15 @@ impl OwnCluster {
             }
         };
         let dir = tempfile::tempdir().expect("temp dir");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/redis-cluster");
-        let output = Command::new(script)
-            .args(["start", &base.to_string(), &masters.to_string(), &replicas.to_string()])
-            .arg(dir.path())
-            .args(extra)
-            .output()
-            .expect("scripts/redis-cluster runs");
-        assert!(
-            output.status.success(),
-            "scripts/redis-cluster failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let mut args = vec![
+            "start".to_string(),
+            base.to_string(),
+            masters.to_string(),
+            replicas.to_string(),
+        ];
+        args.push(dir.path().display().to_string());
+        args.extend(extra.iter().map(|option| option.to_string()));
+        run_script("redis-cluster", &args);
         Self { base, nodes, dir }
     }
 
@@ -579,8 +559,7 @@ impl OwnCluster {
 
 impl Drop for OwnCluster {
     fn drop(&mut self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/redis-cluster");
-        let _ = Command::new(script)
+        let _ = script("redis-cluster")
             .args(["stop", &self.base.to_string(), &self.nodes.to_string()])
             .arg(self.dir.path())
             .output();
@@ -869,37 +848,28 @@ pub struct OwnMySql {
 impl OwnMySql {
     /// A server with `server_id`.
     pub fn start(server_id: u32) -> Self {
-        Self::launch(&["start"], server_id, None)
+        Self::launch("start", server_id, None)
     }
 
     /// A server with `server_id` that replicates from `source` by GTID auto-position, keeping a binlog of its own
     /// with the source's GTIDs (so it can be promoted).
     pub fn replica_of(source: &OwnMySql, server_id: u32) -> Self {
-        Self::launch(&["replica"], server_id, Some(source.port))
+        Self::launch("replica", server_id, Some(source.port))
     }
 
-    fn launch(command: &[&str], server_id: u32, source: Option<u16>) -> Self {
+    fn launch(command: &str, server_id: u32, source: Option<u16>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         // The server runs as the mysql user, which must reach its data dir inside.
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let port = free_port();
-        let mut args: Vec<String> = command.iter().map(|arg| arg.to_string()).collect();
+        let mut args = vec![command.to_string()];
         args.extend([
             port.to_string(),
             server_id.to_string(),
             dir.path().display().to_string(),
         ]);
         args.extend(source.map(|port| port.to_string()));
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mysql-server");
-        let output = Command::new(script)
-            .args(&args)
-            .output()
-            .expect("scripts/mysql-server runs");
-        assert!(
-            output.status.success(),
-            "scripts/mysql-server {args:?} failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        run_script("mysql-server", &args);
         Self { port, dir }
     }
 
@@ -911,9 +881,27 @@ impl OwnMySql {
 
 impl Drop for OwnMySql {
     fn drop(&mut self) {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mysql-server");
-        let _ = Command::new(script)
+        let _ = script("mysql-server")
             .args(["stop", &self.port.to_string(), &self.dir.path().display().to_string()])
             .output();
     }
+}
+
+/// The project's `scripts/<name>`, to run.
+fn script(name: &str) -> Command {
+    Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name))
+}
+
+/// Runs `scripts/<name> args…`, which must succeed (its stderr is the failure message); its stdout.
+fn run_script(name: &str, args: &[String]) -> String {
+    let output = script(name)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("scripts/{name} runs: {e}"));
+    assert!(
+        output.status.success(),
+        "scripts/{name} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
