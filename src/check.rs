@@ -161,19 +161,39 @@ async fn check_database(config: &Config, mut problems: Vec<Problem>) -> (Vec<Pro
         }
     }
     for (index, rule) in config.rules.iter().enumerate() {
+        // A derived rule is located by its job (its fields are the job's key and query).
+        let (section, position, at) = match &rule.derived_from {
+            Some(job) => {
+                let position = config.jobs.iter().position(|j| j.name == *job).unwrap_or_default();
+                let at = format!(
+                    "warm[{position}] \"{job}\" (the rule derived for {}.{})",
+                    rule.database, rule.table
+                );
+                ("warm", position, at)
+            }
+            None => (
+                "on_change",
+                index,
+                format!("on_change[{index}] \"{}.{}\"", rule.database, rule.table),
+            ),
+        };
+        let line = |field: &str| {
+            let field = if section == "warm" { "query" } else { field };
+            lines.table_field_line(section, position, Some(field))
+        };
         match db.table_columns(&rule.database, &rule.table).await {
             Ok(columns) => {
                 for (field, message) in rule_problems(rule, columns.as_deref()) {
                     problems.push(Problem {
-                        line: lines.table_field_line("on_change", index, Some(field)),
-                        location: format!("on_change[{index}] \"{}.{}\".{field}", rule.database, rule.table),
+                        line: line(field),
+                        location: format!("{at}.{field}"),
                         message,
                     });
                 }
             }
             Err(error) => problems.push(Problem {
-                line: lines.table_field_line("on_change", index, Some("table")),
-                location: format!("on_change[{index}] \"{}.{}\".table", rule.database, rule.table),
+                line: line("table"),
+                location: format!("{at}.table"),
                 message: format!("cannot read the table's columns: {error}"),
             }),
         }
@@ -234,6 +254,8 @@ mod tests {
             debounce: std::time::Duration::from_secs(1),
             when_changed: vec!["nmae".into()],
             project: None,
+            filter: None,
+            derived_from: None,
         };
         let columns = vec!["id".to_string(), "name".to_string()];
         let problems = rule_problems(&rule, Some(&columns));

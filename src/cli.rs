@@ -104,6 +104,19 @@ pub enum Command {
         /// Also connect to MySQL and Redis and prepare every query, checking its result columns.
         #[arg(long)]
         connect: bool,
+        /// Also fail (exit 78) when a job reads a table whose changes do not reach its keys (TTL only).
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Print the invalidation rules the binlog follows: the [[on_change]] rules and those derived from the warm
+    /// queries (`derive_rules`), as TOML to review or freeze, or as JSON.
+    Rules {
+        /// Only the rules acting on this job's keys (repeatable).
+        #[arg(long = "job", value_name = "NAME")]
+        jobs: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = RulesFormat::Toml)]
+        format: RulesFormat,
     },
     /// List the warm jobs: schedule, TTL, key template and the next three fire times (UTC).
     Jobs,
@@ -149,13 +162,20 @@ pub enum Command {
     DemoInit,
 }
 
+/// How `rules` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RulesFormat {
+    Toml,
+    Json,
+}
+
 impl Command {
     /// Whether the command talks to MySQL or Redis (and so needs the servers' URLs).
     pub fn connects(&self) -> bool {
         match self {
             Command::Run { .. } | Command::Invalidate { .. } | Command::Audit { .. } | Command::DemoInit => true,
-            Command::Check { connect } => *connect,
-            Command::Jobs | Command::Status { .. } | Command::Trigger { .. } => false,
+            Command::Check { connect, .. } => *connect,
+            Command::Jobs | Command::Rules { .. } | Command::Status { .. } | Command::Trigger { .. } => false,
         }
     }
 }

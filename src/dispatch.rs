@@ -34,7 +34,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
     match cli.command {
-        Command::Check { connect } => check(&config, &path, connect).await,
+        Command::Check { connect, strict } => check(&config, &path, connect, strict).await,
+        Command::Rules { jobs, format } => rules(&config, &jobs, format),
         Command::Jobs => {
             print!("{}", commands::format_jobs(&config, chrono::Utc::now()));
             ExitCode::SUCCESS
@@ -117,7 +118,24 @@ async fn load(cli: &Cli, path: &std::path::Path) -> Result<config::Config, ExitC
 }
 
 /// `check [--connect]`: 78 for problems, 69 when a server could not be reached.
-async fn check(config: &config::Config, path: &std::path::Path, connect: bool) -> ExitCode {
+/// `rules`: the effective rules (64 for an unknown `--job`).
+fn rules(config: &config::Config, only: &[String], format: crate::cli::RulesFormat) -> ExitCode {
+    if let Some(unknown) = only
+        .iter()
+        .find(|name| !config.jobs.iter().any(|job| *job.name == **name))
+    {
+        eprintln!("error: no [[warm]] job named \"{unknown}\"");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let rules = crate::derive::report::select(&config.rules, &config.jobs, only);
+    match format {
+        crate::cli::RulesFormat::Toml => print!("{}", crate::derive::report::rules_toml(&rules)),
+        crate::cli::RulesFormat::Json => print!("{}", crate::derive::report::rules_json(&rules)),
+    }
+    ExitCode::SUCCESS
+}
+
+async fn check(config: &config::Config, path: &std::path::Path, connect: bool, strict: bool) -> ExitCode {
     let mut problems = crate::check::check_local(config);
     let mut unreachable = false;
     if connect {
@@ -141,11 +159,22 @@ async fn check(config: &config::Config, path: &std::path::Path, connect: bool) -
         }
         return ExitCode::from(if unreachable { EXIT_UNAVAILABLE } else { EXIT_CONFIG });
     }
+    let (coverage, covered) =
+        crate::derive::report::coverage(&config.coverage(), &config.jobs, config.binlog.is_some());
+    if strict && !covered {
+        print!("{coverage}");
+        eprintln!(
+            "error: {}: some keys follow only their TTL (see NOT COVERED and TTL only above; --strict)",
+            path.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     println!(
         "{}: OK ({})",
         path.display(),
         crate::words::count(config.jobs.len(), "warm job")
     );
+    print!("{coverage}");
     ExitCode::SUCCESS
 }
 

@@ -17,6 +17,8 @@
 //! - [`invalidate`]: applies invalidation actions (deletes, pattern deletes, refreshes, projections, warm runs).
 //! - [`refresh`]: refreshes many keys of a job in one read, checked against the change that asked (executor).
 //! - [`plan`]: messages, binlog row changes and gaps → actions, under the allow-list (pure).
+//! - [`derive`]: a warm query's SQL → the tables it reads and the invalidation rules that follow it (pure).
+//! - [`predicate`]: a `WHERE` filter evaluated on a binlog row image with MySQL's semantics (pure).
 //! - [`glob`]: key templates → allow patterns, and pattern matching (pure).
 //! - [`source`]: the producers: the cron schedule, the invalidation channel (pub/sub, streams), the binlog listener.
 //! - [`trigger`]: the one way to ask for a warm run.
@@ -45,6 +47,7 @@ pub mod config;
 pub mod crypto;
 pub mod database;
 pub mod demo;
+pub mod derive;
 pub mod dispatch;
 pub mod glob;
 pub mod ha;
@@ -54,6 +57,7 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod predicate;
 pub mod refresh;
 pub mod render;
 pub mod signal;

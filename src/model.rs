@@ -275,6 +275,8 @@ pub struct WarmJob {
     pub encrypt_columns: Vec<String>,
     /// The keys `encrypt_columns` are sealed with; present whenever `encrypt_columns` is not empty.
     pub keyring: Option<Arc<crate::crypto::Keyring>>,
+    /// Follow the invalidation rules derived from `query` (see `derive`) besides the explicit ones.
+    pub derive_rules: bool,
 }
 
 /// Rewrites `:name` parameters in `sql` to `?` and returns the names in order. Text inside quotes, backticks and
@@ -372,6 +374,20 @@ pub struct ChangeRule {
     pub when_changed: Vec<String>,
     /// A key written straight from the row image (no query): the chosen columns as a JSON object.
     pub project: Option<Projection>,
+    /// Which rows the keys exist for (`where`, or a derived rule's query filter): a row whose after image is not in
+    /// it has its `refresh` keys deleted instead of refreshed.
+    pub filter: Option<Arc<RowFilter>>,
+    /// The `[[warm]]` job this rule was derived from; `None` for an `[[on_change]]` rule.
+    pub derived_from: Option<Arc<str>>,
+}
+
+/// The rows a rule's keys exist for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowFilter {
+    pub predicate: crate::predicate::Predicate,
+    /// The refresh query applies the same filter (a derived rule found it there): a row the image cannot decide
+    /// (`'Active' = 'active'` under an unknown collation) is refreshed and the read decides; otherwise it is deleted.
+    pub read_decides: bool,
 }
 
 /// A key whose value is a projection of one row, written from the binlog's row image.
@@ -474,6 +490,7 @@ impl WarmJob {
             encoding: crate::codec::Encoding::PLAIN,
             encrypt_columns: vec![],
             keyring: None,
+            derive_rules: false,
         }
     }
 }

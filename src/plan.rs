@@ -235,7 +235,24 @@ pub fn plan_change(rule: &ChangeRule, change: &RowChange) -> ChangePlan {
             push(&mut plan, Action::Delete(old.clone()));
         }
         if let Some(new) = new {
-            push(&mut plan, Action::Refresh(new));
+            // A row outside the filter has no key: delete it. One the image cannot decide is read again when the
+            // read applies the filter, else deleted.
+            let keep = match (&rule.filter, &change.after) {
+                (Some(filter), Some(after)) => match filter.predicate.eval(after) {
+                    crate::predicate::Truth::True => true,
+                    crate::predicate::Truth::Unknown => filter.read_decides,
+                    crate::predicate::Truth::False | crate::predicate::Truth::Null => false,
+                },
+                _ => true,
+            };
+            push(
+                &mut plan,
+                if keep {
+                    Action::Refresh(new)
+                } else {
+                    Action::Delete(new)
+                },
+            );
         }
     }
     if let Some(projection) = &rule.project {
@@ -369,6 +386,8 @@ mod tests {
             debounce: std::time::Duration::from_secs(30),
             when_changed: vec![],
             project: None,
+            filter: None,
+            derived_from: None,
         }
     }
 

@@ -28,6 +28,9 @@ pub use validate::DEFAULT_ADMIN_LISTEN;
 
 use crate::model::WarmJob;
 
+/// Derived rules re-run an aggregate job at most this often by default: as `[[on_change]] debounce`.
+pub const DEFAULT_DERIVE_DEBOUNCE: Duration = Duration::from_secs(30);
+
 /// Where the configuration lives when neither `--config` nor `$CACHEWARDEN_CONFIG` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/cachewarden/jobs.toml";
 
@@ -52,13 +55,33 @@ pub struct Config {
     pub jobs: Vec<WarmJob>,
     /// `[binlog]`, when present and enabled.
     pub binlog: Option<BinlogSettings>,
-    /// `[[on_change]]` rules, in file order.
+    /// `[[on_change]]` rules, in file order, then the rules derived for jobs with `derive_rules` (see `derive`).
     pub rules: Vec<ChangeRule>,
     /// `[ha]`, when enabled.
     pub ha: Option<HaSettings>,
 }
 
 impl Config {
+    /// Every job's tables and how their changes reach its keys (explicit rules, derived ones, or none).
+    pub fn coverage(&self) -> Vec<crate::derive::JobCoverage> {
+        let explicit: Vec<ChangeRule> = self
+            .rules
+            .iter()
+            .filter(|rule| rule.derived_from.is_none())
+            .cloned()
+            .collect();
+        let debounce = self
+            .binlog
+            .as_ref()
+            .map_or(DEFAULT_DERIVE_DEBOUNCE, |binlog| binlog.derive_debounce);
+        crate::derive::cover(
+            &self.jobs,
+            &explicit,
+            &self.mysql.database().unwrap_or_default(),
+            debounce,
+        )
+    }
+
     /// What invalidation messages may do: the daemon applies it to each message, and `cachewarden invalidate`
     /// checks with it before publishing.
     pub fn channel_policy(&self) -> crate::plan::Policy {
@@ -86,6 +109,18 @@ pub struct MysqlSettings {
     pub ssl_mode: Option<SslMode>,
     /// CA bundle to verify the server with (the RDS bundle is not among the system roots).
     pub ssl_ca: Option<PathBuf>,
+}
+
+impl MysqlSettings {
+    /// The database the URL names, where unqualified tables live.
+    pub fn database(&self) -> Option<String> {
+        self.url
+            .expose()
+            .parse::<sqlx::mysql::MySqlConnectOptions>()
+            .ok()?
+            .get_database()
+            .map(str::to_string)
+    }
 }
 
 /// MySQL TLS modes, as the MySQL client names them.
@@ -188,6 +223,10 @@ pub struct BinlogSettings {
     pub heartbeat: Duration,
     /// Recovery after a gap (purged position, lost checkpoint).
     pub on_gap: OnGap,
+    /// The default of `[[warm]] derive_rules`: follow the rules derived from each job's query.
+    pub derive_rules: bool,
+    /// How often a derived rule re-runs a job at most (aggregates, whole results).
+    pub derive_debounce: Duration,
 }
 
 /// Where the binlog reader starts without a checkpoint.

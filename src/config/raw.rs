@@ -90,6 +90,7 @@ pub struct RawWarmJob {
     pub compress: Option<String>,
     pub compress_over: Option<IntOrString>,
     pub encrypt_columns: Option<Vec<String>>,
+    pub derive_rules: Option<bool>,
 }
 
 /// `[channel]`
@@ -120,6 +121,8 @@ pub struct RawBinlog {
     pub checkpoint_file: Option<String>,
     pub heartbeat: Option<String>,
     pub on_gap: Option<String>,
+    pub derive_rules: Option<BoolOrString>,
+    pub derive_debounce: Option<String>,
 }
 
 /// One `[[on_change]]` rule.
@@ -132,6 +135,8 @@ pub struct RawOnChange {
     pub debounce: Option<String>,
     pub when_changed: Option<Vec<String>>,
     pub project: Option<RawProjection>,
+    #[serde(rename = "where")]
+    pub filter: Option<String>,
 }
 
 /// `project = { key = "...", columns = [...], ttl = "..." }` in an `[[on_change]]` rule.

@@ -18,7 +18,7 @@ pub(super) const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(60);
 pub(super) const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// Aggregates warmed from the binlog are rebuilt at most this often by default.
-pub(super) const DEFAULT_DEBOUNCE: Duration = Duration::from_secs(30);
+pub(super) const DEFAULT_DEBOUNCE: Duration = crate::config::DEFAULT_DERIVE_DEBOUNCE;
 
 /// The longest `[binlog] heartbeat`: the server's own limit is about 50 days, but a dead link must be noticed.
 pub(super) const MAX_HEARTBEAT: Duration = Duration::from_secs(3600);
@@ -181,6 +181,10 @@ impl Context {
             heartbeat => heartbeat.unwrap_or(DEFAULT_HEARTBEAT),
         };
         let on_gap = self.on_gap("binlog", raw.on_gap.as_deref());
+        let derive_rules = self.flag("binlog", "derive_rules", raw.derive_rules, false);
+        let derive_debounce = self
+            .duration("binlog", "derive_debounce", raw.derive_debounce)
+            .unwrap_or(crate::config::DEFAULT_DERIVE_DEBOUNCE);
         Some(BinlogSettings {
             server_id: server_id?,
             url: url?,
@@ -188,6 +192,8 @@ impl Context {
             checkpoint: checkpoint?,
             heartbeat,
             on_gap,
+            derive_rules,
+            derive_debounce,
         })
     }
 
@@ -299,6 +305,17 @@ impl Context {
                 .ok(),
             None => Some(DEFAULT_DEBOUNCE),
         };
+        let filter = raw.filter.and_then(|condition| {
+            crate::derive::analyze::parse_condition(&condition, &database, &table)
+                .map_err(|why| {
+                    self.problem(
+                        line(self, Some("where")),
+                        format!("{at}.where"),
+                        format!("\"{condition}\" cannot be a row filter: {why}"),
+                    )
+                })
+                .ok()
+        });
         if self.problems.len() > before {
             return None;
         }
@@ -311,6 +328,13 @@ impl Context {
             debounce: debounce?,
             when_changed: raw.when_changed.unwrap_or_default(),
             project,
+            filter: filter.map(|predicate| {
+                Arc::new(crate::model::RowFilter {
+                    predicate,
+                    read_decides: false,
+                })
+            }),
+            derived_from: None,
         })
     }
 
@@ -387,14 +411,7 @@ impl Context {
         field_line: Option<usize>,
         rule_line: Option<usize>,
     ) -> (String, String) {
-        let default_database = mysql.and_then(|m| {
-            m.url
-                .expose()
-                .parse::<sqlx::mysql::MySqlConnectOptions>()
-                .ok()?
-                .get_database()
-                .map(str::to_string)
-        });
+        let default_database = mysql.and_then(MysqlSettings::database);
         match table {
             Some(text) => match text.split_once('.') {
                 Some((db, table)) if !db.is_empty() && !table.is_empty() => (db.to_string(), table.to_string()),

@@ -259,6 +259,7 @@ impl Context {
             refresh_params,
             encoding: encoding?,
             encrypt_columns,
+            derive_rules: raw.derive_rules.unwrap_or(false),
             keyring: keyring?,
         })
     }

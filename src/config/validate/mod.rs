@@ -112,7 +112,31 @@ pub fn validate(
     let channel = ctx.channel(channel, &jobs);
     let raw_binlog: Option<RawBinlog> = doc.contains_key("binlog").then(|| ctx.section(&doc, "binlog"));
     let binlog = raw_binlog.and_then(|raw| ctx.binlog(raw, mysql.as_ref()));
-    let rules = ctx.change_rules(doc.get("on_change"), &jobs, &invalid_jobs, mysql.as_ref(), &defaults);
+    let mut rules = ctx.change_rules(doc.get("on_change"), &jobs, &invalid_jobs, mysql.as_ref(), &defaults);
+    let mut jobs = jobs;
+    if let (Some(binlog), Some(mysql)) = (&binlog, &mysql) {
+        // A job without its own `derive_rules` takes `[binlog] derive_rules`.
+        let own: HashSet<&str> = match doc.get("warm") {
+            Some(toml::Value::Array(items)) => items
+                .iter()
+                .filter(|item| item.get("derive_rules").is_some())
+                .filter_map(|item| item.get("name").and_then(toml::Value::as_str))
+                .collect(),
+            _ => HashSet::new(),
+        };
+        for job in &mut jobs {
+            if !own.contains(&*job.name) {
+                job.derive_rules = binlog.derive_rules;
+            }
+        }
+        let coverage = crate::derive::cover(
+            &jobs,
+            &rules,
+            &mysql.database().unwrap_or_default(),
+            binlog.derive_debounce,
+        );
+        rules = crate::derive::effective_rules(&rules, &coverage, &jobs);
+    }
     let ha = ctx.ha(ha, binlog.as_ref());
     if !rules.is_empty() && binlog.is_none() {
         ctx.problem(

@@ -1,0 +1,678 @@
+//! A warm query read with a real SQL parser (`sqlparser`, MySQL dialect): every table it reads, resolved through
+//! aliases, `db.table` and the default database, and its shape — one row per key from one table, a result computed
+//! over many rows, or something the binlog cannot follow.
+//!
+//! Pure: no server is asked. Unqualified columns are resolved only when the query reads one table (which column
+//! belongs to which table is the server's knowledge); views are taken as tables here.
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    self, BinaryOperator, Expr, FunctionArguments, GroupByExpr, JoinConstraint, JoinOperator, ObjectName, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, UnaryOperator, Value,
+};
+use sqlparser::dialect::MySqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::model::KeyTemplate;
+use crate::predicate::{CompareOp, Operand, Predicate};
+
+/// A table the query reads, as the query names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRead {
+    pub database: String,
+    pub table: String,
+    /// The name the query refers to it by: its alias, else its name.
+    pub alias: String,
+    /// Equalities of its ON condition and the `WHERE` with the driving table's columns: (its column, driving column).
+    pub links: Vec<(String, String)>,
+    /// Joined with `LEFT`/`RIGHT JOIN`.
+    pub outer: bool,
+}
+
+impl TableRead {
+    /// `database.table`.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.database, self.table)
+    }
+}
+
+/// How a query's keys relate to its rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shape {
+    /// One result row per key; every key placeholder is a plain column of `tables[driving]`.
+    Rows {
+        driving: usize,
+        /// (placeholder, column of the driving table).
+        key_columns: Vec<(String, String)>,
+        /// The `WHERE` (and inner joins' `ON`) as a filter over the driving table's columns; other tables' parts are
+        /// unknown leaves.
+        filter: Option<Predicate>,
+    },
+    /// A result computed over many rows (aggregates, `GROUP BY`, `DISTINCT`, `LIMIT`) or stored whole in one key.
+    Whole {
+        why: String,
+        /// Where every key placeholder is a plain column of one table: that table and (placeholder, column).
+        keyed_by: Option<(usize, Vec<(String, String)>)>,
+    },
+    /// What following the binlog cannot keep right, and why.
+    TtlOnly(String),
+}
+
+/// What a query reads and its shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    pub tables: Vec<TableRead>,
+    pub shape: Shape,
+}
+
+/// Functions whose value changes without any row changing: a query using them is TTL only.
+const VOLATILE: &[&str] = &[
+    "NOW",
+    "CURRENT_TIMESTAMP",
+    "CURRENT_DATE",
+    "CURRENT_TIME",
+    "CURDATE",
+    "CURTIME",
+    "SYSDATE",
+    "LOCALTIME",
+    "LOCALTIMESTAMP",
+    "UTC_DATE",
+    "UTC_TIME",
+    "UTC_TIMESTAMP",
+    "UNIX_TIMESTAMP",
+    "RAND",
+    "UUID",
+    "UUID_SHORT",
+    "CONNECTION_ID",
+    "LAST_INSERT_ID",
+    "FOUND_ROWS",
+    "ROW_COUNT",
+    "USER",
+    "CURRENT_USER",
+    "SESSION_USER",
+    "SYSTEM_USER",
+    "SLEEP",
+    "GET_LOCK",
+    "IS_FREE_LOCK",
+    "IS_USED_LOCK",
+    "NEXTVAL",
+    "LASTVAL",
+];
+
+/// Aggregate functions: a query using one computes over many rows.
+const AGGREGATES: &[&str] = &[
+    "COUNT",
+    "SUM",
+    "AVG",
+    "MIN",
+    "MAX",
+    "GROUP_CONCAT",
+    "BIT_AND",
+    "BIT_OR",
+    "BIT_XOR",
+    "STD",
+    "STDDEV",
+    "STDDEV_POP",
+    "STDDEV_SAMP",
+    "VARIANCE",
+    "VAR_POP",
+    "VAR_SAMP",
+    "JSON_ARRAYAGG",
+    "JSON_OBJECTAGG",
+];
+
+/// Reads `sql` (a warm query; `:name` parameters allowed) whose rows fill `key`, with `database` as the default.
+pub fn analyze(sql: &str, database: &str, key: &KeyTemplate) -> Analysis {
+    let ttl_only = |tables: Vec<TableRead>, why: String| Analysis {
+        tables,
+        shape: Shape::TtlOnly(why),
+    };
+    let sql = match crate::model::named_params(sql) {
+        Ok((sql, _)) => sql,
+        Err(error) => return ttl_only(Vec::new(), format!("the query's parameters cannot be read: {error}")),
+    };
+    let statements = match Parser::parse_sql(&MySqlDialect {}, &sql) {
+        Ok(statements) => statements,
+        Err(error) => return ttl_only(Vec::new(), format!("the SQL parser cannot read the query ({error})")),
+    };
+    let [Statement::Query(query)] = statements.as_slice() else {
+        return ttl_only(Vec::new(), "the query is not one SELECT".into());
+    };
+    let tables = all_tables(query, database);
+    if query.with.is_some() {
+        return ttl_only(tables, "it uses WITH (a common table expression)".into());
+    }
+    let select = match query.body.as_ref() {
+        SetExpr::Select(select) => select,
+        SetExpr::SetOperation { op, .. } => {
+            return ttl_only(tables, format!("it combines queries with {op}"));
+        }
+        _ => return ttl_only(tables, "its body is not a plain SELECT".into()),
+    };
+    if let Some(why) = volatile(query) {
+        return ttl_only(tables, why);
+    }
+    let scope = match Scope::of(select, database) {
+        Ok(scope) => scope,
+        Err(why) => return ttl_only(tables, why),
+    };
+    let mut tables = scope.tables.clone();
+
+    let whole = if key.is_single_key() {
+        Some("the whole result is one key".to_string())
+    } else if has_aggregate(select) {
+        Some("it aggregates rows".to_string())
+    } else if !matches!(&select.group_by, GroupByExpr::Expressions(exprs, _) if exprs.is_empty()) {
+        Some("it groups rows (GROUP BY)".to_string())
+    } else if select.having.is_some() {
+        Some("it filters groups (HAVING)".to_string())
+    } else if select.distinct.is_some() {
+        Some("it removes duplicate rows (DISTINCT)".to_string())
+    } else if query.limit_clause.is_some() {
+        Some("which rows it returns depends on other rows (LIMIT)".to_string())
+    } else {
+        None
+    };
+    let key_columns = key_columns(select, &scope, key);
+    if let Some(why) = whole {
+        return Analysis {
+            tables,
+            shape: Shape::Whole {
+                why,
+                keyed_by: key_columns.ok().filter(|_| !key.is_single_key()),
+            },
+        };
+    }
+    let (driving, key_columns) = match key_columns {
+        Ok(found) => found,
+        Err(why) => return ttl_only(tables, why),
+    };
+    let mut conditions: Vec<&Expr> = Vec::new();
+    if let Some(selection) = &select.selection {
+        conditions.push(selection);
+    }
+    conditions.extend(scope.inner_ons.iter().copied());
+    for condition in select.selection.iter().chain(scope.ons.iter().copied()) {
+        for (table, column, driving_column) in links(condition, &scope, driving) {
+            let link = (column, driving_column);
+            if !tables[table].links.contains(&link) {
+                tables[table].links.push(link);
+            }
+        }
+    }
+    // Conjuncts about other tables only (a join's link, `c.visible = 1`) are left to those tables' rules: dropping
+    // them widens the filter, so a row it keeps is refreshed and the refresh query decides.
+    let mut parts: Vec<Predicate> = conditions
+        .iter()
+        .flat_map(|condition| conjuncts(condition))
+        .filter(|conjunct| {
+            mentions(conjunct, &scope, driving) && links(conjunct, &scope, driving).is_empty() && !bound(conjunct)
+        })
+        .map(|conjunct| predicate(conjunct, &scope, driving))
+        .collect();
+    let filter = match parts.len() {
+        0 => None,
+        1 => parts.pop(),
+        _ => Some(Predicate::And(parts)),
+    };
+    Analysis {
+        tables,
+        shape: Shape::Rows {
+            driving,
+            key_columns,
+            filter,
+        },
+    }
+}
+
+/// Every table named anywhere in the query, subqueries included (for the report when the shape is TTL only).
+fn all_tables(query: &ast::Query, database: &str) -> Vec<TableRead> {
+    let mut tables: Vec<TableRead> = Vec::new();
+    let _ = ast::visit_relations(query, |name: &ObjectName| {
+        if let Some((db, table)) = split_name(name, database)
+            && !tables.iter().any(|read| read.database == db && read.table == table)
+        {
+            tables.push(TableRead {
+                alias: table.clone(),
+                database: db,
+                table,
+                links: Vec::new(),
+                outer: false,
+            });
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    tables
+}
+
+/// Why the query is TTL only for reasons anywhere in it: a subquery, a window function, a volatile function, a user
+/// variable.
+fn volatile(query: &ast::Query) -> Option<String> {
+    let flow = ast::visit_expressions(query, |expr: &Expr| {
+        let why = match expr {
+            Expr::Subquery(_) | Expr::Exists { .. } => Some("it has a subquery".to_string()),
+            Expr::In {
+                target: ast::InTarget::Subquery(_),
+                ..
+            } => Some("it has a subquery".to_string()),
+            Expr::Function(function) if function.over.is_some() => Some(format!(
+                "it uses a window function ({})",
+                function.name.to_string().to_uppercase()
+            )),
+            Expr::Function(function) => {
+                let name = function.name.to_string().to_uppercase();
+                VOLATILE
+                    .contains(&name.as_str())
+                    .then(|| format!("{name}() changes without any row changing"))
+            }
+            Expr::Identifier(ident) if ident.value.starts_with('@') => {
+                Some(format!("it reads the variable {}", ident.value))
+            }
+            _ => None,
+        };
+        match why {
+            Some(why) => ControlFlow::Break(why),
+            None => ControlFlow::Continue(()),
+        }
+    });
+    match flow {
+        ControlFlow::Break(why) => Some(why),
+        ControlFlow::Continue(()) => None,
+    }
+}
+
+fn has_aggregate(select: &ast::Select) -> bool {
+    let flow = ast::visit_expressions(&select.projection, |expr: &Expr| match expr {
+        Expr::Function(function)
+            if AGGREGATES.contains(&function.name.to_string().to_uppercase().as_str())
+                && !matches!(function.args, FunctionArguments::None) =>
+        {
+            ControlFlow::Break(())
+        }
+        _ => ControlFlow::Continue(()),
+    });
+    flow.is_break()
+}
+
+/// The tables of the FROM clause, with the joins' ON conditions.
+struct Scope<'q> {
+    tables: Vec<TableRead>,
+    /// Inner joins' ON conditions: they filter like the `WHERE`.
+    inner_ons: Vec<&'q Expr>,
+    /// Every join's ON condition (an outer join's links tables but does not filter).
+    ons: Vec<&'q Expr>,
+}
+
+impl<'q> Scope<'q> {
+    fn of(select: &'q ast::Select, database: &str) -> Result<Self, String> {
+        let mut scope = Scope {
+            tables: Vec::new(),
+            inner_ons: Vec::new(),
+            ons: Vec::new(),
+        };
+        for from in &select.from {
+            scope.add(&from.relation, database, false)?;
+            for join in &from.joins {
+                let (constraint, outer) = match &join.join_operator {
+                    JoinOperator::Join(c) | JoinOperator::Inner(c) | JoinOperator::StraightJoin(c) => (c, false),
+                    JoinOperator::CrossJoin(c) => (c, false),
+                    JoinOperator::Left(c)
+                    | JoinOperator::LeftOuter(c)
+                    | JoinOperator::Right(c)
+                    | JoinOperator::RightOuter(c) => (c, true),
+                    other => return Err(format!("it uses a join the analysis does not know ({other:?})")),
+                };
+                scope.add(&join.relation, database, outer)?;
+                match constraint {
+                    JoinConstraint::On(on) if !outer => scope.inner_ons.push(on),
+                    JoinConstraint::On(_) | JoinConstraint::None => {}
+                    JoinConstraint::Using(_) | JoinConstraint::UsingAlias(..) | JoinConstraint::Natural => {
+                        return Err("it joins with USING or NATURAL: write the join as ON a.x = b.y".into());
+                    }
+                }
+                if let JoinConstraint::On(on) = constraint {
+                    scope.ons.push(on);
+                }
+            }
+        }
+        if scope.tables.is_empty() {
+            return Err("it reads no table".into());
+        }
+        Ok(scope)
+    }
+
+    fn add(&mut self, factor: &TableFactor, database: &str, outer: bool) -> Result<(), String> {
+        match factor {
+            TableFactor::Table {
+                name,
+                alias,
+                args: None,
+                ..
+            } => {
+                let (db, table) =
+                    split_name(name, database).ok_or_else(|| format!("the table name {name} cannot be read"))?;
+                self.tables.push(TableRead {
+                    alias: alias
+                        .as_ref()
+                        .map_or_else(|| table.clone(), |alias| alias.name.value.clone()),
+                    database: db,
+                    table,
+                    links: Vec::new(),
+                    outer,
+                });
+                Ok(())
+            }
+            TableFactor::Derived { .. } => Err("it reads a derived table (a subquery in FROM)".into()),
+            other => Err(format!("it reads from {other}, which is not a table")),
+        }
+    }
+
+    /// The table (index) and column an identifier names; `None` when it cannot be told without the schema.
+    fn column(&self, expr: &Expr) -> Option<(usize, String)> {
+        match expr {
+            Expr::Identifier(ident) if self.tables.len() == 1 && !ident.value.starts_with('@') => {
+                Some((0, ident.value.clone()))
+            }
+            Expr::CompoundIdentifier(parts) => {
+                let names: Vec<&str> = parts.iter().map(|part| part.value.as_str()).collect();
+                let (qualifier, column) = match names.as_slice() {
+                    [table, column] => ((None, *table), *column),
+                    [db, table, column] => ((Some(*db), *table), *column),
+                    _ => return None,
+                };
+                let index = self.tables.iter().position(|read| match qualifier {
+                    (None, alias) => read.alias == alias,
+                    (Some(db), table) => read.database == db && read.table == table,
+                })?;
+                Some((index, column.to_string()))
+            }
+            Expr::Nested(inner) => self.column(inner),
+            _ => None,
+        }
+    }
+}
+
+/// `db.table` or `table` (in `database`).
+fn split_name(name: &ObjectName, database: &str) -> Option<(String, String)> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|part| part.as_ident().map(|ident| ident.value.clone()))
+        .collect::<Option<_>>()?;
+    match parts.as_slice() {
+        [table] => Some((database.to_string(), table.clone())),
+        [db, table] => Some((db.clone(), table.clone())),
+        _ => None,
+    }
+}
+
+/// Each key placeholder's source: a plain column of one table. `Err` says why not.
+fn key_columns(
+    select: &ast::Select,
+    scope: &Scope<'_>,
+    key: &KeyTemplate,
+) -> Result<(usize, Vec<(String, String)>), String> {
+    let mut table: Option<usize> = None;
+    let mut columns = Vec::new();
+    for placeholder in key.placeholders() {
+        let (index, column) = placeholder_source(select, scope, placeholder)?;
+        if table.is_some_and(|table| table != index) {
+            return Err("the key's columns come from more than one table".into());
+        }
+        table = Some(index);
+        columns.push((placeholder.to_string(), column));
+    }
+    table
+        .map(|table| (table, columns))
+        .ok_or_else(|| "the key has no placeholders".into())
+}
+
+fn placeholder_source(select: &ast::Select, scope: &Scope<'_>, placeholder: &str) -> Result<(usize, String), String> {
+    for item in &select.projection {
+        let (expr, name) = match item {
+            SelectItem::ExprWithAlias { expr, alias } => (expr, alias.value.clone()),
+            SelectItem::UnnamedExpr(expr) => match expr {
+                Expr::Identifier(ident) => (expr, ident.value.clone()),
+                Expr::CompoundIdentifier(parts) => (expr, parts.last().map(|p| p.value.clone()).unwrap_or_default()),
+                _ => (expr, expr.to_string()),
+            },
+            SelectItem::Wildcard(_) if scope.tables.len() == 1 => return Ok((0, placeholder.to_string())),
+            SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(name), _) => {
+                let alias = name.to_string();
+                if let Some(index) = scope.tables.iter().position(|read| read.alias == alias) {
+                    return Ok((index, placeholder.to_string()));
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        if !name.eq_ignore_ascii_case(placeholder) {
+            continue;
+        }
+        return scope.column(expr).ok_or_else(|| match expr {
+            Expr::Identifier(_) => format!(
+                "the key column {{{placeholder}}} is not qualified with its table (write `alias.{placeholder}`)"
+            ),
+            _ => format!("the key column {{{placeholder}}} is computed (`{expr}`), not a column of a table"),
+        });
+    }
+    Err(format!(
+        "the key placeholder {{{placeholder}}} is not a result column the analysis can see"
+    ))
+}
+
+/// Equalities `joined.column = driving.column` in the top-level conjuncts of `condition`: (table, its column,
+/// driving column).
+fn links(condition: &Expr, scope: &Scope<'_>, driving: usize) -> Vec<(usize, String, String)> {
+    let mut found = Vec::new();
+    for conjunct in conjuncts(condition) {
+        if let Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } = conjunct
+            && let (Some(left), Some(right)) = (scope.column(left), scope.column(right))
+        {
+            match (left, right) {
+                ((table, column), (d, driving_column)) | ((d, driving_column), (table, column))
+                    if d == driving && table != driving =>
+                {
+                    found.push((table, column, driving_column));
+                }
+                _ => {}
+            }
+        }
+    }
+    found
+}
+
+/// Whether `expr` holds a parameter (`:id` of a refresh query): a key's own condition, not a filter.
+fn bound(expr: &Expr) -> bool {
+    ast::visit_expressions(expr, |part: &Expr| match part {
+        Expr::Value(value) if matches!(value.value, Value::Placeholder(_)) => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
+}
+
+/// Whether `expr` may read a column of the driving table (an unqualified column in a join may).
+fn mentions(expr: &Expr, scope: &Scope<'_>, driving: usize) -> bool {
+    ast::visit_expressions(expr, |part: &Expr| match part {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => match scope.column(part) {
+            Some((table, _)) if table != driving => ControlFlow::Continue(()),
+            _ => ControlFlow::Break(()),
+        },
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
+}
+
+fn conjuncts(expr: &Expr) -> Vec<&Expr> {
+    match expr {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            let mut all = conjuncts(left);
+            all.extend(conjuncts(right));
+            all
+        }
+        Expr::Nested(inner) => conjuncts(inner),
+        other => vec![other],
+    }
+}
+
+/// `expr` as a filter over the driving table's columns.
+fn predicate(expr: &Expr, scope: &Scope<'_>, driving: usize) -> Predicate {
+    let unknown = || Predicate::Unknown(expr.to_string());
+    let operand = |expr: &Expr| operand(expr, scope, driving);
+    match expr {
+        Expr::Nested(inner) => predicate(inner, scope, driving),
+        Expr::BinaryOp { left, op, right } => {
+            let compare = match op {
+                BinaryOperator::And => {
+                    return Predicate::And(
+                        conjuncts(expr)
+                            .into_iter()
+                            .map(|part| predicate(part, scope, driving))
+                            .collect(),
+                    );
+                }
+                BinaryOperator::Or => {
+                    return Predicate::Or(vec![predicate(left, scope, driving), predicate(right, scope, driving)]);
+                }
+                BinaryOperator::Eq => CompareOp::Eq,
+                BinaryOperator::NotEq => CompareOp::NotEq,
+                BinaryOperator::Lt => CompareOp::Lt,
+                BinaryOperator::LtEq => CompareOp::LtEq,
+                BinaryOperator::Gt => CompareOp::Gt,
+                BinaryOperator::GtEq => CompareOp::GtEq,
+                BinaryOperator::Spaceship => CompareOp::NullSafeEq,
+                _ => return unknown(),
+            };
+            match (operand(left), operand(right)) {
+                (Some(left), Some(right)) => Predicate::Compare(left, compare, right),
+                _ => unknown(),
+            }
+        }
+        Expr::UnaryOp {
+            op: UnaryOperator::Not,
+            expr: inner,
+        } => Predicate::Not(Box::new(predicate(inner, scope, driving))),
+        Expr::IsNull(inner) | Expr::IsNotNull(inner) => match operand(inner) {
+            Some(operand) => Predicate::IsNull {
+                operand,
+                negated: matches!(expr, Expr::IsNotNull(_)),
+            },
+            None => unknown(),
+        },
+        Expr::In {
+            expr: inner,
+            target: ast::InTarget::List(list),
+            negated,
+            ..
+        } => {
+            let list: Option<Vec<Operand>> = list.iter().map(operand).collect();
+            match (operand(inner), list) {
+                (Some(operand), Some(list)) => Predicate::In {
+                    operand,
+                    list,
+                    negated: *negated,
+                },
+                _ => unknown(),
+            }
+        }
+        Expr::Between {
+            expr: inner,
+            negated,
+            low,
+            high,
+        } => match (operand(inner), operand(low), operand(high)) {
+            (Some(operand), Some(low), Some(high)) => Predicate::Between {
+                operand,
+                low,
+                high,
+                negated: *negated,
+            },
+            _ => unknown(),
+        },
+        Expr::Like {
+            negated,
+            any: false,
+            expr: inner,
+            pattern,
+            escape_char,
+        } => {
+            let escape = match escape_char.as_deref() {
+                None => Some('\\'),
+                Some(escape) => match operand(escape) {
+                    Some(Operand::Text(text)) if text.chars().count() == 1 => text.chars().next(),
+                    _ => None,
+                },
+            };
+            match (operand(inner), operand(pattern), escape) {
+                (Some(operand), Some(Operand::Text(pattern)), Some(escape)) => Predicate::Like {
+                    operand,
+                    pattern,
+                    escape,
+                    negated: *negated,
+                },
+                _ => unknown(),
+            }
+        }
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Value(_) => match operand(expr) {
+            Some(operand) => Predicate::Truth(operand),
+            None => unknown(),
+        },
+        _ => unknown(),
+    }
+}
+
+/// A column of the driving table or a literal; `None` for anything else (another table's column, a function).
+fn operand(expr: &Expr, scope: &Scope<'_>, driving: usize) -> Option<Operand> {
+    match expr {
+        Expr::Nested(inner) => operand(inner, scope, driving),
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => match scope.column(expr)? {
+            (table, column) if table == driving => Some(Operand::Column(column)),
+            _ => None,
+        },
+        Expr::Value(value) => match &value.value {
+            Value::Number(number, _) => Some(Operand::Number(number.clone())),
+            Value::SingleQuotedString(text) | Value::DoubleQuotedString(text) => Some(Operand::Text(text.clone())),
+            Value::Boolean(true) => Some(Operand::Number("1".into())),
+            Value::Boolean(false) => Some(Operand::Number("0".into())),
+            Value::Null => Some(Operand::Null),
+            _ => None,
+        },
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr: inner,
+        } => match operand(inner, scope, driving)? {
+            Operand::Number(number) => Some(Operand::Number(format!("-{number}"))),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Parses a `where` condition of an `[[on_change]]` rule (over the rule's table) into a filter. Parts that cannot be
+/// evaluated on a row image (functions, arithmetic, other tables' columns) are unknown there: the row's keys are
+/// deleted rather than refreshed.
+pub fn parse_condition(condition: &str, database: &str, table: &str) -> Result<Predicate, String> {
+    let sql = format!("SELECT 1 FROM `{database}`.`{table}` WHERE {condition}");
+    let statements = Parser::parse_sql(&MySqlDialect {}, &sql).map_err(|error| error.to_string())?;
+    let [Statement::Query(query)] = statements.as_slice() else {
+        return Err("not one condition".into());
+    };
+    if let Some(why) = volatile(query) {
+        return Err(why);
+    }
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return Err("not one condition".into());
+    };
+    let scope = Scope::of(select, database)?;
+    let selection = select.selection.as_ref().ok_or("empty condition")?;
+    Ok(predicate(selection, &scope, 0))
+}

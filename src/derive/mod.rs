@@ -1,0 +1,269 @@
+//! Invalidation that follows the SQL: for every warm job, the tables its query reads and how a change in each one
+//! reaches the job's keys — an explicit `[[on_change]]` rule, a rule derived from the query, or not covered (the
+//! keys may stay stale up to their TTL) — and the derived rules themselves.
+//!
+//! Pure: `analyze` reads the SQL; this module turns an [`analyze::Analysis`] and the explicit rules into
+//! [`JobCoverage`]. `config` adds the derived rules of jobs with `derive_rules` to the rules the binlog follows;
+//! `check` and `rules` print the coverage.
+//!
+//! # What is derived
+//! - One row per key from one table: a changed row refreshes the keys of its before and after image (deletes them
+//!   when the job has no `refresh_query`); with a `WHERE`, a row whose after image is not in the filter has its key
+//!   deleted, and one the filter cannot decide from the image (see `predicate`) too.
+//! - Aggregates, `GROUP BY`, `DISTINCT`, `LIMIT`, a whole result in one key: a change in any table it reads re-runs
+//!   the job (debounced); where the key's columns are a table's own, that table's changed rows delete their keys
+//!   first.
+//! - Subqueries, `UNION`, window functions, `NOW()`/`RAND()`, user variables, computed key columns: TTL only, with
+//!   the reason. A joined table (other than one an aggregate reads) is not covered yet: it needs a reverse query.
+//! - An explicit rule for the same job and table wins over a derived one.
+
+pub mod analyze;
+pub mod report;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::glob::{allow_pattern, glob_match};
+use crate::model::{ChangeRule, KeyTemplate, WarmJob};
+use analyze::{Analysis, Shape};
+
+/// How a change in one table reaches one job's keys.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Coverage {
+    /// By explicit `[[on_change]]` rules (their positions, from 0).
+    Explicit(Vec<usize>),
+    /// By a rule derived from the query; what it does.
+    Derived(String),
+    /// Not at all: the keys may stay stale up to their TTL. Why, and the TOML that would cover it (if any rule can).
+    NotCovered { why: String, suggestion: Option<String> },
+}
+
+/// One table a job reads and how its changes arrive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableCoverage {
+    /// `database.table`.
+    pub table: String,
+    pub how: Coverage,
+}
+
+/// A job's tables and rules.
+#[derive(Debug, Clone)]
+pub struct JobCoverage {
+    pub job: Arc<str>,
+    /// Why the whole job is TTL only, when it is.
+    pub ttl_only: Option<String>,
+    pub tables: Vec<TableCoverage>,
+    /// The rules derived for this job, for the tables no explicit rule covers.
+    pub derived: Vec<ChangeRule>,
+}
+
+impl JobCoverage {
+    /// Whether a change somewhere can leave this job's keys stale until their TTL.
+    pub fn is_covered(&self) -> bool {
+        self.ttl_only.is_none() && !self.tables.is_empty() && self.tables.iter().all(|t| !t.is_not_covered())
+    }
+}
+
+impl TableCoverage {
+    fn is_not_covered(&self) -> bool {
+        matches!(self.how, Coverage::NotCovered { .. })
+    }
+}
+
+/// Coverage of every job: `explicit` are the `[[on_change]]` rules, `database` the default database, `debounce`
+/// the derived warm runs' window.
+pub fn cover(jobs: &[WarmJob], explicit: &[ChangeRule], database: &str, debounce: Duration) -> Vec<JobCoverage> {
+    jobs.iter()
+        .map(|job| cover_job(job, database, explicit, debounce))
+        .collect()
+}
+
+fn cover_job(job: &WarmJob, database: &str, explicit: &[ChangeRule], debounce: Duration) -> JobCoverage {
+    let analysis = &analyze::analyze(&job.query, database, &job.key);
+    let mut coverage = JobCoverage {
+        job: job.name.clone(),
+        ttl_only: match &analysis.shape {
+            Shape::TtlOnly(why) => Some(why.clone()),
+            _ => None,
+        },
+        tables: Vec::new(),
+        derived: Vec::new(),
+    };
+    for (index, read) in analysis.tables.iter().enumerate() {
+        let rules: Vec<usize> = explicit
+            .iter()
+            .enumerate()
+            .filter(|(_, rule)| rule.database == read.database && rule.table == read.table && covers(rule, job))
+            .map(|(position, _)| position)
+            .collect();
+        let table = read.qualified();
+        if !rules.is_empty() {
+            coverage.tables.push(TableCoverage {
+                table,
+                how: Coverage::Explicit(rules),
+            });
+            continue;
+        }
+        let derived = derive_for(job, analysis, index, database, debounce);
+        let how = match derived {
+            Ok((rule, what)) => {
+                coverage.derived.push(rule);
+                Coverage::Derived(what)
+            }
+            Err((why, suggestion)) => Coverage::NotCovered { why, suggestion },
+        };
+        coverage.tables.push(TableCoverage { table, how });
+    }
+    coverage
+}
+
+/// Whether an explicit rule acts on `job`'s keys: it warms the job, or one of its templates overlaps the job's.
+fn covers(rule: &ChangeRule, job: &WarmJob) -> bool {
+    let keys = allow_pattern(&job.key);
+    rule.warm.iter().any(|name| **name == *job.name)
+        || rule
+            .delete
+            .iter()
+            .chain(&rule.refresh)
+            .chain(rule.project.as_ref().map(|projection| &projection.key))
+            .any(|template| template == &job.key || glob_match(&allow_pattern(template), &keys))
+}
+
+/// The rule derived for the `index`th table of `job`'s query, with what it does; or why none can be, and the TOML
+/// that would cover it.
+fn derive_for(
+    job: &WarmJob,
+    analysis: &Analysis,
+    index: usize,
+    database: &str,
+    debounce: Duration,
+) -> Result<(ChangeRule, String), (String, Option<String>)> {
+    let read = &analysis.tables[index];
+    let rule = |delete: Vec<KeyTemplate>, refresh: Vec<KeyTemplate>, warm: Vec<String>| ChangeRule {
+        database: read.database.clone(),
+        table: read.table.clone(),
+        delete,
+        refresh,
+        warm,
+        debounce,
+        when_changed: Vec::new(),
+        project: None,
+        filter: None,
+        derived_from: Some(job.name.clone()),
+    };
+    let warm_suggestion = Some(format!(
+        "[[on_change]]\ntable = \"{}\"\nwarm = [\"{}\"]",
+        read.qualified(),
+        job.name
+    ));
+    match &analysis.shape {
+        Shape::TtlOnly(why) => Err((format!("TTL only: {why}"), None)),
+        Shape::Rows {
+            driving,
+            key_columns,
+            filter,
+        } if *driving == index => {
+            let key = renamed(&job.key, key_columns);
+            let mut derived = if job.refresh_query.is_some() {
+                rule(Vec::new(), vec![key], Vec::new())
+            } else {
+                rule(vec![key], Vec::new(), Vec::new())
+            };
+            // Whether the refresh query applies the same filter (its own conditions on the key's parameters aside).
+            let read_decides = job.refresh_query.as_ref().is_some_and(|refresh| {
+                matches!(analyze::analyze(refresh, database, &job.key).shape,
+                    Shape::Rows { filter: ref refresh_filter, .. } if refresh_filter == filter)
+            });
+            derived.filter = filter.clone().map(|predicate| {
+                Arc::new(crate::model::RowFilter {
+                    predicate,
+                    read_decides,
+                })
+            });
+            let mut what = if job.refresh_query.is_some() {
+                "a changed row refreshes its key (through refresh_query); a deleted row deletes it".to_string()
+            } else {
+                "a changed or deleted row deletes its key (no refresh_query to read it again)".to_string()
+            };
+            if let Some(filter) = filter.as_ref().filter(|_| job.refresh_query.is_some()) {
+                what.push_str(&format!(
+                    "; a row outside the filter on {} deletes its key",
+                    filter.columns().join(", ")
+                ));
+            }
+            Ok((derived, what))
+        }
+        Shape::Rows { driving, .. } => {
+            let joined = &analysis.tables[*driving];
+            let on = if read.links.is_empty() {
+                String::new()
+            } else {
+                let pairs: Vec<String> = read
+                    .links
+                    .iter()
+                    .map(|(column, driving_column)| {
+                        format!("{}.{column} = {}.{driving_column}", read.alias, joined.alias)
+                    })
+                    .collect();
+                format!(" on {}", pairs.join(" AND "))
+            };
+            Err((
+                format!(
+                    "a change here reaches the keys only through the join{on}; reverse queries are not derived yet"
+                ),
+                warm_suggestion,
+            ))
+        }
+        Shape::Whole { why, keyed_by } => {
+            let (delete, deletes) = match keyed_by {
+                Some((table, columns)) if *table == index => (vec![renamed(&job.key, columns)], true),
+                _ => (Vec::new(), false),
+            };
+            let what = format!(
+                "{why}: a change re-runs the job (debounced {}){}",
+                crate::words::duration(debounce),
+                if deletes {
+                    ", after deleting the changed rows' keys"
+                } else {
+                    ""
+                }
+            );
+            Ok((rule(delete, Vec::new(), vec![job.name.to_string()]), what))
+        }
+    }
+}
+
+/// `key` with each placeholder replaced by the table column it comes from (`product:{pid}` with `p.id AS pid` →
+/// `product:{id}`), so the binlog's row image renders it.
+fn renamed(key: &KeyTemplate, columns: &[(String, String)]) -> KeyTemplate {
+    let mut source = String::new();
+    for part in key.parts() {
+        match part {
+            crate::model::KeyPart::Literal(text) => source.push_str(&text.replace('{', "{{").replace('}', "}}")),
+            crate::model::KeyPart::Column(name) => {
+                let column = columns
+                    .iter()
+                    .find(|(placeholder, _)| placeholder == name)
+                    .map_or(name.as_str(), |(_, column)| column.as_str());
+                source.push('{');
+                source.push_str(column);
+                source.push('}');
+            }
+        }
+    }
+    KeyTemplate::parse(&source).expect("a template rebuilt from a parsed one's parts parses")
+}
+
+/// The rules `config` hands the binlog: the explicit ones, then those derived for jobs that follow their SQL.
+pub fn effective_rules(explicit: &[ChangeRule], coverage: &[JobCoverage], jobs: &[WarmJob]) -> Vec<ChangeRule> {
+    let mut rules = explicit.to_vec();
+    for job_coverage in coverage {
+        if jobs.iter().any(|job| job.name == job_coverage.job && job.derive_rules) {
+            rules.extend(job_coverage.derived.iter().cloned());
+        }
+    }
+    rules
+}
+
+#[cfg(test)]
+mod tests;

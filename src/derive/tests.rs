@@ -1,0 +1,255 @@
+use super::analyze::{Shape, analyze, parse_condition};
+use super::*;
+use crate::model::RowImage;
+use crate::predicate::Truth;
+
+fn job(name: &str, query: &str, key: &str, refresh: bool) -> WarmJob {
+    let mut job = WarmJob::example(name, key);
+    job.query = query.into();
+    if refresh {
+        job.refresh_query = Some(format!("{query} AND id = :id"));
+    }
+    job
+}
+
+fn image(pairs: &[(&str, Option<&str>)]) -> RowImage {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+        .collect()
+}
+
+fn key(template: &str) -> KeyTemplate {
+    KeyTemplate::parse(template).unwrap()
+}
+
+#[test]
+fn a_one_table_query_keys_its_rows_and_filters_them() {
+    let analysis = analyze(
+        "SELECT id, name FROM products WHERE status = 'active' AND price > 10",
+        "shop",
+        &key("product:{id}"),
+    );
+    assert_eq!(analysis.tables.len(), 1);
+    assert_eq!(analysis.tables[0].qualified(), "shop.products");
+    let Shape::Rows {
+        driving,
+        key_columns,
+        filter,
+    } = analysis.shape
+    else {
+        panic!("{:?}", analysis.shape)
+    };
+    assert_eq!(driving, 0);
+    assert_eq!(key_columns, [("id".to_string(), "id".to_string())]);
+    let filter = filter.unwrap();
+    let row = |status, price| image(&[("status", Some(status)), ("price", Some(price))]);
+    assert_eq!(filter.eval(&row("active", "12.00")), Truth::True);
+    assert_eq!(filter.eval(&row("active", "9.99")), Truth::False);
+    assert_eq!(filter.eval(&row("hidden", "12.00")), Truth::False);
+}
+
+#[test]
+fn aliases_databases_and_renamed_key_columns_resolve_to_their_table() {
+    let analysis = analyze(
+        "SELECT p.id AS pid, c.name AS category FROM catalog.products AS p JOIN categories c ON c.id = p.category_id \
+         WHERE p.visible = 1",
+        "shop",
+        &key("product:{pid}"),
+    );
+    let names: Vec<String> = analysis.tables.iter().map(|t| t.qualified()).collect();
+    assert_eq!(names, ["catalog.products", "shop.categories"]);
+    assert_eq!(
+        analysis.tables[1].links,
+        [("id".to_string(), "category_id".to_string())]
+    );
+    let Shape::Rows { key_columns, .. } = &analysis.shape else {
+        panic!("{:?}", analysis.shape)
+    };
+    assert_eq!(key_columns, &[("pid".to_string(), "id".to_string())]);
+    assert_eq!(renamed(&key("product:{pid}"), key_columns).as_str(), "product:{id}");
+}
+
+#[test]
+fn what_the_binlog_cannot_follow_is_ttl_only_with_the_reason() {
+    let cases = [
+        ("SELECT id FROM sessions WHERE seen > NOW() - INTERVAL 1 HOUR", "NOW()"),
+        ("SELECT id FROM products ORDER BY RAND()", "RAND()"),
+        (
+            "SELECT id FROM products WHERE id IN (SELECT product_id FROM hits)",
+            "subquery",
+        ),
+        ("SELECT id FROM a UNION SELECT id FROM b", "UNION"),
+        (
+            "SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS n FROM products",
+            "window function",
+        ),
+        ("SELECT id FROM products WHERE owner = @me", "variable"),
+        ("SELECT LOWER(sku) AS sku FROM products", "computed"),
+        ("SELECT id FROM (SELECT id FROM products) AS t", "derived table"),
+        ("WITH t AS (SELECT id FROM products) SELECT id FROM t", "WITH"),
+        (
+            "SELECT id FROM products p JOIN categories c ON c.id = p.category_id",
+            "qualified",
+        ),
+        ("SELEKT nonsense", "parser"),
+    ];
+    for (sql, reason) in cases {
+        let template = if sql.contains("sku") {
+            "product:{sku}"
+        } else {
+            "product:{id}"
+        };
+        let analysis = analyze(sql, "shop", &key(template));
+        match &analysis.shape {
+            Shape::TtlOnly(why) => assert!(why.contains(reason), "{sql}: {why}"),
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn aggregates_groups_and_limits_are_whole_results() {
+    for (sql, template, why) in [
+        ("SELECT COUNT(*) AS n FROM orders", "orders:count", "one key"),
+        (
+            "SELECT category_id, COUNT(*) AS n FROM products GROUP BY category_id",
+            "cat:{category_id}",
+            "aggregates",
+        ),
+        (
+            "SELECT DISTINCT category_id FROM products",
+            "cat:{category_id}",
+            "DISTINCT",
+        ),
+        (
+            "SELECT id, sales FROM products ORDER BY sales DESC LIMIT 10",
+            "top:{id}",
+            "LIMIT",
+        ),
+    ] {
+        let analysis = analyze(sql, "shop", &key(template));
+        let Shape::Whole { why: found, keyed_by } = &analysis.shape else {
+            panic!("{sql}: {:?}", analysis.shape)
+        };
+        assert!(found.contains(why), "{sql}: {found}");
+        assert_eq!(keyed_by.is_some(), template.contains('{'), "{sql}");
+    }
+}
+
+#[test]
+fn coverage_names_explicit_derived_and_uncovered_tables() {
+    let jobs = vec![
+        job(
+            "products",
+            "SELECT p.id, c.name AS category FROM products p JOIN categories c ON c.id = p.category_id WHERE p.id > 0",
+            "product:{id}",
+            true,
+        ),
+        job("stats", "SELECT COUNT(*) AS n FROM orders", "stats", false),
+        job("recent", "SELECT id FROM orders WHERE at > NOW()", "recent:{id}", false),
+    ];
+    let explicit = vec![ChangeRule {
+        database: "shop".into(),
+        table: "orders".into(),
+        delete: vec![],
+        refresh: vec![],
+        warm: vec!["stats".into()],
+        debounce: Duration::from_secs(5),
+        when_changed: vec![],
+        project: None,
+        filter: None,
+        derived_from: None,
+    }];
+    let coverage = cover(&jobs, &explicit, "shop", Duration::from_secs(30));
+    let products = &coverage[0];
+    assert!(matches!(products.tables[0].how, Coverage::Derived(_)), "{products:?}");
+    assert!(
+        matches!(&products.tables[1].how, Coverage::NotCovered { why, suggestion: Some(toml) }
+            if why.contains("c.id = p.category_id") && toml.contains("table = \"shop.categories\"")),
+        "{products:?}"
+    );
+    assert!(!products.is_covered());
+    assert_eq!(products.derived.len(), 1);
+    assert_eq!(products.derived[0].refresh[0].as_str(), "product:{id}");
+    let filter = products.derived[0].filter.as_ref().unwrap();
+    assert!(
+        filter.read_decides,
+        "the refresh query is the query AND id = :id: {filter:?}"
+    );
+    let stats = &coverage[1];
+    assert_eq!(stats.tables[0].how, Coverage::Explicit(vec![0]));
+    assert!(stats.derived.is_empty(), "an explicit rule wins");
+    assert!(stats.is_covered());
+    let recent = &coverage[2];
+    assert!(recent.ttl_only.as_deref().unwrap().contains("NOW()"));
+    assert!(!recent.is_covered());
+}
+
+#[test]
+fn only_jobs_that_derive_rules_add_them() {
+    let mut jobs = vec![
+        job("a", "SELECT id FROM t1", "a:{id}", false),
+        job("b", "SELECT id FROM t2", "b:{id}", false),
+    ];
+    jobs[1].derive_rules = true;
+    let coverage = cover(&jobs, &[], "db", Duration::from_secs(30));
+    let rules = effective_rules(&[], &coverage, &jobs);
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].table, "t2");
+    assert_eq!(rules[0].delete[0].as_str(), "b:{id}");
+    assert_eq!(rules[0].derived_from.as_deref(), Some("b"));
+}
+
+#[test]
+fn a_rule_condition_parses_into_a_filter_or_says_why_not() {
+    let filter = parse_condition("status IN ('a', 'b') AND deleted_at IS NULL", "shop", "products").unwrap();
+    assert_eq!(
+        filter.eval(&image(&[("status", Some("a")), ("deleted_at", None)])),
+        Truth::True
+    );
+    assert!(
+        parse_condition("LOWER(status) = 'a'", "shop", "products")
+            .unwrap()
+            .has_unknown()
+    );
+    assert!(
+        parse_condition("at > NOW()", "shop", "products")
+            .unwrap_err()
+            .contains("NOW()")
+    );
+    assert!(parse_condition("status = 'a' OR", "shop", "products").is_err());
+}
+
+#[test]
+fn a_filter_prints_as_sql_that_parses_back_into_it() {
+    let analysis = analyze(
+        "SELECT p.id FROM products p JOIN categories c ON c.id = p.category_id \
+         WHERE (p.status IN ('a', 'it''s') OR p.price BETWEEN -1 AND 2.5) AND p.name NOT LIKE 'x\\_%' \
+         AND p.deleted_at IS NULL AND c.visible = 1 AND NOT p.hidden",
+        "shop",
+        &key("product:{id}"),
+    );
+    let Shape::Rows {
+        filter: Some(filter), ..
+    } = analysis.shape
+    else {
+        panic!("{:?}", analysis.shape)
+    };
+    let text = filter.to_string();
+    let parsed = parse_condition(&text, "shop", "products").unwrap();
+    assert_eq!(parsed, filter);
+    assert!(
+        !text.contains("c."),
+        "the joined table's parts are left to its own rules: {text}"
+    );
+    let row = image(&[
+        ("status", Some("it's")),
+        ("price", Some("9")),
+        ("name", Some("x_1")),
+        ("deleted_at", None),
+        ("hidden", Some("0")),
+    ]);
+    assert_eq!(filter.eval(&row), Truth::False, "{text}");
+    assert_eq!(parsed.eval(&row), Truth::False, "{text}");
+}

@@ -1,0 +1,394 @@
+//! Invalidation derived from the SQL: a configuration with only `[[warm]]` jobs (no `[[on_change]]`) keeps its keys
+//! right under random inserts, updates and deletes, on MariaDB and on MySQL; `check` names what is not covered and
+//! why; `rules` prints the derived rules so that they can be frozen.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, TestEnv, eventually, get, sample, text, wait_for_admin};
+use sqlx::Connection as _;
+
+const SCHEMA: &str = "
+CREATE TABLE categories (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL);
+CREATE TABLE products (
+  id INT PRIMARY KEY,
+  category_id INT NOT NULL,
+  name VARCHAR(40) NOT NULL,
+  status VARCHAR(10) NOT NULL,
+  price DECIMAL(8,2) NULL,
+  deleted_at DATETIME NULL
+)";
+
+/// The jobs, their keys under `prefix`. Each shape the derivation handles: a filtered one-table job with a refresh
+/// path, one without (deletes), a GROUP BY, a whole result in one key, a top-N.
+fn jobs(prefix: &str) -> String {
+    let active = "SELECT id, name, status, price FROM products \
+                  WHERE status = 'active' AND price >= 10 AND deleted_at IS NULL";
+    format!(
+        r#"
+[[warm]]
+name = "active"
+schedule = "0 0 0 1 1 *"
+run_on_start = true
+query = "{active}"
+refresh_query = "{active} AND id = :id"
+key = "{prefix}active:{{id}}"
+ttl = "1h"
+
+[[warm]]
+name = "cheap"
+schedule = "0 0 0 1 1 *"
+run_on_start = true
+query = "SELECT id, price FROM products WHERE price < 10"
+key = "{prefix}cheap:{{id}}"
+ttl = "1h"
+
+[[warm]]
+name = "per_category"
+schedule = "0 0 0 1 1 *"
+run_on_start = true
+query = "SELECT category_id, COUNT(*) AS n, SUM(price) AS total FROM products WHERE deleted_at IS NULL GROUP BY category_id"
+key = "{prefix}cat:{{category_id}}"
+ttl = "1h"
+
+[[warm]]
+name = "total"
+schedule = "0 0 0 1 1 *"
+run_on_start = true
+query = "SELECT COUNT(*) AS n, MAX(price) AS top FROM products WHERE status = 'active'"
+key = "{prefix}total"
+ttl = "1h"
+
+[[warm]]
+name = "top"
+schedule = "0 0 0 1 1 *"
+run_on_start = true
+query = "SELECT id, name, price FROM products WHERE price IS NOT NULL ORDER BY price DESC, id LIMIT 5"
+key = "{prefix}top:{{id}}"
+ttl = "1h"
+"#
+    )
+}
+
+fn daemon_config(env: &TestEnv) -> String {
+    let server_id = 10_000 + fastrand::u32(..1_000_000);
+    format!(
+        r#"{connections}[channel]
+enabled = false
+
+[binlog]
+server_id = {server_id}
+checkpoint_key = "{p}checkpoint"
+heartbeat = "1s"
+on_gap = "none"
+derive_rules = true
+derive_debounce = "1s"
+{jobs}"#,
+        connections = env.connection_toml(),
+        p = env.prefix,
+        jobs = jobs(&env.prefix),
+    )
+}
+
+async fn metric(env: &TestEnv, name: &str) -> f64 {
+    let body = get(env, "/metrics").await.map(|r| r.body).unwrap_or_default();
+    sample(&body, name).unwrap_or(0.0)
+}
+
+/// Differences between the cache and what every job's query returns now (warmed into `{prefix}exp:` by
+/// `run --once`, through the same rendering): keys whose value differs, and keys of rows the query no longer
+/// returns. A missing key is a miss, not a difference. The top-N's keys of rows pushed out of it by other rows stay
+/// (their values follow their own rows), so only its values are compared.
+async fn differences(env: &TestEnv) -> Vec<String> {
+    let expected = format!("{}exp:", env.prefix);
+    let mut redis = env.redis().await;
+    let stale: Vec<String> = env
+        .keys()
+        .await
+        .into_iter()
+        .filter(|key| key.starts_with(&expected))
+        .collect();
+    if !stale.is_empty() {
+        let _: () = redis::cmd("DEL").arg(&stale).query_async(&mut redis).await.unwrap();
+    }
+    let config = env.write_file(
+        "expected.toml",
+        &format!(
+            "{}[channel]\nenabled = false\n{}",
+            env.connection_toml(),
+            jobs(&expected)
+        ),
+    );
+    let output = env
+        .cli()
+        .args(["run", "--once", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{:?}", text(&output));
+    let keys = env.keys().await;
+    let mut differences = Vec::new();
+    for key in &keys {
+        if key.starts_with(&expected) || key.ends_with("checkpoint") {
+            continue;
+        }
+        let name = &key[env.prefix.len()..];
+        let want = env.get(&format!("{expected}{name}")).await;
+        let have = env.get(key).await;
+        match want {
+            Some(want) if Some(&want) != have.as_ref() => {
+                differences.push(format!("{name}: cached {have:?}, the query returns {want}"))
+            }
+            None if !name.starts_with("top:") => {
+                differences.push(format!("{name}: cached {have:?}, the query returns no such row"))
+            }
+            _ => {}
+        }
+    }
+    differences
+}
+
+/// Random single-row inserts, updates (in and out of the filters, NULLs, collation-equal texts, moved keys,
+/// reassigned categories) and deletes, some in multi-statement transactions.
+async fn random_writes(env: &TestEnv, seed: u64, count: usize) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut conn = sqlx::MySqlConnection::connect(&env.mysql_url).await.unwrap();
+    let mut next_id = 1000;
+    let statuses = ["active", "hidden", "Active", "ACTIVE ", "gone"];
+    let prices = ["NULL", "5.00", "9.99", "10.00", "25.50", "99.00", "10"];
+    let mut in_transaction = false;
+    for _ in 0..count {
+        let id = rng.u32(1..60);
+        let statement = match rng.u32(0..100) {
+            0..25 => format!(
+                "UPDATE products SET status = '{}' WHERE id = {id}",
+                statuses[rng.usize(..statuses.len())]
+            ),
+            25..50 => format!(
+                "UPDATE products SET price = {} WHERE id = {id}",
+                prices[rng.usize(..prices.len())]
+            ),
+            50..62 => format!("UPDATE products SET category_id = {} WHERE id = {id}", rng.u32(1..6)),
+            62..70 => format!(
+                "UPDATE products SET deleted_at = {} WHERE id = {id}",
+                if rng.bool() { "NOW()" } else { "NULL" }
+            ),
+            70..80 => {
+                next_id += 1;
+                format!(
+                    "INSERT INTO products VALUES ({next_id}, {}, 'new {next_id}', '{}', {}, NULL)",
+                    rng.u32(1..6),
+                    statuses[rng.usize(..statuses.len())],
+                    prices[rng.usize(..prices.len())]
+                )
+            }
+            80..90 => format!("DELETE FROM products WHERE id = {id}"),
+            90..95 => {
+                next_id += 1;
+                format!("UPDATE products SET id = {next_id} WHERE id = {id}")
+            }
+            _ => {
+                in_transaction = !in_transaction;
+                (if in_transaction { "BEGIN" } else { "COMMIT" }).to_string()
+            }
+        };
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    if in_transaction {
+        sqlx::raw_sql("COMMIT").execute(&mut conn).await.unwrap();
+    }
+}
+
+async fn derived_rules_keep_every_key_right(env: TestEnv) {
+    env.sql(SCHEMA).await;
+    let mut seed_rows = Vec::new();
+    for id in 1..60 {
+        let price = if id % 7 == 0 {
+            "NULL".to_string()
+        } else {
+            format!("{}.50", id % 30)
+        };
+        let status = if id % 3 == 0 { "hidden" } else { "active" };
+        seed_rows.push(format!(
+            "({id}, {}, 'product {id}', '{status}', {price}, NULL)",
+            id % 5 + 1
+        ));
+    }
+    env.sql(&format!(
+        "INSERT INTO categories VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd'), (5, 'e');\nINSERT INTO products VALUES {}",
+        seed_rows.join(", ")
+    ))
+    .await;
+    let path = env.write_file("jobs.toml", &daemon_config(&env));
+    let daemon = Daemon::start(&env, &path, &[], &[]);
+    wait_for_admin(&env).await;
+    let following = eventually(Duration::from_secs(20), || async {
+        (metric(&env, "cachewarden_binlog_connected").await == 1.0).then_some(())
+    })
+    .await;
+    assert!(following.is_some(), "not following the binlog:\n{}", daemon.log());
+    let warmed = eventually(Duration::from_secs(20), || async {
+        (metric(
+            &env,
+            "cachewarden_warm_runs_total{warm_job=\"top\",outcome=\"success\"}",
+        )
+        .await
+            >= 1.0)
+            .then_some(())
+    })
+    .await;
+    assert!(warmed.is_some(), "the jobs ran on start:\n{}", daemon.log());
+    let seed = fastrand::u64(..);
+    random_writes(&env, seed, 400).await;
+    // Settled: the binlog applied, the debounced re-runs done; polled, as a benchmark measures how long it takes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut last = differences(&env).await;
+    while !last.is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        last = differences(&env).await;
+    }
+    assert!(
+        last.is_empty(),
+        "seed {seed}: {} differences after the writes settled, e.g. {:#?}\n{}",
+        last.len(),
+        &last[..last.len().min(10)],
+        daemon.log()
+    );
+}
+
+#[tokio::test]
+async fn with_only_warm_jobs_derived_rules_keep_every_key_right_under_random_writes() {
+    let _binlog = common::binlog_shared();
+    derived_rules_keep_every_key_right(TestEnv::new().await).await;
+}
+
+#[tokio::test]
+async fn on_mysql_derived_rules_keep_every_key_right_under_random_writes() {
+    let server = common::OwnMySql::start(41);
+    derived_rules_keep_every_key_right(TestEnv::new().await.on_mysql(&server).await).await;
+}
+
+#[tokio::test]
+async fn without_derived_rules_the_same_writes_leave_stale_keys() {
+    // The test above can fail: with derive_rules off nothing follows the writes.
+    let _binlog = common::binlog_shared();
+    let env = TestEnv::new().await;
+    env.sql(SCHEMA).await;
+    env.sql("INSERT INTO products VALUES (1, 1, 'one', 'active', 20.00, NULL), (2, 1, 'two', 'active', 5.00, NULL)")
+        .await;
+    let path = env.write_file(
+        "jobs.toml",
+        &daemon_config(&env).replace("derive_rules = true", "derive_rules = false"),
+    );
+    let daemon = Daemon::start(&env, &path, &[], &[]);
+    wait_for_admin(&env).await;
+    let warmed = eventually(Duration::from_secs(20), || async {
+        (metric(
+            &env,
+            "cachewarden_warm_runs_total{warm_job=\"top\",outcome=\"success\"}",
+        )
+        .await
+            >= 1.0)
+            .then_some(())
+    })
+    .await;
+    assert!(warmed.is_some(), "{}", daemon.log());
+    env.sql("UPDATE products SET status = 'hidden' WHERE id = 1").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let differences = differences(&env).await;
+    assert!(
+        differences.iter().any(|d| d.starts_with("active:1:")),
+        "{differences:?}"
+    );
+}
+
+#[test]
+fn check_names_what_is_not_covered_and_rules_prints_what_can_be_frozen() {
+    let dir = tempfile::tempdir().unwrap();
+    let connections = "[mysql]\nurl = \"mysql://root@127.0.0.1:1/shop\"\n[redis]\nurl = \"redis://127.0.0.1:1\"\n";
+    let binlog = "[binlog]\nserver_id = 7\nderive_rules = true\n";
+    let jobs = r#"
+[[warm]]
+name = "products"
+schedule = "every 1h"
+query = "SELECT p.id, p.name, c.name AS category FROM products p JOIN categories c ON c.id = p.category_id WHERE p.status = 'active'"
+refresh_query = "SELECT p.id, p.name, c.name AS category FROM products p JOIN categories c ON c.id = p.category_id WHERE p.status = 'active' AND p.id = :id"
+key = "product:{id}"
+ttl = "1h"
+
+[[warm]]
+name = "counts"
+schedule = "every 1h"
+query = "SELECT category_id, COUNT(*) AS n FROM products GROUP BY category_id"
+key = "count:{category_id}"
+ttl = "1h"
+
+[[warm]]
+name = "recent"
+schedule = "every 1h"
+query = "SELECT id FROM orders WHERE created_at > NOW() - INTERVAL 1 DAY"
+key = "recent:{id}"
+ttl = "10m"
+"#;
+    let path = dir.path().join("jobs.toml");
+    std::fs::write(&path, format!("{connections}{binlog}{jobs}")).unwrap();
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_cachewarden"))
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .env_remove("CACHEWARDEN_CONFIG")
+            .output()
+            .unwrap();
+        (output.status.code(), text(&output))
+    };
+    let (code, (stdout, _)) = run(&["check"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("shop.products  derived: a changed row refreshes its key"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "shop.categories  NOT COVERED: a change here reaches the keys only through the join on c.id = p.category_id"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("table = \"shop.categories\""),
+        "the TOML that covers it: {stdout}"
+    );
+    assert!(
+        stdout.contains("recent: TTL only: NOW() changes without any row changing"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("keys may stay stale up to the TTL (10m)"), "{stdout}");
+    let (code, (_, stderr)) = run(&["check", "--strict"]);
+    assert_eq!(code, Some(78), "{stderr}");
+
+    // Frozen: derive_rules off, the printed rules pasted in; the effective rules are the same.
+    let (code, (rules, _)) = run(&["rules"]);
+    assert_eq!(code, Some(0));
+    assert!(rules.contains("where = \"`status` = 'active'\""), "{rules}");
+    assert!(rules.contains("warm = [\"counts\"]"), "{rules}");
+    let frozen = format!("{connections}[binlog]\nserver_id = 7\nderive_debounce = \"30s\"\n{jobs}\n{rules}");
+    std::fs::write(&path, frozen).unwrap();
+    let (code, (refrozen, stderr)) = run(&["rules"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        refrozen.replace("# explicit\n", ""),
+        rules
+            .replace("# derived from [[warm]] \"products\"\n", "")
+            .replace("# derived from [[warm]] \"counts\"\n", "")
+    );
+    let (_, (stdout, _)) = run(&["rules", "--format", "json", "--job", "counts"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json.as_array().map(Vec::len), Some(1), "{stdout}");
+    assert_eq!(json[0]["table"], "shop.products");
+    let (code, _) = run(&["rules", "--job", "nope"]);
+    assert_eq!(code, Some(64));
+}
