@@ -235,6 +235,11 @@ pub fn rule_problems(rule: &ChangeRule, columns: Option<&[String]>) -> Vec<(&'st
     for column in &rule.when_changed {
         need("when_changed", "when_changed".into(), column);
     }
+    if let Some(lookup) = &rule.lookup {
+        for (column, _) in &lookup.links {
+            need("lookup", "lookup.on".into(), column);
+        }
+    }
     problems
 }
 
@@ -256,6 +261,7 @@ mod tests {
             project: None,
             filter: None,
             derived_from: None,
+            lookup: None,
         };
         let columns = vec!["id".to_string(), "name".to_string()];
         let problems = rule_problems(&rule, Some(&columns));

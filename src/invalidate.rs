@@ -265,6 +265,16 @@ impl Invalidator {
                         .collect();
                     self.refresh(&keys, seen, &mut applied).await?;
                 }
+                Action::Lookup(_) => {
+                    let lookups: Vec<&crate::plan::Lookup> = run
+                        .iter()
+                        .filter_map(|a| match a {
+                            Action::Lookup(lookup) => Some(lookup),
+                            _ => None,
+                        })
+                        .collect();
+                    self.look_up(&lookups, seen, &mut applied).await?;
+                }
                 Action::Warm(_) => {
                     for action in &run {
                         if let Action::Warm(job) = action {
@@ -292,6 +302,31 @@ impl Invalidator {
             );
         }
         Ok(deleted)
+    }
+
+    /// Finds the keys derived join rules reach (see `reverse`) and refreshes, deletes or re-warms them.
+    async fn look_up(
+        &self,
+        lookups: &[&crate::plan::Lookup],
+        seen: &HashMap<String, SeenRow>,
+        applied: &mut Applied,
+    ) -> Result<(), InvalidateError> {
+        let found = crate::reverse::find(&self.db, &self.jobs(), lookups).await?;
+        for job in &found.rewarm {
+            self.warm(job, TriggerReason::Change);
+            applied.warms += 1;
+        }
+        if !found.delete.is_empty() {
+            self.cache.invalidate(&found.delete).await?;
+            applied.deleted += found.delete.len() as u64;
+        }
+        if !found.refresh.is_empty() {
+            let mut seen = seen.clone();
+            seen.extend(found.seen);
+            let keys: Vec<&str> = found.refresh.iter().map(String::as_str).collect();
+            self.refresh(&keys, &seen, applied).await?;
+        }
+        Ok(())
     }
 
     /// Refreshes `keys`: each through the first job whose template it fits, many keys of a job in one read.

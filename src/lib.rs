@@ -16,6 +16,7 @@
 //! - [`signal`]: SIGTERM/SIGINT/SIGHUP/SIGUSR1 as daemon events.
 //! - [`invalidate`]: applies invalidation actions (deletes, pattern deletes, refreshes, projections, warm runs).
 //! - [`refresh`]: refreshes many keys of a job in one read, checked against the change that asked (executor).
+//! - [`reverse`]: a derived join rule's lookup, from changed rows of a joined table to a job's keys (executor).
 //! - [`plan`]: messages, binlog row changes and gaps → actions, under the allow-list (pure).
 //! - [`derive`]: a warm query's SQL → the tables it reads and the invalidation rules that follow it (pure).
 //! - [`predicate`]: a `WHERE` filter evaluated on a binlog row image with MySQL's semantics (pure).
@@ -60,6 +61,7 @@ pub mod plan;
 pub mod predicate;
 pub mod refresh;
 pub mod render;
+pub mod reverse;
 pub mod signal;
 pub mod source;
 pub mod status;

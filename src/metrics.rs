@@ -34,6 +34,14 @@ fn describe() {
         "Warm job runs by outcome (success, failure after its retries, skipped)."
     );
     describe_counter!(
+        "cachewarden_binlog_lookup_keys_total",
+        "Keys a derived join rule's lookup found to refresh or delete after a change in a joined table."
+    );
+    describe_counter!(
+        "cachewarden_binlog_lookup_rewarms_total",
+        "Jobs re-run instead of a derived join rule's lookup, by reason (fanout over max_fanout, query_refused)."
+    );
+    describe_counter!(
         "cachewarden_warm_attempts_total",
         "Warm job attempts by outcome (success, failure); a run retried after transient errors has several."
     );
@@ -496,6 +504,16 @@ pub fn record_binlog_rule_error(table: &str) {
 }
 
 /// Counts a refresh that could not be verified or whose query failed definitely; the key was deleted instead.
+/// Counts the keys a derived join rule's lookup found for `job`.
+pub fn record_lookup_keys(job: &str, keys: u64) {
+    counter!("cachewarden_binlog_lookup_keys_total", "warm_job" => job.to_string()).increment(keys);
+}
+
+/// Counts a job re-run instead of a derived join rule's lookup (`fanout`: over max_fanout; `query_refused`).
+pub fn record_lookup_rewarm(job: &str, reason: &'static str) {
+    counter!("cachewarden_binlog_lookup_rewarms_total", "warm_job" => job.to_string(), "reason" => reason).increment(1);
+}
+
 pub fn record_refresh_given_up(reason: &'static str) {
     counter!("cachewarden_refresh_given_up_total", "reason" => reason).increment(1);
 }

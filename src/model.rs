@@ -379,6 +379,27 @@ pub struct ChangeRule {
     pub filter: Option<Arc<RowFilter>>,
     /// The `[[warm]]` job this rule was derived from; `None` for an `[[on_change]]` rule.
     pub derived_from: Option<Arc<str>>,
+    /// A derived join rule's way from a changed row of this (joined) table to the job's keys.
+    pub lookup: Option<Arc<ReverseLookup>>,
+}
+
+/// How a changed row of a joined table reaches a job's keys: the rows of the job's own (driving) table that join it,
+/// found by a query on the join's columns, and their keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReverseLookup {
+    pub job: Arc<str>,
+    /// The driving table.
+    pub database: String,
+    pub table: String,
+    /// The join's equalities: (the changed table's column, the driving table's column).
+    pub links: Vec<(String, String)>,
+    /// The job's key template over the driving table's columns.
+    pub key: KeyTemplate,
+    /// Refresh the keys found (the read decides), or delete them (no refresh path, or a filter the read does not
+    /// apply).
+    pub refresh: bool,
+    /// More keys than this for one batch re-run the job instead.
+    pub max_fanout: usize,
 }
 
 /// The rows a rule's keys exist for.

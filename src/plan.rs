@@ -16,7 +16,9 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use crate::glob::{allow_pattern, glob_match};
-use crate::model::{ChangeRule, KeyPart, KeyTemplate, OnGap, RowChange, RowImage, WarmJob};
+use std::sync::Arc;
+
+use crate::model::{ChangeRule, KeyPart, KeyTemplate, OnGap, ReverseLookup, RowChange, RowImage, SeenRow, WarmJob};
 
 /// One thing a message asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -35,6 +37,46 @@ pub enum Action {
         value: Vec<u8>,
         ttl: Option<std::time::Duration>,
     },
+    /// Find a job's keys through a derived join rule and refresh (or delete) them (binlog only).
+    Lookup(Lookup),
+}
+
+/// The rows of a job's table that join a changed row (through [`ReverseLookup`]): its join columns' values.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub reverse: Arc<ReverseLookup>,
+    /// The changed row's values of the join's columns, in `reverse.links` order.
+    pub values: Vec<String>,
+    /// The changed row, which the refreshes must show (set by the batch; not part of what the lookup is).
+    pub seen: Option<SeenRow>,
+}
+
+impl PartialEq for Lookup {
+    fn eq(&self, other: &Self) -> bool {
+        self.values == other.values && self.reverse == other.reverse
+    }
+}
+
+impl Eq for Lookup {}
+
+impl std::hash::Hash for Lookup {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.reverse.job.hash(state);
+        self.reverse.table.hash(state);
+        self.values.hash(state);
+    }
+}
+
+impl Lookup {
+    /// A name for the batch's map of actions by key, which no Redis key can take (it holds a NUL).
+    pub fn batch_key(&self) -> String {
+        format!(
+            "\0lookup\0{}\0{}\0{}",
+            self.reverse.job,
+            self.reverse.table,
+            self.values.join("\0")
+        )
+    }
 }
 
 /// Why a message was refused. Each variant is a metric label (see [`Refusal::reason`]).
@@ -290,6 +332,32 @@ pub fn plan_change(rule: &ChangeRule, change: &RowChange) -> ChangePlan {
             }
         }
     }
+    if let Some(reverse) = &rule.lookup {
+        // NULL never joins: an image with a NULL join column reaches no row.
+        for image in images.iter().flatten() {
+            let values: Option<Vec<String>> = reverse
+                .links
+                .iter()
+                .map(|(column, _)| match image.get(column) {
+                    None => {
+                        note_missing(&mut plan, column.clone());
+                        None
+                    }
+                    Some(value) => value.clone(),
+                })
+                .collect();
+            if let Some(values) = values {
+                push(
+                    &mut plan,
+                    Action::Lookup(Lookup {
+                        reverse: reverse.clone(),
+                        values,
+                        seen: None,
+                    }),
+                );
+            }
+        }
+    }
     for job in &rule.warm {
         push(&mut plan, Action::Warm(job.clone()));
     }
@@ -388,6 +456,7 @@ mod tests {
             project: None,
             filter: None,
             derived_from: None,
+            lookup: None,
         }
     }
 

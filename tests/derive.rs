@@ -21,12 +21,32 @@ CREATE TABLE products (
 )";
 
 /// The jobs, their keys under `prefix`. Each shape the derivation handles: a filtered one-table job with a refresh
-/// path, one without (deletes), a GROUP BY, a whole result in one key, a top-N.
+/// path, one without (deletes), an inner join with a refresh path, an outer join without, a GROUP BY, a whole
+/// result in one key, a top-N.
 fn jobs(prefix: &str) -> String {
     let active = "SELECT id, name, status, price FROM products \
                   WHERE status = 'active' AND price >= 10 AND deleted_at IS NULL";
+    let named = "SELECT p.id, p.name, c.name AS category FROM products p JOIN categories c ON c.id = p.category_id \
+                 WHERE p.deleted_at IS NULL";
     format!(
         r#"
+[[warm]]
+name = "named"
+schedule = "0 0 0 1 1 *"
+run_on_start = true
+query = "{named}"
+refresh_query = "{named} AND p.id = :id"
+key = "{prefix}named:{{id}}"
+ttl = "1h"
+
+[[warm]]
+name = "left"
+schedule = "0 0 0 1 1 *"
+run_on_start = true
+query = "SELECT p.id, c.name AS category FROM products p LEFT JOIN categories c ON p.category_id = c.id"
+key = "{prefix}left:{{id}}"
+ttl = "1h"
+
 [[warm]]
 name = "active"
 schedule = "0 0 0 1 1 *"
@@ -169,7 +189,16 @@ async fn random_writes(env: &TestEnv, seed: u64, count: usize) {
                 "UPDATE products SET price = {} WHERE id = {id}",
                 prices[rng.usize(..prices.len())]
             ),
-            50..62 => format!("UPDATE products SET category_id = {} WHERE id = {id}", rng.u32(1..6)),
+            50..56 => format!("UPDATE products SET category_id = {} WHERE id = {id}", rng.u32(1..9)),
+            56..62 => {
+                let category = rng.u32(1..9);
+                match rng.u32(0..4) {
+                    0 => format!("DELETE FROM categories WHERE id = {category}"),
+                    1 => format!("INSERT IGNORE INTO categories VALUES ({category}, 'back {category}')"),
+                    2 => format!("UPDATE categories SET name = UPPER(name) WHERE id = {category}"),
+                    _ => format!("UPDATE categories SET name = CONCAT(name, '!') WHERE id = {category}"),
+                }
+            }
             62..70 => format!(
                 "UPDATE products SET deleted_at = {} WHERE id = {id}",
                 if rng.bool() { "NOW()" } else { "NULL" }
@@ -258,6 +287,9 @@ async fn derived_rules_keep_every_key_right(env: TestEnv) {
         &last[..last.len().min(10)],
         daemon.log()
     );
+    // The joined table's changes went through the derived lookups.
+    let looked_up = metric(&env, "cachewarden_binlog_lookup_keys_total{warm_job=\"named\"}").await;
+    assert!(looked_up > 0.0, "no lookup found keys:\n{}", daemon.log());
 }
 
 #[tokio::test]
@@ -321,6 +353,13 @@ key = "product:{id}"
 ttl = "1h"
 
 [[warm]]
+name = "regional"
+schedule = "every 1h"
+query = "SELECT p.id, r.name AS region FROM products p JOIN categories c ON c.id = p.category_id JOIN regions r ON r.id = c.region_id"
+key = "regional:{id}"
+ttl = "2h"
+
+[[warm]]
 name = "counts"
 schedule = "every 1h"
 query = "SELECT category_id, COUNT(*) AS n FROM products GROUP BY category_id"
@@ -354,12 +393,17 @@ ttl = "10m"
     );
     assert!(
         stdout.contains(
-            "shop.categories  NOT COVERED: a change here reaches the keys only through the join on c.id = p.category_id"
+            "shop.categories  derived: a changed row refreshes the keys of the products rows that join it \
+             (c.id = p.category_id)"
         ),
         "{stdout}"
     );
     assert!(
-        stdout.contains("table = \"shop.categories\""),
+        stdout.contains("shop.regions  NOT COVERED: it joins r through another table"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("table = \"shop.regions\""),
         "the TOML that covers it: {stdout}"
     );
     assert!(
@@ -375,16 +419,24 @@ ttl = "10m"
     assert_eq!(code, Some(0));
     assert!(rules.contains("where = \"`status` = 'active'\""), "{rules}");
     assert!(rules.contains("warm = [\"counts\"]"), "{rules}");
+    assert!(
+        rules.contains(
+            "lookup = { job = \"products\", table = \"shop.products\", on = { category_id = \"id\" }, \
+             key = \"product:{id}\", refresh = true }"
+        ),
+        "{rules}"
+    );
     let frozen = format!("{connections}[binlog]\nserver_id = 7\nderive_debounce = \"30s\"\n{jobs}\n{rules}");
     std::fs::write(&path, frozen).unwrap();
     let (code, (refrozen, stderr)) = run(&["rules"]);
     assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(
-        refrozen.replace("# explicit\n", ""),
-        rules
-            .replace("# derived from [[warm]] \"products\"\n", "")
-            .replace("# derived from [[warm]] \"counts\"\n", "")
-    );
+    let headless = |text: &str| -> String {
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(headless(&refrozen), headless(&rules));
     let (_, (stdout, _)) = run(&["rules", "--format", "json", "--job", "counts"]);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(json.as_array().map(Vec::len), Some(1), "{stdout}");

@@ -31,6 +31,10 @@ use crate::model::WarmJob;
 /// Derived rules re-run an aggregate job at most this often by default: as `[[on_change]] debounce`.
 pub const DEFAULT_DERIVE_DEBOUNCE: Duration = Duration::from_secs(30);
 
+/// A join lookup finding more keys than this re-runs the job: past ten thousand keys, one streamed warm run costs
+/// the database less than refreshing them key by key.
+pub const DEFAULT_MAX_FANOUT: usize = 10_000;
+
 /// Where the configuration lives when neither `--config` nor `$CACHEWARDEN_CONFIG` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/cachewarden/jobs.toml";
 
@@ -70,15 +74,18 @@ impl Config {
             .filter(|rule| rule.derived_from.is_none())
             .cloned()
             .collect();
-        let debounce = self
-            .binlog
-            .as_ref()
-            .map_or(DEFAULT_DERIVE_DEBOUNCE, |binlog| binlog.derive_debounce);
+        let settings = self.binlog.as_ref().map_or(
+            crate::derive::Settings {
+                debounce: DEFAULT_DERIVE_DEBOUNCE,
+                max_fanout: DEFAULT_MAX_FANOUT,
+            },
+            BinlogSettings::derive_settings,
+        );
         crate::derive::cover(
             &self.jobs,
             &explicit,
             &self.mysql.database().unwrap_or_default(),
-            debounce,
+            &settings,
         )
     }
 
@@ -227,6 +234,18 @@ pub struct BinlogSettings {
     pub derive_rules: bool,
     /// How often a derived rule re-runs a job at most (aggregates, whole results).
     pub derive_debounce: Duration,
+    /// A derived join rule finding more keys than this in one batch re-runs the job instead.
+    pub max_fanout: usize,
+}
+
+impl BinlogSettings {
+    /// What derived rules are made with.
+    pub fn derive_settings(&self) -> crate::derive::Settings {
+        crate::derive::Settings {
+            debounce: self.derive_debounce,
+            max_fanout: self.max_fanout,
+        }
+    }
 }
 
 /// Where the binlog reader starts without a checkpoint.

@@ -123,6 +123,7 @@ pub struct RawBinlog {
     pub on_gap: Option<String>,
     pub derive_rules: Option<BoolOrString>,
     pub derive_debounce: Option<String>,
+    pub max_fanout: Option<IntOrString>,
 }
 
 /// One `[[on_change]]` rule.
@@ -137,6 +138,18 @@ pub struct RawOnChange {
     pub project: Option<RawProjection>,
     #[serde(rename = "where")]
     pub filter: Option<String>,
+    pub lookup: Option<RawLookup>,
+}
+
+/// `lookup = { job = "...", table = "...", on = { column = "column" }, key = "...", refresh = true }` in an
+/// `[[on_change]]` rule.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLookup {
+    pub job: Option<String>,
+    pub table: Option<String>,
+    pub on: Option<std::collections::BTreeMap<String, String>>,
+    pub key: Option<String>,
+    pub refresh: Option<bool>,
 }
 
 /// `project = { key = "...", columns = [...], ttl = "..." }` in an `[[on_change]]` rule.

@@ -28,6 +28,8 @@ pub struct TableRead {
     pub links: Vec<(String, String)>,
     /// Joined with `LEFT`/`RIGHT JOIN`.
     pub outer: bool,
+    /// Every column of it the query reads; `None` when that cannot be told (`*`, an unqualified column in a join).
+    pub columns_read: Option<Vec<String>>,
 }
 
 impl TableRead {
@@ -128,10 +130,8 @@ pub fn analyze(sql: &str, database: &str, key: &KeyTemplate) -> Analysis {
         tables,
         shape: Shape::TtlOnly(why),
     };
-    let sql = match crate::model::named_params(sql) {
-        Ok((sql, _)) => sql,
-        Err(error) => return ttl_only(Vec::new(), format!("the query's parameters cannot be read: {error}")),
-    };
+    // A configured refresh query is kept with `?` for its parameters (which the parser reads as they are).
+    let sql = crate::model::named_params(sql).map_or_else(|_| sql.to_string(), |(sql, _)| sql);
     let statements = match Parser::parse_sql(&MySqlDialect {}, &sql) {
         Ok(statements) => statements,
         Err(error) => return ttl_only(Vec::new(), format!("the SQL parser cannot read the query ({error})")),
@@ -158,6 +158,7 @@ pub fn analyze(sql: &str, database: &str, key: &KeyTemplate) -> Analysis {
         Err(why) => return ttl_only(tables, why),
     };
     let mut tables = scope.tables.clone();
+    columns_read(query, select, &scope, &mut tables);
 
     let whole = if key.is_single_key() {
         Some("the whole result is one key".to_string())
@@ -239,11 +240,51 @@ fn all_tables(query: &ast::Query, database: &str) -> Vec<TableRead> {
                 table,
                 links: Vec::new(),
                 outer: false,
+                columns_read: None,
             });
         }
         ControlFlow::<()>::Continue(())
     });
     tables
+}
+
+/// Fills each table's `columns_read` from every expression of the query.
+fn columns_read(query: &ast::Query, select: &ast::Select, scope: &Scope<'_>, tables: &mut [TableRead]) {
+    let mut unknown = false;
+    for item in &select.projection {
+        match item {
+            SelectItem::Wildcard(_) => unknown = true,
+            SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(name), _) => {
+                let alias = name.to_string();
+                if let Some(read) = tables.iter_mut().find(|read| read.alias == alias) {
+                    read.columns_read = None;
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut note = |expr: &Expr| {
+        if let Expr::Identifier(_) | Expr::CompoundIdentifier(_) = expr {
+            match scope.column(expr) {
+                Some((table, column)) => {
+                    if let Some(columns) = &mut tables[table].columns_read
+                        && !columns.contains(&column)
+                    {
+                        columns.push(column);
+                    }
+                }
+                None => unknown = true,
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    };
+    let _ = ast::visit_expressions(select, &mut note);
+    let _ = ast::visit_expressions(&query.order_by, &mut note);
+    if unknown {
+        for read in tables.iter_mut() {
+            read.columns_read = None;
+        }
+    }
 }
 
 /// Why the query is TTL only for reasons anywhere in it: a subquery, a window function, a volatile function, a user
@@ -360,6 +401,7 @@ impl<'q> Scope<'q> {
                     table,
                     links: Vec::new(),
                     outer,
+                    columns_read: Some(Vec::new()),
                 });
                 Ok(())
             }

@@ -27,6 +27,15 @@ use crate::glob::{allow_pattern, glob_match};
 use crate::model::{ChangeRule, KeyTemplate, WarmJob};
 use analyze::{Analysis, Shape};
 
+/// What derived rules are made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// How often a derived rule re-runs a job at most.
+    pub debounce: Duration,
+    /// More keys than this found by one batch's join lookup re-run the job instead.
+    pub max_fanout: usize,
+}
+
 /// How a change in one table reaches one job's keys.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Coverage {
@@ -72,13 +81,13 @@ impl TableCoverage {
 
 /// Coverage of every job: `explicit` are the `[[on_change]]` rules, `database` the default database, `debounce`
 /// the derived warm runs' window.
-pub fn cover(jobs: &[WarmJob], explicit: &[ChangeRule], database: &str, debounce: Duration) -> Vec<JobCoverage> {
+pub fn cover(jobs: &[WarmJob], explicit: &[ChangeRule], database: &str, settings: &Settings) -> Vec<JobCoverage> {
     jobs.iter()
-        .map(|job| cover_job(job, database, explicit, debounce))
+        .map(|job| cover_job(job, database, explicit, settings))
         .collect()
 }
 
-fn cover_job(job: &WarmJob, database: &str, explicit: &[ChangeRule], debounce: Duration) -> JobCoverage {
+fn cover_job(job: &WarmJob, database: &str, explicit: &[ChangeRule], settings: &Settings) -> JobCoverage {
     let analysis = &analyze::analyze(&job.query, database, &job.key);
     let mut coverage = JobCoverage {
         job: job.name.clone(),
@@ -104,7 +113,7 @@ fn cover_job(job: &WarmJob, database: &str, explicit: &[ChangeRule], debounce: D
             });
             continue;
         }
-        let derived = derive_for(job, analysis, index, database, debounce);
+        let derived = derive_for(job, analysis, index, database, settings);
         let how = match derived {
             Ok((rule, what)) => {
                 coverage.derived.push(rule);
@@ -121,6 +130,7 @@ fn cover_job(job: &WarmJob, database: &str, explicit: &[ChangeRule], debounce: D
 fn covers(rule: &ChangeRule, job: &WarmJob) -> bool {
     let keys = allow_pattern(&job.key);
     rule.warm.iter().any(|name| **name == *job.name)
+        || rule.lookup.as_ref().is_some_and(|lookup| lookup.job == job.name)
         || rule
             .delete
             .iter()
@@ -136,7 +146,7 @@ fn derive_for(
     analysis: &Analysis,
     index: usize,
     database: &str,
-    debounce: Duration,
+    settings: &Settings,
 ) -> Result<(ChangeRule, String), (String, Option<String>)> {
     let read = &analysis.tables[index];
     let rule = |delete: Vec<KeyTemplate>, refresh: Vec<KeyTemplate>, warm: Vec<String>| ChangeRule {
@@ -145,11 +155,12 @@ fn derive_for(
         delete,
         refresh,
         warm,
-        debounce,
+        debounce: settings.debounce,
         when_changed: Vec::new(),
         project: None,
         filter: None,
         derived_from: Some(job.name.clone()),
+        lookup: None,
     };
     let warm_suggestion = Some(format!(
         "[[on_change]]\ntable = \"{}\"\nwarm = [\"{}\"]",
@@ -169,11 +180,7 @@ fn derive_for(
             } else {
                 rule(vec![key], Vec::new(), Vec::new())
             };
-            // Whether the refresh query applies the same filter (its own conditions on the key's parameters aside).
-            let read_decides = job.refresh_query.as_ref().is_some_and(|refresh| {
-                matches!(analyze::analyze(refresh, database, &job.key).shape,
-                    Shape::Rows { filter: ref refresh_filter, .. } if refresh_filter == filter)
-            });
+            let read_decides = refresh_applies(job, database, filter);
             derived.filter = filter.clone().map(|predicate| {
                 Arc::new(crate::model::RowFilter {
                     predicate,
@@ -193,26 +200,53 @@ fn derive_for(
             }
             Ok((derived, what))
         }
-        Shape::Rows { driving, .. } => {
-            let joined = &analysis.tables[*driving];
-            let on = if read.links.is_empty() {
-                String::new()
-            } else {
-                let pairs: Vec<String> = read
-                    .links
-                    .iter()
-                    .map(|(column, driving_column)| {
-                        format!("{}.{column} = {}.{driving_column}", read.alias, joined.alias)
-                    })
-                    .collect();
-                format!(" on {}", pairs.join(" AND "))
-            };
-            Err((
-                format!(
-                    "a change here reaches the keys only through the join{on}; reverse queries are not derived yet"
-                ),
-                warm_suggestion,
-            ))
+        Shape::Rows {
+            driving,
+            key_columns,
+            filter,
+        } => {
+            let driving_table = &analysis.tables[*driving];
+            if read.links.is_empty() {
+                return Err((
+                    format!(
+                        "it joins {} through another table or without an equality with {}'s columns",
+                        read.alias, driving_table.alias
+                    ),
+                    warm_suggestion,
+                ));
+            }
+            let pairs: Vec<String> = read
+                .links
+                .iter()
+                .map(|(column, driving_column)| {
+                    format!("{}.{column} = {}.{driving_column}", read.alias, driving_table.alias)
+                })
+                .collect();
+            let refresh = job.refresh_query.is_some() && (filter.is_none() || refresh_applies(job, database, filter));
+            let mut derived = rule(Vec::new(), Vec::new(), Vec::new());
+            derived.when_changed = read.columns_read.clone().unwrap_or_default();
+            derived.lookup = Some(Arc::new(crate::model::ReverseLookup {
+                job: job.name.clone(),
+                database: driving_table.database.clone(),
+                table: driving_table.table.clone(),
+                links: read.links.clone(),
+                key: renamed(&job.key, key_columns),
+                refresh,
+                max_fanout: settings.max_fanout,
+            }));
+            let what = format!(
+                "a changed row {} the keys of the {} rows that join it ({}), found by one query per batch; over \
+                 max_fanout ({}) keys the job re-runs instead{}",
+                if refresh { "refreshes" } else { "deletes" },
+                driving_table.table,
+                pairs.join(" AND "),
+                settings.max_fanout,
+                match &read.columns_read {
+                    Some(columns) if !columns.is_empty() => format!("; only changes to {}", columns.join(", ")),
+                    _ => String::new(),
+                }
+            );
+            Ok((derived, what))
         }
         Shape::Whole { why, keyed_by } => {
             let (delete, deletes) = match keyed_by {
@@ -221,7 +255,7 @@ fn derive_for(
             };
             let what = format!(
                 "{why}: a change re-runs the job (debounced {}){}",
-                crate::words::duration(debounce),
+                crate::words::duration(settings.debounce),
                 if deletes {
                     ", after deleting the changed rows' keys"
                 } else {
@@ -231,6 +265,14 @@ fn derive_for(
             Ok((rule(delete, Vec::new(), vec![job.name.to_string()]), what))
         }
     }
+}
+
+/// Whether `job`'s refresh query applies `filter` (its own conditions on the key's parameters aside).
+fn refresh_applies(job: &WarmJob, database: &str, filter: &Option<crate::predicate::Predicate>) -> bool {
+    job.refresh_query.as_ref().is_some_and(|refresh| {
+        matches!(analyze::analyze(refresh, database, &job.key).shape,
+            Shape::Rows { filter: ref refresh_filter, .. } if refresh_filter == filter)
+    })
 }
 
 /// `key` with each placeholder replaced by the table column it comes from (`product:{pid}` with `p.id AS pid` →

@@ -136,6 +136,21 @@ pub fn rules_toml(rules: &[&ChangeRule]) -> String {
                 quoted(&ttl)
             ));
         }
+        if let Some(lookup) = &rule.lookup {
+            let on: Vec<String> = lookup
+                .links
+                .iter()
+                .map(|(changed, driving)| format!("{driving} = {}", quoted(changed)))
+                .collect();
+            out.push_str(&format!(
+                "lookup = {{ job = {}, table = {}, on = {{ {} }}, key = {}, refresh = {} }}\n",
+                quoted(&lookup.job),
+                quoted(&format!("{}.{}", lookup.database, lookup.table)),
+                on.join(", "),
+                quoted(lookup.key.as_str()),
+                lookup.refresh
+            ));
+        }
         if !rule.warm.is_empty() {
             out.push_str(&format!(
                 "warm = {}\n",
@@ -177,6 +192,14 @@ pub fn rules_json(rules: &[&ChangeRule]) -> String {
                 "debounce_seconds": rule.debounce.as_secs_f64(),
                 "when_changed": rule.when_changed,
                 "where": rule.filter.as_ref().map(|filter| filter.predicate.to_string()),
+                "lookup": rule.lookup.as_ref().map(|lookup| serde_json::json!({
+                    "job": &*lookup.job,
+                    "table": format!("{}.{}", lookup.database, lookup.table),
+                    "on": lookup.links.iter().map(|(changed, driving)| (driving.clone(), changed.clone()))
+                        .collect::<std::collections::BTreeMap<_, _>>(),
+                    "key": lookup.key.as_str(),
+                    "refresh": lookup.refresh,
+                })),
             })
         })
         .collect();

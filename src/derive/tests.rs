@@ -3,6 +3,11 @@ use super::*;
 use crate::model::RowImage;
 use crate::predicate::Truth;
 
+const SETTINGS: Settings = Settings {
+    debounce: Duration::from_secs(30),
+    max_fanout: 100,
+};
+
 fn job(name: &str, query: &str, key: &str, refresh: bool) -> WarmJob {
     let mut job = WarmJob::example(name, key);
     job.query = query.into();
@@ -160,17 +165,29 @@ fn coverage_names_explicit_derived_and_uncovered_tables() {
         project: None,
         filter: None,
         derived_from: None,
+        lookup: None,
     }];
-    let coverage = cover(&jobs, &explicit, "shop", Duration::from_secs(30));
+    let coverage = cover(&jobs, &explicit, "shop", &SETTINGS);
     let products = &coverage[0];
     assert!(matches!(products.tables[0].how, Coverage::Derived(_)), "{products:?}");
     assert!(
-        matches!(&products.tables[1].how, Coverage::NotCovered { why, suggestion: Some(toml) }
-            if why.contains("c.id = p.category_id") && toml.contains("table = \"shop.categories\"")),
+        matches!(&products.tables[1].how, Coverage::Derived(what) if what.contains("c.id = p.category_id")
+            && what.contains("only changes to name, id")),
         "{products:?}"
     );
-    assert!(!products.is_covered());
-    assert_eq!(products.derived.len(), 1);
+    assert!(products.is_covered());
+    assert_eq!(products.derived.len(), 2);
+    let lookup = products.derived[1]
+        .lookup
+        .as_ref()
+        .expect("the joined table's rule looks keys up");
+    assert_eq!(lookup.links, [("id".to_string(), "category_id".to_string())]);
+    assert_eq!(
+        (lookup.table.as_str(), lookup.key.as_str()),
+        ("products", "product:{id}")
+    );
+    assert!(lookup.refresh, "the refresh query applies the same filter");
+    assert_eq!(products.derived[1].when_changed, ["name", "id"]);
     assert_eq!(products.derived[0].refresh[0].as_str(), "product:{id}");
     let filter = products.derived[0].filter.as_ref().unwrap();
     assert!(
@@ -187,13 +204,37 @@ fn coverage_names_explicit_derived_and_uncovered_tables() {
 }
 
 #[test]
+fn a_table_joined_through_another_is_not_covered_and_says_how_to_cover_it() {
+    let jobs = vec![job(
+        "p",
+        "SELECT p.id, r.name FROM products p JOIN categories c ON c.id = p.category_id JOIN regions r ON r.id = c.region_id",
+        "product:{id}",
+        false,
+    )];
+    let coverage = cover(&jobs, &[], "shop", &SETTINGS);
+    assert!(
+        matches!(coverage[0].tables[1].how, Coverage::Derived(_)),
+        "{coverage:?}"
+    );
+    assert!(
+        matches!(&coverage[0].tables[2].how, Coverage::NotCovered { why, suggestion: Some(toml) }
+            if why.contains("through another table") && toml.contains("table = \"shop.regions\"")),
+        "{coverage:?}"
+    );
+    let lookup = coverage[0].derived[1].lookup.as_ref().unwrap();
+    assert!(!lookup.refresh, "no refresh query: the keys found are deleted");
+    // Of categories the query reads only the join columns: a rename there changes no key.
+    assert_eq!(coverage[0].derived[1].when_changed, ["id", "region_id"]);
+}
+
+#[test]
 fn only_jobs_that_derive_rules_add_them() {
     let mut jobs = vec![
         job("a", "SELECT id FROM t1", "a:{id}", false),
         job("b", "SELECT id FROM t2", "b:{id}", false),
     ];
     jobs[1].derive_rules = true;
-    let coverage = cover(&jobs, &[], "db", Duration::from_secs(30));
+    let coverage = cover(&jobs, &[], "db", &SETTINGS);
     let rules = effective_rules(&[], &coverage, &jobs);
     assert_eq!(rules.len(), 1);
     assert_eq!(rules[0].table, "t2");
@@ -252,4 +293,15 @@ fn a_filter_prints_as_sql_that_parses_back_into_it() {
     ]);
     assert_eq!(filter.eval(&row), Truth::False, "{text}");
     assert_eq!(parsed.eval(&row), Truth::False, "{text}");
+}
+
+#[test]
+fn a_stored_refresh_query_with_question_marks_is_read_too() {
+    let q = "SELECT p.id, c.name AS category FROM products p JOIN categories c ON c.id = p.category_id WHERE p.status = 'a'";
+    let main = analyze(q, "shop", &key("product:{id}"));
+    let refresh = analyze(&format!("{q} AND p.id = ?"), "shop", &key("product:{id}"));
+    assert_eq!(
+        main.shape, refresh.shape,
+        "the key's own condition is not part of the filter"
+    );
 }

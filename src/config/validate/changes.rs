@@ -185,7 +185,11 @@ impl Context {
         let derive_debounce = self
             .duration("binlog", "derive_debounce", raw.derive_debounce)
             .unwrap_or(crate::config::DEFAULT_DERIVE_DEBOUNCE);
+        let max_fanout = self
+            .count("binlog", "max_fanout", raw.max_fanout)
+            .unwrap_or(crate::config::DEFAULT_MAX_FANOUT);
         Some(BinlogSettings {
+            max_fanout,
             server_id: server_id?,
             url: url?,
             start: start?,
@@ -287,10 +291,14 @@ impl Context {
         let project = raw
             .project
             .and_then(|raw| self.projection(raw, &at, line(self, Some("project")), defaults));
+        let lookup = raw
+            .lookup
+            .and_then(|raw| self.lookup(raw, &at, line(self, Some("lookup")), jobs, mysql));
         if delete.is_empty()
             && refresh.is_empty()
             && warm.is_empty()
             && project.is_none()
+            && lookup.is_none()
             && self.problems.len() == before
         {
             self.problem(
@@ -335,6 +343,95 @@ impl Context {
                 })
             }),
             derived_from: None,
+            lookup: lookup.map(Arc::new),
+        })
+    }
+
+    /// A rule's `lookup` table: a join from the changed row to a job's rows (`max_fanout` is set from `[binlog]`
+    /// afterwards).
+    fn lookup(
+        &mut self,
+        raw: crate::config::raw::RawLookup,
+        at: &str,
+        line: Option<usize>,
+        jobs: &[WarmJob],
+        mysql: Option<&MysqlSettings>,
+    ) -> Option<crate::model::ReverseLookup> {
+        let before = self.problems.len();
+        let fail = |ctx: &mut Self, message: String| ctx.problem(line, format!("{at}.lookup"), message);
+        let job = match raw.job.as_deref() {
+            Some(name) => match jobs.iter().find(|job| &*job.name == name) {
+                Some(job) => Some(job),
+                None => {
+                    fail(self, format!("no [[warm]] job named \"{name}\""));
+                    None
+                }
+            },
+            None => {
+                fail(self, "needs `job`, the [[warm]] job whose keys it finds".into());
+                None
+            }
+        };
+        let table = match raw.table.as_deref() {
+            Some(text) => match text.split_once('.') {
+                Some((db, table)) if !db.is_empty() && !table.is_empty() => Some((db.to_string(), table.to_string())),
+                None if !text.is_empty() => mysql.and_then(MysqlSettings::database).map(|db| (db, text.to_string())),
+                _ => None,
+            },
+            None => None,
+        };
+        if table.is_none() {
+            fail(self, "needs `table`, the job's table, as \"database.table\"".into());
+        }
+        let links: Vec<(String, String)> = raw
+            .on
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(driving, changed)| (changed, driving))
+            .collect();
+        if links.is_empty() {
+            fail(
+                self,
+                "needs `on = { job_table_column = \"changed_table_column\" }`".into(),
+            );
+        }
+        let key = match raw.key.as_deref().map(KeyTemplate::parse) {
+            Some(Ok(key)) if !key.is_single_key() => Some(key),
+            Some(Ok(key)) => {
+                fail(self, format!("key \"{key}\" has no placeholders"));
+                None
+            }
+            Some(Err(message)) => {
+                fail(self, format!("key: {message}"));
+                None
+            }
+            None => {
+                fail(self, "needs `key`, the job's key over its table's columns".into());
+                None
+            }
+        };
+        let refresh = raw.refresh.unwrap_or(false);
+        if let Some(job) = job
+            && refresh
+            && job.refresh_query.is_none()
+        {
+            fail(
+                self,
+                format!("refresh = true needs a refresh_query on job \"{}\"", job.name),
+            );
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        let ((database, table), job) = (table?, job?);
+        Some(crate::model::ReverseLookup {
+            job: job.name.clone(),
+            database,
+            table,
+            links,
+            key: key?,
+            refresh,
+            max_fanout: crate::config::DEFAULT_MAX_FANOUT,
         })
     }
 

@@ -115,6 +115,11 @@ pub fn validate(
     let mut rules = ctx.change_rules(doc.get("on_change"), &jobs, &invalid_jobs, mysql.as_ref(), &defaults);
     let mut jobs = jobs;
     if let (Some(binlog), Some(mysql)) = (&binlog, &mysql) {
+        for rule in &mut rules {
+            if let Some(lookup) = &mut rule.lookup {
+                Arc::make_mut(lookup).max_fanout = binlog.max_fanout;
+            }
+        }
         // A job without its own `derive_rules` takes `[binlog] derive_rules`.
         let own: HashSet<&str> = match doc.get("warm") {
             Some(toml::Value::Array(items)) => items
@@ -133,7 +138,7 @@ pub fn validate(
             &jobs,
             &rules,
             &mysql.database().unwrap_or_default(),
-            binlog.derive_debounce,
+            &binlog.derive_settings(),
         );
         rules = crate::derive::effective_rules(&rules, &coverage, &jobs);
     }

@@ -138,6 +138,14 @@ impl Batch {
             }
             Action::Warm(_) => return,
             Action::Delete(key) | Action::Refresh(key) | Action::Set { key, .. } => key.clone(),
+            Action::Lookup(lookup) => {
+                // One lookup per changed row's join values; the latest change's row is the one to show.
+                let mut lookup = lookup.clone();
+                lookup.seen = seen.cloned();
+                self.keyed
+                    .insert(lookup.batch_key(), (self.arrivals, Action::Lookup(lookup)));
+                return;
+            }
         };
         // A newer change of the key supersedes a deferred re-read of it. (The maps are usually empty: skip hashing
         // the key for them then, it is the hot path of a write storm.)
@@ -231,7 +239,9 @@ fn kind_order(action: &Action) -> u8 {
         Action::Delete(_) => 1,
         Action::Set { .. } => 2,
         Action::Refresh(_) => 3,
-        Action::Warm(_) => 4,
+        // After the batch's own key actions: what it finds is read as it is now.
+        Action::Lookup(_) => 4,
+        Action::Warm(_) => 5,
     }
 }
 

@@ -413,7 +413,9 @@ impl BinlogListener {
         }
         let shape = decode::TableShape::of(tme);
         let projects = rules.iter().any(|(_, rule)| rule.project.is_some());
-        let refreshes = rules.iter().any(|(_, rule)| !rule.refresh.is_empty());
+        let refreshes = rules
+            .iter()
+            .any(|(_, rule)| !rule.refresh.is_empty() || rule.lookup.is_some());
         let table_name: Arc<str> = Arc::from(format!("{database}.{table}"));
         let now = Instant::now();
         for row in rows.rows(tme) {
