@@ -34,6 +34,10 @@ fn describe() {
         "Warm job runs by outcome (success, failure after its retries, skipped)."
     );
     describe_counter!(
+        "cachewarden_binlog_checkpoint_rewinds_total",
+        "Times the binlog resumed from the position saved last because Redis lost or rolled back its checkpoint."
+    );
+    describe_counter!(
         "cachewarden_binlog_lookup_keys_total",
         "Keys a derived join rule's lookup found to refresh or delete after a change in a joined table."
     );
@@ -516,6 +520,11 @@ pub fn record_lookup_rewarm(job: &str, reason: &'static str) {
 
 pub fn record_refresh_given_up(reason: &'static str) {
     counter!("cachewarden_refresh_given_up_total", "reason" => reason).increment(1);
+}
+
+/// Counts a resume from an earlier position than Redis's checkpoint or with none there (Redis lost writes).
+pub fn record_binlog_rewind() {
+    counter!("cachewarden_binlog_checkpoint_rewinds_total").increment(1);
 }
 
 /// Counts a binlog gap.

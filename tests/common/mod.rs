@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -139,6 +141,18 @@ impl TestEnv {
         let mut conn = sqlx::MySqlConnection::connect(&server.url())
             .await
             .expect("the test's MySQL is reachable");
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE `{}`", self.database)))
+            .await
+            .expect("create test database");
+        self.mysql_url = format!("{}/{}", server.url(), self.database);
+        self
+    }
+
+    /// Points this test's MySQL at `server` (a MariaDB of the test's own): a database of the test's name there.
+    pub async fn on_mariadb(mut self, server: &OwnMariaDb) -> Self {
+        let mut conn = sqlx::MySqlConnection::connect(&server.url())
+            .await
+            .expect("the test's MariaDB is reachable");
         conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE `{}`", self.database)))
             .await
             .expect("create test database");
@@ -483,8 +497,13 @@ pub struct OwnRedis {
 impl OwnRedis {
     /// Starts the server on a free port and waits until it answers.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// [`OwnRedis::start`] with extra server options (`--replicaof 127.0.0.1 PORT`).
+    pub async fn start_with(extra: &[&str]) -> Self {
         let port = free_port();
-        let server = spawn_redis(port);
+        let server = spawn_redis_with(port, extra);
         let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0").as_str()).unwrap();
         let conn = eventually(Duration::from_secs(10), || async {
             client.get_multiplexed_async_connection().await.ok()

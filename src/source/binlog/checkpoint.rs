@@ -50,6 +50,25 @@ impl Position {
         }
     }
 
+    /// Of two positions on the same server's files, the earlier (`None` when they cannot be compared: another
+    /// server's offsets mean nothing here).
+    pub fn earlier<'a>(&'a self, other: &'a Position) -> Option<&'a Position> {
+        if self.server.is_some() && other.server.is_some() && self.server != other.server {
+            return None;
+        }
+        // `binlog.000042`: the number after the last dot orders the files (the text does too while it keeps its width).
+        let number = |file: &str| file.rsplit_once('.').and_then(|(_, n)| n.parse::<u64>().ok());
+        let order = match (number(&self.file), number(&other.file)) {
+            (Some(a), Some(b)) => a.cmp(&b),
+            _ => self.file.cmp(&other.file),
+        };
+        Some(if order.then(self.pos.cmp(&other.pos)).is_le() {
+            self
+        } else {
+            other
+        })
+    }
+
     /// Reads `file:offset`, optionally followed by ` gtid=…` and ` server=…`.
     pub fn parse(text: &str) -> Option<Self> {
         let mut words = text.split_whitespace();
@@ -146,6 +165,25 @@ mod tests {
         assert_eq!((old.gtid, old.server), (None, None));
         assert!(Position::parse("binlog.000042:1234 gtid=0-1").is_none());
         assert!(Position::parse("binlog.000042:1234 colour=red").is_none());
+    }
+
+    #[test]
+    fn the_earlier_of_two_positions_on_one_server() {
+        let at = |text: &str| Position::parse(text).unwrap();
+        let (a, b) = (at("binlog.000009:900 server=1"), at("binlog.000010:4 server=1"));
+        assert_eq!(a.earlier(&b), Some(&a));
+        assert_eq!(b.earlier(&a), Some(&a));
+        let c = at("binlog.000010:120 server=1");
+        assert_eq!(c.earlier(&b), Some(&b));
+        assert_eq!(
+            at("binlog.999999:4").earlier(&at("binlog.1000000:4")).map(|p| p.pos),
+            Some(4)
+        );
+        assert_eq!(
+            at("binlog.1000000:4").earlier(&at("binlog.999999:8")).map(|p| p.pos),
+            Some(8)
+        );
+        assert_eq!(a.earlier(&at("binlog.000001:4 server=2")), None);
     }
 
     #[test]

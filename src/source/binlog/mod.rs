@@ -18,6 +18,13 @@
 //! - A purged position (error 1236) or no checkpoint at all: logged at ERROR (or WARN on a first start), counted as
 //!   a gap; the current position is taken and saved *first*, then the `on_gap` recovery runs for what the rules
 //!   cover, and reading continues from that position, so nothing committed during the recovery is missed.
+//! - Redis lost the checkpoint or rolled it back — restarted without persistence, an evicted key, a failover to a
+//!   replica that was behind — and with it, maybe, the invalidations before it. The invariant: **after any session
+//!   ends, resume from the earlier of the checkpoint Redis holds and the position this listener saved last (kept in
+//!   memory); with none in Redis, from the one in memory** ([`resume_from`]); what is applied twice is idempotent.
+//!   The listener compares Redis's checkpoint with its own once a second while busy and at every heartbeat while
+//!   idle, and ends the session when they differ, so a loss is repaired within a heartbeat even when nothing else
+//!   failed (`cachewarden_binlog_checkpoint_rewinds_total`).
 //! - A broken connection or a silent one (no event or heartbeat for twice the heartbeat period): reconnect with
 //!   backoff from the checkpoint; the backoff resets once a session has been healthy for a while.
 //! - Redis or MySQL down while applying: the batch is retried with backoff and nothing more is read meanwhile
@@ -71,6 +78,9 @@ pub const BATCH_WAIT: Duration = Duration::from_millis(10);
 pub const IDLE_GAP: Duration = Duration::from_millis(1);
 /// `cachewarden_binlog_last_heard_timestamp_seconds` is updated at most this often (not per event).
 const HEARD_RECORD_EVERY: Duration = Duration::from_secs(1);
+/// The checkpoint in Redis is compared with the position last saved at most this often (an idle stream: at each
+/// heartbeat): one GET, so that a Redis that lost writes is noticed within a second or a heartbeat.
+const CHECKPOINT_VERIFY_EVERY: Duration = Duration::from_secs(1);
 /// A server that cannot be followed is looked at again this often.
 const DEFINITE_RETRY: Duration = Duration::from_secs(60);
 
@@ -90,6 +100,11 @@ struct SessionState {
     reported_missing: HashSet<(usize, String)>,
     /// After a purge: start at the server's current position, then run the recovery.
     resume_from_current: bool,
+    /// The last position this listener saved (or started from): where it may resume when Redis lost or rolled back
+    /// its checkpoint (see `# Failure`).
+    applied: Option<Position>,
+    /// When the checkpoint in Redis was last compared with `applied`.
+    verified: Option<Instant>,
 }
 
 impl BinlogListener {
@@ -267,9 +282,10 @@ impl BinlogListener {
                         if let Some(position) = &batch.checkpoint {
                             resumed_at = position.clone();
                         }
-                        if !self.flush(&mut batch, shutdown).await? {
+                        if !self.flush(&mut batch, state, shutdown).await? {
                             return Ok(());
                         }
+                        self.verify_checkpoint(state).await?;
                         continue;
                     }
                 }
@@ -315,6 +331,7 @@ impl BinlogListener {
                 Some(EventData::HeartbeatEvent) => {
                     if batch.is_empty() {
                         metrics::record_binlog_caught_up();
+                        self.verify_checkpoint(state).await?;
                     }
                     false
                 }
@@ -348,7 +365,7 @@ impl BinlogListener {
                     if let Some(position) = &batch.checkpoint {
                         resumed_at = position.clone();
                     }
-                    if !self.flush(&mut batch, shutdown).await? {
+                    if !self.flush(&mut batch, state, shutdown).await? {
                         return Ok(());
                     }
                 }
@@ -369,16 +386,24 @@ impl BinlogListener {
         if state.resume_from_current {
             checkpoint::save(&self.settings.checkpoint, cache, &current).await?;
             state.resume_from_current = false;
+            state.applied = Some(current.clone());
             return Ok(self.recover(shutdown).await.then_some(current));
         }
-        if let Some(saved) = checkpoint::load(&self.settings.checkpoint, cache).await? {
-            return Ok(Some(saved));
+        let saved = checkpoint::load(&self.settings.checkpoint, cache).await?;
+        if let Some(start) = resume_from(saved, state.applied.take()) {
+            if start.lost {
+                // Saved again at once: the next Redis loss must not find it missing as well.
+                checkpoint::save(&self.settings.checkpoint, cache, &start.position).await?;
+            }
+            state.applied = Some(start.position.clone());
+            return Ok(Some(start.position));
         }
         let start = match &self.settings.start {
             BinlogStart::At { file, pos } => Position::at(file.clone(), *pos),
             BinlogStart::Current => current,
         };
         checkpoint::save(&self.settings.checkpoint, cache, &start).await?;
+        state.applied = Some(start.clone());
         if matches!(self.settings.start, BinlogStart::Current) {
             warn!(
                 position = %start,
@@ -390,6 +415,30 @@ impl BinlogListener {
             }
         }
         Ok(Some(start))
+    }
+
+    /// Compares the checkpoint in Redis with the position this listener last saved. A missing or different one means
+    /// Redis lost writes — a restart without persistence, an evicted key, a failover to a replica that was behind —
+    /// and with them, maybe, invalidations: the session ends, and the next resumes from the earlier of the two
+    /// ([`resume_from`]), applying again what Redis may have lost.
+    async fn verify_checkpoint(&self, state: &mut SessionState) -> Result<(), BinlogError> {
+        if !matches!(self.settings.checkpoint, crate::config::CheckpointStore::Redis(_))
+            || state.verified.is_some_and(|at| at.elapsed() < CHECKPOINT_VERIFY_EVERY)
+        {
+            return Ok(());
+        }
+        state.verified = Some(Instant::now());
+        let Some(applied) = &state.applied else { return Ok(()) };
+        let saved = checkpoint::load(&self.settings.checkpoint, self.invalidator.cache()).await?;
+        // Compared as saved (text): a GTID set read back need not be built the same way as the one in memory.
+        if saved.as_ref().map(ToString::to_string) == Some(applied.to_string()) {
+            return Ok(());
+        }
+        let holds = saved.map_or_else(|| "none".to_string(), |saved| saved.to_string());
+        Err(BinlogError::Transient(format!(
+            "Redis no longer holds the checkpoint saved at {applied} (it holds {holds}): it lost writes; \
+             resuming from the earlier of the two"
+        )))
     }
 
     /// Plans the rows of one rows event into `batch` (and debounced warm runs).
@@ -464,7 +513,12 @@ impl BinlogListener {
 
     /// Applies the batch and then saves its checkpoint; refreshes whose read did not show their change are deferred
     /// (see `batch`). `false` when shutdown interrupted it (nothing is saved: the batch is read again next time).
-    async fn flush(&self, batch: &mut Batch, shutdown: &CancellationToken) -> Result<bool, BinlogError> {
+    async fn flush(
+        &self,
+        batch: &mut Batch,
+        state: &mut SessionState,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, BinlogError> {
         let ready = batch.take_actions();
         let (transactions, rows, checkpoint) = (batch.transactions, batch.rows, batch.checkpoint.take());
         batch.reset();
@@ -481,6 +535,7 @@ impl BinlogListener {
         }
         if let Some(position) = checkpoint {
             checkpoint::save(&self.settings.checkpoint, self.invalidator.cache(), &position).await?;
+            state.applied = Some(position);
         }
         metrics::record_binlog_batch(transactions, rows, ready.actions.len() as u64);
         let unix_now = metrics::unix_now().as_secs();
@@ -522,6 +577,52 @@ impl BinlogListener {
     }
 }
 
+/// Where a session resumes, and whether Redis had lost the checkpoint (so it must be saved again).
+struct Resume {
+    position: Position,
+    lost: bool,
+}
+
+/// Where to resume from the checkpoint Redis holds (`saved`) and the position this listener last saved itself
+/// (`applied`, kept in memory across sessions). The invariant: never after either. Redis may have lost the checkpoint
+/// (a restart without persistence, an eviction) or rolled it back (a failover to a replica that was behind) — and
+/// the invalidations written before it with it — so the earlier of the two is applied again (every operation is
+/// idempotent); with none in Redis, the one in memory. `None` when neither exists (a first start).
+fn resume_from(saved: Option<Position>, applied: Option<Position>) -> Option<Resume> {
+    let resume = |position, lost| Some(Resume { position, lost });
+    match (saved, applied) {
+        (None, None) => None,
+        (Some(saved), None) => resume(saved, false),
+        (None, Some(applied)) => {
+            warn!(
+                position = %applied,
+                "The binlog checkpoint is gone from Redis (restarted without persistence, or evicted): resuming from \
+                 the position this listener saved last, applying again what Redis may have lost."
+            );
+            metrics::record_binlog_rewind();
+            resume(applied, true)
+        }
+        (Some(saved), Some(applied)) if saved.to_string() == applied.to_string() => resume(saved, false),
+        (Some(saved), Some(applied)) => match saved.earlier(&applied) {
+            Some(earlier) => {
+                let earlier = earlier.clone();
+                warn!(
+                    redis = %saved,
+                    saved_last = %applied,
+                    from = %earlier,
+                    "Redis holds another binlog checkpoint than the one this listener saved last (a failover to a \
+                     replica that was behind?): resuming from the earlier, applying again what Redis may have lost."
+                );
+                metrics::record_binlog_rewind();
+                let lost = earlier != saved;
+                resume(earlier, lost)
+            }
+            // Positions on different servers cannot be compared: Redis's (a database failover) decides, by GTID.
+            None => resume(saved, false),
+        },
+    }
+}
+
 /// Both images of a changed row as key text, which columns differ between them (as key text: the one value
 /// mapping), and the after image as JSON when a rule projects.
 fn row_change(
@@ -544,5 +645,33 @@ fn row_change(
         after: after_image.map(Arc::new),
         changed,
         after_json: after.filter(|_| json).map(decode::DecodedRow::json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> Position {
+        Position::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_session_resumes_from_the_earlier_of_redis_and_memory_or_from_memory_when_redis_lost_it() {
+        assert!(resume_from(None, None).is_none(), "a first start");
+        let first = resume_from(Some(at("b.000002:100 server=1")), None).unwrap();
+        assert_eq!((first.position.pos, first.lost), (100, false));
+        // Redis restarted empty: the position in memory, saved again.
+        let lost = resume_from(None, Some(at("b.000002:900 server=1"))).unwrap();
+        assert_eq!((lost.position.pos, lost.lost), (900, true));
+        // A failover to a replica that was behind: its older checkpoint.
+        let behind = resume_from(Some(at("b.000002:300 server=1")), Some(at("b.000002:900 server=1"))).unwrap();
+        assert_eq!((behind.position.pos, behind.lost), (300, false));
+        // Redis ahead of memory (written by someone else): still the earlier.
+        let ahead = resume_from(Some(at("b.000003:4 server=1")), Some(at("b.000002:900 server=1"))).unwrap();
+        assert_eq!((ahead.position.file.as_str(), ahead.lost), ("b.000002", true));
+        // Another server's offsets (a database failover): Redis's, to resume by GTID.
+        let other = resume_from(Some(at("b.000009:4 server=2")), Some(at("b.000002:900 server=1"))).unwrap();
+        assert_eq!(other.position.server, Some(2));
     }
 }

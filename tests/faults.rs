@@ -1,0 +1,232 @@
+//! Changes that must reach the cache through faults that lose Redis's writes: a Redis restarted without persistence
+//! (the checkpoint gone) and a failover to a replica that was behind (the checkpoint and the invalidations before it
+//! rolled back). The binlog resumes from the earlier of Redis's checkpoint and the position it saved last.
+
+mod common;
+
+use std::time::Duration;
+
+use common::proxy::Proxy;
+use common::{Daemon, OwnRedis, TestEnv, eventually, get, sample, wait_for_admin};
+use sqlx::Connection as _;
+
+const SCHEMA: &str = "CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL)";
+
+/// A daemon following `env`'s database with a delete rule on products, its Redis at `redis_url`.
+fn config(env: &TestEnv, redis_url: &str, on_gap: &str) -> String {
+    let p = &env.prefix;
+    let server_id = 10_000 + fastrand::u32(..1_000_000);
+    format!(
+        r#"[mysql]
+url = "{mysql}"
+
+[redis]
+url = "{redis_url}"
+
+[admin]
+listen = "{admin}"
+
+[channel]
+enabled = false
+
+[binlog]
+server_id = {server_id}
+checkpoint_key = "{p}checkpoint"
+heartbeat = "1s"
+on_gap = "{on_gap}"
+
+[[warm]]
+name = "products"
+schedule = "0 0 0 1 1 *"
+query = "SELECT id, name FROM products"
+key = "{p}p:{{id}}"
+ttl = "1h"
+
+[[on_change]]
+table = "products"
+delete = ["{p}p:{{id}}"]
+"#,
+        mysql = env.mysql_url,
+        admin = env.admin_addr(),
+    )
+}
+
+async fn metric(env: &TestEnv, name: &str) -> f64 {
+    let body = get(env, "/metrics").await.map(|r| r.body).unwrap_or_default();
+    sample(&body, name).unwrap_or(0.0)
+}
+
+async fn seed(env: &TestEnv, rows: u32) {
+    env.sql(SCHEMA).await;
+    let values: Vec<String> = (1..=rows).map(|id| format!("({id}, 'p{id}')")).collect();
+    env.sql(&format!("INSERT INTO products VALUES {}", values.join(", ")))
+        .await;
+}
+
+async fn start(env: &TestEnv, body: &str) -> Daemon {
+    let path = env.write_file("jobs.toml", body);
+    let daemon = Daemon::start(env, &path, &[], &[]);
+    wait_for_admin(env).await;
+    let following = eventually(Duration::from_secs(20), || async {
+        (metric(env, "cachewarden_binlog_connected").await == 1.0).then_some(())
+    })
+    .await;
+    assert!(following.is_some(), "not following the binlog:\n{}", daemon.log());
+    daemon
+}
+
+async fn exists(conn: &redis::aio::MultiplexedConnection, keys: &[String]) -> usize {
+    redis::cmd("EXISTS")
+        .arg(keys)
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap_or(usize::MAX)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_lost_with_a_redis_restart_resumes_from_memory_and_a_delete_in_between_is_applied() {
+    // A MariaDB of the test's own: every Binlog Dump thread on it is the daemon's.
+    let server = common::OwnMariaDb::start();
+    let env = TestEnv::new().await.on_mariadb(&server).await;
+    seed(&env, 50).await;
+    let mut redis = OwnRedis::start().await;
+    let redis_url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let daemon = start(&env, &config(&env, &redis_url, "warm")).await;
+    let p = env.prefix.clone();
+    let checkpoint = || async {
+        redis::cmd("GET")
+            .arg(format!("{p}checkpoint"))
+            .query_async::<Option<String>>(&mut redis.conn.clone())
+            .await
+            .ok()
+            .flatten()
+    };
+    let first = eventually(Duration::from_secs(10), checkpoint).await;
+    env.sql("UPDATE products SET name = 'first' WHERE id = 1").await;
+    // The change applied and its checkpoint saved: the position the listener holds in memory.
+    let saved = eventually(Duration::from_secs(10), || async {
+        checkpoint().await.filter(|saved| Some(saved) != first.as_ref())
+    })
+    .await;
+    assert!(saved.is_some(), "{}", daemon.log());
+
+    // Redis restarts empty; the application caches a row again; the replication connection drops; the row is
+    // deleted while the daemon reconnects.
+    redis.kill();
+    redis.restart();
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
+    let conn = eventually(Duration::from_secs(10), || async {
+        client.get_multiplexed_async_connection().await.ok()
+    })
+    .await
+    .expect("Redis is back");
+    let key = format!("{p}p:30");
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("cached")
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap();
+    let mut root = sqlx::MySqlConnection::connect(&format!("{}/mysql", server.url()))
+        .await
+        .unwrap();
+    let dumps: Vec<i64> =
+        sqlx::query_scalar("SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'")
+            .fetch_all(&mut root)
+            .await
+            .unwrap();
+    for id in dumps {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL {id}")))
+            .execute(&mut root)
+            .await;
+    }
+    env.sql("DELETE FROM products WHERE id = 30").await;
+
+    let deleted = eventually(Duration::from_secs(15), || async {
+        (exists(&conn, std::slice::from_ref(&key)).await == 0).then_some(())
+    })
+    .await;
+    assert!(
+        deleted.is_some(),
+        "the delete committed while Redis had lost the checkpoint never reached the cache:\n{}",
+        daemon.log()
+    );
+    assert!(
+        metric(&env, "cachewarden_binlog_checkpoint_rewinds_total").await >= 1.0,
+        "{}",
+        daemon.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_to_a_redis_replica_that_was_behind_brings_no_deleted_key_back() {
+    let _binlog = common::binlog_shared();
+    let env = TestEnv::new().await;
+    seed(&env, 1000).await;
+    let primary = OwnRedis::start().await;
+    let replica = OwnRedis::start_with(&["--replicaof", "127.0.0.1", &primary.port.to_string()]).await;
+    // The endpoint the daemon knows: a proxy, as ElastiCache's primary endpoint is a DNS name that moves.
+    let endpoint = Proxy::start(primary.port);
+    let daemon = start(&env, &config(&env, &endpoint.redis_url(), "none")).await;
+    let p = env.prefix.clone();
+    let keys: Vec<String> = (1..=1000).map(|id| format!("{p}p:{id}")).collect();
+    let mut pipe = redis::pipe();
+    for key in &keys {
+        pipe.cmd("SET").arg(key).arg("cached").ignore();
+    }
+    let _: () = pipe.query_async(&mut primary.conn.clone()).await.unwrap();
+    // The replica has the keys and the daemon's checkpoint; then it falls behind (its replication stops).
+    let synced = eventually(Duration::from_secs(10), || async {
+        let acked: u64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(1000)
+            .query_async(&mut primary.conn.clone())
+            .await
+            .ok()?;
+        (acked == 1 && exists(&replica.conn, &keys).await == 1000).then_some(())
+    })
+    .await;
+    assert!(synced.is_some(), "the replica did not sync");
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut replica.conn.clone())
+        .await
+        .unwrap();
+
+    env.sql("UPDATE products SET name = 'changed' WHERE id <= 500").await;
+    let applied = eventually(Duration::from_secs(15), || async {
+        (exists(&primary.conn, &keys[..500]).await == 0).then_some(())
+    })
+    .await;
+    assert!(
+        applied.is_some(),
+        "the daemon did not delete the keys:\n{}",
+        daemon.log()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Failover: the endpoint now reaches the replica, which never saw those deletes; the old primary is gone.
+    endpoint.switch(replica.port);
+    drop(primary);
+    let repaired = eventually(Duration::from_secs(20), || async {
+        (exists(&replica.conn, &keys[..500]).await == 0).then_some(())
+    })
+    .await;
+    assert!(
+        repaired.is_some(),
+        "{} of 500 deleted keys came back with the failover:\n{}",
+        exists(&replica.conn, &keys[..500]).await,
+        daemon.log()
+    );
+    assert_eq!(
+        exists(&replica.conn, &keys[500..]).await,
+        500,
+        "unchanged rows keep their keys"
+    );
+    assert!(
+        metric(&env, "cachewarden_binlog_checkpoint_rewinds_total").await >= 1.0,
+        "{}",
+        daemon.log()
+    );
+}
