@@ -142,22 +142,26 @@ impl Invalidator {
         crate::trigger::send(&self.triggers, Arc::from(job), reason);
     }
 
-    /// Carries out a gap's recovery (`plan::gap_actions`): warm runs are asked for (as a resync), the rest applied until
-    /// it succeeds. `false` when `shutdown` interrupted it.
+    /// Carries out a gap's recovery (`plan::gap_actions`): the deletes applied until they succeed, then the warm runs
+    /// asked for (as a resync), so that no run's writes are deleted after it. `false` when `shutdown` interrupted it.
     pub async fn recover(&self, task: &'static str, actions: Vec<Action>, shutdown: &CancellationToken) -> bool {
         let (warms, rest): (Vec<Action>, Vec<Action>) = actions
             .into_iter()
             .partition(|action| matches!(action, Action::Warm(_)));
+        if !rest.is_empty()
+            && self
+                .apply_with_retry(task, &rest, &HashMap::new(), shutdown)
+                .await
+                .is_none()
+        {
+            return false;
+        }
         for action in warms {
             if let Action::Warm(job) = action {
                 self.warm(&job, TriggerReason::Resync);
             }
         }
-        rest.is_empty()
-            || self
-                .apply_with_retry(task, &rest, &HashMap::new(), shutdown)
-                .await
-                .is_some()
+        true
     }
 
     /// Applies `actions` until it succeeds (what it did) or `shutdown` comes (`None`): transient failures are retried with

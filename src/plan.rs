@@ -406,6 +406,10 @@ pub fn render_from_image(template: &KeyTemplate, image: &RowImage) -> Result<Opt
 /// The recovery after a gap, for a source whose changes may touch the keys `patterns` cover and run the jobs
 /// `named`: per `on_gap`, warm every enabled job whose keys they cover (or that is named), delete every key they
 /// cover, or nothing. One planner for the channel (its allow-list) and the binlog (its rules' templates and jobs).
+///
+/// A re-warm writes the rows that exist; a row deleted during the gap has no row to write, and its key would stay.
+/// So every key of a re-warmed job's template is deleted first (SCAN + UNLINK, then the run refills them: misses
+/// meanwhile, never a stale key). A job whose whole result is one key is simply re-run: it rewrites its key.
 pub fn gap_actions(on_gap: OnGap, jobs: &[WarmJob], patterns: &[String], named: &[&str]) -> Vec<Action> {
     match on_gap {
         OnGap::None => Vec::new(),
@@ -416,7 +420,10 @@ pub fn gap_actions(on_gap: OnGap, jobs: &[WarmJob], patterns: &[String], named: 
                 let keys = allow_pattern(&job.key);
                 named.contains(&&*job.name) || patterns.iter().any(|pattern| glob_match(pattern, &keys))
             })
-            .map(|job| Action::Warm(job.name.to_string()))
+            .flat_map(|job| {
+                let clear = (!job.key.is_single_key()).then(|| Action::DeletePattern(allow_pattern(&job.key)));
+                clear.into_iter().chain([Action::Warm(job.name.to_string())])
+            })
             .collect(),
         OnGap::Flush => {
             let mut actions: Vec<Action> = Vec::new();
@@ -680,7 +687,12 @@ mod tests {
         let patterns = vec!["product:*".to_string(), "product:*".to_string()];
         assert_eq!(
             gap_actions(OnGap::Warm, &jobs, &patterns, &["stats"]),
-            [Action::Warm("products".into()), Action::Warm("stats".into())]
+            [
+                // A row deleted during the gap has no row to re-warm: its job's keys are cleared first.
+                Action::DeletePattern("product:*".into()),
+                Action::Warm("products".into()),
+                Action::Warm("stats".into())
+            ]
         );
         assert_eq!(
             gap_actions(OnGap::Flush, &jobs, &patterns, &["stats"]),

@@ -230,3 +230,115 @@ async fn a_failover_to_a_redis_replica_that_was_behind_brings_no_deleted_key_bac
         daemon.log()
     );
 }
+
+#[tokio::test]
+async fn a_recovery_after_a_purged_binlog_leaves_no_key_of_a_row_deleted_meanwhile() {
+    // A MariaDB of the test's own, whose binary logs the test may purge.
+    let server = common::OwnMariaDb::start();
+    let env = TestEnv::new().await.on_mariadb(&server).await;
+    seed(&env, 50).await;
+    let body = config(&env, &env.redis_url, "warm");
+    let mut daemon = start(&env, &body).await;
+    let p = env.prefix.clone();
+    let warmed = eventually(Duration::from_secs(10), || async { env.get(&format!("{p}p:50")).await }).await;
+    assert!(
+        warmed.is_some(),
+        "the first start's recovery warms the job:\n{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.stop().await, Some(0));
+
+    // While stopped: a row is deleted (its key stays cached) and the binary log holding that is purged.
+    env.sql("DELETE FROM products WHERE id = 20").await;
+    env.sql("FLUSH BINARY LOGS").await;
+    let mut conn = sqlx::MySqlConnection::connect(&env.mysql_url).await.unwrap();
+    let status = sqlx::query("SHOW MASTER STATUS").fetch_one(&mut conn).await.unwrap();
+    let current: String = sqlx::Row::get(&status, 0);
+    // A log still read by the stopped daemon's lingering dump thread is kept: retry until the old ones are gone.
+    let purged = eventually(Duration::from_secs(20), || {
+        let (url, current) = (env.mysql_url.clone(), current.clone());
+        async move {
+            let mut conn = sqlx::MySqlConnection::connect(&url).await.ok()?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PURGE BINARY LOGS TO '{current}'")))
+                .execute(&mut conn)
+                .await
+                .ok()?;
+            let logs = sqlx::query("SHOW BINARY LOGS").fetch_all(&mut conn).await.ok()?;
+            (logs.len() == 1).then_some(())
+        }
+    })
+    .await;
+    assert!(purged.is_some(), "the old binary logs could not be purged");
+    assert!(env.get(&format!("{p}p:20")).await.is_some());
+
+    let daemon = start(&env, &body).await;
+    let recovered = eventually(Duration::from_secs(15), || async {
+        let gone = env.get(&format!("{p}p:20")).await.is_none();
+        let rewarmed = env.get(&format!("{p}p:21")).await.is_some();
+        (gone && rewarmed).then_some(())
+    })
+    .await;
+    assert!(
+        recovered.is_some(),
+        "p:20 {:?}, p:21 {:?}:\n{}",
+        env.get(&format!("{p}p:20")).await,
+        env.get(&format!("{p}p:21")).await,
+        daemon.log()
+    );
+    assert!(daemon.log().contains("purged"), "{}", daemon.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_gap_resync_leaves_no_key_of_a_row_deleted_meanwhile() {
+    let env = TestEnv::new().await;
+    seed(&env, 50).await;
+    let own = OwnRedis::start().await;
+    let p = env.prefix.clone();
+    let body = format!(
+        "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"redis://127.0.0.1:{}/0\"\n[admin]\nlisten = \"{}\"\n\
+         [channel]\nname = \"{p}invalidations\"\non_gap = \"warm\"\n\n[[warm]]\nname = \"products\"\n\
+         schedule = \"0 0 0 1 1 *\"\nrun_on_start = true\nquery = \"SELECT id, name FROM products\"\n\
+         key = \"{p}p:{{id}}\"\nttl = \"1h\"\n",
+        env.mysql_url,
+        own.port,
+        env.admin_addr()
+    );
+    let path = env.write_file("jobs.toml", &body);
+    let daemon = Daemon::start(&env, &path, &[], &[]);
+    wait_for_admin(&env).await;
+    let get = |key: String| {
+        let mut conn = own.conn.clone();
+        async move {
+            redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<String>>(&mut conn)
+                .await
+                .ok()
+                .flatten()
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || get(format!("{p}p:20")))
+            .await
+            .is_some(),
+        "warmed at start:\n{}",
+        daemon.log()
+    );
+    // The row is deleted and its invalidation lost (the subscription is down when it is published).
+    env.sql("DELETE FROM products WHERE id = 20").await;
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut own.conn.clone())
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    let recovered = eventually(Duration::from_secs(15), || async {
+        let gone = get(format!("{p}p:20")).await.is_none();
+        let rewarmed = get(format!("{p}p:21")).await.is_some();
+        (gone && rewarmed && metric(&env, "cachewarden_channel_gaps_total").await >= 1.0).then_some(())
+    })
+    .await;
+    assert!(recovered.is_some(), "{}", daemon.log());
+}
