@@ -342,3 +342,52 @@ async fn a_channel_gap_resync_leaves_no_key_of_a_row_deleted_meanwhile() {
     .await;
     assert!(recovered.is_some(), "{}", daemon.log());
 }
+
+#[tokio::test]
+async fn a_debounced_warm_pending_at_a_stop_or_a_crash_runs_after_the_restart() {
+    let _binlog = common::binlog_shared();
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL);\nINSERT INTO t VALUES (1, 100)")
+        .await;
+    let p = env.prefix.clone();
+    let server_id = 10_000 + fastrand::u32(..1_000_000);
+    let body = format!(
+        "{}[channel]\nenabled = false\n\n[binlog]\nserver_id = {server_id}\ncheckpoint_key = \"{p}checkpoint\"\n\
+         heartbeat = \"1s\"\non_gap = \"none\"\n\n[[warm]]\nname = \"total\"\nschedule = \"0 0 0 1 1 *\"\n\
+         query = \"SELECT SUM(v) AS total FROM t\"\nkey = \"{p}total\"\nttl = \"1h\"\n\n\
+         [[on_change]]\ntable = \"t\"\nwarm = [\"total\"]\ndebounce = \"15s\"\n",
+        env.connection_toml()
+    );
+    let total = || async { env.get_json(&format!("{p}total")).await.map(|v| v["total"].to_string()) };
+    for (round, stop) in [(1, "TERM"), (2, "KILL")] {
+        let mut daemon = start(&env, &body).await;
+        // The first change of a window runs the job at once; a second one inside the window waits for its end.
+        env.sql("UPDATE t SET v = v + 1").await;
+        let first = eventually(Duration::from_secs(10), || async {
+            total()
+                .await
+                .filter(|total| *total == format!("\"{}\"", 100 + 2 * round - 1))
+        })
+        .await;
+        assert!(first.is_some(), "round {round}: {:?}\n{}", total().await, daemon.log());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        env.sql("UPDATE t SET v = v + 1").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        daemon.signal(stop);
+        daemon.exit_code(Duration::from_secs(20)).await;
+
+        let daemon = start(&env, &body).await;
+        let want = format!("\"{}\"", 100 + 2 * round);
+        let warmed = eventually(Duration::from_secs(10), || async {
+            total().await.filter(|total| *total == want)
+        })
+        .await;
+        assert!(
+            warmed.is_some(),
+            "round {round} (SIG{stop}): the run the second change asked for was lost: {:?}\n{}",
+            total().await,
+            daemon.log()
+        );
+        drop(daemon);
+    }
+}

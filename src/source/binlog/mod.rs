@@ -25,6 +25,9 @@
 //!   The listener compares Redis's checkpoint with its own once a second while busy and at every heartbeat while
 //!   idle, and ends the session when they differ, so a loss is repaired within a heartbeat even when nothing else
 //!   failed (`cachewarden_binlog_checkpoint_rewinds_total`).
+//! - A stop or a crash while a debounced warm run waits for its window's end: the checkpoint is held at the last
+//!   position before the change that asked for it until the run is asked for, so the next start replays that change
+//!   and runs the job.
 //! - A broken connection or a silent one (no event or heartbeat for twice the heartbeat period): reconnect with
 //!   backoff from the checkpoint; the backoff resets once a session has been healthy for a while.
 //! - Redis or MySQL down while applying: the batch is retried with backoff and nothing more is read meanwhile
@@ -105,6 +108,9 @@ struct SessionState {
     applied: Option<Position>,
     /// When the checkpoint in Redis was last compared with `applied`.
     verified: Option<Instant>,
+    /// A position applied but not saved, held back while a debounced warm run waits: a stop or a crash before the
+    /// run then replays the changes that asked for it, and the next start runs it.
+    held: Option<Position>,
 }
 
 impl BinlogListener {
@@ -245,15 +251,25 @@ impl BinlogListener {
         let mut resumed_at = start.clone();
         loop {
             let now = Instant::now();
-            for job in state.debounce.due(now) {
-                self.invalidator.warm(&job, TriggerReason::Change);
+            let due = state.debounce.due(now);
+            for job in &due {
+                self.invalidator.warm(job, TriggerReason::Change);
+            }
+            if !due.is_empty() && !state.debounce.pending() {
+                // Every change up to the held position has its run asked for now: it may be saved.
+                if let Some(position) = state.held.take() {
+                    checkpoint::save(&self.settings.checkpoint, self.invalidator.cache(), &position).await?;
+                    state.applied = Some(position);
+                }
             }
             batch.take_due(now);
             let item = if batch.is_empty() {
                 // Wait for the next event, or for the next deferred refresh to be due.
-                let wait = batch
-                    .next_due()
-                    .map_or(silence, |due| due.saturating_duration_since(now).min(silence));
+                let next_due = [batch.next_due(), state.debounce.next_due()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                let wait = next_due.map_or(silence, |due| due.saturating_duration_since(now).min(silence));
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => return Ok(()),
@@ -533,9 +549,15 @@ impl BinlogListener {
                 None => return Ok(false),
             }
         }
-        if let Some(position) = checkpoint {
-            checkpoint::save(&self.settings.checkpoint, self.invalidator.cache(), &position).await?;
-            state.applied = Some(position);
+        match checkpoint {
+            // A debounced run waits for changes of this batch or before: not past them yet.
+            Some(position) if state.debounce.pending() => state.held = Some(position),
+            Some(position) => {
+                checkpoint::save(&self.settings.checkpoint, self.invalidator.cache(), &position).await?;
+                state.applied = Some(position);
+                state.held = None;
+            }
+            None => {}
         }
         metrics::record_binlog_batch(transactions, rows, ready.actions.len() as u64);
         let unix_now = metrics::unix_now().as_secs();
