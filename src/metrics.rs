@@ -34,6 +34,11 @@ fn describe() {
         "Warm job runs by outcome (success, failure after its retries, skipped)."
     );
     describe_counter!(
+        "cachewarden_binlog_statements_total",
+        "Statements logged without row images (TRUNCATE, DROP, RENAME, partitions, statement-logged DML) on tables \
+         the rules follow, by kind: their keys deleted, or recovered as after a gap."
+    );
+    describe_counter!(
         "cachewarden_binlog_checkpoint_rewinds_total",
         "Times the binlog resumed from the position saved last because Redis lost or rolled back its checkpoint."
     );
@@ -525,6 +530,12 @@ pub fn record_refresh_given_up(reason: &'static str) {
 /// Counts a resume from an earlier position than Redis's checkpoint or with none there (Redis lost writes).
 pub fn record_binlog_rewind() {
     counter!("cachewarden_binlog_checkpoint_rewinds_total").increment(1);
+}
+
+/// Counts a statement logged without row images that changed tables the rules follow (`kind`: truncate, drop,
+/// rename, partition, statement_dml).
+pub fn record_binlog_statement(kind: &'static str) {
+    counter!("cachewarden_binlog_statements_total", "kind" => kind).increment(1);
 }
 
 /// Counts a binlog gap.

@@ -391,3 +391,77 @@ async fn a_debounced_warm_pending_at_a_stop_or_a_crash_runs_after_the_restart() 
         drop(daemon);
     }
 }
+
+#[tokio::test]
+async fn truncate_and_statement_logged_changes_reach_the_cache() {
+    let _binlog = common::binlog_shared();
+    let env = TestEnv::new().await;
+    seed(&env, 200).await;
+    let p = env.prefix.clone();
+    let server_id = 10_000 + fastrand::u32(..1_000_000);
+    let body = format!(
+        "{}[channel]\nenabled = false\n\n[binlog]\nserver_id = {server_id}\ncheckpoint_key = \"{p}checkpoint\"\n\
+         heartbeat = \"1s\"\non_gap = \"warm\"\n\n[[warm]]\nname = \"products\"\nschedule = \"0 0 0 1 1 *\"\n\
+         run_on_start = true\nquery = \"SELECT id, name FROM products\"\n\
+         refresh_query = \"SELECT id, name FROM products WHERE id = :id\"\nkey = \"{p}p:{{id}}\"\nttl = \"1h\"\n\n\
+         [[on_change]]\ntable = \"products\"\nrefresh = [\"{p}p:{{id}}\"]\ndelete = [\"{p}d:{{id}}\"]\n",
+        env.connection_toml()
+    );
+    let daemon = start(&env, &body).await;
+    let count = |prefix: String| {
+        let env = &env;
+        async move { env.keys().await.iter().filter(|key| key.starts_with(&prefix)).count() }
+    };
+    let warmed = eventually(Duration::from_secs(10), || async {
+        (count(format!("{p}p:")).await == 200).then_some(())
+    })
+    .await;
+    assert!(warmed.is_some(), "{}", daemon.log());
+    let mut conn = env.redis().await;
+    for id in 1..=50 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{p}d:{id}"))
+            .arg("x")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    // A statement-logged UPDATE (no row images): a gap for products, recovered by re-warming.
+    env.sql("SET SESSION binlog_format = 'STATEMENT';\nUPDATE products SET name = 'renamed' WHERE id <= 10")
+        .await;
+    let recovered = eventually(Duration::from_secs(15), || async {
+        let value = env.get_json(&format!("{p}p:3")).await?;
+        (value["name"] == "renamed").then_some(())
+    })
+    .await;
+    assert!(
+        recovered.is_some(),
+        "{:?}\n{}",
+        env.get(&format!("{p}p:3")).await,
+        daemon.log()
+    );
+    assert_eq!(
+        metric(&env, "cachewarden_binlog_statements_total{kind=\"statement_dml\"}").await,
+        1.0,
+        "{}",
+        daemon.log()
+    );
+
+    // TRUNCATE logs no rows: every key of the table's templates goes.
+    env.sql("TRUNCATE TABLE products").await;
+    let emptied = eventually(Duration::from_secs(15), || async {
+        (count(format!("{p}p:")).await == 0 && count(format!("{p}d:")).await == 0).then_some(())
+    })
+    .await;
+    assert!(
+        emptied.is_some(),
+        "{} product keys left after TRUNCATE:\n{}",
+        count(format!("{p}p:")).await,
+        daemon.log()
+    );
+    assert_eq!(
+        metric(&env, "cachewarden_binlog_statements_total{kind=\"truncate\"}").await,
+        1.0
+    );
+}

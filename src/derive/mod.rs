@@ -19,6 +19,7 @@
 
 pub mod analyze;
 pub mod report;
+pub mod statement;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -249,6 +249,8 @@ impl BinlogListener {
         let mut heard_recorded: Option<Instant> = None;
         // The last position saved (or started from): where a failed stream was reading.
         let mut resumed_at = start.clone();
+        // Warm runs a logged statement asked for, requested once its deletes are applied (see `plan_statement`).
+        let mut statement_warms: Vec<String> = Vec::new();
         loop {
             let now = Instant::now();
             let due = state.debounce.due(now);
@@ -360,7 +362,13 @@ impl BinlogListener {
                 }
                 // A transaction ends at its XID; DDL and non-transactional statements end one of their own.
                 Some(EventData::XidEvent(_)) => true,
-                Some(EventData::QueryEvent(query)) => query.query() != "BEGIN",
+                Some(EventData::QueryEvent(query)) => {
+                    let text = query.query();
+                    if text != "BEGIN" {
+                        statement_warms.extend(self.plan_statement(&text, &query.schema(), &mut batch));
+                    }
+                    text != "BEGIN"
+                }
                 _ => false,
             };
             if ends_transaction {
@@ -376,13 +384,17 @@ impl BinlogListener {
                         server: Some(server.server_id),
                     });
                 }
-                // A batch this big is worth applying at once: waiting for more only delays what it holds.
-                if batch.len() >= BATCH_ENOUGH_KEYS {
+                // A batch this big is worth applying at once: waiting for more only delays what it holds. So is one
+                // with a statement's deletes, whose warm runs must come after them.
+                if batch.len() >= BATCH_ENOUGH_KEYS || !statement_warms.is_empty() {
                     if let Some(position) = &batch.checkpoint {
                         resumed_at = position.clone();
                     }
                     if !self.flush(&mut batch, state, shutdown).await? {
                         return Ok(());
+                    }
+                    for job in statement_warms.drain(..) {
+                        self.invalidator.warm(&job, TriggerReason::Resync);
                     }
                 }
             }
@@ -455,6 +467,79 @@ impl BinlogListener {
             "Redis no longer holds the checkpoint saved at {applied} (it holds {holds}): it lost writes; \
              resuming from the earlier of the two"
         )))
+    }
+
+    /// A statement logged as text (see `derive::statement`): for the tables rules depend on, a `TRUNCATE` or `DROP`
+    /// deletes every key of their templates (and re-runs their `warm` jobs); a rename, a partition operation or DML
+    /// logged as a statement is a gap for them (`on_gap`); an unreadable one that may change rows, a gap for every
+    /// rule. The deletes join `batch`; the warm runs to request once they are applied are returned.
+    fn plan_statement(&self, sql: &str, database: &str, batch: &mut Batch) -> Vec<String> {
+        use crate::derive::statement::Effect;
+        let effect = crate::derive::statement::effect(sql, database);
+        let (kind, tables, emptied) = match &effect {
+            Effect::None => return Vec::new(),
+            Effect::Emptied { kind, tables } => (*kind, Some(tables), true),
+            Effect::Gap { kind, tables } => (*kind, Some(tables), false),
+            Effect::Unreadable { kind } => (*kind, None, false),
+        };
+        let rules: Vec<&ChangeRule> = self
+            .rules
+            .iter()
+            .filter(|rule| {
+                tables.is_none_or(|tables| {
+                    tables
+                        .iter()
+                        .any(|(db, table)| *db == rule.database && *table == rule.table)
+                })
+            })
+            .collect();
+        if rules.is_empty() {
+            return Vec::new();
+        }
+        let patterns: Vec<String> = rules
+            .iter()
+            .flat_map(|rule| {
+                rule.delete
+                    .iter()
+                    .chain(&rule.refresh)
+                    .chain(rule.project.as_ref().map(|projection| &projection.key))
+                    .chain(rule.lookup.as_ref().map(|lookup| &lookup.key))
+            })
+            .map(crate::glob::allow_pattern)
+            .collect();
+        let named: Vec<&str> = rules
+            .iter()
+            .flat_map(|rule| rule.warm.iter().map(String::as_str))
+            .collect();
+        let actions = if emptied {
+            let mut actions: Vec<Action> = patterns.into_iter().map(Action::DeletePattern).collect();
+            actions.extend(named.iter().map(|job| Action::Warm(job.to_string())));
+            actions
+        } else {
+            plan::gap_actions(self.settings.on_gap, &self.invalidator.jobs(), &patterns, &named)
+        };
+        let statement: String = sql.chars().take(200).collect();
+        warn!(
+            kind,
+            statement,
+            rules = rules.len(),
+            "A statement logged without row images changed tables the rules follow; {}",
+            if emptied {
+                "deleting every key of their templates."
+            } else {
+                "recovering them as after a gap (on_gap)."
+            }
+        );
+        metrics::record_binlog_statement(kind);
+        let now = Instant::now();
+        let mut warms = Vec::new();
+        for action in actions {
+            match action {
+                Action::Warm(job) => warms.push(job),
+                action => batch.add(action, None, now),
+            }
+        }
+        warms
     }
 
     /// Plans the rows of one rows event into `batch` (and debounced warm runs).
