@@ -34,6 +34,11 @@ fn describe() {
         "Warm job runs by outcome (success, failure after its retries, skipped)."
     );
     describe_counter!(
+        "cachewarden_protection_degraded_total",
+        "Keys invalidated by a plain delete because Redis refused stale-set protection's bookkeeping, by reason \
+         (out_of_memory: maxmemory reached under noeviction)."
+    );
+    describe_counter!(
         "cachewarden_binlog_statements_total",
         "Statements logged without row images (TRUNCATE, DROP, RENAME, partitions, statement-logged DML) on tables \
          the rules follow, by kind: their keys deleted, or recovered as after a gap."
@@ -536,6 +541,11 @@ pub fn record_binlog_rewind() {
 /// rename, partition, statement_dml).
 pub fn record_binlog_statement(kind: &'static str) {
     counter!("cachewarden_binlog_statements_total", "kind" => kind).increment(1);
+}
+
+/// Counts keys invalidated without stale-set protection because Redis refused its bookkeeping (`out_of_memory`).
+pub fn record_protection_degraded(reason: &'static str, keys: u64) {
+    counter!("cachewarden_protection_degraded_total", "reason" => reason).increment(keys);
 }
 
 /// Counts a binlog gap.

@@ -95,7 +95,11 @@ pub async fn refresh_keys(
     // before the read: its version is at least the invalidation's, so a later refresh of the same key, which
     // invalidates while our lease is live, records evidence in our lease that wins over our write.
     cache.invalidate(keys).await?;
-    let lease = cache.begin_read(job.timeout).await?;
+    let lease = match cache.begin_read(job.timeout).await {
+        // A full Redis cannot hold the read's bookkeeping, let alone the values: the keys stay deleted.
+        Err(error) if error.is_out_of_memory() => return Ok(out_of_memory(keys.len())),
+        lease => lease?,
+    };
     let refreshed = refresh_under_lease(db, cache, origins, job, keys, seen, &lease).await;
     cache.end_read(lease).await;
     refreshed
@@ -160,9 +164,32 @@ async fn refresh_under_lease(
             });
         }
     }
-    cache.apply(&ops).await?;
+    match cache.apply(&ops).await {
+        Err(error) if error.is_out_of_memory() => {
+            // What did not fit stays deleted (it was invalidated before the read).
+            let full = out_of_memory(ops.len());
+            refreshed.deleted += full.deleted;
+            return Ok(refreshed);
+        }
+        applied => applied?,
+    }
     refreshed.written += ops.len() as u64;
     Ok(refreshed)
+}
+
+/// `keys` refreshes left deleted because Redis is full.
+fn out_of_memory(keys: usize) -> Refreshed {
+    warn!(
+        keys,
+        "Redis is out of memory (maxmemory under noeviction): leaving the refreshed keys deleted."
+    );
+    for _ in 0..keys {
+        metrics::record_refresh_given_up("out_of_memory");
+    }
+    Refreshed {
+        deleted: keys as u64,
+        ..Refreshed::default()
+    }
 }
 
 /// A definite failure (the query is refused, or its result cannot be rendered): the keys stay deleted.

@@ -465,3 +465,75 @@ async fn truncate_and_statement_logged_changes_reach_the_cache() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_full_redis_invalidations_still_delete() {
+    let _binlog = common::binlog_shared();
+    let env = TestEnv::new().await;
+    seed(&env, 200).await;
+    let redis = OwnRedis::start_with(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]).await;
+    let p = env.prefix.clone();
+    let server_id = 10_000 + fastrand::u32(..1_000_000);
+    let body = format!(
+        "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"redis://127.0.0.1:{}/0\"\n[admin]\nlisten = \"{}\"\n\
+         [channel]\nenabled = false\n\n[binlog]\nserver_id = {server_id}\ncheckpoint_key = \"{p}checkpoint\"\n\
+         heartbeat = \"1s\"\non_gap = \"none\"\n\n[[warm]]\nname = \"products\"\nschedule = \"0 0 0 1 1 *\"\n\
+         run_on_start = true\nquery = \"SELECT id, name FROM products\"\n\
+         refresh_query = \"SELECT id, name FROM products WHERE id = :id\"\nkey = \"{p}p:{{id}}\"\nttl = \"1h\"\n\n\
+         [[on_change]]\ntable = \"products\"\nrefresh = [\"{p}p:{{id}}\"]\ndelete = [\"{p}d:{{id}}\"]\n",
+        env.mysql_url,
+        redis.port,
+        env.admin_addr()
+    );
+    let daemon = start(&env, &body).await;
+    let keys: Vec<String> = (1..=50).map(|id| format!("{p}p:{id}")).collect();
+    let deletes: Vec<String> = (1..=50).map(|id| format!("{p}d:{id}")).collect();
+    let warmed = eventually(Duration::from_secs(10), || async {
+        (exists(&redis.conn, &keys).await == 50).then_some(())
+    })
+    .await;
+    assert!(warmed.is_some(), "{}", daemon.log());
+    let mut conn = redis.conn.clone();
+    for key in &deletes {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg("x")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    // The application fills Redis to maxmemory with keys of its own.
+    let filler = "x".repeat(16 * 1024);
+    let mut filled = false;
+    for i in 0..10_000 {
+        let reply: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(format!("{p}app:{i}"))
+            .arg(&filler)
+            .query_async(&mut conn)
+            .await;
+        if let Err(error) = reply {
+            assert_eq!(error.code(), Some("OOM"), "{error}");
+            filled = true;
+            break;
+        }
+    }
+    assert!(filled, "Redis never filled up");
+
+    env.sql("UPDATE products SET name = 'changed' WHERE id <= 50").await;
+    let invalidated = eventually(Duration::from_secs(15), || async {
+        (exists(&redis.conn, &keys).await == 0 && exists(&redis.conn, &deletes).await == 0).then_some(())
+    })
+    .await;
+    assert!(
+        invalidated.is_some(),
+        "{} refresh and {} delete keys still cached on a full Redis:\n{}",
+        exists(&redis.conn, &keys).await,
+        exists(&redis.conn, &deletes).await,
+        daemon.log()
+    );
+    assert!(
+        metric(&env, "cachewarden_protection_degraded_total{reason=\"out_of_memory\"}").await > 0.0,
+        "{}",
+        daemon.log()
+    );
+}

@@ -100,6 +100,12 @@ impl CacheError {
         }
     }
 
+    /// Whether Redis refused a write for memory (`OOM`: `maxmemory` reached under `noeviction`). Deletes are still
+    /// allowed then, and free memory.
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, CacheError::Command(error) if error.code() == Some("OOM"))
+    }
+
     /// Whether Redis could not be reached at all (refused, timed out, TLS), as opposed to refusing us: exit 69.
     pub fn is_unreachable(&self) -> bool {
         matches!(self, CacheError::Connect(_)) && self.is_transient()
@@ -137,11 +143,31 @@ pub struct Cache {
 impl Cache {
     /// Deletes `keys` as invalidated: with protection, takes a new version (returned) so that values read before now
     /// can no longer be written; without, a plain UNLINK (returns 0).
+    ///
+    /// A full Redis (`OOM` under `noeviction`) refuses the protection's bookkeeping but never a delete: the keys are
+    /// then unlinked plainly — the invalidation happens, its protection against a slower read in flight does not
+    /// (counted in `cachewarden_protection_degraded_total{reason="out_of_memory"}`).
     pub async fn invalidate<K: redis::ToRedisArgs + AsRef<[u8]> + Sync>(&self, keys: &[K]) -> Result<u64, CacheError> {
-        if let Some(cluster) = &self.cluster {
-            if self.protected {
-                return self.cluster_invalidate(keys, None).await;
+        if !self.protected {
+            return self.unlink(keys).await.map(|()| 0);
+        }
+        match self.invalidate_guarded(keys).await {
+            Err(error) if error.is_out_of_memory() => {
+                tracing::warn!(
+                    keys = keys.len(),
+                    "Redis is out of memory (maxmemory under noeviction): deleting the keys without stale-set \
+                     protection."
+                );
+                crate::metrics::record_protection_degraded("out_of_memory", keys.len() as u64);
+                self.unlink(keys).await.map(|()| 0)
             }
+            outcome => outcome,
+        }
+    }
+
+    /// Plain UNLINK of `keys` (per master on a cluster).
+    async fn unlink<K: redis::ToRedisArgs + AsRef<[u8]> + Sync>(&self, keys: &[K]) -> Result<(), CacheError> {
+        if let Some(cluster) = &self.cluster {
             let commands: Vec<_> = keys
                 .iter()
                 .map(|key| {
@@ -151,18 +177,26 @@ impl Cache {
                     )
                 })
                 .collect();
-            return cluster.send(&commands).await.map(|_| 0);
+            return cluster.send(&commands).await.map(drop);
         }
-        if !self.protected {
-            if !keys.is_empty() {
-                let mut conn = self.conn.clone();
-                redis::cmd("UNLINK")
-                    .arg(keys)
-                    .query_async::<u64>(&mut conn)
-                    .await
-                    .map_err(command_failed)?;
-            }
-            return Ok(0);
+        if !keys.is_empty() {
+            let mut conn = self.conn.clone();
+            redis::cmd("UNLINK")
+                .arg(keys)
+                .query_async::<u64>(&mut conn)
+                .await
+                .map_err(command_failed)?;
+        }
+        Ok(())
+    }
+
+    /// [`Cache::invalidate`] under stale-set protection.
+    async fn invalidate_guarded<K: redis::ToRedisArgs + AsRef<[u8]> + Sync>(
+        &self,
+        keys: &[K],
+    ) -> Result<u64, CacheError> {
+        if self.cluster.is_some() {
+            return self.cluster_invalidate(keys, None).await;
         }
         let mut version = 0;
         for chunk in keys.chunks(SCRIPT_BATCH) {
@@ -177,8 +211,24 @@ impl Cache {
 
     /// Writes values that supersede anything read so far (row images from the binlog, in binlog order): like
     /// [`Cache::invalidate`] followed by the sets, in one script, so no older read can land in between. `Delete` ops
-    /// are unlinked; stamps are ignored.
+    /// are unlinked; stamps are ignored. A full Redis refusing the values gets the keys deleted instead (a miss, never
+    /// the old value).
     pub async fn supersede(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
+        match self.supersede_values(ops).await {
+            Err(error) if error.is_out_of_memory() => {
+                let keys: Vec<&str> = ops.iter().map(KeyOp::key).collect();
+                tracing::warn!(
+                    keys = keys.len(),
+                    "Redis is out of memory (maxmemory under noeviction): deleting the keys instead of writing them."
+                );
+                crate::metrics::record_protection_degraded("out_of_memory", keys.len() as u64);
+                self.unlink(&keys).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    async fn supersede_values(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
         if !self.protected {
             return self.apply(ops).await;
         }

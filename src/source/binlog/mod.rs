@@ -108,9 +108,12 @@ struct SessionState {
     applied: Option<Position>,
     /// When the checkpoint in Redis was last compared with `applied`.
     verified: Option<Instant>,
-    /// A position applied but not saved, held back while a debounced warm run waits: a stop or a crash before the
-    /// run then replays the changes that asked for it, and the next start runs it.
+    /// A position applied but not saved, held back while a debounced warm run waits (a stop or a crash before the
+    /// run then replays the changes that asked for it, and the next start runs it), or while Redis is too full to
+    /// save it.
     held: Option<Position>,
+    /// Redis refused the last checkpoint for memory.
+    full: bool,
 }
 
 impl BinlogListener {
@@ -135,7 +138,7 @@ impl BinlogListener {
                     self.health.set_stalled("binlog", Some(message));
                     DEFINITE_RETRY
                 }
-                Err(BinlogError::Transient(message)) => {
+                Err(BinlogError::Transient(message) | BinlogError::RedisFull(message)) => {
                     let delay = backoff.next_delay();
                     warn!(error = %message, retry_in = ?delay, "Binlog connection lost; reconnecting from the checkpoint.");
                     delay
@@ -260,8 +263,11 @@ impl BinlogListener {
             if !due.is_empty() && !state.debounce.pending() {
                 // Every change up to the held position has its run asked for now: it may be saved.
                 if let Some(position) = state.held.take() {
-                    checkpoint::save(&self.settings.checkpoint, self.invalidator.cache(), &position).await?;
-                    state.applied = Some(position);
+                    match checkpoint::save(&self.settings.checkpoint, self.invalidator.cache(), &position).await {
+                        Ok(()) => state.applied = Some(position),
+                        Err(BinlogError::RedisFull(_)) => state.held = Some(position),
+                        Err(error) => return Err(error),
+                    }
                 }
             }
             batch.take_due(now);
@@ -638,9 +644,33 @@ impl BinlogListener {
             // A debounced run waits for changes of this batch or before: not past them yet.
             Some(position) if state.debounce.pending() => state.held = Some(position),
             Some(position) => {
-                checkpoint::save(&self.settings.checkpoint, self.invalidator.cache(), &position).await?;
-                state.applied = Some(position);
-                state.held = None;
+                match checkpoint::save(&self.settings.checkpoint, self.invalidator.cache(), &position).await {
+                    Ok(()) => {
+                        if state.held.take().is_some() || state.full {
+                            self.health.set_stalled("redis_full", None);
+                            state.full = false;
+                        }
+                        state.applied = Some(position);
+                    }
+                    // The batch's deletes went through (a full Redis still deletes, and they free memory); its
+                    // checkpoint waits for the next batch that can save one.
+                    Err(BinlogError::RedisFull(message)) => {
+                        if !state.full {
+                            warn!(error = %message, "Redis is full: the binlog checkpoint waits until it can be saved.");
+                        }
+                        state.full = true;
+                        self.health.set_stalled(
+                            "redis_full",
+                            Some(
+                                "Redis is out of memory (maxmemory under noeviction): invalidations are plain \
+                                 deletes, the binlog checkpoint waits"
+                                    .into(),
+                            ),
+                        );
+                        state.held = Some(position);
+                    }
+                    Err(error) => return Err(error),
+                }
             }
             None => {}
         }

@@ -26,12 +26,17 @@ pub enum BinlogError {
     /// A network or server hiccup; reconnecting will do.
     #[error("{0}")]
     Transient(String),
+    /// Redis is full (`maxmemory` under `noeviction`) and refused to save the checkpoint: it waits, the stream goes on.
+    #[error("{0}")]
+    RedisFull(String),
 }
 
 impl BinlogError {
     /// A Redis failure while `doing`, by its kind.
     pub fn from_cache(doing: &str, error: CacheError) -> Self {
-        if error.is_transient() {
+        if error.is_out_of_memory() {
+            BinlogError::RedisFull(format!("{doing}: {error}"))
+        } else if error.is_transient() {
             BinlogError::Transient(format!("{doing}: {error}"))
         } else {
             BinlogError::Definite(format!("{doing}: {error}"))
