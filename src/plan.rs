@@ -250,9 +250,12 @@ pub fn plan_change(rule: &ChangeRule, change: &RowChange) -> ChangePlan {
     };
     let images = [change.before.as_ref(), change.after.as_ref()];
     for template in &rule.delete {
+        // A template with a wildcard of its own is a pattern, and a row's values go into it escaped: a value `*`
+        // or `ga[mx]ma` must match only itself, never widen the delete. Without one, a value is a literal key.
+        let pattern = is_pattern(template);
         for image in images.iter().flatten() {
-            match render_from_image(template, image) {
-                Ok(Some(key)) if key.contains(['*', '?', '[']) => push(&mut plan, Action::DeletePattern(key)),
+            match render_into(template, image, pattern) {
+                Ok(Some(key)) if pattern => push(&mut plan, Action::DeletePattern(key)),
                 Ok(Some(key)) => push(&mut plan, Action::Delete(key)),
                 Ok(None) => {}
                 Err(column) => note_missing(&mut plan, column),
@@ -386,6 +389,33 @@ fn note_missing(plan: &mut ChangePlan, column: String) {
     }
 }
 
+/// Whether a key template's own text holds a Redis wildcard (`category:{id}:*`): it names a pattern.
+pub fn is_pattern(template: &KeyTemplate) -> bool {
+    template
+        .parts()
+        .iter()
+        .any(|part| matches!(part, KeyPart::Literal(text) if text.contains(['*', '?', '['])))
+}
+
+/// [`render_from_image`], with the row's values glob-escaped when the template is a pattern.
+fn render_into(template: &KeyTemplate, image: &RowImage, pattern: bool) -> Result<Option<String>, String> {
+    if !pattern {
+        return render_from_image(template, image);
+    }
+    let mut key = String::new();
+    for part in template.parts() {
+        match part {
+            KeyPart::Literal(text) => key.push_str(text),
+            KeyPart::Column(name) => match image.get(name) {
+                None => return Err(name.clone()),
+                Some(None) => return Ok(None),
+                Some(Some(value)) => key.push_str(&crate::glob::escape_glob(value)),
+            },
+        }
+    }
+    Ok(Some(key))
+}
+
 /// The key `template` names for `image`: `Ok(None)` when a placeholder column is NULL, `Err(column)` when the row
 /// has no such column.
 pub fn render_from_image(template: &KeyTemplate, image: &RowImage) -> Result<Option<String>, String> {
@@ -517,6 +547,31 @@ mod tests {
                 Action::Warm("dashboard_stats".into()),
             ]
         );
+    }
+
+    #[test]
+    fn row_values_never_widen_a_pattern_or_make_a_key_one() {
+        let mut rule = rule();
+        rule.delete = vec![
+            KeyTemplate::parse("pat:{name}:*").unwrap(),
+            KeyTemplate::parse("name:{name}").unwrap(),
+        ];
+        rule.refresh.clear();
+        rule.warm.clear();
+        for (hostile, escaped) in [("*", "\\*"), ("ga[mx]ma", "ga\\[mx\\]ma"), ("a?b\\", "a\\?b\\\\")] {
+            let change = RowChange {
+                after: Some(std::sync::Arc::new(image(&[("name", Some(hostile))]))),
+                ..Default::default()
+            };
+            assert_eq!(
+                plan_change(&rule, &change).actions,
+                [
+                    Action::DeletePattern(format!("pat:{escaped}:*")),
+                    Action::Delete(format!("name:{hostile}")),
+                ],
+                "{hostile}"
+            );
+        }
     }
 
     #[test]

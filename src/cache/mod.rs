@@ -259,10 +259,12 @@ impl Cache {
 
     /// The invalidation script, fenced when it will set values.
     fn invalidation(&self, fenced: bool) -> Result<redis::ScriptInvocation<'_>, CacheError> {
+        // Unfenced, the fence slot holds the version counter with an empty token (no check), as `fence_args` does
+        // without `[ha]`: an ACL checks every declared key, and an empty key name is one no key pattern allows.
         let (fence, token) = if fenced {
             self.fence_args()?
         } else {
-            (String::new(), String::new())
+            (VERSION_KEY.to_string(), String::new())
         };
         let mut invocation = self.scripts.invalidate.key(fence);
         invocation

@@ -11,7 +11,7 @@ use sqlparser::ast::{self, ObjectName, ObjectType, Statement};
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
-/// A table as `(database, table)`.
+/// A table as `(database, table)`; the table `*` is every table of the database (`DROP DATABASE`).
 pub type Table = (String, String);
 
 /// What a logged statement did to the rows of the tables it names.
@@ -81,6 +81,16 @@ pub fn effect(sql: &str, database: &str) -> Effect {
                 names,
                 ..
             } => emptied.extend(names.iter().filter_map(name).map(|table| ("drop", table))),
+            // Every table of the database: `*` stands for them.
+            Statement::Drop {
+                object_type: ObjectType::Database | ObjectType::Schema,
+                names,
+                ..
+            } => emptied.extend(
+                names
+                    .iter()
+                    .map(|db| ("drop", (db.to_string().replace('`', ""), "*".to_string()))),
+            ),
             Statement::RenameTable(renames) => {
                 for rename in renames {
                     gap.extend(
@@ -118,13 +128,11 @@ pub fn effect(sql: &str, database: &str) -> Effect {
             tables: dedup(emptied.into_iter().map(|(_, table)| table)),
         };
     }
+    // A statement the parser read that names no table's rows (`DROP VIEW`, `DROP INDEX`): nothing.
     match gap.first() {
         Some((kind, _)) => Effect::Gap {
             kind,
             tables: dedup(gap.into_iter().map(|(_, table)| table)),
-        },
-        None if might_change_rows.is_some() => Effect::Unreadable {
-            kind: might_change_rows.unwrap_or("statement_dml"),
         },
         None => Effect::None,
     }
@@ -222,6 +230,14 @@ mod tests {
         assert_eq!(
             effect("UPDATE products SET weird syntax (", "shop"),
             Effect::Unreadable { kind: "statement_dml" }
+        );
+        assert_eq!(effect("DROP VIEW v", "shop"), Effect::None);
+        assert_eq!(
+            effect("DROP DATABASE IF EXISTS `other`", "shop"),
+            Effect::Emptied {
+                kind: "drop",
+                tables: vec![t("other", "*")]
+            }
         );
     }
 }

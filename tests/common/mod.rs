@@ -470,6 +470,10 @@ pub fn spawn_redis(port: u16) -> Child {
 
 /// [`spawn_redis`] with more server options (`--cluster-enabled yes`, ...).
 pub fn spawn_redis_with(port: u16, extra: &[&str]) -> Child {
+    // Nothing on disk in the working directory: a replica's full sync would write dump.rdb there, and every later
+    // server started there would load it (data and replication history a test never wrote). So the file, if any, is
+    // a fresh name in the temp directory, and replicas load the sync straight into memory.
+    let rdb = format!("cwtest-{port}-{}-{}.rdb", std::process::id(), fastrand::u32(..));
     Command::new("redis-server")
         .args([
             "--port",
@@ -480,6 +484,12 @@ pub fn spawn_redis_with(port: u16, extra: &[&str]) -> Child {
             "",
             "--appendonly",
             "no",
+            "--dir",
+            &std::env::temp_dir().display().to_string(),
+            "--dbfilename",
+            &rdb,
+            "--repl-diskless-load",
+            "on-empty-db",
         ])
         .args(extra)
         .stdout(Stdio::null())

@@ -495,7 +495,7 @@ impl BinlogListener {
                 tables.is_none_or(|tables| {
                     tables
                         .iter()
-                        .any(|(db, table)| *db == rule.database && *table == rule.table)
+                        .any(|(db, table)| *db == rule.database && (*table == rule.table || table == "*"))
                 })
             })
             .collect();
