@@ -537,3 +537,99 @@ async fn on_a_full_redis_invalidations_still_delete() {
         daemon.log()
     );
 }
+
+/// The ACL line docs/operations.md documents, with the test's key prefix and channel in place of the examples'.
+fn documented_acl(user: &str, prefix: &str, channel: &str) -> Vec<String> {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md")).unwrap();
+    let start = docs.find("ACL SETUSER cachewarden").expect("the documented ACL line");
+    let block = &docs[start..start + docs[start..].find("```").unwrap()];
+    let line = block.replace("\\\n", " ");
+    let mut words: Vec<String> = Vec::new();
+    for word in line.split_whitespace().skip(2) {
+        match word {
+            "cachewarden" if words.is_empty() => words.push(user.to_string()),
+            ">PASSWORD" => words.push(">documented-secret".into()),
+            "~product:*" => words.push(format!("~{prefix}*")),
+            "~catalog:*" | "~dashboard:*" | "~session:*" => {}
+            "&cache_invalidation" => words.push(format!("&{channel}")),
+            word => words.push(word.to_string()),
+        }
+    }
+    words
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_least_privilege_acl_runs_warm_binlog_and_channel() {
+    let _binlog = common::binlog_shared();
+    let env = TestEnv::new().await;
+    seed(&env, 20).await;
+    let redis = OwnRedis::start().await;
+    let p = env.prefix.clone();
+    let channel = format!("{p}invalidations");
+    let words = documented_acl("cw_documented", &p, &channel);
+    assert!(words.contains(&"+hexists".to_string()), "{words:?}");
+    let mut setuser = redis::cmd("ACL");
+    setuser.arg("SETUSER");
+    for word in &words {
+        setuser.arg(word);
+    }
+    let _: () = setuser.query_async(&mut redis.conn.clone()).await.unwrap();
+    let server_id = 10_000 + fastrand::u32(..1_000_000);
+    let body = format!(
+        "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"redis://cw_documented:documented-secret@127.0.0.1:{}/0\"\n\
+         [admin]\nlisten = \"{}\"\n[channel]\nname = \"{channel}\"\n\n[binlog]\nserver_id = {server_id}\n\
+         checkpoint_key = \"{p}checkpoint\"\nheartbeat = \"1s\"\non_gap = \"none\"\n\n[[warm]]\nname = \"products\"\n\
+         schedule = \"0 0 0 1 1 *\"\nrun_on_start = true\nquery = \"SELECT id, name FROM products\"\n\
+         refresh_query = \"SELECT id, name FROM products WHERE id = :id\"\nkey = \"{p}p:{{id}}\"\nttl = \"1h\"\n\n\
+         [[on_change]]\ntable = \"products\"\nrefresh = [\"{p}p:{{id}}\"]\ndelete = [\"{p}d:{{id}}\"]\n",
+        env.mysql_url,
+        redis.port,
+        env.admin_addr()
+    );
+    let daemon = start(&env, &body).await;
+    let get = |key: String| {
+        let mut conn = redis.conn.clone();
+        async move {
+            redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<String>>(&mut conn)
+                .await
+                .ok()
+                .flatten()
+        }
+    };
+    // Warm: the job's keys.
+    let warmed = eventually(Duration::from_secs(10), || get(format!("{p}p:20"))).await;
+    assert!(warmed.is_some(), "{}", daemon.log());
+    // Binlog: a refresh and a delete.
+    let _: () = redis::cmd("SET")
+        .arg(format!("{p}d:3"))
+        .arg("x")
+        .query_async(&mut redis.conn.clone())
+        .await
+        .unwrap();
+    env.sql("UPDATE products SET name = 'through the acl' WHERE id = 3")
+        .await;
+    let refreshed = eventually(Duration::from_secs(10), || async {
+        let value = get(format!("{p}p:3")).await?;
+        (value.contains("through the acl") && get(format!("{p}d:3")).await.is_none()).then_some(())
+    })
+    .await;
+    assert!(
+        refreshed.is_some(),
+        "{:?}\n{}",
+        get(format!("{p}p:3")).await,
+        daemon.log()
+    );
+    // Channel: a message deletes a key.
+    let deleted =
+        common::published_until_deleted(&redis.conn, &channel, &format!("{p}p:5"), Duration::from_secs(10)).await;
+    assert!(deleted, "{}", daemon.log());
+    let ready = get_ready(&env).await;
+    assert_eq!(ready, Some(200), "{}", daemon.log());
+    assert!(!daemon.log().contains("NoPerm"), "{}", daemon.log());
+}
+
+async fn get_ready(env: &TestEnv) -> Option<u16> {
+    get(env, "/readyz").await.map(|response| response.status)
+}
