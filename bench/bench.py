@@ -18,6 +18,7 @@ Scenarios:
              catch-up in delete mode vs the python-mysql-replication invalidator, beside the single-node figures.
   idle       the daemon doing nothing for 10 s: RSS and CPU.
   cdc_single_row, cdc_storm   a busy primary: see bench/cdc.py.
+  join_storm  a join job's keys kept right by derived rules while its categories are renamed: see bench/derived.py.
 """
 import argparse
 import datetime
@@ -40,6 +41,7 @@ import redis
 import redis.cluster
 
 import cdc
+import derived
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # CACHEWARDEN_BENCH_BIN measures another build (an older commit, say) with the same scenarios.
@@ -729,6 +731,7 @@ def report(results, runs):
     h = results["ha_takeover"]
     c = results["cluster"]
     s, st = results["cdc_single_row"], results["cdc_storm"]
+    j = results["join_storm"]
     size, w = w
     rows = [
         ("warm 10k products (~%d B values), keys/s" % size, w["cachewarden"],
@@ -807,6 +810,17 @@ def report(results, runs):
          f"{h['kill9_3s_cluster_p50_s']:.2f} s / {h['kill9_3s_cluster_max_s']:.2f} s;"
          f" {h['sigterm_3s_cluster_p50_s'] * 1000:.0f} ms / {h['sigterm_3s_cluster_max_s'] * 1000:.0f} ms",
          "-", "-", "-", "≤ lease_ttl + one renew interval; < 1 s"),
+        (f"derived join rules, no [[on_change]]: {j['renames']} categories renamed ({j['keys']} of 100,000 keys),"
+         " last commit → every key right",
+         f"{j['settled_ms']:.0f} ms (worst run {j['settled_worst_ms']:.0f} ms); {j['keys_per_change']:.0f} keys per"
+         f" change; MariaDB {j['mariadb_cpu_ms']:.0f} ms of CPU",
+         f"{j['python_settled_ms']:.0f} ms (join refresher, python-mysql-replication"
+         f"{'' if j['python_right'] else '; some keys wrong'})", "-",
+         f"{j['python_settled_ms'] / j['settled_ms']:.1f}x", "(measured, no target)"),
+        ("… against re-warming the whole join job once per change (`warm = [\"job\"]`)",
+         f"{j['rewarm_ms']:.0f} ms and MariaDB {j['rewarm_mariadb_cpu_ms']:.0f} ms of CPU per re-warm (100,000 keys)",
+         "-", "-", f"{j['rewarm_ms'] * j['renames'] / j['settled_ms']:.0f}x the time for {j['renames']} changes"
+         " (undebounced)", "-"),
         ("idle daemon: RSS, CPU", f"{i['rss_mb']:.1f} MB, {i['cpu_percent']:.2f}%", "-", "-", "-", "≤ 15 MB, ~0"),
     ]
     lines = [
@@ -834,7 +848,7 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print the report, leave docs/BENCHMARKS.md alone")
     parser.add_argument("--only", help="run one scenario and print its figures (warm_10k, warm_1m, warm_1m_compressed, pubsub, binlog, "
-                        "cdc_single_row, cdc_storm, cluster, ha_takeover, idle)")
+                        "cdc_single_row, cdc_storm, join_storm, cluster, ha_takeover, idle)")
     args = parser.parse_args()
     setup()
     results = {}
@@ -843,6 +857,7 @@ def main():
                            ("pubsub", lambda: pubsub(args.runs)), ("binlog", lambda: binlog(args.runs)),
                            ("cdc_single_row", lambda: cdc.single_row(sys.modules[__name__], args.runs)),
                            ("cdc_storm", lambda: cdc.storm(sys.modules[__name__], args.runs)),
+                           ("join_storm", lambda: derived.join_storm(sys.modules[__name__], args.runs)),
                            ("cluster", lambda: cluster(args.runs)),
                            ("ha_takeover", ha_takeover),
                            ("idle", idle)):
