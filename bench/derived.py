@@ -33,7 +33,7 @@ def setup(h):
         c.execute("SELECT COUNT(*) FROM dj_products")
         if c.fetchone()[0] != PRODUCTS:
             c.execute("TRUNCATE dj_products")
-            c.execute("INSERT INTO dj_products SELECT seq, 1 + seq % %s, CONCAT('Product ', seq)"
+            c.execute("INSERT INTO dj_products SELECT seq, 1 + seq %% %s, CONCAT('Product ', seq)"
                       " FROM seq_1_to_100000", (CATEGORIES,))
         c.execute("DELETE FROM dj_categories")
         c.execute("INSERT INTO dj_categories SELECT seq, CONCAT('Category ', seq) FROM seq_1_to_1000")

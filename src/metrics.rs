@@ -281,11 +281,25 @@ pub fn initialise(configured: &Configured<'_>) {
             "cachewarden_binlog_batches_total",
             "cachewarden_binlog_batch_keys_total",
             "cachewarden_binlog_gaps_total",
+            "cachewarden_binlog_checkpoint_rewinds_total",
         ] {
             counter!(name).increment(0);
         }
+        for kind in STATEMENT_KINDS {
+            counter!("cachewarden_binlog_statements_total", "kind" => kind).increment(0);
+        }
     }
+    for reason in REFRESH_GIVE_UP_REASONS {
+        counter!("cachewarden_refresh_given_up_total", "reason" => reason).increment(0);
+    }
+    counter!("cachewarden_protection_degraded_total", "reason" => "out_of_memory").increment(0);
 }
+
+/// Why a refresh left its key deleted (`cachewarden_refresh_given_up_total{reason}`).
+const REFRESH_GIVE_UP_REASONS: [&str; 4] = ["unverified", "outdated", "query_refused", "out_of_memory"];
+
+/// The statements logged without row images the binlog recovers from (`cachewarden_binlog_statements_total{kind}`).
+const STATEMENT_KINDS: [&str; 5] = ["truncate", "drop", "rename", "partition", "statement_dml"];
 
 /// Reads this process's CPU time, memory and descriptors from `/proc` (Linux), for a scrape.
 pub fn record_process() {

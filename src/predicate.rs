@@ -10,8 +10,11 @@
 //! or deletes it, never keeps it.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
-use crate::model::RowImage;
+/// A row image: column name → the value as key text (`None` for NULL); `model::RowImage`, named here so that this
+/// module stands on its own.
+type RowImage = HashMap<String, Option<String>>;
 
 /// One side of a comparison.
 #[derive(Debug, Clone, PartialEq, Eq)]

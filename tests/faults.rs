@@ -633,3 +633,42 @@ async fn the_documented_least_privilege_acl_runs_warm_binlog_and_channel() {
 async fn get_ready(env: &TestEnv) -> Option<u16> {
     get(env, "/readyz").await.map(|response| response.status)
 }
+
+#[tokio::test]
+async fn short_database_outages_one_after_another_do_not_push_the_binlog_retry_delay_up() {
+    let mut server = common::OwnMariaDb::start();
+    let env = TestEnv::new().await.on_mariadb(&server).await;
+    seed(&env, 20).await;
+    let body = config(&env, &env.redis_url, "none");
+    let daemon = start(&env, &body).await;
+    let p = env.prefix.clone();
+    let mut conn = env.redis().await;
+    for round in 1..=4 {
+        // Down for 2 s: several reconnects fail each time.
+        server.restart_after(Duration::from_secs(2));
+        let key = format!("{p}p:{round}");
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg("cached")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        env.sql(&format!(
+            "UPDATE products SET name = 'round {round}' WHERE id = {round}"
+        ))
+        .await;
+        let started = std::time::Instant::now();
+        let applied = eventually(Duration::from_secs(30), || async {
+            env.get(&key).await.is_none().then_some(())
+        })
+        .await;
+        // Each restart is a short outage on its own: resumed within a few of the shortest delays (0.5 s doubling), not
+        // a delay grown over the earlier outages' failed attempts (up to 30 s).
+        assert!(
+            applied.is_some() && started.elapsed() < Duration::from_secs(6),
+            "round {round}: applied after {:?}\n{}",
+            started.elapsed(),
+            daemon.log()
+        );
+    }
+}

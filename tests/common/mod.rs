@@ -850,6 +850,13 @@ impl OwnMariaDb {
         self.launch();
     }
 
+    /// [`OwnMariaDb::restart`] after `down` without a server (a short outage).
+    pub fn restart_after(&mut self, down: Duration) {
+        self.stop();
+        std::thread::sleep(down);
+        self.launch();
+    }
+
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();

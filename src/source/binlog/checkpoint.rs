@@ -7,6 +7,8 @@
 //! `binlog.000042:1234 gtid=0-1-977 server=1` (MySQL: `gtid=<uuid>:1-977`); the older `binlog.000042:1234` still
 //! reads.
 
+use tracing::warn;
+
 use crate::cache::Cache;
 use crate::config::CheckpointStore;
 use crate::metrics;
@@ -95,6 +97,9 @@ pub fn rotated_file(name: &[u8], trailing_checksum: usize) -> String {
         .to_string()
 }
 
+/// `EIO` on Linux: an I/O error of the device, which may pass.
+const EIO: i32 = 5;
+
 /// Reads the saved position, if any.
 pub async fn load(store: &CheckpointStore, cache: &Cache) -> Result<Option<Position>, BinlogError> {
     let text = match store {
@@ -140,11 +145,66 @@ pub async fn save(store: &CheckpointStore, cache: &Cache, position: &Position) -
             let temporary = path.with_extension("tmp");
             std::fs::write(&temporary, position.to_string())
                 .and_then(|()| std::fs::rename(&temporary, path))
-                .map_err(|e| BinlogError::Definite(format!("cannot write {}: {e}", path.display())))?;
+                .map_err(|e| {
+                    let message = format!("cannot write {}: {e}", path.display());
+                    // A full disk or an I/O error passes (space is freed, a volume comes back): retried soon. A
+                    // missing directory or a permission does not.
+                    if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(EIO) {
+                        BinlogError::Transient(message)
+                    } else {
+                        BinlogError::Definite(message)
+                    }
+                })?;
         }
     }
     metrics::record_binlog_checkpoint(position.pos);
     Ok(())
+}
+
+/// Where a session resumes, and whether Redis had lost the checkpoint (so it must be saved again).
+pub struct Resume {
+    pub position: Position,
+    pub lost: bool,
+}
+
+/// Where to resume from the checkpoint Redis holds (`saved`) and the position this listener last saved itself
+/// (`applied`, kept in memory across sessions). The invariant: never after either. Redis may have lost the checkpoint
+/// (a restart without persistence, an eviction) or rolled it back (a failover to a replica that was behind) — and
+/// the invalidations written before it with it — so the earlier of the two is applied again (every operation is
+/// idempotent); with none in Redis, the one in memory. `None` when neither exists (a first start).
+pub fn resume_from(saved: Option<Position>, applied: Option<Position>) -> Option<Resume> {
+    let resume = |position, lost| Some(Resume { position, lost });
+    match (saved, applied) {
+        (None, None) => None,
+        (Some(saved), None) => resume(saved, false),
+        (None, Some(applied)) => {
+            warn!(
+                position = %applied,
+                "The binlog checkpoint is gone from Redis (restarted without persistence, or evicted): resuming from \
+                 the position this listener saved last, applying again what Redis may have lost."
+            );
+            metrics::record_binlog_rewind();
+            resume(applied, true)
+        }
+        (Some(saved), Some(applied)) if saved.to_string() == applied.to_string() => resume(saved, false),
+        (Some(saved), Some(applied)) => match saved.earlier(&applied) {
+            Some(earlier) => {
+                let earlier = earlier.clone();
+                warn!(
+                    redis = %saved,
+                    saved_last = %applied,
+                    from = %earlier,
+                    "Redis holds another binlog checkpoint than the one this listener saved last (a failover to a \
+                     replica that was behind?): resuming from the earlier, applying again what Redis may have lost."
+                );
+                metrics::record_binlog_rewind();
+                let lost = earlier != saved;
+                resume(earlier, lost)
+            }
+            // Positions on different servers cannot be compared: Redis's (a database failover) decides, by GTID.
+            None => resume(saved, false),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -200,5 +260,28 @@ mod tests {
         assert_eq!(rotated_file(b"binlog.000008", 0), "binlog.000008");
         assert_eq!(rotated_file(b"binlog.000008\x12\xab\x00\x7f", 4), "binlog.000008");
         assert_eq!(rotated_file(b"binlog.0000081234", 4), "binlog.000008");
+    }
+
+    fn at(text: &str) -> Position {
+        Position::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_session_resumes_from_the_earlier_of_redis_and_memory_or_from_memory_when_redis_lost_it() {
+        assert!(resume_from(None, None).is_none(), "a first start");
+        let first = resume_from(Some(at("b.000002:100 server=1")), None).unwrap();
+        assert_eq!((first.position.pos, first.lost), (100, false));
+        // Redis restarted empty: the position in memory, saved again.
+        let lost = resume_from(None, Some(at("b.000002:900 server=1"))).unwrap();
+        assert_eq!((lost.position.pos, lost.lost), (900, true));
+        // A failover to a replica that was behind: its older checkpoint.
+        let behind = resume_from(Some(at("b.000002:300 server=1")), Some(at("b.000002:900 server=1"))).unwrap();
+        assert_eq!((behind.position.pos, behind.lost), (300, false));
+        // Redis ahead of memory (written by someone else): still the earlier.
+        let ahead = resume_from(Some(at("b.000003:4 server=1")), Some(at("b.000002:900 server=1"))).unwrap();
+        assert_eq!((ahead.position.file.as_str(), ahead.lost), ("b.000002", true));
+        // Another server's offsets (a database failover): Redis's, to resume by GTID.
+        let other = resume_from(Some(at("b.000009:4 server=2")), Some(at("b.000002:900 server=1"))).unwrap();
+        assert_eq!(other.position.server, Some(2));
     }
 }

@@ -42,6 +42,7 @@ pub mod checkpoint;
 pub mod decode;
 mod gtid;
 mod server;
+mod statements;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -114,6 +115,8 @@ struct SessionState {
     held: Option<Position>,
     /// Redis refused the last checkpoint for memory.
     full: bool,
+    /// The session that just ended received an event (it was following, not failing to start).
+    followed: bool,
 }
 
 impl BinlogListener {
@@ -124,7 +127,14 @@ impl BinlogListener {
         loop {
             let started = Instant::now();
             let ended = self.session(&shutdown, &mut state).await;
-            backoff.session_ended(started.elapsed());
+            // A session that followed the stream (the server sent it something) was a success: the next outage
+            // starts from the shortest delay, however short this session was (a server restarted every few
+            // seconds must not push the delay up restart after restart).
+            if std::mem::take(&mut state.followed) {
+                backoff.reset();
+            } else {
+                backoff.session_ended(started.elapsed());
+            }
             let delay = match ended {
                 Ok(()) => return,
                 Err(BinlogError::Purged(position, message)) => {
@@ -326,7 +336,10 @@ impl BinlogListener {
                     let at = batch.checkpoint.clone().unwrap_or(resumed_at);
                     return Err(server::classify(error, &at));
                 }
-                Some(Ok(event)) => event,
+                Some(Ok(event)) => {
+                    state.followed = true;
+                    event
+                }
             };
             let header = event.header();
             let log_pos = u64::from(header.log_pos());
@@ -371,7 +384,7 @@ impl BinlogListener {
                 Some(EventData::QueryEvent(query)) => {
                     let text = query.query();
                     if text != "BEGIN" {
-                        statement_warms.extend(self.plan_statement(&text, &query.schema(), &mut batch));
+                        statement_warms.extend(statements::plan(&text, &query.schema(), self, &mut batch));
                     }
                     text != "BEGIN"
                 }
@@ -424,7 +437,7 @@ impl BinlogListener {
             return Ok(self.recover(shutdown).await.then_some(current));
         }
         let saved = checkpoint::load(&self.settings.checkpoint, cache).await?;
-        if let Some(start) = resume_from(saved, state.applied.take()) {
+        if let Some(start) = checkpoint::resume_from(saved, state.applied.take()) {
             if start.lost {
                 // Saved again at once: the next Redis loss must not find it missing as well.
                 checkpoint::save(&self.settings.checkpoint, cache, &start.position).await?;
@@ -473,79 +486,6 @@ impl BinlogListener {
             "Redis no longer holds the checkpoint saved at {applied} (it holds {holds}): it lost writes; \
              resuming from the earlier of the two"
         )))
-    }
-
-    /// A statement logged as text (see `derive::statement`): for the tables rules depend on, a `TRUNCATE` or `DROP`
-    /// deletes every key of their templates (and re-runs their `warm` jobs); a rename, a partition operation or DML
-    /// logged as a statement is a gap for them (`on_gap`); an unreadable one that may change rows, a gap for every
-    /// rule. The deletes join `batch`; the warm runs to request once they are applied are returned.
-    fn plan_statement(&self, sql: &str, database: &str, batch: &mut Batch) -> Vec<String> {
-        use crate::derive::statement::Effect;
-        let effect = crate::derive::statement::effect(sql, database);
-        let (kind, tables, emptied) = match &effect {
-            Effect::None => return Vec::new(),
-            Effect::Emptied { kind, tables } => (*kind, Some(tables), true),
-            Effect::Gap { kind, tables } => (*kind, Some(tables), false),
-            Effect::Unreadable { kind } => (*kind, None, false),
-        };
-        let rules: Vec<&ChangeRule> = self
-            .rules
-            .iter()
-            .filter(|rule| {
-                tables.is_none_or(|tables| {
-                    tables
-                        .iter()
-                        .any(|(db, table)| *db == rule.database && (*table == rule.table || table == "*"))
-                })
-            })
-            .collect();
-        if rules.is_empty() {
-            return Vec::new();
-        }
-        let patterns: Vec<String> = rules
-            .iter()
-            .flat_map(|rule| {
-                rule.delete
-                    .iter()
-                    .chain(&rule.refresh)
-                    .chain(rule.project.as_ref().map(|projection| &projection.key))
-                    .chain(rule.lookup.as_ref().map(|lookup| &lookup.key))
-            })
-            .map(crate::glob::allow_pattern)
-            .collect();
-        let named: Vec<&str> = rules
-            .iter()
-            .flat_map(|rule| rule.warm.iter().map(String::as_str))
-            .collect();
-        let actions = if emptied {
-            let mut actions: Vec<Action> = patterns.into_iter().map(Action::DeletePattern).collect();
-            actions.extend(named.iter().map(|job| Action::Warm(job.to_string())));
-            actions
-        } else {
-            plan::gap_actions(self.settings.on_gap, &self.invalidator.jobs(), &patterns, &named)
-        };
-        let statement: String = sql.chars().take(200).collect();
-        warn!(
-            kind,
-            statement,
-            rules = rules.len(),
-            "A statement logged without row images changed tables the rules follow; {}",
-            if emptied {
-                "deleting every key of their templates."
-            } else {
-                "recovering them as after a gap (on_gap)."
-            }
-        );
-        metrics::record_binlog_statement(kind);
-        let now = Instant::now();
-        let mut warms = Vec::new();
-        for action in actions {
-            match action {
-                Action::Warm(job) => warms.push(job),
-                action => batch.add(action, None, now),
-            }
-        }
-        warms
     }
 
     /// Plans the rows of one rows event into `batch` (and debounced warm runs).
@@ -714,52 +654,6 @@ impl BinlogListener {
     }
 }
 
-/// Where a session resumes, and whether Redis had lost the checkpoint (so it must be saved again).
-struct Resume {
-    position: Position,
-    lost: bool,
-}
-
-/// Where to resume from the checkpoint Redis holds (`saved`) and the position this listener last saved itself
-/// (`applied`, kept in memory across sessions). The invariant: never after either. Redis may have lost the checkpoint
-/// (a restart without persistence, an eviction) or rolled it back (a failover to a replica that was behind) — and
-/// the invalidations written before it with it — so the earlier of the two is applied again (every operation is
-/// idempotent); with none in Redis, the one in memory. `None` when neither exists (a first start).
-fn resume_from(saved: Option<Position>, applied: Option<Position>) -> Option<Resume> {
-    let resume = |position, lost| Some(Resume { position, lost });
-    match (saved, applied) {
-        (None, None) => None,
-        (Some(saved), None) => resume(saved, false),
-        (None, Some(applied)) => {
-            warn!(
-                position = %applied,
-                "The binlog checkpoint is gone from Redis (restarted without persistence, or evicted): resuming from \
-                 the position this listener saved last, applying again what Redis may have lost."
-            );
-            metrics::record_binlog_rewind();
-            resume(applied, true)
-        }
-        (Some(saved), Some(applied)) if saved.to_string() == applied.to_string() => resume(saved, false),
-        (Some(saved), Some(applied)) => match saved.earlier(&applied) {
-            Some(earlier) => {
-                let earlier = earlier.clone();
-                warn!(
-                    redis = %saved,
-                    saved_last = %applied,
-                    from = %earlier,
-                    "Redis holds another binlog checkpoint than the one this listener saved last (a failover to a \
-                     replica that was behind?): resuming from the earlier, applying again what Redis may have lost."
-                );
-                metrics::record_binlog_rewind();
-                let lost = earlier != saved;
-                resume(earlier, lost)
-            }
-            // Positions on different servers cannot be compared: Redis's (a database failover) decides, by GTID.
-            None => resume(saved, false),
-        },
-    }
-}
-
 /// Both images of a changed row as key text, which columns differ between them (as key text: the one value
 /// mapping), and the after image as JSON when a rule projects.
 fn row_change(
@@ -782,33 +676,5 @@ fn row_change(
         after: after_image.map(Arc::new),
         changed,
         after_json: after.filter(|_| json).map(decode::DecodedRow::json),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(text: &str) -> Position {
-        Position::parse(text).unwrap()
-    }
-
-    #[test]
-    fn a_session_resumes_from_the_earlier_of_redis_and_memory_or_from_memory_when_redis_lost_it() {
-        assert!(resume_from(None, None).is_none(), "a first start");
-        let first = resume_from(Some(at("b.000002:100 server=1")), None).unwrap();
-        assert_eq!((first.position.pos, first.lost), (100, false));
-        // Redis restarted empty: the position in memory, saved again.
-        let lost = resume_from(None, Some(at("b.000002:900 server=1"))).unwrap();
-        assert_eq!((lost.position.pos, lost.lost), (900, true));
-        // A failover to a replica that was behind: its older checkpoint.
-        let behind = resume_from(Some(at("b.000002:300 server=1")), Some(at("b.000002:900 server=1"))).unwrap();
-        assert_eq!((behind.position.pos, behind.lost), (300, false));
-        // Redis ahead of memory (written by someone else): still the earlier.
-        let ahead = resume_from(Some(at("b.000003:4 server=1")), Some(at("b.000002:900 server=1"))).unwrap();
-        assert_eq!((ahead.position.file.as_str(), ahead.lost), ("b.000002", true));
-        // Another server's offsets (a database failover): Redis's, to resume by GTID.
-        let other = resume_from(Some(at("b.000009:4 server=2")), Some(at("b.000002:900 server=1"))).unwrap();
-        assert_eq!(other.position.server, Some(2));
     }
 }
