@@ -399,26 +399,24 @@ pub fn is_pattern(template: &KeyTemplate) -> bool {
 
 /// [`render_from_image`], with the row's values glob-escaped when the template is a pattern.
 fn render_into(template: &KeyTemplate, image: &RowImage, pattern: bool) -> Result<Option<String>, String> {
-    if !pattern {
-        return render_from_image(template, image);
-    }
-    let mut key = String::new();
-    for part in template.parts() {
-        match part {
-            KeyPart::Literal(text) => key.push_str(text),
-            KeyPart::Column(name) => match image.get(name) {
-                None => return Err(name.clone()),
-                Some(None) => return Ok(None),
-                Some(Some(value)) => key.push_str(&crate::glob::escape_glob(value)),
-            },
-        }
-    }
-    Ok(Some(key))
+    render_with(template, image, |value, key| match pattern {
+        true => key.push_str(&crate::glob::escape_glob(value)),
+        false => key.push_str(value),
+    })
 }
 
 /// The key `template` names for `image`: `Ok(None)` when a placeholder column is NULL, `Err(column)` when the row
 /// has no such column.
 pub fn render_from_image(template: &KeyTemplate, image: &RowImage) -> Result<Option<String>, String> {
+    render_with(template, image, |value, key| key.push_str(value))
+}
+
+/// The one rendering loop: literals as they are, each placeholder's value through `put`.
+fn render_with(
+    template: &KeyTemplate,
+    image: &RowImage,
+    put: impl Fn(&str, &mut String),
+) -> Result<Option<String>, String> {
     let mut key = String::new();
     for part in template.parts() {
         match part {
@@ -426,7 +424,7 @@ pub fn render_from_image(template: &KeyTemplate, image: &RowImage) -> Result<Opt
             KeyPart::Column(name) => match image.get(name) {
                 None => return Err(name.clone()),
                 Some(None) => return Ok(None),
-                Some(Some(value)) => key.push_str(value),
+                Some(Some(value)) => put(value, &mut key),
             },
         }
     }

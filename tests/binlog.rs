@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Daemon, TestEnv, eventually, free_port, get, sample, wait_for_admin};
+use common::{Daemon, TestEnv, eventually, following_path as start, free_port, get, metric};
 use sqlx::Connection as _;
 
 const SCHEMA: &str = "
@@ -69,23 +69,6 @@ fn counters_rules(env: &TestEnv) -> String {
          [[on_change]]\ntable = \"{}.counters\"\nrefresh = [\"{p}counter:{{id}}\"]\n",
         env.database
     )
-}
-
-async fn metric(env: &TestEnv, name: &str) -> f64 {
-    let body = get(env, "/metrics").await.map(|r| r.body).unwrap_or_default();
-    sample(&body, name).unwrap_or(0.0)
-}
-
-/// Starts the daemon and waits until it follows the binlog.
-async fn start(env: &TestEnv, path: &std::path::Path) -> Daemon {
-    let daemon = Daemon::start(env, path, &[], &[]);
-    wait_for_admin(env).await;
-    let following = eventually(Duration::from_secs(20), || async {
-        (metric(env, "cachewarden_binlog_connected").await == 1.0).then_some(())
-    })
-    .await;
-    assert!(following.is_some(), "not following the binlog:\n{}", daemon.log());
-    daemon
 }
 
 async fn value(env: &TestEnv, key: &str) -> Option<String> {
@@ -396,26 +379,7 @@ async fn a_purged_binlog_runs_the_recovery_and_goes_on() {
 
     // While stopped: a change, then the log holding it (and the checkpoint) is purged.
     env.sql("UPDATE products SET price = 2.00 WHERE id = 1").await;
-    env.sql("FLUSH BINARY LOGS").await;
-    let mut conn = sqlx::MySqlConnection::connect(&env.mysql_url).await.unwrap();
-    let status = sqlx::query("SHOW MASTER STATUS").fetch_one(&mut conn).await.unwrap();
-    let current_file: String = sqlx::Row::get(&status, 0);
-    // A log still being read by a lingering dump thread is kept; retry until the old logs are gone.
-    let purged = eventually(Duration::from_secs(20), || {
-        let url = env.mysql_url.clone();
-        let current_file = current_file.clone();
-        async move {
-            let mut conn = sqlx::MySqlConnection::connect(&url).await.ok()?;
-            sqlx::query(sqlx::AssertSqlSafe(format!("PURGE BINARY LOGS TO '{current_file}'")))
-                .execute(&mut conn)
-                .await
-                .ok()?;
-            let logs = sqlx::query("SHOW BINARY LOGS").fetch_all(&mut conn).await.ok()?;
-            (logs.len() == 1).then_some(())
-        }
-    })
-    .await;
-    assert!(purged.is_some(), "the old binary logs could not be purged");
+    common::purge_binary_logs(&env.mysql_url).await;
 
     // A writer keeps committing while the daemon starts and recovers: what it commits during the recovery must not
     // be lost between the recovery's read and the position the stream resumes from.

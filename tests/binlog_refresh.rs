@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Daemon, TestEnv, eventually, get, sample, wait_for_admin};
+use common::{TestEnv, eventually, following as start, metric};
 use sqlx::Connection as _;
 
 const SCHEMA: &str = "
@@ -69,23 +69,6 @@ const REPLICATED_DOMAIN: u32 = 7;
 const REFRESH: &str = "SELECT id, name, price FROM products WHERE id = :id";
 /// Read for many keys at once as a `UNION ALL` of single-key reads (a `LIMIT` rules out the `IN` list).
 const REFRESH_UNION: &str = "SELECT id, name, price FROM products WHERE id = :id LIMIT 1";
-
-async fn metric(env: &TestEnv, name: &str) -> f64 {
-    let body = get(env, "/metrics").await.map(|r| r.body).unwrap_or_default();
-    sample(&body, name).unwrap_or(0.0)
-}
-
-async fn start(env: &TestEnv, body: &str) -> Daemon {
-    let path = env.write_file("jobs.toml", body);
-    let daemon = Daemon::start(env, &path, &[], &[]);
-    wait_for_admin(env).await;
-    let following = eventually(Duration::from_secs(20), || async {
-        (metric(env, "cachewarden_binlog_connected").await == 1.0).then_some(())
-    })
-    .await;
-    assert!(following.is_some(), "not following the binlog:\n{}", daemon.log());
-    daemon
-}
 
 fn product(id: u32, name: &str, price: &str) -> String {
     format!(r#"{{"id":{id},"name":"{name}","price":"{price}"}}"#)

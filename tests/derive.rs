@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Daemon, TestEnv, eventually, get, sample, text, wait_for_admin};
+use common::{Daemon, TestEnv, eventually, metric, text, wait_for_admin};
 use sqlx::Connection as _;
 
 const SCHEMA: &str = "
@@ -109,11 +109,6 @@ derive_debounce = "1s"
         p = env.prefix,
         jobs = jobs(&env.prefix),
     )
-}
-
-async fn metric(env: &TestEnv, name: &str) -> f64 {
-    let body = get(env, "/metrics").await.map(|r| r.body).unwrap_or_default();
-    sample(&body, name).unwrap_or(0.0)
 }
 
 /// Differences between the cache and what every job's query returns now (warmed into `{prefix}exp:` by
@@ -252,14 +247,7 @@ async fn derived_rules_keep_every_key_right(env: TestEnv) {
         seed_rows.join(", ")
     ))
     .await;
-    let path = env.write_file("jobs.toml", &daemon_config(&env));
-    let daemon = Daemon::start(&env, &path, &[], &[]);
-    wait_for_admin(&env).await;
-    let following = eventually(Duration::from_secs(20), || async {
-        (metric(&env, "cachewarden_binlog_connected").await == 1.0).then_some(())
-    })
-    .await;
-    assert!(following.is_some(), "not following the binlog:\n{}", daemon.log());
+    let daemon = common::following(&env, &daemon_config(&env)).await;
     let warmed = eventually(Duration::from_secs(20), || async {
         (metric(
             &env,

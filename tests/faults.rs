@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::proxy::Proxy;
-use common::{Daemon, OwnRedis, TestEnv, eventually, get, sample, wait_for_admin};
+use common::{Daemon, OwnRedis, TestEnv, eventually, following as start, get, metric, wait_for_admin};
 use sqlx::Connection as _;
 
 const SCHEMA: &str = "CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL)";
@@ -51,28 +51,11 @@ delete = ["{p}p:{{id}}"]
     )
 }
 
-async fn metric(env: &TestEnv, name: &str) -> f64 {
-    let body = get(env, "/metrics").await.map(|r| r.body).unwrap_or_default();
-    sample(&body, name).unwrap_or(0.0)
-}
-
 async fn seed(env: &TestEnv, rows: u32) {
     env.sql(SCHEMA).await;
     let values: Vec<String> = (1..=rows).map(|id| format!("({id}, 'p{id}')")).collect();
     env.sql(&format!("INSERT INTO products VALUES {}", values.join(", ")))
         .await;
-}
-
-async fn start(env: &TestEnv, body: &str) -> Daemon {
-    let path = env.write_file("jobs.toml", body);
-    let daemon = Daemon::start(env, &path, &[], &[]);
-    wait_for_admin(env).await;
-    let following = eventually(Duration::from_secs(20), || async {
-        (metric(env, "cachewarden_binlog_connected").await == 1.0).then_some(())
-    })
-    .await;
-    assert!(following.is_some(), "not following the binlog:\n{}", daemon.log());
-    daemon
 }
 
 async fn exists(conn: &redis::aio::MultiplexedConnection, keys: &[String]) -> usize {
@@ -250,25 +233,7 @@ async fn a_recovery_after_a_purged_binlog_leaves_no_key_of_a_row_deleted_meanwhi
 
     // While stopped: a row is deleted (its key stays cached) and the binary log holding that is purged.
     env.sql("DELETE FROM products WHERE id = 20").await;
-    env.sql("FLUSH BINARY LOGS").await;
-    let mut conn = sqlx::MySqlConnection::connect(&env.mysql_url).await.unwrap();
-    let status = sqlx::query("SHOW MASTER STATUS").fetch_one(&mut conn).await.unwrap();
-    let current: String = sqlx::Row::get(&status, 0);
-    // A log still read by the stopped daemon's lingering dump thread is kept: retry until the old ones are gone.
-    let purged = eventually(Duration::from_secs(20), || {
-        let (url, current) = (env.mysql_url.clone(), current.clone());
-        async move {
-            let mut conn = sqlx::MySqlConnection::connect(&url).await.ok()?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PURGE BINARY LOGS TO '{current}'")))
-                .execute(&mut conn)
-                .await
-                .ok()?;
-            let logs = sqlx::query("SHOW BINARY LOGS").fetch_all(&mut conn).await.ok()?;
-            (logs.len() == 1).then_some(())
-        }
-    })
-    .await;
-    assert!(purged.is_some(), "the old binary logs could not be purged");
+    common::purge_binary_logs(&env.mysql_url).await;
     assert!(env.get(&format!("{p}p:20")).await.is_some());
 
     let daemon = start(&env, &body).await;

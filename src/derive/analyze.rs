@@ -436,7 +436,7 @@ impl<'q> Scope<'q> {
 }
 
 /// `db.table` or `table` (in `database`).
-fn split_name(name: &ObjectName, database: &str) -> Option<(String, String)> {
+pub(crate) fn split_name(name: &ObjectName, database: &str) -> Option<(String, String)> {
     let parts: Vec<String> = name
         .0
         .iter()

@@ -63,7 +63,7 @@ pub fn effect(sql: &str, database: &str) -> Effect {
             };
         }
     };
-    let name = |object: &ObjectName| split(object, database);
+    let name = |object: &ObjectName| super::analyze::split_name(object, database);
     let mut emptied = Vec::new();
     let mut gap: Vec<(&'static str, Table)> = Vec::new();
     for statement in &statements {
@@ -135,19 +135,6 @@ pub fn effect(sql: &str, database: &str) -> Effect {
             tables: dedup(gap.into_iter().map(|(_, table)| table)),
         },
         None => Effect::None,
-    }
-}
-
-fn split(name: &ObjectName, database: &str) -> Option<Table> {
-    let parts: Vec<String> = name
-        .0
-        .iter()
-        .map(|part| part.as_ident().map(|ident| ident.value.clone()))
-        .collect::<Option<_>>()?;
-    match parts.as_slice() {
-        [table] => Some((database.to_string(), table.clone())),
-        [db, table] => Some((db.clone(), table.clone())),
-        _ => None,
     }
 }
 

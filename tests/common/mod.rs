@@ -735,6 +735,51 @@ pub async fn wait_for_admin(env: &TestEnv) {
     .expect("admin endpoint comes up and the daemon has started");
 }
 
+/// The value of the Prometheus sample `name{labels}` on the test's admin endpoint; 0 when absent or unreachable.
+pub async fn metric(env: &TestEnv, name: &str) -> f64 {
+    let body = get(env, "/metrics").await.map(|r| r.body).unwrap_or_default();
+    sample(&body, name).unwrap_or(0.0)
+}
+
+/// A daemon run on `body` (written as the test's jobs.toml), once it follows the binlog.
+pub async fn following(env: &TestEnv, body: &str) -> Daemon {
+    following_path(env, &env.write_file("jobs.toml", body)).await
+}
+
+/// A daemon run on the configuration at `path`, once it follows the binlog.
+pub async fn following_path(env: &TestEnv, path: &Path) -> Daemon {
+    let daemon = Daemon::start(env, path, &[], &[]);
+    wait_for_admin(env).await;
+    let following = eventually(Duration::from_secs(20), || async {
+        (metric(env, "cachewarden_binlog_connected").await == 1.0).then_some(())
+    })
+    .await;
+    assert!(following.is_some(), "not following the binlog:\n{}", daemon.log());
+    daemon
+}
+
+/// Starts a new binary log on the server of `url` and purges every older one, retrying while a lingering dump
+/// thread still reads one (the server keeps a log in use).
+pub async fn purge_binary_logs(url: &str) {
+    let mut conn = sqlx::MySqlConnection::connect(url).await.unwrap();
+    conn.execute("FLUSH BINARY LOGS").await.unwrap();
+    let status = sqlx::query("SHOW MASTER STATUS").fetch_one(&mut conn).await.unwrap();
+    let current: String = sqlx::Row::get(&status, 0);
+    let purged = eventually(Duration::from_secs(20), || {
+        let current = current.clone();
+        async move {
+            let mut conn = sqlx::MySqlConnection::connect(url).await.ok()?;
+            conn.execute(sqlx::AssertSqlSafe(format!("PURGE BINARY LOGS TO '{current}'")))
+                .await
+                .ok()?;
+            let logs = sqlx::query("SHOW BINARY LOGS").fetch_all(&mut conn).await.ok()?;
+            (logs.len() == 1).then_some(())
+        }
+    })
+    .await;
+    assert!(purged.is_some(), "the old binary logs could not be purged");
+}
+
 /// The value of the Prometheus sample `name{labels}` in `text`, if present.
 pub fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
