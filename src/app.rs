@@ -426,6 +426,7 @@ impl Producers {
                 StreamListener {
                     redis: config.redis.clone(),
                     stream: stream.clone(),
+                    on_gap: config.channel.on_gap,
                     invalidator: self.invalidator.clone(),
                     policy: self.policy.clone(),
                 }

@@ -637,3 +637,79 @@ async fn short_database_outages_one_after_another_do_not_push_the_binlog_retry_d
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_under_a_stream_channel_is_a_gap_and_resynced() {
+    let env = TestEnv::new().await;
+    seed(&env, 20).await;
+    let primary = OwnRedis::start().await;
+    let replica = OwnRedis::start_with(&["--replicaof", "127.0.0.1", &primary.port.to_string()]).await;
+    let endpoint = Proxy::start(primary.port);
+    let p = env.prefix.clone();
+    let stream = format!("{p}stream");
+    let body = format!(
+        "[mysql]\nurl = \"{}\"\n[redis]\nurl = \"{}\"\n[admin]\nlisten = \"{}\"\n[channel]\nstream = \"{stream}\"\n\
+         on_gap = \"warm\"\n\n[[warm]]\nname = \"products\"\nschedule = \"0 0 0 1 1 *\"\nrun_on_start = true\n\
+         query = \"SELECT id, name FROM products\"\nkey = \"{p}p:{{id}}\"\nttl = \"1h\"\n",
+        env.mysql_url,
+        endpoint.redis_url(),
+        env.admin_addr()
+    );
+    let path = env.write_file("jobs.toml", &body);
+    let daemon = Daemon::start(&env, &path, &[], &[]);
+    wait_for_admin(&env).await;
+    let key = format!("{p}p:5");
+    let get = |conn: &redis::aio::MultiplexedConnection| {
+        let (mut conn, key) = (conn.clone(), key.clone());
+        async move {
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async::<Option<String>>(&mut conn)
+                .await
+                .ok()
+                .flatten()
+        }
+    };
+    // Warmed, and the replica has it; then the replica falls behind.
+    let synced = eventually(Duration::from_secs(15), || async {
+        get(&replica.conn).await.map(|_| ())
+    })
+    .await;
+    assert!(synced.is_some(), "{}", daemon.log());
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut replica.conn.clone())
+        .await
+        .unwrap();
+    // The row changes and the application publishes its invalidation on the stream: applied on the primary only.
+    env.sql("UPDATE products SET name = 'changed' WHERE id = 5").await;
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("message")
+        .arg(&key)
+        .query_async(&mut primary.conn.clone())
+        .await
+        .unwrap();
+    let applied = eventually(Duration::from_secs(10), || async {
+        get(&primary.conn).await.is_none().then_some(())
+    })
+    .await;
+    assert!(applied.is_some(), "{}", daemon.log());
+
+    // Failover: the replica never saw the entry, and still holds the old value.
+    endpoint.switch(replica.port);
+    drop(primary);
+    let resynced = eventually(Duration::from_secs(20), || async {
+        get(&replica.conn).await.filter(|value| value.contains("changed"))
+    })
+    .await;
+    assert!(
+        resynced.is_some(),
+        "the key the lost entry invalidated is {:?}:\n{}",
+        get(&replica.conn).await,
+        daemon.log()
+    );
+    assert!(metric(&env, "cachewarden_channel_gaps_total").await >= 1.0);
+}

@@ -204,6 +204,18 @@ impl ChannelListener {
     }
 }
 
+/// The server's replication id (`INFO replication` `master_replid`): it changes when another server takes over the
+/// endpoint or the server restarts. `None` on a cluster (one id per shard) or when it cannot be read.
+async fn replication_id(conn: &mut cache::Conn) -> Option<String> {
+    if matches!(conn, cache::Conn::Cluster(_)) {
+        return None;
+    }
+    let info: String = redis::cmd("INFO").arg("replication").query_async(conn).await.ok()?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("master_replid:"))
+        .map(|id| id.trim().to_string())
+}
+
 fn timeout_error() -> CacheError {
     CacheError::Connect(redis::RedisError::from((redis::ErrorKind::Io, "connection timed out")))
 }
@@ -290,6 +302,8 @@ async fn apply_queued(
 pub struct StreamListener {
     pub redis: RedisSettings,
     pub stream: StreamSettings,
+    /// What to do when the server is not the one it was (see [`StreamListener::run`]).
+    pub on_gap: OnGap,
     pub invalidator: Arc<Invalidator>,
     pub policy: watch::Receiver<Arc<Policy>>,
 }
@@ -299,15 +313,21 @@ type Entry = (String, Option<Vec<u8>>);
 
 impl StreamListener {
     /// Consumes the stream until `shutdown`, reconnecting with backoff.
+    ///
+    /// A stream loses nothing while its server lives. A reconnect that finds another server behind the endpoint —
+    /// a failover to a replica that was behind, a restart without persistence: its replication id changed — may
+    /// find entries missing that the old server had and never replicated. That is a gap: counted, logged and
+    /// resynced per `on_gap`, as a pub/sub reconnect is.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut intake = Intake {
             policy: self.policy.clone(),
             refused: 0,
         };
         let mut backoff = Backoff::redis();
+        let mut server: Option<String> = None;
         loop {
             let started = Instant::now();
-            let ended = self.session(&mut intake, &shutdown).await;
+            let ended = self.session(&mut intake, &mut server, &shutdown).await;
             backoff.session_ended(started.elapsed());
             match ended {
                 Ok(()) => return,
@@ -323,11 +343,37 @@ impl StreamListener {
         }
     }
 
-    /// One connection's worth of reading; `Ok` only at shutdown.
-    async fn session(&self, intake: &mut Intake, shutdown: &CancellationToken) -> Result<(), CacheError> {
+    /// One connection's worth of reading; `Ok` only at shutdown. `server` is the replication id of the server the
+    /// last session read from.
+    async fn session(
+        &self,
+        intake: &mut Intake,
+        server: &mut Option<String>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), CacheError> {
         // A blocking read must not outlast the connection's response timeout (redis-rs defaults to 500 ms), or every
         // idle read fails and reconnects. On a cluster, the stream's commands go to the stream's slot.
         let mut conn = Cache::own_connection(&self.redis, STREAM_BLOCK + STREAM_REPLY_MARGIN).await?;
+        let now = replication_id(&mut conn).await;
+        if let (Some(before), Some(now)) = (server.as_ref(), now.as_ref())
+            && before != now
+        {
+            metrics::record_gap();
+            warn!(
+                stream = %self.stream.name,
+                on_gap = ?self.on_gap,
+                "Redis is not the server the stream was read from (a failover, or a restart): entries it never \
+                 replicated may be lost; resyncing."
+            );
+            let allow = self.policy.borrow().allow.clone();
+            let actions = plan::gap_actions(self.on_gap, &self.invalidator.jobs(), &allow, &[]);
+            if !self.invalidator.recover("channel", actions, shutdown).await {
+                return Ok(());
+            }
+        }
+        if now.is_some() {
+            *server = now;
+        }
         let StreamSettings {
             name,
             group,
