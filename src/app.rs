@@ -241,14 +241,17 @@ impl Daemon {
             self.tracker.spawn("audit", auditor.run(self.shutdown.clone()));
         }
         let (policy, policy_rx) = watch::channel(Arc::new(config.channel_policy()));
-        let invalidator = Arc::new(Invalidator::new(
-            cache,
-            db.clone(),
-            self.jobs_rx.clone(),
-            self.triggers.clone(),
-            config.channel.max_keys_per_pattern,
-            self.health.clone(),
-        ));
+        let invalidator = Arc::new(
+            Invalidator::new(
+                cache,
+                db.clone(),
+                self.jobs_rx.clone(),
+                self.triggers.clone(),
+                config.channel.max_keys_per_pattern,
+                self.health.clone(),
+            )
+            .with_warmer(warmer.clone()),
+        );
         let producers = Producers {
             jobs: self.jobs_rx.clone(),
             triggers: self.triggers.clone(),

@@ -103,6 +103,8 @@ pub struct Invalidator {
     max_keys_per_pattern: u64,
     health: Health,
     origins: Origins,
+    /// Whose runs' ends the binlog's checkpoint waits for.
+    warmer: Option<Arc<crate::warm::Warmer>>,
 }
 
 impl Invalidator {
@@ -124,7 +126,19 @@ impl Invalidator {
             max_keys_per_pattern,
             health,
             origins: Origins::default(),
+            warmer: None,
         }
+    }
+
+    /// Reports warm runs' ends from `warmer` (see [`Invalidator::last_finished`]).
+    pub fn with_warmer(mut self, warmer: Arc<crate::warm::Warmer>) -> Self {
+        self.warmer = Some(warmer);
+        self
+    }
+
+    /// When the last run of `job` ended (succeeded or failed), if one has since this process started.
+    pub fn last_finished(&self, job: &str) -> Option<std::time::SystemTime> {
+        self.warmer.as_ref()?.stats(job).last.map(|last| last.finished_at)
     }
 
     /// The cache it writes to.

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::proxy::Proxy;
-use common::{Daemon, OwnRedis, TestEnv, eventually, following as start, get, metric, wait_for_admin};
+use common::{Daemon, OwnRedis, TestEnv, eventually, following as start, get, metric, text, wait_for_admin};
 use sqlx::Connection as _;
 
 const SCHEMA: &str = "CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL)";
@@ -712,4 +712,56 @@ async fn a_failover_under_a_stream_channel_is_a_gap_and_resynced() {
         daemon.log()
     );
     assert!(metric(&env, "cachewarden_channel_gaps_total").await >= 1.0);
+}
+
+#[tokio::test]
+async fn a_warm_run_a_change_asked_for_is_not_lost_to_a_kill_while_it_runs() {
+    let _binlog = common::binlog_shared();
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL);\nINSERT INTO t VALUES (1, 100)")
+        .await;
+    let p = env.prefix.clone();
+    let server_id = 10_000 + fastrand::u32(..1_000_000);
+    // A run takes two seconds: long enough to kill the daemon while it runs.
+    let body = format!(
+        "{}[channel]\nenabled = false\n\n[binlog]\nserver_id = {server_id}\ncheckpoint_key = \"{p}checkpoint\"\n\
+         heartbeat = \"1s\"\non_gap = \"none\"\n\n[[warm]]\nname = \"total\"\nschedule = \"0 0 0 1 1 *\"\n\
+         query = \"SELECT SUM(v) AS total FROM t WHERE SLEEP(2) = 0\"\nkey = \"{p}total\"\nttl = \"1h\"\n\n\
+         [[on_change]]\ntable = \"t\"\nwarm = [\"total\"]\n",
+        env.connection_toml()
+    );
+    let path = env.write_file("jobs.toml", &body);
+    let once = env
+        .cli()
+        .args(["run", "--once", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(once.status.success(), "{:?}", text(&once));
+    let total = || async { env.get_json(&format!("{p}total")).await.map(|v| v["total"].to_string()) };
+    assert_eq!(total().await.as_deref(), Some("\"100\""));
+
+    let mut daemon = start(&env, &body).await;
+    env.sql("UPDATE t SET v = v + 1").await;
+    // The change's run is asked for at once and takes two seconds: kill the daemon in the middle of it.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    daemon.signal("KILL");
+    daemon.exit_code(Duration::from_secs(10)).await;
+    assert_eq!(
+        total().await.as_deref(),
+        Some("\"100\""),
+        "the run was killed before it wrote"
+    );
+
+    let daemon = start(&env, &body).await;
+    let warmed = eventually(Duration::from_secs(15), || async {
+        total().await.filter(|total| total == "\"101\"")
+    })
+    .await;
+    assert!(
+        warmed.is_some(),
+        "the run the change asked for was lost with the kill: {:?}\n{}",
+        total().await,
+        daemon.log()
+    );
 }

@@ -269,11 +269,6 @@ impl Debounce {
         }
     }
 
-    /// Whether a trailing run waits: the changes that scheduled it are not warmed yet.
-    pub fn pending(&self) -> bool {
-        !self.trailing.is_empty()
-    }
-
     /// When the next trailing run is due.
     pub fn next_due(&self) -> Option<Instant> {
         self.trailing.values().min().copied()

@@ -25,9 +25,9 @@
 //!   The listener compares Redis's checkpoint with its own once a second while busy and at every heartbeat while
 //!   idle, and ends the session when they differ, so a loss is repaired within a heartbeat even when nothing else
 //!   failed (`cachewarden_binlog_checkpoint_rewinds_total`).
-//! - A stop or a crash while a debounced warm run waits for its window's end: the checkpoint is held at the last
-//!   position before the change that asked for it until the run is asked for, so the next start replays that change
-//!   and runs the job.
+//! - A stop or a crash before a warm run a change asked for has ended (waiting for its debounce window, or running):
+//!   the checkpoint is held at the last position before the change until a run of that job asked for after it has
+//!   ended (`holds`), so the next start replays that change and asks again.
 //! - A broken connection or a silent one (no event or heartbeat for twice the heartbeat period): reconnect with
 //!   backoff from the checkpoint; the backoff resets once a session has been healthy for a while.
 //! - Redis or MySQL down while applying: the batch is retried with backoff and nothing more is read meanwhile
@@ -41,12 +41,13 @@ mod batch;
 pub mod checkpoint;
 pub mod decode;
 mod gtid;
+mod holds;
 mod server;
 mod statements;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt as _;
 use mysql_async::BinlogStreamRequest;
@@ -85,6 +86,9 @@ const HEARD_RECORD_EVERY: Duration = Duration::from_secs(1);
 /// The checkpoint in Redis is compared with the position last saved at most this often (an idle stream: at each
 /// heartbeat): one GET, so that a Redis that lost writes is noticed within a second or a heartbeat.
 const CHECKPOINT_VERIFY_EVERY: Duration = Duration::from_secs(1);
+/// How often the warm runs the checkpoint waits for are looked up (a lock per waiting job): a checkpoint a little
+/// late costs nothing, and events come far more often.
+const HOLD_CHECK_EVERY: Duration = Duration::from_millis(50);
 /// A server that cannot be followed is looked at again this often.
 const DEFINITE_RETRY: Duration = Duration::from_secs(60);
 
@@ -109,10 +113,15 @@ struct SessionState {
     applied: Option<Position>,
     /// When the checkpoint in Redis was last compared with `applied`.
     verified: Option<Instant>,
-    /// A position applied but not saved, held back while a debounced warm run waits (a stop or a crash before the
-    /// run then replays the changes that asked for it, and the next start runs it), or while Redis is too full to
-    /// save it.
-    held: Option<Position>,
+    /// The newest position whose batch was applied: the checkpoint goes there unless a warm run holds it back
+    /// (`holds`) or Redis is too full to save it.
+    latest: Option<Position>,
+    /// The warm runs changes asked for and the checkpoint waits for (see `holds`).
+    holds: holds::Holds,
+    /// When `holds` was last compared with the warm runs' ends.
+    released: Option<Instant>,
+    /// The position after the last complete transaction read: what comes before the next change.
+    last_end: Option<Position>,
     /// Redis refused the last checkpoint for memory.
     full: bool,
     /// The session that just ended received an event (it was following, not failing to start).
@@ -262,22 +271,33 @@ impl BinlogListener {
         let mut heard_recorded: Option<Instant> = None;
         // The last position saved (or started from): where a failed stream was reading.
         let mut resumed_at = start.clone();
-        // Warm runs a logged statement asked for, requested once its deletes are applied (see `plan_statement`).
+        // Warm runs a logged statement asked for, requested once its deletes are applied (see `statements`); the
+        // checkpoint waits before the statement until they have run.
         let mut statement_warms: Vec<String> = Vec::new();
+        state.last_end = Some(start.clone());
         loop {
             let now = Instant::now();
             let due = state.debounce.due(now);
             for job in &due {
                 self.invalidator.warm(job, TriggerReason::Change);
             }
-            if !due.is_empty() && !state.debounce.pending() {
-                // Every change up to the held position has its run asked for now: it may be saved.
-                if let Some(position) = state.held.take() {
-                    match checkpoint::save(&self.settings.checkpoint, self.invalidator.cache(), &position).await {
-                        Ok(()) => state.applied = Some(position),
-                        Err(BinlogError::RedisFull(_)) => state.held = Some(position),
-                        Err(error) => return Err(error),
+            state.holds.fired(&due, SystemTime::now());
+            if state
+                .released
+                .is_none_or(|at| now.duration_since(at) >= HOLD_CHECK_EVERY)
+            {
+                state.released = Some(now);
+                let mut expired = Vec::new();
+                let finished = |job: &str| self.invalidator.last_finished(job);
+                if state.holds.release(finished, SystemTime::now(), &mut expired) {
+                    for job in expired {
+                        warn!(
+                            job,
+                            waited = ?holds::MAX_HOLD,
+                            "A warm run a change asked for has not ended; the binlog checkpoint no longer waits for it."
+                        );
                     }
+                    self.advance(state).await?;
                 }
             }
             batch.take_due(now);
@@ -384,7 +404,12 @@ impl BinlogListener {
                 Some(EventData::QueryEvent(query)) => {
                     let text = query.query();
                     if text != "BEGIN" {
-                        statement_warms.extend(statements::plan(&text, &query.schema(), self, &mut batch));
+                        for job in statements::plan(&text, &query.schema(), self, &mut batch) {
+                            if let Some(before) = &state.last_end {
+                                state.holds.deferred(&job, before);
+                            }
+                            statement_warms.push(job);
+                        }
                     }
                     text != "BEGIN"
                 }
@@ -396,12 +421,14 @@ impl BinlogListener {
                     gtids.record(gtid);
                 }
                 if log_pos > 0 {
-                    batch.checkpoint = Some(Position {
+                    let end = Position {
                         file: file.clone(),
                         pos: log_pos,
                         gtid: gtids.clone(),
                         server: Some(server.server_id),
-                    });
+                    };
+                    state.last_end = Some(end.clone());
+                    batch.checkpoint = Some(end);
                 }
                 // A batch this big is worth applying at once: waiting for more only delays what it holds. So is one
                 // with a statement's deletes, whose warm runs must come after them.
@@ -412,9 +439,11 @@ impl BinlogListener {
                     if !self.flush(&mut batch, state, shutdown).await? {
                         return Ok(());
                     }
-                    for job in statement_warms.drain(..) {
-                        self.invalidator.warm(&job, TriggerReason::Resync);
+                    for job in &statement_warms {
+                        self.invalidator.warm(job, TriggerReason::Resync);
                     }
+                    state.holds.fired(&statement_warms, SystemTime::now());
+                    statement_warms.clear();
                 }
             }
         }
@@ -462,6 +491,45 @@ impl BinlogListener {
             }
         }
         Ok(Some(start))
+    }
+
+    /// Saves the checkpoint as far as it may go: the newest applied position, held back before every change whose
+    /// warm run has not ended (`holds`). A full Redis refuses it: it waits (readiness says why), the stream goes on.
+    async fn advance(&self, state: &mut SessionState) -> Result<(), BinlogError> {
+        let Some(latest) = state.latest.clone() else {
+            return Ok(());
+        };
+        let position = state.holds.bound(latest);
+        if state.applied.as_ref().map(ToString::to_string) == Some(position.to_string()) {
+            return Ok(());
+        }
+        match checkpoint::save(&self.settings.checkpoint, self.invalidator.cache(), &position).await {
+            Ok(()) => {
+                if std::mem::take(&mut state.full) {
+                    self.health.set_stalled("redis_full", None);
+                }
+                state.applied = Some(position);
+                Ok(())
+            }
+            // The batch's deletes went through (a full Redis still deletes, and they free memory); the checkpoint
+            // waits for the next batch that can save one.
+            Err(BinlogError::RedisFull(message)) => {
+                if !state.full {
+                    warn!(error = %message, "Redis is full: the binlog checkpoint waits until it can be saved.");
+                }
+                state.full = true;
+                self.health.set_stalled(
+                    "redis_full",
+                    Some(
+                        "Redis is out of memory (maxmemory under noeviction): invalidations are plain deletes, the \
+                         binlog checkpoint waits"
+                            .into(),
+                    ),
+                );
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Compares the checkpoint in Redis with the position this listener last saved. A missing or different one means
@@ -546,8 +614,16 @@ impl BinlogListener {
                 for action in plan.actions {
                     match action {
                         Action::Warm(job) => {
-                            if state.debounce.admit(&job, rule.debounce, now) {
+                            // The checkpoint waits before this change until the run it asks for has ended.
+                            let admitted = state.debounce.admit(&job, rule.debounce, now);
+                            if admitted {
                                 self.invalidator.warm(&job, TriggerReason::Change);
+                            }
+                            if let Some(before) = &state.last_end {
+                                match admitted {
+                                    true => state.holds.asked(&job, before, SystemTime::now()),
+                                    false => state.holds.deferred(&job, before),
+                                }
                             }
                         }
                         action => batch.add(action, seen.as_ref(), now),
@@ -580,39 +656,9 @@ impl BinlogListener {
                 None => return Ok(false),
             }
         }
-        match checkpoint {
-            // A debounced run waits for changes of this batch or before: not past them yet.
-            Some(position) if state.debounce.pending() => state.held = Some(position),
-            Some(position) => {
-                match checkpoint::save(&self.settings.checkpoint, self.invalidator.cache(), &position).await {
-                    Ok(()) => {
-                        if state.held.take().is_some() || state.full {
-                            self.health.set_stalled("redis_full", None);
-                            state.full = false;
-                        }
-                        state.applied = Some(position);
-                    }
-                    // The batch's deletes went through (a full Redis still deletes, and they free memory); its
-                    // checkpoint waits for the next batch that can save one.
-                    Err(BinlogError::RedisFull(message)) => {
-                        if !state.full {
-                            warn!(error = %message, "Redis is full: the binlog checkpoint waits until it can be saved.");
-                        }
-                        state.full = true;
-                        self.health.set_stalled(
-                            "redis_full",
-                            Some(
-                                "Redis is out of memory (maxmemory under noeviction): invalidations are plain \
-                                 deletes, the binlog checkpoint waits"
-                                    .into(),
-                            ),
-                        );
-                        state.held = Some(position);
-                    }
-                    Err(error) => return Err(error),
-                }
-            }
-            None => {}
+        if let Some(position) = checkpoint {
+            state.latest = Some(position);
+            self.advance(state).await?;
         }
         metrics::record_binlog_batch(transactions, rows, ready.actions.len() as u64);
         let unix_now = metrics::unix_now().as_secs();
