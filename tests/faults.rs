@@ -608,7 +608,7 @@ async fn short_database_outages_one_after_another_do_not_push_the_binlog_retry_d
     let daemon = start(&env, &body).await;
     let p = env.prefix.clone();
     let mut conn = env.redis().await;
-    for round in 1..=4 {
+    for round in 1..=6 {
         // Down for 2 s: several reconnects fail each time.
         server.restart_after(Duration::from_secs(2));
         let key = format!("{p}p:{round}");
