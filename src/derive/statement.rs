@@ -27,30 +27,30 @@ pub enum Effect {
     Unreadable { kind: &'static str },
 }
 
-/// Statements that may change rows, by their first word: what an unreadable one is taken for.
-const ROW_CHANGING: &[(&str, &str)] = &[
-    ("TRUNCATE", "truncate"),
-    ("DROP", "drop"),
-    ("RENAME", "rename"),
-    ("INSERT", "statement_dml"),
-    ("REPLACE", "statement_dml"),
-    ("UPDATE", "statement_dml"),
-    ("DELETE", "statement_dml"),
-    ("LOAD", "statement_dml"),
+/// Statements that may change rows, by their first word and, where the first is not enough, the second (`DROP
+/// TABLE`, not `DROP USER`): what an unreadable one is taken for.
+const ROW_CHANGING: &[(&str, Option<&[&str]>, &str)] = &[
+    ("TRUNCATE", None, "truncate"),
+    ("DROP", Some(&["TABLE", "TABLES", "DATABASE", "SCHEMA"]), "drop"),
+    ("RENAME", Some(&["TABLE", "TABLES"]), "rename"),
+    ("INSERT", None, "statement_dml"),
+    ("REPLACE", None, "statement_dml"),
+    ("UPDATE", None, "statement_dml"),
+    ("DELETE", None, "statement_dml"),
+    ("LOAD", None, "statement_dml"),
 ];
 
 /// The effect of `sql` run with `database` as its default database.
 pub fn effect(sql: &str, database: &str) -> Effect {
-    let first = sql
-        .trim_start()
+    let mut words = sql
         .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or_default()
-        .to_ascii_uppercase();
+        .filter(|word| !word.is_empty())
+        .map(str::to_ascii_uppercase);
+    let (first, second) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
     let might_change_rows = ROW_CHANGING
         .iter()
-        .find(|(word, _)| *word == first)
-        .map(|(_, kind)| *kind);
+        .find(|(word, then, _)| *word == first && then.is_none_or(|then| then.contains(&second.as_str())))
+        .map(|(_, _, kind)| *kind);
     let is_partition_ddl = first == "ALTER" && sql.to_ascii_uppercase().contains("PARTITION");
     if might_change_rows.is_none() && !is_partition_ddl {
         return Effect::None;
@@ -219,6 +219,10 @@ mod tests {
             Effect::Unreadable { kind: "statement_dml" }
         );
         assert_eq!(effect("DROP VIEW v", "shop"), Effect::None);
+        // Other objects' statements, read or not, change no table's rows.
+        for sql in ["DROP USER 'cw'@'%'", "DROP EVENT e", "RENAME USER a TO b"] {
+            assert_eq!(effect(sql, "shop"), Effect::None, "{sql}");
+        }
         assert_eq!(
             effect("DROP DATABASE IF EXISTS `other`", "shop"),
             Effect::Emptied {

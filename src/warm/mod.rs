@@ -422,24 +422,38 @@ impl WarmRunner {
     }
 
     /// Runs until `shutdown` is cancelled or every trigger sender is gone.
+    ///
+    /// A job that fires while it runs is skipped — unless a change, a message or a gap asked for the run: the
+    /// running one may have read before that change, so the job runs once more when it ends (one rerun however many
+    /// asked meanwhile).
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut runs = JoinSet::new();
         let mut names = HashMap::new();
+        let mut reruns: HashMap<Arc<str>, TriggerReason> = HashMap::new();
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = heartbeat.tick() => self.liveness.beat("warm"),
-                Some(joined) = runs.join_next_with_id(), if !runs.is_empty() => report_join(&self.warmer, joined, &mut names),
+                Some(joined) = runs.join_next_with_id(), if !runs.is_empty() => {
+                    if let Some(job) = report_join(&self.warmer, joined, &mut names)
+                        && let Some(reason) = reruns.remove(&job)
+                    {
+                        self.start(&mut runs, &mut names, &job, reason, &mut reruns, &shutdown);
+                    }
+                }
                 trigger = self.triggers.recv() => match trigger {
-                    Some(Trigger::Warm { job, reason }) => self.start(&mut runs, &mut names, &job, reason, &shutdown),
+                    Some(Trigger::Warm { job, reason }) => {
+                        self.start(&mut runs, &mut names, &job, reason, &mut reruns, &shutdown)
+                    }
                     None => break,
                 },
             }
         }
         let drain = async {
             while let Some(joined) = runs.join_next_with_id().await {
+                // Reruns are not started at shutdown: the binlog replays the changes that asked for them.
                 report_join(&self.warmer, joined, &mut names);
             }
         };
@@ -455,6 +469,7 @@ impl WarmRunner {
         names: &mut HashMap<tokio::task::Id, Arc<str>>,
         name: &Arc<str>,
         reason: TriggerReason,
+        reruns: &mut HashMap<Arc<str>, TriggerReason>,
         shutdown: &CancellationToken,
     ) {
         let Some(job) = self.jobs.borrow().iter().find(|job| &job.name == name).cloned() else {
@@ -462,7 +477,15 @@ impl WarmRunner {
             return;
         };
         let Some(guard) = self.warmer.claim(&job.name) else {
-            warn!(job = %job.name, %reason, "Warm job is still running; this fire was skipped.");
+            if matches!(
+                reason,
+                TriggerReason::Change | TriggerReason::Message | TriggerReason::Resync
+            ) {
+                info!(job = %job.name, %reason, "Warm job is running; it runs again when this run ends.");
+                reruns.insert(job.name.clone(), reason);
+            } else {
+                warn!(job = %job.name, %reason, "Warm job is still running; this fire was skipped.");
+            }
             return;
         };
         let warmer = self.warmer.clone();
@@ -508,19 +531,16 @@ impl WarmRunner {
     }
 }
 
+/// Reports a run that ended (a panic as a failure); the job's name.
 fn report_join(
     warmer: &Warmer,
     joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
     names: &mut HashMap<tokio::task::Id, Arc<str>>,
-) {
+) -> Option<Arc<str>> {
     match joined {
-        Ok((id, ())) => {
-            names.remove(&id);
-        }
+        Ok((id, ())) => names.remove(&id),
         Err(error) => {
-            let Some(job) = names.remove(&error.id()) else {
-                return;
-            };
+            let job = names.remove(&error.id())?;
             if error.is_panic() {
                 let panic = panic_message(error.into_panic());
                 error!(job = %job, %panic, "Warm job panicked; other jobs go on.");
@@ -534,6 +554,7 @@ fn report_join(
                     });
                 });
             }
+            Some(job)
         }
     }
 }
