@@ -18,6 +18,7 @@
 //! - An explicit rule for the same job and table wins over a derived one.
 
 pub mod analyze;
+mod filter;
 pub mod report;
 pub mod statement;
 

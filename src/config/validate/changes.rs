@@ -372,14 +372,7 @@ impl Context {
                 None
             }
         };
-        let table = match raw.table.as_deref() {
-            Some(text) => match text.split_once('.') {
-                Some((db, table)) if !db.is_empty() && !table.is_empty() => Some((db.to_string(), table.to_string())),
-                None if !text.is_empty() => mysql.and_then(MysqlSettings::database).map(|db| (db, text.to_string())),
-                _ => None,
-            },
-            None => None,
-        };
+        let table = raw.table.as_deref().and_then(|text| qualified_table(text, mysql));
         if table.is_none() {
             fail(self, "needs `table`, the job's table, as \"database.table\"".into());
         }
@@ -395,21 +388,13 @@ impl Context {
                 "needs `on = { job_table_column = \"changed_table_column\" }`".into(),
             );
         }
-        let key = match raw.key.as_deref().map(KeyTemplate::parse) {
-            Some(Ok(key)) if !key.is_single_key() => Some(key),
-            Some(Ok(key)) => {
-                fail(self, format!("key \"{key}\" has no placeholders"));
-                None
-            }
-            Some(Err(message)) => {
-                fail(self, format!("key: {message}"));
-                None
-            }
-            None => {
-                fail(self, "needs `key`, the job's key over its table's columns".into());
-                None
-            }
-        };
+        let key = row_template(
+            raw.key.as_deref(),
+            "a lookup finds one key per row",
+            "the job's key over its table's columns",
+        )
+        .map_err(|message| fail(self, message))
+        .ok();
         let refresh = raw.refresh.unwrap_or(false);
         if let Some(job) = job
             && refresh
@@ -446,24 +431,13 @@ impl Context {
         let fail = |ctx: &mut Self, message: String| {
             ctx.problem(line, format!("{at}.project"), message);
         };
-        let key = match raw.key.as_deref().map(KeyTemplate::parse) {
-            Some(Ok(key)) if !key.is_single_key() => Some(key),
-            Some(Ok(key)) => {
-                fail(
-                    self,
-                    format!("key \"{key}\" has no placeholders: a projection writes one key per row"),
-                );
-                None
-            }
-            Some(Err(message)) => {
-                fail(self, format!("key: {message}"));
-                None
-            }
-            None => {
-                fail(self, "needs `key` (a template such as \"price:{id}\")".into());
-                None
-            }
-        };
+        let key = row_template(
+            raw.key.as_deref(),
+            "a projection writes one key per row",
+            "a template such as \"price:{id}\"",
+        )
+        .map_err(|message| fail(self, message))
+        .ok();
         let columns = match raw.columns {
             Some(columns) if !columns.is_empty() => Some(columns),
             _ => {
@@ -508,14 +482,10 @@ impl Context {
         field_line: Option<usize>,
         rule_line: Option<usize>,
     ) -> (String, String) {
-        let default_database = mysql.and_then(MysqlSettings::database);
         match table {
-            Some(text) => match text.split_once('.') {
-                Some((db, table)) if !db.is_empty() && !table.is_empty() => (db.to_string(), table.to_string()),
-                None if !text.is_empty() && default_database.is_some() => {
-                    (default_database.clone().unwrap_or_default(), text.to_string())
-                }
-                _ => {
+            Some(text) => match qualified_table(text, mysql) {
+                Some(table) => table,
+                None => {
                     self.problem(
                         field_line,
                         format!("{at}.table"),
@@ -533,6 +503,26 @@ impl Context {
                 (String::new(), String::new())
             }
         }
+    }
+}
+
+/// `"database.table"`, or `"table"` in `[mysql] url`'s database; `None` when it is neither.
+fn qualified_table(text: &str, mysql: Option<&MysqlSettings>) -> Option<(String, String)> {
+    match text.split_once('.') {
+        Some((db, table)) if !db.is_empty() && !table.is_empty() => Some((db.to_string(), table.to_string())),
+        None if !text.is_empty() => mysql.and_then(MysqlSettings::database).map(|db| (db, text.to_string())),
+        _ => None,
+    }
+}
+
+/// A key template naming one key per row (it has placeholders): `Err` says what is wrong — why one per row
+/// (`per_row`), or what to write (`missing`) when there is none.
+fn row_template(text: Option<&str>, per_row: &str, missing: &str) -> Result<KeyTemplate, String> {
+    match text.map(KeyTemplate::parse) {
+        Some(Ok(key)) if !key.is_single_key() => Ok(key),
+        Some(Ok(key)) => Err(format!("key \"{key}\" has no placeholders: {per_row}")),
+        Some(Err(message)) => Err(format!("key: {message}")),
+        None => Err(format!("needs `key`, {missing}")),
     }
 }
 

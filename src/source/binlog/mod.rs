@@ -3,8 +3,10 @@
 //!
 //! Owns the replication connection's event loop. The parts: `server` (start-up checks, positions, error kinds),
 //! `decode` (row images through the one value mapping), `batch` (coalescing by key, debounce), `checkpoint` (where
-//! to resume), `gtid` (GTID positions, MariaDB's and MySQL's). Planning is `plan::plan_change`; applying is the
-//! `invalidate` executor's.
+//! to resume), `gtid` (GTID positions, MariaDB's and MySQL's), `rows` (a rows event planned into the batch),
+//! `statements` (statements logged without rows), `holds` (the warm runs the checkpoint waits for), `resume` (where
+//! a session starts, how far the checkpoint goes). Planning is `plan::plan_change`; applying is the `invalidate`
+//! executor's.
 //!
 //! # Batches
 //! Row events are read as they arrive and gathered across transactions into one batch, coalesced by key (see
@@ -42,6 +44,8 @@ pub mod checkpoint;
 pub mod decode;
 mod gtid;
 mod holds;
+mod resume;
+mod rows;
 mod server;
 mod statements;
 
@@ -57,12 +61,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::config::{BinlogSettings, BinlogStart, ChangeRule};
+use crate::config::{BinlogSettings, ChangeRule};
 use crate::health::Health;
 use crate::invalidate::Invalidator;
 use crate::metrics;
-use crate::model::{RowChange, SeenRow, TriggerReason};
-use crate::plan::{self, Action};
+use crate::model::TriggerReason;
+use crate::plan;
 
 use batch::{Batch, Debounce};
 use checkpoint::Position;
@@ -83,9 +87,6 @@ pub const BATCH_WAIT: Duration = Duration::from_millis(10);
 pub const IDLE_GAP: Duration = Duration::from_millis(1);
 /// `cachewarden_binlog_last_heard_timestamp_seconds` is updated at most this often (not per event).
 const HEARD_RECORD_EVERY: Duration = Duration::from_secs(1);
-/// The checkpoint in Redis is compared with the position last saved at most this often (an idle stream: at each
-/// heartbeat): one GET, so that a Redis that lost writes is noticed within a second or a heartbeat.
-const CHECKPOINT_VERIFY_EVERY: Duration = Duration::from_secs(1);
 /// How often the warm runs the checkpoint waits for are looked up (a lock per waiting job): a checkpoint a little
 /// late costs nothing, and events come far more often.
 const HOLD_CHECK_EVERY: Duration = Duration::from_millis(50);
@@ -449,191 +450,6 @@ impl BinlogListener {
         }
     }
 
-    /// Where a session starts reading, saving it when it is new. After a purge, or with no checkpoint, the current
-    /// position is taken (and saved) *before* the `on_gap` recovery starts, so every change committed during the
-    /// recovery is read afterwards. `None` when shutdown interrupted the recovery.
-    async fn start_position(
-        &self,
-        current: Position,
-        shutdown: &CancellationToken,
-        state: &mut SessionState,
-    ) -> Result<Option<Position>, BinlogError> {
-        let cache = self.invalidator.cache();
-        if state.resume_from_current {
-            checkpoint::save(&self.settings.checkpoint, cache, &current).await?;
-            state.resume_from_current = false;
-            state.applied = Some(current.clone());
-            return Ok(self.recover(shutdown).await.then_some(current));
-        }
-        let saved = checkpoint::load(&self.settings.checkpoint, cache).await?;
-        if let Some(start) = checkpoint::resume_from(saved, state.applied.take()) {
-            if start.lost {
-                // Saved again at once: the next Redis loss must not find it missing as well.
-                checkpoint::save(&self.settings.checkpoint, cache, &start.position).await?;
-            }
-            state.applied = Some(start.position.clone());
-            return Ok(Some(start.position));
-        }
-        let start = match &self.settings.start {
-            BinlogStart::At { file, pos } => Position::at(file.clone(), *pos),
-            BinlogStart::Current => current,
-        };
-        checkpoint::save(&self.settings.checkpoint, cache, &start).await?;
-        state.applied = Some(start.clone());
-        if matches!(self.settings.start, BinlogStart::Current) {
-            warn!(
-                position = %start,
-                "No binlog checkpoint: starting at the current position; recovering what the rules cover."
-            );
-            metrics::record_binlog_gap();
-            if !self.recover(shutdown).await {
-                return Ok(None);
-            }
-        }
-        Ok(Some(start))
-    }
-
-    /// Saves the checkpoint as far as it may go: the newest applied position, held back before every change whose
-    /// warm run has not ended (`holds`). A full Redis refuses it: it waits (readiness says why), the stream goes on.
-    async fn advance(&self, state: &mut SessionState) -> Result<(), BinlogError> {
-        let Some(latest) = state.latest.clone() else {
-            return Ok(());
-        };
-        let position = state.holds.bound(latest);
-        if state.applied.as_ref().map(ToString::to_string) == Some(position.to_string()) {
-            return Ok(());
-        }
-        match checkpoint::save(&self.settings.checkpoint, self.invalidator.cache(), &position).await {
-            Ok(()) => {
-                if std::mem::take(&mut state.full) {
-                    self.health.set_stalled("redis_full", None);
-                }
-                state.applied = Some(position);
-                Ok(())
-            }
-            // The batch's deletes went through (a full Redis still deletes, and they free memory); the checkpoint
-            // waits for the next batch that can save one.
-            Err(BinlogError::RedisFull(message)) => {
-                if !state.full {
-                    warn!(error = %message, "Redis is full: the binlog checkpoint waits until it can be saved.");
-                }
-                state.full = true;
-                self.health.set_stalled(
-                    "redis_full",
-                    Some(
-                        "Redis is out of memory (maxmemory under noeviction): invalidations are plain deletes, the \
-                         binlog checkpoint waits"
-                            .into(),
-                    ),
-                );
-                Ok(())
-            }
-            Err(error) => Err(error),
-        }
-    }
-
-    /// Compares the checkpoint in Redis with the position this listener last saved. A missing or different one means
-    /// Redis lost writes — a restart without persistence, an evicted key, a failover to a replica that was behind —
-    /// and with them, maybe, invalidations: the session ends, and the next resumes from the earlier of the two
-    /// ([`resume_from`]), applying again what Redis may have lost.
-    async fn verify_checkpoint(&self, state: &mut SessionState) -> Result<(), BinlogError> {
-        if !matches!(self.settings.checkpoint, crate::config::CheckpointStore::Redis(_))
-            || state.verified.is_some_and(|at| at.elapsed() < CHECKPOINT_VERIFY_EVERY)
-        {
-            return Ok(());
-        }
-        state.verified = Some(Instant::now());
-        let Some(applied) = &state.applied else { return Ok(()) };
-        let saved = checkpoint::load(&self.settings.checkpoint, self.invalidator.cache()).await?;
-        // Compared as saved (text): a GTID set read back need not be built the same way as the one in memory.
-        if saved.as_ref().map(ToString::to_string) == Some(applied.to_string()) {
-            return Ok(());
-        }
-        let holds = saved.map_or_else(|| "none".to_string(), |saved| saved.to_string());
-        Err(BinlogError::Transient(format!(
-            "Redis no longer holds the checkpoint saved at {applied} (it holds {holds}): it lost writes; \
-             resuming from the earlier of the two"
-        )))
-    }
-
-    /// Plans the rows of one rows event into `batch` (and debounced warm runs).
-    fn plan_rows(
-        &self,
-        rows: &mysql_async::binlog::events::RowsEventData<'_>,
-        tme: &mysql_async::binlog::events::TableMapEvent<'_>,
-        committed_at: u32,
-        batch: &mut Batch,
-        state: &mut SessionState,
-    ) -> Result<(), BinlogError> {
-        let (database, table) = (tme.database_name(), tme.table_name());
-        let rules: Vec<(usize, &ChangeRule)> = self
-            .rules
-            .iter()
-            .enumerate()
-            .filter(|(_, rule)| rule.database == database && rule.table == table)
-            .collect();
-        if rules.is_empty() {
-            return Ok(());
-        }
-        let shape = decode::TableShape::of(tme);
-        let projects = rules.iter().any(|(_, rule)| rule.project.is_some());
-        let refreshes = rules
-            .iter()
-            .any(|(_, rule)| !rule.refresh.is_empty() || rule.lookup.is_some());
-        let table_name: Arc<str> = Arc::from(format!("{database}.{table}"));
-        let now = Instant::now();
-        for row in rows.rows(tme) {
-            let (before, after) = row.map_err(|e| BinlogError::Transient(format!("undecodable row event: {e}")))?;
-            let before = before.as_ref().map(|row| decode::decode_row(row, &shape));
-            let after = after.as_ref().map(|row| decode::decode_row(row, &shape));
-            let change = row_change(before.as_ref(), after.as_ref(), projects);
-            batch.rows += 1;
-            batch.started.get_or_insert(now);
-            let seen = match (&change.after, refreshes) {
-                (Some(image), true) => Some(SeenRow {
-                    table: table_name.clone(),
-                    image: image.clone(),
-                    committed_at,
-                }),
-                _ => None,
-            };
-            for (index, rule) in &rules {
-                let plan = plan::plan_change(rule, &change);
-                for column in &plan.missing_columns {
-                    metrics::record_binlog_rule_error(&table_name);
-                    if state.reported_missing.insert((*index, column.clone())) {
-                        error!(
-                            table = %table_name,
-                            rule = index + 1,
-                            column,
-                            "An [[on_change]] template names a column the table does not have (dropped or renamed?); \
-                             its keys cannot be rendered and are skipped. Fix the rule."
-                        );
-                    }
-                }
-                for action in plan.actions {
-                    match action {
-                        Action::Warm(job) => {
-                            // The checkpoint waits before this change until the run it asks for has ended.
-                            let admitted = state.debounce.admit(&job, rule.debounce, now);
-                            if admitted {
-                                self.invalidator.warm(&job, TriggerReason::Change);
-                            }
-                            if let Some(before) = &state.last_end {
-                                match admitted {
-                                    true => state.holds.asked(&job, before, SystemTime::now()),
-                                    false => state.holds.deferred(&job, before),
-                                }
-                            }
-                        }
-                        action => batch.add(action, seen.as_ref(), now),
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Applies the batch and then saves its checkpoint; refreshes whose read did not show their change are deferred
     /// (see `batch`). `false` when shutdown interrupted it (nothing is saved: the batch is read again next time).
     async fn flush(
@@ -697,30 +513,5 @@ impl BinlogListener {
             .collect();
         let actions = plan::gap_actions(self.settings.on_gap, &self.invalidator.jobs(), &patterns, &named);
         self.invalidator.recover("binlog", actions, shutdown).await
-    }
-}
-
-/// Both images of a changed row as key text, which columns differ between them (as key text: the one value
-/// mapping), and the after image as JSON when a rule projects.
-fn row_change(
-    before: Option<&decode::DecodedRow<'_>>,
-    after: Option<&decode::DecodedRow<'_>>,
-    json: bool,
-) -> RowChange {
-    let before_image = before.map(decode::DecodedRow::image);
-    let after_image = after.map(decode::DecodedRow::image);
-    let changed = match (&before_image, &after_image) {
-        (Some(before), Some(after)) => before
-            .iter()
-            .filter(|(column, value)| after.get(*column) != Some(value))
-            .map(|(column, _)| column.clone())
-            .collect(),
-        _ => Vec::new(),
-    };
-    RowChange {
-        before: before_image.map(Arc::new),
-        after: after_image.map(Arc::new),
-        changed,
-        after_json: after.filter(|_| json).map(decode::DecodedRow::json),
     }
 }

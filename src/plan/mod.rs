@@ -11,14 +11,16 @@
 //! - JSON, `{"delete": [...], "patterns": [...], "refresh": [...], "warm": [...]}`, every field optional but at
 //!   least one non-empty, no other fields.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::glob::{allow_pattern, glob_match};
-use std::sync::Arc;
+mod change;
 
-use crate::model::{ChangeRule, KeyPart, KeyTemplate, OnGap, ReverseLookup, RowChange, RowImage, SeenRow, WarmJob};
+pub use change::{ChangePlan, is_pattern, plan_change, render_from_image};
+
+use crate::glob::{allow_pattern, glob_match};
+use crate::model::{OnGap, ReverseLookup, SeenRow, WarmJob};
 
 /// One thing a message asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -220,217 +222,6 @@ fn check_key(key: &str, policy: &Policy) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// What a row change asks of the cache under one rule.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ChangePlan {
-    pub actions: Vec<Action>,
-    /// Placeholders naming columns the row does not have (dropped by an ALTER TABLE, or a typo): reported, skipped.
-    pub missing_columns: Vec<String>,
-}
-
-/// Plans the cache actions for one changed row under `rule`.
-///
-/// Both images count: a `delete` template is deleted for the old and the new row, so a changed key column
-/// invalidates the old key too; a `refresh` template is refreshed for the new row and, when its key moved, the old
-/// key is deleted; a deleted row deletes its refresh keys. `when_changed` ignores updates that touch none of its
-/// columns. (Long on purpose: one block per kind of action, in the order the module docs describe them.)
-pub fn plan_change(rule: &ChangeRule, change: &RowChange) -> ChangePlan {
-    let mut plan = ChangePlan::default();
-    let is_update = change.before.is_some() && change.after.is_some();
-    if is_update
-        && !rule.when_changed.is_empty()
-        && !change.changed.iter().any(|column| rule.when_changed.contains(column))
-    {
-        return plan;
-    }
-    let push = |plan: &mut ChangePlan, action: Action| {
-        if !plan.actions.contains(&action) {
-            plan.actions.push(action);
-        }
-    };
-    let images = [change.before.as_ref(), change.after.as_ref()];
-    for template in &rule.delete {
-        // A template with a wildcard of its own is a pattern, and a row's values go into it escaped: a value `*`
-        // or `ga[mx]ma` must match only itself, never widen the delete. Without one, a value is a literal key.
-        let pattern = is_pattern(template);
-        for image in images.iter().flatten() {
-            match render_into(template, image, pattern) {
-                Ok(Some(key)) if pattern => push(&mut plan, Action::DeletePattern(key)),
-                Ok(Some(key)) => push(&mut plan, Action::Delete(key)),
-                Ok(None) => {}
-                Err(column) => note_missing(&mut plan, column),
-            }
-        }
-    }
-    for template in &rule.refresh {
-        let old = change.before.as_ref().map(|image| render_from_image(template, image));
-        let new = change.after.as_ref().map(|image| render_from_image(template, image));
-        match (&old, &new) {
-            (Some(Err(column)), _) | (_, Some(Err(column))) => {
-                note_missing(&mut plan, column.clone());
-                continue;
-            }
-            _ => {}
-        }
-        let old = old.and_then(Result::ok).flatten();
-        let new = new.and_then(Result::ok).flatten();
-        if let Some(old) = &old
-            && new.as_ref() != Some(old)
-        {
-            push(&mut plan, Action::Delete(old.clone()));
-        }
-        if let Some(new) = new {
-            // A row outside the filter has no key: delete it. One the image cannot decide is read again when the
-            // read applies the filter, else deleted.
-            let keep = match (&rule.filter, &change.after) {
-                (Some(filter), Some(after)) => match filter.predicate.eval(after) {
-                    crate::predicate::Truth::True => true,
-                    crate::predicate::Truth::Unknown => filter.read_decides,
-                    crate::predicate::Truth::False | crate::predicate::Truth::Null => false,
-                },
-                _ => true,
-            };
-            push(
-                &mut plan,
-                if keep {
-                    Action::Refresh(new)
-                } else {
-                    Action::Delete(new)
-                },
-            );
-        }
-    }
-    if let Some(projection) = &rule.project {
-        let old = change
-            .before
-            .as_ref()
-            .map(|image| render_from_image(&projection.key, image));
-        let new = change
-            .after
-            .as_ref()
-            .map(|image| render_from_image(&projection.key, image));
-        for result in [&old, &new].into_iter().flatten() {
-            if let Err(column) = result {
-                note_missing(&mut plan, column.clone());
-            }
-        }
-        let old = old.and_then(Result::ok).flatten();
-        let new = new.and_then(Result::ok).flatten();
-        if let Some(old) = &old
-            && new.as_ref() != Some(old)
-        {
-            push(&mut plan, Action::Delete(old.clone()));
-        }
-        if let (Some(key), Some(json)) = (new, &change.after_json) {
-            match project_value(&projection.columns, json) {
-                Ok(value) => push(
-                    &mut plan,
-                    Action::Set {
-                        key,
-                        value: projection.encoding.encode(value),
-                        ttl: projection.ttl.pick(crate::model::Jitter::None, 0.0),
-                    },
-                ),
-                Err(column) => note_missing(&mut plan, column),
-            }
-        }
-    }
-    if let Some(reverse) = &rule.lookup {
-        // NULL never joins: an image with a NULL join column reaches no row.
-        for image in images.iter().flatten() {
-            let values: Option<Vec<String>> = reverse
-                .links
-                .iter()
-                .map(|(column, _)| match image.get(column) {
-                    None => {
-                        note_missing(&mut plan, column.clone());
-                        None
-                    }
-                    Some(value) => value.clone(),
-                })
-                .collect();
-            if let Some(values) = values {
-                push(
-                    &mut plan,
-                    Action::Lookup(Lookup {
-                        reverse: reverse.clone(),
-                        values,
-                        seen: None,
-                    }),
-                );
-            }
-        }
-    }
-    for job in &rule.warm {
-        push(&mut plan, Action::Warm(job.clone()));
-    }
-    plan
-}
-
-/// The JSON object of `columns` (in that order) from a row's JSON values, or the first missing column.
-fn project_value(columns: &[String], json: &HashMap<String, Vec<u8>>) -> Result<Vec<u8>, String> {
-    let mut value = vec![b'{'];
-    for (i, column) in columns.iter().enumerate() {
-        let cell = json.get(column).ok_or_else(|| column.clone())?;
-        if i > 0 {
-            value.push(b',');
-        }
-        crate::value::write_json_string(&mut value, column);
-        value.push(b':');
-        value.extend_from_slice(cell);
-    }
-    value.push(b'}');
-    Ok(value)
-}
-
-fn note_missing(plan: &mut ChangePlan, column: String) {
-    if !plan.missing_columns.contains(&column) {
-        plan.missing_columns.push(column);
-    }
-}
-
-/// Whether a key template's own text holds a Redis wildcard (`category:{id}:*`): it names a pattern.
-pub fn is_pattern(template: &KeyTemplate) -> bool {
-    template
-        .parts()
-        .iter()
-        .any(|part| matches!(part, KeyPart::Literal(text) if text.contains(['*', '?', '['])))
-}
-
-/// [`render_from_image`], with the row's values glob-escaped when the template is a pattern.
-fn render_into(template: &KeyTemplate, image: &RowImage, pattern: bool) -> Result<Option<String>, String> {
-    render_with(template, image, |value, key| match pattern {
-        true => key.push_str(&crate::glob::escape_glob(value)),
-        false => key.push_str(value),
-    })
-}
-
-/// The key `template` names for `image`: `Ok(None)` when a placeholder column is NULL, `Err(column)` when the row
-/// has no such column.
-pub fn render_from_image(template: &KeyTemplate, image: &RowImage) -> Result<Option<String>, String> {
-    render_with(template, image, |value, key| key.push_str(value))
-}
-
-/// The one rendering loop: literals as they are, each placeholder's value through `put`.
-fn render_with(
-    template: &KeyTemplate,
-    image: &RowImage,
-    put: impl Fn(&str, &mut String),
-) -> Result<Option<String>, String> {
-    let mut key = String::new();
-    for part in template.parts() {
-        match part {
-            KeyPart::Literal(text) => key.push_str(text),
-            KeyPart::Column(name) => match image.get(name) {
-                None => return Err(name.clone()),
-                Some(None) => return Ok(None),
-                Some(Some(value)) => put(value, &mut key),
-            },
-        }
-    }
-    Ok(Some(key))
-}
-
 /// The recovery after a gap, for a source whose changes may touch the keys `patterns` cover and run the jobs
 /// `named`: per `on_gap`, warm every enabled job whose keys they cover (or that is named), delete every key they
 /// cover, or nothing. One planner for the channel (its allow-list) and the binlog (its rules' templates and jobs).
@@ -469,6 +260,9 @@ pub fn gap_actions(on_gap: OnGap, jobs: &[WarmJob], patterns: &[String], named: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+
+    use crate::model::{ChangeRule, KeyTemplate, RowChange, RowImage};
 
     fn policy() -> Policy {
         Policy {

@@ -1,0 +1,126 @@
+//! Where the listener's sessions start and how far its checkpoint goes: the start position (a saved checkpoint,
+//! the position in memory, or the current one after a gap), saving the checkpoint as far as the warm runs it waits
+//! for allow, and noticing when Redis lost or rolled it back (see the `# Failure` notes of the module above).
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::checkpoint::{self, Position};
+use super::{BinlogError, BinlogListener, SessionState};
+use crate::config::BinlogStart;
+use crate::metrics;
+
+/// The checkpoint in Redis is compared with the position last saved at most this often (an idle stream: at each
+/// heartbeat): one GET, so that a Redis that lost writes is noticed within a second or a heartbeat.
+const CHECKPOINT_VERIFY_EVERY: Duration = Duration::from_secs(1);
+
+impl BinlogListener {
+    /// Where a session starts reading, saving it when it is new. After a purge, or with no checkpoint, the current
+    /// position is taken (and saved) *before* the `on_gap` recovery starts, so every change committed during the
+    /// recovery is read afterwards. `None` when shutdown interrupted the recovery.
+    pub(super) async fn start_position(
+        &self,
+        current: Position,
+        shutdown: &CancellationToken,
+        state: &mut SessionState,
+    ) -> Result<Option<Position>, BinlogError> {
+        let cache = self.invalidator.cache();
+        if state.resume_from_current {
+            checkpoint::save(&self.settings.checkpoint, cache, &current).await?;
+            state.resume_from_current = false;
+            state.applied = Some(current.clone());
+            return Ok(self.recover(shutdown).await.then_some(current));
+        }
+        let saved = checkpoint::load(&self.settings.checkpoint, cache).await?;
+        if let Some(start) = checkpoint::resume_from(saved, state.applied.take()) {
+            if start.lost {
+                // Saved again at once: the next Redis loss must not find it missing as well.
+                checkpoint::save(&self.settings.checkpoint, cache, &start.position).await?;
+            }
+            state.applied = Some(start.position.clone());
+            return Ok(Some(start.position));
+        }
+        let start = match &self.settings.start {
+            BinlogStart::At { file, pos } => Position::at(file.clone(), *pos),
+            BinlogStart::Current => current,
+        };
+        checkpoint::save(&self.settings.checkpoint, cache, &start).await?;
+        state.applied = Some(start.clone());
+        if matches!(self.settings.start, BinlogStart::Current) {
+            warn!(
+                position = %start,
+                "No binlog checkpoint: starting at the current position; recovering what the rules cover."
+            );
+            metrics::record_binlog_gap();
+            if !self.recover(shutdown).await {
+                return Ok(None);
+            }
+        }
+        Ok(Some(start))
+    }
+
+    /// Saves the checkpoint as far as it may go: the newest applied position, held back before every change whose
+    /// warm run has not ended (`holds`). A full Redis refuses it: it waits (readiness says why), the stream goes on.
+    pub(super) async fn advance(&self, state: &mut SessionState) -> Result<(), BinlogError> {
+        let Some(latest) = state.latest.clone() else {
+            return Ok(());
+        };
+        let position = state.holds.bound(latest);
+        if state.applied.as_ref().map(ToString::to_string) == Some(position.to_string()) {
+            return Ok(());
+        }
+        match checkpoint::save(&self.settings.checkpoint, self.invalidator.cache(), &position).await {
+            Ok(()) => {
+                if std::mem::take(&mut state.full) {
+                    self.health.set_stalled("redis_full", None);
+                }
+                state.applied = Some(position);
+                Ok(())
+            }
+            // The batch's deletes went through (a full Redis still deletes, and they free memory); the checkpoint
+            // waits for the next batch that can save one.
+            Err(BinlogError::RedisFull(message)) => {
+                if !state.full {
+                    warn!(error = %message, "Redis is full: the binlog checkpoint waits until it can be saved.");
+                }
+                state.full = true;
+                self.health.set_stalled(
+                    "redis_full",
+                    Some(
+                        "Redis is out of memory (maxmemory under noeviction): invalidations are plain deletes, the \
+                         binlog checkpoint waits"
+                            .into(),
+                    ),
+                );
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Compares the checkpoint in Redis with the position this listener last saved. A missing or different one means
+    /// Redis lost writes — a restart without persistence, an evicted key, a failover to a replica that was behind —
+    /// and with them, maybe, invalidations: the session ends, and the next resumes from the earlier of the two
+    /// ([`resume_from`]), applying again what Redis may have lost.
+    pub(super) async fn verify_checkpoint(&self, state: &mut SessionState) -> Result<(), BinlogError> {
+        if !matches!(self.settings.checkpoint, crate::config::CheckpointStore::Redis(_))
+            || state.verified.is_some_and(|at| at.elapsed() < CHECKPOINT_VERIFY_EVERY)
+        {
+            return Ok(());
+        }
+        state.verified = Some(Instant::now());
+        let Some(applied) = &state.applied else { return Ok(()) };
+        let saved = checkpoint::load(&self.settings.checkpoint, self.invalidator.cache()).await?;
+        // Compared as saved (text): a GTID set read back need not be built the same way as the one in memory.
+        if saved.as_ref().map(ToString::to_string) == Some(applied.to_string()) {
+            return Ok(());
+        }
+        let holds = saved.map_or_else(|| "none".to_string(), |saved| saved.to_string());
+        Err(BinlogError::Transient(format!(
+            "Redis no longer holds the checkpoint saved at {applied} (it holds {holds}): it lost writes; \
+             resuming from the earlier of the two"
+        )))
+    }
+}

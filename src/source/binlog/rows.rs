@@ -1,0 +1,119 @@
+//! A rows event's changed rows planned into a batch: both images decoded through the one value mapping, each
+//! rule's actions (`plan::plan_change`) gathered, warm runs debounced and held (see `holds`).
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tracing::error;
+
+use super::batch::Batch;
+use super::{BinlogError, BinlogListener, SessionState, decode};
+use crate::config::ChangeRule;
+use crate::metrics;
+use crate::model::{RowChange, SeenRow, TriggerReason};
+use crate::plan::{self, Action};
+
+impl BinlogListener {
+    /// Plans the rows of one rows event into `batch` (and debounced warm runs).
+    pub(super) fn plan_rows(
+        &self,
+        rows: &mysql_async::binlog::events::RowsEventData<'_>,
+        tme: &mysql_async::binlog::events::TableMapEvent<'_>,
+        committed_at: u32,
+        batch: &mut Batch,
+        state: &mut SessionState,
+    ) -> Result<(), BinlogError> {
+        let (database, table) = (tme.database_name(), tme.table_name());
+        let rules: Vec<(usize, &ChangeRule)> = self
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, rule)| rule.database == database && rule.table == table)
+            .collect();
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let shape = decode::TableShape::of(tme);
+        let projects = rules.iter().any(|(_, rule)| rule.project.is_some());
+        let refreshes = rules
+            .iter()
+            .any(|(_, rule)| !rule.refresh.is_empty() || rule.lookup.is_some());
+        let table_name: Arc<str> = Arc::from(format!("{database}.{table}"));
+        let now = Instant::now();
+        for row in rows.rows(tme) {
+            let (before, after) = row.map_err(|e| BinlogError::Transient(format!("undecodable row event: {e}")))?;
+            let before = before.as_ref().map(|row| decode::decode_row(row, &shape));
+            let after = after.as_ref().map(|row| decode::decode_row(row, &shape));
+            let change = row_change(before.as_ref(), after.as_ref(), projects);
+            batch.rows += 1;
+            batch.started.get_or_insert(now);
+            let seen = match (&change.after, refreshes) {
+                (Some(image), true) => Some(SeenRow {
+                    table: table_name.clone(),
+                    image: image.clone(),
+                    committed_at,
+                }),
+                _ => None,
+            };
+            for (index, rule) in &rules {
+                let plan = plan::plan_change(rule, &change);
+                for column in &plan.missing_columns {
+                    metrics::record_binlog_rule_error(&table_name);
+                    if state.reported_missing.insert((*index, column.clone())) {
+                        error!(
+                            table = %table_name,
+                            rule = index + 1,
+                            column,
+                            "An [[on_change]] template names a column the table does not have (dropped or renamed?); \
+                             its keys cannot be rendered and are skipped. Fix the rule."
+                        );
+                    }
+                }
+                for action in plan.actions {
+                    match action {
+                        Action::Warm(job) => {
+                            // The checkpoint waits before this change until the run it asks for has ended.
+                            let admitted = state.debounce.admit(&job, rule.debounce, now);
+                            if admitted {
+                                self.invalidator.warm(&job, TriggerReason::Change);
+                            }
+                            if let Some(before) = &state.last_end {
+                                match admitted {
+                                    true => state.holds.asked(&job, before, SystemTime::now()),
+                                    false => state.holds.deferred(&job, before),
+                                }
+                            }
+                        }
+                        action => batch.add(action, seen.as_ref(), now),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Both images of a changed row as key text, which columns differ between them (as key text: the one value
+/// mapping), and the after image as JSON when a rule projects.
+fn row_change(
+    before: Option<&decode::DecodedRow<'_>>,
+    after: Option<&decode::DecodedRow<'_>>,
+    json: bool,
+) -> RowChange {
+    let before_image = before.map(decode::DecodedRow::image);
+    let after_image = after.map(decode::DecodedRow::image);
+    let changed = match (&before_image, &after_image) {
+        (Some(before), Some(after)) => before
+            .iter()
+            .filter(|(column, value)| after.get(*column) != Some(value))
+            .map(|(column, _)| column.clone())
+            .collect(),
+        _ => Vec::new(),
+    };
+    RowChange {
+        before: before_image.map(Arc::new),
+        after: after_image.map(Arc::new),
+        changed,
+        after_json: after.filter(|_| json).map(decode::DecodedRow::json),
+    }
+}
