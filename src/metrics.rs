@@ -107,6 +107,10 @@ fn describe() {
     );
     describe_counter!("cachewarden_config_reloads_total", "Configuration reloads by outcome.");
     describe_counter!(
+        "cachewarden_admin_connections_shed_total",
+        "Admin connections closed at the connection cap to make room for new ones."
+    );
+    describe_counter!(
         "cachewarden_channel_messages_total",
         "Invalidation messages by outcome (applied, refused)."
     );
@@ -251,7 +255,11 @@ pub fn initialise(configured: &Configured<'_>) {
         gauge!("cachewarden_consistency_ratio", "warm_job" => job.clone()).set(1.0);
         counter!("cachewarden_stale_keys_total", "warm_job" => job).increment(0);
     }
-    for name in ["cachewarden_redis_errors_total", "cachewarden_mysql_errors_total"] {
+    for name in [
+        "cachewarden_redis_errors_total",
+        "cachewarden_mysql_errors_total",
+        "cachewarden_admin_connections_shed_total",
+    ] {
         counter!(name).increment(0);
     }
     gauge!("cachewarden_redis_up").set(0.0);
@@ -540,6 +548,11 @@ pub fn record_lookup_keys(job: &str, keys: u64) {
 /// Counts a job re-run instead of a derived join rule's lookup (`fanout`: over max_fanout; `query_refused`).
 pub fn record_lookup_rewarm(job: &str, reason: &'static str) {
     counter!("cachewarden_binlog_lookup_rewarms_total", "warm_job" => job.to_string(), "reason" => reason).increment(1);
+}
+
+/// Counts an admin connection closed at the cap to make room (or refused, every open one being busy).
+pub fn record_admin_shed() {
+    counter!("cachewarden_admin_connections_shed_total").increment(1);
 }
 
 pub fn record_refresh_given_up(reason: &'static str) {

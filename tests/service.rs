@@ -523,6 +523,63 @@ fn the_shipped_unit_rates_ok_in_systemd_analyze_security() {
 }
 
 #[tokio::test]
+async fn slow_clients_that_reconnect_at_once_never_keep_a_health_check_out() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE t (id INT PRIMARY KEY)").await;
+    let config = env.config_file(&job(&env, "j", "SELECT id FROM t", "0 0 0 1 1 *", ""));
+    let mut daemon = Daemon::start(&env, &config, &[], &[]);
+    wait_for_admin(&env).await;
+
+    // 70 clients (more than the 64 connections the endpoint holds) each send half a request and, whenever the daemon
+    // closes them, connect again at once.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..70 {
+        let (addr, stop) = (env.admin_addr(), stop.clone());
+        clients.spawn(async move {
+            while !stop.is_cancelled() {
+                let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+                    continue;
+                };
+                let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+                let mut buffer = [0u8; 64];
+                tokio::select! {
+                    _ = stream.read(&mut buffer) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // A health check every 100 ms for 7 s (past the 5 s header timeout): every one answered.
+    let mut answered = 0;
+    for _ in 0..70 {
+        let check = tokio::time::timeout(Duration::from_secs(2), get(&env, "/healthz")).await;
+        if matches!(check, Ok(Some(ref response)) if response.status == 200) {
+            answered += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    while clients.join_next().await.is_some() {}
+    assert_eq!(
+        answered,
+        70,
+        "health checks answered under the flood:\n{}",
+        daemon.log()
+    );
+    assert!(common::metric(&env, "cachewarden_admin_connections_shed_total").await > 0.0);
+    assert!(
+        daemon.log().contains("at its connection cap"),
+        "shedding is logged at WARN:\n{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.stop().await, Some(0));
+}
+
+#[tokio::test]
 async fn a_thousand_slow_admin_clients_are_capped_and_cut_off_while_invalidations_go_on() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let env = TestEnv::new().await;

@@ -14,9 +14,12 @@
 //! | `GET /ha`                | JSON: with `[ha]`, this instance's role, the leader and its lease age; else 404 |
 //! | `POST /jobs/{name}/run`  | 202 queued, 404 unknown job, 409 already running or this instance is the standby, 503 queue full |
 
+mod gate;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
@@ -58,7 +61,7 @@ pub struct AdminServer {
     state: AdminState,
 }
 
-/// Admin connections served at once; more are closed as they arrive (metrics scrapers and probes need a few).
+/// Admin connections open at once; at the cap a waiting one is shed for each new one (see `gate`).
 const MAX_CONNECTIONS: usize = 64;
 /// A client must send its request headers within this.
 const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -85,11 +88,16 @@ impl AdminServer {
             info!(%addr, "Admin endpoint listening.");
         }
         let mut connections = JoinSet::new();
+        let mut gate = gate::Gate::new(MAX_CONNECTIONS);
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                Some(ended) = connections.join_next(), if !connections.is_empty() => {
+                    if let Ok(id) = ended {
+                        gate.closed(id);
+                    }
+                }
                 accepted = self.listener.accept() => {
                     let (stream, peer) = match accepted {
                         Ok(accepted) => accepted,
@@ -100,32 +108,47 @@ impl AdminServer {
                             continue;
                         }
                     };
-                    if connections.len() >= MAX_CONNECTIONS {
-                        // Shed: a flood of clients must not take the descriptors invalidation and warming need.
-                        debug!(%peer, "Too many admin connections; closing this one.");
+                    // At the cap a waiting connection makes room: a flood must neither take the descriptors
+                    // invalidation and warming need nor keep a health check out.
+                    let Some(admitted) = gate.admit(peer.ip()) else {
+                        gate.refused(peer.ip());
                         continue;
-                    }
+                    };
                     let state = self.state.clone();
-                    connections.spawn(async move {
-                        let service = hyper::service::service_fn(move |request| {
-                            let state = state.clone();
-                            async move { Ok::<_, Infallible>(route(&state, request).await) }
-                        });
-                        let connection = hyper::server::conn::http1::Builder::new()
-                            .timer(hyper_util::rt::TokioTimer::new())
-                            .header_read_timeout(HEADER_TIMEOUT)
-                            .serve_connection(TokioIo::new(stream), service);
-                        match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
-                            Ok(Err(error)) => debug!(%peer, %error, "Admin connection ended with an error."),
-                            Err(_) => debug!(%peer, "Admin connection outlived its time; closed."),
-                            Ok(Ok(())) => {}
-                        }
-                    });
+                    connections.spawn(serve(stream, peer, state, admitted));
                 }
             }
         }
         connections.abort_all();
     }
+}
+
+/// Serves one admitted connection until it ends, outlives its time or the gate closes it; returns its id.
+async fn serve(stream: TcpStream, peer: SocketAddr, state: AdminState, admitted: gate::Admitted) -> u64 {
+    let busy = admitted.busy.clone();
+    let service = hyper::service::service_fn(move |request| {
+        let state = state.clone();
+        let busy = busy.clone();
+        async move {
+            busy.fetch_add(1, Ordering::Relaxed);
+            let response = route(&state, request).await;
+            busy.fetch_sub(1, Ordering::Relaxed);
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        ended = tokio::time::timeout(CONNECTION_TIMEOUT, connection) => match ended {
+            Ok(Err(error)) => debug!(%peer, %error, "Admin connection ended with an error."),
+            Err(_) => debug!(%peer, "Admin connection outlived its time; closed."),
+            Ok(Ok(())) => {}
+        },
+        _ = admitted.close.cancelled() => debug!(%peer, "Admin connection shed to make room."),
+    }
+    admitted.id
 }
 
 /// The routing table: one arm per route of the module's table. (Long on purpose: the routes read as one list.)
