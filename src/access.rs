@@ -5,7 +5,7 @@
 //! ACL DRYRUN, as on older Redis), nothing is checked up front and the daemon still treats a refusal at run time as
 //! definite (ERROR, not ready, retried without skipping anything).
 
-use crate::cache::{Cache, CacheError, LEASE_PREFIX, READERS_KEY, VERSION_KEY};
+use crate::cache::{Cache, CacheError, READERS_KEY, VERSION_KEY, fence_slots, read_lease_keys, script_head};
 use crate::config::{CheckpointStore, Config};
 use crate::model::{KeyPart, KeyTemplate};
 
@@ -71,23 +71,22 @@ fn need(purpose: &str, command: &[&str]) -> Need {
     }
 }
 
-/// Writing and deleting `key` the way the cache does: plain or, with stale-set protection, through its scripts
-/// (which declare the fence key — the HA lease, or the version counter — the version counter, the read leases and
-/// the key, and record into the read leases' evidence).
-fn key_writes(purpose: &str, key: &str, protected: bool, fence: &str, needs: &mut Vec<Need>) {
+/// Writing and deleting `key` the way the cache does: plain or, with stale-set protection, through its scripts,
+/// declaring the keys [`script_head`] lists with every fence slot the configuration gives (and recording into the read
+/// leases' evidence); under `[ha]` without protection, through the fenced script (the lease key, then the key).
+fn key_writes(purpose: &str, key: &str, protected: bool, ha_key: Option<&str>, needs: &mut Vec<Need>) {
     needs.push(need(purpose, &["SET", key, "v", "PX", "1000"]));
     needs.push(need(purpose, &["UNLINK", key]));
     needs.push(need(purpose, &["GET", key]));
+    let sha = "0".repeat(40);
     if protected {
-        let sha = "0".repeat(40);
-        needs.push(need(
-            purpose,
-            &["EVALSHA", &sha, "4", fence, VERSION_KEY, READERS_KEY, key],
-        ));
-        needs.push(need(
-            purpose,
-            &["EVAL", "return 1", "4", fence, VERSION_KEY, READERS_KEY, key],
-        ));
+        for fence in fence_slots(ha_key) {
+            let [fence, version, readers] = script_head(fence);
+            needs.push(need(purpose, &["EVALSHA", &sha, "4", fence, version, readers, key]));
+            needs.push(need(purpose, &["EVAL", "return 1", "4", fence, version, readers, key]));
+        }
+    } else if let Some(lease) = ha_key {
+        needs.push(need(purpose, &["EVALSHA", &sha, "2", lease, key]));
     }
 }
 
@@ -95,7 +94,7 @@ fn key_writes(purpose: &str, key: &str, protected: bool, fence: &str, needs: &mu
 /// a list, one block per part of the configuration, read top to bottom.)
 pub fn redis_needs(config: &Config) -> Vec<Need> {
     let protected = config.redis.stale_set_protection;
-    let fence = config.ha.as_ref().map_or(VERSION_KEY, |ha| ha.key.as_str());
+    let fence = config.ha.as_ref().map(|ha| ha.key.as_str());
     let mut needs = vec![
         need("the health check", &["PING"]),
         need("the health check", &["INFO", "stats"]),
@@ -124,7 +123,9 @@ pub fn redis_needs(config: &Config) -> Vec<Need> {
         ] {
             needs.push(need(purpose, &command));
         }
-        let evidence = format!("{LEASE_PREFIX}m");
+        let [version, readers, evidence] = read_lease_keys("m");
+        let sha = "0".repeat(40);
+        needs.push(need(purpose, &["EVALSHA", &sha, "3", &version, &readers, &evidence]));
         for command in [
             vec!["HSET", &evidence, "k", "1"],
             vec!["HGET", &evidence, "k"],

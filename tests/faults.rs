@@ -593,6 +593,14 @@ async fn the_documented_least_privilege_acl_runs_warm_binlog_and_channel() {
     let ready = get_ready(&env).await;
     assert_eq!(ready, Some(200), "{}", daemon.log());
     assert!(!daemon.log().contains("NoPerm"), "{}", daemon.log());
+    // The start-up check asked the ACL about the same calls and found them all allowed.
+    assert!(
+        daemon
+            .log()
+            .contains("The Redis ACL allows every command and key this configuration needs."),
+        "{}",
+        daemon.log()
+    );
 }
 
 async fn get_ready(env: &TestEnv) -> Option<u16> {

@@ -105,6 +105,16 @@ impl ReadLease {
     }
 }
 
+/// The keys the script that opens read lease `id` declares: the version counter, the read-lease set and the lease's
+/// evidence hash. The call and the ACL check at start (`access`) both use this list.
+pub fn read_lease_keys(id: &str) -> [String; 3] {
+    [
+        VERSION_KEY.to_string(),
+        READERS_KEY.to_string(),
+        format!("{LEASE_PREFIX}{id}"),
+    ]
+}
+
 impl Cache {
     /// Registers a read lease and takes the current version; call it before reading data that will be written. The
     /// lease lives `timeout` (the read's own limit) plus a margin for the writes. Without protection it costs nothing
@@ -121,9 +131,7 @@ impl Cache {
         let read_at = self
             .scripts
             .begin_read
-            .key(VERSION_KEY)
-            .key(READERS_KEY)
-            .key(format!("{LEASE_PREFIX}{id}"))
+            .key(&read_lease_keys(&id)[..])
             .arg(&*id)
             .arg((timeout + LEASE_MARGIN).as_millis() as u64)
             .arg(counter_seed())
@@ -193,10 +201,11 @@ impl Cache {
             }
             let (fence, token) = self.fence_args()?;
             for chunk in run.chunks(SCRIPT_BATCH) {
-                let mut invocation = self.scripts.guarded_set.key(&fence);
+                let mut invocation = self.scripts.guarded_set.prepare_invoke();
+                for key in super::script_head(&fence) {
+                    invocation.key(key);
+                }
                 invocation
-                    .key(VERSION_KEY)
-                    .key(READERS_KEY)
                     .arg(&token)
                     .arg(LEASE_PREFIX)
                     .arg(read.version)

@@ -21,8 +21,8 @@ mod scripts;
 
 pub use connect::{Conn, client, clients};
 pub use fence::Fence;
-pub use guard::ReadLease;
 use guard::{Dedicated, counter_seed};
+pub use guard::{ReadLease, read_lease_keys};
 pub use lease::LeaseAttempt;
 use scripts::{FENCED, Scripts};
 
@@ -34,6 +34,20 @@ pub const VERSION_KEY: &str = "cachewarden:version";
 pub const READERS_KEY: &str = "cachewarden:readers";
 /// Prefix of the read leases' evidence hashes (`cachewarden:lease:<id>`: key → the version that invalidated it).
 pub const LEASE_PREFIX: &str = "cachewarden:lease:";
+/// The keys a stale-set protection script (invalidate, guarded set) declares before the keys it changes: the fence
+/// slot, the version counter, the read-lease set. The fence slot is the `[ha]` lease key for a call that writes values
+/// under `[ha]`, else the version counter (with an empty token: no check), never an empty name: an ACL checks every
+/// declared key and no key pattern allows "". The calls build their key lists from this, and the ACL check at start
+/// (`access`) asks about exactly these lists, with each slot [`fence_slots`] gives.
+pub fn script_head(fence: &str) -> [&str; 3] {
+    [fence, VERSION_KEY, READERS_KEY]
+}
+
+/// Every key a script's fence slot may hold under a configuration: the version counter, and the `[ha]` lease key.
+pub fn fence_slots(ha_key: Option<&str>) -> Vec<&str> {
+    std::iter::once(VERSION_KEY).chain(ha_key).collect()
+}
+
 /// Keys per Lua call: one script run blocks Redis, so keep each short.
 const SCRIPT_BATCH: usize = 500;
 
@@ -266,13 +280,11 @@ impl Cache {
         } else {
             (VERSION_KEY.to_string(), String::new())
         };
-        let mut invocation = self.scripts.invalidate.key(fence);
-        invocation
-            .key(VERSION_KEY)
-            .key(READERS_KEY)
-            .arg(token)
-            .arg(LEASE_PREFIX)
-            .arg(counter_seed());
+        let mut invocation = self.scripts.invalidate.prepare_invoke();
+        for key in script_head(&fence) {
+            invocation.key(key);
+        }
+        invocation.arg(token).arg(LEASE_PREFIX).arg(counter_seed());
         Ok(invocation)
     }
 
