@@ -165,6 +165,15 @@ fn describe() {
         "1 while applying binlog changes fails (nothing more is read meanwhile)."
     );
     describe_gauge!(
+        "cachewarden_binlog_checkpoint_failing",
+        "1 while the checkpoint store refuses the binlog checkpoint (Redis full, its disk full or failing); changes are still applied."
+    );
+    describe_gauge!(
+        "cachewarden_binlog_checkpoint_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time the binlog checkpoint was last saved."
+    );
+    describe_gauge!(
         "cachewarden_ha_leader",
         "With [ha]: 1 while this instance holds the lease (runs the producers and writes), 0 as standby."
     );
@@ -283,6 +292,7 @@ pub fn initialise(configured: &Configured<'_>) {
         // No lag known yet: 0 beside `connected` 0 (and no `last_heard`) until the stream is read.
         gauge!("cachewarden_binlog_lag_seconds").set(0.0);
         gauge!("cachewarden_binlog_apply_failing").set(0.0);
+        gauge!("cachewarden_binlog_checkpoint_failing").set(0.0);
         for name in [
             "cachewarden_binlog_transactions_total",
             "cachewarden_binlog_rows_total",
@@ -580,9 +590,15 @@ pub fn record_binlog_gap() {
     counter!("cachewarden_binlog_gaps_total").increment(1);
 }
 
-/// Records the checkpointed position.
-pub fn record_binlog_checkpoint(position: u64) {
+/// Records the checkpointed position and when it was saved.
+pub fn record_binlog_checkpoint(position: u64, saved_at: Duration) {
     gauge!("cachewarden_binlog_checkpoint_position").set(position as f64);
+    gauge!("cachewarden_binlog_checkpoint_timestamp_seconds").set(saved_at.as_secs_f64());
+}
+
+/// Whether the checkpoint store refuses the checkpoint (Redis full, checkpoint disk full or failing).
+pub fn record_binlog_checkpoint_failing(failing: bool) {
+    gauge!("cachewarden_binlog_checkpoint_failing").set(f64::from(u8::from(failing)));
 }
 
 /// Records one job's audit.

@@ -582,3 +582,22 @@ fn one_allow_pattern_may_be_written_alone() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn a_checkpoint_file_alone_means_the_file_store_and_beside_redis_is_refused() {
+    let job = "[[warm]]\nname = \"p\"\nschedule = \"every 1h\"\nquery = \"SELECT id FROM t\"\nkey = \"p:{id}\"\nttl = \"1h\"\n";
+    let alone = format!("{CONNECTIONS}\n[binlog]\nserver_id = 7\ncheckpoint_file = \"/tmp/cw.ckpt\"\n\n{job}");
+    let config = config::load_str(Path::new("jobs.toml"), &alone, HashMap::new()).unwrap();
+    assert_eq!(
+        config.binlog.unwrap().checkpoint,
+        config::CheckpointStore::File("/tmp/cw.ckpt".into())
+    );
+    let both = format!(
+        "{CONNECTIONS}\n[binlog]\nserver_id = 7\ncheckpoint = \"redis\"\ncheckpoint_file = \"/tmp/cw.ckpt\"\n\n{job}"
+    );
+    assert!(
+        find(&problems(&both), "binlog.checkpoint_file")
+            .message
+            .contains("remove one of the two")
+    );
+}

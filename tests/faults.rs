@@ -773,3 +773,85 @@ async fn a_warm_run_a_change_asked_for_is_not_lost_to_a_kill_while_it_runs() {
         daemon.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_checkpoint_disk_holds_the_checkpoint_while_changes_still_apply_and_readiness_says_why() {
+    let _binlog = common::binlog_shared();
+    let env = TestEnv::new().await;
+    seed(&env, 20).await;
+    let p = env.prefix.clone();
+    let file = env.dir.path().join("checkpoint");
+    let body = config(&env, &env.redis_url, "none").replace(
+        &format!("checkpoint_key = \"{p}checkpoint\""),
+        &format!("checkpoint_file = \"{}\"", file.display()),
+    );
+    let daemon = start(&env, &body).await;
+    let conn = env.redis().await;
+    let applied = |round: u32| {
+        let (env, key) = (&env, format!("{p}p:{round}"));
+        let mut conn = conn.clone();
+        async move {
+            let _: () = redis::cmd("SET")
+                .arg(&key)
+                .arg("cached")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            env.sql(&format!(
+                "UPDATE products SET name = 'round {round}' WHERE id = {round}"
+            ))
+            .await;
+            eventually(Duration::from_secs(10), || async {
+                env.get(&key).await.is_none().then_some(())
+            })
+            .await
+            .is_some()
+        }
+    };
+    assert!(applied(1).await, "{}", daemon.log());
+    let saved = eventually(Duration::from_secs(10), || async {
+        std::fs::read_to_string(&file).ok()
+    })
+    .await;
+    assert!(saved.is_some(), "no checkpoint file:\n{}", daemon.log());
+
+    // The disk fills: the checkpoint is written through `checkpoint.tmp`, now the kernel's /dev/full, where every
+    // write fails with ENOSPC exactly as on a full filesystem.
+    std::os::unix::fs::symlink("/dev/full", file.with_extension("tmp")).unwrap();
+    let held = std::fs::read_to_string(&file).unwrap();
+    for round in 2..=4 {
+        assert!(
+            applied(round).await,
+            "round {round} not applied on a full disk:\n{}",
+            daemon.log()
+        );
+    }
+    let reported = eventually(Duration::from_secs(10), || async {
+        let ready = get(&env, "/readyz").await?;
+        let failing = metric(&env, "cachewarden_binlog_checkpoint_failing").await;
+        (ready.status == 503 && ready.body.contains("checkpoint_file") && failing == 1.0).then_some(ready.body)
+    })
+    .await;
+    assert!(reported.is_some(), "{:?}\n{}", get(&env, "/readyz").await, daemon.log());
+    assert!(reported.unwrap().contains("No space left on device"));
+    assert!(
+        metric(&env, "cachewarden_binlog_connected").await == 1.0,
+        "the stream goes on"
+    );
+    assert!(metric(&env, "cachewarden_binlog_lag_seconds").await < 5.0);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), held, "nothing was saved");
+
+    // Space returns: the next batch saves the checkpoint, and readiness and the gauge clear.
+    std::fs::remove_file(file.with_extension("tmp")).unwrap();
+    assert!(applied(5).await, "{}", daemon.log());
+    let recovered = eventually(Duration::from_secs(10), || async {
+        let ready = get(&env, "/readyz").await?.status == 200;
+        let failing = metric(&env, "cachewarden_binlog_checkpoint_failing").await;
+        let moved = std::fs::read_to_string(&file).ok()? != held;
+        (ready && failing == 0.0 && moved).then_some(())
+    })
+    .await;
+    assert!(recovered.is_some(), "{}", daemon.log());
+    let log = daemon.log();
+    assert_eq!(log.matches("Cannot save the binlog checkpoint").count(), 1, "{log}");
+}

@@ -146,7 +146,20 @@ impl Context {
                 }
             },
         };
-        let checkpoint = match raw.checkpoint.as_deref() {
+        // A `checkpoint_file` alone means the file store; beside `checkpoint = "redis"` it would be ignored.
+        let store = match (raw.checkpoint.as_deref(), &raw.checkpoint_file) {
+            (None, Some(_)) => Some("file"),
+            (Some("redis"), Some(_)) => {
+                self.field_problem(
+                    "binlog",
+                    "checkpoint_file",
+                    "is set, but checkpoint = \"redis\" keeps the checkpoint in Redis: remove one of the two".into(),
+                );
+                Some("redis")
+            }
+            (store, _) => store,
+        };
+        let checkpoint = match store {
             None | Some("redis") => Some(CheckpointStore::Redis(
                 raw.checkpoint_key
                     .unwrap_or_else(|| "cachewarden:binlog:checkpoint".into()),

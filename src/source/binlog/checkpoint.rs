@@ -147,17 +147,20 @@ pub async fn save(store: &CheckpointStore, cache: &Cache, position: &Position) -
                 .and_then(|()| std::fs::rename(&temporary, path))
                 .map_err(|e| {
                     let message = format!("cannot write {}: {e}", path.display());
-                    // A full disk or an I/O error passes (space is freed, a volume comes back): retried soon. A
-                    // missing directory or a permission does not.
+                    // A full disk or an I/O error passes (space is freed, a volume comes back): the checkpoint
+                    // waits, invalidations go on. A missing directory or a permission does not.
                     if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(EIO) {
-                        BinlogError::Transient(message)
+                        BinlogError::CheckpointWaits {
+                            stalled: "checkpoint_file",
+                            message: format!("{message}: the binlog checkpoint waits, invalidations go on"),
+                        }
                     } else {
                         BinlogError::Definite(message)
                     }
                 })?;
         }
     }
-    metrics::record_binlog_checkpoint(position.pos);
+    metrics::record_binlog_checkpoint(position.pos, metrics::unix_now());
     Ok(())
 }
 

@@ -123,8 +123,8 @@ struct SessionState {
     released: Option<Instant>,
     /// The position after the last complete transaction read: what comes before the next change.
     last_end: Option<Position>,
-    /// Redis refused the last checkpoint for memory.
-    full: bool,
+    /// The checkpoint store refused the last checkpoint for space: the stalled cause `/readyz` shows.
+    checkpoint_waits: Option<&'static str>,
     /// The session that just ended received an event (it was following, not failing to start).
     followed: bool,
 }
@@ -158,7 +158,7 @@ impl BinlogListener {
                     self.health.set_stalled("binlog", Some(message));
                     DEFINITE_RETRY
                 }
-                Err(BinlogError::Transient(message) | BinlogError::RedisFull(message)) => {
+                Err(BinlogError::Transient(message) | BinlogError::CheckpointWaits { message, .. }) => {
                     let delay = backoff.next_delay();
                     warn!(error = %message, retry_in = ?delay, "Binlog connection lost; reconnecting from the checkpoint.");
                     delay

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::checkpoint::{self, Position};
 use super::{BinlogError, BinlogListener, SessionState};
@@ -62,7 +62,8 @@ impl BinlogListener {
     }
 
     /// Saves the checkpoint as far as it may go: the newest applied position, held back before every change whose
-    /// warm run has not ended (`holds`). A full Redis refuses it: it waits (readiness says why), the stream goes on.
+    /// warm run has not ended (`holds`). A full Redis or a full disk refuses it: it waits (readiness and
+    /// `cachewarden_binlog_checkpoint_failing` say so), the stream goes on.
     pub(super) async fn advance(&self, state: &mut SessionState) -> Result<(), BinlogError> {
         let Some(latest) = state.latest.clone() else {
             return Ok(());
@@ -73,27 +74,24 @@ impl BinlogListener {
         }
         match checkpoint::save(&self.settings.checkpoint, self.invalidator.cache(), &position).await {
             Ok(()) => {
-                if std::mem::take(&mut state.full) {
-                    self.health.set_stalled("redis_full", None);
+                if let Some(stalled) = state.checkpoint_waits.take() {
+                    info!(%position, "The binlog checkpoint is saved again.");
+                    self.health.set_stalled(stalled, None);
+                    metrics::record_binlog_checkpoint_failing(false);
                 }
                 state.applied = Some(position);
                 Ok(())
             }
-            // The batch's deletes went through (a full Redis still deletes, and they free memory); the checkpoint
-            // waits for the next batch that can save one.
-            Err(BinlogError::RedisFull(message)) => {
-                if !state.full {
-                    warn!(error = %message, "Redis is full: the binlog checkpoint waits until it can be saved.");
+            // The batch's invalidations went through (a full Redis still deletes, and they free memory; a full disk
+            // does not concern Redis); the checkpoint waits for the next batch that can save one. A restart meanwhile
+            // resumes from the last saved checkpoint and applies the changes since again.
+            Err(BinlogError::CheckpointWaits { stalled, message }) => {
+                if state.checkpoint_waits.is_none() {
+                    warn!(error = %message, "Cannot save the binlog checkpoint: it waits until it can be saved.");
                 }
-                state.full = true;
-                self.health.set_stalled(
-                    "redis_full",
-                    Some(
-                        "Redis is out of memory (maxmemory under noeviction): invalidations are plain deletes, the \
-                         binlog checkpoint waits"
-                            .into(),
-                    ),
-                );
+                state.checkpoint_waits = Some(stalled);
+                self.health.set_stalled(stalled, Some(message));
+                metrics::record_binlog_checkpoint_failing(true);
                 Ok(())
             }
             Err(error) => Err(error),

@@ -26,16 +26,24 @@ pub enum BinlogError {
     /// A network or server hiccup; reconnecting will do.
     #[error("{0}")]
     Transient(String),
-    /// Redis is full (`maxmemory` under `noeviction`) and refused to save the checkpoint: it waits, the stream goes on.
-    #[error("{0}")]
-    RedisFull(String),
+    /// The checkpoint store has no room for it — Redis is full (`maxmemory` under `noeviction`), or the checkpoint
+    /// file's disk is full or failing — so the checkpoint waits and the stream goes on. `stalled` names the cause for
+    /// `/readyz` (`redis_full`, `checkpoint_file`).
+    #[error("{message}")]
+    CheckpointWaits { stalled: &'static str, message: String },
 }
 
 impl BinlogError {
     /// A Redis failure while `doing`, by its kind.
     pub fn from_cache(doing: &str, error: CacheError) -> Self {
         if error.is_out_of_memory() {
-            BinlogError::RedisFull(format!("{doing}: {error}"))
+            BinlogError::CheckpointWaits {
+                stalled: "redis_full",
+                message: format!(
+                    "Redis is out of memory (maxmemory under noeviction): invalidations are plain deletes, the \
+                     binlog checkpoint waits ({doing}: {error})"
+                ),
+            }
         } else if error.is_transient() {
             BinlogError::Transient(format!("{doing}: {error}"))
         } else {
