@@ -203,6 +203,9 @@ pub fn redis_needs(config: &Config) -> Vec<Need> {
     needs
 }
 
+/// `ACL DRYRUN`s sent in one pipeline.
+const DRYRUN_PIPELINE: usize = 1_000;
+
 /// Asks the server's ACL about every need, as the connected user.
 pub async fn check(cache: &Cache, needs: &[Need]) -> Result<Checked, CacheError> {
     let user = match cache.acl_whoami().await {
@@ -210,21 +213,28 @@ pub async fn check(cache: &Cache, needs: &[Need]) -> Result<Checked, CacheError>
         Err(error) if error.is_server_reply() => return Ok(Checked::Unchecked(format!("ACL WHOAMI: {error}"))),
         Err(error) => return Err(error),
     };
+    // Each distinct command once, a pipeline at a time: linear in what must be checked.
+    let mut seen = std::collections::HashSet::new();
+    let distinct: Vec<&Need> = needs.iter().filter(|need| seen.insert(&need.command)).collect();
     let mut refused = Vec::new();
-    for need in needs {
-        match cache.acl_dryrun(&user, &need.command).await {
-            Ok(None) => {}
-            // The same key refused for several commands of one purpose is reported once.
-            Ok(Some(reason))
-                if refused
-                    .iter()
-                    .any(|r: &Refusal| r.reason == reason && r.need.purpose == need.purpose) => {}
-            Ok(Some(reason)) => refused.push(Refusal {
-                need: need.clone(),
-                reason,
-            }),
+    let mut reported = std::collections::HashSet::new();
+    for chunk in distinct.chunks(DRYRUN_PIPELINE) {
+        let commands: Vec<&[String]> = chunk.iter().map(|need| &need.command[..]).collect();
+        let answers = match cache.acl_dryrun(&user, &commands).await {
+            Ok(answers) => answers,
             Err(error) if error.is_server_reply() => return Ok(Checked::Unchecked(format!("ACL DRYRUN: {error}"))),
             Err(error) => return Err(error),
+        };
+        for (need, answer) in chunk.iter().zip(answers) {
+            // The same key refused for several commands of one purpose is reported once.
+            if let Some(reason) = answer
+                && reported.insert((reason.clone(), need.purpose.clone()))
+            {
+                refused.push(Refusal {
+                    need: (*need).clone(),
+                    reason,
+                });
+            }
         }
     }
     Ok(Checked::Refused(refused))

@@ -72,7 +72,15 @@ pub async fn run_daemon(config: Config, mut signals: Signals, metrics: Option<Pr
     let connected = match connect_with_retry(&config, &mut signals, &daemon.health).await {
         Ok(Some((db, cache))) => {
             info!(mysql = %config.mysql.url, redis = %config.redis.url, "Connected to MySQL and Redis.");
-            preflight(&config, &cache).await.map(|()| Some((db, cache)))
+            // A stop during the checks (a server that holds a connection open without answering) stops at once.
+            let checked = tokio::select! {
+                checked = preflight(&config, &cache) => Some(checked),
+                () = stop_requested(&mut signals) => None,
+            };
+            match checked {
+                Some(checked) => checked.map(|()| Some((db, cache))),
+                None => Ok(None),
+            }
         }
         other => other,
     };
@@ -582,6 +590,12 @@ async fn preflight(config: &Config, cache: &Cache) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Returns when SIGTERM or SIGINT arrives (a reload or warm-now meanwhile is dropped: the configuration being
+/// checked is the one just read, and jobs run at start as configured).
+async fn stop_requested(signals: &mut Signals) {
+    while signals.recv().await != SignalEvent::Stop {}
 }
 
 /// Connects to both servers, retrying unreachable ones with backoff. `None` when a stop signal came first.

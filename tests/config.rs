@@ -601,3 +601,40 @@ fn a_checkpoint_file_alone_means_the_file_store_and_beside_redis_is_refused() {
             .contains("remove one of the two")
     );
 }
+
+#[test]
+fn lists_past_their_limits_are_refused_up_front_naming_the_limit() {
+    let jobs = |n: usize| -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "[[warm]]\nname = \"j{i}\"\nschedule = \"every 1h\"\nquery = \"SELECT id FROM t\"\n\
+                     key = \"k{i}:{{id}}\"\nttl = \"1h\"\n"
+                )
+            })
+            .collect()
+    };
+    let at_limit = format!("{CONNECTIONS}\n{}", jobs(2_000));
+    assert_eq!(
+        config::load_str(Path::new("jobs.toml"), &at_limit, HashMap::new())
+            .unwrap()
+            .jobs
+            .len(),
+        2_000
+    );
+    let over = format!("{CONNECTIONS}\n{}", jobs(2_001));
+    let refused = problems(&over);
+    assert_eq!(refused.len(), 1, "only the limit is reported: {refused:?}");
+    assert!(
+        find(&refused, "warm")
+            .message
+            .contains("2001 [[warm]] jobs: at most 2000 are accepted")
+    );
+    let patterns: Vec<String> = (0..1_001).map(|i| format!("\"a{i}:*\"")).collect();
+    let allow = format!("{CONNECTIONS}\n[channel]\nallow = [{}]\n\n{}", patterns.join(", "), jobs(1));
+    assert!(
+        find(&problems(&allow), "channel.allow")
+            .message
+            .contains("1001 [channel] allow patterns: at most 1000 are accepted; use wider patterns")
+    );
+}

@@ -523,6 +523,43 @@ fn the_shipped_unit_rates_ok_in_systemd_analyze_security() {
 }
 
 #[tokio::test]
+async fn sigterm_stops_a_start_up_check_held_by_a_server_that_never_answers() {
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE t (id INT PRIMARY KEY)").await;
+    // A "MySQL" for the binlog that accepts connections and never says a word: the start-up check waits on it.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            open.push(stream);
+        }
+    });
+    let body = format!(
+        "[binlog]\nurl = \"mysql://root@127.0.0.1:{port}/x\"\nserver_id = 4242\ncheckpoint_key = \"{p}ckpt\"\n\n{}",
+        job(&env, "j", "SELECT id FROM t", "0 0 0 1 1 *", ""),
+        p = env.prefix
+    );
+    let config = env.config_file(&body);
+    let mut daemon = Daemon::start(&env, &config, &[], &[]);
+    let checking = eventually(Duration::from_secs(10), || async {
+        daemon.log().contains("Connected to MySQL and Redis.").then_some(())
+    })
+    .await;
+    assert!(checking.is_some(), "{}", daemon.log());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    daemon.signal("TERM");
+    // Without the stop the check waits out its 10 s connect timeout.
+    assert_eq!(
+        daemon.exit_code(Duration::from_secs(3)).await,
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+    held.abort();
+}
+
+#[tokio::test]
 async fn slow_clients_that_reconnect_at_once_never_keep_a_health_check_out() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let env = TestEnv::new().await;

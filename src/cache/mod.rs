@@ -545,17 +545,19 @@ impl Cache {
             .map_err(command_failed)
     }
 
-    /// Whether `user` may run `command` (`ACL DRYRUN`): `None` when allowed, else the server's reason.
-    pub async fn acl_dryrun(&self, user: &str, command: &[String]) -> Result<Option<String>, CacheError> {
+    /// Whether `user` may run each of `commands` (`ACL DRYRUN`, pipelined): `None` when allowed, else the server's
+    /// reason, in order.
+    pub async fn acl_dryrun(&self, user: &str, commands: &[&[String]]) -> Result<Vec<Option<String>>, CacheError> {
+        let mut pipe = redis::Pipeline::with_capacity(commands.len());
+        for command in commands {
+            pipe.cmd("ACL").arg("DRYRUN").arg(user).arg(*command);
+        }
         let mut conn = self.conn.clone();
-        let answer: String = redis::cmd("ACL")
-            .arg("DRYRUN")
-            .arg(user)
-            .arg(command)
-            .query_async(&mut conn)
-            .await
-            .map_err(command_failed)?;
-        Ok((answer != "OK").then_some(answer))
+        let answers: Vec<String> = pipe.query_async(&mut conn).await.map_err(command_failed)?;
+        Ok(answers
+            .into_iter()
+            .map(|answer| (answer != "OK").then_some(answer))
+            .collect())
     }
 
     /// Checks that Redis answers.

@@ -11,8 +11,9 @@ use crate::model::{ChangeRule, Ttl, WarmJob};
 pub fn coverage(coverage: &[JobCoverage], jobs: &[WarmJob], binlog: bool) -> (String, bool) {
     let mut out = String::from("How a change in each table a job reads reaches its keys:\n");
     let mut covered = true;
+    let by_name: std::collections::HashMap<&str, &WarmJob> = jobs.iter().map(|job| (&*job.name, job)).collect();
     for job_coverage in coverage {
-        let Some(job) = jobs.iter().find(|job| job.name == job_coverage.job) else {
+        let Some(&job) = by_name.get(&*job_coverage.job) else {
             continue;
         };
         let ttl = match job.ttl {
