@@ -24,7 +24,7 @@ use crate::access::{self, Checked};
 use crate::admin::{AdminServer, AdminState};
 use crate::backoff::Backoff;
 use crate::cache::{Cache, Fence};
-use crate::config::{self, ChannelSettings, Config};
+use crate::config::{self, BinlogSettings, ChannelSettings, Config};
 use crate::database::Database;
 use crate::ha::{LeaderLease, Role};
 use crate::health::{Health, HealthChecker, Liveness};
@@ -32,7 +32,7 @@ use crate::invalidate::Invalidator;
 use crate::metrics;
 use crate::model::{TriggerReason, WarmJob};
 use crate::signal::{SignalEvent, Signals};
-use crate::source::binlog::{BinlogError, BinlogListener};
+use crate::source::binlog::{BinlogError, BinlogListener, ReplicationUrl};
 use crate::source::channel::{ChannelListener, StreamListener};
 use crate::source::schedule::Scheduler;
 use crate::status::History;
@@ -132,6 +132,8 @@ struct Work {
     warmer: Arc<Warmer>,
     producers: Producers,
     policy: watch::Sender<Arc<crate::plan::Policy>>,
+    /// The pool every executor shares; a SIGHUP that changed `[mysql]` replaces it.
+    db: Database,
 }
 
 impl Daemon {
@@ -260,7 +262,16 @@ impl Daemon {
             )
             .with_warmer(warmer.clone()),
         );
+        let binlog_url = config.binlog.as_ref().map(|binlog| {
+            let (path, credentials) = (config.path.clone(), config.credentials.clone());
+            let reread = move || {
+                let new = config::load(&path, credentials.as_deref()).ok()?;
+                new.binlog.map(|binlog| binlog.url)
+            };
+            Arc::new(ReplicationUrl::new(binlog.url.clone(), Some(Box::new(reread))))
+        });
         let producers = Producers {
+            binlog_url,
             jobs: self.jobs_rx.clone(),
             triggers: self.triggers.clone(),
             policy: policy_rx,
@@ -275,6 +286,7 @@ impl Daemon {
             warmer,
             producers,
             policy,
+            db: db.clone(),
         }
     }
 
@@ -298,6 +310,7 @@ impl Daemon {
                     SignalEvent::Reload => {
                         systemd::reloading();
                         if let Some(reloaded) = reload(&config) {
+                            work.reconnect(&config, &reloaded);
                             self.jobs_tx.send_replace(reloaded.jobs.clone().into());
                             work.policy.send_replace(Arc::new(reloaded.channel_policy()));
                             config = reloaded;
@@ -356,6 +369,27 @@ impl Daemon {
     }
 }
 
+impl Work {
+    /// Applies a reload's changed connections: a new MySQL pool for a changed `[mysql]` (queries in flight finish on
+    /// the old one), and a changed `[binlog] url` to the listener, which reconnects with it from the position it
+    /// applied (nothing is skipped).
+    fn reconnect(&self, current: &Config, new: &Config) {
+        if new.mysql != current.mysql {
+            match self.db.replace(&new.mysql) {
+                Ok(_) => {
+                    info!(mysql = %new.mysql.url, "SIGHUP: [mysql] changed; new queries use a new connection pool.")
+                }
+                Err(error) => error!(%error, "SIGHUP: [mysql] changed but cannot be used; keeping the old pool."),
+            }
+        }
+        if let (Some(url), Some(binlog)) = (&self.producers.binlog_url, &new.binlog)
+            && url.replace(binlog.url.clone())
+        {
+            info!(url = %binlog.url, "SIGHUP: [binlog] url changed; the binlog reconnects with it.");
+        }
+    }
+}
+
 /// Every long-running task of the daemon, on one tracker: a task that panics is logged at ERROR and stops the daemon
 /// (which then exits non-zero, so systemd restarts it) — never a live process whose change capture silently died.
 struct Supervisor {
@@ -396,6 +430,8 @@ impl Supervisor {
 
 /// The producers: what turns time, the channel and the binlog into work for the executors.
 struct Producers {
+    /// With `[binlog]`: its URL, which a SIGHUP may replace.
+    binlog_url: Option<Arc<ReplicationUrl>>,
     jobs: watch::Receiver<Arc<[WarmJob]>>,
     triggers: mpsc::Sender<crate::model::Trigger>,
     policy: watch::Receiver<Arc<crate::plan::Policy>>,
@@ -416,11 +452,12 @@ impl Producers {
                 scheduler_term.cancel();
             }
         });
-        if let Some(binlog) = &config.binlog {
+        if let (Some(binlog), Some(url)) = (&config.binlog, &self.binlog_url) {
             tracker.spawn(
                 "binlog",
                 BinlogListener {
                     settings: binlog.clone(),
+                    url: url.clone(),
                     rules: config.rules.clone().into(),
                     invalidator: self.invalidator.clone(),
                     health: self.health.clone(),
@@ -498,14 +535,21 @@ fn reload(current: &Config) -> Option<Config> {
         }
     };
     let fixed = [
-        ("[mysql]", new.mysql != current.mysql),
         ("[redis]", new.redis != current.redis),
         ("[daemon]", new.daemon != current.daemon),
         ("[admin]", new.admin != current.admin),
         ("[ha]", new.ha != current.ha),
         (
             "[binlog] and [[on_change]]",
-            new.binlog != current.binlog || new.rules != current.rules,
+            // The URL is applied (see `Work::reconnect`).
+            new.binlog.as_ref().map(|binlog| BinlogSettings {
+                url: current
+                    .binlog
+                    .as_ref()
+                    .map_or_else(|| binlog.url.clone(), |current| current.url.clone()),
+                ..binlog.clone()
+            }) != current.binlog
+                || new.rules != current.rules,
         ),
         (
             "[channel]",
@@ -544,11 +588,17 @@ fn reload(current: &Config) -> Option<Config> {
     metrics::record_reload(true);
     Some(Config {
         credentials: current.credentials.clone(),
-        mysql: current.mysql.clone(),
         redis: current.redis.clone(),
         daemon: current.daemon.clone(),
         admin: current.admin.clone(),
-        binlog: current.binlog.clone(),
+        // Of [binlog], only the URL applies without a restart.
+        binlog: match (&current.binlog, &new.binlog) {
+            (Some(current), Some(new)) => Some(BinlogSettings {
+                url: new.url.clone(),
+                ..current.clone()
+            }),
+            (current, _) => current.clone(),
+        },
         rules: current.rules.clone(),
         ha: current.ha.clone(),
         // The allow-list follows the jobs (it defaults to their key templates); the rest needs a restart.
@@ -583,7 +633,7 @@ async fn preflight(config: &Config, cache: &Cache) -> anyhow::Result<()> {
     if let Some(binlog) = &config.binlog {
         match crate::source::binlog::preflight(&binlog.url).await {
             Ok(()) => {}
-            Err(BinlogError::Definite(message)) => {
+            Err(BinlogError::Definite(message) | BinlogError::AccessDenied(message)) => {
                 return Err(Misconfigured(format!("[binlog]: cannot follow the binlog: {message}")).into());
             }
             Err(error) => warn!(%error, "Could not check the binlog connection up front; it will be retried."),
@@ -604,7 +654,10 @@ async fn connect_with_retry(
     signals: &mut Signals,
     health: &Health,
 ) -> anyhow::Result<Option<(Database, Cache)>> {
-    let db = Database::new(&config.mysql)?;
+    let (path, credentials) = (config.path.clone(), config.credentials.clone());
+    let db = Database::new(&config.mysql)?.rereading(Arc::new(move || {
+        config::load(&path, credentials.as_deref()).ok().map(|new| new.mysql)
+    }));
     let mut backoff = Backoff::attempts();
     let mut cache = None;
     loop {

@@ -4,7 +4,7 @@
 //! turning those into JSON is `value`'s job. Sessions are read-only and run in UTC, so a warm query can never write
 //! and TIMESTAMP values render the same whatever the server's time zone.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::stream::BoxStream;
@@ -62,6 +62,12 @@ impl DatabaseError {
     }
 }
 
+/// MySQL's "Access denied for user" (1045): a wrong or rotated password.
+fn is_access_denied(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|e| e.number() == 1045))
+}
+
 fn is_transient_code(error: &dyn sqlx::error::DatabaseError) -> bool {
     let number = error
         .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
@@ -75,19 +81,29 @@ enum Flavor {
     MySql,
 }
 
-/// The database warm jobs read. Cheap to clone.
+/// The database warm jobs read. Cheap to clone; every clone shares the pool, and [`Database::replace`] swaps it for
+/// all of them (a SIGHUP that changed `[mysql]`, a rotated password).
 #[derive(Clone)]
 pub struct Database {
-    pool: MySqlPool,
-    /// Kept to open one connection outside the pool when the pool can only say it timed out.
-    options: MySqlConnectOptions,
-    connect_timeout: Duration,
-    flavor: Arc<OnceCell<Flavor>>,
+    current: Arc<RwLock<Arc<Pool>>>,
+    /// Reads `[mysql]` again from where it came (the file, the credentials directory), after an access denied.
+    reread: Option<Reread>,
 }
 
-impl Database {
-    /// Creates the pool without connecting; the first query connects.
-    pub fn new(settings: &MysqlSettings) -> Result<Self, DatabaseError> {
+/// Re-reads the `[mysql]` settings (the configuration file and its credentials), `None` when it cannot.
+pub type Reread = Arc<dyn Fn() -> Option<MysqlSettings> + Send + Sync>;
+
+/// One pool and what goes with it.
+struct Pool {
+    pool: MySqlPool,
+    settings: MysqlSettings,
+    /// Kept to open one connection outside the pool when the pool can only say it timed out.
+    options: MySqlConnectOptions,
+    flavor: OnceCell<Flavor>,
+}
+
+impl Pool {
+    fn new(settings: &MysqlSettings) -> Result<Self, DatabaseError> {
         let options = connect_options(settings)?;
         let pool = MySqlPoolOptions::new()
             .max_connections(settings.pool_size)
@@ -104,16 +120,76 @@ impl Database {
             .connect_lazy_with(options.clone());
         Ok(Self {
             pool,
+            settings: settings.clone(),
             options,
-            connect_timeout: settings.connect_timeout,
-            flavor: Arc::new(OnceCell::new()),
+            flavor: OnceCell::new(),
         })
+    }
+}
+
+impl Database {
+    /// Creates the pool without connecting; the first query connects.
+    pub fn new(settings: &MysqlSettings) -> Result<Self, DatabaseError> {
+        Ok(Self {
+            current: Arc::new(RwLock::new(Arc::new(Pool::new(settings)?))),
+            reread: None,
+        })
+    }
+
+    /// After an access denied, reads `[mysql]` again once with `reread` and, if it changed (a rotated password in the
+    /// credentials directory), retries with it before the refusal counts.
+    pub fn rereading(mut self, reread: Reread) -> Self {
+        self.reread = Some(reread);
+        self
+    }
+
+    fn pool(&self) -> Arc<Pool> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces the pool with one for `settings` when they differ from the current ones: new queries use it at once,
+    /// queries in flight finish on the old one, which then closes. Whether anything changed.
+    pub fn replace(&self, settings: &MysqlSettings) -> Result<bool, DatabaseError> {
+        if self.pool().settings == *settings {
+            return Ok(false);
+        }
+        let new = Arc::new(Pool::new(settings)?);
+        let old = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()),
+            new,
+        );
+        tokio::spawn(async move { old.pool.close().await });
+        Ok(true)
+    }
+
+    /// A pooled connection. An access denied (a password rotated under us) reads `[mysql]` again once and, when it
+    /// changed, retries with the new settings.
+    async fn connection(&self) -> Result<PoolConnection<MySql>, sqlx::Error> {
+        let pool = self.pool();
+        match pool.pool.acquire().await {
+            Err(error) if is_access_denied(&error) && self.reread_changed() => {
+                tracing::info!("MySQL denied access; [mysql] changed where it is read from: using the new settings.");
+                self.pool().pool.acquire().await
+            }
+            acquired => acquired,
+        }
+    }
+
+    /// Reads `[mysql]` again and applies it; whether it changed.
+    fn reread_changed(&self) -> bool {
+        let Some(settings) = self.reread.as_ref().and_then(|reread| reread()) else {
+            return false;
+        };
+        self.replace(&settings).unwrap_or(false)
     }
 
     /// Checks that the server answers. When it does not, the error is the connection's own (refused, unknown
     /// host, access denied), not the pool's "timed out".
     pub async fn ping(&self) -> Result<(), DatabaseError> {
-        let mut conn = match self.pool.acquire().await {
+        let mut conn = match self.connection().await {
             Ok(conn) => conn,
             Err(sqlx::Error::PoolTimedOut) => return Err(self.why_unreachable().await),
             Err(error) => return Err(unreachable(error)),
@@ -124,7 +200,9 @@ impl Database {
     /// The pool retries connecting until its timeout and then reports only that it timed out; one direct attempt
     /// says why.
     async fn why_unreachable(&self) -> DatabaseError {
-        match tokio::time::timeout(self.connect_timeout, sqlx::MySqlConnection::connect_with(&self.options)).await {
+        let pool = self.pool();
+        let timeout = pool.settings.connect_timeout;
+        match tokio::time::timeout(timeout, sqlx::MySqlConnection::connect_with(&pool.options)).await {
             Ok(Err(error)) => unreachable(error),
             Ok(Ok(conn)) => {
                 let _ = conn.close().await;
@@ -132,15 +210,16 @@ impl Database {
             }
             Err(_) => unreachable(sqlx::Error::Io(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("no answer within {}", crate::words::duration(self.connect_timeout)),
+                format!("no answer within {}", crate::words::duration(timeout)),
             ))),
         }
     }
 
     /// A connection for one warm query, with the server-side statement timeout set to `timeout`.
     pub async fn acquire(&self, timeout: Duration) -> Result<QueryConn, DatabaseError> {
-        let mut conn = self.pool.acquire().await.map_err(unreachable)?;
+        let mut conn = self.connection().await.map_err(unreachable)?;
         let flavor = *self
+            .pool()
             .flavor
             .get_or_try_init(|| async {
                 let version: String = sqlx::query_scalar("SELECT VERSION()")
@@ -186,7 +265,7 @@ impl Database {
 
     /// The result columns of `query`, without running it (prepares the statement).
     pub async fn describe(&self, query: &str) -> Result<Vec<ColumnInfo>, DatabaseError> {
-        let mut conn = self.pool.acquire().await.map_err(unreachable)?;
+        let mut conn = self.connection().await.map_err(unreachable)?;
         let statement = conn
             .prepare(AssertSqlSafe(query).into_sql_str())
             .await
@@ -197,7 +276,7 @@ impl Database {
     /// The server's estimate of how many rows `query` returns, for progress lines: EXPLAIN's row estimates multiplied
     /// over the tables it joins, capped by a final `LIMIT n`. `None` when the server gives no estimate.
     pub async fn estimate_rows(&self, query: &str) -> Option<u64> {
-        let mut conn = self.pool.acquire().await.ok()?;
+        let mut conn = self.connection().await.ok()?;
         let plan = sqlx::query(AssertSqlSafe(format!("EXPLAIN {query}")))
             .fetch_all(&mut *conn)
             .await
@@ -231,7 +310,7 @@ impl Database {
         )
         .bind(database)
         .bind(table)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.pool().pool)
         .await
         .map_err(DatabaseError::from_query)?;
         Ok((!columns.is_empty()).then_some(columns))
@@ -240,7 +319,10 @@ impl Database {
     /// Closes every connection, waiting at most `CLOSE_TIMEOUT`: a connection abandoned mid-query (a timed-out
     /// run) may never be handed back, and shutdown must not wait for it.
     pub async fn close(&self) {
-        if tokio::time::timeout(CLOSE_TIMEOUT, self.pool.close()).await.is_err() {
+        if tokio::time::timeout(CLOSE_TIMEOUT, self.pool().pool.close())
+            .await
+            .is_err()
+        {
             tracing::debug!("MySQL connections did not close in time; leaving them to the OS.");
         }
     }

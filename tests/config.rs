@@ -631,7 +631,11 @@ fn lists_past_their_limits_are_refused_up_front_naming_the_limit() {
             .contains("2001 [[warm]] jobs: at most 2000 are accepted")
     );
     let patterns: Vec<String> = (0..1_001).map(|i| format!("\"a{i}:*\"")).collect();
-    let allow = format!("{CONNECTIONS}\n[channel]\nallow = [{}]\n\n{}", patterns.join(", "), jobs(1));
+    let allow = format!(
+        "{CONNECTIONS}\n[channel]\nallow = [{}]\n\n{}",
+        patterns.join(", "),
+        jobs(1)
+    );
     assert!(
         find(&problems(&allow), "channel.allow")
             .message

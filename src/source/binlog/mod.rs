@@ -57,11 +57,12 @@ use futures_util::StreamExt as _;
 use mysql_async::BinlogStreamRequest;
 use mysql_async::binlog::events::EventData;
 use mysql_async::prelude::Queryable as _;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::config::{BinlogSettings, ChangeRule};
+use crate::config::{BinlogSettings, ChangeRule, SecretUrl};
 use crate::health::Health;
 use crate::invalidate::Invalidator;
 use crate::metrics;
@@ -96,9 +97,53 @@ const DEFINITE_RETRY: Duration = Duration::from_secs(60);
 /// Follows the binlog.
 pub struct BinlogListener {
     pub settings: BinlogSettings,
+    /// The replication URL as it is now (`settings.url` at start): a SIGHUP replaces it, and so does reading the
+    /// configuration again after an access denied.
+    pub url: Arc<ReplicationUrl>,
     pub rules: Arc<[ChangeRule]>,
     pub invalidator: Arc<Invalidator>,
     pub health: Health,
+}
+
+/// The replication URL, replaceable while the listener runs.
+pub struct ReplicationUrl {
+    url: watch::Sender<SecretUrl>,
+    /// Reads `[binlog] url` again from where it came (the file, the credentials directory).
+    reread: Option<Box<dyn Fn() -> Option<SecretUrl> + Send + Sync>>,
+}
+
+impl ReplicationUrl {
+    pub fn new(url: SecretUrl, reread: Option<Box<dyn Fn() -> Option<SecretUrl> + Send + Sync>>) -> Self {
+        Self {
+            url: watch::Sender::new(url),
+            reread,
+        }
+    }
+
+    pub fn current(&self) -> SecretUrl {
+        self.url.borrow().clone()
+    }
+
+    /// Replaces the URL; a running session reconnects with it. Whether it changed.
+    pub fn replace(&self, url: SecretUrl) -> bool {
+        self.url.send_if_modified(|current| {
+            let changed = *current != url;
+            *current = url;
+            changed
+        })
+    }
+
+    /// Reads the URL again and applies it; whether it changed.
+    fn reread(&self) -> bool {
+        self.reread
+            .as_ref()
+            .and_then(|reread| reread())
+            .is_some_and(|url| self.replace(url))
+    }
+
+    fn subscribe(&self) -> watch::Receiver<SecretUrl> {
+        self.url.subscribe()
+    }
 }
 
 /// What survives reconnects within one run of the listener.
@@ -153,7 +198,15 @@ impl BinlogListener {
                     state.resume_from_current = true;
                     Duration::ZERO
                 }
-                Err(BinlogError::Definite(message)) => {
+                Err(BinlogError::Reconnect) => Duration::ZERO,
+                // A rotated password: the configuration read again may hold the new one.
+                Err(BinlogError::AccessDenied(_)) if self.url.reread() => {
+                    info!(
+                        "The binlog connection was denied access; [binlog] url changed where it is read from: using it."
+                    );
+                    Duration::ZERO
+                }
+                Err(BinlogError::Definite(message) | BinlogError::AccessDenied(message)) => {
                     error!(error = %message, retry_in = ?DEFINITE_RETRY, "Cannot follow the binlog; fix the server, [binlog] or Redis.");
                     self.health.set_stalled("binlog", Some(message));
                     DEFINITE_RETRY
@@ -180,7 +233,7 @@ impl BinlogListener {
         shutdown: &CancellationToken,
         state: &mut SessionState,
     ) -> Result<Option<(mysql_async::BinlogStream, Position, server::ServerTraits)>, BinlogError> {
-        let mut conn = server::connect(&self.settings.url).await?;
+        let mut conn = server::connect(&self.url.current()).await?;
         let server = server::check_server(&mut conn).await?;
         let current = server::current_position(&mut conn, &server).await?;
         let start = self.start_position(current, shutdown, state).await?;
@@ -255,6 +308,7 @@ impl BinlogListener {
     /// purpose: the one event loop — waiting, batching, applying, and each event's effect on the position — reads
     /// best whole.)
     async fn session(&self, shutdown: &CancellationToken, state: &mut SessionState) -> Result<(), BinlogError> {
+        let mut url = self.url.subscribe();
         let Some((mut stream, start, server)) = self.open(shutdown, state).await? else {
             return Ok(());
         };
@@ -312,6 +366,11 @@ impl BinlogListener {
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => return Ok(()),
+                    Ok(()) = url.changed() => {
+                        // Nothing is in flight between batches: the next session resumes from the position applied.
+                        info!("[binlog] url changed: reconnecting with it from the position applied.");
+                        return Err(BinlogError::Reconnect);
+                    }
                     next = tokio::time::timeout(wait, stream.next()) => match next {
                         Ok(item) => item,
                         Err(_) if last_heard.elapsed() >= silence => {

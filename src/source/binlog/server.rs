@@ -31,6 +31,13 @@ pub enum BinlogError {
     /// `/readyz` (`redis_full`, `checkpoint_file`).
     #[error("{message}")]
     CheckpointWaits { stalled: &'static str, message: String },
+    /// MySQL denied the replication user access (1045): a wrong or rotated password. Definite, unless the
+    /// configuration read again holds another URL.
+    #[error("{0}")]
+    AccessDenied(String),
+    /// The replication URL changed: reconnect at once with the new one.
+    #[error("[binlog] url changed")]
+    Reconnect,
 }
 
 impl BinlogError {
@@ -57,7 +64,8 @@ impl From<mysql_async::Error> for BinlogError {
         match &error {
             mysql_async::Error::Server(server) => match server.code {
                 // Access denied (user, database, missing REPLICATION privileges), unknown system variable.
-                1044 | 1045 | 1227 | 1193 => BinlogError::Definite(error.to_string()),
+                1045 => BinlogError::AccessDenied(error.to_string()),
+                1044 | 1227 | 1193 => BinlogError::Definite(error.to_string()),
                 _ => BinlogError::Transient(error.to_string()),
             },
             _ => BinlogError::Transient(error.to_string()),
