@@ -23,8 +23,8 @@ use tokio::sync::watch;
 use crate::access::{self, Checked};
 use crate::admin::{AdminServer, AdminState};
 use crate::backoff::Backoff;
-use crate::cache::{Cache, Fence};
-use crate::config::{self, BinlogSettings, ChannelSettings, Config};
+use crate::cache::{self, Cache, Fence};
+use crate::config::{self, BinlogSettings, ChannelSettings, Config, RedisSettings};
 use crate::database::Database;
 use crate::ha::{LeaderLease, Role};
 use crate::health::{Health, HealthChecker, Liveness};
@@ -134,6 +134,9 @@ struct Work {
     policy: watch::Sender<Arc<crate::plan::Policy>>,
     /// The pool every executor shares; a SIGHUP that changed `[mysql]` replaces it.
     db: Database,
+    /// The Redis connections every executor shares; a SIGHUP that changed only `[redis] url`'s credentials
+    /// authenticates them again.
+    cache: Cache,
 }
 
 impl Daemon {
@@ -250,6 +253,7 @@ impl Daemon {
             };
             self.tracker.spawn("audit", auditor.run(self.shutdown.clone()));
         }
+        let invalidator_cache = cache.clone();
         let (policy, policy_rx) = watch::channel(Arc::new(config.channel_policy()));
         let invalidator = Arc::new(
             Invalidator::new(
@@ -287,6 +291,7 @@ impl Daemon {
             producers,
             policy,
             db: db.clone(),
+            cache: invalidator_cache,
         }
     }
 
@@ -381,6 +386,9 @@ impl Work {
                 }
                 Err(error) => error!(%error, "SIGHUP: [mysql] changed but cannot be used; keeping the old pool."),
             }
+        }
+        if new.redis.url != current.redis.url && self.cache.reauthenticate(&new.redis.url) {
+            info!("SIGHUP: [redis] url's credentials changed; every Redis connection authenticates with them.");
         }
         if let (Some(url), Some(binlog)) = (&self.producers.binlog_url, &new.binlog)
             && url.replace(binlog.url.clone())
@@ -535,7 +543,15 @@ fn reload(current: &Config) -> Option<Config> {
         }
     };
     let fixed = [
-        ("[redis]", new.redis != current.redis),
+        // New credentials in the same URL are applied (see `Work::reconnect`); any other change needs a restart.
+        (
+            "[redis]",
+            !cache::only_credentials_differ(&new.redis.url, &current.redis.url)
+                || RedisSettings {
+                    url: current.redis.url.clone(),
+                    ..new.redis.clone()
+                } != current.redis,
+        ),
         ("[daemon]", new.daemon != current.daemon),
         ("[admin]", new.admin != current.admin),
         ("[ha]", new.ha != current.ha),
@@ -588,7 +604,14 @@ fn reload(current: &Config) -> Option<Config> {
     metrics::record_reload(true);
     Some(Config {
         credentials: current.credentials.clone(),
-        redis: current.redis.clone(),
+        redis: if cache::only_credentials_differ(&new.redis.url, &current.redis.url) {
+            RedisSettings {
+                url: new.redis.url.clone(),
+                ..current.redis.clone()
+            }
+        } else {
+            current.redis.clone()
+        },
         daemon: current.daemon.clone(),
         admin: current.admin.clone(),
         // Of [binlog], only the URL applies without a restart.
@@ -664,7 +687,15 @@ async fn connect_with_retry(
         let mut redis_down = None;
         if cache.is_none() {
             match Cache::connect(&config.redis).await {
-                Ok(connected) => cache = Some(connected),
+                Ok(connected) => {
+                    let (path, credentials) = (config.path.clone(), config.credentials.clone());
+                    connected.rereading(Box::new(move || {
+                        config::load(&path, credentials.as_deref())
+                            .ok()
+                            .map(|new| new.redis.url)
+                    }));
+                    cache = Some(connected);
+                }
                 Err(error) if error.is_transient() => {
                     warn!(redis = %config.redis.url, %error, "Redis is unreachable; will retry.");
                     redis_down = Some(format!("waiting for the first connection: {error}"));

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cache::{Cache, info_field};
 use crate::database::Database;
@@ -125,7 +125,17 @@ impl HealthChecker {
     }
 
     async fn check_redis(&self) -> Option<String> {
-        let checked = tokio::time::timeout(CHECK_INTERVAL, self.cache.info_stats()).await;
+        let mut checked = tokio::time::timeout(CHECK_INTERVAL, self.cache.info_stats()).await;
+        // A refused password (rotated under us, or changed and changed back): read `[redis] url` again once,
+        // connect anew, and check again.
+        if matches!(&checked, Ok(Err(error)) if error.is_auth_failure()) {
+            match self.cache.recover_from_refused_password().await {
+                Ok(true) => info!("Redis refused the password; [redis] url changed where it is read from: using it."),
+                Ok(false) => info!("Redis refused the password; connected again with the same one."),
+                Err(error) => debug!(%error, "Redis refused the password; connecting again failed."),
+            }
+            checked = tokio::time::timeout(CHECK_INTERVAL, self.cache.info_stats()).await;
+        }
         match checked {
             Ok(Ok(info)) => {
                 if let (Some(hits), Some(misses)) =

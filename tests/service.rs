@@ -1021,3 +1021,117 @@ async fn a_rotated_mysql_password_applies_on_sighup_and_after_an_access_denied_w
     );
     env.sql(&format!("DROP USER '{user}'@'%'")).await;
 }
+
+/// Gives the ACL user `user` the password `password` alone (the old one stops working) and writes the URL with it to
+/// the credentials directory; then cuts every connection of the user, so that whatever comes next reconnects.
+async fn rotate_redis(redis: &common::OwnRedis, user: &str, password: &str, credentials: &Path) {
+    let mut conn = redis.conn.clone();
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", user, "resetpass", &format!(">{password}")][..])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let url = format!("redis://{user}:{password}@127.0.0.1:{}/0\n", redis.port);
+    std::fs::write(credentials.join("redis-url"), url).unwrap();
+}
+
+async fn cut_redis_connections(redis: &common::OwnRedis, user: &str) {
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg(&["KILL", "USER", user][..])
+        .query_async(&mut redis.conn.clone())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_redis_password_applies_on_sighup_and_after_a_refused_password_without_a_restart() {
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(20));\nINSERT INTO t VALUES (1, 'a'), (2, 'b')")
+        .await;
+    let redis = common::OwnRedis::start().await;
+    let p = env.prefix.clone();
+    let user = "cw_rotated";
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", user, "on", ">first-pass", "~*", "&*", "+@all"][..])
+        .query_async(&mut redis.conn.clone())
+        .await
+        .unwrap();
+    let credentials = env.dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    rotate_redis(&redis, user, "first-pass", &credentials).await;
+    let channel = format!("{p}inv");
+    let body = format!(
+        "[mysql]\nurl = \"{}\"\n\n[admin]\nlisten = \"{}\"\n\n[channel]\nname = \"{channel}\"\nallow = [\"{p}*\"]\n\n{}",
+        env.mysql_url,
+        env.admin_addr(),
+        job(
+            &env,
+            "j",
+            "SELECT id, name FROM t",
+            "0 0 0 1 1 *",
+            "run_on_start = true"
+        ),
+    );
+    let config = env.write_file("jobs.toml", &body);
+    let daemon = Daemon::start(
+        &env,
+        &config,
+        &[],
+        &[("CREDENTIALS_DIRECTORY", credentials.to_str().unwrap())],
+    );
+    wait_for_admin(&env).await;
+    // A warm run (the shared connection) and a channel message (the pub/sub connection) both take effect.
+    let works = || async {
+        let mut conn = redis.conn.clone();
+        let (warmed, victim) = (format!("{p}j:1"), format!("{p}victim"));
+        let _: () = redis::cmd("DEL").arg(&warmed).query_async(&mut conn).await.unwrap();
+        let queued = admin::request(env.admin_addr(), Method::POST, "/jobs/j/run")
+            .await
+            .unwrap();
+        assert_eq!(queued.status, 202, "{}", queued.body);
+        let _: () = redis::cmd("SET")
+            .arg(&victim)
+            .arg("x")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let deleted = common::published_until_deleted(&conn, &channel, &victim, Duration::from_secs(15)).await;
+        let warm = eventually(Duration::from_secs(15), || async {
+            let value: Option<String> = redis::cmd("GET")
+                .arg(&warmed)
+                .query_async(&mut conn.clone())
+                .await
+                .ok()?;
+            value
+        })
+        .await;
+        deleted && warm.is_some()
+    };
+    assert!(works().await, "{}", daemon.log());
+
+    // 1. Rotated, then SIGHUP: every connection authenticates with the new password, reconnects included.
+    rotate_redis(&redis, user, "second-pass", &credentials).await;
+    daemon.signal("HUP");
+    let applied = eventually(Duration::from_secs(10), || async {
+        daemon.log().contains("[redis] url's credentials changed").then_some(())
+    })
+    .await;
+    assert!(applied.is_some(), "{}", daemon.log());
+    cut_redis_connections(&redis, user).await;
+    assert!(works().await, "after SIGHUP:\n{}", daemon.log());
+
+    // 2. Rotated with no SIGHUP: the refused password reads the credentials again once and goes on with them.
+    rotate_redis(&redis, user, "third-pass", &credentials).await;
+    cut_redis_connections(&redis, user).await;
+    assert!(works().await, "after a refused password:\n{}", daemon.log());
+    let ready = eventually(Duration::from_secs(10), || async {
+        (get(&env, "/readyz").await?.status == 200).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "{}", daemon.log());
+    assert!(
+        !daemon.log().contains("takes effect only after a restart"),
+        "{}",
+        daemon.log()
+    );
+}

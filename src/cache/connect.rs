@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::auth::RedisAuth;
 use super::guard::Dedicated;
 use super::scripts::Scripts;
 use super::{Cache, CacheError, RESPONSE_TIMEOUT, cluster, info_field};
@@ -16,11 +17,74 @@ use crate::config::RedisSettings;
 #[derive(Clone)]
 pub enum Conn {
     /// One node, reconnected by the manager.
-    Managed(ConnectionManager),
+    Managed(Managed),
     /// One node, a connection of its own (blocking stream reads).
     Node(redis::aio::MultiplexedConnection),
     /// A Redis Cluster.
     Cluster(redis::cluster_async::ClusterConnection),
+}
+
+/// A connection manager that can be replaced. redis-rs's manager reconnects after I/O errors only: once a reconnect
+/// is refused its password (rotated, or changed and changed back), every later command gets that refusal, forever. A
+/// new manager ([`Managed::reconnect`]) is the way out; every clone of the cache shares the replacement.
+#[derive(Clone)]
+pub struct Managed(Arc<ManagedInner>);
+
+struct ManagedInner {
+    current: std::sync::RwLock<ConnectionManager>,
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+}
+
+impl Managed {
+    async fn connect(client: redis::Client, config: ConnectionManagerConfig) -> Result<Self, CacheError> {
+        let manager = ConnectionManager::new_with_config(client.clone(), config.clone())
+            .await
+            .map_err(CacheError::Connect)?;
+        Ok(Self(Arc::new(ManagedInner {
+            current: std::sync::RwLock::new(manager),
+            client,
+            config,
+        })))
+    }
+
+    fn current(&self) -> ConnectionManager {
+        self.0
+            .current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces the manager with a newly connected one.
+    pub async fn reconnect(&self) -> Result<(), CacheError> {
+        let manager = ConnectionManager::new_with_config(self.0.client.clone(), self.0.config.clone())
+            .await
+            .map_err(CacheError::Connect)?;
+        *self.0.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = manager;
+        Ok(())
+    }
+}
+
+impl redis::aio::ConnectionLike for Managed {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        let mut manager = self.current();
+        Box::pin(async move { manager.req_packed_command(cmd).await })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        let mut manager = self.current();
+        Box::pin(async move { manager.req_packed_commands(pipeline, offset, count).await })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.current().get_db()
+    }
 }
 
 impl redis::aio::ConnectionLike for Conn {
@@ -58,13 +122,15 @@ impl Cache {
     /// Connects, failing if Redis cannot be reached now; later outages are reconnected transparently.
     pub async fn connect(settings: &RedisSettings) -> Result<Self, CacheError> {
         let client = client(settings)?;
-        let config = ConnectionManagerConfig::new()
+        let auth = RedisAuth::new(&settings.url);
+        let mut config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_number_of_retries(2);
-        let mut conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(CacheError::Connect)?;
+        if let Some(auth) = &auth {
+            config = config.set_credentials_provider(auth.provider());
+        }
+        let mut conn = Managed::connect(client.clone(), config).await?;
         // A cluster answers a single-node client until the first key on another shard, and a single node refuses a
         // cluster client with a riddle: say which it is now, clearly. (A user the ACL denies INFO is taken for what
         // the configuration says; the health check needs INFO anyway.)
@@ -77,8 +143,9 @@ impl Cache {
             (Some(0), true) => return Err(CacheError::NotCluster),
             _ => {}
         }
-        let dedicated = Dedicated::new(client, settings.connect_timeout, RESPONSE_TIMEOUT);
+        let dedicated = Dedicated::new(client, settings.connect_timeout, RESPONSE_TIMEOUT, auth.as_deref());
         let mut cache = Self {
+            auth,
             conn: Conn::Managed(conn),
             cluster: None,
             protected: settings.stale_set_protection,
@@ -87,7 +154,9 @@ impl Cache {
             fence: None,
         };
         if settings.cluster {
-            let conn = cluster_client(settings)?
+            let conn = cluster_builder(settings, cache.auth.as_deref())?
+                .build()
+                .map_err(CacheError::Connect)?
                 .get_async_connection()
                 .await
                 .map_err(CacheError::Connect)?;
@@ -102,10 +171,14 @@ impl Cache {
 
     /// A connection of its own for blocking reads (streams), with `response_timeout`: to the node, or to the
     /// cluster (which routes the stream's commands to the stream's slot).
-    pub async fn own_connection(settings: &RedisSettings, response_timeout: Duration) -> Result<Conn, CacheError> {
+    pub async fn own_connection(
+        &self,
+        settings: &RedisSettings,
+        response_timeout: Duration,
+    ) -> Result<Conn, CacheError> {
         let connect = async {
             if settings.cluster {
-                let client = cluster_builder(settings)?
+                let client = cluster_builder(settings, self.auth.as_deref())?
                     .response_timeout(response_timeout)
                     .build()
                     .map_err(CacheError::Connect)?;
@@ -115,9 +188,12 @@ impl Cache {
                     .map(Conn::Cluster)
                     .map_err(CacheError::Connect)
             } else {
-                let config = redis::AsyncConnectionConfig::new()
+                let mut config = redis::AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(settings.connect_timeout))
                     .set_response_timeout(Some(response_timeout));
+                if let Some(auth) = &self.auth {
+                    config = config.set_credentials_provider(auth.provider());
+                }
                 client(settings)?
                     .get_multiplexed_async_connection_with_config(&config)
                     .await
@@ -141,8 +217,14 @@ impl Cache {
 /// A client for `[redis]`: the URL, and the CA file when one is configured. Sources that need connections of their
 /// own (pub/sub, blocking stream reads) build them from this too.
 pub fn client(settings: &RedisSettings) -> Result<redis::Client, CacheError> {
+    let info = redis::IntoConnectionInfo::into_connection_info(settings.url.expose()).map_err(CacheError::Connect)?;
+    client_for(info, settings)
+}
+
+/// A client for `info`, with `settings`' CA file when one is configured.
+fn client_for(info: redis::ConnectionInfo, settings: &RedisSettings) -> Result<redis::Client, CacheError> {
     match &settings.ca_file {
-        None => redis::Client::open(settings.url.expose()),
+        None => redis::Client::open(info),
         // A private CA (self-managed Redis, some ElastiCache setups) instead of the system trust store.
         Some(path) => {
             let root_cert = std::fs::read(path).map_err(|source| CacheError::CaFile {
@@ -153,25 +235,61 @@ pub fn client(settings: &RedisSettings) -> Result<redis::Client, CacheError> {
                 client_tls: None,
                 root_cert: Some(root_cert),
             };
-            redis::Client::build_with_tls(settings.url.expose(), certificates)
+            redis::Client::build_with_tls(info, certificates)
         }
     }
     .map_err(CacheError::Connect)
 }
 
-/// A client per configured node: `url`, then a cluster's other seeds (`urls`).
-pub fn clients(settings: &RedisSettings) -> Result<Vec<redis::Client>, CacheError> {
-    std::iter::once(settings.clone())
-        .chain(settings.seeds.iter().map(|seed| RedisSettings {
-            url: seed.clone(),
-            ..settings.clone()
-        }))
-        .map(|settings| client(&settings))
-        .collect()
+impl Cache {
+    /// A client per configured node (`url`, then a cluster's other seeds, `urls`), with the current credentials: for
+    /// connections the credentials provider does not reach (pub/sub), made afresh at each reconnect.
+    pub fn clients(&self, settings: &RedisSettings) -> Result<Vec<redis::Client>, CacheError> {
+        std::iter::once(&settings.url)
+            .chain(&settings.seeds)
+            .map(|url| match &self.auth {
+                Some(auth) => {
+                    let info = auth.apply(url).map_err(CacheError::Connect)?;
+                    client_for(info, settings)
+                }
+                None => client(&RedisSettings {
+                    url: url.clone(),
+                    ..settings.clone()
+                }),
+            })
+            .collect()
+    }
+
+    /// Takes the credentials of `url` (a reload): every connection authenticates with them from now on. Whether
+    /// they changed; `false` too when the first URL had no password (nothing to rotate: a restart applies one).
+    pub fn reauthenticate(&self, url: &crate::config::SecretUrl) -> bool {
+        self.auth.as_ref().is_some_and(|auth| auth.replace(url))
+    }
+
+    /// After a refused password: how to read `[redis] url` again.
+    pub fn rereading(&self, reread: super::auth::RereadUrl) {
+        if let Some(auth) = &self.auth {
+            auth.rereading(reread);
+        }
+    }
+
+    /// After Redis refused the password: reads `[redis] url` again (taking its credentials if they changed) and
+    /// connects anew — the refused connection would otherwise refuse forever (see [`Managed`]). Whether the
+    /// credentials changed.
+    pub async fn recover_from_refused_password(&self) -> Result<bool, CacheError> {
+        let changed = self.auth.as_ref().is_some_and(|auth| auth.reread());
+        if let Conn::Managed(managed) = &self.conn {
+            managed.reconnect().await?;
+        }
+        Ok(changed)
+    }
 }
 
 /// A cluster client for `[redis]`: `url` and then `urls` as seeds, the CA file when one is configured.
-fn cluster_builder(settings: &RedisSettings) -> Result<redis::cluster::ClusterClientBuilder, CacheError> {
+fn cluster_builder(
+    settings: &RedisSettings,
+    auth: Option<&RedisAuth>,
+) -> Result<redis::cluster::ClusterClientBuilder, CacheError> {
     let seeds: Vec<&str> = std::iter::once(&settings.url)
         .chain(&settings.seeds)
         .map(|url| url.expose())
@@ -179,6 +297,9 @@ fn cluster_builder(settings: &RedisSettings) -> Result<redis::cluster::ClusterCl
     let mut builder = redis::cluster::ClusterClientBuilder::new(seeds)
         .connection_timeout(settings.connect_timeout)
         .response_timeout(RESPONSE_TIMEOUT);
+    if let Some(auth) = auth {
+        builder = builder.set_credentials_provider(auth.provider());
+    }
     if let Some(path) = &settings.ca_file {
         let root_cert = std::fs::read(path).map_err(|source| CacheError::CaFile {
             path: path.clone(),
@@ -190,8 +311,4 @@ fn cluster_builder(settings: &RedisSettings) -> Result<redis::cluster::ClusterCl
         });
     }
     Ok(builder)
-}
-
-fn cluster_client(settings: &RedisSettings) -> Result<redis::cluster::ClusterClient, CacheError> {
-    cluster_builder(settings)?.build().map_err(CacheError::Connect)
 }

@@ -65,12 +65,21 @@ pub(super) struct Dedicated {
 }
 
 impl Dedicated {
-    pub(super) fn new(client: redis::Client, connect_timeout: Duration, response_timeout: Duration) -> Self {
+    pub(super) fn new(
+        client: redis::Client,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+        auth: Option<&super::auth::RedisAuth>,
+    ) -> Self {
+        let mut config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(response_timeout));
+        if let Some(auth) = auth {
+            config = config.set_credentials_provider(auth.provider());
+        }
         Self {
             client,
-            config: redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(connect_timeout))
-                .set_response_timeout(Some(response_timeout)),
+            config,
             idle: std::sync::Mutex::new(Vec::new()),
         }
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::model::KeyOp;
 
+mod auth;
 pub mod cluster;
 mod connect;
 mod fence;
@@ -19,7 +20,8 @@ mod guard;
 mod lease;
 mod scripts;
 
-pub use connect::{Conn, client, clients};
+pub use auth::only_credentials_differ;
+pub use connect::{Conn, client};
 pub use fence::Fence;
 use guard::{Dedicated, counter_seed};
 pub use guard::{ReadLease, read_lease_keys};
@@ -114,6 +116,17 @@ impl CacheError {
         }
     }
 
+    /// Whether Redis refused the user or password (`WRONGPASS`, `NOAUTH`): rotated credentials, maybe.
+    pub fn is_auth_failure(&self) -> bool {
+        match self {
+            CacheError::Connect(error) | CacheError::Command(error) => {
+                error.kind() == redis::ErrorKind::AuthenticationFailed
+                    || matches!(error.code(), Some("WRONGPASS" | "NOAUTH"))
+            }
+            _ => false,
+        }
+    }
+
     /// Whether Redis refused a write for memory (`OOM`: `maxmemory` reached under `noeviction`). Deletes are still
     /// allowed then, and free memory.
     pub fn is_out_of_memory(&self) -> bool {
@@ -143,6 +156,8 @@ impl CacheError {
 /// The cache. Cheap to clone: clones share one multiplexed connection.
 #[derive(Clone)]
 pub struct Cache {
+    /// The current user and password, when the URL has one: every connection takes them from here.
+    auth: Option<Arc<auth::RedisAuth>>,
     conn: Conn,
     /// On a Redis Cluster (`[redis] cluster = true`): the slot map and what goes with it.
     cluster: Option<Arc<cluster::Cluster>>,

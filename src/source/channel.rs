@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
-use crate::cache::{self, Cache, CacheError};
+use crate::cache::{self, CacheError};
 use crate::config::{OnGap, RedisSettings, StreamSettings};
 use crate::invalidate::Invalidator;
 use crate::metrics;
@@ -179,7 +179,7 @@ impl ChannelListener {
     /// message published on any node reaches every node's subscribers.
     async fn subscribe(&self) -> Result<redis::aio::PubSub, CacheError> {
         let mut failed = None;
-        for client in cache::clients(&self.redis)? {
+        for client in self.invalidator.cache().clients(&self.redis)? {
             let subscribed = async {
                 let mut pubsub = tokio::time::timeout(self.redis.connect_timeout, client.get_async_pubsub())
                     .await
@@ -353,7 +353,11 @@ impl StreamListener {
     ) -> Result<(), CacheError> {
         // A blocking read must not outlast the connection's response timeout (redis-rs defaults to 500 ms), or every
         // idle read fails and reconnects. On a cluster, the stream's commands go to the stream's slot.
-        let mut conn = Cache::own_connection(&self.redis, STREAM_BLOCK + STREAM_REPLY_MARGIN).await?;
+        let mut conn = self
+            .invalidator
+            .cache()
+            .own_connection(&self.redis, STREAM_BLOCK + STREAM_REPLY_MARGIN)
+            .await?;
         let now = replication_id(&mut conn).await;
         if let (Some(before), Some(now)) = (server.as_ref(), now.as_ref())
             && before != now
