@@ -213,28 +213,38 @@ pub async fn check(cache: &Cache, needs: &[Need]) -> Result<Checked, CacheError>
         Err(error) if error.is_server_reply() => return Ok(Checked::Unchecked(format!("ACL WHOAMI: {error}"))),
         Err(error) => return Err(error),
     };
-    // Each distinct command once, a pipeline at a time: linear in what must be checked.
+    // Each distinct command asked once, a pipeline at a time; every need reported by its command's answer. Linear in
+    // what must be checked.
     let mut seen = std::collections::HashSet::new();
-    let distinct: Vec<&Need> = needs.iter().filter(|need| seen.insert(&need.command)).collect();
-    let mut refused = Vec::new();
-    let mut reported = std::collections::HashSet::new();
+    let distinct: Vec<&[String]> = needs
+        .iter()
+        .map(|need| &need.command[..])
+        .filter(|command| seen.insert(*command))
+        .collect();
+    let mut answers: std::collections::HashMap<&[String], String> = std::collections::HashMap::new();
     for chunk in distinct.chunks(DRYRUN_PIPELINE) {
-        let commands: Vec<&[String]> = chunk.iter().map(|need| &need.command[..]).collect();
-        let answers = match cache.acl_dryrun(&user, &commands).await {
-            Ok(answers) => answers,
+        let replies = match cache.acl_dryrun(&user, chunk).await {
+            Ok(replies) => replies,
             Err(error) if error.is_server_reply() => return Ok(Checked::Unchecked(format!("ACL DRYRUN: {error}"))),
             Err(error) => return Err(error),
         };
-        for (need, answer) in chunk.iter().zip(answers) {
-            // The same key refused for several commands of one purpose is reported once.
-            if let Some(reason) = answer
-                && reported.insert((reason.clone(), need.purpose.clone()))
-            {
-                refused.push(Refusal {
-                    need: (*need).clone(),
-                    reason,
-                });
+        for (command, reply) in chunk.iter().zip(replies) {
+            if let Some(reason) = reply {
+                answers.insert(command, reason);
             }
+        }
+    }
+    let mut refused = Vec::new();
+    let mut reported = std::collections::HashSet::new();
+    for need in needs {
+        // The same key refused for several commands of one purpose is reported once.
+        if let Some(reason) = answers.get(&need.command[..])
+            && reported.insert((reason.as_str(), need.purpose.as_str()))
+        {
+            refused.push(Refusal {
+                need: need.clone(),
+                reason: reason.clone(),
+            });
         }
     }
     Ok(Checked::Refused(refused))

@@ -529,9 +529,10 @@ refresh = ["product:{{id}}"]
 }
 
 #[test]
-fn twenty_thousand_bad_jobs_are_each_reported_with_their_line() {
+fn two_thousand_bad_jobs_are_each_reported_with_their_line() {
+    // As many jobs as a configuration may have, each with its own problem.
     let mut source = String::from(CONNECTIONS);
-    for i in 0..20_000 {
+    for i in 0..2_000 {
         source.push_str(&format!(
             "\n[[warm]]\nname = \"job{i}\"\nschedule = \"every 1h\"\nquery = \"SELECT 1 AS id\"\nkey = \"k{i}:{{id}}\"\n\
              ttl = \"1h\"\ncolour = 1\n"
@@ -539,9 +540,9 @@ fn twenty_thousand_bad_jobs_are_each_reported_with_their_line() {
     }
     let header = CONNECTIONS.lines().count();
     let problems = problems(&source);
-    assert_eq!(problems.len(), 20_000);
-    let last = find(&problems, "warm[19999] \"job19999\".colour");
-    assert_eq!(last.line, Some(header + 19_999 * 8 + 8));
+    assert_eq!(problems.len(), 2_000);
+    let last = find(&problems, "warm[1999] \"job1999\".colour");
+    assert_eq!(last.line, Some(header + 1_999 * 8 + 8));
 }
 
 #[test]
