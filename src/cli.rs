@@ -157,6 +157,10 @@ pub enum Command {
         /// Keys sampled per job (at most 10,000,000).
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
         sample: u32,
+        /// Check every key instead of a sample: stream each job's query as a warm run does, compare every value,
+        /// and find cached keys the query no longer returns.
+        #[arg(long, conflicts_with = "sample")]
+        all: bool,
     },
     /// Create and seed the demo shop schema in the configured database (for the quick start; never in production).
     DemoInit,

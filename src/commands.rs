@@ -294,6 +294,23 @@ pub async fn run_audit(config: &Config, names: &[String], sample: usize) -> anyh
     Ok((crate::audit::format_report(&audits), consistent))
 }
 
+/// Checks every key of the jobs (`audit --all`); returns the report and whether nothing was found.
+pub async fn run_full_audit(config: &Config, names: &[String]) -> anyhow::Result<(String, bool)> {
+    let jobs = if names.is_empty() {
+        config.jobs.clone()
+    } else {
+        select_jobs(config, names)?
+    };
+    let (db, cache) = connect_now(config).await?;
+    let mut audits = Vec::new();
+    for job in &jobs {
+        audits.push(crate::audit::audit_all(&cache, &db, job, &config.jobs).await?);
+    }
+    db.close().await;
+    let clean = audits.iter().all(crate::audit::FullAudit::clean);
+    Ok((crate::audit::format_full_report(&audits), clean))
+}
+
 /// The message `cachewarden invalidate` publishes: a plain key when that says it all (what the seed's publisher
 /// sends), else JSON. `None` when there is nothing to ask for.
 pub fn invalidation_message(keys: &[String], patterns: &[String], refresh: bool, warm: &[String]) -> Option<String> {

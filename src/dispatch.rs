@@ -49,7 +49,14 @@ pub async fn run(cli: Cli) -> ExitCode {
             refresh,
             warm,
         } => invalidate(&config, &keys, &patterns, refresh, &warm).await,
-        Command::Audit { jobs, sample } => match commands::run_audit(&config, &jobs, sample as usize).await {
+        Command::Audit { jobs, all: true, .. } => match commands::run_full_audit(&config, &jobs).await {
+            Ok((report, clean)) => {
+                print!("{report}");
+                success_if(clean)
+            }
+            Err(error) => failed(&error),
+        },
+        Command::Audit { jobs, sample, .. } => match commands::run_audit(&config, &jobs, sample as usize).await {
             Ok((report, consistent)) => {
                 print!("{report}");
                 success_if(consistent)

@@ -108,3 +108,169 @@ ttl = "1h"
     assert!(stdout.contains("(no row: the key should not exist)"), "{stdout}");
     assert!(!stdout.contains("product:3 ("), "{stdout}");
 }
+
+/// A job of `rows` products, another of the same rows encrypted without a refresh_query, and a whole-result job;
+/// warmed, then 30 values made wrong, 30 keys of deleted rows left behind and 30 keys deleted, on `env`'s Redis.
+async fn damaged_cache(env: &TestEnv, rows: u32) -> std::path::PathBuf {
+    env.sql(&format!(
+        "CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(50), price INT);
+         INSERT INTO products SELECT seq, CONCAT('product ', seq), seq % 100 FROM seq_1_to_{rows}"
+    ))
+    .await;
+    let p = &env.prefix;
+    let keys = env.write_file("cache-key", "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n");
+    let path = env.config_file(&format!(
+        r#"[crypto]
+key_file = "{keys}"
+
+[[warm]]
+name = "products"
+schedule = "every 1h"
+query = "SELECT id, name, price FROM products"
+refresh_query = "SELECT id, name, price FROM products WHERE id = :id"
+key = "{p}product:{{id}}"
+ttl = "1h"
+compress = "zstd"
+compress_over = 10
+
+[[warm]]
+name = "secret"
+schedule = "every 1h"
+query = "SELECT id, name FROM products"
+key = "{p}secret:{{id}}"
+ttl = "1h"
+encrypt_columns = ["name"]
+
+[[warm]]
+name = "cheap"
+schedule = "every 1h"
+query = "SELECT id, price FROM products WHERE price = 0 ORDER BY id"
+key = "{p}cheap"
+ttl = "1h"
+shape = "array"
+"#,
+        keys = keys.display()
+    ));
+    let output = env
+        .cli()
+        .args(["run", "--once", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{:?}", text(&output));
+    let mut conn = env.any_redis().await;
+    let mut damage = Vec::new();
+    for i in 0..30 {
+        // Wrong: another value under the key (plain JSON: the audit compares decompressed values).
+        damage.push(
+            redis::cmd("SET")
+                .arg(format!("{p}product:{}", 1000 + i * 7))
+                .arg("{\"id\":0}")
+                .clone(),
+        );
+        damage.push(
+            redis::cmd("SET")
+                .arg(format!("{p}secret:{}", 2000 + i * 7))
+                .arg("{\"id\":0}")
+                .clone(),
+        );
+        // Missing: deleted from Redis.
+        damage.push(redis::cmd("DEL").arg(format!("{p}product:{}", 5000 + i * 7)).clone());
+        // Orphaned: a key of a row that does not exist.
+        damage.push(
+            redis::cmd("SET")
+                .arg(format!("{p}product:{}", rows + 1 + i))
+                .arg("{\"id\":1}")
+                .clone(),
+        );
+    }
+    damage.push(redis::cmd("SET").arg(format!("{p}cheap")).arg("[]").clone());
+    for command in damage {
+        let _: () = command.query_async(&mut conn).await.unwrap();
+    }
+    path
+}
+
+#[tokio::test]
+async fn audit_all_finds_exactly_the_wrong_missing_and_orphaned_keys_among_a_hundred_thousand() {
+    let env = TestEnv::new().await;
+    let path = damaged_cache(&env, 100_000).await;
+    let output = env
+        .cli()
+        .args(["audit", "--all", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("products: 100000 checked, 30 wrong, 30 missing, 30 orphaned"),
+        "{stdout}{stderr}"
+    );
+    // Encrypted values compare by what they say (each envelope has its own nonce), and only the damaged ones differ.
+    assert!(
+        stdout.contains("secret: 100000 checked, 30 wrong, 0 missing, 0 orphaned"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("cheap: 1 checked, 1 wrong, 0 missing, 0 orphaned"),
+        "{stdout}"
+    );
+    let p = &env.prefix;
+    assert!(
+        stdout.contains(&format!("  WRONG {p}product:1000\n    cached:   {{\"id\":0}}\n")),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!("  ORPHANED {p}product:100001\n")), "{stdout}");
+
+    // Warmed again, the same audit is clean (the orphans are deleted by hand: no run deletes them).
+    let mut conn = env.redis().await;
+    for i in 1..=30 {
+        let _: () = redis::cmd("DEL")
+            .arg(format!("{p}product:{}", 100_000 + i))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let output = env
+        .cli()
+        .args(["run", "--once", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{:?}", text(&output));
+    let output = env
+        .cli()
+        .args(["audit", "--all", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("products: 100000 checked, 0 wrong, 0 missing, 0 orphaned"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn audit_all_on_a_redis_cluster_finds_the_same() {
+    let env = TestEnv::new().await.on_cluster();
+    let path = damaged_cache(&env, 10_000).await;
+    let output = env
+        .cli()
+        .args(["audit", "--all", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("products: 10000 checked, 30 wrong, 30 missing, 30 orphaned"),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("secret: 10000 checked, 30 wrong, 0 missing, 0 orphaned"),
+        "{stdout}"
+    );
+}

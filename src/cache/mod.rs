@@ -442,6 +442,55 @@ impl Cache {
             .map_err(command_failed)
     }
 
+    /// The values of `keys` (`None` where a key does not exist), in one pipeline (per master on a cluster).
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+        if let Some(cluster) = &self.cluster {
+            let commands: Vec<(u16, redis::Cmd)> = keys
+                .iter()
+                .map(|key| {
+                    (
+                        cluster::slot::key_slot(key.as_bytes()),
+                        redis::cmd("GET").arg(key).clone(),
+                    )
+                })
+                .collect();
+            let replies = cluster.send(&commands).await?;
+            return replies
+                .into_iter()
+                .map(|reply| {
+                    redis::FromRedisValue::from_redis_value(reply).map_err(|error| command_failed(error.into()))
+                })
+                .collect();
+        }
+        let mut pipe = redis::Pipeline::with_capacity(keys.len());
+        for key in keys {
+            pipe.cmd("GET").arg(key);
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async(&mut conn).await.map_err(command_failed)
+    }
+
+    /// The keys matching `pattern` (one full SCAN of every master), at most `limit`; whether the limit cut it short.
+    pub async fn keys_matching(&self, pattern: &str, limit: usize) -> Result<(Vec<String>, bool), CacheError> {
+        let mut found = Vec::new();
+        for node in 0..self.nodes() {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = self.scan_page(node, cursor, pattern).await?;
+                found.extend(keys);
+                if found.len() > limit {
+                    found.truncate(limit);
+                    return Ok((found, true));
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok((found, false))
+    }
+
     /// One `SCAN cursor MATCH pattern COUNT …` call: the next cursor and the keys of this page.
     async fn scan_page<K: redis::FromRedisValue>(
         &self,

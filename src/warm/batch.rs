@@ -85,13 +85,13 @@ impl<'a> BatchWriter<'a> {
     }
 
     /// Adds the rendered `value` of `key`, stored as the job's encoding says (the size limit is on what is stored).
-    pub(super) async fn push(&mut self, key: String, value: Vec<u8>) -> Result<(), CacheError> {
+    async fn push_value(&mut self, key: String, value: Vec<u8>) -> Result<(), CacheError> {
         let rendered = value.len();
         let value = self.job.encoding.encode(value);
         if value.len() > self.job.max_value_bytes {
             let size = value.len();
             let limit = self.job.max_value_bytes;
-            self.skip(
+            self.skip_value(
                 |s| &mut s.skipped_oversize,
                 || format!("key {key}: value of {size} bytes exceeds max_value_bytes ({limit})"),
             );
@@ -154,7 +154,7 @@ impl<'a> BatchWriter<'a> {
     }
 
     /// Writes what is left and waits for every write.
-    pub(super) async fn finish(&mut self) -> Result<(), CacheError> {
+    async fn finish_writes(&mut self) -> Result<(), CacheError> {
         self.flush().await?;
         while !self.in_flight.is_empty() {
             self.settle_oldest().await?;
@@ -167,15 +167,29 @@ impl<'a> BatchWriter<'a> {
         self.progress.keys.fetch_add(keys, Ordering::Relaxed);
     }
 
-    pub(super) fn skip(
-        &mut self,
-        counter: impl FnOnce(&mut RunSummary) -> &mut u64,
-        describe: impl FnOnce() -> String,
-    ) {
+    fn skip_value(&mut self, counter: impl FnOnce(&mut RunSummary) -> &mut u64, describe: impl FnOnce() -> String) {
         *counter(&mut self.summary) += 1;
         if self.summary.skipped() <= SKIP_LOG_LIMIT {
             warn!(job = %self.job.name, detail = %describe(), "Skipped a value; the rest of the job goes on.");
         }
+    }
+}
+
+impl super::Sink for BatchWriter<'_> {
+    async fn push(&mut self, key: String, value: Vec<u8>) -> Result<(), CacheError> {
+        self.push_value(key, value).await
+    }
+
+    fn summary(&mut self) -> &mut RunSummary {
+        &mut self.summary
+    }
+
+    fn skip(&mut self, counter: impl FnOnce(&mut RunSummary) -> &mut u64, describe: impl FnOnce() -> String) {
+        self.skip_value(counter, describe);
+    }
+
+    async fn finish(&mut self) -> Result<(), CacheError> {
+        self.finish_writes().await
     }
 }
 

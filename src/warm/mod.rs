@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::TryStreamExt as _;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -27,16 +26,18 @@ use tracing::{Instrument as _, error, info, info_span, warn};
 
 use crate::backoff::Backoff;
 use crate::cache::{Cache, CacheError};
-use crate::database::{self, Database, DatabaseError};
+use crate::database::{Database, DatabaseError};
 use crate::health::Liveness;
 use crate::metrics;
-use crate::model::{KeyOp, ReadStamp, Shape, Trigger, TriggerReason, WarmJob};
+use crate::model::{KeyOp, ReadStamp, Trigger, TriggerReason, WarmJob};
 use crate::render::{ColumnError, RowRenderer};
 use crate::value::Cell;
 
 mod batch;
+mod stream;
 
-use batch::{Aggregate, BatchWriter};
+use batch::BatchWriter;
+pub use stream::{Sink, render_rows};
 
 /// How often the executor loop proves it is alive, for the systemd watchdog.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -295,8 +296,7 @@ impl Warmer {
         run
     }
 
-    /// Streams the query's rows, renders each (or gathers a whole-result key) and hands values to the batch writer.
-    /// (A little over a page on purpose: the per-row path — decode, skip, render, write — read top to bottom.)
+    /// Streams the query's rows into the batch writer (see [`stream::render_rows`]).
     async fn read_and_write(
         &self,
         job: &WarmJob,
@@ -304,91 +304,8 @@ impl Warmer {
         progress: &Progress,
         read: Option<ReadStamp>,
     ) -> Result<RunSummary, WarmError> {
-        let mut conn = self.db.acquire(job.timeout).await?;
-        let mut rows = conn.rows(&job.query);
         let mut writer = BatchWriter::new(&self.cache, job, mode, progress, read);
-        let mut renderer: Option<RowRenderer> = None;
-        let mut aggregate = job.key.single_key().map(|key| Aggregate {
-            key,
-            value: vec![b'['],
-            rows: 0,
-            oversize: false,
-        });
-        let mut key = String::new();
-        let mut value_capacity = 256;
-
-        while let Some(row) = rows.try_next().await? {
-            writer.summary.rows += 1;
-            progress.rows.fetch_add(1, Ordering::Relaxed);
-            let renderer = match &renderer {
-                Some(renderer) => renderer,
-                None => renderer.insert(RowRenderer::new(job, &database::columns(&row))?),
-            };
-            let mut raw = Vec::with_capacity(renderer.kinds().len());
-            database::raw_values(&row, &mut raw)?;
-            let cells = match renderer.decode(&raw) {
-                Ok(cells) => cells,
-                Err(reason) => {
-                    let row = writer.summary.rows;
-                    writer.skip(|s| &mut s.skipped_invalid, || format!("row {row}: {reason}"));
-                    continue;
-                }
-            };
-
-            if let Some(aggregate) = &mut aggregate {
-                if job.shape == Shape::Object && aggregate.rows >= 1 {
-                    return Err(WarmError::NotOneRow("more than one".into()));
-                }
-                aggregate.push(renderer, &cells, job.encoding.rendered_limit(job.max_value_bytes));
-                continue;
-            }
-
-            key.clear();
-            if let Err(reason) = renderer.render_key(&cells, &mut key) {
-                let row = writer.summary.rows;
-                writer.skip(|s| &mut s.skipped_null_key, || format!("row {row}: {reason}"));
-                continue;
-            }
-            // Rows of one query tend to be alike: size the value after the previous one, so it rarely grows.
-            let mut value = Vec::with_capacity(value_capacity);
-            renderer.render_object(&cells, &mut value);
-            value_capacity = value.len() + value.len() / 8 + 16;
-            writer.push(key.clone(), value).await?;
-        }
-        drop(rows);
-        drop(conn);
-
-        if let Some(aggregate) = aggregate {
-            if aggregate.oversize {
-                writer.skip(
-                    |s| &mut s.skipped_oversize,
-                    || {
-                        format!(
-                            "key {}: the whole result exceeds max_value_bytes ({}){}",
-                            aggregate.key,
-                            job.max_value_bytes,
-                            if job.encoding.compress == crate::codec::Compression::None {
-                                ""
-                            } else {
-                                " even before compression could shrink it"
-                            }
-                        )
-                    },
-                );
-            } else {
-                let value = match (job.shape, aggregate.rows) {
-                    (Shape::Object, 1) | (Shape::Auto, 1) => aggregate.value[1..].to_vec(),
-                    (Shape::Object, n) => return Err(WarmError::NotOneRow(n.to_string())),
-                    _ => {
-                        let mut value = aggregate.value;
-                        value.push(b']');
-                        value
-                    }
-                };
-                writer.push(aggregate.key, value).await?;
-            }
-        }
-        writer.finish().await?;
+        stream::render_rows(&self.db, job, progress, &mut writer).await?;
         Ok(std::mem::take(&mut writer.summary))
     }
 }

@@ -13,12 +13,16 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+mod full;
+
+pub use full::{Finding, FullAudit, audit_all, format_report as format_full_report};
+
 use crate::cache::{Cache, CacheError};
 use crate::database::{Database, DatabaseError};
 use crate::model::{Ttl, WarmJob};
 
 /// A mismatch is looked at again after this long: enough for a change in flight to be applied.
-const RECHECK_AFTER: Duration = Duration::from_millis(1500);
+pub(crate) const RECHECK_AFTER: Duration = Duration::from_millis(1500);
 
 /// Why an audit could not run.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,9 @@ pub enum AuditError {
     Cache(#[from] CacheError),
     #[error(transparent)]
     Database(#[from] DatabaseError),
+    /// The job's query does not render (a column it needs is gone, more than one row for an object job).
+    #[error("{0}")]
+    Query(String),
 }
 
 /// One stale key.
@@ -102,14 +109,14 @@ pub async fn audit(cache: &Cache, db: &Database, jobs: &[WarmJob], sample: usize
     Ok(audits)
 }
 
-enum Check {
+pub(crate) enum Check {
     /// The key expired or was deleted meanwhile.
     Gone,
     Consistent,
     Mismatch(StaleKey),
 }
 
-async fn check(cache: &Cache, db: &Database, job: &WarmJob, key: &str) -> Result<Check, AuditError> {
+pub(crate) async fn check(cache: &Cache, db: &Database, job: &WarmJob, key: &str) -> Result<Check, AuditError> {
     let Some((cached, pttl)) = cache.get_with_ttl(key).await? else {
         return Ok(Check::Gone);
     };
@@ -141,7 +148,7 @@ async fn check(cache: &Cache, db: &Database, job: &WarmJob, key: &str) -> Result
 
 /// Whether the cached JSON says what the database renders. Byte equality, except for a job with encrypted columns:
 /// there each envelope is opened and the plaintexts compared.
-fn same_value(job: &WarmJob, cached: &[u8], expected: Option<&[u8]>) -> bool {
+pub(crate) fn same_value(job: &WarmJob, cached: &[u8], expected: Option<&[u8]>) -> bool {
     let Some(expected) = expected else { return false };
     if cached == expected {
         return true;

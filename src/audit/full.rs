@@ -1,0 +1,324 @@
+//! `audit --all`: every key of a job, checked. The job's query is streamed and rendered exactly as a warm run does
+//! (the same code path, `warm::render_rows`), the cached values fetched in pipelines and compared; then one SCAN of
+//! the job's keys finds those the query no longer returns. What looks wrong is looked at again after a pause, so a
+//! change in flight is not reported.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::cache::{Cache, CacheError};
+use crate::database::Database;
+use crate::model::WarmJob;
+use crate::warm::{Progress, RunSummary, Sink, WarmError};
+
+use super::{AuditError, RECHECK_AFTER, same_value};
+
+/// Keys compared per pipeline.
+const BATCH: usize = 1000;
+/// At most this many keys of one job are remembered to find orphans; past it, orphans are not looked for.
+const MAX_REMEMBERED: usize = 5_000_000;
+/// At most this many findings of each kind are kept per job (all are counted).
+const MAX_FINDINGS: usize = 10_000;
+
+/// What was found wrong about one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub key: String,
+    /// What Redis holds (`None`: nothing).
+    pub cached: Option<String>,
+    /// What the job renders now (`None`: the query does not return the key).
+    pub expected: Option<String>,
+}
+
+/// One job's full audit.
+#[derive(Debug, Clone, Default)]
+pub struct FullAudit {
+    pub job: String,
+    /// Keys the query returned, compared with Redis.
+    pub checked: u64,
+    /// Cached with another value than the query renders.
+    pub wrong: Vec<Finding>,
+    /// Returned by the query, not cached.
+    pub missing: Vec<Finding>,
+    /// Cached, of the job's template, but not returned by the query.
+    pub orphaned: Vec<Finding>,
+    /// Counts beyond the findings kept.
+    pub wrong_count: u64,
+    pub missing_count: u64,
+    pub orphaned_count: u64,
+    /// Why orphans were not (fully) looked for, if they were not.
+    pub orphans_unchecked: Option<String>,
+}
+
+impl FullAudit {
+    /// Whether anything was found.
+    pub fn clean(&self) -> bool {
+        self.wrong_count == 0 && self.missing_count == 0 && self.orphaned_count == 0
+    }
+}
+
+/// Checks every key of `job`. `others` are the configuration's other jobs: a key one of their templates also fits
+/// is not called an orphan of this one.
+pub async fn audit_all(
+    cache: &Cache,
+    db: &Database,
+    job: &WarmJob,
+    others: &[WarmJob],
+) -> Result<FullAudit, AuditError> {
+    let mut sink = Comparer {
+        cache,
+        job,
+        pending: Vec::with_capacity(BATCH),
+        seen: Some(HashSet::new()),
+        summary: RunSummary::default(),
+        suspects: Vec::new(),
+        missing: Vec::new(),
+        audit: FullAudit {
+            job: job.name.to_string(),
+            ..Default::default()
+        },
+    };
+    let progress = Progress::default();
+    match crate::warm::render_rows(db, job, &progress, &mut sink).await {
+        Ok(()) => {}
+        Err(WarmError::Cache(error)) => return Err(error.into()),
+        Err(WarmError::Database(error)) => return Err(error.into()),
+        Err(other) => return Err(AuditError::Query(other.to_string())),
+    }
+    let Comparer {
+        seen,
+        suspects,
+        missing,
+        mut audit,
+        ..
+    } = sink;
+    let orphans = match seen {
+        Some(seen) if !job.key.is_single_key() => orphans(cache, job, others, &seen, &mut audit).await?,
+        Some(_) => Vec::new(),
+        None => {
+            audit.orphans_unchecked = Some(format!("over {MAX_REMEMBERED} keys: orphans were not looked for"));
+            Vec::new()
+        }
+    };
+    if !suspects.is_empty() || !missing.is_empty() || !orphans.is_empty() {
+        tokio::time::sleep(RECHECK_AFTER).await;
+    }
+    recheck(cache, db, job, suspects, missing, orphans, &mut audit).await?;
+    Ok(audit)
+}
+
+/// The sink that compares instead of writing.
+struct Comparer<'a> {
+    cache: &'a Cache,
+    job: &'a WarmJob,
+    pending: Vec<(String, Vec<u8>)>,
+    /// Every key the query returned (`None` once past [`MAX_REMEMBERED`]).
+    seen: Option<HashSet<Arc<str>>>,
+    summary: RunSummary,
+    /// Keys whose cached value differed, with what was rendered and what was cached.
+    suspects: Vec<(String, Vec<u8>, Vec<u8>)>,
+    /// Keys not cached, with what was rendered.
+    missing: Vec<(String, Vec<u8>)>,
+    audit: FullAudit,
+}
+
+impl Comparer<'_> {
+    async fn compare(&mut self) -> Result<(), CacheError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let keys: Vec<String> = pending.iter().map(|(key, _)| key.clone()).collect();
+        let cached = self.cache.get_many(&keys).await?;
+        for ((key, rendered), cached) in pending.into_iter().zip(cached) {
+            self.audit.checked += 1;
+            match cached {
+                None if self.missing.len() < MAX_FINDINGS => self.missing.push((key, rendered)),
+                None => self.audit.missing_count += 1,
+                Some(stored) => {
+                    let decoded = crate::codec::decode(&stored).map_or_else(|_| stored.clone(), |d| d.into_owned());
+                    if !same_value(self.job, &decoded, Some(&rendered)) {
+                        if self.suspects.len() < MAX_FINDINGS {
+                            self.suspects.push((key, rendered, stored));
+                        } else {
+                            self.audit.wrong_count += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sink for Comparer<'_> {
+    async fn push(&mut self, key: String, value: Vec<u8>) -> Result<(), CacheError> {
+        if let Some(seen) = &mut self.seen {
+            if seen.len() >= MAX_REMEMBERED {
+                self.seen = None;
+            } else {
+                seen.insert(key.as_str().into());
+            }
+        }
+        self.pending.push((key, value));
+        if self.pending.len() >= BATCH {
+            self.compare().await?;
+        }
+        Ok(())
+    }
+
+    fn summary(&mut self) -> &mut RunSummary {
+        &mut self.summary
+    }
+
+    fn skip(&mut self, counter: impl FnOnce(&mut RunSummary) -> &mut u64, _describe: impl FnOnce() -> String) {
+        *counter(&mut self.summary) += 1;
+    }
+
+    async fn finish(&mut self) -> Result<(), CacheError> {
+        self.compare().await
+    }
+}
+
+/// Keys of `job`'s template in Redis that the query did not return (and no other job's template fits).
+async fn orphans(
+    cache: &Cache,
+    job: &WarmJob,
+    others: &[WarmJob],
+    seen: &HashSet<Arc<str>>,
+    audit: &mut FullAudit,
+) -> Result<Vec<String>, AuditError> {
+    let limit = (seen.len() * 2).clamp(100_000, MAX_REMEMBERED);
+    let (keys, cut) = cache
+        .keys_matching(&crate::glob::allow_pattern(&job.key), limit)
+        .await?;
+    if cut {
+        audit.orphans_unchecked = Some(format!(
+            "over {limit} keys match the template: only the first were looked at"
+        ));
+    }
+    let others: Vec<&WarmJob> = others.iter().filter(|other| other.name != job.name).collect();
+    Ok(keys
+        .into_iter()
+        .filter(|key| !seen.contains(key.as_str()) && job.key.capture(key).is_some())
+        .filter(|key| !others.iter().any(|other| other.key.capture(key).is_some()))
+        .collect())
+}
+
+/// Looks at every finding again after the pause: what a change in flight explains is dropped.
+async fn recheck(
+    cache: &Cache,
+    db: &Database,
+    job: &WarmJob,
+    suspects: Vec<(String, Vec<u8>, Vec<u8>)>,
+    missing: Vec<(String, Vec<u8>)>,
+    orphans: Vec<String>,
+    audit: &mut FullAudit,
+) -> Result<(), AuditError> {
+    let text = |bytes: &[u8]| {
+        let decoded = crate::codec::decode(bytes).map_or_else(|_| bytes.to_vec(), |d| d.into_owned());
+        String::from_utf8_lossy(&decoded).into_owned()
+    };
+    let keep = |list: &mut Vec<Finding>, count: &mut u64, finding: Finding| {
+        *count += 1;
+        if list.len() < MAX_FINDINGS {
+            list.push(finding);
+        }
+    };
+    let refreshable = job.refresh_query.is_some() && !job.key.is_single_key();
+    for (key, rendered, first) in suspects {
+        let now = cache.get_many(std::slice::from_ref(&key)).await?.remove(0);
+        let still = match (&now, refreshable) {
+            // Gone meanwhile (expired, invalidated): nothing cached is wrong.
+            (None, _) => false,
+            // Read the row again: the value it renders now is the truth.
+            (Some(_), true) => matches!(super::check(cache, db, job, &key).await?, super::Check::Mismatch(_)),
+            // No way to read one row: still wrong if nothing rewrote it since.
+            (Some(now), false) => *now == first,
+        };
+        if still {
+            let finding = Finding {
+                key,
+                cached: now.as_deref().map(text),
+                expected: Some(String::from_utf8_lossy(&rendered).into_owned()),
+            };
+            keep(&mut audit.wrong, &mut audit.wrong_count, finding);
+        }
+    }
+    for (key, rendered) in missing {
+        if cache.get_many(std::slice::from_ref(&key)).await?.remove(0).is_none() {
+            let finding = Finding {
+                key,
+                cached: None,
+                expected: Some(String::from_utf8_lossy(&rendered).into_owned()),
+            };
+            keep(&mut audit.missing, &mut audit.missing_count, finding);
+        }
+    }
+    for key in orphans {
+        let Some(now) = cache.get_many(std::slice::from_ref(&key)).await?.remove(0) else {
+            continue;
+        };
+        // A row that appeared since the query read: its key is no orphan.
+        if refreshable
+            && crate::refresh::render_from_database(db, job, &key)
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+        {
+            continue;
+        }
+        let finding = Finding {
+            key,
+            cached: Some(text(&now)),
+            expected: None,
+        };
+        keep(&mut audit.orphaned, &mut audit.orphaned_count, finding);
+    }
+    for list in [&mut audit.wrong, &mut audit.missing, &mut audit.orphaned] {
+        list.sort_by(|a, b| a.key.cmp(&b.key));
+    }
+    Ok(())
+}
+
+/// The report `cachewarden audit --all` prints: per job its counts, then the first few findings of each kind.
+pub fn format_report(audits: &[FullAudit]) -> String {
+    const SHOWN: usize = 5;
+    let mut out = String::new();
+    for audit in audits {
+        out.push_str(&format!(
+            "{}: {} checked, {} wrong, {} missing, {} orphaned\n",
+            audit.job, audit.checked, audit.wrong_count, audit.missing_count, audit.orphaned_count
+        ));
+        if let Some(why) = &audit.orphans_unchecked {
+            out.push_str(&format!("  (orphans: {why})\n"));
+        }
+        let none = "(nothing)";
+        for (kind, list) in [
+            ("WRONG", &audit.wrong),
+            ("MISSING", &audit.missing),
+            ("ORPHANED", &audit.orphaned),
+        ] {
+            for finding in list.iter().take(SHOWN) {
+                out.push_str(&format!(
+                    "  {kind} {}\n    cached:   {}\n    database: {}\n",
+                    finding.key,
+                    finding.cached.as_deref().unwrap_or(none),
+                    finding
+                        .expected
+                        .as_deref()
+                        .unwrap_or("(the query does not return this key)")
+                ));
+            }
+            if list.len() > SHOWN {
+                out.push_str(&format!(
+                    "  … and {} more {}\n",
+                    list.len() - SHOWN,
+                    kind.to_lowercase()
+                ));
+            }
+        }
+    }
+    out
+}
