@@ -19,6 +19,8 @@ Scenarios:
   idle       the daemon doing nothing for 10 s: RSS and CPU.
   cdc_single_row, cdc_storm   a busy primary: see bench/cdc.py.
   join_storm  a join job's keys kept right by derived rules while its categories are renamed: see bench/derived.py.
+  audit_all  `cachewarden audit --all` over a warmed 100,000-key job, beside warming the same job, and a Python audit
+             (streaming cursor, MGET per 1,000, JSON compare); MariaDB CPU per audited key.
 """
 import argparse
 import datetime
@@ -544,6 +546,31 @@ def binlog(runs):
             "project_catch_up": statistics.median(projected), "python_live_lag_ms": py_lag * 1000}
 
 
+AUDIT_QUERY = MILLION_QUERY + " WHERE id <= 100000"
+
+
+def audit_all(runs):
+    """`audit --all` over a warmed 100k-key job beside warming it, and the Python audit script; the MariaDB CPU per
+    audited key."""
+    cfg = config(warm_job("audited", AUDIT_QUERY, "bench:a:"))
+    warm, audit, maria_us = [], [], []
+    for _ in range(runs):
+        flush()
+        seconds, _ = timed([BIN, "run", "--once", "--config", cfg])
+        warm.append(100_000 / seconds)
+        wall, split = cpu_split([BIN, "audit", "--all", "--config", cfg], 1)
+        audit.append(100_000 / wall)
+        maria_us.append(split["mariadb"] / 100_000 * 1e6)
+    out = subprocess.run([BIN, "audit", "--all", "--config", cfg], check=True, capture_output=True, text=True).stdout
+    assert "audited: 100000 checked, 0 wrong, 0 missing, 0 orphaned" in out, out
+    seconds, out = timed([os.path.join(sys.prefix, "bin", "python"), os.path.join(BASELINES, "audit_all.py"),
+                          MYSQL_URL, REDIS_URL, AUDIT_QUERY, "bench:a:"])
+    assert out.split()[:3] == ["100000", "0", "0"], out
+    flush()
+    return {"warm": statistics.median(warm), "audit": statistics.median(audit),
+            "mariadb_us_per_key": statistics.median(maria_us), "python_audit": 100_000 / seconds}
+
+
 def rc():
     return redis.cluster.RedisCluster.from_url(CLUSTER_URL)
 
@@ -732,6 +759,7 @@ def report(results, runs):
     c = results["cluster"]
     s, st = results["cdc_single_row"], results["cdc_storm"]
     j = results["join_storm"]
+    a = results["audit_all"]
     size, w = w
     rows = [
         ("warm 10k products (~%d B values), keys/s" % size, w["cachewarden"],
@@ -821,6 +849,10 @@ def report(results, runs):
          f"{j['rewarm_ms']:.0f} ms and MariaDB {j['rewarm_mariadb_cpu_ms']:.0f} ms of CPU per re-warm (100,000 keys)",
          "-", "-", f"{j['rewarm_ms'] * j['renames'] / j['settled_ms']:.0f}x the time for {j['renames']} changes"
          " (undebounced)", "-"),
+        ("audit --all, 100,000 keys of one job: keys/s beside warming them; MariaDB CPU per audited key",
+         f"{a['audit']:.0f} vs warm {a['warm']:.0f} ({a['audit'] / a['warm']:.2f}x); {a['mariadb_us_per_key']:.2f} µs",
+         f"{a['python_audit']:.0f} (stream + MGET + compare)", "-",
+         f"{a['audit'] / a['python_audit']:.1f}x", "≥ 0.5x the warm rate"),
         ("idle daemon: RSS, CPU", f"{i['rss_mb']:.1f} MB, {i['cpu_percent']:.2f}%", "-", "-", "-", "≤ 15 MB, ~0"),
     ]
     lines = [
@@ -848,7 +880,7 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print the report, leave docs/BENCHMARKS.md alone")
     parser.add_argument("--only", help="run one scenario and print its figures (warm_10k, warm_1m, warm_1m_compressed, pubsub, binlog, "
-                        "cdc_single_row, cdc_storm, join_storm, cluster, ha_takeover, idle)")
+                        "cdc_single_row, cdc_storm, join_storm, audit_all, cluster, ha_takeover, idle)")
     args = parser.parse_args()
     setup()
     results = {}
@@ -858,6 +890,7 @@ def main():
                            ("cdc_single_row", lambda: cdc.single_row(sys.modules[__name__], args.runs)),
                            ("cdc_storm", lambda: cdc.storm(sys.modules[__name__], args.runs)),
                            ("join_storm", lambda: derived.join_storm(sys.modules[__name__], args.runs)),
+                           ("audit_all", lambda: audit_all(args.runs)),
                            ("cluster", lambda: cluster(args.runs)),
                            ("ha_takeover", ha_takeover),
                            ("idle", idle)):
