@@ -243,16 +243,6 @@ impl Daemon {
             liveness: self.liveness.clone(),
         };
         self.tracker.spawn("watchdog", watchdog.run(self.shutdown.clone()));
-        if let Some(interval) = config.daemon.audit_interval {
-            let auditor = crate::audit::Auditor {
-                cache: cache.clone(),
-                db: db.clone(),
-                jobs: self.jobs_rx.clone(),
-                interval,
-                sample: config.daemon.audit_sample,
-            };
-            self.tracker.spawn("audit", auditor.run(self.shutdown.clone()));
-        }
         let invalidator_cache = cache.clone();
         let (policy, policy_rx) = watch::channel(Arc::new(config.channel_policy()));
         let invalidator = Arc::new(
@@ -274,6 +264,22 @@ impl Daemon {
             };
             Arc::new(ReplicationUrl::new(binlog.url.clone(), Some(Box::new(reread))))
         });
+        if config.daemon.audit_sample_ignored {
+            warn!(
+                "[daemon] audit_sample is no longer used: the continuous audit checks every key once per audit_period."
+            );
+        }
+        if let Some(period) = config.daemon.audit_period {
+            let sweeper = crate::audit::Sweeper {
+                cache: invalidator.cache().clone(),
+                db: db.clone(),
+                jobs: self.jobs_rx.clone(),
+                period,
+                repair: config.daemon.audit_repair.then(|| invalidator.clone()),
+                role: self.role.clone(),
+            };
+            self.tracker.spawn("audit", sweeper.run(self.shutdown.clone()));
+        }
         let producers = Producers {
             binlog_url,
             jobs: self.jobs_rx.clone(),

@@ -200,9 +200,34 @@ fn describe() {
     );
     describe_gauge!(
         "cachewarden_consistency_ratio",
-        "Share of sampled keys equal to their row in the job's last audit (1 before any audit)."
+        "Share of the job's cached keys equal to what its query renders, in its last audit (absent before one)."
     );
     describe_counter!("cachewarden_stale_keys_total", "Stale keys found by audits.");
+    describe_gauge!(
+        "cachewarden_audit_keys_checked",
+        "Keys the job's last audit compared (every key its query returns)."
+    );
+    describe_gauge!(
+        "cachewarden_audit_wrong_keys",
+        "Keys cached with another value than the query renders, in the last audit."
+    );
+    describe_gauge!(
+        "cachewarden_audit_orphaned_keys",
+        "Cached keys of the job's template the query no longer returns, in the last audit."
+    );
+    describe_gauge!(
+        "cachewarden_audit_missing_keys",
+        "Keys the query returns that were not cached, in the last audit."
+    );
+    describe_gauge!(
+        "cachewarden_audit_last_sweep_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time the job's last audit ended."
+    );
+    describe_counter!(
+        "cachewarden_audit_repaired_keys_total",
+        "Stale keys the audit repaired (audit_repair = true)."
+    );
     describe_gauge!("cachewarden_build_info", "Always 1; the labels say which build runs.");
     describe_counter!(
         "process_cpu_seconds_total",
@@ -261,8 +286,9 @@ pub fn initialise(configured: &Configured<'_>) {
                 .increment(0);
         }
         gauge!("cachewarden_warm_last_success_timestamp_seconds", "warm_job" => job.clone()).set(0.0);
-        gauge!("cachewarden_consistency_ratio", "warm_job" => job.clone()).set(1.0);
-        counter!("cachewarden_stale_keys_total", "warm_job" => job).increment(0);
+        // No consistency ratio until the job's first audit: "not audited" is not "consistent".
+        counter!("cachewarden_stale_keys_total", "warm_job" => job.clone()).increment(0);
+        counter!("cachewarden_audit_repaired_keys_total", "warm_job" => job).increment(0);
     }
     for name in [
         "cachewarden_redis_errors_total",
@@ -601,10 +627,29 @@ pub fn record_binlog_checkpoint_failing(failing: bool) {
     gauge!("cachewarden_binlog_checkpoint_failing").set(f64::from(u8::from(failing)));
 }
 
-/// Records one job's audit.
-pub fn record_audit(job: &str, ratio: f64, stale: u64) {
-    gauge!("cachewarden_consistency_ratio", "warm_job" => job.to_string()).set(ratio);
-    counter!("cachewarden_stale_keys_total", "warm_job" => job.to_string()).increment(stale);
+/// Records one job's sweep (`audit --all` in the daemon): the keys checked, what was found, when.
+pub fn record_sweep(audit: &crate::audit::FullAudit) {
+    let job = || audit.job.clone();
+    let stale = audit.wrong_count + audit.orphaned_count;
+    // Of the keys the job holds — those the query returns and orphans — the share that is right.
+    let held = audit.checked + audit.orphaned_count;
+    let ratio = if held == 0 {
+        1.0
+    } else {
+        1.0 - stale as f64 / held as f64
+    };
+    gauge!("cachewarden_consistency_ratio", "warm_job" => job()).set(ratio);
+    counter!("cachewarden_stale_keys_total", "warm_job" => job()).increment(stale);
+    gauge!("cachewarden_audit_keys_checked", "warm_job" => job()).set(audit.checked as f64);
+    gauge!("cachewarden_audit_wrong_keys", "warm_job" => job()).set(audit.wrong_count as f64);
+    gauge!("cachewarden_audit_orphaned_keys", "warm_job" => job()).set(audit.orphaned_count as f64);
+    gauge!("cachewarden_audit_missing_keys", "warm_job" => job()).set(audit.missing_count as f64);
+    gauge!("cachewarden_audit_last_sweep_timestamp_seconds", "warm_job" => job()).set(unix_now().as_secs_f64());
+}
+
+/// Counts keys the sweep repaired.
+pub fn record_repaired(job: &str, keys: u64) {
+    counter!("cachewarden_audit_repaired_keys_total", "warm_job" => job.to_string()).increment(keys);
 }
 
 /// Time since the Unix epoch.

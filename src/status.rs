@@ -273,23 +273,40 @@ pub fn render(page: &Page<'_>) -> String {
             show(metric("cachewarden_channel_gaps_total")),
         );
     }
-    let ratios: Vec<(String, f64)> = page
-        .metrics
-        .lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix("cachewarden_consistency_ratio{warm_job=\"")?;
-            let (job, value) = rest.split_once("\"} ")?;
-            Some((job.to_string(), value.trim().parse().ok()?))
-        })
-        .collect();
-    if !ratios.is_empty() {
-        html.push_str("<h2>Consistency (last audit)</h2><table>");
-        for (job, ratio) in ratios {
-            let class = if ratio < 1.0 { "bad" } else { "ok" };
+    // Consistency: each job's last sweep (every key checked), or that it has not been audited yet.
+    if let Some(jobs) = page.jobs.as_array().filter(|jobs| !jobs.is_empty()) {
+        html.push_str(
+            "<h2>Consistency (every key, once per audit period)</h2><table><tr><th>job</th><th>checked</th>\
+             <th>wrong</th><th>orphaned</th><th>missing</th><th>stale rate</th><th>last audit</th></tr>",
+        );
+        for job in jobs {
+            let name = job["name"].as_str().unwrap_or_default();
+            let of = |metric_name: &str| sample(page.metrics, &format!("{metric_name}{{warm_job=\"{name}\"}}"));
+            let Some(checked) = of("cachewarden_audit_keys_checked") else {
+                let _ = write!(
+                    html,
+                    "<tr><td>{}</td><td colspan=6>not audited yet</td></tr>",
+                    escape(name)
+                );
+                continue;
+            };
+            let (wrong, orphaned) = (
+                of("cachewarden_audit_wrong_keys").unwrap_or(0.0),
+                of("cachewarden_audit_orphaned_keys").unwrap_or(0.0),
+            );
+            let held = checked + orphaned;
+            let rate = if held > 0.0 { (wrong + orphaned) / held } else { 0.0 };
+            let class = if wrong + orphaned > 0.0 { "bad" } else { "ok" };
+            let ago = of("cachewarden_audit_last_sweep_timestamp_seconds").map_or("–".into(), |at| {
+                format!("{:.0} s ago", epoch_seconds(SystemTime::now()) - at)
+            });
             let _ = write!(
                 html,
-                "<tr><td>{}</td><td class={class}>{ratio:.4}</td></tr>",
-                escape(&job)
+                "<tr><td>{}</td><td>{checked:.0}</td><td class={class}>{wrong:.0}</td><td class={class}>{orphaned:.0}</td>\
+                 <td>{:.0}</td><td class={class}>{:.4}%</td><td>{ago}</td></tr>",
+                escape(name),
+                of("cachewarden_audit_missing_keys").unwrap_or(0.0),
+                rate * 100.0
             );
         }
         html.push_str("</table>");

@@ -274,3 +274,67 @@ async fn audit_all_on_a_redis_cluster_finds_the_same() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn the_daemon_sweeps_every_key_and_repairs_wrong_and_orphaned_ones() {
+    let env = TestEnv::new().await;
+    env.sql(
+        "CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(50));
+         INSERT INTO products SELECT seq, CONCAT('product ', seq) FROM seq_1_to_500",
+    )
+    .await;
+    let p = &env.prefix;
+    let path = env.config_file(&format!(
+        "[daemon]\naudit_period = \"2s\"\naudit_repair = true\n\n[channel]\nenabled = false\n\n[[warm]]\n\
+         name = \"products\"\nschedule = \"0 0 0 1 1 *\"\nrun_on_start = true\nquery = \"SELECT id, name FROM products\"\n\
+         refresh_query = \"SELECT id, name FROM products WHERE id = :id\"\nkey = \"{p}product:{{id}}\"\nttl = \"1h\"\n"
+    ));
+    let daemon = common::Daemon::start(&env, &path, &[], &[]);
+    common::wait_for_admin(&env).await;
+    let warmed = common::eventually(std::time::Duration::from_secs(10), || async {
+        env.get(&format!("{p}product:500")).await
+    })
+    .await;
+    assert!(warmed.is_some(), "{}", daemon.log());
+    // A fault the daemon did not see: a wrong value, and a key of a row that does not exist.
+    let mut conn = env.redis().await;
+    let _: () = redis::cmd("SET")
+        .arg(format!("{p}product:7"))
+        .arg("{\"id\":7,\"name\":\"stale\"}")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{p}product:9999"))
+        .arg("{\"id\":9999}")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let repaired = common::eventually(std::time::Duration::from_secs(20), || async {
+        let right = env.get(&format!("{p}product:7")).await? == "{\"id\":7,\"name\":\"product 7\"}";
+        let gone = env.get(&format!("{p}product:9999")).await.is_none();
+        (right && gone).then_some(())
+    })
+    .await;
+    assert!(repaired.is_some(), "{}", daemon.log());
+    let log = daemon.log();
+    assert!(
+        log.contains("Audit: a cached key is stale.") && log.contains("product:9999"),
+        "{log}"
+    );
+    assert!(
+        common::metric(&env, "cachewarden_audit_repaired_keys_total{warm_job=\"products\"}").await >= 2.0,
+        "{log}"
+    );
+    // The next sweep finds every key right.
+    let clean = common::eventually(std::time::Duration::from_secs(10), || async {
+        let checked = common::metric(&env, "cachewarden_audit_keys_checked{warm_job=\"products\"}").await;
+        let wrong = common::metric(&env, "cachewarden_audit_wrong_keys{warm_job=\"products\"}").await
+            + common::metric(&env, "cachewarden_audit_orphaned_keys{warm_job=\"products\"}").await;
+        (checked == 500.0 && wrong == 0.0).then_some(())
+    })
+    .await;
+    assert!(clean.is_some(), "{}", daemon.log());
+    let page = common::get(&env, "/").await.unwrap().body;
+    assert!(page.contains("Consistency (every key"), "{page}");
+}

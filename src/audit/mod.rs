@@ -3,19 +3,19 @@
 //! For each job with a `refresh_query`, a uniform sample of its keys (one SCAN, reservoir-sampled) is compared with
 //! the row the job would render for that key today. A mismatch is checked again after a short pause before it counts,
 //! so a change that is merely in flight (committed, not yet applied) is not reported as stale. `cachewarden audit`
-//! runs it once; the daemon runs it on an interval and exports `cachewarden_consistency_ratio`.
+//! runs it once. `audit --all` checks every key instead (`full`), and the daemon sweeps every key of every job once
+//! per `audit_period` (`sweep`), exporting what it finds and, with `audit_repair`, repairing it.
 //!
-//! Reads only: the audit never writes the cache. A key whose row is gone but which is still cached is stale; a row
-//! that is not cached is not (a miss is the cache-aside read's business).
+//! The audits read only; the sweep's repairs go through the invalidator, as a binlog change would. A key whose row is
+//! gone but which is still cached is stale; a row that is not cached is a miss, not stale.
 
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
-
 mod full;
+mod sweep;
 
 pub use full::{Finding, FullAudit, audit_all, format_report as format_full_report};
+pub use sweep::Sweeper;
 
 use crate::cache::{Cache, CacheError};
 use crate::database::{Database, DatabaseError};
@@ -214,41 +214,4 @@ pub fn format_report(audits: &[JobAudit]) -> String {
         ));
     }
     out
-}
-
-/// The daemon's continuous audit: a small sample per job on an interval, exported as metrics.
-pub struct Auditor {
-    pub cache: Cache,
-    pub db: Database,
-    pub jobs: tokio::sync::watch::Receiver<std::sync::Arc<[WarmJob]>>,
-    pub interval: Duration,
-    pub sample: usize,
-}
-
-impl Auditor {
-    /// Audits every `interval` until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(self.interval);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let jobs = self.jobs.borrow().clone();
-            match audit(&self.cache, &self.db, &jobs, self.sample).await {
-                Ok(audits) => {
-                    for job in audits.iter().filter(|a| a.skipped.is_none()) {
-                        crate::metrics::record_audit(&job.job, job.ratio(), job.stale.len() as u64);
-                        for stale in &job.stale {
-                            warn!(job = %job.job, key = %stale.key, "Consistency audit found a stale key.");
-                        }
-                    }
-                    info!(jobs = audits.len(), "Consistency audit done.");
-                }
-                Err(error) => warn!(%error, "Consistency audit failed; will try at the next interval."),
-            }
-        }
-    }
 }

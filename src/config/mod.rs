@@ -166,10 +166,12 @@ pub struct DaemonSettings {
     pub log_level: Option<String>,
     /// How log lines are written; `--log-format` wins.
     pub log_format: LogFormat,
-    /// The continuous consistency audit runs this often (`None`: off).
-    pub audit_interval: Option<Duration>,
-    /// Keys sampled per job by each continuous audit.
-    pub audit_sample: usize,
+    /// The continuous audit checks every key of every job once per this period (`None`: off).
+    pub audit_period: Option<Duration>,
+    /// Whether the continuous audit repairs what it finds (refresh or delete, as a binlog change would).
+    pub audit_repair: bool,
+    /// `audit_sample` was set: it is no longer used (said at start).
+    pub audit_sample_ignored: bool,
 }
 
 /// Log line format.

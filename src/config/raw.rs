@@ -50,8 +50,12 @@ pub struct RawDaemon {
     pub shutdown_grace: Option<String>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
+    pub audit_period: Option<String>,
+    /// The older name of `audit_period`.
     pub audit_interval: Option<String>,
+    /// No longer used (the continuous audit checks every key); accepted so that older files still load.
     pub audit_sample: Option<IntOrString>,
+    pub audit_repair: Option<BoolOrString>,
 }
 
 /// `[admin]`

@@ -17,10 +17,8 @@ pub(super) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Loopback only: the admin endpoint has no authentication, so it must not face a network by default.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9187";
 
-/// The continuous audit: a light sample every few minutes.
-pub(super) const DEFAULT_AUDIT_INTERVAL: Duration = Duration::from_secs(600);
-
-pub(super) const DEFAULT_AUDIT_SAMPLE: usize = 100;
+/// The continuous audit: every key of every job once an hour.
+pub(super) const DEFAULT_AUDIT_PERIOD: Duration = Duration::from_secs(3600);
 
 impl Context {
     pub(super) fn daemon(&mut self, raw: RawDaemon) -> DaemonSettings {
@@ -50,16 +48,22 @@ impl Context {
                 .unwrap_or(DEFAULT_SHUTDOWN_GRACE),
             log_level: raw.log_level,
             log_format,
-            audit_interval: match raw.audit_interval.as_deref() {
-                Some("off") => None,
-                other => Some(
-                    self.duration("daemon", "audit_interval", other.map(str::to_string))
-                        .unwrap_or(DEFAULT_AUDIT_INTERVAL),
-                ),
+            audit_period: {
+                // `audit_interval` is the older name.
+                let (field, written) = match (raw.audit_period, raw.audit_interval) {
+                    (Some(period), _) => ("audit_period", Some(period)),
+                    (None, interval) => ("audit_interval", interval),
+                };
+                match written.as_deref() {
+                    Some("off") => None,
+                    other => Some(
+                        self.duration("daemon", field, other.map(str::to_string))
+                            .unwrap_or(DEFAULT_AUDIT_PERIOD),
+                    ),
+                }
             },
-            audit_sample: self
-                .count("daemon", "audit_sample", raw.audit_sample)
-                .unwrap_or(DEFAULT_AUDIT_SAMPLE),
+            audit_repair: self.flag("daemon", "audit_repair", raw.audit_repair, false),
+            audit_sample_ignored: self.count("daemon", "audit_sample", raw.audit_sample).is_some(),
         }
     }
 

@@ -1,0 +1,105 @@
+//! The daemon's continuous audit: every key of every job checked once per `audit_period`, one job at a time, the jobs
+//! spread evenly over the period (so the database sees one warm run's reading per job per period, as if each job
+//! were warmed once more). What it finds is exported per job and, with `audit_repair`, repaired on the leader through
+//! the invalidator: a wrong key refreshed (or deleted, for a job that cannot read one row), an orphaned key deleted.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{FullAudit, audit_all};
+use crate::cache::Cache;
+use crate::database::Database;
+use crate::invalidate::Invalidator;
+use crate::model::WarmJob;
+use crate::plan::Action;
+
+/// Findings logged one by one per job and sweep; the rest are only counted.
+const LOG_FINDINGS: usize = 10;
+
+/// The sweep, as the daemon runs it.
+pub struct Sweeper {
+    pub cache: Cache,
+    pub db: Database,
+    pub jobs: watch::Receiver<Arc<[WarmJob]>>,
+    pub period: Duration,
+    /// Repairs go through this; `None`: report only.
+    pub repair: Option<Arc<Invalidator>>,
+    /// With `[ha]`: this instance's role (only the leader repairs).
+    pub role: Option<watch::Receiver<crate::ha::Status>>,
+}
+
+impl Sweeper {
+    /// Sweeps until `shutdown`: job after job, each given an equal share of the period.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut next = 0usize;
+        loop {
+            let jobs = self.jobs.borrow().clone();
+            let share = self.period / u32::try_from(jobs.len().max(1)).unwrap_or(u32::MAX);
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(share) => {}
+            }
+            if jobs.is_empty() {
+                continue;
+            }
+            let job = &jobs[next % jobs.len()];
+            next = next.wrapping_add(1);
+            let started = Instant::now();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                audited = audit_all(&self.cache, &self.db, job, &jobs) => match audited {
+                    Ok(audit) => self.report(job, &audit, started.elapsed()).await,
+                    Err(error) => warn!(job = %job.name, %error, "The audit of this job failed; it is tried again next period."),
+                },
+            }
+        }
+    }
+
+    async fn report(&self, job: &WarmJob, audit: &FullAudit, took: Duration) {
+        crate::metrics::record_sweep(audit);
+        let found = audit.wrong_count + audit.orphaned_count;
+        if found == 0 {
+            info!(job = %job.name, checked = audit.checked, missing = audit.missing_count, took_ms = took.as_millis() as u64, "Audit: every cached key of the job is right.");
+            return;
+        }
+        let leads = self
+            .role
+            .as_ref()
+            .is_none_or(|role| role.borrow().role == crate::ha::Role::Leader);
+        let repair = self.repair.as_ref().filter(|_| leads);
+        for finding in audit.wrong.iter().chain(&audit.orphaned).take(LOG_FINDINGS) {
+            warn!(
+                job = %job.name,
+                key = %finding.key,
+                cached = finding.cached.as_deref().unwrap_or("(nothing)"),
+                database = finding.expected.as_deref().unwrap_or("(no row: the key should not exist)"),
+                repaired = repair.is_some(),
+                "Audit: a cached key is stale."
+            );
+        }
+        warn!(job = %job.name, checked = audit.checked, wrong = audit.wrong_count, orphaned = audit.orphaned_count, repaired = repair.is_some(), "Audit: stale keys found.");
+        let Some(invalidator) = repair else { return };
+        let refreshable = job.refresh_query.is_some() && !job.key.is_single_key();
+        let mut actions: Vec<Action> = audit
+            .wrong
+            .iter()
+            .map(|finding| match refreshable {
+                true => Action::Refresh(finding.key.clone()),
+                false => Action::Delete(finding.key.clone()),
+            })
+            .collect();
+        actions.extend(audit.orphaned.iter().map(|finding| Action::Delete(finding.key.clone())));
+        match invalidator.apply(&actions, &Default::default()).await {
+            Ok(_) => crate::metrics::record_repaired(&job.name, actions.len() as u64),
+            Err(error) => {
+                warn!(job = %job.name, %error, "Audit: the repairs failed; the next sweep finds the keys again.")
+            }
+        }
+    }
+}
