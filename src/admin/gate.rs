@@ -91,7 +91,7 @@ impl Gate {
         self.open.len()
     }
 
-    /// The waiting connection to close: the busiest client's oldest.
+    /// The waiting connection to close: the busiest client's oldest (among clients holding as many, the oldest).
     fn victim(&self) -> Option<u64> {
         let waiting = || {
             self.open
@@ -102,10 +102,8 @@ impl Gate {
         for (_, open) in waiting() {
             *held.entry(open.peer).or_default() += 1;
         }
-        let (&busiest, _) = held.iter().max_by_key(|(_, count)| **count)?;
         waiting()
-            .filter(|(_, open)| open.peer == busiest)
-            .min_by_key(|(id, open)| (open.opened, **id))
+            .max_by_key(|(id, open)| (held[&open.peer], std::cmp::Reverse((open.opened, **id))))
             .map(|(id, _)| *id)
     }
 
