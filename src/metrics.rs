@@ -627,12 +627,21 @@ pub fn record_binlog_checkpoint_failing(failing: bool) {
     gauge!("cachewarden_binlog_checkpoint_failing").set(f64::from(u8::from(failing)));
 }
 
+/// One job's audit, as the metrics record it.
+pub struct AuditFigures<'a> {
+    pub job: &'a str,
+    pub checked: u64,
+    pub wrong: u64,
+    pub orphaned: u64,
+    pub missing: u64,
+}
+
 /// Records one job's sweep (`audit --all` in the daemon): the keys checked, what was found, when.
-pub fn record_sweep(audit: &crate::audit::FullAudit) {
-    let job = || audit.job.clone();
-    let stale = audit.wrong_count + audit.orphaned_count;
+pub fn record_sweep(audit: &AuditFigures<'_>) {
+    let job = || audit.job.to_string();
+    let stale = audit.wrong + audit.orphaned;
     // Of the keys the job holds — those the query returns and orphans — the share that is right.
-    let held = audit.checked + audit.orphaned_count;
+    let held = audit.checked + audit.orphaned;
     let ratio = if held == 0 {
         1.0
     } else {
@@ -641,9 +650,9 @@ pub fn record_sweep(audit: &crate::audit::FullAudit) {
     gauge!("cachewarden_consistency_ratio", "warm_job" => job()).set(ratio);
     counter!("cachewarden_stale_keys_total", "warm_job" => job()).increment(stale);
     gauge!("cachewarden_audit_keys_checked", "warm_job" => job()).set(audit.checked as f64);
-    gauge!("cachewarden_audit_wrong_keys", "warm_job" => job()).set(audit.wrong_count as f64);
-    gauge!("cachewarden_audit_orphaned_keys", "warm_job" => job()).set(audit.orphaned_count as f64);
-    gauge!("cachewarden_audit_missing_keys", "warm_job" => job()).set(audit.missing_count as f64);
+    gauge!("cachewarden_audit_wrong_keys", "warm_job" => job()).set(audit.wrong as f64);
+    gauge!("cachewarden_audit_orphaned_keys", "warm_job" => job()).set(audit.orphaned as f64);
+    gauge!("cachewarden_audit_missing_keys", "warm_job" => job()).set(audit.missing as f64);
     gauge!("cachewarden_audit_last_sweep_timestamp_seconds", "warm_job" => job()).set(unix_now().as_secs_f64());
 }
 

@@ -109,6 +109,19 @@ ttl = "1h"
     assert!(!stdout.contains("product:3 ("), "{stdout}");
 }
 
+/// `cachewarden audit --all` on `path`, which must exit with `code`: its stdout and stderr.
+fn audit_all(env: &TestEnv, path: &std::path::Path, code: i32) -> (String, String) {
+    let output = env
+        .cli()
+        .args(["audit", "--all", "--config"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(code), "{stdout}{stderr}");
+    (stdout, stderr)
+}
+
 /// A job of `rows` products, another of the same rows encrypted without a refresh_query, and a whole-result job;
 /// warmed, then 30 values made wrong, 30 keys of deleted rows left behind and 30 keys deleted, on `env`'s Redis.
 async fn damaged_cache(env: &TestEnv, rows: u32) -> std::path::PathBuf {
@@ -195,14 +208,7 @@ shape = "array"
 async fn audit_all_finds_exactly_the_wrong_missing_and_orphaned_keys_among_a_hundred_thousand() {
     let env = TestEnv::new().await;
     let path = damaged_cache(&env, 100_000).await;
-    let output = env
-        .cli()
-        .args(["audit", "--all", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    let (stdout, stderr) = audit_all(&env, &path, 1);
     assert!(
         stdout.contains("products: 100000 checked, 30 wrong, 30 missing, 30 orphaned"),
         "{stdout}{stderr}"
@@ -239,14 +245,7 @@ async fn audit_all_finds_exactly_the_wrong_missing_and_orphaned_keys_among_a_hun
         .output()
         .unwrap();
     assert!(output.status.success(), "{:?}", text(&output));
-    let output = env
-        .cli()
-        .args(["audit", "--all", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    let (stdout, _) = audit_all(&env, &path, 0);
     assert!(
         stdout.contains("products: 100000 checked, 0 wrong, 0 missing, 0 orphaned"),
         "{stdout}"
@@ -257,14 +256,7 @@ async fn audit_all_finds_exactly_the_wrong_missing_and_orphaned_keys_among_a_hun
 async fn audit_all_on_a_redis_cluster_finds_the_same() {
     let env = TestEnv::new().await.on_cluster();
     let path = damaged_cache(&env, 10_000).await;
-    let output = env
-        .cli()
-        .args(["audit", "--all", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    let (stdout, stderr) = audit_all(&env, &path, 1);
     assert!(
         stdout.contains("products: 10000 checked, 30 wrong, 30 missing, 30 orphaned"),
         "{stdout}{stderr}"

@@ -62,7 +62,13 @@ impl Sweeper {
     }
 
     async fn report(&self, job: &WarmJob, audit: &FullAudit, took: Duration) {
-        crate::metrics::record_sweep(audit);
+        crate::metrics::record_sweep(&crate::metrics::AuditFigures {
+            job: &audit.job,
+            checked: audit.checked,
+            wrong: audit.wrong_count,
+            orphaned: audit.orphaned_count,
+            missing: audit.missing_count,
+        });
         let found = audit.wrong_count + audit.orphaned_count;
         if found == 0 {
             info!(job = %job.name, checked = audit.checked, missing = audit.missing_count, took_ms = took.as_millis() as u64, "Audit: every cached key of the job is right.");
