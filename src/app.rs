@@ -134,9 +134,6 @@ struct Work {
     policy: watch::Sender<Arc<crate::plan::Policy>>,
     /// The pool every executor shares; a SIGHUP that changed `[mysql]` replaces it.
     db: Database,
-    /// The Redis connections every executor shares; a SIGHUP that changed only `[redis] url`'s credentials
-    /// authenticates them again.
-    cache: Cache,
 }
 
 impl Daemon {
@@ -243,7 +240,6 @@ impl Daemon {
             liveness: self.liveness.clone(),
         };
         self.tracker.spawn("watchdog", watchdog.run(self.shutdown.clone()));
-        let invalidator_cache = cache.clone();
         let (policy, policy_rx) = watch::channel(Arc::new(config.channel_policy()));
         let invalidator = Arc::new(
             Invalidator::new(
@@ -297,7 +293,6 @@ impl Daemon {
             producers,
             policy,
             db: db.clone(),
-            cache: invalidator_cache,
         }
     }
 
@@ -393,7 +388,7 @@ impl Work {
                 Err(error) => error!(%error, "SIGHUP: [mysql] changed but cannot be used; keeping the old pool."),
             }
         }
-        if new.redis.url != current.redis.url && self.cache.reauthenticate(&new.redis.url) {
+        if new.redis.url != current.redis.url && self.producers.invalidator.cache().reauthenticate(&new.redis.url) {
             info!("SIGHUP: [redis] url's credentials changed; every Redis connection authenticates with them.");
         }
         if let (Some(url), Some(binlog)) = (&self.producers.binlog_url, &new.binlog)

@@ -95,9 +95,12 @@ impl Sweeper {
         let mut actions: Vec<Action> = audit
             .wrong
             .iter()
-            .map(|finding| match refreshable {
-                true => Action::Refresh(finding.key.clone()),
-                false => Action::Delete(finding.key.clone()),
+            .map(|finding| {
+                if refreshable {
+                    Action::Refresh(finding.key.clone())
+                } else {
+                    Action::Delete(finding.key.clone())
+                }
             })
             .collect();
         actions.extend(audit.orphaned.iter().map(|finding| Action::Delete(finding.key.clone())));
