@@ -473,14 +473,29 @@ impl Cache {
     /// The keys matching `pattern` (one full SCAN of every master), at most `limit`; whether the limit cut it short.
     pub async fn keys_matching(&self, pattern: &str, limit: usize) -> Result<(Vec<String>, bool), CacheError> {
         let mut found = Vec::new();
+        let complete = self
+            .scan_each(pattern, |key| {
+                if found.len() >= limit {
+                    return false;
+                }
+                found.push(key);
+                true
+            })
+            .await?;
+        Ok((found, !complete))
+    }
+
+    /// Hands every key matching `pattern` (one full SCAN of every master) to `take` until it answers `false`;
+    /// whether the SCAN went to its end.
+    async fn scan_each(&self, pattern: &str, mut take: impl FnMut(String) -> bool) -> Result<bool, CacheError> {
         for node in 0..self.nodes() {
             let mut cursor: u64 = 0;
             loop {
                 let (next, keys): (u64, Vec<String>) = self.scan_page(node, cursor, pattern).await?;
-                found.extend(keys);
-                if found.len() > limit {
-                    found.truncate(limit);
-                    return Ok((found, true));
+                for key in keys {
+                    if !take(key) {
+                        return Ok(false);
+                    }
                 }
                 if next == 0 {
                     break;
@@ -488,7 +503,7 @@ impl Cache {
                 cursor = next;
             }
         }
-        Ok((found, false))
+        Ok(true)
     }
 
     /// One `SCAN cursor MATCH pattern COUNT …` call: the next cursor and the keys of this page.
@@ -519,27 +534,19 @@ impl Cache {
         let mut seen = 0usize;
         // Sized as it fills: `count` is a cap, and a job may have far fewer keys.
         let mut sample = Vec::with_capacity(count.min(1024));
-        for node in 0..self.nodes() {
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<String>) = self.scan_page(node, cursor, pattern).await?;
-                for key in keys {
-                    seen += 1;
-                    if sample.len() < count {
-                        sample.push(key);
-                    } else {
-                        let slot = fastrand::usize(..seen);
-                        if slot < count {
-                            sample[slot] = key;
-                        }
-                    }
+        self.scan_each(pattern, |key| {
+            seen += 1;
+            if sample.len() < count {
+                sample.push(key);
+            } else {
+                let slot = fastrand::usize(..seen);
+                if slot < count {
+                    sample[slot] = key;
                 }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
             }
-        }
+            true
+        })
+        .await?;
         Ok(sample)
     }
 
