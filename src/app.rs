@@ -656,7 +656,8 @@ async fn preflight(config: &Config, cache: &Cache) -> anyhow::Result<()> {
     }
     if let Some(binlog) = &config.binlog {
         match crate::source::binlog::preflight(&binlog.url).await {
-            Ok(()) => {}
+            // (Its warnings are the listener's to log, at its first session.)
+            Ok(_) => {}
             Err(BinlogError::Definite(message) | BinlogError::AccessDenied(message)) => {
                 return Err(Misconfigured(format!("[binlog]: cannot follow the binlog: {message}")).into());
             }

@@ -55,10 +55,14 @@ pub async fn check_connect(config: &Config) -> Findings {
             ));
         }
     }
-    if let Some(binlog) = &config.binlog
-        && let Err(error) = crate::source::binlog::preflight(&binlog.url).await
-    {
-        problems.push(problem("binlog".into(), format!("cannot follow the binlog: {error}")));
+    if let Some(binlog) = &config.binlog {
+        match crate::source::binlog::preflight(&binlog.url).await {
+            Ok(server) => {
+                notes.extend(server.warnings.iter().map(|warning| format!("binlog: {warning}")));
+                notes.push(format!("binlog: {}", server.retention.can_be_down_for()));
+            }
+            Err(error) => problems.push(problem("binlog".into(), format!("cannot follow the binlog: {error}"))),
+        }
     }
     let (problems, mysql_unreachable) = check_database(config, problems).await;
     Findings {

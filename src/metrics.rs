@@ -143,6 +143,11 @@ fn describe() {
         Unit::Seconds,
         "Age of the last row event read from the binlog (0 once the server reports nothing more to send)."
     );
+    describe_gauge!(
+        "cachewarden_binlog_retention_seconds",
+        Unit::Seconds,
+        "How long the server keeps binlog files (+Inf: never purged; NaN: unknown), read at each connection."
+    );
     describe_counter!("cachewarden_binlog_transactions_total", "Binlog transactions applied.");
     describe_counter!("cachewarden_binlog_rows_total", "Binlog row events applied.");
     describe_counter!("cachewarden_binlog_batches_total", "Batches of binlog changes applied.");
@@ -527,6 +532,11 @@ pub fn record_invalidations(keys: &[(&'static str, u64)], warm_runs: u64) {
 /// Whether the binlog stream is being read.
 pub fn record_binlog_connected(connected: bool) {
     gauge!("cachewarden_binlog_connected").set(f64::from(u8::from(connected)));
+}
+
+/// How long the server keeps binlog files (`None`: unknown).
+pub fn record_binlog_retention(seconds: Option<f64>) {
+    gauge!("cachewarden_binlog_retention_seconds").set(seconds.unwrap_or(f64::NAN));
 }
 
 /// Replication lag from a row event's timestamp (seconds since the epoch, server clock).

@@ -103,6 +103,27 @@ fn sample(text: &str, name: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// How long the daemon can be down without a gap, from the metrics: the server's binlog retention less the lag
+/// (a daemon behind holds an older position). `None` when not following a binlog or the retention is unknown;
+/// infinite when binlogs are never purged.
+pub fn can_be_down_for(metrics: &str) -> Option<f64> {
+    let retention = sample(metrics, "cachewarden_binlog_retention_seconds").filter(|r| !r.is_nan())?;
+    let lag = sample(metrics, "cachewarden_binlog_lag_seconds").unwrap_or(0.0);
+    Some((retention - lag).max(0.0))
+}
+
+/// [`can_be_down_for`] for people.
+pub fn down_for_words(seconds: Option<f64>) -> String {
+    match seconds {
+        None => "unknown".into(),
+        Some(s) if s.is_infinite() => "any time (binlogs are never purged)".into(),
+        Some(s) if s < crate::source::binlog::SHORT_RETENTION.as_secs_f64() => {
+            format!("{} — raise the binlog retention", crate::words::seconds(s))
+        }
+        Some(s) => crate::words::seconds(s),
+    }
+}
+
 /// The sum of every sample of `name` (any labels; or the labelled series `name{…}` given whole).
 fn sum(text: &str, name: &str) -> f64 {
     text.lines()
@@ -255,12 +276,14 @@ pub fn render(page: &Page<'_>) -> String {
             html,
             "<h2>Binlog</h2><table><tr><td>connected</td><td>{}</td></tr><tr><td>lag</td><td>{} s</td></tr>\
              <tr><td>last heard from the server</td><td>{heard}</td></tr><tr><td>checkpoint offset</td><td>{}</td></tr>\
-             <tr><td>row events applied</td><td>{}</td></tr><tr><td>apply failing</td><td>{}</td></tr></table>",
+             <tr><td>row events applied</td><td>{}</td></tr><tr><td>apply failing</td><td>{}</td></tr>\
+             <tr><td>can be down for</td><td>{}</td></tr></table>",
             show(metric("cachewarden_binlog_connected")),
             show(metric("cachewarden_binlog_lag_seconds")),
             show(metric("cachewarden_binlog_checkpoint_position")),
             show(metric("cachewarden_binlog_rows_total")),
             show(metric("cachewarden_binlog_apply_failing")),
+            escape(&down_for_words(can_be_down_for(page.metrics))),
         );
     }
     if metric("cachewarden_channel_gaps_total").is_some() {

@@ -6,6 +6,8 @@ mod common;
 
 use std::time::Duration;
 
+use sqlx::Connection as _;
+
 use common::{Daemon, TestEnv, eventually, get, sample, wait_for_admin};
 
 /// Every type, and the edge values that used to differ: midnight and fractional DATETIME, TIMESTAMP, negative and
@@ -102,7 +104,58 @@ async fn on_mysql_binlog_values_and_keys_are_byte_identical_to_warm_ones() {
     byte_identical(TestEnv::new().await.on_mysql(&server).await).await;
 }
 
-async fn byte_identical(env: TestEnv) {
+/// With MySQL's transaction compression on, every transaction arrives as one zstd payload: the same values, and the
+/// checkpoint ends where the payloads do.
+#[tokio::test]
+async fn on_mysql_compressed_transactions_apply_byte_identical_and_checkpoint_where_they_end() {
+    let server = common::OwnMySql::start(32);
+    let env = TestEnv::new().await.on_mysql(&server).await;
+    env.sql("SET GLOBAL binlog_transaction_compression = ON").await;
+    let env = byte_identical(env).await;
+    assert_checkpoint_at_server_position(&env).await;
+}
+
+/// The same with MariaDB's compressed row and statement events (`log_bin_compress`, every event over 10 bytes).
+#[tokio::test]
+async fn on_mariadb_compressed_events_apply_byte_identical_and_checkpoint_where_they_end() {
+    let server = common::OwnMariaDb::start_with(33, &["--log-bin-compress", "--log-bin-compress-min-len=10"]);
+    let env = TestEnv::new().await.on_mariadb(&server).await;
+    let env = byte_identical(env).await;
+    assert_checkpoint_at_server_position(&env).await;
+    // The events really were compressed.
+    let mut conn = sqlx::MySqlConnection::connect(&env.mysql_url).await.unwrap();
+    let events: Vec<(String, u64, String, u32, u64, String)> =
+        sqlx::query_as(sqlx::AssertSqlSafe("SHOW BINLOG EVENTS".to_string()))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let kinds: Vec<&str> = events.iter().map(|event| event.2.as_str()).collect();
+    assert!(
+        kinds.iter().any(|kind| kind.contains("compressed")),
+        "no compressed event in {kinds:?}"
+    );
+}
+
+/// After the last change was applied and the daemon stopped, its checkpoint is the server's current position.
+async fn assert_checkpoint_at_server_position(env: &TestEnv) {
+    use sqlx::Row as _;
+    let mut conn = sqlx::MySqlConnection::connect(&env.mysql_url).await.unwrap();
+    let status = match sqlx::query("SHOW BINARY LOG STATUS").fetch_one(&mut conn).await {
+        Ok(row) => row,
+        Err(_) => sqlx::query("SHOW MASTER STATUS").fetch_one(&mut conn).await.unwrap(),
+    };
+    let (file, pos): (String, u64) = (status.get(0), status.get(1));
+    let checkpoint = env
+        .get(&format!("{}checkpoint", env.prefix))
+        .await
+        .expect("a checkpoint");
+    assert!(
+        checkpoint.starts_with(&format!("{file}:{pos} ")),
+        "checkpoint {checkpoint:?}, server at {file}:{pos}"
+    );
+}
+
+async fn byte_identical(env: TestEnv) -> TestEnv {
     env.sql(SCHEMA).await;
     let path = env.config_file(&config(&env));
     let mut daemon = Daemon::start(&env, &path, &[], &[]);
@@ -166,4 +219,5 @@ async fn byte_identical(env: TestEnv) {
         daemon.log()
     );
     assert_eq!(daemon.stop().await, Some(0));
+    env
 }

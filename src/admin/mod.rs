@@ -215,7 +215,14 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
         }
         (Method::GET, "/ha") => match &state.ha {
             Some(ha) => {
-                let body = ha.borrow().to_json();
+                let mut body = ha.borrow().to_json();
+                let metrics = state.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default();
+                // (Only an instance that has followed the binlog knows its server's retention.)
+                if metrics.contains("\ncachewarden_binlog_retention_seconds ") {
+                    let down_for = status::can_be_down_for(&metrics);
+                    body["binlog_can_be_down_for_seconds"] = serde_json::json!(down_for.filter(|s| s.is_finite()));
+                    body["binlog_can_be_down_for"] = serde_json::json!(status::down_for_words(down_for));
+                }
                 let mut response = text(StatusCode::OK, &format!("{body:#}\n"));
                 response.headers_mut().insert(
                     hyper::header::CONTENT_TYPE,

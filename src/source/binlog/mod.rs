@@ -4,7 +4,7 @@
 //! Owns the replication connection's event loop. The parts: `server` (start-up checks, positions, error kinds),
 //! `decode` (row images through the one value mapping), `batch` (coalescing by key, debounce), `checkpoint` (where
 //! to resume), `gtid` (GTID positions, MariaDB's and MySQL's), `rows` (a rows event planned into the batch),
-//! `statements` (statements logged without rows), `holds` (the warm runs the checkpoint waits for), `resume` (where
+//! `statements` (statements logged without rows), `compressed` (compressed events made plain), `holds` (the warm runs the checkpoint waits for), `resume` (where
 //! a session starts, how far the checkpoint goes). Planning is `plan::plan_change`; applying is the `invalidate`
 //! executor's.
 //!
@@ -35,18 +35,20 @@
 //! - Redis or MySQL down while applying: the batch is retried with backoff and nothing more is read meanwhile
 //!   (backpressure). If that lasts, or the failure is definite (a Redis ACL refusal), the daemon reports itself not
 //!   ready (`binlog: …`) and `cachewarden_binlog_apply_failing` is 1 until a retry succeeds.
-//! - A server that cannot be followed (binary logging off, not ROW/FULL, compressed MariaDB events, no
+//! - A server that cannot be followed (binary logging off, not ROW/FULL, partial JSON updates, no
 //!   replication privileges, a wrong password): found at start-up by [`preflight`], which stops the daemon (exit
 //!   78); later, a definite error at ERROR, not ready, retried every minute.
 
 mod batch;
 pub mod checkpoint;
+mod compressed;
 pub mod decode;
 mod gtid;
 mod holds;
 mod resume;
 mod rows;
 mod server;
+mod settings;
 mod statements;
 
 use std::collections::HashSet;
@@ -72,6 +74,7 @@ use crate::plan;
 use batch::{Batch, Debounce};
 use checkpoint::Position;
 pub use server::{BinlogError, preflight};
+pub use settings::SHORT_RETENTION;
 
 /// Distinct keys (and patterns) a batch gathers at most before it is applied: bounds memory and one apply's work.
 pub const BATCH_KEYS: usize = 5000;
@@ -172,6 +175,8 @@ struct SessionState {
     checkpoint_waits: Option<&'static str>,
     /// The session that just ended received an event (it was following, not failing to start).
     followed: bool,
+    /// The server's settings warnings were logged (once: every session reads them again).
+    settings_warned: bool,
 }
 
 impl BinlogListener {
@@ -235,6 +240,13 @@ impl BinlogListener {
     ) -> Result<Option<(mysql_async::BinlogStream, Position, server::ServerTraits)>, BinlogError> {
         let mut conn = server::connect(&self.url.current()).await?;
         let server = server::check_server(&mut conn).await?;
+        if !std::mem::replace(&mut state.settings_warned, true) {
+            for warning in &server.warnings {
+                warn!("The binlog's server: {warning}");
+            }
+            info!("The binlog's server: {}.", server.retention.can_be_down_for());
+        }
+        metrics::record_binlog_retention(server.retention.seconds());
         let current = server::current_position(&mut conn, &server).await?;
         let start = self.start_position(current, shutdown, state).await?;
         let Some(mut start) = start else { return Ok(None) };
@@ -315,6 +327,8 @@ impl BinlogListener {
         // The GTID position as transactions end; kept only when the start's is known (else it would be partial).
         let mut gtids = start.gtid.clone();
         let mut open_gtid: Option<gtid::Gtid> = None;
+        // A MySQL transaction compressed into one payload event: its events follow it, ending where it ends.
+        let mut payload = compressed::Payload::default();
         metrics::record_binlog_connected(true);
         self.health.set_stalled("binlog", None);
 
@@ -421,16 +435,26 @@ impl BinlogListener {
                     event
                 }
             };
+            let event = match compressed::is_compressed(event.header().event_type_raw()) {
+                true => compressed::uncompress(&event).map_err(|e| {
+                    BinlogError::Definite(format!("an undecodable compressed binlog event in {file}: {e}"))
+                })?,
+                false => event,
+            };
             let header = event.header();
-            let log_pos = u64::from(header.log_pos());
+            let log_pos = payload.position(u64::from(header.log_pos()));
             let data = event
                 .read_data()
                 .map_err(|e| BinlogError::Transient(format!("undecodable binlog event: {e}")))?;
-            if header.event_type_raw() == gtid::MARIADB_GTID_EVENT {
-                open_gtid = gtid::mariadb_gtid(event.data(), header.server_id());
+            let not_unpacked = |e: String| BinlogError::Definite(format!("in {file}: {e}"));
+            match header.event_type_raw() {
+                gtid::MARIADB_GTID_EVENT => open_gtid = gtid::mariadb_gtid(event.data(), header.server_id()),
+                compressed::TRANSACTION_PAYLOAD => payload.opened(log_pos).map_err(not_unpacked)?,
+                _ => {}
             }
             let ends_transaction = match data {
                 Some(EventData::GtidEvent(event)) => {
+                    payload.not_open().map_err(not_unpacked)?;
                     open_gtid = Some(gtid::mysql_gtid(&event));
                     false
                 }
@@ -476,6 +500,7 @@ impl BinlogListener {
                 _ => false,
             };
             if ends_transaction {
+                payload.ended();
                 batch.transactions += 1;
                 if let (Some(gtids), Some(gtid)) = (&mut gtids, open_gtid.take()) {
                     gtids.record(gtid);

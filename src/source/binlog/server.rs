@@ -8,6 +8,7 @@ use mysql_async::{Conn, Opts};
 
 use super::checkpoint::Position;
 use super::gtid::{Gtids, parse_mysql_gtid};
+use super::settings::{self, Retention};
 use crate::cache::CacheError;
 use crate::config::SecretUrl;
 
@@ -96,14 +97,14 @@ pub async fn connect(url: &SecretUrl) -> Result<Conn, BinlogError> {
 /// Everything following the binlog needs from the server, asked up front (start-up, `check --connect`): the user
 /// can log in, the binlog is on and in the form we decode, the current position can be read (REPLICATION CLIENT or
 /// BINLOG MONITOR) and the user holds REPLICATION SLAVE.
-pub async fn preflight(url: &SecretUrl) -> Result<(), BinlogError> {
+pub async fn preflight(url: &SecretUrl) -> Result<ServerTraits, BinlogError> {
     let mut conn = connect(url).await?;
     let server = check_server(&mut conn).await?;
     current_position(&mut conn, &server).await?;
     let grants: Vec<String> = conn.query("SHOW GRANTS").await?;
     conn.disconnect().await.ok();
     if grants.iter().any(|grant| may_replicate(grant)) {
-        Ok(())
+        Ok(server)
     } else {
         Err(BinlogError::Definite(format!(
             "the [binlog] user lacks REPLICATION SLAVE ON *.* (SHOW GRANTS: {})",
@@ -134,74 +135,51 @@ pub struct ServerTraits {
     /// description tells the client): MariaDB with `binlog_checksum = CRC32` sends 4; MySQL sends none (seen on 9.7:
     /// its dump thread follows what the replica announced, and mysql_async announces a value MySQL does not know).
     pub checksum_bytes: usize,
+    /// How long the server keeps binlog files.
+    pub retention: Retention,
+    /// Settings that should change (GTIDs off on MySQL, a short retention), each saying what to set and where.
+    pub warnings: Vec<String>,
 }
 
-/// Refuses servers whose binlog cannot be followed correctly.
+/// Refuses servers whose binlog cannot be followed correctly (every reason at once, each saying what to set and
+/// where); what should change but need not is in the traits' `warnings`.
 pub async fn check_server(conn: &mut Conn) -> Result<ServerTraits, BinlogError> {
     let version: String = conn.query_first("SELECT VERSION()").await?.unwrap_or_default();
     let mariadb = version.contains("MariaDB");
-    let expect = [
-        ("log_bin", "1", "binary logging is off: start the server with log_bin"),
-        ("binlog_format", "ROW", "binlog_format must be ROW"),
-        (
-            "binlog_row_image",
-            "FULL",
-            "binlog_row_image must be FULL (both images, every column)",
-        ),
-        (
-            "binlog_row_metadata",
-            "FULL",
-            "binlog_row_metadata must be FULL, so row events carry column names (MySQL >= 8.0.1, MariaDB >= 10.5)",
-        ),
-    ];
-    for (variable, wanted, advice) in expect {
-        let value: Option<String> = conn.query_first(format!("SELECT @@GLOBAL.{variable}")).await?;
-        let value = value.unwrap_or_default();
-        let matches = match variable {
-            "log_bin" => matches!(value.as_str(), "1" | "ON"),
-            _ => value.eq_ignore_ascii_case(wanted),
-        };
-        if !matches {
-            return Err(BinlogError::Definite(format!("{advice} (it is {value:?})")));
-        }
-    }
-    // Compressed events wrap their rows in a form we do not unpack: they would be skipped.
-    let (compression, advice) = match mariadb {
-        true => (
-            "log_bin_compress",
-            "log_bin_compress must be OFF: compressed MariaDB row events",
-        ),
-        false => (
-            "binlog_transaction_compression",
-            "binlog_transaction_compression must be OFF: compressed MySQL transaction payloads",
-        ),
-    };
-    // (Servers too old to compress do not know the variable.)
-    let compressed: Option<String> = conn
-        .query_first(format!("SELECT @@GLOBAL.{compression}"))
+    let names: Vec<String> = settings::WATCHED.iter().map(|name| format!("'{name}'")).collect();
+    let variables: Vec<(String, String)> = conn
+        .query(format!(
+            "SHOW GLOBAL VARIABLES WHERE Variable_name IN ({})",
+            names.join(", ")
+        ))
+        .await?;
+    // RDS and Aurora keep binlogs as long as this says, whatever the server's own variables say; a user without
+    // SELECT on it (or a server without it) reads nothing.
+    let rds_retention_hours = conn
+        .query_first::<Option<String>, _>(
+            "SELECT value FROM mysql.rds_configuration WHERE name = 'binlog retention hours'",
+        )
         .await
-        .unwrap_or_default();
-    if matches!(compressed.as_deref(), Some("1" | "ON")) {
-        return Err(BinlogError::Definite(format!(
-            "{advice} cannot be decoded and would be skipped"
-        )));
-    }
-    if !mariadb {
-        // Partial JSON updates carry a diff, not the document: the column's new value could not be known.
-        let options: Option<String> = conn
-            .query_first("SELECT @@GLOBAL.binlog_row_value_options")
-            .await
-            .unwrap_or_default();
-        if options.is_some_and(|options| options.to_ascii_uppercase().contains("PARTIAL_JSON")) {
-            return Err(BinlogError::Definite(
-                "binlog_row_value_options must be empty: PARTIAL_JSON events carry JSON diffs, not the values".into(),
-            ));
-        }
-    }
-    let gtids = mariadb || {
-        let mode: Option<String> = conn.query_first("SELECT @@GLOBAL.gtid_mode").await?;
-        mode.is_some_and(|mode| mode.eq_ignore_ascii_case("ON"))
+        .ok()
+        .flatten()
+        .map(|hours| hours.and_then(|hours| hours.trim().parse::<u64>().ok()));
+    let observed = settings::Observed {
+        variables: variables
+            .into_iter()
+            .map(|(name, value)| (name.to_ascii_lowercase(), value))
+            .collect(),
+        mariadb,
+        rds_retention_hours,
     };
+    let judged = observed.judge();
+    if !judged.refusals.is_empty() {
+        return Err(BinlogError::Definite(judged.refusals.join("; ")));
+    }
+    let gtids = mariadb
+        || observed
+            .variables
+            .get("gtid_mode")
+            .is_some_and(|mode| mode.eq_ignore_ascii_case("ON"));
     let checksum: Option<String> = conn.query_first("SELECT @@GLOBAL.binlog_checksum").await?;
     let checksum_bytes = if mariadb && checksum.is_some_and(|c| c.eq_ignore_ascii_case("CRC32")) {
         4
@@ -214,6 +192,8 @@ pub async fn check_server(conn: &mut Conn) -> Result<ServerTraits, BinlogError> 
         gtids,
         server_id: server_id.unwrap_or_default(),
         checksum_bytes,
+        retention: observed.retention(),
+        warnings: judged.warnings,
     })
 }
 
