@@ -29,7 +29,9 @@ import math
 import os
 import platform
 import resource
+import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -416,6 +418,10 @@ def pubsub(runs):
             "python": received / elapsed, "python_lost": n_py - received, "python_messages": n_py}
 
 
+def mb(size):
+    return "?" if size is None else f"{size / 1e6:.1f}"
+
+
 def master_status():
     with mysql().cursor() as c:
         c.execute("SHOW MASTER STATUS")
@@ -517,6 +523,10 @@ def binlog(runs):
         done = wait(lambda: metric('cachewarden_invalidated_keys_total{action="project"}') >= n, 120, 0.005)
         projected.append(n / (time.monotonic() - start) if done else 0.0)
         daemon.stop()
+    # Catch-up with MariaDB's binlog compression on (log_bin_compress, zlib row events) beside off: the same backlog
+    # on a MariaDB of the bench's own started each way (the server takes the setting at start only), and the binlog
+    # bytes the backlog took.
+    compression = {flag: compressed_catch_up(n, runs, flag) for flag in (False, True)}
     # The Python invalidator: catch-up over the same backlog, then live lag over a 10k-row burst.
     flush()
     create_churn_keys(n)
@@ -543,7 +553,88 @@ def binlog(runs):
             "live_txn_lag_p50_ms": percentile(live_txn, 50) * 1000,
             "live_txn_lag_p99_ms": percentile(live_txn, 99) * 1000, "live_txns": len(live_txn),
             "python": int(rows) / float(elapsed),
-            "project_catch_up": statistics.median(projected), "python_live_lag_ms": py_lag * 1000}
+            "project_catch_up": statistics.median(projected), "python_live_lag_ms": py_lag * 1000,
+            "compressed_off_catch_up": compression[False][0], "compressed_catch_up": compression[True][0],
+            "binlog_bytes_off": compression[False][1], "binlog_bytes_on": compression[True][1]}
+
+
+def own_mariadb(extra):
+    """A MariaDB of the bench's own with a ROW binlog and `extra` options, on a free port: (process, base URL, dir)."""
+    work = tempfile.mkdtemp(prefix="cwbench-maria")
+    os.chmod(work, 0o755)
+    shutil.chown(work, "mysql", "mysql")
+    data = os.path.join(work, "data")
+    subprocess.run(["mariadb-install-db", "--user=mysql", f"--datadir={data}", "--auth-root-authentication-method=normal",
+                    "--skip-test-db"], check=True, capture_output=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(["mariadbd", "--no-defaults", "--user=mysql", f"--datadir={data}",
+                                f"--socket={work}/mysqld.sock", f"--port={port}", "--bind-address=127.0.0.1",
+                                "--skip-name-resolve", "--server-id=1", f"--log-bin={data}/binlog", "--binlog-format=ROW",
+                                "--binlog-row-image=FULL", "--binlog-row-metadata=FULL", "--innodb-buffer-pool-size=256M",
+                                f"--log-error={work}/error.log", *extra],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"mysql://root@127.0.0.1:{port}"
+
+    def up():
+        try:
+            pymysql.connect(host="127.0.0.1", port=port, user="root", password="").close()
+            return True
+        except pymysql.err.OperationalError:
+            return False
+
+    if not wait(up, 60, 0.1):
+        raise RuntimeError(f"the bench's own MariaDB did not start: {open(work + '/error.log').read()}")
+    return process, base, work
+
+
+def compressed_catch_up(n, runs, compress):
+    """Binlog catch-up over a backlog of `n` row events on a MariaDB of the bench's own, with log_bin_compress on or
+    off: (median row events/s, binlog bytes of the backlog)."""
+    process, base, work = own_mariadb(["--log-bin-compress"] if compress else [])
+    port = int(base.rsplit(":", 1)[1])
+    try:
+        db = pymysql.connect(host="127.0.0.1", port=port, user="root", password="", autocommit=True)
+        with db.cursor() as c:
+            c.execute(f"CREATE DATABASE {DATABASE}")
+            c.execute(f"CREATE TABLE {DATABASE}.churn (id INT PRIMARY KEY, v INT)")
+            c.execute(f"INSERT INTO {DATABASE}.churn SELECT seq, 0 FROM seq_1_to_{n}")
+        rates, size = [], None
+        for run in range(runs):
+            flush()
+            create_churn_keys(n)
+            with db.cursor() as c:
+                c.execute("SHOW MASTER STATUS")
+                file, pos = c.fetchone()[:2]
+                step = n // 100
+                for t in range(100):
+                    c.execute(f"UPDATE {DATABASE}.churn SET v = v + 1 WHERE id > %s AND id <= %s",
+                              (t * step, (t + 1) * step))
+                c.execute("SHOW MASTER STATUS")
+                end_file, end = c.fetchone()[:2]
+                if compress:
+                    c.execute(f"SHOW BINLOG EVENTS IN '{file}' FROM {pos} LIMIT 20")
+                    if not any("compressed" in row[2].lower() for row in c.fetchall()):
+                        raise RuntimeError("log_bin_compress is on but the row events are not compressed")
+            size = int(end) - int(pos) if end_file == file else None
+            r().set("bench:checkpoint", f"{file}:{pos}")
+            path = binlog_config(9350 + run + 10 * compress)
+            with open(path) as f:
+                text = f.read().replace(MYSQL_URL, f"{base}/{DATABASE}")
+            with open(path, "w") as f:
+                f.write(text)
+            start = time.monotonic()
+            daemon = Daemon(path)
+            done = wait(lambda: deleted() >= n, 120, 0.005)
+            rates.append(n / (time.monotonic() - start) if done else 0.0)
+            daemon.stop()
+        flush()
+        return statistics.median(rates), size
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 AUDIT_QUERY = MILLION_QUERY + " WHERE id <= 100000"
@@ -797,6 +888,10 @@ def report(results, runs):
          "≥ 200k/s, ≥ 10x"),
         ("binlog catch-up, refresh from row image (projection), row events/s", f"{b['project_catch_up']:.0f}", "-",
          "-", "-", "≥ 50k/s"),
+        ("binlog catch-up, delete mode, MariaDB log_bin_compress on / off, row events/s (binlog MB of the backlog)",
+         f"{b['compressed_catch_up']:.0f} / {b['compressed_off_catch_up']:.0f}"
+         f" ({mb(b['binlog_bytes_on'])} / {mb(b['binlog_bytes_off'])})", "-", "-",
+         f"{b['compressed_catch_up'] / b['compressed_off_catch_up']:.2f}x", "decoded, not refused"),
         ("binlog live: 10k-row burst, last commit → last key deleted", f"{b['live_lag_ms']:.0f} ms p50,"
          f" {b['live_lag_p99_ms']:.0f} ms p99 ({b['live_bursts']} bursts)", f"{b['python_live_lag_ms']:.0f} ms (python-mysql-replication)", "-",
          f"{b['python_live_lag_ms'] / b['live_lag_ms']:.1f}x", "≤ 50 ms, ≥ 10x"),

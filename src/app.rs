@@ -470,6 +470,17 @@ impl Producers {
                     rules: config.rules.clone().into(),
                     invalidator: self.invalidator.clone(),
                     health: self.health.clone(),
+                    fallback: binlog.refresh_fallback.as_ref().and_then(|url| {
+                        // A few connections: it reads only what the reader could not show in time.
+                        let settings = config::MysqlSettings {
+                            url: url.clone(),
+                            pool_size: 4,
+                            ..config.mysql.clone()
+                        };
+                        Database::new(&settings)
+                            .inspect_err(|error| warn!(%error, "[binlog] refresh_fallback is not usable."))
+                            .ok()
+                    }),
                 }
                 .run(term.clone()),
             );

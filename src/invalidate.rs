@@ -281,7 +281,7 @@ impl Invalidator {
                             _ => None,
                         })
                         .collect();
-                    self.refresh(&keys, seen, &mut applied).await?;
+                    self.refresh(&self.db, &keys, seen, &mut applied).await?;
                 }
                 Action::Lookup(_) => {
                     let lookups: Vec<&crate::plan::Lookup> = run
@@ -342,14 +342,28 @@ impl Invalidator {
             let mut seen = seen.clone();
             seen.extend(found.seen);
             let keys: Vec<&str> = found.refresh.iter().map(String::as_str).collect();
-            self.refresh(&keys, &seen, applied).await?;
+            self.refresh(&self.db, &keys, &seen, applied).await?;
         }
         Ok(())
     }
 
-    /// Refreshes `keys`: each through the first job whose template it fits, many keys of a job in one read.
+    /// Refreshes `keys` reading from `db` (the writer, where the usual database is a reader that lags): each checked
+    /// against its row in `seen` as every refresh is. What it did, unverified keys included.
+    pub async fn refresh_from(
+        &self,
+        db: &Database,
+        keys: &[&str],
+        seen: &HashMap<String, SeenRow>,
+    ) -> Result<Applied, InvalidateError> {
+        let mut applied = Applied::default();
+        self.refresh(db, keys, seen, &mut applied).await?;
+        Ok(applied)
+    }
+
+    /// Refreshes `keys` from `db`: each through the first job whose template it fits, many keys of a job in one read.
     async fn refresh(
         &self,
+        db: &Database,
         keys: &[&str],
         seen: &HashMap<String, SeenRow>,
         applied: &mut Applied,
@@ -384,7 +398,7 @@ impl Invalidator {
             applied.refresh_deleted += deletes.len() as u64;
         }
         for (job, keys) in by_job {
-            let refreshed = refresh::refresh_keys(&self.cache, &self.db, &self.origins, job, &keys, seen).await?;
+            let refreshed = refresh::refresh_keys(&self.cache, db, &self.origins, job, &keys, seen).await?;
             applied.refreshed += refreshed.written;
             applied.refresh_deleted += refreshed.deleted;
             applied.unverified.extend(refreshed.unverified);

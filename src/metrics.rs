@@ -148,6 +148,10 @@ fn describe() {
         Unit::Seconds,
         "How long the server keeps binlog files (+Inf: never purged; NaN: unknown), read at each connection."
     );
+    describe_counter!(
+        "cachewarden_refresh_fallback_keys_total",
+        "Refreshes the reader endpoint did not show within refresh_wait, read from refresh_fallback and written."
+    );
     describe_counter!("cachewarden_binlog_transactions_total", "Binlog transactions applied.");
     describe_counter!("cachewarden_binlog_rows_total", "Binlog row events applied.");
     describe_counter!("cachewarden_binlog_batches_total", "Batches of binlog changes applied.");
@@ -532,6 +536,11 @@ pub fn record_invalidations(keys: &[(&'static str, u64)], warm_runs: u64) {
 /// Whether the binlog stream is being read.
 pub fn record_binlog_connected(connected: bool) {
     gauge!("cachewarden_binlog_connected").set(f64::from(u8::from(connected)));
+}
+
+/// Refreshes read from `[binlog] refresh_fallback` (the writer) and written, after the reader lagged.
+pub fn record_refresh_fallback(keys: usize) {
+    counter!("cachewarden_refresh_fallback_keys_total").increment(keys as u64);
 }
 
 /// How long the server keeps binlog files (`None`: unknown).

@@ -105,3 +105,104 @@ async fn server_settings_are_judged_with_where_to_set_them_and_how_long_the_daem
     );
     assert_eq!(daemon.stop().await, Some(0));
 }
+
+/// A stand-in for the AWS CLI: the secret or parameter named is the file of that name (slashes as `_`) under
+/// `$STANDIN`; every call's arguments are appended to `$STANDIN/calls`.
+const STANDIN_AWS: &str = r#"#!/bin/sh
+echo "$*" >> "$STANDIN/calls"
+case "$1 $2 $3" in
+"secretsmanager get-secret-value --secret-id" | "ssm get-parameter --name") ;;
+*) echo "stand-in aws: unexpected $*" >&2; exit 2 ;;
+esac
+cat "$STANDIN/$(printf %s "$4" | tr / _)"
+"#;
+
+#[tokio::test]
+async fn credentials_fetched_from_secrets_manager_and_ssm_feed_the_service() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = TestEnv::new().await;
+    let standin = env.dir.path().join("standin");
+    std::fs::create_dir(&standin).unwrap();
+    let aws = standin.join("aws");
+    std::fs::write(&aws, STANDIN_AWS).unwrap();
+    std::fs::set_permissions(&aws, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(standin.join("prod_cw_mysql-url"), format!("{}\n", env.mysql_url)).unwrap();
+    std::fs::write(standin.join("_prod_cw_redis-url"), format!("{}\n", env.redis_url)).unwrap();
+    let sources = env.write_file(
+        "credential-sources",
+        "# name kind id\nmysql-url secretsmanager prod/cw/mysql-url\nredis-url ssm /prod/cw/redis-url\n",
+    );
+    let credentials = env.dir.path().join("credentials");
+    let fetch = |sources: &std::path::Path| {
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/aws/fetch-credentials"))
+            .arg(sources)
+            .arg(&credentials)
+            .env("AWS_CLI", &aws)
+            .env("STANDIN", &standin)
+            .output()
+            .unwrap()
+    };
+    let output = fetch(&sources);
+    assert!(output.status.success(), "{:?}", common::text(&output));
+    let calls = std::fs::read_to_string(standin.join("calls")).unwrap();
+    assert_eq!(
+        calls,
+        "secretsmanager get-secret-value --secret-id prod/cw/mysql-url --query SecretString --output text\n\
+         ssm get-parameter --name /prod/cw/redis-url --with-decryption --query Parameter.Value --output text\n"
+    );
+    for name in ["mysql-url", "redis-url"] {
+        let file = credentials.join(name);
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{name}"
+        );
+    }
+
+    // The service reads them in place of the file's URLs, which lead nowhere.
+    let p = &env.prefix;
+    env.sql("CREATE TABLE t (id INT PRIMARY KEY);\nINSERT INTO t VALUES (1)")
+        .await;
+    let config = env.write_file(
+        "jobs.toml",
+        &format!(
+            "[mysql]\nurl = \"mysql://nobody@127.0.0.1:1/none\"\n\n[redis]\nurl = \"redis://127.0.0.1:1/0\"\n\n\
+             [admin]\nlisten = \"{}\"\n\n[channel]\nenabled = false\n\n[[warm]]\nname = \"j\"\n\
+             schedule = \"0 0 0 1 1 *\"\nrun_on_start = true\nquery = \"SELECT id FROM t\"\nkey = \"{p}j:{{id}}\"\n\
+             ttl = \"1h\"\n",
+            env.admin_addr()
+        ),
+    );
+    let mut daemon = Daemon::start(
+        &env,
+        &config,
+        &[],
+        &[("CREDENTIALS_DIRECTORY", credentials.to_str().unwrap())],
+    );
+    let key = format!("{p}j:1");
+    let warmed = eventually(Duration::from_secs(20), || env.get(&key)).await;
+    assert!(warmed.is_some(), "{}", daemon.log());
+    assert_eq!(daemon.stop().await, Some(0));
+
+    // A secret that cannot be read fails the unit and leaves the last good value; a bad line is named.
+    std::fs::remove_file(standin.join("_prod_cw_redis-url")).unwrap();
+    let output = fetch(&sources);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        common::text(&output)
+            .1
+            .contains("redis-url: ssm /prod/cw/redis-url could not be read; the last value stays")
+    );
+    assert_eq!(
+        std::fs::read_to_string(credentials.join("redis-url")).unwrap().trim(),
+        env.redis_url
+    );
+    let bad = env.write_file("bad-sources", "redis-url vault secret/x\n");
+    let output = fetch(&bad);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        common::text(&output).1.contains("unknown kind \"vault\""),
+        "{:?}",
+        common::text(&output)
+    );
+}

@@ -95,11 +95,9 @@ async fn cached(redis: &redis::aio::MultiplexedConnection, key: &str) -> Option<
         .flatten()
 }
 
-#[tokio::test]
-async fn a_refresh_never_caches_a_read_older_than_its_event() {
-    let _binlog = common::binlog_shared();
-    // The daemon follows the primary's binlog but reads refreshes from a replica one second behind: every read right
-    // after an event returns the row as it was before.
+/// A test database on the primary and on the shared replica one second behind (the schema replicated): the env,
+/// the database's URL on the replica, and a root connection to the replica.
+async fn on_the_lagging_replica() -> (TestEnv, String, sqlx::MySqlConnection) {
     let env = TestEnv::with_database_prefix("cw_replica").await;
     // The replica follows only GTID domain 7: the database is made on it directly, the rest arrives by replication.
     let replica_url = format!("{}/{}", common::replica(), env.database);
@@ -122,6 +120,74 @@ async fn a_refresh_never_caches_a_read_older_than_its_event() {
     })
     .await;
     assert!(replicated.is_some(), "the replica never got the schema");
+    (env, replica_url, replica)
+}
+
+/// With refreshes read from a replica a second behind, single-row changes across every row: waiting for the replica
+/// (`refresh_wait`) or reading the writer past the default wait (`refresh_fallback`), every changed key ends right —
+/// none left missing for good, none stale.
+#[tokio::test]
+async fn with_a_lagging_reader_every_changed_key_ends_right_by_waiting_or_from_the_writer() {
+    let _binlog = common::binlog_shared();
+    let (env, replica_url, mut replica) = on_the_lagging_replica().await;
+    let p = &env.prefix;
+    let base = config(&env, &replica_url, &env.mysql_url, REFRESH);
+    for (round, (setting, fallback)) in [
+        ("refresh_wait = \"5s\"", false),
+        ("refresh_fallback = \"binlog\"", true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = base.replace("on_gap = \"none\"", &format!("on_gap = \"none\"\n{setting}"));
+        let mut daemon = start(&env, &body).await;
+        // 120 single-row transactions over the 60 rows, about a second in all.
+        let mut sql = format!("SET SESSION gtid_domain_id = {REPLICATED_DOMAIN}");
+        for n in 0..120u32 {
+            let id = n % 60 + 1;
+            sql.push_str(&format!(";\nUPDATE products SET name = 'r{round}n{n}' WHERE id = {id}"));
+        }
+        env.sql(&sql).await;
+        // Every key equals its row once the replica has caught up (or at once, from the writer).
+        let wrong_keys = || async {
+            let mut wrong = Vec::new();
+            for id in 1..=60 {
+                let cached = env.get(&format!("{p}product:{id}")).await;
+                if cached.as_deref() != Some(row(&env, id).await.as_str()) {
+                    wrong.push((id, cached));
+                }
+            }
+            wrong
+        };
+        let right = eventually(Duration::from_secs(20), || async {
+            wrong_keys().await.is_empty().then_some(())
+        })
+        .await;
+        assert!(
+            right.is_some(),
+            "{setting}: wrong or missing {:?}:\n{}",
+            wrong_keys().await,
+            daemon.log()
+        );
+        let from_writer = metric(&env, "cachewarden_refresh_fallback_keys_total").await;
+        assert_eq!(
+            from_writer > 0.0,
+            fallback,
+            "{setting}: {from_writer} keys read from the writer"
+        );
+        assert_eq!(daemon.stop().await, Some(0));
+    }
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE `{}`", env.database)))
+        .execute(&mut replica)
+        .await;
+}
+
+#[tokio::test]
+async fn a_refresh_never_caches_a_read_older_than_its_event() {
+    let _binlog = common::binlog_shared();
+    // The daemon follows the primary's binlog but reads refreshes from a replica one second behind: every read right
+    // after an event returns the row as it was before.
+    let (env, replica_url, mut replica) = on_the_lagging_replica().await;
     let mut daemon = start(&env, &config(&env, &replica_url, &env.mysql_url, REFRESH_UNION)).await;
     let p = &env.prefix;
 

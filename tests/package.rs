@@ -70,6 +70,9 @@ fn the_package_installs_binary_unit_conffile_credentials_man_pages_and_completio
     assert!(entry("etc/cachewarden/credentials/").starts_with("drwx------ root/root"));
     for path in [
         "lib/systemd/system/cachewarden.service",
+        "lib/systemd/system/cachewarden-credentials.service",
+        "usr/lib/cachewarden/fetch-credentials",
+        "usr/share/doc/cachewarden/aws.md.gz",
         "etc/cachewarden/jobs.toml",
         "usr/share/man/man1/cachewarden.1.gz",
         "usr/share/man/man1/cachewarden-run.1.gz",
@@ -121,6 +124,7 @@ fn the_package_installs_binary_unit_conffile_credentials_man_pages_and_completio
         .arg("verify")
         .arg(format!("--root={}", tree.display()))
         .arg(units.join("cachewarden.service"))
+        .arg(units.join("cachewarden-credentials.service"))
         .env("MANPATH", tree.join("usr/share/man"))
         .output()
         .unwrap();

@@ -238,6 +238,10 @@ pub struct BinlogSettings {
     pub derive_debounce: Duration,
     /// A derived join rule finding more keys than this in one batch re-runs the job instead.
     pub max_fanout: usize,
+    /// How long a refresh whose read does not show its change (a lagging reader endpoint) is read again.
+    pub refresh_wait: Duration,
+    /// Where such a refresh is read once more after `refresh_wait` (the writer), instead of leaving its key missing.
+    pub refresh_fallback: Option<SecretUrl>,
 }
 
 impl BinlogSettings {

@@ -128,6 +128,8 @@ pub struct RawBinlog {
     pub derive_rules: Option<BoolOrString>,
     pub derive_debounce: Option<String>,
     pub max_fanout: Option<IntOrString>,
+    pub refresh_wait: Option<String>,
+    pub refresh_fallback: Option<String>,
 }
 
 /// One `[[on_change]]` rule.

@@ -20,6 +20,10 @@ pub(super) const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 /// Aggregates warmed from the binlog are rebuilt at most this often by default.
 pub(super) const DEFAULT_DEBOUNCE: Duration = crate::config::DEFAULT_DERIVE_DEBOUNCE;
 
+/// `[binlog] refresh_wait` by default: a commit is visible within a millisecond or two of its binlog event.
+pub(super) const DEFAULT_REFRESH_WAIT: Duration = Duration::from_millis(250);
+/// The longest `[binlog] refresh_wait`: its keys stay missing meanwhile.
+const MAX_REFRESH_WAIT: Duration = Duration::from_secs(60);
 /// The longest `[binlog] heartbeat`: the server's own limit is about 50 days, but a dead link must be noticed.
 pub(super) const MAX_HEARTBEAT: Duration = Duration::from_secs(3600);
 
@@ -201,8 +205,37 @@ impl Context {
         let max_fanout = self
             .count("binlog", "max_fanout", raw.max_fanout)
             .unwrap_or(crate::config::DEFAULT_MAX_FANOUT);
+        let refresh_wait = match self.duration("binlog", "refresh_wait", raw.refresh_wait) {
+            Some(wait) if wait > MAX_REFRESH_WAIT => {
+                self.field_problem(
+                    "binlog",
+                    "refresh_wait",
+                    format!(
+                        "{} is longer than a minute: the keys stay missing that long; set refresh_fallback to read \
+                         them from the writer instead",
+                        crate::words::duration(wait)
+                    ),
+                );
+                DEFAULT_REFRESH_WAIT
+            }
+            wait => wait.unwrap_or(DEFAULT_REFRESH_WAIT),
+        };
+        let refresh_fallback = match raw.refresh_fallback.as_deref() {
+            None | Some("") => None,
+            // The binlog follows the writer: its connection is the one a lagging reader falls back to.
+            Some("binlog") => url.clone(),
+            Some(fallback) => match check_mysql_url(fallback) {
+                Ok(()) => Some(SecretUrl::new(fallback.to_string())),
+                Err(message) => {
+                    self.field_problem("binlog", "refresh_fallback", format!("{message} (or \"binlog\")"));
+                    None
+                }
+            },
+        };
         Some(BinlogSettings {
             max_fanout,
+            refresh_wait,
+            refresh_fallback,
             server_id: server_id?,
             url: url?,
             start: start?,

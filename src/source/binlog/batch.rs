@@ -15,9 +15,12 @@
 //! A refresh whose read did not show its change (see `refresh`) read either an older row (the commit not visible
 //! yet, a lagging replica) or a newer one (a later change, whose own event is still ahead in the binlog). A recent
 //! change is *deferred*: it joins a later batch after 2, 4, 8, … ms, unless a newer change of the same key arrives
-//! first (which replaces it), and is given up once it has waited [`VERIFY_WAIT`]. A change more than a second old
-//! (catching up on a backlog) is not read again: its row has almost surely moved on, and the later event refreshes
-//! it. Either way the key stays deleted meanwhile, so a crash or a give-up leaves a miss, never a stale value.
+//! first (which replaces it), and is given up once it has waited `[binlog] refresh_wait` (250 ms by default: a
+//! commit is visible within a millisecond or two of its event; longer waits are for a lagging reader endpoint). A
+//! change more than a second old at its first read (catching up on a backlog) is not read again: its row has almost
+//! surely moved on, and the later event refreshes it. Either way the key stays deleted meanwhile, so a crash or a
+//! give-up leaves a miss, never a stale value; with `refresh_fallback` the listener reads those keys once more from
+//! the writer.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -26,9 +29,6 @@ use super::checkpoint::Position;
 use crate::model::SeenRow;
 use crate::plan::Action;
 
-/// How long a refresh is read again for a row that does not show its change, in all. A commit is visible within a
-/// millisecond or two of its binlog event; a replica lagging longer than this is not waited for.
-pub const VERIFY_WAIT: Duration = Duration::from_millis(250);
 /// A change at most this many seconds old (by its event's whole-second timestamp) is recent: a read not showing it
 /// may be early, and is tried again.
 const RECENT_SECONDS: u64 = 1;
@@ -85,19 +85,24 @@ impl Ready {
         batch: &mut Batch,
         now: Instant,
         unix_now: u64,
+        wait: Duration,
     ) -> Unverified {
         let mut outcome = Unverified::default();
         for key in unverified {
             let Some(seen) = self.seen.remove(key) else { continue };
-            if unix_now.saturating_sub(u64::from(seen.committed_at)) > RECENT_SECONDS {
+            let retry = self.retries.get(key).copied();
+            // (Only a first read: a change read again has aged while it waited.)
+            if retry.is_none() && unix_now.saturating_sub(u64::from(seen.committed_at)) > RECENT_SECONDS {
                 outcome.outdated.push(key.clone());
+                outcome.seen.insert(key.clone(), seen);
                 continue;
             }
-            let (attempts, since) = self.retries.get(key).copied().unwrap_or((0, now));
+            let (attempts, since) = retry.unwrap_or((0, now));
             let attempts = attempts + 1;
             let delay = VERIFY_FIRST_DELAY * 2u32.saturating_pow(attempts - 1);
-            if now.duration_since(since) + delay > VERIFY_WAIT {
+            if now.duration_since(since) + delay > wait {
                 outcome.given_up.push(key.clone());
+                outcome.seen.insert(key.clone(), seen);
             } else if !batch.keyed.contains_key(key) {
                 let due = now + delay;
                 batch.deferred.insert(
@@ -118,10 +123,12 @@ impl Ready {
 /// The unverified refreshes not deferred.
 #[derive(Debug, Default)]
 pub struct Unverified {
-    /// Recent changes read again until [`VERIFY_WAIT`] ran out.
+    /// Recent changes read again until the wait ran out.
     pub given_up: Vec<String>,
-    /// Changes more than a second old: not read again (a later event refreshes the key).
+    /// Changes more than a second old at their first read: not read again (a later event refreshes the key).
     pub outdated: Vec<String>,
+    /// The row each of those keys had to show: what a last read from the writer is checked against.
+    pub seen: HashMap<String, SeenRow>,
 }
 
 impl Batch {
@@ -342,6 +349,8 @@ mod tests {
         assert_eq!(batch.len(), 0);
     }
 
+    const WAIT: Duration = Duration::from_millis(250);
+
     #[test]
     fn an_unverified_refresh_is_read_again_later_until_a_newer_change_or_the_wait_runs_out() {
         let mut batch = Batch::default();
@@ -350,7 +359,7 @@ mod tests {
         batch.add(Action::Refresh("b".into()), Some(&seen("new")), start);
         let ready = batch.take_actions();
         batch.reset();
-        let unverified = ready.defer_unverified(&["a".into(), "b".into()], &mut batch, start, 0);
+        let unverified = ready.defer_unverified(&["a".into(), "b".into()], &mut batch, start, 0, WAIT);
         assert!(unverified.given_up.is_empty() && unverified.outdated.is_empty());
         assert!(batch.is_empty(), "deferred reads wait apart from the batch");
         let due = batch.next_due().unwrap();
@@ -362,14 +371,19 @@ mod tests {
         batch.reset();
         assert_eq!(ready.actions.len(), 2);
         assert_eq!(ready.seen["b"], seen("newer"));
-        // a keeps failing: each wait doubles, and it is given up once the total would pass VERIFY_WAIT.
+        // a keeps failing: each wait doubles, and it is given up once the total would pass the wait.
         let mut ready = ready;
         let mut now = due;
         let mut reads = 2;
         loop {
-            let given_up = ready.defer_unverified(&["a".into()], &mut batch, now, 0).given_up;
-            if !given_up.is_empty() {
-                assert_eq!(given_up, ["a"]);
+            let unverified = ready.defer_unverified(&["a".into()], &mut batch, now, 0, WAIT);
+            if !unverified.given_up.is_empty() {
+                assert_eq!(unverified.given_up, ["a"]);
+                assert_eq!(
+                    unverified.seen["a"],
+                    seen("new"),
+                    "the row a last read must show goes with it"
+                );
                 break;
             }
             now = batch.next_due().unwrap();
@@ -378,7 +392,7 @@ mod tests {
             batch.reset();
             reads += 1;
         }
-        assert!(now.duration_since(start) <= VERIFY_WAIT);
+        assert!(now.duration_since(start) <= WAIT);
         assert!((5..=9).contains(&reads), "{reads} reads");
         assert!(batch.next_due().is_none());
     }
@@ -394,9 +408,36 @@ mod tests {
         batch.add(Action::Refresh("a".into()), Some(&old), now);
         let ready = batch.take_actions();
         batch.reset();
-        let unverified = ready.defer_unverified(&["a".into()], &mut batch, now, 1_005);
+        let unverified = ready.defer_unverified(&["a".into()], &mut batch, now, 1_005, WAIT);
         assert_eq!(unverified.outdated, ["a"]);
         assert!(batch.next_due().is_none());
+    }
+
+    #[test]
+    fn a_change_read_again_for_a_lagging_replica_is_not_outdated_by_its_own_wait() {
+        let mut batch = Batch::default();
+        let now = Instant::now();
+        let change = SeenRow {
+            committed_at: 1_000,
+            ..seen("x")
+        };
+        batch.add(Action::Refresh("a".into()), Some(&change), now);
+        let ready = batch.take_actions();
+        batch.reset();
+        let wait = Duration::from_secs(30);
+        let unverified = ready.defer_unverified(&["a".into()], &mut batch, now, 1_000, wait);
+        assert!(unverified.outdated.is_empty() && unverified.given_up.is_empty());
+        // Five seconds later (the replica still behind), read again, and deferred again: within the wait.
+        let later = now + Duration::from_secs(5);
+        batch.take_due(later);
+        let ready = batch.take_actions();
+        batch.reset();
+        let unverified = ready.defer_unverified(&["a".into()], &mut batch, later, 1_005, wait);
+        assert!(
+            unverified.outdated.is_empty() && unverified.given_up.is_empty(),
+            "{unverified:?}"
+        );
+        assert!(batch.next_due().is_some());
     }
 
     #[test]

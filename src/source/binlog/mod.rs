@@ -65,6 +65,7 @@ use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::{BinlogSettings, ChangeRule, SecretUrl};
+use crate::database::Database;
 use crate::health::Health;
 use crate::invalidate::Invalidator;
 use crate::metrics;
@@ -106,6 +107,8 @@ pub struct BinlogListener {
     pub rules: Arc<[ChangeRule]>,
     pub invalidator: Arc<Invalidator>,
     pub health: Health,
+    /// `[binlog] refresh_fallback`: the writer, read once more for refreshes the reader could not show in time.
+    pub fallback: Option<Database>,
 }
 
 /// The replication URL, replaceable while the listener runs.
@@ -562,7 +565,11 @@ impl BinlogListener {
         }
         metrics::record_binlog_batch(transactions, rows, ready.actions.len() as u64);
         let unix_now = metrics::unix_now().as_secs();
-        let unverified = ready.defer_unverified(&unverified, batch, Instant::now(), unix_now);
+        let wait = self.settings.refresh_wait;
+        let mut unverified = ready.defer_unverified(&unverified, batch, Instant::now(), unix_now, wait);
+        if let Some(writer) = &self.fallback {
+            self.read_from_writer(writer, &mut unverified).await;
+        }
         for _ in &unverified.outdated {
             metrics::record_refresh_given_up("outdated");
         }
@@ -574,12 +581,41 @@ impl BinlogListener {
             warn!(
                 keys = given_up.len(),
                 first = %first,
-                waited = ?batch::VERIFY_WAIT,
+                waited = ?wait,
+                fallback = self.fallback.is_some(),
                 "Refresh reads kept returning rows other than their binlog event's (a lagging [mysql] replica?); \
                  leaving those keys deleted."
             );
         }
         Ok(true)
+    }
+
+    /// Reads the refreshes the reader did not show in time once more from the writer (`refresh_fallback`): what the
+    /// writer shows is written, and leaves `unverified`; the rest stays deleted (a newer row there means a later
+    /// event refreshes the key). A failed read leaves them all deleted, with a WARN: never stale, at worst missing.
+    async fn read_from_writer(&self, writer: &Database, unverified: &mut batch::Unverified) {
+        let keys: Vec<&str> = unverified
+            .given_up
+            .iter()
+            .chain(&unverified.outdated)
+            .map(String::as_str)
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        match self.invalidator.refresh_from(writer, &keys, &unverified.seen).await {
+            Ok(applied) => {
+                metrics::record_refresh_fallback(applied.refreshed as usize);
+                let still: HashSet<&String> = applied.unverified.iter().collect();
+                unverified.given_up.retain(|key| still.contains(key));
+                unverified.outdated.retain(|key| still.contains(key));
+            }
+            Err(error) => warn!(
+                %error,
+                keys = keys.len(),
+                "Could not read refreshes from [binlog] refresh_fallback; leaving those keys deleted."
+            ),
+        }
     }
 
     /// The `on_gap` recovery for everything the rules cover. `false` when shutdown interrupted it.
