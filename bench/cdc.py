@@ -9,8 +9,12 @@ Scenarios:
   storm        4 writers at full speed on 200 hot rows for 20 s while the daemon refreshes: the largest lag seen
                (sampled every 100 ms), how soon a cold row changed every 250 ms is in Redis, and how long after the
                writers stop every hot key equals its row.
+  reader-lag   refreshes read from a replica one second behind (scripts/services --replica) while the binlog follows
+               the primary: commit → key right, single-row changes, with refresh_wait = "5s" (wait for the replica)
+               and with refresh_fallback = "binlog" (the writer past the default 250 ms), beside reading the writer.
 """
 import json
+import pymysql
 import os
 import statistics
 import subprocess
@@ -230,3 +234,67 @@ def notes(single, storm, cores):
   is met by that measure{"" if storm['cold_p99_worst_ms'] < 1000 else " only in part"}, and not provable from the gauge
   when it reads over 1.00.
 """
+
+
+LAG_UPDATES = 20
+LAG_DATABASE = "cw_replica_bench"  # the replica applies only databases named cw_replica*
+
+
+def reader_lag(h, runs):
+    """Commit → key right, per single-row change, with [mysql] on a replica one second behind."""
+    out = subprocess.run([os.path.join(h.ROOT, "scripts", "services"), "--replica"], check=True,
+                         capture_output=True, text=True).stdout
+    replica = next(line.split("=", 1)[1] for line in out.splitlines()
+                   if line.startswith("export CACHEWARDEN_TEST_REPLICA_URL="))
+    host, port = replica.split("@")[1].split(":")
+    replica_conn = pymysql.connect(host=host, port=int(port), user="root", password="", autocommit=True)
+    # The database is made on each server apart (domain 0, not replicated); the table and its rows arrive on the
+    # replica by replication (domain 7, the one it fetches).
+    for conn in (replica_conn, h.mysql()):
+        with conn.cursor() as c:
+            c.execute(f"DROP DATABASE IF EXISTS {LAG_DATABASE}")
+            c.execute(f"CREATE DATABASE {LAG_DATABASE}")
+    primary = h.mysql()
+    with primary.cursor() as c:
+        c.execute("SET SESSION gtid_domain_id = 7")
+        c.execute(f"CREATE TABLE {LAG_DATABASE}.lagt (id INT PRIMARY KEY, v INT)")
+        c.execute(f"INSERT INTO {LAG_DATABASE}.lagt SELECT seq, 0 FROM seq_1_to_{LAG_UPDATES}")
+    time.sleep(2)  # replicated, one second late
+    writer = f"{h.MYSQL_BASE}/{LAG_DATABASE}"
+    modes = {"writer": (writer, ""), "wait": (f"{replica}/{LAG_DATABASE}", 'refresh_wait = "5s"\n'),
+             "fallback": (f"{replica}/{LAG_DATABASE}", 'refresh_fallback = "binlog"\n')}
+    latencies = {mode: [] for mode in modes}
+    for run in range(runs):
+        for number, (mode, (reader, setting)) in enumerate(modes.items()):
+            h.flush()
+            body = (f'[channel]\nenabled = false\n\n[binlog]\nurl = "{writer}"\nserver_id = {9700 + 10 * run + number}\n'
+                    f'checkpoint_key = "bench:checkpoint"\nheartbeat = "1s"\non_gap = "none"\n{setting}\n'
+                    f'[[warm]]\nname = "lag"\nschedule = "0 0 0 1 1 *"\nquery = "SELECT id, v FROM lagt"\n'
+                    f'refresh_query = "SELECT id, v FROM lagt WHERE id = :id"\nkey = "bench:lag:{{id}}"\nttl = "10m"\n\n'
+                    f'[[on_change]]\ntable = "{LAG_DATABASE}.lagt"\nrefresh = ["bench:lag:{{id}}"]\n')
+            path = h.config(body)
+            with open(path) as f:
+                text = f.read().replace(h.MYSQL_URL, reader)
+            with open(path, "w") as f:
+                f.write(text)
+            daemon = h.Daemon(path)
+            time.sleep(1)  # following
+            with primary.cursor() as c:
+                for i in range(1, LAG_UPDATES + 1):
+                    value = (run * 10 + number) * 1000 + i
+                    c.execute(f"UPDATE {LAG_DATABASE}.lagt SET v = %s WHERE id = %s", (value, i))
+                    start = time.monotonic()
+                    right = h.wait(lambda: f'"v":{value}' in (h.r().get(f"bench:lag:{i}") or b"").decode(), 15, 0.002)
+                    latencies[mode].append(time.monotonic() - start if right else float("inf"))
+            daemon.stop()
+    h.flush()
+    for conn in (replica_conn, h.mysql()):
+        with conn.cursor() as c:
+            c.execute(f"DROP DATABASE {LAG_DATABASE}")
+    result = {}
+    for mode, values in latencies.items():
+        result[f"{mode}_p50_ms"] = h.percentile(values, 50) * 1000
+        result[f"{mode}_max_ms"] = max(values) * 1000
+    result["replica_delay_s"] = 1
+    result["changes"] = len(latencies["writer"])
+    return result

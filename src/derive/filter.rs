@@ -7,7 +7,7 @@ use sqlparser::ast::{self, BinaryOperator, Expr, SetExpr, Statement, UnaryOperat
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
-use super::analyze::{Scope, volatile};
+use super::scope::{Scope, volatile};
 use crate::predicate::{CompareOp, Operand, Predicate};
 
 /// Equalities `joined.column = driving.column` in the top-level conjuncts of `condition`: (table, its column,

@@ -20,6 +20,7 @@
 pub mod analyze;
 mod filter;
 pub mod report;
+mod scope;
 pub mod statement;
 
 use std::sync::Arc;

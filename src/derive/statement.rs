@@ -63,7 +63,7 @@ pub fn effect(sql: &str, database: &str) -> Effect {
             };
         }
     };
-    let name = |object: &ObjectName| super::analyze::split_name(object, database);
+    let name = |object: &ObjectName| super::scope::split_name(object, database);
     let mut emptied = Vec::new();
     let mut gap: Vec<(&'static str, Table)> = Vec::new();
     for statement in &statements {

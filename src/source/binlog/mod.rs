@@ -50,6 +50,7 @@ mod rows;
 mod server;
 mod settings;
 mod statements;
+mod url;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -59,12 +60,11 @@ use futures_util::StreamExt as _;
 use mysql_async::BinlogStreamRequest;
 use mysql_async::binlog::events::EventData;
 use mysql_async::prelude::Queryable as _;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::config::{BinlogSettings, ChangeRule, SecretUrl};
+use crate::config::{BinlogSettings, ChangeRule};
 use crate::database::Database;
 use crate::health::Health;
 use crate::invalidate::Invalidator;
@@ -76,6 +76,7 @@ use batch::{Batch, Debounce};
 use checkpoint::Position;
 pub use server::{BinlogError, preflight};
 pub use settings::SHORT_RETENTION;
+pub use url::ReplicationUrl;
 
 /// Distinct keys (and patterns) a batch gathers at most before it is applied: bounds memory and one apply's work.
 pub const BATCH_KEYS: usize = 5000;
@@ -109,47 +110,6 @@ pub struct BinlogListener {
     pub health: Health,
     /// `[binlog] refresh_fallback`: the writer, read once more for refreshes the reader could not show in time.
     pub fallback: Option<Database>,
-}
-
-/// The replication URL, replaceable while the listener runs.
-pub struct ReplicationUrl {
-    url: watch::Sender<SecretUrl>,
-    /// Reads `[binlog] url` again from where it came (the file, the credentials directory).
-    reread: Option<Box<dyn Fn() -> Option<SecretUrl> + Send + Sync>>,
-}
-
-impl ReplicationUrl {
-    pub fn new(url: SecretUrl, reread: Option<Box<dyn Fn() -> Option<SecretUrl> + Send + Sync>>) -> Self {
-        Self {
-            url: watch::Sender::new(url),
-            reread,
-        }
-    }
-
-    pub fn current(&self) -> SecretUrl {
-        self.url.borrow().clone()
-    }
-
-    /// Replaces the URL; a running session reconnects with it. Whether it changed.
-    pub fn replace(&self, url: SecretUrl) -> bool {
-        self.url.send_if_modified(|current| {
-            let changed = *current != url;
-            *current = url;
-            changed
-        })
-    }
-
-    /// Reads the URL again and applies it; whether it changed.
-    fn reread(&self) -> bool {
-        self.reread
-            .as_ref()
-            .and_then(|reread| reread())
-            .is_some_and(|url| self.replace(url))
-    }
-
-    fn subscribe(&self) -> watch::Receiver<SecretUrl> {
-        self.url.subscribe()
-    }
 }
 
 /// What survives reconnects within one run of the listener.
