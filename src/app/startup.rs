@@ -1,0 +1,134 @@
+//! Start-up: both servers connected (unreachable ones retried with backoff while a stop signal may still end it),
+//! and what they must allow asked before any task starts.
+
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::Misconfigured;
+use crate::access::{self, Checked};
+use crate::backoff::Backoff;
+use crate::cache::Cache;
+use crate::config::{self, Config};
+use crate::database::Database;
+use crate::health::Health;
+use crate::signal::{SignalEvent, Signals};
+use crate::source::binlog::BinlogError;
+
+/// What the servers must allow, asked before any task starts: the Redis ACL (when the user may ask it, see
+/// [`access`]) and the binlog connection. A refusal is [`Misconfigured`]; a server that does not answer now is left
+/// to the tasks' own retries.
+pub(super) async fn preflight(config: &Config, cache: &Cache) -> anyhow::Result<()> {
+    match access::check(cache, &access::redis_needs(config)).await {
+        Ok(Checked::Refused(refused)) if !refused.is_empty() => {
+            let list: Vec<String> = refused.iter().map(|refusal| format!("  {refusal}")).collect();
+            return Err(Misconfigured(format!(
+                "the Redis ACL refuses {} this configuration needs; grant them (docs/operations.md):\n{}",
+                crate::words::count(refused.len(), "command"),
+                list.join("\n")
+            ))
+            .into());
+        }
+        Ok(Checked::Refused(_)) => info!("The Redis ACL allows every command and key this configuration needs."),
+        Ok(Checked::Unchecked(why)) => {
+            info!(%why, "The Redis ACL was not checked up front; a refusal will show at run time.")
+        }
+        Err(error) => warn!(%error, "Could not check the Redis ACL up front."),
+    }
+    if let Some(binlog) = &config.binlog {
+        match crate::source::binlog::preflight(&binlog.url).await {
+            // (Its warnings are the listener's to log, at its first session.)
+            Ok(_) => {}
+            Err(BinlogError::Definite(message) | BinlogError::AccessDenied(message)) => {
+                return Err(Misconfigured(format!("[binlog]: cannot follow the binlog: {message}")).into());
+            }
+            Err(error) => warn!(%error, "Could not check the binlog connection up front; it will be retried."),
+        }
+    }
+    Ok(())
+}
+
+/// Returns when SIGTERM or SIGINT arrives (a reload or warm-now meanwhile is dropped: the configuration being
+/// checked is the one just read, and jobs run at start as configured).
+pub(super) async fn stop_requested(signals: &mut Signals) {
+    while signals.recv().await != SignalEvent::Stop {}
+}
+
+/// Connects to both servers, retrying unreachable ones with backoff. `None` when a stop signal came first.
+pub(super) async fn connect_with_retry(
+    config: &Config,
+    signals: &mut Signals,
+    health: &Health,
+) -> anyhow::Result<Option<(Database, Cache)>> {
+    let (path, credentials) = (config.path.clone(), config.credentials.clone());
+    let db = Database::new(&config.mysql)?.rereading(Arc::new(move || {
+        config::load(&path, credentials.as_deref()).ok().map(|new| new.mysql)
+    }));
+    let mut backoff = Backoff::attempts();
+    let mut cache = None;
+    loop {
+        let mut redis_down = None;
+        if cache.is_none() {
+            match Cache::connect(&config.redis).await {
+                Ok(connected) => {
+                    let (path, credentials) = (config.path.clone(), config.credentials.clone());
+                    connected.rereading(Box::new(move || {
+                        config::load(&path, credentials.as_deref())
+                            .ok()
+                            .map(|new| new.redis.url)
+                    }));
+                    cache = Some(connected);
+                }
+                Err(error) if error.is_transient() => {
+                    warn!(redis = %config.redis.url, %error, "Redis is unreachable; will retry.");
+                    redis_down = Some(format!("waiting for the first connection: {error}"));
+                }
+                Err(error) => return Err(Misconfigured(format!("Redis at {}: {error}", config.redis.url)).into()),
+            }
+        }
+        let mysql_down = match db.ping().await {
+            Ok(()) => None,
+            Err(error) if error.is_transient() => {
+                warn!(mysql = %config.mysql.url, %error, "MySQL is unreachable; will retry.");
+                Some(format!("waiting for the first connection: {error}"))
+            }
+            Err(error) => return Err(Misconfigured(format!("MySQL at {}: {error}", config.mysql.url)).into()),
+        };
+        let ready = mysql_down.is_none() && redis_down.is_none();
+        health.set_servers(redis_down, mysql_down);
+        if ready && let Some(cache) = cache.take() {
+            return Ok(Some((db, cache)));
+        }
+        tokio::select! {
+            event = signals.recv() => if event == SignalEvent::Stop { return Ok(None) },
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_stops_the_daemon_and_is_named() {
+        let shutdown = CancellationToken::new();
+        let supervisor = Supervisor::new(shutdown.clone());
+        let quiet = shutdown.clone();
+        supervisor.spawn("steady", async move { quiet.cancelled().await });
+        supervisor.spawn("binlog", async { panic!("heartbeat overflow") });
+        tokio::time::timeout(std::time::Duration::from_secs(5), shutdown.cancelled())
+            .await
+            .expect("the panic cancelled every task");
+        assert_eq!(supervisor.wait().await, Some("binlog"));
+    }
+
+    #[tokio::test]
+    async fn tasks_that_end_normally_report_no_failure() {
+        let shutdown = CancellationToken::new();
+        let supervisor = Supervisor::new(shutdown.clone());
+        supervisor.spawn("done", async {});
+        assert_eq!(supervisor.wait().await, None);
+        assert!(!shutdown.is_cancelled());
+    }
+}

@@ -1,0 +1,230 @@
+//! Every metric's help text and unit, as `/metrics` shows them: the catalogue in one place (docs/operations.md
+//! lists the same names).
+
+/// Every series' help text and unit. (Long on purpose: one entry per metric, the catalogue in one place.)
+pub(super) fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "cachewarden_warm_runs_total",
+        "Warm job runs by outcome (success, failure after its retries, skipped)."
+    );
+    describe_counter!(
+        "cachewarden_protection_degraded_total",
+        "Keys invalidated by a plain delete because Redis refused stale-set protection's bookkeeping, by reason \
+         (out_of_memory: maxmemory reached under noeviction)."
+    );
+    describe_counter!(
+        "cachewarden_binlog_statements_total",
+        "Statements logged without row images (TRUNCATE, DROP, RENAME, partitions, statement-logged DML) on tables \
+         the rules follow, by kind: their keys deleted, or recovered as after a gap."
+    );
+    describe_counter!(
+        "cachewarden_binlog_checkpoint_rewinds_total",
+        "Times the binlog resumed from the position saved last because Redis lost or rolled back its checkpoint."
+    );
+    describe_counter!(
+        "cachewarden_binlog_lookup_keys_total",
+        "Keys a derived join rule's lookup found to refresh or delete after a change in a joined table."
+    );
+    describe_counter!(
+        "cachewarden_binlog_lookup_rewarms_total",
+        "Jobs re-run instead of a derived join rule's lookup, by reason (fanout over max_fanout, query_refused)."
+    );
+    describe_counter!(
+        "cachewarden_warm_attempts_total",
+        "Warm job attempts by outcome (success, failure); a run retried after transient errors has several."
+    );
+    describe_histogram!(
+        "cachewarden_warm_duration_seconds",
+        Unit::Seconds,
+        "Duration of successful warm runs."
+    );
+    describe_counter!("cachewarden_warm_rows_total", "Rows read by warm queries.");
+    describe_counter!("cachewarden_warm_keys_written_total", "Keys written by warm jobs.");
+    describe_counter!(
+        "cachewarden_warm_bytes_written_total",
+        Unit::Bytes,
+        "Value bytes written by warm jobs, as stored (after compression)."
+    );
+    describe_counter!(
+        "cachewarden_warm_bytes_rendered_total",
+        Unit::Bytes,
+        "The same values' bytes as rendered JSON, before compression."
+    );
+    describe_counter!(
+        "cachewarden_warm_values_skipped_total",
+        "Values not written, by reason."
+    );
+    describe_gauge!(
+        "cachewarden_warm_last_success_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time of each job's last successful run."
+    );
+    describe_counter!("cachewarden_redis_errors_total", "Failed Redis operations.");
+    describe_counter!(
+        "cachewarden_guarded_batches_total",
+        "Write batches under stale-set protection, by how they were written (optimistic, discarded, script, refused)."
+    );
+    describe_counter!("cachewarden_mysql_errors_total", "Failed MySQL operations.");
+    describe_gauge!("cachewarden_redis_up", "1 when the last Redis health check succeeded.");
+    describe_gauge!("cachewarden_mysql_up", "1 when the last MySQL health check succeeded.");
+    describe_counter!(
+        "cachewarden_redis_evicted_keys_total",
+        "Redis INFO stats evicted_keys, sampled: keys Redis dropped under maxmemory (the cache's own or cachewarden's)."
+    );
+    describe_counter!(
+        "cachewarden_redis_keyspace_hits_total",
+        "Redis INFO stats keyspace_hits, sampled (rate() over a window gives the hit ratio with the misses)."
+    );
+    describe_counter!(
+        "cachewarden_redis_keyspace_misses_total",
+        "Redis INFO stats keyspace_misses, sampled."
+    );
+    describe_counter!("cachewarden_config_reloads_total", "Configuration reloads by outcome.");
+    describe_counter!(
+        "cachewarden_admin_connections_shed_total",
+        "Admin connections closed at the connection cap to make room for new ones."
+    );
+    describe_counter!(
+        "cachewarden_channel_messages_total",
+        "Invalidation messages by outcome (applied, refused)."
+    );
+    describe_counter!(
+        "cachewarden_channel_refused_total",
+        "Refused invalidation messages by reason."
+    );
+    describe_counter!(
+        "cachewarden_channel_gaps_total",
+        "Pub/sub reconnects after which messages may have been lost."
+    );
+    describe_counter!(
+        "cachewarden_channel_overflows_total",
+        "Pub/sub subscriptions dropped because applying fell behind by more than the queue holds."
+    );
+    describe_counter!(
+        "cachewarden_invalidated_keys_total",
+        "Keys changed by invalidations, by action."
+    );
+    describe_counter!(
+        "cachewarden_invalidation_warm_runs_total",
+        "Warm runs asked for by invalidation messages."
+    );
+    describe_gauge!(
+        "cachewarden_binlog_connected",
+        "1 while the binlog stream is being read."
+    );
+    describe_gauge!(
+        "cachewarden_binlog_lag_seconds",
+        Unit::Seconds,
+        "Age of the last row event read from the binlog (0 once the server reports nothing more to send)."
+    );
+    describe_gauge!(
+        "cachewarden_binlog_retention_seconds",
+        Unit::Seconds,
+        "How long the server keeps binlog files (+Inf: never purged; NaN: unknown), read at each connection."
+    );
+    describe_counter!(
+        "cachewarden_refresh_fallback_keys_total",
+        "Refreshes the reader endpoint did not show within refresh_wait, read from refresh_fallback and written."
+    );
+    describe_counter!("cachewarden_binlog_transactions_total", "Binlog transactions applied.");
+    describe_counter!("cachewarden_binlog_rows_total", "Binlog row events applied.");
+    describe_counter!("cachewarden_binlog_batches_total", "Batches of binlog changes applied.");
+    describe_counter!(
+        "cachewarden_binlog_batch_keys_total",
+        "Distinct keys and patterns the applied batches came down to after coalescing."
+    );
+    describe_gauge!(
+        "cachewarden_binlog_last_applied_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time the last binlog batch was applied."
+    );
+    describe_gauge!(
+        "cachewarden_binlog_last_heard_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time the server last sent anything (an event or an idle heartbeat); old means the stream is stuck."
+    );
+    describe_gauge!(
+        "cachewarden_binlog_apply_failing",
+        "1 while applying binlog changes fails (nothing more is read meanwhile)."
+    );
+    describe_gauge!(
+        "cachewarden_binlog_checkpoint_failing",
+        "1 while the checkpoint store refuses the binlog checkpoint (Redis full, its disk full or failing); changes are still applied."
+    );
+    describe_gauge!(
+        "cachewarden_binlog_checkpoint_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time the binlog checkpoint was last saved."
+    );
+    describe_gauge!(
+        "cachewarden_ha_leader",
+        "With [ha]: 1 while this instance holds the lease (runs the producers and writes), 0 as standby."
+    );
+    describe_counter!(
+        "cachewarden_ha_transitions_total",
+        "With [ha]: times this instance became leader or stopped being leader."
+    );
+    describe_counter!(
+        "cachewarden_binlog_gaps_total",
+        "Binlog gaps (purged or missing checkpoint) recovered from."
+    );
+    describe_gauge!(
+        "cachewarden_binlog_checkpoint_position",
+        "Offset of the saved binlog checkpoint in its file."
+    );
+    describe_counter!(
+        "cachewarden_binlog_rule_errors_total",
+        "Row changes an [[on_change]] rule could not turn into keys (a template names a missing column)."
+    );
+    describe_counter!(
+        "cachewarden_refresh_given_up_total",
+        "Refreshed keys deleted instead of written, by reason (unverified: the read never showed the change; \
+         query_refused: the refresh query failed definitely)."
+    );
+    describe_gauge!(
+        "cachewarden_consistency_ratio",
+        "Share of the job's cached keys equal to what its query renders, in its last audit (absent before one)."
+    );
+    describe_counter!("cachewarden_stale_keys_total", "Stale keys found by audits.");
+    describe_gauge!(
+        "cachewarden_audit_keys_checked",
+        "Keys the job's last audit compared (every key its query returns)."
+    );
+    describe_gauge!(
+        "cachewarden_audit_wrong_keys",
+        "Keys cached with another value than the query renders, in the last audit."
+    );
+    describe_gauge!(
+        "cachewarden_audit_orphaned_keys",
+        "Cached keys of the job's template the query no longer returns, in the last audit."
+    );
+    describe_gauge!(
+        "cachewarden_audit_missing_keys",
+        "Keys the query returns that were not cached, in the last audit."
+    );
+    describe_gauge!(
+        "cachewarden_audit_last_sweep_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time the job's last audit ended."
+    );
+    describe_counter!(
+        "cachewarden_audit_repaired_keys_total",
+        "Stale keys the audit repaired (audit_repair = true)."
+    );
+    describe_gauge!("cachewarden_build_info", "Always 1; the labels say which build runs.");
+    describe_counter!(
+        "process_cpu_seconds_total",
+        Unit::Seconds,
+        "Total user and system CPU time spent."
+    );
+    describe_gauge!("process_resident_memory_bytes", Unit::Bytes, "Resident memory size.");
+    describe_gauge!("process_virtual_memory_bytes", Unit::Bytes, "Virtual memory size.");
+    describe_gauge!("process_open_fds", "Open file descriptors.");
+    describe_gauge!("process_max_fds", "Limit on open file descriptors.");
+    describe_gauge!(
+        "process_start_time_seconds",
+        Unit::Seconds,
+        "Start time of the process since the Unix epoch."
+    );
+}
