@@ -827,7 +827,11 @@ fn the_grafana_dashboard_queries_parse_and_name_only_exported_series() {
         String::from_utf8_lossy(&output.stderr)
     );
     // Every series the dashboard and the alerts name is one the daemon describes (a renamed metric breaks this).
-    let exported = include_str!("../src/metrics.rs");
+    let exported = [
+        include_str!("../src/metrics/mod.rs"),
+        include_str!("../src/metrics/describe.rs"),
+    ]
+    .concat();
     let alerts = std::fs::read_to_string(root.join("contrib/prometheus/alerts.yml")).unwrap();
     for name in series_named(&exprs.join("\n")).into_iter().chain(series_named(&alerts)) {
         assert!(

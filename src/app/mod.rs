@@ -23,11 +23,9 @@ use tracing::{error, info, warn};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
-use crate::access::{self, Checked};
 use crate::admin::{AdminServer, AdminState};
-use crate::backoff::Backoff;
-use crate::cache::{self, Cache, Fence};
-use crate::config::{self, BinlogSettings, ChannelSettings, Config, RedisSettings};
+use crate::cache::{Cache, Fence};
+use crate::config::{self, Config};
 use crate::database::Database;
 use crate::ha::{LeaderLease, Role};
 use crate::health::{Health, HealthChecker, Liveness};
@@ -35,7 +33,7 @@ use crate::invalidate::Invalidator;
 use crate::metrics;
 use crate::model::{TriggerReason, WarmJob};
 use crate::signal::{SignalEvent, Signals};
-use crate::source::binlog::{BinlogError, BinlogListener, ReplicationUrl};
+use crate::source::binlog::{BinlogListener, ReplicationUrl};
 use crate::source::channel::{ChannelListener, StreamListener};
 use crate::source::schedule::Scheduler;
 use crate::status::History;
@@ -532,4 +530,31 @@ async fn role_changed(role: &mut Option<watch::Receiver<crate::ha::Status>>) -> 
 fn running_status(config: &Config) -> String {
     let enabled = config.jobs.iter().filter(|job| job.enabled).count();
     format!("Running: {} scheduled", crate::words::count(enabled, "warm job"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_stops_the_daemon_and_is_named() {
+        let shutdown = CancellationToken::new();
+        let supervisor = Supervisor::new(shutdown.clone());
+        let quiet = shutdown.clone();
+        supervisor.spawn("steady", async move { quiet.cancelled().await });
+        supervisor.spawn("binlog", async { panic!("heartbeat overflow") });
+        tokio::time::timeout(std::time::Duration::from_secs(5), shutdown.cancelled())
+            .await
+            .expect("the panic cancelled every task");
+        assert_eq!(supervisor.wait().await, Some("binlog"));
+    }
+
+    #[tokio::test]
+    async fn tasks_that_end_normally_report_no_failure() {
+        let shutdown = CancellationToken::new();
+        let supervisor = Supervisor::new(shutdown.clone());
+        supervisor.spawn("done", async {});
+        assert_eq!(supervisor.wait().await, None);
+        assert!(!shutdown.is_cancelled());
+    }
 }

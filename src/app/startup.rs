@@ -105,30 +105,3 @@ pub(super) async fn connect_with_retry(
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_panicking_task_stops_the_daemon_and_is_named() {
-        let shutdown = CancellationToken::new();
-        let supervisor = Supervisor::new(shutdown.clone());
-        let quiet = shutdown.clone();
-        supervisor.spawn("steady", async move { quiet.cancelled().await });
-        supervisor.spawn("binlog", async { panic!("heartbeat overflow") });
-        tokio::time::timeout(std::time::Duration::from_secs(5), shutdown.cancelled())
-            .await
-            .expect("the panic cancelled every task");
-        assert_eq!(supervisor.wait().await, Some("binlog"));
-    }
-
-    #[tokio::test]
-    async fn tasks_that_end_normally_report_no_failure() {
-        let shutdown = CancellationToken::new();
-        let supervisor = Supervisor::new(shutdown.clone());
-        supervisor.spawn("done", async {});
-        assert_eq!(supervisor.wait().await, None);
-        assert!(!shutdown.is_cancelled());
-    }
-}
