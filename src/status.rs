@@ -116,7 +116,7 @@ pub fn can_be_down_for(metrics: &str) -> Option<f64> {
 pub fn down_for_words(seconds: Option<f64>) -> String {
     match seconds {
         None => "unknown".into(),
-        Some(s) if s.is_infinite() => "any time (binlogs are never purged)".into(),
+        Some(s) if s.is_infinite() => "any time (binlogs never expire)".into(),
         Some(s) if s < crate::source::binlog::SHORT_RETENTION.as_secs_f64() => {
             format!("{} — raise the binlog retention", crate::words::seconds(s))
         }

@@ -400,6 +400,9 @@ impl WarmRunner {
             ) {
                 info!(job = %job.name, %reason, "Warm job is running; it runs again when this run ends.");
                 reruns.insert(job.name.clone(), reason);
+            } else if reason == TriggerReason::Startup {
+                // At a fresh start the binlog's gap recovery may have started it first: that run warms it.
+                info!(job = %job.name, "Warm job is already running at start; that run serves run_on_start.");
             } else {
                 warn!(job = %job.name, %reason, "Warm job is still running; this fire was skipped.");
             }

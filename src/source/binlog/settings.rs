@@ -64,7 +64,7 @@ impl Retention {
     pub fn can_be_down_for(&self) -> String {
         match self {
             Retention::Unlimited => {
-                "binlogs are never purged: the daemon can be down any time without a re-warm".into()
+                "binlogs never expire here: the daemon can be down any time without a re-warm".into()
             }
             Retention::Kept(kept) => format!(
                 "binlogs are kept {}: the daemon can be down that long without a re-warm",
