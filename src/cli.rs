@@ -19,6 +19,8 @@ pub mod exit {
     pub const DATAERR: u8 = 65;
     /// A server or the daemon's admin endpoint could not be reached.
     pub const UNAVAILABLE: u8 = 69;
+    /// Refused for now: the daemon is running (`binlog set`/`reset`); stop it and try again.
+    pub const TEMPFAIL: u8 = 75;
     /// This user may not read what the command needs (the credentials directory).
     pub const NOPERM: u8 = 77;
     /// The configuration is invalid, or a start-up refusal restarting cannot fix.
@@ -36,6 +38,10 @@ pub mod exit {
         (
             UNAVAILABLE,
             "a server or the daemon's admin endpoint could not be reached",
+        ),
+        (
+            TEMPFAIL,
+            "refused while the daemon runs (binlog set, binlog reset): stop it and run the command again",
         ),
         (NOPERM, "the credentials directory is not readable by this user"),
         (
@@ -162,8 +168,34 @@ pub enum Command {
         #[arg(long, conflicts_with = "sample")]
         all: bool,
     },
+    /// Show or move the binlog listener's position (its checkpoint).
+    Binlog {
+        #[command(subcommand)]
+        action: BinlogAction,
+    },
     /// Create and seed the demo shop schema in the configured database (for the quick start; never in production).
     DemoInit,
+}
+
+/// `binlog …`: the listener's position.
+#[derive(Debug, Subcommand)]
+pub enum BinlogAction {
+    /// The checkpoint against the server: both positions, how far behind, whether the server still has the
+    /// checkpoint's file, and how long the daemon can be down.
+    Status,
+    /// Move the checkpoint to --file FILE --pos POS, where an event starts (e.g. back, to apply a past range again);
+    /// the next start reads from there. Refused while the daemon runs (exit 75).
+    Set {
+        /// A binlog file the server has (SHOW BINARY LOGS).
+        #[arg(long)]
+        file: String,
+        /// Where an event starts in it (SHOW BINLOG EVENTS IN 'FILE').
+        #[arg(long)]
+        pos: u64,
+    },
+    /// Remove the checkpoint: the next start begins at the server's current position and recovers as after a gap
+    /// (on_gap). Refused while the daemon runs (exit 75).
+    Reset,
 }
 
 /// How `rules` prints.
@@ -177,7 +209,11 @@ impl Command {
     /// Whether the command talks to MySQL or Redis (and so needs the servers' URLs).
     pub fn connects(&self) -> bool {
         match self {
-            Command::Run { .. } | Command::Invalidate { .. } | Command::Audit { .. } | Command::DemoInit => true,
+            Command::Run { .. }
+            | Command::Invalidate { .. }
+            | Command::Audit { .. }
+            | Command::Binlog { .. }
+            | Command::DemoInit => true,
             Command::Check { connect, .. } => *connect,
             Command::Jobs | Command::Rules { .. } | Command::Status { .. } | Command::Trigger { .. } => false,
         }

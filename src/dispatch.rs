@@ -63,6 +63,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
             Err(error) => failed(&error),
         },
+        Command::Binlog { action } => crate::binlog_command::run(&config, &action).await,
         Command::DemoInit => match demo::init(&config.mysql).await {
             Ok(()) => {
                 println!("demo shop schema is up to date in {}", config.mysql.url);

@@ -39,6 +39,7 @@ pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod backoff;
+pub mod binlog_command;
 pub mod cache;
 pub mod check;
 pub mod cli;

@@ -788,3 +788,81 @@ async fn a_redis_acl_refusal_stops_the_stream_visibly_and_it_resumes_once_fixed(
     assert_eq!(metric(&env, "cachewarden_binlog_apply_failing").await, 0.0);
     assert_eq!(daemon.stop().await, Some(0));
 }
+
+/// `binlog status`, `set` and `reset`: the checkpoint shown against the server, moved back to replay a past change
+/// (after a bad deploy put a stale value back), and removed; moving it is refused while the daemon runs.
+#[tokio::test]
+async fn binlog_status_set_and_reset_show_and_move_the_checkpoint_and_are_refused_while_the_daemon_runs() {
+    let _shared = common::binlog_shared();
+    let env = TestEnv::new().await;
+    env.sql(SCHEMA).await;
+    let path = env.config_file(&config(&env, "on_gap = \"none\"", &products_rule(&env, "")));
+    let binlog = |args: &[&str]| {
+        let output = env
+            .cli()
+            .arg("binlog")
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = common::text(&output);
+        (output.status.code(), format!("{stdout}{stderr}"))
+    };
+    let (code, out) = binlog(&["status"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("checkpoint: none") && out.contains("server:     binlog."),
+        "{out}"
+    );
+
+    // Where the server is before the change: the position to go back to.
+    let (file, pos) = {
+        let mut conn = sqlx::MySqlConnection::connect(&env.mysql_url).await.unwrap();
+        let row = sqlx::query("SHOW MASTER STATUS").fetch_one(&mut conn).await.unwrap();
+        (sqlx::Row::get::<String, _>(&row, 0), sqlx::Row::get::<u64, _>(&row, 1))
+    };
+    let mut daemon = start(&env, &path).await;
+    let (code, out) = binlog(&["set", "--file", &file, "--pos", &pos.to_string()]);
+    assert_eq!(code, Some(75), "refused while running: {out}");
+    assert!(out.contains("a daemon is running"), "{out}");
+    set(&env, "category:1:page:1").await;
+    env.sql("UPDATE products SET price = 17.50 WHERE id = 1").await;
+    assert!(becomes(&env, "category:1:page:1", None).await, "{}", daemon.log());
+    assert_eq!(daemon.stop().await, Some(0));
+
+    // A stale value comes back; the checkpoint is past the change that deleted it.
+    set(&env, "category:1:page:1").await;
+    let (code, out) = binlog(&["status"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("bytes of binlog") && !out.contains("checkpoint: none"),
+        "{out}"
+    );
+    let (code, out) = binlog(&["set", "--file", &file, "--pos", &(pos + 1).to_string()]);
+    assert_eq!(code, Some(1), "not where an event starts: {out}");
+    assert!(out.contains("no event starts at"), "{out}");
+    let (code, out) = binlog(&["set", "--file", "binlog.999999", "--pos", "4"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("the server has no binlog file"), "{out}");
+    let (code, out) = binlog(&["set", "--file", &file, "--pos", &pos.to_string()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("→ {file}:{pos}")), "{out}");
+    // The next start replays the change: the stale value goes again.
+    let mut daemon = start(&env, &path).await;
+    assert!(
+        becomes(&env, "category:1:page:1", None).await,
+        "the change after the position set was not replayed:\n{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.stop().await, Some(0));
+
+    // Reset: no checkpoint, and the next start begins at the server's position.
+    let (code, out) = binlog(&["reset"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("→ none") && out.contains("on_gap"), "{out}");
+    assert_eq!(value(&env, "checkpoint").await, None);
+    let mut daemon = start(&env, &path).await;
+    assert!(daemon.log().contains("No binlog checkpoint"), "{}", daemon.log());
+    assert_eq!(daemon.stop().await, Some(0));
+}

@@ -45,6 +45,7 @@ mod compressed;
 pub mod decode;
 mod gtid;
 mod holds;
+pub mod position;
 mod resume;
 mod rows;
 mod server;
@@ -75,7 +76,7 @@ use crate::plan;
 use batch::{Batch, Debounce};
 use checkpoint::Position;
 pub use server::{BinlogError, preflight};
-pub use settings::SHORT_RETENTION;
+pub use settings::{Retention, SHORT_RETENTION};
 pub use url::ReplicationUrl;
 
 /// Distinct keys (and patterns) a batch gathers at most before it is applied: bounds memory and one apply's work.

@@ -1,0 +1,152 @@
+//! What `cachewarden binlog status|set|reset` does to the listener's position: the saved checkpoint held against the
+//! server now (its files, its end, how long it keeps them), a checkpoint moved by an operator to a position the server
+//! has, and the checkpoint removed (the next start recovers as from a gap).
+//!
+//! Run while the daemon is stopped (the caller makes sure): a running listener would save its own position over it.
+
+use mysql_async::prelude::Queryable as _;
+
+use super::checkpoint::{self, Position};
+use super::server::{self, ServerTraits};
+use super::{BinlogError, settings::Retention};
+use crate::cache::Cache;
+use crate::config::{BinlogSettings, CheckpointStore};
+use crate::model::KeyOp;
+
+/// The checkpoint against the server.
+pub struct Inspection {
+    pub checkpoint: Option<Position>,
+    /// The server's current position (its last file and the end of it).
+    pub server: Position,
+    /// The server's binlog files and their sizes, oldest first.
+    pub files: Vec<(String, u64)>,
+    pub retention: Retention,
+    pub warnings: Vec<String>,
+}
+
+impl Inspection {
+    /// Whether the server still has the checkpoint's file (on its own server; another server's offset is judged by
+    /// its GTID at start).
+    pub fn checkpoint_on_server(&self) -> Option<bool> {
+        let checkpoint = self.checkpoint.as_ref()?;
+        if checkpoint.server.is_some() && checkpoint.server != self.server.server {
+            return None;
+        }
+        Some(self.files.iter().any(|(file, _)| *file == checkpoint.file))
+    }
+
+    /// Bytes of binlog between the checkpoint and the server's end, when the checkpoint is on this server.
+    pub fn bytes_behind(&self) -> Option<u64> {
+        let checkpoint = self.checkpoint.as_ref()?;
+        if self.checkpoint_on_server() != Some(true) {
+            return None;
+        }
+        let mut behind = 0;
+        let mut counting = false;
+        for (file, size) in &self.files {
+            if *file == checkpoint.file {
+                counting = true;
+                behind += size.saturating_sub(checkpoint.pos);
+            } else if counting {
+                behind += size;
+            }
+        }
+        Some(behind)
+    }
+}
+
+/// Reads the checkpoint and asks the server where it is.
+pub async fn inspect(settings: &BinlogSettings, cache: &Cache) -> Result<Inspection, BinlogError> {
+    let checkpoint = checkpoint::load(&settings.checkpoint, cache).await?;
+    let mut conn = server::connect(&settings.url).await?;
+    let traits = server::check_server(&mut conn).await?;
+    let server = server::current_position(&mut conn, &traits).await?;
+    let mut server = server::with_gtid(&mut conn, server, &traits).await?;
+    server.server = Some(traits.server_id);
+    let files = binary_logs(&mut conn).await?;
+    conn.disconnect().await.ok();
+    Ok(Inspection {
+        checkpoint,
+        server,
+        files,
+        retention: traits.retention,
+        warnings: traits.warnings,
+    })
+}
+
+/// Saves `file:pos` as the checkpoint once the server shows an event starting there; the checkpoint it replaces.
+pub async fn set(
+    settings: &BinlogSettings,
+    cache: &Cache,
+    file: &str,
+    pos: u64,
+) -> Result<(Option<Position>, Position), BinlogError> {
+    if !file
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(BinlogError::Definite(format!("{file:?} is not a binlog file name")));
+    }
+    let old = checkpoint::load(&settings.checkpoint, cache).await?;
+    let mut conn = server::connect(&settings.url).await?;
+    let traits: ServerTraits = server::check_server(&mut conn).await?;
+    let files = binary_logs(&mut conn).await?;
+    if !files.iter().any(|(name, _)| name == file) {
+        let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+        return Err(BinlogError::Definite(format!(
+            "the server has no binlog file {file:?} (it has {})",
+            names.join(", ")
+        )));
+    }
+    // The position must be where an event starts: the server reads from there.
+    let at: Result<Vec<mysql_async::Row>, _> = conn
+        .query(format!("SHOW BINLOG EVENTS IN '{file}' FROM {pos} LIMIT 1"))
+        .await;
+    let end = files.iter().find(|(name, _)| name == file).map_or(0, |(_, size)| *size);
+    match at {
+        Ok(rows) if !rows.is_empty() || pos == end => {}
+        _ => {
+            return Err(BinlogError::Definite(format!(
+                "no event starts at {file}:{pos} (SHOW BINLOG EVENTS IN '{file}' lists where they do)"
+            )));
+        }
+    }
+    let position = Position::at(file.to_string(), pos);
+    let position = server::with_gtid(&mut conn, position, &traits).await?;
+    conn.disconnect().await.ok();
+    checkpoint::save(&settings.checkpoint, cache, &position).await?;
+    Ok((old, position))
+}
+
+/// Removes the checkpoint; the one removed.
+pub async fn reset(settings: &BinlogSettings, cache: &Cache) -> Result<Option<Position>, BinlogError> {
+    let old = checkpoint::load(&settings.checkpoint, cache).await?;
+    match &settings.checkpoint {
+        CheckpointStore::Redis(key) => {
+            cache
+                .apply(&[KeyOp::Delete { key: key.clone() }])
+                .await
+                .map_err(|e| BinlogError::from_cache("cannot delete the checkpoint from Redis", e))?;
+        }
+        CheckpointStore::File(path) => match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(BinlogError::Definite(format!(
+                    "cannot remove {}: {error}",
+                    path.display()
+                )));
+            }
+        },
+    }
+    Ok(old)
+}
+
+/// `SHOW BINARY LOGS`: (file, size).
+async fn binary_logs(conn: &mut mysql_async::Conn) -> Result<Vec<(String, u64)>, BinlogError> {
+    let rows: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| Some((row.get::<String, _>(0)?, row.get::<u64, _>(1)?)))
+        .collect())
+}
