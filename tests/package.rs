@@ -193,3 +193,88 @@ fn the_package_installs_binary_unit_conffile_credentials_man_pages_and_completio
     let (stdout, _) = run(Command::new(&binary).arg("check").arg("--config").arg(&jobs));
     assert!(stdout.contains("OK (0 warm jobs)"), "{stdout}");
 }
+
+/// The RPM for Amazon Linux 2023 (`scripts/package-rpm`, from this test build's binaries): the same files at the RPM
+/// paths, the configuration as `%config(noreplace)`, the credentials directory root-only, upgrade scriptlets, no
+/// glibc symbol newer than AL2023's 2.34, and rpmlint without errors.
+#[test]
+fn the_rpm_for_amazon_linux_2023_holds_the_same_files_needs_no_newer_glibc_and_passes_rpmlint() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let binaries = Path::new(env!("CARGO_BIN_EXE_cachewarden")).parent().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (stdout, _) = run(Command::new(root.join("scripts/package-rpm"))
+        .env("CACHEWARDEN_BIN_DIR", binaries)
+        .env("CACHEWARDEN_PACKAGE_DIR", out.path()));
+    let rpm = Path::new(stdout.trim());
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        rpm.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("cachewarden-{version}-1.amzn2023.")),
+        "{}",
+        rpm.display()
+    );
+    let query = |args: &[&str]| run(Command::new("rpm").arg("-qp").args(args).arg(rpm)).0;
+    let files = query(&["--list"]);
+    for path in [
+        "/usr/bin/cachewarden",
+        "/usr/lib/systemd/system/cachewarden.service",
+        "/usr/lib/systemd/system/cachewarden-credentials.service",
+        "/usr/lib/cachewarden/fetch-credentials",
+        "/etc/cachewarden/jobs.toml",
+        "/etc/cachewarden/credentials",
+        "/usr/share/man/man1/cachewarden.1.gz",
+        "/usr/share/man/man1/cachewarden-binlog.1.gz",
+        "/usr/share/bash-completion/completions/cachewarden",
+        "/usr/share/zsh/site-functions/_cachewarden",
+        "/usr/share/fish/vendor_completions.d/cachewarden.fish",
+        "/usr/share/doc/cachewarden/aws.md",
+        "/usr/share/licenses/cachewarden/copyright",
+    ] {
+        assert!(
+            files.lines().any(|line| line == path),
+            "the RPM has no {path}:\n{files}"
+        );
+    }
+    assert_eq!(query(&["--configfiles"]).trim(), "/etc/cachewarden/jobs.toml");
+    let long = query(&["--list", "-v"]);
+    let credentials = long
+        .lines()
+        .find(|line| line.ends_with(" /etc/cachewarden/credentials"))
+        .unwrap();
+    assert!(credentials.starts_with("drwx------"), "{credentials}");
+    let scripts = query(&["--scripts"]);
+    assert!(
+        scripts.contains("systemctl try-restart cachewarden.service") && scripts.contains("disable --now"),
+        "{scripts}"
+    );
+    // AL2023 has glibc 2.34: the binary may need no symbol version newer than that.
+    let requires = query(&["--requires"]);
+    let glibc: Vec<(u32, u32)> = requires
+        .lines()
+        .filter_map(|line| line.split("(GLIBC_").nth(1)?.split(')').next())
+        .filter_map(|version| {
+            let mut parts = version.split('.').map(|part| part.parse::<u32>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
+        .collect();
+    assert!(!glibc.is_empty(), "no glibc requirement computed:\n{requires}");
+    let newest = glibc.iter().max().unwrap();
+    assert!(
+        *newest <= (2, 34),
+        "needs GLIBC_{}.{} (AL2023 has 2.34):\n{requires}",
+        newest.0,
+        newest.1
+    );
+
+    let output = Command::new("rpmlint")
+        .arg("-c")
+        .arg(root.join("contrib/rpm/rpmlint.toml"))
+        .arg(rpm)
+        .output()
+        .expect("rpmlint is installed by scripts/services");
+    let (lint, lint_err) = text(&output);
+    assert!(lint.contains(" 0 errors"), "rpmlint:\n{lint}{lint_err}");
+}
