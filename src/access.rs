@@ -99,6 +99,10 @@ pub fn redis_needs(config: &Config) -> Vec<Need> {
         need("the health check", &["PING"]),
         need("the health check", &["INFO", "stats"]),
     ];
+    if let Some(stream) = &config.daemon.dead_letter {
+        let purpose = "[daemon] dead_letter";
+        needs.push(need(purpose, &["XADD", stream, "MAXLEN", "~", "1", "*", "source", "x"]));
+    }
     if config.redis.cluster {
         // The slot map, read at start and after every redirect.
         needs.push(need("cluster mode", &["CLUSTER", "SLOTS"]));

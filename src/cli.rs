@@ -168,6 +168,19 @@ pub enum Command {
         #[arg(long, conflicts_with = "sample")]
         all: bool,
     },
+    /// List the dead letters (refused channel messages, binlog rule errors) kept in [daemon] dead_letter, or send
+    /// the channel messages among them again through the same checks.
+    DeadLetters {
+        /// Only those kept at or after this time (RFC 3339, e.g. 2026-12-05T06:00:00Z) or this long ago (e.g. 1h).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many, oldest first.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Publish the channel messages again (each checked as `invalidate` checks it; refused ones are listed).
+        #[arg(long)]
+        replay: bool,
+    },
     /// Show or move the binlog listener's position (its checkpoint).
     Binlog {
         #[command(subcommand)]
@@ -213,6 +226,7 @@ impl Command {
             | Command::Invalidate { .. }
             | Command::Audit { .. }
             | Command::Binlog { .. }
+            | Command::DeadLetters { .. }
             | Command::DemoInit => true,
             Command::Check { connect, .. } => *connect,
             Command::Jobs | Command::Rules { .. } | Command::Status { .. } | Command::Trigger { .. } => false,

@@ -468,6 +468,38 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
     out
 }
 
+/// `--since`: an RFC 3339 time, or a duration ago (`90m`, `1h`, `2d`).
+pub fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    let ago = humantime::parse_duration(text)
+        .map_err(|_| format!("{text:?} is neither a time (2026-12-05T06:00:00Z) nor a duration ago (1h)"))?;
+    let ago = chrono::Duration::from_std(ago).map_err(|_| format!("{text:?} is too long ago"))?;
+    Ok(chrono::Utc::now() - ago)
+}
+
+/// The dead letters as a table: when, source, reason, what was wrong, and the message (cut to 200 bytes).
+pub fn format_dead_letters(kept: &[crate::dead_letter::Kept]) -> String {
+    if kept.is_empty() {
+        return "no dead letters\n".into();
+    }
+    let mut text = String::new();
+    for letter in kept {
+        let at = letter.at().map_or("?".into(), crate::words::time);
+        text.push_str(&format!(
+            "{} {at} {} {}: {}\n",
+            letter.id, letter.source, letter.reason, letter.detail
+        ));
+        if !letter.payload.is_empty() {
+            let shown = String::from_utf8_lossy(&letter.payload[..letter.payload.len().min(200)]);
+            let cut = if letter.payload.len() > 200 { " …" } else { "" };
+            text.push_str(&format!("    message: {shown}{cut}\n"));
+        }
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

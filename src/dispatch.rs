@@ -64,6 +64,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             Err(error) => failed(&error),
         },
         Command::Binlog { action } => crate::binlog_command::run(&config, &action).await,
+        Command::DeadLetters { since, limit, replay } => dead_letters(&config, since.as_deref(), limit, replay).await,
         Command::DemoInit => match demo::init(&config.mysql).await {
             Ok(()) => {
                 println!("demo shop schema is up to date in {}", config.mysql.url);
@@ -208,6 +209,59 @@ async fn invalidate(
             ExitCode::SUCCESS
         }
         Err(error) => failed(&error),
+    }
+}
+
+/// `dead-letters`: the kept ones listed, or the channel messages among them published again.
+async fn dead_letters(config: &config::Config, since: Option<&str>, limit: usize, replay: bool) -> ExitCode {
+    let Some(stream) = &config.daemon.dead_letter else {
+        eprintln!(
+            "error: [daemon] dead_letter is \"\" in {}: no dead letters are kept",
+            config.path.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let since = match since.map(commands::parse_since) {
+        None => None,
+        Some(Ok(since)) => Some(since),
+        Some(Err(error)) => {
+            eprintln!("error: --since: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let cache = match crate::cache::Cache::connect(&config.redis).await {
+        Ok(cache) => cache,
+        Err(error) => {
+            eprintln!("error: Redis at {}: {error}", config.redis.url);
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    let kept = match crate::dead_letter::read(&cache, stream, since, limit).await {
+        Ok(kept) => kept,
+        Err(error) => return failed(&anyhow::anyhow!("reading {stream}: {error}")),
+    };
+    print!("{}", commands::format_dead_letters(&kept));
+    if !replay {
+        return ExitCode::SUCCESS;
+    }
+    let mut refused = 0;
+    for letter in kept.iter().filter(|letter| letter.source == "channel") {
+        let message = String::from_utf8_lossy(&letter.payload);
+        match commands::check_invalidation(config, &message) {
+            Err(refusal) => {
+                refused += 1;
+                println!("{}: still refused: {refusal}", letter.id);
+            }
+            Ok(()) => match commands::publish_invalidation(config, &message).await {
+                Ok(report) => println!("{}: sent again: {report}", letter.id),
+                Err(error) => return failed(&error),
+            },
+        }
+    }
+    if refused > 0 {
+        ExitCode::from(EXIT_DATAERR)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

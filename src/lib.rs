@@ -48,6 +48,7 @@ pub mod commands;
 pub mod config;
 pub mod crypto;
 pub mod database;
+pub mod dead_letter;
 pub mod demo;
 pub mod derive;
 pub mod dispatch;

@@ -891,3 +891,91 @@ async fn json_log_lines_have_unique_keys_even_for_refused_messages() {
     );
     assert_eq!(daemon.stop().await, Some(0));
 }
+
+/// Refused messages are kept as dead letters with their reason; `dead-letters` lists them, and `--replay` sends the
+/// channel messages again through the same checks (after the allow-list was widened, the one it refused applies).
+#[tokio::test]
+async fn refused_messages_are_kept_as_dead_letters_and_can_be_sent_again() {
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let p = env.prefix.clone();
+    let channel = format!("{p}inv");
+    let body = |allow: &str| {
+        format!(
+            "[daemon]\ndead_letter = \"{p}dead\"\n\n{}",
+            config(&env, &format!("name = \"{channel}\"\nallow = [{allow}]"))
+        )
+    };
+    let mut daemon = start(&env, &body(&format!("\"{p}product:*\"")), &channel).await;
+    let path = env.dir.path().join("jobs.toml");
+    let dead_letters = |args: &[&str]| {
+        let output = env
+            .cli()
+            .arg("dead-letters")
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = common::text(&output);
+        (output.status.code(), format!("{stdout}{stderr}"))
+    };
+    set(&env, &format!("{p}user:1"), "stale").await;
+    publish(&env, &channel, &format!("{p}user:1")).await;
+    publish(&env, &channel, r#"{"delete": ["#).await;
+    let listed = eventually(Duration::from_secs(10), || async {
+        let (code, out) = dead_letters(&[]);
+        (code == Some(0) && out.matches(" channel ").count() == 2).then_some(out)
+    })
+    .await;
+    let Some(listed) = listed else {
+        panic!(
+            "the refused messages were not kept: {:?}\n{}",
+            dead_letters(&[]),
+            daemon.log()
+        );
+    };
+    assert!(
+        listed.contains("channel key_not_allowed") && listed.contains(&format!("message: {p}user:1")),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("channel malformed") && listed.contains(r#"message: {"delete": ["#),
+        "{listed}"
+    );
+    assert_eq!(
+        metric(
+            &env,
+            r#"cachewarden_dead_letters_total{source="channel",reason="key_not_allowed"}"#
+        )
+        .await,
+        1.0
+    );
+    assert!(dead_letters(&["--since", "1h"]).1.contains("key_not_allowed"));
+    assert_eq!(
+        dead_letters(&["--since", "2099-01-01T00:00:00Z"]).1.trim(),
+        "no dead letters"
+    );
+
+    // The allow-list widened (SIGHUP), the refused key goes through again; the malformed one is still refused.
+    std::fs::write(
+        &path,
+        format!(
+            "{}{}",
+            env.connection_toml(),
+            body(&format!("\"{p}product:*\", \"{p}user:*\""))
+        ),
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    let reloaded = eventually(Duration::from_secs(10), || async {
+        daemon.log().contains("SIGHUP: configuration reloaded").then_some(())
+    })
+    .await;
+    assert!(reloaded.is_some(), "{}", daemon.log());
+    let (code, out) = dead_letters(&["--replay"]);
+    assert_eq!(code, Some(65), "one is still refused: {out}");
+    assert!(out.contains("sent again") && out.contains("still refused"), "{out}");
+    assert!(gone(&env, &format!("{p}user:1")).await, "{}", daemon.log());
+    assert_eq!(daemon.stop().await, Some(0));
+}

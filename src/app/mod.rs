@@ -464,6 +464,18 @@ impl Producers {
                 scheduler_term.cancel();
             }
         });
+        let dead_letters = match &config.daemon.dead_letter {
+            Some(stream) => {
+                let (dead_letters, writer) = crate::dead_letter::writer(
+                    self.invalidator.cache().clone(),
+                    stream.clone(),
+                    config.daemon.dead_letter_length,
+                );
+                tracker.spawn("dead letters", writer);
+                dead_letters
+            }
+            None => crate::dead_letter::DeadLetters::default(),
+        };
         if let (Some(binlog), Some(url)) = (&config.binlog, &self.binlog_url) {
             tracker.spawn(
                 "binlog",
@@ -484,6 +496,7 @@ impl Producers {
                             .inspect_err(|error| warn!(%error, "[binlog] refresh_fallback is not usable."))
                             .ok()
                     }),
+                    dead_letters: dead_letters.clone(),
                 }
                 .run(term.clone()),
             );
@@ -500,6 +513,7 @@ impl Producers {
                     on_gap: config.channel.on_gap,
                     invalidator: self.invalidator.clone(),
                     policy: self.policy.clone(),
+                    dead_letters,
                 }
                 .run(term),
             ),
@@ -512,6 +526,7 @@ impl Producers {
                     invalidator: self.invalidator.clone(),
                     policy: self.policy.clone(),
                     took_over,
+                    dead_letters,
                 }
                 .run(term),
             ),

@@ -588,6 +588,58 @@ impl Cache {
             .map_err(command_failed)
     }
 
+    /// `XADD stream MAXLEN ~ length * field value …` for each entry, pipelined: a capped stream (the dead letters).
+    pub async fn stream_add_capped(
+        &self,
+        stream: &str,
+        length: usize,
+        fields: &[&str],
+        entries: &[[&[u8]; 4]],
+    ) -> Result<(), CacheError> {
+        let mut pipe = redis::pipe();
+        for entry in entries {
+            let command = pipe.cmd("XADD").arg(stream).arg("MAXLEN").arg("~").arg(length).arg("*");
+            for (field, value) in fields.iter().zip(entry) {
+                command.arg(*field).arg(*value);
+            }
+            command.ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await.map_err(command_failed)
+    }
+
+    /// `XRANGE stream start + COUNT count`: entries as (id, [(field, value)]).
+    pub async fn stream_range(
+        &self,
+        stream: &str,
+        start: &str,
+        count: usize,
+    ) -> Result<Vec<(String, Vec<(String, Vec<u8>)>)>, CacheError> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await
+            .map_err(command_failed)?;
+        Ok(reply
+            .into_iter()
+            .map(|(id, flat)| {
+                let fields = flat
+                    .chunks(2)
+                    .filter_map(|pair| match pair {
+                        [field, value] => Some((String::from_utf8_lossy(field).into_owned(), value.clone())),
+                        _ => None,
+                    })
+                    .collect();
+                (id, fields)
+            })
+            .collect())
+    }
+
     /// The `INFO stats` section, as Redis writes it (on a cluster, its numbers summed over the masters).
     pub async fn info_stats(&self) -> Result<String, CacheError> {
         if let Some(cluster) = &self.cluster {

@@ -172,6 +172,10 @@ pub struct DaemonSettings {
     pub audit_repair: bool,
     /// `audit_sample` was set: it is no longer used (said at start).
     pub audit_sample_ignored: bool,
+    /// The Redis stream refused messages and rule errors are kept in (`None`: off).
+    pub dead_letter: Option<String>,
+    /// About how many dead letters the stream keeps.
+    pub dead_letter_length: usize,
 }
 
 /// Log line format.

@@ -56,6 +56,8 @@ pub struct RawDaemon {
     /// No longer used (the continuous audit checks every key); accepted so that older files still load.
     pub audit_sample: Option<IntOrString>,
     pub audit_repair: Option<BoolOrString>,
+    pub dead_letter: Option<String>,
+    pub dead_letter_length: Option<IntOrString>,
 }
 
 /// `[admin]`

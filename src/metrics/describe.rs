@@ -127,6 +127,14 @@ pub(super) fn describe() {
         "cachewarden_refresh_fallback_keys_total",
         "Refreshes the reader endpoint did not show within refresh_wait, read from refresh_fallback and written."
     );
+    describe_counter!(
+        "cachewarden_dead_letters_total",
+        "Refused channel messages and binlog rule errors, by source and reason (kept in [daemon] dead_letter)."
+    );
+    describe_counter!(
+        "cachewarden_dead_letters_dropped_total",
+        "Dead letters lost: the writer's queue was full or Redis refused them."
+    );
     describe_counter!("cachewarden_binlog_transactions_total", "Binlog transactions applied.");
     describe_counter!("cachewarden_binlog_rows_total", "Binlog row events applied.");
     describe_counter!("cachewarden_binlog_batches_total", "Batches of binlog changes applied.");

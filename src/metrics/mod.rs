@@ -317,6 +317,16 @@ pub fn record_refresh_fallback(keys: usize) {
     counter!("cachewarden_refresh_fallback_keys_total").increment(keys as u64);
 }
 
+/// A refused message or a rule error kept as a dead letter (or, with dead letters off, only counted).
+pub fn record_dead_letter(source: &'static str, reason: &str) {
+    counter!("cachewarden_dead_letters_total", "source" => source, "reason" => reason.to_string()).increment(1);
+}
+
+/// A dead letter lost: the writer's queue was full, or Redis refused it.
+pub fn record_dead_letter_dropped() {
+    counter!("cachewarden_dead_letters_dropped_total").increment(1);
+}
+
 /// How long the server keeps binlog files (`None`: unknown).
 pub fn record_binlog_retention(seconds: Option<f64>) {
     gauge!("cachewarden_binlog_retention_seconds").set(seconds.unwrap_or(f64::NAN));

@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use crate::backoff::Backoff;
 use crate::cache::{self, CacheError};
 use crate::config::{OnGap, RedisSettings, StreamSettings};
+use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::invalidate::Invalidator;
 use crate::metrics;
 use crate::plan::{self, Action, Policy};
@@ -55,6 +56,7 @@ const STREAM_REPLY_MARGIN: Duration = Duration::from_secs(5);
 struct Intake {
     policy: watch::Receiver<Arc<Policy>>,
     refused: u64,
+    dead_letters: DeadLetters,
 }
 
 impl Intake {
@@ -68,6 +70,12 @@ impl Intake {
             }
             Err(refusal) => {
                 metrics::record_message_refused(refusal.reason());
+                self.dead_letters.keep(DeadLetter {
+                    source: "channel",
+                    reason: refusal.reason().to_string(),
+                    detail: refusal.to_string(),
+                    payload: payload.to_vec(),
+                });
                 self.refused += 1;
                 if self.refused <= REFUSAL_LOG_LIMIT || self.refused.is_multiple_of(1000) {
                     let shown = String::from_utf8_lossy(&payload[..payload.len().min(LOG_PAYLOAD_BYTES)]);
@@ -112,6 +120,8 @@ pub struct ChannelListener {
     pub policy: watch::Receiver<Arc<Policy>>,
     /// An HA takeover: messages published while no instance listened are lost, so the first subscription resyncs.
     pub took_over: bool,
+    /// Where refused messages are kept.
+    pub dead_letters: DeadLetters,
 }
 
 impl ChannelListener {
@@ -120,6 +130,7 @@ impl ChannelListener {
         let mut intake = Intake {
             policy: self.policy.clone(),
             refused: 0,
+            dead_letters: self.dead_letters.clone(),
         };
         let mut backoff = Backoff::redis();
         let mut subscribed_before = self.took_over;
@@ -306,6 +317,8 @@ pub struct StreamListener {
     pub on_gap: OnGap,
     pub invalidator: Arc<Invalidator>,
     pub policy: watch::Receiver<Arc<Policy>>,
+    /// Where refused messages are kept.
+    pub dead_letters: DeadLetters,
 }
 
 /// One stream entry: its id and its `message` field.
@@ -322,6 +335,7 @@ impl StreamListener {
         let mut intake = Intake {
             policy: self.policy.clone(),
             refused: 0,
+            dead_letters: self.dead_letters.clone(),
         };
         let mut backoff = Backoff::redis();
         let mut server: Option<String> = None;

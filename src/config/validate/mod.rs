@@ -546,6 +546,7 @@ const COUNT_LIMITS: &[(&str, usize)] = &[
     ("pool_size", 1_000),
     ("max_concurrent_jobs", 1_000),
     ("audit_sample", 10_000_000),
+    ("dead_letter_length", 10_000_000),
     ("max_keys_per_message", 1_000_000),
     ("max_keys_per_pattern", 1_000_000_000),
 ];

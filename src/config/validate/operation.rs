@@ -19,6 +19,10 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9187";
 
 /// The continuous audit: every key of every job once an hour.
 pub(super) const DEFAULT_AUDIT_PERIOD: Duration = Duration::from_secs(3600);
+/// `[daemon] dead_letter` by default: under the daemon's own key prefix, which the documented ACL grants.
+const DEFAULT_DEAD_LETTER: &str = "cachewarden:dead";
+/// `[daemon] dead_letter_length` by default.
+const DEFAULT_DEAD_LETTER_LENGTH: usize = 10_000;
 
 impl Context {
     pub(super) fn daemon(&mut self, raw: RawDaemon) -> DaemonSettings {
@@ -64,6 +68,14 @@ impl Context {
             },
             audit_repair: self.flag("daemon", "audit_repair", raw.audit_repair, false),
             audit_sample_ignored: self.count("daemon", "audit_sample", raw.audit_sample).is_some(),
+            dead_letter: match raw.dead_letter {
+                None => Some(DEFAULT_DEAD_LETTER.to_string()),
+                Some(stream) if stream.is_empty() => None,
+                Some(stream) => Some(stream),
+            },
+            dead_letter_length: self
+                .count("daemon", "dead_letter_length", raw.dead_letter_length)
+                .unwrap_or(DEFAULT_DEAD_LETTER_LENGTH),
         }
     }
 

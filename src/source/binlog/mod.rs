@@ -111,6 +111,8 @@ pub struct BinlogListener {
     pub health: Health,
     /// `[binlog] refresh_fallback`: the writer, read once more for refreshes the reader could not show in time.
     pub fallback: Option<Database>,
+    /// Where rule errors are kept.
+    pub dead_letters: crate::dead_letter::DeadLetters,
 }
 
 /// What survives reconnects within one run of the listener.

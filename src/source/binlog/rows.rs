@@ -9,6 +9,7 @@ use tracing::error;
 use super::batch::Batch;
 use super::{BinlogError, BinlogListener, SessionState, decode};
 use crate::config::ChangeRule;
+use crate::dead_letter::DeadLetter;
 use crate::metrics;
 use crate::model::{RowChange, SeenRow, TriggerReason};
 use crate::plan::{self, Action};
@@ -59,6 +60,16 @@ impl BinlogListener {
                 let plan = plan::plan_change(rule, &change);
                 for column in &plan.missing_columns {
                     metrics::record_binlog_rule_error(&table_name);
+                    self.dead_letters.keep(DeadLetter {
+                        source: "binlog",
+                        reason: "missing_column".into(),
+                        detail: format!(
+                            "[[on_change]] rule {} on {table_name}: the row has no column {column}; its keys were \
+                             not rendered",
+                            index + 1
+                        ),
+                        payload: Vec::new(),
+                    });
                     if state.reported_missing.insert((*index, column.clone())) {
                         error!(
                             table = %table_name,
