@@ -11,14 +11,7 @@ use sqlx::Connection as _;
 
 /// `check --connect`'s exit code and everything it printed.
 fn check(env: &TestEnv, config: &std::path::Path) -> (Option<i32>, String) {
-    let output = env
-        .cli()
-        .args(["check", "--connect", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = common::text(&output);
-    (output.status.code(), format!("{stdout}{stderr}"))
+    env.run_cli(&["check", "--connect"], config)
 }
 
 #[tokio::test]

@@ -797,18 +797,7 @@ async fn binlog_status_set_and_reset_show_and_move_the_checkpoint_and_are_refuse
     let env = TestEnv::new().await;
     env.sql(SCHEMA).await;
     let path = env.config_file(&config(&env, "on_gap = \"none\"", &products_rule(&env, "")));
-    let binlog = |args: &[&str]| {
-        let output = env
-            .cli()
-            .arg("binlog")
-            .args(args)
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .unwrap();
-        let (stdout, stderr) = common::text(&output);
-        (output.status.code(), format!("{stdout}{stderr}"))
-    };
+    let binlog = |args: &[&str]| env.run_cli(&[&["binlog"], args].concat(), &path);
     let (code, out) = binlog(&["status"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(

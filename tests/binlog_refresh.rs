@@ -95,6 +95,19 @@ async fn cached(redis: &redis::aio::MultiplexedConnection, key: &str) -> Option<
         .flatten()
 }
 
+/// Whether the schema (its one `tags` row) has reached the replica at `replica_url`, within 30 s.
+async fn schema_replicated(replica_url: &str) -> Option<()> {
+    eventually(Duration::from_secs(30), || async {
+        let mut conn = sqlx::MySqlConnection::connect(replica_url).await.ok()?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tags")
+            .fetch_one(&mut conn)
+            .await
+            .ok()?;
+        (n == 1).then_some(())
+    })
+    .await
+}
+
 /// A test database on the primary and on the shared replica one second behind (the schema replicated): the env,
 /// the database's URL on the replica, and a root connection to the replica.
 async fn on_the_lagging_replica() -> (TestEnv, String, sqlx::MySqlConnection) {
@@ -110,15 +123,7 @@ async fn on_the_lagging_replica() -> (TestEnv, String, sqlx::MySqlConnection) {
         .unwrap();
     env.sql(&format!("SET SESSION gtid_domain_id = {REPLICATED_DOMAIN};\n{SCHEMA}"))
         .await;
-    let replicated = eventually(Duration::from_secs(30), || async {
-        let mut conn = sqlx::MySqlConnection::connect(&replica_url).await.ok()?;
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tags")
-            .fetch_one(&mut conn)
-            .await
-            .ok()?;
-        (n == 1).then_some(())
-    })
-    .await;
+    let replicated = schema_replicated(&replica_url).await;
     assert!(replicated.is_some(), "the replica never got the schema");
     (env, replica_url, replica)
 }
@@ -163,15 +168,7 @@ INSERT INTO tags VALUES (1, 'a')",
     )
     .await;
     let replica_url = format!("{}/{}", replica.url(), env.database);
-    let replicated = eventually(Duration::from_secs(30), || async {
-        let mut conn = sqlx::MySqlConnection::connect(&replica_url).await.ok()?;
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tags")
-            .fetch_one(&mut conn)
-            .await
-            .ok()?;
-        (n == 1).then_some(())
-    })
-    .await;
+    let replicated = schema_replicated(&replica_url).await;
     assert!(replicated.is_some(), "the MySQL replica never got the schema");
     every_changed_key_ends_right(&env, &replica_url, "SET @lagging = 1").await;
 }

@@ -908,18 +908,7 @@ async fn refused_messages_are_kept_as_dead_letters_and_can_be_sent_again() {
     };
     let mut daemon = start(&env, &body(&format!("\"{p}product:*\"")), &channel).await;
     let path = env.dir.path().join("jobs.toml");
-    let dead_letters = |args: &[&str]| {
-        let output = env
-            .cli()
-            .arg("dead-letters")
-            .args(args)
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .unwrap();
-        let (stdout, stderr) = common::text(&output);
-        (output.status.code(), format!("{stdout}{stderr}"))
-    };
+    let dead_letters = |args: &[&str]| env.run_cli(&[&["dead-letters"], args].concat(), &path);
     set(&env, &format!("{p}user:1"), "stale").await;
     publish(&env, &channel, &format!("{p}user:1")).await;
     publish(&env, &channel, r#"{"delete": ["#).await;

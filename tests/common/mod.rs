@@ -335,6 +335,13 @@ impl TestEnv {
             .env_remove("CREDENTIALS_DIRECTORY");
         command
     }
+
+    /// Runs `cachewarden ARGS --config CONFIG`: its exit code and everything it printed (stdout, then stderr).
+    pub fn run_cli(&self, args: &[&str], config: &Path) -> (Option<i32>, String) {
+        let output = self.cli().args(args).arg("--config").arg(config).output().unwrap();
+        let (stdout, stderr) = text(&output);
+        (output.status.code(), format!("{stdout}{stderr}"))
+    }
 }
 
 impl Drop for TestEnv {
