@@ -493,7 +493,11 @@ pub fn format_dead_letters(kept: &[crate::dead_letter::Kept]) -> String {
         ));
         if !letter.payload.is_empty() {
             let shown = String::from_utf8_lossy(&letter.payload[..letter.payload.len().min(200)]);
-            let cut = if letter.payload.len() > 200 { " …" } else { "" };
+            let cut = if letter.size > 200 {
+                format!(" … ({} bytes)", letter.size)
+            } else {
+                String::new()
+            };
             text.push_str(&format!("    message: {shown}{cut}\n"));
         }
     }

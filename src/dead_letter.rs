@@ -14,9 +14,12 @@ use crate::cache::{Cache, CacheError};
 use crate::metrics;
 
 /// Dead letters waiting for the writer at most; more are dropped (counted).
-const QUEUE: usize = 1024;
+const QUEUE: usize = 256;
+/// A message is kept up to this many bytes (with its whole size): a flood of huge refused messages costs neither
+/// the daemon's memory nor Redis's more than this per entry. A cut message cannot be sent again.
+pub const KEPT_BYTES: usize = 8 * 1024;
 /// A stream entry's fields.
-pub const FIELDS: [&str; 4] = ["source", "reason", "detail", "payload"];
+pub const FIELDS: [&str; 5] = ["source", "reason", "detail", "payload", "size"];
 /// Write failures and drops are logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -29,8 +32,23 @@ pub struct DeadLetter {
     pub reason: String,
     /// For people: what was wrong.
     pub detail: String,
-    /// The message as it came (empty for a binlog rule error).
+    /// The message as it came, up to [`KEPT_BYTES`] (empty for a binlog rule error).
     pub payload: Vec<u8>,
+    /// The message's whole size in bytes.
+    pub size: usize,
+}
+
+impl DeadLetter {
+    /// A refused channel message: its first [`KEPT_BYTES`] kept, with its size.
+    pub fn message(reason: &str, detail: String, message: &[u8]) -> Self {
+        Self {
+            source: "channel",
+            reason: reason.to_string(),
+            detail,
+            payload: message[..message.len().min(KEPT_BYTES)].to_vec(),
+            size: message.len(),
+        }
+    }
 }
 
 /// Where producers hand dead letters; cheap to clone. Off: they are only counted.
@@ -79,14 +97,17 @@ pub fn writer(cache: Cache, stream: String, length: usize) -> (DeadLetters, impl
 }
 
 async fn write(cache: &Cache, stream: &str, length: usize, letters: &[DeadLetter]) -> Result<(), CacheError> {
-    let entries: Vec<[&[u8]; 4]> = letters
+    let sizes: Vec<String> = letters.iter().map(|letter| letter.size.to_string()).collect();
+    let entries: Vec<[&[u8]; 5]> = letters
         .iter()
-        .map(|letter| {
+        .zip(&sizes)
+        .map(|(letter, size)| {
             [
                 letter.source.as_bytes(),
                 letter.reason.as_bytes(),
                 letter.detail.as_bytes(),
                 letter.payload.as_slice(),
+                size.as_bytes(),
             ]
         })
         .collect();
@@ -102,9 +123,16 @@ pub struct Kept {
     pub reason: String,
     pub detail: String,
     pub payload: Vec<u8>,
+    /// The message's whole size: more than the payload when it was cut.
+    pub size: usize,
 }
 
 impl Kept {
+    /// Whether the whole message was kept (so it can be sent again).
+    pub fn whole(&self) -> bool {
+        self.size <= self.payload.len()
+    }
+
     /// When it was kept, from its entry id.
     pub fn at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         let millis: i64 = self.id.split('-').next()?.parse().ok()?;
@@ -137,6 +165,7 @@ pub async fn read(
                 source: text("source"),
                 reason: text("reason"),
                 detail: text("detail"),
+                size: text("size").parse().unwrap_or_else(|_| field("payload").len()),
                 payload: field("payload"),
             }
         })

@@ -246,6 +246,16 @@ async fn dead_letters(config: &config::Config, since: Option<&str>, limit: usize
     }
     let mut refused = 0;
     for letter in kept.iter().filter(|letter| letter.source == "channel") {
+        if !letter.whole() {
+            refused += 1;
+            println!(
+                "{}: not sent again: only {} of its {} bytes were kept",
+                letter.id,
+                letter.payload.len(),
+                letter.size
+            );
+            continue;
+        }
         let message = String::from_utf8_lossy(&letter.payload);
         match commands::check_invalidation(config, &message) {
             Err(refusal) => {

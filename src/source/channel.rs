@@ -70,12 +70,8 @@ impl Intake {
             }
             Err(refusal) => {
                 metrics::record_message_refused(refusal.reason());
-                self.dead_letters.keep(DeadLetter {
-                    source: "channel",
-                    reason: refusal.reason().to_string(),
-                    detail: refusal.to_string(),
-                    payload: payload.to_vec(),
-                });
+                self.dead_letters
+                    .keep(DeadLetter::message(refusal.reason(), refusal.to_string(), payload));
                 self.refused += 1;
                 if self.refused <= REFUSAL_LOG_LIMIT || self.refused.is_multiple_of(1000) {
                     let shown = String::from_utf8_lossy(&payload[..payload.len().min(LOG_PAYLOAD_BYTES)]);

@@ -69,6 +69,7 @@ impl BinlogListener {
                             index + 1
                         ),
                         payload: Vec::new(),
+                        size: 0,
                     });
                     if state.reported_missing.insert((*index, column.clone())) {
                         error!(
