@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::text;
@@ -30,25 +30,29 @@ fn run(command: &mut Command) -> (String, String) {
     (stdout, stderr)
 }
 
-#[test]
-fn the_package_installs_binary_unit_conffile_credentials_man_pages_and_completions() {
+/// Runs `scripts/<script>` on this test build's binaries into a directory of its own (kept while the returned guard
+/// lives); the package it wrote, whose name must start with `name`.
+fn package(script: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let binaries = Path::new(env!("CARGO_BIN_EXE_cachewarden")).parent().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let (stdout, _) = run(Command::new(root.join("scripts/package"))
+    let (stdout, _) = run(Command::new(root.join("scripts").join(script))
         .env("CACHEWARDEN_BIN_DIR", binaries)
         .env("CACHEWARDEN_PACKAGE_DIR", out.path()));
-    let deb = Path::new(stdout.trim());
-    let version = env!("CARGO_PKG_VERSION");
+    let package = PathBuf::from(stdout.trim());
     assert!(
-        deb.file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .starts_with(&format!("cachewarden_{version}_")),
+        package.file_name().unwrap().to_str().unwrap().starts_with(name),
         "{}",
-        deb.display()
+        package.display()
     );
+    (out, package)
+}
+
+#[test]
+fn the_package_installs_binary_unit_conffile_credentials_man_pages_and_completions() {
+    let version = env!("CARGO_PKG_VERSION");
+    let (_out, deb) = package("package", &format!("cachewarden_{version}_"));
+    let deb = deb.as_path();
 
     let (info, _) = run(Command::new("dpkg-deb").arg("--info").arg(deb));
     for field in [
@@ -200,22 +204,9 @@ fn the_package_installs_binary_unit_conffile_credentials_man_pages_and_completio
 #[test]
 fn the_rpm_for_amazon_linux_2023_holds_the_same_files_needs_no_newer_glibc_and_passes_rpmlint() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let binaries = Path::new(env!("CARGO_BIN_EXE_cachewarden")).parent().unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let (stdout, _) = run(Command::new(root.join("scripts/package-rpm"))
-        .env("CACHEWARDEN_BIN_DIR", binaries)
-        .env("CACHEWARDEN_PACKAGE_DIR", out.path()));
-    let rpm = Path::new(stdout.trim());
     let version = env!("CARGO_PKG_VERSION");
-    assert!(
-        rpm.file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .starts_with(&format!("cachewarden-{version}-1.amzn2023.")),
-        "{}",
-        rpm.display()
-    );
+    let (_out, rpm) = package("package-rpm", &format!("cachewarden-{version}-1.amzn2023."));
+    let rpm = rpm.as_path();
     let query = |args: &[&str]| run(Command::new("rpm").arg("-qp").args(args).arg(rpm)).0;
     let files = query(&["--list"]);
     for path in [

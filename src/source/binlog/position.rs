@@ -60,9 +60,12 @@ pub async fn inspect(settings: &BinlogSettings, cache: &Cache) -> Result<Inspect
     let checkpoint = checkpoint::load(&settings.checkpoint, cache).await?;
     let mut conn = server::connect(&settings.url).await?;
     let traits = server::check_server(&mut conn).await?;
-    let server = server::current_position(&mut conn, &traits).await?;
-    let mut server = server::with_gtid(&mut conn, server, &traits).await?;
-    server.server = Some(traits.server_id);
+    let mut server = server::current_position(&mut conn, &traits).await?;
+    // MySQL with GTIDs reports its set (and the server) with the position; otherwise ask (MariaDB's BINLOG_GTID_POS;
+    // nothing to read with GTIDs off), never MySQL's scan of the file for a set already known.
+    if server.gtid.is_none() {
+        server = server::with_gtid(&mut conn, server, &traits).await?;
+    }
     let files = binary_logs(&mut conn).await?;
     conn.disconnect().await.ok();
     Ok(Inspection {

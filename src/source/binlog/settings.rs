@@ -113,7 +113,8 @@ impl Observed {
         match self.rds_retention_hours {
             Some(Some(hours)) => return Retention::Kept(Duration::from_secs(hours * 3600)),
             Some(None) => return Retention::Kept(Duration::ZERO),
-            None if self.platform() != (Platform::SelfManaged { mariadb: self.mariadb }) => return Retention::Unknown,
+            // RDS or Aurora whose table this user may not read: their own variables do not say.
+            None if matches!(self.platform(), Platform::Aurora | Platform::Rds) => return Retention::Unknown,
             None => {}
         }
         if self.get("binlog_expire_logs_auto_purge").is_some_and(is_off) {
