@@ -855,3 +855,43 @@ async fn binlog_status_set_and_reset_show_and_move_the_checkpoint_and_are_refuse
     assert!(daemon.log().contains("No binlog checkpoint"), "{}", daemon.log());
     assert_eq!(daemon.stop().await, Some(0));
 }
+
+#[tokio::test]
+async fn row_values_with_glob_characters_never_widen_a_pattern_delete() {
+    let _shared = common::binlog_shared();
+    let env = TestEnv::new().await;
+    env.sql(SCHEMA).await;
+    env.sql(
+        "INSERT INTO products VALUES (7, '*', 1.00, 9, 1), (8, 'ga[mx]ma', 1.00, 9, 1), (9, 'a?b\\\\', 1.00, 9, 1)",
+    )
+    .await;
+    let p = &env.prefix;
+    let rule = format!(
+        "[[on_change]]\ntable = \"{}.products\"\ndelete = [\"{p}named:{{name}}:*\"]\n",
+        env.database
+    );
+    let path = env.config_file(&config(&env, "", &rule));
+    let mut daemon = start(&env, &path).await;
+    let others = ["named:alpha:1", "named:gamma:1", "named:gaxma:1", "named:axb:1"];
+    for key in others.iter().chain(&["named:*:1", "named:ga[mx]ma:1", "named:a?b\\:1"]) {
+        set(&env, key).await;
+    }
+    // Each hostile name deletes only its own keys: '*' is no wildcard, '[mx]' no class, '?' no single character.
+    env.sql("UPDATE products SET price = 2.00 WHERE id IN (7, 8, 9)").await;
+    for own in ["named:*:1", "named:ga[mx]ma:1", "named:a?b\\:1"] {
+        assert!(
+            becomes(&env, own, None).await,
+            "{own} was not deleted:\n{}",
+            daemon.log()
+        );
+    }
+    // The deletes are done (the last one seen); a widened pattern would have taken the others with them.
+    for key in others {
+        assert_eq!(
+            value(&env, key).await.as_deref(),
+            Some("stale"),
+            "{key} was deleted by another row's pattern"
+        );
+    }
+    assert_eq!(daemon.stop().await, Some(0));
+}
