@@ -266,6 +266,7 @@ mod tests {
             filter: None,
             derived_from: None,
             lookup: None,
+            events: crate::model::RowEvents::ALL,
         };
         let columns = vec!["id".to_string(), "name".to_string()];
         let problems = rule_problems(&rule, Some(&columns));

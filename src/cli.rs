@@ -123,6 +123,9 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = RulesFormat::Toml)]
         format: RulesFormat,
+        /// Also derive from the server's foreign keys (the rules for changes they cascade, as the daemon does).
+        #[arg(long)]
+        connect: bool,
     },
     /// List the warm jobs: schedule, TTL, key template and the next three fire times (UTC).
     Jobs,
@@ -228,8 +231,8 @@ impl Command {
             | Command::Binlog { .. }
             | Command::DeadLetters { .. }
             | Command::DemoInit => true,
-            Command::Check { connect, .. } => *connect,
-            Command::Jobs | Command::Rules { .. } | Command::Status { .. } | Command::Trigger { .. } => false,
+            Command::Check { connect, .. } | Command::Rules { connect, .. } => *connect,
+            Command::Jobs | Command::Status { .. } | Command::Trigger { .. } => false,
         }
     }
 }

@@ -316,6 +316,53 @@ impl Database {
         Ok((!columns.is_empty()).then_some(columns))
     }
 
+    /// The foreign keys this user can see whose `ON DELETE` or `ON UPDATE` changes child rows (see
+    /// `derive::schema`), read from information_schema.
+    pub async fn cascading_foreign_keys(&self) -> Result<crate::derive::schema::Schema, DatabaseError> {
+        use crate::derive::schema::{Action, ForeignKey, Schema};
+        type Row = (String, String, String, String, String, String, String, String, String);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT CAST(k.CONSTRAINT_NAME AS CHAR), CAST(k.TABLE_SCHEMA AS CHAR), CAST(k.TABLE_NAME AS CHAR), \
+             CAST(k.COLUMN_NAME AS CHAR), CAST(k.REFERENCED_TABLE_SCHEMA AS CHAR), \
+             CAST(k.REFERENCED_TABLE_NAME AS CHAR), CAST(k.REFERENCED_COLUMN_NAME AS CHAR), \
+             CAST(r.DELETE_RULE AS CHAR), CAST(r.UPDATE_RULE AS CHAR) \
+             FROM information_schema.KEY_COLUMN_USAGE k JOIN information_schema.REFERENTIAL_CONSTRAINTS r \
+             ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME \
+             AND r.TABLE_NAME = k.TABLE_NAME \
+             WHERE k.REFERENCED_TABLE_NAME IS NOT NULL \
+             AND (r.DELETE_RULE NOT IN ('RESTRICT', 'NO ACTION') OR r.UPDATE_RULE NOT IN ('RESTRICT', 'NO ACTION')) \
+             ORDER BY k.TABLE_SCHEMA, k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION",
+        )
+        .fetch_all(&self.pool().pool)
+        .await
+        .map_err(DatabaseError::from_query)?;
+        let mut foreign_keys: Vec<ForeignKey> = Vec::new();
+        for (name, database, table, column, parent_database, parent_table, parent_column, on_delete, on_update) in rows
+        {
+            match foreign_keys.last_mut() {
+                Some(key) if key.name == name && key.database == database && key.table == table => {
+                    key.columns.push(column);
+                    key.parent_columns.push(parent_column);
+                }
+                _ => foreign_keys.push(ForeignKey {
+                    name,
+                    database,
+                    table,
+                    columns: vec![column],
+                    parent_database,
+                    parent_table,
+                    parent_columns: vec![parent_column],
+                    on_delete: Action::parse(&on_delete),
+                    on_update: Action::parse(&on_update),
+                }),
+            }
+        }
+        Ok(Schema {
+            foreign_keys,
+            read: true,
+        })
+    }
+
     /// Closes every connection, waiting at most `CLOSE_TIMEOUT`: a connection abandoned mid-query (a timed-out
     /// run) may never be handed back, and shutdown must not wait for it.
     pub async fn close(&self) {

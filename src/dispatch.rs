@@ -35,7 +35,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
     match cli.command {
         Command::Check { connect, strict } => check(&config, &path, connect, strict).await,
-        Command::Rules { jobs, format } => rules(&config, &jobs, format),
+        Command::Rules { jobs, format, connect } => rules(&config, &jobs, format, connect).await,
         Command::Jobs => {
             print!("{}", commands::format_jobs(&config, chrono::Utc::now()));
             ExitCode::SUCCESS
@@ -128,13 +128,18 @@ async fn load(cli: &Cli, path: &std::path::Path) -> Result<config::Config, ExitC
 
 /// `check [--connect]`: 78 for problems, 69 when a server could not be reached.
 /// `rules`: the effective rules (64 for an unknown `--job`).
-fn rules(config: &config::Config, only: &[String], format: crate::cli::RulesFormat) -> ExitCode {
+async fn rules(config: &config::Config, only: &[String], format: crate::cli::RulesFormat, connect: bool) -> ExitCode {
     if let Some(unknown) = only
         .iter()
         .find(|name| !config.jobs.iter().any(|job| *job.name == **name))
     {
         eprintln!("error: no [[warm]] job named \"{unknown}\"");
         return ExitCode::from(EXIT_USAGE);
+    }
+    let mut config = config.clone();
+    if connect && let Err(error) = learn_schema(&mut config).await {
+        eprintln!("error: cannot read the foreign keys from {}: {error}", config.mysql.url);
+        return ExitCode::from(EXIT_UNAVAILABLE);
     }
     let rules = crate::derive::report::select(&config.rules, &config.jobs, only);
     match format {
@@ -144,13 +149,29 @@ fn rules(config: &config::Config, only: &[String], format: crate::cli::RulesForm
     ExitCode::SUCCESS
 }
 
+/// The server's cascading foreign keys taken into `config`'s derived rules (see `derive::schema`).
+async fn learn_schema(config: &mut config::Config) -> anyhow::Result<()> {
+    let db = crate::database::Database::new(&config.mysql)?;
+    let schema = db.cascading_foreign_keys().await;
+    db.close().await;
+    config.learn_schema(std::sync::Arc::new(schema?));
+    Ok(())
+}
+
 async fn check(config: &config::Config, path: &std::path::Path, connect: bool, strict: bool) -> ExitCode {
     let mut problems = crate::check::check_local(config);
     let mut unreachable = false;
+    let mut config = config.clone();
+    let config = &mut config;
     if connect {
         let findings = crate::check::check_connect(config).await;
         for note in findings.notes {
             eprintln!("note: {note}");
+        }
+        if !findings.unreachable
+            && let Err(error) = learn_schema(config).await
+        {
+            eprintln!("note: the foreign keys were not read ({error}): cascades are not shown");
         }
         problems.extend(findings.problems);
         unreachable = findings.unreachable;

@@ -381,6 +381,42 @@ pub struct ChangeRule {
     pub derived_from: Option<Arc<str>>,
     /// A derived join rule's way from a changed row of this (joined) table to the job's keys.
     pub lookup: Option<Arc<ReverseLookup>>,
+    /// Which row events the rule acts on (`events`; all by default).
+    pub events: RowEvents,
+}
+
+/// Which kinds of row change a rule acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowEvents {
+    pub insert: bool,
+    pub update: bool,
+    pub delete: bool,
+}
+
+impl RowEvents {
+    pub const ALL: RowEvents = RowEvents {
+        insert: true,
+        update: true,
+        delete: true,
+    };
+
+    /// The names `events` takes, of the kinds this holds, in a fixed order.
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            ("insert", self.insert),
+            ("update", self.update),
+            ("delete", self.delete),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect()
+    }
+}
+
+impl Default for RowEvents {
+    fn default() -> Self {
+        Self::ALL
+    }
 }
 
 /// How a changed row of a joined table reaches a job's keys: the rows of the job's own (driving) table that join it,

@@ -76,6 +76,15 @@ pub async fn render_from_database(db: &Database, job: &WarmJob, key: &str) -> Re
         .map(|rendered| rendered.value))
 }
 
+/// Which of `keys` (all `job`'s) a row renders now, read through the job's refresh query (none without one).
+pub async fn readable_keys(
+    db: &Database,
+    job: &WarmJob,
+    keys: &[&str],
+) -> Result<std::collections::HashSet<String>, RenderError> {
+    Ok(read_keys(db, job, keys).await?.into_keys().collect())
+}
+
 /// The column origins of each job's refresh query, learned once per query text (a prepare).
 #[derive(Default)]
 pub struct Origins(Mutex<HashMap<String, Arc<[Option<ColumnSource>]>>>);

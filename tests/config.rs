@@ -337,6 +337,7 @@ table = "shop.products"
 refresh = ["product:{{id}}"]
 warm = ["nope"]
 debounce = "soon"
+events = ["delete", "upsert"]
 
 [[on_change]]
 table = "orders"
@@ -370,6 +371,11 @@ table = "orders"
         find(&problems, "on_change[0] \"shop.products\".debounce")
             .message
             .contains("not a duration")
+    );
+    assert!(
+        find(&problems, "on_change[0] \"shop.products\".events")
+            .message
+            .contains("\"upsert\" is no row event")
     );
     assert!(
         find(&problems, "on_change[1] \"orders\"")

@@ -56,7 +56,11 @@ const TRIGGER_QUEUE: usize = 256;
 /// Start-up order matters to systemd: signal handlers exist before this is called; the admin port is bound first
 /// (liveness, metrics, and `/readyz` 503 naming what is awaited); READY is sent only after both servers answered
 /// and every task is up.
-pub async fn run_daemon(config: Config, mut signals: Signals, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
+pub async fn run_daemon(
+    mut config: Config,
+    mut signals: Signals,
+    metrics: Option<PrometheusHandle>,
+) -> anyhow::Result<()> {
     info!(config = %config.path.display(), jobs = config.jobs.len(), "Starting cachewarden.");
     let jobs: Vec<&str> = config.jobs.iter().map(|job| &*job.name).collect();
     metrics::initialise(&metrics::Configured {
@@ -97,6 +101,7 @@ pub async fn run_daemon(config: Config, mut signals: Signals, metrics: Option<Pr
             return ended.map(drop);
         }
     };
+    startup::learn_schema(&mut config, &db).await;
     let work = daemon.start_work(&config, &db, cache);
     daemon.health.set_stalled("startup", None);
     systemd::ready(&running_status(&config));

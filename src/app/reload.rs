@@ -14,7 +14,7 @@ use crate::metrics;
 /// restart: a change to them is reported and otherwise ignored. (A page on purpose: every part of the
 /// configuration is either applied or reported here, so nothing changes silently.)
 pub(super) fn reload(current: &Config) -> Option<Config> {
-    let new = match config::load(&current.path, current.credentials.as_deref()) {
+    let mut new = match config::load(&current.path, current.credentials.as_deref()) {
         Ok(new) => new,
         Err(error) => {
             for problem in error.problems() {
@@ -32,6 +32,8 @@ pub(super) fn reload(current: &Config) -> Option<Config> {
             return None;
         }
     };
+    // The foreign keys read at start apply to the new file too (a new foreign key needs a restart).
+    new.learn_schema(current.schema.clone());
     let fixed = [
         // New credentials in the same URL are applied (see `Work::reconnect`); any other change needs a restart.
         (

@@ -48,6 +48,33 @@ pub(super) async fn preflight(config: &Config, cache: &Cache) -> anyhow::Result<
     Ok(())
 }
 
+/// The server's cascading foreign keys taken into the derived rules (see `derive::schema`), once at start (a reload
+/// keeps them: a new foreign key needs a restart). Read only when a job follows its SQL; a failure is logged and the
+/// rules stay as the file alone gives them.
+pub(super) async fn learn_schema(config: &mut Config, db: &Database) {
+    if config.binlog.is_none() || !config.jobs.iter().any(|job| job.derive_rules) {
+        return;
+    }
+    match db.cascading_foreign_keys().await {
+        Ok(schema) => {
+            let before = config.rules.len();
+            let keys = schema.foreign_keys.len();
+            config.learn_schema(Arc::new(schema));
+            info!(
+                foreign_keys = keys,
+                rules = config.rules.len().saturating_sub(before),
+                "Read the foreign keys whose ON DELETE/ON UPDATE change rows below the binlog; their derived rules \
+                 re-run the jobs whose tables they reach."
+            );
+        }
+        Err(error) => warn!(
+            %error,
+            "Could not read the foreign keys from information_schema: changes they cascade into the jobs' tables are \
+             not followed (keys may stay stale up to their TTL)."
+        ),
+    }
+}
+
 /// Returns when SIGTERM or SIGINT arrives (a reload or warm-now meanwhile is dropped: the configuration being
 /// checked is the one just read, and jobs run at start as configured).
 pub(super) async fn stop_requested(signals: &mut Signals) {

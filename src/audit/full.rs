@@ -9,14 +9,13 @@ use std::sync::Arc;
 use crate::cache::{Cache, CacheError};
 use crate::database::Database;
 use crate::model::WarmJob;
+use crate::warm::prune::MAX_REMEMBERED;
 use crate::warm::{Progress, RunSummary, Sink, WarmError};
 
 use super::{AuditError, RECHECK_AFTER, same_value};
 
 /// Keys compared per pipeline.
 const BATCH: usize = 1000;
-/// At most this many keys of one job are remembered to find orphans; past it, orphans are not looked for.
-const MAX_REMEMBERED: usize = 5_000_000;
 /// At most this many findings of each kind are kept per job (all are counted).
 const MAX_FINDINGS: usize = 10_000;
 
@@ -188,21 +187,9 @@ async fn orphans(
     seen: &HashSet<Arc<str>>,
     audit: &mut FullAudit,
 ) -> Result<Vec<String>, AuditError> {
-    let limit = (seen.len() * 2).clamp(100_000, MAX_REMEMBERED);
-    let (keys, cut) = cache
-        .keys_matching(&crate::glob::allow_pattern(&job.key), limit)
-        .await?;
-    if cut {
-        audit.orphans_unchecked = Some(format!(
-            "over {limit} keys match the template: only the first were looked at"
-        ));
-    }
-    let others: Vec<&WarmJob> = others.iter().filter(|other| other.name != job.name).collect();
-    Ok(keys
-        .into_iter()
-        .filter(|key| !seen.contains(key.as_str()) && job.key.capture(key).is_some())
-        .filter(|key| !others.iter().any(|other| other.key.capture(key).is_some()))
-        .collect())
+    let (orphans, cut) = crate::warm::prune::orphans(cache, job, others, seen).await?;
+    audit.orphans_unchecked = cut;
+    Ok(orphans)
 }
 
 /// Looks at every finding again after the pause: what a change in flight explains is dropped.

@@ -63,9 +63,26 @@ pub struct Config {
     pub rules: Vec<ChangeRule>,
     /// `[ha]`, when enabled.
     pub ha: Option<HaSettings>,
+    /// The server's foreign keys, once read ([`Config::learn_schema`]); empty from the file alone.
+    pub schema: std::sync::Arc<crate::derive::schema::Schema>,
 }
 
 impl Config {
+    /// Takes in what the server says of its tables (their foreign keys) and derives the rules again with it, so
+    /// that changes a foreign key cascades below the binlog reach the jobs that follow their SQL.
+    pub fn learn_schema(&mut self, schema: std::sync::Arc<crate::derive::schema::Schema>) {
+        self.schema = schema;
+        if self.binlog.is_some() {
+            let explicit: Vec<ChangeRule> = self
+                .rules
+                .iter()
+                .filter(|rule| rule.derived_from.is_none())
+                .cloned()
+                .collect();
+            self.rules = crate::derive::effective_rules(&explicit, &self.coverage(), &self.jobs);
+        }
+    }
+
     /// Every job's tables and how their changes reach its keys (explicit rules, derived ones, or none).
     pub fn coverage(&self) -> Vec<crate::derive::JobCoverage> {
         let explicit: Vec<ChangeRule> = self
@@ -86,6 +103,7 @@ impl Config {
             &explicit,
             &self.mysql.database().unwrap_or_default(),
             &settings,
+            &self.schema,
         )
     }
 

@@ -147,6 +147,7 @@ pub struct RawOnChange {
     #[serde(rename = "where")]
     pub filter: Option<String>,
     pub lookup: Option<RawLookup>,
+    pub events: Option<Vec<String>>,
 }
 
 /// `lookup = { job = "...", table = "...", on = { column = "column" }, key = "...", refresh = true }` in an

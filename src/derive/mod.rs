@@ -15,11 +15,15 @@
 //!   first.
 //! - Subqueries, `UNION`, window functions, `NOW()`/`RAND()`, user variables, computed key columns: TTL only, with
 //!   the reason. A joined table (other than one an aggregate reads) is not covered yet: it needs a reverse query.
+//! - A foreign key whose `ON DELETE`/`ON UPDATE` changes the rows of a table the job reads (directly or through a
+//!   chain, see `schema`): a parent's delete or referenced-column update re-runs the job (debounced), and that run
+//!   deletes the keys its query no longer returns — the binlog never shows the children's change.
 //! - An explicit rule for the same job and table wins over a derived one.
 
 pub mod analyze;
 mod filter;
 pub mod report;
+pub mod schema;
 mod scope;
 pub mod statement;
 
@@ -84,13 +88,26 @@ impl TableCoverage {
 
 /// Coverage of every job: `explicit` are the `[[on_change]]` rules, `database` the default database, `debounce`
 /// the derived warm runs' window.
-pub fn cover(jobs: &[WarmJob], explicit: &[ChangeRule], database: &str, settings: &Settings) -> Vec<JobCoverage> {
+/// `schema` the server's foreign keys (empty offline).
+pub fn cover(
+    jobs: &[WarmJob],
+    explicit: &[ChangeRule],
+    database: &str,
+    settings: &Settings,
+    schema: &schema::Schema,
+) -> Vec<JobCoverage> {
     jobs.iter()
-        .map(|job| cover_job(job, database, explicit, settings))
+        .map(|job| cover_job(job, database, explicit, settings, schema))
         .collect()
 }
 
-fn cover_job(job: &WarmJob, database: &str, explicit: &[ChangeRule], settings: &Settings) -> JobCoverage {
+fn cover_job(
+    job: &WarmJob,
+    database: &str,
+    explicit: &[ChangeRule],
+    settings: &Settings,
+    schema: &schema::Schema,
+) -> JobCoverage {
     let analysis = &analyze::analyze(&job.query, database, &job.key);
     let mut coverage = JobCoverage {
         job: job.name.clone(),
@@ -126,7 +143,94 @@ fn cover_job(job: &WarmJob, database: &str, explicit: &[ChangeRule], settings: &
         };
         coverage.tables.push(TableCoverage { table, how });
     }
+    if coverage.ttl_only.is_none() {
+        cover_cascades(job, analysis, explicit, settings, schema, &mut coverage);
+    }
     coverage
+}
+
+/// The tables whose changes reach the job's tables through foreign keys that change children (see `schema`): each
+/// gets a rule that re-runs the job on the parent changes that cascade, and the run prunes what they removed.
+fn cover_cascades(
+    job: &WarmJob,
+    analysis: &Analysis,
+    explicit: &[ChangeRule],
+    settings: &Settings,
+    schema: &schema::Schema,
+    coverage: &mut JobCoverage,
+) {
+    let mut parents: Vec<schema::Cascade> = Vec::new();
+    for read in &analysis.tables {
+        for cascade in schema.cascades_into(&read.database, &read.table) {
+            match parents.iter_mut().find(|known| {
+                known.parent_database == cascade.parent_database && known.parent_table == cascade.parent_table
+            }) {
+                Some(known) => {
+                    known.on_delete |= cascade.on_delete;
+                    known.on_update |= cascade.on_update;
+                    for column in cascade.columns {
+                        if !known.columns.contains(&column) {
+                            known.columns.push(column);
+                        }
+                    }
+                    known.path.push_str(&format!("; {}", cascade.path));
+                }
+                None => parents.push(cascade),
+            }
+        }
+    }
+    for parent in parents {
+        let table = format!("{}.{}", parent.parent_database, parent.parent_table);
+        let rules: Vec<usize> = explicit
+            .iter()
+            .enumerate()
+            .filter(|(_, rule)| {
+                rule.database == parent.parent_database && rule.table == parent.parent_table && covers(rule, job)
+            })
+            .map(|(position, _)| position)
+            .collect();
+        if !rules.is_empty() {
+            coverage.tables.push(TableCoverage {
+                table,
+                how: Coverage::Explicit(rules),
+            });
+            continue;
+        }
+        let events = crate::model::RowEvents {
+            insert: false,
+            update: parent.on_update,
+            delete: parent.on_delete,
+        };
+        let what = format!(
+            "the database changes rows the binlog does not show ({}): a parent row's {} re-runs the job (debounced \
+             {}), and the run deletes the keys its query no longer returns",
+            parent.path,
+            match (parent.on_delete, parent.on_update) {
+                (true, true) => format!("delete or change of {}", parent.columns.join(", ")),
+                (true, false) => "delete".to_string(),
+                _ => format!("change of {}", parent.columns.join(", ")),
+            },
+            crate::words::duration(settings.debounce),
+        );
+        coverage.derived.push(ChangeRule {
+            database: parent.parent_database,
+            table: parent.parent_table,
+            delete: Vec::new(),
+            refresh: Vec::new(),
+            warm: vec![job.name.to_string()],
+            debounce: settings.debounce,
+            when_changed: if parent.on_update { parent.columns } else { Vec::new() },
+            project: None,
+            filter: None,
+            derived_from: Some(job.name.clone()),
+            lookup: None,
+            events,
+        });
+        coverage.tables.push(TableCoverage {
+            table,
+            how: Coverage::Derived(what),
+        });
+    }
 }
 
 /// Whether an explicit rule acts on `job`'s keys: it warms the job, or one of its templates overlaps the job's.
@@ -164,6 +268,7 @@ fn derive_for(
         filter: None,
         derived_from: Some(job.name.clone()),
         lookup: None,
+        events: crate::model::RowEvents::ALL,
     };
     let warm_suggestion = Some(format!(
         "[[on_change]]\ntable = \"{}\"\nwarm = [\"{}\"]",

@@ -171,6 +171,9 @@ pub fn rules_toml(rules: &[&ChangeRule]) -> String {
         if let Some(filter) = &rule.filter {
             out.push_str(&format!("where = {}\n", quoted(&filter.predicate.to_string())));
         }
+        if rule.events != crate::model::RowEvents::ALL {
+            out.push_str(&format!("events = {}\n", list(rule.events.names())));
+        }
     }
     out
 }
@@ -192,6 +195,7 @@ pub fn rules_json(rules: &[&ChangeRule]) -> String {
                 "warm": rule.warm,
                 "debounce_seconds": rule.debounce.as_secs_f64(),
                 "when_changed": rule.when_changed,
+                "events": rule.events.names(),
                 "where": rule.filter.as_ref().map(|filter| filter.predicate.to_string()),
                 "lookup": rule.lookup.as_ref().map(|lookup| serde_json::json!({
                     "job": &*lookup.job,

@@ -166,8 +166,9 @@ fn coverage_names_explicit_derived_and_uncovered_tables() {
         filter: None,
         derived_from: None,
         lookup: None,
+        events: crate::model::RowEvents::ALL,
     }];
-    let coverage = cover(&jobs, &explicit, "shop", &SETTINGS);
+    let coverage = cover(&jobs, &explicit, "shop", &SETTINGS, &Default::default());
     let products = &coverage[0];
     assert!(matches!(products.tables[0].how, Coverage::Derived(_)), "{products:?}");
     assert!(
@@ -211,7 +212,7 @@ fn a_table_joined_through_another_is_not_covered_and_says_how_to_cover_it() {
         "product:{id}",
         false,
     )];
-    let coverage = cover(&jobs, &[], "shop", &SETTINGS);
+    let coverage = cover(&jobs, &[], "shop", &SETTINGS, &Default::default());
     assert!(
         matches!(coverage[0].tables[1].how, Coverage::Derived(_)),
         "{coverage:?}"
@@ -234,12 +235,65 @@ fn only_jobs_that_derive_rules_add_them() {
         job("b", "SELECT id FROM t2", "b:{id}", false),
     ];
     jobs[1].derive_rules = true;
-    let coverage = cover(&jobs, &[], "db", &SETTINGS);
+    let coverage = cover(&jobs, &[], "db", &SETTINGS, &Default::default());
     let rules = effective_rules(&[], &coverage, &jobs);
     assert_eq!(rules.len(), 1);
     assert_eq!(rules[0].table, "t2");
     assert_eq!(rules[0].delete[0].as_str(), "b:{id}");
     assert_eq!(rules[0].derived_from.as_deref(), Some("b"));
+}
+
+#[test]
+fn a_cascading_foreign_key_gets_a_rule_on_its_parent_for_the_events_that_cascade() {
+    use super::schema::{Action, ForeignKey, Schema};
+    let schema = Schema {
+        foreign_keys: vec![ForeignKey {
+            name: "fk_cat".into(),
+            database: "shop".into(),
+            table: "products".into(),
+            columns: vec!["category_id".into()],
+            parent_database: "shop".into(),
+            parent_table: "categories".into(),
+            parent_columns: vec!["id".into()],
+            on_delete: Action::SetNull,
+            on_update: Action::Restrict,
+        }],
+        read: true,
+    };
+    let jobs = vec![job("p", "SELECT id, category_id FROM products", "p:{id}", true)];
+    let coverage = cover(&jobs, &[], "shop", &SETTINGS, &schema);
+    let rule = coverage[0]
+        .derived
+        .iter()
+        .find(|rule| rule.table == "categories")
+        .expect("a rule on the parent");
+    assert_eq!(rule.warm, ["p"]);
+    assert_eq!(
+        rule.events,
+        crate::model::RowEvents {
+            insert: false,
+            update: false,
+            delete: true
+        }
+    );
+    let categories = coverage[0]
+        .tables
+        .iter()
+        .find(|t| t.table == "shop.categories")
+        .unwrap();
+    assert!(
+        matches!(&categories.how, Coverage::Derived(what) if what.contains("shop.products.fk_cat ON DELETE SET NULL")),
+        "{categories:?}"
+    );
+    // An explicit rule on the parent for the job wins; offline (no schema) nothing is derived there.
+    let explicit = vec![ChangeRule {
+        derived_from: None,
+        ..rule.clone()
+    }];
+    let coverage = cover(&jobs, &explicit, "shop", &SETTINGS, &schema);
+    assert!(coverage[0].derived.iter().all(|rule| rule.table != "categories"));
+    let coverage = cover(&jobs, &[], "shop", &SETTINGS, &Default::default());
+    assert!(coverage[0].tables.iter().all(|t| t.table != "shop.categories"));
 }
 
 #[test]

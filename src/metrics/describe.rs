@@ -42,6 +42,10 @@ pub(super) fn describe() {
     describe_counter!("cachewarden_warm_rows_total", "Rows read by warm queries.");
     describe_counter!("cachewarden_warm_keys_written_total", "Keys written by warm jobs.");
     describe_counter!(
+        "cachewarden_warm_keys_pruned_total",
+        "Keys deleted after a run a change asked for because its query no longer returned them."
+    );
+    describe_counter!(
         "cachewarden_warm_bytes_written_total",
         Unit::Bytes,
         "Value bytes written by warm jobs, as stored (after compression)."

@@ -59,6 +59,7 @@ pub fn initialise(configured: &Configured<'_>) {
         for name in [
             "cachewarden_warm_rows_total",
             "cachewarden_warm_keys_written_total",
+            "cachewarden_warm_keys_pruned_total",
             "cachewarden_warm_bytes_written_total",
             "cachewarden_warm_bytes_rendered_total",
         ] {
@@ -199,6 +200,7 @@ pub struct RunFigures {
     pub duration: Duration,
     pub rows: u64,
     pub keys_written: u64,
+    pub keys_pruned: u64,
     pub bytes_written: u64,
     pub bytes_rendered: u64,
     pub skipped_oversize: u64,
@@ -223,6 +225,7 @@ pub fn record_run(job: &str, outcome: Outcome, summary: Option<&RunFigures>) {
     histogram!("cachewarden_warm_duration_seconds", "warm_job" => job.clone()).record(summary.duration.as_secs_f64());
     counter!("cachewarden_warm_rows_total", "warm_job" => job.clone()).increment(summary.rows);
     counter!("cachewarden_warm_keys_written_total", "warm_job" => job.clone()).increment(summary.keys_written);
+    counter!("cachewarden_warm_keys_pruned_total", "warm_job" => job.clone()).increment(summary.keys_pruned);
     counter!("cachewarden_warm_bytes_written_total", "warm_job" => job.clone()).increment(summary.bytes_written);
     counter!("cachewarden_warm_bytes_rendered_total", "warm_job" => job.clone()).increment(summary.bytes_rendered);
     let skipped = [

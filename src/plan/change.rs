@@ -25,6 +25,14 @@ pub struct ChangePlan {
 pub fn plan_change(rule: &ChangeRule, change: &RowChange) -> ChangePlan {
     let mut plan = ChangePlan::default();
     let is_update = change.before.is_some() && change.after.is_some();
+    let event = match (&change.before, &change.after) {
+        (Some(_), Some(_)) => rule.events.update,
+        (Some(_), None) => rule.events.delete,
+        _ => rule.events.insert,
+    };
+    if !event {
+        return plan;
+    }
     if is_update
         && !rule.when_changed.is_empty()
         && !change.changed.iter().any(|column| rule.when_changed.contains(column))

@@ -286,6 +286,7 @@ mod tests {
             filter: None,
             derived_from: None,
             lookup: None,
+            events: crate::model::RowEvents::ALL,
         }
     }
 
@@ -294,6 +295,42 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
             .collect()
+    }
+
+    #[test]
+    fn a_rule_acts_only_on_its_events() {
+        let only_deletes = ChangeRule {
+            events: crate::model::RowEvents {
+                insert: false,
+                update: false,
+                delete: true,
+            },
+            ..rule()
+        };
+        let row = || {
+            Some(std::sync::Arc::new(image(&[
+                ("id", Some("7")),
+                ("category_id", Some("3")),
+            ])))
+        };
+        let insert = RowChange {
+            after: row(),
+            ..Default::default()
+        };
+        let update = RowChange {
+            before: row(),
+            after: row(),
+            changed: vec!["category_id".into()],
+            ..Default::default()
+        };
+        let delete = RowChange {
+            before: row(),
+            ..Default::default()
+        };
+        assert!(plan_change(&only_deletes, &insert).actions.is_empty());
+        assert!(plan_change(&only_deletes, &update).actions.is_empty());
+        assert!(!plan_change(&only_deletes, &delete).actions.is_empty());
+        assert!(!plan_change(&rule(), &insert).actions.is_empty());
     }
 
     #[test]

@@ -34,6 +34,7 @@ use crate::render::{ColumnError, RowRenderer};
 use crate::value::Cell;
 
 mod batch;
+pub mod prune;
 mod stream;
 
 use batch::BatchWriter;
@@ -59,6 +60,15 @@ pub enum WarmError {
     NotOneRow(String),
     #[error("run exceeded its timeout of {}", crate::words::duration(*.0))]
     TimedOut(Duration),
+}
+
+impl From<crate::refresh::RenderError> for WarmError {
+    fn from(error: crate::refresh::RenderError) -> Self {
+        match error {
+            crate::refresh::RenderError::Database(error) => WarmError::Database(error),
+            crate::refresh::RenderError::Columns(error) => WarmError::Columns(error),
+        }
+    }
 }
 
 impl WarmError {
@@ -91,6 +101,8 @@ pub struct RunSummary {
     pub skipped_null_key: u64,
     /// Rows with a value that could not be decoded (invalid JSON in a JSON column, ...).
     pub skipped_invalid: u64,
+    /// Keys of the job's template its query no longer returned, deleted after a run a change asked for.
+    pub keys_pruned: u64,
     /// Wall time of the run.
     pub duration: Duration,
 }
@@ -102,6 +114,7 @@ impl RunSummary {
             duration: self.duration,
             rows: self.rows,
             keys_written: self.keys_written,
+            keys_pruned: self.keys_pruned,
             bytes_written: self.bytes_written,
             bytes_rendered: self.bytes_rendered,
             skipped_oversize: self.skipped_oversize,
@@ -223,14 +236,28 @@ impl Warmer {
     /// Runs `job` once: waits for a database slot, then queries and writes within `job.timeout`.
     pub async fn run(
         &self,
-        _claimed: &RunGuard,
+        claimed: &RunGuard,
         job: &WarmJob,
         mode: Mode,
         progress: &Progress,
     ) -> Result<RunSummary, WarmError> {
+        self.run_pruning(claimed, job, mode, progress, None).await
+    }
+
+    /// [`run`](Self::run), and with `prune` (the configuration's jobs) it then deletes the job's keys the query no
+    /// longer returned (see [`prune`]).
+    pub async fn run_pruning(
+        &self,
+        _claimed: &RunGuard,
+        job: &WarmJob,
+        mode: Mode,
+        progress: &Progress,
+        prune: Option<&[WarmJob]>,
+    ) -> Result<RunSummary, WarmError> {
         let _slot = self.limiter.acquire().await.expect("the limiter is never closed");
         let started = Instant::now();
-        let result = self.execute(job, mode, progress).await;
+        let prune = prune.filter(|_| mode == Mode::Write);
+        let result = self.execute(job, mode, progress, prune).await;
         let finished_at = std::time::SystemTime::now();
         match result {
             Ok(mut summary) => {
@@ -264,7 +291,13 @@ impl Warmer {
     /// The run within `job.timeout`, under a read lease when it writes: taken before the query starts, so any
     /// invalidation from then on is newer than the data read, and ended afterwards, so that a write task still
     /// queued when the run timed out or failed cannot land once anything has been invalidated (see `cache`).
-    async fn execute(&self, job: &WarmJob, mode: Mode, progress: &Progress) -> Result<RunSummary, WarmError> {
+    async fn execute(
+        &self,
+        job: &WarmJob,
+        mode: Mode,
+        progress: &Progress,
+        prune: Option<&[WarmJob]>,
+    ) -> Result<RunSummary, WarmError> {
         let lease = match mode {
             Mode::Write => Some(self.cache.begin_read(job.timeout).await?),
             Mode::DryRun => None,
@@ -274,10 +307,11 @@ impl Warmer {
             Mode::Write => self.cache.evicted_keys().await,
             Mode::DryRun => None,
         };
-        let mut run = match tokio::time::timeout(job.timeout, self.read_and_write(job, mode, progress, read)).await {
-            Ok(result) => result,
-            Err(_) => Err(WarmError::TimedOut(job.timeout)),
-        };
+        let mut run =
+            match tokio::time::timeout(job.timeout, self.read_and_write(job, mode, progress, read, prune)).await {
+                Ok(result) => result,
+                Err(_) => Err(WarmError::TimedOut(job.timeout)),
+            };
         if let Some(lease) = lease {
             self.cache.end_read(lease).await;
         }
@@ -303,10 +337,19 @@ impl Warmer {
         mode: Mode,
         progress: &Progress,
         read: Option<ReadStamp>,
+        prune: Option<&[WarmJob]>,
     ) -> Result<RunSummary, WarmError> {
         let mut writer = BatchWriter::new(&self.cache, job, mode, progress, read);
-        stream::render_rows(&self.db, job, progress, &mut writer).await?;
-        Ok(std::mem::take(&mut writer.summary))
+        let Some(others) = prune else {
+            stream::render_rows(&self.db, job, progress, &mut writer).await?;
+            return Ok(std::mem::take(&mut writer.summary));
+        };
+        let mut remembering = prune::Remembering::new(&mut writer);
+        stream::render_rows(&self.db, job, progress, &mut remembering).await?;
+        let seen = remembering.seen.take();
+        let mut summary = std::mem::take(&mut writer.summary);
+        summary.keys_pruned = prune::prune(&self.cache, &self.db, job, others, seen).await?;
+        Ok(summary)
     }
 }
 
@@ -399,7 +442,11 @@ impl WarmRunner {
                 TriggerReason::Change | TriggerReason::Message | TriggerReason::Resync
             ) {
                 info!(job = %job.name, %reason, "Warm job is running; it runs again when this run ends.");
-                reruns.insert(job.name.clone(), reason);
+                // A change's rerun prunes: another reason asking meanwhile does not take that away.
+                let rerun = reruns.entry(job.name.clone()).or_insert(reason);
+                if *rerun != TriggerReason::Change {
+                    *rerun = reason;
+                }
             } else if reason == TriggerReason::Startup {
                 // At a fresh start the binlog's gap recovery may have started it first: that run warms it.
                 info!(job = %job.name, "Warm job is already running at start; that run serves run_on_start.");
@@ -411,16 +458,23 @@ impl WarmRunner {
         let warmer = self.warmer.clone();
         let shutdown = shutdown.clone();
         let name = job.name.clone();
+        // A run a row change asked for also deletes the keys its query no longer returns (see `prune`).
+        let prune = (reason == TriggerReason::Change).then(|| self.jobs.borrow().clone());
         let span = info_span!("warm", job = %job.name, %reason);
         let handle = runs.spawn(
             async move {
                 let mut backoff = Backoff::attempts();
                 for attempt in 1..=MAX_ATTEMPTS {
-                    match warmer.run(&guard, &job, Mode::Write, &Progress::default()).await {
+                    let progress = Progress::default();
+                    match warmer
+                        .run_pruning(&guard, &job, Mode::Write, &progress, prune.as_deref())
+                        .await
+                    {
                         Ok(summary) => {
                             info!(
                                 rows = summary.rows,
                                 keys = summary.keys_written,
+                                pruned = summary.keys_pruned,
                                 skipped = summary.skipped(),
                                 bytes = summary.bytes_written,
                                 duration_ms = summary.duration.as_millis() as u64,

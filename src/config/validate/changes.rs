@@ -370,6 +370,33 @@ impl Context {
                 })
                 .ok()
         });
+        let mut events = crate::model::RowEvents::ALL;
+        if let Some(names) = raw.events {
+            events = crate::model::RowEvents {
+                insert: false,
+                update: false,
+                delete: false,
+            };
+            for name in &names {
+                match name.as_str() {
+                    "insert" => events.insert = true,
+                    "update" => events.update = true,
+                    "delete" => events.delete = true,
+                    other => self.problem(
+                        line(self, Some("events")),
+                        format!("{at}.events"),
+                        format!("\"{other}\" is no row event: use \"insert\", \"update\" or \"delete\""),
+                    ),
+                }
+            }
+            if names.is_empty() {
+                self.problem(
+                    line(self, Some("events")),
+                    format!("{at}.events"),
+                    "is empty: the rule would never act (leave it out for every event)".into(),
+                );
+            }
+        }
         if self.problems.len() > before {
             return None;
         }
@@ -390,6 +417,7 @@ impl Context {
             }),
             derived_from: None,
             lookup: lookup.map(Arc::new),
+            events,
         })
     }
 

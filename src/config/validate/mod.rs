@@ -168,6 +168,7 @@ pub fn validate(
             &rules,
             &mysql.database().unwrap_or_default(),
             &binlog.derive_settings(),
+            &crate::derive::schema::Schema::default(),
         );
         rules = crate::derive::effective_rules(&rules, &coverage, &jobs);
     }
@@ -198,6 +199,7 @@ pub fn validate(
         binlog,
         rules,
         ha,
+        schema: Default::default(),
     })
 }
 
