@@ -316,9 +316,9 @@ impl Database {
         Ok((!columns.is_empty()).then_some(columns))
     }
 
-    /// The foreign keys this user can see whose `ON DELETE` or `ON UPDATE` changes child rows (see
-    /// `derive::schema`), read from information_schema.
-    pub async fn cascading_foreign_keys(&self) -> Result<crate::derive::schema::Schema, DatabaseError> {
+    /// What `derive::schema` needs, read from information_schema: the foreign keys this user can see whose
+    /// `ON DELETE` or `ON UPDATE` changes child rows, and the unique keys and views of `databases`.
+    pub async fn schema(&self, databases: &[String]) -> Result<crate::derive::schema::Schema, DatabaseError> {
         use crate::derive::schema::{Action, ForeignKey, Schema};
         type Row = (String, String, String, String, String, String, String, String, String);
         let rows: Vec<Row> = sqlx::query_as(
@@ -357,8 +357,44 @@ impl Database {
                 }),
             }
         }
+        let mut unique_keys: Vec<(String, String, Vec<String>)> = Vec::new();
+        let mut views = Vec::new();
+        for database in databases {
+            let rows: Vec<(String, String, String)> = sqlx::query_as(
+                "SELECT CAST(TABLE_NAME AS CHAR), CAST(INDEX_NAME AS CHAR), CAST(COLUMN_NAME AS CHAR) \
+                 FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND NON_UNIQUE = 0 \
+                 ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX",
+            )
+            .bind(database)
+            .fetch_all(&self.pool().pool)
+            .await
+            .map_err(DatabaseError::from_query)?;
+            let mut last: Option<(String, String)> = None;
+            for (table, index, column) in rows {
+                let same = last.as_ref() == Some(&(table.clone(), index.clone()));
+                match unique_keys.last_mut() {
+                    Some((_, _, columns)) if same => columns.push(column),
+                    _ => unique_keys.push((database.clone(), table.clone(), vec![column])),
+                }
+                last = Some((table, index));
+            }
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT CAST(TABLE_NAME AS CHAR), CAST(VIEW_DEFINITION AS CHAR) FROM information_schema.VIEWS \
+                 WHERE TABLE_SCHEMA = ?",
+            )
+            .bind(database)
+            .fetch_all(&self.pool().pool)
+            .await
+            .map_err(DatabaseError::from_query)?;
+            views.extend(
+                rows.into_iter()
+                    .map(|(view, definition)| (database.clone(), view, definition)),
+            );
+        }
         Ok(Schema {
             foreign_keys,
+            unique_keys,
+            views,
             read: true,
         })
     }

@@ -152,7 +152,7 @@ async fn rules(config: &config::Config, only: &[String], format: crate::cli::Rul
 /// The server's cascading foreign keys taken into `config`'s derived rules (see `derive::schema`).
 async fn learn_schema(config: &mut config::Config) -> anyhow::Result<()> {
     let db = crate::database::Database::new(&config.mysql)?;
-    let schema = db.cascading_foreign_keys().await;
+    let schema = db.schema(&config.databases_read()).await;
     db.close().await;
     config.learn_schema(std::sync::Arc::new(schema?));
     Ok(())

@@ -73,6 +73,15 @@ key = "{prefix}cat:{{category_id}}"
 ttl = "1h"
 
 [[warm]]
+name = "per_category_read"
+schedule = "0 0 0 1 1 *"
+run_on_start = true
+query = "SELECT category_id, COUNT(*) AS n, SUM(price) AS total FROM products WHERE deleted_at IS NULL GROUP BY category_id"
+refresh_query = "SELECT category_id, COUNT(*) AS n, SUM(price) AS total FROM products WHERE deleted_at IS NULL AND category_id = :category_id GROUP BY category_id"
+key = "{prefix}catr:{{category_id}}"
+ttl = "1h"
+
+[[warm]]
 name = "total"
 schedule = "0 0 0 1 1 *"
 run_on_start = true
@@ -290,6 +299,13 @@ async fn derived_rules_keep_every_key_right(env: TestEnv) {
         &last[..last.len().min(10)],
         daemon.log()
     );
+    // The grouped job with a refresh path was refreshed per group, never re-run.
+    let reruns = metric(
+        &env,
+        "cachewarden_warm_runs_total{warm_job=\"per_category_read\",outcome=\"success\"}",
+    )
+    .await;
+    assert_eq!(reruns, 1.0, "only the start-up run:\n{}", daemon.log());
     // The joined table's changes went through the derived lookups.
     let looked_up = metric(&env, "cachewarden_binlog_lookup_keys_total{warm_job=\"named\"}").await;
     assert!(looked_up > 0.0, "no lookup found keys:\n{}", daemon.log());
@@ -370,6 +386,14 @@ run_on_start = true
 query = "SELECT id, product_id, stars FROM reviews"
 refresh_query = "SELECT id, product_id, stars FROM reviews WHERE id = :id"
 key = "{prefix}r:{{id}}"
+ttl = "1h"
+
+[[warm]]
+name = "category_names"
+schedule = "0 0 0 1 1 *"
+run_on_start = true
+query = "SELECT name, id FROM categories"
+key = "{prefix}cname:{{name}}"
 ttl = "1h"
 
 [[warm]]
@@ -472,6 +496,11 @@ async fn cascades_keep_every_key_right(env: TestEnv) {
     assert!(out.contains(&sections_line), "{out}");
     assert!(
         out.contains("products.fk_category ON DELETE SET NULL ON UPDATE CASCADE"),
+        "{out}"
+    );
+    // Known from the server too: a key over columns that are no unique key re-runs its job.
+    assert!(
+        out.contains("its key columns (name) are not a primary or unique key of"),
         "{out}"
     );
     let (code, rules) = env.run_cli(&["rules", "--connect", "--job", "reviews"], &path);

@@ -48,29 +48,31 @@ pub(super) async fn preflight(config: &Config, cache: &Cache) -> anyhow::Result<
     Ok(())
 }
 
-/// The server's cascading foreign keys taken into the derived rules (see `derive::schema`), once at start (a reload
-/// keeps them: a new foreign key needs a restart). Read only when a job follows its SQL; a failure is logged and the
+/// What the server knows of the jobs' tables (cascading foreign keys, unique keys, views; see `derive::schema`) taken
+/// into the derived rules, once at start (a reload keeps it: a new foreign key or index needs a restart). Read only when a job follows its SQL; a failure is logged and the
 /// rules stay as the file alone gives them.
 pub(super) async fn learn_schema(config: &mut Config, db: &Database) {
     if config.binlog.is_none() || !config.jobs.iter().any(|job| job.derive_rules) {
         return;
     }
-    match db.cascading_foreign_keys().await {
+    match db.schema(&config.databases_read()).await {
         Ok(schema) => {
             let before = config.rules.len();
-            let keys = schema.foreign_keys.len();
+            let (keys, unique, views) = (schema.foreign_keys.len(), schema.unique_keys.len(), schema.views.len());
             config.learn_schema(Arc::new(schema));
             info!(
-                foreign_keys = keys,
-                rules = config.rules.len().saturating_sub(before),
-                "Read the foreign keys whose ON DELETE/ON UPDATE change rows below the binlog; their derived rules \
-                 re-run the jobs whose tables they reach."
+                cascading_foreign_keys = keys,
+                unique_keys = unique,
+                views,
+                rules = config.rules.len(),
+                added = config.rules.len().saturating_sub(before),
+                "Read the jobs' tables from information_schema and derived the rules with them."
             );
         }
         Err(error) => warn!(
             %error,
-            "Could not read the foreign keys from information_schema: changes they cascade into the jobs' tables are \
-             not followed (keys may stay stale up to their TTL)."
+            "Could not read the jobs' tables from information_schema: changes foreign keys cascade into them are not \
+             followed (keys may stay stale up to their TTL), and key columns are taken as unique."
         ),
     }
 }

@@ -83,6 +83,21 @@ impl Config {
         }
     }
 
+    /// The databases the jobs' queries read, each once (what the schema is read for).
+    pub fn databases_read(&self) -> Vec<String> {
+        let mut databases: Vec<String> = self.mysql.database().into_iter().collect();
+        for coverage in self.coverage() {
+            for table in &coverage.tables {
+                if let Some((database, _)) = table.table.split_once('.')
+                    && !databases.iter().any(|known| known == database)
+                {
+                    databases.push(database.to_string());
+                }
+            }
+        }
+        databases
+    }
+
     /// Every job's tables and how their changes reach its keys (explicit rules, derived ones, or none).
     pub fn coverage(&self) -> Vec<crate::derive::JobCoverage> {
         let explicit: Vec<ChangeRule> = self

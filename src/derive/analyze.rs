@@ -39,6 +39,9 @@ pub enum Shape {
         why: String,
         /// Where every key placeholder is a plain column of one table: that table and (placeholder, column).
         keyed_by: Option<(usize, Vec<(String, String)>)>,
+        /// Each key is one group of its own rows: `GROUP BY` exactly the key's columns, no `LIMIT`. Reading one key
+        /// (a `refresh_query` for that group) then reads what a run would write for it.
+        per_key: bool,
     },
     /// What following the binlog cannot keep right, and why.
     TtlOnly(String),
@@ -126,12 +129,30 @@ pub fn analyze(sql: &str, database: &str, key: &KeyTemplate) -> Analysis {
     };
     let key_columns = key_columns(select, &scope, key);
     if let Some(why) = whole {
+        let keyed_by = key_columns.ok().filter(|_| !key.is_single_key());
+        let per_key = query.limit_clause.is_none()
+            && keyed_by.as_ref().is_some_and(|(_, columns)| {
+                let mut grouped: Vec<String> = match &select.group_by {
+                    GroupByExpr::Expressions(exprs, _) => exprs
+                        .iter()
+                        .filter_map(|expr| match expr {
+                            Expr::Identifier(ident) => Some(ident.value.to_lowercase()),
+                            Expr::CompoundIdentifier(parts) => parts.last().map(|part| part.value.to_lowercase()),
+                            _ => None,
+                        })
+                        .collect(),
+                    GroupByExpr::All(_) => Vec::new(),
+                };
+                let mut keyed: Vec<String> = columns.iter().map(|(_, column)| column.to_lowercase()).collect();
+                grouped.sort();
+                grouped.dedup();
+                keyed.sort();
+                keyed.dedup();
+                !keyed.is_empty() && grouped == keyed
+            });
         return Analysis {
             tables,
-            shape: Shape::Whole {
-                why,
-                keyed_by: key_columns.ok().filter(|_| !key.is_single_key()),
-            },
+            shape: Shape::Whole { why, keyed_by, per_key },
         };
     }
     let (driving, key_columns) = match key_columns {

@@ -108,7 +108,7 @@ fn cover_job(
     settings: &Settings,
     schema: &schema::Schema,
 ) -> JobCoverage {
-    let analysis = &analyze::analyze(&job.query, database, &job.key);
+    let analysis = &unique_keys(analyze::analyze(&job.query, database, &job.key), schema);
     let mut coverage = JobCoverage {
         job: job.name.clone(),
         ttl_only: match &analysis.shape {
@@ -356,7 +356,19 @@ fn derive_for(
             );
             Ok((derived, what))
         }
-        Shape::Whole { why, keyed_by } => {
+        Shape::Whole {
+            keyed_by: Some((table, columns)),
+            per_key: true,
+            ..
+        } if *table == index && job.refresh_query.is_some() => {
+            let what = "each key is one group of this table's rows: a changed row refreshes its group's key (through \
+                        refresh_query); the group a row left (a delete, a changed group column) has its key deleted";
+            Ok((
+                rule(Vec::new(), vec![renamed(&job.key, columns)], Vec::new()),
+                what.to_string(),
+            ))
+        }
+        Shape::Whole { why, keyed_by, .. } => {
             let (delete, deletes) = match keyed_by {
                 Some((table, columns)) if *table == index => (vec![renamed(&job.key, columns)], true),
                 _ => (Vec::new(), false),
@@ -372,6 +384,35 @@ fn derive_for(
             );
             Ok((rule(delete, Vec::new(), vec![job.name.to_string()]), what))
         }
+    }
+}
+
+/// A one-row-per-key analysis whose key columns are no primary or unique key of their table (when the schema says)
+/// becomes a whole result: several rows may write one key, so a change re-runs the job after deleting its keys.
+fn unique_keys(analysis: Analysis, schema: &schema::Schema) -> Analysis {
+    let Shape::Rows {
+        driving, key_columns, ..
+    } = &analysis.shape
+    else {
+        return analysis;
+    };
+    let table = &analysis.tables[*driving];
+    let columns: Vec<&str> = key_columns.iter().map(|(_, column)| column.as_str()).collect();
+    if schema.is_unique(&table.database, &table.table, &columns) {
+        return analysis;
+    }
+    let why = format!(
+        "its key columns ({}) are not a primary or unique key of {}: several rows may write one key",
+        columns.join(", "),
+        table.qualified()
+    );
+    Analysis {
+        shape: Shape::Whole {
+            why,
+            keyed_by: Some((*driving, key_columns.clone())),
+            per_key: false,
+        },
+        tables: analysis.tables,
     }
 }
 

@@ -1,7 +1,8 @@
 //! What only the server knows about the tables a query reads: the foreign keys whose `ON DELETE`/`ON UPDATE` actions
-//! change rows the binlog never shows. InnoDB applies them inside the engine, below replication: a parent's `DELETE`
-//! logs the parent's row and nothing of the children it removed or set to NULL. The daemon reads them from
-//! information_schema at start and `check --connect` / `rules --connect` do too; offline they are unknown.
+//! change rows the binlog never shows (InnoDB applies them inside the engine, below replication: a parent's `DELETE`
+//! logs the parent's row and nothing of the children it removed or set to NULL), which column sets are unique (a key
+//! over columns that are not names several rows with one key), and which tables are views. The daemon reads them
+//! from information_schema at start and `check --connect` / `rules --connect` do too; offline they are unknown.
 //!
 //! Pure: the rows come from `database`; this module walks them.
 
@@ -11,6 +12,10 @@ use std::collections::HashSet;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Schema {
     pub foreign_keys: Vec<ForeignKey>,
+    /// Primary and unique keys of the databases the jobs read: `(database, table, columns)`.
+    pub unique_keys: Vec<(String, String, Vec<String>)>,
+    /// Views of those databases: `(database, view, definition)` (the definition as the server prints it).
+    pub views: Vec<(String, String, String)>,
     /// Whether it was read from a server (`false`: offline, nothing known).
     pub read: bool,
 }
@@ -81,6 +86,26 @@ pub struct Cascade {
 }
 
 impl Schema {
+    /// Whether `columns` of `database.table` name at most one row: a primary or unique key lies within them. `true`
+    /// when unknown (offline, or a view).
+    pub fn is_unique(&self, database: &str, table: &str, columns: &[&str]) -> bool {
+        if !self.read || self.view(database, table).is_some() {
+            return true;
+        }
+        self.unique_keys
+            .iter()
+            .filter(|(db, name, _)| db == database && name == table)
+            .any(|(_, _, key)| key.iter().all(|column| columns.contains(&column.as_str())))
+    }
+
+    /// The definition of `database.table` when it is a view.
+    pub fn view(&self, database: &str, table: &str) -> Option<&str> {
+        self.views
+            .iter()
+            .find(|(db, name, _)| db == database && name == table)
+            .map(|(_, _, definition)| definition.as_str())
+    }
+
     /// The tables whose changes reach `database.table`'s rows through foreign keys that change children, directly
     /// or through a chain of them (a grandparent's delete cascading into the parent, and from there into the
     /// table); nearest first.
@@ -140,6 +165,32 @@ mod tests {
     }
 
     #[test]
+    fn key_columns_are_unique_when_a_unique_key_lies_within_them() {
+        let schema = Schema {
+            unique_keys: vec![
+                ("shop".into(), "products".into(), vec!["id".into()]),
+                (
+                    "shop".into(),
+                    "prices".into(),
+                    vec!["product_id".into(), "currency".into()],
+                ),
+            ],
+            read: true,
+            ..Default::default()
+        };
+        assert!(schema.is_unique("shop", "products", &["id"]));
+        assert!(schema.is_unique("shop", "products", &["name", "id"]));
+        assert!(!schema.is_unique("shop", "products", &["name"]));
+        assert!(!schema.is_unique("shop", "prices", &["product_id"]));
+        assert!(schema.is_unique("shop", "prices", &["currency", "product_id"]));
+        assert!(!schema.is_unique("shop", "no_keys", &["id"]));
+        assert!(
+            Schema::default().is_unique("shop", "products", &["name"]),
+            "unknown offline"
+        );
+    }
+
+    #[test]
     fn cascades_are_found_through_chains_and_restrict_stops_them() {
         let schema = Schema {
             foreign_keys: vec![
@@ -151,6 +202,7 @@ mod tests {
                 key("fk_loop", "sections", "products", "CASCADE", "CASCADE"),
             ],
             read: true,
+            ..Default::default()
         };
         let found = schema.cascades_into("shop", "products");
         let parents: Vec<&str> = found.iter().map(|c| c.parent_table.as_str()).collect();

@@ -123,6 +123,16 @@ fn aggregates_groups_and_limits_are_whole_results() {
             "aggregates",
         ),
         (
+            "SELECT p.category_id, COUNT(*) AS n FROM products p GROUP BY p.category_id, p.brand",
+            "cat:{category_id}",
+            "aggregates",
+        ),
+        (
+            "SELECT category_id, SUM(sales) AS s FROM products GROUP BY category_id ORDER BY s DESC LIMIT 3",
+            "cat:{category_id}",
+            "aggregates",
+        ),
+        (
             "SELECT DISTINCT category_id FROM products",
             "cat:{category_id}",
             "DISTINCT",
@@ -134,11 +144,18 @@ fn aggregates_groups_and_limits_are_whole_results() {
         ),
     ] {
         let analysis = analyze(sql, "shop", &key(template));
-        let Shape::Whole { why: found, keyed_by } = &analysis.shape else {
+        let Shape::Whole {
+            why: found,
+            keyed_by,
+            per_key,
+        } = &analysis.shape
+        else {
             panic!("{sql}: {:?}", analysis.shape)
         };
         assert!(found.contains(why), "{sql}: {found}");
         assert_eq!(keyed_by.is_some(), template.contains('{'), "{sql}");
+        // One group per key only when grouped by exactly the key's columns, without a LIMIT.
+        assert_eq!(*per_key, sql.ends_with("GROUP BY category_id"), "{sql}");
     }
 }
 
@@ -259,6 +276,7 @@ fn a_cascading_foreign_key_gets_a_rule_on_its_parent_for_the_events_that_cascade
             on_update: Action::Restrict,
         }],
         read: true,
+        ..Default::default()
     };
     let jobs = vec![job("p", "SELECT id, category_id FROM products", "p:{id}", true)];
     let coverage = cover(&jobs, &[], "shop", &SETTINGS, &schema);
@@ -294,6 +312,41 @@ fn a_cascading_foreign_key_gets_a_rule_on_its_parent_for_the_events_that_cascade
     assert!(coverage[0].derived.iter().all(|rule| rule.table != "categories"));
     let coverage = cover(&jobs, &[], "shop", &SETTINGS, &Default::default());
     assert!(coverage[0].tables.iter().all(|t| t.table != "shop.categories"));
+}
+
+#[test]
+fn key_columns_that_are_no_unique_key_re_run_the_job_and_groups_with_a_refresh_path_refresh() {
+    let schema = super::schema::Schema {
+        unique_keys: vec![("shop".into(), "products".into(), vec!["id".into()])],
+        read: true,
+        ..Default::default()
+    };
+    let jobs = vec![
+        job("by_id", "SELECT id, name FROM products", "p:{id}", true),
+        job("by_name", "SELECT name, id FROM products", "n:{name}", false),
+        job(
+            "groups",
+            "SELECT category_id, COUNT(*) AS n FROM products GROUP BY category_id",
+            "g:{category_id}",
+            true,
+        ),
+    ];
+    let coverage = cover(&jobs, &[], "shop", &SETTINGS, &schema);
+    assert_eq!(coverage[0].derived[0].refresh[0].as_str(), "p:{id}");
+    let by_name = &coverage[1].derived[0];
+    assert_eq!(
+        (by_name.delete[0].as_str(), by_name.warm.as_slice()),
+        ("n:{name}", ["by_name".to_string()].as_slice())
+    );
+    let groups = &coverage[2].derived[0];
+    assert_eq!(groups.refresh[0].as_str(), "g:{category_id}");
+    assert!(
+        groups.warm.is_empty(),
+        "one group's key is read, the job does not re-run"
+    );
+    // Offline the key is taken as unique.
+    let coverage = cover(&jobs, &[], "shop", &SETTINGS, &Default::default());
+    assert!(coverage[1].derived[0].warm.is_empty());
 }
 
 #[test]
