@@ -18,7 +18,10 @@ CREATE TABLE products (
   status VARCHAR(10) NOT NULL,
   price DECIMAL(8,2) NULL,
   deleted_at DATETIME NULL
-)";
+);
+CREATE VIEW live_products AS SELECT id, name AS title, price, category_id FROM products
+  WHERE status = 'active' AND deleted_at IS NULL;
+CREATE VIEW category_sizes AS SELECT category_id, COUNT(*) AS n FROM products GROUP BY category_id";
 
 /// The jobs, their keys under `prefix`. Each shape the derivation handles: a filtered one-table job with a refresh
 /// path, one without (deletes), an inner join with a refresh path, an outer join without, a GROUP BY, a whole
@@ -79,6 +82,23 @@ run_on_start = true
 query = "SELECT category_id, COUNT(*) AS n, SUM(price) AS total FROM products WHERE deleted_at IS NULL GROUP BY category_id"
 refresh_query = "SELECT category_id, COUNT(*) AS n, SUM(price) AS total FROM products WHERE deleted_at IS NULL AND category_id = :category_id GROUP BY category_id"
 key = "{prefix}catr:{{category_id}}"
+ttl = "1h"
+
+[[warm]]
+name = "live"
+schedule = "0 0 0 1 1 *"
+run_on_start = true
+query = "SELECT id, title, price FROM live_products WHERE price >= 10"
+refresh_query = "SELECT id, title, price FROM live_products WHERE price >= 10 AND id = :id"
+key = "{prefix}live:{{id}}"
+ttl = "1h"
+
+[[warm]]
+name = "sizes"
+schedule = "0 0 0 1 1 *"
+run_on_start = true
+query = "SELECT category_id, n FROM category_sizes"
+key = "{prefix}size:{{category_id}}"
 ttl = "1h"
 
 [[warm]]
@@ -276,6 +296,23 @@ async fn derived_rules_keep_every_key_right(env: TestEnv) {
         seed_rows.join(", ")
     ))
     .await;
+    // Views, read from the server: a one-table view merged into its job, a grouping one re-runs its job.
+    let check = env.write_file("check.toml", &daemon_config(&env));
+    let (code, out) = env.run_cli(&["check", "--connect"], &check);
+    assert_eq!(code, Some(0), "{out}");
+    let live = out.split("  live:").nth(1).unwrap_or_default();
+    assert!(
+        live.contains(&format!("(reads the view {}.live_products (merged))", env.database))
+            && live.contains(&format!(
+                "{}.products  derived: a changed row refreshes its key",
+                env.database
+            )),
+        "{out}"
+    );
+    assert!(
+        out.contains("category_sizes, which groups or removes duplicate rows: a change in its base tables re-runs"),
+        "{out}"
+    );
     let daemon = common::following(&env, &daemon_config(&env)).await;
     let warmed = eventually(Duration::from_secs(20), || async {
         (metric(

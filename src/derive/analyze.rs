@@ -3,7 +3,8 @@
 //! over many rows, or something the binlog cannot follow.
 //!
 //! Pure: no server is asked. Unqualified columns are resolved only when the query reads one table (which column
-//! belongs to which table is the server's knowledge); views are taken as tables here.
+//! belongs to which table is the server's knowledge); views are taken as tables here (`views` expands them first
+//! when the schema is known).
 
 use std::ops::ControlFlow;
 

@@ -18,6 +18,8 @@
 //! - A foreign key whose `ON DELETE`/`ON UPDATE` changes the rows of a table the job reads (directly or through a
 //!   chain, see `schema`): a parent's delete or referenced-column update re-runs the job (debounced), and that run
 //!   deletes the keys its query no longer returns — the binlog never shows the children's change.
+//! - Views (known from the server): a one-table view is merged into the query first; any other names its base tables,
+//!   and a change there re-runs the job. A key over columns that are no unique key re-runs the job too.
 //! - An explicit rule for the same job and table wins over a derived one.
 
 pub mod analyze;
@@ -26,6 +28,7 @@ pub mod report;
 pub mod schema;
 mod scope;
 pub mod statement;
+pub mod views;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +74,8 @@ pub struct JobCoverage {
     pub tables: Vec<TableCoverage>,
     /// The rules derived for this job, for the tables no explicit rule covers.
     pub derived: Vec<ChangeRule>,
+    /// The views its query reads, and how they were read (merged, or only their base tables named).
+    pub views: Option<String>,
 }
 
 impl JobCoverage {
@@ -108,8 +113,10 @@ fn cover_job(
     settings: &Settings,
     schema: &schema::Schema,
 ) -> JobCoverage {
-    let analysis = &unique_keys(analyze::analyze(&job.query, database, &job.key), schema);
+    let (analysis, views) = analyzed(&job.query, database, &job.key, schema);
+    let analysis = &unique_keys(analysis, schema);
     let mut coverage = JobCoverage {
+        views,
         job: job.name.clone(),
         ttl_only: match &analysis.shape {
             Shape::TtlOnly(why) => Some(why.clone()),
@@ -133,7 +140,7 @@ fn cover_job(
             });
             continue;
         }
-        let derived = derive_for(job, analysis, index, database, settings);
+        let derived = derive_for(job, analysis, index, database, settings, schema);
         let how = match derived {
             Ok((rule, what)) => {
                 coverage.derived.push(rule);
@@ -254,6 +261,7 @@ fn derive_for(
     index: usize,
     database: &str,
     settings: &Settings,
+    schema: &schema::Schema,
 ) -> Result<(ChangeRule, String), (String, Option<String>)> {
     let read = &analysis.tables[index];
     let rule = |delete: Vec<KeyTemplate>, refresh: Vec<KeyTemplate>, warm: Vec<String>| ChangeRule {
@@ -288,7 +296,7 @@ fn derive_for(
             } else {
                 rule(vec![key], Vec::new(), Vec::new())
             };
-            let read_decides = refresh_applies(job, database, filter);
+            let read_decides = refresh_applies(job, database, filter, schema);
             derived.filter = filter.clone().map(|predicate| {
                 Arc::new(crate::model::RowFilter {
                     predicate,
@@ -330,7 +338,8 @@ fn derive_for(
                     format!("{}.{column} = {}.{driving_column}", read.alias, driving_table.alias)
                 })
                 .collect();
-            let refresh = job.refresh_query.is_some() && (filter.is_none() || refresh_applies(job, database, filter));
+            let refresh =
+                job.refresh_query.is_some() && (filter.is_none() || refresh_applies(job, database, filter, schema));
             let mut derived = rule(Vec::new(), Vec::new(), Vec::new());
             derived.when_changed = read.columns_read.clone().unwrap_or_default();
             derived.lookup = Some(Arc::new(crate::model::ReverseLookup {
@@ -387,6 +396,46 @@ fn derive_for(
     }
 }
 
+/// `sql` analyzed with the views it reads expanded (see `views`), and what was done with them.
+fn analyzed(sql: &str, database: &str, key: &KeyTemplate, schema: &schema::Schema) -> (Analysis, Option<String>) {
+    match views::expand(sql, database, schema) {
+        views::Expansion::NoViews => (analyze::analyze(sql, database, key), None),
+        views::Expansion::Merged { sql, views } => (
+            analyze::analyze(&sql, database, key),
+            Some(format!("reads the view {} (merged)", views.join(", "))),
+        ),
+        views::Expansion::Opaque { why, bases } => {
+            let analysis = analyze::analyze(sql, database, key);
+            if matches!(analysis.shape, Shape::TtlOnly(_)) {
+                return (analysis, None);
+            }
+            let tables = bases
+                .into_iter()
+                .map(|(database, table)| analyze::TableRead {
+                    alias: table.clone(),
+                    database,
+                    table,
+                    links: Vec::new(),
+                    outer: false,
+                    columns_read: None,
+                })
+                .collect();
+            let analysis = Analysis {
+                tables,
+                shape: Shape::Whole {
+                    why: why.clone(),
+                    keyed_by: None,
+                    per_key: false,
+                },
+            };
+            (
+                analysis,
+                Some(format!("{why}: a change in its base tables re-runs the job")),
+            )
+        }
+    }
+}
+
 /// A one-row-per-key analysis whose key columns are no primary or unique key of their table (when the schema says)
 /// becomes a whole result: several rows may write one key, so a change re-runs the job after deleting its keys.
 fn unique_keys(analysis: Analysis, schema: &schema::Schema) -> Analysis {
@@ -417,9 +466,14 @@ fn unique_keys(analysis: Analysis, schema: &schema::Schema) -> Analysis {
 }
 
 /// Whether `job`'s refresh query applies `filter` (its own conditions on the key's parameters aside).
-fn refresh_applies(job: &WarmJob, database: &str, filter: &Option<crate::predicate::Predicate>) -> bool {
+fn refresh_applies(
+    job: &WarmJob,
+    database: &str,
+    filter: &Option<crate::predicate::Predicate>,
+    schema: &schema::Schema,
+) -> bool {
     job.refresh_query.as_ref().is_some_and(|refresh| {
-        matches!(analyze::analyze(refresh, database, &job.key).shape,
+        matches!(analyzed(refresh, database, &job.key, schema).0.shape,
             Shape::Rows { filter: ref refresh_filter, .. } if refresh_filter == filter)
     })
 }

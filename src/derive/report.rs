@@ -28,6 +28,9 @@ pub fn coverage(coverage: &[JobCoverage], jobs: &[WarmJob], binlog: bool) -> (St
             }
             None => out.push_str(&format!("  {}:\n", job.name)),
         }
+        if let Some(views) = &job_coverage.views {
+            out.push_str(&format!("    ({views})\n"));
+        }
         if job_coverage.tables.is_empty() && job_coverage.ttl_only.is_none() {
             covered = false;
             out.push_str(&format!("    reads no table the analysis can name; {stale}\n"));
