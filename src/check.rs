@@ -9,6 +9,7 @@ use crate::access::{self, Checked};
 use crate::cache::Cache;
 use crate::config::{ChangeRule, Config, LineIndex, Problem};
 use crate::database::Database;
+use crate::model::{SOURCE_DATABASE, SOURCE_TABLE};
 use crate::render::RowRenderer;
 
 /// What `check --connect` found.
@@ -64,7 +65,7 @@ pub async fn check_connect(config: &Config) -> Findings {
             Err(error) => problems.push(problem("binlog".into(), format!("cannot follow the binlog: {error}"))),
         }
     }
-    let (problems, mysql_unreachable) = check_database(config, problems).await;
+    let (problems, mysql_unreachable) = check_database(config, problems, &mut notes).await;
     Findings {
         problems,
         notes,
@@ -119,7 +120,7 @@ fn problem(location: String, message: String) -> Problem {
 }
 
 /// Jobs and rules against the MySQL server, added to `problems`; and whether the server could not be reached.
-async fn check_database(config: &Config, mut problems: Vec<Problem>) -> (Vec<Problem>, bool) {
+async fn check_database(config: &Config, mut problems: Vec<Problem>, notes: &mut Vec<String>) -> (Vec<Problem>, bool) {
     let db = match Database::new(&config.mysql) {
         Ok(db) => db,
         Err(error) => {
@@ -185,30 +186,70 @@ async fn check_database(config: &Config, mut problems: Vec<Problem>) -> (Vec<Pro
             let field = if section == "warm" { "query" } else { field };
             lines.table_field_line(section, position, Some(field))
         };
-        match db.table_columns(&rule.database, &rule.table).await {
-            Ok(columns) => {
-                for (field, message) in rule_problems(rule, columns.as_deref()) {
-                    problems.push(Problem {
-                        line: line(field),
-                        location: format!("{at}.{field}"),
-                        message,
-                    });
+        // A table pattern is held against every table it matches today (none is no problem: shards may come).
+        let tables = if rule.is_table_pattern() {
+            match db.tables_matching(&rule.database, &rule.table).await {
+                Ok(tables) => {
+                    let names: Vec<String> = tables.iter().map(|(db, table)| format!("{db}.{table}")).collect();
+                    notes.push(format!(
+                        "{at}: the pattern matches {}{}",
+                        crate::words::count(names.len(), "table"),
+                        if names.is_empty() {
+                            " today".to_string()
+                        } else {
+                            format!(": {}", names.join(", "))
+                        }
+                    ));
+                    tables
+                }
+                Err(error) => {
+                    notes.push(format!(
+                        "{at}: the tables the pattern matches could not be listed: {error}"
+                    ));
+                    Vec::new()
                 }
             }
-            Err(error) => problems.push(Problem {
-                line: line("table"),
-                location: format!("{at}.table"),
-                message: format!("cannot read the table's columns: {error}"),
-            }),
+        } else {
+            vec![(rule.database.clone(), rule.table.clone())]
+        };
+        for (database, table) in tables {
+            match db.table_columns(&database, &table).await {
+                Ok(columns) => {
+                    let columns = columns.map(|mut columns| {
+                        if rule.is_table_pattern() {
+                            columns.extend([SOURCE_DATABASE.to_string(), SOURCE_TABLE.to_string()]);
+                        }
+                        columns
+                    });
+                    for (field, message) in rule_problems(rule, &database, &table, columns.as_deref()) {
+                        problems.push(Problem {
+                            line: line(field),
+                            location: format!("{at}.{field}"),
+                            message,
+                        });
+                    }
+                }
+                Err(error) => problems.push(Problem {
+                    line: line("table"),
+                    location: format!("{at}.table"),
+                    message: format!("cannot read the columns of {database}.{table}: {error}"),
+                }),
+            }
         }
     }
     db.close().await;
     (problems, false)
 }
 
-/// What is wrong with `rule` for a table with `columns` (`None`: no such table), as (field, message).
-pub fn rule_problems(rule: &ChangeRule, columns: Option<&[String]>) -> Vec<(&'static str, String)> {
-    let table = format!("{}.{}", rule.database, rule.table);
+/// What is wrong with `rule` for `database.table` (the rule's, or one its pattern matches) with `columns` (`None`: no
+/// such table), as (field, message).
+pub fn rule_problems(
+    rule: &ChangeRule,
+    database: &str,
+    table: &str,
+    columns: Option<&[String]>,
+) -> Vec<(&'static str, String)> {
+    let table = format!("{database}.{table}");
     let Some(columns) = columns else {
         return vec![("table", format!("there is no table {table} on the server"))];
     };
@@ -269,11 +310,11 @@ mod tests {
             events: crate::model::RowEvents::ALL,
         };
         let columns = vec!["id".to_string(), "name".to_string()];
-        let problems = rule_problems(&rule, Some(&columns));
+        let problems = rule_problems(&rule, "shop", "products", Some(&columns));
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert_eq!(problems[0].0, "delete");
         assert!(problems[0].1.contains("`idd`"));
         assert_eq!(problems[1].0, "when_changed");
-        assert_eq!(rule_problems(&rule, None)[0].0, "table");
+        assert_eq!(rule_problems(&rule, "shop", "products", None)[0].0, "table");
     }
 }

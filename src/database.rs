@@ -399,6 +399,30 @@ impl Database {
         })
     }
 
+    /// The tables whose `database.table` a rule's table pattern names (only `*` special), sorted.
+    pub async fn tables_matching(&self, database: &str, table: &str) -> Result<Vec<(String, String)>, DatabaseError> {
+        let like = |pattern: &str| {
+            pattern
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+                .replace('*', "%")
+        };
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT CAST(TABLE_SCHEMA AS CHAR), CAST(TABLE_NAME AS CHAR) FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA LIKE ? AND TABLE_NAME LIKE ? ORDER BY 1, 2",
+        )
+        .bind(like(database))
+        .bind(like(table))
+        .fetch_all(&self.pool().pool)
+        .await
+        .map_err(DatabaseError::from_query)?;
+        Ok(rows
+            .into_iter()
+            .filter(|(db, name)| crate::glob::table_matches(database, table, db, name))
+            .collect())
+    }
+
     /// Closes every connection, waiting at most `CLOSE_TIMEOUT`: a connection abandoned mid-query (a timed-out
     /// run) may never be handed back, and shutdown must not wait for it.
     pub async fn close(&self) {

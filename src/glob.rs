@@ -16,6 +16,19 @@ pub fn allow_pattern(template: &KeyTemplate) -> String {
     pattern
 }
 
+/// Whether a rule's `database`/`table`, either of which may be a pattern (`shop_*`, `orders_*`; only `*` is
+/// special), names `database.table`.
+pub fn table_matches(rule_database: &str, rule_table: &str, database: &str, table: &str) -> bool {
+    let part = |pattern: &str, name: &str| {
+        if pattern.contains('*') {
+            glob_match(pattern, name)
+        } else {
+            pattern == name
+        }
+    };
+    part(rule_database, database) && part(rule_table, table)
+}
+
 /// `text` with Redis glob characters escaped, so that it matches only itself.
 pub fn escape_glob(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
@@ -97,6 +110,17 @@ fn tokens(pattern: &str) -> Vec<Token> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rule_table_pattern_names_the_tables_it_matches() {
+        assert!(table_matches("shop_*", "orders", "shop_eu", "orders"));
+        assert!(table_matches("shop", "orders_*", "shop", "orders_2026"));
+        assert!(!table_matches("shop_*", "orders", "shop_eu", "orders_archive"));
+        assert!(!table_matches("shop", "orders", "shop", "Orders"));
+        assert!(table_matches("shop", "orders", "shop", "orders"));
+        // Without a `*` a name is itself, whatever else it holds.
+        assert!(!table_matches("shop", "ord?rs", "shop", "orders"));
+    }
 
     #[test]
     fn globs_match_like_redis_for_stars() {

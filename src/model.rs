@@ -385,6 +385,28 @@ pub struct ChangeRule {
     pub events: RowEvents,
 }
 
+/// The pseudo-column naming the database a changed row came from, for templates of a table pattern.
+pub const SOURCE_DATABASE: &str = "_database";
+/// The pseudo-column naming the table a changed row came from.
+pub const SOURCE_TABLE: &str = "_table";
+
+impl ChangeRule {
+    /// Whether its `database` or `table` is a pattern (`shop_*.orders`).
+    pub fn is_table_pattern(&self) -> bool {
+        self.database.contains('*') || self.table.contains('*')
+    }
+
+    /// Whether a template of it names [`SOURCE_DATABASE`] or [`SOURCE_TABLE`].
+    pub fn names_source(&self) -> bool {
+        self.delete
+            .iter()
+            .chain(&self.refresh)
+            .chain(self.project.as_ref().map(|projection| &projection.key))
+            .flat_map(KeyTemplate::placeholders)
+            .any(|name| name == SOURCE_DATABASE || name == SOURCE_TABLE)
+    }
+}
+
 /// Which kinds of row change a rule acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowEvents {

@@ -895,3 +895,66 @@ async fn row_values_with_glob_characters_never_widen_a_pattern_delete() {
     }
     assert_eq!(daemon.stop().await, Some(0));
 }
+
+#[tokio::test]
+async fn a_table_pattern_follows_every_shard_it_matches_even_one_created_later() {
+    let _shared = common::binlog_shared();
+    let env = TestEnv::new().await;
+    env.sql(SCHEMA).await;
+    env.sql(
+        "CREATE TABLE orders_eu (id INT PRIMARY KEY, total INT);
+         CREATE TABLE orders_us (id INT PRIMARY KEY, total INT);
+         CREATE TABLE invoices (id INT PRIMARY KEY, total INT);
+         INSERT INTO orders_eu VALUES (1, 10);
+         INSERT INTO orders_us VALUES (1, 20)",
+    )
+    .await;
+    let p = &env.prefix;
+    let rule = format!(
+        "[[on_change]]\ntable = \"{db}.orders_*\"\ndelete = [\"{p}order:{{_table}}:{{id}}\"]\n\
+         project = {{ key = \"{p}card:{{_database}}:{{_table}}:{{id}}\", columns = [\"id\", \"total\"], ttl = \"1h\" }}\n",
+        db = env.database
+    );
+    let path = env.config_file(&config(&env, "", &rule));
+    let (code, out) = env.run_cli(&["check", "--connect"], &path);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!(
+            "the pattern matches 2 tables: {db}.orders_eu, {db}.orders_us",
+            db = env.database
+        )),
+        "{out}"
+    );
+    let mut daemon = start(&env, &path).await;
+    for key in ["order:orders_eu:1", "order:orders_us:1", "order:invoices:1"] {
+        set(&env, key).await;
+    }
+    env.sql("UPDATE orders_eu SET total = 11 WHERE id = 1; UPDATE orders_us SET total = 21 WHERE id = 1")
+        .await;
+    let card = |total: u32| format!(r#"{{"id":1,"total":{total}}}"#);
+    for (table, total) in [("orders_eu", 11), ("orders_us", 21)] {
+        assert!(
+            becomes(&env, &format!("order:{table}:1"), None).await,
+            "{}",
+            daemon.log()
+        );
+        let key = format!("card:{}:{table}:1", env.database);
+        assert!(
+            becomes(&env, &key, Some(&card(total))).await,
+            "{key}:\n{}",
+            daemon.log()
+        );
+    }
+    // A shard created while the daemon runs is followed; a table outside the pattern is not.
+    env.sql("CREATE TABLE orders_asia (id INT PRIMARY KEY, total INT); INSERT INTO orders_asia VALUES (1, 30)")
+        .await;
+    let key = format!("card:{}:orders_asia:1", env.database);
+    assert!(becomes(&env, &key, Some(&card(30))).await, "{}", daemon.log());
+    env.sql("UPDATE invoices SET total = 1 WHERE id = 1; INSERT INTO invoices VALUES (2, 2)")
+        .await;
+    // The invoice change was read after the shard's (same stream): had the pattern matched it, it would be gone.
+    env.sql("DELETE FROM orders_asia WHERE id = 1").await;
+    assert!(becomes(&env, &key, None).await, "{}", daemon.log());
+    assert_eq!(value(&env, "order:invoices:1").await.as_deref(), Some("stale"));
+    assert_eq!(daemon.stop().await, Some(0));
+}

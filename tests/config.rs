@@ -341,6 +341,10 @@ events = ["delete", "upsert"]
 
 [[on_change]]
 table = "orders"
+
+[[on_change]]
+table = "shop_*.products"
+refresh = ["product:{{id}}"]
 "#
     );
     let problems = problems(&source);
@@ -376,6 +380,15 @@ table = "orders"
         find(&problems, "on_change[0] \"shop.products\".events")
             .message
             .contains("\"upsert\" is no row event")
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|problem| problem.location == "on_change[2] \"shop_*.products\".refresh"
+                && problem
+                    .message
+                    .contains("is a table pattern: its rows come from several tables")),
+        "{problems:?}"
     );
     assert!(
         find(&problems, "on_change[1] \"orders\"")

@@ -33,7 +33,7 @@ pub mod views;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::glob::{allow_pattern, glob_match};
+use crate::glob::{allow_pattern, glob_match, table_matches};
 use crate::model::{ChangeRule, KeyTemplate, WarmJob};
 use analyze::{Analysis, Shape};
 
@@ -129,7 +129,9 @@ fn cover_job(
         let rules: Vec<usize> = explicit
             .iter()
             .enumerate()
-            .filter(|(_, rule)| rule.database == read.database && rule.table == read.table && covers(rule, job))
+            .filter(|(_, rule)| {
+                table_matches(&rule.database, &rule.table, &read.database, &read.table) && covers(rule, job)
+            })
             .map(|(position, _)| position)
             .collect();
         let table = read.qualified();
@@ -192,7 +194,12 @@ fn cover_cascades(
             .iter()
             .enumerate()
             .filter(|(_, rule)| {
-                rule.database == parent.parent_database && rule.table == parent.parent_table && covers(rule, job)
+                table_matches(
+                    &rule.database,
+                    &rule.table,
+                    &parent.parent_database,
+                    &parent.parent_table,
+                ) && covers(rule, job)
             })
             .map(|(position, _)| position)
             .collect();

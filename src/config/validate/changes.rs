@@ -370,6 +370,21 @@ impl Context {
                 })
                 .ok()
         });
+        if database.contains('*') || table.contains('*') {
+            for (field, used) in [("refresh", !refresh.is_empty()), ("lookup", lookup.is_some())] {
+                if used {
+                    self.problem(
+                        line(self, Some(field)),
+                        format!("{at}.{field}"),
+                        format!(
+                            "\"{database}.{table}\" is a table pattern: its rows come from several tables, and \
+                             `{field}` reads through one job's query; use `delete`, `project` or `warm` \
+                             (templates may name {{_database}} and {{_table}})"
+                        ),
+                    );
+                }
+            }
+        }
         let mut events = crate::model::RowEvents::ALL;
         if let Some(names) = raw.events {
             events = crate::model::RowEvents {

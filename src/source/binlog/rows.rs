@@ -11,7 +11,7 @@ use super::{BinlogError, BinlogListener, SessionState, decode};
 use crate::config::ChangeRule;
 use crate::dead_letter::DeadLetter;
 use crate::metrics;
-use crate::model::{RowChange, SeenRow, TriggerReason};
+use crate::model::{RowChange, SOURCE_DATABASE, SOURCE_TABLE, SeenRow, TriggerReason};
 use crate::plan::{self, Action};
 
 impl BinlogListener {
@@ -29,11 +29,13 @@ impl BinlogListener {
             .rules
             .iter()
             .enumerate()
-            .filter(|(_, rule)| rule.database == database && rule.table == table)
+            .filter(|(_, rule)| crate::glob::table_matches(&rule.database, &rule.table, &database, &table))
             .collect();
         if rules.is_empty() {
             return Ok(());
         }
+        // A table pattern's templates may name the row's database and table (`order:{_database}:{id}`).
+        let source = rules.iter().any(|(_, rule)| rule.names_source());
         let shape = decode::TableShape::of(tme);
         let projects = rules.iter().any(|(_, rule)| rule.project.is_some());
         let refreshes = rules
@@ -45,7 +47,14 @@ impl BinlogListener {
             let (before, after) = row.map_err(|e| BinlogError::Transient(format!("undecodable row event: {e}")))?;
             let before = before.as_ref().map(|row| decode::decode_row(row, &shape));
             let after = after.as_ref().map(|row| decode::decode_row(row, &shape));
-            let change = row_change(before.as_ref(), after.as_ref(), projects);
+            let mut change = row_change(before.as_ref(), after.as_ref(), projects);
+            if source {
+                for image in [&mut change.before, &mut change.after].into_iter().flatten() {
+                    let image = Arc::make_mut(image);
+                    image.insert(SOURCE_DATABASE.into(), Some(database.to_string()));
+                    image.insert(SOURCE_TABLE.into(), Some(table.to_string()));
+                }
+            }
             batch.rows += 1;
             batch.started.get_or_insert(now);
             let seen = match (&change.after, refreshes) {

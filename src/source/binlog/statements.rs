@@ -29,9 +29,10 @@ pub fn plan(sql: &str, database: &str, listener: &BinlogListener, batch: &mut Ba
         .iter()
         .filter(|rule| {
             tables.is_none_or(|tables| {
-                tables
-                    .iter()
-                    .any(|(db, table)| *db == rule.database && (*table == rule.table || table == "*"))
+                tables.iter().any(|(db, table)| {
+                    crate::glob::table_matches(&rule.database, &rule.table, db, table)
+                        || (table == "*" && crate::glob::table_matches(&rule.database, "*", db, "*"))
+                })
             })
         })
         .collect();
