@@ -358,13 +358,13 @@ async fn with_only_warm_jobs_derived_rules_keep_every_key_right_under_random_wri
 async fn on_mysql_derived_rules_keep_every_key_right_under_random_writes_and_cascades() {
     let server = common::OwnMySql::start(41);
     derived_rules_keep_every_key_right(TestEnv::new().await.on_mysql(&server).await).await;
-    cascades_keep_every_key_right(TestEnv::new().await.on_mysql(&server).await).await;
+    cascades_keep_every_key_right(TestEnv::new().await.on_mysql(&server).await, false).await;
 }
 
 #[tokio::test]
 async fn changes_that_foreign_keys_cascade_below_the_binlog_leave_no_stale_key() {
     let _binlog = common::binlog_shared();
-    cascades_keep_every_key_right(TestEnv::new().await).await;
+    cascades_keep_every_key_right(TestEnv::new().await, true).await;
 }
 
 /// Four tables chained by foreign keys that cascade (sections → categories → products → reviews): a parent's delete
@@ -500,7 +500,9 @@ async fn random_parent_writes(env: &TestEnv, seed: u64, count: usize) {
     }
 }
 
-async fn cascades_keep_every_key_right(env: TestEnv) {
+/// `hidden`: the server applies cascades below the binlog (MariaDB, MySQL up to 8.4), so what they removed can only be
+/// pruned; MySQL 9's SQL-layer foreign keys log the children's rows as well.
+async fn cascades_keep_every_key_right(env: TestEnv, hidden: bool) {
     env.sql(CASCADE_SCHEMA).await;
     let sections: Vec<String> = (1..5).map(|id| format!("({id}, 'section {id}')")).collect();
     let categories: Vec<String> = (1..12)
@@ -566,8 +568,10 @@ async fn cascades_keep_every_key_right(env: TestEnv) {
         &last[..last.len().min(10)],
         daemon.log()
     );
-    // What the cascades removed went through pruning (which job's depends on whether the server also logs the
-    // children's rows, as MySQL 9 may: then their own row rules delete them first).
+    if !hidden {
+        return;
+    }
+    // What the cascades removed went through pruning.
     let mut pruned = 0.0;
     for job in ["products", "named", "incat", "reviews", "stars"] {
         pruned += metric(
@@ -674,12 +678,9 @@ ttl = "10m"
         "{stdout}"
     );
     assert!(
-        stdout.contains("shop.regions  NOT COVERED: it joins r through another table"),
+        stdout.contains("shop.regions  derived: it joins r through another table")
+            && stdout.contains("a change re-runs the job (debounced"),
         "{stdout}"
-    );
-    assert!(
-        stdout.contains("table = \"shop.regions\""),
-        "the TOML that covers it: {stdout}"
     );
     assert!(
         stdout.contains("recent: TTL only: NOW() changes without any row changing"),

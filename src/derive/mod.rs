@@ -285,11 +285,6 @@ fn derive_for(
         lookup: None,
         events: crate::model::RowEvents::ALL,
     };
-    let warm_suggestion = Some(format!(
-        "[[on_change]]\ntable = \"{}\"\nwarm = [\"{}\"]",
-        read.qualified(),
-        job.name
-    ));
     match &analysis.shape {
         Shape::TtlOnly(why) => Err((format!("TTL only: {why}"), None)),
         Shape::Rows {
@@ -330,13 +325,21 @@ fn derive_for(
         } => {
             let driving_table = &analysis.tables[*driving];
             if read.links.is_empty() {
-                return Err((
-                    format!(
-                        "it joins {} through another table or without an equality with {}'s columns",
-                        read.alias, driving_table.alias
-                    ),
-                    warm_suggestion,
-                ));
+                // No reverse query reaches the keys from here: the job re-runs, and the run prunes.
+                let mut derived = rule(Vec::new(), Vec::new(), vec![job.name.to_string()]);
+                derived.when_changed = read.columns_read.clone().unwrap_or_default();
+                let what = format!(
+                    "it joins {} through another table or without an equality with {}'s columns: a change re-runs \
+                     the job (debounced {}), and the run deletes the keys its query no longer returns{}",
+                    read.alias,
+                    driving_table.alias,
+                    crate::words::duration(settings.debounce),
+                    match &read.columns_read {
+                        Some(columns) if !columns.is_empty() => format!("; only changes to {}", columns.join(", ")),
+                        _ => String::new(),
+                    }
+                );
+                return Ok((derived, what));
             }
             let pairs: Vec<String> = read
                 .links

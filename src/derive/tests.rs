@@ -222,7 +222,7 @@ fn coverage_names_explicit_derived_and_uncovered_tables() {
 }
 
 #[test]
-fn a_table_joined_through_another_is_not_covered_and_says_how_to_cover_it() {
+fn a_table_joined_through_another_re_runs_the_job() {
     let jobs = vec![job(
         "p",
         "SELECT p.id, r.name FROM products p JOIN categories c ON c.id = p.category_id JOIN regions r ON r.id = c.region_id",
@@ -235,9 +235,19 @@ fn a_table_joined_through_another_is_not_covered_and_says_how_to_cover_it() {
         "{coverage:?}"
     );
     assert!(
-        matches!(&coverage[0].tables[2].how, Coverage::NotCovered { why, suggestion: Some(toml) }
-            if why.contains("through another table") && toml.contains("table = \"shop.regions\"")),
+        matches!(&coverage[0].tables[2].how, Coverage::Derived(what)
+            if what.contains("through another table") && what.contains("re-runs the job")),
         "{coverage:?}"
+    );
+    let regions = &coverage[0].derived[2];
+    assert_eq!(
+        (regions.table.as_str(), regions.warm.as_slice()),
+        ("regions", ["p".to_string()].as_slice())
+    );
+    assert_eq!(
+        regions.when_changed,
+        ["name", "id"],
+        "only the columns the query reads of it"
     );
     let lookup = coverage[0].derived[1].lookup.as_ref().unwrap();
     assert!(!lookup.refresh, "no refresh query: the keys found are deleted");
