@@ -143,6 +143,9 @@ struct SessionState {
     followed: bool,
     /// The server's settings warnings were logged (once: every session reads them again).
     settings_warned: bool,
+    /// Warm runs changes asked for, requested once the batch holding those changes' deletes is applied: a run that
+    /// wrote first would have its fresh keys deleted by them.
+    warms_after_apply: Vec<String>,
 }
 
 impl BinlogListener {
@@ -521,6 +524,9 @@ impl BinlogListener {
                 Some(applied) => unverified = applied.unverified,
                 None => return Ok(false),
             }
+        }
+        for job in std::mem::take(&mut state.warms_after_apply) {
+            self.invalidator.warm(&job, TriggerReason::Change);
         }
         if let Some(position) = checkpoint {
             state.latest = Some(position);

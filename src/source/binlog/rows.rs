@@ -11,7 +11,7 @@ use super::{BinlogError, BinlogListener, SessionState, decode};
 use crate::config::ChangeRule;
 use crate::dead_letter::DeadLetter;
 use crate::metrics;
-use crate::model::{RowChange, SOURCE_DATABASE, SOURCE_TABLE, SeenRow, TriggerReason};
+use crate::model::{RowChange, SOURCE_DATABASE, SOURCE_TABLE, SeenRow};
 use crate::plan::{self, Action};
 
 impl BinlogListener {
@@ -95,8 +95,8 @@ impl BinlogListener {
                         Action::Warm(job) => {
                             // The checkpoint waits before this change until the run it asks for has ended.
                             let admitted = state.debounce.admit(&job, rule.debounce, now);
-                            if admitted {
-                                self.invalidator.warm(&job, TriggerReason::Change);
+                            if admitted && !state.warms_after_apply.contains(&job) {
+                                state.warms_after_apply.push(job.clone());
                             }
                             if let Some(before) = &state.last_end {
                                 match admitted {
