@@ -28,6 +28,7 @@ mod changes;
 mod connections;
 mod jobs;
 mod operation;
+mod rules;
 
 use connections::*;
 pub use operation::DEFAULT_ADMIN_LISTEN;

@@ -1,0 +1,373 @@
+//! `[[on_change]]`: the change-data-capture rules, each field checked against the jobs and tables it names.
+
+use super::changes::DEFAULT_DEBOUNCE;
+use super::*;
+
+impl Context {
+    /// One `[[on_change]]` rule, checked against the jobs it names. (Long on purpose: one block per field, in the
+    /// table's order, each reporting its own problem.)
+    pub(super) fn change_rule(
+        &mut self,
+        index: usize,
+        item: &toml::Value,
+        jobs: &[WarmJob],
+        invalid_jobs: &[(String, String)],
+        mysql: Option<&MysqlSettings>,
+        defaults: &Defaults,
+    ) -> Option<ChangeRule> {
+        let at = match item.get("table").and_then(|v| v.as_str()) {
+            Some(table) => format!("on_change[{index}] \"{table}\""),
+            None => format!("on_change[{index}]"),
+        };
+        let line = |ctx: &Self, field: Option<&str>| ctx.lines.table_field_line("on_change", index, field);
+        let before = self.problems.len();
+        let raw: RawOnChange = match deserialize(item.clone()) {
+            Ok((raw, unknown)) => {
+                for (field, message) in unknown {
+                    self.problem(line(self, Some(&field)), format!("{at}.{field}"), message);
+                }
+                raw
+            }
+            Err((field, message)) => {
+                let location = field.as_ref().map_or(at.clone(), |f| format!("{at}.{f}"));
+                self.problem(line(self, field.as_deref()), location, message);
+                return None;
+            }
+        };
+        let (database, table) = self.rule_table(
+            raw.table.as_deref(),
+            mysql,
+            &at,
+            line(self, Some("table")),
+            line(self, None),
+        );
+        let templates = |ctx: &mut Self, field: &str, list: Option<Vec<String>>| -> Vec<KeyTemplate> {
+            list.unwrap_or_default()
+                .iter()
+                .filter_map(|text| match KeyTemplate::parse(text) {
+                    Ok(template) => Some(template),
+                    Err(message) => {
+                        ctx.problem(
+                            line(ctx, Some(field)),
+                            format!("{at}.{field}"),
+                            format!("\"{text}\": {message}"),
+                        );
+                        None
+                    }
+                })
+                .collect()
+        };
+        let delete = templates(self, "delete", raw.delete);
+        let refresh = templates(self, "refresh", raw.refresh);
+        for template in &refresh {
+            let usable = jobs
+                .iter()
+                .any(|job| job.key == *template && job.refresh_query.is_some());
+            let invalid = invalid_jobs.iter().find(|(_, key)| key == template.as_str());
+            if !usable {
+                let message = match invalid {
+                    Some((name, _)) => format!(
+                        "\"{template}\" is the key of [[warm]] job \"{name}\", which is invalid (see its problems)"
+                    ),
+                    None => format!("\"{template}\" needs a [[warm]] job with that key template and a refresh_query"),
+                };
+                self.problem(line(self, Some("refresh")), format!("{at}.refresh"), message);
+            }
+            if template.as_str().contains('*') {
+                self.problem(
+                    line(self, Some("refresh")),
+                    format!("{at}.refresh"),
+                    format!("\"{template}\" is a pattern; patterns can only be deleted"),
+                );
+            }
+        }
+        let warm = raw.warm.unwrap_or_default();
+        for name in &warm {
+            if !jobs.iter().any(|job| &*job.name == name) {
+                self.problem(
+                    line(self, Some("warm")),
+                    format!("{at}.warm"),
+                    format!("no [[warm]] job named \"{name}\""),
+                );
+            }
+        }
+        let project = raw
+            .project
+            .and_then(|raw| self.projection(raw, &at, line(self, Some("project")), defaults));
+        let lookup = raw
+            .lookup
+            .and_then(|raw| self.lookup(raw, &at, line(self, Some("lookup")), jobs, mysql));
+        if delete.is_empty()
+            && refresh.is_empty()
+            && warm.is_empty()
+            && project.is_none()
+            && lookup.is_none()
+            && self.problems.len() == before
+        {
+            self.problem(
+                line(self, None),
+                at.clone(),
+                "does nothing: give it `delete`, `refresh`, `project` or `warm`".into(),
+            );
+        }
+        let debounce = match raw.debounce {
+            Some(text) => parse_duration(&text)
+                .map_err(|m| self.problem(line(self, Some("debounce")), format!("{at}.debounce"), m))
+                .ok(),
+            None => Some(DEFAULT_DEBOUNCE),
+        };
+        let filter = raw.filter.and_then(|condition| {
+            crate::derive::analyze::parse_condition(&condition, &database, &table)
+                .map_err(|why| {
+                    self.problem(
+                        line(self, Some("where")),
+                        format!("{at}.where"),
+                        format!("\"{condition}\" cannot be a row filter: {why}"),
+                    )
+                })
+                .ok()
+        });
+        if database.contains('*') || table.contains('*') {
+            for (field, used) in [("refresh", !refresh.is_empty()), ("lookup", lookup.is_some())] {
+                if used {
+                    self.problem(
+                        line(self, Some(field)),
+                        format!("{at}.{field}"),
+                        format!(
+                            "\"{database}.{table}\" is a table pattern: its rows come from several tables, and \
+                             `{field}` reads through one job's query; use `delete`, `project` or `warm` \
+                             (templates may name {{_database}} and {{_table}})"
+                        ),
+                    );
+                }
+            }
+        }
+        let mut events = crate::model::RowEvents::ALL;
+        if let Some(names) = raw.events {
+            events = crate::model::RowEvents {
+                insert: false,
+                update: false,
+                delete: false,
+            };
+            for name in &names {
+                match name.as_str() {
+                    "insert" => events.insert = true,
+                    "update" => events.update = true,
+                    "delete" => events.delete = true,
+                    other => self.problem(
+                        line(self, Some("events")),
+                        format!("{at}.events"),
+                        format!("\"{other}\" is no row event: use \"insert\", \"update\" or \"delete\""),
+                    ),
+                }
+            }
+            if names.is_empty() {
+                self.problem(
+                    line(self, Some("events")),
+                    format!("{at}.events"),
+                    "is empty: the rule would never act (leave it out for every event)".into(),
+                );
+            }
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(ChangeRule {
+            database,
+            table,
+            delete,
+            refresh,
+            warm,
+            debounce: debounce?,
+            when_changed: raw.when_changed.unwrap_or_default(),
+            project,
+            filter: filter.map(|predicate| {
+                Arc::new(crate::model::RowFilter {
+                    predicate,
+                    read_decides: false,
+                })
+            }),
+            derived_from: None,
+            lookup: lookup.map(Arc::new),
+            events,
+        })
+    }
+
+    /// A rule's `lookup` table: a join from the changed row to a job's rows (`max_fanout` is set from `[binlog]`
+    /// afterwards).
+    fn lookup(
+        &mut self,
+        raw: crate::config::raw::RawLookup,
+        at: &str,
+        line: Option<usize>,
+        jobs: &[WarmJob],
+        mysql: Option<&MysqlSettings>,
+    ) -> Option<crate::model::ReverseLookup> {
+        let before = self.problems.len();
+        let fail = |ctx: &mut Self, message: String| ctx.problem(line, format!("{at}.lookup"), message);
+        let job = match raw.job.as_deref() {
+            Some(name) => match jobs.iter().find(|job| &*job.name == name) {
+                Some(job) => Some(job),
+                None => {
+                    fail(self, format!("no [[warm]] job named \"{name}\""));
+                    None
+                }
+            },
+            None => {
+                fail(self, "needs `job`, the [[warm]] job whose keys it finds".into());
+                None
+            }
+        };
+        let table = raw.table.as_deref().and_then(|text| qualified_table(text, mysql));
+        if table.is_none() {
+            fail(self, "needs `table`, the job's table, as \"database.table\"".into());
+        }
+        let links: Vec<(String, String)> = raw
+            .on
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(driving, changed)| (changed, driving))
+            .collect();
+        if links.is_empty() {
+            fail(
+                self,
+                "needs `on = { job_table_column = \"changed_table_column\" }`".into(),
+            );
+        }
+        let key = row_template(
+            raw.key.as_deref(),
+            "a lookup finds one key per row",
+            "the job's key over its table's columns",
+        )
+        .map_err(|message| fail(self, message))
+        .ok();
+        let refresh = raw.refresh.unwrap_or(false);
+        if let Some(job) = job
+            && refresh
+            && job.refresh_query.is_none()
+        {
+            fail(
+                self,
+                format!("refresh = true needs a refresh_query on job \"{}\"", job.name),
+            );
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        let ((database, table), job) = (table?, job?);
+        Some(crate::model::ReverseLookup {
+            job: job.name.clone(),
+            database,
+            table,
+            links,
+            key: key?,
+            refresh,
+            max_fanout: crate::config::DEFAULT_MAX_FANOUT,
+        })
+    }
+
+    /// A rule's `project` table: key template, columns and TTL, stored as `[defaults]` says.
+    fn projection(
+        &mut self,
+        raw: crate::config::raw::RawProjection,
+        at: &str,
+        line: Option<usize>,
+        defaults: &Defaults,
+    ) -> Option<crate::config::Projection> {
+        let fail = |ctx: &mut Self, message: String| {
+            ctx.problem(line, format!("{at}.project"), message);
+        };
+        let key = row_template(
+            raw.key.as_deref(),
+            "a projection writes one key per row",
+            "a template such as \"price:{id}\"",
+        )
+        .map_err(|message| fail(self, message))
+        .ok();
+        let columns = match raw.columns {
+            Some(columns) if !columns.is_empty() => Some(columns),
+            _ => {
+                fail(self, "needs `columns`, the row's columns to store".into());
+                None
+            }
+        };
+        let ttl = match raw.ttl.as_deref().map(parse_ttl) {
+            Some(Ok(ttl)) => Some(ttl),
+            Some(Err(message)) => {
+                fail(self, format!("ttl: {message}"));
+                None
+            }
+            None => {
+                fail(self, "needs `ttl` (or \"none\")".into());
+                None
+            }
+        };
+        if let Some(columns) = &columns {
+            let sensitive = crate::render::sensitive_columns(columns.iter().map(String::as_str), &[]);
+            if !sensitive.is_empty() {
+                fail(
+                    self,
+                    format!("columns {} look sensitive and would be cached", sensitive.join(", ")),
+                );
+            }
+        }
+        Some(crate::config::Projection {
+            key: key?,
+            columns: columns?,
+            ttl: ttl?,
+            encoding: defaults.encoding,
+        })
+    }
+
+    /// The `database.table` a rule watches (a bare table is in `[mysql] url`'s database).
+    fn rule_table(
+        &mut self,
+        table: Option<&str>,
+        mysql: Option<&MysqlSettings>,
+        at: &str,
+        field_line: Option<usize>,
+        rule_line: Option<usize>,
+    ) -> (String, String) {
+        match table {
+            Some(text) => match qualified_table(text, mysql) {
+                Some(table) => table,
+                None => {
+                    self.problem(
+                        field_line,
+                        format!("{at}.table"),
+                        format!("\"{text}\" is not a table: write \"database.table\""),
+                    );
+                    (String::new(), String::new())
+                }
+            },
+            None => {
+                self.problem(
+                    rule_line,
+                    at.to_string(),
+                    "`table` is required (\"database.table\")".into(),
+                );
+                (String::new(), String::new())
+            }
+        }
+    }
+}
+
+/// `"database.table"`, or `"table"` in `[mysql] url`'s database; `None` when it is neither.
+fn qualified_table(text: &str, mysql: Option<&MysqlSettings>) -> Option<(String, String)> {
+    match text.split_once('.') {
+        Some((db, table)) if !db.is_empty() && !table.is_empty() => Some((db.to_string(), table.to_string())),
+        None if !text.is_empty() => mysql.and_then(MysqlSettings::database).map(|db| (db, text.to_string())),
+        _ => None,
+    }
+}
+
+/// A key template naming one key per row (it has placeholders): `Err` says what is wrong — why one per row
+/// (`per_row`), or what to write (`missing`) when there is none.
+fn row_template(text: Option<&str>, per_row: &str, missing: &str) -> Result<KeyTemplate, String> {
+    match text.map(KeyTemplate::parse) {
+        Some(Ok(key)) if !key.is_single_key() => Ok(key),
+        Some(Ok(key)) => Err(format!("key \"{key}\" has no placeholders: {per_row}")),
+        Some(Err(message)) => Err(format!("key: {message}")),
+        None => Err(format!("needs `key`, {missing}")),
+    }
+}
