@@ -480,10 +480,20 @@ pub struct QueryConn(PoolConnection<MySql>);
 impl QueryConn {
     /// Streams the rows of `query` (binary protocol, never buffered whole).
     pub fn rows<'c>(&'c mut self, query: &'c str) -> BoxStream<'c, Result<MySqlRow, DatabaseError>> {
-        sqlx::query(AssertSqlSafe(query))
-            .fetch(&mut *self.0)
-            .map_err(DatabaseError::from_query)
-            .boxed()
+        self.rows_bound(query, &[])
+    }
+
+    /// [`rows`](Self::rows) of a query with `?` parameters, each bound as text.
+    pub fn rows_bound<'c>(
+        &'c mut self,
+        query: &'c str,
+        params: &'c [String],
+    ) -> BoxStream<'c, Result<MySqlRow, DatabaseError>> {
+        let mut statement = sqlx::query(AssertSqlSafe(query));
+        for param in params {
+            statement = statement.bind(param.as_str());
+        }
+        statement.fetch(&mut *self.0).map_err(DatabaseError::from_query).boxed()
     }
 }
 

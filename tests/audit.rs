@@ -269,7 +269,15 @@ async fn audit_all_on_a_redis_cluster_finds_the_same() {
 
 #[tokio::test]
 async fn the_daemon_sweeps_every_key_and_repairs_wrong_and_orphaned_ones() {
-    let env = TestEnv::new().await;
+    sweeps_and_repairs(TestEnv::new().await).await;
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_the_daemon_sweeps_every_key_and_repairs_wrong_and_orphaned_ones() {
+    sweeps_and_repairs(TestEnv::new().await.on_cluster()).await;
+}
+
+async fn sweeps_and_repairs(env: TestEnv) {
     env.sql(
         "CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(50));
          INSERT INTO products SELECT seq, CONCAT('product ', seq) FROM seq_1_to_500",
@@ -277,7 +285,7 @@ async fn the_daemon_sweeps_every_key_and_repairs_wrong_and_orphaned_ones() {
     .await;
     let p = &env.prefix;
     let path = env.config_file(&format!(
-        "[daemon]\naudit_period = \"2s\"\naudit_repair = true\n\n[channel]\nenabled = false\n\n[[warm]]\n\
+        "[daemon]\naudit_period = \"2s\"\naudit_repair = true\naudit_slice = 120\n\n[channel]\nenabled = false\n\n[[warm]]\n\
          name = \"products\"\nschedule = \"0 0 0 1 1 *\"\nrun_on_start = true\nquery = \"SELECT id, name FROM products\"\n\
          refresh_query = \"SELECT id, name FROM products WHERE id = :id\"\nkey = \"{p}product:{{id}}\"\nttl = \"1h\"\n"
     ));
@@ -289,7 +297,7 @@ async fn the_daemon_sweeps_every_key_and_repairs_wrong_and_orphaned_ones() {
     .await;
     assert!(warmed.is_some(), "{}", daemon.log());
     // A fault the daemon did not see: a wrong value, and a key of a row that does not exist.
-    let mut conn = env.redis().await;
+    let mut conn = env.any_redis().await;
     let _: () = redis::cmd("SET")
         .arg(format!("{p}product:7"))
         .arg("{\"id\":7,\"name\":\"stale\"}")
@@ -327,6 +335,8 @@ async fn the_daemon_sweeps_every_key_and_repairs_wrong_and_orphaned_ones() {
     })
     .await;
     assert!(clean.is_some(), "{}", daemon.log());
+    // 500 keys read 120 at a time, each slice a statement of its own.
+    assert!(daemon.log().contains("slices=5"), "{}", daemon.log());
     let page = common::get(&env, "/").await.unwrap().body;
     assert!(page.contains("Consistency (every key"), "{page}");
 }

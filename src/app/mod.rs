@@ -279,6 +279,7 @@ impl Daemon {
                 db: db.clone(),
                 jobs: self.jobs_rx.clone(),
                 period,
+                slice: config.daemon.audit_slice,
                 repair: config.daemon.audit_repair.then(|| invalidator.clone()),
                 role: self.role.clone(),
             };

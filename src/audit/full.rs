@@ -47,6 +47,8 @@ pub struct FullAudit {
     pub orphaned_count: u64,
     /// Why orphans were not (fully) looked for, if they were not.
     pub orphans_unchecked: Option<String>,
+    /// The statements the query was read in (1 unless sliced).
+    pub slices: u64,
 }
 
 impl FullAudit {
@@ -54,6 +56,14 @@ impl FullAudit {
     pub fn clean(&self) -> bool {
         self.wrong_count == 0 && self.missing_count == 0 && self.orphaned_count == 0
     }
+}
+
+/// How the sweep reads a job: `size` keys at a time in the key's order, `pause` between slices, each slice a
+/// statement of its own (so no read view stays open for the whole sweep).
+#[derive(Debug, Clone, Copy)]
+pub struct Slicing {
+    pub size: usize,
+    pub pause: std::time::Duration,
 }
 
 /// Checks every key of `job`. `others` are the configuration's other jobs: a key one of their templates also fits
@@ -64,7 +74,47 @@ pub async fn audit_all(
     job: &WarmJob,
     others: &[WarmJob],
 ) -> Result<FullAudit, AuditError> {
+    audit_sliced(cache, db, job, others, None).await
+}
+
+/// The job's query read in slices ordered by the key's columns, where it returns one row per key
+/// (`SELECT * FROM (<query>) AS cw_slice WHERE <key columns> > <the last slice's> ORDER BY <key columns> LIMIT n`);
+/// `None` for other shapes, which are read whole.
+fn slice_queries(job: &WarmJob, size: usize) -> Option<(String, String, Vec<String>)> {
+    let analysis = crate::derive::analyze::analyze(&job.query, "", &job.key);
+    if !matches!(analysis.shape, crate::derive::analyze::Shape::Rows { .. }) {
+        return None;
+    }
+    let mut columns: Vec<String> = Vec::new();
+    for placeholder in job.key.placeholders() {
+        if !columns.iter().any(|known| known == placeholder) {
+            columns.push(placeholder.to_string());
+        }
+    }
+    let quoted: Vec<String> = columns
+        .iter()
+        .map(|column| format!("cw_slice.`{}`", column.replace('`', "``")))
+        .collect();
+    let query = job.query.trim().trim_end_matches(';');
+    let not_null: Vec<String> = quoted.iter().map(|column| format!("{column} IS NOT NULL")).collect();
+    let head = format!("SELECT * FROM ({query}) AS cw_slice WHERE {}", not_null.join(" AND "));
+    let tail = format!(" ORDER BY {} LIMIT {size}", quoted.join(", "));
+    let marks = vec!["?"; quoted.len()].join(", ");
+    let first = format!("{head}{tail}");
+    let next = format!("{head} AND ({}) > ({marks}){tail}", quoted.join(", "));
+    Some((first, next, columns))
+}
+
+/// [`audit_all`], read in slices when `slicing` is given and the job's shape allows (see [`slice_queries`]).
+pub async fn audit_sliced(
+    cache: &Cache,
+    db: &Database,
+    job: &WarmJob,
+    others: &[WarmJob],
+    slicing: Option<Slicing>,
+) -> Result<FullAudit, AuditError> {
     let mut sink = Comparer {
+        last_key: None,
         cache,
         job,
         pending: Vec::with_capacity(BATCH),
@@ -78,11 +128,33 @@ pub async fn audit_all(
         },
     };
     let progress = Progress::default();
-    match crate::warm::render_rows(db, job, &progress, &mut sink).await {
-        Ok(()) => {}
-        Err(WarmError::Cache(error)) => return Err(error.into()),
-        Err(WarmError::Database(error)) => return Err(error.into()),
-        Err(other) => return Err(AuditError::Query(other.to_string())),
+    let mut slices = 1u64;
+    match slicing.and_then(|slicing| slice_queries(job, slicing.size).map(|queries| (slicing, queries))) {
+        None => read(crate::warm::render_rows(db, job, &progress, &mut sink).await)?,
+        Some((slicing, (first, next, columns))) => {
+            let mut after: Vec<String> = Vec::new();
+            loop {
+                let before = sink.summary.rows;
+                let query = if after.is_empty() { &first } else { &next };
+                read(crate::warm::render_query(db, job, query, &after, &progress, &mut sink).await)?;
+                let Some(last) = sink
+                    .last_key
+                    .as_deref()
+                    .filter(|_| sink.summary.rows - before >= slicing.size as u64)
+                else {
+                    break;
+                };
+                // The next slice starts after the last key's columns (as the key spells them).
+                let Some(captured) = job.key.capture(last) else { break };
+                after = columns
+                    .iter()
+                    .filter_map(|column| captured.iter().find(|(name, _)| name == column))
+                    .map(|(_, value)| value.to_string())
+                    .collect();
+                slices += 1;
+                tokio::time::sleep(slicing.pause).await;
+            }
+        }
     }
     let Comparer {
         seen,
@@ -91,7 +163,16 @@ pub async fn audit_all(
         mut audit,
         ..
     } = sink;
+    audit.slices = slices;
     let orphans = match seen {
+        // Read over a while without a way to read one key: a key of a row added since looks orphaned.
+        Some(_) if slices > 1 && job.refresh_query.is_none() => {
+            audit.orphans_unchecked = Some(format!(
+                "read in {slices} slices and the job has no refresh_query: a key of a row added meanwhile cannot be \
+                 told from an orphan"
+            ));
+            Vec::new()
+        }
         Some(seen) if !job.key.is_single_key() => orphans(cache, job, others, &seen, &mut audit).await?,
         Some(_) => Vec::new(),
         None => {
@@ -106,11 +187,23 @@ pub async fn audit_all(
     Ok(audit)
 }
 
+/// A read's outcome as the audit's error.
+fn read(result: Result<(), WarmError>) -> Result<(), AuditError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(WarmError::Cache(error)) => Err(error.into()),
+        Err(WarmError::Database(error)) => Err(error.into()),
+        Err(other) => Err(AuditError::Query(other.to_string())),
+    }
+}
+
 /// The sink that compares instead of writing.
 struct Comparer<'a> {
     cache: &'a Cache,
     job: &'a WarmJob,
     pending: Vec<(String, Vec<u8>)>,
+    /// The last key pushed: where the next slice starts.
+    last_key: Option<String>,
     /// Every key the query returned (`None` once past [`MAX_REMEMBERED`]).
     seen: Option<HashSet<Arc<str>>>,
     summary: RunSummary,
@@ -158,6 +251,13 @@ impl Sink for Comparer<'_> {
             } else {
                 seen.insert(key.as_str().into());
             }
+        }
+        match &mut self.last_key {
+            Some(last) => {
+                last.clear();
+                last.push_str(&key);
+            }
+            None => self.last_key = Some(key.clone()),
         }
         self.pending.push((key, value));
         if self.pending.len() >= BATCH {
@@ -308,4 +408,41 @@ pub fn format_report(audits: &[FullAudit]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(query: &str, key: &str) -> WarmJob {
+        let mut job = WarmJob::example("j", key);
+        job.query = query.into();
+        job
+    }
+
+    #[test]
+    fn a_one_row_per_key_job_is_sliced_by_its_key_columns_and_others_are_not() {
+        let (first, next, columns) =
+            slice_queries(&job("SELECT id, lang, name FROM t;", "t:{id}:{lang}:{id}"), 500).expect("rows are sliced");
+        assert_eq!(columns, ["id", "lang"]);
+        assert_eq!(
+            first,
+            "SELECT * FROM (SELECT id, lang, name FROM t) AS cw_slice WHERE cw_slice.`id` IS NOT NULL AND \
+             cw_slice.`lang` IS NOT NULL ORDER BY cw_slice.`id`, cw_slice.`lang` LIMIT 500"
+        );
+        assert!(
+            next.contains("AND (cw_slice.`id`, cw_slice.`lang`) > (?, ?) ORDER BY"),
+            "{next}"
+        );
+        for (query, key) in [
+            (
+                "SELECT category_id, COUNT(*) AS n FROM t GROUP BY category_id",
+                "c:{category_id}",
+            ),
+            ("SELECT id FROM t ORDER BY id LIMIT 5", "top:{id}"),
+            ("SELECT id FROM t", "all"),
+        ] {
+            assert!(slice_queries(&job(query, key), 500).is_none(), "{query}");
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! were warmed once more). What it finds is exported per job and, with `audit_repair`, repaired on the leader through
 //! the invalidator: a wrong key refreshed (or deleted, for a job that cannot read one row), an orphaned key deleted.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{FullAudit, audit_all};
+use super::{FullAudit, Slicing, audit_sliced};
 use crate::cache::Cache;
 use crate::database::Database;
 use crate::invalidate::Invalidator;
@@ -26,6 +27,8 @@ pub struct Sweeper {
     pub db: Database,
     pub jobs: watch::Receiver<Arc<[WarmJob]>>,
     pub period: Duration,
+    /// Keys per slice (see `full::Slicing`).
+    pub slice: usize,
     /// Repairs go through this; `None`: report only.
     pub repair: Option<Arc<Invalidator>>,
     /// With `[ha]`: this instance's role (only the leader repairs).
@@ -33,31 +36,49 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
-    /// Sweeps until `shutdown`: job after job, each given an equal share of the period.
+    /// Sweeps until `shutdown`: job after job, each given an equal share of the period, within which a job that
+    /// returns one row per key is read in slices spread over that share (the first after one share).
     pub async fn run(self, shutdown: CancellationToken) {
         let mut next = 0usize;
+        // Keys each job had at its last sweep: how many slices to spread over its share.
+        let mut sizes: HashMap<Arc<str>, u64> = HashMap::new();
+        let mut rest = self.period / u32::try_from(self.jobs.borrow().len().max(1)).unwrap_or(u32::MAX);
         loop {
-            let jobs = self.jobs.borrow().clone();
-            let share = self.period / u32::try_from(jobs.len().max(1)).unwrap_or(u32::MAX);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(share) => {}
+                _ = tokio::time::sleep(rest) => {}
             }
+            let jobs = self.jobs.borrow().clone();
+            let share = self.period / u32::try_from(jobs.len().max(1)).unwrap_or(u32::MAX);
+            rest = share;
             if jobs.is_empty() {
                 continue;
             }
             let job = &jobs[next % jobs.len()];
             next = next.wrapping_add(1);
+            let expected = match sizes.get(&job.name) {
+                Some(keys) => *keys,
+                None => self.db.estimate_rows(&job.query).await.unwrap_or(0),
+            };
+            let slices = expected.div_ceil(self.slice.max(1) as u64).max(1);
+            let slicing = Slicing {
+                size: self.slice.max(1),
+                pause: share / u32::try_from(slices + 1).unwrap_or(u32::MAX),
+            };
             let started = Instant::now();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
-                audited = audit_all(&self.cache, &self.db, job, &jobs) => match audited {
-                    Ok(audit) => self.report(job, &audit, started.elapsed()).await,
+                audited = audit_sliced(&self.cache, &self.db, job, &jobs, Some(slicing)) => match audited {
+                    Ok(audit) => {
+                        sizes.insert(job.name.clone(), audit.checked);
+                        self.report(job, &audit, started.elapsed()).await
+                    }
                     Err(error) => warn!(job = %job.name, %error, "The audit of this job failed; it is tried again next period."),
                 },
             }
+            rest = share.saturating_sub(started.elapsed());
         }
     }
 
@@ -71,7 +92,7 @@ impl Sweeper {
         });
         let found = audit.wrong_count + audit.orphaned_count;
         if found == 0 {
-            info!(job = %job.name, checked = audit.checked, missing = audit.missing_count, took_ms = took.as_millis() as u64, "Audit: every cached key of the job is right.");
+            info!(job = %job.name, checked = audit.checked, missing = audit.missing_count, slices = audit.slices, took_ms = took.as_millis() as u64, "Audit: every cached key of the job is right.");
             return;
         }
         let leads = self

@@ -203,6 +203,9 @@ pub struct DaemonSettings {
     pub audit_period: Option<Duration>,
     /// Whether the continuous audit repairs what it finds (refresh or delete, as a binlog change would).
     pub audit_repair: bool,
+    /// Keys per slice of the continuous audit's reads (a one-row-per-key job is read in slices spread over its share
+    /// of the period).
+    pub audit_slice: usize,
     /// `audit_sample` was set: it is no longer used (said at start).
     pub audit_sample_ignored: bool,
     /// The Redis stream refused messages and rule errors are kept in (`None`: off).

@@ -56,6 +56,7 @@ pub struct RawDaemon {
     /// No longer used (the continuous audit checks every key); accepted so that older files still load.
     pub audit_sample: Option<IntOrString>,
     pub audit_repair: Option<BoolOrString>,
+    pub audit_slice: Option<IntOrString>,
     pub dead_letter: Option<String>,
     pub dead_letter_length: Option<IntOrString>,
 }

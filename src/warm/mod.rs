@@ -38,7 +38,7 @@ pub mod prune;
 mod stream;
 
 use batch::BatchWriter;
-pub use stream::{Sink, render_rows};
+pub use stream::{Sink, render_query, render_rows};
 
 /// How often the executor loop proves it is alive, for the systemd watchdog.
 const HEARTBEAT: Duration = Duration::from_secs(1);

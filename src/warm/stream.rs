@@ -33,8 +33,20 @@ pub async fn render_rows(
     progress: &Progress,
     sink: &mut impl Sink,
 ) -> Result<(), WarmError> {
+    render_query(db, job, &job.query, &[], progress, sink).await
+}
+
+/// [`render_rows`] for `query` with `params` bound: the job's query, or a slice of it (the audit's sweep).
+pub async fn render_query(
+    db: &Database,
+    job: &WarmJob,
+    query: &str,
+    params: &[String],
+    progress: &Progress,
+    sink: &mut impl Sink,
+) -> Result<(), WarmError> {
     let mut conn = db.acquire(job.timeout).await?;
-    let mut rows = conn.rows(&job.query);
+    let mut rows = conn.rows_bound(query, params);
     let mut renderer: Option<RowRenderer> = None;
     let mut aggregate = job.key.single_key().map(|key| Aggregate {
         key,

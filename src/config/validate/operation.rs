@@ -19,6 +19,8 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9187";
 
 /// The continuous audit: every key of every job once an hour.
 pub(super) const DEFAULT_AUDIT_PERIOD: Duration = Duration::from_secs(3600);
+/// Keys per slice of the continuous audit: a short indexed range read, its read view gone when it ends.
+pub(super) const DEFAULT_AUDIT_SLICE: usize = 10_000;
 /// `[daemon] dead_letter` by default: under the daemon's own key prefix, which the documented ACL grants.
 const DEFAULT_DEAD_LETTER: &str = "cachewarden:dead";
 /// `[daemon] dead_letter_length` by default.
@@ -67,6 +69,9 @@ impl Context {
                 }
             },
             audit_repair: self.flag("daemon", "audit_repair", raw.audit_repair, false),
+            audit_slice: self
+                .count("daemon", "audit_slice", raw.audit_slice)
+                .unwrap_or(DEFAULT_AUDIT_SLICE),
             audit_sample_ignored: self.count("daemon", "audit_sample", raw.audit_sample).is_some(),
             dead_letter: match raw.dead_letter {
                 None => Some(DEFAULT_DEAD_LETTER.to_string()),
