@@ -42,14 +42,29 @@ pub async fn run(config: &Config, action: &BinlogAction) -> ExitCode {
         BinlogAction::Status => position::inspect(settings, &cache).await.map(|inspection| {
             print!("{}", status_text(&inspection));
         }),
-        BinlogAction::Set { file, pos } => position::set(settings, &cache, file, *pos).await.map(|(old, new)| {
-            tracing::info!(old = ?old.as_ref().map(ToString::to_string), new = %new, "The binlog checkpoint was set by hand.");
-            println!("checkpoint: {} → {new}", old.map_or("none".to_string(), |old| old.to_string()));
-            println!("the next start reads the binlog from {}:{}", new.file, new.pos);
-        }),
+        BinlogAction::Set { file, pos, gtid } => {
+            let set = match (file, pos, gtid) {
+                (_, _, Some(gtid)) => position::set_gtid(settings, &cache, gtid).await,
+                (Some(file), Some(pos), None) => position::set(settings, &cache, file, *pos).await,
+                _ => unreachable!("clap asks for --file and --pos, or --gtid"),
+            };
+            set.map(|(old, new)| {
+                tracing::info!(old = ?old.as_ref().map(ToString::to_string), new = %new, "The binlog checkpoint was set by hand.");
+                println!("checkpoint: {} → {new}", old.map_or("none".to_string(), |old| old.to_string()));
+                match &new.gtid {
+                    Some(gtid) if new.file.is_empty() => {
+                        println!("the next start reads the binlog after the transactions of {gtid}")
+                    }
+                    _ => println!("the next start reads the binlog from {}:{}", new.file, new.pos),
+                }
+            })
+        }
         BinlogAction::Reset => position::reset(settings, &cache).await.map(|old| {
             tracing::info!(old = ?old.as_ref().map(ToString::to_string), "The binlog checkpoint was removed by hand.");
-            println!("checkpoint: {} → none", old.map_or("none".to_string(), |old| old.to_string()));
+            println!(
+                "checkpoint: {} → none",
+                old.map_or("none".to_string(), |old| old.to_string())
+            );
             println!(
                 "the next start begins at the server's current position and recovers as after a gap (on_gap = {:?})",
                 settings.on_gap

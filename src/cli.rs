@@ -199,15 +199,20 @@ pub enum BinlogAction {
     /// The checkpoint against the server: both positions, how far behind, whether the server still has the
     /// checkpoint's file, and how long the daemon can be down.
     Status,
-    /// Move the checkpoint to --file FILE --pos POS, where an event starts (e.g. back, to apply a past range again);
-    /// the next start reads from there. Refused while the daemon runs (exit 75).
+    /// Move the checkpoint to --file FILE --pos POS, where an event starts, or to --gtid SET, after the transactions
+    /// of a GTID position (e.g. back, to apply a past range again); the next start reads from there. Refused while the
+    /// daemon runs (exit 75).
     Set {
         /// A binlog file the server has (SHOW BINARY LOGS).
-        #[arg(long)]
-        file: String,
+        #[arg(long, requires = "pos", required_unless_present = "gtid", conflicts_with = "gtid")]
+        file: Option<String>,
         /// Where an event starts in it (SHOW BINLOG EVENTS IN 'FILE').
+        #[arg(long, requires = "file")]
+        pos: Option<u64>,
+        /// A GTID position in the server's form: MariaDB `0-1-977[,…]` (@@gtid_binlog_pos), MySQL
+        /// `uuid:1-977[,…]` (@@gtid_executed); the next start reads the transactions after it.
         #[arg(long)]
-        pos: u64,
+        gtid: Option<String>,
     },
     /// Remove the checkpoint: the next start begins at the server's current position and recovers as after a gap
     /// (on_gap). Refused while the daemon runs (exit 75).

@@ -806,10 +806,18 @@ async fn binlog_status_set_and_reset_show_and_move_the_checkpoint_and_are_refuse
     );
 
     // Where the server is before the change: the position to go back to.
-    let (file, pos) = {
+    let (file, pos, gtid) = {
         let mut conn = sqlx::MySqlConnection::connect(&env.mysql_url).await.unwrap();
         let row = sqlx::query("SHOW MASTER STATUS").fetch_one(&mut conn).await.unwrap();
-        (sqlx::Row::get::<String, _>(&row, 0), sqlx::Row::get::<u64, _>(&row, 1))
+        let gtid: String = sqlx::query_scalar("SELECT @@GLOBAL.gtid_binlog_pos")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        (
+            sqlx::Row::get::<String, _>(&row, 0),
+            sqlx::Row::get::<u64, _>(&row, 1),
+            gtid,
+        )
     };
     let mut daemon = start(&env, &path).await;
     let (code, out) = binlog(&["set", "--file", &file, "--pos", &pos.to_string()]);
@@ -844,6 +852,32 @@ async fn binlog_status_set_and_reset_show_and_move_the_checkpoint_and_are_refuse
         "the change after the position set was not replayed:\n{}",
         daemon.log()
     );
+    assert_eq!(daemon.stop().await, Some(0));
+
+    // The same by GTID position: the next start connects by GTID and reads the transactions after it.
+    set(&env, "category:1:page:1").await;
+    let (code, out) = binlog(&["set", "--gtid", "nonsense"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("is not a GTID position"), "{out}");
+    let (code, out) = binlog(&["set", "--gtid", "0-1-999999999"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("the server has not executed all of 0-1-999999999"),
+        "{out}"
+    );
+    let (code, out) = binlog(&["set", "--gtid", &gtid]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("→ gtid={gtid}")) && out.contains("after the transactions of"),
+        "{out}"
+    );
+    let mut daemon = start(&env, &path).await;
+    assert!(
+        becomes(&env, "category:1:page:1", None).await,
+        "the change after the GTID position was not replayed:\n{}",
+        daemon.log()
+    );
+    assert!(daemon.log().contains("by_gtid=true"), "{}", daemon.log());
     assert_eq!(daemon.stop().await, Some(0));
 
     // Reset: no checkpoint, and the next start begins at the server's position.

@@ -30,9 +30,11 @@ pub struct Position {
 
 impl std::fmt::Display for Position {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.file, self.pos)?;
-        if let Some(gtid) = self.gtid.as_ref().filter(|gtid| !gtid.is_empty()) {
-            write!(f, " gtid={gtid}")?;
+        match self.gtid.as_ref().filter(|gtid| !gtid.is_empty()) {
+            // A GTID position alone (`binlog set --gtid`).
+            Some(gtid) if self.file.is_empty() => write!(f, "gtid={gtid}")?,
+            Some(gtid) => write!(f, "{}:{} gtid={gtid}", self.file, self.pos)?,
+            None => write!(f, "{}:{}", self.file, self.pos)?,
         }
         if let Some(server) = self.server {
             write!(f, " server={server}")?;
@@ -71,11 +73,17 @@ impl Position {
         })
     }
 
-    /// Reads `file:offset`, optionally followed by ` gtid=…` and ` server=…`.
+    /// Reads `file:offset`, optionally followed by ` gtid=…` and ` server=…`; or `gtid=…` alone.
     pub fn parse(text: &str) -> Option<Self> {
-        let mut words = text.split_whitespace();
-        let (file, pos) = words.next()?.rsplit_once(':')?;
-        let mut position = Self::at(file.to_string(), pos.parse().ok()?);
+        let mut words = text.split_whitespace().peekable();
+        // A GTID position alone (`binlog set --gtid`) has no file offset.
+        let mut position = match words.peek()?.strip_prefix("gtid=") {
+            Some(_) => Self::at(String::new(), 4),
+            None => {
+                let (file, pos) = words.next()?.rsplit_once(':')?;
+                Self::at(file.to_string(), pos.parse().ok()?)
+            }
+        };
         for word in words {
             match word.split_once('=')? {
                 ("gtid", gtid) => position.gtid = Some(Gtids::parse(gtid)?),
@@ -247,6 +255,14 @@ mod tests {
             Some(8)
         );
         assert_eq!(a.earlier(&at("binlog.000001:4 server=2")), None);
+    }
+
+    #[test]
+    fn a_gtid_position_alone_round_trips() {
+        let position = Position::parse("gtid=0-1-977").unwrap();
+        assert_eq!((position.file.as_str(), position.server), ("", None));
+        assert_eq!(position.to_string(), "gtid=0-1-977");
+        assert!(Position::parse("gtid=nonsense").is_none());
     }
 
     #[test]

@@ -43,6 +43,25 @@ impl Gtids {
         }
     }
 
+    /// Whether every transaction of this position is in `other` too (MariaDB: each domain's sequence reached there;
+    /// MySQL: each range covered). Positions of different forms are never within each other, unless this one is
+    /// empty.
+    pub fn within(&self, other: &Gtids) -> bool {
+        match (self, other) {
+            (mine, _) if mine.is_empty() => true,
+            (Gtids::MariaDb(mine), Gtids::MariaDb(theirs)) => mine
+                .iter()
+                .all(|(domain, (_, seq))| theirs.get(domain).is_some_and(|(_, reached)| reached >= seq)),
+            (Gtids::MySql(mine), Gtids::MySql(theirs)) => mine.iter().all(|(source, ranges)| {
+                let covered = theirs.get(source).map(Vec::as_slice).unwrap_or_default();
+                ranges
+                    .iter()
+                    .all(|(start, end)| covered.iter().any(|(from, to)| from <= start && end <= to))
+            }),
+            _ => false,
+        }
+    }
+
     /// MySQL's form (a set), not MariaDB's.
     pub fn is_mysql(&self) -> bool {
         matches!(self, Gtids::MySql(_))
@@ -232,6 +251,19 @@ mod tests {
 
     const A: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
     const B: &str = "b0a5b2d4-0000-11e1-9e33-c80aa9429562";
+
+    #[test]
+    fn a_position_is_within_another_that_reached_all_of_it() {
+        let within = |a: &str, b: &str| Gtids::parse(a).unwrap().within(&Gtids::parse(b).unwrap());
+        assert!(within("0-1-5", "0-2-9,1-1-3"));
+        assert!(!within("0-1-5,2-1-1", "0-2-9,1-1-3"));
+        assert!(!within("0-1-10", "0-1-9"));
+        assert!(within(&format!("{A}:3-4"), &format!("{A}:1-9,{B}:1-2")));
+        assert!(!within(&format!("{A}:3-12"), &format!("{A}:1-9")));
+        assert!(!within(&format!("{B}:1"), &format!("{A}:1-9")));
+        assert!(!within("0-1-5", &format!("{A}:1-9")));
+        assert!(within("", "0-1-1"));
+    }
 
     #[test]
     fn mariadb_positions_round_trip_and_record_the_latest_per_domain() {

@@ -220,7 +220,8 @@ impl BinlogListener {
         let current = server::current_position(&mut conn, &server).await?;
         let start = self.start_position(current, shutdown, state).await?;
         let Some(mut start) = start else { return Ok(None) };
-        let here = start.server.is_none_or(|id| id == server.server_id);
+        // A position without a file (`binlog set --gtid`) is only a GTID position.
+        let here = !start.file.is_empty() && start.server.is_none_or(|id| id == server.server_id);
         if server.gtids && start.gtid.is_none() && here {
             // A checkpoint from before GTIDs were saved (or MariaDB's current position): learn its GTID position
             // while the offset still means it (reading the file up to it: only when needed).

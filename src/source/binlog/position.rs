@@ -121,6 +121,77 @@ pub async fn set(
     Ok((old, position))
 }
 
+/// Saves a GTID position as the checkpoint (no file offset: the next start connects by GTID and reads the
+/// transactions after it) once the server shows it can: GTIDs on, the same form, every transaction of it executed
+/// there and, on MySQL, none after it purged.
+pub async fn set_gtid(
+    settings: &BinlogSettings,
+    cache: &Cache,
+    text: &str,
+) -> Result<(Option<Position>, Position), BinlogError> {
+    let gtid = super::gtid::Gtids::parse(text.trim())
+        .filter(|gtid| !gtid.is_empty())
+        .ok_or_else(|| {
+            BinlogError::Definite(format!(
+                "{text:?} is not a GTID position: MariaDB's is `domain-server-seq[,…]` (SELECT @@gtid_binlog_pos), \
+             MySQL's `uuid:1-977[,…]` (SELECT @@gtid_executed)"
+            ))
+        })?;
+    let old = checkpoint::load(&settings.checkpoint, cache).await?;
+    let mut conn = server::connect(&settings.url).await?;
+    let traits: ServerTraits = server::check_server(&mut conn).await?;
+    if !traits.gtids {
+        return Err(BinlogError::Definite(
+            "the server has GTIDs off: set the position by --file and --pos".into(),
+        ));
+    }
+    if gtid.is_mysql() == traits.mariadb {
+        return Err(BinlogError::Definite(format!(
+            "{gtid} is in the other server's form: this is {}",
+            if traits.mariadb {
+                "MariaDB (domain-server-seq)"
+            } else {
+                "MySQL (uuid:intervals)"
+            }
+        )));
+    }
+    let (executed, purged) = if traits.mariadb {
+        let pos: Option<String> = conn.query_first("SELECT @@GLOBAL.gtid_binlog_pos").await?;
+        (pos.and_then(|pos| super::gtid::Gtids::parse(&pos)), None)
+    } else {
+        let row: Option<(String, String)> = conn
+            .query_first("SELECT @@GLOBAL.gtid_executed, @@GLOBAL.gtid_purged")
+            .await?;
+        let (executed, purged) = row.unwrap_or_default();
+        (
+            super::gtid::Gtids::parse(&executed.replace('\n', "")),
+            Some(purged.replace('\n', "")),
+        )
+    };
+    conn.disconnect().await.ok();
+    if !executed.as_ref().is_some_and(|executed| gtid.within(executed)) {
+        return Err(BinlogError::Definite(format!(
+            "the server has not executed all of {gtid} (it is at {})",
+            executed.map_or("nothing".to_string(), |executed| executed.to_string())
+        )));
+    }
+    if let Some(purged) = purged.and_then(|purged| super::gtid::Gtids::parse(&purged))
+        && !purged.within(&gtid)
+    {
+        return Err(BinlogError::Definite(format!(
+            "the server purged transactions after {gtid} (gtid_purged {purged}): starting there would skip them"
+        )));
+    }
+    let position = Position {
+        file: String::new(),
+        pos: 4,
+        gtid: Some(gtid),
+        server: None,
+    };
+    checkpoint::save(&settings.checkpoint, cache, &position).await?;
+    Ok((old, position))
+}
+
 /// Removes the checkpoint; the one removed.
 pub async fn reset(settings: &BinlogSettings, cache: &Cache) -> Result<Option<Position>, BinlogError> {
     let old = checkpoint::load(&settings.checkpoint, cache).await?;
