@@ -32,13 +32,14 @@ fn run(command: &mut Command) -> (String, String) {
 
 /// Runs `scripts/<script>` on this test build's binaries into a directory of its own (kept while the returned guard
 /// lives); the package it wrote, whose name must start with `name`.
-fn package(script: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
+fn package(script: &str, name: &str, envs: &[(&str, &std::ffi::OsStr)]) -> (tempfile::TempDir, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let binaries = Path::new(env!("CARGO_BIN_EXE_cachewarden")).parent().unwrap();
     let out = tempfile::tempdir().unwrap();
     let (stdout, _) = run(Command::new(root.join("scripts").join(script))
         .env("CACHEWARDEN_BIN_DIR", binaries)
-        .env("CACHEWARDEN_PACKAGE_DIR", out.path()));
+        .env("CACHEWARDEN_PACKAGE_DIR", out.path())
+        .envs(envs.iter().copied()));
     let package = PathBuf::from(stdout.trim());
     assert!(
         package.file_name().unwrap().to_str().unwrap().starts_with(name),
@@ -51,7 +52,7 @@ fn package(script: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
 #[test]
 fn the_package_installs_binary_unit_conffile_credentials_man_pages_and_completions() {
     let version = env!("CARGO_PKG_VERSION");
-    let (_out, deb) = package("package", &format!("cachewarden_{version}_"));
+    let (_out, deb) = package("package", &format!("cachewarden_{version}_"), &[]);
     let deb = deb.as_path();
 
     let (info, _) = run(Command::new("dpkg-deb").arg("--info").arg(deb));
@@ -88,6 +89,49 @@ fn the_package_installs_binary_unit_conffile_credentials_man_pages_and_completio
     ] {
         entry(path);
     }
+
+    // The maintainer scripts with the real deb-systemd-helper, in a scratch root (DPKG_ROOT): a first install prints
+    // the hint without a running systemd and registers the unit; an operator enables it; remove and purge leave no
+    // link behind.
+    let scratch = tempfile::tempdir().unwrap();
+    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(scratch.path()));
+    let control = scratch.path().join("DEBIAN");
+    run(Command::new("dpkg-deb").arg("-e").arg(deb).arg(&control));
+    let script = |name: &str, args: &[&str]| {
+        // As dpkg runs them (deb-systemd-helper refuses to act for anyone else).
+        run(Command::new("sh")
+            .arg(control.join(name))
+            .args(args)
+            .env("DPKG_ROOT", scratch.path())
+            .env("DPKG_MAINTSCRIPT_PACKAGE", "cachewarden")
+            .env("DPKG_MAINTSCRIPT_NAME", name))
+    };
+    let (hint, _) = script("postinst", &["configure", ""]);
+    assert!(hint.contains("systemctl enable --now cachewarden"), "{hint}");
+    let state = scratch
+        .path()
+        .join("var/lib/systemd/deb-systemd-helper-enabled/cachewarden.service.dsh-also");
+    assert!(
+        state.is_file(),
+        "postinst did not register the unit with deb-systemd-helper"
+    );
+    run(Command::new("deb-systemd-helper")
+        .args(["enable", "cachewarden.service"])
+        .env("DPKG_ROOT", scratch.path())
+        .env("DPKG_MAINTSCRIPT_PACKAGE", "cachewarden"));
+    let wants = scratch
+        .path()
+        .join("etc/systemd/system/multi-user.target.wants/cachewarden.service");
+    assert!(wants.symlink_metadata().is_ok(), "enable made no link");
+    let (upgrade, _) = script("postinst", &["configure", "0.0.9"]);
+    assert!(
+        !upgrade.contains("systemctl enable"),
+        "an upgrade repeats the hint: {upgrade}"
+    );
+    script("postrm", &["remove"]);
+    script("postrm", &["purge"]);
+    assert!(wants.symlink_metadata().is_err(), "purge left {}", wants.display());
+    assert!(!state.exists(), "purge left the helper's state");
 
     // lintian: no errors (the 0700 credentials directory is a deliberate warning).
     let output = Command::new("lintian")
@@ -200,12 +244,37 @@ fn the_package_installs_binary_unit_conffile_credentials_man_pages_and_completio
 
 /// The RPM for Amazon Linux 2023 (`scripts/package-rpm`, from this test build's binaries): the same files at the RPM
 /// paths, the configuration as `%config(noreplace)`, the credentials directory root-only, upgrade scriptlets, no
-/// glibc symbol newer than AL2023's 2.34, and rpmlint without errors.
+/// glibc symbol newer than AL2023's 2.34, rpmlint without errors; signed with a key given, and installed into a
+/// scratch root by rpm itself, its signature checked there.
 #[test]
 fn the_rpm_for_amazon_linux_2023_holds_the_same_files_needs_no_newer_glibc_and_passes_rpmlint() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let version = env!("CARGO_PKG_VERSION");
-    let (_out, rpm) = package("package-rpm", &format!("cachewarden-{version}-1.amzn2023."));
+    // A throwaway signing key, as a release would use its own (CACHEWARDEN_RPM_SIGN_KEY).
+    let gnupg = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(gnupg.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let signer = "cachewarden test signing <packages@example.com>";
+    run(Command::new("gpg").env("GNUPGHOME", gnupg.path()).args([
+        "--batch",
+        "--passphrase",
+        "",
+        "--quick-gen-key",
+        signer,
+        "rsa2048",
+        "sign",
+        "never",
+    ]));
+    let (public, _) = run(Command::new("gpg")
+        .env("GNUPGHOME", gnupg.path())
+        .args(["--armor", "--export", signer]));
+    let (_out, rpm) = package(
+        "package-rpm",
+        &format!("cachewarden-{version}-1.amzn2023."),
+        &[
+            ("GNUPGHOME", gnupg.path().as_os_str()),
+            ("CACHEWARDEN_RPM_SIGN_KEY", std::ffi::OsStr::new(signer)),
+        ],
+    );
     let rpm = rpm.as_path();
     let query = |args: &[&str]| run(Command::new("rpm").arg("-qp").args(args).arg(rpm)).0;
     let files = query(&["--list"]);
@@ -268,4 +337,94 @@ fn the_rpm_for_amazon_linux_2023_holds_the_same_files_needs_no_newer_glibc_and_p
         .expect("rpmlint is installed by scripts/services");
     let (lint, lint_err) = text(&output);
     assert!(lint.contains(" 0 errors"), "rpmlint:\n{lint}{lint_err}");
+
+    // Installed by rpm into a scratch root (its own database; scriptlets need a running systemd, so they are left
+    // out), the signature verified against the imported key, then removed again.
+    let scratch = tempfile::tempdir().unwrap();
+    let in_root = |args: &[&str]| {
+        Command::new("rpm")
+            .arg("--root")
+            .arg(scratch.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let key = gnupg.path().join("signing.asc");
+    std::fs::write(&key, &public).unwrap();
+    for args in [&["--initdb"][..], &["--import", key.to_str().unwrap()]] {
+        let output = in_root(args);
+        assert!(output.status.success(), "rpm {args:?}: {:?}", text(&output));
+    }
+    let checked = Command::new("rpm")
+        .arg("--root")
+        .arg(scratch.path())
+        .arg("-K")
+        .arg(rpm)
+        .output()
+        .unwrap();
+    let (checked_out, checked_err) = text(&checked);
+    assert!(
+        checked.status.success() && checked_out.contains("signatures OK"),
+        "rpm -K: {checked_out}{checked_err}"
+    );
+    let installed = Command::new("rpm")
+        .arg("--root")
+        .arg(scratch.path())
+        .args(["-i", "--nodeps", "--noscripts"])
+        .arg(rpm)
+        .output()
+        .unwrap();
+    assert!(installed.status.success(), "rpm -i: {:?}", text(&installed));
+    let (version_out, _) = run(Command::new(scratch.path().join("usr/bin/cachewarden")).arg("--version"));
+    assert!(version_out.contains(version), "{version_out}");
+    assert!(scratch.path().join("etc/cachewarden/jobs.toml").is_file());
+    let removed = in_root(&["-e", "--noscripts", "cachewarden"]);
+    assert!(removed.status.success(), "rpm -e: {:?}", text(&removed));
+    assert!(!scratch.path().join("usr/bin/cachewarden").exists());
+}
+
+/// The container image definition (contrib/container/Containerfile; no container engine runs here to build it): what
+/// it copies exists, and the daemon finds its configuration and its URLs where the image puts them — the
+/// configuration by CACHEWARDEN_CONFIG, the URLs in the secrets directory named by CREDENTIALS_DIRECTORY.
+#[test]
+fn the_container_image_definition_points_the_daemon_at_its_configuration_and_secrets() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let file = std::fs::read_to_string(root.join("contrib/container/Containerfile")).unwrap();
+    let example = root.join("contrib/jobs.example.toml");
+    assert!(
+        file.contains("COPY --from=build /src/contrib/jobs.example.toml /etc/cachewarden/jobs.toml")
+            && example.is_file(),
+        "{file}"
+    );
+    assert!(
+        file.contains("CACHEWARDEN_CONFIG=/etc/cachewarden/jobs.toml")
+            && file.contains("CREDENTIALS_DIRECTORY=/run/secrets"),
+        "{file}"
+    );
+    assert!(file.contains("ENTRYPOINT [\"/usr/bin/cachewarden\"]"), "{file}");
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(
+        secrets.path().join("mysql-url"),
+        "mysql://shop:pw@db.example.com:3306/shop\n",
+    )
+    .unwrap();
+    std::fs::write(secrets.path().join("redis-url"), "redis://cache.example.com:6379/0\n").unwrap();
+    let check = |secrets: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_cachewarden"))
+            .arg("check")
+            .env("CACHEWARDEN_CONFIG", &example)
+            .env("CREDENTIALS_DIRECTORY", secrets)
+            .output()
+            .unwrap()
+    };
+    let output = check(secrets.path());
+    assert!(output.status.success(), "{:?}", text(&output));
+    let empty = tempfile::tempdir().unwrap();
+    let output = check(empty.path());
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("mysql"),
+        "without the secrets it says what is missing: {stderr}"
+    );
 }
