@@ -188,6 +188,12 @@ fn the_package_installs_binary_unit_conffile_credentials_man_pages_and_completio
     let binary = tree.join("usr/bin/cachewarden");
     let (help, _) = run(Command::new(&binary).arg("--help"));
     let man = man_text(&tree.join("usr/share/man/man1/cachewarden.1.gz"));
+    // It points at the documentation the package installs.
+    assert!(
+        man.contains("/usr/share/doc/cachewarden/")
+            && tree.join("usr/share/doc/cachewarden/configuration.md.gz").is_file(),
+        "{man}"
+    );
     let commands: Vec<&str> = help
         .lines()
         .skip_while(|line| !line.starts_with("Commands:"))

@@ -74,7 +74,7 @@ fn write_page(dir: &Path, command: &clap::Command, main: bool) -> std::io::Resul
             ),
             (
                 "CACHEWARDEN_<SECTION>__<FIELD>",
-                "overrides a field of the file, e.g. CACHEWARDEN_MYSQL__URL (see docs/configuration.md)",
+                "overrides a field of the file, e.g. CACHEWARDEN_MYSQL__URL (see /usr/share/doc/cachewarden/configuration.md)",
             ),
             ("RUST_LOG", "the log filter, e.g. cachewarden=debug"),
             ("NO_COLOR", "plain text logs even on a terminal"),
@@ -101,7 +101,12 @@ fn write_page(dir: &Path, command: &clap::Command, main: bool) -> std::io::Resul
             roff.text([roff::roman(meaning)]);
         }
         roff.control("SH", ["SEE ALSO"]);
-        roff.text([roff::roman("systemctl(1), journalctl(1), systemd.exec(5)")]);
+        roff.text([roff::roman(
+            "The installed documentation in /usr/share/doc/cachewarden/: configuration.md (every setting), \
+             operations.md (signals, the admin endpoint, metrics, failure behaviour, least privilege), aws.md (RDS, \
+             Aurora, ElastiCache), architecture.md; gzipped (.md.gz) in the Debian package. \
+             systemctl(1), journalctl(1), systemd.exec(5)",
+        )]);
         roff.to_writer(&mut page)?;
         man.render_version_section(&mut page)?;
     }
