@@ -7,10 +7,22 @@ use std::process::ExitCode;
 
 use crate::cache::Cache;
 use crate::cli::BinlogAction;
-use crate::cli::exit::{CONFIG, FAILED, TEMPFAIL, UNAVAILABLE};
-use crate::config::Config;
-use crate::source::binlog::BinlogError;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::cli::exit::{CONFIG, FAILED, TEMPFAIL, UNAVAILABLE, USAGE};
+use crate::config::{BinlogSettings, CheckpointStore, Config};
+use crate::database::Database;
+use crate::health::Health;
+use crate::invalidate::Invalidator;
+use crate::model::{OnGap, WarmJob};
+use crate::source::binlog::checkpoint::{self, Position};
 use crate::source::binlog::position::{self, Inspection};
+use crate::source::binlog::{BinlogError, BinlogListener, ReplicationUrl};
+use crate::warm::{WarmRunner, Warmer};
 
 /// Runs the `binlog` subcommand; its exit code.
 pub async fn run(config: &Config, action: &BinlogAction) -> ExitCode {
@@ -28,6 +40,9 @@ pub async fn run(config: &Config, action: &BinlogAction) -> ExitCode {
             return ExitCode::from(UNAVAILABLE);
         }
     };
+    if let BinlogAction::Replay { from, to } = action {
+        return replay(config, settings, cache, from, to.as_deref()).await;
+    }
     if !matches!(action, BinlogAction::Status)
         && let Some(running) = running(config, &cache).await
     {
@@ -59,6 +74,7 @@ pub async fn run(config: &Config, action: &BinlogAction) -> ExitCode {
                 }
             })
         }
+        BinlogAction::Replay { .. } => unreachable!("replayed above"),
         BinlogAction::Reset => position::reset(settings, &cache).await.map(|old| {
             tracing::info!(old = ?old.as_ref().map(ToString::to_string), "The binlog checkpoint was removed by hand.");
             println!(
@@ -81,6 +97,125 @@ pub async fn run(config: &Config, action: &BinlogAction) -> ExitCode {
                 _ => FAILED,
             })
         }
+    }
+}
+
+/// How long a replay may read without its position moving before it gives up.
+const REPLAY_STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `binlog replay`: a listener of its own (a server id of its own, a checkpoint in a temporary file that starts at
+/// `from`), applying the configuration's rules through an invalidator and warm runner of its own until its position
+/// reaches `to`.
+async fn replay(config: &Config, settings: &BinlogSettings, cache: Cache, from: &str, to: Option<&str>) -> ExitCode {
+    let failed = |message: String, code: u8| {
+        eprintln!("error: {message}");
+        ExitCode::from(code)
+    };
+    let Some(start) = Position::parse(from).filter(|position| !position.file.is_empty()) else {
+        return failed(
+            format!("--from {from:?} is not FILE:POS (e.g. binlog.000042:1234)"),
+            USAGE,
+        );
+    };
+    let start = match position::locate(settings, &start.file, start.pos).await {
+        Ok(start) => start,
+        Err(error) => return failed(error.to_string(), FAILED),
+    };
+    let end = match to {
+        Some(to) => match Position::parse(to).filter(|position| !position.file.is_empty()) {
+            Some(end) => end,
+            None => return failed(format!("--to {to:?} is not FILE:POS"), USAGE),
+        },
+        None => match position::inspect(settings, &cache).await {
+            Ok(inspection) => Position::at(inspection.server.file, inspection.server.pos),
+            Err(error) => return failed(error.to_string(), UNAVAILABLE),
+        },
+    };
+    if start.earlier(&end) != Some(&start) {
+        return failed(format!("--from {start} is not before --to {end}"), USAGE);
+    }
+    let mut config = config.clone();
+    if let Err(error) = crate::check::learn_schema(&mut config).await {
+        tracing::warn!(%error, "Could not read the foreign keys and views: the replay follows the rules the file gives.");
+    }
+    let scratch = std::env::temp_dir().join(format!("cachewarden-replay-{}", std::process::id()));
+    let store = CheckpointStore::File(scratch.clone());
+    if let Err(error) = checkpoint::save(&store, &cache, &start).await {
+        return failed(error.to_string(), FAILED);
+    }
+    let db = match Database::new(&config.mysql) {
+        Ok(db) => db,
+        Err(error) => return failed(error.to_string(), CONFIG),
+    };
+    let (_jobs_tx, jobs) = watch::channel::<Arc<[WarmJob]>>(config.jobs.clone().into());
+    let (triggers_tx, triggers) = mpsc::channel(256);
+    let warmer = Arc::new(Warmer::new(
+        db.clone(),
+        cache.clone(),
+        config.daemon.max_concurrent_jobs,
+    ));
+    let health = Health::default();
+    let invalidator = Arc::new(
+        Invalidator::new(
+            cache.clone(),
+            db.clone(),
+            jobs.clone(),
+            triggers_tx,
+            config.channel.max_keys_per_pattern,
+            health.clone(),
+        )
+        .with_warmer(warmer.clone()),
+    );
+    let listener = BinlogListener {
+        settings: BinlogSettings {
+            // Its own: the daemon's connection (same id) would be cut off by it.
+            server_id: 0x8000_0000 | fastrand::u32(..0x7fff_ffff),
+            checkpoint: store.clone(),
+            on_gap: OnGap::None,
+            ..settings.clone()
+        },
+        url: Arc::new(ReplicationUrl::new(settings.url.clone(), None)),
+        rules: config.rules.clone().into(),
+        invalidator,
+        health,
+        fallback: None,
+        dead_letters: Default::default(),
+    };
+    let runner = WarmRunner::new(warmer, jobs, triggers, config.daemon.shutdown_grace, Default::default());
+    let shutdown = CancellationToken::new();
+    let reading = tokio::spawn(listener.run(shutdown.clone()));
+    let warming = tokio::spawn(runner.run(shutdown.clone()));
+    info!(from = %start, to = %end, "Replaying a range of the binlog through the rules.");
+    let mut last = start.clone();
+    let mut moved = std::time::Instant::now();
+    let outcome = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let Ok(Some(now)) = checkpoint::load(&store, &cache).await else {
+            continue;
+        };
+        if end.earlier(&now) == Some(&end) {
+            break Ok(now);
+        }
+        if now.to_string() != last.to_string() {
+            (last, moved) = (now, std::time::Instant::now());
+        } else if moved.elapsed() > REPLAY_STALL {
+            break Err(format!(
+                "the replay stayed at {last} for {} without reaching {end} (see the log above)",
+                crate::words::duration(REPLAY_STALL)
+            ));
+        }
+    };
+    shutdown.cancel();
+    let _ = tokio::join!(reading, warming);
+    db.close().await;
+    let _ = std::fs::remove_file(&scratch);
+    match outcome {
+        Ok(reached) => {
+            info!(from = %start, to = %end, reached = %reached, "The binlog range was replayed.");
+            println!("replayed {start} → {end} (applied through {reached})");
+            ExitCode::SUCCESS
+        }
+        Err(message) => failed(message, FAILED),
     }
 }
 

@@ -73,6 +73,15 @@ pub async fn check_connect(config: &Config) -> Findings {
     }
 }
 
+/// The server's cascading foreign keys taken into `config`'s derived rules (see `derive::schema`).
+pub async fn learn_schema(config: &mut Config) -> anyhow::Result<()> {
+    let db = Database::new(&config.mysql)?;
+    let schema = db.schema(&config.databases_read()).await;
+    db.close().await;
+    config.learn_schema(std::sync::Arc::new(schema?));
+    Ok(())
+}
+
 /// What `check` finds on this host without connecting: a checkpoint file whose directory cannot be written (outside
 /// systemd's `StateDirectory=`, `/var/lib/cachewarden` may not exist or belong to someone else).
 pub fn check_local(config: &Config) -> Vec<Problem> {

@@ -217,6 +217,17 @@ pub enum BinlogAction {
     /// Remove the checkpoint: the next start begins at the server's current position and recovers as after a gap
     /// (on_gap). Refused while the daemon runs (exit 75).
     Reset,
+    /// Apply a past range of the binlog again through the rules (e.g. after a bad deploy wiped or corrupted keys),
+    /// from --from FILE:POS to --to FILE:POS (default: the server's position now). The daemon's own checkpoint is not
+    /// touched, so it may keep running.
+    Replay {
+        /// Where an event starts: FILE:POS (SHOW BINLOG EVENTS IN 'FILE').
+        #[arg(long, value_name = "FILE:POS")]
+        from: String,
+        /// Where to stop: FILE:POS [default: the server's current position].
+        #[arg(long, value_name = "FILE:POS")]
+        to: Option<String>,
+    },
 }
 
 /// How `rules` prints.

@@ -137,7 +137,7 @@ async fn rules(config: &config::Config, only: &[String], format: crate::cli::Rul
         return ExitCode::from(EXIT_USAGE);
     }
     let mut config = config.clone();
-    if connect && let Err(error) = learn_schema(&mut config).await {
+    if connect && let Err(error) = crate::check::learn_schema(&mut config).await {
         eprintln!("error: cannot read the foreign keys from {}: {error}", config.mysql.url);
         return ExitCode::from(EXIT_UNAVAILABLE);
     }
@@ -147,15 +147,6 @@ async fn rules(config: &config::Config, only: &[String], format: crate::cli::Rul
         crate::cli::RulesFormat::Json => print!("{}", crate::derive::report::rules_json(&rules)),
     }
     ExitCode::SUCCESS
-}
-
-/// The server's cascading foreign keys taken into `config`'s derived rules (see `derive::schema`).
-async fn learn_schema(config: &mut config::Config) -> anyhow::Result<()> {
-    let db = crate::database::Database::new(&config.mysql)?;
-    let schema = db.schema(&config.databases_read()).await;
-    db.close().await;
-    config.learn_schema(std::sync::Arc::new(schema?));
-    Ok(())
 }
 
 async fn check(config: &config::Config, path: &std::path::Path, connect: bool, strict: bool) -> ExitCode {
@@ -169,7 +160,7 @@ async fn check(config: &config::Config, path: &std::path::Path, connect: bool, s
             eprintln!("note: {note}");
         }
         if !findings.unreachable
-            && let Err(error) = learn_schema(config).await
+            && let Err(error) = crate::check::learn_schema(config).await
         {
             eprintln!("note: the foreign keys were not read ({error}): cascades are not shown");
         }

@@ -84,13 +84,21 @@ pub async fn set(
     file: &str,
     pos: u64,
 ) -> Result<(Option<Position>, Position), BinlogError> {
+    let old = checkpoint::load(&settings.checkpoint, cache).await?;
+    let position = locate(settings, file, pos).await?;
+    checkpoint::save(&settings.checkpoint, cache, &position).await?;
+    Ok((old, position))
+}
+
+/// `file:pos` as a position the listener can start from, once the server shows an event starting there (with its
+/// GTID position, where the server has one).
+pub async fn locate(settings: &BinlogSettings, file: &str, pos: u64) -> Result<Position, BinlogError> {
     if !file
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
     {
         return Err(BinlogError::Definite(format!("{file:?} is not a binlog file name")));
     }
-    let old = checkpoint::load(&settings.checkpoint, cache).await?;
     let mut conn = server::connect(&settings.url).await?;
     let traits: ServerTraits = server::check_server(&mut conn).await?;
     let files = binary_logs(&mut conn).await?;
@@ -117,8 +125,7 @@ pub async fn set(
     let position = Position::at(file.to_string(), pos);
     let position = server::with_gtid(&mut conn, position, &traits).await?;
     conn.disconnect().await.ok();
-    checkpoint::save(&settings.checkpoint, cache, &position).await?;
-    Ok((old, position))
+    Ok(position)
 }
 
 /// Saves a GTID position as the checkpoint (no file offset: the next start connects by GTID and reads the
