@@ -170,8 +170,9 @@ pub fn unknown_job(config: &Config, names: &[String]) -> Option<String> {
     let name = names.iter().find(|name| config.job(name).is_none())?;
     let known: Vec<&str> = config.jobs.iter().map(|job| &*job.name).collect();
     Some(format!(
-        "no warm job named \"{name}\" in {} (jobs: {})",
+        "no warm job named \"{name}\" in {}{} (jobs: {})",
         config.path.display(),
+        crate::words::did_you_mean(name, known.iter().copied()),
         known.join(", ")
     ))
 }

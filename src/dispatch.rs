@@ -133,7 +133,10 @@ async fn rules(config: &config::Config, only: &[String], format: crate::cli::Rul
         .iter()
         .find(|name| !config.jobs.iter().any(|job| *job.name == **name))
     {
-        eprintln!("error: no [[warm]] job named \"{unknown}\"");
+        eprintln!(
+            "error: no [[warm]] job named \"{unknown}\"{}",
+            crate::words::did_you_mean(unknown, config.jobs.iter().map(|job| &*job.name))
+        );
         return ExitCode::from(EXIT_USAGE);
     }
     let mut config = config.clone();

@@ -1,6 +1,49 @@
 //! Words in output meant for people: a count with its noun in the right number, and one way each to write a
 //! duration, a time and a size.
 
+/// Of `candidates`, the one `word` most likely misspells (at most a third of its letters, and two, off: a typo, not
+/// another word), for "did you mean"; case does not count.
+pub fn closest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+    let word = word.to_lowercase();
+    let limit = (word.chars().count() / 3).clamp(1, 2);
+    candidates
+        .into_iter()
+        .map(|candidate| (edit_distance(&word, &candidate.to_lowercase()), candidate))
+        .filter(|(distance, _)| *distance <= limit)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+/// `" (did you mean `x`?)"` for [`closest`], or nothing.
+pub fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> String {
+    closest(word, candidates).map_or_else(String::new, |found| format!(" (did you mean `{found}`?)"))
+}
+
+/// Levenshtein distance, with a swap of two neighbours counted as one edit.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        rows[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
+}
+
 /// `n` and the noun, plural unless `n` is 1: "1 warm job", "2 warm jobs".
 pub fn count(n: usize, noun: &str) -> String {
     if n == 1 {
@@ -72,6 +115,21 @@ pub fn bytes(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_typo_is_matched_to_the_word_it_misspells_and_another_word_is_not() {
+        let fields = ["schedule", "query", "refresh_query", "key", "ttl"];
+        assert_eq!(super::closest("shedule", fields), Some("schedule"));
+        assert_eq!(super::closest("qeury", fields), Some("query"));
+        assert_eq!(super::closest("TTL", fields), Some("ttl"));
+        assert_eq!(super::closest("refresh", fields), None);
+        assert_eq!(super::closest("xyz", fields), None);
+        assert_eq!(
+            super::did_you_mean("top_prodcts", ["top_products"]),
+            " (did you mean `top_products`?)"
+        );
+        assert_eq!(super::did_you_mean("anything", ["top_products"]), "");
+    }
+
     #[test]
     fn one_is_singular_and_every_other_count_plural() {
         assert_eq!(super::count(1, "problem"), "1 problem");

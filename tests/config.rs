@@ -93,7 +93,9 @@ enabled = "yes"
 
     let unknown = find(&problems, "warm[2] \"typos\".shedule");
     assert!(
-        unknown.message.contains("unknown field `shedule`"),
+        unknown
+            .message
+            .contains("unknown field `shedule` (did you mean `schedule`?)"),
         "{}",
         unknown.message
     );

@@ -115,7 +115,8 @@ pub fn validate(
                 ctx.lines.key_line(None, key),
                 key.clone(),
                 format!(
-                    "unknown section or field `{key}` (valid: {}, warm, on_change)",
+                    "unknown section or field `{key}`{} (valid: {}, warm, on_change)",
+                    crate::words::did_you_mean(key, SECTIONS.iter().copied().chain(["warm", "on_change"])),
                     SECTIONS.join(", ")
                 ),
             );
@@ -529,7 +530,12 @@ fn deserialize<T: DeserializeOwned>(
             let unknown = unknown
                 .into_iter()
                 .map(|path| {
-                    let message = format!("unknown field `{path}` (valid fields: {})", valid.join(", "));
+                    let field = path.rsplit('.').next().unwrap_or(&path);
+                    let message = format!(
+                        "unknown field `{path}`{} (valid fields: {})",
+                        crate::words::did_you_mean(field, valid.iter().map(|name| name.as_ref())),
+                        valid.join(", ")
+                    );
                     (path, message)
                 })
                 .collect();
