@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::cache::{Cache, CacheError};
 use crate::database::Database;
 use crate::model::WarmJob;
-use crate::warm::prune::MAX_REMEMBERED;
+use crate::warm::prune::{MAX_REMEMBERED, Remembering};
 use crate::warm::{Progress, RunSummary, Sink, WarmError};
 
 use super::{AuditError, RECHECK_AFTER, same_value};
@@ -113,12 +113,11 @@ pub async fn audit_sliced(
     others: &[WarmJob],
     slicing: Option<Slicing>,
 ) -> Result<FullAudit, AuditError> {
-    let mut sink = Comparer {
+    let mut comparer = Comparer {
         last_key: None,
         cache,
         job,
         pending: Vec::with_capacity(BATCH),
-        seen: Some(HashSet::new()),
         summary: RunSummary::default(),
         suspects: Vec::new(),
         missing: Vec::new(),
@@ -127,6 +126,8 @@ pub async fn audit_sliced(
             ..Default::default()
         },
     };
+    // Every key the query returned, to find the orphans (as a pruning warm run does).
+    let mut sink = Remembering::new(&mut comparer);
     let progress = Progress::default();
     let mut slices = 1u64;
     match slicing.and_then(|slicing| slice_queries(job, slicing.size).map(|queries| (slicing, queries))) {
@@ -134,13 +135,14 @@ pub async fn audit_sliced(
         Some((slicing, (first, next, columns))) => {
             let mut after: Vec<String> = Vec::new();
             loop {
-                let before = sink.summary.rows;
+                let before = sink.inner.summary.rows;
                 let query = if after.is_empty() { &first } else { &next };
                 read(crate::warm::render_query(db, job, query, &after, &progress, &mut sink).await)?;
                 let Some(last) = sink
+                    .inner
                     .last_key
                     .as_deref()
-                    .filter(|_| sink.summary.rows - before >= slicing.size as u64)
+                    .filter(|_| sink.inner.summary.rows - before >= slicing.size as u64)
                 else {
                     break;
                 };
@@ -156,13 +158,13 @@ pub async fn audit_sliced(
             }
         }
     }
+    let seen = sink.seen.take();
     let Comparer {
-        seen,
         suspects,
         missing,
         mut audit,
         ..
-    } = sink;
+    } = comparer;
     audit.slices = slices;
     let orphans = match seen {
         // Read over a while without a way to read one key: a key of a row added since looks orphaned.
@@ -204,8 +206,6 @@ struct Comparer<'a> {
     pending: Vec<(String, Vec<u8>)>,
     /// The last key pushed: where the next slice starts.
     last_key: Option<String>,
-    /// Every key the query returned (`None` once past [`MAX_REMEMBERED`]).
-    seen: Option<HashSet<Arc<str>>>,
     summary: RunSummary,
     /// Keys whose cached value differed, with what was rendered and what was cached.
     suspects: Vec<(String, Vec<u8>, Vec<u8>)>,
@@ -245,13 +245,6 @@ impl Comparer<'_> {
 
 impl Sink for Comparer<'_> {
     async fn push(&mut self, key: String, value: Vec<u8>) -> Result<(), CacheError> {
-        if let Some(seen) = &mut self.seen {
-            if seen.len() >= MAX_REMEMBERED {
-                self.seen = None;
-            } else {
-                seen.insert(key.as_str().into());
-            }
-        }
         match &mut self.last_key {
             Some(last) => {
                 last.clear();

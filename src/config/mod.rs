@@ -73,13 +73,7 @@ impl Config {
     pub fn learn_schema(&mut self, schema: std::sync::Arc<crate::derive::schema::Schema>) {
         self.schema = schema;
         if self.binlog.is_some() {
-            let explicit: Vec<ChangeRule> = self
-                .rules
-                .iter()
-                .filter(|rule| rule.derived_from.is_none())
-                .cloned()
-                .collect();
-            self.rules = crate::derive::effective_rules(&explicit, &self.coverage(), &self.jobs);
+            self.rules = crate::derive::effective_rules(&self.explicit_rules(), &self.coverage(), &self.jobs);
         }
     }
 
@@ -98,14 +92,18 @@ impl Config {
         databases
     }
 
-    /// Every job's tables and how their changes reach its keys (explicit rules, derived ones, or none).
-    pub fn coverage(&self) -> Vec<crate::derive::JobCoverage> {
-        let explicit: Vec<ChangeRule> = self
-            .rules
+    /// The `[[on_change]]` rules of the file (the derived ones left out).
+    fn explicit_rules(&self) -> Vec<ChangeRule> {
+        self.rules
             .iter()
             .filter(|rule| rule.derived_from.is_none())
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Every job's tables and how their changes reach its keys (explicit rules, derived ones, or none).
+    pub fn coverage(&self) -> Vec<crate::derive::JobCoverage> {
+        let explicit = self.explicit_rules();
         let settings = self.binlog.as_ref().map_or(
             crate::derive::Settings {
                 debounce: DEFAULT_DERIVE_DEBOUNCE,
