@@ -108,7 +108,7 @@ async fn schema_replicated(replica_url: &str) -> Option<()> {
     .await
 }
 
-/// A test database on the primary and on the shared replica one second behind (the schema replicated): the env,
+/// A test database on the primary and on the shared replica 1 to 2 s behind (the schema replicated): the env,
 /// the database's URL on the replica, and a root connection to the replica.
 async fn on_the_lagging_replica() -> (TestEnv, String, sqlx::MySqlConnection) {
     let env = TestEnv::with_database_prefix("cw_replica").await;
@@ -128,7 +128,7 @@ async fn on_the_lagging_replica() -> (TestEnv, String, sqlx::MySqlConnection) {
     (env, replica_url, replica)
 }
 
-/// With refreshes read from a replica a second behind, single-row changes across every row: waiting for the replica
+/// With refreshes read from a replica 1 to 2 s behind, single-row changes across every row: waiting for the replica
 /// (`refresh_wait`) or reading the writer past the default wait (`refresh_fallback`), every changed key ends right —
 /// none left missing for good, none stale.
 #[tokio::test]
@@ -142,7 +142,8 @@ async fn with_a_lagging_reader_every_changed_key_ends_right_by_waiting_or_from_t
         .await;
 }
 
-/// The same on Oracle MySQL: a GTID replica set one second behind (`SOURCE_DELAY = 1`).
+/// The same on Oracle MySQL: a GTID replica set 1 to 2 s behind (`SOURCE_DELAY = 2`: whole seconds from the event's
+/// timestamp, so 1 could be almost nothing and the fallback never needed).
 #[tokio::test]
 async fn on_mysql_with_a_lagging_reader_every_changed_key_ends_right_by_waiting_or_from_the_writer() {
     let primary = common::OwnMySql::start(71);
@@ -150,7 +151,7 @@ async fn on_mysql_with_a_lagging_reader_every_changed_key_ends_right_by_waiting_
     let mut conn = sqlx::MySqlConnection::connect(&replica.url()).await.unwrap();
     for statement in [
         "STOP REPLICA",
-        "CHANGE REPLICATION SOURCE TO SOURCE_DELAY = 1",
+        "CHANGE REPLICATION SOURCE TO SOURCE_DELAY = 2",
         "START REPLICA",
     ] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_string()))
@@ -173,7 +174,7 @@ INSERT INTO tags VALUES (1, 'a')",
     every_changed_key_ends_right(&env, &replica_url, "SET @lagging = 1").await;
 }
 
-/// With refreshes read from `replica_url` (a second behind) and the binlog followed on the primary, 120 single-row
+/// With refreshes read from `replica_url` (1 to 2 s behind) and the binlog followed on the primary, 120 single-row
 /// changes across the 60 products (each script opened by `session`): waiting for the replica (`refresh_wait`) or
 /// reading the writer past the default wait (`refresh_fallback`), every changed key ends right — none left missing for
 /// good, none stale.
@@ -230,7 +231,7 @@ async fn every_changed_key_ends_right(env: &TestEnv, replica_url: &str, session:
 #[tokio::test]
 async fn a_refresh_never_caches_a_read_older_than_its_event() {
     let _binlog = common::binlog_shared();
-    // The daemon follows the primary's binlog but reads refreshes from a replica one second behind: every read right
+    // The daemon follows the primary's binlog but reads refreshes from a replica 1 to 2 s behind: every read right
     // after an event returns the row as it was before.
     let (env, replica_url, mut replica) = on_the_lagging_replica().await;
     let mut daemon = start(&env, &config(&env, &replica_url, &env.mysql_url, REFRESH_UNION)).await;

@@ -38,7 +38,8 @@ pub struct Services {
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 static REPLICA: OnceLock<String> = OnceLock::new();
 
-/// A replica of the test MariaDB that applies changes one second late (`MASTER_DELAY=1`): a lagging reader endpoint.
+/// A replica of the test MariaDB that applies changes 1 to 2 s late (`MASTER_DELAY=2`: whole seconds from the event's
+/// timestamp, so `1` could mean almost nothing): a lagging reader endpoint.
 /// It fetches only what the primary writes in GTID domain 7 (`SET SESSION gtid_domain_id = 7`), and applies it only
 /// to databases named `cw_replica_*`, which must first be created on the replica itself. URL without a database;
 /// started on first use.
