@@ -171,6 +171,11 @@ pub fn redis_needs(config: &Config) -> Vec<Need> {
             key_writes(&purpose, &sample_key(&projection.key), protected, fence, &mut needs);
         }
     }
+    if config.misses.is_some() {
+        // `CONFIG GET`/`SET notify-keyspace-events` is tried too, but not needed: refused, it is said what to set.
+        let channel = format!("__keyevent@{}__:keymiss", crate::cache::db_of(&config.redis));
+        needs.push(need("[misses]", &["SUBSCRIBE", &channel]));
+    }
     let channel = &config.channel;
     if channel.enabled {
         for pattern in &channel.allow {

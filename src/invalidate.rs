@@ -72,6 +72,8 @@ pub struct Applied {
     pub projected: u64,
     /// Refreshed keys left deleted because the read did not show the change that asked for them (see `refresh`).
     pub unverified: Vec<String>,
+    /// Refreshed keys no row renders (counted in `refresh_deleted` too).
+    pub absent: Vec<String>,
 }
 
 impl Applied {
@@ -360,6 +362,14 @@ impl Invalidator {
         Ok(applied)
     }
 
+    /// Loads `keys` that Redis reported missing (`fill_on_miss`) the way a channel refresh does (rendering,
+    /// protection, fence): what it did, the keys no row renders in `absent`.
+    pub async fn fill(&self, keys: &[&str]) -> Result<Applied, InvalidateError> {
+        let mut applied = Applied::default();
+        self.refresh(&self.db, keys, &HashMap::new(), &mut applied).await?;
+        Ok(applied)
+    }
+
     /// Refreshes `keys` from `db`: each through the first job whose template it fits, many keys of a job in one read.
     async fn refresh(
         &self,
@@ -402,6 +412,7 @@ impl Invalidator {
             applied.refreshed += refreshed.written;
             applied.refresh_deleted += refreshed.deleted;
             applied.unverified.extend(refreshed.unverified);
+            applied.absent.extend(refreshed.absent);
         }
         Ok(())
     }

@@ -65,6 +65,8 @@ pub struct Refreshed {
     pub deleted: u64,
     /// Keys left deleted because the read did not show the change that asked for them.
     pub unverified: Vec<String>,
+    /// Keys no row renders (counted in `deleted` too).
+    pub absent: Vec<String>,
 }
 
 /// What `job` renders for `key` from the database now: `Ok(None)` when no row renders that key (or the job has no
@@ -148,6 +150,7 @@ async fn refresh_under_lease(
         let Some(rendered) = rows.remove(key) else {
             // The row is gone (or no longer renders this key): the key stays deleted.
             refreshed.deleted += 1;
+            refreshed.absent.push(key.to_string());
             continue;
         };
         if !shows(&rendered, &sources, seen.get(key)) {

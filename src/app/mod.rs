@@ -68,6 +68,7 @@ pub async fn run_daemon(
         channel: config.channel.enabled,
         binlog: config.binlog.is_some(),
         ha: config.ha.is_some(),
+        misses: config.misses.is_some(),
     });
     let mut daemon = Daemon::new(&config);
     // The admin endpoint is up from the first second: liveness, metrics, and readiness saying what it waits for.
@@ -503,6 +504,18 @@ impl Producers {
                             .ok()
                     }),
                     dead_letters: dead_letters.clone(),
+                }
+                .run(term.clone()),
+            );
+        }
+        if let Some(misses) = &config.misses {
+            tracker.spawn(
+                "misses",
+                crate::source::misses::MissListener {
+                    redis: config.redis.clone(),
+                    settings: misses.clone(),
+                    invalidator: self.invalidator.clone(),
+                    policy: self.policy.clone(),
                 }
                 .run(term.clone()),
             );

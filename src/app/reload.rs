@@ -47,6 +47,7 @@ pub(super) fn reload(current: &Config) -> Option<Config> {
         ("[daemon]", new.daemon != current.daemon),
         ("[admin]", new.admin != current.admin),
         ("[ha]", new.ha != current.ha),
+        ("[misses]", new.misses != current.misses),
         (
             "[binlog] and [[on_change]]",
             // The URL is applied (see `Work::reconnect`).
@@ -92,6 +93,7 @@ pub(super) fn reload(current: &Config) -> Option<Config> {
         channel: false,
         binlog: false,
         ha: false,
+        misses: false,
     });
     metrics::record_reload(true);
     Some(Config {
@@ -116,6 +118,7 @@ pub(super) fn reload(current: &Config) -> Option<Config> {
         },
         rules: current.rules.clone(),
         ha: current.ha.clone(),
+        misses: current.misses.clone(),
         // The allow-list follows the jobs (it defaults to their key templates); the rest needs a restart.
         channel: ChannelSettings {
             allow: new.channel.allow.clone(),

@@ -221,6 +221,14 @@ pub fn client(settings: &RedisSettings) -> Result<redis::Client, CacheError> {
     client_for(info, settings)
 }
 
+/// The database `[redis] url` selects (`/N`; always 0 on a cluster).
+pub fn db_of(settings: &RedisSettings) -> i64 {
+    if settings.cluster {
+        return 0;
+    }
+    redis::IntoConnectionInfo::into_connection_info(settings.url.expose()).map_or(0, |info| info.redis_settings().db())
+}
+
 /// A client for `info`, with `settings`' CA file when one is configured.
 fn client_for(info: redis::ConnectionInfo, settings: &RedisSettings) -> Result<redis::Client, CacheError> {
     match &settings.ca_file {
@@ -256,6 +264,38 @@ impl Cache {
                     url: url.clone(),
                     ..settings.clone()
                 }),
+            })
+            .collect()
+    }
+
+    /// A client per node whose own events a subscriber must hear (keyspace notifications are local to each node): the
+    /// server of `url`, or each master of a cluster (its slot map read afresh). With the current credentials and TLS.
+    pub async fn node_clients(&self, settings: &RedisSettings) -> Result<Vec<redis::Client>, CacheError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(self.clients(settings)?.into_iter().take(1).collect());
+        };
+        let base = match &self.auth {
+            Some(auth) => auth.apply(&settings.url),
+            None => redis::IntoConnectionInfo::into_connection_info(settings.url.expose()),
+        }
+        .map_err(CacheError::Connect)?;
+        let tls = matches!(base.addr(), redis::ConnectionAddr::TcpTls { .. });
+        cluster
+            .master_addresses()
+            .await?
+            .into_iter()
+            .map(|(host, port)| {
+                let addr = if tls {
+                    redis::ConnectionAddr::TcpTls {
+                        host,
+                        port,
+                        insecure: false,
+                        tls_params: None,
+                    }
+                } else {
+                    redis::ConnectionAddr::Tcp(host, port)
+                };
+                client_for(base.clone().set_addr(addr), settings)
             })
             .collect()
     }

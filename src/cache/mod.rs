@@ -22,7 +22,7 @@ mod scripts;
 mod streams;
 
 pub use auth::only_credentials_differ;
-pub use connect::{Conn, client};
+pub use connect::{Conn, client, db_of};
 pub use fence::Fence;
 use guard::{Dedicated, counter_seed};
 pub use guard::{ReadLease, read_lease_keys};

@@ -63,6 +63,8 @@ pub struct Config {
     pub rules: Vec<ChangeRule>,
     /// `[ha]`, when enabled.
     pub ha: Option<HaSettings>,
+    /// `[misses]`, when enabled.
+    pub misses: Option<MissesSettings>,
     /// The server's foreign keys, once read ([`Config::learn_schema`]); empty from the file alone.
     pub schema: std::sync::Arc<crate::derive::schema::Schema>,
 }
@@ -308,6 +310,16 @@ pub enum CheckpointStore {
     Redis(String),
     /// A file (written atomically).
     File(PathBuf),
+}
+
+/// `[misses]`: keys Redis reports missing (keyspace notifications, class `m`), counted per job and, for jobs with
+/// `fill_on_miss`, loaded through their `refresh_query` (see `source::misses`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissesSettings {
+    /// Keys loaded per second at most, over every job: what a scan of absent ids can cost the database.
+    pub max_fills_per_second: usize,
+    /// How long a key whose row does not exist is not read again.
+    pub negative_ttl: Duration,
 }
 
 /// `[ha]`: two or more instances, one active, by a lease in Redis (see `ha`).

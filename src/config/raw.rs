@@ -68,6 +68,14 @@ pub struct RawAdmin {
     pub listen: Option<String>,
 }
 
+/// `[misses]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawMisses {
+    pub enabled: Option<BoolOrString>,
+    pub max_fills_per_second: Option<IntOrString>,
+    pub negative_ttl: Option<String>,
+}
+
 /// `[ha]`
 #[derive(Debug, Default, Deserialize)]
 pub struct RawHa {
@@ -98,6 +106,7 @@ pub struct RawWarmJob {
     pub compress_over: Option<IntOrString>,
     pub encrypt_columns: Option<Vec<String>>,
     pub derive_rules: Option<bool>,
+    pub fill_on_miss: Option<bool>,
 }
 
 /// `[channel]`

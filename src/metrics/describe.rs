@@ -128,6 +128,35 @@ pub(super) fn describe() {
         "How long the server keeps binlog files (+Inf: never purged; NaN: unknown), read at each connection."
     );
     describe_counter!(
+        "cachewarden_cache_misses_total",
+        "Keys of each job Redis reported missing (keyspace notifications, [misses])."
+    );
+    describe_counter!(
+        "cachewarden_cache_misses_ignored_total",
+        "Reported misses of keys no job's template fits (ignored)."
+    );
+    describe_counter!(
+        "cachewarden_cache_fills_total",
+        "Missed keys loaded (fill_on_miss): written, absent (no row; not read again for negative_ttl), or failed."
+    );
+    describe_counter!(
+        "cachewarden_cache_fills_skipped_total",
+        "Misses not filled: recent (filled under a second ago), absent (negative cache), queue_full, not_allowed."
+    );
+    describe_counter!(
+        "cachewarden_cache_fill_batches_total",
+        "Batches of fills; each reads its keys in one statement per job (up to 1,024 keys)."
+    );
+    describe_histogram!(
+        "cachewarden_cache_fill_seconds",
+        Unit::Seconds,
+        "From a miss reaching cachewarden to its key written."
+    );
+    describe_gauge!(
+        "cachewarden_cache_misses_reported",
+        "1 when every node followed reports key misses (notify-keyspace-events has E and m), else 0."
+    );
+    describe_counter!(
         "cachewarden_refresh_fallback_keys_total",
         "Refreshes the reader endpoint did not show within refresh_wait, read from refresh_fallback and written."
     );

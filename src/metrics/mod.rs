@@ -16,6 +16,9 @@ const DURATION_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0,
 ];
 
+/// Miss-to-filled buckets, in seconds: from a fill in the same millisecond to one held back by the rate limit.
+const FILL_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
 /// Installs the global recorder and returns the handle `/metrics` renders from.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
@@ -23,6 +26,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
             Matcher::Full("cachewarden_warm_duration_seconds".into()),
             DURATION_BUCKETS,
         )?
+        .set_buckets_for_metric(Matcher::Full("cachewarden_cache_fill_seconds".into()), FILL_BUCKETS)?
         .install_recorder()?;
     describe::describe();
     Ok(handle)
@@ -35,6 +39,7 @@ pub struct Configured<'a> {
     pub channel: bool,
     pub binlog: bool,
     pub ha: bool,
+    pub misses: bool,
 }
 
 /// Creates every series `configured` implies, at zero, and the build info. (On reload, called with the added jobs
@@ -72,7 +77,20 @@ pub fn initialise(configured: &Configured<'_>) {
         gauge!("cachewarden_warm_last_success_timestamp_seconds", "warm_job" => job.clone()).set(0.0);
         // No consistency ratio until the job's first audit: "not audited" is not "consistent".
         counter!("cachewarden_stale_keys_total", "warm_job" => job.clone()).increment(0);
-        counter!("cachewarden_audit_repaired_keys_total", "warm_job" => job).increment(0);
+        counter!("cachewarden_audit_repaired_keys_total", "warm_job" => job.clone()).increment(0);
+        if configured.misses {
+            counter!("cachewarden_cache_misses_total", "warm_job" => job).increment(0);
+        }
+    }
+    if configured.misses {
+        counter!("cachewarden_cache_misses_ignored_total").increment(0);
+        counter!("cachewarden_cache_fill_batches_total").increment(0);
+        for outcome in FILL_OUTCOMES {
+            counter!("cachewarden_cache_fills_total", "outcome" => outcome).increment(0);
+        }
+        for reason in FILL_SKIP_REASONS {
+            counter!("cachewarden_cache_fills_skipped_total", "reason" => reason).increment(0);
+        }
     }
     for name in [
         "cachewarden_redis_errors_total",
@@ -121,6 +139,43 @@ pub fn initialise(configured: &Configured<'_>) {
         counter!("cachewarden_refresh_given_up_total", "reason" => reason).increment(0);
     }
     counter!("cachewarden_protection_degraded_total", "reason" => "out_of_memory").increment(0);
+}
+
+/// What a fill did with a key (`cachewarden_cache_fills_total{outcome}`).
+pub const FILL_OUTCOMES: [&str; 3] = ["written", "absent", "failed"];
+/// Why a miss was not filled (`cachewarden_cache_fills_skipped_total{reason}`).
+pub const FILL_SKIP_REASONS: [&str; 4] = ["recent", "absent", "queue_full", "not_allowed"];
+
+/// A key of `job` that Redis reported missing.
+pub fn record_miss(job: &str) {
+    counter!("cachewarden_cache_misses_total", "warm_job" => job.to_string()).increment(1);
+}
+
+/// A reported miss of a key no job's template fits (an application's own key, cachewarden's bookkeeping).
+pub fn record_miss_ignored() {
+    counter!("cachewarden_cache_misses_ignored_total").increment(1);
+}
+
+/// A miss not filled, and why (one of [`FILL_SKIP_REASONS`]).
+pub fn record_fill_skipped(reason: &'static str) {
+    counter!("cachewarden_cache_fills_skipped_total", "reason" => reason).increment(1);
+}
+
+/// One batch of fills: keys per outcome (see [`FILL_OUTCOMES`]), and each written key's time from its miss.
+pub fn record_fills(written: &[std::time::Duration], absent: usize, failed: usize) {
+    counter!("cachewarden_cache_fill_batches_total").increment(1);
+    counter!("cachewarden_cache_fills_total", "outcome" => "written").increment(written.len() as u64);
+    counter!("cachewarden_cache_fills_total", "outcome" => "absent").increment(absent as u64);
+    counter!("cachewarden_cache_fills_total", "outcome" => "failed").increment(failed as u64);
+    let latency = histogram!("cachewarden_cache_fill_seconds");
+    for elapsed in written {
+        latency.record(elapsed.as_secs_f64());
+    }
+}
+
+/// Whether every node the miss listener follows reports key misses (`notify-keyspace-events` has `E` and `m`).
+pub fn record_misses_reported(reported: bool) {
+    gauge!("cachewarden_cache_misses_reported").set(f64::from(u8::from(reported)));
 }
 
 /// Why a refresh left its key deleted (`cachewarden_refresh_given_up_total{reason}`).

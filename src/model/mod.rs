@@ -283,6 +283,8 @@ pub struct WarmJob {
     pub keyring: Option<Arc<crate::crypto::Keyring>>,
     /// Follow the invalidation rules derived from `query` (see `derive`) besides the explicit ones.
     pub derive_rules: bool,
+    /// A key of this job that Redis reports missing is loaded through `refresh_query` (`[misses]`).
+    pub fill_on_miss: bool,
 }
 
 /// Rewrites `:name` parameters in `sql` to `?` and returns the names in order. Text inside quotes, backticks and
@@ -424,6 +426,7 @@ impl WarmJob {
             encrypt_columns: vec![],
             keyring: None,
             derive_rules: false,
+            fill_on_miss: false,
         }
     }
 }

@@ -224,6 +224,12 @@ impl Cluster {
         redis::FromRedisValue::from_redis_value(reply).map_err(|error| command_failed(error.into()))
     }
 
+    /// The masters' addresses, from the slot map read afresh (what node-local subscriptions need).
+    pub(super) async fn master_addresses(&self) -> Result<Vec<(String, u16)>, CacheError> {
+        self.refresh().await?;
+        Ok(self.topology().masters.clone())
+    }
+
     /// How many masters the slot map names (a SCAN of the whole keyspace visits each).
     pub(super) fn masters(&self) -> usize {
         self.topology().masters.len()

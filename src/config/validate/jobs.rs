@@ -238,6 +238,14 @@ impl Context {
             _ => (None, Vec::new()),
         };
 
+        if raw.fill_on_miss == Some(true) && raw.refresh_query.is_none() {
+            problem(
+                self,
+                Some("fill_on_miss"),
+                "needs a refresh_query: a missed key is loaded by reading its one row".into(),
+            );
+        }
+
         if self.problems.len() > before {
             return None;
         }
@@ -260,6 +268,7 @@ impl Context {
             encoding: encoding?,
             encrypt_columns,
             derive_rules: raw.derive_rules.unwrap_or(false),
+            fill_on_miss: raw.fill_on_miss.unwrap_or(false),
             keyring: keyring?,
         })
     }

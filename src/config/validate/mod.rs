@@ -15,12 +15,12 @@ use super::error::{ConfigError, Problem};
 use super::lines::LineIndex;
 use super::parse::*;
 use super::raw::{
-    BoolOrString, IntOrString, RawAdmin, RawBinlog, RawChannel, RawCrypto, RawDaemon, RawDefaults, RawHa, RawMysql,
-    RawOnChange, RawRedis, RawWarmJob, fields_of,
+    BoolOrString, IntOrString, RawAdmin, RawBinlog, RawChannel, RawCrypto, RawDaemon, RawDefaults, RawHa, RawMisses,
+    RawMysql, RawOnChange, RawRedis, RawWarmJob, fields_of,
 };
 use super::{
     AdminSettings, BinlogSettings, BinlogStart, ChangeRule, ChannelSettings, CheckpointStore, Config, DaemonSettings,
-    HaSettings, LogFormat, MysqlSettings, OnGap, RedisSettings, SecretUrl, SslMode, StreamSettings,
+    HaSettings, LogFormat, MissesSettings, MysqlSettings, OnGap, RedisSettings, SecretUrl, SslMode, StreamSettings,
 };
 use crate::model::{Jitter, KeyTemplate, Shape, Ttl, WarmJob};
 
@@ -35,7 +35,7 @@ pub use operation::DEFAULT_ADMIN_LISTEN;
 
 /// The sections a configuration may have (each section's fields are its raw struct's: see `raw::fields_of`).
 const SECTIONS: &[&str] = &[
-    "mysql", "redis", "defaults", "daemon", "crypto", "ha", "admin", "binlog", "channel",
+    "mysql", "redis", "defaults", "daemon", "crypto", "ha", "admin", "binlog", "channel", "misses",
 ];
 
 /// The most `[[warm]]` jobs, `[[on_change]]` rules and `[channel] allow` patterns a configuration may have. Far past
@@ -131,6 +131,7 @@ pub fn validate(
     let admin: RawAdmin = ctx.section(&doc, "admin");
     let channel: RawChannel = ctx.section(&doc, "channel");
     let ha: RawHa = ctx.section(&doc, "ha");
+    let misses: RawMisses = ctx.section(&doc, "misses");
 
     let mysql = ctx.mysql(mysql);
     let redis = ctx.redis(redis);
@@ -175,6 +176,7 @@ pub fn validate(
         rules = crate::derive::effective_rules(&rules, &coverage, &jobs);
     }
     let ha = ctx.ha(ha, binlog.as_ref());
+    let misses = ctx.misses(misses, doc.get("warm"));
     if !rules.is_empty() && binlog.is_none() {
         ctx.problem(
             ctx.lines.key_line(None, "on_change"),
@@ -201,6 +203,7 @@ pub fn validate(
         binlog,
         rules,
         ha,
+        misses,
         schema: Default::default(),
     })
 }
@@ -558,4 +561,5 @@ const COUNT_LIMITS: &[(&str, usize)] = &[
     ("dead_letter_length", 10_000_000),
     ("max_keys_per_message", 1_000_000),
     ("max_keys_per_pattern", 1_000_000_000),
+    ("max_fills_per_second", 1_000_000),
 ];

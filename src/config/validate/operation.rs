@@ -1,4 +1,5 @@
-//! `[daemon]`, `[admin]` and `[ha]`: how the process runs, where its admin endpoint listens, and the HA lease.
+//! `[daemon]`, `[admin]`, `[ha]` and `[misses]`: how the process runs, where its admin endpoint listens, the HA lease,
+//! and what it does with the keys Redis reports missing.
 
 use super::*;
 
@@ -26,7 +27,54 @@ const DEFAULT_DEAD_LETTER: &str = "cachewarden:dead";
 /// `[daemon] dead_letter_length` by default.
 const DEFAULT_DEAD_LETTER_LENGTH: usize = 10_000;
 
+/// `[misses] max_fills_per_second` by default: a burst of misses costs the database at most this many single-key reads
+/// a second (read many keys a statement).
+const DEFAULT_MAX_FILLS_PER_SECOND: usize = 1_000;
+/// `[misses] negative_ttl` by default: a key whose row does not exist is not read again for this long.
+const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
+
 impl Context {
+    /// `[misses]` (`None` unless enabled), and each job's `fill_on_miss` held against it (`warm`: the `[[warm]]`
+    /// array as written).
+    pub(super) fn misses(&mut self, raw: RawMisses, warm: Option<&toml::Value>) -> Option<MissesSettings> {
+        let enabled = self.flag("misses", "enabled", raw.enabled, false);
+        let max_fills_per_second = self
+            .count("misses", "max_fills_per_second", raw.max_fills_per_second)
+            .unwrap_or(DEFAULT_MAX_FILLS_PER_SECOND);
+        if max_fills_per_second == 0 {
+            self.field_problem(
+                "misses",
+                "max_fills_per_second",
+                "must be at least 1 (leave fill_on_miss off to fill nothing)".into(),
+            );
+        }
+        let negative_ttl = self
+            .duration("misses", "negative_ttl", raw.negative_ttl)
+            .unwrap_or(DEFAULT_NEGATIVE_TTL);
+        if !enabled {
+            let items = match warm {
+                Some(toml::Value::Array(items)) => items.as_slice(),
+                _ => &[],
+            };
+            for (index, item) in items.iter().enumerate() {
+                if item.get("fill_on_miss").and_then(toml::Value::as_bool) == Some(true) {
+                    let name = item.get("name").and_then(toml::Value::as_str).unwrap_or_default();
+                    self.problem(
+                        self.lines.job_field_line(index, Some("fill_on_miss")),
+                        format!("warm[{index}] \"{name}\".fill_on_miss"),
+                        "needs [misses] enabled = true: misses are what Redis reports, and only [misses] listens"
+                            .into(),
+                    );
+                }
+            }
+            return None;
+        }
+        Some(MissesSettings {
+            max_fills_per_second: max_fills_per_second.max(1),
+            negative_ttl,
+        })
+    }
+
     pub(super) fn daemon(&mut self, raw: RawDaemon) -> DaemonSettings {
         let log_format = match raw.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,

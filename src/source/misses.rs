@@ -1,0 +1,368 @@
+//! Key misses Redis reports (`[misses]`): keyspace notifications of class `m` (`__keyevent@<db>__:keymiss`, on every
+//! master of a cluster), counted per job whose key template the key fits, and for jobs with `fill_on_miss` loaded
+//! through the job's refresh path — lazy loading done by the daemon instead of by each application.
+//!
+//! A producer: reading never waits for filling. Each miss is matched and counted as it arrives; a key to fill joins a
+//! queue of at most [`MAX_QUEUED`] distinct keys (past that it is dropped and counted: the next miss asks again).
+//! One filler takes keys in batches, as fast as `max_fills_per_second` allows, and loads them through
+//! `Invalidator::fill` (the same rendering, stale-set protection, fence and allow-list as a channel refresh). A key
+//! filled is not filled again for [`REFILL_AFTER`], and a key whose row does not exist not for `negative_ttl`, so a
+//! scan of absent ids costs the database at most one read per id per `negative_ttl`, within the rate.
+//!
+//! Redis only reports misses when `notify-keyspace-events` holds `E` and `m`. At each subscription the listener
+//! reads it and adds what is missing; where it may not (ElastiCache refuses `CONFIG`), it says what to set in the
+//! parameter group, and `cachewarden_cache_misses_reported` reads 0.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::backoff::Backoff;
+use crate::cache::{self, CacheError};
+use crate::config::{MissesSettings, RedisSettings};
+use crate::glob::glob_match;
+use crate::invalidate::Invalidator;
+use crate::metrics;
+use crate::plan::Policy;
+
+/// Distinct keys waiting to be filled at most; a miss beyond it is dropped (counted as `queue_full`).
+pub const MAX_QUEUED: usize = 10_000;
+/// Keys remembered as recently filled or absent at most (expired ones are dropped first).
+const MAX_REMEMBERED: usize = 100_000;
+/// A key filled is not filled again for this long: a miss right after a fill (the daemon's own invalidation of it, a
+/// read racing the write) must not start a loop.
+pub const REFILL_AFTER: Duration = Duration::from_secs(1);
+/// Keys loaded in one batch at most (each job's keys of a batch are read in one statement).
+const FILL_BATCH: usize = 1024;
+/// The token bucket holds this much of a second's allowance: bursts are smoothed into batches every 100 ms.
+const BUCKET_SECONDS: f64 = 0.1;
+/// What `notify-keyspace-events` must hold for key misses to be published: keyevent channels and the miss class.
+const NEEDED_FLAGS: [char; 2] = ['E', 'm'];
+
+/// Follows key misses until shutdown.
+pub struct MissListener {
+    pub redis: RedisSettings,
+    pub settings: MissesSettings,
+    pub invalidator: Arc<Invalidator>,
+    /// The channel's allow-list: a fill writes only what a channel refresh may.
+    pub policy: watch::Receiver<Arc<Policy>>,
+}
+
+/// Keys waiting to be filled, and those recently filled or found absent.
+#[derive(Default)]
+struct Fills {
+    queue: VecDeque<(String, Instant)>,
+    /// The keys in `queue` and those being filled: a miss of one of them is already answered.
+    queued: HashSet<String>,
+    /// Key → until when a miss of it is not filled (and why).
+    remembered: HashMap<String, (Instant, &'static str)>,
+}
+
+impl Fills {
+    /// Queues `key` unless it is queued, remembered or the queue is full; the reason when it is not.
+    fn offer(&mut self, key: &str, now: Instant) -> Result<bool, &'static str> {
+        if let Some(&(until, reason)) = self.remembered.get(key) {
+            if until > now {
+                return Err(reason);
+            }
+            self.remembered.remove(key);
+        }
+        if self.queued.contains(key) {
+            return Ok(false);
+        }
+        if self.queue.len() >= MAX_QUEUED {
+            return Err("queue_full");
+        }
+        self.queued.insert(key.to_string());
+        self.queue.push_back((key.to_string(), now));
+        Ok(true)
+    }
+
+    /// Up to `count` keys, oldest first, with when each was missed (still counted as queued until [`Fills::done`]).
+    fn take(&mut self, count: usize) -> Vec<(String, Instant)> {
+        self.queue.drain(..count.min(self.queue.len())).collect()
+    }
+
+    /// `key`'s fill ended: not filled again until `until` (`reason`: the skip's label meanwhile).
+    fn done(&mut self, key: &str, until: Instant, reason: &'static str, now: Instant) {
+        self.queued.remove(key);
+        self.remember(key.to_string(), until, reason, now);
+    }
+
+    fn remember(&mut self, key: String, until: Instant, reason: &'static str, now: Instant) {
+        if self.remembered.len() >= MAX_REMEMBERED {
+            self.remembered.retain(|_, (until, _)| *until > now);
+            if self.remembered.len() >= MAX_REMEMBERED {
+                // Every entry is live: forgetting one only costs a read, within the rate limit.
+                return;
+            }
+        }
+        self.remembered.insert(key, (until, reason));
+    }
+}
+
+/// The queue between the reader and the filler.
+#[derive(Default)]
+struct Shared {
+    fills: Mutex<Fills>,
+    ready: Notify,
+}
+
+impl Shared {
+    fn fills(&self) -> std::sync::MutexGuard<'_, Fills> {
+        self.fills.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl MissListener {
+    /// Subscribes on every node and fills what is missed, until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let shared = Arc::new(Shared::default());
+        let filler = fill(
+            self.invalidator.clone(),
+            self.settings.clone(),
+            shared.clone(),
+            shutdown.clone(),
+        );
+        tokio::join!(self.listen(&shared, &shutdown), filler);
+    }
+
+    /// Subscribes and reads, resubscribing with backoff whenever a node's subscription ends.
+    async fn listen(&self, shared: &Shared, shutdown: &CancellationToken) {
+        let mut backoff = Backoff::redis();
+        loop {
+            let subscribed = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                subscribed = self.subscribe() => subscribed,
+            };
+            let streams = match subscribed {
+                Ok(streams) => streams,
+                Err(error) => {
+                    let delay = backoff.next_delay();
+                    warn!(%error, retry_in = ?delay, "Cannot subscribe to key misses; will retry.");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            };
+            let started = Instant::now();
+            // One stream for all nodes, each ending in a `None`: when any node's subscription ends (a failover, a
+            // resharding), every node is subscribed again.
+            let mut messages = futures_util::stream::select_all(
+                streams
+                    .into_iter()
+                    .map(|stream| stream.map(Some).chain(futures_util::stream::iter([None])).boxed()),
+            );
+            loop {
+                let message = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    message = messages.next() => message,
+                };
+                match message.flatten() {
+                    Some(message) => self.missed(message.get_payload_bytes(), shared),
+                    None => break,
+                }
+            }
+            backoff.session_ended(started.elapsed());
+            warn!("A key-miss subscription ended; subscribing again on every node.");
+        }
+    }
+
+    /// A subscription to `__keyevent@<db>__:keymiss` on each node, after making sure the node reports misses.
+    async fn subscribe(&self) -> Result<Vec<futures_util::stream::BoxStream<'static, redis::Msg>>, CacheError> {
+        let cache = self.invalidator.cache();
+        let channel = format!("__keyevent@{}__:keymiss", cache::db_of(&self.redis));
+        let mut streams = Vec::new();
+        let mut reported = true;
+        for client in cache.node_clients(&self.redis).await? {
+            let node = client.get_connection_info().addr().to_string();
+            let connect = async {
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                let reports = ensure_reported(&mut conn, &node).await;
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(channel.as_str()).await?;
+                Ok::<_, redis::RedisError>((reports, pubsub))
+            };
+            let (node_reports, pubsub) = tokio::time::timeout(self.redis.connect_timeout, connect)
+                .await
+                .map_err(|_| {
+                    CacheError::Connect(redis::RedisError::from((redis::ErrorKind::Io, "connection timed out")))
+                })?
+                .map_err(CacheError::Connect)?;
+            reported &= node_reports;
+            streams.push(pubsub.into_on_message().boxed());
+        }
+        metrics::record_misses_reported(reported);
+        info!(channel, nodes = streams.len(), "Following key misses.");
+        Ok(streams)
+    }
+
+    /// Counts a miss of `key` against the first job whose template fits it, and queues it when that job fills.
+    fn missed(&self, key: &[u8], shared: &Shared) {
+        let Ok(key) = std::str::from_utf8(key) else {
+            metrics::record_miss_ignored();
+            return;
+        };
+        let jobs = self.invalidator.jobs();
+        let Some(job) = jobs.iter().find(|job| job.key.capture(key).is_some()) else {
+            metrics::record_miss_ignored();
+            return;
+        };
+        metrics::record_miss(&job.name);
+        if !job.fill_on_miss {
+            return;
+        }
+        if !self.policy.borrow().allow.iter().any(|allow| glob_match(allow, key)) {
+            metrics::record_fill_skipped("not_allowed");
+            return;
+        }
+        match shared.fills().offer(key, Instant::now()) {
+            Ok(true) => shared.ready.notify_one(),
+            Ok(false) => {}
+            Err(reason) => metrics::record_fill_skipped(reason),
+        }
+    }
+}
+
+/// Reads `notify-keyspace-events` on a node and adds `E` and `m` when missing. Whether the node reports misses now;
+/// when it does not and cannot be made to, says what to set, once per subscription.
+async fn ensure_reported(conn: &mut redis::aio::MultiplexedConnection, node: &str) -> bool {
+    let current: Result<(String, String), _> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("notify-keyspace-events")
+        .query_async(conn)
+        .await;
+    let current = match current {
+        Ok((_, flags)) => flags,
+        Err(error) => {
+            warn!(
+                node,
+                %error,
+                "Cannot read notify-keyspace-events (CONFIG is refused: ElastiCache, or an ACL without +config|get). \
+                 Key misses are counted only if it holds E and m: on ElastiCache set the parameter \
+                 notify-keyspace-events to \"Em\" (plus any flags already used) in the cluster's custom parameter \
+                 group."
+            );
+            return false;
+        }
+    };
+    let mut wanted = current.clone();
+    for flag in NEEDED_FLAGS {
+        if !wanted.contains(flag) {
+            wanted.push(flag);
+        }
+    }
+    if wanted == current {
+        return true;
+    }
+    let set: redis::RedisResult<()> = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg(&wanted)
+        .query_async(conn)
+        .await;
+    match set {
+        Ok(()) => {
+            info!(
+                node,
+                before = current,
+                now = wanted,
+                "Turned on key-miss notifications (notify-keyspace-events)."
+            );
+            true
+        }
+        Err(error) => {
+            warn!(
+                node,
+                %error,
+                current,
+                "Redis does not report key misses and may not be told to: set notify-keyspace-events to \"{wanted}\" \
+                 (CONFIG SET notify-keyspace-events {wanted}; on ElastiCache, the parameter notify-keyspace-events in \
+                 the cluster's custom parameter group). Until then no miss is counted or filled."
+            );
+            false
+        }
+    }
+}
+
+/// Takes queued keys as fast as `settings` allows and loads them, until `shutdown`.
+async fn fill(
+    invalidator: Arc<Invalidator>,
+    settings: MissesSettings,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let rate = settings.max_fills_per_second as f64;
+    let capacity = (rate * BUCKET_SECONDS).max(1.0);
+    let (mut tokens, mut refilled) = (capacity, Instant::now());
+    let mut backoff = Backoff::redis();
+    loop {
+        let now = Instant::now();
+        tokens = (tokens + now.duration_since(refilled).as_secs_f64() * rate).min(capacity);
+        refilled = now;
+        if tokens < 1.0 {
+            let wait = Duration::from_secs_f64((1.0 - tokens) / rate);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => continue,
+            }
+        }
+        let batch = shared.fills().take((tokens as usize).min(FILL_BATCH));
+        if batch.is_empty() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = shared.ready.notified() => continue,
+            }
+        }
+        tokens -= batch.len() as f64;
+        let keys: Vec<&str> = batch.iter().map(|(key, _)| key.as_str()).collect();
+        match invalidator.fill(&keys).await {
+            Ok(applied) => {
+                backoff.reset();
+                let done = Instant::now();
+                let absent: HashSet<&str> = applied.absent.iter().map(String::as_str).collect();
+                let mut written = Vec::with_capacity(batch.len());
+                {
+                    let mut fills = shared.fills();
+                    for (key, missed) in &batch {
+                        if absent.contains(key.as_str()) {
+                            fills.done(key, done + settings.negative_ttl, "absent", done);
+                        } else {
+                            written.push(done.duration_since(*missed));
+                            fills.done(key, done + REFILL_AFTER, "recent", done);
+                        }
+                    }
+                }
+                // Keys written, or left deleted for another reason (too big, unverified): not absent.
+                metrics::record_fills(&written, absent.len(), 0);
+            }
+            Err(error) => {
+                {
+                    let done = Instant::now();
+                    let mut fills = shared.fills();
+                    for (key, _) in &batch {
+                        fills.done(key, done, "recent", done);
+                    }
+                }
+                metrics::record_fills(&[], 0, batch.len());
+                let delay = backoff.next_delay();
+                warn!(
+                    %error,
+                    keys = batch.len(),
+                    retry_in = ?delay,
+                    "Could not fill missed keys; they stay missing (a later miss asks again)."
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
