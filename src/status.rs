@@ -208,6 +208,54 @@ fn rates(samples: &[Sample], total: impl Fn(&Sample) -> f64) -> Vec<(f64, f64)> 
         .collect()
 }
 
+/// The `[misses]` section: whether Redis reports misses, the fills, and the most missed key templates first.
+fn misses(page: &Page<'_>) -> String {
+    let metric = |name: &str| sample(page.metrics, name).unwrap_or(0.0);
+    let reported = if metric("cachewarden_cache_misses_reported") == 1.0 {
+        "<span class=ok>yes</span>".to_string()
+    } else {
+        "<span class=bad>no: notify-keyspace-events lacks E and m (see the log for what to set)</span>".to_string()
+    };
+    let fills = |outcome: &str| metric(&format!("cachewarden_cache_fills_total{{outcome=\"{outcome}\"}}"));
+    let mut html = format!(
+        "<h2>Misses</h2><table><tr><td>reported by Redis</td><td>{reported}</td></tr>\
+         <tr><td>filled</td><td>{:.0}</td></tr><tr><td>absent (no row)</td><td>{:.0}</td></tr>\
+         <tr><td>fills failed</td><td>{:.0}</td></tr><tr><td>not filled (recent, absent, queue full, not allowed)</td>\
+         <td>{:.0}</td></tr><tr><td>misses of no job's keys</td><td>{:.0}</td></tr></table>",
+        fills("written"),
+        fills("absent"),
+        fills("failed"),
+        sum(page.metrics, "cachewarden_cache_fills_skipped_total"),
+        metric("cachewarden_cache_misses_ignored_total"),
+    );
+    let mut by_job: Vec<(f64, &str, &str)> = page
+        .jobs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|job| {
+            let name = job["name"].as_str().unwrap_or_default();
+            let misses = metric(&format!("cachewarden_cache_misses_total{{warm_job=\"{name}\"}}"));
+            (misses, name, job["key"].as_str().unwrap_or_default())
+        })
+        .collect();
+    by_job.sort_by(|a, b| b.0.total_cmp(&a.0));
+    html.push_str("<table><tr><th>key template</th><th>job</th><th>misses</th></tr>");
+    for (misses, name, key) in by_job.iter().take(MISSED_TEMPLATES_SHOWN) {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{misses:.0}</td></tr>",
+            escape(key),
+            escape(name)
+        );
+    }
+    html.push_str("</table>");
+    html
+}
+
+/// The most missed key templates the page lists.
+const MISSED_TEMPLATES_SHOWN: usize = 10;
+
 /// The whole page. (Long on purpose: the page's sections in the order they appear, each a few lines of HTML.)
 pub fn render(page: &Page<'_>) -> String {
     let mut html = String::from(
@@ -295,6 +343,9 @@ pub fn render(page: &Page<'_>) -> String {
             show(metric("cachewarden_channel_messages_total{outcome=\"refused\"}")),
             show(metric("cachewarden_channel_gaps_total")),
         );
+    }
+    if metric("cachewarden_cache_misses_ignored_total").is_some() {
+        html.push_str(&misses(page));
     }
     // Consistency: each job's last sweep (every key checked), or that it has not been audited yet.
     if let Some(jobs) = page.jobs.as_array().filter(|jobs| !jobs.is_empty()) {

@@ -664,3 +664,46 @@ fn lists_past_their_limits_are_refused_up_front_naming_the_limit() {
             .contains("1001 [channel] allow patterns: at most 1000 are accepted; use wider patterns")
     );
 }
+
+#[test]
+fn misses_settings_and_fill_on_miss_are_checked() {
+    let job = |name: &str, refresh: &str| {
+        format!(
+            "[[warm]]\nname = \"{name}\"\nschedule = \"every 1h\"\nquery = \"SELECT id FROM products\"\n{refresh}\
+             key = \"{name}:{{id}}\"\nttl = \"1h\"\nfill_on_miss = true\n\n"
+        )
+    };
+    let refresh = "refresh_query = \"SELECT id FROM products WHERE id = :id\"\n";
+    // fill_on_miss without [misses], and without a refresh_query.
+    let source = format!("{CONNECTIONS}\n{}{}", job("a", refresh), job("b", ""));
+    let found = problems(&source);
+    assert!(
+        find(&found, "warm[0] \"a\".fill_on_miss")
+            .message
+            .contains("needs [misses] enabled = true")
+    );
+    assert!(
+        find(&found, "warm[1] \"b\".fill_on_miss")
+            .message
+            .contains("needs a refresh_query")
+    );
+    let source = format!(
+        "{CONNECTIONS}\n[misses]\nenabled = true\nmax_fills_per_second = 0\nnegative_ttl = \"soon\"\n\n{}",
+        job("a", refresh)
+    );
+    let found = problems(&source);
+    assert!(
+        find(&found, "misses.max_fills_per_second")
+            .message
+            .contains("must be at least 1")
+    );
+    find(&found, "misses.negative_ttl");
+    assert_eq!(found.len(), 2, "{found:?}");
+    // Valid: the defaults.
+    let source = format!("{CONNECTIONS}\n[misses]\nenabled = true\n\n{}", job("a", refresh));
+    let config = config::load_str(Path::new("jobs.toml"), &source, HashMap::new()).expect("valid");
+    let misses = config.misses.expect("[misses] enabled");
+    assert_eq!(misses.max_fills_per_second, 1000);
+    assert_eq!(misses.negative_ttl, std::time::Duration::from_secs(10));
+    assert!(config.jobs[0].fill_on_miss);
+}

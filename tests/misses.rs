@@ -156,6 +156,34 @@ async fn misses_are_counted_per_job_and_filled_once_and_absent_rows_are_not_read
         metric(&env, r#"cachewarden_cache_fills_total{outcome="written"}"#).await,
         5.0
     );
+    // The status page lists the most missed templates first.
+    let page = common::get(&env, "/").await.expect("the status page").body;
+    let (products, users) = (page.find(&format!("{p}product:{{id}}")), page.find(&format!("{p}user:{{id}}")));
+    assert!(page.contains("<h2>Misses</h2>"), "{page}");
+    assert!(products.is_some() && products < users, "{page}");
+    assert_eq!(daemon.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn where_redis_refuses_config_the_log_says_what_to_set_in_the_parameter_group() {
+    let env = TestEnv::new().await;
+    env.sql(SCHEMA).await;
+    // As on ElastiCache: CONFIG is not available, and notifications are off.
+    let redis = OwnRedis::start_with(&["--rename-command", "CONFIG", ""]).await;
+    let path = env.config_file_with_redis(&format!("redis://127.0.0.1:{}/0", redis.port), &jobs(&env, ""));
+    let mut daemon = Daemon::start(&env, &path, &[], &[]);
+    wait_for_admin(&env).await;
+    let said = eventually(Duration::from_secs(10), || async {
+        let log = daemon.log();
+        (log.contains("notify-keyspace-events") && log.contains("parameter group")).then_some(())
+    })
+    .await;
+    assert!(said.is_some(), "{}", daemon.log());
+    assert_eq!(metric(&env, "cachewarden_cache_misses_reported").await, 0.0);
+    let page = common::get(&env, "/").await.expect("the status page").body;
+    assert!(page.contains("notify-keyspace-events lacks E and m"), "{page}");
+    // Still ready: misses are an extra, and the rest of the daemon works.
+    assert_eq!(common::get(&env, "/readyz").await.map(|r| r.status), Some(200));
     assert_eq!(daemon.stop().await, Some(0));
 }
 

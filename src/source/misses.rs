@@ -366,3 +366,36 @@ async fn fill(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_queued_once_until_its_fill_is_done_and_then_remembered() {
+        let mut fills = Fills::default();
+        let now = Instant::now();
+        assert_eq!(fills.offer("k", now), Ok(true));
+        assert_eq!(fills.offer("k", now), Ok(false));
+        let taken = fills.take(10);
+        assert_eq!(taken.len(), 1);
+        // Being filled: a miss meanwhile is already answered.
+        assert_eq!(fills.offer("k", now), Ok(false));
+        fills.done("k", now + Duration::from_secs(5), "absent", now);
+        assert_eq!(fills.offer("k", now + Duration::from_secs(1)), Err("absent"));
+        assert_eq!(fills.offer("k", now + Duration::from_secs(6)), Ok(true));
+    }
+
+    #[test]
+    fn the_queue_holds_at_most_max_queued_keys() {
+        let mut fills = Fills::default();
+        let now = Instant::now();
+        for n in 0..MAX_QUEUED {
+            assert_eq!(fills.offer(&n.to_string(), now), Ok(true));
+        }
+        assert_eq!(fills.offer("one more", now), Err("queue_full"));
+        assert_eq!(fills.take(FILL_BATCH).len(), FILL_BATCH);
+        // Taken keys leave the queue (a batch in flight at most), making room.
+        assert_eq!(fills.offer("one more", now), Ok(true));
+    }
+}
