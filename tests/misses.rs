@@ -158,7 +158,10 @@ async fn misses_are_counted_per_job_and_filled_once_and_absent_rows_are_not_read
     );
     // The status page lists the most missed templates first.
     let page = common::get(&env, "/").await.expect("the status page").body;
-    let (products, users) = (page.find(&format!("{p}product:{{id}}")), page.find(&format!("{p}user:{{id}}")));
+    let (products, users) = (
+        page.find(&format!("{p}product:{{id}}")),
+        page.find(&format!("{p}user:{{id}}")),
+    );
     assert!(page.contains("<h2>Misses</h2>"), "{page}");
     assert!(products.is_some() && products < users, "{page}");
     assert_eq!(daemon.stop().await, Some(0));
@@ -204,7 +207,7 @@ async fn a_flood_of_misses_is_rate_limited_and_bounded_and_the_channel_keeps_app
     // More distinct missed keys than the queue holds, in one pipeline.
     let started = Instant::now();
     let mut flood = redis::pipe();
-    for id in 1..=11_000 {
+    for id in 1..=101_000 {
         flood.cmd("GET").arg(format!("{p}product:{id}"));
     }
     let mut conn = redis.conn.clone();

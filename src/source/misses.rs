@@ -30,10 +30,11 @@ use crate::invalidate::Invalidator;
 use crate::metrics;
 use crate::plan::Policy;
 
-/// Distinct keys waiting to be filled at most; a miss beyond it is dropped (counted as `queue_full`).
-pub const MAX_QUEUED: usize = 10_000;
-/// Keys remembered as recently filled or absent at most (expired ones are dropped first).
-const MAX_REMEMBERED: usize = 100_000;
+/// Distinct keys waiting to be filled at most (a burst of 100,000 distinct misses fits; about 15 MB at worst); a miss
+/// beyond it is dropped (counted as `queue_full`).
+pub const MAX_QUEUED: usize = 100_000;
+/// Keys remembered as recently filled or absent at most (expired ones are dropped first; about 25 MB at worst).
+const MAX_REMEMBERED: usize = 200_000;
 /// A key filled is not filled again for this long: a miss right after a fill (the daemon's own invalidation of it, a
 /// read racing the write) must not start a loop.
 pub const REFILL_AFTER: Duration = Duration::from_secs(1);
