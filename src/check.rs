@@ -30,6 +30,9 @@ pub async fn check_connect(config: &Config) -> Findings {
     let cache = Cache::connect(&config.redis).await;
     if let Ok(cache) = &cache {
         notes.push(format!("Redis: {}", cache.shape()));
+        if config.misses.is_some() {
+            notes.extend(crate::source::misses::describe_nodes(cache, &config.redis).await);
+        }
     }
     match cache {
         Ok(cache) => match access::check(&cache, &access::redis_needs(config)).await {

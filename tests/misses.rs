@@ -67,7 +67,15 @@ async fn misses_are_counted_per_job_and_filled_once_and_absent_rows_are_not_read
     env.sql(SCHEMA).await;
     let mut redis = OwnRedis::start().await;
     let url = format!("redis://127.0.0.1:{}/3", redis.port);
-    let mut daemon = start(&env, &url, &jobs(&env, "negative_ttl = \"1h\"")).await;
+    let body = jobs(&env, "negative_ttl = \"1h\"");
+    // Before the first start, check --connect says what the daemon will turn on.
+    let (code, out) = env.run_cli(&["check", "--connect"], &env.config_file_with_redis(&url, &body));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("does not report key misses yet") && out.contains("\"Em\""),
+        "{out}"
+    );
+    let mut daemon = start(&env, &url, &body).await;
     let conn = &mut redis.conn;
     redis::cmd("SELECT").arg(3).query_async::<()>(conn).await.unwrap();
     // The daemon turned the notifications on (the server started with none).
@@ -174,6 +182,12 @@ async fn where_redis_refuses_config_the_log_says_what_to_set_in_the_parameter_gr
     // As on ElastiCache: CONFIG is not available, and notifications are off.
     let redis = OwnRedis::start_with(&["--rename-command", "CONFIG", ""]).await;
     let path = env.config_file_with_redis(&format!("redis://127.0.0.1:{}/0", redis.port), &jobs(&env, ""));
+    let (code, out) = env.run_cli(&["check", "--connect"], &path);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("cannot read notify-keyspace-events") && out.contains("parameter group"),
+        "{out}"
+    );
     let mut daemon = Daemon::start(&env, &path, &[], &[]);
     wait_for_admin(&env).await;
     let said = eventually(Duration::from_secs(10), || async {

@@ -231,16 +231,59 @@ impl MissListener {
     }
 }
 
-/// Reads `notify-keyspace-events` on a node and adds `E` and `m` when missing. Whether the node reports misses now;
-/// when it does not and cannot be made to, says what to set, once per subscription.
-async fn ensure_reported(conn: &mut redis::aio::MultiplexedConnection, node: &str) -> bool {
-    let current: Result<(String, String), _> = redis::cmd("CONFIG")
+/// A node's `notify-keyspace-events`.
+async fn notification_flags(conn: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<String> {
+    let (_, flags): (String, String) = redis::cmd("CONFIG")
         .arg("GET")
         .arg("notify-keyspace-events")
         .query_async(conn)
-        .await;
-    let current = match current {
-        Ok((_, flags)) => flags,
+        .await?;
+    Ok(flags)
+}
+
+/// `flags` with `E` and `m` added where missing.
+fn with_misses(flags: &str) -> String {
+    let mut wanted = flags.to_string();
+    for flag in NEEDED_FLAGS {
+        if !wanted.contains(flag) {
+            wanted.push(flag);
+        }
+    }
+    wanted
+}
+
+/// For `check --connect`: per node the daemon would follow, whether it reports key misses now, in words.
+pub async fn describe_nodes(cache: &cache::Cache, redis: &RedisSettings) -> Vec<String> {
+    let clients = match cache.node_clients(redis).await {
+        Ok(clients) => clients,
+        Err(error) => return vec![format!("misses: cannot list the nodes: {error}")],
+    };
+    let mut notes = Vec::new();
+    for client in clients {
+        let node = client.get_connection_info().addr().to_string();
+        let flags = match client.get_multiplexed_async_connection().await {
+            Ok(mut conn) => notification_flags(&mut conn).await,
+            Err(error) => Err(error),
+        };
+        notes.push(match flags {
+            Ok(flags) if with_misses(&flags) == flags => format!("misses: {node} reports key misses"),
+            Ok(flags) => format!(
+                "misses: {node} does not report key misses yet (notify-keyspace-events is \"{flags}\"): the daemon sets                  it to \"{}\" at start, or set that yourself (ElastiCache: in the custom parameter group)",
+                with_misses(&flags)
+            ),
+            Err(error) => format!(
+                "misses: cannot read notify-keyspace-events on {node} ({error}); make sure it holds E and m                  (ElastiCache: notify-keyspace-events = Em in the custom parameter group)"
+            ),
+        });
+    }
+    notes
+}
+
+/// Reads `notify-keyspace-events` on a node and adds `E` and `m` when missing. Whether the node reports misses now;
+/// when it does not and cannot be made to, says what to set, once per subscription.
+async fn ensure_reported(conn: &mut redis::aio::MultiplexedConnection, node: &str) -> bool {
+    let current = match notification_flags(conn).await {
+        Ok(flags) => flags,
         Err(error) => {
             warn!(
                 node,
@@ -253,12 +296,7 @@ async fn ensure_reported(conn: &mut redis::aio::MultiplexedConnection, node: &st
             return false;
         }
     };
-    let mut wanted = current.clone();
-    for flag in NEEDED_FLAGS {
-        if !wanted.contains(flag) {
-            wanted.push(flag);
-        }
-    }
+    let wanted = with_misses(&current);
     if wanted == current {
         return true;
     }
