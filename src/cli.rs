@@ -128,12 +128,20 @@ pub enum Command {
         connect: bool,
     },
     /// List the warm jobs: schedule, TTL, key template and the next three fire times (UTC).
-    Jobs,
-    /// Show the running daemon's jobs (last run, next run) and readiness, from its admin endpoint.
+    Jobs {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Show the running daemon's jobs (last run, next run) and readiness, from its admin endpoint. Exits 0 when it is
+    /// ready and no job's last run failed, 1 when it is not ready or a job is failing, 69 when it cannot be reached.
     Status {
         /// Admin endpoint address [default: [admin] listen].
         #[arg(long, value_name = "ADDR")]
         admin: Option<SocketAddr>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Ask the running daemon to run a warm job now (refused while that job is running).
     Trigger {
@@ -231,6 +239,13 @@ pub enum BinlogAction {
 }
 
 /// How `rules` prints.
+/// How `jobs` and `status` print: a table, or JSON for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RulesFormat {
     Toml,
@@ -248,7 +263,7 @@ impl Command {
             | Command::DeadLetters { .. }
             | Command::DemoInit => true,
             Command::Check { connect, .. } | Command::Rules { connect, .. } => *connect,
-            Command::Jobs | Command::Status { .. } | Command::Trigger { .. } => false,
+            Command::Jobs { .. } | Command::Status { .. } | Command::Trigger { .. } => false,
         }
     }
 }

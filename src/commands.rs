@@ -281,6 +281,34 @@ pub fn format_jobs(config: &Config, now: chrono::DateTime<chrono::Utc>) -> Strin
     table(&rows)
 }
 
+/// `jobs -o json`: per job its name, whether enabled, schedule, TTL in seconds (null: none), key template,
+/// whether it fills on a miss, and the next three fire times (UTC, RFC 3339; none for a disabled job).
+pub fn jobs_json(config: &Config, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+    config
+        .jobs
+        .iter()
+        .map(|job| {
+            let next: Vec<String> = if job.enabled {
+                job.schedule.upcoming(now, 3).iter().map(|t| t.to_rfc3339()).collect()
+            } else {
+                Vec::new()
+            };
+            serde_json::json!({
+                "name": &*job.name,
+                "enabled": job.enabled,
+                "schedule": job.schedule.written,
+                "ttl_seconds": match job.ttl {
+                    crate::model::Ttl::Expires(ttl) => Some(ttl.as_secs_f64()),
+                    crate::model::Ttl::Never => None,
+                },
+                "key": job.key.to_string(),
+                "fill_on_miss": job.fill_on_miss,
+                "next_runs": next,
+            })
+        })
+        .collect()
+}
+
 /// Runs the consistency audit once; returns the report and whether every sampled key was consistent.
 pub async fn run_audit(config: &Config, names: &[String], sample: usize) -> anyhow::Result<(String, bool)> {
     let jobs = if names.is_empty() {
@@ -374,7 +402,7 @@ pub async fn publish_invalidation(config: &Config, message: &str) -> anyhow::Res
 }
 
 /// The table `cachewarden status` prints from the daemon's `/jobs` document.
-pub fn format_status(jobs_json: &str) -> Result<String, serde_json::Error> {
+fn format_status(jobs_json: &str) -> Result<String, serde_json::Error> {
     let jobs: Vec<serde_json::Value> = serde_json::from_str(jobs_json)?;
     let mut rows = vec![[
         "JOB".to_string(),
@@ -427,7 +455,7 @@ pub fn format_status(jobs_json: &str) -> Result<String, serde_json::Error> {
 
 /// The `ha:` line of `cachewarden status` from the daemon's `/ha` document: `leader (lease age 12s)`,
 /// `standby (leader: host-a:4242, lease age 2m5s)`.
-pub fn format_ha(ha_json: &str) -> String {
+fn format_ha(ha_json: &str) -> String {
     let Ok(ha) = serde_json::from_str::<serde_json::Value>(ha_json) else {
         return ha_json.trim().to_string();
     };
@@ -442,6 +470,58 @@ pub fn format_ha(ha_json: &str) -> String {
             format!("{role}: this instance is {instance}; the leader is {leader}, lease age {age}")
         }
         (role, _, _) => format!("{role}: this instance is {instance}; no leader at the moment"),
+    }
+}
+
+/// What `cachewarden status` read from the daemon's admin endpoint.
+pub struct Status<'a> {
+    /// The `/jobs` document.
+    pub jobs: &'a str,
+    /// Whether `/readyz` answered 200.
+    pub ready: bool,
+    /// `/readyz`'s text.
+    pub readiness: &'a str,
+    /// The `/ha` document, with `[ha]`.
+    pub ha: Option<&'a str>,
+}
+
+impl Status<'_> {
+    /// The table, the readiness line and the HA line.
+    pub fn text(&self) -> Result<String, serde_json::Error> {
+        let mut out = format_status(self.jobs)?;
+        out.push_str(&format!("readiness: {}\n", self.readiness));
+        if let Some(ha) = self.ha {
+            out.push_str(&format!("ha: {}\n", format_ha(ha)));
+        }
+        Ok(out)
+    }
+
+    /// One document: `ready`, `readiness`, `jobs` (as `/jobs` gives them), `ha` (or null), `failing` (the jobs whose
+    /// last run failed).
+    pub fn json(&self) -> Result<serde_json::Value, serde_json::Error> {
+        let jobs: serde_json::Value = serde_json::from_str(self.jobs)?;
+        let ha = self.ha.map(serde_json::from_str::<serde_json::Value>).transpose()?;
+        Ok(serde_json::json!({
+            "ready": self.ready,
+            "readiness": self.readiness,
+            "failing": self.failing(),
+            "jobs": jobs,
+            "ha": ha,
+        }))
+    }
+
+    /// The jobs whose last run failed.
+    fn failing(&self) -> Vec<String> {
+        let jobs: Vec<serde_json::Value> = serde_json::from_str(self.jobs).unwrap_or_default();
+        jobs.iter()
+            .filter(|job| job["last_run"]["outcome"].as_str() == Some("failure"))
+            .filter_map(|job| job["name"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Ready, and no job's last run failed: what `status` exits 0 for.
+    pub fn healthy(&self) -> bool {
+        self.ready && self.failing().is_empty()
     }
 }
 

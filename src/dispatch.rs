@@ -33,11 +33,20 @@ pub async fn run(cli: Cli) -> ExitCode {
         eprintln!("error: {error}");
         return ExitCode::from(EXIT_USAGE);
     }
+    if let Command::Trigger { name, .. } = &cli.command
+        && let Some(error) = commands::unknown_job(&config, std::slice::from_ref(name))
+    {
+        eprintln!("error: {error}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     match cli.command {
         Command::Check { connect, strict } => check(&config, &path, connect, strict).await,
         Command::Rules { jobs, format, connect } => rules(&config, &jobs, format, connect).await,
-        Command::Jobs => {
-            print!("{}", commands::format_jobs(&config, chrono::Utc::now()));
+        Command::Jobs { output } => {
+            match output {
+                crate::cli::Output::Text => print!("{}", commands::format_jobs(&config, chrono::Utc::now())),
+                crate::cli::Output::Json => println!("{:#}", commands::jobs_json(&config, chrono::Utc::now())),
+            }
             ExitCode::SUCCESS
         }
         Command::Status { .. } | Command::Trigger { .. } => admin_command(&cli.command, config.admin.listen)
@@ -112,7 +121,7 @@ async fn load(cli: &Cli, path: &std::path::Path) -> Result<config::Config, ExitC
         .expect("the default admin address parses");
     if matches!(
         cli.command,
-        Command::Status { admin: None } | Command::Trigger { admin: None, .. }
+        Command::Status { admin: None, .. } | Command::Trigger { admin: None, .. }
     ) {
         eprintln!(
             "note: {} not loaded; asking the admin endpoint at {default}",
@@ -332,7 +341,7 @@ async fn once(config: &config::Config, jobs: &[String], dry_run: bool) -> ExitCo
 /// `status` and `trigger`: they need only the admin address (`--admin`, else `listen`). `None` for other commands.
 async fn admin_command(command: &Command, listen: std::net::SocketAddr) -> Option<ExitCode> {
     Some(match command {
-        Command::Status { admin } => {
+        Command::Status { admin, output } => {
             let addr = admin.unwrap_or(listen);
             let jobs = admin::request(addr, hyper::Method::GET, "/jobs").await;
             let ready = admin::request(addr, hyper::Method::GET, "/readyz").await;
@@ -341,22 +350,32 @@ async fn admin_command(command: &Command, listen: std::net::SocketAddr) -> Optio
                     eprintln!("the daemon at {addr} is {}", jobs.body.trim());
                     ExitCode::from(EXIT_UNAVAILABLE)
                 }
-                (Ok(jobs), Ok(ready)) => match commands::format_status(&jobs.body) {
-                    Ok(table) => {
-                        print!("{table}");
-                        println!("readiness: {}", ready.body.trim());
-                        if let Ok(ha) = admin::request(addr, hyper::Method::GET, "/ha").await
-                            && ha.status == 200
-                        {
-                            println!("ha: {}", commands::format_ha(&ha.body));
+                (Ok(jobs), Ok(ready)) => {
+                    let ha = match admin::request(addr, hyper::Method::GET, "/ha").await {
+                        Ok(ha) if ha.status == 200 => Some(ha.body),
+                        _ => None,
+                    };
+                    let status = commands::Status {
+                        jobs: &jobs.body,
+                        ready: ready.status == 200,
+                        readiness: ready.body.trim(),
+                        ha: ha.as_deref(),
+                    };
+                    let printed = match output {
+                        crate::cli::Output::Text => status.text(),
+                        crate::cli::Output::Json => status.json().map(|json| format!("{json:#}\n")),
+                    };
+                    match printed {
+                        Ok(text) => {
+                            print!("{text}");
+                            success_if(status.healthy())
                         }
-                        ExitCode::SUCCESS
+                        Err(error) => {
+                            eprintln!("error: unexpected answer from {addr}: {error}");
+                            ExitCode::FAILURE
+                        }
                     }
-                    Err(error) => {
-                        eprintln!("error: unexpected answer from {addr}: {error}");
-                        ExitCode::FAILURE
-                    }
-                },
+                }
                 (Err(error), _) | (_, Err(error)) => {
                     eprintln!("error: cannot reach the admin endpoint at {addr} (is the daemon running?): {error:#}");
                     ExitCode::from(EXIT_UNAVAILABLE)
@@ -369,6 +388,11 @@ async fn admin_command(command: &Command, listen: std::net::SocketAddr) -> Optio
                 Ok(response) if response.status == 202 => {
                     print!("{}", response.body);
                     ExitCode::SUCCESS
+                }
+                // The daemon runs another configuration than the one read here (or none was): a usage error too.
+                Ok(response) if response.status == 404 => {
+                    eprint!("error: {}", response.body);
+                    ExitCode::from(EXIT_USAGE)
                 }
                 Ok(response) => {
                     eprint!("error: {}", response.body);

@@ -325,6 +325,19 @@ async fn jobs_lists_schedule_ttl_key_and_next_fire_times() {
         assert!(time.ends_with(":00:00Z"), "{row}");
         assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok(), "{time} in {row}");
     }
+    // The same as JSON.
+    let output = env
+        .cli()
+        .args(["jobs", "-o", "json", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let jobs: serde_json::Value = serde_json::from_slice(&output.stdout).expect("jobs -o json is JSON");
+    assert_eq!(jobs[0]["name"], "hourly", "{jobs}");
+    assert_eq!(jobs[0]["ttl_seconds"], 3600.0, "{jobs}");
+    assert_eq!(jobs[0]["key"], format!("{}hourly:{{id}}", env.prefix), "{jobs}");
+    assert_eq!(jobs[0]["next_runs"].as_array().map(Vec::len), Some(3), "{jobs}");
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cachewarden::admin;
-use common::{Daemon, TestEnv, eventually, free_port, get, sample, wait_for_admin};
+use common::{Daemon, TestEnv, eventually, free_port, get, sample, text, wait_for_admin};
 use hyper::Method;
 
 fn job(env: &TestEnv, name: &str, query: &str, schedule: &str, extra: &str) -> String {
@@ -209,14 +209,49 @@ async fn admin_endpoint_serves_metrics_health_jobs_and_triggers() {
         output
     );
     assert!(!String::from_utf8_lossy(&output.stderr).contains("cannot read config file"));
+    // An unknown job is a usage error (64, like `run --once --job`), with the closest name, found before asking the
+    // daemon; one the running daemon does not know (another configuration) is 64 as well.
     let output = env
         .cli()
-        .args(["trigger", "nope", "--config"])
+        .args(["trigger", "manul", "--config"])
         .arg(&config)
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("no warm job named \"manul\"") && stderr.contains("manual"),
+        "{stderr}"
+    );
+    let output = env
+        .cli()
+        .args([
+            "trigger",
+            "nope",
+            "--admin",
+            &admin_addr,
+            "--config",
+            "/nonexistent/jobs.toml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("no warm job named \"nope\""));
+    // `status -o json`: the same facts for scripts, exit 0 while ready and nothing failing.
+    let output = env
+        .cli()
+        .args(["status", "-o", "json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("status -o json is JSON");
+    assert_eq!(status["ready"], true, "{status}");
+    assert_eq!(status["failing"], serde_json::json!([]), "{status}");
+    assert!(
+        status["jobs"].as_array().is_some_and(|jobs| jobs.len() >= 3),
+        "{status}"
+    );
 
     assert_eq!(daemon.stop().await, Some(0));
 }
@@ -254,6 +289,21 @@ async fn readyz_turns_503_while_redis_is_down_and_back_when_it_returns() {
     assert!(down.body.starts_with("not ready: redis:"), "{}", down.body);
     assert_eq!(get(&env, "/healthz").await.unwrap().status, 200, "alive all the same");
     assert!(daemon.is_running());
+    // `status` exits 1 while the daemon is not ready, and says why, in JSON too.
+    let output = env
+        .cli()
+        .args(["status", "-o", "json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("status -o json is JSON");
+    assert_eq!(status["ready"], false, "{status}");
+    assert!(
+        status["readiness"].as_str().unwrap_or_default().contains("redis"),
+        "{status}"
+    );
+    assert_eq!(status["jobs"][0]["name"], "j", "{status}");
 
     redis.restart();
     let back = eventually(Duration::from_secs(30), || async {
@@ -1143,4 +1193,50 @@ async fn a_rotated_redis_password_applies_on_sighup_and_after_a_refused_password
         "{}",
         daemon.log()
     );
+}
+
+#[tokio::test]
+async fn status_exits_1_and_names_the_job_while_a_jobs_last_run_failed() {
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE t (id INT PRIMARY KEY);\nINSERT INTO t VALUES (1)")
+        .await;
+    let body = format!(
+        "{}{}",
+        job(&env, "fine", "SELECT id FROM t", "0 0 0 1 1 *", "run_on_start = true"),
+        job(
+            &env,
+            "broken",
+            "SELECT id FROM no_such_table",
+            "0 0 0 1 1 *",
+            "run_on_start = true"
+        )
+    );
+    let config = env.config_file(&body);
+    let mut daemon = Daemon::start(&env, &config, &[], &[]);
+    wait_for_admin(&env).await;
+    let failed = eventually(Duration::from_secs(20), || async {
+        let jobs: serde_json::Value = serde_json::from_str(&get(&env, "/jobs").await?.body).ok()?;
+        let broken = jobs.as_array()?.iter().find(|job| job["name"] == "broken")?.clone();
+        (broken["last_run"]["outcome"] == "failure").then_some(())
+    })
+    .await;
+    assert!(failed.is_some(), "{}", daemon.log());
+    let output = env.cli().args(["status", "--config"]).arg(&config).output().unwrap();
+    let (stdout, _) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("broken: ") && stdout.contains("no_such_table"),
+        "{stdout}"
+    );
+    let output = env
+        .cli()
+        .args(["status", "-o", "json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(status["failing"], serde_json::json!(["broken"]), "{status}");
+    assert_eq!(status["ready"], true, "{status}");
+    assert_eq!(daemon.stop().await, Some(0));
 }
