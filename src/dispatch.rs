@@ -410,7 +410,7 @@ async fn admin_command(command: &Command, listen: std::net::SocketAddr) -> Optio
 
 /// Prints `error`; 69 when a server could not be reached, else 1.
 fn failed(error: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {error:#}");
+    eprintln!("error: {}", crate::words::error_chain(error));
     if commands::is_unreachable(error) {
         ExitCode::from(EXIT_UNAVAILABLE)
     } else {

@@ -44,6 +44,19 @@ fn edit_distance(a: &str, b: &str) -> usize {
     rows[a.len()][b.len()]
 }
 
+/// An error chain as one line (`{error:#}`) with each part said once: a library that repeats its source in its own
+/// message (`Connection refused: Connection refused`) would otherwise say the same thing two or three times.
+pub fn error_chain(error: &anyhow::Error) -> String {
+    let text = format!("{error:#}");
+    let mut said: Vec<&str> = Vec::new();
+    for part in text.split(": ") {
+        if !said.contains(&part) {
+            said.push(part);
+        }
+    }
+    said.join(": ")
+}
+
 /// `n` and the noun, plural unless `n` is 1: "1 warm job", "2 warm jobs".
 pub fn count(n: usize, noun: &str) -> String {
     if n == 1 {
@@ -164,5 +177,15 @@ mod tests {
         assert_eq!(super::bytes(300 * 1024 * 1024), "300 MiB");
         assert_eq!(super::bytes(1024 * 1024 - 1), "1.00 MiB");
         assert_eq!(super::bytes(1 << 30), "1.00 GiB");
+    }
+
+    #[test]
+    fn an_error_chain_says_each_part_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused (os error 111)");
+        let error = anyhow::Error::new(io).context("cannot connect to Redis: Connection refused (os error 111)");
+        assert_eq!(
+            super::error_chain(&error.context("Redis at redis://h:6379/0")),
+            "Redis at redis://h:6379/0: cannot connect to Redis: Connection refused (os error 111)"
+        );
     }
 }

@@ -268,6 +268,8 @@ async fn run_once_fails_fast_without_redis_and_hides_the_password() {
     );
     assert!(stderr.contains("Redis at redis://:***@127.0.0.1:1/0"), "{stderr}");
     assert!(!stderr.contains("hunter2") && !stdout.contains("hunter2"), "{stderr}");
+    // Said once, not once per layer of the error.
+    assert_eq!(stderr.matches("Connection refused").count(), 1, "{stderr}");
 }
 
 #[tokio::test]
