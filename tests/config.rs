@@ -77,6 +77,9 @@ enabled = "yes"
 "#
     );
     let problems = problems(&source);
+    // In file order.
+    let lines: Vec<Option<usize>> = problems.iter().map(|problem| problem.line).collect();
+    assert!(lines.is_sorted(), "{lines:?}");
 
     let cron = find(&problems, "warm[0] \"bad_cron\".schedule");
     assert_eq!(cron.line, Some(9));

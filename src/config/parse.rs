@@ -163,7 +163,10 @@ pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
         .dom_and_dow(true)
         .build()
         .parse(&cron)
-        .map_err(|error| format!("\"{text}\" is not a valid cron schedule: {error}"))?;
+        .map_err(|error| match out_of_range(&cron) {
+            Some(field) => format!("\"{text}\" is not a valid cron schedule: {field}"),
+            None => format!("\"{text}\" is not a valid cron schedule: {error}"),
+        })?;
     if let Err(error) = parsed.find_next_occurrence(&chrono::Utc::now(), false) {
         return Err(format!("\"{text}\" never fires: {error}"));
     }
@@ -196,6 +199,36 @@ pub(super) fn every_to_cron(every: &str) -> Result<String, String> {
         86_400 => "0 0 0 * * *".into(),
         _ => return Err(uneven()),
     })
+}
+
+/// The six fields of a cron schedule (seconds first), with the numbers each accepts.
+const CRON_FIELDS: [(&str, u32, u32); 6] = [
+    ("second", 0, 59),
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of the month", 1, 31),
+    ("month", 1, 12),
+    ("day of the week", 0, 7),
+];
+
+/// The first number of a six-field `cron` outside its field's range, in words: which field, what it holds, what it
+/// accepts. (Step sizes after `/` are not positions and are not checked; names such as `MON` are left to croner.)
+fn out_of_range(cron: &str) -> Option<String> {
+    for (text, (name, low, high)) in cron.split_whitespace().zip(CRON_FIELDS) {
+        for item in text.split(',') {
+            let range = item.split('/').next().unwrap_or_default();
+            for number in range.split('-') {
+                if let Ok(value) = number.parse::<u32>()
+                    && !(low..=high).contains(&value)
+                {
+                    return Some(format!(
+                        "the {name} field is \"{text}\", and {value} is out of range: it takes {low}-{high}"
+                    ));
+                }
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -234,9 +267,15 @@ mod tests {
     }
 
     #[test]
-    fn bad_cron_carries_croners_message() {
+    fn bad_cron_names_the_field_and_its_range() {
         let error = parse_schedule("0 61 * * * *").unwrap_err();
         assert!(error.contains("is not a valid cron schedule: "), "{error}");
+        // A number out of its field's range names the field and the range.
+        assert!(error.contains("the minute field is \"61\", and 61 is out of range: it takes 0-59"), "{error}");
+        let error = parse_schedule("0 9 * * 1-8").unwrap_err();
+        assert!(error.contains("the day of the week field is \"1-8\""), "{error}");
+        let error = parse_schedule("0 0 32 * *").unwrap_err();
+        assert!(error.contains("the day of the month field is \"32\", and 32 is out of range: it takes 1-31"), "{error}");
         assert!(parse_schedule("1 2 3").unwrap_err().contains("has 3 fields"));
     }
 

@@ -186,6 +186,8 @@ pub fn validate(
     }
 
     if !ctx.problems.is_empty() {
+        // In file order, whatever pass found them (those of environment variables, without a line, first).
+        ctx.problems.sort_by_key(|problem| problem.line);
         return Err(invalid(ctx.problems));
     }
     let (Some(mysql), Some(redis)) = (mysql, redis) else {
