@@ -59,7 +59,68 @@ pub fn command() -> clap::Command {
     for (code, meaning) in exit::CODES {
         codes.push_str(&format!("\n  {code:<3} {meaning}"));
     }
-    Cli::command().after_long_help(codes)
+    let mut command = Cli::command().after_long_help(format!("{}\n\n{codes}", examples(EXAMPLES[0].1)));
+    for (name, lines) in &EXAMPLES[1..] {
+        command = command.mut_subcommand(name, |sub| sub.after_help(examples(lines)));
+    }
+    command
+}
+
+/// Examples for `--help`: the whole program's first, then per subcommand (shown by `cachewarden SUBCOMMAND --help`).
+const EXAMPLES: &[(&str, &[&str])] = &[
+    (
+        "",
+        &[
+            "cachewarden check --connect              # the file against the live servers",
+            "cachewarden run --once --job top_products",
+            "cachewarden status                       # the running daemon; exit 1 while a job fails",
+            "cachewarden invalidate product:42 --refresh",
+        ],
+    ),
+    (
+        "run",
+        &[
+            "cachewarden run                          # the daemon (systemd runs this)",
+            "cachewarden run --once                   # every enabled job once, then exit",
+            "cachewarden run --once --job top_products --dry-run",
+        ],
+    ),
+    ("check", &["cachewarden check", "cachewarden check --connect --strict"]),
+    (
+        "status",
+        &["cachewarden status", "cachewarden status -o json | jq .failing"],
+    ),
+    ("trigger", &["cachewarden trigger top_products"]),
+    (
+        "invalidate",
+        &[
+            "cachewarden invalidate product:42 product:43",
+            "cachewarden invalidate --pattern 'user:1000:*'",
+            "cachewarden invalidate product:42 --refresh",
+            "cachewarden invalidate --warm top_products",
+        ],
+    ),
+    (
+        "audit",
+        &["cachewarden audit --job products", "cachewarden audit --all"],
+    ),
+    (
+        "binlog",
+        &[
+            "cachewarden binlog status",
+            "cachewarden binlog replay --from mysql-bin.000042:4",
+        ],
+    ),
+];
+
+/// `lines` under an "Examples:" heading.
+fn examples(lines: &[&str]) -> String {
+    let mut text = String::from("Examples:");
+    for line in lines {
+        text.push_str("\n  ");
+        text.push_str(line);
+    }
+    text
 }
 
 /// Parses the process's arguments.
@@ -265,5 +326,23 @@ impl Command {
             Command::Check { connect, .. } | Command::Rules { connect, .. } => *connect,
             Command::Jobs { .. } | Command::Status { .. } | Command::Trigger { .. } => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every example in `--help` is a command line the parser takes (what follows `#` or `|` is not its part).
+    #[test]
+    fn every_example_parses() {
+        for (_, lines) in super::EXAMPLES {
+            for line in *lines {
+                let line = line.split(['#', '|']).next().unwrap_or_default();
+                let words: Vec<&str> = line.split_whitespace().map(|w| w.trim_matches('\'')).collect();
+                let parsed = super::command().try_get_matches_from(&words);
+                assert!(parsed.is_ok(), "{line}: {}", parsed.unwrap_err());
+            }
+        }
+        let help = super::command().render_long_help().to_string();
+        assert!(help.contains("Examples:") && help.contains("Exit status:"), "{help}");
     }
 }

@@ -181,7 +181,10 @@ mod tests {
 
     #[test]
     fn an_error_chain_says_each_part_once() {
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused (os error 111)");
+        let io = std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        );
         let error = anyhow::Error::new(io).context("cannot connect to Redis: Connection refused (os error 111)");
         assert_eq!(
             super::error_chain(&error.context("Redis at redis://h:6379/0")),

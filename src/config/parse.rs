@@ -271,11 +271,17 @@ mod tests {
         let error = parse_schedule("0 61 * * * *").unwrap_err();
         assert!(error.contains("is not a valid cron schedule: "), "{error}");
         // A number out of its field's range names the field and the range.
-        assert!(error.contains("the minute field is \"61\", and 61 is out of range: it takes 0-59"), "{error}");
+        assert!(
+            error.contains("the minute field is \"61\", and 61 is out of range: it takes 0-59"),
+            "{error}"
+        );
         let error = parse_schedule("0 9 * * 1-8").unwrap_err();
         assert!(error.contains("the day of the week field is \"1-8\""), "{error}");
         let error = parse_schedule("0 0 32 * *").unwrap_err();
-        assert!(error.contains("the day of the month field is \"32\", and 32 is out of range: it takes 1-31"), "{error}");
+        assert!(
+            error.contains("the day of the month field is \"32\", and 32 is out of range: it takes 1-31"),
+            "{error}"
+        );
         assert!(parse_schedule("1 2 3").unwrap_err().contains("has 3 fields"));
     }
 
