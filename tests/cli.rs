@@ -488,6 +488,132 @@ async fn daemon_waits_for_an_unreachable_redis_and_warms_once_it_appears() {
     assert_eq!(status.and_then(|s| s.code()), Some(0));
 }
 
+/// The journal's entries as the native protocol sends them: per datagram, its fields (`NAME=value` lines, or a name
+/// line, a 64-bit little-endian length and the value).
+fn journal_entry(datagram: &[u8]) -> std::collections::HashMap<String, String> {
+    let mut fields = std::collections::HashMap::new();
+    let mut rest = datagram;
+    while !rest.is_empty() {
+        let line_end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .expect("a field ends its name line");
+        let line = &rest[..line_end];
+        match line.iter().position(|&b| b == b'=') {
+            Some(eq) => {
+                fields.insert(
+                    String::from_utf8_lossy(&line[..eq]).into_owned(),
+                    String::from_utf8_lossy(&line[eq + 1..]).into_owned(),
+                );
+                rest = &rest[line_end + 1..];
+            }
+            None => {
+                let after = &rest[line_end + 1..];
+                let len = u64::from_le_bytes(after[..8].try_into().unwrap()) as usize;
+                fields.insert(
+                    String::from_utf8_lossy(line).into_owned(),
+                    String::from_utf8_lossy(&after[8..8 + len]).into_owned(),
+                );
+                rest = &after[8 + len + 1..];
+            }
+        }
+    }
+    fields
+}
+
+#[tokio::test]
+async fn under_systemd_events_reach_the_journal_natively_with_their_fields() {
+    use std::os::unix::fs::MetadataExt as _;
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let never = "0 0 0 1 1 *";
+    let path = env.config_file(
+        &[
+            job(
+                &env,
+                "good",
+                "SELECT id, name FROM products",
+                never,
+                "run_on_start = true",
+            ),
+            job(
+                &env,
+                "bad",
+                "SELECT id FROM no_such_table",
+                never,
+                "run_on_start = true",
+            ),
+        ]
+        .concat(),
+    );
+    // A journal of the test's own: a datagram socket, read on a thread.
+    let socket_path = env.dir.path().join("journal.socket");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let entries = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (entries, stop) = (entries.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buffer = vec![0u8; 1 << 16];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = socket.recv(&mut buffer) {
+                    entries.lock().unwrap().push(journal_entry(&buffer[..n]));
+                }
+            }
+        })
+    };
+    let stderr_path = env.dir.path().join("stderr.log");
+    let stderr = std::fs::File::create(&stderr_path).unwrap();
+    let meta = stderr.metadata().unwrap();
+    let mut daemon = env
+        .cli()
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .env("CACHEWARDEN_JOURNAL_SOCKET", &socket_path)
+        .env("RUST_LOG", "cachewarden=info")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let find = |message: &str, job: &str| {
+        entries
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|entry| {
+                entry.get("MESSAGE").is_some_and(|m| m.contains(message))
+                    && entry.get("JOB").map(String::as_str) == Some(job)
+            })
+            .cloned()
+    };
+    let both = eventually(Duration::from_secs(20), || async {
+        Some((find("Warm job finished", "good")?, find("Warm job failed", "bad")?))
+    })
+    .await;
+    signal(&daemon, "TERM");
+    wait_exit(&mut daemon, Duration::from_secs(20)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    reader.join().unwrap();
+    let (finished, failed) = both.unwrap_or_else(|| panic!("{:#?}", entries.lock().unwrap()));
+    // `journalctl -u cachewarden JOB=good -p info` finds it: its own fields, its priority, who wrote it.
+    assert_eq!(finished["PRIORITY"], "6", "{finished:?}");
+    assert_eq!(finished["SYSLOG_IDENTIFIER"], "cachewarden", "{finished:?}");
+    assert!(
+        finished.contains_key("ROWS") && finished.contains_key("DURATION_MS"),
+        "{finished:?}"
+    );
+    assert_eq!(failed["PRIORITY"], "3", "{failed:?}");
+    assert!(
+        failed.values().any(|value| value.contains("no_such_table")),
+        "{failed:?}"
+    );
+    // Nothing went to stderr as lines of its own.
+    let lines = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(!lines.contains("Warm job finished"), "{lines}");
+}
+
 #[tokio::test]
 async fn under_journald_each_line_carries_its_priority_and_no_timestamp() {
     use std::os::unix::fs::MetadataExt as _;

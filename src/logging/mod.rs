@@ -1,14 +1,19 @@
-//! Where logs go and how they look: the filter (`RUST_LOG`, else `[daemon] log_level`), text or JSON lines on stderr
-//! (journald collects them, with each line's priority), and one line per event whatever the event carries.
+//! Where logs go and how they look: the filter (`RUST_LOG`, else `[daemon] log_level`); under systemd the journal's
+//! native protocol with structured fields (`journal`); else text or JSON lines on stderr, one line per event whatever
+//! the event carries.
 //!
 //! Messages, keys and SQL errors come from outside; a newline inside one would start a forged log line. Every
 //! control character in an event's text is therefore written escaped (`\n`, `\u{1b}`), except the line's own end and,
 //! on a terminal, the colour codes the formatter adds itself. JSON lines escape them already.
 
+mod journal;
+
 use std::io::{IsTerminal as _, Write};
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::{Config, LogFormat};
 
@@ -18,9 +23,11 @@ const QUIET: &str = "sqlx::query=error,tokio_cron_scheduler=warn";
 
 /// Installs the global subscriber for `config`, with `flag` (`--log-format`) over `[daemon] log_format`.
 ///
-/// When stderr is the journal (`JOURNAL_STREAM` names it), text lines start with their syslog priority (`<3>` for
-/// ERROR … `<7>` for DEBUG) so that `journalctl -p warning` finds them, and carry no timestamp (the journal has
-/// its own). `NO_COLOR` turns colours off on a terminal.
+/// When stderr is the journal (`JOURNAL_STREAM` names it) and no `--log-format json` asks for JSON lines, events go
+/// to the journal's socket with their fields (`CACHEWARDEN_JOURNAL_SOCKET` names another socket, for tests); if
+/// nothing listens there, text lines start with their syslog priority (`<3>` for ERROR … `<7>` for DEBUG) so that
+/// `journalctl -p warning` finds them, and carry no timestamp (the journal has its own). `NO_COLOR` turns colours off
+/// on a terminal.
 pub fn init(config: &Config, flag: Option<LogFormat>) {
     let level = config.daemon.log_level.as_deref().unwrap_or("info");
     let default = || EnvFilter::try_new(format!("{level},{QUIET}")).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -32,16 +39,30 @@ pub fn init(config: &Config, flag: Option<LogFormat>) {
         _ => (default(), None),
     };
     let journal = stderr_is_journal();
+    let format = flag.unwrap_or(config.daemon.log_format);
+    if journal && format == LogFormat::Text {
+        let socket = std::env::var_os("CACHEWARDEN_JOURNAL_SOCKET").unwrap_or_else(|| journal::SOCKET.into());
+        if let Some(native) = journal::Journal::connect(std::path::Path::new(&socket)) {
+            tracing_subscriber::registry().with(filter).with(native).init();
+            warn_bad_rust_log(bad_rust_log);
+            return;
+        }
+    }
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
     let ansi = std::io::stderr().is_terminal() && !journal && !no_color;
     let writer = OneLine { ansi, journal };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
-    match (flag.unwrap_or(config.daemon.log_format), journal) {
+    match (format, journal) {
         (LogFormat::Text, false) => builder.with_ansi(ansi).init(),
         (LogFormat::Text, true) => builder.with_ansi(false).without_time().init(),
         (LogFormat::Json, _) => builder.json().flatten_event(true).with_current_span(true).init(),
     }
-    if let Some((directives, error)) = bad_rust_log {
+    warn_bad_rust_log(bad_rust_log);
+}
+
+/// Says that `RUST_LOG` was not used, once logging is up.
+fn warn_bad_rust_log(bad: Option<(String, tracing_subscriber::filter::ParseError)>) {
+    if let Some((directives, error)) = bad {
         tracing::warn!(
             rust_log = %directives,
             %error,
