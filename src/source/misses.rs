@@ -378,7 +378,8 @@ async fn fill(
                         }
                     }
                 }
-                // Keys written, or left deleted for another reason (too big, unverified): not absent.
+                // A key with a row may still be left missing (a value over max_value_bytes): count what was written.
+                written.truncate(applied.refreshed as usize);
                 metrics::record_fills(&written, absent.len(), 0);
             }
             Err(error) => {
