@@ -189,9 +189,10 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
         }
         (Method::GET, "/metrics") => match &state.metrics {
             Some(handle) => {
-                crate::metrics::record_process();
                 handle.run_upkeep();
-                let mut response = text(StatusCode::OK, &handle.render());
+                let mut body = handle.render();
+                body.push_str(&crate::metrics::process_text());
+                let mut response = text(StatusCode::OK, &body);
                 response.headers_mut().insert(
                     hyper::header::CONTENT_TYPE,
                     hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),

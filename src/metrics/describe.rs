@@ -254,18 +254,4 @@ pub(super) fn describe() {
         "Stale keys the audit repaired (audit_repair = true)."
     );
     describe_gauge!("cachewarden_build_info", "Always 1; the labels say which build runs.");
-    describe_counter!(
-        "process_cpu_seconds_total",
-        Unit::Seconds,
-        "Total user and system CPU time spent."
-    );
-    describe_gauge!("process_resident_memory_bytes", Unit::Bytes, "Resident memory size.");
-    describe_gauge!("process_virtual_memory_bytes", Unit::Bytes, "Virtual memory size.");
-    describe_gauge!("process_open_fds", "Open file descriptors.");
-    describe_gauge!("process_max_fds", "Limit on open file descriptors.");
-    describe_gauge!(
-        "process_start_time_seconds",
-        Unit::Seconds,
-        "Start time of the process since the Unix epoch."
-    );
 }

@@ -184,10 +184,12 @@ const REFRESH_GIVE_UP_REASONS: [&str; 4] = ["unverified", "outdated", "query_ref
 /// The statements logged without row images the binlog recovers from (`cachewarden_binlog_statements_total{kind}`).
 const STATEMENT_KINDS: [&str; 5] = ["truncate", "drop", "rename", "partition", "statement_dml"];
 
-/// Reads this process's CPU time, memory and descriptors from `/proc` (Linux), for a scrape.
-pub fn record_process() {
+/// This process's CPU time, memory and descriptors from `/proc` (Linux), as Prometheus text for a scrape (written
+/// here rather than through the recorder, whose counters are whole numbers: CPU seconds are fractional).
+pub fn process_text() -> String {
     // USER_HZ: the unit of /proc times, 100 on every Linux architecture cachewarden runs on.
     const TICKS_PER_SECOND: f64 = 100.0;
+    let mut samples: Vec<(&str, &str, &str, f64)> = Vec::new();
     if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
         // Fields after the command name, which is in parentheses and may hold spaces.
         let fields: Vec<&str> = stat
@@ -195,20 +197,57 @@ pub fn record_process() {
             .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
         let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok());
         if let (Some(user), Some(system)) = (field(14), field(15)) {
-            counter!("process_cpu_seconds_total").absolute(((user + system) / TICKS_PER_SECOND) as u64);
-        }
-        if let Some(virtual_bytes) = field(23) {
-            gauge!("process_virtual_memory_bytes").set(virtual_bytes);
-        }
-        if let Some(pages) = field(24) {
-            gauge!("process_resident_memory_bytes").set(pages * 4096.0);
+            let cpu = (user + system) / TICKS_PER_SECOND;
+            samples.push((
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                cpu,
+            ));
         }
         if let (Some(started), Some(boot)) = (field(22), boot_time()) {
-            gauge!("process_start_time_seconds").set(boot + started / TICKS_PER_SECOND);
+            let start = boot + started / TICKS_PER_SECOND;
+            samples.push((
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since unix epoch in seconds.",
+                start,
+            ));
+        }
+    }
+    // Sizes in kB as the kernel counts them: no page size assumed.
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        let kib = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|value| value.split_whitespace().next()?.parse::<f64>().ok())
+                .map(|kib| kib * 1024.0)
+        };
+        if let Some(resident) = kib("VmRSS") {
+            samples.push((
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+                resident,
+            ));
+        }
+        if let Some(virtual_bytes) = kib("VmSize") {
+            samples.push((
+                "process_virtual_memory_bytes",
+                "gauge",
+                "Virtual memory size in bytes.",
+                virtual_bytes,
+            ));
         }
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        gauge!("process_open_fds").set(fds.count() as f64);
+        samples.push((
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            fds.count() as f64,
+        ));
     }
     if let Ok(limits) = std::fs::read_to_string("/proc/self/limits")
         && let Some(max) = limits
@@ -217,8 +256,17 @@ pub fn record_process() {
             .and_then(|line| line.split_whitespace().nth(3))
             .and_then(|soft| soft.parse::<f64>().ok())
     {
-        gauge!("process_max_fds").set(max);
+        samples.push((
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            max,
+        ));
     }
+    samples
+        .iter()
+        .map(|(name, kind, help, value)| format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"))
+        .collect()
 }
 
 /// The system's boot time, seconds since the epoch (`btime` of `/proc/stat`).
