@@ -110,9 +110,12 @@ async fn admin_endpoint_serves_metrics_health_jobs_and_triggers() {
     assert!(metrics.contains("cachewarden_build_info{version=\""), "{metrics}");
     assert!(sample(&metrics, "process_resident_memory_bytes").unwrap() > 1e6);
     assert!(sample(&metrics, "process_open_fds").unwrap() > 3.0);
-    // CPU time in fractions of a second (a fresh daemon has used well under one), typed as the counter it is.
-    assert!(sample(&metrics, "process_cpu_seconds_total").unwrap() > 0.0, "{metrics}");
-    assert!(metrics.contains("# TYPE process_cpu_seconds_total counter"), "{metrics}");
+    // CPU time, typed as the counter it is (its fractions: see metrics' unit test).
+    assert!(sample(&metrics, "process_cpu_seconds_total").is_some(), "{metrics}");
+    assert!(
+        metrics.contains("# TYPE process_cpu_seconds_total counter"),
+        "{metrics}"
+    );
     // The scrape passes Prometheus' own linter.
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])

@@ -574,3 +574,24 @@ pub fn record_repaired(job: &str, keys: u64) {
 pub fn unix_now() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn process_cpu_time_has_its_fractions() {
+        let cpu = |text: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("process_cpu_seconds_total "))
+                .and_then(|value| value.parse::<f64>().ok())
+                .expect("process_cpu_seconds_total")
+        };
+        let before = cpu(&super::process_text());
+        // Busy until the kernel has counted a few ticks (10 ms each): whole seconds would still read the same.
+        let started = std::time::Instant::now();
+        while cpu(&super::process_text()) < before + 0.03 && started.elapsed() < std::time::Duration::from_secs(5) {}
+        let after = cpu(&super::process_text());
+        // Counted in hundredths: the first change seen is a few of them, not a whole second.
+        assert!(after >= before + 0.03 && after < before + 0.5, "{before} -> {after}");
+        assert!(super::process_text().contains("# TYPE process_resident_memory_bytes gauge"));
+    }
+}
