@@ -363,10 +363,22 @@ impl Invalidator {
     }
 
     /// Loads `keys` that Redis reported missing (`fill_on_miss`) the way a channel refresh does (rendering,
-    /// protection, fence): what it did, the keys no row renders in `absent`.
-    pub async fn fill(&self, keys: &[&str]) -> Result<Applied, InvalidateError> {
+    /// protection, fence), reading from `writer` when given: what it did, the keys no row renders in `absent`. Keys
+    /// whose job no longer fills (a reload meanwhile) are left alone, never deleted.
+    pub async fn fill(&self, keys: &[&str], writer: Option<&Database>) -> Result<Applied, InvalidateError> {
+        let jobs = self.jobs();
+        let filling: Vec<&str> = keys
+            .iter()
+            .copied()
+            .filter(|key| {
+                jobs.iter()
+                    .find(|job| job.key.capture(key).is_some())
+                    .is_some_and(|job| job.fill_on_miss && job.refresh_query.is_some())
+            })
+            .collect();
         let mut applied = Applied::default();
-        self.refresh(&self.db, keys, &HashMap::new(), &mut applied).await?;
+        self.refresh(writer.unwrap_or(&self.db), &filling, &HashMap::new(), &mut applied)
+            .await?;
         Ok(applied)
     }
 

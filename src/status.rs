@@ -211,10 +211,10 @@ fn rates(samples: &[Sample], total: impl Fn(&Sample) -> f64) -> Vec<(f64, f64)> 
 /// The `[misses]` section: whether Redis reports misses, the fills, and the most missed key templates first.
 fn misses(page: &Page<'_>) -> String {
     let metric = |name: &str| sample(page.metrics, name).unwrap_or(0.0);
-    let reported = if metric("cachewarden_cache_misses_reported") == 1.0 {
-        "<span class=ok>yes</span>".to_string()
-    } else {
-        "<span class=bad>no: notify-keyspace-events lacks E and m (see the log for what to set)</span>".to_string()
+    let reported = match sample(page.metrics, "cachewarden_cache_misses_reported") {
+        Some(1.0) => "<span class=ok>yes</span>",
+        Some(_) => "<span class=bad>no: notify-keyspace-events lacks E and m (see the log for what to set)</span>",
+        None => "not known: this instance does not follow misses (a standby, or starting)",
     };
     let fills = |outcome: &str| metric(&format!("cachewarden_cache_fills_total{{outcome=\"{outcome}\"}}"));
     let mut html = format!(

@@ -516,6 +516,19 @@ impl Producers {
                     settings: misses.clone(),
                     invalidator: self.invalidator.clone(),
                     policy: self.policy.clone(),
+                    writer: config
+                        .binlog
+                        .as_ref()
+                        .and_then(|binlog| binlog.refresh_fallback.as_ref())
+                        .and_then(|url| {
+                            Database::new(&config::MysqlSettings {
+                                url: url.clone(),
+                                pool_size: 2,
+                                ..config.mysql.clone()
+                            })
+                            .inspect_err(|error| warn!(%error, "[binlog] refresh_fallback is not usable for fills."))
+                            .ok()
+                        }),
                 }
                 .run(term.clone()),
             );

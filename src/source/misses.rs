@@ -25,6 +25,7 @@ use tracing::{info, warn};
 use crate::backoff::Backoff;
 use crate::cache::{self, CacheError};
 use crate::config::{MissesSettings, RedisSettings};
+use crate::database::Database;
 use crate::glob::glob_match;
 use crate::invalidate::Invalidator;
 use crate::metrics;
@@ -40,6 +41,11 @@ const MAX_REMEMBERED: usize = 200_000;
 pub const REFILL_AFTER: Duration = Duration::from_secs(1);
 /// Keys loaded in one batch at most (each job's keys of a batch are read in one statement).
 const FILL_BATCH: usize = 1024;
+/// How often the listener compares the nodes it follows with the cluster's masters (a failover or a new shard closes
+/// no subscription of ours).
+const TOPOLOGY_CHECK: Duration = Duration::from_secs(30);
+/// A subscription that ended sooner than this is followed by a pause (backoff) before subscribing again.
+const SHORT_SESSION: Duration = Duration::from_secs(1);
 /// The token bucket holds this much of a second's allowance: bursts are smoothed into batches every 100 ms.
 const BUCKET_SECONDS: f64 = 0.1;
 /// What `notify-keyspace-events` must hold for key misses to be published: keyevent channels and the miss class.
@@ -50,6 +56,9 @@ pub struct MissListener {
     pub redis: RedisSettings,
     pub settings: MissesSettings,
     pub invalidator: Arc<Invalidator>,
+    /// Where fills read instead of `[mysql]`: `[binlog] refresh_fallback` (the writer) when set, because a miss
+    /// right after a change is exactly when a lagging reader still has the old row.
+    pub writer: Option<Database>,
     /// The channel's allow-list: a fill writes only what a channel refresh may.
     pub policy: watch::Receiver<Arc<Policy>>,
 }
@@ -62,6 +71,8 @@ struct Fills {
     queued: HashSet<String>,
     /// Key → until when a miss of it is not filled (and why).
     remembered: HashMap<String, (Instant, &'static str)>,
+    /// When expired entries were last swept out of a full `remembered` (at most once a second: a sweep is O(n)).
+    swept: Option<Instant>,
 }
 
 impl Fills {
@@ -97,7 +108,13 @@ impl Fills {
 
     fn remember(&mut self, key: String, until: Instant, reason: &'static str, now: Instant) {
         if self.remembered.len() >= MAX_REMEMBERED {
-            self.remembered.retain(|_, (until, _)| *until > now);
+            if self
+                .swept
+                .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+            {
+                self.remembered.retain(|_, (until, _)| *until > now);
+                self.swept = Some(now);
+            }
             if self.remembered.len() >= MAX_REMEMBERED {
                 // Every entry is live: forgetting one only costs a read, within the rate limit.
                 return;
@@ -124,13 +141,16 @@ impl MissListener {
     /// Subscribes on every node and fills what is missed, until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         let shared = Arc::new(Shared::default());
-        let filler = fill(
+        // A task of its own: reading misses never waits for a fill's read or its rendering.
+        let filler = tokio::spawn(fill(
             self.invalidator.clone(),
+            self.writer.clone(),
             self.settings.clone(),
             shared.clone(),
             shutdown.clone(),
-        );
-        tokio::join!(self.listen(&shared, &shutdown), filler);
+        ));
+        self.listen(&shared, &shutdown).await;
+        let _ = filler.await;
     }
 
     /// Subscribes and reads, resubscribing with backoff whenever a node's subscription ends.
@@ -141,8 +161,8 @@ impl MissListener {
                 _ = shutdown.cancelled() => return,
                 subscribed = self.subscribe() => subscribed,
             };
-            let streams = match subscribed {
-                Ok(streams) => streams,
+            let (streams, nodes) = match subscribed {
+                Ok(subscribed) => subscribed,
                 Err(error) => {
                     let delay = backoff.next_delay();
                     warn!(%error, retry_in = ?delay, "Cannot subscribe to key misses; will retry.");
@@ -160,29 +180,76 @@ impl MissListener {
                     .into_iter()
                     .map(|stream| stream.map(Some).chain(futures_util::stream::iter([None])).boxed()),
             );
+            let mut heard = false;
+            let mut check = tokio::time::interval_at(tokio::time::Instant::now() + TOPOLOGY_CHECK, TOPOLOGY_CHECK);
             loop {
                 let message = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     message = messages.next() => message,
+                    _ = check.tick() => {
+                        if self.nodes_changed(&nodes).await {
+                            info!("The nodes to follow changed (a failover, a resharding); subscribing again.");
+                            break;
+                        }
+                        continue;
+                    }
                 };
                 match message.flatten() {
-                    Some(message) => self.missed(message.get_payload_bytes(), shared),
-                    None => break,
+                    Some(message) => {
+                        if !heard {
+                            // Heard from Redis: it reports misses, whatever reading its settings said (ElastiCache
+                            // refuses CONFIG even once the parameter group is right).
+                            heard = true;
+                            metrics::record_misses_reported(true);
+                        }
+                        self.missed(message.get_payload_bytes(), shared);
+                    }
+                    None => {
+                        warn!("A key-miss subscription ended; subscribing again on every node.");
+                        break;
+                    }
                 }
             }
-            backoff.session_ended(started.elapsed());
-            warn!("A key-miss subscription ended; subscribing again on every node.");
+            let lasted = started.elapsed();
+            backoff.session_ended(lasted);
+            if lasted < SHORT_SESSION {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                }
+            }
         }
     }
 
-    /// A subscription to `__keyevent@<db>__:keymiss` on each node, after making sure the node reports misses.
-    async fn subscribe(&self) -> Result<Vec<futures_util::stream::BoxStream<'static, redis::Msg>>, CacheError> {
+    /// Whether the nodes misses must be heard from are no longer `nodes` (an error reads as "no change": the next
+    /// check, or a dropped subscription, will tell).
+    async fn nodes_changed(&self, nodes: &[String]) -> bool {
+        match self.invalidator.cache().node_clients(&self.redis).await {
+            Ok(clients) => {
+                let now: Vec<String> = clients
+                    .iter()
+                    .map(|c| c.get_connection_info().addr().to_string())
+                    .collect();
+                now != nodes
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// A subscription to `__keyevent@<db>__:keymiss` on each node, after making sure the node reports misses; and
+    /// the nodes' addresses.
+    #[allow(clippy::type_complexity)]
+    async fn subscribe(
+        &self,
+    ) -> Result<(Vec<futures_util::stream::BoxStream<'static, redis::Msg>>, Vec<String>), CacheError> {
         let cache = self.invalidator.cache();
         let channel = format!("__keyevent@{}__:keymiss", cache::db_of(&self.redis));
         let mut streams = Vec::new();
+        let mut nodes = Vec::new();
         let mut reported = true;
         for client in cache.node_clients(&self.redis).await? {
             let node = client.get_connection_info().addr().to_string();
+            nodes.push(node.clone());
             let connect = async {
                 let mut conn = client.get_multiplexed_async_connection().await?;
                 let reports = ensure_reported(&mut conn, &node).await;
@@ -199,9 +266,15 @@ impl MissListener {
             reported &= node_reports;
             streams.push(pubsub.into_on_message().boxed());
         }
+        if streams.is_empty() {
+            return Err(CacheError::Connect(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "the cluster's slot map names no master",
+            ))));
+        }
         metrics::record_misses_reported(reported);
         info!(channel, nodes = streams.len(), "Following key misses.");
-        Ok(streams)
+        Ok((streams, nodes))
     }
 
     /// Counts a miss of `key` against the first job whose template fits it, and queues it when that job fills.
@@ -261,14 +334,17 @@ pub async fn describe_nodes(cache: &cache::Cache, redis: &RedisSettings) -> Vec<
     let mut notes = Vec::new();
     for client in clients {
         let node = client.get_connection_info().addr().to_string();
-        let flags = match client.get_multiplexed_async_connection().await {
-            Ok(mut conn) => notification_flags(&mut conn).await,
-            Err(error) => Err(error),
+        let read = async {
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            notification_flags(&mut conn).await
         };
+        let flags = tokio::time::timeout(redis.connect_timeout, read)
+            .await
+            .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "no answer in time"))));
         notes.push(match flags {
             Ok(flags) if with_misses(&flags) == flags => format!("misses: {node} reports key misses"),
             Ok(flags) => format!(
-                "misses: {node} does not report key misses yet (notify-keyspace-events is \"{flags}\"): the daemon sets                  it to \"{}\" at start, or set that yourself (ElastiCache: in the custom parameter group)",
+                "misses: {node} does not report key misses yet (notify-keyspace-events is \"{flags}\"): the daemon sets it to \"{}\" at start, or set that yourself (ElastiCache: in the custom parameter group)",
                 with_misses(&flags)
             ),
             Err(error) => format!(
@@ -333,6 +409,7 @@ async fn ensure_reported(conn: &mut redis::aio::MultiplexedConnection, node: &st
 /// Takes queued keys as fast as `settings` allows and loads them, until `shutdown`.
 async fn fill(
     invalidator: Arc<Invalidator>,
+    writer: Option<Database>,
     settings: MissesSettings,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
@@ -361,7 +438,7 @@ async fn fill(
         }
         tokens -= batch.len() as f64;
         let keys: Vec<&str> = batch.iter().map(|(key, _)| key.as_str()).collect();
-        match invalidator.fill(&keys).await {
+        match invalidator.fill(&keys, writer.as_ref()).await {
             Ok(applied) => {
                 backoff.reset();
                 let done = Instant::now();
