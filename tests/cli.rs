@@ -521,31 +521,30 @@ fn journal_entry(datagram: &[u8]) -> std::collections::HashMap<String, String> {
     fields
 }
 
-#[tokio::test]
-async fn under_systemd_events_reach_the_journal_natively_with_their_fields() {
-    use std::os::unix::fs::MetadataExt as _;
-    let env = TestEnv::new().await;
+/// Products, and a configuration of two jobs run at start: `good` succeeds, `bad` fails (its table does not exist).
+async fn good_and_bad_jobs(env: &TestEnv) -> std::path::PathBuf {
     env.sql(PRODUCTS).await;
     let never = "0 0 0 1 1 *";
-    let path = env.config_file(
+    env.config_file(
         &[
             job(
-                &env,
+                env,
                 "good",
                 "SELECT id, name FROM products",
                 never,
                 "run_on_start = true",
             ),
-            job(
-                &env,
-                "bad",
-                "SELECT id FROM no_such_table",
-                never,
-                "run_on_start = true",
-            ),
+            job(env, "bad", "SELECT id FROM no_such_table", never, "run_on_start = true"),
         ]
         .concat(),
-    );
+    )
+}
+
+#[tokio::test]
+async fn under_systemd_events_reach_the_journal_natively_with_their_fields() {
+    use std::os::unix::fs::MetadataExt as _;
+    let env = TestEnv::new().await;
+    let path = good_and_bad_jobs(&env).await;
     // A journal of the test's own: a datagram socket, read on a thread.
     let socket_path = env.dir.path().join("journal.socket");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
@@ -618,27 +617,7 @@ async fn under_systemd_events_reach_the_journal_natively_with_their_fields() {
 async fn under_journald_each_line_carries_its_priority_and_no_timestamp() {
     use std::os::unix::fs::MetadataExt as _;
     let env = TestEnv::new().await;
-    env.sql(PRODUCTS).await;
-    let never = "0 0 0 1 1 *";
-    let path = env.config_file(
-        &[
-            job(
-                &env,
-                "good",
-                "SELECT id, name FROM products",
-                never,
-                "run_on_start = true",
-            ),
-            job(
-                &env,
-                "bad",
-                "SELECT id FROM no_such_table",
-                never,
-                "run_on_start = true",
-            ),
-        ]
-        .concat(),
-    );
+    let path = good_and_bad_jobs(&env).await;
     let log = env.dir.path().join("journal.log");
     let file = std::fs::File::create(&log).unwrap();
     let meta = file.metadata().unwrap();

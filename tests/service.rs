@@ -14,6 +14,18 @@ use cachewarden::admin;
 use common::{Daemon, TestEnv, eventually, free_port, get, sample, text, wait_for_admin};
 use hyper::Method;
 
+/// `cachewarden status -o json` on `config`: its exit code and its document.
+fn status_json(env: &TestEnv, config: &Path) -> (Option<i32>, serde_json::Value) {
+    let output = env
+        .cli()
+        .args(["status", "-o", "json", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let status = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("status -o json: {e}: {output:?}"));
+    (output.status.code(), status)
+}
+
 fn job(env: &TestEnv, name: &str, query: &str, schedule: &str, extra: &str) -> String {
     let p = &env.prefix;
     format!(
@@ -244,14 +256,8 @@ async fn admin_endpoint_serves_metrics_health_jobs_and_triggers() {
     assert_eq!(output.status.code(), Some(64), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("no warm job named \"nope\""));
     // `status -o json`: the same facts for scripts, exit 0 while ready and nothing failing.
-    let output = env
-        .cli()
-        .args(["status", "-o", "json", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("status -o json is JSON");
+    let (code, status) = status_json(&env, &config);
+    assert_eq!(code, Some(0), "{status}");
     assert_eq!(status["ready"], true, "{status}");
     assert_eq!(status["failing"], serde_json::json!([]), "{status}");
     assert!(
@@ -296,14 +302,8 @@ async fn readyz_turns_503_while_redis_is_down_and_back_when_it_returns() {
     assert_eq!(get(&env, "/healthz").await.unwrap().status, 200, "alive all the same");
     assert!(daemon.is_running());
     // `status` exits 1 while the daemon is not ready, and says why, in JSON too.
-    let output = env
-        .cli()
-        .args(["status", "-o", "json", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1), "{output:?}");
-    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("status -o json is JSON");
+    let (code, status) = status_json(&env, &config);
+    assert_eq!(code, Some(1), "{status}");
     assert_eq!(status["ready"], false, "{status}");
     assert!(
         status["readiness"].as_str().unwrap_or_default().contains("redis"),
@@ -1234,14 +1234,8 @@ async fn status_exits_1_and_names_the_job_while_a_jobs_last_run_failed() {
         stdout.contains("broken: ") && stdout.contains("no_such_table"),
         "{stdout}"
     );
-    let output = env
-        .cli()
-        .args(["status", "-o", "json", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
-    assert_eq!(output.status.code(), Some(1));
+    let (code, status) = status_json(&env, &config);
+    assert_eq!(code, Some(1), "{status}");
     assert_eq!(status["failing"], serde_json::json!(["broken"]), "{status}");
     assert_eq!(status["ready"], true, "{status}");
     assert_eq!(daemon.stop().await, Some(0));
