@@ -6,10 +6,20 @@ use crate::model::{KeyPart, KeyTemplate};
 
 /// The allow pattern for a key template: each placeholder becomes `*`, literal glob characters are escaped.
 pub fn allow_pattern(template: &KeyTemplate) -> String {
+    pattern_of(template, escape_glob)
+}
+
+/// Every key a rule's template can name, as a Redis pattern: each placeholder `*`, the template's own `*` kept (it
+/// is a wildcard there, `category:{id}:*`), every other glob character escaped. What a TRUNCATE or a gap deletes.
+pub fn template_pattern(template: &KeyTemplate) -> String {
+    pattern_of(template, escape_glob_but_star)
+}
+
+fn pattern_of(template: &KeyTemplate, literal: fn(&str) -> String) -> String {
     let mut pattern = String::new();
     for part in template.parts() {
         match part {
-            KeyPart::Literal(text) => pattern.push_str(&escape_glob(text)),
+            KeyPart::Literal(text) => pattern.push_str(&literal(text)),
             KeyPart::Column(_) => pattern.push('*'),
         }
     }
@@ -31,9 +41,18 @@ pub fn table_matches(rule_database: &str, rule_table: &str, database: &str, tabl
 
 /// `text` with Redis glob characters escaped, so that it matches only itself.
 pub fn escape_glob(text: &str) -> String {
+    escape(text, &['*', '?', '[', ']', '\\'])
+}
+
+/// `text` with every Redis glob character but `*` escaped: a template's own text, where only `*` is a wildcard.
+pub fn escape_glob_but_star(text: &str) -> String {
+    escape(text, &['?', '[', ']', '\\'])
+}
+
+fn escape(text: &str, special: &[char]) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+        if special.contains(&c) {
             escaped.push('\\');
         }
         escaped.push(c);
@@ -144,5 +163,14 @@ mod tests {
         assert_eq!(allow_pattern(&KeyTemplate::parse("odd*key").unwrap()), r"odd\*key");
         assert!(is_simple_glob("user:*"));
         assert!(!is_simple_glob("user:?"));
+    }
+
+    #[test]
+    fn a_rule_template_keeps_its_own_star_as_a_wildcard_and_escapes_the_rest() {
+        let template = KeyTemplate::parse("category:{category_id}:*").unwrap();
+        assert_eq!(template_pattern(&template), "category:*:*");
+        let text = KeyTemplate::parse("x:{id}:[v2]?").unwrap();
+        assert_eq!(template_pattern(&text), r"x:*:\[v2\]\?");
+        assert!(glob_match(&template_pattern(&template), "category:7:page:1"));
     }
 }

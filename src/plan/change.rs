@@ -185,44 +185,36 @@ fn note_missing(plan: &mut ChangePlan, column: String) {
     }
 }
 
-/// Whether a key template's own text holds a Redis wildcard (`category:{id}:*`): it names a pattern.
+/// Whether a key template's own text holds a `*` (`category:{id}:*`): it names a pattern. Only `*` makes one; a
+/// `?` or `[` in a template is text (configuration.md, "delete").
 pub fn is_pattern(template: &KeyTemplate) -> bool {
     template
         .parts()
         .iter()
-        .any(|part| matches!(part, KeyPart::Literal(text) if text.contains(['*', '?', '['])))
+        .any(|part| matches!(part, KeyPart::Literal(text) if text.contains('*')))
 }
 
-/// [`render_from_image`], with the row's values glob-escaped when the template is a pattern.
+/// [`render_from_image`], as a Redis pattern when the template is one: the row's values glob-escaped, the
+/// template's own text with every glob character but its `*` escaped.
 fn render_into(template: &KeyTemplate, image: &RowImage, pattern: bool) -> Result<Option<String>, String> {
-    render_with(template, image, |value, key| match pattern {
-        true => key.push_str(&crate::glob::escape_glob(value)),
-        false => key.push_str(value),
-    })
+    let mut key = String::new();
+    for part in template.parts() {
+        match part {
+            KeyPart::Literal(text) if pattern => key.push_str(&crate::glob::escape_glob_but_star(text)),
+            KeyPart::Literal(text) => key.push_str(text),
+            KeyPart::Column(name) => match image.get(name) {
+                None => return Err(name.clone()),
+                Some(None) => return Ok(None),
+                Some(Some(value)) if pattern => key.push_str(&crate::glob::escape_glob(value)),
+                Some(Some(value)) => key.push_str(value),
+            },
+        }
+    }
+    Ok(Some(key))
 }
 
 /// The key `template` names for `image`: `Ok(None)` when a placeholder column is NULL, `Err(column)` when the row
 /// has no such column.
 pub fn render_from_image(template: &KeyTemplate, image: &RowImage) -> Result<Option<String>, String> {
-    render_with(template, image, |value, key| key.push_str(value))
-}
-
-/// The one rendering loop: literals as they are, each placeholder's value through `put`.
-fn render_with(
-    template: &KeyTemplate,
-    image: &RowImage,
-    put: impl Fn(&str, &mut String),
-) -> Result<Option<String>, String> {
-    let mut key = String::new();
-    for part in template.parts() {
-        match part {
-            KeyPart::Literal(text) => key.push_str(text),
-            KeyPart::Column(name) => match image.get(name) {
-                None => return Err(name.clone()),
-                Some(None) => return Ok(None),
-                Some(Some(value)) => put(value, &mut key),
-            },
-        }
-    }
-    Ok(Some(key))
+    render_into(template, image, false)
 }

@@ -384,6 +384,8 @@ mod tests {
         rule.delete = vec![
             KeyTemplate::parse("pat:{name}:*").unwrap(),
             KeyTemplate::parse("name:{name}").unwrap(),
+            KeyTemplate::parse("v[2]?:{name}:*").unwrap(),
+            KeyTemplate::parse("v[2]?:{name}").unwrap(),
         ];
         rule.refresh.clear();
         rule.warm.clear();
@@ -397,6 +399,9 @@ mod tests {
                 [
                     Action::DeletePattern(format!("pat:{escaped}:*")),
                     Action::Delete(format!("name:{hostile}")),
+                    // A `[` or `?` of the template's own is text: escaped in a pattern, as it is in a key.
+                    Action::DeletePattern(format!("v\\[2\\]\\?:{escaped}:*")),
+                    Action::Delete(format!("v[2]?:{hostile}")),
                 ],
                 "{hostile}"
             );

@@ -443,6 +443,11 @@ impl BinlogListener {
                 Some(EventData::HeartbeatEvent) => {
                     if batch.is_empty() {
                         metrics::record_binlog_caught_up();
+                        // A checkpoint that could not be saved is tried again at each heartbeat, so a quiet database
+                        // does not keep it waiting after space returns.
+                        if state.checkpoint_waits.is_some() {
+                            self.advance(state).await?;
+                        }
                         self.verify_checkpoint(state).await?;
                     }
                     false
@@ -511,7 +516,7 @@ impl BinlogListener {
             .rules
             .iter()
             .flat_map(|rule| rule.delete.iter().chain(&rule.refresh))
-            .map(crate::glob::allow_pattern)
+            .map(crate::glob::template_pattern)
             .collect();
         let named: Vec<&str> = self
             .rules

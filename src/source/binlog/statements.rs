@@ -48,7 +48,7 @@ pub fn plan(sql: &str, database: &str, listener: &BinlogListener, batch: &mut Ba
                 .chain(rule.project.as_ref().map(|projection| &projection.key))
                 .chain(rule.lookup.as_ref().map(|lookup| &lookup.key))
         })
-        .map(crate::glob::allow_pattern)
+        .map(crate::glob::template_pattern)
         .collect();
     let named: Vec<&str> = rules
         .iter()
