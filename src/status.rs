@@ -374,10 +374,20 @@ pub fn render(page: &Page<'_>) -> String {
             let ago = of("cachewarden_audit_last_sweep_timestamp_seconds").map_or("–".into(), |at| {
                 format!("{:.0} s ago", epoch_seconds(SystemTime::now()) - at)
             });
+            // What the sweep could not cover is said where its result is shown.
+            let orphans = match of("cachewarden_audit_orphans_checked") {
+                Some(checked) if checked < 1.0 => " (not all looked for)",
+                _ => "",
+            };
+            let failed = match of("cachewarden_audit_failures_total") {
+                Some(failures) if failures > 0.0 => format!(", {failures:.0} failed"),
+                _ => String::new(),
+            };
             let _ = write!(
                 html,
-                "<tr><td>{}</td><td>{checked:.0}</td><td class={class}>{wrong:.0}</td><td class={class}>{orphaned:.0}</td>\
-                 <td>{:.0}</td><td class={class}>{:.4}%</td><td>{ago}</td></tr>",
+                "<tr><td>{}</td><td>{checked:.0}</td><td class={class}>{wrong:.0}</td>\
+                 <td class={class}>{orphaned:.0}{orphans}</td><td>{:.0}</td><td class={class}>{:.4}%</td>\
+                 <td>{ago}{failed}</td></tr>",
                 escape(name),
                 of("cachewarden_audit_missing_keys").unwrap_or(0.0),
                 rate * 100.0

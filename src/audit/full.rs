@@ -49,6 +49,8 @@ pub struct FullAudit {
     pub orphans_unchecked: Option<String>,
     /// The statements the query was read in (1 unless sliced).
     pub slices: u64,
+    /// Rows the warm run skips too (a NULL key column, a value over max_value_bytes, an invalid value): not compared.
+    pub skipped: u64,
 }
 
 impl FullAudit {
@@ -163,9 +165,11 @@ pub async fn audit_sliced(
         suspects,
         missing,
         mut audit,
+        summary,
         ..
     } = comparer;
     audit.slices = slices;
+    audit.skipped = summary.skipped();
     let orphans = match seen {
         // Read over a while without a way to read one key: a key of a row added since looks orphaned.
         Some(_) if slices > 1 && job.refresh_query.is_none() => {
@@ -251,6 +255,13 @@ impl Sink for Comparer<'_> {
                 last.push_str(&key);
             }
             None => self.last_key = Some(key.clone()),
+        }
+        // A value the warm run does not store (over max_value_bytes once encoded; encoding never grows one) is
+        // skipped as the run skips it, never reported missing.
+        let limit = self.job.max_value_bytes;
+        if value.len() > limit && self.job.encoding.encode(value.clone()).len() > limit {
+            self.summary.skipped_oversize += 1;
+            return Ok(());
         }
         self.pending.push((key, value));
         if self.pending.len() >= BATCH {
@@ -373,6 +384,12 @@ pub fn format_report(audits: &[FullAudit]) -> String {
         ));
         if let Some(why) = &audit.orphans_unchecked {
             out.push_str(&format!("  (orphans: {why})\n"));
+        }
+        if audit.skipped > 0 {
+            out.push_str(&format!(
+                "  ({} rows not compared: the warm run skips them too, see its skipped counts)\n",
+                audit.skipped
+            ));
         }
         let none = "(nothing)";
         for (kind, list) in [

@@ -75,7 +75,10 @@ impl Sweeper {
                         sizes.insert(job.name.clone(), audit.checked);
                         self.report(job, &audit, started.elapsed()).await
                     }
-                    Err(error) => warn!(job = %job.name, %error, "The audit of this job failed; it is tried again next period."),
+                    Err(error) => {
+                        crate::metrics::record_audit_failed(&job.name);
+                        warn!(job = %job.name, %error, "The audit of this job failed; it is tried again next period.");
+                    }
                 },
             }
             rest = share.saturating_sub(started.elapsed());
@@ -89,7 +92,11 @@ impl Sweeper {
             wrong: audit.wrong_count,
             orphaned: audit.orphaned_count,
             missing: audit.missing_count,
+            orphans_checked: audit.orphans_unchecked.is_none(),
         });
+        if let Some(why) = &audit.orphans_unchecked {
+            info!(job = %job.name, why, "Audit: orphaned keys were not (all) looked for.");
+        }
         let found = audit.wrong_count + audit.orphaned_count;
         if found == 0 {
             info!(job = %job.name, checked = audit.checked, missing = audit.missing_count, slices = audit.slices, took_ms = took.as_millis() as u64, "Audit: every cached key of the job is right.");

@@ -249,6 +249,14 @@ pub(super) fn describe() {
         Unit::Seconds,
         "Unix time the job's last audit ended."
     );
+    describe_gauge!(
+        "cachewarden_audit_orphans_checked",
+        "1 when the job's last audit looked for every orphaned key, 0 when it could not (see the log)."
+    );
+    describe_counter!(
+        "cachewarden_audit_failures_total",
+        "Audits of the job that failed (a query or Redis error); tried again next period."
+    );
     describe_counter!(
         "cachewarden_audit_repaired_keys_total",
         "Stale keys the audit repaired (audit_repair = true)."

@@ -78,6 +78,7 @@ pub fn initialise(configured: &Configured<'_>) {
         // No consistency ratio until the job's first audit: "not audited" is not "consistent".
         counter!("cachewarden_stale_keys_total", "warm_job" => job.clone()).increment(0);
         counter!("cachewarden_audit_repaired_keys_total", "warm_job" => job.clone()).increment(0);
+        counter!("cachewarden_audit_failures_total", "warm_job" => job.clone()).increment(0);
         if configured.misses {
             counter!("cachewarden_cache_misses_total", "warm_job" => job).increment(0);
         }
@@ -543,6 +544,8 @@ pub struct AuditFigures<'a> {
     pub wrong: u64,
     pub orphaned: u64,
     pub missing: u64,
+    /// Whether the keys the query no longer returns were looked for (all of them).
+    pub orphans_checked: bool,
 }
 
 /// Records one job's sweep (`audit --all` in the daemon): the keys checked, what was found, when.
@@ -562,7 +565,13 @@ pub fn record_sweep(audit: &AuditFigures<'_>) {
     gauge!("cachewarden_audit_wrong_keys", "warm_job" => job()).set(audit.wrong as f64);
     gauge!("cachewarden_audit_orphaned_keys", "warm_job" => job()).set(audit.orphaned as f64);
     gauge!("cachewarden_audit_missing_keys", "warm_job" => job()).set(audit.missing as f64);
+    gauge!("cachewarden_audit_orphans_checked", "warm_job" => job()).set(f64::from(u8::from(audit.orphans_checked)));
     gauge!("cachewarden_audit_last_sweep_timestamp_seconds", "warm_job" => job()).set(unix_now().as_secs_f64());
+}
+
+/// Counts a job's audit that failed (a query or Redis error); it is tried again next period.
+pub fn record_audit_failed(job: &str) {
+    counter!("cachewarden_audit_failures_total", "warm_job" => job.to_string()).increment(1);
 }
 
 /// Counts keys the sweep repaired.
