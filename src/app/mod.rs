@@ -77,22 +77,19 @@ pub async fn run_daemon(
         return Err(error);
     }
     systemd::status("Connecting to MySQL and Redis");
-    let connected = match connect_with_retry(&config, &mut signals, &daemon.health).await {
-        Ok(Some((db, cache))) => {
-            info!(mysql = %config.mysql.url, redis = %config.redis.url, "Connected to MySQL and Redis.");
-            // A stop during the checks (a server that holds a connection open without answering) stops at once.
-            let checked = tokio::select! {
-                checked = preflight(&config, &cache) => Some(checked),
-                () = stop_requested(&mut signals) => None,
-            };
-            match checked {
-                Some(checked) => checked.map(|()| Some((db, cache))),
-                None => Ok(None),
-            }
-        }
-        other => other,
+    // A stop while connecting or checking (a server that holds a connection open without answering) stops at once.
+    let starting = async {
+        let (db, cache) = connect_with_retry(&config, &daemon.health).await?;
+        info!(mysql = %config.mysql.url, redis = %config.redis.url, "Connected to MySQL and Redis.");
+        preflight(&config, &cache).await?;
+        startup::learn_schema(&mut config, &db).await;
+        anyhow::Ok((db, cache))
     };
-    let (db, cache) = match connected {
+    let started = tokio::select! {
+        started = starting => started.map(Some),
+        () = stop_requested(&mut signals) => Ok(None),
+    };
+    let (db, cache) = match started {
         Ok(Some(servers)) => servers,
         ended => {
             daemon.stop().await;
@@ -102,7 +99,6 @@ pub async fn run_daemon(
             return ended.map(drop);
         }
     };
-    startup::learn_schema(&mut config, &db).await;
     let work = daemon.start_work(&config, &db, cache);
     daemon.health.set_stalled("startup", None);
     systemd::ready(&running_status(&config));

@@ -83,12 +83,8 @@ pub(super) async fn stop_requested(signals: &mut Signals) {
     while signals.recv().await != SignalEvent::Stop {}
 }
 
-/// Connects to both servers, retrying unreachable ones with backoff. `None` when a stop signal came first.
-pub(super) async fn connect_with_retry(
-    config: &Config,
-    signals: &mut Signals,
-    health: &Health,
-) -> anyhow::Result<Option<(Database, Cache)>> {
+/// Connects to both servers, retrying unreachable ones with backoff (the caller races it against a stop).
+pub(super) async fn connect_with_retry(config: &Config, health: &Health) -> anyhow::Result<(Database, Cache)> {
     let (path, credentials) = (config.path.clone(), config.credentials.clone());
     let db = Database::new(&config.mysql)?.rereading(Arc::new(move || {
         config::load(&path, credentials.as_deref()).ok().map(|new| new.mysql)
@@ -126,11 +122,8 @@ pub(super) async fn connect_with_retry(
         let ready = mysql_down.is_none() && redis_down.is_none();
         health.set_servers(redis_down, mysql_down);
         if ready && let Some(cache) = cache.take() {
-            return Ok(Some((db, cache)));
+            return Ok((db, cache));
         }
-        tokio::select! {
-            event = signals.recv() => if event == SignalEvent::Stop { return Ok(None) },
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
-        }
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
