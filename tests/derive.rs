@@ -718,6 +718,83 @@ ttl = "10m"
     assert_eq!(code, Some(64));
 }
 
+#[test]
+fn check_names_every_shape_the_binlog_cannot_follow_and_the_rule_that_covers_it_where_one_can() {
+    let dir = tempfile::tempdir().unwrap();
+    // (query, key placeholder, what check must say, whether a re-run on any change covers it)
+    let shapes = [
+        ("SELECT id FROM sessions WHERE seen > NOW() - INTERVAL 1 HOUR", "id", "NOW() changes without any row changing", false),
+        ("SELECT id FROM products ORDER BY RAND()", "id", "RAND() changes without any row changing", false),
+        ("SELECT id FROM products WHERE owner = @me", "id", "it reads the variable @me", false),
+        ("SELECT id FROM products WHERE id IN (SELECT product_id FROM hits)", "id", "it has a subquery", true),
+        ("SELECT id FROM products UNION SELECT id FROM archived", "id", "UNION", true),
+        ("SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS n FROM products", "id", "it uses a window function (ROW_NUMBER)", true),
+        ("SELECT LOWER(sku) AS sku FROM products", "sku", "computed", true),
+        ("SELECT id FROM (SELECT id FROM products) AS t", "id", "derived table", true),
+        ("WITH t AS (SELECT id FROM products) SELECT id FROM t", "id", "WITH", true),
+        ("SELECT id FROM products p JOIN categories c ON c.id = p.category_id", "id", "qualified", true),
+    ];
+    let mut config = String::from(
+        "[mysql]\nurl = \"mysql://root@127.0.0.1:1/shop\"\n[redis]\nurl = \"redis://127.0.0.1:1\"\n\
+         [binlog]\nserver_id = 7\nderive_rules = true\n",
+    );
+    for (index, (query, placeholder, _, _)) in shapes.iter().enumerate() {
+        config.push_str(&format!(
+            "\n[[warm]]\nname = \"shape{index}\"\nschedule = \"every 1h\"\nquery = \"{query}\"\n\
+             key = \"shape{index}:{{{placeholder}}}\"\nttl = \"1h\"\n"
+        ));
+    }
+    let path = dir.path().join("jobs.toml");
+    std::fs::write(&path, config).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cachewarden"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env_remove("CACHEWARDEN_CONFIG")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    // Each job's section: from its line to the next job's.
+    for (index, (query, _, reason, coverable)) in shapes.iter().enumerate() {
+        let start = stdout
+            .find(&format!("  shape{index}: TTL only: "))
+            .unwrap_or_else(|| panic!("{query}: not named TTL only:\n{stdout}"));
+        let section = &stdout[start..];
+        let section = &section[..section[2..].find("\n  shape").map_or(section.len(), |end| end + 2)];
+        assert!(section.contains(reason), "{query}: {section}");
+        let suggested = section.contains(&format!("warm = [\"shape{index}\"]"));
+        assert_eq!(suggested, *coverable, "{query}: {section}");
+    }
+
+    // The subquery job alone with the rules check suggests pasted in: covered, so check --strict passes.
+    let start = stdout.find("  shape3: TTL only").unwrap();
+    let section = &stdout[start..stdout[start + 2..].find("\n  shape").unwrap() + start + 2];
+    let suggested: String = section
+        .lines()
+        .filter_map(|line| line.strip_prefix("        "))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let (query, ..) = shapes[3];
+    std::fs::write(
+        &path,
+        format!(
+            "[mysql]\nurl = \"mysql://root@127.0.0.1:1/shop\"\n[redis]\nurl = \"redis://127.0.0.1:1\"\n\
+             [binlog]\nserver_id = 7\n\n[[warm]]\nname = \"shape3\"\nschedule = \"every 1h\"\nquery = \"{query}\"\n\
+             key = \"shape3:{{id}}\"\nttl = \"1h\"\n\n{suggested}"
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cachewarden"))
+        .args(["check", "--strict", "--config"])
+        .arg(&path)
+        .env_remove("CACHEWARDEN_CONFIG")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{suggested}\n{stdout}{stderr}");
+    assert!(stdout.contains("explicit rules cover every table"), "{stdout}");
+}
+
 #[tokio::test]
 async fn a_row_pushed_out_of_a_top_n_by_another_loses_its_key() {
     let _binlog = common::binlog_shared();

@@ -53,8 +53,8 @@ pub enum Coverage {
     Explicit(Vec<usize>),
     /// By a rule derived from the query; what it does.
     Derived(String),
-    /// Not at all: the keys may stay stale up to their TTL. Why, and the TOML that would cover it (if any rule can).
-    NotCovered { why: String, suggestion: Option<String> },
+    /// Not at all: the keys may stay stale up to their TTL. Why, and the rule that would cover it (if any can).
+    NotCovered { why: String, suggestion: Option<ChangeRule> },
 }
 
 /// One table a job reads and how its changes arrive.
@@ -79,9 +79,14 @@ pub struct JobCoverage {
 }
 
 impl JobCoverage {
-    /// Whether a change somewhere can leave this job's keys stale until their TTL.
+    /// Whether no change anywhere can leave this job's keys stale until their TTL: every table it reads is covered,
+    /// and a job no rule can be derived for has explicit rules for all of them (and a result rows alone decide).
     pub fn is_covered(&self) -> bool {
-        self.ttl_only.is_none() && !self.tables.is_empty() && self.tables.iter().all(|t| !t.is_not_covered())
+        let ttl_only_covered = self.ttl_only.as_ref().is_none_or(|why| {
+            !why.contains(scope::CHANGES_WITHOUT_ROWS)
+                && self.tables.iter().all(|t| matches!(t.how, Coverage::Explicit(_)))
+        });
+        ttl_only_covered && !self.tables.is_empty() && self.tables.iter().all(|t| !t.is_not_covered())
     }
 }
 
@@ -269,7 +274,7 @@ fn derive_for(
     database: &str,
     settings: &Settings,
     schema: &schema::Schema,
-) -> Result<(ChangeRule, String), (String, Option<String>)> {
+) -> Result<(ChangeRule, String), (String, Option<ChangeRule>)> {
     let read = &analysis.tables[index];
     let rule = |delete: Vec<KeyTemplate>, refresh: Vec<KeyTemplate>, warm: Vec<String>| ChangeRule {
         database: read.database.clone(),
@@ -286,7 +291,14 @@ fn derive_for(
         events: crate::model::RowEvents::ALL,
     };
     match &analysis.shape {
-        Shape::TtlOnly(why) => Err((format!("TTL only: {why}"), None)),
+        // Rows decide what it returns, though no finer rule can be derived: a change in any table it reads re-runs
+        // it (a change-driven run prunes what it no longer returns). A result that changes with no row changing
+        // (NOW(), a variable) no rule covers.
+        Shape::TtlOnly(why) if why.contains(scope::CHANGES_WITHOUT_ROWS) => Err((format!("TTL only: {why}"), None)),
+        Shape::TtlOnly(why) => {
+            let warm = rule(Vec::new(), Vec::new(), vec![job.name.to_string()]);
+            Err((format!("TTL only: {why}"), Some(warm)))
+        }
         Shape::Rows {
             driving,
             key_columns,
@@ -446,8 +458,9 @@ fn analyzed(sql: &str, database: &str, key: &KeyTemplate, schema: &schema::Schem
     }
 }
 
-/// A one-row-per-key analysis whose key columns are no primary or unique key of their table (when the schema says)
-/// becomes a whole result: several rows may write one key, so a change re-runs the job after deleting its keys.
+/// A one-row-per-key analysis whose key columns are no primary or unique key of their table, or that joins a table
+/// on columns that are no primary or unique key of it (1:n: a key's row repeated per joined row), when the schema
+/// says, becomes a whole result: several rows may write one key, so a change re-runs the job after deleting its keys.
 fn unique_keys(analysis: Analysis, schema: &schema::Schema) -> Analysis {
     let Shape::Rows {
         driving, key_columns, ..
@@ -457,14 +470,26 @@ fn unique_keys(analysis: Analysis, schema: &schema::Schema) -> Analysis {
     };
     let table = &analysis.tables[*driving];
     let columns: Vec<&str> = key_columns.iter().map(|(_, column)| column.as_str()).collect();
-    if schema.is_unique(&table.database, &table.table, &columns) {
-        return analysis;
-    }
-    let why = format!(
-        "its key columns ({}) are not a primary or unique key of {}: several rows may write one key",
-        columns.join(", "),
-        table.qualified()
-    );
+    let why = if !schema.is_unique(&table.database, &table.table, &columns) {
+        format!(
+            "its key columns ({}) are not a primary or unique key of {}: several rows may write one key",
+            columns.join(", "),
+            table.qualified()
+        )
+    } else {
+        let fanning = analysis.tables.iter().enumerate().find(|(index, joined)| {
+            let links: Vec<&str> = joined.links.iter().map(|(column, _)| column.as_str()).collect();
+            index != driving && !links.is_empty() && !schema.is_unique(&joined.database, &joined.table, &links)
+        });
+        let Some((_, joined)) = fanning else {
+            return analysis;
+        };
+        format!(
+            "it joins {} on {}, which is not a primary or unique key of it: a key may have several rows (1:n)",
+            joined.qualified(),
+            joined.links.iter().map(|(column, _)| column.as_str()).collect::<Vec<_>>().join(", ")
+        )
+    };
     Analysis {
         shape: Shape::Whole {
             why,

@@ -22,6 +22,9 @@ pub fn coverage(coverage: &[JobCoverage], jobs: &[WarmJob], binlog: bool) -> (St
         };
         let stale = format!("keys may stay stale up to the TTL ({ttl})");
         match &job_coverage.ttl_only {
+            Some(why) if job_coverage.is_covered() => {
+                out.push_str(&format!("  {}: no rule can be derived ({why}); explicit rules cover every table\n", job.name));
+            }
             Some(why) => {
                 covered = false;
                 out.push_str(&format!("  {}: TTL only: {why}; {stale}\n", job.name));
@@ -63,9 +66,9 @@ pub fn coverage(coverage: &[JobCoverage], jobs: &[WarmJob], binlog: bool) -> (St
                     } else {
                         format!("NOT COVERED: {why}; {stale}")
                     };
-                    if let Some(toml) = suggestion {
-                        line.push_str(". To cover it:");
-                        for toml_line in toml.lines() {
+                    if let Some(rule) = suggestion {
+                        line.push_str(". To cover it (a change re-runs the job):");
+                        for toml_line in rules_toml(&[rule]).lines() {
                             line.push_str(&format!("\n        {toml_line}"));
                         }
                     }

@@ -30,6 +30,9 @@ impl TableRead {
     }
 }
 
+/// What a TTL-only reason says when no rule can cover the query: its result changes with no row changing.
+pub(super) const CHANGES_WITHOUT_ROWS: &str = "changes without any row changing";
+
 /// Functions whose value changes without any row changing: a query using them is TTL only.
 const VOLATILE: &[&str] = &[
     "NOW",
@@ -82,11 +85,12 @@ pub(super) fn volatile(query: &ast::Query) -> Option<String> {
                 let name = function.name.to_string().to_uppercase();
                 VOLATILE
                     .contains(&name.as_str())
-                    .then(|| format!("{name}() changes without any row changing"))
+                    .then(|| format!("{name}() {CHANGES_WITHOUT_ROWS}"))
             }
-            Expr::Identifier(ident) if ident.value.starts_with('@') => {
-                Some(format!("it reads the variable {}", ident.value))
-            }
+            Expr::Identifier(ident) if ident.value.starts_with('@') => Some(format!(
+                "it reads the variable {}, which {CHANGES_WITHOUT_ROWS}",
+                ident.value
+            )),
             _ => None,
         };
         match why {

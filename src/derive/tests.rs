@@ -360,6 +360,46 @@ fn key_columns_that_are_no_unique_key_re_run_the_job_and_groups_with_a_refresh_p
 }
 
 #[test]
+fn a_join_on_columns_no_unique_key_of_the_joined_table_is_one_to_many_and_re_runs_the_job() {
+    let schema = super::schema::Schema {
+        unique_keys: vec![
+            ("shop".into(), "products".into(), vec!["id".into()]),
+            ("shop".into(), "categories".into(), vec!["id".into()]),
+        ],
+        read: true,
+        ..Default::default()
+    };
+    let jobs = vec![
+        // n:1: each product joins one category.
+        job(
+            "named",
+            "SELECT p.id, c.name FROM products p JOIN categories c ON c.id = p.category_id",
+            "p:{id}",
+            false,
+        ),
+        // 1:n: a category's key is written once per product of it.
+        job(
+            "fanned",
+            "SELECT c.id, p.name FROM categories c JOIN products p ON p.category_id = c.id",
+            "c:{id}",
+            false,
+        ),
+    ];
+    let coverage = cover(&jobs, &[], "shop", &SETTINGS, &schema);
+    assert!(coverage[0].derived.iter().all(|rule| rule.warm.is_empty()), "{:?}", coverage[0].derived);
+    let fanned: Vec<&ChangeRule> = coverage[1].derived.iter().collect();
+    assert!(
+        fanned.iter().all(|rule| rule.warm == ["fanned".to_string()]),
+        "{fanned:?}"
+    );
+    let (report, _) = super::report::coverage(&coverage, &jobs, true);
+    assert!(
+        report.contains("it joins shop.products on category_id, which is not a primary or unique key of it"),
+        "{report}"
+    );
+}
+
+#[test]
 fn a_rule_condition_parses_into_a_filter_or_says_why_not() {
     let filter = parse_condition("status IN ('a', 'b') AND deleted_at IS NULL", "shop", "products").unwrap();
     assert_eq!(
