@@ -54,7 +54,10 @@ pub enum Coverage {
     /// By a rule derived from the query; what it does.
     Derived(String),
     /// Not at all: the keys may stay stale up to their TTL. Why, and the rule that would cover it (if any can).
-    NotCovered { why: String, suggestion: Option<ChangeRule> },
+    NotCovered {
+        why: String,
+        suggestion: Option<Box<ChangeRule>>,
+    },
 }
 
 /// One table a job reads and how its changes arrive.
@@ -153,7 +156,7 @@ fn cover_job(
                 coverage.derived.push(rule);
                 Coverage::Derived(what)
             }
-            Err((why, suggestion)) => Coverage::NotCovered { why, suggestion },
+            Err(not_covered) => not_covered,
         };
         coverage.tables.push(TableCoverage { table, how });
     }
@@ -265,8 +268,8 @@ fn covers(rule: &ChangeRule, job: &WarmJob) -> bool {
             .any(|template| template == &job.key || glob_match(&allow_pattern(template), &keys))
 }
 
-/// The rule derived for the `index`th table of `job`'s query, with what it does; or why none can be, and the TOML
-/// that would cover it.
+/// The rule derived for the `index`th table of `job`'s query, with what it does; or [`Coverage::NotCovered`]: why
+/// none can be, and the rule that would cover it.
 fn derive_for(
     job: &WarmJob,
     analysis: &Analysis,
@@ -274,7 +277,7 @@ fn derive_for(
     database: &str,
     settings: &Settings,
     schema: &schema::Schema,
-) -> Result<(ChangeRule, String), (String, Option<ChangeRule>)> {
+) -> Result<(ChangeRule, String), Coverage> {
     let read = &analysis.tables[index];
     let rule = |delete: Vec<KeyTemplate>, refresh: Vec<KeyTemplate>, warm: Vec<String>| ChangeRule {
         database: read.database.clone(),
@@ -294,10 +297,16 @@ fn derive_for(
         // Rows decide what it returns, though no finer rule can be derived: a change in any table it reads re-runs
         // it (a change-driven run prunes what it no longer returns). A result that changes with no row changing
         // (NOW(), a variable) no rule covers.
-        Shape::TtlOnly(why) if why.contains(scope::CHANGES_WITHOUT_ROWS) => Err((format!("TTL only: {why}"), None)),
+        Shape::TtlOnly(why) if why.contains(scope::CHANGES_WITHOUT_ROWS) => Err(Coverage::NotCovered {
+            why: format!("TTL only: {why}"),
+            suggestion: None,
+        }),
         Shape::TtlOnly(why) => {
             let warm = rule(Vec::new(), Vec::new(), vec![job.name.to_string()]);
-            Err((format!("TTL only: {why}"), Some(warm)))
+            Err(Coverage::NotCovered {
+                why: format!("TTL only: {why}"),
+                suggestion: Some(Box::new(warm)),
+            })
         }
         Shape::Rows {
             driving,
@@ -487,7 +496,12 @@ fn unique_keys(analysis: Analysis, schema: &schema::Schema) -> Analysis {
         format!(
             "it joins {} on {}, which is not a primary or unique key of it: a key may have several rows (1:n)",
             joined.qualified(),
-            joined.links.iter().map(|(column, _)| column.as_str()).collect::<Vec<_>>().join(", ")
+            joined
+                .links
+                .iter()
+                .map(|(column, _)| column.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     };
     Analysis {

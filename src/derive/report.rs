@@ -23,7 +23,10 @@ pub fn coverage(coverage: &[JobCoverage], jobs: &[WarmJob], binlog: bool) -> (St
         let stale = format!("keys may stay stale up to the TTL ({ttl})");
         match &job_coverage.ttl_only {
             Some(why) if job_coverage.is_covered() => {
-                out.push_str(&format!("  {}: no rule can be derived ({why}); explicit rules cover every table\n", job.name));
+                out.push_str(&format!(
+                    "  {}: no rule can be derived ({why}); explicit rules cover every table\n",
+                    job.name
+                ));
             }
             Some(why) => {
                 covered = false;

@@ -386,7 +386,11 @@ fn a_join_on_columns_no_unique_key_of_the_joined_table_is_one_to_many_and_re_run
         ),
     ];
     let coverage = cover(&jobs, &[], "shop", &SETTINGS, &schema);
-    assert!(coverage[0].derived.iter().all(|rule| rule.warm.is_empty()), "{:?}", coverage[0].derived);
+    assert!(
+        coverage[0].derived.iter().all(|rule| rule.warm.is_empty()),
+        "{:?}",
+        coverage[0].derived
+    );
     let fanned: Vec<&ChangeRule> = coverage[1].derived.iter().collect();
     assert!(
         fanned.iter().all(|rule| rule.warm == ["fanned".to_string()]),
