@@ -363,9 +363,18 @@ async fn sweeps_and_repairs(env: TestEnv) {
     // Read in slices without a refresh_query, a job's orphans cannot be told from new rows' keys: the sweep says it
     // did not look for them, on /metrics and on the page.
     let names = "{warm_job=\"names\"}";
-    assert_eq!(common::metric(&env, &format!("cachewarden_audit_orphans_checked{names}")).await, 0.0);
-    assert_eq!(common::metric(&env, "cachewarden_audit_orphans_checked{warm_job=\"products\"}").await, 1.0);
-    assert_eq!(common::metric(&env, &format!("cachewarden_audit_failures_total{names}")).await, 0.0);
+    assert_eq!(
+        common::metric(&env, &format!("cachewarden_audit_orphans_checked{names}")).await,
+        0.0
+    );
+    assert_eq!(
+        common::metric(&env, "cachewarden_audit_orphans_checked{warm_job=\"products\"}").await,
+        1.0
+    );
+    assert_eq!(
+        common::metric(&env, &format!("cachewarden_audit_failures_total{names}")).await,
+        0.0
+    );
     let page = common::get(&env, "/").await.unwrap().body;
     assert!(page.contains("Consistency (every key"), "{page}");
     assert!(page.contains("(not all looked for)"), "{page}");

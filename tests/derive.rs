@@ -723,16 +723,61 @@ fn check_names_every_shape_the_binlog_cannot_follow_and_the_rule_that_covers_it_
     let dir = tempfile::tempdir().unwrap();
     // (query, key placeholder, what check must say, whether a re-run on any change covers it)
     let shapes = [
-        ("SELECT id FROM sessions WHERE seen > NOW() - INTERVAL 1 HOUR", "id", "NOW() changes without any row changing", false),
-        ("SELECT id FROM products ORDER BY RAND()", "id", "RAND() changes without any row changing", false),
-        ("SELECT id FROM products WHERE owner = @me", "id", "it reads the variable @me", false),
-        ("SELECT id FROM products WHERE id IN (SELECT product_id FROM hits)", "id", "it has a subquery", true),
-        ("SELECT id FROM products UNION SELECT id FROM archived", "id", "UNION", true),
-        ("SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS n FROM products", "id", "it uses a window function (ROW_NUMBER)", true),
+        (
+            "SELECT id FROM sessions WHERE seen > NOW() - INTERVAL 1 HOUR",
+            "id",
+            "NOW() changes without any row changing",
+            false,
+        ),
+        (
+            "SELECT id FROM products ORDER BY RAND()",
+            "id",
+            "RAND() changes without any row changing",
+            false,
+        ),
+        (
+            "SELECT id FROM products WHERE owner = @me",
+            "id",
+            "it reads the variable @me",
+            false,
+        ),
+        (
+            "SELECT id FROM products WHERE id IN (SELECT product_id FROM hits)",
+            "id",
+            "it has a subquery",
+            true,
+        ),
+        (
+            "SELECT id FROM products UNION SELECT id FROM archived",
+            "id",
+            "UNION",
+            true,
+        ),
+        (
+            "SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS n FROM products",
+            "id",
+            "it uses a window function (ROW_NUMBER)",
+            true,
+        ),
         ("SELECT LOWER(sku) AS sku FROM products", "sku", "computed", true),
-        ("SELECT id FROM (SELECT id FROM products) AS t", "id", "derived table", true),
-        ("WITH t AS (SELECT id FROM products) SELECT id FROM t", "id", "WITH", true),
-        ("SELECT id FROM products p JOIN categories c ON c.id = p.category_id", "id", "qualified", true),
+        (
+            "SELECT id FROM (SELECT id FROM products) AS t",
+            "id",
+            "derived table",
+            true,
+        ),
+        (
+            "WITH t AS (SELECT id FROM products) SELECT id FROM t",
+            "id",
+            "WITH",
+            true,
+        ),
+        (
+            "SELECT id FROM products p JOIN categories c ON c.id = p.category_id",
+            "id",
+            "qualified",
+            true,
+        ),
     ];
     let mut config = String::from(
         "[mysql]\nurl = \"mysql://root@127.0.0.1:1/shop\"\n[redis]\nurl = \"redis://127.0.0.1:1\"\n\
