@@ -437,7 +437,8 @@ async fn alter_table_mid_stream_is_followed_and_a_vanished_column_is_reported() 
         products_rule(&env, ""),
         env.database
     );
-    let path = env.config_file(&config(&env, "", &rules));
+    let body = format!("[daemon]\ndead_letter = \"{p}dead\"\n\n{}", config(&env, "", &rules));
+    let path = env.config_file(&body);
     let mut daemon = start(&env, &path).await;
 
     env.sql("UPDATE products SET price = 4.00 WHERE id = 1").await;
@@ -445,6 +446,13 @@ async fn alter_table_mid_stream_is_followed_and_a_vanished_column_is_reported() 
     assert!(
         daemon.log().contains("names a column the table does not have"),
         "sku is not a column yet"
+    );
+    // Kept as a dead letter too, for the operator who looks after the log has rolled.
+    let (code, listed) = env.run_cli(&["dead-letters"], &path);
+    assert_eq!(code, Some(0), "{listed}");
+    assert!(
+        listed.contains("binlog missing_column") && listed.contains("the row has no column sku"),
+        "{listed}"
     );
 
     env.sql("ALTER TABLE products ADD COLUMN sku VARCHAR(20) AFTER id")

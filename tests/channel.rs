@@ -967,4 +967,16 @@ async fn refused_messages_are_kept_as_dead_letters_and_can_be_sent_again() {
     assert!(out.contains("sent again") && out.contains("still refused"), "{out}");
     assert!(gone(&env, &format!("{p}user:1")).await, "{}", daemon.log());
     assert_eq!(daemon.stop().await, Some(0));
+
+    // `dead_letter = ""` keeps none (they are only counted): the command says so instead of listing another stream.
+    let off = env.config_file(&format!(
+        "[daemon]\ndead_letter = \"\"\n\n{}",
+        config(&env, &format!("name = \"{channel}\""))
+    ));
+    let (code, out) = env.run_cli(&["dead-letters"], &off);
+    assert_eq!(code, Some(78), "{out}");
+    assert!(
+        out.contains("dead_letter is \"\"") && out.contains("no dead letters are kept"),
+        "{out}"
+    );
 }
