@@ -122,9 +122,13 @@ def process_cpu(pid):
 
 
 def servers():
-    """The pids of Redis and MariaDB (every mariadbd: the idle ones add nothing)."""
-    maria = subprocess.run(["pgrep", "-x", "mariadbd"], capture_output=True, text=True).stdout.split()
-    return {"redis": [int(r().info("server")["process_id"])], "mariadb": [int(pid) for pid in maria]}
+    """The pids of Redis and of the MariaDB the bench reads (not every mariadbd: a replica applying the bench's own
+    writes, or another scenario's server shutting down, is not load the daemon put on the database)."""
+    with mysql().cursor() as c:
+        c.execute("SELECT @@pid_file")
+        with open(c.fetchone()[0]) as f:
+            maria = int(f.read().split()[0])
+    return {"redis": [int(r().info("server")["process_id"])], "mariadb": [maria]}
 
 
 def cpu_split(command, repeat):

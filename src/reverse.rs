@@ -1,6 +1,6 @@
 //! Reverse lookups of derived join rules: from changed rows of a joined table to the keys of the job whose rows join
-//! them — one query per batch on the job's own table, by the join's columns — and which keys to refresh, delete, or
-//! (past `max_fanout`) which jobs to re-run instead.
+//! them — one query per batch on the job's own table, by the join's columns, reading at most one row past
+//! `max_fanout` — and which keys to refresh, delete, or (past `max_fanout`) which jobs to re-run instead.
 //!
 //! Executor: reads through `database`, renders keys through `render` as warm runs do; `invalidate` applies what it
 //! finds. The query reads only the job's own table, never the changed one, so a joined row that was deleted (an
@@ -44,17 +44,16 @@ pub async fn find(db: &Database, jobs: &[WarmJob], lookups: &[&Lookup]) -> Resul
             continue;
         };
         match keys_of(db, job, reverse, &members).await {
-            Ok(keys) if keys.len() > reverse.max_fanout => {
+            Ok(None) => {
                 tracing::info!(
                     job = %job.name,
-                    keys = keys.len(),
                     max_fanout = reverse.max_fanout,
                     "A joined table's changes reach more keys than max_fanout; re-running the job instead."
                 );
                 crate::metrics::record_lookup_rewarm(&job.name, "fanout");
                 found.rewarm.push(job.name.clone());
             }
-            Ok(keys) => {
+            Ok(Some(keys)) => {
                 crate::metrics::record_lookup_keys(&job.name, keys.len() as u64);
                 for (key, seen) in keys {
                     if reverse.refresh {
@@ -78,13 +77,14 @@ pub async fn find(db: &Database, jobs: &[WarmJob], lookups: &[&Lookup]) -> Resul
     Ok(found)
 }
 
-/// The keys of `job`'s rows that join the lookups' values, each with the changed row it came from.
+/// The keys of `job`'s rows that join the lookups' values, each with the changed row it came from; `None` when
+/// more than `max_fanout` rows join them (each statement reads at most one row more than that).
 async fn keys_of(
     db: &Database,
     job: &WarmJob,
     reverse: &ReverseLookup,
     lookups: &[&Lookup],
-) -> Result<Vec<(String, Option<SeenRow>)>, DatabaseError> {
+) -> Result<Option<Vec<(String, Option<SeenRow>)>>, DatabaseError> {
     // The job as it renders keys from the driving table's own columns.
     let mut renderer_job = job.clone();
     renderer_job.key = reverse.key.clone();
@@ -98,6 +98,11 @@ async fn keys_of(
             binds.extend(chunk[i.min(chunk.len() - 1)].values.iter().map(String::as_str));
         }
         let rows = db.fetch_bound(&sql, &binds, job.timeout).await?;
+        if rows.len() > reverse.max_fanout {
+            // Cut at the limit: more rows than max_fanout join (rarely fewer keys, when rows share one). The job
+            // re-runs, which is right whatever they were, and reading them all would cost what the limit spares.
+            return Ok(None);
+        }
         let Some(first) = rows.first() else { continue };
         let renderer = RowRenderer::new(&renderer_job, &database::columns(first))
             .map_err(|error| DatabaseError::Refused(sqlx::Error::Protocol(error.to_string())))?;
@@ -125,11 +130,15 @@ async fn keys_of(
                 }
             }
         }
+        if keys.len() > reverse.max_fanout {
+            return Ok(None);
+        }
     }
-    Ok(keys)
+    Ok(Some(keys))
 }
 
-/// `SELECT DISTINCT <key columns>, <join columns> FROM db.table WHERE (<join columns>) IN (…)` for `copies` values.
+/// `SELECT DISTINCT <key columns>, <join columns> FROM db.table WHERE (<join columns>) IN (…) LIMIT <max_fanout + 1>`
+/// for `copies` values.
 fn lookup_sql(reverse: &ReverseLookup, copies: usize) -> String {
     let quote = |name: &str| format!("`{}`", name.replace('`', "``"));
     let mut select: Vec<String> = reverse.key.placeholders().map(quote).collect();
@@ -146,11 +155,12 @@ fn lookup_sql(reverse: &ReverseLookup, copies: usize) -> String {
         format!("({})", joins.join(", "))
     };
     format!(
-        "SELECT DISTINCT {} FROM {}.{} WHERE {target} IN ({})",
+        "SELECT DISTINCT {} FROM {}.{} WHERE {target} IN ({}) LIMIT {}",
         select.join(", "),
         quote(&reverse.database),
         quote(&reverse.table),
-        vec![tuple; copies].join(", ")
+        vec![tuple; copies].join(", "),
+        reverse.max_fanout.saturating_add(1)
     )
 }
 
@@ -172,7 +182,7 @@ mod tests {
         };
         assert_eq!(
             lookup_sql(&reverse, 2),
-            "SELECT DISTINCT `id`, `category_id` FROM `shop`.`products` WHERE `category_id` IN (?, ?)"
+            "SELECT DISTINCT `id`, `category_id` FROM `shop`.`products` WHERE `category_id` IN (?, ?) LIMIT 11"
         );
         let pair = ReverseLookup {
             links: vec![("a".into(), "x".into()), ("b".into(), "y".into())],
@@ -180,7 +190,7 @@ mod tests {
         };
         assert_eq!(
             lookup_sql(&pair, 1),
-            "SELECT DISTINCT `id`, `x`, `y` FROM `shop`.`products` WHERE (`x`, `y`) IN ((?, ?))"
+            "SELECT DISTINCT `id`, `x`, `y` FROM `shop`.`products` WHERE (`x`, `y`) IN ((?, ?)) LIMIT 11"
         );
     }
 }

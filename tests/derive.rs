@@ -873,3 +873,68 @@ async fn a_row_pushed_out_of_a_top_n_by_another_loses_its_key() {
     assert!(pruned.is_some(), "{}", daemon.log());
     assert!(leader(1).await.is_some());
 }
+
+#[tokio::test]
+async fn a_joined_change_reaching_more_keys_than_max_fanout_re_runs_the_job_instead() {
+    let _binlog = common::binlog_shared();
+    let env = TestEnv::new().await;
+    env.sql(
+        "CREATE TABLE brands (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL);
+         CREATE TABLE items (id INT PRIMARY KEY, brand_id INT NOT NULL, KEY (brand_id));
+         INSERT INTO brands VALUES (1, 'big'), (2, 'small');
+         INSERT INTO items VALUES (1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 2), (7, 2)",
+    )
+    .await;
+    // `max_fanout` belongs to [binlog], which daemon_config_of leaves open just before the jobs.
+    let jobs = |prefix: &str| {
+        let query = "SELECT i.id, b.name AS brand FROM items i JOIN brands b ON b.id = i.brand_id";
+        format!(
+            "max_fanout = 3\n\n[[warm]]\nname = \"items\"\nschedule = \"0 0 0 1 1 *\"\nrun_on_start = true\n\
+             query = \"{query}\"\nrefresh_query = \"{query} WHERE i.id = :id\"\n\
+             key = \"{prefix}item:{{id}}\"\nttl = \"1h\"\n"
+        )
+    };
+    let daemon = common::following(&env, &daemon_config_of(&env, jobs)).await;
+    let brand = |id: u32| {
+        let key = format!("{}item:{id}", env.prefix);
+        let env = &env;
+        async move {
+            env.get(&key)
+                .await
+                .map(|value| value.contains(r#""brand":"#).then(|| value))
+        }
+    };
+    let warmed = eventually(Duration::from_secs(20), || async { brand(7).await.flatten() }).await;
+    assert!(warmed.is_some(), "{}", daemon.log());
+    let rewarms = r#"cachewarden_binlog_lookup_rewarms_total{warm_job="items",reason="fanout"}"#;
+    let looked_up = r#"cachewarden_binlog_lookup_keys_total{warm_job="items"}"#;
+
+    // Two keys: within max_fanout, looked up and refreshed.
+    env.sql("UPDATE brands SET name = 'tiny' WHERE id = 2").await;
+    let refreshed = eventually(Duration::from_secs(20), || async {
+        let (six, seven) = (brand(6).await.flatten()?, brand(7).await.flatten()?);
+        (six.contains("tiny") && seven.contains("tiny")).then_some(())
+    })
+    .await;
+    assert!(refreshed.is_some(), "{}", daemon.log());
+    assert_eq!(metric(&env, looked_up).await, 2.0);
+    assert_eq!(metric(&env, rewarms).await, 0.0);
+
+    // Five keys: more than max_fanout, so the job runs again (and every key still ends right).
+    env.sql("UPDATE brands SET name = 'huge' WHERE id = 1").await;
+    let rerun = eventually(Duration::from_secs(20), || async {
+        for id in 1..=5 {
+            brand(id).await.flatten()?.contains("huge").then_some(())?;
+        }
+        Some(())
+    })
+    .await;
+    assert!(rerun.is_some(), "{}", daemon.log());
+    assert_eq!(metric(&env, rewarms).await, 1.0, "{}", daemon.log());
+    assert_eq!(
+        metric(&env, looked_up).await,
+        2.0,
+        "the over-wide lookup's keys are not counted as refreshed"
+    );
+    assert!(daemon.log().contains("more keys than max_fanout"), "{}", daemon.log());
+}

@@ -485,7 +485,6 @@ pub fn record_binlog_rule_error(table: &str) {
     counter!("cachewarden_binlog_rule_errors_total", "table" => table.to_string()).increment(1);
 }
 
-/// Counts a refresh that could not be verified or whose query failed definitely; the key was deleted instead.
 /// Counts the keys a derived join rule's lookup found for `job`.
 pub fn record_lookup_keys(job: &str, keys: u64) {
     counter!("cachewarden_binlog_lookup_keys_total", "warm_job" => job.to_string()).increment(keys);
@@ -501,6 +500,7 @@ pub fn record_admin_shed() {
     counter!("cachewarden_admin_connections_shed_total").increment(1);
 }
 
+/// Counts a refresh that could not be verified or whose query failed definitely; the key was deleted instead.
 pub fn record_refresh_given_up(reason: &'static str) {
     counter!("cachewarden_refresh_given_up_total", "reason" => reason).increment(1);
 }
