@@ -317,7 +317,7 @@ impl Database {
     }
 
     /// What `derive::schema` needs, read from information_schema: the foreign keys this user can see whose
-    /// `ON DELETE` or `ON UPDATE` changes child rows, and the unique keys and views of `databases`.
+    /// `ON DELETE` or `ON UPDATE` changes child rows, and the unique keys, views and columns of `databases`.
     pub async fn schema(&self, databases: &[String]) -> Result<crate::derive::schema::Schema, DatabaseError> {
         use crate::derive::schema::{Action, ForeignKey, Schema};
         type Row = (String, String, String, String, String, String, String, String, String);
@@ -359,6 +359,7 @@ impl Database {
         }
         let mut unique_keys: Vec<(String, String, Vec<String>)> = Vec::new();
         let mut views = Vec::new();
+        let mut columns: Vec<(String, String, Vec<String>)> = Vec::new();
         for database in databases {
             let rows: Vec<(String, String, String)> = sqlx::query_as(
                 "SELECT CAST(TABLE_NAME AS CHAR), CAST(INDEX_NAME AS CHAR), CAST(COLUMN_NAME AS CHAR) \
@@ -390,11 +391,26 @@ impl Database {
                 rows.into_iter()
                     .map(|(view, definition)| (database.clone(), view, definition)),
             );
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT CAST(TABLE_NAME AS CHAR), CAST(COLUMN_NAME AS CHAR) FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME, ORDINAL_POSITION",
+            )
+            .bind(database)
+            .fetch_all(&self.pool().pool)
+            .await
+            .map_err(DatabaseError::from_query)?;
+            for (table, column) in rows {
+                match columns.last_mut() {
+                    Some((db, name, list)) if db == database && *name == table => list.push(column),
+                    _ => columns.push((database.clone(), table, vec![column])),
+                }
+            }
         }
         Ok(Schema {
             foreign_keys,
             unique_keys,
             views,
+            columns,
             read: true,
         })
     }

@@ -24,13 +24,16 @@ CREATE VIEW live_products AS SELECT id, name AS title, price, category_id FROM p
 CREATE VIEW category_sizes AS SELECT category_id, COUNT(*) AS n FROM products GROUP BY category_id";
 
 /// The jobs, their keys under `prefix`. Each shape the derivation handles: a filtered one-table job with a refresh
-/// path, one without (deletes), an inner join with a refresh path, an outer join without, a GROUP BY, a whole
-/// result in one key, a top-N.
+/// path, one without (deletes), an inner join with a refresh path (also with unqualified columns), an outer join
+/// without, a GROUP BY, a whole result in one key, a top-N.
 fn jobs(prefix: &str) -> String {
     let active = "SELECT id, name, status, price FROM products \
                   WHERE status = 'active' AND price >= 10 AND deleted_at IS NULL";
     let named = "SELECT p.id, p.name, c.name AS category FROM products p JOIN categories c ON c.id = p.category_id \
                  WHERE p.deleted_at IS NULL";
+    // The same join with its unambiguous columns unqualified: placed by information_schema's columns at start.
+    let placed = "SELECT p.id, c.name AS category, price FROM products p JOIN categories c ON c.id = category_id \
+                  WHERE deleted_at IS NULL";
     format!(
         r#"
 [[warm]]
@@ -40,6 +43,15 @@ run_on_start = true
 query = "{named}"
 refresh_query = "{named} AND p.id = :id"
 key = "{prefix}named:{{id}}"
+ttl = "1h"
+
+[[warm]]
+name = "placed"
+schedule = "0 0 0 1 1 *"
+run_on_start = true
+query = "{placed}"
+refresh_query = "{placed} AND p.id = :id"
+key = "{prefix}placed:{{id}}"
 ttl = "1h"
 
 [[warm]]
@@ -310,6 +322,12 @@ async fn derived_rules_keep_every_key_right(env: TestEnv) {
         out.contains("category_sizes, which groups or removes duplicate rows: a change in its base tables re-runs"),
         "{out}"
     );
+    // The join whose columns are unqualified is followed like the qualified one (offline it is TTL only).
+    let placed = out.split("  placed:").nth(1).unwrap_or_default();
+    assert!(
+        placed.contains("categories  derived: a changed row refreshes the keys of the products rows that join it"),
+        "{out}"
+    );
     let daemon = common::following(&env, &daemon_config(&env)).await;
     let warmed = eventually(Duration::from_secs(20), || async {
         (metric(
@@ -341,8 +359,25 @@ async fn derived_rules_keep_every_key_right(env: TestEnv) {
     .await;
     assert_eq!(reruns, 1.0, "only the start-up run:\n{}", daemon.log());
     // The joined table's changes went through the derived lookups.
-    let looked_up = metric(&env, "cachewarden_binlog_lookup_keys_total{warm_job=\"named\"}").await;
-    assert!(looked_up > 0.0, "no lookup found keys:\n{}", daemon.log());
+    for job in ["named", "placed"] {
+        let looked_up = metric(
+            &env,
+            &format!("cachewarden_binlog_lookup_keys_total{{warm_job=\"{job}\"}}"),
+        )
+        .await;
+        assert!(looked_up > 0.0, "no lookup found {job}'s keys:\n{}", daemon.log());
+    }
+    let reruns = metric(
+        &env,
+        "cachewarden_warm_runs_total{warm_job=\"placed\",outcome=\"success\"}",
+    )
+    .await;
+    assert_eq!(
+        reruns,
+        1.0,
+        "the placed join is followed, not re-run:\n{}",
+        daemon.log()
+    );
 }
 
 #[tokio::test]

@@ -14,7 +14,10 @@
 //!   the job (debounced); where the key's columns are a table's own, that table's changed rows delete their keys
 //!   first.
 //! - Subqueries, `UNION`, window functions, `NOW()`/`RAND()`, user variables, computed key columns: TTL only, with
-//!   the reason. A joined table (other than one an aggregate reads) is not covered yet: it needs a reverse query.
+//!   the reason.
+//! - A joined table (n:1): its changed rows find the keys of the rows that join them through a reverse query on the
+//!   job's own table (see `reverse`); a join on columns that are no unique key of the joined table (1:n) makes the
+//!   job a whole result. The joins' unqualified columns are placed by the columns the server lists (see `columns`).
 //! - A foreign key whose `ON DELETE`/`ON UPDATE` changes the rows of a table the job reads (directly or through a
 //!   chain, see `schema`): a parent's delete or referenced-column update re-runs the job (debounced), and that run
 //!   deletes the keys its query no longer returns — the binlog never shows the children's change.
@@ -23,6 +26,7 @@
 //! - An explicit rule for the same job and table wins over a derived one.
 
 pub mod analyze;
+mod columns;
 mod filter;
 pub mod report;
 pub mod schema;
@@ -427,8 +431,11 @@ fn derive_for(
     }
 }
 
-/// `sql` analyzed with the views it reads expanded (see `views`), and what was done with them.
+/// `sql` analyzed with its joins' unqualified columns placed (see `columns`) and the views it reads expanded (see
+/// `views`), and what was done with the views.
 fn analyzed(sql: &str, database: &str, key: &KeyTemplate, schema: &schema::Schema) -> (Analysis, Option<String>) {
+    let qualified = columns::qualify(sql, database, schema);
+    let sql = qualified.as_deref().unwrap_or(sql);
     match views::expand(sql, database, schema) {
         views::Expansion::NoViews => (analyze::analyze(sql, database, key), None),
         views::Expansion::Merged { sql, views } => (

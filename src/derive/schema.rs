@@ -1,7 +1,8 @@
 //! What only the server knows about the tables a query reads: the foreign keys whose `ON DELETE`/`ON UPDATE` actions
 //! change rows the binlog never shows (InnoDB applies them inside the engine, below replication: a parent's `DELETE`
 //! logs the parent's row and nothing of the children it removed or set to NULL), which column sets are unique (a key
-//! over columns that are not names several rows with one key), and which tables are views. The daemon reads them
+//! over columns that are not names several rows with one key), which tables are views, and each table's columns
+//! (which table an unqualified column of a join belongs to). The daemon reads them
 //! from information_schema at start and `check --connect` / `rules --connect` do too; offline they are unknown.
 //!
 //! Pure: the rows come from `database`; this module walks them.
@@ -16,6 +17,8 @@ pub struct Schema {
     pub unique_keys: Vec<(String, String, Vec<String>)>,
     /// Views of those databases: `(database, view, definition)` (the definition as the server prints it).
     pub views: Vec<(String, String, String)>,
+    /// The columns of those databases' tables and views: `(database, table, columns)`.
+    pub columns: Vec<(String, String, Vec<String>)>,
     /// Whether it was read from a server (`false`: offline, nothing known).
     pub read: bool,
 }
@@ -96,6 +99,14 @@ impl Schema {
             .iter()
             .filter(|(db, name, _)| db == database && name == table)
             .any(|(_, _, key)| key.iter().all(|column| columns.contains(&column.as_str())))
+    }
+
+    /// The columns of `database.table` (a table or a view); `None` when not read.
+    pub fn columns_of(&self, database: &str, table: &str) -> Option<&[String]> {
+        self.columns
+            .iter()
+            .find(|(db, name, _)| db == database && name == table)
+            .map(|(_, _, columns)| columns.as_slice())
     }
 
     /// The definition of `database.table` when it is a view.

@@ -466,3 +466,53 @@ fn a_stored_refresh_query_with_question_marks_is_read_too() {
         "the key's own condition is not part of the filter"
     );
 }
+
+#[test]
+fn a_joins_unqualified_columns_are_placed_by_the_servers_columns() {
+    let query = "SELECT id, title FROM products JOIN categories ON category_id = cid";
+    let jobs = vec![job("titled", query, "p:{id}", false)];
+    // Offline nobody can tell which table `id` is in.
+    let offline = cover(&jobs, &[], "shop", &SETTINGS, &Default::default());
+    assert!(
+        offline[0]
+            .ttl_only
+            .as_deref()
+            .is_some_and(|why| why.contains("not qualified")),
+        "{:?}",
+        offline[0]
+    );
+    let columns = |table: &str, names: &[&str]| {
+        let names = names.iter().map(|name| name.to_string()).collect();
+        ("shop".to_string(), table.to_string(), names)
+    };
+    let schema = super::schema::Schema {
+        unique_keys: vec![
+            ("shop".into(), "products".into(), vec!["id".into()]),
+            ("shop".into(), "categories".into(), vec!["cid".into()]),
+        ],
+        columns: vec![
+            columns("products", &["id", "category_id", "name"]),
+            columns("categories", &["cid", "title"]),
+        ],
+        read: true,
+        ..Default::default()
+    };
+    let coverage = cover(&jobs, &[], "shop", &SETTINGS, &schema);
+    assert_eq!(coverage[0].ttl_only, None);
+    let joined = coverage[0]
+        .derived
+        .iter()
+        .find(|rule| rule.table == "categories")
+        .and_then(|rule| rule.lookup.as_ref())
+        .expect("a reverse lookup from categories");
+    assert_eq!(
+        (joined.table.as_str(), joined.links.as_slice()),
+        ("products", [("cid".to_string(), "category_id".to_string())].as_slice())
+    );
+    assert!(
+        coverage[0]
+            .derived
+            .iter()
+            .any(|rule| rule.table == "products" && rule.lookup.is_none())
+    );
+}
