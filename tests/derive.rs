@@ -933,13 +933,9 @@ async fn a_joined_change_reaching_more_keys_than_max_fanout_re_runs_the_job_inst
     let brand = |id: u32| {
         let key = format!("{}item:{id}", env.prefix);
         let env = &env;
-        async move {
-            env.get(&key)
-                .await
-                .map(|value| value.contains(r#""brand":"#).then(|| value))
-        }
+        async move { env.get(&key).await.filter(|value| value.contains(r#""brand":"#)) }
     };
-    let warmed = eventually(Duration::from_secs(20), || async { brand(7).await.flatten() }).await;
+    let warmed = eventually(Duration::from_secs(20), || async { brand(7).await }).await;
     assert!(warmed.is_some(), "{}", daemon.log());
     let rewarms = r#"cachewarden_binlog_lookup_rewarms_total{warm_job="items",reason="fanout"}"#;
     let looked_up = r#"cachewarden_binlog_lookup_keys_total{warm_job="items"}"#;
@@ -947,7 +943,7 @@ async fn a_joined_change_reaching_more_keys_than_max_fanout_re_runs_the_job_inst
     // Two keys: within max_fanout, looked up and refreshed.
     env.sql("UPDATE brands SET name = 'tiny' WHERE id = 2").await;
     let refreshed = eventually(Duration::from_secs(20), || async {
-        let (six, seven) = (brand(6).await.flatten()?, brand(7).await.flatten()?);
+        let (six, seven) = (brand(6).await?, brand(7).await?);
         (six.contains("tiny") && seven.contains("tiny")).then_some(())
     })
     .await;
@@ -959,7 +955,7 @@ async fn a_joined_change_reaching_more_keys_than_max_fanout_re_runs_the_job_inst
     env.sql("UPDATE brands SET name = 'huge' WHERE id = 1").await;
     let rerun = eventually(Duration::from_secs(20), || async {
         for id in 1..=5 {
-            brand(id).await.flatten()?.contains("huge").then_some(())?;
+            brand(id).await?.contains("huge").then_some(())?;
         }
         Some(())
     })
