@@ -24,13 +24,18 @@ CREATE VIEW live_products AS SELECT id, name AS title, price, category_id FROM p
 CREATE VIEW category_sizes AS SELECT category_id, COUNT(*) AS n FROM products GROUP BY category_id";
 
 /// The jobs, their keys under `prefix`. Each shape the derivation handles: a filtered one-table job with a refresh
-/// path, one without (deletes), an inner join with a refresh path (also with unqualified columns), an outer join
-/// without, a GROUP BY, a whole result in one key, a top-N.
+/// path, one without (deletes), both again with every other operator a filter can have, an inner join with a
+/// refresh path (also with unqualified columns), an outer join without, a GROUP BY, a whole result in one key, a
+/// top-N.
 fn jobs(prefix: &str) -> String {
     let active = "SELECT id, name, status, price FROM products \
                   WHERE status = 'active' AND price >= 10 AND deleted_at IS NULL";
     let named = "SELECT p.id, p.name, c.name AS category FROM products p JOIN categories c ON c.id = p.category_id \
                  WHERE p.deleted_at IS NULL";
+    // Every other operator of a filter, NULLs and three-valued logic included.
+    let operators = "SELECT id, status, price FROM products WHERE (status IN ('active', 'gone') OR name LIKE 'new 1%') \
+                     AND NOT (price BETWEEN 20 AND 30) AND price <> 99 AND (price > 5 OR price IS NULL) \
+                     AND id <= 2000";
     // The same join with its unambiguous columns unqualified: placed by information_schema's columns at start.
     let placed = "SELECT p.id, c.name AS category, price FROM products p JOIN categories c ON c.id = category_id \
                   WHERE deleted_at IS NULL";
@@ -43,6 +48,23 @@ run_on_start = true
 query = "{named}"
 refresh_query = "{named} AND p.id = :id"
 key = "{prefix}named:{{id}}"
+ttl = "1h"
+
+[[warm]]
+name = "operators"
+schedule = "0 0 0 1 1 *"
+run_on_start = true
+query = "{operators}"
+refresh_query = "{operators} AND id = :id"
+key = "{prefix}operators:{{id}}"
+ttl = "1h"
+
+[[warm]]
+name = "operators_bare"
+schedule = "0 0 0 1 1 *"
+run_on_start = true
+query = "{operators}"
+key = "{prefix}operators_bare:{{id}}"
 ttl = "1h"
 
 [[warm]]
@@ -367,17 +389,11 @@ async fn derived_rules_keep_every_key_right(env: TestEnv) {
         .await;
         assert!(looked_up > 0.0, "no lookup found {job}'s keys:\n{}", daemon.log());
     }
-    let reruns = metric(
-        &env,
-        "cachewarden_warm_runs_total{warm_job=\"placed\",outcome=\"success\"}",
-    )
-    .await;
-    assert_eq!(
-        reruns,
-        1.0,
-        "the placed join is followed, not re-run:\n{}",
-        daemon.log()
-    );
+    // The filters and the placed join are followed row by row, never re-run.
+    for job in ["placed", "operators", "operators_bare"] {
+        let runs = format!("cachewarden_warm_runs_total{{warm_job=\"{job}\",outcome=\"success\"}}");
+        assert_eq!(metric(&env, &runs).await, 1.0, "{job} re-ran:\n{}", daemon.log());
+    }
 }
 
 #[tokio::test]
