@@ -1,4 +1,5 @@
-//! `cachewarden binlog status|set|reset`: the binlog listener's position shown to an operator and moved by one —
+//! `cachewarden binlog status|set|reset|replay`: the binlog listener's position shown to an operator (with the running
+//! daemon's lag and checkpoint age when it answers) and moved by one —
 //! `set` and `reset` only while no daemon runs on this configuration (its admin endpoint answers, or an instance holds
 //! the `[ha]` lease), since a running listener saves its own position over any other. Every change prints the old
 //! and the new position.
@@ -54,9 +55,12 @@ pub async fn run(config: &Config, action: &BinlogAction) -> ExitCode {
         return ExitCode::from(TEMPFAIL);
     }
     let outcome = match action {
-        BinlogAction::Status => position::inspect(settings, &cache).await.map(|inspection| {
-            print!("{}", status_text(&inspection));
-        }),
+        BinlogAction::Status => {
+            let times = times(config, settings).await;
+            position::inspect(settings, &cache).await.map(|inspection| {
+                print!("{}", status_text(&inspection, &times));
+            })
+        }
         BinlogAction::Set { file, pos, gtid } => {
             let set = match (file, pos, gtid) {
                 (_, _, Some(gtid)) => position::set_gtid(settings, &cache, gtid).await,
@@ -235,8 +239,56 @@ async fn running(config: &Config, cache: &Cache) -> Option<String> {
     }
 }
 
+/// What `binlog status` says about time: the running daemon's lag and checkpoint age (from its metrics), or what can
+/// be known without it.
+struct Times {
+    /// Seconds the applied changes are behind the server's clock, as the running daemon measures it.
+    lag: Option<f64>,
+    /// Seconds since the checkpoint was saved, and where that comes from.
+    age: Option<(f64, &'static str)>,
+    /// Why the lag is not known.
+    no_daemon: String,
+}
+
+/// [`Times`] from the daemon's `/metrics` when it answers, else the checkpoint file's time.
+async fn times(config: &Config, settings: &BinlogSettings) -> Times {
+    let addr = config.admin.listen;
+    let now = crate::metrics::unix_now().as_secs_f64();
+    if config.admin.enabled
+        && let Ok(reply) = crate::admin::request(addr, hyper::Method::GET, "/metrics").await
+        && reply.status == 200
+    {
+        let saved = crate::status::sample(&reply.body, "cachewarden_binlog_checkpoint_timestamp_seconds");
+        return Times {
+            lag: crate::status::sample(&reply.body, "cachewarden_binlog_lag_seconds"),
+            age: saved
+                .filter(|saved| *saved > 0.0)
+                .map(|saved| ((now - saved).max(0.0), "the running daemon's last save")),
+            no_daemon: String::new(),
+        };
+    }
+    let age = match &settings.checkpoint {
+        CheckpointStore::File(path) => std::fs::metadata(path)
+            .and_then(|meta| meta.modified())
+            .ok()
+            .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|at| ((now - at.as_secs_f64()).max(0.0), "the checkpoint file's time")),
+        CheckpointStore::Redis(_) => None,
+    };
+    let no_daemon = if config.admin.enabled {
+        format!("no daemon answers at {addr}")
+    } else {
+        "the admin endpoint is off".to_string()
+    };
+    Times {
+        lag: None,
+        age,
+        no_daemon,
+    }
+}
+
 /// `binlog status` for people.
-fn status_text(inspection: &Inspection) -> String {
+fn status_text(inspection: &Inspection, times: &Times) -> String {
     let mut text = String::new();
     let checkpoint = inspection.checkpoint.as_ref().map_or(
         "none (the next start begins at the server's position and recovers as after a gap)".into(),
@@ -250,6 +302,25 @@ fn status_text(inspection: &Inspection) -> String {
             "behind:     the checkpoint's file is no longer on the server (purged): the next start is a gap\n",
         ),
         _ => text.push_str("behind:     another server's offset: the next start resumes by its GTID position\n"),
+    }
+    match times.lag {
+        Some(lag) => text.push_str(&format!(
+            "lag:        {} behind the server's clock (the running daemon's)\n",
+            crate::words::seconds(lag)
+        )),
+        None => text.push_str(&format!(
+            "lag:        not measured: {} (a daemon measures it as it applies)\n",
+            times.no_daemon
+        )),
+    }
+    if inspection.checkpoint.is_some() {
+        match times.age {
+            Some((age, from)) => text.push_str(&format!("saved:      {} ago ({from})\n", crate::words::seconds(age))),
+            None => text.push_str(&format!(
+                "saved:      not known: {} and a Redis checkpoint keeps no time\n",
+                times.no_daemon
+            )),
+        }
     }
     let files: Vec<&str> = inspection.files.iter().map(|(file, _)| file.as_str()).collect();
     text.push_str(&format!(

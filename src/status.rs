@@ -98,7 +98,7 @@ fn epoch_seconds(at: SystemTime) -> f64 {
 }
 
 /// The value of the sample `name` (with its labels, if any) in Prometheus text.
-fn sample(text: &str, name: &str) -> Option<f64> {
+pub fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }

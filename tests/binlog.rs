@@ -834,6 +834,17 @@ async fn binlog_status_set_and_reset_show_and_move_the_checkpoint_and_are_refuse
     set(&env, "category:1:page:1").await;
     env.sql("UPDATE products SET price = 17.50 WHERE id = 1").await;
     assert!(becomes(&env, "category:1:page:1", None).await, "{}", daemon.log());
+    // While it runs, status shows its lag and when it last saved the checkpoint (the change's batch saved it).
+    let saved = eventually(Duration::from_secs(10), || async {
+        let (code, out) = binlog(&["status"]);
+        (code == Some(0) && out.contains("ago (the running daemon's last save)")).then_some(out)
+    })
+    .await;
+    let saved = saved.unwrap_or_else(|| binlog(&["status"]).1);
+    assert!(
+        saved.contains("behind the server's clock (the running daemon's)") && saved.contains("saved:      "),
+        "{saved}"
+    );
     assert_eq!(daemon.stop().await, Some(0));
 
     // A stale value comes back; the checkpoint is past the change that deleted it.
@@ -842,6 +853,11 @@ async fn binlog_status_set_and_reset_show_and_move_the_checkpoint_and_are_refuse
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains("bytes of binlog") && !out.contains("checkpoint: none"),
+        "{out}"
+    );
+    // Stopped: no lag to read, and a Redis checkpoint keeps no time.
+    assert!(
+        out.contains("lag:        not measured: no daemon answers at") && out.contains("saved:      not known"),
         "{out}"
     );
     let (code, out) = binlog(&["set", "--file", &file, "--pos", &(pos + 1).to_string()]);
