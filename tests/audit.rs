@@ -310,12 +310,19 @@ async fn sweeps_and_repairs(env: TestEnv) {
          name = \"products\"\nschedule = \"0 0 0 1 1 *\"\nrun_on_start = true\nquery = \"SELECT id, name FROM products\"\n\
          refresh_query = \"SELECT id, name FROM products WHERE id = :id\"\nkey = \"{p}product:{{id}}\"\nttl = \"1h\"\n\n\
          [[warm]]\nname = \"names\"\nschedule = \"0 0 0 1 1 *\"\nrun_on_start = true\n\
-         query = \"SELECT id, name FROM products\"\nkey = \"{p}name:{{id}}\"\nttl = \"1h\"\n"
+         query = \"SELECT id, name FROM products\"\nkey = \"{p}name:{{id}}\"\nttl = \"1h\"\n{}",
+        more_shapes(&env)
     ));
     let daemon = common::Daemon::start(&env, &path, &[], &[]);
     common::wait_for_admin(&env).await;
+    // Every start-up run done (the whole-result job is the last), so that none writes over the damage below.
     let warmed = common::eventually(std::time::Duration::from_secs(10), || async {
-        env.get(&format!("{p}product:500")).await
+        let runs = common::metric(
+            &env,
+            "cachewarden_warm_runs_total{warm_job=\"cheap\",outcome=\"success\"}",
+        )
+        .await;
+        env.get(&format!("{p}product:500")).await.filter(|_| runs == 1.0)
     })
     .await;
     assert!(warmed.is_some(), "{}", daemon.log());
@@ -333,6 +340,15 @@ async fn sweeps_and_repairs(env: TestEnv) {
         .query_async(&mut conn)
         .await
         .unwrap();
+    // The same in a compressed job, an encrypted one with no refresh path, and a whole result in one key.
+    for key in ["packed:7", "secret:8", "cheap"] {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{p}{key}"))
+            .arg("[{\"id\":0}]")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
     let repaired = common::eventually(std::time::Duration::from_secs(20), || async {
         let right = env.get(&format!("{p}product:7")).await? == "{\"id\":7,\"name\":\"product 7\"}";
         let gone = env.get(&format!("{p}product:9999")).await.is_none();
@@ -358,6 +374,32 @@ async fn sweeps_and_repairs(env: TestEnv) {
     })
     .await;
     assert!(clean.is_some(), "{}", daemon.log());
+    // Repaired in every shape: refreshed (compressed), or deleted and the job run again (no way to read one key).
+    let shapes = common::eventually(std::time::Duration::from_secs(20), || async {
+        for (job, checked) in [("packed", 500.0), ("secret", 500.0), ("cheap", 1.0)] {
+            let labels = format!("{{warm_job=\"{job}\"}}");
+            let mut values = Vec::new();
+            for name in [
+                "cachewarden_audit_keys_checked",
+                "cachewarden_audit_wrong_keys",
+                "cachewarden_audit_missing_keys",
+                "cachewarden_audit_repaired_keys_total",
+            ] {
+                values.push(common::metric(&env, &format!("{name}{labels}")).await);
+            }
+            let done = values[0] == checked && values[1] + values[2] == 0.0 && values[3] >= 1.0;
+            done.then_some(())?;
+        }
+        Some(())
+    })
+    .await;
+    assert!(shapes.is_some(), "{}", daemon.log());
+    let cheap = env.get(&format!("{p}cheap")).await.unwrap_or_default();
+    assert!(cheap.starts_with("[{\"id\":1,"), "{cheap}");
+    assert!(
+        env.get(&format!("{p}secret:8")).await.is_some(),
+        "written again by the run"
+    );
     // 500 keys read 120 at a time, each slice a statement of its own.
     assert!(daemon.log().contains("slices=5"), "{}", daemon.log());
     // Read in slices without a refresh_query, a job's orphans cannot be told from new rows' keys: the sweep says it
@@ -378,4 +420,47 @@ async fn sweeps_and_repairs(env: TestEnv) {
     let page = common::get(&env, "/").await.unwrap().body;
     assert!(page.contains("Consistency (every key"), "{page}");
     assert!(page.contains("(not all looked for)"), "{page}");
+}
+
+/// A compressed job with a refresh path, an encrypted one without, and a whole result in one key (`shape = "array"`),
+/// over the sweep test's products.
+fn more_shapes(env: &TestEnv) -> String {
+    let p = &env.prefix;
+    let keys = env.write_file("sweep-key", "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n");
+    format!(
+        r#"
+[[warm]]
+name = "packed"
+schedule = "0 0 0 1 1 *"
+run_on_start = true
+query = "SELECT id, name FROM products"
+refresh_query = "SELECT id, name FROM products WHERE id = :id"
+key = "{p}packed:{{id}}"
+ttl = "1h"
+compress = "zstd"
+compress_over = 10
+
+[[warm]]
+name = "secret"
+schedule = "0 0 0 1 1 *"
+run_on_start = true
+query = "SELECT id, name FROM products"
+key = "{p}secret:{{id}}"
+ttl = "1h"
+encrypt_columns = ["name"]
+
+[[warm]]
+name = "cheap"
+schedule = "0 0 0 1 1 *"
+run_on_start = true
+query = "SELECT id, name FROM products WHERE id <= 3 ORDER BY id"
+key = "{p}cheap"
+ttl = "1h"
+shape = "array"
+
+[crypto]
+key_file = "{keys}"
+"#,
+        keys = keys.display()
+    )
 }

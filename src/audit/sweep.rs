@@ -1,7 +1,8 @@
 //! The daemon's continuous audit: every key of every job checked once per `audit_period`, one job at a time, the jobs
 //! spread evenly over the period (so the database sees one warm run's reading per job per period, as if each job
 //! were warmed once more). What it finds is exported per job and, with `audit_repair`, repaired on the leader through
-//! the invalidator: a wrong key refreshed (or deleted, for a job that cannot read one row), an orphaned key deleted.
+//! the invalidator: a wrong key refreshed (or, for a job that cannot read one key, deleted and the job run once more),
+//! an orphaned key deleted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -131,9 +132,14 @@ impl Sweeper {
                 }
             })
             .collect();
+        // Without a refresh path for one key (none, or the job's one key is its whole result), the wrong keys are
+        // deleted and the job runs once more to write them right: a miss until the next scheduled run could be hours.
+        if !refreshable && !audit.wrong.is_empty() {
+            actions.push(Action::Warm(job.name.to_string()));
+        }
         actions.extend(audit.orphaned.iter().map(|finding| Action::Delete(finding.key.clone())));
         match invalidator.apply(&actions, &Default::default()).await {
-            Ok(_) => crate::metrics::record_repaired(&job.name, actions.len() as u64),
+            Ok(_) => crate::metrics::record_repaired(&job.name, (audit.wrong.len() + audit.orphaned.len()) as u64),
             Err(error) => {
                 warn!(job = %job.name, %error, "Audit: the repairs failed; the next sweep finds the keys again.")
             }
