@@ -154,6 +154,14 @@ pub fn redis_needs(config: &Config) -> Vec<Need> {
         let purpose = format!("warm job \"{}\" (keys {})", job.name, job.key);
         let key = sample_key(&job.key);
         key_writes(&purpose, &key, protected, fence, &mut needs);
+        if job.encoding.structure == crate::codec::Structure::Hash {
+            // Inside the write scripts (or, unprotected and unfenced, a script of its own).
+            needs.push(need(&purpose, &["HSET", &key, "f", "v"]));
+            needs.push(need(&purpose, &["PEXPIRE", &key, "1000"]));
+            if !protected && fence.is_none() {
+                needs.push(need(&purpose, &["EVAL", "return 1", "1", &key]));
+            }
+        }
         needs.push(need(&purpose, &["PTTL", &key]));
         needs.push(need(&purpose, &["SCAN", "0", "MATCH", &key]));
     }

@@ -1,5 +1,6 @@
 //! How a rendered value is stored: compressed when it is larger than a threshold (gzip or zstd, each recognisable by
-//! its own magic bytes, so any reader can tell) or as the plain JSON it is, and how a stored value is read back.
+//! its own magic bytes, so any reader can tell), as the plain JSON it is, or as a hash's fields; and how a stored
+//! value is read back.
 //!
 //! Pure: bytes in, bytes out. Compression is skipped when it would not make the value smaller, so a stored value is
 //! never larger than its JSON.
@@ -20,6 +21,21 @@ thread_local! {
     /// One zstd context per thread, reused: a context costs more to set up than a small value costs to compress.
     static ZSTD: std::cell::RefCell<std::io::Result<zstd::bulk::Compressor<'static>>> =
         std::cell::RefCell::new(zstd::bulk::Compressor::new(ZSTD_LEVEL));
+}
+
+/// What a value for a Redis hash starts with, never the first bytes of JSON, gzip or zstd: the scripts that write
+/// values (`cache::scripts`) replace such a key with a hash of the fields that follow (see [`Encoding::encode`]).
+pub const HASH_TAG: &[u8] = b"\xffcwhash\x00";
+
+/// The Redis type a job's keys are written as (`type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Structure {
+    /// The rendered JSON (compressed if asked) as a string.
+    #[default]
+    String,
+    /// One field per column of the row: text as itself, numbers in decimal, JSON columns as JSON text; a NULL column
+    /// has no field.
+    Hash,
 }
 
 /// The compression a job asks for.
@@ -56,6 +72,7 @@ pub struct Encoding {
     pub compress: Compression,
     /// Values of at most this many bytes are stored plain.
     pub compress_over: usize,
+    pub structure: Structure,
 }
 
 impl Encoding {
@@ -63,10 +80,15 @@ impl Encoding {
     pub const PLAIN: Encoding = Encoding {
         compress: Compression::None,
         compress_over: 0,
+        structure: Structure::String,
     };
 
-    /// The bytes to store for the rendered `value`.
+    /// The bytes to store for the rendered `value`: for a hash, [`HASH_TAG`] and the fields of the JSON object as a
+    /// MessagePack array `[field, value, …]` (sorted by field), which the write scripts unpack into `HSET`.
     pub fn encode(&self, value: Vec<u8>) -> Vec<u8> {
+        if self.structure == Structure::Hash {
+            return hash_fields(&value).map_or(value, |fields| hash_value(&fields));
+        }
         if self.compress == Compression::None || value.len() <= self.compress_over {
             return value;
         }
@@ -99,6 +121,79 @@ impl Encoding {
     }
 }
 
+/// The fields a hash holds for a rendered JSON object (sorted by name): strings as themselves, numbers and booleans as
+/// written, objects and arrays as JSON text, nulls left out. `None` when `json` is not an object.
+pub fn hash_fields(json: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+    let object: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
+        serde_json::from_slice(json).ok()?;
+    let mut fields = Vec::with_capacity(object.len());
+    for (name, raw) in object {
+        let text = raw.get();
+        let value = match text.as_bytes().first() {
+            Some(b'n') => continue,
+            Some(b'"') => serde_json::from_str::<String>(text).ok()?.into_bytes(),
+            _ => text.as_bytes().to_vec(),
+        };
+        fields.push((name, value));
+    }
+    Some(fields)
+}
+
+/// [`HASH_TAG`] and `fields` as a MessagePack array of str32 (what the write scripts' `cmsgpack.unpack` reads).
+pub fn hash_value(fields: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let size: usize = fields.iter().map(|(name, value)| name.len() + value.len() + 10).sum();
+    let mut out = Vec::with_capacity(HASH_TAG.len() + 5 + size);
+    out.extend_from_slice(HASH_TAG);
+    out.push(0xdd);
+    out.extend_from_slice(&((fields.len() * 2) as u32).to_be_bytes());
+    for part in fields
+        .iter()
+        .flat_map(|(name, value)| [name.as_bytes(), value.as_slice()])
+    {
+        out.push(0xdb);
+        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// The fields of a [`hash_value`]; `None` when `stored` is not one.
+pub fn unpack_hash(stored: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+    let rest = stored.strip_prefix(HASH_TAG)?.strip_prefix(&[0xdd])?;
+    fn word(bytes: &[u8]) -> Option<(usize, &[u8])> {
+        let (head, rest) = bytes.split_first_chunk::<4>()?;
+        Some((u32::from_be_bytes(*head) as usize, rest))
+    }
+    let (count, mut rest) = word(rest)?;
+    let mut parts = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (len, after) = word(rest.strip_prefix(&[0xdb])?)?;
+        let (part, after) = (after.get(..len)?, &after[len..]);
+        parts.push(part.to_vec());
+        rest = after;
+    }
+    let mut fields = Vec::with_capacity(count / 2);
+    let mut parts = parts.into_iter();
+    while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+        fields.push((String::from_utf8(name).ok()?, value));
+    }
+    Some(fields)
+}
+
+/// `stored` for a person to read: a hash as a JSON object of its fields' text, anything else decoded as
+/// [`decode`] does.
+pub fn readable(stored: &[u8]) -> String {
+    if let Some(fields) = unpack_hash(stored) {
+        let object: serde_json::Map<String, serde_json::Value> = fields
+            .into_iter()
+            .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned().into()))
+            .collect();
+        return serde_json::Value::Object(object).to_string();
+    }
+    let decoded = decode(stored).unwrap_or(Cow::Borrowed(stored));
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
 /// The value an application reads back from `stored`: decompressed when it starts with a gzip or zstd magic, else
 /// as stored.
 pub fn decode(stored: &[u8]) -> Result<Cow<'_, [u8]>, String> {
@@ -126,6 +221,38 @@ pub fn decode(stored: &[u8]) -> Result<Cow<'_, [u8]>, String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_hash_has_a_field_per_column_as_text_without_nulls() {
+        let json = br#"{"name":"Caf\u00e9 \"x\"","price":12345678901234567.89,"at":"2026-12-06 10:00:00","tags":{"a":[1,2]},"gone":null,"n":-3}"#;
+        let fields = hash_fields(json).unwrap();
+        let text: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(name, value)| (name.as_str(), std::str::from_utf8(value).unwrap()))
+            .collect();
+        assert_eq!(
+            text,
+            [
+                ("at", "2026-12-06 10:00:00"),
+                ("n", "-3"),
+                ("name", "Café \"x\""),
+                ("price", "12345678901234567.89"),
+                ("tags", r#"{"a":[1,2]}"#),
+            ]
+        );
+        assert_eq!(hash_fields(b"[1, 2]"), None);
+        let hash = Encoding {
+            structure: Structure::Hash,
+            ..Encoding::PLAIN
+        };
+        let stored = hash.encode(br#"{"a":"x","b":null}"#.to_vec());
+        let mut expected = HASH_TAG.to_vec();
+        expected.extend_from_slice(&[0xdd, 0, 0, 0, 2, 0xdb, 0, 0, 0, 1, b'a', 0xdb, 0, 0, 0, 1, b'x']);
+        assert_eq!(stored, expected);
+        assert_eq!(unpack_hash(&stored), Some(vec![("a".to_string(), b"x".to_vec())]));
+        assert_eq!(readable(&stored), r#"{"a":"x"}"#);
+        assert_eq!(unpack_hash(&stored[..stored.len() - 1]), None);
+    }
+
     fn catalog(bytes: usize) -> Vec<u8> {
         let mut value = b"[".to_vec();
         let mut i = 0;
@@ -148,6 +275,7 @@ mod tests {
             let encoding = Encoding {
                 compress,
                 compress_over: 1024,
+                structure: Structure::String,
             };
             let stored = encoding.encode(value.clone());
             assert!(stored.starts_with(magic), "{compress:?}");
@@ -161,6 +289,7 @@ mod tests {
         let encoding = Encoding {
             compress: Compression::Zstd,
             compress_over: 1024,
+            structure: Structure::String,
         };
         let small = br#"{"id":1,"name":"Kettle"}"#.to_vec();
         assert_eq!(encoding.encode(small.clone()), small);

@@ -225,7 +225,7 @@ impl Comparer<'_> {
         }
         let pending = std::mem::take(&mut self.pending);
         let keys: Vec<String> = pending.iter().map(|(key, _)| key.clone()).collect();
-        let cached = self.cache.get_many(&keys).await?;
+        let cached = self.cache.get_many(&keys, self.job.encoding.structure).await?;
         for ((key, rendered), cached) in pending.into_iter().zip(cached) {
             self.audit.checked += 1;
             match cached {
@@ -306,10 +306,7 @@ async fn recheck(
     orphans: Vec<String>,
     audit: &mut FullAudit,
 ) -> Result<(), AuditError> {
-    let text = |bytes: &[u8]| {
-        let decoded = crate::codec::decode(bytes).map_or_else(|_| bytes.to_vec(), |d| d.into_owned());
-        String::from_utf8_lossy(&decoded).into_owned()
-    };
+    let text = crate::codec::readable;
     let keep = |list: &mut Vec<Finding>, count: &mut u64, finding: Finding| {
         *count += 1;
         if list.len() < MAX_FINDINGS {
@@ -318,7 +315,10 @@ async fn recheck(
     };
     let refreshable = job.refresh_query.is_some() && !job.key.is_single_key();
     for (key, rendered, first) in suspects {
-        let now = cache.get_many(std::slice::from_ref(&key)).await?.remove(0);
+        let now = cache
+            .get_many(std::slice::from_ref(&key), job.encoding.structure)
+            .await?
+            .remove(0);
         let still = match (&now, refreshable) {
             // Gone meanwhile (expired, invalidated): nothing cached is wrong.
             (None, _) => false,
@@ -337,7 +337,12 @@ async fn recheck(
         }
     }
     for (key, rendered) in missing {
-        if cache.get_many(std::slice::from_ref(&key)).await?.remove(0).is_none() {
+        if cache
+            .get_many(std::slice::from_ref(&key), job.encoding.structure)
+            .await?
+            .remove(0)
+            .is_none()
+        {
             let finding = Finding {
                 key,
                 cached: None,
@@ -347,7 +352,11 @@ async fn recheck(
         }
     }
     for key in orphans {
-        let Some(now) = cache.get_many(std::slice::from_ref(&key)).await?.remove(0) else {
+        let Some(now) = cache
+            .get_many(std::slice::from_ref(&key), job.encoding.structure)
+            .await?
+            .remove(0)
+        else {
             continue;
         };
         // A row that appeared since the query read: its key is no orphan.

@@ -439,6 +439,14 @@ impl Cache {
 /// The command that applies `op`: `SET` or `UNLINK`.
 pub(crate) fn op_command(op: &KeyOp) -> redis::Cmd {
     match op {
+        // A hash is replaced in one step, as the scripts do it.
+        KeyOp::Set { key, value, ttl, .. } if value.starts_with(crate::codec::HASH_TAG) => redis::cmd("EVAL")
+            .arg(scripts::set_value_script())
+            .arg(1)
+            .arg(key)
+            .arg(value.as_slice())
+            .arg(ttl_millis(*ttl))
+            .clone(),
         KeyOp::Set { key, value, ttl, .. } => set_command(key, value, *ttl),
         KeyOp::Delete { key } => redis::cmd("UNLINK").arg(key).clone(),
     }

@@ -2,6 +2,24 @@
 //! key scans of every master, `INFO`, the ACL checks and `PING`.
 
 use super::{Cache, CacheError, SCAN_COUNT, cluster, command_failed};
+use crate::codec::Structure;
+
+/// A `GET` or `HGETALL` reply as the value stored: `None` for no key (an empty hash is none either); a hash's fields
+/// sorted and packed as `codec::Encoding::encode` packs them, so a stored hash compares with what a row encodes to.
+fn stored(reply: redis::Value, structure: Structure) -> Result<Option<Vec<u8>>, CacheError> {
+    let convert = |error: redis::ParsingError| command_failed(error.into());
+    match structure {
+        Structure::String => redis::FromRedisValue::from_redis_value(reply).map_err(convert),
+        Structure::Hash => {
+            let mut fields: Vec<(String, Vec<u8>)> = redis::FromRedisValue::from_redis_value(reply).map_err(convert)?;
+            if fields.is_empty() {
+                return Ok(None);
+            }
+            fields.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(Some(crate::codec::hash_value(&fields)))
+        }
+    }
+}
 
 impl Cache {
     /// `GET key` as text (for cachewarden's own state, such as the binlog checkpoint).
@@ -14,32 +32,28 @@ impl Cache {
             .map_err(command_failed)
     }
 
-    /// The values of `keys` (`None` where a key does not exist), in one pipeline (per master on a cluster).
-    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
-        if let Some(cluster) = &self.cluster {
+    /// The values of `keys` as stored (`None` where a key does not exist), in one pipeline (per master on a cluster):
+    /// a string's bytes, or a hash's fields in the form the hash was written from (see [`stored_hash`]).
+    pub async fn get_many(&self, keys: &[String], structure: Structure) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+        let read = |key: &String| match structure {
+            Structure::String => redis::cmd("GET").arg(key).clone(),
+            Structure::Hash => redis::cmd("HGETALL").arg(key).clone(),
+        };
+        let replies: Vec<redis::Value> = if let Some(cluster) = &self.cluster {
             let commands: Vec<(u16, redis::Cmd)> = keys
                 .iter()
-                .map(|key| {
-                    (
-                        cluster::slot::key_slot(key.as_bytes()),
-                        redis::cmd("GET").arg(key).clone(),
-                    )
-                })
+                .map(|key| (cluster::slot::key_slot(key.as_bytes()), read(key)))
                 .collect();
-            let replies = cluster.send(&commands).await?;
-            return replies
-                .into_iter()
-                .map(|reply| {
-                    redis::FromRedisValue::from_redis_value(reply).map_err(|error| command_failed(error.into()))
-                })
-                .collect();
-        }
-        let mut pipe = redis::Pipeline::with_capacity(keys.len());
-        for key in keys {
-            pipe.cmd("GET").arg(key);
-        }
-        let mut conn = self.conn.clone();
-        pipe.query_async(&mut conn).await.map_err(command_failed)
+            cluster.send(&commands).await?
+        } else {
+            let mut pipe = redis::Pipeline::with_capacity(keys.len());
+            for key in keys {
+                pipe.add_command(read(key));
+            }
+            let mut conn = self.conn.clone();
+            pipe.query_async(&mut conn).await.map_err(command_failed)?
+        };
+        replies.into_iter().map(|reply| stored(reply, structure)).collect()
     }
 
     /// The keys matching `pattern` (one full SCAN of every master), at most `limit`; whether the limit cut it short.
@@ -123,17 +137,21 @@ impl Cache {
     }
 
     /// A key's value and remaining TTL in milliseconds (`None` when the key does not exist).
-    pub async fn get_with_ttl(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>, CacheError> {
+    pub async fn get_with_ttl(&self, key: &str, structure: Structure) -> Result<Option<(Vec<u8>, i64)>, CacheError> {
         let mut conn = self.conn.clone();
-        let (value, ttl): (Option<Vec<u8>>, i64) = redis::pipe()
-            .cmd("GET")
+        let read = match structure {
+            Structure::String => "GET",
+            Structure::Hash => "HGETALL",
+        };
+        let (value, ttl): (redis::Value, i64) = redis::pipe()
+            .cmd(read)
             .arg(key)
             .cmd("PTTL")
             .arg(key)
             .query_async(&mut conn)
             .await
             .map_err(command_failed)?;
-        Ok(value.map(|value| (value, ttl)))
+        Ok(stored(value, structure)?.map(|value| (value, ttl)))
     }
 
     /// The `INFO stats` section, as Redis writes it (on a cluster, its numbers summed over the masters).

@@ -98,6 +98,9 @@ pub struct RawWarmJob {
     pub enabled: Option<bool>,
     pub timeout: Option<String>,
     pub shape: Option<String>,
+    /// The Redis type each key is written as (`type = "hash"`).
+    #[serde(rename = "type")]
+    pub structure: Option<String>,
     pub json_columns: Option<Vec<String>>,
     pub allow_sensitive: Option<Vec<String>>,
     pub max_value_bytes: Option<IntOrString>,

@@ -2,6 +2,7 @@
 //! problems.
 
 use super::*;
+use crate::codec::Structure;
 
 /// Values up to this size are stored plain even when a job compresses: below it compression saves little.
 pub(super) const DEFAULT_COMPRESS_OVER: usize = 1024;
@@ -40,6 +41,7 @@ impl Context {
         let plain = crate::codec::Encoding {
             compress: crate::codec::Compression::None,
             compress_over: DEFAULT_COMPRESS_OVER,
+            structure: Structure::String,
         };
         let encoding = match encoding(raw.compress, raw.compress_over, plain) {
             Ok(encoding) => encoding,
@@ -204,9 +206,64 @@ impl Context {
                 .ok(),
             None => Some(defaults.max_value_bytes),
         };
-        let encoding = encoding(raw.compress, raw.compress_over, defaults.encoding)
+        let compress_asked = raw.compress.is_some();
+        let mut encoding = encoding(raw.compress, raw.compress_over, defaults.encoding)
             .map_err(|(field, message)| problem(self, Some(field), message))
             .ok();
+        let structure = match raw.structure.as_deref() {
+            None | Some("string") => Structure::String,
+            Some("hash") => Structure::Hash,
+            Some(other @ ("zset" | "set" | "json")) => {
+                problem(
+                    self,
+                    Some("type"),
+                    format!("\"{other}\" is not supported yet: use \"string\" or \"hash\""),
+                );
+                Structure::String
+            }
+            Some(other) => {
+                problem(
+                    self,
+                    Some("type"),
+                    format!(
+                        "\"{other}\" is not a type: use \"string\" (a JSON value) or \"hash\" (a field per column)"
+                    ),
+                );
+                Structure::String
+            }
+        };
+        if structure == Structure::Hash {
+            if let Some(key) = &key
+                && key.is_single_key()
+            {
+                problem(
+                    self,
+                    Some("type"),
+                    format!(
+                        "\"hash\" holds one row per key, and \"{key}\" has no placeholder: give the key the row's columns (\"product:{{id}}\")"
+                    ),
+                );
+            }
+            if let Some(encoding) = &mut encoding {
+                if encoding.compress != crate::codec::Compression::None && compress_asked {
+                    problem(
+                        self,
+                        Some("compress"),
+                        "a hash's fields are written as they are: compression applies to type = \"string\" only".into(),
+                    );
+                }
+                // An inherited [daemon] compress does not apply to hashes.
+                encoding.compress = crate::codec::Compression::None;
+                encoding.structure = Structure::Hash;
+            }
+            if raw.encrypt_columns.as_ref().is_some_and(|columns| !columns.is_empty()) {
+                problem(
+                    self,
+                    Some("encrypt_columns"),
+                    "encrypted columns are written as JSON envelopes: they apply to type = \"string\" only".into(),
+                );
+            }
+        }
         let encrypt_columns = raw.encrypt_columns.unwrap_or_default();
         let keyring = match (&defaults.keyring, encrypt_columns.is_empty()) {
             (_, true) => Some(None),
@@ -323,6 +380,7 @@ pub(super) fn encoding(
     Ok(crate::codec::Encoding {
         compress,
         compress_over,
+        structure: inherited.structure,
     })
 }
 
