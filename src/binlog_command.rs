@@ -227,7 +227,7 @@ async fn replay(config: &Config, settings: &BinlogSettings, cache: Cache, from: 
 async fn running(config: &Config, cache: &Cache) -> Option<String> {
     let addr = config.admin.listen;
     if config.admin.enabled
-        && let Ok(reply) = crate::admin::request(addr, hyper::Method::GET, "/healthz").await
+        && let Ok(reply) = crate::admin::request_to(&config.admin, hyper::Method::GET, "/healthz").await
         && reply.status == 200
     {
         return Some(format!("a daemon is running (its admin endpoint answers at {addr})"));
@@ -255,7 +255,7 @@ async fn times(config: &Config, settings: &BinlogSettings) -> Times {
     let addr = config.admin.listen;
     let now = crate::metrics::unix_now().as_secs_f64();
     if config.admin.enabled
-        && let Ok(reply) = crate::admin::request(addr, hyper::Method::GET, "/metrics").await
+        && let Ok(reply) = crate::admin::request_to(&config.admin, hyper::Method::GET, "/metrics").await
         && reply.status == 200
     {
         let saved = crate::status::sample(&reply.body, "cachewarden_binlog_checkpoint_timestamp_seconds");

@@ -49,7 +49,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Status { .. } | Command::Trigger { .. } => admin_command(&cli.command, config.admin.listen)
+        Command::Status { .. } | Command::Trigger { .. } => admin_command(&cli.command, &config.admin)
             .await
             .unwrap_or(ExitCode::FAILURE),
         Command::Invalidate {
@@ -128,7 +128,12 @@ async fn load(cli: &Cli, path: &std::path::Path) -> Result<config::Config, ExitC
             path.display()
         );
     }
-    if let Some(code) = admin_command(&cli.command, default).await {
+    let settings = config::AdminSettings {
+        enabled: true,
+        listen: default,
+        token: None,
+    };
+    if let Some(code) = admin_command(&cli.command, &settings).await {
         return Err(code);
     }
     eprintln!("error: {error}");
@@ -338,20 +343,26 @@ async fn once(config: &config::Config, jobs: &[String], dry_run: bool) -> ExitCo
     }
 }
 
-/// `status` and `trigger`: they need only the admin address (`--admin`, else `listen`). `None` for other commands.
-async fn admin_command(command: &Command, listen: std::net::SocketAddr) -> Option<ExitCode> {
+/// `status` and `trigger`: they need only the admin endpoint (`--admin`, else `listen`, and the token). `None` for
+/// other commands.
+async fn admin_command(command: &Command, settings: &config::AdminSettings) -> Option<ExitCode> {
+    let at = |admin: &Option<std::net::SocketAddr>| config::AdminSettings {
+        listen: admin.unwrap_or(settings.listen),
+        ..settings.clone()
+    };
     Some(match command {
         Command::Status { admin, output } => {
-            let addr = admin.unwrap_or(listen);
-            let jobs = admin::request(addr, hyper::Method::GET, "/jobs").await;
-            let ready = admin::request(addr, hyper::Method::GET, "/readyz").await;
+            let endpoint = at(admin);
+            let addr = endpoint.listen;
+            let jobs = admin::request_to(&endpoint, hyper::Method::GET, "/jobs").await;
+            let ready = admin::request_to(&endpoint, hyper::Method::GET, "/readyz").await;
             match (jobs, ready) {
                 (Ok(jobs), Ok(_)) if jobs.status == 503 => {
                     eprintln!("the daemon at {addr} is {}", jobs.body.trim());
                     ExitCode::from(EXIT_UNAVAILABLE)
                 }
                 (Ok(jobs), Ok(ready)) => {
-                    let ha = match admin::request(addr, hyper::Method::GET, "/ha").await {
+                    let ha = match admin::request_to(&endpoint, hyper::Method::GET, "/ha").await {
                         Ok(ha) if ha.status == 200 => Some(ha.body),
                         _ => None,
                     };
@@ -383,8 +394,9 @@ async fn admin_command(command: &Command, listen: std::net::SocketAddr) -> Optio
             }
         }
         Command::Trigger { name, admin } => {
-            let addr = admin.unwrap_or(listen);
-            match admin::request(addr, hyper::Method::POST, &format!("/jobs/{name}/run")).await {
+            let endpoint = at(admin);
+            let addr = endpoint.listen;
+            match admin::request_to(&endpoint, hyper::Method::POST, &format!("/jobs/{name}/run")).await {
                 Ok(response) if response.status == 202 => {
                     print!("{}", response.body);
                     ExitCode::SUCCESS

@@ -269,6 +269,88 @@ async fn admin_endpoint_serves_metrics_health_jobs_and_triggers() {
 }
 
 #[tokio::test]
+async fn an_admin_token_guards_triggers_and_beyond_loopback_every_route_but_the_probes() {
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE t (id INT PRIMARY KEY);\nINSERT INTO t VALUES (1)")
+        .await;
+    let never = "0 0 0 1 1 *";
+    let token = "0123456789abcdef0123456789abcdef";
+    let with_token = |listen: std::net::SocketAddr, token: &str| cachewarden::config::AdminSettings {
+        enabled: true,
+        listen,
+        token: Some(cachewarden::config::AdminToken::new(token)),
+    };
+    // A token too short to be one is refused, naming the field.
+    let short = env.write_file("short-token", "secret\n");
+    let refused = env.config_file(&format!("token_file = \"{}\"\n", short.display()));
+    let (code, out) = env.run_cli(&["check"], &refused);
+    assert_eq!(code, Some(78), "{out}");
+    assert!(
+        out.contains("admin.token_file") && out.contains("at least 16 characters"),
+        "{out}"
+    );
+
+    // On loopback (connection_toml's [admin] is open at the top of the body): reads open, triggers need the token.
+    let token_file = env.write_file("admin-token", &format!("{token}\n"));
+    let path = env.config_file(&format!(
+        "token_file = \"{}\"\n{}",
+        token_file.display(),
+        job(&env, "manual", "SELECT id FROM t", never, "")
+    ));
+    let mut daemon = Daemon::start(&env, &path, &[], &[]);
+    wait_for_admin(&env).await;
+    let addr = env.admin_addr();
+    assert_eq!(get(&env, "/metrics").await.unwrap().status, 200);
+    let refused = admin::request(addr, Method::POST, "/jobs/manual/run").await.unwrap();
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert!(refused.body.contains("Authorization: Bearer"), "{}", refused.body);
+    let wrong = "0123456789abcdef0123456789abcdeX";
+    let response = admin::request_to(&with_token(addr, wrong), Method::POST, "/jobs/manual/run")
+        .await
+        .unwrap();
+    assert_eq!(response.status, 401);
+    let response = admin::request_to(&with_token(addr, token), Method::POST, "/jobs/manual/run")
+        .await
+        .unwrap();
+    assert_eq!(response.status, 202, "{}", response.body);
+    // The CLI sends the token from the configuration.
+    let ran = eventually(Duration::from_secs(10), || async {
+        (env.run_cli(&["trigger", "manual"], &path).0 == Some(0)).then_some(())
+    })
+    .await;
+    assert!(ran.is_some(), "{}", env.run_cli(&["trigger", "manual"], &path).1);
+    assert_eq!(daemon.stop().await, Some(0));
+
+    // Beyond loopback every route needs it, but the probes.
+    let open = env.write_file(
+        "open.toml",
+        &format!(
+            "[mysql]\nurl = \"{}\"\n\n[redis]\nurl = \"{}\"\n\n[admin]\nlisten = \"0.0.0.0:{}\"\n\
+             token_file = \"{}\"\n{}",
+            env.mysql_url,
+            env.redis_url,
+            env.admin_port,
+            token_file.display(),
+            job(&env, "manual", "SELECT id FROM t", never, "")
+        ),
+    );
+    let mut daemon = Daemon::start(&env, &open, &[], &[]);
+    wait_for_admin(&env).await;
+    for path in ["/metrics", "/jobs", "/"] {
+        assert_eq!(get(&env, path).await.unwrap().status, 401, "{path}");
+        let response = admin::request_to(&with_token(addr, token), Method::GET, path)
+            .await
+            .unwrap();
+        assert_eq!(response.status, 200, "{path}: {}", response.body);
+    }
+    assert_eq!(get(&env, "/healthz").await.unwrap().status, 200);
+    assert_eq!(get(&env, "/readyz").await.unwrap().status, 200);
+    let (code, out) = env.run_cli(&["status"], &open);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(daemon.stop().await, Some(0));
+}
+
+#[tokio::test]
 async fn readyz_turns_503_while_redis_is_down_and_back_when_it_returns() {
     let env = TestEnv::new().await;
     env.sql("CREATE TABLE t (id INT PRIMARY KEY);\nINSERT INTO t VALUES (1)")

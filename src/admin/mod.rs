@@ -1,8 +1,9 @@
 //! The admin HTTP endpoint (127.0.0.1:9187 by default): Prometheus metrics, liveness and readiness, job status and
 //! manual triggers; and the small client `cachewarden status` and `cachewarden trigger` use.
 //!
-//! It has no authentication, which is why it listens on loopback unless told otherwise. Triggers go through the same
-//! queue and overlap guard as the scheduler's.
+//! It listens on loopback unless told otherwise. With `[admin] token_file`, POST routes need `Authorization: Bearer
+//! <token>`, and so does every route but the probes (`/healthz`, `/readyz`) when it listens beyond loopback (see
+//! [`unauthorized`]). Triggers go through the same queue and overlap guard as the scheduler's.
 //!
 //! | route                    | answer                                                        |
 //! |--------------------------|---------------------------------------------------------------|
@@ -53,6 +54,10 @@ pub struct AdminState {
     pub history: Arc<History>,
     /// With `[ha]`: this instance's role.
     pub ha: Option<watch::Receiver<crate::ha::Status>>,
+    /// `[admin]` token: required for POST routes, and for every route but the probes when `listen` is not loopback.
+    pub token: Option<crate::config::AdminToken>,
+    /// Whether the endpoint listens on loopback only.
+    pub loopback: bool,
 }
 
 /// The bound endpoint.
@@ -155,6 +160,9 @@ async fn serve(stream: TcpStream, peer: SocketAddr, state: AdminState, admitted:
 async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = request.uri().path().trim_end_matches('/');
     let method = request.method().clone();
+    if let Some(refused) = unauthorized(state, &method, path, request.headers()) {
+        return refused;
+    }
     match (method, path) {
         (Method::GET, "") => {
             let jobs = match state.warmer.get() {
@@ -245,6 +253,44 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// The answer to a request the token does not allow, if it is one: with a token, a POST needs it, and so does every
+/// route but `/healthz` and `/readyz` (probes that cannot send headers, and say nothing but ready or why not) when
+/// the endpoint listens beyond loopback.
+fn unauthorized(
+    state: &AdminState,
+    method: &Method,
+    path: &str,
+    headers: &hyper::HeaderMap,
+) -> Option<Response<Full<Bytes>>> {
+    let token = state.token.as_ref()?;
+    let probe = matches!(path, "/healthz" | "/readyz");
+    if (*method == Method::GET && (state.loopback || probe)) || (*method != Method::POST && probe) {
+        return None;
+    }
+    let given = headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if same_secret(given.trim().as_bytes(), token.expose().as_bytes()) {
+        return None;
+    }
+    let mut response = text(
+        StatusCode::UNAUTHORIZED,
+        "this route needs the admin token: send Authorization: Bearer <the token in [admin] token_file>\n",
+    );
+    response.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        hyper::header::HeaderValue::from_static("Bearer realm=\"cachewarden\""),
+    );
+    Some(response)
+}
+
+/// Whether `a` equals `b`, in a time that does not depend on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn trigger(state: &AdminState, name: &str) -> Response<Full<Bytes>> {
@@ -356,16 +402,38 @@ pub struct ClientResponse {
     pub body: String,
 }
 
-/// Sends one request to the admin endpoint at `addr` (for `cachewarden status` and `trigger`).
+/// Sends one request to the endpoint `admin` configures (for `cachewarden status`, `trigger` and `binlog status`),
+/// with its token when it has one.
+pub async fn request_to(
+    admin: &crate::config::AdminSettings,
+    method: Method,
+    path: &str,
+) -> anyhow::Result<ClientResponse> {
+    send(admin.listen, admin.token.as_ref(), method, path).await
+}
+
+/// Sends one request to the admin endpoint at `addr`, without a token.
 pub async fn request(addr: SocketAddr, method: Method, path: &str) -> anyhow::Result<ClientResponse> {
+    send(addr, None, method, path).await
+}
+
+async fn send(
+    addr: SocketAddr,
+    token: Option<&crate::config::AdminToken>,
+    method: Method,
+    path: &str,
+) -> anyhow::Result<ClientResponse> {
     let stream = TcpStream::connect(addr).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let driver = tokio::spawn(connection);
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method(method)
         .uri(path)
-        .header(hyper::header::HOST, addr.to_string())
-        .body(Full::new(Bytes::new()))?;
+        .header(hyper::header::HOST, addr.to_string());
+    if let Some(token) = token {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {}", token.expose()));
+    }
+    let request = request.body(Full::new(Bytes::new()))?;
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes();

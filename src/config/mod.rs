@@ -338,6 +338,29 @@ pub struct HaSettings {
 pub struct AdminSettings {
     pub enabled: bool,
     pub listen: std::net::SocketAddr,
+    /// The bearer token POST routes (and, listening beyond loopback, every route but the probes) require.
+    pub token: Option<AdminToken>,
+}
+
+/// The admin endpoint's bearer token (`[admin] token_file`, or the credential `admin-token`). `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(std::sync::Arc<str>);
+
+impl AdminToken {
+    pub fn new(token: &str) -> Self {
+        Self(token.into())
+    }
+
+    /// The token itself, for the endpoint's check and the CLI's requests only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
 }
 
 /// A connection URL that may carry a password. `Display` and `Debug` hide the password; only `expose` reveals it,

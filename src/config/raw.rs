@@ -66,6 +66,7 @@ pub struct RawDaemon {
 pub struct RawAdmin {
     pub enabled: Option<BoolOrString>,
     pub listen: Option<String>,
+    pub token_file: Option<String>,
 }
 
 /// `[misses]`

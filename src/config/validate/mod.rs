@@ -19,8 +19,9 @@ use super::raw::{
     RawMysql, RawOnChange, RawRedis, RawWarmJob, fields_of,
 };
 use super::{
-    AdminSettings, BinlogSettings, BinlogStart, ChangeRule, ChannelSettings, CheckpointStore, Config, DaemonSettings,
-    HaSettings, LogFormat, MissesSettings, MysqlSettings, OnGap, RedisSettings, SecretUrl, SslMode, StreamSettings,
+    AdminSettings, AdminToken, BinlogSettings, BinlogStart, ChangeRule, ChannelSettings, CheckpointStore, Config,
+    DaemonSettings, HaSettings, LogFormat, MissesSettings, MysqlSettings, OnGap, RedisSettings, SecretUrl, SslMode,
+    StreamSettings,
 };
 use crate::model::{Jitter, KeyTemplate, Shape, Ttl, WarmJob};
 
@@ -138,7 +139,7 @@ pub fn validate(
     let keyring = ctx.keyring(crypto, credentials);
     let defaults = ctx.defaults(defaults, keyring);
     let daemon = ctx.daemon(daemon);
-    let admin = ctx.admin(admin);
+    let admin = ctx.admin(admin, credentials);
 
     let (jobs, invalid_jobs) = ctx.warm_jobs(doc.get("warm"), &defaults);
     let channel = ctx.channel(channel, &jobs);

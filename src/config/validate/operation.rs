@@ -17,6 +17,10 @@ pub(super) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Loopback only: the admin endpoint has no authentication, so it must not face a network by default.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9187";
+/// The credential that holds the admin token (it overrides `[admin] token_file`).
+const TOKEN_CREDENTIAL: &str = "admin-token";
+/// An admin token shorter than this is refused as guessable.
+const MIN_TOKEN_LENGTH: usize = 16;
 
 /// The continuous audit: every key of every job once an hour.
 pub(super) const DEFAULT_AUDIT_PERIOD: Duration = Duration::from_secs(3600);
@@ -170,7 +174,7 @@ impl Context {
         })
     }
 
-    pub(super) fn admin(&mut self, raw: RawAdmin) -> AdminSettings {
+    pub(super) fn admin(&mut self, raw: RawAdmin, credentials: Option<&std::path::Path>) -> AdminSettings {
         let enabled = self.flag("admin", "enabled", raw.enabled, true);
         let listen_text = raw.listen.unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.into());
         let listen = match listen_text.parse::<std::net::SocketAddr>() {
@@ -184,6 +188,41 @@ impl Context {
                 DEFAULT_ADMIN_LISTEN.parse().expect("the default admin address parses")
             }
         };
-        AdminSettings { enabled, listen }
+        let token = self.admin_token(raw.token_file, credentials);
+        AdminSettings { enabled, listen, token }
+    }
+
+    /// The admin token: the credential `admin-token` if the service has one, else `token_file`; trimmed, at least
+    /// [`MIN_TOKEN_LENGTH`] characters.
+    fn admin_token(&mut self, file: Option<String>, credentials: Option<&std::path::Path>) -> Option<AdminToken> {
+        let credential = credentials
+            .map(|directory| directory.join(TOKEN_CREDENTIAL))
+            .filter(|path| path.exists());
+        let (path, field) = match (credential, file) {
+            (Some(path), _) => (path, format!("token_file (the credential {TOKEN_CREDENTIAL})")),
+            (None, Some(file)) => (std::path::PathBuf::from(file), "token_file".to_string()),
+            (None, None) => return None,
+        };
+        let token = match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().to_string(),
+            Err(error) => {
+                self.field_problem("admin", &field, format!("cannot read {}: {error}", path.display()));
+                return None;
+            }
+        };
+        if token.chars().count() < MIN_TOKEN_LENGTH || token.chars().any(char::is_whitespace) {
+            self.field_problem(
+                "admin",
+                &field,
+                format!(
+                    "{} holds no usable token: write one line of at least {MIN_TOKEN_LENGTH} characters without \
+                     spaces (e.g. `openssl rand -hex 32 > {}`)",
+                    path.display(),
+                    path.display()
+                ),
+            );
+            return None;
+        }
+        Some(AdminToken::new(&token))
     }
 }
