@@ -116,6 +116,11 @@ async fn admin_endpoint_serves_metrics_health_jobs_and_triggers() {
         r#"cachewarden_warm_last_success_timestamp_seconds{warm_job="manual"}"#,
         r#"cachewarden_warm_keys_written_total{warm_job="manual"}"#,
         r#"cachewarden_stale_keys_total{warm_job="manual"}"#,
+        // And every reason a refresh can be given up for, before any was.
+        r#"cachewarden_refresh_given_up_total{reason="unverified"}"#,
+        r#"cachewarden_refresh_given_up_total{reason="outdated"}"#,
+        r#"cachewarden_refresh_given_up_total{reason="query_refused"}"#,
+        r#"cachewarden_refresh_given_up_total{reason="out_of_memory"}"#,
     ] {
         assert_eq!(sample(&metrics, series), Some(0.0), "{series}");
     }
