@@ -703,14 +703,8 @@ ttl = "10m"
     let path = dir.path().join("jobs.toml");
     std::fs::write(&path, format!("{connections}{binlog}{jobs}")).unwrap();
     let run = |args: &[&str]| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_cachewarden"))
-            .args(args)
-            .arg("--config")
-            .arg(&path)
-            .env_remove("CACHEWARDEN_CONFIG")
-            .output()
-            .unwrap();
-        (output.status.code(), text(&output))
+        let (code, stdout, stderr) = common::cli_offline(args, &path);
+        (code, (stdout, stderr))
     };
     let (code, (stdout, _)) = run(&["check"]);
     assert_eq!(code, Some(0), "{stdout}");
@@ -842,14 +836,8 @@ fn check_names_every_shape_the_binlog_cannot_follow_and_the_rule_that_covers_it_
     }
     let path = dir.path().join("jobs.toml");
     std::fs::write(&path, config).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cachewarden"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .env_remove("CACHEWARDEN_CONFIG")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    let (code, stdout, stderr) = common::cli_offline(&["check"], &path);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     // Each job's section: from its line to the next job's.
     for (index, (query, _, reason, coverable)) in shapes.iter().enumerate() {
         let start = stdout
@@ -880,14 +868,8 @@ fn check_names_every_shape_the_binlog_cannot_follow_and_the_rule_that_covers_it_
         ),
     )
     .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cachewarden"))
-        .args(["check", "--strict", "--config"])
-        .arg(&path)
-        .env_remove("CACHEWARDEN_CONFIG")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(0), "{suggested}\n{stdout}{stderr}");
+    let (code, stdout, stderr) = common::cli_offline(&["check", "--strict"], &path);
+    assert_eq!(code, Some(0), "{suggested}\n{stdout}{stderr}");
     assert!(stdout.contains("explicit rules cover every table"), "{stdout}");
 }
 

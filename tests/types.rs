@@ -185,15 +185,9 @@ fn check_refuses_what_a_hash_cannot_hold_and_the_types_not_built_yet() {
     ]
     .concat();
     std::fs::write(&path, config).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cachewarden"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .env_remove("CACHEWARDEN_CONFIG")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = common::text(&output);
+    let (code, stdout, stderr) = common::cli_offline(&["check"], &path);
     let all = format!("{stdout}{stderr}");
-    assert_eq!(output.status.code(), Some(78), "{all}");
+    assert_eq!(code, Some(78), "{all}");
     for (job, field, says) in [
         ("packed", "compress", "compression applies to type = \"string\" only"),
         ("whole", "type", "has no placeholder"),
