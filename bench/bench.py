@@ -131,6 +131,20 @@ def servers():
     return {"redis": [int(r().info("server")["process_id"])], "mariadb": [maria]}
 
 
+def quiet(timeout=60, window=0.25, share=0.05):
+    """Waits until the bench's MariaDB uses under `share` of a core over `window` (at most `timeout` seconds): its
+    background work after an earlier scenario (purging the history of a write storm, flushing a bulk load, sending
+    its binlog to a replica) is not load the next measurement puts on it. Returns the seconds waited."""
+    pid = servers()["mariadb"][0]
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        before = process_cpu(pid)
+        time.sleep(window)
+        if process_cpu(pid) - before < share * window:
+            break
+    return time.monotonic() - start
+
+
 def cpu_split(command, repeat):
     """Runs `command` `repeat` times; per run: wall seconds and the CPU seconds of the command, MariaDB and Redis."""
     pids = servers()
@@ -924,7 +938,8 @@ def report(results, runs):
          f"{st['converged_after_s'] * 1000:.0f} ms ({st['events']:.0f} events → {st['keys_after_coalescing']:.0f}"
          f" key actions in {st['batches']:.0f} batches; daemon {st['daemon_cpu_percent']:.0f}% of a core)",
          "-", "-", "-", "≤ 1 s"),
-        (f"refresh read from a replica {lag['replica_delay_s']} s behind, commit → key right, p50 / max of"
+        (f"refresh read from a replica with MASTER_DELAY = {lag['replica_delay_s']} (changes show 1 to"
+         f" {lag['replica_delay_s']} s after commit), commit → key right, p50 / max of"
          f" {lag['changes']}: refresh_wait 5s; refresh_fallback to the writer; reading the writer",
          f"{lag['wait_p50_ms']:.0f} / {lag['wait_max_ms']:.0f} ms; {lag['fallback_p50_ms']:.0f} /"
          f" {lag['fallback_max_ms']:.0f} ms; {lag['writer_p50_ms']:.0f} / {lag['writer_max_ms']:.0f} ms",

@@ -9,7 +9,8 @@ Scenario:
                keys touched per change (what the derived lookups found), MariaDB's CPU for the lookups and
                refreshes; against re-warming the whole job (`run --once`: what `warm = ["job"]` costs per change),
                and against the Python join refresher (python-mysql-replication, SELECT through the join and a
-               pipelined SET per category) over the same renames.
+               pipelined SET per category) over the same renames. Each is measured on a quiet server (`quiet`):
+               an earlier scenario's background work there is not this one's load.
 """
 import json
 import os
@@ -83,6 +84,7 @@ def storm_once(h, run):
     cfg = daemon_config(h, 9700 + run)
     subprocess.run([h.BIN, "run", "--once", "--config", cfg], check=True, capture_output=True)
     daemon = h.Daemon(cfg)
+    h.quiet()
     before = h.metric('cachewarden_binlog_lookup_keys_total{warm_job="dj"}')
     pids = h.servers()
     maria_before = sum(h.process_cpu(pid) for pid in pids["mariadb"])
@@ -102,6 +104,7 @@ def storm_once(h, run):
 def rewarm(h):
     """One re-warm of the whole job: its wall time and MariaDB's CPU."""
     cfg = h.config(job())
+    h.quiet()
     wall, split = h.cpu_split([h.BIN, "run", "--once", "--config", cfg], 1)
     return wall, split["mariadb"]
 
@@ -117,6 +120,7 @@ def python_storm(h):
                                  h.DATABASE, PREFIX, file, str(pos), str(RENAMES), "9790"],
                                 stdout=subprocess.PIPE, text=True)
     time.sleep(1)  # connected and waiting at the current position
+    h.quiet()
     names, _ = rename(h, 99)
     committed = time.time()
     out, _ = follower.communicate(timeout=600)
