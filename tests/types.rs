@@ -182,6 +182,11 @@ fn check_refuses_what_a_hash_cannot_hold_and_the_types_not_built_yet() {
         job("board", "b:{id}", "type = \"zset\"\n"),
         job("typo", "t:{id}", "type = \"hashes\"\n"),
         job("fine", "f:{id}", "type = \"hash\"\n"),
+        job("hashed", "h:{id}", "type = \"hash\"\n"),
+        // A projection would write a JSON string over those hashes.
+        "\n[binlog]\nserver_id = 7\n\n[[on_change]]\ntable = \"products\"\n\
+         project = { key = \"h:{id}\", columns = [\"name\"], ttl = \"1h\" }\n"
+            .to_string(),
     ]
     .concat();
     std::fs::write(&path, config).unwrap();
@@ -193,6 +198,11 @@ fn check_refuses_what_a_hash_cannot_hold_and_the_types_not_built_yet() {
         ("whole", "type", "has no placeholder"),
         ("board", "type", "\"zset\" is not supported yet"),
         ("typo", "type", "\"hashes\" is not a type"),
+        (
+            "hashed",
+            "project",
+            "which are hashes (type = \"hash\"): refresh them instead",
+        ),
     ] {
         assert!(
             all.lines()

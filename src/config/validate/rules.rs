@@ -94,6 +94,27 @@ impl Context {
         let project = raw
             .project
             .and_then(|raw| self.projection(raw, &at, line(self, Some("project")), defaults));
+        // A projection writes a JSON string: over a hash job's keys it would replace the hash.
+        if let Some(projection) = &project {
+            let keys = crate::glob::allow_pattern(&projection.key);
+            let hashed = jobs.iter().find(|job| {
+                job.encoding.structure == crate::codec::Structure::Hash
+                    && (job.key == projection.key
+                        || crate::glob::glob_match(&crate::glob::allow_pattern(&job.key), &keys)
+                        || crate::glob::glob_match(&keys, &crate::glob::allow_pattern(&job.key)))
+            });
+            if let Some(job) = hashed {
+                self.problem(
+                    line(self, Some("project")),
+                    format!("{at}.project"),
+                    format!(
+                        "\"{}\" writes JSON strings into the keys of [[warm]] job \"{}\", which are hashes \
+                         (type = \"hash\"): refresh them instead (refresh = [\"{}\"])",
+                        projection.key, job.name, job.key
+                    ),
+                );
+            }
+        }
         let lookup = raw
             .lookup
             .and_then(|raw| self.lookup(raw, &at, line(self, Some("lookup")), jobs, mysql));
