@@ -315,14 +315,13 @@ async fn sweeps_and_repairs(env: TestEnv) {
     ));
     let daemon = common::Daemon::start(&env, &path, &[], &[]);
     common::wait_for_admin(&env).await;
-    // Every start-up run done (the whole-result job is the last), so that none writes over the damage below.
+    // Every start-up run done (they run side by side), so that none writes over the damage below.
     let warmed = common::eventually(std::time::Duration::from_secs(10), || async {
-        let runs = common::metric(
-            &env,
-            "cachewarden_warm_runs_total{warm_job=\"cheap\",outcome=\"success\"}",
-        )
-        .await;
-        env.get(&format!("{p}product:500")).await.filter(|_| runs == 1.0)
+        for job in ["products", "names", "packed", "secret", "cheap"] {
+            let runs = format!("cachewarden_warm_runs_total{{warm_job=\"{job}\",outcome=\"success\"}}");
+            (common::metric(&env, &runs).await == 1.0).then_some(())?;
+        }
+        Some(())
     })
     .await;
     assert!(warmed.is_some(), "{}", daemon.log());
