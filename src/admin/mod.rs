@@ -92,6 +92,12 @@ impl AdminServer {
         if let Ok(addr) = self.listener.local_addr() {
             info!(%addr, "Admin endpoint listening.");
         }
+        if self.state.token.is_none() && !self.state.loopback {
+            tracing::warn!(
+                "The admin endpoint listens beyond loopback with no token: anyone who reaches it can read the metrics \
+                 and trigger runs. Set [admin] token_file."
+            );
+        }
         let mut connections = JoinSet::new();
         let mut gate = gate::Gate::new(MAX_CONNECTIONS);
         loop {
@@ -266,7 +272,7 @@ fn unauthorized(
 ) -> Option<Response<Full<Bytes>>> {
     let token = state.token.as_ref()?;
     let probe = matches!(path, "/healthz" | "/readyz");
-    if (*method == Method::GET && (state.loopback || probe)) || (*method != Method::POST && probe) {
+    if (probe && *method != Method::POST) || (*method == Method::GET && state.loopback) {
         return None;
     }
     let given = headers

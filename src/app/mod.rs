@@ -198,13 +198,6 @@ impl Daemon {
             token: config.admin.token.clone(),
             loopback: config.admin.listen.ip().is_loopback(),
         };
-        if config.admin.token.is_none() && !config.admin.listen.ip().is_loopback() {
-            tracing::warn!(
-                listen = %config.admin.listen,
-                "The admin endpoint listens beyond loopback with no token: anyone who reaches it can read the metrics \
-                 and trigger runs. Set [admin] token_file."
-            );
-        }
         let server = AdminServer::bind(config.admin.listen, state).await.with_context(|| {
             format!(
                 "cannot listen on {} for the admin endpoint ([admin] listen)",

@@ -4,6 +4,15 @@
 use super::{Cache, CacheError, SCAN_COUNT, cluster, command_failed};
 use crate::codec::Structure;
 
+/// The command that reads a value as `structure` stores it: `GET`, or `HGETALL` for a hash.
+fn read_command(key: &str, structure: Structure) -> redis::Cmd {
+    let read = match structure {
+        Structure::String => "GET",
+        Structure::Hash => "HGETALL",
+    };
+    redis::cmd(read).arg(key).clone()
+}
+
 /// A `GET` or `HGETALL` reply as the value stored: `None` for no key (an empty hash is none either); a hash's fields
 /// sorted and packed as `codec::Encoding::encode` packs them, so a stored hash compares with what a row encodes to.
 fn stored(reply: redis::Value, structure: Structure) -> Result<Option<Vec<u8>>, CacheError> {
@@ -33,12 +42,9 @@ impl Cache {
     }
 
     /// The values of `keys` as stored (`None` where a key does not exist), in one pipeline (per master on a cluster):
-    /// a string's bytes, or a hash's fields in the form the hash was written from (see [`stored_hash`]).
+    /// a string's bytes, or a hash's fields in the form the hash was written from (see [`stored`]).
     pub async fn get_many(&self, keys: &[String], structure: Structure) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
-        let read = |key: &String| match structure {
-            Structure::String => redis::cmd("GET").arg(key).clone(),
-            Structure::Hash => redis::cmd("HGETALL").arg(key).clone(),
-        };
+        let read = |key: &String| read_command(key, structure);
         let replies: Vec<redis::Value> = if let Some(cluster) = &self.cluster {
             let commands: Vec<(u16, redis::Cmd)> = keys
                 .iter()
@@ -139,13 +145,8 @@ impl Cache {
     /// A key's value and remaining TTL in milliseconds (`None` when the key does not exist).
     pub async fn get_with_ttl(&self, key: &str, structure: Structure) -> Result<Option<(Vec<u8>, i64)>, CacheError> {
         let mut conn = self.conn.clone();
-        let read = match structure {
-            Structure::String => "GET",
-            Structure::Hash => "HGETALL",
-        };
         let (value, ttl): (redis::Value, i64) = redis::pipe()
-            .cmd(read)
-            .arg(key)
+            .add_command(read_command(key, structure))
             .cmd("PTTL")
             .arg(key)
             .query_async(&mut conn)

@@ -130,13 +130,10 @@ impl Context {
         raw: RawCrypto,
         credentials: Option<&Path>,
     ) -> Result<Arc<crate::crypto::Keyring>, String> {
-        let credential = credentials
-            .map(|directory| directory.join(KEY_CREDENTIAL))
-            .filter(|path| path.exists());
-        let (path, field) = match (credential, raw.key_file) {
-            (Some(path), _) => (path, format!("credential {KEY_CREDENTIAL}")),
-            (None, Some(file)) => (std::path::PathBuf::from(file), "key_file".to_string()),
-            (None, None) => {
+        let (path, field) = match credential_or_file(credentials, KEY_CREDENTIAL, raw.key_file) {
+            Some((path, true)) => (path, format!("credential {KEY_CREDENTIAL}")),
+            Some((path, false)) => (path, "key_file".to_string()),
+            None => {
                 if raw.write_key.is_some() {
                     self.field_problem("crypto", "write_key", "needs a key file: set key_file".into());
                 }
@@ -160,6 +157,22 @@ impl Context {
                 Err(message)
             }
         }
+    }
+}
+
+/// The file a secret is read from: the systemd credential `credential` when the service has it (it overrides the
+/// configuration), else the configured `file`; and whether it is the credential.
+pub(super) fn credential_or_file(
+    credentials: Option<&Path>,
+    credential: &str,
+    file: Option<String>,
+) -> Option<(std::path::PathBuf, bool)> {
+    match credentials
+        .map(|directory| directory.join(credential))
+        .filter(|path| path.exists())
+    {
+        Some(path) => Some((path, true)),
+        None => file.map(|file| (std::path::PathBuf::from(file), false)),
     }
 }
 

@@ -195,13 +195,9 @@ impl Context {
     /// The admin token: the credential `admin-token` if the service has one, else `token_file`; trimmed, at least
     /// [`MIN_TOKEN_LENGTH`] characters.
     fn admin_token(&mut self, file: Option<String>, credentials: Option<&std::path::Path>) -> Option<AdminToken> {
-        let credential = credentials
-            .map(|directory| directory.join(TOKEN_CREDENTIAL))
-            .filter(|path| path.exists());
-        let (path, field) = match (credential, file) {
-            (Some(path), _) => (path, format!("token_file (the credential {TOKEN_CREDENTIAL})")),
-            (None, Some(file)) => (std::path::PathBuf::from(file), "token_file".to_string()),
-            (None, None) => return None,
+        let (path, field) = match super::connections::credential_or_file(credentials, TOKEN_CREDENTIAL, file)? {
+            (path, true) => (path, format!("token_file (the credential {TOKEN_CREDENTIAL})")),
+            (path, false) => (path, "token_file".to_string()),
         };
         let token = match std::fs::read_to_string(&path) {
             Ok(text) => text.trim().to_string(),
