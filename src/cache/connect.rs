@@ -8,7 +8,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::auth::RedisAuth;
 use super::guard::Dedicated;
+use super::node::Node;
+use super::policy::WritePolicy;
 use super::scripts::Scripts;
+use super::topology::Topology;
 use super::{Cache, CacheError, RESPONSE_TIMEOUT, cluster, info_field};
 use crate::config::RedisSettings;
 
@@ -143,29 +146,33 @@ impl Cache {
             (Some(0), true) => return Err(CacheError::NotCluster),
             _ => {}
         }
-        let dedicated = Dedicated::new(client, settings.connect_timeout, RESPONSE_TIMEOUT, auth.as_deref());
-        let mut cache = Self {
-            auth,
-            conn: Conn::Managed(conn),
-            cluster: None,
-            protected: settings.stale_set_protection,
-            scripts: Arc::new(Scripts::new()),
-            dedicated: Arc::new(dedicated),
-            fence: None,
-        };
-        if settings.cluster {
-            let conn = cluster_builder(settings, cache.auth.as_deref())?
+        let scripts = Arc::new(Scripts::new());
+        let topology = if settings.cluster {
+            let conn = cluster_builder(settings, auth.as_deref())?
                 .build()
                 .map_err(CacheError::Connect)?
                 .get_async_connection()
                 .await
                 .map_err(CacheError::Connect)?;
-            cache.conn = Conn::Cluster(conn.clone());
-            cache.cluster = Some(Arc::new(cluster::Cluster::new(conn, Scripts::pipelined()).await?));
-            if cache.protected {
-                cache.prime_slots(&Self::all_slots()).await?;
-            }
-        }
+            let cluster = cluster::Cluster::new(conn, scripts.clone(), settings.stale_set_protection).await?;
+            Topology::Cluster(Arc::new(cluster))
+        } else {
+            let dedicated = Dedicated::new(client, settings.connect_timeout, RESPONSE_TIMEOUT, auth.as_deref());
+            Topology::Node(Node {
+                conn: Conn::Managed(conn),
+                dedicated: Arc::new(dedicated),
+                scripts: scripts.clone(),
+            })
+        };
+        let cache = Self {
+            auth,
+            topology,
+            policy: WritePolicy {
+                protected: settings.stale_set_protection,
+                fence: None,
+            },
+            scripts,
+        };
         Ok(cache)
     }
 
@@ -271,7 +278,7 @@ impl Cache {
     /// A client per node whose own events a subscriber must hear (keyspace notifications are local to each node): the
     /// server of `url`, or each master of a cluster (its slot map read afresh). With the current credentials and TLS.
     pub async fn node_clients(&self, settings: &RedisSettings) -> Result<Vec<redis::Client>, CacheError> {
-        let Some(cluster) = &self.cluster else {
+        let Topology::Cluster(cluster) = &self.topology else {
             return Ok(self.clients(settings)?.into_iter().take(1).collect());
         };
         let base = match &self.auth {
@@ -318,7 +325,7 @@ impl Cache {
     /// credentials changed.
     pub async fn recover_from_refused_password(&self) -> Result<bool, CacheError> {
         let changed = self.auth.as_ref().is_some_and(|auth| auth.reread());
-        if let Conn::Managed(managed) = &self.conn {
+        if let Conn::Managed(managed) = self.conn() {
             managed.reconnect().await?;
         }
         Ok(changed)

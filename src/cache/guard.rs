@@ -5,11 +5,11 @@
 //! (on by default):
 //!
 //! - a global counter, `cachewarden:version`, orders events;
-//! - a read whose result will be written holds a *read lease* ([`Cache::begin_read`] .. [`Cache::end_read`]): an
+//! - a read whose result will be written holds a *read lease* ([`Cache::begin_read`](super::Cache::begin_read) .. [`Cache::end_read`](super::Cache::end_read)): an
 //!   entry in the sorted set `cachewarden:readers`, scored by its expiry (Redis clock), and its *evidence* hash
 //!   `cachewarden:lease:<id>`, created with a sentinel field, registered in the same script that takes the version
 //!   current before the read;
-//! - [`Cache::invalidate`] increments the counter and unlinks the keys in one Lua script, first recording the new
+//! - [`Cache::invalidate`](super::Cache::invalidate) increments the counter and unlinks the keys in one Lua script, first recording the new
 //!   version for each key in the evidence hash of every live lease (never recreating a hash that is gone);
 //! - every write of read data carries a [`ReadStamp`] (version and lease). A big batch first tries the optimistic
 //!   path: WATCH the counter and, if it still holds the read's version, send plain SETs in MULTI/EXEC, which Redis
@@ -26,7 +26,7 @@
 //! is ended or expired — a run cut short by its timeout, a write task still queued after its run gave up, a process
 //! paused past its lease — its writes are refused unless nothing has been invalidated since the read. Refreshes
 //! invalidate first and read after, so two refreshes that finish out of order keep the newer one; row images from
-//! the binlog ([`Cache::supersede`]) are written in the script that invalidates, so nothing can come between. A
+//! the binlog ([`Cache::supersede`](super::Cache::supersede)) are written in the script that invalidates, so nothing can come between. A
 //! refused write leaves the key absent (a miss), never stale.
 //!
 //! Cost: with no read in flight an invalidation is an INCR, a ZRANGEBYSCORE and an UNLINK; with L reads in flight it
@@ -41,16 +41,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::node::Node;
+use super::policy::WritePolicy;
 use super::scripts::FENCED;
 use super::{
-    Cache, CacheError, LEASE_PREFIX, READERS_KEY, SCRIPT_BATCH, VERSION_KEY, command_failed, set_command, ttl_millis,
+    CacheError, LEASE_PREFIX, READERS_KEY, SCRIPT_BATCH, VERSION_KEY, command_failed, set_command, ttl_millis,
 };
 use crate::model::{KeyOp, ReadStamp};
 
 /// A read lease outlives the read's own timeout by this much, so that its writes can land.
 pub(super) const LEASE_MARGIN: Duration = Duration::from_secs(60);
 
-/// Guarded batches at least this big try the optimistic path first (see [`Cache::set_if_unmoved`]).
+/// Guarded batches at least this big try the optimistic path first (see [`Node::set_if_unmoved`]).
 const OPTIMISTIC_MIN_KEYS: usize = 64;
 
 /// Idle connections kept for the optimistic path.
@@ -86,7 +88,7 @@ impl Dedicated {
 }
 
 /// A read whose result will be written, registered so that invalidations meanwhile leave evidence. End it with
-/// [`Cache::end_read`] once its writes have landed (or it gave up); if the process dies it expires by itself.
+/// [`Cache::end_read`](super::Cache::end_read) once its writes have landed (or it gave up); if the process dies it expires by itself.
 #[derive(Debug)]
 #[must_use = "a read lease must be ended, or invalidations keep recording evidence for it until it expires"]
 pub struct ReadLease {
@@ -98,6 +100,16 @@ pub struct ReadLease {
 impl ReadLease {
     pub(super) fn new(id: Arc<str>, read_at: u64) -> Self {
         Self { id: Some(id), read_at }
+    }
+
+    /// The lease of a read without protection: nothing registered, `read_at` 0.
+    pub(super) fn unprotected() -> Self {
+        Self { id: None, read_at: 0 }
+    }
+
+    /// The lease's id (`None` without protection).
+    pub(super) fn id(&self) -> Option<&str> {
+        self.id.as_deref()
     }
 
     /// The lease's evidence hash (`cachewarden:lease:<id>`), without protection none.
@@ -124,46 +136,30 @@ pub fn read_lease_keys(id: &str) -> [String; 3] {
     ]
 }
 
-impl Cache {
-    /// Registers a read lease and takes the current version; call it before reading data that will be written. The
-    /// lease lives `timeout` (the read's own limit) plus a margin for the writes. Without protection it costs nothing
-    /// and `read_at` is 0.
-    pub async fn begin_read(&self, timeout: Duration) -> Result<ReadLease, CacheError> {
-        if !self.protected {
-            return Ok(ReadLease { id: None, read_at: 0 });
-        }
-        if self.cluster.is_some() {
-            return self.cluster_begin_read(timeout).await;
-        }
+impl Node {
+    /// [`Cache::begin_read`](super::Cache::begin_read) under protection: registers the lease and takes the current version in one script.
+    pub(super) async fn open_lease(&self, timeout: Duration) -> Result<ReadLease, CacheError> {
         let id: Arc<str> = format!("{}-{:016x}", std::process::id(), fastrand::u64(..)).into();
-        let mut conn = self.conn.clone();
         let read_at = self
-            .scripts
-            .begin_read
-            .key(&read_lease_keys(&id)[..])
-            .arg(&*id)
-            .arg((timeout + LEASE_MARGIN).as_millis() as u64)
-            .arg(counter_seed())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(command_failed)?;
-        Ok(ReadLease { id: Some(id), read_at })
+            .run(
+                self.scripts
+                    .begin_read
+                    .key(&read_lease_keys(&id)[..])
+                    .arg(&*id)
+                    .arg((timeout + LEASE_MARGIN).as_millis() as u64)
+                    .arg(counter_seed()),
+            )
+            .await?;
+        Ok(ReadLease::new(id, read_at))
     }
 
-    /// Ends a read lease: from here on, writes stamped with it are refused, and invalidations stop recording evidence
-    /// for it. A failure is only logged: the lease and its evidence then expire by themselves.
-    pub async fn end_read(&self, lease: ReadLease) {
-        let Some(id) = lease.id else {
-            return;
-        };
-        if self.cluster.is_some() {
-            return self.cluster_end_read(&id).await;
-        }
+    /// [`Cache::end_read`](super::Cache::end_read): drops the lease and its evidence.
+    pub(super) async fn close_lease(&self, id: &str) {
         let mut conn = self.conn.clone();
         let removed = redis::pipe()
             .cmd("ZREM")
             .arg(READERS_KEY)
-            .arg(&*id)
+            .arg(id)
             .ignore()
             .cmd("UNLINK")
             .arg(format!("{LEASE_PREFIX}{id}"))
@@ -172,68 +168,55 @@ impl Cache {
             .await;
         if let Err(error) = removed {
             crate::metrics::redis_error();
-            tracing::warn!(lease = &*id, %error, "Cannot end a read lease; it will expire by itself.");
+            tracing::warn!(lease = id, %error, "Cannot end a read lease; it will expire by itself.");
         }
     }
 
-    /// `apply` with stale-set protection: sets from one read go through the guard script together (in order, batch
-    /// by batch), the rest as usual.
-    pub(super) async fn apply_guarded(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
-        fn stamp(op: &KeyOp) -> Option<&ReadStamp> {
-            match op {
-                KeyOp::Set { read, .. } => read.as_ref(),
-                KeyOp::Delete { .. } => None,
+    /// The sets of one read (`ops` all carry `read`): the optimistic path for a big batch, else the guard script,
+    /// batch by batch, in order.
+    pub(super) async fn guarded_set(
+        &self,
+        read: &ReadStamp,
+        ops: &[KeyOp],
+        policy: &WritePolicy,
+    ) -> Result<(), CacheError> {
+        if ops.len() >= OPTIMISTIC_MIN_KEYS {
+            match self.set_if_unmoved(read, ops, policy).await {
+                Ok(true) => {
+                    crate::metrics::record_guarded_batch("optimistic");
+                    return Ok(());
+                }
+                Ok(false) => {}
+                // The script path below goes through the shared connection, which reconnects by itself; this
+                // batch's EXEC, if it still lands, can only land while nothing was invalidated.
+                Err(error) => tracing::debug!(%error, "Optimistic write failed; using the guard script."),
             }
         }
-        for run in ops.chunk_by(|a, b| stamp(a) == stamp(b)) {
-            let Some(read) = stamp(&run[0]) else {
-                let mut unguarded = self.clone();
-                unguarded.protected = false;
-                Box::pin(unguarded.apply(run)).await?;
-                continue;
-            };
-            if self.cluster.is_some() {
-                self.cluster_set_guarded(read, run).await?;
-                continue;
+        let (fence, token) = policy.token()?;
+        for chunk in ops.chunks(SCRIPT_BATCH) {
+            let mut invocation = self.scripts.guarded_set.prepare_invoke();
+            for key in super::script_head(&fence) {
+                invocation.key(key);
             }
-            if run.len() >= OPTIMISTIC_MIN_KEYS {
-                match self.set_if_unmoved(read, run).await {
-                    Ok(true) => {
-                        crate::metrics::record_guarded_batch("optimistic");
-                        continue;
-                    }
-                    Ok(false) => {}
-                    // The script path below goes through the shared connection, which reconnects by itself; this
-                    // batch's EXEC, if it still lands, can only land while nothing was invalidated.
-                    Err(error) => tracing::debug!(%error, "Optimistic write failed; using the guard script."),
+            invocation
+                .arg(&token)
+                .arg(LEASE_PREFIX)
+                .arg(read.version)
+                .arg(&*read.lease);
+            for op in chunk {
+                if let KeyOp::Set { key, value, ttl, .. } = op {
+                    invocation.key(key).arg(value.as_slice()).arg(ttl_millis(*ttl));
                 }
             }
-            let (fence, token) = self.fence_args()?;
-            for chunk in run.chunks(SCRIPT_BATCH) {
-                let mut invocation = self.scripts.guarded_set.prepare_invoke();
-                for key in super::script_head(&fence) {
-                    invocation.key(key);
+            match self.run::<i64>(&invocation).await? {
+                FENCED => return Err(CacheError::Fenced),
+                refused if refused < 0 => {
+                    crate::metrics::record_guarded_batch("refused");
+                    return Err(CacheError::LeaseEnded);
                 }
-                invocation
-                    .arg(&token)
-                    .arg(LEASE_PREFIX)
-                    .arg(read.version)
-                    .arg(&*read.lease);
-                for op in chunk {
-                    if let KeyOp::Set { key, value, ttl, .. } = op {
-                        invocation.key(key).arg(value.as_slice()).arg(ttl_millis(*ttl));
-                    }
-                }
-                match self.run::<i64>(&invocation).await? {
-                    FENCED => return Err(CacheError::Fenced),
-                    refused if refused < 0 => {
-                        crate::metrics::record_guarded_batch("refused");
-                        return Err(CacheError::LeaseEnded);
-                    }
-                    _ => {}
-                }
-                crate::metrics::record_guarded_batch("script");
+                _ => {}
             }
+            crate::metrics::record_guarded_batch("script");
         }
         Ok(())
     }
@@ -243,8 +226,8 @@ impl Cache {
     /// MULTI/EXEC, which Redis discards if anything is invalidated before it runs. Plain SETs cost Redis about half
     /// the CPU of the guard script; the price is a round trip. Returns whether the batch was written (if not, the
     /// caller goes through the guard script).
-    pub(super) async fn set_if_unmoved(&self, read: &ReadStamp, ops: &[KeyOp]) -> Result<bool, CacheError> {
-        let (fence, token) = self.fence_args()?;
+    async fn set_if_unmoved(&self, read: &ReadStamp, ops: &[KeyOp], policy: &WritePolicy) -> Result<bool, CacheError> {
+        let (fence, token) = policy.token()?;
         let mut conn = self.dedicated().await?;
         let attempt = async {
             // With [ha], the lease key is watched too: a lost (or merely renewed) lease discards the EXEC, and the

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::topology::{Operations, on_topology};
 use super::{Cache, CacheError, command_failed};
 
 /// What an attempt to take the lease found.
@@ -18,33 +19,12 @@ impl Cache {
     /// `SET key token NX PX ttl`. On a cluster it also takes a new epoch and claims every slot's copy of the fence
     /// with it before answering (see `cluster::fence`); on a single node the epoch is 0.
     pub async fn take_lease(&self, key: &str, token: &str, ttl: Duration) -> Result<LeaseAttempt, CacheError> {
-        if self.cluster.is_some() {
-            return self.cluster_take_lease(key, token, ttl).await;
-        }
-        let mut conn = self.conn.clone();
-        let taken: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(token)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl.as_millis() as u64)
-            .query_async(&mut conn)
-            .await
-            .map_err(command_failed)?;
-        if taken.is_some() {
-            return Ok(LeaseAttempt::Taken { epoch: 0 });
-        }
-        let holder: Option<String> = redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut conn)
-            .await
-            .map_err(command_failed)?;
-        Ok(LeaseAttempt::HeldBy(holder.unwrap_or_default()))
+        on_topology!(&self.topology, t => t.take_lease(key, token, ttl).await)
     }
 
     /// Extends the lease by `ttl` if it still holds `token`; whether it did.
     pub async fn renew_lease(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let renewed: i64 = self
             .scripts
             .renew_lease
@@ -59,7 +39,7 @@ impl Cache {
 
     /// Deletes the lease if it still holds `token`.
     pub async fn release_lease(&self, key: &str, token: &str) -> Result<(), CacheError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         self.scripts
             .release_lease
             .key(key)

@@ -1,35 +1,42 @@
 //! Redis: the one place cachewarden writes to the cache.
 //!
 //! Every write — warm jobs, invalidations, refreshes, binlog projections — goes through [`Cache::apply`] (batches of
-//! [`KeyOp`]s), [`Cache::invalidate`] or [`Cache::supersede`]. Owns the connection ([`Conn`]: to one node a redis-rs
-//! `ConnectionManager`, to a Redis Cluster redis-rs' cluster connection; both reconnect by themselves; made in
-//! `connect`); knows nothing of jobs or SQL. Stale-set protection — read leases and the guarded write path — is `guard`; what a cluster needs
-//! besides (slots, batches per master, protection and the HA fence per slot) `cluster`; the HA fence `fence`, the lease's commands
-//! `lease`, the Lua scripts `scripts`, what it only reads back (values, scans, INFO, ACL) `reads`.
+//! [`KeyOp`]s), [`Cache::invalidate`] or [`Cache::supersede`]; knows nothing of jobs or SQL. What the server is — one
+//! node (`node`) or a Redis Cluster (`cluster`: slots, batches per master, protection and the HA fence per slot) —
+//! is decided once at connect (`connect`, `topology`), and every write respects one [`policy::WritePolicy`]:
+//! stale-set protection (read leases and the guarded write path, `guard`) and the HA fence (`fence`). Also here: the
+//! lease's commands (`lease`), the Lua scripts (`scripts`), what it only reads back (values, scans, INFO, ACL,
+//! `reads`), the streams and the channel (`streams`), the errors (`error`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::model::KeyOp;
+use crate::model::{KeyOp, ReadStamp};
 
 mod auth;
 pub mod cluster;
 mod connect;
+mod error;
 mod fence;
 mod guard;
 mod lease;
+mod node;
+mod policy;
 mod reads;
 mod scripts;
 mod streams;
+mod topology;
 
 pub use auth::only_credentials_differ;
 pub use connect::{Conn, client, db_of};
+pub use error::CacheError;
 pub use fence::Fence;
-use guard::{Dedicated, counter_seed};
 pub use guard::{ReadLease, read_lease_keys};
 pub use lease::LeaseAttempt;
+use policy::WritePolicy;
 pub use reads::info_field;
-use scripts::{FENCED, Scripts};
+use scripts::Scripts;
+use topology::{Operations, Topology, on_topology};
 
 /// Keys SCAN looks at per call during a pattern delete: big enough to be quick, small enough not to stall Redis.
 const SCAN_COUNT: usize = 1000;
@@ -61,118 +68,25 @@ pub const STREAM_FIELD: &str = "message";
 /// A reply slower than this means Redis is in trouble; the pipeline fails and the caller retries.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A Redis failure.
-#[derive(Debug, thiserror::Error)]
-pub enum CacheError {
-    /// The first connection failed.
-    #[error("cannot connect to Redis: {0}")]
-    Connect(#[source] redis::RedisError),
-    /// A command or pipeline failed.
-    #[error("Redis command failed: {0}")]
-    Command(#[source] redis::RedisError),
-    /// Stale-set protection refused a batch: the read lease its data was read under had ended (the run timed out or
-    /// gave up, or outlived its lease). Nothing of the batch was written; reading again is the remedy.
-    #[error(
-        "the read lease ended before its writes landed; the batch was refused so that it cannot install stale data"
-    )]
-    LeaseEnded,
-    /// With `[ha]`: this instance does not hold the lease (it is the standby, or lost the lease), so Redis refuses
-    /// its writes. Nothing was written; the leader writes instead.
-    #[error("this instance does not hold the HA lease; its writes are refused")]
-    Fenced,
-    /// The server is a Redis Cluster (ElastiCache with cluster mode enabled), but `[redis] cluster` is not set.
-    #[error(
-        "the server is a Redis Cluster (ElastiCache: cluster mode enabled): set `cluster = true` in [redis] (or \
-         CACHEWARDEN_REDIS__CLUSTER=true), with url = the configuration endpoint; as a single node, keys would land \
-         on the wrong shard"
-    )]
-    ClusterMode,
-    /// `[redis] cluster = true`, but the server is a single node (or cluster mode disabled).
-    #[error(
-        "[redis] cluster = true, but the server is not a Redis Cluster (cluster_enabled:0; ElastiCache: cluster mode \
-         disabled): remove `cluster = true`, or point url at the cluster's configuration endpoint"
-    )]
-    NotCluster,
-    /// The CA file configured for TLS could not be read.
-    #[error("cannot read Redis CA file {path}: {source}")]
-    CaFile {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-}
-
-impl CacheError {
-    /// Whether trying again later may succeed (a dropped connection rather than, say, a refused password).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            CacheError::Connect(error) | CacheError::Command(error) => !matches!(
-                error.kind(),
-                redis::ErrorKind::AuthenticationFailed
-                    | redis::ErrorKind::InvalidClientConfig
-                    // An ACL refusal: the user may not touch that key or run that command, however often we ask.
-                    | redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
-            ),
-            // Reading again, under a new lease, is the remedy.
-            CacheError::LeaseEnded => true,
-            // Only a new term as leader (which starts its work afresh) may write again.
-            CacheError::Fenced | CacheError::ClusterMode | CacheError::NotCluster | CacheError::CaFile { .. } => false,
-        }
-    }
-
-    /// Whether Redis refused the user or password (`WRONGPASS`, `NOAUTH`): rotated credentials, maybe.
-    pub fn is_auth_failure(&self) -> bool {
-        match self {
-            CacheError::Connect(error) | CacheError::Command(error) => {
-                error.kind() == redis::ErrorKind::AuthenticationFailed
-                    || matches!(error.code(), Some("WRONGPASS" | "NOAUTH"))
-            }
-            _ => false,
-        }
-    }
-
-    /// Whether Redis refused a write for memory (`OOM`: `maxmemory` reached under `noeviction`). Deletes are still
-    /// allowed then, and free memory.
-    pub fn is_out_of_memory(&self) -> bool {
-        matches!(self, CacheError::Command(error) if error.code() == Some("OOM"))
-    }
-
-    /// Whether Redis could not be reached at all (refused, timed out, TLS), as opposed to refusing us: exit 69.
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, CacheError::Connect(_)) && self.is_transient()
-    }
-
-    /// Whether the server answered with an error reply (an unknown command, a refusal) rather than not answering.
-    pub fn is_server_reply(&self) -> bool {
-        match self {
-            CacheError::Connect(error) | CacheError::Command(error) => {
-                matches!(error.kind(), redis::ErrorKind::Server(_) | redis::ErrorKind::Extension)
-            }
-            CacheError::LeaseEnded
-            | CacheError::Fenced
-            | CacheError::ClusterMode
-            | CacheError::NotCluster
-            | CacheError::CaFile { .. } => false,
-        }
-    }
-}
-
-/// The cache. Cheap to clone: clones share one multiplexed connection.
+/// The cache. Cheap to clone: clones share one connection (or cluster connection) and its state.
 #[derive(Clone)]
 pub struct Cache {
     /// The current user and password, when the URL has one: every connection takes them from here.
     auth: Option<Arc<auth::RedisAuth>>,
-    conn: Conn,
-    /// On a Redis Cluster (`[redis] cluster = true`): the slot map and what goes with it.
-    cluster: Option<Arc<cluster::Cluster>>,
-    /// Whether stale-set protection is on.
-    protected: bool,
+    topology: Topology,
+    policy: WritePolicy,
     scripts: Arc<Scripts>,
-    dedicated: Arc<Dedicated>,
-    /// With `[ha]`: the lease every value write must still hold.
-    fence: Option<Arc<Fence>>,
 }
 
 impl Cache {
+    /// A connection for commands routed by their key (on a cluster, redis-rs routes them; on one node, the node).
+    fn conn(&self) -> Conn {
+        match &self.topology {
+            Topology::Node(node) => node.conn.clone(),
+            Topology::Cluster(cluster) => Conn::Cluster(cluster.conn()),
+        }
+    }
+
     /// Deletes `keys` as invalidated: with protection, takes a new version (returned) so that values read before now
     /// can no longer be written; without, a plain UNLINK (returns 0).
     ///
@@ -180,10 +94,10 @@ impl Cache {
     /// then unlinked plainly — the invalidation happens, its protection against a slower read in flight does not
     /// (counted in `cachewarden_protection_degraded_total{reason="out_of_memory"}`).
     pub async fn invalidate<K: redis::ToRedisArgs + AsRef<[u8]> + Sync>(&self, keys: &[K]) -> Result<u64, CacheError> {
-        if !self.protected {
+        if !self.policy.protected {
             return self.unlink(keys).await.map(|()| 0);
         }
-        match self.invalidate_guarded(keys).await {
+        match on_topology!(&self.topology, t => t.invalidate_guarded(keys, &self.policy).await) {
             Err(error) if error.is_out_of_memory() => {
                 tracing::warn!(
                     keys = keys.len(),
@@ -199,46 +113,7 @@ impl Cache {
 
     /// Plain UNLINK of `keys` (per master on a cluster).
     async fn unlink<K: redis::ToRedisArgs + AsRef<[u8]> + Sync>(&self, keys: &[K]) -> Result<(), CacheError> {
-        if let Some(cluster) = &self.cluster {
-            let commands: Vec<_> = keys
-                .iter()
-                .map(|key| {
-                    (
-                        cluster::slot::key_slot(key.as_ref()),
-                        redis::cmd("UNLINK").arg(key).clone(),
-                    )
-                })
-                .collect();
-            return cluster.send(&commands).await.map(drop);
-        }
-        if !keys.is_empty() {
-            let mut conn = self.conn.clone();
-            redis::cmd("UNLINK")
-                .arg(keys)
-                .query_async::<u64>(&mut conn)
-                .await
-                .map_err(command_failed)?;
-        }
-        Ok(())
-    }
-
-    /// [`Cache::invalidate`] under stale-set protection.
-    async fn invalidate_guarded<K: redis::ToRedisArgs + AsRef<[u8]> + Sync>(
-        &self,
-        keys: &[K],
-    ) -> Result<u64, CacheError> {
-        if self.cluster.is_some() {
-            return self.cluster_invalidate(keys, None).await;
-        }
-        let mut version = 0;
-        for chunk in keys.chunks(SCRIPT_BATCH) {
-            let mut invocation = self.invalidation(false)?;
-            for key in chunk {
-                invocation.key(key);
-            }
-            version = self.run(&invocation).await?;
-        }
-        Ok(version)
+        on_topology!(&self.topology, t => t.unlink(keys).await)
     }
 
     /// Writes values that supersede anything read so far (row images from the binlog, in binlog order): like
@@ -246,7 +121,12 @@ impl Cache {
     /// are unlinked; stamps are ignored. A full Redis refusing the values gets the keys deleted instead (a miss, never
     /// the old value).
     pub async fn supersede(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
-        match self.supersede_values(ops).await {
+        let written = if self.policy.protected {
+            on_topology!(&self.topology, t => t.supersede_guarded(ops, &self.policy).await)
+        } else {
+            self.apply_unguarded(ops).await
+        };
+        match written {
             Err(error) if error.is_out_of_memory() => {
                 let keys: Vec<&str> = ops.iter().map(KeyOp::key).collect();
                 tracing::warn!(
@@ -260,129 +140,63 @@ impl Cache {
         }
     }
 
-    async fn supersede_values(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
-        if !self.protected {
-            return self.apply(ops).await;
-        }
-        if self.cluster.is_some() {
-            let keys: Vec<&[u8]> = ops.iter().map(|op| op.key().as_bytes()).collect();
-            return self.cluster_invalidate(&keys, Some(ops)).await.map(drop);
-        }
-        for run in ops.chunk_by(|a, b| matches!(a, KeyOp::Set { .. }) == matches!(b, KeyOp::Set { .. })) {
-            for chunk in run.chunks(SCRIPT_BATCH) {
-                let mut invocation = self.invalidation(true)?;
-                for op in chunk {
-                    match op {
-                        KeyOp::Set { key, value, ttl, .. } => {
-                            invocation.key(key).arg(value.as_slice()).arg(ttl_millis(*ttl));
-                        }
-                        KeyOp::Delete { key } => {
-                            invocation.key(key);
-                        }
-                    }
-                }
-                if self.run::<i64>(&invocation).await? == FENCED {
-                    return Err(CacheError::Fenced);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The invalidation script, fenced when it will set values.
-    fn invalidation(&self, fenced: bool) -> Result<redis::ScriptInvocation<'_>, CacheError> {
-        // Unfenced, the fence slot holds the version counter with an empty token (no check), as `fence_args` does
-        // without `[ha]`: an ACL checks every declared key, and an empty key name is one no key pattern allows.
-        let (fence, token) = if fenced {
-            self.fence_args()?
-        } else {
-            (VERSION_KEY.to_string(), String::new())
-        };
-        let mut invocation = self.scripts.invalidate.prepare_invoke();
-        for key in script_head(&fence) {
-            invocation.key(key);
-        }
-        invocation.arg(token).arg(LEASE_PREFIX).arg(counter_seed());
-        Ok(invocation)
-    }
-
     /// Makes every value write carry `fence`'s token (`[ha]`); the clones made afterwards share it.
     pub fn fenced(mut self, fence: Arc<Fence>) -> Self {
-        self.fence = Some(fence);
+        self.policy.fence = Some(fence);
         self
     }
 
-    /// The fence key and token a value-writing script checks. Without `[ha]` the token is empty (no check) and the
-    /// key is the version counter, which the Redis user may touch anyway (an ACL checks every declared key).
-    /// [`CacheError::Fenced`] when this instance may not write.
-    fn fence_args(&self) -> Result<(String, String), CacheError> {
-        match &self.fence {
-            None => Ok((VERSION_KEY.to_string(), String::new())),
-            Some(fence) => match fence.token() {
-                Some(token) => Ok((fence.key().to_string(), token.to_string())),
-                None => Err(CacheError::Fenced),
-            },
-        }
-    }
-
-    async fn run<T: redis::FromRedisValue>(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<T, CacheError> {
-        let mut conn = self.conn.clone();
-        invocation.invoke_async(&mut conn).await.map_err(command_failed)
-    }
-
-    /// Applies `ops` in one pipeline, in order. Either every reply arrives or the whole batch is reported failed
-    /// (some ops may have been applied; every op is idempotent, so the caller simply retries the batch).
+    /// Applies `ops` in order. Under protection, the sets of one read go through the guarded path together (see
+    /// `guard`); the rest is one pipeline, or under `[ha]` fenced scripts when it writes values. Either every reply
+    /// arrives or the whole batch is reported failed (some ops may have been applied; every op is idempotent, so the
+    /// caller simply retries the batch).
     pub async fn apply(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
-        if ops.is_empty() {
-            return Ok(());
-        }
-        if self.protected && ops.iter().any(|op| matches!(op, KeyOp::Set { read: Some(_), .. })) {
-            return self.apply_guarded(ops).await;
-        }
-        // Deletes are safe from anyone (at worst a miss); values only from the lease holder.
-        if self.fence.is_some() && ops.iter().any(|op| matches!(op, KeyOp::Set { .. })) {
-            return self.apply_fenced(ops).await;
-        }
-        if let Some(cluster) = &self.cluster {
-            let commands: Vec<_> = ops
-                .iter()
-                .map(|op| (cluster::slot::key_slot(op.key().as_bytes()), op_command(op)))
-                .collect();
-            return cluster.send(&commands).await.map(drop);
-        }
-        let mut pipe = redis::Pipeline::with_capacity(ops.len());
-        for op in ops {
-            pipe.add_command(op_command(op)).ignore();
-        }
-        let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await.map_err(command_failed)
-    }
-
-    /// `apply` under the HA fence, without stale-set protection: one script per chunk, refused whole when the lease
-    /// is lost.
-    async fn apply_fenced(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
-        if self.cluster.is_some() {
-            return self.cluster_apply_fenced(ops).await;
-        }
-        let (fence, token) = self.fence_args()?;
-        for chunk in ops.chunks(SCRIPT_BATCH) {
-            let mut invocation = self.scripts.fenced_apply.key(&fence);
-            invocation.arg(&token);
-            for op in chunk {
-                match op {
-                    KeyOp::Set { key, value, ttl, .. } => {
-                        invocation.key(key).arg(value.as_slice()).arg(ttl_millis(*ttl));
-                    }
-                    KeyOp::Delete { key } => {
-                        invocation.key(key).arg("").arg("-");
-                    }
-                }
+        fn stamp(op: &KeyOp) -> Option<&ReadStamp> {
+            match op {
+                KeyOp::Set { read, .. } => read.as_ref(),
+                KeyOp::Delete { .. } => None,
             }
-            if self.run::<i64>(&invocation).await? == FENCED {
-                return Err(CacheError::Fenced);
+        }
+        if !self.policy.protected {
+            return self.apply_unguarded(ops).await;
+        }
+        for run in ops.chunk_by(|a, b| stamp(a) == stamp(b)) {
+            match stamp(&run[0]) {
+                Some(read) => on_topology!(&self.topology, t => t.set_guarded(read, run, &self.policy).await)?,
+                None => self.apply_unguarded(run).await?,
             }
         }
         Ok(())
+    }
+
+    /// `ops` without stale-set protection: under `[ha]` values go through the fence (deletes are safe from anyone,
+    /// at worst a miss; values only from the lease holder), else plain commands in one pipeline.
+    async fn apply_unguarded(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        if self.policy.fence.is_some() && ops.iter().any(|op| matches!(op, KeyOp::Set { .. })) {
+            return on_topology!(&self.topology, t => t.apply_fenced(ops, &self.policy).await);
+        }
+        on_topology!(&self.topology, t => t.apply_plain(ops).await)
+    }
+
+    /// Registers a read lease and takes the current version; call it before reading data that will be written. The
+    /// lease lives `timeout` (the read's own limit) plus a margin for the writes. Without protection it costs nothing
+    /// and `read_at` is 0.
+    pub async fn begin_read(&self, timeout: Duration) -> Result<ReadLease, CacheError> {
+        if !self.policy.protected {
+            return Ok(ReadLease::unprotected());
+        }
+        on_topology!(&self.topology, t => t.begin_read(timeout).await)
+    }
+
+    /// Ends a read lease: from here on, writes stamped with it are refused, and invalidations stop recording evidence
+    /// for it. A failure is only logged: the lease and its evidence then expire by themselves.
+    pub async fn end_read(&self, lease: ReadLease) {
+        if let Some(id) = lease.id() {
+            on_topology!(&self.topology, t => t.end_read(id).await)
+        }
     }
 
     /// Deletes the keys matching a Redis glob `pattern` with SCAN MATCH + UNLINK in batches (never KEYS, which
@@ -401,15 +215,12 @@ impl Cache {
 
     /// What the server is, in words: a single node, or a cluster and how many masters it has.
     pub fn shape(&self) -> String {
-        match &self.cluster {
-            None => "a single node (cluster mode disabled)".into(),
-            Some(cluster) => format!("a Redis Cluster of {} masters", cluster.masters()),
-        }
+        on_topology!(&self.topology, t => t.shape())
     }
 
     /// How many nodes a SCAN of the whole keyspace visits: 1, or a cluster's masters.
     fn nodes(&self) -> usize {
-        self.cluster.as_ref().map_or(1, |cluster| cluster.masters())
+        on_topology!(&self.topology, t => t.nodes())
     }
 
     /// [`Cache::delete_matching`] on one node (see [`Cache::nodes`]).

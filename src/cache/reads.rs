@@ -1,11 +1,12 @@
 //! What cachewarden reads back from Redis, never writing: values (the audit, its own state such as the checkpoint),
 //! key scans of every master, `INFO`, the ACL checks and `PING`.
 
-use super::{Cache, CacheError, SCAN_COUNT, cluster, command_failed};
+use super::topology::{Operations, on_topology};
+use super::{Cache, CacheError, SCAN_COUNT, command_failed};
 use crate::codec::Structure;
 
 /// The command that reads a value as `structure` stores it: `GET`, or `HGETALL` for a hash.
-fn read_command(key: &str, structure: Structure) -> redis::Cmd {
+pub(super) fn read_command(key: &str, structure: Structure) -> redis::Cmd {
     let read = match structure {
         Structure::String => "GET",
         Structure::Hash => "HGETALL",
@@ -33,7 +34,7 @@ fn stored(reply: redis::Value, structure: Structure) -> Result<Option<Vec<u8>>, 
 impl Cache {
     /// `GET key` as text (for cachewarden's own state, such as the binlog checkpoint).
     pub async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         redis::cmd("GET")
             .arg(key)
             .query_async(&mut conn)
@@ -44,21 +45,7 @@ impl Cache {
     /// The values of `keys` as stored (`None` where a key does not exist), in one pipeline (per master on a cluster):
     /// a string's bytes, or a hash's fields in the form the hash was written from (see [`stored`]).
     pub async fn get_many(&self, keys: &[String], structure: Structure) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
-        let read = |key: &String| read_command(key, structure);
-        let replies: Vec<redis::Value> = if let Some(cluster) = &self.cluster {
-            let commands: Vec<(u16, redis::Cmd)> = keys
-                .iter()
-                .map(|key| (cluster::slot::key_slot(key.as_bytes()), read(key)))
-                .collect();
-            cluster.send(&commands).await?
-        } else {
-            let mut pipe = redis::Pipeline::with_capacity(keys.len());
-            for key in keys {
-                pipe.add_command(read(key));
-            }
-            let mut conn = self.conn.clone();
-            pipe.query_async(&mut conn).await.map_err(command_failed)?
-        };
+        let replies = on_topology!(&self.topology, t => t.read(keys, structure).await)?;
         replies.into_iter().map(|reply| stored(reply, structure)).collect()
     }
 
@@ -105,19 +92,7 @@ impl Cache {
         cursor: u64,
         pattern: &str,
     ) -> Result<(u64, Vec<K>), CacheError> {
-        if let Some(cluster) = &self.cluster {
-            return cluster.scan_page(node, cursor, pattern, SCAN_COUNT).await;
-        }
-        let mut conn = self.conn.clone();
-        redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .query_async(&mut conn)
-            .await
-            .map_err(command_failed)
+        on_topology!(&self.topology, t => t.scan_page(node, cursor, pattern, SCAN_COUNT).await)
     }
 
     /// Up to `count` keys matching `pattern`, sampled uniformly from one full SCAN (reservoir sampling), so memory
@@ -144,7 +119,7 @@ impl Cache {
 
     /// A key's value and remaining TTL in milliseconds (`None` when the key does not exist).
     pub async fn get_with_ttl(&self, key: &str, structure: Structure) -> Result<Option<(Vec<u8>, i64)>, CacheError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let (value, ttl): (redis::Value, i64) = redis::pipe()
             .add_command(read_command(key, structure))
             .cmd("PTTL")
@@ -157,15 +132,7 @@ impl Cache {
 
     /// The `INFO stats` section, as Redis writes it (on a cluster, its numbers summed over the masters).
     pub async fn info_stats(&self) -> Result<String, CacheError> {
-        if let Some(cluster) = &self.cluster {
-            return cluster.info_sum("stats").await;
-        }
-        let mut conn = self.conn.clone();
-        redis::cmd("INFO")
-            .arg("stats")
-            .query_async(&mut conn)
-            .await
-            .map_err(command_failed)
+        on_topology!(&self.topology, t => t.info("stats").await)
     }
 
     /// Keys Redis has evicted since it started (`INFO stats` `evicted_keys`); `None` when it cannot say.
@@ -175,7 +142,7 @@ impl Cache {
 
     /// The connected user's name (`ACL WHOAMI`).
     pub async fn acl_whoami(&self) -> Result<String, CacheError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         redis::cmd("ACL")
             .arg("WHOAMI")
             .query_async(&mut conn)
@@ -190,7 +157,7 @@ impl Cache {
         for command in commands {
             pipe.cmd("ACL").arg("DRYRUN").arg(user).arg(*command);
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let answers: Vec<String> = pipe.query_async(&mut conn).await.map_err(command_failed)?;
         Ok(answers
             .into_iter()
@@ -200,7 +167,7 @@ impl Cache {
 
     /// Checks that Redis answers.
     pub async fn ping(&self) -> Result<(), CacheError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         redis::cmd("PING")
             .query_async::<String>(&mut conn)
             .await

@@ -6,7 +6,7 @@ use super::{Cache, CacheError, STREAM_FIELD, command_failed};
 impl Cache {
     /// `PUBLISH channel message`; returns how many subscribers received it.
     pub async fn publish(&self, channel: &str, message: &str) -> Result<u64, CacheError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         redis::cmd("PUBLISH")
             .arg(channel)
             .arg(message)
@@ -17,7 +17,7 @@ impl Cache {
 
     /// `XADD stream * message <message>`; returns the entry id.
     pub async fn stream_add(&self, stream: &str, message: &str) -> Result<String, CacheError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         redis::cmd("XADD")
             .arg(stream)
             .arg("*")
@@ -44,7 +44,7 @@ impl Cache {
             }
             command.ignore();
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         pipe.query_async::<()>(&mut conn).await.map_err(command_failed)
     }
 
@@ -55,7 +55,7 @@ impl Cache {
         start: &str,
         count: usize,
     ) -> Result<Vec<(String, Vec<(String, Vec<u8>)>)>, CacheError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let reply: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
             .arg(stream)
             .arg(start)

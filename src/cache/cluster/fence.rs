@@ -18,11 +18,13 @@ use std::time::Duration;
 
 use redis::Value;
 
+use super::Cluster;
 use super::guard::{by_slot, evalsha};
 use super::slot::{SLOTS, key_slot, slot_tag};
 use crate::cache::lease::LeaseAttempt;
+use crate::cache::policy::WritePolicy;
 use crate::cache::scripts::FENCED;
-use crate::cache::{Cache, CacheError, command_failed, ttl_millis};
+use crate::cache::{CacheError, command_failed, ttl_millis};
 use crate::model::KeyOp;
 
 /// `cachewarden:{tag}:fence:<lease>`: `slot`'s copy of the epoch of the HA lease at `lease` (each lease its own:
@@ -36,10 +38,11 @@ fn epoch_key(lease: &str) -> String {
     format!("cachewarden:{{{}}}:epoch:{lease}", slot_tag(key_slot(lease.as_bytes())))
 }
 
-impl Cache {
-    /// [`Cache::take_lease`] on a cluster: the lease with a new epoch, then every slot claimed with it. If claiming
-    /// fails the lease is given back, so that a standby is not kept waiting for a leader that cannot write.
-    pub(in crate::cache) async fn cluster_take_lease(
+impl Cluster {
+    /// [`Cache::take_lease`](crate::cache::Cache::take_lease) on a cluster: the lease with a new epoch, then every
+    /// slot claimed with it. If claiming fails the lease is given back, so that a standby is not kept waiting for a
+    /// leader that cannot write.
+    pub(super) async fn take_lease_with_epoch(
         &self,
         key: &str,
         token: &str,
@@ -61,7 +64,9 @@ impl Cache {
         let epoch: u64 = word.parse().unwrap_or_default();
         let slots: Vec<u16> = (0..SLOTS as u16).collect();
         if let Err(error) = self.claim(key, epoch, &slots).await {
-            self.release_lease(key, token).await.ok();
+            self.run::<i64>(self.scripts.release_lease.key(key).arg(token))
+                .await
+                .ok();
             return Err(error);
         }
         Ok(LeaseAttempt::Taken { epoch })
@@ -69,7 +74,6 @@ impl Cache {
 
     /// Raises `slots`' copies of the fence of the lease at `lease` to `epoch`.
     async fn claim(&self, lease: &str, epoch: u64, slots: &[u16]) -> Result<(), CacheError> {
-        let cluster = self.cluster.as_ref().expect("called on a cluster");
         let commands: Vec<(u16, redis::Cmd)> = slots
             .iter()
             .map(|&slot| {
@@ -78,42 +82,25 @@ impl Cache {
                 (slot, cmd)
             })
             .collect();
-        cluster.send(&commands).await.map(drop)
-    }
-
-    /// `slot`'s copy of this instance's fence (without `[ha]` a key of the slot that no script reads).
-    pub(in crate::cache) fn slot_fence(&self, slot: u16) -> String {
-        fence_key(slot, self.fence.as_ref().map_or("", |fence| fence.key()))
-    }
-
-    /// The epoch a value write carries on a cluster: "" without `[ha]` (no check);
-    /// [`CacheError::Fenced`] when this instance may not write.
-    pub(in crate::cache) fn cluster_epoch(&self) -> Result<String, CacheError> {
-        match &self.fence {
-            None => Ok(String::new()),
-            Some(fence) => fence
-                .held()
-                .map(|(_, epoch)| epoch.to_string())
-                .ok_or(CacheError::Fenced),
-        }
+        self.send(&commands).await.map(drop)
     }
 
     /// Sends `commands` (value-writing scripts, each answering -2 when its slot's fence is not this leader's). Slots
     /// that refused are claimed and sent again if the lease still holds this instance's token; otherwise, or if they
     /// refuse again, [`CacheError::Fenced`]. Returns the replies in the commands' order.
-    pub(in crate::cache) async fn send_fenced(
+    pub(super) async fn send_fenced(
         &self,
         commands: Vec<(u16, redis::Cmd)>,
+        policy: &WritePolicy,
     ) -> Result<Vec<Value>, CacheError> {
-        let cluster = self.cluster.as_ref().expect("called on a cluster");
-        let mut replies = cluster.send(&commands).await?;
+        let mut replies = self.send(&commands).await?;
         let refused: Vec<usize> = (0..replies.len())
             .filter(|&i| matches!(replies[i], Value::Int(FENCED)))
             .collect();
         if refused.is_empty() {
             return Ok(replies);
         }
-        let Some(fence) = &self.fence else {
+        let Some(fence) = &policy.fence else {
             return Err(CacheError::Fenced);
         };
         let Some((token, epoch)) = fence.held() else {
@@ -137,7 +124,7 @@ impl Cache {
         );
         self.claim(fence.key(), epoch, &slots).await?;
         let again: Vec<(u16, redis::Cmd)> = refused.iter().map(|&i| commands[i].clone()).collect();
-        let second = cluster.send(&again).await?;
+        let second = self.send(&again).await?;
         for (i, reply) in refused.into_iter().zip(second) {
             if matches!(reply, Value::Int(FENCED)) {
                 return Err(CacheError::Fenced);
@@ -147,15 +134,15 @@ impl Cache {
         Ok(replies)
     }
 
-    /// [`Cache::apply`] under the HA fence on a cluster, without stale-set protection: one script per slot (and at
-    /// most [`crate::cache::SCRIPT_BATCH`] keys), pipelined per master.
-    pub(in crate::cache) async fn cluster_apply_fenced(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
-        let epoch = self.cluster_epoch()?;
+    /// [`Cache::apply`](crate::cache::Cache::apply) under the HA fence on a cluster, without stale-set protection:
+    /// one script per slot (and at most [`crate::cache::SCRIPT_BATCH`] keys), pipelined per master.
+    pub(super) async fn fenced_in_slots(&self, ops: &[KeyOp], policy: &WritePolicy) -> Result<(), CacheError> {
+        let epoch = policy.epoch()?;
         let commands = by_slot(ops.iter().map(|op| op.key().as_bytes()))
             .into_iter()
             .map(|(slot, positions)| {
                 let mut cmd = evalsha(&self.scripts.fenced_apply);
-                cmd.arg(1 + positions.len()).arg(self.slot_fence(slot));
+                cmd.arg(1 + positions.len()).arg(fence_key(slot, policy.lease_key()));
                 for &i in &positions {
                     cmd.arg(ops[i].key());
                 }
@@ -169,6 +156,6 @@ impl Cache {
                 (slot, cmd)
             })
             .collect();
-        self.send_fenced(commands).await.map(drop)
+        self.send_fenced(commands, policy).await.map(drop)
     }
 }

@@ -40,9 +40,12 @@ use std::time::Duration;
 
 use redis::Value;
 
+use super::Cluster;
+use super::fence::fence_key;
 use super::slot::{SLOTS, key_slot, slot_tag};
 use crate::cache::guard::{LEASE_MARGIN, ReadLease};
-use crate::cache::{Cache, CacheError, SCRIPT_BATCH, ttl_millis};
+use crate::cache::policy::WritePolicy;
+use crate::cache::{CacheError, SCRIPT_BATCH, ttl_millis};
 use crate::model::{KeyOp, ReadStamp};
 
 /// The global version counter on a cluster (its own slot, with the read leases).
@@ -116,10 +119,9 @@ fn integer(value: &Value) -> Option<i64> {
     }
 }
 
-impl Cache {
-    /// [`Cache::begin_read`] on a cluster.
-    pub(in crate::cache) async fn cluster_begin_read(&self, timeout: Duration) -> Result<ReadLease, CacheError> {
-        let cluster = self.cluster.as_ref().expect("called on a cluster");
+impl Cluster {
+    /// [`Cache::begin_read`](crate::cache::Cache::begin_read) on a cluster.
+    pub(super) async fn open_lease(&self, timeout: Duration) -> Result<ReadLease, CacheError> {
         let id: Arc<str> = format!("{}-{:016x}", std::process::id(), fastrand::u64(..)).into();
         let (read_at, deadline): (u64, i64) = self
             .run(
@@ -135,8 +137,7 @@ impl Cache {
             deadline,
             open: tokio::sync::RwLock::new(true),
         });
-        cluster
-            .gates
+        self.gates
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -144,11 +145,10 @@ impl Cache {
         Ok(ReadLease::new(id, read_at))
     }
 
-    /// [`Cache::end_read`] on a cluster: close the gate once the lease's writes in flight have landed, then drop the
-    /// lease (its evidence hashes expire by themselves).
-    pub(in crate::cache) async fn cluster_end_read(&self, id: &str) {
-        let cluster = self.cluster.as_ref().expect("called on a cluster");
-        let gate = cluster
+    /// [`Cache::end_read`](crate::cache::Cache::end_read) on a cluster: close the gate once the lease's writes in
+    /// flight have landed, then drop the lease (its evidence hashes expire by themselves).
+    pub(super) async fn close_lease(&self, id: &str) {
+        let gate = self
             .gates
             .0
             .lock()
@@ -169,20 +169,21 @@ impl Cache {
         }
     }
 
-    /// [`Cache::invalidate`] (no values) and [`Cache::supersede`] (values) on a cluster with protection: take a
-    /// version and the live leases, then one script per slot. Returns the version.
-    pub(in crate::cache) async fn cluster_invalidate<K: AsRef<[u8]>>(
+    /// [`Cache::invalidate`](crate::cache::Cache::invalidate) (no values) and
+    /// [`Cache::supersede`](crate::cache::Cache::supersede) (values) on a cluster with protection: take a version and
+    /// the live leases, then one script per slot. Returns the version.
+    pub(super) async fn invalidate_in_slots<K: AsRef<[u8]>>(
         &self,
         keys: &[K],
         values: Option<&[KeyOp]>,
+        policy: &WritePolicy,
     ) -> Result<u64, CacheError> {
-        let cluster = self.cluster.as_ref().expect("called on a cluster");
         let sets = values.is_some_and(|ops| ops.iter().any(|op| matches!(op, KeyOp::Set { .. })));
         // Values only from the HA leader; deletes from anyone.
-        let epoch = if sets { self.cluster_epoch()? } else { String::new() };
+        let epoch = if sets { policy.epoch()? } else { String::new() };
         let (version, leases) = self.tick().await?;
         if leases.is_empty() && !epoch.is_empty() {
-            self.cluster_apply_fenced(values.unwrap_or_default()).await?;
+            self.fenced_in_slots(values.unwrap_or_default(), policy).await?;
             return Ok(version);
         }
         if leases.is_empty() {
@@ -199,7 +200,7 @@ impl Cache {
                     (key_slot(key.as_ref()), cmd)
                 })
                 .collect();
-            cluster.send(&commands).await?;
+            self.send(&commands).await?;
             return Ok(version);
         }
         let mut commands = Vec::new();
@@ -207,7 +208,7 @@ impl Cache {
             let mut cmd = evalsha(&self.scripts.cluster_invalidate);
             cmd.arg(2 + leases.len() + positions.len())
                 .arg(slot_version_key(slot))
-                .arg(self.slot_fence(slot));
+                .arg(fence_key(slot, policy.lease_key()));
             for (id, _) in &leases {
                 cmd.arg(evidence_key(slot, id));
             }
@@ -226,19 +227,19 @@ impl Cache {
             }
             commands.push((slot, cmd));
         }
-        self.send_fenced(commands).await?;
+        self.send_fenced(commands, policy).await?;
         Ok(version)
     }
 
     /// The guarded writes of one read (`ops` all carry `read`) on a cluster: one script per slot.
-    pub(in crate::cache) async fn cluster_set_guarded(
+    pub(super) async fn guarded_set(
         &self,
         read: &ReadStamp,
         ops: &[KeyOp],
+        policy: &WritePolicy,
     ) -> Result<(), CacheError> {
-        let cluster = self.cluster.as_ref().expect("called on a cluster");
-        let epoch = self.cluster_epoch()?;
-        let Some(gate) = cluster.gates.get(&read.lease) else {
+        let epoch = policy.epoch()?;
+        let Some(gate) = self.gates.get(&read.lease) else {
             crate::metrics::record_guarded_batch("refused");
             return Err(CacheError::LeaseEnded);
         };
@@ -256,7 +257,7 @@ impl Cache {
             cmd.arg(3 + positions.len())
                 .arg(slot_version_key(slot))
                 .arg(evidence_key(slot, &read.lease))
-                .arg(self.slot_fence(slot));
+                .arg(fence_key(slot, policy.lease_key()));
             for &i in &positions {
                 cmd.arg(key_of(&ops[i]));
             }
@@ -269,7 +270,7 @@ impl Cache {
             commands.push((slot, cmd));
         }
         let slots: Vec<u16> = commands.iter().map(|(slot, _)| *slot).collect();
-        let replies = self.send_fenced(commands).await?;
+        let replies = self.send_fenced(commands, policy).await?;
         let missing: Vec<u16> = slots
             .iter()
             .zip(&replies)
@@ -314,7 +315,6 @@ impl Cache {
 
     /// Sets each of `slots`' version, where missing, to the current global version (at connect: every slot).
     pub(in crate::cache) async fn prime_slots(&self, slots: &[u16]) -> Result<(), CacheError> {
-        let cluster = self.cluster.as_ref().expect("called on a cluster");
         // A version nothing was invalidated under, which costs nothing.
         let (version, _) = self.tick().await?;
         let commands: Vec<(u16, redis::Cmd)> = slots
@@ -325,10 +325,10 @@ impl Cache {
                 (slot, cmd)
             })
             .collect();
-        cluster.send(&commands).await.map(drop)
+        self.send(&commands).await.map(drop)
     }
 
-    /// Every slot, for [`Cache::prime_slots`] at connect.
+    /// Every slot, for [`Cluster::prime_slots`] at connect.
     pub(in crate::cache) fn all_slots() -> Vec<u16> {
         (0..SLOTS as u16).collect()
     }

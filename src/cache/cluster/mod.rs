@@ -17,7 +17,13 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{ServerErrorKind, Value};
 
-use super::{CacheError, command_failed};
+use super::policy::WritePolicy;
+use super::reads::read_command;
+use super::scripts::Scripts;
+use super::topology::Operations;
+use super::{CacheError, LeaseAttempt, ReadLease, command_failed, op_command};
+use crate::codec::Structure;
+use crate::model::{KeyOp, ReadStamp};
 
 pub mod fence;
 mod guard;
@@ -32,7 +38,7 @@ const REDIRECT_ATTEMPTS: u32 = 12;
 
 /// The masters and which of them owns each slot.
 #[derive(Debug)]
-struct Topology {
+struct SlotMap {
     /// Per slot, an index into `masters` (`None` while a slot is not served: the cluster is down for it).
     owner: Vec<Option<u16>>,
     masters: Vec<(String, u16)>,
@@ -41,17 +47,23 @@ struct Topology {
 /// A cluster connection and what cachewarden keeps beside it.
 pub(super) struct Cluster {
     conn: ClusterConnection,
-    topology: RwLock<Arc<Topology>>,
-    /// Scripts sent in pipelines as EVALSHA: loaded on every master at start and again after NOSCRIPT.
-    scripts: Vec<String>,
+    slot_map: RwLock<Arc<SlotMap>>,
+    /// The scripts; those sent in pipelines as EVALSHA are loaded on every master at start and again after NOSCRIPT.
+    scripts: Arc<Scripts>,
     pub(super) gates: Gates,
 }
 
 impl Cluster {
-    pub(super) async fn new(conn: ClusterConnection, scripts: Vec<String>) -> Result<Self, CacheError> {
+    /// Reads the slot map, loads the pipelined scripts on every master, and with protection on sets every slot's
+    /// version (see `guard`).
+    pub(super) async fn new(
+        conn: ClusterConnection,
+        scripts: Arc<Scripts>,
+        protected: bool,
+    ) -> Result<Self, CacheError> {
         let cluster = Self {
             conn,
-            topology: RwLock::new(Arc::new(Topology {
+            slot_map: RwLock::new(Arc::new(SlotMap {
                 owner: vec![None; SLOTS],
                 masters: Vec::new(),
             })),
@@ -60,6 +72,9 @@ impl Cluster {
         };
         cluster.refresh().await?;
         cluster.load_scripts().await?;
+        if protected {
+            cluster.prime_slots(&Self::all_slots()).await?;
+        }
         Ok(cluster)
     }
 
@@ -74,18 +89,18 @@ impl Cluster {
             )
             .await
             .map_err(command_failed)?;
-        let topology = parse_slots(&reply).ok_or_else(|| {
+        let slot_map = parse_slots(&reply).ok_or_else(|| {
             command_failed(redis::RedisError::from((
                 redis::ErrorKind::Parse,
                 "CLUSTER SLOTS gave an answer cachewarden does not understand",
             )))
         })?;
-        *self.topology.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(topology);
+        *self.slot_map.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(slot_map);
         Ok(())
     }
 
-    fn topology(&self) -> Arc<Topology> {
-        self.topology
+    fn slot_map(&self) -> Arc<SlotMap> {
+        self.slot_map
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
@@ -93,13 +108,24 @@ impl Cluster {
 
     /// `SCRIPT LOAD` of every pipelined script on every master.
     async fn load_scripts(&self) -> Result<(), CacheError> {
-        for (host, port) in &self.topology().masters {
-            for script in &self.scripts {
+        for (host, port) in &self.slot_map().masters {
+            for script in Scripts::pipelined() {
                 self.on_node(host, *port, redis::cmd("SCRIPT").arg("LOAD").arg(script).clone())
                     .await?;
             }
         }
         Ok(())
+    }
+
+    /// One script, routed by its keys.
+    async fn run<T: redis::FromRedisValue>(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<T, CacheError> {
+        let mut conn = self.conn.clone();
+        invocation.invoke_async(&mut conn).await.map_err(command_failed)
+    }
+
+    /// The cluster connection, for commands it routes by their key itself.
+    pub(super) fn conn(&self) -> ClusterConnection {
+        self.conn.clone()
     }
 
     /// One command on one node, by address.
@@ -123,11 +149,11 @@ impl Cluster {
         let mut pending: Vec<usize> = (0..commands.len()).collect();
         let mut attempt = 0;
         while !pending.is_empty() {
-            let topology = self.topology();
+            let slot_map = self.slot_map();
             let mut groups: HashMap<Option<u16>, Vec<usize>> = HashMap::new();
             for &i in &pending {
                 groups
-                    .entry(topology.owner[commands[i].0 as usize])
+                    .entry(slot_map.owner[commands[i].0 as usize])
                     .or_default()
                     .push(i);
             }
@@ -204,41 +230,16 @@ impl Cluster {
         Ok(replies.into_iter().map(|reply| reply.unwrap_or(Value::Nil)).collect())
     }
 
-    /// One `SCAN cursor MATCH pattern COUNT count` page on the `node`th master: the next cursor and the keys.
-    pub(super) async fn scan_page<K: redis::FromRedisValue>(
-        &self,
-        node: usize,
-        cursor: u64,
-        pattern: &str,
-        count: usize,
-    ) -> Result<(u64, Vec<K>), CacheError> {
-        let (host, port) = self.topology().masters[node].clone();
-        let cmd = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(count)
-            .clone();
-        let reply = self.on_node(&host, port, cmd).await?;
-        redis::FromRedisValue::from_redis_value(reply).map_err(|error| command_failed(error.into()))
-    }
-
     /// The masters' addresses, from the slot map read afresh (what node-local subscriptions need).
     pub(super) async fn master_addresses(&self) -> Result<Vec<(String, u16)>, CacheError> {
         self.refresh().await?;
-        Ok(self.topology().masters.clone())
-    }
-
-    /// How many masters the slot map names (a SCAN of the whole keyspace visits each).
-    pub(super) fn masters(&self) -> usize {
-        self.topology().masters.len()
+        Ok(self.slot_map().masters.clone())
     }
 
     /// `INFO section` of every master, its numeric fields summed (`evicted_keys`, `keyspace_hits`, ...).
-    pub(super) async fn info_sum(&self, section: &str) -> Result<String, CacheError> {
+    async fn info_sum(&self, section: &str) -> Result<String, CacheError> {
         let mut sums: Vec<(String, u64)> = Vec::new();
-        for (host, port) in &self.topology().masters {
+        for (host, port) in &self.slot_map().masters {
             let reply = self
                 .on_node(host, *port, redis::cmd("INFO").arg(section).clone())
                 .await?;
@@ -258,6 +259,96 @@ impl Cluster {
             }
         }
         Ok(sums.iter().map(|(name, sum)| format!("{name}:{sum}\r\n")).collect())
+    }
+}
+
+impl Operations for Cluster {
+    async fn apply_plain(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
+        let commands: Vec<_> = ops
+            .iter()
+            .map(|op| (slot::key_slot(op.key().as_bytes()), op_command(op)))
+            .collect();
+        self.send(&commands).await.map(drop)
+    }
+
+    async fn unlink<K: redis::ToRedisArgs + AsRef<[u8]> + Sync>(&self, keys: &[K]) -> Result<(), CacheError> {
+        let commands: Vec<_> = keys
+            .iter()
+            .map(|key| (slot::key_slot(key.as_ref()), redis::cmd("UNLINK").arg(key).clone()))
+            .collect();
+        self.send(&commands).await.map(drop)
+    }
+
+    async fn invalidate_guarded<K: redis::ToRedisArgs + AsRef<[u8]> + Sync>(
+        &self,
+        keys: &[K],
+        policy: &WritePolicy,
+    ) -> Result<u64, CacheError> {
+        self.invalidate_in_slots(keys, None, policy).await
+    }
+
+    async fn supersede_guarded(&self, ops: &[KeyOp], policy: &WritePolicy) -> Result<(), CacheError> {
+        let keys: Vec<&[u8]> = ops.iter().map(|op| op.key().as_bytes()).collect();
+        self.invalidate_in_slots(&keys, Some(ops), policy).await.map(drop)
+    }
+
+    async fn set_guarded(&self, read: &ReadStamp, ops: &[KeyOp], policy: &WritePolicy) -> Result<(), CacheError> {
+        self.guarded_set(read, ops, policy).await
+    }
+
+    async fn apply_fenced(&self, ops: &[KeyOp], policy: &WritePolicy) -> Result<(), CacheError> {
+        self.fenced_in_slots(ops, policy).await
+    }
+
+    async fn begin_read(&self, timeout: Duration) -> Result<ReadLease, CacheError> {
+        self.open_lease(timeout).await
+    }
+
+    async fn end_read(&self, id: &str) {
+        self.close_lease(id).await
+    }
+
+    async fn take_lease(&self, key: &str, token: &str, ttl: Duration) -> Result<LeaseAttempt, CacheError> {
+        self.take_lease_with_epoch(key, token, ttl).await
+    }
+
+    async fn read(&self, keys: &[String], structure: Structure) -> Result<Vec<Value>, CacheError> {
+        let commands: Vec<(u16, redis::Cmd)> = keys
+            .iter()
+            .map(|key| (slot::key_slot(key.as_bytes()), read_command(key, structure)))
+            .collect();
+        self.send(&commands).await
+    }
+
+    fn nodes(&self) -> usize {
+        self.slot_map().masters.len()
+    }
+
+    async fn scan_page<K: redis::FromRedisValue>(
+        &self,
+        node: usize,
+        cursor: u64,
+        pattern: &str,
+        count: usize,
+    ) -> Result<(u64, Vec<K>), CacheError> {
+        let (host, port) = self.slot_map().masters[node].clone();
+        let cmd = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count)
+            .clone();
+        let reply = self.on_node(&host, port, cmd).await?;
+        redis::FromRedisValue::from_redis_value(reply).map_err(|error| command_failed(error.into()))
+    }
+
+    async fn info(&self, section: &str) -> Result<String, CacheError> {
+        self.info_sum(section).await
+    }
+
+    fn shape(&self) -> String {
+        format!("a Redis Cluster of {} masters", self.nodes())
     }
 }
 
@@ -286,11 +377,11 @@ fn is_redirect(error: &redis::RedisError) -> bool {
 }
 
 /// `CLUSTER SLOTS`: `[[start, end, [host, port, id, ...], replicas...], ...]`.
-fn parse_slots(reply: &Value) -> Option<Topology> {
+fn parse_slots(reply: &Value) -> Option<SlotMap> {
     let Value::Array(ranges) = reply else {
         return None;
     };
-    let mut topology = Topology {
+    let mut slot_map = SlotMap {
         owner: vec![None; SLOTS],
         masters: Vec::new(),
     };
@@ -312,16 +403,16 @@ fn parse_slots(reply: &Value) -> Option<Topology> {
             return None;
         };
         let address = (host, u16::try_from(*port).ok()?);
-        let index = match topology.masters.iter().position(|known| *known == address) {
+        let index = match slot_map.masters.iter().position(|known| *known == address) {
             Some(index) => index,
             None => {
-                topology.masters.push(address);
-                topology.masters.len() - 1
+                slot_map.masters.push(address);
+                slot_map.masters.len() - 1
             }
         };
         for slot in *start..=*end {
-            *topology.owner.get_mut(usize::try_from(slot).ok()?)? = Some(index as u16);
+            *slot_map.owner.get_mut(usize::try_from(slot).ok()?)? = Some(index as u16);
         }
     }
-    Some(topology)
+    Some(slot_map)
 }
