@@ -20,9 +20,9 @@ use crate::database::Database;
 use crate::health::Health;
 use crate::invalidate::Invalidator;
 use crate::model::{OnGap, WarmJob};
-use crate::source::binlog::checkpoint::{self, Position};
+use crate::source::binlog::checkpoint::{Checkpoints, Position};
 use crate::source::binlog::position::{self, Inspection};
-use crate::source::binlog::{BinlogError, BinlogListener, ReplicationUrl};
+use crate::source::binlog::{BinlogListener, ReplicationUrl, Verdict};
 use crate::warm::{WarmRunner, Warmer};
 
 /// Runs the `binlog` subcommand; its exit code.
@@ -41,8 +41,10 @@ pub async fn run(config: &Config, action: &BinlogAction) -> ExitCode {
             return ExitCode::from(UNAVAILABLE);
         }
     };
+    // The daemon's checkpoint.
+    let saved = Checkpoints::new(settings.checkpoint.clone(), cache.clone());
     if let BinlogAction::Replay { from, to } = action {
-        return replay(config, settings, cache, from, to.as_deref()).await;
+        return replay(config, settings, &saved, cache, from, to.as_deref()).await;
     }
     if !matches!(action, BinlogAction::Status)
         && let Some(running) = running(config, &cache).await
@@ -57,14 +59,14 @@ pub async fn run(config: &Config, action: &BinlogAction) -> ExitCode {
     let outcome = match action {
         BinlogAction::Status => {
             let times = times(config, settings).await;
-            position::inspect(settings, &cache).await.map(|inspection| {
+            position::inspect(settings, &saved).await.map(|inspection| {
                 print!("{}", status_text(&inspection, &times));
             })
         }
         BinlogAction::Set { file, pos, gtid } => {
             let set = match (file, pos, gtid) {
-                (_, _, Some(gtid)) => position::set_gtid(settings, &cache, gtid).await,
-                (Some(file), Some(pos), None) => position::set(settings, &cache, file, *pos).await,
+                (_, _, Some(gtid)) => position::set_gtid(settings, &saved, gtid).await,
+                (Some(file), Some(pos), None) => position::set(settings, &saved, file, *pos).await,
                 _ => unreachable!("clap asks for --file and --pos, or --gtid"),
             };
             set.map(|(old, new)| {
@@ -79,7 +81,7 @@ pub async fn run(config: &Config, action: &BinlogAction) -> ExitCode {
             })
         }
         BinlogAction::Replay { .. } => unreachable!("replayed above"),
-        BinlogAction::Reset => position::reset(settings, &cache).await.map(|old| {
+        BinlogAction::Reset => saved.remove().await.map(|old| {
             tracing::info!(old = ?old.as_ref().map(ToString::to_string), "The binlog checkpoint was removed by hand.");
             println!(
                 "checkpoint: {} → none",
@@ -95,9 +97,9 @@ pub async fn run(config: &Config, action: &BinlogAction) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
-            ExitCode::from(match error {
-                BinlogError::Transient(_) => UNAVAILABLE,
-                BinlogError::AccessDenied(_) => CONFIG,
+            ExitCode::from(match error.verdict() {
+                Verdict::Transient => UNAVAILABLE,
+                Verdict::AccessDenied => CONFIG,
                 _ => FAILED,
             })
         }
@@ -110,7 +112,14 @@ const REPLAY_STALL: std::time::Duration = std::time::Duration::from_secs(60);
 /// `binlog replay`: a listener of its own (a server id of its own, a checkpoint in a temporary file that starts at
 /// `from`), applying the configuration's rules through an invalidator and warm runner of its own until its position
 /// reaches `to`.
-async fn replay(config: &Config, settings: &BinlogSettings, cache: Cache, from: &str, to: Option<&str>) -> ExitCode {
+async fn replay(
+    config: &Config,
+    settings: &BinlogSettings,
+    saved: &Checkpoints,
+    cache: Cache,
+    from: &str,
+    to: Option<&str>,
+) -> ExitCode {
     let failed = |message: String, code: u8| {
         eprintln!("error: {message}");
         ExitCode::from(code)
@@ -130,7 +139,7 @@ async fn replay(config: &Config, settings: &BinlogSettings, cache: Cache, from: 
             Some(end) => end,
             None => return failed(format!("--to {to:?} is not FILE:POS"), USAGE),
         },
-        None => match position::inspect(settings, &cache).await {
+        None => match position::inspect(settings, saved).await {
             Ok(inspection) => Position::at(inspection.server.file, inspection.server.pos),
             Err(error) => return failed(error.to_string(), UNAVAILABLE),
         },
@@ -144,7 +153,8 @@ async fn replay(config: &Config, settings: &BinlogSettings, cache: Cache, from: 
     }
     let scratch = std::env::temp_dir().join(format!("cachewarden-replay-{}", std::process::id()));
     let store = CheckpointStore::File(scratch.clone());
-    if let Err(error) = checkpoint::save(&store, &cache, &start).await {
+    let checkpoints = Checkpoints::new(store.clone(), cache.clone());
+    if let Err(error) = checkpoints.save(&start).await {
         return failed(error.to_string(), FAILED);
     }
     let db = match Database::new(&config.mysql) {
@@ -178,6 +188,7 @@ async fn replay(config: &Config, settings: &BinlogSettings, cache: Cache, from: 
             on_gap: OnGap::None,
             ..settings.clone()
         },
+        checkpoints: checkpoints.clone(),
         url: Arc::new(ReplicationUrl::new(settings.url.clone(), None)),
         rules: config.rules.clone().into(),
         invalidator,
@@ -194,7 +205,7 @@ async fn replay(config: &Config, settings: &BinlogSettings, cache: Cache, from: 
     let mut moved = std::time::Instant::now();
     let outcome = loop {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let Ok(Some(now)) = checkpoint::load(&store, &cache).await else {
+        let Ok(Some(now)) = checkpoints.load().await else {
             continue;
         };
         if end.earlier(&now) == Some(&end) {

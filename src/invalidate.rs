@@ -18,42 +18,15 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
+use crate::backend::BackendError;
 use crate::backoff::Backoff;
 use crate::cache::{Cache, CacheError};
-use crate::database::{Database, DatabaseError};
+use crate::database::Database;
 use crate::health::Health;
 use crate::metrics;
 use crate::model::{KeyOp, SeenRow, Trigger, TriggerReason, WarmJob};
 use crate::plan::Action;
-use crate::refresh::{self, Origins, RefreshError};
-
-/// Why a batch could not be applied. Every error leaves the batch safe to apply again.
-#[derive(Debug, thiserror::Error)]
-pub enum InvalidateError {
-    #[error(transparent)]
-    Cache(#[from] CacheError),
-    #[error(transparent)]
-    Database(#[from] DatabaseError),
-}
-
-impl From<RefreshError> for InvalidateError {
-    fn from(error: RefreshError) -> Self {
-        match error {
-            RefreshError::Cache(error) => InvalidateError::Cache(error),
-            RefreshError::Database(error) => InvalidateError::Database(error),
-        }
-    }
-}
-
-impl InvalidateError {
-    /// Whether trying again later may succeed.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            InvalidateError::Cache(error) => error.is_transient(),
-            InvalidateError::Database(error) => error.is_transient(),
-        }
-    }
-}
+use crate::refresh::{self, Origins};
 
 /// What a batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -228,7 +201,7 @@ impl Invalidator {
     /// Applies `actions` in order. Runs of consecutive actions of one kind are coalesced: a key deleted or refreshed
     /// twice in a row is deleted or refreshed once, and deletes go out in one pipeline. `seen` holds, for refreshes a
     /// row change asked for, the changed row the read must show (see `refresh`).
-    pub async fn apply(&self, actions: &[Action], seen: &HashMap<String, SeenRow>) -> Result<Applied, InvalidateError> {
+    pub async fn apply(&self, actions: &[Action], seen: &HashMap<String, SeenRow>) -> Result<Applied, BackendError> {
         let mut applied = Applied::default();
         let mut index = 0;
         while index < actions.len() {
@@ -330,7 +303,7 @@ impl Invalidator {
         lookups: &[&crate::plan::Lookup],
         seen: &HashMap<String, SeenRow>,
         applied: &mut Applied,
-    ) -> Result<(), InvalidateError> {
+    ) -> Result<(), BackendError> {
         let found = crate::reverse::find(&self.db, &self.jobs(), lookups).await?;
         for job in &found.rewarm {
             self.warm(job, TriggerReason::Change);
@@ -356,7 +329,7 @@ impl Invalidator {
         db: &Database,
         keys: &[&str],
         seen: &HashMap<String, SeenRow>,
-    ) -> Result<Applied, InvalidateError> {
+    ) -> Result<Applied, BackendError> {
         let mut applied = Applied::default();
         self.refresh(db, keys, seen, &mut applied).await?;
         Ok(applied)
@@ -365,7 +338,7 @@ impl Invalidator {
     /// Loads `keys` that Redis reported missing (`fill_on_miss`) the way a channel refresh does (rendering,
     /// protection, fence), reading from `writer` when given: what it did, the keys no row renders in `absent`. Keys
     /// whose job no longer fills (a reload meanwhile) are left alone, never deleted.
-    pub async fn fill(&self, keys: &[&str], writer: Option<&Database>) -> Result<Applied, InvalidateError> {
+    pub async fn fill(&self, keys: &[&str], writer: Option<&Database>) -> Result<Applied, BackendError> {
         let jobs = self.jobs();
         let filling: Vec<&str> = keys
             .iter()
@@ -389,7 +362,7 @@ impl Invalidator {
         keys: &[&str],
         seen: &HashMap<String, SeenRow>,
         applied: &mut Applied,
-    ) -> Result<(), InvalidateError> {
+    ) -> Result<(), BackendError> {
         let jobs = self.jobs();
         let mut deletes: Vec<&str> = Vec::new();
         let mut by_job: Vec<(&WarmJob, Vec<String>)> = Vec::new();

@@ -12,6 +12,7 @@
 //! - [`warm`]: runs warm jobs: stream rows, render, write in batches; overlap guard, concurrency limit (executor).
 //! - [`cache`]: Redis; the single write path every cache write goes through.
 //! - [`database`]: MySQL via sqlx: pool, statement timeouts, raw rows.
+//! - [`backend`]: a failure of Redis or MySQL, and whether it may pass.
 //! - [`backoff`]: the retry delay every reconnect loop shares.
 //! - [`signal`]: SIGTERM/SIGINT/SIGHUP/SIGUSR1 as daemon events.
 //! - [`invalidate`]: applies invalidation actions (deletes, pattern deletes, refreshes, projections, warm runs).
@@ -38,6 +39,7 @@ pub mod access;
 pub mod admin;
 pub mod app;
 pub mod audit;
+pub mod backend;
 pub mod backoff;
 pub mod binlog_command;
 pub mod cache;

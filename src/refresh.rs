@@ -28,7 +28,8 @@ use std::sync::{Arc, Mutex};
 use sqlx::mysql::MySqlRow;
 use tracing::warn;
 
-use crate::cache::{Cache, CacheError, ReadLease};
+use crate::backend::BackendError;
+use crate::cache::{Cache, ReadLease};
 use crate::database::{self, Database, DatabaseError};
 use crate::metrics;
 use crate::model::{KeyOp, SeenRow, WarmJob};
@@ -42,7 +43,7 @@ pub const KEYS_PER_UNION: usize = 256;
 
 /// Why keys could not be rendered from the database.
 #[derive(Debug, thiserror::Error)]
-pub enum RenderError {
+pub enum KeyReadError {
     #[error(transparent)]
     Database(#[from] DatabaseError),
     #[error(transparent)]
@@ -71,7 +72,7 @@ pub struct Refreshed {
 
 /// What `job` renders for `key` from the database now: `Ok(None)` when no row renders that key (or the job has no
 /// refresh query). Used by the audit, so it sees exactly what a refresh (and a warm run) would write.
-pub async fn render_from_database(db: &Database, job: &WarmJob, key: &str) -> Result<Option<Vec<u8>>, RenderError> {
+pub async fn render_from_database(db: &Database, job: &WarmJob, key: &str) -> Result<Option<Vec<u8>>, KeyReadError> {
     Ok(read_keys(db, job, &[key])
         .await?
         .remove(key)
@@ -83,7 +84,7 @@ pub async fn readable_keys(
     db: &Database,
     job: &WarmJob,
     keys: &[&str],
-) -> Result<std::collections::HashSet<String>, RenderError> {
+) -> Result<std::collections::HashSet<String>, KeyReadError> {
     Ok(read_keys(db, job, keys).await?.into_keys().collect())
 }
 
@@ -100,7 +101,7 @@ pub async fn refresh_keys(
     job: &WarmJob,
     keys: &[String],
     seen: &HashMap<String, SeenRow>,
-) -> Result<Refreshed, RefreshError> {
+) -> Result<Refreshed, BackendError> {
     // Invalidate first, read after: a value read before this point can no longer land, and from here on a key we do
     // not write is simply absent. The lease comes after the invalidation (so it marks nothing for our own read) and
     // before the read: its version is at least the invalidation's, so a later refresh of the same key, which
@@ -116,15 +117,6 @@ pub async fn refresh_keys(
     refreshed
 }
 
-/// Why a refresh failed as a whole; every such failure is transient (definite ones delete the keys instead).
-#[derive(Debug, thiserror::Error)]
-pub enum RefreshError {
-    #[error(transparent)]
-    Cache(#[from] CacheError),
-    #[error(transparent)]
-    Database(#[from] DatabaseError),
-}
-
 async fn refresh_under_lease(
     db: &Database,
     cache: &Cache,
@@ -133,7 +125,7 @@ async fn refresh_under_lease(
     keys: &[String],
     seen: &HashMap<String, SeenRow>,
     lease: &ReadLease,
-) -> Result<Refreshed, RefreshError> {
+) -> Result<Refreshed, BackendError> {
     let mut refreshed = Refreshed::default();
     let sources = match origins.of(db, job).await {
         Ok(sources) => sources,
@@ -142,7 +134,7 @@ async fn refresh_under_lease(
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     let mut rows = match read_keys(db, job, &keys).await {
         Ok(rows) => rows,
-        Err(RenderError::Database(error)) if error.is_transient() => return Err(error.into()),
+        Err(KeyReadError::Database(error)) if error.is_transient() => return Err(error.into()),
         Err(error) => return give_up(job, &keys, &error, refreshed),
     };
     let mut ops = Vec::new();
@@ -210,7 +202,7 @@ fn give_up(
     keys: &[impl AsRef<str>],
     error: &dyn std::fmt::Display,
     mut refreshed: Refreshed,
-) -> Result<Refreshed, RefreshError> {
+) -> Result<Refreshed, BackendError> {
     warn!(
         job = %job.name,
         keys = keys.len(),
@@ -253,7 +245,7 @@ impl Origins {
 
 /// Reads `keys` of `job` through its refresh query, many at a time: each key that a row renders, with its value.
 /// Keys no row renders are absent.
-async fn read_keys(db: &Database, job: &WarmJob, keys: &[&str]) -> Result<HashMap<String, Rendered>, RenderError> {
+async fn read_keys(db: &Database, job: &WarmJob, keys: &[&str]) -> Result<HashMap<String, Rendered>, KeyReadError> {
     let mut found = HashMap::with_capacity(keys.len());
     let Some(query) = &job.refresh_query else {
         return Ok(found);
@@ -376,7 +368,7 @@ fn union_of(query: &str, copies: usize) -> String {
     sql
 }
 
-fn render_rows(job: &WarmJob, rows: &[MySqlRow], found: &mut HashMap<String, Rendered>) -> Result<(), RenderError> {
+fn render_rows(job: &WarmJob, rows: &[MySqlRow], found: &mut HashMap<String, Rendered>) -> Result<(), KeyReadError> {
     let Some(first) = rows.first() else { return Ok(()) };
     let columns = database::columns(first);
     let renderer = RowRenderer::new(job, &columns)?;

@@ -33,6 +33,7 @@ use crate::invalidate::Invalidator;
 use crate::metrics;
 use crate::model::{TriggerReason, WarmJob};
 use crate::signal::{SignalEvent, Signals};
+use crate::source::binlog::checkpoint::Checkpoints;
 use crate::source::binlog::{BinlogListener, ReplicationUrl};
 use crate::source::channel::{ChannelListener, StreamListener};
 use crate::source::schedule::Scheduler;
@@ -486,6 +487,7 @@ impl Producers {
                 "binlog",
                 BinlogListener {
                     settings: binlog.clone(),
+                    checkpoints: Checkpoints::new(binlog.checkpoint.clone(), self.invalidator.cache().clone()),
                     url: url.clone(),
                     rules: config.rules.clone().into(),
                     invalidator: self.invalidator.clone(),

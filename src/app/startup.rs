@@ -13,7 +13,6 @@ use crate::config::{self, Config};
 use crate::database::Database;
 use crate::health::Health;
 use crate::signal::{SignalEvent, Signals};
-use crate::source::binlog::BinlogError;
 
 /// What the servers must allow, asked before any task starts: the Redis ACL (when the user may ask it, see
 /// [`access`]) and the binlog connection. A refusal is [`Misconfigured`]; a server that does not answer now is left
@@ -39,8 +38,8 @@ pub(super) async fn preflight(config: &Config, cache: &Cache) -> anyhow::Result<
         match crate::source::binlog::preflight(&binlog.url).await {
             // (Its warnings are the listener's to log, at its first session.)
             Ok(_) => {}
-            Err(BinlogError::Definite(message) | BinlogError::AccessDenied(message)) => {
-                return Err(Misconfigured(format!("[binlog]: cannot follow the binlog: {message}")).into());
+            Err(error) if error.is_definite() => {
+                return Err(Misconfigured(format!("[binlog]: cannot follow the binlog: {error}")).into());
             }
             Err(error) => warn!(%error, "Could not check the binlog connection up front; it will be retried."),
         }

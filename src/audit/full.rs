@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use crate::backend::BackendError;
 use crate::cache::{Cache, CacheError};
 use crate::database::Database;
 use crate::model::WarmJob;
@@ -197,8 +198,8 @@ pub async fn audit_sliced(
 fn read(result: Result<(), WarmError>) -> Result<(), AuditError> {
     match result {
         Ok(()) => Ok(()),
-        Err(WarmError::Cache(error)) => Err(error.into()),
-        Err(WarmError::Database(error)) => Err(error.into()),
+        Err(WarmError::Cache(error)) => Err(BackendError::from(error).into()),
+        Err(WarmError::Database(error)) => Err(BackendError::from(error).into()),
         Err(other) => Err(AuditError::Query(other.to_string())),
     }
 }
@@ -290,7 +291,7 @@ async fn orphans(
     others: &[WarmJob],
     seen: &HashSet<Arc<str>>,
     audit: &mut FullAudit,
-) -> Result<Vec<String>, AuditError> {
+) -> Result<Vec<String>, BackendError> {
     let (orphans, cut) = crate::warm::prune::orphans(cache, job, others, seen).await?;
     audit.orphans_unchecked = cut;
     Ok(orphans)
@@ -305,7 +306,7 @@ async fn recheck(
     missing: Vec<(String, Vec<u8>)>,
     orphans: Vec<String>,
     audit: &mut FullAudit,
-) -> Result<(), AuditError> {
+) -> Result<(), BackendError> {
     let text = crate::codec::readable;
     let keep = |list: &mut Vec<Finding>, count: &mut u64, finding: Finding| {
         *count += 1;

@@ -17,20 +17,19 @@ mod sweep;
 pub use full::{Finding, FullAudit, Slicing, audit_all, audit_sliced, format_report as format_full_report};
 pub use sweep::Sweeper;
 
-use crate::cache::{Cache, CacheError};
-use crate::database::{Database, DatabaseError};
+use crate::backend::BackendError;
+use crate::cache::Cache;
+use crate::database::Database;
 use crate::model::{Ttl, WarmJob};
 
 /// A mismatch is looked at again after this long: enough for a change in flight to be applied.
 pub(crate) const RECHECK_AFTER: Duration = Duration::from_millis(1500);
 
-/// Why an audit could not run.
+/// Why an audit of every key could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error(transparent)]
-    Cache(#[from] CacheError),
-    #[error(transparent)]
-    Database(#[from] DatabaseError),
+    Backend(#[from] BackendError),
     /// The job's query does not render (a column it needs is gone, more than one row for an object job).
     #[error("{0}")]
     Query(String),
@@ -70,7 +69,12 @@ impl JobAudit {
 }
 
 /// Audits `jobs`, sampling at most `sample` keys each.
-pub async fn audit(cache: &Cache, db: &Database, jobs: &[WarmJob], sample: usize) -> Result<Vec<JobAudit>, AuditError> {
+pub async fn audit(
+    cache: &Cache,
+    db: &Database,
+    jobs: &[WarmJob],
+    sample: usize,
+) -> Result<Vec<JobAudit>, BackendError> {
     let mut audits = Vec::new();
     for job in jobs {
         let mut report = JobAudit {
@@ -116,15 +120,15 @@ pub(crate) enum Check {
     Mismatch(StaleKey),
 }
 
-pub(crate) async fn check(cache: &Cache, db: &Database, job: &WarmJob, key: &str) -> Result<Check, AuditError> {
+pub(crate) async fn check(cache: &Cache, db: &Database, job: &WarmJob, key: &str) -> Result<Check, BackendError> {
     let Some((cached, pttl)) = cache.get_with_ttl(key, job.encoding.structure).await? else {
         return Ok(Check::Gone);
     };
     let expected = match crate::refresh::render_from_database(db, job, key).await {
         Ok(expected) => expected,
         // The query's result no longer renders (a column went away): nothing valid can be cached.
-        Err(crate::refresh::RenderError::Columns(_)) => None,
-        Err(crate::refresh::RenderError::Database(error)) => return Err(error.into()),
+        Err(crate::refresh::KeyReadError::Columns(_)) => None,
+        Err(crate::refresh::KeyReadError::Database(error)) => return Err(error.into()),
     };
     // What an application reads: decompressed, and with encrypted columns opened (their nonces differ each time).
     let cached = match crate::codec::decode(&cached) {

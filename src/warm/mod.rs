@@ -62,11 +62,11 @@ pub enum WarmError {
     TimedOut(Duration),
 }
 
-impl From<crate::refresh::RenderError> for WarmError {
-    fn from(error: crate::refresh::RenderError) -> Self {
+impl From<crate::refresh::KeyReadError> for WarmError {
+    fn from(error: crate::refresh::KeyReadError) -> Self {
         match error {
-            crate::refresh::RenderError::Database(error) => WarmError::Database(error),
-            crate::refresh::RenderError::Columns(error) => WarmError::Columns(error),
+            crate::refresh::KeyReadError::Database(error) => WarmError::Database(error),
+            crate::refresh::KeyReadError::Columns(error) => WarmError::Columns(error),
         }
     }
 }

@@ -105,71 +105,97 @@ pub fn rotated_file(name: &[u8], trailing_checksum: usize) -> String {
         .to_string()
 }
 
-/// `EIO` on Linux: an I/O error of the device, which may pass.
-const EIO: i32 = 5;
+/// Where the checkpoint is kept: a Redis key (through the cache, so a full Redis is told apart) or a file.
+#[derive(Clone)]
+pub struct Checkpoints {
+    store: CheckpointStore,
+    cache: Cache,
+}
 
-/// Reads the saved position, if any.
-pub async fn load(store: &CheckpointStore, cache: &Cache) -> Result<Option<Position>, BinlogError> {
-    let text = match store {
-        CheckpointStore::Redis(key) => cache
-            .get(key)
-            .await
-            .map_err(|e| BinlogError::from_cache("cannot read the checkpoint from Redis", e))?,
-        CheckpointStore::File(path) => match std::fs::read_to_string(path) {
-            Ok(text) => Some(text),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-            Err(error) => {
-                return Err(BinlogError::Definite(format!(
-                    "cannot read {}: {error}",
-                    path.display()
-                )));
+impl Checkpoints {
+    pub fn new(store: CheckpointStore, cache: Cache) -> Self {
+        Checkpoints { store, cache }
+    }
+
+    /// Whether it is kept in Redis, which may lose it (and so is compared with what was saved).
+    pub fn in_redis(&self) -> bool {
+        matches!(self.store, CheckpointStore::Redis(_))
+    }
+
+    /// Reads the saved position, if any.
+    pub async fn load(&self) -> Result<Option<Position>, BinlogError> {
+        let text = match &self.store {
+            CheckpointStore::Redis(key) => self
+                .cache
+                .get(key)
+                .await
+                .map_err(BinlogError::redis("cannot read the checkpoint from Redis"))?,
+            CheckpointStore::File(path) => match std::fs::read_to_string(path) {
+                Ok(text) => Some(text),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+                Err(source) => return Err(file_error("read", path, source)),
+            },
+        };
+        match text {
+            None => Ok(None),
+            Some(text) => Position::parse(&text)
+                .map(Some)
+                .ok_or_else(|| BinlogError::Refused(format!("the saved checkpoint {text:?} is not file:position"))),
+        }
+    }
+
+    /// Saves `position`, replacing the previous one.
+    pub async fn save(&self, position: &Position) -> Result<(), BinlogError> {
+        match &self.store {
+            CheckpointStore::Redis(key) => {
+                let op = KeyOp::Set {
+                    key: key.clone(),
+                    value: position.to_string().into_bytes(),
+                    ttl: None,
+                    read: None,
+                };
+                self.cache
+                    .apply(&[op])
+                    .await
+                    .map_err(BinlogError::redis("cannot save the checkpoint to Redis"))?;
             }
-        },
-    };
-    match text {
-        None => Ok(None),
-        Some(text) => Position::parse(&text)
-            .map(Some)
-            .ok_or_else(|| BinlogError::Definite(format!("the saved checkpoint {text:?} is not file:position"))),
+            CheckpointStore::File(path) => {
+                let temporary = path.with_extension("tmp");
+                std::fs::write(&temporary, position.to_string())
+                    .and_then(|()| std::fs::rename(&temporary, path))
+                    .map_err(|source| file_error("write", path, source))?;
+            }
+        }
+        metrics::record_binlog_checkpoint(position.pos, metrics::unix_now());
+        Ok(())
+    }
+
+    /// Removes the checkpoint; the one removed.
+    pub async fn remove(&self) -> Result<Option<Position>, BinlogError> {
+        let old = self.load().await?;
+        match &self.store {
+            CheckpointStore::Redis(key) => {
+                self.cache
+                    .apply(&[KeyOp::Delete { key: key.clone() }])
+                    .await
+                    .map_err(BinlogError::redis("cannot delete the checkpoint from Redis"))?;
+            }
+            CheckpointStore::File(path) => match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(file_error("remove", path, source)),
+            },
+        }
+        Ok(old)
     }
 }
 
-/// Saves `position`, replacing the previous one.
-pub async fn save(store: &CheckpointStore, cache: &Cache, position: &Position) -> Result<(), BinlogError> {
-    match store {
-        CheckpointStore::Redis(key) => {
-            let op = KeyOp::Set {
-                key: key.clone(),
-                value: position.to_string().into_bytes(),
-                ttl: None,
-                read: None,
-            };
-            cache
-                .apply(&[op])
-                .await
-                .map_err(|e| BinlogError::from_cache("cannot save the checkpoint to Redis", e))?;
-        }
-        CheckpointStore::File(path) => {
-            let temporary = path.with_extension("tmp");
-            std::fs::write(&temporary, position.to_string())
-                .and_then(|()| std::fs::rename(&temporary, path))
-                .map_err(|e| {
-                    let message = format!("cannot write {}: {e}", path.display());
-                    // A full disk or an I/O error passes (space is freed, a volume comes back): the checkpoint
-                    // waits, invalidations go on. A missing directory or a permission does not.
-                    if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(EIO) {
-                        BinlogError::CheckpointWaits {
-                            stalled: "checkpoint_file",
-                            message: format!("{message}: the binlog checkpoint waits, invalidations go on"),
-                        }
-                    } else {
-                        BinlogError::Definite(message)
-                    }
-                })?;
-        }
+fn file_error(doing: &'static str, path: &std::path::Path, source: std::io::Error) -> BinlogError {
+    BinlogError::CheckpointFile {
+        doing,
+        path: path.to_path_buf(),
+        source,
     }
-    metrics::record_binlog_checkpoint(position.pos, metrics::unix_now());
-    Ok(())
 }
 
 /// Where a session resumes, and whether Redis had lost the checkpoint (so it must be saved again).

@@ -152,7 +152,7 @@ fn unpack(packed: &[u8]) -> Result<Vec<u8>, String> {
 /// Watches MySQL's transaction payloads: after a `Transaction_payload` event, the events it held come next and end
 /// with the transaction. Its inner events carry no position of their own (0, or the payload's end); the
 /// transaction ends where the payload does.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Payload {
     /// The end of the payload being read, until its transaction ends.
     end: Option<u64>,

@@ -44,23 +44,24 @@ mod batch;
 pub mod checkpoint;
 mod compressed;
 pub mod decode;
+mod error;
 mod gtid;
 mod holds;
 pub mod position;
 mod resume;
 mod rows;
 mod server;
+mod session;
 mod settings;
 mod statements;
+mod tracker;
 mod url;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use futures_util::StreamExt as _;
 use mysql_async::BinlogStreamRequest;
-use mysql_async::binlog::events::EventData;
 use mysql_async::prelude::Queryable as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -71,12 +72,12 @@ use crate::database::Database;
 use crate::health::Health;
 use crate::invalidate::Invalidator;
 use crate::metrics;
-use crate::model::TriggerReason;
 use crate::plan;
 
-use batch::{Batch, Debounce};
+use batch::Debounce;
 use checkpoint::Position;
-pub use server::{BinlogError, preflight};
+pub use error::{BinlogError, Verdict};
+pub use server::preflight;
 pub use settings::{Retention, SHORT_RETENTION};
 pub use url::ReplicationUrl;
 
@@ -103,7 +104,10 @@ const DEFINITE_RETRY: Duration = Duration::from_secs(60);
 
 /// Follows the binlog.
 pub struct BinlogListener {
+    /// `[binlog]`; its `checkpoint` is in `checkpoints`.
     pub settings: BinlogSettings,
+    /// Where the listener keeps its position.
+    pub checkpoints: checkpoint::Checkpoints,
     /// The replication URL as it is now (`settings.url` at start): a SIGHUP replaces it, and so does reading the
     /// configuration again after an access denied.
     pub url: Arc<ReplicationUrl>,
@@ -165,30 +169,30 @@ impl BinlogListener {
             } else {
                 backoff.session_ended(started.elapsed());
             }
-            let delay = match ended {
-                Ok(()) => return,
-                Err(BinlogError::Purged(position, message)) => {
-                    error!(%position, error = %message, "Binlog position was purged: changes since it are lost; recovering.");
+            let Err(error) = ended else { return };
+            let delay = match error.verdict() {
+                Verdict::Purged => {
+                    error!(%error, "Binlog position was purged: changes since it are lost; recovering.");
                     metrics::record_binlog_gap();
                     state.resume_from_current = true;
                     Duration::ZERO
                 }
-                Err(BinlogError::Reconnect) => Duration::ZERO,
+                Verdict::Reconnect => Duration::ZERO,
                 // A rotated password: the configuration read again may hold the new one.
-                Err(BinlogError::AccessDenied(_)) if self.url.reread() => {
+                Verdict::AccessDenied if self.url.reread() => {
                     info!(
                         "The binlog connection was denied access; [binlog] url changed where it is read from: using it."
                     );
                     Duration::ZERO
                 }
-                Err(BinlogError::Definite(message) | BinlogError::AccessDenied(message)) => {
-                    error!(error = %message, retry_in = ?DEFINITE_RETRY, "Cannot follow the binlog; fix the server, [binlog] or Redis.");
-                    self.health.set_stalled("binlog", Some(message));
+                Verdict::Definite | Verdict::AccessDenied => {
+                    error!(%error, retry_in = ?DEFINITE_RETRY, "Cannot follow the binlog; fix the server, [binlog] or Redis.");
+                    self.health.set_stalled("binlog", Some(error.to_string()));
                     DEFINITE_RETRY
                 }
-                Err(BinlogError::Transient(message) | BinlogError::CheckpointWaits { message, .. }) => {
+                Verdict::Transient | Verdict::CheckpointWaits(_) => {
                     let delay = backoff.next_delay();
-                    warn!(error = %message, retry_in = ?delay, "Binlog connection lost; reconnecting from the checkpoint.");
+                    warn!(%error, retry_in = ?delay, "Binlog connection lost; reconnecting from the checkpoint.");
                     delay
                 }
             };
@@ -233,20 +237,20 @@ impl BinlogListener {
         let gtid = start.gtid.as_ref().filter(|gtid| !gtid.is_empty());
         let by_gtid = server.gtids && !here && gtid.is_some();
         if let Some(gtid) = gtid.filter(|gtid| by_gtid && gtid.is_mysql() == server.mariadb) {
-            return Err(BinlogError::Purged(
-                start.to_string(),
-                format!("the checkpoint's GTID position {gtid} is not in this server's form"),
-            ));
+            return Err(BinlogError::Purged {
+                position: start.to_string(),
+                reason: format!("the checkpoint's GTID position {gtid} is not in this server's form"),
+            });
         }
         if !by_gtid && !here {
             // Another server's offset (a failover) and no GTID to translate it: it means nothing here.
-            return Err(BinlogError::Purged(
-                start.to_string(),
-                format!(
+            return Err(BinlogError::Purged {
+                position: start.to_string(),
+                reason: format!(
                     "the checkpoint is an offset on server {:?}, this is server {}",
                     start.server, server.server_id
                 ),
-            ));
+            });
         }
 
         let heartbeat_ns = self.settings.heartbeat.as_nanos();
@@ -285,229 +289,6 @@ impl BinlogListener {
             .map_err(|error| server::classify(error, &start))?;
         info!(position = %start, by_gtid, server_id = self.settings.server_id, "Following the binlog.");
         Ok(Some((stream, start, server)))
-    }
-
-    /// One session: open the stream where the checkpoint says, then read, batch and apply until it ends. (Long on
-    /// purpose: the one event loop — waiting, batching, applying, and each event's effect on the position — reads
-    /// best whole.)
-    async fn session(&self, shutdown: &CancellationToken, state: &mut SessionState) -> Result<(), BinlogError> {
-        let mut url = self.url.subscribe();
-        let Some((mut stream, start, server)) = self.open(shutdown, state).await? else {
-            return Ok(());
-        };
-        // The GTID position as transactions end; kept only when the start's is known (else it would be partial).
-        let mut gtids = start.gtid.clone();
-        let mut open_gtid: Option<gtid::Gtid> = None;
-        // A MySQL transaction compressed into one payload event: its events follow it, ending where it ends.
-        let mut payload = compressed::Payload::default();
-        metrics::record_binlog_connected(true);
-        self.health.set_stalled("binlog", None);
-
-        let silence = self.settings.heartbeat * 2 + Duration::from_secs(1);
-        let mut file = start.file.clone();
-        let mut format_seen = false;
-        let mut batch = Batch::default();
-        let mut last_heard = Instant::now();
-        let mut heard_recorded: Option<Instant> = None;
-        // The last position saved (or started from): where a failed stream was reading.
-        let mut resumed_at = start.clone();
-        // Warm runs a logged statement asked for, requested once its deletes are applied (see `statements`); the
-        // checkpoint waits before the statement until they have run.
-        let mut statement_warms: Vec<String> = Vec::new();
-        state.last_end = Some(start.clone());
-        loop {
-            let now = Instant::now();
-            let due = state.debounce.due(now);
-            for job in &due {
-                self.invalidator.warm(job, TriggerReason::Change);
-            }
-            state.holds.fired(&due, SystemTime::now());
-            if state
-                .released
-                .is_none_or(|at| now.duration_since(at) >= HOLD_CHECK_EVERY)
-            {
-                state.released = Some(now);
-                let mut expired = Vec::new();
-                let finished = |job: &str| self.invalidator.last_finished(job);
-                if state.holds.release(finished, SystemTime::now(), &mut expired) {
-                    for job in expired {
-                        warn!(
-                            job,
-                            waited = ?holds::MAX_HOLD,
-                            "A warm run a change asked for has not ended; the binlog checkpoint no longer waits for it."
-                        );
-                    }
-                    self.advance(state).await?;
-                }
-            }
-            batch.take_due(now);
-            let item = if batch.is_empty() {
-                // Wait for the next event, or for the next deferred refresh to be due.
-                let next_due = [batch.next_due(), state.debounce.next_due()]
-                    .into_iter()
-                    .flatten()
-                    .min();
-                let wait = next_due.map_or(silence, |due| due.saturating_duration_since(now).min(silence));
-                tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => return Ok(()),
-                    Ok(()) = url.changed() => {
-                        // Nothing is in flight between batches: the next session resumes from the position applied.
-                        info!("[binlog] url changed: reconnecting with it from the position applied.");
-                        return Err(BinlogError::Reconnect);
-                    }
-                    next = tokio::time::timeout(wait, stream.next()) => match next {
-                        Ok(item) => item,
-                        Err(_) if last_heard.elapsed() >= silence => {
-                            return Err(BinlogError::Transient(format!(
-                                "no event or heartbeat for {silence:?}: the connection is dead"
-                            )));
-                        }
-                        Err(_) => continue,
-                    },
-                }
-            } else {
-                let full =
-                    batch.len() >= BATCH_KEYS || batch.rows >= BATCH_ROWS || batch.is_older_than(BATCH_WAIT, now);
-                // Whatever arrives without a pause joins the batch; once the stream pauses (or the batch is full),
-                // apply.
-                let next = match full {
-                    true => None,
-                    false => tokio::time::timeout(IDLE_GAP, stream.next()).await.ok(),
-                };
-                match next {
-                    Some(item) => item,
-                    None => {
-                        if let Some(position) = &batch.checkpoint {
-                            resumed_at = position.clone();
-                        }
-                        if !self.flush(&mut batch, state, shutdown).await? {
-                            return Ok(());
-                        }
-                        self.verify_checkpoint(state).await?;
-                        continue;
-                    }
-                }
-            };
-            last_heard = Instant::now();
-            if heard_recorded.is_none_or(|at| last_heard.duration_since(at) >= HEARD_RECORD_EVERY) {
-                metrics::record_binlog_heard();
-                heard_recorded = Some(last_heard);
-            }
-            let event = match item {
-                None => return Err(BinlogError::Transient("the server closed the binlog stream".into())),
-                Some(Err(error)) => {
-                    // Name the position we were reading from, not `file:0`.
-                    let at = batch.checkpoint.clone().unwrap_or(resumed_at);
-                    return Err(server::classify(error, &at));
-                }
-                Some(Ok(event)) => {
-                    state.followed = true;
-                    event
-                }
-            };
-            let event = match compressed::is_compressed(event.header().event_type_raw()) {
-                true => compressed::uncompress(&event).map_err(|e| {
-                    BinlogError::Definite(format!("an undecodable compressed binlog event in {file}: {e}"))
-                })?,
-                false => event,
-            };
-            let header = event.header();
-            let log_pos = payload.position(u64::from(header.log_pos()));
-            let data = event
-                .read_data()
-                .map_err(|e| BinlogError::Transient(format!("undecodable binlog event: {e}")))?;
-            let not_unpacked = |e: String| BinlogError::Definite(format!("in {file}: {e}"));
-            match header.event_type_raw() {
-                gtid::MARIADB_GTID_EVENT => open_gtid = gtid::mariadb_gtid(event.data(), header.server_id()),
-                compressed::TRANSACTION_PAYLOAD => payload.opened(log_pos).map_err(not_unpacked)?,
-                _ => {}
-            }
-            let ends_transaction = match data {
-                Some(EventData::GtidEvent(event)) => {
-                    payload.not_open().map_err(not_unpacked)?;
-                    open_gtid = Some(gtid::mysql_gtid(&event));
-                    false
-                }
-                Some(EventData::FormatDescriptionEvent(_)) => {
-                    format_seen = true;
-                    false
-                }
-                // Rotates name the next file: real ones at the end of a file, artificial ones (log_pos 0) at the
-                // start of a dump and after a STOP event (a server restart), the only word of the new file then.
-                Some(EventData::RotateEvent(rotate)) => {
-                    let checksum = if format_seen { 0 } else { server.checksum_bytes };
-                    file = checkpoint::rotated_file(rotate.name_raw(), checksum);
-                    false
-                }
-                Some(EventData::HeartbeatEvent) => {
-                    if batch.is_empty() {
-                        metrics::record_binlog_caught_up();
-                        // A checkpoint that could not be saved is tried again at each heartbeat, so a quiet database
-                        // does not keep it waiting after space returns.
-                        if state.checkpoint_waits.is_some() {
-                            self.advance(state).await?;
-                        }
-                        self.verify_checkpoint(state).await?;
-                    }
-                    false
-                }
-                Some(EventData::RowsEvent(rows)) => {
-                    metrics::record_binlog_lag(header.timestamp());
-                    if let Some(tme) = stream.get_tme(rows.table_id()) {
-                        self.plan_rows(&rows, tme, header.timestamp(), &mut batch, state)?;
-                    }
-                    false
-                }
-                // A transaction ends at its XID; DDL and non-transactional statements end one of their own.
-                Some(EventData::XidEvent(_)) => true,
-                Some(EventData::QueryEvent(query)) => {
-                    let text = query.query();
-                    if text != "BEGIN" {
-                        for job in statements::plan(&text, &query.schema(), self, &mut batch) {
-                            if let Some(before) = &state.last_end {
-                                state.holds.deferred(&job, before);
-                            }
-                            statement_warms.push(job);
-                        }
-                    }
-                    text != "BEGIN"
-                }
-                _ => false,
-            };
-            if ends_transaction {
-                payload.ended();
-                batch.transactions += 1;
-                if let (Some(gtids), Some(gtid)) = (&mut gtids, open_gtid.take()) {
-                    gtids.record(gtid);
-                }
-                if log_pos > 0 {
-                    let end = Position {
-                        file: file.clone(),
-                        pos: log_pos,
-                        gtid: gtids.clone(),
-                        server: Some(server.server_id),
-                    };
-                    state.last_end = Some(end.clone());
-                    batch.checkpoint = Some(end);
-                }
-                // A batch this big is worth applying at once: waiting for more only delays what it holds. So is one
-                // with a statement's deletes, whose warm runs must come after them.
-                if batch.len() >= BATCH_ENOUGH_KEYS || !statement_warms.is_empty() {
-                    if let Some(position) = &batch.checkpoint {
-                        resumed_at = position.clone();
-                    }
-                    if !self.flush(&mut batch, state, shutdown).await? {
-                        return Ok(());
-                    }
-                    for job in &statement_warms {
-                        self.invalidator.warm(job, TriggerReason::Resync);
-                    }
-                    state.holds.fired(&statement_warms, SystemTime::now());
-                    statement_warms.clear();
-                }
-            }
-        }
     }
 
     /// The `on_gap` recovery for everything the rules cover. `false` when shutdown interrupted it.

@@ -6,12 +6,10 @@
 
 use mysql_async::prelude::Queryable as _;
 
-use super::checkpoint::{self, Position};
+use super::checkpoint::{Checkpoints, Position};
 use super::server::{self, ServerTraits};
 use super::{BinlogError, settings::Retention};
-use crate::cache::Cache;
-use crate::config::{BinlogSettings, CheckpointStore};
-use crate::model::KeyOp;
+use crate::config::BinlogSettings;
 
 /// The checkpoint against the server.
 pub struct Inspection {
@@ -56,8 +54,8 @@ impl Inspection {
 }
 
 /// Reads the checkpoint and asks the server where it is.
-pub async fn inspect(settings: &BinlogSettings, cache: &Cache) -> Result<Inspection, BinlogError> {
-    let checkpoint = checkpoint::load(&settings.checkpoint, cache).await?;
+pub async fn inspect(settings: &BinlogSettings, checkpoints: &Checkpoints) -> Result<Inspection, BinlogError> {
+    let checkpoint = checkpoints.load().await?;
     let mut conn = server::connect(&settings.url).await?;
     let traits = server::check_server(&mut conn).await?;
     let mut server = server::current_position(&mut conn, &traits).await?;
@@ -80,13 +78,13 @@ pub async fn inspect(settings: &BinlogSettings, cache: &Cache) -> Result<Inspect
 /// Saves `file:pos` as the checkpoint once the server shows an event starting there; the checkpoint it replaces.
 pub async fn set(
     settings: &BinlogSettings,
-    cache: &Cache,
+    checkpoints: &Checkpoints,
     file: &str,
     pos: u64,
 ) -> Result<(Option<Position>, Position), BinlogError> {
-    let old = checkpoint::load(&settings.checkpoint, cache).await?;
+    let old = checkpoints.load().await?;
     let position = locate(settings, file, pos).await?;
-    checkpoint::save(&settings.checkpoint, cache, &position).await?;
+    checkpoints.save(&position).await?;
     Ok((old, position))
 }
 
@@ -97,14 +95,14 @@ pub async fn locate(settings: &BinlogSettings, file: &str, pos: u64) -> Result<P
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
     {
-        return Err(BinlogError::Definite(format!("{file:?} is not a binlog file name")));
+        return Err(BinlogError::Refused(format!("{file:?} is not a binlog file name")));
     }
     let mut conn = server::connect(&settings.url).await?;
     let traits: ServerTraits = server::check_server(&mut conn).await?;
     let files = binary_logs(&mut conn).await?;
     if !files.iter().any(|(name, _)| name == file) {
         let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
-        return Err(BinlogError::Definite(format!(
+        return Err(BinlogError::Refused(format!(
             "the server has no binlog file {file:?} (it has {})",
             names.join(", ")
         )));
@@ -117,7 +115,7 @@ pub async fn locate(settings: &BinlogSettings, file: &str, pos: u64) -> Result<P
     match at {
         Ok(rows) if !rows.is_empty() || pos == end => {}
         _ => {
-            return Err(BinlogError::Definite(format!(
+            return Err(BinlogError::Refused(format!(
                 "no event starts at {file}:{pos} (SHOW BINLOG EVENTS IN '{file}' lists where they do)"
             )));
         }
@@ -133,27 +131,27 @@ pub async fn locate(settings: &BinlogSettings, file: &str, pos: u64) -> Result<P
 /// there and, on MySQL, none after it purged.
 pub async fn set_gtid(
     settings: &BinlogSettings,
-    cache: &Cache,
+    checkpoints: &Checkpoints,
     text: &str,
 ) -> Result<(Option<Position>, Position), BinlogError> {
     let gtid = super::gtid::Gtids::parse(text.trim())
         .filter(|gtid| !gtid.is_empty())
         .ok_or_else(|| {
-            BinlogError::Definite(format!(
+            BinlogError::Refused(format!(
                 "{text:?} is not a GTID position: MariaDB's is `domain-server-seq[,…]` (SELECT @@gtid_binlog_pos), \
              MySQL's `uuid:1-977[,…]` (SELECT @@gtid_executed)"
             ))
         })?;
-    let old = checkpoint::load(&settings.checkpoint, cache).await?;
+    let old = checkpoints.load().await?;
     let mut conn = server::connect(&settings.url).await?;
     let traits: ServerTraits = server::check_server(&mut conn).await?;
     if !traits.gtids {
-        return Err(BinlogError::Definite(
+        return Err(BinlogError::Refused(
             "the server has GTIDs off: set the position by --file and --pos".into(),
         ));
     }
     if gtid.is_mysql() == traits.mariadb {
-        return Err(BinlogError::Definite(format!(
+        return Err(BinlogError::Refused(format!(
             "{gtid} is in the other server's form: this is {}",
             if traits.mariadb {
                 "MariaDB (domain-server-seq)"
@@ -177,7 +175,7 @@ pub async fn set_gtid(
     };
     conn.disconnect().await.ok();
     if !executed.as_ref().is_some_and(|executed| gtid.within(executed)) {
-        return Err(BinlogError::Definite(format!(
+        return Err(BinlogError::Refused(format!(
             "the server has not executed all of {gtid} (it is at {})",
             executed.map_or("nothing".to_string(), |executed| executed.to_string())
         )));
@@ -185,7 +183,7 @@ pub async fn set_gtid(
     if let Some(purged) = purged.and_then(|purged| super::gtid::Gtids::parse(&purged))
         && !purged.within(&gtid)
     {
-        return Err(BinlogError::Definite(format!(
+        return Err(BinlogError::Refused(format!(
             "the server purged transactions after {gtid} (gtid_purged {purged}): starting there would skip them"
         )));
     }
@@ -195,32 +193,8 @@ pub async fn set_gtid(
         gtid: Some(gtid),
         server: None,
     };
-    checkpoint::save(&settings.checkpoint, cache, &position).await?;
+    checkpoints.save(&position).await?;
     Ok((old, position))
-}
-
-/// Removes the checkpoint; the one removed.
-pub async fn reset(settings: &BinlogSettings, cache: &Cache) -> Result<Option<Position>, BinlogError> {
-    let old = checkpoint::load(&settings.checkpoint, cache).await?;
-    match &settings.checkpoint {
-        CheckpointStore::Redis(key) => {
-            cache
-                .apply(&[KeyOp::Delete { key: key.clone() }])
-                .await
-                .map_err(|e| BinlogError::from_cache("cannot delete the checkpoint from Redis", e))?;
-        }
-        CheckpointStore::File(path) => match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => {
-                return Err(BinlogError::Definite(format!(
-                    "cannot remove {}: {error}",
-                    path.display()
-                )));
-            }
-        },
-    }
-    Ok(old)
 }
 
 /// `SHOW BINARY LOGS`: (file, size).

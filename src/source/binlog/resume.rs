@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::checkpoint::{self, Position};
-use super::{BinlogError, BinlogListener, SessionState};
+use super::{BinlogError, BinlogListener, SessionState, Verdict};
 use crate::config::BinlogStart;
 use crate::metrics;
 
@@ -26,18 +26,17 @@ impl BinlogListener {
         shutdown: &CancellationToken,
         state: &mut SessionState,
     ) -> Result<Option<Position>, BinlogError> {
-        let cache = self.invalidator.cache();
         if state.resume_from_current {
-            checkpoint::save(&self.settings.checkpoint, cache, &current).await?;
+            self.checkpoints.save(&current).await?;
             state.resume_from_current = false;
             state.applied = Some(current.clone());
             return Ok(self.recover(shutdown).await.then_some(current));
         }
-        let saved = checkpoint::load(&self.settings.checkpoint, cache).await?;
+        let saved = self.checkpoints.load().await?;
         if let Some(start) = checkpoint::resume_from(saved, state.applied.take()) {
             if start.lost {
                 // Saved again at once: the next Redis loss must not find it missing as well.
-                checkpoint::save(&self.settings.checkpoint, cache, &start.position).await?;
+                self.checkpoints.save(&start.position).await?;
             }
             state.applied = Some(start.position.clone());
             return Ok(Some(start.position));
@@ -46,7 +45,7 @@ impl BinlogListener {
             BinlogStart::At { file, pos } => Position::at(file.clone(), *pos),
             BinlogStart::Current => current,
         };
-        checkpoint::save(&self.settings.checkpoint, cache, &start).await?;
+        self.checkpoints.save(&start).await?;
         state.applied = Some(start.clone());
         if matches!(self.settings.start, BinlogStart::Current) {
             warn!(
@@ -72,7 +71,7 @@ impl BinlogListener {
         if state.applied.as_ref().map(ToString::to_string) == Some(position.to_string()) {
             return Ok(());
         }
-        match checkpoint::save(&self.settings.checkpoint, self.invalidator.cache(), &position).await {
+        let error = match self.checkpoints.save(&position).await {
             Ok(()) => {
                 if let Some(stalled) = state.checkpoint_waits.take() {
                     info!(%position, "The binlog checkpoint is saved again.");
@@ -80,22 +79,23 @@ impl BinlogListener {
                     metrics::record_binlog_checkpoint_failing(false);
                 }
                 state.applied = Some(position);
-                Ok(())
+                return Ok(());
             }
-            // The batch's invalidations went through (a full Redis still deletes, and they free memory; a full disk
-            // does not concern Redis); the checkpoint waits for the next batch that can save one. A restart meanwhile
-            // resumes from the last saved checkpoint and applies the changes since again.
-            Err(BinlogError::CheckpointWaits { stalled, message }) => {
-                if state.checkpoint_waits.is_none() {
-                    warn!(error = %message, "Cannot save the binlog checkpoint: it waits until it can be saved.");
-                }
-                state.checkpoint_waits = Some(stalled);
-                self.health.set_stalled(stalled, Some(message));
-                metrics::record_binlog_checkpoint_failing(true);
-                Ok(())
-            }
-            Err(error) => Err(error),
+            Err(error) => error,
+        };
+        // The batch's invalidations went through (a full Redis still deletes, and they free memory; a full disk does
+        // not concern Redis); the checkpoint waits for the next batch that can save one. A restart meanwhile resumes
+        // from the last saved checkpoint and applies the changes since again.
+        let Verdict::CheckpointWaits(stalled) = error.verdict() else {
+            return Err(error);
+        };
+        if state.checkpoint_waits.is_none() {
+            warn!(%error, "Cannot save the binlog checkpoint: it waits until it can be saved.");
         }
+        state.checkpoint_waits = Some(stalled);
+        self.health.set_stalled(stalled, Some(error.to_string()));
+        metrics::record_binlog_checkpoint_failing(true);
+        Ok(())
     }
 
     /// Compares the checkpoint in Redis with the position this listener last saved. A missing or different one means
@@ -103,20 +103,18 @@ impl BinlogListener {
     /// and with them, maybe, invalidations: the session ends, and the next resumes from the earlier of the two
     /// ([`resume_from`]), applying again what Redis may have lost.
     pub(super) async fn verify_checkpoint(&self, state: &mut SessionState) -> Result<(), BinlogError> {
-        if !matches!(self.settings.checkpoint, crate::config::CheckpointStore::Redis(_))
-            || state.verified.is_some_and(|at| at.elapsed() < CHECKPOINT_VERIFY_EVERY)
-        {
+        if !self.checkpoints.in_redis() || state.verified.is_some_and(|at| at.elapsed() < CHECKPOINT_VERIFY_EVERY) {
             return Ok(());
         }
         state.verified = Some(Instant::now());
         let Some(applied) = &state.applied else { return Ok(()) };
-        let saved = checkpoint::load(&self.settings.checkpoint, self.invalidator.cache()).await?;
+        let saved = self.checkpoints.load().await?;
         // Compared as saved (text): a GTID set read back need not be built the same way as the one in memory.
         if saved.as_ref().map(ToString::to_string) == Some(applied.to_string()) {
             return Ok(());
         }
         let holds = saved.map_or_else(|| "none".to_string(), |saved| saved.to_string());
-        Err(BinlogError::Transient(format!(
+        Err(BinlogError::Interrupted(format!(
             "Redis no longer holds the checkpoint saved at {applied} (it holds {holds}): it lost writes; \
              resuming from the earlier of the two"
         )))

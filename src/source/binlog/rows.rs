@@ -44,7 +44,10 @@ impl BinlogListener {
         let table_name: Arc<str> = Arc::from(format!("{database}.{table}"));
         let now = Instant::now();
         for row in rows.rows(tme) {
-            let (before, after) = row.map_err(|e| BinlogError::Transient(format!("undecodable row event: {e}")))?;
+            let (before, after) = row.map_err(|source| BinlogError::Undecodable {
+                what: "row event",
+                source,
+            })?;
             let before = before.as_ref().map(|row| decode::decode_row(row, &shape));
             let after = after.as_ref().map(|row| decode::decode_row(row, &shape));
             let mut change = row_change(before.as_ref(), after.as_ref(), projects);

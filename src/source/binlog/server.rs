@@ -1,5 +1,4 @@
-//! The replication connection's questions to the server: can its binlog be followed, where does it end now, and
-//! what a failure means ([`BinlogError`]: purged, definite or transient).
+//! The replication connection's questions to the server: can its binlog be followed, and where does it end now.
 
 use std::time::Duration;
 
@@ -7,79 +6,21 @@ use mysql_async::prelude::Queryable as _;
 use mysql_async::{Conn, Opts};
 
 use super::checkpoint::Position;
+use super::error::BinlogError;
 use super::gtid::{Gtids, parse_mysql_gtid};
 use super::settings::{self, Retention};
-use crate::cache::CacheError;
 use crate::config::SecretUrl;
 
 /// Connecting and the start-up checks must finish within this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why a binlog session ended.
-#[derive(Debug, thiserror::Error)]
-pub enum BinlogError {
-    /// The saved position is gone from the server (purged): changes in between are lost to us.
-    #[error("binlog position {0} is no longer on the server: {1}")]
-    Purged(String, String),
-    /// The server cannot be followed as configured, or Redis refuses what we must do; an operator must act.
-    #[error("{0}")]
-    Definite(String),
-    /// A network or server hiccup; reconnecting will do.
-    #[error("{0}")]
-    Transient(String),
-    /// The checkpoint store has no room for it — Redis is full (`maxmemory` under `noeviction`), or the checkpoint
-    /// file's disk is full or failing — so the checkpoint waits and the stream goes on. `stalled` names the cause for
-    /// `/readyz` (`redis_full`, `checkpoint_file`).
-    #[error("{message}")]
-    CheckpointWaits { stalled: &'static str, message: String },
-    /// MySQL denied the replication user access (1045): a wrong or rotated password. Definite, unless the
-    /// configuration read again holds another URL.
-    #[error("{0}")]
-    AccessDenied(String),
-    /// The replication URL changed: reconnect at once with the new one.
-    #[error("[binlog] url changed")]
-    Reconnect,
-}
-
-impl BinlogError {
-    /// A Redis failure while `doing`, by its kind.
-    pub fn from_cache(doing: &str, error: CacheError) -> Self {
-        if error.is_out_of_memory() {
-            BinlogError::CheckpointWaits {
-                stalled: "redis_full",
-                message: format!(
-                    "Redis is out of memory (maxmemory under noeviction): invalidations are plain deletes, the \
-                     binlog checkpoint waits ({doing}: {error})"
-                ),
-            }
-        } else if error.is_transient() {
-            BinlogError::Transient(format!("{doing}: {error}"))
-        } else {
-            BinlogError::Definite(format!("{doing}: {error}"))
-        }
-    }
-}
-
-impl From<mysql_async::Error> for BinlogError {
-    fn from(error: mysql_async::Error) -> Self {
-        match &error {
-            mysql_async::Error::Server(server) => match server.code {
-                // Access denied (user, database, missing REPLICATION privileges), unknown system variable.
-                1045 => BinlogError::AccessDenied(error.to_string()),
-                1044 | 1227 | 1193 => BinlogError::Definite(error.to_string()),
-                _ => BinlogError::Transient(error.to_string()),
-            },
-            _ => BinlogError::Transient(error.to_string()),
-        }
-    }
-}
-
 /// A stream error at `position`: error 1236 means the position is gone.
 pub fn classify(error: mysql_async::Error, position: &Position) -> BinlogError {
     match &error {
-        mysql_async::Error::Server(server) if server.code == 1236 => {
-            BinlogError::Purged(position.to_string(), server.message.clone())
-        }
+        mysql_async::Error::Server(server) if server.code == 1236 => BinlogError::Purged {
+            position: position.to_string(),
+            reason: server.message.clone(),
+        },
         _ => error.into(),
     }
 }
@@ -87,10 +28,10 @@ pub fn classify(error: mysql_async::Error, position: &Position) -> BinlogError {
 /// A connection for replication as `url`.
 pub async fn connect(url: &SecretUrl) -> Result<Conn, BinlogError> {
     let opts = Opts::from_url(url.expose())
-        .map_err(|_| BinlogError::Definite("[binlog] url is not a valid MySQL URL".into()))?;
+        .map_err(|_| BinlogError::Refused("[binlog] url is not a valid MySQL URL".into()))?;
     tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts))
         .await
-        .map_err(|_| BinlogError::Transient("connecting for replication timed out".into()))?
+        .map_err(|_| BinlogError::Interrupted("connecting for replication timed out".into()))?
         .map_err(BinlogError::from)
 }
 
@@ -106,7 +47,7 @@ pub async fn preflight(url: &SecretUrl) -> Result<ServerTraits, BinlogError> {
     if grants.iter().any(|grant| may_replicate(grant)) {
         Ok(server)
     } else {
-        Err(BinlogError::Definite(format!(
+        Err(BinlogError::Refused(format!(
             "the [binlog] user lacks REPLICATION SLAVE ON *.* (SHOW GRANTS: {})",
             grants.join("; ")
         )))
@@ -173,7 +114,7 @@ pub async fn check_server(conn: &mut Conn) -> Result<ServerTraits, BinlogError> 
     };
     let judged = observed.judge();
     if !judged.refusals.is_empty() {
-        return Err(BinlogError::Definite(judged.refusals.join("; ")));
+        return Err(BinlogError::Refused(judged.refusals.join("; ")));
     }
     let gtids = mariadb
         || observed
@@ -223,7 +164,7 @@ pub async fn current_position(conn: &mut Conn, server: &ServerTraits) -> Result<
 }
 
 fn no_position() -> BinlogError {
-    BinlogError::Definite(
+    BinlogError::Refused(
         "SHOW MASTER STATUS returned nothing: binary logging is off, or the user lacks REPLICATION CLIENT".into(),
     )
 }
