@@ -1,6 +1,7 @@
 //! `[defaults]` and `[[warm]]`: each job on its own, inheriting the defaults, so one bad job never hides another's
 //! problems.
 
+use super::entry::Entry;
 use super::*;
 use crate::codec::Structure;
 
@@ -62,214 +63,48 @@ impl Context {
         }
     }
 
-    /// One `[[warm]]` job, every problem of it reported. (Long on purpose: one short block per field, in the
-    /// table's order, each reporting its own problem, so that all of a job's problems are found at once.)
+    /// One `[[warm]]` job, every problem of it reported (each field on its own, so that all of a job's problems are
+    /// found at once).
     pub(super) fn warm_job(&mut self, index: usize, item: &toml::Value, defaults: &Defaults) -> Option<WarmJob> {
-        let name_hint = match item {
-            toml::Value::Table(table) => table.get("name").and_then(|v| v.as_str()).map(str::to_string),
-            _ => None,
-        };
-        let at = match &name_hint {
-            Some(name) => format!("warm[{index}] \"{name}\""),
-            None => format!("warm[{index}]"),
-        };
+        let entry = Entry::new("warm", index, item, "name");
         let before = self.problems.len();
-        let problem = |ctx: &mut Self, field: Option<&str>, message: String| {
-            let line = ctx.lines.job_field_line(index, field);
-            let location = match field {
-                Some(field) => format!("{at}.{field}"),
-                None => at.clone(),
-            };
-            ctx.problem(line, location, message);
-        };
-
-        let raw: RawWarmJob = match deserialize(item.clone()) {
-            Ok((raw, unknown)) => {
-                for (field, message) in unknown {
-                    problem(self, Some(&field), message);
-                }
-                raw
+        let raw: RawWarmJob = entry.read(self, item)?;
+        let name = self.job_name(&entry, raw.name.as_deref());
+        let schedule = self.required(&entry, raw.schedule.as_deref(), "schedule", parse_schedule);
+        let query = self.required(&entry, raw.query.as_deref(), "query", |query| {
+            match query.trim().is_empty() {
+                true => Err("is empty".into()),
+                false => Ok(query.to_string()),
             }
-            Err((field, message)) => {
-                problem(self, field.as_deref(), message);
-                return None;
-            }
-        };
-
-        let name = match raw.name {
-            Some(name) if is_valid_name(&name) => Some(name),
-            Some(name) => {
-                problem(
-                    self,
-                    Some("name"),
-                    format!("\"{name}\" is not a valid job name: use letters, digits, `_`, `-` and `.`"),
-                );
-                None
-            }
-            None => {
-                problem(self, None, "`name` is required".into());
-                None
-            }
-        };
-        let schedule = match raw.schedule {
-            Some(text) => parse_schedule(&text)
-                .map_err(|m| problem(self, Some("schedule"), m))
-                .ok(),
-            None => {
-                problem(
-                    self,
-                    None,
-                    "`schedule` is required (a 6-field cron such as \"0 */5 * * * *\", or \"every 5m\")".into(),
-                );
-                None
-            }
-        };
-        let query = match raw.query {
-            Some(query) if !query.trim().is_empty() => Some(query),
-            Some(_) => {
-                problem(self, Some("query"), "is empty".into());
-                None
-            }
-            None => {
-                problem(self, None, "`query` is required".into());
-                None
-            }
-        };
-        let key = match raw.key {
-            Some(key) => KeyTemplate::parse(&key).map_err(|m| problem(self, Some("key"), m)).ok(),
-            None => {
-                problem(
-                    self,
-                    None,
-                    "`key` is required (a template such as \"product:{id}\")".into(),
-                );
-                None
-            }
-        };
-        let ttl = match raw.ttl {
-            Some(ttl) => parse_ttl(&ttl).map_err(|m| problem(self, Some("ttl"), m)).ok(),
+        });
+        let key = self.required(&entry, raw.key.as_deref(), "key", KeyTemplate::parse);
+        let ttl = match raw.ttl.as_deref() {
             None if defaults.ttl.is_some() => defaults.ttl,
-            None => {
-                problem(
-                    self,
-                    None,
-                    "`ttl` is required (here or in [defaults]); every key gets a TTL unless you write ttl = \"none\""
-                        .into(),
-                );
-                None
-            }
+            ttl => self.required(&entry, ttl, "ttl", parse_ttl),
         };
-        let (jitter_text, jitter_field) = match (&raw.jitter, &defaults.jitter) {
-            (Some(text), _) => (Some(text.as_str()), "jitter"),
-            (None, Some(text)) => (Some(text.as_str()), "jitter (from [defaults])"),
-            (None, None) => (None, "jitter"),
-        };
-        let jitter = match (jitter_text, ttl) {
-            (None, _) => Some(Jitter::None),
-            (Some(text), Some(ttl)) => parse_jitter(text, ttl)
-                .map_err(|m| problem(self, Some(jitter_field), m))
-                .ok(),
-            (Some(_), None) => None,
-        };
-        let timeout = match raw.timeout {
-            Some(text) => parse_duration(&text)
-                .map_err(|m| problem(self, Some("timeout"), m))
-                .ok(),
-            None => Some(defaults.timeout),
-        };
-        let shape = match raw.shape.as_deref() {
-            None | Some("auto") => Some(Shape::Auto),
-            Some("object") => Some(Shape::Object),
-            Some("array") => Some(Shape::Array),
-            Some(other) => {
-                problem(
-                    self,
-                    Some("shape"),
-                    format!("\"{other}\" is not a shape: use \"auto\", \"object\" or \"array\""),
-                );
-                None
-            }
-        };
-        if raw.shape.is_some()
-            && let Some(key) = &key
-            && !key.is_single_key()
-        {
-            problem(
-                self,
-                Some("shape"),
-                format!("only applies to a key without placeholders; \"{key}\" writes one key per row",),
-            );
-        }
-        let max_value_bytes = match raw.max_value_bytes {
-            Some(size) => parse_size(&size)
-                .map_err(|m| problem(self, Some("max_value_bytes"), m))
-                .ok(),
-            None => Some(defaults.max_value_bytes),
-        };
-        let compress_asked = raw.compress.is_some();
-        let mut encoding = encoding(raw.compress, raw.compress_over, defaults.encoding)
-            .map_err(|(field, message)| problem(self, Some(field), message))
-            .ok();
-        let structure = match raw.structure.as_deref() {
-            None | Some("string") => Structure::String,
-            Some("hash") => Structure::Hash,
-            Some(other @ ("zset" | "set" | "json")) => {
-                problem(
-                    self,
-                    Some("type"),
-                    format!("\"{other}\" is not supported yet: use \"string\" or \"hash\""),
-                );
-                Structure::String
-            }
-            Some(other) => {
-                problem(
-                    self,
-                    Some("type"),
-                    format!(
-                        "\"{other}\" is not a type: use \"string\" (a JSON value) or \"hash\" (a field per column)"
-                    ),
-                );
-                Structure::String
-            }
-        };
-        if structure == Structure::Hash {
-            if let Some(key) = &key
-                && key.is_single_key()
-            {
-                problem(
-                    self,
-                    Some("type"),
-                    format!(
-                        "\"hash\" holds one row per key, and \"{key}\" has no placeholder: give the key the row's columns (\"product:{{id}}\")"
-                    ),
-                );
-            }
-            if let Some(encoding) = &mut encoding {
-                if encoding.compress != crate::codec::Compression::None && compress_asked {
-                    problem(
-                        self,
-                        Some("compress"),
-                        "a hash's fields are written as they are: compression applies to type = \"string\" only".into(),
-                    );
-                }
-                // An inherited [daemon] compress does not apply to hashes.
-                encoding.compress = crate::codec::Compression::None;
-                encoding.structure = Structure::Hash;
-            }
-            if raw.encrypt_columns.as_ref().is_some_and(|columns| !columns.is_empty()) {
-                problem(
-                    self,
-                    Some("encrypt_columns"),
-                    "encrypted columns are written as JSON envelopes: they apply to type = \"string\" only".into(),
-                );
-            }
-        }
-        let encrypt_columns = raw.encrypt_columns.unwrap_or_default();
+        let jitter = self.jitter(&entry, raw.jitter.as_deref(), defaults, ttl);
+        let timeout = self.or_default(
+            &entry,
+            raw.timeout.clone(),
+            "timeout",
+            |t| parse_duration(t),
+            defaults.timeout,
+        );
+        let shape = self.shape(&entry, raw.shape.as_deref(), key.as_ref());
+        let max_value_bytes = self.or_default(
+            &entry,
+            raw.max_value_bytes.clone(),
+            "max_value_bytes",
+            parse_size,
+            defaults.max_value_bytes,
+        );
+        let encoding = self.job_encoding(&entry, &raw, key.as_ref(), defaults);
+        let encrypt_columns = raw.encrypt_columns.clone().unwrap_or_default();
         let keyring = match (&defaults.keyring, encrypt_columns.is_empty()) {
             (_, true) => Some(None),
             (Ok(keyring), false) => Some(Some(keyring.clone())),
             (Err(why), false) => {
-                problem(self, Some("encrypt_columns"), why.clone());
+                entry.problem(self, Some("encrypt_columns"), why.clone());
                 None
             }
         };
@@ -277,32 +112,24 @@ impl Context {
             ("json_columns", &raw.json_columns),
             ("allow_sensitive", &raw.allow_sensitive),
         ] {
-            if let Some(list) = list
-                && list.iter().any(|c| c.trim().is_empty())
-            {
-                problem(self, Some(field), "contains an empty column name".into());
+            if list.iter().flatten().any(|c| c.trim().is_empty()) {
+                entry.problem(self, Some(field), "contains an empty column name".into());
             }
         }
-
         let (refresh_query, refresh_params) = match (&raw.refresh_query, &key) {
             (Some(query), Some(key)) => {
                 let (sql, params, problems) = refresh_query(query, key);
                 for message in problems {
-                    problem(self, Some("refresh_query"), message);
+                    entry.problem(self, Some("refresh_query"), message);
                 }
                 (sql, params)
             }
             _ => (None, Vec::new()),
         };
-
         if raw.fill_on_miss == Some(true) && raw.refresh_query.is_none() {
-            problem(
-                self,
-                Some("fill_on_miss"),
-                "needs a refresh_query: a missed key is loaded by reading its one row".into(),
-            );
+            let message = "needs a refresh_query: a missed key is loaded by reading its one row";
+            entry.problem(self, Some("fill_on_miss"), message.into());
         }
-
         if self.problems.len() > before {
             return None;
         }
@@ -327,6 +154,142 @@ impl Context {
             derive_rules: raw.derive_rules.unwrap_or(false),
             fill_on_miss: raw.fill_on_miss.unwrap_or(false),
             keyring: keyring?,
+        })
+    }
+
+    /// A required field of a job, parsed; its absence is a problem that says what to write.
+    fn required<T>(
+        &mut self,
+        entry: &Entry,
+        text: Option<&str>,
+        field: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let Some(text) = text else {
+            let example = match field {
+                "schedule" => " (a 6-field cron such as \"0 */5 * * * *\", or \"every 5m\")",
+                "key" => " (a template such as \"product:{id}\")",
+                "ttl" => " (here or in [defaults]); every key gets a TTL unless you write ttl = \"none\"",
+                _ => "",
+            };
+            entry.problem(self, None, format!("`{field}` is required{example}"));
+            return None;
+        };
+        parse(text).map_err(|m| entry.problem(self, Some(field), m)).ok()
+    }
+
+    /// An optional field of a job, parsed, or the default.
+    fn or_default<S, T>(
+        &mut self,
+        entry: &Entry,
+        value: Option<S>,
+        field: &str,
+        parse: impl FnOnce(&S) -> Result<T, String>,
+        default: T,
+    ) -> Option<T> {
+        match value {
+            Some(value) => parse(&value).map_err(|m| entry.problem(self, Some(field), m)).ok(),
+            None => Some(default),
+        }
+    }
+
+    fn job_name(&mut self, entry: &Entry, name: Option<&str>) -> Option<String> {
+        self.required(entry, name, "name", |name| match is_valid_name(name) {
+            true => Ok(name.to_string()),
+            false => Err(format!(
+                "\"{name}\" is not a valid job name: use letters, digits, `_`, `-` and `.`"
+            )),
+        })
+    }
+
+    /// The job's jitter, or the one of `[defaults]`, checked against its TTL.
+    fn jitter(&mut self, entry: &Entry, jitter: Option<&str>, defaults: &Defaults, ttl: Option<Ttl>) -> Option<Jitter> {
+        let (text, field) = match (jitter, &defaults.jitter) {
+            (Some(text), _) => (Some(text), "jitter"),
+            (None, Some(text)) => (Some(text.as_str()), "jitter (from [defaults])"),
+            (None, None) => (None, "jitter"),
+        };
+        match (text, ttl) {
+            (None, _) => Some(Jitter::None),
+            (Some(text), Some(ttl)) => parse_jitter(text, ttl)
+                .map_err(|m| entry.problem(self, Some(field), m))
+                .ok(),
+            (Some(_), None) => None,
+        }
+    }
+
+    /// `shape`, which applies to a key without placeholders only.
+    fn shape(&mut self, entry: &Entry, shape: Option<&str>, key: Option<&KeyTemplate>) -> Option<Shape> {
+        let parsed = match shape {
+            None | Some("auto") => Some(Shape::Auto),
+            Some("object") => Some(Shape::Object),
+            Some("array") => Some(Shape::Array),
+            Some(other) => {
+                let message = format!("\"{other}\" is not a shape: use \"auto\", \"object\" or \"array\"");
+                entry.problem(self, Some("shape"), message);
+                None
+            }
+        };
+        if shape.is_some()
+            && let Some(key) = key
+            && !key.is_single_key()
+        {
+            let message = format!("only applies to a key without placeholders; \"{key}\" writes one key per row");
+            entry.problem(self, Some("shape"), message);
+        }
+        parsed
+    }
+
+    /// How the job's values are stored: `type`, and compression (strings only).
+    fn job_encoding(
+        &mut self,
+        entry: &Entry,
+        raw: &RawWarmJob,
+        key: Option<&KeyTemplate>,
+        defaults: &Defaults,
+    ) -> Option<crate::codec::Encoding> {
+        let encoding = encoding(raw.compress.clone(), raw.compress_over.clone(), defaults.encoding)
+            .map_err(|(field, message)| entry.problem(self, Some(field), message))
+            .ok();
+        let structure = match raw.structure.as_deref() {
+            None | Some("string") => Structure::String,
+            Some("hash") => Structure::Hash,
+            Some(other @ ("zset" | "set" | "json")) => {
+                let message = format!("\"{other}\" is not supported yet: use \"string\" or \"hash\"");
+                entry.problem(self, Some("type"), message);
+                Structure::String
+            }
+            Some(other) => {
+                let message = format!(
+                    "\"{other}\" is not a type: use \"string\" (a JSON value) or \"hash\" (a field per column)"
+                );
+                entry.problem(self, Some("type"), message);
+                Structure::String
+            }
+        };
+        if structure != Structure::Hash {
+            return encoding;
+        }
+        if let Some(key) = key.filter(|key| key.is_single_key()) {
+            let message = format!(
+                "\"hash\" holds one row per key, and \"{key}\" has no placeholder: give the key the row's columns \
+                 (\"product:{{id}}\")"
+            );
+            entry.problem(self, Some("type"), message);
+        }
+        if raw.compress.is_some() && encoding.is_some_and(|e| e.compress != crate::codec::Compression::None) {
+            let message = "a hash's fields are written as they are: compression applies to type = \"string\" only";
+            entry.problem(self, Some("compress"), message.into());
+        }
+        if raw.encrypt_columns.as_ref().is_some_and(|columns| !columns.is_empty()) {
+            let message = "encrypted columns are written as JSON envelopes: they apply to type = \"string\" only";
+            entry.problem(self, Some("encrypt_columns"), message.into());
+        }
+        // An inherited [daemon] compress does not apply to hashes.
+        encoding.map(|encoding| crate::codec::Encoding {
+            compress: crate::codec::Compression::None,
+            structure: Structure::Hash,
+            ..encoding
         })
     }
 }

@@ -27,6 +27,7 @@ use crate::model::{Jitter, KeyTemplate, Shape, Ttl, WarmJob};
 
 mod changes;
 mod connections;
+mod entry;
 mod jobs;
 mod operation;
 mod rules;

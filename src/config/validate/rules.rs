@@ -1,11 +1,11 @@
 //! `[[on_change]]`: the change-data-capture rules, each field checked against the jobs and tables it names.
 
 use super::changes::DEFAULT_DEBOUNCE;
+use super::entry::Entry;
 use super::*;
 
 impl Context {
-    /// One `[[on_change]]` rule, checked against the jobs it names. (Long on purpose: one block per field, in the
-    /// table's order, each reporting its own problem.)
+    /// One `[[on_change]]` rule, checked against the jobs it names; each field reports its own problems.
     pub(super) fn change_rule(
         &mut self,
         index: usize,
@@ -15,181 +15,59 @@ impl Context {
         mysql: Option<&MysqlSettings>,
         defaults: &Defaults,
     ) -> Option<ChangeRule> {
-        let at = match item.get("table").and_then(|v| v.as_str()) {
-            Some(table) => format!("on_change[{index}] \"{table}\""),
-            None => format!("on_change[{index}]"),
-        };
-        let line = |ctx: &Self, field: Option<&str>| ctx.lines.table_field_line("on_change", index, field);
+        let entry = Entry::new("on_change", index, item, "table");
         let before = self.problems.len();
-        let raw: RawOnChange = match deserialize(item.clone()) {
-            Ok((raw, unknown)) => {
-                for (field, message) in unknown {
-                    self.problem(line(self, Some(&field)), format!("{at}.{field}"), message);
-                }
-                raw
-            }
-            Err((field, message)) => {
-                let location = field.as_ref().map_or(at.clone(), |f| format!("{at}.{f}"));
-                self.problem(line(self, field.as_deref()), location, message);
-                return None;
-            }
-        };
-        let (database, table) = self.rule_table(
-            raw.table.as_deref(),
-            mysql,
-            &at,
-            line(self, Some("table")),
-            line(self, None),
-        );
-        let templates = |ctx: &mut Self, field: &str, list: Option<Vec<String>>| -> Vec<KeyTemplate> {
-            list.unwrap_or_default()
-                .iter()
-                .filter_map(|text| match KeyTemplate::parse(text) {
-                    Ok(template) => Some(template),
-                    Err(message) => {
-                        ctx.problem(
-                            line(ctx, Some(field)),
-                            format!("{at}.{field}"),
-                            format!("\"{text}\": {message}"),
-                        );
-                        None
-                    }
-                })
-                .collect()
-        };
-        let delete = templates(self, "delete", raw.delete);
-        let refresh = templates(self, "refresh", raw.refresh);
-        for template in &refresh {
-            let usable = jobs
-                .iter()
-                .any(|job| job.key == *template && job.refresh_query.is_some());
-            let invalid = invalid_jobs.iter().find(|(_, key)| key == template.as_str());
-            if !usable {
-                let message = match invalid {
-                    Some((name, _)) => format!(
-                        "\"{template}\" is the key of [[warm]] job \"{name}\", which is invalid (see its problems)"
-                    ),
-                    None => format!("\"{template}\" needs a [[warm]] job with that key template and a refresh_query"),
-                };
-                self.problem(line(self, Some("refresh")), format!("{at}.refresh"), message);
-            }
-            if template.as_str().contains('*') {
-                self.problem(
-                    line(self, Some("refresh")),
-                    format!("{at}.refresh"),
-                    format!("\"{template}\" is a pattern; patterns can only be deleted"),
-                );
-            }
-        }
+        let raw: RawOnChange = entry.read(self, item)?;
+        let (table_line, header_line) = (entry.line(self, Some("table")), entry.line(self, None));
+        let (database, table) = self.rule_table(raw.table.as_deref(), mysql, &entry.at, table_line, header_line);
+        let delete = self.rule_templates(&entry, "delete", raw.delete);
+        let refresh = self.rule_templates(&entry, "refresh", raw.refresh);
+        self.check_refresh(&entry, &refresh, jobs, invalid_jobs);
         let warm = raw.warm.unwrap_or_default();
-        for name in &warm {
-            if !jobs.iter().any(|job| &*job.name == name) {
-                self.problem(
-                    line(self, Some("warm")),
-                    format!("{at}.warm"),
-                    format!("no [[warm]] job named \"{name}\""),
-                );
-            }
+        for name in warm.iter().filter(|name| !jobs.iter().any(|job| &*job.name == *name)) {
+            entry.problem(self, Some("warm"), format!("no [[warm]] job named \"{name}\""));
         }
+        let line = entry.line(self, Some("project"));
         let project = raw
             .project
-            .and_then(|raw| self.projection(raw, &at, line(self, Some("project")), defaults));
-        // A projection writes a JSON string: over a hash job's keys it would replace the hash.
-        if let Some(projection) = &project {
-            let keys = crate::glob::allow_pattern(&projection.key);
-            let hashed = jobs.iter().find(|job| {
-                job.encoding.structure == crate::codec::Structure::Hash
-                    && (job.key == projection.key
-                        || crate::glob::glob_match(&crate::glob::allow_pattern(&job.key), &keys)
-                        || crate::glob::glob_match(&keys, &crate::glob::allow_pattern(&job.key)))
-            });
-            if let Some(job) = hashed {
-                self.problem(
-                    line(self, Some("project")),
-                    format!("{at}.project"),
-                    format!(
-                        "\"{}\" writes JSON strings into the keys of [[warm]] job \"{}\", which are hashes \
-                         (type = \"hash\"): refresh them instead (refresh = [\"{}\"])",
-                        projection.key, job.name, job.key
-                    ),
-                );
-            }
-        }
+            .and_then(|raw| self.projection(raw, &entry.at, line, defaults));
+        self.check_projection(&entry, project.as_ref(), jobs);
+        let line = entry.line(self, Some("lookup"));
         let lookup = raw
             .lookup
-            .and_then(|raw| self.lookup(raw, &at, line(self, Some("lookup")), jobs, mysql));
-        if delete.is_empty()
-            && refresh.is_empty()
-            && warm.is_empty()
-            && project.is_none()
-            && lookup.is_none()
-            && self.problems.len() == before
-        {
-            self.problem(
-                line(self, None),
-                at.clone(),
-                "does nothing: give it `delete`, `refresh`, `project` or `warm`".into(),
-            );
+            .and_then(|raw| self.lookup(raw, &entry.at, line, jobs, mysql));
+        let idle = delete.is_empty() && refresh.is_empty() && warm.is_empty() && project.is_none() && lookup.is_none();
+        if idle && self.problems.len() == before {
+            let message = "does nothing: give it `delete`, `refresh`, `project` or `warm`";
+            entry.problem(self, None, message.into());
         }
         let debounce = match raw.debounce {
             Some(text) => parse_duration(&text)
-                .map_err(|m| self.problem(line(self, Some("debounce")), format!("{at}.debounce"), m))
+                .map_err(|m| entry.problem(self, Some("debounce"), m))
                 .ok(),
             None => Some(DEFAULT_DEBOUNCE),
         };
         let filter = raw.filter.and_then(|condition| {
             crate::derive::analyze::parse_condition(&condition, &database, &table)
                 .map_err(|why| {
-                    self.problem(
-                        line(self, Some("where")),
-                        format!("{at}.where"),
-                        format!("\"{condition}\" cannot be a row filter: {why}"),
-                    )
+                    let message = format!("\"{condition}\" cannot be a row filter: {why}");
+                    entry.problem(self, Some("where"), message)
                 })
                 .ok()
         });
         if database.contains('*') || table.contains('*') {
             for (field, used) in [("refresh", !refresh.is_empty()), ("lookup", lookup.is_some())] {
                 if used {
-                    self.problem(
-                        line(self, Some(field)),
-                        format!("{at}.{field}"),
-                        format!(
-                            "\"{database}.{table}\" is a table pattern: its rows come from several tables, and \
-                             `{field}` reads through one job's query; use `delete`, `project` or `warm` \
-                             (templates may name {{_database}} and {{_table}})"
-                        ),
+                    let message = format!(
+                        "\"{database}.{table}\" is a table pattern: its rows come from several tables, and `{field}` \
+                         reads through one job's query; use `delete`, `project` or `warm` (templates may name \
+                         {{_database}} and {{_table}})"
                     );
+                    entry.problem(self, Some(field), message);
                 }
             }
         }
-        let mut events = crate::model::RowEvents::ALL;
-        if let Some(names) = raw.events {
-            events = crate::model::RowEvents {
-                insert: false,
-                update: false,
-                delete: false,
-            };
-            for name in &names {
-                match name.as_str() {
-                    "insert" => events.insert = true,
-                    "update" => events.update = true,
-                    "delete" => events.delete = true,
-                    other => self.problem(
-                        line(self, Some("events")),
-                        format!("{at}.events"),
-                        format!("\"{other}\" is no row event: use \"insert\", \"update\" or \"delete\""),
-                    ),
-                }
-            }
-            if names.is_empty() {
-                self.problem(
-                    line(self, Some("events")),
-                    format!("{at}.events"),
-                    "is empty: the rule would never act (leave it out for every event)".into(),
-                );
-            }
-        }
+        let events = self.rule_events(&entry, raw.events);
         if self.problems.len() > before {
             return None;
         }
@@ -212,6 +90,94 @@ impl Context {
             lookup: lookup.map(Arc::new),
             events,
         })
+    }
+
+    /// A rule's key templates in `field` (`delete`, `refresh`), each one that does not parse reported.
+    fn rule_templates(&mut self, entry: &Entry, field: &str, list: Option<Vec<String>>) -> Vec<KeyTemplate> {
+        list.unwrap_or_default()
+            .iter()
+            .filter_map(|text| {
+                KeyTemplate::parse(text)
+                    .map_err(|message| entry.problem(self, Some(field), format!("\"{text}\": {message}")))
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// Each `refresh` template must be a valid job's key with a `refresh_query`, and no pattern.
+    fn check_refresh(
+        &mut self,
+        entry: &Entry,
+        refresh: &[KeyTemplate],
+        jobs: &[WarmJob],
+        invalid_jobs: &[(String, String)],
+    ) {
+        for template in refresh {
+            let usable = jobs
+                .iter()
+                .any(|job| job.key == *template && job.refresh_query.is_some());
+            if !usable {
+                let message = match invalid_jobs.iter().find(|(_, key)| key == template.as_str()) {
+                    Some((name, _)) => format!(
+                        "\"{template}\" is the key of [[warm]] job \"{name}\", which is invalid (see its problems)"
+                    ),
+                    None => format!("\"{template}\" needs a [[warm]] job with that key template and a refresh_query"),
+                };
+                entry.problem(self, Some("refresh"), message);
+            }
+            if template.as_str().contains('*') {
+                let message = format!("\"{template}\" is a pattern; patterns can only be deleted");
+                entry.problem(self, Some("refresh"), message);
+            }
+        }
+    }
+
+    /// A projection writes a JSON string: over a hash job's keys it would replace the hash.
+    fn check_projection(&mut self, entry: &Entry, project: Option<&crate::config::Projection>, jobs: &[WarmJob]) {
+        let Some(projection) = project else { return };
+        let keys = crate::glob::allow_pattern(&projection.key);
+        let hashed = jobs.iter().find(|job| {
+            job.encoding.structure == crate::codec::Structure::Hash
+                && (job.key == projection.key
+                    || crate::glob::glob_match(&crate::glob::allow_pattern(&job.key), &keys)
+                    || crate::glob::glob_match(&keys, &crate::glob::allow_pattern(&job.key)))
+        });
+        if let Some(job) = hashed {
+            let message = format!(
+                "\"{}\" writes JSON strings into the keys of [[warm]] job \"{}\", which are hashes (type = \"hash\"): \
+                 refresh them instead (refresh = [\"{}\"])",
+                projection.key, job.name, job.key
+            );
+            entry.problem(self, Some("project"), message);
+        }
+    }
+
+    /// `events`: the row events the rule acts on (every one when left out).
+    fn rule_events(&mut self, entry: &Entry, names: Option<Vec<String>>) -> crate::model::RowEvents {
+        let Some(names) = names else {
+            return crate::model::RowEvents::ALL;
+        };
+        let mut events = crate::model::RowEvents {
+            insert: false,
+            update: false,
+            delete: false,
+        };
+        for name in &names {
+            match name.as_str() {
+                "insert" => events.insert = true,
+                "update" => events.update = true,
+                "delete" => events.delete = true,
+                other => {
+                    let message = format!("\"{other}\" is no row event: use \"insert\", \"update\" or \"delete\"");
+                    entry.problem(self, Some("events"), message);
+                }
+            }
+        }
+        if names.is_empty() {
+            let message = "is empty: the rule would never act (leave it out for every event)";
+            entry.problem(self, Some("events"), message.into());
+        }
+        events
     }
 
     /// A rule's `lookup` table: a join from the changed row to a job's rows (`max_fanout` is set from `[binlog]`
