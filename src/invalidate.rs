@@ -1,8 +1,9 @@
 //! Applying invalidation [`Action`]s: deletes (coalesced and pipelined), pattern deletes (SCAN + UNLINK), refreshes
-//! of single keys from the database, and on-demand warm runs.
+//! of keys from the database (batched per job), projections, and on-demand warm runs.
 //!
-//! The executor behind the channel and stream sources. It writes only through `cache::Cache` and reads rows only
-//! through `database::Database`; what a message may ask for was settled by `plan` before anything reaches here.
+//! The executor behind every invalidating source — the channel and streams, the binlog, filled misses. It writes only
+//! through `cache::Cache` and reads rows only through `database::Database`; what a message or a row change may ask
+//! for was settled by `plan` before anything reaches here.
 //!
 //! # Refresh
 //! A key is refreshed through the first job (in file order) whose key template it fits, by `refresh` (many keys of a

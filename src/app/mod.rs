@@ -9,6 +9,7 @@
 //! that systemd does not restart it in a loop; an unreachable server is retried with backoff for as long as it
 //! takes, and the daemon stays up meanwhile.
 
+mod producers;
 mod reload;
 mod startup;
 
@@ -33,14 +34,12 @@ use crate::invalidate::Invalidator;
 use crate::metrics;
 use crate::model::{TriggerReason, WarmJob};
 use crate::signal::{SignalEvent, Signals};
-use crate::source::binlog::checkpoint::Checkpoints;
-use crate::source::binlog::{BinlogListener, ReplicationUrl};
-use crate::source::channel::{ChannelListener, StreamListener};
-use crate::source::schedule::Scheduler;
+use crate::source::binlog::ReplicationUrl;
 use crate::status::History;
 use crate::systemd::{self, Watchdog};
 use crate::trigger::send;
 use crate::warm::{WarmRunner, Warmer, panic_message};
+use producers::Producers;
 use reload::reload;
 use startup::{connect_with_retry, preflight, stop_requested};
 
@@ -443,126 +442,6 @@ impl Supervisor {
         self.tracker.close();
         self.tracker.wait().await;
         *self.failed.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// The producers: what turns time, the channel and the binlog into work for the executors.
-struct Producers {
-    /// With `[binlog]`: its URL, which a SIGHUP may replace.
-    binlog_url: Option<Arc<ReplicationUrl>>,
-    jobs: watch::Receiver<Arc<[WarmJob]>>,
-    triggers: mpsc::Sender<crate::model::Trigger>,
-    policy: watch::Receiver<Arc<crate::plan::Policy>>,
-    invalidator: Arc<Invalidator>,
-    health: Health,
-}
-
-impl Producers {
-    /// Starts the scheduler, the binlog listener and the channel (or stream) listener until `term` ends. A term that
-    /// `took_over` from another leader continues its work: no `run_on_start` runs, and the pub/sub channel resyncs
-    /// per `on_gap` (messages published while no instance listened are lost).
-    fn start(&self, tracker: &Supervisor, config: &Config, term: CancellationToken, took_over: bool) {
-        let scheduler = Scheduler::new(self.jobs.clone(), self.triggers.clone()).run_on_start(!took_over);
-        let scheduler_term = term.clone();
-        tracker.spawn("scheduler", async move {
-            if let Err(error) = scheduler.run(scheduler_term.clone()).await {
-                error!(%error, "Scheduler failed; shutting down.");
-                scheduler_term.cancel();
-            }
-        });
-        let dead_letters = match &config.daemon.dead_letter {
-            Some(stream) => {
-                let (dead_letters, writer) = crate::dead_letter::writer(
-                    self.invalidator.cache().clone(),
-                    stream.clone(),
-                    config.daemon.dead_letter_length,
-                );
-                tracker.spawn("dead letters", writer);
-                dead_letters
-            }
-            None => crate::dead_letter::DeadLetters::default(),
-        };
-        if let (Some(binlog), Some(url)) = (&config.binlog, &self.binlog_url) {
-            tracker.spawn(
-                "binlog",
-                BinlogListener {
-                    settings: binlog.clone(),
-                    checkpoints: Checkpoints::new(binlog.checkpoint.clone(), self.invalidator.cache().clone()),
-                    url: url.clone(),
-                    rules: config.rules.clone().into(),
-                    invalidator: self.invalidator.clone(),
-                    health: self.health.clone(),
-                    fallback: binlog.refresh_fallback.as_ref().and_then(|url| {
-                        // A few connections: it reads only what the reader could not show in time.
-                        let settings = config::MysqlSettings {
-                            url: url.clone(),
-                            pool_size: 4,
-                            ..config.mysql.clone()
-                        };
-                        Database::new(&settings)
-                            .inspect_err(|error| warn!(%error, "[binlog] refresh_fallback is not usable."))
-                            .ok()
-                    }),
-                    dead_letters: dead_letters.clone(),
-                }
-                .run(term.clone()),
-            );
-        }
-        if let Some(misses) = &config.misses {
-            tracker.spawn(
-                "misses",
-                crate::source::misses::MissListener {
-                    redis: config.redis.clone(),
-                    settings: misses.clone(),
-                    invalidator: self.invalidator.clone(),
-                    policy: self.policy.clone(),
-                    writer: config
-                        .binlog
-                        .as_ref()
-                        .and_then(|binlog| binlog.refresh_fallback.as_ref())
-                        .and_then(|url| {
-                            Database::new(&config::MysqlSettings {
-                                url: url.clone(),
-                                pool_size: 2,
-                                ..config.mysql.clone()
-                            })
-                            .inspect_err(|error| warn!(%error, "[binlog] refresh_fallback is not usable for fills."))
-                            .ok()
-                        }),
-                }
-                .run(term.clone()),
-            );
-        }
-        if !config.channel.enabled {
-            return;
-        }
-        match &config.channel.stream {
-            Some(stream) => tracker.spawn(
-                "stream",
-                StreamListener {
-                    redis: config.redis.clone(),
-                    stream: stream.clone(),
-                    on_gap: config.channel.on_gap,
-                    invalidator: self.invalidator.clone(),
-                    policy: self.policy.clone(),
-                    dead_letters,
-                }
-                .run(term),
-            ),
-            None => tracker.spawn(
-                "channel",
-                ChannelListener {
-                    redis: config.redis.clone(),
-                    channel: config.channel.name.clone(),
-                    on_gap: config.channel.on_gap,
-                    invalidator: self.invalidator.clone(),
-                    policy: self.policy.clone(),
-                    took_over,
-                    dead_letters,
-                }
-                .run(term),
-            ),
-        }
     }
 }
 

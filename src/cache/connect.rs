@@ -7,8 +7,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::auth::RedisAuth;
-use super::guard::Dedicated;
-use super::node::Node;
+use super::node::{Dedicated, Node};
 use super::policy::WritePolicy;
 use super::scripts::Scripts;
 use super::topology::Topology;

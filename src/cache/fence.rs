@@ -64,6 +64,15 @@ impl Fence {
     }
 }
 
+/// What an attempt to take the lease found.
+#[derive(Debug)]
+pub enum LeaseAttempt {
+    /// This instance holds it now, under this epoch (see `cluster::fence`; 0 on a single node).
+    Taken { epoch: u64 },
+    /// Another instance holds it, with this token (empty if it vanished between the two commands).
+    HeldBy(String),
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

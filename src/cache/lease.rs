@@ -3,17 +3,9 @@
 
 use std::time::Duration;
 
-use super::topology::{Operations, on_topology};
-use super::{Cache, CacheError, command_failed};
-
-/// What an attempt to take the lease found.
-#[derive(Debug)]
-pub enum LeaseAttempt {
-    /// This instance holds it now, under this epoch (see `cluster::fence`; 0 on a single node).
-    Taken { epoch: u64 },
-    /// Another instance holds it, with this token (empty if it vanished between the two commands).
-    HeldBy(String),
-}
+use super::operations::Operations;
+use super::topology::on_topology;
+use super::{Cache, CacheError, LeaseAttempt, command_failed};
 
 impl Cache {
     /// `SET key token NX PX ttl`. On a cluster it also takes a new epoch and claims every slot's copy of the fence

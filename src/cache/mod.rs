@@ -21,6 +21,7 @@ mod fence;
 mod guard;
 mod lease;
 mod node;
+mod operations;
 mod policy;
 mod reads;
 mod scripts;
@@ -30,13 +31,13 @@ mod topology;
 pub use auth::only_credentials_differ;
 pub use connect::{Conn, client, db_of};
 pub use error::CacheError;
-pub use fence::Fence;
+pub use fence::{Fence, LeaseAttempt};
 pub use guard::{ReadLease, read_lease_keys};
-pub use lease::LeaseAttempt;
+use operations::Operations;
 use policy::WritePolicy;
 pub use reads::info_field;
 use scripts::Scripts;
-use topology::{Operations, Topology, on_topology};
+use topology::{Topology, on_topology};
 
 /// Keys SCAN looks at per call during a pattern delete: big enough to be quick, small enough not to stall Redis.
 const SCAN_COUNT: usize = 1000;
@@ -245,6 +246,15 @@ impl Cache {
             cursor = next;
         }
     }
+}
+
+/// The command that reads a value as `structure` stores it: `GET`, or `HGETALL` for a hash.
+fn read_command(key: &str, structure: crate::codec::Structure) -> redis::Cmd {
+    let read = match structure {
+        crate::codec::Structure::String => "GET",
+        crate::codec::Structure::Hash => "HGETALL",
+    };
+    redis::cmd(read).arg(key).clone()
 }
 
 /// The command that applies `op`: `SET` or `UNLINK`.

@@ -1,18 +1,10 @@
 //! What cachewarden reads back from Redis, never writing: values (the audit, its own state such as the checkpoint),
 //! key scans of every master, `INFO`, the ACL checks and `PING`.
 
-use super::topology::{Operations, on_topology};
-use super::{Cache, CacheError, SCAN_COUNT, command_failed};
+use super::operations::Operations;
+use super::topology::on_topology;
+use super::{Cache, CacheError, SCAN_COUNT, command_failed, read_command};
 use crate::codec::Structure;
-
-/// The command that reads a value as `structure` stores it: `GET`, or `HGETALL` for a hash.
-pub(super) fn read_command(key: &str, structure: Structure) -> redis::Cmd {
-    let read = match structure {
-        Structure::String => "GET",
-        Structure::Hash => "HGETALL",
-    };
-    redis::cmd(read).arg(key).clone()
-}
 
 /// A `GET` or `HGETALL` reply as the value stored: `None` for no key (an empty hash is none either); a hash's fields
 /// sorted and packed as `codec::Encoding::encode` packs them, so a stored hash compares with what a row encodes to.

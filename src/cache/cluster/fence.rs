@@ -19,9 +19,9 @@ use std::time::Duration;
 use redis::Value;
 
 use super::Cluster;
-use super::guard::{by_slot, evalsha};
-use super::slot::{SLOTS, key_slot, slot_tag};
-use crate::cache::lease::LeaseAttempt;
+use super::evalsha;
+use super::slot::{SLOTS, by_slot, key_slot, slot_tag};
+use crate::cache::fence::LeaseAttempt;
 use crate::cache::policy::WritePolicy;
 use crate::cache::scripts::FENCED;
 use crate::cache::{CacheError, command_failed, ttl_millis};

@@ -40,12 +40,12 @@ use std::time::Duration;
 
 use redis::Value;
 
-use super::Cluster;
 use super::fence::fence_key;
-use super::slot::{SLOTS, key_slot, slot_tag};
+use super::slot::{SLOTS, by_slot, key_slot, slot_tag};
+use super::{Cluster, evalsha};
 use crate::cache::guard::{LEASE_MARGIN, ReadLease};
 use crate::cache::policy::WritePolicy;
-use crate::cache::{CacheError, SCRIPT_BATCH, ttl_millis};
+use crate::cache::{CacheError, ttl_millis};
 use crate::model::{KeyOp, ReadStamp};
 
 /// The global version counter on a cluster (its own slot, with the read leases).
@@ -85,31 +85,6 @@ fn slot_version_key(slot: u16) -> String {
 /// `cachewarden:{tag}:lease:<id>`: the lease's evidence in `slot`.
 fn evidence_key(slot: u16, lease: &str) -> String {
     format!("cachewarden:{{{}}}:lease:{lease}", slot_tag(slot))
-}
-
-/// Positions of `keys` grouped by slot, each group in the keys' order, cut at [`SCRIPT_BATCH`].
-pub(super) fn by_slot<'a>(keys: impl Iterator<Item = &'a [u8]>) -> Vec<(u16, Vec<usize>)> {
-    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
-    let mut open: HashMap<u16, usize> = HashMap::new();
-    for (i, key) in keys.enumerate() {
-        let slot = key_slot(key);
-        let group = match open.get(&slot) {
-            Some(&group) if groups[group].1.len() < SCRIPT_BATCH => group,
-            _ => {
-                groups.push((slot, Vec::new()));
-                open.insert(slot, groups.len() - 1);
-                groups.len() - 1
-            }
-        };
-        groups[group].1.push(i);
-    }
-    groups
-}
-
-pub(super) fn evalsha(script: &redis::Script) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script.get_hash());
-    cmd
 }
 
 fn integer(value: &Value) -> Option<i64> {

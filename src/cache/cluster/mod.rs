@@ -17,11 +17,10 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{ServerErrorKind, Value};
 
+use super::operations::Operations;
 use super::policy::WritePolicy;
-use super::reads::read_command;
 use super::scripts::Scripts;
-use super::topology::Operations;
-use super::{CacheError, LeaseAttempt, ReadLease, command_failed, op_command};
+use super::{CacheError, LeaseAttempt, ReadLease, command_failed, op_command, read_command};
 use crate::codec::Structure;
 use crate::model::{KeyOp, ReadStamp};
 
@@ -51,6 +50,13 @@ pub(super) struct Cluster {
     /// The scripts; those sent in pipelines as EVALSHA are loaded on every master at start and again after NOSCRIPT.
     scripts: Arc<Scripts>,
     pub(super) gates: Gates,
+}
+
+/// `EVALSHA` of `script` (its keys and arguments follow): a cluster routes it by its first key.
+pub(super) fn evalsha(script: &redis::Script) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash());
+    cmd
 }
 
 impl Cluster {

@@ -1,7 +1,10 @@
-//! Redis Cluster key slots: which of the 16384 slots a key hashes to, and a hash tag for each slot (so that
-//! cachewarden's own per-slot keys land in the slot of the data keys they guard).
+//! Redis Cluster key slots: which of the 16384 slots a key hashes to, a hash tag for each slot (so that
+//! cachewarden's own per-slot keys land in the slot of the data keys they guard), and keys grouped by slot.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
+
+use crate::cache::SCRIPT_BATCH;
 
 /// Slots in a Redis Cluster.
 pub const SLOTS: usize = 16384;
@@ -68,6 +71,25 @@ const CRC16_TABLE: [u16; 256] = {
     }
     table
 };
+
+/// Positions of `keys` grouped by slot, each group in the keys' order, cut at [`SCRIPT_BATCH`].
+pub(super) fn by_slot<'a>(keys: impl Iterator<Item = &'a [u8]>) -> Vec<(u16, Vec<usize>)> {
+    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+    let mut open: HashMap<u16, usize> = HashMap::new();
+    for (i, key) in keys.enumerate() {
+        let slot = key_slot(key);
+        let group = match open.get(&slot) {
+            Some(&group) if groups[group].1.len() < SCRIPT_BATCH => group,
+            _ => {
+                groups.push((slot, Vec::new()));
+                open.insert(slot, groups.len() - 1);
+                groups.len() - 1
+            }
+        };
+        groups[group].1.push(i);
+    }
+    groups
+}
 
 #[cfg(test)]
 mod tests {

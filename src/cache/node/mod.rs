@@ -1,20 +1,23 @@
 //! One Redis node (cluster mode disabled): every operation as one pipeline or one Lua script per batch on one
 //! connection; stale-set protection's read leases and guarded writes are in `guard`.
 
+mod guard;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::guard::{Dedicated, counter_seed};
+use super::operations::Operations;
 use super::policy::WritePolicy;
-use super::reads::read_command;
 use super::scripts::{FENCED, Scripts};
-use super::topology::Operations;
 use super::{
     CacheError, Conn, LEASE_PREFIX, LeaseAttempt, ReadLease, SCRIPT_BATCH, VERSION_KEY, command_failed, op_command,
-    script_head, ttl_millis,
+    read_command, script_head, ttl_millis,
 };
 use crate::codec::Structure;
 use crate::model::{KeyOp, ReadStamp};
+
+pub(super) use guard::Dedicated;
+use guard::counter_seed;
 
 /// A single node: the shared connection, the connections of its own the optimistic write path needs, the scripts.
 #[derive(Clone)]
