@@ -75,12 +75,9 @@ async fn value(env: &TestEnv, key: &str) -> Option<String> {
     env.get(&format!("{}{key}", env.prefix)).await
 }
 
+/// [`common::becomes`] for `key` under the test's prefix.
 async fn becomes(env: &TestEnv, key: &str, expected: Option<&str>) -> bool {
-    eventually(Duration::from_secs(15), || async {
-        (value(env, key).await.as_deref() == expected).then_some(())
-    })
-    .await
-    .is_some()
+    common::becomes(env, &format!("{}{key}", env.prefix), expected).await
 }
 
 async fn set(env: &TestEnv, key: &str) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sqlx::Connection as _;
 
-use common::{Daemon, TestEnv, eventually, get, sample, wait_for_admin};
+use common::{Daemon, TestEnv, eventually, metric, wait_for_admin};
 
 /// Every type, and the edge values that used to differ: midnight and fractional DATETIME, TIMESTAMP, negative and
 /// > 24 h TIME, YEAR, ENUM, SET, BIT, CHAR with trailing spaces, latin1, zero-padded BINARY, non-UTF-8 bytes.
@@ -84,11 +84,6 @@ delete = ["{p}k{key}"]
         db = env.database,
         columns = columns.join(", "),
     )
-}
-
-async fn metric(env: &TestEnv, name: &str) -> f64 {
-    let body = get(env, "/metrics").await.map(|r| r.body).unwrap_or_default();
-    sample(&body, name).unwrap_or(0.0)
 }
 
 #[tokio::test]

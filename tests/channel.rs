@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Daemon, TestEnv, eventually, free_port, get, sample, wait_for_admin};
+use common::{Daemon, TestEnv, becomes, eventually, free_port, get, metric, wait_for_admin};
 use sqlx::{Connection as _, Executor as _};
 
 const PRODUCTS: &str = "
@@ -61,29 +61,6 @@ async fn publish(env: &TestEnv, channel: &str, message: &str) {
         .unwrap();
 }
 
-async fn metric(env: &TestEnv, name: &str) -> f64 {
-    let body = get(env, "/metrics").await.map(|r| r.body).unwrap_or_default();
-    sample(&body, name).unwrap_or(0.0)
-}
-
-async fn gone(env: &TestEnv, key: &str) -> bool {
-    let key = key.to_string();
-    eventually(Duration::from_secs(10), || async {
-        env.get(&key).await.is_none().then_some(())
-    })
-    .await
-    .is_some()
-}
-
-async fn becomes(env: &TestEnv, key: &str, value: &str) -> bool {
-    let (key, value) = (key.to_string(), value.to_string());
-    eventually(Duration::from_secs(10), || async {
-        (env.get(&key).await.as_deref() == Some(&value)).then_some(())
-    })
-    .await
-    .is_some()
-}
-
 /// Starts the daemon and waits until it has subscribed to `channel`.
 async fn start(env: &TestEnv, body: &str, channel: &str) -> Daemon {
     let path = env.config_file(body);
@@ -121,14 +98,14 @@ async fn each_message_kind_is_applied() {
         becomes(
             &env,
             &format!("{p}product:1"),
-            r#"{"id":1,"name":"Kettle","price":"19.90"}"#
+            Some(r#"{"id":1,"name":"Kettle","price":"19.90"}"#)
         )
         .await
     );
 
     // The seed's publisher: a plain key.
     publish(&env, &channel, &format!("{p}product:1")).await;
-    assert!(gone(&env, &format!("{p}product:1")).await);
+    assert!(becomes(&env, &format!("{p}product:1"), None).await);
 
     // JSON delete, and a pattern delete that leaves the neighbours alone.
     for key in ["user:1000:profile", "user:1000:cart", "user:1001:profile"] {
@@ -140,9 +117,9 @@ async fn each_message_kind_is_applied() {
         &format!(r#"{{"delete": ["{p}product:2"], "patterns": ["{p}user:1000:*"]}}"#),
     )
     .await;
-    assert!(gone(&env, &format!("{p}product:2")).await);
-    assert!(gone(&env, &format!("{p}user:1000:profile")).await);
-    assert!(gone(&env, &format!("{p}user:1000:cart")).await);
+    assert!(becomes(&env, &format!("{p}product:2"), None).await);
+    assert!(becomes(&env, &format!("{p}user:1000:profile"), None).await);
+    assert!(becomes(&env, &format!("{p}user:1000:cart"), None).await);
     assert_eq!(env.get(&format!("{p}user:1001:profile")).await.as_deref(), Some("x"));
 
     // Refresh: a changed row is re-rendered through refresh_query; a deleted row deletes the key.
@@ -152,7 +129,7 @@ async fn each_message_kind_is_applied() {
         becomes(
             &env,
             &format!("{p}product:3"),
-            r#"{"id":3,"name":"Chair","price":"17.50"}"#
+            Some(r#"{"id":3,"name":"Chair","price":"17.50"}"#)
         )
         .await
     );
@@ -166,7 +143,7 @@ async fn each_message_kind_is_applied() {
         .unwrap();
     assert!(output.status.success(), "{:?}", common::text(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("(1 subscriber)"));
-    assert!(gone(&env, &format!("{p}product:3")).await);
+    assert!(becomes(&env, &format!("{p}product:3"), None).await);
 
     // What the daemon would refuse is refused before publishing, with the daemon's reason (exit 65).
     for (args, reason) in [
@@ -196,13 +173,13 @@ async fn each_message_kind_is_applied() {
 
     // Refreshing a single-key job's key runs the job; `warm` runs a job by name.
     publish(&env, &channel, &format!(r#"{{"refresh": ["{p}summary"]}}"#)).await;
-    assert!(becomes(&env, &format!("{p}summary"), r#"{"products":2}"#).await);
+    assert!(becomes(&env, &format!("{p}summary"), Some(r#"{"products":2}"#)).await);
     publish(&env, &channel, r#"{"warm": ["products"]}"#).await;
     assert!(
         becomes(
             &env,
             &format!("{p}product:1"),
-            r#"{"id":1,"name":"Kettle","price":"19.90"}"#
+            Some(r#"{"id":1,"name":"Kettle","price":"19.90"}"#)
         )
         .await
     );
@@ -240,7 +217,7 @@ async fn messages_outside_the_allow_list_or_malformed_are_refused_and_counted() 
         becomes(
             &env,
             &format!("{p}product:1"),
-            r#"{"id":1,"name":"Kettle","price":"19.90"}"#
+            Some(r#"{"id":1,"name":"Kettle","price":"19.90"}"#)
         )
         .await
     );
@@ -490,7 +467,7 @@ async fn streams_apply_what_was_added_while_stopped_and_reclaim_pending_entries(
     let mut daemon = Daemon::start(&env, &path, &[], &[]);
     for id in 1..=3 {
         assert!(
-            gone(&env, &format!("{p}product:{id}")).await,
+            becomes(&env, &format!("{p}product:{id}"), None).await,
             "product:{id} still cached"
         );
     }
@@ -965,7 +942,7 @@ async fn refused_messages_are_kept_as_dead_letters_and_can_be_sent_again() {
     let (code, out) = dead_letters(&["--replay"]);
     assert_eq!(code, Some(65), "one is still refused: {out}");
     assert!(out.contains("sent again") && out.contains("still refused"), "{out}");
-    assert!(gone(&env, &format!("{p}user:1")).await, "{}", daemon.log());
+    assert!(becomes(&env, &format!("{p}user:1"), None).await, "{}", daemon.log());
     assert_eq!(daemon.stop().await, Some(0));
 
     // `dead_letter = ""` keeps none (they are only counted): the command says so instead of listing another stream.

@@ -6,20 +6,12 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{TestEnv, eventually, get, sample, text, wait_exit};
+use common::{TestEnv, eventually, get, job, sample, text, wait_exit};
 
 const PRODUCTS: &str = "
 CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(50), price DECIMAL(8,2));
 INSERT INTO products VALUES (1, 'Kettle', 19.90), (2, 'Lamp', 5.00)
 ";
-
-fn job(env: &TestEnv, name: &str, query: &str, schedule: &str, extra: &str) -> String {
-    let p = &env.prefix;
-    format!(
-        "[[warm]]\nname = \"{name}\"\nschedule = \"{schedule}\"\nquery = \"{query}\"\nkey = \"{p}{name}:{{id}}\"\n\
-         ttl = \"1h\"\n{extra}\n"
-    )
-}
 
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")

@@ -10,7 +10,7 @@ use cachewarden::commands;
 use cachewarden::warm::Mode;
 use sqlx::Connection as _;
 
-use common::{Daemon, TestEnv, eventually, get, sample, text, wait_for_admin};
+use common::{Daemon, TestEnv, eventually, metric, text, wait_for_admin};
 
 const ITEMS: u32 = 10_000;
 
@@ -69,11 +69,6 @@ ttl = "1h"
     let (deleted, cut_short) = cache.delete_matching(&format!("{p}item:*"), u64::MAX).await.unwrap();
     assert_eq!((deleted, cut_short), (u64::from(ITEMS), false));
     assert!(env.keys().await.is_empty());
-}
-
-async fn metric(env: &TestEnv, name: &str) -> f64 {
-    let body = get(env, "/metrics").await.map(|r| r.body).unwrap_or_default();
-    sample(&body, name).unwrap_or(0.0)
 }
 
 /// Waits until every `(key, value)` holds (`None`: the key is gone), or says which does not.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use cachewarden::admin;
 use cachewarden::cache::{Cache, CacheError, Fence};
 use cachewarden::model::KeyOp;
-use common::{Daemon, TestEnv, eventually, free_port, sample, text};
+use common::{Daemon, TestEnv, eventually, free_port, metric_at, text};
 use hyper::Method;
 
 /// Waits here are generous: the test MariaDB's binlog is shared with every other test, so a new leader may first have
@@ -62,14 +62,6 @@ async fn role(addr: SocketAddr) -> String {
         .unwrap_or_default()
 }
 
-async fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let body = admin::request(addr, Method::GET, "/metrics")
-        .await
-        .map(|r| r.body)
-        .unwrap_or_default();
-    sample(&body, name).unwrap_or(0.0)
-}
-
 /// Waits until one of `addrs` leads and every other is standby; the leader's index.
 async fn one_leader(addrs: &[SocketAddr], limit: Duration) -> Option<usize> {
     eventually(limit, || async {
@@ -103,16 +95,19 @@ async fn one_of_two_daemons_leads_and_a_stop_hands_over_at_once() {
         .unwrap_or_else(|| panic!("no single leader:\n{}\n{}", a.log(), b.log()));
     let (leader_addr, standby_addr) = (addrs[leader], addrs[1 - leader]);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(metric(leader_addr, RUNS).await >= 2.0, "the leader runs the schedule");
-    assert_eq!(metric(standby_addr, RUNS).await, 0.0, "the standby runs nothing");
-    assert_eq!(metric(leader_addr, "cachewarden_binlog_connected").await, 1.0);
+    assert!(
+        metric_at(leader_addr, RUNS).await >= 2.0,
+        "the leader runs the schedule"
+    );
+    assert_eq!(metric_at(standby_addr, RUNS).await, 0.0, "the standby runs nothing");
+    assert_eq!(metric_at(leader_addr, "cachewarden_binlog_connected").await, 1.0);
     assert_eq!(
-        metric(standby_addr, "cachewarden_binlog_connected").await,
+        metric_at(standby_addr, "cachewarden_binlog_connected").await,
         0.0,
         "only the leader follows"
     );
-    assert_eq!(metric(leader_addr, "cachewarden_ha_leader").await, 1.0);
-    assert_eq!(metric(standby_addr, "cachewarden_ha_leader").await, 0.0);
+    assert_eq!(metric_at(leader_addr, "cachewarden_ha_leader").await, 1.0);
+    assert_eq!(metric_at(standby_addr, "cachewarden_ha_leader").await, 0.0);
     let status = ha(standby_addr).await.unwrap();
     assert_eq!(
         status["leader"],
@@ -194,7 +189,7 @@ async fn killed_leader(env: TestEnv) {
             .unwrap_or_else(|| panic!("round {round}: no single leader"));
         let standby = 1 - leader;
         eventually(Duration::from_secs(60), || async {
-            (metric(addrs[leader], "cachewarden_binlog_connected").await == 1.0).then_some(())
+            (metric_at(addrs[leader], "cachewarden_binlog_connected").await == 1.0).then_some(())
         })
         .await
         .expect("the leader follows the binlog");
@@ -267,7 +262,7 @@ async fn killed_leader(env: TestEnv) {
             daemons[standby].as_ref().unwrap().log()
         );
         assert_eq!(
-            metric(addrs[standby], RUNS).await,
+            metric_at(addrs[standby], RUNS).await,
             0.0,
             "round {round}: the new leader re-warmed although the checkpoint was fresh"
         );
@@ -315,7 +310,7 @@ async fn paused_leader(env: TestEnv) {
     let mut b = start(&env, &config_b);
     assert_eq!(one_leader(&[admin_a, admin_b], Duration::from_secs(20)).await, Some(0));
     eventually(Duration::from_secs(60), || async {
-        (metric(admin_a, "cachewarden_binlog_connected").await == 1.0).then_some(())
+        (metric_at(admin_a, "cachewarden_binlog_connected").await == 1.0).then_some(())
     })
     .await
     .expect("a follows the binlog");

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cachewarden::admin;
-use common::{Daemon, TestEnv, eventually, get, sample, wait_for_admin};
+use common::{Daemon, TestEnv, eventually, get, metric, wait_for_admin};
 use hyper::Method;
 use sqlx::Connection as _;
 
@@ -34,11 +34,6 @@ struct Outcome {
     settle: Duration,
     /// Keys Redis evicted during the run (its own Redis, with `maxmemory`; else 0).
     evicted: u64,
-}
-
-async fn metric(env: &TestEnv, name: &str) -> f64 {
-    let body = get(env, "/metrics").await.map(|r| r.body).unwrap_or_default();
-    sample(&body, name).unwrap_or(0.0)
 }
 
 /// Where the race runs.

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cachewarden::admin;
-use common::{Daemon, TestEnv, eventually, free_port, get, sample, text, wait_for_admin};
+use common::{Daemon, TestEnv, eventually, free_port, get, job, sample, text, wait_for_admin};
 use hyper::Method;
 
 /// `cachewarden status -o json` on `config`: its exit code and its document.
@@ -24,14 +24,6 @@ fn status_json(env: &TestEnv, config: &Path) -> (Option<i32>, serde_json::Value)
         .unwrap();
     let status = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("status -o json: {e}: {output:?}"));
     (output.status.code(), status)
-}
-
-fn job(env: &TestEnv, name: &str, query: &str, schedule: &str, extra: &str) -> String {
-    let p = &env.prefix;
-    format!(
-        "[[warm]]\nname = \"{name}\"\nschedule = \"{schedule}\"\nquery = \"{query}\"\nkey = \"{p}{name}:{{id}}\"\n\
-         ttl = \"1h\"\n{extra}\n"
-    )
 }
 
 #[tokio::test]
