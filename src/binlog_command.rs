@@ -261,6 +261,12 @@ struct Times {
     no_daemon: String,
 }
 
+/// The value of the unlabelled sample `name` in the Prometheus text a running daemon's `/metrics` answered.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// [`Times`] from the daemon's `/metrics` when it answers, else the checkpoint file's time.
 async fn times(config: &Config, settings: &BinlogSettings) -> Times {
     let addr = config.admin.listen;
@@ -269,9 +275,9 @@ async fn times(config: &Config, settings: &BinlogSettings) -> Times {
         && let Ok(reply) = crate::admin::request_to(&config.admin, hyper::Method::GET, "/metrics").await
         && reply.status == 200
     {
-        let saved = crate::status::sample(&reply.body, "cachewarden_binlog_checkpoint_timestamp_seconds");
+        let saved = sample(&reply.body, "cachewarden_binlog_checkpoint_timestamp_seconds");
         return Times {
-            lag: crate::status::sample(&reply.body, "cachewarden_binlog_lag_seconds"),
+            lag: sample(&reply.body, "cachewarden_binlog_lag_seconds"),
             age: saved
                 .filter(|saved| *saved > 0.0)
                 .map(|saved| ((now - saved).max(0.0), "the running daemon's last save")),

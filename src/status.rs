@@ -7,10 +7,10 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::HealthState;
+use crate::metrics::{Exporter, Readings};
 use crate::warm::Warmer;
 
 /// How often the history takes a sample.
@@ -41,14 +41,14 @@ impl History {
     /// Samples every [`SAMPLE_EVERY`] until `shutdown`.
     pub async fn run(
         self: Arc<Self>,
-        metrics: PrometheusHandle,
+        metrics: Exporter,
         warmer: Arc<std::sync::OnceLock<Arc<Warmer>>>,
         jobs: tokio::sync::watch::Receiver<Arc<[crate::model::WarmJob]>>,
         shutdown: CancellationToken,
     ) {
         let mut seen: HashMap<String, SystemTime> = HashMap::new();
         loop {
-            let text = metrics.render();
+            let readings = metrics.readings();
             let mut runs = Vec::new();
             if let Some(warmer) = warmer.get() {
                 for job in jobs.borrow().iter() {
@@ -63,9 +63,11 @@ impl History {
             }
             self.push(Sample {
                 at: epoch_seconds(SystemTime::now()),
-                binlog_lag: sample(&text, "cachewarden_binlog_lag_seconds"),
-                invalidated: sum(&text, "cachewarden_invalidated_keys_total"),
-                messages: sum(&text, "cachewarden_channel_messages_total{outcome=\"applied\"}"),
+                binlog_lag: readings.get("cachewarden_binlog_lag_seconds", &[]),
+                invalidated: readings.sum("cachewarden_invalidated_keys_total"),
+                messages: readings
+                    .get("cachewarden_channel_messages_total", &[("outcome", "applied")])
+                    .unwrap_or(0.0),
                 runs,
             });
             tokio::select! {
@@ -97,18 +99,14 @@ fn epoch_seconds(at: SystemTime) -> f64 {
     at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
 }
 
-/// The value of the sample `name` (with its labels, if any) in Prometheus text.
-pub fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 /// How long the daemon can be down without a gap, from the metrics: the server's binlog retention less the lag
 /// (a daemon behind holds an older position). `None` when not following a binlog or the retention is unknown;
 /// infinite when binlogs are never purged.
-pub fn can_be_down_for(metrics: &str) -> Option<f64> {
-    let retention = sample(metrics, "cachewarden_binlog_retention_seconds").filter(|r| !r.is_nan())?;
-    let lag = sample(metrics, "cachewarden_binlog_lag_seconds").unwrap_or(0.0);
+pub fn can_be_down_for(readings: &Readings) -> Option<f64> {
+    let retention = readings
+        .get("cachewarden_binlog_retention_seconds", &[])
+        .filter(|r| !r.is_nan())?;
+    let lag = readings.get("cachewarden_binlog_lag_seconds", &[]).unwrap_or(0.0);
     Some((retention - lag).max(0.0))
 }
 
@@ -124,28 +122,13 @@ pub fn down_for_words(seconds: Option<f64>) -> String {
     }
 }
 
-/// The sum of every sample of `name` (any labels; or the labelled series `name{…}` given whole).
-fn sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            let value = match rest.strip_prefix('{') {
-                Some(labelled) => labelled.rsplit_once("} ")?.1,
-                None => rest.strip_prefix(' ')?,
-            };
-            value.trim().parse::<f64>().ok()
-        })
-        .sum()
-}
-
 /// Everything the page shows.
 pub struct Page<'a> {
     pub health: &'a HealthState,
     /// The `/jobs` document.
     pub jobs: &'a serde_json::Value,
-    /// The metrics as `/metrics` renders them (empty without metrics).
-    pub metrics: &'a str,
+    /// The daemon's counters and gauges (none without metrics).
+    pub readings: &'a Readings,
     pub history: &'a History,
 }
 
@@ -210,13 +193,17 @@ fn rates(samples: &[Sample], total: impl Fn(&Sample) -> f64) -> Vec<(f64, f64)> 
 
 /// The `[misses]` section: whether Redis reports misses, the fills, and the most missed key templates first.
 fn misses(page: &Page<'_>) -> String {
-    let metric = |name: &str| sample(page.metrics, name).unwrap_or(0.0);
-    let reported = match sample(page.metrics, "cachewarden_cache_misses_reported") {
+    let readings = page.readings;
+    let reported = match readings.get("cachewarden_cache_misses_reported", &[]) {
         Some(1.0) => "<span class=ok>yes</span>",
         Some(_) => "<span class=bad>no: notify-keyspace-events lacks E and m (see the log for what to set)</span>",
         None => "not known: this instance does not follow misses (a standby, or starting)",
     };
-    let fills = |outcome: &str| metric(&format!("cachewarden_cache_fills_total{{outcome=\"{outcome}\"}}"));
+    let fills = |outcome: &str| {
+        readings
+            .get("cachewarden_cache_fills_total", &[("outcome", outcome)])
+            .unwrap_or(0.0)
+    };
     let mut html = format!(
         "<h2>Misses</h2><table><tr><td>reported by Redis</td><td>{reported}</td></tr>\
          <tr><td>filled</td><td>{:.0}</td></tr><tr><td>absent (no row)</td><td>{:.0}</td></tr>\
@@ -225,8 +212,8 @@ fn misses(page: &Page<'_>) -> String {
         fills("written"),
         fills("absent"),
         fills("failed"),
-        sum(page.metrics, "cachewarden_cache_fills_skipped_total"),
-        metric("cachewarden_cache_misses_ignored_total"),
+        readings.sum("cachewarden_cache_fills_skipped_total"),
+        readings.sum("cachewarden_cache_misses_ignored_total"),
     );
     let mut by_job: Vec<(f64, &str, &str)> = page
         .jobs
@@ -235,7 +222,9 @@ fn misses(page: &Page<'_>) -> String {
         .flatten()
         .map(|job| {
             let name = job["name"].as_str().unwrap_or_default();
-            let misses = metric(&format!("cachewarden_cache_misses_total{{warm_job=\"{name}\"}}"));
+            let misses = readings
+                .get("cachewarden_cache_misses_total", &[("warm_job", name)])
+                .unwrap_or(0.0);
             (misses, name, job["key"].as_str().unwrap_or_default())
         })
         .collect();
@@ -312,7 +301,7 @@ pub fn render(page: &Page<'_>) -> String {
     }
     html.push_str("</table>");
 
-    let metric = |name: &str| sample(page.metrics, name);
+    let metric = |name: &str| page.readings.get(name, &[]);
     let show = |value: Option<f64>| value.map_or("–".to_string(), |v| format!("{v}"));
     if metric("cachewarden_binlog_connected").is_some() {
         let heard = metric("cachewarden_binlog_last_heard_timestamp_seconds")
@@ -331,16 +320,20 @@ pub fn render(page: &Page<'_>) -> String {
             show(metric("cachewarden_binlog_checkpoint_position")),
             show(metric("cachewarden_binlog_rows_total")),
             show(metric("cachewarden_binlog_apply_failing")),
-            escape(&down_for_words(can_be_down_for(page.metrics))),
+            escape(&down_for_words(can_be_down_for(page.readings))),
         );
     }
+    let channel_messages = |outcome: &str| {
+        page.readings
+            .get("cachewarden_channel_messages_total", &[("outcome", outcome)])
+    };
     if metric("cachewarden_channel_gaps_total").is_some() {
         let _ = write!(
             html,
             "<h2>Channel</h2><table><tr><td>messages applied</td><td>{}</td></tr><tr><td>refused</td><td>{}</td></tr>\
              <tr><td>gaps</td><td>{}</td></tr></table>",
-            show(metric("cachewarden_channel_messages_total{outcome=\"applied\"}")),
-            show(metric("cachewarden_channel_messages_total{outcome=\"refused\"}")),
+            show(channel_messages("applied")),
+            show(channel_messages("refused")),
             show(metric("cachewarden_channel_gaps_total")),
         );
     }
@@ -355,7 +348,7 @@ pub fn render(page: &Page<'_>) -> String {
         );
         for job in jobs {
             let name = job["name"].as_str().unwrap_or_default();
-            let of = |metric_name: &str| sample(page.metrics, &format!("{metric_name}{{warm_job=\"{name}\"}}"));
+            let of = |metric_name: &str| page.readings.get(metric_name, &[("warm_job", name)]);
             let Some(checked) = of("cachewarden_audit_keys_checked") else {
                 let _ = write!(
                     html,
@@ -429,16 +422,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn samples_and_sums_are_read_from_prometheus_text() {
-        let text = "# HELP x y\ncachewarden_binlog_lag_seconds 2.5\n\
-                    cachewarden_invalidated_keys_total{action=\"delete\"} 3\n\
-                    cachewarden_invalidated_keys_total{action=\"refresh\"} 4\n";
-        assert_eq!(sample(text, "cachewarden_binlog_lag_seconds"), Some(2.5));
-        assert_eq!(sum(text, "cachewarden_invalidated_keys_total"), 7.0);
-        assert_eq!(sample(text, "cachewarden_binlog"), None);
-    }
-
-    #[test]
     fn the_page_escapes_what_it_shows() {
         let jobs = serde_json::json!([{"name": "<script>", "schedule": "every 1h", "last_run": null,
                                        "next_run": null, "running": false}]);
@@ -451,7 +434,7 @@ mod tests {
         let html = render(&Page {
             health: &health,
             jobs: &jobs,
-            metrics: "",
+            readings: &Readings::default(),
             history: &history,
         });
         assert!(html.contains("&lt;script&gt;") && !html.contains("<script>"));

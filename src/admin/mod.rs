@@ -28,7 +28,6 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -44,7 +43,7 @@ use crate::warm::Warmer;
 /// What the endpoint reads and where its triggers go.
 #[derive(Clone)]
 pub struct AdminState {
-    pub metrics: Option<PrometheusHandle>,
+    pub metrics: Option<crate::metrics::Exporter>,
     pub health: Health,
     /// Set once both servers answered at start-up; until then `/jobs` and triggers answer 503.
     pub warmer: Arc<std::sync::OnceLock<Arc<Warmer>>>,
@@ -175,11 +174,11 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
                 Some(warmer) => jobs_json(&state.jobs.borrow().clone(), warmer, chrono::Utc::now()),
                 None => serde_json::Value::Array(vec![]),
             };
-            let metrics = state.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default();
+            let none = crate::metrics::Readings::default();
             let page = status::render(&status::Page {
                 health: &state.health.state(),
                 jobs: &jobs,
-                metrics: &metrics,
+                readings: state.metrics.as_ref().map_or(&none, |metrics| metrics.readings()),
                 history: &state.history,
             });
             let mut response = text(StatusCode::OK, &page);
@@ -202,11 +201,8 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
             }
         }
         (Method::GET, "/metrics") => match &state.metrics {
-            Some(handle) => {
-                handle.run_upkeep();
-                let mut body = handle.render();
-                body.push_str(&crate::metrics::process_text());
-                let mut response = text(StatusCode::OK, &body);
+            Some(metrics) => {
+                let mut response = text(StatusCode::OK, &metrics.render());
                 response.headers_mut().insert(
                     hyper::header::CONTENT_TYPE,
                     hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -231,10 +227,11 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
         (Method::GET, "/ha") => match &state.ha {
             Some(ha) => {
                 let mut body = ha.borrow().to_json();
-                let metrics = state.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default();
                 // (Only an instance that has followed the binlog knows its server's retention.)
-                if metrics.contains("\ncachewarden_binlog_retention_seconds ") {
-                    let down_for = status::can_be_down_for(&metrics);
+                if let Some(readings) = state.metrics.as_ref().map(|metrics| metrics.readings())
+                    && readings.get("cachewarden_binlog_retention_seconds", &[]).is_some()
+                {
+                    let down_for = status::can_be_down_for(readings);
                     body["binlog_can_be_down_for_seconds"] = serde_json::json!(down_for.filter(|s| s.is_finite()));
                     body["binlog_can_be_down_for"] = serde_json::json!(status::down_for_words(down_for));
                 }

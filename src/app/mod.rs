@@ -21,7 +21,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
 use crate::admin::{AdminServer, AdminState};
@@ -59,7 +58,7 @@ const TRIGGER_QUEUE: usize = 256;
 pub async fn run_daemon(
     mut config: Config,
     mut signals: Signals,
-    metrics: Option<PrometheusHandle>,
+    metrics: Option<metrics::Exporter>,
 ) -> anyhow::Result<()> {
     info!(config = %config.path.display(), jobs = config.jobs.len(), "Starting cachewarden.");
     let jobs: Vec<&str> = config.jobs.iter().map(|job| &*job.name).collect();
@@ -173,7 +172,7 @@ impl Daemon {
     }
 
     /// Binds the admin endpoint and starts it (with the status page's sampler).
-    async fn start_admin(&self, config: &Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
+    async fn start_admin(&self, config: &Config, metrics: Option<metrics::Exporter>) -> anyhow::Result<()> {
         if !config.admin.enabled {
             return Ok(());
         }

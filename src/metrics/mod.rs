@@ -6,9 +6,12 @@
 
 mod describe;
 mod process;
+mod readings;
 
 pub use process::process_text;
+pub use readings::Readings;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics::{counter, gauge, histogram};
@@ -22,17 +25,49 @@ const DURATION_BUCKETS: &[f64] = &[
 /// Miss-to-filled buckets, in seconds: from a fill in the same millisecond to one held back by the rate limit.
 const FILL_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
-/// Installs the global recorder and returns the handle `/metrics` renders from.
-pub fn install() -> anyhow::Result<PrometheusHandle> {
-    let handle = PrometheusBuilder::new()
+/// What the daemon's metrics are read through: the Prometheus text `/metrics` serves, and the same figures in-process
+/// for the status page ([`Readings`]).
+#[derive(Clone)]
+pub struct Exporter {
+    prometheus: PrometheusHandle,
+    readings: Arc<Readings>,
+}
+
+impl Exporter {
+    /// The Prometheus text of a scrape, this process's own figures included.
+    pub fn render(&self) -> String {
+        self.prometheus.run_upkeep();
+        let mut text = self.prometheus.render();
+        text.push_str(&process_text());
+        text
+    }
+
+    /// Every counter and gauge, by name and labels.
+    pub fn readings(&self) -> &Readings {
+        &self.readings
+    }
+}
+
+/// Installs the global recorder — the Prometheus exporter and the [`Readings`], fed by the same calls.
+pub fn install() -> anyhow::Result<Exporter> {
+    let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full("cachewarden_warm_duration_seconds".into()),
             DURATION_BUCKETS,
         )?
         .set_buckets_for_metric(Matcher::Full("cachewarden_cache_fill_seconds".into()), FILL_BUCKETS)?
-        .install_recorder()?;
+        .build_recorder();
+    let exporter = Exporter {
+        prometheus: recorder.handle(),
+        readings: Arc::new(Readings::default()),
+    };
+    let fanout = metrics_util::layers::FanoutBuilder::default()
+        .add_recorder(recorder)
+        .add_recorder(readings::ReadingsRecorder(exporter.readings.clone()))
+        .build();
+    metrics::set_global_recorder(fanout).map_err(|_| anyhow::anyhow!("a metrics recorder is already installed"))?;
     describe::describe();
-    Ok(handle)
+    Ok(exporter)
 }
 
 /// What the daemon is configured with, so that every series exists from the start (a job that has never succeeded
