@@ -160,7 +160,8 @@ impl BinlogListener {
         let mut state = SessionState::default();
         loop {
             let started = Instant::now();
-            let ended = self.session(&shutdown, &mut state).await;
+            // Boxed: a session's future nests deep (read, batch, apply, refresh), and one starts per connection.
+            let ended = Box::pin(self.session(&shutdown, &mut state)).await;
             // A session that followed the stream (the server sent it something) was a success: the next outage
             // starts from the shortest delay, however short this session was (a server restarted every few
             // seconds must not push the delay up restart after restart).
