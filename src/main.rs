@@ -21,5 +21,5 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime can always be built on a supported OS");
-    runtime.block_on(cachewarden::dispatch::run(cli))
+    runtime.block_on(cachewarden::cli::dispatch::run(cli))
 }

@@ -239,7 +239,7 @@ async fn messages_outside_the_allow_list_or_malformed_are_refused_and_counted() 
         ("x".repeat(70 * 1024), "too_large"),
         // A forged log line riding on a refused key.
         (
-            format!("{p}secret:1\n2026-11-26T11:00:00.000000Z ERROR cachewarden::app: FORGED"),
+            format!("{p}secret:1\n2026-11-26T11:00:00.000000Z ERROR cachewarden::ops::app: FORGED"),
             "key_not_allowed",
         ),
     ];
@@ -277,7 +277,7 @@ async fn messages_outside_the_allow_list_or_malformed_are_refused_and_counted() 
     );
     // The forged line is logged inside the refusal, escaped, never as a line of its own.
     assert!(
-        log.contains(r"\n2026-11-26T11:00:00.000000Z ERROR cachewarden::app: FORGED"),
+        log.contains(r"\n2026-11-26T11:00:00.000000Z ERROR cachewarden::ops::app: FORGED"),
         "{log}"
     );
     assert!(

@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use cachewarden::commands;
-use cachewarden::warm::Mode;
+use cachewarden::cli::commands;
+use cachewarden::exec::warm::Mode;
 use sqlx::Connection as _;
 
 use common::{Daemon, TestEnv, eventually, metric, text, wait_for_admin};
@@ -65,7 +65,7 @@ ttl = "1h"
     }
 
     // A pattern delete through the invalidation path visits every master.
-    let cache = cachewarden::cache::Cache::connect(&config.redis).await.unwrap();
+    let cache = cachewarden::exec::cache::Cache::connect(&config.redis).await.unwrap();
     let (deleted, cut_short) = cache.delete_matching(&format!("{p}item:*"), u64::MAX).await.unwrap();
     assert_eq!((deleted, cut_short), (u64::from(ITEMS), false));
     assert!(env.keys().await.is_empty());
@@ -410,7 +410,8 @@ async fn a_resharding_during_a_binlog_burst_and_warm_runs_leaves_every_key_equal
                 .await
                 .unwrap();
             if id % 1000 == 0 {
-                let _ = cachewarden::admin::request(env.admin_addr(), hyper::Method::POST, "/jobs/items/run").await;
+                let _ =
+                    cachewarden::ops::admin::request(env.admin_addr(), hyper::Method::POST, "/jobs/items/run").await;
             }
         }
     }

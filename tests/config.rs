@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use cachewarden::config::{self, ConfigError, Problem};
-use cachewarden::model::{Jitter, Ttl};
+use cachewarden::pure::model::{Jitter, Ttl};
 
 const CONNECTIONS: &str =
     "[mysql]\nurl = \"mysql://app:s3cret@db:3306/shop\"\n\n[redis]\nurl = \"redis://cache:6379/0\"\n";

@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cachewarden::admin;
-use cachewarden::cache::{Cache, CacheError, Fence};
-use cachewarden::model::KeyOp;
+use cachewarden::exec::cache::{Cache, CacheError, Fence};
+use cachewarden::ops::admin;
+use cachewarden::pure::model::KeyOp;
 use common::{Daemon, TestEnv, eventually, free_port, metric_at, text};
 use hyper::Method;
 
@@ -455,8 +455,8 @@ async fn redis_refuses_every_value_write_whose_token_the_lease_no_longer_holds()
 
 #[tokio::test]
 async fn on_a_cluster_every_slot_refuses_the_value_writes_of_a_deposed_leader() {
-    use cachewarden::cache::LeaseAttempt;
-    use cachewarden::cache::cluster::{fence::fence_key, slot::key_slot};
+    use cachewarden::exec::cache::LeaseAttempt;
+    use cachewarden::exec::cache::cluster::{fence::fence_key, slot::key_slot};
     let env = TestEnv::new().await.on_cluster();
     let p = env.prefix.clone();
     let settings = env.config("").redis;

@@ -9,8 +9,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cachewarden::cache::{Cache, CacheError, LEASE_PREFIX, READERS_KEY, VERSION_KEY};
-use cachewarden::model::{KeyOp, ReadStamp};
+use cachewarden::exec::cache::{Cache, CacheError, LEASE_PREFIX, READERS_KEY, VERSION_KEY};
+use cachewarden::pure::model::{KeyOp, ReadStamp};
 use common::{TestEnv, services};
 
 /// No other test uses this database.

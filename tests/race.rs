@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cachewarden::admin;
+use cachewarden::ops::admin;
 use common::{Daemon, TestEnv, eventually, get, metric, wait_for_admin};
 use hyper::Method;
 use sqlx::Connection as _;
@@ -307,7 +307,7 @@ refresh = ["{p}item:{{id}}"]
                 .await
                 .unwrap();
             let info: String = redis::cmd("INFO").arg("stats").query_async(&mut conn).await.unwrap();
-            evicted += cachewarden::cache::info_field(&info, "evicted_keys").unwrap_or(0);
+            evicted += cachewarden::exec::cache::info_field(&info, "evicted_keys").unwrap_or(0);
         }
     }
     Outcome {

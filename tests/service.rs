@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cachewarden::admin;
+use cachewarden::ops::admin;
 use common::{Daemon, TestEnv, eventually, free_port, get, job, sample, text, wait_for_admin};
 use hyper::Method;
 
@@ -963,8 +963,8 @@ fn the_grafana_dashboard_queries_parse_and_name_only_exported_series() {
     );
     // Every series the dashboard and the alerts name is one the daemon describes (a renamed metric breaks this).
     let exported = [
-        include_str!("../src/metrics/mod.rs"),
-        include_str!("../src/metrics/describe.rs"),
+        include_str!("../src/telemetry/metrics/mod.rs"),
+        include_str!("../src/telemetry/metrics/describe.rs"),
     ]
     .concat();
     let alerts = std::fs::read_to_string(root.join("contrib/prometheus/alerts.yml")).unwrap();

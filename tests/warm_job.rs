@@ -5,8 +5,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cachewarden::commands::{self, OnceOutcome};
-use cachewarden::warm::{Mode, Progress, RunSummary, WarmRunner, Warmer};
+use cachewarden::cli::commands::{self, OnceOutcome};
+use cachewarden::exec::warm::{Mode, Progress, RunSummary, WarmRunner, Warmer};
 use common::TestEnv;
 use serde_json::json;
 
@@ -375,8 +375,8 @@ async fn a_job_never_overlaps_itself() {
         "[[warm]]\nname = \"slow\"\nschedule = \"every 1h\"\nquery = \"SELECT 1 AS id, SLEEP(1) AS s\"\n\
          key = \"{p}slow:{{id}}\"\nttl = \"1h\"\n"
     ));
-    let db = cachewarden::database::Database::new(&config.mysql).unwrap();
-    let cache = cachewarden::cache::Cache::connect(&config.redis).await.unwrap();
+    let db = cachewarden::exec::database::Database::new(&config.mysql).unwrap();
+    let cache = cachewarden::exec::cache::Cache::connect(&config.redis).await.unwrap();
     let warmer = Arc::new(Warmer::new(db, cache, 4));
     let name: Arc<str> = "slow".into();
 
@@ -390,13 +390,13 @@ async fn a_job_never_overlaps_itself() {
     let (triggers, rx) = tokio::sync::mpsc::channel(8);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let (_jobs_tx, jobs_rx) =
-        tokio::sync::watch::channel::<Arc<[cachewarden::model::WarmJob]>>(config.jobs.clone().into());
+        tokio::sync::watch::channel::<Arc<[cachewarden::pure::model::WarmJob]>>(config.jobs.clone().into());
     let runner = WarmRunner::new(warmer.clone(), jobs_rx, rx, Duration::from_secs(5), Default::default());
     let runner = tokio::spawn(runner.run(shutdown.clone()));
     for _ in 0..2 {
-        let trigger = cachewarden::model::Trigger::Warm {
+        let trigger = cachewarden::pure::model::Trigger::Warm {
             job: name.clone(),
-            reason: cachewarden::model::TriggerReason::Manual,
+            reason: cachewarden::pure::model::TriggerReason::Manual,
         };
         triggers.send(trigger).await.unwrap();
     }
@@ -466,8 +466,8 @@ async fn dry_run_progress_counters_match_the_summary() {
         "[[warm]]\nname = \"products\"\nschedule = \"every 1h\"\nquery = \"SELECT id FROM products\"\n\
          key = \"{p}product:{{id}}\"\nttl = \"1h\"\n"
     ));
-    let db = cachewarden::database::Database::new(&config.mysql).unwrap();
-    let cache = cachewarden::cache::Cache::connect(&config.redis).await.unwrap();
+    let db = cachewarden::exec::database::Database::new(&config.mysql).unwrap();
+    let cache = cachewarden::exec::cache::Cache::connect(&config.redis).await.unwrap();
     let warmer = Warmer::new(db, cache, 1);
     let progress = Progress::default();
     let guard = warmer.claim(&config.jobs[0].name).unwrap();

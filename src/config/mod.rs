@@ -20,13 +20,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::model::{ChangeRule, OnGap, Projection};
+pub use crate::pure::model::{ChangeRule, OnGap, Projection};
 pub use error::{ConfigError, Problem};
 pub use lines::LineIndex;
 pub use parse::{parse_duration, parse_schedule};
 pub use validate::DEFAULT_ADMIN_LISTEN;
 
-use crate::model::WarmJob;
+use crate::pure::model::WarmJob;
 
 /// Derived rules re-run an aggregate job at most this often by default: as `[[on_change]] debounce`.
 pub const DEFAULT_DERIVE_DEBOUNCE: Duration = Duration::from_secs(30);
@@ -66,16 +66,16 @@ pub struct Config {
     /// `[misses]`, when enabled.
     pub misses: Option<MissesSettings>,
     /// The server's foreign keys, once read ([`Config::learn_schema`]); empty from the file alone.
-    pub schema: std::sync::Arc<crate::derive::schema::Schema>,
+    pub schema: std::sync::Arc<crate::pure::derive::schema::Schema>,
 }
 
 impl Config {
     /// Takes in what the server says of its tables (their foreign keys) and derives the rules again with it, so
     /// that changes a foreign key cascades below the binlog reach the jobs that follow their SQL.
-    pub fn learn_schema(&mut self, schema: std::sync::Arc<crate::derive::schema::Schema>) {
+    pub fn learn_schema(&mut self, schema: std::sync::Arc<crate::pure::derive::schema::Schema>) {
         self.schema = schema;
         if self.binlog.is_some() {
-            self.rules = crate::derive::effective_rules(&self.explicit_rules(), &self.coverage(), &self.jobs);
+            self.rules = crate::pure::derive::effective_rules(&self.explicit_rules(), &self.coverage(), &self.jobs);
         }
     }
 
@@ -104,16 +104,16 @@ impl Config {
     }
 
     /// Every job's tables and how their changes reach its keys (explicit rules, derived ones, or none).
-    pub fn coverage(&self) -> Vec<crate::derive::JobCoverage> {
+    pub fn coverage(&self) -> Vec<crate::pure::derive::JobCoverage> {
         let explicit = self.explicit_rules();
         let settings = self.binlog.as_ref().map_or(
-            crate::derive::Settings {
+            crate::pure::derive::Settings {
                 debounce: DEFAULT_DERIVE_DEBOUNCE,
                 max_fanout: DEFAULT_MAX_FANOUT,
             },
             BinlogSettings::derive_settings,
         );
-        crate::derive::cover(
+        crate::pure::derive::cover(
             &self.jobs,
             &explicit,
             &self.mysql.database().unwrap_or_default(),
@@ -124,8 +124,8 @@ impl Config {
 
     /// What invalidation messages may do: the daemon applies it to each message, and `cachewarden invalidate`
     /// checks with it before publishing.
-    pub fn channel_policy(&self) -> crate::plan::Policy {
-        crate::plan::Policy {
+    pub fn channel_policy(&self) -> crate::pure::plan::Policy {
+        crate::pure::plan::Policy {
             allow: self.channel.allow.clone(),
             max_keys_per_message: self.channel.max_keys_per_message,
             max_message_bytes: self.channel.max_message_bytes,
@@ -286,8 +286,8 @@ pub struct BinlogSettings {
 
 impl BinlogSettings {
     /// What derived rules are made with.
-    pub fn derive_settings(&self) -> crate::derive::Settings {
-        crate::derive::Settings {
+    pub fn derive_settings(&self) -> crate::pure::derive::Settings {
+        crate::pure::derive::Settings {
             debounce: self.derive_debounce,
             max_fanout: self.max_fanout,
         }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::raw::IntOrString;
-use crate::model::{Jitter, Schedule, Ttl};
+use crate::pure::model::{Jitter, Schedule, Ttl};
 
 /// The longest duration any field accepts: longer than any sensible TTL or timeout, and far from the overflow of
 /// clock arithmetic and of Redis' expiry times.
@@ -74,7 +74,7 @@ pub fn parse_jitter(text: &str, ttl: Ttl) -> Result<Jitter, String> {
     if jitter >= ttl {
         return Err(format!(
             "\"{text}\" must be shorter than the TTL ({})",
-            crate::words::duration(ttl)
+            crate::pure::words::duration(ttl)
         ));
     }
     Ok(Jitter::Fixed(jitter))

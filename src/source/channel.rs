@@ -24,13 +24,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::backoff::Backoff;
-use crate::cache::{self, CacheError};
 use crate::config::{OnGap, RedisSettings, StreamSettings};
-use crate::dead_letter::{DeadLetter, DeadLetters};
-use crate::invalidate::Invalidator;
-use crate::metrics;
-use crate::plan::{self, Action, Policy};
+use crate::exec::cache::{self, CacheError};
+use crate::exec::dead_letter::{DeadLetter, DeadLetters};
+use crate::exec::invalidate::Invalidator;
+use crate::pure::backoff::Backoff;
+use crate::pure::plan::{self, Action, Policy};
+use crate::telemetry::metrics;
 
 /// Messages gathered into one batch at most.
 pub const BATCH_MESSAGES: usize = 5000;

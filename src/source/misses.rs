@@ -22,14 +22,14 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::backoff::Backoff;
-use crate::cache::{self, CacheError};
 use crate::config::{MissesSettings, RedisSettings};
-use crate::database::Database;
-use crate::glob::glob_match;
-use crate::invalidate::Invalidator;
-use crate::metrics;
-use crate::plan::Policy;
+use crate::exec::cache::{self, CacheError};
+use crate::exec::database::Database;
+use crate::exec::invalidate::Invalidator;
+use crate::pure::backoff::Backoff;
+use crate::pure::glob::glob_match;
+use crate::pure::plan::Policy;
+use crate::telemetry::metrics;
 
 /// Distinct keys waiting to be filled at most (a burst of 100,000 distinct misses fits; about 15 MB at worst); a miss
 /// beyond it is dropped (counted as `queue_full`).

@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use uuid::Uuid;
 
-use crate::model::{Trigger, TriggerReason, WarmJob};
-use crate::trigger::send;
+use crate::pure::model::{Trigger, TriggerReason, WarmJob};
+use crate::pure::trigger::send;
 
 /// Sends warm triggers on schedule.
 pub struct Scheduler {

@@ -18,7 +18,7 @@ pub struct TestEnv {
     /// Whether `redis_url` is a Redis Cluster's seed node ([`TestEnv::on_cluster`]).
     pub cluster: bool,
     /// The connection [`TestEnv::any_redis`] made to the cluster, reused.
-    cluster_conn: tokio::sync::OnceCell<cachewarden::cache::Conn>,
+    cluster_conn: tokio::sync::OnceCell<cachewarden::exec::cache::Conn>,
     /// Holds config files written by the test.
     pub dir: tempfile::TempDir,
     /// A free loopback port for this test's admin endpoint.
@@ -93,15 +93,15 @@ impl TestEnv {
     }
 
     /// A connection for single-key commands: to the node, or to the cluster (which routes them).
-    pub async fn any_redis(&self) -> cachewarden::cache::Conn {
+    pub async fn any_redis(&self) -> cachewarden::exec::cache::Conn {
         if !self.cluster {
-            return cachewarden::cache::Conn::Node(self.redis().await);
+            return cachewarden::exec::cache::Conn::Node(self.redis().await);
         }
         let client = redis::cluster::ClusterClientBuilder::new(vec![self.redis_url.as_str()])
             .response_timeout(Duration::from_secs(30))
             .build()
             .expect("cluster url");
-        cachewarden::cache::Conn::Cluster(
+        cachewarden::exec::cache::Conn::Cluster(
             client
                 .get_async_connection()
                 .await

@@ -25,8 +25,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use cachewarden::admin;
 use cachewarden::config::{self, Config};
+use cachewarden::ops::admin;
 use hyper::Method;
 use sqlx::{Connection as _, Executor as _};
 

@@ -48,7 +48,7 @@ impl Context {
         let allow = match raw.allow.map(crate::config::raw::OneOrList::into_vec) {
             Some(allow) => {
                 for pattern in &allow {
-                    if pattern.is_empty() || !crate::glob::is_simple_glob(pattern) {
+                    if pattern.is_empty() || !crate::pure::glob::is_simple_glob(pattern) {
                         self.field_problem(
                             "channel",
                             "allow",
@@ -58,7 +58,10 @@ impl Context {
                 }
                 allow
             }
-            None => jobs.iter().map(|job| crate::glob::allow_pattern(&job.key)).collect(),
+            None => jobs
+                .iter()
+                .map(|job| crate::pure::glob::allow_pattern(&job.key))
+                .collect(),
         };
         let on_gap = self.on_gap("channel", raw.on_gap.as_deref());
         let stream = raw.stream.map(|name| StreamSettings {
@@ -212,7 +215,7 @@ impl Context {
                     format!(
                         "{} is longer than a minute: the keys stay missing that long; set refresh_fallback to read \
                          them from the writer instead",
-                        crate::words::duration(wait)
+                        crate::pure::words::duration(wait)
                     ),
                 );
                 DEFAULT_REFRESH_WAIT

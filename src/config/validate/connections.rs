@@ -129,7 +129,7 @@ impl Context {
         &mut self,
         raw: RawCrypto,
         credentials: Option<&Path>,
-    ) -> Result<Arc<crate::crypto::Keyring>, String> {
+    ) -> Result<Arc<crate::pure::crypto::Keyring>, String> {
         let (path, field) = match credential_or_file(credentials, KEY_CREDENTIAL, raw.key_file) {
             Some((path, true)) => (path, format!("credential {KEY_CREDENTIAL}")),
             Some((path, false)) => (path, "key_file".to_string()),
@@ -146,7 +146,7 @@ impl Context {
         let parsed = std::fs::read_to_string(&path)
             .map_err(|error| format!("cannot read the key file {}: {error}", path.display()))
             .and_then(|text| {
-                crate::crypto::Keyring::parse(&text, raw.write_key.as_deref())
+                crate::pure::crypto::Keyring::parse(&text, raw.write_key.as_deref())
                     .map_err(|message| format!("the key file {} {message}", path.display()))
             });
         match parsed {

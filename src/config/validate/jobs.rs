@@ -3,7 +3,7 @@
 
 use super::entry::Entry;
 use super::*;
-use crate::codec::Structure;
+use crate::pure::codec::Structure;
 
 /// Values up to this size are stored plain even when a job compresses: below it compression saves little.
 pub(super) const DEFAULT_COMPRESS_OVER: usize = 1024;
@@ -18,7 +18,7 @@ impl Context {
     pub(super) fn defaults(
         &mut self,
         raw: RawDefaults,
-        keyring: Result<Arc<crate::crypto::Keyring>, String>,
+        keyring: Result<Arc<crate::pure::crypto::Keyring>, String>,
     ) -> Defaults {
         let ttl = raw.ttl.and_then(|ttl| match parse_ttl(&ttl) {
             Ok(ttl) => Some(ttl),
@@ -39,8 +39,8 @@ impl Context {
                 None
             }
         });
-        let plain = crate::codec::Encoding {
-            compress: crate::codec::Compression::None,
+        let plain = crate::pure::codec::Encoding {
+            compress: crate::pure::codec::Compression::None,
             compress_over: DEFAULT_COMPRESS_OVER,
             structure: Structure::String,
         };
@@ -247,7 +247,7 @@ impl Context {
         raw: &RawWarmJob,
         key: Option<&KeyTemplate>,
         defaults: &Defaults,
-    ) -> Option<crate::codec::Encoding> {
+    ) -> Option<crate::pure::codec::Encoding> {
         let encoding = encoding(raw.compress.clone(), raw.compress_over.clone(), defaults.encoding)
             .map_err(|(field, message)| entry.problem(self, Some(field), message))
             .ok();
@@ -277,7 +277,7 @@ impl Context {
             );
             entry.problem(self, Some("type"), message);
         }
-        if raw.compress.is_some() && encoding.is_some_and(|e| e.compress != crate::codec::Compression::None) {
+        if raw.compress.is_some() && encoding.is_some_and(|e| e.compress != crate::pure::codec::Compression::None) {
             let message = "a hash's fields are written as they are: compression applies to type = \"string\" only";
             entry.problem(self, Some("compress"), message.into());
         }
@@ -286,8 +286,8 @@ impl Context {
             entry.problem(self, Some("encrypt_columns"), message.into());
         }
         // An inherited [daemon] compress does not apply to hashes.
-        encoding.map(|encoding| crate::codec::Encoding {
-            compress: crate::codec::Compression::None,
+        encoding.map(|encoding| crate::pure::codec::Encoding {
+            compress: crate::pure::codec::Compression::None,
             structure: Structure::Hash,
             ..encoding
         })
@@ -297,7 +297,7 @@ impl Context {
 /// A `refresh_query` for `key`: the SQL with `?` for its `:name` parameters, the parameters in order, and what is
 /// wrong with it (each a message for the field).
 fn refresh_query(query: &str, key: &KeyTemplate) -> (Option<String>, Vec<String>, Vec<String>) {
-    let (sql, params) = match crate::model::named_params(query) {
+    let (sql, params) = match crate::pure::model::named_params(query) {
         Ok(parsed) => parsed,
         Err(message) => return (None, Vec::new(), vec![message]),
     };
@@ -325,11 +325,11 @@ fn refresh_query(query: &str, key: &KeyTemplate) -> (Option<String>, Vec<String>
 pub(super) fn encoding(
     compress: Option<String>,
     compress_over: Option<IntOrString>,
-    inherited: crate::codec::Encoding,
-) -> Result<crate::codec::Encoding, (&'static str, String)> {
+    inherited: crate::pure::codec::Encoding,
+) -> Result<crate::pure::codec::Encoding, (&'static str, String)> {
     let compress = match compress {
         None => inherited.compress,
-        Some(text) => crate::codec::Compression::parse(&text).ok_or_else(|| {
+        Some(text) => crate::pure::codec::Compression::parse(&text).ok_or_else(|| {
             (
                 "compress",
                 format!("\"{text}\" is not a codec: use \"zstd\", \"gzip\" or \"none\""),
@@ -340,7 +340,7 @@ pub(super) fn encoding(
         None => inherited.compress_over,
         Some(size) => parse_size(&size).map_err(|message| ("compress_over", message))?,
     };
-    Ok(crate::codec::Encoding {
+    Ok(crate::pure::codec::Encoding {
         compress,
         compress_over,
         structure: inherited.structure,

@@ -23,7 +23,7 @@ use super::{
     DaemonSettings, HaSettings, LogFormat, MissesSettings, MysqlSettings, OnGap, RedisSettings, SecretUrl, SslMode,
     StreamSettings,
 };
-use crate::model::{Jitter, KeyTemplate, Shape, Ttl, WarmJob};
+use crate::pure::model::{Jitter, KeyTemplate, Shape, Ttl, WarmJob};
 
 mod changes;
 mod connections;
@@ -118,7 +118,7 @@ pub fn validate(
                 key.clone(),
                 format!(
                     "unknown section or field `{key}`{} (valid: {}, warm, on_change)",
-                    crate::words::did_you_mean(key, SECTIONS.iter().copied().chain(["warm", "on_change"])),
+                    crate::pure::words::did_you_mean(key, SECTIONS.iter().copied().chain(["warm", "on_change"])),
                     SECTIONS.join(", ")
                 ),
             );
@@ -168,14 +168,14 @@ pub fn validate(
                 job.derive_rules = binlog.derive_rules;
             }
         }
-        let coverage = crate::derive::cover(
+        let coverage = crate::pure::derive::cover(
             &jobs,
             &rules,
             &mysql.database().unwrap_or_default(),
             &binlog.derive_settings(),
-            &crate::derive::schema::Schema::default(),
+            &crate::pure::derive::schema::Schema::default(),
         );
-        rules = crate::derive::effective_rules(&rules, &coverage, &jobs);
+        rules = crate::pure::derive::effective_rules(&rules, &coverage, &jobs);
     }
     let ha = ctx.ha(ha, binlog.as_ref());
     let misses = ctx.misses(misses, doc.get("warm"));
@@ -218,9 +218,9 @@ struct Defaults {
     jitter: Option<String>,
     max_value_bytes: usize,
     timeout: Duration,
-    encoding: crate::codec::Encoding,
+    encoding: crate::pure::codec::Encoding,
     /// The keys for encrypted columns: `Err` holds why there are none (named when a job encrypts).
-    keyring: Result<Arc<crate::crypto::Keyring>, String>,
+    keyring: Result<Arc<crate::pure::crypto::Keyring>, String>,
 }
 
 struct Context {
@@ -540,7 +540,7 @@ fn deserialize<T: DeserializeOwned>(
                     let field = path.rsplit('.').next().unwrap_or(&path);
                     let message = format!(
                         "unknown field `{path}`{} (valid fields: {})",
-                        crate::words::did_you_mean(field, valid.iter().map(|name| name.as_ref())),
+                        crate::pure::words::did_you_mean(field, valid.iter().map(|name| name.as_ref())),
                         valid.join(", ")
                     );
                     (path, message)

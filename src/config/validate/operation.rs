@@ -147,7 +147,7 @@ impl Context {
             self.field_problem(
                 "ha",
                 "lease_ttl",
-                format!("must be at least {}", crate::words::duration(MIN_LEASE_TTL)),
+                format!("must be at least {}", crate::pure::words::duration(MIN_LEASE_TTL)),
             );
         }
         if let Some(BinlogSettings {

@@ -48,7 +48,7 @@ impl Context {
             None => Some(DEFAULT_DEBOUNCE),
         };
         let filter = raw.filter.and_then(|condition| {
-            crate::derive::analyze::parse_condition(&condition, &database, &table)
+            crate::pure::derive::analyze::parse_condition(&condition, &database, &table)
                 .map_err(|why| {
                     let message = format!("\"{condition}\" cannot be a row filter: {why}");
                     entry.problem(self, Some("where"), message)
@@ -81,7 +81,7 @@ impl Context {
             when_changed: raw.when_changed.unwrap_or_default(),
             project,
             filter: filter.map(|predicate| {
-                Arc::new(crate::model::RowFilter {
+                Arc::new(crate::pure::model::RowFilter {
                     predicate,
                     read_decides: false,
                 })
@@ -135,12 +135,12 @@ impl Context {
     /// A projection writes a JSON string: over a hash job's keys it would replace the hash.
     fn check_projection(&mut self, entry: &Entry, project: Option<&crate::config::Projection>, jobs: &[WarmJob]) {
         let Some(projection) = project else { return };
-        let keys = crate::glob::allow_pattern(&projection.key);
+        let keys = crate::pure::glob::allow_pattern(&projection.key);
         let hashed = jobs.iter().find(|job| {
-            job.encoding.structure == crate::codec::Structure::Hash
+            job.encoding.structure == crate::pure::codec::Structure::Hash
                 && (job.key == projection.key
-                    || crate::glob::glob_match(&crate::glob::allow_pattern(&job.key), &keys)
-                    || crate::glob::glob_match(&keys, &crate::glob::allow_pattern(&job.key)))
+                    || crate::pure::glob::glob_match(&crate::pure::glob::allow_pattern(&job.key), &keys)
+                    || crate::pure::glob::glob_match(&keys, &crate::pure::glob::allow_pattern(&job.key)))
         });
         if let Some(job) = hashed {
             let message = format!(
@@ -153,11 +153,11 @@ impl Context {
     }
 
     /// `events`: the row events the rule acts on (every one when left out).
-    fn rule_events(&mut self, entry: &Entry, names: Option<Vec<String>>) -> crate::model::RowEvents {
+    fn rule_events(&mut self, entry: &Entry, names: Option<Vec<String>>) -> crate::pure::model::RowEvents {
         let Some(names) = names else {
-            return crate::model::RowEvents::ALL;
+            return crate::pure::model::RowEvents::ALL;
         };
-        let mut events = crate::model::RowEvents {
+        let mut events = crate::pure::model::RowEvents {
             insert: false,
             update: false,
             delete: false,
@@ -189,7 +189,7 @@ impl Context {
         line: Option<usize>,
         jobs: &[WarmJob],
         mysql: Option<&MysqlSettings>,
-    ) -> Option<crate::model::ReverseLookup> {
+    ) -> Option<crate::pure::model::ReverseLookup> {
         let before = self.problems.len();
         let fail = |ctx: &mut Self, message: String| ctx.problem(line, format!("{at}.lookup"), message);
         let job = match raw.job.as_deref() {
@@ -242,7 +242,7 @@ impl Context {
             return None;
         }
         let ((database, table), job) = (table?, job?);
-        Some(crate::model::ReverseLookup {
+        Some(crate::pure::model::ReverseLookup {
             job: job.name.clone(),
             database,
             table,
@@ -290,7 +290,7 @@ impl Context {
             }
         };
         if let Some(columns) = &columns {
-            let sensitive = crate::render::sensitive_columns(columns.iter().map(String::as_str), &[]);
+            let sensitive = crate::pure::render::sensitive_columns(columns.iter().map(String::as_str), &[]);
             if !sensitive.is_empty() {
                 fail(
                     self,

@@ -9,9 +9,9 @@ use tracing::warn;
 
 use super::batch::{self, Batch};
 use super::{BinlogError, BinlogListener, SessionState};
-use crate::database::Database;
-use crate::metrics;
-use crate::model::TriggerReason;
+use crate::exec::database::Database;
+use crate::pure::model::TriggerReason;
+use crate::telemetry::metrics;
 
 impl BinlogListener {
     /// Applies the batch and then saves its checkpoint; refreshes whose read did not show their change are deferred

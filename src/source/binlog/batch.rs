@@ -26,8 +26,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::checkpoint::Position;
-use crate::model::SeenRow;
-use crate::plan::Action;
+use crate::pure::model::SeenRow;
+use crate::pure::plan::Action;
 
 /// A change at most this many seconds old (by its event's whole-second timestamp) is recent: a read not showing it
 /// may be early, and is tried again.

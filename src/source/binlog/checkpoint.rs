@@ -9,10 +9,10 @@
 
 use tracing::warn;
 
-use crate::cache::Cache;
 use crate::config::CheckpointStore;
-use crate::metrics;
-use crate::model::KeyOp;
+use crate::exec::cache::Cache;
+use crate::pure::model::KeyOp;
+use crate::telemetry::metrics;
 
 use super::BinlogError;
 pub use super::gtid::Gtids;

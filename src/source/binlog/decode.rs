@@ -18,8 +18,8 @@ use mysql_async::binlog::row::BinlogRow;
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::{ColumnFlags, ColumnType};
 
-use crate::model::RowImage;
-use crate::value::{Cell, ColumnKind, datetime_cell, time_cell};
+use crate::pure::model::RowImage;
+use crate::pure::value::{Cell, ColumnKind, datetime_cell, time_cell};
 
 /// The `binary` character set: bytes, not text.
 const BINARY_CHARSET: u16 = 63;

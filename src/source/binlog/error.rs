@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::cache::CacheError;
+use crate::exec::cache::CacheError;
 
 /// `EIO` on Linux: an I/O error of the device, which may pass.
 const EIO: i32 = 5;

@@ -66,13 +66,13 @@ use mysql_async::prelude::Queryable as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::backoff::Backoff;
 use crate::config::{BinlogSettings, ChangeRule};
-use crate::database::Database;
-use crate::health::Health;
-use crate::invalidate::Invalidator;
-use crate::metrics;
-use crate::plan;
+use crate::exec::database::Database;
+use crate::exec::invalidate::Invalidator;
+use crate::pure::backoff::Backoff;
+use crate::pure::plan;
+use crate::telemetry::health::Health;
+use crate::telemetry::metrics;
 
 use batch::Debounce;
 use checkpoint::Position;
@@ -117,7 +117,7 @@ pub struct BinlogListener {
     /// `[binlog] refresh_fallback`: the writer, read once more for refreshes the reader could not show in time.
     pub fallback: Option<Database>,
     /// Where rule errors are kept.
-    pub dead_letters: crate::dead_letter::DeadLetters,
+    pub dead_letters: crate::exec::dead_letter::DeadLetters,
 }
 
 /// What survives reconnects within one run of the listener.
@@ -298,7 +298,7 @@ impl BinlogListener {
             .rules
             .iter()
             .flat_map(|rule| rule.delete.iter().chain(&rule.refresh))
-            .map(crate::glob::template_pattern)
+            .map(crate::pure::glob::template_pattern)
             .collect();
         let named: Vec<&str> = self
             .rules

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::checkpoint::{self, Position};
 use super::{BinlogError, BinlogListener, SessionState, Verdict};
 use crate::config::BinlogStart;
-use crate::metrics;
+use crate::telemetry::metrics;
 
 /// The checkpoint in Redis is compared with the position last saved at most this often (an idle stream: at each
 /// heartbeat): one GET, so that a Redis that lost writes is noticed within a second or a heartbeat.

@@ -9,10 +9,10 @@ use tracing::error;
 use super::batch::Batch;
 use super::{BinlogError, BinlogListener, SessionState, decode};
 use crate::config::ChangeRule;
-use crate::dead_letter::DeadLetter;
-use crate::metrics;
-use crate::model::{RowChange, SOURCE_DATABASE, SOURCE_TABLE, SeenRow};
-use crate::plan::{self, Action};
+use crate::exec::dead_letter::DeadLetter;
+use crate::pure::model::{RowChange, SOURCE_DATABASE, SOURCE_TABLE, SeenRow};
+use crate::pure::plan::{self, Action};
+use crate::telemetry::metrics;
 
 impl BinlogListener {
     /// Plans the rows of one rows event into `batch` (and debounced warm runs).
@@ -29,7 +29,7 @@ impl BinlogListener {
             .rules
             .iter()
             .enumerate()
-            .filter(|(_, rule)| crate::glob::table_matches(&rule.database, &rule.table, &database, &table))
+            .filter(|(_, rule)| crate::pure::glob::table_matches(&rule.database, &rule.table, &database, &table))
             .collect();
         if rules.is_empty() {
             return Ok(());

@@ -16,8 +16,8 @@ use super::{
     HOLD_CHECK_EVERY, IDLE_GAP, SessionState, compressed, gtid, holds, server, statements,
 };
 use crate::config::SecretUrl;
-use crate::metrics;
-use crate::model::TriggerReason;
+use crate::pure::model::TriggerReason;
+use crate::telemetry::metrics;
 
 /// What one session reads and keeps between events.
 pub(super) struct Reading {

@@ -68,7 +68,7 @@ impl Retention {
             }
             Retention::Kept(kept) => format!(
                 "binlogs are kept {}: the daemon can be down that long without a re-warm",
-                crate::words::duration(*kept)
+                crate::pure::words::duration(*kept)
             ),
             Retention::Unknown => "binlog retention unknown: how long the daemon can be down is not known".into(),
         }
@@ -197,7 +197,7 @@ impl Observed {
             Retention::Kept(kept) if kept < SHORT_RETENTION => judged.warnings.push(format!(
                 "binlogs are kept {}: a daemon down longer than that (a restart, a deploy, an instance replacement) \
                  finds its position purged, a gap and a re-warm: {}",
-                crate::words::duration(kept),
+                crate::pure::words::duration(kept),
                 retention_advice(platform, self.mariadb)
             )),
             Retention::Unknown => judged.warnings.push(format!(

@@ -8,16 +8,16 @@ use tracing::warn;
 use super::BinlogListener;
 use super::batch::Batch;
 use crate::config::ChangeRule;
-use crate::metrics;
-use crate::plan::{self, Action};
+use crate::pure::plan::{self, Action};
+use crate::telemetry::metrics;
 
 /// A statement logged as text (see `derive::statement`): for the tables rules depend on, a `TRUNCATE` or `DROP`
 /// deletes every key of their templates (and re-runs their `warm` jobs); a rename, a partition operation or DML
 /// logged as a statement is a gap for them (`on_gap`); an unreadable one that may change rows, a gap for every
 /// rule. The deletes join `batch`; the warm runs to request once they are applied are returned.
 pub fn plan(sql: &str, database: &str, listener: &BinlogListener, batch: &mut Batch) -> Vec<String> {
-    use crate::derive::statement::Effect;
-    let effect = crate::derive::statement::effect(sql, database);
+    use crate::pure::derive::statement::Effect;
+    let effect = crate::pure::derive::statement::effect(sql, database);
     let (kind, tables, emptied) = match &effect {
         Effect::None => return Vec::new(),
         Effect::Emptied { kind, tables } => (*kind, Some(tables), true),
@@ -30,8 +30,8 @@ pub fn plan(sql: &str, database: &str, listener: &BinlogListener, batch: &mut Ba
         .filter(|rule| {
             tables.is_none_or(|tables| {
                 tables.iter().any(|(db, table)| {
-                    crate::glob::table_matches(&rule.database, &rule.table, db, table)
-                        || (table == "*" && crate::glob::table_matches(&rule.database, "*", db, "*"))
+                    crate::pure::glob::table_matches(&rule.database, &rule.table, db, table)
+                        || (table == "*" && crate::pure::glob::table_matches(&rule.database, "*", db, "*"))
                 })
             })
         })
@@ -48,7 +48,7 @@ pub fn plan(sql: &str, database: &str, listener: &BinlogListener, batch: &mut Ba
                 .chain(rule.project.as_ref().map(|projection| &projection.key))
                 .chain(rule.lookup.as_ref().map(|lookup| &lookup.key))
         })
-        .map(crate::glob::template_pattern)
+        .map(crate::pure::glob::template_pattern)
         .collect();
     let named: Vec<&str> = rules
         .iter()

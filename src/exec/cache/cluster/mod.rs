@@ -1,0 +1,424 @@
+//! Redis Cluster (ElastiCache with cluster mode enabled): the slot map, commands sent to their slots' masters one
+//! pipeline per master, SCAN and INFO on every master, stale-set protection per slot (`guard`) and the HA fence per
+//! slot (`fence`).
+//!
+//! redis-rs' cluster connection routes single-key commands and scripts itself (and follows MOVED); what it cannot
+//! do is a pipeline whose keys span slots, which every batch of cachewarden's is. So batches are grouped by the
+//! master that owns each key's slot in cachewarden's own copy of the slot map (`CLUSTER SLOTS`), and each group goes
+//! to that master as one pipeline. A command answered MOVED, ASK, TRYAGAIN, CLUSTERDOWN or READONLY, or sent to a
+//! node that failed (a resharding, a `CLUSTER FAILOVER`, a replica promoted), is sent again once the slot map has
+//! been read afresh: every write is idempotent, and commands for one key stay in order because they share a slot.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{ServerErrorKind, Value};
+
+use super::operations::Operations;
+use super::policy::WritePolicy;
+use super::scripts::Scripts;
+use super::{CacheError, LeaseAttempt, ReadLease, command_failed, op_command, read_command};
+use crate::pure::codec::Structure;
+use crate::pure::model::{KeyOp, ReadStamp};
+
+pub mod fence;
+mod guard;
+pub mod slot;
+
+pub(super) use guard::Gates;
+use slot::SLOTS;
+
+/// How often a batch is sent again after redirects or a failed node before the error goes to the caller (whose own
+/// retry loop takes over); with the pauses below, about six seconds: enough for a failover to settle.
+const REDIRECT_ATTEMPTS: u32 = 12;
+
+/// The masters and which of them owns each slot.
+#[derive(Debug)]
+struct SlotMap {
+    /// Per slot, an index into `masters` (`None` while a slot is not served: the cluster is down for it).
+    owner: Vec<Option<u16>>,
+    masters: Vec<(String, u16)>,
+}
+
+/// A cluster connection and what cachewarden keeps beside it.
+pub(super) struct Cluster {
+    conn: ClusterConnection,
+    slot_map: RwLock<Arc<SlotMap>>,
+    /// The scripts; those sent in pipelines as EVALSHA are loaded on every master at start and again after NOSCRIPT.
+    scripts: Arc<Scripts>,
+    pub(super) gates: Gates,
+}
+
+/// `EVALSHA` of `script` (its keys and arguments follow): a cluster routes it by its first key.
+pub(super) fn evalsha(script: &redis::Script) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash());
+    cmd
+}
+
+impl Cluster {
+    /// Reads the slot map, loads the pipelined scripts on every master, and with protection on sets every slot's
+    /// version (see `guard`).
+    pub(super) async fn new(
+        conn: ClusterConnection,
+        scripts: Arc<Scripts>,
+        protected: bool,
+    ) -> Result<Self, CacheError> {
+        let cluster = Self {
+            conn,
+            slot_map: RwLock::new(Arc::new(SlotMap {
+                owner: vec![None; SLOTS],
+                masters: Vec::new(),
+            })),
+            scripts,
+            gates: Gates::default(),
+        };
+        cluster.refresh().await?;
+        cluster.load_scripts().await?;
+        if protected {
+            cluster.prime_slots(&Self::all_slots()).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Reads the slot map afresh (`CLUSTER SLOTS`, from any node).
+    async fn refresh(&self) -> Result<(), CacheError> {
+        let reply = self
+            .conn
+            .clone()
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await
+            .map_err(command_failed)?;
+        let slot_map = parse_slots(&reply).ok_or_else(|| {
+            command_failed(redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "CLUSTER SLOTS gave an answer cachewarden does not understand",
+            )))
+        })?;
+        *self.slot_map.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(slot_map);
+        Ok(())
+    }
+
+    fn slot_map(&self) -> Arc<SlotMap> {
+        self.slot_map
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// `SCRIPT LOAD` of every pipelined script on every master.
+    async fn load_scripts(&self) -> Result<(), CacheError> {
+        for (host, port) in &self.slot_map().masters {
+            for script in Scripts::pipelined() {
+                self.on_node(host, *port, redis::cmd("SCRIPT").arg("LOAD").arg(script).clone())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One script, routed by its keys.
+    async fn run<T: redis::FromRedisValue>(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<T, CacheError> {
+        let mut conn = self.conn.clone();
+        invocation.invoke_async(&mut conn).await.map_err(command_failed)
+    }
+
+    /// The cluster connection, for commands it routes by their key itself.
+    pub(super) fn conn(&self) -> ClusterConnection {
+        self.conn.clone()
+    }
+
+    /// One command on one node, by address.
+    async fn on_node(&self, host: &str, port: u16, cmd: redis::Cmd) -> Result<Value, CacheError> {
+        let route = SingleNodeRoutingInfo::ByAddress {
+            host: host.to_string(),
+            port,
+        };
+        self.conn
+            .clone()
+            .route_command(cmd, RoutingInfo::SingleNode(route))
+            .await
+            .map_err(command_failed)
+    }
+
+    /// Sends each command (with the slot of its keys) to the master that owns the slot: one pipeline per master,
+    /// all at once. Returns the replies in the commands' order; a command that failed for good (a refusal, a wrong
+    /// type) fails the whole call, as a single node's pipeline does.
+    pub(super) async fn send(&self, commands: &[(u16, redis::Cmd)]) -> Result<Vec<Value>, CacheError> {
+        let mut replies: Vec<Option<Value>> = vec![None; commands.len()];
+        let mut pending: Vec<usize> = (0..commands.len()).collect();
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let slot_map = self.slot_map();
+            let mut groups: HashMap<Option<u16>, Vec<usize>> = HashMap::new();
+            for &i in &pending {
+                groups
+                    .entry(slot_map.owner[commands[i].0 as usize])
+                    .or_default()
+                    .push(i);
+            }
+            let sends = groups.into_values().map(|indices| {
+                let mut pipe = redis::Pipeline::with_capacity(indices.len());
+                for &i in &indices {
+                    pipe.add_command(commands[i].1.clone());
+                }
+                let route = Route::new(commands[indices[0]].0, SlotAddr::Master);
+                let mut conn = self.conn.clone();
+                async move {
+                    let count = indices.len();
+                    let sent = conn
+                        .route_pipeline(pipe, 0, count, SingleNodeRoutingInfo::SpecificNode(route))
+                        .await;
+                    (indices, sent)
+                }
+            });
+            let mut retry = Vec::new();
+            let mut last_error = None;
+            let mut noscript = false;
+            for (indices, sent) in futures_util::future::join_all(sends).await {
+                let values = match sent {
+                    Ok(values) => values,
+                    // The whole pipeline failed: every command in it goes again (or the error to the caller).
+                    Err(error) => {
+                        noscript |= is_noscript(&error);
+                        if !is_noscript(&error) && !is_redirect(&error) {
+                            return Err(command_failed(error));
+                        }
+                        retry.extend(indices);
+                        last_error = Some(error);
+                        continue;
+                    }
+                };
+                for (i, value) in indices.into_iter().zip(values) {
+                    let Value::ServerError(error) = value else {
+                        replies[i] = Some(value);
+                        continue;
+                    };
+                    let error = redis::RedisError::from(error);
+                    noscript |= is_noscript(&error);
+                    if !is_noscript(&error) && !is_redirect(&error) {
+                        return Err(command_failed(error));
+                    }
+                    retry.push(i);
+                    last_error = Some(error);
+                }
+            }
+            if retry.is_empty() {
+                break;
+            }
+            attempt += 1;
+            if attempt >= REDIRECT_ATTEMPTS {
+                return Err(command_failed(last_error.expect("a command to retry has its error")));
+            }
+            tracing::warn!(
+                commands = retry.len(),
+                attempt,
+                error = %last_error.as_ref().expect("a command to retry has its error"),
+                "The cluster moved slots or lost a node under a batch; reading the slot map again."
+            );
+            tokio::time::sleep(Duration::from_millis(100) * attempt.min(10)).await;
+            // A failed refresh (the node asked is the one that failed) is tried again on the next round.
+            if let Err(error) = self.refresh().await {
+                tracing::debug!(%error, "Cannot read the slot map yet.");
+            } else if noscript {
+                // A promoted replica has none of the scripts: SCRIPT LOAD is not replicated.
+                self.load_scripts().await?;
+            }
+            retry.sort_unstable();
+            pending = retry;
+        }
+        Ok(replies.into_iter().map(|reply| reply.unwrap_or(Value::Nil)).collect())
+    }
+
+    /// The masters' addresses, from the slot map read afresh (what node-local subscriptions need).
+    pub(super) async fn master_addresses(&self) -> Result<Vec<(String, u16)>, CacheError> {
+        self.refresh().await?;
+        Ok(self.slot_map().masters.clone())
+    }
+
+    /// `INFO section` of every master, its numeric fields summed (`evicted_keys`, `keyspace_hits`, ...).
+    async fn info_sum(&self, section: &str) -> Result<String, CacheError> {
+        let mut sums: Vec<(String, u64)> = Vec::new();
+        for (host, port) in &self.slot_map().masters {
+            let reply = self
+                .on_node(host, *port, redis::cmd("INFO").arg(section).clone())
+                .await?;
+            let text: String =
+                redis::FromRedisValue::from_redis_value(reply).map_err(|error| command_failed(error.into()))?;
+            for line in text.lines() {
+                let Some((name, value)) = line.split_once(':') else {
+                    continue;
+                };
+                let Ok(value) = value.trim().parse::<u64>() else {
+                    continue;
+                };
+                match sums.iter_mut().find(|(known, _)| known == name) {
+                    Some((_, sum)) => *sum += value,
+                    None => sums.push((name.to_string(), value)),
+                }
+            }
+        }
+        Ok(sums.iter().map(|(name, sum)| format!("{name}:{sum}\r\n")).collect())
+    }
+}
+
+impl Operations for Cluster {
+    async fn apply_plain(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
+        let commands: Vec<_> = ops
+            .iter()
+            .map(|op| (slot::key_slot(op.key().as_bytes()), op_command(op)))
+            .collect();
+        self.send(&commands).await.map(drop)
+    }
+
+    async fn unlink<K: redis::ToRedisArgs + AsRef<[u8]> + Sync>(&self, keys: &[K]) -> Result<(), CacheError> {
+        let commands: Vec<_> = keys
+            .iter()
+            .map(|key| (slot::key_slot(key.as_ref()), redis::cmd("UNLINK").arg(key).clone()))
+            .collect();
+        self.send(&commands).await.map(drop)
+    }
+
+    async fn invalidate_guarded<K: redis::ToRedisArgs + AsRef<[u8]> + Sync>(
+        &self,
+        keys: &[K],
+        policy: &WritePolicy,
+    ) -> Result<u64, CacheError> {
+        self.invalidate_in_slots(keys, None, policy).await
+    }
+
+    async fn supersede_guarded(&self, ops: &[KeyOp], policy: &WritePolicy) -> Result<(), CacheError> {
+        let keys: Vec<&[u8]> = ops.iter().map(|op| op.key().as_bytes()).collect();
+        self.invalidate_in_slots(&keys, Some(ops), policy).await.map(drop)
+    }
+
+    async fn set_guarded(&self, read: &ReadStamp, ops: &[KeyOp], policy: &WritePolicy) -> Result<(), CacheError> {
+        self.guarded_set(read, ops, policy).await
+    }
+
+    async fn apply_fenced(&self, ops: &[KeyOp], policy: &WritePolicy) -> Result<(), CacheError> {
+        self.fenced_in_slots(ops, policy).await
+    }
+
+    async fn begin_read(&self, timeout: Duration) -> Result<ReadLease, CacheError> {
+        self.open_lease(timeout).await
+    }
+
+    async fn end_read(&self, id: &str) {
+        self.close_lease(id).await
+    }
+
+    async fn take_lease(&self, key: &str, token: &str, ttl: Duration) -> Result<LeaseAttempt, CacheError> {
+        self.take_lease_with_epoch(key, token, ttl).await
+    }
+
+    async fn read(&self, keys: &[String], structure: Structure) -> Result<Vec<Value>, CacheError> {
+        let commands: Vec<(u16, redis::Cmd)> = keys
+            .iter()
+            .map(|key| (slot::key_slot(key.as_bytes()), read_command(key, structure)))
+            .collect();
+        self.send(&commands).await
+    }
+
+    fn nodes(&self) -> usize {
+        self.slot_map().masters.len()
+    }
+
+    async fn scan_page<K: redis::FromRedisValue>(
+        &self,
+        node: usize,
+        cursor: u64,
+        pattern: &str,
+        count: usize,
+    ) -> Result<(u64, Vec<K>), CacheError> {
+        let (host, port) = self.slot_map().masters[node].clone();
+        let cmd = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count)
+            .clone();
+        let reply = self.on_node(&host, port, cmd).await?;
+        redis::FromRedisValue::from_redis_value(reply).map_err(|error| command_failed(error.into()))
+    }
+
+    async fn info(&self, section: &str) -> Result<String, CacheError> {
+        self.info_sum(section).await
+    }
+
+    fn shape(&self) -> String {
+        format!("a Redis Cluster of {} masters", self.nodes())
+    }
+}
+
+fn is_noscript(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
+/// Whether a failure is the cluster changing shape under the command (or a node failing), so that sending it again
+/// after reading the slot map afresh may succeed.
+fn is_redirect(error: &redis::RedisError) -> bool {
+    matches!(
+        error.kind(),
+        redis::ErrorKind::Server(
+            ServerErrorKind::Moved
+                | ServerErrorKind::Ask
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ReadOnly
+        )
+    ) || error.kind() == redis::ErrorKind::ClusterConnectionNotFound
+        || error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+}
+
+/// `CLUSTER SLOTS`: `[[start, end, [host, port, id, ...], replicas...], ...]`.
+fn parse_slots(reply: &Value) -> Option<SlotMap> {
+    let Value::Array(ranges) = reply else {
+        return None;
+    };
+    let mut slot_map = SlotMap {
+        owner: vec![None; SLOTS],
+        masters: Vec::new(),
+    };
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            return None;
+        };
+        let (Value::Int(start), Value::Int(end), Value::Array(master)) =
+            (fields.first()?, fields.get(1)?, fields.get(2)?)
+        else {
+            return None;
+        };
+        let host = match master.first()? {
+            Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok()?,
+            Value::SimpleString(text) => text.clone(),
+            _ => return None,
+        };
+        let Value::Int(port) = master.get(1)? else {
+            return None;
+        };
+        let address = (host, u16::try_from(*port).ok()?);
+        let index = match slot_map.masters.iter().position(|known| *known == address) {
+            Some(index) => index,
+            None => {
+                slot_map.masters.push(address);
+                slot_map.masters.len() - 1
+            }
+        };
+        for slot in *start..=*end {
+            *slot_map.owner.get_mut(usize::try_from(slot).ok()?)? = Some(index as u16);
+        }
+    }
+    Some(slot_map)
+}

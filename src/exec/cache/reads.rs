@@ -1,0 +1,176 @@
+//! What cachewarden reads back from Redis, never writing: values (the audit, its own state such as the checkpoint),
+//! key scans of every master, `INFO`, the ACL checks and `PING`.
+
+use super::operations::Operations;
+use super::topology::on_topology;
+use super::{Cache, CacheError, SCAN_COUNT, command_failed, read_command};
+use crate::pure::codec::Structure;
+
+/// A `GET` or `HGETALL` reply as the value stored: `None` for no key (an empty hash is none either); a hash's fields
+/// sorted and packed as `codec::Encoding::encode` packs them, so a stored hash compares with what a row encodes to.
+fn stored(reply: redis::Value, structure: Structure) -> Result<Option<Vec<u8>>, CacheError> {
+    let convert = |error: redis::ParsingError| command_failed(error.into());
+    match structure {
+        Structure::String => redis::FromRedisValue::from_redis_value(reply).map_err(convert),
+        Structure::Hash => {
+            let mut fields: Vec<(String, Vec<u8>)> = redis::FromRedisValue::from_redis_value(reply).map_err(convert)?;
+            if fields.is_empty() {
+                return Ok(None);
+            }
+            fields.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(Some(crate::pure::codec::hash_value(&fields)))
+        }
+    }
+}
+
+impl Cache {
+    /// `GET key` as text (for cachewarden's own state, such as the binlog checkpoint).
+    pub async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
+        let mut conn = self.conn();
+        redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(command_failed)
+    }
+
+    /// The values of `keys` as stored (`None` where a key does not exist), in one pipeline (per master on a cluster):
+    /// a string's bytes, or a hash's fields in the form the hash was written from (see [`stored`]).
+    pub async fn get_many(&self, keys: &[String], structure: Structure) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+        let replies = on_topology!(&self.topology, t => t.read(keys, structure).await)?;
+        replies.into_iter().map(|reply| stored(reply, structure)).collect()
+    }
+
+    /// The keys matching `pattern` (one full SCAN of every master), at most `limit`; whether the limit cut it short.
+    pub async fn keys_matching(&self, pattern: &str, limit: usize) -> Result<(Vec<String>, bool), CacheError> {
+        let mut found = Vec::new();
+        let complete = self
+            .scan_each(pattern, |key| {
+                if found.len() >= limit {
+                    return false;
+                }
+                found.push(key);
+                true
+            })
+            .await?;
+        Ok((found, !complete))
+    }
+
+    /// Hands every key matching `pattern` (one full SCAN of every master) to `take` until it answers `false`;
+    /// whether the SCAN went to its end.
+    async fn scan_each(&self, pattern: &str, mut take: impl FnMut(String) -> bool) -> Result<bool, CacheError> {
+        for node in 0..self.nodes() {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = self.scan_page(node, cursor, pattern).await?;
+                for key in keys {
+                    if !take(key) {
+                        return Ok(false);
+                    }
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(true)
+    }
+
+    /// One `SCAN cursor MATCH pattern COUNT …` call: the next cursor and the keys of this page.
+    pub(super) async fn scan_page<K: redis::FromRedisValue>(
+        &self,
+        node: usize,
+        cursor: u64,
+        pattern: &str,
+    ) -> Result<(u64, Vec<K>), CacheError> {
+        on_topology!(&self.topology, t => t.scan_page(node, cursor, pattern, SCAN_COUNT).await)
+    }
+
+    /// Up to `count` keys matching `pattern`, sampled uniformly from one full SCAN (reservoir sampling), so memory
+    /// stays `count` keys whatever the keyspace.
+    pub async fn sample_keys(&self, pattern: &str, count: usize) -> Result<Vec<String>, CacheError> {
+        let mut seen = 0usize;
+        // Sized as it fills: `count` is a cap, and a job may have far fewer keys.
+        let mut sample = Vec::with_capacity(count.min(1024));
+        self.scan_each(pattern, |key| {
+            seen += 1;
+            if sample.len() < count {
+                sample.push(key);
+            } else {
+                let slot = fastrand::usize(..seen);
+                if slot < count {
+                    sample[slot] = key;
+                }
+            }
+            true
+        })
+        .await?;
+        Ok(sample)
+    }
+
+    /// A key's value and remaining TTL in milliseconds (`None` when the key does not exist).
+    pub async fn get_with_ttl(&self, key: &str, structure: Structure) -> Result<Option<(Vec<u8>, i64)>, CacheError> {
+        let mut conn = self.conn();
+        let (value, ttl): (redis::Value, i64) = redis::pipe()
+            .add_command(read_command(key, structure))
+            .cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(command_failed)?;
+        Ok(stored(value, structure)?.map(|value| (value, ttl)))
+    }
+
+    /// The `INFO stats` section, as Redis writes it (on a cluster, its numbers summed over the masters).
+    pub async fn info_stats(&self) -> Result<String, CacheError> {
+        on_topology!(&self.topology, t => t.info("stats").await)
+    }
+
+    /// Keys Redis has evicted since it started (`INFO stats` `evicted_keys`); `None` when it cannot say.
+    pub async fn evicted_keys(&self) -> Option<u64> {
+        info_field(&self.info_stats().await.ok()?, "evicted_keys")
+    }
+
+    /// The connected user's name (`ACL WHOAMI`).
+    pub async fn acl_whoami(&self) -> Result<String, CacheError> {
+        let mut conn = self.conn();
+        redis::cmd("ACL")
+            .arg("WHOAMI")
+            .query_async(&mut conn)
+            .await
+            .map_err(command_failed)
+    }
+
+    /// Whether `user` may run each of `commands` (`ACL DRYRUN`, pipelined): `None` when allowed, else the server's
+    /// reason, in order.
+    pub async fn acl_dryrun(&self, user: &str, commands: &[&[String]]) -> Result<Vec<Option<String>>, CacheError> {
+        let mut pipe = redis::Pipeline::with_capacity(commands.len());
+        for command in commands {
+            pipe.cmd("ACL").arg("DRYRUN").arg(user).arg(*command);
+        }
+        let mut conn = self.conn();
+        let answers: Vec<String> = pipe.query_async(&mut conn).await.map_err(command_failed)?;
+        Ok(answers
+            .into_iter()
+            .map(|answer| (answer != "OK").then_some(answer))
+            .collect())
+    }
+
+    /// Checks that Redis answers.
+    pub async fn ping(&self) -> Result<(), CacheError> {
+        let mut conn = self.conn();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(command_failed)
+    }
+}
+
+/// A numeric field of a Redis `INFO` reply (`name:value` lines).
+pub fn info_field(info: &str, name: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|value| value.trim().parse().ok())
+}

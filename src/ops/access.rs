@@ -1,0 +1,280 @@
+//! What the Redis user must be allowed to do under a configuration (every command on every kind of key it will
+//! touch), and the check of that against the server's ACL with `ACL DRYRUN`, at start-up and in `check --connect`.
+//!
+//! The check needs the user to run `ACL WHOAMI` and `ACL DRYRUN` (Redis ≥ 7). Where it may not (or the server has no
+//! ACL DRYRUN, as on older Redis), nothing is checked up front and the daemon still treats a refusal at run time as
+//! definite (ERROR, not ready, retried without skipping anything).
+
+use crate::config::{CheckpointStore, Config};
+use crate::exec::cache::{Cache, CacheError, READERS_KEY, VERSION_KEY, fence_slots, read_lease_keys, script_head};
+use crate::pure::model::{KeyPart, KeyTemplate};
+
+/// One command cachewarden will run, with sample arguments of the kind it will use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Need {
+    /// Why: the job, rule, channel or checkpoint it serves, with the template or pattern of its keys.
+    pub purpose: String,
+    /// The command and its arguments, as `ACL DRYRUN` takes them.
+    pub command: Vec<String>,
+}
+
+/// A command the server's ACL refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub need: Need,
+    /// The server's reason, naming the command, key or channel (`This user has no permissions to …`).
+    pub reason: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (`{}`): {}",
+            self.need.purpose,
+            self.need.command.join(" "),
+            self.reason
+        )
+    }
+}
+
+/// The outcome of [`check`].
+#[derive(Debug)]
+pub enum Checked {
+    /// Every need was asked of the ACL; these were refused (none: all allowed).
+    Refused(Vec<Refusal>),
+    /// The user may not ask the ACL about itself (or the server cannot); nothing was checked.
+    Unchecked(String),
+}
+
+/// A key a template can produce (placeholders and glob characters filled in), for asking about its pattern.
+fn sample_key(template: &KeyTemplate) -> String {
+    template
+        .parts()
+        .iter()
+        .map(|part| match part {
+            KeyPart::Literal(text) => sample_of_glob(text),
+            KeyPart::Column(_) => "1".to_string(),
+        })
+        .collect()
+}
+
+/// A key matching the glob `pattern`.
+fn sample_of_glob(pattern: &str) -> String {
+    pattern.replace(['*', '?'], "x")
+}
+
+fn need(purpose: &str, command: &[&str]) -> Need {
+    Need {
+        purpose: purpose.to_string(),
+        command: command.iter().map(|part| part.to_string()).collect(),
+    }
+}
+
+/// Writing and deleting `key` the way the cache does: plain or, with stale-set protection, through its scripts,
+/// declaring the keys [`script_head`] lists with every fence slot the configuration gives (and recording into the read
+/// leases' evidence); under `[ha]` without protection, through the fenced script (the lease key, then the key).
+fn key_writes(purpose: &str, key: &str, protected: bool, ha_key: Option<&str>, needs: &mut Vec<Need>) {
+    needs.push(need(purpose, &["SET", key, "v", "PX", "1000"]));
+    needs.push(need(purpose, &["UNLINK", key]));
+    needs.push(need(purpose, &["GET", key]));
+    let sha = "0".repeat(40);
+    if protected {
+        for fence in fence_slots(ha_key) {
+            let [fence, version, readers] = script_head(fence);
+            needs.push(need(purpose, &["EVALSHA", &sha, "4", fence, version, readers, key]));
+            needs.push(need(purpose, &["EVAL", "return 1", "4", fence, version, readers, key]));
+        }
+    } else if let Some(lease) = ha_key {
+        needs.push(need(purpose, &["EVALSHA", &sha, "2", lease, key]));
+    }
+}
+
+/// Everything the Redis user must be allowed under `config`, each command once per kind of key. (Long on purpose:
+/// a list, one block per part of the configuration, read top to bottom.)
+pub fn redis_needs(config: &Config) -> Vec<Need> {
+    let protected = config.redis.stale_set_protection;
+    let fence = config.ha.as_ref().map(|ha| ha.key.as_str());
+    let mut needs = vec![
+        need("the health check", &["PING"]),
+        need("the health check", &["INFO", "stats"]),
+    ];
+    if let Some(stream) = &config.daemon.dead_letter {
+        let purpose = "[daemon] dead_letter";
+        needs.push(need(purpose, &["XADD", stream, "MAXLEN", "~", "1", "*", "source", "x"]));
+    }
+    if config.redis.cluster {
+        // The slot map, read at start and after every redirect.
+        needs.push(need("cluster mode", &["CLUSTER", "SLOTS"]));
+    }
+    if protected {
+        let purpose = "stale-set protection";
+        needs.push(need(purpose, &["SCRIPT", "LOAD", "return 1"]));
+        needs.push(need(purpose, &["TIME"]));
+        needs.push(need(purpose, &["INCR", VERSION_KEY]));
+        needs.push(need(purpose, &["GET", VERSION_KEY]));
+        needs.push(need(purpose, &["WATCH", VERSION_KEY]));
+        needs.push(need(purpose, &["UNWATCH"]));
+        needs.push(need(purpose, &["MULTI"]));
+        needs.push(need(purpose, &["EXEC"]));
+        for command in [
+            vec!["ZADD", READERS_KEY, "1", "m"],
+            vec!["ZREM", READERS_KEY, "m"],
+            vec!["ZSCORE", READERS_KEY, "m"],
+            vec!["ZRANGE", READERS_KEY, "-1", "-1", "WITHSCORES"],
+            vec!["ZREMRANGEBYSCORE", READERS_KEY, "0", "1"],
+            vec!["ZRANGEBYSCORE", READERS_KEY, "0", "+inf"],
+        ] {
+            needs.push(need(purpose, &command));
+        }
+        let [version, readers, evidence] = read_lease_keys("m");
+        let sha = "0".repeat(40);
+        needs.push(need(purpose, &["EVALSHA", &sha, "3", &version, &readers, &evidence]));
+        for command in [
+            vec!["HSET", &evidence, "k", "1"],
+            vec!["HGET", &evidence, "k"],
+            vec!["HEXISTS", &evidence, ""],
+            vec!["EXISTS", &evidence],
+            vec!["PEXPIRE", &evidence, "1000"],
+            vec!["UNLINK", &evidence],
+        ] {
+            needs.push(need(purpose, &command));
+        }
+    }
+    if let Some(ha) = &config.ha {
+        let purpose = "the [ha] lease";
+        needs.push(need(purpose, &["SET", &ha.key, "t", "NX", "PX", "1000"]));
+        needs.push(need(purpose, &["GET", &ha.key]));
+        needs.push(need(purpose, &["PEXPIRE", &ha.key, "1000"]));
+        needs.push(need(purpose, &["DEL", &ha.key]));
+        needs.push(need(purpose, &["EVAL", "return 1", "1", &ha.key]));
+        needs.push(need(purpose, &["WATCH", &ha.key]));
+    }
+    for job in &config.jobs {
+        let purpose = format!("warm job \"{}\" (keys {})", job.name, job.key);
+        let key = sample_key(&job.key);
+        key_writes(&purpose, &key, protected, fence, &mut needs);
+        if job.encoding.structure == crate::pure::codec::Structure::Hash {
+            // Inside the write scripts (or, unprotected and unfenced, a script of its own).
+            needs.push(need(&purpose, &["HSET", &key, "f", "v"]));
+            needs.push(need(&purpose, &["PEXPIRE", &key, "1000"]));
+            if !protected && fence.is_none() {
+                needs.push(need(&purpose, &["EVAL", "return 1", "1", &key]));
+            }
+        }
+        needs.push(need(&purpose, &["PTTL", &key]));
+        needs.push(need(&purpose, &["SCAN", "0", "MATCH", &key]));
+    }
+    for rule in &config.rules {
+        let table = format!("{}.{}", rule.database, rule.table);
+        for template in rule.delete.iter().chain(&rule.refresh) {
+            let purpose = format!("[[on_change]] {table} (keys {template})");
+            key_writes(&purpose, &sample_key(template), protected, fence, &mut needs);
+            if template.as_str().contains('*') {
+                needs.push(need(&purpose, &["SCAN", "0", "MATCH", template.as_str()]));
+            }
+        }
+        if let Some(projection) = &rule.project {
+            let purpose = format!("[[on_change]] {table} (projected keys {})", projection.key);
+            key_writes(&purpose, &sample_key(&projection.key), protected, fence, &mut needs);
+        }
+    }
+    if config.misses.is_some() {
+        // `CONFIG GET`/`SET notify-keyspace-events` is tried too, but not needed: refused, it is said what to set.
+        let channel = format!("__keyevent@{}__:keymiss", crate::exec::cache::db_of(&config.redis));
+        needs.push(need("[misses]", &["SUBSCRIBE", &channel]));
+    }
+    let channel = &config.channel;
+    if channel.enabled {
+        for pattern in &channel.allow {
+            let purpose = format!("[channel] allow \"{pattern}\"");
+            key_writes(&purpose, &sample_of_glob(pattern), protected, fence, &mut needs);
+            needs.push(need(&purpose, &["SCAN", "0", "MATCH", pattern]));
+        }
+        match &channel.stream {
+            Some(stream) => {
+                let purpose = format!("[channel] stream \"{}\"", stream.name);
+                let (name, group, consumer) = (&*stream.name, &*stream.group, &*stream.consumer);
+                for command in [
+                    vec!["XGROUP", "CREATE", name, group, "0", "MKSTREAM"],
+                    vec!["XREADGROUP", "GROUP", group, consumer, "STREAMS", name, ">"],
+                    vec!["XACK", name, group, "0-1"],
+                    vec!["XAUTOCLAIM", name, group, consumer, "0", "0-0"],
+                ] {
+                    needs.push(need(&purpose, &command));
+                }
+            }
+            None => needs.push(need(
+                &format!("[channel] name \"{}\"", channel.name),
+                &["SUBSCRIBE", &channel.name],
+            )),
+        }
+    }
+    if let Some(binlog) = &config.binlog
+        && let CheckpointStore::Redis(key) = &binlog.checkpoint
+    {
+        let purpose = format!("[binlog] checkpoint_key \"{key}\"");
+        needs.push(need(&purpose, &["GET", key]));
+        needs.push(need(&purpose, &["SET", key, "v"]));
+    }
+    needs
+}
+
+/// `ACL DRYRUN`s sent in one pipeline.
+const DRYRUN_PIPELINE: usize = 1_000;
+
+/// Asks the server's ACL about every need, as the connected user.
+pub async fn check(cache: &Cache, needs: &[Need]) -> Result<Checked, CacheError> {
+    let user = match cache.acl_whoami().await {
+        Ok(user) => user,
+        Err(error) if error.is_server_reply() => return Ok(Checked::Unchecked(format!("ACL WHOAMI: {error}"))),
+        Err(error) => return Err(error),
+    };
+    // Each distinct command asked once, a pipeline at a time; every need reported by its command's answer. Linear in
+    // what must be checked.
+    let mut seen = std::collections::HashSet::new();
+    let distinct: Vec<&[String]> = needs
+        .iter()
+        .map(|need| &need.command[..])
+        .filter(|command| seen.insert(*command))
+        .collect();
+    let mut answers: std::collections::HashMap<&[String], String> = std::collections::HashMap::new();
+    for chunk in distinct.chunks(DRYRUN_PIPELINE) {
+        let replies = match cache.acl_dryrun(&user, chunk).await {
+            Ok(replies) => replies,
+            Err(error) if error.is_server_reply() => return Ok(Checked::Unchecked(format!("ACL DRYRUN: {error}"))),
+            Err(error) => return Err(error),
+        };
+        for (command, reply) in chunk.iter().zip(replies) {
+            if let Some(reason) = reply {
+                answers.insert(command, reason);
+            }
+        }
+    }
+    let mut refused = Vec::new();
+    let mut reported = std::collections::HashSet::new();
+    for need in needs {
+        // The same key refused for several commands of one purpose is reported once.
+        if let Some(reason) = answers.get(&need.command[..])
+            && reported.insert((reason.as_str(), need.purpose.as_str()))
+        {
+            refused.push(Refusal {
+                need: need.clone(),
+                reason: reason.clone(),
+            });
+        }
+    }
+    Ok(Checked::Refused(refused))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_keys_fill_placeholders_and_globs() {
+        let template = KeyTemplate::parse("catalog:{category}:page:*").unwrap();
+        assert_eq!(sample_key(&template), "catalog:1:page:x");
+        assert_eq!(sample_of_glob("user:?:*"), "user:x:x");
+    }
+}

@@ -1,0 +1,149 @@
+//! The producers a leader runs: what turns time, the channel, the binlog and Redis's misses into work for the
+//! executors, each a task of the daemon's supervisor until its term ends.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+use super::Supervisor;
+use crate::config::{self, BinlogSettings, Config};
+use crate::exec::database::Database;
+use crate::exec::dead_letter::DeadLetters;
+use crate::exec::invalidate::Invalidator;
+use crate::pure::model::WarmJob;
+use crate::source::binlog::checkpoint::Checkpoints;
+use crate::source::binlog::{BinlogListener, ReplicationUrl};
+use crate::source::channel::{ChannelListener, StreamListener};
+use crate::source::misses::MissListener;
+use crate::source::schedule::Scheduler;
+use crate::telemetry::health::Health;
+
+/// What the producers send to and read from.
+pub(super) struct Producers {
+    /// With `[binlog]`: its URL, which a SIGHUP may replace.
+    pub binlog_url: Option<Arc<ReplicationUrl>>,
+    pub jobs: watch::Receiver<Arc<[WarmJob]>>,
+    pub triggers: mpsc::Sender<crate::pure::model::Trigger>,
+    pub policy: watch::Receiver<Arc<crate::pure::plan::Policy>>,
+    pub invalidator: Arc<Invalidator>,
+    pub health: Health,
+}
+
+impl Producers {
+    /// Starts the scheduler, the binlog listener, the miss listener and the channel (or stream) listener until
+    /// `term` ends. A term that `took_over` from another leader continues its work: no `run_on_start` runs, and the
+    /// pub/sub channel resyncs per `on_gap` (messages published while no instance listened are lost).
+    pub fn start(&self, tracker: &Supervisor, config: &Config, term: CancellationToken, took_over: bool) {
+        let scheduler = Scheduler::new(self.jobs.clone(), self.triggers.clone()).run_on_start(!took_over);
+        let scheduler_term = term.clone();
+        tracker.spawn("scheduler", async move {
+            if let Err(error) = scheduler.run(scheduler_term.clone()).await {
+                error!(%error, "Scheduler failed; shutting down.");
+                scheduler_term.cancel();
+            }
+        });
+        let dead_letters = match &config.daemon.dead_letter {
+            Some(stream) => {
+                let (dead_letters, writer) = crate::exec::dead_letter::writer(
+                    self.invalidator.cache().clone(),
+                    stream.clone(),
+                    config.daemon.dead_letter_length,
+                );
+                tracker.spawn("dead letters", writer);
+                dead_letters
+            }
+            None => DeadLetters::default(),
+        };
+        if let (Some(binlog), Some(url)) = (&config.binlog, &self.binlog_url) {
+            let listener = self.binlog(config, binlog, url.clone(), dead_letters.clone());
+            tracker.spawn("binlog", listener.run(term.clone()));
+        }
+        if let Some(misses) = &config.misses {
+            let listener = MissListener {
+                redis: config.redis.clone(),
+                settings: misses.clone(),
+                invalidator: self.invalidator.clone(),
+                policy: self.policy.clone(),
+                writer: fallback_writer(config, 2, "fills"),
+            };
+            tracker.spawn("misses", listener.run(term.clone()));
+        }
+        if config.channel.enabled {
+            self.channel(tracker, config, term, took_over, dead_letters);
+        }
+    }
+
+    fn binlog(
+        &self,
+        config: &Config,
+        binlog: &BinlogSettings,
+        url: Arc<ReplicationUrl>,
+        dead_letters: DeadLetters,
+    ) -> BinlogListener {
+        BinlogListener {
+            settings: binlog.clone(),
+            checkpoints: Checkpoints::new(binlog.checkpoint.clone(), self.invalidator.cache().clone()),
+            url,
+            rules: config.rules.clone().into(),
+            invalidator: self.invalidator.clone(),
+            health: self.health.clone(),
+            // A few connections: it reads only what the reader could not show in time.
+            fallback: fallback_writer(config, 4, "refreshes"),
+            dead_letters,
+        }
+    }
+
+    /// The channel's listener: a Redis stream's consumer, or the pub/sub channel's subscriber.
+    fn channel(
+        &self,
+        tracker: &Supervisor,
+        config: &Config,
+        term: CancellationToken,
+        took_over: bool,
+        dead_letters: DeadLetters,
+    ) {
+        match &config.channel.stream {
+            Some(stream) => tracker.spawn(
+                "stream",
+                StreamListener {
+                    redis: config.redis.clone(),
+                    stream: stream.clone(),
+                    on_gap: config.channel.on_gap,
+                    invalidator: self.invalidator.clone(),
+                    policy: self.policy.clone(),
+                    dead_letters,
+                }
+                .run(term),
+            ),
+            None => tracker.spawn(
+                "channel",
+                ChannelListener {
+                    redis: config.redis.clone(),
+                    channel: config.channel.name.clone(),
+                    on_gap: config.channel.on_gap,
+                    invalidator: self.invalidator.clone(),
+                    policy: self.policy.clone(),
+                    took_over,
+                    dead_letters,
+                }
+                .run(term),
+            ),
+        }
+    }
+}
+
+/// `[binlog] refresh_fallback`: the writer, with `pool_size` connections, for reads the reader could not show in
+/// time (`what` names them in the warning when it is not usable).
+fn fallback_writer(config: &Config, pool_size: u32, what: &str) -> Option<Database> {
+    let url = config.binlog.as_ref()?.refresh_fallback.as_ref()?;
+    let settings = config::MysqlSettings {
+        url: url.clone(),
+        pool_size,
+        ..config.mysql.clone()
+    };
+    Database::new(&settings)
+        .inspect_err(|error| warn!(%error, "[binlog] refresh_fallback is not usable for {what}."))
+        .ok()
+}

@@ -1,0 +1,129 @@
+//! SIGHUP: the configuration read again, and every part of it either applied (jobs, the allow-list, rotated
+//! credentials) or reported as needing a restart — nothing changes silently.
+
+use tracing::{error, info, warn};
+
+use crate::config::{self, BinlogSettings, ChannelSettings, Config, RedisSettings};
+use crate::exec::cache;
+use crate::telemetry::metrics;
+
+/// Re-reads the configuration for SIGHUP. `None` (old configuration kept) when it is invalid.
+///
+/// Jobs are replaced: added jobs are scheduled, removed ones unscheduled, changed ones take effect from their next
+/// run; runs in progress finish with the definition they started with. Connection and process settings need a
+/// restart: a change to them is reported and otherwise ignored. (A page on purpose: every part of the
+/// configuration is either applied or reported here, so nothing changes silently.)
+pub(super) fn reload(current: &Config) -> Option<Config> {
+    let mut new = match config::load(&current.path, current.credentials.as_deref()) {
+        Ok(new) => new,
+        Err(error) => {
+            for problem in error.problems() {
+                error!(line = problem.line, location = %problem.location, problem = %problem.message, "Invalid configuration.");
+            }
+            // Each problem was logged above; the summary only counts them (the error's text would list them again).
+            match error.problems().len() {
+                0 => error!(%error, "SIGHUP: the new configuration is invalid; still running the previous one."),
+                problems => error!(
+                    problems,
+                    "SIGHUP: the new configuration is invalid; still running the previous one."
+                ),
+            }
+            metrics::record_reload(false);
+            return None;
+        }
+    };
+    // The foreign keys read at start apply to the new file too (a new foreign key needs a restart).
+    new.learn_schema(current.schema.clone());
+    let fixed = [
+        // New credentials in the same URL are applied (see `Work::reconnect`); any other change needs a restart.
+        (
+            "[redis]",
+            !cache::only_credentials_differ(&new.redis.url, &current.redis.url)
+                || RedisSettings {
+                    url: current.redis.url.clone(),
+                    ..new.redis.clone()
+                } != current.redis,
+        ),
+        ("[daemon]", new.daemon != current.daemon),
+        ("[admin]", new.admin != current.admin),
+        ("[ha]", new.ha != current.ha),
+        ("[misses]", new.misses != current.misses),
+        (
+            "[binlog] and [[on_change]]",
+            // The URL is applied (see `Work::reconnect`).
+            new.binlog.as_ref().map(|binlog| BinlogSettings {
+                url: current
+                    .binlog
+                    .as_ref()
+                    .map_or_else(|| binlog.url.clone(), |current| current.url.clone()),
+                ..binlog.clone()
+            }) != current.binlog
+                || new.rules != current.rules,
+        ),
+        (
+            "[channel]",
+            ChannelSettings {
+                allow: current.channel.allow.clone(),
+                ..new.channel.clone()
+            } != current.channel,
+        ),
+    ];
+    for (section, _) in fixed.iter().filter(|(_, changed)| *changed) {
+        warn!(
+            section,
+            "SIGHUP: this section changed; it takes effect only after a restart."
+        );
+    }
+    let old: Vec<&str> = current.jobs.iter().map(|job| &*job.name).collect();
+    let added: Vec<&str> = new
+        .jobs
+        .iter()
+        .map(|job| &*job.name)
+        .filter(|name| !old.contains(name))
+        .collect();
+    let removed: Vec<&str> = old.iter().copied().filter(|name| new.job(name).is_none()).collect();
+    info!(
+        jobs = new.jobs.len(),
+        ?added,
+        ?removed,
+        "SIGHUP: configuration reloaded."
+    );
+    metrics::initialise(&metrics::Configured {
+        jobs: &added,
+        channel: false,
+        binlog: false,
+        ha: false,
+        misses: false,
+    });
+    metrics::record_reload(true);
+    Some(Config {
+        credentials: current.credentials.clone(),
+        redis: if cache::only_credentials_differ(&new.redis.url, &current.redis.url) {
+            RedisSettings {
+                url: new.redis.url.clone(),
+                ..current.redis.clone()
+            }
+        } else {
+            current.redis.clone()
+        },
+        daemon: current.daemon.clone(),
+        admin: current.admin.clone(),
+        // Of [binlog], only the URL applies without a restart.
+        binlog: match (&current.binlog, &new.binlog) {
+            (Some(current), Some(new)) => Some(BinlogSettings {
+                url: new.url.clone(),
+                ..current.clone()
+            }),
+            (current, _) => current.clone(),
+        },
+        rules: current.rules.clone(),
+        ha: current.ha.clone(),
+        misses: current.misses.clone(),
+        // The allow-list follows the jobs (it defaults to their key templates); the rest needs a restart.
+        channel: ChannelSettings {
+            allow: new.channel.allow.clone(),
+            ..current.channel.clone()
+        },
+        ..new
+    })
+}

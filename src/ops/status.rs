@@ -1,0 +1,444 @@
+//! The status page at `GET /` of the admin endpoint, for a person: readiness, jobs, binlog, channel and consistency
+//! at a glance, with charts of the last hour from an in-memory [`History`]. One self-contained HTML page (inline CSS
+//! and SVG, no script, no external assets), so it works on a host without internet.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::exec::warm::Warmer;
+use crate::telemetry::health::HealthState;
+use crate::telemetry::metrics::{Exporter, Readings};
+
+/// How often the history takes a sample.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+/// Samples kept: one hour.
+const KEEP: usize = 360;
+
+/// One sample of the history.
+#[derive(Debug, Clone, Default)]
+struct Sample {
+    /// Seconds since the epoch.
+    at: f64,
+    binlog_lag: Option<f64>,
+    /// Keys changed by invalidations (channel and binlog) since the start, and channel messages applied.
+    invalidated: f64,
+    messages: f64,
+    /// Warm runs that finished since the previous sample: (job, seconds).
+    runs: Vec<(String, f64)>,
+}
+
+/// The last hour, sampled from the daemon's own metrics and its warm runs.
+#[derive(Debug, Default)]
+pub struct History {
+    samples: Mutex<VecDeque<Sample>>,
+}
+
+impl History {
+    /// Samples every [`SAMPLE_EVERY`] until `shutdown`.
+    pub async fn run(
+        self: Arc<Self>,
+        metrics: Exporter,
+        warmer: Arc<std::sync::OnceLock<Arc<Warmer>>>,
+        jobs: tokio::sync::watch::Receiver<Arc<[crate::pure::model::WarmJob]>>,
+        shutdown: CancellationToken,
+    ) {
+        let mut seen: HashMap<String, SystemTime> = HashMap::new();
+        loop {
+            let readings = metrics.readings();
+            let mut runs = Vec::new();
+            if let Some(warmer) = warmer.get() {
+                for job in jobs.borrow().iter() {
+                    let stats = warmer.stats(&job.name);
+                    let Some(last) = stats.last else { continue };
+                    let (Some(summary), true) = (&last.summary, seen.get(&*job.name) != Some(&last.finished_at)) else {
+                        continue;
+                    };
+                    seen.insert(job.name.to_string(), last.finished_at);
+                    runs.push((job.name.to_string(), summary.duration.as_secs_f64()));
+                }
+            }
+            self.push(Sample {
+                at: epoch_seconds(SystemTime::now()),
+                binlog_lag: readings.get("cachewarden_binlog_lag_seconds", &[]),
+                invalidated: readings.sum("cachewarden_invalidated_keys_total"),
+                messages: readings
+                    .get("cachewarden_channel_messages_total", &[("outcome", "applied")])
+                    .unwrap_or(0.0),
+                runs,
+            });
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(SAMPLE_EVERY) => {}
+            }
+        }
+    }
+
+    fn push(&self, sample: Sample) {
+        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        if samples.len() == KEEP {
+            samples.pop_front();
+        }
+        samples.push_back(sample);
+    }
+
+    fn snapshot(&self) -> Vec<Sample> {
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+fn epoch_seconds(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
+/// How long the daemon can be down without a gap, from the metrics: the server's binlog retention less the lag
+/// (a daemon behind holds an older position). `None` when not following a binlog or the retention is unknown;
+/// infinite when binlogs are never purged.
+pub fn can_be_down_for(readings: &Readings) -> Option<f64> {
+    let retention = readings
+        .get("cachewarden_binlog_retention_seconds", &[])
+        .filter(|r| !r.is_nan())?;
+    let lag = readings.get("cachewarden_binlog_lag_seconds", &[]).unwrap_or(0.0);
+    Some((retention - lag).max(0.0))
+}
+
+/// [`can_be_down_for`] for people.
+pub fn down_for_words(seconds: Option<f64>) -> String {
+    match seconds {
+        None => "unknown".into(),
+        Some(s) if s.is_infinite() => "any time (binlogs never expire)".into(),
+        Some(s) if s < crate::source::binlog::SHORT_RETENTION.as_secs_f64() => {
+            format!("{} — raise the binlog retention", crate::pure::words::seconds(s))
+        }
+        Some(s) => crate::pure::words::seconds(s),
+    }
+}
+
+/// Everything the page shows.
+pub struct Page<'a> {
+    pub health: &'a HealthState,
+    /// The `/jobs` document.
+    pub jobs: &'a serde_json::Value,
+    /// The daemon's counters and gauges (none without metrics).
+    pub readings: &'a Readings,
+    pub history: &'a History,
+}
+
+/// `text` safe inside HTML.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// An inline SVG line chart of `points` (seconds since the epoch, value), over the last hour.
+fn chart(title: &str, unit: &str, points: &[(f64, f64)]) -> String {
+    let (width, height) = (560.0, 90.0);
+    let now = epoch_seconds(SystemTime::now());
+    let start = now - 3600.0;
+    let top = points.iter().map(|p| p.1).fold(0.0_f64, f64::max).max(1e-9);
+    let coords: Vec<String> = points
+        .iter()
+        .filter(|p| p.0 >= start)
+        .map(|(t, v)| {
+            let x = (t - start) / 3600.0 * width;
+            let y = height - v / top * (height - 4.0) - 2.0;
+            format!("{x:.1},{y:.1}")
+        })
+        .collect();
+    let last = points
+        .last()
+        .map_or("no data yet".to_string(), |p| format!("{:.3} {unit}", p.1));
+    format!(
+        "<figure><figcaption>{} <span class=dim>(last hour; now {}; top {top:.3} {unit})</span></figcaption>\
+         <svg viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" role=img aria-label=\"{}\">\
+         <rect width=\"100%\" height=\"100%\" class=bg /><polyline points=\"{}\" /></svg></figure>",
+        escape(title),
+        escape(&last),
+        escape(title),
+        coords.join(" ")
+    )
+}
+
+/// Per-second rates between consecutive samples of a running total.
+fn rates(samples: &[Sample], total: impl Fn(&Sample) -> f64) -> Vec<(f64, f64)> {
+    samples
+        .windows(2)
+        .filter(|pair| pair[1].at > pair[0].at)
+        .map(|pair| {
+            (
+                pair[1].at,
+                ((total(&pair[1]) - total(&pair[0])) / (pair[1].at - pair[0].at)).max(0.0),
+            )
+        })
+        .collect()
+}
+
+/// The `[misses]` section: whether Redis reports misses, the fills, and the most missed key templates first.
+fn misses(page: &Page<'_>) -> String {
+    let readings = page.readings;
+    let reported = match readings.get("cachewarden_cache_misses_reported", &[]) {
+        Some(1.0) => "<span class=ok>yes</span>",
+        Some(_) => "<span class=bad>no: notify-keyspace-events lacks E and m (see the log for what to set)</span>",
+        None => "not known: this instance does not follow misses (a standby, or starting)",
+    };
+    let fills = |outcome: &str| {
+        readings
+            .get("cachewarden_cache_fills_total", &[("outcome", outcome)])
+            .unwrap_or(0.0)
+    };
+    let mut html = format!(
+        "<h2>Misses</h2><table><tr><td>reported by Redis</td><td>{reported}</td></tr>\
+         <tr><td>filled</td><td>{:.0}</td></tr><tr><td>absent (no row)</td><td>{:.0}</td></tr>\
+         <tr><td>fills failed</td><td>{:.0}</td></tr><tr><td>not filled (recent, absent, queue full, not allowed)</td>\
+         <td>{:.0}</td></tr><tr><td>misses of no job's keys</td><td>{:.0}</td></tr></table>",
+        fills("written"),
+        fills("absent"),
+        fills("failed"),
+        readings.sum("cachewarden_cache_fills_skipped_total"),
+        readings.sum("cachewarden_cache_misses_ignored_total"),
+    );
+    let mut by_job: Vec<(f64, &str, &str)> = page
+        .jobs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|job| {
+            let name = job["name"].as_str().unwrap_or_default();
+            let misses = readings
+                .get("cachewarden_cache_misses_total", &[("warm_job", name)])
+                .unwrap_or(0.0);
+            (misses, name, job["key"].as_str().unwrap_or_default())
+        })
+        .collect();
+    by_job.sort_by(|a, b| b.0.total_cmp(&a.0));
+    html.push_str("<table><tr><th>key template</th><th>job</th><th>misses</th></tr>");
+    for (misses, name, key) in by_job.iter().take(MISSED_TEMPLATES_SHOWN) {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{misses:.0}</td></tr>",
+            escape(key),
+            escape(name)
+        );
+    }
+    html.push_str("</table>");
+    html
+}
+
+/// The most missed key templates the page lists.
+const MISSED_TEMPLATES_SHOWN: usize = 10;
+
+/// The whole page. (Long on purpose: the page's sections in the order they appear, each a few lines of HTML.)
+pub fn render(page: &Page<'_>) -> String {
+    let mut html = String::from(
+        "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
+         <title>cachewarden</title><style>\
+         body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2430;background:#fff}\
+         h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:24px 0 8px}\
+         table{border-collapse:collapse}td,th{padding:4px 10px;border-bottom:1px solid #e3e7ee;text-align:left}\
+         .ok{color:#137333}.bad{color:#b3261e;font-weight:600}.dim{color:#6b7480;font-size:12px}\
+         svg .bg{fill:#f5f7fa}svg polyline{fill:none;stroke:#2f6fde;stroke-width:1.5}\
+         figure{margin:8px 0 16px}figcaption{margin-bottom:4px}\
+         </style></head><body>",
+    );
+    let ready = if page.health.is_ready() {
+        "<span class=ok>ready</span>".to_string()
+    } else {
+        format!("<span class=bad>not ready: {}</span>", escape(&page.health.reason()))
+    };
+    let _ = write!(
+        html,
+        "<h1>cachewarden {}</h1><div>{ready}</div>",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    html.push_str(
+        "<h2>Warm jobs</h2><table><tr><th>job</th><th>schedule</th><th>last run</th><th>finished</th>\
+                   <th>duration</th><th>keys</th><th>next run</th></tr>",
+    );
+    for job in page.jobs.as_array().into_iter().flatten() {
+        let field = |value: &serde_json::Value| match value {
+            serde_json::Value::String(text) => escape(text),
+            serde_json::Value::Null => "–".into(),
+            other => escape(&other.to_string()),
+        };
+        let last = &job["last_run"];
+        let outcome = match last["outcome"].as_str() {
+            Some("success") => "<span class=ok>success</span>".to_string(),
+            Some(_) => format!("<span class=bad title=\"{}\">failure</span>", field(&last["error"])),
+            None if job["running"] == true => "running".into(),
+            None => "never run".into(),
+        };
+        let duration = last["duration_seconds"]
+            .as_f64()
+            .map_or("–".into(), crate::pure::words::seconds);
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{outcome}</td><td>{}</td><td>{duration}</td><td>{}</td><td>{}</td></tr>",
+            field(&job["name"]),
+            field(&job["schedule"]),
+            field(&last["finished_at"]),
+            field(&last["keys_written"]),
+            field(&job["next_run"]),
+        );
+    }
+    html.push_str("</table>");
+
+    let metric = |name: &str| page.readings.get(name, &[]);
+    let show = |value: Option<f64>| value.map_or("–".to_string(), |v| format!("{v}"));
+    if metric("cachewarden_binlog_connected").is_some() {
+        let heard = metric("cachewarden_binlog_last_heard_timestamp_seconds")
+            .filter(|at| *at > 0.0)
+            .map_or("–".into(), |at| {
+                format!("{:.0} s ago", epoch_seconds(SystemTime::now()) - at)
+            });
+        let _ = write!(
+            html,
+            "<h2>Binlog</h2><table><tr><td>connected</td><td>{}</td></tr><tr><td>lag</td><td>{} s</td></tr>\
+             <tr><td>last heard from the server</td><td>{heard}</td></tr><tr><td>checkpoint offset</td><td>{}</td></tr>\
+             <tr><td>row events applied</td><td>{}</td></tr><tr><td>apply failing</td><td>{}</td></tr>\
+             <tr><td>can be down for</td><td>{}</td></tr></table>",
+            show(metric("cachewarden_binlog_connected")),
+            show(metric("cachewarden_binlog_lag_seconds")),
+            show(metric("cachewarden_binlog_checkpoint_position")),
+            show(metric("cachewarden_binlog_rows_total")),
+            show(metric("cachewarden_binlog_apply_failing")),
+            escape(&down_for_words(can_be_down_for(page.readings))),
+        );
+    }
+    let channel_messages = |outcome: &str| {
+        page.readings
+            .get("cachewarden_channel_messages_total", &[("outcome", outcome)])
+    };
+    if metric("cachewarden_channel_gaps_total").is_some() {
+        let _ = write!(
+            html,
+            "<h2>Channel</h2><table><tr><td>messages applied</td><td>{}</td></tr><tr><td>refused</td><td>{}</td></tr>\
+             <tr><td>gaps</td><td>{}</td></tr></table>",
+            show(channel_messages("applied")),
+            show(channel_messages("refused")),
+            show(metric("cachewarden_channel_gaps_total")),
+        );
+    }
+    if metric("cachewarden_cache_misses_ignored_total").is_some() {
+        html.push_str(&misses(page));
+    }
+    // Consistency: each job's last sweep (every key checked), or that it has not been audited yet.
+    if let Some(jobs) = page.jobs.as_array().filter(|jobs| !jobs.is_empty()) {
+        html.push_str(
+            "<h2>Consistency (every key, once per audit period)</h2><table><tr><th>job</th><th>checked</th>\
+             <th>wrong</th><th>orphaned</th><th>missing</th><th>stale rate</th><th>last audit</th></tr>",
+        );
+        for job in jobs {
+            let name = job["name"].as_str().unwrap_or_default();
+            let of = |metric_name: &str| page.readings.get(metric_name, &[("warm_job", name)]);
+            let Some(checked) = of("cachewarden_audit_keys_checked") else {
+                let _ = write!(
+                    html,
+                    "<tr><td>{}</td><td colspan=6>not audited yet</td></tr>",
+                    escape(name)
+                );
+                continue;
+            };
+            let (wrong, orphaned) = (
+                of("cachewarden_audit_wrong_keys").unwrap_or(0.0),
+                of("cachewarden_audit_orphaned_keys").unwrap_or(0.0),
+            );
+            let held = checked + orphaned;
+            let rate = if held > 0.0 { (wrong + orphaned) / held } else { 0.0 };
+            let class = if wrong + orphaned > 0.0 { "bad" } else { "ok" };
+            let ago = of("cachewarden_audit_last_sweep_timestamp_seconds").map_or("–".into(), |at| {
+                format!("{:.0} s ago", epoch_seconds(SystemTime::now()) - at)
+            });
+            // What the sweep could not cover is said where its result is shown.
+            let orphans = match of("cachewarden_audit_orphans_checked") {
+                Some(checked) if checked < 1.0 => " (not all looked for)",
+                _ => "",
+            };
+            let failed = match of("cachewarden_audit_failures_total") {
+                Some(failures) if failures > 0.0 => format!(", {failures:.0} failed"),
+                _ => String::new(),
+            };
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{checked:.0}</td><td class={class}>{wrong:.0}</td>\
+                 <td class={class}>{orphaned:.0}{orphans}</td><td>{:.0}</td><td class={class}>{:.4}%</td>\
+                 <td>{ago}{failed}</td></tr>",
+                escape(name),
+                of("cachewarden_audit_missing_keys").unwrap_or(0.0),
+                rate * 100.0
+            );
+        }
+        html.push_str("</table>");
+    }
+
+    let samples = page.history.snapshot();
+    html.push_str("<h2>Last hour</h2>");
+    let runs: Vec<(f64, f64)> = samples
+        .iter()
+        .flat_map(|s| s.runs.iter().map(move |(_, seconds)| (s.at, *seconds)))
+        .collect();
+    html.push_str(&chart("Warm run durations", "s", &runs));
+    let lag: Vec<(f64, f64)> = samples.iter().filter_map(|s| Some((s.at, s.binlog_lag?))).collect();
+    html.push_str(&chart("Binlog lag", "s", &lag));
+    html.push_str(&chart(
+        "Invalidated keys per second",
+        "/s",
+        &rates(&samples, |s| s.invalidated),
+    ));
+    html.push_str(&chart(
+        "Channel messages per second",
+        "/s",
+        &rates(&samples, |s| s.messages),
+    ));
+    let _ = write!(
+        html,
+        "<p class=dim>Sampled every {} s; the same figures, and more, at <a href=\"/metrics\">/metrics</a> and \
+         <a href=\"/jobs\">/jobs</a>.</p></body></html>",
+        SAMPLE_EVERY.as_secs()
+    );
+    html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_escapes_what_it_shows() {
+        let jobs = serde_json::json!([{"name": "<script>", "schedule": "every 1h", "last_run": null,
+                                       "next_run": null, "running": false}]);
+        let health = HealthState {
+            redis: None,
+            mysql: Some("down & out".into()),
+            stalled: vec![],
+        };
+        let history = History::default();
+        let html = render(&Page {
+            health: &health,
+            jobs: &jobs,
+            readings: &Readings::default(),
+            history: &history,
+        });
+        assert!(html.contains("&lt;script&gt;") && !html.contains("<script>"));
+        assert!(html.contains("not ready: mysql: down &amp; out"));
+        assert!(html.contains("never run"));
+    }
+}

@@ -1,0 +1,570 @@
+//! Invalidation that follows the SQL: for every warm job, the tables its query reads and how a change in each one
+//! reaches the job's keys — an explicit `[[on_change]]` rule, a rule derived from the query, or not covered (the
+//! keys may stay stale up to their TTL) — and the derived rules themselves.
+//!
+//! Pure: `analyze` reads the SQL; this module turns an [`analyze::Analysis`] and the explicit rules into
+//! [`JobCoverage`]. `config` adds the derived rules of jobs with `derive_rules` to the rules the binlog follows;
+//! `check` and `rules` print the coverage.
+//!
+//! # What is derived
+//! - One row per key from one table: a changed row refreshes the keys of its before and after image (deletes them
+//!   when the job has no `refresh_query`); with a `WHERE`, a row whose after image is not in the filter has its key
+//!   deleted, and one the filter cannot decide from the image (see `predicate`) too.
+//! - Aggregates, `GROUP BY`, `DISTINCT`, `LIMIT`, a whole result in one key: a change in any table it reads re-runs
+//!   the job (debounced); where the key's columns are a table's own, that table's changed rows delete their keys
+//!   first.
+//! - Subqueries, `UNION`, window functions, `NOW()`/`RAND()`, user variables, computed key columns: TTL only, with
+//!   the reason.
+//! - A joined table (n:1): its changed rows find the keys of the rows that join them through a reverse query on the
+//!   job's own table (see `reverse`); a join on columns that are no unique key of the joined table (1:n) makes the
+//!   job a whole result. The joins' unqualified columns are placed by the columns the server lists (see `columns`).
+//! - A foreign key whose `ON DELETE`/`ON UPDATE` changes the rows of a table the job reads (directly or through a
+//!   chain, see `schema`): a parent's delete or referenced-column update re-runs the job (debounced), and that run
+//!   deletes the keys its query no longer returns — the binlog never shows the children's change.
+//! - Views (known from the server): a one-table view is merged into the query first; any other names its base tables,
+//!   and a change there re-runs the job. A key over columns that are no unique key re-runs the job too.
+//! - An explicit rule for the same job and table wins over a derived one.
+
+pub mod analyze;
+mod columns;
+mod filter;
+pub mod report;
+pub mod schema;
+mod scope;
+pub mod statement;
+pub mod views;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::pure::glob::{allow_pattern, glob_match, table_matches};
+use crate::pure::model::{ChangeRule, KeyTemplate, WarmJob};
+use analyze::{Analysis, Shape};
+
+/// What derived rules are made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// How often a derived rule re-runs a job at most.
+    pub debounce: Duration,
+    /// More keys than this found by one batch's join lookup re-run the job instead.
+    pub max_fanout: usize,
+}
+
+/// How a change in one table reaches one job's keys.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Coverage {
+    /// By explicit `[[on_change]]` rules (their positions, from 0).
+    Explicit(Vec<usize>),
+    /// By a rule derived from the query; what it does.
+    Derived(String),
+    /// Not at all: the keys may stay stale up to their TTL. Why, and the rule that would cover it (if any can).
+    NotCovered {
+        why: String,
+        suggestion: Option<Box<ChangeRule>>,
+    },
+}
+
+/// One table a job reads and how its changes arrive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableCoverage {
+    /// `database.table`.
+    pub table: String,
+    pub how: Coverage,
+}
+
+/// A job's tables and rules.
+#[derive(Debug, Clone)]
+pub struct JobCoverage {
+    pub job: Arc<str>,
+    /// Why the whole job is TTL only, when it is.
+    pub ttl_only: Option<String>,
+    pub tables: Vec<TableCoverage>,
+    /// The rules derived for this job, for the tables no explicit rule covers.
+    pub derived: Vec<ChangeRule>,
+    /// The views its query reads, and how they were read (merged, or only their base tables named).
+    pub views: Option<String>,
+}
+
+impl JobCoverage {
+    /// Whether no change anywhere can leave this job's keys stale until their TTL: every table it reads is covered,
+    /// and a job no rule can be derived for has explicit rules for all of them (and a result rows alone decide).
+    pub fn is_covered(&self) -> bool {
+        let ttl_only_covered = self.ttl_only.as_ref().is_none_or(|why| {
+            !why.contains(scope::CHANGES_WITHOUT_ROWS)
+                && self.tables.iter().all(|t| matches!(t.how, Coverage::Explicit(_)))
+        });
+        ttl_only_covered && !self.tables.is_empty() && self.tables.iter().all(|t| !t.is_not_covered())
+    }
+}
+
+impl TableCoverage {
+    fn is_not_covered(&self) -> bool {
+        matches!(self.how, Coverage::NotCovered { .. })
+    }
+}
+
+/// Coverage of every job: `explicit` are the `[[on_change]]` rules, `database` the default database, `debounce`
+/// the derived warm runs' window.
+/// `schema` the server's foreign keys (empty offline).
+pub fn cover(
+    jobs: &[WarmJob],
+    explicit: &[ChangeRule],
+    database: &str,
+    settings: &Settings,
+    schema: &schema::Schema,
+) -> Vec<JobCoverage> {
+    jobs.iter()
+        .map(|job| cover_job(job, database, explicit, settings, schema))
+        .collect()
+}
+
+fn cover_job(
+    job: &WarmJob,
+    database: &str,
+    explicit: &[ChangeRule],
+    settings: &Settings,
+    schema: &schema::Schema,
+) -> JobCoverage {
+    let (analysis, views) = analyzed(&job.query, database, &job.key, schema);
+    let analysis = &unique_keys(analysis, schema);
+    let mut coverage = JobCoverage {
+        views,
+        job: job.name.clone(),
+        ttl_only: match &analysis.shape {
+            Shape::TtlOnly(why) => Some(why.clone()),
+            _ => None,
+        },
+        tables: Vec::new(),
+        derived: Vec::new(),
+    };
+    for (index, read) in analysis.tables.iter().enumerate() {
+        let rules: Vec<usize> = explicit
+            .iter()
+            .enumerate()
+            .filter(|(_, rule)| {
+                table_matches(&rule.database, &rule.table, &read.database, &read.table) && covers(rule, job)
+            })
+            .map(|(position, _)| position)
+            .collect();
+        let table = read.qualified();
+        if !rules.is_empty() {
+            coverage.tables.push(TableCoverage {
+                table,
+                how: Coverage::Explicit(rules),
+            });
+            continue;
+        }
+        let derived = derive_for(job, analysis, index, database, settings, schema);
+        let how = match derived {
+            Ok((rule, what)) => {
+                coverage.derived.push(rule);
+                Coverage::Derived(what)
+            }
+            Err(not_covered) => not_covered,
+        };
+        coverage.tables.push(TableCoverage { table, how });
+    }
+    if coverage.ttl_only.is_none() {
+        cover_cascades(job, analysis, explicit, settings, schema, &mut coverage);
+    }
+    coverage
+}
+
+/// The tables whose changes reach the job's tables through foreign keys that change children (see `schema`): each
+/// gets a rule that re-runs the job on the parent changes that cascade, and the run prunes what they removed.
+fn cover_cascades(
+    job: &WarmJob,
+    analysis: &Analysis,
+    explicit: &[ChangeRule],
+    settings: &Settings,
+    schema: &schema::Schema,
+    coverage: &mut JobCoverage,
+) {
+    let mut parents: Vec<schema::Cascade> = Vec::new();
+    for read in &analysis.tables {
+        for cascade in schema.cascades_into(&read.database, &read.table) {
+            match parents.iter_mut().find(|known| {
+                known.parent_database == cascade.parent_database && known.parent_table == cascade.parent_table
+            }) {
+                Some(known) => {
+                    known.on_delete |= cascade.on_delete;
+                    known.on_update |= cascade.on_update;
+                    for column in cascade.columns {
+                        if !known.columns.contains(&column) {
+                            known.columns.push(column);
+                        }
+                    }
+                    known.path.push_str(&format!("; {}", cascade.path));
+                }
+                None => parents.push(cascade),
+            }
+        }
+    }
+    for parent in parents {
+        let table = format!("{}.{}", parent.parent_database, parent.parent_table);
+        let rules: Vec<usize> = explicit
+            .iter()
+            .enumerate()
+            .filter(|(_, rule)| {
+                table_matches(
+                    &rule.database,
+                    &rule.table,
+                    &parent.parent_database,
+                    &parent.parent_table,
+                ) && covers(rule, job)
+            })
+            .map(|(position, _)| position)
+            .collect();
+        if !rules.is_empty() {
+            coverage.tables.push(TableCoverage {
+                table,
+                how: Coverage::Explicit(rules),
+            });
+            continue;
+        }
+        let events = crate::pure::model::RowEvents {
+            insert: false,
+            update: parent.on_update,
+            delete: parent.on_delete,
+        };
+        let what = format!(
+            "the database changes rows the binlog does not show ({}): a parent row's {} re-runs the job (debounced \
+             {}), and the run deletes the keys its query no longer returns",
+            parent.path,
+            match (parent.on_delete, parent.on_update) {
+                (true, true) => format!("delete or change of {}", parent.columns.join(", ")),
+                (true, false) => "delete".to_string(),
+                _ => format!("change of {}", parent.columns.join(", ")),
+            },
+            crate::pure::words::duration(settings.debounce),
+        );
+        coverage.derived.push(ChangeRule {
+            database: parent.parent_database,
+            table: parent.parent_table,
+            delete: Vec::new(),
+            refresh: Vec::new(),
+            warm: vec![job.name.to_string()],
+            debounce: settings.debounce,
+            when_changed: if parent.on_update { parent.columns } else { Vec::new() },
+            project: None,
+            filter: None,
+            derived_from: Some(job.name.clone()),
+            lookup: None,
+            events,
+        });
+        coverage.tables.push(TableCoverage {
+            table,
+            how: Coverage::Derived(what),
+        });
+    }
+}
+
+/// Whether an explicit rule acts on `job`'s keys: it warms the job, or one of its templates overlaps the job's.
+fn covers(rule: &ChangeRule, job: &WarmJob) -> bool {
+    let keys = allow_pattern(&job.key);
+    rule.warm.iter().any(|name| **name == *job.name)
+        || rule.lookup.as_ref().is_some_and(|lookup| lookup.job == job.name)
+        || rule
+            .delete
+            .iter()
+            .chain(&rule.refresh)
+            .chain(rule.project.as_ref().map(|projection| &projection.key))
+            .any(|template| template == &job.key || glob_match(&allow_pattern(template), &keys))
+}
+
+/// The rule derived for the `index`th table of `job`'s query, with what it does; or [`Coverage::NotCovered`]: why
+/// none can be, and the rule that would cover it.
+fn derive_for(
+    job: &WarmJob,
+    analysis: &Analysis,
+    index: usize,
+    database: &str,
+    settings: &Settings,
+    schema: &schema::Schema,
+) -> Result<(ChangeRule, String), Coverage> {
+    let read = &analysis.tables[index];
+    let rule = |delete: Vec<KeyTemplate>, refresh: Vec<KeyTemplate>, warm: Vec<String>| ChangeRule {
+        database: read.database.clone(),
+        table: read.table.clone(),
+        delete,
+        refresh,
+        warm,
+        debounce: settings.debounce,
+        when_changed: Vec::new(),
+        project: None,
+        filter: None,
+        derived_from: Some(job.name.clone()),
+        lookup: None,
+        events: crate::pure::model::RowEvents::ALL,
+    };
+    match &analysis.shape {
+        // Rows decide what it returns, though no finer rule can be derived: a change in any table it reads re-runs
+        // it (a change-driven run prunes what it no longer returns). A result that changes with no row changing
+        // (NOW(), a variable) no rule covers.
+        Shape::TtlOnly(why) if why.contains(scope::CHANGES_WITHOUT_ROWS) => Err(Coverage::NotCovered {
+            why: format!("TTL only: {why}"),
+            suggestion: None,
+        }),
+        Shape::TtlOnly(why) => {
+            let warm = rule(Vec::new(), Vec::new(), vec![job.name.to_string()]);
+            Err(Coverage::NotCovered {
+                why: format!("TTL only: {why}"),
+                suggestion: Some(Box::new(warm)),
+            })
+        }
+        Shape::Rows {
+            driving,
+            key_columns,
+            filter,
+        } if *driving == index => {
+            let key = renamed(&job.key, key_columns);
+            let mut derived = if job.refresh_query.is_some() {
+                rule(Vec::new(), vec![key], Vec::new())
+            } else {
+                rule(vec![key], Vec::new(), Vec::new())
+            };
+            let read_decides = refresh_applies(job, database, filter, schema);
+            derived.filter = filter.clone().map(|predicate| {
+                Arc::new(crate::pure::model::RowFilter {
+                    predicate,
+                    read_decides,
+                })
+            });
+            let mut what = if job.refresh_query.is_some() {
+                "a changed row refreshes its key (through refresh_query); a deleted row deletes it".to_string()
+            } else {
+                "a changed or deleted row deletes its key (no refresh_query to read it again)".to_string()
+            };
+            if let Some(filter) = filter.as_ref().filter(|_| job.refresh_query.is_some()) {
+                what.push_str(&format!(
+                    "; a row outside the filter on {} deletes its key",
+                    filter.columns().join(", ")
+                ));
+            }
+            Ok((derived, what))
+        }
+        Shape::Rows {
+            driving,
+            key_columns,
+            filter,
+        } => {
+            let driving_table = &analysis.tables[*driving];
+            if read.links.is_empty() {
+                // No reverse query reaches the keys from here: the job re-runs, and the run prunes.
+                let mut derived = rule(Vec::new(), Vec::new(), vec![job.name.to_string()]);
+                derived.when_changed = read.columns_read.clone().unwrap_or_default();
+                let what = format!(
+                    "it joins {} through another table or without an equality with {}'s columns: a change re-runs \
+                     the job (debounced {}), and the run deletes the keys its query no longer returns{}",
+                    read.alias,
+                    driving_table.alias,
+                    crate::pure::words::duration(settings.debounce),
+                    match &read.columns_read {
+                        Some(columns) if !columns.is_empty() => format!("; only changes to {}", columns.join(", ")),
+                        _ => String::new(),
+                    }
+                );
+                return Ok((derived, what));
+            }
+            let pairs: Vec<String> = read
+                .links
+                .iter()
+                .map(|(column, driving_column)| {
+                    format!("{}.{column} = {}.{driving_column}", read.alias, driving_table.alias)
+                })
+                .collect();
+            let refresh =
+                job.refresh_query.is_some() && (filter.is_none() || refresh_applies(job, database, filter, schema));
+            let mut derived = rule(Vec::new(), Vec::new(), Vec::new());
+            derived.when_changed = read.columns_read.clone().unwrap_or_default();
+            derived.lookup = Some(Arc::new(crate::pure::model::ReverseLookup {
+                job: job.name.clone(),
+                database: driving_table.database.clone(),
+                table: driving_table.table.clone(),
+                links: read.links.clone(),
+                key: renamed(&job.key, key_columns),
+                refresh,
+                max_fanout: settings.max_fanout,
+            }));
+            let what = format!(
+                "a changed row {} the keys of the {} rows that join it ({}), found by one query per batch; over \
+                 max_fanout ({}) keys the job re-runs instead{}",
+                if refresh { "refreshes" } else { "deletes" },
+                driving_table.table,
+                pairs.join(" AND "),
+                settings.max_fanout,
+                match &read.columns_read {
+                    Some(columns) if !columns.is_empty() => format!("; only changes to {}", columns.join(", ")),
+                    _ => String::new(),
+                }
+            );
+            Ok((derived, what))
+        }
+        Shape::Whole {
+            keyed_by: Some((table, columns)),
+            per_key: true,
+            ..
+        } if *table == index && job.refresh_query.is_some() => {
+            let what = "each key is one group of this table's rows: a changed row refreshes its group's key (through \
+                        refresh_query); the group a row left (a delete, a changed group column) has its key deleted";
+            Ok((
+                rule(Vec::new(), vec![renamed(&job.key, columns)], Vec::new()),
+                what.to_string(),
+            ))
+        }
+        Shape::Whole { why, keyed_by, .. } => {
+            let (delete, deletes) = match keyed_by {
+                Some((table, columns)) if *table == index => (vec![renamed(&job.key, columns)], true),
+                _ => (Vec::new(), false),
+            };
+            let what = format!(
+                "{why}: a change re-runs the job (debounced {}){}",
+                crate::pure::words::duration(settings.debounce),
+                if deletes {
+                    ", after deleting the changed rows' keys"
+                } else {
+                    ""
+                }
+            );
+            Ok((rule(delete, Vec::new(), vec![job.name.to_string()]), what))
+        }
+    }
+}
+
+/// `sql` analyzed with its joins' unqualified columns placed (see `columns`) and the views it reads expanded (see
+/// `views`), and what was done with the views.
+fn analyzed(sql: &str, database: &str, key: &KeyTemplate, schema: &schema::Schema) -> (Analysis, Option<String>) {
+    let qualified = columns::qualify(sql, database, schema);
+    let sql = qualified.as_deref().unwrap_or(sql);
+    match views::expand(sql, database, schema) {
+        views::Expansion::NoViews => (analyze::analyze(sql, database, key), None),
+        views::Expansion::Merged { sql, views } => (
+            analyze::analyze(&sql, database, key),
+            Some(format!("reads the view {} (merged)", views.join(", "))),
+        ),
+        views::Expansion::Opaque { why, bases } => {
+            let analysis = analyze::analyze(sql, database, key);
+            if matches!(analysis.shape, Shape::TtlOnly(_)) {
+                return (analysis, None);
+            }
+            let tables = bases
+                .into_iter()
+                .map(|(database, table)| analyze::TableRead {
+                    alias: table.clone(),
+                    database,
+                    table,
+                    links: Vec::new(),
+                    outer: false,
+                    columns_read: None,
+                })
+                .collect();
+            let analysis = Analysis {
+                tables,
+                shape: Shape::Whole {
+                    why: why.clone(),
+                    keyed_by: None,
+                    per_key: false,
+                },
+            };
+            (
+                analysis,
+                Some(format!("{why}: a change in its base tables re-runs the job")),
+            )
+        }
+    }
+}
+
+/// A one-row-per-key analysis whose key columns are no primary or unique key of their table, or that joins a table
+/// on columns that are no primary or unique key of it (1:n: a key's row repeated per joined row), when the schema
+/// says, becomes a whole result: several rows may write one key, so a change re-runs the job after deleting its keys.
+fn unique_keys(analysis: Analysis, schema: &schema::Schema) -> Analysis {
+    let Shape::Rows {
+        driving, key_columns, ..
+    } = &analysis.shape
+    else {
+        return analysis;
+    };
+    let table = &analysis.tables[*driving];
+    let columns: Vec<&str> = key_columns.iter().map(|(_, column)| column.as_str()).collect();
+    let why = if !schema.is_unique(&table.database, &table.table, &columns) {
+        format!(
+            "its key columns ({}) are not a primary or unique key of {}: several rows may write one key",
+            columns.join(", "),
+            table.qualified()
+        )
+    } else {
+        let fanning = analysis.tables.iter().enumerate().find(|(index, joined)| {
+            let links: Vec<&str> = joined.links.iter().map(|(column, _)| column.as_str()).collect();
+            index != driving && !links.is_empty() && !schema.is_unique(&joined.database, &joined.table, &links)
+        });
+        let Some((_, joined)) = fanning else {
+            return analysis;
+        };
+        format!(
+            "it joins {} on {}, which is not a primary or unique key of it: a key may have several rows (1:n)",
+            joined.qualified(),
+            joined
+                .links
+                .iter()
+                .map(|(column, _)| column.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    Analysis {
+        shape: Shape::Whole {
+            why,
+            keyed_by: Some((*driving, key_columns.clone())),
+            per_key: false,
+        },
+        tables: analysis.tables,
+    }
+}
+
+/// Whether `job`'s refresh query applies `filter` (its own conditions on the key's parameters aside).
+fn refresh_applies(
+    job: &WarmJob,
+    database: &str,
+    filter: &Option<crate::pure::predicate::Predicate>,
+    schema: &schema::Schema,
+) -> bool {
+    job.refresh_query.as_ref().is_some_and(|refresh| {
+        matches!(analyzed(refresh, database, &job.key, schema).0.shape,
+            Shape::Rows { filter: ref refresh_filter, .. } if refresh_filter == filter)
+    })
+}
+
+/// `key` with each placeholder replaced by the table column it comes from (`product:{pid}` with `p.id AS pid` →
+/// `product:{id}`), so the binlog's row image renders it.
+fn renamed(key: &KeyTemplate, columns: &[(String, String)]) -> KeyTemplate {
+    let mut source = String::new();
+    for part in key.parts() {
+        match part {
+            crate::pure::model::KeyPart::Literal(text) => source.push_str(&text.replace('{', "{{").replace('}', "}}")),
+            crate::pure::model::KeyPart::Column(name) => {
+                let column = columns
+                    .iter()
+                    .find(|(placeholder, _)| placeholder == name)
+                    .map_or(name.as_str(), |(_, column)| column.as_str());
+                source.push('{');
+                source.push_str(column);
+                source.push('}');
+            }
+        }
+    }
+    KeyTemplate::parse(&source).expect("a template rebuilt from a parsed one's parts parses")
+}
+
+/// The rules `config` hands the binlog: the explicit ones, then those derived for jobs that follow their SQL.
+pub fn effective_rules(explicit: &[ChangeRule], coverage: &[JobCoverage], jobs: &[WarmJob]) -> Vec<ChangeRule> {
+    let mut rules = explicit.to_vec();
+    for job_coverage in coverage {
+        if jobs.iter().any(|job| job.name == job_coverage.job && job.derive_rules) {
+            rules.extend(job_coverage.derived.iter().cloned());
+        }
+    }
+    rules
+}
+
+#[cfg(test)]
+mod tests;
