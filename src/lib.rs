@@ -31,5 +31,5 @@ pub mod config;
 pub mod exec;
 pub mod ops;
 pub mod pure;
-pub mod source;
+pub(crate) mod source;
 pub mod telemetry;

@@ -2,10 +2,10 @@
 //! `demo-init`), the exit codes, and the man page and shell completions generated from them; what each command does
 //! is in the modules below (`dispatch` turns a parsed command line into an exit code).
 
-pub mod binlog_command;
-pub mod check;
+pub(crate) mod binlog_command;
+pub(crate) mod check;
 pub mod commands;
-pub mod demo;
+pub(crate) mod demo;
 pub mod dispatch;
 
 use std::net::SocketAddr;

@@ -1,15 +1,15 @@
 //! The pure core: plain functions over data, no connection and no task — what producers' messages and rows mean,
 //! and what keys and values they become. Tested inline.
 
-pub mod backoff;
-pub mod codec;
-pub mod crypto;
-pub mod derive;
-pub mod glob;
+pub(crate) mod backoff;
+pub(crate) mod codec;
+pub(crate) mod crypto;
+pub(crate) mod derive;
+pub(crate) mod glob;
 pub mod model;
-pub mod plan;
-pub mod predicate;
-pub mod render;
-pub mod trigger;
-pub mod value;
-pub mod words;
+pub(crate) mod plan;
+pub(crate) mod predicate;
+pub(crate) mod render;
+pub(crate) mod trigger;
+pub(crate) mod value;
+pub(crate) mod words;

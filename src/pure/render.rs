@@ -177,11 +177,6 @@ impl RowRenderer {
         &self.kinds
     }
 
-    /// The column names, in result order.
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
-
     /// Decodes a row's raw values (in result order) into cells; the error names the column.
     pub fn decode<'r>(&self, raw: &[Option<&'r [u8]>]) -> Result<Vec<Cell<'r>>, String> {
         // One allocation of the right size per row (collecting a `Result` iterator cannot know the length).

@@ -14,7 +14,7 @@ use std::time::Duration;
 mod full;
 mod sweep;
 
-pub use full::{Finding, FullAudit, Slicing, audit_all, audit_sliced, format_report as format_full_report};
+pub use full::{FullAudit, Slicing, audit_all, audit_sliced, format_report as format_full_report};
 pub use sweep::Sweeper;
 
 use crate::exec::backend::BackendError;

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 mod change;
 
-pub use change::{ChangePlan, is_pattern, plan_change, render_from_image};
+pub use change::plan_change;
 
 use crate::pure::glob::{allow_pattern, glob_match};
 use crate::pure::model::{OnGap, ReverseLookup, SeenRow, WarmJob};

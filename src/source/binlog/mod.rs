@@ -78,7 +78,7 @@ use batch::Debounce;
 use checkpoint::Position;
 pub use error::{BinlogError, Verdict};
 pub use server::preflight;
-pub use settings::{Retention, SHORT_RETENTION};
+pub use settings::SHORT_RETENTION;
 pub use url::ReplicationUrl;
 
 /// Distinct keys (and patterns) a batch gathers at most before it is applied: bounds memory and one apply's work.
