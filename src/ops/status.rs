@@ -245,7 +245,7 @@ fn misses(page: &Page<'_>) -> String {
 /// The most missed key templates the page lists.
 const MISSED_TEMPLATES_SHOWN: usize = 10;
 
-/// The whole page. (Long on purpose: the page's sections in the order they appear, each a few lines of HTML.)
+/// The whole page: its sections in the order they appear.
 pub fn render(page: &Page<'_>) -> String {
     let mut html = String::from(
         "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
@@ -269,6 +269,21 @@ pub fn render(page: &Page<'_>) -> String {
         env!("CARGO_PKG_VERSION")
     );
 
+    jobs(page, &mut html);
+    feeds(page, &mut html);
+    consistency(page, &mut html);
+    charts(page, &mut html);
+    let _ = write!(
+        html,
+        "<p class=dim>Sampled every {} s; the same figures, and more, at <a href=\"/metrics\">/metrics</a> and \
+         <a href=\"/jobs\">/jobs</a>.</p></body></html>",
+        SAMPLE_EVERY.as_secs()
+    );
+    html
+}
+
+/// The warm jobs: each one's last run and next run.
+fn jobs(page: &Page<'_>, html: &mut String) {
     html.push_str(
         "<h2>Warm jobs</h2><table><tr><th>job</th><th>schedule</th><th>last run</th><th>finished</th>\
                    <th>duration</th><th>keys</th><th>next run</th></tr>",
@@ -300,7 +315,10 @@ pub fn render(page: &Page<'_>) -> String {
         );
     }
     html.push_str("</table>");
+}
 
+/// What feeds the cache besides the schedule: the binlog, the channel and Redis's misses, each when this instance follows it.
+fn feeds(page: &Page<'_>, html: &mut String) {
     let metric = |name: &str| page.readings.get(name, &[]);
     let show = |value: Option<f64>| value.map_or("–".to_string(), |v| format!("{v}"));
     if metric("cachewarden_binlog_connected").is_some() {
@@ -340,6 +358,10 @@ pub fn render(page: &Page<'_>) -> String {
     if metric("cachewarden_cache_misses_ignored_total").is_some() {
         html.push_str(&misses(page));
     }
+}
+
+/// Consistency: each job's last sweep (every key checked), or that it has not been audited yet.
+fn consistency(page: &Page<'_>, html: &mut String) {
     // Consistency: each job's last sweep (every key checked), or that it has not been audited yet.
     if let Some(jobs) = page.jobs.as_array().filter(|jobs| !jobs.is_empty()) {
         html.push_str(
@@ -388,7 +410,10 @@ pub fn render(page: &Page<'_>) -> String {
         }
         html.push_str("</table>");
     }
+}
 
+/// The last hour's charts, from the history.
+fn charts(page: &Page<'_>, html: &mut String) {
     let samples = page.history.snapshot();
     html.push_str("<h2>Last hour</h2>");
     let runs: Vec<(f64, f64)> = samples
@@ -408,13 +433,6 @@ pub fn render(page: &Page<'_>) -> String {
         "/s",
         &rates(&samples, |s| s.messages),
     ));
-    let _ = write!(
-        html,
-        "<p class=dim>Sampled every {} s; the same figures, and more, at <a href=\"/metrics\">/metrics</a> and \
-         <a href=\"/jobs\">/jobs</a>.</p></body></html>",
-        SAMPLE_EVERY.as_secs()
-    );
-    html
 }
 
 #[cfg(test)]
