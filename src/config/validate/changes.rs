@@ -103,136 +103,50 @@ impl Context {
     }
 
     /// `[binlog]`. (Long on purpose: one block per field, each reporting its own problem.)
-    pub(super) fn binlog(&mut self, raw: RawBinlog, mysql: Option<&MysqlSettings>) -> Option<BinlogSettings> {
-        if !self.flag("binlog", "enabled", raw.enabled, true) {
+    pub(super) fn binlog(&mut self, mut raw: RawBinlog, mysql: Option<&MysqlSettings>) -> Option<BinlogSettings> {
+        if !self.flag("binlog", "enabled", raw.enabled.take(), true) {
             return None;
         }
-        let server_id = match raw.server_id {
-            None => {
-                self.problem(
-                    self.lines.key_line(None, "binlog"),
-                    "binlog.server_id".into(),
-                    "is required: a replica id unique among the server's replicas (e.g. 4242)".into(),
-                );
-                None
-            }
-            Some(raw) => match self.count("binlog", "server_id", Some(raw)) {
-                Some(id) if id <= u32::MAX as usize => Some(id as u32),
-                Some(id) => {
-                    self.field_problem("binlog", "server_id", format!("{id} is larger than 4294967295"));
-                    None
-                }
-                None => None,
-            },
-        };
-        let url = match raw.url {
-            Some(url) => match check_mysql_url(&url) {
-                Ok(()) => Some(SecretUrl::new(url)),
-                Err(message) => {
-                    self.field_problem("binlog", "url", message);
-                    None
-                }
-            },
+        let server_id = self.binlog_server_id(raw.server_id.take());
+        let url = match raw.url.take() {
+            Some(url) => self.mysql_url("url", &url, ""),
             None => mysql.map(|m| m.url.clone()),
         };
-        let start = match raw.start.as_deref() {
-            None | Some("current") => Some(BinlogStart::Current),
-            Some(text) => match text.rsplit_once(':').map(|(file, pos)| (file, pos.parse::<u64>())) {
-                Some((file, Ok(pos))) if !file.is_empty() => Some(BinlogStart::At {
-                    file: file.to_string(),
-                    pos,
-                }),
-                _ => {
-                    self.field_problem(
-                        "binlog",
-                        "start",
-                        format!("\"{text}\" is not a start position: use \"current\" or \"binlog.000042:1234\""),
-                    );
-                    None
-                }
-            },
-        };
-        // A `checkpoint_file` alone means the file store; beside `checkpoint = "redis"` it would be ignored.
-        let store = match (raw.checkpoint.as_deref(), &raw.checkpoint_file) {
-            (None, Some(_)) => Some("file"),
-            (Some("redis"), Some(_)) => {
-                self.field_problem(
-                    "binlog",
-                    "checkpoint_file",
-                    "is set, but checkpoint = \"redis\" keeps the checkpoint in Redis: remove one of the two".into(),
-                );
-                Some("redis")
-            }
-            (store, _) => store,
-        };
-        let checkpoint = match store {
-            None | Some("redis") => Some(CheckpointStore::Redis(
-                raw.checkpoint_key
-                    .unwrap_or_else(|| "cachewarden:binlog:checkpoint".into()),
-            )),
-            Some("file") => {
-                let path = raw.checkpoint_file.map(std::path::PathBuf::from).unwrap_or_else(|| {
-                    std::env::var_os("STATE_DIRECTORY")
-                        .map(std::path::PathBuf::from)
-                        .unwrap_or_else(|| "/var/lib/cachewarden".into())
-                        .join("binlog.checkpoint")
-                });
-                Some(CheckpointStore::File(path))
-            }
-            Some(other) => {
-                self.field_problem(
-                    "binlog",
-                    "checkpoint",
-                    format!("\"{other}\" is not a checkpoint store: use \"redis\" or \"file\""),
-                );
-                None
-            }
-        };
-        let heartbeat = match self.duration("binlog", "heartbeat", raw.heartbeat) {
-            Some(heartbeat) if heartbeat > MAX_HEARTBEAT => {
-                self.field_problem(
-                    "binlog",
-                    "heartbeat",
-                    format!("{heartbeat:?} is longer than an hour: a dead replication link would go unnoticed"),
-                );
-                DEFAULT_HEARTBEAT
-            }
-            heartbeat => heartbeat.unwrap_or(DEFAULT_HEARTBEAT),
-        };
+        let start = self.binlog_start(raw.start.as_deref());
+        let checkpoint = self.checkpoint_store(&mut raw);
+        let heartbeat = self.capped(
+            "heartbeat",
+            raw.heartbeat.take(),
+            MAX_HEARTBEAT,
+            DEFAULT_HEARTBEAT,
+            |heartbeat| format!("{heartbeat:?} is longer than an hour: a dead replication link would go unnoticed"),
+        );
         let on_gap = self.on_gap("binlog", raw.on_gap.as_deref());
-        let derive_rules = self.flag("binlog", "derive_rules", raw.derive_rules, false);
+        let derive_rules = self.flag("binlog", "derive_rules", raw.derive_rules.take(), false);
         let derive_debounce = self
-            .duration("binlog", "derive_debounce", raw.derive_debounce)
+            .duration("binlog", "derive_debounce", raw.derive_debounce.take())
             .unwrap_or(crate::config::DEFAULT_DERIVE_DEBOUNCE);
         let max_fanout = self
-            .count("binlog", "max_fanout", raw.max_fanout)
+            .count("binlog", "max_fanout", raw.max_fanout.take())
             .unwrap_or(crate::config::DEFAULT_MAX_FANOUT);
-        let refresh_wait = match self.duration("binlog", "refresh_wait", raw.refresh_wait) {
-            Some(wait) if wait > MAX_REFRESH_WAIT => {
-                self.field_problem(
-                    "binlog",
-                    "refresh_wait",
-                    format!(
-                        "{} is longer than a minute: the keys stay missing that long; set refresh_fallback to read \
-                         them from the writer instead",
-                        crate::pure::words::duration(wait)
-                    ),
-                );
-                DEFAULT_REFRESH_WAIT
-            }
-            wait => wait.unwrap_or(DEFAULT_REFRESH_WAIT),
-        };
+        let refresh_wait = self.capped(
+            "refresh_wait",
+            raw.refresh_wait.take(),
+            MAX_REFRESH_WAIT,
+            DEFAULT_REFRESH_WAIT,
+            |wait| {
+                format!(
+                    "{} is longer than a minute: the keys stay missing that long; set refresh_fallback to read them \
+                 from the writer instead",
+                    crate::pure::words::duration(wait)
+                )
+            },
+        );
         let refresh_fallback = match raw.refresh_fallback.as_deref() {
             None | Some("") => None,
             // The binlog follows the writer: its connection is the one a lagging reader falls back to.
             Some("binlog") => url.clone(),
-            Some(fallback) => match check_mysql_url(fallback) {
-                Ok(()) => Some(SecretUrl::new(fallback.to_string())),
-                Err(message) => {
-                    self.field_problem("binlog", "refresh_fallback", format!("{message} (or \"binlog\")"));
-                    None
-                }
-            },
+            Some(fallback) => self.mysql_url("refresh_fallback", fallback, " (or \"binlog\")"),
         };
         Some(BinlogSettings {
             max_fanout,
@@ -247,6 +161,114 @@ impl Context {
             derive_rules,
             derive_debounce,
         })
+    }
+
+    /// `[binlog] server_id`: required, a replica id that fits 32 bits.
+    fn binlog_server_id(&mut self, raw: Option<IntOrString>) -> Option<u32> {
+        if raw.is_none() {
+            let message = "is required: a replica id unique among the server's replicas (e.g. 4242)";
+            self.problem(
+                self.lines.key_line(None, "binlog"),
+                "binlog.server_id".into(),
+                message.into(),
+            );
+            return None;
+        }
+        match self.count("binlog", "server_id", raw)? {
+            id if id <= u32::MAX as usize => Some(id as u32),
+            id => {
+                self.field_problem("binlog", "server_id", format!("{id} is larger than 4294967295"));
+                None
+            }
+        }
+    }
+
+    /// A MySQL URL in `[binlog] field`; `hint` ends its problem.
+    fn mysql_url(&mut self, field: &str, url: &str, hint: &str) -> Option<SecretUrl> {
+        match check_mysql_url(url) {
+            Ok(()) => Some(SecretUrl::new(url.to_string())),
+            Err(message) => {
+                self.field_problem("binlog", field, format!("{message}{hint}"));
+                None
+            }
+        }
+    }
+
+    /// `[binlog] start`: `current` (the default) or `file:pos`.
+    fn binlog_start(&mut self, text: Option<&str>) -> Option<BinlogStart> {
+        let text = match text {
+            None | Some("current") => return Some(BinlogStart::Current),
+            Some(text) => text,
+        };
+        match text.rsplit_once(':').map(|(file, pos)| (file, pos.parse::<u64>())) {
+            Some((file, Ok(pos))) if !file.is_empty() => Some(BinlogStart::At {
+                file: file.to_string(),
+                pos,
+            }),
+            _ => {
+                let message = format!("\"{text}\" is not a start position: use \"current\" or \"binlog.000042:1234\"");
+                self.field_problem("binlog", "start", message);
+                None
+            }
+        }
+    }
+
+    /// Where the checkpoint is kept: `checkpoint = "redis"` (the default, at `checkpoint_key`) or `"file"` (at
+    /// `checkpoint_file`, which alone also means the file store).
+    fn checkpoint_store(&mut self, raw: &mut RawBinlog) -> Option<CheckpointStore> {
+        // Beside `checkpoint = "redis"`, a `checkpoint_file` would be ignored.
+        let store = match (raw.checkpoint.as_deref(), &raw.checkpoint_file) {
+            (None, Some(_)) => Some("file"),
+            (Some("redis"), Some(_)) => {
+                let message = "is set, but checkpoint = \"redis\" keeps the checkpoint in Redis: remove one of the two";
+                self.field_problem("binlog", "checkpoint_file", message.into());
+                Some("redis")
+            }
+            (store, _) => store,
+        };
+        match store {
+            None | Some("redis") => Some(CheckpointStore::Redis(
+                raw.checkpoint_key
+                    .take()
+                    .unwrap_or_else(|| "cachewarden:binlog:checkpoint".into()),
+            )),
+            Some("file") => {
+                let path = raw
+                    .checkpoint_file
+                    .take()
+                    .map(std::path::PathBuf::from)
+                    .unwrap_or_else(|| {
+                        std::env::var_os("STATE_DIRECTORY")
+                            .map(std::path::PathBuf::from)
+                            .unwrap_or_else(|| "/var/lib/cachewarden".into())
+                            .join("binlog.checkpoint")
+                    });
+                Some(CheckpointStore::File(path))
+            }
+            Some(other) => {
+                let message = format!("\"{other}\" is not a checkpoint store: use \"redis\" or \"file\"");
+                self.field_problem("binlog", "checkpoint", message);
+                None
+            }
+        }
+    }
+
+    /// A `[binlog]` duration that may not exceed `max` (a problem that says why, and the default, when it does).
+    fn capped(
+        &mut self,
+        field: &str,
+        raw: Option<String>,
+        max: Duration,
+        default: Duration,
+        too_long: impl FnOnce(Duration) -> String,
+    ) -> Duration {
+        match self.duration("binlog", field, raw) {
+            Some(duration) if duration > max => {
+                self.field_problem("binlog", field, too_long(duration));
+                default
+            }
+            duration => duration.unwrap_or(default),
+        }
     }
 }
 
