@@ -124,36 +124,16 @@ async fn replay(
         eprintln!("error: {message}");
         ExitCode::from(code)
     };
-    let Some(start) = Position::parse(from).filter(|position| !position.file.is_empty()) else {
-        return failed(
-            format!("--from {from:?} is not FILE:POS (e.g. binlog.000042:1234)"),
-            USAGE,
-        );
+    let (start, end) = match replay_range(settings, saved, from, to).await {
+        Ok(range) => range,
+        Err((message, code)) => return failed(message, code),
     };
-    let start = match position::locate(settings, &start.file, start.pos).await {
-        Ok(start) => start,
-        Err(error) => return failed(error.to_string(), FAILED),
-    };
-    let end = match to {
-        Some(to) => match Position::parse(to).filter(|position| !position.file.is_empty()) {
-            Some(end) => end,
-            None => return failed(format!("--to {to:?} is not FILE:POS"), USAGE),
-        },
-        None => match position::inspect(settings, saved).await {
-            Ok(inspection) => Position::at(inspection.server.file, inspection.server.pos),
-            Err(error) => return failed(error.to_string(), UNAVAILABLE),
-        },
-    };
-    if start.earlier(&end) != Some(&start) {
-        return failed(format!("--from {start} is not before --to {end}"), USAGE);
-    }
     let mut config = config.clone();
     if let Err(error) = crate::cli::check::learn_schema(&mut config).await {
         tracing::warn!(%error, "Could not read the foreign keys and views: the replay follows the rules the file gives.");
     }
     let scratch = std::env::temp_dir().join(format!("cachewarden-replay-{}", std::process::id()));
-    let store = CheckpointStore::File(scratch.clone());
-    let checkpoints = Checkpoints::new(store.clone(), cache.clone());
+    let checkpoints = Checkpoints::new(CheckpointStore::File(scratch.clone()), cache.clone());
     if let Err(error) = checkpoints.save(&start).await {
         return failed(error.to_string(), FAILED);
     }
@@ -161,65 +141,12 @@ async fn replay(
         Ok(db) => db,
         Err(error) => return failed(error.to_string(), CONFIG),
     };
-    let (_jobs_tx, jobs) = watch::channel::<Arc<[WarmJob]>>(config.jobs.clone().into());
-    let (triggers_tx, triggers) = mpsc::channel(256);
-    let warmer = Arc::new(Warmer::new(
-        db.clone(),
-        cache.clone(),
-        config.daemon.max_concurrent_jobs,
-    ));
-    let health = Health::default();
-    let invalidator = Arc::new(
-        Invalidator::new(
-            cache.clone(),
-            db.clone(),
-            jobs.clone(),
-            triggers_tx,
-            config.channel.max_keys_per_pattern,
-            health.clone(),
-        )
-        .with_warmer(warmer.clone()),
-    );
-    let listener = BinlogListener {
-        settings: BinlogSettings {
-            // Its own: the daemon's connection (same id) would be cut off by it.
-            server_id: 0x8000_0000 | fastrand::u32(..0x7fff_ffff),
-            checkpoint: store.clone(),
-            on_gap: OnGap::None,
-            ..settings.clone()
-        },
-        checkpoints: checkpoints.clone(),
-        url: Arc::new(ReplicationUrl::new(settings.url.clone(), None)),
-        rules: config.rules.clone().into(),
-        invalidator,
-        health,
-        fallback: None,
-        dead_letters: Default::default(),
-    };
-    let runner = WarmRunner::new(warmer, jobs, triggers, config.daemon.shutdown_grace, Default::default());
+    let (listener, runner) = replayer(&config, settings, &checkpoints, cache, db.clone());
     let shutdown = CancellationToken::new();
     let reading = tokio::spawn(listener.run(shutdown.clone()));
     let warming = tokio::spawn(runner.run(shutdown.clone()));
     info!(from = %start, to = %end, "Replaying a range of the binlog through the rules.");
-    let mut last = start.clone();
-    let mut moved = std::time::Instant::now();
-    let outcome = loop {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let Ok(Some(now)) = checkpoints.load().await else {
-            continue;
-        };
-        if end.earlier(&now) == Some(&end) {
-            break Ok(now);
-        }
-        if now.to_string() != last.to_string() {
-            (last, moved) = (now, std::time::Instant::now());
-        } else if moved.elapsed() > REPLAY_STALL {
-            break Err(format!(
-                "the replay stayed at {last} for {} without reaching {end} (see the log above)",
-                crate::pure::words::duration(REPLAY_STALL)
-            ));
-        }
-    };
+    let outcome = replayed(&checkpoints, &start, &end).await;
     shutdown.cancel();
     let _ = tokio::join!(reading, warming);
     db.close().await;
@@ -231,6 +158,106 @@ async fn replay(
             ExitCode::SUCCESS
         }
         Err(message) => failed(message, FAILED),
+    }
+}
+
+/// `--from` (located on the server) and `--to` (the server's current position when left out), `from` first; or what
+/// is wrong, with the exit code.
+async fn replay_range(
+    settings: &BinlogSettings,
+    saved: &Checkpoints,
+    from: &str,
+    to: Option<&str>,
+) -> Result<(Position, Position), (String, u8)> {
+    let Some(start) = Position::parse(from).filter(|position| !position.file.is_empty()) else {
+        return Err((
+            format!("--from {from:?} is not FILE:POS (e.g. binlog.000042:1234)"),
+            USAGE,
+        ));
+    };
+    let start = position::locate(settings, &start.file, start.pos)
+        .await
+        .map_err(|error| (error.to_string(), FAILED))?;
+    let end = match to {
+        Some(to) => Position::parse(to)
+            .filter(|position| !position.file.is_empty())
+            .ok_or_else(|| (format!("--to {to:?} is not FILE:POS"), USAGE))?,
+        None => position::inspect(settings, saved)
+            .await
+            .map(|inspection| Position::at(inspection.server.file, inspection.server.pos))
+            .map_err(|error| (error.to_string(), UNAVAILABLE))?,
+    };
+    if start.earlier(&end) != Some(&start) {
+        return Err((format!("--from {start} is not before --to {end}"), USAGE));
+    }
+    Ok((start, end))
+}
+
+/// A listener of the replay's own (a server id of its own, its checkpoint in `checkpoints`, no gap recovery) and the
+/// warm runner its rules' warm runs go to.
+fn replayer(
+    config: &Config,
+    settings: &BinlogSettings,
+    checkpoints: &Checkpoints,
+    cache: Cache,
+    db: Database,
+) -> (BinlogListener, WarmRunner) {
+    let (_jobs_tx, jobs) = watch::channel::<Arc<[WarmJob]>>(config.jobs.clone().into());
+    let (triggers_tx, triggers) = mpsc::channel(256);
+    let warmer = Arc::new(Warmer::new(
+        db.clone(),
+        cache.clone(),
+        config.daemon.max_concurrent_jobs,
+    ));
+    let health = Health::default();
+    let invalidator = Invalidator::new(
+        cache,
+        db,
+        jobs.clone(),
+        triggers_tx,
+        config.channel.max_keys_per_pattern,
+        health.clone(),
+    )
+    .with_warmer(warmer.clone());
+    let listener = BinlogListener {
+        settings: BinlogSettings {
+            // Its own: the daemon's connection (same id) would be cut off by it.
+            server_id: 0x8000_0000 | fastrand::u32(..0x7fff_ffff),
+            on_gap: OnGap::None,
+            ..settings.clone()
+        },
+        checkpoints: checkpoints.clone(),
+        url: Arc::new(ReplicationUrl::new(settings.url.clone(), None)),
+        rules: config.rules.clone().into(),
+        invalidator: Arc::new(invalidator),
+        health,
+        fallback: None,
+        dead_letters: Default::default(),
+    };
+    let runner = WarmRunner::new(warmer, jobs, triggers, config.daemon.shutdown_grace, Default::default());
+    (listener, runner)
+}
+
+/// Waits until the replay's checkpoint passes `end`; where it got. `Err` when it stays put for [`REPLAY_STALL`].
+async fn replayed(checkpoints: &Checkpoints, start: &Position, end: &Position) -> Result<Position, String> {
+    let mut last = start.clone();
+    let mut moved = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let Ok(Some(now)) = checkpoints.load().await else {
+            continue;
+        };
+        if end.earlier(&now) == Some(end) {
+            return Ok(now);
+        }
+        if now.to_string() != last.to_string() {
+            (last, moved) = (now, std::time::Instant::now());
+        } else if moved.elapsed() > REPLAY_STALL {
+            return Err(format!(
+                "the replay stayed at {last} for {} without reaching {end} (see the log above)",
+                crate::pure::words::duration(REPLAY_STALL)
+            ));
+        }
     }
 }
 
