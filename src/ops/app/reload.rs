@@ -11,11 +11,46 @@ use crate::telemetry::metrics;
 ///
 /// Jobs are replaced: added jobs are scheduled, removed ones unscheduled, changed ones take effect from their next
 /// run; runs in progress finish with the definition they started with. Connection and process settings need a
-/// restart: a change to them is reported and otherwise ignored. (A page on purpose: every part of the
-/// configuration is either applied or reported here, so nothing changes silently.)
+/// restart: a change to them is reported and otherwise ignored, so nothing changes silently.
 pub(super) fn reload(current: &Config) -> Option<Config> {
-    let mut new = match config::load(&current.path, current.credentials.as_deref()) {
-        Ok(new) => new,
+    let mut new = read_again(current)?;
+    // The foreign keys read at start apply to the new file too (a new foreign key needs a restart).
+    new.learn_schema(current.schema.clone());
+    for section in needing_restart(current, &new) {
+        warn!(
+            section,
+            "SIGHUP: this section changed; it takes effect only after a restart."
+        );
+    }
+    let old: Vec<&str> = current.jobs.iter().map(|job| &*job.name).collect();
+    let added: Vec<&str> = new
+        .jobs
+        .iter()
+        .map(|job| &*job.name)
+        .filter(|name| !old.contains(name))
+        .collect();
+    let removed: Vec<&str> = old.iter().copied().filter(|name| new.job(name).is_none()).collect();
+    info!(
+        jobs = new.jobs.len(),
+        ?added,
+        ?removed,
+        "SIGHUP: configuration reloaded."
+    );
+    metrics::initialise(&metrics::Configured {
+        jobs: &added,
+        channel: false,
+        binlog: false,
+        ha: false,
+        misses: false,
+    });
+    metrics::record_reload(true);
+    Some(applied(current, new))
+}
+
+/// The file read again; `None` (each problem logged) when it is invalid.
+fn read_again(current: &Config) -> Option<Config> {
+    match config::load(&current.path, current.credentials.as_deref()) {
+        Ok(new) => Some(new),
         Err(error) => {
             for problem in error.problems() {
                 error!(line = problem.line, location = %problem.location, problem = %problem.message, "Invalid configuration.");
@@ -29,11 +64,13 @@ pub(super) fn reload(current: &Config) -> Option<Config> {
                 ),
             }
             metrics::record_reload(false);
-            return None;
+            None
         }
-    };
-    // The foreign keys read at start apply to the new file too (a new foreign key needs a restart).
-    new.learn_schema(current.schema.clone());
+    }
+}
+
+/// The sections that changed but take effect only after a restart.
+fn needing_restart(current: &Config, new: &Config) -> Vec<&'static str> {
     let fixed = [
         // New credentials in the same URL are applied (see `Work::reconnect`); any other change needs a restart.
         (
@@ -68,35 +105,15 @@ pub(super) fn reload(current: &Config) -> Option<Config> {
             } != current.channel,
         ),
     ];
-    for (section, _) in fixed.iter().filter(|(_, changed)| *changed) {
-        warn!(
-            section,
-            "SIGHUP: this section changed; it takes effect only after a restart."
-        );
-    }
-    let old: Vec<&str> = current.jobs.iter().map(|job| &*job.name).collect();
-    let added: Vec<&str> = new
-        .jobs
-        .iter()
-        .map(|job| &*job.name)
-        .filter(|name| !old.contains(name))
-        .collect();
-    let removed: Vec<&str> = old.iter().copied().filter(|name| new.job(name).is_none()).collect();
-    info!(
-        jobs = new.jobs.len(),
-        ?added,
-        ?removed,
-        "SIGHUP: configuration reloaded."
-    );
-    metrics::initialise(&metrics::Configured {
-        jobs: &added,
-        channel: false,
-        binlog: false,
-        ha: false,
-        misses: false,
-    });
-    metrics::record_reload(true);
-    Some(Config {
+    fixed
+        .into_iter()
+        .filter_map(|(section, changed)| changed.then_some(section))
+        .collect()
+}
+
+/// What runs from now on: the new jobs and allow-list, rotated credentials, and every other section as it was.
+fn applied(current: &Config, new: Config) -> Config {
+    Config {
         credentials: current.credentials.clone(),
         redis: if cache::only_credentials_differ(&new.redis.url, &current.redis.url) {
             RedisSettings {
@@ -125,5 +142,5 @@ pub(super) fn reload(current: &Config) -> Option<Config> {
             ..current.channel.clone()
         },
         ..new
-    })
+    }
 }
