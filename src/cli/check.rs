@@ -148,6 +148,16 @@ async fn check_database(config: &Config, mut problems: Vec<Problem>, notes: &mut
         return (problems, error.is_unreachable());
     }
     let lines = LineIndex::new(&std::fs::read_to_string(&config.path).unwrap_or_default());
+    check_job_queries(config, &db, &lines, &mut problems).await;
+    for (index, rule) in config.rules.iter().enumerate() {
+        check_rule_tables(config, &db, &lines, index, rule, &mut problems, notes).await;
+    }
+    db.close().await;
+    (problems, false)
+}
+
+/// Each job's query and refresh query, described by the server: they must run and render.
+async fn check_job_queries(config: &Config, db: &Database, lines: &LineIndex, problems: &mut Vec<Problem>) {
     for (index, job) in config.jobs.iter().enumerate() {
         let at = format!("warm[{index}] \"{}\"", job.name);
         let line = |field| lines.table_field_line("warm", index, Some(field));
@@ -177,80 +187,89 @@ async fn check_database(config: &Config, mut problems: Vec<Problem>, notes: &mut
             });
         }
     }
-    for (index, rule) in config.rules.iter().enumerate() {
-        // A derived rule is located by its job (its fields are the job's key and query).
-        let (section, position, at) = match &rule.derived_from {
-            Some(job) => {
-                let position = config.jobs.iter().position(|j| j.name == *job).unwrap_or_default();
-                let at = format!(
-                    "warm[{position}] \"{job}\" (the rule derived for {}.{})",
-                    rule.database, rule.table
-                );
-                ("warm", position, at)
-            }
-            None => (
-                "on_change",
-                index,
-                format!("on_change[{index}] \"{}.{}\"", rule.database, rule.table),
-            ),
-        };
-        let line = |field: &str| {
-            let field = if section == "warm" { "query" } else { field };
-            lines.table_field_line(section, position, Some(field))
-        };
-        // A table pattern is held against every table it matches today (none is no problem: shards may come).
-        let tables = if rule.is_table_pattern() {
-            match db.tables_matching(&rule.database, &rule.table).await {
-                Ok(tables) => {
-                    let names: Vec<String> = tables.iter().map(|(db, table)| format!("{db}.{table}")).collect();
-                    notes.push(format!(
-                        "{at}: the pattern matches {}{}",
-                        crate::pure::words::count(names.len(), "table"),
-                        if names.is_empty() {
-                            " today".to_string()
-                        } else {
-                            format!(": {}", names.join(", "))
-                        }
-                    ));
-                    tables
-                }
-                Err(error) => {
-                    notes.push(format!(
-                        "{at}: the tables the pattern matches could not be listed: {error}"
-                    ));
-                    Vec::new()
-                }
-            }
-        } else {
-            vec![(rule.database.clone(), rule.table.clone())]
-        };
-        for (database, table) in tables {
-            match db.table_columns(&database, &table).await {
-                Ok(columns) => {
-                    let columns = columns.map(|mut columns| {
-                        if rule.is_table_pattern() {
-                            columns.extend([SOURCE_DATABASE.to_string(), SOURCE_TABLE.to_string()]);
-                        }
-                        columns
-                    });
-                    for (field, message) in rule_problems(rule, &database, &table, columns.as_deref()) {
-                        problems.push(Problem {
-                            line: line(field),
-                            location: format!("{at}.{field}"),
-                            message,
-                        });
+}
+
+/// The table (or every table a pattern matches today) of the `index`th rule: its columns must be the ones the rule
+/// names.
+async fn check_rule_tables(
+    config: &Config,
+    db: &Database,
+    lines: &LineIndex,
+    index: usize,
+    rule: &ChangeRule,
+    problems: &mut Vec<Problem>,
+    notes: &mut Vec<String>,
+) {
+    // A derived rule is located by its job (its fields are the job's key and query).
+    let (section, position, at) = match &rule.derived_from {
+        Some(job) => {
+            let position = config.jobs.iter().position(|j| j.name == *job).unwrap_or_default();
+            let at = format!(
+                "warm[{position}] \"{job}\" (the rule derived for {}.{})",
+                rule.database, rule.table
+            );
+            ("warm", position, at)
+        }
+        None => (
+            "on_change",
+            index,
+            format!("on_change[{index}] \"{}.{}\"", rule.database, rule.table),
+        ),
+    };
+    let line = |field: &str| {
+        let field = if section == "warm" { "query" } else { field };
+        lines.table_field_line(section, position, Some(field))
+    };
+    // A table pattern is held against every table it matches today (none is no problem: shards may come).
+    let tables = if rule.is_table_pattern() {
+        match db.tables_matching(&rule.database, &rule.table).await {
+            Ok(tables) => {
+                let names: Vec<String> = tables.iter().map(|(db, table)| format!("{db}.{table}")).collect();
+                notes.push(format!(
+                    "{at}: the pattern matches {}{}",
+                    crate::pure::words::count(names.len(), "table"),
+                    if names.is_empty() {
+                        " today".to_string()
+                    } else {
+                        format!(": {}", names.join(", "))
                     }
-                }
-                Err(error) => problems.push(Problem {
-                    line: line("table"),
-                    location: format!("{at}.table"),
-                    message: format!("cannot read the columns of {database}.{table}: {error}"),
-                }),
+                ));
+                tables
+            }
+            Err(error) => {
+                notes.push(format!(
+                    "{at}: the tables the pattern matches could not be listed: {error}"
+                ));
+                Vec::new()
             }
         }
+    } else {
+        vec![(rule.database.clone(), rule.table.clone())]
+    };
+    for (database, table) in tables {
+        match db.table_columns(&database, &table).await {
+            Ok(columns) => {
+                let columns = columns.map(|mut columns| {
+                    if rule.is_table_pattern() {
+                        columns.extend([SOURCE_DATABASE.to_string(), SOURCE_TABLE.to_string()]);
+                    }
+                    columns
+                });
+                for (field, message) in rule_problems(rule, &database, &table, columns.as_deref()) {
+                    problems.push(Problem {
+                        line: line(field),
+                        location: format!("{at}.{field}"),
+                        message,
+                    });
+                }
+            }
+            Err(error) => problems.push(Problem {
+                line: line("table"),
+                location: format!("{at}.table"),
+                message: format!("cannot read the columns of {database}.{table}: {error}"),
+            }),
+        }
     }
-    db.close().await;
-    (problems, false)
 }
 
 /// What is wrong with `rule` for `database.table` (the rule's, or one its pattern matches) with `columns` (`None`: no
