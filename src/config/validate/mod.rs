@@ -71,8 +71,8 @@ const ENV_SECTIONS: &[&str] = &["mysql", "redis", "defaults", "daemon", "admin",
 const CREDENTIALS: &[(&str, &str, &str)] = &[("mysql-url", "mysql", "url"), ("redis-url", "redis", "url")];
 
 /// Parses and validates `source`, the text of `path`. `env` replaces the process environment when given (tests);
-/// `credentials` is systemd's `$CREDENTIALS_DIRECTORY`, if any. (A little over a page on purpose: the passes in
-/// order, each section handed to its own function.)
+/// `credentials` is systemd's `$CREDENTIALS_DIRECTORY`, if any. The passes in order, each section handed to its own
+/// function.
 pub fn validate(
     path: &Path,
     source: &str,
@@ -111,19 +111,7 @@ pub fn validate(
     }
     ctx.apply_env(&mut doc, env);
 
-    for key in doc.keys() {
-        if key != "warm" && key != "on_change" && !SECTIONS.contains(&key.as_str()) {
-            ctx.problem(
-                ctx.lines.key_line(None, key),
-                key.clone(),
-                format!(
-                    "unknown section or field `{key}`{} (valid: {}, warm, on_change)",
-                    crate::pure::words::did_you_mean(key, SECTIONS.iter().copied().chain(["warm", "on_change"])),
-                    SECTIONS.join(", ")
-                ),
-            );
-        }
-    }
+    ctx.unknown_sections(&doc);
 
     let mysql: RawMysql = ctx.section(&doc, "mysql");
     let redis: RawRedis = ctx.section(&doc, "redis");
@@ -149,33 +137,7 @@ pub fn validate(
     let mut rules = ctx.change_rules(doc.get("on_change"), &jobs, &invalid_jobs, mysql.as_ref(), &defaults);
     let mut jobs = jobs;
     if let (Some(binlog), Some(mysql)) = (&binlog, &mysql) {
-        for rule in &mut rules {
-            if let Some(lookup) = &mut rule.lookup {
-                Arc::make_mut(lookup).max_fanout = binlog.max_fanout;
-            }
-        }
-        // A job without its own `derive_rules` takes `[binlog] derive_rules`.
-        let own: HashSet<&str> = match doc.get("warm") {
-            Some(toml::Value::Array(items)) => items
-                .iter()
-                .filter(|item| item.get("derive_rules").is_some())
-                .filter_map(|item| item.get("name").and_then(toml::Value::as_str))
-                .collect(),
-            _ => HashSet::new(),
-        };
-        for job in &mut jobs {
-            if !own.contains(&*job.name) {
-                job.derive_rules = binlog.derive_rules;
-            }
-        }
-        let coverage = crate::pure::derive::cover(
-            &jobs,
-            &rules,
-            &mysql.database().unwrap_or_default(),
-            &binlog.derive_settings(),
-            &crate::pure::derive::schema::Schema::default(),
-        );
-        rules = crate::pure::derive::effective_rules(&rules, &coverage, &jobs);
+        rules = follow_binlog(&doc, binlog, mysql, &mut jobs, rules);
     }
     let ha = ctx.ha(ha, binlog.as_ref());
     let misses = ctx.misses(misses, doc.get("warm"));
@@ -210,6 +172,60 @@ pub fn validate(
         misses,
         schema: Default::default(),
     })
+}
+
+/// What `[binlog]` settles for the jobs and rules: the lookups' fan-out, each job's `derive_rules` (its own, else
+/// `[binlog]`'s), and the rules in effect once the derived ones are added.
+fn follow_binlog(
+    doc: &toml::Table,
+    binlog: &BinlogSettings,
+    mysql: &MysqlSettings,
+    jobs: &mut [WarmJob],
+    mut rules: Vec<ChangeRule>,
+) -> Vec<ChangeRule> {
+    for rule in &mut rules {
+        if let Some(lookup) = &mut rule.lookup {
+            Arc::make_mut(lookup).max_fanout = binlog.max_fanout;
+        }
+    }
+    // A job without its own `derive_rules` takes `[binlog] derive_rules`.
+    let own: HashSet<&str> = match doc.get("warm") {
+        Some(toml::Value::Array(items)) => items
+            .iter()
+            .filter(|item| item.get("derive_rules").is_some())
+            .filter_map(|item| item.get("name").and_then(toml::Value::as_str))
+            .collect(),
+        _ => HashSet::new(),
+    };
+    for job in jobs.iter_mut() {
+        if !own.contains(&*job.name) {
+            job.derive_rules = binlog.derive_rules;
+        }
+    }
+    let coverage = crate::pure::derive::cover(
+        jobs,
+        &rules,
+        &mysql.database().unwrap_or_default(),
+        &binlog.derive_settings(),
+        &crate::pure::derive::schema::Schema::default(),
+    );
+    crate::pure::derive::effective_rules(&rules, &coverage, jobs)
+}
+
+impl Context {
+    /// Every top-level key that is no section cachewarden knows (with the closest one, if any).
+    fn unknown_sections(&mut self, doc: &toml::Table) {
+        for key in doc.keys() {
+            if key != "warm" && key != "on_change" && !SECTIONS.contains(&key.as_str()) {
+                let message = format!(
+                    "unknown section or field `{key}`{} (valid: {}, warm, on_change)",
+                    crate::pure::words::did_you_mean(key, SECTIONS.iter().copied().chain(["warm", "on_change"])),
+                    SECTIONS.join(", ")
+                );
+                self.problem(self.lines.key_line(None, key), key.clone(), message);
+            }
+        }
+    }
 }
 
 /// Values `[[warm]]` jobs inherit.
