@@ -140,8 +140,6 @@ struct SessionState {
     holds: holds::Holds,
     /// When `holds` was last compared with the warm runs' ends.
     released: Option<Instant>,
-    /// The position after the last complete transaction read: what comes before the next change.
-    last_end: Option<Position>,
     /// The checkpoint store refused the last checkpoint for space: the stalled cause `/readyz` shows.
     checkpoint_waits: Option<&'static str>,
     /// The session that just ended received an event (it was following, not failing to start).

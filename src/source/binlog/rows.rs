@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime};
 use tracing::error;
 
 use super::batch::Batch;
+use super::checkpoint::Position;
 use super::{BinlogError, BinlogListener, SessionState, decode};
 use crate::config::ChangeRule;
 use crate::exec::dead_letter::DeadLetter;
@@ -15,13 +16,15 @@ use crate::pure::plan::{self, Action};
 use crate::telemetry::metrics;
 
 impl BinlogListener {
-    /// Plans the rows of one rows event into `batch` (and debounced warm runs).
+    /// Plans the rows of one rows event into `batch` (and debounced warm runs); `last_end` is the position after the
+    /// last complete transaction, where the checkpoint waits for the warm runs these changes ask for.
     pub(super) fn plan_rows(
         &self,
         rows: &mysql_async::binlog::events::RowsEventData<'_>,
         tme: &mysql_async::binlog::events::TableMapEvent<'_>,
         committed_at: u32,
         batch: &mut Batch,
+        last_end: &Position,
         state: &mut SessionState,
     ) -> Result<(), BinlogError> {
         let (database, table) = (tme.database_name(), tme.table_name());
@@ -101,11 +104,9 @@ impl BinlogListener {
                             if admitted && !state.warms_after_apply.contains(&job) {
                                 state.warms_after_apply.push(job.clone());
                             }
-                            if let Some(before) = &state.last_end {
-                                match admitted {
-                                    true => state.holds.asked(&job, before, SystemTime::now()),
-                                    false => state.holds.deferred(&job, before),
-                                }
+                            match admitted {
+                                true => state.holds.asked(&job, last_end, SystemTime::now()),
+                                false => state.holds.deferred(&job, last_end),
                             }
                         }
                         action => batch.add(action, seen.as_ref(), now),

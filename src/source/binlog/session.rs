@@ -58,7 +58,6 @@ impl BinlogListener {
         };
         metrics::record_binlog_connected(true);
         self.health.set_stalled("binlog", None);
-        state.last_end = Some(start.clone());
         let mut reading = Reading {
             stream,
             position: Tracker::new(&start, server.server_id, server.checksum_bytes),
@@ -225,7 +224,8 @@ impl BinlogListener {
             (_, Some(EventData::RowsEvent(rows))) => {
                 metrics::record_binlog_lag(header.timestamp());
                 if let Some(tme) = reading.stream.get_tme(rows.table_id()) {
-                    self.plan_rows(rows, tme, header.timestamp(), &mut reading.batch, state)?;
+                    let last_end = reading.position.last_end();
+                    self.plan_rows(rows, tme, header.timestamp(), &mut reading.batch, last_end, state)?;
                 }
                 Marker::Other
             }
@@ -233,9 +233,7 @@ impl BinlogListener {
             (_, Some(EventData::XidEvent(_))) => Marker::End,
             (_, Some(EventData::QueryEvent(query))) if query.query() != "BEGIN" => {
                 for job in statements::plan(&query.query(), &query.schema(), self, &mut reading.batch) {
-                    if let Some(before) = &state.last_end {
-                        state.holds.deferred(&job, before);
-                    }
+                    state.holds.deferred(&job, reading.position.last_end());
                     reading.statement_warms.push(job);
                 }
                 Marker::End
@@ -262,7 +260,6 @@ impl BinlogListener {
         let Some(end) = ended else { return Ok(true) };
         let batch = &mut reading.batch;
         batch.transactions += 1;
-        state.last_end = Some(end.clone());
         batch.checkpoint = Some(end);
         // A batch this big is worth applying at once: waiting for more only delays what it holds. So is one with a
         // statement's deletes, whose warm runs must come after them.
