@@ -216,6 +216,36 @@ async fn evidence_follows_read_leases_and_guards_writes() {
     let version: u64 = command(&mut conn, &["GET", VERSION_KEY]).await;
     assert_eq!(version, third + 2, "every invalidation and supersede took a version");
 
+    // Redis evicted the version counter alone while reads were in flight, and the next script started a new
+    // counter below their versions: versions of the lost counter and the new one cannot be compared, so those
+    // reads' writes are refused, whichever script (an invalidation, a new lease) started the new counter. (Seeds are
+    // below 2^52, so a counter at 2^52 is certain to start again below.)
+    for recreated_by_lease in [false, true] {
+        command::<()>(&mut conn, &["SET", VERSION_KEY, &(1u64 << 52).to_string()]).await;
+        let lease = cache.begin_read(READ_TIMEOUT).await.expect("begin_read");
+        command::<()>(&mut conn, &["DEL", VERSION_KEY]).await;
+        let other = if recreated_by_lease {
+            Some(cache.begin_read(READ_TIMEOUT).await.expect("begin_read"))
+        } else {
+            None
+        };
+        let version = invalidate(&key("recounted")).await;
+        assert!(version < lease.read_at, "the new counter starts below: {version}");
+        let late = cache
+            .apply(&[set(&key("recounted"), "read before", lease.stamp(lease.read_at))])
+            .await;
+        assert!(matches!(late, Err(CacheError::LeaseEnded)), "{late:?}");
+        assert_eq!(
+            env.get(&key("recounted")).await,
+            None,
+            "a value read before the invalidation landed after it (new counter started by a lease: {recreated_by_lease})"
+        );
+        cache.end_read(lease).await;
+        if let Some(other) = other {
+            cache.end_read(other).await;
+        }
+    }
+
     // Redis lost its state while a read was in flight (a restart without persistence, a flush): the read's writes
     // are refused, big batches included, and a new counter does not start where the old one was.
     let lease = cache.begin_read(READ_TIMEOUT).await.expect("begin_read");

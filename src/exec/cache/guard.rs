@@ -36,7 +36,9 @@
 //! Limits: writes made by the application itself are not versioned; a pattern delete records the keys it finds, not
 //! keys a concurrent warm run has not written yet. If Redis loses its state (a flush, a restart without
 //! persistence), reads in flight have their writes refused, and a new counter starts at a random point
-//! (`node::guard::counter_seed`). One node runs it in `node::guard`; a Redis Cluster runs the same design cut along slots
+//! (`node::guard::counter_seed`). A counter Redis evicted alone is recreated the same way, and the script that
+//! recreates it drops the evidence of every read in flight: their versions belong to the lost counter, and a new
+//! one that starts below them would make later invalidations look older than those reads. One node runs it in `node::guard`; a Redis Cluster runs the same design cut along slots
 //! (`cluster::guard`).
 
 use std::sync::Arc;

@@ -35,10 +35,16 @@ local function set_value(key, value, ttl)
   end
 end
 
--- Creates a missing version counter at `seed` (see counter_seed).
-local function ensure_counter(key, seed)
+-- Creates a missing version counter at `seed` (see counter_seed). The versions of the reads in flight (the leases
+-- in `leases`) belong to the lost counter and cannot be compared with the new one's: a seed below a read's version
+-- would make later invalidations look older than the read. So their evidence hashes (`prefix` .. lease) go, and
+-- their writes are refused.
+local function ensure_counter(key, seed, leases, prefix)
   if redis.call('EXISTS', key) == 0 then
     redis.call('SET', key, seed)
+    for _, lease in ipairs(redis.call('ZRANGE', leases, 0, -1)) do
+      redis.call('UNLINK', prefix .. lease)
+    end
   end
 end
 
@@ -108,7 +114,7 @@ const INVALIDATE: &str = r"
 if #ARGV > 3 and fenced(KEYS[1], ARGV[1]) then
   return -2
 end
-ensure_counter(KEYS[2], ARGV[3])
+ensure_counter(KEYS[2], ARGV[3], KEYS[3], ARGV[2])
 local version = redis.call('INCR', KEYS[2])
 for _, lease in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], now, '+inf')) do
   local evidence = ARGV[2] .. lease
@@ -131,10 +137,10 @@ return version
 
 /// Register a read lease with its evidence hash and return the current version. KEYS[1]: the version counter;
 /// KEYS[2]: the read leases; KEYS[3]: the lease's evidence hash. ARGV[1]: the lease id; ARGV[2]: its lifetime in ms;
-/// ARGV[3]: a seed for a missing counter. The hash holds the field `''` from the start, so its loss shows; expired
+/// ARGV[3]: a seed for a missing counter; ARGV[4]: the evidence prefix. The hash holds the field `''` from the start, so its loss shows; expired
 /// leases are dropped on the way.
 const BEGIN_READ: &str = r"
-ensure_counter(KEYS[1], ARGV[3])
+ensure_counter(KEYS[1], ARGV[3], KEYS[2], ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('HSET', KEYS[3], '', '1')

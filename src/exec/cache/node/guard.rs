@@ -60,7 +60,8 @@ impl Node {
                     .key(&read_lease_keys(&id)[..])
                     .arg(&*id)
                     .arg((timeout + LEASE_MARGIN).as_millis() as u64)
-                    .arg(counter_seed()),
+                    .arg(counter_seed())
+                    .arg(LEASE_PREFIX),
             )
             .await?;
         Ok(ReadLease::new(id, read_at))
