@@ -57,15 +57,13 @@ pub fn install() -> anyhow::Result<Exporter> {
         )?
         .set_buckets_for_metric(Matcher::Full("cachewarden_cache_fill_seconds".into()), FILL_BUCKETS)?
         .build_recorder();
+    let prometheus = recorder.handle();
+    let recording = readings::Recording::new(recorder);
     let exporter = Exporter {
-        prometheus: recorder.handle(),
-        readings: Arc::new(Readings::default()),
+        prometheus,
+        readings: recording.readings(),
     };
-    let fanout = metrics_util::layers::FanoutBuilder::default()
-        .add_recorder(recorder)
-        .add_recorder(readings::ReadingsRecorder(exporter.readings.clone()))
-        .build();
-    metrics::set_global_recorder(fanout).map_err(|_| anyhow::anyhow!("a metrics recorder is already installed"))?;
+    metrics::set_global_recorder(recording).map_err(|_| anyhow::anyhow!("a metrics recorder is already installed"))?;
     describe::describe();
     Ok(exporter)
 }
