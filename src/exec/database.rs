@@ -17,6 +17,7 @@ use sqlx::{
 use tokio::sync::OnceCell;
 
 use crate::config::{MysqlSettings, SslMode};
+use crate::pure::derive::schema::{Action, ForeignKey, Schema};
 use crate::pure::render::ColumnInfo;
 
 /// Idle connections are closed after this long: warm jobs are minutes apart and RDS counts connections.
@@ -318,8 +319,46 @@ impl Database {
 
     /// What `derive::schema` needs, read from information_schema: the foreign keys this user can see whose
     /// `ON DELETE` or `ON UPDATE` changes child rows, and the unique keys, views and columns of `databases`.
-    pub async fn schema(&self, databases: &[String]) -> Result<crate::pure::derive::schema::Schema, DatabaseError> {
-        use crate::pure::derive::schema::{Action, ForeignKey, Schema};
+    pub async fn schema(&self, databases: &[String]) -> Result<Schema, DatabaseError> {
+        let mut schema = Schema {
+            foreign_keys: self.foreign_keys().await?,
+            read: true,
+            ..Schema::default()
+        };
+        for database in databases {
+            self.unique_keys(database, &mut schema.unique_keys).await?;
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT CAST(TABLE_NAME AS CHAR), CAST(VIEW_DEFINITION AS CHAR) FROM information_schema.VIEWS \
+                 WHERE TABLE_SCHEMA = ?",
+            )
+            .bind(database)
+            .fetch_all(&self.pool().pool)
+            .await
+            .map_err(DatabaseError::from_query)?;
+            schema.views.extend(
+                rows.into_iter()
+                    .map(|(view, definition)| (database.clone(), view, definition)),
+            );
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT CAST(TABLE_NAME AS CHAR), CAST(COLUMN_NAME AS CHAR) FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME, ORDINAL_POSITION",
+            )
+            .bind(database)
+            .fetch_all(&self.pool().pool)
+            .await
+            .map_err(DatabaseError::from_query)?;
+            for (table, column) in rows {
+                match schema.columns.last_mut() {
+                    Some((db, name, list)) if db == database && *name == table => list.push(column),
+                    _ => schema.columns.push((database.clone(), table, vec![column])),
+                }
+            }
+        }
+        Ok(schema)
+    }
+
+    /// Every foreign key with a cascading action (`ON DELETE`/`ON UPDATE` other than `RESTRICT` and `NO ACTION`).
+    async fn foreign_keys(&self) -> Result<Vec<ForeignKey>, DatabaseError> {
         type Row = (String, String, String, String, String, String, String, String, String);
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT CAST(k.CONSTRAINT_NAME AS CHAR), CAST(k.TABLE_SCHEMA AS CHAR), CAST(k.TABLE_NAME AS CHAR), \
@@ -357,62 +396,34 @@ impl Database {
                 }),
             }
         }
-        let mut unique_keys: Vec<(String, String, Vec<String>)> = Vec::new();
-        let mut views = Vec::new();
-        let mut columns: Vec<(String, String, Vec<String>)> = Vec::new();
-        for database in databases {
-            let rows: Vec<(String, String, String)> = sqlx::query_as(
-                "SELECT CAST(TABLE_NAME AS CHAR), CAST(INDEX_NAME AS CHAR), CAST(COLUMN_NAME AS CHAR) \
-                 FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND NON_UNIQUE = 0 \
-                 ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX",
-            )
-            .bind(database)
-            .fetch_all(&self.pool().pool)
-            .await
-            .map_err(DatabaseError::from_query)?;
-            let mut last: Option<(String, String)> = None;
-            for (table, index, column) in rows {
-                let same = last.as_ref() == Some(&(table.clone(), index.clone()));
-                match unique_keys.last_mut() {
-                    Some((_, _, columns)) if same => columns.push(column),
-                    _ => unique_keys.push((database.clone(), table.clone(), vec![column])),
-                }
-                last = Some((table, index));
+        Ok(foreign_keys)
+    }
+
+    /// Appends `database`'s unique keys (primary ones included) to `unique_keys`: (database, table, columns).
+    async fn unique_keys(
+        &self,
+        database: &str,
+        unique_keys: &mut Vec<(String, String, Vec<String>)>,
+    ) -> Result<(), DatabaseError> {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT CAST(TABLE_NAME AS CHAR), CAST(INDEX_NAME AS CHAR), CAST(COLUMN_NAME AS CHAR) \
+             FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND NON_UNIQUE = 0 \
+             ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX",
+        )
+        .bind(database)
+        .fetch_all(&self.pool().pool)
+        .await
+        .map_err(DatabaseError::from_query)?;
+        let mut last: Option<(String, String)> = None;
+        for (table, index, column) in rows {
+            let same = last.as_ref() == Some(&(table.clone(), index.clone()));
+            match unique_keys.last_mut() {
+                Some((_, _, columns)) if same => columns.push(column),
+                _ => unique_keys.push((database.to_string(), table.clone(), vec![column])),
             }
-            let rows: Vec<(String, String)> = sqlx::query_as(
-                "SELECT CAST(TABLE_NAME AS CHAR), CAST(VIEW_DEFINITION AS CHAR) FROM information_schema.VIEWS \
-                 WHERE TABLE_SCHEMA = ?",
-            )
-            .bind(database)
-            .fetch_all(&self.pool().pool)
-            .await
-            .map_err(DatabaseError::from_query)?;
-            views.extend(
-                rows.into_iter()
-                    .map(|(view, definition)| (database.clone(), view, definition)),
-            );
-            let rows: Vec<(String, String)> = sqlx::query_as(
-                "SELECT CAST(TABLE_NAME AS CHAR), CAST(COLUMN_NAME AS CHAR) FROM information_schema.COLUMNS \
-                 WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME, ORDINAL_POSITION",
-            )
-            .bind(database)
-            .fetch_all(&self.pool().pool)
-            .await
-            .map_err(DatabaseError::from_query)?;
-            for (table, column) in rows {
-                match columns.last_mut() {
-                    Some((db, name, list)) if db == database && *name == table => list.push(column),
-                    _ => columns.push((database.clone(), table, vec![column])),
-                }
-            }
+            last = Some((table, index));
         }
-        Ok(Schema {
-            foreign_keys,
-            unique_keys,
-            views,
-            columns,
-            read: true,
-        })
+        Ok(())
     }
 
     /// The tables whose `database.table` a rule's table pattern names (only `*` special), sorted.

@@ -5,7 +5,7 @@
 //! ACL DRYRUN, as on older Redis), nothing is checked up front and the daemon still treats a refusal at run time as
 //! definite (ERROR, not ready, retried without skipping anything).
 
-use crate::config::{CheckpointStore, Config};
+use crate::config::{ChannelSettings, CheckpointStore, Config};
 use crate::exec::cache::{Cache, CacheError, READERS_KEY, VERSION_KEY, fence_slots, read_lease_keys, script_head};
 use crate::pure::model::{KeyPart, KeyTemplate};
 
@@ -108,52 +108,83 @@ pub fn redis_needs(config: &Config) -> Vec<Need> {
         needs.push(need("cluster mode", &["CLUSTER", "SLOTS"]));
     }
     if protected {
-        let purpose = "stale-set protection";
-        needs.push(need(purpose, &["SCRIPT", "LOAD", "return 1"]));
-        needs.push(need(purpose, &["TIME"]));
-        needs.push(need(purpose, &["INCR", VERSION_KEY]));
-        needs.push(need(purpose, &["GET", VERSION_KEY]));
-        needs.push(need(purpose, &["WATCH", VERSION_KEY]));
-        needs.push(need(purpose, &["UNWATCH"]));
-        needs.push(need(purpose, &["MULTI"]));
-        needs.push(need(purpose, &["EXEC"]));
-        for command in [
-            vec!["ZADD", READERS_KEY, "1", "m"],
-            vec!["ZREM", READERS_KEY, "m"],
-            vec!["ZSCORE", READERS_KEY, "m"],
-            vec!["ZRANGE", READERS_KEY, "-1", "-1", "WITHSCORES"],
-            vec!["ZREMRANGEBYSCORE", READERS_KEY, "0", "1"],
-            vec!["ZRANGEBYSCORE", READERS_KEY, "0", "+inf"],
-        ] {
-            needs.push(need(purpose, &command));
-        }
-        let [version, readers, evidence] = read_lease_keys("m");
-        let sha = "0".repeat(40);
-        needs.push(need(purpose, &["EVALSHA", &sha, "3", &version, &readers, &evidence]));
-        for command in [
-            vec!["HSET", &evidence, "k", "1"],
-            vec!["HGET", &evidence, "k"],
-            vec!["HEXISTS", &evidence, ""],
-            vec!["EXISTS", &evidence],
-            vec!["PEXPIRE", &evidence, "1000"],
-            vec!["UNLINK", &evidence],
-        ] {
-            needs.push(need(purpose, &command));
-        }
+        protection_needs(&mut needs);
     }
     if let Some(ha) = &config.ha {
-        let purpose = "the [ha] lease";
-        needs.push(need(purpose, &["SET", &ha.key, "t", "NX", "PX", "1000"]));
-        needs.push(need(purpose, &["GET", &ha.key]));
-        needs.push(need(purpose, &["PEXPIRE", &ha.key, "1000"]));
-        needs.push(need(purpose, &["DEL", &ha.key]));
-        needs.push(need(purpose, &["EVAL", "return 1", "1", &ha.key]));
-        needs.push(need(purpose, &["WATCH", &ha.key]));
+        ha_needs(&ha.key, &mut needs);
     }
+    key_needs(config, protected, fence, &mut needs);
+    if config.misses.is_some() {
+        // `CONFIG GET`/`SET notify-keyspace-events` is tried too, but not needed: refused, it is said what to set.
+        let channel = format!("__keyevent@{}__:keymiss", crate::exec::cache::db_of(&config.redis));
+        needs.push(need("[misses]", &["SUBSCRIBE", &channel]));
+    }
+    if config.channel.enabled {
+        channel_needs(&config.channel, protected, fence, &mut needs);
+    }
+    if let Some(binlog) = &config.binlog
+        && let CheckpointStore::Redis(key) = &binlog.checkpoint
+    {
+        let purpose = format!("[binlog] checkpoint_key \"{key}\"");
+        needs.push(need(&purpose, &["GET", key]));
+        needs.push(need(&purpose, &["SET", key, "v"]));
+    }
+    needs
+}
+
+/// Stale-set protection's commands: its scripts, the version counter, the read leases and their evidence.
+fn protection_needs(needs: &mut Vec<Need>) {
+    let purpose = "stale-set protection";
+    needs.push(need(purpose, &["SCRIPT", "LOAD", "return 1"]));
+    needs.push(need(purpose, &["TIME"]));
+    needs.push(need(purpose, &["INCR", VERSION_KEY]));
+    needs.push(need(purpose, &["GET", VERSION_KEY]));
+    needs.push(need(purpose, &["WATCH", VERSION_KEY]));
+    needs.push(need(purpose, &["UNWATCH"]));
+    needs.push(need(purpose, &["MULTI"]));
+    needs.push(need(purpose, &["EXEC"]));
+    for command in [
+        vec!["ZADD", READERS_KEY, "1", "m"],
+        vec!["ZREM", READERS_KEY, "m"],
+        vec!["ZSCORE", READERS_KEY, "m"],
+        vec!["ZRANGE", READERS_KEY, "-1", "-1", "WITHSCORES"],
+        vec!["ZREMRANGEBYSCORE", READERS_KEY, "0", "1"],
+        vec!["ZRANGEBYSCORE", READERS_KEY, "0", "+inf"],
+    ] {
+        needs.push(need(purpose, &command));
+    }
+    let [version, readers, evidence] = read_lease_keys("m");
+    let sha = "0".repeat(40);
+    needs.push(need(purpose, &["EVALSHA", &sha, "3", &version, &readers, &evidence]));
+    for command in [
+        vec!["HSET", &evidence, "k", "1"],
+        vec!["HGET", &evidence, "k"],
+        vec!["HEXISTS", &evidence, ""],
+        vec!["EXISTS", &evidence],
+        vec!["PEXPIRE", &evidence, "1000"],
+        vec!["UNLINK", &evidence],
+    ] {
+        needs.push(need(purpose, &command));
+    }
+}
+
+/// The `[ha]` lease's commands on its key `key`.
+fn ha_needs(key: &str, needs: &mut Vec<Need>) {
+    let purpose = "the [ha] lease";
+    needs.push(need(purpose, &["SET", key, "t", "NX", "PX", "1000"]));
+    needs.push(need(purpose, &["GET", key]));
+    needs.push(need(purpose, &["PEXPIRE", key, "1000"]));
+    needs.push(need(purpose, &["DEL", key]));
+    needs.push(need(purpose, &["EVAL", "return 1", "1", key]));
+    needs.push(need(purpose, &["WATCH", key]));
+}
+
+/// What writing each job's and each rule's keys needs.
+fn key_needs(config: &Config, protected: bool, fence: Option<&str>, needs: &mut Vec<Need>) {
     for job in &config.jobs {
         let purpose = format!("warm job \"{}\" (keys {})", job.name, job.key);
         let key = sample_key(&job.key);
-        key_writes(&purpose, &key, protected, fence, &mut needs);
+        key_writes(&purpose, &key, protected, fence, needs);
         if job.encoding.structure == crate::pure::codec::Structure::Hash {
             // Inside the write scripts (or, unprotected and unfenced, a script of its own).
             needs.push(need(&purpose, &["HSET", &key, "f", "v"]));
@@ -169,55 +200,43 @@ pub fn redis_needs(config: &Config) -> Vec<Need> {
         let table = format!("{}.{}", rule.database, rule.table);
         for template in rule.delete.iter().chain(&rule.refresh) {
             let purpose = format!("[[on_change]] {table} (keys {template})");
-            key_writes(&purpose, &sample_key(template), protected, fence, &mut needs);
+            key_writes(&purpose, &sample_key(template), protected, fence, needs);
             if template.as_str().contains('*') {
                 needs.push(need(&purpose, &["SCAN", "0", "MATCH", template.as_str()]));
             }
         }
         if let Some(projection) = &rule.project {
             let purpose = format!("[[on_change]] {table} (projected keys {})", projection.key);
-            key_writes(&purpose, &sample_key(&projection.key), protected, fence, &mut needs);
+            key_writes(&purpose, &sample_key(&projection.key), protected, fence, needs);
         }
     }
-    if config.misses.is_some() {
-        // `CONFIG GET`/`SET notify-keyspace-events` is tried too, but not needed: refused, it is said what to set.
-        let channel = format!("__keyevent@{}__:keymiss", crate::exec::cache::db_of(&config.redis));
-        needs.push(need("[misses]", &["SUBSCRIBE", &channel]));
+}
+
+/// The channel's commands: the keys its messages may touch, and its subscription or stream.
+fn channel_needs(channel: &ChannelSettings, protected: bool, fence: Option<&str>, needs: &mut Vec<Need>) {
+    for pattern in &channel.allow {
+        let purpose = format!("[channel] allow \"{pattern}\"");
+        key_writes(&purpose, &sample_of_glob(pattern), protected, fence, needs);
+        needs.push(need(&purpose, &["SCAN", "0", "MATCH", pattern]));
     }
-    let channel = &config.channel;
-    if channel.enabled {
-        for pattern in &channel.allow {
-            let purpose = format!("[channel] allow \"{pattern}\"");
-            key_writes(&purpose, &sample_of_glob(pattern), protected, fence, &mut needs);
-            needs.push(need(&purpose, &["SCAN", "0", "MATCH", pattern]));
-        }
-        match &channel.stream {
-            Some(stream) => {
-                let purpose = format!("[channel] stream \"{}\"", stream.name);
-                let (name, group, consumer) = (&*stream.name, &*stream.group, &*stream.consumer);
-                for command in [
-                    vec!["XGROUP", "CREATE", name, group, "0", "MKSTREAM"],
-                    vec!["XREADGROUP", "GROUP", group, consumer, "STREAMS", name, ">"],
-                    vec!["XACK", name, group, "0-1"],
-                    vec!["XAUTOCLAIM", name, group, consumer, "0", "0-0"],
-                ] {
-                    needs.push(need(&purpose, &command));
-                }
+    match &channel.stream {
+        Some(stream) => {
+            let purpose = format!("[channel] stream \"{}\"", stream.name);
+            let (name, group, consumer) = (&*stream.name, &*stream.group, &*stream.consumer);
+            for command in [
+                vec!["XGROUP", "CREATE", name, group, "0", "MKSTREAM"],
+                vec!["XREADGROUP", "GROUP", group, consumer, "STREAMS", name, ">"],
+                vec!["XACK", name, group, "0-1"],
+                vec!["XAUTOCLAIM", name, group, consumer, "0", "0-0"],
+            ] {
+                needs.push(need(&purpose, &command));
             }
-            None => needs.push(need(
-                &format!("[channel] name \"{}\"", channel.name),
-                &["SUBSCRIBE", &channel.name],
-            )),
         }
+        None => needs.push(need(
+            &format!("[channel] name \"{}\"", channel.name),
+            &["SUBSCRIBE", &channel.name],
+        )),
     }
-    if let Some(binlog) = &config.binlog
-        && let CheckpointStore::Redis(key) = &binlog.checkpoint
-    {
-        let purpose = format!("[binlog] checkpoint_key \"{key}\"");
-        needs.push(need(&purpose, &["GET", key]));
-        needs.push(need(&purpose, &["SET", key, "v"]));
-    }
-    needs
 }
 
 /// `ACL DRYRUN`s sent in one pipeline.

@@ -368,48 +368,10 @@ impl StreamListener {
             .cache()
             .own_connection(&self.redis, STREAM_BLOCK + STREAM_REPLY_MARGIN)
             .await?;
-        let now = replication_id(&mut conn).await;
-        if let (Some(before), Some(now)) = (server.as_ref(), now.as_ref())
-            && before != now
-        {
-            metrics::record_gap();
-            warn!(
-                stream = %self.stream.name,
-                on_gap = ?self.on_gap,
-                "Redis is not the server the stream was read from (a failover, or a restart): entries it never \
-                 replicated may be lost; resyncing."
-            );
-            let allow = self.policy.borrow().allow.clone();
-            let actions = plan::gap_actions(self.on_gap, &self.invalidator.jobs(), &allow, &[]);
-            if !self.invalidator.recover("channel", actions, shutdown).await {
-                return Ok(());
-            }
+        if !self.resync_after_failover(&mut conn, server, shutdown).await {
+            return Ok(());
         }
-        if now.is_some() {
-            *server = now;
-        }
-        let StreamSettings {
-            name,
-            group,
-            consumer,
-            claim_idle,
-        } = &self.stream;
-        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(name)
-            .arg(group)
-            // From the stream's start, not `$`: when Redis lost the group (a restart without persistence), entries
-            // added since it came back would otherwise be skipped without a word.
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        if let Err(error) = created
-            && error.code() != Some("BUSYGROUP")
-        {
-            return Err(CacheError::Command(error));
-        }
-        info!(stream = %name, %group, %consumer, "Reading invalidations from the stream.");
+        self.create_group(&mut conn).await?;
 
         // Entries this consumer read but never acknowledged (a crash, a kill -9) come first.
         loop {
@@ -423,24 +385,10 @@ impl StreamListener {
         }
         let mut last_claim: Option<Instant> = None;
         loop {
-            if last_claim.is_none_or(|at| at.elapsed() >= *claim_idle / 2) {
+            if last_claim.is_none_or(|at| at.elapsed() >= self.stream.claim_idle / 2) {
                 last_claim = Some(Instant::now());
-                let mut start = "0-0".to_string();
-                loop {
-                    let (next, claimed) = self.claim(&mut conn, &start).await?;
-                    if !claimed.is_empty() {
-                        info!(
-                            entries = claimed.len(),
-                            "Claimed stream entries left pending by another consumer."
-                        );
-                        if !self.handle(&mut conn, intake, claimed, shutdown).await? {
-                            return Ok(());
-                        }
-                    }
-                    if next == "0-0" {
-                        break;
-                    }
-                    start = next;
+                if !self.claim_all(&mut conn, intake, shutdown).await? {
+                    return Ok(());
                 }
             }
             let entries = tokio::select! {
@@ -451,6 +399,88 @@ impl StreamListener {
             if !entries.is_empty() && !self.handle(&mut conn, intake, entries, shutdown).await? {
                 return Ok(());
             }
+        }
+    }
+
+    /// When Redis is not the server the stream was last read from (`server`, its replication id), applies
+    /// `on_gap`: entries it never replicated may be lost. `false` when shutdown interrupted the recovery.
+    async fn resync_after_failover(
+        &self,
+        conn: &mut cache::Conn,
+        server: &mut Option<String>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let now = replication_id(conn).await;
+        if let (Some(before), Some(now)) = (server.as_ref(), now.as_ref())
+            && before != now
+        {
+            metrics::record_gap();
+            warn!(
+                stream = %self.stream.name,
+                on_gap = ?self.on_gap,
+                "Redis is not the server the stream was read from (a failover, or a restart): entries it never \
+                 replicated may be lost; resyncing."
+            );
+            let allow = self.policy.borrow().allow.clone();
+            let actions = plan::gap_actions(self.on_gap, &self.invalidator.jobs(), &allow, &[]);
+            if !self.invalidator.recover("channel", actions, shutdown).await {
+                return false;
+            }
+        }
+        if now.is_some() {
+            *server = now;
+        }
+        true
+    }
+
+    /// Creates the consumer group (and the stream) unless it exists.
+    async fn create_group(&self, conn: &mut cache::Conn) -> Result<(), CacheError> {
+        let StreamSettings {
+            name, group, consumer, ..
+        } = &self.stream;
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(name)
+            .arg(group)
+            // From the stream's start, not `$`: when Redis lost the group (a restart without persistence), entries
+            // added since it came back would otherwise be skipped without a word.
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(conn)
+            .await;
+        if let Err(error) = created
+            && error.code() != Some("BUSYGROUP")
+        {
+            return Err(CacheError::Command(error));
+        }
+        info!(stream = %name, %group, %consumer, "Reading invalidations from the stream.");
+        Ok(())
+    }
+
+    /// Claims and applies every entry another consumer left pending past `claim_idle`. `false` when shutdown
+    /// interrupted the apply.
+    async fn claim_all(
+        &self,
+        conn: &mut cache::Conn,
+        intake: &mut Intake,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, CacheError> {
+        let mut start = "0-0".to_string();
+        loop {
+            let (next, claimed) = self.claim(conn, &start).await?;
+            if !claimed.is_empty() {
+                info!(
+                    entries = claimed.len(),
+                    "Claimed stream entries left pending by another consumer."
+                );
+                if !self.handle(conn, intake, claimed, shutdown).await? {
+                    return Ok(false);
+                }
+            }
+            if next == "0-0" {
+                return Ok(true);
+            }
+            start = next;
         }
     }
 

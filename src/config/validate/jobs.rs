@@ -100,36 +100,8 @@ impl Context {
         );
         let encoding = self.job_encoding(&entry, &raw, key.as_ref(), defaults);
         let encrypt_columns = raw.encrypt_columns.clone().unwrap_or_default();
-        let keyring = match (&defaults.keyring, encrypt_columns.is_empty()) {
-            (_, true) => Some(None),
-            (Ok(keyring), false) => Some(Some(keyring.clone())),
-            (Err(why), false) => {
-                entry.problem(self, Some("encrypt_columns"), why.clone());
-                None
-            }
-        };
-        for (field, list) in [
-            ("json_columns", &raw.json_columns),
-            ("allow_sensitive", &raw.allow_sensitive),
-        ] {
-            if list.iter().flatten().any(|c| c.trim().is_empty()) {
-                entry.problem(self, Some(field), "contains an empty column name".into());
-            }
-        }
-        let (refresh_query, refresh_params) = match (&raw.refresh_query, &key) {
-            (Some(query), Some(key)) => {
-                let (sql, params, problems) = refresh_query(query, key);
-                for message in problems {
-                    entry.problem(self, Some("refresh_query"), message);
-                }
-                (sql, params)
-            }
-            _ => (None, Vec::new()),
-        };
-        if raw.fill_on_miss == Some(true) && raw.refresh_query.is_none() {
-            let message = "needs a refresh_query: a missed key is loaded by reading its one row";
-            entry.problem(self, Some("fill_on_miss"), message.into());
-        }
+        let keyring = self.job_columns(&entry, &raw, &encrypt_columns, defaults);
+        let (refresh_query, refresh_params) = self.job_refresh(&entry, &raw, key.as_ref());
         if self.problems.len() > before {
             return None;
         }
@@ -155,6 +127,57 @@ impl Context {
             fill_on_miss: raw.fill_on_miss.unwrap_or(false),
             keyring: keyring?,
         })
+    }
+
+    /// The job's column lists: each without empty names, and the keyring `encrypt_columns` needs (`Some(None)` when
+    /// it encrypts nothing; `None` when it needs one there is not).
+    fn job_columns(
+        &mut self,
+        entry: &Entry,
+        raw: &RawWarmJob,
+        encrypt_columns: &[String],
+        defaults: &Defaults,
+    ) -> Option<Option<Arc<crate::pure::crypto::Keyring>>> {
+        for (field, list) in [
+            ("json_columns", &raw.json_columns),
+            ("allow_sensitive", &raw.allow_sensitive),
+        ] {
+            if list.iter().flatten().any(|c| c.trim().is_empty()) {
+                entry.problem(self, Some(field), "contains an empty column name".into());
+            }
+        }
+        match (&defaults.keyring, encrypt_columns.is_empty()) {
+            (_, true) => Some(None),
+            (Ok(keyring), false) => Some(Some(keyring.clone())),
+            (Err(why), false) => {
+                entry.problem(self, Some("encrypt_columns"), why.clone());
+                None
+            }
+        }
+    }
+
+    /// The job's `refresh_query` with `?` for its parameters, and their names; `fill_on_miss` needs one.
+    fn job_refresh(
+        &mut self,
+        entry: &Entry,
+        raw: &RawWarmJob,
+        key: Option<&KeyTemplate>,
+    ) -> (Option<String>, Vec<String>) {
+        let refresh = match (&raw.refresh_query, key) {
+            (Some(query), Some(key)) => {
+                let (sql, params, problems) = refresh_query(query, key);
+                for message in problems {
+                    entry.problem(self, Some("refresh_query"), message);
+                }
+                (sql, params)
+            }
+            _ => (None, Vec::new()),
+        };
+        if raw.fill_on_miss == Some(true) && raw.refresh_query.is_none() {
+            let message = "needs a refresh_query: a missed key is loaded by reading its one row";
+            entry.problem(self, Some("fill_on_miss"), message.into());
+        }
+        refresh
     }
 
     /// A required field of a job, parsed; its absence is a problem that says what to write.

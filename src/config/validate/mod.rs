@@ -90,22 +90,7 @@ pub fn validate(
         problems,
     };
 
-    let mut doc: toml::Table = match toml::from_str(source) {
-        Ok(doc) => doc,
-        Err(error) => {
-            let line = error.span().map(|span| ctx.lines.line_at(span.start));
-            return Err(invalid(vec![Problem {
-                line,
-                location: "file".into(),
-                message: format!("not valid TOML: {}", error.message()),
-            }]));
-        }
-    };
-    let over: Vec<Problem> = over_limits(&doc, &ctx.lines);
-    if !over.is_empty() {
-        // Checked before anything else: validating 60,000 jobs alone takes half a minute.
-        return Err(invalid(over));
-    }
+    let mut doc = document(source, &ctx.lines).map_err(invalid)?;
     if let Some(directory) = credentials {
         ctx.apply_credentials(&mut doc, directory);
     }
@@ -172,6 +157,23 @@ pub fn validate(
         misses,
         schema: Default::default(),
     })
+}
+
+/// The file's TOML, within the limits; or the problem with it.
+fn document(source: &str, lines: &LineIndex) -> Result<toml::Table, Vec<Problem>> {
+    let doc: toml::Table = toml::from_str(source).map_err(|error| {
+        vec![Problem {
+            line: error.span().map(|span| lines.line_at(span.start)),
+            location: "file".into(),
+            message: format!("not valid TOML: {}", error.message()),
+        }]
+    })?;
+    let over: Vec<Problem> = over_limits(&doc, lines);
+    if !over.is_empty() {
+        // Checked before anything else: validating 60,000 jobs alone takes half a minute.
+        return Err(over);
+    }
+    Ok(doc)
 }
 
 /// What `[binlog]` settles for the jobs and rules: the lookups' fan-out, each job's `derive_rules` (its own, else

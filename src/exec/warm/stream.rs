@@ -99,35 +99,41 @@ pub async fn render_query(
     drop(conn);
 
     if let Some(aggregate) = aggregate {
-        if aggregate.oversize {
-            sink.skip(
-                |s| &mut s.skipped_oversize,
-                || {
-                    format!(
-                        "key {}: the whole result exceeds max_value_bytes ({}){}",
-                        aggregate.key,
-                        job.max_value_bytes,
-                        if job.encoding.compress == crate::pure::codec::Compression::None {
-                            ""
-                        } else {
-                            " even before compression could shrink it"
-                        }
-                    )
-                },
-            );
-        } else {
-            let value = match (job.shape, aggregate.rows) {
-                (Shape::Object, 1) | (Shape::Auto, 1) => aggregate.value[1..].to_vec(),
-                (Shape::Object, n) => return Err(WarmError::NotOneRow(n.to_string())),
-                _ => {
-                    let mut value = aggregate.value;
-                    value.push(b']');
-                    value
-                }
-            };
-            sink.push(aggregate.key, value).await?;
-        }
+        write_whole(aggregate, job, sink).await?;
     }
     sink.finish().await?;
+    Ok(())
+}
+
+/// Writes a single-key job's whole result, unless it grew past `max_value_bytes`.
+async fn write_whole(aggregate: Aggregate, job: &WarmJob, sink: &mut impl Sink) -> Result<(), WarmError> {
+    if aggregate.oversize {
+        sink.skip(
+            |s| &mut s.skipped_oversize,
+            || {
+                format!(
+                    "key {}: the whole result exceeds max_value_bytes ({}){}",
+                    aggregate.key,
+                    job.max_value_bytes,
+                    if job.encoding.compress == crate::pure::codec::Compression::None {
+                        ""
+                    } else {
+                        " even before compression could shrink it"
+                    }
+                )
+            },
+        );
+    } else {
+        let value = match (job.shape, aggregate.rows) {
+            (Shape::Object, 1) | (Shape::Auto, 1) => aggregate.value[1..].to_vec(),
+            (Shape::Object, n) => return Err(WarmError::NotOneRow(n.to_string())),
+            _ => {
+                let mut value = aggregate.value;
+                value.push(b']');
+                value
+            }
+        };
+        sink.push(aggregate.key, value).await?;
+    }
     Ok(())
 }

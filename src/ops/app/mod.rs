@@ -211,16 +211,7 @@ impl Daemon {
     /// With both servers connected: the HA lease (its fence on the cache), the executors, the health checker,
     /// watchdog and audit, and — without `[ha]` — the producers.
     fn start_work(&mut self, config: &Config, db: &Database, unfenced: Cache) -> Work {
-        let cache = match (&config.ha, &self.fence, self.role_tx.take()) {
-            (Some(ha), Some(fence), Some(role_tx)) => {
-                // A stop releases the lease at once, so that a standby takes over within a poll; writes still in
-                // flight here are then refused (the new leader's work supersedes them).
-                let lease = LeaderLease::new(unfenced.clone(), ha.clone(), fence.clone(), role_tx);
-                self.tracker.spawn("ha-lease", lease.run(self.shutdown.clone()));
-                unfenced.fenced(fence.clone())
-            }
-            _ => unfenced,
-        };
+        let cache = self.fenced(config, unfenced);
         let warmer = Arc::new(Warmer::new(
             db.clone(),
             cache.clone(),
@@ -236,17 +227,7 @@ impl Daemon {
             self.liveness.clone(),
         );
         self.tracker.spawn("warm-runner", runner.run(self.shutdown.clone()));
-        let checker = HealthChecker {
-            db: db.clone(),
-            cache: cache.clone(),
-            health: self.health.clone(),
-            liveness: self.liveness.clone(),
-        };
-        self.tracker.spawn("health", checker.run(self.shutdown.clone()));
-        let watchdog = Watchdog {
-            liveness: self.liveness.clone(),
-        };
-        self.tracker.spawn("watchdog", watchdog.run(self.shutdown.clone()));
+        self.start_checks(db, &cache);
         let (policy, policy_rx) = watch::channel(Arc::new(config.channel_policy()));
         let invalidator = Arc::new(
             Invalidator::new(
@@ -259,14 +240,58 @@ impl Daemon {
             )
             .with_warmer(warmer.clone()),
         );
-        let binlog_url = config.binlog.as_ref().map(|binlog| {
-            let (path, credentials) = (config.path.clone(), config.credentials.clone());
-            let reread = move || {
-                let new = config::load(&path, credentials.as_deref()).ok()?;
-                new.binlog.map(|binlog| binlog.url)
-            };
-            Arc::new(ReplicationUrl::new(binlog.url.clone(), Some(Box::new(reread))))
-        });
+        self.start_audit(config, db, &invalidator);
+        let producers = Producers {
+            binlog_url: binlog_url(config),
+            jobs: self.jobs_rx.clone(),
+            triggers: self.triggers.clone(),
+            policy: policy_rx,
+            invalidator,
+            health: self.health.clone(),
+        };
+        // Without [ha] the producers run for the daemon's life; with it, for each term as leader (see `serve`).
+        if self.role.is_none() {
+            producers.start(&self.tracker, config, self.shutdown.clone(), false);
+        }
+        Work {
+            warmer,
+            producers,
+            policy,
+            db: db.clone(),
+        }
+    }
+
+    /// The cache the work writes through: under `[ha]`, fenced by the leader lease (whose keeper starts here).
+    fn fenced(&mut self, config: &Config, unfenced: Cache) -> Cache {
+        match (&config.ha, &self.fence, self.role_tx.take()) {
+            (Some(ha), Some(fence), Some(role_tx)) => {
+                // A stop releases the lease at once, so that a standby takes over within a poll; writes still in
+                // flight here are then refused (the new leader's work supersedes them).
+                let lease = LeaderLease::new(unfenced.clone(), ha.clone(), fence.clone(), role_tx);
+                self.tracker.spawn("ha-lease", lease.run(self.shutdown.clone()));
+                unfenced.fenced(fence.clone())
+            }
+            _ => unfenced,
+        }
+    }
+
+    /// Starts the health checks and the systemd watchdog.
+    fn start_checks(&self, db: &Database, cache: &Cache) {
+        let checker = HealthChecker {
+            db: db.clone(),
+            cache: cache.clone(),
+            health: self.health.clone(),
+            liveness: self.liveness.clone(),
+        };
+        self.tracker.spawn("health", checker.run(self.shutdown.clone()));
+        let watchdog = Watchdog {
+            liveness: self.liveness.clone(),
+        };
+        self.tracker.spawn("watchdog", watchdog.run(self.shutdown.clone()));
+    }
+
+    /// Starts the continuous audit, if `[daemon] audit_period` asks for it.
+    fn start_audit(&self, config: &Config, db: &Database, invalidator: &Arc<Invalidator>) {
         if config.daemon.audit_sample_ignored {
             warn!(
                 "[daemon] audit_sample is no longer used: the continuous audit checks every key once per audit_period."
@@ -283,24 +308,6 @@ impl Daemon {
                 role: self.role.clone(),
             };
             self.tracker.spawn("audit", sweeper.run(self.shutdown.clone()));
-        }
-        let producers = Producers {
-            binlog_url,
-            jobs: self.jobs_rx.clone(),
-            triggers: self.triggers.clone(),
-            policy: policy_rx,
-            invalidator,
-            health: self.health.clone(),
-        };
-        // Without [ha] the producers run for the daemon's life; with it, for each term as leader (see `serve`).
-        if self.role.is_none() {
-            producers.start(&self.tracker, config, self.shutdown.clone(), false);
-        }
-        Work {
-            warmer,
-            producers,
-            policy,
-            db: db.clone(),
         }
     }
 
@@ -458,6 +465,18 @@ async fn role_changed(
 fn running_status(config: &Config) -> String {
     let enabled = config.jobs.iter().filter(|job| job.enabled).count();
     format!("Running: {} scheduled", crate::pure::words::count(enabled, "warm job"))
+}
+
+/// The binlog's replication URL, read again from the file when the server refuses it (a rotated password).
+fn binlog_url(config: &Config) -> Option<Arc<ReplicationUrl>> {
+    config.binlog.as_ref().map(|binlog| {
+        let (path, credentials) = (config.path.clone(), config.credentials.clone());
+        let reread = move || {
+            let new = config::load(&path, credentials.as_deref()).ok()?;
+            new.binlog.map(|binlog| binlog.url)
+        };
+        Arc::new(ReplicationUrl::new(binlog.url.clone(), Some(Box::new(reread))))
+    })
 }
 
 #[cfg(test)]

@@ -113,44 +113,11 @@ pub fn analyze(sql: &str, database: &str, key: &KeyTemplate) -> Analysis {
     let mut tables = scope.tables.clone();
     columns_read(query, select, &scope, &mut tables);
 
-    let whole = if key.is_single_key() {
-        Some("the whole result is one key".to_string())
-    } else if has_aggregate(select) {
-        Some("it aggregates rows".to_string())
-    } else if !matches!(&select.group_by, GroupByExpr::Expressions(exprs, _) if exprs.is_empty()) {
-        Some("it groups rows (GROUP BY)".to_string())
-    } else if select.having.is_some() {
-        Some("it filters groups (HAVING)".to_string())
-    } else if select.distinct.is_some() {
-        Some("it removes duplicate rows (DISTINCT)".to_string())
-    } else if query.limit_clause.is_some() {
-        Some("which rows it returns depends on other rows (LIMIT)".to_string())
-    } else {
-        None
-    };
     let key_columns = key_columns(select, &scope, key);
-    if let Some(why) = whole {
+    if let Some(why) = why_whole(query, select, key) {
         let keyed_by = key_columns.ok().filter(|_| !key.is_single_key());
-        let per_key = query.limit_clause.is_none()
-            && keyed_by.as_ref().is_some_and(|(_, columns)| {
-                let mut grouped: Vec<String> = match &select.group_by {
-                    GroupByExpr::Expressions(exprs, _) => exprs
-                        .iter()
-                        .filter_map(|expr| match expr {
-                            Expr::Identifier(ident) => Some(ident.value.to_lowercase()),
-                            Expr::CompoundIdentifier(parts) => parts.last().map(|part| part.value.to_lowercase()),
-                            _ => None,
-                        })
-                        .collect(),
-                    GroupByExpr::All(_) => Vec::new(),
-                };
-                let mut keyed: Vec<String> = columns.iter().map(|(_, column)| column.to_lowercase()).collect();
-                grouped.sort();
-                grouped.dedup();
-                keyed.sort();
-                keyed.dedup();
-                !keyed.is_empty() && grouped == keyed
-            });
+        let per_key =
+            query.limit_clause.is_none() && keyed_by.as_ref().is_some_and(|(_, columns)| groups_by(select, columns));
         return Analysis {
             tables,
             shape: Shape::Whole { why, keyed_by, per_key },
@@ -160,11 +127,6 @@ pub fn analyze(sql: &str, database: &str, key: &KeyTemplate) -> Analysis {
         Ok(found) => found,
         Err(why) => return ttl_only(tables, why),
     };
-    let mut conditions: Vec<&Expr> = Vec::new();
-    if let Some(selection) = &select.selection {
-        conditions.push(selection);
-    }
-    conditions.extend(scope.inner_ons.iter().copied());
     for condition in select.selection.iter().chain(scope.ons.iter().copied()) {
         for (table, column, driving_column) in links(condition, &scope, driving) {
             let link = (column, driving_column);
@@ -173,21 +135,7 @@ pub fn analyze(sql: &str, database: &str, key: &KeyTemplate) -> Analysis {
             }
         }
     }
-    // Conjuncts about other tables only (a join's link, `c.visible = 1`) are left to those tables' rules: dropping
-    // them widens the filter, so a row it keeps is refreshed and the refresh query decides.
-    let mut parts: Vec<Predicate> = conditions
-        .iter()
-        .flat_map(|condition| conjuncts(condition))
-        .filter(|conjunct| {
-            mentions(conjunct, &scope, driving) && links(conjunct, &scope, driving).is_empty() && !bound(conjunct)
-        })
-        .map(|conjunct| predicate(conjunct, &scope, driving))
-        .collect();
-    let filter = match parts.len() {
-        0 => None,
-        1 => parts.pop(),
-        _ => Some(Predicate::And(parts)),
-    };
+    let filter = driving_filter(select, &scope, driving);
     Analysis {
         tables,
         shape: Shape::Rows {
@@ -195,6 +143,66 @@ pub fn analyze(sql: &str, database: &str, key: &KeyTemplate) -> Analysis {
             key_columns,
             filter,
         },
+    }
+}
+
+/// Why the query's result is computed over many rows or stored whole (so no row maps to one key), if it is.
+fn why_whole(query: &ast::Query, select: &ast::Select, key: &KeyTemplate) -> Option<String> {
+    let why = if key.is_single_key() {
+        "the whole result is one key"
+    } else if has_aggregate(select) {
+        "it aggregates rows"
+    } else if !matches!(&select.group_by, GroupByExpr::Expressions(exprs, _) if exprs.is_empty()) {
+        "it groups rows (GROUP BY)"
+    } else if select.having.is_some() {
+        "it filters groups (HAVING)"
+    } else if select.distinct.is_some() {
+        "it removes duplicate rows (DISTINCT)"
+    } else if query.limit_clause.is_some() {
+        "which rows it returns depends on other rows (LIMIT)"
+    } else {
+        return None;
+    };
+    Some(why.to_string())
+}
+
+/// Whether `select` groups by exactly the key's columns (`(placeholder, column)`), so each key is one group.
+fn groups_by(select: &ast::Select, columns: &[(String, String)]) -> bool {
+    let mut grouped: Vec<String> = match &select.group_by {
+        GroupByExpr::Expressions(exprs, _) => exprs
+            .iter()
+            .filter_map(|expr| match expr {
+                Expr::Identifier(ident) => Some(ident.value.to_lowercase()),
+                Expr::CompoundIdentifier(parts) => parts.last().map(|part| part.value.to_lowercase()),
+                _ => None,
+            })
+            .collect(),
+        GroupByExpr::All(_) => Vec::new(),
+    };
+    let mut keyed: Vec<String> = columns.iter().map(|(_, column)| column.to_lowercase()).collect();
+    grouped.sort();
+    grouped.dedup();
+    keyed.sort();
+    keyed.dedup();
+    !keyed.is_empty() && grouped == keyed
+}
+
+/// The `WHERE` and the inner joins' `ON` as a filter over the driving table's columns.
+fn driving_filter(select: &ast::Select, scope: &Scope<'_>, driving: usize) -> Option<Predicate> {
+    let conditions = select.selection.iter().chain(scope.inner_ons.iter().copied());
+    // Conjuncts about other tables only (a join's link, `c.visible = 1`) are left to those tables' rules: dropping
+    // them widens the filter, so a row it keeps is refreshed and the refresh query decides.
+    let mut parts: Vec<Predicate> = conditions
+        .flat_map(|condition| conjuncts(condition))
+        .filter(|conjunct| {
+            mentions(conjunct, scope, driving) && links(conjunct, scope, driving).is_empty() && !bound(conjunct)
+        })
+        .map(|conjunct| predicate(conjunct, scope, driving))
+        .collect();
+    match parts.len() {
+        0 => None,
+        1 => parts.pop(),
+        _ => Some(Predicate::And(parts)),
     }
 }
 

@@ -31,18 +31,7 @@ pub fn qualify(sql: &str, database: &str, schema: &Schema) -> Option<String> {
     let SetExpr::Select(select) = query.body.as_mut() else {
         return None;
     };
-    let mut tables: Vec<(String, &[String])> = Vec::new();
-    for from in &select.from {
-        for relation in std::iter::once(&from.relation).chain(from.joins.iter().map(|join| &join.relation)) {
-            let ast::TableFactor::Table { name, alias, .. } = relation else {
-                return None;
-            };
-            let (db, table) = split_name(name, database)?;
-            let columns = schema.columns_of(&db, &table)?;
-            let alias = alias.as_ref().map_or(table, |alias| alias.name.value.clone());
-            tables.push((alias, columns));
-        }
-    }
+    let tables = tables_read(select, database, schema)?;
     if tables.len() < 2 {
         return None;
     }
@@ -70,33 +59,7 @@ pub fn qualify(sql: &str, database: &str, schema: &Schema) -> Option<String> {
             _ => None,
         })
         .collect();
-    for item in &mut select.projection {
-        if let SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } = item {
-            let _ = ast::visit_expressions_mut(expr, &mut place);
-        }
-    }
-    if let Some(selection) = &mut select.selection {
-        let _ = ast::visit_expressions_mut(selection, &mut place);
-    }
-    for from in &mut select.from {
-        for join in &mut from.joins {
-            if let JoinOperator::Join(JoinConstraint::On(on))
-            | JoinOperator::Inner(JoinConstraint::On(on))
-            | JoinOperator::StraightJoin(JoinConstraint::On(on))
-            | JoinOperator::Left(JoinConstraint::On(on))
-            | JoinOperator::LeftOuter(JoinConstraint::On(on))
-            | JoinOperator::Right(JoinConstraint::On(on))
-            | JoinOperator::RightOuter(JoinConstraint::On(on)) = &mut join.join_operator
-            {
-                let _ = ast::visit_expressions_mut(on, &mut place);
-            }
-        }
-    }
-    if let GroupByExpr::Expressions(exprs, _) = &mut select.group_by {
-        for expr in exprs {
-            let _ = ast::visit_expressions_mut(expr, &mut place);
-        }
-    }
+    visit_select(select, &mut place);
     if let Some(order_by) = &mut query.order_by
         && let ast::OrderByKind::Expressions(exprs) = &mut order_by.kind
     {
@@ -109,6 +72,55 @@ pub fn qualify(sql: &str, database: &str, schema: &Schema) -> Option<String> {
         }
     }
     changed.then(|| statements[0].to_string())
+}
+
+/// Each table `select` reads, by its alias (or name), with its columns; `None` when one is not a table whose
+/// columns are known.
+fn tables_read<'a>(select: &ast::Select, database: &str, schema: &'a Schema) -> Option<Vec<(String, &'a [String])>> {
+    let mut tables = Vec::new();
+    for from in &select.from {
+        for relation in std::iter::once(&from.relation).chain(from.joins.iter().map(|join| &join.relation)) {
+            let ast::TableFactor::Table { name, alias, .. } = relation else {
+                return None;
+            };
+            let (db, table) = split_name(name, database)?;
+            let columns = schema.columns_of(&db, &table)?;
+            let alias = alias.as_ref().map_or(table, |alias| alias.name.value.clone());
+            tables.push((alias, columns));
+        }
+    }
+    Some(tables)
+}
+
+/// Visits the expressions of `select`'s columns, `WHERE`, joins' `ON` and `GROUP BY` with `visit`.
+fn visit_select(select: &mut ast::Select, visit: &mut impl FnMut(&mut Expr) -> ControlFlow<()>) {
+    for item in &mut select.projection {
+        if let SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } = item {
+            let _ = ast::visit_expressions_mut(expr, &mut *visit);
+        }
+    }
+    if let Some(selection) = &mut select.selection {
+        let _ = ast::visit_expressions_mut(selection, &mut *visit);
+    }
+    for from in &mut select.from {
+        for join in &mut from.joins {
+            if let JoinOperator::Join(JoinConstraint::On(on))
+            | JoinOperator::Inner(JoinConstraint::On(on))
+            | JoinOperator::StraightJoin(JoinConstraint::On(on))
+            | JoinOperator::Left(JoinConstraint::On(on))
+            | JoinOperator::LeftOuter(JoinConstraint::On(on))
+            | JoinOperator::Right(JoinConstraint::On(on))
+            | JoinOperator::RightOuter(JoinConstraint::On(on)) = &mut join.join_operator
+            {
+                let _ = ast::visit_expressions_mut(on, &mut *visit);
+            }
+        }
+    }
+    if let GroupByExpr::Expressions(exprs, _) = &mut select.group_by {
+        for expr in exprs {
+            let _ = ast::visit_expressions_mut(expr, &mut *visit);
+        }
+    }
 }
 
 #[cfg(test)]

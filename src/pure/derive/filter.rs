@@ -74,22 +74,29 @@ pub(super) fn conjuncts(expr: &Expr) -> Vec<&Expr> {
 
 /// `expr` as a filter over the driving table's columns.
 pub(super) fn predicate(expr: &Expr, scope: &Scope<'_>, driving: usize) -> Predicate {
-    let unknown = || Predicate::Unknown(expr.to_string());
+    known(expr, scope, driving).unwrap_or_else(|| Predicate::Unknown(expr.to_string()))
+}
+
+/// `expr` as a filter, or `None` when it is not one this module reads (it is then an unknown leaf).
+fn known(expr: &Expr, scope: &Scope<'_>, driving: usize) -> Option<Predicate> {
     let operand = |expr: &Expr| operand(expr, scope, driving);
-    match expr {
+    Some(match expr {
         Expr::Nested(inner) => predicate(inner, scope, driving),
         Expr::BinaryOp { left, op, right } => {
             let compare = match op {
                 BinaryOperator::And => {
-                    return Predicate::And(
+                    return Some(Predicate::And(
                         conjuncts(expr)
                             .into_iter()
                             .map(|part| predicate(part, scope, driving))
                             .collect(),
-                    );
+                    ));
                 }
                 BinaryOperator::Or => {
-                    return Predicate::Or(vec![predicate(left, scope, driving), predicate(right, scope, driving)]);
+                    return Some(Predicate::Or(vec![
+                        predicate(left, scope, driving),
+                        predicate(right, scope, driving),
+                    ]));
                 }
                 BinaryOperator::Eq => CompareOp::Eq,
                 BinaryOperator::NotEq => CompareOp::NotEq,
@@ -98,53 +105,38 @@ pub(super) fn predicate(expr: &Expr, scope: &Scope<'_>, driving: usize) -> Predi
                 BinaryOperator::Gt => CompareOp::Gt,
                 BinaryOperator::GtEq => CompareOp::GtEq,
                 BinaryOperator::Spaceship => CompareOp::NullSafeEq,
-                _ => return unknown(),
+                _ => return None,
             };
-            match (operand(left), operand(right)) {
-                (Some(left), Some(right)) => Predicate::Compare(left, compare, right),
-                _ => unknown(),
-            }
+            Predicate::Compare(operand(left)?, compare, operand(right)?)
         }
         Expr::UnaryOp {
             op: UnaryOperator::Not,
             expr: inner,
         } => Predicate::Not(Box::new(predicate(inner, scope, driving))),
-        Expr::IsNull(inner) | Expr::IsNotNull(inner) => match operand(inner) {
-            Some(operand) => Predicate::IsNull {
-                operand,
-                negated: matches!(expr, Expr::IsNotNull(_)),
-            },
-            None => unknown(),
+        Expr::IsNull(inner) | Expr::IsNotNull(inner) => Predicate::IsNull {
+            operand: operand(inner)?,
+            negated: matches!(expr, Expr::IsNotNull(_)),
         },
         Expr::In {
             expr: inner,
             target: ast::InTarget::List(list),
             negated,
             ..
-        } => {
-            let list: Option<Vec<Operand>> = list.iter().map(operand).collect();
-            match (operand(inner), list) {
-                (Some(operand), Some(list)) => Predicate::In {
-                    operand,
-                    list,
-                    negated: *negated,
-                },
-                _ => unknown(),
-            }
-        }
+        } => Predicate::In {
+            operand: operand(inner)?,
+            list: list.iter().map(operand).collect::<Option<Vec<Operand>>>()?,
+            negated: *negated,
+        },
         Expr::Between {
             expr: inner,
             negated,
             low,
             high,
-        } => match (operand(inner), operand(low), operand(high)) {
-            (Some(operand), Some(low), Some(high)) => Predicate::Between {
-                operand,
-                low,
-                high,
-                negated: *negated,
-            },
-            _ => unknown(),
+        } => Predicate::Between {
+            operand: operand(inner)?,
+            low: operand(low)?,
+            high: operand(high)?,
+            negated: *negated,
         },
         Expr::Like {
             negated,
@@ -154,28 +146,25 @@ pub(super) fn predicate(expr: &Expr, scope: &Scope<'_>, driving: usize) -> Predi
             escape_char,
         } => {
             let escape = match escape_char.as_deref() {
-                None => Some('\\'),
-                Some(escape) => match operand(escape) {
-                    Some(Operand::Text(text)) if text.chars().count() == 1 => text.chars().next(),
-                    _ => None,
+                None => '\\',
+                Some(escape) => match operand(escape)? {
+                    Operand::Text(text) if text.chars().count() == 1 => text.chars().next()?,
+                    _ => return None,
                 },
             };
-            match (operand(inner), operand(pattern), escape) {
-                (Some(operand), Some(Operand::Text(pattern)), Some(escape)) => Predicate::Like {
-                    operand,
-                    pattern,
-                    escape,
-                    negated: *negated,
-                },
-                _ => unknown(),
+            let Operand::Text(pattern) = operand(pattern)? else {
+                return None;
+            };
+            Predicate::Like {
+                operand: operand(inner)?,
+                pattern,
+                escape,
+                negated: *negated,
             }
         }
-        Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Value(_) => match operand(expr) {
-            Some(operand) => Predicate::Truth(operand),
-            None => unknown(),
-        },
-        _ => unknown(),
-    }
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Value(_) => Predicate::Truth(operand(expr)?),
+        _ => return None,
+    })
 }
 
 /// A column of the driving table or a literal; `None` for anything else (another table's column, a function).

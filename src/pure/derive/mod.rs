@@ -29,6 +29,7 @@ pub mod analyze;
 mod columns;
 mod filter;
 pub mod report;
+mod rule;
 pub mod schema;
 mod scope;
 pub mod statement;
@@ -154,7 +155,7 @@ fn cover_job(
             });
             continue;
         }
-        let derived = derive_for(job, analysis, index, database, settings, schema);
+        let derived = rule::derive_for(job, analysis, index, database, settings, schema);
         let how = match derived {
             Ok((rule, what)) => {
                 coverage.derived.push(rule);
@@ -272,165 +273,6 @@ fn covers(rule: &ChangeRule, job: &WarmJob) -> bool {
             .any(|template| template == &job.key || glob_match(&allow_pattern(template), &keys))
 }
 
-/// The rule derived for the `index`th table of `job`'s query, with what it does; or [`Coverage::NotCovered`]: why
-/// none can be, and the rule that would cover it.
-fn derive_for(
-    job: &WarmJob,
-    analysis: &Analysis,
-    index: usize,
-    database: &str,
-    settings: &Settings,
-    schema: &schema::Schema,
-) -> Result<(ChangeRule, String), Coverage> {
-    let read = &analysis.tables[index];
-    let rule = |delete: Vec<KeyTemplate>, refresh: Vec<KeyTemplate>, warm: Vec<String>| ChangeRule {
-        database: read.database.clone(),
-        table: read.table.clone(),
-        delete,
-        refresh,
-        warm,
-        debounce: settings.debounce,
-        when_changed: Vec::new(),
-        project: None,
-        filter: None,
-        derived_from: Some(job.name.clone()),
-        lookup: None,
-        events: crate::pure::model::RowEvents::ALL,
-    };
-    match &analysis.shape {
-        // Rows decide what it returns, though no finer rule can be derived: a change in any table it reads re-runs
-        // it (a change-driven run prunes what it no longer returns). A result that changes with no row changing
-        // (NOW(), a variable) no rule covers.
-        Shape::TtlOnly(why) if why.contains(scope::CHANGES_WITHOUT_ROWS) => Err(Coverage::NotCovered {
-            why: format!("TTL only: {why}"),
-            suggestion: None,
-        }),
-        Shape::TtlOnly(why) => {
-            let warm = rule(Vec::new(), Vec::new(), vec![job.name.to_string()]);
-            Err(Coverage::NotCovered {
-                why: format!("TTL only: {why}"),
-                suggestion: Some(Box::new(warm)),
-            })
-        }
-        Shape::Rows {
-            driving,
-            key_columns,
-            filter,
-        } if *driving == index => {
-            let key = renamed(&job.key, key_columns);
-            let mut derived = if job.refresh_query.is_some() {
-                rule(Vec::new(), vec![key], Vec::new())
-            } else {
-                rule(vec![key], Vec::new(), Vec::new())
-            };
-            let read_decides = refresh_applies(job, database, filter, schema);
-            derived.filter = filter.clone().map(|predicate| {
-                Arc::new(crate::pure::model::RowFilter {
-                    predicate,
-                    read_decides,
-                })
-            });
-            let mut what = if job.refresh_query.is_some() {
-                "a changed row refreshes its key (through refresh_query); a deleted row deletes it".to_string()
-            } else {
-                "a changed or deleted row deletes its key (no refresh_query to read it again)".to_string()
-            };
-            if let Some(filter) = filter.as_ref().filter(|_| job.refresh_query.is_some()) {
-                what.push_str(&format!(
-                    "; a row outside the filter on {} deletes its key",
-                    filter.columns().join(", ")
-                ));
-            }
-            Ok((derived, what))
-        }
-        Shape::Rows {
-            driving,
-            key_columns,
-            filter,
-        } => {
-            let driving_table = &analysis.tables[*driving];
-            if read.links.is_empty() {
-                // No reverse query reaches the keys from here: the job re-runs, and the run prunes.
-                let mut derived = rule(Vec::new(), Vec::new(), vec![job.name.to_string()]);
-                derived.when_changed = read.columns_read.clone().unwrap_or_default();
-                let what = format!(
-                    "it joins {} through another table or without an equality with {}'s columns: a change re-runs \
-                     the job (debounced {}), and the run deletes the keys its query no longer returns{}",
-                    read.alias,
-                    driving_table.alias,
-                    crate::pure::words::duration(settings.debounce),
-                    match &read.columns_read {
-                        Some(columns) if !columns.is_empty() => format!("; only changes to {}", columns.join(", ")),
-                        _ => String::new(),
-                    }
-                );
-                return Ok((derived, what));
-            }
-            let pairs: Vec<String> = read
-                .links
-                .iter()
-                .map(|(column, driving_column)| {
-                    format!("{}.{column} = {}.{driving_column}", read.alias, driving_table.alias)
-                })
-                .collect();
-            let refresh =
-                job.refresh_query.is_some() && (filter.is_none() || refresh_applies(job, database, filter, schema));
-            let mut derived = rule(Vec::new(), Vec::new(), Vec::new());
-            derived.when_changed = read.columns_read.clone().unwrap_or_default();
-            derived.lookup = Some(Arc::new(crate::pure::model::ReverseLookup {
-                job: job.name.clone(),
-                database: driving_table.database.clone(),
-                table: driving_table.table.clone(),
-                links: read.links.clone(),
-                key: renamed(&job.key, key_columns),
-                refresh,
-                max_fanout: settings.max_fanout,
-            }));
-            let what = format!(
-                "a changed row {} the keys of the {} rows that join it ({}), found by one query per batch; over \
-                 max_fanout ({}) keys the job re-runs instead{}",
-                if refresh { "refreshes" } else { "deletes" },
-                driving_table.table,
-                pairs.join(" AND "),
-                settings.max_fanout,
-                match &read.columns_read {
-                    Some(columns) if !columns.is_empty() => format!("; only changes to {}", columns.join(", ")),
-                    _ => String::new(),
-                }
-            );
-            Ok((derived, what))
-        }
-        Shape::Whole {
-            keyed_by: Some((table, columns)),
-            per_key: true,
-            ..
-        } if *table == index && job.refresh_query.is_some() => {
-            let what = "each key is one group of this table's rows: a changed row refreshes its group's key (through \
-                        refresh_query); the group a row left (a delete, a changed group column) has its key deleted";
-            Ok((
-                rule(Vec::new(), vec![renamed(&job.key, columns)], Vec::new()),
-                what.to_string(),
-            ))
-        }
-        Shape::Whole { why, keyed_by, .. } => {
-            let (delete, deletes) = match keyed_by {
-                Some((table, columns)) if *table == index => (vec![renamed(&job.key, columns)], true),
-                _ => (Vec::new(), false),
-            };
-            let what = format!(
-                "{why}: a change re-runs the job (debounced {}){}",
-                crate::pure::words::duration(settings.debounce),
-                if deletes {
-                    ", after deleting the changed rows' keys"
-                } else {
-                    ""
-                }
-            );
-            Ok((rule(delete, Vec::new(), vec![job.name.to_string()]), what))
-        }
-    }
-}
-
 /// `sql` analyzed with its joins' unqualified columns placed (see `columns`) and the views it reads expanded (see
 /// `views`), and what was done with the views.
 fn analyzed(sql: &str, database: &str, key: &KeyTemplate, schema: &schema::Schema) -> (Analysis, Option<String>) {
@@ -519,40 +361,6 @@ fn unique_keys(analysis: Analysis, schema: &schema::Schema) -> Analysis {
         },
         tables: analysis.tables,
     }
-}
-
-/// Whether `job`'s refresh query applies `filter` (its own conditions on the key's parameters aside).
-fn refresh_applies(
-    job: &WarmJob,
-    database: &str,
-    filter: &Option<crate::pure::predicate::Predicate>,
-    schema: &schema::Schema,
-) -> bool {
-    job.refresh_query.as_ref().is_some_and(|refresh| {
-        matches!(analyzed(refresh, database, &job.key, schema).0.shape,
-            Shape::Rows { filter: ref refresh_filter, .. } if refresh_filter == filter)
-    })
-}
-
-/// `key` with each placeholder replaced by the table column it comes from (`product:{pid}` with `p.id AS pid` →
-/// `product:{id}`), so the binlog's row image renders it.
-fn renamed(key: &KeyTemplate, columns: &[(String, String)]) -> KeyTemplate {
-    let mut source = String::new();
-    for part in key.parts() {
-        match part {
-            crate::pure::model::KeyPart::Literal(text) => source.push_str(&text.replace('{', "{{").replace('}', "}}")),
-            crate::pure::model::KeyPart::Column(name) => {
-                let column = columns
-                    .iter()
-                    .find(|(placeholder, _)| placeholder == name)
-                    .map_or(name.as_str(), |(_, column)| column.as_str());
-                source.push('{');
-                source.push_str(column);
-                source.push('}');
-            }
-        }
-    }
-    KeyTemplate::parse(&source).expect("a template rebuilt from a parsed one's parts parses")
 }
 
 /// The rules `config` hands the binlog: the explicit ones, then those derived for jobs that follow their SQL.

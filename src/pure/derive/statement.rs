@@ -42,16 +42,7 @@ const ROW_CHANGING: &[(&str, Option<&[&str]>, &str)] = &[
 
 /// The effect of `sql` run with `database` as its default database.
 pub fn effect(sql: &str, database: &str) -> Effect {
-    let mut words = sql
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .filter(|word| !word.is_empty())
-        .map(str::to_ascii_uppercase);
-    let (first, second) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
-    let might_change_rows = ROW_CHANGING
-        .iter()
-        .find(|(word, then, _)| *word == first && then.is_none_or(|then| then.contains(&second.as_str())))
-        .map(|(_, _, kind)| *kind);
-    let is_partition_ddl = first == "ALTER" && sql.to_ascii_uppercase().contains("PARTITION");
+    let (might_change_rows, is_partition_ddl) = screen(sql);
     if might_change_rows.is_none() && !is_partition_ddl {
         return Effect::None;
     }
@@ -63,10 +54,40 @@ pub fn effect(sql: &str, database: &str) -> Effect {
             };
         }
     };
-    let name = |object: &ObjectName| super::scope::split_name(object, database);
-    let mut emptied = Vec::new();
-    let mut gap: Vec<(&'static str, Table)> = Vec::new();
+    let mut found = Found::default();
     for statement in &statements {
+        found.add(statement, database, is_partition_ddl);
+    }
+    found.effect()
+}
+
+/// From the statement's first words alone, without parsing: the kind of row change it might make, and whether it is
+/// partition DDL (an `ALTER` naming `PARTITION`).
+fn screen(sql: &str) -> (Option<&'static str>, bool) {
+    let mut words = sql
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|word| !word.is_empty())
+        .map(str::to_ascii_uppercase);
+    let (first, second) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+    let might_change_rows = ROW_CHANGING
+        .iter()
+        .find(|(word, then, _)| *word == first && then.is_none_or(|then| then.contains(&second.as_str())))
+        .map(|(_, _, kind)| *kind);
+    let is_partition_ddl = first == "ALTER" && sql.to_ascii_uppercase().contains("PARTITION");
+    (might_change_rows, is_partition_ddl)
+}
+
+/// The tables a statement's parts empty, and those whose rows change in ways the binlog does not show, by kind.
+#[derive(Default)]
+struct Found {
+    emptied: Vec<(&'static str, Table)>,
+    gap: Vec<(&'static str, Table)>,
+}
+
+impl Found {
+    fn add(&mut self, statement: &Statement, database: &str, is_partition_ddl: bool) {
+        let name = |object: &ObjectName| super::scope::split_name(object, database);
+        let (emptied, gap) = (&mut self.emptied, &mut self.gap);
         match statement {
             Statement::Truncate(truncate) => {
                 let tables = truncate.table_names.iter().filter_map(|target| name(&target.name));
@@ -121,20 +142,24 @@ pub fn effect(sql: &str, database: &str) -> Effect {
             _ => {}
         }
     }
-    if let Some((kind, _)) = emptied.first() {
-        let kind = *kind;
-        return Effect::Emptied {
-            kind,
-            tables: dedup(emptied.into_iter().map(|(_, table)| table)),
-        };
-    }
-    // A statement the parser read that names no table's rows (`DROP VIEW`, `DROP INDEX`): nothing.
-    match gap.first() {
-        Some((kind, _)) => Effect::Gap {
-            kind,
-            tables: dedup(gap.into_iter().map(|(_, table)| table)),
-        },
-        None => Effect::None,
+
+    /// Emptied tables first (their kind is the first one's); else the gap; else nothing (a statement the parser read
+    /// that names no table's rows, `DROP VIEW`, `DROP INDEX`).
+    fn effect(self) -> Effect {
+        if let Some((kind, _)) = self.emptied.first() {
+            let kind = *kind;
+            return Effect::Emptied {
+                kind,
+                tables: dedup(self.emptied.into_iter().map(|(_, table)| table)),
+            };
+        }
+        match self.gap.first() {
+            Some((kind, _)) => Effect::Gap {
+                kind,
+                tables: dedup(self.gap.into_iter().map(|(_, table)| table)),
+            },
+            None => Effect::None,
+        }
     }
 }
 

@@ -1,4 +1,5 @@
 use super::analyze::{Shape, analyze, parse_condition};
+use super::rule::renamed;
 use super::*;
 use crate::pure::model::RowImage;
 use crate::pure::predicate::Truth;

@@ -54,16 +54,7 @@ pub fn expand(sql: &str, database: &str, schema: &Schema) -> Expansion {
     let [Statement::Query(query)] = statements.as_mut_slice() else {
         return Expansion::NoViews;
     };
-    let mut views = Vec::new();
-    let _ = ast::visit_relations(&**query, |name: &ObjectName| {
-        if let Some((db, table)) = split_name(name, database)
-            && schema.view(&db, &table).is_some()
-            && !views.contains(&(db.clone(), table.clone()))
-        {
-            views.push((db, table));
-        }
-        ControlFlow::<()>::Continue(())
-    });
+    let views = views_read(query, database, schema);
     if views.is_empty() {
         return Expansion::NoViews;
     }
@@ -78,7 +69,56 @@ pub fn expand(sql: &str, database: &str, schema: &Schema) -> Expansion {
         return opaque("it reads a view in a query that is not one plain SELECT".into());
     };
     // First every view's relation replaced by its base table (under the view's name or alias)…
-    let mut merges: Vec<(String, Mergeable, Option<JoinAt>)> = Vec::new();
+    let merges = match replace_views(select, database, schema) {
+        Ok(merges) => merges,
+        Err(why) => return opaque(why),
+    };
+    if select
+        .projection
+        .iter()
+        .any(|item| matches!(item, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)))
+    {
+        return opaque("it selects * from a view".into());
+    }
+    // …then the output names kept while columns are renamed to the base table's…
+    keep_output_names(select);
+    rename_columns(query, &merges);
+    // …and last the views' conditions, over base columns, added where each view was read.
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        unreachable!("checked above");
+    };
+    if let Err(why) = add_conditions(select, merges) {
+        return opaque(why);
+    }
+    Expansion::Merged {
+        sql: query.to_string(),
+        views: views.iter().map(|(db, view)| format!("{db}.{view}")).collect(),
+    }
+}
+
+/// A view read in the query, merged: the alias it is read under, its definition, and the join that reads it (`None`
+/// for a `FROM` item).
+type Merge = (String, Mergeable, Option<JoinAt>);
+
+/// The views `query` reads, (database, view), each once.
+fn views_read(query: &ast::Query, database: &str, schema: &Schema) -> Vec<(String, String)> {
+    let mut views = Vec::new();
+    let _ = ast::visit_relations(query, |name: &ObjectName| {
+        if let Some((db, table)) = split_name(name, database)
+            && schema.view(&db, &table).is_some()
+            && !views.contains(&(db.clone(), table.clone()))
+        {
+            views.push((db, table));
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    views
+}
+
+/// Replaces each view `select` reads by its base table, aliased by the view's name or alias; or why a view cannot
+/// be merged.
+fn replace_views(select: &mut ast::Select, database: &str, schema: &Schema) -> Result<Vec<Merge>, String> {
+    let mut merges = Vec::new();
     for (from_index, from) in select.from.iter_mut().enumerate() {
         let relations = std::iter::once((&mut from.relation, None)).chain(
             from.joins
@@ -96,10 +136,8 @@ pub fn expand(sql: &str, database: &str, schema: &Schema) -> Expansion {
             let Some(definition) = schema.view(&db, &table) else {
                 continue;
             };
-            let view = match mergeable(definition, &db, schema) {
-                Ok(view) => view,
-                Err(why) => return opaque(format!("it reads the view {db}.{table}, which {why}")),
-            };
+            let view = mergeable(definition, &db, schema)
+                .map_err(|why| format!("it reads the view {db}.{table}, which {why}"))?;
             let alias_name = alias
                 .as_ref()
                 .map_or_else(|| table.clone(), |alias| alias.name.value.clone());
@@ -113,14 +151,11 @@ pub fn expand(sql: &str, database: &str, schema: &Schema) -> Expansion {
             merges.push((alias_name, view, join));
         }
     }
-    if select
-        .projection
-        .iter()
-        .any(|item| matches!(item, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)))
-    {
-        return opaque("it selects * from a view".into());
-    }
-    // …then the output names kept while columns are renamed to the base table's…
+    Ok(merges)
+}
+
+/// Gives each plain column `select` returns its own name as an alias, so renaming it keeps the output name.
+fn keep_output_names(select: &mut ast::Select) {
     for item in &mut select.projection {
         if let SelectItem::UnnamedExpr(expr @ (Expr::Identifier(_) | Expr::CompoundIdentifier(_))) = item {
             let name = match &*expr {
@@ -134,7 +169,11 @@ pub fn expand(sql: &str, database: &str, schema: &Schema) -> Expansion {
             };
         }
     }
-    let _ = ast::visit_expressions_mut(&mut **query, |expr: &mut Expr| {
+}
+
+/// Renames every column of a merged view in `query` to its base table's column, qualified by the view's alias.
+fn rename_columns(query: &mut ast::Query, merges: &[Merge]) {
+    let _ = ast::visit_expressions_mut(query, |expr: &mut Expr| {
         let renamed = match &*expr {
             Expr::Identifier(ident) => {
                 let column = ident.value.to_lowercase();
@@ -159,13 +198,11 @@ pub fn expand(sql: &str, database: &str, schema: &Schema) -> Expansion {
         }
         ControlFlow::<()>::Continue(())
     });
-    // …and last the views' conditions, over base columns, added where each view was read.
-    let SetExpr::Select(select) = query.body.as_mut() else {
-        unreachable!("checked above");
-    };
-    let mut names = Vec::new();
+}
+
+/// Adds each merged view's condition where it was read: to the `WHERE`, or to its join's `ON`.
+fn add_conditions(select: &mut ast::Select, merges: Vec<Merge>) -> Result<(), String> {
     for (alias, view, join) in merges {
-        names.push(format!("{}.{} as {alias}", view.database, view.table));
         let Some(condition) = view.condition.map(|condition| qualify(condition, &alias)) else {
             continue;
         };
@@ -183,14 +220,11 @@ pub fn expand(sql: &str, database: &str, schema: &Schema) -> Expansion {
                 | JoinOperator::LeftOuter(JoinConstraint::On(on))
                 | JoinOperator::Right(JoinConstraint::On(on))
                 | JoinOperator::RightOuter(JoinConstraint::On(on)) => *on = and(on.clone(), condition),
-                _ => return opaque("it joins a view without ON".into()),
+                _ => return Err("it joins a view without ON".into()),
             },
         }
     }
-    Expansion::Merged {
-        sql: query.to_string(),
-        views: views.iter().map(|(db, view)| format!("{db}.{view}")).collect(),
-    }
+    Ok(())
 }
 
 /// `a AND b`.

@@ -4,9 +4,11 @@
 //! Pure, like the rest of `plan`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::{Action, Lookup};
-use crate::pure::model::{ChangeRule, KeyPart, KeyTemplate, RowChange, RowImage};
+use crate::pure::model::{ChangeRule, KeyPart, KeyTemplate, Projection, ReverseLookup, RowChange, RowFilter, RowImage};
+use crate::pure::predicate::Truth;
 
 /// What a row change asks of the cache under one rule.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,79 +26,94 @@ pub struct ChangePlan {
 /// columns. (Long on purpose: one block per kind of action, in the order the module docs describe them.)
 pub fn plan_change(rule: &ChangeRule, change: &RowChange) -> ChangePlan {
     let mut plan = ChangePlan::default();
-    let is_update = change.before.is_some() && change.after.is_some();
-    let event = match (&change.before, &change.after) {
-        (Some(_), Some(_)) => rule.events.update,
-        (Some(_), None) => rule.events.delete,
-        _ => rule.events.insert,
-    };
-    if !event {
+    if !applies(rule, change) {
         return plan;
     }
-    if is_update
-        && !rule.when_changed.is_empty()
-        && !change.changed.iter().any(|column| rule.when_changed.contains(column))
-    {
-        return plan;
-    }
-    let push = |plan: &mut ChangePlan, action: Action| {
-        if !plan.actions.contains(&action) {
-            plan.actions.push(action);
-        }
-    };
-    let images = [change.before.as_ref(), change.after.as_ref()];
     for template in &rule.delete {
-        // A template with a wildcard of its own is a pattern, and a row's values go into it escaped: a value `*`
-        // or `ga[mx]ma` must match only itself, never widen the delete. Without one, a value is a literal key.
-        let pattern = is_pattern(template);
-        for image in images.iter().flatten() {
-            match render_into(template, image, pattern) {
-                Ok(Some(key)) if pattern => push(&mut plan, Action::DeletePattern(key)),
-                Ok(Some(key)) => push(&mut plan, Action::Delete(key)),
-                Ok(None) => {}
-                Err(column) => note_missing(&mut plan, column),
-            }
-        }
+        plan.deletes(template, change);
     }
     for template in &rule.refresh {
-        let old = change.before.as_ref().map(|image| render_from_image(template, image));
-        let new = change.after.as_ref().map(|image| render_from_image(template, image));
-        match (&old, &new) {
-            (Some(Err(column)), _) | (_, Some(Err(column))) => {
-                note_missing(&mut plan, column.clone());
-                continue;
-            }
-            _ => {}
-        }
-        let old = old.and_then(Result::ok).flatten();
-        let new = new.and_then(Result::ok).flatten();
-        if let Some(old) = &old
-            && new.as_ref() != Some(old)
-        {
-            push(&mut plan, Action::Delete(old.clone()));
-        }
-        if let Some(new) = new {
-            // A row outside the filter has no key: delete it. One the image cannot decide is read again when the
-            // read applies the filter, else deleted.
-            let keep = match (&rule.filter, &change.after) {
-                (Some(filter), Some(after)) => match filter.predicate.eval(after) {
-                    crate::pure::predicate::Truth::True => true,
-                    crate::pure::predicate::Truth::Unknown => filter.read_decides,
-                    crate::pure::predicate::Truth::False | crate::pure::predicate::Truth::Null => false,
-                },
-                _ => true,
-            };
-            push(
-                &mut plan,
-                if keep {
-                    Action::Refresh(new)
-                } else {
-                    Action::Delete(new)
-                },
-            );
-        }
+        plan.refreshes(template, rule.filter.as_deref(), change);
     }
     if let Some(projection) = &rule.project {
+        plan.projects(projection, change);
+    }
+    if let Some(reverse) = &rule.lookup {
+        plan.looks_up(reverse, change);
+    }
+    for job in &rule.warm {
+        plan.push(Action::Warm(job.clone()));
+    }
+    plan
+}
+
+/// Whether `rule` acts on `change`: its kind of event, and for an update one of the columns it watches changed.
+fn applies(rule: &ChangeRule, change: &RowChange) -> bool {
+    let (event, is_update) = match (&change.before, &change.after) {
+        (Some(_), Some(_)) => (rule.events.update, true),
+        (Some(_), None) => (rule.events.delete, false),
+        _ => (rule.events.insert, false),
+    };
+    event
+        && !(is_update
+            && !rule.when_changed.is_empty()
+            && !change.changed.iter().any(|column| rule.when_changed.contains(column)))
+}
+
+impl ChangePlan {
+    /// Adds `action` unless it is already planned.
+    fn push(&mut self, action: Action) {
+        if !self.actions.contains(&action) {
+            self.actions.push(action);
+        }
+    }
+
+    /// Deletes `template` rendered from each image.
+    fn deletes(&mut self, template: &KeyTemplate, change: &RowChange) {
+        // A template with a wildcard of its own is a pattern, and a row's values go into it escaped: a value `*` or
+        // `ga[mx]ma` must match only itself, never widen the delete. Without one, a value is a literal key.
+        let pattern = is_pattern(template);
+        for image in [&change.before, &change.after].into_iter().flatten() {
+            match render_into(template, image, pattern) {
+                Ok(Some(key)) if pattern => self.push(Action::DeletePattern(key)),
+                Ok(Some(key)) => self.push(Action::Delete(key)),
+                Ok(None) => {}
+                Err(column) => note_missing(self, column),
+            }
+        }
+    }
+
+    /// Refreshes the key the new image renders (deleting the old one if the row moved to another key); a row
+    /// outside `filter` has its key deleted instead.
+    fn refreshes(&mut self, template: &KeyTemplate, filter: Option<&RowFilter>, change: &RowChange) {
+        let old = change.before.as_ref().map(|image| render_from_image(template, image));
+        let new = change.after.as_ref().map(|image| render_from_image(template, image));
+        if let (Some(Err(column)), _) | (_, Some(Err(column))) = (&old, &new) {
+            note_missing(self, column.clone());
+            return;
+        }
+        let Some(new) = self.moved(old, new) else {
+            return;
+        };
+        // A row outside the filter has no key: delete it. One the image cannot decide is read again when the read
+        // applies the filter, else deleted.
+        let keep = match (filter, &change.after) {
+            (Some(filter), Some(after)) => match filter.predicate.eval(after) {
+                Truth::True => true,
+                Truth::Unknown => filter.read_decides,
+                Truth::False | Truth::Null => false,
+            },
+            _ => true,
+        };
+        self.push(if keep {
+            Action::Refresh(new)
+        } else {
+            Action::Delete(new)
+        });
+    }
+
+    /// Sets the projection's key from the new image's columns (deleting the old key if the row moved).
+    fn projects(&mut self, projection: &Projection, change: &RowChange) {
         let old = change
             .before
             .as_ref()
@@ -107,60 +124,63 @@ pub fn plan_change(rule: &ChangeRule, change: &RowChange) -> ChangePlan {
             .map(|image| render_from_image(&projection.key, image));
         for result in [&old, &new].into_iter().flatten() {
             if let Err(column) = result {
-                note_missing(&mut plan, column.clone());
+                note_missing(self, column.clone());
             }
         }
-        let old = old.and_then(Result::ok).flatten();
-        let new = new.and_then(Result::ok).flatten();
-        if let Some(old) = &old
-            && new.as_ref() != Some(old)
-        {
-            push(&mut plan, Action::Delete(old.clone()));
-        }
-        if let (Some(key), Some(json)) = (new, &change.after_json) {
-            match project_value(&projection.columns, json) {
-                Ok(value) => push(
-                    &mut plan,
-                    Action::Set {
-                        key,
-                        value: projection.encoding.encode(value),
-                        ttl: projection.ttl.pick(crate::pure::model::Jitter::None, 0.0),
-                    },
-                ),
-                Err(column) => note_missing(&mut plan, column),
-            }
+        let (Some(key), Some(json)) = (self.moved(old, new), &change.after_json) else {
+            return;
+        };
+        match project_value(&projection.columns, json) {
+            Ok(value) => self.push(Action::Set {
+                key,
+                value: projection.encoding.encode(value),
+                ttl: projection.ttl.pick(crate::pure::model::Jitter::None, 0.0),
+            }),
+            Err(column) => note_missing(self, column),
         }
     }
-    if let Some(reverse) = &rule.lookup {
-        // NULL never joins: an image with a NULL join column reaches no row.
-        for image in images.iter().flatten() {
+
+    /// Of a key rendered from the old and the new image (a failed render counts as none): deletes the old one if
+    /// the new one differs, and returns the new one.
+    fn moved(
+        &mut self,
+        old: Option<Result<Option<String>, String>>,
+        new: Option<Result<Option<String>, String>>,
+    ) -> Option<String> {
+        let old = old.and_then(Result::ok).flatten();
+        let new = new.and_then(Result::ok).flatten();
+        if let Some(old) = old
+            && new.as_ref() != Some(&old)
+        {
+            self.push(Action::Delete(old));
+        }
+        new
+    }
+
+    /// Looks up the keys of the rows each image joins (NULL never joins: an image with a NULL join column reaches
+    /// no row).
+    fn looks_up(&mut self, reverse: &Arc<ReverseLookup>, change: &RowChange) {
+        for image in [&change.before, &change.after].into_iter().flatten() {
             let values: Option<Vec<String>> = reverse
                 .links
                 .iter()
                 .map(|(column, _)| match image.get(column) {
                     None => {
-                        note_missing(&mut plan, column.clone());
+                        note_missing(self, column.clone());
                         None
                     }
                     Some(value) => value.clone(),
                 })
                 .collect();
             if let Some(values) = values {
-                push(
-                    &mut plan,
-                    Action::Lookup(Lookup {
-                        reverse: reverse.clone(),
-                        values,
-                        seen: None,
-                    }),
-                );
+                self.push(Action::Lookup(Lookup {
+                    reverse: reverse.clone(),
+                    values,
+                    seen: None,
+                }));
             }
         }
     }
-    for job in &rule.warm {
-        push(&mut plan, Action::Warm(job.clone()));
-    }
-    plan
 }
 
 /// The JSON object of `columns` (in that order) from a row's JSON values, or the first missing column.

@@ -2,7 +2,7 @@
 //! rule's actions (`plan::plan_change`) gathered, warm runs debounced and held (see `holds`).
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::error;
 
@@ -74,47 +74,56 @@ impl BinlogListener {
             for (index, rule) in &rules {
                 let plan = plan::plan_change(rule, &change);
                 for column in &plan.missing_columns {
-                    metrics::record_binlog_rule_error(&table_name);
-                    self.dead_letters.keep(DeadLetter {
-                        source: "binlog",
-                        reason: "missing_column".into(),
-                        detail: format!(
-                            "[[on_change]] rule {} on {table_name}: the row has no column {column}; its keys were \
-                             not rendered",
-                            index + 1
-                        ),
-                        payload: Vec::new(),
-                        size: 0,
-                    });
-                    if state.reported_missing.insert((*index, column.clone())) {
-                        error!(
-                            table = %table_name,
-                            rule = index + 1,
-                            column,
-                            "An [[on_change]] template names a column the table does not have (dropped or renamed?); \
-                             its keys cannot be rendered and are skipped. Fix the rule."
-                        );
-                    }
+                    self.missing_column(*index, column, &table_name, state);
                 }
                 for action in plan.actions {
                     match action {
-                        Action::Warm(job) => {
-                            // The checkpoint waits before this change until the run it asks for has ended.
-                            let admitted = state.debounce.admit(&job, rule.debounce, now);
-                            if admitted && !state.warms_after_apply.contains(&job) {
-                                state.warms_after_apply.push(job.clone());
-                            }
-                            match admitted {
-                                true => state.holds.asked(&job, last_end, SystemTime::now()),
-                                false => state.holds.deferred(&job, last_end),
-                            }
-                        }
+                        Action::Warm(job) => warm_asked(job, rule.debounce, now, last_end, state),
                         action => batch.add(action, seen.as_ref(), now),
                     }
                 }
             }
         }
         Ok(())
+    }
+}
+
+impl BinlogListener {
+    /// The `index`th rule names a column `table` does not have: a dead letter each time, an ERROR once.
+    fn missing_column(&self, index: usize, column: &str, table: &Arc<str>, state: &mut SessionState) {
+        metrics::record_binlog_rule_error(table);
+        self.dead_letters.keep(DeadLetter {
+            source: "binlog",
+            reason: "missing_column".into(),
+            detail: format!(
+                "[[on_change]] rule {} on {table}: the row has no column {column}; its keys were not rendered",
+                index + 1
+            ),
+            payload: Vec::new(),
+            size: 0,
+        });
+        if state.reported_missing.insert((index, column.to_string())) {
+            error!(
+                table = %table,
+                rule = index + 1,
+                column,
+                "An [[on_change]] template names a column the table does not have (dropped or renamed?); its keys \
+                 cannot be rendered and are skipped. Fix the rule."
+            );
+        }
+    }
+}
+
+/// A change asks for a run of `job`: admitted past its debounce, it runs after the batch is applied; either way the
+/// checkpoint waits before this change (`last_end`) until the run it asks for has ended.
+fn warm_asked(job: String, debounce: Duration, now: Instant, last_end: &Position, state: &mut SessionState) {
+    let admitted = state.debounce.admit(&job, debounce, now);
+    if admitted && !state.warms_after_apply.contains(&job) {
+        state.warms_after_apply.push(job.clone());
+    }
+    match admitted {
+        true => state.holds.asked(&job, last_end, SystemTime::now()),
+        false => state.holds.deferred(&job, last_end),
     }
 }
 
