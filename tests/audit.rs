@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestEnv, text};
+use common::{TestEnv, cli_output, text};
 
 #[tokio::test]
 async fn audit_reports_stale_keys_and_exits_non_zero() {
@@ -39,9 +39,8 @@ ttl = "1h"
         .unwrap();
     assert!(output.status.success(), "{:?}", text(&output));
 
-    let output = env.cli().args(["audit", "--config"]).arg(&path).output().unwrap();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    let (code, stdout, stderr) = cli_output(&["audit"], &path);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout.contains("products: 3 keys checked, 0 stale, 1.0000 consistent"),
         "{stdout}"
@@ -57,13 +56,7 @@ ttl = "1h"
             .await
             .unwrap();
     }
-    let output = env
-        .cli()
-        .args(["audit", "--job", "products", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let (stdout, _) = text(&output);
+    let (_, stdout, _) = cli_output(&["audit", "--job", "products"], &path);
     assert!(
         stdout.contains("products: 0 keys checked: no cached key matches"),
         "{stdout}"
@@ -83,14 +76,8 @@ ttl = "1h"
 
     env.sql("UPDATE products SET price = 18.00 WHERE id = 1").await;
     env.sql("DELETE FROM products WHERE id = 2").await;
-    let output = env
-        .cli()
-        .args(["audit", "--job", "products", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    let (code, stdout, stderr) = cli_output(&["audit", "--job", "products"], &path);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(
         stdout.contains("products: 3 keys checked, 2 stale, 0.3333 consistent"),
         "{stdout}"
@@ -110,15 +97,9 @@ ttl = "1h"
 }
 
 /// `cachewarden audit --all` on `path`, which must exit with `code`: its stdout and stderr.
-fn audit_all(env: &TestEnv, path: &std::path::Path, code: i32) -> (String, String) {
-    let output = env
-        .cli()
-        .args(["audit", "--all", "--config"])
-        .arg(path)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(code), "{stdout}{stderr}");
+fn audit_all(path: &std::path::Path, expected: i32) -> (String, String) {
+    let (code, stdout, stderr) = cli_output(&["audit", "--all"], path);
+    assert_eq!(code, Some(expected), "{stdout}{stderr}");
     (stdout, stderr)
 }
 
@@ -216,7 +197,7 @@ max_value_bytes = 200
 async fn audit_all_finds_exactly_the_wrong_missing_and_orphaned_keys_among_a_hundred_thousand() {
     let env = TestEnv::new().await;
     let path = damaged_cache(&env, 100_000).await;
-    let (stdout, stderr) = audit_all(&env, &path, 1);
+    let (stdout, stderr) = audit_all(&path, 1);
     assert!(
         stdout.contains("products: 100000 checked, 30 wrong, 30 missing, 30 orphaned"),
         "{stdout}{stderr}"
@@ -258,14 +239,8 @@ async fn audit_all_finds_exactly_the_wrong_missing_and_orphaned_keys_among_a_hun
         .output()
         .unwrap();
     assert!(output.status.success(), "{:?}", text(&output));
-    let output = env
-        .cli()
-        .args(["audit", "--all", "--job", "products", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    let (code, stdout, stderr) = cli_output(&["audit", "--all", "--job", "products"], &path);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout.contains("products: 100000 checked, 0 wrong, 0 missing, 0 orphaned"),
         "{stdout}"
@@ -277,7 +252,7 @@ async fn audit_all_finds_exactly_the_wrong_missing_and_orphaned_keys_among_a_hun
 async fn audit_all_on_a_redis_cluster_finds_the_same() {
     let env = TestEnv::new().await.on_cluster();
     let path = damaged_cache(&env, 10_000).await;
-    let (stdout, stderr) = audit_all(&env, &path, 1);
+    let (stdout, stderr) = audit_all(&path, 1);
     assert!(
         stdout.contains("products: 10000 checked, 30 wrong, 30 missing, 30 orphaned"),
         "{stdout}{stderr}"

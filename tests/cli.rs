@@ -6,7 +6,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{TestEnv, eventually, get, job, sample, text, wait_exit};
+use common::{TestEnv, cli_output, eventually, get, job, sample, text, wait_exit};
 
 const PRODUCTS: &str = "
 CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(50), price DECIMAL(8,2));
@@ -62,14 +62,8 @@ async fn check_connect_catches_sql_errors_and_missing_columns() {
     ]
     .concat();
     let path = env.config_file(&body);
-    let output = env
-        .cli()
-        .args(["check", "--connect", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let (_, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    let (code, _, stderr) = cli_output(&["check", "--connect"], &path);
+    assert_eq!(code, Some(78), "{stderr}");
     let file = path.display();
     let source = std::fs::read_to_string(&path).unwrap();
     let typo_line = source.lines().position(|l| l.contains("SELEC id")).unwrap() + 1;
@@ -111,14 +105,8 @@ async fn check_connect_holds_each_change_rule_against_its_table() {
         job(&env, "good", "SELECT id, name FROM products", "every 1h", ""),
     );
     let path = env.config_file(&body);
-    let output = env
-        .cli()
-        .args(["check", "--connect", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let (_, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    let (code, _, stderr) = cli_output(&["check", "--connect"], &path);
+    assert_eq!(code, Some(78), "{stderr}");
     let file = path.display();
     let source = std::fs::read_to_string(&path).unwrap();
     let line_of = |needle: &str| source.lines().position(|l| l.contains(needle)).unwrap() + 1;
@@ -159,14 +147,8 @@ async fn run_once_exit_codes_and_summary() {
     let path = env.config_file(&[good.clone(), broken, off].concat());
     let p = &env.prefix;
 
-    let output = env
-        .cli()
-        .args(["run", "--once", "--job", "good", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let (code, stdout, stderr) = cli_output(&["run", "--once", "--job", "good"], &path);
+    assert_eq!(code, Some(0), "{stderr}");
     let line = stdout.lines().find(|l| l.starts_with("good ")).expect("summary row");
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(&fields[..5], ["good", "ok", "2", "2", "0"], "{stdout}");
@@ -176,14 +158,8 @@ async fn run_once_exit_codes_and_summary() {
     assert_eq!(env.keys().await, [format!("{p}good:1"), format!("{p}good:2")]);
 
     // All enabled jobs: one fails, so the exit code is 1; the good one still wrote, the disabled one did not run.
-    let output = env
-        .cli()
-        .args(["run", "--once", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let (stdout, _) = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let (code, stdout, _) = cli_output(&["run", "--once"], &path);
+    assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains("broken: MySQL refused the query"), "{stdout}");
     assert!(!stdout.contains("off "), "{stdout}");
 
@@ -197,18 +173,8 @@ async fn run_once_exit_codes_and_summary() {
     assert_eq!(output.status.code(), Some(0));
     assert!(env.get(&format!("{p}off:1")).await.is_some());
 
-    let output = env
-        .cli()
-        .args(["run", "--once", "--job", "nope", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let (_, stderr) = text(&output);
-    assert_eq!(
-        output.status.code(),
-        Some(64),
-        "an unknown job is a command-line mistake: {stderr}"
-    );
+    let (code, _, stderr) = cli_output(&["run", "--once", "--job", "nope"], &path);
+    assert_eq!(code, Some(64), "an unknown job is a command-line mistake: {stderr}");
     assert!(
         stderr.contains("no warm job named \"nope\"") && stderr.contains("jobs: good, broken, off"),
         "{stderr}"
@@ -241,18 +207,8 @@ async fn run_once_fails_fast_without_redis_and_hides_the_password() {
     );
     let path = env.write_file("jobs.toml", &source);
     let started = std::time::Instant::now();
-    let output = env
-        .cli()
-        .args(["run", "--once", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(
-        output.status.code(),
-        Some(69),
-        "an unreachable server exits 69: {stderr}"
-    );
+    let (code, stdout, stderr) = cli_output(&["run", "--once"], &path);
+    assert_eq!(code, Some(69), "an unreachable server exits 69: {stderr}");
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "took {:?}",
@@ -275,14 +231,8 @@ async fn dry_run_prints_keys_ttls_and_sizes_and_writes_nothing() {
         "every 1h",
         "",
     ));
-    let output = env
-        .cli()
-        .args(["run", "--once", "--dry-run", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert!(output.status.success(), "{stderr}");
+    let (code, stdout, stderr) = cli_output(&["run", "--once", "--dry-run"], &path);
+    assert_eq!(code, Some(0), "{stderr}");
     let p = &env.prefix;
     let lines: Vec<&str> = stdout.lines().collect();
     // job, key, TTL, stored bytes, rendered bytes (the same without compression).
@@ -306,9 +256,8 @@ async fn dry_run_prints_keys_ttls_and_sizes_and_writes_nothing() {
 async fn jobs_lists_schedule_ttl_key_and_next_fire_times() {
     let env = TestEnv::new().await;
     let path = env.config_file(&job(&env, "hourly", "SELECT 1 AS id", "0 0 * * * *", ""));
-    let output = env.cli().args(["jobs", "--config"]).arg(&path).output().unwrap();
-    let (stdout, _) = text(&output);
-    assert!(output.status.success());
+    let (code, stdout, _) = cli_output(&["jobs"], &path);
+    assert_eq!(code, Some(0));
     let row = stdout.lines().find(|l| l.starts_with("hourly")).expect("row");
     assert!(row.contains("0 0 * * * *") && row.contains("1h") && row.contains(&format!("{}hourly:{{id}}", env.prefix)));
     let times: Vec<&str> = row.split(", ").collect();
@@ -679,9 +628,8 @@ async fn operator_commands_read_the_credentials_and_say_where_a_missing_url_may_
 
     // No URL anywhere: the error lists every place one may come from.
     let bare = env.write_file("bare.toml", &jobs);
-    let output = env.cli().args(["check", "--config"]).arg(&bare).output().unwrap();
-    let (_, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    let (code, _, stderr) = cli_output(&["check"], &bare);
+    assert_eq!(code, Some(78), "{stderr}");
     assert!(
         stderr.contains("mysql.url: is required")
             && stderr.contains("CACHEWARDEN_MYSQL__URL")
@@ -724,14 +672,8 @@ async fn operator_commands_read_the_credentials_and_say_where_a_missing_url_may_
         format!("[mysql]\nurl = \"mysql://root@127.0.0.1:1/demo\"\n[redis]\nurl = \"redis://127.0.0.1:1/0\"\n\n{jobs}"),
     )
     .unwrap();
-    let output = env
-        .cli()
-        .args(["run", "--once", "--config"])
-        .arg(&stale)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    let (code, stdout, stderr) = cli_output(&["run", "--once"], &stale);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stderr.contains(&format!(
             "note: server URLs from the credentials in {}",
@@ -808,9 +750,8 @@ async fn an_unreachable_server_exits_69_with_the_connection_error_and_an_unwrita
          [[on_change]]\ntable = \"products\"\ndelete = [\"{}good:{{id}}\"]\n",
         env.prefix
     ));
-    let output = env.cli().args(["check", "--config"]).arg(&config).output().unwrap();
-    let (_, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    let (code, _, stderr) = cli_output(&["check"], &config);
+    assert_eq!(code, Some(78), "{stderr}");
     assert!(
         stderr.contains(
             "binlog.checkpoint_file: the checkpoint file /nonexistent/cachewarden/binlog.checkpoint cannot be written"

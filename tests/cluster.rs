@@ -10,7 +10,7 @@ use cachewarden::cli::commands;
 use cachewarden::exec::warm::Mode;
 use sqlx::Connection as _;
 
-use common::{Daemon, TestEnv, eventually, metric, text, wait_for_admin};
+use common::{Daemon, TestEnv, cli_output, eventually, metric, text, wait_for_admin};
 
 const ITEMS: u32 = 10_000;
 
@@ -177,9 +177,8 @@ async fn binlog_rules_pub_sub_messages_and_the_audit_work_on_the_cluster() {
 
     // The audit samples every shard: consistent, then one key made stale behind the daemon's back.
     let config = env.dir.path().join("jobs.toml");
-    let output = env.cli().args(["audit", "--config"]).arg(&config).output().unwrap();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    let (code, stdout, stderr) = cli_output(&["audit"], &config);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout.contains("items: 277 keys checked, 0 stale, 1.0000 consistent"),
         "{stdout}"
@@ -190,9 +189,8 @@ async fn binlog_rules_pub_sub_messages_and_the_audit_work_on_the_cluster() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let output = env.cli().args(["audit", "--config"]).arg(&config).output().unwrap();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    let (code, stdout, stderr) = cli_output(&["audit"], &config);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(stdout.contains("items: 277 keys checked, 1 stale"), "{stdout}");
     assert_eq!(daemon.stop().await, Some(0));
 }

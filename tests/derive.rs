@@ -703,7 +703,7 @@ ttl = "10m"
     let path = dir.path().join("jobs.toml");
     std::fs::write(&path, format!("{connections}{binlog}{jobs}")).unwrap();
     let run = |args: &[&str]| {
-        let (code, stdout, stderr) = common::cli_offline(args, &path);
+        let (code, stdout, stderr) = common::cli_output(args, &path);
         (code, (stdout, stderr))
     };
     let (code, (stdout, _)) = run(&["check"]);
@@ -836,7 +836,7 @@ fn check_names_every_shape_the_binlog_cannot_follow_and_the_rule_that_covers_it_
     }
     let path = dir.path().join("jobs.toml");
     std::fs::write(&path, config).unwrap();
-    let (code, stdout, stderr) = common::cli_offline(&["check"], &path);
+    let (code, stdout, stderr) = common::cli_output(&["check"], &path);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     // Each job's section: from its line to the next job's.
     for (index, (query, _, reason, coverable)) in shapes.iter().enumerate() {
@@ -868,7 +868,7 @@ fn check_names_every_shape_the_binlog_cannot_follow_and_the_rule_that_covers_it_
         ),
     )
     .unwrap();
-    let (code, stdout, stderr) = common::cli_offline(&["check", "--strict"], &path);
+    let (code, stdout, stderr) = common::cli_output(&["check", "--strict"], &path);
     assert_eq!(code, Some(0), "{suggested}\n{stdout}{stderr}");
     assert!(stdout.contains("explicit rules cover every table"), "{stdout}");
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cachewarden::ops::admin;
-use common::{Daemon, TestEnv, eventually, free_port, get, job, sample, text, wait_for_admin};
+use common::{Daemon, TestEnv, cli_output, eventually, free_port, get, job, sample, wait_for_admin};
 use hyper::Method;
 
 /// `cachewarden status -o json` on `config`: its exit code and its document.
@@ -1306,9 +1306,8 @@ async fn status_exits_1_and_names_the_job_while_a_jobs_last_run_failed() {
     })
     .await;
     assert!(failed.is_some(), "{}", daemon.log());
-    let output = env.cli().args(["status", "--config"]).arg(&config).output().unwrap();
-    let (stdout, _) = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let (code, stdout, _) = cli_output(&["status"], &config);
+    assert_eq!(code, Some(1), "{stdout}");
     assert!(
         stdout.contains("broken: ") && stdout.contains("no_such_table"),
         "{stdout}"

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestEnv, services, text};
+use common::{TestEnv, cli_output, services};
 
 /// A Redis client that trusts the test CA and logs in as `user`.
 async fn tls_redis(user: &str, password: &str) -> redis::aio::MultiplexedConnection {
@@ -61,14 +61,8 @@ async fn warm_job_writes_over_rediss_with_password_and_with_an_acl_user() {
             &format!("url = \"{}\"", env.mysql_url),
             "SELECT 7 AS id, 'secure' AS via",
         );
-        let output = env
-            .cli()
-            .args(["run", "--once", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let (stdout, stderr) = text(&output);
-        assert!(output.status.success(), "user {user:?}: {stdout}{stderr}");
+        let (code, stdout, stderr) = cli_output(&["run", "--once"], &path);
+        assert_eq!(code, Some(0), "user {user:?}: {stdout}{stderr}");
         let mut conn = tls_redis(user, password).await;
         let key = format!("{}tls:7", env.prefix);
         let value: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
@@ -89,15 +83,9 @@ async fn rediss_refuses_a_server_the_ca_does_not_vouch_for() {
         &format!("url = \"{}\"", env.mysql_url),
         "SELECT 1 AS id",
     );
-    let output = env
-        .cli()
-        .args(["run", "--once", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
+    let (code, stdout, stderr) = cli_output(&["run", "--once"], &path);
     assert_eq!(
-        output.status.code(),
+        code,
         Some(69),
         "no connection without a trusted certificate: {stdout}{stderr}"
     );
@@ -120,14 +108,8 @@ async fn mysql_verify_identity_uses_tls_with_the_configured_ca() {
         ),
         cipher_query,
     );
-    let output = env
-        .cli()
-        .args(["run", "--once", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert!(output.status.success(), "{stdout}{stderr}");
+    let (code, stdout, stderr) = cli_output(&["run", "--once"], &path);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     let value = env.get_json(&format!("{}tls:1", env.prefix)).await.unwrap();
     let cipher = value["cipher"].as_str().unwrap();
     assert!(!cipher.is_empty(), "the warm query's session is not encrypted: {value}");
@@ -139,15 +121,9 @@ async fn mysql_verify_identity_uses_tls_with_the_configured_ca() {
         &format!("url = \"{}\"\nssl_mode = \"verify-ca\"", env.mysql_url),
         cipher_query,
     );
-    let output = env
-        .cli()
-        .args(["run", "--once", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
+    let (code, stdout, stderr) = cli_output(&["run", "--once"], &path);
     assert_eq!(
-        output.status.code(),
+        code,
         Some(69),
         "no connection without a trusted certificate: {stdout}{stderr}"
     );

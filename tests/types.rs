@@ -190,7 +190,7 @@ fn check_refuses_what_a_hash_cannot_hold_and_the_types_not_built_yet() {
     ]
     .concat();
     std::fs::write(&path, config).unwrap();
-    let (code, stdout, stderr) = common::cli_offline(&["check"], &path);
+    let (code, stdout, stderr) = common::cli_output(&["check"], &path);
     let all = format!("{stdout}{stderr}");
     assert_eq!(code, Some(78), "{all}");
     for (job, field, says) in [

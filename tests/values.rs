@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Daemon, TestEnv, eventually, text, wait_for_admin};
+use common::{Daemon, TestEnv, cli_output, eventually, text, wait_for_admin};
 
 /// The docs' Python reader: a stored value in, the JSON an application uses out.
 const PY_DECODE: &str = r#"
@@ -106,14 +106,8 @@ async fn a_300_kb_value_is_stored_compressed_under_the_limit_and_read_back_by_py
         ]
         .concat(),
     );
-    let output = env
-        .cli()
-        .args(["run", "--once", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert!(output.status.success(), "{stdout}{stderr}");
+    let (code, stdout, stderr) = cli_output(&["run", "--once"], &config);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout.lines().any(|l| l.starts_with("gz ") && l.contains("(of ")),
         "{stdout}"
@@ -157,13 +151,7 @@ async fn a_300_kb_value_is_stored_compressed_under_the_limit_and_read_back_by_py
     assert_eq!(output.status.code(), Some(1), "{:?}", text(&output));
 
     // A dry run prints each key's stored and rendered size.
-    let output = env
-        .cli()
-        .args(["run", "--once", "--dry-run", "--job", "zs", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let (stdout, _) = text(&output);
+    let (_, stdout, _) = cli_output(&["run", "--once", "--dry-run", "--job", "zs"], &config);
     let line = stdout
         .lines()
         .find(|l| l.contains(&format!("{p}zs:1\t")))
@@ -302,9 +290,8 @@ async fn encrypted_columns_round_trip_through_python_and_a_rotated_key_still_rea
 
     // Rotation: k2 writes, k1 still reads. Old values audit consistent; new ones are sealed with k2.
     std::fs::write(&keys, format!("{k2}\n{k1}\n")).unwrap();
-    let output = env.cli().args(["audit", "--config"]).arg(&config).output().unwrap();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    let (code, stdout, stderr) = cli_output(&["audit"], &config);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("2 keys checked, 0 stale"), "{stdout}");
     assert!(once().status.success());
     let stored = raw(&env, &format!("{p}session:1")).await;
@@ -329,25 +316,22 @@ async fn encrypted_columns_round_trip_through_python_and_a_rotated_key_still_rea
     assert_eq!(output.status.code(), Some(0), "{:?}", text(&output));
 
     // No key, or an unreadable one: a configuration error (78) naming the field.
-    let output = env.cli().args(["check", "--config"]).arg(&no_crypto).output().unwrap();
-    let (_, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    let (code, _, stderr) = cli_output(&["check"], &no_crypto);
+    assert_eq!(code, Some(78), "{stderr}");
     assert!(
         stderr.contains("\"sessions\".encrypt_columns: needs a key: set [crypto] key_file"),
         "{stderr}"
     );
     std::fs::remove_file(&keys).unwrap();
-    let output = env.cli().args(["check", "--config"]).arg(&config).output().unwrap();
-    let (_, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    let (code, _, stderr) = cli_output(&["check"], &config);
+    assert_eq!(code, Some(78), "{stderr}");
     assert!(stderr.contains("crypto.key_file: cannot read the key file"), "{stderr}");
     // An unknown codec too.
     let bad = env.write_file(
         "bad-codec.toml",
         &format!("{}[defaults]\ncompress = \"lz4\"\n", env.connection_toml()),
     );
-    let output = env.cli().args(["check", "--config"]).arg(&bad).output().unwrap();
-    let (_, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    let (code, _, stderr) = cli_output(&["check"], &bad);
+    assert_eq!(code, Some(78), "{stderr}");
     assert!(stderr.contains("defaults.compress: \"lz4\" is not a codec"), "{stderr}");
 }

@@ -1,18 +1,21 @@
-//! The command line under test: one-shot commands and their output.
+//! The command line under test: the binary, and one-shot commands run to their end.
 
 use super::*;
 
-/// Runs `cachewarden ARGS --config CONFIG` for a configuration that needs no test's servers (`check`, `rules`
-/// offline): its exit code, stdout and stderr.
-pub fn cli_offline(args: &[&str], config: &Path) -> (Option<i32>, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_cachewarden"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
+/// The cachewarden binary, with none of the caller's configuration in its environment (`CACHEWARDEN_CONFIG`,
+/// `CREDENTIALS_DIRECTORY`) and logs at `info`.
+pub fn cachewarden() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cachewarden"));
+    command
+        .env("RUST_LOG", "info")
         .env_remove("CACHEWARDEN_CONFIG")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .output()
-        .unwrap();
+        .env_remove("CREDENTIALS_DIRECTORY");
+    command
+}
+
+/// Runs `cachewarden ARGS --config CONFIG` to its end: its exit code, stdout and stderr.
+pub fn cli_output(args: &[&str], config: &Path) -> (Option<i32>, String, String) {
+    let output = cachewarden().args(args).arg("--config").arg(config).output().unwrap();
     let (stdout, stderr) = text(&output);
     (output.status.code(), stdout, stderr)
 }

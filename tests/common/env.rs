@@ -258,21 +258,16 @@ impl TestEnv {
         keys
     }
 
-    /// The cachewarden binary, with this test's environment.
+    /// The cachewarden binary ([`cachewarden`]).
     pub fn cli(&self) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_cachewarden"));
-        command
-            .env("RUST_LOG", "info")
-            .env_remove("CACHEWARDEN_CONFIG")
-            .env_remove("CREDENTIALS_DIRECTORY");
-        command
+        cachewarden()
     }
 
-    /// Runs `cachewarden ARGS --config CONFIG`: its exit code and everything it printed (stdout, then stderr).
+    /// Runs `cachewarden ARGS --config CONFIG` ([`cli_output`]): its exit code and everything it printed (stdout,
+    /// then stderr).
     pub fn run_cli(&self, args: &[&str], config: &Path) -> (Option<i32>, String) {
-        let output = self.cli().args(args).arg("--config").arg(config).output().unwrap();
-        let (stdout, stderr) = text(&output);
-        (output.status.code(), format!("{stdout}{stderr}"))
+        let (code, stdout, stderr) = cli_output(args, config);
+        (code, format!("{stdout}{stderr}"))
     }
 }
 
