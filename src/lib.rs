@@ -25,6 +25,12 @@
 //! - [`cli`]: the command line — its definitions and exit codes, a command line to its exit code
 //!   ([`cli::dispatch`]), the one-shot commands ([`cli::commands`], [`cli::check`], [`cli::binlog_command`]) and the
 //!   demo shop ([`cli::demo`]).
+//!
+//! # Surface
+//! Only what the binary and the tests use is `pub`; everything else is `pub(crate)` or private, and
+//! `unreachable_pub` keeps a `pub` inside a private module from pretending otherwise.
+
+#![warn(unreachable_pub)]
 
 pub mod cli;
 pub mod config;

@@ -26,7 +26,7 @@ use crate::source::binlog::{BinlogListener, ReplicationUrl, Verdict};
 use crate::telemetry::health::Health;
 
 /// Runs the `binlog` subcommand; its exit code.
-pub async fn run(config: &Config, action: &BinlogAction) -> ExitCode {
+pub(crate) async fn run(config: &Config, action: &BinlogAction) -> ExitCode {
     let Some(settings) = &config.binlog else {
         eprintln!(
             "error: {} has no [binlog] section: there is no position to show or move",

@@ -14,7 +14,7 @@ use crate::pure::render::RowRenderer;
 
 /// What `check --connect` found.
 #[derive(Debug, Default)]
-pub struct Findings {
+pub(crate) struct Findings {
     pub problems: Vec<Problem>,
     /// What could not be checked, and why (not problems).
     pub notes: Vec<String>,
@@ -23,7 +23,7 @@ pub struct Findings {
 }
 
 /// Connects to both servers and checks jobs and rules against them.
-pub async fn check_connect(config: &Config) -> Findings {
+pub(crate) async fn check_connect(config: &Config) -> Findings {
     let mut notes = Vec::new();
     let mut problems = Vec::new();
     let mut unreachable = false;
@@ -77,7 +77,7 @@ pub async fn check_connect(config: &Config) -> Findings {
 }
 
 /// The server's cascading foreign keys taken into `config`'s derived rules (see `derive::schema`).
-pub async fn learn_schema(config: &mut Config) -> anyhow::Result<()> {
+pub(crate) async fn learn_schema(config: &mut Config) -> anyhow::Result<()> {
     let db = Database::new(&config.mysql)?;
     let schema = db.schema(&config.databases_read()).await;
     db.close().await;
@@ -87,7 +87,7 @@ pub async fn learn_schema(config: &mut Config) -> anyhow::Result<()> {
 
 /// What `check` finds on this host without connecting: a checkpoint file whose directory cannot be written (outside
 /// systemd's `StateDirectory=`, `/var/lib/cachewarden` may not exist or belong to someone else).
-pub fn check_local(config: &Config) -> Vec<Problem> {
+pub(crate) fn check_local(config: &Config) -> Vec<Problem> {
     let Some(crate::config::BinlogSettings {
         checkpoint: crate::config::CheckpointStore::File(path),
         ..
@@ -274,7 +274,7 @@ async fn check_rule_tables(
 
 /// What is wrong with `rule` for `database.table` (the rule's, or one its pattern matches) with `columns` (`None`: no
 /// such table), as (field, message).
-pub fn rule_problems(
+pub(crate) fn rule_problems(
     rule: &ChangeRule,
     database: &str,
     table: &str,

@@ -9,10 +9,10 @@ use sqlx::mysql::MySqlConnectOptions;
 use crate::config::MysqlSettings;
 
 /// The demo shop's schema and seed data.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Creates the database if it is missing, then applies any pending demo migrations.
-pub async fn init(settings: &MysqlSettings) -> anyhow::Result<()> {
+pub(crate) async fn init(settings: &MysqlSettings) -> anyhow::Result<()> {
     let options: MySqlConnectOptions = crate::exec::database::connect_options(settings)?;
     let database = options
         .get_database()

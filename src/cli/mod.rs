@@ -19,17 +19,17 @@ use crate::config::LogFormat;
 /// [`exit::CODES`].
 pub mod exit {
     /// A job failed, or the audit found stale keys.
-    pub const FAILED: u8 = 1;
+    pub(crate) const FAILED: u8 = 1;
     /// The command line was wrong (an unknown `--job` included).
     pub const USAGE: u8 = 64;
     /// The input was refused: an invalidation the daemon would refuse.
-    pub const DATAERR: u8 = 65;
+    pub(crate) const DATAERR: u8 = 65;
     /// A server or the daemon's admin endpoint could not be reached.
-    pub const UNAVAILABLE: u8 = 69;
+    pub(crate) const UNAVAILABLE: u8 = 69;
     /// Refused for now: the daemon is running (`binlog set`/`reset`); stop it and try again.
-    pub const TEMPFAIL: u8 = 75;
+    pub(crate) const TEMPFAIL: u8 = 75;
     /// This user may not read what the command needs (the credentials directory).
-    pub const NOPERM: u8 = 77;
+    pub(crate) const NOPERM: u8 = 77;
     /// The configuration is invalid, or a start-up refusal restarting cannot fix.
     pub const CONFIG: u8 = 78;
 

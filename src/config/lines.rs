@@ -6,7 +6,7 @@ use toml::de::{DeTable, DeValue};
 
 /// The line of every key of the file, read once per file from the parser's spans (a file that does not parse
 /// yields what could be read before the error).
-pub struct LineIndex {
+pub(crate) struct LineIndex {
     /// Byte offset of every newline, in order.
     newlines: Vec<usize>,
     /// `(section, key)` → line: `("", key)` at the top level (a `[section]`'s own line is its key's), and the keys
@@ -22,7 +22,7 @@ struct TableLines {
 }
 
 impl LineIndex {
-    pub fn new(source: &str) -> Self {
+    pub(crate) fn new(source: &str) -> Self {
         let mut index = Self {
             newlines: source.match_indices('\n').map(|(at, _)| at).collect(),
             keys: HashMap::new(),
@@ -74,7 +74,7 @@ impl LineIndex {
     }
 
     /// The line of `field` in the `index`th `[[name]]` table (of its header when `field` is `None` or absent).
-    pub fn table_field_line(&self, name: &str, index: usize, field: Option<&str>) -> Option<usize> {
+    pub(crate) fn table_field_line(&self, name: &str, index: usize, field: Option<&str>) -> Option<usize> {
         let table = self.tables.get(name)?.get(index)?;
         Some(
             field
@@ -85,7 +85,7 @@ impl LineIndex {
 
     /// The line of `key` in `[section]` (that of the section when it lacks the key), or at the top level when
     /// `section` is `None` (a section's own line for a section's name).
-    pub fn key_line(&self, section: Option<&str>, key: &str) -> Option<usize> {
+    pub(crate) fn key_line(&self, section: Option<&str>, key: &str) -> Option<usize> {
         let top = |key: &str| self.keys.get(&(String::new(), key.to_string())).copied();
         match section {
             None => top(key),

@@ -11,7 +11,7 @@
 
 mod error;
 mod lines;
-mod parse;
+pub(crate) mod parse;
 mod raw;
 mod validate;
 
@@ -20,23 +20,22 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::pure::model::{ChangeRule, OnGap, Projection};
+pub(crate) use crate::pure::model::{ChangeRule, OnGap, Projection};
 pub use error::{ConfigError, Problem};
-pub use lines::LineIndex;
-pub use parse::{parse_duration, parse_schedule};
-pub use validate::DEFAULT_ADMIN_LISTEN;
+pub(crate) use lines::LineIndex;
+pub(crate) use validate::DEFAULT_ADMIN_LISTEN;
 
 use crate::pure::model::WarmJob;
 
 /// Derived rules re-run an aggregate job at most this often by default: as `[[on_change]] debounce`.
-pub const DEFAULT_DERIVE_DEBOUNCE: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_DERIVE_DEBOUNCE: Duration = Duration::from_secs(30);
 
 /// A join lookup finding more keys than this re-runs the job: past ten thousand keys, one streamed warm run costs
 /// the database less than refreshing them key by key.
-pub const DEFAULT_MAX_FANOUT: usize = 10_000;
+pub(crate) const DEFAULT_MAX_FANOUT: usize = 10_000;
 
 /// Where the configuration lives when neither `--config` nor `$CACHEWARDEN_CONFIG` says otherwise.
-pub const DEFAULT_PATH: &str = "/etc/cachewarden/jobs.toml";
+pub(crate) const DEFAULT_PATH: &str = "/etc/cachewarden/jobs.toml";
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
@@ -72,7 +71,7 @@ pub struct Config {
 impl Config {
     /// Takes in what the server says of its tables (their foreign keys) and derives the rules again with it, so
     /// that changes a foreign key cascades below the binlog reach the jobs that follow their SQL.
-    pub fn learn_schema(&mut self, schema: std::sync::Arc<crate::pure::derive::schema::Schema>) {
+    pub(crate) fn learn_schema(&mut self, schema: std::sync::Arc<crate::pure::derive::schema::Schema>) {
         self.schema = schema;
         if self.binlog.is_some() {
             self.rules = crate::pure::derive::effective_rules(&self.explicit_rules(), &self.coverage(), &self.jobs);
@@ -80,7 +79,7 @@ impl Config {
     }
 
     /// The databases the jobs' queries read, each once (what the schema is read for).
-    pub fn databases_read(&self) -> Vec<String> {
+    pub(crate) fn databases_read(&self) -> Vec<String> {
         let mut databases: Vec<String> = self.mysql.database().into_iter().collect();
         for coverage in self.coverage() {
             for table in &coverage.tables {
@@ -104,7 +103,7 @@ impl Config {
     }
 
     /// Every job's tables and how their changes reach its keys (explicit rules, derived ones, or none).
-    pub fn coverage(&self) -> Vec<crate::pure::derive::JobCoverage> {
+    pub(crate) fn coverage(&self) -> Vec<crate::pure::derive::JobCoverage> {
         let explicit = self.explicit_rules();
         let settings = self.binlog.as_ref().map_or(
             crate::pure::derive::Settings {
@@ -124,7 +123,7 @@ impl Config {
 
     /// What invalidation messages may do: the daemon applies it to each message, and `cachewarden invalidate`
     /// checks with it before publishing.
-    pub fn channel_policy(&self) -> crate::pure::plan::Policy {
+    pub(crate) fn channel_policy(&self) -> crate::pure::plan::Policy {
         crate::pure::plan::Policy {
             allow: self.channel.allow.clone(),
             max_keys_per_message: self.channel.max_keys_per_message,
@@ -286,7 +285,7 @@ pub struct BinlogSettings {
 
 impl BinlogSettings {
     /// What derived rules are made with.
-    pub fn derive_settings(&self) -> crate::pure::derive::Settings {
+    pub(crate) fn derive_settings(&self) -> crate::pure::derive::Settings {
         crate::pure::derive::Settings {
             debounce: self.derive_debounce,
             max_fanout: self.max_fanout,
@@ -380,7 +379,7 @@ impl SecretUrl {
     }
 
     /// The URL with any password replaced by `***`.
-    pub fn redacted(&self) -> String {
+    pub(crate) fn redacted(&self) -> String {
         let url = &self.0;
         let Some(scheme_end) = url.find("://") else {
             return url.clone();
@@ -443,7 +442,7 @@ impl fmt::Debug for SecretUrl {
 }
 
 /// The configuration path: `--config`, else `$CACHEWARDEN_CONFIG`, else [`DEFAULT_PATH`].
-pub fn resolve_path(flag: Option<PathBuf>) -> PathBuf {
+pub(crate) fn resolve_path(flag: Option<PathBuf>) -> PathBuf {
     flag.or_else(|| std::env::var_os("CACHEWARDEN_CONFIG").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
 }
@@ -460,7 +459,7 @@ pub fn load(path: &Path, credentials: Option<&Path>) -> Result<Config, ConfigErr
 
 /// Where a command finds the systemd credentials (`mysql-url`, `redis-url`).
 #[derive(Debug)]
-pub enum Credentials {
+pub(crate) enum Credentials {
     /// None: the URLs come from the file and the environment.
     None,
     /// This directory: from `--credentials`, from `$CREDENTIALS_DIRECTORY`, or beside the configuration file.
@@ -470,7 +469,7 @@ pub enum Credentials {
 }
 
 impl Credentials {
-    pub fn directory(&self) -> Option<&Path> {
+    pub(crate) fn directory(&self) -> Option<&Path> {
         match self {
             Credentials::Found { directory, .. } => Some(directory),
             _ => None,
@@ -482,7 +481,7 @@ impl Credentials {
 /// service), else `credentials/` beside the configuration file when there is one (`/etc/cachewarden/credentials`
 /// for `/etc/cachewarden/jobs.toml`), so a command run from a shell talks to the servers the daemon talks to rather
 /// than to URLs left in the file.
-pub fn find_credentials(flag: Option<PathBuf>, config: &Path) -> Credentials {
+pub(crate) fn find_credentials(flag: Option<PathBuf>, config: &Path) -> Credentials {
     if let Some(directory) = flag.or_else(|| std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from)) {
         return Credentials::Found {
             directory,
@@ -504,7 +503,7 @@ pub fn find_credentials(flag: Option<PathBuf>, config: &Path) -> Credentials {
 
 /// Validates `source` as if read from `path`, with `env` standing in for the process environment and `credentials`
 /// for `$CREDENTIALS_DIRECTORY`.
-pub fn load_str_with(
+pub(crate) fn load_str_with(
     path: &Path,
     source: &str,
     env: HashMap<String, String>,

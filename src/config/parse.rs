@@ -11,7 +11,7 @@ use crate::pure::model::{Jitter, Schedule, Ttl};
 pub(super) const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// `"24h"`, `"90s"`, `"1h 30m"` (humantime syntax).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text.trim())
         .map_err(|error| format!("\"{text}\" is not a duration ({error}); write e.g. \"30s\", \"5m\", \"24h\""))?;
     if duration.is_zero() {
@@ -44,7 +44,7 @@ pub(super) fn check_log_level(level: &str) -> Result<(), String> {
 }
 
 /// A duration, or `"none"` for keys that never expire.
-pub fn parse_ttl(text: &str) -> Result<Ttl, String> {
+pub(crate) fn parse_ttl(text: &str) -> Result<Ttl, String> {
     if text.trim().eq_ignore_ascii_case("none") {
         return Ok(Ttl::Never);
     }
@@ -52,7 +52,7 @@ pub fn parse_ttl(text: &str) -> Result<Ttl, String> {
 }
 
 /// `"10%"` of the TTL, or a duration shorter than the TTL.
-pub fn parse_jitter(text: &str, ttl: Ttl) -> Result<Jitter, String> {
+pub(crate) fn parse_jitter(text: &str, ttl: Ttl) -> Result<Jitter, String> {
     let text = text.trim();
     if matches!(text, "0" | "0%" | "none") {
         return Ok(Jitter::None);
@@ -81,7 +81,7 @@ pub fn parse_jitter(text: &str, ttl: Ttl) -> Result<Jitter, String> {
 }
 
 /// Bytes: an integer, or a string such as `"100KiB"`, `"1MiB"`, `"64kB"`.
-pub fn parse_size(raw: &IntOrString) -> Result<usize, String> {
+pub(crate) fn parse_size(raw: &IntOrString) -> Result<usize, String> {
     let text = match raw {
         IntOrString::Int(n) if *n > 0 => return Ok(*n as usize),
         IntOrString::Int(n) => return Err(format!("{n} must be a positive number of bytes")),
@@ -128,7 +128,7 @@ pub(super) fn parse_count(raw: &IntOrString) -> Result<usize, String> {
 ///
 /// Parsed exactly as tokio-cron-scheduler parses it (seconds required, day-of-month AND day-of-week), so the fire
 /// times `cachewarden jobs` prints are the ones the daemon uses.
-pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
+pub(crate) fn parse_schedule(text: &str) -> Result<Schedule, String> {
     let trimmed = text.trim();
     let cron = if let Some(every) = trimmed.strip_prefix("every ") {
         every_to_cron(every.trim())?

@@ -6,7 +6,7 @@ use serde::de::{Error as _, Visitor};
 
 /// `[mysql]`
 #[derive(Debug, Default, Deserialize)]
-pub struct RawMysql {
+pub(super) struct RawMysql {
     pub url: Option<String>,
     pub pool_size: Option<IntOrString>,
     pub connect_timeout: Option<String>,
@@ -16,7 +16,7 @@ pub struct RawMysql {
 
 /// `[redis]`
 #[derive(Debug, Default, Deserialize)]
-pub struct RawRedis {
+pub(super) struct RawRedis {
     pub url: Option<String>,
     pub connect_timeout: Option<String>,
     pub ca_file: Option<String>,
@@ -27,7 +27,7 @@ pub struct RawRedis {
 
 /// `[defaults]`: values every `[[warm]]` job inherits unless it sets its own.
 #[derive(Debug, Default, Deserialize)]
-pub struct RawDefaults {
+pub(super) struct RawDefaults {
     pub ttl: Option<String>,
     pub jitter: Option<String>,
     pub max_value_bytes: Option<IntOrString>,
@@ -38,14 +38,14 @@ pub struct RawDefaults {
 
 /// `[crypto]`
 #[derive(Debug, Default, Deserialize)]
-pub struct RawCrypto {
+pub(super) struct RawCrypto {
     pub key_file: Option<String>,
     pub write_key: Option<String>,
 }
 
 /// `[daemon]`
 #[derive(Debug, Default, Deserialize)]
-pub struct RawDaemon {
+pub(super) struct RawDaemon {
     pub max_concurrent_jobs: Option<IntOrString>,
     pub shutdown_grace: Option<String>,
     pub log_level: Option<String>,
@@ -63,7 +63,7 @@ pub struct RawDaemon {
 
 /// `[admin]`
 #[derive(Debug, Default, Deserialize)]
-pub struct RawAdmin {
+pub(super) struct RawAdmin {
     pub enabled: Option<BoolOrString>,
     pub listen: Option<String>,
     pub token_file: Option<String>,
@@ -71,7 +71,7 @@ pub struct RawAdmin {
 
 /// `[misses]`
 #[derive(Debug, Default, Deserialize)]
-pub struct RawMisses {
+pub(super) struct RawMisses {
     pub enabled: Option<BoolOrString>,
     pub max_fills_per_second: Option<IntOrString>,
     pub negative_ttl: Option<String>,
@@ -79,7 +79,7 @@ pub struct RawMisses {
 
 /// `[ha]`
 #[derive(Debug, Default, Deserialize)]
-pub struct RawHa {
+pub(super) struct RawHa {
     pub enabled: Option<BoolOrString>,
     pub lease_ttl: Option<String>,
     pub key: Option<String>,
@@ -88,7 +88,7 @@ pub struct RawHa {
 
 /// One `[[warm]]` table.
 #[derive(Debug, Default, Deserialize)]
-pub struct RawWarmJob {
+pub(super) struct RawWarmJob {
     pub name: Option<String>,
     pub schedule: Option<String>,
     pub query: Option<String>,
@@ -115,7 +115,7 @@ pub struct RawWarmJob {
 
 /// `[channel]`
 #[derive(Debug, Default, Deserialize)]
-pub struct RawChannel {
+pub(super) struct RawChannel {
     pub enabled: Option<BoolOrString>,
     pub name: Option<String>,
     pub stream: Option<String>,
@@ -131,7 +131,7 @@ pub struct RawChannel {
 
 /// `[binlog]`
 #[derive(Debug, Default, Deserialize)]
-pub struct RawBinlog {
+pub(super) struct RawBinlog {
     pub enabled: Option<BoolOrString>,
     pub server_id: Option<IntOrString>,
     pub url: Option<String>,
@@ -150,7 +150,7 @@ pub struct RawBinlog {
 
 /// One `[[on_change]]` rule.
 #[derive(Debug, Default, Deserialize)]
-pub struct RawOnChange {
+pub(super) struct RawOnChange {
     pub table: Option<String>,
     pub delete: Option<Vec<String>>,
     pub refresh: Option<Vec<String>>,
@@ -167,7 +167,7 @@ pub struct RawOnChange {
 /// `lookup = { job = "...", table = "...", on = { column = "column" }, key = "...", refresh = true }` in an
 /// `[[on_change]]` rule.
 #[derive(Debug, Default, Deserialize)]
-pub struct RawLookup {
+pub(super) struct RawLookup {
     pub job: Option<String>,
     pub table: Option<String>,
     pub on: Option<std::collections::BTreeMap<String, String>>,
@@ -177,7 +177,7 @@ pub struct RawLookup {
 
 /// `project = { key = "...", columns = [...], ttl = "..." }` in an `[[on_change]]` rule.
 #[derive(Debug, Default, Deserialize)]
-pub struct RawProjection {
+pub(super) struct RawProjection {
     pub key: Option<String>,
     pub columns: Option<Vec<String>>,
     pub ttl: Option<String>,
@@ -186,7 +186,7 @@ pub struct RawProjection {
 /// A number that may also arrive as a string, because environment overrides are always strings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum IntOrString {
+pub(crate) enum IntOrString {
     Int(i64),
     String(String),
 }
@@ -194,7 +194,7 @@ pub enum IntOrString {
 /// A boolean that may also arrive as a string, because environment overrides are always strings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum BoolOrString {
+pub(super) enum BoolOrString {
     Bool(bool),
     String(String),
 }
@@ -202,13 +202,13 @@ pub enum BoolOrString {
 /// A list that may be written as its one element: `allow = "*"` is `allow = ["*"]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum OneOrList {
+pub(super) enum OneOrList {
     One(String),
     List(Vec<String>),
 }
 
 impl OneOrList {
-    pub fn into_vec(self) -> Vec<String> {
+    pub(super) fn into_vec(self) -> Vec<String> {
         match self {
             OneOrList::One(one) => vec![one],
             OneOrList::List(list) => list,
@@ -218,7 +218,7 @@ impl OneOrList {
 
 /// The field names serde's derive declares for `T` (what it hands `deserialize_struct`): each raw struct's list of
 /// valid fields, stated once by the struct itself, for unknown-field messages.
-pub fn fields_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+pub(super) fn fields_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
     let mut fields: &'static [&'static str] = &[];
     let _ = T::deserialize(FieldNames(&mut fields));
     fields

@@ -5,7 +5,7 @@ use crate::exec::database::DatabaseError;
 
 /// Why a step that talks to Redis and MySQL failed.
 #[derive(Debug, thiserror::Error)]
-pub enum BackendError {
+pub(crate) enum BackendError {
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error(transparent)]
@@ -14,7 +14,7 @@ pub enum BackendError {
 
 impl BackendError {
     /// Whether trying again later may succeed.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             BackendError::Cache(error) => error.is_transient(),
             BackendError::Database(error) => error.is_transient(),

@@ -42,12 +42,12 @@ pub enum DatabaseError {
 
 impl DatabaseError {
     /// Whether no connection could be had at all (as opposed to a refusal or a failed query): exit 69.
-    pub fn is_unreachable(&self) -> bool {
+    pub(crate) fn is_unreachable(&self) -> bool {
         matches!(self, DatabaseError::Unreachable(_))
     }
 
     /// Whether trying again later may succeed.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         !matches!(self, DatabaseError::Refused(_))
     }
 
@@ -92,7 +92,7 @@ pub struct Database {
 }
 
 /// Re-reads the `[mysql]` settings (the configuration file and its credentials), `None` when it cannot.
-pub type Reread = Arc<dyn Fn() -> Option<MysqlSettings> + Send + Sync>;
+pub(crate) type Reread = Arc<dyn Fn() -> Option<MysqlSettings> + Send + Sync>;
 
 /// One pool and what goes with it.
 struct Pool {
@@ -139,7 +139,7 @@ impl Database {
 
     /// After an access denied, reads `[mysql]` again once with `reread` and, if it changed (a rotated password in the
     /// credentials directory), retries with it before the refusal counts.
-    pub fn rereading(mut self, reread: Reread) -> Self {
+    pub(crate) fn rereading(mut self, reread: Reread) -> Self {
         self.reread = Some(reread);
         self
     }
@@ -189,7 +189,7 @@ impl Database {
 
     /// Checks that the server answers. When it does not, the error is the connection's own (refused, unknown
     /// host, access denied), not the pool's "timed out".
-    pub async fn ping(&self) -> Result<(), DatabaseError> {
+    pub(crate) async fn ping(&self) -> Result<(), DatabaseError> {
         let mut conn = match self.connection().await {
             Ok(conn) => conn,
             Err(sqlx::Error::PoolTimedOut) => return Err(self.why_unreachable().await),
@@ -217,7 +217,7 @@ impl Database {
     }
 
     /// A connection for one warm query, with the server-side statement timeout set to `timeout`.
-    pub async fn acquire(&self, timeout: Duration) -> Result<QueryConn, DatabaseError> {
+    pub(crate) async fn acquire(&self, timeout: Duration) -> Result<QueryConn, DatabaseError> {
         let mut conn = self.connection().await.map_err(unreachable)?;
         let flavor = *self
             .pool()
@@ -247,7 +247,7 @@ impl Database {
 
     /// The rows of a per-key `query` with `?` placeholders bound to `binds` in order (as strings; MySQL converts
     /// them to the column types). Values are bound, never spliced into the SQL.
-    pub async fn fetch_bound(
+    pub(crate) async fn fetch_bound(
         &self,
         query: &str,
         binds: &[&str],
@@ -276,7 +276,7 @@ impl Database {
 
     /// The server's estimate of how many rows `query` returns, for progress lines: EXPLAIN's row estimates multiplied
     /// over the tables it joins, capped by a final `LIMIT n`. `None` when the server gives no estimate.
-    pub async fn estimate_rows(&self, query: &str) -> Option<u64> {
+    pub(crate) async fn estimate_rows(&self, query: &str) -> Option<u64> {
         let mut conn = self.connection().await.ok()?;
         let plan = sqlx::query(AssertSqlSafe(format!("EXPLAIN {query}")))
             .fetch_all(&mut *conn)
@@ -304,7 +304,11 @@ impl Database {
     }
 
     /// The columns of `database.table`, in order; `None` when there is no such table.
-    pub async fn table_columns(&self, database: &str, table: &str) -> Result<Option<Vec<String>>, DatabaseError> {
+    pub(crate) async fn table_columns(
+        &self,
+        database: &str,
+        table: &str,
+    ) -> Result<Option<Vec<String>>, DatabaseError> {
         let columns: Vec<String> = sqlx::query_scalar(
             "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.COLUMNS \
              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
@@ -427,7 +431,11 @@ impl Database {
     }
 
     /// The tables whose `database.table` a rule's table pattern names (only `*` special), sorted.
-    pub async fn tables_matching(&self, database: &str, table: &str) -> Result<Vec<(String, String)>, DatabaseError> {
+    pub(crate) async fn tables_matching(
+        &self,
+        database: &str,
+        table: &str,
+    ) -> Result<Vec<(String, String)>, DatabaseError> {
         let like = |pattern: &str| {
             pattern
                 .replace('\\', "\\\\")
@@ -452,7 +460,7 @@ impl Database {
 
     /// Closes every connection, waiting at most `CLOSE_TIMEOUT`: a connection abandoned mid-query (a timed-out
     /// run) may never be handed back, and shutdown must not wait for it.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         if tokio::time::timeout(CLOSE_TIMEOUT, self.pool().pool.close())
             .await
             .is_err()
@@ -463,7 +471,7 @@ impl Database {
 }
 
 /// Connection options from `[mysql]`: the URL, then the TLS settings on top.
-pub fn connect_options(settings: &MysqlSettings) -> Result<MySqlConnectOptions, DatabaseError> {
+pub(crate) fn connect_options(settings: &MysqlSettings) -> Result<MySqlConnectOptions, DatabaseError> {
     let mut options: MySqlConnectOptions = settings.url.expose().parse().map_err(DatabaseError::Refused)?;
     if let Some(mode) = settings.ssl_mode {
         options = options.ssl_mode(match mode {
@@ -502,16 +510,11 @@ fn unreachable(error: sqlx::Error) -> DatabaseError {
 }
 
 /// A pooled connection prepared for one warm query.
-pub struct QueryConn(PoolConnection<MySql>);
+pub(crate) struct QueryConn(PoolConnection<MySql>);
 
 impl QueryConn {
-    /// Streams the rows of `query` (binary protocol, never buffered whole).
-    pub fn rows<'c>(&'c mut self, query: &'c str) -> BoxStream<'c, Result<MySqlRow, DatabaseError>> {
-        self.rows_bound(query, &[])
-    }
-
-    /// [`rows`](Self::rows) of a query with `?` parameters, each bound as text.
-    pub fn rows_bound<'c>(
+    /// Streams the rows of `query` with `?` parameters, each bound as text (binary protocol, never buffered whole).
+    pub(crate) fn rows_bound<'c>(
         &'c mut self,
         query: &'c str,
         params: &'c [String],
@@ -543,7 +546,7 @@ fn column_info(column: &sqlx::mysql::MySqlColumn) -> ColumnInfo {
 }
 
 /// The raw binary-protocol bytes of each value in `row` (`None` for NULL), appended to `out`.
-pub fn raw_values<'r>(row: &'r MySqlRow, out: &mut Vec<Option<&'r [u8]>>) -> Result<(), DatabaseError> {
+pub(crate) fn raw_values<'r>(row: &'r MySqlRow, out: &mut Vec<Option<&'r [u8]>>) -> Result<(), DatabaseError> {
     for index in 0..row.len() {
         let value = row.try_get_raw(index).map_err(DatabaseError::Interrupted)?;
         if value.is_null() {

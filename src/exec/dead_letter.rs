@@ -17,15 +17,15 @@ use crate::telemetry::metrics;
 const QUEUE: usize = 256;
 /// A message is kept up to this many bytes (with its whole size): a flood of huge refused messages costs neither
 /// the daemon's memory nor Redis's more than this per entry. A cut message cannot be sent again.
-pub const KEPT_BYTES: usize = 8 * 1024;
+pub(crate) const KEPT_BYTES: usize = 8 * 1024;
 /// A stream entry's fields.
-pub const FIELDS: [&str; 5] = ["source", "reason", "detail", "payload", "size"];
+pub(crate) const FIELDS: [&str; 5] = ["source", "reason", "detail", "payload", "size"];
 /// Write failures and drops are logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Something refused or failed, to keep.
 #[derive(Debug, Clone)]
-pub struct DeadLetter {
+pub(crate) struct DeadLetter {
     /// `channel` or `binlog`.
     pub source: &'static str,
     /// A short machine word: the refusal's reason, `missing_column`.
@@ -40,7 +40,7 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     /// A refused channel message: its first [`KEPT_BYTES`] kept, with its size.
-    pub fn message(reason: &str, detail: String, message: &[u8]) -> Self {
+    pub(crate) fn message(reason: &str, detail: String, message: &[u8]) -> Self {
         Self {
             source: "channel",
             reason: reason.to_string(),
@@ -53,13 +53,13 @@ impl DeadLetter {
 
 /// Where producers hand dead letters; cheap to clone. Off: they are only counted.
 #[derive(Clone, Default)]
-pub struct DeadLetters {
+pub(crate) struct DeadLetters {
     sender: Option<mpsc::Sender<DeadLetter>>,
 }
 
 impl DeadLetters {
     /// Keeps `letter` if there is room (never waits); counted either way.
-    pub fn keep(&self, letter: DeadLetter) {
+    pub(crate) fn keep(&self, letter: DeadLetter) {
         metrics::record_dead_letter(letter.source, &letter.reason);
         if let Some(sender) = &self.sender
             && sender.try_send(letter).is_err()
@@ -71,7 +71,7 @@ impl DeadLetters {
 
 /// Dead letters kept in `stream` (at most about `length` entries) by the returned writer, which runs until every
 /// [`DeadLetters`] handle is dropped.
-pub fn writer(cache: Cache, stream: String, length: usize) -> (DeadLetters, impl Future<Output = ()>) {
+pub(crate) fn writer(cache: Cache, stream: String, length: usize) -> (DeadLetters, impl Future<Output = ()>) {
     let (sender, mut receiver) = mpsc::channel::<DeadLetter>(QUEUE);
     let task = async move {
         let mut warned: Option<Instant> = None;
@@ -116,7 +116,7 @@ async fn write(cache: &Cache, stream: &str, length: usize, letters: &[DeadLetter
 
 /// One kept dead letter, as read back.
 #[derive(Debug, Clone)]
-pub struct Kept {
+pub(crate) struct Kept {
     /// The stream entry id: milliseconds since the epoch, then a sequence.
     pub id: String,
     pub source: String,
@@ -129,19 +129,19 @@ pub struct Kept {
 
 impl Kept {
     /// Whether the whole message was kept (so it can be sent again).
-    pub fn whole(&self) -> bool {
+    pub(crate) fn whole(&self) -> bool {
         self.size <= self.payload.len()
     }
 
     /// When it was kept, from its entry id.
-    pub fn at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+    pub(crate) fn at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         let millis: i64 = self.id.split('-').next()?.parse().ok()?;
         chrono::DateTime::from_timestamp_millis(millis)
     }
 }
 
 /// The dead letters in `stream` kept at or after `since`, oldest first, at most `count`.
-pub async fn read(
+pub(crate) async fn read(
     cache: &Cache,
     stream: &str,
     since: Option<chrono::DateTime<chrono::Utc>>,

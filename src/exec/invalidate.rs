@@ -31,7 +31,7 @@ use crate::telemetry::metrics;
 
 /// What a batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Applied {
+pub(crate) struct Applied {
     /// Keys unlinked by plain deletes.
     pub deleted: u64,
     /// Keys unlinked by pattern deletes.
@@ -52,7 +52,7 @@ pub struct Applied {
 
 impl Applied {
     /// The keys per action, as the metrics label them (warm runs are not keys: see [`Applied::warms`]).
-    pub fn counts(&self) -> [(&'static str, u64); 5] {
+    pub(crate) fn counts(&self) -> [(&'static str, u64); 5] {
         [
             ("delete", self.deleted),
             ("pattern_delete", self.pattern_deleted),
@@ -71,7 +71,7 @@ const DEFINITE_RETRY_MIN: Duration = Duration::from_secs(1);
 const DEFINITE_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Applies actions.
-pub struct Invalidator {
+pub(crate) struct Invalidator {
     cache: Cache,
     db: Database,
     jobs: watch::Receiver<Arc<[WarmJob]>>,
@@ -86,7 +86,7 @@ pub struct Invalidator {
 impl Invalidator {
     /// An executor writing to `cache`, reading refreshes from `db` through the current `jobs`, asking for warm runs on
     /// `triggers`, and reporting a stuck apply to `health`.
-    pub fn new(
+    pub(crate) fn new(
         cache: Cache,
         db: Database,
         jobs: watch::Receiver<Arc<[WarmJob]>>,
@@ -107,34 +107,34 @@ impl Invalidator {
     }
 
     /// Reports warm runs' ends from `warmer` (see [`Invalidator::last_finished`]).
-    pub fn with_warmer(mut self, warmer: Arc<crate::exec::warm::Warmer>) -> Self {
+    pub(crate) fn with_warmer(mut self, warmer: Arc<crate::exec::warm::Warmer>) -> Self {
         self.warmer = Some(warmer);
         self
     }
 
     /// When the last run of `job` ended (succeeded or failed), if one has since this process started.
-    pub fn last_finished(&self, job: &str) -> Option<std::time::SystemTime> {
+    pub(crate) fn last_finished(&self, job: &str) -> Option<std::time::SystemTime> {
         self.warmer.as_ref()?.stats(job).last.map(|last| last.finished_at)
     }
 
     /// The cache it writes to.
-    pub fn cache(&self) -> &Cache {
+    pub(crate) fn cache(&self) -> &Cache {
         &self.cache
     }
 
     /// The jobs as currently configured.
-    pub fn jobs(&self) -> Arc<[WarmJob]> {
+    pub(crate) fn jobs(&self) -> Arc<[WarmJob]> {
         self.jobs.borrow().clone()
     }
 
     /// Asks for a run of `job` (dropped, with a warning, when the queue is full).
-    pub fn warm(&self, job: &str, reason: TriggerReason) {
+    pub(crate) fn warm(&self, job: &str, reason: TriggerReason) {
         crate::pure::trigger::send(&self.triggers, Arc::from(job), reason);
     }
 
     /// Carries out a gap's recovery (`plan::gap_actions`): the deletes applied until they succeed, then the warm runs
     /// asked for (as a resync), so that no run's writes are deleted after it. `false` when `shutdown` interrupted it.
-    pub async fn recover(&self, task: &'static str, actions: Vec<Action>, shutdown: &CancellationToken) -> bool {
+    pub(crate) async fn recover(&self, task: &'static str, actions: Vec<Action>, shutdown: &CancellationToken) -> bool {
         let (warms, rest): (Vec<Action>, Vec<Action>) = actions
             .into_iter()
             .partition(|action| matches!(action, Action::Warm(_)));
@@ -157,7 +157,7 @@ impl Invalidator {
     /// Applies `actions` until it succeeds (what it did) or `shutdown` comes (`None`): transient failures are retried with
     /// backoff, definite ones more slowly (nothing may be skipped: the changes would be lost). Failures
     /// that last [`STALL_AFTER`], and definite ones at once, make the daemon not ready (`task`: why) until it works.
-    pub async fn apply_with_retry(
+    pub(crate) async fn apply_with_retry(
         &self,
         task: &'static str,
         actions: &[Action],
@@ -202,7 +202,11 @@ impl Invalidator {
     /// Applies `actions` in order. Runs of consecutive actions of one kind are coalesced: a key deleted or refreshed
     /// twice in a row is deleted or refreshed once, and deletes go out in one pipeline. `seen` holds, for refreshes a
     /// row change asked for, the changed row the read must show (see `refresh`).
-    pub async fn apply(&self, actions: &[Action], seen: &HashMap<String, SeenRow>) -> Result<Applied, BackendError> {
+    pub(crate) async fn apply(
+        &self,
+        actions: &[Action],
+        seen: &HashMap<String, SeenRow>,
+    ) -> Result<Applied, BackendError> {
         let mut applied = Applied::default();
         let mut index = 0;
         while index < actions.len() {
@@ -285,7 +289,7 @@ impl Invalidator {
     }
 
     /// SCAN + UNLINK, stopping at `max_keys_per_pattern`.
-    pub async fn delete_pattern(&self, pattern: &str) -> Result<u64, CacheError> {
+    pub(crate) async fn delete_pattern(&self, pattern: &str) -> Result<u64, CacheError> {
         let (deleted, cut_short) = self.cache.delete_matching(pattern, self.max_keys_per_pattern).await?;
         if cut_short {
             warn!(
@@ -325,7 +329,7 @@ impl Invalidator {
 
     /// Refreshes `keys` reading from `db` (the writer, where the usual database is a reader that lags): each checked
     /// against its row in `seen` as every refresh is. What it did, unverified keys included.
-    pub async fn refresh_from(
+    pub(crate) async fn refresh_from(
         &self,
         db: &Database,
         keys: &[&str],
@@ -339,7 +343,7 @@ impl Invalidator {
     /// Loads `keys` that Redis reported missing (`fill_on_miss`) the way a channel refresh does (rendering,
     /// protection, fence), reading from `writer` when given: what it did, the keys no row renders in `absent`. Keys
     /// whose job no longer fills (a reload meanwhile) are left alone, never deleted.
-    pub async fn fill(&self, keys: &[&str], writer: Option<&Database>) -> Result<Applied, BackendError> {
+    pub(crate) async fn fill(&self, keys: &[&str], writer: Option<&Database>) -> Result<Applied, BackendError> {
         let jobs = self.jobs();
         let filling: Vec<&str> = keys
             .iter()

@@ -37,9 +37,9 @@ use crate::pure::value::Cell;
 use crate::telemetry::metrics;
 
 /// Keys per `IN (…)` statement at most.
-pub const KEYS_PER_IN_LIST: usize = 1024;
+pub(crate) const KEYS_PER_IN_LIST: usize = 1024;
 /// Keys per `UNION ALL` statement at most.
-pub const KEYS_PER_UNION: usize = 256;
+pub(crate) const KEYS_PER_UNION: usize = 256;
 
 /// Why keys could not be rendered from the database.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,7 @@ struct Rendered {
 
 /// What one job's refresh did.
 #[derive(Debug, Default)]
-pub struct Refreshed {
+pub(crate) struct Refreshed {
     /// Keys written.
     pub written: u64,
     /// Keys deleted: the row is gone, or the value too big (or the query failed for good).
@@ -72,7 +72,11 @@ pub struct Refreshed {
 
 /// What `job` renders for `key` from the database now: `Ok(None)` when no row renders that key (or the job has no
 /// refresh query). Used by the audit, so it sees exactly what a refresh (and a warm run) would write.
-pub async fn render_from_database(db: &Database, job: &WarmJob, key: &str) -> Result<Option<Vec<u8>>, KeyReadError> {
+pub(crate) async fn render_from_database(
+    db: &Database,
+    job: &WarmJob,
+    key: &str,
+) -> Result<Option<Vec<u8>>, KeyReadError> {
     Ok(read_keys(db, job, &[key])
         .await?
         .remove(key)
@@ -80,7 +84,7 @@ pub async fn render_from_database(db: &Database, job: &WarmJob, key: &str) -> Re
 }
 
 /// Which of `keys` (all `job`'s) a row renders now, read through the job's refresh query (none without one).
-pub async fn readable_keys(
+pub(crate) async fn readable_keys(
     db: &Database,
     job: &WarmJob,
     keys: &[&str],
@@ -90,11 +94,11 @@ pub async fn readable_keys(
 
 /// The column origins of each job's refresh query, learned once per query text (a prepare).
 #[derive(Default)]
-pub struct Origins(Mutex<HashMap<String, Arc<[Option<ColumnSource>]>>>);
+pub(crate) struct Origins(Mutex<HashMap<String, Arc<[Option<ColumnSource>]>>>);
 
 /// Refreshes `keys` (all rendered by `job`, which has a `refresh_query`): invalidate them, read them in one go, write
 /// what matches its change, read the rest again. `seen` holds the changed row for keys a row change asked for.
-pub async fn refresh_keys(
+pub(crate) async fn refresh_keys(
     cache: &Cache,
     db: &Database,
     origins: &Origins,

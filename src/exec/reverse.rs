@@ -19,7 +19,7 @@ const VALUES_PER_QUERY: usize = 512;
 
 /// What the lookups of a batch found.
 #[derive(Debug, Default)]
-pub struct Found {
+pub(crate) struct Found {
     /// Keys to refresh, with the changed row each read must show.
     pub refresh: Vec<String>,
     pub seen: HashMap<String, SeenRow>,
@@ -30,7 +30,7 @@ pub struct Found {
 }
 
 /// Runs the lookups, grouped by rule: one query per [`VALUES_PER_QUERY`] join values.
-pub async fn find(db: &Database, jobs: &[WarmJob], lookups: &[&Lookup]) -> Result<Found, DatabaseError> {
+pub(crate) async fn find(db: &Database, jobs: &[WarmJob], lookups: &[&Lookup]) -> Result<Found, DatabaseError> {
     let mut found = Found::default();
     let mut groups: Vec<(&Arc<ReverseLookup>, Vec<&Lookup>)> = Vec::new();
     for lookup in lookups {

@@ -11,7 +11,7 @@ use crate::pure::model::{KeyPart, KeyTemplate};
 
 /// One command cachewarden will run, with sample arguments of the kind it will use.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Need {
+pub(crate) struct Need {
     /// Why: the job, rule, channel or checkpoint it serves, with the template or pattern of its keys.
     pub purpose: String,
     /// The command and its arguments, as `ACL DRYRUN` takes them.
@@ -20,7 +20,7 @@ pub struct Need {
 
 /// A command the server's ACL refuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     pub need: Need,
     /// The server's reason, naming the command, key or channel (`This user has no permissions to …`).
     pub reason: String,
@@ -40,7 +40,7 @@ impl std::fmt::Display for Refusal {
 
 /// The outcome of [`check`].
 #[derive(Debug)]
-pub enum Checked {
+pub(crate) enum Checked {
     /// Every need was asked of the ACL; these were refused (none: all allowed).
     Refused(Vec<Refusal>),
     /// The user may not ask the ACL about itself (or the server cannot); nothing was checked.
@@ -92,7 +92,7 @@ fn key_writes(purpose: &str, key: &str, protected: bool, ha_key: Option<&str>, n
 
 /// Everything the Redis user must be allowed under `config`, each command once per kind of key. (Long on purpose:
 /// a list, one block per part of the configuration, read top to bottom.)
-pub fn redis_needs(config: &Config) -> Vec<Need> {
+pub(crate) fn redis_needs(config: &Config) -> Vec<Need> {
     let protected = config.redis.stale_set_protection;
     let fence = config.ha.as_ref().map(|ha| ha.key.as_str());
     let mut needs = vec![
@@ -243,7 +243,7 @@ fn channel_needs(channel: &ChannelSettings, protected: bool, fence: Option<&str>
 const DRYRUN_PIPELINE: usize = 1_000;
 
 /// Asks the server's ACL about every need, as the connected user.
-pub async fn check(cache: &Cache, needs: &[Need]) -> Result<Checked, CacheError> {
+pub(crate) async fn check(cache: &Cache, needs: &[Need]) -> Result<Checked, CacheError> {
     let user = match cache.acl_whoami().await {
         Ok(user) => user,
         Err(error) if error.is_server_reply() => return Ok(Checked::Unchecked(format!("ACL WHOAMI: {error}"))),

@@ -12,10 +12,10 @@ use crate::telemetry::health::{Health, Liveness};
 use crate::telemetry::metrics;
 
 /// How often both servers are pinged: fast enough for a load balancer's readiness probe, cheap for the servers.
-pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Pings Redis and MySQL every [`CHECK_INTERVAL`].
-pub struct HealthChecker {
+pub(crate) struct HealthChecker {
     pub db: Database,
     pub cache: Cache,
     pub health: Health,
@@ -24,7 +24,7 @@ pub struct HealthChecker {
 
 impl HealthChecker {
     /// Checks until `shutdown` is cancelled; logs each change of state once.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(CHECK_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_ready = true;

@@ -29,7 +29,7 @@ const STANDBY_POLL: Duration = Duration::from_millis(200);
 
 /// What this instance is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// Not yet asked Redis.
     Starting,
     Leader,
@@ -37,7 +37,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::Starting => "starting",
             Role::Leader => "leader",
@@ -48,7 +48,7 @@ impl Role {
 
 /// This instance's role and what it knows of the leader.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Status {
+pub(crate) struct Status {
     pub role: Role,
     /// This instance's name.
     pub instance: String,
@@ -63,7 +63,7 @@ pub struct Status {
 
 impl Status {
     /// One line for people: `leader (since 2026-11-26T17:30:00Z)`, `standby (leader: host-a:4242, for 2m5s)`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let age = self
             .leader_since
             .and_then(|since| SystemTime::now().duration_since(since).ok())
@@ -77,7 +77,7 @@ impl Status {
     }
 
     /// The status as `/ha` serves it.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         let since = self.leader_since.map(|since| crate::pure::words::time(since.into()));
         let age = self
             .leader_since
@@ -94,7 +94,7 @@ impl Status {
 }
 
 /// Competes for, holds and renews the lease; publishes this instance's [`Status`].
-pub struct LeaderLease {
+pub(crate) struct LeaderLease {
     cache: Cache,
     settings: HaSettings,
     fence: Arc<Fence>,
@@ -115,7 +115,7 @@ enum Attempt {
 impl LeaderLease {
     /// A lease for `settings`, writing its token into `fence` and this instance's role into `status`. `cache` must
     /// not be fenced itself.
-    pub fn new(cache: Cache, settings: HaSettings, fence: Arc<Fence>, status: watch::Sender<Status>) -> Self {
+    pub(crate) fn new(cache: Cache, settings: HaSettings, fence: Arc<Fence>, status: watch::Sender<Status>) -> Self {
         Self {
             cache,
             settings,
@@ -125,7 +125,7 @@ impl LeaderLease {
     }
 
     /// The status before the first attempt.
-    pub fn starting(settings: &HaSettings) -> Status {
+    pub(crate) fn starting(settings: &HaSettings) -> Status {
         Status {
             role: Role::Starting,
             instance: settings.instance.clone(),
@@ -136,7 +136,7 @@ impl LeaderLease {
     }
 
     /// Competes for the lease until `shutdown`; holds it for as long as renewals succeed; releases it on the way out.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         // Whether a leader other than this instance has been seen alive: a term after that is a takeover.
         let mut seen_other = false;
         let mut complained = false;

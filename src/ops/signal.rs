@@ -6,7 +6,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// What a signal asks of the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignalEvent {
+pub(crate) enum SignalEvent {
     /// SIGTERM or SIGINT: stop taking work, drain, exit 0.
     Stop,
     /// SIGHUP: re-read the configuration.
@@ -16,7 +16,7 @@ pub enum SignalEvent {
 }
 
 /// The daemon's signal handlers.
-pub struct Signals {
+pub(crate) struct Signals {
     term: Signal,
     int: Signal,
     hup: Signal,
@@ -25,7 +25,7 @@ pub struct Signals {
 
 impl Signals {
     /// Installs the handlers. Needs a tokio runtime.
-    pub fn register() -> std::io::Result<Self> {
+    pub(crate) fn register() -> std::io::Result<Self> {
         Ok(Self {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
@@ -35,7 +35,7 @@ impl Signals {
     }
 
     /// The next signal received.
-    pub async fn recv(&mut self) -> SignalEvent {
+    pub(crate) async fn recv(&mut self) -> SignalEvent {
         tokio::select! {
             _ = self.term.recv() => SignalEvent::Stop,
             _ = self.int.recv() => SignalEvent::Stop,

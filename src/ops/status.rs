@@ -14,7 +14,7 @@ use crate::telemetry::health::HealthState;
 use crate::telemetry::metrics::{Exporter, Readings};
 
 /// How often the history takes a sample.
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// Samples kept: one hour.
 const KEEP: usize = 360;
 
@@ -33,13 +33,13 @@ struct Sample {
 
 /// The last hour, sampled from the daemon's own metrics and its warm runs.
 #[derive(Debug, Default)]
-pub struct History {
+pub(crate) struct History {
     samples: Mutex<VecDeque<Sample>>,
 }
 
 impl History {
     /// Samples every [`SAMPLE_EVERY`] until `shutdown`.
-    pub async fn run(
+    pub(crate) async fn run(
         self: Arc<Self>,
         metrics: Exporter,
         warmer: Arc<std::sync::OnceLock<Arc<Warmer>>>,
@@ -102,7 +102,7 @@ fn epoch_seconds(at: SystemTime) -> f64 {
 /// How long the daemon can be down without a gap, from the metrics: the server's binlog retention less the lag
 /// (a daemon behind holds an older position). `None` when not following a binlog or the retention is unknown;
 /// infinite when binlogs are never purged.
-pub fn can_be_down_for(readings: &Readings) -> Option<f64> {
+pub(crate) fn can_be_down_for(readings: &Readings) -> Option<f64> {
     let retention = readings
         .get("cachewarden_binlog_retention_seconds", &[])
         .filter(|r| !r.is_nan())?;
@@ -111,7 +111,7 @@ pub fn can_be_down_for(readings: &Readings) -> Option<f64> {
 }
 
 /// [`can_be_down_for`] for people.
-pub fn down_for_words(seconds: Option<f64>) -> String {
+pub(crate) fn down_for_words(seconds: Option<f64>) -> String {
     match seconds {
         None => "unknown".into(),
         Some(s) if s.is_infinite() => "any time (binlogs never expire)".into(),
@@ -123,7 +123,7 @@ pub fn down_for_words(seconds: Option<f64>) -> String {
 }
 
 /// Everything the page shows.
-pub struct Page<'a> {
+pub(crate) struct Page<'a> {
     pub health: &'a HealthState,
     /// The `/jobs` document.
     pub jobs: &'a serde_json::Value,
@@ -246,7 +246,7 @@ fn misses(page: &Page<'_>) -> String {
 const MISSED_TEMPLATES_SHOWN: usize = 10;
 
 /// The whole page: its sections in the order they appear.
-pub fn render(page: &Page<'_>) -> String {
+pub(crate) fn render(page: &Page<'_>) -> String {
     let mut html = String::from(
         "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
          <title>cachewarden</title><style>\

@@ -18,12 +18,12 @@ fn notify(states: &[NotifyState<'_>]) {
 }
 
 /// Config loaded and first connections made: start-up is complete.
-pub fn ready(status: &str) {
+pub(crate) fn ready(status: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
 /// A reload (SIGHUP) has begun; `ready` ends it.
-pub fn reloading() {
+pub(crate) fn reloading() {
     match NotifyState::monotonic_usec_now() {
         Ok(now) => notify(&[NotifyState::Reloading, now]),
         Err(_) => notify(&[NotifyState::Reloading]),
@@ -31,7 +31,7 @@ pub fn reloading() {
 }
 
 /// Shutdown has begun.
-pub fn stopping() {
+pub(crate) fn stopping() {
     notify(&[
         NotifyState::Stopping,
         NotifyState::Status("Stopping: finishing in-flight writes"),
@@ -39,19 +39,19 @@ pub fn stopping() {
 }
 
 /// A free-text status line shown by `systemctl status`.
-pub fn status(text: &str) {
+pub(crate) fn status(text: &str) {
     notify(&[NotifyState::Status(text)]);
 }
 
 /// Feeds systemd's watchdog, but only while the work loops prove they are turning.
-pub struct Watchdog {
+pub(crate) struct Watchdog {
     pub liveness: Liveness,
 }
 
 impl Watchdog {
     /// Pings at half of `WatchdogSec` while every loop has beaten within that half; returns at once when the
     /// watchdog is not enabled for this process.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         let Some(timeout) = sd_notify::watchdog_enabled() else {
             return;
         };

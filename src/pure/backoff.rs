@@ -5,11 +5,11 @@ use std::time::Duration;
 
 /// A connection that stayed up this long was healthy: the next outage starts again from the shortest delay (so that
 /// separate short outages do not each wait longer than the last).
-pub const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+pub(crate) const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 
 /// Exponential backoff between `min` and `max`.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     min: Duration,
     max: Duration,
     attempt: u32,
@@ -17,27 +17,27 @@ pub struct Backoff {
 
 impl Backoff {
     /// Redis connections (pub/sub, stream reads) and applying invalidations: retried quickly, at most 10 s apart.
-    pub fn redis() -> Self {
+    pub(crate) fn redis() -> Self {
         Self::new(Duration::from_millis(100), Duration::from_secs(10))
     }
 
     /// The binlog's replication connection: a restarting server takes seconds; at most 30 s apart.
-    pub fn replication() -> Self {
+    pub(crate) fn replication() -> Self {
         Self::new(Duration::from_millis(500), Duration::from_secs(30))
     }
 
     /// Whole attempts — a warm run, the first connections at start-up: seconds apart, at most 30 s.
-    pub fn attempts() -> Self {
+    pub(crate) fn attempts() -> Self {
         Self::new(Duration::from_secs(1), Duration::from_secs(30))
     }
 
     /// A backoff whose first delay is about `min` and which never exceeds `max`.
-    pub fn new(min: Duration, max: Duration) -> Self {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
         Self { min, max, attempt: 0 }
     }
 
     /// The delay before the next attempt: `min × 2^n` capped at `max`, then drawn uniformly from its upper half.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let ceiling = self
             .min
             .saturating_mul(2u32.saturating_pow(self.attempt.min(16)))
@@ -47,12 +47,12 @@ impl Backoff {
     }
 
     /// Back to the shortest delay, after a healthy period.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 
     /// Resets when a session that just ended had lasted [`HEALTHY_AFTER`].
-    pub fn session_ended(&mut self, lasted: Duration) {
+    pub(crate) fn session_ended(&mut self, lasted: Duration) {
         if lasted >= HEALTHY_AFTER {
             self.reset();
         }

@@ -25,7 +25,7 @@ thread_local! {
 
 /// What a value for a Redis hash starts with, never the first bytes of JSON, gzip or zstd: the scripts that write
 /// values (`cache::scripts`) replace such a key with a hash of the fields that follow (see [`Encoding::encode`]).
-pub const HASH_TAG: &[u8] = b"\xffcwhash\x00";
+pub(crate) const HASH_TAG: &[u8] = b"\xffcwhash\x00";
 
 /// The Redis type a job's keys are written as (`type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -123,7 +123,7 @@ impl Encoding {
 
 /// The fields a hash holds for a rendered JSON object (sorted by name): strings as themselves, numbers and booleans as
 /// written, objects and arrays as JSON text, nulls left out. `None` when `json` is not an object.
-pub fn hash_fields(json: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+pub(crate) fn hash_fields(json: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
     let object: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
         serde_json::from_slice(json).ok()?;
     let mut fields = Vec::with_capacity(object.len());
@@ -140,7 +140,7 @@ pub fn hash_fields(json: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
 }
 
 /// [`HASH_TAG`] and `fields` as a MessagePack array of str32 (what the write scripts' `cmsgpack.unpack` reads).
-pub fn hash_value(fields: &[(String, Vec<u8>)]) -> Vec<u8> {
+pub(crate) fn hash_value(fields: &[(String, Vec<u8>)]) -> Vec<u8> {
     let size: usize = fields.iter().map(|(name, value)| name.len() + value.len() + 10).sum();
     let mut out = Vec::with_capacity(HASH_TAG.len() + 5 + size);
     out.extend_from_slice(HASH_TAG);
@@ -158,7 +158,7 @@ pub fn hash_value(fields: &[(String, Vec<u8>)]) -> Vec<u8> {
 }
 
 /// The fields of a [`hash_value`]; `None` when `stored` is not one.
-pub fn unpack_hash(stored: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+pub(crate) fn unpack_hash(stored: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
     let rest = stored.strip_prefix(HASH_TAG)?.strip_prefix(&[0xdd])?;
     fn word(bytes: &[u8]) -> Option<(usize, &[u8])> {
         let (head, rest) = bytes.split_first_chunk::<4>()?;
@@ -182,7 +182,7 @@ pub fn unpack_hash(stored: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
 
 /// `stored` for a person to read: a hash as a JSON object of its fields' text, anything else decoded as
 /// [`decode`] does.
-pub fn readable(stored: &[u8]) -> String {
+pub(crate) fn readable(stored: &[u8]) -> String {
     if let Some(fields) = unpack_hash(stored) {
         let object: serde_json::Map<String, serde_json::Value> = fields
             .into_iter()
@@ -196,7 +196,7 @@ pub fn readable(stored: &[u8]) -> String {
 
 /// The value an application reads back from `stored`: decompressed when it starts with a gzip or zstd magic, else
 /// as stored.
-pub fn decode(stored: &[u8]) -> Result<Cow<'_, [u8]>, String> {
+pub(crate) fn decode(stored: &[u8]) -> Result<Cow<'_, [u8]>, String> {
     let limit = stored.len().saturating_mul(MAX_EXPANSION);
     if stored.starts_with(&GZIP_MAGIC) {
         let mut out = Vec::new();

@@ -5,13 +5,13 @@
 use crate::pure::model::{KeyPart, KeyTemplate};
 
 /// The allow pattern for a key template: each placeholder becomes `*`, literal glob characters are escaped.
-pub fn allow_pattern(template: &KeyTemplate) -> String {
+pub(crate) fn allow_pattern(template: &KeyTemplate) -> String {
     pattern_of(template, escape_glob)
 }
 
 /// Every key a rule's template can name, as a Redis pattern: each placeholder `*`, the template's own `*` kept (it
 /// is a wildcard there, `category:{id}:*`), every other glob character escaped. What a TRUNCATE or a gap deletes.
-pub fn template_pattern(template: &KeyTemplate) -> String {
+pub(crate) fn template_pattern(template: &KeyTemplate) -> String {
     pattern_of(template, escape_glob_but_star)
 }
 
@@ -28,7 +28,7 @@ fn pattern_of(template: &KeyTemplate, literal: fn(&str) -> String) -> String {
 
 /// Whether a rule's `database`/`table`, either of which may be a pattern (`shop_*`, `orders_*`; only `*` is
 /// special), names `database.table`.
-pub fn table_matches(rule_database: &str, rule_table: &str, database: &str, table: &str) -> bool {
+pub(crate) fn table_matches(rule_database: &str, rule_table: &str, database: &str, table: &str) -> bool {
     let part = |pattern: &str, name: &str| {
         if pattern.contains('*') {
             glob_match(pattern, name)
@@ -40,12 +40,12 @@ pub fn table_matches(rule_database: &str, rule_table: &str, database: &str, tabl
 }
 
 /// `text` with Redis glob characters escaped, so that it matches only itself.
-pub fn escape_glob(text: &str) -> String {
+pub(crate) fn escape_glob(text: &str) -> String {
     escape(text, &['*', '?', '[', ']', '\\'])
 }
 
 /// `text` with every Redis glob character but `*` escaped: a template's own text, where only `*` is a wildcard.
-pub fn escape_glob_but_star(text: &str) -> String {
+pub(crate) fn escape_glob_but_star(text: &str) -> String {
     escape(text, &['?', '[', ']', '\\'])
 }
 
@@ -61,7 +61,7 @@ fn escape(text: &str, special: &[char]) -> String {
 }
 
 /// Whether an allow pattern is one this module can reason about: only `*` is special (and `\` escapes).
-pub fn is_simple_glob(pattern: &str) -> bool {
+pub(crate) fn is_simple_glob(pattern: &str) -> bool {
     let mut chars = pattern.chars();
     while let Some(c) = chars.next() {
         match c {
@@ -77,7 +77,7 @@ pub fn is_simple_glob(pattern: &str) -> bool {
 ///
 /// Applied to a Redis pattern as `text`, it answers "does the allow pattern cover this pattern?": the pattern's own
 /// wildcards can only be absorbed by the allow pattern's `*`, so every key the pattern matches is allowed too.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
     let pattern: Vec<Token> = tokens(pattern);
     let text: Vec<char> = text.chars().collect();
     // Classic two-pointer wildcard matching with backtracking to the last star.

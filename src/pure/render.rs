@@ -29,7 +29,7 @@ const SENSITIVE_FRAGMENTS: &[&str] = &[
 const SENSITIVE_WORDS: &[&str] = &["ssn", "cvv", "cvc", "pin", "otp", "pwd", "salt"];
 
 /// Where a result column was read from: `("database.table", "column")`.
-pub type ColumnSource = (String, String);
+pub(crate) type ColumnSource = (String, String);
 
 /// A result column as the database describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +71,7 @@ pub enum ColumnError {
 
 /// Why one row was skipped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RowError {
+pub(crate) enum RowError {
     #[error("key column `{column}` is NULL")]
     NullKeyColumn { column: String },
 }
@@ -82,7 +82,7 @@ enum KeyPiece {
 }
 
 /// Renders rows of one query result for one job.
-pub struct RowRenderer {
+pub(crate) struct RowRenderer {
     /// `"name":` per column, escaped once.
     field_prefixes: Vec<Vec<u8>>,
     kinds: Vec<ColumnKind>,
@@ -95,7 +95,7 @@ pub struct RowRenderer {
 
 impl RowRenderer {
     /// Plans rendering for `job` over a result with these columns.
-    pub fn new(job: &WarmJob, columns: &[ColumnInfo]) -> Result<Self, ColumnError> {
+    pub(crate) fn new(job: &WarmJob, columns: &[ColumnInfo]) -> Result<Self, ColumnError> {
         for (i, column) in columns.iter().enumerate() {
             if columns[..i].iter().any(|c| c.name == column.name) {
                 return Err(ColumnError::DuplicateColumn {
@@ -173,12 +173,12 @@ impl RowRenderer {
     }
 
     /// How to decode each column, in result order.
-    pub fn kinds(&self) -> &[ColumnKind] {
+    pub(crate) fn kinds(&self) -> &[ColumnKind] {
         &self.kinds
     }
 
     /// Decodes a row's raw values (in result order) into cells; the error names the column.
-    pub fn decode<'r>(&self, raw: &[Option<&'r [u8]>]) -> Result<Vec<Cell<'r>>, String> {
+    pub(crate) fn decode<'r>(&self, raw: &[Option<&'r [u8]>]) -> Result<Vec<Cell<'r>>, String> {
         // One allocation of the right size per row (collecting a `Result` iterator cannot know the length).
         let mut cells = Vec::with_capacity(self.kinds.len());
         for ((kind, bytes), name) in self.kinds.iter().zip(raw).zip(&self.names) {
@@ -188,7 +188,7 @@ impl RowRenderer {
     }
 
     /// Appends the key for this row to `out`.
-    pub fn render_key(&self, cells: &[Cell<'_>], out: &mut String) -> Result<(), RowError> {
+    pub(crate) fn render_key(&self, cells: &[Cell<'_>], out: &mut String) -> Result<(), RowError> {
         for piece in &self.key {
             match piece {
                 KeyPiece::Literal(text) => out.push_str(text),
@@ -201,7 +201,7 @@ impl RowRenderer {
     }
 
     /// Appends the row as a JSON object, columns in result order; an encrypted column's value is its envelope.
-    pub fn render_object(&self, cells: &[Cell<'_>], out: &mut Vec<u8>) {
+    pub(crate) fn render_object(&self, cells: &[Cell<'_>], out: &mut Vec<u8>) {
         out.push(b'{');
         for (i, (prefix, cell)) in self.field_prefixes.iter().zip(cells).enumerate() {
             if i > 0 {
@@ -222,7 +222,7 @@ impl RowRenderer {
 }
 
 /// The column names that look like secrets and are not explicitly allowed.
-pub fn sensitive_columns<'a>(names: impl IntoIterator<Item = &'a str>, allowed: &[String]) -> Vec<String> {
+pub(crate) fn sensitive_columns<'a>(names: impl IntoIterator<Item = &'a str>, allowed: &[String]) -> Vec<String> {
     names
         .into_iter()
         .filter(|name| !allowed.iter().any(|a| a.eq_ignore_ascii_case(name)))

@@ -11,7 +11,7 @@ use crate::pure::model::{Trigger, TriggerReason};
 
 /// Sends without waiting: when the executor is backed up, the request is dropped (the next one comes soon) rather
 /// than queued without bound. Returns whether it was queued.
-pub fn send(triggers: &mpsc::Sender<Trigger>, job: Arc<str>, reason: TriggerReason) -> bool {
+pub(crate) fn send(triggers: &mpsc::Sender<Trigger>, job: Arc<str>, reason: TriggerReason) -> bool {
     match triggers.try_send(Trigger::Warm {
         job: job.clone(),
         reason,

@@ -30,7 +30,7 @@ use base64::Engine as _;
 
 /// How a column's values are decoded and rendered. Decided once per column from its type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColumnKind {
+pub(crate) enum ColumnKind {
     /// Signed integer of any width (binary protocol: little-endian, 1/2/4/8 bytes).
     Int,
     /// Unsigned integer of any width.
@@ -64,7 +64,7 @@ pub enum ColumnKind {
 impl ColumnKind {
     /// The kind for a column with sqlx's type `name`; `is_text` tells character data from binary data (BLOB and
     /// TEXT share a wire type), `declared_json` marks text the job lists in `json_columns`.
-    pub fn from_type(name: &str, is_text: bool, declared_json: bool) -> Result<Self, String> {
+    pub(crate) fn from_type(name: &str, is_text: bool, declared_json: bool) -> Result<Self, String> {
         let kind = match name {
             "BOOLEAN" | "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" => ColumnKind::Int,
             "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED" | "BIGINT UNSIGNED" => {
@@ -103,7 +103,7 @@ impl ColumnKind {
 
 /// One decoded value, borrowing from the row where it can.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Cell<'a> {
+pub(crate) enum Cell<'a> {
     Null,
     Int(i64),
     UInt(u64),
@@ -119,7 +119,7 @@ pub enum Cell<'a> {
 
 /// Why a value could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     #[error("{len} bytes is not a valid {kind:?} value")]
     BadLength { kind: ColumnKind, len: usize },
     #[error("holds invalid JSON: {0}")]
@@ -129,7 +129,7 @@ pub enum DecodeError {
 }
 
 /// Decodes one non-NULL value from its binary-protocol bytes (`None` is SQL NULL).
-pub fn decode(kind: ColumnKind, bytes: Option<&[u8]>) -> Result<Cell<'_>, DecodeError> {
+pub(crate) fn decode(kind: ColumnKind, bytes: Option<&[u8]>) -> Result<Cell<'_>, DecodeError> {
     let Some(bytes) = bytes else {
         return Ok(Cell::Null);
     };
@@ -210,7 +210,7 @@ fn decode_datetime(kind: ColumnKind, bytes: &[u8]) -> Option<Cell<'static>> {
 /// A DATE, DATETIME or TIMESTAMP (`kind`) from its parts `[year, month, day, hour, minute, second]` and
 /// microseconds: ISO-8601 text, `Z` for TIMESTAMP (sessions run in UTC), null for a zero date. The one formatting of
 /// dates, for warm rows and binlog row images alike.
-pub fn datetime_cell(kind: ColumnKind, parts: [u16; 6], micros: u32) -> Cell<'static> {
+pub(crate) fn datetime_cell(kind: ColumnKind, parts: [u16; 6], micros: u32) -> Cell<'static> {
     let [year, month, day, hour, minute, second] = parts;
     // Zero dates have no ISO-8601 form.
     if year == 0 && month == 0 && day == 0 && hour == 0 && minute == 0 && second == 0 && micros == 0 {
@@ -255,7 +255,7 @@ fn decode_time(bytes: &[u8]) -> Option<Cell<'static>> {
 }
 
 /// A TIME from its parts (hours may exceed 24): `"-838:59:59"`, `"08:30:00.5"`. The one formatting of TIME values.
-pub fn time_cell(negative: bool, hours: u64, minute: u8, second: u8, micros: u32) -> Cell<'static> {
+pub(crate) fn time_cell(negative: bool, hours: u64, minute: u8, second: u8, micros: u32) -> Cell<'static> {
     let mut text = String::with_capacity(16);
     if negative {
         text.push('-');
@@ -289,7 +289,7 @@ fn push_padded(text: &mut String, n: u64, width: usize) {
 
 impl Cell<'_> {
     /// Appends this value as JSON.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
         match self {
             Cell::Null => out.extend_from_slice(b"null"),
             Cell::Int(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
@@ -314,14 +314,14 @@ impl Cell<'_> {
 
     /// This value as key text (see [`Cell::write_key`]); `None` for NULL. Binlog images and refresh checks compare
     /// values in this form.
-    pub fn key_text(&self) -> Option<String> {
+    pub(crate) fn key_text(&self) -> Option<String> {
         let mut text = String::new();
         self.write_key(&mut text).map(|()| text)
     }
 
     /// Appends this value as key text: strings as they are, numbers in decimal, bytes in base64. `None` for NULL,
     /// which cannot name a key.
-    pub fn write_key(&self, out: &mut String) -> Option<()> {
+    pub(crate) fn write_key(&self, out: &mut String) -> Option<()> {
         match self {
             Cell::Null => return None,
             Cell::Int(n) => out.push_str(itoa::Buffer::new().format(*n)),
@@ -349,7 +349,7 @@ fn push_display(out: &mut Vec<u8>, value: &dyn std::fmt::Display) {
 ///
 /// Escapes exactly what serde_json escapes (`"`, `\\` and control characters), so the output is byte for byte the
 /// same, but skips eight bytes at a time while none needs escaping: text columns are most of a warm job's bytes.
-pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
+pub(crate) fn write_json_string(out: &mut Vec<u8>, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = text.as_bytes();
     out.reserve(bytes.len() + 2);

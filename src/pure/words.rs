@@ -3,7 +3,7 @@
 
 /// Of `candidates`, the one `word` most likely misspells (at most a third of its letters, and two, off: a typo, not
 /// another word), for "did you mean"; case does not count.
-pub fn closest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+pub(crate) fn closest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
     let word = word.to_lowercase();
     let limit = (word.chars().count() / 3).clamp(1, 2);
     candidates
@@ -15,7 +15,7 @@ pub fn closest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) ->
 }
 
 /// `" (did you mean `x`?)"` for [`closest`], or nothing.
-pub fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> String {
+pub(crate) fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> String {
     closest(word, candidates).map_or_else(String::new, |found| format!(" (did you mean `{found}`?)"))
 }
 
@@ -46,7 +46,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// An error chain as one line (`{error:#}`) with each part said once: a library that repeats its source in its own
 /// message (`Connection refused: Connection refused`) would otherwise say the same thing two or three times.
-pub fn error_chain(error: &anyhow::Error) -> String {
+pub(crate) fn error_chain(error: &anyhow::Error) -> String {
     let text = format!("{error:#}");
     let mut said: Vec<&str> = Vec::new();
     for part in text.split(": ") {
@@ -58,7 +58,7 @@ pub fn error_chain(error: &anyhow::Error) -> String {
 }
 
 /// `n` and the noun, plural unless `n` is 1: "1 warm job", "2 warm jobs".
-pub fn count(n: usize, noun: &str) -> String {
+pub(crate) fn count(n: usize, noun: &str) -> String {
     if n == 1 {
         format!("1 {noun}")
     } else {
@@ -68,7 +68,7 @@ pub fn count(n: usize, noun: &str) -> String {
 
 /// A duration as configuration files write it: `24h`, `1h30m`, `45s`, `23h47m32.714s`, `250ms` (hours are the
 /// largest unit, so a TTL of a day reads `24h` as it was likely written).
-pub fn duration(d: std::time::Duration) -> String {
+pub(crate) fn duration(d: std::time::Duration) -> String {
     let (secs, millis) = (d.as_secs(), d.subsec_millis());
     if secs == 0 {
         return if millis == 0 {
@@ -94,18 +94,18 @@ pub fn duration(d: std::time::Duration) -> String {
 }
 
 /// [`duration`] of a number of seconds as JSON documents carry them (`duration_seconds`); negative reads as 0.
-pub fn seconds(seconds: f64) -> String {
+pub(crate) fn seconds(seconds: f64) -> String {
     duration(std::time::Duration::from_secs_f64(seconds.max(0.0)))
 }
 
 /// A time as RFC 3339 in UTC to the second, the one format every command and endpoint prints:
 /// `2026-11-26T17:30:00Z`.
-pub fn time(t: chrono::DateTime<chrono::Utc>) -> String {
+pub(crate) fn time(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// A size in bytes with a binary unit, three significant digits: `356 B`, `1.50 KiB`, `12.3 MiB`, `1.00 GiB`.
-pub fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
     if n < 1024 {
         return format!("{n} B");

@@ -33,12 +33,12 @@ use crate::pure::plan::{self, Action, Policy};
 use crate::telemetry::metrics;
 
 /// Messages gathered into one batch at most.
-pub const BATCH_MESSAGES: usize = 5000;
+pub(crate) const BATCH_MESSAGES: usize = 5000;
 /// Bytes of accepted pub/sub messages (with their actions) waiting to be applied at most; beyond it the subscription
 /// is dropped and resynced as after a disconnect. About 1.2 million single-key messages: a burst of a million
 /// published at once (faster than any applier) is absorbed, while hostile or runaway publishers cannot grow the
 /// daemon without bound. (Redis' own default limit for a subscriber it must buffer for is 32 MB of output.)
-pub const QUEUE_BYTES: usize = 128 * 1024 * 1024;
+pub(crate) const QUEUE_BYTES: usize = 128 * 1024 * 1024;
 /// Bytes of accepted messages gathered into one batch at most (a batch is charged to the queue as a whole).
 const BATCH_BYTES: usize = QUEUE_BYTES / 16;
 /// What each queued action costs beyond the payload that named it (the action and its key's allocation), in bytes.
@@ -108,7 +108,7 @@ async fn apply_with_retry(
 }
 
 /// Listens on a pub/sub channel.
-pub struct ChannelListener {
+pub(crate) struct ChannelListener {
     pub redis: RedisSettings,
     pub channel: String,
     pub on_gap: OnGap,
@@ -122,7 +122,7 @@ pub struct ChannelListener {
 
 impl ChannelListener {
     /// Subscribes, applies messages, and resubscribes (then resyncs) after any disconnect, until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         let mut intake = Intake {
             policy: self.policy.clone(),
             refused: 0,
@@ -306,7 +306,7 @@ async fn apply_queued(
 }
 
 /// Reads a stream with a consumer group: the lossless mode.
-pub struct StreamListener {
+pub(crate) struct StreamListener {
     pub redis: RedisSettings,
     pub stream: StreamSettings,
     /// What to do when the server is not the one it was (see [`StreamListener::run`]).
@@ -327,7 +327,7 @@ impl StreamListener {
     /// a failover to a replica that was behind, a restart without persistence: its replication id changed — may
     /// find entries missing that the old server had and never replicated. That is a gap: counted, logged and
     /// resynced per `on_gap`, as a pub/sub reconnect is.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         let mut intake = Intake {
             policy: self.policy.clone(),
             refused: 0,

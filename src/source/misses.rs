@@ -33,12 +33,12 @@ use crate::telemetry::metrics;
 
 /// Distinct keys waiting to be filled at most (a burst of 100,000 distinct misses fits; about 15 MB at worst); a miss
 /// beyond it is dropped (counted as `queue_full`).
-pub const MAX_QUEUED: usize = 100_000;
+pub(crate) const MAX_QUEUED: usize = 100_000;
 /// Keys remembered as recently filled or absent at most (expired ones are dropped first; about 25 MB at worst).
 const MAX_REMEMBERED: usize = 200_000;
 /// A key filled is not filled again for this long: a miss right after a fill (the daemon's own invalidation of it, a
 /// read racing the write) must not start a loop.
-pub const REFILL_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const REFILL_AFTER: Duration = Duration::from_secs(1);
 /// Keys loaded in one batch at most (each job's keys of a batch are read in one statement).
 const FILL_BATCH: usize = 1024;
 /// How often the listener compares the nodes it follows with the cluster's masters (a failover or a new shard closes
@@ -52,7 +52,7 @@ const BUCKET_SECONDS: f64 = 0.1;
 const NEEDED_FLAGS: [char; 2] = ['E', 'm'];
 
 /// Follows key misses until shutdown.
-pub struct MissListener {
+pub(crate) struct MissListener {
     pub redis: RedisSettings,
     pub settings: MissesSettings,
     pub invalidator: Arc<Invalidator>,
@@ -139,7 +139,7 @@ impl Shared {
 
 impl MissListener {
     /// Subscribes on every node and fills what is missed, until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         let shared = Arc::new(Shared::default());
         // A task of its own: reading misses never waits for a fill's read or its rendering.
         let filler = tokio::spawn(fill(
@@ -326,7 +326,7 @@ fn with_misses(flags: &str) -> String {
 }
 
 /// For `check --connect`: per node the daemon would follow, whether it reports key misses now, in words.
-pub async fn describe_nodes(cache: &cache::Cache, redis: &RedisSettings) -> Vec<String> {
+pub(crate) async fn describe_nodes(cache: &cache::Cache, redis: &RedisSettings) -> Vec<String> {
     let clients = match cache.node_clients(redis).await {
         Ok(clients) => clients,
         Err(error) => return vec![format!("misses: cannot list the nodes: {error}")],

@@ -3,7 +3,7 @@
 //! missing. Each turns what it reads into triggers or `plan` actions for the executors (`warm`, `invalidate`); none
 //! writes cache keys itself.
 
-pub mod binlog;
-pub mod channel;
-pub mod misses;
-pub mod schedule;
+pub(crate) mod binlog;
+pub(crate) mod channel;
+pub(crate) mod misses;
+pub(crate) mod schedule;

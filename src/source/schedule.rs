@@ -18,7 +18,7 @@ use crate::pure::model::{Trigger, TriggerReason, WarmJob};
 use crate::pure::trigger::send;
 
 /// Sends warm triggers on schedule.
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     jobs: watch::Receiver<Arc<[WarmJob]>>,
     triggers: mpsc::Sender<Trigger>,
     /// Job name → (cron expression, scheduler id) of what is scheduled now.
@@ -28,7 +28,7 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// A scheduler for the enabled jobs in `jobs`, now and after every reload.
-    pub fn new(jobs: watch::Receiver<Arc<[WarmJob]>>, triggers: mpsc::Sender<Trigger>) -> Self {
+    pub(crate) fn new(jobs: watch::Receiver<Arc<[WarmJob]>>, triggers: mpsc::Sender<Trigger>) -> Self {
         Self {
             jobs,
             triggers,
@@ -39,13 +39,13 @@ impl Scheduler {
 
     /// Whether `run_on_start` jobs fire when the scheduler starts (not when an HA standby takes over: the cache is
     /// already warm). Jobs added by a reload always do.
-    pub fn run_on_start(mut self, fire: bool) -> Self {
+    pub(crate) fn run_on_start(mut self, fire: bool) -> Self {
         self.run_on_start = fire;
         self
     }
 
     /// Fires `run_on_start` jobs, then each job on its schedule, until `shutdown` is cancelled.
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), JobSchedulerError> {
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) -> Result<(), JobSchedulerError> {
         let mut scheduler = JobScheduler::new().await?;
         let mut current = self.jobs.borrow_and_update().clone();
         // Jobs counted as known fire only on their schedule.

@@ -15,7 +15,7 @@ use super::metrics;
 
 /// The last health check's findings.
 #[derive(Debug, Clone)]
-pub struct HealthState {
+pub(crate) struct HealthState {
     /// `None` when Redis answered, else why not.
     pub redis: Option<String>,
     /// `None` when MySQL answered, else why not.
@@ -26,12 +26,12 @@ pub struct HealthState {
 
 impl HealthState {
     /// Both servers answered.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.redis.is_none() && self.mysql.is_none() && self.stalled.is_empty()
     }
 
     /// A one-line reason for not being ready.
-    pub fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> String {
         let mut reasons = Vec::new();
         if let Some(redis) = &self.redis {
             reasons.push(format!("redis: {redis}"));
@@ -48,7 +48,7 @@ impl HealthState {
 
 /// Shared view of server health and of stuck work loops.
 #[derive(Debug, Clone)]
-pub struct Health(Arc<Mutex<HealthState>>);
+pub(crate) struct Health(Arc<Mutex<HealthState>>);
 
 impl Default for Health {
     fn default() -> Self {
@@ -62,12 +62,12 @@ impl Default for Health {
 
 impl Health {
     /// The latest findings.
-    pub fn state(&self) -> HealthState {
+    pub(crate) fn state(&self) -> HealthState {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Reports `task` stuck (`Some(why)`) or working again (`None`); a stuck task makes the daemon not ready.
-    pub fn set_stalled(&self, task: &'static str, why: Option<String>) {
+    pub(crate) fn set_stalled(&self, task: &'static str, why: Option<String>) {
         let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
         state.stalled.retain(|(name, _)| *name != task);
         if let Some(why) = why {
@@ -76,7 +76,7 @@ impl Health {
     }
 
     /// Records why each server did not answer (`None`: it did), here and in the `*_up` metrics.
-    pub fn set_servers(&self, redis: Option<String>, mysql: Option<String>) {
+    pub(crate) fn set_servers(&self, redis: Option<String>, mysql: Option<String>) {
         metrics::record_health(redis.is_none(), mysql.is_none());
         let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
         state.redis = redis;
@@ -90,7 +90,7 @@ pub struct Liveness(Arc<Mutex<HashMap<&'static str, Instant>>>);
 
 impl Liveness {
     /// Records that the loop `name` went round just now.
-    pub fn beat(&self, name: &'static str) {
+    pub(crate) fn beat(&self, name: &'static str) {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -98,7 +98,7 @@ impl Liveness {
     }
 
     /// Whether at least one loop has registered and every one beat within `max_age`.
-    pub fn is_alive(&self, max_age: Duration) -> bool {
+    pub(crate) fn is_alive(&self, max_age: Duration) -> bool {
         let beats = self.0.lock().unwrap_or_else(|p| p.into_inner());
         !beats.is_empty() && beats.values().all(|at| at.elapsed() <= max_age)
     }

@@ -17,7 +17,7 @@ use crate::pure::model::WarmJob;
 
 mod status;
 
-pub use status::Status;
+pub(crate) use status::Status;
 
 /// One job's result in `run --once`.
 pub struct OnceOutcome {
@@ -39,7 +39,7 @@ async fn connect_now(config: &Config) -> anyhow::Result<(Database, Cache)> {
 
 /// Whether `error` is a server that could not be reached (exit 69), as opposed to one that refused or a job that
 /// failed.
-pub fn is_unreachable(error: &anyhow::Error) -> bool {
+pub(crate) fn is_unreachable(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause
             .downcast_ref::<crate::exec::database::DatabaseError>()
@@ -193,7 +193,7 @@ fn select_jobs(config: &Config, names: &[String]) -> anyhow::Result<Vec<WarmJob>
 }
 
 /// The summary table `run --once` prints.
-pub fn format_summary(outcomes: &[OnceOutcome]) -> String {
+pub(crate) fn format_summary(outcomes: &[OnceOutcome]) -> String {
     let mut rows = vec![[
         "JOB".to_string(),
         "RESULT".into(),
@@ -249,7 +249,7 @@ pub fn format_summary(outcomes: &[OnceOutcome]) -> String {
 }
 
 /// The table `cachewarden jobs` prints.
-pub fn format_jobs(config: &Config, now: chrono::DateTime<chrono::Utc>) -> String {
+pub(crate) fn format_jobs(config: &Config, now: chrono::DateTime<chrono::Utc>) -> String {
     let mut rows = vec![[
         "JOB".to_string(),
         "ENABLED".into(),
@@ -287,7 +287,7 @@ pub fn format_jobs(config: &Config, now: chrono::DateTime<chrono::Utc>) -> Strin
 
 /// `jobs -o json`: per job its name, whether enabled, schedule, TTL in seconds (null: none), key template,
 /// whether it fills on a miss, and the next three fire times (UTC, RFC 3339; none for a disabled job).
-pub fn jobs_json(config: &Config, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+pub(crate) fn jobs_json(config: &Config, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
     config
         .jobs
         .iter()
@@ -314,7 +314,7 @@ pub fn jobs_json(config: &Config, now: chrono::DateTime<chrono::Utc>) -> serde_j
 }
 
 /// Runs the consistency audit once; returns the report and whether every sampled key was consistent.
-pub async fn run_audit(config: &Config, names: &[String], sample: usize) -> anyhow::Result<(String, bool)> {
+pub(crate) async fn run_audit(config: &Config, names: &[String], sample: usize) -> anyhow::Result<(String, bool)> {
     let jobs = if names.is_empty() {
         config.jobs.clone()
     } else {
@@ -328,7 +328,7 @@ pub async fn run_audit(config: &Config, names: &[String], sample: usize) -> anyh
 }
 
 /// Checks every key of the jobs (`audit --all`); returns the report and whether nothing was found.
-pub async fn run_full_audit(config: &Config, names: &[String]) -> anyhow::Result<(String, bool)> {
+pub(crate) async fn run_full_audit(config: &Config, names: &[String]) -> anyhow::Result<(String, bool)> {
     let jobs = if names.is_empty() {
         config.jobs.clone()
     } else {
@@ -346,7 +346,12 @@ pub async fn run_full_audit(config: &Config, names: &[String]) -> anyhow::Result
 
 /// The message `cachewarden invalidate` publishes: a plain key when that says it all (what the seed's publisher
 /// sends), else JSON. `None` when there is nothing to ask for.
-pub fn invalidation_message(keys: &[String], patterns: &[String], refresh: bool, warm: &[String]) -> Option<String> {
+pub(crate) fn invalidation_message(
+    keys: &[String],
+    patterns: &[String],
+    refresh: bool,
+    warm: &[String],
+) -> Option<String> {
     if keys.is_empty() && patterns.is_empty() && warm.is_empty() {
         return None;
     }
@@ -374,12 +379,12 @@ pub fn invalidation_message(keys: &[String], patterns: &[String], refresh: bool,
 }
 
 /// Whether the daemon would apply `message`: the same check, with the same reason when it would refuse it.
-pub fn check_invalidation(config: &Config, message: &str) -> Result<(), crate::pure::plan::Refusal> {
+pub(crate) fn check_invalidation(config: &Config, message: &str) -> Result<(), crate::pure::plan::Refusal> {
     crate::pure::plan::parse_message(message.as_bytes(), &config.channel_policy()).map(drop)
 }
 
 /// Publishes `message` on the configured channel, or adds it to the configured stream.
-pub async fn publish_invalidation(config: &Config, message: &str) -> anyhow::Result<String> {
+pub(crate) async fn publish_invalidation(config: &Config, message: &str) -> anyhow::Result<String> {
     let cache = Cache::connect(&config.redis)
         .await
         .with_context(|| format!("Redis at {}", config.redis.url))?;
@@ -430,7 +435,7 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
 }
 
 /// `--since`: an RFC 3339 time, or a duration ago (`90m`, `1h`, `2d`).
-pub fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+pub(crate) fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&chrono::Utc));
     }
@@ -441,7 +446,7 @@ pub fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> 
 }
 
 /// The dead letters as a table: when, source, reason, what was wrong, and the message (cut to 200 bytes).
-pub fn format_dead_letters(kept: &[crate::exec::dead_letter::Kept]) -> String {
+pub(crate) fn format_dead_letters(kept: &[crate::exec::dead_letter::Kept]) -> String {
     if kept.is_empty() {
         return "no dead letters\n".into();
     }

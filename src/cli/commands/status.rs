@@ -78,7 +78,7 @@ fn format_ha(ha_json: &str) -> String {
 }
 
 /// What `cachewarden status` read from the daemon's admin endpoint.
-pub struct Status<'a> {
+pub(crate) struct Status<'a> {
     /// The `/jobs` document.
     pub jobs: &'a str,
     /// Whether `/readyz` answered 200.
@@ -91,7 +91,7 @@ pub struct Status<'a> {
 
 impl Status<'_> {
     /// The table, the readiness line and the HA line.
-    pub fn text(&self) -> Result<String, serde_json::Error> {
+    pub(crate) fn text(&self) -> Result<String, serde_json::Error> {
         let mut out = format_status(self.jobs)?;
         out.push_str(&format!("readiness: {}\n", self.readiness));
         if let Some(ha) = self.ha {
@@ -102,7 +102,7 @@ impl Status<'_> {
 
     /// One document: `ready`, `readiness`, `jobs` (as `/jobs` gives them), `ha` (or null), `failing` (the jobs whose
     /// last run failed).
-    pub fn json(&self) -> Result<serde_json::Value, serde_json::Error> {
+    pub(crate) fn json(&self) -> Result<serde_json::Value, serde_json::Error> {
         let jobs: serde_json::Value = serde_json::from_str(self.jobs)?;
         let ha = self.ha.map(serde_json::from_str::<serde_json::Value>).transpose()?;
         Ok(serde_json::json!({
@@ -124,7 +124,7 @@ impl Status<'_> {
     }
 
     /// Ready, and no job's last run failed: what `status` exits 0 for.
-    pub fn healthy(&self) -> bool {
+    pub(crate) fn healthy(&self) -> bool {
         self.ready && self.failing().is_empty()
     }
 }

@@ -15,7 +15,7 @@ pub(super) struct Entry {
 
 impl Entry {
     /// The `index`th `[[table]]`, named by its `label` field when it has one.
-    pub fn new(table: &'static str, index: usize, item: &toml::Value, label: &str) -> Self {
+    pub(super) fn new(table: &'static str, index: usize, item: &toml::Value, label: &str) -> Self {
         let at = match item.get(label).and_then(|value| value.as_str()) {
             Some(name) => format!("{table}[{index}] \"{name}\""),
             None => format!("{table}[{index}]"),
@@ -24,12 +24,12 @@ impl Entry {
     }
 
     /// The line of `field` in this entry (of its header when `None` or absent).
-    pub fn line(&self, ctx: &Context, field: Option<&str>) -> Option<usize> {
+    pub(super) fn line(&self, ctx: &Context, field: Option<&str>) -> Option<usize> {
         ctx.lines.table_field_line(self.table, self.index, field)
     }
 
     /// `field` as problems name it: `warm[2] "products".ttl`.
-    pub fn location(&self, field: Option<&str>) -> String {
+    pub(super) fn location(&self, field: Option<&str>) -> String {
         match field {
             Some(field) => format!("{}.{field}", self.at),
             None => self.at.clone(),
@@ -37,13 +37,13 @@ impl Entry {
     }
 
     /// Reports a problem with `field` (with the entry as a whole when `None`).
-    pub fn problem(&self, ctx: &mut Context, field: Option<&str>, message: String) {
+    pub(super) fn problem(&self, ctx: &mut Context, field: Option<&str>, message: String) {
         let line = self.line(ctx, field);
         ctx.problem(line, self.location(field), message);
     }
 
     /// The entry as `T`, each unknown field reported; `None` (reported) when it is not one.
-    pub fn read<T: DeserializeOwned>(&self, ctx: &mut Context, item: &toml::Value) -> Option<T> {
+    pub(super) fn read<T: DeserializeOwned>(&self, ctx: &mut Context, item: &toml::Value) -> Option<T> {
         match deserialize(item.clone()) {
             Ok((raw, unknown)) => {
                 for (field, message) in unknown {

@@ -33,7 +33,7 @@ mod operation;
 mod rules;
 
 use connections::*;
-pub use operation::DEFAULT_ADMIN_LISTEN;
+pub(crate) use operation::DEFAULT_ADMIN_LISTEN;
 
 /// The sections a configuration may have (each section's fields are its raw struct's: see `raw::fields_of`).
 const SECTIONS: &[&str] = &[
@@ -43,7 +43,7 @@ const SECTIONS: &[&str] = &[
 /// The most `[[warm]]` jobs, `[[on_change]]` rules and `[channel] allow` patterns a configuration may have. Far past
 /// what a deployment needs, low enough that checking, starting and the ACL check stay within a second or two and a
 /// few tens of MB (60,000 jobs took 31 s and 1.5 GB to start; 200,000 allow patterns, 59 s).
-pub const LIMITS: [(&str, &str, usize, &str); 3] = [
+pub(super) const LIMITS: [(&str, &str, usize, &str); 3] = [
     (
         "warm",
         "[[warm]] jobs",
@@ -73,7 +73,7 @@ const CREDENTIALS: &[(&str, &str, &str)] = &[("mysql-url", "mysql", "url"), ("re
 /// Parses and validates `source`, the text of `path`. `env` replaces the process environment when given (tests);
 /// `credentials` is systemd's `$CREDENTIALS_DIRECTORY`, if any. The passes in order, each section handed to its own
 /// function.
-pub fn validate(
+pub(super) fn validate(
     path: &Path,
     source: &str,
     env: Option<std::collections::HashMap<String, String>>,

@@ -16,7 +16,7 @@ pub(super) const DEFAULT_MAX_CONCURRENT_JOBS: usize = 2;
 pub(super) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Loopback only: the admin endpoint has no authentication, so it must not face a network by default.
-pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9187";
+pub(crate) const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9187";
 /// The credential that holds the admin token (it overrides `[admin] token_file`).
 const TOKEN_CREDENTIAL: &str = "admin-token";
 /// An admin token shorter than this is refused as guessable.

@@ -12,10 +12,10 @@ use tokio::sync::watch;
 use crate::config::SecretUrl;
 
 /// Reads `[redis] url` again from where it came (the file, the credentials directory).
-pub type RereadUrl = Box<dyn Fn() -> Option<SecretUrl> + Send + Sync>;
+pub(super) type RereadUrl = Box<dyn Fn() -> Option<SecretUrl> + Send + Sync>;
 
 /// The current credentials, shared by every connection of one [`super::Cache`].
-pub struct RedisAuth {
+pub(super) struct RedisAuth {
     current: watch::Sender<Credentials>,
     reread: OnceLock<RereadUrl>,
 }
@@ -29,7 +29,7 @@ struct Credentials {
 
 impl RedisAuth {
     /// The credentials in `url`; `None` when it has no password (nothing to rotate).
-    pub fn new(url: &SecretUrl) -> Option<Arc<Self>> {
+    pub(super) fn new(url: &SecretUrl) -> Option<Arc<Self>> {
         Some(Arc::new(Self {
             current: watch::Sender::new(credentials(url)?),
             reread: OnceLock::new(),
@@ -37,7 +37,7 @@ impl RedisAuth {
     }
 
     /// Takes the credentials of `url`; connections open now authenticate again with them. Whether they changed.
-    pub fn replace(&self, url: &SecretUrl) -> bool {
+    pub(super) fn replace(&self, url: &SecretUrl) -> bool {
         let Some(new) = credentials(url) else {
             return false;
         };
@@ -49,12 +49,12 @@ impl RedisAuth {
     }
 
     /// Sets how to read the URL again after a refused password.
-    pub fn rereading(&self, reread: RereadUrl) {
+    pub(super) fn rereading(&self, reread: RereadUrl) {
         let _ = self.reread.set(reread);
     }
 
     /// Reads the URL again and takes its credentials; whether they changed.
-    pub fn reread(&self) -> bool {
+    pub(super) fn reread(&self) -> bool {
         self.reread
             .get()
             .and_then(|reread| reread())
@@ -62,7 +62,7 @@ impl RedisAuth {
     }
 
     /// `url` with the current credentials in place of its own, for connections made without the provider (pub/sub).
-    pub fn apply(&self, url: &SecretUrl) -> redis::RedisResult<redis::ConnectionInfo> {
+    pub(super) fn apply(&self, url: &SecretUrl) -> redis::RedisResult<redis::ConnectionInfo> {
         let info = url.expose().into_connection_info()?;
         let current = self.current.borrow().clone();
         let settings = info
@@ -74,14 +74,14 @@ impl RedisAuth {
     }
 
     /// The provider connections subscribe to.
-    pub fn provider(&self) -> Provider {
+    pub(super) fn provider(&self) -> Provider {
         Provider(self.current.subscribe())
     }
 }
 
 /// Whether two URLs name the same server, database and options, whatever their credentials: a change a reload can
 /// apply by authenticating again.
-pub fn only_credentials_differ(a: &SecretUrl, b: &SecretUrl) -> bool {
+pub(crate) fn only_credentials_differ(a: &SecretUrl, b: &SecretUrl) -> bool {
     without_credentials(a.expose()) == without_credentials(b.expose())
 }
 
@@ -107,7 +107,7 @@ fn credentials(url: &SecretUrl) -> Option<Credentials> {
 
 /// Hands a connection the current credentials at once, then each change.
 #[derive(Clone)]
-pub struct Provider(watch::Receiver<Credentials>);
+pub(super) struct Provider(watch::Receiver<Credentials>);
 
 impl StreamingCredentialsProvider for Provider {
     fn subscribe(&self) -> Pin<Box<dyn Stream<Item = redis::RedisResult<BasicAuth>> + Send + 'static>> {

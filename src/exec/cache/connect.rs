@@ -177,7 +177,7 @@ impl Cache {
 
     /// A connection of its own for blocking reads (streams), with `response_timeout`: to the node, or to the
     /// cluster (which routes the stream's commands to the stream's slot).
-    pub async fn own_connection(
+    pub(crate) async fn own_connection(
         &self,
         settings: &RedisSettings,
         response_timeout: Duration,
@@ -228,7 +228,7 @@ pub fn client(settings: &RedisSettings) -> Result<redis::Client, CacheError> {
 }
 
 /// The database `[redis] url` selects (`/N`; always 0 on a cluster).
-pub fn db_of(settings: &RedisSettings) -> i64 {
+pub(crate) fn db_of(settings: &RedisSettings) -> i64 {
     if settings.cluster {
         return 0;
     }
@@ -276,7 +276,7 @@ impl Cache {
 
     /// A client per node whose own events a subscriber must hear (keyspace notifications are local to each node): the
     /// server of `url`, or each master of a cluster (its slot map read afresh). With the current credentials and TLS.
-    pub async fn node_clients(&self, settings: &RedisSettings) -> Result<Vec<redis::Client>, CacheError> {
+    pub(crate) async fn node_clients(&self, settings: &RedisSettings) -> Result<Vec<redis::Client>, CacheError> {
         let Topology::Cluster(cluster) = &self.topology else {
             return Ok(self.clients(settings)?.into_iter().take(1).collect());
         };
@@ -308,12 +308,12 @@ impl Cache {
 
     /// Takes the credentials of `url` (a reload): every connection authenticates with them from now on. Whether
     /// they changed; `false` too when the first URL had no password (nothing to rotate: a restart applies one).
-    pub fn reauthenticate(&self, url: &crate::config::SecretUrl) -> bool {
+    pub(crate) fn reauthenticate(&self, url: &crate::config::SecretUrl) -> bool {
         self.auth.as_ref().is_some_and(|auth| auth.replace(url))
     }
 
     /// After a refused password: how to read `[redis] url` again.
-    pub fn rereading(&self, reread: super::auth::RereadUrl) {
+    pub(crate) fn rereading(&self, reread: super::auth::RereadUrl) {
         if let Some(auth) = &self.auth {
             auth.rereading(reread);
         }
@@ -322,7 +322,7 @@ impl Cache {
     /// After Redis refused the password: reads `[redis] url` again (taking its credentials if they changed) and
     /// connects anew — the refused connection would otherwise refuse forever (see [`Managed`]). Whether the
     /// credentials changed.
-    pub async fn recover_from_refused_password(&self) -> Result<bool, CacheError> {
+    pub(crate) async fn recover_from_refused_password(&self) -> Result<bool, CacheError> {
         let changed = self.auth.as_ref().is_some_and(|auth| auth.reread());
         if let Conn::Managed(managed) = self.conn() {
             managed.reconnect().await?;

@@ -42,7 +42,7 @@ pub enum CacheError {
 
 impl CacheError {
     /// Whether trying again later may succeed (a dropped connection rather than, say, a refused password).
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             CacheError::Connect(error) | CacheError::Command(error) => !matches!(
                 error.kind(),
@@ -59,7 +59,7 @@ impl CacheError {
     }
 
     /// Whether Redis refused the user or password (`WRONGPASS`, `NOAUTH`): rotated credentials, maybe.
-    pub fn is_auth_failure(&self) -> bool {
+    pub(crate) fn is_auth_failure(&self) -> bool {
         match self {
             CacheError::Connect(error) | CacheError::Command(error) => {
                 error.kind() == redis::ErrorKind::AuthenticationFailed
@@ -71,17 +71,17 @@ impl CacheError {
 
     /// Whether Redis refused a write for memory (`OOM`: `maxmemory` reached under `noeviction`). Deletes are still
     /// allowed then, and free memory.
-    pub fn is_out_of_memory(&self) -> bool {
+    pub(crate) fn is_out_of_memory(&self) -> bool {
         matches!(self, CacheError::Command(error) if error.code() == Some("OOM"))
     }
 
     /// Whether Redis could not be reached at all (refused, timed out, TLS), as opposed to refusing us: exit 69.
-    pub fn is_unreachable(&self) -> bool {
+    pub(crate) fn is_unreachable(&self) -> bool {
         matches!(self, CacheError::Connect(_)) && self.is_transient()
     }
 
     /// Whether the server answered with an error reply (an unknown command, a refusal) rather than not answering.
-    pub fn is_server_reply(&self) -> bool {
+    pub(crate) fn is_server_reply(&self) -> bool {
         match self {
             CacheError::Connect(error) | CacheError::Command(error) => {
                 matches!(error.kind(), redis::ErrorKind::Server(_) | redis::ErrorKind::Extension)

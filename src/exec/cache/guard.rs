@@ -91,7 +91,7 @@ impl ReadLease {
 
 /// The keys the script that opens read lease `id` declares: the version counter, the read-lease set and the lease's
 /// evidence hash. The call and the ACL check at start (`access`) both use this list.
-pub fn read_lease_keys(id: &str) -> [String; 3] {
+pub(crate) fn read_lease_keys(id: &str) -> [String; 3] {
     [
         VERSION_KEY.to_string(),
         READERS_KEY.to_string(),

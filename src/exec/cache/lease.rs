@@ -15,7 +15,7 @@ impl Cache {
     }
 
     /// Extends the lease by `ttl` if it still holds `token`; whether it did.
-    pub async fn renew_lease(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {
+    pub(crate) async fn renew_lease(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {
         let mut conn = self.conn();
         let renewed: i64 = self
             .scripts
@@ -30,7 +30,7 @@ impl Cache {
     }
 
     /// Deletes the lease if it still holds `token`.
-    pub async fn release_lease(&self, key: &str, token: &str) -> Result<(), CacheError> {
+    pub(crate) async fn release_lease(&self, key: &str, token: &str) -> Result<(), CacheError> {
         let mut conn = self.conn();
         self.scripts
             .release_lease

@@ -28,11 +28,12 @@ mod scripts;
 mod streams;
 mod topology;
 
-pub use auth::only_credentials_differ;
-pub use connect::{Conn, client, db_of};
+pub(crate) use auth::only_credentials_differ;
+pub(crate) use connect::db_of;
+pub use connect::{Conn, client};
 pub use error::CacheError;
 pub use fence::{Fence, LeaseAttempt};
-pub use guard::{ReadLease, read_lease_keys};
+pub(crate) use guard::{ReadLease, read_lease_keys};
 use operations::Operations;
 use policy::WritePolicy;
 pub use reads::info_field;
@@ -52,12 +53,12 @@ pub const LEASE_PREFIX: &str = "cachewarden:lease:";
 /// under `[ha]`, else the version counter (with an empty token: no check), never an empty name: an ACL checks every
 /// declared key and no key pattern allows "". The calls build their key lists from this, and the ACL check at start
 /// (`access`) asks about exactly these lists, with each slot [`fence_slots`] gives.
-pub fn script_head(fence: &str) -> [&str; 3] {
+pub(crate) fn script_head(fence: &str) -> [&str; 3] {
     [fence, VERSION_KEY, READERS_KEY]
 }
 
 /// Every key a script's fence slot may hold under a configuration: the version counter, and the `[ha]` lease key.
-pub fn fence_slots(ha_key: Option<&str>) -> Vec<&str> {
+pub(crate) fn fence_slots(ha_key: Option<&str>) -> Vec<&str> {
     std::iter::once(VERSION_KEY).chain(ha_key).collect()
 }
 
@@ -65,7 +66,7 @@ pub fn fence_slots(ha_key: Option<&str>) -> Vec<&str> {
 const SCRIPT_BATCH: usize = 500;
 
 /// The stream entry field that holds an invalidation message.
-pub const STREAM_FIELD: &str = "message";
+pub(crate) const STREAM_FIELD: &str = "message";
 /// A reply slower than this means Redis is in trouble; the pipeline fails and the caller retries.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -21,7 +21,7 @@ impl WritePolicy {
     /// The fence key and token a value-writing script checks on one node. Without `[ha]` the token is empty (no
     /// check) and the key is the version counter, which the Redis user may touch anyway (an ACL checks every
     /// declared key). [`CacheError::Fenced`] when this instance may not write.
-    pub fn token(&self) -> Result<(String, String), CacheError> {
+    pub(super) fn token(&self) -> Result<(String, String), CacheError> {
         match &self.fence {
             None => Ok((VERSION_KEY.to_string(), String::new())),
             Some(fence) => match fence.token() {
@@ -33,7 +33,7 @@ impl WritePolicy {
 
     /// The epoch a value write carries on a cluster: "" without `[ha]` (no check); [`CacheError::Fenced`] when this
     /// instance may not write.
-    pub fn epoch(&self) -> Result<String, CacheError> {
+    pub(super) fn epoch(&self) -> Result<String, CacheError> {
         match &self.fence {
             None => Ok(String::new()),
             Some(fence) => fence
@@ -44,7 +44,7 @@ impl WritePolicy {
     }
 
     /// The `[ha]` lease key the fence follows ("" without `[ha]`).
-    pub fn lease_key(&self) -> &str {
+    pub(super) fn lease_key(&self) -> &str {
         self.fence.as_ref().map_or("", |fence| fence.key())
     }
 }

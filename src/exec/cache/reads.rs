@@ -36,13 +36,17 @@ impl Cache {
 
     /// The values of `keys` as stored (`None` where a key does not exist), in one pipeline (per master on a cluster):
     /// a string's bytes, or a hash's fields in the form the hash was written from (see [`stored`]).
-    pub async fn get_many(&self, keys: &[String], structure: Structure) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+    pub(crate) async fn get_many(
+        &self,
+        keys: &[String],
+        structure: Structure,
+    ) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
         let replies = on_topology!(&self.topology, t => t.read(keys, structure).await)?;
         replies.into_iter().map(|reply| stored(reply, structure)).collect()
     }
 
     /// The keys matching `pattern` (one full SCAN of every master), at most `limit`; whether the limit cut it short.
-    pub async fn keys_matching(&self, pattern: &str, limit: usize) -> Result<(Vec<String>, bool), CacheError> {
+    pub(crate) async fn keys_matching(&self, pattern: &str, limit: usize) -> Result<(Vec<String>, bool), CacheError> {
         let mut found = Vec::new();
         let complete = self
             .scan_each(pattern, |key| {
@@ -89,7 +93,7 @@ impl Cache {
 
     /// Up to `count` keys matching `pattern`, sampled uniformly from one full SCAN (reservoir sampling), so memory
     /// stays `count` keys whatever the keyspace.
-    pub async fn sample_keys(&self, pattern: &str, count: usize) -> Result<Vec<String>, CacheError> {
+    pub(crate) async fn sample_keys(&self, pattern: &str, count: usize) -> Result<Vec<String>, CacheError> {
         let mut seen = 0usize;
         // Sized as it fills: `count` is a cap, and a job may have far fewer keys.
         let mut sample = Vec::with_capacity(count.min(1024));
@@ -110,7 +114,11 @@ impl Cache {
     }
 
     /// A key's value and remaining TTL in milliseconds (`None` when the key does not exist).
-    pub async fn get_with_ttl(&self, key: &str, structure: Structure) -> Result<Option<(Vec<u8>, i64)>, CacheError> {
+    pub(crate) async fn get_with_ttl(
+        &self,
+        key: &str,
+        structure: Structure,
+    ) -> Result<Option<(Vec<u8>, i64)>, CacheError> {
         let mut conn = self.conn();
         let (value, ttl): (redis::Value, i64) = redis::pipe()
             .add_command(read_command(key, structure))
@@ -123,7 +131,7 @@ impl Cache {
     }
 
     /// The `INFO stats` section, as Redis writes it (on a cluster, its numbers summed over the masters).
-    pub async fn info_stats(&self) -> Result<String, CacheError> {
+    pub(crate) async fn info_stats(&self) -> Result<String, CacheError> {
         on_topology!(&self.topology, t => t.info("stats").await)
     }
 
@@ -133,7 +141,7 @@ impl Cache {
     }
 
     /// The connected user's name (`ACL WHOAMI`).
-    pub async fn acl_whoami(&self) -> Result<String, CacheError> {
+    pub(crate) async fn acl_whoami(&self) -> Result<String, CacheError> {
         let mut conn = self.conn();
         redis::cmd("ACL")
             .arg("WHOAMI")
@@ -144,7 +152,11 @@ impl Cache {
 
     /// Whether `user` may run each of `commands` (`ACL DRYRUN`, pipelined): `None` when allowed, else the server's
     /// reason, in order.
-    pub async fn acl_dryrun(&self, user: &str, commands: &[&[String]]) -> Result<Vec<Option<String>>, CacheError> {
+    pub(crate) async fn acl_dryrun(
+        &self,
+        user: &str,
+        commands: &[&[String]],
+    ) -> Result<Vec<Option<String>>, CacheError> {
         let mut pipe = redis::Pipeline::with_capacity(commands.len());
         for command in commands {
             pipe.cmd("ACL").arg("DRYRUN").arg(user).arg(*command);
@@ -155,16 +167,6 @@ impl Cache {
             .into_iter()
             .map(|answer| (answer != "OK").then_some(answer))
             .collect())
-    }
-
-    /// Checks that Redis answers.
-    pub async fn ping(&self) -> Result<(), CacheError> {
-        let mut conn = self.conn();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .map(drop)
-            .map_err(command_failed)
     }
 }
 

@@ -288,17 +288,17 @@ return 1
 
 /// One value written as the scripts write it (`KEYS[1]`, `ARGV[1]` the value, `ARGV[2]` the ttl): how a hash is
 /// written where no other script runs (no stale-set protection, no fence).
-pub fn set_value_script() -> &'static str {
+pub(super) fn set_value_script() -> &'static str {
     static SCRIPT: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| format!("{PRELUDE}set_value(KEYS[1], ARGV[1], ARGV[2])\nreturn 1\n"));
     &SCRIPT
 }
 
 /// What a fenced script returns when this instance no longer holds the HA lease.
-pub const FENCED: i64 = -2;
+pub(super) const FENCED: i64 = -2;
 
 /// The scripts (redis-rs loads each on first use and then calls it by its SHA).
-pub struct Scripts {
+pub(super) struct Scripts {
     pub guarded_set: redis::Script,
     pub invalidate: redis::Script,
     pub begin_read: redis::Script,
@@ -315,7 +315,7 @@ pub struct Scripts {
 }
 
 impl Scripts {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         let script = |body: &str| redis::Script::new(&format!("{PRELUDE}{body}"));
         Self {
             guarded_set: script(GUARDED_SET),
@@ -335,7 +335,7 @@ impl Scripts {
     }
 
     /// The source of the scripts a cluster runs in pipelines, to load on every master.
-    pub fn pipelined() -> Vec<String> {
+    pub(super) fn pipelined() -> Vec<String> {
         // FENCED_APPLY runs per slot on a cluster: KEYS[1] is the slot's HA fence and ARGV[1] the epoch.
         [CLUSTER_INVALIDATE, CLUSTER_GUARDED_SET, FENCED_APPLY, CLUSTER_CLAIM]
             .iter()

@@ -16,7 +16,7 @@ impl Cache {
     }
 
     /// `XADD stream * message <message>`; returns the entry id.
-    pub async fn stream_add(&self, stream: &str, message: &str) -> Result<String, CacheError> {
+    pub(crate) async fn stream_add(&self, stream: &str, message: &str) -> Result<String, CacheError> {
         let mut conn = self.conn();
         redis::cmd("XADD")
             .arg(stream)
@@ -29,7 +29,7 @@ impl Cache {
     }
 
     /// `XADD stream MAXLEN ~ length * field value …` for each entry, pipelined: a capped stream (the dead letters).
-    pub async fn stream_add_capped(
+    pub(crate) async fn stream_add_capped(
         &self,
         stream: &str,
         length: usize,
@@ -49,7 +49,7 @@ impl Cache {
     }
 
     /// `XRANGE stream start + COUNT count`: entries as (id, [(field, value)]).
-    pub async fn stream_range(
+    pub(crate) async fn stream_range(
         &self,
         stream: &str,
         start: &str,

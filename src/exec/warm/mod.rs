@@ -38,7 +38,7 @@ pub mod prune;
 mod stream;
 
 use batch::BatchWriter;
-pub use stream::{Sink, render_query, render_rows};
+pub(crate) use stream::{Sink, render_query, render_rows};
 
 /// How often the executor loop proves it is alive, for the systemd watchdog.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -73,7 +73,7 @@ impl From<crate::exec::refresh::KeyReadError> for WarmError {
 
 impl WarmError {
     /// Whether trying again soon may succeed.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             WarmError::Database(error) => error.is_transient(),
             WarmError::Cache(error) => error.is_transient(),
@@ -109,7 +109,7 @@ pub struct RunSummary {
 
 impl RunSummary {
     /// The figures the metrics record.
-    pub fn figures(&self) -> metrics::RunFigures {
+    pub(crate) fn figures(&self) -> metrics::RunFigures {
         metrics::RunFigures {
             duration: self.duration,
             rows: self.rows,
@@ -246,7 +246,7 @@ impl Warmer {
 
     /// [`run`](Self::run), and with `prune` (the configuration's jobs) it then deletes the job's keys the query no
     /// longer returned (see [`prune`]).
-    pub async fn run_pruning(
+    pub(crate) async fn run_pruning(
         &self,
         _claimed: &RunGuard,
         job: &WarmJob,
@@ -534,7 +534,7 @@ fn report_join(
 }
 
 /// The text of a panic payload.
-pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     match payload.downcast::<String>() {
         Ok(text) => *text,
         Err(payload) => match payload.downcast::<&'static str>() {

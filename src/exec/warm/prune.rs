@@ -19,17 +19,17 @@ use super::stream::Sink;
 use super::{RunSummary, WarmError};
 
 /// At most this many keys of one run are remembered; past it, no key is pruned (or called orphaned).
-pub const MAX_REMEMBERED: usize = 5_000_000;
+pub(crate) const MAX_REMEMBERED: usize = 5_000_000;
 
 /// A sink that remembers every key pushed through it to `inner`.
-pub struct Remembering<'a, S> {
+pub(crate) struct Remembering<'a, S> {
     pub inner: &'a mut S,
     /// Every key pushed (`None` once past [`MAX_REMEMBERED`]).
     pub seen: Option<HashSet<Arc<str>>>,
 }
 
 impl<'a, S: Sink> Remembering<'a, S> {
-    pub fn new(inner: &'a mut S) -> Self {
+    pub(crate) fn new(inner: &'a mut S) -> Self {
         Self {
             inner,
             seen: Some(HashSet::new()),
@@ -100,7 +100,7 @@ pub async fn unreadable(db: &Database, job: &WarmJob, keys: Vec<String>) -> Resu
 }
 
 /// After a run that wrote `seen`: deletes the job's keys the query did not return; how many.
-pub async fn prune(
+pub(crate) async fn prune(
     cache: &Cache,
     db: &Database,
     job: &WarmJob,

@@ -14,7 +14,7 @@ use crate::pure::render::RowRenderer;
 
 /// Where rendered values go.
 #[allow(async_fn_in_trait)]
-pub trait Sink {
+pub(crate) trait Sink {
     /// A key and its rendered value (before the job's encoding: compression is the sink's business).
     async fn push(&mut self, key: String, value: Vec<u8>) -> Result<(), CacheError>;
     /// The run's counts.
@@ -27,7 +27,7 @@ pub trait Sink {
 
 /// Streams `job`'s query, renders each row (or gathers a whole-result key) and hands the values to `sink`. (A little
 /// over a page on purpose: the per-row path — decode, skip, render, hand over — read top to bottom.)
-pub async fn render_rows(
+pub(crate) async fn render_rows(
     db: &Database,
     job: &WarmJob,
     progress: &Progress,
@@ -37,7 +37,7 @@ pub async fn render_rows(
 }
 
 /// [`render_rows`] for `query` with `params` bound: the job's query, or a slice of it (the audit's sweep).
-pub async fn render_query(
+pub(crate) async fn render_query(
     db: &Database,
     job: &WarmJob,
     query: &str,

@@ -39,7 +39,7 @@ pub(super) struct Admitted {
 }
 
 impl Gate {
-    pub fn new(cap: usize) -> Self {
+    pub(super) fn new(cap: usize) -> Self {
         Self {
             cap,
             next: 0,
@@ -53,7 +53,7 @@ impl Gate {
     /// that holds the most waiting connections, its oldest (a new connection, such as a health check, sends its
     /// request at once and is the newest, so it is never the one chosen). Refuses the new one (`None`) only when every
     /// open connection is answering a request.
-    pub fn admit(&mut self, peer: IpAddr) -> Option<Admitted> {
+    pub(super) fn admit(&mut self, peer: IpAddr) -> Option<Admitted> {
         if self.open.len() >= self.cap {
             let victim = self.victim()?;
             let shed = self.open.remove(&victim).expect("the victim is open");
@@ -77,17 +77,17 @@ impl Gate {
     }
 
     /// Forgets a connection that ended.
-    pub fn closed(&mut self, id: u64) {
+    pub(super) fn closed(&mut self, id: u64) {
         self.open.remove(&id);
     }
 
     /// Counts a connection refused because every open one was busy.
-    pub fn refused(&mut self, peer: IpAddr) {
+    pub(super) fn refused(&mut self, peer: IpAddr) {
         self.shed(peer);
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.open.len()
     }
 

@@ -42,7 +42,7 @@ use crate::telemetry::health::Health;
 
 /// What the endpoint reads and where its triggers go.
 #[derive(Clone)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     pub metrics: Option<crate::telemetry::metrics::Exporter>,
     pub health: Health,
     /// Set once both servers answered at start-up; until then `/jobs` and triggers answer 503.
@@ -60,7 +60,7 @@ pub struct AdminState {
 }
 
 /// The bound endpoint.
-pub struct AdminServer {
+pub(crate) struct AdminServer {
     listener: TcpListener,
     state: AdminState,
 }
@@ -76,18 +76,13 @@ const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl AdminServer {
     /// Binds `addr` now, so that a taken port fails start-up rather than going unnoticed.
-    pub async fn bind(addr: SocketAddr, state: AdminState) -> std::io::Result<Self> {
+    pub(crate) async fn bind(addr: SocketAddr, state: AdminState) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         Ok(Self { listener, state })
     }
 
-    /// The address actually bound (useful with port 0).
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
     /// Serves until `shutdown` is cancelled.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         if let Ok(addr) = self.listener.local_addr() {
             info!(%addr, "Admin endpoint listening.");
         }
@@ -354,7 +349,7 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
 }
 
 /// The `/jobs` document.
-pub fn jobs_json(jobs: &[WarmJob], warmer: &Warmer, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+pub(crate) fn jobs_json(jobs: &[WarmJob], warmer: &Warmer, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
     let list: Vec<serde_json::Value> = jobs
         .iter()
         .map(|job| {

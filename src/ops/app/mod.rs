@@ -46,7 +46,7 @@ use startup::{connect_with_retry, preflight, stop_requested};
 /// A start-up refusal that restarting cannot fix: the configuration, or the servers' grants for it, must change.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct Misconfigured(pub String);
+pub(crate) struct Misconfigured(pub String);
 
 /// Triggers waiting for the warm executor; beyond this, fires are dropped (and logged) rather than queued.
 const TRIGGER_QUEUE: usize = 256;
@@ -56,7 +56,7 @@ const TRIGGER_QUEUE: usize = 256;
 /// Start-up order matters to systemd: signal handlers exist before this is called; the admin port is bound first
 /// (liveness, metrics, and `/readyz` 503 naming what is awaited); READY is sent only after both servers answered
 /// and every task is up.
-pub async fn run_daemon(
+pub(crate) async fn run_daemon(
     mut config: Config,
     mut signals: Signals,
     metrics: Option<metrics::Exporter>,

@@ -35,7 +35,7 @@ impl Producers {
     /// Starts the scheduler, the binlog listener, the miss listener and the channel (or stream) listener until
     /// `term` ends. A term that `took_over` from another leader continues its work: no `run_on_start` runs, and the
     /// pub/sub channel resyncs per `on_gap` (messages published while no instance listened are lost).
-    pub fn start(&self, tracker: &Supervisor, config: &Config, term: CancellationToken, took_over: bool) {
+    pub(super) fn start(&self, tracker: &Supervisor, config: &Config, term: CancellationToken, took_over: bool) {
         let scheduler = Scheduler::new(self.jobs.clone(), self.triggers.clone()).run_on_start(!took_over);
         let scheduler_term = term.clone();
         tracker.spawn("scheduler", async move {

@@ -22,7 +22,7 @@ const MAX_FINDINGS: usize = 10_000;
 
 /// What was found wrong about one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
+pub(crate) struct Finding {
     pub key: String,
     /// What Redis holds (`None`: nothing).
     pub cached: Option<String>,
@@ -32,7 +32,7 @@ pub struct Finding {
 
 /// One job's full audit.
 #[derive(Debug, Clone, Default)]
-pub struct FullAudit {
+pub(crate) struct FullAudit {
     pub job: String,
     /// Keys the query returned, compared with Redis.
     pub checked: u64,
@@ -56,7 +56,7 @@ pub struct FullAudit {
 
 impl FullAudit {
     /// Whether anything was found.
-    pub fn clean(&self) -> bool {
+    pub(crate) fn clean(&self) -> bool {
         self.wrong_count == 0 && self.missing_count == 0 && self.orphaned_count == 0
     }
 }
@@ -64,14 +64,14 @@ impl FullAudit {
 /// How the sweep reads a job: `size` keys at a time in the key's order, `pause` between slices, each slice a
 /// statement of its own (so no read view stays open for the whole sweep).
 #[derive(Debug, Clone, Copy)]
-pub struct Slicing {
+pub(crate) struct Slicing {
     pub size: usize,
     pub pause: std::time::Duration,
 }
 
 /// Checks every key of `job`. `others` are the configuration's other jobs: a key one of their templates also fits
 /// is not called an orphan of this one.
-pub async fn audit_all(
+pub(crate) async fn audit_all(
     cache: &Cache,
     db: &Database,
     job: &WarmJob,
@@ -109,7 +109,7 @@ fn slice_queries(job: &WarmJob, size: usize) -> Option<(String, String, Vec<Stri
 }
 
 /// [`audit_all`], read in slices when `slicing` is given and the job's shape allows (see [`slice_queries`]).
-pub async fn audit_sliced(
+pub(crate) async fn audit_sliced(
     cache: &Cache,
     db: &Database,
     job: &WarmJob,
@@ -385,7 +385,7 @@ async fn recheck(
 }
 
 /// The report `cachewarden audit --all` prints: per job its counts, then the first few findings of each kind.
-pub fn format_report(audits: &[FullAudit]) -> String {
+pub(crate) fn format_report(audits: &[FullAudit]) -> String {
     const SHOWN: usize = 5;
     let mut out = String::new();
     for audit in audits {

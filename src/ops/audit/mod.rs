@@ -14,8 +14,8 @@ use std::time::Duration;
 mod full;
 mod sweep;
 
-pub use full::{FullAudit, Slicing, audit_all, audit_sliced, format_report as format_full_report};
-pub use sweep::Sweeper;
+pub(crate) use full::{FullAudit, Slicing, audit_all, audit_sliced, format_report as format_full_report};
+pub(crate) use sweep::Sweeper;
 
 use crate::exec::backend::BackendError;
 use crate::exec::cache::Cache;
@@ -27,7 +27,7 @@ pub(crate) const RECHECK_AFTER: Duration = Duration::from_millis(1500);
 
 /// Why an audit of every key could not run.
 #[derive(Debug, thiserror::Error)]
-pub enum AuditError {
+pub(crate) enum AuditError {
     #[error(transparent)]
     Backend(#[from] BackendError),
     /// The job's query does not render (a column it needs is gone, more than one row for an object job).
@@ -37,7 +37,7 @@ pub enum AuditError {
 
 /// One stale key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaleKey {
+pub(crate) struct StaleKey {
     pub key: String,
     /// What Redis holds.
     pub cached: String,
@@ -49,7 +49,7 @@ pub struct StaleKey {
 
 /// One job's audit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JobAudit {
+pub(crate) struct JobAudit {
     pub job: String,
     pub checked: u64,
     pub stale: Vec<StaleKey>,
@@ -59,7 +59,7 @@ pub struct JobAudit {
 
 impl JobAudit {
     /// The share of checked keys that were consistent (1.0 when nothing was checked).
-    pub fn ratio(&self) -> f64 {
+    pub(crate) fn ratio(&self) -> f64 {
         if self.checked == 0 {
             1.0
         } else {
@@ -69,7 +69,7 @@ impl JobAudit {
 }
 
 /// Audits `jobs`, sampling at most `sample` keys each.
-pub async fn audit(
+pub(crate) async fn audit(
     cache: &Cache,
     db: &Database,
     jobs: &[WarmJob],
@@ -179,7 +179,7 @@ pub(crate) fn same_value(job: &WarmJob, cached: &[u8], expected: Option<&[u8]>) 
 }
 
 /// The report `cachewarden audit` prints.
-pub fn format_report(audits: &[JobAudit]) -> String {
+pub(crate) fn format_report(audits: &[JobAudit]) -> String {
     let mut out = String::new();
     let (mut checked, mut stale) = (0u64, 0u64);
     for audit in audits {

@@ -23,7 +23,7 @@ use crate::pure::plan::Action;
 const LOG_FINDINGS: usize = 10;
 
 /// The sweep, as the daemon runs it.
-pub struct Sweeper {
+pub(crate) struct Sweeper {
     pub cache: Cache,
     pub db: Database,
     pub jobs: watch::Receiver<Arc<[WarmJob]>>,
@@ -39,7 +39,7 @@ pub struct Sweeper {
 impl Sweeper {
     /// Sweeps until `shutdown`: job after job, each given an equal share of the period, within which a job that
     /// returns one row per key is read in slices spread over that share (the first after one share).
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         let mut next = 0usize;
         // Keys each job had at its last sweep: how many slices to spread over its share.
         let mut sizes: HashMap<Arc<str>, u64> = HashMap::new();

@@ -15,18 +15,18 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 /// Where journald listens for native messages.
-pub const SOCKET: &str = "/run/systemd/journal/socket";
+pub(super) const SOCKET: &str = "/run/systemd/journal/socket";
 /// What `SYSLOG_IDENTIFIER` says (`journalctl -t cachewarden`).
 const IDENTIFIER: &str = "cachewarden";
 
 /// A layer sending each event to the journal.
-pub struct Journal {
+pub(super) struct Journal {
     socket: UnixDatagram,
 }
 
 impl Journal {
     /// Connected to the journal's socket at `path`; `None` when nothing listens there.
-    pub fn connect(path: &Path) -> Option<Self> {
+    pub(super) fn connect(path: &Path) -> Option<Self> {
         let socket = UnixDatagram::unbound().ok()?;
         socket.connect(path).ok()?;
         Some(Self { socket })

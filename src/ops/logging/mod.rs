@@ -28,7 +28,7 @@ const QUIET: &str = "sqlx::query=error,tokio_cron_scheduler=warn";
 /// nothing listens there, text lines start with their syslog priority (`<3>` for ERROR … `<7>` for DEBUG) so that
 /// `journalctl -p warning` finds them, and carry no timestamp (the journal has its own). `NO_COLOR` turns colours off
 /// on a terminal.
-pub fn init(config: &Config, flag: Option<LogFormat>) {
+pub(crate) fn init(config: &Config, flag: Option<LogFormat>) {
     let level = config.daemon.log_level.as_deref().unwrap_or("info");
     let default = || EnvFilter::try_new(format!("{level},{QUIET}")).unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, bad_rust_log) = match std::env::var("RUST_LOG") {
@@ -136,7 +136,7 @@ impl Write for EventWriter {
 }
 
 /// `event` with its control characters escaped, but for a final newline (and ESC when `keep_escape`).
-pub fn escape_controls(event: &[u8], keep_escape: bool) -> std::borrow::Cow<'_, [u8]> {
+pub(crate) fn escape_controls(event: &[u8], keep_escape: bool) -> std::borrow::Cow<'_, [u8]> {
     let (body, end) = match event.strip_suffix(b"\n") {
         Some(body) => (body, &b"\n"[..]),
         None => (event, &b""[..]),

@@ -15,9 +15,9 @@ use sqlparser::ast::{
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
-pub use super::filter::parse_condition;
+pub(crate) use super::filter::parse_condition;
 use super::filter::{bound, conjuncts, links, mentions, predicate};
-pub use super::scope::TableRead;
+pub(crate) use super::scope::TableRead;
 pub(crate) use super::scope::split_name;
 use super::scope::{Scope, volatile};
 use crate::pure::model::KeyTemplate;
@@ -25,7 +25,7 @@ use crate::pure::predicate::Predicate;
 
 /// How a query's keys relate to its rows.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Shape {
+pub(crate) enum Shape {
     /// One result row per key; every key placeholder is a plain column of `tables[driving]`.
     Rows {
         driving: usize,
@@ -50,7 +50,7 @@ pub enum Shape {
 
 /// What a query reads and its shape.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Analysis {
+pub(crate) struct Analysis {
     pub tables: Vec<TableRead>,
     pub shape: Shape,
 }
@@ -78,7 +78,7 @@ const AGGREGATES: &[&str] = &[
 ];
 
 /// Reads `sql` (a warm query; `:name` parameters allowed) whose rows fill `key`, with `database` as the default.
-pub fn analyze(sql: &str, database: &str, key: &KeyTemplate) -> Analysis {
+pub(crate) fn analyze(sql: &str, database: &str, key: &KeyTemplate) -> Analysis {
     let ttl_only = |tables: Vec<TableRead>, why: String| Analysis {
         tables,
         shape: Shape::TtlOnly(why),

@@ -19,7 +19,7 @@ use super::scope::split_name;
 
 /// `sql` with the unqualified columns of its joins qualified by their table's alias; `None` when nothing was
 /// (one table, no schema, a table whose columns are unknown, nothing to place, or SQL the parser cannot read).
-pub fn qualify(sql: &str, database: &str, schema: &Schema) -> Option<String> {
+pub(super) fn qualify(sql: &str, database: &str, schema: &Schema) -> Option<String> {
     if !schema.read || schema.columns.is_empty() {
         return None;
     }

@@ -197,7 +197,7 @@ fn operand(expr: &Expr, scope: &Scope<'_>, driving: usize) -> Option<Operand> {
 /// Parses a `where` condition of an `[[on_change]]` rule (over the rule's table) into a filter. Parts that cannot be
 /// evaluated on a row image (functions, arithmetic, other tables' columns) are unknown there: the row's keys are
 /// deleted rather than refreshed.
-pub fn parse_condition(condition: &str, database: &str, table: &str) -> Result<Predicate, String> {
+pub(crate) fn parse_condition(condition: &str, database: &str, table: &str) -> Result<Predicate, String> {
     let sql = format!("SELECT 1 FROM `{database}`.`{table}` WHERE {condition}");
     let statements = Parser::parse_sql(&MySqlDialect {}, &sql).map_err(|error| error.to_string())?;
     let [Statement::Query(query)] = statements.as_slice() else {

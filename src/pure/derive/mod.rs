@@ -25,15 +25,15 @@
 //!   and a change there re-runs the job. A key over columns that are no unique key re-runs the job too.
 //! - An explicit rule for the same job and table wins over a derived one.
 
-pub mod analyze;
+pub(crate) mod analyze;
 mod columns;
 mod filter;
-pub mod report;
+pub(crate) mod report;
 mod rule;
-pub mod schema;
+pub(crate) mod schema;
 mod scope;
-pub mod statement;
-pub mod views;
+pub(crate) mod statement;
+pub(crate) mod views;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +44,7 @@ use analyze::{Analysis, Shape};
 
 /// What derived rules are made with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// How often a derived rule re-runs a job at most.
     pub debounce: Duration,
     /// More keys than this found by one batch's join lookup re-run the job instead.
@@ -53,7 +53,7 @@ pub struct Settings {
 
 /// How a change in one table reaches one job's keys.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Coverage {
+pub(crate) enum Coverage {
     /// By explicit `[[on_change]]` rules (their positions, from 0).
     Explicit(Vec<usize>),
     /// By a rule derived from the query; what it does.
@@ -67,7 +67,7 @@ pub enum Coverage {
 
 /// One table a job reads and how its changes arrive.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TableCoverage {
+pub(crate) struct TableCoverage {
     /// `database.table`.
     pub table: String,
     pub how: Coverage,
@@ -75,7 +75,7 @@ pub struct TableCoverage {
 
 /// A job's tables and rules.
 #[derive(Debug, Clone)]
-pub struct JobCoverage {
+pub(crate) struct JobCoverage {
     pub job: Arc<str>,
     /// Why the whole job is TTL only, when it is.
     pub ttl_only: Option<String>,
@@ -89,7 +89,7 @@ pub struct JobCoverage {
 impl JobCoverage {
     /// Whether no change anywhere can leave this job's keys stale until their TTL: every table it reads is covered,
     /// and a job no rule can be derived for has explicit rules for all of them (and a result rows alone decide).
-    pub fn is_covered(&self) -> bool {
+    pub(crate) fn is_covered(&self) -> bool {
         let ttl_only_covered = self.ttl_only.as_ref().is_none_or(|why| {
             !why.contains(scope::CHANGES_WITHOUT_ROWS)
                 && self.tables.iter().all(|t| matches!(t.how, Coverage::Explicit(_)))
@@ -107,7 +107,7 @@ impl TableCoverage {
 /// Coverage of every job: `explicit` are the `[[on_change]]` rules, `database` the default database, `debounce`
 /// the derived warm runs' window.
 /// `schema` the server's foreign keys (empty offline).
-pub fn cover(
+pub(crate) fn cover(
     jobs: &[WarmJob],
     explicit: &[ChangeRule],
     database: &str,
@@ -364,7 +364,7 @@ fn unique_keys(analysis: Analysis, schema: &schema::Schema) -> Analysis {
 }
 
 /// The rules `config` hands the binlog: the explicit ones, then those derived for jobs that follow their SQL.
-pub fn effective_rules(explicit: &[ChangeRule], coverage: &[JobCoverage], jobs: &[WarmJob]) -> Vec<ChangeRule> {
+pub(crate) fn effective_rules(explicit: &[ChangeRule], coverage: &[JobCoverage], jobs: &[WarmJob]) -> Vec<ChangeRule> {
     let mut rules = explicit.to_vec();
     for job_coverage in coverage {
         if jobs.iter().any(|job| job.name == job_coverage.job && job.derive_rules) {

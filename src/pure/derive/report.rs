@@ -8,7 +8,7 @@ use crate::pure::model::{ChangeRule, Ttl, WarmJob};
 
 /// `check`'s coverage section, and whether every job is covered (what `check --strict` demands). `binlog` says
 /// whether a `[binlog]` is enabled: without one no rule is followed.
-pub fn coverage(coverage: &[JobCoverage], jobs: &[WarmJob], binlog: bool) -> (String, bool) {
+pub(crate) fn coverage(coverage: &[JobCoverage], jobs: &[WarmJob], binlog: bool) -> (String, bool) {
     let mut out = String::from("How a change in each table a job reads reaches its keys:\n");
     let mut covered = true;
     let by_name: std::collections::HashMap<&str, &WarmJob> = jobs.iter().map(|job| (&*job.name, job)).collect();
@@ -86,7 +86,7 @@ pub fn coverage(coverage: &[JobCoverage], jobs: &[WarmJob], binlog: bool) -> (St
 
 /// The rules `rules` prints: the explicit ones and those derived for the jobs that follow them, limited to the
 /// rules acting on `only` jobs when it is not empty.
-pub fn select<'r>(rules: &'r [ChangeRule], jobs: &[WarmJob], only: &[String]) -> Vec<&'r ChangeRule> {
+pub(crate) fn select<'r>(rules: &'r [ChangeRule], jobs: &[WarmJob], only: &[String]) -> Vec<&'r ChangeRule> {
     rules
         .iter()
         .filter(|rule| {
@@ -103,7 +103,7 @@ pub fn select<'r>(rules: &'r [ChangeRule], jobs: &[WarmJob], only: &[String]) ->
 }
 
 /// Rules as `[[on_change]]` TOML, each derived one headed by the job it came from.
-pub fn rules_toml(rules: &[&ChangeRule]) -> String {
+pub(crate) fn rules_toml(rules: &[&ChangeRule]) -> String {
     let mut out = String::new();
     for rule in rules {
         if !out.is_empty() {
@@ -188,7 +188,7 @@ pub fn rules_toml(rules: &[&ChangeRule]) -> String {
 }
 
 /// Rules as a JSON array of objects with the TOML's fields and `derived_from`.
-pub fn rules_json(rules: &[&ChangeRule]) -> String {
+pub(crate) fn rules_json(rules: &[&ChangeRule]) -> String {
     let rules: Vec<serde_json::Value> = rules
         .iter()
         .map(|rule| {

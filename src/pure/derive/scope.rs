@@ -10,7 +10,7 @@ use sqlparser::ast::{self, Expr, JoinConstraint, JoinOperator, ObjectName, Table
 
 /// A table the query reads, as the query names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableRead {
+pub(crate) struct TableRead {
     pub database: String,
     pub table: String,
     /// The name the query refers to it by: its alias, else its name.
@@ -25,7 +25,7 @@ pub struct TableRead {
 
 impl TableRead {
     /// `database.table`.
-    pub fn qualified(&self) -> String {
+    pub(crate) fn qualified(&self) -> String {
         format!("{}.{}", self.database, self.table)
     }
 }

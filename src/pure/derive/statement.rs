@@ -12,11 +12,11 @@ use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
 /// A table as `(database, table)`; the table `*` is every table of the database (`DROP DATABASE`).
-pub type Table = (String, String);
+pub(crate) type Table = (String, String);
 
 /// What a logged statement did to the rows of the tables it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
+pub(crate) enum Effect {
     /// Nothing for the cache (`BEGIN`, `COMMIT`, column DDL, grants, other objects).
     None,
     /// Every row is gone (`TRUNCATE`, `DROP TABLE`): `kind` is the statement's.
@@ -41,7 +41,7 @@ const ROW_CHANGING: &[(&str, Option<&[&str]>, &str)] = &[
 ];
 
 /// The effect of `sql` run with `database` as its default database.
-pub fn effect(sql: &str, database: &str) -> Effect {
+pub(crate) fn effect(sql: &str, database: &str) -> Effect {
     let (might_change_rows, is_partition_ddl) = screen(sql);
     if might_change_rows.is_none() && !is_partition_ddl {
         return Effect::None;

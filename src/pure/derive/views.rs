@@ -22,7 +22,7 @@ use super::scope::split_name;
 
 /// What reading the views of a query gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Expansion {
+pub(crate) enum Expansion {
     /// The query reads no view (or the schema is unknown).
     NoViews,
     /// Every view merged: the query over base tables, and the views merged (`db.view`).
@@ -43,7 +43,7 @@ struct Mergeable {
 }
 
 /// Expands the views `sql` reads (`database` the default), as the module docs say.
-pub fn expand(sql: &str, database: &str, schema: &Schema) -> Expansion {
+pub(crate) fn expand(sql: &str, database: &str, schema: &Schema) -> Expansion {
     if !schema.read || schema.views.is_empty() {
         return Expansion::NoViews;
     }

@@ -36,18 +36,18 @@ pub struct ChangeRule {
 }
 
 /// The pseudo-column naming the database a changed row came from, for templates of a table pattern.
-pub const SOURCE_DATABASE: &str = "_database";
+pub(crate) const SOURCE_DATABASE: &str = "_database";
 /// The pseudo-column naming the table a changed row came from.
-pub const SOURCE_TABLE: &str = "_table";
+pub(crate) const SOURCE_TABLE: &str = "_table";
 
 impl ChangeRule {
     /// Whether its `database` or `table` is a pattern (`shop_*.orders`).
-    pub fn is_table_pattern(&self) -> bool {
+    pub(crate) fn is_table_pattern(&self) -> bool {
         self.database.contains('*') || self.table.contains('*')
     }
 
     /// Whether a template of it names [`SOURCE_DATABASE`] or [`SOURCE_TABLE`].
-    pub fn names_source(&self) -> bool {
+    pub(crate) fn names_source(&self) -> bool {
         self.delete
             .iter()
             .chain(&self.refresh)
@@ -131,11 +131,11 @@ pub struct Projection {
 }
 
 /// A row image as the change planner sees it: column name → the value as key text (`None` for NULL).
-pub type RowImage = HashMap<String, Option<String>>;
+pub(crate) type RowImage = HashMap<String, Option<String>>;
 
 /// One changed row from the binlog.
 #[derive(Debug, Clone, Default)]
-pub struct RowChange {
+pub(crate) struct RowChange {
     /// The row before the change (UPDATE, DELETE).
     pub before: Option<Arc<RowImage>>,
     /// The row after the change (INSERT, UPDATE); shared with the refreshes that must see it.
@@ -150,7 +150,7 @@ pub struct RowChange {
 /// for the columns it takes from `table` read the row before the event's commit (or from a lagging replica), and
 /// reads again rather than cache it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SeenRow {
+pub(crate) struct SeenRow {
     /// `database.table` of the changed row.
     pub table: Arc<str>,
     /// The row after the change.

@@ -4,14 +4,13 @@
 //! Plain data with small pure methods. Nothing here does I/O; parsing of the TOML words into these types lives in
 //! `config`, and executing them lives in `warm` and `cache`.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 mod change;
 
-pub use change::{
+pub(crate) use change::{
     ChangeRule, Projection, ReverseLookup, RowChange, RowEvents, RowFilter, RowImage, SOURCE_DATABASE, SOURCE_TABLE,
     SeenRow,
 };
@@ -109,12 +108,12 @@ impl KeyTemplate {
     }
 
     /// A template without placeholders names exactly one key, which stores the whole result of its query.
-    pub fn is_single_key(&self) -> bool {
+    pub(crate) fn is_single_key(&self) -> bool {
         self.placeholders().next().is_none()
     }
 
     /// The one key a template without placeholders names; `None` for per-row templates.
-    pub fn single_key(&self) -> Option<String> {
+    pub(crate) fn single_key(&self) -> Option<String> {
         self.parts
             .iter()
             .map(|part| match part {
@@ -127,7 +126,7 @@ impl KeyTemplate {
     /// The placeholder values that render `key` through this template, or `None` when the key does not fit it.
     /// Each placeholder takes the shortest text up to the literal that follows it (the last one takes the rest), so
     /// templates with two placeholders side by side cannot be reversed.
-    pub fn capture<'k>(&self, key: &'k str) -> Option<Vec<(&str, &'k str)>> {
+    pub(crate) fn capture<'k>(&self, key: &'k str) -> Option<Vec<(&str, &'k str)>> {
         let mut values = Vec::new();
         let mut rest = key;
         let mut parts = self.parts.iter().peekable();
@@ -152,18 +151,10 @@ impl KeyTemplate {
     }
 
     /// Whether two placeholders touch (`{a}{b}`), which makes keys impossible to read back into values.
-    pub fn has_adjacent_placeholders(&self) -> bool {
+    pub(crate) fn has_adjacent_placeholders(&self) -> bool {
         self.parts
             .windows(2)
             .any(|pair| matches!(pair, [KeyPart::Column(_), KeyPart::Column(_)]))
-    }
-
-    /// The literal text before the first placeholder: every key the template can produce starts with it.
-    pub fn literal_prefix(&self) -> Cow<'_, str> {
-        match self.parts.first() {
-            Some(KeyPart::Literal(text)) => Cow::Borrowed(text),
-            _ => Cow::Borrowed(""),
-        }
     }
 }
 
@@ -236,7 +227,11 @@ pub struct Schedule {
 
 impl Schedule {
     /// The next `count` fire times after `after`.
-    pub fn upcoming(&self, after: chrono::DateTime<chrono::Utc>, count: usize) -> Vec<chrono::DateTime<chrono::Utc>> {
+    pub(crate) fn upcoming(
+        &self,
+        after: chrono::DateTime<chrono::Utc>,
+        count: usize,
+    ) -> Vec<chrono::DateTime<chrono::Utc>> {
         self.parsed.iter_after(after).take(count).collect()
     }
 }
@@ -289,7 +284,7 @@ pub struct WarmJob {
 
 /// Rewrites `:name` parameters in `sql` to `?` and returns the names in order. Text inside quotes, backticks and
 /// comments is left alone; `::` is not a parameter.
-pub fn named_params(sql: &str) -> Result<(String, Vec<String>), String> {
+pub(crate) fn named_params(sql: &str) -> Result<(String, Vec<String>), String> {
     let mut out = String::with_capacity(sql.len());
     let mut names = Vec::new();
     let chars: Vec<char> = sql.chars().collect();
@@ -408,7 +403,7 @@ impl WarmJob {
     pub fn example(name: &str, key: &str) -> Self {
         Self {
             name: name.into(),
-            schedule: crate::config::parse_schedule("every 1m").expect("a valid schedule"),
+            schedule: crate::config::parse::parse_schedule("every 1m").expect("a valid schedule"),
             query: "SELECT 1".into(),
             key: KeyTemplate::parse(key).expect("a valid key template"),
             ttl: Ttl::Expires(Duration::from_secs(60)),
@@ -460,7 +455,6 @@ mod tests {
         );
         assert_eq!(t.placeholders().collect::<Vec<_>>(), ["id", "lang"]);
         assert!(!t.is_single_key());
-        assert_eq!(t.literal_prefix(), "product:");
     }
 
     #[test]

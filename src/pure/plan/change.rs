@@ -12,7 +12,7 @@ use crate::pure::predicate::Truth;
 
 /// What a row change asks of the cache under one rule.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ChangePlan {
+pub(crate) struct ChangePlan {
     pub actions: Vec<Action>,
     /// Placeholders naming columns the row does not have (dropped by an ALTER TABLE, or a typo): reported, skipped.
     pub missing_columns: Vec<String>,
@@ -24,7 +24,7 @@ pub struct ChangePlan {
 /// invalidates the old key too; a `refresh` template is refreshed for the new row and, when its key moved, the old
 /// key is deleted; a deleted row deletes its refresh keys. `when_changed` ignores updates that touch none of its
 /// columns. (Long on purpose: one block per kind of action, in the order the module docs describe them.)
-pub fn plan_change(rule: &ChangeRule, change: &RowChange) -> ChangePlan {
+pub(crate) fn plan_change(rule: &ChangeRule, change: &RowChange) -> ChangePlan {
     let mut plan = ChangePlan::default();
     if !applies(rule, change) {
         return plan;
@@ -207,7 +207,7 @@ fn note_missing(plan: &mut ChangePlan, column: String) {
 
 /// Whether a key template's own text holds a `*` (`category:{id}:*`): it names a pattern. Only `*` makes one; a
 /// `?` or `[` in a template is text (configuration.md, "delete").
-pub fn is_pattern(template: &KeyTemplate) -> bool {
+pub(super) fn is_pattern(template: &KeyTemplate) -> bool {
     template
         .parts()
         .iter()
@@ -235,6 +235,6 @@ fn render_into(template: &KeyTemplate, image: &RowImage, pattern: bool) -> Resul
 
 /// The key `template` names for `image`: `Ok(None)` when a placeholder column is NULL, `Err(column)` when the row
 /// has no such column.
-pub fn render_from_image(template: &KeyTemplate, image: &RowImage) -> Result<Option<String>, String> {
+pub(super) fn render_from_image(template: &KeyTemplate, image: &RowImage) -> Result<Option<String>, String> {
     render_into(template, image, false)
 }

@@ -17,14 +17,14 @@ use serde::Deserialize;
 
 mod change;
 
-pub use change::plan_change;
+pub(crate) use change::plan_change;
 
 use crate::pure::glob::{allow_pattern, glob_match};
 use crate::pure::model::{OnGap, ReverseLookup, SeenRow, WarmJob};
 
 /// One thing a message asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Action {
+pub(crate) enum Action {
     /// `UNLINK key`.
     Delete(String),
     /// SCAN MATCH pattern + UNLINK, in batches.
@@ -45,7 +45,7 @@ pub enum Action {
 
 /// The rows of a job's table that join a changed row (through [`ReverseLookup`]): its join columns' values.
 #[derive(Debug, Clone)]
-pub struct Lookup {
+pub(crate) struct Lookup {
     pub reverse: Arc<ReverseLookup>,
     /// The changed row's values of the join's columns, in `reverse.links` order.
     pub values: Vec<String>,
@@ -71,7 +71,7 @@ impl std::hash::Hash for Lookup {
 
 impl Lookup {
     /// A name for the batch's map of actions by key, which no Redis key can take (it holds a NUL).
-    pub fn batch_key(&self) -> String {
+    pub(crate) fn batch_key(&self) -> String {
         format!(
             "\0lookup\0{}\0{}\0{}",
             self.reverse.job,
@@ -83,7 +83,7 @@ impl Lookup {
 
 /// Why a message was refused. Each variant is a metric label (see [`Refusal::reason`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     #[error("message of {bytes} bytes exceeds the {limit}-byte limit")]
     TooLarge { bytes: usize, limit: usize },
     #[error("message is not UTF-8")]
@@ -108,7 +108,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// A short label for metrics.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Refusal::TooLarge { .. } => "too_large",
             Refusal::NotUtf8 => "not_utf8",
@@ -126,7 +126,7 @@ impl Refusal {
 
 /// What messages may do.
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// Glob patterns (only `*` is special, `\` escapes) that keys and patterns must fall within.
     pub allow: Vec<String>,
     /// Keys + patterns + refreshes + warms in one message.
@@ -151,7 +151,7 @@ struct Message {
 }
 
 /// Parses and checks one payload. All or nothing: one bad part refuses the whole message.
-pub fn parse_message(payload: &[u8], policy: &Policy) -> Result<Vec<Action>, Refusal> {
+pub(crate) fn parse_message(payload: &[u8], policy: &Policy) -> Result<Vec<Action>, Refusal> {
     if payload.len() > policy.max_message_bytes {
         return Err(Refusal::TooLarge {
             bytes: payload.len(),
@@ -229,7 +229,7 @@ fn check_key(key: &str, policy: &Policy) -> Result<(), Refusal> {
 /// A re-warm writes the rows that exist; a row deleted during the gap has no row to write, and its key would stay.
 /// So every key of a re-warmed job's template is deleted first (SCAN + UNLINK, then the run refills them: misses
 /// meanwhile, never a stale key). A job whose whole result is one key is simply re-run: it rewrites its key.
-pub fn gap_actions(on_gap: OnGap, jobs: &[WarmJob], patterns: &[String], named: &[&str]) -> Vec<Action> {
+pub(crate) fn gap_actions(on_gap: OnGap, jobs: &[WarmJob], patterns: &[String], named: &[&str]) -> Vec<Action> {
     match on_gap {
         OnGap::None => Vec::new(),
         OnGap::Warm => jobs

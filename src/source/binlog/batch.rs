@@ -48,7 +48,7 @@ struct Deferred {
 
 /// Everything gathered since the last apply.
 #[derive(Default)]
-pub struct Batch {
+pub(super) struct Batch {
     /// Per key: when its action arrived (to keep arrival order) and the action.
     keyed: HashMap<String, (u64, Action)>,
     patterns: Vec<String>,
@@ -70,7 +70,7 @@ pub struct Batch {
 }
 
 /// A batch ready to apply: actions in the order to apply them, and what each refresh must see.
-pub struct Ready {
+pub(super) struct Ready {
     pub actions: Vec<Action>,
     pub seen: HashMap<String, SeenRow>,
     retries: HashMap<String, (u32, Instant)>,
@@ -79,7 +79,7 @@ pub struct Ready {
 impl Ready {
     /// Defers the refreshes of recent changes whose read did not show them into `batch`. Returns the keys given up
     /// on after reading again, and those of older changes, not read again. `unix_now` is the time in seconds.
-    pub fn defer_unverified(
+    pub(super) fn defer_unverified(
         mut self,
         unverified: &[String],
         batch: &mut Batch,
@@ -122,7 +122,7 @@ impl Ready {
 
 /// The unverified refreshes not deferred.
 #[derive(Debug, Default)]
-pub struct Unverified {
+pub(super) struct Unverified {
     /// Recent changes read again until the wait ran out.
     pub given_up: Vec<String>,
     /// Changes more than a second old at their first read: not read again (a later event refreshes the key).
@@ -133,7 +133,7 @@ pub struct Unverified {
 
 impl Batch {
     /// Adds one planned action (not `Warm`: those are debounced apart). `seen` is the changed row, for refreshes.
-    pub fn add(&mut self, action: Action, seen: Option<&SeenRow>, now: Instant) {
+    pub(super) fn add(&mut self, action: Action, seen: Option<&SeenRow>, now: Instant) {
         self.started.get_or_insert(now);
         self.arrivals += 1;
         let key = match &action {
@@ -175,12 +175,12 @@ impl Batch {
     }
 
     /// When the next deferred refresh is due, if any waits.
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(super) fn next_due(&self) -> Option<Instant> {
         self.deferred.values().map(|deferred| deferred.due).min()
     }
 
     /// Moves the deferred refreshes due by `now` into the batch.
-    pub fn take_due(&mut self, now: Instant) {
+    pub(super) fn take_due(&mut self, now: Instant) {
         let due: Vec<String> = self
             .deferred
             .iter()
@@ -200,23 +200,23 @@ impl Batch {
     }
 
     /// Keys and patterns waiting.
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.keyed.len() + self.patterns.len()
     }
 
     /// Whether nothing waits to be applied or saved now (deferred refreshes wait apart, see [`Batch::next_due`]).
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.len() == 0 && self.rows == 0 && self.checkpoint.is_none()
     }
 
     /// Whether the oldest change has waited `limit`.
-    pub fn is_older_than(&self, limit: Duration, now: Instant) -> bool {
+    pub(super) fn is_older_than(&self, limit: Duration, now: Instant) -> bool {
         self.started.is_some_and(|at| now.duration_since(at) >= limit)
     }
 
     /// The actions to apply, leaving the counters and checkpoint for the caller to read and [`Batch::reset`], and
     /// the deferred refreshes in place.
-    pub fn take_actions(&mut self) -> Ready {
+    pub(super) fn take_actions(&mut self) -> Ready {
         let mut keyed: Vec<(u64, Action)> = self.keyed.drain().map(|(_, entry)| entry).collect();
         // Same kinds together (the executor pipelines runs of one kind), each in arrival order.
         keyed.sort_by_key(|(arrival, action)| (kind_order(action), *arrival));
@@ -231,7 +231,7 @@ impl Batch {
     }
 
     /// Empties the batch after an apply, keeping the deferred refreshes.
-    pub fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         let deferred = std::mem::take(&mut self.deferred);
         *self = Batch {
             deferred,
@@ -255,14 +255,14 @@ fn kind_order(action: &Action) -> u8 {
 /// At most one warm run per job and window; a change inside the window schedules one run at its end, so the last
 /// change is never left unwarmed.
 #[derive(Default)]
-pub struct Debounce {
+pub(super) struct Debounce {
     last: HashMap<String, Instant>,
     trailing: HashMap<String, Instant>,
 }
 
 impl Debounce {
     /// Whether a run of `job` may start now; if not, one is scheduled for the end of the window.
-    pub fn admit(&mut self, job: &str, window: Duration, now: Instant) -> bool {
+    pub(super) fn admit(&mut self, job: &str, window: Duration, now: Instant) -> bool {
         match self.last.get(job) {
             Some(&at) if now.duration_since(at) < window => {
                 self.trailing.insert(job.to_string(), at + window);
@@ -277,12 +277,12 @@ impl Debounce {
     }
 
     /// When the next trailing run is due.
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(super) fn next_due(&self) -> Option<Instant> {
         self.trailing.values().min().copied()
     }
 
     /// The jobs whose trailing run is due.
-    pub fn due(&mut self, now: Instant) -> Vec<String> {
+    pub(super) fn due(&mut self, now: Instant) -> Vec<String> {
         let due: Vec<String> = self
             .trailing
             .iter()

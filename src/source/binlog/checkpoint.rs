@@ -15,11 +15,11 @@ use crate::pure::model::KeyOp;
 use crate::telemetry::metrics;
 
 use super::BinlogError;
-pub use super::gtid::Gtids;
+pub(crate) use super::gtid::Gtids;
 
 /// A binlog position.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
+pub(crate) struct Position {
     pub file: String,
     pub pos: u64,
     /// The GTID position of the same point, in the server's form (MariaDB `0-1-977`, MySQL `uuid:1-977`).
@@ -45,7 +45,7 @@ impl std::fmt::Display for Position {
 
 impl Position {
     /// A file position alone.
-    pub fn at(file: String, pos: u64) -> Self {
+    pub(crate) fn at(file: String, pos: u64) -> Self {
         Self {
             file,
             pos,
@@ -56,7 +56,7 @@ impl Position {
 
     /// Of two positions on the same server's files, the earlier (`None` when they cannot be compared: another
     /// server's offsets mean nothing here).
-    pub fn earlier<'a>(&'a self, other: &'a Position) -> Option<&'a Position> {
+    pub(crate) fn earlier<'a>(&'a self, other: &'a Position) -> Option<&'a Position> {
         if self.server.is_some() && other.server.is_some() && self.server != other.server {
             return None;
         }
@@ -74,7 +74,7 @@ impl Position {
     }
 
     /// Reads `file:offset`, optionally followed by ` gtid=…` and ` server=…`; or `gtid=…` alone.
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         let mut words = text.split_whitespace().peekable();
         // A GTID position alone (`binlog set --gtid`) has no file offset.
         let mut position = match words.peek()?.strip_prefix("gtid=") {
@@ -98,7 +98,7 @@ impl Position {
 /// The file a rotate event names. Before the stream's format description event the client cannot know whether
 /// events carry a checksum, so a rotate that comes first (the server's artificial one at the start of a dump) arrives
 /// with the checksum glued to the name: `trailing_checksum` bytes are cut from such a name.
-pub fn rotated_file(name: &[u8], trailing_checksum: usize) -> String {
+pub(crate) fn rotated_file(name: &[u8], trailing_checksum: usize) -> String {
     let name = &name[..name.len().saturating_sub(trailing_checksum)];
     String::from_utf8_lossy(name)
         .trim_end_matches(|c: char| !c.is_ascii_graphic())
@@ -107,23 +107,23 @@ pub fn rotated_file(name: &[u8], trailing_checksum: usize) -> String {
 
 /// Where the checkpoint is kept: a Redis key (through the cache, so a full Redis is told apart) or a file.
 #[derive(Clone)]
-pub struct Checkpoints {
+pub(crate) struct Checkpoints {
     store: CheckpointStore,
     cache: Cache,
 }
 
 impl Checkpoints {
-    pub fn new(store: CheckpointStore, cache: Cache) -> Self {
+    pub(crate) fn new(store: CheckpointStore, cache: Cache) -> Self {
         Checkpoints { store, cache }
     }
 
     /// Whether it is kept in Redis, which may lose it (and so is compared with what was saved).
-    pub fn in_redis(&self) -> bool {
+    pub(crate) fn in_redis(&self) -> bool {
         matches!(self.store, CheckpointStore::Redis(_))
     }
 
     /// Reads the saved position, if any.
-    pub async fn load(&self) -> Result<Option<Position>, BinlogError> {
+    pub(crate) async fn load(&self) -> Result<Option<Position>, BinlogError> {
         let text = match &self.store {
             CheckpointStore::Redis(key) => self
                 .cache
@@ -145,7 +145,7 @@ impl Checkpoints {
     }
 
     /// Saves `position`, replacing the previous one.
-    pub async fn save(&self, position: &Position) -> Result<(), BinlogError> {
+    pub(crate) async fn save(&self, position: &Position) -> Result<(), BinlogError> {
         match &self.store {
             CheckpointStore::Redis(key) => {
                 let op = KeyOp::Set {
@@ -171,7 +171,7 @@ impl Checkpoints {
     }
 
     /// Removes the checkpoint; the one removed.
-    pub async fn remove(&self) -> Result<Option<Position>, BinlogError> {
+    pub(crate) async fn remove(&self) -> Result<Option<Position>, BinlogError> {
         let old = self.load().await?;
         match &self.store {
             CheckpointStore::Redis(key) => {
@@ -199,7 +199,7 @@ fn file_error(doing: &'static str, path: &std::path::Path, source: std::io::Erro
 }
 
 /// Where a session resumes, and whether Redis had lost the checkpoint (so it must be saved again).
-pub struct Resume {
+pub(crate) struct Resume {
     pub position: Position,
     pub lost: bool,
 }
@@ -209,7 +209,7 @@ pub struct Resume {
 /// (a restart without persistence, an eviction) or rolled it back (a failover to a replica that was behind) — and
 /// the invalidations written before it with it — so the earlier of the two is applied again (every operation is
 /// idempotent); with none in Redis, the one in memory. `None` when neither exists (a first start).
-pub fn resume_from(saved: Option<Position>, applied: Option<Position>) -> Option<Resume> {
+pub(crate) fn resume_from(saved: Option<Position>, applied: Option<Position>) -> Option<Resume> {
     let resume = |position, lost| Some(Resume { position, lost });
     match (saved, applied) {
         (None, None) => None,

@@ -24,7 +24,7 @@ const UPDATE_TYPES: [u8; 2] = [31, 24];
 /// Rows events v2 carry extra data after their flags.
 const ROWS_V2: [u8; 3] = [30, 31, 32];
 /// `MySQL`'s `Transaction_payload` event.
-pub const TRANSACTION_PAYLOAD: u8 = 40;
+pub(super) const TRANSACTION_PAYLOAD: u8 = 40;
 const HEADER_LEN: usize = 19;
 /// A query event's fixed part: thread id, exec time, database name length, error code, status variables length.
 const QUERY_POST_HEADER: usize = 13;
@@ -34,12 +34,12 @@ const ROWS_POST_HEADER: usize = 8;
 const MAX_UNCOMPRESSED: usize = 1 << 30;
 
 /// Whether `event_type` is one of MariaDB's compressed events.
-pub fn is_compressed(event_type: u8) -> bool {
+pub(super) fn is_compressed(event_type: u8) -> bool {
     event_type == QUERY_COMPRESSED || ROWS_COMPRESSED.iter().any(|(compressed, _)| *compressed == event_type)
 }
 
 /// `event` (one of MariaDB's compressed events) as the plain event it compresses, or why it cannot be read.
-pub fn uncompress(event: &Event) -> Result<Event, String> {
+pub(super) fn uncompress(event: &Event) -> Result<Event, String> {
     let header = event.header();
     let compressed_type = header.event_type_raw();
     let data = event.data();
@@ -153,7 +153,7 @@ fn unpack(packed: &[u8]) -> Result<Vec<u8>, String> {
 /// with the transaction. Its inner events carry no position of their own (0, or the payload's end); the
 /// transaction ends where the payload does.
 #[derive(Debug, Default)]
-pub struct Payload {
+pub(super) struct Payload {
     /// The end of the payload being read, until its transaction ends.
     end: Option<u64>,
 }
@@ -161,14 +161,14 @@ pub struct Payload {
 impl Payload {
     /// A `Transaction_payload` event ending at `log_pos` was read. `Err` when the one before it never ended: its
     /// events were not unpacked (mysql_async drops a payload it cannot decompress).
-    pub fn opened(&mut self, log_pos: u64) -> Result<(), String> {
+    pub(super) fn opened(&mut self, log_pos: u64) -> Result<(), String> {
         self.not_open()?;
         self.end = Some(log_pos);
         Ok(())
     }
 
     /// `Err` when a payload is open but another transaction begins (a GTID event): its events never came.
-    pub fn not_open(&self) -> Result<(), String> {
+    pub(super) fn not_open(&self) -> Result<(), String> {
         match self.end {
             Some(end) => Err(format!(
                 "the compressed transaction ending at {end} was not unpacked (a payload mysql_async could not \
@@ -179,12 +179,12 @@ impl Payload {
     }
 
     /// Where an event that says `log_pos` ends: inside a payload, the payload's end.
-    pub fn position(&self, log_pos: u64) -> u64 {
+    pub(super) fn position(&self, log_pos: u64) -> u64 {
         self.end.unwrap_or(log_pos)
     }
 
     /// The transaction ended: the payload, if any, is done.
-    pub fn ended(&mut self) {
+    pub(super) fn ended(&mut self) {
         self.end = None;
     }
 }

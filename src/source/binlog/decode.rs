@@ -27,7 +27,7 @@ const BINARY_CHARSET: u16 = 63;
 const LATIN1_COLLATIONS: [u16; 8] = [5, 8, 15, 31, 47, 48, 49, 94];
 
 /// What the table map tells about each column, decided once per rows event.
-pub struct TableShape {
+pub(crate) struct TableShape {
     columns: Vec<ColumnShape>,
 }
 
@@ -41,7 +41,7 @@ struct ColumnShape {
 
 impl TableShape {
     /// Reads the column types and ENUM/SET members from `tme`.
-    pub fn of(tme: &TableMapEvent<'_>) -> Self {
+    pub(crate) fn of(tme: &TableMapEvent<'_>) -> Self {
         let mut enums: Vec<Vec<String>> = Vec::new();
         let mut sets: Vec<Vec<String>> = Vec::new();
         for field in tme.iter_optional_meta().flatten() {
@@ -92,14 +92,14 @@ impl TableShape {
 }
 
 /// One row image as cells, column names alongside.
-pub struct DecodedRow<'r> {
+pub(crate) struct DecodedRow<'r> {
     pub names: Vec<Cow<'r, str>>,
     pub cells: Vec<Cell<'r>>,
 }
 
 impl DecodedRow<'_> {
     /// The image as key text per column (`None` for NULL), as key templates and refresh checks read it.
-    pub fn image(&self) -> RowImage {
+    pub(crate) fn image(&self) -> RowImage {
         self.names
             .iter()
             .zip(&self.cells)
@@ -108,7 +108,7 @@ impl DecodedRow<'_> {
     }
 
     /// Each column as JSON, for projections.
-    pub fn json(&self) -> HashMap<String, Vec<u8>> {
+    pub(crate) fn json(&self) -> HashMap<String, Vec<u8>> {
         self.names
             .iter()
             .zip(&self.cells)
@@ -122,7 +122,7 @@ impl DecodedRow<'_> {
 }
 
 /// Decodes every column of `row` (a row image of a table shaped `shape`).
-pub fn decode_row<'r>(row: &'r BinlogRow, shape: &TableShape) -> DecodedRow<'r> {
+pub(crate) fn decode_row<'r>(row: &'r BinlogRow, shape: &TableShape) -> DecodedRow<'r> {
     let columns = row.columns_ref();
     let mut names = Vec::with_capacity(columns.len());
     let mut cells = Vec::with_capacity(columns.len());

@@ -10,7 +10,7 @@ const EIO: i32 = 5;
 
 /// Why a binlog session ended.
 #[derive(Debug, thiserror::Error)]
-pub enum BinlogError {
+pub(crate) enum BinlogError {
     /// The saved position is gone from the server (purged, or it means nothing here): changes in between are lost
     /// to us.
     #[error("binlog position {position} is no longer on the server: {reason}")]
@@ -54,7 +54,7 @@ pub enum BinlogError {
 
 /// What a [`BinlogError`] asks of the listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// The position is gone: recover as after a gap.
     Purged,
     /// Reconnecting will do.
@@ -74,12 +74,12 @@ pub enum Verdict {
 
 impl BinlogError {
     /// A Redis failure while `doing`.
-    pub fn redis(doing: &'static str) -> impl FnOnce(CacheError) -> Self {
+    pub(crate) fn redis(doing: &'static str) -> impl FnOnce(CacheError) -> Self {
         move |source| BinlogError::Redis { doing, source }
     }
 
     /// What this failure asks of the listener.
-    pub fn verdict(&self) -> Verdict {
+    pub(crate) fn verdict(&self) -> Verdict {
         match self {
             BinlogError::Purged { .. } => Verdict::Purged,
             BinlogError::Mysql(mysql_async::Error::Server(server)) => match server.code {
@@ -104,7 +104,7 @@ impl BinlogError {
     }
 
     /// Whether an operator must act before following the binlog can work (access denied included).
-    pub fn is_definite(&self) -> bool {
+    pub(crate) fn is_definite(&self) -> bool {
         matches!(self.verdict(), Verdict::Definite | Verdict::AccessDenied)
     }
 }

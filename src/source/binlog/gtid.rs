@@ -7,7 +7,7 @@ use std::fmt;
 
 /// One transaction's GTID, as its GTID event names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Gtid {
+pub(crate) enum Gtid {
     /// MariaDB: the transaction `seq` of `domain`, by `server`.
     MariaDb { domain: u32, server: u32, seq: u64 },
     /// MySQL: transaction number `gno` of the source `uuid` (lowercase, hyphenated), under `tag` ("" when untagged).
@@ -16,7 +16,7 @@ pub enum Gtid {
 
 /// A GTID position.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Gtids {
+pub(crate) enum Gtids {
     /// The last transaction (server, seq) of each domain: MariaDB's `@@gtid_binlog_pos` form, `0-1-977,1-2-5`.
     MariaDb(BTreeMap<u32, (u32, u64)>),
     /// Every transaction executed, as inclusive ranges per (uuid, tag): MySQL's `@@gtid_executed` form,
@@ -25,7 +25,7 @@ pub enum Gtids {
 }
 
 /// MySQL's set: per (source uuid, tag), the transactions as sorted, disjoint, inclusive ranges.
-pub type GtidSet = BTreeMap<(String, String), Vec<(u64, u64)>>;
+pub(super) type GtidSet = BTreeMap<(String, String), Vec<(u64, u64)>>;
 
 impl Default for Gtids {
     fn default() -> Self {
@@ -35,7 +35,7 @@ impl Default for Gtids {
 
 impl Gtids {
     /// Reads either form; a text with a `:` is MySQL's. Empty text (no transaction yet) is an empty position.
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         if text.contains(':') {
             parse_mysql(text).map(Gtids::MySql)
         } else {
@@ -46,7 +46,7 @@ impl Gtids {
     /// Whether every transaction of this position is in `other` too (MariaDB: each domain's sequence reached there;
     /// MySQL: each range covered). Positions of different forms are never within each other, unless this one is
     /// empty.
-    pub fn within(&self, other: &Gtids) -> bool {
+    pub(crate) fn within(&self, other: &Gtids) -> bool {
         match (self, other) {
             (mine, _) if mine.is_empty() => true,
             (Gtids::MariaDb(mine), Gtids::MariaDb(theirs)) => mine
@@ -63,11 +63,11 @@ impl Gtids {
     }
 
     /// MySQL's form (a set), not MariaDB's.
-    pub fn is_mysql(&self) -> bool {
+    pub(crate) fn is_mysql(&self) -> bool {
         matches!(self, Gtids::MySql(_))
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         match self {
             Gtids::MariaDb(domains) => domains.is_empty(),
             Gtids::MySql(sets) => sets.is_empty(),
@@ -76,7 +76,7 @@ impl Gtids {
 
     /// `gtid`'s transaction has been applied. An empty position takes the form of the first GTID it records.
     /// `false` (and the position unchanged) when `gtid` is of the other server's form.
-    pub fn record(&mut self, gtid: Gtid) -> bool {
+    pub(crate) fn record(&mut self, gtid: Gtid) -> bool {
         if self.is_empty() {
             *self = match gtid {
                 Gtid::MariaDb { .. } => Gtids::default(),
@@ -97,7 +97,7 @@ impl Gtids {
     }
 
     /// MySQL: the set as the blocks `COM_BINLOG_DUMP_GTID` sends (intervals end-exclusive). Empty for MariaDB's form.
-    pub fn mysql_sids(&self) -> Vec<mysql_async::Sid<'static>> {
+    pub(crate) fn mysql_sids(&self) -> Vec<mysql_async::Sid<'static>> {
         let Gtids::MySql(sets) = self else { return Vec::new() };
         sets.iter()
             .filter_map(|((uuid, tag), ranges)| {
@@ -216,17 +216,17 @@ fn format_ranges(ranges: &[(u64, u64)]) -> String {
 
 /// The GTID a MariaDB GTID event (type 162) opens its transaction with. Its body starts with the sequence number
 /// (8 bytes) and the domain id (4 bytes), little-endian; the server id is the event header's.
-pub fn mariadb_gtid(data: &[u8], server: u32) -> Option<Gtid> {
+pub(super) fn mariadb_gtid(data: &[u8], server: u32) -> Option<Gtid> {
     let seq = u64::from_le_bytes(data.get(..8)?.try_into().ok()?);
     let domain = u32::from_le_bytes(data.get(8..12)?.try_into().ok()?);
     Some(Gtid::MariaDb { domain, server, seq })
 }
 
 /// MariaDB's GTID event type.
-pub const MARIADB_GTID_EVENT: u8 = 162;
+pub(super) const MARIADB_GTID_EVENT: u8 = 162;
 
 /// A MySQL GTID as text: `uuid:gno` or `uuid:tag:gno` (as `SHOW BINLOG EVENTS` shows `GTID_NEXT`).
-pub fn parse_mysql_gtid(text: &str) -> Option<Gtid> {
+pub(super) fn parse_mysql_gtid(text: &str) -> Option<Gtid> {
     let (head, gno) = text.rsplit_once(':')?;
     let (uuid, tag) = head.split_once(':').unwrap_or((head, ""));
     Some(Gtid::MySql {
@@ -237,7 +237,7 @@ pub fn parse_mysql_gtid(text: &str) -> Option<Gtid> {
 }
 
 /// The GTID a MySQL GTID event (tagged or not) opens its transaction with.
-pub fn mysql_gtid(event: &mysql_async::binlog::events::GtidEvent) -> Gtid {
+pub(super) fn mysql_gtid(event: &mysql_async::binlog::events::GtidEvent) -> Gtid {
     Gtid::MySql {
         uuid: uuid::Uuid::from_bytes(event.sid()).hyphenated().to_string(),
         tag: event.tag().map(|tag| tag.to_string()).unwrap_or_default(),

@@ -11,7 +11,7 @@ use super::checkpoint::Position;
 
 /// A run asked for this long ago that has not ended stops holding the checkpoint: longer than a warm run's default
 /// timeout (5 minutes) with its retries, short enough that a dropped request cannot hold it for ever.
-pub const MAX_HOLD: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+pub(super) const MAX_HOLD: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// One run a change is waiting for.
 #[derive(Debug, Clone)]
@@ -25,13 +25,13 @@ struct Hold {
 
 /// Every run the checkpoint waits for.
 #[derive(Debug, Default)]
-pub struct Holds {
+pub(super) struct Holds {
     holds: Vec<Hold>,
 }
 
 impl Holds {
     /// A change after `before` asked for a run of `job`, now.
-    pub fn asked(&mut self, job: &str, before: &Position, now: SystemTime) {
+    pub(super) fn asked(&mut self, job: &str, before: &Position, now: SystemTime) {
         self.holds.push(Hold {
             job: job.to_string(),
             before: before.clone(),
@@ -41,7 +41,7 @@ impl Holds {
 
     /// A change after `before` will ask for a run of `job` when its debounce window ends. The earliest such change
     /// is what holds: one waiting hold per job.
-    pub fn deferred(&mut self, job: &str, before: &Position) {
+    pub(super) fn deferred(&mut self, job: &str, before: &Position) {
         if !self.holds.iter().any(|hold| hold.job == job && hold.asked_at.is_none()) {
             self.holds.push(Hold {
                 job: job.to_string(),
@@ -52,7 +52,7 @@ impl Holds {
     }
 
     /// The waiting runs of `jobs` were asked for now.
-    pub fn fired(&mut self, jobs: &[String], now: SystemTime) {
+    pub(super) fn fired(&mut self, jobs: &[String], now: SystemTime) {
         for hold in &mut self.holds {
             if hold.asked_at.is_none() && jobs.contains(&hold.job) {
                 hold.asked_at = Some(now);
@@ -63,7 +63,7 @@ impl Holds {
     /// Drops the holds whose run has finished (`finished(job)`: when the job's last run ended), and those asked for
     /// more than [`MAX_HOLD`] before `now` (the run was dropped, the job disabled, or it hangs): returned, to be
     /// reported. Whether any hold was dropped.
-    pub fn release(
+    pub(super) fn release(
         &mut self,
         finished: impl Fn(&str) -> Option<SystemTime>,
         now: SystemTime,
@@ -85,7 +85,7 @@ impl Holds {
     }
 
     /// How far the checkpoint may go instead of `next`: the earliest held position, or `next` when nothing holds.
-    pub fn bound(&self, next: Position) -> Position {
+    pub(super) fn bound(&self, next: Position) -> Position {
         self.holds
             .iter()
             .fold(next, |bound, hold| match hold.before.earlier(&bound) {

@@ -41,13 +41,13 @@
 
 mod apply;
 mod batch;
-pub mod checkpoint;
+pub(crate) mod checkpoint;
 mod compressed;
-pub mod decode;
+pub(crate) mod decode;
 mod error;
 mod gtid;
 mod holds;
-pub mod position;
+pub(crate) mod position;
 mod resume;
 mod rows;
 mod server;
@@ -76,24 +76,24 @@ use crate::telemetry::metrics;
 
 use batch::Debounce;
 use checkpoint::Position;
-pub use error::{BinlogError, Verdict};
-pub use server::preflight;
-pub use settings::SHORT_RETENTION;
-pub use url::ReplicationUrl;
+pub(crate) use error::{BinlogError, Verdict};
+pub(crate) use server::preflight;
+pub(crate) use settings::SHORT_RETENTION;
+pub(crate) use url::ReplicationUrl;
 
 /// Distinct keys (and patterns) a batch gathers at most before it is applied: bounds memory and one apply's work.
-pub const BATCH_KEYS: usize = 5000;
+pub(crate) const BATCH_KEYS: usize = 5000;
 /// A batch holding this many keys at the end of a transaction is applied then, without waiting for a pause: big
 /// transactions go out one by one as before, single-row ones still gather.
-pub const BATCH_ENOUGH_KEYS: usize = 1000;
+pub(crate) const BATCH_ENOUGH_KEYS: usize = 1000;
 /// Row events a batch gathers at most, whatever they coalesce to.
-pub const BATCH_ROWS: u64 = 20_000;
+pub(crate) const BATCH_ROWS: u64 = 20_000;
 /// How long the oldest change of a batch waits at most while more keep arriving: short next to the lag anyone
 /// notices, long enough that a write storm is applied in a few large batches rather than per transaction.
-pub const BATCH_WAIT: Duration = Duration::from_millis(10);
+pub(crate) const BATCH_WAIT: Duration = Duration::from_millis(10);
 /// A stream that sends nothing for this long has paused: the batch is applied. Events of a backlog or a busy primary
 /// come microseconds apart; a lone change waits this much at most.
-pub const IDLE_GAP: Duration = Duration::from_millis(1);
+pub(crate) const IDLE_GAP: Duration = Duration::from_millis(1);
 /// `cachewarden_binlog_last_heard_timestamp_seconds` is updated at most this often (not per event).
 const HEARD_RECORD_EVERY: Duration = Duration::from_secs(1);
 /// How often the warm runs the checkpoint waits for are looked up (a lock per waiting job): a checkpoint a little
@@ -103,7 +103,7 @@ const HOLD_CHECK_EVERY: Duration = Duration::from_millis(50);
 const DEFINITE_RETRY: Duration = Duration::from_secs(60);
 
 /// Follows the binlog.
-pub struct BinlogListener {
+pub(crate) struct BinlogListener {
     /// `[binlog]`; its `checkpoint` is in `checkpoints`.
     pub settings: BinlogSettings,
     /// Where the listener keeps its position.
@@ -153,7 +153,7 @@ struct SessionState {
 
 impl BinlogListener {
     /// Reads until `shutdown`, reconnecting and recovering as described in the module docs.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Backoff::replication();
         let mut state = SessionState::default();
         loop {

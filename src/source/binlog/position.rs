@@ -12,7 +12,7 @@ use super::{BinlogError, settings::Retention};
 use crate::config::BinlogSettings;
 
 /// The checkpoint against the server.
-pub struct Inspection {
+pub(crate) struct Inspection {
     pub checkpoint: Option<Position>,
     /// The server's current position (its last file and the end of it).
     pub server: Position,
@@ -25,7 +25,7 @@ pub struct Inspection {
 impl Inspection {
     /// Whether the server still has the checkpoint's file (on its own server; another server's offset is judged by
     /// its GTID at start).
-    pub fn checkpoint_on_server(&self) -> Option<bool> {
+    pub(crate) fn checkpoint_on_server(&self) -> Option<bool> {
         let checkpoint = self.checkpoint.as_ref()?;
         if checkpoint.server.is_some() && checkpoint.server != self.server.server {
             return None;
@@ -34,7 +34,7 @@ impl Inspection {
     }
 
     /// Bytes of binlog between the checkpoint and the server's end, when the checkpoint is on this server.
-    pub fn bytes_behind(&self) -> Option<u64> {
+    pub(crate) fn bytes_behind(&self) -> Option<u64> {
         let checkpoint = self.checkpoint.as_ref()?;
         if self.checkpoint_on_server() != Some(true) {
             return None;
@@ -54,7 +54,7 @@ impl Inspection {
 }
 
 /// Reads the checkpoint and asks the server where it is.
-pub async fn inspect(settings: &BinlogSettings, checkpoints: &Checkpoints) -> Result<Inspection, BinlogError> {
+pub(crate) async fn inspect(settings: &BinlogSettings, checkpoints: &Checkpoints) -> Result<Inspection, BinlogError> {
     let checkpoint = checkpoints.load().await?;
     let mut conn = server::connect(&settings.url).await?;
     let traits = server::check_server(&mut conn).await?;
@@ -76,7 +76,7 @@ pub async fn inspect(settings: &BinlogSettings, checkpoints: &Checkpoints) -> Re
 }
 
 /// Saves `file:pos` as the checkpoint once the server shows an event starting there; the checkpoint it replaces.
-pub async fn set(
+pub(crate) async fn set(
     settings: &BinlogSettings,
     checkpoints: &Checkpoints,
     file: &str,
@@ -90,7 +90,7 @@ pub async fn set(
 
 /// `file:pos` as a position the listener can start from, once the server shows an event starting there (with its
 /// GTID position, where the server has one).
-pub async fn locate(settings: &BinlogSettings, file: &str, pos: u64) -> Result<Position, BinlogError> {
+pub(crate) async fn locate(settings: &BinlogSettings, file: &str, pos: u64) -> Result<Position, BinlogError> {
     if !file
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
@@ -129,7 +129,7 @@ pub async fn locate(settings: &BinlogSettings, file: &str, pos: u64) -> Result<P
 /// Saves a GTID position as the checkpoint (no file offset: the next start connects by GTID and reads the
 /// transactions after it) once the server shows it can: GTIDs on, the same form, every transaction of it executed
 /// there and, on MySQL, none after it purged.
-pub async fn set_gtid(
+pub(crate) async fn set_gtid(
     settings: &BinlogSettings,
     checkpoints: &Checkpoints,
     text: &str,

@@ -15,7 +15,7 @@ use crate::config::SecretUrl;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A stream error at `position`: error 1236 means the position is gone.
-pub fn classify(error: mysql_async::Error, position: &Position) -> BinlogError {
+pub(super) fn classify(error: mysql_async::Error, position: &Position) -> BinlogError {
     match &error {
         mysql_async::Error::Server(server) if server.code == 1236 => BinlogError::Purged {
             position: position.to_string(),
@@ -26,7 +26,7 @@ pub fn classify(error: mysql_async::Error, position: &Position) -> BinlogError {
 }
 
 /// A connection for replication as `url`.
-pub async fn connect(url: &SecretUrl) -> Result<Conn, BinlogError> {
+pub(super) async fn connect(url: &SecretUrl) -> Result<Conn, BinlogError> {
     let opts = Opts::from_url(url.expose())
         .map_err(|_| BinlogError::Refused("[binlog] url is not a valid MySQL URL".into()))?;
     tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts))
@@ -38,7 +38,7 @@ pub async fn connect(url: &SecretUrl) -> Result<Conn, BinlogError> {
 /// Everything following the binlog needs from the server, asked up front (start-up, `check --connect`): the user
 /// can log in, the binlog is on and in the form we decode, the current position can be read (REPLICATION CLIENT or
 /// BINLOG MONITOR) and the user holds REPLICATION SLAVE.
-pub async fn preflight(url: &SecretUrl) -> Result<ServerTraits, BinlogError> {
+pub(crate) async fn preflight(url: &SecretUrl) -> Result<ServerTraits, BinlogError> {
     let mut conn = connect(url).await?;
     let server = check_server(&mut conn).await?;
     current_position(&mut conn, &server).await?;
@@ -66,7 +66,7 @@ fn may_replicate(grant: &str) -> bool {
 }
 
 /// What the start-up checks learned about the server.
-pub struct ServerTraits {
+pub(crate) struct ServerTraits {
     pub mariadb: bool,
     /// Transactions carry GTIDs: MariaDB always, MySQL with `gtid_mode = ON`.
     pub gtids: bool,
@@ -84,7 +84,7 @@ pub struct ServerTraits {
 
 /// Refuses servers whose binlog cannot be followed correctly (every reason at once, each saying what to set and
 /// where); what should change but need not is in the traits' `warnings`.
-pub async fn check_server(conn: &mut Conn) -> Result<ServerTraits, BinlogError> {
+pub(super) async fn check_server(conn: &mut Conn) -> Result<ServerTraits, BinlogError> {
     let version: String = conn.query_first("SELECT VERSION()").await?.unwrap_or_default();
     let mariadb = version.contains("MariaDB");
     let names: Vec<String> = settings::WATCHED.iter().map(|name| format!("'{name}'")).collect();
@@ -140,7 +140,7 @@ pub async fn check_server(conn: &mut Conn) -> Result<ServerTraits, BinlogError> 
 
 /// The server's current binlog position; on MySQL with GTIDs on, with the GTID set executed up to it (the same
 /// statement reports both, so they agree).
-pub async fn current_position(conn: &mut Conn, server: &ServerTraits) -> Result<Position, BinlogError> {
+pub(super) async fn current_position(conn: &mut Conn, server: &ServerTraits) -> Result<Position, BinlogError> {
     let row: Option<mysql_async::Row> = match conn.query_first("SHOW MASTER STATUS").await {
         Ok(row) => row,
         // MySQL 8.4 renamed it.
@@ -172,7 +172,7 @@ fn no_position() -> BinlogError {
 /// `position` (a file offset on this server) with its GTID position and this server's id, so that the checkpoint
 /// also means something on another server of the topology. The GTID stays unknown when the server cannot map the
 /// offset (not a transaction boundary, purged, or GTIDs off).
-pub async fn with_gtid(
+pub(super) async fn with_gtid(
     conn: &mut Conn,
     mut position: Position,
     server: &ServerTraits,

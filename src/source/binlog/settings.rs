@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The global variables judged here, read in one `SHOW GLOBAL VARIABLES` (a server lists those it has).
-pub const WATCHED: &[&str] = &[
+pub(super) const WATCHED: &[&str] = &[
     "log_bin",
     "binlog_format",
     "binlog_row_image",
@@ -25,11 +25,11 @@ pub const WATCHED: &[&str] = &[
 ];
 
 /// Under this retention the daemon warns: a restart, a deploy or an instance replacement takes longer.
-pub const SHORT_RETENTION: Duration = Duration::from_secs(3600);
+pub(crate) const SHORT_RETENTION: Duration = Duration::from_secs(3600);
 
 /// Where the server runs, which decides where its settings are changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Platform {
+pub(super) enum Platform {
     /// Aurora MySQL: binlog settings live in the DB cluster parameter group.
     Aurora,
     /// RDS for MySQL or MariaDB: the DB parameter group.
@@ -40,7 +40,7 @@ pub enum Platform {
 
 /// What the server told.
 #[derive(Debug, Default)]
-pub struct Observed {
+pub(super) struct Observed {
     /// Variable (lowercase) → value, for the [`WATCHED`] ones the server has.
     pub variables: BTreeMap<String, String>,
     pub mariadb: bool,
@@ -51,7 +51,7 @@ pub struct Observed {
 
 /// How long the server keeps binlog files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retention {
+pub(crate) enum Retention {
     /// Until purged by hand.
     Unlimited,
     Kept(Duration),
@@ -61,7 +61,7 @@ pub enum Retention {
 
 impl Retention {
     /// For people: how long the daemon may be down before its position is purged.
-    pub fn can_be_down_for(&self) -> String {
+    pub(crate) fn can_be_down_for(&self) -> String {
         match self {
             Retention::Unlimited => {
                 "binlogs never expire here: the daemon can be down any time without a re-warm".into()
@@ -75,7 +75,7 @@ impl Retention {
     }
 
     /// Seconds for the metric: infinite when never purged, `None` when unknown.
-    pub fn seconds(&self) -> Option<f64> {
+    pub(crate) fn seconds(&self) -> Option<f64> {
         match self {
             Retention::Unlimited => Some(f64::INFINITY),
             Retention::Kept(kept) => Some(kept.as_secs_f64()),
@@ -86,7 +86,7 @@ impl Retention {
 
 /// The judgement: refusals stop the daemon, warnings are logged and shown.
 #[derive(Debug, Default)]
-pub struct Judged {
+pub(super) struct Judged {
     pub refusals: Vec<String>,
     pub warnings: Vec<String>,
 }
@@ -96,7 +96,7 @@ impl Observed {
         self.variables.get(variable).map(String::as_str)
     }
 
-    pub fn platform(&self) -> Platform {
+    pub(super) fn platform(&self) -> Platform {
         if self.get("aurora_version").is_some() {
             Platform::Aurora
         } else if self.rds_retention_hours.is_some() || self.get("basedir").is_some_and(|b| b.starts_with("/rdsdbbin"))
@@ -109,7 +109,7 @@ impl Observed {
 
     /// How long binlog files are kept: RDS's own setting where it exists (the server's variables are ignored there),
     /// else `binlog_expire_logs_seconds`, else `expire_logs_days`; 0 means never purged.
-    pub fn retention(&self) -> Retention {
+    pub(super) fn retention(&self) -> Retention {
         match self.rds_retention_hours {
             Some(Some(hours)) => return Retention::Kept(Duration::from_secs(hours * 3600)),
             Some(None) => return Retention::Kept(Duration::ZERO),
@@ -136,7 +136,7 @@ impl Observed {
     }
 
     /// Every setting held against what the daemon needs.
-    pub fn judge(&self) -> Judged {
+    pub(super) fn judge(&self) -> Judged {
         let platform = self.platform();
         let mut judged = Judged::default();
         let value = |variable: &str| self.get(variable).unwrap_or("").to_string();

@@ -15,7 +15,7 @@ use crate::telemetry::metrics;
 /// deletes every key of their templates (and re-runs their `warm` jobs); a rename, a partition operation or DML
 /// logged as a statement is a gap for them (`on_gap`); an unreadable one that may change rows, a gap for every
 /// rule. The deletes join `batch`; the warm runs to request once they are applied are returned.
-pub fn plan(sql: &str, database: &str, listener: &BinlogListener, batch: &mut Batch) -> Vec<String> {
+pub(super) fn plan(sql: &str, database: &str, listener: &BinlogListener, batch: &mut Batch) -> Vec<String> {
     use crate::pure::derive::statement::Effect;
     let effect = crate::pure::derive::statement::effect(sql, database);
     let (kind, tables, emptied) = match &effect {

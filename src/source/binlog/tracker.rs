@@ -7,7 +7,7 @@ use super::gtid::{Gtid, Gtids};
 
 /// What of one event moves the position.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Marker<'a> {
+pub(super) enum Marker<'a> {
     /// A format description: rotates from here on carry no checksum glued to their names.
     Format,
     /// A rotate naming the next file (its name as sent): real ones at the end of a file, artificial ones (log_pos 0)
@@ -25,7 +25,7 @@ pub enum Marker<'a> {
 
 /// The position of one session's stream.
 #[derive(Debug)]
-pub struct Tracker {
+pub(super) struct Tracker {
     file: String,
     /// The GTID set as transactions end; kept only when the start's is known (else it would be partial).
     gtids: Option<Gtids>,
@@ -41,7 +41,7 @@ pub struct Tracker {
 
 impl Tracker {
     /// A stream starting at `start` on the server `server_id`.
-    pub fn new(start: &Position, server_id: u32, checksum_bytes: usize) -> Self {
+    pub(super) fn new(start: &Position, server_id: u32, checksum_bytes: usize) -> Self {
         Tracker {
             file: start.file.clone(),
             gtids: start.gtid.clone(),
@@ -55,20 +55,20 @@ impl Tracker {
     }
 
     /// The file being read.
-    pub fn file(&self) -> &str {
+    pub(super) fn file(&self) -> &str {
         &self.file
     }
 
     /// The position after the last complete transaction read (the start, before one): what comes before the next
     /// change.
-    pub fn last_end(&self) -> &Position {
+    pub(super) fn last_end(&self) -> &Position {
         &self.last_end
     }
 
     /// Takes in one event, which the server says ends at `log_pos`. When it ends a transaction, the position after
     /// it (the one before, for a transaction that carries no position). `Err` when a compressed transaction's events
     /// never came (mysql_async could not unpack it): what it changed is unknown.
-    pub fn on_event(&mut self, marker: Marker<'_>, log_pos: u64) -> Result<Option<Position>, String> {
+    pub(super) fn on_event(&mut self, marker: Marker<'_>, log_pos: u64) -> Result<Option<Position>, String> {
         let log_pos = self.payload.position(log_pos);
         match marker {
             Marker::Format => self.format_seen = true,

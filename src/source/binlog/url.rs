@@ -6,26 +6,26 @@ use tokio::sync::watch;
 use crate::config::SecretUrl;
 
 /// The replication URL, replaceable while the listener runs.
-pub struct ReplicationUrl {
+pub(crate) struct ReplicationUrl {
     url: watch::Sender<SecretUrl>,
     /// Reads `[binlog] url` again from where it came (the file, the credentials directory).
     reread: Option<Box<dyn Fn() -> Option<SecretUrl> + Send + Sync>>,
 }
 
 impl ReplicationUrl {
-    pub fn new(url: SecretUrl, reread: Option<Box<dyn Fn() -> Option<SecretUrl> + Send + Sync>>) -> Self {
+    pub(crate) fn new(url: SecretUrl, reread: Option<Box<dyn Fn() -> Option<SecretUrl> + Send + Sync>>) -> Self {
         Self {
             url: watch::Sender::new(url),
             reread,
         }
     }
 
-    pub fn current(&self) -> SecretUrl {
+    pub(crate) fn current(&self) -> SecretUrl {
         self.url.borrow().clone()
     }
 
     /// Replaces the URL; a running session reconnects with it. Whether it changed.
-    pub fn replace(&self, url: SecretUrl) -> bool {
+    pub(crate) fn replace(&self, url: SecretUrl) -> bool {
         self.url.send_if_modified(|current| {
             let changed = *current != url;
             *current = url;

@@ -8,8 +8,8 @@ mod describe;
 mod process;
 mod readings;
 
-pub use process::process_text;
-pub use readings::Readings;
+pub(crate) use process::process_text;
+pub(crate) use readings::Readings;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,7 +43,7 @@ impl Exporter {
     }
 
     /// Every counter and gauge, by name and labels.
-    pub fn readings(&self) -> &Readings {
+    pub(crate) fn readings(&self) -> &Readings {
         &self.readings
     }
 }
@@ -70,7 +70,7 @@ pub fn install() -> anyhow::Result<Exporter> {
 
 /// What the daemon is configured with, so that every series exists from the start (a job that has never succeeded
 /// shows `last_success` 0, a failure counter starts at 0 so that its first increase is seen).
-pub struct Configured<'a> {
+pub(crate) struct Configured<'a> {
     pub jobs: &'a [&'a str],
     pub channel: bool,
     pub binlog: bool,
@@ -80,7 +80,7 @@ pub struct Configured<'a> {
 
 /// Creates every series `configured` implies, at zero, and the build info. (On reload, called with the added jobs
 /// only: it resets their gauges.)
-pub fn initialise(configured: &Configured<'_>) {
+pub(crate) fn initialise(configured: &Configured<'_>) {
     gauge!(
         "cachewarden_build_info",
         "version" => env!("CARGO_PKG_VERSION"),
@@ -179,27 +179,27 @@ pub fn initialise(configured: &Configured<'_>) {
 }
 
 /// What a fill did with a key (`cachewarden_cache_fills_total{outcome}`).
-pub const FILL_OUTCOMES: [&str; 3] = ["written", "absent", "failed"];
+pub(crate) const FILL_OUTCOMES: [&str; 3] = ["written", "absent", "failed"];
 /// Why a miss was not filled (`cachewarden_cache_fills_skipped_total{reason}`).
-pub const FILL_SKIP_REASONS: [&str; 4] = ["recent", "absent", "queue_full", "not_allowed"];
+pub(crate) const FILL_SKIP_REASONS: [&str; 4] = ["recent", "absent", "queue_full", "not_allowed"];
 
 /// A key of `job` that Redis reported missing.
-pub fn record_miss(job: &str) {
+pub(crate) fn record_miss(job: &str) {
     counter!("cachewarden_cache_misses_total", "warm_job" => job.to_string()).increment(1);
 }
 
 /// A reported miss of a key no job's template fits (an application's own key, cachewarden's bookkeeping).
-pub fn record_miss_ignored() {
+pub(crate) fn record_miss_ignored() {
     counter!("cachewarden_cache_misses_ignored_total").increment(1);
 }
 
 /// A miss not filled, and why (one of [`FILL_SKIP_REASONS`]).
-pub fn record_fill_skipped(reason: &'static str) {
+pub(crate) fn record_fill_skipped(reason: &'static str) {
     counter!("cachewarden_cache_fills_skipped_total", "reason" => reason).increment(1);
 }
 
 /// One batch of fills: keys per outcome (see [`FILL_OUTCOMES`]), and each written key's time from its miss.
-pub fn record_fills(written: &[std::time::Duration], absent: usize, failed: usize) {
+pub(crate) fn record_fills(written: &[std::time::Duration], absent: usize, failed: usize) {
     counter!("cachewarden_cache_fill_batches_total").increment(1);
     counter!("cachewarden_cache_fills_total", "outcome" => "written").increment(written.len() as u64);
     counter!("cachewarden_cache_fills_total", "outcome" => "absent").increment(absent as u64);
@@ -211,7 +211,7 @@ pub fn record_fills(written: &[std::time::Duration], absent: usize, failed: usiz
 }
 
 /// Whether every node the miss listener follows reports key misses (`notify-keyspace-events` has `E` and `m`).
-pub fn record_misses_reported(reported: bool) {
+pub(crate) fn record_misses_reported(reported: bool) {
     gauge!("cachewarden_cache_misses_reported").set(f64::from(u8::from(reported)));
 }
 
@@ -244,7 +244,7 @@ impl Outcome {
 const SKIP_REASONS: [&str; 3] = ["oversize", "null_key", "invalid"];
 
 /// A successful warm run's figures, as plain numbers (metrics know nothing of the executors).
-pub struct RunFigures {
+pub(crate) struct RunFigures {
     pub duration: Duration,
     pub rows: u64,
     pub keys_written: u64,
@@ -257,14 +257,14 @@ pub struct RunFigures {
 }
 
 /// Counts one attempt of a warm job (a run retried after transient errors makes several).
-pub fn record_attempt(job: &str, succeeded: bool) {
+pub(crate) fn record_attempt(job: &str, succeeded: bool) {
     let outcome = if succeeded { Outcome::Success } else { Outcome::Failure };
     counter!("cachewarden_warm_attempts_total", "warm_job" => job.to_string(), "outcome" => outcome.as_str())
         .increment(1);
 }
 
 /// Records one warm run's outcome (after its retries) and, for a success, its figures.
-pub fn record_run(job: &str, outcome: Outcome, summary: Option<&RunFigures>) {
+pub(crate) fn record_run(job: &str, outcome: Outcome, summary: Option<&RunFigures>) {
     let job = job.to_string();
     counter!("cachewarden_warm_runs_total", "warm_job" => job.clone(), "outcome" => outcome.as_str()).increment(1);
     let Some(summary) = summary else {
@@ -289,65 +289,65 @@ pub fn record_run(job: &str, outcome: Outcome, summary: Option<&RunFigures>) {
 }
 
 /// Counts a failed Redis operation.
-pub fn redis_error() {
+pub(crate) fn redis_error() {
     counter!("cachewarden_redis_errors_total").increment(1);
 }
 
 /// How a batch of guarded writes went: `optimistic` (plain SETs in MULTI/EXEC, nothing invalidated since the read),
 /// `discarded` (the optimistic EXEC lost to an invalidation; the batch went on through the script), `script` (the
 /// guard script), `refused` (the script refused it: the read lease had ended).
-pub fn record_guarded_batch(path: &'static str) {
+pub(crate) fn record_guarded_batch(path: &'static str) {
     counter!("cachewarden_guarded_batches_total", "path" => path).increment(1);
 }
 
 /// Counts a failed MySQL operation.
-pub fn mysql_error() {
+pub(crate) fn mysql_error() {
     counter!("cachewarden_mysql_errors_total").increment(1);
 }
 
 /// Records the health checker's view of both servers.
-pub fn record_health(redis_up: bool, mysql_up: bool) {
+pub(crate) fn record_health(redis_up: bool, mysql_up: bool) {
     gauge!("cachewarden_redis_up").set(f64::from(u8::from(redis_up)));
     gauge!("cachewarden_mysql_up").set(f64::from(u8::from(mysql_up)));
 }
 
 /// Records Redis' own keyspace hit and miss counters, as counters: `rate()` over any window gives the hit ratio of
 /// that window (a Redis restart resets them, which Prometheus treats as a counter reset).
-pub fn record_keyspace(hits: u64, misses: u64, evicted: u64) {
+pub(crate) fn record_keyspace(hits: u64, misses: u64, evicted: u64) {
     counter!("cachewarden_redis_keyspace_hits_total").absolute(hits);
     counter!("cachewarden_redis_keyspace_misses_total").absolute(misses);
     counter!("cachewarden_redis_evicted_keys_total").absolute(evicted);
 }
 
 /// Counts a configuration reload.
-pub fn record_reload(applied: bool) {
+pub(crate) fn record_reload(applied: bool) {
     let outcome = if applied { "applied" } else { "rejected" };
     counter!("cachewarden_config_reloads_total", "outcome" => outcome).increment(1);
 }
 
 /// Counts one refused invalidation message, with the reason.
-pub fn record_message_refused(reason: &'static str) {
+pub(crate) fn record_message_refused(reason: &'static str) {
     counter!("cachewarden_channel_messages_total", "outcome" => "refused").increment(1);
     counter!("cachewarden_channel_refused_total", "reason" => reason).increment(1);
 }
 
 /// Counts invalidation messages whose actions were applied.
-pub fn record_messages_applied(count: u64) {
+pub(crate) fn record_messages_applied(count: u64) {
     counter!("cachewarden_channel_messages_total", "outcome" => "applied").increment(count);
 }
 
 /// Counts a pub/sub gap (a reconnect).
-pub fn record_gap() {
+pub(crate) fn record_gap() {
     counter!("cachewarden_channel_gaps_total").increment(1);
 }
 
 /// Counts a subscription dropped because applying fell too far behind (a gap follows).
-pub fn record_channel_overflow() {
+pub(crate) fn record_channel_overflow() {
     counter!("cachewarden_channel_overflows_total").increment(1);
 }
 
 /// Counts what a batch of invalidations did: keys per action, and warm runs asked for.
-pub fn record_invalidations(keys: &[(&'static str, u64)], warm_runs: u64) {
+pub(crate) fn record_invalidations(keys: &[(&'static str, u64)], warm_runs: u64) {
     for &(action, count) in keys {
         if count > 0 {
             counter!("cachewarden_invalidated_keys_total", "action" => action).increment(count);
@@ -359,38 +359,38 @@ pub fn record_invalidations(keys: &[(&'static str, u64)], warm_runs: u64) {
 }
 
 /// Whether the binlog stream is being read.
-pub fn record_binlog_connected(connected: bool) {
+pub(crate) fn record_binlog_connected(connected: bool) {
     gauge!("cachewarden_binlog_connected").set(f64::from(u8::from(connected)));
 }
 
 /// Refreshes read from `[binlog] refresh_fallback` (the writer) and written, after the reader lagged.
-pub fn record_refresh_fallback(keys: usize) {
+pub(crate) fn record_refresh_fallback(keys: usize) {
     counter!("cachewarden_refresh_fallback_keys_total").increment(keys as u64);
 }
 
 /// A refused message or a rule error kept as a dead letter (or, with dead letters off, only counted).
-pub fn record_dead_letter(source: &'static str, reason: &str) {
+pub(crate) fn record_dead_letter(source: &'static str, reason: &str) {
     counter!("cachewarden_dead_letters_total", "source" => source, "reason" => reason.to_string()).increment(1);
 }
 
 /// A dead letter lost: the writer's queue was full, or Redis refused it.
-pub fn record_dead_letter_dropped() {
+pub(crate) fn record_dead_letter_dropped() {
     counter!("cachewarden_dead_letters_dropped_total").increment(1);
 }
 
 /// How long the server keeps binlog files (`None`: unknown).
-pub fn record_binlog_retention(seconds: Option<f64>) {
+pub(crate) fn record_binlog_retention(seconds: Option<f64>) {
     gauge!("cachewarden_binlog_retention_seconds").set(seconds.unwrap_or(f64::NAN));
 }
 
 /// Replication lag from a row event's timestamp (seconds since the epoch, server clock).
-pub fn record_binlog_lag(event_timestamp: u32) {
+pub(crate) fn record_binlog_lag(event_timestamp: u32) {
     let lag = unix_now().as_secs_f64() - f64::from(event_timestamp);
     gauge!("cachewarden_binlog_lag_seconds").set(lag.max(0.0));
 }
 
 /// Counts an applied batch: its transactions, row events and the distinct keys and patterns they came down to.
-pub fn record_binlog_batch(transactions: u64, rows: u64, keys: u64) {
+pub(crate) fn record_binlog_batch(transactions: u64, rows: u64, keys: u64) {
     counter!("cachewarden_binlog_transactions_total").increment(transactions);
     counter!("cachewarden_binlog_rows_total").increment(rows);
     counter!("cachewarden_binlog_batches_total").increment(1);
@@ -399,17 +399,17 @@ pub fn record_binlog_batch(transactions: u64, rows: u64, keys: u64) {
 }
 
 /// The server was heard from (an event or a heartbeat) just now.
-pub fn record_binlog_heard() {
+pub(crate) fn record_binlog_heard() {
     gauge!("cachewarden_binlog_last_heard_timestamp_seconds").set(unix_now().as_secs_f64());
 }
 
 /// The binlog is caught up (the server has nothing more to send): no lag.
-pub fn record_binlog_caught_up() {
+pub(crate) fn record_binlog_caught_up() {
     gauge!("cachewarden_binlog_lag_seconds").set(0.0);
 }
 
 /// With `[ha]`: whether this instance leads now, and whether that is a change of role.
-pub fn record_ha_role(leader: bool, transition: bool) {
+pub(crate) fn record_ha_role(leader: bool, transition: bool) {
     gauge!("cachewarden_ha_leader").set(f64::from(u8::from(leader)));
     if transition {
         counter!("cachewarden_ha_transitions_total").increment(1);
@@ -418,71 +418,71 @@ pub fn record_ha_role(leader: bool, transition: bool) {
 
 /// Whether applying a source's changes keeps failing (it reads nothing more meanwhile). Exported for the binlog
 /// (`cachewarden_binlog_apply_failing`); the channel's shows in `/readyz` and in its message counters.
-pub fn record_apply_failing(task: &str, failing: bool) {
+pub(crate) fn record_apply_failing(task: &str, failing: bool) {
     if task == "binlog" {
         gauge!("cachewarden_binlog_apply_failing").set(f64::from(u8::from(failing)));
     }
 }
 
 /// Counts a row an `[[on_change]]` rule could not plan (a template names a column the table lacks).
-pub fn record_binlog_rule_error(table: &str) {
+pub(crate) fn record_binlog_rule_error(table: &str) {
     counter!("cachewarden_binlog_rule_errors_total", "table" => table.to_string()).increment(1);
 }
 
 /// Counts the keys a derived join rule's lookup found for `job`.
-pub fn record_lookup_keys(job: &str, keys: u64) {
+pub(crate) fn record_lookup_keys(job: &str, keys: u64) {
     counter!("cachewarden_binlog_lookup_keys_total", "warm_job" => job.to_string()).increment(keys);
 }
 
 /// Counts a job re-run instead of a derived join rule's lookup (`fanout`: over max_fanout; `query_refused`).
-pub fn record_lookup_rewarm(job: &str, reason: &'static str) {
+pub(crate) fn record_lookup_rewarm(job: &str, reason: &'static str) {
     counter!("cachewarden_binlog_lookup_rewarms_total", "warm_job" => job.to_string(), "reason" => reason).increment(1);
 }
 
 /// Counts an admin connection closed at the cap to make room (or refused, every open one being busy).
-pub fn record_admin_shed() {
+pub(crate) fn record_admin_shed() {
     counter!("cachewarden_admin_connections_shed_total").increment(1);
 }
 
 /// Counts a refresh that could not be verified or whose query failed definitely; the key was deleted instead.
-pub fn record_refresh_given_up(reason: &'static str) {
+pub(crate) fn record_refresh_given_up(reason: &'static str) {
     counter!("cachewarden_refresh_given_up_total", "reason" => reason).increment(1);
 }
 
 /// Counts a resume from an earlier position than Redis's checkpoint or with none there (Redis lost writes).
-pub fn record_binlog_rewind() {
+pub(crate) fn record_binlog_rewind() {
     counter!("cachewarden_binlog_checkpoint_rewinds_total").increment(1);
 }
 
 /// Counts a statement logged without row images that changed tables the rules follow (`kind`: truncate, drop,
 /// rename, partition, statement_dml).
-pub fn record_binlog_statement(kind: &'static str) {
+pub(crate) fn record_binlog_statement(kind: &'static str) {
     counter!("cachewarden_binlog_statements_total", "kind" => kind).increment(1);
 }
 
 /// Counts keys invalidated without stale-set protection because Redis refused its bookkeeping (`out_of_memory`).
-pub fn record_protection_degraded(reason: &'static str, keys: u64) {
+pub(crate) fn record_protection_degraded(reason: &'static str, keys: u64) {
     counter!("cachewarden_protection_degraded_total", "reason" => reason).increment(keys);
 }
 
 /// Counts a binlog gap.
-pub fn record_binlog_gap() {
+pub(crate) fn record_binlog_gap() {
     counter!("cachewarden_binlog_gaps_total").increment(1);
 }
 
 /// Records the checkpointed position and when it was saved.
-pub fn record_binlog_checkpoint(position: u64, saved_at: Duration) {
+pub(crate) fn record_binlog_checkpoint(position: u64, saved_at: Duration) {
     gauge!("cachewarden_binlog_checkpoint_position").set(position as f64);
     gauge!("cachewarden_binlog_checkpoint_timestamp_seconds").set(saved_at.as_secs_f64());
 }
 
 /// Whether the checkpoint store refuses the checkpoint (Redis full, checkpoint disk full or failing).
-pub fn record_binlog_checkpoint_failing(failing: bool) {
+pub(crate) fn record_binlog_checkpoint_failing(failing: bool) {
     gauge!("cachewarden_binlog_checkpoint_failing").set(f64::from(u8::from(failing)));
 }
 
 /// One job's audit, as the metrics record it.
-pub struct AuditFigures<'a> {
+pub(crate) struct AuditFigures<'a> {
     pub job: &'a str,
     pub checked: u64,
     pub wrong: u64,
@@ -493,7 +493,7 @@ pub struct AuditFigures<'a> {
 }
 
 /// Records one job's sweep (`audit --all` in the daemon): the keys checked, what was found, when.
-pub fn record_sweep(audit: &AuditFigures<'_>) {
+pub(crate) fn record_sweep(audit: &AuditFigures<'_>) {
     let job = || audit.job.to_string();
     let stale = audit.wrong + audit.orphaned;
     // Of the keys the job holds — those the query returns and orphans — the share that is right.
@@ -514,12 +514,12 @@ pub fn record_sweep(audit: &AuditFigures<'_>) {
 }
 
 /// Counts a job's audit that failed (a query or Redis error); it is tried again next period.
-pub fn record_audit_failed(job: &str) {
+pub(crate) fn record_audit_failed(job: &str) {
     counter!("cachewarden_audit_failures_total", "warm_job" => job.to_string()).increment(1);
 }
 
 /// Counts keys the sweep repaired.
-pub fn record_repaired(job: &str, keys: u64) {
+pub(crate) fn record_repaired(job: &str, keys: u64) {
     counter!("cachewarden_audit_repaired_keys_total", "warm_job" => job.to_string()).increment(keys);
 }
 

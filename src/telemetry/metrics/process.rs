@@ -2,7 +2,7 @@
 
 /// This process's CPU time, memory and descriptors from `/proc` (Linux), as Prometheus text for a scrape (written
 /// here rather than through the recorder, whose counters are whole numbers: CPU seconds are fractional).
-pub fn process_text() -> String {
+pub(crate) fn process_text() -> String {
     // USER_HZ: the unit of /proc times, 100 on every Linux architecture cachewarden runs on.
     const TICKS_PER_SECOND: f64 = 100.0;
     let mut samples: Vec<(&str, &str, &str, f64)> = Vec::new();

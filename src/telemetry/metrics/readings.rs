@@ -17,7 +17,7 @@ use metrics_exporter_prometheus::PrometheusRecorder;
 use metrics_util::registry::{Registry, Storage};
 
 /// Every counter and gauge recorded, by key.
-pub struct Readings {
+pub(crate) struct Readings {
     registry: Registry<Key, Series>,
 }
 
@@ -37,7 +37,7 @@ impl Readings {
 
     /// The value of the counter or gauge `name` with exactly `labels` (in any order); `None` when it was never
     /// recorded (or registered).
-    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    pub(crate) fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let same = |key: &Key| {
             key.name() == name
                 && key.labels().count() == labels.len()
@@ -58,7 +58,7 @@ impl Readings {
     }
 
     /// The counter `name` summed over every label set (0 when never recorded).
-    pub fn sum(&self, name: &str) -> f64 {
+    pub(crate) fn sum(&self, name: &str) -> f64 {
         let mut total = 0.0;
         self.registry.visit_counters(|key, counter| {
             if key.name() == name {

@@ -49,9 +49,9 @@ use crate::exec::cache::{CacheError, ttl_millis};
 use crate::pure::model::{KeyOp, ReadStamp};
 
 /// The global version counter on a cluster (its own slot, with the read leases).
-pub const CLUSTER_VERSION_KEY: &str = "cachewarden:{cachewarden}:version";
+pub(super) const CLUSTER_VERSION_KEY: &str = "cachewarden:{cachewarden}:version";
 /// The read leases on a cluster: member = lease id, score = deadline in Redis milliseconds.
-pub const CLUSTER_READERS_KEY: &str = "cachewarden:{cachewarden}:readers";
+pub(super) const CLUSTER_READERS_KEY: &str = "cachewarden:{cachewarden}:readers";
 
 /// What the guarded write script answers when the slot's version is missing (it refuses with -1).
 const SLOT_VERSION_MISSING: i64 = -3;
