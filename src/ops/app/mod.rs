@@ -211,7 +211,7 @@ impl Daemon {
     /// With both servers connected: the HA lease (its fence on the cache), the executors, the health checker,
     /// watchdog and audit, and — without `[ha]` — the producers.
     fn start_work(&mut self, config: &Config, db: &Database, unfenced: Cache) -> Work {
-        let cache = self.fenced(config, unfenced);
+        let cache = self.start_lease(config, unfenced);
         let warmer = Arc::new(Warmer::new(
             db.clone(),
             cache.clone(),
@@ -261,8 +261,9 @@ impl Daemon {
         }
     }
 
-    /// The cache the work writes through: under `[ha]`, fenced by the leader lease (whose keeper starts here).
-    fn fenced(&mut self, config: &Config, unfenced: Cache) -> Cache {
+    /// The cache the work writes through: under `[ha]`, starts the leader lease's keeper and returns the cache
+    /// fenced by that lease; without `[ha]`, `unfenced` itself.
+    fn start_lease(&mut self, config: &Config, unfenced: Cache) -> Cache {
         match (&config.ha, &self.fence, self.role_tx.take()) {
             (Some(ha), Some(fence), Some(role_tx)) => {
                 // A stop releases the lease at once, so that a standby takes over within a poll; writes still in

@@ -121,11 +121,11 @@ impl Deriving<'_> {
         } else {
             self.rule(vec![key], Vec::new(), Vec::new())
         };
-        let read_decides = refresh_applies(job, self.database, filter, self.schema);
+        // Only a filtered rule needs to know whether the refresh query applies the filter too (it reads it again).
         derived.filter = filter.clone().map(|predicate| {
             Arc::new(RowFilter {
+                read_decides: refresh_applies(job, self.database, filter, self.schema),
                 predicate,
-                read_decides,
             })
         });
         let mut what = if job.refresh_query.is_some() {
@@ -207,12 +207,7 @@ impl Deriving<'_> {
 }
 
 /// Whether `job`'s refresh query applies `filter` (its own conditions on the key's parameters aside).
-pub(super) fn refresh_applies(
-    job: &WarmJob,
-    database: &str,
-    filter: &Option<Predicate>,
-    schema: &schema::Schema,
-) -> bool {
+fn refresh_applies(job: &WarmJob, database: &str, filter: &Option<Predicate>, schema: &schema::Schema) -> bool {
     job.refresh_query.as_ref().is_some_and(|refresh| {
         matches!(analyzed(refresh, database, &job.key, schema).0.shape,
             Shape::Rows { filter: ref refresh_filter, .. } if refresh_filter == filter)

@@ -23,7 +23,7 @@ pub(crate) struct ChangePlan {
 /// Both images count: a `delete` template is deleted for the old and the new row, so a changed key column
 /// invalidates the old key too; a `refresh` template is refreshed for the new row and, when its key moved, the old
 /// key is deleted; a deleted row deletes its refresh keys. `when_changed` ignores updates that touch none of its
-/// columns. (Long on purpose: one block per kind of action, in the order the module docs describe them.)
+/// columns. The kinds of action are planned in the order the module docs describe them.
 pub(crate) fn plan_change(rule: &ChangeRule, change: &RowChange) -> ChangePlan {
     let mut plan = ChangePlan::default();
     if !applies(rule, change) {
@@ -54,13 +54,21 @@ fn applies(rule: &ChangeRule, change: &RowChange) -> bool {
         (Some(_), None) => (rule.events.delete, false),
         _ => (rule.events.insert, false),
     };
-    event
-        && !(is_update
-            && !rule.when_changed.is_empty()
-            && !change.changed.iter().any(|column| rule.when_changed.contains(column)))
+    if !event {
+        return false;
+    }
+    // An update must change a column `when_changed` names, if it names any.
+    !is_update || rule.when_changed.is_empty() || change.changed.iter().any(|column| rule.when_changed.contains(column))
 }
 
 impl ChangePlan {
+    /// Reports `column` missing from the row, once.
+    fn note_missing(&mut self, column: String) {
+        if !self.missing_columns.contains(&column) {
+            self.missing_columns.push(column);
+        }
+    }
+
     /// Adds `action` unless it is already planned.
     fn push(&mut self, action: Action) {
         if !self.actions.contains(&action) {
@@ -78,7 +86,7 @@ impl ChangePlan {
                 Ok(Some(key)) if pattern => self.push(Action::DeletePattern(key)),
                 Ok(Some(key)) => self.push(Action::Delete(key)),
                 Ok(None) => {}
-                Err(column) => note_missing(self, column),
+                Err(column) => self.note_missing(column),
             }
         }
     }
@@ -89,7 +97,7 @@ impl ChangePlan {
         let old = change.before.as_ref().map(|image| render_from_image(template, image));
         let new = change.after.as_ref().map(|image| render_from_image(template, image));
         if let (Some(Err(column)), _) | (_, Some(Err(column))) = (&old, &new) {
-            note_missing(self, column.clone());
+            self.note_missing(column.clone());
             return;
         }
         let Some(new) = self.moved(old, new) else {
@@ -124,7 +132,7 @@ impl ChangePlan {
             .map(|image| render_from_image(&projection.key, image));
         for result in [&old, &new].into_iter().flatten() {
             if let Err(column) = result {
-                note_missing(self, column.clone());
+                self.note_missing(column.clone());
             }
         }
         let (Some(key), Some(json)) = (self.moved(old, new), &change.after_json) else {
@@ -136,7 +144,7 @@ impl ChangePlan {
                 value: projection.encoding.encode(value),
                 ttl: projection.ttl.pick(crate::pure::model::Jitter::None, 0.0),
             }),
-            Err(column) => note_missing(self, column),
+            Err(column) => self.note_missing(column),
         }
     }
 
@@ -166,7 +174,7 @@ impl ChangePlan {
                 .iter()
                 .map(|(column, _)| match image.get(column) {
                     None => {
-                        note_missing(self, column.clone());
+                        self.note_missing(column.clone());
                         None
                     }
                     Some(value) => value.clone(),
@@ -197,12 +205,6 @@ fn project_value(columns: &[String], json: &HashMap<String, Vec<u8>>) -> Result<
     }
     value.push(b'}');
     Ok(value)
-}
-
-fn note_missing(plan: &mut ChangePlan, column: String) {
-    if !plan.missing_columns.contains(&column) {
-        plan.missing_columns.push(column);
-    }
 }
 
 /// Whether a key template's own text holds a `*` (`category:{id}:*`): it names a pattern. Only `*` makes one; a

@@ -86,9 +86,7 @@ impl BinlogListener {
         }
         Ok(())
     }
-}
 
-impl BinlogListener {
     /// The `index`th rule names a column `table` does not have: a dead letter each time, an ERROR once.
     fn missing_column(&self, index: usize, column: &str, table: &Arc<str>, state: &mut SessionState) {
         metrics::record_binlog_rule_error(table);
