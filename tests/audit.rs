@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestEnv, cli_output, text};
+use common::{TestEnv, cachewarden, cli_output, text};
 
 #[tokio::test]
 async fn audit_reports_stale_keys_and_exits_non_zero() {
@@ -31,8 +31,7 @@ key = "{p}name:{{id}}"
 ttl = "1h"
 "#
     ));
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["run", "--once", "--config"])
         .arg(&path)
         .output()
@@ -66,8 +65,7 @@ ttl = "1h"
         "{stdout}"
     );
     assert!(!stdout.contains("consistent"), "{stdout}");
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["run", "--once", "--config"])
         .arg(&path)
         .output()
@@ -153,8 +151,7 @@ max_value_bytes = 200
 "#,
         keys = keys.display()
     ));
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["run", "--once", "--config"])
         .arg(&path)
         .output()
@@ -232,8 +229,7 @@ async fn audit_all_finds_exactly_the_wrong_missing_and_orphaned_keys_among_a_hun
             .await
             .unwrap();
     }
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["run", "--once", "--config"])
         .arg(&path)
         .output()

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Daemon, TestEnv, eventually, following_path as start, free_port, get, metric};
+use common::{Daemon, TestEnv, cachewarden, eventually, following_path as start, free_port, get, metric};
 use sqlx::Connection as _;
 
 const SCHEMA: &str = "
@@ -563,8 +563,7 @@ async fn missing_redis_and_replication_grants_are_named_by_check_and_stop_the_da
     let redis_url = format!("redis://cw:cw-secret@127.0.0.1:{port}/0");
     let write = |binlog_url: &str| env.config_file_with_redis(&redis_url, &config(&env, binlog_url, &rules));
     let path = write("");
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["check", "--connect", "--config"])
         .arg(&path)
         .output()
@@ -606,8 +605,7 @@ async fn missing_redis_and_replication_grants_are_named_by_check_and_stop_the_da
     .await;
     let server = env.mysql_url.rsplit_once('@').unwrap().1.split('/').next().unwrap();
     let path = write(&format!("url = \"mysql://{user}:pw@{server}/mysql\""));
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["check", "--connect", "--config"])
         .arg(&path)
         .output()
@@ -627,8 +625,7 @@ async fn missing_redis_and_replication_grants_are_named_by_check_and_stop_the_da
     // Granted, everything checks out.
     env.sql(&format!("GRANT REPLICATION SLAVE ON *.* TO '{user}'@'%'"))
         .await;
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["check", "--connect", "--config"])
         .arg(&path)
         .output()

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Daemon, TestEnv, becomes, eventually, free_port, get, metric, wait_for_admin};
+use common::{Daemon, TestEnv, becomes, cachewarden, eventually, free_port, get, metric, wait_for_admin};
 use sqlx::{Connection as _, Executor as _};
 
 const PRODUCTS: &str = "
@@ -135,8 +135,7 @@ async fn each_message_kind_is_applied() {
     );
     env.sql("DELETE FROM products WHERE id = 3").await;
     let path = env.config_file(&body);
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["invalidate", "--refresh", &format!("{p}product:3"), "--config"])
         .arg(&path)
         .output()
@@ -154,8 +153,7 @@ async fn each_message_kind_is_applied() {
         ),
         (vec![format!("{p}product:*")], "contains a wildcard"),
     ] {
-        let output = env
-            .cli()
+        let output = cachewarden()
             .arg("invalidate")
             .args(&args)
             .arg("--config")
@@ -191,8 +189,7 @@ async fn each_message_kind_is_applied() {
     assert_eq!(daemon.stop().await, Some(0));
 
     // With the daemon gone, pub/sub would drop the message: said, not hidden.
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["invalidate", &format!("{p}product:1"), "--config"])
         .arg(&path)
         .output()

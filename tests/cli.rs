@@ -6,7 +6,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{TestEnv, cli_output, eventually, get, job, sample, text, wait_exit};
+use common::{TestEnv, cachewarden, cli_output, eventually, get, job, sample, text, wait_exit};
 
 const PRODUCTS: &str = "
 CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(50), price DECIMAL(8,2));
@@ -31,7 +31,7 @@ async fn check_exits_78_and_names_file_line_job_and_field() {
         "0 61 * * * *",
         "jitter = \"5%\"\ncolour = 1",
     ));
-    let output = env.cli().arg("check").arg("--config").arg(&path).output().unwrap();
+    let output = cachewarden().arg("check").arg("--config").arg(&path).output().unwrap();
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(78), "{stderr}");
     let file = path.display().to_string();
@@ -78,8 +78,7 @@ async fn check_connect_catches_sql_errors_and_missing_columns() {
     assert!(!stderr.contains("\"good\""), "{stderr}");
 
     let fine = env.config_file(&job(&env, "good", "SELECT id, name FROM products", "every 1h", ""));
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["check", "--connect", "--config"])
         .arg(&fine)
         .output()
@@ -164,8 +163,7 @@ async fn run_once_exit_codes_and_summary() {
     assert!(!stdout.contains("off "), "{stdout}");
 
     // A disabled job runs when named.
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["run", "--once", "--job", "off", "--config"])
         .arg(&path)
         .output()
@@ -179,16 +177,14 @@ async fn run_once_exit_codes_and_summary() {
         stderr.contains("no warm job named \"nope\"") && stderr.contains("jobs: good, broken, off"),
         "{stderr}"
     );
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["audit", "--job", "nope", "--config"])
         .arg(&path)
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(64), "{:?}", text(&output));
 
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["run", "--job", "good", "--config"])
         .arg(&path)
         .output()
@@ -269,8 +265,7 @@ async fn jobs_lists_schedule_ttl_key_and_next_fire_times() {
         assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok(), "{time} in {row}");
     }
     // The same as JSON.
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["jobs", "-o", "json", "--config"])
         .arg(&path)
         .output()
@@ -301,8 +296,7 @@ async fn daemon_warms_on_start_and_schedule_runs_on_sigusr1_and_stops_on_sigterm
     ]
     .concat();
     let path = env.config_file(&body);
-    let mut daemon = env
-        .cli()
+    let mut daemon = cachewarden()
         .args(["run", "--config"])
         .arg(&path)
         .stderr(Stdio::null())
@@ -369,8 +363,7 @@ async fn daemon_waits_for_an_unreachable_redis_and_warms_once_it_appears() {
         env.admin_addr()
     );
     let path = env.write_file("jobs.toml", &source);
-    let mut daemon = env
-        .cli()
+    let mut daemon = cachewarden()
         .args(["run", "--config"])
         .arg(&path)
         .stderr(Stdio::null())
@@ -506,8 +499,7 @@ async fn under_systemd_events_reach_the_journal_natively_with_their_fields() {
     let stderr_path = env.dir.path().join("stderr.log");
     let stderr = std::fs::File::create(&stderr_path).unwrap();
     let meta = stderr.metadata().unwrap();
-    let mut daemon = env
-        .cli()
+    let mut daemon = cachewarden()
         .args(["run", "--config"])
         .arg(&path)
         .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
@@ -562,8 +554,7 @@ async fn under_journald_each_line_carries_its_priority_and_no_timestamp() {
     let log = env.dir.path().join("journal.log");
     let file = std::fs::File::create(&log).unwrap();
     let meta = file.metadata().unwrap();
-    let mut daemon = env
-        .cli()
+    let mut daemon = cachewarden()
         .args(["run", "--config"])
         .arg(&path)
         .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
@@ -606,8 +597,7 @@ async fn under_journald_each_line_carries_its_priority_and_no_timestamp() {
     );
 
     // Without JOURNAL_STREAM naming stderr: timestamps, no priorities; a bad RUST_LOG is said, not ignored.
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["check", "--config"])
         .arg(&path)
         .env("JOURNAL_STREAM", "1:1")
@@ -643,8 +633,7 @@ async fn operator_commands_read_the_credentials_and_say_where_a_missing_url_may_
     std::fs::create_dir(&credentials).unwrap();
     std::fs::write(credentials.join("mysql-url"), format!("{}\n", env.mysql_url)).unwrap();
     std::fs::write(credentials.join("redis-url"), &env.redis_url).unwrap();
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["check", "--config"])
         .arg(&bare)
         .arg("--credentials")
@@ -652,8 +641,7 @@ async fn operator_commands_read_the_credentials_and_say_where_a_missing_url_may_
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{:?}", text(&output));
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["check", "--config"])
         .arg(&bare)
         .env("CREDENTIALS_DIRECTORY", &credentials)
@@ -735,7 +723,7 @@ async fn an_unreachable_server_exits_69_with_the_connection_error_and_an_unwrita
         ),
     );
     for args in [&["check", "--connect"][..], &["run", "--once"], &["audit"]] {
-        let output = env.cli().args(args).arg("--config").arg(&down).output().unwrap();
+        let output = cachewarden().args(args).arg("--config").arg(&down).output().unwrap();
         let (stdout, stderr) = text(&output);
         assert_eq!(output.status.code(), Some(69), "{args:?}: {stdout}{stderr}");
         assert!(
@@ -803,7 +791,7 @@ async fn cluster_mode_and_the_configuration_must_agree_or_check_and_the_daemon_s
             .replace("\n\n[admin]", &format!("\n{extra}\n[admin]"));
         let path = env.write_file("jobs.toml", &format!("{config}{body}"));
         for args in [&["check", "--connect"][..], &["run"]] {
-            let output = env.cli().args(args).arg("--config").arg(&path).output().unwrap();
+            let output = cachewarden().args(args).arg("--config").arg(&path).output().unwrap();
             let (stdout, stderr) = text(&output);
             assert_eq!(output.status.code(), Some(78), "{url} {args:?}: {stdout}{stderr}");
             assert!(stderr.contains(expected), "{url} {args:?}: {stderr}");

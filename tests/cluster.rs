@@ -10,7 +10,7 @@ use cachewarden::cli::commands;
 use cachewarden::exec::warm::Mode;
 use sqlx::Connection as _;
 
-use common::{Daemon, TestEnv, cli_output, eventually, metric, text, wait_for_admin};
+use common::{Daemon, TestEnv, cachewarden, cli_output, eventually, metric, text, wait_for_admin};
 
 const ITEMS: u32 = 10_000;
 
@@ -203,8 +203,7 @@ async fn a_stream_channel_and_the_invalidate_command_work_on_the_cluster() {
     let channel = format!("stream = \"{p}stream\"\ngroup = \"cw\"\nconsumer = \"me\"");
     let mut daemon = daemon_on_the_cluster(&env, &channel).await;
     let config = env.dir.path().join("jobs.toml");
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["invalidate", "--config"])
         .arg(&config)
         .args([format!("{p}item:1"), format!("{p}item:2")])

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Daemon, TestEnv, eventually, metric, text, wait_for_admin};
+use common::{Daemon, TestEnv, cachewarden, eventually, metric, text, wait_for_admin};
 use sqlx::Connection as _;
 
 const SCHEMA: &str = "
@@ -206,8 +206,7 @@ async fn differences_of(env: &TestEnv, jobs: fn(&str) -> String) -> Vec<String> 
             jobs(&expected)
         ),
     );
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["run", "--once", "--config"])
         .arg(&config)
         .output()

@@ -7,7 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::proxy::Proxy;
-use common::{Daemon, OwnRedis, TestEnv, eventually, following as start, get, metric, text, wait_for_admin};
+use common::{
+    Daemon, OwnRedis, TestEnv, cachewarden, eventually, following as start, get, metric, text, wait_for_admin,
+};
 use sqlx::Connection as _;
 
 const SCHEMA: &str = "CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL)";
@@ -754,8 +756,7 @@ async fn a_warm_run_a_change_asked_for_is_not_lost_to_a_kill_while_it_runs() {
         env.connection_toml()
     );
     let path = env.write_file("jobs.toml", &body);
-    let once = env
-        .cli()
+    let once = cachewarden()
         .args(["run", "--once", "--config"])
         .arg(&path)
         .output()

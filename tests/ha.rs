@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use cachewarden::exec::cache::{Cache, CacheError, Fence};
 use cachewarden::ops::admin;
 use cachewarden::pure::model::KeyOp;
-use common::{Daemon, TestEnv, eventually, free_port, metric_at, text};
+use common::{Daemon, TestEnv, cachewarden, eventually, free_port, metric_at, text};
 use hyper::Method;
 
 /// Waits here are generous: the test MariaDB's binlog is shared with every other test, so a new leader may first have
@@ -117,8 +117,7 @@ async fn one_of_two_daemons_leads_and_a_stop_hands_over_at_once() {
     assert!(status["lease_age_seconds"].as_f64().is_some(), "{status}");
 
     // Asking the standby to run a job says where to go instead.
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["trigger", "j", "--admin", &standby_addr.to_string()])
         .output()
         .unwrap();
@@ -128,8 +127,7 @@ async fn one_of_two_daemons_leads_and_a_stop_hands_over_at_once() {
         stderr.contains("is the standby") && stderr.contains("only the leader runs jobs"),
         "{stderr}"
     );
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["status", "--admin", &standby_addr.to_string()])
         .output()
         .unwrap();
@@ -316,8 +314,7 @@ async fn paused_leader(env: TestEnv) {
     .expect("a follows the binlog");
 
     // a starts the slow job and freezes mid-read; b takes over and applies a change.
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["trigger", "slow", "--admin", &admin_a.to_string()])
         .output()
         .unwrap();

@@ -11,19 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cachewarden::ops::admin;
-use common::{Daemon, TestEnv, cli_output, eventually, free_port, get, job, sample, wait_for_admin};
+use common::{Daemon, TestEnv, cachewarden, cli_output, eventually, free_port, get, job, sample, wait_for_admin};
 use hyper::Method;
 
 /// `cachewarden status -o json` on `config`: its exit code and its document.
-fn status_json(env: &TestEnv, config: &Path) -> (Option<i32>, serde_json::Value) {
-    let output = env
-        .cli()
-        .args(["status", "-o", "json", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    let status = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("status -o json: {e}: {output:?}"));
-    (output.status.code(), status)
+fn status_json(config: &Path) -> (Option<i32>, serde_json::Value) {
+    let (code, stdout, stderr) = cli_output(&["status", "-o", "json"], config);
+    let status = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("status -o json: {e}: {stdout}{stderr}"));
+    (code, status)
 }
 
 #[tokio::test]
@@ -183,7 +178,11 @@ async fn admin_endpoint_serves_metrics_health_jobs_and_triggers() {
     assert_eq!(again.status, 409, "{}", again.body);
 
     // The operator commands.
-    let output = env.cli().args(["status", "--config"]).arg(&config).output().unwrap();
+    let output = cachewarden()
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert!(
@@ -195,8 +194,7 @@ async fn admin_endpoint_serves_metrics_health_jobs_and_triggers() {
     assert!(stdout.contains("readiness: ready"), "{stdout}");
     // Without a configuration: only the admin address is needed.
     let admin_addr = env.admin_addr().to_string();
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["status", "--admin", &admin_addr, "--config", "/nonexistent/jobs.toml"])
         .output()
         .unwrap();
@@ -206,8 +204,7 @@ async fn admin_endpoint_serves_metrics_health_jobs_and_triggers() {
     );
     assert!(output.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("readiness: ready"), "{stdout}");
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args([
             "trigger",
             "manual",
@@ -226,8 +223,7 @@ async fn admin_endpoint_serves_metrics_health_jobs_and_triggers() {
     assert!(!String::from_utf8_lossy(&output.stderr).contains("cannot read config file"));
     // An unknown job is a usage error (64, like `run --once --job`), with the closest name, found before asking the
     // daemon; one the running daemon does not know (another configuration) is 64 as well.
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["trigger", "manul", "--config"])
         .arg(&config)
         .output()
@@ -238,8 +234,7 @@ async fn admin_endpoint_serves_metrics_health_jobs_and_triggers() {
         stderr.contains("no warm job named \"manul\"") && stderr.contains("manual"),
         "{stderr}"
     );
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args([
             "trigger",
             "nope",
@@ -253,7 +248,7 @@ async fn admin_endpoint_serves_metrics_health_jobs_and_triggers() {
     assert_eq!(output.status.code(), Some(64), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("no warm job named \"nope\""));
     // `status -o json`: the same facts for scripts, exit 0 while ready and nothing failing.
-    let (code, status) = status_json(&env, &config);
+    let (code, status) = status_json(&config);
     assert_eq!(code, Some(0), "{status}");
     assert_eq!(status["ready"], true, "{status}");
     assert_eq!(status["failing"], serde_json::json!([]), "{status}");
@@ -381,7 +376,7 @@ async fn readyz_turns_503_while_redis_is_down_and_back_when_it_returns() {
     assert_eq!(get(&env, "/healthz").await.unwrap().status, 200, "alive all the same");
     assert!(daemon.is_running());
     // `status` exits 1 while the daemon is not ready, and says why, in JSON too.
-    let (code, status) = status_json(&env, &config);
+    let (code, status) = status_json(&config);
     assert_eq!(code, Some(1), "{status}");
     assert_eq!(status["ready"], false, "{status}");
     assert!(
@@ -1312,7 +1307,7 @@ async fn status_exits_1_and_names_the_job_while_a_jobs_last_run_failed() {
         stdout.contains("broken: ") && stdout.contains("no_such_table"),
         "{stdout}"
     );
-    let (code, status) = status_json(&env, &config);
+    let (code, status) = status_json(&config);
     assert_eq!(code, Some(1), "{status}");
     assert_eq!(status["failing"], serde_json::json!(["broken"]), "{status}");
     assert_eq!(status["ready"], true, "{status}");

@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Daemon, TestEnv, cli_output, eventually, text, wait_for_admin};
+use common::{Daemon, TestEnv, cachewarden, cli_output, eventually, text, wait_for_admin};
 
 /// The docs' Python reader: a stored value in, the JSON an application uses out.
 const PY_DECODE: &str = r#"
@@ -132,7 +132,7 @@ async fn a_300_kb_value_is_stored_compressed_under_the_limit_and_read_back_by_py
 
     // The audit compares what an application reads, so compressed keys are consistent...
     let audit = || {
-        env.cli()
+        cachewarden()
             .args(["audit", "--job", "gz", "--job", "zs", "--config"])
             .arg(&config)
             .output()
@@ -253,7 +253,7 @@ async fn encrypted_columns_round_trip_through_python_and_a_rotated_key_still_rea
     );
     let config = env.config_file(&format!("[crypto]\nkey_file = \"{}\"\n\n{job}", keys.display()));
     let once = || {
-        env.cli()
+        cachewarden()
             .args(["run", "--once", "--config"])
             .arg(&config)
             .output()
@@ -305,8 +305,7 @@ async fn encrypted_columns_round_trip_through_python_and_a_rotated_key_still_rea
     std::fs::create_dir(&credentials).unwrap();
     std::fs::copy(&keys, credentials.join("cache-key")).unwrap();
     let no_crypto = env.write_file("no-crypto.toml", &format!("{}{job}", env.connection_toml()));
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["check", "--config"])
         .arg(&no_crypto)
         .arg("--credentials")

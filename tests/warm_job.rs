@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cachewarden::cli::commands::{self, OnceOutcome};
 use cachewarden::exec::warm::{Mode, Progress, RunSummary, WarmRunner, Warmer};
-use common::TestEnv;
+use common::{TestEnv, cachewarden};
 use serde_json::json;
 
 const PRODUCTS: &str = "
@@ -508,8 +508,7 @@ async fn a_warm_run_says_when_redis_evicted_keys_while_it_wrote() {
              key = \"{p}big:{{id}}\"\nttl = \"1h\"\n"
         ),
     );
-    let output = env
-        .cli()
+    let output = cachewarden()
         .args(["run", "--once", "--config"])
         .arg(&path)
         .output()

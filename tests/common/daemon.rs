@@ -12,7 +12,7 @@ impl Daemon {
     pub fn start(env: &TestEnv, config: &Path, extra_args: &[&str], extra_env: &[(&str, &str)]) -> Self {
         let log = env.dir.path().join(format!("daemon-{}.log", fastrand::u32(..)));
         let file = std::fs::File::create(&log).unwrap();
-        let mut command = env.cli();
+        let mut command = cachewarden();
         command.arg("run").arg("--config").arg(config).args(extra_args);
         for (key, value) in extra_env {
             command.env(key, value);

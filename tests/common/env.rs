@@ -258,11 +258,6 @@ impl TestEnv {
         keys
     }
 
-    /// The cachewarden binary ([`cachewarden`]).
-    pub fn cli(&self) -> Command {
-        cachewarden()
-    }
-
     /// Runs `cachewarden ARGS --config CONFIG` ([`cli_output`]): its exit code and everything it printed (stdout,
     /// then stderr).
     pub fn run_cli(&self, args: &[&str], config: &Path) -> (Option<i32>, String) {
