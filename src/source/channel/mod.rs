@@ -154,7 +154,7 @@ impl ChannelListener {
                     on_gap = ?self.on_gap,
                     "Resubscribed: messages published while disconnected were lost; resyncing."
                 );
-                self.resync(&shutdown).await;
+                resync(self.on_gap, &self.invalidator, &self.policy, &shutdown).await;
             } else {
                 info!(channel = %self.channel, "Listening for invalidations.");
             }
@@ -202,13 +202,19 @@ impl ChannelListener {
         }
         Err(failed.expect("there is always a url"))
     }
+}
 
-    /// The `on_gap` resync, for what the allow-list covers.
-    async fn resync(&self, shutdown: &CancellationToken) {
-        let allow = self.policy.borrow().allow.clone();
-        let actions = plan::gap_actions(self.on_gap, &self.invalidator.jobs(), &allow, &[]);
-        self.invalidator.recover("channel", actions, shutdown).await;
-    }
+/// The `on_gap` resync after messages may have been lost, for what the allow-list covers. `false` if shutdown came
+/// first.
+async fn resync(
+    on_gap: OnGap,
+    invalidator: &Invalidator,
+    policy: &watch::Receiver<Arc<Policy>>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let allow = policy.borrow().allow.clone();
+    let actions = plan::gap_actions(on_gap, &invalidator.jobs(), &allow, &[]);
+    invalidator.recover("channel", actions, shutdown).await
 }
 
 /// The server's replication id (`INFO replication` `master_replid`): it changes when another server takes over the

@@ -8,13 +8,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{BATCH_MESSAGES, Intake, apply_with_retry, replication_id};
+use super::{BATCH_MESSAGES, Intake, apply_with_retry, replication_id, resync};
 use crate::config::{OnGap, RedisSettings, StreamSettings};
 use crate::exec::cache::{self, CacheError};
 use crate::exec::dead_letter::DeadLetters;
 use crate::exec::invalidate::Invalidator;
 use crate::pure::backoff::Backoff;
-use crate::pure::plan::{self, Policy};
+use crate::pure::plan::Policy;
 use crate::telemetry::metrics;
 
 /// How long a blocking stream read waits for entries before looking round (shutdown, claims).
@@ -138,9 +138,7 @@ impl StreamListener {
                 "Redis is not the server the stream was read from (a failover, or a restart): entries it never \
                  replicated may be lost; resyncing."
             );
-            let allow = self.policy.borrow().allow.clone();
-            let actions = plan::gap_actions(self.on_gap, &self.invalidator.jobs(), &allow, &[]);
-            if !self.invalidator.recover("channel", actions, shutdown).await {
+            if !resync(self.on_gap, &self.invalidator, &self.policy, shutdown).await {
                 return false;
             }
         }
