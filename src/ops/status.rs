@@ -1,6 +1,7 @@
-//! The status page at `GET /` of the admin endpoint, for a person: readiness, jobs, binlog, channel and consistency
-//! at a glance, with charts of the last hour from an in-memory [`History`]. One self-contained HTML page (inline CSS
-//! and SVG, no script, no external assets), so it works on a host without internet.
+//! The status page at `GET /` of the admin endpoint, for a person: readiness and role, jobs (a failing one's error on
+//! screen, a button to run one now), binlog, channel and consistency at a glance, with charts of the last hour from an
+//! in-memory [`History`]. One self-contained HTML page (inline CSS and SVG, no script, no external assets, reloaded by
+//! the browser every [`SAMPLE_EVERY`]), so it works on a host without internet.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -130,6 +131,11 @@ pub(crate) struct Page<'a> {
     /// The daemon's counters and gauges (none without metrics).
     pub readings: &'a Readings,
     pub history: &'a History,
+    /// With `[ha]`: this instance's role.
+    pub ha: Option<crate::ops::ha::Status>,
+    /// Whether the page offers a "run now" button (not when POST routes need the admin token, which a form
+    /// cannot send).
+    pub run_now: bool,
 }
 
 /// `text` safe inside HTML.
@@ -249,13 +255,15 @@ const MISSED_TEMPLATES_SHOWN: usize = 10;
 pub(crate) fn render(page: &Page<'_>) -> String {
     let mut html = String::from(
         "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
-         <title>cachewarden</title><style>\
+         <meta http-equiv=refresh content=10><title>cachewarden</title><style>\
          body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2430;background:#fff}\
          h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:24px 0 8px}\
-         table{border-collapse:collapse}td,th{padding:4px 10px;border-bottom:1px solid #e3e7ee;text-align:left}\
+         table{border-collapse:collapse}\
+         td,th{padding:4px 10px;border-bottom:1px solid #e3e7ee;text-align:left;white-space:nowrap}\
          .ok{color:#137333}.bad{color:#b3261e;font-weight:600}.dim{color:#6b7480;font-size:12px}\
          svg .bg{fill:#f5f7fa}svg polyline{fill:none;stroke:#2f6fde;stroke-width:1.5}\
-         figure{margin:8px 0 16px}figcaption{margin-bottom:4px}\
+         figure{margin:8px 0 16px}figcaption{margin-bottom:4px}form{margin:0}\
+         tr.error td{color:#b3261e;background:#fdf3f2;border-bottom:1px solid #f3c9c5;white-space:normal}\
          </style></head><body>",
     );
     let ready = if page.health.is_ready() {
@@ -265,8 +273,9 @@ pub(crate) fn render(page: &Page<'_>) -> String {
     };
     let _ = write!(
         html,
-        "<h1>cachewarden {}</h1><div>{ready}</div>",
-        env!("CARGO_PKG_VERSION")
+        "<h1>cachewarden {}</h1><div>{ready}</div><div>{}</div>",
+        env!("CARGO_PKG_VERSION"),
+        role(page.ha.as_ref())
     );
 
     jobs(page, &mut html);
@@ -282,11 +291,29 @@ pub(crate) fn render(page: &Page<'_>) -> String {
     html
 }
 
-/// The warm jobs: each one's last run and next run.
+/// This instance's role and what it holds.
+fn role(ha: Option<&crate::ops::ha::Status>) -> String {
+    use crate::ops::ha::Role;
+    let Some(status) = ha else {
+        return "role: the only instance (no <code>[ha]</code>): runs the schedule and follows every feed".into();
+    };
+    let holds = match status.role {
+        Role::Leader => "holds the lease: runs the schedule and follows every feed",
+        Role::Standby => "runs no job and follows no feed until it takes the lease",
+        Role::Starting => "has not competed for the lease yet",
+    };
+    format!(
+        "role: <b>{}</b>, instance {}; {holds}",
+        escape(&status.describe()),
+        escape(&status.instance)
+    )
+}
+
+/// The warm jobs: each one's last run and next run; a failing one's error, last success and streak on a row below.
 fn jobs(page: &Page<'_>, html: &mut String) {
     html.push_str(
         "<h2>Warm jobs</h2><table><tr><th>job</th><th>schedule</th><th>last run</th><th>finished</th>\
-                   <th>duration</th><th>keys</th><th>next run</th></tr>",
+                   <th>duration</th><th>keys</th><th>next run</th><th></th></tr>",
     );
     for job in page.jobs.as_array().into_iter().flatten() {
         let field = |value: &serde_json::Value| match value {
@@ -297,22 +324,50 @@ fn jobs(page: &Page<'_>, html: &mut String) {
         let last = &job["last_run"];
         let outcome = match last["outcome"].as_str() {
             Some("success") => "<span class=ok>success</span>".to_string(),
-            Some(_) => format!("<span class=bad title=\"{}\">failure</span>", field(&last["error"])),
+            Some(_) => "<span class=bad>failure</span>".to_string(),
             None if job["running"] == true => "running".into(),
             None => "never run".into(),
+        };
+        let name = job["name"].as_str().unwrap_or_default();
+        let action = match (page.run_now, job["running"] == true) {
+            (_, true) => "running".to_string(),
+            (true, false) => format!(
+                "<form method=post action=\"/jobs/{}/run\"><button>run now</button></form>",
+                escape(name)
+            ),
+            (false, false) => format!("<span class=dim>cachewarden trigger {}</span>", escape(name)),
         };
         let duration = last["duration_seconds"]
             .as_f64()
             .map_or("–".into(), crate::pure::words::seconds);
         let _ = write!(
             html,
-            "<tr><td>{}</td><td>{}</td><td>{outcome}</td><td>{}</td><td>{duration}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{outcome}</td><td>{}</td><td>{duration}</td><td>{}</td><td>{}</td>\
+             <td>{action}</td></tr>",
             field(&job["name"]),
             field(&job["schedule"]),
             field(&last["finished_at"]),
             field(&last["keys_written"]),
             field(&job["next_run"]),
         );
+        if last["outcome"] == "failure" {
+            let streak = job["failure_streak"].as_u64().unwrap_or(1);
+            let since = match job["last_success_at"].as_str() {
+                Some(at) => format!("last success {}", escape(at)),
+                None => "no success since the start".into(),
+            };
+            let next = match job["next_run"].as_str() {
+                Some(at) => format!("next try at {}", escape(at)),
+                None => "no next try scheduled".into(),
+            };
+            let _ = write!(
+                html,
+                "<tr class=error><td colspan=8>{}: {}; failed {streak} time{} in a row; {since}; {next}</td></tr>",
+                escape(name),
+                field(&last["error"]),
+                if streak == 1 { "" } else { "s" },
+            );
+        }
     }
     html.push_str("</table>");
 }
@@ -362,7 +417,6 @@ fn feeds(page: &Page<'_>, html: &mut String) {
 
 /// Consistency: each job's last sweep (every key checked), or that it has not been audited yet.
 fn consistency(page: &Page<'_>, html: &mut String) {
-    // Consistency: each job's last sweep (every key checked), or that it has not been audited yet.
     if let Some(jobs) = page.jobs.as_array().filter(|jobs| !jobs.is_empty()) {
         html.push_str(
             "<h2>Consistency (every key, once per audit period)</h2><table><tr><th>job</th><th>checked</th>\
@@ -371,6 +425,16 @@ fn consistency(page: &Page<'_>, html: &mut String) {
         for job in jobs {
             let name = job["name"].as_str().unwrap_or_default();
             let of = |metric_name: &str| page.readings.get(metric_name, &[("warm_job", name)]);
+            // A job that has not succeeded has written no key to check: no ratio to speak of until it has.
+            let checked_none = of("cachewarden_audit_keys_checked").is_none_or(|checked| checked < 1.0);
+            if job["last_success_at"].is_null() && checked_none {
+                let _ = write!(
+                    html,
+                    "<tr><td>{}</td><td colspan=6>not audited: the job has not succeeded since the start</td></tr>",
+                    escape(name)
+                );
+                continue;
+            }
             let Some(checked) = of("cachewarden_audit_keys_checked") else {
                 let _ = write!(
                     html,
@@ -454,9 +518,85 @@ mod tests {
             jobs: &jobs,
             readings: &Readings::default(),
             history: &history,
+            ha: None,
+            run_now: true,
         });
         assert!(html.contains("&lt;script&gt;") && !html.contains("<script>"));
         assert!(html.contains("not ready: mysql: down &amp; out"));
         assert!(html.contains("never run"));
+        assert!(html.contains("the only instance (no <code>[ha]</code>)"), "{html}");
+        assert!(
+            html.contains("action=\"/jobs/&lt;script&gt;/run\"><button>run now</button>"),
+            "{html}"
+        );
+    }
+
+    fn page_of(jobs: &serde_json::Value, ha: Option<crate::ops::ha::Status>, run_now: bool) -> String {
+        let health = HealthState {
+            redis: None,
+            mysql: None,
+            stalled: vec![],
+        };
+        render(&Page {
+            health: &health,
+            jobs,
+            readings: &Readings::default(),
+            history: &History::default(),
+            ha,
+            run_now,
+        })
+    }
+
+    #[test]
+    fn a_failing_job_shows_its_error_streak_last_success_and_next_try_and_is_not_audited_until_it_succeeds() {
+        let failing = |last_success: Option<&str>| {
+            serde_json::json!([{"name": "top", "schedule": "every 5m", "running": false,
+                "next_run": "2026-12-06T10:05:00Z", "failure_streak": 3, "last_success_at": last_success,
+                "last_run": {"outcome": "failure", "finished_at": "2026-12-06T10:00:00Z",
+                             "error": "query failed: Table 'shop.prods' doesn't exist"}}])
+        };
+        let html = page_of(&failing(Some("2026-12-06T09:00:00Z")), None, true);
+        assert!(
+            html.contains(
+                "<tr class=error><td colspan=8>top: query failed: Table &#39;shop.prods&#39; doesn&#39;t exist; \
+                 failed 3 times in a row; last success 2026-12-06T09:00:00Z; next try at 2026-12-06T10:05:00Z</td></tr>"
+            ),
+            "{html}"
+        );
+        // Succeeded before, never audited: said so; never succeeded: not audited either, and why.
+        assert!(
+            html.contains("<td>top</td><td colspan=6>not audited yet</td>"),
+            "{html}"
+        );
+        let html = page_of(&failing(None), None, true);
+        assert!(html.contains("no success since the start"), "{html}");
+        assert!(
+            html.contains("<td>top</td><td colspan=6>not audited: the job has not succeeded since the start</td>"),
+            "{html}"
+        );
+        assert!(!html.contains("0.0000%"), "{html}");
+    }
+
+    #[test]
+    fn a_standby_says_so_and_without_the_form_the_page_names_the_command() {
+        let jobs = serde_json::json!([{"name": "top", "schedule": "every 5m", "running": false,
+                                       "next_run": null, "last_run": null, "failure_streak": 0}]);
+        let standby = crate::ops::ha::Status {
+            role: crate::ops::ha::Role::Standby,
+            instance: "web-2".into(),
+            leader: Some("web-1".into()),
+            leader_since: Some(SystemTime::now()),
+            took_over: false,
+        };
+        let html = page_of(&jobs, Some(standby), false);
+        assert!(
+            html.contains("role: <b>standby (leader: web-1, for ")
+                && html.contains("</b>, instance web-2; runs no job"),
+            "{html}"
+        );
+        assert!(
+            html.contains("cachewarden trigger top") && !html.contains("<form"),
+            "{html}"
+        );
     }
 }

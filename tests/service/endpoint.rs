@@ -508,3 +508,60 @@ async fn a_thousand_slow_admin_clients_are_capped_and_cut_off_while_invalidation
     assert!(descriptors() <= baseline + 4);
     assert_eq!(daemon.stop().await, Some(0));
 }
+
+/// A raw POST to the test's admin endpoint with `headers` (lines without the request line and Host): the status
+/// line and headers of the answer.
+async fn post_with(env: &TestEnv, path: &str, headers: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(env.admin_addr()).await.expect("connect");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n{headers}\r\n",
+        env.admin_addr()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    answer
+}
+
+#[tokio::test]
+async fn a_post_from_another_site_is_refused_and_the_pages_own_form_runs_the_job_and_returns_to_the_page() {
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE t (id INT PRIMARY KEY);\nINSERT INTO t VALUES (1)")
+        .await;
+    let config = env.config_file(&job(&env, "manual", "SELECT id FROM t", "0 0 0 1 1 *", ""));
+    let mut daemon = Daemon::start(&env, &config, &[], &[]);
+    wait_for_admin(&env).await;
+    let origin = format!("http://{}", env.admin_addr());
+    for forged in [
+        "Origin: http://evil.example\r\n".to_string(),
+        "Origin: null\r\n".to_string(),
+        format!("Origin: {origin}\r\nSec-Fetch-Site: cross-site\r\n"),
+        "Sec-Fetch-Site: same-site\r\n".to_string(),
+    ] {
+        let answer = post_with(&env, "/jobs/manual/run", &forged).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{forged:?}: {answer}");
+    }
+
+    // The status page's form: same origin, form-encoded; the browser is sent back to the page.
+    let form = format!(
+        "Origin: {origin}\r\nSec-Fetch-Site: same-origin\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    );
+    let answer = post_with(&env, "/jobs/manual/run", &form).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 303") && answer.to_ascii_lowercase().contains("\r\nlocation: /\r\n"),
+        "{answer}"
+    );
+    let ran = eventually(Duration::from_secs(20), || async {
+        (env.get(&format!("{}manual:1", env.prefix)).await.is_some()).then_some(())
+    })
+    .await;
+    assert!(ran.is_some(), "{}", daemon.log());
+    // Without any browser header (curl, cachewarden trigger) a POST is what it always was.
+    let answer = post_with(&env, "/jobs/manual/run", "").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 202") || answer.starts_with("HTTP/1.1 409"),
+        "{answer}"
+    );
+    assert_eq!(daemon.stop().await, Some(0));
+}

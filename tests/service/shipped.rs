@@ -165,6 +165,13 @@ async fn the_status_page_renders_the_running_jobs_in_a_real_browser() {
     let body = [
         job(&env, "catalog", "SELECT id FROM t", never, "run_on_start = true"),
         job(&env, "later", "SELECT id FROM t", never, ""),
+        job(
+            &env,
+            "broken",
+            "SELECT id FROM no_such_table",
+            never,
+            "run_on_start = true",
+        ),
     ]
     .concat();
     let config = env.config_file(&body);
@@ -172,7 +179,7 @@ async fn the_status_page_renders_the_running_jobs_in_a_real_browser() {
     wait_for_admin(&env).await;
     let ran = eventually(Duration::from_secs(20), || async {
         let jobs = get(&env, "/jobs").await?.body;
-        jobs.contains("\"outcome\": \"success\"").then_some(())
+        (jobs.contains("\"outcome\": \"success\"") && jobs.contains("\"outcome\": \"failure\"")).then_some(())
     })
     .await;
     assert!(ran.is_some(), "{}", daemon.log());
@@ -199,6 +206,26 @@ async fn the_status_page_renders_the_running_jobs_in_a_real_browser() {
     );
     assert!(dom.contains(">ready</span>"), "{dom}");
     assert!(dom.contains("<svg"), "the charts are missing: {dom}");
+    assert!(dom.contains("action=\"/jobs/later/run\""), "{dom}");
+
+    // What a person sees: the page as chromium lays it out, printed and read back as text.
+    let pdf = env.dir.path().join("status.pdf");
+    browser(&[&format!("--print-to-pdf={}", pdf.display()), "--no-pdf-header-footer"]);
+    let shown = Command::new("pdftotext")
+        .args(["-layout", &pdf.display().to_string(), "-"])
+        .output()
+        .expect("pdftotext is installed (scripts/services installs Debian's poppler-utils)");
+    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+    let words = shown.split_whitespace().collect::<Vec<_>>().join(" ");
+    for seen in [
+        "role: the only instance (no [ha]): runs the schedule and follows every feed",
+        "broken: ",
+        "doesn't exist; failed 1 time in a row; no success since the start",
+        "not audited: the job has not succeeded since the start",
+        "run now",
+    ] {
+        assert!(words.contains(seen), "the page does not show {seen:?}:\n{shown}");
+    }
     let shot = env.dir.path().join("status.png");
     browser(&[&format!("--screenshot={}", shot.display()), "--window-size=1000,900"]);
     let png = std::fs::read(&shot).expect("chromium wrote a screenshot");

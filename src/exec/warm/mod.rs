@@ -152,6 +152,35 @@ pub struct JobStats {
     pub skipped_overlap: u64,
     /// The most recent finished run.
     pub last: Option<LastRun>,
+    /// When a run last succeeded.
+    pub last_success: Option<std::time::SystemTime>,
+    /// Runs that failed since the last success (0 after a success).
+    pub failure_streak: u64,
+}
+
+impl JobStats {
+    /// A run ended well.
+    fn success(&mut self, finished_at: std::time::SystemTime, summary: RunSummary) {
+        self.succeeded += 1;
+        self.failure_streak = 0;
+        self.last_success = Some(finished_at);
+        self.last = Some(LastRun {
+            finished_at,
+            summary: Some(summary),
+            error: None,
+        });
+    }
+
+    /// A run failed (or panicked) for `error`.
+    fn failure(&mut self, finished_at: std::time::SystemTime, error: String) {
+        self.failed += 1;
+        self.failure_streak += 1;
+        self.last = Some(LastRun {
+            finished_at,
+            summary: None,
+            error: Some(error),
+        });
+    }
 }
 
 /// How the most recent run of a job ended.
@@ -263,26 +292,12 @@ impl Warmer {
             Ok(mut summary) => {
                 summary.duration = started.elapsed();
                 metrics::record_attempt(&job.name, true);
-                self.record(&job.name, |stats| {
-                    stats.succeeded += 1;
-                    stats.last = Some(LastRun {
-                        finished_at,
-                        summary: Some(summary.clone()),
-                        error: None,
-                    });
-                });
+                self.record(&job.name, |stats| stats.success(finished_at, summary.clone()));
                 Ok(summary)
             }
             Err(error) => {
                 metrics::record_attempt(&job.name, false);
-                self.record(&job.name, |stats| {
-                    stats.failed += 1;
-                    stats.last = Some(LastRun {
-                        finished_at,
-                        summary: None,
-                        error: Some(error.to_string()),
-                    });
-                });
+                self.record(&job.name, |stats| stats.failure(finished_at, error.to_string()));
                 Err(error)
             }
         }
@@ -520,12 +535,7 @@ fn report_join(
                 error!(job = %job, %panic, "Warm job panicked; other jobs go on.");
                 metrics::record_run(&job, metrics::Outcome::Failure, None);
                 warmer.record(&job, |stats| {
-                    stats.failed += 1;
-                    stats.last = Some(LastRun {
-                        finished_at: std::time::SystemTime::now(),
-                        summary: None,
-                        error: Some(format!("panicked: {panic}")),
-                    });
+                    stats.failure(std::time::SystemTime::now(), format!("panicked: {panic}"))
                 });
             }
             Some(job)

@@ -13,7 +13,7 @@
 //! | `GET /readyz`            | 200 when Redis and MySQL answer, else 503 with the reason (also while starting) |
 //! | `GET /jobs`              | JSON: each job's schedule, next run, last run and counts      |
 //! | `GET /ha`                | JSON: with `[ha]`, this instance's role, the leader and its lease age; else 404 |
-//! | `POST /jobs/{name}/run`  | 202 queued, 404 unknown job, 409 already running or this instance is the standby, 503 queue full |
+//! | `POST /jobs/{name}/run`  | 202 queued (a form: 303 to `/`); 403 from another site; 404; 409 running/standby; 503 |
 
 mod gate;
 
@@ -33,7 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::exec::warm::Warmer;
 use crate::ops::status::{self, History};
@@ -175,6 +175,8 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
                 jobs: &jobs,
                 readings: state.metrics.as_ref().map_or(&none, |metrics| metrics.readings()),
                 history: &state.history,
+                ha: state.ha.as_ref().map(|ha| ha.borrow().clone()),
+                run_now: state.token.is_none(),
             });
             let mut response = text(StatusCode::OK, &page);
             response.headers_mut().insert(
@@ -243,8 +245,20 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
             ),
         },
         (Method::POST, path) if path.starts_with("/jobs/") && path.ends_with("/run") => {
+            if let Some(refused) = cross_site(request.headers()) {
+                return refused;
+            }
             let name = &path["/jobs/".len()..path.len() - "/run".len()];
-            trigger(state, name)
+            let response = trigger(state, name);
+            // The status page's "run now" button posts a form: back to the page, which shows the run.
+            let form = request
+                .headers()
+                .get(hyper::header::CONTENT_TYPE)
+                .is_some_and(|kind| kind.as_bytes().starts_with(b"application/x-www-form-urlencoded"));
+            match (form, response.status()) {
+                (true, StatusCode::ACCEPTED) => see_other("/"),
+                _ => response,
+            }
         }
         (_, "/healthz" | "/readyz" | "/metrics" | "/jobs" | "/ha") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
@@ -284,6 +298,41 @@ fn unauthorized(
         hyper::header::HeaderValue::from_static("Bearer realm=\"cachewarden\""),
     );
     Some(response)
+}
+
+/// The answer to a browser's POST sent from another site (a forged request, CSRF), if it is one. Browsers say where
+/// a request comes from (`Sec-Fetch-Site`, `Origin`); a request without either (curl, `cachewarden trigger`) is no
+/// browser's and passes, and so does the status page's own form.
+fn cross_site(headers: &hyper::HeaderMap) -> Option<Response<Full<Bytes>>> {
+    let header = |name: hyper::header::HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
+    let site = header(hyper::header::HeaderName::from_static("sec-fetch-site"));
+    let origin = header(hyper::header::ORIGIN);
+    let same_site = site.is_none_or(|site| matches!(site, "same-origin" | "none"));
+    let same_origin = origin
+        .is_none_or(|origin| origin.split_once("://").map(|(_, authority)| authority) == header(hyper::header::HOST));
+    if same_site && same_origin {
+        return None;
+    }
+    warn!(
+        origin = origin.unwrap_or("-"),
+        site = site.unwrap_or("-"),
+        "A POST to the admin endpoint came from another site; refused."
+    );
+    Some(text(
+        StatusCode::FORBIDDEN,
+        "refused: a POST from another site (its Origin is not this endpoint); use the status page itself, curl or \
+         cachewarden trigger\n",
+    ))
+}
+
+/// 303 to `location`: where a browser goes after a form's POST.
+fn see_other(location: &'static str) -> Response<Full<Bytes>> {
+    let mut response = text(StatusCode::SEE_OTHER, "");
+    response.headers_mut().insert(
+        hyper::header::LOCATION,
+        hyper::header::HeaderValue::from_static(location),
+    );
+    response
 }
 
 /// Whether `a` equals `b`, in a time that does not depend on where they differ.
@@ -387,6 +436,8 @@ pub(crate) fn jobs_json(jobs: &[WarmJob], warmer: &Warmer, now: chrono::DateTime
                 "running": warmer.is_running(&job.name),
                 "runs": { "succeeded": stats.succeeded, "failed": stats.failed, "skipped": stats.skipped_overlap },
                 "last_run": last,
+                "last_success_at": stats.last_success.map(|at| crate::pure::words::time(at.into())),
+                "failure_streak": stats.failure_streak,
             })
         })
         .collect();
