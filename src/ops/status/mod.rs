@@ -3,102 +3,16 @@
 //! in-memory [`History`]. One self-contained HTML page (inline CSS and SVG, no script, no external assets, reloaded by
 //! the browser every [`SAMPLE_EVERY`]), so it works on a host without internet.
 
-use std::collections::{HashMap, VecDeque};
+mod history;
+
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use tokio_util::sync::CancellationToken;
-
-use crate::exec::warm::Warmer;
 use crate::telemetry::health::HealthState;
-use crate::telemetry::metrics::{Exporter, Readings};
+use crate::telemetry::metrics::Readings;
 
-/// How often the history takes a sample.
-pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(10);
-/// Samples kept: one hour.
-const KEEP: usize = 360;
-
-/// One sample of the history.
-#[derive(Debug, Clone, Default)]
-struct Sample {
-    /// Seconds since the epoch.
-    at: f64,
-    binlog_lag: Option<f64>,
-    /// Keys changed by invalidations (channel and binlog) since the start, and channel messages applied.
-    invalidated: f64,
-    messages: f64,
-    /// Warm runs that finished since the previous sample: (job, seconds).
-    runs: Vec<(String, f64)>,
-}
-
-/// The last hour, sampled from the daemon's own metrics and its warm runs.
-#[derive(Debug, Default)]
-pub(crate) struct History {
-    samples: Mutex<VecDeque<Sample>>,
-}
-
-impl History {
-    /// Samples every [`SAMPLE_EVERY`] until `shutdown`.
-    pub(crate) async fn run(
-        self: Arc<Self>,
-        metrics: Exporter,
-        warmer: Arc<std::sync::OnceLock<Arc<Warmer>>>,
-        jobs: tokio::sync::watch::Receiver<Arc<[crate::pure::model::WarmJob]>>,
-        shutdown: CancellationToken,
-    ) {
-        let mut seen: HashMap<String, SystemTime> = HashMap::new();
-        loop {
-            let readings = metrics.readings();
-            let mut runs = Vec::new();
-            if let Some(warmer) = warmer.get() {
-                for job in jobs.borrow().iter() {
-                    let stats = warmer.stats(&job.name);
-                    let Some(last) = stats.last else { continue };
-                    let (Some(summary), true) = (&last.summary, seen.get(&*job.name) != Some(&last.finished_at)) else {
-                        continue;
-                    };
-                    seen.insert(job.name.to_string(), last.finished_at);
-                    runs.push((job.name.to_string(), summary.duration.as_secs_f64()));
-                }
-            }
-            self.push(Sample {
-                at: epoch_seconds(SystemTime::now()),
-                binlog_lag: readings.get("cachewarden_binlog_lag_seconds", &[]),
-                invalidated: readings.sum("cachewarden_invalidated_keys_total"),
-                messages: readings
-                    .get("cachewarden_channel_messages_total", &[("outcome", "applied")])
-                    .unwrap_or(0.0),
-                runs,
-            });
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(SAMPLE_EVERY) => {}
-            }
-        }
-    }
-
-    fn push(&self, sample: Sample) {
-        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        if samples.len() == KEEP {
-            samples.pop_front();
-        }
-        samples.push_back(sample);
-    }
-
-    fn snapshot(&self) -> Vec<Sample> {
-        self.samples
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect()
-    }
-}
-
-fn epoch_seconds(at: SystemTime) -> f64 {
-    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
-}
+pub(crate) use history::{History, SAMPLE_EVERY};
+use history::{epoch_seconds, rates};
 
 /// How long the daemon can be down without a gap, from the metrics: the server's binlog retention less the lag
 /// (a daemon behind holds an older position). `None` when not following a binlog or the retention is unknown;
@@ -181,20 +95,6 @@ fn chart(title: &str, unit: &str, points: &[(f64, f64)]) -> String {
         escape(title),
         coords.join(" ")
     )
-}
-
-/// Per-second rates between consecutive samples of a running total.
-fn rates(samples: &[Sample], total: impl Fn(&Sample) -> f64) -> Vec<(f64, f64)> {
-    samples
-        .windows(2)
-        .filter(|pair| pair[1].at > pair[0].at)
-        .map(|pair| {
-            (
-                pair[1].at,
-                ((total(&pair[1]) - total(&pair[0])) / (pair[1].at - pair[0].at)).max(0.0),
-            )
-        })
-        .collect()
 }
 
 /// The `[misses]` section: whether Redis reports misses, the fills, and the most missed key templates first.
