@@ -1,9 +1,12 @@
 //! TLS for real: warm jobs over `rediss://` (password and ACL user) and MySQL with `verify-identity`, against a
-//! TLS-only redis-server and a MariaDB with SSL, using the CA `scripts/services` generates.
+//! TLS-only redis-server and a MariaDB with SSL, and the admin endpoint over HTTPS, using the CA and the server
+//! certificate `scripts/services` generates.
 
 mod common;
 
-use common::{TestEnv, cli_output, services};
+use std::time::Duration;
+
+use common::{Daemon, TestEnv, cachewarden, cli_output, eventually, job, services};
 
 /// A Redis client that trusts the test CA and logs in as `user`.
 async fn tls_redis(user: &str, password: &str) -> redis::aio::MultiplexedConnection {
@@ -128,4 +131,90 @@ async fn mysql_verify_identity_uses_tls_with_the_configured_ca() {
         "no connection without a trusted certificate: {stdout}{stderr}"
     );
     assert!(stderr.contains("MySQL at"), "{stderr}");
+}
+
+/// `[admin]` lines for HTTPS with the services' server certificate and key (or `key` instead).
+fn https(cert: &str, key: &str) -> String {
+    format!("tls_cert = \"{cert}\"\ntls_key = \"{key}\"\n\n")
+}
+
+#[tokio::test]
+async fn the_admin_endpoint_serves_https_only_and_the_command_line_speaks_it() {
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE t (id INT PRIMARY KEY);\nINSERT INTO t VALUES (1)")
+        .await;
+    let dir = std::path::Path::new(&services().tls_ca).parent().unwrap().to_path_buf();
+    let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+    let body = https(&cert.display().to_string(), &key.display().to_string())
+        + &job(&env, "j", "SELECT id FROM t", "0 0 0 1 1 *", "");
+    let config = env.config_file(&body);
+    let mut daemon = Daemon::start(&env, &config, &[], &[]);
+    // `status` reaches the endpoint over HTTPS, trusting the certificate the configuration names.
+    let ready = eventually(Duration::from_secs(30), || async {
+        let (code, stdout, _) = cli_output(&["status", "-o", "json"], &config);
+        (code == Some(0)).then_some(stdout)
+    })
+    .await;
+    assert!(ready.is_some(), "{}", daemon.log());
+    // Any client that trusts the CA verifies it by the address it names.
+    let url = format!("https://{}/healthz", env.admin_addr());
+    let ca = services().tls_ca.clone();
+    let curl = std::process::Command::new("curl")
+        .args(["-sS", "--cacert", &ca, &url])
+        .output()
+        .expect("curl runs");
+    assert_eq!(
+        String::from_utf8_lossy(&curl.stdout),
+        "ok\n",
+        "{}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
+    // Plain HTTP gets no answer.
+    let plain = cachewarden::ops::admin::request(env.admin_addr(), hyper::Method::GET, "/healthz").await;
+    assert!(plain.is_err(), "{plain:?}");
+    // trigger posts over HTTPS too.
+    let triggered = cachewarden()
+        .args(["trigger", "j", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        triggered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&triggered.stderr)
+    );
+    let written = eventually(Duration::from_secs(20), || async {
+        env.get(&format!("{}j:1", env.prefix)).await
+    })
+    .await;
+    assert!(written.is_some(), "{}", daemon.log());
+    assert_eq!(daemon.stop().await, Some(0));
+
+    // check: half a pair, and a key that is not the certificate's, named by field.
+    for (body, field, says) in [
+        (
+            "tls_cert = \"/nonexistent.pem\"\n\n".to_string(),
+            "tls_key",
+            "tls_cert is set without tls_key",
+        ),
+        (
+            https("/nonexistent.pem", &key.display().to_string()),
+            "tls_cert",
+            "cannot read /nonexistent.pem",
+        ),
+        (
+            https(&cert.display().to_string(), &dir.join("ca.key").display().to_string()),
+            "tls_key",
+            "do not make a certificate and its key",
+        ),
+    ] {
+        let config = env.config_file(&(body + &job(&env, "j", "SELECT id FROM t", "0 0 0 1 1 *", "")));
+        let (code, stdout, stderr) = cli_output(&["check"], &config);
+        assert_eq!(code, Some(78), "{stdout}{stderr}");
+        assert!(
+            stderr.contains(&format!("[admin] {field}")) || stderr.contains(&format!("admin.{field}")),
+            "{stderr}"
+        );
+        assert!(stderr.contains(says), "{stderr}");
+    }
 }

@@ -135,6 +135,7 @@ async fn load(cli: &Cli, path: &std::path::Path) -> Result<config::Config, ExitC
         enabled: true,
         listen: default,
         token: None,
+        tls: None,
     };
     if let Some(code) = admin_command(&cli.command, &settings).await {
         return Err(code);

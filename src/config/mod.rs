@@ -339,6 +339,52 @@ pub struct AdminSettings {
     pub listen: std::net::SocketAddr,
     /// The bearer token POST routes (and, listening beyond loopback, every route but the probes) require.
     pub token: Option<AdminToken>,
+    /// `tls_cert` and `tls_key`: the endpoint serves HTTPS only.
+    pub tls: Option<AdminTls>,
+}
+
+/// The admin endpoint's certificate and key (`[admin] tls_cert`, `tls_key`), read and checked at load. `Debug` hides
+/// the key.
+#[derive(Clone)]
+pub struct AdminTls {
+    /// The certificate file, for messages.
+    pub cert_file: PathBuf,
+    /// The certificate chain, the endpoint's own first.
+    pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The server configuration built from the chain and the key.
+    pub server: std::sync::Arc<rustls::ServerConfig>,
+    /// The key, kept to tell whether a reload changed it.
+    key: std::sync::Arc<[u8]>,
+}
+
+impl AdminTls {
+    pub(crate) fn new(
+        cert_file: PathBuf,
+        chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+        key: &rustls::pki_types::PrivateKeyDer<'static>,
+        server: rustls::ServerConfig,
+    ) -> Self {
+        Self {
+            cert_file,
+            chain,
+            server: std::sync::Arc::new(server),
+            key: key.secret_der().into(),
+        }
+    }
+}
+
+impl PartialEq for AdminTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.cert_file == other.cert_file && self.chain == other.chain && self.key == other.key
+    }
+}
+
+impl Eq for AdminTls {}
+
+impl fmt::Debug for AdminTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AdminTls({}, key ***)", self.cert_file.display())
+    }
 }
 
 /// The admin endpoint's bearer token (`[admin] token_file`, or the credential `admin-token`). `Debug` hides it.

@@ -67,6 +67,8 @@ pub(super) struct RawAdmin {
     pub enabled: Option<BoolOrString>,
     pub listen: Option<String>,
     pub token_file: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
 }
 
 /// `[misses]`

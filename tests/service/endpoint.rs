@@ -253,6 +253,7 @@ async fn an_admin_token_guards_triggers_and_beyond_loopback_every_route_but_the_
         enabled: true,
         listen,
         token: Some(cachewarden::config::AdminToken::new(token)),
+        tls: None,
     };
     // A token too short to be one is refused, naming the field.
     let short = env.write_file("short-token", "secret\n");

@@ -5,7 +5,7 @@
 //! problems of another. Unknown fields are problems too.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,9 +19,9 @@ use super::raw::{
     RawMysql, RawOnChange, RawRedis, RawWarmJob, fields_of,
 };
 use super::{
-    AdminSettings, AdminToken, BinlogSettings, BinlogStart, ChangeRule, ChannelSettings, CheckpointStore, Config,
-    DaemonSettings, HaSettings, LogFormat, MissesSettings, MysqlSettings, OnGap, RedisSettings, SecretUrl, SslMode,
-    StreamSettings,
+    AdminSettings, AdminTls, AdminToken, BinlogSettings, BinlogStart, ChangeRule, ChannelSettings, CheckpointStore,
+    Config, DaemonSettings, HaSettings, LogFormat, MissesSettings, MysqlSettings, OnGap, RedisSettings, SecretUrl,
+    SslMode, StreamSettings,
 };
 use crate::pure::model::{Jitter, KeyTemplate, Shape, Ttl, WarmJob};
 

@@ -189,7 +189,84 @@ impl Context {
             }
         };
         let token = self.admin_token(raw.token_file, credentials);
-        AdminSettings { enabled, listen, token }
+        let tls = self.admin_tls(raw.tls_cert, raw.tls_key);
+        AdminSettings {
+            enabled,
+            listen,
+            token,
+            tls,
+        }
+    }
+
+    /// `tls_cert` and `tls_key`, both or neither: PEM files, the certificate chain (the endpoint's own first) and its
+    /// private key, which must belong to each other.
+    fn admin_tls(&mut self, cert: Option<String>, key: Option<String>) -> Option<AdminTls> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let (cert, key) = match (cert, key) {
+            (None, None) => return None,
+            (Some(cert), Some(key)) => (PathBuf::from(cert), PathBuf::from(key)),
+            (cert, _) => {
+                let (missing, given) = if cert.is_some() {
+                    ("tls_key", "tls_cert")
+                } else {
+                    ("tls_cert", "tls_key")
+                };
+                self.field_problem(
+                    "admin",
+                    missing,
+                    format!("{given} is set without {missing}: HTTPS needs the certificate and its key"),
+                );
+                return None;
+            }
+        };
+        let chain: Result<Vec<_>, _> = CertificateDer::pem_file_iter(&cert).and_then(Iterator::collect);
+        let chain = match chain {
+            Ok(chain) if !chain.is_empty() => chain,
+            Ok(_) => {
+                let message = format!(
+                    "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                    cert.display()
+                );
+                self.field_problem("admin", "tls_cert", message);
+                return None;
+            }
+            Err(error) => {
+                self.field_problem("admin", "tls_cert", format!("cannot read {}: {error}", cert.display()));
+                return None;
+            }
+        };
+        let private = match PrivateKeyDer::from_pem_file(&key) {
+            Ok(private) => private,
+            Err(error) => {
+                let message = format!("cannot read a PEM private key from {}: {error}", key.display());
+                self.field_problem("admin", "tls_key", message);
+                return None;
+            }
+        };
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|builder| {
+                builder
+                    .with_no_client_auth()
+                    .with_single_cert(chain.clone(), private.clone_key())
+            });
+        match server {
+            Ok(mut server) => {
+                server.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Some(AdminTls::new(cert, chain, &private, server))
+            }
+            Err(error) => {
+                let message = format!(
+                    "{} and {} do not make a certificate and its key: {error}",
+                    cert.display(),
+                    key.display()
+                );
+                self.field_problem("admin", "tls_key", message);
+                None
+            }
+        }
     }
 
     /// The admin token: the credential `admin-token` if the service has one, else `token_file`; trimmed, at least

@@ -3,7 +3,8 @@
 //!
 //! It listens on loopback unless told otherwise. With `[admin] token_file`, POST routes need `Authorization: Bearer
 //! <token>`, and so does every route but the probes (`/healthz`, `/readyz`) when it listens beyond loopback (see
-//! [`unauthorized`]). Triggers go through the same queue and overlap guard as the scheduler's.
+//! [`unauthorized`]). With `tls_cert` and `tls_key` it speaks HTTPS only. Triggers go through the same queue and
+//! overlap guard as the scheduler's.
 //!
 //! | route                    | answer                                                        |
 //! |--------------------------|---------------------------------------------------------------|
@@ -15,6 +16,7 @@
 //! | `GET /ha`                | JSON: with `[ha]`, this instance's role, the leader and its lease age; else 404 |
 //! | `POST /jobs/{name}/run`  | 202 queued (a form: 303 to `/`); 403 from another site; 404; 409 running/standby; 503 |
 
+mod client;
 mod gate;
 
 use std::convert::Infallible;
@@ -24,7 +26,7 @@ use std::sync::atomic::Ordering;
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -34,6 +36,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+pub use client::{ClientResponse, request, request_to};
 
 use crate::exec::warm::Warmer;
 use crate::ops::status::{self, History};
@@ -57,6 +61,8 @@ pub(crate) struct AdminState {
     pub token: Option<crate::config::AdminToken>,
     /// Whether the endpoint listens on loopback only.
     pub loopback: bool,
+    /// `[admin] tls_cert` and `tls_key`: HTTPS only.
+    pub tls: Option<crate::config::AdminTls>,
 }
 
 /// The bound endpoint.
@@ -128,9 +134,38 @@ impl AdminServer {
     }
 }
 
-/// Serves one admitted connection until it ends, outlives its time or the gate closes it; returns its id.
+/// Serves one admitted connection until it ends, outlives its time or the gate closes it; returns its id. Over HTTPS
+/// the handshake is part of the connection's time and must end within [`HEADER_TIMEOUT`].
 async fn serve(stream: TcpStream, peer: SocketAddr, state: AdminState, admitted: gate::Admitted) -> u64 {
-    let busy = admitted.busy.clone();
+    let served = async {
+        match state.tls.clone() {
+            None => serve_http(stream, state, admitted.busy.clone()).await,
+            Some(tls) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.server);
+                match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_http(stream, state, admitted.busy.clone()).await,
+                    Ok(Err(error)) => Err(format!("TLS handshake failed: {error}")),
+                    Err(_) => Err("no TLS handshake in time".to_string()),
+                }
+            }
+        }
+    };
+    tokio::select! {
+        ended = tokio::time::timeout(CONNECTION_TIMEOUT, served) => match ended {
+            Ok(Err(error)) => debug!(%peer, %error, "Admin connection ended with an error."),
+            Err(_) => debug!(%peer, "Admin connection outlived its time; closed."),
+            Ok(Ok(())) => {}
+        },
+        _ = admitted.close.cancelled() => debug!(%peer, "Admin connection shed to make room."),
+    }
+    admitted.id
+}
+
+/// HTTP/1.1 on `stream`, request after request, each routed.
+async fn serve_http<S>(stream: S, state: AdminState, busy: Arc<std::sync::atomic::AtomicUsize>) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |request| {
         let state = state.clone();
         let busy = busy.clone();
@@ -141,19 +176,12 @@ async fn serve(stream: TcpStream, peer: SocketAddr, state: AdminState, admitted:
             Ok::<_, Infallible>(response)
         }
     });
-    let connection = hyper::server::conn::http1::Builder::new()
+    hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::select! {
-        ended = tokio::time::timeout(CONNECTION_TIMEOUT, connection) => match ended {
-            Ok(Err(error)) => debug!(%peer, %error, "Admin connection ended with an error."),
-            Err(_) => debug!(%peer, "Admin connection outlived its time; closed."),
-            Ok(Ok(())) => {}
-        },
-        _ = admitted.close.cancelled() => debug!(%peer, "Admin connection shed to make room."),
-    }
-    admitted.id
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+        .map_err(|error| error.to_string())
 }
 
 /// The routing table: one arm per route of the module's table. (Long on purpose: the routes read as one list.)
@@ -442,53 +470,4 @@ pub(crate) fn jobs_json(jobs: &[WarmJob], warmer: &Warmer, now: chrono::DateTime
         })
         .collect();
     serde_json::Value::Array(list)
-}
-
-/// A response from the admin endpoint.
-#[derive(Debug)]
-pub struct ClientResponse {
-    pub status: u16,
-    pub body: String,
-}
-
-/// Sends one request to the endpoint `admin` configures (for `cachewarden status`, `trigger` and `binlog status`),
-/// with its token when it has one.
-pub async fn request_to(
-    admin: &crate::config::AdminSettings,
-    method: Method,
-    path: &str,
-) -> anyhow::Result<ClientResponse> {
-    send(admin.listen, admin.token.as_ref(), method, path).await
-}
-
-/// Sends one request to the admin endpoint at `addr`, without a token.
-pub async fn request(addr: SocketAddr, method: Method, path: &str) -> anyhow::Result<ClientResponse> {
-    send(addr, None, method, path).await
-}
-
-async fn send(
-    addr: SocketAddr,
-    token: Option<&crate::config::AdminToken>,
-    method: Method,
-    path: &str,
-) -> anyhow::Result<ClientResponse> {
-    let stream = TcpStream::connect(addr).await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    let driver = tokio::spawn(connection);
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, addr.to_string());
-    if let Some(token) = token {
-        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {}", token.expose()));
-    }
-    let request = request.body(Full::new(Bytes::new()))?;
-    let response = sender.send_request(request).await?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await?.to_bytes();
-    driver.abort();
-    Ok(ClientResponse {
-        status,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
 }

@@ -197,6 +197,7 @@ impl Daemon {
             ha: self.role.clone(),
             token: config.admin.token.clone(),
             loopback: config.admin.listen.ip().is_loopback(),
+            tls: config.admin.tls.clone(),
         };
         let server = AdminServer::bind(config.admin.listen, state).await.with_context(|| {
             format!(
