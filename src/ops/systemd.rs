@@ -49,14 +49,17 @@ pub(crate) struct Watchdog {
 }
 
 impl Watchdog {
-    /// Pings at half of `WatchdogSec` while every loop has beaten within that half; returns at once when the
-    /// watchdog is not enabled for this process.
+    /// Pings at half of `WatchdogSec` while every loop has beaten within that half (or within three health checks,
+    /// if that is longer); returns at once when the watchdog is not enabled for this process.
     pub(crate) async fn run(self, shutdown: CancellationToken) {
         let Some(timeout) = sd_notify::watchdog_enabled() else {
             return;
         };
         let period = timeout / 2;
-        debug!(?timeout, "systemd watchdog enabled.");
+        // A loop is stalled when it misses its own beats, not half a short WatchdogSec: the health loop turns every
+        // CHECK_INTERVAL and may wait as long for a Redis that does not answer (that is readiness, not a stall).
+        let stalled_after = period.max(3 * crate::ops::checks::CHECK_INTERVAL);
+        debug!(?timeout, ?stalled_after, "systemd watchdog enabled.");
         let mut tick = tokio::time::interval(period.max(Duration::from_millis(100)));
         loop {
             tokio::select! {
@@ -64,7 +67,7 @@ impl Watchdog {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if self.liveness.is_alive(period) {
+            if self.liveness.is_alive(stalled_after) {
                 notify(&[NotifyState::Watchdog]);
             } else {
                 warn!("A work loop has stalled; not feeding the systemd watchdog.");

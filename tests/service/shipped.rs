@@ -207,6 +207,9 @@ async fn the_status_page_renders_the_running_jobs_in_a_real_browser() {
     assert!(dom.contains(">ready</span>"), "{dom}");
     assert!(dom.contains("<svg"), "the charts are missing: {dom}");
     assert!(dom.contains("action=\"/jobs/later/run\""), "{dom}");
+    // The servers, without the test's passwords.
+    let mysql = env.mysql_url.split('@').next_back().unwrap_or_default();
+    assert!(dom.contains(mysql), "{dom}");
 
     // What a person sees: the page as chromium lays it out, printed and read back as text.
     let pdf = env.dir.path().join("status.pdf");
@@ -223,6 +226,10 @@ async fn the_status_page_renders_the_running_jobs_in_a_real_browser() {
         "doesn't exist; failed 1 time in a row; no success since the start",
         "not audited: the job has not succeeded since the start",
         "run now",
+        "Servers",
+        "Redis hit ratio (server-wide, since Redis started)",
+        "Warm run durations, per job",
+        "−60 min",
     ] {
         assert!(words.contains(seen), "the page does not show {seen:?}:\n{shown}");
     }

@@ -63,6 +63,8 @@ pub(crate) struct AdminState {
     pub loopback: bool,
     /// `[admin] tls_cert` and `tls_key`: HTTPS only.
     pub tls: Option<crate::config::AdminTls>,
+    /// The servers the status page names: what, and its URL without the password.
+    pub servers: Arc<[(String, String)]>,
 }
 
 /// The bound endpoint.
@@ -204,6 +206,7 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
                 readings: state.metrics.as_ref().map_or(&none, |metrics| metrics.readings()),
                 history: &state.history,
                 ha: state.ha.as_ref().map(|ha| ha.borrow().clone()),
+                servers: &state.servers,
                 run_now: state.token.is_none(),
             });
             let mut response = text(StatusCode::OK, &page);

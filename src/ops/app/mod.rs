@@ -198,6 +198,7 @@ impl Daemon {
             token: config.admin.token.clone(),
             loopback: config.admin.listen.ip().is_loopback(),
             tls: config.admin.tls.clone(),
+            servers: servers(config).into(),
         };
         let server = AdminServer::bind(config.admin.listen, state).await.with_context(|| {
             format!(
@@ -467,6 +468,26 @@ async fn role_changed(
 fn running_status(config: &Config) -> String {
     let enabled = config.jobs.iter().filter(|job| job.enabled).count();
     format!("Running: {} scheduled", crate::pure::words::count(enabled, "warm job"))
+}
+
+/// The servers the status page names: MySQL, Redis (or the cluster's seeds) and the binlog's source, without
+/// passwords.
+fn servers(config: &Config) -> Vec<(String, String)> {
+    let mut servers = vec![("MySQL (warm runs, refreshes)".to_string(), config.mysql.url.redacted())];
+    let redis = if config.redis.cluster {
+        let seeds: Vec<String> = std::iter::once(&config.redis.url)
+            .chain(&config.redis.seeds)
+            .map(|seed| seed.redacted())
+            .collect();
+        ("Redis Cluster (seeds)".to_string(), seeds.join(", "))
+    } else {
+        ("Redis".to_string(), config.redis.url.redacted())
+    };
+    servers.push(redis);
+    if let Some(binlog) = &config.binlog {
+        servers.push(("MySQL binlog".to_string(), binlog.url.redacted()));
+    }
+    servers
 }
 
 /// The binlog's replication URL, read again from the file when the server refuses it (a rotated password).

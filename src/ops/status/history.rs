@@ -26,6 +26,10 @@ pub(super) struct Sample {
     pub(super) messages: f64,
     /// Warm runs that finished since the previous sample: (job, seconds).
     pub(super) runs: Vec<(String, f64)>,
+    /// Redis's own running totals (server-wide, since it started): reads that hit, that missed, keys evicted.
+    pub(super) hits: f64,
+    pub(super) misses: f64,
+    pub(super) evicted: f64,
 }
 
 /// The last hour, sampled from the daemon's own metrics and its warm runs.
@@ -66,6 +70,9 @@ impl History {
                     .get("cachewarden_channel_messages_total", &[("outcome", "applied")])
                     .unwrap_or(0.0),
                 runs,
+                hits: readings.sum("cachewarden_redis_keyspace_hits_total"),
+                misses: readings.sum("cachewarden_redis_keyspace_misses_total"),
+                evicted: readings.sum("cachewarden_redis_evicted_keys_total"),
             });
             tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -3,6 +3,7 @@
 //! in-memory [`History`]. One self-contained HTML page (inline CSS and SVG, no script, no external assets, reloaded by
 //! the browser every [`SAMPLE_EVERY`]), so it works on a host without internet.
 
+mod charts;
 mod history;
 
 use std::fmt::Write as _;
@@ -11,8 +12,8 @@ use std::time::SystemTime;
 use crate::telemetry::health::HealthState;
 use crate::telemetry::metrics::Readings;
 
+use history::epoch_seconds;
 pub(crate) use history::{History, SAMPLE_EVERY};
-use history::{epoch_seconds, rates};
 
 /// How long the daemon can be down without a gap, from the metrics: the server's binlog retention less the lag
 /// (a daemon behind holds an older position). `None` when not following a binlog or the retention is unknown;
@@ -47,6 +48,8 @@ pub(crate) struct Page<'a> {
     pub history: &'a History,
     /// With `[ha]`: this instance's role.
     pub ha: Option<crate::ops::ha::Status>,
+    /// The servers this instance talks to (what, where: URLs without their passwords).
+    pub servers: &'a [(String, String)],
     /// Whether the page offers a "run now" button (not when POST routes need the admin token, which a form
     /// cannot send).
     pub run_now: bool,
@@ -66,35 +69,6 @@ fn escape(text: &str) -> String {
         }
     }
     out
-}
-
-/// An inline SVG line chart of `points` (seconds since the epoch, value), over the last hour.
-fn chart(title: &str, unit: &str, points: &[(f64, f64)]) -> String {
-    let (width, height) = (560.0, 90.0);
-    let now = epoch_seconds(SystemTime::now());
-    let start = now - 3600.0;
-    let top = points.iter().map(|p| p.1).fold(0.0_f64, f64::max).max(1e-9);
-    let coords: Vec<String> = points
-        .iter()
-        .filter(|p| p.0 >= start)
-        .map(|(t, v)| {
-            let x = (t - start) / 3600.0 * width;
-            let y = height - v / top * (height - 4.0) - 2.0;
-            format!("{x:.1},{y:.1}")
-        })
-        .collect();
-    let last = points
-        .last()
-        .map_or("no data yet".to_string(), |p| format!("{:.3} {unit}", p.1));
-    format!(
-        "<figure><figcaption>{} <span class=dim>(last hour; now {}; top {top:.3} {unit})</span></figcaption>\
-         <svg viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" role=img aria-label=\"{}\">\
-         <rect width=\"100%\" height=\"100%\" class=bg /><polyline points=\"{}\" /></svg></figure>",
-        escape(title),
-        escape(&last),
-        escape(title),
-        coords.join(" ")
-    )
 }
 
 /// The `[misses]` section: whether Redis reports misses, the fills, and the most missed key templates first.
@@ -161,7 +135,8 @@ pub(crate) fn render(page: &Page<'_>) -> String {
          table{border-collapse:collapse}\
          td,th{padding:4px 10px;border-bottom:1px solid #e3e7ee;text-align:left;white-space:nowrap}\
          .ok{color:#137333}.bad{color:#b3261e;font-weight:600}.dim{color:#6b7480;font-size:12px}\
-         svg .bg{fill:#f5f7fa}svg polyline{fill:none;stroke:#2f6fde;stroke-width:1.5}\
+         svg .bg{fill:#f5f7fa}svg polyline{fill:none;stroke-width:1.5}svg .grid{stroke:#dde2ea}\
+         svg text{font-size:10px;fill:#6b7480}.legend{font-size:12px}.legend .key{margin-right:14px}\
          figure{margin:8px 0 16px}figcaption{margin-bottom:4px}form{margin:0}\
          tr.error td{color:#b3261e;background:#fdf3f2;border-bottom:1px solid #f3c9c5;white-space:normal}\
          </style></head><body>",
@@ -180,8 +155,9 @@ pub(crate) fn render(page: &Page<'_>) -> String {
 
     jobs(page, &mut html);
     feeds(page, &mut html);
+    servers(page, &mut html);
     consistency(page, &mut html);
-    charts(page, &mut html);
+    html.push_str(&charts::charts(&page.history.snapshot()));
     let _ = write!(
         html,
         "<p class=dim>Sampled every {} s; the same figures, and more, at <a href=\"/metrics\">/metrics</a> and \
@@ -315,6 +291,32 @@ fn feeds(page: &Page<'_>, html: &mut String) {
     }
 }
 
+/// The servers this instance talks to, and Redis's own figures: server-wide (every client's reads count), since
+/// Redis started.
+fn servers(page: &Page<'_>, html: &mut String) {
+    html.push_str("<h2>Servers</h2><table>");
+    for (what, address) in page.servers {
+        let _ = write!(html, "<tr><td>{}</td><td>{}</td></tr>", escape(what), escape(address));
+    }
+    let redis = |name: &str| page.readings.get(name, &[]);
+    let hits = match (
+        redis("cachewarden_redis_keyspace_hits_total"),
+        redis("cachewarden_redis_keyspace_misses_total"),
+    ) {
+        (Some(hits), Some(misses)) if hits + misses > 0.0 => {
+            format!("{:.1}% of {:.0} reads", hits / (hits + misses) * 100.0, hits + misses)
+        }
+        _ => "not known yet".into(),
+    };
+    let evicted = redis("cachewarden_redis_evicted_keys_total").map_or("not known yet".into(), |n| format!("{n:.0}"));
+    let _ = write!(
+        html,
+        "<tr><td>Redis hit ratio <span class=dim>(server-wide, since Redis started)</span></td><td>{hits}</td></tr>\
+         <tr><td>Redis evictions <span class=dim>(server-wide, since Redis started)</span></td><td>{evicted}</td></tr>\
+         </table>"
+    );
+}
+
 /// Consistency: each job's last sweep (every key checked), or that it has not been audited yet.
 fn consistency(page: &Page<'_>, html: &mut String) {
     if let Some(jobs) = page.jobs.as_array().filter(|jobs| !jobs.is_empty()) {
@@ -376,29 +378,6 @@ fn consistency(page: &Page<'_>, html: &mut String) {
     }
 }
 
-/// The last hour's charts, from the history.
-fn charts(page: &Page<'_>, html: &mut String) {
-    let samples = page.history.snapshot();
-    html.push_str("<h2>Last hour</h2>");
-    let runs: Vec<(f64, f64)> = samples
-        .iter()
-        .flat_map(|s| s.runs.iter().map(move |(_, seconds)| (s.at, *seconds)))
-        .collect();
-    html.push_str(&chart("Warm run durations", "s", &runs));
-    let lag: Vec<(f64, f64)> = samples.iter().filter_map(|s| Some((s.at, s.binlog_lag?))).collect();
-    html.push_str(&chart("Binlog lag", "s", &lag));
-    html.push_str(&chart(
-        "Invalidated keys per second",
-        "/s",
-        &rates(&samples, |s| s.invalidated),
-    ));
-    html.push_str(&chart(
-        "Channel messages per second",
-        "/s",
-        &rates(&samples, |s| s.messages),
-    ));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,6 +398,7 @@ mod tests {
             readings: &Readings::default(),
             history: &history,
             ha: None,
+            servers: &[],
             run_now: true,
         });
         assert!(html.contains("&lt;script&gt;") && !html.contains("<script>"));
@@ -443,6 +423,7 @@ mod tests {
             readings: &Readings::default(),
             history: &History::default(),
             ha,
+            servers: &[("MySQL".to_string(), "mysql://app:***@db:3306/shop".to_string())],
             run_now,
         })
     }
