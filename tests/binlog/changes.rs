@@ -2,6 +2,7 @@
 //! characters in values, and table patterns.
 
 use super::*;
+use std::ops::Not as _;
 
 #[tokio::test]
 async fn inserts_updates_and_deletes_refresh_and_delete_the_mapped_keys() {
@@ -49,6 +50,24 @@ async fn inserts_updates_and_deletes_refresh_and_delete_the_mapped_keys() {
         fresh.is_some(),
         "heartbeats are not heard while idle:\n{}",
         daemon.log()
+    );
+    // The status page names the checkpoint saved: the binlog file and the offset in it.
+    let page = eventually(Duration::from_secs(10), || async {
+        let page = get(&env, "/").await?.body;
+        page.contains("<td>checkpoint saved</td><td>none yet</td>")
+            .not()
+            .then_some(page)
+    })
+    .await
+    .expect("a checkpoint is saved");
+    let shown = page.split("<td>checkpoint saved</td><td>").nth(1).unwrap_or_default();
+    let shown = shown.split("</td>").next().unwrap_or_default();
+    let (file, offset) = shown.split_once(':').unwrap_or_default();
+    assert!(
+        file.rsplit_once('.')
+            .is_some_and(|(_, number)| number.parse::<u32>().is_ok())
+            && offset.split(' ').next().unwrap_or_default().parse::<u64>().is_ok(),
+        "{shown}"
     );
     assert_eq!(daemon.stop().await, Some(0));
 }

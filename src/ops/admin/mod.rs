@@ -200,6 +200,7 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
                 None => serde_json::Value::Array(vec![]),
             };
             let none = crate::telemetry::metrics::Readings::default();
+            let checkpoint = crate::telemetry::metrics::binlog_checkpoint();
             let page = status::render(&status::Page {
                 health: &state.health.state(),
                 jobs: &jobs,
@@ -207,6 +208,7 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
                 history: &state.history,
                 ha: state.ha.as_ref().map(|ha| ha.borrow().clone()),
                 servers: &state.servers,
+                binlog_checkpoint: checkpoint.as_deref(),
                 run_now: state.token.is_none(),
             });
             let mut response = text(StatusCode::OK, &page);
@@ -255,6 +257,7 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
         (Method::GET, "/ha") => match &state.ha {
             Some(ha) => {
                 let mut body = ha.borrow().to_json();
+                body["binlog_checkpoint"] = serde_json::json!(crate::telemetry::metrics::binlog_checkpoint());
                 // (Only an instance that has followed the binlog knows its server's retention.)
                 if let Some(readings) = state.metrics.as_ref().map(|metrics| metrics.readings())
                     && readings.get("cachewarden_binlog_retention_seconds", &[]).is_some()

@@ -50,6 +50,8 @@ pub(crate) struct Page<'a> {
     pub ha: Option<crate::ops::ha::Status>,
     /// The servers this instance talks to (what, where: URLs without their passwords).
     pub servers: &'a [(String, String)],
+    /// The last binlog checkpoint saved (`file:pos`, `gtid=…`).
+    pub binlog_checkpoint: Option<&'a str>,
     /// Whether the page offers a "run now" button (not when POST routes need the admin token, which a form
     /// cannot send).
     pub run_now: bool,
@@ -261,12 +263,12 @@ fn feeds(page: &Page<'_>, html: &mut String) {
         let _ = write!(
             html,
             "<h2>Binlog</h2><table><tr><td>connected</td><td>{}</td></tr><tr><td>lag</td><td>{} s</td></tr>\
-             <tr><td>last heard from the server</td><td>{heard}</td></tr><tr><td>checkpoint offset</td><td>{}</td></tr>\
+             <tr><td>last heard from the server</td><td>{heard}</td></tr><tr><td>checkpoint saved</td><td>{}</td></tr>\
              <tr><td>row events applied</td><td>{}</td></tr><tr><td>apply failing</td><td>{}</td></tr>\
              <tr><td>can be down for</td><td>{}</td></tr></table>",
             show(metric("cachewarden_binlog_connected")),
             show(metric("cachewarden_binlog_lag_seconds")),
-            show(metric("cachewarden_binlog_checkpoint_position")),
+            page.binlog_checkpoint.map_or("none yet".into(), escape),
             show(metric("cachewarden_binlog_rows_total")),
             show(metric("cachewarden_binlog_apply_failing")),
             escape(&down_for_words(can_be_down_for(page.readings))),
@@ -399,6 +401,7 @@ mod tests {
             history: &history,
             ha: None,
             servers: &[],
+            binlog_checkpoint: None,
             run_now: true,
         });
         assert!(html.contains("&lt;script&gt;") && !html.contains("<script>"));
@@ -424,6 +427,7 @@ mod tests {
             history: &History::default(),
             ha,
             servers: &[("MySQL".to_string(), "mysql://app:***@db:3306/shop".to_string())],
+            binlog_checkpoint: Some("mysql-bin.000003:4567 gtid=0-1-99"),
             run_now,
         })
     }

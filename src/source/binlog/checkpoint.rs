@@ -166,7 +166,7 @@ impl Checkpoints {
                     .map_err(|source| file_error("write", path, source))?;
             }
         }
-        metrics::record_binlog_checkpoint(position.pos, metrics::unix_now());
+        metrics::record_binlog_checkpoint(position.pos, position.to_string(), metrics::unix_now());
         Ok(())
     }
 

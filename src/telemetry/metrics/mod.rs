@@ -471,9 +471,19 @@ pub(crate) fn record_binlog_gap() {
 }
 
 /// Records the checkpointed position and when it was saved.
-pub(crate) fn record_binlog_checkpoint(position: u64, saved_at: Duration) {
+pub(crate) fn record_binlog_checkpoint(position: u64, saved: String, saved_at: Duration) {
     gauge!("cachewarden_binlog_checkpoint_position").set(position as f64);
     gauge!("cachewarden_binlog_checkpoint_timestamp_seconds").set(saved_at.as_secs_f64());
+    *BINLOG_CHECKPOINT.lock().unwrap_or_else(|p| p.into_inner()) = Some(saved);
+}
+
+/// The last binlog checkpoint this process saved, as saved (`file:pos`, with `gtid=…` where the server has GTIDs):
+/// text, which no gauge can carry, for the status page and `/ha`.
+static BINLOG_CHECKPOINT: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// [`BINLOG_CHECKPOINT`]: `None` before the first checkpoint saved.
+pub(crate) fn binlog_checkpoint() -> Option<String> {
+    BINLOG_CHECKPOINT.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// Whether the checkpoint store refuses the checkpoint (Redis full, checkpoint disk full or failing).
