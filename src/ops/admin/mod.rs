@@ -186,7 +186,7 @@ where
         .map_err(|error| error.to_string())
 }
 
-/// The routing table: one arm per route of the module's table. (Long on purpose: the routes read as one list.)
+/// The routing table: one arm per route of the module's table.
 async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = request.uri().path().trim_end_matches('/');
     let method = request.method().clone();
@@ -194,30 +194,7 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
         return refused;
     }
     match (method, path) {
-        (Method::GET, "") => {
-            let jobs = match state.warmer.get() {
-                Some(warmer) => jobs_json(&state.jobs.borrow().clone(), warmer, chrono::Utc::now()),
-                None => serde_json::Value::Array(vec![]),
-            };
-            let none = crate::telemetry::metrics::Readings::default();
-            let checkpoint = crate::telemetry::metrics::binlog_checkpoint();
-            let page = status::render(&status::Page {
-                health: &state.health.state(),
-                jobs: &jobs,
-                readings: state.metrics.as_ref().map_or(&none, |metrics| metrics.readings()),
-                history: &state.history,
-                ha: state.ha.as_ref().map(|ha| ha.borrow().clone()),
-                servers: &state.servers,
-                binlog_checkpoint: checkpoint.as_deref(),
-                run_now: state.token.is_none(),
-            });
-            let mut response = text(StatusCode::OK, &page);
-            response.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            response
-        }
+        (Method::GET, "") => status_page(state),
         (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (Method::GET, "/readyz") => {
             let health = state.health.state();
@@ -231,14 +208,7 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
             }
         }
         (Method::GET, "/metrics") => match &state.metrics {
-            Some(metrics) => {
-                let mut response = text(StatusCode::OK, &metrics.render());
-                response.headers_mut().insert(
-                    hyper::header::CONTENT_TYPE,
-                    hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
-                );
-                response
-            }
+            Some(metrics) => typed(&metrics.render(), "text/plain; version=0.0.4"),
             None => text(StatusCode::NOT_FOUND, "metrics are not enabled in this process\n"),
         },
         (Method::GET, "/jobs") => {
@@ -247,57 +217,75 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
                 return starting(state);
             };
             let body = jobs_json(&jobs, warmer, chrono::Utc::now());
-            let mut response = text(StatusCode::OK, &format!("{body:#}\n"));
-            response.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("application/json"),
-            );
-            response
+            typed(&format!("{body:#}\n"), "application/json")
         }
         (Method::GET, "/ha") => match &state.ha {
-            Some(ha) => {
-                let mut body = ha.borrow().to_json();
-                body["binlog_checkpoint"] = serde_json::json!(crate::telemetry::metrics::binlog_checkpoint());
-                // (Only an instance that has followed the binlog knows its server's retention.)
-                if let Some(readings) = state.metrics.as_ref().map(|metrics| metrics.readings())
-                    && readings.get("cachewarden_binlog_retention_seconds", &[]).is_some()
-                {
-                    let down_for = status::can_be_down_for(readings);
-                    body["binlog_can_be_down_for_seconds"] = serde_json::json!(down_for.filter(|s| s.is_finite()));
-                    body["binlog_can_be_down_for"] = serde_json::json!(status::down_for_words(down_for));
-                }
-                let mut response = text(StatusCode::OK, &format!("{body:#}\n"));
-                response.headers_mut().insert(
-                    hyper::header::CONTENT_TYPE,
-                    hyper::header::HeaderValue::from_static("application/json"),
-                );
-                response
-            }
+            Some(ha) => ha_json(state, ha.borrow().to_json()),
             None => text(
                 StatusCode::NOT_FOUND,
                 "[ha] is not enabled: this instance always leads\n",
             ),
         },
         (Method::POST, path) if path.starts_with("/jobs/") && path.ends_with("/run") => {
-            if let Some(refused) = cross_site(request.headers()) {
-                return refused;
-            }
             let name = &path["/jobs/".len()..path.len() - "/run".len()];
-            let response = trigger(state, name);
-            // The status page's "run now" button posts a form: back to the page, which shows the run.
-            let form = request
-                .headers()
-                .get(hyper::header::CONTENT_TYPE)
-                .is_some_and(|kind| kind.as_bytes().starts_with(b"application/x-www-form-urlencoded"));
-            match (form, response.status()) {
-                (true, StatusCode::ACCEPTED) => see_other("/"),
-                _ => response,
-            }
+            run_requested(state, name, request.headers())
         }
         (_, "/healthz" | "/readyz" | "/metrics" | "/jobs" | "/ha") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// `GET /`: the status page.
+fn status_page(state: &AdminState) -> Response<Full<Bytes>> {
+    let jobs = match state.warmer.get() {
+        Some(warmer) => jobs_json(&state.jobs.borrow().clone(), warmer, chrono::Utc::now()),
+        None => serde_json::Value::Array(vec![]),
+    };
+    let none = crate::telemetry::metrics::Readings::default();
+    let checkpoint = crate::telemetry::metrics::binlog_checkpoint();
+    let page = status::render(&status::Page {
+        health: &state.health.state(),
+        jobs: &jobs,
+        readings: state.metrics.as_ref().map_or(&none, |metrics| metrics.readings()),
+        history: &state.history,
+        ha: state.ha.as_ref().map(|ha| ha.borrow().clone()),
+        servers: &state.servers,
+        binlog_checkpoint: checkpoint.as_deref(),
+        run_now: state.token.is_none(),
+    });
+    typed(&page, "text/html; charset=utf-8")
+}
+
+/// `GET /ha`: the role, the checkpoint saved last and, where the server's retention is known, how long this instance
+/// may be down.
+fn ha_json(state: &AdminState, mut body: serde_json::Value) -> Response<Full<Bytes>> {
+    body["binlog_checkpoint"] = serde_json::json!(crate::telemetry::metrics::binlog_checkpoint());
+    // (Only an instance that has followed the binlog knows its server's retention.)
+    if let Some(readings) = state.metrics.as_ref().map(|metrics| metrics.readings())
+        && readings.get("cachewarden_binlog_retention_seconds", &[]).is_some()
+    {
+        let down_for = status::can_be_down_for(readings);
+        body["binlog_can_be_down_for_seconds"] = serde_json::json!(down_for.filter(|s| s.is_finite()));
+        body["binlog_can_be_down_for"] = serde_json::json!(status::down_for_words(down_for));
+    }
+    typed(&format!("{body:#}\n"), "application/json")
+}
+
+/// `POST /jobs/{name}/run`, unless it is a browser's from another site. The status page's "run now" button posts a
+/// form: its browser goes back to the page, which shows the run.
+fn run_requested(state: &AdminState, name: &str, headers: &hyper::HeaderMap) -> Response<Full<Bytes>> {
+    if let Some(refused) = cross_site(headers) {
+        return refused;
+    }
+    let response = trigger(state, name);
+    let form = headers
+        .get(hyper::header::CONTENT_TYPE)
+        .is_some_and(|kind| kind.as_bytes().starts_with(b"application/x-www-form-urlencoded"));
+    match (form, response.status()) {
+        (true, StatusCode::ACCEPTED) => see_other("/"),
+        _ => response,
     }
 }
 
@@ -423,6 +411,16 @@ fn starting(state: &AdminState) -> Response<Full<Bytes>> {
         StatusCode::SERVICE_UNAVAILABLE,
         &format!("starting: {}\n", state.health.state().reason()),
     )
+}
+
+/// 200 with `body` of `content_type`.
+fn typed(body: &str, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut response = text(StatusCode::OK, body);
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {

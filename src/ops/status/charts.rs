@@ -87,75 +87,96 @@ fn label(value: f64) -> String {
     }
 }
 
+/// Where a chart puts a point: the window's start, and the value at the top of the plot.
+struct Frame {
+    start: f64,
+    top: f64,
+}
+
+impl Frame {
+    fn x(&self, t: f64) -> f64 {
+        LEFT + (t - self.start) / WINDOW * (WIDTH - LEFT - RIGHT)
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        let height = HEIGHT - TOP - BOTTOM;
+        TOP + height - v / self.top * height
+    }
+
+    /// The value axis (0, half and top, in `unit`, with grid lines) and the time axis (minutes ago).
+    fn axes(&self, unit: &str) -> String {
+        let mut svg = String::new();
+        for step in 0..=2 {
+            let value = self.top * f64::from(step) / 2.0;
+            let y = self.y(value);
+            let _ = write!(
+                svg,
+                "<line x1=\"{LEFT}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" class=grid />\
+                 <text x=\"{}\" y=\"{:.1}\" text-anchor=end>{} {}</text>",
+                WIDTH - RIGHT,
+                LEFT - 4.0,
+                y + 3.0,
+                label(value),
+                escape(unit),
+            );
+        }
+        for minutes in [60, 45, 30, 15, 0] {
+            let at = self.start + WINDOW - f64::from(minutes) * 60.0;
+            let text = if minutes == 0 {
+                "now".to_string()
+            } else {
+                format!("−{minutes} min")
+            };
+            let anchor = match minutes {
+                60 => "start",
+                0 => "end",
+                _ => "middle",
+            };
+            let _ = write!(
+                svg,
+                "<text x=\"{:.1}\" y=\"{}\" text-anchor={anchor}>{text}</text>",
+                self.x(at),
+                HEIGHT - 6.0
+            );
+        }
+        svg
+    }
+}
+
 /// A line chart of `series` over the last hour, with its axes and a legend; "no data yet" when every series is
 /// empty.
 pub(super) fn chart(title: &str, unit: &str, series: &[Series]) -> String {
-    let now = epoch_seconds(SystemTime::now());
-    let start = now - WINDOW;
+    let start = epoch_seconds(SystemTime::now()) - WINDOW;
     let shown: Vec<Vec<(f64, f64)>> = series
         .iter()
         .map(|s| s.points.iter().copied().filter(|p| p.0 >= start).collect())
         .collect();
     let top = shown.iter().flatten().map(|p| p.1).fold(0.0_f64, f64::max);
-    let top = if top > 0.0 { top } else { 1.0 };
-    let (plot_w, plot_h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
-    let x = |t: f64| LEFT + (t - start) / WINDOW * plot_w;
-    let y = |v: f64| TOP + plot_h - v / top * plot_h;
+    let frame = Frame {
+        start,
+        top: if top > 0.0 { top } else { 1.0 },
+    };
     let mut svg = format!(
         "<svg viewBox=\"0 0 {WIDTH} {HEIGHT}\" width=\"{WIDTH}\" height=\"{HEIGHT}\" role=img aria-label=\"{}\">\
-         <rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{plot_w}\" height=\"{plot_h}\" class=bg />",
-        escape(title)
+         <rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{}\" height=\"{}\" class=bg />{}",
+        escape(title),
+        WIDTH - LEFT - RIGHT,
+        HEIGHT - TOP - BOTTOM,
+        frame.axes(unit)
     );
-    for step in 0..=2 {
-        let value = top * f64::from(step) / 2.0;
-        let _ = write!(
-            svg,
-            "<line x1=\"{LEFT}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" class=grid />\
-             <text x=\"{}\" y=\"{:.1}\" text-anchor=end>{} {}</text>",
-            WIDTH - RIGHT,
-            LEFT - 4.0,
-            y(value) + 3.0,
-            label(value),
-            escape(unit),
-            y = y(value),
-        );
-    }
-    for minutes in [60, 45, 30, 15, 0] {
-        let at = now - f64::from(minutes) * 60.0;
-        let text = if minutes == 0 {
-            "now".to_string()
-        } else {
-            format!("−{minutes} min")
-        };
-        let anchor = match minutes {
-            60 => "start",
-            0 => "end",
-            _ => "middle",
-        };
-        let _ = write!(
-            svg,
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor={anchor}>{text}</text>",
-            x(at),
-            HEIGHT - 6.0
-        );
-    }
     let mut legend = String::new();
     for (index, (series, points)) in series.iter().zip(&shown).enumerate() {
         let colour = PALETTE[index % PALETTE.len()];
         let coords: Vec<String> = points
             .iter()
-            .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
+            .map(|(t, v)| format!("{:.1},{:.1}", frame.x(*t), frame.y(*v)))
             .collect();
         let _ = write!(svg, "<polyline points=\"{}\" stroke=\"{colour}\" />", coords.join(" "));
         // Sparse series (warm runs) are points in time more than a line: each is marked.
         if points.len() < 60 {
             for (t, v) in points {
-                let _ = write!(
-                    svg,
-                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=2.5 fill=\"{colour}\" />",
-                    x(*t),
-                    y(*v)
-                );
+                let (x, y) = (frame.x(*t), frame.y(*v));
+                let _ = write!(svg, "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=2.5 fill=\"{colour}\" />");
             }
         }
         let last = points
