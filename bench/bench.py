@@ -1,7 +1,8 @@
 """End-to-end benchmarks: cachewarden against plain Python doing the same job, and against Redis' own limit.
 
 Run through scripts/bench (it builds, starts services and prepares the venv). Every scenario runs --runs times
-(default 3); the report gives medians and ratios, and is written to docs/BENCHMARKS.md.
+(default 3); the report gives medians and ratios, and is written to docs/BENCHMARKS.md. `--only NAME --against
+BINARY` runs one scenario with this build and another in turn (a regression check between two commits).
 
 Scenarios:
   warm-10k   10,000 demo products (~330-byte JSON values): cachewarden run --once vs the seed's per-key SETEX
@@ -1007,31 +1008,71 @@ def report(results, runs):
     return "\n".join(lines)
 
 
+def flatten(figures, prefix=""):
+    """A scenario's numeric figures as {"path.to.figure": value}."""
+    flat = {}
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[f"{prefix}{key}"] = float(value)
+    return flat
+
+
+def compare(name, scenario, other, rounds):
+    """Runs `scenario` once per round with each build in turn (this one first in odd rounds, `other` first in even
+    ones, so that neither always runs on a warmer machine) and prints the medians of every figure side by side: a
+    regression check between two commits, with the Python baselines from the same runs."""
+    global BIN
+    builds = [BIN, other]
+    figures = {build: [] for build in builds}
+    for round_ in range(rounds):
+        for build in builds if round_ % 2 == 0 else builds[::-1]:
+            BIN = build
+            log(f"{name}, round {round_ + 1} of {rounds}: {build}")
+            figures[build].append(flatten(scenario(1)))
+    BIN = builds[0]
+    print(f"| {name} (median of {rounds}) | this build | {other} | this / other |")
+    print("|---|---|---|---|")
+    for key in sorted(set().union(*figures[builds[0]])):
+        ours, theirs = ([run[key] for run in figures[build] if key in run] for build in builds)
+        if not ours or not theirs:
+            continue
+        a, b = statistics.median(ours), statistics.median(theirs)
+        print(f"| {key} | {a:.4g} | {b:.4g} | {a / b:.3f} |" if b else f"| {key} | {a:.4g} | {b:.4g} | - |")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print the report, leave docs/BENCHMARKS.md alone")
     parser.add_argument("--only", help="run one scenario and print its figures (warm_10k, warm_1m, warm_1m_compressed, pubsub, binlog, "
                         "cdc_single_row, cdc_storm, reader_lag, join_storm, audit_all, miss_fill, cluster, ha_takeover, idle)")
+    parser.add_argument("--against", metavar="BINARY",
+                        help="with --only: run the scenario --runs times with this build and with BINARY (an older "
+                             "commit's target/release/cachewarden) in turn, and print both side by side")
     args = parser.parse_args()
+    if args.against and not args.only:
+        parser.error("--against compares one scenario: name it with --only")
     setup()
+    this = sys.modules[__name__]
+    scenarios = {
+        "warm_10k": warm_10k, "warm_1m": warm_1m, "warm_1m_compressed": warm_1m_compressed, "pubsub": pubsub,
+        "binlog": binlog, "cdc_single_row": lambda runs: cdc.single_row(this, runs),
+        "cdc_storm": lambda runs: cdc.storm(this, runs), "reader_lag": lambda runs: cdc.reader_lag(this, runs),
+        "join_storm": lambda runs: derived.join_storm(this, runs), "audit_all": audit_all,
+        "miss_fill": lambda runs: misses.miss_fill(this, runs), "cluster": cluster,
+        "ha_takeover": lambda runs: ha_takeover(), "idle": lambda runs: idle(),
+    }
+    if args.against:
+        compare(args.only, scenarios[args.only], args.against, args.runs)
+        return
     results = {}
-    for name, scenario in (("warm_10k", lambda: warm_10k(args.runs)), ("warm_1m", lambda: warm_1m(args.runs)),
-                           ("warm_1m_compressed", lambda: warm_1m_compressed(args.runs)),
-                           ("pubsub", lambda: pubsub(args.runs)), ("binlog", lambda: binlog(args.runs)),
-                           ("cdc_single_row", lambda: cdc.single_row(sys.modules[__name__], args.runs)),
-                           ("cdc_storm", lambda: cdc.storm(sys.modules[__name__], args.runs)),
-                           ("reader_lag", lambda: cdc.reader_lag(sys.modules[__name__], args.runs)),
-                           ("join_storm", lambda: derived.join_storm(sys.modules[__name__], args.runs)),
-                           ("audit_all", lambda: audit_all(args.runs)),
-                           ("miss_fill", lambda: misses.miss_fill(sys.modules[__name__], args.runs)),
-                           ("cluster", lambda: cluster(args.runs)),
-                           ("ha_takeover", ha_takeover),
-                           ("idle", idle)):
+    for name, scenario in scenarios.items():
         if args.only and name != args.only:
             continue
         log(f"running {name}")
-        results[name] = scenario()
+        results[name] = scenario(args.runs)
         log(f"{name}: {results[name]}")
     if args.only:
         print(json.dumps(results, indent=2, default=str))
