@@ -61,8 +61,8 @@ pub(crate) struct AdminState {
     pub token: Option<crate::config::AdminToken>,
     /// Whether the endpoint listens on loopback only.
     pub loopback: bool,
-    /// `[admin] tls_cert` and `tls_key`: HTTPS only.
-    pub tls: Option<crate::config::AdminTls>,
+    /// `[admin] tls_cert` and `tls_key`: HTTPS only, with this server configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The servers the status page names: what, and its URL without the password.
     pub servers: Arc<[(String, String)]>,
 }
@@ -143,7 +143,7 @@ async fn serve(stream: TcpStream, peer: SocketAddr, state: AdminState, admitted:
         match state.tls.clone() {
             None => serve_http(stream, state, admitted.busy.clone()).await,
             Some(tls) => {
-                let acceptor = tokio_rustls::TlsAcceptor::from(tls.server);
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
                 match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => serve_http(stream, state, admitted.busy.clone()).await,
                     Ok(Err(error)) => Err(format!("TLS handshake failed: {error}")),

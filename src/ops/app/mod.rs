@@ -197,7 +197,7 @@ impl Daemon {
             ha: self.role.clone(),
             token: config.admin.token.clone(),
             loopback: config.admin.listen.ip().is_loopback(),
-            tls: config.admin.tls.clone(),
+            tls: config.admin.tls.as_ref().map(|tls| tls.server.clone()),
             servers: servers(config).into(),
         };
         let server = AdminServer::bind(config.admin.listen, state).await.with_context(|| {

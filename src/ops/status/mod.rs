@@ -329,23 +329,20 @@ fn consistency(page: &Page<'_>, html: &mut String) {
         for job in jobs {
             let name = job["name"].as_str().unwrap_or_default();
             let of = |metric_name: &str| page.readings.get(metric_name, &[("warm_job", name)]);
-            // A job that has not succeeded has written no key to check: no ratio to speak of until it has.
-            let checked_none = of("cachewarden_audit_keys_checked").is_none_or(|checked| checked < 1.0);
-            if job["last_success_at"].is_null() && checked_none {
-                let _ = write!(
-                    html,
-                    "<tr><td>{}</td><td colspan=6>not audited: the job has not succeeded since the start</td></tr>",
-                    escape(name)
-                );
-                continue;
-            }
-            let Some(checked) = of("cachewarden_audit_keys_checked") else {
-                let _ = write!(
-                    html,
-                    "<tr><td>{}</td><td colspan=6>not audited yet</td></tr>",
-                    escape(name)
-                );
-                continue;
+            let checked = match of("cachewarden_audit_keys_checked") {
+                // A job that has not succeeded has written no key to check: no ratio to speak of until it has.
+                checked if job["last_success_at"].is_null() && checked.is_none_or(|checked| checked < 1.0) => {
+                    Err("not audited: the job has not succeeded since the start")
+                }
+                None => Err("not audited yet"),
+                Some(checked) => Ok(checked),
+            };
+            let checked = match checked {
+                Ok(checked) => checked,
+                Err(why) => {
+                    let _ = write!(html, "<tr><td>{}</td><td colspan=6>{why}</td></tr>", escape(name));
+                    continue;
+                }
             };
             let (wrong, orphaned) = (
                 of("cachewarden_audit_wrong_keys").unwrap_or(0.0),
