@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use cachewarden::cli::exit::USAGE as EXIT_USAGE;
 
 fn main() -> ExitCode {
+    // The shell asking for completions (COMPLETE=bash cachewarden …) is answered here, and the process exits.
+    cachewarden::cli::completion::answer_if_asked();
     let cli = match cachewarden::cli::parse() {
         Ok(cli) => cli,
         Err(error) => {

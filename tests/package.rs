@@ -30,6 +30,23 @@ fn run(command: &mut Command) -> (String, String) {
     (stdout, stderr)
 }
 
+/// What the bash completion script `script` offers for the command line `cachewarden WORDS…` (the last word being
+/// completed), sourced into a real bash with the binaries in `bin` first on PATH, as a user's shell runs it.
+fn complete_in_bash(script: &Path, bin: &Path, words: &[&str]) -> Vec<String> {
+    let driver = r#"source "$1"; shift
+COMP_WORDS=(cachewarden "$@"); COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )); COMP_TYPE=9
+_clap_complete_cachewarden cachewarden "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+printf '%s\n' "${COMPREPLY[@]}""#;
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let (out, _) = run(Command::new("bash")
+        .args(["-c", driver, "bash"])
+        .arg(script)
+        .args(words)
+        .env("PATH", path)
+        .env_remove("CACHEWARDEN_CONFIG"));
+    out.lines().filter(|line| !line.is_empty()).map(str::to_owned).collect()
+}
+
 /// Runs `scripts/<script>` on this test build's binaries into a directory of its own (kept while the returned guard
 /// lives); the package it wrote, whose name must start with `name`.
 fn package(script: &str, name: &str, envs: &[(&str, &std::ffi::OsStr)]) -> (tempfile::TempDir, PathBuf) {
@@ -203,13 +220,17 @@ fn the_package_installs_binary_unit_conffile_credentials_man_pages_and_completio
         .filter(|name| *name != "help")
         .collect();
     assert!(commands.len() >= 8, "{help}");
-    let bash = std::fs::read_to_string(tree.join("usr/share/bash-completion/completions/cachewarden")).unwrap();
+    let bash = tree.join("usr/share/bash-completion/completions/cachewarden");
+    let offered = complete_in_bash(&bash, &tree.join("usr/bin"), &[""]);
     for command in &commands {
         assert!(
             man.contains(&format!("cachewarden-{command}(1)")),
             "man lacks {command}:\n{man}"
         );
-        assert!(bash.contains(command), "bash completion lacks {command}");
+        assert!(
+            offered.contains(&command.to_string()),
+            "bash completion lacks {command}: {offered:?}"
+        );
         let (sub_help, _) = run(Command::new(&binary).args([command, "--help"]));
         let sub_man = man_text(&tree.join(format!("usr/share/man/man1/cachewarden-{command}.1.gz")));
         for option in sub_help.split_whitespace().filter(|word| word.starts_with("--")) {
@@ -220,6 +241,26 @@ fn the_package_installs_binary_unit_conffile_credentials_man_pages_and_completio
             );
         }
     }
+    // The job names come from the configuration the command line names.
+    let scratch = tempfile::tempdir().unwrap();
+    let jobs = scratch.path().join("jobs.toml");
+    std::fs::write(
+        &jobs,
+        "[[warm]]\nname = \"top_products\"\n\n[[warm]]\nname = \"users\"\n",
+    )
+    .unwrap();
+    let jobs = jobs.to_str().unwrap();
+    let offered = complete_in_bash(&bash, &tree.join("usr/bin"), &["-c", jobs, "trigger", ""]);
+    let names: Vec<&String> = offered.iter().filter(|word| !word.starts_with('-')).collect();
+    assert_eq!(names, ["top_products", "users"], "{offered:?}");
+    assert_eq!(
+        complete_in_bash(
+            &bash,
+            &tree.join("usr/bin"),
+            &["--config", jobs, "run", "--once", "--job", "u"]
+        ),
+        ["users"]
+    );
     assert!(
         man.contains("EXIT STATUS") && man.contains("78") && man.contains("69"),
         "{man}"

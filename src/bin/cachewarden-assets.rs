@@ -1,4 +1,4 @@
-//! Writes cachewarden's man pages and shell completions, generated from its command-line definition so they never
+//! Writes cachewarden's man pages and shell completion scripts, from its command-line definition so they never
 //! drift from `--help`: `cachewarden-assets DIR` fills `DIR/man` and `DIR/completions` (used by `scripts/package`).
 
 use std::io::Write as _;
@@ -32,12 +32,17 @@ fn write_all(dir: &Path) -> std::io::Result<()> {
     }
     let completions = dir.join("completions");
     std::fs::create_dir_all(&completions)?;
-    for shell in [
-        clap_complete::Shell::Bash,
-        clap_complete::Shell::Zsh,
-        clap_complete::Shell::Fish,
-    ] {
-        clap_complete::generate_to(shell, &mut command, "cachewarden", &completions)?;
+    // Each script registers `cachewarden` as its own completer (see `cli::completion`).
+    for (shell, file) in cli::completion::SHELLS {
+        let mut script = Vec::new();
+        shell.write_registration(
+            cli::completion::VAR,
+            "cachewarden",
+            "cachewarden",
+            "cachewarden",
+            &mut script,
+        )?;
+        std::fs::write(completions.join(file), script)?;
     }
     Ok(())
 }

@@ -1,10 +1,11 @@
 //! The command line: its arguments (`run`, `check`, `jobs`, `status`, `trigger`, `invalidate`, `audit`,
-//! `demo-init`), the exit codes, and the man page and shell completions generated from them; what each command does
-//! is in the modules below (`dispatch` turns a parsed command line into an exit code).
+//! `demo-init`), the exit codes, and the man pages and shell completion drawn from them (`completion`); what each
+//! command does is in the modules below (`dispatch` turns a parsed command line into an exit code).
 
 pub(crate) mod binlog_command;
 pub(crate) mod check;
 pub mod commands;
+pub mod completion;
 pub(crate) mod demo;
 pub mod dispatch;
 
@@ -136,22 +137,25 @@ pub fn parse() -> Result<Cli, clap::Error> {
     Cli::from_arg_matches(&command().try_get_matches()?)
 }
 
+/// The heading of the options every command takes (after each command's own in its `--help`).
+const GLOBAL: &str = "Global options";
+
 /// Keeps a Redis cache warm and correct in front of a MySQL database.
 #[derive(Debug, Parser)]
 #[command(name = "cachewarden", version, about)]
 pub struct Cli {
     /// Configuration file [default: $CACHEWARDEN_CONFIG, else /etc/cachewarden/jobs.toml].
-    #[arg(long, short = 'c', global = true, value_name = "PATH")]
+    #[arg(long, short = 'c', global = true, help_heading = GLOBAL, value_name = "PATH", value_hint = clap::ValueHint::FilePath)]
     pub config: Option<PathBuf>,
 
-    /// systemd credentials directory holding mysql-url and redis-url (as the unit's LoadCredential= installs
-    /// them) [default: $CREDENTIALS_DIRECTORY, else credentials/ beside the configuration file, e.g.
+    /// systemd credentials directory holding mysql-url, redis-url and, where used, admin-token and cache-key (as the
+    /// unit's LoadCredential= installs them) [default: $CREDENTIALS_DIRECTORY, else credentials/ beside the configuration file, e.g.
     /// /etc/cachewarden/credentials].
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
     pub credentials: Option<PathBuf>,
 
     /// Log line format [default: [daemon] log_format, else text]. Level: RUST_LOG, else [daemon] log_level.
-    #[arg(long, global = true, value_name = "FORMAT")]
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
 
     #[command(subcommand)]
@@ -167,7 +171,7 @@ pub enum Command {
         #[arg(long)]
         once: bool,
         /// With --once: run only this job (repeatable). Disabled jobs run when named.
-        #[arg(long = "job", value_name = "NAME", requires = "once")]
+        #[arg(long = "job", value_name = "NAME", add = completion::job_argument(), requires = "once")]
         jobs: Vec<String>,
         /// With --once: run the queries and print each key, TTL and value size; write nothing.
         #[arg(long, requires = "once")]
@@ -186,7 +190,7 @@ pub enum Command {
     /// queries (`derive_rules`), as TOML to review or freeze, or as JSON.
     Rules {
         /// Only the rules acting on this job's keys (repeatable).
-        #[arg(long = "job", value_name = "NAME")]
+        #[arg(long = "job", value_name = "NAME", add = completion::job_argument())]
         jobs: Vec<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = RulesFormat::Toml)]
@@ -214,6 +218,7 @@ pub enum Command {
     /// Ask the running daemon to run a warm job now (refused while that job is running).
     Trigger {
         /// The job to run.
+        #[arg(add = completion::job_argument())]
         name: String,
         /// Admin endpoint address [default: [admin] listen].
         #[arg(long, value_name = "ADDR")]
@@ -231,13 +236,13 @@ pub enum Command {
         #[arg(long)]
         refresh: bool,
         /// A warm job to run now (repeatable).
-        #[arg(long = "warm", value_name = "JOB")]
+        #[arg(long = "warm", value_name = "JOB", add = completion::job_argument())]
         warm: Vec<String>,
     },
     /// Compare cached keys with the database (through each job's refresh_query); exit 1 when any is stale.
     Audit {
         /// Audit only this job (repeatable).
-        #[arg(long = "job", value_name = "NAME")]
+        #[arg(long = "job", value_name = "NAME", add = completion::job_argument())]
         jobs: Vec<String>,
         /// Keys sampled per job (at most 10,000,000).
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]

@@ -262,6 +262,23 @@ async fn json_log_lines_have_unique_keys_even_for_refused_messages() {
             .unwrap()
             .starts_with("Refused an invalidation message")
     );
+
+    // A list stays a list: the jobs a reload added are a JSON array.
+    let added = format!(
+        "[[warm]]\nname = \"later\"\nschedule = \"0 0 0 1 1 *\"\nquery = \"SELECT 1 AS id\"\nkey = \"{p}later:{{id}}\"\nttl = \"1h\"\n"
+    );
+    let source = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{source}\n{added}")).unwrap();
+    daemon.signal("HUP");
+    let reload = eventually(Duration::from_secs(10), || async {
+        let log = daemon.log();
+        let line = log.lines().find(|line| line.contains("configuration reloaded"))?;
+        Some(serde_json::from_str::<serde_json::Value>(line).unwrap())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no reload in:\n{}", daemon.log()));
+    assert_eq!(reload["added"], serde_json::json!(["later"]), "{reload}");
+    assert_eq!(reload["removed"], serde_json::json!([]), "{reload}");
     assert_eq!(daemon.stop().await, Some(0));
 }
 

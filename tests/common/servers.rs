@@ -54,8 +54,11 @@ impl OwnRedis {
         let port = free_port();
         let server = spawn_redis_with(port, extra);
         let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0").as_str()).unwrap();
+        // As in `TestEnv::redis`: a 100,000-command pipeline on a loaded machine may take longer than the client's
+        // default 500 ms response timeout; only a dead server should fail a test.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
         let conn = eventually(Duration::from_secs(10), || async {
-            client.get_multiplexed_async_connection().await.ok()
+            client.get_multiplexed_async_connection_with_config(&config).await.ok()
         })
         .await
         .expect("the test's own Redis answers");

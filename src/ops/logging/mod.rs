@@ -1,12 +1,13 @@
 //! Where logs go and how they look: the filter (`RUST_LOG`, else `[daemon] log_level`); under systemd the journal's
-//! native protocol with structured fields (`journal`); else text or JSON lines on stderr, one line per event whatever
-//! the event carries.
+//! native protocol with structured fields (`journal`); else text or JSON lines (`json`) on stderr, one line per event
+//! whatever the event carries.
 //!
 //! Messages, keys and SQL errors come from outside; a newline inside one would start a forged log line. Every
 //! control character in an event's text is therefore written escaped (`\n`, `\u{1b}`), except the line's own end and,
 //! on a terminal, the colour codes the formatter adds itself. JSON lines escape them already.
 
 mod journal;
+mod json;
 
 use std::io::{IsTerminal as _, Write};
 
@@ -51,11 +52,20 @@ pub(crate) fn init(config: &Config, flag: Option<LogFormat>) {
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
     let ansi = std::io::stderr().is_terminal() && !journal && !no_color;
     let writer = OneLine { ansi, journal };
+    if format == LogFormat::Json {
+        // JSON escapes control characters itself; the writer only adds the journal's priority.
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(json::JsonLines { writer })
+            .init();
+        warn_bad_rust_log(bad_rust_log);
+        return;
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
-    match (format, journal) {
-        (LogFormat::Text, false) => builder.with_ansi(ansi).init(),
-        (LogFormat::Text, true) => builder.with_ansi(false).without_time().init(),
-        (LogFormat::Json, _) => builder.json().flatten_event(true).with_current_span(true).init(),
+    if journal {
+        builder.with_ansi(false).without_time().init();
+    } else {
+        builder.with_ansi(ansi).init();
     }
     warn_bad_rust_log(bad_rust_log);
 }
