@@ -6,6 +6,7 @@ pub mod admin;
 pub mod app;
 pub(crate) mod audit;
 pub(crate) mod checks;
+pub(crate) mod footprint;
 pub(crate) mod ha;
 pub(crate) mod logging;
 pub(crate) mod signal;

@@ -86,6 +86,18 @@ async fn the_documented_least_privilege_acl_runs_warm_binlog_and_channel() {
         get(format!("{p}p:3")).await,
         daemon.log()
     );
+    // The keyspace sample works under it too (DBSIZE, the SCAN of a small node, MEMORY USAGE of the job's keys).
+    let sampled = eventually(Duration::from_secs(20), || async {
+        let keys = common::metric(&env, r#"cachewarden_warm_job_keys{warm_job="products"}"#).await;
+        (keys == 20.0).then_some(())
+    })
+    .await;
+    assert!(
+        sampled.is_some(),
+        "{}\n{}",
+        common::metric(&env, r#"cachewarden_warm_job_keys{warm_job="products"}"#).await,
+        daemon.log()
+    );
     // Channel: a message deletes a key.
     let deleted =
         common::published_until_deleted(&redis.conn, &channel, &format!("{p}p:5"), Duration::from_secs(10)).await;
@@ -93,6 +105,7 @@ async fn the_documented_least_privilege_acl_runs_warm_binlog_and_channel() {
     let ready = get_ready(&env).await;
     assert_eq!(ready, Some(200), "{}", daemon.log());
     assert!(!daemon.log().contains("NoPerm"), "{}", daemon.log());
+    assert!(!daemon.log().contains("not estimated"), "{}", daemon.log());
     // The start-up check asked the ACL about the same calls and found them all allowed.
     assert!(
         daemon

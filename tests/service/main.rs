@@ -1,10 +1,11 @@
 //! The daemon as a service: admin endpoint (metrics, health, jobs, triggers), readiness through a Redis outage,
 //! SIGHUP reload, systemd notifications and watchdog, graceful SIGTERM, JSON logs without secrets, and the unit's
-//! hardening score, and an admin port flooded by slow clients.
+//! hardening score, an admin port flooded by slow clients, and the keys and memory per job sampled from Redis.
 
 #[path = "../common/mod.rs"]
 mod common;
 mod endpoint;
+mod footprint;
 mod lifecycle;
 mod rotation;
 mod shipped;

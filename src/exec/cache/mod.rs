@@ -6,7 +6,7 @@
 //! is decided once at connect (`connect`, `topology`), and every write respects one [`policy::WritePolicy`]:
 //! stale-set protection (read leases and the guarded write path, `guard`) and the HA fence (`fence`). Also here: the
 //! lease's commands (`lease`), the Lua scripts (`scripts`), what it only reads back (values, scans, INFO, ACL,
-//! `reads`), the streams and the channel (`streams`), the errors (`error`).
+//! `reads`), a sample of the keyspace with its memory (`sample`), the streams and the channel (`streams`), the errors (`error`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +24,7 @@ mod node;
 mod operations;
 mod policy;
 mod reads;
+mod sample;
 mod scripts;
 mod streams;
 mod topology;
@@ -37,6 +38,7 @@ pub(crate) use guard::{ReadLease, read_lease_keys};
 use operations::Operations;
 use policy::WritePolicy;
 pub use reads::info_field;
+pub(crate) use sample::NodeSample;
 use scripts::Scripts;
 use topology::{Topology, on_topology};
 

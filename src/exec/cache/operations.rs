@@ -58,6 +58,10 @@ pub(super) trait Operations {
         count: usize,
     ) -> Result<(u64, Vec<K>), CacheError>;
 
+    /// `pipe` on the `node`th node (as `scan_page` counts them), each reply in order; with `ignore_errors` set, a
+    /// refused command is its reply (`Value::ServerError`) rather than failing the call.
+    async fn on_node_pipeline(&self, node: usize, pipe: redis::Pipeline) -> Result<Vec<redis::Value>, CacheError>;
+
     /// `INFO section` (on a cluster, its numeric fields summed over the masters).
     async fn info(&self, section: &str) -> Result<String, CacheError>;
 

@@ -278,7 +278,7 @@ impl Daemon {
         }
     }
 
-    /// Starts the health checks and the systemd watchdog.
+    /// Starts the health checks, the keyspace sample and the systemd watchdog.
     fn start_checks(&self, db: &Database, cache: &Cache) {
         let checker = HealthChecker {
             db: db.clone(),
@@ -287,6 +287,11 @@ impl Daemon {
             liveness: self.liveness.clone(),
         };
         self.tracker.spawn("health", checker.run(self.shutdown.clone()));
+        let footprint = crate::ops::footprint::Footprint {
+            cache: cache.clone(),
+            jobs: self.jobs_rx.clone(),
+        };
+        self.tracker.spawn("footprint", footprint.run(self.shutdown.clone()));
         let watchdog = Watchdog {
             liveness: self.liveness.clone(),
         };

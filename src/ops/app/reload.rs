@@ -36,13 +36,8 @@ pub(super) fn reload(current: &Config) -> Option<Config> {
         ?removed,
         "SIGHUP: configuration reloaded."
     );
-    metrics::initialise(&metrics::Configured {
-        jobs: &added,
-        channel: false,
-        binlog: false,
-        ha: false,
-        misses: false,
-    });
+    // Only the added jobs' series: the rest (`redis_up`, the keyspace sample) keep what they read.
+    metrics::initialise_jobs(&added, current.misses.is_some());
     metrics::record_reload(true);
     Some(applied(current, new))
 }

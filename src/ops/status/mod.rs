@@ -191,8 +191,12 @@ fn role(ha: Option<&crate::ops::ha::Status>) -> String {
 fn jobs(page: &Page<'_>, html: &mut String) {
     html.push_str(
         "<h2>Warm jobs</h2><table><tr><th>job</th><th>schedule</th><th>last run</th><th>finished</th>\
-                   <th>duration</th><th>keys</th><th>next run</th><th></th></tr>",
+                   <th>duration</th><th>keys written</th><th>in Redis (sampled)</th><th>next run</th><th></th></tr>",
     );
+    let sampled = page
+        .readings
+        .get("cachewarden_keyspace_sample_timestamp_seconds", &[])
+        .is_some_and(|at| at > 0.0);
     for job in page.jobs.as_array().into_iter().flatten() {
         let field = |value: &serde_json::Value| match value {
             serde_json::Value::String(text) => escape(text),
@@ -218,10 +222,11 @@ fn jobs(page: &Page<'_>, html: &mut String) {
         let duration = last["duration_seconds"]
             .as_f64()
             .map_or("–".into(), crate::pure::words::seconds);
+        let footprint = footprint(page.readings, name, sampled);
         let _ = write!(
             html,
-            "<tr><td>{}</td><td>{}</td><td>{outcome}</td><td>{}</td><td>{duration}</td><td>{}</td><td>{}</td>\
-             <td>{action}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{outcome}</td><td>{}</td><td>{duration}</td><td>{}</td><td>{footprint}</td>\
+             <td>{}</td><td>{action}</td></tr>",
             field(&job["name"]),
             field(&job["schedule"]),
             field(&last["finished_at"]),
@@ -240,7 +245,7 @@ fn jobs(page: &Page<'_>, html: &mut String) {
             };
             let _ = write!(
                 html,
-                "<tr class=error><td colspan=8>{}: {}; failed {streak} time{} in a row; {since}; {next}</td></tr>",
+                "<tr class=error><td colspan=9>{}: {}; failed {streak} time{} in a row; {since}; {next}</td></tr>",
                 escape(name),
                 field(&last["error"]),
                 if streak == 1 { "" } else { "s" },
@@ -248,6 +253,35 @@ fn jobs(page: &Page<'_>, html: &mut String) {
         }
     }
     html.push_str("</table>");
+    if sampled {
+        let drawn = page
+            .readings
+            .get("cachewarden_keyspace_sample_keys", &[])
+            .unwrap_or(0.0);
+        let _ = write!(
+            html,
+            "<p class=dim>In Redis: estimated each minute from {drawn:.0} keys drawn at random (every key of a node \
+             holding fewer); a job with fewer than about one in a thousand of the keys may show none.</p>"
+        );
+    }
+}
+
+/// A job's keys and memory in Redis, from the keyspace sample: `~1,200 keys, 96.0 KiB`; "–" before the first
+/// sample.
+fn footprint(readings: &Readings, job: &str, sampled: bool) -> String {
+    let labels = [("warm_job", job)];
+    match (
+        sampled,
+        readings.get("cachewarden_warm_job_keys", &labels),
+        readings.get("cachewarden_warm_job_memory_bytes", &labels),
+    ) {
+        (true, Some(keys), Some(bytes)) => format!(
+            "~{}, {}",
+            crate::pure::words::count(keys as usize, "key"),
+            crate::pure::words::bytes(bytes as u64)
+        ),
+        _ => "–".into(),
+    }
 }
 
 /// What feeds the cache besides the schedule: the binlog, the channel and Redis's misses, each when this instance follows it.
@@ -440,7 +474,7 @@ mod tests {
         let html = page_of(&failing(Some("2026-12-06T09:00:00Z")), None, true);
         assert!(
             html.contains(
-                "<tr class=error><td colspan=8>top: query failed: Table &#39;shop.prods&#39; doesn&#39;t exist; \
+                "<tr class=error><td colspan=9>top: query failed: Table &#39;shop.prods&#39; doesn&#39;t exist; \
                  failed 3 times in a row; last success 2026-12-06T09:00:00Z; next try at 2026-12-06T10:05:00Z</td></tr>"
             ),
             "{html}"

@@ -262,4 +262,20 @@ pub(super) fn describe() {
         "Stale keys the audit repaired (audit_repair = true)."
     );
     describe_gauge!("cachewarden_build_info", "Always 1; the labels say which build runs.");
+    describe_gauge!(
+        "cachewarden_warm_job_keys",
+        "The job's keys in Redis, estimated from the last keyspace sample (0 before it)."
+    );
+    describe_gauge!(
+        "cachewarden_warm_job_memory_bytes",
+        "The memory of the job's keys in Redis (MEMORY USAGE), estimated from the last keyspace sample (0 before it)."
+    );
+    describe_gauge!(
+        "cachewarden_keyspace_sample_keys",
+        "Keys drawn by the last keyspace sample (per node at most 1000; 0 before the first)."
+    );
+    describe_gauge!(
+        "cachewarden_keyspace_sample_timestamp_seconds",
+        "When the last keyspace sample was taken (Unix seconds; 0 before the first)."
+    );
 }

@@ -78,8 +78,7 @@ pub(crate) struct Configured<'a> {
     pub misses: bool,
 }
 
-/// Creates every series `configured` implies, at zero, and the build info. (On reload, called with the added jobs
-/// only: it resets their gauges.)
+/// Creates every series `configured` implies, at zero, and the build info, at start-up.
 pub(crate) fn initialise(configured: &Configured<'_>) {
     gauge!(
         "cachewarden_build_info",
@@ -87,38 +86,9 @@ pub(crate) fn initialise(configured: &Configured<'_>) {
         "commit" => option_env!("CACHEWARDEN_COMMIT").unwrap_or("unknown")
     )
     .set(1.0);
-    for &job in configured.jobs {
-        let job = job.to_string();
-        for outcome in [Outcome::Success, Outcome::Failure, Outcome::Skipped] {
-            counter!("cachewarden_warm_runs_total", "warm_job" => job.clone(), "outcome" => outcome.as_str())
-                .increment(0);
-        }
-        for outcome in [Outcome::Success, Outcome::Failure] {
-            counter!("cachewarden_warm_attempts_total", "warm_job" => job.clone(), "outcome" => outcome.as_str())
-                .increment(0);
-        }
-        for name in [
-            "cachewarden_warm_rows_total",
-            "cachewarden_warm_keys_written_total",
-            "cachewarden_warm_keys_pruned_total",
-            "cachewarden_warm_bytes_written_total",
-            "cachewarden_warm_bytes_rendered_total",
-        ] {
-            counter!(name, "warm_job" => job.clone()).increment(0);
-        }
-        for reason in SKIP_REASONS {
-            counter!("cachewarden_warm_values_skipped_total", "warm_job" => job.clone(), "reason" => reason)
-                .increment(0);
-        }
-        gauge!("cachewarden_warm_last_success_timestamp_seconds", "warm_job" => job.clone()).set(0.0);
-        // No consistency ratio until the job's first audit: "not audited" is not "consistent".
-        counter!("cachewarden_stale_keys_total", "warm_job" => job.clone()).increment(0);
-        counter!("cachewarden_audit_repaired_keys_total", "warm_job" => job.clone()).increment(0);
-        counter!("cachewarden_audit_failures_total", "warm_job" => job.clone()).increment(0);
-        if configured.misses {
-            counter!("cachewarden_cache_misses_total", "warm_job" => job).increment(0);
-        }
-    }
+    initialise_jobs(configured.jobs, configured.misses);
+    gauge!("cachewarden_keyspace_sample_keys").set(0.0);
+    gauge!("cachewarden_keyspace_sample_timestamp_seconds").set(0.0);
     if configured.misses {
         counter!("cachewarden_cache_misses_ignored_total").increment(0);
         counter!("cachewarden_cache_fill_batches_total").increment(0);
@@ -176,6 +146,44 @@ pub(crate) fn initialise(configured: &Configured<'_>) {
         counter!("cachewarden_refresh_given_up_total", "reason" => reason).increment(0);
     }
     counter!("cachewarden_protection_degraded_total", "reason" => "out_of_memory").increment(0);
+}
+
+/// Creates the series of each of `jobs` at zero (at start-up, and for the jobs a reload adds).
+pub(crate) fn initialise_jobs(jobs: &[&str], misses: bool) {
+    for &job in jobs {
+        let job = job.to_string();
+        for outcome in [Outcome::Success, Outcome::Failure, Outcome::Skipped] {
+            counter!("cachewarden_warm_runs_total", "warm_job" => job.clone(), "outcome" => outcome.as_str())
+                .increment(0);
+        }
+        for outcome in [Outcome::Success, Outcome::Failure] {
+            counter!("cachewarden_warm_attempts_total", "warm_job" => job.clone(), "outcome" => outcome.as_str())
+                .increment(0);
+        }
+        for name in [
+            "cachewarden_warm_rows_total",
+            "cachewarden_warm_keys_written_total",
+            "cachewarden_warm_keys_pruned_total",
+            "cachewarden_warm_bytes_written_total",
+            "cachewarden_warm_bytes_rendered_total",
+        ] {
+            counter!(name, "warm_job" => job.clone()).increment(0);
+        }
+        for reason in SKIP_REASONS {
+            counter!("cachewarden_warm_values_skipped_total", "warm_job" => job.clone(), "reason" => reason)
+                .increment(0);
+        }
+        gauge!("cachewarden_warm_last_success_timestamp_seconds", "warm_job" => job.clone()).set(0.0);
+        gauge!("cachewarden_warm_job_keys", "warm_job" => job.clone()).set(0.0);
+        gauge!("cachewarden_warm_job_memory_bytes", "warm_job" => job.clone()).set(0.0);
+        // No consistency ratio until the job's first audit: "not audited" is not "consistent".
+        counter!("cachewarden_stale_keys_total", "warm_job" => job.clone()).increment(0);
+        counter!("cachewarden_audit_repaired_keys_total", "warm_job" => job.clone()).increment(0);
+        counter!("cachewarden_audit_failures_total", "warm_job" => job.clone()).increment(0);
+        if misses {
+            counter!("cachewarden_cache_misses_total", "warm_job" => job).increment(0);
+        }
+    }
 }
 
 /// What a fill did with a key (`cachewarden_cache_fills_total{outcome}`).
@@ -317,6 +325,17 @@ pub(crate) fn record_keyspace(hits: u64, misses: u64, evicted: u64) {
     counter!("cachewarden_redis_keyspace_hits_total").absolute(hits);
     counter!("cachewarden_redis_keyspace_misses_total").absolute(misses);
     counter!("cachewarden_redis_evicted_keys_total").absolute(evicted);
+}
+
+/// Records the keyspace sample's estimates (`ops::footprint`): each job's keys and bytes (`(job, keys, bytes)`), and
+/// when and on how many keys the sample was taken.
+pub(crate) fn record_footprint<'a>(estimates: impl Iterator<Item = (&'a str, f64, f64)>, drawn: usize) {
+    for (job, keys, bytes) in estimates {
+        gauge!("cachewarden_warm_job_keys", "warm_job" => job.to_string()).set(keys.round());
+        gauge!("cachewarden_warm_job_memory_bytes", "warm_job" => job.to_string()).set(bytes.round());
+    }
+    gauge!("cachewarden_keyspace_sample_keys").set(drawn as f64);
+    gauge!("cachewarden_keyspace_sample_timestamp_seconds").set(unix_now().as_secs_f64());
 }
 
 /// Counts a configuration reload.

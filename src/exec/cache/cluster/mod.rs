@@ -349,6 +349,16 @@ impl Operations for Cluster {
         redis::FromRedisValue::from_redis_value(reply).map_err(|error| command_failed(error.into()))
     }
 
+    async fn on_node_pipeline(&self, node: usize, pipe: redis::Pipeline) -> Result<Vec<Value>, CacheError> {
+        let (host, port) = self.slot_map().masters[node].clone();
+        let count = pipe.len();
+        self.conn
+            .clone()
+            .route_pipeline(pipe, 0, count, SingleNodeRoutingInfo::ByAddress { host, port })
+            .await
+            .map_err(command_failed)
+    }
+
     async fn info(&self, section: &str) -> Result<String, CacheError> {
         self.info_sum(section).await
     }

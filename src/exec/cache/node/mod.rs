@@ -202,6 +202,11 @@ impl Operations for Node {
             .map_err(command_failed)
     }
 
+    async fn on_node_pipeline(&self, _node: usize, pipe: redis::Pipeline) -> Result<Vec<redis::Value>, CacheError> {
+        let mut conn = self.conn.clone();
+        pipe.query_async(&mut conn).await.map_err(command_failed)
+    }
+
     async fn info(&self, section: &str) -> Result<String, CacheError> {
         let mut conn = self.conn.clone();
         redis::cmd("INFO")
