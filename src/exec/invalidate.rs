@@ -53,12 +53,13 @@ pub(crate) struct Applied {
 impl Applied {
     /// The keys per action, as the metrics label them (warm runs are not keys: see [`Applied::warms`]).
     pub(crate) fn counts(&self) -> [(&'static str, u64); 5] {
+        let [delete, pattern_delete, refresh, refresh_delete, project] = metrics::INVALIDATION_ACTIONS;
         [
-            ("delete", self.deleted),
-            ("pattern_delete", self.pattern_deleted),
-            ("refresh", self.refreshed),
-            ("refresh_delete", self.refresh_deleted),
-            ("project", self.projected),
+            (delete, self.deleted),
+            (pattern_delete, self.pattern_deleted),
+            (refresh, self.refreshed),
+            (refresh_delete, self.refresh_deleted),
+            (project, self.projected),
         ]
     }
 }

@@ -107,6 +107,20 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
+    /// Every [`Refusal::reason`].
+    pub(crate) const REASONS: [&'static str; 10] = [
+        "too_large",
+        "not_utf8",
+        "empty",
+        "malformed",
+        "empty_key",
+        "wildcard_in_delete",
+        "key_not_allowed",
+        "pattern_not_allowed",
+        "too_many_keys",
+        "unknown_job",
+    ];
+
     /// A short label for metrics.
     pub(crate) fn reason(&self) -> &'static str {
         match self {
@@ -263,6 +277,25 @@ mod tests {
     use std::collections::HashMap;
 
     use crate::pure::model::{ChangeRule, KeyTemplate, RowChange, RowImage};
+
+    #[test]
+    fn every_refusal_reason_is_listed_once() {
+        let text = || String::new();
+        let all = [
+            Refusal::TooLarge { bytes: 1, limit: 0 },
+            Refusal::NotUtf8,
+            Refusal::Empty,
+            Refusal::MalformedJson(text()),
+            Refusal::EmptyKey,
+            Refusal::WildcardInDelete(text()),
+            Refusal::KeyNotAllowed(text()),
+            Refusal::PatternNotAllowed(text()),
+            Refusal::TooManyKeys { count: 1, limit: 0 },
+            Refusal::UnknownJob(text()),
+        ];
+        let reasons: Vec<&str> = all.iter().map(Refusal::reason).collect();
+        assert_eq!(reasons, Refusal::REASONS);
+    }
 
     fn policy() -> Policy {
         Policy {

@@ -90,6 +90,7 @@ pub(crate) fn initialise(configured: &Configured<'_>) {
     gauge!("cachewarden_keyspace_sample_keys").set(0.0);
     gauge!("cachewarden_keyspace_sample_timestamp_seconds").set(0.0);
     if configured.misses {
+        gauge!("cachewarden_cache_misses_reported").set(0.0);
         counter!("cachewarden_cache_misses_ignored_total").increment(0);
         counter!("cachewarden_cache_fill_batches_total").increment(0);
         for outcome in FILL_OUTCOMES {
@@ -111,9 +112,25 @@ pub(crate) fn initialise(configured: &Configured<'_>) {
     for outcome in ["applied", "rejected"] {
         counter!("cachewarden_config_reloads_total", "outcome" => outcome).increment(0);
     }
+    for name in [
+        "cachewarden_dead_letters_dropped_total",
+        "cachewarden_refresh_fallback_keys_total",
+        "cachewarden_invalidation_warm_runs_total",
+    ] {
+        counter!(name).increment(0);
+    }
+    for action in INVALIDATION_ACTIONS {
+        counter!("cachewarden_invalidated_keys_total", "action" => action).increment(0);
+    }
+    for path in GUARDED_PATHS {
+        counter!("cachewarden_guarded_batches_total", "path" => path).increment(0);
+    }
     if configured.channel {
         for outcome in ["applied", "refused"] {
             counter!("cachewarden_channel_messages_total", "outcome" => outcome).increment(0);
+        }
+        for reason in crate::pure::plan::Refusal::REASONS {
+            counter!("cachewarden_channel_refused_total", "reason" => reason).increment(0);
         }
         counter!("cachewarden_channel_gaps_total").increment(0);
         counter!("cachewarden_channel_overflows_total").increment(0);
@@ -185,6 +202,11 @@ pub(crate) fn initialise_jobs(jobs: &[&str], misses: bool) {
         }
     }
 }
+
+/// What an invalidation did to keys (`cachewarden_invalidated_keys_total{action}`; `Applied::counts` names them).
+pub(crate) const INVALIDATION_ACTIONS: [&str; 5] = ["delete", "pattern_delete", "refresh", "refresh_delete", "project"];
+/// The paths a guarded batch takes (`cachewarden_guarded_batches_total{path}`).
+const GUARDED_PATHS: [&str; 4] = ["optimistic", "script", "refused", "discarded"];
 
 /// What a fill did with a key (`cachewarden_cache_fills_total{outcome}`).
 pub(crate) const FILL_OUTCOMES: [&str; 3] = ["written", "absent", "failed"];
@@ -559,6 +581,113 @@ pub fn unix_now() -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+
+    /// Notes which metrics are described and which series are created.
+    #[derive(Default)]
+    struct Names {
+        described: Mutex<BTreeSet<String>>,
+        created: Mutex<BTreeSet<String>>,
+    }
+
+    impl Names {
+        fn describe(&self, name: KeyName) {
+            self.described.lock().unwrap().insert(name.as_str().to_string());
+        }
+
+        fn create(&self, key: &Key) {
+            self.created.lock().unwrap().insert(key.name().to_string());
+        }
+    }
+
+    impl Recorder for Names {
+        fn describe_counter(&self, name: KeyName, _: Option<Unit>, _: SharedString) {
+            self.describe(name);
+        }
+        fn describe_gauge(&self, name: KeyName, _: Option<Unit>, _: SharedString) {
+            self.describe(name);
+        }
+        fn describe_histogram(&self, name: KeyName, _: Option<Unit>, _: SharedString) {
+            self.describe(name);
+        }
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            self.create(key);
+            Counter::noop()
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            self.create(key);
+            Gauge::noop()
+        }
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+            self.create(key);
+            Histogram::noop()
+        }
+    }
+
+    /// What a configuration with every part (a job, the channel, the binlog, `[ha]`, `[misses]`) shows at its first
+    /// scrape: every described metric, but for those whose labels name what only happens later.
+    #[test]
+    fn every_described_metric_exists_from_the_first_scrape() {
+        let names = Names::default();
+        metrics::with_local_recorder(&names, || {
+            super::describe::describe();
+            super::initialise(&super::Configured {
+                jobs: &["products"],
+                channel: true,
+                binlog: true,
+                ha: true,
+                misses: true,
+            });
+        });
+        let described = names.described.into_inner().unwrap();
+        let created = names.created.into_inner().unwrap();
+        let missing: Vec<&String> = described
+            .iter()
+            .filter(|name| !created.contains(*name) && !LATER.contains(&name.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "described but not created at start: {missing:?}");
+        // And the exceptions are still described (a renamed metric leaves no stale exception behind).
+        for name in LATER {
+            assert!(described.contains(*name), "{name} is no longer described");
+        }
+    }
+
+    /// Series created only once what they count has happened, because a label names it (a table, a dead letter's
+    /// reason) or a histogram's first observation creates it.
+    const LATER: &[&str] = &[
+        // No sweep yet: a ratio or a count would claim an audit that did not happen ("not audited yet").
+        "cachewarden_consistency_ratio",
+        "cachewarden_audit_keys_checked",
+        "cachewarden_audit_wrong_keys",
+        "cachewarden_audit_missing_keys",
+        "cachewarden_audit_orphaned_keys",
+        "cachewarden_audit_orphans_checked",
+        "cachewarden_audit_last_sweep_timestamp_seconds",
+        // Timestamps and positions of what has not happened: 0 would read as 1970 ("heard 56 years ago").
+        "cachewarden_binlog_checkpoint_position",
+        "cachewarden_binlog_checkpoint_timestamp_seconds",
+        "cachewarden_binlog_last_applied_timestamp_seconds",
+        "cachewarden_binlog_last_heard_timestamp_seconds",
+        // Read from the server at the first connection (unknown until then).
+        "cachewarden_binlog_retention_seconds",
+        // Redis's own counters, copied whole at the first health check (2 s): a 0 first would make rate() see the
+        // server's whole history as one jump.
+        "cachewarden_redis_keyspace_hits_total",
+        "cachewarden_redis_keyspace_misses_total",
+        "cachewarden_redis_evicted_keys_total",
+        // Labelled by what happened: the table of a failing rule, a dead letter's reason, a lookup rule's job.
+        "cachewarden_binlog_rule_errors_total",
+        "cachewarden_dead_letters_total",
+        "cachewarden_binlog_lookup_keys_total",
+        "cachewarden_binlog_lookup_rewarms_total",
+        // Histograms: created by their first observation.
+        "cachewarden_warm_duration_seconds",
+        "cachewarden_cache_fill_seconds",
+    ];
+
     #[test]
     fn process_cpu_time_has_its_fractions() {
         let cpu = |text: &str| {
