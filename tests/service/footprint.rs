@@ -36,6 +36,17 @@ async fn items(env: &TestEnv, products: u32, users: u32) {
     .await;
 }
 
+/// A daemon running the jobs over `products` and `users` rows, on a Redis of its own.
+async fn started(products: u32, users: u32) -> (TestEnv, OwnRedis, Daemon) {
+    let env = TestEnv::new().await;
+    items(&env, products, users).await;
+    let redis = OwnRedis::start().await;
+    let path = env.config_file_with_redis(&format!("redis://127.0.0.1:{}/0", redis.port), &jobs(&env));
+    let daemon = Daemon::start(&env, &path, &[], &[]);
+    wait_for_admin(&env).await;
+    (env, redis, daemon)
+}
+
 /// The job's estimated keys and bytes once the first sample after the warm runs is in.
 async fn estimates(env: &TestEnv, daemon: &Daemon, job: &str) -> (f64, f64) {
     let keys = format!("cachewarden_warm_job_keys{{warm_job=\"{job}\"}}");
@@ -51,12 +62,7 @@ async fn estimates(env: &TestEnv, daemon: &Daemon, job: &str) -> (f64, f64) {
 
 #[tokio::test]
 async fn a_large_keyspace_is_estimated_from_random_keys() {
-    let env = TestEnv::new().await;
-    items(&env, 4000, 1000).await;
-    let redis = OwnRedis::start().await;
-    let path = env.config_file_with_redis(&format!("redis://127.0.0.1:{}/0", redis.port), &jobs(&env));
-    let mut daemon = Daemon::start(&env, &path, &[], &[]);
-    wait_for_admin(&env).await;
+    let (env, _redis, mut daemon) = started(4000, 1000).await;
     let (products, product_bytes) = estimates(&env, &daemon, "products").await;
     let (users, _) = estimates(&env, &daemon, "users").await;
     // 1,000 keys drawn of 5,001: the shares' standard deviations are about 63 keys, so these bounds are 6 and 4.7 of
@@ -76,12 +82,7 @@ async fn a_large_keyspace_is_estimated_from_random_keys() {
 
 #[tokio::test]
 async fn a_small_keyspace_is_counted_exactly_and_shown_on_the_status_page() {
-    let env = TestEnv::new().await;
-    items(&env, 20, 5).await;
-    let redis = OwnRedis::start().await;
-    let path = env.config_file_with_redis(&format!("redis://127.0.0.1:{}/0", redis.port), &jobs(&env));
-    let mut daemon = Daemon::start(&env, &path, &[], &[]);
-    wait_for_admin(&env).await;
+    let (env, redis, mut daemon) = started(20, 5).await;
     assert_eq!(estimates(&env, &daemon, "products").await.0, 20.0);
     assert_eq!(estimates(&env, &daemon, "users").await.0, 5.0);
     // Every key of the node was read: the jobs' 26 and the daemon's own.
