@@ -156,3 +156,50 @@ async fn binlog_replay_applies_a_past_range_again_without_touching_the_checkpoin
     );
     assert_eq!(value(&env, "checkpoint").await, None);
 }
+
+/// A server slow to find a GTID start (it reads its binlog up to the position first, sending no heartbeat) is waited
+/// for: the session is not taken for dead after the heartbeat's silence (3 s here, the server's hold 5 s), and the
+/// change after the position is applied.
+#[tokio::test]
+async fn a_start_by_gtid_waits_for_a_server_slow_to_find_the_position() {
+    let _shared = common::binlog_shared();
+    let env = TestEnv::new().await;
+    env.sql(SCHEMA).await;
+    let port: u16 = env
+        .mysql_url
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|port| port.parse().ok())
+        .expect("the test database's port");
+    let server = common::proxy::Proxy::stalling_binlog_starts(port, Duration::from_secs(5));
+    let url = env
+        .mysql_url
+        .replace(&format!("127.0.0.1:{port}/"), &format!("127.0.0.1:{}/", server.port));
+    let binlog = format!("on_gap = \"none\"\nurl = \"{url}\"");
+    let path = env.config_file(&config(&env, &binlog, &products_rule(&env, "")));
+    let gtid: String = {
+        let mut conn = sqlx::MySqlConnection::connect(&env.mysql_url).await.unwrap();
+        sqlx::query_scalar("SELECT @@GLOBAL.gtid_binlog_pos")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    };
+    env.sql("UPDATE products SET price = 18.00 WHERE id = 1").await;
+    set(&env, "category:1:page:1").await;
+    let (code, out) = env.run_cli(&["binlog", "set", "--gtid", &gtid], &path);
+    assert_eq!(code, Some(0), "{out}");
+
+    let mut daemon = start(&env, &path).await;
+    assert!(
+        becomes(&env, "category:1:page:1", None).await,
+        "the change after the GTID position was not applied:\n{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    assert!(server.stalls() >= 1, "the proxy never held the stream:\n{log}");
+    assert!(log.contains("by_gtid=true"), "{log}");
+    assert!(!log.contains("the connection is dead"), "{log}");
+    assert!(log.contains("still finding the GTID position"), "{log}");
+    assert_eq!(daemon.stop().await, Some(0));
+}

@@ -102,6 +102,15 @@ const HOLD_CHECK_EVERY: Duration = Duration::from_millis(50);
 /// A server that cannot be followed is looked at again this often.
 const DEFINITE_RETRY: Duration = Duration::from_secs(60);
 
+/// A stream opened: where it starts, on what server, and whether by GTID (the server then reads its binlog up to the
+/// GTID position before it sends anything, see `session::START_GRACE`).
+struct Opened {
+    stream: mysql_async::BinlogStream,
+    start: Position,
+    server: server::ServerTraits,
+    by_gtid: bool,
+}
+
 /// Follows the binlog.
 pub(crate) struct BinlogListener {
     /// `[binlog]`; its `checkpoint` is in `checkpoints`.
@@ -210,7 +219,7 @@ impl BinlogListener {
         &self,
         shutdown: &CancellationToken,
         state: &mut SessionState,
-    ) -> Result<Option<(mysql_async::BinlogStream, Position, server::ServerTraits)>, BinlogError> {
+    ) -> Result<Option<Opened>, BinlogError> {
         let mut conn = server::connect(&self.url.current()).await?;
         let server = server::check_server(&mut conn).await?;
         if !std::mem::replace(&mut state.settings_warned, true) {
@@ -287,7 +296,12 @@ impl BinlogListener {
             .await
             .map_err(|error| server::classify(error, &start))?;
         info!(position = %start, by_gtid, server_id = self.settings.server_id, "Following the binlog.");
-        Ok(Some((stream, start, server)))
+        Ok(Some(Opened {
+            stream,
+            start,
+            server,
+            by_gtid,
+        }))
     }
 
     /// The `on_gap` recovery for everything the rules cover. `false` when shutdown interrupted it.

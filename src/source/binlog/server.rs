@@ -27,8 +27,14 @@ pub(super) fn classify(error: mysql_async::Error, position: &Position) -> Binlog
 
 /// A connection for replication as `url`.
 pub(super) async fn connect(url: &SecretUrl) -> Result<Conn, BinlogError> {
-    let opts = Opts::from_url(url.expose())
+    let mut opts = Opts::from_url(url.expose())
         .map_err(|_| BinlogError::Refused("[binlog] url is not a valid MySQL URL".into()))?;
+    // mysql_async would otherwise move a connection to 127.0.0.1 onto the Unix socket the server names
+    // (`@@socket`): through a tunnel or a local proxy to a remote server, that socket is a local server's, and the
+    // binlog followed would be the wrong one. The URL's address is the server, unless it asks otherwise.
+    if !url.expose().contains("prefer_socket=") {
+        opts = mysql_async::OptsBuilder::from_opts(opts).prefer_socket(false).into();
+    }
     tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts))
         .await
         .map_err(|_| BinlogError::Interrupted("connecting for replication timed out".into()))?

@@ -13,11 +13,31 @@ use super::batch::Batch;
 use super::tracker::{Marker, Tracker};
 use super::{
     BATCH_ENOUGH_KEYS, BATCH_KEYS, BATCH_ROWS, BATCH_WAIT, BinlogError, BinlogListener, HEARD_RECORD_EVERY,
-    HOLD_CHECK_EVERY, IDLE_GAP, SessionState, compressed, gtid, holds, server, statements,
+    HOLD_CHECK_EVERY, IDLE_GAP, Opened, SessionState, compressed, gtid, holds, server, statements,
 };
 use crate::config::SecretUrl;
 use crate::pure::model::TriggerReason;
 use crate::telemetry::metrics;
+
+/// How long a session started by GTID may hear nothing past the stream's preamble before it is taken for dead: the
+/// server first reads its binlog up to the GTID position (MariaDB from the start of the file that holds it; MySQL
+/// skipping what the replica has), sending no heartbeat meanwhile — seconds on a large file on a slow disk. A session
+/// by file and offset starts where it asks and is held to the heartbeat's silence at once.
+const START_GRACE: Duration = Duration::from_secs(120);
+
+/// The events a stream opens with before the server has found its start: the (fake) rotate, the file's format
+/// description, and its GTID list (MySQL's previous GTIDs, MariaDB's GTID list and binlog checkpoint).
+fn is_preamble(event_type: u8) -> bool {
+    const ROTATE: u8 = 4;
+    const FORMAT_DESCRIPTION: u8 = 15;
+    const PREVIOUS_GTIDS: u8 = 35;
+    const MARIADB_BINLOG_CHECKPOINT: u8 = 161;
+    const MARIADB_GTID_LIST: u8 = 163;
+    matches!(
+        event_type,
+        ROTATE | FORMAT_DESCRIPTION | PREVIOUS_GTIDS | MARIADB_BINLOG_CHECKPOINT | MARIADB_GTID_LIST
+    )
+}
 
 /// What one session reads and keeps between events.
 pub(super) struct Reading {
@@ -27,6 +47,11 @@ pub(super) struct Reading {
     url: watch::Receiver<SecretUrl>,
     /// No event or heartbeat for this long: the connection is dead.
     silence: Duration,
+    /// Started by GTID, and nothing past the stream's preamble heard yet: the server may still be reading its binlog
+    /// up to the GTID position, with no heartbeat meanwhile, so the silence allowed is [`START_GRACE`].
+    finding_start: bool,
+    /// Whether the wait beyond `silence` for the start was said.
+    finding_said: bool,
     last_heard: Instant,
     heard_recorded: Option<Instant>,
     /// Warm runs a logged statement asked for, requested once its deletes are applied (see `statements`); the
@@ -53,7 +78,13 @@ impl BinlogListener {
         state: &mut SessionState,
     ) -> Result<(), BinlogError> {
         let url = self.url.subscribe();
-        let Some((stream, start, server)) = self.open(shutdown, state).await? else {
+        let Some(Opened {
+            stream,
+            start,
+            server,
+            by_gtid,
+        }) = self.open(shutdown, state).await?
+        else {
             return Ok(());
         };
         metrics::record_binlog_connected(true);
@@ -64,6 +95,8 @@ impl BinlogListener {
             batch: Batch::default(),
             url,
             silence: self.settings.heartbeat * 2 + Duration::from_secs(1),
+            finding_start: by_gtid,
+            finding_said: false,
             last_heard: Instant::now(),
             heard_recorded: None,
             statement_warms: Vec::new(),
@@ -135,8 +168,13 @@ impl BinlogListener {
                 .into_iter()
                 .flatten()
                 .min();
-            let silence = reading.silence;
-            let wait = next_due.map_or(silence, |due| due.saturating_duration_since(now).min(silence));
+            let silence = match reading.finding_start {
+                true => START_GRACE,
+                false => reading.silence,
+            };
+            let wait = next_due.map_or(reading.silence, |due| {
+                due.saturating_duration_since(now).min(reading.silence)
+            });
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(Next::Stop),
@@ -152,7 +190,19 @@ impl BinlogListener {
                             "no event or heartbeat for {silence:?}: the connection is dead"
                         )));
                     }
-                    Err(_) => return Ok(Next::Nothing),
+                    Err(_) => {
+                        if reading.finding_start
+                            && !reading.finding_said
+                            && reading.last_heard.elapsed() >= reading.silence
+                        {
+                            reading.finding_said = true;
+                            info!(
+                                waiting_up_to = ?START_GRACE,
+                                "The server is still finding the GTID position in its binlog (no heartbeat meanwhile)."
+                            );
+                        }
+                        return Ok(Next::Nothing);
+                    }
                 },
             }
         } else {
@@ -178,7 +228,12 @@ impl BinlogListener {
             None => Err(BinlogError::Interrupted("the server closed the binlog stream".into())),
             // Named by the position we were reading from.
             Some(Err(error)) => Err(server::classify(error, reading.position.last_end())),
-            Some(Ok(event)) => Ok(Next::Event(event)),
+            Some(Ok(event)) => {
+                if reading.finding_start && !is_preamble(event.header().event_type_raw()) {
+                    reading.finding_start = false;
+                }
+                Ok(Next::Event(event))
+            }
         }
     }
 
