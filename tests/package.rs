@@ -425,6 +425,27 @@ fn the_rpm_for_amazon_linux_2023_holds_the_same_files_needs_no_newer_glibc_and_p
     let (version_out, _) = run(Command::new(scratch.path().join("usr/bin/cachewarden")).arg("--version"));
     assert!(version_out.contains(version), "{version_out}");
     assert!(scratch.path().join("etc/cachewarden/jobs.toml").is_file());
+    // The scripts need a shell the scratch root lacks: %post runs here, with a systemctl that does nothing. A first
+    // install prints the credentials hint whether or not systemd runs (an image build); an upgrade does not.
+    let post = query(&["--queryformat", "%{POSTIN}"]);
+    let stub = tempfile::tempdir().unwrap();
+    std::fs::write(stub.path().join("systemctl"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(
+        stub.path().join("systemctl"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        stub.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let post_with = |count: &str| run(Command::new("sh").args(["-c", &post, "sh", count]).env("PATH", &path)).0;
+    assert!(
+        post_with("1").contains("write /etc/cachewarden/credentials/mysql-url"),
+        "{post}"
+    );
+    assert!(!post_with("2").contains("credentials"), "{post}");
     let removed = in_root(&["-e", "--noscripts", "cachewarden"]);
     assert!(removed.status.success(), "rpm -e: {:?}", text(&removed));
     assert!(!scratch.path().join("usr/bin/cachewarden").exists());
