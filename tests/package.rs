@@ -451,7 +451,7 @@ fn the_rpm_for_amazon_linux_2023_holds_the_same_files_needs_no_newer_glibc_and_p
     assert!(!scratch.path().join("usr/bin/cachewarden").exists());
 }
 
-/// The container image definition (contrib/container/Containerfile; no container engine runs here to build it): what
+/// The container image definition (contrib/container/Containerfile; its base images cannot be pulled here): what
 /// it copies exists, and the daemon finds its configuration and its URLs where the image puts them — the
 /// configuration by CACHEWARDEN_CONFIG, the URLs in the secrets directory named by CREDENTIALS_DIRECTORY.
 #[test]
@@ -495,4 +495,72 @@ fn the_container_image_definition_points_the_daemon_at_its_configuration_and_sec
         stderr.contains("mysql"),
         "without the secrets it says what is missing: {stderr}"
     );
+}
+
+/// The container image built without a registry (scripts/container: FROM scratch, the stripped binary, its libraries,
+/// the CA certificates, a nonroot user, no shell) starts as that user and passes `check --connect` against the test's
+/// servers, the jobs file and the URLs mounted where contrib/container/Containerfile says. Podman keeps this test's
+/// images in a storage of its own, removed after.
+#[test]
+fn the_container_image_builds_without_a_registry_and_passes_check_connect() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let services = common::services();
+    let storage = tempfile::tempdir().unwrap();
+    // vfs and cgroupfs: no overlay mounts or systemd needed; runc: crun refuses a cgroup v1/v2 hybrid like this one.
+    let podman = format!(
+        "podman --root {0}/root --runroot {0}/run --storage-driver vfs --cgroup-manager cgroupfs --runtime runc",
+        storage.path().display()
+    );
+    let image = "localhost/cachewarden-test:latest";
+    let (built, _) = run(Command::new(root.join("scripts/container"))
+        .env("CACHEWARDEN_BIN", env!("CARGO_BIN_EXE_cachewarden"))
+        .env("CACHEWARDEN_IMAGE", image)
+        .env("CACHEWARDEN_PODMAN", &podman));
+    assert_eq!(built.trim(), image);
+
+    let mounts = tempfile::tempdir().unwrap();
+    let secrets = mounts.path().join("credentials");
+    std::fs::create_dir(&secrets).unwrap();
+    std::fs::write(secrets.join("mysql-url"), format!("{}/mysql\n", services.mysql)).unwrap();
+    std::fs::write(secrets.join("redis-url"), format!("{}/0\n", services.redis)).unwrap();
+    let jobs = mounts.path().join("jobs.toml");
+    std::fs::write(
+        &jobs,
+        "[[warm]]\nname = \"one\"\nschedule = \"every 1h\"\nquery = \"SELECT 1 AS id\"\nkey = \"cw-container:{id}\"\nttl = \"1m\"\n",
+    )
+    .unwrap();
+    // The image's user (65532) reads what is mounted.
+    for path in [mounts.path(), &secrets] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let container = |args: &[&str]| {
+        let mut command = Command::new("sh");
+        let mounted = format!(
+            "-v {}:/etc/cachewarden/jobs.toml:ro -v {}:/run/secrets:ro",
+            jobs.display(),
+            secrets.display()
+        );
+        command.args([
+            "-c",
+            &format!(
+                "{podman} run --rm --network host --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 {mounted} \
+                 {image} \"$@\""
+            ),
+            "sh",
+        ]);
+        command.args(args);
+        command.output().unwrap()
+    };
+    let checked = container(&["check", "--connect"]);
+    let (out, err) = text(&checked);
+    assert!(checked.status.success(), "check --connect in the image: {out}{err}");
+    assert!(out.contains("1 warm job"), "{out}{err}");
+    let user = container(&["--version"]);
+    assert!(text(&user).0.contains(env!("CARGO_PKG_VERSION")), "{:?}", text(&user));
+    // No shell in the image: only the binary runs.
+    let shell = Command::new("sh")
+        .args(["-c", &format!("{podman} run --rm --entrypoint /bin/sh {image} -c true")])
+        .output()
+        .unwrap();
+    assert!(!shell.status.success(), "the image has a shell: {:?}", text(&shell));
 }
