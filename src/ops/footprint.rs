@@ -75,8 +75,8 @@ impl Footprint {
         let samples = self.cache.sample_keyspace(PER_NODE, wanted).await?;
         let mut estimates = estimate(jobs, &patterns, &samples);
         for (estimate, job) in estimates.iter_mut().zip(jobs) {
-            if job.key.is_single_key() {
-                let key = allow_pattern(&job.key);
+            // The key itself (its pattern would escape a literal `*` or `?`).
+            if let Some(key) = job.key.single_key() {
                 let bytes = self.cache.memory_usage(&key).await?;
                 estimate.keys = if bytes.is_some() { 1.0 } else { 0.0 };
                 estimate.bytes = bytes.unwrap_or(0) as f64;
