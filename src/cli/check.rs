@@ -60,7 +60,7 @@ pub(crate) async fn check_connect(config: &Config) -> Findings {
         }
     }
     if let Some(binlog) = &config.binlog {
-        match crate::source::binlog::preflight(&binlog.url).await {
+        match crate::source::binlog::preflight(&binlog.url, binlog.server_id).await {
             Ok(server) => {
                 notes.extend(server.warnings.iter().map(|warning| format!("binlog: {warning}")));
                 notes.push(format!("binlog: {}", server.retention.can_be_down_for()));

@@ -262,6 +262,8 @@ pub struct StreamSettings {
 pub struct BinlogSettings {
     /// This replica's server id; unique among the server's replicas.
     pub server_id: u32,
+    /// When `server_id` is not set: the instance identity it was derived from.
+    pub server_id_from: Option<String>,
     /// The replication connection (a user with REPLICATION SLAVE, REPLICATION CLIENT); `[mysql] url` by default.
     pub url: SecretUrl,
     /// Where to start when there is no checkpoint.

@@ -172,3 +172,31 @@ async fn cluster_mode_and_the_configuration_must_agree_or_check_and_the_daemon_s
         let _ = server.wait();
     }
 }
+
+/// A `server_id` that a replica of the server already has is refused by `check --connect` (and at start), naming the
+/// replica; left out, the instance takes one of its own, which the server's replicas do not have.
+#[tokio::test]
+async fn check_connect_refuses_the_server_id_of_a_replica_the_server_reports() {
+    // The test MariaDB's replica (server id 2) registers with it: SHOW SLAVE HOSTS lists it.
+    common::replica();
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let p = &env.prefix;
+    let body = |server_id: &str| {
+        format!(
+            "{}[binlog]\n{server_id}checkpoint_key = \"{p}checkpoint\"\n\n\
+             [[on_change]]\ntable = \"products\"\ndelete = [\"{p}product:{{id}}\"]\n",
+            job(&env, "good", "SELECT id, name FROM products", "every 1h", ""),
+        )
+    };
+    let taken = env.config_file(&body("server_id = 2\n"));
+    let (code, _, stderr) = cli_output(&["check", "--connect"], &taken);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(
+        stderr.contains("server_id 2 is the id of the replica 127.0.0.1:3308"),
+        "{stderr}"
+    );
+    let automatic = env.config_file(&body(""));
+    let (code, stdout, stderr) = cli_output(&["check", "--connect"], &automatic);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+}

@@ -105,7 +105,11 @@ refresh = ["product:{{id}}"]
 "#
     );
     let problems = problems(&source);
-    assert!(find(&problems, "binlog.server_id").message.contains("is required"));
+    // No server_id is no problem: the instance takes one of its own.
+    assert!(
+        problems.iter().all(|problem| problem.location != "binlog.server_id"),
+        "{problems:?}"
+    );
     assert!(
         find(&problems, "binlog.start")
             .message
@@ -287,4 +291,33 @@ fn misses_settings_and_fill_on_miss_are_checked() {
     assert_eq!(misses.max_fills_per_second, 1000);
     assert_eq!(misses.negative_ttl, std::time::Duration::from_secs(10));
     assert!(config.jobs[0].fill_on_miss);
+}
+
+/// Without `[binlog] server_id` each instance takes a replica id of its own, from its name (`[ha] instance`, else the
+/// host name), above the small ids servers are given by habit; 0 is refused (servers refuse it; 0 stands for "not set" inside).
+#[test]
+fn without_a_server_id_each_instance_takes_its_own() {
+    let base =
+        format!("{CONNECTIONS}\n[binlog]\n\n[[on_change]]\ntable = \"sessions\"\ndelete = [\"session:{{token}}\"]\n");
+    let load = |source: &str| config::load_str(Path::new("jobs.toml"), source, HashMap::new()).unwrap();
+    let alone = load(&base);
+    let binlog = alone.binlog.as_ref().unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(binlog.server_id_from.as_deref(), Some(host.trim()));
+    assert!(binlog.server_id >= 0x8000_0000, "{}", binlog.server_id);
+    let instance = |name: &str| {
+        let config = load(&format!("{base}\n[ha]\nenabled = true\ninstance = \"{name}\"\n"));
+        let binlog = config.binlog.unwrap();
+        assert_eq!(binlog.server_id_from.as_deref(), Some(name));
+        binlog.server_id
+    };
+    assert_ne!(instance("web-1"), instance("web-2"));
+    assert_eq!(instance("web-1"), instance("web-1"));
+    let zero = problems(&base.replace("[binlog]\n", "[binlog]\nserver_id = 0\n"));
+    assert!(
+        find(&zero, "binlog.server_id")
+            .message
+            .contains("must be at least 1"),
+        "{zero:?}"
+    );
 }

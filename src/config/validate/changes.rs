@@ -153,6 +153,7 @@ impl Context {
             refresh_wait,
             refresh_fallback,
             server_id: server_id?,
+            server_id_from: None,
             url: url?,
             start: start?,
             checkpoint: checkpoint?,
@@ -163,16 +164,11 @@ impl Context {
         })
     }
 
-    /// `[binlog] server_id`: required, a replica id that fits 32 bits.
+    /// `[binlog] server_id`: a replica id from 1 that fits 32 bits; `Some(0)` when it is not set (the automatic id is
+    /// given once the instance is known, see [`automatic_server_id`]).
     fn binlog_server_id(&mut self, raw: Option<IntOrString>) -> Option<u32> {
         if raw.is_none() {
-            let message = "is required: a replica id unique among the server's replicas (e.g. 4242)";
-            self.problem(
-                self.lines.key_line(None, "binlog"),
-                "binlog.server_id".into(),
-                message.into(),
-            );
-            return None;
+            return Some(0);
         }
         match self.count("binlog", "server_id", raw)? {
             id if id <= u32::MAX as usize => Some(id as u32),
@@ -279,4 +275,31 @@ pub(super) fn default_consumer() -> String {
         .map(|name| name.trim().to_string())
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "cachewarden".into())
+}
+
+/// The replica id of an instance that sets no `[binlog] server_id`: from its identity (`[ha] instance`, else the host
+/// name), in the upper half of the id range, where servers' own ids (small numbers, by habit) are not; so two
+/// instances never share one, and one instance keeps its own across restarts when its identity is stable.
+pub(crate) fn automatic_server_id(identity: &str) -> u32 {
+    // FNV-1a: stable across builds and platforms (a std hasher is not).
+    let hash = identity.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    0x8000_0000 | (hash & 0x7fff_ffff)
+}
+
+#[cfg(test)]
+mod server_id_tests {
+    use super::automatic_server_id;
+
+    #[test]
+    fn automatic_server_ids_are_stable_distinct_and_above_the_usual_ones() {
+        let a = automatic_server_id("ip-10-0-1-17:4242");
+        assert_eq!(a, automatic_server_id("ip-10-0-1-17:4242"));
+        assert_ne!(a, automatic_server_id("ip-10-0-1-17:4243"));
+        assert_ne!(a, automatic_server_id("ip-10-0-1-18:4242"));
+        for identity in ["a", "ip-10-0-1-17", "host:1"] {
+            assert!(automatic_server_id(identity) >= 0x8000_0000);
+        }
+    }
 }

@@ -125,6 +125,15 @@ pub(super) fn validate(
         rules = follow_binlog(&doc, binlog, mysql, &mut jobs, rules);
     }
     let ha = ctx.ha(ha, binlog.as_ref());
+    // No `server_id`: one of its own for this instance (under `[ha]` each instance differs by its name).
+    let binlog = binlog.map(|mut binlog| {
+        if binlog.server_id == 0 {
+            let identity = ha.as_ref().map_or_else(operation::hostname, |ha| ha.instance.clone());
+            binlog.server_id = changes::automatic_server_id(&identity);
+            binlog.server_id_from = Some(identity);
+        }
+        binlog
+    });
     let misses = ctx.misses(misses, doc.get("warm"));
     if !rules.is_empty() && binlog.is_none() {
         ctx.problem(

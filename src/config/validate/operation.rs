@@ -161,12 +161,9 @@ impl Context {
                 "must be \"redis\" with [ha]: every instance resumes from the same checkpoint".into(),
             );
         }
-        let instance = raw.instance.unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|name| name.trim().to_string())
-                .unwrap_or_else(|_| "localhost".into());
-            format!("{host}:{}", std::process::id())
-        });
+        let instance = raw
+            .instance
+            .unwrap_or_else(|| format!("{}:{}", hostname(), std::process::id()));
         Some(HaSettings {
             lease_ttl,
             key: raw.key.unwrap_or_else(|| "cachewarden:leader".into()),
@@ -298,4 +295,11 @@ impl Context {
         }
         Some(AdminToken::new(&token))
     }
+}
+
+/// This machine's host name (`localhost` when it cannot be read).
+pub(super) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }

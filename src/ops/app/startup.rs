@@ -35,7 +35,7 @@ pub(super) async fn preflight(config: &Config, cache: &Cache) -> anyhow::Result<
         Err(error) => warn!(%error, "Could not check the Redis ACL up front."),
     }
     if let Some(binlog) = &config.binlog {
-        match crate::source::binlog::preflight(&binlog.url).await {
+        match crate::source::binlog::preflight(&binlog.url, binlog.server_id).await {
             // (Its warnings are the listener's to log, at its first session.)
             Ok(_) => {}
             Err(error) if error.is_definite() => {

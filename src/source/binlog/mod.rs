@@ -227,6 +227,13 @@ impl BinlogListener {
                 warn!("The binlog's server: {warning}");
             }
             info!("The binlog's server: {}.", server.retention.can_be_down_for());
+            if let Some(identity) = &self.settings.server_id_from {
+                info!(
+                    server_id = self.settings.server_id,
+                    from = %identity,
+                    "[binlog] server_id is not set: using this instance's own, derived from its name."
+                );
+            }
         }
         metrics::record_binlog_retention(server.retention.seconds());
         let current = server::current_position(&mut conn, &server).await?;

@@ -43,21 +43,44 @@ pub(super) async fn connect(url: &SecretUrl) -> Result<Conn, BinlogError> {
 
 /// Everything following the binlog needs from the server, asked up front (start-up, `check --connect`): the user
 /// can log in, the binlog is on and in the form we decode, the current position can be read (REPLICATION CLIENT or
-/// BINLOG MONITOR) and the user holds REPLICATION SLAVE.
-pub(crate) async fn preflight(url: &SecretUrl) -> Result<ServerTraits, BinlogError> {
+/// BINLOG MONITOR), the user holds REPLICATION SLAVE, and no replica the server reports has our `server_id`.
+pub(crate) async fn preflight(url: &SecretUrl, server_id: u32) -> Result<ServerTraits, BinlogError> {
     let mut conn = connect(url).await?;
     let server = check_server(&mut conn).await?;
     current_position(&mut conn, &server).await?;
     let grants: Vec<String> = conn.query("SHOW GRANTS").await?;
+    let twin = replica_with_id(&mut conn, server_id).await;
     conn.disconnect().await.ok();
-    if grants.iter().any(|grant| may_replicate(grant)) {
-        Ok(server)
-    } else {
-        Err(BinlogError::Refused(format!(
+    if !grants.iter().any(|grant| may_replicate(grant)) {
+        return Err(BinlogError::Refused(format!(
             "the [binlog] user lacks REPLICATION SLAVE ON *.* (SHOW GRANTS: {})",
             grants.join("; ")
-        )))
+        )));
     }
+    match twin {
+        Some(replica) => Err(BinlogError::Refused(format!(
+            "server_id {server_id} is the id of the replica {replica} the server reports (SHOW REPLICAS): two \
+             replicas with one id cut each other off; set another [binlog] server_id, or leave it out for one of \
+             this instance's own"
+        ))),
+        None => Ok(server),
+    }
+}
+
+/// The replica the server reports with `server_id` (`host:port`), if any: `SHOW REPLICAS` (MySQL 8.0.22 and later),
+/// else `SHOW SLAVE HOSTS` (MariaDB, older MySQL). Only replicas that register are listed (MySQL's and MariaDB's do;
+/// cachewarden does not), and a server that answers neither is not checked.
+async fn replica_with_id(conn: &mut Conn, server_id: u32) -> Option<String> {
+    let mut rows: Option<Vec<mysql_async::Row>> = conn.query("SHOW REPLICAS").await.ok();
+    if rows.is_none() {
+        rows = conn.query("SHOW SLAVE HOSTS").await.ok();
+    }
+    rows?.into_iter().find_map(|row| {
+        let id: Option<u32> = row.get(0);
+        let host: Option<String> = row.get(1);
+        let port: Option<u32> = row.get(2);
+        (id == Some(server_id)).then(|| format!("{}:{}", host.unwrap_or_default(), port.unwrap_or_default()))
+    })
 }
 
 /// Whether a `SHOW GRANTS` line gives (or may give, through a role) the right to read the binlog.
