@@ -177,7 +177,13 @@ async fn a_start_by_gtid_waits_for_a_server_slow_to_find_the_position() {
         .mysql_url
         .replace(&format!("127.0.0.1:{port}/"), &format!("127.0.0.1:{}/", server.port));
     let binlog = format!("on_gap = \"none\"\nurl = \"{url}\"");
-    let path = env.config_file(&config(&env, &binlog, &products_rule(&env, "")));
+    // And with no server_id: the instance takes its own (from the host and this test's own configuration path).
+    let body: String = config(&env, &binlog, &products_rule(&env, ""))
+        .lines()
+        .filter(|line| !line.starts_with("server_id = "))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let path = env.config_file(&body);
     let gtid: String = {
         let mut conn = sqlx::MySqlConnection::connect(&env.mysql_url).await.unwrap();
         sqlx::query_scalar("SELECT @@GLOBAL.gtid_binlog_pos")
@@ -201,5 +207,6 @@ async fn a_start_by_gtid_waits_for_a_server_slow_to_find_the_position() {
     assert!(log.contains("by_gtid=true"), "{log}");
     assert!(!log.contains("the connection is dead"), "{log}");
     assert!(log.contains("still finding the GTID position"), "{log}");
+    assert!(log.contains("server_id is not set: using this instance's own"), "{log}");
     assert_eq!(daemon.stop().await, Some(0));
 }

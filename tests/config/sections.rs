@@ -294,7 +294,7 @@ fn misses_settings_and_fill_on_miss_are_checked() {
 }
 
 /// Without `[binlog] server_id` each instance takes a replica id of its own, from its name (`[ha] instance`, else the
-/// host name), above the small ids servers are given by habit; 0 is refused (servers refuse it; 0 stands for "not set" inside).
+/// host name and the configuration file), above the small ids servers are given by habit; 0 is refused (servers refuse it; 0 stands for "not set" inside).
 #[test]
 fn without_a_server_id_each_instance_takes_its_own() {
     let base =
@@ -303,7 +303,7 @@ fn without_a_server_id_each_instance_takes_its_own() {
     let alone = load(&base);
     let binlog = alone.binlog.as_ref().unwrap();
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    assert_eq!(binlog.server_id_from.as_deref(), Some(host.trim()));
+    assert_eq!(binlog.server_id_from, Some(format!("{}:jobs.toml", host.trim())));
     assert!(binlog.server_id >= 0x8000_0000, "{}", binlog.server_id);
     let instance = |name: &str| {
         let config = load(&format!("{base}\n[ha]\nenabled = true\ninstance = \"{name}\"\n"));
@@ -315,9 +315,7 @@ fn without_a_server_id_each_instance_takes_its_own() {
     assert_eq!(instance("web-1"), instance("web-1"));
     let zero = problems(&base.replace("[binlog]\n", "[binlog]\nserver_id = 0\n"));
     assert!(
-        find(&zero, "binlog.server_id")
-            .message
-            .contains("must be at least 1"),
+        find(&zero, "binlog.server_id").message.contains("must be at least 1"),
         "{zero:?}"
     );
 }

@@ -278,7 +278,7 @@ pub(super) fn default_consumer() -> String {
 }
 
 /// The replica id of an instance that sets no `[binlog] server_id`: from its identity (`[ha] instance`, else the host
-/// name), in the upper half of the id range, where servers' own ids (small numbers, by habit) are not; so two
+/// name and the configuration file), in the upper half of the id range, where servers' own ids (small numbers, by habit) are not; so two
 /// instances never share one, and one instance keeps its own across restarts when its identity is stable.
 pub(crate) fn automatic_server_id(identity: &str) -> u32 {
     // FNV-1a: stable across builds and platforms (a std hasher is not).
