@@ -68,8 +68,9 @@ pub(crate) async fn preflight(url: &SecretUrl, server_id: u32) -> Result<ServerT
 }
 
 /// The replica the server reports with `server_id` (`host:port`), if any: `SHOW REPLICAS` (MySQL 8.0.22 and later),
-/// else `SHOW SLAVE HOSTS` (MariaDB, older MySQL). Only replicas that register are listed (MySQL's and MariaDB's do;
-/// cachewarden does not), and a server that answers neither is not checked.
+/// else `SHOW SLAVE HOSTS` (MariaDB, older MySQL); a server that answers neither is not checked. A registration
+/// without a port is a binlog client like this one (mysql_async registers so), not a server: it is not counted, or
+/// the session a crash left behind, which the server lists until it notices, would refuse this instance's restart.
 async fn replica_with_id(conn: &mut Conn, server_id: u32) -> Option<String> {
     let mut rows: Option<Vec<mysql_async::Row>> = conn.query("SHOW REPLICAS").await.ok();
     if rows.is_none() {
@@ -79,7 +80,8 @@ async fn replica_with_id(conn: &mut Conn, server_id: u32) -> Option<String> {
         let id: Option<u32> = row.get(0);
         let host: Option<String> = row.get(1);
         let port: Option<u32> = row.get(2);
-        (id == Some(server_id)).then(|| format!("{}:{}", host.unwrap_or_default(), port.unwrap_or_default()))
+        let port = port.filter(|port| *port != 0)?;
+        (id == Some(server_id)).then(|| format!("{}:{port}", host.unwrap_or_default()))
     })
 }
 
