@@ -192,7 +192,13 @@ impl OwnMariaDb {
             ])
             .output()
             .expect("mariadb-install-db runs");
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "mariadb-install-db: {}\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
         let mut server = Self {
             port: free_port(),
             dir,
