@@ -277,6 +277,25 @@ pub(super) fn default_consumer() -> String {
         .unwrap_or_else(|| "cachewarden".into())
 }
 
+/// `binlog` with its replica id: the one set, else one of this instance's own. Under `[ha]` each instance differs by
+/// its name; without, by host and configuration file (two services on one host, following one server for two
+/// databases, differ too).
+pub(super) fn with_server_id(
+    mut binlog: BinlogSettings,
+    ha: Option<&crate::config::HaSettings>,
+    path: &std::path::Path,
+) -> BinlogSettings {
+    if binlog.server_id == 0 {
+        let identity = ha.map_or_else(
+            || format!("{}:{}", super::operation::hostname(), path.display()),
+            |ha| ha.instance.clone(),
+        );
+        binlog.server_id = automatic_server_id(&identity);
+        binlog.server_id_from = Some(identity);
+    }
+    binlog
+}
+
 /// The replica id of an instance that sets no `[binlog] server_id`: from its identity (`[ha] instance`, else the host
 /// name and the configuration file), in the upper half of the id range, where servers' own ids (small numbers, by habit) are not; so two
 /// instances never share one, and one instance keeps its own across restarts when its identity is stable.

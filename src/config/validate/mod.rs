@@ -125,19 +125,7 @@ pub(super) fn validate(
         rules = follow_binlog(&doc, binlog, mysql, &mut jobs, rules);
     }
     let ha = ctx.ha(ha, binlog.as_ref());
-    // No `server_id`: one of its own for this instance. Under `[ha]` each instance differs by its name; without, by
-    // host and configuration file (two services on one host, following one server for two databases, differ too).
-    let binlog = binlog.map(|mut binlog| {
-        if binlog.server_id == 0 {
-            let identity = ha.as_ref().map_or_else(
-                || format!("{}:{}", operation::hostname(), path.display()),
-                |ha| ha.instance.clone(),
-            );
-            binlog.server_id = changes::automatic_server_id(&identity);
-            binlog.server_id_from = Some(identity);
-        }
-        binlog
-    });
+    let binlog = binlog.map(|binlog| changes::with_server_id(binlog, ha.as_ref(), path));
     let misses = ctx.misses(misses, doc.get("warm"));
     if !rules.is_empty() && binlog.is_none() {
         ctx.problem(
