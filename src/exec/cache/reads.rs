@@ -64,21 +64,33 @@ impl Cache {
     /// whether the SCAN went to its end.
     async fn scan_each(&self, pattern: &str, mut take: impl FnMut(String) -> bool) -> Result<bool, CacheError> {
         for node in 0..self.nodes() {
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<String>) = self.scan_page(node, cursor, pattern).await?;
-                for key in keys {
-                    if !take(key) {
-                        return Ok(false);
-                    }
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
+            if !self.scan_node(node, pattern, &mut take).await? {
+                return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// [`Cache::scan_each`] on the `node`th node only.
+    pub(super) async fn scan_node(
+        &self,
+        node: usize,
+        pattern: &str,
+        mut take: impl FnMut(String) -> bool,
+    ) -> Result<bool, CacheError> {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self.scan_page(node, cursor, pattern).await?;
+            for key in keys {
+                if !take(key) {
+                    return Ok(false);
+                }
+            }
+            if next == 0 {
+                return Ok(true);
+            }
+            cursor = next;
+        }
     }
 
     /// One `SCAN cursor MATCH pattern COUNT …` call: the next cursor and the keys of this page.

@@ -88,15 +88,12 @@ impl Cache {
     /// Every key of the `node`th node (one SCAN; only for a node known to hold few).
     async fn every_key(&self, node: usize) -> Result<Vec<String>, CacheError> {
         let mut keys = Vec::new();
-        let mut cursor = 0;
-        loop {
-            let (next, page): (u64, Vec<String>) = self.scan_page(node, cursor, "*").await?;
-            keys.extend(page);
-            if next == 0 {
-                return Ok(keys);
-            }
-            cursor = next;
-        }
+        self.scan_node(node, "*", |key| {
+            keys.push(key);
+            true
+        })
+        .await?;
+        Ok(keys)
     }
 }
 

@@ -28,15 +28,18 @@ const START_GRACE: Duration = Duration::from_secs(120);
 /// The events a stream opens with before the server has found its start: the (fake) rotate, the file's format
 /// description, and its GTID list (MySQL's previous GTIDs, MariaDB's GTID list and binlog checkpoint).
 fn is_preamble(event_type: u8) -> bool {
-    const ROTATE: u8 = 4;
-    const FORMAT_DESCRIPTION: u8 = 15;
-    const PREVIOUS_GTIDS: u8 = 35;
+    use mysql_async::binlog::EventType;
+    // MariaDB's own types, which mysql_common's `EventType` does not name.
     const MARIADB_BINLOG_CHECKPOINT: u8 = 161;
     const MARIADB_GTID_LIST: u8 = 163;
-    matches!(
-        event_type,
-        ROTATE | FORMAT_DESCRIPTION | PREVIOUS_GTIDS | MARIADB_BINLOG_CHECKPOINT | MARIADB_GTID_LIST
-    )
+    [
+        EventType::ROTATE_EVENT as u8,
+        EventType::FORMAT_DESCRIPTION_EVENT as u8,
+        EventType::PREVIOUS_GTIDS_EVENT as u8,
+        MARIADB_BINLOG_CHECKPOINT,
+        MARIADB_GTID_LIST,
+    ]
+    .contains(&event_type)
 }
 
 /// What one session reads and keeps between events.
