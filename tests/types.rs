@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::{TestEnv, eventually};
@@ -165,8 +165,189 @@ async fn on_a_redis_cluster_a_hash_per_row_is_warmed_and_follows_the_binlog() {
     hashes_follow_the_binlog(TestEnv::new().await.on_cluster()).await;
 }
 
+/// What the database says each set and the top 5 should be: each category's active product ids, and the top 5 active
+/// products by views (ties by the id's text, highest first, as Redis orders equal scores read in reverse).
+async fn database_sets(env: &TestEnv) -> (BTreeMap<i32, BTreeSet<String>>, Vec<(String, f64)>) {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::MySqlConnection::connect(&env.mysql_url).await.unwrap();
+    let rows: Vec<(i32, i32)> = sqlx::query_as("SELECT id, category_id FROM products WHERE active = 1")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let mut sets: BTreeMap<i32, BTreeSet<String>> = BTreeMap::new();
+    for (id, category) in rows {
+        sets.entry(category).or_default().insert(id.to_string());
+    }
+    let top: Vec<(i32, i32)> = sqlx::query_as(TOP_QUERY).fetch_all(&mut conn).await.unwrap();
+    let top = top
+        .into_iter()
+        .map(|(id, views)| (id.to_string(), views as f64))
+        .collect();
+    (sets, top)
+}
+
+const TOP_QUERY: &str =
+    "SELECT id, views FROM products WHERE active = 1 ORDER BY views DESC, CAST(id AS CHAR) DESC LIMIT 5";
+
+/// The best active row drops to a low score.
+const TOP_FALLS: &str = "UPDATE products SET views = FLOOR(RAND() * 10) WHERE active = 1 ORDER BY views DESC, CAST(id AS CHAR) DESC LIMIT 1";
+
+/// What Redis holds: the categories' sets, and the sorted set's top 5 with scores.
+async fn cached_sets(env: &TestEnv, categories: &[i32]) -> (BTreeMap<i32, BTreeSet<String>>, Vec<(String, f64)>) {
+    let p = &env.prefix;
+    let mut conn = env.any_redis().await;
+    let mut sets = BTreeMap::new();
+    for category in categories {
+        let members: BTreeSet<String> = redis::cmd("SMEMBERS")
+            .arg(format!("{p}category:{category}:products"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !members.is_empty() {
+            sets.insert(*category, members);
+        }
+    }
+    let top: Vec<(String, f64)> = redis::cmd("ZREVRANGE")
+        .arg(format!("{p}top:products"))
+        .arg(0)
+        .arg(4)
+        .arg("WITHSCORES")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    (sets, top)
+}
+
+async fn sets_follow_the_binlog(env: TestEnv) {
+    let _binlog = common::binlog_shared();
+    let seed = fastrand::u64(..);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    // 80 rows: more than a guarded batch's optimistic path starts at (64), which the hash job below takes.
+    let mut rows = Vec::new();
+    for id in 1..=80 {
+        let active = id <= 3 || rng.u8(..4) > 0;
+        rows.push(format!(
+            "({id}, {}, {}, {}, 'p{id}')",
+            id % 3 + 1,
+            active as u8,
+            rng.u32(..300)
+        ));
+    }
+    env.sql(&format!(
+        "CREATE TABLE products (id INT PRIMARY KEY, category_id INT NOT NULL, active TINYINT NOT NULL, views INT NOT \
+         NULL, name VARCHAR(20));
+         INSERT INTO products VALUES {}",
+        rows.join(", ")
+    ))
+    .await;
+    let p = &env.prefix;
+    let server_id = 10_000 + fastrand::u32(..1_000_000);
+    let body = format!(
+        "[channel]\nenabled = false\n\n[binlog]\nserver_id = {server_id}\ncheckpoint_key = \"{p}checkpoint\"\n\
+         heartbeat = \"1s\"\non_gap = \"none\"\nderive_rules = true\n\n\
+         [[warm]]\nname = \"categories\"\nschedule = \"0 0 0 1 1 *\"\nrun_on_start = true\n\
+         query = \"SELECT id, category_id FROM products WHERE active = 1\"\nkey = \"{p}category:{{category_id}}:products\"\n\
+         type = \"set\"\nmember = \"{{id}}\"\nttl = \"1h\"\n\n\
+         [[warm]]\nname = \"top\"\nschedule = \"0 0 0 1 1 *\"\nrun_on_start = true\nquery = \"{TOP_QUERY}\"\n\
+         key = \"{p}top:products\"\ntype = \"zset\"\nmember = \"{{id}}\"\nscore = \"views\"\nbuffer = 3\nttl = \"1h\"\n\n\
+         [[warm]]\nname = \"rows\"\nschedule = \"0 0 0 1 1 *\"\nrun_on_start = true\n\
+         query = \"SELECT id, name FROM products\"\nkey = \"{p}product:{{id}}\"\ntype = \"hash\"\nttl = \"1h\"\n"
+    );
+    let path = env.config_file(&body);
+    let daemon = common::following_path(&env, &path).await;
+    let categories = [1, 2, 3, 4];
+    let settled = || async {
+        eventually(Duration::from_secs(30), || async {
+            let want = database_sets(&env).await;
+            (cached_sets(&env, &categories).await == want).then_some(())
+        })
+        .await
+    };
+    assert!(
+        settled().await.is_some(),
+        "seed {seed}: {:?}\n!= {:?}\n{}",
+        cached_sets(&env, &categories).await,
+        database_sets(&env).await,
+        daemon.log()
+    );
+    let mut conn = env.any_redis().await;
+    // The sorted set holds the top 5 and its buffer of 3; the keys carry the job's TTL; a hash of the 80 is a hash.
+    let held: u64 = redis::cmd("ZCARD")
+        .arg(format!("{p}top:products"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(held, 8, "seed {seed}");
+    for key in [format!("{p}top:products"), format!("{p}category:1:products")] {
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
+        assert!(ttl > 3_000_000 && ttl <= 3_600_000, "{key}: {ttl}");
+    }
+    assert_eq!(
+        hash(&env, &format!("{p}product:80")).await,
+        fields(&[("id", "80"), ("name", "p80")])
+    );
+
+    // Random changes: scores, rows moving between sets and in and out of the filter, deletes, inserts. The first three
+    // rows stay, so that no category empties (an emptied set has no key, and a set with no key is not started from
+    // one member).
+    let mut statements = Vec::new();
+    let mut next_id = 81;
+    for _ in 0..300 {
+        let id = rng.u32(4..next_id);
+        statements.push(match rng.u8(..10) {
+            0..=3 => format!("UPDATE products SET views = {} WHERE id = {id}", rng.u32(..300)),
+            // The top row falls: it leaves the sorted set (rows outside may rank between), which drains it.
+            4 => TOP_FALLS.to_string(),
+            5 => format!("UPDATE products SET category_id = {} WHERE id = {id}", rng.u32(1..=3)),
+            6 => format!("UPDATE products SET active = 1 - active WHERE id = {id}"),
+            7 => format!("DELETE FROM products WHERE id = {id}"),
+            _ => {
+                next_id += 1;
+                format!(
+                    "INSERT INTO products VALUES ({}, {}, 1, {}, 'new')",
+                    next_id - 1,
+                    rng.u32(1..=3),
+                    rng.u32(..300)
+                )
+            }
+        });
+    }
+    // At the end, the top 6 fall one after another: the set (5 + 3) drains below 5 and is warmed again.
+    statements.extend(std::iter::repeat_n(TOP_FALLS.to_string(), 6));
+    env.sql(&statements.join(";\n")).await;
+    assert!(
+        settled().await.is_some(),
+        "seed {seed}: {:?}\n!= {:?}\n{}",
+        cached_sets(&env, &categories).await,
+        database_sets(&env).await,
+        daemon.log()
+    );
+    for key in [format!("{p}top:products"), format!("{p}category:2:products")] {
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
+        assert!(ttl > 0 && ttl <= 3_600_000, "{key}: {ttl}");
+    }
+    // No key a run built a set under is left behind.
+    let builds: Vec<String> = env
+        .keys()
+        .await
+        .into_iter()
+        .filter(|key| key.contains("cachewarden-build"))
+        .collect();
+    assert!(builds.is_empty(), "{builds:?}");
+}
+
+#[tokio::test]
+async fn sets_and_an_exact_top_n_sorted_set_are_warmed_and_follow_the_binlog() {
+    sets_follow_the_binlog(TestEnv::new().await).await;
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_sets_and_a_top_n_sorted_set_follow_the_binlog() {
+    sets_follow_the_binlog(TestEnv::new().await.on_cluster()).await;
+}
+
 #[test]
-fn check_refuses_what_a_hash_cannot_hold_and_the_types_not_built_yet() {
+fn check_refuses_what_a_hash_or_a_set_cannot_hold_and_the_types_not_built_yet() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.toml");
     let job = |name: &str, key: &str, extra: &str| {
@@ -179,7 +360,18 @@ fn check_refuses_what_a_hash_cannot_hold_and_the_types_not_built_yet() {
         "[mysql]\nurl = \"mysql://root@127.0.0.1:1/shop\"\n[redis]\nurl = \"redis://127.0.0.1:1\"\n".to_string(),
         job("packed", "p:{id}", "type = \"hash\"\ncompress = \"zstd\"\n"),
         job("whole", "all_products", "type = \"hash\"\n"),
-        job("board", "b:{id}", "type = \"zset\"\n"),
+        job("board", "b:{id}", "type = \"zset\"\nmember = \"{id}\"\n"),
+        job("flat", "s:{id}", "type = \"set\"\nmember = \"all\"\n"),
+        job(
+            "packedset",
+            "ps:{id}",
+            "type = \"set\"\nmember = \"{id}\"\ncompress = \"zstd\"\n",
+        ),
+        job("doc", "d:{id}", "type = \"json\"\n"),
+        job("setfine", "sf:{name}", "type = \"set\"\nmember = \"{id}\"\n"),
+        "\n[[warm]]\nname = \"ranked\"\nschedule = \"every 1h\"\nttl = \"1h\"\nkey = \"top\"\ntype = \"zset\"\n\
+         member = \"{id}\"\nscore = \"name\"\nquery = \"SELECT id, name FROM products ORDER BY id DESC LIMIT 3\"\n"
+            .to_string(),
         job("typo", "t:{id}", "type = \"hashes\"\n"),
         job("fine", "f:{id}", "type = \"hash\"\n"),
         job("hashed", "h:{id}", "type = \"hash\"\n"),
@@ -196,7 +388,15 @@ fn check_refuses_what_a_hash_cannot_hold_and_the_types_not_built_yet() {
     for (job, field, says) in [
         ("packed", "compress", "compression applies to type = \"string\" only"),
         ("whole", "type", "has no placeholder"),
-        ("board", "type", "\"zset\" is not supported yet"),
+        ("board", "score", "type = \"zset\" needs `score`"),
+        (
+            "flat",
+            "member",
+            "has no placeholder, so every row would add the same member",
+        ),
+        ("packedset", "compress", "compression applies to type = \"string\" only"),
+        ("doc", "type", "\"json\" is not supported yet"),
+        ("ranked", "query", "a top N sorted set needs ORDER BY name DESC"),
         ("typo", "type", "\"hashes\" is not a type"),
         (
             "hashed",
@@ -210,5 +410,7 @@ fn check_refuses_what_a_hash_cannot_hold_and_the_types_not_built_yet() {
             "{job}.{field}: {all}"
         );
     }
-    assert!(!all.lines().any(|line| line.contains("\"fine\"")), "{all}");
+    for fine in ["\"fine\"", "\"setfine\""] {
+        assert!(!all.lines().any(|line| line.contains(fine)), "{all}");
+    }
 }

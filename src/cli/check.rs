@@ -339,6 +339,7 @@ mod tests {
             derived_from: None,
             lookup: None,
             events: crate::pure::model::RowEvents::ALL,
+            members: None,
         };
         let columns = vec!["id".to_string(), "name".to_string()];
         let problems = rule_problems(&rule, "shop", "products", Some(&columns));

@@ -113,6 +113,12 @@ pub(super) struct RawWarmJob {
     pub encrypt_columns: Option<Vec<String>>,
     pub derive_rules: Option<bool>,
     pub fill_on_miss: Option<bool>,
+    /// A set's or sorted set's member template.
+    pub member: Option<String>,
+    /// A sorted set's score column.
+    pub score: Option<String>,
+    /// A top N sorted set's members beyond N.
+    pub buffer: Option<u64>,
 }
 
 /// `[channel]`

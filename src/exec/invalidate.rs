@@ -25,7 +25,7 @@ use crate::exec::database::Database;
 use crate::exec::refresh::{self, Origins};
 use crate::pure::backoff::Backoff;
 use crate::pure::model::{KeyOp, SeenRow, Trigger, TriggerReason, WarmJob};
-use crate::pure::plan::Action;
+use crate::pure::plan::{Action, MemberChange};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics;
 
@@ -44,6 +44,8 @@ pub(crate) struct Applied {
     pub warms: u64,
     /// Keys written from binlog row images.
     pub projected: u64,
+    /// Members of sets and sorted sets changed from binlog row images.
+    pub members: u64,
     /// Refreshed keys left deleted because the read did not show the change that asked for them (see `refresh`).
     pub unverified: Vec<String>,
     /// Refreshed keys no row renders (counted in `refresh_deleted` too).
@@ -52,14 +54,15 @@ pub(crate) struct Applied {
 
 impl Applied {
     /// The keys per action, as the metrics label them (warm runs are not keys: see [`Applied::warms`]).
-    pub(crate) fn counts(&self) -> [(&'static str, u64); 5] {
-        let [delete, pattern_delete, refresh, refresh_delete, project] = metrics::INVALIDATION_ACTIONS;
+    pub(crate) fn counts(&self) -> [(&'static str, u64); 6] {
+        let [delete, pattern_delete, refresh, refresh_delete, project, member] = metrics::INVALIDATION_ACTIONS;
         [
             (delete, self.deleted),
             (pattern_delete, self.pattern_deleted),
             (refresh, self.refreshed),
             (refresh_delete, self.refresh_deleted),
             (project, self.projected),
+            (member, self.members),
         ]
     }
 }
@@ -247,6 +250,16 @@ impl Invalidator {
                     self.cache.supersede(&ops).await?;
                     applied.projected += ops.len() as u64;
                 }
+                Action::Member(_) => {
+                    let changes: Vec<&MemberChange> = run
+                        .iter()
+                        .filter_map(|a| match a {
+                            Action::Member(change) => Some(change),
+                            _ => None,
+                        })
+                        .collect();
+                    self.change_members(&changes, &mut applied).await?;
+                }
                 Action::DeletePattern(_) => {
                     for action in &run {
                         if let Action::DeletePattern(pattern) = action {
@@ -287,6 +300,39 @@ impl Invalidator {
         }
         metrics::record_invalidations(&applied.counts(), applied.warms);
         Ok(applied)
+    }
+
+    /// Changes members of sets and sorted sets (as fresh as their event, like row images: they supersede every read
+    /// in flight); then a top N sorted set left with fewer than N members has its job warmed again.
+    async fn change_members(&self, changes: &[&MemberChange], applied: &mut Applied) -> Result<(), BackendError> {
+        let ops: Vec<KeyOp> = changes
+            .iter()
+            .map(|change| KeyOp::Set {
+                key: change.key.clone(),
+                value: change.value.clone(),
+                ttl: None,
+                read: None,
+            })
+            .collect();
+        self.cache.supersede(&ops).await?;
+        applied.members += ops.len() as u64;
+        let mut tops: Vec<(&str, &Arc<str>, u64)> = Vec::new();
+        for change in changes {
+            if let Some((job, n)) = &change.top
+                && !tops.iter().any(|(key, _, _)| *key == change.key)
+            {
+                tops.push((&change.key, job, *n));
+            }
+        }
+        for (key, job, n) in tops {
+            let held = self.cache.cardinality(key).await?;
+            if held < n {
+                debug!(key, held, n, job = %job, "A top N sorted set holds fewer than N members: warming it again.");
+                self.warm(job, TriggerReason::Change);
+                applied.warms += 1;
+            }
+        }
+        Ok(())
     }
 
     /// SCAN + UNLINK, stopping at `max_keys_per_pattern`.
@@ -373,8 +419,12 @@ impl Invalidator {
         let mut deletes: Vec<&str> = Vec::new();
         let mut by_job: Vec<(&WarmJob, Vec<String>)> = Vec::new();
         for &key in keys {
-            if let Some(job) = jobs.iter().find(|job| job.key.single_key().as_deref() == Some(key)) {
-                // The whole result is one key: refreshing it is running the job.
+            let whole = |job: &&WarmJob| {
+                job.key.single_key().as_deref() == Some(key)
+                    || (job.members.is_some() && job.key.capture(key).is_some())
+            };
+            if let Some(job) = jobs.iter().find(whole) {
+                // The whole result is one key, or the key is a set of many rows: refreshing it is running the job.
                 self.warm(&job.name, TriggerReason::Message);
                 applied.warms += 1;
                 continue;

@@ -193,6 +193,37 @@ fn key_needs(config: &Config, protected: bool, fence: Option<&str>, needs: &mut 
                 needs.push(need(&purpose, &["EVAL", "return 1", "1", &key]));
             }
         }
+        if let Some(members) = &job.members {
+            // Inside the write scripts: the build key's chunks, its rename over the key, one member's change.
+            let build = crate::exec::cache::build_key(&key);
+            let add = match members.kind {
+                crate::pure::model::MemberKind::Set => vec!["SADD", &build, "m"],
+                crate::pure::model::MemberKind::Zset => vec!["ZADD", &build, "1", "m"],
+            };
+            needs.push(need(&purpose, &add));
+            needs.push(need(&purpose, &["PEXPIRE", &build, "1000"]));
+            needs.push(need(&purpose, &["RENAME", &build, &key]));
+            needs.push(need(&purpose, &["PERSIST", &key]));
+            needs.push(need(&purpose, &["TYPE", &key]));
+            let (add, remove) = match members.kind {
+                crate::pure::model::MemberKind::Set => (vec!["SADD", &key, "m"], vec!["SREM", &key, "m"]),
+                crate::pure::model::MemberKind::Zset => (vec!["ZADD", &key, "1", "m"], vec!["ZREM", &key, "m"]),
+            };
+            needs.push(need(&purpose, &add));
+            needs.push(need(&purpose, &remove));
+            if members.top.is_some() {
+                for command in [
+                    &["ZCARD", &key][..],
+                    &["ZRANK", &key, "m"],
+                    &["ZREMRANGEBYRANK", &key, "0", "-1"],
+                ] {
+                    needs.push(need(&purpose, command));
+                }
+            }
+            if !protected && fence.is_none() {
+                needs.push(need(&purpose, &["EVAL", "return 1", "1", &key]));
+            }
+        }
         needs.push(need(&purpose, &["PTTL", &key]));
         needs.push(need(&purpose, &["SCAN", "0", "MATCH", &key]));
     }

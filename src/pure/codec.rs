@@ -141,38 +141,17 @@ pub(crate) fn hash_fields(json: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
 
 /// [`HASH_TAG`] and `fields` as a MessagePack array of str32 (what the write scripts' `cmsgpack.unpack` reads).
 pub(crate) fn hash_value(fields: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let size: usize = fields.iter().map(|(name, value)| name.len() + value.len() + 10).sum();
-    let mut out = Vec::with_capacity(HASH_TAG.len() + 5 + size);
-    out.extend_from_slice(HASH_TAG);
-    out.push(0xdd);
-    out.extend_from_slice(&((fields.len() * 2) as u32).to_be_bytes());
-    for part in fields
+    let parts: Vec<&[u8]> = fields
         .iter()
         .flat_map(|(name, value)| [name.as_bytes(), value.as_slice()])
-    {
-        out.push(0xdb);
-        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
-        out.extend_from_slice(part);
-    }
-    out
+        .collect();
+    crate::pure::members::packed(HASH_TAG, parts.into_iter())
 }
 
 /// The fields of a [`hash_value`]; `None` when `stored` is not one.
 pub(crate) fn unpack_hash(stored: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
-    let rest = stored.strip_prefix(HASH_TAG)?.strip_prefix(&[0xdd])?;
-    fn word(bytes: &[u8]) -> Option<(usize, &[u8])> {
-        let (head, rest) = bytes.split_first_chunk::<4>()?;
-        Some((u32::from_be_bytes(*head) as usize, rest))
-    }
-    let (count, mut rest) = word(rest)?;
-    let mut parts = Vec::with_capacity(count);
-    for _ in 0..count {
-        let (len, after) = word(rest.strip_prefix(&[0xdb])?)?;
-        let (part, after) = (after.get(..len)?, &after[len..]);
-        parts.push(part.to_vec());
-        rest = after;
-    }
-    let mut fields = Vec::with_capacity(count / 2);
+    let parts = crate::pure::members::unpacked(HASH_TAG, stored)?;
+    let mut fields = Vec::with_capacity(parts.len() / 2);
     let mut parts = parts.into_iter();
     while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
         fields.push((String::from_utf8(name).ok()?, value));

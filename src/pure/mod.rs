@@ -6,6 +6,7 @@ pub(crate) mod codec;
 pub(crate) mod crypto;
 pub(crate) mod derive;
 pub(crate) mod glob;
+pub(crate) mod members;
 pub mod model;
 pub(crate) mod plan;
 pub(crate) mod predicate;

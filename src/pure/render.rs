@@ -87,6 +87,9 @@ pub(crate) struct RowRenderer {
     field_prefixes: Vec<Vec<u8>>,
     kinds: Vec<ColumnKind>,
     key: Vec<KeyPiece>,
+    /// A set's member template, and a sorted set's score column.
+    member: Vec<KeyPiece>,
+    score: Option<usize>,
     names: Vec<String>,
     /// Per column, whether its value is sealed; with the keys to seal it.
     encrypted: Vec<bool>,
@@ -136,23 +139,24 @@ impl RowRenderer {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let key = job
-            .key
-            .parts()
-            .iter()
-            .map(|part| match part {
-                KeyPart::Literal(text) => Ok(KeyPiece::Literal(text.clone())),
-                KeyPart::Column(name) => columns
-                    .iter()
-                    .position(|c| &c.name == name)
-                    .map(KeyPiece::Column)
-                    .ok_or_else(|| ColumnError::MissingColumn {
-                        template: job.key.to_string(),
-                        placeholder: name.clone(),
-                        columns: columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
-                    }),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let key = pieces(&job.key, columns)?;
+        let members = job.members.as_deref();
+        let member = members.map_or(Ok(Vec::new()), |members| pieces(&members.member, columns))?;
+        let score = match members.and_then(|members| members.score.as_deref()) {
+            None => None,
+            Some(score) => {
+                Some(
+                    columns
+                        .iter()
+                        .position(|c| c.name == score)
+                        .ok_or_else(|| ColumnError::MissingColumn {
+                            template: format!("score = \"{score}\""),
+                            placeholder: score.to_string(),
+                            columns: columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+                        })?,
+                )
+            }
+        };
         let field_prefixes = columns
             .iter()
             .map(|c| {
@@ -166,6 +170,8 @@ impl RowRenderer {
             field_prefixes,
             kinds,
             key,
+            member,
+            score,
             encrypted: columns.iter().map(|c| job.encrypt_columns.contains(&c.name)).collect(),
             keyring: job.keyring.clone().filter(|_| !job.encrypt_columns.is_empty()),
             names: columns.iter().map(|c| c.name.clone()).collect(),
@@ -189,7 +195,31 @@ impl RowRenderer {
 
     /// Appends the key for this row to `out`.
     pub(crate) fn render_key(&self, cells: &[Cell<'_>], out: &mut String) -> Result<(), RowError> {
-        for piece in &self.key {
+        self.render(&self.key, cells, out)
+    }
+
+    /// A set's member for this row, and a sorted set's score (a finite number); the error says why the row has none.
+    pub(crate) fn render_member(&self, cells: &[Cell<'_>]) -> Result<(String, Option<String>), String> {
+        let mut member = String::new();
+        self.render(&self.member, cells, &mut member)
+            .map_err(|error| error.to_string())?;
+        let Some(index) = self.score else {
+            return Ok((member, None));
+        };
+        let mut text = String::new();
+        let name = &self.names[index];
+        cells[index]
+            .write_key(&mut text)
+            .ok_or_else(|| format!("score column `{name}` is NULL"))?;
+        match crate::pure::members::score(&text) {
+            Some(score) => Ok((member, Some(score.to_string()))),
+            None => Err(format!("score column `{name}` is not a number ({text:?})")),
+        }
+    }
+
+    /// Appends `pieces` rendered from the row to `out`.
+    fn render(&self, pieces: &[KeyPiece], cells: &[Cell<'_>], out: &mut String) -> Result<(), RowError> {
+        for piece in pieces {
             match piece {
                 KeyPiece::Literal(text) => out.push_str(text),
                 KeyPiece::Column(index) => cells[*index].write_key(out).ok_or_else(|| RowError::NullKeyColumn {
@@ -219,6 +249,26 @@ impl RowRenderer {
         }
         out.push(b'}');
     }
+}
+
+/// `template`'s pieces over a result with these columns.
+fn pieces(template: &crate::pure::model::KeyTemplate, columns: &[ColumnInfo]) -> Result<Vec<KeyPiece>, ColumnError> {
+    template
+        .parts()
+        .iter()
+        .map(|part| match part {
+            KeyPart::Literal(text) => Ok(KeyPiece::Literal(text.clone())),
+            KeyPart::Column(name) => columns
+                .iter()
+                .position(|c| &c.name == name)
+                .map(KeyPiece::Column)
+                .ok_or_else(|| ColumnError::MissingColumn {
+                    template: template.to_string(),
+                    placeholder: name.clone(),
+                    columns: columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+                }),
+        })
+        .collect()
 }
 
 /// The column names that look like secrets and are not explicitly allowed.

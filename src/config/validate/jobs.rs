@@ -101,7 +101,12 @@ impl Context {
         let encoding = self.job_encoding(&entry, &raw, key.as_ref(), defaults);
         let encrypt_columns = raw.encrypt_columns.clone().unwrap_or_default();
         let keyring = self.job_columns(&entry, &raw, &encrypt_columns, defaults);
-        let (refresh_query, refresh_params) = self.job_refresh(&entry, &raw, key.as_ref());
+        let members = self.job_members(&entry, &raw, key.as_ref());
+        // A set's refresh_query and fill_on_miss are problems `job_members` reports.
+        let (refresh_query, refresh_params) = match raw.structure.as_deref() {
+            Some("set" | "zset") => (None, Vec::new()),
+            _ => self.job_refresh(&entry, &raw, key.as_ref()),
+        };
         if self.problems.len() > before {
             return None;
         }
@@ -126,6 +131,7 @@ impl Context {
             derive_rules: raw.derive_rules.unwrap_or(false),
             fill_on_miss: raw.fill_on_miss.unwrap_or(false),
             keyring: keyring?,
+            members: members?,
         })
     }
 
@@ -277,14 +283,23 @@ impl Context {
         let structure = match raw.structure.as_deref() {
             None | Some("string") => Structure::String,
             Some("hash") => Structure::Hash,
-            Some(other @ ("zset" | "set" | "json")) => {
-                let message = format!("\"{other}\" is not supported yet: use \"string\" or \"hash\"");
+            // Their fields are judged by `job_members`.
+            Some("set" | "zset") => {
+                return encoding.map(|encoding| crate::pure::codec::Encoding {
+                    compress: crate::pure::codec::Compression::None,
+                    ..encoding
+                });
+            }
+            Some(other @ "json") => {
+                let message =
+                    format!("\"{other}\" is not supported yet: use \"string\", \"hash\", \"set\" or \"zset\"");
                 entry.problem(self, Some("type"), message);
                 Structure::String
             }
             Some(other) => {
                 let message = format!(
-                    "\"{other}\" is not a type: use \"string\" (a JSON value) or \"hash\" (a field per column)"
+                    "\"{other}\" is not a type: use \"string\" (a JSON value), \"hash\" (a field per column), \"set\" \
+                     or \"zset\" (a member per row)"
                 );
                 entry.problem(self, Some("type"), message);
                 Structure::String

@@ -29,6 +29,7 @@ mod changes;
 mod connections;
 mod entry;
 mod jobs;
+mod members;
 mod operation;
 mod rules;
 

@@ -89,6 +89,7 @@ impl Context {
             derived_from: None,
             lookup: lookup.map(Arc::new),
             events,
+            members: None,
         })
     }
 

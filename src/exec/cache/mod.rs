@@ -64,6 +64,11 @@ pub(crate) fn fence_slots(ha_key: Option<&str>) -> Vec<&str> {
     std::iter::once(VERSION_KEY).chain(ha_key).collect()
 }
 
+/// Where a warm run builds a set or sorted set before renaming it over `key` (same slot, same prefix).
+pub(crate) fn build_key(key: &str) -> String {
+    cluster::slot::slot_mate(key, ":cachewarden-build")
+}
+
 /// Keys per Lua call: one script run blocks Redis, so keep each short.
 const SCRIPT_BATCH: usize = 500;
 
@@ -263,14 +268,18 @@ fn read_command(key: &str, structure: crate::pure::codec::Structure) -> redis::C
 /// The command that applies `op`: `SET` or `UNLINK`.
 pub(crate) fn op_command(op: &KeyOp) -> redis::Cmd {
     match op {
-        // A hash is replaced in one step, as the scripts do it.
-        KeyOp::Set { key, value, ttl, .. } if value.starts_with(crate::pure::codec::HASH_TAG) => redis::cmd("EVAL")
-            .arg(scripts::set_value_script())
-            .arg(1)
-            .arg(key)
-            .arg(value.as_slice())
-            .arg(ttl_millis(*ttl))
-            .clone(),
+        // A hash, and a set's or sorted set's writes, go in one step, as the scripts do them.
+        KeyOp::Set { key, value, ttl, .. }
+            if value.starts_with(crate::pure::codec::HASH_TAG) || crate::pure::members::is_member_write(value) =>
+        {
+            redis::cmd("EVAL")
+                .arg(scripts::set_value_script())
+                .arg(1)
+                .arg(key)
+                .arg(value.as_slice())
+                .arg(ttl_millis(*ttl))
+                .clone()
+        }
         KeyOp::Set { key, value, ttl, .. } => set_command(key, value, *ttl),
         KeyOp::Delete { key } => redis::cmd("UNLINK").arg(key).clone(),
     }

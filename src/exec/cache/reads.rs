@@ -34,6 +34,16 @@ impl Cache {
             .map_err(command_failed)
     }
 
+    /// How many members the sorted set at `key` holds (`ZCARD`; 0 when there is no key).
+    pub(crate) async fn cardinality(&self, key: &str) -> Result<u64, CacheError> {
+        let mut conn = self.conn();
+        redis::cmd("ZCARD")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(command_failed)
+    }
+
     /// The values of `keys` as stored (`None` where a key does not exist), in one pipeline (per master on a cluster):
     /// a string's bytes, or a hash's fields in the form the hash was written from (see [`stored`]).
     pub(crate) async fn get_many(

@@ -13,11 +13,68 @@ redis.replicate_commands()
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
--- SET with a ttl in ms, '0' meaning none (as ttl_millis writes it). A value that starts with the hash tag
--- (codec::HASH_TAG) replaces the key with a hash of the MessagePack [field, value, ...] after it, in one step for
--- readers; no field (every column NULL) leaves no key.
+-- Sets a key's ttl in ms ('0': none).
+local function expire(key, ttl)
+  if ttl ~= '0' then
+    redis.call('PEXPIRE', key, ttl)
+  else
+    redis.call('PERSIST', key)
+  end
+end
+
+-- Adds `items` (members, or score-member pairs for 'zset') to `key`, a few thousand per call (Lua's unpack has a
+-- limit).
+local function add_members(key, kind, items, first)
+  local command = kind == 'zset' and 'ZADD' or 'SADD'
+  local step = 4000
+  for i = first, #items, step do
+    redis.call(command, key, unpack(items, i, math.min(i + step - 1, #items)))
+  end
+end
+
+-- A top-N sorted set holds the best ZCARD rows of the table: every row outside it ranks below its lowest member.
+-- A member that lands lowest may have rows outside above it, so it goes; beyond `cap` the lowest go. Below `n` the
+-- set is short of the top, and its job warms it again (see `invalidate`).
+local function top_member(key, member, score, cap)
+  redis.call('ZADD', key, score, member)
+  if redis.call('ZCARD', key) > 1 and redis.call('ZRANK', key, member) == 0 then
+    redis.call('ZREM', key, member)
+  end
+  redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(cap) + 1))
+end
+
+-- One member's change (pure::members::member_change), only where the key exists as that type: a set is never
+-- started from one member (the key is missing: the next warm run writes it whole), and a key of another type is
+-- deleted (a miss; the next run writes it as it should be).
+local function change_member(key, change)
+  local kind, op, member, score, cap = change[1], change[2], change[3], change[4], change[6]
+  local type = redis.call('TYPE', key)['ok']
+  if type == 'none' then
+    return
+  end
+  if type ~= kind then
+    redis.call('UNLINK', key)
+    return
+  end
+  if kind == 'set' then
+    redis.call(op == 'add' and 'SADD' or 'SREM', key, member)
+  elseif op == 'remove' then
+    redis.call('ZREM', key, member)
+  elseif cap == '0' then
+    redis.call('ZADD', key, score, member)
+  else
+    top_member(key, member, score, cap)
+  end
+end
+
+-- SET with a ttl in ms, '0' meaning none (as ttl_millis writes it). A value that starts with a tag is another
+-- Redis type, each written in one step for readers: a hash (codec::HASH_TAG) replaces the key with the MessagePack
+-- [field, value, ...] after it (no field: no key); pure::members' chunk adds members to a key being built, its move
+-- renames the built key over this one, its drop removes a built key a refused rename left, its member change
+-- changes one member.
 local function set_value(key, value, ttl)
-  if string.sub(value, 1, 8) == '\255cwhash\0' then
+  local tag = string.sub(value, 1, 8)
+  if tag == '\255cwhash\0' then
     redis.call('UNLINK', key)
     local fields = cmsgpack.unpack(string.sub(value, 9))
     if #fields > 0 then
@@ -26,6 +83,29 @@ local function set_value(key, value, ttl)
         redis.call('PEXPIRE', key, ttl)
       end
     end
+    return
+  elseif tag == '\255cwmadd\0' then
+    local chunk = cmsgpack.unpack(string.sub(value, 9))
+    if chunk[1] == '1' then
+      redis.call('UNLINK', key)
+    end
+    add_members(key, chunk[3], chunk, 4)
+    redis.call('PEXPIRE', key, chunk[2])
+    return
+  elseif tag == '\255cwmove\0' then
+    local built = string.sub(value, 9)
+    if redis.call('EXISTS', built) == 1 then
+      redis.call('RENAME', built, key)
+      expire(key, ttl)
+    else
+      redis.call('UNLINK', key)
+    end
+    return
+  elseif tag == '\255cwmemb\0' then
+    change_member(key, cmsgpack.unpack(string.sub(value, 9)))
+    return
+  elseif tag == '\255cwdrop\0' then
+    redis.call('UNLINK', key)
     return
   end
   if ttl ~= '0' then

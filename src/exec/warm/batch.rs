@@ -124,7 +124,11 @@ impl<'a> BatchWriter<'a> {
             self.settle_oldest().await?;
         }
         let ops = std::mem::replace(&mut self.ops, Vec::with_capacity(BATCH_KEYS));
-        let keys = ops.len() as u64;
+        // A set's chunks (and the drop of what they built) write a key the rename at the end writes: only that counts.
+        let keys = ops
+            .iter()
+            .filter(|op| !matches!(op, KeyOp::Set { value, .. } if crate::pure::members::is_build_write(value)))
+            .count() as u64;
         self.summary.bytes_written += self.bytes as u64;
         self.summary.bytes_rendered += self.rendered as u64;
         self.bytes = 0;
@@ -189,6 +193,10 @@ impl super::Sink for BatchWriter<'_> {
     }
 
     async fn finish(&mut self) -> Result<(), CacheError> {
+        self.finish_writes().await
+    }
+
+    async fn settle(&mut self) -> Result<(), CacheError> {
         self.finish_writes().await
     }
 }

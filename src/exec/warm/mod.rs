@@ -34,6 +34,7 @@ use crate::telemetry::health::Liveness;
 use crate::telemetry::metrics;
 
 mod batch;
+mod members;
 pub mod prune;
 mod stream;
 

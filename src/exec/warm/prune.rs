@@ -60,6 +60,10 @@ impl<S: Sink> Sink for Remembering<'_, S> {
     async fn finish(&mut self) -> Result<(), CacheError> {
         self.inner.finish().await
     }
+
+    async fn settle(&mut self) -> Result<(), CacheError> {
+        self.inner.settle().await
+    }
 }
 
 /// Keys of `job`'s template in Redis that are not in `seen` and that no other job's template fits; and, when the

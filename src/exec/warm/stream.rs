@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use futures_util::TryStreamExt as _;
 
 use super::batch::Aggregate;
+use super::members::Sets;
 use super::{Progress, RunSummary, WarmError};
 use crate::exec::cache::CacheError;
 use crate::exec::database::{self, Database};
@@ -23,6 +24,10 @@ pub(crate) trait Sink {
     fn skip(&mut self, counter: impl FnOnce(&mut RunSummary) -> &mut u64, describe: impl FnOnce() -> String);
     /// Everything is pushed: finish the work in flight.
     async fn finish(&mut self) -> Result<(), CacheError>;
+    /// Waits until everything pushed so far is written (what is pushed after depends on it).
+    async fn settle(&mut self) -> Result<(), CacheError> {
+        Ok(())
+    }
 }
 
 /// Streams `job`'s query, renders each row (or gathers a whole-result key) and hands the values to `sink`. (A little
@@ -33,7 +38,7 @@ pub(crate) async fn render_rows(
     progress: &Progress,
     sink: &mut impl Sink,
 ) -> Result<(), WarmError> {
-    render_query(db, job, &job.query, &[], progress, sink).await
+    render_query(db, job, job.run_query(), &[], progress, sink).await
 }
 
 /// [`render_rows`] for `query` with `params` bound: the job's query, or a slice of it (the audit's sweep).
@@ -48,7 +53,8 @@ pub(crate) async fn render_query(
     let mut conn = db.acquire(job.timeout).await?;
     let mut rows = conn.rows_bound(query, params);
     let mut renderer: Option<RowRenderer> = None;
-    let mut aggregate = job.key.single_key().map(|key| Aggregate {
+    let mut sets = job.members.as_ref().map(|members| Sets::new(members.kind));
+    let mut aggregate = job.key.single_key().filter(|_| sets.is_none()).map(|key| Aggregate {
         key,
         value: vec![b'['],
         rows: 0,
@@ -89,6 +95,16 @@ pub(crate) async fn render_query(
             sink.skip(|s| &mut s.skipped_null_key, || format!("row {row}: {reason}"));
             continue;
         }
+        if let Some(sets) = &mut sets {
+            match renderer.render_member(&cells) {
+                Ok((member, score)) => sets.add(&key, member, score, sink).await?,
+                Err(reason) => {
+                    let row = sink.summary().rows;
+                    sink.skip(|s| &mut s.skipped_invalid, || format!("row {row}: {reason}"));
+                }
+            }
+            continue;
+        }
         // Rows of one query tend to be alike: size the value after the previous one, so it rarely grows.
         let mut value = Vec::with_capacity(value_capacity);
         renderer.render_object(&cells, &mut value);
@@ -100,6 +116,9 @@ pub(crate) async fn render_query(
 
     if let Some(aggregate) = aggregate {
         write_whole(aggregate, job, sink).await?;
+    }
+    if let Some(sets) = sets {
+        sets.finish(sink).await?;
     }
     sink.finish().await?;
     Ok(())

@@ -81,6 +81,14 @@ pub(crate) async fn audit(
             job: job.name.to_string(),
             ..Default::default()
         };
+        if let Some(members) = &job.members {
+            report.skipped = Some(format!(
+                "type = \"{}\": members are not audited yet",
+                members.kind.as_str()
+            ));
+            audits.push(report);
+            continue;
+        }
         if job.refresh_query.is_none() || job.key.is_single_key() {
             report.skipped = Some("no refresh_query to render one key with".into());
             audits.push(report);

@@ -33,6 +33,7 @@ mod rule;
 pub(crate) mod schema;
 mod scope;
 pub(crate) mod statement;
+pub(crate) mod top;
 pub(crate) mod views;
 
 use std::sync::Arc;
@@ -126,7 +127,8 @@ fn cover_job(
     settings: &Settings,
     schema: &schema::Schema,
 ) -> JobCoverage {
-    let (analysis, views) = analyzed(&job.query, database, &job.key, schema);
+    let (query, template) = read_as(job);
+    let (analysis, views) = analyzed(&query, database, &template, schema);
     let analysis = &unique_keys(analysis, schema);
     let mut coverage = JobCoverage {
         views,
@@ -252,6 +254,7 @@ fn cover_cascades(
             derived_from: Some(job.name.clone()),
             lookup: None,
             events,
+            members: None,
         });
         coverage.tables.push(TableCoverage {
             table,
@@ -275,6 +278,26 @@ fn covers(rule: &ChangeRule, job: &WarmJob) -> bool {
 
 /// `sql` analyzed with its joins' unqualified columns placed (see `columns`) and the views it reads expanded (see
 /// `views`), and what was done with the views.
+/// The query and template a job is analysed with. A set's or sorted set's rows are told apart by key, member and
+/// score together (each row is one member of one key), and which rows are members does not depend on a top N's order
+/// and limit (the sorted set keeps the top itself).
+fn read_as(job: &WarmJob) -> (String, KeyTemplate) {
+    let Some(members) = &job.members else {
+        return (job.query.clone(), job.key.clone());
+    };
+    let query =
+        top::top_query(&job.query, members.score.as_deref()).map_or_else(|_| job.query.clone(), |q| q.unordered);
+    let placeholders: Vec<String> = job
+        .key
+        .placeholders()
+        .chain(members.member.placeholders())
+        .chain(members.score.as_deref())
+        .map(|name| format!("{{{name}}}"))
+        .collect();
+    let template = KeyTemplate::parse(&placeholders.join("\u{1}")).expect("placeholders joined by a separator parse");
+    (query, template)
+}
+
 fn analyzed(sql: &str, database: &str, key: &KeyTemplate, schema: &schema::Schema) -> (Analysis, Option<String>) {
     let qualified = columns::qualify(sql, database, schema);
     let sql = qualified.as_deref().unwrap_or(sql);

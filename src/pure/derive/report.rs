@@ -109,6 +109,21 @@ pub(crate) fn rules_toml(rules: &[&ChangeRule]) -> String {
         if !out.is_empty() {
             out.push('\n');
         }
+        if let Some(members) = &rule.members {
+            // No [[on_change]] field writes members: such a rule stays derived.
+            out.push_str(&format!(
+                "# derived from [[warm]] \"{}\": the members of its {} follow the rows of {}.{} (key {}, member {}{}); no \
+                 [[on_change]] rule says that, so keep derive_rules = true for it\n",
+                members.job,
+                members.members.kind.as_str(),
+                rule.database,
+                rule.table,
+                quoted(members.key.as_str()),
+                quoted(members.member.as_str()),
+                members.score.as_deref().map(|score| format!(", score {}", quoted(score))).unwrap_or_default(),
+            ));
+            continue;
+        }
         match &rule.derived_from {
             Some(job) => out.push_str(&format!("# derived from [[warm]] \"{job}\"\n")),
             None => out.push_str("# explicit\n"),
@@ -213,6 +228,15 @@ pub(crate) fn rules_json(rules: &[&ChangeRule]) -> String {
                         .collect::<std::collections::BTreeMap<_, _>>(),
                     "key": lookup.key.as_str(),
                     "refresh": lookup.refresh,
+                })),
+                "members": rule.members.as_ref().map(|members| serde_json::json!({
+                    "job": &*members.job,
+                    "type": members.members.kind.as_str(),
+                    "key": members.key.as_str(),
+                    "member": members.member.as_str(),
+                    "score": members.score,
+                    "top": members.members.top.as_ref().map(|top| top.n),
+                    "buffer": members.members.top.as_ref().map(|top| top.buffer),
                 })),
             })
         })

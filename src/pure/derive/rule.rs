@@ -46,7 +46,12 @@ pub(super) fn derive_for(
             driving,
             key_columns,
             filter,
-        } if *driving == index => Ok(deriving.driving(key_columns, filter)),
+        } if *driving == index => Ok(match &job.members {
+            Some(members) => deriving.members(members, key_columns, filter),
+            None => deriving.driving(key_columns, filter),
+        }),
+        // A set's joined table: its members are the driving rows, and no refresh reads one member.
+        Shape::Rows { driving, .. } if job.members.is_some() => Ok(deriving.rerun(&analysis.tables[*driving])),
         Shape::Rows { driving, .. } if deriving.read.links.is_empty() => Ok(deriving.rerun(&analysis.tables[*driving])),
         Shape::Rows {
             driving,
@@ -109,6 +114,7 @@ impl Deriving<'_> {
             derived_from: Some(self.job.name.clone()),
             lookup: None,
             events: crate::pure::model::RowEvents::ALL,
+            members: None,
         }
     }
 
@@ -137,6 +143,52 @@ impl Deriving<'_> {
             what.push_str(&format!(
                 "; a row outside the filter on {} deletes its key",
                 filter.columns().join(", ")
+            ));
+        }
+        (derived, what)
+    }
+
+    /// The table whose rows are a set's members: a changed row adds its member, moves it or removes it.
+    fn members(
+        &self,
+        members: &Arc<crate::pure::model::Members>,
+        key_columns: &[(String, String)],
+        filter: &Option<Predicate>,
+    ) -> (ChangeRule, String) {
+        let column = |name: &str| {
+            key_columns
+                .iter()
+                .find(|(placeholder, _)| placeholder == name)
+                .map_or(name.to_string(), |(_, column)| column.clone())
+        };
+        let mut derived = self.rule(Vec::new(), Vec::new(), Vec::new());
+        derived.filter = filter.clone().map(|predicate| {
+            Arc::new(RowFilter {
+                predicate,
+                read_decides: false,
+            })
+        });
+        derived.members = Some(Arc::new(crate::pure::model::MemberRule {
+            job: self.job.name.clone(),
+            members: members.clone(),
+            key: renamed(&self.job.key, key_columns),
+            member: renamed(&members.member, key_columns),
+            score: members.score.as_deref().map(column),
+        }));
+        let mut what = format!(
+            "a changed row adds its member to its key's {kind}, moves it to another key's or removes it (a deleted \
+             row{}), on keys that exist",
+            if filter.is_some() {
+                ", or one outside the filter"
+            } else {
+                ""
+            },
+            kind = members.kind.as_str(),
+        );
+        if let Some(top) = &members.top {
+            what.push_str(&format!(
+                "; the sorted set keeps the top {} and {} more, and is warmed again when it holds fewer than {}",
+                top.n, top.buffer, top.n
             ));
         }
         (derived, what)

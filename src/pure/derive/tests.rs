@@ -185,6 +185,7 @@ fn coverage_names_explicit_derived_and_uncovered_tables() {
         derived_from: None,
         lookup: None,
         events: crate::pure::model::RowEvents::ALL,
+        members: None,
     }];
     let coverage = cover(&jobs, &explicit, "shop", &SETTINGS, &Default::default());
     let products = &coverage[0];

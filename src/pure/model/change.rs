@@ -33,6 +33,20 @@ pub struct ChangeRule {
     pub lookup: Option<Arc<ReverseLookup>>,
     /// Which row events the rule acts on (`events`; all by default).
     pub events: RowEvents,
+    /// A derived rule of a set or sorted set job: the members a changed row adds, moves or removes.
+    pub members: Option<Arc<MemberRule>>,
+}
+
+/// How a changed row of a set's (or sorted set's) own table changes its members: the job's key, member and score
+/// over the table's columns, written from the row images.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRule {
+    pub job: Arc<str>,
+    pub members: Arc<super::Members>,
+    pub key: KeyTemplate,
+    pub member: KeyTemplate,
+    /// The table column a sorted set's score is.
+    pub score: Option<String>,
 }
 
 /// The pseudo-column naming the database a changed row came from, for templates of a table pattern.

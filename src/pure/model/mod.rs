@@ -9,11 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod change;
+mod members;
 
 pub(crate) use change::{
-    ChangeRule, Projection, ReverseLookup, RowChange, RowEvents, RowFilter, RowImage, SOURCE_DATABASE, SOURCE_TABLE,
-    SeenRow,
+    ChangeRule, MemberRule, Projection, ReverseLookup, RowChange, RowEvents, RowFilter, RowImage, SOURCE_DATABASE,
+    SOURCE_TABLE, SeenRow,
 };
+pub use members::{MemberKind, Members, Top};
 
 /// A Redis key template such as `product:{id}`: literal text and `{column}` placeholders filled from a result row.
 ///
@@ -280,6 +282,18 @@ pub struct WarmJob {
     pub derive_rules: bool,
     /// A key of this job that Redis reports missing is loaded through `refresh_query` (`[misses]`).
     pub fill_on_miss: bool,
+    /// `type = "set"` or `"zset"`: each row is a member of the key it renders.
+    pub members: Option<std::sync::Arc<Members>>,
+}
+
+impl WarmJob {
+    /// The query a run reads: a top-N sorted set's reads its buffer too.
+    pub fn run_query(&self) -> &str {
+        match self.members.as_deref().and_then(|members| members.top.as_ref()) {
+            Some(top) => &top.query,
+            None => &self.query,
+        }
+    }
 }
 
 /// Rewrites `:name` parameters in `sql` to `?` and returns the names in order. Text inside quotes, backticks and
@@ -422,6 +436,7 @@ impl WarmJob {
             keyring: None,
             derive_rules: false,
             fill_on_miss: false,
+            members: None,
         }
     }
 }

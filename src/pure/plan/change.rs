@@ -6,8 +6,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Action, Lookup};
-use crate::pure::model::{ChangeRule, KeyPart, KeyTemplate, Projection, ReverseLookup, RowChange, RowFilter, RowImage};
+use super::{Action, Lookup, MemberChange};
+use crate::pure::members::{MemberOp, member_change};
+use crate::pure::model::{
+    ChangeRule, KeyPart, KeyTemplate, MemberRule, Projection, ReverseLookup, RowChange, RowFilter, RowImage,
+};
 use crate::pure::predicate::Truth;
 
 /// What a row change asks of the cache under one rule.
@@ -40,6 +43,9 @@ pub(crate) fn plan_change(rule: &ChangeRule, change: &RowChange) -> ChangePlan {
     }
     if let Some(reverse) = &rule.lookup {
         plan.looks_up(reverse, change);
+    }
+    if let Some(members) = &rule.members {
+        plan.members(members, rule.filter.as_deref(), change);
     }
     for job in &rule.warm {
         plan.push(Action::Warm(job.clone()));
@@ -187,6 +193,98 @@ impl ChangePlan {
                     seen: None,
                 }));
             }
+        }
+    }
+}
+
+/// Where one row image puts a member: its key, its member and its score (for a sorted set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Placed {
+    key: String,
+    member: String,
+    score: Option<String>,
+}
+
+/// Whether an image is a member of a set's key.
+enum Membership {
+    /// Not in the result: no image, a NULL key or member, a row outside the filter, a score that is no number.
+    Out,
+    In(Placed),
+    /// The filter cannot tell from the image (see `predicate`).
+    Unknown(String),
+}
+
+impl ChangePlan {
+    /// Adds the after image's member to its key and removes the before image's from its own, when they differ.
+    fn members(&mut self, rule: &Arc<MemberRule>, filter: Option<&RowFilter>, change: &RowChange) {
+        let before = self.membership(rule, filter, change.before.as_deref());
+        let after = self.membership(rule, filter, change.after.as_deref());
+        let top = rule.members.top.as_ref().map(|top| (rule.job.clone(), top.n));
+        let push = |plan: &mut Self, placed: &Placed, op: MemberOp| {
+            plan.push(Action::Member(MemberChange {
+                value: member_change(&rule.members, &placed.member, &op),
+                key: placed.key.clone(),
+                member: placed.member.clone(),
+                top: top.clone(),
+            }));
+        };
+        if let Membership::In(old) = &before {
+            let stays = matches!(&after, Membership::In(new) if new.key == old.key && new.member == old.member);
+            if !stays {
+                push(self, old, MemberOp::Remove);
+            }
+        }
+        match after {
+            Membership::In(new) => {
+                let same = matches!(&before, Membership::In(old) if *old == new);
+                if !same {
+                    let score = new.score.clone();
+                    push(self, &new, MemberOp::Add { score });
+                }
+            }
+            // Neither add nor leave out what the image cannot decide: the key goes (a miss) and the job runs.
+            Membership::Unknown(key) => {
+                self.push(Action::Delete(key));
+                self.push(Action::Warm(rule.job.to_string()));
+            }
+            Membership::Out => {}
+        }
+    }
+
+    /// Where `image` puts its member under `rule`.
+    fn membership(&mut self, rule: &MemberRule, filter: Option<&RowFilter>, image: Option<&RowImage>) -> Membership {
+        let Some(image) = image else {
+            return Membership::Out;
+        };
+        let (key, member) = match (
+            render_from_image(&rule.key, image),
+            render_from_image(&rule.member, image),
+        ) {
+            (Ok(Some(key)), Ok(Some(member))) => (key, member),
+            (Err(column), _) | (_, Err(column)) => {
+                self.note_missing(column);
+                return Membership::Out;
+            }
+            _ => return Membership::Out,
+        };
+        let score = match &rule.score {
+            None => None,
+            Some(column) => match image.get(column) {
+                None => {
+                    self.note_missing(column.clone());
+                    return Membership::Out;
+                }
+                Some(value) => match value.as_deref().and_then(crate::pure::members::score) {
+                    Some(score) => Some(score.to_string()),
+                    // The warm run skips a row without a numeric score; so does the binlog.
+                    None => return Membership::Out,
+                },
+            },
+        };
+        match filter.map_or(Truth::True, |filter| filter.predicate.eval(image)) {
+            Truth::True => Membership::In(Placed { key, member, score }),
+            Truth::Unknown => Membership::Unknown(key),
+            Truth::False | Truth::Null => Membership::Out,
         }
     }
 }

@@ -43,6 +43,27 @@ pub(crate) enum Action {
     },
     /// Find a job's keys through a derived join rule and refresh (or delete) them (binlog only).
     Lookup(Lookup),
+    /// Add, re-score or remove one member of a set or sorted set (binlog only).
+    Member(MemberChange),
+}
+
+/// One member's change, ready for the write scripts (see `members`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct MemberChange {
+    pub key: String,
+    pub member: String,
+    /// The write ([`crate::pure::members::member_change`]).
+    pub value: Vec<u8>,
+    /// A top N sorted set's job and N: the job is warmed again when the set holds fewer.
+    pub top: Option<(Arc<str>, u64)>,
+}
+
+impl MemberChange {
+    /// A name for the batch's map of actions by key, which no Redis key can take (it holds a NUL): the latest change
+    /// of each member counts.
+    pub(crate) fn batch_key(&self) -> String {
+        format!("\0member\0{}\0{}", self.key, self.member)
+    }
 }
 
 /// The rows of a job's table that join a changed row (through [`ReverseLookup`]): its join columns' values.
@@ -246,6 +267,7 @@ mod tests {
             derived_from: None,
             lookup: None,
             events: crate::pure::model::RowEvents::ALL,
+            members: None,
         }
     }
 

@@ -145,6 +145,11 @@ impl Batch {
             }
             Action::Warm(_) => return,
             Action::Delete(key) | Action::Refresh(key) | Action::Set { key, .. } => key.clone(),
+            Action::Member(change) => {
+                // A member's latest change is its state: one per member and key.
+                self.keyed.insert(change.batch_key(), (self.arrivals, action.clone()));
+                return;
+            }
             Action::Lookup(lookup) => {
                 // One lookup per changed row's join values; the latest change's row is the one to show.
                 let mut lookup = lookup.clone();
@@ -244,7 +249,7 @@ fn kind_order(action: &Action) -> u8 {
     match action {
         Action::DeletePattern(_) => 0,
         Action::Delete(_) => 1,
-        Action::Set { .. } => 2,
+        Action::Set { .. } | Action::Member(_) => 2,
         Action::Refresh(_) => 3,
         // After the batch's own key actions: what it finds is read as it is now.
         Action::Lookup(_) => 4,

@@ -142,7 +142,14 @@ pub(crate) fn initialise_jobs(jobs: &[&str], misses: bool) {
 }
 
 /// What an invalidation did to keys (`cachewarden_invalidated_keys_total{action}`; `Applied::counts` names them).
-pub(crate) const INVALIDATION_ACTIONS: [&str; 5] = ["delete", "pattern_delete", "refresh", "refresh_delete", "project"];
+pub(crate) const INVALIDATION_ACTIONS: [&str; 6] = [
+    "delete",
+    "pattern_delete",
+    "refresh",
+    "refresh_delete",
+    "project",
+    "member",
+];
 /// The paths a guarded batch takes (`cachewarden_guarded_batches_total{path}`).
 const GUARDED_PATHS: [&str; 4] = ["optimistic", "script", "refused", "discarded"];
 

@@ -45,6 +45,31 @@ pub(crate) fn slot_tag(slot: u16) -> &'static str {
     })[slot as usize]
 }
 
+/// A name for a key to build `key`'s new value under before renaming it over `key`: `key` followed by `suffix`, in
+/// `key`'s slot (a RENAME stays within one slot on a cluster), and starting with `key` (an ACL key pattern that
+/// allows `key` allows it too).
+pub(crate) fn slot_mate(key: &str, suffix: &str) -> String {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|&b| b == b'{').is_some_and(|open| {
+        let rest = &bytes[open + 1..];
+        rest.iter().position(|&b| b == b'}').is_some_and(|close| close > 0)
+    });
+    if tagged {
+        // The key's own hash tag comes first in the name too.
+        return format!("{key}{suffix}");
+    }
+    let slot = key_slot(bytes);
+    if !key.contains('{') {
+        return format!("{key}{suffix}{{{}}}", slot_tag(slot));
+    }
+    // A brace without a tag (`a{b`, `a{}b`): the whole name is hashed, so count until one lands in the slot (about
+    // 16,000 CRCs; such keys are rare).
+    (0u32..)
+        .map(|n| format!("{key}{suffix}-{n:x}"))
+        .find(|name| key_slot(name.as_bytes()) == slot)
+        .expect("some counter lands in every slot")
+}
+
 /// CRC16/XMODEM (polynomial 0x1021, initial 0), as Redis Cluster uses it.
 fn crc16(bytes: &[u8]) -> u16 {
     bytes.iter().fold(0u16, |crc, &byte| {
@@ -105,6 +130,22 @@ mod tests {
         // An empty tag does not count: the whole key is hashed.
         assert_eq!(key_slot(b"a{}b"), (crc16(b"a{}b") as usize % SLOTS) as u16);
         assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"{user1000}.followers"));
+    }
+
+    #[test]
+    fn a_slot_mate_shares_the_slot_and_starts_with_the_key() {
+        for key in [
+            "category:7:products",
+            "top:{shop}:products",
+            "odd{key",
+            "empty{}tag",
+            "x",
+        ] {
+            let mate = slot_mate(key, ":build");
+            assert!(mate.starts_with(&format!("{key}:build")), "{mate}");
+            assert_eq!(key_slot(mate.as_bytes()), key_slot(key.as_bytes()), "{key} → {mate}");
+        }
+        assert_eq!(slot_mate("top:{shop}:products", ":build"), "top:{shop}:products:build");
     }
 
     #[test]

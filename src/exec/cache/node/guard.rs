@@ -10,7 +10,7 @@ use crate::exec::cache::guard::{LEASE_MARGIN, ReadLease, read_lease_keys};
 use crate::exec::cache::policy::WritePolicy;
 use crate::exec::cache::scripts::FENCED;
 use crate::exec::cache::{
-    CacheError, LEASE_PREFIX, READERS_KEY, SCRIPT_BATCH, VERSION_KEY, command_failed, set_command, ttl_millis,
+    CacheError, LEASE_PREFIX, READERS_KEY, SCRIPT_BATCH, VERSION_KEY, command_failed, ttl_millis,
 };
 use crate::pure::model::{KeyOp, ReadStamp};
 
@@ -167,8 +167,9 @@ impl Node {
             let mut pipe = redis::Pipeline::with_capacity(ops.len());
             pipe.atomic();
             for op in ops {
-                if let KeyOp::Set { key, value, ttl, .. } = op {
-                    pipe.add_command(set_command(key, value, *ttl)).ignore();
+                if let KeyOp::Set { .. } = op {
+                    // A hash's or a set's write is its script (in the transaction all the same).
+                    pipe.add_command(crate::exec::cache::op_command(op)).ignore();
                 }
             }
             // `None`: EXEC was discarded because the counter moved after WATCH.

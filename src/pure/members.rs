@@ -1,0 +1,206 @@
+//! Sets and sorted sets: how a job's rows become members (`type = "set"`/`"zset"`), and the tagged values that carry
+//! their writes to the write scripts (`cache::scripts`), which every write path runs — so stale-set protection, the HA
+//! fence and Redis Cluster apply to them as to any value.
+//!
+//! Three kinds of write, each a value that starts with a tag no JSON, gzip or zstd value starts with:
+//! - [`chunk_value`]: members added to a key under construction (a warm run builds each set under a temporary key);
+//! - [`move_value`]: the finished temporary key renamed over the real one — a reader sees the old set or the new one,
+//!   never half of one;
+//! - [`DROP_TAG`]: the temporary key removed after its rename (left only where protection refused the rename);
+//! - [`member_change`]: one member added, re-scored or removed (a binlog row change), applied only where the key
+//!   exists, so a set is never started from one member.
+//!
+//! Pure: bytes in, bytes out.
+
+use crate::pure::model::{MemberKind, Members};
+
+/// A chunk of members for a key under construction: `[fresh, safety ms, kind, member, (score,) …]`.
+pub(crate) const CHUNK_TAG: &[u8] = b"\xffcwmadd\x00";
+/// A finished temporary key to rename over the key: the temporary key's name follows the tag.
+pub(crate) const MOVE_TAG: &[u8] = b"\xffcwmove\x00";
+/// One member's change: `[kind, op, member, score, n, cap]`.
+pub(crate) const MEMBER_TAG: &[u8] = b"\xffcwmemb\x00";
+/// A key under construction that is done with: what a refused rename left behind goes.
+pub(crate) const DROP_TAG: &[u8] = b"\xffcwdrop\x00";
+
+/// How long a temporary key outlives a run that died before renaming it, at most.
+pub(crate) const BUILD_SAFETY_MS: u64 = 15 * 60 * 1000;
+
+/// One change of a member, as a binlog row change asks it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum MemberOp {
+    /// The row is in the job's result: add the member (with its score, for a sorted set).
+    Add { score: Option<String> },
+    /// The row left the result (deleted, or moved out of the filter or to another key).
+    Remove,
+}
+
+/// Tag, then `parts` as a MessagePack array of str32 — what the scripts' `cmsgpack.unpack` reads.
+pub(crate) fn packed<'a>(tag: &[u8], parts: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(tag.len() + 5 + parts.len() * 16);
+    out.extend_from_slice(tag);
+    out.push(0xdd);
+    out.extend_from_slice(&(parts.len() as u32).to_be_bytes());
+    for part in parts {
+        out.push(0xdb);
+        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// The str32 parts of a [`packed`] value after `tag`; `None` when `stored` is not one.
+pub(crate) fn unpacked(tag: &[u8], stored: &[u8]) -> Option<Vec<Vec<u8>>> {
+    fn word(bytes: &[u8]) -> Option<(usize, &[u8])> {
+        let (head, rest) = bytes.split_first_chunk::<4>()?;
+        Some((u32::from_be_bytes(*head) as usize, rest))
+    }
+    let rest = stored.strip_prefix(tag)?.strip_prefix(&[0xdd])?;
+    let (count, mut rest) = word(rest)?;
+    let mut parts = Vec::with_capacity(count.min(rest.len()));
+    for _ in 0..count {
+        let (len, after) = word(rest.strip_prefix(&[0xdb])?)?;
+        parts.push(after.get(..len)?.to_vec());
+        rest = &after[len..];
+    }
+    rest.is_empty().then_some(parts)
+}
+
+fn kind_word(kind: MemberKind) -> &'static [u8] {
+    match kind {
+        MemberKind::Set => b"set",
+        MemberKind::Zset => b"zset",
+    }
+}
+
+/// Members (with their scores, for a sorted set) to add to a key under construction; `fresh` empties the key first
+/// (the first chunk of a run: a temporary key a dead run left is not built upon).
+pub(crate) fn chunk_value(kind: MemberKind, fresh: bool, items: &[(String, Option<String>)]) -> Vec<u8> {
+    let safety = BUILD_SAFETY_MS.to_string();
+    let head: [&[u8]; 3] = [if fresh { b"1" } else { b"0" }, safety.as_bytes(), kind_word(kind)];
+    let per_item = if kind == MemberKind::Zset { 2 } else { 1 };
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(3 + items.len() * per_item);
+    parts.extend(head);
+    for (member, score) in items {
+        if kind == MemberKind::Zset {
+            parts.push(score.as_deref().unwrap_or("0").as_bytes());
+        }
+        parts.push(member.as_bytes());
+    }
+    packed(CHUNK_TAG, parts.into_iter())
+}
+
+/// Renames the finished temporary key `temp` over the key (and sets the key's TTL); a missing `temp` deletes the key.
+pub(crate) fn move_value(temp: &str) -> Vec<u8> {
+    let mut out = MOVE_TAG.to_vec();
+    out.extend_from_slice(temp.as_bytes());
+    out
+}
+
+/// One member's change for `members`' keys. A top-N sorted set keeps the top of the rows: see the scripts'
+/// `top_member`.
+pub(crate) fn member_change(members: &Members, member: &str, op: &MemberOp) -> Vec<u8> {
+    let (op, score) = match op {
+        MemberOp::Add { score } => ("add", score.as_deref().unwrap_or("0")),
+        MemberOp::Remove => ("remove", "0"),
+    };
+    let (n, cap) = members.top.as_ref().map_or((0, 0), |top| (top.n, top.cap()));
+    let (n, cap) = (n.to_string(), cap.to_string());
+    let parts: [&[u8]; 6] = [
+        kind_word(members.kind),
+        op.as_bytes(),
+        member.as_bytes(),
+        score.as_bytes(),
+        n.as_bytes(),
+        cap.as_bytes(),
+    ];
+    packed(MEMBER_TAG, parts.into_iter())
+}
+
+/// Whether `value` is one of this module's writes (never compressed, never read back as a value).
+pub(crate) fn is_member_write(value: &[u8]) -> bool {
+    [CHUNK_TAG, MOVE_TAG, MEMBER_TAG, DROP_TAG]
+        .iter()
+        .any(|tag| value.starts_with(tag))
+}
+
+/// Whether `value` writes a key under construction rather than a key a reader reads.
+pub(crate) fn is_build_write(value: &[u8]) -> bool {
+    value.starts_with(CHUNK_TAG) || value.starts_with(DROP_TAG)
+}
+
+/// A score as Redis takes it: a finite number, written as the database gave it. `None` for text that is not one.
+pub(crate) fn score(text: &str) -> Option<&str> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite())
+        .map(|_| text.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pure::model::{KeyTemplate, Top};
+
+    fn zset(top: Option<Top>) -> Members {
+        Members {
+            kind: MemberKind::Zset,
+            member: KeyTemplate::parse("{id}").unwrap(),
+            score: Some("sales".into()),
+            top,
+        }
+    }
+
+    #[test]
+    fn chunks_carry_members_and_scores_in_order() {
+        let items = vec![
+            ("7".to_string(), Some("1.5".to_string())),
+            ("8".into(), Some("-2".into())),
+        ];
+        let stored = chunk_value(MemberKind::Zset, true, &items);
+        let parts = unpacked(CHUNK_TAG, &stored).unwrap();
+        let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let safety = BUILD_SAFETY_MS.to_string();
+        assert_eq!(
+            parts,
+            [&b"1"[..], safety.as_bytes(), b"zset", b"1.5", b"7", b"-2", b"8"]
+        );
+        let set = chunk_value(MemberKind::Set, false, &[("a".into(), None)]);
+        assert_eq!(unpacked(CHUNK_TAG, &set).unwrap()[3], b"a");
+        assert!(is_member_write(&set));
+        assert_eq!(unpacked(CHUNK_TAG, &set[..set.len() - 1]), None);
+    }
+
+    #[test]
+    fn member_changes_name_the_top_and_its_buffer() {
+        let stored = member_change(
+            &zset(Some(Top {
+                n: 10,
+                buffer: 5,
+                query: String::new(),
+            })),
+            "42",
+            &MemberOp::Add {
+                score: Some("3".into()),
+            },
+        );
+        let parts = unpacked(MEMBER_TAG, &stored).unwrap();
+        assert_eq!(parts, [&b"zset"[..], b"add", b"42", b"3", b"10", b"15"]);
+        let removed = member_change(&zset(None), "42", &MemberOp::Remove);
+        assert_eq!(
+            unpacked(MEMBER_TAG, &removed).unwrap()[1..],
+            [&b"remove"[..], b"42", b"0", b"0", b"0"]
+        );
+        assert!(move_value("k:tmp").starts_with(MOVE_TAG));
+    }
+
+    #[test]
+    fn scores_are_finite_numbers() {
+        assert_eq!(score("12.50"), Some("12.50"));
+        assert_eq!(score("-3e2"), Some("-3e2"));
+        assert_eq!(score("abc"), None);
+        assert_eq!(score("inf"), None);
+        assert_eq!(score("NaN"), None);
+    }
+}
