@@ -165,9 +165,9 @@ async fn on_a_redis_cluster_a_hash_per_row_is_warmed_and_follows_the_binlog() {
     hashes_follow_the_binlog(TestEnv::new().await.on_cluster()).await;
 }
 
-/// What the database says each set and the top 5 should be: each category's active product ids, and the top 5 active
-/// products by views (ties by the id's text, highest first, as Redis orders equal scores read in reverse).
-async fn database_sets(env: &TestEnv) -> (BTreeMap<i32, BTreeSet<String>>, Vec<(String, f64)>) {
+/// What the database says each set and the tops should be: each category's active product ids, and the top 5 (and 1)
+/// active products by views (ties by the id's text, highest first, as Redis orders equal scores read in reverse).
+async fn database_sets(env: &TestEnv) -> Sets {
     use sqlx::Connection as _;
     let mut conn = sqlx::MySqlConnection::connect(&env.mysql_url).await.unwrap();
     let rows: Vec<(i32, i32)> = sqlx::query_as("SELECT id, category_id FROM products WHERE active = 1")
@@ -178,13 +178,24 @@ async fn database_sets(env: &TestEnv) -> (BTreeMap<i32, BTreeSet<String>>, Vec<(
     for (id, category) in rows {
         sets.entry(category).or_default().insert(id.to_string());
     }
-    let top: Vec<(i32, i32)> = sqlx::query_as(TOP_QUERY).fetch_all(&mut conn).await.unwrap();
-    let top = top
-        .into_iter()
-        .map(|(id, views)| (id.to_string(), views as f64))
-        .collect();
-    (sets, top)
+    let mut tops = Vec::new();
+    for query in [TOP_QUERY, &TOP_QUERY.replace("LIMIT 5", "LIMIT 1")] {
+        let top: Vec<(i32, i32)> = sqlx::query_as(sqlx::AssertSqlSafe(query.to_string()))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        tops.push(
+            top.into_iter()
+                .map(|(id, views)| (id.to_string(), views as f64))
+                .collect(),
+        );
+    }
+    let best = tops.pop().unwrap();
+    (sets, tops.pop().unwrap(), best)
 }
+
+/// Each category's set, the top 5 with scores, and the top 1 (a top N without a buffer, whose one member falls).
+type Sets = (BTreeMap<i32, BTreeSet<String>>, Vec<(String, f64)>, Vec<(String, f64)>);
 
 const TOP_QUERY: &str =
     "SELECT id, views FROM products WHERE active = 1 ORDER BY views DESC, CAST(id AS CHAR) DESC LIMIT 5";
@@ -193,7 +204,7 @@ const TOP_QUERY: &str =
 const TOP_FALLS: &str = "UPDATE products SET views = FLOOR(RAND() * 10) WHERE active = 1 ORDER BY views DESC, CAST(id AS CHAR) DESC LIMIT 1";
 
 /// What Redis holds: the categories' sets, and the sorted set's top 5 with scores.
-async fn cached_sets(env: &TestEnv, categories: &[i32]) -> (BTreeMap<i32, BTreeSet<String>>, Vec<(String, f64)>) {
+async fn cached_sets(env: &TestEnv, categories: &[i32]) -> Sets {
     let p = &env.prefix;
     let mut conn = env.any_redis().await;
     let mut sets = BTreeMap::new();
@@ -207,15 +218,20 @@ async fn cached_sets(env: &TestEnv, categories: &[i32]) -> (BTreeMap<i32, BTreeS
             sets.insert(*category, members);
         }
     }
-    let top: Vec<(String, f64)> = redis::cmd("ZREVRANGE")
-        .arg(format!("{p}top:products"))
-        .arg(0)
-        .arg(4)
-        .arg("WITHSCORES")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    (sets, top)
+    let mut tops = Vec::new();
+    for (key, n) in [("top", 4), ("best", 0)] {
+        let top: Vec<(String, f64)> = redis::cmd("ZREVRANGE")
+            .arg(format!("{p}{key}:products"))
+            .arg(0)
+            .arg(n)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        tops.push(top);
+    }
+    let best = tops.pop().unwrap();
+    (sets, tops.pop().unwrap(), best)
 }
 
 async fn sets_follow_the_binlog(env: TestEnv) {
@@ -250,8 +266,11 @@ async fn sets_follow_the_binlog(env: TestEnv) {
          type = \"set\"\nmember = \"{{id}}\"\nttl = \"1h\"\n\n\
          [[warm]]\nname = \"top\"\nschedule = \"0 0 0 1 1 *\"\nrun_on_start = true\nquery = \"{TOP_QUERY}\"\n\
          key = \"{p}top:products\"\ntype = \"zset\"\nmember = \"{{id}}\"\nscore = \"views\"\nbuffer = 3\nttl = \"1h\"\n\n\
+         [[warm]]\nname = \"best\"\nschedule = \"0 0 0 1 1 *\"\nrun_on_start = true\nquery = \"{}\"\n\
+         key = \"{p}best:products\"\ntype = \"zset\"\nmember = \"{{id}}\"\nscore = \"views\"\nbuffer = 0\nttl = \"1h\"\n\n\
          [[warm]]\nname = \"rows\"\nschedule = \"0 0 0 1 1 *\"\nrun_on_start = true\n\
-         query = \"SELECT id, name FROM products\"\nkey = \"{p}product:{{id}}\"\ntype = \"hash\"\nttl = \"1h\"\n"
+         query = \"SELECT id, name FROM products\"\nkey = \"{p}product:{{id}}\"\ntype = \"hash\"\nttl = \"1h\"\n",
+        TOP_QUERY.replace("LIMIT 5", "LIMIT 1")
     );
     let path = env.config_file(&body);
     let daemon = common::following_path(&env, &path).await;
@@ -334,6 +353,39 @@ async fn sets_follow_the_binlog(env: TestEnv) {
         .filter(|key| key.contains("cachewarden-build"))
         .collect();
     assert!(builds.is_empty(), "{builds:?}");
+
+    // The audit compares members (and a top N's best N with their scores): clean, then a member removed and a score
+    // changed behind the daemon's back are found, with what each key holds and should.
+    let audit = || env.run_cli(&["audit", "--all", "--job", "categories", "--job", "top"], &path);
+    let (code, out) = audit();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("categories: 3 checked, 0 wrong, 0 missing, 0 orphaned"),
+        "{out}"
+    );
+    assert!(out.contains("top: 1 checked, 0 wrong, 0 missing, 0 orphaned"), "{out}");
+    let (_, top, _) = database_sets(&env).await;
+    let _: () = redis::cmd("SREM")
+        .arg(format!("{p}category:1:products"))
+        .arg("3")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg(format!("{p}top:products"))
+        .arg(1000)
+        .arg(&top[4].0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (code, out) = audit();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("categories: 3 checked, 1 wrong, 0 missing, 0 orphaned"),
+        "{out}"
+    );
+    assert!(out.contains("top: 1 checked, 1 wrong, 0 missing, 0 orphaned"), "{out}");
+    assert!(out.contains(&format!("[\"{}\",1000.0]", top[4].0)), "{out}");
 }
 
 #[tokio::test]

@@ -36,6 +36,10 @@ pub enum Structure {
     /// One field per column of the row: text as itself, numbers in decimal, JSON columns as JSON text; a NULL column
     /// has no field.
     Hash,
+    /// A set of the members of every row that renders the key (see `members`).
+    Set,
+    /// A sorted set of those members, scored.
+    Zset,
 }
 
 /// The compression a job asks for.
@@ -162,6 +166,9 @@ pub(crate) fn unpack_hash(stored: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
 /// `stored` for a person to read: a hash as a JSON object of its fields' text, anything else decoded as
 /// [`decode`] does.
 pub(crate) fn readable(stored: &[u8]) -> String {
+    if let Some(members) = crate::pure::members::readable(stored) {
+        return members;
+    }
     if let Some(fields) = unpack_hash(stored) {
         let object: serde_json::Map<String, serde_json::Value> = fields
             .into_iter()

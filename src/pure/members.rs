@@ -23,6 +23,10 @@ pub(crate) const MEMBER_TAG: &[u8] = b"\xffcwmemb\x00";
 /// A key under construction that is done with: what a refused rename left behind goes.
 pub(crate) const DROP_TAG: &[u8] = b"\xffcwdrop\x00";
 
+/// What [`compared_set`] and [`compared_zset`] start with (never written to Redis).
+const SET_READ_TAG: &[u8] = b"\xffcwsread\x00";
+const ZSET_READ_TAG: &[u8] = b"\xffcwzread\x00";
+
 /// How long a temporary key outlives a run that died before renaming it, at most.
 pub(crate) const BUILD_SAFETY_MS: u64 = 15 * 60 * 1000;
 
@@ -129,6 +133,64 @@ pub(crate) fn is_build_write(value: &[u8]) -> bool {
     value.starts_with(CHUNK_TAG) || value.starts_with(DROP_TAG)
 }
 
+/// A set as the audit compares it, from Redis or from the query: the members sorted, packed. `None` for no member
+/// (Redis has no empty set).
+pub(crate) fn compared_set(mut members: Vec<String>) -> Option<Vec<u8>> {
+    members.sort_unstable();
+    members.dedup();
+    (!members.is_empty()).then(|| {
+        packed(
+            SET_READ_TAG,
+            members.iter().map(String::as_bytes).collect::<Vec<_>>().into_iter(),
+        )
+    })
+}
+
+/// A sorted set as the audit compares it: best first as `ZREVRANGE` reads it (score, then member bytes, both
+/// descending), each member followed by its score as Rust prints the number; only the first `top` when given.
+pub(crate) fn compared_zset(mut pairs: Vec<(String, f64)>, top: Option<usize>) -> Option<Vec<u8>> {
+    pairs.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| b.0.as_bytes().cmp(a.0.as_bytes())));
+    pairs.truncate(top.unwrap_or(usize::MAX));
+    let scores: Vec<String> = pairs.iter().map(|(_, score)| score.to_string()).collect();
+    let parts: Vec<&[u8]> = pairs
+        .iter()
+        .zip(&scores)
+        .flat_map(|((member, _), score)| [member.as_bytes(), score.as_bytes()])
+        .collect();
+    (!pairs.is_empty()).then(|| packed(ZSET_READ_TAG, parts.into_iter()))
+}
+
+/// The best `n` of a [`compared_zset`] (what a reader of a top N reads).
+pub(crate) fn best(compared: &[u8], n: usize) -> Option<Vec<u8>> {
+    let parts = unpacked(ZSET_READ_TAG, compared)?;
+    let kept = &parts[..parts.len().min(n * 2)];
+    (!kept.is_empty()).then(|| {
+        packed(
+            ZSET_READ_TAG,
+            kept.iter().map(Vec::as_slice).collect::<Vec<_>>().into_iter(),
+        )
+    })
+}
+
+/// What a [`compared_set`] or [`compared_zset`] holds, for a person: a JSON array of members, or of `[member, score]`.
+pub(crate) fn readable(stored: &[u8]) -> Option<String> {
+    let text = |part: &Vec<u8>| String::from_utf8_lossy(part).into_owned();
+    if let Some(parts) = unpacked(SET_READ_TAG, stored) {
+        return Some(serde_json::Value::from(parts.iter().map(text).collect::<Vec<_>>()).to_string());
+    }
+    let parts = unpacked(ZSET_READ_TAG, stored)?;
+    let pairs: Vec<serde_json::Value> = parts
+        .chunks(2)
+        .map(|pair| {
+            serde_json::json!([
+                text(&pair[0]),
+                pair.get(1).map(text).and_then(|s| s.parse::<f64>().ok())
+            ])
+        })
+        .collect();
+    Some(serde_json::Value::from(pairs).to_string())
+}
+
 /// A score as Redis takes it: a finite number, written as the database gave it. `None` for text that is not one.
 pub(crate) fn score(text: &str) -> Option<&str> {
     text.trim()
@@ -193,6 +255,28 @@ mod tests {
             [&b"remove"[..], b"42", b"0", b"0", b"0"]
         );
         assert!(move_value("k:tmp").starts_with(MOVE_TAG));
+    }
+
+    #[test]
+    fn sets_compare_sorted_and_sorted_sets_best_first_as_redis_reads_them() {
+        let a = compared_set(vec!["b".into(), "a".into(), "b".into()]);
+        assert_eq!(a, compared_set(vec!["a".into(), "b".into()]));
+        assert_eq!(readable(a.as_ref().unwrap()).unwrap(), r#"["a","b"]"#);
+        assert_eq!(compared_set(Vec::new()), None);
+        let pairs = vec![
+            ("9".to_string(), 5.0),
+            ("10".into(), 5.0),
+            ("3".into(), 7.5),
+            ("4".into(), 1.0),
+        ];
+        let top = compared_zset(pairs, Some(3)).unwrap();
+        // Equal scores: the member's bytes, highest first ("9" > "10").
+        assert_eq!(readable(&top).unwrap(), r#"[["3",7.5],["9",5.0],["10",5.0]]"#);
+        assert_eq!(
+            Some(top.clone()),
+            compared_zset(vec![("10".into(), 5.0), ("9".into(), 5.0), ("3".into(), 7.5)], None)
+        );
+        assert_eq!(readable(&best(&top, 1).unwrap()).unwrap(), r#"[["3",7.5]]"#);
     }
 
     #[test]

@@ -284,9 +284,10 @@ impl Context {
             None | Some("string") => Structure::String,
             Some("hash") => Structure::Hash,
             // Their fields are judged by `job_members`.
-            Some("set" | "zset") => {
+            Some(kind @ ("set" | "zset")) => {
                 return encoding.map(|encoding| crate::pure::codec::Encoding {
                     compress: crate::pure::codec::Compression::None,
+                    structure: if kind == "set" { Structure::Set } else { Structure::Zset },
                     ..encoding
                 });
             }

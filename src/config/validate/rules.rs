@@ -133,22 +133,29 @@ impl Context {
         }
     }
 
-    /// A projection writes a JSON string: over a hash job's keys it would replace the hash.
+    /// A projection writes a JSON string: over a hash's or set's job's keys it would replace the structure.
     fn check_projection(&mut self, entry: &Entry, project: Option<&crate::config::Projection>, jobs: &[WarmJob]) {
         let Some(projection) = project else { return };
         let keys = crate::pure::glob::allow_pattern(&projection.key);
         let hashed = jobs.iter().find(|job| {
-            job.encoding.structure == crate::pure::codec::Structure::Hash
+            job.encoding.structure != crate::pure::codec::Structure::String
                 && (job.key == projection.key
                     || crate::pure::glob::glob_match(&crate::pure::glob::allow_pattern(&job.key), &keys)
                     || crate::pure::glob::glob_match(&keys, &crate::pure::glob::allow_pattern(&job.key)))
         });
         if let Some(job) = hashed {
-            let message = format!(
-                "\"{}\" writes JSON strings into the keys of [[warm]] job \"{}\", which are hashes (type = \"hash\"): \
-                 refresh them instead (refresh = [\"{}\"])",
-                projection.key, job.name, job.key
-            );
+            let message = match job.encoding.structure {
+                crate::pure::codec::Structure::Hash => format!(
+                    "\"{}\" writes JSON strings into the keys of [[warm]] job \"{}\", which are hashes (type = \
+                     \"hash\"): refresh them instead (refresh = [\"{}\"])",
+                    projection.key, job.name, job.key
+                ),
+                _ => format!(
+                    "\"{}\" writes JSON strings into the keys of [[warm]] job \"{}\", which are sets: their members \
+                     follow the rows by the job's derived rules (derive_rules = true)",
+                    projection.key, job.name
+                ),
+            };
             entry.problem(self, Some("project"), message);
         }
     }

@@ -66,8 +66,11 @@ pub(crate) fn fence_slots(ha_key: Option<&str>) -> Vec<&str> {
 
 /// Where a warm run builds a set or sorted set before renaming it over `key` (same slot, same prefix).
 pub(crate) fn build_key(key: &str) -> String {
-    cluster::slot::slot_mate(key, ":cachewarden-build")
+    cluster::slot::slot_mate(key, BUILD_SUFFIX)
 }
+
+/// What a key a set is built under adds to the set's key.
+pub(crate) const BUILD_SUFFIX: &str = ":cachewarden-build";
 
 /// Keys per Lua call: one script run blocks Redis, so keep each short.
 const SCRIPT_BATCH: usize = 500;
@@ -256,13 +259,16 @@ impl Cache {
     }
 }
 
-/// The command that reads a value as `structure` stores it: `GET`, or `HGETALL` for a hash.
+/// The command that reads a value as `structure` stores it: `GET`, `HGETALL` for a hash, `SMEMBERS` for a set,
+/// `ZRANGE … WITHSCORES` for a sorted set.
 fn read_command(key: &str, structure: crate::pure::codec::Structure) -> redis::Cmd {
-    let read = match structure {
-        crate::pure::codec::Structure::String => "GET",
-        crate::pure::codec::Structure::Hash => "HGETALL",
-    };
-    redis::cmd(read).arg(key).clone()
+    use crate::pure::codec::Structure;
+    match structure {
+        Structure::String => redis::cmd("GET").arg(key).clone(),
+        Structure::Hash => redis::cmd("HGETALL").arg(key).clone(),
+        Structure::Set => redis::cmd("SMEMBERS").arg(key).clone(),
+        Structure::Zset => redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES").clone(),
+    }
 }
 
 /// The command that applies `op`: `SET` or `UNLINK`.

@@ -6,8 +6,9 @@ use super::topology::on_topology;
 use super::{Cache, CacheError, SCAN_COUNT, command_failed, read_command};
 use crate::pure::codec::Structure;
 
-/// A `GET` or `HGETALL` reply as the value stored: `None` for no key (an empty hash is none either); a hash's fields
-/// sorted and packed as `codec::Encoding::encode` packs them, so a stored hash compares with what a row encodes to.
+/// A reply of [`super::read_command`] as the value stored: `None` for no key (an empty hash or set is none either); a
+/// hash's fields sorted and packed as `codec::Encoding::encode` packs them, so a stored hash compares with what a row
+/// encodes to; a set's or sorted set's members as `members` compares them.
 fn stored(reply: redis::Value, structure: Structure) -> Result<Option<Vec<u8>>, CacheError> {
     let convert = |error: redis::ParsingError| command_failed(error.into());
     match structure {
@@ -19,6 +20,14 @@ fn stored(reply: redis::Value, structure: Structure) -> Result<Option<Vec<u8>>, 
             }
             fields.sort_by(|a, b| a.0.cmp(&b.0));
             Ok(Some(crate::pure::codec::hash_value(&fields)))
+        }
+        Structure::Set => {
+            let members: Vec<String> = redis::FromRedisValue::from_redis_value(reply).map_err(convert)?;
+            Ok(crate::pure::members::compared_set(members))
+        }
+        Structure::Zset => {
+            let pairs: Vec<(String, f64)> = redis::FromRedisValue::from_redis_value(reply).map_err(convert)?;
+            Ok(crate::pure::members::compared_zset(pairs, None))
         }
     }
 }

@@ -33,11 +33,12 @@ local function add_members(key, kind, items, first)
 end
 
 -- A top-N sorted set holds the best ZCARD rows of the table: every row outside it ranks below its lowest member.
--- A member that lands lowest may have rows outside above it, so it goes; beyond `cap` the lowest go. Below `n` the
--- set is short of the top, and its job warms it again (see `invalidate`).
+-- A member that lands lowest may have rows outside above it, so it goes (the only member too: the key then goes,
+-- and the job warms it); beyond `cap` the lowest go. Below `n` the set is short of the top, and its job warms it
+-- again (see `invalidate`).
 local function top_member(key, member, score, cap)
   redis.call('ZADD', key, score, member)
-  if redis.call('ZCARD', key) > 1 and redis.call('ZRANK', key, member) == 0 then
+  if redis.call('ZRANK', key, member) == 0 then
     redis.call('ZREM', key, member)
   end
   redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(cap) + 1))

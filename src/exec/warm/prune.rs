@@ -83,6 +83,8 @@ pub async fn orphans(
     let orphans = keys
         .into_iter()
         .filter(|key| !seen.contains(key.as_str()) && job.key.capture(key).is_some())
+        // A set being built beside its key (see `members`) is no orphan.
+        .filter(|key| job.members.is_none() || !key.contains(crate::exec::cache::BUILD_SUFFIX))
         .filter(|key| !others.iter().any(|other| other.key.capture(key).is_some()))
         .collect();
     Ok((orphans, cut))

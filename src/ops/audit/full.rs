@@ -116,15 +116,9 @@ pub(crate) async fn audit_sliced(
     others: &[WarmJob],
     slicing: Option<Slicing>,
 ) -> Result<FullAudit, AuditError> {
-    if let Some(members) = &job.members {
-        return Ok(FullAudit {
-            job: job.name.to_string(),
-            orphans_unchecked: Some(format!(
-                "type = \"{}\": the audit does not compare members yet",
-                members.kind.as_str()
-            )),
-            ..Default::default()
-        });
+    if job.members.is_some() {
+        // Read whole: a key's members come from rows all over the result.
+        return super::members::audit_members(cache, db, job, others).await;
     }
     let mut comparer = Comparer {
         last_key: None,

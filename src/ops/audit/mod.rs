@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 mod full;
+mod members;
 mod sweep;
 
 pub(crate) use full::{FullAudit, Slicing, audit_all, audit_sliced, format_report as format_full_report};
