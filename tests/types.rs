@@ -398,6 +398,82 @@ async fn on_a_redis_cluster_sets_and_a_top_n_sorted_set_follow_the_binlog() {
     sets_follow_the_binlog(TestEnv::new().await.on_cluster()).await;
 }
 
+/// A set of 12,000 members replaces one of 2 while a reader counts its members all along: the reader sees 2 or 12,000,
+/// never a set half built (it is built in chunks beside the key and renamed over it). A dry run lists the key.
+async fn a_large_set_replaces_the_old_one_in_one_step(env: TestEnv) {
+    let values: Vec<String> = (1..=12_000).map(|id| format!("({id})")).collect();
+    env.sql(&format!(
+        "CREATE TABLE members (id INT PRIMARY KEY);\nINSERT INTO members VALUES {}",
+        values.join(", ")
+    ))
+    .await;
+    let p = &env.prefix;
+    let key = format!("{p}big");
+    let path = env.config_file(&format!(
+        "[[warm]]\nname = \"big\"\nschedule = \"every 1h\"\nquery = \"SELECT id FROM members\"\nkey = \"{key}\"\n\
+         type = \"set\"\nmember = \"{{id}}\"\nttl = \"1h\"\n"
+    ));
+    let mut conn = env.any_redis().await;
+    let _: () = redis::cmd("SADD")
+        .arg(&key)
+        .arg("old1")
+        .arg("old2")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let (code, out) = env.run_cli(&["run", "--once", "--dry-run"], &path);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.lines()
+            .any(|line| line.starts_with(&format!("big\t{key}\t")) && line.ends_with("\t12000 members")),
+        "{out}"
+    );
+    let held: u64 = redis::cmd("SCARD").arg(&key).query_async(&mut conn).await.unwrap();
+    assert_eq!(held, 2, "a dry run writes nothing");
+
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let done = done.clone();
+        let mut conn = env.any_redis().await;
+        let key = key.clone();
+        tokio::spawn(async move {
+            let mut seen = BTreeSet::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let held: u64 = redis::cmd("SCARD").arg(&key).query_async(&mut conn).await.unwrap();
+                seen.insert(held);
+            }
+            seen
+        })
+    };
+    let cli = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || common::cli_output(&["run", "--once"], &path))
+    };
+    let (code, stdout, stderr) = cli.await.unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = reader.await.unwrap();
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(
+        seen.into_iter().filter(|n| *n != 2 && *n != 12_000).collect::<Vec<_>>(),
+        Vec::<u64>::new()
+    );
+    let held: u64 = redis::cmd("SCARD").arg(&key).query_async(&mut conn).await.unwrap();
+    assert_eq!(held, 12_000);
+    let keys = env.keys().await;
+    assert_eq!(keys, vec![key], "the key it was built under is gone");
+}
+
+#[tokio::test]
+async fn a_large_set_replaces_the_old_one_in_one_step_for_readers() {
+    a_large_set_replaces_the_old_one_in_one_step(TestEnv::new().await).await;
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_a_large_set_replaces_the_old_one_in_one_step() {
+    a_large_set_replaces_the_old_one_in_one_step(TestEnv::new().await.on_cluster()).await;
+}
+
 #[test]
 fn check_refuses_what_a_hash_or_a_set_cannot_hold_and_the_types_not_built_yet() {
     let dir = tempfile::tempdir().unwrap();

@@ -58,6 +58,8 @@ pub(super) struct BatchWriter<'a> {
     pub(super) read: Option<ReadStamp>,
     /// Batches being written, oldest first, with their key counts.
     pub(super) in_flight: std::collections::VecDeque<(tokio::task::JoinHandle<Result<(), CacheError>>, u64)>,
+    /// In a dry run, each set being built: its members and their bytes (printed for its key instead of the chunks).
+    pub(super) dry_sets: std::collections::HashMap<String, (u64, usize)>,
 }
 
 impl<'a> BatchWriter<'a> {
@@ -81,11 +83,16 @@ impl<'a> BatchWriter<'a> {
             progress,
             read,
             in_flight: std::collections::VecDeque::new(),
+            dry_sets: std::collections::HashMap::new(),
         }
     }
 
     /// Adds the rendered `value` of `key`, stored as the job's encoding says (the size limit is on what is stored).
     async fn push_value(&mut self, key: String, value: Vec<u8>) -> Result<(), CacheError> {
+        if self.mode == Mode::DryRun && crate::pure::members::is_member_write(&value) {
+            self.dry_run_set(key, &value);
+            return Ok(());
+        }
         let rendered = value.len();
         let value = self.job.encoding.encode(value);
         if value.len() > self.job.max_value_bytes {
@@ -164,6 +171,33 @@ impl<'a> BatchWriter<'a> {
             self.settle_oldest().await?;
         }
         Ok(())
+    }
+
+    /// A dry run's set: its chunks counted, and at its rename one line for its key: `job, key, ttl, bytes of members,
+    /// bytes of members, N members`.
+    fn dry_run_set(&mut self, key: String, value: &[u8]) {
+        use crate::pure::members::{CHUNK_TAG, MOVE_TAG, unpacked};
+        if let Some(parts) = unpacked(CHUNK_TAG, value) {
+            let per_member = if parts.get(2).is_some_and(|kind| kind == b"zset") {
+                2
+            } else {
+                1
+            };
+            let entry = self.dry_sets.entry(key).or_default();
+            entry.0 += (parts.len().saturating_sub(3) / per_member) as u64;
+            entry.1 += parts[3.min(parts.len())..].iter().map(Vec::len).sum::<usize>();
+        } else if let Some(build) = value.strip_prefix(MOVE_TAG) {
+            let (members, bytes) = self
+                .dry_sets
+                .remove(String::from_utf8_lossy(build).as_ref())
+                .unwrap_or_default();
+            let ttl = self.job.ttl.pick(self.job.jitter, fastrand::f64());
+            let ttl = ttl.map_or_else(|| "none".to_string(), crate::pure::words::duration);
+            println!("{}\t{key}\t{ttl}\t{bytes}\t{bytes}\t{members} members", self.job.name);
+            self.summary.bytes_written += bytes as u64;
+            self.summary.bytes_rendered += bytes as u64;
+            self.count_written(1);
+        }
     }
 
     pub(super) fn count_written(&mut self, keys: u64) {
