@@ -188,6 +188,10 @@ fn key_needs(config: &Config, protected: bool, fence: Option<&str>, needs: &mut 
         if job.encoding.structure == crate::pure::codec::Structure::Hash {
             // Inside the write scripts (or, unprotected and unfenced, a script of its own).
             needs.push(need(&purpose, &["HSET", &key, "f", "v"]));
+            needs.push(need(&purpose, &["HGETALL", &key]));
+            needs.push(need(&purpose, &["HDEL", &key, "f"]));
+            needs.push(need(&purpose, &["TYPE", &key]));
+            needs.push(need(&purpose, &["PERSIST", &key]));
             needs.push(need(&purpose, &["PEXPIRE", &key, "1000"]));
             if !protected && fence.is_none() {
                 needs.push(need(&purpose, &["EVAL", "return 1", "1", &key]));

@@ -68,22 +68,54 @@ local function change_member(key, change)
   end
 end
 
+-- Makes `key` the hash of `fields` ([field, value, ...]; none: no key). Over a hash already there only what changed is
+-- written — the fields whose value differs, and an HDEL of those the row no longer has (a column that became NULL) —
+-- so replicas, the AOF and keyspace events see only the change; anything else there is replaced.
+local function set_hash(key, fields, ttl)
+  if #fields == 0 then
+    redis.call('UNLINK', key)
+    return
+  end
+  if redis.call('TYPE', key)['ok'] ~= 'hash' then
+    redis.call('UNLINK', key)
+    redis.call('HSET', key, unpack(fields))
+  else
+    local had = {}
+    local old = redis.call('HGETALL', key)
+    for i = 1, #old, 2 do
+      had[old[i]] = old[i + 1]
+    end
+    local changed = {}
+    for i = 1, #fields, 2 do
+      if had[fields[i]] ~= fields[i + 1] then
+        table.insert(changed, fields[i])
+        table.insert(changed, fields[i + 1])
+      end
+      had[fields[i]] = nil
+    end
+    local gone = {}
+    for name in pairs(had) do
+      table.insert(gone, name)
+    end
+    if #gone > 0 then
+      redis.call('HDEL', key, unpack(gone))
+    end
+    if #changed > 0 then
+      redis.call('HSET', key, unpack(changed))
+    end
+  end
+  expire(key, ttl)
+end
+
 -- SET with a ttl in ms, '0' meaning none (as ttl_millis writes it). A value that starts with a tag is another
--- Redis type, each written in one step for readers: a hash (codec::HASH_TAG) replaces the key with the MessagePack
--- [field, value, ...] after it (no field: no key); pure::members' chunk adds members to a key being built, its move
+-- Redis type, each written in one step for readers: a hash (codec::HASH_TAG) makes the key the hash of the
+-- MessagePack [field, value, ...] after it (see set_hash); pure::members' chunk adds members to a key being built, its move
 -- renames the built key over this one, its drop removes a built key a refused rename left, its member change
 -- changes one member.
 local function set_value(key, value, ttl)
   local tag = string.sub(value, 1, 8)
   if tag == '\255cwhash\0' then
-    redis.call('UNLINK', key)
-    local fields = cmsgpack.unpack(string.sub(value, 9))
-    if #fields > 0 then
-      redis.call('HSET', key, unpack(fields))
-      if ttl ~= '0' then
-        redis.call('PEXPIRE', key, ttl)
-      end
-    end
+    set_hash(key, cmsgpack.unpack(string.sub(value, 9)), ttl)
     return
   elseif tag == '\255cwmadd\0' then
     local chunk = cmsgpack.unpack(string.sub(value, 9))
