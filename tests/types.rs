@@ -509,6 +509,34 @@ async fn on_a_redis_cluster_a_large_set_replaces_the_old_one_in_one_step() {
     a_large_set_replaces_the_old_one_in_one_step(TestEnv::new().await.on_cluster()).await;
 }
 
+/// `type = "json"` needs RedisJSON (or Valkey JSON), which no registry reachable here has: `check` accepts the job,
+/// and against a Redis without the module `check --connect` and the daemon's start refuse it (exit 78), naming the job
+/// and what to load.
+#[tokio::test]
+async fn a_json_document_job_is_refused_at_start_by_a_redis_without_the_module() {
+    let env = TestEnv::new().await;
+    let path = env.config_file(&format!(
+        "[[warm]]\nname = \"docs\"\nschedule = \"every 1h\"\nquery = \"SELECT 1 AS id\"\nkey = \"{}doc:{{id}}\"\n\
+         type = \"json\"\nttl = \"1h\"\n",
+        env.prefix
+    ));
+    let (code, out) = env.run_cli(&["check"], &path);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = env.run_cli(&["check", "--connect"], &path);
+    assert_eq!(code, Some(78), "{out}");
+    let says = "type = \"json\" needs JSON.SET and JSON.GET, which this Redis does not have: load the RedisJSON module";
+    assert!(out.contains("warm job \"docs\"") && out.contains(says), "{out}");
+    let mut daemon = common::Daemon::start(&env, &path, &[], &[]);
+    assert_eq!(
+        daemon.exit_code(Duration::from_secs(20)).await,
+        Some(78),
+        "{}",
+        daemon.log()
+    );
+    assert!(daemon.log().contains(says), "{}", daemon.log());
+    assert!(env.keys().await.is_empty());
+}
+
 #[test]
 fn check_refuses_what_a_hash_or_a_set_cannot_hold_and_the_types_not_built_yet() {
     let dir = tempfile::tempdir().unwrap();
@@ -530,7 +558,7 @@ fn check_refuses_what_a_hash_or_a_set_cannot_hold_and_the_types_not_built_yet() 
             "ps:{id}",
             "type = \"set\"\nmember = \"{id}\"\ncompress = \"zstd\"\n",
         ),
-        job("doc", "d:{id}", "type = \"json\"\n"),
+        job("doc", "d:{id}", "type = \"json\"\ncompress = \"gzip\"\n"),
         job("setfine", "sf:{name}", "type = \"set\"\nmember = \"{id}\"\n"),
         "\n[[warm]]\nname = \"ranked\"\nschedule = \"every 1h\"\nttl = \"1h\"\nkey = \"top\"\ntype = \"zset\"\n\
          member = \"{id}\"\nscore = \"name\"\nquery = \"SELECT id, name FROM products ORDER BY id DESC LIMIT 3\"\n"
@@ -558,7 +586,7 @@ fn check_refuses_what_a_hash_or_a_set_cannot_hold_and_the_types_not_built_yet() 
             "has no placeholder, so every row would add the same member",
         ),
         ("packedset", "compress", "compression applies to type = \"string\" only"),
-        ("doc", "type", "\"json\" is not supported yet"),
+        ("doc", "compress", "a JSON document is stored parsed by the server"),
         ("ranked", "query", "a top N sorted set needs ORDER BY name DESC"),
         ("typo", "type", "\"hashes\" is not a type"),
         (

@@ -34,8 +34,18 @@ pub(crate) async fn check_connect(config: &Config) -> Findings {
             notes.extend(crate::source::misses::describe_nodes(cache, &config.redis).await);
         }
     }
+    let mut needs = access::redis_needs(config);
+    if let Ok(cache) = &cache {
+        match access::module_needs(cache, config).await {
+            Ok((missing, module)) => {
+                problems.extend(missing.into_iter().map(|message| problem("redis".into(), message)));
+                needs.extend(module);
+            }
+            Err(error) => notes.push(format!("could not ask Redis which module commands it has: {error}")),
+        }
+    }
     match cache {
-        Ok(cache) => match access::check(&cache, &access::redis_needs(config)).await {
+        Ok(cache) => match access::check(&cache, &needs).await {
             Ok(Checked::Refused(refused)) => problems.extend(refused.into_iter().map(|refusal| {
                 problem(
                     refusal.need.purpose,

@@ -247,6 +247,49 @@ fn key_needs(config: &Config, protected: bool, fence: Option<&str>, needs: &mut 
     }
 }
 
+/// The commands of the server's modules the jobs need (`type = "json"`: RedisJSON or Valkey JSON's `JSON.SET` and
+/// `JSON.GET`), asked with `COMMAND INFO`: a message per job whose commands the server does not have, and what to ask
+/// the ACL about those it has (asked apart from [`redis_needs`]: `ACL DRYRUN` of a command the server does not know is an
+/// error, which would leave the whole ACL unchecked).
+pub(crate) async fn module_needs(cache: &Cache, config: &Config) -> Result<(Vec<String>, Vec<Need>), CacheError> {
+    let documents: Vec<&crate::pure::model::WarmJob> = config
+        .jobs
+        .iter()
+        .filter(|job| job.encoding.structure == crate::pure::codec::Structure::Json)
+        .collect();
+    if documents.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let commands = ["JSON.SET", "JSON.GET"];
+    let known = cache.knows_commands(&commands).await?;
+    let missing: Vec<&str> = commands
+        .iter()
+        .zip(&known)
+        .filter(|(_, known)| !**known)
+        .map(|(c, _)| *c)
+        .collect();
+    let mut problems = Vec::new();
+    let mut needs = Vec::new();
+    for job in documents {
+        let purpose = format!("warm job \"{}\" (keys {})", job.name, job.key);
+        if !missing.is_empty() {
+            problems.push(format!(
+                "{purpose}: type = \"json\" needs {}, which this Redis does not have: load the RedisJSON module \
+                 (Redis Stack, or `loadmodule …/rejson.so`), use Valkey with valkey-json, or ElastiCache (JSON is built \
+                 in from Redis OSS 6.2); or write the job as type = \"string\"",
+                missing.join(" and ")
+            ));
+            continue;
+        }
+        let key = sample_key(&job.key);
+        needs.push(need(&purpose, &["JSON.SET", &key, "$", "{}"]));
+        needs.push(need(&purpose, &["JSON.GET", &key]));
+        needs.push(need(&purpose, &["TYPE", &key]));
+        needs.push(need(&purpose, &["PERSIST", &key]));
+    }
+    Ok((problems, needs))
+}
+
 /// The channel's commands: the keys its messages may touch, and its subscription or stream.
 fn channel_needs(channel: &ChannelSettings, protected: bool, fence: Option<&str>, needs: &mut Vec<Need>) {
     for pattern in &channel.allow {

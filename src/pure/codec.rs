@@ -26,6 +26,8 @@ thread_local! {
 /// What a value for a Redis hash starts with, never the first bytes of JSON, gzip or zstd: the scripts that write
 /// values (`cache::scripts`) replace such a key with a hash of the fields that follow (see [`Encoding::encode`]).
 pub(crate) const HASH_TAG: &[u8] = b"\xffcwhash\x00";
+/// What a value for a JSON document starts with: the scripts write the JSON after it with `JSON.SET`.
+pub(crate) const JSON_TAG: &[u8] = b"\xffcwjson\x00";
 
 /// The Redis type a job's keys are written as (`type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -36,6 +38,8 @@ pub enum Structure {
     /// One field per column of the row: text as itself, numbers in decimal, JSON columns as JSON text; a NULL column
     /// has no field.
     Hash,
+    /// A JSON document (RedisJSON, Valkey JSON): the rendered JSON, written with `JSON.SET`.
+    Json,
     /// A set of the members of every row that renders the key (see `members`).
     Set,
     /// A sorted set of those members, scored.
@@ -92,6 +96,12 @@ impl Encoding {
     pub fn encode(&self, value: Vec<u8>) -> Vec<u8> {
         if self.structure == Structure::Hash {
             return hash_fields(&value).map_or(value, |fields| hash_value(&fields));
+        }
+        if self.structure == Structure::Json {
+            let mut tagged = Vec::with_capacity(JSON_TAG.len() + value.len());
+            tagged.extend_from_slice(JSON_TAG);
+            tagged.extend_from_slice(&value);
+            return tagged;
         }
         if self.compress == Compression::None || value.len() <= self.compress_over {
             return value;

@@ -3,7 +3,7 @@
 
 use super::entry::Entry;
 use super::*;
-use crate::pure::codec::Structure;
+use crate::pure::codec::{Compression, Structure};
 
 /// Values up to this size are stored plain even when a job compresses: below it compression saves little.
 pub(super) const DEFAULT_COMPRESS_OVER: usize = 1024;
@@ -291,16 +291,23 @@ impl Context {
                     ..encoding
                 });
             }
-            Some(other @ "json") => {
-                let message =
-                    format!("\"{other}\" is not supported yet: use \"string\", \"hash\", \"set\" or \"zset\"");
-                entry.problem(self, Some("type"), message);
-                Structure::String
+            Some("json") => {
+                if raw.compress.is_some() && encoding.is_some_and(|e| e.compress != Compression::None) {
+                    let message = "a JSON document is stored parsed by the server: compression applies to type = \
+                                   \"string\" only";
+                    entry.problem(self, Some("compress"), message.into());
+                }
+                // An inherited [defaults] compress does not apply to documents either.
+                return encoding.map(|encoding| crate::pure::codec::Encoding {
+                    compress: Compression::None,
+                    structure: Structure::Json,
+                    ..encoding
+                });
             }
             Some(other) => {
                 let message = format!(
-                    "\"{other}\" is not a type: use \"string\" (a JSON value), \"hash\" (a field per column), \"set\" \
-                     or \"zset\" (a member per row)"
+                    "\"{other}\" is not a type: use \"string\" (a JSON value), \"hash\" (a field per column), \"json\" \
+                     (a RedisJSON document), \"set\" or \"zset\" (a member per row)"
                 );
                 entry.problem(self, Some("type"), message);
                 Structure::String

@@ -259,13 +259,14 @@ impl Cache {
     }
 }
 
-/// The command that reads a value as `structure` stores it: `GET`, `HGETALL` for a hash, `SMEMBERS` for a set,
-/// `ZRANGE … WITHSCORES` for a sorted set.
+/// The command that reads a value as `structure` stores it: `GET`, `HGETALL` for a hash, `JSON.GET` for a document,
+/// `SMEMBERS` for a set, `ZRANGE … WITHSCORES` for a sorted set.
 fn read_command(key: &str, structure: crate::pure::codec::Structure) -> redis::Cmd {
     use crate::pure::codec::Structure;
     match structure {
         Structure::String => redis::cmd("GET").arg(key).clone(),
         Structure::Hash => redis::cmd("HGETALL").arg(key).clone(),
+        Structure::Json => redis::cmd("JSON.GET").arg(key).clone(),
         Structure::Set => redis::cmd("SMEMBERS").arg(key).clone(),
         Structure::Zset => redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES").clone(),
     }
@@ -276,7 +277,9 @@ pub(crate) fn op_command(op: &KeyOp) -> redis::Cmd {
     match op {
         // A hash, and a set's or sorted set's writes, go in one step, as the scripts do them.
         KeyOp::Set { key, value, ttl, .. }
-            if value.starts_with(crate::pure::codec::HASH_TAG) || crate::pure::members::is_member_write(value) =>
+            if value.starts_with(crate::pure::codec::HASH_TAG)
+                || value.starts_with(crate::pure::codec::JSON_TAG)
+                || crate::pure::members::is_member_write(value) =>
         {
             redis::cmd("EVAL")
                 .arg(scripts::set_value_script())

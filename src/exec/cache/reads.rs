@@ -21,6 +21,8 @@ fn stored(reply: redis::Value, structure: Structure) -> Result<Option<Vec<u8>>, 
             fields.sort_by(|a, b| a.0.cmp(&b.0));
             Ok(Some(crate::pure::codec::hash_value(&fields)))
         }
+        // A document as JSON.GET prints it (compared as JSON, see `audit::same_value`).
+        Structure::Json => redis::FromRedisValue::from_redis_value(reply).map_err(convert),
         Structure::Set => {
             let members: Vec<String> = redis::FromRedisValue::from_redis_value(reply).map_err(convert)?;
             Ok(crate::pure::members::compared_set(members))
@@ -41,6 +43,18 @@ impl Cache {
             .query_async(&mut conn)
             .await
             .map_err(command_failed)
+    }
+
+    /// Which of `commands` the server knows (`COMMAND INFO`: a module's commands are known only where it is loaded).
+    pub(crate) async fn knows_commands(&self, commands: &[&str]) -> Result<Vec<bool>, CacheError> {
+        let mut conn = self.conn();
+        let infos: Vec<redis::Value> = redis::cmd("COMMAND")
+            .arg("INFO")
+            .arg(commands)
+            .query_async(&mut conn)
+            .await
+            .map_err(command_failed)?;
+        Ok(infos.iter().map(|info| !matches!(info, redis::Value::Nil)).collect())
     }
 
     /// How many members the sorted set at `key` holds (`ZCARD`; 0 when there is no key).

@@ -109,13 +109,22 @@ end
 
 -- SET with a ttl in ms, '0' meaning none (as ttl_millis writes it). A value that starts with a tag is another
 -- Redis type, each written in one step for readers: a hash (codec::HASH_TAG) makes the key the hash of the
--- MessagePack [field, value, ...] after it (see set_hash); pure::members' chunk adds members to a key being built, its move
+-- MessagePack [field, value, ...] after it (see set_hash); a document (codec::JSON_TAG) is the JSON after it, by
+-- JSON.SET (a key of another type is replaced); pure::members' chunk adds members to a key being built, its move
 -- renames the built key over this one, its drop removes a built key a refused rename left, its member change
 -- changes one member.
 local function set_value(key, value, ttl)
   local tag = string.sub(value, 1, 8)
   if tag == '\255cwhash\0' then
     set_hash(key, cmsgpack.unpack(string.sub(value, 9)), ttl)
+    return
+  elseif tag == '\255cwjson\0' then
+    local type = redis.call('TYPE', key)['ok']
+    if type ~= 'none' and type ~= 'ReJSON-RL' then
+      redis.call('UNLINK', key)
+    end
+    redis.call('JSON.SET', key, '$', string.sub(value, 9))
+    expire(key, ttl)
     return
   elseif tag == '\255cwmadd\0' then
     local chunk = cmsgpack.unpack(string.sub(value, 9))

@@ -18,7 +18,13 @@ use crate::telemetry::health::Health;
 /// [`access`]) and the binlog connection. A refusal is [`Misconfigured`]; a server that does not answer now is left
 /// to the tasks' own retries.
 pub(super) async fn preflight(config: &Config, cache: &Cache) -> anyhow::Result<()> {
-    match access::check(cache, &access::redis_needs(config)).await {
+    let mut needs = access::redis_needs(config);
+    match access::module_needs(cache, config).await {
+        Ok((missing, _)) if !missing.is_empty() => return Err(Misconfigured(missing.join("\n")).into()),
+        Ok((_, module)) => needs.extend(module),
+        Err(error) => warn!(%error, "Could not ask Redis which module commands it has."),
+    }
+    match access::check(cache, &needs).await {
         Ok(Checked::Refused(refused)) if !refused.is_empty() => {
             let list: Vec<String> = refused.iter().map(|refusal| format!("  {refusal}")).collect();
             return Err(Misconfigured(format!(

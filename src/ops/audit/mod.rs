@@ -172,6 +172,11 @@ pub(crate) fn same_value(job: &WarmJob, cached: &[u8], expected: Option<&[u8]>) 
     if job.encoding.structure == crate::pure::codec::Structure::Hash {
         return job.encoding.encode(expected.to_vec()) == cached;
     }
+    // A document is printed back by the server its own way (spacing, number forms): compared as JSON.
+    if job.encoding.structure == crate::pure::codec::Structure::Json && job.keyring.is_none() {
+        let parse = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).ok();
+        return matches!((parse(cached), parse(expected)), (Some(a), Some(b)) if a == b);
+    }
     let Some(keyring) = &job.keyring else { return false };
     let open = |bytes: &[u8]| -> Option<serde_json::Map<String, serde_json::Value>> {
         let serde_json::Value::Object(mut object) = serde_json::from_slice(bytes).ok()? else {
