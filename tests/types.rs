@@ -324,6 +324,30 @@ async fn sets_follow_the_binlog(env: TestEnv) {
         database_sets(&env).await,
         daemon.log()
     );
+    // `jobs` and /jobs say what each job writes.
+    let (code, out) = env.run_cli(&["jobs", "-o", "json"], &path);
+    assert_eq!(code, Some(0), "{out}");
+    let jobs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let top = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|job| job["name"] == "top")
+        .unwrap();
+    assert_eq!(top["type"], "zset", "{out}");
+    assert_eq!(
+        top["members"],
+        serde_json::json!({"member": "{id}", "score": "views", "top": 5, "buffer": 3})
+    );
+    let listed = common::get(&env, "/jobs").await.unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&listed.body).unwrap();
+    let set_job = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|job| job["name"] == "categories")
+        .unwrap();
+    assert_eq!(set_job["type"], "set", "{listed}");
     let mut conn = env.any_redis().await;
     // The sorted set holds the top 5 and its buffer of 3; the keys carry the job's TTL; a hash of the 80 is a hash.
     let held: u64 = redis::cmd("ZCARD")

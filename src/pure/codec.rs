@@ -46,6 +46,19 @@ pub enum Structure {
     Zset,
 }
 
+impl Structure {
+    /// The name `type` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Structure::String => "string",
+            Structure::Hash => "hash",
+            Structure::Json => "json",
+            Structure::Set => "set",
+            Structure::Zset => "zset",
+        }
+    }
+}
+
 /// The compression a job asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {

@@ -306,6 +306,8 @@ pub(crate) fn jobs_json(config: &Config, now: chrono::DateTime<chrono::Utc>) -> 
                     crate::pure::model::Ttl::Never => None,
                 },
                 "key": job.key.to_string(),
+                "type": job.encoding.structure.as_str(),
+                "members": job.members.as_ref().map(|members| members.describe()),
                 "fill_on_miss": job.fill_on_miss,
                 "next_runs": next,
             })

@@ -48,3 +48,15 @@ impl Top {
         self.n + self.buffer
     }
 }
+
+impl Members {
+    /// Its fields as `/jobs` and `cachewarden jobs` show them.
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "member": self.member.as_str(),
+            "score": self.score,
+            "top": self.top.as_ref().map(|top| top.n),
+            "buffer": self.top.as_ref().map(|top| top.buffer),
+        })
+    }
+}
