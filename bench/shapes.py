@@ -208,7 +208,7 @@ def hash_setup(h):
         c.execute("CREATE TABLE IF NOT EXISTS hu_rows (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL, price"
                   " DECIMAL(8,2) NOT NULL, stock INT NOT NULL, note VARCHAR(60) NOT NULL)")
         c.execute("TRUNCATE hu_rows")
-        c.execute("INSERT INTO hu_rows SELECT seq, CONCAT('Product ', seq), seq %% 1000 + 0.99, seq %% 50,"
+        c.execute("INSERT INTO hu_rows SELECT seq, CONCAT('Product ', seq), seq % 1000 + 0.99, seq % 50,"
                   " 'a note of some sixty characters, as rows have' FROM seq_1_to_100000")
 
 

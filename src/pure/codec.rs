@@ -172,12 +172,43 @@ pub(crate) fn hash_value(fields: &[(String, Vec<u8>)]) -> Vec<u8> {
         .iter()
         .flat_map(|(name, value)| [name.as_bytes(), value.as_slice()])
         .collect();
-    crate::pure::members::packed(HASH_TAG, parts.into_iter())
+    packed(HASH_TAG, parts.into_iter())
+}
+
+/// Tag, then `parts` as a MessagePack array of str32 — what the scripts' `cmsgpack.unpack` reads.
+pub(crate) fn packed<'a>(tag: &[u8], parts: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(tag.len() + 5 + parts.len() * 16);
+    out.extend_from_slice(tag);
+    out.push(0xdd);
+    out.extend_from_slice(&(parts.len() as u32).to_be_bytes());
+    for part in parts {
+        out.push(0xdb);
+        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// The str32 parts of a [`packed`] value after `tag`; `None` when `stored` is not one.
+pub(crate) fn unpacked(tag: &[u8], stored: &[u8]) -> Option<Vec<Vec<u8>>> {
+    fn word(bytes: &[u8]) -> Option<(usize, &[u8])> {
+        let (head, rest) = bytes.split_first_chunk::<4>()?;
+        Some((u32::from_be_bytes(*head) as usize, rest))
+    }
+    let rest = stored.strip_prefix(tag)?.strip_prefix(&[0xdd])?;
+    let (count, mut rest) = word(rest)?;
+    let mut parts = Vec::with_capacity(count.min(rest.len()));
+    for _ in 0..count {
+        let (len, after) = word(rest.strip_prefix(&[0xdb])?)?;
+        parts.push(after.get(..len)?.to_vec());
+        rest = &after[len..];
+    }
+    rest.is_empty().then_some(parts)
 }
 
 /// The fields of a [`hash_value`]; `None` when `stored` is not one.
 pub(crate) fn unpack_hash(stored: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
-    let parts = crate::pure::members::unpacked(HASH_TAG, stored)?;
+    let parts = unpacked(HASH_TAG, stored)?;
     let mut fields = Vec::with_capacity(parts.len() / 2);
     let mut parts = parts.into_iter();
     while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
@@ -189,9 +220,6 @@ pub(crate) fn unpack_hash(stored: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
 /// `stored` for a person to read: a hash as a JSON object of its fields' text, anything else decoded as
 /// [`decode`] does.
 pub(crate) fn readable(stored: &[u8]) -> String {
-    if let Some(members) = crate::pure::members::readable(stored) {
-        return members;
-    }
     if let Some(fields) = unpack_hash(stored) {
         let object: serde_json::Map<String, serde_json::Value> = fields
             .into_iter()

@@ -12,6 +12,7 @@
 //!
 //! Pure: bytes in, bytes out.
 
+use crate::pure::codec::{packed, unpacked};
 use crate::pure::model::{MemberKind, Members};
 
 /// A chunk of members for a key under construction: `[fresh, safety ms, kind, member, (score,) …]`.
@@ -37,37 +38,6 @@ pub(crate) enum MemberOp {
     Add { score: Option<String> },
     /// The row left the result (deleted, or moved out of the filter or to another key).
     Remove,
-}
-
-/// Tag, then `parts` as a MessagePack array of str32 — what the scripts' `cmsgpack.unpack` reads.
-pub(crate) fn packed<'a>(tag: &[u8], parts: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(tag.len() + 5 + parts.len() * 16);
-    out.extend_from_slice(tag);
-    out.push(0xdd);
-    out.extend_from_slice(&(parts.len() as u32).to_be_bytes());
-    for part in parts {
-        out.push(0xdb);
-        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
-        out.extend_from_slice(part);
-    }
-    out
-}
-
-/// The str32 parts of a [`packed`] value after `tag`; `None` when `stored` is not one.
-pub(crate) fn unpacked(tag: &[u8], stored: &[u8]) -> Option<Vec<Vec<u8>>> {
-    fn word(bytes: &[u8]) -> Option<(usize, &[u8])> {
-        let (head, rest) = bytes.split_first_chunk::<4>()?;
-        Some((u32::from_be_bytes(*head) as usize, rest))
-    }
-    let rest = stored.strip_prefix(tag)?.strip_prefix(&[0xdd])?;
-    let (count, mut rest) = word(rest)?;
-    let mut parts = Vec::with_capacity(count.min(rest.len()));
-    for _ in 0..count {
-        let (len, after) = word(rest.strip_prefix(&[0xdb])?)?;
-        parts.push(after.get(..len)?.to_vec());
-        rest = &after[len..];
-    }
-    rest.is_empty().then_some(parts)
 }
 
 fn kind_word(kind: MemberKind) -> &'static [u8] {

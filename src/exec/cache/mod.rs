@@ -272,23 +272,25 @@ fn read_command(key: &str, structure: crate::pure::codec::Structure) -> redis::C
     }
 }
 
-/// The command that applies `op`: `SET` or `UNLINK`.
+/// Whether `op` writes a value the scripts interpret (a hash, a document, a set's writes): such ops go to Redis in
+/// batch scripts (`PLAIN_APPLY` and the guarded ones), not as plain commands.
+pub(crate) fn is_scripted(op: &KeyOp) -> bool {
+    matches!(op, KeyOp::Set { value, .. } if value.starts_with(crate::pure::codec::HASH_TAG)
+        || value.starts_with(crate::pure::codec::JSON_TAG)
+        || crate::pure::members::is_member_write(value))
+}
+
+/// The command that applies `op`: `SET` or `UNLINK` (a scripted value, its own script: see [`is_scripted`]).
 pub(crate) fn op_command(op: &KeyOp) -> redis::Cmd {
     match op {
         // A hash, and a set's or sorted set's writes, go in one step, as the scripts do them.
-        KeyOp::Set { key, value, ttl, .. }
-            if value.starts_with(crate::pure::codec::HASH_TAG)
-                || value.starts_with(crate::pure::codec::JSON_TAG)
-                || crate::pure::members::is_member_write(value) =>
-        {
-            redis::cmd("EVAL")
-                .arg(scripts::set_value_script())
-                .arg(1)
-                .arg(key)
-                .arg(value.as_slice())
-                .arg(ttl_millis(*ttl))
-                .clone()
-        }
+        KeyOp::Set { key, value, ttl, .. } if is_scripted(op) => redis::cmd("EVAL")
+            .arg(scripts::set_value_script())
+            .arg(1)
+            .arg(key)
+            .arg(value.as_slice())
+            .arg(ttl_millis(*ttl))
+            .clone(),
         KeyOp::Set { key, value, ttl, .. } => set_command(key, value, *ttl),
         KeyOp::Delete { key } => redis::cmd("UNLINK").arg(key).clone(),
     }

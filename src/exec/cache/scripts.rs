@@ -281,6 +281,14 @@ apply_values(2, 2)
 return #KEYS - 1
 ";
 
+/// Writes without a fence or protection, many keys per call: what a hash's, a document's or a set's values need (their
+/// writes are the prelude's `set_value`), so that such a batch is one script call and not one EVAL of this source per
+/// key. KEYS: the data keys. ARGV: per key, value and ttl in ms, or `""` and `"-"` to unlink. Returns how many.
+const PLAIN_APPLY: &str = r"
+apply_values(1, 1)
+return #KEYS
+";
+
 /// Extends the lease only if it still holds our token. KEYS[1]: the lease; ARGV[1]: the token; ARGV[2]: TTL in ms.
 const RENEW_LEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -408,8 +416,8 @@ end
 return 1
 ";
 
-/// One value written as the scripts write it (`KEYS[1]`, `ARGV[1]` the value, `ARGV[2]` the ttl): how a hash is
-/// written where no other script runs (no stale-set protection, no fence).
+/// One value written as the scripts write it (`KEYS[1]`, `ARGV[1]` the value, `ARGV[2]` the ttl): a lone tagged
+/// value's command where no batch script carries it (see `op_command`).
 pub(super) fn set_value_script() -> &'static str {
     static SCRIPT: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| format!("{PRELUDE}set_value(KEYS[1], ARGV[1], ARGV[2])\nreturn 1\n"));
@@ -425,6 +433,7 @@ pub(super) struct Scripts {
     pub invalidate: redis::Script,
     pub begin_read: redis::Script,
     pub fenced_apply: redis::Script,
+    pub plain_apply: redis::Script,
     pub renew_lease: redis::Script,
     pub release_lease: redis::Script,
     pub cluster_begin_read: redis::Script,
@@ -444,6 +453,7 @@ impl Scripts {
             invalidate: script(INVALIDATE),
             begin_read: script(BEGIN_READ),
             fenced_apply: script(FENCED_APPLY),
+            plain_apply: script(PLAIN_APPLY),
             // The lease's own scripts need no prelude.
             renew_lease: redis::Script::new(RENEW_LEASE),
             release_lease: redis::Script::new(RELEASE_LEASE),
@@ -459,9 +469,15 @@ impl Scripts {
     /// The source of the scripts a cluster runs in pipelines, to load on every master.
     pub(super) fn pipelined() -> Vec<String> {
         // FENCED_APPLY runs per slot on a cluster: KEYS[1] is the slot's HA fence and ARGV[1] the epoch.
-        [CLUSTER_INVALIDATE, CLUSTER_GUARDED_SET, FENCED_APPLY, CLUSTER_CLAIM]
-            .iter()
-            .map(|body| format!("{PRELUDE}{body}"))
-            .collect()
+        [
+            CLUSTER_INVALIDATE,
+            CLUSTER_GUARDED_SET,
+            FENCED_APPLY,
+            PLAIN_APPLY,
+            CLUSTER_CLAIM,
+        ]
+        .iter()
+        .map(|body| format!("{PRELUDE}{body}"))
+        .collect()
     }
 }

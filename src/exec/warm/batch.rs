@@ -176,7 +176,8 @@ impl<'a> BatchWriter<'a> {
     /// A dry run's set: its chunks counted, and at its rename one line for its key: `job, key, ttl, bytes of members,
     /// bytes of members, N members`.
     fn dry_run_set(&mut self, key: String, value: &[u8]) {
-        use crate::pure::members::{CHUNK_TAG, MOVE_TAG, unpacked};
+        use crate::pure::codec::unpacked;
+        use crate::pure::members::{CHUNK_TAG, MOVE_TAG};
         if let Some(parts) = unpacked(CHUNK_TAG, value) {
             let per_member = if parts.get(2).is_some_and(|kind| kind == b"zset") {
                 2

@@ -69,17 +69,6 @@ pub(crate) struct Slicing {
     pub pause: std::time::Duration,
 }
 
-/// Checks every key of `job`. `others` are the configuration's other jobs: a key one of their templates also fits
-/// is not called an orphan of this one.
-pub(crate) async fn audit_all(
-    cache: &Cache,
-    db: &Database,
-    job: &WarmJob,
-    others: &[WarmJob],
-) -> Result<FullAudit, AuditError> {
-    audit_sliced(cache, db, job, others, None).await
-}
-
 /// The job's query read in slices ordered by the key's columns, where it returns one row per key
 /// (`SELECT * FROM (<query>) AS cw_slice WHERE <key columns> > <the last slice's> ORDER BY <key columns> LIMIT n`);
 /// `None` for other shapes, which are read whole.
@@ -108,7 +97,9 @@ fn slice_queries(job: &WarmJob, size: usize) -> Option<(String, String, Vec<Stri
     Some((first, next, columns))
 }
 
-/// [`audit_all`], read in slices when `slicing` is given and the job's shape allows (see [`slice_queries`]).
+/// Every key of `job` checked against what its query renders, read in slices when `slicing` is given and the job's
+/// shape allows (see [`slice_queries`]). `others` are the configuration's other jobs: a key one of their templates
+/// also fits is not called an orphan of this one.
 pub(crate) async fn audit_sliced(
     cache: &Cache,
     db: &Database,
@@ -116,10 +107,6 @@ pub(crate) async fn audit_sliced(
     others: &[WarmJob],
     slicing: Option<Slicing>,
 ) -> Result<FullAudit, AuditError> {
-    if job.members.is_some() {
-        // Read whole: a key's members come from rows all over the result.
-        return super::members::audit_members(cache, db, job, others).await;
-    }
     let mut comparer = Comparer {
         last_key: None,
         cache,

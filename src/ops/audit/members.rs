@@ -14,8 +14,8 @@ use crate::exec::backend::BackendError;
 use crate::exec::cache::{Cache, CacheError};
 use crate::exec::database::Database;
 use crate::exec::warm::{Progress, RunSummary, Sink, WarmError};
-use crate::pure::codec::readable;
-use crate::pure::members::{CHUNK_TAG, MOVE_TAG, compared_set, compared_zset, unpacked};
+use crate::pure::codec::unpacked;
+use crate::pure::members::{CHUNK_TAG, MOVE_TAG, compared_set, compared_zset, readable};
 use crate::pure::model::{MemberKind, WarmJob};
 
 /// Keys read from Redis per pipeline.
@@ -156,8 +156,8 @@ pub(crate) async fn audit_members(
             continue;
         }
         let finding = Finding {
-            cached: held.as_deref().map(readable),
-            expected: expected.map(|value| readable(value)),
+            cached: held.as_deref().and_then(readable),
+            expected: expected.and_then(|value| readable(value)),
             key,
         };
         match (&finding.cached, &finding.expected) {

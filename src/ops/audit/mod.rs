@@ -15,7 +15,35 @@ mod full;
 mod members;
 mod sweep;
 
-pub(crate) use full::{FullAudit, Slicing, audit_all, audit_sliced, format_report as format_full_report};
+pub(crate) use full::{FullAudit, Slicing, format_report as format_full_report};
+
+/// Checks every key of `job` (`audit --all`): a set's or sorted set's members read whole (see `members`), any
+/// other job's values read as a warm run renders them (`full`), in slices when `slicing` is given and its shape
+/// allows.
+pub(crate) async fn audit_sliced(
+    cache: &Cache,
+    db: &Database,
+    job: &WarmJob,
+    others: &[WarmJob],
+    slicing: Option<Slicing>,
+) -> Result<FullAudit, AuditError> {
+    match job.members {
+        // Read whole: a key's members come from rows all over the result.
+        Some(_) => members::audit_members(cache, db, job, others).await,
+        None => full::audit_sliced(cache, db, job, others, slicing).await,
+    }
+}
+
+/// [`audit_sliced`] read whole. `others` are the configuration's other jobs: a key one of their templates also fits
+/// is not called an orphan of this one.
+pub(crate) async fn audit_all(
+    cache: &Cache,
+    db: &Database,
+    job: &WarmJob,
+    others: &[WarmJob],
+) -> Result<FullAudit, AuditError> {
+    audit_sliced(cache, db, job, others, None).await
+}
 pub(crate) use sweep::Sweeper;
 
 use crate::exec::backend::BackendError;

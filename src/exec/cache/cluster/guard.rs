@@ -164,17 +164,13 @@ impl Cluster {
         if leases.is_empty() {
             // No read in flight: no evidence to record, and a read that starts from here on has a version at least
             // this one, so the slots' versions need not move either. Plain commands, one pipeline per master.
-            let commands: Vec<(u16, redis::Cmd)> = keys
-                .iter()
-                .enumerate()
-                .map(|(i, key)| {
-                    let cmd = match values.map(|ops| &ops[i]) {
-                        Some(op @ KeyOp::Set { .. }) => crate::exec::cache::op_command(op),
-                        Some(KeyOp::Delete { .. }) | None => redis::cmd("UNLINK").arg(key.as_ref()).clone(),
-                    };
-                    (key_slot(key.as_ref()), cmd)
-                })
-                .collect();
+            let commands: Vec<(u16, redis::Cmd)> = match values {
+                Some(ops) => super::plain_commands(&self.scripts, ops),
+                None => keys
+                    .iter()
+                    .map(|key| (key_slot(key.as_ref()), redis::cmd("UNLINK").arg(key.as_ref()).clone()))
+                    .collect(),
+            };
             self.send(&commands).await?;
             return Ok(version);
         }

@@ -53,6 +53,34 @@ pub(super) struct Cluster {
 }
 
 /// `EVALSHA` of `script` (its keys and arguments follow): a cluster routes it by its first key.
+/// `ops` as plain commands per slot: `SET`/`UNLINK`, or, where scripted values are among them (hashes, documents,
+/// sets), one `PLAIN_APPLY` per slot's run of ops (in order, at most `SCRIPT_BATCH` keys each).
+pub(super) fn plain_commands(scripts: &super::Scripts, ops: &[KeyOp]) -> Vec<(u16, redis::Cmd)> {
+    if !ops.iter().any(crate::exec::cache::is_scripted) {
+        return ops
+            .iter()
+            .map(|op| (slot::key_slot(op.key().as_bytes()), op_command(op)))
+            .collect();
+    }
+    slot::by_slot(ops.iter().map(|op| op.key().as_bytes()))
+        .into_iter()
+        .map(|(slot, positions)| {
+            let mut cmd = evalsha(&scripts.plain_apply);
+            cmd.arg(positions.len());
+            for &i in &positions {
+                cmd.arg(ops[i].key());
+            }
+            for &i in &positions {
+                match &ops[i] {
+                    KeyOp::Set { value, ttl, .. } => cmd.arg(value.as_slice()).arg(super::ttl_millis(*ttl)),
+                    KeyOp::Delete { .. } => cmd.arg("").arg("-"),
+                };
+            }
+            (slot, cmd)
+        })
+        .collect()
+}
+
 pub(super) fn evalsha(script: &redis::Script) -> redis::Cmd {
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(script.get_hash());
@@ -270,11 +298,7 @@ impl Cluster {
 
 impl Operations for Cluster {
     async fn apply_plain(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
-        let commands: Vec<_> = ops
-            .iter()
-            .map(|op| (slot::key_slot(op.key().as_bytes()), op_command(op)))
-            .collect();
-        self.send(&commands).await.map(drop)
+        self.send(&plain_commands(&self.scripts, ops)).await.map(drop)
     }
 
     async fn unlink<K: redis::ToRedisArgs + AsRef<[u8]> + Sync>(&self, keys: &[K]) -> Result<(), CacheError> {

@@ -94,7 +94,8 @@ impl Node {
         ops: &[KeyOp],
         policy: &WritePolicy,
     ) -> Result<(), CacheError> {
-        if ops.len() >= OPTIMISTIC_MIN_KEYS {
+        // Scripted values (hashes, documents, sets) go through the guard script, many per call, in any case.
+        if ops.len() >= OPTIMISTIC_MIN_KEYS && !ops.iter().any(crate::exec::cache::is_scripted) {
             match self.set_if_unmoved(read, ops, policy).await {
                 Ok(true) => {
                     crate::telemetry::metrics::record_guarded_batch("optimistic");
@@ -167,9 +168,9 @@ impl Node {
             let mut pipe = redis::Pipeline::with_capacity(ops.len());
             pipe.atomic();
             for op in ops {
-                if let KeyOp::Set { .. } = op {
-                    // A hash's or a set's write is its script (in the transaction all the same).
-                    pipe.add_command(crate::exec::cache::op_command(op)).ignore();
+                if let KeyOp::Set { key, value, ttl, .. } = op {
+                    pipe.add_command(crate::exec::cache::set_command(key, value, *ttl))
+                        .ignore();
                 }
             }
             // `None`: EXEC was discarded because the counter moved after WATCH.

@@ -56,6 +56,23 @@ impl Node {
 
 impl Operations for Node {
     async fn apply_plain(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
+        if ops.iter().any(crate::exec::cache::is_scripted) {
+            for chunk in ops.chunks(SCRIPT_BATCH) {
+                let mut invocation = self.scripts.plain_apply.prepare_invoke();
+                for op in chunk {
+                    match op {
+                        KeyOp::Set { key, value, ttl, .. } => {
+                            invocation.key(key).arg(value.as_slice()).arg(ttl_millis(*ttl));
+                        }
+                        KeyOp::Delete { key } => {
+                            invocation.key(key).arg("").arg("-");
+                        }
+                    }
+                }
+                self.run::<i64>(&invocation).await?;
+            }
+            return Ok(());
+        }
         let mut pipe = redis::Pipeline::with_capacity(ops.len());
         for op in ops {
             pipe.add_command(op_command(op)).ignore();
