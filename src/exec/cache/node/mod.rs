@@ -54,21 +54,27 @@ impl Node {
     }
 }
 
+/// Adds `ops` to a script call as its scripts take them: per op a key, and its value and ttl in ms (or `""` and `"-"`
+/// to unlink).
+fn with_ops(invocation: &mut redis::ScriptInvocation<'_>, ops: &[KeyOp]) {
+    for op in ops {
+        match op {
+            KeyOp::Set { key, value, ttl, .. } => {
+                invocation.key(key).arg(value.as_slice()).arg(ttl_millis(*ttl));
+            }
+            KeyOp::Delete { key } => {
+                invocation.key(key).arg("").arg("-");
+            }
+        }
+    }
+}
+
 impl Operations for Node {
     async fn apply_plain(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
         if ops.iter().any(crate::exec::cache::is_scripted) {
             for chunk in ops.chunks(SCRIPT_BATCH) {
                 let mut invocation = self.scripts.plain_apply.prepare_invoke();
-                for op in chunk {
-                    match op {
-                        KeyOp::Set { key, value, ttl, .. } => {
-                            invocation.key(key).arg(value.as_slice()).arg(ttl_millis(*ttl));
-                        }
-                        KeyOp::Delete { key } => {
-                            invocation.key(key).arg("").arg("-");
-                        }
-                    }
-                }
+                with_ops(&mut invocation, chunk);
                 self.run::<i64>(&invocation).await?;
             }
             return Ok(());
@@ -140,16 +146,7 @@ impl Operations for Node {
         for chunk in ops.chunks(SCRIPT_BATCH) {
             let mut invocation = self.scripts.fenced_apply.key(&fence);
             invocation.arg(&token);
-            for op in chunk {
-                match op {
-                    KeyOp::Set { key, value, ttl, .. } => {
-                        invocation.key(key).arg(value.as_slice()).arg(ttl_millis(*ttl));
-                    }
-                    KeyOp::Delete { key } => {
-                        invocation.key(key).arg("").arg("-");
-                    }
-                }
-            }
+            with_ops(&mut invocation, chunk);
             if self.run::<i64>(&invocation).await? == FENCED {
                 return Err(CacheError::Fenced);
             }
