@@ -95,7 +95,8 @@ impl<'a> BatchWriter<'a> {
         }
         let rendered = value.len();
         let value = self.job.encoding.encode(value);
-        if value.len() > self.job.max_value_bytes {
+        // A set's writes are bounded apart (its members are checked one by one, see `members`).
+        if value.len() > self.job.max_value_bytes && !crate::pure::members::is_member_write(&value) {
             let size = value.len();
             let limit = self.job.max_value_bytes;
             self.skip_value(

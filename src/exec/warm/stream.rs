@@ -97,6 +97,14 @@ pub(crate) async fn render_query(
         }
         if let Some(sets) = &mut sets {
             match renderer.render_member(&cells) {
+                // `max_value_bytes` bounds each member: a set's size is its number of rows.
+                Ok((member, _)) if member.len() > job.max_value_bytes => {
+                    let (size, limit) = (member.len(), job.max_value_bytes);
+                    sink.skip(
+                        |s| &mut s.skipped_oversize,
+                        || format!("key {key}: a member of {size} bytes exceeds max_value_bytes ({limit})"),
+                    );
+                }
                 Ok((member, score)) => sets.add(&key, member, score, sink).await?,
                 Err(reason) => {
                     let row = sink.summary().rows;
