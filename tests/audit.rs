@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestEnv, cachewarden, cli_output, text};
+use common::{TestEnv, cli_output, run_once_ok};
 
 #[tokio::test]
 async fn audit_reports_stale_keys_and_exits_non_zero() {
@@ -31,12 +31,7 @@ key = "{p}name:{{id}}"
 ttl = "1h"
 "#
     ));
-    let output = cachewarden()
-        .args(["run", "--once", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{:?}", text(&output));
+    run_once_ok(&path);
 
     let (code, stdout, stderr) = cli_output(&["audit"], &path);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
@@ -65,12 +60,7 @@ ttl = "1h"
         "{stdout}"
     );
     assert!(!stdout.contains("consistent"), "{stdout}");
-    let output = cachewarden()
-        .args(["run", "--once", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{:?}", text(&output));
+    run_once_ok(&path);
 
     env.sql("UPDATE products SET price = 18.00 WHERE id = 1").await;
     env.sql("DELETE FROM products WHERE id = 2").await;
@@ -151,12 +141,7 @@ max_value_bytes = 200
 "#,
         keys = keys.display()
     ));
-    let output = cachewarden()
-        .args(["run", "--once", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{:?}", text(&output));
+    run_once_ok(&path);
     let mut conn = env.any_redis().await;
     let mut damage = Vec::new();
     for i in 0..30 {
@@ -229,12 +214,7 @@ async fn audit_all_finds_exactly_the_wrong_missing_and_orphaned_keys_among_a_hun
             .await
             .unwrap();
     }
-    let output = cachewarden()
-        .args(["run", "--once", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{:?}", text(&output));
+    run_once_ok(&path);
     let (code, stdout, stderr) = cli_output(&["audit", "--all", "--job", "products"], &path);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(

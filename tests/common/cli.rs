@@ -13,6 +13,13 @@ pub fn cachewarden() -> Command {
     command
 }
 
+/// Runs `cachewarden run --once --config CONFIG`, which must succeed; everything it printed (stdout, then stderr).
+pub fn run_once_ok(config: &Path) -> String {
+    let (code, stdout, stderr) = cli_output(&["run", "--once"], config);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    format!("{stdout}{stderr}")
+}
+
 /// Runs `cachewarden ARGS --config CONFIG` to its end: its exit code, stdout and stderr.
 pub fn cli_output(args: &[&str], config: &Path) -> (Option<i32>, String, String) {
     let output = cachewarden().args(args).arg("--config").arg(config).output().unwrap();

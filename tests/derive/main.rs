@@ -10,7 +10,7 @@ mod writes;
 
 use std::time::Duration;
 
-use common::{Daemon, TestEnv, cachewarden, eventually, metric, text, wait_for_admin};
+use common::{Daemon, TestEnv, eventually, metric, run_once_ok, wait_for_admin};
 use sqlx::Connection as _;
 
 const SCHEMA: &str = "
@@ -210,12 +210,7 @@ async fn differences_of(env: &TestEnv, jobs: fn(&str) -> String) -> Vec<String> 
             jobs(&expected)
         ),
     );
-    let output = cachewarden()
-        .args(["run", "--once", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{:?}", text(&output));
+    run_once_ok(&config);
     let keys = env.keys().await;
     let mut differences = Vec::new();
     for key in &keys {
