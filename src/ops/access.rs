@@ -199,7 +199,7 @@ fn key_needs(config: &Config, protected: bool, fence: Option<&str>, needs: &mut 
         }
         if let Some(members) = &job.members {
             // Inside the write scripts: the build key's chunks, its rename over the key, one member's change.
-            let build = crate::exec::cache::build_key(&key);
+            let build = crate::exec::cache::build_key(&key, "0");
             let add = match members.kind {
                 crate::pure::model::MemberKind::Set => vec!["SADD", &build, "m"],
                 crate::pure::model::MemberKind::Zset => vec!["ZADD", &build, "1", "m"],
@@ -220,6 +220,8 @@ fn key_needs(config: &Config, protected: bool, fence: Option<&str>, needs: &mut 
                     &["ZCARD", &key][..],
                     &["ZRANK", &key, "m"],
                     &["ZREMRANGEBYRANK", &key, "0", "-1"],
+                    &["ZRANGE", &key, "0", "0", "WITHSCORES"],
+                    &["ZREMRANGEBYSCORE", &key, "0", "0"],
                 ] {
                     needs.push(need(&purpose, command));
                 }

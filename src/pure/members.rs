@@ -15,9 +15,9 @@
 use crate::pure::codec::{packed, unpacked};
 use crate::pure::model::{MemberKind, Members};
 
-/// A chunk of members for a key under construction: `[fresh, safety ms, kind, member, (score,) …]`.
+/// A chunk of members for a key under construction: `[safety ms, kind, (score,) member, …]`.
 pub(crate) const CHUNK_TAG: &[u8] = b"\xffcwmadd\x00";
-/// A finished temporary key to rename over the key: the temporary key's name follows the tag.
+/// A finished temporary key to rename over the key: `[its name, a top N's cap or 0]`.
 pub(crate) const MOVE_TAG: &[u8] = b"\xffcwmove\x00";
 /// One member's change: `[kind, op, member, score, n, cap]`.
 pub(crate) const MEMBER_TAG: &[u8] = b"\xffcwmemb\x00";
@@ -27,9 +27,6 @@ pub(crate) const DROP_TAG: &[u8] = b"\xffcwdrop\x00";
 /// What [`compared_set`] and [`compared_zset`] start with (never written to Redis).
 const SET_READ_TAG: &[u8] = b"\xffcwsread\x00";
 const ZSET_READ_TAG: &[u8] = b"\xffcwzread\x00";
-
-/// How long a temporary key outlives a run that died before renaming it, at most.
-pub(crate) const BUILD_SAFETY_MS: u64 = 15 * 60 * 1000;
 
 /// One change of a member, as a binlog row change asks it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -47,13 +44,13 @@ fn kind_word(kind: MemberKind) -> &'static [u8] {
     }
 }
 
-/// Members (with their scores, for a sorted set) to add to a key under construction; `fresh` empties the key first
-/// (the first chunk of a run: a temporary key a dead run left is not built upon).
-pub(crate) fn chunk_value(kind: MemberKind, fresh: bool, items: &[(String, Option<String>)]) -> Vec<u8> {
-    let safety = BUILD_SAFETY_MS.to_string();
-    let head: [&[u8]; 3] = [if fresh { b"1" } else { b"0" }, safety.as_bytes(), kind_word(kind)];
+/// Members (with their scores, for a sorted set) to add to a key under construction, which lives `safety_ms` after its
+/// last chunk at most (a run that died leaves it to expire). Chunks of one key may land in any order: each only adds.
+pub(crate) fn chunk_value(kind: MemberKind, safety_ms: u64, items: &[(String, Option<String>)]) -> Vec<u8> {
+    let safety = safety_ms.to_string();
+    let head: [&[u8]; 2] = [safety.as_bytes(), kind_word(kind)];
     let per_item = if kind == MemberKind::Zset { 2 } else { 1 };
-    let mut parts: Vec<&[u8]> = Vec::with_capacity(3 + items.len() * per_item);
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(2 + items.len() * per_item);
     parts.extend(head);
     for (member, score) in items {
         if kind == MemberKind::Zset {
@@ -64,11 +61,37 @@ pub(crate) fn chunk_value(kind: MemberKind, fresh: bool, items: &[(String, Optio
     packed(CHUNK_TAG, parts.into_iter())
 }
 
-/// Renames the finished temporary key `temp` over the key (and sets the key's TTL); a missing `temp` deletes the key.
-pub(crate) fn move_value(temp: &str) -> Vec<u8> {
-    let mut out = MOVE_TAG.to_vec();
-    out.extend_from_slice(temp.as_bytes());
-    out
+/// The members a [`chunk_value`] adds, each with its score (0 in a set); `None` when `stored` is not one.
+pub(crate) fn chunk_members(stored: &[u8]) -> Option<Vec<(String, f64)>> {
+    let parts = unpacked(CHUNK_TAG, stored)?;
+    let text = |part: &[u8]| String::from_utf8_lossy(part).into_owned();
+    let items = parts.get(2..)?;
+    Some(match parts.get(1).map(Vec::as_slice) {
+        Some(b"zset") => items
+            .chunks(2)
+            .map(|pair| {
+                (
+                    text(pair.get(1).map_or(&[][..], Vec::as_slice)),
+                    text(&pair[0]).parse().unwrap_or(f64::NAN),
+                )
+            })
+            .collect(),
+        _ => items.iter().map(|member| (text(member), 0.0)).collect(),
+    })
+}
+
+/// Renames the finished temporary key `temp` over the key (and sets the key's TTL). `cap` is a top N's N + buffer (0
+/// otherwise): read one row past it, the set is cut back to it, dropping every member of the lowest score when the cut
+/// splits that score (see the scripts' `move_built`). A missing `temp` (evicted) leaves the key as it is.
+pub(crate) fn move_value(temp: &str, cap: u64) -> Vec<u8> {
+    let cap = cap.to_string();
+    packed(MOVE_TAG, [temp.as_bytes(), cap.as_bytes()].into_iter())
+}
+
+/// The temporary key a [`move_value`] renames.
+pub(crate) fn moved_from(stored: &[u8]) -> Option<String> {
+    let parts = unpacked(MOVE_TAG, stored)?;
+    Some(String::from_utf8_lossy(parts.first()?).into_owned())
 }
 
 /// One member's change for `members`' keys. A top-N sorted set keeps the top of the rows: see the scripts'
@@ -190,18 +213,19 @@ mod tests {
             ("7".to_string(), Some("1.5".to_string())),
             ("8".into(), Some("-2".into())),
         ];
-        let stored = chunk_value(MemberKind::Zset, true, &items);
+        let stored = chunk_value(MemberKind::Zset, 60_000, &items);
         let parts = unpacked(CHUNK_TAG, &stored).unwrap();
         let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-        let safety = BUILD_SAFETY_MS.to_string();
+        assert_eq!(parts, [&b"60000"[..], b"zset", b"1.5", b"7", b"-2", b"8"]);
         assert_eq!(
-            parts,
-            [&b"1"[..], safety.as_bytes(), b"zset", b"1.5", b"7", b"-2", b"8"]
+            chunk_members(&stored).unwrap(),
+            [("7".to_string(), 1.5), ("8".to_string(), -2.0)]
         );
-        let set = chunk_value(MemberKind::Set, false, &[("a".into(), None)]);
-        assert_eq!(unpacked(CHUNK_TAG, &set).unwrap()[3], b"a");
+        let set = chunk_value(MemberKind::Set, 1, &[("a".into(), None)]);
+        assert_eq!(chunk_members(&set).unwrap(), [("a".to_string(), 0.0)]);
         assert!(is_member_write(&set));
         assert_eq!(unpacked(CHUNK_TAG, &set[..set.len() - 1]), None);
+        assert_eq!(moved_from(&move_value("k:tmp", 15)).as_deref(), Some("k:tmp"));
     }
 
     #[test]
@@ -224,7 +248,6 @@ mod tests {
             unpacked(MEMBER_TAG, &removed).unwrap()[1..],
             [&b"remove"[..], b"42", b"0", b"0", b"0"]
         );
-        assert!(move_value("k:tmp").starts_with(MOVE_TAG));
     }
 
     #[test]

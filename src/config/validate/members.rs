@@ -78,6 +78,13 @@ impl Context {
         };
         self.members_refuse(entry, raw, name, key);
         let top = self.members_top(entry, raw, score.as_deref())?;
+        if let (Some(_), Some(key)) = (&top, key.filter(|key| !key.is_single_key())) {
+            let message = format!(
+                "\"{key}\" has placeholders, but a top N (LIMIT) ranks the whole query, not each key: write one key \
+                 (\"top:products\") or leave the LIMIT out"
+            );
+            entry.problem(self, Some("key"), message);
+        }
         if self.problems.len() > before {
             return None;
         }
@@ -151,7 +158,8 @@ impl Context {
         Some(Some(Top {
             n,
             buffer,
-            query: parsed.with_limit(n + buffer),
+            // One row past the cap: the rename sees whether the cut splits rows of one score.
+            query: parsed.with_limit(n + buffer + 1),
         }))
     }
 }

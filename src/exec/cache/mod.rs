@@ -64,9 +64,9 @@ pub(crate) fn fence_slots(ha_key: Option<&str>) -> Vec<&str> {
     std::iter::once(VERSION_KEY).chain(ha_key).collect()
 }
 
-/// Where a warm run builds a set or sorted set before renaming it over `key` (same slot, same prefix).
-pub(crate) fn build_key(key: &str) -> String {
-    cluster::slot::slot_mate(key, BUILD_SUFFIX)
+/// Where warm run `run` builds a set or sorted set before renaming it over `key` (same slot, same prefix).
+pub(crate) fn build_key(key: &str, run: &str) -> String {
+    cluster::slot::slot_mate(key, &format!("{BUILD_SUFFIX}-{run}"))
 }
 
 /// What a key a set is built under adds to the set's key.

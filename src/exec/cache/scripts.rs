@@ -44,6 +44,26 @@ local function top_member(key, member, score, cap)
   redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(cap) + 1))
 end
 
+-- Renames the set built under `built` over `key` with its ttl; a missing one (evicted) leaves `key` as it is. A top
+-- N is read one row past its `cap`: over the cap, the lowest goes, or, when the two lowest share a score (the query's
+-- cut may split rows of that score, which Redis orders by member bytes), every member of that score does; so every
+-- row left out ranks below the lowest member, as top_member keeps it (unless every member shares one score).
+local function move_built(built, key, ttl, cap)
+  if redis.call('EXISTS', built) == 0 then
+    return
+  end
+  redis.call('RENAME', built, key)
+  expire(key, ttl)
+  if cap > 0 and redis.call('ZCARD', key) > cap then
+    local low = redis.call('ZRANGE', key, 0, 1, 'WITHSCORES')
+    local high = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+    if tonumber(low[2]) == tonumber(low[4]) and tonumber(low[2]) < tonumber(high[2]) then
+      redis.call('ZREMRANGEBYSCORE', key, low[2], low[2])
+    end
+    redis.call('ZREMRANGEBYRANK', key, 0, -(cap + 1))
+  end
+end
+
 -- One member's change (pure::members::member_change), only where the key exists as that type: a set is never
 -- started from one member (the key is missing: the next warm run writes it whole), and a key of another type is
 -- deleted (a miss; the next run writes it as it should be).
@@ -128,20 +148,12 @@ local function set_value(key, value, ttl)
     return
   elseif tag == '\255cwmadd\0' then
     local chunk = cmsgpack.unpack(string.sub(value, 9))
-    if chunk[1] == '1' then
-      redis.call('UNLINK', key)
-    end
-    add_members(key, chunk[3], chunk, 4)
-    redis.call('PEXPIRE', key, chunk[2])
+    add_members(key, chunk[2], chunk, 3)
+    redis.call('PEXPIRE', key, chunk[1])
     return
   elseif tag == '\255cwmove\0' then
-    local built = string.sub(value, 9)
-    if redis.call('EXISTS', built) == 1 then
-      redis.call('RENAME', built, key)
-      expire(key, ttl)
-    else
-      redis.call('UNLINK', key)
-    end
+    local move = cmsgpack.unpack(string.sub(value, 9))
+    move_built(move[1], key, ttl, tonumber(move[2]))
     return
   elseif tag == '\255cwmemb\0' then
     change_member(key, cmsgpack.unpack(string.sub(value, 9)))

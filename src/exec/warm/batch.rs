@@ -177,22 +177,13 @@ impl<'a> BatchWriter<'a> {
     /// A dry run's set: its chunks counted, and at its rename one line for its key: `job, key, ttl, bytes of members,
     /// bytes of members, N members`.
     fn dry_run_set(&mut self, key: String, value: &[u8]) {
-        use crate::pure::codec::unpacked;
-        use crate::pure::members::{CHUNK_TAG, MOVE_TAG};
-        if let Some(parts) = unpacked(CHUNK_TAG, value) {
-            let per_member = if parts.get(2).is_some_and(|kind| kind == b"zset") {
-                2
-            } else {
-                1
-            };
+        use crate::pure::members::{chunk_members, moved_from};
+        if let Some(members) = chunk_members(value) {
             let entry = self.dry_sets.entry(key).or_default();
-            entry.0 += (parts.len().saturating_sub(3) / per_member) as u64;
-            entry.1 += parts[3.min(parts.len())..].iter().map(Vec::len).sum::<usize>();
-        } else if let Some(build) = value.strip_prefix(MOVE_TAG) {
-            let (members, bytes) = self
-                .dry_sets
-                .remove(String::from_utf8_lossy(build).as_ref())
-                .unwrap_or_default();
+            entry.0 += members.len() as u64;
+            entry.1 += members.iter().map(|(member, _)| member.len()).sum::<usize>();
+        } else if let Some(build) = moved_from(value) {
+            let (members, bytes) = self.dry_sets.remove(&build).unwrap_or_default();
             let ttl = self.job.ttl.pick(self.job.jitter, fastrand::f64());
             let ttl = ttl.map_or_else(|| "none".to_string(), crate::pure::words::duration);
             println!("{}\t{key}\t{ttl}\t{bytes}\t{bytes}\t{members} members", self.job.name);

@@ -1,7 +1,8 @@
 //! A set's or sorted set's warm run: each row's member gathered by key, written in chunks to a key of its own per set
 //! (`cache::build_key`: same slot, same prefix), and every finished one renamed over its key at the end, so a reader
 //! sees the old set or the new one and never half of one. Memory stays bounded: members wait in Rust only until a
-//! few thousand are gathered; only each key's name is kept for the whole run.
+//! few thousand are gathered; only each key's name is kept for the whole run. The build keys carry the run's own id,
+//! so chunks only add and may land in any order; the renames wait for every chunk.
 //!
 //! The renames carry the run's read stamp like any warm value, so stale-set protection refuses the rename of a key
 //! that a change reached after the read (the key keeps the set the change was applied to).
@@ -11,7 +12,10 @@ use std::collections::HashMap;
 use super::Sink;
 use crate::exec::cache::{CacheError, build_key};
 use crate::pure::members::{DROP_TAG, chunk_value, move_value};
-use crate::pure::model::MemberKind;
+use crate::pure::model::{MemberKind, WarmJob};
+
+/// A key being built outlives its run's timeout by this much before it expires.
+const SAFETY_MARGIN: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Members waiting in Rust, over all keys, before they are written out.
 const WAITING_MEMBERS: usize = 10_000;
@@ -23,14 +27,19 @@ const CHUNK_MEMBERS: usize = 4_000;
 /// One set being built.
 struct Building {
     build: String,
-    /// Whether a chunk went out already (the first one empties what a dead run may have left).
-    started: bool,
     waiting: Vec<(String, Option<String>)>,
 }
 
 /// The sets of one run, by key, in the order their keys first came.
 pub(super) struct Sets {
     kind: MemberKind,
+    /// How long a key being built lives after its last chunk: past the run's own timeout.
+    safety_ms: u64,
+    /// A top N's N + buffer (0 otherwise), for the rename.
+    cap: u64,
+    /// This run's part of the build keys' names: no other run (a dead one's leftovers, another instance's) adds to
+    /// them, so chunks need no order among themselves.
+    run: String,
     order: Vec<String>,
     keys: HashMap<String, Building>,
     waiting: usize,
@@ -38,14 +47,18 @@ pub(super) struct Sets {
 }
 
 impl Sets {
-    pub(super) fn new(kind: MemberKind) -> Self {
-        Self {
-            kind,
+    pub(super) fn new(job: &WarmJob) -> Option<Self> {
+        let members = job.members.as_deref()?;
+        Some(Self {
+            kind: members.kind,
+            safety_ms: (job.timeout + SAFETY_MARGIN).as_millis() as u64,
+            cap: members.top.as_ref().map_or(0, |top| top.cap()),
+            run: format!("{:016x}", fastrand::u64(..)),
             order: Vec::new(),
             keys: HashMap::new(),
             waiting: 0,
             waiting_bytes: 0,
-        }
+        })
     }
 
     /// Adds a row's member (and score) to `key`'s set, writing chunks out when enough wait.
@@ -61,8 +74,7 @@ impl Sets {
         if !self.keys.contains_key(key) {
             self.order.push(key.to_string());
             let building = Building {
-                build: build_key(key),
-                started: false,
+                build: build_key(key, &self.run),
                 waiting: Vec::new(),
             };
             self.keys.insert(key.to_string(), building);
@@ -70,7 +82,7 @@ impl Sets {
         let building = self.keys.get_mut(key).expect("inserted above");
         building.waiting.push((member, score));
         if building.waiting.len() >= CHUNK_MEMBERS {
-            let (build, members, value) = Self::chunk(self.kind, building);
+            let (build, members, value) = Self::chunk(self.kind, self.safety_ms, building);
             self.waiting -= members;
             sink.push(build, value).await?;
         }
@@ -85,7 +97,7 @@ impl Sets {
         for key in &self.order {
             let building = self.keys.get_mut(key).expect("every key in the order is built");
             if !building.waiting.is_empty() {
-                let (build, _, value) = Self::chunk(self.kind, building);
+                let (build, _, value) = Self::chunk(self.kind, self.safety_ms, building);
                 sink.push(build, value).await?;
             }
         }
@@ -95,10 +107,9 @@ impl Sets {
     }
 
     /// The key being built, how many members and the write of `building`'s waiting members.
-    fn chunk(kind: MemberKind, building: &mut Building) -> (String, usize, Vec<u8>) {
+    fn chunk(kind: MemberKind, safety_ms: u64, building: &mut Building) -> (String, usize, Vec<u8>) {
         let items = std::mem::take(&mut building.waiting);
-        let value = chunk_value(kind, !building.started, &items);
-        building.started = true;
+        let value = chunk_value(kind, safety_ms, &items);
         (building.build.clone(), items.len(), value)
     }
 
@@ -109,7 +120,7 @@ impl Sets {
         sink.settle().await?;
         for key in &self.order {
             let building = &self.keys[key];
-            sink.push(key.clone(), move_value(&building.build)).await?;
+            sink.push(key.clone(), move_value(&building.build, self.cap)).await?;
         }
         // A rename protection refused left its built set behind: it goes (a done rename left nothing).
         sink.settle().await?;

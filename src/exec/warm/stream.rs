@@ -53,7 +53,7 @@ pub(crate) async fn render_query(
     let mut conn = db.acquire(job.timeout).await?;
     let mut rows = conn.rows_bound(query, params);
     let mut renderer: Option<RowRenderer> = None;
-    let mut sets = job.members.as_ref().map(|members| Sets::new(members.kind));
+    let mut sets = Sets::new(job);
     let mut aggregate = job.key.single_key().filter(|_| sets.is_none()).map(|key| Aggregate {
         key,
         value: vec![b'['],

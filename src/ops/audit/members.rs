@@ -14,8 +14,7 @@ use crate::exec::backend::BackendError;
 use crate::exec::cache::{Cache, CacheError};
 use crate::exec::database::Database;
 use crate::exec::warm::{Progress, RunSummary, Sink, WarmError};
-use crate::pure::codec::unpacked;
-use crate::pure::members::{CHUNK_TAG, MOVE_TAG, compared_set, compared_zset, readable};
+use crate::pure::members::{chunk_members, compared_set, compared_zset, moved_from, readable};
 use crate::pure::model::{MemberKind, WarmJob};
 
 /// Keys read from Redis per pipeline.
@@ -33,20 +32,10 @@ struct Gatherer {
 
 impl Sink for Gatherer {
     async fn push(&mut self, key: String, value: Vec<u8>) -> Result<(), CacheError> {
-        if let Some(parts) = unpacked(CHUNK_TAG, &value) {
-            let zset = parts.get(2).is_some_and(|kind| kind == b"zset");
-            let members = self.built.entry(key).or_default();
-            let text = |part: &[u8]| String::from_utf8_lossy(part).into_owned();
-            if zset {
-                for pair in parts[3..].chunks(2) {
-                    let score = text(&pair[0]).parse().unwrap_or(f64::NAN);
-                    members.push((text(&pair[1]), score));
-                }
-            } else {
-                members.extend(parts[3..].iter().map(|member| (text(member), 0.0)));
-            }
-        } else if let Some(build) = value.strip_prefix(MOVE_TAG) {
-            self.keys.push((key, String::from_utf8_lossy(build).into_owned()));
+        if let Some(members) = chunk_members(&value) {
+            self.built.entry(key).or_default().extend(members);
+        } else if let Some(build) = moved_from(&value) {
+            self.keys.push((key, build));
         }
         Ok(())
     }

@@ -127,9 +127,33 @@ fn cover_job(
     settings: &Settings,
     schema: &schema::Schema,
 ) -> JobCoverage {
-    let (query, template) = read_as(job);
+    let (query, template, scored) = read_as(job);
     let (analysis, views) = analyzed(&query, database, &template, schema);
-    let analysis = &unique_keys(analysis, schema);
+    let mut analysis = unique_keys(analysis, schema);
+    // A sorted set's score column, from the same query read with the score among the placeholders.
+    if let (
+        Some(scored),
+        Shape::Rows {
+            driving, key_columns, ..
+        },
+    ) = (&scored, &mut analysis.shape)
+        && let (
+            Analysis {
+                shape:
+                    Shape::Rows {
+                        driving: same,
+                        key_columns: columns,
+                        ..
+                    },
+                ..
+            },
+            _,
+        ) = analyzed(&query, database, scored, schema)
+        && same == *driving
+    {
+        *key_columns = columns;
+    }
+    let analysis = &analysis;
     let mut coverage = JobCoverage {
         views,
         job: job.name.clone(),
@@ -278,24 +302,28 @@ fn covers(rule: &ChangeRule, job: &WarmJob) -> bool {
 
 /// `sql` analyzed with its joins' unqualified columns placed (see `columns`) and the views it reads expanded (see
 /// `views`), and what was done with the views.
-/// The query and template a job is analysed with. A set's or sorted set's rows are told apart by key, member and
-/// score together (each row is one member of one key), and which rows are members does not depend on a top N's order
-/// and limit (the sorted set keeps the top itself).
-fn read_as(job: &WarmJob) -> (String, KeyTemplate) {
+/// The query and template a job is analysed with, and for a sorted set the template with its score too. A set's
+/// rows are told apart by key and member together (Redis keeps one score per member: a query returning one member
+/// twice for a key is no row per member), and which rows are members does not depend on a top N's order and limit (the
+/// sorted set keeps the top itself).
+fn read_as(job: &WarmJob) -> (String, KeyTemplate, Option<KeyTemplate>) {
     let Some(members) = &job.members else {
-        return (job.query.clone(), job.key.clone());
+        return (job.query.clone(), job.key.clone(), None);
     };
     let query =
         top::top_query(&job.query, members.score.as_deref()).map_or_else(|_| job.query.clone(), |q| q.unordered);
-    let placeholders: Vec<String> = job
-        .key
-        .placeholders()
-        .chain(members.member.placeholders())
-        .chain(members.score.as_deref())
-        .map(|name| format!("{{{name}}}"))
-        .collect();
-    let template = KeyTemplate::parse(&placeholders.join("\u{1}")).expect("placeholders joined by a separator parse");
-    (query, template)
+    let template = |score: Option<&str>| {
+        let placeholders: Vec<String> = job
+            .key
+            .placeholders()
+            .chain(members.member.placeholders())
+            .chain(score)
+            .map(|name| format!("{{{name}}}"))
+            .collect();
+        KeyTemplate::parse(&placeholders.join("\u{1}")).expect("placeholders joined by a separator parse")
+    };
+    let scored = members.score.as_deref().map(|score| template(Some(score)));
+    (query, template(None), scored)
 }
 
 fn analyzed(sql: &str, database: &str, key: &KeyTemplate, schema: &schema::Schema) -> (Analysis, Option<String>) {

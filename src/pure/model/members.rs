@@ -38,7 +38,8 @@ pub struct Members {
 pub struct Top {
     pub n: u64,
     pub buffer: u64,
-    /// The job's query reading `n + buffer` rows: what a warm run of it reads.
+    /// The job's query reading `n + buffer + 1` rows: what a warm run of it reads (one past the cap, so that the rename
+    /// sees whether the cut splits rows of one score).
     pub query: String,
 }
 

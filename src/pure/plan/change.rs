@@ -228,6 +228,11 @@ impl ChangePlan {
                 top: top.clone(),
             }));
         };
+        // What the before image cannot decide may be in the set: the key goes (a miss) and the job runs.
+        if let Membership::Unknown(key) = &before {
+            self.push(Action::Delete(key.clone()));
+            self.push(Action::Warm(rule.job.to_string()));
+        }
         if let Membership::In(old) = &before {
             let stays = matches!(&after, Membership::In(new) if new.key == old.key && new.member == old.member);
             if !stays {

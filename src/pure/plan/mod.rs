@@ -278,6 +278,102 @@ mod tests {
             .collect()
     }
 
+    /// A rule keeping `category:{category_id}:products` sets of `{id}` for rows where `filter` holds.
+    fn members_rule(filter: &str) -> ChangeRule {
+        let members = std::sync::Arc::new(crate::pure::model::Members {
+            kind: crate::pure::model::MemberKind::Set,
+            member: KeyTemplate::parse("{id}").unwrap(),
+            score: None,
+            top: None,
+        });
+        let predicate = crate::pure::derive::analyze::parse_condition(filter, "shop", "products").unwrap();
+        ChangeRule {
+            delete: vec![],
+            refresh: vec![],
+            warm: vec![],
+            filter: Some(std::sync::Arc::new(crate::pure::model::RowFilter {
+                predicate,
+                read_decides: false,
+            })),
+            members: Some(std::sync::Arc::new(crate::pure::model::MemberRule {
+                job: "sets".into(),
+                members,
+                key: KeyTemplate::parse("category:{category_id}:products").unwrap(),
+                member: KeyTemplate::parse("{id}").unwrap(),
+                score: None,
+            })),
+            ..rule()
+        }
+    }
+
+    #[test]
+    fn a_member_moves_between_sets_and_one_the_filter_cannot_judge_deletes_its_set_and_warms() {
+        let row = |category: &str, status: &str| {
+            Some(std::sync::Arc::new(image(&[
+                ("id", Some("7")),
+                ("category_id", Some(category)),
+                ("status", Some(status)),
+            ])))
+        };
+        let members = |plan: &change::ChangePlan| -> Vec<(String, String, bool)> {
+            plan.actions
+                .iter()
+                .filter_map(|action| match action {
+                    Action::Member(change) => Some((
+                        change.key.clone(),
+                        change.member.clone(),
+                        change.value.windows(3).any(|w| w == b"add"),
+                    )),
+                    _ => None,
+                })
+                .collect()
+        };
+        let rule = members_rule("status = 'a'");
+        let moved = RowChange {
+            before: row("1", "a"),
+            after: row("2", "a"),
+            ..Default::default()
+        };
+        let plan = plan_change(&rule, &moved);
+        assert_eq!(
+            members(&plan),
+            [
+                ("category:1:products".to_string(), "7".to_string(), false),
+                ("category:2:products".to_string(), "7".to_string(), true)
+            ]
+        );
+        let left = RowChange {
+            before: row("1", "a"),
+            after: row("1", "b"),
+            ..Default::default()
+        };
+        assert_eq!(
+            members(&plan_change(&rule, &left)),
+            [("category:1:products".to_string(), "7".to_string(), false)]
+        );
+        // LOWER() is a function the image cannot evaluate: before or after, the set goes and the job runs.
+        let unsure = members_rule("LOWER(status) = 'a'");
+        for change in [
+            RowChange {
+                before: row("1", "A"),
+                after: row("1", "b"),
+                ..Default::default()
+            },
+            RowChange {
+                before: row("1", "b"),
+                after: row("1", "A"),
+                ..Default::default()
+            },
+        ] {
+            let plan = plan_change(&unsure, &change);
+            assert!(
+                plan.actions.contains(&Action::Delete("category:1:products".into())),
+                "{plan:?}"
+            );
+            assert!(plan.actions.contains(&Action::Warm("sets".into())), "{plan:?}");
+        }
+    }
+
     #[test]
     fn a_rule_acts_only_on_its_events() {
         let only_deletes = ChangeRule {
