@@ -518,3 +518,54 @@ fn a_joins_unqualified_columns_are_placed_by_the_servers_columns() {
             .any(|rule| rule.table == "products" && rule.lookup.is_none())
     );
 }
+
+/// A zset job of `key`, members `{member}`, scored by `score`.
+fn zset(name: &str, query: &str, key: &str, member: &str, score: &str) -> WarmJob {
+    let mut job = job(name, query, key, false);
+    job.members = Some(std::sync::Arc::new(crate::pure::model::Members {
+        kind: crate::pure::model::MemberKind::Zset,
+        member: KeyTemplate::parse(member).unwrap(),
+        score: Some(score.into()),
+        top: None,
+    }));
+    job
+}
+
+#[test]
+fn a_sorted_set_follows_its_rows_only_where_each_member_is_one_row_of_its_key() {
+    let schema = super::schema::Schema {
+        unique_keys: vec![
+            ("shop".into(), "products".into(), vec!["id".into()]),
+            ("shop".into(), "views".into(), vec!["user_id".into(), "ts".into()]),
+        ],
+        read: true,
+        ..Default::default()
+    };
+    let jobs = vec![
+        zset(
+            "ranked",
+            "SELECT id, category_id, sales FROM products",
+            "top:{category_id}",
+            "{id}",
+            "sales",
+        ),
+        // A product viewed twice is two rows of one member: the score column makes the rows unique, not the member.
+        zset(
+            "recent",
+            "SELECT user_id, product_id, ts FROM views",
+            "recent:{user_id}",
+            "{product_id}",
+            "ts",
+        ),
+    ];
+    let coverage = cover(&jobs, &[], "shop", &SETTINGS, &schema);
+    let members = coverage[0].derived[0].members.as_ref().expect("a member rule");
+    assert_eq!(members.key.as_str(), "top:{category_id}");
+    assert_eq!(members.score.as_deref(), Some("sales"));
+    assert!(
+        coverage[1].derived.iter().all(|rule| rule.members.is_none()),
+        "{:?}",
+        coverage[1].derived
+    );
+    assert_eq!(coverage[1].derived[0].warm, ["recent"]);
+}
