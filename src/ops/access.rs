@@ -186,7 +186,7 @@ fn key_needs(config: &Config, protected: bool, fence: Option<&str>, needs: &mut 
         let key = sample_key(&job.key);
         key_writes(&purpose, &key, protected, fence, needs);
         if job.encoding.structure == crate::pure::codec::Structure::Hash {
-            // Inside the write scripts (or, unprotected and unfenced, a script of its own).
+            // Inside the write scripts (unprotected and unfenced: the plain batch script).
             needs.push(need(&purpose, &["HSET", &key, "f", "v"]));
             needs.push(need(&purpose, &["HGETALL", &key]));
             needs.push(need(&purpose, &["HDEL", &key, "f"]));

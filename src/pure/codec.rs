@@ -172,16 +172,16 @@ pub(crate) fn hash_value(fields: &[(String, Vec<u8>)]) -> Vec<u8> {
         .iter()
         .flat_map(|(name, value)| [name.as_bytes(), value.as_slice()])
         .collect();
-    packed(HASH_TAG, parts.into_iter())
+    packed(HASH_TAG, &parts)
 }
 
 /// Tag, then `parts` as a MessagePack array of str32 — what the scripts' `cmsgpack.unpack` reads.
-pub(crate) fn packed<'a>(tag: &[u8], parts: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u8> {
+pub(crate) fn packed<P: AsRef<[u8]>>(tag: &[u8], parts: &[P]) -> Vec<u8> {
     let mut out = Vec::with_capacity(tag.len() + 5 + parts.len() * 16);
     out.extend_from_slice(tag);
     out.push(0xdd);
     out.extend_from_slice(&(parts.len() as u32).to_be_bytes());
-    for part in parts {
+    for part in parts.iter().map(AsRef::as_ref) {
         out.push(0xdb);
         out.extend_from_slice(&(part.len() as u32).to_be_bytes());
         out.extend_from_slice(part);

@@ -13,13 +13,13 @@
 //! Pure: bytes in, bytes out.
 
 use crate::pure::codec::{packed, unpacked};
-use crate::pure::model::{MemberKind, Members};
+use crate::pure::model::{MemberKind, Members, Top};
 
 /// A chunk of members for a key under construction: `[safety ms, kind, (score,) member, …]`.
 pub(crate) const CHUNK_TAG: &[u8] = b"\xffcwmadd\x00";
 /// A finished temporary key to rename over the key: `[its name, a top N's cap or 0]`.
 pub(crate) const MOVE_TAG: &[u8] = b"\xffcwmove\x00";
-/// One member's change: `[kind, op, member, score, n, cap]`.
+/// One member's change: `[kind, op, member, score, a top N's cap or 0]`.
 pub(crate) const MEMBER_TAG: &[u8] = b"\xffcwmemb\x00";
 /// A key under construction that is done with: what a refused rename left behind goes.
 pub(crate) const DROP_TAG: &[u8] = b"\xffcwdrop\x00";
@@ -58,7 +58,7 @@ pub(crate) fn chunk_value(kind: MemberKind, safety_ms: u64, items: &[(String, Op
         }
         parts.push(member.as_bytes());
     }
-    packed(CHUNK_TAG, parts.into_iter())
+    packed(CHUNK_TAG, &parts)
 }
 
 /// The members a [`chunk_value`] adds, each with its score (0 in a set); `None` when `stored` is not one.
@@ -85,7 +85,7 @@ pub(crate) fn chunk_members(stored: &[u8]) -> Option<Vec<(String, f64)>> {
 /// splits that score (see the scripts' `move_built`). A missing `temp` (evicted) leaves the key as it is.
 pub(crate) fn move_value(temp: &str, cap: u64) -> Vec<u8> {
     let cap = cap.to_string();
-    packed(MOVE_TAG, [temp.as_bytes(), cap.as_bytes()].into_iter())
+    packed(MOVE_TAG, &[temp.as_bytes(), cap.as_bytes()])
 }
 
 /// The temporary key a [`move_value`] renames.
@@ -101,17 +101,15 @@ pub(crate) fn member_change(members: &Members, member: &str, op: &MemberOp) -> V
         MemberOp::Add { score } => ("add", score.as_deref().unwrap_or("0")),
         MemberOp::Remove => ("remove", "0"),
     };
-    let (n, cap) = members.top.as_ref().map_or((0, 0), |top| (top.n, top.cap()));
-    let (n, cap) = (n.to_string(), cap.to_string());
-    let parts: [&[u8]; 6] = [
+    let cap = members.top.as_ref().map_or(0, Top::cap).to_string();
+    let parts: [&[u8]; 5] = [
         kind_word(members.kind),
         op.as_bytes(),
         member.as_bytes(),
         score.as_bytes(),
-        n.as_bytes(),
         cap.as_bytes(),
     ];
-    packed(MEMBER_TAG, parts.into_iter())
+    packed(MEMBER_TAG, &parts)
 }
 
 /// Whether `value` is one of this module's writes (never compressed, never read back as a value).
@@ -131,12 +129,7 @@ pub(crate) fn is_build_write(value: &[u8]) -> bool {
 pub(crate) fn compared_set(mut members: Vec<String>) -> Option<Vec<u8>> {
     members.sort_unstable();
     members.dedup();
-    (!members.is_empty()).then(|| {
-        packed(
-            SET_READ_TAG,
-            members.iter().map(String::as_bytes).collect::<Vec<_>>().into_iter(),
-        )
-    })
+    (!members.is_empty()).then(|| packed(SET_READ_TAG, &members))
 }
 
 /// A sorted set as the audit compares it: best first as `ZREVRANGE` reads it (score, then member bytes, both
@@ -150,19 +143,14 @@ pub(crate) fn compared_zset(mut pairs: Vec<(String, f64)>, top: Option<usize>) -
         .zip(&scores)
         .flat_map(|((member, _), score)| [member.as_bytes(), score.as_bytes()])
         .collect();
-    (!pairs.is_empty()).then(|| packed(ZSET_READ_TAG, parts.into_iter()))
+    (!pairs.is_empty()).then(|| packed(ZSET_READ_TAG, &parts))
 }
 
 /// The best `n` of a [`compared_zset`] (what a reader of a top N reads).
 pub(crate) fn best(compared: &[u8], n: usize) -> Option<Vec<u8>> {
     let parts = unpacked(ZSET_READ_TAG, compared)?;
     let kept = &parts[..parts.len().min(n * 2)];
-    (!kept.is_empty()).then(|| {
-        packed(
-            ZSET_READ_TAG,
-            kept.iter().map(Vec::as_slice).collect::<Vec<_>>().into_iter(),
-        )
-    })
+    (!kept.is_empty()).then(|| packed(ZSET_READ_TAG, kept))
 }
 
 /// What a [`compared_set`] or [`compared_zset`] holds, for a person: a JSON array of members, or of `[member, score]`.
@@ -196,7 +184,7 @@ pub(crate) fn score(text: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pure::model::{KeyTemplate, Top};
+    use crate::pure::model::KeyTemplate;
 
     fn zset(top: Option<Top>) -> Members {
         Members {
@@ -242,11 +230,11 @@ mod tests {
             },
         );
         let parts = unpacked(MEMBER_TAG, &stored).unwrap();
-        assert_eq!(parts, [&b"zset"[..], b"add", b"42", b"3", b"10", b"15"]);
+        assert_eq!(parts, [&b"zset"[..], b"add", b"42", b"3", b"15"]);
         let removed = member_change(&zset(None), "42", &MemberOp::Remove);
         assert_eq!(
             unpacked(MEMBER_TAG, &removed).unwrap()[1..],
-            [&b"remove"[..], b"42", b"0", b"0", b"0"]
+            [&b"remove"[..], b"42", b"0", b"0"]
         );
     }
 

@@ -281,60 +281,53 @@ impl Context {
             .map_err(|(field, message)| entry.problem(self, Some(field), message))
             .ok();
         let structure = match raw.structure.as_deref() {
-            None | Some("string") => Structure::String,
+            None | Some("string") => return encoding,
             Some("hash") => Structure::Hash,
-            // Their fields are judged by `job_members`.
-            Some(kind @ ("set" | "zset")) => {
-                return encoding.map(|encoding| crate::pure::codec::Encoding {
-                    compress: crate::pure::codec::Compression::None,
-                    structure: if kind == "set" { Structure::Set } else { Structure::Zset },
-                    ..encoding
-                });
-            }
-            Some("json") => {
-                if raw.compress.is_some() && encoding.is_some_and(|e| e.compress != Compression::None) {
-                    let message = "a JSON document is stored parsed by the server: compression applies to type = \
-                                   \"string\" only";
-                    entry.problem(self, Some("compress"), message.into());
-                }
-                // An inherited [defaults] compress does not apply to documents either.
-                return encoding.map(|encoding| crate::pure::codec::Encoding {
-                    compress: Compression::None,
-                    structure: Structure::Json,
-                    ..encoding
-                });
-            }
+            Some("json") => Structure::Json,
+            // Their other fields are judged by `job_members`.
+            Some("set") => Structure::Set,
+            Some("zset") => Structure::Zset,
             Some(other) => {
                 let message = format!(
                     "\"{other}\" is not a type: use \"string\" (a JSON value), \"hash\" (a field per column), \"json\" \
                      (a RedisJSON document), \"set\" or \"zset\" (a member per row)"
                 );
                 entry.problem(self, Some("type"), message);
-                Structure::String
+                return encoding;
             }
         };
-        if structure != Structure::Hash {
-            return encoding;
+        let compressed = raw.compress.is_some() && encoding.is_some_and(|e| e.compress != Compression::None);
+        match structure {
+            Structure::Hash => {
+                if let Some(key) = key.filter(|key| key.is_single_key()) {
+                    let message = format!(
+                        "\"hash\" holds one row per key, and \"{key}\" has no placeholder: give the key the row's \
+                         columns (\"product:{{id}}\")"
+                    );
+                    entry.problem(self, Some("type"), message);
+                }
+                if compressed {
+                    let message =
+                        "a hash's fields are written as they are: compression applies to type = \"string\" only";
+                    entry.problem(self, Some("compress"), message.into());
+                }
+                if raw.encrypt_columns.as_ref().is_some_and(|columns| !columns.is_empty()) {
+                    let message =
+                        "encrypted columns are written as JSON envelopes: they apply to type = \"string\" only";
+                    entry.problem(self, Some("encrypt_columns"), message.into());
+                }
+            }
+            Structure::Json if compressed => {
+                let message =
+                    "a JSON document is stored parsed by the server: compression applies to type = \"string\" only";
+                entry.problem(self, Some("compress"), message.into());
+            }
+            _ => {}
         }
-        if let Some(key) = key.filter(|key| key.is_single_key()) {
-            let message = format!(
-                "\"hash\" holds one row per key, and \"{key}\" has no placeholder: give the key the row's columns \
-                 (\"product:{{id}}\")"
-            );
-            entry.problem(self, Some("type"), message);
-        }
-        if raw.compress.is_some() && encoding.is_some_and(|e| e.compress != crate::pure::codec::Compression::None) {
-            let message = "a hash's fields are written as they are: compression applies to type = \"string\" only";
-            entry.problem(self, Some("compress"), message.into());
-        }
-        if raw.encrypt_columns.as_ref().is_some_and(|columns| !columns.is_empty()) {
-            let message = "encrypted columns are written as JSON envelopes: they apply to type = \"string\" only";
-            entry.problem(self, Some("encrypt_columns"), message.into());
-        }
-        // An inherited [daemon] compress does not apply to hashes.
+        // An inherited [defaults] compress applies to strings only.
         encoding.map(|encoding| crate::pure::codec::Encoding {
-            compress: crate::pure::codec::Compression::None,
-            structure: Structure::Hash,
+            compress: Compression::None,
+            structure,
             ..encoding
         })
     }

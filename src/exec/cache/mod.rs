@@ -280,17 +280,14 @@ pub(crate) fn is_scripted(op: &KeyOp) -> bool {
         || crate::pure::members::is_member_write(value))
 }
 
-/// The command that applies `op`: `SET` or `UNLINK` (a scripted value, its own script: see [`is_scripted`]).
+/// The command that applies `op`: `SET` or `UNLINK`. Never for a scripted value (see [`is_scripted`]): a batch that
+/// holds one goes through a script.
 pub(crate) fn op_command(op: &KeyOp) -> redis::Cmd {
+    debug_assert!(
+        !is_scripted(op),
+        "a scripted value must go through a script, not a plain SET"
+    );
     match op {
-        // A hash, and a set's or sorted set's writes, go in one step, as the scripts do them.
-        KeyOp::Set { key, value, ttl, .. } if is_scripted(op) => redis::cmd("EVAL")
-            .arg(scripts::set_value_script())
-            .arg(1)
-            .arg(key)
-            .arg(value.as_slice())
-            .arg(ttl_millis(*ttl))
-            .clone(),
         KeyOp::Set { key, value, ttl, .. } => set_command(key, value, *ttl),
         KeyOp::Delete { key } => redis::cmd("UNLINK").arg(key).clone(),
     }

@@ -68,7 +68,7 @@ end
 -- started from one member (the key is missing: the next warm run writes it whole), and a key of another type is
 -- deleted (a miss; the next run writes it as it should be).
 local function change_member(key, change)
-  local kind, op, member, score, cap = change[1], change[2], change[3], change[4], change[6]
+  local kind, op, member, score, cap = change[1], change[2], change[3], change[4], change[5]
   local type = redis.call('TYPE', key)['ok']
   if type == 'none' then
     return
@@ -427,14 +427,6 @@ if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
 end
 return 1
 ";
-
-/// One value written as the scripts write it (`KEYS[1]`, `ARGV[1]` the value, `ARGV[2]` the ttl): a lone tagged
-/// value's command where no batch script carries it (see `op_command`).
-pub(super) fn set_value_script() -> &'static str {
-    static SCRIPT: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| format!("{PRELUDE}set_value(KEYS[1], ARGV[1], ARGV[2])\nreturn 1\n"));
-    &SCRIPT
-}
 
 /// What a fenced script returns when this instance no longer holds the HA lease.
 pub(super) const FENCED: i64 = -2;

@@ -89,14 +89,15 @@ impl<'a> BatchWriter<'a> {
 
     /// Adds the rendered `value` of `key`, stored as the job's encoding says (the size limit is on what is stored).
     async fn push_value(&mut self, key: String, value: Vec<u8>) -> Result<(), CacheError> {
-        if self.mode == Mode::DryRun && crate::pure::members::is_member_write(&value) {
+        // A set's writes are bounded apart (its members are checked one by one, see `members`).
+        let member_write = crate::pure::members::is_member_write(&value);
+        if self.mode == Mode::DryRun && member_write {
             self.dry_run_set(key, &value);
             return Ok(());
         }
         let rendered = value.len();
         let value = self.job.encoding.encode(value);
-        // A set's writes are bounded apart (its members are checked one by one, see `members`).
-        if value.len() > self.job.max_value_bytes && !crate::pure::members::is_member_write(&value) {
+        if value.len() > self.job.max_value_bytes && !member_write {
             let size = value.len();
             let limit = self.job.max_value_bytes;
             self.skip_value(

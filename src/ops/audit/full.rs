@@ -186,7 +186,7 @@ pub(crate) async fn audit_sliced(
 }
 
 /// A read's outcome as the audit's error.
-fn read(result: Result<(), WarmError>) -> Result<(), AuditError> {
+pub(super) fn read(result: Result<(), WarmError>) -> Result<(), AuditError> {
     match result {
         Ok(()) => Ok(()),
         Err(WarmError::Cache(error)) => Err(BackendError::from(error).into()),

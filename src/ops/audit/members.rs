@@ -13,7 +13,7 @@ use super::{AuditError, RECHECK_AFTER};
 use crate::exec::backend::BackendError;
 use crate::exec::cache::{Cache, CacheError};
 use crate::exec::database::Database;
-use crate::exec::warm::{Progress, RunSummary, Sink, WarmError};
+use crate::exec::warm::{Progress, RunSummary, Sink};
 use crate::pure::members::{chunk_members, compared_set, compared_zset, moved_from, readable};
 use crate::pure::model::{MemberKind, WarmJob};
 
@@ -56,12 +56,7 @@ impl Sink for Gatherer {
 /// What the query says each key should hold, as [`crate::pure::members`] compares it.
 async fn expected(db: &Database, job: &WarmJob) -> Result<(HashMap<String, Vec<u8>>, RunSummary), AuditError> {
     let mut gatherer = Gatherer::default();
-    match crate::exec::warm::render_rows(db, job, &Progress::default(), &mut gatherer).await {
-        Ok(()) => {}
-        Err(WarmError::Cache(error)) => return Err(BackendError::from(error).into()),
-        Err(WarmError::Database(error)) => return Err(BackendError::from(error).into()),
-        Err(other) => return Err(AuditError::Query(other.to_string())),
-    }
+    super::full::read(crate::exec::warm::render_rows(db, job, &Progress::default(), &mut gatherer).await)?;
     let mut expected = HashMap::with_capacity(gatherer.keys.len());
     for (key, build) in std::mem::take(&mut gatherer.keys) {
         let members = gatherer.built.remove(&build).unwrap_or_default();
@@ -86,15 +81,15 @@ fn compared(job: &WarmJob, members: Vec<(String, f64)>) -> Option<Vec<u8>> {
 
 /// What Redis holds at `keys`, compared as the query's members are.
 async fn cached(cache: &Cache, job: &WarmJob, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+    // A top N is read as its readers read it: the best N.
+    let top = job
+        .members
+        .as_deref()
+        .and_then(|m| m.top.as_ref())
+        .map(|top| top.n as usize);
     let mut held = Vec::with_capacity(keys.len());
     for chunk in keys.chunks(BATCH) {
         let values = cache.get_many(chunk, job.encoding.structure).await?;
-        // A top N is read as its readers read it: the best N.
-        let top = job
-            .members
-            .as_deref()
-            .and_then(|m| m.top.as_ref())
-            .map(|top| top.n as usize);
         held.extend(values.into_iter().map(|value| match (value, top) {
             (Some(value), Some(n)) => crate::pure::members::best(&value, n),
             (value, _) => value,

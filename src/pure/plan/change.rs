@@ -228,10 +228,12 @@ impl ChangePlan {
                 top: top.clone(),
             }));
         };
-        // What the before image cannot decide may be in the set: the key goes (a miss) and the job runs.
-        if let Membership::Unknown(key) = &before {
-            self.push(Action::Delete(key.clone()));
-            self.push(Action::Warm(rule.job.to_string()));
+        // What an image cannot decide may be in the set or not: its key goes (a miss) and the job runs.
+        for image in [&before, &after] {
+            if let Membership::Unknown(key) = image {
+                self.push(Action::Delete(key.clone()));
+                self.push(Action::Warm(rule.job.to_string()));
+            }
         }
         if let Membership::In(old) = &before {
             let stays = matches!(&after, Membership::In(new) if new.key == old.key && new.member == old.member);
@@ -239,20 +241,16 @@ impl ChangePlan {
                 push(self, old, MemberOp::Remove);
             }
         }
-        match after {
-            Membership::In(new) => {
-                let same = matches!(&before, Membership::In(old) if *old == new);
-                if !same {
-                    let score = new.score.clone();
-                    push(self, &new, MemberOp::Add { score });
-                }
-            }
-            // Neither add nor leave out what the image cannot decide: the key goes (a miss) and the job runs.
-            Membership::Unknown(key) => {
-                self.push(Action::Delete(key));
-                self.push(Action::Warm(rule.job.to_string()));
-            }
-            Membership::Out => {}
+        if let Membership::In(new) = &after
+            && !matches!(&before, Membership::In(old) if old == new)
+        {
+            push(
+                self,
+                new,
+                MemberOp::Add {
+                    score: new.score.clone(),
+                },
+            );
         }
     }
 
@@ -342,4 +340,119 @@ fn render_into(template: &KeyTemplate, image: &RowImage, pattern: bool) -> Resul
 /// has no such column.
 pub(super) fn render_from_image(template: &KeyTemplate, image: &RowImage) -> Result<Option<String>, String> {
     render_into(template, image, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(pairs: &[(&str, Option<&str>)]) -> RowImage {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+            .collect()
+    }
+
+    /// A rule keeping `category:{category_id}:products` sets of `{id}` for rows where `filter` holds.
+    fn members_rule(filter: &str) -> ChangeRule {
+        let members = std::sync::Arc::new(crate::pure::model::Members {
+            kind: crate::pure::model::MemberKind::Set,
+            member: KeyTemplate::parse("{id}").unwrap(),
+            score: None,
+            top: None,
+        });
+        let predicate = crate::pure::derive::analyze::parse_condition(filter, "shop", "products").unwrap();
+        ChangeRule {
+            database: "shop".into(),
+            table: "products".into(),
+            delete: vec![],
+            refresh: vec![],
+            warm: vec![],
+            debounce: std::time::Duration::from_secs(30),
+            when_changed: vec![],
+            project: None,
+            derived_from: None,
+            lookup: None,
+            events: crate::pure::model::RowEvents::ALL,
+            filter: Some(std::sync::Arc::new(crate::pure::model::RowFilter {
+                predicate,
+                read_decides: false,
+            })),
+            members: Some(std::sync::Arc::new(crate::pure::model::MemberRule {
+                job: "sets".into(),
+                members,
+                key: KeyTemplate::parse("category:{category_id}:products").unwrap(),
+                member: KeyTemplate::parse("{id}").unwrap(),
+                score: None,
+            })),
+        }
+    }
+
+    #[test]
+    fn a_member_moves_between_sets_and_one_the_filter_cannot_judge_deletes_its_set_and_warms() {
+        let row = |category: &str, status: &str| {
+            Some(std::sync::Arc::new(image(&[
+                ("id", Some("7")),
+                ("category_id", Some(category)),
+                ("status", Some(status)),
+            ])))
+        };
+        let members = |plan: &ChangePlan| -> Vec<(String, String, bool)> {
+            plan.actions
+                .iter()
+                .filter_map(|action| match action {
+                    Action::Member(change) => Some((
+                        change.key.clone(),
+                        change.member.clone(),
+                        change.value.windows(3).any(|w| w == b"add"),
+                    )),
+                    _ => None,
+                })
+                .collect()
+        };
+        let rule = members_rule("status = 'a'");
+        let moved = RowChange {
+            before: row("1", "a"),
+            after: row("2", "a"),
+            ..Default::default()
+        };
+        let plan = plan_change(&rule, &moved);
+        assert_eq!(
+            members(&plan),
+            [
+                ("category:1:products".to_string(), "7".to_string(), false),
+                ("category:2:products".to_string(), "7".to_string(), true)
+            ]
+        );
+        let left = RowChange {
+            before: row("1", "a"),
+            after: row("1", "b"),
+            ..Default::default()
+        };
+        assert_eq!(
+            members(&plan_change(&rule, &left)),
+            [("category:1:products".to_string(), "7".to_string(), false)]
+        );
+        // LOWER() is a function the image cannot evaluate: before or after, the set goes and the job runs.
+        let unsure = members_rule("LOWER(status) = 'a'");
+        for change in [
+            RowChange {
+                before: row("1", "A"),
+                after: row("1", "b"),
+                ..Default::default()
+            },
+            RowChange {
+                before: row("1", "b"),
+                after: row("1", "A"),
+                ..Default::default()
+            },
+        ] {
+            let plan = plan_change(&unsure, &change);
+            assert!(
+                plan.actions.contains(&Action::Delete("category:1:products".into())),
+                "{plan:?}"
+            );
+            assert!(plan.actions.contains(&Action::Warm("sets".into())), "{plan:?}");
+        }
+    }
 }

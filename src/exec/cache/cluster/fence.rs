@@ -24,7 +24,7 @@ use super::slot::{SLOTS, by_slot, key_slot, slot_tag};
 use crate::exec::cache::fence::LeaseAttempt;
 use crate::exec::cache::policy::WritePolicy;
 use crate::exec::cache::scripts::FENCED;
-use crate::exec::cache::{CacheError, command_failed, ttl_millis};
+use crate::exec::cache::{CacheError, command_failed};
 use crate::pure::model::KeyOp;
 
 /// `cachewarden:{tag}:fence:<lease>`: `slot`'s copy of the epoch of the HA lease at `lease` (each lease its own:
@@ -148,10 +148,7 @@ impl Cluster {
                 }
                 cmd.arg(&epoch);
                 for &i in &positions {
-                    match &ops[i] {
-                        KeyOp::Set { value, ttl, .. } => cmd.arg(value.as_slice()).arg(ttl_millis(*ttl)),
-                        KeyOp::Delete { .. } => cmd.arg("").arg("-"),
-                    };
+                    super::op_args(&mut cmd, &ops[i]);
                 }
                 (slot, cmd)
             })

@@ -192,9 +192,11 @@ impl Cluster {
             }
             for &i in &positions {
                 match values.map(|ops| &ops[i]) {
-                    Some(KeyOp::Set { value, ttl, .. }) => cmd.arg(value.as_slice()).arg(ttl_millis(*ttl)),
-                    Some(KeyOp::Delete { .. }) | None => cmd.arg("").arg("-"),
-                };
+                    Some(op) => super::op_args(&mut cmd, op),
+                    None => {
+                        cmd.arg("").arg("-");
+                    }
+                }
             }
             commands.push((slot, cmd));
         }

@@ -52,7 +52,6 @@ pub(super) struct Cluster {
     pub(super) gates: Gates,
 }
 
-/// `EVALSHA` of `script` (its keys and arguments follow): a cluster routes it by its first key.
 /// `ops` as plain commands per slot: `SET`/`UNLINK`, or, where scripted values are among them (hashes, documents,
 /// sets), one `PLAIN_APPLY` per slot's run of ops (in order, at most `SCRIPT_BATCH` keys each).
 pub(super) fn plain_commands(scripts: &super::Scripts, ops: &[KeyOp]) -> Vec<(u16, redis::Cmd)> {
@@ -71,16 +70,22 @@ pub(super) fn plain_commands(scripts: &super::Scripts, ops: &[KeyOp]) -> Vec<(u1
                 cmd.arg(ops[i].key());
             }
             for &i in &positions {
-                match &ops[i] {
-                    KeyOp::Set { value, ttl, .. } => cmd.arg(value.as_slice()).arg(super::ttl_millis(*ttl)),
-                    KeyOp::Delete { .. } => cmd.arg("").arg("-"),
-                };
+                op_args(&mut cmd, &ops[i]);
             }
             (slot, cmd)
         })
         .collect()
 }
 
+/// Adds `op`'s value and ttl in ms to a script call (`""` and `"-"` to unlink it), as the write scripts take them.
+pub(super) fn op_args(cmd: &mut redis::Cmd, op: &KeyOp) {
+    match op {
+        KeyOp::Set { value, ttl, .. } => cmd.arg(value.as_slice()).arg(super::ttl_millis(*ttl)),
+        KeyOp::Delete { .. } => cmd.arg("").arg("-"),
+    };
+}
+
+/// `EVALSHA` of `script` (its keys and arguments follow): a cluster routes it by its first key.
 pub(super) fn evalsha(script: &redis::Script) -> redis::Cmd {
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(script.get_hash());
