@@ -67,6 +67,13 @@ async fn hashes_follow_the_binlog(env: TestEnv) {
         hash(&env, &format!("{p}product:3")).await,
         fields(&[("id", "3"), ("name", "Chair")])
     );
+    // That key is counted and named (the others were written as usual).
+    assert_eq!(common::metric(&env, "cachewarden_other_type_keys_total").await, 1.0);
+    assert!(
+        daemon.log().contains("Keys held another Redis type") && daemon.log().contains(&format!("{p}product:3")),
+        "{}",
+        daemon.log()
+    );
     let ttl: i64 = redis::cmd("PTTL")
         .arg(format!("{p}product:1"))
         .query_async(&mut conn)
@@ -291,6 +298,14 @@ async fn sets_follow_the_binlog(env: TestEnv) {
     ))
     .await;
     let p = &env.prefix;
+    // A key of another type where a set goes: the run's rename writes the set over it (counted).
+    let mut conn = env.any_redis().await;
+    let _: () = redis::cmd("SET")
+        .arg(format!("{p}category:2:products"))
+        .arg("a string")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let server_id = 10_000 + fastrand::u32(..1_000_000);
     let body = format!(
         "[channel]\nenabled = false\n\n[binlog]\nserver_id = {server_id}\ncheckpoint_key = \"{p}checkpoint\"\n\
@@ -347,7 +362,7 @@ async fn sets_follow_the_binlog(env: TestEnv) {
         .find(|job| job["name"] == "categories")
         .unwrap();
     assert_eq!(set_job["type"], "set", "{listed}");
-    let mut conn = env.any_redis().await;
+    assert_eq!(common::metric(&env, "cachewarden_other_type_keys_total").await, 1.0);
     // The sorted set holds the top 5 and its buffer of 3; the keys carry the job's TTL; a hash of the 80 is a hash.
     let held: u64 = redis::cmd("ZCARD")
         .arg(format!("{p}top:products"))
@@ -444,6 +459,43 @@ async fn sets_follow_the_binlog(env: TestEnv) {
     );
     assert!(out.contains("top: 1 checked, 1 wrong, 0 missing, 0 orphaned"), "{out}");
     assert!(out.contains(&format!("[\"{}\",1000.0]", top[4].0)), "{out}");
+
+    // Members added to a key of another type (deleted, counted) and to a missing key (not started from one member):
+    // the job runs again and writes both whole.
+    let stray = format!("{p}category:1:products");
+    let _: () = redis::cmd("SET")
+        .arg(&stray)
+        .arg("a string")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{p}category:3:products"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    env.sql("INSERT INTO products VALUES (1001, 1, 1, 1, 'one'), (1002, 3, 1, 1, 'three')")
+        .await;
+    let retyped = eventually(Duration::from_secs(20), || async {
+        let mut conn = env.any_redis().await;
+        let kind: String = redis::cmd("TYPE").arg(&stray).query_async(&mut conn).await.unwrap();
+        (kind == "set").then_some(())
+    })
+    .await;
+    assert!(retyped.is_some(), "{}", daemon.log());
+    // The categories' sets (the top was changed behind the daemon's back above).
+    let rewarmed = eventually(Duration::from_secs(30), || async {
+        (cached_sets(&env, &categories).await.0 == database_sets(&env).await.0).then_some(())
+    })
+    .await;
+    assert!(
+        rewarmed.is_some(),
+        "seed {seed}: {:?}\n!= {:?}\n{}",
+        cached_sets(&env, &categories).await.0,
+        database_sets(&env).await.0,
+        daemon.log()
+    );
+    assert_eq!(common::metric(&env, "cachewarden_other_type_keys_total").await, 2.0);
 }
 
 #[tokio::test]
@@ -536,6 +588,201 @@ async fn on_a_redis_cluster_a_large_set_replaces_the_old_one_in_one_step() {
 /// `type = "json"` needs RedisJSON (or Valkey JSON), which no registry reachable here has: `check` accepts the job,
 /// and against a Redis without the module `check --connect` and the daemon's start refuse it (exit 78), naming the job
 /// and what to load.
+/// Each key's JSON document (`JSON.GET`) and the string the same row renders to, parsed; `None` where a key is
+/// missing.
+async fn documents(env: &TestEnv, ids: &[u32]) -> Vec<(Option<serde_json::Value>, Option<serde_json::Value>)> {
+    let p = &env.prefix;
+    let mut conn = env.any_redis().await;
+    let mut pairs = Vec::new();
+    for id in ids {
+        let document: Option<String> = redis::cmd("JSON.GET")
+            .arg(format!("{p}doc:{id}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let parse = |text: String| serde_json::from_str::<serde_json::Value>(&text).unwrap();
+        pairs.push((document.map(parse), env.get_json(&format!("{p}text:{id}")).await));
+    }
+    pairs
+}
+
+/// A document per row (`type = "json"`, RedisJSON) holds what the same row's string holds: warmed over a key of
+/// another type (counted), kept by the binlog, read by path, audited.
+async fn documents_follow_the_binlog(env: TestEnv) {
+    let _binlog = common::binlog_shared();
+    env.sql(
+        "CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, price DECIMAL(8,2), note VARCHAR(20));
+         INSERT INTO products VALUES (1, 'Kettle \"XL\"', 19.90, NULL), (2, 'Lamp', 5.00, 'old'), (3, 'Chair', NULL, NULL)",
+    )
+    .await;
+    let p = &env.prefix;
+    let mut conn = env.any_redis().await;
+    let _: () = redis::cmd("SADD")
+        .arg(format!("{p}doc:3"))
+        .arg("a set")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let query = "SELECT id, name, price, note FROM products";
+    let job = |name: &str, key: &str, kind: &str| {
+        format!(
+            "[[warm]]\nname = \"{name}\"\nschedule = \"0 0 0 1 1 *\"\nrun_on_start = true\nquery = \"{query}\"\n\
+             refresh_query = \"{query} WHERE id = :id\"\nkey = \"{p}{key}:{{id}}\"\nttl = \"1h\"\ntype = \"{kind}\"\n\n"
+        )
+    };
+    let body = format!(
+        "[channel]\nenabled = false\n\n[binlog]\nserver_id = {}\ncheckpoint_key = \"{p}checkpoint\"\n\
+         heartbeat = \"1s\"\non_gap = \"none\"\nderive_rules = true\n\n{}{}",
+        10_000 + fastrand::u32(..1_000_000),
+        job("docs", "doc", "json"),
+        job("texts", "text", "string"),
+    );
+    let path = env.config_file(&body);
+    let (code, out) = env.run_cli(&["check", "--connect"], &path);
+    assert_eq!(code, Some(0), "{out}");
+    let daemon = common::following_path(&env, &path).await;
+    let same = |ids: &'static [u32]| {
+        let env = &env;
+        async move {
+            eventually(Duration::from_secs(20), || async {
+                let pairs = documents(env, ids).await;
+                pairs.iter().all(|(doc, text)| doc == text).then_some(())
+            })
+            .await
+        }
+    };
+    assert!(
+        same(&[1, 2, 3]).await.is_some(),
+        "{:?}\n{}",
+        documents(&env, &[1, 2, 3]).await,
+        daemon.log()
+    );
+    let (kettle, _) = documents(&env, &[1]).await.remove(0);
+    assert_eq!(kettle.unwrap()["name"], "Kettle \"XL\"");
+    // An application reads one path; the TTL is on the key; the set that was at doc:3 was written over, counted.
+    let price: String = redis::cmd("JSON.GET")
+        .arg(format!("{p}doc:1"))
+        .arg("$.price")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let text_price = env.get_json(&format!("{p}text:1")).await.unwrap()["price"].clone();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&price).unwrap(),
+        serde_json::json!([text_price])
+    );
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{p}doc:1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 3_000_000 && ttl <= 3_600_000, "{ttl}");
+    assert_eq!(common::metric(&env, "cachewarden_other_type_keys_total").await, 1.0);
+
+    // The binlog: a changed row, a column becoming NULL, a new row, a deleted one.
+    env.sql(
+        "UPDATE products SET price = 21.00, note = 'hot' WHERE id = 1;
+         UPDATE products SET note = NULL WHERE id = 2;
+         INSERT INTO products VALUES (4, 'Desk', 80.00, NULL);
+         DELETE FROM products WHERE id = 3",
+    )
+    .await;
+    let followed = eventually(Duration::from_secs(20), || async {
+        let pairs = documents(&env, &[1, 2, 3, 4]).await;
+        let right = pairs.iter().all(|(doc, text)| doc == text)
+            && pairs[0].0.as_ref().is_some_and(|doc| doc["note"] == "hot")
+            && pairs[2].0.is_none()
+            && pairs[3].0.is_some();
+        right.then_some(())
+    })
+    .await;
+    assert!(
+        followed.is_some(),
+        "{:?}\n{}",
+        documents(&env, &[1, 2, 3, 4]).await,
+        daemon.log()
+    );
+
+    // The audit reads the documents back: clean, then a path changed behind the daemon's back is found.
+    let audit = || env.run_cli(&["audit", "--all", "--job", "docs"], &path);
+    let (code, out) = audit();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("docs: 3 checked, 0 wrong, 0 missing, 0 orphaned"), "{out}");
+    let _: () = redis::cmd("JSON.SET")
+        .arg(format!("{p}doc:2"))
+        .arg("$.name")
+        .arg("\"Lampe\"")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (code, out) = audit();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("docs: 3 checked, 1 wrong, 0 missing, 0 orphaned"), "{out}");
+    assert!(out.contains("Lampe"), "{out}");
+    drop(daemon);
+
+    // Over a document already there a run writes only the fields that changed (seen on one node's MONITOR): Lampe's
+    // name alone, at its path; the unchanged documents get nothing; a deleted key is written whole.
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{p}doc:4"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let monitor = match env.cluster {
+        true => None,
+        false => {
+            let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+            Some(client.get_async_monitor().await.unwrap().into_on_message::<String>())
+        }
+    };
+    let (code, out) = env.run_cli(&["run", "--once", "--job", "docs"], &path);
+    assert_eq!(code, Some(0), "{out}");
+    if let Some(mut monitor) = monitor {
+        use futures_util::StreamExt as _;
+        let mut writes = BTreeSet::new();
+        while let Ok(Some(line)) = tokio::time::timeout(Duration::from_millis(500), monitor.next()).await {
+            let Some((_, command)) = line.split_once("] ") else {
+                continue;
+            };
+            let write = ["\"JSON.SET\"", "\"JSON.DEL\"", "\"UNLINK\"", "\"SET\""]
+                .iter()
+                .any(|w| command.starts_with(w));
+            if write && command.contains(&format!("\"{p}doc:")) {
+                let command = command.replace(p.as_str(), "");
+                // The whole document's text is the server's to print; its key and path are what matter.
+                let command = match command.strip_prefix(r#""JSON.SET" "doc:4" "$" "#) {
+                    Some(_) => r#""JSON.SET" "doc:4" "$" …"#.to_string(),
+                    None => command,
+                };
+                writes.insert(command);
+            }
+        }
+        let expected: BTreeSet<String> = [
+            r#""JSON.SET" "doc:2" "$.name" "\"Lamp\"""#,
+            r#""JSON.SET" "doc:4" "$" …"#,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        assert_eq!(writes, expected);
+    }
+    let pairs = documents(&env, &[1, 2, 4]).await;
+    assert!(
+        pairs.iter().all(|(doc, text)| doc.is_some() && doc == text),
+        "{pairs:?}"
+    );
+}
+
+#[tokio::test]
+async fn json_documents_are_warmed_follow_the_binlog_and_are_audited() {
+    documents_follow_the_binlog(TestEnv::new().await.on_json_redis()).await;
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_json_documents_follow_the_binlog() {
+    documents_follow_the_binlog(TestEnv::new().await.on_cluster()).await;
+}
+
 #[tokio::test]
 async fn a_json_document_job_is_refused_at_start_by_a_redis_without_the_module() {
     let env = TestEnv::new().await;
@@ -548,7 +795,7 @@ async fn a_json_document_job_is_refused_at_start_by_a_redis_without_the_module()
     assert_eq!(code, Some(0), "{out}");
     let (code, out) = env.run_cli(&["check", "--connect"], &path);
     assert_eq!(code, Some(78), "{out}");
-    let says = "type = \"json\" needs JSON.SET and JSON.GET, which this Redis does not have: load the RedisJSON module";
+    let says = "type = \"json\" needs JSON.SET, JSON.GET and JSON.DEL, which this Redis does not have: load the RedisJSON module";
     assert!(out.contains("warm job \"docs\"") && out.contains(says), "{out}");
     let mut daemon = common::Daemon::start(&env, &path, &[], &[]);
     assert_eq!(
@@ -593,6 +840,8 @@ fn check_refuses_what_a_hash_or_a_set_cannot_hold_and_the_types_not_built_yet() 
         job("typo", "t:{id}", "type = \"hashes\"\n"),
         job("fine", "f:{id}", "type = \"hash\"\n"),
         job("hashed", "h:{id}", "type = \"hash\"\n"),
+        // Strings into keys of the hashes' shape: each job would write the other's keys over.
+        job("shadow", "h:{name}", ""),
         // A projection would write a JSON string over those hashes.
         "\n[binlog]\nserver_id = 7\n\n[[on_change]]\ntable = \"products\"\n\
          project = { key = \"h:{id}\", columns = [\"name\"], ttl = \"1h\" }\n"
@@ -621,6 +870,11 @@ fn check_refuses_what_a_hash_or_a_set_cannot_hold_and_the_types_not_built_yet() 
             "hashed",
             "project",
             "which are hashes (type = \"hash\"): refresh them instead",
+        ),
+        (
+            "shadow",
+            "type",
+            "writes strings into keys of the shape of [[warm]] job \"hashed\"'s \"h:{id}\", which are hashes",
         ),
     ] {
         assert!(

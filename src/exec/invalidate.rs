@@ -24,7 +24,7 @@ use crate::exec::cache::{Cache, CacheError};
 use crate::exec::database::Database;
 use crate::exec::refresh::{self, Origins};
 use crate::pure::backoff::Backoff;
-use crate::pure::model::{KeyOp, SeenRow, Trigger, TriggerReason, WarmJob};
+use crate::pure::model::{KeyOp, MemberKind, SeenRow, Trigger, TriggerReason, WarmJob};
 use crate::pure::plan::{Action, MemberChange};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics;
@@ -316,21 +316,36 @@ impl Invalidator {
             .collect();
         self.cache.supersede(&ops).await?;
         applied.members += ops.len() as u64;
-        let mut tops: Vec<(&str, &Arc<str>, u64)> = Vec::new();
-        for change in changes {
-            if let Some((job, n)) = &change.top
-                && !tops.iter().any(|(key, _, _)| *key == change.key)
-            {
-                tops.push((&change.key, job, *n));
+        // The keys left short (a top N below N, an add to a missing key): their jobs run again, once each.
+        let mut least: HashMap<(&str, MemberKind), (&Arc<str>, u64)> = HashMap::new();
+        for change in changes.iter().filter(|change| change.least > 0) {
+            let at_least = least.entry((&change.key, change.kind)).or_insert((&change.job, 0));
+            at_least.1 = at_least.1.max(change.least);
+        }
+        let mut short: Vec<&Arc<str>> = Vec::new();
+        for kind in [MemberKind::Set, MemberKind::Zset] {
+            let keys: Vec<String> = least
+                .keys()
+                .filter(|(_, of)| *of == kind)
+                .map(|(key, _)| key.to_string())
+                .collect();
+            if keys.is_empty() {
+                continue;
+            }
+            let sizes = self.cache.sizes(&keys, kind).await?;
+            for (key, held) in keys.iter().zip(sizes) {
+                let (job, n) = least[&(key.as_str(), kind)];
+                if held < n {
+                    debug!(key, held, n, job = %job, "A set holds fewer members than it needs: warming it again.");
+                    short.push(job);
+                }
             }
         }
-        for (key, job, n) in tops {
-            let held = self.cache.cardinality(key).await?;
-            if held < n {
-                debug!(key, held, n, job = %job, "A top N sorted set holds fewer than N members: warming it again.");
-                self.warm(job, TriggerReason::Change);
-                applied.warms += 1;
-            }
+        short.sort();
+        short.dedup();
+        for job in short {
+            self.warm(job, TriggerReason::Change);
+            applied.warms += 1;
         }
         Ok(())
     }

@@ -155,10 +155,11 @@ async fn refresh_under_lease(
         }
         // Stored as the warm job stores it: the limit is on the stored size.
         let value = job.encoding.encode(rendered.value);
-        if value.len() > job.max_value_bytes {
+        let size = job.encoding.stored_len(&value);
+        if size > job.max_value_bytes {
             warn!(
                 key,
-                size = value.len(),
+                size,
                 limit = job.max_value_bytes,
                 "Refreshed value exceeds max_value_bytes; leaving the key deleted."
             );

@@ -249,8 +249,8 @@ fn key_needs(config: &Config, protected: bool, fence: Option<&str>, needs: &mut 
     }
 }
 
-/// The commands of the server's modules the jobs need (`type = "json"`: RedisJSON or Valkey JSON's `JSON.SET` and
-/// `JSON.GET`), asked with `COMMAND INFO`: a message per job whose commands the server does not have, and what to ask
+/// The commands of the server's modules the jobs need (`type = "json"`: RedisJSON or Valkey JSON's `JSON.SET`,
+/// `JSON.GET` and `JSON.DEL`), asked with `COMMAND INFO`: a message per job whose commands the server does not have, and what to ask
 /// the ACL about those it has (asked apart from [`redis_needs`]: `ACL DRYRUN` of a command the server does not know is an
 /// error, which would leave the whole ACL unchecked).
 pub(crate) async fn module_needs(cache: &Cache, config: &Config) -> Result<(Vec<String>, Vec<Need>), CacheError> {
@@ -262,7 +262,7 @@ pub(crate) async fn module_needs(cache: &Cache, config: &Config) -> Result<(Vec<
     if documents.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
-    let commands = ["JSON.SET", "JSON.GET"];
+    let commands = ["JSON.SET", "JSON.GET", "JSON.DEL"];
     let known = cache.knows_commands(&commands).await?;
     let missing: Vec<&str> = commands
         .iter()
@@ -279,13 +279,18 @@ pub(crate) async fn module_needs(cache: &Cache, config: &Config) -> Result<(Vec<
                 "{purpose}: type = \"json\" needs {}, which this Redis does not have: load the RedisJSON module \
                  (Redis Stack, or `loadmodule …/rejson.so`), use Valkey with valkey-json, or ElastiCache (JSON is built \
                  in from Redis OSS 6.2); or write the job as type = \"string\"",
-                missing.join(" and ")
+                match missing.split_last() {
+                    Some((last, [])) => last.to_string(),
+                    Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+                    None => String::new(),
+                }
             ));
             continue;
         }
         let key = sample_key(&job.key);
         needs.push(need(&purpose, &["JSON.SET", &key, "$", "{}"]));
         needs.push(need(&purpose, &["JSON.GET", &key]));
+        needs.push(need(&purpose, &["JSON.DEL", &key, "$.field"]));
         needs.push(need(&purpose, &["TYPE", &key]));
         needs.push(need(&purpose, &["PERSIST", &key]));
     }

@@ -111,10 +111,7 @@ impl Encoding {
             return hash_fields(&value).map_or(value, |fields| hash_value(&fields));
         }
         if self.structure == Structure::Json {
-            let mut tagged = Vec::with_capacity(JSON_TAG.len() + value.len());
-            tagged.extend_from_slice(JSON_TAG);
-            tagged.extend_from_slice(&value);
-            return tagged;
+            return document_value(&value);
         }
         if self.compress == Compression::None || value.len() <= self.compress_over {
             return value;
@@ -135,6 +132,16 @@ impl Encoding {
             Ok(compressed) if compressed.len() < value.len() => compressed,
             // Incompressible (or, in theory, an allocation failure inside the codec): the plain value is correct.
             _ => value,
+        }
+    }
+
+    /// How many bytes `encoded` (made by [`Encoding::encode`]) counts against `max_value_bytes`: a document's fields
+    /// are carried beside it only for the write scripts to compare, so a document counts its JSON alone.
+    pub fn stored_len(&self, encoded: &[u8]) -> usize {
+        let document = JSON_TAG.len() + 6..JSON_TAG.len() + 10;
+        match encoded.get(document) {
+            Some(&[a, b, c, d]) if self.structure == Structure::Json => u32::from_be_bytes([a, b, c, d]) as usize,
+            _ => encoded.len(),
         }
     }
 
@@ -164,6 +171,20 @@ pub(crate) fn hash_fields(json: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
         fields.push((name, value));
     }
     Some(fields)
+}
+
+/// [`JSON_TAG`] and the document `json` as a MessagePack array `[document, field, JSON text, …]`: an object's
+/// top-level fields follow the document as their JSON texts, which the write scripts compare one by one with the
+/// document already there and write only where they differ (none follow a document that is no object).
+pub(crate) fn document_value(json: &[u8]) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = vec![json];
+    let object: Option<std::collections::BTreeMap<String, &serde_json::value::RawValue>> =
+        serde_json::from_slice(json).ok();
+    for (name, raw) in object.iter().flatten() {
+        parts.push(name.as_bytes());
+        parts.push(raw.get().as_bytes());
+    }
+    packed(JSON_TAG, &parts)
 }
 
 /// [`HASH_TAG`] and `fields` as a MessagePack array of str32 (what the write scripts' `cmsgpack.unpack` reads).
@@ -227,6 +248,9 @@ pub(crate) fn readable(stored: &[u8]) -> String {
             .collect();
         return serde_json::Value::Object(object).to_string();
     }
+    if let Some(document) = unpacked(JSON_TAG, stored).and_then(|parts| parts.into_iter().next()) {
+        return String::from_utf8_lossy(&document).into_owned();
+    }
     let decoded = decode(stored).unwrap_or(Cow::Borrowed(stored));
     String::from_utf8_lossy(&decoded).into_owned()
 }
@@ -257,6 +281,39 @@ pub(crate) fn decode(stored: &[u8]) -> Result<Cow<'_, [u8]>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_document_carries_its_top_level_fields_as_json_texts() {
+        let json = br#"{"name":"Caf\u00e9","tags":{"a":[1,2]},"gone":null,"n":19.90}"#;
+        let parts = unpacked(JSON_TAG, &document_value(json)).unwrap();
+        let text: Vec<&str> = parts.iter().map(|part| std::str::from_utf8(part).unwrap()).collect();
+        assert_eq!(
+            text,
+            [
+                std::str::from_utf8(json).unwrap(),
+                "gone",
+                "null",
+                "n",
+                "19.90",
+                "name",
+                r#""Caf\u00e9""#,
+                "tags",
+                r#"{"a":[1,2]}"#
+            ]
+        );
+        // A whole result's array is the document alone.
+        let parts = unpacked(JSON_TAG, &document_value(b"[1,2]")).unwrap();
+        assert_eq!(parts, [b"[1,2]".to_vec()]);
+        let document = Encoding {
+            structure: Structure::Json,
+            ..Encoding::PLAIN
+        };
+        assert_eq!(document.stored_len(&document.encode(json.to_vec())), json.len());
+        assert_eq!(
+            readable(&document.encode(json.to_vec())),
+            std::str::from_utf8(json).unwrap()
+        );
+    }
 
     #[test]
     fn a_hash_has_a_field_per_column_as_text_without_nulls() {

@@ -68,6 +68,12 @@ impl TestEnv {
         self
     }
 
+    /// Points this test's Redis at the shared Redis with the RedisJSON module (the cluster has it too).
+    pub fn on_json_redis(mut self) -> Self {
+        self.redis_url = format!("{}/0", services().redis_json);
+        self
+    }
+
     /// Points this test's MySQL at `server` (a real MySQL of the test's own): a database of the test's name there.
     pub async fn on_mysql(mut self, server: &OwnMySql) -> Self {
         let mut conn = sqlx::MySqlConnection::connect(&server.url())

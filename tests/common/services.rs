@@ -15,8 +15,10 @@ pub struct Services {
     pub redis_tls: String,
     /// The CA that signed both servers' certificates.
     pub tls_ca: String,
-    /// A seed node of the Redis Cluster (3 masters, 3 replicas), `redis://127.0.0.1:7101`.
+    /// A seed node of the Redis Cluster (3 masters, 3 replicas, RedisJSON loaded), `redis://127.0.0.1:7101`.
     pub cluster: String,
+    /// A Redis with the RedisJSON module, `redis://127.0.0.1:6391`.
+    pub redis_json: String,
 }
 static REPLICA: OnceLock<String> = OnceLock::new();
 
@@ -52,6 +54,7 @@ pub fn services() -> &'static Services {
             redis_tls: value("CACHEWARDEN_TEST_REDIS_TLS_URL"),
             tls_ca: value("CACHEWARDEN_TEST_TLS_CA"),
             cluster: value("CACHEWARDEN_TEST_CLUSTER_URL"),
+            redis_json: value("CACHEWARDEN_TEST_REDIS_JSON_URL"),
         }
     })
 }

@@ -137,6 +137,34 @@ impl Context {
 
     /// The job's column lists: each without empty names, and the keyring `encrypt_columns` needs (`Some(None)` when
     /// it encrypts nothing; `None` when it needs one there is not).
+    /// Refuses `job` when an earlier job of another `type` has keys of the same shape (`product:{id}` and
+    /// `product:{product_id}`): each would write the other's keys over as its own type at every run.
+    pub(super) fn same_keys_other_type(&mut self, entry: &Entry, job: &WarmJob, earlier: &[WarmJob]) {
+        let shape = crate::pure::glob::allow_pattern(&job.key);
+        let other = earlier.iter().find(|other| {
+            other.encoding.structure != job.encoding.structure && crate::pure::glob::allow_pattern(&other.key) == shape
+        });
+        let plural = |structure| match structure {
+            Structure::String => "strings",
+            Structure::Hash => "hashes",
+            Structure::Json => "JSON documents",
+            Structure::Set => "sets",
+            Structure::Zset => "sorted sets",
+        };
+        if let Some(other) = other {
+            let message = format!(
+                "\"{}\" writes {} into keys of the shape of [[warm]] job \"{}\"'s \"{}\", which are {}: each job \
+                 would write the other's keys over at every run; give one of them a distinct key prefix",
+                job.key,
+                plural(job.encoding.structure),
+                other.name,
+                other.key,
+                plural(other.encoding.structure)
+            );
+            entry.problem(self, Some("type"), message);
+        }
+    }
+
     fn job_columns(
         &mut self,
         entry: &Entry,

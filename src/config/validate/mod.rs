@@ -299,14 +299,13 @@ impl Context {
                 }
                 continue;
             };
+            let entry = entry::Entry::new("warm", index, item, "name");
             if names.insert(job.name.clone()) {
+                self.same_keys_other_type(&entry, &job, &jobs);
                 jobs.push(job);
             } else {
-                self.problem(
-                    self.lines.job_field_line(index, Some("name")),
-                    format!("warm[{index}] \"{}\".name", job.name),
-                    format!("another [[warm]] job is already named \"{}\"", job.name),
-                );
+                let message = format!("another [[warm]] job is already named \"{}\"", job.name);
+                entry.problem(self, Some("name"), message);
             }
         }
         (jobs, invalid_jobs)

@@ -24,6 +24,7 @@ mod node;
 mod operations;
 mod policy;
 mod reads;
+mod replies;
 mod sample;
 mod scripts;
 mod streams;

@@ -7,8 +7,10 @@ use super::CacheError;
 use super::fence::LeaseAttempt;
 use super::guard::ReadLease;
 use super::policy::WritePolicy;
-use crate::pure::codec::Structure;
 use crate::pure::model::{KeyOp, ReadStamp};
+
+/// The read command for one key (see [`Operations::read`]).
+pub(super) type ReadCommand = dyn Fn(&str) -> redis::Cmd + Sync;
 
 /// What each topology implements: the commands a write policy, a read lease or a scan becomes on it.
 pub(super) trait Operations {
@@ -43,8 +45,8 @@ pub(super) trait Operations {
     /// Takes the HA lease at `key` for `token` if it is free.
     async fn take_lease(&self, key: &str, token: &str, ttl: Duration) -> Result<LeaseAttempt, CacheError>;
 
-    /// The raw replies of reading `keys` as `structure` stores them, in the keys' order.
-    async fn read(&self, keys: &[String], structure: Structure) -> Result<Vec<redis::Value>, CacheError>;
+    /// The raw replies of `command` on each of `keys` (a read), in the keys' order.
+    async fn read(&self, keys: &[String], command: &ReadCommand) -> Result<Vec<redis::Value>, CacheError>;
 
     /// How many nodes a SCAN of the whole keyspace visits.
     fn nodes(&self) -> usize;

@@ -5,6 +5,7 @@ use super::operations::Operations;
 use super::topology::on_topology;
 use super::{Cache, CacheError, SCAN_COUNT, command_failed, read_command};
 use crate::pure::codec::Structure;
+use crate::pure::model::MemberKind;
 
 /// A reply of [`super::read_command`] as the value stored: `None` for no key (an empty hash or set is none either); a
 /// hash's fields sorted and packed as `codec::Encoding::encode` packs them, so a stored hash compares with what a row
@@ -57,14 +58,19 @@ impl Cache {
         Ok(infos.iter().map(|info| !matches!(info, redis::Value::Nil)).collect())
     }
 
-    /// How many members the sorted set at `key` holds (`ZCARD`; 0 when there is no key).
-    pub(crate) async fn cardinality(&self, key: &str) -> Result<u64, CacheError> {
-        let mut conn = self.conn();
-        redis::cmd("ZCARD")
-            .arg(key)
-            .query_async(&mut conn)
-            .await
-            .map_err(command_failed)
+    /// How many members each of the `kind` sets at `keys` holds (`SCARD`, `ZCARD`; 0 where there is no key), in one
+    /// pipeline (per master on a cluster).
+    pub(crate) async fn sizes(&self, keys: &[String], kind: MemberKind) -> Result<Vec<u64>, CacheError> {
+        let command = match kind {
+            MemberKind::Set => "SCARD",
+            MemberKind::Zset => "ZCARD",
+        };
+        let size = |key: &str| redis::cmd(command).arg(key).clone();
+        let replies = on_topology!(&self.topology, t => t.read(keys, &size).await)?;
+        replies
+            .into_iter()
+            .map(|reply| redis::from_redis_value(reply).map_err(|error| command_failed(error.into())))
+            .collect()
     }
 
     /// The values of `keys` as stored (`None` where a key does not exist), in one pipeline (per master on a cluster):
@@ -74,7 +80,8 @@ impl Cache {
         keys: &[String],
         structure: Structure,
     ) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
-        let replies = on_topology!(&self.topology, t => t.read(keys, structure).await)?;
+        let read = move |key: &str| read_command(key, structure);
+        let replies = on_topology!(&self.topology, t => t.read(keys, &read).await)?;
         replies.into_iter().map(|reply| stored(reply, structure)).collect()
     }
 

@@ -13,6 +13,27 @@ redis.replicate_commands()
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
+-- The keys this call found holding another Redis type than its write (a job's type changed, or two jobs write one
+-- key): written over, or, for a member change, deleted. The reply names them (see `reply`).
+local other_type = {}
+
+-- Notes `key` in `other_type` when it holds a type (`type`, as TYPE answers) and not `want`.
+local function note_type(key, type, want)
+  if type ~= 'none' and type ~= want then
+    table.insert(other_type, key)
+  end
+end
+
+-- A value-writing script's reply: `result`, or, when keys held another type, `{result, key, ...}`
+-- (exec::cache::written reads both).
+local function reply(result)
+  if #other_type == 0 then
+    return result
+  end
+  table.insert(other_type, 1, result)
+  return other_type
+end
+
 -- Sets a key's ttl in ms ('0': none).
 local function expire(key, ttl)
   if ttl ~= '0' then
@@ -52,6 +73,7 @@ local function move_built(built, key, ttl, cap)
   if redis.call('EXISTS', built) == 0 then
     return
   end
+  note_type(key, redis.call('TYPE', key)['ok'], redis.call('TYPE', built)['ok'])
   redis.call('RENAME', built, key)
   expire(key, ttl)
   if cap > 0 and redis.call('ZCARD', key) > cap then
@@ -74,6 +96,7 @@ local function change_member(key, change)
     return
   end
   if type ~= kind then
+    note_type(key, type, kind)
     redis.call('UNLINK', key)
     return
   end
@@ -96,7 +119,9 @@ local function set_hash(key, fields, ttl)
     redis.call('UNLINK', key)
     return
   end
-  if redis.call('TYPE', key)['ok'] ~= 'hash' then
+  local type = redis.call('TYPE', key)['ok']
+  if type ~= 'hash' then
+    note_type(key, type, 'hash')
     redis.call('UNLINK', key)
     redis.call('HSET', key, unpack(fields))
   else
@@ -127,10 +152,83 @@ local function set_hash(key, fields, ttl)
   expire(key, ttl)
 end
 
+-- Whether `a` and `b`, as cjson decodes JSON, are the same value. Numbers past 2^53 (which doubles cannot tell apart)
+-- and empty tables (an empty array and an empty object decode alike) never are: those are written.
+local function same(a, b)
+  if type(a) ~= type(b) then
+    return false
+  elseif type(a) == 'number' then
+    return a == b and math.abs(a) < 9007199254740992
+  elseif type(a) ~= 'table' then
+    return a == b
+  elseif next(a) == nil or next(b) == nil then
+    return false
+  end
+  for name, value in pairs(a) do
+    if not same(value, b[name]) then
+      return false
+    end
+  end
+  for name in pairs(b) do
+    if a[name] == nil then
+      return false
+    end
+  end
+  return true
+end
+
+-- The JSONPath of a document's top-level field `name`.
+local function field_path(name)
+  if string.match(name, '^[%a_][%w_]*$') then
+    return '$.' .. name
+  end
+  return '$[' .. cjson.encode(name) .. ']'
+end
+
+-- Makes `key` the JSON document parts[1], whose top-level fields follow it as [name, JSON text, ...] (none when it is
+-- no object; see codec::document_value). Over an object document already there only what changed is written — a
+-- JSON.SET at the path of each field whose value differs, a JSON.DEL of each field the row no longer has — so
+-- replicas, the AOF and keyspace events see only the change; anything else there is replaced by one JSON.SET.
+-- (JSON.MERGE is not used: a merge patch deletes a field it sets to null and merges into an object.)
+local function set_document(key, parts, ttl)
+  local kind = redis.call('TYPE', key)['ok']
+  local old = nil
+  if kind == 'ReJSON-RL' and #parts > 1 then
+    local text = redis.call('JSON.GET', key)
+    local decoded, value = pcall(cjson.decode, text)
+    if decoded and string.sub(text, 1, 1) == '{' then
+      old = value
+    end
+  end
+  if old == nil then
+    note_type(key, kind, 'ReJSON-RL')
+    if kind ~= 'none' and kind ~= 'ReJSON-RL' then
+      redis.call('UNLINK', key)
+    end
+    redis.call('JSON.SET', key, '$', parts[1])
+    expire(key, ttl)
+    return
+  end
+  local fields = {}
+  for i = 2, #parts, 2 do
+    local name, text = parts[i], parts[i + 1]
+    fields[name] = true
+    if not same(old[name], cjson.decode(text)) then
+      redis.call('JSON.SET', key, field_path(name), text)
+    end
+  end
+  for name in pairs(old) do
+    if not fields[name] then
+      redis.call('JSON.DEL', key, field_path(name))
+    end
+  end
+  expire(key, ttl)
+end
+
 -- SET with a ttl in ms, '0' meaning none (as ttl_millis writes it). A value that starts with a tag is another
 -- Redis type, each written in one step for readers: a hash (codec::HASH_TAG) makes the key the hash of the
--- MessagePack [field, value, ...] after it (see set_hash); a document (codec::JSON_TAG) is the JSON after it, by
--- JSON.SET (a key of another type is replaced); pure::members' chunk adds members to a key being built, its move
+-- MessagePack [field, value, ...] after it (see set_hash); a document (codec::JSON_TAG) the MessagePack [JSON,
+-- field, JSON text, ...] after it (see set_document); pure::members' chunk adds members to a key being built, its move
 -- renames the built key over this one, its drop removes a built key a refused rename left, its member change
 -- changes one member.
 local function set_value(key, value, ttl)
@@ -139,12 +237,7 @@ local function set_value(key, value, ttl)
     set_hash(key, cmsgpack.unpack(string.sub(value, 9)), ttl)
     return
   elseif tag == '\255cwjson\0' then
-    local type = redis.call('TYPE', key)['ok']
-    if type ~= 'none' and type ~= 'ReJSON-RL' then
-      redis.call('UNLINK', key)
-    end
-    redis.call('JSON.SET', key, '$', string.sub(value, 9))
-    expire(key, ttl)
+    set_document(key, cmsgpack.unpack(string.sub(value, 9)), ttl)
     return
   elseif tag == '\255cwmadd\0' then
     local chunk = cmsgpack.unpack(string.sub(value, 9))
@@ -236,7 +329,7 @@ local evidence = ARGV[2] .. ARGV[4]
 if moved and redis.call('HEXISTS', evidence, '') == 0 then
   return -1
 end
-return set_unmarked(evidence, moved, read_at, 4, 5)
+return reply(set_unmarked(evidence, moved, read_at, 4, 5))
 ";
 
 /// Take a new version; record it for every key in the evidence hash of every live read lease (only in a hash that
@@ -266,7 +359,7 @@ else
     set_value(KEYS[i], ARGV[base], ARGV[base + 1])
   end
 end
-return version
+return reply(version)
 ";
 
 /// Register a read lease with its evidence hash and return the current version. KEYS[1]: the version counter;
@@ -290,7 +383,7 @@ if fenced(KEYS[1], ARGV[1]) then
   return -2
 end
 apply_values(2, 2)
-return #KEYS - 1
+return reply(#KEYS - 1)
 ";
 
 /// Writes without a fence or protection, many keys per call: what a hash's, a document's or a set's values need (their
@@ -298,7 +391,7 @@ return #KEYS - 1
 /// key. KEYS: the data keys. ARGV: per key, value and ttl in ms, or `""` and `"-"` to unlink. Returns how many.
 const PLAIN_APPLY: &str = r"
 apply_values(1, 1)
-return #KEYS
+return reply(#KEYS)
 ";
 
 /// Extends the lease only if it still holds our token. KEYS[1]: the lease; ARGV[1]: the token; ARGV[2]: TTL in ms.
@@ -374,7 +467,7 @@ for l = 1, n do
   end
 end
 apply_values(3 + n, 4 + n)
-return version
+return reply(version)
 ";
 
 /// Cluster: write one slot's values of one read. Fenced (-2) when the slot's copy of the HA epoch is not this
@@ -403,7 +496,7 @@ if moved then
     return -1
   end
 end
-return set_unmarked(KEYS[2], moved, read_at, 4, 4)
+return reply(set_unmarked(KEYS[2], moved, read_at, 4, 4))
 ";
 
 /// Cluster: take the HA lease and, with it, a new epoch, stored beside the lease (one slot) and above every earlier

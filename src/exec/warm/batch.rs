@@ -97,8 +97,8 @@ impl<'a> BatchWriter<'a> {
         }
         let rendered = value.len();
         let value = self.job.encoding.encode(value);
-        if value.len() > self.job.max_value_bytes && !member_write {
-            let size = value.len();
+        let size = self.job.encoding.stored_len(&value);
+        if size > self.job.max_value_bytes && !member_write {
             let limit = self.job.max_value_bytes;
             self.skip_value(
                 |s| &mut s.skipped_oversize,
@@ -107,7 +107,7 @@ impl<'a> BatchWriter<'a> {
             return Ok(());
         }
         let ttl = self.job.ttl.pick(self.job.jitter, fastrand::f64());
-        self.bytes += value.len();
+        self.bytes += size;
         self.rendered += rendered;
         if self.mode == Mode::DryRun {
             self.rendered_sizes.push(rendered);

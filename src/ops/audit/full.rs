@@ -252,7 +252,7 @@ impl Sink for Comparer<'_> {
         // A value the warm run does not store (over max_value_bytes once encoded; encoding never grows one) is
         // skipped as the run skips it, never reported missing.
         let limit = self.job.max_value_bytes;
-        if value.len() > limit && self.job.encoding.encode(value.clone()).len() > limit {
+        if value.len() > limit && self.job.encoding.stored_len(&self.job.encoding.encode(value.clone())) > limit {
             self.summary.skipped_oversize += 1;
             return Ok(());
         }

@@ -219,13 +219,19 @@ impl ChangePlan {
     fn members(&mut self, rule: &Arc<MemberRule>, filter: Option<&RowFilter>, change: &RowChange) {
         let before = self.membership(rule, filter, change.before.as_deref());
         let after = self.membership(rule, filter, change.after.as_deref());
-        let top = rule.members.top.as_ref().map(|top| (rule.job.clone(), top.n));
         let push = |plan: &mut Self, placed: &Placed, op: MemberOp| {
+            let least = match (&rule.members.top, &op) {
+                (Some(top), _) => top.n,
+                (None, MemberOp::Add { .. }) => 1,
+                (None, MemberOp::Remove) => 0,
+            };
             plan.push(Action::Member(MemberChange {
                 value: member_change(&rule.members, &placed.member, &op),
                 key: placed.key.clone(),
                 member: placed.member.clone(),
-                top: top.clone(),
+                kind: rule.members.kind,
+                job: rule.job.clone(),
+                least,
             }));
         };
         // What an image cannot decide may be in the set or not: its key goes (a miss) and the job runs.

@@ -54,8 +54,12 @@ pub(crate) struct MemberChange {
     pub member: String,
     /// The write ([`crate::pure::members::member_change`]).
     pub value: Vec<u8>,
-    /// A top N sorted set's job and N: the job is warmed again when the set holds fewer.
-    pub top: Option<(Arc<str>, u64)>,
+    pub kind: crate::pure::model::MemberKind,
+    /// The set's job, warmed again when the key holds fewer than `least` members after the change.
+    pub job: Arc<str>,
+    /// N for a top N sorted set (below N it is short of the top); 1 after an add, which does not start a missing key
+    /// (a set is never started from one member: the key was never warmed, expired, or its rows all left); else 0.
+    pub least: u64,
 }
 
 impl MemberChange {

@@ -14,6 +14,11 @@ pub(super) fn describe() {
          (out_of_memory: maxmemory reached under noeviction)."
     );
     describe_counter!(
+        "cachewarden_other_type_keys_total",
+        "Keys a write found holding another Redis type than its job writes (the job's type changed, or two jobs \
+         write one key): written over as the job's type, or deleted by a set's member change."
+    );
+    describe_counter!(
         "cachewarden_binlog_statements_total",
         "Statements logged without row images (TRUNCATE, DROP, RENAME, partitions, statement-logged DML) on tables \
          the rules follow, by kind: their keys deleted, or recovered as after a gap."

@@ -101,6 +101,7 @@ pub(crate) fn initialise(configured: &Configured<'_>) {
         counter!("cachewarden_refresh_given_up_total", "reason" => reason).increment(0);
     }
     counter!("cachewarden_protection_degraded_total", "reason" => "out_of_memory").increment(0);
+    counter!("cachewarden_other_type_keys_total").increment(0);
 }
 
 /// Creates the series of each of `jobs` at zero (at start-up, and for the jobs a reload adds).

@@ -368,6 +368,11 @@ pub(crate) fn record_protection_degraded(reason: &'static str, keys: u64) {
     counter!("cachewarden_protection_degraded_total", "reason" => reason).increment(keys);
 }
 
+/// Counts keys a write found holding another Redis type than its job writes (see `exec::cache::replies`).
+pub(crate) fn record_other_type(keys: usize) {
+    counter!("cachewarden_other_type_keys_total").increment(keys as u64);
+}
+
 /// Counts a binlog gap.
 pub(crate) fn record_binlog_gap() {
     counter!("cachewarden_binlog_gaps_total").increment(1);

@@ -93,7 +93,7 @@ impl Cluster {
         commands: Vec<(u16, redis::Cmd)>,
         policy: &WritePolicy,
     ) -> Result<Vec<Value>, CacheError> {
-        let mut replies = self.send(&commands).await?;
+        let mut replies = self.send_writes(&commands).await?;
         let refused: Vec<usize> = (0..replies.len())
             .filter(|&i| matches!(replies[i], Value::Int(FENCED)))
             .collect();
@@ -124,7 +124,7 @@ impl Cluster {
         );
         self.claim(fence.key(), epoch, &slots).await?;
         let again: Vec<(u16, redis::Cmd)> = refused.iter().map(|&i| commands[i].clone()).collect();
-        let second = self.send(&again).await?;
+        let second = self.send_writes(&again).await?;
         for (i, reply) in refused.into_iter().zip(second) {
             if matches!(reply, Value::Int(FENCED)) {
                 return Err(CacheError::Fenced);

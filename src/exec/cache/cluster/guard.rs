@@ -171,7 +171,7 @@ impl Cluster {
                     .map(|key| (key_slot(key.as_ref()), redis::cmd("UNLINK").arg(key.as_ref()).clone()))
                     .collect(),
             };
-            self.send(&commands).await?;
+            self.send_writes(&commands).await?;
             return Ok(version);
         }
         let mut commands = Vec::new();

@@ -17,11 +17,10 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{ServerErrorKind, Value};
 
-use super::operations::Operations;
+use super::operations::{Operations, ReadCommand};
 use super::policy::WritePolicy;
 use super::scripts::Scripts;
-use super::{CacheError, LeaseAttempt, ReadLease, command_failed, op_command, read_command};
-use crate::pure::codec::Structure;
+use super::{CacheError, LeaseAttempt, ReadLease, command_failed, op_command};
 use crate::pure::model::{KeyOp, ReadStamp};
 
 pub mod fence;
@@ -180,6 +179,13 @@ impl Cluster {
             .map_err(command_failed)
     }
 
+    /// [`Cluster::send`] for commands that write values: a script's reply is its result, the keys it found holding
+    /// another type reported (see `replies`).
+    pub(super) async fn send_writes(&self, commands: &[(u16, redis::Cmd)]) -> Result<Vec<Value>, CacheError> {
+        let replies = self.send(commands).await?;
+        Ok(replies.into_iter().map(super::replies::written).collect())
+    }
+
     /// Sends each command (with the slot of its keys) to the master that owns the slot: one pipeline per master,
     /// all at once. Returns the replies in the commands' order; a command that failed for good (a refusal, a wrong
     /// type) fails the whole call, as a single node's pipeline does.
@@ -303,7 +309,7 @@ impl Cluster {
 
 impl Operations for Cluster {
     async fn apply_plain(&self, ops: &[KeyOp]) -> Result<(), CacheError> {
-        self.send(&plain_commands(&self.scripts, ops)).await.map(drop)
+        self.send_writes(&plain_commands(&self.scripts, ops)).await.map(drop)
     }
 
     async fn unlink<K: redis::ToRedisArgs + AsRef<[u8]> + Sync>(&self, keys: &[K]) -> Result<(), CacheError> {
@@ -347,10 +353,10 @@ impl Operations for Cluster {
         self.take_lease_with_epoch(key, token, ttl).await
     }
 
-    async fn read(&self, keys: &[String], structure: Structure) -> Result<Vec<Value>, CacheError> {
+    async fn read(&self, keys: &[String], command: &ReadCommand) -> Result<Vec<Value>, CacheError> {
         let commands: Vec<(u16, redis::Cmd)> = keys
             .iter()
-            .map(|key| (slot::key_slot(key.as_bytes()), read_command(key, structure)))
+            .map(|key| (slot::key_slot(key.as_bytes()), command(key)))
             .collect();
         self.send(&commands).await
     }

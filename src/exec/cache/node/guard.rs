@@ -123,7 +123,7 @@ impl Node {
                     invocation.key(key).arg(value.as_slice()).arg(ttl_millis(*ttl));
                 }
             }
-            match self.run::<i64>(&invocation).await? {
+            match self.write(&invocation).await? {
                 FENCED => return Err(CacheError::Fenced),
                 refused if refused < 0 => {
                     crate::telemetry::metrics::record_guarded_batch("refused");

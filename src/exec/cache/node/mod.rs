@@ -6,14 +6,13 @@ mod guard;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::operations::Operations;
+use super::operations::{Operations, ReadCommand};
 use super::policy::WritePolicy;
 use super::scripts::{FENCED, Scripts};
 use super::{
     CacheError, Conn, LEASE_PREFIX, LeaseAttempt, ReadLease, SCRIPT_BATCH, VERSION_KEY, command_failed, op_command,
-    read_command, script_head, ttl_millis,
+    script_head, ttl_millis,
 };
-use crate::pure::codec::Structure;
 use crate::pure::model::{KeyOp, ReadStamp};
 
 pub(super) use guard::Dedicated;
@@ -34,6 +33,12 @@ impl Node {
     ) -> Result<T, CacheError> {
         let mut conn = self.conn.clone();
         invocation.invoke_async(&mut conn).await.map_err(command_failed)
+    }
+
+    /// Runs a script that writes values, reporting the keys it found holding another type (see `replies`).
+    pub(super) async fn write(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<i64, CacheError> {
+        let reply = super::replies::written(self.run(invocation).await?);
+        redis::from_redis_value(reply).map_err(|error| command_failed(error.into()))
     }
 
     /// The invalidation script, fenced by `policy` when it will set values.
@@ -75,7 +80,7 @@ impl Operations for Node {
             for chunk in ops.chunks(SCRIPT_BATCH) {
                 let mut invocation = self.scripts.plain_apply.prepare_invoke();
                 with_ops(&mut invocation, chunk);
-                self.run::<i64>(&invocation).await?;
+                self.write(&invocation).await?;
             }
             return Ok(());
         }
@@ -129,7 +134,7 @@ impl Operations for Node {
                         }
                     }
                 }
-                if self.run::<i64>(&invocation).await? == FENCED {
+                if self.write(&invocation).await? == FENCED {
                     return Err(CacheError::Fenced);
                 }
             }
@@ -147,7 +152,7 @@ impl Operations for Node {
             let mut invocation = self.scripts.fenced_apply.key(&fence);
             invocation.arg(&token);
             with_ops(&mut invocation, chunk);
-            if self.run::<i64>(&invocation).await? == FENCED {
+            if self.write(&invocation).await? == FENCED {
                 return Err(CacheError::Fenced);
             }
         }
@@ -184,10 +189,10 @@ impl Operations for Node {
         Ok(LeaseAttempt::HeldBy(holder.unwrap_or_default()))
     }
 
-    async fn read(&self, keys: &[String], structure: Structure) -> Result<Vec<redis::Value>, CacheError> {
+    async fn read(&self, keys: &[String], command: &ReadCommand) -> Result<Vec<redis::Value>, CacheError> {
         let mut pipe = redis::Pipeline::with_capacity(keys.len());
         for key in keys {
-            pipe.add_command(read_command(key, structure));
+            pipe.add_command(command(key));
         }
         let mut conn = self.conn.clone();
         pipe.query_async(&mut conn).await.map_err(command_failed)
