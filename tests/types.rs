@@ -207,6 +207,112 @@ async fn on_a_redis_cluster_a_hash_per_row_is_warmed_and_follows_the_binlog() {
     hashes_follow_the_binlog(TestEnv::new().await.on_cluster()).await;
 }
 
+/// An `[[on_change]]` projection into a hash job's keys writes only the fields that changed, from the row image (seen
+/// on one node's MONITOR): a changed value is HSET, a column that became NULL HDELeted, the key's TTL kept; a new row's
+/// key is not started from the image (its job writes it whole), and a deleted row's key goes.
+async fn a_projection_updates_a_hash_field_by_field(env: TestEnv) {
+    let _binlog = common::binlog_shared();
+    env.sql(
+        "CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, price DECIMAL(8,2), note VARCHAR(20));
+         INSERT INTO products VALUES (1, 'Kettle', 19.90, 'new'), (2, 'Lamp', 5.00, NULL)",
+    )
+    .await;
+    let p = &env.prefix;
+    let body = format!(
+        "[channel]\nenabled = false\n\n[binlog]\nserver_id = {}\ncheckpoint_key = \"{p}checkpoint\"\n\
+         heartbeat = \"1s\"\non_gap = \"none\"\n\n[[warm]]\nname = \"products\"\nschedule = \"0 0 0 1 1 *\"\n\
+         run_on_start = true\nquery = \"SELECT id, name, price, note FROM products\"\nkey = \"{p}product:{{id}}\"\n\
+         ttl = \"1h\"\ntype = \"hash\"\n\n[[on_change]]\ntable = \"products\"\n\
+         project = {{ key = \"{p}product:{{id}}\", columns = [\"id\", \"name\", \"price\", \"note\"], ttl = \"5m\" }}\n",
+        10_000 + fastrand::u32(..1_000_000)
+    );
+    let path = env.config_file(&body);
+    let daemon = common::following_path(&env, &path).await;
+    let kettle = |price: &str, note: Option<&str>| {
+        let mut fields = fields(&[("id", "1"), ("name", "Kettle"), ("price", price)]);
+        if let Some(note) = note {
+            fields.insert("note".into(), note.into());
+        }
+        fields
+    };
+    let warmed = eventually(Duration::from_secs(20), || async {
+        (hash(&env, &format!("{p}product:1")).await == kettle("19.90", Some("new"))).then_some(())
+    })
+    .await;
+    assert!(warmed.is_some(), "{}", daemon.log());
+    let monitor = match env.cluster {
+        true => None,
+        false => {
+            let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+            Some(client.get_async_monitor().await.unwrap().into_on_message::<String>())
+        }
+    };
+    env.sql(
+        "UPDATE products SET price = 21.00 WHERE id = 1;
+         UPDATE products SET note = NULL WHERE id = 1;
+         UPDATE products SET note = 'hot' WHERE id = 2;
+         INSERT INTO products VALUES (3, 'Desk', 80.00, NULL)",
+    )
+    .await;
+    let lamp = fields(&[("id", "2"), ("name", "Lamp"), ("price", "5.00"), ("note", "hot")]);
+    let followed = eventually(Duration::from_secs(20), || async {
+        let right = hash(&env, &format!("{p}product:1")).await == kettle("21.00", None)
+            && hash(&env, &format!("{p}product:2")).await == lamp;
+        right.then_some(())
+    })
+    .await;
+    assert!(followed.is_some(), "{}", daemon.log());
+    if let Some(mut monitor) = monitor {
+        use futures_util::StreamExt as _;
+        let mut writes = BTreeSet::new();
+        while let Ok(Some(line)) = tokio::time::timeout(Duration::from_millis(500), monitor.next()).await {
+            let Some((_, command)) = line.split_once("] ") else {
+                continue;
+            };
+            let mut words = command.split(' ');
+            let (verb, key) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            let write = ["\"HSET\"", "\"HDEL\"", "\"UNLINK\"", "\"SET\"", "\"DEL\""].contains(&verb);
+            if write && key.starts_with(&format!("\"{p}product:")) {
+                writes.insert(command.replace(p.as_str(), ""));
+            }
+        }
+        let expected: BTreeSet<String> = [
+            r#""HSET" "product:1" "price" "21.00""#,
+            r#""HDEL" "product:1" "note""#,
+            r#""HSET" "product:2" "note" "hot""#,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        assert_eq!(writes, expected);
+    }
+    // The TTL stays the job's (not the projection's 5 minutes); the new row's key waits for its job.
+    let mut conn = env.any_redis().await;
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{p}product:1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 3_000_000, "{ttl}");
+    assert!(hash(&env, &format!("{p}product:3")).await.is_empty());
+    env.sql("DELETE FROM products WHERE id = 2").await;
+    let gone = eventually(Duration::from_secs(20), || async {
+        hash(&env, &format!("{p}product:2")).await.is_empty().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "{}", daemon.log());
+}
+
+#[tokio::test]
+async fn a_projection_into_a_hash_writes_only_the_changed_fields() {
+    a_projection_updates_a_hash_field_by_field(TestEnv::new().await).await;
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_a_projection_into_a_hash_writes_only_the_changed_fields() {
+    a_projection_updates_a_hash_field_by_field(TestEnv::new().await.on_cluster()).await;
+}
+
 /// What the database says each set and the tops should be: each category's active product ids, and the top 5 (and 1)
 /// active products by views (ties by the id's text, highest first, as Redis orders equal scores read in reverse).
 async fn database_sets(env: &TestEnv) -> Sets {
@@ -783,6 +889,44 @@ async fn on_a_redis_cluster_json_documents_follow_the_binlog() {
     documents_follow_the_binlog(TestEnv::new().await.on_cluster()).await;
 }
 
+/// A sorted set's score column must hold numbers: `check --connect` and a run name the job and the column's type.
+#[tokio::test]
+async fn a_score_column_that_holds_no_numbers_is_refused_naming_the_job() {
+    let env = TestEnv::new().await;
+    env.sql(
+        "CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(20), added DATETIME, views INT);
+         INSERT INTO products VALUES (1, 'a', '2026-12-01 10:00:00', 3)",
+    )
+    .await;
+    let job = |name: &str, score: &str| {
+        format!(
+            "[[warm]]\nname = \"{name}\"\nschedule = \"every 1h\"\nquery = \"SELECT id, name, added, views FROM \
+             products\"\nkey = \"{}{name}\"\ntype = \"zset\"\nmember = \"{{id}}\"\nscore = \"{score}\"\nttl = \"1h\"\n\n",
+            env.prefix
+        )
+    };
+    let path = env.config_file(&[job("by_name", "name"), job("recent", "added"), job("popular", "views")].concat());
+    let (code, out) = env.run_cli(&["check", "--connect"], &path);
+    assert_eq!(code, Some(78), "{out}");
+    for (job, type_name) in [("by_name", "VARCHAR"), ("recent", "DATETIME")] {
+        let says = format!(
+            "score = \"{}\" is a {type_name} column, not a number",
+            if job == "recent" { "added" } else { "name" }
+        );
+        assert!(
+            out.lines()
+                .any(|line| line.contains(&format!("\"{job}\"")) && line.contains(&says)),
+            "{job}: {out}"
+        );
+    }
+    assert!(!out.contains("\"popular\""), "{out}");
+    // A run fails those jobs before writing anything, and writes the other.
+    let (code, out) = env.run_cli(&["run", "--once"], &path);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("UNIX_TIMESTAMP(added) AS added"), "{out}");
+    assert_eq!(env.keys().await, vec![format!("{}popular", env.prefix)]);
+}
+
 #[tokio::test]
 async fn a_json_document_job_is_refused_at_start_by_a_redis_without_the_module() {
     let env = TestEnv::new().await;
@@ -842,9 +986,11 @@ fn check_refuses_what_a_hash_or_a_set_cannot_hold_and_the_types_not_built_yet() 
         job("hashed", "h:{id}", "type = \"hash\"\n"),
         // Strings into keys of the hashes' shape: each job would write the other's keys over.
         job("shadow", "h:{name}", ""),
-        // A projection would write a JSON string over those hashes.
+        job("documents", "j:{id}", "type = \"json\"\n"),
+        // A projection would write a JSON string over those documents (into the hashes it updates their fields).
         "\n[binlog]\nserver_id = 7\n\n[[on_change]]\ntable = \"products\"\n\
-         project = { key = \"h:{id}\", columns = [\"name\"], ttl = \"1h\" }\n"
+         project = { key = \"j:{id}\", columns = [\"name\"], ttl = \"1h\" }\n\n\
+         [[on_change]]\ntable = \"products\"\nproject = { key = \"h:{id}\", columns = [\"name\"], ttl = \"1h\" }\n"
             .to_string(),
     ]
     .concat();
@@ -867,9 +1013,9 @@ fn check_refuses_what_a_hash_or_a_set_cannot_hold_and_the_types_not_built_yet() 
         ("percat", "key", "a top N (LIMIT) ranks the whole query, not each key"),
         ("typo", "type", "\"hashes\" is not a type"),
         (
-            "hashed",
+            "documents",
             "project",
-            "which are hashes (type = \"hash\"): refresh them instead",
+            "which are JSON documents (type = \"json\"): refresh them instead",
         ),
         (
             "shadow",
@@ -883,6 +1029,7 @@ fn check_refuses_what_a_hash_or_a_set_cannot_hold_and_the_types_not_built_yet() 
             "{job}.{field}: {all}"
         );
     }
+    assert!(!all.contains("on_change[1]"), "{all}");
     for fine in ["\"fine\"", "\"setfine\""] {
         assert!(!all.lines().any(|line| line.contains(fine)), "{all}");
     }

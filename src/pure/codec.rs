@@ -28,6 +28,8 @@ thread_local! {
 pub(crate) const HASH_TAG: &[u8] = b"\xffcwhash\x00";
 /// What a value for a JSON document starts with: the scripts write the JSON after it with `JSON.SET`.
 pub(crate) const JSON_TAG: &[u8] = b"\xffcwjson\x00";
+/// Starts a binlog projection's update of a hash's fields (see [`hash_update`]).
+pub(crate) const HASH_UPDATE_TAG: &[u8] = b"\xffcwhupd\x00";
 
 /// The Redis type a job's keys are written as (`type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -158,19 +160,47 @@ impl Encoding {
 /// The fields a hash holds for a rendered JSON object (sorted by name): strings as themselves, numbers and booleans as
 /// written, objects and arrays as JSON text, nulls left out. `None` when `json` is not an object.
 pub(crate) fn hash_fields(json: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+    object_fields(json).map(|(fields, _)| fields)
+}
+
+/// A hash's fields, by name, with their values.
+type Fields = Vec<(String, Vec<u8>)>;
+
+/// [`hash_fields`], and the names of the fields whose value is null.
+fn object_fields(json: &[u8]) -> Option<(Fields, Vec<String>)> {
     let object: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
         serde_json::from_slice(json).ok()?;
     let mut fields = Vec::with_capacity(object.len());
+    let mut null = Vec::new();
     for (name, raw) in object {
         let text = raw.get();
         let value = match text.as_bytes().first() {
-            Some(b'n') => continue,
+            Some(b'n') => {
+                null.push(name);
+                continue;
+            }
             Some(b'"') => serde_json::from_str::<String>(text).ok()?.into_bytes(),
             _ => text.as_bytes().to_vec(),
         };
         fields.push((name, value));
     }
-    Some(fields)
+    Some((fields, null))
+}
+
+/// [`HASH_UPDATE_TAG`] and the fields of the JSON object `json` (a binlog projection of some of a row's columns) as a
+/// MessagePack array `[n, field, value, … (n pairs), field, …]`: the fields to hold a value, then those whose column
+/// is NULL, which the write script removes. Other fields of the hash are left as they are. `None` when `json` is no
+/// object.
+pub(crate) fn hash_update(json: &[u8]) -> Option<Vec<u8>> {
+    let (fields, null) = object_fields(json)?;
+    let count = fields.len().to_string().into_bytes();
+    let mut parts: Vec<Vec<u8>> = vec![count];
+    for (name, value) in fields {
+        parts.push(name.into_bytes());
+        parts.push(value);
+    }
+    parts.extend(null.into_iter().map(String::into_bytes));
+    Some(packed(HASH_UPDATE_TAG, &parts))
 }
 
 /// [`JSON_TAG`] and the document `json` as a MessagePack array `[document, field, JSON text, …]`: an object's
@@ -281,6 +311,15 @@ pub(crate) fn decode(stored: &[u8]) -> Result<Cow<'_, [u8]>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hash_update_sets_the_fields_with_a_value_and_removes_the_null_ones() {
+        let update = hash_update(br#"{"price":"21.00","note":null,"n":3}"#).unwrap();
+        let parts = unpacked(HASH_UPDATE_TAG, &update).unwrap();
+        let text: Vec<&str> = parts.iter().map(|part| std::str::from_utf8(part).unwrap()).collect();
+        assert_eq!(text, ["2", "n", "3", "price", "21.00", "note"]);
+        assert_eq!(hash_update(b"[1]"), None);
+    }
 
     #[test]
     fn a_document_carries_its_top_level_fields_as_json_texts() {

@@ -67,6 +67,11 @@ pub enum ColumnError {
     UnknownEncryptedColumn { column: String },
     #[error("the result has two columns named `{column}`; give one an alias")]
     DuplicateColumn { column: String },
+    #[error(
+        "score = \"{column}\" is a {type_name} column, not a number: a sorted set scores its members by a numeric \
+         column (for a date or time, select UNIX_TIMESTAMP({column}) AS {column})"
+    )]
+    NonNumericScore { column: String, type_name: String },
 }
 
 /// Why one row was skipped.
@@ -145,16 +150,21 @@ impl RowRenderer {
         let score = match members.and_then(|members| members.score.as_deref()) {
             None => None,
             Some(score) => {
-                Some(
-                    columns
-                        .iter()
-                        .position(|c| c.name == score)
-                        .ok_or_else(|| ColumnError::MissingColumn {
-                            template: format!("score = \"{score}\""),
-                            placeholder: score.to_string(),
-                            columns: columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
-                        })?,
-                )
+                let index = columns
+                    .iter()
+                    .position(|c| c.name == score)
+                    .ok_or_else(|| ColumnError::MissingColumn {
+                        template: format!("score = \"{score}\""),
+                        placeholder: score.to_string(),
+                        columns: columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+                    })?;
+                if !kinds[index].is_number() {
+                    return Err(ColumnError::NonNumericScore {
+                        column: score.to_string(),
+                        type_name: columns[index].type_name.clone(),
+                    });
+                }
+                Some(index)
             }
         };
         let field_prefixes = columns

@@ -62,6 +62,21 @@ pub(crate) enum ColumnKind {
 }
 
 impl ColumnKind {
+    /// Whether the column holds numbers (a sorted set's score must).
+    pub(crate) fn is_number(self) -> bool {
+        matches!(
+            self,
+            ColumnKind::Int
+                | ColumnKind::UInt
+                | ColumnKind::Float
+                | ColumnKind::Double
+                | ColumnKind::Decimal
+                | ColumnKind::Year
+        )
+    }
+}
+
+impl ColumnKind {
     /// The kind for a column with sqlx's type `name`; `is_text` tells character data from binary data (BLOB and
     /// TEXT share a wire type), `declared_json` marks text the job lists in `json_columns`.
     pub(crate) fn from_type(name: &str, is_text: bool, declared_json: bool) -> Result<Self, String> {

@@ -31,7 +31,7 @@ impl Context {
         let project = raw
             .project
             .and_then(|raw| self.projection(raw, &entry.at, line, defaults));
-        self.check_projection(&entry, project.as_ref(), jobs);
+        let project = project.and_then(|projection| self.check_projection(&entry, projection, jobs));
         let line = entry.line(self, Some("lookup"));
         let lookup = raw
             .lookup
@@ -133,31 +133,39 @@ impl Context {
         }
     }
 
-    /// A projection writes a JSON string: over a hash's or set's job's keys it would replace the structure.
-    fn check_projection(&mut self, entry: &Entry, project: Option<&crate::config::Projection>, jobs: &[WarmJob]) {
-        let Some(projection) = project else { return };
+    /// A projection into a hash job's keys updates the hash's fields (see `codec::hash_update`); over a set's or a
+    /// document's keys it would replace the structure with a JSON string, and is refused.
+    fn check_projection(
+        &mut self,
+        entry: &Entry,
+        mut projection: crate::config::Projection,
+        jobs: &[WarmJob],
+    ) -> Option<crate::config::Projection> {
+        use crate::pure::codec::Structure;
         let keys = crate::pure::glob::allow_pattern(&projection.key);
-        let hashed = jobs.iter().find(|job| {
-            job.encoding.structure != crate::pure::codec::Structure::String
+        let structured = jobs.iter().find(|job| {
+            job.encoding.structure != Structure::String
                 && (job.key == projection.key
                     || crate::pure::glob::glob_match(&crate::pure::glob::allow_pattern(&job.key), &keys)
                     || crate::pure::glob::glob_match(&keys, &crate::pure::glob::allow_pattern(&job.key)))
         });
-        if let Some(job) = hashed {
-            let message = match job.encoding.structure {
-                crate::pure::codec::Structure::Hash => format!(
-                    "\"{}\" writes JSON strings into the keys of [[warm]] job \"{}\", which are hashes (type = \
-                     \"hash\"): refresh them instead (refresh = [\"{}\"])",
-                    projection.key, job.name, job.key
-                ),
-                _ => format!(
-                    "\"{}\" writes JSON strings into the keys of [[warm]] job \"{}\", which are sets: their members \
-                     follow the rows by the job's derived rules (derive_rules = true)",
-                    projection.key, job.name
-                ),
-            };
-            entry.problem(self, Some("project"), message);
-        }
+        let Some(job) = structured else {
+            return Some(projection);
+        };
+        let what = match job.encoding.structure {
+            Structure::Hash => {
+                projection.encoding = job.encoding;
+                return Some(projection);
+            }
+            Structure::Json => "JSON documents (type = \"json\"): refresh them instead",
+            _ => "sets: their members follow the rows by the job's derived rules (derive_rules = true)",
+        };
+        let message = format!(
+            "\"{}\" writes JSON strings into the keys of [[warm]] job \"{}\", which are {what}",
+            projection.key, job.name
+        );
+        entry.problem(self, Some("project"), message);
+        None
     }
 
     /// `events`: the row events the rule acts on (every one when left out).

@@ -277,6 +277,7 @@ fn read_command(key: &str, structure: crate::pure::codec::Structure) -> redis::C
 /// batch scripts (`PLAIN_APPLY` and the guarded ones), not as plain commands.
 pub(crate) fn is_scripted(op: &KeyOp) -> bool {
     matches!(op, KeyOp::Set { value, .. } if value.starts_with(crate::pure::codec::HASH_TAG)
+        || value.starts_with(crate::pure::codec::HASH_UPDATE_TAG)
         || value.starts_with(crate::pure::codec::JSON_TAG)
         || crate::pure::members::is_member_write(value))
 }

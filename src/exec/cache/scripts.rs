@@ -152,6 +152,51 @@ local function set_hash(key, fields, ttl)
   expire(key, ttl)
 end
 
+-- Updates fields of the hash at `key` from a binlog projection: parts = [n, field, value, ... (n pairs), field, ...];
+-- the fields whose value differs are HSET, those after the pairs (NULL columns) HDELeted where present, every other
+-- field left, the TTL kept. A missing key is not started (the row's other fields are not in the image: its job, or a
+-- miss fill, writes it whole); a key of another type is deleted (counted).
+local function update_hash(key, parts)
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'hash' then
+    if kind ~= 'none' then
+      note_type(key, kind, 'hash')
+      redis.call('UNLINK', key)
+    end
+    return
+  end
+  local n = tonumber(parts[1])
+  local names = {}
+  for i = 1, n do
+    names[i] = parts[2 * i]
+  end
+  for i = 2 * n + 2, #parts do
+    table.insert(names, parts[i])
+  end
+  if #names == 0 then
+    return
+  end
+  local old = redis.call('HMGET', key, unpack(names))
+  local changed, gone = {}, {}
+  for i = 1, n do
+    if old[i] ~= parts[2 * i + 1] then
+      table.insert(changed, parts[2 * i])
+      table.insert(changed, parts[2 * i + 1])
+    end
+  end
+  for i = n + 1, #names do
+    if old[i] then
+      table.insert(gone, names[i])
+    end
+  end
+  if #gone > 0 then
+    redis.call('HDEL', key, unpack(gone))
+  end
+  if #changed > 0 then
+    redis.call('HSET', key, unpack(changed))
+  end
+end
+
 -- Whether `a` and `b`, as cjson decodes JSON, are the same value. Numbers past 2^53 (which doubles cannot tell apart)
 -- and empty tables (an empty array and an empty object decode alike) never are: those are written.
 local function same(a, b)
@@ -227,7 +272,8 @@ end
 
 -- SET with a ttl in ms, '0' meaning none (as ttl_millis writes it). A value that starts with a tag is another
 -- Redis type, each written in one step for readers: a hash (codec::HASH_TAG) makes the key the hash of the
--- MessagePack [field, value, ...] after it (see set_hash); a document (codec::JSON_TAG) the MessagePack [JSON,
+-- MessagePack [field, value, ...] after it (see set_hash), a projection's update of some of a hash's fields
+-- (codec::HASH_UPDATE_TAG) changes those (see update_hash); a document (codec::JSON_TAG) the MessagePack [JSON,
 -- field, JSON text, ...] after it (see set_document); pure::members' chunk adds members to a key being built, its move
 -- renames the built key over this one, its drop removes a built key a refused rename left, its member change
 -- changes one member.
@@ -235,6 +281,9 @@ local function set_value(key, value, ttl)
   local tag = string.sub(value, 1, 8)
   if tag == '\255cwhash\0' then
     set_hash(key, cmsgpack.unpack(string.sub(value, 9)), ttl)
+    return
+  elseif tag == '\255cwhupd\0' then
+    update_hash(key, cmsgpack.unpack(string.sub(value, 9)))
     return
   elseif tag == '\255cwjson\0' then
     set_document(key, cmsgpack.unpack(string.sub(value, 9)), ttl)

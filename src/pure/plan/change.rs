@@ -144,14 +144,22 @@ impl ChangePlan {
         let (Some(key), Some(json)) = (self.moved(old, new), &change.after_json) else {
             return;
         };
-        match project_value(&projection.columns, json) {
-            Ok(value) => self.push(Action::Set {
-                key,
-                value: projection.encoding.encode(value),
-                ttl: projection.ttl.pick(crate::pure::model::Jitter::None, 0.0),
-            }),
-            Err(column) => self.note_missing(column),
-        }
+        let value = match project_value(&projection.columns, json) {
+            Ok(value) => value,
+            Err(column) => return self.note_missing(column),
+        };
+        // Into a hash job's keys, the projected columns update their fields (the key keeps its TTL).
+        let value = match projection.encoding.structure {
+            crate::pure::codec::Structure::Hash => {
+                crate::pure::codec::hash_update(&value).expect("a projection is a JSON object")
+            }
+            _ => projection.encoding.encode(value),
+        };
+        self.push(Action::Set {
+            key,
+            value,
+            ttl: projection.ttl.pick(crate::pure::model::Jitter::None, 0.0),
+        });
     }
 
     /// Of a key rendered from the old and the new image (a failed render counts as none): deletes the old one if
