@@ -50,6 +50,9 @@ pub(crate) struct Applied {
     pub unverified: Vec<String>,
     /// Refreshed keys no row renders (counted in `refresh_deleted` too).
     pub absent: Vec<String>,
+    /// Jobs a set of came out short (a top N below N, an add to a missing key), with their rules' debounce: the
+    /// caller asks for their runs as for the runs its changes ask for (debounced, the checkpoint held).
+    pub short: Vec<(Arc<str>, Duration)>,
 }
 
 impl Applied {
@@ -317,12 +320,11 @@ impl Invalidator {
         self.cache.supersede(&ops).await?;
         applied.members += ops.len() as u64;
         // The keys left short (a top N below N, an add to a missing key): their jobs run again, once each.
-        let mut least: HashMap<(&str, MemberKind), (&Arc<str>, u64)> = HashMap::new();
+        let mut least: HashMap<(&str, MemberKind), (&MemberChange, u64)> = HashMap::new();
         for change in changes.iter().filter(|change| change.least > 0) {
-            let at_least = least.entry((&change.key, change.kind)).or_insert((&change.job, 0));
+            let at_least = least.entry((&change.key, change.kind)).or_insert((change, 0));
             at_least.1 = at_least.1.max(change.least);
         }
-        let mut short: Vec<&Arc<str>> = Vec::new();
         for kind in [MemberKind::Set, MemberKind::Zset] {
             let keys: Vec<String> = least
                 .keys()
@@ -334,18 +336,12 @@ impl Invalidator {
             }
             let sizes = self.cache.sizes(&keys, kind).await?;
             for (key, held) in keys.iter().zip(sizes) {
-                let (job, n) = least[&(key.as_str(), kind)];
-                if held < n {
-                    debug!(key, held, n, job = %job, "A set holds fewer members than it needs: warming it again.");
-                    short.push(job);
+                let (change, n) = least[&(key.as_str(), kind)];
+                if held < n && !applied.short.iter().any(|(job, _)| *job == change.job) {
+                    debug!(key, held, n, job = %change.job, "A set holds fewer members than it needs: its job runs.");
+                    applied.short.push((change.job.clone(), change.debounce));
                 }
             }
-        }
-        short.sort();
-        short.dedup();
-        for job in short {
-            self.warm(job, TriggerReason::Change);
-            applied.warms += 1;
         }
         Ok(())
     }

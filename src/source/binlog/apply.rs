@@ -32,7 +32,20 @@ impl BinlogListener {
                 .apply_with_retry("binlog", &ready.actions, &ready.seen, shutdown)
                 .await
             {
-                Some(applied) => unverified = applied.unverified,
+                Some(applied) => {
+                    unverified = applied.unverified;
+                    // Sets the batch left short: their runs are asked for as the batch's changes' are, held before
+                    // the batch.
+                    let before = state.latest.clone().or_else(|| state.applied.clone());
+                    for (job, debounce) in applied.short {
+                        match &before {
+                            Some(before) => {
+                                super::rows::warm_asked(job.to_string(), debounce, Instant::now(), before, state)
+                            }
+                            None => self.invalidator.warm(&job, TriggerReason::Change),
+                        }
+                    }
+                }
                 None => return Ok(false),
             }
         }

@@ -114,7 +114,7 @@ impl BinlogListener {
 
 /// A change asks for a run of `job`: admitted past its debounce, it runs after the batch is applied; either way the
 /// checkpoint waits before this change (`last_end`) until the run it asks for has ended.
-fn warm_asked(job: String, debounce: Duration, now: Instant, last_end: &Position, state: &mut SessionState) {
+pub(super) fn warm_asked(job: String, debounce: Duration, now: Instant, last_end: &Position, state: &mut SessionState) {
     let admitted = state.debounce.admit(&job, debounce, now);
     if admitted && !state.warms_after_apply.contains(&job) {
         state.warms_after_apply.push(job.clone());
