@@ -18,7 +18,7 @@ use super::{AuditError, RECHECK_AFTER, same_value};
 /// Keys compared per pipeline.
 const BATCH: usize = 1000;
 /// At most this many findings of each kind are kept per job (all are counted).
-const MAX_FINDINGS: usize = 10_000;
+pub(super) const MAX_FINDINGS: usize = 10_000;
 
 /// What was found wrong about one key.
 #[derive(Debug, Clone, PartialEq, Eq)]

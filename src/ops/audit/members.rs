@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::full::{Finding, FullAudit};
+use super::full::{Finding, FullAudit, MAX_FINDINGS};
 use super::{AuditError, RECHECK_AFTER};
 use crate::exec::backend::BackendError;
 use crate::exec::cache::{Cache, CacheError};
@@ -144,19 +144,15 @@ pub(crate) async fn audit_members(
             expected: expected.and_then(|value| readable(value)),
             key,
         };
-        match (&finding.cached, &finding.expected) {
-            (None, _) => {
-                audit.missing_count += 1;
-                audit.missing.push(finding);
-            }
-            (Some(_), None) => {
-                audit.orphaned_count += 1;
-                audit.orphaned.push(finding);
-            }
-            (Some(_), Some(_)) => {
-                audit.wrong_count += 1;
-                audit.wrong.push(finding);
-            }
+        let (list, count) = match (&finding.cached, &finding.expected) {
+            (None, _) => (&mut audit.missing, &mut audit.missing_count),
+            (Some(_), None) => (&mut audit.orphaned, &mut audit.orphaned_count),
+            (Some(_), Some(_)) => (&mut audit.wrong, &mut audit.wrong_count),
+        };
+        // Counted all, listed up to the full audit's limit.
+        *count += 1;
+        if list.len() < MAX_FINDINGS {
+            list.push(finding);
         }
     }
     Ok(audit)
