@@ -50,9 +50,9 @@ pub(crate) struct Applied {
     pub unverified: Vec<String>,
     /// Refreshed keys no row renders (counted in `refresh_deleted` too).
     pub absent: Vec<String>,
-    /// Jobs a set of came out short (a top N below N, an add to a missing key), with their rules' debounce: the
-    /// caller asks for their runs as for the runs its changes ask for (debounced, the checkpoint held).
-    pub short: Vec<(Arc<str>, Duration)>,
+    /// Jobs a set of came out short (a top N below N, an add to a missing key): the caller asks for their runs as
+    /// for the runs its changes ask for, the checkpoint held, but not debounced (a short set is wrong until its run).
+    pub short: Vec<Arc<str>>,
 }
 
 impl Applied {
@@ -337,9 +337,9 @@ impl Invalidator {
             let sizes = self.cache.sizes(&keys, kind).await?;
             for (key, held) in keys.iter().zip(sizes) {
                 let (change, n) = least[&(key.as_str(), kind)];
-                if held < n && !applied.short.iter().any(|(job, _)| *job == change.job) {
+                if held < n && !applied.short.contains(&change.job) {
                     debug!(key, held, n, job = %change.job, "A set holds fewer members than it needs: its job runs.");
-                    applied.short.push((change.job.clone(), change.debounce));
+                    applied.short.push(change.job.clone());
                 }
             }
         }

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::{Action, Lookup, MemberChange};
 use crate::pure::members::{MemberOp, member_change};
@@ -46,7 +45,7 @@ pub(crate) fn plan_change(rule: &ChangeRule, change: &RowChange) -> ChangePlan {
         plan.looks_up(reverse, change);
     }
     if let Some(members) = &rule.members {
-        plan.members(members, rule.filter.as_deref(), rule.debounce, change);
+        plan.members(members, rule.filter.as_deref(), change);
     }
     for job in &rule.warm {
         plan.push(Action::Warm(job.clone()));
@@ -225,7 +224,7 @@ enum Membership {
 
 impl ChangePlan {
     /// Adds the after image's member to its key and removes the before image's from its own, when they differ.
-    fn members(&mut self, rule: &Arc<MemberRule>, filter: Option<&RowFilter>, debounce: Duration, change: &RowChange) {
+    fn members(&mut self, rule: &Arc<MemberRule>, filter: Option<&RowFilter>, change: &RowChange) {
         let before = self.membership(rule, filter, change.before.as_deref());
         let after = self.membership(rule, filter, change.after.as_deref());
         let push = |plan: &mut Self, placed: &Placed, op: MemberOp| {
@@ -241,7 +240,6 @@ impl ChangePlan {
                 kind: rule.members.kind,
                 job: rule.job.clone(),
                 least,
-                debounce,
             }));
         };
         // What an image cannot decide may be in the set or not: its key goes (a miss) and the job runs.

@@ -60,8 +60,6 @@ pub(crate) struct MemberChange {
     /// N for a top N sorted set (below N it is short of the top); 1 after an add, which does not start a missing key
     /// (a set is never started from one member: the key was never warmed, expired, or its rows all left); else 0.
     pub least: u64,
-    /// The rule's debounce, for those runs.
-    pub debounce: std::time::Duration,
 }
 
 impl MemberChange {

@@ -2,7 +2,7 @@
 //! its checkpoint saved, and refreshes whose read did not show their change deferred or read from the writer.
 
 use std::collections::HashSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -34,13 +34,14 @@ impl BinlogListener {
             {
                 Some(applied) => {
                     unverified = applied.unverified;
-                    // Sets the batch left short: their runs are asked for as the batch's changes' are, held before
-                    // the batch.
+                    // Sets the batch left short: their runs are asked for as the batch's changes' are, the checkpoint
+                    // held before the batch, but at once (one run at a time, one queued: a short set is wrong until
+                    // its run).
                     let before = state.latest.clone().or_else(|| state.applied.clone());
-                    for (job, debounce) in applied.short {
+                    for job in applied.short {
                         match &before {
                             Some(before) => {
-                                super::rows::warm_asked(job.to_string(), debounce, Instant::now(), before, state)
+                                super::rows::warm_asked(job.to_string(), Duration::ZERO, Instant::now(), before, state)
                             }
                             None => self.invalidator.warm(&job, TriggerReason::Change),
                         }

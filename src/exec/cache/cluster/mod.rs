@@ -25,6 +25,7 @@ use crate::pure::model::{KeyOp, ReadStamp};
 
 pub mod fence;
 mod guard;
+mod merge;
 pub mod slot;
 
 pub(super) use guard::Gates;
@@ -49,6 +50,8 @@ pub(super) struct Cluster {
     /// The scripts; those sent in pipelines as EVALSHA are loaded on every master at start and again after NOSCRIPT.
     scripts: Arc<Scripts>,
     pub(super) gates: Gates,
+    /// Every master runs Redis 7 or later: a batch's per-slot write scripts go as one call per master (`merge`).
+    many_slots: bool,
 }
 
 /// `ops` as plain commands per slot: `SET`/`UNLINK`, or, where scripted values are among them (hashes, documents,
@@ -99,7 +102,7 @@ impl Cluster {
         scripts: Arc<Scripts>,
         protected: bool,
     ) -> Result<Self, CacheError> {
-        let cluster = Self {
+        let mut cluster = Self {
             conn,
             slot_map: RwLock::new(Arc::new(SlotMap {
                 owner: vec![None; SLOTS],
@@ -107,8 +110,10 @@ impl Cluster {
             })),
             scripts,
             gates: Gates::default(),
+            many_slots: false,
         };
         cluster.refresh().await?;
+        cluster.many_slots = cluster.runs_redis_7().await?;
         cluster.load_scripts().await?;
         if protected {
             cluster.prime_slots(&Self::all_slots()).await?;
@@ -144,10 +149,29 @@ impl Cluster {
             .clone()
     }
 
+    /// Whether every master runs Redis (or Valkey, which reports a Redis version) 7 or later.
+    async fn runs_redis_7(&self) -> Result<bool, CacheError> {
+        for (host, port) in &self.slot_map().masters {
+            let reply = self
+                .on_node(host, *port, redis::cmd("INFO").arg("server").clone())
+                .await?;
+            let text: String =
+                redis::FromRedisValue::from_redis_value(reply).map_err(|error| command_failed(error.into()))?;
+            let major = text
+                .lines()
+                .find_map(|line| line.strip_prefix("redis_version:"))
+                .and_then(|version| version.trim().split('.').next()?.parse::<u32>().ok());
+            if major.is_none_or(|major| major < 7) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// `SCRIPT LOAD` of every pipelined script on every master.
     async fn load_scripts(&self) -> Result<(), CacheError> {
         for (host, port) in &self.slot_map().masters {
-            for script in Scripts::pipelined() {
+            for script in Scripts::pipelined(self.many_slots) {
                 self.on_node(host, *port, redis::cmd("SCRIPT").arg("LOAD").arg(script).clone())
                     .await?;
             }
@@ -182,7 +206,7 @@ impl Cluster {
     /// [`Cluster::send`] for commands that write values: a script's reply is its result, the keys it found holding
     /// another type reported (see `replies`).
     pub(super) async fn send_writes(&self, commands: &[(u16, redis::Cmd)]) -> Result<Vec<Value>, CacheError> {
-        let replies = self.send(commands).await?;
+        let replies = self.send_merged(commands).await?;
         Ok(replies.into_iter().map(super::replies::written).collect())
     }
 
@@ -194,33 +218,10 @@ impl Cluster {
         let mut pending: Vec<usize> = (0..commands.len()).collect();
         let mut attempt = 0;
         while !pending.is_empty() {
-            let slot_map = self.slot_map();
-            let mut groups: HashMap<Option<u16>, Vec<usize>> = HashMap::new();
-            for &i in &pending {
-                groups
-                    .entry(slot_map.owner[commands[i].0 as usize])
-                    .or_default()
-                    .push(i);
-            }
-            let sends = groups.into_values().map(|indices| {
-                let mut pipe = redis::Pipeline::with_capacity(indices.len());
-                for &i in &indices {
-                    pipe.add_command(commands[i].1.clone());
-                }
-                let route = Route::new(commands[indices[0]].0, SlotAddr::Master);
-                let mut conn = self.conn.clone();
-                async move {
-                    let count = indices.len();
-                    let sent = conn
-                        .route_pipeline(pipe, 0, count, SingleNodeRoutingInfo::SpecificNode(route))
-                        .await;
-                    (indices, sent)
-                }
-            });
             let mut retry = Vec::new();
             let mut last_error = None;
             let mut noscript = false;
-            for (indices, sent) in futures_util::future::join_all(sends).await {
+            for (indices, sent) in self.round(commands, &pending).await {
                 let values = match sent {
                     Ok(values) => values,
                     // The whole pipeline failed: every command in it goes again (or the error to the caller).
@@ -273,6 +274,39 @@ impl Cluster {
             pending = retry;
         }
         Ok(replies.into_iter().map(|reply| reply.unwrap_or(Value::Nil)).collect())
+    }
+
+    /// One round of [`Cluster::send`]: the `pending` of `commands`, one pipeline per master by the slot map as it is,
+    /// all at once; per pipeline, the commands' indices and what came back.
+    async fn round(
+        &self,
+        commands: &[(u16, redis::Cmd)],
+        pending: &[usize],
+    ) -> Vec<(Vec<usize>, redis::RedisResult<Vec<Value>>)> {
+        let slot_map = self.slot_map();
+        let mut groups: HashMap<Option<u16>, Vec<usize>> = HashMap::new();
+        for &i in pending {
+            groups
+                .entry(slot_map.owner[commands[i].0 as usize])
+                .or_default()
+                .push(i);
+        }
+        let sends = groups.into_values().map(|indices| {
+            let mut pipe = redis::Pipeline::with_capacity(indices.len());
+            for &i in &indices {
+                pipe.add_command(commands[i].1.clone());
+            }
+            let route = Route::new(commands[indices[0]].0, SlotAddr::Master);
+            let mut conn = self.conn.clone();
+            async move {
+                let count = indices.len();
+                let sent = conn
+                    .route_pipeline(pipe, 0, count, SingleNodeRoutingInfo::SpecificNode(route))
+                    .await;
+                (indices, sent)
+            }
+        });
+        futures_util::future::join_all(sends).await
     }
 
     /// The masters' addresses, from the slot map read afresh (what node-local subscriptions need).

@@ -1,0 +1,333 @@
+//! The Lua scripts every guarded or fenced write runs as, and their argument layouts.
+//!
+//! Each script starts with [`PRELUDE`]: Redis' clock as `now`, and the helpers. A script that writes values is fenced
+//! when given a fence: `KEYS[1]` holds the HA lease and `ARGV[1]` the token this instance holds it with; if the key
+//! holds anything else (another leader, or nothing because the lease ran out) the script writes nothing and returns
+//! -2. Without HA the token is empty and no fence is checked (the key is then the version counter, a key the Redis
+//! user may touch anyway).
+
+mod prelude;
+
+use prelude::PRELUDE;
+
+/// Fenced (-2); unless the read lease is live, refuse (-1); if anything was invalidated since the read, refuse (-1)
+/// unless the lease's evidence hash is intact (evicted evidence must never read as "nothing happened"); else SET
+/// each key the evidence does not name with a newer version. KEYS: fence, version counter, read leases, then the
+/// data keys. ARGV: fence token, evidence prefix, the read's version, its lease; then per key: value, ttl in ms
+/// ("0" = none). Returns how many keys were written.
+const GUARDED_SET: &str = r"
+if fenced(KEYS[1], ARGV[1]) then
+  return -2
+end
+local expiry = redis.call('ZSCORE', KEYS[3], ARGV[4])
+if (not expiry) or tonumber(expiry) < now then
+  return -1
+end
+local read_at = tonumber(ARGV[3])
+local moved = tonumber(redis.call('GET', KEYS[2]) or '0') ~= read_at
+local evidence = ARGV[2] .. ARGV[4]
+if moved and redis.call('HEXISTS', evidence, '') == 0 then
+  return -1
+end
+return reply(set_unmarked(KEYS, ARGV, evidence, moved, read_at, 4, 5))
+";
+
+/// Take a new version; record it for every key in the evidence hash of every live read lease (only in a hash that
+/// still exists: one that was evicted stays missing, so its lease's writes are refused); then unlink the keys or,
+/// when values are given (fenced: -2 when the HA lease is lost), set them. KEYS: fence, version counter, read
+/// leases, then the data keys. ARGV: fence token, evidence prefix, a seed for a missing counter (see
+/// `counter_seed`); then, to set instead of unlink, per key: value, ttl in ms ("0" = none). Returns the version.
+const INVALIDATE: &str = r"
+if #ARGV > 3 and fenced(KEYS[1], ARGV[1]) then
+  return -2
+end
+ensure_counter(KEYS[2], ARGV[3], KEYS[3], ARGV[2])
+local version = redis.call('INCR', KEYS[2])
+for _, lease in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], now, '+inf')) do
+  local evidence = ARGV[2] .. lease
+  if redis.call('EXISTS', evidence) == 1 then
+    for i = 4, #KEYS do
+      redis.call('HSET', evidence, KEYS[i], version)
+    end
+  end
+end
+if #ARGV == 3 then
+  redis.call('UNLINK', unpack(KEYS, 4))
+else
+  for i = 4, #KEYS do
+    local base = 4 + (i - 4) * 2
+    set_value(KEYS[i], ARGV[base], ARGV[base + 1])
+  end
+end
+return reply(version)
+";
+
+/// Register a read lease with its evidence hash and return the current version. KEYS[1]: the version counter;
+/// KEYS[2]: the read leases; KEYS[3]: the lease's evidence hash. ARGV[1]: the lease id; ARGV[2]: its lifetime in ms;
+/// ARGV[3]: a seed for a missing counter; ARGV[4]: the evidence prefix. The hash holds the field `''` from the start, so its loss shows; expired
+/// leases are dropped on the way.
+const BEGIN_READ: &str = r"
+ensure_counter(KEYS[1], ARGV[3], KEYS[2], ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('HSET', KEYS[3], '', '1')
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+return tonumber(redis.call('GET', KEYS[1]))
+";
+
+/// Plain writes under the HA fence (no stale-set protection involved): -2 when the lease is lost, else each key set
+/// or unlinked. KEYS: fence, then the data keys. ARGV: fence token; then per key: value and ttl in ms to set, or
+/// `""` and `"-"` to unlink. Returns how many keys were touched.
+const FENCED_APPLY: &str = r"
+if fenced(KEYS[1], ARGV[1]) then
+  return -2
+end
+apply_values(KEYS, ARGV, 2, 2)
+return reply(#KEYS - 1)
+";
+
+/// Writes without a fence or protection, many keys per call: what a hash's, a document's or a set's values need (their
+/// writes are the prelude's `set_value`), so that such a batch is one script call and not one EVAL of this source per
+/// key. KEYS: the data keys. ARGV: per key, value and ttl in ms, or `""` and `"-"` to unlink. Returns how many.
+const PLAIN_APPLY: &str = r"
+apply_values(KEYS, ARGV, 1, 1)
+return reply(#KEYS)
+";
+
+/// Extends the lease only if it still holds our token. KEYS[1]: the lease; ARGV[1]: the token; ARGV[2]: TTL in ms.
+const RENEW_LEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
+/// Deletes the lease only if it still holds our token. KEYS[1]: the lease; ARGV[1]: the token.
+const RELEASE_LEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// Cluster: register a read lease and return `{version, deadline}` (the lease's end, Redis milliseconds). KEYS[1]:
+/// the global version counter; KEYS[2]: the read leases (both tagged `{cachewarden}`, one slot). ARGV[1]: the lease
+/// id; ARGV[2]: its lifetime in ms. A missing counter starts at Redis' clock in microseconds, above any version a
+/// lost counter can have reached (see `cluster::guard`).
+const CLUSTER_BEGIN_READ: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[1], string.format('%.0f', now * 1000))
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
+local deadline = now + tonumber(ARGV[2])
+redis.call('ZADD', KEYS[2], deadline, ARGV[1])
+return {tonumber(redis.call('GET', KEYS[1])), deadline}
+";
+
+/// Cluster: an invalidation's first step. Take a new version and return it with the live read leases and the
+/// milliseconds each has left: `{version, lease, ms, lease, ms, ...}`. KEYS as for `CLUSTER_BEGIN_READ`.
+const CLUSTER_TICK: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[1], string.format('%.0f', now * 1000))
+end
+local reply = {redis.call('INCR', KEYS[1])}
+local leases = redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf', 'WITHSCORES')
+for i = 1, #leases, 2 do
+  table.insert(reply, leases[i])
+  table.insert(reply, math.max(1, tonumber(leases[i + 1]) - now))
+end
+return reply
+";
+
+/// Cluster: an invalidation's second step, in one slot. Fenced (-2) when it sets values and the slot's copy of the HA
+/// epoch is not this leader's. Raise the slot's version (the newest invalidation applied in it) to this one; record
+/// the version for each key in the slot's evidence hash of every lease the first step listed, creating a missing
+/// hash with the field `''` holding the slot's version before this invalidation (the guard trusts a hash only if
+/// that is no newer than its read); then unlink or set the keys. KEYS: the slot's version, the slot's HA fence, the
+/// n evidence hashes, then the data keys. ARGV: the version, n, the HA epoch ('' when nothing is set or without HA),
+/// the n leases' remaining ms; then per key: value and ttl in ms ("0" = none), or `""` and `"-"` to unlink.
+const CLUSTER_INVALIDATE: &str = r"
+if fenced(KEYS[2], ARGV[3]) then
+  return -2
+end
+local version = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local before = redis.call('GET', KEYS[1])
+if (not before) or tonumber(before) < version then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+for l = 1, n do
+  local evidence = KEYS[2 + l]
+  if redis.call('EXISTS', evidence) == 0 then
+    redis.call('HSET', evidence, '', before or 'lost')
+    redis.call('PEXPIRE', evidence, ARGV[3 + l])
+  end
+  for i = 3 + n, #KEYS do
+    redis.call('HSET', evidence, KEYS[i], ARGV[1])
+  end
+end
+apply_values(KEYS, ARGV, 3 + n, 4 + n)
+return reply(version)
+";
+
+/// Cluster: write one slot's values of one read. Fenced (-2) when the slot's copy of the HA epoch is not this
+/// leader's. Refuse (-1) once the lease is within a second of its deadline (a margin for the nodes' clocks); -3 when
+/// the slot's version is missing (evicted: the caller restores it and reads again); if the slot has seen an
+/// invalidation since the read, refuse (-1) unless the lease's evidence hash here is complete (its `''` no newer
+/// than the read), and skip each key it names with a newer version. KEYS: the slot's version, the lease's evidence
+/// hash in this slot, the slot's HA fence, then the data keys. ARGV: the read's version, the lease's deadline, the
+/// HA epoch ('' without HA); then per key: value, ttl in ms ("0" = none). Returns how many keys were written.
+const CLUSTER_GUARDED_SET: &str = r"
+if fenced(KEYS[3], ARGV[3]) then
+  return -2
+end
+if now > tonumber(ARGV[2]) - 1000 then
+  return -1
+end
+local slot_version = redis.call('GET', KEYS[1])
+if not slot_version then
+  return -3
+end
+local read_at = tonumber(ARGV[1])
+local moved = tonumber(slot_version) > read_at
+if moved then
+  local since = tonumber(redis.call('HGET', KEYS[2], '') or 'lost')
+  if (not since) or since > read_at then
+    return -1
+  end
+end
+return reply(set_unmarked(KEYS, ARGV, KEYS[2], moved, read_at, 4, 4))
+";
+
+/// Cluster: take the HA lease and, with it, a new epoch, stored beside the lease (one slot) and above every earlier
+/// one: one more than the last, or Redis' clock in milliseconds if that is higher (a lost epoch key restarts above
+/// anything it held). KEYS[1]: the lease; KEYS[2]: the epoch. ARGV[1]: the token; ARGV[2]: the TTL in ms. Returns
+/// `{1, epoch}`, or `{0, holder}` when another instance holds the lease.
+const CLUSTER_TAKE_LEASE: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local epoch = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, now)
+  redis.call('SET', KEYS[2], string.format('%.0f', epoch))
+  return {1, string.format('%.0f', epoch)}
+end
+return {0, redis.call('GET', KEYS[1]) or ''}
+";
+
+/// Cluster: raise one slot's copy of the HA epoch to a new leader's (never lower it: a deposed leader's late claim
+/// changes nothing). KEYS[1]: the slot's HA fence; ARGV[1]: the epoch.
+const CLUSTER_CLAIM: &str = r"
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return 1
+";
+
+/// A cluster's per-slot write script run for several slots of one master in one call (Redis 7's
+/// `allow-cross-slot-keys`): the per-slot body is a function of its KEYS and ARGV (see `many_slots`), called once
+/// per group. ARGV[1]: the number of groups; then per group its number of keys, its number of arguments, and its
+/// arguments. KEYS: the groups' keys, group after group. Returns the groups' replies in order.
+const MANY_SLOTS: &str = r"
+local replies = {}
+local k, a = 1, 2
+for g = 1, tonumber(ARGV[1]) do
+  local nk, na = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local keys, argv = {}, {}
+  for i = 1, nk do
+    keys[i] = KEYS[k + i - 1]
+  end
+  for i = 1, na do
+    argv[i] = ARGV[a + 1 + i]
+  end
+  k, a = k + nk, a + 2 + na
+  for i = #other_type, 1, -1 do
+    other_type[i] = nil
+  end
+  replies[g] = per_slot(keys, argv)
+end
+return replies
+";
+
+/// `body` (a per-slot cluster script) run for many slots at once: see [`MANY_SLOTS`].
+fn many_slots(body: &str) -> String {
+    format!(
+        "#!lua flags=allow-cross-slot-keys\n{PRELUDE}\nlocal function per_slot(KEYS, ARGV)\n{body}\nend\n{MANY_SLOTS}"
+    )
+}
+
+/// What a fenced script returns when this instance no longer holds the HA lease.
+pub(super) const FENCED: i64 = -2;
+
+/// The scripts (redis-rs loads each on first use and then calls it by its SHA).
+pub(super) struct Scripts {
+    pub guarded_set: redis::Script,
+    pub invalidate: redis::Script,
+    pub begin_read: redis::Script,
+    pub fenced_apply: redis::Script,
+    pub plain_apply: redis::Script,
+    pub renew_lease: redis::Script,
+    pub release_lease: redis::Script,
+    pub cluster_begin_read: redis::Script,
+    pub cluster_tick: redis::Script,
+    /// Sent in pipelines (EVALSHA by [`Scripts::pipelined`]'s hashes), so loaded on every master beforehand.
+    pub cluster_invalidate: redis::Script,
+    pub cluster_guarded_set: redis::Script,
+    pub cluster_claim: redis::Script,
+    pub cluster_take_lease: redis::Script,
+    /// The per-slot write scripts above (`cluster_invalidate`, `cluster_guarded_set`, `fenced_apply`, `plain_apply`),
+    /// each with its variant for many slots of one master (see [`MANY_SLOTS`]), by the per-slot one's hash.
+    pub many_slots: Vec<(String, redis::Script)>,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Self {
+        let script = |body: &str| redis::Script::new(&format!("{PRELUDE}{body}"));
+        Self {
+            guarded_set: script(GUARDED_SET),
+            invalidate: script(INVALIDATE),
+            begin_read: script(BEGIN_READ),
+            fenced_apply: script(FENCED_APPLY),
+            plain_apply: script(PLAIN_APPLY),
+            // The lease's own scripts need no prelude.
+            renew_lease: redis::Script::new(RENEW_LEASE),
+            release_lease: redis::Script::new(RELEASE_LEASE),
+            cluster_begin_read: script(CLUSTER_BEGIN_READ),
+            cluster_tick: script(CLUSTER_TICK),
+            cluster_invalidate: script(CLUSTER_INVALIDATE),
+            cluster_guarded_set: script(CLUSTER_GUARDED_SET),
+            cluster_claim: script(CLUSTER_CLAIM),
+            cluster_take_lease: script(CLUSTER_TAKE_LEASE),
+            many_slots: [CLUSTER_INVALIDATE, CLUSTER_GUARDED_SET, FENCED_APPLY, PLAIN_APPLY]
+                .iter()
+                .map(|body| {
+                    let one = redis::Script::new(&format!("{PRELUDE}{body}"));
+                    (one.get_hash().to_string(), redis::Script::new(&many_slots(body)))
+                })
+                .collect(),
+        }
+    }
+
+    /// The variant for many slots of the per-slot write script whose hash is `sha`, if it has one.
+    pub(super) fn many_slots_of(&self, sha: &[u8]) -> Option<&redis::Script> {
+        self.many_slots
+            .iter()
+            .find(|(one, _)| one.as_bytes() == sha)
+            .map(|(_, many)| many)
+    }
+
+    /// The source of the scripts a cluster runs in pipelines, to load on every master; with `many_slots` (Redis 7 or
+    /// later), their variants for many slots too.
+    pub(super) fn pipelined(many_slots: bool) -> Vec<String> {
+        // FENCED_APPLY runs per slot on a cluster: KEYS[1] is the slot's HA fence and ARGV[1] the epoch.
+        let bodies = [
+            CLUSTER_INVALIDATE,
+            CLUSTER_GUARDED_SET,
+            FENCED_APPLY,
+            PLAIN_APPLY,
+            CLUSTER_CLAIM,
+        ];
+        let mut sources: Vec<String> = bodies.iter().map(|body| format!("{PRELUDE}{body}")).collect();
+        if many_slots {
+            sources.extend(bodies[..4].iter().map(|body| self::many_slots(body)));
+        }
+        sources
+    }
+}
