@@ -33,6 +33,10 @@ ttl = "1h"
 "#
     ));
     assert!(config.redis.cluster);
+    // One master's MONITOR counts the guarded write scripts that carry this test's keys.
+    let first_master = env.masters().await.remove(0);
+    let client = redis::Client::open(first_master.as_str()).unwrap();
+    let mut monitor = client.get_async_monitor().await.unwrap().into_on_message::<String>();
     let outcomes = commands::run_once(&config, &[], Mode::Write)
         .await
         .expect("the cluster is reachable");
@@ -40,6 +44,21 @@ ttl = "1h"
     assert_eq!(
         (summary.rows, summary.keys_written),
         (u64::from(ITEMS), u64::from(ITEMS))
+    );
+    let mut scripts = 0;
+    {
+        use futures_util::StreamExt as _;
+        while let Ok(Some(line)) = tokio::time::timeout(Duration::from_millis(500), monitor.next()).await {
+            if line.contains("\"EVALSHA\"") && line.contains(&format!("\"{p}item:")) {
+                scripts += 1;
+            }
+        }
+    }
+    // On Redis 7 the per-slot scripts of a batch go to each master as one call: a few per batch of hundreds of keys,
+    // not one per key's slot (about 3,300 here).
+    assert!(
+        (1..100).contains(&scripts),
+        "{scripts} guarded write scripts reached {first_master}"
     );
 
     // Every key is on a master (Redis keeps a key only on the node that owns its slot), and on every master.
@@ -451,4 +470,97 @@ async fn a_resharding_during_a_binlog_burst_and_warm_runs_leaves_every_key_equal
         "no batch met a moved slot; the test did not exercise the resharding"
     );
     assert_eq!(daemon.stop().await, Some(0));
+}
+
+/// A slot being migrated (`CLUSTER SETSLOT … MIGRATING/IMPORTING`, its key moved by `MIGRATE`): the owner answers ASK
+/// for the key, and a warm run asks the node the ASK names at once (after `ASKING`), instead of reading the slot map
+/// again and again (which still names the owner until the migration ends) until it gives up.
+#[tokio::test]
+async fn a_warm_run_follows_ask_redirects_into_a_slot_being_migrated() {
+    let cluster = common::OwnCluster::start(3, 0);
+    let mut env = TestEnv::new().await.on_cluster();
+    env.redis_url = cluster.url();
+    env.sql("CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL);\nINSERT INTO items SELECT seq, seq * 7 FROM seq_1_to_300")
+        .await;
+    let p = &env.prefix;
+    let key = format!("{p}item:1");
+    let mut seed = env.redis().await;
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(&key)
+        .query_async(&mut seed)
+        .await
+        .unwrap();
+    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut seed).await.unwrap();
+    // Each master: (id, port, whether it owns the slot).
+    let masters: Vec<(String, u16, bool)> = nodes
+        .lines()
+        .filter(|line| line.contains("master"))
+        .map(|line| {
+            let words: Vec<&str> = line.split(' ').collect();
+            let port = words[1].split([':', '@']).nth(1).unwrap().parse().unwrap();
+            let owns = words[8..].iter().any(|range| {
+                let (low, high) = range.split_once('-').unwrap_or((range, range));
+                (low.parse::<u16>().unwrap()..=high.parse::<u16>().unwrap()).contains(&slot)
+            });
+            (words[0].to_string(), port, owns)
+        })
+        .collect();
+    let source = masters.iter().find(|m| m.2).unwrap().clone();
+    let target = masters.iter().find(|m| !m.2).unwrap().clone();
+    let node = |port: u16| async move {
+        redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    };
+    let (mut from, mut to) = (node(source.1).await, node(target.1).await);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("old")
+        .query_async(&mut from)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("IMPORTING")
+        .arg(&source.0)
+        .query_async(&mut to)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("MIGRATING")
+        .arg(&target.0)
+        .query_async(&mut from)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("MIGRATE")
+        .arg("127.0.0.1")
+        .arg(target.1)
+        .arg(&key)
+        .arg(0)
+        .arg(5000)
+        .query_async(&mut from)
+        .await
+        .unwrap();
+
+    let body = format!(
+        "[[warm]]\nname = \"items\"\nschedule = \"every 1h\"\nquery = \"SELECT id, v FROM items\"\nkey = \"{p}item:{{id}}\"\n\
+         ttl = \"1h\"\n"
+    );
+    let text = env
+        .connection_toml()
+        .replace("cluster = true\n", "cluster = true\nstale_set_protection = false\n");
+    let path = env.write_file("jobs.toml", &format!("{text}{body}"));
+    let (code, out) = env.run_cli(&["run", "--once"], &path);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("moved slots"), "{out}");
+    // The key was written where it now lives: on the node importing the slot.
+    let _: () = redis::cmd("ASKING").query_async(&mut to).await.unwrap();
+    let value: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut to).await.unwrap();
+    assert_eq!(value.as_deref(), Some(r#"{"id":1,"v":7}"#));
 }

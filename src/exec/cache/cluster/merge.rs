@@ -37,22 +37,15 @@ fn slot_call(cmd: &redis::Cmd) -> Option<SlotCall<'_>> {
     Some(SlotCall { sha, keys, args })
 }
 
-/// One call of `many` (the variant for many slots) for `calls`: every group's keys, then the number of groups and,
-/// per group, its numbers of keys and arguments and its arguments.
+/// One call of `many` (the variant for many slots) for `calls`: no declared key (declared keys must share a slot),
+/// then the number of groups and, per group, its numbers of keys and arguments, its keys and its arguments.
 fn merged(many: &redis::Script, calls: &[SlotCall<'_>]) -> redis::Cmd {
     let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(many.get_hash());
-    cmd.arg(calls.iter().map(|call| call.keys.len()).sum::<usize>());
-    for call in calls {
-        for key in &call.keys {
-            cmd.arg(*key);
-        }
-    }
-    cmd.arg(calls.len());
+    cmd.arg(many.get_hash()).arg(0).arg(calls.len());
     for call in calls {
         cmd.arg(call.keys.len()).arg(call.args.len());
-        for arg in &call.args {
-            cmd.arg(*arg);
+        for part in call.keys.iter().chain(&call.args) {
+            cmd.arg(*part);
         }
     }
     cmd
@@ -104,7 +97,7 @@ impl Cluster {
         let mut replies: Vec<Option<Value>> = vec![None; commands.len()];
         let mut again: Vec<usize> = Vec::new();
         let all: Vec<usize> = (0..units.len()).collect();
-        for (indices, sent) in self.round(&units, &all).await {
+        for (indices, sent) in self.round(&units, &all, &Default::default()).await {
             let values = match sent {
                 Ok(values) => values,
                 Err(_) => {
@@ -165,16 +158,16 @@ mod tests {
             [
                 "EVALSHA",
                 many.get_hash(),
-                "3",
-                "k1",
-                "k2",
-                "k3",
+                "0",
                 "2",
                 "2",
                 "1",
+                "k1",
+                "k2",
                 "a1",
                 "1",
                 "2",
+                "k3",
                 "a2",
                 "a3"
             ]

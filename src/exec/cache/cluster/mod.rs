@@ -5,17 +5,14 @@
 //! redis-rs' cluster connection routes single-key commands and scripts itself (and follows MOVED); what it cannot
 //! do is a pipeline whose keys span slots, which every batch of cachewarden's is. So batches are grouped by the
 //! master that owns each key's slot in cachewarden's own copy of the slot map (`CLUSTER SLOTS`), and each group goes
-//! to that master as one pipeline. A command answered MOVED, ASK, TRYAGAIN, CLUSTERDOWN or READONLY, or sent to a
-//! node that failed (a resharding, a `CLUSTER FAILOVER`, a replica promoted), is sent again once the slot map has
-//! been read afresh: every write is idempotent, and commands for one key stay in order because they share a slot.
+//! to that master as one pipeline; redirects (ASK, TRYAGAIN, MOVED, a failed node) are followed as `send` describes.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use redis::Value;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-use redis::{ServerErrorKind, Value};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
 use super::operations::{Operations, ReadCommand};
 use super::policy::WritePolicy;
@@ -26,14 +23,11 @@ use crate::pure::model::{KeyOp, ReadStamp};
 pub mod fence;
 mod guard;
 mod merge;
+mod send;
 pub mod slot;
 
 pub(super) use guard::Gates;
 use slot::SLOTS;
-
-/// How often a batch is sent again after redirects or a failed node before the error goes to the caller (whose own
-/// retry loop takes over); with the pauses below, about six seconds: enough for a failover to settle.
-const REDIRECT_ATTEMPTS: u32 = 12;
 
 /// The masters and which of them owns each slot.
 #[derive(Debug)]
@@ -210,105 +204,6 @@ impl Cluster {
         Ok(replies.into_iter().map(super::replies::written).collect())
     }
 
-    /// Sends each command (with the slot of its keys) to the master that owns the slot: one pipeline per master,
-    /// all at once. Returns the replies in the commands' order; a command that failed for good (a refusal, a wrong
-    /// type) fails the whole call, as a single node's pipeline does.
-    pub(super) async fn send(&self, commands: &[(u16, redis::Cmd)]) -> Result<Vec<Value>, CacheError> {
-        let mut replies: Vec<Option<Value>> = vec![None; commands.len()];
-        let mut pending: Vec<usize> = (0..commands.len()).collect();
-        let mut attempt = 0;
-        while !pending.is_empty() {
-            let mut retry = Vec::new();
-            let mut last_error = None;
-            let mut noscript = false;
-            for (indices, sent) in self.round(commands, &pending).await {
-                let values = match sent {
-                    Ok(values) => values,
-                    // The whole pipeline failed: every command in it goes again (or the error to the caller).
-                    Err(error) => {
-                        noscript |= is_noscript(&error);
-                        if !is_noscript(&error) && !is_redirect(&error) {
-                            return Err(command_failed(error));
-                        }
-                        retry.extend(indices);
-                        last_error = Some(error);
-                        continue;
-                    }
-                };
-                for (i, value) in indices.into_iter().zip(values) {
-                    let Value::ServerError(error) = value else {
-                        replies[i] = Some(value);
-                        continue;
-                    };
-                    let error = redis::RedisError::from(error);
-                    noscript |= is_noscript(&error);
-                    if !is_noscript(&error) && !is_redirect(&error) {
-                        return Err(command_failed(error));
-                    }
-                    retry.push(i);
-                    last_error = Some(error);
-                }
-            }
-            if retry.is_empty() {
-                break;
-            }
-            attempt += 1;
-            if attempt >= REDIRECT_ATTEMPTS {
-                return Err(command_failed(last_error.expect("a command to retry has its error")));
-            }
-            tracing::warn!(
-                commands = retry.len(),
-                attempt,
-                error = %last_error.as_ref().expect("a command to retry has its error"),
-                "The cluster moved slots or lost a node under a batch; reading the slot map again."
-            );
-            tokio::time::sleep(Duration::from_millis(100) * attempt.min(10)).await;
-            // A failed refresh (the node asked is the one that failed) is tried again on the next round.
-            if let Err(error) = self.refresh().await {
-                tracing::debug!(%error, "Cannot read the slot map yet.");
-            } else if noscript {
-                // A promoted replica has none of the scripts: SCRIPT LOAD is not replicated.
-                self.load_scripts().await?;
-            }
-            retry.sort_unstable();
-            pending = retry;
-        }
-        Ok(replies.into_iter().map(|reply| reply.unwrap_or(Value::Nil)).collect())
-    }
-
-    /// One round of [`Cluster::send`]: the `pending` of `commands`, one pipeline per master by the slot map as it is,
-    /// all at once; per pipeline, the commands' indices and what came back.
-    async fn round(
-        &self,
-        commands: &[(u16, redis::Cmd)],
-        pending: &[usize],
-    ) -> Vec<(Vec<usize>, redis::RedisResult<Vec<Value>>)> {
-        let slot_map = self.slot_map();
-        let mut groups: HashMap<Option<u16>, Vec<usize>> = HashMap::new();
-        for &i in pending {
-            groups
-                .entry(slot_map.owner[commands[i].0 as usize])
-                .or_default()
-                .push(i);
-        }
-        let sends = groups.into_values().map(|indices| {
-            let mut pipe = redis::Pipeline::with_capacity(indices.len());
-            for &i in &indices {
-                pipe.add_command(commands[i].1.clone());
-            }
-            let route = Route::new(commands[indices[0]].0, SlotAddr::Master);
-            let mut conn = self.conn.clone();
-            async move {
-                let count = indices.len();
-                let sent = conn
-                    .route_pipeline(pipe, 0, count, SingleNodeRoutingInfo::SpecificNode(route))
-                    .await;
-                (indices, sent)
-            }
-        });
-        futures_util::future::join_all(sends).await
-    }
-
     /// The masters' addresses, from the slot map read afresh (what node-local subscriptions need).
     pub(super) async fn master_addresses(&self) -> Result<Vec<(String, u16)>, CacheError> {
         self.refresh().await?;
@@ -435,30 +330,6 @@ impl Operations for Cluster {
     fn shape(&self) -> String {
         format!("a Redis Cluster of {} masters", self.nodes())
     }
-}
-
-fn is_noscript(error: &redis::RedisError) -> bool {
-    error.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript)
-}
-
-/// Whether a failure is the cluster changing shape under the command (or a node failing), so that sending it again
-/// after reading the slot map afresh may succeed.
-fn is_redirect(error: &redis::RedisError) -> bool {
-    matches!(
-        error.kind(),
-        redis::ErrorKind::Server(
-            ServerErrorKind::Moved
-                | ServerErrorKind::Ask
-                | ServerErrorKind::TryAgain
-                | ServerErrorKind::ClusterDown
-                | ServerErrorKind::MasterDown
-                | ServerErrorKind::ReadOnly
-        )
-    ) || error.kind() == redis::ErrorKind::ClusterConnectionNotFound
-        || error.is_io_error()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-        || error.is_timeout()
 }
 
 /// `CLUSTER SLOTS`: `[[start, end, [host, port, id, ...], replicas...], ...]`.

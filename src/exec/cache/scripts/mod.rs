@@ -223,21 +223,23 @@ return 1
 
 /// A cluster's per-slot write script run for several slots of one master in one call (Redis 7's
 /// `allow-cross-slot-keys`): the per-slot body is a function of its KEYS and ARGV (see `many_slots`), called once
-/// per group. ARGV[1]: the number of groups; then per group its number of keys, its number of arguments, and its
-/// arguments. KEYS: the groups' keys, group after group. Returns the groups' replies in order.
+/// per group. No key is declared (declared keys must share one slot even so): ARGV[1] is the number of groups; then
+/// per group its number of keys, its number of arguments, its keys and its arguments. Returns the groups' replies in
+/// order. A key of a slot this node does not serve (a slot on the move) stops the script with an error where it is:
+/// every per-slot script is idempotent, and the caller runs the groups again one slot at a time.
 const MANY_SLOTS: &str = r"
 local replies = {}
-local k, a = 1, 2
+local a = 2
 for g = 1, tonumber(ARGV[1]) do
   local nk, na = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   local keys, argv = {}, {}
   for i = 1, nk do
-    keys[i] = KEYS[k + i - 1]
+    keys[i] = ARGV[a + 1 + i]
   end
   for i = 1, na do
-    argv[i] = ARGV[a + 1 + i]
+    argv[i] = ARGV[a + 1 + nk + i]
   end
-  k, a = k + nk, a + 2 + na
+  a = a + 2 + nk + na
   for i = #other_type, 1, -1 do
     other_type[i] = nil
   end
