@@ -189,6 +189,8 @@ fn key_needs(config: &Config, protected: bool, fence: Option<&str>, needs: &mut 
             // Inside the write scripts (unprotected and unfenced: the plain batch script).
             needs.push(need(&purpose, &["HSET", &key, "f", "v"]));
             needs.push(need(&purpose, &["HGETALL", &key]));
+            // A projection's field update reads the fields it may change.
+            needs.push(need(&purpose, &["HMGET", &key, "f"]));
             needs.push(need(&purpose, &["HDEL", &key, "f"]));
             needs.push(need(&purpose, &["TYPE", &key]));
             needs.push(need(&purpose, &["PERSIST", &key]));
@@ -215,10 +217,15 @@ fn key_needs(config: &Config, protected: bool, fence: Option<&str>, needs: &mut 
             };
             needs.push(need(&purpose, &add));
             needs.push(need(&purpose, &remove));
+            // After member changes, whether a key came out short (missing, or a top N below N).
+            let size = match members.kind {
+                crate::pure::model::MemberKind::Set => "SCARD",
+                crate::pure::model::MemberKind::Zset => "ZCARD",
+            };
+            needs.push(need(&purpose, &[size, &key]));
             if members.top.is_some() {
                 for command in [
-                    &["ZCARD", &key][..],
-                    &["ZRANK", &key, "m"],
+                    &["ZRANK", &key, "m"][..],
                     &["ZREMRANGEBYRANK", &key, "0", "-1"],
                     &["ZRANGE", &key, "0", "0", "WITHSCORES"],
                     &["ZREMRANGEBYSCORE", &key, "0", "0"],

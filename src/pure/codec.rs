@@ -203,6 +203,34 @@ pub(crate) fn hash_update(json: &[u8]) -> Option<Vec<u8>> {
     Some(packed(HASH_UPDATE_TAG, &parts))
 }
 
+/// Two [`hash_update`]s of one key as one: every field either names, the newer's value (or NULL) where both do.
+pub(crate) fn merged_hash_updates(older: &[u8], newer: &[u8]) -> Vec<u8> {
+    // Each update as (field, value or None for NULL).
+    fn fields(update: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let parts = unpacked(HASH_UPDATE_TAG, update).unwrap_or_default();
+        let Some((count, rest)) = parts.split_first() else {
+            return Vec::new();
+        };
+        let pairs = std::str::from_utf8(count)
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let (set, null) = rest.split_at((pairs * 2).min(rest.len()));
+        let set = set.chunks(2).map(|pair| (pair[0].clone(), pair.get(1).cloned()));
+        set.chain(null.iter().map(|name| (name.clone(), None))).collect()
+    }
+    let mut merged: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> = fields(older).into_iter().collect();
+    merged.extend(fields(newer));
+    let (set, null): (Vec<_>, Vec<_>) = merged.into_iter().partition(|(_, value)| value.is_some());
+    let mut parts: Vec<Vec<u8>> = vec![set.len().to_string().into_bytes()];
+    for (name, value) in set {
+        parts.push(name);
+        parts.push(value.unwrap_or_default());
+    }
+    parts.extend(null.into_iter().map(|(name, _)| name));
+    packed(HASH_UPDATE_TAG, &parts)
+}
+
 /// [`JSON_TAG`] and the document `json` as a MessagePack array `[document, field, JSON text, …]`: an object's
 /// top-level fields follow the document as their JSON texts, which the write scripts compare one by one with the
 /// document already there and write only where they differ (none follow a document that is no object).
@@ -319,6 +347,11 @@ mod tests {
         let text: Vec<&str> = parts.iter().map(|part| std::str::from_utf8(part).unwrap()).collect();
         assert_eq!(text, ["2", "n", "3", "price", "21.00", "note"]);
         assert_eq!(hash_update(b"[1]"), None);
+        // Two updates of a key merge, the newer winning: note set again, n now NULL, price kept.
+        let newer = hash_update(br#"{"note":"hot","n":null}"#).unwrap();
+        let merged = unpacked(HASH_UPDATE_TAG, &merged_hash_updates(&update, &newer)).unwrap();
+        let text: Vec<&str> = merged.iter().map(|part| std::str::from_utf8(part).unwrap()).collect();
+        assert_eq!(text, ["2", "note", "hot", "price", "21.00", "n"]);
     }
 
     #[test]

@@ -159,6 +159,24 @@ impl Batch {
                 return;
             }
         };
+        // A projection into a hash changes some of its fields only: a refresh or delete of the key in the batch (or a
+        // deferred re-read) covers it and is kept, and two such updates of a key merge.
+        if let Action::Set { value, .. } = &action
+            && value.starts_with(crate::pure::codec::HASH_UPDATE_TAG)
+        {
+            match self.keyed.get_mut(&key) {
+                Some((_, Action::Delete(_) | Action::Refresh(_))) => return,
+                Some((at, Action::Set { value: older, .. }))
+                    if older.starts_with(crate::pure::codec::HASH_UPDATE_TAG) =>
+                {
+                    *older = crate::pure::codec::merged_hash_updates(older, value);
+                    *at = self.arrivals;
+                    return;
+                }
+                _ if self.deferred.contains_key(&key) => return,
+                _ => {}
+            }
+        }
         // A newer change of the key supersedes a deferred re-read of it. (The maps are usually empty: skip hashing
         // the key for them then, it is the hot path of a write storm.)
         if !self.deferred.is_empty() {
@@ -329,6 +347,29 @@ mod tests {
         assert!(ready.actions.contains(&Action::Refresh("product:1".into())));
         assert_eq!(ready.seen["product:1"], seen("999"));
         assert!(!ready.seen.contains_key("product:2"));
+    }
+
+    #[test]
+    fn a_hash_field_update_never_displaces_a_refresh_or_delete_and_two_of_them_merge() {
+        let update = |json: &str| Action::Set {
+            key: "h".into(),
+            value: crate::pure::codec::hash_update(json.as_bytes()).unwrap(),
+            ttl: None,
+        };
+        let now = Instant::now();
+        for first in [Action::Refresh("h".into()), Action::Delete("h".into())] {
+            let mut batch = Batch::default();
+            batch.add(first.clone(), Some(&seen("x")), now);
+            batch.add(update(r#"{"price":"1"}"#), None, now);
+            assert_eq!(batch.take_actions().actions, [first]);
+        }
+        let mut batch = Batch::default();
+        batch.add(update(r#"{"price":"1","note":"a"}"#), None, now);
+        batch.add(update(r#"{"note":null,"name":"b"}"#), None, now);
+        assert_eq!(
+            batch.take_actions().actions,
+            [update(r#"{"price":"1","name":"b","note":null}"#)]
+        );
     }
 
     #[test]

@@ -5,9 +5,16 @@
 //! hundred keys then costs each master one script call instead of one per key's slot.
 //!
 //! Each slot's reply comes back in the call's reply, in order, so callers see the replies of the per-slot scripts.
-//! A merged call that fails as a whole (a slot moved or migrating since the slot map was read: MOVED, ASK, TRYAGAIN,
-//! CROSSSLOT; a master that lost the scripts) changes nothing before its error, and its slots go again as per-slot
-//! scripts through [`Cluster::send`], which follows the cluster's redirects.
+//! The call declares no key (declared keys must share one slot even with the flag), so the server cannot check the
+//! slots up front: a key of a slot the master no longer serves, or is migrating away, stops the script with an error
+//! where it is (a master that lost the scripts answers NOSCRIPT before it starts). Redis keeps what the groups before
+//! the error wrote, and every group of the call then goes again as its per-slot script through [`Cluster::send`],
+//! which follows the cluster's redirects. Running a group twice is safe: a guarded set checks its slot's version and
+//! evidence again; an invalidation records the same version again and unlinks or writes the same keys; the plain and
+//! fenced writes set the same values (a set's chunks only add, a rename of a built set finds it gone the second
+//! time). The one thing a second run cannot tell is a newer write of the same key between the two runs: the
+//! second run writes the older value again, as a retried pipeline on a single node would; the key's next change or
+//! refresh corrects it. That needs a slot moving in the middle of a batch.
 
 use redis::Value;
 

@@ -25,8 +25,11 @@ local function reply(result)
   if #other_type == 0 then
     return result
   end
-  table.insert(other_type, 1, result)
-  return other_type
+  local named = {result}
+  for _, key in ipairs(other_type) do
+    table.insert(named, key)
+  end
+  return named
 end
 
 -- Sets a key's ttl in ms ('0': none).
