@@ -202,7 +202,12 @@ async fn a_full_checkpoint_disk_holds_the_checkpoint_while_changes_still_apply_a
 
     // The disk fills: the checkpoint is written through `checkpoint.tmp`, now the kernel's /dev/full, where every
     // write fails with ENOSPC exactly as on a full filesystem.
-    std::os::unix::fs::symlink("/dev/full", file.with_extension("tmp")).unwrap();
+    // (A checkpoint being written at that moment holds `checkpoint.tmp` for an instant: take its place.)
+    let tmp = file.with_extension("tmp");
+    while let Err(error) = std::os::unix::fs::symlink("/dev/full", &tmp) {
+        assert_eq!(error.kind(), std::io::ErrorKind::AlreadyExists, "{error}");
+        let _ = std::fs::remove_file(&tmp);
+    }
     let held = std::fs::read_to_string(&file).unwrap();
     for round in 2..=4 {
         assert!(
