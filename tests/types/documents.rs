@@ -36,12 +36,7 @@ async fn documents_follow_the_binlog(env: TestEnv) {
     .await;
     let p = &env.prefix;
     let mut conn = env.any_redis().await;
-    let _: () = redis::cmd("SADD")
-        .arg(format!("{p}doc:3"))
-        .arg("a set")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    super::plant_string(&env, &format!("{p}doc:3")).await;
     let query = "SELECT id, name, price, note FROM products";
     let job = |name: &str, key: &str, kind: &str| {
         format!(

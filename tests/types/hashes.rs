@@ -28,12 +28,7 @@ async fn hashes_follow_the_binlog(env: TestEnv) {
     let p = &env.prefix;
     let mut conn = env.any_redis().await;
     // A key of another type already there: the warm run replaces it.
-    let _: () = redis::cmd("SET")
-        .arg(format!("{p}product:3"))
-        .arg("a string")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    super::plant_string(&env, &format!("{p}product:3")).await;
     let query = "SELECT id, name, price, note, added FROM products";
     let server_id = 10_000 + fastrand::u32(..1_000_000);
     let body = format!(

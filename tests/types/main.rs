@@ -8,6 +8,17 @@ mod documents;
 mod hashes;
 mod sets;
 
+/// Puts a string at `key`: a key of another type than a hash, set or document job writes.
+async fn plant_string(env: &common::TestEnv, key: &str) {
+    let mut conn = env.any_redis().await;
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg("a string")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
 #[test]
 fn check_refuses_what_a_hash_or_a_set_cannot_hold_and_the_types_not_built_yet() {
     let dir = tempfile::tempdir().unwrap();

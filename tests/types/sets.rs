@@ -103,12 +103,7 @@ async fn sets_follow_the_binlog(env: TestEnv) {
     let p = &env.prefix;
     // A key of another type where a set goes: the run's rename writes the set over it (counted).
     let mut conn = env.any_redis().await;
-    let _: () = redis::cmd("SET")
-        .arg(format!("{p}category:2:products"))
-        .arg("a string")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    super::plant_string(&env, &format!("{p}category:2:products")).await;
     let server_id = 10_000 + fastrand::u32(..1_000_000);
     let body = format!(
         "[channel]\nenabled = false\n\n[binlog]\nserver_id = {server_id}\ncheckpoint_key = \"{p}checkpoint\"\n\
@@ -266,12 +261,7 @@ async fn sets_follow_the_binlog(env: TestEnv) {
     // Members added to a key of another type (deleted, counted) and to a missing key (not started from one member):
     // the job runs again and writes both whole.
     let stray = format!("{p}category:1:products");
-    let _: () = redis::cmd("SET")
-        .arg(&stray)
-        .arg("a string")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    super::plant_string(&env, &stray).await;
     let _: () = redis::cmd("DEL")
         .arg(format!("{p}category:3:products"))
         .query_async(&mut conn)

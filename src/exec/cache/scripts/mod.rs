@@ -1,6 +1,7 @@
 //! The Lua scripts every guarded or fenced write runs as, and their argument layouts.
 //!
-//! Each script starts with [`PRELUDE`]: Redis' clock as `now`, and the helpers. A script that writes values is fenced
+//! Each script starts with [`CLOCK`] (Redis' clock as `now`, the counter's and the fence's helpers), and one that
+//! writes values with [`VALUES`] too (see [`source`]). A script that writes values is fenced
 //! when given a fence: `KEYS[1]` holds the HA lease and `ARGV[1]` the token this instance holds it with; if the key
 //! holds anything else (another leader, or nothing because the lease ran out) the script writes nothing and returns
 //! -2. Without HA the token is empty and no fence is checked (the key is then the version counter, a key the Redis
@@ -8,7 +9,7 @@
 
 mod prelude;
 
-use prelude::PRELUDE;
+use prelude::{CLOCK, VALUES};
 
 /// Fenced (-2); unless the read lease is live, refuse (-1); if anything was invalidated since the read, refuse (-1)
 /// unless the lease's evidence hash is intact (evicted evidence must never read as "nothing happened"); else SET
@@ -250,9 +251,26 @@ return replies
 
 /// `body` (a per-slot cluster script) run for many slots at once: see [`MANY_SLOTS`].
 fn many_slots(body: &str) -> String {
-    format!(
-        "#!lua flags=allow-cross-slot-keys\n{PRELUDE}\nlocal function per_slot(KEYS, ARGV)\n{body}\nend\n{MANY_SLOTS}"
-    )
+    lua(&format!(
+        "#!lua flags=allow-cross-slot-keys\n{CLOCK}{VALUES}\nlocal function per_slot(KEYS, ARGV)\n{body}\nend\n{MANY_SLOTS}"
+    ))
+}
+
+/// The source of a script whose `body` writes values: the clock, the value helpers, the body.
+fn source(body: &str) -> String {
+    lua(&format!("{CLOCK}{VALUES}{body}"))
+}
+
+/// `text` without its comment lines and blank lines: Redis keeps every script's source in memory, which under
+/// `maxmemory` the data cannot use (the helpers' comments were about half of it).
+fn lua(text: &str) -> String {
+    text.lines()
+        .filter(|line| {
+            let code = line.trim_start();
+            !code.is_empty() && !code.starts_with("--")
+        })
+        .map(|line| format!("{}\n", line.trim_end()))
+        .collect()
 }
 
 /// What a fenced script returns when this instance no longer holds the HA lease.
@@ -281,26 +299,28 @@ pub(super) struct Scripts {
 
 impl Scripts {
     pub(super) fn new() -> Self {
-        let script = |body: &str| redis::Script::new(&format!("{PRELUDE}{body}"));
+        let script = |body: &str| redis::Script::new(&source(body));
+        // The scripts that write no value start with the clock alone.
+        let clocked = |body: &str| redis::Script::new(&lua(&format!("{CLOCK}{body}")));
         Self {
             guarded_set: script(GUARDED_SET),
             invalidate: script(INVALIDATE),
-            begin_read: script(BEGIN_READ),
+            begin_read: clocked(BEGIN_READ),
             fenced_apply: script(FENCED_APPLY),
             plain_apply: script(PLAIN_APPLY),
             // The lease's own scripts need no prelude.
             renew_lease: redis::Script::new(RENEW_LEASE),
             release_lease: redis::Script::new(RELEASE_LEASE),
-            cluster_begin_read: script(CLUSTER_BEGIN_READ),
-            cluster_tick: script(CLUSTER_TICK),
+            cluster_begin_read: clocked(CLUSTER_BEGIN_READ),
+            cluster_tick: clocked(CLUSTER_TICK),
             cluster_invalidate: script(CLUSTER_INVALIDATE),
             cluster_guarded_set: script(CLUSTER_GUARDED_SET),
-            cluster_claim: script(CLUSTER_CLAIM),
-            cluster_take_lease: script(CLUSTER_TAKE_LEASE),
+            cluster_claim: clocked(CLUSTER_CLAIM),
+            cluster_take_lease: clocked(CLUSTER_TAKE_LEASE),
             many_slots: [CLUSTER_INVALIDATE, CLUSTER_GUARDED_SET, FENCED_APPLY, PLAIN_APPLY]
                 .iter()
                 .map(|body| {
-                    let one = redis::Script::new(&format!("{PRELUDE}{body}"));
+                    let one = redis::Script::new(&source(body));
                     (one.get_hash().to_string(), redis::Script::new(&many_slots(body)))
                 })
                 .collect(),
@@ -319,16 +339,11 @@ impl Scripts {
     /// later), their variants for many slots too.
     pub(super) fn pipelined(many_slots: bool) -> Vec<String> {
         // FENCED_APPLY runs per slot on a cluster: KEYS[1] is the slot's HA fence and ARGV[1] the epoch.
-        let bodies = [
-            CLUSTER_INVALIDATE,
-            CLUSTER_GUARDED_SET,
-            FENCED_APPLY,
-            PLAIN_APPLY,
-            CLUSTER_CLAIM,
-        ];
-        let mut sources: Vec<String> = bodies.iter().map(|body| format!("{PRELUDE}{body}")).collect();
+        let bodies = [CLUSTER_INVALIDATE, CLUSTER_GUARDED_SET, FENCED_APPLY, PLAIN_APPLY];
+        let mut sources: Vec<String> = bodies.iter().map(|body| source(body)).collect();
+        sources.push(lua(&format!("{CLOCK}{CLUSTER_CLAIM}")));
         if many_slots {
-            sources.extend(bodies[..4].iter().map(|body| self::many_slots(body)));
+            sources.extend(bodies.iter().map(|body| self::many_slots(body)));
         }
         sources
     }

@@ -2,12 +2,34 @@
 //! hash and its field updates, a JSON document, a set's members) and report keys of another type.
 
 /// What every script starts with: Redis' clock in milliseconds as `now` (`replicate_commands` lets a script write
-/// after TIME on Redis before 5; a no-op since), and the helpers the scripts share.
-pub(super) const PRELUDE: &str = r"
+/// after TIME on Redis before 5; a no-op since), and the version counter's and the HA fence's helpers.
+pub(super) const CLOCK: &str = r"
 redis.replicate_commands()
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
+-- Creates a missing version counter at `seed` (see counter_seed). The versions of the reads in flight (the leases
+-- in `leases`) belong to the lost counter and cannot be compared with the new one's: a seed below a read's version
+-- would make later invalidations look older than the read. So their evidence hashes (`prefix` .. lease) go, and
+-- their writes are refused.
+local function ensure_counter(key, seed, leases, prefix)
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('SET', key, seed)
+    for _, lease in ipairs(redis.call('ZRANGE', leases, 0, -1)) do
+      redis.call('UNLINK', prefix .. lease)
+    end
+  end
+end
+
+-- Whether this instance has lost the HA lease `key` it holds with `token` ('' when there is no HA). On a cluster
+-- `key` is a slot's copy of the HA epoch and `token` the leader's epoch.
+local function fenced(key, token)
+  return token ~= '' and redis.call('GET', key) ~= token
+end
+";
+
+/// What the scripts that write values start with after [`CLOCK`]: the helpers that write each kind of value.
+pub(super) const VALUES: &str = r"
 -- The keys this call found holding another Redis type than its write (a job's type changed, or two jobs write one
 -- key): written over, or, for a member change, deleted. The reply names them (see `reply`).
 local other_type = {}
@@ -109,6 +131,16 @@ local function change_member(key, change)
   end
 end
 
+-- Writes a hash's change: HDEL of the fields `gone`, HSET of `changed` ([field, value, ...]), each only when any.
+local function write_fields(key, changed, gone)
+  if #gone > 0 then
+    redis.call('HDEL', key, unpack(gone))
+  end
+  if #changed > 0 then
+    redis.call('HSET', key, unpack(changed))
+  end
+end
+
 -- Makes `key` the hash of `fields` ([field, value, ...]; none: no key). Over a hash already there only what changed is
 -- written — the fields whose value differs, and an HDEL of those the row no longer has (a column that became NULL) —
 -- so replicas, the AOF and keyspace events see only the change; anything else there is replaced.
@@ -140,12 +172,7 @@ local function set_hash(key, fields, ttl)
     for name in pairs(had) do
       table.insert(gone, name)
     end
-    if #gone > 0 then
-      redis.call('HDEL', key, unpack(gone))
-    end
-    if #changed > 0 then
-      redis.call('HSET', key, unpack(changed))
-    end
+    write_fields(key, changed, gone)
   end
   expire(key, ttl)
 end
@@ -187,12 +214,7 @@ local function update_hash(key, parts)
       table.insert(gone, names[i])
     end
   end
-  if #gone > 0 then
-    redis.call('HDEL', key, unpack(gone))
-  end
-  if #changed > 0 then
-    redis.call('HSET', key, unpack(changed))
-  end
+  write_fields(key, changed, gone)
 end
 
 -- Whether `a` and `b`, as cjson decodes JSON, are the same value. Numbers past 2^53 (which doubles cannot tell apart)
@@ -309,19 +331,6 @@ local function set_value(key, value, ttl)
   end
 end
 
--- Creates a missing version counter at `seed` (see counter_seed). The versions of the reads in flight (the leases
--- in `leases`) belong to the lost counter and cannot be compared with the new one's: a seed below a read's version
--- would make later invalidations look older than the read. So their evidence hashes (`prefix` .. lease) go, and
--- their writes are refused.
-local function ensure_counter(key, seed, leases, prefix)
-  if redis.call('EXISTS', key) == 0 then
-    redis.call('SET', key, seed)
-    for _, lease in ipairs(redis.call('ZRANGE', leases, 0, -1)) do
-      redis.call('UNLINK', prefix .. lease)
-    end
-  end
-end
-
 -- Sets or unlinks keys[first..]: per key, a value and a ttl in argv from `base` (two per key), or '' and '-' to
 -- unlink. (`keys` and `argv`: the script's KEYS and ARGV, or one slot's part of them, see MANY_SLOTS.)
 local function apply_values(keys, argv, first, base)
@@ -350,9 +359,4 @@ local function set_unmarked(keys, argv, evidence, moved, read_at, first, base)
   return written
 end
 
--- Whether this instance has lost the HA lease `key` it holds with `token` ('' when there is no HA). On a cluster
--- `key` is a slot's copy of the HA epoch and `token` the leader's epoch.
-local function fenced(key, token)
-  return token ~= '' and redis.call('GET', key) ~= token
-end
 ";
