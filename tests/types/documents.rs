@@ -145,42 +145,25 @@ async fn documents_follow_the_binlog(env: TestEnv) {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let monitor = match env.cluster {
-        true => None,
-        false => {
-            let client = redis::Client::open(env.redis_url.as_str()).unwrap();
-            Some(client.get_async_monitor().await.unwrap().into_on_message::<String>())
-        }
-    };
+    let mut monitor = super::monitor(&env).await;
     let (code, out) = env.run_cli(&["run", "--once", "--job", "docs"], &path);
     assert_eq!(code, Some(0), "{out}");
-    if let Some(mut monitor) = monitor {
-        use futures_util::StreamExt as _;
-        let mut writes = BTreeSet::new();
-        while let Ok(Some(line)) = tokio::time::timeout(Duration::from_millis(500), monitor.next()).await {
-            let Some((_, command)) = line.split_once("] ") else {
-                continue;
-            };
-            let write = ["\"JSON.SET\"", "\"JSON.DEL\"", "\"UNLINK\"", "\"SET\""]
-                .iter()
-                .any(|w| command.starts_with(w));
-            if write && command.contains(&format!("\"{p}doc:")) {
-                let command = command.replace(p.as_str(), "");
-                // The whole document's text is the server's to print; its key and path are what matter.
-                let command = match command.strip_prefix(r#""JSON.SET" "doc:4" "$" "#) {
-                    Some(_) => r#""JSON.SET" "doc:4" "$" …"#.to_string(),
-                    None => command,
-                };
-                writes.insert(command);
-            }
-        }
-        let expected: BTreeSet<String> = [
+    if let Some(monitor) = &mut monitor {
+        let verbs = ["JSON.SET", "JSON.DEL", "UNLINK", "SET"];
+        let writes = super::writes(monitor, &verbs, &format!("{p}doc:"), p).await;
+        // The whole document's text is the server's to print; its key and path are what matter.
+        let whole = r#""JSON.SET" "doc:4" "$" "#;
+        let writes: BTreeSet<String> = writes
+            .into_iter()
+            .map(|command| match command.starts_with(whole) {
+                true => format!("{whole}…"),
+                false => command,
+            })
+            .collect();
+        let expected = super::set_of(&[
             r#""JSON.SET" "doc:2" "$.name" "\"Lamp\"""#,
             r#""JSON.SET" "doc:4" "$" …"#,
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect();
+        ]);
         assert_eq!(writes, expected);
     }
     let pairs = documents(&env, &[1, 2, 4]).await;

@@ -1,7 +1,7 @@
 //! A hash per row: warmed over a key of another type, kept by the binlog field by field (derived refreshes, and
 //! `[[on_change]]` projections that write only the changed fields), audited; on one Redis and on the test cluster.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::common::{self, TestEnv, eventually};
@@ -147,39 +147,16 @@ async fn hashes_follow_the_binlog(env: TestEnv) {
         .unwrap();
     // Over a hash already there only the fields that changed are written (seen on one node's MONITOR): Lampe's name
     // alone; the unchanged rows get nothing; the deleted key is written whole.
-    let monitor = match env.cluster {
-        true => None,
-        false => {
-            let client = redis::Client::open(env.redis_url.as_str()).unwrap();
-            Some(client.get_async_monitor().await.unwrap().into_on_message::<String>())
-        }
-    };
+    let mut monitor = super::monitor(&env).await;
     let (code, out) = env.run_cli(&["run", "--once"], &plain);
     assert_eq!(code, Some(0), "{out}");
-    if let Some(mut monitor) = monitor {
-        use futures_util::StreamExt as _;
-        let mut writes = std::collections::BTreeSet::new();
-        // The run has ended: what it sent is in the stream already; a pause with nothing more ends the reading.
-        while let Ok(Some(line)) = tokio::time::timeout(Duration::from_millis(500), monitor.next()).await {
-            let Some((_, command)) = line.split_once("] ") else {
-                continue;
-            };
-            let ours = command.contains(&format!("\"{p}product:"));
-            let write = ["\"HSET\"", "\"HDEL\"", "\"UNLINK\"", "\"SET\""]
-                .iter()
-                .any(|w| command.starts_with(w));
-            if ours && write {
-                writes.insert(command.replace(p.as_str(), ""));
-            }
-        }
-        let expected: std::collections::BTreeSet<String> = [
+    if let Some(monitor) = &mut monitor {
+        let writes = super::writes(monitor, &["HSET", "HDEL", "UNLINK", "SET"], &format!("{p}product:"), p).await;
+        let expected = super::set_of(&[
             r#""HSET" "product:2" "name" "Lamp""#,
             r#""UNLINK" "product:4""#,
             r#""HSET" "product:4" "id" "4" "name" "Desk" "price" "80.00""#,
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect();
+        ]);
         assert_eq!(writes, expected);
     }
     assert_eq!(hash(&env, &format!("{p}product:4")).await, expected[3].1);
@@ -233,13 +210,7 @@ async fn a_projection_updates_a_hash_field_by_field(env: TestEnv) {
     })
     .await;
     assert!(warmed.is_some(), "{}", daemon.log());
-    let monitor = match env.cluster {
-        true => None,
-        false => {
-            let client = redis::Client::open(env.redis_url.as_str()).unwrap();
-            Some(client.get_async_monitor().await.unwrap().into_on_message::<String>())
-        }
-    };
+    let mut monitor = super::monitor(&env).await;
     env.sql(
         "UPDATE products SET price = 21.00 WHERE id = 1;
          UPDATE products SET note = NULL WHERE id = 1;
@@ -255,28 +226,14 @@ async fn a_projection_updates_a_hash_field_by_field(env: TestEnv) {
     })
     .await;
     assert!(followed.is_some(), "{}", daemon.log());
-    if let Some(mut monitor) = monitor {
-        use futures_util::StreamExt as _;
-        let mut writes = BTreeSet::new();
-        while let Ok(Some(line)) = tokio::time::timeout(Duration::from_millis(500), monitor.next()).await {
-            let Some((_, command)) = line.split_once("] ") else {
-                continue;
-            };
-            let mut words = command.split(' ');
-            let (verb, key) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-            let write = ["\"HSET\"", "\"HDEL\"", "\"UNLINK\"", "\"SET\"", "\"DEL\""].contains(&verb);
-            if write && key.starts_with(&format!("\"{p}product:")) {
-                writes.insert(command.replace(p.as_str(), ""));
-            }
-        }
-        let expected: BTreeSet<String> = [
+    if let Some(monitor) = &mut monitor {
+        let verbs = ["HSET", "HDEL", "UNLINK", "SET", "DEL"];
+        let writes = super::writes(monitor, &verbs, &format!("{p}product:"), p).await;
+        let expected = super::set_of(&[
             r#""HSET" "product:1" "price" "21.00""#,
             r#""HDEL" "product:1" "note""#,
             r#""HSET" "product:2" "note" "hot""#,
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect();
+        ]);
         assert_eq!(writes, expected);
     }
     // The TTL stays the job's (not the projection's 5 minutes); the new row's key waits for its job.

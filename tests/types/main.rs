@@ -8,6 +8,41 @@ mod documents;
 mod hashes;
 mod sets;
 
+/// One node's MONITOR, to see what a run writes; none on a cluster (its writes spread over the masters).
+type Monitor = std::pin::Pin<Box<dyn futures_util::Stream<Item = String> + Send>>;
+
+async fn monitor(env: &common::TestEnv) -> Option<Monitor> {
+    if env.cluster {
+        return None;
+    }
+    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+    Some(Box::pin(
+        client.get_async_monitor().await.unwrap().into_on_message::<String>(),
+    ))
+}
+
+/// The writes `monitor` saw until a pause of half a second (what a finished run sent is in the stream already): the
+/// commands among `verbs` whose first key starts with `key`, with the test's `prefix` taken out.
+async fn writes(monitor: &mut Monitor, verbs: &[&str], key: &str, prefix: &str) -> std::collections::BTreeSet<String> {
+    use futures_util::StreamExt as _;
+    let mut writes = std::collections::BTreeSet::new();
+    while let Ok(Some(line)) = tokio::time::timeout(std::time::Duration::from_millis(500), monitor.next()).await {
+        let Some((_, command)) = line.split_once("] ") else {
+            continue;
+        };
+        let mut words = command.split(' ');
+        let (verb, first) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        if verbs.iter().any(|v| verb == format!("\"{v}\"")) && first.starts_with(&format!("\"{key}")) {
+            writes.insert(command.replace(prefix, ""));
+        }
+    }
+    writes
+}
+
+fn set_of(commands: &[&str]) -> std::collections::BTreeSet<String> {
+    commands.iter().map(|command| command.to_string()).collect()
+}
+
 /// Puts a string at `key`: a key of another type than a hash, set or document job writes.
 async fn plant_string(env: &common::TestEnv, key: &str) {
     let mut conn = env.any_redis().await;
