@@ -80,7 +80,7 @@ def catch_up(h, mode, server_id):
     start = time.monotonic()
     daemon = h.Daemon(daemon_config(h, server_id, mode))
     cpu_before = h.process_cpu(daemon.process.pid)
-    done = h.wait(lambda: h.metric("cachewarden_binlog_rows_total") >= TRANSACTIONS, 300, 0.02)
+    done = h.wait(lambda: h.metric('cachewarden_binlog_rows_total{source="main"}') >= TRANSACTIONS, 300, 0.02)
     elapsed = time.monotonic() - start
     cpu = h.process_cpu(daemon.process.pid) - cpu_before
     servers = {name: sum(h.process_cpu(pid) for pid in group) - servers_before[name] for name, group in pids.items()}
@@ -148,7 +148,7 @@ def storm_once(h, server_id):
 
     def sample():
         while sampling:
-            lags.append(h.metric("cachewarden_binlog_lag_seconds"))
+            lags.append(h.metric('cachewarden_binlog_lag_seconds{source="main"}'))
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample)
@@ -181,9 +181,9 @@ def storm_once(h, server_id):
     sampling = False
     sampler.join()
     cpu = h.process_cpu(daemon.process.pid) - cpu_before
-    events = h.metric("cachewarden_binlog_rows_total")
-    keys = h.metric("cachewarden_binlog_batch_keys_total")
-    batches = h.metric("cachewarden_binlog_batches_total")
+    events = h.metric('cachewarden_binlog_rows_total{source="main"}')
+    keys = h.metric('cachewarden_binlog_batch_keys_total{source="main"}')
+    batches = h.metric('cachewarden_binlog_batches_total{source="main"}')
     daemon.stop()
     h.flush()
     cold_ms = sorted(x * 1000 for x in cold)

@@ -336,8 +336,8 @@ async fn a_hot_row_storm_converges_and_cold_rows_stay_fresh_meanwhile() {
             panic!(
                 "the cold row's change {round} never reached the cache during the storm ({} row events applied, lag \
                  {}s):\n{}",
-                metric(&env, "cachewarden_binlog_rows_total").await,
-                metric(&env, "cachewarden_binlog_lag_seconds").await,
+                metric(&env, "cachewarden_binlog_rows_total{source=\"main\"}").await,
+                metric(&env, "cachewarden_binlog_lag_seconds{source=\"main\"}").await,
                 &log[log.len().saturating_sub(3000)..]
             );
         }
@@ -365,8 +365,8 @@ async fn a_hot_row_storm_converges_and_cold_rows_stay_fresh_meanwhile() {
             env.get(&format!("{p}product:{id}")).await
         );
     }
-    let rows = metric(&env, "cachewarden_binlog_rows_total").await;
-    let keys = metric(&env, "cachewarden_binlog_batch_keys_total").await;
+    let rows = metric(&env, "cachewarden_binlog_rows_total{source=\"main\"}").await;
+    let keys = metric(&env, "cachewarden_binlog_batch_keys_total{source=\"main\"}").await;
     println!("{writes} writes; {rows} row events applied as {keys} key actions");
     assert!(rows >= f64::from(writes), "{rows} row events for {writes} writes");
     assert_eq!(daemon.stop().await, Some(0));
@@ -404,6 +404,9 @@ async fn a_refresh_query_that_fails_for_good_deletes_its_key_and_the_stream_goes
         "{}",
         daemon.log()
     );
-    assert_eq!(metric(&env, "cachewarden_binlog_apply_failing").await, 0.0);
+    assert_eq!(
+        metric(&env, "cachewarden_binlog_apply_failing{source=\"main\"}").await,
+        0.0
+    );
     assert_eq!(daemon.stop().await, Some(0));
 }

@@ -158,7 +158,7 @@ async fn byte_identical(env: TestEnv) -> TestEnv {
     let mut daemon = Daemon::start(&env, &path, &[], &[]);
     wait_for_admin(&env).await;
     let following = eventually(Duration::from_secs(20), || async {
-        (metric(&env, "cachewarden_binlog_connected").await == 1.0).then_some(())
+        (metric(&env, "cachewarden_binlog_connected{source=\"main\"}").await == 1.0).then_some(())
     })
     .await;
     assert!(following.is_some(), "not following the binlog:\n{}", daemon.log());

@@ -283,7 +283,7 @@ table = "{db}.items"
     let daemon = Daemon::start(env, &path, &[], &[]);
     wait_for_admin(env).await;
     let ready = eventually(Duration::from_secs(30), || async {
-        let following = metric(env, "cachewarden_binlog_connected").await == 1.0;
+        let following = metric(env, "cachewarden_binlog_connected{source=\"main\"}").await == 1.0;
         let warmed = metric(env, r#"cachewarden_warm_keys_written_total{warm_job="items"}"#).await == f64::from(rows);
         (following && warmed).then_some(())
     })

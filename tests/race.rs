@@ -143,7 +143,7 @@ refresh = ["{p}item:{{id}}"]
     let mut daemon = Daemon::start(&env, &path, &[], &[]);
     wait_for_admin(&env).await;
     let following = eventually(Duration::from_secs(20), || async {
-        (metric(&env, "cachewarden_binlog_connected").await == 1.0).then_some(())
+        (metric(&env, "cachewarden_binlog_connected{source=\"main\"}").await == 1.0).then_some(())
     })
     .await;
     assert!(following.is_some(), "not following the binlog:\n{}", daemon.log());
@@ -239,7 +239,7 @@ refresh = ["{p}item:{{id}}"]
     let total_updates = updates.load(Ordering::Relaxed) as f64;
     let settled = eventually(patience.max(Duration::from_secs(30)), || async {
         let jobs: serde_json::Value = serde_json::from_str(&get(&env, "/jobs").await?.body).ok()?;
-        let caught_up = metric(&env, "cachewarden_binlog_rows_total").await >= total_updates;
+        let caught_up = metric(&env, "cachewarden_binlog_rows_total{source=\"main\"}").await >= total_updates;
         (jobs[0]["running"] == false && caught_up).then_some(())
     })
     .await;

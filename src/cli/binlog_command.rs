@@ -25,14 +25,27 @@ use crate::source::binlog::position::{self, Inspection};
 use crate::source::binlog::{BinlogListener, ReplicationUrl, Verdict};
 use crate::telemetry::health::Health;
 
-/// Runs the `binlog` subcommand; its exit code.
-pub(crate) async fn run(config: &Config, action: &BinlogAction) -> ExitCode {
-    let Some(settings) = &config.binlog else {
-        eprintln!(
-            "error: {} has no [binlog] section: there is no position to show or move",
-            config.path.display()
-        );
-        return ExitCode::from(CONFIG);
+/// Runs the `binlog` subcommand on the source named `source` (the only one when `None`); its exit code.
+pub(crate) async fn run(config: &Config, source: Option<&str>, action: &BinlogAction) -> ExitCode {
+    let Some(settings) = config.source_of(source) else {
+        let names: Vec<&str> = config.binlogs.iter().map(|binlog| &*binlog.name).collect();
+        match (source, names.as_slice()) {
+            (_, []) => eprintln!(
+                "error: {} has no [binlog] section: there is no position to show or move",
+                config.path.display()
+            ),
+            (None, names) => eprintln!(
+                "error: {} follows several binlog sources ({}): name one with --source",
+                config.path.display(),
+                names.join(", ")
+            ),
+            (Some(source), names) => eprintln!(
+                "error: {} has no binlog source named \"{source}\" (its sources: {})",
+                config.path.display(),
+                names.join(", ")
+            ),
+        }
+        return ExitCode::from(if names.is_empty() { CONFIG } else { USAGE });
     };
     let cache = match Cache::connect(&config.redis).await {
         Ok(cache) => cache,
@@ -42,7 +55,8 @@ pub(crate) async fn run(config: &Config, action: &BinlogAction) -> ExitCode {
         }
     };
     // The daemon's checkpoint.
-    let saved = Checkpoints::new(settings.checkpoint.clone(), cache.clone());
+    let series = crate::telemetry::metrics::BinlogSeries::new(&settings.name);
+    let saved = Checkpoints::new(settings.checkpoint.clone(), cache.clone(), series);
     if let BinlogAction::Replay { from, to } = action {
         return replay(config, settings, &saved, cache, from, to.as_deref()).await;
     }
@@ -133,7 +147,8 @@ async fn replay(
         tracing::warn!(%error, "Could not read the foreign keys and views: the replay follows the rules the file gives.");
     }
     let scratch = std::env::temp_dir().join(format!("cachewarden-replay-{}", std::process::id()));
-    let checkpoints = Checkpoints::new(CheckpointStore::File(scratch.clone()), cache.clone());
+    let series = crate::telemetry::metrics::BinlogSeries::new(&settings.name);
+    let checkpoints = Checkpoints::new(CheckpointStore::File(scratch.clone()), cache.clone(), series);
     if let Err(error) = checkpoints.save(&start).await {
         return failed(error.to_string(), FAILED);
     }
@@ -228,11 +243,12 @@ fn replayer(
         },
         checkpoints: checkpoints.clone(),
         url: Arc::new(ReplicationUrl::new(settings.url.clone(), None)),
-        rules: config.rules.clone().into(),
+        rules: config.rules_of(settings),
         invalidator: Arc::new(invalidator),
         health,
         fallback: None,
         dead_letters: Default::default(),
+        series: crate::telemetry::metrics::BinlogSeries::new(&settings.name),
     };
     let runner = WarmRunner::new(warmer, jobs, triggers, config.daemon.shutdown_grace, Default::default());
     (listener, runner)
@@ -302,9 +318,13 @@ async fn times(config: &Config, settings: &BinlogSettings) -> Times {
         && let Ok(reply) = crate::ops::admin::request_to(&config.admin, hyper::Method::GET, "/metrics").await
         && reply.status == 200
     {
-        let saved = sample(&reply.body, "cachewarden_binlog_checkpoint_timestamp_seconds");
+        let labelled = |name: &str| format!("{name}{{source=\"{}\"}}", settings.name);
+        let saved = sample(
+            &reply.body,
+            &labelled("cachewarden_binlog_checkpoint_timestamp_seconds"),
+        );
         return Times {
-            lag: sample(&reply.body, "cachewarden_binlog_lag_seconds"),
+            lag: sample(&reply.body, &labelled("cachewarden_binlog_lag_seconds")),
             age: saved
                 .filter(|saved| *saved > 0.0)
                 .map(|saved| ((now - saved).max(0.0), "the running daemon's last save")),

@@ -69,13 +69,14 @@ pub(crate) async fn check_connect(config: &Config) -> Findings {
             ));
         }
     }
-    if let Some(binlog) = &config.binlog {
+    for binlog in &config.binlogs {
+        let label = &binlog.label;
         match crate::source::binlog::preflight(&binlog.url, binlog.server_id).await {
             Ok(server) => {
-                notes.extend(server.warnings.iter().map(|warning| format!("binlog: {warning}")));
-                notes.push(format!("binlog: {}", server.retention.can_be_down_for()));
+                notes.extend(server.warnings.iter().map(|warning| format!("{label}: {warning}")));
+                notes.push(format!("{label}: {}", server.retention.can_be_down_for()));
             }
-            Err(error) => problems.push(problem("binlog".into(), format!("cannot follow the binlog: {error}"))),
+            Err(error) => problems.push(problem(label.to_string(), format!("cannot follow the binlog: {error}"))),
         }
     }
     let (problems, mysql_unreachable) = check_database(config, problems, &mut notes).await;
@@ -98,38 +99,59 @@ pub(crate) async fn learn_schema(config: &mut Config) -> anyhow::Result<()> {
 /// What `check` finds on this host without connecting: a checkpoint file whose directory cannot be written (outside
 /// systemd's `StateDirectory=`, `/var/lib/cachewarden` may not exist or belong to someone else).
 pub(crate) fn check_local(config: &Config) -> Vec<Problem> {
-    let Some(crate::config::BinlogSettings {
-        checkpoint: crate::config::CheckpointStore::File(path),
-        ..
-    }) = &config.binlog
-    else {
-        return Vec::new();
-    };
+    (config.binlogs.iter())
+        .filter_map(|binlog| match &binlog.checkpoint {
+            crate::config::CheckpointStore::File(path) => writable(config, binlog, path),
+            crate::config::CheckpointStore::Redis(_) => None,
+        })
+        .collect()
+}
+
+/// A problem when the directory of `binlog`'s checkpoint file `path` cannot be written.
+fn writable(config: &Config, binlog: &crate::config::BinlogSettings, path: &std::path::Path) -> Option<Problem> {
     let directory = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => std::path::Path::new("."),
     };
     let probe = directory.join(format!(".cachewarden-check-{}", std::process::id()));
-    match std::fs::write(&probe, b"") {
+    let error = match std::fs::write(&probe, b"") {
         Ok(()) => {
             let _ = std::fs::remove_file(&probe);
-            Vec::new()
+            return None;
         }
-        Err(error) => {
-            let lines = LineIndex::new(&std::fs::read_to_string(&config.path).unwrap_or_default());
-            vec![Problem {
-                line: lines
-                    .key_line(Some("binlog"), "checkpoint_file")
-                    .or(lines.key_line(Some("binlog"), "checkpoint")),
-                location: "binlog.checkpoint_file".into(),
-                message: format!(
-                    "the checkpoint file {} cannot be written ({error}): create the directory for this user, set \
-                     checkpoint_file, or run under systemd (StateDirectory=)",
-                    path.display()
-                ),
-            }]
+        Err(error) => error,
+    };
+    let text = std::fs::read_to_string(&config.path).unwrap_or_default();
+    let lines = LineIndex::new(&text);
+    let (line, location) = match &*binlog.label {
+        "binlog" => (
+            (lines.key_line(Some("binlog"), "checkpoint_file")).or(lines.key_line(Some("binlog"), "checkpoint")),
+            "binlog.checkpoint_file".to_string(),
+        ),
+        _ => {
+            // The entry of `[[binlog]]` with this name.
+            let doc: toml::Table = toml::from_str(&text).unwrap_or_default();
+            let entries = doc.get("binlog").and_then(toml::Value::as_array);
+            let index = entries
+                .and_then(|entries| {
+                    (entries.iter())
+                        .position(|entry| entry.get("name").and_then(toml::Value::as_str) == Some(&binlog.name))
+                })
+                .unwrap_or_default();
+            let line = (lines.table_field_line("binlog", index, Some("checkpoint_file")))
+                .or(lines.table_field_line("binlog", index, None));
+            (line, format!("binlog[{index}] \"{}\".checkpoint_file", binlog.name))
         }
-    }
+    };
+    Some(Problem {
+        line,
+        location,
+        message: format!(
+            "the checkpoint file {} cannot be written ({error}): create the directory for this user, set \
+             checkpoint_file, or run under systemd (StateDirectory=)",
+            path.display()
+        ),
+    })
 }
 
 /// A problem found on a server, located by its configuration path rather than a line.
@@ -346,6 +368,7 @@ mod tests {
             when_changed: vec!["nmae".into()],
             project: None,
             filter: None,
+            source: None,
             derived_from: None,
             lookup: None,
             events: crate::pure::model::RowEvents::ALL,

@@ -75,7 +75,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
             Err(error) => failed(&error),
         },
-        Command::Binlog { action } => crate::cli::binlog_command::run(&config, &action).await,
+        Command::Binlog { source, action } => {
+            crate::cli::binlog_command::run(&config, source.as_deref(), &action).await
+        }
         Command::DeadLetters { since, limit, replay } => dead_letters(&config, since.as_deref(), limit, replay).await,
         Command::DemoInit => match demo::init(&config.mysql).await {
             Ok(()) => {
@@ -202,7 +204,7 @@ async fn check(config: &config::Config, path: &std::path::Path, connect: bool, s
         return ExitCode::from(if unreachable { EXIT_UNAVAILABLE } else { EXIT_CONFIG });
     }
     let (coverage, covered) =
-        crate::pure::derive::report::coverage(&config.coverage(), &config.jobs, config.binlog.is_some());
+        crate::pure::derive::report::coverage(&config.coverage(), &config.jobs, !config.binlogs.is_empty());
     if strict && !covered {
         print!("{coverage}");
         eprintln!(

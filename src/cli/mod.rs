@@ -267,6 +267,9 @@ pub enum Command {
     },
     /// Show or move the binlog listener's position (its checkpoint).
     Binlog {
+        /// The binlog source (its `name` in `[[binlog]]`); needed when the configuration has several.
+        #[arg(long, global = true)]
+        source: Option<String>,
         #[command(subcommand)]
         action: BinlogAction,
     },

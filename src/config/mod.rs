@@ -18,6 +18,7 @@ mod validate;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use crate::pure::model::{ChangeRule, OnGap, Projection};
@@ -34,6 +35,14 @@ pub(crate) const DEFAULT_DERIVE_DEBOUNCE: Duration = Duration::from_secs(30);
 /// A join lookup finding more keys than this re-runs the job: past ten thousand keys, one streamed warm run costs
 /// the database less than refreshing them key by key.
 pub(crate) const DEFAULT_MAX_FANOUT: usize = 10_000;
+
+/// What derived rules are made with when no binlog source says.
+pub(crate) fn default_derive_settings() -> crate::pure::derive::Settings {
+    crate::pure::derive::Settings {
+        debounce: DEFAULT_DERIVE_DEBOUNCE,
+        max_fanout: DEFAULT_MAX_FANOUT,
+    }
+}
 
 /// Where the configuration lives when neither `--config` nor `$CACHEWARDEN_CONFIG` says otherwise.
 pub(crate) const DEFAULT_PATH: &str = "/etc/cachewarden/jobs.toml";
@@ -57,8 +66,8 @@ pub struct Config {
     pub channel: ChannelSettings,
     /// `[[warm]]` jobs, in file order.
     pub jobs: Vec<WarmJob>,
-    /// `[binlog]`, when present and enabled.
-    pub binlog: Option<BinlogSettings>,
+    /// The binlog sources followed: `[binlog]` (when present and enabled) or each enabled `[[binlog]]`.
+    pub binlogs: Vec<BinlogSettings>,
     /// `[[on_change]]` rules, in file order, then the rules derived for jobs with `derive_rules` (see `derive`).
     pub rules: Vec<ChangeRule>,
     /// `[ha]`, when enabled.
@@ -74,7 +83,7 @@ impl Config {
     /// that changes a foreign key cascades below the binlog reach the jobs that follow their SQL.
     pub(crate) fn learn_schema(&mut self, schema: std::sync::Arc<crate::pure::derive::schema::Schema>) {
         self.schema = schema;
-        if self.binlog.is_some() {
+        if !self.binlogs.is_empty() {
             self.rules = crate::pure::derive::effective_rules(&self.explicit_rules(), &self.coverage(), &self.jobs);
         }
     }
@@ -106,20 +115,33 @@ impl Config {
     /// Every job's tables and how their changes reach its keys (explicit rules, derived ones, or none).
     pub(crate) fn coverage(&self) -> Vec<crate::pure::derive::JobCoverage> {
         let explicit = self.explicit_rules();
-        let settings = self.binlog.as_ref().map_or(
-            crate::pure::derive::Settings {
-                debounce: DEFAULT_DERIVE_DEBOUNCE,
-                max_fanout: DEFAULT_MAX_FANOUT,
-            },
-            BinlogSettings::derive_settings,
-        );
         crate::pure::derive::cover(
             &self.jobs,
             &explicit,
             &self.mysql.database().unwrap_or_default(),
-            &settings,
+            &|job: &WarmJob| {
+                self.source_of(job.source.as_deref())
+                    .map_or_else(default_derive_settings, BinlogSettings::derive_settings)
+            },
             &self.schema,
         )
+    }
+
+    /// The rules that follow the binlog source `binlog`'s changes (those naming it, and with one source, all).
+    pub(crate) fn rules_of(&self, binlog: &BinlogSettings) -> Arc<[ChangeRule]> {
+        (self.rules.iter())
+            .filter(|rule| rule.source.as_ref().is_none_or(|source| *source == binlog.name))
+            .cloned()
+            .collect()
+    }
+
+    /// The binlog source named `name` (`None`: the only one).
+    pub(crate) fn source_of(&self, name: Option<&str>) -> Option<&BinlogSettings> {
+        match name {
+            Some(name) => self.binlogs.iter().find(|source| &*source.name == name),
+            None if self.binlogs.len() == 1 => self.binlogs.first(),
+            None => None,
+        }
     }
 
     /// What invalidation messages may do: the daemon applies it to each message, and `cachewarden invalidate`
@@ -260,6 +282,12 @@ pub struct StreamSettings {
 /// `[binlog]`: following the MySQL binlog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BinlogSettings {
+    /// The source's name (`main` for a `[binlog]` table without one): rules and jobs name it in `source`, metrics
+    /// carry it as the `source` label.
+    pub name: Arc<str>,
+    /// How logs, readiness and the daemon's tasks name it: `binlog` for a `[binlog]` table, `binlog orders` for a
+    /// source of `[[binlog]]`.
+    pub label: Arc<str>,
     /// This replica's server id; unique among the server's replicas.
     pub server_id: u32,
     /// When `server_id` is not set: the instance identity it was derived from.

@@ -112,6 +112,8 @@ pub(super) struct RawWarmJob {
     pub compress_over: Option<IntOrString>,
     pub encrypt_columns: Option<Vec<String>>,
     pub derive_rules: Option<bool>,
+    /// The `[[binlog]]` source its tables' changes arrive from.
+    pub source: Option<String>,
     pub fill_on_miss: Option<bool>,
     /// A set's or sorted set's member template.
     pub member: Option<String>,
@@ -140,6 +142,7 @@ pub(super) struct RawChannel {
 /// `[binlog]`
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawBinlog {
+    pub name: Option<String>,
     pub enabled: Option<BoolOrString>,
     pub server_id: Option<IntOrString>,
     pub url: Option<String>,
@@ -160,6 +163,7 @@ pub(super) struct RawBinlog {
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawOnChange {
     pub table: Option<String>,
+    pub source: Option<String>,
     pub delete: Option<Vec<String>>,
     pub refresh: Option<Vec<String>>,
     pub warm: Option<Vec<String>>,

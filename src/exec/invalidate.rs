@@ -141,13 +141,19 @@ impl Invalidator {
 
     /// Carries out a gap's recovery (`plan::gap_actions`): the deletes applied until they succeed, then the warm runs
     /// asked for (as a resync), so that no run's writes are deleted after it. `false` when `shutdown` interrupted it.
-    pub(crate) async fn recover(&self, task: &'static str, actions: Vec<Action>, shutdown: &CancellationToken) -> bool {
+    pub(crate) async fn recover(
+        &self,
+        task: &str,
+        series: Option<&metrics::BinlogSeries>,
+        actions: Vec<Action>,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let (warms, rest): (Vec<Action>, Vec<Action>) = actions
             .into_iter()
             .partition(|action| matches!(action, Action::Warm(_)));
         if !rest.is_empty()
             && self
-                .apply_with_retry(task, &rest, &HashMap::new(), shutdown)
+                .apply_with_retry(task, series, &rest, &HashMap::new(), shutdown)
                 .await
                 .is_none()
         {
@@ -163,10 +169,12 @@ impl Invalidator {
 
     /// Applies `actions` until it succeeds (what it did) or `shutdown` comes (`None`): transient failures are retried with
     /// backoff, definite ones more slowly (nothing may be skipped: the changes would be lost). Failures
-    /// that last [`STALL_AFTER`], and definite ones at once, make the daemon not ready (`task`: why) until it works.
+    /// that last [`STALL_AFTER`], and definite ones at once, make the daemon not ready (`task`: why) until it works,
+    /// and a binlog source's `series` say so.
     pub(crate) async fn apply_with_retry(
         &self,
-        task: &'static str,
+        task: &str,
+        series: Option<&metrics::BinlogSeries>,
         actions: &[Action],
         seen: &HashMap<String, SeenRow>,
         shutdown: &CancellationToken,
@@ -179,7 +187,7 @@ impl Invalidator {
                 Ok(applied) => {
                     if failing_since.is_some() {
                         self.health.set_stalled(task, None);
-                        metrics::record_apply_failing(task, false);
+                        series.inspect(|series| series.apply_failing(false));
                     }
                     return Some(applied);
                 }
@@ -197,7 +205,7 @@ impl Invalidator {
             if !error.is_transient() || since.elapsed() >= STALL_AFTER {
                 self.health
                     .set_stalled(task, Some(format!("cannot apply invalidations: {error}")));
-                metrics::record_apply_failing(task, true);
+                series.inspect(|series| series.apply_failing(true));
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return None,

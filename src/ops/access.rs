@@ -122,12 +122,12 @@ pub(crate) fn redis_needs(config: &Config) -> Vec<Need> {
     if config.channel.enabled {
         channel_needs(&config.channel, protected, fence, &mut needs);
     }
-    if let Some(binlog) = &config.binlog
-        && let CheckpointStore::Redis(key) = &binlog.checkpoint
-    {
-        let purpose = format!("[binlog] checkpoint_key \"{key}\"");
-        needs.push(need(&purpose, &["GET", key]));
-        needs.push(need(&purpose, &["SET", key, "v"]));
+    for binlog in &config.binlogs {
+        if let CheckpointStore::Redis(key) = &binlog.checkpoint {
+            let purpose = format!("[{}] checkpoint_key \"{key}\"", binlog.label);
+            needs.push(need(&purpose, &["GET", key]));
+            needs.push(need(&purpose, &["SET", key, "v"]));
+        }
     }
     needs
 }

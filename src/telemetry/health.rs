@@ -21,7 +21,7 @@ pub(crate) struct HealthState {
     /// `None` when MySQL answered, else why not.
     pub mysql: Option<String>,
     /// Work loops that are stuck, with why (`binlog`: applying changes keeps failing).
-    pub stalled: Vec<(&'static str, String)>,
+    pub stalled: Vec<(Arc<str>, String)>,
 }
 
 impl HealthState {
@@ -67,11 +67,11 @@ impl Health {
     }
 
     /// Reports `task` stuck (`Some(why)`) or working again (`None`); a stuck task makes the daemon not ready.
-    pub(crate) fn set_stalled(&self, task: &'static str, why: Option<String>) {
+    pub(crate) fn set_stalled(&self, task: &str, why: Option<String>) {
         let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        state.stalled.retain(|(name, _)| *name != task);
+        state.stalled.retain(|(name, _)| &**name != task);
         if let Some(why) = why {
-            state.stalled.push((task, why));
+            state.stalled.push((task.into(), why));
         }
     }
 

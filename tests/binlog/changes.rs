@@ -38,12 +38,12 @@ async fn inserts_updates_and_deletes_refresh_and_delete_the_mapped_keys() {
         .await;
     assert!(becomes(&env, "product:5", Some(r#"{"id":5,"name":"Rug","price":"40.00"}"#)).await);
     assert!(becomes(&env, "product:6", Some(r#"{"id":6,"name":"Vase","price":"12.00"}"#)).await);
-    assert!(metric(&env, "cachewarden_binlog_transactions_total").await >= 6.0);
+    assert!(metric(&env, "cachewarden_binlog_transactions_total{source=\"main\"}").await >= 6.0);
     // Idle now: the server's heartbeats (every 1 s here) keep "last heard" fresh and say nothing is pending.
     let now = cachewarden::telemetry::metrics::unix_now().as_secs_f64();
     let fresh = eventually(Duration::from_secs(10), || async {
-        let heard = metric(&env, "cachewarden_binlog_last_heard_timestamp_seconds").await;
-        (heard > now && metric(&env, "cachewarden_binlog_lag_seconds").await == 0.0).then_some(())
+        let heard = metric(&env, "cachewarden_binlog_last_heard_timestamp_seconds{source=\"main\"}").await;
+        (heard > now && metric(&env, "cachewarden_binlog_lag_seconds{source=\"main\"}").await == 0.0).then_some(())
     })
     .await;
     assert!(

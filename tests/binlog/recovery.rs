@@ -122,7 +122,7 @@ async fn a_purged_binlog_runs_the_recovery_and_goes_on() {
     let path = env.config_file(&config(&env, "on_gap = \"warm\"", &rules));
     let mut daemon = start(&env, &path).await;
     assert_eq!(
-        metric(&env, "cachewarden_binlog_gaps_total").await,
+        metric(&env, "cachewarden_binlog_gaps_total{source=\"main\"}").await,
         1.0,
         "a first start without checkpoint is a gap"
     );
@@ -171,7 +171,10 @@ async fn a_purged_binlog_runs_the_recovery_and_goes_on() {
             value(&env, &format!("counter:{id}")).await
         );
     }
-    assert_eq!(metric(&env, "cachewarden_binlog_gaps_total").await, 1.0);
+    assert_eq!(
+        metric(&env, "cachewarden_binlog_gaps_total{source=\"main\"}").await,
+        1.0
+    );
     // And it goes on following.
     env.sql("UPDATE products SET price = 3.00 WHERE id = 1").await;
     assert!(becomes(&env, "product:1", Some(r#"{"id":1,"name":"Kettle","price":"3.00"}"#)).await);
@@ -255,7 +258,7 @@ async fn a_100k_row_transaction_is_applied_in_bounded_memory() {
     let before = rss(daemon.child.id());
     env.sql("UPDATE big SET v = v + 1").await;
     let deleted = eventually(Duration::from_secs(60), || async {
-        (metric(&env, "cachewarden_binlog_rows_total").await >= 100_000.0).then_some(())
+        (metric(&env, "cachewarden_binlog_rows_total{source=\"main\"}").await >= 100_000.0).then_some(())
     })
     .await;
     assert!(deleted.is_some(), "the big transaction was not applied");
@@ -332,7 +335,7 @@ async fn after_a_server_restart_the_checkpoint_follows_the_new_binlog_file() {
     }
     assert!(!daemon.log().contains("purged"), "{}", daemon.log());
     assert_eq!(
-        metric(&env, "cachewarden_binlog_gaps_total").await,
+        metric(&env, "cachewarden_binlog_gaps_total{source=\"main\"}").await,
         1.0,
         "only the first start is a gap"
     );

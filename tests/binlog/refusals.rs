@@ -177,7 +177,10 @@ async fn a_redis_acl_refusal_stops_the_stream_visibly_and_it_resumes_once_fixed(
         "readiness never showed the stuck binlog:\n{}",
         daemon.log()
     );
-    assert_eq!(metric(&env, "cachewarden_binlog_apply_failing").await, 1.0);
+    assert_eq!(
+        metric(&env, "cachewarden_binlog_apply_failing{source=\"main\"}").await,
+        1.0
+    );
     assert!(daemon.log().contains("ERROR"), "{}", daemon.log());
 
     // The operator fixes the ACL: the stream resumes where it stopped, and readiness comes back.
@@ -205,6 +208,9 @@ async fn a_redis_acl_refusal_stops_the_stream_visibly_and_it_resumes_once_fixed(
     })
     .await;
     assert!(ready.is_some(), "readiness did not come back:\n{}", daemon.log());
-    assert_eq!(metric(&env, "cachewarden_binlog_apply_failing").await, 0.0);
+    assert_eq!(
+        metric(&env, "cachewarden_binlog_apply_failing{source=\"main\"}").await,
+        0.0
+    );
     assert_eq!(daemon.stop().await, Some(0));
 }

@@ -108,7 +108,7 @@ pub async fn following_path(env: &TestEnv, path: &Path) -> Daemon {
     let daemon = Daemon::start(env, path, &[], &[]);
     wait_for_admin(env).await;
     let following = eventually(Duration::from_secs(20), || async {
-        (metric(env, "cachewarden_binlog_connected").await == 1.0).then_some(())
+        (metric(env, "cachewarden_binlog_connected{source=\"main\"}").await == 1.0).then_some(())
     })
     .await;
     assert!(following.is_some(), "not following the binlog:\n{}", daemon.log());

@@ -164,7 +164,7 @@ fn on_change_tables_default_to_the_mysql_database() {
         "{CONNECTIONS}\n[binlog]\nserver_id = 42\n\n[[on_change]]\ntable = \"sessions\"\ndelete = [\"session:{{token}}\"]\n"
     );
     let config = config::load_str(Path::new("jobs.toml"), &source, HashMap::new()).unwrap();
-    let binlog = config.binlog.as_ref().unwrap();
+    let binlog = config.binlogs.first().unwrap();
     assert_eq!(binlog.server_id, 42);
     assert_eq!(
         binlog.url, config.mysql.url,
@@ -237,7 +237,7 @@ fn a_checkpoint_file_alone_means_the_file_store_and_beside_redis_is_refused() {
     let alone = format!("{CONNECTIONS}\n[binlog]\nserver_id = 7\ncheckpoint_file = \"/tmp/cw.ckpt\"\n\n{job}");
     let config = config::load_str(Path::new("jobs.toml"), &alone, HashMap::new()).unwrap();
     assert_eq!(
-        config.binlog.unwrap().checkpoint,
+        config.binlogs.into_iter().next().unwrap().checkpoint,
         config::CheckpointStore::File("/tmp/cw.ckpt".into())
     );
     let both = format!(
@@ -301,13 +301,13 @@ fn without_a_server_id_each_instance_takes_its_own() {
         format!("{CONNECTIONS}\n[binlog]\n\n[[on_change]]\ntable = \"sessions\"\ndelete = [\"session:{{token}}\"]\n");
     let load = |source: &str| config::load_str(Path::new("jobs.toml"), source, HashMap::new()).unwrap();
     let alone = load(&base);
-    let binlog = alone.binlog.as_ref().unwrap();
+    let binlog = alone.binlogs.first().unwrap();
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     assert_eq!(binlog.server_id_from, Some(format!("{}:jobs.toml", host.trim())));
     assert!(binlog.server_id >= 0x8000_0000, "{}", binlog.server_id);
     let instance = |name: &str| {
         let config = load(&format!("{base}\n[ha]\nenabled = true\ninstance = \"{name}\"\n"));
-        let binlog = config.binlog.unwrap();
+        let binlog = config.binlogs.into_iter().next().unwrap();
         assert_eq!(binlog.server_id_from.as_deref(), Some(name));
         binlog.server_id
     };

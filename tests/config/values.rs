@@ -91,7 +91,7 @@ fn any_number_in_a_numeric_or_duration_field_is_accepted_in_bounds_or_refused_ne
         if let Ok(config) = config::load_str(Path::new("jobs.toml"), &source, HashMap::new()) {
             let job = &config.jobs[0];
             assert!(job.timeout <= std::time::Duration::from_secs(10 * 365 * 24 * 3600));
-            if let Some(binlog) = &config.binlog {
+            if let Some(binlog) = config.binlogs.first() {
                 assert!(binlog.heartbeat <= std::time::Duration::from_secs(3600));
             }
         }

@@ -218,17 +218,17 @@ async fn a_full_checkpoint_disk_holds_the_checkpoint_while_changes_still_apply_a
     }
     let reported = eventually(Duration::from_secs(10), || async {
         let ready = get(&env, "/readyz").await?;
-        let failing = metric(&env, "cachewarden_binlog_checkpoint_failing").await;
+        let failing = metric(&env, "cachewarden_binlog_checkpoint_failing{source=\"main\"}").await;
         (ready.status == 503 && ready.body.contains("checkpoint_file") && failing == 1.0).then_some(ready.body)
     })
     .await;
     assert!(reported.is_some(), "{:?}\n{}", get(&env, "/readyz").await, daemon.log());
     assert!(reported.unwrap().contains("No space left on device"));
     assert!(
-        metric(&env, "cachewarden_binlog_connected").await == 1.0,
+        metric(&env, "cachewarden_binlog_connected{source=\"main\"}").await == 1.0,
         "the stream goes on"
     );
-    assert!(metric(&env, "cachewarden_binlog_lag_seconds").await < 5.0);
+    assert!(metric(&env, "cachewarden_binlog_lag_seconds{source=\"main\"}").await < 5.0);
     assert_eq!(std::fs::read_to_string(&file).unwrap(), held, "nothing was saved");
 
     // Space returns while the database is quiet: the checkpoint is saved at a heartbeat (the next change may be
@@ -236,7 +236,7 @@ async fn a_full_checkpoint_disk_holds_the_checkpoint_while_changes_still_apply_a
     std::fs::remove_file(file.with_extension("tmp")).unwrap();
     let recovered = eventually(Duration::from_secs(10), || async {
         let ready = get(&env, "/readyz").await?.status == 200;
-        let failing = metric(&env, "cachewarden_binlog_checkpoint_failing").await;
+        let failing = metric(&env, "cachewarden_binlog_checkpoint_failing{source=\"main\"}").await;
         let moved = std::fs::read_to_string(&file).ok()? != held;
         (ready && failing == 0.0 && moved).then_some(())
     })

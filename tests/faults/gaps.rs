@@ -200,7 +200,11 @@ async fn truncate_and_statement_logged_changes_reach_the_cache() {
         daemon.log()
     );
     assert_eq!(
-        metric(&env, "cachewarden_binlog_statements_total{kind=\"statement_dml\"}").await,
+        metric(
+            &env,
+            "cachewarden_binlog_statements_total{source=\"main\",kind=\"statement_dml\"}"
+        )
+        .await,
         1.0,
         "{}",
         daemon.log()
@@ -230,7 +234,11 @@ async fn truncate_and_statement_logged_changes_reach_the_cache() {
         daemon.log()
     );
     assert_eq!(
-        metric(&env, "cachewarden_binlog_statements_total{kind=\"truncate\"}").await,
+        metric(
+            &env,
+            "cachewarden_binlog_statements_total{source=\"main\",kind=\"truncate\"}"
+        )
+        .await,
         1.0
     );
 }

@@ -39,7 +39,7 @@ async fn paused_leader(env: TestEnv) {
     let mut b = start(&env, &config_b);
     assert_eq!(one_leader(&[admin_a, admin_b], Duration::from_secs(20)).await, Some(0));
     eventually(Duration::from_secs(60), || async {
-        (metric_at(admin_a, "cachewarden_binlog_connected").await == 1.0).then_some(())
+        (metric_at(admin_a, "cachewarden_binlog_connected{source=\"main\"}").await == 1.0).then_some(())
     })
     .await
     .expect("a follows the binlog");

@@ -145,7 +145,7 @@ async fn switchover(servers: Switchover, stop_primary: impl FnOnce()) {
         eventually(Duration::from_secs(10), || async {
             (common::sample(
                 &common::get(&env, "/metrics").await?.body,
-                "cachewarden_binlog_connected",
+                "cachewarden_binlog_connected{source=\"main\"}",
             ) == Some(1.0))
             .then_some(())
         })
@@ -230,7 +230,7 @@ async fn switchover(servers: Switchover, stop_primary: impl FnOnce()) {
     );
     let metrics = common::get(&env, "/metrics").await.unwrap().body;
     assert_eq!(
-        common::sample(&metrics, "cachewarden_binlog_gaps_total"),
+        common::sample(&metrics, "cachewarden_binlog_gaps_total{source=\"main\"}"),
         Some(0.0),
         "{}",
         daemon.log()

@@ -26,9 +26,12 @@ async fn one_of_two_daemons_leads_and_a_stop_hands_over_at_once() {
         "the leader runs the schedule"
     );
     assert_eq!(metric_at(standby_addr, RUNS).await, 0.0, "the standby runs nothing");
-    assert_eq!(metric_at(leader_addr, "cachewarden_binlog_connected").await, 1.0);
     assert_eq!(
-        metric_at(standby_addr, "cachewarden_binlog_connected").await,
+        metric_at(leader_addr, "cachewarden_binlog_connected{source=\"main\"}").await,
+        1.0
+    );
+    assert_eq!(
+        metric_at(standby_addr, "cachewarden_binlog_connected{source=\"main\"}").await,
         0.0,
         "only the leader follows"
     );
@@ -113,7 +116,7 @@ async fn killed_leader(env: TestEnv) {
             .unwrap_or_else(|| panic!("round {round}: no single leader"));
         let standby = 1 - leader;
         eventually(Duration::from_secs(60), || async {
-            (metric_at(addrs[leader], "cachewarden_binlog_connected").await == 1.0).then_some(())
+            (metric_at(addrs[leader], "cachewarden_binlog_connected{source=\"main\"}").await == 1.0).then_some(())
         })
         .await
         .expect("the leader follows the binlog");

@@ -109,7 +109,7 @@ async fn a_rotated_mysql_password_applies_on_sighup_and_after_an_access_denied_w
         &[("CREDENTIALS_DIRECTORY", credentials.to_str().unwrap())],
     );
     let following = eventually(Duration::from_secs(20), || async {
-        (common::metric(&env, "cachewarden_binlog_connected").await == 1.0).then_some(())
+        (common::metric(&env, "cachewarden_binlog_connected{source=\"main\"}").await == 1.0).then_some(())
     })
     .await;
     assert!(following.is_some(), "{}", daemon.log());

@@ -102,34 +102,40 @@ impl Context {
         }
     }
 
-    /// `[binlog]`. (Long on purpose: one block per field, each reporting its own problem.)
-    pub(super) fn binlog(&mut self, mut raw: RawBinlog, mysql: Option<&MysqlSettings>) -> Option<BinlogSettings> {
-        if !self.flag("binlog", "enabled", raw.enabled.take(), true) {
-            return None;
-        }
-        let server_id = self.binlog_server_id(raw.server_id.take());
+    /// One binlog source, `source` (its settings, its problems reported at `source.section`). (Long on purpose: one
+    /// block per field, each reporting its own problem.)
+    pub(super) fn binlog(
+        &mut self,
+        source: &Source,
+        mut raw: RawBinlog,
+        mysql: Option<&MysqlSettings>,
+    ) -> Option<BinlogSettings> {
+        let section = source.section.as_str();
+        let server_id = self.binlog_server_id(section, raw.server_id.take());
         let url = match raw.url.take() {
-            Some(url) => self.mysql_url("url", &url, ""),
+            Some(url) => self.mysql_url(section, "url", &url, ""),
             None => mysql.map(|m| m.url.clone()),
         };
-        let start = self.binlog_start(raw.start.as_deref());
-        let checkpoint = self.checkpoint_store(&mut raw);
+        let start = self.binlog_start(section, raw.start.as_deref());
+        let checkpoint = self.checkpoint_store(source, &mut raw);
         let heartbeat = self.capped(
+            section,
             "heartbeat",
             raw.heartbeat.take(),
             MAX_HEARTBEAT,
             DEFAULT_HEARTBEAT,
             |heartbeat| format!("{heartbeat:?} is longer than an hour: a dead replication link would go unnoticed"),
         );
-        let on_gap = self.on_gap("binlog", raw.on_gap.as_deref());
-        let derive_rules = self.flag("binlog", "derive_rules", raw.derive_rules.take(), false);
+        let on_gap = self.on_gap(section, raw.on_gap.as_deref());
+        let derive_rules = self.flag(section, "derive_rules", raw.derive_rules.take(), false);
         let derive_debounce = self
-            .duration("binlog", "derive_debounce", raw.derive_debounce.take())
+            .duration(section, "derive_debounce", raw.derive_debounce.take())
             .unwrap_or(crate::config::DEFAULT_DERIVE_DEBOUNCE);
         let max_fanout = self
-            .count("binlog", "max_fanout", raw.max_fanout.take())
+            .count(section, "max_fanout", raw.max_fanout.take())
             .unwrap_or(crate::config::DEFAULT_MAX_FANOUT);
         let refresh_wait = self.capped(
+            section,
             "refresh_wait",
             raw.refresh_wait.take(),
             MAX_REFRESH_WAIT,
@@ -146,9 +152,11 @@ impl Context {
             None | Some("") => None,
             // The binlog follows the writer: its connection is the one a lagging reader falls back to.
             Some("binlog") => url.clone(),
-            Some(fallback) => self.mysql_url("refresh_fallback", fallback, " (or \"binlog\")"),
+            Some(fallback) => self.mysql_url(section, "refresh_fallback", fallback, " (or \"binlog\")"),
         };
         Some(BinlogSettings {
+            name: source.name.clone(),
+            label: source.label(),
             max_fanout,
             refresh_wait,
             refresh_fallback,
@@ -166,32 +174,32 @@ impl Context {
 
     /// `[binlog] server_id`: a replica id from 1 that fits 32 bits; `Some(0)` when it is not set (the automatic id is
     /// given once the instance is known, see [`automatic_server_id`]).
-    fn binlog_server_id(&mut self, raw: Option<IntOrString>) -> Option<u32> {
+    fn binlog_server_id(&mut self, section: &str, raw: Option<IntOrString>) -> Option<u32> {
         if raw.is_none() {
             return Some(0);
         }
-        match self.count("binlog", "server_id", raw)? {
+        match self.count(section, "server_id", raw)? {
             id if id <= u32::MAX as usize => Some(id as u32),
             id => {
-                self.field_problem("binlog", "server_id", format!("{id} is larger than 4294967295"));
+                self.field_problem(section, "server_id", format!("{id} is larger than 4294967295"));
                 None
             }
         }
     }
 
     /// A MySQL URL in `[binlog] field`; `hint` ends its problem.
-    fn mysql_url(&mut self, field: &str, url: &str, hint: &str) -> Option<SecretUrl> {
+    fn mysql_url(&mut self, section: &str, field: &str, url: &str, hint: &str) -> Option<SecretUrl> {
         match check_mysql_url(url) {
             Ok(()) => Some(SecretUrl::new(url.to_string())),
             Err(message) => {
-                self.field_problem("binlog", field, format!("{message}{hint}"));
+                self.field_problem(section, field, format!("{message}{hint}"));
                 None
             }
         }
     }
 
     /// `[binlog] start`: `current` (the default) or `file:pos`.
-    fn binlog_start(&mut self, text: Option<&str>) -> Option<BinlogStart> {
+    fn binlog_start(&mut self, section: &str, text: Option<&str>) -> Option<BinlogStart> {
         let text = match text {
             None | Some("current") => return Some(BinlogStart::Current),
             Some(text) => text,
@@ -203,31 +211,36 @@ impl Context {
             }),
             _ => {
                 let message = format!("\"{text}\" is not a start position: use \"current\" or \"binlog.000042:1234\"");
-                self.field_problem("binlog", "start", message);
+                self.field_problem(section, "start", message);
                 None
             }
         }
     }
 
     /// Where the checkpoint is kept: `checkpoint = "redis"` (the default, at `checkpoint_key`) or `"file"` (at
-    /// `checkpoint_file`, which alone also means the file store).
-    fn checkpoint_store(&mut self, raw: &mut RawBinlog) -> Option<CheckpointStore> {
+    /// `checkpoint_file`, which alone also means the file store). A source of `[[binlog]]` has its name in both
+    /// defaults.
+    fn checkpoint_store(&mut self, source: &Source, raw: &mut RawBinlog) -> Option<CheckpointStore> {
+        let section = source.section.as_str();
         // Beside `checkpoint = "redis"`, a `checkpoint_file` would be ignored.
         let store = match (raw.checkpoint.as_deref(), &raw.checkpoint_file) {
             (None, Some(_)) => Some("file"),
             (Some("redis"), Some(_)) => {
                 let message = "is set, but checkpoint = \"redis\" keeps the checkpoint in Redis: remove one of the two";
-                self.field_problem("binlog", "checkpoint_file", message.into());
+                self.field_problem(section, "checkpoint_file", message.into());
                 Some("redis")
             }
             (store, _) => store,
         };
         match store {
-            None | Some("redis") => Some(CheckpointStore::Redis(
-                raw.checkpoint_key
-                    .take()
-                    .unwrap_or_else(|| "cachewarden:binlog:checkpoint".into()),
-            )),
+            None | Some("redis") => {
+                Some(CheckpointStore::Redis(raw.checkpoint_key.take().unwrap_or_else(
+                    || match source.array {
+                        false => "cachewarden:binlog:checkpoint".into(),
+                        true => format!("cachewarden:binlog:checkpoint:{}", source.name),
+                    },
+                )))
+            }
             Some("file") => {
                 let path = raw
                     .checkpoint_file
@@ -237,13 +250,16 @@ impl Context {
                         std::env::var_os("STATE_DIRECTORY")
                             .map(std::path::PathBuf::from)
                             .unwrap_or_else(|| "/var/lib/cachewarden".into())
-                            .join("binlog.checkpoint")
+                            .join(match source.array {
+                                false => "binlog.checkpoint".into(),
+                                true => format!("binlog-{}.checkpoint", source.name),
+                            })
                     });
                 Some(CheckpointStore::File(path))
             }
             Some(other) => {
                 let message = format!("\"{other}\" is not a checkpoint store: use \"redis\" or \"file\"");
-                self.field_problem("binlog", "checkpoint", message);
+                self.field_problem(section, "checkpoint", message);
                 None
             }
         }
@@ -252,15 +268,16 @@ impl Context {
     /// A `[binlog]` duration that may not exceed `max` (a problem that says why, and the default, when it does).
     fn capped(
         &mut self,
+        section: &str,
         field: &str,
         raw: Option<String>,
         max: Duration,
         default: Duration,
         too_long: impl FnOnce(Duration) -> String,
     ) -> Duration {
-        match self.duration("binlog", field, raw) {
+        match self.duration(section, field, raw) {
             Some(duration) if duration > max => {
-                self.field_problem("binlog", field, too_long(duration));
+                self.field_problem(section, field, too_long(duration));
                 default
             }
             duration => duration.unwrap_or(default),
@@ -279,17 +296,22 @@ pub(super) fn default_consumer() -> String {
 
 /// `binlog` with its replica id: the one set, else one of this instance's own. Under `[ha]` each instance differs by
 /// its name; without, by host and configuration file (two services on one host, following one server for two
-/// databases, differ too).
+/// databases, differ too). A source of `[[binlog]]` (`named`) adds its name: one instance following two sources of
+/// one topology differs on each.
 pub(super) fn with_server_id(
     mut binlog: BinlogSettings,
     ha: Option<&crate::config::HaSettings>,
     path: &std::path::Path,
+    named: bool,
 ) -> BinlogSettings {
     if binlog.server_id == 0 {
-        let identity = ha.map_or_else(
+        let mut identity = ha.map_or_else(
             || format!("{}:{}", super::operation::hostname(), path.display()),
             |ha| ha.instance.clone(),
         );
+        if named {
+            identity = format!("{identity}/{}", binlog.name);
+        }
         binlog.server_id = automatic_server_id(&identity);
         binlog.server_id_from = Some(identity);
     }

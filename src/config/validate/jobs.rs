@@ -129,6 +129,8 @@ impl Context {
             encoding: encoding?,
             encrypt_columns,
             derive_rules: raw.derive_rules.unwrap_or(false),
+            // (As written: checked against the sources by `warm_jobs`.)
+            source: raw.source.map(Arc::from),
             fill_on_miss: raw.fill_on_miss.unwrap_or(false),
             keyring: keyring?,
             members: members?,

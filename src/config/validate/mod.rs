@@ -32,9 +32,11 @@ mod jobs;
 mod members;
 mod operation;
 mod rules;
+mod sources;
 
 use connections::*;
 pub(crate) use operation::DEFAULT_ADMIN_LISTEN;
+use sources::{Source, Sources};
 
 /// The sections a configuration may have (each section's fields are its raw struct's: see `raw::fields_of`).
 const SECTIONS: &[&str] = &[
@@ -85,6 +87,7 @@ pub(super) fn validate(
         problems: Vec::new(),
         env_fields: BTreeMap::new(),
         credentials: credentials.map(Path::to_path_buf),
+        entries: std::collections::HashMap::new(),
     };
     let invalid = |problems| ConfigError::Invalid {
         path: path.to_path_buf(),
@@ -116,19 +119,29 @@ pub(super) fn validate(
     let daemon = ctx.daemon(daemon);
     let admin = ctx.admin(admin, credentials);
 
-    let (jobs, invalid_jobs) = ctx.warm_jobs(doc.get("warm"), &defaults);
+    let ha = ctx.ha(ha);
+    let sources = ctx.binlogs(&doc, mysql.as_ref(), ha.is_some());
+    let (jobs, invalid_jobs) = ctx.warm_jobs(doc.get("warm"), &defaults, &sources);
     let channel = ctx.channel(channel, &jobs);
-    let raw_binlog: Option<RawBinlog> = doc.contains_key("binlog").then(|| ctx.section(&doc, "binlog"));
-    let binlog = raw_binlog.and_then(|raw| ctx.binlog(raw, mysql.as_ref()));
-    let mut rules = ctx.change_rules(doc.get("on_change"), &jobs, &invalid_jobs, mysql.as_ref(), &defaults);
+    let mut rules = ctx.change_rules(
+        doc.get("on_change"),
+        &jobs,
+        &invalid_jobs,
+        mysql.as_ref(),
+        &defaults,
+        &sources,
+    );
     let mut jobs = jobs;
-    if let (Some(binlog), Some(mysql)) = (&binlog, &mysql) {
-        rules = follow_binlog(&doc, binlog, mysql, &mut jobs, rules);
+    if let Some(mysql) = &mysql
+        && !sources.followed.is_empty()
+    {
+        rules = follow_binlog(&mut ctx, &doc, &sources, mysql, &mut jobs, rules);
     }
-    let ha = ctx.ha(ha, binlog.as_ref());
-    let binlog = binlog.map(|binlog| changes::with_server_id(binlog, ha.as_ref(), path));
+    let binlogs: Vec<BinlogSettings> = (sources.followed.into_iter())
+        .map(|binlog| changes::with_server_id(binlog, ha.as_ref(), path, sources.array))
+        .collect();
     let misses = ctx.misses(misses, doc.get("warm"));
-    if !rules.is_empty() && binlog.is_none() {
+    if !rules.is_empty() && binlogs.is_empty() {
         ctx.problem(
             ctx.lines.key_line(None, "on_change"),
             "on_change".into(),
@@ -153,7 +166,7 @@ pub(super) fn validate(
         admin,
         channel,
         jobs,
-        binlog,
+        binlogs,
         rules,
         ha,
         misses,
@@ -178,39 +191,57 @@ fn document(source: &str, lines: &LineIndex) -> Result<toml::Table, Vec<Problem>
     Ok(doc)
 }
 
-/// What `[binlog]` settles for the jobs and rules: the lookups' fan-out, each job's `derive_rules` (its own, else
-/// `[binlog]`'s), and the rules in effect once the derived ones are added.
+/// What the binlog sources settle for the jobs and rules: the lookups' fan-out (their source's), each job's
+/// `derive_rules` (its own, else its source's), and the rules in effect once the derived ones are added. With
+/// several sources, a job that derives rules must name its source.
 fn follow_binlog(
+    ctx: &mut Context,
     doc: &toml::Table,
-    binlog: &BinlogSettings,
+    sources: &Sources,
     mysql: &MysqlSettings,
     jobs: &mut [WarmJob],
     mut rules: Vec<ChangeRule>,
 ) -> Vec<ChangeRule> {
+    let source_of = |name: Option<&Arc<str>>| match name {
+        Some(name) => sources.followed.iter().find(|source| source.name == *name),
+        None if sources.followed.len() == 1 => sources.followed.first(),
+        None => None,
+    };
     for rule in &mut rules {
-        if let Some(lookup) = &mut rule.lookup {
-            Arc::make_mut(lookup).max_fanout = binlog.max_fanout;
+        if let (Some(lookup), Some(source)) = (&mut rule.lookup, source_of(rule.source.as_ref())) {
+            Arc::make_mut(lookup).max_fanout = source.max_fanout;
         }
     }
-    // A job without its own `derive_rules` takes `[binlog] derive_rules`.
-    let own: HashSet<&str> = match doc.get("warm") {
-        Some(toml::Value::Array(items)) => items
-            .iter()
-            .filter(|item| item.get("derive_rules").is_some())
-            .filter_map(|item| item.get("name").and_then(toml::Value::as_str))
-            .collect(),
-        _ => HashSet::new(),
+    // A job without its own `derive_rules` takes its source's.
+    let items = match doc.get("warm") {
+        Some(toml::Value::Array(items)) => items.as_slice(),
+        _ => &[],
     };
     for job in jobs.iter_mut() {
-        if !own.contains(&*job.name) {
-            job.derive_rules = binlog.derive_rules;
+        let index = items
+            .iter()
+            .position(|item| item.get("name").and_then(toml::Value::as_str) == Some(&*job.name));
+        let own = index.is_some_and(|index| items[index].get("derive_rules").is_some());
+        if !own {
+            job.derive_rules = source_of(job.source.as_ref()).is_some_and(|source| source.derive_rules);
+        }
+        if job.derive_rules
+            && job.source.is_none()
+            && sources.followed.len() > 1
+            && let Some(index) = index
+        {
+            let entry = entry::Entry::new("warm", index, &items[index], "name");
+            ctx.source_ref(&entry, None, sources, true);
         }
     }
     let coverage = crate::pure::derive::cover(
         jobs,
         &rules,
         &mysql.database().unwrap_or_default(),
-        &binlog.derive_settings(),
+        &|job: &WarmJob| {
+            source_of(job.source.as_ref())
+                .map_or_else(crate::config::default_derive_settings, BinlogSettings::derive_settings)
+        },
         &crate::pure::derive::schema::Schema::default(),
     );
     crate::pure::derive::effective_rules(&rules, &coverage, jobs)
@@ -250,6 +281,8 @@ struct Context {
     env_fields: BTreeMap<String, String>,
     /// The credentials directory read, if any (named when a URL is missing).
     credentials: Option<std::path::PathBuf>,
+    /// Sections that are entries of an array of tables (`binlog[1]`), located through their entry.
+    entries: std::collections::HashMap<String, entry::Entry>,
 }
 
 /// A problem for each list of `doc` longer than its limit ([`LIMITS`]).
@@ -275,7 +308,12 @@ fn over_limits(doc: &toml::Table, lines: &LineIndex) -> Vec<Problem> {
 impl Context {
     /// Every `[[warm]]` job, each on its own; and the (name, key template) of the jobs refused, so that a rule naming
     /// one says so rather than that none exists.
-    fn warm_jobs(&mut self, item: Option<&toml::Value>, defaults: &Defaults) -> (Vec<WarmJob>, Vec<(String, String)>) {
+    fn warm_jobs(
+        &mut self,
+        item: Option<&toml::Value>,
+        defaults: &Defaults,
+        sources: &Sources,
+    ) -> (Vec<WarmJob>, Vec<(String, String)>) {
         let mut invalid_jobs: Vec<(String, String)> = Vec::new();
         let items = match item {
             None => return (Vec::new(), invalid_jobs),
@@ -292,7 +330,7 @@ impl Context {
         let mut jobs = Vec::new();
         let mut names = HashSet::new();
         for (index, item) in items.iter().enumerate() {
-            let Some(job) = self.warm_job(index, item, defaults) else {
+            let Some(mut job) = self.warm_job(index, item, defaults) else {
                 let field = |name| item.get(name).and_then(toml::Value::as_str).map(str::to_string);
                 if let (Some(name), Some(key)) = (field("name"), field("key")) {
                     invalid_jobs.push((name, key));
@@ -300,6 +338,8 @@ impl Context {
                 continue;
             };
             let entry = entry::Entry::new("warm", index, item, "name");
+            let source = job.source.take().map(|source| source.to_string());
+            job.source = self.source_ref(&entry, source, sources, false);
             if names.insert(job.name.clone()) {
                 self.same_keys_other_type(&entry, &job, &jobs);
                 jobs.push(job);
@@ -319,13 +359,14 @@ impl Context {
         invalid_jobs: &[(String, String)],
         mysql: Option<&MysqlSettings>,
         defaults: &Defaults,
+        sources: &Sources,
     ) -> Vec<ChangeRule> {
         match item {
             None => Vec::new(),
             Some(toml::Value::Array(items)) => items
                 .iter()
                 .enumerate()
-                .filter_map(|(index, item)| self.change_rule(index, item, jobs, invalid_jobs, mysql, defaults))
+                .filter_map(|(index, item)| self.change_rule(index, item, jobs, invalid_jobs, mysql, defaults, sources))
                 .collect(),
             Some(_) => {
                 self.problem(
@@ -348,6 +389,10 @@ impl Context {
 
     /// A problem with `[section] field`, located in the file or in the environment variable that set it.
     fn field_problem(&mut self, section: &str, field: &str, message: String) {
+        if let Some(entry) = self.entries.get(section) {
+            let (line, location) = (entry.line(self, Some(field)), entry.location(Some(field)));
+            return self.problem(line, location, message);
+        }
         let path = format!("{section}.{field}");
         match self.env_fields.get(&path) {
             Some(var) => self.problem(None, format!("{path} (from environment variable {var})"), message),
@@ -363,9 +408,19 @@ impl Context {
         let table = doc
             .entry(section.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        if let toml::Value::Table(table) = table {
-            table.insert(field.to_string(), toml::Value::String(value));
-            self.env_fields.insert(format!("{section}.{field}"), origin);
+        match table {
+            toml::Value::Table(table) => {
+                table.insert(field.to_string(), toml::Value::String(value));
+                self.env_fields.insert(format!("{section}.{field}"), origin);
+            }
+            toml::Value::Array(_) => {
+                let message = format!(
+                    "cannot set `{field}`: [[{section}]] has several entries; set it in the file, in the entry it is \
+                     for"
+                );
+                self.problem(None, origin, message);
+            }
+            _ => {}
         }
     }
 

@@ -136,7 +136,7 @@ impl Context {
         }
     }
 
-    pub(super) fn ha(&mut self, raw: RawHa, binlog: Option<&BinlogSettings>) -> Option<HaSettings> {
+    pub(super) fn ha(&mut self, raw: RawHa) -> Option<HaSettings> {
         if !self.flag("ha", "enabled", raw.enabled, false) {
             return None;
         }
@@ -148,17 +148,6 @@ impl Context {
                 "ha",
                 "lease_ttl",
                 format!("must be at least {}", crate::pure::words::duration(MIN_LEASE_TTL)),
-            );
-        }
-        if let Some(BinlogSettings {
-            checkpoint: CheckpointStore::File(_),
-            ..
-        }) = binlog
-        {
-            self.field_problem(
-                "binlog",
-                "checkpoint",
-                "must be \"redis\" with [ha]: every instance resumes from the same checkpoint".into(),
             );
         }
         let instance = raw

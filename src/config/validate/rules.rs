@@ -14,10 +14,12 @@ impl Context {
         invalid_jobs: &[(String, String)],
         mysql: Option<&MysqlSettings>,
         defaults: &Defaults,
+        sources: &Sources,
     ) -> Option<ChangeRule> {
         let entry = Entry::new("on_change", index, item, "table");
         let before = self.problems.len();
         let raw: RawOnChange = entry.read(self, item)?;
+        let source = self.source_ref(&entry, raw.source, sources, true);
         let (table_line, header_line) = (entry.line(self, Some("table")), entry.line(self, None));
         let (database, table) = self.rule_table(raw.table.as_deref(), mysql, &entry.at, table_line, header_line);
         let delete = self.rule_templates(&entry, "delete", raw.delete);
@@ -86,6 +88,7 @@ impl Context {
                     read_decides: false,
                 })
             }),
+            source,
             derived_from: None,
             lookup: lookup.map(Arc::new),
             events,

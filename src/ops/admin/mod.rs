@@ -65,6 +65,8 @@ pub(crate) struct AdminState {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The servers the status page names: what, and its URL without the password.
     pub servers: Arc<[(String, String)]>,
+    /// The binlog sources followed (their names).
+    pub binlogs: Arc<[Arc<str>]>,
 }
 
 /// The bound endpoint.
@@ -244,7 +246,7 @@ fn status_page(state: &AdminState) -> Response<Full<Bytes>> {
         None => serde_json::Value::Array(vec![]),
     };
     let none = crate::telemetry::metrics::Readings::default();
-    let checkpoint = crate::telemetry::metrics::binlog_checkpoint();
+    let checkpoints = crate::telemetry::metrics::binlog_checkpoints();
     let page = status::render(&status::Page {
         health: &state.health.state(),
         jobs: &jobs,
@@ -252,24 +254,45 @@ fn status_page(state: &AdminState) -> Response<Full<Bytes>> {
         history: &state.history,
         ha: state.ha.as_ref().map(|ha| ha.borrow().clone()),
         servers: &state.servers,
-        binlog_checkpoint: checkpoint.as_deref(),
+        binlogs: &state.binlogs,
+        binlog_checkpoints: &checkpoints,
         run_now: state.token.is_none(),
     });
     typed(&page, "text/html; charset=utf-8")
 }
 
-/// `GET /ha`: the role, the checkpoint saved last and, where the server's retention is known, how long this instance
-/// may be down.
+/// `GET /ha`: the role and, for each binlog source, the checkpoint saved last and, where the server's retention is
+/// known, how long this instance may be down (`binlog_sources`; with one source, also at the top level as before).
 fn ha_json(state: &AdminState, mut body: serde_json::Value) -> Response<Full<Bytes>> {
-    body["binlog_checkpoint"] = serde_json::json!(crate::telemetry::metrics::binlog_checkpoint());
-    // (Only an instance that has followed the binlog knows its server's retention.)
-    if let Some(readings) = state.metrics.as_ref().map(|metrics| metrics.readings())
-        && readings.get("cachewarden_binlog_retention_seconds", &[]).is_some()
-    {
-        let down_for = status::can_be_down_for(readings);
-        body["binlog_can_be_down_for_seconds"] = serde_json::json!(down_for.filter(|s| s.is_finite()));
-        body["binlog_can_be_down_for"] = serde_json::json!(status::down_for_words(down_for));
+    let checkpoints = crate::telemetry::metrics::binlog_checkpoints();
+    let none = crate::telemetry::metrics::Readings::default();
+    let readings = state.metrics.as_ref().map_or(&none, |metrics| metrics.readings());
+    let sources: Vec<serde_json::Value> = (state.binlogs.iter())
+        .map(|source| {
+            let labels = [("source", &**source)];
+            let mut row = serde_json::json!({
+                "name": source,
+                "checkpoint": checkpoints.get(&**source),
+                "connected": readings.get("cachewarden_binlog_connected", &labels).map(|up| up == 1.0),
+                "lag_seconds": readings.get("cachewarden_binlog_lag_seconds", &labels),
+            });
+            // (Only an instance that has followed the binlog knows its server's retention.)
+            if readings.get("cachewarden_binlog_retention_seconds", &labels).is_some() {
+                let down_for = status::can_be_down_for(readings, source);
+                row["can_be_down_for_seconds"] = serde_json::json!(down_for.filter(|s| s.is_finite()));
+                row["can_be_down_for"] = serde_json::json!(status::down_for_words(down_for));
+            }
+            row
+        })
+        .collect();
+    if let [only] = sources.as_slice() {
+        body["binlog_checkpoint"] = only["checkpoint"].clone();
+        if let Some(seconds) = only.get("can_be_down_for_seconds") {
+            body["binlog_can_be_down_for_seconds"] = seconds.clone();
+            body["binlog_can_be_down_for"] = only["can_be_down_for"].clone();
+        }
     }
+    body["binlog_sources"] = serde_json::Value::Array(sources);
     typed(&format!("{body:#}\n"), "application/json")
 }
 

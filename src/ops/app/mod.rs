@@ -66,7 +66,7 @@ pub(crate) async fn run_daemon(
     metrics::initialise(&metrics::Configured {
         jobs: &jobs,
         channel: config.channel.enabled,
-        binlog: config.binlog.is_some(),
+        binlogs: &config.binlogs.iter().map(|source| &*source.name).collect::<Vec<_>>(),
         ha: config.ha.is_some(),
         misses: config.misses.is_some(),
     });
@@ -199,6 +199,7 @@ impl Daemon {
             loopback: config.admin.listen.ip().is_loopback(),
             tls: config.admin.tls.as_ref().map(|tls| tls.server.clone()),
             servers: servers(config).into(),
+            binlogs: config.binlogs.iter().map(|source| source.name.clone()).collect(),
         };
         let server = AdminServer::bind(config.admin.listen, state).await.with_context(|| {
             format!(
@@ -244,7 +245,7 @@ impl Daemon {
         );
         self.start_audit(config, db, &invalidator);
         let producers = Producers {
-            binlog_url: binlog_url(config),
+            binlog_urls: binlog_urls(config),
             jobs: self.jobs_rx.clone(),
             triggers: self.triggers.clone(),
             policy: policy_rx,
@@ -392,7 +393,7 @@ impl Daemon {
     }
 
     /// Cancels every task and waits for them; the first that panicked, if any.
-    async fn stop(self) -> Option<&'static str> {
+    async fn stop(self) -> Option<Arc<str>> {
         self.shutdown.cancel();
         self.tracker.wait().await
     }
@@ -414,10 +415,13 @@ impl Work {
         if new.redis.url != current.redis.url && self.producers.invalidator.cache().reauthenticate(&new.redis.url) {
             info!("SIGHUP: [redis] url's credentials changed; every Redis connection authenticates with them.");
         }
-        if let (Some(url), Some(binlog)) = (&self.producers.binlog_url, &new.binlog)
-            && url.replace(binlog.url.clone())
-        {
-            info!(url = %binlog.url, "SIGHUP: [binlog] url changed; the binlog reconnects with it.");
+        for (url, binlog) in self.producers.binlog_urls.iter().zip(&current.binlogs) {
+            let Some(new) = new.binlogs.iter().find(|new| new.name == binlog.name) else {
+                continue;
+            };
+            if url.replace(new.url.clone()) {
+                info!(url = %new.url, "SIGHUP: {} url changed; the binlog reconnects with it.", binlog.label);
+            }
         }
     }
 }
@@ -427,7 +431,7 @@ impl Work {
 struct Supervisor {
     tracker: TaskTracker,
     shutdown: CancellationToken,
-    failed: Arc<std::sync::Mutex<Option<&'static str>>>,
+    failed: Arc<std::sync::Mutex<Option<Arc<str>>>>,
 }
 
 impl Supervisor {
@@ -440,12 +444,12 @@ impl Supervisor {
     }
 
     /// Runs `task` until it ends; a panic cancels everything and is remembered as `name`.
-    fn spawn(&self, name: &'static str, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        let (shutdown, failed) = (self.shutdown.clone(), self.failed.clone());
+    fn spawn(&self, name: impl Into<Arc<str>>, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let (shutdown, failed, name) = (self.shutdown.clone(), self.failed.clone(), name.into());
         self.tracker.spawn(async move {
             use futures_util::FutureExt as _;
             if let Err(panic) = std::panic::AssertUnwindSafe(task).catch_unwind().await {
-                error!(task = name, panic = %panic_message(panic), "A task panicked; stopping the daemon.");
+                error!(task = %name, panic = %panic_message(panic), "A task panicked; stopping the daemon.");
                 failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(name);
                 shutdown.cancel();
             }
@@ -453,10 +457,10 @@ impl Supervisor {
     }
 
     /// Waits for every task to end; the first that panicked, if any.
-    async fn wait(self) -> Option<&'static str> {
+    async fn wait(self) -> Option<Arc<str>> {
         self.tracker.close();
         self.tracker.wait().await;
-        *self.failed.lock().unwrap_or_else(|p| p.into_inner())
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -489,22 +493,32 @@ fn servers(config: &Config) -> Vec<(String, String)> {
         ("Redis".to_string(), config.redis.url.redacted())
     };
     servers.push(redis);
-    if let Some(binlog) = &config.binlog {
-        servers.push(("MySQL binlog".to_string(), binlog.url.redacted()));
+    for binlog in &config.binlogs {
+        let what = match config.binlogs.len() {
+            1 => "MySQL binlog".to_string(),
+            _ => format!("MySQL binlog \"{}\"", binlog.name),
+        };
+        servers.push((what, binlog.url.redacted()));
     }
     servers
 }
 
-/// The binlog's replication URL, read again from the file when the server refuses it (a rotated password).
-fn binlog_url(config: &Config) -> Option<Arc<ReplicationUrl>> {
-    config.binlog.as_ref().map(|binlog| {
-        let (path, credentials) = (config.path.clone(), config.credentials.clone());
-        let reread = move || {
-            let new = config::load(&path, credentials.as_deref()).ok()?;
-            new.binlog.map(|binlog| binlog.url)
-        };
-        Arc::new(ReplicationUrl::new(binlog.url.clone(), Some(Box::new(reread))))
-    })
+/// Each binlog source's replication URL (in `config.binlogs`' order), read again from the file when the server
+/// refuses it (a rotated password).
+fn binlog_urls(config: &Config) -> Vec<Arc<ReplicationUrl>> {
+    (config.binlogs.iter())
+        .map(|binlog| {
+            let (path, credentials, name) = (config.path.clone(), config.credentials.clone(), binlog.name.clone());
+            let reread = move || {
+                let new = config::load(&path, credentials.as_deref()).ok()?;
+                new.binlogs
+                    .into_iter()
+                    .find(|binlog| binlog.name == name)
+                    .map(|binlog| binlog.url)
+            };
+            Arc::new(ReplicationUrl::new(binlog.url.clone(), Some(Box::new(reread))))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -521,7 +535,7 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(5), shutdown.cancelled())
             .await
             .expect("the panic cancelled every task");
-        assert_eq!(supervisor.wait().await, Some("binlog"));
+        assert_eq!(supervisor.wait().await.as_deref(), Some("binlog"));
     }
 
     #[tokio::test]

@@ -22,8 +22,8 @@ use crate::telemetry::health::Health;
 
 /// What the producers send to and read from.
 pub(super) struct Producers {
-    /// With `[binlog]`: its URL, which a SIGHUP may replace.
-    pub binlog_url: Option<Arc<ReplicationUrl>>,
+    /// Each binlog source's URL (in `config.binlogs`' order), which a SIGHUP may replace.
+    pub binlog_urls: Vec<Arc<ReplicationUrl>>,
     pub jobs: watch::Receiver<Arc<[WarmJob]>>,
     pub triggers: mpsc::Sender<crate::pure::model::Trigger>,
     pub policy: watch::Receiver<Arc<crate::pure::plan::Policy>>,
@@ -56,9 +56,10 @@ impl Producers {
             }
             None => DeadLetters::default(),
         };
-        if let (Some(binlog), Some(url)) = (&config.binlog, &self.binlog_url) {
+        // One listener per source, each on its own: one that cannot connect or apply holds back none of the others.
+        for (binlog, url) in config.binlogs.iter().zip(&self.binlog_urls) {
             let listener = self.binlog(config, binlog, url.clone(), dead_letters.clone());
-            tracker.spawn("binlog", listener.run(term.clone()));
+            tracker.spawn(binlog.label.clone(), listener.run(term.clone()));
         }
         if let Some(misses) = &config.misses {
             let listener = MissListener {
@@ -66,7 +67,12 @@ impl Producers {
                 settings: misses.clone(),
                 invalidator: self.invalidator.clone(),
                 policy: self.policy.clone(),
-                writer: fallback_writer(config, 2, "fills"),
+                // (With several sources, the fills have no writer to fall back to: which one holds a job's rows is
+                // not known.)
+                writer: match config.binlogs.as_slice() {
+                    [only] => fallback_writer(config, only, 2, "fills"),
+                    _ => None,
+                },
             };
             tracker.spawn("misses", listener.run(term.clone()));
         }
@@ -82,16 +88,22 @@ impl Producers {
         url: Arc<ReplicationUrl>,
         dead_letters: DeadLetters,
     ) -> BinlogListener {
+        let series = crate::telemetry::metrics::BinlogSeries::new(&binlog.name);
         BinlogListener {
             settings: binlog.clone(),
-            checkpoints: Checkpoints::new(binlog.checkpoint.clone(), self.invalidator.cache().clone()),
+            checkpoints: Checkpoints::new(
+                binlog.checkpoint.clone(),
+                self.invalidator.cache().clone(),
+                series.clone(),
+            ),
             url,
-            rules: config.rules.clone().into(),
+            rules: config.rules_of(binlog),
             invalidator: self.invalidator.clone(),
             health: self.health.clone(),
             // A few connections: it reads only what the reader could not show in time.
-            fallback: fallback_writer(config, 4, "refreshes"),
+            fallback: fallback_writer(config, binlog, 4, "refreshes"),
             dead_letters,
+            series,
         }
     }
 
@@ -134,16 +146,16 @@ impl Producers {
     }
 }
 
-/// `[binlog] refresh_fallback`: the writer, with `pool_size` connections, for reads the reader could not show in
+/// A source's `refresh_fallback`: the writer, with `pool_size` connections, for reads the reader could not show in
 /// time (`what` names them in the warning when it is not usable).
-fn fallback_writer(config: &Config, pool_size: u32, what: &str) -> Option<Database> {
-    let url = config.binlog.as_ref()?.refresh_fallback.as_ref()?;
+fn fallback_writer(config: &Config, binlog: &BinlogSettings, pool_size: u32, what: &str) -> Option<Database> {
+    let url = binlog.refresh_fallback.as_ref()?;
     let settings = config::MysqlSettings {
         url: url.clone(),
         pool_size,
         ..config.mysql.clone()
     };
     Database::new(&settings)
-        .inspect_err(|error| warn!(%error, "[binlog] refresh_fallback is not usable for {what}."))
+        .inspect_err(|error| warn!(%error, "{}: refresh_fallback is not usable for {what}.", binlog.label))
         .ok()
 }

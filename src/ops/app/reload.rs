@@ -83,14 +83,7 @@ fn needing_restart(current: &Config, new: &Config) -> Vec<&'static str> {
         (
             "[binlog] and [[on_change]]",
             // The URL is applied (see `Work::reconnect`).
-            new.binlog.as_ref().map(|binlog| BinlogSettings {
-                url: current
-                    .binlog
-                    .as_ref()
-                    .map_or_else(|| binlog.url.clone(), |current| current.url.clone()),
-                ..binlog.clone()
-            }) != current.binlog
-                || new.rules != current.rules,
+            with_urls_of(&new.binlogs, &current.binlogs) != current.binlogs || new.rules != current.rules,
         ),
         (
             "[channel]",
@@ -120,14 +113,8 @@ fn applied(current: &Config, new: Config) -> Config {
         },
         daemon: current.daemon.clone(),
         admin: current.admin.clone(),
-        // Of [binlog], only the URL applies without a restart.
-        binlog: match (&current.binlog, &new.binlog) {
-            (Some(current), Some(new)) => Some(BinlogSettings {
-                url: new.url.clone(),
-                ..current.clone()
-            }),
-            (current, _) => current.clone(),
-        },
+        // Of [binlog], only each source's URL applies without a restart.
+        binlogs: with_urls_of(&current.binlogs, &new.binlogs),
         rules: current.rules.clone(),
         ha: current.ha.clone(),
         misses: current.misses.clone(),
@@ -138,4 +125,18 @@ fn applied(current: &Config, new: Config) -> Config {
         },
         ..new
     }
+}
+
+/// `sources` with the URL of the source of the same name in `urls` (where there is one).
+fn with_urls_of(sources: &[BinlogSettings], urls: &[BinlogSettings]) -> Vec<BinlogSettings> {
+    sources
+        .iter()
+        .map(|source| match urls.iter().find(|other| other.name == source.name) {
+            Some(other) => BinlogSettings {
+                url: other.url.clone(),
+                ..source.clone()
+            },
+            None => source.clone(),
+        })
+        .collect()
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::Misconfigured;
 use crate::config::{self, Config};
@@ -40,14 +40,20 @@ pub(super) async fn preflight(config: &Config, cache: &Cache) -> anyhow::Result<
         }
         Err(error) => warn!(%error, "Could not check the Redis ACL up front."),
     }
-    if let Some(binlog) = &config.binlog {
+    for binlog in &config.binlogs {
+        let label = &binlog.label;
         match crate::source::binlog::preflight(&binlog.url, binlog.server_id).await {
             // (Its warnings are the listener's to log, at its first session.)
             Ok(_) => {}
+            // One source of several that cannot be followed stops none of the others: its listener reports it (not
+            // ready, naming it) and tries again every minute.
+            Err(error) if error.is_definite() && config.binlogs.len() > 1 => {
+                error!(%error, source = %binlog.name, "{label}: cannot follow the binlog; the other sources are followed.")
+            }
             Err(error) if error.is_definite() => {
                 return Err(Misconfigured(format!("[binlog]: cannot follow the binlog: {error}")).into());
             }
-            Err(error) => warn!(%error, "Could not check the binlog connection up front; it will be retried."),
+            Err(error) => warn!(%error, "{label}: could not check the binlog connection up front; it will be retried."),
         }
     }
     Ok(())
@@ -57,7 +63,7 @@ pub(super) async fn preflight(config: &Config, cache: &Cache) -> anyhow::Result<
 /// into the derived rules, once at start (a reload keeps it: a new foreign key or index needs a restart). Read only when a job follows its SQL; a failure is logged and the
 /// rules stay as the file alone gives them.
 pub(super) async fn learn_schema(config: &mut Config, db: &Database) {
-    if config.binlog.is_none() || !config.jobs.iter().any(|job| job.derive_rules) {
+    if config.binlogs.is_empty() || !config.jobs.iter().any(|job| job.derive_rules) {
         return;
     }
     match db.schema(&config.databases_read()).await {

@@ -64,7 +64,7 @@ impl History {
             }
             self.push(Sample {
                 at: epoch_seconds(SystemTime::now()),
-                binlog_lag: readings.get("cachewarden_binlog_lag_seconds", &[]),
+                binlog_lag: readings.max("cachewarden_binlog_lag_seconds"),
                 invalidated: readings.sum("cachewarden_invalidated_keys_total"),
                 messages: readings
                     .get("cachewarden_channel_messages_total", &[("outcome", "applied")])

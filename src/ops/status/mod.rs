@@ -6,7 +6,9 @@
 mod charts;
 mod history;
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::telemetry::health::HealthState;
@@ -15,14 +17,15 @@ use crate::telemetry::metrics::Readings;
 use history::epoch_seconds;
 pub(crate) use history::{History, SAMPLE_EVERY};
 
-/// How long the daemon can be down without a gap, from the metrics: the server's binlog retention less the lag
-/// (a daemon behind holds an older position). `None` when not following a binlog or the retention is unknown;
-/// infinite when binlogs are never purged.
-pub(crate) fn can_be_down_for(readings: &Readings) -> Option<f64> {
+/// How long the daemon can be down without a gap in the binlog `source`, from the metrics: the server's binlog
+/// retention less the lag (a daemon behind holds an older position). `None` when not following it or the retention
+/// is unknown; infinite when binlogs are never purged.
+pub(crate) fn can_be_down_for(readings: &Readings, source: &str) -> Option<f64> {
+    let labels = [("source", source)];
     let retention = readings
-        .get("cachewarden_binlog_retention_seconds", &[])
+        .get("cachewarden_binlog_retention_seconds", &labels)
         .filter(|r| !r.is_nan())?;
-    let lag = readings.get("cachewarden_binlog_lag_seconds", &[]).unwrap_or(0.0);
+    let lag = readings.get("cachewarden_binlog_lag_seconds", &labels).unwrap_or(0.0);
     Some((retention - lag).max(0.0))
 }
 
@@ -50,8 +53,10 @@ pub(crate) struct Page<'a> {
     pub ha: Option<crate::ops::ha::Status>,
     /// The servers this instance talks to (what, where: URLs without their passwords).
     pub servers: &'a [(String, String)],
-    /// The last binlog checkpoint saved (`file:pos`, `gtid=…`).
-    pub binlog_checkpoint: Option<&'a str>,
+    /// The binlog sources followed (their names).
+    pub binlogs: &'a [Arc<str>],
+    /// The last checkpoint each source saved (`file:pos`, `gtid=…`), by name.
+    pub binlog_checkpoints: &'a BTreeMap<String, String>,
     /// Whether the page offers a "run now" button (not when POST routes need the admin token, which a form
     /// cannot send).
     pub run_now: bool,
@@ -288,24 +293,35 @@ fn footprint(readings: &Readings, job: &str, sampled: bool) -> String {
 fn feeds(page: &Page<'_>, html: &mut String) {
     let metric = |name: &str| page.readings.get(name, &[]);
     let show = |value: Option<f64>| value.map_or("–".to_string(), |v| format!("{v}"));
-    if metric("cachewarden_binlog_connected").is_some() {
+    for source in page.binlogs {
+        let labels = [("source", &**source)];
+        let metric = |name: &str| page.readings.get(name, &labels);
+        if metric("cachewarden_binlog_connected").is_none() {
+            continue;
+        }
         let heard = metric("cachewarden_binlog_last_heard_timestamp_seconds")
             .filter(|at| *at > 0.0)
             .map_or("–".into(), |at| {
                 format!("{:.0} s ago", epoch_seconds(SystemTime::now()) - at)
             });
+        let title = match page.binlogs.len() {
+            1 => "Binlog".to_string(),
+            _ => format!("Binlog “{}”", escape(source)),
+        };
         let _ = write!(
             html,
-            "<h2>Binlog</h2><table><tr><td>connected</td><td>{}</td></tr><tr><td>lag</td><td>{} s</td></tr>\
+            "<h2>{title}</h2><table><tr><td>connected</td><td>{}</td></tr><tr><td>lag</td><td>{} s</td></tr>\
              <tr><td>last heard from the server</td><td>{heard}</td></tr><tr><td>checkpoint saved</td><td>{}</td></tr>\
              <tr><td>row events applied</td><td>{}</td></tr><tr><td>apply failing</td><td>{}</td></tr>\
              <tr><td>can be down for</td><td>{}</td></tr></table>",
             show(metric("cachewarden_binlog_connected")),
             show(metric("cachewarden_binlog_lag_seconds")),
-            page.binlog_checkpoint.map_or("none yet".into(), escape),
+            page.binlog_checkpoints
+                .get(&**source)
+                .map_or("none yet".into(), |saved| escape(saved)),
             show(metric("cachewarden_binlog_rows_total")),
             show(metric("cachewarden_binlog_apply_failing")),
-            escape(&down_for_words(can_be_down_for(page.readings))),
+            escape(&down_for_words(can_be_down_for(page.readings, source))),
         );
     }
     let channel_messages = |outcome: &str| {
@@ -432,7 +448,8 @@ mod tests {
             history: &history,
             ha: None,
             servers: &[],
-            binlog_checkpoint: None,
+            binlogs: &[],
+            binlog_checkpoints: &BTreeMap::new(),
             run_now: true,
         });
         assert!(html.contains("&lt;script&gt;") && !html.contains("<script>"));
@@ -458,7 +475,8 @@ mod tests {
             history: &History::default(),
             ha,
             servers: &[("MySQL".to_string(), "mysql://app:***@db:3306/shop".to_string())],
-            binlog_checkpoint: Some("mysql-bin.000003:4567 gtid=0-1-99"),
+            binlogs: &["main".into()],
+            binlog_checkpoints: &BTreeMap::from([("main".into(), "mysql-bin.000003:4567 gtid=0-1-99".into())]),
             run_now,
         })
     }

@@ -105,18 +105,25 @@ impl TableCoverage {
     }
 }
 
-/// Coverage of every job: `explicit` are the `[[on_change]]` rules, `database` the default database, `debounce`
-/// the derived warm runs' window.
-/// `schema` the server's foreign keys (empty offline).
+/// Coverage of every job: `explicit` are the `[[on_change]]` rules (those of another binlog source than the job's
+/// cover nothing of it), `database` the default database, `settings` what each job's derived rules are made with
+/// (its source's), `schema` the server's foreign keys (empty offline).
 pub(crate) fn cover(
     jobs: &[WarmJob],
     explicit: &[ChangeRule],
     database: &str,
-    settings: &Settings,
+    settings: &dyn Fn(&WarmJob) -> Settings,
     schema: &schema::Schema,
 ) -> Vec<JobCoverage> {
     jobs.iter()
-        .map(|job| cover_job(job, database, explicit, settings, schema))
+        .map(|job| {
+            let same_source = |rule: &&ChangeRule| match (&rule.source, &job.source) {
+                (Some(rule), Some(job)) => rule == job,
+                _ => true,
+            };
+            let explicit: Vec<ChangeRule> = explicit.iter().filter(same_source).cloned().collect();
+            cover_job(job, database, &explicit, &settings(job), schema)
+        })
         .collect()
 }
 
@@ -275,6 +282,7 @@ fn cover_cascades(
             when_changed: if parent.on_update { parent.columns } else { Vec::new() },
             project: None,
             filter: None,
+            source: job.source.clone(),
             derived_from: Some(job.name.clone()),
             lookup: None,
             events,

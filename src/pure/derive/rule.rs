@@ -111,6 +111,7 @@ impl Deriving<'_> {
             when_changed: Vec::new(),
             project: None,
             filter: None,
+            source: self.job.source.clone(),
             derived_from: Some(self.job.name.clone()),
             lookup: None,
             events: crate::pure::model::RowEvents::ALL,

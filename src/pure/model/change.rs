@@ -27,6 +27,9 @@ pub struct ChangeRule {
     /// Which rows the keys exist for (`where`, or a derived rule's query filter): a row whose after image is not in
     /// it has its `refresh` keys deleted instead of refreshed.
     pub filter: Option<Arc<RowFilter>>,
+    /// The `[[binlog]]` source whose changes it follows: `None` for the only one (with several, every rule names
+    /// one; a derived rule, its job's).
+    pub source: Option<Arc<str>>,
     /// The `[[warm]]` job this rule was derived from; `None` for an `[[on_change]]` rule.
     pub derived_from: Option<Arc<str>>,
     /// A derived join rule's way from a changed row of this (joined) table to the job's keys.

@@ -280,6 +280,9 @@ pub struct WarmJob {
     pub keyring: Option<Arc<crate::pure::crypto::Keyring>>,
     /// Follow the invalidation rules derived from `query` (see `derive`) besides the explicit ones.
     pub derive_rules: bool,
+    /// The `[[binlog]]` source its tables' changes arrive from: where its derived rules follow them. `None`: the
+    /// only source (with several, a job that derives rules names one).
+    pub source: Option<Arc<str>>,
     /// A key of this job that Redis reports missing is loaded through `refresh_query` (`[misses]`).
     pub fill_on_miss: bool,
     /// `type = "set"` or `"zset"`: each row is a member of the key it renders.
@@ -435,6 +438,7 @@ impl WarmJob {
             encrypt_columns: vec![],
             keyring: None,
             derive_rules: false,
+            source: None,
             fill_on_miss: false,
             members: None,
         }

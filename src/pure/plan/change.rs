@@ -385,6 +385,7 @@ mod tests {
             debounce: std::time::Duration::from_secs(30),
             when_changed: vec![],
             project: None,
+            source: None,
             derived_from: None,
             lookup: None,
             events: crate::pure::model::RowEvents::ALL,

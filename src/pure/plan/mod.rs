@@ -268,6 +268,7 @@ mod tests {
             when_changed: vec![],
             project: None,
             filter: None,
+            source: None,
             derived_from: None,
             lookup: None,
             events: crate::pure::model::RowEvents::ALL,

@@ -29,7 +29,13 @@ impl BinlogListener {
         if !ready.actions.is_empty() {
             match self
                 .invalidator
-                .apply_with_retry("binlog", &ready.actions, &ready.seen, shutdown)
+                .apply_with_retry(
+                    &self.settings.label,
+                    Some(&self.series),
+                    &ready.actions,
+                    &ready.seen,
+                    shutdown,
+                )
                 .await
             {
                 Some(applied) => {
@@ -57,7 +63,7 @@ impl BinlogListener {
             state.latest = Some(position);
             self.advance(state).await?;
         }
-        metrics::record_binlog_batch(transactions, rows, ready.actions.len() as u64);
+        self.series.batch(transactions, rows, ready.actions.len() as u64);
         let unix_now = metrics::unix_now().as_secs();
         let wait = self.settings.refresh_wait;
         let mut unverified = ready.defer_unverified(&unverified, batch, Instant::now(), unix_now, wait);

@@ -110,11 +110,12 @@ pub(crate) fn rotated_file(name: &[u8], trailing_checksum: usize) -> String {
 pub(crate) struct Checkpoints {
     store: CheckpointStore,
     cache: Cache,
+    series: metrics::BinlogSeries,
 }
 
 impl Checkpoints {
-    pub(crate) fn new(store: CheckpointStore, cache: Cache) -> Self {
-        Checkpoints { store, cache }
+    pub(crate) fn new(store: CheckpointStore, cache: Cache, series: metrics::BinlogSeries) -> Self {
+        Checkpoints { store, cache, series }
     }
 
     /// Whether it is kept in Redis, which may lose it (and so is compared with what was saved).
@@ -166,7 +167,8 @@ impl Checkpoints {
                     .map_err(|source| file_error("write", path, source))?;
             }
         }
-        metrics::record_binlog_checkpoint(position.pos, position.to_string(), metrics::unix_now());
+        self.series
+            .checkpoint(position.pos, position.to_string(), metrics::unix_now());
         Ok(())
     }
 
@@ -209,7 +211,11 @@ pub(crate) struct Resume {
 /// (a restart without persistence, an eviction) or rolled it back (a failover to a replica that was behind) — and
 /// the invalidations written before it with it — so the earlier of the two is applied again (every operation is
 /// idempotent); with none in Redis, the one in memory. `None` when neither exists (a first start).
-pub(crate) fn resume_from(saved: Option<Position>, applied: Option<Position>) -> Option<Resume> {
+pub(crate) fn resume_from(
+    saved: Option<Position>,
+    applied: Option<Position>,
+    series: &metrics::BinlogSeries,
+) -> Option<Resume> {
     let resume = |position, lost| Some(Resume { position, lost });
     match (saved, applied) {
         (None, None) => None,
@@ -220,7 +226,7 @@ pub(crate) fn resume_from(saved: Option<Position>, applied: Option<Position>) ->
                 "The binlog checkpoint is gone from Redis (restarted without persistence, or evicted): resuming from \
                  the position this listener saved last, applying again what Redis may have lost."
             );
-            metrics::record_binlog_rewind();
+            series.rewind();
             resume(applied, true)
         }
         (Some(saved), Some(applied)) if saved.to_string() == applied.to_string() => resume(saved, false),
@@ -234,7 +240,7 @@ pub(crate) fn resume_from(saved: Option<Position>, applied: Option<Position>) ->
                     "Redis holds another binlog checkpoint than the one this listener saved last (a failover to a \
                      replica that was behind?): resuming from the earlier, applying again what Redis may have lost."
                 );
-                metrics::record_binlog_rewind();
+                series.rewind();
                 let lost = earlier != saved;
                 resume(earlier, lost)
             }
@@ -313,20 +319,36 @@ mod tests {
 
     #[test]
     fn a_session_resumes_from_the_earlier_of_redis_and_memory_or_from_memory_when_redis_lost_it() {
-        assert!(resume_from(None, None).is_none(), "a first start");
-        let first = resume_from(Some(at("b.000002:100 server=1")), None).unwrap();
+        let series = metrics::BinlogSeries::new(&"main".into());
+        assert!(resume_from(None, None, &series).is_none(), "a first start");
+        let first = resume_from(Some(at("b.000002:100 server=1")), None, &series).unwrap();
         assert_eq!((first.position.pos, first.lost), (100, false));
         // Redis restarted empty: the position in memory, saved again.
-        let lost = resume_from(None, Some(at("b.000002:900 server=1"))).unwrap();
+        let lost = resume_from(None, Some(at("b.000002:900 server=1")), &series).unwrap();
         assert_eq!((lost.position.pos, lost.lost), (900, true));
         // A failover to a replica that was behind: its older checkpoint.
-        let behind = resume_from(Some(at("b.000002:300 server=1")), Some(at("b.000002:900 server=1"))).unwrap();
+        let behind = resume_from(
+            Some(at("b.000002:300 server=1")),
+            Some(at("b.000002:900 server=1")),
+            &series,
+        )
+        .unwrap();
         assert_eq!((behind.position.pos, behind.lost), (300, false));
         // Redis ahead of memory (written by someone else): still the earlier.
-        let ahead = resume_from(Some(at("b.000003:4 server=1")), Some(at("b.000002:900 server=1"))).unwrap();
+        let ahead = resume_from(
+            Some(at("b.000003:4 server=1")),
+            Some(at("b.000002:900 server=1")),
+            &series,
+        )
+        .unwrap();
         assert_eq!((ahead.position.file.as_str(), ahead.lost), ("b.000002", true));
         // Another server's offsets (a database failover): Redis's, to resume by GTID.
-        let other = resume_from(Some(at("b.000009:4 server=2")), Some(at("b.000002:900 server=1"))).unwrap();
+        let other = resume_from(
+            Some(at("b.000009:4 server=2")),
+            Some(at("b.000002:900 server=1")),
+            &series,
+        )
+        .unwrap();
         assert_eq!(other.position.server, Some(2));
     }
 }

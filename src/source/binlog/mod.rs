@@ -127,6 +127,8 @@ pub(crate) struct BinlogListener {
     pub fallback: Option<Database>,
     /// Where rule errors are kept.
     pub dead_letters: crate::exec::dead_letter::DeadLetters,
+    /// The source's series.
+    pub series: metrics::BinlogSeries,
 }
 
 /// What survives reconnects within one run of the listener.
@@ -181,7 +183,7 @@ impl BinlogListener {
             let delay = match error.verdict() {
                 Verdict::Purged => {
                     error!(%error, "Binlog position was purged: changes since it are lost; recovering.");
-                    metrics::record_binlog_gap();
+                    self.series.gap();
                     state.resume_from_current = true;
                     Duration::ZERO
                 }
@@ -195,7 +197,7 @@ impl BinlogListener {
                 }
                 Verdict::Definite | Verdict::AccessDenied => {
                     error!(%error, retry_in = ?DEFINITE_RETRY, "Cannot follow the binlog; fix the server, [binlog] or Redis.");
-                    self.health.set_stalled("binlog", Some(error.to_string()));
+                    self.health.set_stalled(&self.settings.label, Some(error.to_string()));
                     DEFINITE_RETRY
                 }
                 Verdict::Transient | Verdict::CheckpointWaits(_) => {
@@ -204,7 +206,7 @@ impl BinlogListener {
                     delay
                 }
             };
-            metrics::record_binlog_connected(false);
+            self.series.connected(false);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
@@ -235,7 +237,7 @@ impl BinlogListener {
                 );
             }
         }
-        metrics::record_binlog_retention(server.retention.seconds());
+        self.series.retention(server.retention.seconds());
         let current = server::current_position(&mut conn, &server).await?;
         let start = self.start_position(current, shutdown, state).await?;
         let Some(mut start) = start else { return Ok(None) };
@@ -325,6 +327,8 @@ impl BinlogListener {
             .flat_map(|rule| rule.warm.iter().map(String::as_str))
             .collect();
         let actions = plan::gap_actions(self.settings.on_gap, &self.invalidator.jobs(), &patterns, &named);
-        self.invalidator.recover("binlog", actions, shutdown).await
+        self.invalidator
+            .recover(&self.settings.label, Some(&self.series), actions, shutdown)
+            .await
     }
 }

@@ -10,7 +10,6 @@ use tracing::{info, warn};
 use super::checkpoint::{self, Position};
 use super::{BinlogError, BinlogListener, SessionState, Verdict};
 use crate::config::BinlogStart;
-use crate::telemetry::metrics;
 
 /// The checkpoint in Redis is compared with the position last saved at most this often (an idle stream: at each
 /// heartbeat): one GET, so that a Redis that lost writes is noticed within a second or a heartbeat.
@@ -33,7 +32,7 @@ impl BinlogListener {
             return Ok(self.recover(shutdown).await.then_some(current));
         }
         let saved = self.checkpoints.load().await?;
-        if let Some(start) = checkpoint::resume_from(saved, state.applied.take()) {
+        if let Some(start) = checkpoint::resume_from(saved, state.applied.take(), &self.series) {
             if start.lost {
                 // Saved again at once: the next Redis loss must not find it missing as well.
                 self.checkpoints.save(&start.position).await?;
@@ -52,12 +51,21 @@ impl BinlogListener {
                 position = %start,
                 "No binlog checkpoint: starting at the current position; recovering what the rules cover."
             );
-            metrics::record_binlog_gap();
+            self.series.gap();
             if !self.recover(shutdown).await {
                 return Ok(None);
             }
         }
         Ok(Some(start))
+    }
+
+    /// How readiness names this source's checkpoint waiting (`stalled`: `redis_full`, `checkpoint_file`): as it is
+    /// for a `[binlog]` table, with the source for one of `[[binlog]]` (`redis_full (binlog orders)`).
+    fn stalled_as(&self, stalled: &str) -> String {
+        match &*self.settings.label {
+            "binlog" => stalled.to_string(),
+            label => format!("{stalled} ({label})"),
+        }
     }
 
     /// Saves the checkpoint as far as it may go: the newest applied position, held back before every change whose
@@ -75,8 +83,8 @@ impl BinlogListener {
             Ok(()) => {
                 if let Some(stalled) = state.checkpoint_waits.take() {
                     info!(%position, "The binlog checkpoint is saved again.");
-                    self.health.set_stalled(stalled, None);
-                    metrics::record_binlog_checkpoint_failing(false);
+                    self.health.set_stalled(&self.stalled_as(stalled), None);
+                    self.series.checkpoint_failing(false);
                 }
                 state.applied = Some(position);
                 return Ok(());
@@ -93,8 +101,9 @@ impl BinlogListener {
             warn!(%error, "Cannot save the binlog checkpoint: it waits until it can be saved.");
         }
         state.checkpoint_waits = Some(stalled);
-        self.health.set_stalled(stalled, Some(error.to_string()));
-        metrics::record_binlog_checkpoint_failing(true);
+        self.health
+            .set_stalled(&self.stalled_as(stalled), Some(error.to_string()));
+        self.series.checkpoint_failing(true);
         Ok(())
     }
 

@@ -13,7 +13,6 @@ use crate::config::ChangeRule;
 use crate::exec::dead_letter::DeadLetter;
 use crate::pure::model::{RowChange, SOURCE_DATABASE, SOURCE_TABLE, SeenRow};
 use crate::pure::plan::{self, Action};
-use crate::telemetry::metrics;
 
 impl BinlogListener {
     /// Plans the rows of one rows event into `batch` (and debounced warm runs); `last_end` is the position after the
@@ -89,7 +88,7 @@ impl BinlogListener {
 
     /// The `index`th rule names a column `table` does not have: a dead letter each time, an ERROR once.
     fn missing_column(&self, index: usize, column: &str, table: &Arc<str>, state: &mut SessionState) {
-        metrics::record_binlog_rule_error(table);
+        self.series.rule_error(table);
         self.dead_letters.keep(DeadLetter {
             source: "binlog",
             reason: "missing_column".into(),

@@ -17,7 +17,6 @@ use super::{
 };
 use crate::config::SecretUrl;
 use crate::pure::model::TriggerReason;
-use crate::telemetry::metrics;
 
 /// How long a session started by GTID may hear nothing past the stream's preamble before it is taken for dead: the
 /// server first reads its binlog up to the GTID position (MariaDB from the start of the file that holds it; MySQL
@@ -90,8 +89,8 @@ impl BinlogListener {
         else {
             return Ok(());
         };
-        metrics::record_binlog_connected(true);
-        self.health.set_stalled("binlog", None);
+        self.series.connected(true);
+        self.health.set_stalled(&self.settings.label, None);
         let mut reading = Reading {
             stream,
             position: Tracker::new(&start, server.server_id, server.checksum_bytes),
@@ -224,7 +223,7 @@ impl BinlogListener {
             .heard_recorded
             .is_none_or(|at| reading.last_heard.duration_since(at) >= HEARD_RECORD_EVERY)
         {
-            metrics::record_binlog_heard();
+            self.series.heard();
             reading.heard_recorded = Some(reading.last_heard);
         }
         match item {
@@ -269,7 +268,7 @@ impl BinlogListener {
             (_, Some(EventData::RotateEvent(rotate))) => Marker::Rotate(rotate.name_raw()),
             (_, Some(EventData::HeartbeatEvent)) => {
                 if reading.batch.is_empty() {
-                    metrics::record_binlog_caught_up();
+                    self.series.caught_up();
                     // A checkpoint that could not be saved is tried again at each heartbeat, so a quiet database does
                     // not keep it waiting after space returns.
                     if state.checkpoint_waits.is_some() {
@@ -280,7 +279,7 @@ impl BinlogListener {
                 Marker::Other
             }
             (_, Some(EventData::RowsEvent(rows))) => {
-                metrics::record_binlog_lag(header.timestamp());
+                self.series.lag(header.timestamp());
                 if let Some(tme) = reading.stream.get_tme(rows.table_id()) {
                     let last_end = reading.position.last_end();
                     self.plan_rows(rows, tme, header.timestamp(), &mut reading.batch, last_end, state)?;

@@ -9,7 +9,6 @@ use super::BinlogListener;
 use super::batch::Batch;
 use crate::config::ChangeRule;
 use crate::pure::plan::{self, Action};
-use crate::telemetry::metrics;
 
 /// A statement logged as text (see `derive::statement`): for the tables rules depend on, a `TRUNCATE` or `DROP`
 /// deletes every key of their templates (and re-runs their `warm` jobs); a rename, a partition operation or DML
@@ -78,7 +77,7 @@ pub(super) fn plan(sql: &str, database: &str, listener: &BinlogListener, batch: 
             "recovering them as after a gap (on_gap)."
         }
     );
-    metrics::record_binlog_statement(kind);
+    listener.series.statement(kind, 1);
     let now = Instant::now();
     let mut warms = Vec::new();
     for action in actions {

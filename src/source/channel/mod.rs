@@ -98,7 +98,7 @@ async fn apply_with_retry(
     shutdown: &CancellationToken,
 ) -> bool {
     let applied = invalidator
-        .apply_with_retry("channel", actions, &HashMap::new(), shutdown)
+        .apply_with_retry("channel", None, actions, &HashMap::new(), shutdown)
         .await
         .is_some();
     if applied {
@@ -214,7 +214,7 @@ async fn resync(
 ) -> bool {
     let allow = policy.borrow().allow.clone();
     let actions = plan::gap_actions(on_gap, &invalidator.jobs(), &allow, &[]);
-    invalidator.recover("channel", actions, shutdown).await
+    invalidator.recover("channel", None, actions, shutdown).await
 }
 
 /// The server's replication id (`INFO replication` `master_replid`): it changes when another server takes over the

@@ -2,16 +2,19 @@
 //! `[ha]`, `[misses]`), with every label value known in advance; a test holds each described metric to it, but for
 //! those listed with their reason.
 
+use std::sync::Arc;
+
 use metrics::{counter, gauge};
 
-use super::{FILL_OUTCOMES, FILL_SKIP_REASONS, Outcome, REFRESH_GIVE_UP_REASONS, SKIP_REASONS, STATEMENT_KINDS};
+use super::{FILL_OUTCOMES, FILL_SKIP_REASONS, Outcome, REFRESH_GIVE_UP_REASONS, SKIP_REASONS};
 
 /// What the daemon is configured with, so that every series exists from the start (a job that has never succeeded
 /// shows `last_success` 0, a failure counter starts at 0 so that its first increase is seen).
 pub(crate) struct Configured<'a> {
     pub jobs: &'a [&'a str],
     pub channel: bool,
-    pub binlog: bool,
+    /// The binlog sources' names.
+    pub binlogs: &'a [&'a str],
     pub ha: bool,
     pub misses: bool,
 }
@@ -77,25 +80,8 @@ pub(crate) fn initialise(configured: &Configured<'_>) {
         gauge!("cachewarden_ha_leader").set(0.0);
         counter!("cachewarden_ha_transitions_total").increment(0);
     }
-    if configured.binlog {
-        gauge!("cachewarden_binlog_connected").set(0.0);
-        // No lag known yet: 0 beside `connected` 0 (and no `last_heard`) until the stream is read.
-        gauge!("cachewarden_binlog_lag_seconds").set(0.0);
-        gauge!("cachewarden_binlog_apply_failing").set(0.0);
-        gauge!("cachewarden_binlog_checkpoint_failing").set(0.0);
-        for name in [
-            "cachewarden_binlog_transactions_total",
-            "cachewarden_binlog_rows_total",
-            "cachewarden_binlog_batches_total",
-            "cachewarden_binlog_batch_keys_total",
-            "cachewarden_binlog_gaps_total",
-            "cachewarden_binlog_checkpoint_rewinds_total",
-        ] {
-            counter!(name).increment(0);
-        }
-        for kind in STATEMENT_KINDS {
-            counter!("cachewarden_binlog_statements_total", "kind" => kind).increment(0);
-        }
+    for source in configured.binlogs {
+        super::BinlogSeries::new(&Arc::from(*source)).initialise();
     }
     for reason in REFRESH_GIVE_UP_REASONS {
         counter!("cachewarden_refresh_given_up_total", "reason" => reason).increment(0);
@@ -212,7 +198,7 @@ mod tests {
             super::initialise(&super::Configured {
                 jobs: &["products"],
                 channel: true,
-                binlog: true,
+                binlogs: &["main"],
                 ha: true,
                 misses: true,
             });

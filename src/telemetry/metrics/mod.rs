@@ -4,11 +4,13 @@
 //! daemon does; tests and one-shot commands need not). Every metric name lives here, so the set is reviewable in one
 //! place and matches `docs/operations.md`: `describe` holds each one's help text and unit.
 
+mod binlog;
 mod describe;
 mod initial;
 mod process;
 mod readings;
 
+pub(crate) use binlog::{BinlogSeries, binlog_checkpoints};
 pub(crate) use initial::{Configured, INVALIDATION_ACTIONS, initialise, initialise_jobs};
 pub(crate) use process::process_text;
 pub(crate) use readings::Readings;
@@ -109,9 +111,6 @@ pub(crate) fn record_misses_reported(reported: bool) {
 
 /// Why a refresh left its key deleted (`cachewarden_refresh_given_up_total{reason}`).
 const REFRESH_GIVE_UP_REASONS: [&str; 4] = ["unverified", "outdated", "query_refused", "out_of_memory"];
-
-/// The statements logged without row images the binlog recovers from (`cachewarden_binlog_statements_total{kind}`).
-const STATEMENT_KINDS: [&str; 5] = ["truncate", "drop", "rename", "partition", "statement_dml"];
 
 /// How a warm run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,11 +260,6 @@ pub(crate) fn record_invalidations(keys: &[(&'static str, u64)], warm_runs: u64)
     }
 }
 
-/// Whether the binlog stream is being read.
-pub(crate) fn record_binlog_connected(connected: bool) {
-    gauge!("cachewarden_binlog_connected").set(f64::from(u8::from(connected)));
-}
-
 /// Refreshes read from `[binlog] refresh_fallback` (the writer) and written, after the reader lagged.
 pub(crate) fn record_refresh_fallback(keys: usize) {
     counter!("cachewarden_refresh_fallback_keys_total").increment(keys as u64);
@@ -281,55 +275,12 @@ pub(crate) fn record_dead_letter_dropped() {
     counter!("cachewarden_dead_letters_dropped_total").increment(1);
 }
 
-/// How long the server keeps binlog files (`None`: unknown).
-pub(crate) fn record_binlog_retention(seconds: Option<f64>) {
-    gauge!("cachewarden_binlog_retention_seconds").set(seconds.unwrap_or(f64::NAN));
-}
-
-/// Replication lag from a row event's timestamp (seconds since the epoch, server clock).
-pub(crate) fn record_binlog_lag(event_timestamp: u32) {
-    let lag = unix_now().as_secs_f64() - f64::from(event_timestamp);
-    gauge!("cachewarden_binlog_lag_seconds").set(lag.max(0.0));
-}
-
-/// Counts an applied batch: its transactions, row events and the distinct keys and patterns they came down to.
-pub(crate) fn record_binlog_batch(transactions: u64, rows: u64, keys: u64) {
-    counter!("cachewarden_binlog_transactions_total").increment(transactions);
-    counter!("cachewarden_binlog_rows_total").increment(rows);
-    counter!("cachewarden_binlog_batches_total").increment(1);
-    counter!("cachewarden_binlog_batch_keys_total").increment(keys);
-    gauge!("cachewarden_binlog_last_applied_timestamp_seconds").set(unix_now().as_secs_f64());
-}
-
-/// The server was heard from (an event or a heartbeat) just now.
-pub(crate) fn record_binlog_heard() {
-    gauge!("cachewarden_binlog_last_heard_timestamp_seconds").set(unix_now().as_secs_f64());
-}
-
-/// The binlog is caught up (the server has nothing more to send): no lag.
-pub(crate) fn record_binlog_caught_up() {
-    gauge!("cachewarden_binlog_lag_seconds").set(0.0);
-}
-
 /// With `[ha]`: whether this instance leads now, and whether that is a change of role.
 pub(crate) fn record_ha_role(leader: bool, transition: bool) {
     gauge!("cachewarden_ha_leader").set(f64::from(u8::from(leader)));
     if transition {
         counter!("cachewarden_ha_transitions_total").increment(1);
     }
-}
-
-/// Whether applying a source's changes keeps failing (it reads nothing more meanwhile). Exported for the binlog
-/// (`cachewarden_binlog_apply_failing`); the channel's shows in `/readyz` and in its message counters.
-pub(crate) fn record_apply_failing(task: &str, failing: bool) {
-    if task == "binlog" {
-        gauge!("cachewarden_binlog_apply_failing").set(f64::from(u8::from(failing)));
-    }
-}
-
-/// Counts a row an `[[on_change]]` rule could not plan (a template names a column the table lacks).
-pub(crate) fn record_binlog_rule_error(table: &str) {
-    counter!("cachewarden_binlog_rule_errors_total", "table" => table.to_string()).increment(1);
 }
 
 /// Counts the keys a derived join rule's lookup found for `job`.
@@ -352,17 +303,6 @@ pub(crate) fn record_refresh_given_up(reason: &'static str) {
     counter!("cachewarden_refresh_given_up_total", "reason" => reason).increment(1);
 }
 
-/// Counts a resume from an earlier position than Redis's checkpoint or with none there (Redis lost writes).
-pub(crate) fn record_binlog_rewind() {
-    counter!("cachewarden_binlog_checkpoint_rewinds_total").increment(1);
-}
-
-/// Counts a statement logged without row images that changed tables the rules follow (`kind`: truncate, drop,
-/// rename, partition, statement_dml).
-pub(crate) fn record_binlog_statement(kind: &'static str) {
-    counter!("cachewarden_binlog_statements_total", "kind" => kind).increment(1);
-}
-
 /// Counts keys invalidated without stale-set protection because Redis refused its bookkeeping (`out_of_memory`).
 pub(crate) fn record_protection_degraded(reason: &'static str, keys: u64) {
     counter!("cachewarden_protection_degraded_total", "reason" => reason).increment(keys);
@@ -371,32 +311,6 @@ pub(crate) fn record_protection_degraded(reason: &'static str, keys: u64) {
 /// Counts keys a write found holding another Redis type than its job writes (see `exec::cache::replies`).
 pub(crate) fn record_other_type(keys: usize) {
     counter!("cachewarden_other_type_keys_total").increment(keys as u64);
-}
-
-/// Counts a binlog gap.
-pub(crate) fn record_binlog_gap() {
-    counter!("cachewarden_binlog_gaps_total").increment(1);
-}
-
-/// Records the checkpointed position and when it was saved.
-pub(crate) fn record_binlog_checkpoint(position: u64, saved: String, saved_at: Duration) {
-    gauge!("cachewarden_binlog_checkpoint_position").set(position as f64);
-    gauge!("cachewarden_binlog_checkpoint_timestamp_seconds").set(saved_at.as_secs_f64());
-    *BINLOG_CHECKPOINT.lock().unwrap_or_else(|p| p.into_inner()) = Some(saved);
-}
-
-/// The last binlog checkpoint this process saved, as saved (`file:pos`, with `gtid=…` where the server has GTIDs):
-/// text, which no gauge can carry, for the status page and `/ha`.
-static BINLOG_CHECKPOINT: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
-
-/// [`BINLOG_CHECKPOINT`]: `None` before the first checkpoint saved.
-pub(crate) fn binlog_checkpoint() -> Option<String> {
-    BINLOG_CHECKPOINT.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-/// Whether the checkpoint store refuses the checkpoint (Redis full, checkpoint disk full or failing).
-pub(crate) fn record_binlog_checkpoint_failing(failing: bool) {
-    gauge!("cachewarden_binlog_checkpoint_failing").set(f64::from(u8::from(failing)));
 }
 
 /// One job's audit, as the metrics record it.

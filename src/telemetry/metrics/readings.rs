@@ -57,6 +57,18 @@ impl Readings {
         found
     }
 
+    /// The gauge `name`'s highest reading over every label set (`None` when never recorded).
+    pub(crate) fn max(&self, name: &str) -> Option<f64> {
+        let mut highest: Option<f64> = None;
+        self.registry.visit_gauges(|key, gauge| {
+            if key.name() == name {
+                let value = f64::from_bits(gauge.value.load(Ordering::Relaxed));
+                highest = Some(highest.map_or(value, |highest| highest.max(value)));
+            }
+        });
+        highest
+    }
+
     /// The counter `name` summed over every label set (0 when never recorded).
     pub(crate) fn sum(&self, name: &str) -> f64 {
         let mut total = 0.0;
