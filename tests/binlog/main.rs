@@ -10,6 +10,7 @@ mod common;
 mod position;
 mod recovery;
 mod refusals;
+mod sources;
 
 use std::time::Duration;
 

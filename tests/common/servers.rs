@@ -215,7 +215,8 @@ impl OwnMariaDb {
         format!("mysql://root@127.0.0.1:{}", self.port)
     }
 
-    fn launch(&mut self) {
+    /// Starts the server (again) on its data directory and port, and waits until it answers.
+    pub fn launch(&mut self) {
         let data = self.dir.path().join("data");
         let child = Command::new("mariadbd")
             .args([
@@ -276,7 +277,8 @@ impl OwnMariaDb {
         self.launch();
     }
 
-    fn stop(&mut self) {
+    /// Stops the server cleanly (SIGTERM), leaving its data directory for [`OwnMariaDb::launch`].
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
             let _ = child.wait();

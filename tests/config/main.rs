@@ -3,6 +3,7 @@
 
 mod reporting;
 mod sections;
+mod sources;
 mod values;
 
 use std::collections::HashMap;

@@ -123,19 +123,19 @@ pub(super) fn validate(
     let sources = ctx.binlogs(&doc, mysql.as_ref(), ha.is_some());
     let (jobs, invalid_jobs) = ctx.warm_jobs(doc.get("warm"), &defaults, &sources);
     let channel = ctx.channel(channel, &jobs);
-    let mut rules = ctx.change_rules(
-        doc.get("on_change"),
-        &jobs,
-        &invalid_jobs,
-        mysql.as_ref(),
-        &defaults,
-        &sources,
-    );
+    let known = rules::Known {
+        jobs: &jobs,
+        invalid_jobs: &invalid_jobs,
+        mysql: mysql.as_ref(),
+        defaults: &defaults,
+        sources: &sources,
+    };
+    let mut rules = ctx.change_rules(doc.get("on_change"), &known);
     let mut jobs = jobs;
     if let Some(mysql) = &mysql
         && !sources.followed.is_empty()
     {
-        rules = follow_binlog(&mut ctx, &doc, &sources, mysql, &mut jobs, rules);
+        rules = sources::follow_binlog(&mut ctx, &doc, &sources, mysql, &mut jobs, rules);
     }
     let binlogs: Vec<BinlogSettings> = (sources.followed.into_iter())
         .map(|binlog| changes::with_server_id(binlog, ha.as_ref(), path, sources.array))
@@ -189,62 +189,6 @@ fn document(source: &str, lines: &LineIndex) -> Result<toml::Table, Vec<Problem>
         return Err(over);
     }
     Ok(doc)
-}
-
-/// What the binlog sources settle for the jobs and rules: the lookups' fan-out (their source's), each job's
-/// `derive_rules` (its own, else its source's), and the rules in effect once the derived ones are added. With
-/// several sources, a job that derives rules must name its source.
-fn follow_binlog(
-    ctx: &mut Context,
-    doc: &toml::Table,
-    sources: &Sources,
-    mysql: &MysqlSettings,
-    jobs: &mut [WarmJob],
-    mut rules: Vec<ChangeRule>,
-) -> Vec<ChangeRule> {
-    let source_of = |name: Option<&Arc<str>>| match name {
-        Some(name) => sources.followed.iter().find(|source| source.name == *name),
-        None if sources.followed.len() == 1 => sources.followed.first(),
-        None => None,
-    };
-    for rule in &mut rules {
-        if let (Some(lookup), Some(source)) = (&mut rule.lookup, source_of(rule.source.as_ref())) {
-            Arc::make_mut(lookup).max_fanout = source.max_fanout;
-        }
-    }
-    // A job without its own `derive_rules` takes its source's.
-    let items = match doc.get("warm") {
-        Some(toml::Value::Array(items)) => items.as_slice(),
-        _ => &[],
-    };
-    for job in jobs.iter_mut() {
-        let index = items
-            .iter()
-            .position(|item| item.get("name").and_then(toml::Value::as_str) == Some(&*job.name));
-        let own = index.is_some_and(|index| items[index].get("derive_rules").is_some());
-        if !own {
-            job.derive_rules = source_of(job.source.as_ref()).is_some_and(|source| source.derive_rules);
-        }
-        if job.derive_rules
-            && job.source.is_none()
-            && sources.followed.len() > 1
-            && let Some(index) = index
-        {
-            let entry = entry::Entry::new("warm", index, &items[index], "name");
-            ctx.source_ref(&entry, None, sources, true);
-        }
-    }
-    let coverage = crate::pure::derive::cover(
-        jobs,
-        &rules,
-        &mysql.database().unwrap_or_default(),
-        &|job: &WarmJob| {
-            source_of(job.source.as_ref())
-                .map_or_else(crate::config::default_derive_settings, BinlogSettings::derive_settings)
-        },
-        &crate::pure::derive::schema::Schema::default(),
-    );
-    crate::pure::derive::effective_rules(&rules, &coverage, jobs)
 }
 
 impl Context {
@@ -351,22 +295,14 @@ impl Context {
         (jobs, invalid_jobs)
     }
 
-    /// Every `[[on_change]]` rule, each on its own, checked against the jobs it names.
-    fn change_rules(
-        &mut self,
-        item: Option<&toml::Value>,
-        jobs: &[WarmJob],
-        invalid_jobs: &[(String, String)],
-        mysql: Option<&MysqlSettings>,
-        defaults: &Defaults,
-        sources: &Sources,
-    ) -> Vec<ChangeRule> {
+    /// Every `[[on_change]]` rule, each on its own, checked against what it may name.
+    fn change_rules(&mut self, item: Option<&toml::Value>, known: &rules::Known<'_>) -> Vec<ChangeRule> {
         match item {
             None => Vec::new(),
             Some(toml::Value::Array(items)) => items
                 .iter()
                 .enumerate()
-                .filter_map(|(index, item)| self.change_rule(index, item, jobs, invalid_jobs, mysql, defaults, sources))
+                .filter_map(|(index, item)| self.change_rule(index, item, known))
                 .collect(),
             Some(_) => {
                 self.problem(
@@ -415,8 +351,8 @@ impl Context {
             }
             toml::Value::Array(_) => {
                 let message = format!(
-                    "cannot set `{field}`: [[{section}]] has several entries; set it in the file, in the entry it is \
-                     for"
+                    "cannot set `{field}`: [[{section}]] is a list of entries; set it in the file, in the entry it \
+                     is for"
                 );
                 self.problem(None, origin, message);
             }

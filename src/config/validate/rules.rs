@@ -4,18 +4,26 @@ use super::changes::DEFAULT_DEBOUNCE;
 use super::entry::Entry;
 use super::*;
 
+/// What a rule may name, checked before the rules: the jobs (and those refused, by name and key), `[mysql]` (its
+/// database is a bare table's), the defaults a projection is stored with, the binlog sources.
+pub(super) struct Known<'a> {
+    pub jobs: &'a [WarmJob],
+    pub invalid_jobs: &'a [(String, String)],
+    pub mysql: Option<&'a MysqlSettings>,
+    pub defaults: &'a Defaults,
+    pub sources: &'a Sources,
+}
+
 impl Context {
-    /// One `[[on_change]]` rule, checked against the jobs it names; each field reports its own problems.
-    pub(super) fn change_rule(
-        &mut self,
-        index: usize,
-        item: &toml::Value,
-        jobs: &[WarmJob],
-        invalid_jobs: &[(String, String)],
-        mysql: Option<&MysqlSettings>,
-        defaults: &Defaults,
-        sources: &Sources,
-    ) -> Option<ChangeRule> {
+    /// One `[[on_change]]` rule, checked against what it may name (`known`); each field reports its own problems.
+    pub(super) fn change_rule(&mut self, index: usize, item: &toml::Value, known: &Known<'_>) -> Option<ChangeRule> {
+        let Known {
+            jobs,
+            invalid_jobs,
+            mysql,
+            defaults,
+            sources,
+        } = *known;
         let entry = Entry::new("on_change", index, item, "table");
         let before = self.problems.len();
         let raw: RawOnChange = entry.read(self, item)?;

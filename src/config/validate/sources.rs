@@ -218,6 +218,62 @@ impl Context {
     }
 }
 
+/// What the binlog sources settle for the jobs and rules: the lookups' fan-out (their source's), each job's
+/// `derive_rules` (its own, else its source's), and the rules in effect once the derived ones are added. With
+/// several sources, a job that derives rules must name its source.
+pub(super) fn follow_binlog(
+    ctx: &mut Context,
+    doc: &toml::Table,
+    sources: &Sources,
+    mysql: &MysqlSettings,
+    jobs: &mut [WarmJob],
+    mut rules: Vec<ChangeRule>,
+) -> Vec<ChangeRule> {
+    let source_of = |name: Option<&Arc<str>>| match name {
+        Some(name) => sources.followed.iter().find(|source| source.name == *name),
+        None if sources.followed.len() == 1 => sources.followed.first(),
+        None => None,
+    };
+    for rule in &mut rules {
+        if let (Some(lookup), Some(source)) = (&mut rule.lookup, source_of(rule.source.as_ref())) {
+            Arc::make_mut(lookup).max_fanout = source.max_fanout;
+        }
+    }
+    // A job without its own `derive_rules` takes its source's.
+    let items = match doc.get("warm") {
+        Some(toml::Value::Array(items)) => items.as_slice(),
+        _ => &[],
+    };
+    for job in jobs.iter_mut() {
+        let index = items
+            .iter()
+            .position(|item| item.get("name").and_then(toml::Value::as_str) == Some(&*job.name));
+        let own = index.is_some_and(|index| items[index].get("derive_rules").is_some());
+        if !own {
+            job.derive_rules = source_of(job.source.as_ref()).is_some_and(|source| source.derive_rules);
+        }
+        if job.derive_rules
+            && job.source.is_none()
+            && sources.followed.len() > 1
+            && let Some(index) = index
+        {
+            let entry = Entry::new("warm", index, &items[index], "name");
+            ctx.source_ref(&entry, None, sources, true);
+        }
+    }
+    let coverage = crate::pure::derive::cover(
+        jobs,
+        &rules,
+        &mysql.database().unwrap_or_default(),
+        &|job: &WarmJob| {
+            source_of(job.source.as_ref())
+                .map_or_else(crate::config::default_derive_settings, BinlogSettings::derive_settings)
+        },
+        &crate::pure::derive::schema::Schema::default(),
+    );
+    crate::pure::derive::effective_rules(&rules, &coverage, jobs)
+}
+
 /// `"a", "b" or "c"` (with `or`).
 fn quoted(names: &[&str], or: &str) -> String {
     let quoted: Vec<String> = names.iter().map(|name| format!("\"{name}\"")).collect();

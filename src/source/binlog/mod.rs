@@ -174,7 +174,8 @@ impl BinlogListener {
             // A session that followed the stream (the server sent it something) was a success: the next outage
             // starts from the shortest delay, however short this session was (a server restarted every few
             // seconds must not push the delay up restart after restart).
-            if std::mem::take(&mut state.followed) {
+            let followed = std::mem::take(&mut state.followed);
+            if followed {
                 backoff.reset();
             } else {
                 backoff.session_ended(started.elapsed());
@@ -203,6 +204,12 @@ impl BinlogListener {
                 Verdict::Transient | Verdict::CheckpointWaits(_) => {
                     let delay = backoff.next_delay();
                     warn!(%error, retry_in = ?delay, "Binlog connection lost; reconnecting from the checkpoint.");
+                    if !followed && matches!(error.verdict(), Verdict::Transient) {
+                        // Its server cannot be reached, or refuses the stream: readiness names the source until a
+                        // session starts (the other sources go on meanwhile).
+                        let why = format!("cannot follow the binlog: {error}");
+                        self.health.set_stalled(&self.settings.label, Some(why));
+                    }
                     delay
                 }
             };

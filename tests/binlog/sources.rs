@@ -1,0 +1,129 @@
+//! Several binlog sources in one configuration: each followed by a listener of its own, with its own checkpoint and
+//! series; one whose server is down holds back none of the others, readiness names it, and it catches up after.
+
+use super::*;
+
+use common::OwnMariaDb;
+
+/// The shared MariaDB (`shop`, the test's database) and a MariaDB of the test's own (`orders`), each with a
+/// projection rule; the second server stopped and started again while both are written to.
+#[tokio::test]
+async fn two_sources_are_followed_each_on_its_own_and_one_down_stops_neither_the_other_nor_itself_for_good() {
+    let _shared = common::binlog_shared();
+    let env = TestEnv::new().await;
+    env.sql("CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(50))")
+        .await;
+    let mut orders = OwnMariaDb::start();
+    let port = orders.port.to_string();
+    let orders_sql = |sql: &str| {
+        let status = std::process::Command::new("mariadb")
+            .args(["--protocol=tcp", "-h", "127.0.0.1", "-P", &port, "-uroot", "-e", sql])
+            .status()
+            .expect("mariadb runs");
+        assert!(status.success(), "{sql}");
+    };
+    orders_sql("CREATE DATABASE shop_orders; CREATE TABLE shop_orders.orders (id INT PRIMARY KEY, total INT)");
+    let p = &env.prefix;
+    let body = format!(
+        r#"[channel]
+enabled = false
+
+[[binlog]]
+name = "shop"
+checkpoint_key = "{p}checkpoint:shop"
+heartbeat = "1s"
+
+[[binlog]]
+name = "orders"
+url = "{orders_url}"
+checkpoint_key = "{p}checkpoint:orders"
+heartbeat = "1s"
+
+[[on_change]]
+source = "shop"
+table = "products"
+project = {{ key = "{p}product:{{id}}", columns = ["id", "name"], ttl = "1h" }}
+
+[[on_change]]
+source = "orders"
+table = "shop_orders.orders"
+project = {{ key = "{p}order:{{id}}", columns = ["id", "total"], ttl = "1h" }}
+"#,
+        orders_url = orders.url()
+    );
+    let path = env.config_file(&body);
+    let daemon = common::Daemon::start(&env, &path, &[], &[]);
+    common::wait_for_admin(&env).await;
+    let connected = |source: &'static str| {
+        let env = &env;
+        async move { metric(env, &format!("cachewarden_binlog_connected{{source=\"{source}\"}}")).await == 1.0 }
+    };
+    let both = eventually(Duration::from_secs(20), || async {
+        (connected("shop").await && connected("orders").await).then_some(())
+    })
+    .await;
+    assert!(both.is_some(), "not following both sources:\n{}", daemon.log());
+
+    env.sql("INSERT INTO products VALUES (1, 'Kettle')").await;
+    orders_sql("INSERT INTO shop_orders.orders VALUES (7, 70)");
+    assert!(becomes(&env, "product:1", Some(r#"{"id":1,"name":"Kettle"}"#)).await);
+    assert!(becomes(&env, "order:7", Some(r#"{"id":7,"total":70}"#)).await);
+    // Each source saved its own checkpoint, and counted its own rows.
+    let checkpoints = eventually(Duration::from_secs(10), || async {
+        let shop = env.get(&format!("{p}checkpoint:shop")).await?;
+        let orders = env.get(&format!("{p}checkpoint:orders")).await?;
+        Some((shop, orders))
+    })
+    .await
+    .expect("both checkpoints saved");
+    assert_ne!(checkpoints.0, checkpoints.1);
+    assert_eq!(
+        metric(&env, "cachewarden_binlog_rows_total{source=\"orders\"}").await,
+        1.0
+    );
+    assert!(metric(&env, "cachewarden_binlog_rows_total{source=\"shop\"}").await >= 1.0);
+    let page = get(&env, "/").await.expect("status page").body;
+    assert!(
+        page.contains("<h2>Binlog “shop”</h2>") && page.contains("<h2>Binlog “orders”</h2>"),
+        "{page}"
+    );
+
+    // The orders server goes down: readiness names that source, and the shop's changes still arrive.
+    orders.stop();
+    let named = eventually(Duration::from_secs(20), || async {
+        let ready = get(&env, "/readyz").await?;
+        (ready.status == 503 && ready.body.contains("binlog orders: cannot follow the binlog")).then_some(ready.body)
+    })
+    .await;
+    assert!(
+        named.is_some(),
+        "readiness does not name the source that is down:\n{}",
+        daemon.log()
+    );
+    assert!(!connected("orders").await);
+    env.sql("UPDATE products SET name = 'Teapot' WHERE id = 1").await;
+    assert!(
+        becomes(&env, "product:1", Some(r#"{"id":1,"name":"Teapot"}"#)).await,
+        "a source whose server is down held back another:\n{}",
+        daemon.log()
+    );
+
+    // Back: the source reconnects from its checkpoint, follows again, and readiness clears.
+    orders.launch();
+    orders_sql("UPDATE shop_orders.orders SET total = 71 WHERE id = 7; INSERT INTO shop_orders.orders VALUES (8, 80)");
+    assert!(
+        becomes(&env, "order:7", Some(r#"{"id":7,"total":71}"#)).await,
+        "{}",
+        daemon.log()
+    );
+    assert!(becomes(&env, "order:8", Some(r#"{"id":8,"total":80}"#)).await);
+    let ready = eventually(Duration::from_secs(20), || async {
+        (get(&env, "/readyz").await?.status == 200).then_some(())
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "still not ready after the source came back:\n{}",
+        daemon.log()
+    );
+}
