@@ -178,12 +178,17 @@ impl OwnMariaDb {
     /// [`OwnMariaDb::start`] with this `server_id` and extra server options (a replica's `--log-slave-updates`).
     pub fn start_with(server_id: u32, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        // A temporary directory of its own: bootstraps run side by side once lost a temporary table in the shared
+        // /tmp ("Could not remove temporary table '/tmp/#sql-temptable-…'", then "Unknown table
+        // 'mysql.tmp_proxies_priv'" and exit 1).
+        std::fs::create_dir(dir.path().join("tmp")).expect("tmp dir");
         let status = Command::new("chown")
-            .args(["mysql:mysql", &dir.path().display().to_string()])
+            .args(["-R", "mysql:mysql", &dir.path().display().to_string()])
             .status()
             .expect("chown runs");
         assert!(status.success());
         let output = Command::new("mariadb-install-db")
+            .env("TMPDIR", dir.path().join("tmp"))
             .args([
                 "--user=mysql",
                 &format!("--datadir={}", dir.path().join("data").display()),
@@ -224,6 +229,7 @@ impl OwnMariaDb {
                 "--user=mysql",
                 &format!("--datadir={}", data.display()),
                 &format!("--socket={}", self.dir.path().join("mysqld.sock").display()),
+                &format!("--tmpdir={}", self.dir.path().join("tmp").display()),
                 &format!("--port={}", self.port),
                 "--bind-address=127.0.0.1",
                 "--skip-name-resolve",

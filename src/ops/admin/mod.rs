@@ -485,6 +485,7 @@ pub(crate) fn jobs_json(jobs: &[WarmJob], warmer: &Warmer, now: chrono::DateTime
                 "cron": job.schedule.cron,
                 "key": job.key.as_str(),
                 "type": job.encoding.structure.as_str(),
+                "source": job.source.as_deref(),
                 "members": job.members.as_ref().map(|members| members.describe()),
                 "ttl_seconds": match job.ttl { Ttl::Expires(ttl) => Some(ttl.as_secs_f64()), Ttl::Never => None },
                 "next_run": job.enabled.then(|| {

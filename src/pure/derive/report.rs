@@ -52,7 +52,10 @@ pub(crate) fn coverage(coverage: &[JobCoverage], jobs: &[WarmJob], binlog: bool)
                         format!("NOT COVERED: {} needs an enabled [binlog]; {stale}", names.join(", "))
                     }
                 }
-                Coverage::Derived(what) if binlog && job.derive_rules => format!("derived: {what}"),
+                Coverage::Derived(what) if binlog && job.derive_rules => match &job.source {
+                    Some(source) => format!("derived: {what} (binlog source {source})"),
+                    None => format!("derived: {what}"),
+                },
                 Coverage::Derived(what) => {
                     covered = false;
                     let how = if binlog {
@@ -129,6 +132,9 @@ pub(crate) fn rules_toml(rules: &[&ChangeRule]) -> String {
             None => out.push_str("# explicit\n"),
         }
         out.push_str("[[on_change]]\n");
+        if let Some(source) = &rule.source {
+            out.push_str(&format!("source = {}\n", quoted(source)));
+        }
         out.push_str(&format!(
             "table = {}\n",
             quoted(&format!("{}.{}", rule.database, rule.table))
