@@ -111,7 +111,10 @@ pub(crate) fn redis_needs(config: &Config) -> Vec<Need> {
         protection_needs(&mut needs);
     }
     if let Some(ha) = &config.ha {
-        ha_needs(&ha.key, &mut needs);
+        ha_needs("the [ha] lease", &ha.key, &mut needs);
+        if config.binlogs.len() > 1 {
+            sharing_needs(&ha.key, &config.binlogs, &mut needs);
+        }
     }
     key_needs(config, protected, fence, &mut needs);
     if config.misses.is_some() {
@@ -168,9 +171,27 @@ fn protection_needs(needs: &mut Vec<Need>) {
     }
 }
 
-/// The `[ha]` lease's commands on its key `key`.
-fn ha_needs(key: &str, needs: &mut Vec<Need>) {
-    let purpose = "the [ha] lease";
+/// Work sharing's commands: a lease per source (its writes carry it as their fence), and the instances alive.
+fn sharing_needs(ha_key: &str, binlogs: &[crate::config::BinlogSettings], needs: &mut Vec<Need>) {
+    for binlog in binlogs {
+        let key = format!("{ha_key}:source:{}", binlog.name);
+        ha_needs(&format!("the lease of binlog source \"{}\"", binlog.name), &key, needs);
+    }
+    let (purpose, members, sha) = (
+        "the instances sharing the binlog sources",
+        format!("{ha_key}:instances"),
+        "0".repeat(40),
+    );
+    needs.push(need(purpose, &["EVALSHA", &sha, "1", &members]));
+    needs.push(need(purpose, &["ZADD", &members, "1", "i"]));
+    needs.push(need(purpose, &["ZREMRANGEBYSCORE", &members, "0", "1"]));
+    needs.push(need(purpose, &["ZCARD", &members]));
+    needs.push(need(purpose, &["PEXPIRE", &members, "1000"]));
+    needs.push(need(purpose, &["ZREM", &members, "i"]));
+}
+
+/// A lease's commands (the `[ha]` lease's, a binlog source's under work sharing) on its key `key`.
+fn ha_needs(purpose: &str, key: &str, needs: &mut Vec<Need>) {
     needs.push(need(purpose, &["SET", key, "t", "NX", "PX", "1000"]));
     needs.push(need(purpose, &["GET", key]));
     needs.push(need(purpose, &["PEXPIRE", key, "1000"]));

@@ -9,6 +9,7 @@ pub(crate) mod checks;
 pub(crate) mod footprint;
 pub(crate) mod ha;
 pub(crate) mod logging;
+pub(crate) mod share;
 pub(crate) mod signal;
 pub(crate) mod status;
 pub(crate) mod systemd;

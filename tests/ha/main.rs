@@ -7,6 +7,7 @@
 mod common;
 mod fencing;
 mod gtid;
+mod sharing;
 mod takeover;
 
 use std::net::SocketAddr;

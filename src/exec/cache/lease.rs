@@ -41,4 +41,30 @@ impl Cache {
             .map(drop)
             .map_err(command_failed)
     }
+
+    /// This instance (`member` of the sorted set `key`) is alive for another `ttl`; how many instances are (those
+    /// whose time has not run out, by Redis' clock).
+    pub(crate) async fn beat(&self, key: &str, member: &str, ttl: Duration) -> Result<usize, CacheError> {
+        let mut conn = self.conn();
+        self.scripts
+            .members
+            .key(key)
+            .arg(member)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(command_failed)
+    }
+
+    /// This instance leaves `key` (a graceful stop): the others share its work out at their next beat.
+    pub(crate) async fn leave(&self, key: &str, member: &str) -> Result<(), CacheError> {
+        let mut conn = self.conn();
+        redis::cmd("ZREM")
+            .arg(key)
+            .arg(member)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(command_failed)
+    }
 }

@@ -67,6 +67,8 @@ pub(crate) struct AdminState {
     pub servers: Arc<[(String, String)]>,
     /// The binlog sources followed (their names).
     pub binlogs: Arc<[Arc<str>]>,
+    /// Under work sharing (`[ha]`, several sources): the sources this instance holds.
+    pub held: Option<watch::Receiver<std::collections::BTreeSet<Arc<str>>>>,
 }
 
 /// The bound endpoint.
@@ -276,6 +278,9 @@ fn ha_json(state: &AdminState, mut body: serde_json::Value) -> Response<Full<Byt
                 "connected": readings.get("cachewarden_binlog_connected", &labels).map(|up| up == 1.0),
                 "lag_seconds": readings.get("cachewarden_binlog_lag_seconds", &labels),
             });
+            if let Some(held) = &state.held {
+                row["held_here"] = serde_json::json!(held.borrow().contains(source));
+            }
             // (Only an instance that has followed the binlog knows its server's retention.)
             if readings.get("cachewarden_binlog_retention_seconds", &labels).is_some() {
                 let down_for = status::can_be_down_for(readings, source);

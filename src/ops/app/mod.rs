@@ -130,6 +130,8 @@ struct Daemon {
     fence: Option<Arc<Fence>>,
     role_tx: Option<watch::Sender<crate::ops::ha::Status>>,
     role: Option<watch::Receiver<crate::ops::ha::Status>>,
+    /// Under work sharing, the binlog sources this instance holds.
+    held: watch::Sender<std::collections::BTreeSet<Arc<str>>>,
 }
 
 /// The running executors and producers, as the main loop needs them.
@@ -169,6 +171,7 @@ impl Daemon {
             fence: config.ha.as_ref().map(|ha| Fence::new(&ha.key)),
             role_tx,
             role,
+            held: watch::Sender::new(Default::default()),
         }
     }
 
@@ -200,6 +203,7 @@ impl Daemon {
             tls: config.admin.tls.as_ref().map(|tls| tls.server.clone()),
             servers: servers(config).into(),
             binlogs: config.binlogs.iter().map(|source| source.name.clone()).collect(),
+            held: (config.ha.is_some() && config.binlogs.len() > 1).then(|| self.held.subscribe()),
         };
         let server = AdminServer::bind(config.admin.listen, state).await.with_context(|| {
             format!(
@@ -214,7 +218,7 @@ impl Daemon {
     /// With both servers connected: the HA lease (its fence on the cache), the executors, the health checker,
     /// watchdog and audit, and — without `[ha]` — the producers.
     fn start_work(&mut self, config: &Config, db: &Database, unfenced: Cache) -> Work {
-        let cache = self.start_lease(config, unfenced);
+        let cache = self.start_lease(config, unfenced.clone());
         let warmer = Arc::new(Warmer::new(
             db.clone(),
             cache.clone(),
@@ -251,7 +255,12 @@ impl Daemon {
             policy: policy_rx,
             invalidator,
             health: self.health.clone(),
+            db: db.clone(),
+            shared_sources: config.ha.is_some() && config.binlogs.len() > 1,
         };
+        if producers.shared_sources {
+            self.start_share(config, &producers, unfenced);
+        }
         // Without [ha] the producers run for the daemon's life; with it, for each term as leader (see `serve`).
         if self.role.is_none() {
             producers.start(&self.tracker, config, self.shutdown.clone(), false);
@@ -277,6 +286,32 @@ impl Daemon {
             }
             _ => unfenced,
         }
+    }
+
+    /// Under `[ha]` with several binlog sources: this instance's share of the sources, each leased on its own (see
+    /// `ops::share`), for the daemon's life.
+    fn start_share(&self, config: &Config, producers: &Producers, unfenced: Cache) {
+        let Some(ha) = &config.ha else { return };
+        let dead_letters = match &config.daemon.dead_letter {
+            Some(stream) => {
+                let (dead_letters, writer) = crate::exec::dead_letter::writer(
+                    unfenced.clone(),
+                    stream.clone(),
+                    config.daemon.dead_letter_length,
+                );
+                self.tracker.spawn("dead letters (sources)", writer);
+                dead_letters
+            }
+            None => Default::default(),
+        };
+        let share = crate::ops::share::Share {
+            cache: unfenced,
+            ha: ha.clone(),
+            sources: config.binlogs.clone(),
+            start: producers.source_starter(config, dead_letters),
+            held: self.held.clone(),
+        };
+        self.tracker.spawn("binlog sources", share.run(self.shutdown.clone()));
     }
 
     /// Starts the health checks, the keyspace sample and the systemd watchdog.

@@ -9,9 +9,12 @@ use tracing::{error, warn};
 
 use super::Supervisor;
 use crate::config::{self, BinlogSettings, Config};
+use crate::exec::cache::Cache;
 use crate::exec::database::Database;
 use crate::exec::dead_letter::DeadLetters;
 use crate::exec::invalidate::Invalidator;
+use crate::exec::warm::{WarmRunner, Warmer};
+use crate::ops::share::StartSource;
 use crate::pure::model::WarmJob;
 use crate::source::binlog::checkpoint::Checkpoints;
 use crate::source::binlog::{BinlogListener, ReplicationUrl};
@@ -29,6 +32,11 @@ pub(super) struct Producers {
     pub policy: watch::Receiver<Arc<crate::pure::plan::Policy>>,
     pub invalidator: Arc<Invalidator>,
     pub health: Health,
+    /// The pool the executors share (a source held under work sharing builds its own executors on it).
+    pub db: Database,
+    /// Under `[ha]` with several sources, each source is leased on its own (`ops::share`): the leader's term does
+    /// not start their listeners.
+    pub shared_sources: bool,
 }
 
 impl Producers {
@@ -58,7 +66,17 @@ impl Producers {
         };
         // One listener per source, each on its own: one that cannot connect or apply holds back none of the others.
         for (binlog, url) in config.binlogs.iter().zip(&self.binlog_urls) {
-            let listener = self.binlog(config, binlog, url.clone(), dead_letters.clone());
+            if self.shared_sources {
+                break;
+            }
+            let listener = listener(
+                config,
+                binlog,
+                url.clone(),
+                self.invalidator.clone(),
+                &self.health,
+                dead_letters.clone(),
+            );
             tracker.spawn(binlog.label.clone(), listener.run(term.clone()));
         }
         if let Some(misses) = &config.misses {
@@ -81,30 +99,52 @@ impl Producers {
         }
     }
 
-    fn binlog(
-        &self,
-        config: &Config,
-        binlog: &BinlogSettings,
-        url: Arc<ReplicationUrl>,
-        dead_letters: DeadLetters,
-    ) -> BinlogListener {
-        let series = crate::telemetry::metrics::BinlogSeries::new(&binlog.name);
-        BinlogListener {
-            settings: binlog.clone(),
-            checkpoints: Checkpoints::new(
-                binlog.checkpoint.clone(),
-                self.invalidator.cache().clone(),
-                series.clone(),
-            ),
-            url,
-            rules: config.rules_of(binlog),
-            invalidator: self.invalidator.clone(),
-            health: self.health.clone(),
-            // A few connections: it reads only what the reader could not show in time.
-            fallback: fallback_writer(config, binlog, 4, "refreshes"),
-            dead_letters,
-            series,
-        }
+    /// Under work sharing: what a source this instance holds runs (see `ops::share`) — its listener, and a warm
+    /// runner of its own for the runs its changes ask for, both writing through the cache they are given (fenced by
+    /// the source's lease) — until its term ends. Rule errors go to `dead_letters`.
+    pub(super) fn source_starter(&self, config: &Config, dead_letters: DeadLetters) -> StartSource {
+        let (config, db, jobs, health) = (config.clone(), self.db.clone(), self.jobs.clone(), self.health.clone());
+        let urls = self.binlog_urls.clone();
+        Box::new(move |binlog: &BinlogSettings, cache: Cache, term: CancellationToken| {
+            let index = config.binlogs.iter().position(|source| source.name == binlog.name);
+            let url = index.map_or_else(
+                || Arc::new(ReplicationUrl::new(binlog.url.clone(), None)),
+                |index| urls[index].clone(),
+            );
+            let warmer = Arc::new(Warmer::new(
+                db.clone(),
+                cache.clone(),
+                config.daemon.max_concurrent_jobs,
+            ));
+            let (triggers, trigger_rx) = mpsc::channel(super::TRIGGER_QUEUE);
+            let runner = WarmRunner::new(
+                warmer.clone(),
+                jobs.clone(),
+                trigger_rx,
+                config.daemon.shutdown_grace,
+                Default::default(),
+            );
+            let invalidator = Invalidator::new(
+                cache,
+                db.clone(),
+                jobs.clone(),
+                triggers,
+                config.channel.max_keys_per_pattern,
+                health.clone(),
+            )
+            .with_warmer(warmer);
+            let listener = listener(
+                &config,
+                binlog,
+                url,
+                Arc::new(invalidator),
+                &health,
+                dead_letters.clone(),
+            );
+            Box::pin(async move {
+                tokio::join!(listener.run(term.clone()), runner.run(term));
+            })
+        })
     }
 
     /// The channel's listener: a Redis stream's consumer, or the pub/sub channel's subscriber.
@@ -143,6 +183,30 @@ impl Producers {
                 .run(term),
             ),
         }
+    }
+}
+
+/// The listener of the source `binlog`, applying through `invalidator`.
+fn listener(
+    config: &Config,
+    binlog: &BinlogSettings,
+    url: Arc<ReplicationUrl>,
+    invalidator: Arc<Invalidator>,
+    health: &Health,
+    dead_letters: DeadLetters,
+) -> BinlogListener {
+    let series = crate::telemetry::metrics::BinlogSeries::new(&binlog.name);
+    BinlogListener {
+        settings: binlog.clone(),
+        checkpoints: Checkpoints::new(binlog.checkpoint.clone(), invalidator.cache().clone(), series.clone()),
+        url,
+        rules: config.rules_of(binlog),
+        invalidator,
+        health: health.clone(),
+        // A few connections: it reads only what the reader could not show in time.
+        fallback: fallback_writer(config, binlog, 4, "refreshes"),
+        dead_letters,
+        series,
     }
 }
 

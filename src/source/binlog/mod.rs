@@ -165,12 +165,20 @@ struct SessionState {
 impl BinlogListener {
     /// Reads until `shutdown`, reconnecting and recovering as described in the module docs.
     pub(crate) async fn run(self, shutdown: CancellationToken) {
+        self.series.following(true);
+        self.follow(&shutdown).await;
+        self.series.following(false);
+        self.series.connected(false);
+    }
+
+    /// [`BinlogListener::run`]'s loop.
+    async fn follow(&self, shutdown: &CancellationToken) {
         let mut backoff = Backoff::replication();
         let mut state = SessionState::default();
         loop {
             let started = Instant::now();
             // Boxed: a session's future nests deep (read, batch, apply, refresh), and one starts per connection.
-            let ended = Box::pin(self.session(&shutdown, &mut state)).await;
+            let ended = Box::pin(self.session(shutdown, &mut state)).await;
             // A session that followed the stream (the server sent it something) was a success: the next outage
             // starts from the shortest delay, however short this session was (a server restarted every few
             // seconds must not push the delay up restart after restart).

@@ -26,6 +26,7 @@ pub(crate) fn binlog_checkpoints() -> BTreeMap<String, String> {
 pub(crate) struct BinlogSeries {
     source: Arc<str>,
     connected: Gauge,
+    following: Gauge,
     lag: Gauge,
     transactions: Counter,
     rows: Counter,
@@ -44,6 +45,7 @@ impl BinlogSeries {
         BinlogSeries {
             source: source.clone(),
             connected: gauge!("cachewarden_binlog_connected", &label()),
+            following: gauge!("cachewarden_binlog_following", &label()),
             lag: gauge!("cachewarden_binlog_lag_seconds", &label()),
             transactions: counter!("cachewarden_binlog_transactions_total", &label()),
             rows: counter!("cachewarden_binlog_rows_total", &label()),
@@ -61,6 +63,7 @@ impl BinlogSeries {
     pub(crate) fn initialise(&self) {
         for gauge in [
             &self.connected,
+            &self.following,
             &self.lag,
             &self.apply_failing,
             &self.checkpoint_failing,
@@ -85,6 +88,13 @@ impl BinlogSeries {
     /// The source's gauge `name`, created by its first reading.
     fn gauge(&self, name: &'static str) -> Gauge {
         gauge!(name, "source" => self.source.to_string())
+    }
+
+    /// Whether this instance follows the source: its listener runs (always without `[ha]`; while it leads; under
+    /// work sharing, while it holds the source). The other series of a source it does not follow keep their last
+    /// readings.
+    pub(crate) fn following(&self, following: bool) {
+        self.following.set(f64::from(u8::from(following)));
     }
 
     /// Whether the stream is being read.

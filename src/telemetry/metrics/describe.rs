@@ -123,6 +123,10 @@ pub(super) fn describe() {
         "1 while the binlog stream is being read."
     );
     describe_gauge!(
+        "cachewarden_binlog_following",
+        "1 while this instance follows the binlog source (without [ha]; while it leads; under work sharing, while it holds the source)."
+    );
+    describe_gauge!(
         "cachewarden_binlog_lag_seconds",
         Unit::Seconds,
         "Age of the last row event read from the binlog (0 once the server reports nothing more to send)."

@@ -103,6 +103,15 @@ end
 return 0
 ";
 
+/// One instance alive for another `ttl` (Redis' clock), the instances whose time ran out dropped; how many are alive.
+/// KEYS[1]: the instances (a sorted set scored by when each runs out); ARGV[1]: this instance; ARGV[2]: ttl in ms.
+const MEMBERS: &str = r"
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return redis.call('ZCARD', KEYS[1])
+";
+
 /// Deletes the lease only if it still holds our token. KEYS[1]: the lease; ARGV[1]: the token.
 const RELEASE_LEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -285,6 +294,7 @@ pub(super) struct Scripts {
     pub plain_apply: redis::Script,
     pub renew_lease: redis::Script,
     pub release_lease: redis::Script,
+    pub members: redis::Script,
     pub cluster_begin_read: redis::Script,
     pub cluster_tick: redis::Script,
     /// Sent in pipelines (EVALSHA by [`Scripts::pipelined`]'s hashes), so loaded on every master beforehand.
@@ -311,6 +321,7 @@ impl Scripts {
             // The lease's own scripts need no prelude.
             renew_lease: redis::Script::new(RENEW_LEASE),
             release_lease: redis::Script::new(RELEASE_LEASE),
+            members: clocked(MEMBERS),
             cluster_begin_read: clocked(CLUSTER_BEGIN_READ),
             cluster_tick: clocked(CLUSTER_TICK),
             cluster_invalidate: script(CLUSTER_INVALIDATE),
