@@ -24,6 +24,8 @@ Scenarios:
              bench/misses.py.
   top_n, hash_update   an exact top 100 kept from the binlog under score updates, against re-running it every
              second; a hash's changed fields against a whole-JSON rewrite: see bench/shapes.py.
+  source_takeover  two instances sharing two binlog sources: a source's holder killed or stopped, the time until the
+             other follows it and a change committed meanwhile arrives: see bench/sharing.py.
   audit_all  `cachewarden audit --all` over a warmed 100,000-key job, beside warming the same job, and a Python audit
              (streaming cursor, MGET per 1,000, JSON compare); MariaDB CPU per audited key.
 """
@@ -53,6 +55,7 @@ import cdc
 import derived
 import misses
 import shapes
+import sharing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # CACHEWARDEN_BENCH_BIN measures another build (an older commit, say) with the same scenarios.
@@ -873,6 +876,7 @@ def report(results, runs):
     w, m, p, b, i = (results[k] for k in ("warm_10k", "warm_1m", "pubsub", "binlog", "idle"))
     z = results["warm_1m_compressed"]
     h = results["ha_takeover"]
+    so = results["source_takeover"]
     c = results["cluster"]
     s, st = results["cdc_single_row"], results["cdc_storm"]
     lag = results["reader_lag"]
@@ -969,6 +973,18 @@ def report(results, runs):
          f"{h['kill9_3s_cluster_p50_s']:.2f} s / {h['kill9_3s_cluster_max_s']:.2f} s;"
          f" {h['sigterm_3s_cluster_p50_s'] * 1000:.0f} ms / {h['sigterm_3s_cluster_max_s'] * 1000:.0f} ms",
          "-", "-", "-", "≤ lease_ttl + one renew interval; < 1 s"),
+        ("work sharing, 2 instances × 2 sources: the holder of a source killed (kill -9) → the other follows it; a"
+         " change committed after the kill → its key, p50 / max of 5 (lease_ttl 10 s; 3 s)",
+         f"{so['kill9_10s_followed_p50_s']:.2f} / {so['kill9_10s_followed_max_s']:.2f} s, key"
+         f" {so['kill9_10s_key_p50_s']:.2f} / {so['kill9_10s_key_max_s']:.2f} s; {so['kill9_3s_followed_p50_s']:.2f} /"
+         f" {so['kill9_3s_followed_max_s']:.2f} s, key {so['kill9_3s_key_p50_s']:.2f} / {so['kill9_3s_key_max_s']:.2f} s",
+         "-", "-", "-", "≤ lease_ttl + one renew interval"),
+        ("work sharing: the holder stopped (SIGTERM) → the other follows; the change → its key, p50 / max of 5"
+         " (lease_ttl 10 s; 3 s)",
+         f"{so['sigterm_10s_followed_p50_s'] * 1000:.0f} / {so['sigterm_10s_followed_max_s'] * 1000:.0f} ms, key"
+         f" {so['sigterm_10s_key_p50_s'] * 1000:.0f} / {so['sigterm_10s_key_max_s'] * 1000:.0f} ms;"
+         f" {so['sigterm_3s_followed_p50_s'] * 1000:.0f} / {so['sigterm_3s_followed_max_s'] * 1000:.0f} ms, key"
+         f" {so['sigterm_3s_key_p50_s'] * 1000:.0f} / {so['sigterm_3s_key_max_s'] * 1000:.0f} ms", "-", "-", "-", "< 1 s"),
         (f"derived join rules, no [[on_change]]: {j['renames']} categories renamed ({j['keys']} of 100,000 keys),"
          " last commit → every key right",
          f"{j['settled_ms']:.0f} ms (worst run {j['settled_worst_ms']:.0f} ms); {j['keys_per_change']:.0f} keys per"
@@ -1067,7 +1083,7 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print the report, leave docs/BENCHMARKS.md alone")
     parser.add_argument("--only", help="run one scenario and print its figures (warm_10k, warm_1m, warm_1m_compressed, pubsub, binlog, "
-                        "cdc_single_row, cdc_storm, reader_lag, join_storm, audit_all, miss_fill, cluster, top_n, hash_update, ha_takeover, idle)")
+                        "cdc_single_row, cdc_storm, reader_lag, join_storm, audit_all, miss_fill, cluster, top_n, hash_update, ha_takeover, source_takeover, idle)")
     parser.add_argument("--against", metavar="BINARY",
                         help="with --only: run the scenario --runs times with this build and with BINARY (an older "
                              "commit's target/release/cachewarden) in turn, and print both side by side")
@@ -1083,7 +1099,8 @@ def main():
         "join_storm": lambda runs: derived.join_storm(this, runs), "audit_all": audit_all,
         "miss_fill": lambda runs: misses.miss_fill(this, runs), "cluster": cluster,
         "top_n": lambda runs: shapes.top_n(this, runs), "hash_update": lambda runs: shapes.hash_update(this, runs),
-        "ha_takeover": lambda runs: ha_takeover(), "idle": lambda runs: idle(),
+        "ha_takeover": lambda runs: ha_takeover(),
+        "source_takeover": lambda runs: sharing.source_takeover(this), "idle": lambda runs: idle(),
     }
     if args.against:
         compare(args.only, scenarios[args.only], args.against, args.runs)

@@ -5,7 +5,12 @@
 
 use super::*;
 
+use std::sync::Arc;
+
 use common::OwnMariaDb;
+
+/// The first test's sources.
+const SOURCES: &[&str] = &["shop", "orders"];
 
 /// `mariadb -e sql` on the server at `port`; its output.
 fn on_server(port: u16, sql: &str) -> String {
@@ -55,28 +60,6 @@ async fn follows(addr: SocketAddr, source: &str) -> bool {
     metric_at(addr, &format!("cachewarden_binlog_following{{source=\"{source}\"}}")).await == 1.0
 }
 
-/// Waits until each source is followed by exactly one of `addrs`, and each of them follows `per_instance` sources.
-async fn shared(addrs: &[SocketAddr], per_instance: usize) -> bool {
-    eventually(Duration::from_secs(20), || async {
-        let mut counts = vec![0; addrs.len()];
-        for source in ["shop", "orders"] {
-            let mut holders = 0;
-            for (index, addr) in addrs.iter().enumerate() {
-                if follows(*addr, source).await {
-                    holders += 1;
-                    counts[index] += 1;
-                }
-            }
-            if holders != 1 {
-                return None;
-            }
-        }
-        counts.iter().all(|count| *count == per_instance).then_some(())
-    })
-    .await
-    .is_some()
-}
-
 #[tokio::test]
 async fn instances_share_the_sources_and_take_over_a_killed_ones_without_losing_a_change() {
     let _binlog = common::binlog_shared();
@@ -120,13 +103,13 @@ project = {{ key = "{p}order:{{id}}", columns = ["id", "total"], ttl = "1h" }}
     let (config_b, admin_b) = instance(&env, "b", "1s", &body);
     let mut a = Daemon::start(&env, &config_a, &[], &[]);
     assert!(
-        shared(&[admin_a], 2).await,
+        spread(&[admin_a], SOURCES).await,
         "alone, a follows both sources:\n{}",
         a.log()
     );
     let mut b = Daemon::start(&env, &config_b, &[], &[]);
     assert!(
-        shared(&[admin_a, admin_b], 1).await,
+        spread(&[admin_a, admin_b], SOURCES).await,
         "a did not hand one source to b:\n{}\n{}",
         a.log(),
         b.log()
@@ -171,7 +154,7 @@ project = {{ key = "{p}order:{{id}}", columns = ["id", "total"], ttl = "1h" }}
     }
     assert!(common::becomes(&env, &value("product:1"), Some(r#"{"id":1,"name":"Teapot"}"#)).await);
     assert!(
-        shared(&[survivor_admin], 2).await,
+        spread(&[survivor_admin], SOURCES).await,
         "the survivor follows both:\n{}",
         survivor.log()
     );
@@ -188,7 +171,7 @@ project = {{ key = "{p}order:{{id}}", columns = ["id", "total"], ttl = "1h" }}
         false => (admin_b, admin_a),
     };
     assert!(
-        shared(&[admin_killed, admin_survivor], 1).await,
+        spread(&[admin_killed, admin_survivor], SOURCES).await,
         "no source went back to the restarted instance:\n{}\n{}",
         restarted.log(),
         survivor.log()
@@ -200,4 +183,162 @@ project = {{ key = "{p}order:{{id}}", columns = ["id", "total"], ttl = "1h" }}
     );
     on_server(orders.port, "UPDATE so.orders SET total = 71 WHERE id = 7");
     assert!(common::becomes(&env, &value("order:7"), Some(r#"{"id":7,"total":71}"#)).await);
+}
+
+/// Three instances and three sources — two MariaDB servers and a MySQL — under a steady stream of updates on all
+/// three: a kill -9 and then a stop (SIGTERM) of each instance in turn, each brought back after. After each, every
+/// source is followed by exactly one instance (its own metrics, and the server's process list); at the end every key
+/// holds its row's last value (no change lost).
+#[tokio::test]
+async fn three_instances_share_three_sources_through_kills_and_stops_of_each_losing_no_change() {
+    use sqlx::{Connection as _, Executor as _, Row as _};
+    let env = TestEnv::new().await;
+    let (m1, m2, my) = (OwnMariaDb::start(), OwnMariaDb::start(), common::OwnMySql::start(41));
+    let servers = [("m1", m1.url()), ("m2", m2.url()), ("my", my.url())];
+    let p = &env.prefix;
+    let mut body = "[channel]\nenabled = false\n".to_string();
+    for (name, url) in &servers {
+        let mut conn = sqlx::MySqlConnection::connect(url).await.unwrap();
+        for statement in [
+            "CREATE DATABASE s".to_string(),
+            "CREATE TABLE s.t (id INT PRIMARY KEY, v INT)".to_string(),
+            format!(
+                "INSERT INTO s.t VALUES {}",
+                (1..=20).map(|id| format!("({id}, 0)")).collect::<Vec<_>>().join(", ")
+            ),
+        ] {
+            conn.execute(sqlx::AssertSqlSafe(statement)).await.unwrap();
+        }
+        body.push_str(&format!(
+            "\n[[binlog]]\nname = \"{name}\"\nurl = \"{url}\"\ncheckpoint_key = \"{p}checkpoint:{name}\"\nheartbeat = \"1s\"\n\n\
+             [[on_change]]\nsource = \"{name}\"\ntable = \"s.t\"\n\
+             project = {{ key = \"{p}{name}:{{id}}\", columns = [\"id\", \"v\"], ttl = \"1h\" }}\n"
+        ));
+    }
+    let names = ["a", "b", "c"];
+    let instances: Vec<(PathBuf, SocketAddr)> = names.iter().map(|name| instance(&env, name, "1s", &body)).collect();
+    let mut daemons: Vec<Daemon> = instances
+        .iter()
+        .map(|(config, _)| Daemon::start(&env, config, &[], &[]))
+        .collect();
+    let admins: Vec<SocketAddr> = instances.iter().map(|(_, admin)| *admin).collect();
+    let sources: Vec<&str> = servers.iter().map(|(name, _)| *name).collect();
+    let logs = |daemons: &[Daemon]| daemons.iter().map(Daemon::log).collect::<Vec<_>>().join("\n----\n");
+    assert!(
+        spread(&admins, &sources).await,
+        "the three sources were not spread:\n{}",
+        logs(&daemons)
+    );
+
+    // Updates on every server until told to stop, a few hundred a second in all.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, urls) = (
+            stop.clone(),
+            servers.iter().map(|(_, url)| url.clone()).collect::<Vec<_>>(),
+        );
+        tokio::spawn(async move {
+            let mut conns = Vec::new();
+            for url in &urls {
+                conns.push(sqlx::MySqlConnection::connect(url).await.unwrap());
+            }
+            let mut round = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for conn in &mut conns {
+                    let statement = format!("UPDATE s.t SET v = v + 1 WHERE id = {}", round % 20 + 1);
+                    conn.execute(sqlx::AssertSqlSafe(statement)).await.unwrap();
+                }
+                round += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            round
+        })
+    };
+    let urls: Vec<String> = servers.iter().map(|(_, url)| url.clone()).collect();
+    for signal in ["KILL", "TERM"] {
+        for index in 0..names.len() {
+            daemons[index].signal(signal);
+            let others: Vec<SocketAddr> = (0..names.len()).filter(|&i| i != index).map(|i| admins[i]).collect();
+            assert!(
+                spread(&others, &sources).await,
+                "after a {signal} of {}, the others did not take its sources:\n{}",
+                names[index],
+                logs(&daemons)
+            );
+            let one_each = eventually(Duration::from_secs(10), || async {
+                let counts = readers(&urls).await;
+                counts.iter().all(|count| *count == 1).then_some(())
+            })
+            .await;
+            assert!(
+                one_each.is_some(),
+                "replication connections per server: {:?}",
+                readers(&urls).await
+            );
+            daemons[index] = Daemon::start(&env, &instances[index].0, &[], &[]);
+            assert!(
+                spread(&admins, &sources).await,
+                "{} got no source back after it returned:\n{}",
+                names[index],
+                logs(&daemons)
+            );
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rounds = writer.await.unwrap();
+    assert!(rounds > 100, "the writer ran {rounds} rounds");
+    for (name, url) in &servers {
+        let mut conn = sqlx::MySqlConnection::connect(url.as_str()).await.unwrap();
+        let rows = sqlx::query("SELECT id, v FROM s.t").fetch_all(&mut conn).await.unwrap();
+        for row in rows {
+            let (id, v): (i32, i32) = (row.get("id"), row.get("v"));
+            let expected = format!(r#"{{"id":{id},"v":{v}}}"#);
+            assert!(
+                common::becomes(&env, &format!("{p}{name}:{id}"), Some(&expected)).await,
+                "{name} row {id}: the key does not hold v = {v} (a change was lost):\n{}",
+                logs(&daemons)
+            );
+        }
+    }
+}
+
+/// The replication connections each server of `urls` serves (its process list).
+async fn readers(urls: &[String]) -> Vec<usize> {
+    use sqlx::{Connection as _, Row as _};
+    let mut counts = Vec::new();
+    for url in urls {
+        let mut conn = sqlx::MySqlConnection::connect(url).await.unwrap();
+        let rows = sqlx::query("SHOW PROCESSLIST").fetch_all(&mut conn).await.unwrap();
+        let dumps = (rows.iter())
+            .filter(|row| {
+                row.try_get::<String, _>("Command")
+                    .is_ok_and(|command| command.starts_with("Binlog Dump"))
+            })
+            .count();
+        counts.push(dumps);
+    }
+    counts
+}
+
+/// Waits until each of `sources` is followed by exactly one of `addrs`, and none holds more than its share.
+async fn spread(addrs: &[SocketAddr], sources: &[&str]) -> bool {
+    let share = sources.len().div_ceil(addrs.len());
+    eventually(Duration::from_secs(20), || async {
+        let mut counts = vec![0; addrs.len()];
+        for source in sources {
+            let mut holders = 0;
+            for (index, addr) in addrs.iter().enumerate() {
+                if follows(*addr, source).await {
+                    holders += 1;
+                    counts[index] += 1;
+                }
+            }
+            if holders != 1 {
+                return None;
+            }
+        }
+        counts.iter().all(|count| *count <= share).then_some(())
+    })
+    .await
+    .is_some()
 }

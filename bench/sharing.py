@@ -1,0 +1,102 @@
+"""Work sharing under [ha] with several binlog sources: how long a source goes unfollowed when the instance holding
+it is killed (kill -9) or stopped (SIGTERM), and how long a change committed just after the kill waits for its key.
+
+Two instances, two sources: the bench's MariaDB (`main`, no rules used) and a MariaDB of the bench's own (`own`,
+a projection rule). Each instance holds one source; the holder of `own` is killed, a row is inserted at once, and the
+other instance takes `own` over from its checkpoint. No Python baseline: plain scripts have no takeover.
+"""
+import signal
+import statistics
+import subprocess
+import os
+import time
+import urllib.request
+
+import pymysql
+
+
+def following(port, source):
+    """Whether the instance whose admin endpoint is on `port` follows `source`."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(f'cachewarden_binlog_following{{source="{source}"}} '):
+                    return float(line.split()[-1]) == 1.0
+    except OSError:
+        pass
+    return False
+
+
+def source_takeover(b, kills=5):
+    """p50 and max over `kills` kills of each kind, with lease_ttl 10 s (the default) and 3 s: seconds from the signal
+    to the other instance following the source, and from the insert to its key."""
+    process, base, work = b.own_mariadb([])
+    port = int(base.rsplit(":", 1)[1])
+    results = {}
+    ports = (b.ADMIN_PORT + 20, b.ADMIN_PORT + 21)
+    try:
+        db = pymysql.connect(host="127.0.0.1", port=port, user="root", password="", autocommit=True)
+        with db.cursor() as c:
+            c.execute("CREATE DATABASE so")
+            c.execute("CREATE TABLE so.orders (id INT PRIMARY KEY, v INT)")
+        row = 0
+        for ttl in ("10s", "3s"):
+            b.flush()
+            paths = []
+            for name, admin in zip("ab", ports):
+                body = (f'[channel]\nenabled = false\n\n'
+                        f'[[binlog]]\nname = "main"\ncheckpoint_key = "bench:cp:main"\nheartbeat = "1s"\n\n'
+                        f'[[binlog]]\nname = "own"\nurl = "{base}/so"\ncheckpoint_key = "bench:cp:own"\nheartbeat = "1s"\n\n'
+                        f'[[on_change]]\nsource = "own"\ntable = "so.orders"\n'
+                        f'project = {{ key = "bench:o:{{id}}", columns = ["id", "v"], ttl = "10m" }}\n\n'
+                        f'[ha]\nenabled = true\nlease_ttl = "{ttl}"\nkey = "bench:sharing"\ninstance = "{name}"\n')
+                path = b.config(body)
+                with open(path) as f:
+                    text = f.read().replace(f'listen = "127.0.0.1:{b.ADMIN_PORT}"', f'listen = "127.0.0.1:{admin}"')
+                with open(path, "w") as f:
+                    f.write(text)
+                paths.append(path)
+
+            def start(path):
+                return subprocess.Popen([b.BIN, "run", "--config", path], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"})
+
+            processes = [start(path) for path in paths]
+
+            def spread():
+                return all(sum(following(p, source) for p in ports) == 1 for source in ("main", "own")) \
+                    and all(sum(following(p, source) for source in ("main", "own")) == 1 for p in ports)
+
+            for name, sig in (("kill9", signal.SIGKILL), ("sigterm", signal.SIGTERM)):
+                follow, key = [], []
+                for _ in range(kills):
+                    if not b.wait(spread, 60, 0.02):
+                        raise RuntimeError("the two sources were not spread over the two instances")
+                    holder = 0 if following(ports[0], "own") else 1
+                    other = ports[1 - holder]
+                    signalled = time.monotonic()
+                    processes[holder].send_signal(sig)
+                    row += 1
+                    with db.cursor() as c:
+                        c.execute("INSERT INTO so.orders VALUES (%s, 1)", (row,))
+                    committed = time.monotonic()
+                    took = b.wait(lambda: following(other, "own"), 60, 0.005)
+                    follow.append(time.monotonic() - signalled if took else float("inf"))
+                    arrived = b.wait(lambda: b.r().exists(f"bench:o:{row}"), 60, 0.005)
+                    key.append(time.monotonic() - committed if arrived else float("inf"))
+                    processes[holder].wait(timeout=30)
+                    processes[holder] = start(paths[holder])
+                results[f"{name}_{ttl}_followed_p50_s"] = statistics.median(follow)
+                results[f"{name}_{ttl}_followed_max_s"] = max(follow)
+                results[f"{name}_{ttl}_key_p50_s"] = statistics.median(key)
+                results[f"{name}_{ttl}_key_max_s"] = max(key)
+            for p in processes:
+                p.terminate()
+                p.wait(timeout=30)
+        b.flush()
+        return results
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        import shutil
+        shutil.rmtree(work, ignore_errors=True)
