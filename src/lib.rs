@@ -16,7 +16,8 @@
 //! - [`exec`]: the executors, which own the connections — Redis ([`exec::cache`]), MySQL ([`exec::database`]),
 //!   warm runs ([`exec::warm`]), invalidations, refreshes and join lookups ([`exec::invalidate`],
 //!   [`exec::refresh`], [`exec::reverse`]), dead letters, and their one error ([`exec::backend`]).
-//! - [`ops`]: operating the daemon — its wiring ([`ops::app`]), the HA lease ([`ops::ha`]), the admin endpoint and
+//! - [`ops`]: operating the daemon — its wiring ([`ops::app`]), the HA lease ([`ops::ha`]) and the binlog sources'
+//!   leases that share them between instances (`ops::share`), the admin endpoint and
 //!   status page ([`ops::admin`], [`ops::status`]), the readiness checks, logs, systemd, signals, the audit and the
 //!   Redis ACL check ([`ops::access`]).
 //! - [`telemetry`]: what every part reports — metrics ([`telemetry::metrics`]) and health

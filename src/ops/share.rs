@@ -2,7 +2,8 @@
 //! (`<[ha] key>:source:<name>`), and the instances alive spread the sources evenly.
 //!
 //! Every instance counts the instances alive (a sorted set, `<[ha] key>:instances`, each member scored by when it
-//! runs out, by Redis' clock) every third of `lease_ttl`, and with N alive and M sources holds at most ceil(M / N):
+//! runs out, by Redis' clock) every time it looks (every 200 ms), and with N alive and M sources holds at most
+//! ceil(M / N):
 //! it takes free sources while it holds fewer, and when an instance joins and it holds more, it gives the last one
 //! back the way a stop does (its work stopped, then the lease deleted), so another takes it within a poll. An
 //! instance killed outright stops renewing: its leases run out and its member with them, and the others take its
@@ -61,22 +62,20 @@ impl Share {
         let interval = self.ha.lease_ttl / 3;
         let mut held: Vec<Held> = Vec::new();
         let mut alive = 1;
-        let mut counted: Option<Instant> = None;
         let mut complained = false;
         loop {
-            if counted.is_none_or(|at| at.elapsed() >= interval) {
-                match self.cache.beat(&members, &self.ha.instance, self.ha.lease_ttl).await {
-                    Ok(count) => {
-                        alive = count.max(1);
-                        counted = Some(Instant::now());
-                        complained = false;
-                    }
-                    Err(error) if !complained => {
-                        warn!(%error, "Cannot reach Redis to count the instances sharing the binlog sources.");
-                        complained = true;
-                    }
-                    Err(_) => {}
+            // Counted at every look (one short script): an instance that stops leaves the set before it gives its
+            // sources back, so the others' shares grow by the time the sources are free.
+            match self.cache.beat(&members, &self.ha.instance, self.ha.lease_ttl).await {
+                Ok(count) => {
+                    alive = count.max(1);
+                    complained = false;
                 }
+                Err(error) if !complained => {
+                    warn!(%error, "Cannot reach Redis to count the instances sharing the binlog sources.");
+                    complained = true;
+                }
+                Err(_) => {}
             }
             self.renew(&mut held, interval).await;
             let share = self.sources.len().div_ceil(alive);
@@ -96,11 +95,11 @@ impl Share {
                 _ = tokio::time::sleep(POLL) => {}
             }
         }
-        for source in held {
-            self.give_back(source).await;
-        }
         if let Err(error) = self.cache.leave(&members, &self.ha.instance).await {
             warn!(%error, "Cannot leave the instances sharing the binlog sources; they notice when it runs out.");
+        }
+        for source in held {
+            self.give_back(source).await;
         }
     }
 

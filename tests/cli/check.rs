@@ -200,3 +200,40 @@ async fn check_connect_refuses_the_server_id_of_a_replica_the_server_reports() {
     let (code, stdout, stderr) = cli_output(&["check", "--connect"], &automatic);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
 }
+
+/// With several binlog sources, `check` says which source each job's derived rules follow, `rules` writes it into
+/// the TOML it prints, and `binlog status` asks which source (exit 64) before it connects anywhere.
+#[tokio::test]
+async fn with_several_sources_check_rules_and_binlog_name_the_source() {
+    let env = TestEnv::new().await;
+    let p = &env.prefix;
+    let body = format!(
+        "[[binlog]]\nname = \"shop\"\ncheckpoint_key = \"{p}cp:shop\"\n\n\
+         [[binlog]]\nname = \"orders\"\nurl = \"mysql://repl@orders-db:3306/orders\"\ncheckpoint_key = \"{p}cp:orders\"\n\n\
+         [[warm]]\nname = \"products\"\nschedule = \"0 0 0 1 1 *\"\nquery = \"SELECT id, name FROM products\"\n\
+         refresh_query = \"SELECT id, name FROM products WHERE id = :id\"\nkey = \"{p}product:{{id}}\"\nttl = \"1h\"\n\
+         derive_rules = true\nsource = \"shop\"\n"
+    );
+    let path = env.config_file(&body);
+    let (code, stdout, stderr) = cli_output(&["check"], &path);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("(binlog source shop)"), "{stdout}");
+    let (code, stdout, stderr) = cli_output(&["rules"], &path);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("[[on_change]]\nsource = \"shop\"\ntable = "),
+        "{stdout}"
+    );
+    let (code, _, stderr) = cli_output(&["binlog", "status"], &path);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains("follows several binlog sources (shop, orders): name one with --source"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = cli_output(&["binlog", "--source", "shops", "status"], &path);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains("has no binlog source named \"shops\" (its sources: shop, orders)"),
+        "{stderr}"
+    );
+}

@@ -65,10 +65,13 @@ impl Producers {
             None => DeadLetters::default(),
         };
         // One listener per source, each on its own: one that cannot connect or apply holds back none of the others.
-        for (binlog, url) in config.binlogs.iter().zip(&self.binlog_urls) {
-            if self.shared_sources {
-                break;
-            }
+        // (Under work sharing each source is leased on its own instead: `ops::share`.)
+        let followed = if self.shared_sources {
+            &[][..]
+        } else {
+            &config.binlogs[..]
+        };
+        for (binlog, url) in followed.iter().zip(&self.binlog_urls) {
             let listener = listener(
                 config,
                 binlog,
