@@ -205,17 +205,12 @@ impl LeaderLease {
         }
     }
 
-    /// When a lease set or renewed at `sent` may have run out in Redis: its TTL later, less a tenth for clock drift.
     fn deadline(&self, sent: Instant) -> Instant {
-        sent + self.settings.lease_ttl - self.settings.lease_ttl / 10
+        deadline(self.settings.lease_ttl, sent)
     }
 
     async fn try_take(&self) -> Result<Attempt, CacheError> {
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
-        let token: Arc<str> = format!("{}|{since}|{:016x}", self.settings.instance, fastrand::u64(..)).into();
+        let token = new_token(&self.settings.instance);
         let sent = Instant::now();
         Ok(
             match self
@@ -258,6 +253,21 @@ impl LeaderLease {
             info!(instance = %next.instance, role = %next.describe(), took_over, "HA role changed.");
         }
     }
+}
+
+/// When a lease of `ttl` set or renewed at `sent` may have run out in Redis: its TTL later, less a tenth for clock
+/// drift.
+pub(crate) fn deadline(ttl: Duration, sent: Instant) -> Instant {
+    sent + ttl - ttl / 10
+}
+
+/// A new lease token for `instance`: `instance|since|nonce`, which says who holds a lease and since when.
+pub(crate) fn new_token(instance: &str) -> Arc<str> {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    format!("{instance}|{since}|{:016x}", fastrand::u64(..)).into()
 }
 
 /// The instance name and acquisition time in a token (`instance|since|nonce`); an unreadable token is shown as is.

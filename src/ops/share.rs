@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
@@ -113,11 +113,7 @@ impl Share {
                 continue;
             }
             let key = format!("{}:source:{}", self.ha.key, source.name);
-            let since = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis();
-            let token: Arc<str> = format!("{}|{since}|{:016x}", self.ha.instance, fastrand::u64(..)).into();
+            let token = crate::ops::ha::new_token(&self.ha.instance);
             let sent = Instant::now();
             let epoch = match self.cache.take_lease(&key, &token, self.ha.lease_ttl).await {
                 Ok(LeaseAttempt::Taken { epoch }) => epoch,
@@ -217,9 +213,8 @@ impl Share {
         }
     }
 
-    /// When a lease set or renewed at `sent` may have run out in Redis: its TTL later, less a tenth for clock drift.
     fn deadline(&self, sent: Instant) -> Instant {
-        sent + self.ha.lease_ttl - self.ha.lease_ttl / 10
+        crate::ops::ha::deadline(self.ha.lease_ttl, sent)
     }
 }
 

@@ -11,46 +11,9 @@ use common::OwnMariaDb;
 async fn two_sources_are_followed_each_on_its_own_and_one_down_stops_neither_the_other_nor_itself_for_good() {
     let _shared = common::binlog_shared();
     let env = TestEnv::new().await;
-    env.sql("CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(50))")
-        .await;
     let mut orders = OwnMariaDb::start();
-    let port = orders.port.to_string();
-    let orders_sql = |sql: &str| {
-        let status = std::process::Command::new("mariadb")
-            .args(["--protocol=tcp", "-h", "127.0.0.1", "-P", &port, "-uroot", "-e", sql])
-            .status()
-            .expect("mariadb runs");
-        assert!(status.success(), "{sql}");
-    };
-    orders_sql("CREATE DATABASE shop_orders; CREATE TABLE shop_orders.orders (id INT PRIMARY KEY, total INT)");
+    let body = common::shop_and_orders(&env, &orders).await;
     let p = &env.prefix;
-    let body = format!(
-        r#"[channel]
-enabled = false
-
-[[binlog]]
-name = "shop"
-checkpoint_key = "{p}checkpoint:shop"
-heartbeat = "1s"
-
-[[binlog]]
-name = "orders"
-url = "{orders_url}"
-checkpoint_key = "{p}checkpoint:orders"
-heartbeat = "1s"
-
-[[on_change]]
-source = "shop"
-table = "products"
-project = {{ key = "{p}product:{{id}}", columns = ["id", "name"], ttl = "1h" }}
-
-[[on_change]]
-source = "orders"
-table = "shop_orders.orders"
-project = {{ key = "{p}order:{{id}}", columns = ["id", "total"], ttl = "1h" }}
-"#,
-        orders_url = orders.url()
-    );
     let path = env.config_file(&body);
     let daemon = common::Daemon::start(&env, &path, &[], &[]);
     common::wait_for_admin(&env).await;
@@ -65,7 +28,7 @@ project = {{ key = "{p}order:{{id}}", columns = ["id", "total"], ttl = "1h" }}
     assert!(both.is_some(), "not following both sources:\n{}", daemon.log());
 
     env.sql("INSERT INTO products VALUES (1, 'Kettle')").await;
-    orders_sql("INSERT INTO shop_orders.orders VALUES (7, 70)");
+    orders.sql("INSERT INTO so.orders VALUES (7, 70)");
     assert!(becomes(&env, "product:1", Some(r#"{"id":1,"name":"Kettle"}"#)).await);
     assert!(becomes(&env, "order:7", Some(r#"{"id":7,"total":70}"#)).await);
     // Each source saved its own checkpoint, and counted its own rows.
@@ -110,7 +73,7 @@ project = {{ key = "{p}order:{{id}}", columns = ["id", "total"], ttl = "1h" }}
 
     // Back: the source reconnects from its checkpoint, follows again, and readiness clears.
     orders.launch();
-    orders_sql("UPDATE shop_orders.orders SET total = 71 WHERE id = 7; INSERT INTO shop_orders.orders VALUES (8, 80)");
+    orders.sql("UPDATE so.orders SET total = 71 WHERE id = 7; INSERT INTO so.orders VALUES (8, 80)");
     assert!(
         becomes(&env, "order:7", Some(r#"{"id":7,"total":71}"#)).await,
         "{}",

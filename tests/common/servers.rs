@@ -220,6 +220,30 @@ impl OwnMariaDb {
         format!("mysql://root@127.0.0.1:{}", self.port)
     }
 
+    /// Runs `sql` on the server with the `mariadb` client; what it printed (tab-separated, no column names).
+    pub fn sql(&self, sql: &str) -> String {
+        let output = Command::new("mariadb")
+            .args([
+                "--protocol=tcp",
+                "-h",
+                "127.0.0.1",
+                "-P",
+                &self.port.to_string(),
+                "-uroot",
+                "-N",
+                "-e",
+                sql,
+            ])
+            .output()
+            .expect("mariadb runs");
+        assert!(
+            output.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
     /// Starts the server (again) on its data directory and port, and waits until it answers.
     pub fn launch(&mut self) {
         let data = self.dir.path().join("data");
@@ -348,4 +372,41 @@ impl Drop for OwnMySql {
             .args(["stop", &self.port.to_string(), &self.dir.path().display().to_string()])
             .output();
     }
+}
+
+/// Two binlog sources for a test: `shop`, the shared MariaDB with the test's table `products`, and `orders`, the
+/// table `so.orders` on `orders`; each table is created and projected by a rule into `<prefix>product:{id}`
+/// (`id`, `name`) and `<prefix>order:{id}` (`id`, `total`). The configuration's body (with the channel off).
+pub async fn shop_and_orders(env: &crate::common::TestEnv, orders: &OwnMariaDb) -> String {
+    env.sql("CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(50))")
+        .await;
+    orders.sql("CREATE DATABASE so; CREATE TABLE so.orders (id INT PRIMARY KEY, total INT)");
+    let p = &env.prefix;
+    format!(
+        r#"[channel]
+enabled = false
+
+[[binlog]]
+name = "shop"
+checkpoint_key = "{p}checkpoint:shop"
+heartbeat = "1s"
+
+[[binlog]]
+name = "orders"
+url = "{orders_url}"
+checkpoint_key = "{p}checkpoint:orders"
+heartbeat = "1s"
+
+[[on_change]]
+source = "shop"
+table = "products"
+project = {{ key = "{p}product:{{id}}", columns = ["id", "name"], ttl = "1h" }}
+
+[[on_change]]
+source = "orders"
+table = "so.orders"
+project = {{ key = "{p}order:{{id}}", columns = ["id", "total"], ttl = "1h" }}
+"#,
+        orders_url = orders.url()
+    )
 }

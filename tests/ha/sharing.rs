@@ -12,47 +12,13 @@ use common::OwnMariaDb;
 /// The first test's sources.
 const SOURCES: &[&str] = &["shop", "orders"];
 
-/// `mariadb -e sql` on the server at `port`; its output.
-fn on_server(port: u16, sql: &str) -> String {
-    let output = std::process::Command::new("mariadb")
-        .args([
-            "--protocol=tcp",
-            "-h",
-            "127.0.0.1",
-            "-P",
-            &port.to_string(),
-            "-uroot",
-            "-N",
-            "-e",
-            sql,
-        ])
-        .output()
-        .expect("mariadb runs");
-    assert!(
-        output.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
-/// The replication connections the server at `port` serves.
-fn dump_threads(port: u16) -> usize {
-    on_server(
-        port,
-        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'",
-    )
-    .parse()
-    .unwrap()
-}
-
-/// Whether the server at `port` comes to serve exactly one replication connection.
-async fn one_reader(port: u16) -> bool {
-    eventually(Duration::from_secs(10), || async {
-        (dump_threads(port) == 1).then_some(())
-    })
-    .await
-    .is_some()
+/// Whether the server `orders` comes to serve exactly one replication connection.
+async fn one_reader(orders: &OwnMariaDb) -> bool {
+    let urls = [orders.url()];
+    let one = eventually(Duration::from_secs(10), || async {
+        (readers(&urls).await == [1]).then_some(())
+    });
+    one.await.is_some()
 }
 
 /// Whether the instance at `addr` follows `source`.
@@ -64,41 +30,9 @@ async fn follows(addr: SocketAddr, source: &str) -> bool {
 async fn instances_share_the_sources_and_take_over_a_killed_ones_without_losing_a_change() {
     let _binlog = common::binlog_shared();
     let env = TestEnv::new().await;
-    env.sql("CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(50))")
-        .await;
     let orders = OwnMariaDb::start();
-    on_server(
-        orders.port,
-        "CREATE DATABASE so; CREATE TABLE so.orders (id INT PRIMARY KEY, total INT)",
-    );
+    let body = common::shop_and_orders(&env, &orders).await;
     let p = &env.prefix;
-    let body = format!(
-        r#"[channel]
-enabled = false
-
-[[binlog]]
-name = "shop"
-checkpoint_key = "{p}checkpoint:shop"
-heartbeat = "1s"
-
-[[binlog]]
-name = "orders"
-url = "{orders_url}"
-checkpoint_key = "{p}checkpoint:orders"
-heartbeat = "1s"
-
-[[on_change]]
-source = "shop"
-table = "products"
-project = {{ key = "{p}product:{{id}}", columns = ["id", "name"], ttl = "1h" }}
-
-[[on_change]]
-source = "orders"
-table = "so.orders"
-project = {{ key = "{p}order:{{id}}", columns = ["id", "total"], ttl = "1h" }}
-"#,
-        orders_url = orders.url()
-    );
     let (config_a, admin_a) = instance(&env, "a", "1s", &body);
     let (config_b, admin_b) = instance(&env, "b", "1s", &body);
     let mut a = Daemon::start(&env, &config_a, &[], &[]);
@@ -116,9 +50,9 @@ project = {{ key = "{p}order:{{id}}", columns = ["id", "total"], ttl = "1h" }}
     );
     // (A replication connection given up lingers on the server until its next heartbeat fails to send: at most 1 s.)
     assert!(
-        one_reader(orders.port).await,
+        one_reader(&orders).await,
         "{} replication connections on the orders server",
-        dump_threads(orders.port)
+        readers(&[orders.url()]).await[0]
     );
     let status = ha(admin_a).await.unwrap();
     let held: Vec<bool> = (status["binlog_sources"].as_array().unwrap().iter())
@@ -127,7 +61,7 @@ project = {{ key = "{p}order:{{id}}", columns = ["id", "total"], ttl = "1h" }}
     assert_eq!(held.iter().filter(|held| **held).count(), 1, "{status}");
 
     env.sql("INSERT INTO products VALUES (1, 'Kettle')").await;
-    on_server(orders.port, "INSERT INTO so.orders VALUES (7, 70)");
+    orders.sql("INSERT INTO so.orders VALUES (7, 70)");
     let value = |key: &str| format!("{p}{key}");
     assert!(common::becomes(&env, &value("product:1"), Some(r#"{"id":1,"name":"Kettle"}"#)).await);
     assert!(common::becomes(&env, &value("order:7"), Some(r#"{"id":7,"total":70}"#)).await);
@@ -141,7 +75,7 @@ project = {{ key = "{p}order:{{id}}", columns = ["id", "total"], ttl = "1h" }}
     };
     killed.signal("KILL");
     for id in 8..18 {
-        on_server(orders.port, &format!("INSERT INTO so.orders VALUES ({id}, {id}0)"));
+        orders.sql(&format!("INSERT INTO so.orders VALUES ({id}, {id}0)"));
     }
     env.sql("UPDATE products SET name = 'Teapot' WHERE id = 1").await;
     for id in 8..18 {
@@ -159,9 +93,9 @@ project = {{ key = "{p}order:{{id}}", columns = ["id", "total"], ttl = "1h" }}
         survivor.log()
     );
     assert!(
-        one_reader(orders.port).await,
+        one_reader(&orders).await,
         "{} replication connections on the orders server",
-        dump_threads(orders.port)
+        readers(&[orders.url()]).await[0]
     );
 
     // The killed instance comes back: it gets a source again, and each is still read by one instance.
@@ -177,11 +111,11 @@ project = {{ key = "{p}order:{{id}}", columns = ["id", "total"], ttl = "1h" }}
         survivor.log()
     );
     assert!(
-        one_reader(orders.port).await,
+        one_reader(&orders).await,
         "{} replication connections on the orders server",
-        dump_threads(orders.port)
+        readers(&[orders.url()]).await[0]
     );
-    on_server(orders.port, "UPDATE so.orders SET total = 71 WHERE id = 7");
+    orders.sql("UPDATE so.orders SET total = 71 WHERE id = 7");
     assert!(common::becomes(&env, &value("order:7"), Some(r#"{"id":7,"total":71}"#)).await);
 }
 
