@@ -47,8 +47,17 @@ fn slot_call(cmd: &redis::Cmd) -> Option<SlotCall<'_>> {
 /// One call of `many` (the variant for many slots) for `calls`: no declared key (declared keys must share a slot),
 /// then the number of groups and, per group, its numbers of keys and arguments, its keys and its arguments.
 fn merged(many: &redis::Script, calls: &[SlotCall<'_>]) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(many.get_hash()).arg(0).arg(calls.len());
+    // Sized up front: a call carries a few thousand arguments, every value of the batch among them.
+    let parts = calls
+        .iter()
+        .map(|call| 2 + call.keys.len() + call.args.len())
+        .sum::<usize>();
+    let bytes = (calls.iter())
+        .flat_map(|call| call.keys.iter().chain(&call.args))
+        .map(|part| part.len())
+        .sum::<usize>();
+    let mut cmd = redis::Cmd::with_capacity(4 + parts, 64 + bytes + 8 * parts);
+    cmd.arg("EVALSHA").arg(many.get_hash()).arg(0).arg(calls.len());
     for call in calls {
         cmd.arg(call.keys.len()).arg(call.args.len());
         for part in call.keys.iter().chain(&call.args) {
@@ -65,7 +74,7 @@ impl Cluster {
         if !self.many_slots || commands.len() < 2 {
             return self.send(commands).await;
         }
-        let calls: Vec<Option<SlotCall<'_>>> = commands.iter().map(|(_, cmd)| slot_call(cmd)).collect();
+        let mut calls: Vec<Option<SlotCall<'_>>> = commands.iter().map(|(_, cmd)| slot_call(cmd)).collect();
         let slot_map = self.slot_map();
         // Per master (and script), the commands that can go as one call.
         let mut groups: Vec<(Option<u16>, &[u8], Vec<usize>)> = Vec::new();
@@ -90,9 +99,8 @@ impl Cluster {
                 continue;
             }
             let many = self.scripts.many_slots_of(sha).expect("grouped by having a variant");
-            let parts: Vec<SlotCall<'_>> = group
-                .iter()
-                .map(|&i| slot_call(&commands[i].1).expect("grouped as a script call"))
+            let parts: Vec<SlotCall<'_>> = (group.iter())
+                .map(|&i| calls[i].take().expect("grouped as a script call"))
                 .collect();
             units.push((commands[group[0]].0, merged(many, &parts)));
             members.push(group);
