@@ -59,6 +59,12 @@ async fn instances_share_the_sources_and_take_over_a_killed_ones_without_losing_
         .map(|row| row["held_here"].as_bool().unwrap())
         .collect();
     assert_eq!(held.iter().filter(|held| **held).count(), 1, "{status}");
+    let page = admin::request(admin_a, Method::GET, "/").await.unwrap().body;
+    assert!(
+        page.contains("<td>followed by this instance</td><td>yes</td>")
+            && page.contains("<td>followed by this instance</td><td>no: another instance follows it"),
+        "the status page says which source this instance follows:\n{page}"
+    );
 
     env.sql("INSERT INTO products VALUES (1, 'Kettle')").await;
     orders.sql("INSERT INTO so.orders VALUES (7, 70)");

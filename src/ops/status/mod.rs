@@ -308,9 +308,16 @@ fn feeds(page: &Page<'_>, html: &mut String) {
             1 => "Binlog".to_string(),
             _ => format!("Binlog “{}”", escape(source)),
         };
+        // Under [ha] another instance may follow it (the leader, or under work sharing the source's holder).
+        let here = match metric("cachewarden_binlog_following") {
+            Some(following) if following == 1.0 => "yes",
+            Some(_) => "no: another instance follows it (or none does)",
+            None => "–",
+        };
         let _ = write!(
             html,
-            "<h2>{title}</h2><table><tr><td>connected</td><td>{}</td></tr><tr><td>lag</td><td>{} s</td></tr>\
+            "<h2>{title}</h2><table><tr><td>followed by this instance</td><td>{here}</td></tr>\
+             <tr><td>connected</td><td>{}</td></tr><tr><td>lag</td><td>{} s</td></tr>\
              <tr><td>last heard from the server</td><td>{heard}</td></tr><tr><td>checkpoint saved</td><td>{}</td></tr>\
              <tr><td>row events applied</td><td>{}</td></tr><tr><td>apply failing</td><td>{}</td></tr>\
              <tr><td>can be down for</td><td>{}</td></tr></table>",
