@@ -181,11 +181,48 @@ async fn check_database(config: &Config, mut problems: Vec<Problem>, notes: &mut
     }
     let lines = LineIndex::new(&std::fs::read_to_string(&config.path).unwrap_or_default());
     check_job_queries(config, &db, &lines, &mut problems).await;
-    for (index, rule) in config.rules.iter().enumerate() {
-        check_rule_tables(config, &db, &lines, index, rule, &mut problems, notes).await;
-    }
+    check_rules(config, &db, &lines, &mut problems, notes).await;
     db.close().await;
     (problems, false)
+}
+
+/// Every rule's table against its server: `[mysql]`'s, or for a rule of another source, that source's (through its
+/// url).
+async fn check_rules(
+    config: &Config,
+    db: &Database,
+    lines: &LineIndex,
+    problems: &mut Vec<Problem>,
+    notes: &mut Vec<String>,
+) {
+    let mut servers: Vec<(std::sync::Arc<str>, Database)> = Vec::new();
+    for (index, rule) in config.rules.iter().enumerate() {
+        let server = match config.elsewhere(rule) {
+            None => db,
+            Some(source) => {
+                if !servers.iter().any(|(name, _)| *name == source.name) {
+                    let settings = crate::config::MysqlSettings {
+                        url: source.url.clone(),
+                        pool_size: 1,
+                        ..config.mysql.clone()
+                    };
+                    match Database::new(&settings) {
+                        Ok(server) => servers.push((source.name.clone(), server)),
+                        Err(error) => {
+                            problems.push(problem(source.label.to_string(), error.to_string()));
+                            continue;
+                        }
+                    }
+                }
+                let found = servers.iter().find(|(name, _)| *name == source.name);
+                &found.expect("added above").1
+            }
+        };
+        check_rule_tables(config, server, lines, index, rule, problems, notes).await;
+    }
+    for (_, server) in servers {
+        server.close().await;
+    }
 }
 
 /// Each job's query and refresh query, described by the server: they must run and render.

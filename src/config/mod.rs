@@ -25,7 +25,7 @@ pub(crate) use crate::pure::model::{ChangeRule, OnGap, Projection};
 pub use error::{ConfigError, Problem};
 pub(crate) use lines::LineIndex;
 pub use secrets::{AdminTls, AdminToken, SecretUrl};
-pub(crate) use validate::DEFAULT_ADMIN_LISTEN;
+pub(crate) use validate::{DEFAULT_ADMIN_LISTEN, server_address};
 
 use crate::pure::model::WarmJob;
 
@@ -133,6 +133,16 @@ impl Config {
             .filter(|rule| rule.source.as_ref().is_none_or(|source| *source == binlog.name))
             .cloned()
             .collect()
+    }
+
+    /// The source whose server holds an `[[on_change]]` rule's table when it is not `[mysql]`'s (a rule of another
+    /// source: `check --connect` holds it against that server). Derived rules read through jobs, which read
+    /// `[mysql]`.
+    pub(crate) fn elsewhere(&self, rule: &ChangeRule) -> Option<&BinlogSettings> {
+        let source = self
+            .source_of(rule.source.as_deref())
+            .filter(|_| rule.derived_from.is_none())?;
+        (server_address(&source.url) != server_address(&self.mysql.url)).then_some(source)
     }
 
     /// The binlog source named `name` (`None`: the only one).

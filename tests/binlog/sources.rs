@@ -15,6 +15,9 @@ async fn two_sources_are_followed_each_on_its_own_and_one_down_stops_neither_the
     let body = common::shop_and_orders(&env, &orders).await;
     let p = &env.prefix;
     let path = env.config_file(&body);
+    // `check --connect` holds each rule against its source's server: `so.orders` is only on the orders server.
+    let (code, stdout, stderr) = common::cli_output(&["check", "--connect"], &path);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     let daemon = common::Daemon::start(&env, &path, &[], &[]);
     common::wait_for_admin(&env).await;
     let connected = |source: &'static str| {

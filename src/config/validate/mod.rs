@@ -36,6 +36,7 @@ mod sources;
 
 use connections::*;
 pub(crate) use operation::DEFAULT_ADMIN_LISTEN;
+pub(crate) use sources::server_address;
 use sources::{Source, Sources};
 
 /// The sections a configuration may have (each section's fields are its raw struct's: see `raw::fields_of`).

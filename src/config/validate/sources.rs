@@ -284,7 +284,7 @@ fn quoted(names: &[&str], or: &str) -> String {
 }
 
 /// `host:port` of a MySQL URL, as the servers a source may follow are told apart.
-fn server_address(url: &SecretUrl) -> Option<String> {
+pub(crate) fn server_address(url: &SecretUrl) -> Option<String> {
     let options = url.expose().parse::<sqlx::mysql::MySqlConnectOptions>().ok()?;
     Some(format!("{}:{}", options.get_host(), options.get_port()))
 }
