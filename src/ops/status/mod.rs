@@ -310,7 +310,7 @@ fn feeds(page: &Page<'_>, html: &mut String) {
         };
         // Under [ha] another instance may follow it (the leader, or under work sharing the source's holder).
         let here = match metric("cachewarden_binlog_following") {
-            Some(following) if following == 1.0 => "yes",
+            Some(1.0) => "yes",
             Some(_) => "no: another instance follows it (or none does)",
             None => "–",
         };
