@@ -222,26 +222,31 @@ impl OwnMariaDb {
 
     /// Runs `sql` on the server with the `mariadb` client; what it printed (tab-separated, no column names).
     pub fn sql(&self, sql: &str) -> String {
-        let output = Command::new("mariadb")
-            .args([
-                "--protocol=tcp",
-                "-h",
-                "127.0.0.1",
-                "-P",
-                &self.port.to_string(),
-                "-uroot",
-                "-N",
-                "-e",
-                sql,
-            ])
-            .output()
-            .expect("mariadb runs");
+        let output = self.client(sql).expect("mariadb runs");
         assert!(
             output.status.success(),
             "{sql}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// The `mariadb` client run with `sql` against the server.
+    fn client(&self, sql: &str) -> std::io::Result<std::process::Output> {
+        let port = self.port.to_string();
+        Command::new("mariadb")
+            .args([
+                "--protocol=tcp",
+                "-h",
+                "127.0.0.1",
+                "-P",
+                &port,
+                "-uroot",
+                "-N",
+                "-e",
+                sql,
+            ])
+            .output()
     }
 
     /// Starts the server (again) on its data directory and port, and waits until it answers.
@@ -273,19 +278,7 @@ impl OwnMariaDb {
         self.child = Some(child);
         let url = self.url();
         let up = (0..300).any(|_| {
-            let ready = Command::new("mariadb")
-                .args([
-                    "--protocol=tcp",
-                    "-h",
-                    "127.0.0.1",
-                    "-P",
-                    &self.port.to_string(),
-                    "-uroot",
-                    "-e",
-                    "SELECT 1",
-                ])
-                .output()
-                .is_ok_and(|o| o.status.success());
+            let ready = self.client("SELECT 1").is_ok_and(|output| output.status.success());
             if !ready {
                 std::thread::sleep(Duration::from_millis(100));
             }
