@@ -44,6 +44,20 @@ pub(crate) fn default_derive_settings() -> crate::pure::derive::Settings {
     }
 }
 
+/// The source of `sources` named `name` (`None`: the only one).
+pub(crate) fn source_named<'s>(sources: &'s [BinlogSettings], name: Option<&str>) -> Option<&'s BinlogSettings> {
+    match name {
+        Some(name) => sources.iter().find(|source| &*source.name == name),
+        None if sources.len() == 1 => sources.first(),
+        None => None,
+    }
+}
+
+/// What `job`'s derived rules are made with: its source's settings (of `sources`), else the defaults.
+pub(crate) fn derive_settings_of(sources: &[BinlogSettings], job: &WarmJob) -> crate::pure::derive::Settings {
+    source_named(sources, job.source.as_deref()).map_or_else(default_derive_settings, BinlogSettings::derive_settings)
+}
+
 /// Where the configuration lives when neither `--config` nor `$CACHEWARDEN_CONFIG` says otherwise.
 pub(crate) const DEFAULT_PATH: &str = "/etc/cachewarden/jobs.toml";
 
@@ -119,10 +133,7 @@ impl Config {
             &self.jobs,
             &explicit,
             &self.mysql.database().unwrap_or_default(),
-            &|job: &WarmJob| {
-                self.source_of(job.source.as_deref())
-                    .map_or_else(default_derive_settings, BinlogSettings::derive_settings)
-            },
+            &|job: &WarmJob| derive_settings_of(&self.binlogs, job),
             &self.schema,
         )
     }
@@ -147,11 +158,13 @@ impl Config {
 
     /// The binlog source named `name` (`None`: the only one).
     pub(crate) fn source_of(&self, name: Option<&str>) -> Option<&BinlogSettings> {
-        match name {
-            Some(name) => self.binlogs.iter().find(|source| &*source.name == name),
-            None if self.binlogs.len() == 1 => self.binlogs.first(),
-            None => None,
-        }
+        source_named(&self.binlogs, name)
+    }
+
+    /// Whether the instances under `[ha]` share the binlog sources, each leased on its own (`ops::share`): with
+    /// several sources. With one, the leader follows it.
+    pub(crate) fn shares_sources(&self) -> bool {
+        self.ha.is_some() && self.binlogs.len() > 1
     }
 
     /// What invalidation messages may do: the daemon applies it to each message, and `cachewarden invalidate`

@@ -112,7 +112,7 @@ pub(crate) fn redis_needs(config: &Config) -> Vec<Need> {
     }
     if let Some(ha) = &config.ha {
         ha_needs("the [ha] lease", &ha.key, &mut needs);
-        if config.binlogs.len() > 1 {
+        if config.shares_sources() {
             sharing_needs(&ha.key, &config.binlogs, &mut needs);
         }
     }

@@ -1,8 +1,11 @@
 //! `[binlog]` or `[[binlog]]`: the binlog sources a configuration follows, each with a name, and the source each rule
 //! and job names.
 
+use std::collections::HashMap;
+
 use super::entry::Entry;
 use super::*;
+use crate::config::{derive_settings_of, source_named};
 
 /// The name of the one source a `[binlog]` table declares, unless it has a `name`.
 pub(crate) const MAIN_SOURCE: &str = "main";
@@ -52,10 +55,10 @@ impl Context {
         let mut sources = Sources::default();
         let declared: Vec<(Source, RawBinlog)> = match doc.get("binlog") {
             None => Vec::new(),
-            Some(toml::Value::Table(table)) => {
+            Some(toml::Value::Table(_)) => {
                 let raw: RawBinlog = self.section(doc, "binlog");
-                let name = match table.get("name") {
-                    Some(_) => raw.name.clone().and_then(|name| self.source_name("binlog", name)),
+                let name = match raw.name.clone() {
+                    Some(name) => self.source_name("binlog", name),
                     None => Some(MAIN_SOURCE.to_string()),
                 };
                 name.map(|name| {
@@ -229,13 +232,9 @@ pub(super) fn follow_binlog(
     jobs: &mut [WarmJob],
     mut rules: Vec<ChangeRule>,
 ) -> Vec<ChangeRule> {
-    let source_of = |name: Option<&Arc<str>>| match name {
-        Some(name) => sources.followed.iter().find(|source| source.name == *name),
-        None if sources.followed.len() == 1 => sources.followed.first(),
-        None => None,
-    };
+    let followed = &sources.followed;
     for rule in &mut rules {
-        if let (Some(lookup), Some(source)) = (&mut rule.lookup, source_of(rule.source.as_ref())) {
+        if let (Some(lookup), Some(source)) = (&mut rule.lookup, source_named(followed, rule.source.as_deref())) {
             Arc::make_mut(lookup).max_fanout = source.max_fanout;
         }
     }
@@ -244,17 +243,18 @@ pub(super) fn follow_binlog(
         Some(toml::Value::Array(items)) => items.as_slice(),
         _ => &[],
     };
+    let index_of: HashMap<&str, usize> = (items.iter().enumerate())
+        .filter_map(|(index, item)| Some((item.get("name")?.as_str()?, index)))
+        .collect();
     for job in jobs.iter_mut() {
-        let index = items
-            .iter()
-            .position(|item| item.get("name").and_then(toml::Value::as_str) == Some(&*job.name));
+        let index = index_of.get(&*job.name).copied();
         let own = index.is_some_and(|index| items[index].get("derive_rules").is_some());
         if !own {
-            job.derive_rules = source_of(job.source.as_ref()).is_some_and(|source| source.derive_rules);
+            job.derive_rules = source_named(followed, job.source.as_deref()).is_some_and(|source| source.derive_rules);
         }
         if job.derive_rules
             && job.source.is_none()
-            && sources.followed.len() > 1
+            && followed.len() > 1
             && let Some(index) = index
         {
             let entry = Entry::new("warm", index, &items[index], "name");
@@ -265,10 +265,7 @@ pub(super) fn follow_binlog(
         jobs,
         &rules,
         &mysql.database().unwrap_or_default(),
-        &|job: &WarmJob| {
-            source_of(job.source.as_ref())
-                .map_or_else(crate::config::default_derive_settings, BinlogSettings::derive_settings)
-        },
+        &|job: &WarmJob| derive_settings_of(followed, job),
         &crate::pure::derive::schema::Schema::default(),
     );
     crate::pure::derive::effective_rules(&rules, &coverage, jobs)

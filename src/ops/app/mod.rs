@@ -203,7 +203,7 @@ impl Daemon {
             tls: config.admin.tls.as_ref().map(|tls| tls.server.clone()),
             servers: servers(config).into(),
             binlogs: config.binlogs.iter().map(|source| source.name.clone()).collect(),
-            held: (config.ha.is_some() && config.binlogs.len() > 1).then(|| self.held.subscribe()),
+            held: config.shares_sources().then(|| self.held.subscribe()),
         };
         let server = AdminServer::bind(config.admin.listen, state).await.with_context(|| {
             format!(
@@ -256,9 +256,8 @@ impl Daemon {
             invalidator,
             health: self.health.clone(),
             db: db.clone(),
-            shared_sources: config.ha.is_some() && config.binlogs.len() > 1,
         };
-        if producers.shared_sources {
+        if config.shares_sources() {
             self.start_share(config, &producers, unfenced);
         }
         // Without [ha] the producers run for the daemon's life; with it, for each term as leader (see `serve`).
@@ -292,18 +291,7 @@ impl Daemon {
     /// `ops::share`), for the daemon's life.
     fn start_share(&self, config: &Config, producers: &Producers, unfenced: Cache) {
         let Some(ha) = &config.ha else { return };
-        let dead_letters = match &config.daemon.dead_letter {
-            Some(stream) => {
-                let (dead_letters, writer) = crate::exec::dead_letter::writer(
-                    unfenced.clone(),
-                    stream.clone(),
-                    config.daemon.dead_letter_length,
-                );
-                self.tracker.spawn("dead letters (sources)", writer);
-                dead_letters
-            }
-            None => Default::default(),
-        };
+        let dead_letters = producers::dead_letters(&self.tracker, config, &unfenced, "dead letters (sources)");
         let share = crate::ops::share::Share {
             cache: unfenced,
             ha: ha.clone(),

@@ -34,9 +34,6 @@ pub(super) struct Producers {
     pub health: Health,
     /// The pool the executors share (a source held under work sharing builds its own executors on it).
     pub db: Database,
-    /// Under `[ha]` with several sources, each source is leased on its own (`ops::share`): the leader's term does
-    /// not start their listeners.
-    pub shared_sources: bool,
 }
 
 impl Producers {
@@ -52,21 +49,10 @@ impl Producers {
                 scheduler_term.cancel();
             }
         });
-        let dead_letters = match &config.daemon.dead_letter {
-            Some(stream) => {
-                let (dead_letters, writer) = crate::exec::dead_letter::writer(
-                    self.invalidator.cache().clone(),
-                    stream.clone(),
-                    config.daemon.dead_letter_length,
-                );
-                tracker.spawn("dead letters", writer);
-                dead_letters
-            }
-            None => DeadLetters::default(),
-        };
+        let dead_letters = dead_letters(tracker, config, self.invalidator.cache(), "dead letters");
         // One listener per source, each on its own: one that cannot connect or apply holds back none of the others.
         // (Under work sharing each source is leased on its own instead: `ops::share`.)
-        let followed = if self.shared_sources {
+        let followed = if config.shares_sources() {
             &[][..]
         } else {
             &config.binlogs[..]
@@ -187,6 +173,18 @@ impl Producers {
             ),
         }
     }
+}
+
+/// Where rule errors and refused messages are kept: with `[daemon] dead_letter`, a writer to that stream through
+/// `cache`, started on `tracker` as `task`; without, they are only counted.
+pub(super) fn dead_letters(tracker: &Supervisor, config: &Config, cache: &Cache, task: &'static str) -> DeadLetters {
+    let Some(stream) = &config.daemon.dead_letter else {
+        return DeadLetters::default();
+    };
+    let (dead_letters, writer) =
+        crate::exec::dead_letter::writer(cache.clone(), stream.clone(), config.daemon.dead_letter_length);
+    tracker.spawn(task, writer);
+    dead_letters
 }
 
 /// The listener of the source `binlog`, applying through `invalidator`.

@@ -115,14 +115,21 @@ pub(crate) fn cover(
     settings: &dyn Fn(&WarmJob) -> Settings,
     schema: &schema::Schema,
 ) -> Vec<JobCoverage> {
+    // The explicit rules each job's source sees, filtered once per source that another source's rules exclude from.
+    let mut of_source: Vec<(&Arc<str>, Vec<ChangeRule>)> = Vec::new();
+    for source in jobs.iter().filter_map(|job| job.source.as_ref()) {
+        let other = |rule: &ChangeRule| rule.source.as_ref().is_some_and(|rule| rule != source);
+        if explicit.iter().any(other) && !of_source.iter().any(|(known, _)| *known == source) {
+            let seen = explicit.iter().filter(|rule| !other(rule)).cloned().collect();
+            of_source.push((source, seen));
+        }
+    }
     jobs.iter()
         .map(|job| {
-            let same_source = |rule: &&ChangeRule| match (&rule.source, &job.source) {
-                (Some(rule), Some(job)) => rule == job,
-                _ => true,
-            };
-            let explicit: Vec<ChangeRule> = explicit.iter().filter(same_source).cloned().collect();
-            cover_job(job, database, &explicit, &settings(job), schema)
+            let seen = (job.source.as_ref())
+                .and_then(|source| of_source.iter().find(|(known, _)| *known == source))
+                .map_or(explicit, |(_, seen)| seen.as_slice());
+            cover_job(job, database, seen, &settings(job), schema)
         })
         .collect()
 }
