@@ -174,12 +174,12 @@ fn protection_needs(needs: &mut Vec<Need>) {
 /// Work sharing's commands: a lease per source (its writes carry it as their fence), and the instances alive.
 fn sharing_needs(ha_key: &str, binlogs: &[crate::config::BinlogSettings], needs: &mut Vec<Need>) {
     for binlog in binlogs {
-        let key = format!("{ha_key}:source:{}", binlog.name);
+        let key = crate::ops::share::lease_key(ha_key, &binlog.name);
         ha_needs(&format!("the lease of binlog source \"{}\"", binlog.name), &key, needs);
     }
     let (purpose, members, sha) = (
         "the instances sharing the binlog sources",
-        format!("{ha_key}:instances"),
+        crate::ops::share::members_key(ha_key),
         "0".repeat(40),
     );
     needs.push(need(purpose, &["EVALSHA", &sha, "1", &members]));

@@ -58,7 +58,7 @@ struct Held {
 impl Share {
     /// Holds this instance's share of the sources until `shutdown`, then gives every one back and leaves.
     pub(crate) async fn run(self, shutdown: CancellationToken) {
-        let members = format!("{}:instances", self.ha.key);
+        let members = members_key(&self.ha.key);
         let interval = self.ha.lease_ttl / 3;
         let mut held: Vec<Held> = Vec::new();
         let mut alive = 1;
@@ -112,7 +112,7 @@ impl Share {
             if held.iter().any(|h| h.name == source.name) {
                 continue;
             }
-            let key = format!("{}:source:{}", self.ha.key, source.name);
+            let key = lease_key(&self.ha.key, &source.name);
             let token = crate::ops::ha::new_token(&self.ha.instance);
             let sent = Instant::now();
             let epoch = match self.cache.take_lease(&key, &token, self.ha.lease_ttl).await {
@@ -216,6 +216,16 @@ impl Share {
     fn deadline(&self, sent: Instant) -> Instant {
         crate::ops::ha::deadline(self.ha.lease_ttl, sent)
     }
+}
+
+/// The lease of the source `name` under the `[ha]` key `ha_key`.
+pub(crate) fn lease_key(ha_key: &str, name: &str) -> String {
+    format!("{ha_key}:source:{name}")
+}
+
+/// The instances alive (a sorted set) under the `[ha]` key `ha_key`.
+pub(crate) fn members_key(ha_key: &str) -> String {
+    format!("{ha_key}:instances")
 }
 
 /// Sets `names` to `new`; whether that changed it.
