@@ -267,9 +267,10 @@ refresh = ["{p}item:{{id}}"]
             "seed {seed}: no batch went through the guard script: {guarded:?}"
         );
     }
+    let refused = metric(&env, r#"cachewarden_refresh_given_up_total{reason="refused"}"#).await as u64;
     println!(
         "protection={protection} seed={seed}: {} updates, {} messages, {warm_writes} warm writes, {refreshes} \
-         refreshes, settled in {settle:?}",
+         refreshes ({refused} left deleted, refused three times), settled in {settle:?}",
         updates.load(Ordering::Relaxed),
         messages.load(Ordering::Relaxed)
     );

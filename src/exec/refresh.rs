@@ -29,7 +29,7 @@ use sqlx::mysql::MySqlRow;
 use tracing::warn;
 
 use crate::exec::backend::BackendError;
-use crate::exec::cache::{Cache, ReadLease};
+use crate::exec::cache::{Cache, CacheError, ReadLease};
 use crate::exec::database::{self, Database, DatabaseError};
 use crate::pure::model::{KeyOp, SeenRow, WarmJob};
 use crate::pure::render::{ColumnError, ColumnSource, RowRenderer};
@@ -40,6 +40,9 @@ use crate::telemetry::metrics;
 pub(crate) const KEYS_PER_IN_LIST: usize = 1024;
 /// Keys per `UNION ALL` statement at most.
 pub(crate) const KEYS_PER_UNION: usize = 256;
+/// A refresh whose write is refused (its read lease ended) reads again this many times in all, then leaves its keys
+/// deleted.
+const REFRESH_ATTEMPTS: u32 = 3;
 
 /// Why keys could not be rendered from the database.
 #[derive(Debug, thiserror::Error)]
@@ -111,14 +114,23 @@ pub(crate) async fn refresh_keys(
     // before the read: its version is at least the invalidation's, so a later refresh of the same key, which
     // invalidates while our lease is live, records evidence in our lease that wins over our write.
     cache.invalidate(keys).await?;
-    let lease = match cache.begin_read(job.timeout).await {
-        // A full Redis cannot hold the read's bookkeeping, let alone the values: the keys stay deleted.
-        Err(error) if error.is_out_of_memory() => return Ok(out_of_memory(keys.len())),
-        lease => lease?,
-    };
-    let refreshed = refresh_under_lease(db, cache, origins, job, keys, seen, &lease).await;
-    cache.end_read(lease).await;
-    refreshed
+    for attempt in 1..=REFRESH_ATTEMPTS {
+        let lease = match cache.begin_read(job.timeout).await {
+            // A full Redis cannot hold the read's bookkeeping, let alone the values: the keys stay deleted.
+            Err(error) if error.is_out_of_memory() => return Ok(out_of_memory(keys.len())),
+            lease => lease?,
+        };
+        let refreshed = refresh_under_lease(db, cache, origins, job, keys, seen, &lease).await;
+        cache.end_read(lease).await;
+        match refreshed {
+            // The write was refused: the lease ended, or (an evicting Redis) its bookkeeping was evicted. The keys
+            // are deleted; reading again under a new lease usually lands.
+            Err(BackendError::Cache(CacheError::LeaseEnded)) if attempt < REFRESH_ATTEMPTS => {}
+            Err(BackendError::Cache(CacheError::LeaseEnded)) => return Ok(refused(keys.len())),
+            refreshed => return refreshed,
+        }
+    }
+    unreachable!("the last attempt returns")
 }
 
 async fn refresh_under_lease(
@@ -184,6 +196,24 @@ async fn refresh_under_lease(
     }
     refreshed.written += ops.len() as u64;
     Ok(refreshed)
+}
+
+/// `keys` refreshes left deleted because their writes were refused [`REFRESH_ATTEMPTS`] times in a row: a Redis that
+/// evicts the protection's own keys faster than a read completes. Retrying the batch for ever would stall the stream
+/// that asked for them; a deleted key is a miss, never stale.
+fn refused(keys: usize) -> Refreshed {
+    warn!(
+        keys,
+        attempts = REFRESH_ATTEMPTS,
+        "The refreshed keys' writes were refused (the read lease ended: evicted?) every time; leaving them deleted."
+    );
+    for _ in 0..keys {
+        metrics::record_refresh_given_up("refused");
+    }
+    Refreshed {
+        deleted: keys as u64,
+        ..Refreshed::default()
+    }
 }
 
 /// `keys` refreshes left deleted because Redis is full.

@@ -230,7 +230,9 @@ pub(super) fn describe() {
     describe_counter!(
         "cachewarden_refresh_given_up_total",
         "Refreshed keys deleted instead of written, by reason (unverified: the read never showed the change; \
-         query_refused: the refresh query failed definitely)."
+         outdated: a backlog's change the read did not show; query_refused: the refresh query failed definitely; \
+         out_of_memory: Redis full; refused: the write refused three reads in a row, the lease's bookkeeping \
+         evicted)."
     );
     describe_gauge!(
         "cachewarden_consistency_ratio",

@@ -110,7 +110,7 @@ pub(crate) fn record_misses_reported(reported: bool) {
 }
 
 /// Why a refresh left its key deleted (`cachewarden_refresh_given_up_total{reason}`).
-const REFRESH_GIVE_UP_REASONS: [&str; 4] = ["unverified", "outdated", "query_refused", "out_of_memory"];
+const REFRESH_GIVE_UP_REASONS: [&str; 5] = ["unverified", "outdated", "query_refused", "out_of_memory", "refused"];
 
 /// How a warm run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
