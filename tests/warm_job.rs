@@ -521,3 +521,71 @@ async fn a_warm_run_says_when_redis_evicted_keys_while_it_wrote() {
     );
     assert!(stderr.contains("Redis evicted keys while this run wrote"), "{stderr}");
 }
+
+/// `run --once` runs a partitioned job piece by piece (an unsigned key column: the range reads as integers), every
+/// key written once; a column that is not an integer fails the run naming it.
+#[tokio::test]
+async fn a_partitioned_job_runs_in_pieces_and_refuses_a_column_that_is_not_an_integer() {
+    let env = TestEnv::new().await;
+    env.sql(PRODUCTS).await;
+    let p = &env.prefix;
+    let (good, bad) = (
+        format!("part{}", fastrand::u32(..)),
+        format!("part{}", fastrand::u32(..)),
+    );
+    let outcomes = run_all(
+        &env,
+        &format!(
+            r#"
+[[warm]]
+name = "{good}"
+schedule = "every 1h"
+query = "SELECT id, name FROM products"
+key = "{p}product:{{id}}"
+ttl = "1h"
+partitions = 2
+
+[[warm]]
+name = "{bad}"
+schedule = "every 1h"
+query = "SELECT id, name FROM products"
+key = "{p}named:{{id}}"
+ttl = "1h"
+partitions = 2
+partition_by = "name"
+"#
+        ),
+    )
+    .await;
+    let s = summary(&outcomes, &good);
+    assert_eq!((s.rows, s.keys_written), (3, 3));
+    let mut keys = env.keys().await;
+    keys.sort();
+    assert_eq!(keys, [1, 2, 3].map(|id| format!("{p}product:{id}")));
+    // The board: two pieces (ids 1–2 and 3), each done once.
+    let board_key = format!("cachewarden:pieces:{{{good}}}");
+    let mut redis = env.redis().await;
+    let board: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(&board_key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(board.get("state").map(String::as_str), Some("done"), "{board:?}");
+    assert_eq!(board.get("range:0").map(String::as_str), Some("1:2"), "{board:?}");
+    assert_eq!(board.get("range:1").map(String::as_str), Some("3:3"), "{board:?}");
+    for piece in 0..2 {
+        assert_eq!(
+            board.get(&format!("completions:{piece}")).map(String::as_str),
+            Some("1"),
+            "{board:?}"
+        );
+    }
+    let message = failure(&outcomes, &bad);
+    assert!(
+        message.contains("partition_by column \"name\" is not an integer"),
+        "{message}"
+    );
+    for key in [board_key, format!("cachewarden:pieces:{{{bad}}}")] {
+        let _: () = redis::cmd("DEL").arg(key).query_async(&mut redis).await.unwrap();
+    }
+}

@@ -25,7 +25,7 @@ pub(crate) use crate::pure::model::{ChangeRule, OnGap, Projection};
 pub use error::{ConfigError, Problem};
 pub(crate) use lines::LineIndex;
 pub use secrets::{AdminTls, AdminToken, SecretUrl};
-pub(crate) use validate::{DEFAULT_ADMIN_LISTEN, server_address};
+pub(crate) use validate::{DEFAULT_ADMIN_LISTEN, hostname, server_address};
 
 use crate::pure::model::WarmJob;
 
@@ -165,6 +165,18 @@ impl Config {
     /// several sources. With one, the leader follows it.
     pub(crate) fn shares_sources(&self) -> bool {
         self.ha.is_some() && self.binlogs.len() > 1
+    }
+
+    /// Where the instances coordinate the pieces of partitioned warm runs: under `[ha]` beside its lease (`<[ha]
+    /// key>:pieces:{<job>}`), else `cachewarden:pieces:{<job>}`; and this instance's name there.
+    pub(crate) fn pieces_home(&self) -> (String, Arc<str>) {
+        match &self.ha {
+            Some(ha) => (ha.key.clone(), Arc::from(ha.instance.as_str())),
+            None => (
+                "cachewarden".to_string(),
+                Arc::from(format!("{}:{}", hostname(), std::process::id())),
+            ),
+        }
     }
 
     /// What invalidation messages may do: the daemon applies it to each message, and `cachewarden invalidate`

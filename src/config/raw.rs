@@ -121,6 +121,9 @@ pub(super) struct RawWarmJob {
     pub score: Option<String>,
     /// A top N sorted set's members beyond N.
     pub buffer: Option<u64>,
+    /// Pieces a run is split into, by ranges of `partition_by`.
+    pub partitions: Option<u32>,
+    pub partition_by: Option<String>,
 }
 
 /// `[channel]`

@@ -117,6 +117,7 @@ pub(crate) fn redis_needs(config: &Config) -> Vec<Need> {
         }
     }
     key_needs(config, protected, fence, &mut needs);
+    pieces_needs(config, &mut needs);
     if config.misses.is_some() {
         // `CONFIG GET`/`SET notify-keyspace-events` is tried too, but not needed: refused, it is said what to set.
         let channel = format!("__keyevent@{}__:keymiss", crate::exec::cache::db_of(&config.redis));
@@ -198,6 +199,30 @@ fn ha_needs(purpose: &str, key: &str, needs: &mut Vec<Need>) {
     needs.push(need(purpose, &["DEL", key]));
     needs.push(need(purpose, &["EVAL", "return 1", "1", key]));
     needs.push(need(purpose, &["WATCH", key]));
+}
+
+/// A partitioned job's board (see `exec::warm::pieces`): its scripts and the commands they run on it.
+fn pieces_needs(config: &Config, needs: &mut Vec<Need>) {
+    let (prefix, _) = config.pieces_home();
+    for job in config.jobs.iter().filter(|job| job.partitions.is_some()) {
+        let purpose = format!("the pieces of partitioned warm job \"{}\"", job.name);
+        let board = crate::exec::warm::board_key(&prefix, &job.name);
+        let sha = "0".repeat(40);
+        needs.push(need(&purpose, &["EVALSHA", &sha, "1", &board]));
+        needs.push(need(&purpose, &["TIME"]));
+        for command in [
+            vec!["HGET", &board, "f"],
+            vec!["HSET", &board, "f", "v"],
+            vec!["HEXISTS", &board, "f"],
+            vec!["HDEL", &board, "f"],
+            vec!["HINCRBY", &board, "f", "1"],
+            vec!["HGETALL", &board],
+            vec!["DEL", &board],
+            vec!["PEXPIRE", &board, "1000"],
+        ] {
+            needs.push(need(&purpose, &command));
+        }
+    }
 }
 
 /// What writing each job's and each rule's keys needs.

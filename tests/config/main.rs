@@ -1,6 +1,7 @@
 //! Configuration: the shipped jobs.toml, every problem reported at once with file, line, job and field, and
 //! environment overrides.
 
+mod partitions;
 mod reporting;
 mod sections;
 mod sources;

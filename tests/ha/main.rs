@@ -7,6 +7,7 @@
 mod common;
 mod fencing;
 mod gtid;
+mod pieces;
 mod sharing;
 mod takeover;
 

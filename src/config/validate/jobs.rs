@@ -4,6 +4,7 @@
 use super::entry::Entry;
 use super::*;
 use crate::pure::codec::{Compression, Structure};
+use crate::pure::model::{MAX_PARTITIONS, Partitions};
 
 /// Values up to this size are stored plain even when a job compresses: below it compression saves little.
 pub(super) const DEFAULT_COMPRESS_OVER: usize = 1024;
@@ -102,6 +103,7 @@ impl Context {
         let encrypt_columns = raw.encrypt_columns.clone().unwrap_or_default();
         let keyring = self.job_columns(&entry, &raw, &encrypt_columns, defaults);
         let members = self.job_members(&entry, &raw, key.as_ref());
+        let partitions = self.job_partitions(&entry, &raw, key.as_ref());
         // A set's refresh_query and fill_on_miss are problems `job_members` reports.
         let (refresh_query, refresh_params) = match raw.structure.as_deref() {
             Some("set" | "zset") => (None, Vec::new()),
@@ -134,7 +136,76 @@ impl Context {
             fill_on_miss: raw.fill_on_miss.unwrap_or(false),
             keyring: keyring?,
             members: members?,
+            partitions: partitions?,
         })
+    }
+
+    /// `partitions = K` (with `partition_by`, by default the key's one placeholder): only a job whose every row is a
+    /// key of its own (string, hash or JSON), so that each piece writes whole keys.
+    fn job_partitions(
+        &mut self,
+        entry: &Entry,
+        raw: &RawWarmJob,
+        key: Option<&KeyTemplate>,
+    ) -> Option<Option<Partitions>> {
+        let count = match (raw.partitions, &raw.partition_by) {
+            (None | Some(1), None) => return Some(None),
+            (None, Some(_)) => {
+                entry.problem(
+                    self,
+                    Some("partition_by"),
+                    "is set but partitions is not (set partitions = K)".into(),
+                );
+                return None;
+            }
+            (Some(count), _) => count,
+        };
+        if !(1..=MAX_PARTITIONS).contains(&count) {
+            entry.problem(
+                self,
+                Some("partitions"),
+                format!("must be between 1 and {MAX_PARTITIONS}"),
+            );
+            return None;
+        }
+        if let Some(structure @ ("set" | "zset")) = raw.structure.as_deref() {
+            let message = format!(
+                "cannot split a {structure} job: a piece would replace each key with only its members (partition \
+                 string, hash or json jobs)"
+            );
+            entry.problem(self, Some("partitions"), message);
+            return None;
+        }
+        let key = key?;
+        if key.placeholders().next().is_none() {
+            let message = "cannot split a job whose one key holds the whole result (its key has no placeholder)";
+            entry.problem(self, Some("partitions"), message.into());
+            return None;
+        }
+        let column = match &raw.partition_by {
+            Some(column) if column.trim().is_empty() => {
+                entry.problem(self, Some("partition_by"), "is empty".into());
+                return None;
+            }
+            Some(column) => column.clone(),
+            None => {
+                let mut placeholders: Vec<&str> = key.placeholders().collect();
+                placeholders.sort_unstable();
+                placeholders.dedup();
+                match placeholders[..] {
+                    [one] => one.to_string(),
+                    _ => {
+                        let message = format!(
+                            "the key \"{key}\" has several placeholders: name the numeric column to split by \
+                             (partition_by = \"…\")"
+                        );
+                        entry.problem(self, Some("partition_by"), message);
+                        return None;
+                    }
+                }
+            }
+        };
+        Some((count > 1).then_some(Partitions { count, column }))
     }
 
     /// The job's column lists: each without empty names, and the keyring `encrypt_columns` needs (`Some(None)` when

@@ -287,7 +287,7 @@ impl Context {
 }
 
 /// This machine's host name (`localhost` when it cannot be read).
-pub(super) fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())

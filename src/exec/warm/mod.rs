@@ -35,10 +35,12 @@ use crate::telemetry::metrics;
 
 mod batch;
 mod members;
+mod pieces;
 pub mod prune;
 mod stream;
 
 use batch::BatchWriter;
+pub(crate) use pieces::{PieceWorker, Pieces, board_key};
 pub(crate) use stream::{Sink, render_query, render_rows};
 
 /// How often the executor loop proves it is alive, for the systemd watchdog.
@@ -61,6 +63,10 @@ pub enum WarmError {
     NotOneRow(String),
     #[error("run exceeded its timeout of {}", crate::pure::words::duration(*.0))]
     TimedOut(Duration),
+    #[error("partition_by column \"{0}\" is not an integer column of the query's result: {1}")]
+    PartitionColumn(String, String),
+    #[error("{failed} of {pieces} pieces failed (each tried {} times)", pieces::ATTEMPTS)]
+    PiecesFailed { failed: usize, pieces: usize },
 }
 
 impl From<crate::exec::refresh::KeyReadError> for WarmError {
@@ -216,6 +222,8 @@ pub struct Warmer {
     limiter: Semaphore,
     running: Arc<Mutex<HashSet<Arc<str>>>>,
     stats: Mutex<HashMap<Arc<str>, JobStats>>,
+    /// Where partitioned jobs' pieces are coordinated; without it they run whole.
+    pieces: Option<Arc<Pieces>>,
 }
 
 impl Warmer {
@@ -227,7 +235,19 @@ impl Warmer {
             limiter: Semaphore::new(max_concurrent_jobs.max(1)),
             running: Arc::default(),
             stats: Mutex::default(),
+            pieces: None,
         }
+    }
+
+    /// This warmer runs partitioned jobs in pieces, coordinated through `pieces` with the other instances.
+    pub(crate) fn with_pieces(mut self, pieces: Arc<Pieces>) -> Self {
+        self.pieces = Some(pieces);
+        self
+    }
+
+    /// The latest run of a partitioned job, as the pieces' board showed it last.
+    pub(crate) fn board(&self, job: &str) -> Option<crate::pure::model::Board> {
+        self.pieces.as_ref()?.board(job)
     }
 
     /// Claims `job` for one run, or `None` (counted) when a run of it is already in progress.
@@ -284,10 +304,18 @@ impl Warmer {
         progress: &Progress,
         prune: Option<&[WarmJob]>,
     ) -> Result<RunSummary, WarmError> {
-        let _slot = self.limiter.acquire().await.expect("the limiter is never closed");
         let started = Instant::now();
-        let prune = prune.filter(|_| mode == Mode::Write);
-        let result = self.execute(job, mode, progress, prune).await;
+        let result = match (&self.pieces, &job.partitions, mode) {
+            // Pieces are not pruned: a piece cannot tell a key another piece returned from one no piece did.
+            (Some(pieces), Some(partitions), Mode::Write) => {
+                self.run_in_pieces(pieces, job, partitions, progress).await
+            }
+            _ => {
+                let _slot = self.limiter.acquire().await.expect("the limiter is never closed");
+                let prune = prune.filter(|_| mode == Mode::Write);
+                self.execute(&self.cache, job, mode, progress, prune).await
+            }
+        };
         let finished_at = std::time::SystemTime::now();
         match result {
             Ok(mut summary) => {
@@ -309,30 +337,35 @@ impl Warmer {
     /// queued when the run timed out or failed cannot land once anything has been invalidated (see `cache`).
     async fn execute(
         &self,
+        cache: &Cache,
         job: &WarmJob,
         mode: Mode,
         progress: &Progress,
         prune: Option<&[WarmJob]>,
     ) -> Result<RunSummary, WarmError> {
         let lease = match mode {
-            Mode::Write => Some(self.cache.begin_read(job.timeout).await?),
+            Mode::Write => Some(cache.begin_read(job.timeout).await?),
             Mode::DryRun => None,
         };
         let read = lease.as_ref().and_then(|lease| lease.stamp(lease.read_at));
         let evicted_before = match mode {
-            Mode::Write => self.cache.evicted_keys().await,
+            Mode::Write => cache.evicted_keys().await,
             Mode::DryRun => None,
         };
-        let mut run =
-            match tokio::time::timeout(job.timeout, self.read_and_write(job, mode, progress, read, prune)).await {
-                Ok(result) => result,
-                Err(_) => Err(WarmError::TimedOut(job.timeout)),
-            };
+        let mut run = match tokio::time::timeout(
+            job.timeout,
+            self.read_and_write(cache, job, mode, progress, read, prune),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(WarmError::TimedOut(job.timeout)),
+        };
         if let Some(lease) = lease {
-            self.cache.end_read(lease).await;
+            cache.end_read(lease).await;
         }
         if let (Ok(summary), Some(before)) = (&mut run, evicted_before)
-            && let Some(after) = self.cache.evicted_keys().await
+            && let Some(after) = cache.evicted_keys().await
             && after > before
         {
             summary.evicted_keys = after - before;
@@ -349,13 +382,14 @@ impl Warmer {
     /// Streams the query's rows into the batch writer (see [`stream::render_rows`]).
     async fn read_and_write(
         &self,
+        cache: &Cache,
         job: &WarmJob,
         mode: Mode,
         progress: &Progress,
         read: Option<ReadStamp>,
         prune: Option<&[WarmJob]>,
     ) -> Result<RunSummary, WarmError> {
-        let mut writer = BatchWriter::new(&self.cache, job, mode, progress, read);
+        let mut writer = BatchWriter::new(cache, job, mode, progress, read);
         let Some(others) = prune else {
             stream::render_rows(&self.db, job, progress, &mut writer).await?;
             return Ok(std::mem::take(&mut writer.summary));
@@ -364,7 +398,7 @@ impl Warmer {
         stream::render_rows(&self.db, job, progress, &mut remembering).await?;
         let seen = remembering.seen.take();
         let mut summary = std::mem::take(&mut writer.summary);
-        summary.keys_pruned = prune::prune(&self.cache, &self.db, job, others, seen).await?;
+        summary.keys_pruned = prune::prune(cache, &self.db, job, others, seen).await?;
         Ok(summary)
     }
 }

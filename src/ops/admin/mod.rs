@@ -501,6 +501,11 @@ pub(crate) fn jobs_json(jobs: &[WarmJob], warmer: &Warmer, now: chrono::DateTime
                 "last_run": last,
                 "last_success_at": stats.last_success.map(|at| crate::pure::words::time(at.into())),
                 "failure_streak": stats.failure_streak,
+                "partitions": job.partitions.as_ref().map(|partitions| json!({
+                    "count": partitions.count,
+                    "by": partitions.column,
+                    "latest_run": warmer.board(&job.name),
+                })),
             })
         })
         .collect();

@@ -27,7 +27,7 @@ use crate::config::{self, Config};
 use crate::exec::cache::{Cache, Fence};
 use crate::exec::database::Database;
 use crate::exec::invalidate::Invalidator;
-use crate::exec::warm::{WarmRunner, Warmer, panic_message};
+use crate::exec::warm::{PieceWorker, Pieces, WarmRunner, Warmer, panic_message};
 use crate::ops::admin::{AdminServer, AdminState};
 use crate::ops::checks::HealthChecker;
 use crate::ops::ha::{LeaderLease, Role};
@@ -219,12 +219,15 @@ impl Daemon {
     /// watchdog and audit, and — without `[ha]` — the producers.
     fn start_work(&mut self, config: &Config, db: &Database, unfenced: Cache) -> Work {
         let cache = self.start_lease(config, unfenced.clone());
-        let warmer = Arc::new(Warmer::new(
-            db.clone(),
-            cache.clone(),
-            config.daemon.max_concurrent_jobs,
-        ));
+        let (prefix, instance) = config.pieces_home();
+        let pieces = Arc::new(Pieces::new(unfenced.clone(), prefix, instance));
+        let warmer = Arc::new(
+            Warmer::new(db.clone(), cache.clone(), config.daemon.max_concurrent_jobs).with_pieces(pieces.clone()),
+        );
         let _ = self.started.set(warmer.clone());
+        // Every instance, leader or not, runs pieces of the partitioned runs in progress.
+        let worker = PieceWorker::new(warmer.clone(), self.jobs_rx.clone());
+        self.tracker.spawn("warm pieces", worker.run(self.shutdown.clone()));
         let trigger_rx = self.trigger_rx.take().expect("the work starts once");
         let runner = WarmRunner::new(
             warmer.clone(),
@@ -256,6 +259,7 @@ impl Daemon {
             invalidator,
             health: self.health.clone(),
             db: db.clone(),
+            pieces,
         };
         if config.shares_sources() {
             self.start_share(config, &producers, unfenced);

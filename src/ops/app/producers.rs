@@ -13,7 +13,7 @@ use crate::exec::cache::Cache;
 use crate::exec::database::Database;
 use crate::exec::dead_letter::DeadLetters;
 use crate::exec::invalidate::Invalidator;
-use crate::exec::warm::{WarmRunner, Warmer};
+use crate::exec::warm::{Pieces, WarmRunner, Warmer};
 use crate::ops::share::StartSource;
 use crate::pure::model::WarmJob;
 use crate::source::binlog::checkpoint::Checkpoints;
@@ -34,6 +34,8 @@ pub(super) struct Producers {
     pub health: Health,
     /// The pool the executors share (a source held under work sharing builds its own executors on it).
     pub db: Database,
+    /// Where partitioned runs' pieces are coordinated (a held source's warm runs split their jobs there too).
+    pub pieces: Arc<Pieces>,
 }
 
 impl Producers {
@@ -94,17 +96,16 @@ impl Producers {
     pub(super) fn source_starter(&self, config: &Config, dead_letters: DeadLetters) -> StartSource {
         let (config, db, jobs, health) = (config.clone(), self.db.clone(), self.jobs.clone(), self.health.clone());
         let urls = self.binlog_urls.clone();
+        let pieces = self.pieces.clone();
         Box::new(move |binlog: &BinlogSettings, cache: Cache, term: CancellationToken| {
             let index = config.binlogs.iter().position(|source| source.name == binlog.name);
             let url = index.map_or_else(
                 || Arc::new(ReplicationUrl::new(binlog.url.clone(), None)),
                 |index| urls[index].clone(),
             );
-            let warmer = Arc::new(Warmer::new(
-                db.clone(),
-                cache.clone(),
-                config.daemon.max_concurrent_jobs,
-            ));
+            let warmer = Arc::new(
+                Warmer::new(db.clone(), cache.clone(), config.daemon.max_concurrent_jobs).with_pieces(pieces.clone()),
+            );
             let (triggers, trigger_rx) = mpsc::channel(super::TRIGGER_QUEUE);
             let runner = WarmRunner::new(
                 warmer.clone(),

@@ -10,12 +10,14 @@ use std::time::Duration;
 
 mod change;
 mod members;
+mod partitions;
 
 pub(crate) use change::{
     ChangeRule, MemberRule, Projection, ReverseLookup, RowChange, RowEvents, RowFilter, RowImage, SOURCE_DATABASE,
     SOURCE_TABLE, SeenRow,
 };
 pub use members::{MemberKind, Members, Top};
+pub use partitions::{Board, MAX_PARTITIONS, Partitions, PieceFigures, PieceState};
 
 /// A Redis key template such as `product:{id}`: literal text and `{column}` placeholders filled from a result row.
 ///
@@ -287,6 +289,8 @@ pub struct WarmJob {
     pub fill_on_miss: bool,
     /// `type = "set"` or `"zset"`: each row is a member of the key it renders.
     pub members: Option<std::sync::Arc<Members>>,
+    /// `partitions = K`: a run is split into pieces that instances claim and run in parallel.
+    pub partitions: Option<Partitions>,
 }
 
 impl WarmJob {
@@ -441,6 +445,7 @@ impl WarmJob {
             source: None,
             fill_on_miss: false,
             members: None,
+            partitions: None,
         }
     }
 }

@@ -228,6 +228,11 @@ pub(super) fn describe() {
         "Row changes an [[on_change]] rule could not turn into keys (a template names a missing column)."
     );
     describe_counter!(
+        "cachewarden_warm_pieces_total",
+        "Pieces of partitioned warm runs this instance ran, by job and outcome (done; failed: given back for another \
+         attempt; lost: its claim ran out and went to another instance)."
+    );
+    describe_counter!(
         "cachewarden_refresh_given_up_total",
         "Refreshed keys deleted instead of written, by reason (unverified: the read never showed the change; \
          outdated: a backlog's change the read did not show; query_refused: the refresh query failed definitely; \

@@ -303,6 +303,12 @@ pub(crate) fn record_refresh_given_up(reason: &'static str) {
     counter!("cachewarden_refresh_given_up_total", "reason" => reason).increment(1);
 }
 
+/// Counts a piece of a partitioned warm run this instance ran: `done`, `failed` (given back for another attempt), or
+/// `lost` (its claim ran out and went to another instance, or its completion was not counted).
+pub(crate) fn record_piece(job: &str, outcome: &'static str) {
+    counter!("cachewarden_warm_pieces_total", "warm_job" => job.to_string(), "outcome" => outcome).increment(1);
+}
+
 /// Counts keys invalidated without stale-set protection because Redis refused its bookkeeping (`out_of_memory`).
 pub(crate) fn record_protection_degraded(reason: &'static str, keys: u64) {
     counter!("cachewarden_protection_degraded_total", "reason" => reason).increment(keys);

@@ -7,6 +7,7 @@
 //! -2. Without HA the token is empty and no fence is checked (the key is then the version counter, a key the Redis
 //! user may touch anyway).
 
+mod pieces;
 mod prelude;
 
 use prelude::{CLOCK, VALUES};
@@ -295,6 +296,12 @@ pub(super) struct Scripts {
     pub renew_lease: redis::Script,
     pub release_lease: redis::Script,
     pub members: redis::Script,
+    /// A partitioned warm run's board (see [`pieces`]).
+    pub piece_start: redis::Script,
+    pub piece_claim: redis::Script,
+    pub piece_renew: redis::Script,
+    pub piece_release: redis::Script,
+    pub piece_done: redis::Script,
     pub cluster_begin_read: redis::Script,
     pub cluster_tick: redis::Script,
     /// Sent in pipelines (EVALSHA by [`Scripts::pipelined`]'s hashes), so loaded on every master beforehand.
@@ -322,6 +329,11 @@ impl Scripts {
             renew_lease: redis::Script::new(RENEW_LEASE),
             release_lease: redis::Script::new(RELEASE_LEASE),
             members: clocked(MEMBERS),
+            piece_start: clocked(pieces::START),
+            piece_claim: clocked(&pieces::claim()),
+            piece_renew: clocked(pieces::RENEW),
+            piece_release: clocked(pieces::RELEASE),
+            piece_done: clocked(&pieces::done()),
             cluster_begin_read: clocked(CLUSTER_BEGIN_READ),
             cluster_tick: clocked(CLUSTER_TICK),
             cluster_invalidate: script(CLUSTER_INVALIDATE),
