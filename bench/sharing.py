@@ -100,3 +100,79 @@ def source_takeover(b, kills=5):
         process.wait(timeout=60)
         import shutil
         shutil.rmtree(work, ignore_errors=True)
+
+
+def jobs_entry(port, job):
+    """The `/jobs` entry of `job` on the instance whose admin endpoint is on `port` (None when it does not answer)."""
+    import json
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/jobs", timeout=2) as response:
+            return next((entry for entry in json.load(response) if entry["name"] == job), None)
+    except OSError:
+        return None
+
+
+def partitioned_warm(b, pieces=6):
+    """The 1M-row warm (the warm_1m job) run by 1, 2 and 3 instances under [ha] sharing its pieces (partitions =
+    `pieces`), and by one instance unpartitioned: seconds from the trigger to the leader reporting the run, keys/s,
+    and the keys each instance wrote. On 2 cores the instances share the same CPUs, so this shows the split and the
+    coordination's cost, not a speed-up."""
+    import json
+    results = {}
+    ports = [b.ADMIN_PORT + 30 + i for i in range(3)]
+    for label, count, extra in (("whole_1", 1, ""), ("pieces_1", 1, f"partitions = {pieces}\n"),
+                                ("pieces_2", 2, f"partitions = {pieces}\n"), ("pieces_3", 3, f"partitions = {pieces}\n")):
+        b.flush()
+        job = b.warm_job("million", b.MILLION_QUERY, "bench:m:", extra)
+        processes = []
+        try:
+            for name, admin in zip("abc"[:count], ports):
+                body = f'{job}\n[channel]\nenabled = false\n\n[ha]\nenabled = true\nkey = "bench:parts"\ninstance = "{name}"\n'
+                path = b.config(body)
+                with open(path) as f:
+                    text = f.read().replace(f'listen = "127.0.0.1:{b.ADMIN_PORT}"', f'listen = "127.0.0.1:{admin}"')
+                with open(path, "w") as f:
+                    f.write(text)
+                processes.append(subprocess.Popen([b.BIN, "run", "--config", path], stdout=subprocess.DEVNULL,
+                                                  stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"}))
+            live = ports[:count]
+            if not b.wait(lambda: all(jobs_entry(p, "million") is not None for p in live), 60, 0.05):
+                raise RuntimeError("the instances did not start")
+            leader, started = None, None
+            deadline = time.monotonic() + 30
+            while leader is None and time.monotonic() < deadline:
+                for p in live:
+                    request = urllib.request.Request(f"http://127.0.0.1:{p}/jobs/million/run", method="POST")
+                    try:
+                        with urllib.request.urlopen(request, timeout=2):
+                            leader, started = p, time.monotonic()
+                            break
+                    except OSError:
+                        pass
+                time.sleep(0.05)
+            if leader is None:
+                raise RuntimeError("no instance took the run")
+
+            def reported():
+                entry = jobs_entry(leader, "million")
+                return entry is not None and (entry.get("last_run") or {}).get("outcome") == "success"
+
+            if not b.wait(reported, 600, 0.02):
+                raise RuntimeError(f"{label}: the run did not finish")
+            seconds = time.monotonic() - started
+            assert b.data_keys() == 1_000_000
+            results[f"{label}_s"] = seconds
+            results[f"{label}_keys_per_s"] = 1_000_000 / seconds
+            run = (jobs_entry(leader, "million").get("partitions") or {}).get("latest_run")
+            split = {}
+            for piece in (run or {}).get("pieces", []):
+                split[piece["instance"]] = split.get(piece["instance"], 0) + piece["keys"]
+            results[f"{label}_split"] = " / ".join(f"{who} {keys // 1000}k" for who, keys in sorted(split.items())) or "-"
+        finally:
+            for p in processes:
+                p.terminate()
+            for p in processes:
+                p.wait(timeout=60)
+    b.r().delete("bench:parts:pieces:{million}")
+    b.flush()
+    return results
