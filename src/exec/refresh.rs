@@ -207,13 +207,7 @@ fn refused(keys: usize) -> Refreshed {
         attempts = REFRESH_ATTEMPTS,
         "The refreshed keys' writes were refused (the read lease ended: evicted?) every time; leaving them deleted."
     );
-    for _ in 0..keys {
-        metrics::record_refresh_given_up("refused");
-    }
-    Refreshed {
-        deleted: keys as u64,
-        ..Refreshed::default()
-    }
+    left_deleted(keys, "refused")
 }
 
 /// `keys` refreshes left deleted because Redis is full.
@@ -222,8 +216,13 @@ fn out_of_memory(keys: usize) -> Refreshed {
         keys,
         "Redis is out of memory (maxmemory under noeviction): leaving the refreshed keys deleted."
     );
+    left_deleted(keys, "out_of_memory")
+}
+
+/// `keys` refreshes given up for `reason` (counted): they stay deleted.
+fn left_deleted(keys: usize, reason: &'static str) -> Refreshed {
     for _ in 0..keys {
-        metrics::record_refresh_given_up("out_of_memory");
+        metrics::record_refresh_given_up(reason);
     }
     Refreshed {
         deleted: keys as u64,
