@@ -170,12 +170,15 @@ impl Config {
     /// Where the instances coordinate the pieces of partitioned warm runs: under `[ha]` beside its lease (`<[ha]
     /// key>:pieces:{<job>}`), else `cachewarden:pieces:{<job>}`; and this instance's name there.
     pub(crate) fn pieces_home(&self) -> (String, Arc<str>) {
+        let prefix = self.ha.as_ref().map_or("cachewarden", |ha| ha.key.as_str());
+        (prefix.to_string(), Arc::from(self.instance_name()))
+    }
+
+    /// This instance's name among those sharing the Redis: `[ha] instance`, else host:pid.
+    pub(crate) fn instance_name(&self) -> String {
         match &self.ha {
-            Some(ha) => (ha.key.clone(), Arc::from(ha.instance.as_str())),
-            None => (
-                "cachewarden".to_string(),
-                Arc::from(format!("{}:{}", hostname(), std::process::id())),
-            ),
+            Some(ha) => ha.instance.clone(),
+            None => format!("{}:{}", hostname(), std::process::id()),
         }
     }
 

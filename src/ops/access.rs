@@ -118,6 +118,15 @@ pub(crate) fn redis_needs(config: &Config) -> Vec<Need> {
     }
     key_needs(config, protected, fence, &mut needs);
     pieces_needs(config, &mut needs);
+    let key = crate::ops::versions::KEY;
+    for command in [
+        vec!["HGETALL", key],
+        vec!["HSET", key, "i", "v"],
+        vec!["HDEL", key, "i"],
+        vec!["TIME"],
+    ] {
+        needs.push(need("the register of versions sharing this Redis", &command));
+    }
     if config.misses.is_some() {
         // `CONFIG GET`/`SET notify-keyspace-events` is tried too, but not needed: refused, it is said what to set.
         let channel = format!("__keyevent@{}__:keymiss", crate::exec::cache::db_of(&config.redis));

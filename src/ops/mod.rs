@@ -13,3 +13,4 @@ pub(crate) mod share;
 pub(crate) mod signal;
 pub(crate) mod status;
 pub(crate) mod systemd;
+pub(crate) mod versions;

@@ -10,6 +10,7 @@ mod gtid;
 mod pieces;
 mod sharing;
 mod takeover;
+mod versions;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

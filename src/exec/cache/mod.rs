@@ -30,6 +30,7 @@ mod sample;
 mod scripts;
 mod streams;
 mod topology;
+mod versions;
 
 pub(crate) use auth::only_credentials_differ;
 pub(crate) use connect::db_of;

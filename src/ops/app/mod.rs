@@ -225,6 +225,9 @@ impl Daemon {
             Warmer::new(db.clone(), cache.clone(), config.daemon.max_concurrent_jobs).with_pieces(pieces.clone()),
         );
         let _ = self.started.set(warmer.clone());
+        let register =
+            crate::ops::versions::keep_registered(unfenced.clone(), config.instance_name(), self.shutdown.clone());
+        self.tracker.spawn("versions", register);
         // Every instance, leader or not, runs pieces of the partitioned runs in progress.
         let worker = PieceWorker::new(warmer.clone(), self.jobs_rx.clone());
         self.tracker.spawn("warm pieces", worker.run(self.shutdown.clone()));

@@ -40,6 +40,9 @@ pub(super) async fn preflight(config: &Config, cache: &Cache) -> anyhow::Result<
         }
         Err(error) => warn!(%error, "Could not check the Redis ACL up front."),
     }
+    if let Err(why) = crate::ops::versions::check(cache, &config.instance_name()).await {
+        return Err(Misconfigured(why).into());
+    }
     for binlog in &config.binlogs {
         let label = &binlog.label;
         match crate::source::binlog::preflight(&binlog.url, binlog.server_id).await {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use metrics::{counter, gauge};
 
-use super::{FILL_OUTCOMES, FILL_SKIP_REASONS, Outcome, REFRESH_GIVE_UP_REASONS, SKIP_REASONS};
+use super::{FILL_OUTCOMES, FILL_SKIP_REASONS, Outcome, PIECE_OUTCOMES, REFRESH_GIVE_UP_REASONS, SKIP_REASONS};
 
 /// What the daemon is configured with, so that every series exists from the start (a job that has never succeeded
 /// shows `last_success` 0, a failure counter starts at 0 so that its first increase is seen).
@@ -101,6 +101,10 @@ pub(crate) fn initialise_jobs(jobs: &[&str], misses: bool) {
         for outcome in [Outcome::Success, Outcome::Failure] {
             counter!("cachewarden_warm_attempts_total", "warm_job" => job.clone(), "outcome" => outcome.as_str())
                 .increment(0);
+        }
+        // (A job's pieces, should it be partitioned: every instance runs them, whichever leads.)
+        for outcome in PIECE_OUTCOMES {
+            counter!("cachewarden_warm_pieces_total", "warm_job" => job.clone(), "outcome" => outcome).increment(0);
         }
         for name in [
             "cachewarden_warm_rows_total",

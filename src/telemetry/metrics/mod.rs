@@ -303,6 +303,9 @@ pub(crate) fn record_refresh_given_up(reason: &'static str) {
     counter!("cachewarden_refresh_given_up_total", "reason" => reason).increment(1);
 }
 
+/// What became of a piece this instance ran (see [`record_piece`]).
+pub(crate) const PIECE_OUTCOMES: [&str; 3] = ["done", "failed", "lost"];
+
 /// Counts a piece of a partitioned warm run this instance ran: `done`, `failed` (given back for another attempt), or
 /// `lost` (its claim ran out and went to another instance, or its completion was not counted).
 pub(crate) fn record_piece(job: &str, outcome: &'static str) {
