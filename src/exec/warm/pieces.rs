@@ -6,14 +6,15 @@
 //! restricted to that range, records it done, and claims the next, until none is left; then it waits for the pieces
 //! others hold and reports the run when every piece is done. Every instance's [`PieceWorker`] looks at the boards
 //! every [`POLL`] and, for a run in progress it has no part in yet, claims pieces the same way. A claim lasts
-//! [`CLAIM_TTL`] and is renewed while its piece runs, so the piece of an instance that dies (or stops) is claimed
-//! again by another within that time and a poll; a piece is recorded done once, by the instance that holds its
+//! [`CLAIM_TTL`] and is renewed while its piece runs, so the piece of an instance that dies is claimed again by
+//! another within that time and a poll (a stop gives its claims back at once, so another takes them at its next
+//! look); a piece is recorded done once, by the instance that holds its
 //! claim. A piece that fails is given back and tried again, [`ATTEMPTS`] times in all, then the run fails.
 //!
 //! Pieces write through the unfenced cache: a piece is not the leader's work but anyone's, and stale-set protection
 //! (each piece reads under its own read lease) is what keeps a late write from installing old data.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,8 @@ pub(crate) struct Pieces {
     prefix: String,
     instance: Arc<str>,
     boards: Mutex<HashMap<String, Board>>,
+    /// The claims this instance holds (board, run, piece): given back at a stop.
+    held: Mutex<HashSet<(String, String, u32)>>,
 }
 
 /// The board of `job`'s runs: `<prefix>:pieces:{<job>}` (one hash, one slot).
@@ -59,6 +62,7 @@ impl Pieces {
             prefix,
             instance,
             boards: Mutex::default(),
+            held: Mutex::default(),
         }
     }
 
@@ -80,6 +84,26 @@ impl Pieces {
             None => boards.remove(job),
         };
         Ok(board)
+    }
+
+    fn holding(&self, claim: (String, String, u32), held: bool) {
+        let mut claims = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held {
+            claims.insert(claim);
+        } else {
+            claims.remove(&claim);
+        }
+    }
+
+    /// Gives back every claim this instance holds (a stop: their pieces are taken at the others' next look).
+    async fn give_back(&self) {
+        let claims: Vec<_> = self.held.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        for (board, run, piece) in claims {
+            match self.cache.release_piece(&board, &run, piece, &self.instance).await {
+                Ok(()) => info!(board, piece, "Gave the piece back at the stop."),
+                Err(error) => warn!(board, piece, %error, "Could not give the piece back; its claim runs out."),
+            }
+        }
     }
 }
 
@@ -210,9 +234,15 @@ impl Warmer {
                 .await
         };
         let keep = keep_claim(&pieces.cache, &board, run, piece, &pieces.instance);
+        let claim = (board.clone(), run.to_string(), piece);
+        pieces.holding(claim.clone(), true);
         let result = tokio::select! {
-            result = work => result,
+            result = work => {
+                pieces.holding(claim, false);
+                result
+            }
             () = keep => {
+                pieces.holding(claim, false);
                 warn!(job = %job.name, "This instance's claim on the piece ran out (another instance takes it); stopped running it.");
                 metrics::record_piece(&job.name, "lost");
                 return false;
@@ -284,7 +314,8 @@ impl PieceWorker {
         Self { warmer, jobs }
     }
 
-    /// Works until `shutdown`; pieces in progress then stop, and their claims run out for another instance.
+    /// Works until `shutdown`; pieces in progress then stop and are given back (the run's own pieces too: its
+    /// instance is stopping).
     pub(crate) async fn run(self, shutdown: CancellationToken) {
         let Some(pieces) = self.warmer.pieces.clone() else {
             return;
@@ -331,5 +362,7 @@ impl PieceWorker {
             }
         }
         work.abort_all();
+        while work.join_next().await.is_some() {}
+        pieces.give_back().await;
     }
 }
