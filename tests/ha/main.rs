@@ -38,6 +38,22 @@ fn instance(env: &TestEnv, name: &str, lease_ttl: &str, body: &str) -> (PathBuf,
     (env.write_file(&format!("{name}.toml"), &text), admin)
 }
 
+/// Instances `a`, `b`, `c`, … (one per name) with `body`, each started: their configs and admin addresses, and the
+/// daemons.
+fn fleet(env: &TestEnv, names: &[&str], body: &str) -> (Vec<(PathBuf, SocketAddr)>, Vec<Daemon>) {
+    let instances: Vec<(PathBuf, SocketAddr)> = names.iter().map(|name| instance(env, name, "1s", body)).collect();
+    let daemons = instances
+        .iter()
+        .map(|(config, _)| Daemon::start(env, config, &[], &[]))
+        .collect();
+    (instances, daemons)
+}
+
+/// Every daemon's log, one after another.
+fn logs(daemons: &[Daemon]) -> String {
+    daemons.iter().map(Daemon::log).collect::<Vec<_>>().join("\n----\n")
+}
+
 /// Starts an instance with a replica id of its own, as an operator gives each host one
 /// (`CACHEWARDEN_BINLOG__SERVER_ID`): with a shared id, a new leader's replication connection can wait for the server
 /// to drop a paused old leader's (up to its net_write_timeout).

@@ -156,14 +156,9 @@ async fn three_instances_share_three_sources_through_kills_and_stops_of_each_los
         ));
     }
     let names = ["a", "b", "c"];
-    let instances: Vec<(PathBuf, SocketAddr)> = names.iter().map(|name| instance(&env, name, "1s", &body)).collect();
-    let mut daemons: Vec<Daemon> = instances
-        .iter()
-        .map(|(config, _)| Daemon::start(&env, config, &[], &[]))
-        .collect();
+    let (instances, mut daemons) = fleet(&env, &names, &body);
     let admins: Vec<SocketAddr> = instances.iter().map(|(_, admin)| *admin).collect();
     let sources: Vec<&str> = servers.iter().map(|(name, _)| *name).collect();
-    let logs = |daemons: &[Daemon]| daemons.iter().map(Daemon::log).collect::<Vec<_>>().join("\n----\n");
     assert!(
         spread(&admins, &sources).await,
         "the three sources were not spread:\n{}",
