@@ -25,7 +25,7 @@ pub(crate) use crate::pure::model::{ChangeRule, OnGap, Projection};
 pub use error::{ConfigError, Problem};
 pub(crate) use lines::LineIndex;
 pub use secrets::{AdminTls, AdminToken, SecretUrl};
-pub(crate) use validate::{DEFAULT_ADMIN_LISTEN, hostname, server_address};
+pub(crate) use validate::{DEFAULT_ADMIN_LISTEN, server_address, this_process};
 
 use crate::pure::model::WarmJob;
 
@@ -168,18 +168,14 @@ impl Config {
     }
 
     /// Where the instances coordinate the pieces of partitioned warm runs: under `[ha]` beside its lease (`<[ha]
-    /// key>:pieces:{<job>}`), else `cachewarden:pieces:{<job>}`; and this instance's name there.
-    pub(crate) fn pieces_home(&self) -> (String, Arc<str>) {
-        let prefix = self.ha.as_ref().map_or("cachewarden", |ha| ha.key.as_str());
-        (prefix.to_string(), Arc::from(self.instance_name()))
+    /// key>:pieces:{<job>}`), else `cachewarden:pieces:{<job>}`.
+    pub(crate) fn pieces_prefix(&self) -> &str {
+        self.ha.as_ref().map_or("cachewarden", |ha| ha.key.as_str())
     }
 
     /// This instance's name among those sharing the Redis: `[ha] instance`, else host:pid.
     pub(crate) fn instance_name(&self) -> String {
-        match &self.ha {
-            Some(ha) => ha.instance.clone(),
-            None => format!("{}:{}", hostname(), std::process::id()),
-        }
+        self.ha.as_ref().map_or_else(this_process, |ha| ha.instance.clone())
     }
 
     /// What invalidation messages may do: the daemon applies it to each message, and `cachewarden invalidate`

@@ -212,10 +212,9 @@ fn ha_needs(purpose: &str, key: &str, needs: &mut Vec<Need>) {
 
 /// A partitioned job's board (see `exec::warm::pieces`): its scripts and the commands they run on it.
 fn pieces_needs(config: &Config, needs: &mut Vec<Need>) {
-    let (prefix, _) = config.pieces_home();
     for job in config.jobs.iter().filter(|job| job.partitions.is_some()) {
         let purpose = format!("the pieces of partitioned warm job \"{}\"", job.name);
-        let board = crate::exec::warm::board_key(&prefix, &job.name);
+        let board = crate::exec::warm::board_key(config.pieces_prefix(), &job.name);
         let sha = "0".repeat(40);
         needs.push(need(&purpose, &["EVALSHA", &sha, "1", &board]));
         needs.push(need(&purpose, &["TIME"]));

@@ -56,13 +56,12 @@ pub async fn run_once(config: &Config, names: &[String], mode: Mode) -> anyhow::
     let (db, cache) = connect_now(config).await?;
     // A partitioned job's pieces are shared with the daemons' workers on the same Redis (this process is named by
     // its host and pid: never the same name as a daemon's claims).
-    let (prefix, _) = config.pieces_home();
-    let instance = Arc::from(format!(
-        "{}:{} (run --once)",
-        crate::config::hostname(),
-        std::process::id()
+    let instance = Arc::from(format!("{} (run --once)", crate::config::this_process()));
+    let pieces = Arc::new(crate::exec::warm::Pieces::new(
+        cache.clone(),
+        config.pieces_prefix().to_string(),
+        instance,
     ));
-    let pieces = Arc::new(crate::exec::warm::Pieces::new(cache.clone(), prefix, instance));
     let warmer = Arc::new(Warmer::new(db.clone(), cache, config.daemon.max_concurrent_jobs).with_pieces(pieces));
 
     let progress: Vec<(Arc<str>, Arc<Progress>)> = jobs

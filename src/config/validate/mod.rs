@@ -35,7 +35,7 @@ mod rules;
 mod sources;
 
 use connections::*;
-pub(crate) use operation::{DEFAULT_ADMIN_LISTEN, hostname};
+pub(crate) use operation::{DEFAULT_ADMIN_LISTEN, this_process};
 pub(crate) use sources::server_address;
 use sources::{Source, Sources};
 

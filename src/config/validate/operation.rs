@@ -150,9 +150,7 @@ impl Context {
                 format!("must be at least {}", crate::pure::words::duration(MIN_LEASE_TTL)),
             );
         }
-        let instance = raw
-            .instance
-            .unwrap_or_else(|| format!("{}:{}", hostname(), std::process::id()));
+        let instance = raw.instance.unwrap_or_else(this_process);
         Some(HaSettings {
             lease_ttl,
             key: raw.key.unwrap_or_else(|| "cachewarden:leader".into()),
@@ -287,7 +285,12 @@ impl Context {
 }
 
 /// This machine's host name (`localhost` when it cannot be read).
-pub(crate) fn hostname() -> String {
+/// This process among others: `host:pid` (the default `[ha] instance`, and the name of an instance without one).
+pub(crate) fn this_process() -> String {
+    format!("{}:{}", hostname(), std::process::id())
+}
+
+pub(super) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())

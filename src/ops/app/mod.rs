@@ -219,8 +219,11 @@ impl Daemon {
     /// watchdog and audit, and — without `[ha]` — the producers.
     fn start_work(&mut self, config: &Config, db: &Database, unfenced: Cache) -> Work {
         let cache = self.start_lease(config, unfenced.clone());
-        let (prefix, instance) = config.pieces_home();
-        let pieces = Arc::new(Pieces::new(unfenced.clone(), prefix, instance));
+        let pieces = Arc::new(Pieces::new(
+            unfenced.clone(),
+            config.pieces_prefix().to_string(),
+            Arc::from(config.instance_name()),
+        ));
         let warmer = Arc::new(
             Warmer::new(db.clone(), cache.clone(), config.daemon.max_concurrent_jobs).with_pieces(pieces.clone()),
         );
