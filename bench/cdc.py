@@ -9,10 +9,11 @@ Scenarios:
   storm        4 writers at full speed on 200 hot rows for 20 s while the daemon refreshes: the largest lag seen
                (sampled every 100 ms), how soon a cold row changed every 250 ms is in Redis, and how long after the
                writers stop every hot key equals its row.
-  reader-lag   refreshes read from a replica that applies changes late (scripts/services --replica: MASTER_DELAY = 2,
-               counted from the event's whole-second timestamp, so 1 to 2 s after the commit) while the binlog follows
-               the primary: commit → key right, single-row changes, with refresh_wait = "5s" (wait for the replica)
-               and with refresh_fallback = "binlog" (the writer past the default 250 ms), beside reading the writer.
+  reader-lag   refreshes read from a replica that applies changes late (scripts/services --replica, its MASTER_DELAY
+               set to 0, 1, 2 and 4 s in turn: counted from the event's whole-second timestamp, so a delay of D
+               shows a change D-1 to D s after the commit) while the binlog follows the primary: commit → key
+               right, single-row changes 100 ms apart, with refresh_wait (wait for the replica) and with
+               refresh_fallback = "binlog" (the writer past the default 250 ms), beside reading the writer.
 """
 import json
 import pymysql
@@ -260,9 +261,67 @@ def replica_fetched_all(h, replica_conn, timeout=300):
     raise RuntimeError("the replica did not fetch the primary's binlog within 300 s")
 
 
+LAG_DELAYS = (0, 1, 2, 4)  # the replica's MASTER_DELAY, set in turn
+LAG_PACE = 0.1  # seconds between the changes of one measurement
+
+
+def set_replica_delay(replica_conn, delay):
+    """Sets the replica's MASTER_DELAY; it applies to what it has not applied yet."""
+    with replica_conn.cursor() as c:
+        c.execute("STOP SLAVE")
+        c.execute(f"CHANGE MASTER TO MASTER_DELAY = {int(delay)}")
+        c.execute("START SLAVE")
+
+
+def replica_applied_all(h, replica_conn, timeout=60):
+    """Waits until the replica has applied everything of domain 7 the primary has written."""
+    with h.mysql().cursor() as c:
+        c.execute("SELECT @@gtid_binlog_pos")
+        mine = [g for g in (c.fetchone()[0] or "").split(",") if g.startswith("7-")]
+    if mine:
+        with replica_conn.cursor() as c:
+            c.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (mine[0], timeout))
+            if c.fetchone()[0] != 0:
+                raise RuntimeError("the replica did not apply the primary's changes in time")
+
+
+def paced_changes(h, primary, first_value):
+    """LAG_UPDATES single-row updates LAG_PACE apart; each one's commit → its key right, in seconds (inf: never
+    within 15 s of the last). A thread watches every pending key with MGET every 2 ms."""
+    committed, right = {}, {}
+    done = threading.Event()
+
+    def watch():
+        redis = h.r()
+        while not done.is_set() or len(right) < len(committed):
+            pending = [i for i in list(committed) if i not in right]
+            if pending:
+                now = time.monotonic()
+                for i, got in zip(pending, redis.mget([f"bench:lag:{i}" for i in pending])):
+                    if got is not None and f'"v":{first_value + i}'.encode() in got:
+                        right[i] = now - committed[i]
+            if done.is_set() and time.monotonic() - last[0] > 15:
+                return
+            time.sleep(0.002)
+
+    last = [time.monotonic()]
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    with primary.cursor() as c:
+        for i in range(1, LAG_UPDATES + 1):
+            c.execute(f"UPDATE {LAG_DATABASE}.lagt SET v = %s WHERE id = %s", (first_value + i, i))
+            committed[i] = last[0] = time.monotonic()
+            time.sleep(LAG_PACE)
+    done.set()
+    watcher.join()
+    return [right.get(i, float("inf")) for i in range(1, LAG_UPDATES + 1)]
+
+
 def reader_lag(h, runs):
-    """Commit → key right, per single-row change, with [mysql] on a replica that applies changes late (its
-    MASTER_DELAY, read from it, is reported)."""
+    """Commit → key right, per single-row change (LAG_UPDATES of them, LAG_PACE apart), with [mysql] on a replica
+    that applies changes late, for each MASTER_DELAY of LAG_DELAYS: refresh_wait (waits for the replica) and
+    refresh_fallback = "binlog" (the writer past the default 250 ms wait), beside reading the writer. The replica's
+    own delay is put back afterwards."""
     out = subprocess.run([os.path.join(h.ROOT, "scripts", "services"), "--replica"], check=True,
                          capture_output=True, text=True).stdout
     replica = next(line.split("=", 1)[1] for line in out.splitlines()
@@ -270,6 +329,9 @@ def reader_lag(h, runs):
     host, port = replica.split("@")[1].split(":")
     replica_conn = pymysql.connect(host=host, port=int(port), user="root", password="", autocommit=True)
     replica_fetched_all(h, replica_conn)
+    with replica_conn.cursor(pymysql.cursors.DictCursor) as c:
+        c.execute("SHOW SLAVE STATUS")
+        own_delay = int((c.fetchone() or {}).get("SQL_Delay") or 0)
     # The database is made on each server apart (domain 0, not replicated); the table and its rows arrive on the
     # replica by replication (domain 7, the one it fetches).
     for conn in (replica_conn, h.mysql()):
@@ -281,46 +343,55 @@ def reader_lag(h, runs):
         c.execute("SET SESSION gtid_domain_id = 7")
         c.execute(f"CREATE TABLE {LAG_DATABASE}.lagt (id INT PRIMARY KEY, v INT)")
         c.execute(f"INSERT INTO {LAG_DATABASE}.lagt SELECT seq, 0 FROM seq_1_to_{LAG_UPDATES}")
-    with replica_conn.cursor(pymysql.cursors.DictCursor) as c:
-        c.execute("SHOW SLAVE STATUS")
-        delay = int((c.fetchone() or {}).get("SQL_Delay") or 0)
-    time.sleep(delay + 1)  # replicated, late
     writer = f"{h.MYSQL_BASE}/{LAG_DATABASE}"
-    modes = {"writer": (writer, ""), "wait": (f"{replica}/{LAG_DATABASE}", 'refresh_wait = "5s"\n'),
-             "fallback": (f"{replica}/{LAG_DATABASE}", 'refresh_fallback = "binlog"\n')}
-    latencies = {mode: [] for mode in modes}
-    for run in range(runs):
-        for number, (mode, (reader, setting)) in enumerate(modes.items()):
-            h.flush()
-            body = (f'[channel]\nenabled = false\n\n[binlog]\nurl = "{writer}"\nserver_id = {9700 + 10 * run + number}\n'
-                    f'checkpoint_key = "bench:checkpoint"\nheartbeat = "1s"\non_gap = "none"\n{setting}\n'
-                    f'[[warm]]\nname = "lag"\nschedule = "0 0 0 1 1 *"\nquery = "SELECT id, v FROM lagt"\n'
-                    f'refresh_query = "SELECT id, v FROM lagt WHERE id = :id"\nkey = "bench:lag:{{id}}"\nttl = "10m"\n\n'
-                    f'[[on_change]]\ntable = "{LAG_DATABASE}.lagt"\nrefresh = ["bench:lag:{{id}}"]\n')
-            path = h.config(body)
-            with open(path) as f:
-                text = f.read().replace(h.MYSQL_URL, reader)
-            with open(path, "w") as f:
-                f.write(text)
-            daemon = h.Daemon(path)
-            time.sleep(1)  # following
-            with primary.cursor() as c:
-                for i in range(1, LAG_UPDATES + 1):
-                    value = (run * 10 + number) * 1000 + i
-                    c.execute(f"UPDATE {LAG_DATABASE}.lagt SET v = %s WHERE id = %s", (value, i))
-                    start = time.monotonic()
-                    right = h.wait(lambda: f'"v":{value}' in (h.r().get(f"bench:lag:{i}") or b"").decode(), 15, 0.002)
-                    latencies[mode].append(time.monotonic() - start if right else float("inf"))
-            daemon.stop()
+    reader = f"{replica}/{LAG_DATABASE}"
+    wait_bound = f"{max(LAG_DELAYS) * 2 + 2}s"
+    measurements = [("writer", None, writer, "")]
+    for delay in LAG_DELAYS:
+        measurements.append(("wait", delay, reader, f'refresh_wait = "{wait_bound}"\n'))
+        measurements.append(("fallback", delay, reader, 'refresh_fallback = "binlog"\n'))
+    latencies = {(mode, delay): [] for mode, delay, _, _ in measurements}
+    try:
+        for run in range(runs):
+            for number, (mode, delay, url, setting) in enumerate(measurements):
+                if delay is not None:
+                    set_replica_delay(replica_conn, delay)
+                replica_applied_all(h, replica_conn)
+                h.flush()
+                body = (f'[channel]\nenabled = false\n\n[binlog]\nurl = "{writer}"\n'
+                        f'server_id = {9700 + 20 * run + number}\ncheckpoint_key = "bench:checkpoint"\nheartbeat = "1s"\n'
+                        f'on_gap = "none"\n{setting}\n'
+                        f'[[warm]]\nname = "lag"\nschedule = "0 0 0 1 1 *"\nquery = "SELECT id, v FROM lagt"\n'
+                        f'refresh_query = "SELECT id, v FROM lagt WHERE id = :id"\nkey = "bench:lag:{{id}}"\nttl = "10m"\n\n'
+                        f'[[on_change]]\ntable = "{LAG_DATABASE}.lagt"\nrefresh = ["bench:lag:{{id}}"]\n')
+                path = h.config(body)
+                with open(path) as f:
+                    text = f.read().replace(h.MYSQL_URL, url)
+                with open(path, "w") as f:
+                    f.write(text)
+                daemon = h.Daemon(path)
+                time.sleep(1)  # following
+                latencies[(mode, delay)] += paced_changes(h, primary, (run * 20 + number) * 1000)
+                daemon.stop()
+    finally:
+        set_replica_delay(replica_conn, own_delay)
     h.flush()
     for conn in (replica_conn, h.mysql()):
         with conn.cursor() as c:
             c.execute(f"DROP DATABASE {LAG_DATABASE}")
     replica_fetched_all(h, replica_conn)
-    result = {}
-    for mode, values in latencies.items():
-        result[f"{mode}_p50_ms"] = h.percentile(values, 50) * 1000
-        result[f"{mode}_max_ms"] = max(values) * 1000
-    result["replica_delay_s"] = delay
-    result["changes"] = len(latencies["writer"])
+    result = {"by_delay": []}
+    for (mode, delay), values in latencies.items():
+        figures = {"p50_ms": h.percentile(values, 50) * 1000, "max_ms": max(values) * 1000,
+                   "missing": sum(1 for v in values if v == float("inf"))}
+        if mode == "writer":
+            result.update({f"writer_{k}": v for k, v in figures.items()})
+        else:
+            row = next((r for r in result["by_delay"] if r["delay_s"] == delay), None)
+            if row is None:
+                row = {"delay_s": delay}
+                result["by_delay"].append(row)
+            row.update({f"{mode}_{k}": v for k, v in figures.items()})
+    result["refresh_wait"] = wait_bound
+    result["changes"] = len(latencies[("writer", None)])
     return result

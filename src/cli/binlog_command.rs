@@ -152,7 +152,7 @@ async fn replay(
     if let Err(error) = checkpoints.save(&start).await {
         return failed(error.to_string(), FAILED);
     }
-    let db = match Database::new(&config.mysql) {
+    let db = match Database::of_config(&config) {
         Ok(db) => db,
         Err(error) => return failed(error.to_string(), CONFIG),
     };

@@ -89,8 +89,8 @@ pub(crate) async fn check_connect(config: &Config) -> Findings {
 
 /// The server's cascading foreign keys taken into `config`'s derived rules (see `derive::schema`).
 pub(crate) async fn learn_schema(config: &mut Config) -> anyhow::Result<()> {
-    let db = Database::new(&config.mysql)?;
-    let schema = db.schema(&config.databases_read()).await;
+    let db = Database::of_config(config)?;
+    let schema = db.schema_everywhere(&|source| config.databases_read(source)).await;
     db.close().await;
     config.learn_schema(std::sync::Arc::new(schema?));
     Ok(())
@@ -165,7 +165,7 @@ fn problem(location: String, message: String) -> Problem {
 
 /// Jobs and rules against the MySQL server, added to `problems`; and whether the server could not be reached.
 async fn check_database(config: &Config, mut problems: Vec<Problem>, notes: &mut Vec<String>) -> (Vec<Problem>, bool) {
-    let db = match Database::new(&config.mysql) {
+    let db = match Database::of_config(config) {
         Ok(db) => db,
         Err(error) => {
             problems.push(problem("mysql.url".into(), error.to_string()));
@@ -197,8 +197,11 @@ async fn check_rules(
 ) {
     let mut servers: Vec<(std::sync::Arc<str>, Database)> = Vec::new();
     for (index, rule) in config.rules.iter().enumerate() {
+        // A derived rule's table is where its job reads it.
+        let job = (rule.derived_from.as_ref()).and_then(|name| config.jobs.iter().find(|job| job.name == *name));
+        let reads = job.map(|job| db.of(job));
         let server = match config.elsewhere(rule) {
-            None => db,
+            None => reads.as_ref().unwrap_or(db),
             Some(source) => {
                 if !servers.iter().any(|(name, _)| *name == source.name) {
                     let settings = crate::config::MysqlSettings {
@@ -230,7 +233,7 @@ async fn check_job_queries(config: &Config, db: &Database, lines: &LineIndex, pr
     for (index, job) in config.jobs.iter().enumerate() {
         let at = format!("warm[{index}] \"{}\"", job.name);
         let line = |field| lines.table_field_line("warm", index, Some(field));
-        match db.describe(&job.query).await {
+        match db.of(job).describe(&job.query).await {
             Ok(columns) => {
                 if let Err(error) = RowRenderer::new(job, &columns) {
                     problems.push(Problem {
@@ -247,7 +250,7 @@ async fn check_job_queries(config: &Config, db: &Database, lines: &LineIndex, pr
             }),
         }
         if let Some(query) = &job.refresh_query
-            && let Err(error) = db.describe(query).await
+            && let Err(error) = db.of(job).describe(query).await
         {
             problems.push(Problem {
                 line: line("refresh_query"),

@@ -58,6 +58,19 @@ pub(crate) fn derive_settings_of(sources: &[BinlogSettings], job: &WarmJob) -> c
     source_named(sources, job.source.as_deref()).map_or_else(default_derive_settings, BinlogSettings::derive_settings)
 }
 
+/// The settings `job` reads with: its source's `read_url` (of `sources`) with `mysql`'s other settings, else `mysql`.
+pub(crate) fn read_settings_of(mysql: &MysqlSettings, sources: &[BinlogSettings], job: &WarmJob) -> MysqlSettings {
+    let source = job.source.as_deref().and_then(|name| source_named(sources, Some(name)));
+    source
+        .and_then(|source| source.reads(mysql))
+        .unwrap_or_else(|| mysql.clone())
+}
+
+/// The database `job`'s unqualified tables are in: the one the URL it reads names (see [`read_settings_of`]).
+pub(crate) fn home_database_of(mysql: &MysqlSettings, sources: &[BinlogSettings], job: &WarmJob) -> String {
+    read_settings_of(mysql, sources, job).database().unwrap_or_default()
+}
+
 /// Where the configuration lives when neither `--config` nor `$CACHEWARDEN_CONFIG` says otherwise.
 pub(crate) const DEFAULT_PATH: &str = "/etc/cachewarden/jobs.toml";
 
@@ -102,10 +115,21 @@ impl Config {
         }
     }
 
-    /// The databases the jobs' queries read, each once (what the schema is read for).
-    pub(crate) fn databases_read(&self) -> Vec<String> {
-        let mut databases: Vec<String> = self.mysql.database().into_iter().collect();
+    /// The databases the queries of the jobs that read the server of `source` read (`None`: `[mysql]`'s), each once
+    /// (what the schema is read for).
+    pub fn databases_read(&self, source: Option<&str>) -> Vec<String> {
+        let server = match source {
+            None => self.mysql.clone(),
+            Some(name) => (self.readers().into_iter())
+                .find_map(|(reader, settings)| (&*reader == name).then_some(settings))
+                .unwrap_or_else(|| self.mysql.clone()),
+        };
+        let mut databases: Vec<String> = server.database().into_iter().collect();
+        let reads_there = |job: &WarmJob| self.reader_of(job).map(|reader| &*reader.name) == source;
         for coverage in self.coverage() {
+            if !self.jobs.iter().any(|job| job.name == coverage.job && reads_there(job)) {
+                continue;
+            }
             for table in &coverage.tables {
                 if let Some((database, _)) = table.table.split_once('.')
                     && !databases.iter().any(|known| known == database)
@@ -132,7 +156,7 @@ impl Config {
         crate::pure::derive::cover(
             &self.jobs,
             &explicit,
-            &self.mysql.database().unwrap_or_default(),
+            &|job: &WarmJob| home_database_of(&self.mysql, &self.binlogs, job),
             &|job: &WarmJob| derive_settings_of(&self.binlogs, job),
             &self.schema,
         )
@@ -147,13 +171,31 @@ impl Config {
     }
 
     /// The source whose server holds an `[[on_change]]` rule's table when it is not `[mysql]`'s (a rule of another
-    /// source: `check --connect` holds it against that server). Derived rules read through jobs, which read
-    /// `[mysql]`.
+    /// source: `check --connect` holds it against that server). Derived rules are held where their jobs read
+    /// (their source's `read_url`, else `[mysql]`).
     pub(crate) fn elsewhere(&self, rule: &ChangeRule) -> Option<&BinlogSettings> {
         let source = self
             .source_of(rule.source.as_deref())
             .filter(|_| rule.derived_from.is_none())?;
         (server_address(&source.url) != server_address(&self.mysql.url)).then_some(source)
+    }
+
+    /// Each source whose jobs read a server of their own (`read_url`), with the settings they read it with.
+    pub fn readers(&self) -> Vec<(Arc<str>, MysqlSettings)> {
+        (self.binlogs.iter())
+            .filter_map(|source| Some((source.name.clone(), source.reads(&self.mysql)?)))
+            .collect()
+    }
+
+    /// The source whose `read_url` `job` reads (`None`: it reads `[mysql]`).
+    pub(crate) fn reader_of(&self, job: &WarmJob) -> Option<&BinlogSettings> {
+        self.source_of(Some(job.source.as_deref()?))
+            .filter(|source| source.read_url.is_some())
+    }
+
+    /// The settings `job` reads with: its source's `read_url`, else `[mysql]`.
+    pub fn read_settings(&self, job: &WarmJob) -> MysqlSettings {
+        read_settings_of(&self.mysql, &self.binlogs, job)
     }
 
     /// The binlog source named `name` (`None`: the only one).
@@ -346,9 +388,18 @@ pub struct BinlogSettings {
     pub refresh_wait: Duration,
     /// Where such a refresh is read once more after `refresh_wait` (the writer), instead of leaving its key missing.
     pub refresh_fallback: Option<SecretUrl>,
+    /// Where the jobs naming this source read (warm runs, refreshes, audits, fills), with `[mysql]`'s other settings;
+    /// `None`: `[mysql] url`. Only with several sources.
+    pub read_url: Option<SecretUrl>,
 }
 
 impl BinlogSettings {
+    /// The settings its jobs read with: its `read_url` with `mysql`'s other settings (`None`: they read `mysql`).
+    pub(crate) fn reads(&self, mysql: &MysqlSettings) -> Option<MysqlSettings> {
+        let url = self.read_url.clone()?;
+        Some(MysqlSettings { url, ..mysql.clone() })
+    }
+
     /// What derived rules are made with.
     pub(crate) fn derive_settings(&self) -> crate::pure::derive::Settings {
         crate::pure::derive::Settings {

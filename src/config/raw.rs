@@ -160,6 +160,7 @@ pub(super) struct RawBinlog {
     pub max_fanout: Option<IntOrString>,
     pub refresh_wait: Option<String>,
     pub refresh_fallback: Option<String>,
+    pub read_url: Option<String>,
 }
 
 /// One `[[on_change]]` rule.

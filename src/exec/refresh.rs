@@ -268,7 +268,13 @@ impl Origins {
         if let Some(known) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(query) {
             return Ok(known.clone());
         }
-        let sources: Arc<[_]> = db.describe(query).await?.into_iter().map(|c| c.source).collect();
+        let sources: Arc<[_]> = db
+            .of(job)
+            .describe(query)
+            .await?
+            .into_iter()
+            .map(|c| c.source)
+            .collect();
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -309,7 +315,7 @@ async fn read_keys(db: &Database, job: &WarmJob, keys: &[&str]) -> Result<HashMa
             Some((before, after)) => in_list_of(before, after, copies),
             None => union_of(query, copies),
         };
-        let rows = db.fetch_bound(&sql, &binds, job.timeout).await?;
+        let rows = db.of(job).fetch_bound(&sql, &binds, job.timeout).await?;
         render_rows(job, &rows, &mut found)?;
     }
     Ok(found)

@@ -97,7 +97,7 @@ async fn keys_of(
         for i in 0..copies {
             binds.extend(chunk[i.min(chunk.len() - 1)].values.iter().map(String::as_str));
         }
-        let rows = db.fetch_bound(&sql, &binds, job.timeout).await?;
+        let rows = db.of(job).fetch_bound(&sql, &binds, job.timeout).await?;
         if rows.len() > reverse.max_fanout {
             // Cut at the limit: more rows than max_fanout join (rarely fewer keys, when rows share one). The job
             // re-runs, which is right whatever they were, and reading them all would cost what the limit spares.

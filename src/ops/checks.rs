@@ -73,12 +73,28 @@ impl HealthChecker {
         }
     }
 
+    /// `[mysql]`, and each binlog source's own server for its jobs (`read_url`), named.
     async fn check_mysql(&self) -> Option<String> {
-        match tokio::time::timeout(CHECK_INTERVAL, self.db.ping()).await {
-            Ok(Ok(())) => None,
-            Ok(Err(error)) => Some(error.to_string()),
-            Err(_) => Some(format!("no answer within {CHECK_INTERVAL:?}")),
-        }
+        let readers = self.db.source_readers();
+        let checks = std::iter::once((None, self.db.clone()))
+            .chain(readers.into_iter().map(|(source, db)| (Some(source), db)))
+            .map(|(source, db)| async move {
+                let problem = match tokio::time::timeout(CHECK_INTERVAL, db.ping()).await {
+                    Ok(Ok(())) => return None,
+                    Ok(Err(error)) => error.to_string(),
+                    Err(_) => format!("no answer within {CHECK_INTERVAL:?}"),
+                };
+                Some(match source {
+                    None => problem,
+                    Some(source) => format!("the server the jobs of source \"{source}\" read (read_url): {problem}"),
+                })
+            });
+        let problems: Vec<String> = futures_util::future::join_all(checks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        (!problems.is_empty()).then(|| problems.join("; "))
     }
 }
 

@@ -201,3 +201,52 @@ fn sources_and_the_rules_and_jobs_naming_them_are_checked() {
             .contains("must be \"redis\" with [ha]")
     );
 }
+
+/// `read_url`: the jobs naming a source read its server. Their unqualified tables are in the database its URL names
+/// (what their derived rules follow), the other jobs still read `[mysql]`; with one source it is refused at its field
+/// (`[mysql] url` is where jobs read then).
+#[test]
+fn a_source_with_read_url_is_where_its_jobs_read() {
+    let body = format!(
+        "{CONNECTIONS}{}",
+        TWO.replace(
+            "url = \"mysql://repl:pw@orders-db:3306/orders\"\n",
+            "url = \"mysql://repl:pw@orders-db:3306/orders\"\nread_url = \"mysql://app:pw@orders-reader:3306/sales\"\n\
+             derive_rules = true\n",
+        )
+    ) + "\n[[warm]]\nname = \"order_cards\"\nschedule = \"every 1h\"\nsource = \"orders\"\n\
+         query = \"SELECT id, total FROM orders\"\nkey = \"card:{id}\"\nttl = \"10m\"\n";
+    let config = load(&body);
+    let (products, cards) = (&config.jobs[0], &config.jobs[1]);
+    assert_eq!(config.read_settings(products).url.expose(), config.mysql.url.expose());
+    let reads = config.read_settings(cards);
+    assert_eq!(reads.url.expose(), "mysql://app:pw@orders-reader:3306/sales");
+    assert_eq!(reads.pool_size, config.mysql.pool_size, "[mysql]'s other settings");
+    let readers: Vec<String> = config.readers().into_iter().map(|(name, _)| name.to_string()).collect();
+    assert_eq!(readers, ["orders"]);
+    // The job's `orders` is the reader's `sales.orders`, and its derived rule follows that table on its source.
+    let derived = (config.rules.iter())
+        .find(|rule| rule.derived_from.as_deref() == Some("order_cards"))
+        .expect("a rule derived for order_cards");
+    assert_eq!((derived.database.as_str(), derived.table.as_str()), ("sales", "orders"));
+    assert_eq!(derived.source.as_deref(), Some("orders"));
+    assert_eq!(config.databases_read(Some("orders")), ["sales"]);
+    assert!(
+        !config.databases_read(None).contains(&"sales".to_string()),
+        "{:?}",
+        config.databases_read(None)
+    );
+
+    let one = problems(&format!(
+        "{CONNECTIONS}\n[binlog]\nread_url = \"mysql://app:pw@reader:3306/shop\"\n"
+    ));
+    let message = &find(&one, "binlog.read_url").message;
+    assert!(message.contains("with one source, jobs read [mysql] url"), "{message}");
+    let one_entry = problems(&format!(
+        "{CONNECTIONS}\n[[binlog]]\nname = \"shop\"\nread_url = \"mysql://app:pw@reader:3306/shop\"\n"
+    ));
+    let message = &find(&one_entry, "binlog[0] \"shop\".read_url").message;
+    assert!(message.contains("with one source, jobs read [mysql] url"), "{message}");
+    let bad = problems(&body.replace("mysql://app:pw@orders-reader", "postgres://app:pw@orders-reader"));
+    assert!(find(&bad, "binlog[1] \"orders\".read_url").message.contains("mysql://"));
+}

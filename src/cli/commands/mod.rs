@@ -27,7 +27,7 @@ pub struct OnceOutcome {
 
 /// Both servers for a one-shot command: no retries, a clear error naming the (redacted) URL that failed.
 async fn connect_now(config: &Config) -> anyhow::Result<(Database, Cache)> {
-    let db = Database::new(&config.mysql)?;
+    let db = Database::of_config(config)?;
     db.ping()
         .await
         .with_context(|| format!("MySQL at {}", config.mysql.url))?;
@@ -85,7 +85,7 @@ pub async fn run_once(config: &Config, names: &[String], mode: Mode) -> anyhow::
     let ticker = if std::io::stderr().is_terminal() {
         let mut lines = Vec::new();
         for (job, (name, progress)) in jobs.iter().zip(&progress) {
-            let estimate = db.estimate_rows(&job.query).await;
+            let estimate = db.of(job).estimate_rows(&job.query).await;
             lines.push(ProgressLine {
                 job: name.clone(),
                 progress: progress.clone(),

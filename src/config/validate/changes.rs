@@ -154,7 +154,18 @@ impl Context {
             Some("binlog") => url.clone(),
             Some(fallback) => self.mysql_url(section, "refresh_fallback", fallback, " (or \"binlog\")"),
         };
+        let read_url = match raw.read_url.take() {
+            None => None,
+            Some(_) if !source.array => {
+                let message = "is for an entry of [[binlog]] whose jobs read a server of their own: with one source, \
+                               jobs read [mysql] url; set it there";
+                self.field_problem(section, "read_url", message.into());
+                None
+            }
+            Some(read_url) => self.mysql_url(section, "read_url", &read_url, ""),
+        };
         Some(BinlogSettings {
+            read_url,
             name: source.name.clone(),
             label: source.label(),
             max_fanout,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::entry::Entry;
 use super::*;
-use crate::config::{derive_settings_of, source_named};
+use crate::config::{derive_settings_of, home_database_of, source_named};
 
 /// The name of the one source a `[binlog]` table declares, unless it has a `name`.
 pub(crate) const MAIN_SOURCE: &str = "main";
@@ -82,6 +82,7 @@ impl Context {
                 Vec::new()
             }
         };
+        let mut sections = Vec::new();
         for (source, mut raw) in declared {
             if !self.flag(&source.section, "enabled", raw.enabled.take(), true) {
                 sources.disabled.push(source.name);
@@ -96,6 +97,14 @@ impl Context {
             }
             self.distinct_source(&source, &settings, &sources.followed);
             sources.followed.push(settings);
+            sections.push(source.section);
+        }
+        if let ([only], [section]) = (sources.followed.as_slice(), sections.as_slice())
+            && only.read_url.is_some()
+        {
+            let message = "is for a source whose jobs read a server of their own beside others: with one source, jobs \
+                           read [mysql] url; set it there";
+            self.field_problem(section, "read_url", message.into());
         }
         sources
     }
@@ -264,7 +273,7 @@ pub(super) fn follow_binlog(
     let coverage = crate::pure::derive::cover(
         jobs,
         &rules,
-        &mysql.database().unwrap_or_default(),
+        &|job: &WarmJob| home_database_of(mysql, followed, job),
         &|job: &WarmJob| derive_settings_of(followed, job),
         &crate::pure::derive::schema::Schema::default(),
     );

@@ -155,7 +155,7 @@ impl Warmer {
     /// The smallest and largest value of the partition column over the job's rows (`None`: no rows).
     async fn column_range(&self, job: &WarmJob, partitions: &Partitions) -> Result<Option<(i64, i64)>, WarmError> {
         let query = partitions.range_query(job.run_query());
-        let rows = self.db.fetch_bound(&query, &[], job.timeout).await?;
+        let rows = self.db.of(job).fetch_bound(&query, &[], job.timeout).await?;
         let Some(row) = rows.first() else { return Ok(None) };
         let column = |index: usize| -> Result<Option<i64>, WarmError> {
             let refused = |error: String| WarmError::PartitionColumn(partitions.column.clone(), error);

@@ -50,7 +50,7 @@ pub(crate) async fn render_query(
     progress: &Progress,
     sink: &mut impl Sink,
 ) -> Result<(), WarmError> {
-    let mut conn = db.acquire(job.timeout).await?;
+    let mut conn = db.of(job).acquire(job.timeout).await?;
     let mut rows = conn.rows_bound(query, params);
     let mut renderer: Option<RowRenderer> = None;
     let mut sets = Sets::new(job);

@@ -445,6 +445,13 @@ impl Work {
                 Err(error) => error!(%error, "SIGHUP: [mysql] changed but cannot be used; keeping the old pool."),
             }
         }
+        let readers = new.readers();
+        if readers != current.readers() {
+            match self.db.set_readers(&readers) {
+                Ok(_) => info!("SIGHUP: a source's read_url changed; its jobs' new queries use a new connection pool."),
+                Err(error) => error!(%error, "SIGHUP: a source's read_url changed but cannot be used."),
+            }
+        }
         if new.redis.url != current.redis.url && self.producers.invalidator.cache().reauthenticate(&new.redis.url) {
             info!("SIGHUP: [redis] url's credentials changed; every Redis connection authenticates with them.");
         }
@@ -532,6 +539,9 @@ fn servers(config: &Config) -> Vec<(String, String)> {
             _ => format!("MySQL binlog \"{}\"", binlog.name),
         };
         servers.push((what, binlog.url.redacted()));
+        if let Some(read_url) = &binlog.read_url {
+            servers.push((format!("MySQL (jobs of \"{}\")", binlog.name), read_url.redacted()));
+        }
     }
     servers
 }

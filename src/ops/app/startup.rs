@@ -69,7 +69,7 @@ pub(super) async fn learn_schema(config: &mut Config, db: &Database) {
     if config.binlogs.is_empty() || !config.jobs.iter().any(|job| job.derive_rules) {
         return;
     }
-    match db.schema(&config.databases_read()).await {
+    match db.schema_everywhere(&|source| config.databases_read(source)).await {
         Ok(schema) => {
             let before = config.rules.len();
             let (keys, unique, views) = (schema.foreign_keys.len(), schema.unique_keys.len(), schema.views.len());
@@ -100,7 +100,7 @@ pub(super) async fn stop_requested(signals: &mut Signals) {
 /// Connects to both servers, retrying unreachable ones with backoff (the caller races it against a stop).
 pub(super) async fn connect_with_retry(config: &Config, health: &Health) -> anyhow::Result<(Database, Cache)> {
     let (path, credentials) = (config.path.clone(), config.credentials.clone());
-    let db = Database::new(&config.mysql)?.rereading(Arc::new(move || {
+    let db = Database::of_config(config)?.rereading(Arc::new(move || {
         config::load(&path, credentials.as_deref()).ok().map(|new| new.mysql)
     }));
     let mut backoff = Backoff::attempts();

@@ -60,7 +60,7 @@ impl Sweeper {
             next = next.wrapping_add(1);
             let expected = match sizes.get(&job.name) {
                 Some(keys) => *keys,
-                None => self.db.estimate_rows(&job.query).await.unwrap_or(0),
+                None => self.db.of(job).estimate_rows(&job.query).await.unwrap_or(0),
             };
             let slices = expected.div_ceil(self.slice.max(1) as u64).max(1);
             let slicing = Slicing {

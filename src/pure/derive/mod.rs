@@ -111,7 +111,7 @@ impl TableCoverage {
 pub(crate) fn cover(
     jobs: &[WarmJob],
     explicit: &[ChangeRule],
-    database: &str,
+    database: &dyn Fn(&WarmJob) -> String,
     settings: &dyn Fn(&WarmJob) -> Settings,
     schema: &schema::Schema,
 ) -> Vec<JobCoverage> {
@@ -129,7 +129,7 @@ pub(crate) fn cover(
             let seen = (job.source.as_ref())
                 .and_then(|source| of_source.iter().find(|(known, _)| *known == source))
                 .map_or(explicit, |(_, seen)| seen.as_slice());
-            cover_job(job, database, seen, &settings(job), schema)
+            cover_job(job, &database(job), seen, &settings(job), schema)
         })
         .collect()
 }

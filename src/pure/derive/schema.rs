@@ -23,6 +23,25 @@ pub struct Schema {
     pub read: bool,
 }
 
+impl Schema {
+    /// Takes in what another server says of its tables (a binlog source whose jobs read a server of their own); what
+    /// both say (one server reached twice) is kept once.
+    pub fn merge(&mut self, other: Schema) {
+        fn extend<T: PartialEq>(mine: &mut Vec<T>, theirs: Vec<T>) {
+            for item in theirs {
+                if !mine.contains(&item) {
+                    mine.push(item);
+                }
+            }
+        }
+        extend(&mut self.foreign_keys, other.foreign_keys);
+        extend(&mut self.unique_keys, other.unique_keys);
+        extend(&mut self.views, other.views);
+        extend(&mut self.columns, other.columns);
+        self.read &= other.read;
+    }
+}
+
 /// One foreign key: `database.table (columns)` references `parent_database.parent_table (parent_columns)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForeignKey {

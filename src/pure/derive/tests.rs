@@ -193,7 +193,13 @@ fn coverage_names_explicit_derived_and_uncovered_tables() {
         events: crate::pure::model::RowEvents::ALL,
         members: None,
     }];
-    let coverage = cover(&jobs, &explicit, "shop", &settings, &Default::default());
+    let coverage = cover(
+        &jobs,
+        &explicit,
+        &|_| "shop".to_string(),
+        &settings,
+        &Default::default(),
+    );
     let products = &coverage[0];
     assert!(matches!(products.tables[0].how, Coverage::Derived(_)), "{products:?}");
     assert!(
@@ -237,7 +243,7 @@ fn a_table_joined_through_another_re_runs_the_job() {
         "product:{id}",
         false,
     )];
-    let coverage = cover(&jobs, &[], "shop", &settings, &Default::default());
+    let coverage = cover(&jobs, &[], &|_| "shop".to_string(), &settings, &Default::default());
     assert!(
         matches!(coverage[0].tables[1].how, Coverage::Derived(_)),
         "{coverage:?}"
@@ -270,7 +276,7 @@ fn only_jobs_that_derive_rules_add_them() {
         job("b", "SELECT id FROM t2", "b:{id}", false),
     ];
     jobs[1].derive_rules = true;
-    let coverage = cover(&jobs, &[], "db", &settings, &Default::default());
+    let coverage = cover(&jobs, &[], &|_| "db".to_string(), &settings, &Default::default());
     let rules = effective_rules(&[], &coverage, &jobs);
     assert_eq!(rules.len(), 1);
     assert_eq!(rules[0].table, "t2");
@@ -297,7 +303,7 @@ fn a_cascading_foreign_key_gets_a_rule_on_its_parent_for_the_events_that_cascade
         ..Default::default()
     };
     let jobs = vec![job("p", "SELECT id, category_id FROM products", "p:{id}", true)];
-    let coverage = cover(&jobs, &[], "shop", &settings, &schema);
+    let coverage = cover(&jobs, &[], &|_| "shop".to_string(), &settings, &schema);
     let rule = coverage[0]
         .derived
         .iter()
@@ -327,9 +333,9 @@ fn a_cascading_foreign_key_gets_a_rule_on_its_parent_for_the_events_that_cascade
         derived_from: None,
         ..rule.clone()
     }];
-    let coverage = cover(&jobs, &explicit, "shop", &settings, &schema);
+    let coverage = cover(&jobs, &explicit, &|_| "shop".to_string(), &settings, &schema);
     assert!(coverage[0].derived.iter().all(|rule| rule.table != "categories"));
-    let coverage = cover(&jobs, &[], "shop", &settings, &Default::default());
+    let coverage = cover(&jobs, &[], &|_| "shop".to_string(), &settings, &Default::default());
     assert!(coverage[0].tables.iter().all(|t| t.table != "shop.categories"));
 }
 
@@ -350,7 +356,7 @@ fn key_columns_that_are_no_unique_key_re_run_the_job_and_groups_with_a_refresh_p
             true,
         ),
     ];
-    let coverage = cover(&jobs, &[], "shop", &settings, &schema);
+    let coverage = cover(&jobs, &[], &|_| "shop".to_string(), &settings, &schema);
     assert_eq!(coverage[0].derived[0].refresh[0].as_str(), "p:{id}");
     let by_name = &coverage[1].derived[0];
     assert_eq!(
@@ -364,7 +370,7 @@ fn key_columns_that_are_no_unique_key_re_run_the_job_and_groups_with_a_refresh_p
         "one group's key is read, the job does not re-run"
     );
     // Offline the key is taken as unique.
-    let coverage = cover(&jobs, &[], "shop", &settings, &Default::default());
+    let coverage = cover(&jobs, &[], &|_| "shop".to_string(), &settings, &Default::default());
     assert!(coverage[1].derived[0].warm.is_empty());
 }
 
@@ -394,7 +400,7 @@ fn a_join_on_columns_no_unique_key_of_the_joined_table_is_one_to_many_and_re_run
             false,
         ),
     ];
-    let coverage = cover(&jobs, &[], "shop", &settings, &schema);
+    let coverage = cover(&jobs, &[], &|_| "shop".to_string(), &settings, &schema);
     assert!(
         coverage[0].derived.iter().all(|rule| rule.warm.is_empty()),
         "{:?}",
@@ -481,7 +487,7 @@ fn a_joins_unqualified_columns_are_placed_by_the_servers_columns() {
     let query = "SELECT id, title FROM products JOIN categories ON category_id = cid";
     let jobs = vec![job("titled", query, "p:{id}", false)];
     // Offline nobody can tell which table `id` is in.
-    let offline = cover(&jobs, &[], "shop", &settings, &Default::default());
+    let offline = cover(&jobs, &[], &|_| "shop".to_string(), &settings, &Default::default());
     assert!(
         offline[0]
             .ttl_only
@@ -506,7 +512,7 @@ fn a_joins_unqualified_columns_are_placed_by_the_servers_columns() {
         read: true,
         ..Default::default()
     };
-    let coverage = cover(&jobs, &[], "shop", &settings, &schema);
+    let coverage = cover(&jobs, &[], &|_| "shop".to_string(), &settings, &schema);
     assert_eq!(coverage[0].ttl_only, None);
     let joined = coverage[0]
         .derived
@@ -565,7 +571,7 @@ fn a_sorted_set_follows_its_rows_only_where_each_member_is_one_row_of_its_key() 
             "ts",
         ),
     ];
-    let coverage = cover(&jobs, &[], "shop", &settings, &schema);
+    let coverage = cover(&jobs, &[], &|_| "shop".to_string(), &settings, &schema);
     let members = coverage[0].derived[0].members.as_ref().expect("a member rule");
     assert_eq!(members.key.as_str(), "top:{category_id}");
     assert_eq!(members.score.as_deref(), Some("sales"));

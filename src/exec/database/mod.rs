@@ -1,9 +1,11 @@
-//! MySQL/MariaDB through sqlx: the connection pool warm jobs read from, statement timeouts, and raw row access.
+//! MySQL/MariaDB through sqlx: the connection pools warm jobs read from (`[mysql]`'s, and each binlog source's own
+//! with `read_url`), statement timeouts, and raw row access.
 //!
 //! Owns every sqlx call except the demo schema's migrations (`demo`). It hands rows out as raw binary-protocol bytes;
 //! turning those into JSON is `value`'s job. Sessions are read-only and run in UTC, so a warm query can never write
 //! and TIMESTAMP values render the same whatever the server's time zone.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -17,8 +19,10 @@ use sqlx::{
 use tokio::sync::OnceCell;
 
 use crate::config::{MysqlSettings, SslMode};
-use crate::pure::derive::schema::{Action, ForeignKey, Schema};
+use crate::pure::model::WarmJob;
 use crate::pure::render::ColumnInfo;
+
+mod schema;
 
 /// Idle connections are closed after this long: warm jobs are minutes apart and RDS counts connections.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -89,6 +93,9 @@ pub struct Database {
     current: Arc<RwLock<Arc<Pool>>>,
     /// Reads `[mysql]` again from where it came (the file, the credentials directory), after an access denied.
     reread: Option<Reread>,
+    /// The servers of the binlog sources whose jobs read a server of their own (`read_url`), by source name; shared
+    /// by every clone, set with [`Database::set_readers`]. A job of such a source reads through [`Database::of`].
+    readers: Arc<RwLock<HashMap<Arc<str>, Database>>>,
 }
 
 /// Re-reads the `[mysql]` settings (the configuration file and its credentials), `None` when it cannot.
@@ -134,7 +141,67 @@ impl Database {
         Ok(Self {
             current: Arc::new(RwLock::new(Arc::new(Pool::new(settings)?))),
             reread: None,
+            readers: Arc::default(),
         })
+    }
+
+    /// `[mysql]`'s database and the servers of the binlog sources whose jobs read their own (`read_url`), without
+    /// connecting.
+    pub fn of_config(config: &crate::config::Config) -> Result<Self, DatabaseError> {
+        let db = Self::new(&config.mysql)?;
+        db.set_readers(&config.readers())?;
+        Ok(db)
+    }
+
+    /// The database `job` reads: its source's server when that source has a `read_url`, else this one.
+    pub(crate) fn of(&self, job: &WarmJob) -> Database {
+        self.of_source(job.source.as_deref())
+    }
+
+    /// The database the jobs of binlog source `source` read (`None`: this one).
+    pub(crate) fn of_source(&self, source: Option<&str>) -> Database {
+        let readers = self.readers.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        source.and_then(|source| readers.get(source)).unwrap_or(self).clone()
+    }
+
+    /// Sets the servers the sources' jobs read (`(source, settings)` for each source with a `read_url`): a source's
+    /// pool is kept while its settings stay, replaced when they change, closed when the source no longer has one.
+    /// Whether anything changed.
+    pub(crate) fn set_readers(&self, readers: &[(Arc<str>, MysqlSettings)]) -> Result<bool, DatabaseError> {
+        let mut current = self.readers.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut changed = false;
+        for (source, settings) in readers {
+            match current.get(source) {
+                Some(reader) => changed |= reader.replace(settings)?,
+                None => {
+                    current.insert(source.clone(), Database::new(settings)?);
+                    changed = true;
+                }
+            }
+        }
+        let gone: Vec<Arc<str>> = (current.keys())
+            .filter(|source| !readers.iter().any(|(kept, _)| kept == *source))
+            .cloned()
+            .collect();
+        for source in gone {
+            if let Some(reader) = current.remove(&source) {
+                let pool = reader.pool();
+                tokio::spawn(async move { pool.pool.close().await });
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The servers of the sources whose jobs read their own (`read_url`), by source name: to check, read the schema
+    /// of, or close beside this one.
+    pub(crate) fn source_readers(&self) -> Vec<(Arc<str>, Database)> {
+        let readers = self.readers.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut readers: Vec<(Arc<str>, Database)> = (readers.iter())
+            .map(|(source, db)| (source.clone(), db.clone()))
+            .collect();
+        readers.sort_by(|a, b| a.0.cmp(&b.0));
+        readers
     }
 
     /// After an access denied, reads `[mysql]` again once with `reread` and, if it changed (a rotated password in the
@@ -303,168 +370,15 @@ impl Database {
         Some(final_limit(query).map_or(estimate, |limit| estimate.min(limit)))
     }
 
-    /// The columns of `database.table`, in order; `None` when there is no such table.
-    pub(crate) async fn table_columns(
-        &self,
-        database: &str,
-        table: &str,
-    ) -> Result<Option<Vec<String>>, DatabaseError> {
-        let columns: Vec<String> = sqlx::query_scalar(
-            "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.COLUMNS \
-             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
-        )
-        .bind(database)
-        .bind(table)
-        .fetch_all(&self.pool().pool)
-        .await
-        .map_err(DatabaseError::from_query)?;
-        Ok((!columns.is_empty()).then_some(columns))
-    }
-
-    /// What `derive::schema` needs, read from information_schema: the foreign keys this user can see whose
-    /// `ON DELETE` or `ON UPDATE` changes child rows, and the unique keys, views and columns of `databases`.
-    pub async fn schema(&self, databases: &[String]) -> Result<Schema, DatabaseError> {
-        let mut schema = Schema {
-            foreign_keys: self.foreign_keys().await?,
-            read: true,
-            ..Schema::default()
-        };
-        for database in databases {
-            self.unique_keys(database, &mut schema.unique_keys).await?;
-            let rows: Vec<(String, String)> = sqlx::query_as(
-                "SELECT CAST(TABLE_NAME AS CHAR), CAST(VIEW_DEFINITION AS CHAR) FROM information_schema.VIEWS \
-                 WHERE TABLE_SCHEMA = ?",
-            )
-            .bind(database)
-            .fetch_all(&self.pool().pool)
-            .await
-            .map_err(DatabaseError::from_query)?;
-            schema.views.extend(
-                rows.into_iter()
-                    .map(|(view, definition)| (database.clone(), view, definition)),
-            );
-            let rows: Vec<(String, String)> = sqlx::query_as(
-                "SELECT CAST(TABLE_NAME AS CHAR), CAST(COLUMN_NAME AS CHAR) FROM information_schema.COLUMNS \
-                 WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME, ORDINAL_POSITION",
-            )
-            .bind(database)
-            .fetch_all(&self.pool().pool)
-            .await
-            .map_err(DatabaseError::from_query)?;
-            for (table, column) in rows {
-                match schema.columns.last_mut() {
-                    Some((db, name, list)) if db == database && *name == table => list.push(column),
-                    _ => schema.columns.push((database.clone(), table, vec![column])),
-                }
-            }
-        }
-        Ok(schema)
-    }
-
-    /// Every foreign key with a cascading action (`ON DELETE`/`ON UPDATE` other than `RESTRICT` and `NO ACTION`).
-    async fn foreign_keys(&self) -> Result<Vec<ForeignKey>, DatabaseError> {
-        type Row = (String, String, String, String, String, String, String, String, String);
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT CAST(k.CONSTRAINT_NAME AS CHAR), CAST(k.TABLE_SCHEMA AS CHAR), CAST(k.TABLE_NAME AS CHAR), \
-             CAST(k.COLUMN_NAME AS CHAR), CAST(k.REFERENCED_TABLE_SCHEMA AS CHAR), \
-             CAST(k.REFERENCED_TABLE_NAME AS CHAR), CAST(k.REFERENCED_COLUMN_NAME AS CHAR), \
-             CAST(r.DELETE_RULE AS CHAR), CAST(r.UPDATE_RULE AS CHAR) \
-             FROM information_schema.KEY_COLUMN_USAGE k JOIN information_schema.REFERENTIAL_CONSTRAINTS r \
-             ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME \
-             AND r.TABLE_NAME = k.TABLE_NAME \
-             WHERE k.REFERENCED_TABLE_NAME IS NOT NULL \
-             AND (r.DELETE_RULE NOT IN ('RESTRICT', 'NO ACTION') OR r.UPDATE_RULE NOT IN ('RESTRICT', 'NO ACTION')) \
-             ORDER BY k.TABLE_SCHEMA, k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION",
-        )
-        .fetch_all(&self.pool().pool)
-        .await
-        .map_err(DatabaseError::from_query)?;
-        let mut foreign_keys: Vec<ForeignKey> = Vec::new();
-        for (name, database, table, column, parent_database, parent_table, parent_column, on_delete, on_update) in rows
-        {
-            match foreign_keys.last_mut() {
-                Some(key) if key.name == name && key.database == database && key.table == table => {
-                    key.columns.push(column);
-                    key.parent_columns.push(parent_column);
-                }
-                _ => foreign_keys.push(ForeignKey {
-                    name,
-                    database,
-                    table,
-                    columns: vec![column],
-                    parent_database,
-                    parent_table,
-                    parent_columns: vec![parent_column],
-                    on_delete: Action::parse(&on_delete),
-                    on_update: Action::parse(&on_update),
-                }),
-            }
-        }
-        Ok(foreign_keys)
-    }
-
-    /// Appends `database`'s unique keys (primary ones included) to `unique_keys`: (database, table, columns).
-    async fn unique_keys(
-        &self,
-        database: &str,
-        unique_keys: &mut Vec<(String, String, Vec<String>)>,
-    ) -> Result<(), DatabaseError> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT CAST(TABLE_NAME AS CHAR), CAST(INDEX_NAME AS CHAR), CAST(COLUMN_NAME AS CHAR) \
-             FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND NON_UNIQUE = 0 \
-             ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX",
-        )
-        .bind(database)
-        .fetch_all(&self.pool().pool)
-        .await
-        .map_err(DatabaseError::from_query)?;
-        let mut last: Option<(String, String)> = None;
-        for (table, index, column) in rows {
-            let same = last.as_ref() == Some(&(table.clone(), index.clone()));
-            match unique_keys.last_mut() {
-                Some((_, _, columns)) if same => columns.push(column),
-                _ => unique_keys.push((database.to_string(), table.clone(), vec![column])),
-            }
-            last = Some((table, index));
-        }
-        Ok(())
-    }
-
-    /// The tables whose `database.table` a rule's table pattern names (only `*` special), sorted.
-    pub(crate) async fn tables_matching(
-        &self,
-        database: &str,
-        table: &str,
-    ) -> Result<Vec<(String, String)>, DatabaseError> {
-        let like = |pattern: &str| {
-            pattern
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-                .replace('*', "%")
-        };
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT CAST(TABLE_SCHEMA AS CHAR), CAST(TABLE_NAME AS CHAR) FROM information_schema.TABLES \
-             WHERE TABLE_SCHEMA LIKE ? AND TABLE_NAME LIKE ? ORDER BY 1, 2",
-        )
-        .bind(like(database))
-        .bind(like(table))
-        .fetch_all(&self.pool().pool)
-        .await
-        .map_err(DatabaseError::from_query)?;
-        Ok(rows
-            .into_iter()
-            .filter(|(db, name)| crate::pure::glob::table_matches(database, table, db, name))
-            .collect())
-    }
-
     /// Closes every connection, waiting at most `CLOSE_TIMEOUT`: a connection abandoned mid-query (a timed-out
     /// run) may never be handed back, and shutdown must not wait for it.
+    /// The sources' own servers (see [`Database::set_readers`]) are closed with it.
     pub(crate) async fn close(&self) {
-        if tokio::time::timeout(CLOSE_TIMEOUT, self.pool().pool.close())
-            .await
-            .is_err()
-        {
+        let pools: Vec<Arc<Pool>> = std::iter::once(self.pool())
+            .chain(self.source_readers().iter().map(|(_, reader)| reader.pool()))
+            .collect();
+        let closing = futures_util::future::join_all(pools.iter().map(|pool| pool.pool.close()));
+        if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
             tracing::debug!("MySQL connections did not close in time; leaving them to the OS.");
         }
     }
