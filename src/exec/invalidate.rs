@@ -232,85 +232,76 @@ impl Invalidator {
                 .map_or(actions.len(), |n| index + n);
             let mut unique = HashSet::new();
             let run: Vec<&Action> = actions[index..end].iter().filter(|a| unique.insert(*a)).collect();
-            match run[0] {
-                Action::Delete(_) => {
-                    let keys: Vec<String> = run
-                        .iter()
-                        .filter_map(|a| match a {
-                            Action::Delete(key) => Some(key.clone()),
-                            _ => None,
-                        })
-                        .collect();
-                    self.cache.invalidate(&keys).await?;
-                    applied.deleted += keys.len() as u64;
-                }
-                Action::Set { .. } => {
-                    // Row images are as fresh as their event: they supersede every read in flight.
-                    let ops: Vec<KeyOp> = run
-                        .iter()
-                        .filter_map(|a| match a {
-                            Action::Set { key, value, ttl } => Some(KeyOp::Set {
-                                key: key.clone(),
-                                value: value.clone(),
-                                ttl: *ttl,
-                                read: None,
-                            }),
-                            _ => None,
-                        })
-                        .collect();
-                    self.cache.supersede(&ops).await?;
-                    applied.projected += ops.len() as u64;
-                }
-                Action::Member(_) => {
-                    let changes: Vec<&MemberChange> = run
-                        .iter()
-                        .filter_map(|a| match a {
-                            Action::Member(change) => Some(change),
-                            _ => None,
-                        })
-                        .collect();
-                    self.change_members(&changes, &mut applied).await?;
-                }
-                Action::DeletePattern(_) => {
-                    for action in &run {
-                        if let Action::DeletePattern(pattern) = action {
-                            applied.pattern_deleted += self.delete_pattern(pattern).await?;
-                        }
-                    }
-                }
-                Action::Refresh(_) => {
-                    let keys: Vec<&str> = run
-                        .iter()
-                        .filter_map(|a| match a {
-                            Action::Refresh(key) => Some(key.as_str()),
-                            _ => None,
-                        })
-                        .collect();
-                    self.refresh(&self.db, &keys, seen, &mut applied).await?;
-                }
-                Action::Lookup(_) => {
-                    let lookups: Vec<&crate::pure::plan::Lookup> = run
-                        .iter()
-                        .filter_map(|a| match a {
-                            Action::Lookup(lookup) => Some(lookup),
-                            _ => None,
-                        })
-                        .collect();
-                    self.look_up(&lookups, seen, &mut applied).await?;
-                }
-                Action::Warm(_) => {
-                    for action in &run {
-                        if let Action::Warm(job) = action {
-                            self.warm(job, TriggerReason::Message);
-                            applied.warms += 1;
-                        }
-                    }
-                }
-            }
+            self.apply_run(&run, seen, &mut applied).await?;
             index = end;
         }
         metrics::record_invalidations(&applied.counts(), applied.warms);
         Ok(applied)
+    }
+
+    /// Applies one run of actions of one kind (the first one's), each once, in one step where the kind allows.
+    async fn apply_run(
+        &self,
+        run: &[&Action],
+        seen: &HashMap<String, SeenRow>,
+        applied: &mut Applied,
+    ) -> Result<(), BackendError> {
+        // The payloads of the run's actions of one (tuple) variant.
+        macro_rules! each {
+            ($variant:path) => {
+                run.iter().filter_map(|action| match action {
+                    $variant(payload) => Some(payload),
+                    _ => None,
+                })
+            };
+        }
+        match run[0] {
+            Action::Delete(_) => {
+                let keys: Vec<String> = each!(Action::Delete).cloned().collect();
+                self.cache.invalidate(&keys).await?;
+                applied.deleted += keys.len() as u64;
+            }
+            Action::Set { .. } => {
+                // Row images are as fresh as their event: they supersede every read in flight.
+                let ops: Vec<KeyOp> = (run.iter())
+                    .filter_map(|action| match action {
+                        Action::Set { key, value, ttl } => Some(KeyOp::Set {
+                            key: key.clone(),
+                            value: value.clone(),
+                            ttl: *ttl,
+                            read: None,
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                self.cache.supersede(&ops).await?;
+                applied.projected += ops.len() as u64;
+            }
+            Action::Member(_) => {
+                let changes: Vec<&MemberChange> = each!(Action::Member).collect();
+                self.change_members(&changes, applied).await?;
+            }
+            Action::DeletePattern(_) => {
+                for pattern in each!(Action::DeletePattern) {
+                    applied.pattern_deleted += self.delete_pattern(pattern).await?;
+                }
+            }
+            Action::Refresh(_) => {
+                let keys: Vec<&str> = each!(Action::Refresh).map(String::as_str).collect();
+                self.refresh(&self.db, &keys, seen, applied).await?;
+            }
+            Action::Lookup(_) => {
+                let lookups: Vec<&crate::pure::plan::Lookup> = each!(Action::Lookup).collect();
+                self.look_up(&lookups, seen, applied).await?;
+            }
+            Action::Warm(_) => {
+                for job in each!(Action::Warm) {
+                    self.warm(job, TriggerReason::Message);
+                    applied.warms += 1;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Changes members of sets and sorted sets (as fresh as their event, like row images: they supersede every read

@@ -14,13 +14,13 @@
 //! # Reading again
 //! A refresh whose read did not show its change (see `refresh`) read either an older row (the commit not visible
 //! yet, a lagging replica) or a newer one (a later change, whose own event is still ahead in the binlog). A recent
-//! change is *deferred*: it joins a later batch after 2, 4, 8, … ms, unless a newer change of the same key arrives
-//! first (which replaces it), and is given up once it has waited `[binlog] refresh_wait` (250 ms by default: a
-//! commit is visible within a millisecond or two of its event; longer waits are for a lagging reader endpoint). A
-//! change more than a second old at its first read (catching up on a backlog) is not read again: its row has almost
-//! surely moved on, and the later event refreshes it. Either way the key stays deleted meanwhile, so a crash or a
-//! give-up leaves a miss, never a stale value; with `refresh_fallback` the listener reads those keys once more from
-//! the writer.
+//! change is *deferred*: it joins a later batch after 2, 4, 8, … ms (at most 100 ms apart), unless a newer change of
+//! the same key arrives first (which replaces it), and is given up once it has waited `[binlog] refresh_wait` (250 ms
+//! by default: a commit is visible within a millisecond or two of its event; longer waits are for a lagging reader
+//! endpoint). A change more than a second old at its first read (catching up on a backlog) is not read again: its
+//! row has almost surely moved on, and the later event refreshes it. Either way the key stays deleted meanwhile, so
+//! a crash or a give-up leaves a miss, never a stale value; with `refresh_fallback` the listener reads those keys
+//! once more from the writer.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -32,8 +32,11 @@ use crate::pure::plan::Action;
 /// A change at most this many seconds old (by its event's whole-second timestamp) is recent: a read not showing it
 /// may be early, and is tried again.
 const RECENT_SECONDS: u64 = 1;
-/// The first wait before reading a deferred refresh again; it doubles with each attempt.
+/// The first wait before reading a deferred refresh again; it doubles with each attempt, up to the next.
 const VERIFY_FIRST_DELAY: Duration = Duration::from_millis(2);
+/// The longest wait between two reads of a deferred refresh: once a lagging reader shows the change, its key is
+/// right within this long (doubling alone would wait up to the lag again: 2.1 s for a reader 1 s behind).
+const VERIFY_MAX_DELAY: Duration = Duration::from_millis(100);
 
 /// A refresh waiting to be read again.
 struct Deferred {
@@ -99,7 +102,7 @@ impl Ready {
             }
             let (attempts, since) = retry.unwrap_or((0, now));
             let attempts = attempts + 1;
-            let delay = VERIFY_FIRST_DELAY * 2u32.saturating_pow(attempts - 1);
+            let delay = (VERIFY_FIRST_DELAY * 2u32.pow((attempts - 1).min(16))).min(VERIFY_MAX_DELAY);
             if now.duration_since(since) + delay > wait {
                 outcome.given_up.push(key.clone());
                 outcome.seen.insert(key.clone(), seen);
@@ -441,6 +444,36 @@ mod tests {
         assert!(now.duration_since(start) <= WAIT);
         assert!((5..=9).contains(&reads), "{reads} reads");
         assert!(batch.next_due().is_none());
+    }
+
+    #[test]
+    fn a_long_wait_reads_again_at_most_a_tenth_of_a_second_apart_until_its_end() {
+        let mut batch = Batch::default();
+        let (start, wait) = (Instant::now(), Duration::from_secs(5));
+        batch.add(Action::Refresh("a".into()), Some(&seen("new")), start);
+        let mut ready = batch.take_actions();
+        batch.reset();
+        let (mut now, mut gaps) = (start, Vec::new());
+        loop {
+            let unverified = ready.defer_unverified(&["a".into()], &mut batch, now, 0, wait);
+            if !unverified.given_up.is_empty() {
+                break;
+            }
+            let due = batch.next_due().unwrap();
+            gaps.push(due.duration_since(now));
+            now = due;
+            batch.take_due(now);
+            ready = batch.take_actions();
+            batch.reset();
+        }
+        assert_eq!(
+            gaps[..3],
+            [VERIFY_FIRST_DELAY, VERIFY_FIRST_DELAY * 2, VERIFY_FIRST_DELAY * 4]
+        );
+        assert!(gaps.iter().all(|gap| *gap <= VERIFY_MAX_DELAY), "{gaps:?}");
+        // Read again until the last tenth of a second of the wait, not given up a doubling early.
+        let waited = now.duration_since(start);
+        assert!(waited <= wait && waited > wait - VERIFY_MAX_DELAY, "{waited:?}");
     }
 
     #[test]

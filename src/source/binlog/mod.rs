@@ -285,6 +285,29 @@ impl BinlogListener {
             });
         }
 
+        let request = self.stream_request(&mut conn, &start, &server, by_gtid).await?;
+        let stream = conn
+            .get_binlog_stream(request)
+            .await
+            .map_err(|error| server::classify(error, &start))?;
+        info!(position = %start, by_gtid, server_id = self.settings.server_id, "Following the binlog.");
+        Ok(Some(Opened {
+            stream,
+            start,
+            server,
+            by_gtid,
+        }))
+    }
+
+    /// Prepares the session (heartbeat, MariaDB's capabilities and GTID state) and the dump request: from the GTID
+    /// position when `by_gtid`, else from the file offset.
+    async fn stream_request<'s>(
+        &self,
+        conn: &mut mysql_async::Conn,
+        start: &'s Position,
+        server: &server::ServerTraits,
+        by_gtid: bool,
+    ) -> Result<BinlogStreamRequest<'s>, BinlogError> {
         let heartbeat_ns = self.settings.heartbeat.as_nanos();
         // (MySQL 8.4 and later read the second name.)
         conn.query_drop(format!(
@@ -315,17 +338,7 @@ impl BinlogListener {
                 .with_filename(start.file.as_bytes())
                 .with_pos(start.pos),
         };
-        let stream = conn
-            .get_binlog_stream(request)
-            .await
-            .map_err(|error| server::classify(error, &start))?;
-        info!(position = %start, by_gtid, server_id = self.settings.server_id, "Following the binlog.");
-        Ok(Some(Opened {
-            stream,
-            start,
-            server,
-            by_gtid,
-        }))
+        Ok(request)
     }
 
     /// The `on_gap` recovery for everything the rules cover. `false` when shutdown interrupted it.
