@@ -46,7 +46,7 @@ const REFRESH_ATTEMPTS: u32 = 3;
 
 /// Why keys could not be rendered from the database.
 #[derive(Debug, thiserror::Error)]
-pub enum KeyReadError {
+pub(crate) enum KeyReadError {
     #[error(transparent)]
     Database(#[from] DatabaseError),
     #[error(transparent)]

@@ -99,8 +99,9 @@ pub struct Encoding {
 }
 
 impl Encoding {
-    /// Plain JSON, always.
-    pub const PLAIN: Encoding = Encoding {
+    /// Plain JSON, always. (Tests only.)
+    #[cfg(test)]
+    pub(crate) const PLAIN: Encoding = Encoding {
         compress: Compression::None,
         compress_over: 0,
         structure: Structure::String,
@@ -139,7 +140,7 @@ impl Encoding {
 
     /// How many bytes `encoded` (made by [`Encoding::encode`]) counts against `max_value_bytes`: a document's fields
     /// are carried beside it only for the write scripts to compare, so a document counts its JSON alone.
-    pub fn stored_len(&self, encoded: &[u8]) -> usize {
+    pub(crate) fn stored_len(&self, encoded: &[u8]) -> usize {
         let document = JSON_TAG.len() + 6..JSON_TAG.len() + 10;
         match encoded.get(document) {
             Some(&[a, b, c, d]) if self.structure == Structure::Json => u32::from_be_bytes([a, b, c, d]) as usize,
@@ -149,7 +150,7 @@ impl Encoding {
 
     /// How large a rendered value may grow before it cannot fit `max_stored` bytes even compressed: the bound on
     /// what a whole-result key holds in memory while it is built.
-    pub fn rendered_limit(&self, max_stored: usize) -> usize {
+    pub(crate) fn rendered_limit(&self, max_stored: usize) -> usize {
         match self.compress {
             Compression::None => max_stored,
             _ => max_stored.saturating_mul(64),

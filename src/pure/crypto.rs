@@ -85,13 +85,14 @@ impl Keyring {
         })
     }
 
-    /// The id new values are sealed with.
-    pub fn write_id(&self) -> &str {
+    /// The id new values are sealed with. (Tests only.)
+    #[cfg(test)]
+    pub(crate) fn write_id(&self) -> &str {
         &self.keys[self.write].0
     }
 
     /// Appends the envelope of `plaintext` (a column's JSON value) sealed for `column` to `out`.
-    pub fn seal(&self, column: &str, plaintext: &[u8], out: &mut Vec<u8>) {
+    pub(crate) fn seal(&self, column: &str, plaintext: &[u8], out: &mut Vec<u8>) {
         let (id, key, _) = &self.keys[self.write];
         let mut nonce = [0u8; NONCE_LEN];
         self.random

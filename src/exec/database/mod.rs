@@ -147,7 +147,7 @@ impl Database {
 
     /// `[mysql]`'s database and the servers of the binlog sources whose jobs read their own (`read_url`), without
     /// connecting.
-    pub fn of_config(config: &crate::config::Config) -> Result<Self, DatabaseError> {
+    pub(crate) fn of_config(config: &crate::config::Config) -> Result<Self, DatabaseError> {
         let db = Self::new(&config.mysql)?;
         db.set_readers(&config.readers())?;
         Ok(db)

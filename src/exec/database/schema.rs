@@ -7,7 +7,7 @@ use crate::pure::derive::schema::{Action, ForeignKey, Schema};
 impl Database {
     /// [`Database::schema`] of every server the jobs read, merged: this one's for `databases(None)`, and each binlog
     /// source's own server (see [`Database::set_readers`]) for `databases(Some(source))`.
-    pub async fn schema_everywhere(
+    pub(crate) async fn schema_everywhere(
         &self,
         databases: &dyn Fn(Option<&str>) -> Vec<String>,
     ) -> Result<Schema, DatabaseError> {

@@ -26,7 +26,7 @@ pub struct Schema {
 impl Schema {
     /// Takes in what another server says of its tables (a binlog source whose jobs read a server of their own); what
     /// both say (one server reached twice) is kept once.
-    pub fn merge(&mut self, other: Schema) {
+    pub(crate) fn merge(&mut self, other: Schema) {
         fn extend<T: PartialEq>(mine: &mut Vec<T>, theirs: Vec<T>) {
             for item in theirs {
                 if !mine.contains(&item) {
@@ -78,7 +78,7 @@ impl Action {
     }
 
     /// Whether the parent's change changes child rows.
-    pub fn changes_children(self) -> bool {
+    pub(crate) fn changes_children(self) -> bool {
         self != Action::Restrict
     }
 
@@ -94,7 +94,7 @@ impl Action {
 
 /// A table whose changes reach another table's rows below the binlog.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cascade {
+pub(crate) struct Cascade {
     pub parent_database: String,
     pub parent_table: String,
     /// A deleted parent row changes children.
@@ -110,7 +110,7 @@ pub struct Cascade {
 impl Schema {
     /// Whether `columns` of `database.table` name at most one row: a primary or unique key lies within them. `true`
     /// when unknown (offline, or a view).
-    pub fn is_unique(&self, database: &str, table: &str, columns: &[&str]) -> bool {
+    pub(crate) fn is_unique(&self, database: &str, table: &str, columns: &[&str]) -> bool {
         if !self.read || self.view(database, table).is_some() {
             return true;
         }
@@ -121,7 +121,7 @@ impl Schema {
     }
 
     /// The columns of `database.table` (a table or a view); `None` when not read.
-    pub fn columns_of(&self, database: &str, table: &str) -> Option<&[String]> {
+    pub(crate) fn columns_of(&self, database: &str, table: &str) -> Option<&[String]> {
         self.columns
             .iter()
             .find(|(db, name, _)| db == database && name == table)
@@ -139,7 +139,7 @@ impl Schema {
     /// The tables whose changes reach `database.table`'s rows through foreign keys that change children, directly
     /// or through a chain of them (a grandparent's delete cascading into the parent, and from there into the
     /// table); nearest first.
-    pub fn cascades_into(&self, database: &str, table: &str) -> Vec<Cascade> {
+    pub(crate) fn cascades_into(&self, database: &str, table: &str) -> Vec<Cascade> {
         let mut found = Vec::new();
         let mut visited: HashSet<(String, String)> = HashSet::from([(database.to_string(), table.to_string())]);
         // (table reached, how it was reached)

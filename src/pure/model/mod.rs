@@ -295,7 +295,7 @@ pub struct WarmJob {
 
 impl WarmJob {
     /// The query a run reads: a top-N sorted set's reads its buffer too.
-    pub fn run_query(&self) -> &str {
+    pub(crate) fn run_query(&self) -> &str {
         match self.members.as_deref().and_then(|members| members.top.as_ref()) {
             Some(top) => &top.query,
             None => &self.query,

@@ -17,7 +17,7 @@ pub const MAX_PARTITIONS: u32 = 256;
 impl Partitions {
     /// `count` ranges of equal width covering `low..=high` (fewer when there are fewer values than pieces), each
     /// inclusive at both ends.
-    pub fn ranges(&self, low: i64, high: i64) -> Vec<(i64, i64)> {
+    pub(crate) fn ranges(&self, low: i64, high: i64) -> Vec<(i64, i64)> {
         if high < low {
             return Vec::new();
         }
@@ -35,14 +35,14 @@ impl Partitions {
     }
 
     /// The query that reads one piece: the job's query with its rows restricted to `low..=high` of the column.
-    pub fn piece_query(&self, query: &str, low: i64, high: i64) -> String {
+    pub(crate) fn piece_query(&self, query: &str, low: i64, high: i64) -> String {
         let query = query.trim().trim_end_matches(';');
         let column = format!("cw_piece.`{}`", self.column.replace('`', "``"));
         format!("SELECT * FROM ({query}) AS cw_piece WHERE {column} BETWEEN {low} AND {high}")
     }
 
     /// The query that finds the column's range over the job's rows.
-    pub fn range_query(&self, query: &str) -> String {
+    pub(crate) fn range_query(&self, query: &str) -> String {
         let query = query.trim().trim_end_matches(';');
         let column = format!("cw_range.`{}`", self.column.replace('`', "``"));
         format!("SELECT MIN({column}), MAX({column}) FROM ({query}) AS cw_range")
@@ -104,7 +104,7 @@ impl PieceFigures {
         format!("{} {} {} {}", self.rows, self.keys, self.bytes, self.millis)
     }
 
-    pub fn decode(text: &str) -> Option<Self> {
+    pub(crate) fn decode(text: &str) -> Option<Self> {
         let mut numbers = text.split(' ').map(str::parse::<u64>);
         let figures = Self {
             rows: numbers.next()?.ok()?,
@@ -118,7 +118,7 @@ impl PieceFigures {
 
 impl Board {
     /// The board a run's hash describes (`HGETALL`), `None` when there is no run (or it is not one of ours).
-    pub fn from_fields(fields: &HashMap<String, String>) -> Option<Board> {
+    pub(crate) fn from_fields(fields: &HashMap<String, String>) -> Option<Board> {
         let count: u32 = fields.get("pieces")?.parse().ok()?;
         let number = |name: String| fields.get(&name).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
         let mut pieces = Vec::with_capacity(count as usize);
@@ -165,7 +165,7 @@ impl Board {
     }
 
     /// The run's figures (the done pieces' together; the longest piece's time) and how many pieces failed.
-    pub fn totals(&self) -> (PieceFigures, usize) {
+    pub(crate) fn totals(&self) -> (PieceFigures, usize) {
         let mut total = PieceFigures::default();
         for piece in self.pieces.iter().filter(|p| p.state == PieceState::Done) {
             total.rows += piece.rows;

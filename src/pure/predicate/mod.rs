@@ -81,7 +81,7 @@ pub enum Predicate {
 
 /// The outcome of a filter on one row: SQL's three values, and *unknown* where the image cannot tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Truth {
+pub(crate) enum Truth {
     True,
     False,
     Null,
@@ -137,7 +137,7 @@ enum Value<'a> {
 
 impl Predicate {
     /// Whether `image` satisfies the filter: [`Truth::True`] in, `False`/`Null` out, `Unknown` cannot tell.
-    pub fn eval(&self, image: &RowImage) -> Truth {
+    pub(crate) fn eval(&self, image: &RowImage) -> Truth {
         match self {
             Predicate::And(parts) => Truth::and(parts.iter().map(|part| part.eval(image))),
             Predicate::Or(parts) => Truth::or(parts.iter().map(|part| part.eval(image))),
@@ -217,8 +217,9 @@ impl Predicate {
         columns
     }
 
-    /// Whether some part cannot be evaluated (so the filter may only ever answer unknown there).
-    pub fn has_unknown(&self) -> bool {
+    /// Whether some part cannot be evaluated (so the filter may only ever answer unknown there). (Tests only.)
+    #[cfg(test)]
+    pub(crate) fn has_unknown(&self) -> bool {
         match self {
             Predicate::And(parts) | Predicate::Or(parts) => parts.iter().any(Predicate::has_unknown),
             Predicate::Not(inner) => inner.has_unknown(),
