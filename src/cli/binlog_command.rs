@@ -22,30 +22,13 @@ use crate::exec::warm::{WarmRunner, Warmer};
 use crate::pure::model::{OnGap, WarmJob};
 use crate::source::binlog::checkpoint::{Checkpoints, Position};
 use crate::source::binlog::position::{self, Inspection};
-use crate::source::binlog::{BinlogListener, ReplicationUrl, Verdict};
+use crate::source::binlog::{BinlogError, BinlogListener, ReplicationUrl, Verdict};
 use crate::telemetry::health::Health;
 
 /// Runs the `binlog` subcommand on the source named `source` (the only one when `None`); its exit code.
 pub(crate) async fn run(config: &Config, source: Option<&str>, action: &BinlogAction) -> ExitCode {
     let Some(settings) = config.source_of(source) else {
-        let names: Vec<&str> = config.binlogs.iter().map(|binlog| &*binlog.name).collect();
-        match (source, names.as_slice()) {
-            (_, []) => eprintln!(
-                "error: {} has no [binlog] section: there is no position to show or move",
-                config.path.display()
-            ),
-            (None, names) => eprintln!(
-                "error: {} follows several binlog sources ({}): name one with --source",
-                config.path.display(),
-                names.join(", ")
-            ),
-            (Some(source), names) => eprintln!(
-                "error: {} has no binlog source named \"{source}\" (its sources: {})",
-                config.path.display(),
-                names.join(", ")
-            ),
-        }
-        return ExitCode::from(if names.is_empty() { CONFIG } else { USAGE });
+        return no_such_source(config, source);
     };
     let cache = match Cache::connect(&config.redis).await {
         Ok(cache) => cache,
@@ -78,21 +61,7 @@ pub(crate) async fn run(config: &Config, source: Option<&str>, action: &BinlogAc
             })
         }
         BinlogAction::Set { file, pos, gtid } => {
-            let set = match (file, pos, gtid) {
-                (_, _, Some(gtid)) => position::set_gtid(settings, &saved, gtid).await,
-                (Some(file), Some(pos), None) => position::set(settings, &saved, file, *pos).await,
-                _ => unreachable!("clap asks for --file and --pos, or --gtid"),
-            };
-            set.map(|(old, new)| {
-                tracing::info!(old = ?old.as_ref().map(ToString::to_string), new = %new, "The binlog checkpoint was set by hand.");
-                println!("checkpoint: {} → {new}", old.map_or("none".to_string(), |old| old.to_string()));
-                match &new.gtid {
-                    Some(gtid) if new.file.is_empty() => {
-                        println!("the next start reads the binlog after the transactions of {gtid}")
-                    }
-                    _ => println!("the next start reads the binlog from {}:{}", new.file, new.pos),
-                }
-            })
+            set_by_hand(settings, &saved, file.as_deref(), *pos, gtid.as_deref()).await
         }
         BinlogAction::Replay { .. } => unreachable!("replayed above"),
         BinlogAction::Reset => saved.remove().await.map(|old| {
@@ -118,6 +87,53 @@ pub(crate) async fn run(config: &Config, source: Option<&str>, action: &BinlogAc
             })
         }
     }
+}
+
+/// Says that `source` names no binlog source of `config` (or that one must be named); the exit code.
+fn no_such_source(config: &Config, source: Option<&str>) -> ExitCode {
+    let names: Vec<&str> = config.binlogs.iter().map(|binlog| &*binlog.name).collect();
+    match (source, names.as_slice()) {
+        (_, []) => eprintln!(
+            "error: {} has no [binlog] section: there is no position to show or move",
+            config.path.display()
+        ),
+        (None, names) => eprintln!(
+            "error: {} follows several binlog sources ({}): name one with --source",
+            config.path.display(),
+            names.join(", ")
+        ),
+        (Some(source), names) => eprintln!(
+            "error: {} has no binlog source named \"{source}\" (its sources: {})",
+            config.path.display(),
+            names.join(", ")
+        ),
+    }
+    ExitCode::from(if names.is_empty() { CONFIG } else { USAGE })
+}
+
+/// `binlog set`: the checkpoint moved to `file`:`pos` or to the GTID position `gtid`, old and new printed.
+async fn set_by_hand(
+    settings: &BinlogSettings,
+    saved: &Checkpoints,
+    file: Option<&str>,
+    pos: Option<u64>,
+    gtid: Option<&str>,
+) -> Result<(), BinlogError> {
+    let set = match (file, pos, gtid) {
+        (_, _, Some(gtid)) => position::set_gtid(settings, saved, gtid).await,
+        (Some(file), Some(pos), None) => position::set(settings, saved, file, pos).await,
+        _ => unreachable!("clap asks for --file and --pos, or --gtid"),
+    };
+    set.map(|(old, new)| {
+        tracing::info!(old = ?old.as_ref().map(ToString::to_string), new = %new, "The binlog checkpoint was set by hand.");
+        println!("checkpoint: {} → {new}", old.map_or("none".to_string(), |old| old.to_string()));
+        match &new.gtid {
+            Some(gtid) if new.file.is_empty() => {
+                println!("the next start reads the binlog after the transactions of {gtid}")
+            }
+            _ => println!("the next start reads the binlog from {}:{}", new.file, new.pos),
+        }
+    })
 }
 
 /// How long a replay may read without its position moving before it gives up.

@@ -4,7 +4,7 @@
 //! Pure: hands back text.
 
 use super::{Coverage, JobCoverage};
-use crate::pure::model::{ChangeRule, Ttl, WarmJob};
+use crate::pure::model::{ChangeRule, MemberRule, Ttl, WarmJob};
 
 /// `check`'s coverage section, and whether every job is covered (what `check --strict` demands). `binlog` says
 /// whether a `[binlog]` is enabled: without one no rule is followed.
@@ -112,100 +112,120 @@ pub(crate) fn rules_toml(rules: &[&ChangeRule]) -> String {
         if !out.is_empty() {
             out.push('\n');
         }
-        if let Some(members) = &rule.members {
+        match &rule.members {
             // No [[on_change]] field writes members: such a rule stays derived.
-            out.push_str(&format!(
-                "# derived from [[warm]] \"{}\": the members of its {} follow the rows of {}.{} (key {}, member {}{}); no \
-                 [[on_change]] rule says that, so keep derive_rules = true for it\n",
-                members.job,
-                members.members.kind.as_str(),
-                rule.database,
-                rule.table,
-                quoted(members.key.as_str()),
-                quoted(members.member.as_str()),
-                members.score.as_deref().map(|score| format!(", score {}", quoted(score))).unwrap_or_default(),
-            ));
-            continue;
-        }
-        match &rule.derived_from {
-            Some(job) => out.push_str(&format!("# derived from [[warm]] \"{job}\"\n")),
-            None => out.push_str("# explicit\n"),
-        }
-        out.push_str("[[on_change]]\n");
-        if let Some(source) = &rule.source {
-            out.push_str(&format!("source = {}\n", quoted(source)));
-        }
-        out.push_str(&format!(
-            "table = {}\n",
-            quoted(&format!("{}.{}", rule.database, rule.table))
-        ));
-        let list = |items: Vec<&str>| {
-            let quoted: Vec<String> = items.into_iter().map(quoted).collect();
-            format!("[{}]", quoted.join(", "))
-        };
-        if !rule.delete.is_empty() {
-            out.push_str(&format!(
-                "delete = {}\n",
-                list(rule.delete.iter().map(|t| t.as_str()).collect())
-            ));
-        }
-        if !rule.refresh.is_empty() {
-            out.push_str(&format!(
-                "refresh = {}\n",
-                list(rule.refresh.iter().map(|t| t.as_str()).collect())
-            ));
-        }
-        if let Some(projection) = &rule.project {
-            let ttl = match projection.ttl {
-                Ttl::Expires(ttl) => crate::pure::words::duration(ttl),
-                Ttl::Never => "none".into(),
-            };
-            out.push_str(&format!(
-                "project = {{ key = {}, columns = {}, ttl = {} }}\n",
-                quoted(projection.key.as_str()),
-                list(projection.columns.iter().map(String::as_str).collect()),
-                quoted(&ttl)
-            ));
-        }
-        if let Some(lookup) = &rule.lookup {
-            let on: Vec<String> = lookup
-                .links
-                .iter()
-                .map(|(changed, driving)| format!("{driving} = {}", quoted(changed)))
-                .collect();
-            out.push_str(&format!(
-                "lookup = {{ job = {}, table = {}, on = {{ {} }}, key = {}, refresh = {} }}\n",
-                quoted(&lookup.job),
-                quoted(&format!("{}.{}", lookup.database, lookup.table)),
-                on.join(", "),
-                quoted(lookup.key.as_str()),
-                lookup.refresh
-            ));
-        }
-        if !rule.warm.is_empty() {
-            out.push_str(&format!(
-                "warm = {}\n",
-                list(rule.warm.iter().map(String::as_str).collect())
-            ));
-            out.push_str(&format!(
-                "debounce = {}\n",
-                quoted(&crate::pure::words::duration(rule.debounce))
-            ));
-        }
-        if !rule.when_changed.is_empty() {
-            out.push_str(&format!(
-                "when_changed = {}\n",
-                list(rule.when_changed.iter().map(String::as_str).collect())
-            ));
-        }
-        if let Some(filter) = &rule.filter {
-            out.push_str(&format!("where = {}\n", quoted(&filter.predicate.to_string())));
-        }
-        if rule.events != crate::pure::model::RowEvents::ALL {
-            out.push_str(&format!("events = {}\n", list(rule.events.names())));
+            Some(members) => out.push_str(&members_comment(rule, members)),
+            None => rule_toml(rule, &mut out),
         }
     }
     out
+}
+
+/// The comment that stands for a derived members rule.
+fn members_comment(rule: &ChangeRule, members: &MemberRule) -> String {
+    format!(
+        "# derived from [[warm]] \"{}\": the members of its {} follow the rows of {}.{} (key {}, member {}{}); no \
+         [[on_change]] rule says that, so keep derive_rules = true for it\n",
+        members.job,
+        members.members.kind.as_str(),
+        rule.database,
+        rule.table,
+        quoted(members.key.as_str()),
+        quoted(members.member.as_str()),
+        members
+            .score
+            .as_deref()
+            .map(|score| format!(", score {}", quoted(score)))
+            .unwrap_or_default(),
+    )
+}
+
+/// One rule's `[[on_change]]` table, headed by where it came from.
+fn rule_toml(rule: &ChangeRule, out: &mut String) {
+    match &rule.derived_from {
+        Some(job) => out.push_str(&format!("# derived from [[warm]] \"{job}\"\n")),
+        None => out.push_str("# explicit\n"),
+    }
+    out.push_str("[[on_change]]\n");
+    if let Some(source) = &rule.source {
+        out.push_str(&format!("source = {}\n", quoted(source)));
+    }
+    out.push_str(&format!(
+        "table = {}\n",
+        quoted(&format!("{}.{}", rule.database, rule.table))
+    ));
+    action_fields(rule, out);
+    if !rule.when_changed.is_empty() {
+        out.push_str(&format!(
+            "when_changed = {}\n",
+            list(rule.when_changed.iter().map(String::as_str).collect())
+        ));
+    }
+    if let Some(filter) = &rule.filter {
+        out.push_str(&format!("where = {}\n", quoted(&filter.predicate.to_string())));
+    }
+    if rule.events != crate::pure::model::RowEvents::ALL {
+        out.push_str(&format!("events = {}\n", list(rule.events.names())));
+    }
+}
+
+/// A rule's fields that say what it does: delete, refresh, project, lookup, warm.
+fn action_fields(rule: &ChangeRule, out: &mut String) {
+    if !rule.delete.is_empty() {
+        out.push_str(&format!(
+            "delete = {}\n",
+            list(rule.delete.iter().map(|t| t.as_str()).collect())
+        ));
+    }
+    if !rule.refresh.is_empty() {
+        out.push_str(&format!(
+            "refresh = {}\n",
+            list(rule.refresh.iter().map(|t| t.as_str()).collect())
+        ));
+    }
+    if let Some(projection) = &rule.project {
+        let ttl = match projection.ttl {
+            Ttl::Expires(ttl) => crate::pure::words::duration(ttl),
+            Ttl::Never => "none".into(),
+        };
+        out.push_str(&format!(
+            "project = {{ key = {}, columns = {}, ttl = {} }}\n",
+            quoted(projection.key.as_str()),
+            list(projection.columns.iter().map(String::as_str).collect()),
+            quoted(&ttl)
+        ));
+    }
+    if let Some(lookup) = &rule.lookup {
+        let on: Vec<String> = lookup
+            .links
+            .iter()
+            .map(|(changed, driving)| format!("{driving} = {}", quoted(changed)))
+            .collect();
+        out.push_str(&format!(
+            "lookup = {{ job = {}, table = {}, on = {{ {} }}, key = {}, refresh = {} }}\n",
+            quoted(&lookup.job),
+            quoted(&format!("{}.{}", lookup.database, lookup.table)),
+            on.join(", "),
+            quoted(lookup.key.as_str()),
+            lookup.refresh
+        ));
+    }
+    if !rule.warm.is_empty() {
+        out.push_str(&format!(
+            "warm = {}\n",
+            list(rule.warm.iter().map(String::as_str).collect())
+        ));
+        out.push_str(&format!(
+            "debounce = {}\n",
+            quoted(&crate::pure::words::duration(rule.debounce))
+        ));
+    }
+}
+
+/// `["a", "b"]`.
+fn list(items: Vec<&str>) -> String {
+    let quoted: Vec<String> = items.into_iter().map(quoted).collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 /// Rules as a JSON array of objects with the TOML's fields and `derived_from`.
