@@ -112,6 +112,16 @@ def config(body, protection=True, cluster=False):
     return path
 
 
+def rewrite(path, old, new, append=""):
+    """Replaces `old` with `new` in the config file at `path` (another server, another admin port) and appends
+    `append`; returns the path."""
+    with open(path) as f:
+        text = f.read().replace(old, new)
+    with open(path, "w") as f:
+        f.write(text + append)
+    return path
+
+
 def warm_job(name, query, prefix, extra=""):
     return (f'[[warm]]\nname = "{name}"\nschedule = "0 0 0 1 1 *"\nquery = """{query}"""\n'
             f'key = "{prefix}{{id}}"\nttl = "10m"\n{extra}\n')
@@ -650,11 +660,7 @@ def compressed_catch_up(n, runs, compress):
                         raise RuntimeError("log_bin_compress is on but the row events are not compressed")
             size = int(end) - int(pos) if end_file == file else None
             r().set("bench:checkpoint", f"{file}:{pos}")
-            path = binlog_config(9350 + run + 10 * compress)
-            with open(path) as f:
-                text = f.read().replace(MYSQL_URL, f"{base}/{DATABASE}")
-            with open(path, "w") as f:
-                f.write(text)
+            path = rewrite(binlog_config(9350 + run + 10 * compress), MYSQL_URL, f"{base}/{DATABASE}")
             start = time.monotonic()
             daemon = Daemon(path)
             done = wait(lambda: deleted() >= n, 120, 0.005)
@@ -760,11 +766,9 @@ def ha_takeover(kills=5):
     for ttl, on_cluster in (("10s", False), ("3s", False), ("3s", True)):
         paths = []
         for name, port in zip(("a", "b"), ports):
-            path = config(warm_job("million", "SELECT id FROM million LIMIT 1", "bench:ha:"), cluster=on_cluster)
-            with open(path) as f:
-                text = f.read().replace(f'listen = "127.0.0.1:{ADMIN_PORT}"', f'listen = "127.0.0.1:{port}"')
-            with open(path, "w") as f:
-                f.write(text + f'\n[ha]\nenabled = true\nlease_ttl = "{ttl}"\nkey = "bench:leader"\ninstance = "{name}"\n')
+            path = rewrite(config(warm_job("million", "SELECT id FROM million LIMIT 1", "bench:ha:"), cluster=on_cluster),
+                           f'listen = "127.0.0.1:{ADMIN_PORT}"', f'listen = "127.0.0.1:{port}"',
+                           f'\n[ha]\nenabled = true\nlease_ttl = "{ttl}"\nkey = "bench:leader"\ninstance = "{name}"\n')
             paths.append(path)
         (rc() if on_cluster else r()).delete("bench:leader")
         key = ttl + ("_cluster" if on_cluster else "")

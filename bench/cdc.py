@@ -364,11 +364,7 @@ def reader_lag(h, runs):
                         f'[[warm]]\nname = "lag"\nschedule = "0 0 0 1 1 *"\nquery = "SELECT id, v FROM lagt"\n'
                         f'refresh_query = "SELECT id, v FROM lagt WHERE id = :id"\nkey = "bench:lag:{{id}}"\nttl = "10m"\n\n'
                         f'[[on_change]]\ntable = "{LAG_DATABASE}.lagt"\nrefresh = ["bench:lag:{{id}}"]\n')
-                path = h.config(body)
-                with open(path) as f:
-                    text = f.read().replace(h.MYSQL_URL, url)
-                with open(path, "w") as f:
-                    f.write(text)
+                path = h.rewrite(h.config(body), h.MYSQL_URL, url)
                 daemon = h.Daemon(path)
                 time.sleep(1)  # following
                 latencies[(mode, delay)] += paced_changes(h, primary, (run * 20 + number) * 1000)

@@ -50,11 +50,7 @@ def source_takeover(b, kills=5):
                         f'[[on_change]]\nsource = "own"\ntable = "so.orders"\n'
                         f'project = {{ key = "bench:o:{{id}}", columns = ["id", "v"], ttl = "10m" }}\n\n'
                         f'[ha]\nenabled = true\nlease_ttl = "{ttl}"\nkey = "bench:sharing"\ninstance = "{name}"\n')
-                path = b.config(body)
-                with open(path) as f:
-                    text = f.read().replace(f'listen = "127.0.0.1:{b.ADMIN_PORT}"', f'listen = "127.0.0.1:{admin}"')
-                with open(path, "w") as f:
-                    f.write(text)
+                path = b.rewrite(b.config(body), f'listen = "127.0.0.1:{b.ADMIN_PORT}"', f'listen = "127.0.0.1:{admin}"')
                 paths.append(path)
 
             def start(path):
@@ -128,11 +124,7 @@ def partitioned_warm(b, pieces=6):
         try:
             for name, admin in zip("abc"[:count], ports):
                 body = f'{job}\n[channel]\nenabled = false\n\n[ha]\nenabled = true\nkey = "bench:parts"\ninstance = "{name}"\n'
-                path = b.config(body)
-                with open(path) as f:
-                    text = f.read().replace(f'listen = "127.0.0.1:{b.ADMIN_PORT}"', f'listen = "127.0.0.1:{admin}"')
-                with open(path, "w") as f:
-                    f.write(text)
+                path = b.rewrite(b.config(body), f'listen = "127.0.0.1:{b.ADMIN_PORT}"', f'listen = "127.0.0.1:{admin}"')
                 processes.append(subprocess.Popen([b.BIN, "run", "--config", path], stdout=subprocess.DEVNULL,
                                                   stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"}))
             live = ports[:count]

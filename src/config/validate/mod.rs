@@ -83,13 +83,7 @@ pub(super) fn validate(
     env: Option<std::collections::HashMap<String, String>>,
     credentials: Option<&Path>,
 ) -> Result<Config, ConfigError> {
-    let mut ctx = Context {
-        lines: LineIndex::new(source),
-        problems: Vec::new(),
-        env_fields: BTreeMap::new(),
-        credentials: credentials.map(Path::to_path_buf),
-        entries: std::collections::HashMap::new(),
-    };
+    let mut ctx = Context::new(source, credentials);
     let invalid = |problems| ConfigError::Invalid {
         path: path.to_path_buf(),
         problems,
@@ -143,11 +137,7 @@ pub(super) fn validate(
         .collect();
     let misses = ctx.misses(misses, doc.get("warm"));
     if !rules.is_empty() && binlogs.is_empty() {
-        ctx.problem(
-            ctx.lines.key_line(None, "on_change"),
-            "on_change".into(),
-            "[[on_change]] rules need an enabled [binlog] section".into(),
-        );
+        ctx.rules_without_binlog();
     }
 
     if !ctx.problems.is_empty() {
@@ -228,6 +218,29 @@ struct Context {
     credentials: Option<std::path::PathBuf>,
     /// Sections that are entries of an array of tables (`binlog[1]`), located through their entry.
     entries: std::collections::HashMap<String, entry::Entry>,
+}
+
+impl Context {
+    /// Nothing found yet in `source`, the text of a file read with systemd's `credentials` directory, if any.
+    fn new(source: &str, credentials: Option<&Path>) -> Self {
+        Context {
+            lines: LineIndex::new(source),
+            problems: Vec::new(),
+            env_fields: BTreeMap::new(),
+            credentials: credentials.map(Path::to_path_buf),
+            entries: std::collections::HashMap::new(),
+        }
+    }
+
+    /// `[[on_change]]` rules with no enabled binlog source to follow.
+    fn rules_without_binlog(&mut self) {
+        let message = "[[on_change]] rules need an enabled [binlog] section";
+        self.problem(
+            self.lines.key_line(None, "on_change"),
+            "on_change".into(),
+            message.into(),
+        );
+    }
 }
 
 /// A problem for each list of `doc` longer than its limit ([`LIMITS`]).
