@@ -14,7 +14,7 @@ mod sources;
 
 use std::time::Duration;
 
-use common::{Daemon, TestEnv, cachewarden, eventually, following_path as start, free_port, get, metric};
+use common::{Daemon, TestEnv, eventually, following_path as start, free_port, get, metric};
 use sqlx::Connection as _;
 
 const SCHEMA: &str = "

@@ -54,13 +54,8 @@ async fn missing_redis_and_replication_grants_are_named_by_check_and_stop_the_da
     let redis_url = format!("redis://cw:cw-secret@127.0.0.1:{port}/0");
     let write = |binlog_url: &str| env.config_file_with_redis(&redis_url, &config(&env, binlog_url, &rules));
     let path = write("");
-    let output = cachewarden()
-        .args(["check", "--connect", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    let (code, _, stderr) = common::cli_output(&["check", "--connect"], &path);
+    assert_eq!(code, Some(78), "{stderr}");
     assert!(
         stderr.contains(&format!(
             "[[on_change]] {}.products (keys {p}product:{{id}})",
@@ -96,13 +91,8 @@ async fn missing_redis_and_replication_grants_are_named_by_check_and_stop_the_da
     .await;
     let server = env.mysql_url.rsplit_once('@').unwrap().1.split('/').next().unwrap();
     let path = write(&format!("url = \"mysql://{user}:pw@{server}/mysql\""));
-    let output = cachewarden()
-        .args(["check", "--connect", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    let (code, _, stderr) = common::cli_output(&["check", "--connect"], &path);
+    assert_eq!(code, Some(78), "{stderr}");
     assert!(stderr.contains("lacks REPLICATION SLAVE"), "{stderr}");
     assert!(
         !stderr.contains("Redis ACL"),
@@ -116,13 +106,8 @@ async fn missing_redis_and_replication_grants_are_named_by_check_and_stop_the_da
     // Granted, everything checks out.
     env.sql(&format!("GRANT REPLICATION SLAVE ON *.* TO '{user}'@'%'"))
         .await;
-    let output = cachewarden()
-        .args(["check", "--connect", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let (code, _, stderr) = common::cli_output(&["check", "--connect"], &path);
+    assert_eq!(code, Some(0), "{stderr}");
     env.sql(&format!("DROP USER '{user}'@'%'")).await;
 }
 

@@ -52,13 +52,9 @@ async fn each_message_kind_is_applied() {
     );
     env.sql("DELETE FROM products WHERE id = 3").await;
     let path = env.config_file(&body);
-    let output = cachewarden()
-        .args(["invalidate", "--refresh", &format!("{p}product:3"), "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{:?}", common::text(&output));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("(1 subscriber)"));
+    let (code, stdout, stderr) = common::cli_output(&["invalidate", "--refresh", &format!("{p}product:3")], &path);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("(1 subscriber)"), "{stdout}");
     assert!(becomes(&env, &format!("{p}product:3"), None).await);
 
     // What the daemon would refuse is refused before publishing, with the daemon's reason (exit 65).
@@ -106,13 +102,8 @@ async fn each_message_kind_is_applied() {
     assert_eq!(daemon.stop().await, Some(0));
 
     // With the daemon gone, pub/sub would drop the message: said, not hidden.
-    let output = cachewarden()
-        .args(["invalidate", &format!("{p}product:1"), "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = common::text(&output);
-    assert!(output.status.success(), "{stdout}{stderr}");
+    let (code, stdout, stderr) = common::cli_output(&["invalidate", &format!("{p}product:1")], &path);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout.contains("(0 subscribers)") && stderr.contains("nobody is subscribed"),
         "{stdout}{stderr}"

@@ -13,9 +13,8 @@ async fn check_exits_78_and_names_file_line_job_and_field() {
         "0 61 * * * *",
         "jitter = \"5%\"\ncolour = 1",
     ));
-    let output = cachewarden().arg("check").arg("--config").arg(&path).output().unwrap();
-    let (_, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    let (code, _, stderr) = cli_output(&["check"], &path);
+    assert_eq!(code, Some(78), "{stderr}");
     let file = path.display().to_string();
     assert!(
         stderr.contains(&format!(

@@ -30,12 +30,8 @@ async fn run_once_exit_codes_and_summary() {
     assert!(!stdout.contains("off "), "{stdout}");
 
     // A disabled job runs when named.
-    let output = cachewarden()
-        .args(["run", "--once", "--job", "off", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(0));
+    let (code, stdout, stderr) = cli_output(&["run", "--once", "--job", "off"], &path);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(env.get(&format!("{p}off:1")).await.is_some());
 
     let (code, _, stderr) = cli_output(&["run", "--once", "--job", "nope"], &path);
@@ -44,19 +40,11 @@ async fn run_once_exit_codes_and_summary() {
         stderr.contains("no warm job named \"nope\"") && stderr.contains("jobs: good, broken, off"),
         "{stderr}"
     );
-    let output = cachewarden()
-        .args(["audit", "--job", "nope", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(64), "{:?}", text(&output));
+    let (code, stdout, stderr) = cli_output(&["audit", "--job", "nope"], &path);
+    assert_eq!(code, Some(64), "{stdout}{stderr}");
 
-    let output = cachewarden()
-        .args(["run", "--job", "good", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(64), "--job without --once is a usage error");
+    let (code, ..) = cli_output(&["run", "--job", "good"], &path);
+    assert_eq!(code, Some(64), "--job without --once is a usage error");
 }
 
 #[tokio::test]
@@ -132,13 +120,9 @@ async fn jobs_lists_schedule_ttl_key_and_next_fire_times() {
         assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok(), "{time} in {row}");
     }
     // The same as JSON.
-    let output = cachewarden()
-        .args(["jobs", "-o", "json", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let jobs: serde_json::Value = serde_json::from_slice(&output.stdout).expect("jobs -o json is JSON");
+    let (code, stdout, stderr) = cli_output(&["jobs", "-o", "json"], &path);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let jobs: serde_json::Value = serde_json::from_str(&stdout).expect("jobs -o json is JSON");
     assert_eq!(jobs[0]["name"], "hourly", "{jobs}");
     assert_eq!(jobs[0]["ttl_seconds"], 3600.0, "{jobs}");
     assert_eq!(jobs[0]["key"], format!("{}hourly:{{id}}", env.prefix), "{jobs}");
@@ -259,9 +243,8 @@ async fn an_unreachable_server_exits_69_with_the_connection_error_and_an_unwrita
         ),
     );
     for args in [&["check", "--connect"][..], &["run", "--once"], &["audit"]] {
-        let output = cachewarden().args(args).arg("--config").arg(&down).output().unwrap();
-        let (stdout, stderr) = text(&output);
-        assert_eq!(output.status.code(), Some(69), "{args:?}: {stdout}{stderr}");
+        let (code, stdout, stderr) = cli_output(args, &down);
+        assert_eq!(code, Some(69), "{args:?}: {stdout}{stderr}");
         assert!(
             stderr.contains("Connection refused") && !stderr.contains("pool timed out"),
             "{args:?}: the connection's own error, not the pool's: {stderr}"
