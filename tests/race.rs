@@ -163,9 +163,11 @@ refresh = ["{p}item:{{id}}"]
         writers.push(tokio::spawn(async move {
             let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(writer));
             let mut db = sqlx::MySqlConnection::connect(&url).await.unwrap();
+            // Replies may take long while other tests load the shared Redis: only a dead server should stop a writer.
+            let patient = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
             let mut redis = redis::Client::open(redis_url.as_str())
                 .unwrap()
-                .get_multiplexed_async_connection()
+                .get_multiplexed_async_connection_with_config(&patient)
                 .await
                 .unwrap();
             while !stop.load(Ordering::Relaxed) {
