@@ -118,12 +118,9 @@ impl Config {
     /// The databases the queries of the jobs that read the server of `source` read (`None`: `[mysql]`'s), each once
     /// (what the schema is read for).
     pub fn databases_read(&self, source: Option<&str>) -> Vec<String> {
-        let server = match source {
-            None => self.mysql.clone(),
-            Some(name) => (self.readers().into_iter())
-                .find_map(|(reader, settings)| (&*reader == name).then_some(settings))
-                .unwrap_or_else(|| self.mysql.clone()),
-        };
+        let server = (source.and_then(|name| self.source_of(Some(name))))
+            .and_then(|reader| reader.reads(&self.mysql))
+            .unwrap_or_else(|| self.mysql.clone());
         let mut databases: Vec<String> = server.database().into_iter().collect();
         let reads_there = |job: &WarmJob| self.reader_of(job).map(|reader| &*reader.name) == source;
         for coverage in self.coverage() {

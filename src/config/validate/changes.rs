@@ -154,16 +154,8 @@ impl Context {
             Some("binlog") => url.clone(),
             Some(fallback) => self.mysql_url(section, "refresh_fallback", fallback, " (or \"binlog\")"),
         };
-        let read_url = match raw.read_url.take() {
-            None => None,
-            Some(_) if !source.array => {
-                let message = "is for an entry of [[binlog]] whose jobs read a server of their own: with one source, \
-                               jobs read [mysql] url; set it there";
-                self.field_problem(section, "read_url", message.into());
-                None
-            }
-            Some(read_url) => self.mysql_url(section, "read_url", &read_url, ""),
-        };
+        // (With one source it is refused where the sources are known: see `binlogs`.)
+        let read_url = (raw.read_url.take()).and_then(|read_url| self.mysql_url(section, "read_url", &read_url, ""));
         Some(BinlogSettings {
             read_url,
             name: source.name.clone(),

@@ -102,8 +102,8 @@ impl Context {
         if let ([only], [section]) = (sources.followed.as_slice(), sections.as_slice())
             && only.read_url.is_some()
         {
-            let message = "is for a source whose jobs read a server of their own beside others: with one source, jobs \
-                           read [mysql] url; set it there";
+            let message = "is for a source whose jobs read a server of their own beside other sources: with one \
+                           source, jobs read [mysql] url; set it there";
             self.field_problem(section, "read_url", message.into());
         }
         sources

@@ -445,12 +445,10 @@ impl Work {
                 Err(error) => error!(%error, "SIGHUP: [mysql] changed but cannot be used; keeping the old pool."),
             }
         }
-        let readers = new.readers();
-        if readers != current.readers() {
-            match self.db.set_readers(&readers) {
-                Ok(_) => info!("SIGHUP: a source's read_url changed; its jobs' new queries use a new connection pool."),
-                Err(error) => error!(%error, "SIGHUP: a source's read_url changed but cannot be used."),
-            }
+        match self.db.set_readers(&new.readers()) {
+            Ok(true) => info!("SIGHUP: a source's read_url or its [mysql] settings changed; its jobs use a new pool."),
+            Ok(false) => {}
+            Err(error) => error!(%error, "SIGHUP: a source's read_url changed but cannot be used."),
         }
         if new.redis.url != current.redis.url && self.producers.invalidator.cache().reauthenticate(&new.redis.url) {
             info!("SIGHUP: [redis] url's credentials changed; every Redis connection authenticates with them.");
