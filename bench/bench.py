@@ -101,9 +101,11 @@ def flush():
 
 
 def config(body, protection=True, cluster=False):
-    """A config file for the bench database and Redis db (or the cluster), plus `body`."""
+    """A config file for the bench database and Redis db (or the cluster: True for the shared one, or a cluster's
+    URL), plus `body`."""
     path = os.path.join(tempfile.mkdtemp(prefix="cwbench"), "jobs.toml")
-    redis_url, cluster_line = (CLUSTER_URL, "cluster = true\n") if cluster else (REDIS_URL, "")
+    cluster_url = cluster if isinstance(cluster, str) else CLUSTER_URL
+    redis_url, cluster_line = (cluster_url, "cluster = true\n") if cluster else (REDIS_URL, "")
     with open(path, "w") as f:
         # Plaintext like the Python baselines (PyMySQL does not negotiate TLS by default); the test server offers TLS.
         f.write(f'[mysql]\nurl = "{MYSQL_URL}"\npool_size = 4\nssl_mode = "disabled"\n\n[redis]\nurl = "{redis_url}"\n'
@@ -328,8 +330,8 @@ MILLION_QUERY = "SELECT id, name, price, category_id, updated_at FROM million"
 
 def warm_million(runs, cluster, flush, count):
     """Warm 1M rows `runs` times with protection and without, then once with the pipelined Python script, against
-    the single node or the cluster; `flush` empties it and `count()` counts the job's keys. Returns keys/s and peak
-    RSS: (cachewarden median, its max RSS, unprotected median, Python, Python RSS)."""
+    the single node or a cluster (`cluster` as `config` takes it); `flush` empties it and `count()` counts the job's
+    keys. Returns keys/s and peak RSS: (cachewarden median, its max RSS, unprotected median, Python, Python RSS)."""
     job = warm_job("million", MILLION_QUERY, "bench:m:")
     cfg, unprotected = config(job, cluster=cluster), config(job, protection=False, cluster=cluster)
     cw, cw_rss, plain = [], [], []
@@ -343,7 +345,7 @@ def warm_million(runs, cluster, flush, count):
         seconds, _ = gnu_time([BIN, "run", "--once", "--config", unprotected])
         plain.append(1_000_000 / seconds)
     flush()
-    redis_url = "cluster+" + CLUSTER_URL if cluster else REDIS_URL
+    redis_url = "cluster+" + (cluster if isinstance(cluster, str) else CLUSTER_URL) if cluster else REDIS_URL
     seconds, py_rss = gnu_time([os.path.join(sys.prefix, "bin", "python"), os.path.join(BASELINES, "warm_pipelined.py"),
                                 MYSQL_URL, redis_url, MILLION_QUERY, "bench:m:", "600"])
     assert count() == 1_000_000
@@ -699,54 +701,80 @@ def audit_all(runs):
             "mariadb_us_per_key": statistics.median(maria_us), "python_audit": 100_000 / seconds}
 
 
-def rc():
-    return redis.cluster.RedisCluster.from_url(CLUSTER_URL)
+def rc(url=CLUSTER_URL):
+    return redis.cluster.RedisCluster.from_url(url)
 
 
-def flush_cluster():
-    rc().flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+def flush_cluster(url=CLUSTER_URL):
+    rc(url).flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
 
 
-def cluster_keys(pattern):
+def cluster_keys(pattern, url=CLUSTER_URL):
     """Keys matching `pattern` on every master of the cluster."""
-    return sum(1 for _ in rc().scan_iter(match=pattern, count=10_000))
+    return sum(1 for _ in rc(url).scan_iter(match=pattern, count=10_000))
 
 
-def cluster(runs):
-    """Warm 1M and binlog catch-up (delete mode) against the 3-master cluster, with the Python baselines there."""
-    warm, warm_rss, plain, py_warm, py_rss = warm_million(runs, True, flush_cluster, lambda: cluster_keys("bench:m:*"))
-    py = os.path.join(sys.prefix, "bin", "python")
+# A cluster of 3 masters and no replica, started for the bench on its own ports: the shared cluster's replicas apply
+# every write again on the same two cores, which the single node (no replica) does not; this one does the same Redis
+# work as the single node, spread over three processes.
+BARE_CLUSTER_PORT = 7301
 
+
+def catch_up_on_cluster(runs, url, server_id):
+    """Binlog catch-up in delete mode over a 100,000-row backlog on the cluster at `url`: row events/s, median."""
     n = 100_000
-    catch_up = []
+    rates = []
     for run in range(runs):
-        flush_cluster()
-        pipe = rc().pipeline(transaction=False)
+        flush_cluster(url)
+        pipe = rc(url).pipeline(transaction=False)
         for i in range(1, n + 1):
             pipe.set(f"bench:c:{i}", "1")
         pipe.execute()
         file, pos = master_status()
         churn(n, 100)
-        rc().set("bench:checkpoint", f"{file}:{pos}")
+        rc(url).set("bench:checkpoint", f"{file}:{pos}")
         start = time.monotonic()
-        daemon = Daemon(config(f'[channel]\nenabled = false\n\n[binlog]\nserver_id = {9400 + run}\n'
+        daemon = Daemon(config(f'[channel]\nenabled = false\n\n[binlog]\nserver_id = {server_id + run}\n'
                                f'checkpoint_key = "bench:checkpoint"\nheartbeat = "1s"\non_gap = "none"\n\n'
                                f'[[on_change]]\ntable = "{DATABASE}.churn"\ndelete = ["bench:c:{{id}}"]\n',
-                               cluster=True))
+                               cluster=url))
         done = wait(lambda: deleted() >= n, 120, 0.005)
-        catch_up.append(n / (time.monotonic() - start) if done else 0.0)
+        rates.append(n / (time.monotonic() - start) if done else 0.0)
         daemon.stop()
+    flush_cluster(url)
+    return statistics.median(rates)
+
+
+def cluster(runs):
+    """Warm 1M and binlog catch-up (delete mode) against the 3-master cluster, with the Python baselines there; then
+    the same cachewarden figures on a cluster of 3 masters without replicas (see BARE_CLUSTER_PORT)."""
+    warm, warm_rss, plain, py_warm, py_rss = warm_million(runs, True, flush_cluster, lambda: cluster_keys("bench:m:*"))
+    py = os.path.join(sys.prefix, "bin", "python")
+    catch_up = catch_up_on_cluster(runs, CLUSTER_URL, 9400)
     flush_cluster()
     file, pos = master_status()
-    churn(n, 100)
+    churn(100_000, 100)
     out = subprocess.run([py, os.path.join(BASELINES, "binlog_invalidator.py"), MYSQL_BASE, "cluster+" + CLUSTER_URL,
-                          DATABASE, "churn", "bench:c:", file, str(pos), str(n), "9500"],
+                          DATABASE, "churn", "bench:c:", file, str(pos), str(100_000), "9500"],
                          check=True, capture_output=True, text=True, timeout=900).stdout
     rows, elapsed, _ = out.split()
     flush_cluster()
-    return {"warm_1m": warm, "warm_1m_rss": warm_rss, "warm_1m_unprotected": plain,
-            "python_warm_1m": py_warm, "python_rss": py_rss,
-            "catch_up": statistics.median(catch_up), "python_catch_up": int(rows) / float(elapsed)}
+    figures = {"warm_1m": warm, "warm_1m_rss": warm_rss, "warm_1m_unprotected": plain,
+               "python_warm_1m": py_warm, "python_rss": py_rss,
+               "catch_up": catch_up, "python_catch_up": int(rows) / float(elapsed)}
+    scripts = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "redis-cluster")
+    nodes = tempfile.mkdtemp(prefix="cwbench-cluster")
+    subprocess.run([scripts, "start", str(BARE_CLUSTER_PORT), "3", "0", nodes], check=True, capture_output=True)
+    try:
+        url = f"redis://127.0.0.1:{BARE_CLUSTER_PORT}"
+        bare, _, bare_plain, py_bare, _ = warm_million(runs, url, lambda: flush_cluster(url),
+                                                       lambda: cluster_keys("bench:m:*", url))
+        figures.update({"bare_warm_1m": bare, "bare_warm_1m_unprotected": bare_plain, "python_bare_warm_1m": py_bare,
+                        "bare_catch_up": catch_up_on_cluster(runs, url, 9450)})
+    finally:
+        subprocess.run([scripts, "stop", str(BARE_CLUSTER_PORT), "3", nodes], check=False)
+        shutil.rmtree(nodes, ignore_errors=True)
+    return figures
 
 
 def ha_role(port):
@@ -973,6 +1001,12 @@ def report(results, runs):
          f"{c['python_catch_up']:.0f} (python-mysql-replication, RedisCluster)", "-",
          f"{c['catch_up'] / c['python_catch_up']:.1f}x; {c['catch_up'] / b['catch_up']:.2f}x the single node",
          "(measured, no target)"),
+        ("Redis Cluster, 3 masters without replicas (the single node's Redis work): warm 1M rows, keys/s; without"
+         " protection; binlog catch-up, row events/s",
+         f"{c['bare_warm_1m']:.0f}; {c['bare_warm_1m_unprotected']:.0f}; {c['bare_catch_up']:.0f}",
+         f"{c['python_bare_warm_1m']:.0f} pipelined warm, RedisCluster", "-",
+         f"warm {c['bare_warm_1m'] / m['cachewarden']:.2f}x, catch-up {c['bare_catch_up'] / b['catch_up']:.2f}x the"
+         " single node", "≥ 0.8x the single node"),
         ("HA takeover after kill -9 of the leader, p50 / max of 5 (lease_ttl 10 s; 3 s)",
          f"{h['kill9_10s_p50_s']:.2f} s / {h['kill9_10s_max_s']:.2f} s; {h['kill9_3s_p50_s']:.2f} s /"
          f" {h['kill9_3s_max_s']:.2f} s", "-", "-", "-", "≤ lease_ttl + one renew interval"),

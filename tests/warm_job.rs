@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cachewarden::cli::commands::{self, OnceOutcome};
 use cachewarden::exec::warm::{Mode, Progress, RunSummary, WarmRunner, Warmer};
-use common::{TestEnv, cachewarden};
+use common::{TestEnv, Warm, cachewarden};
 use serde_json::json;
 
 const PRODUCTS: &str = "
@@ -83,10 +83,11 @@ async fn ttl_none_writes_keys_without_expiry() {
     let p = &env.prefix;
     run_all(
         &env,
-        &format!(
-            "[[warm]]\nname = \"forever\"\nschedule = \"every 1h\"\nquery = \"SELECT id FROM products\"\n\
-             key = \"{p}p:{{id}}\"\nttl = \"none\"\n"
-        ),
+        &Warm::new(&env, "forever")
+            .query("SELECT id FROM products")
+            .key(&format!("{p}p:{{id}}"))
+            .field("ttl", "none")
+            .to_string(),
     )
     .await;
     assert_eq!(env.pttl(&format!("{p}p:1")).await, -1);
@@ -159,10 +160,11 @@ async fn every_mysql_type_maps_as_documented() {
     let p = &env.prefix;
     let outcomes = run_all(
         &env,
-        &format!(
-            "[[warm]]\nname = \"types\"\nschedule = \"every 1h\"\nquery = \"SELECT * FROM t\"\n\
-             key = \"{p}t:{{id}}\"\nttl = \"1h\"\njson_columns = [\"doc\"]\n"
-        ),
+        &Warm::new(&env, "types")
+            .query("SELECT * FROM t")
+            .key(&format!("{p}t:{{id}}"))
+            .raw(r#"json_columns = ["doc"]"#)
+            .to_string(),
     )
     .await;
     summary(&outcomes, "types");
@@ -193,10 +195,10 @@ async fn an_unmappable_column_fails_the_job_naming_the_column() {
     let p = &env.prefix;
     let outcomes = run_all(
         &env,
-        &format!(
-            "[[warm]]\nname = \"places\"\nschedule = \"every 1h\"\nquery = \"SELECT id, location FROM places\"\n\
-             key = \"{p}place:{{id}}\"\nttl = \"1h\"\n"
-        ),
+        &Warm::new(&env, "places")
+            .query("SELECT id, location FROM places")
+            .key(&format!("{p}place:{{id}}"))
+            .to_string(),
     )
     .await;
     let error = failure(&outcomes, "places");
@@ -215,10 +217,11 @@ async fn oversize_values_and_null_keys_are_skipped_and_counted() {
     let p = &env.prefix;
     let outcomes = run_all(
         &env,
-        &format!(
-            "[[warm]]\nname = \"notes\"\nschedule = \"every 1h\"\nquery = \"SELECT id, body FROM notes\"\n\
-             key = \"{p}note:{{id}}\"\nttl = \"1h\"\nmax_value_bytes = 200\n"
-        ),
+        &Warm::new(&env, "notes")
+            .query("SELECT id, body FROM notes")
+            .key(&format!("{p}note:{{id}}"))
+            .raw("max_value_bytes = 200")
+            .to_string(),
     )
     .await;
     let s = summary(&outcomes, "notes");
@@ -307,10 +310,10 @@ async fn a_run_that_exceeds_its_timeout_fails() {
     let p = &env.prefix;
     let outcomes = run_all(
         &env,
-        &format!(
-            "[[warm]]\nname = \"slow\"\nschedule = \"every 1h\"\nquery = \"SELECT 1 AS id, SLEEP(5) AS s\"\n\
-             key = \"{p}slow:{{id}}\"\nttl = \"1h\"\ntimeout = \"1s\"\n"
-        ),
+        &Warm::new(&env, "slow")
+            .query("SELECT 1 AS id, SLEEP(5) AS s")
+            .field("timeout", "1s")
+            .to_string(),
     )
     .await;
     let error = failure(&outcomes, "slow");
@@ -328,10 +331,10 @@ async fn warm_queries_cannot_write() {
     let p = &env.prefix;
     let outcomes = run_all(
         &env,
-        &format!(
-            "[[warm]]\nname = \"sneaky\"\nschedule = \"every 1h\"\nquery = \"DELETE FROM products\"\n\
-             key = \"{p}s:{{id}}\"\nttl = \"1h\"\n"
-        ),
+        &Warm::new(&env, "sneaky")
+            .query("DELETE FROM products")
+            .key(&format!("{p}s:{{id}}"))
+            .to_string(),
     )
     .await;
     let error = failure(&outcomes, "sneaky");
@@ -356,10 +359,10 @@ async fn large_results_stream_in_batches() {
     let p = &env.prefix;
     let outcomes = run_all(
         &env,
-        &format!(
-            "[[warm]]\nname = \"many\"\nschedule = \"every 1h\"\nquery = \"SELECT id FROM seq\"\n\
-             key = \"{p}n:{{id}}\"\nttl = \"1h\"\n"
-        ),
+        &Warm::new(&env, "many")
+            .query("SELECT id FROM seq")
+            .key(&format!("{p}n:{{id}}"))
+            .to_string(),
     )
     .await;
     assert_eq!(summary(&outcomes, "many").keys_written, 25_000);
@@ -371,10 +374,11 @@ async fn large_results_stream_in_batches() {
 async fn a_job_never_overlaps_itself() {
     let env = TestEnv::new().await;
     let p = &env.prefix;
-    let config = env.config(&format!(
-        "[[warm]]\nname = \"slow\"\nschedule = \"every 1h\"\nquery = \"SELECT 1 AS id, SLEEP(1) AS s\"\n\
-         key = \"{p}slow:{{id}}\"\nttl = \"1h\"\n"
-    ));
+    let config = env.config(
+        &Warm::new(&env, "slow")
+            .query("SELECT 1 AS id, SLEEP(1) AS s")
+            .to_string(),
+    );
     let db = cachewarden::exec::database::Database::new(&config.mysql).unwrap();
     let cache = cachewarden::exec::cache::Cache::connect(&config.redis).await.unwrap();
     let warmer = Arc::new(Warmer::new(db, cache, 4));
@@ -462,10 +466,12 @@ async fn dry_run_progress_counters_match_the_summary() {
     let env = TestEnv::new().await;
     env.sql(PRODUCTS).await;
     let p = &env.prefix;
-    let config = env.config(&format!(
-        "[[warm]]\nname = \"products\"\nschedule = \"every 1h\"\nquery = \"SELECT id FROM products\"\n\
-         key = \"{p}product:{{id}}\"\nttl = \"1h\"\n"
-    ));
+    let config = env.config(
+        &Warm::new(&env, "products")
+            .query("SELECT id FROM products")
+            .key(&format!("{p}product:{{id}}"))
+            .to_string(),
+    );
     let db = cachewarden::exec::database::Database::new(&config.mysql).unwrap();
     let cache = cachewarden::exec::cache::Cache::connect(&config.redis).await.unwrap();
     let warmer = Warmer::new(db, cache, 1);
@@ -501,13 +507,9 @@ async fn a_warm_run_says_when_redis_evicted_keys_while_it_wrote() {
             .await
             .unwrap();
     }
-    let p = &env.prefix;
     let path = env.config_file_with_redis(
         &format!("redis://127.0.0.1:{}/0", own.port),
-        &format!(
-            "[[warm]]\nname = \"big\"\nschedule = \"every 1h\"\nquery = \"SELECT id, body FROM big\"\n\
-             key = \"{p}big:{{id}}\"\nttl = \"1h\"\n"
-        ),
+        &Warm::new(&env, "big").query("SELECT id, body FROM big").to_string(),
     );
     let output = cachewarden()
         .args(["run", "--once", "--config"])

@@ -48,6 +48,11 @@ impl Warm {
         self.field("schedule", schedule)
     }
 
+    /// The key template, whole (`{id}` and the like as they are: the test's prefix is not added).
+    pub fn key(self, template: &str) -> Self {
+        self.field("key", template)
+    }
+
     /// Lines written as they are (`enabled = false`, `json_columns = ["tags"]`).
     pub fn raw(mut self, lines: &str) -> Self {
         if !lines.trim().is_empty() {

@@ -30,8 +30,9 @@
 //! second, for the nodes' clocks) every guarded write must have run (a process paused past its lease is refused).
 //!
 //! Cost: a read is one script in the `{cachewarden}` slot; an invalidation one there plus one script per slot of
-//! its keys, pipelined per master; a guarded write one script per slot, pipelined per master (there is no
-//! optimistic MULTI/EXEC path: one would be needed per slot). Memory: 16,384 slot versions (a few hundred KB), and
+//! its keys, pipelined per master; a guarded write, on Redis 7, one script call per master for all its slots (else
+//! one per slot, pipelined per master), which in Redis costs a GET of the slot's version per slot and the SET per key
+//! (there is no optimistic MULTI/EXEC path: a transaction may touch one slot only). Memory: 16,384 slot versions (a few hundred KB), and
 //! evidence for each read in flight, as on one node; a lease's evidence expires at its deadline.
 
 use std::collections::HashMap;
@@ -45,6 +46,8 @@ use super::slot::{SLOTS, by_slot, key_slot, slot_tag};
 use super::{Cluster, evalsha};
 use crate::exec::cache::guard::{LEASE_MARGIN, ReadLease};
 use crate::exec::cache::policy::WritePolicy;
+use crate::exec::cache::replies::written;
+use crate::exec::cache::scripts::FENCED;
 use crate::exec::cache::{CacheError, ttl_millis};
 use crate::pure::model::{KeyOp, ReadStamp};
 
@@ -85,6 +88,81 @@ fn slot_version_key(slot: u16) -> String {
 /// `cachewarden:{tag}:lease:<id>`: the lease's evidence in `slot`.
 fn evidence_key(slot: u16, lease: &str) -> String {
     format!("cachewarden:{{{}}}:lease:{lease}", slot_tag(slot))
+}
+
+/// What every call of a guarded write carries once, before its slots (see `scripts::GUARDED_WRITES`).
+struct Head<'a> {
+    read: &'a ReadStamp,
+    /// The lease's end (Redis milliseconds).
+    deadline: i64,
+    /// The HA epoch ('' without HA) and the HA lease's name.
+    epoch: &'a str,
+    lease_key: &'a str,
+}
+
+impl Head<'_> {
+    fn add(&self, cmd: &mut redis::Cmd) {
+        (cmd.arg(self.read.version).arg(self.deadline).arg(self.epoch))
+            .arg(&*self.read.lease)
+            .arg(self.lease_key);
+    }
+
+    /// One slot's call: the slot's version key and its data keys declared, so that the cluster routes it and answers
+    /// a redirect for a slot on the move.
+    fn one_slot(&self, one: &redis::Script, ops: &[KeyOp], positions: &[usize]) -> redis::Cmd {
+        let slot = key_slot(ops[positions[0]].key().as_bytes());
+        let mut cmd = evalsha(one);
+        cmd.arg(1 + positions.len()).arg(slot_version_key(slot));
+        for &i in positions {
+            cmd.arg(ops[i].key());
+        }
+        self.add(&mut cmd);
+        add_slot(&mut cmd, slot, ops, positions);
+        cmd
+    }
+
+    /// One call for several slots of one master, no key declared (declared keys must share one slot).
+    fn many_slots(
+        &self,
+        many: &redis::Script,
+        ops: &[KeyOp],
+        groups: impl Iterator<Item = (u16, Vec<usize>)> + Clone,
+    ) -> redis::Cmd {
+        // Sized up front: a call carries every value of its share of the batch.
+        let (mut parts, mut bytes) = (8, 128);
+        for (_, positions) in groups.clone() {
+            parts += 2 + 3 * positions.len();
+            bytes += 40
+                + positions
+                    .iter()
+                    .map(|&i| ops[i].key().len() + value_of(&ops[i]).len() + 24)
+                    .sum::<usize>();
+        }
+        let mut cmd = redis::Cmd::with_capacity(parts, bytes);
+        cmd.arg("EVALSHA").arg(many.get_hash()).arg(0);
+        self.add(&mut cmd);
+        for (slot, positions) in groups {
+            add_slot(&mut cmd, slot, ops, &positions);
+        }
+        cmd
+    }
+}
+
+/// A slot's part of a guarded write: its version key, its number of keys, then key, value and ttl in ms per key.
+fn add_slot(cmd: &mut redis::Cmd, slot: u16, ops: &[KeyOp], positions: &[usize]) {
+    cmd.arg(slot_version_key(slot)).arg(positions.len());
+    for &i in positions {
+        if let KeyOp::Set { key, value, ttl, .. } = &ops[i] {
+            cmd.arg(key.as_str()).arg(value.as_slice()).arg(ttl_millis(*ttl));
+        }
+    }
+}
+
+fn value_of(op: &KeyOp) -> &[u8] {
+    match op {
+        KeyOp::Set { value, .. } => value,
+        KeyOp::Delete { .. } => &[],
+    }
 }
 
 fn integer(value: &Value) -> Option<i64> {
@@ -204,7 +282,9 @@ impl Cluster {
         Ok(version)
     }
 
-    /// The guarded writes of one read (`ops` all carry `read`) on a cluster: one script per slot.
+    /// The guarded writes of one read (`ops` all carry `read`) on a cluster: on Redis 7 one call per master for all
+    /// its slots, else (and for what such a call could not do: a slot on the move, a fence to claim again) one call per
+    /// slot, through [`Cluster::send_fenced`]. See `scripts::GUARDED_WRITES`.
     pub(super) async fn guarded_set(
         &self,
         read: &ReadStamp,
@@ -221,34 +301,37 @@ impl Cluster {
             crate::telemetry::metrics::record_guarded_batch("refused");
             return Err(CacheError::LeaseEnded);
         }
-        fn key_of(op: &KeyOp) -> &[u8] {
-            op.key().as_bytes()
-        }
-        let mut commands = Vec::new();
-        for (slot, positions) in by_slot(ops.iter().map(key_of)) {
-            let mut cmd = evalsha(&self.scripts.cluster_guarded_set);
-            cmd.arg(3 + positions.len())
-                .arg(slot_version_key(slot))
-                .arg(evidence_key(slot, &read.lease))
-                .arg(fence_key(slot, policy.lease_key()));
-            for &i in &positions {
-                cmd.arg(key_of(&ops[i]));
+        // A batch of plain strings (a warm run's JSON) is written without the type dispatch per key.
+        let scripts = match ops.iter().any(crate::exec::cache::is_scripted) {
+            true => &self.scripts.cluster_guarded,
+            false => &self.scripts.cluster_guarded_strings,
+        };
+        let head = Head {
+            read,
+            deadline: gate.deadline,
+            epoch: &epoch,
+            lease_key: policy.lease_key(),
+        };
+        let groups = by_slot(ops.iter().map(|op| op.key().as_bytes()));
+        let mut replies = match self.many_slots {
+            true => self.guarded_per_master(&head, ops, &groups, &scripts.many).await,
+            false => vec![None; groups.len()],
+        };
+        let left: Vec<usize> = (0..groups.len())
+            .filter(|&g| matches!(replies[g], None | Some(Value::Int(FENCED))))
+            .collect();
+        if !left.is_empty() {
+            let commands: Vec<(u16, redis::Cmd)> = (left.iter())
+                .map(|&g| (groups[g].0, head.one_slot(&scripts.one, ops, &groups[g].1)))
+                .collect();
+            for (g, reply) in left.into_iter().zip(self.send_fenced(commands, policy).await?) {
+                replies[g] = Some(reply);
             }
-            cmd.arg(read.version).arg(gate.deadline).arg(&epoch);
-            for &i in &positions {
-                if let KeyOp::Set { value, ttl, .. } = &ops[i] {
-                    cmd.arg(value.as_slice()).arg(ttl_millis(*ttl));
-                }
-            }
-            commands.push((slot, cmd));
         }
-        let slots: Vec<u16> = commands.iter().map(|(slot, _)| *slot).collect();
-        let replies = self.send_fenced(commands, policy).await?;
-        let missing: Vec<u16> = slots
-            .iter()
-            .zip(&replies)
-            .filter(|(_, reply)| integer(reply) == Some(SLOT_VERSION_MISSING))
-            .map(|(slot, _)| *slot)
+        let replied = |g: usize| replies[g].as_ref().and_then(integer);
+        let missing: Vec<u16> = (0..groups.len())
+            .filter(|&g| replied(g) == Some(SLOT_VERSION_MISSING))
+            .map(|g| groups[g].0)
             .collect();
         if !missing.is_empty() {
             tracing::warn!(
@@ -257,12 +340,60 @@ impl Cluster {
             );
             self.prime_slots(&missing).await?;
         }
-        if replies.iter().any(|reply| integer(reply).is_some_and(|n| n < 0)) {
+        if (0..groups.len()).any(|g| replied(g).is_some_and(|n| n < 0)) {
             crate::telemetry::metrics::record_guarded_batch("refused");
             return Err(CacheError::LeaseEnded);
         }
         crate::telemetry::metrics::record_guarded_batch("script");
         Ok(())
+    }
+
+    /// The guarded writes of `groups` (slots and their ops' positions) as one call of `many` per master; per group its
+    /// reply, `None` where the master's call failed. A key of a slot the master no longer serves stops its call with
+    /// an error before or between groups: each group's write is idempotent, and the caller sends them again per slot,
+    /// following the cluster's redirects (see `merge`).
+    async fn guarded_per_master(
+        &self,
+        head: &Head<'_>,
+        ops: &[KeyOp],
+        groups: &[(u16, Vec<usize>)],
+        many: &redis::Script,
+    ) -> Vec<Option<Value>> {
+        let slot_map = self.slot_map();
+        let mut by_master: HashMap<u16, Vec<usize>> = HashMap::new();
+        for (g, (slot, _)) in groups.iter().enumerate() {
+            if let Some(owner) = slot_map.owner[*slot as usize] {
+                by_master.entry(owner).or_default().push(g);
+            }
+        }
+        let members: Vec<Vec<usize>> = by_master.into_values().collect();
+        let calls: Vec<(u16, redis::Cmd)> = (members.iter())
+            .map(|own| {
+                (
+                    groups[own[0]].0,
+                    head.many_slots(many, ops, own.iter().map(|&g| groups[g].clone())),
+                )
+            })
+            .collect();
+        let mut replies = vec![None; groups.len()];
+        let all: Vec<usize> = (0..calls.len()).collect();
+        for (indices, sent) in self.round(&calls, &all, &HashMap::new()).await {
+            let Ok(values) = sent else { continue };
+            for (c, value) in indices.into_iter().zip(values) {
+                let own = &members[c];
+                match value {
+                    Value::Array(parts) if own.len() > 1 && parts.len() == own.len() => {
+                        for (&g, part) in own.iter().zip(parts) {
+                            replies[g] = Some(written(part));
+                        }
+                    }
+                    Value::ServerError(_) => {}
+                    value if own.len() == 1 => replies[own[0]] = Some(written(value)),
+                    _ => {}
+                }
+            }
+        }
+        replies
     }
 
     /// A new version from the global counter, with the live read leases and the milliseconds each has left.

@@ -1,8 +1,9 @@
 //! A batch's per-slot write scripts as one call per master: on Redis 7 and later a script may declare
 //! `allow-cross-slot-keys` and touch keys of every slot its node serves, so the per-slot scripts of one master
-//! (`CLUSTER_GUARDED_SET`, `CLUSTER_INVALIDATE`, `FENCED_APPLY`, `PLAIN_APPLY`) go as one call of their variant for
+//! (`CLUSTER_INVALIDATE`, `FENCED_APPLY`, `PLAIN_APPLY`) go as one call of their variant for
 //! many slots (`scripts::MANY_SLOTS`), each slot's part checked and written as its own script would. A batch of a few
-//! hundred keys then costs each master one script call instead of one per key's slot.
+//! hundred keys then costs each master one script call instead of one per key's slot. (A guarded write of read data
+//! builds its call per master itself, in a layout of its own: see `guard` and `scripts::GUARDED_WRITES`.)
 //!
 //! Each slot's reply comes back in the call's reply, in order, so callers see the replies of the per-slot scripts.
 //! The call declares no key (declared keys must share one slot even with the flag), so the server cannot check the

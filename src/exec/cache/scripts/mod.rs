@@ -181,33 +181,63 @@ apply_values(KEYS, ARGV, 3 + n, 4 + n)
 return reply(version)
 ";
 
-/// Cluster: write one slot's values of one read. Fenced (-2) when the slot's copy of the HA epoch is not this
-/// leader's. Refuse (-1) once the lease is within a second of its deadline (a margin for the nodes' clocks); -3 when
-/// the slot's version is missing (evicted: the caller restores it and reads again); if the slot has seen an
-/// invalidation since the read, refuse (-1) unless the lease's evidence hash here is complete (its `''` no newer
-/// than the read), and skip each key it names with a newer version. KEYS: the slot's version, the lease's evidence
-/// hash in this slot, the slot's HA fence, then the data keys. ARGV: the read's version, the lease's deadline, the
-/// HA epoch ('' without HA); then per key: value, ttl in ms ("0" = none). Returns how many keys were written.
-const CLUSTER_GUARDED_SET: &str = r"
-if fenced(KEYS[3], ARGV[3]) then
-  return -2
-end
-if now > tonumber(ARGV[2]) - 1000 then
-  return -1
-end
-local slot_version = redis.call('GET', KEYS[1])
-if not slot_version then
-  return -3
-end
-local read_at = tonumber(ARGV[1])
-local moved = tonumber(slot_version) > read_at
-if moved then
-  local since = tonumber(redis.call('HGET', KEYS[2], '') or 'lost')
-  if (not since) or since > read_at then
-    return -1
+/// Cluster: the guarded writes of one read, for one slot (a per-slot call, its keys declared for routing) or for
+/// several slots of one master (its variant with `allow-cross-slot-keys`, Redis 7: no key declared). Every value comes
+/// in ARGV once, each slot's keys named after its version key, so that a warm batch of about one key per slot costs
+/// Redis its key, value and ttl per key and two strings per slot (the generic layout of [`MANY_SLOTS`] took eleven).
+///
+/// Per slot: fenced (-2) when the slot's copy of the HA epoch is not this leader's; refuse (-1) once the lease is
+/// within a second of its deadline (a margin for the nodes' clocks); -3 when the slot's version is missing (evicted:
+/// the caller restores it and reads again); if the slot has seen an invalidation since the read, refuse (-1) unless
+/// the lease's evidence hash here is complete (its `''` no newer than the read), and skip each key it names with a
+/// newer version; write the others with `{write}` (`set_value`, or `set_string` for a batch of plain strings: no type
+/// dispatch per key). ARGV: the read's version, the lease's deadline, the HA epoch ('' without HA), the lease id, the
+/// HA lease's name; then per slot: its version key (`cachewarden:{tag}:slot`, whose `cachewarden:{tag}:` also starts
+/// its evidence hash `lease:<id>` and its HA fence `fence:<name>`), its number of keys n, then n times key, value and
+/// ttl in ms ("0" = none). Returns per slot how many keys were written (the slots' replies in order; one slot's alone).
+const GUARDED_WRITES: &str = r"
+local read_at, epoch = tonumber(ARGV[1]), ARGV[3]
+local late = now > tonumber(ARGV[2]) - 1000
+local replies = {}
+local a = 6
+while a <= #ARGV do
+  local version_key, n = ARGV[a], tonumber(ARGV[a + 1])
+  local first = a + 2
+  a = first + 3 * n
+  for i = #other_type, 1, -1 do
+    other_type[i] = nil
   end
+  local result = -1
+  local slot_version = nil
+  if epoch ~= '' and redis.call('GET', string.sub(version_key, 1, -5) .. 'fence:' .. ARGV[5]) ~= epoch then
+    result = -2
+  elseif not late then
+    slot_version = redis.call('GET', version_key)
+    if not slot_version then
+      result = -3
+    end
+  end
+  if slot_version then
+    local moved = tonumber(slot_version) > read_at
+    local evidence = moved and (string.sub(version_key, 1, -5) .. 'lease:' .. ARGV[4])
+    local since = moved and tonumber(redis.call('HGET', evidence, '') or 'lost')
+    if (not moved) or (since and since <= read_at) then
+      result = 0
+      for i = first, a - 1, 3 do
+        local marked = moved and redis.call('HGET', evidence, ARGV[i])
+        if (not marked) or tonumber(marked) <= read_at then
+          {write}(ARGV[i], ARGV[i + 1], ARGV[i + 2])
+          result = result + 1
+        end
+      end
+    end
+  end
+  table.insert(replies, reply(result))
 end
-return reply(set_unmarked(KEYS, ARGV, KEYS[2], moved, read_at, 4, 4))
+if #replies == 1 then
+  return replies[1]
+end
+return replies
 ";
 
 /// Cluster: take the HA lease and, with it, a new epoch, stored beside the lease (one slot) and above every earlier
@@ -259,11 +289,27 @@ end
 return replies
 ";
 
+/// The first line of a script that may touch keys of several slots of its node (Redis 7).
+const CROSS_SLOT: &str = "#!lua flags=allow-cross-slot-keys\n";
+
 /// `body` (a per-slot cluster script) run for many slots at once: see [`MANY_SLOTS`].
 fn many_slots(body: &str) -> String {
     lua(&format!(
-        "#!lua flags=allow-cross-slot-keys\n{CLOCK}{VALUES}\nlocal function per_slot(KEYS, ARGV)\n{body}\nend\n{MANY_SLOTS}"
+        "{CROSS_SLOT}{CLOCK}{VALUES}\nlocal function per_slot(KEYS, ARGV)\n{body}\nend\n{MANY_SLOTS}"
     ))
+}
+
+/// The per-slot write scripts a cluster sends in pipelines that have a variant for many slots of one master (the
+/// generic layout of [`MANY_SLOTS`]): the invalidation, the fenced and the plain writes.
+const PER_SLOT: [&str; 3] = [CLUSTER_INVALIDATE, FENCED_APPLY, PLAIN_APPLY];
+
+/// [`GUARDED_WRITES`] writing each value with `write`: for one slot, and for many slots of one master.
+fn guarded_writes(write: &str) -> [String; 2] {
+    let body = GUARDED_WRITES.replace("{write}", write);
+    [
+        lua(&format!("{CLOCK}{VALUES}{body}")),
+        lua(&format!("{CROSS_SLOT}{CLOCK}{VALUES}{body}")),
+    ]
 }
 
 /// The source of a script whose `body` writes values: the clock, the value helpers, the body.
@@ -306,11 +352,13 @@ pub(super) struct Scripts {
     pub cluster_tick: redis::Script,
     /// Sent in pipelines (EVALSHA by [`Scripts::pipelined`]'s hashes), so loaded on every master beforehand.
     pub cluster_invalidate: redis::Script,
-    pub cluster_guarded_set: redis::Script,
+    /// [`GUARDED_WRITES`]: for one slot and for many, each for values of any type and for plain strings only.
+    pub cluster_guarded: GuardedWrites,
+    pub cluster_guarded_strings: GuardedWrites,
     pub cluster_claim: redis::Script,
     pub cluster_take_lease: redis::Script,
-    /// The per-slot write scripts above (`cluster_invalidate`, `cluster_guarded_set`, `fenced_apply`, `plain_apply`),
-    /// each with its variant for many slots of one master (see [`MANY_SLOTS`]), by the per-slot one's hash.
+    /// The per-slot write scripts of [`PER_SLOT`] (`cluster_invalidate`, `fenced_apply`, `plain_apply`), each with its
+    /// variant for many slots of one master (see [`MANY_SLOTS`]), by the per-slot one's hash.
     pub many_slots: Vec<(String, redis::Script)>,
 }
 
@@ -337,10 +385,11 @@ impl Scripts {
             cluster_begin_read: clocked(CLUSTER_BEGIN_READ),
             cluster_tick: clocked(CLUSTER_TICK),
             cluster_invalidate: script(CLUSTER_INVALIDATE),
-            cluster_guarded_set: script(CLUSTER_GUARDED_SET),
+            cluster_guarded: GuardedWrites::new("set_value"),
+            cluster_guarded_strings: GuardedWrites::new("set_string"),
             cluster_claim: clocked(CLUSTER_CLAIM),
             cluster_take_lease: clocked(CLUSTER_TAKE_LEASE),
-            many_slots: [CLUSTER_INVALIDATE, CLUSTER_GUARDED_SET, FENCED_APPLY, PLAIN_APPLY]
+            many_slots: PER_SLOT
                 .iter()
                 .map(|body| {
                     let one = redis::Script::new(&source(body));
@@ -362,12 +411,30 @@ impl Scripts {
     /// later), their variants for many slots too.
     pub(super) fn pipelined(many_slots: bool) -> Vec<String> {
         // FENCED_APPLY runs per slot on a cluster: KEYS[1] is the slot's HA fence and ARGV[1] the epoch.
-        let bodies = [CLUSTER_INVALIDATE, CLUSTER_GUARDED_SET, FENCED_APPLY, PLAIN_APPLY];
-        let mut sources: Vec<String> = bodies.iter().map(|body| source(body)).collect();
+        let mut sources: Vec<String> = PER_SLOT.iter().map(|body| source(body)).collect();
         sources.push(lua(&format!("{CLOCK}{CLUSTER_CLAIM}")));
+        let guarded = [guarded_writes("set_value"), guarded_writes("set_string")];
+        sources.extend(guarded.iter().map(|[one, _]| one.clone()));
         if many_slots {
-            sources.extend(bodies.iter().map(|body| self::many_slots(body)));
+            sources.extend(PER_SLOT.iter().map(|body| self::many_slots(body)));
+            sources.extend(guarded.into_iter().map(|[_, many]| many));
         }
         sources
+    }
+}
+
+/// [`GUARDED_WRITES`] with one way of writing values: for one slot, and for many slots of one master.
+pub(super) struct GuardedWrites {
+    pub one: redis::Script,
+    pub many: redis::Script,
+}
+
+impl GuardedWrites {
+    fn new(write: &str) -> Self {
+        let [one, many] = guarded_writes(write);
+        Self {
+            one: redis::Script::new(&one),
+            many: redis::Script::new(&many),
+        }
     }
 }

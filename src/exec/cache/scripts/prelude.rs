@@ -290,7 +290,16 @@ local function set_document(key, parts, ttl)
   expire(key, ttl)
 end
 
--- SET with a ttl in ms, '0' meaning none (as ttl_millis writes it). A value that starts with a tag is another
+-- SET of a plain string with a ttl in ms, '0' meaning none (as ttl_millis writes it).
+local function set_string(key, value, ttl)
+  if ttl ~= '0' then
+    redis.call('SET', key, value, 'PX', ttl)
+  else
+    redis.call('SET', key, value)
+  end
+end
+
+-- set_string, unless the value starts with a tag: then it is another
 -- Redis type, each written in one step for readers: a hash (codec::HASH_TAG) makes the key the hash of the
 -- MessagePack [field, value, ...] after it (see set_hash), a projection's update of some of a hash's fields
 -- (codec::HASH_UPDATE_TAG) changes those (see update_hash); a document (codec::JSON_TAG) the MessagePack [JSON,
@@ -324,11 +333,7 @@ local function set_value(key, value, ttl)
     redis.call('UNLINK', key)
     return
   end
-  if ttl ~= '0' then
-    redis.call('SET', key, value, 'PX', ttl)
-  else
-    redis.call('SET', key, value)
-  end
+  set_string(key, value, ttl)
 end
 
 -- Sets or unlinks keys[first..]: per key, a value and a ttl in argv from `base` (two per key), or '' and '-' to
