@@ -32,21 +32,22 @@ use crate::pure::backoff::Backoff;
 use crate::pure::plan::{self, Action, Policy};
 use crate::telemetry::metrics;
 
+mod packed;
 mod stream;
 
+use packed::Packed;
 pub(crate) use stream::StreamListener;
 
 /// Messages gathered into one batch at most.
 pub(crate) const BATCH_MESSAGES: usize = 5000;
-/// Bytes of accepted pub/sub messages (with their actions) waiting to be applied at most; beyond it the subscription
-/// is dropped and resynced as after a disconnect. About 1.2 million single-key messages: a burst of a million
-/// published at once (faster than any applier) is absorbed, while hostile or runaway publishers cannot grow the
-/// daemon without bound. (Redis' own default limit for a subscriber it must buffer for is 32 MB of output.)
-pub(crate) const QUEUE_BYTES: usize = 128 * 1024 * 1024;
+/// Bytes of accepted pub/sub messages' actions (packed: see [`Packed`]) waiting to be applied at most; beyond it the
+/// subscription is dropped and resynced as after a disconnect. About 1.6 million single-key messages of 15-byte keys:
+/// a burst of a million published at once (faster than any applier) is absorbed, while hostile or runaway publishers
+/// cannot grow the daemon without bound. (Redis' own default limit for a subscriber it must buffer for is 32 MB of
+/// output.)
+pub(crate) const QUEUE_BYTES: usize = 32 * 1024 * 1024;
 /// Bytes of accepted messages gathered into one batch at most (a batch is charged to the queue as a whole).
 const BATCH_BYTES: usize = QUEUE_BYTES / 16;
-/// What each queued action costs beyond the payload that named it (the action and its key's allocation), in bytes.
-const ACTION_OVERHEAD: usize = 96;
 /// Refusals logged one by one; after that, every 1000th is logged with the running count.
 const REFUSAL_LOG_LIMIT: u64 = 20;
 /// A logged message is cut to this many bytes.
@@ -242,12 +243,12 @@ enum ReadEnd {
     Overflow,
 }
 
-/// Batches of actions waiting to be applied, with the number of messages that asked for them, each holding its
-/// share of the queue's byte budget.
-type Queued = (Vec<Action>, u64, OwnedSemaphorePermit);
+/// Batches of actions waiting to be applied (packed), with the number of messages that asked for them, each holding
+/// its share of the queue's byte budget.
+type Queued = (Packed, u64, OwnedSemaphorePermit);
 
-/// Takes messages as they come, turns them into actions and queues them in batches, charging each accepted
-/// message's size to `budget`. Refused messages cost nothing past their parsing.
+/// Takes messages as they come, turns them into actions and queues them in packed batches, charging each batch's size
+/// to `budget`. Refused messages cost nothing past their parsing.
 async fn read(
     channel: &str,
     mut messages: impl futures_util::Stream<Item = redis::Msg> + Unpin,
@@ -257,12 +258,11 @@ async fn read(
 ) -> ReadEnd {
     while let Some(first) = messages.next().await {
         let (mut actions, mut accepted, mut bytes) = (Vec::new(), 0, 0);
-        // What an accepted message costs the queue (0 when refused).
+        // An accepted message's payload bytes, which the batch is cut by (0 when refused).
         let mut take = |message: redis::Msg, actions: &mut Vec<Action>| {
-            let before = actions.len();
             if intake.accept(message.get_payload_bytes(), actions) {
                 accepted += 1;
-                message.get_payload_bytes().len() + ACTION_OVERHEAD * (actions.len() - before)
+                message.get_payload_bytes().len()
             } else {
                 0
             }
@@ -280,7 +280,8 @@ async fn read(
         if actions.is_empty() {
             continue;
         }
-        let Ok(permit) = budget.clone().try_acquire_many_owned(bytes.min(QUEUE_BYTES) as u32) else {
+        let packed = Packed::new(actions);
+        let Ok(permit) = budget.clone().try_acquire_many_owned(packed.bytes().min(QUEUE_BYTES) as u32) else {
             metrics::record_channel_overflow();
             warn!(
                 channel,
@@ -290,7 +291,7 @@ async fn read(
             );
             return ReadEnd::Overflow;
         };
-        if queue.send((actions, accepted, permit)).is_err() {
+        if queue.send((packed, accepted, permit)).is_err() {
             break;
         }
     }
@@ -303,8 +304,8 @@ async fn apply_queued(
     invalidator: &Invalidator,
     shutdown: &CancellationToken,
 ) -> bool {
-    while let Some((actions, messages, _permit)) = queued.recv().await {
-        if !apply_with_retry(invalidator, &actions, messages, shutdown).await {
+    while let Some((packed, messages, _permit)) = queued.recv().await {
+        if !apply_with_retry(invalidator, &packed.unpack(), messages, shutdown).await {
             return false;
         }
     }
