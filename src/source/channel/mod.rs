@@ -281,7 +281,10 @@ async fn read(
             continue;
         }
         let packed = Packed::new(actions);
-        let Ok(permit) = budget.clone().try_acquire_many_owned(packed.bytes().min(QUEUE_BYTES) as u32) else {
+        let Ok(permit) = budget
+            .clone()
+            .try_acquire_many_owned(packed.bytes().min(QUEUE_BYTES) as u32)
+        else {
             metrics::record_channel_overflow();
             warn!(
                 channel,

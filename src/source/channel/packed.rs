@@ -29,7 +29,10 @@ pub(super) enum Packed {
 
 impl Packed {
     pub(super) fn new(actions: Vec<Action>) -> Self {
-        let text_len: usize = actions.iter().map(|action| text_of(action).map_or(0, |(_, text)| text.len())).sum();
+        let text_len: usize = actions
+            .iter()
+            .map(|action| text_of(action).map_or(0, |(_, text)| text.len()))
+            .sum();
         if text_len > u32::MAX as usize || actions.iter().any(|action| text_of(action).is_none()) {
             return Packed::Whole(actions);
         }
@@ -50,7 +53,10 @@ impl Packed {
             Packed::Text { kinds, ends, text } => kinds.capacity() + ends.capacity() * 4 + text.capacity(),
             Packed::Whole(actions) => {
                 actions.capacity() * size_of::<Action>()
-                    + actions.iter().map(|action| text_of(action).map_or(64, |(_, text)| text.len())).sum::<usize>()
+                    + actions
+                        .iter()
+                        .map(|action| text_of(action).map_or(64, |(_, text)| text.len()))
+                        .sum::<usize>()
             }
         }
     }
