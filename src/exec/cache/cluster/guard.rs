@@ -32,8 +32,8 @@
 //! Cost: a read is one script in the `{cachewarden}` slot; an invalidation one there plus one script per slot of
 //! its keys, pipelined per master; a guarded write, on Redis 7, one script call per master for all its slots (else
 //! one per slot, pipelined per master), which in Redis costs a GET of the slot's version per slot and the SET per key
-//! (there is no optimistic MULTI/EXEC path: a transaction may touch one slot only). Memory: 16,384 slot versions (a few hundred KB), and
-//! evidence for each read in flight, as on one node; a lease's evidence expires at its deadline.
+//! (there is no optimistic MULTI/EXEC path: a transaction may touch one slot only). Memory: 16,384 slot versions (a
+//! few hundred KB), and evidence for each read in flight, as on one node; a lease's evidence expires at its deadline.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,6 +42,7 @@ use std::time::Duration;
 use redis::Value;
 
 use super::fence::fence_key;
+use super::merge::per_slot;
 use super::slot::{SLOTS, by_slot, key_slot, slot_tag};
 use super::{Cluster, evalsha};
 use crate::exec::cache::guard::{LEASE_MARGIN, ReadLease};
@@ -109,24 +110,23 @@ impl Head<'_> {
 
     /// One slot's call: the slot's version key and its data keys declared, so that the cluster routes it and answers
     /// a redirect for a slot on the move.
-    fn one_slot(&self, one: &redis::Script, ops: &[KeyOp], positions: &[usize]) -> redis::Cmd {
-        let slot = key_slot(ops[positions[0]].key().as_bytes());
+    fn one_slot(&self, one: &redis::Script, ops: &[KeyOp], (slot, positions): &(u16, Vec<usize>)) -> redis::Cmd {
         let mut cmd = evalsha(one);
-        cmd.arg(1 + positions.len()).arg(slot_version_key(slot));
+        cmd.arg(1 + positions.len()).arg(slot_version_key(*slot));
         for &i in positions {
             cmd.arg(ops[i].key());
         }
         self.add(&mut cmd);
-        add_slot(&mut cmd, slot, ops, positions);
+        add_slot(&mut cmd, *slot, ops, positions);
         cmd
     }
 
     /// One call for several slots of one master, no key declared (declared keys must share one slot).
-    fn many_slots(
+    fn many_slots<'g>(
         &self,
         many: &redis::Script,
         ops: &[KeyOp],
-        groups: impl Iterator<Item = (u16, Vec<usize>)> + Clone,
+        groups: impl Iterator<Item = &'g (u16, Vec<usize>)> + Clone,
     ) -> redis::Cmd {
         // Sized up front: a call carries every value of its share of the batch.
         let (mut parts, mut bytes) = (8, 128);
@@ -142,7 +142,7 @@ impl Head<'_> {
         cmd.arg("EVALSHA").arg(many.get_hash()).arg(0);
         self.add(&mut cmd);
         for (slot, positions) in groups {
-            add_slot(&mut cmd, slot, ops, &positions);
+            add_slot(&mut cmd, *slot, ops, positions);
         }
         cmd
     }
@@ -322,7 +322,7 @@ impl Cluster {
             .collect();
         if !left.is_empty() {
             let commands: Vec<(u16, redis::Cmd)> = (left.iter())
-                .map(|&g| (groups[g].0, head.one_slot(&scripts.one, ops, &groups[g].1)))
+                .map(|&g| (groups[g].0, head.one_slot(&scripts.one, ops, &groups[g])))
                 .collect();
             for (g, reply) in left.into_iter().zip(self.send_fenced(commands, policy).await?) {
                 replies[g] = Some(reply);
@@ -371,7 +371,7 @@ impl Cluster {
             .map(|own| {
                 (
                     groups[own[0]].0,
-                    head.many_slots(many, ops, own.iter().map(|&g| groups[g].clone())),
+                    head.many_slots(many, ops, own.iter().map(|&g| &groups[g])),
                 )
             })
             .collect();
@@ -380,16 +380,11 @@ impl Cluster {
         for (indices, sent) in self.round(&calls, &all, &HashMap::new()).await {
             let Ok(values) = sent else { continue };
             for (c, value) in indices.into_iter().zip(values) {
-                let own = &members[c];
-                match value {
-                    Value::Array(parts) if own.len() > 1 && parts.len() == own.len() => {
-                        for (&g, part) in own.iter().zip(parts) {
-                            replies[g] = Some(written(part));
-                        }
-                    }
-                    Value::ServerError(_) => {}
-                    value if own.len() == 1 => replies[own[0]] = Some(written(value)),
-                    _ => {}
+                for (&g, part) in members[c]
+                    .iter()
+                    .zip(per_slot(value, members[c].len()).unwrap_or_default())
+                {
+                    replies[g] = Some(written(part));
                 }
             }
         }

@@ -68,6 +68,17 @@ fn merged(many: &redis::Script, calls: &[SlotCall<'_>]) -> redis::Cmd {
     cmd
 }
 
+/// The replies of the `n` slots a call for many slots wrote, from its reply: the array of them, or the one slot's
+/// reply as it is; `None` when the call failed (a slot on the move) or answered something else.
+pub(super) fn per_slot(reply: Value, n: usize) -> Option<Vec<Value>> {
+    match reply {
+        Value::ServerError(_) => None,
+        Value::Array(parts) if n > 1 && parts.len() == n => Some(parts),
+        reply if n == 1 => Some(vec![reply]),
+        _ => None,
+    }
+}
+
 impl Cluster {
     /// [`Cluster::send`], with the per-slot write scripts of each master merged into one call where the cluster
     /// allows it (see the module docs). Returns the replies in the commands' order.
@@ -122,15 +133,13 @@ impl Cluster {
                 }
             };
             for (u, value) in indices.into_iter().zip(values) {
-                match (value, members[u].len()) {
-                    (Value::Array(parts), n) if n > 1 && parts.len() == n => {
+                match per_slot(value, members[u].len()) {
+                    Some(parts) => {
                         for (&i, part) in members[u].iter().zip(parts) {
                             replies[i] = Some(part);
                         }
                     }
-                    (Value::ServerError(_), _) => again.extend(members[u].iter().copied()),
-                    (value, 1) => replies[members[u][0]] = Some(value),
-                    (_, _) => again.extend(members[u].iter().copied()),
+                    None => again.extend(members[u].iter().copied()),
                 }
             }
         }
