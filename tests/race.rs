@@ -215,9 +215,10 @@ refresh = ["{p}item:{{id}}"]
             }
         }
     }
-    // Under eviction a refused run is retried with backoff, so the previous one may still be going for a while.
+    // Under eviction a refused run is retried with backoff (5 attempts, up to 15 s of waits between them), so the
+    // previous one may still be going for a while, longer on a loaded machine (the whole suite beside it).
     let patience = if maxmemory.is_some() {
-        Duration::from_secs(90)
+        Duration::from_secs(180)
     } else {
         Duration::from_secs(10)
     };

@@ -61,16 +61,15 @@ pub fn services() -> &'static Services {
 
 /// The masters' addresses of the cluster `seed` belongs to (`CLUSTER SLOTS`).
 pub async fn masters_of(seed: &str) -> Vec<String> {
-    let mut conn = redis::Client::open(seed)
-        .unwrap()
-        .get_multiplexed_async_connection()
+    reachable_masters(seed)
         .await
-        .expect("the seed node answers");
-    let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER")
-        .arg("SLOTS")
-        .query_async(&mut conn)
-        .await
-        .expect("CLUSTER SLOTS");
+        .expect("the seed node answers CLUSTER SLOTS")
+}
+
+/// [`masters_of`], or the error when the seed does not answer (a test's own cluster already stopped, at cleanup).
+pub async fn reachable_masters(seed: &str) -> redis::RedisResult<Vec<String>> {
+    let mut conn = redis::Client::open(seed)?.get_multiplexed_async_connection().await?;
+    let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await?;
     let mut masters: Vec<String> = slots
         .into_iter()
         .map(|range| {
@@ -82,7 +81,7 @@ pub async fn masters_of(seed: &str) -> Vec<String> {
         .collect();
     masters.sort();
     masters.dedup();
-    masters
+    Ok(masters)
 }
 
 /// The shared MariaDB's binlog is server-wide, and nextest runs every test in a process of its own: a test that
