@@ -16,7 +16,12 @@ Scenarios:
              the last key deleted.
   cluster    the 3-master Redis Cluster from scripts/services (FLUSHALLed: the bench never runs beside the tests):
              warm 1M (protected and not) vs the pipelined Python script on redis-py's RedisCluster, and binlog
-             catch-up in delete mode vs the python-mysql-replication invalidator, beside the single-node figures.
+             catch-up in delete mode vs the python-mysql-replication invalidator, beside the single-node figures;
+             then the same cachewarden figures on a masters-only cluster started for the bench, with cluster_channel.
+  cluster_channel  pub/sub deletes (200,000 one-key messages) and one pattern delete over 200,000 keys on the
+             masters-only cluster, beside the single node.
+  cluster_reshard  2,000 slots migrated during a warm of 1M rows and during a binlog catch-up, on a fresh
+             masters-only cluster each: the longest stall beside the same run without a migration, and keys lost.
   idle       the daemon doing nothing for 10 s: RSS and CPU.
   cdc_single_row, cdc_storm   a busy primary: see bench/cdc.py.
   join_storm  a join job's keys kept right by derived rules while its categories are renamed: see bench/derived.py.
@@ -32,6 +37,7 @@ Scenarios:
              (streaming cursor, MGET per 1,000, JSON compare); MariaDB CPU per audited key.
 """
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -47,6 +53,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 import pymysql
@@ -706,7 +713,11 @@ def rc(url=CLUSTER_URL):
 
 
 def flush_cluster(url=CLUSTER_URL):
+    """Empties the cluster, as one cachewarden has used before: the read leases' set keeps its sentinel, so no phantom
+    lease (which a fresh or flushed cluster starts with: an hour of invalidations through slot scripts, see
+    exec::cache::cluster::guard) weighs on the steady-state figures."""
     rc(url).flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+    rc(url).zadd("cachewarden:{cachewarden}:readers", {"~": float("inf")})
 
 
 def cluster_keys(pattern, url=CLUSTER_URL):
@@ -745,6 +756,171 @@ def catch_up_on_cluster(runs, url, server_id):
     return statistics.median(rates)
 
 
+def channel_deletes(runs, cluster_url=None, n=200_000):
+    """Deletes through the pub/sub channel against the single node, or the cluster at `cluster_url`: n one-key
+    messages (messages/s until every key is deleted), then one `{"patterns": ["bench:p:*"]}` message over n keys
+    (keys/s until the pattern delete is done); medians. Protection on, as in every deployment by default."""
+    work = tempfile.mkdtemp(prefix="cwbench")
+    pubs, pattern = os.path.join(work, "pub.resp"), os.path.join(work, "pattern.resp")
+    write_resp(pubs, (resp("PUBLISH", "bench_inv", f"bench:i:{i}") for i in range(n)))
+    write_resp(pattern, [resp("PUBLISH", "bench_inv", '{"patterns": ["bench:p:*"]}')])
+    if cluster_url:
+        port = urllib.parse.urlparse(cluster_url).port
+        publish = lambda path: subprocess.run(["redis-cli", "-p", str(port), "--pipe"], stdin=open(path), check=True,
+                                              capture_output=True)
+
+        def fill(prefix):
+            p = rc(cluster_url).pipeline(transaction=False)
+            for i in range(n):
+                p.set(f"{prefix}{i}", "1")
+            p.execute()
+        wipe = lambda: flush_cluster(cluster_url)
+    else:
+        publish = pipe
+        sets = {prefix: os.path.join(work, f"{prefix[6]}.resp") for prefix in ("bench:i:", "bench:p:")}
+        for prefix, path in sets.items():
+            write_resp(path, (resp("SET", f"{prefix}{i}", "1") for i in range(n)))
+        fill = lambda prefix: pipe(sets[prefix])
+        wipe = flush
+    cfg = config('[channel]\nname = "bench_inv"\nallow = ["bench:i:*", "bench:p:*"]\n\n', cluster=cluster_url or False)
+    messages, patterns = [], []
+    for _ in range(runs):
+        wipe()
+        fill("bench:i:")
+        fill("bench:p:")
+        daemon = Daemon(cfg)
+        start = time.monotonic()
+        publish(pubs)
+        done = wait(lambda: deleted() >= n, 120, 0.01)
+        messages.append(n / (time.monotonic() - start) if done else 0.0)
+        start = time.monotonic()
+        publish(pattern)
+        done = wait(lambda: metric('cachewarden_invalidated_keys_total{action="pattern_delete"}') >= n, 120, 0.005)
+        patterns.append(n / (time.monotonic() - start) if done else 0.0)
+        daemon.stop()
+    wipe()
+    shutil.rmtree(work, ignore_errors=True)
+    return statistics.median(messages), statistics.median(patterns)
+
+
+@contextlib.contextmanager
+def bare_cluster():
+    """A cluster of 3 masters without replicas on BARE_CLUSTER_PORT.., started for the bench and stopped after; its URL."""
+    scripts = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "redis-cluster")
+    nodes = tempfile.mkdtemp(prefix="cwbench-cluster")
+    subprocess.run([scripts, "start", str(BARE_CLUSTER_PORT), "3", "0", nodes], check=True, capture_output=True)
+    try:
+        url = f"redis://127.0.0.1:{BARE_CLUSTER_PORT}"
+        flush_cluster(url)
+        yield url
+    finally:
+        subprocess.run([scripts, "stop", str(BARE_CLUSTER_PORT), "3", nodes], check=False)
+        shutil.rmtree(nodes, ignore_errors=True)
+
+
+def cluster_channel(runs, url=None):
+    """Channel deletes on the masters-only cluster at `url` (started here without one) and on the single node, the
+    same hour."""
+    if url is None:
+        with bare_cluster() as url:
+            return cluster_channel(runs, url)
+    messages, patterns = channel_deletes(runs, url)
+    single_messages, single_patterns = channel_deletes(runs)
+    return {"bare_pubsub": messages, "bare_pattern": patterns, "single_pubsub": single_messages,
+            "single_pattern": single_patterns}
+
+
+RESHARD_SLOTS = 2000
+
+
+def longest_stall(progress, until, during, step=0.01):
+    """Samples `progress()` every `step` s until `until()` (or 300 s), calling `during(value)` after each sample; the
+    longest time the highest value seen did not grow, from its first growth on (seconds)."""
+    best, last_growth, stall, start = None, None, 0.0, time.monotonic()
+    while not until() and time.monotonic() - start < 300:
+        value, now = progress(), time.monotonic()
+        if best is None or value > best:
+            if last_growth is not None and best is not None:
+                stall = max(stall, now - last_growth)
+            best, last_growth = value, now
+        during(value)
+        time.sleep(step)
+    return stall
+
+
+def reshard_in_background(url):
+    """Moves RESHARD_SLOTS slots and their keys from the cluster's first master to its second with `redis-cli
+    --cluster reshard` (MIGRATING/IMPORTING, MIGRATE in batches: ASK redirects meanwhile); the process."""
+    port = urllib.parse.urlparse(url).port
+    nodes = redis.Redis(port=port).execute_command("CLUSTER NODES")
+    nodes = nodes.decode() if isinstance(nodes, bytes) else nodes
+    ids = {int(line.split()[1].split("@")[0].rsplit(":", 1)[1]): line.split()[0] for line in nodes.splitlines()}
+    return subprocess.Popen(["redis-cli", "--cluster", "reshard", f"127.0.0.1:{port}", "--cluster-from", ids[port],
+                             "--cluster-to", ids[port + 1], "--cluster-slots", str(RESHARD_SLOTS), "--cluster-yes",
+                             "--cluster-pipeline", "100"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def cluster_reshard(runs):
+    """A slot migration (RESHARD_SLOTS slots, ~1/8 of the keyspace) during a warm of 1M rows and during a binlog
+    catch-up of 100,000 deletes, each on a fresh masters-only cluster: the longest stall (time the written or deleted
+    count did not grow, sampled every 10 ms) beside the same run without a migration, and what was lost."""
+    def masters_keys(url):
+        port = urllib.parse.urlparse(url).port
+        return lambda: sum(redis.Redis(port=p).dbsize() for p in range(port, port + 3))
+
+    def warm(resharding):
+        with bare_cluster() as url:
+            count = masters_keys(url)
+            cfg = config(warm_job("million", MILLION_QUERY, "bench:m:"), cluster=url)
+            run = subprocess.Popen([BIN, "run", "--once", "--config", cfg], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+            moving = []
+            start = lambda value: moving.append(reshard_in_background(url)) if (
+                resharding and not moving and value > 100_000) else None
+            stall = longest_stall(count, lambda: run.poll() is not None, start)
+            run.wait()
+            for process in moving:
+                process.wait(timeout=300)
+            return stall, 1_000_000 - cluster_keys("bench:m:*", url), bool(moving)
+
+    def catch_up(resharding, server_id):
+        n = 100_000
+        with bare_cluster() as url:
+            p = rc(url).pipeline(transaction=False)
+            for i in range(1, n + 1):
+                p.set(f"bench:c:{i}", "1")
+            p.execute()
+            file, pos = master_status()
+            churn(n, 100)
+            rc(url).set("bench:checkpoint", f"{file}:{pos}")
+            daemon = Daemon(config(f'[channel]\nenabled = false\n\n[binlog]\nserver_id = {server_id}\n'
+                                   f'checkpoint_key = "bench:checkpoint"\nheartbeat = "1s"\non_gap = "none"\n\n'
+                                   f'[[on_change]]\ntable = "{DATABASE}.churn"\ndelete = ["bench:c:{{id}}"]\n',
+                                   cluster=url))
+            moving = []
+            start = lambda value: moving.append(reshard_in_background(url)) if (
+                resharding and not moving and value > 10_000) else None
+            stall = longest_stall(deleted, lambda: deleted() >= n, start, 0.005)
+            for process in moving:
+                process.wait(timeout=300)
+            daemon.stop()
+            return stall, cluster_keys("bench:c:*", url), bool(moving)
+
+    figures = {}
+    for name, measure in (("warm", warm), ("catch_up", lambda moving: catch_up(moving, 9700 + moving))):
+        quiet_stalls, moving_stalls, lost, migrated = [], [], [], []
+        for _ in range(runs):
+            stall, _, _ = measure(False)
+            quiet_stalls.append(stall)
+            stall, left, moved = measure(True)
+            moving_stalls.append(stall)
+            lost.append(left)
+            migrated.append(moved)
+        figures.update({f"{name}_stall_ms": max(moving_stalls) * 1000, f"{name}_quiet_stall_ms": max(quiet_stalls) * 1000,
+                        f"{name}_lost": max(lost), f"{name}_migrated": all(migrated)})
+    return figures
+
+
 def cluster(runs):
     """Warm 1M and binlog catch-up (delete mode) against the 3-master cluster, with the Python baselines there; then
     the same cachewarden figures on a cluster of 3 masters without replicas (see BARE_CLUSTER_PORT)."""
@@ -762,18 +938,12 @@ def cluster(runs):
     figures = {"warm_1m": warm, "warm_1m_rss": warm_rss, "warm_1m_unprotected": plain,
                "python_warm_1m": py_warm, "python_rss": py_rss,
                "catch_up": catch_up, "python_catch_up": int(rows) / float(elapsed)}
-    scripts = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "redis-cluster")
-    nodes = tempfile.mkdtemp(prefix="cwbench-cluster")
-    subprocess.run([scripts, "start", str(BARE_CLUSTER_PORT), "3", "0", nodes], check=True, capture_output=True)
-    try:
-        url = f"redis://127.0.0.1:{BARE_CLUSTER_PORT}"
+    with bare_cluster() as url:
         bare, _, bare_plain, py_bare, _ = warm_million(runs, url, lambda: flush_cluster(url),
                                                        lambda: cluster_keys("bench:m:*", url))
         figures.update({"bare_warm_1m": bare, "bare_warm_1m_unprotected": bare_plain, "python_bare_warm_1m": py_bare,
                         "bare_catch_up": catch_up_on_cluster(runs, url, 9450)})
-    finally:
-        subprocess.run([scripts, "stop", str(BARE_CLUSTER_PORT), "3", nodes], check=False)
-        shutil.rmtree(nodes, ignore_errors=True)
+        figures.update(cluster_channel(runs, url))
     return figures
 
 
@@ -912,7 +1082,7 @@ def report(results, runs):
     h = results["ha_takeover"]
     so = results["source_takeover"]
     pw = results["partitioned_warm"]
-    c = results["cluster"]
+    c, rs = results["cluster"], results["cluster_reshard"]
     s, st = results["cdc_single_row"], results["cdc_storm"]
     lag = results["reader_lag"]
     j = results["join_storm"]
@@ -972,11 +1142,14 @@ def report(results, runs):
          f"{s['delete']:.0f} ({s['delete_cpu_us_per_event']:.1f} µs/event, {s['delete_cpu_percent']:.0f}% of a core)",
          "-", "-", "-", "≥ 30k/s"),
         (f"hot-row storm: {cdc.STORM_WRITERS} writers on {cdc.HOT_ROWS} rows for {cdc.STORM_SECONDS} s"
-         f" ({st['writes_per_s']:.0f} txn/s), refresh rule: largest lag",
-         f"{st['max_lag_s']:.2f} s (worst run {st['max_lag_worst_s']:.2f} s)",
+         f" ({st['writes_per_s']:.0f} txn/s), refresh rule: largest lag (a probe row every"
+         f" {cdc.PROBE_EVERY * 1000:.0f} ms, commit → in Redis, 1 ms polling); the lag gauge's largest reading"
+         " (whole-second binlog timestamps: up to 1 s high)",
+         f"{st['cold_max_ms']:.0f} ms (worst run {st['cold_max_worst_ms']:.0f} ms); gauge {st['max_lag_s']:.2f} s"
+         f" (worst run {st['max_lag_worst_s']:.2f} s)",
          f"refresher at {s['python_refresh']:.0f}/s falls {st['writes_per_s'] - s['python_refresh']:.0f} events/s behind",
          "-", "-", "< 1 s"),
-        ("hot-row storm: a cold row changed every 250 ms, commit → in Redis",
+        (f"hot-row storm: the probe row changed every {cdc.PROBE_EVERY * 1000:.0f} ms, commit → in Redis",
          f"{st['cold_p50_ms']:.0f} ms p50, {st['cold_p99_ms']:.0f} ms p99 (worst run {st['cold_p99_worst_ms']:.0f} ms)",
          "-", "-", "-", "≤ 100 ms p50, ≤ 500 ms p99"),
         ("hot-row storm: writers stop → every hot key equals its row",
@@ -1007,6 +1180,17 @@ def report(results, runs):
          f"{c['python_bare_warm_1m']:.0f} pipelined warm, RedisCluster", "-",
          f"warm {c['bare_warm_1m'] / m['cachewarden']:.2f}x, catch-up {c['bare_catch_up'] / b['catch_up']:.2f}x the"
          " single node", "≥ 0.8x the single node"),
+        ("Redis Cluster, 3 masters without replicas: pub/sub deletes, messages/s (200,000 one-key messages); one"
+         " pattern delete over 200,000 keys, keys/s; beside the single node, the same hour",
+         f"{c['bare_pubsub']:.0f} vs {c['single_pubsub']:.0f}; {c['bare_pattern']:.0f} vs {c['single_pattern']:.0f}",
+         "-", "-", f"pub/sub {c['bare_pubsub'] / c['single_pubsub']:.2f}x, pattern"
+         f" {c['bare_pattern'] / c['single_pattern']:.2f}x the single node", "(measured beside the single node)"),
+        (f"Redis Cluster, 3 masters without replicas: {RESHARD_SLOTS} slots migrated (redis-cli --cluster reshard)"
+         " during a warm of 1M rows; during a binlog catch-up of 100,000 deletes: longest stall (no progress), beside"
+         " the same run without a migration; keys lost",
+         f"{rs['warm_stall_ms']:.0f} ms (without: {rs['warm_quiet_stall_ms']:.0f} ms); {rs['catch_up_stall_ms']:.0f} ms"
+         f" (without: {rs['catch_up_quiet_stall_ms']:.0f} ms); {rs['warm_lost']} and {rs['catch_up_lost']} lost",
+         "-", "-", "-", "no stall over 100 ms, nothing lost"),
         ("HA takeover after kill -9 of the leader, p50 / max of 5 (lease_ttl 10 s; 3 s)",
          f"{h['kill9_10s_p50_s']:.2f} s / {h['kill9_10s_max_s']:.2f} s; {h['kill9_3s_p50_s']:.2f} s /"
          f" {h['kill9_3s_max_s']:.2f} s", "-", "-", "-", "≤ lease_ttl + one renew interval"),
@@ -1134,7 +1318,7 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print the report, leave docs/BENCHMARKS.md alone")
     parser.add_argument("--only", help="run one scenario and print its figures (warm_10k, warm_1m, warm_1m_compressed, pubsub, binlog, "
-                        "cdc_single_row, cdc_storm, reader_lag, join_storm, audit_all, miss_fill, cluster, top_n, hash_update, ha_takeover, source_takeover, partitioned_warm, idle)")
+                        "cdc_single_row, cdc_storm, reader_lag, join_storm, audit_all, miss_fill, cluster, cluster_channel, cluster_reshard, top_n, hash_update, ha_takeover, source_takeover, partitioned_warm, idle)")
     parser.add_argument("--against", metavar="BINARY",
                         help="with --only: run the scenario --runs times with this build and with BINARY (an older "
                              "commit's target/release/cachewarden) in turn, and print both side by side")
@@ -1148,7 +1332,8 @@ def main():
         "binlog": binlog, "cdc_single_row": lambda runs: cdc.single_row(this, runs),
         "cdc_storm": lambda runs: cdc.storm(this, runs), "reader_lag": lambda runs: cdc.reader_lag(this, runs),
         "join_storm": lambda runs: derived.join_storm(this, runs), "audit_all": audit_all,
-        "miss_fill": lambda runs: misses.miss_fill(this, runs), "cluster": cluster,
+        "miss_fill": lambda runs: misses.miss_fill(this, runs), "cluster": cluster, "cluster_channel": cluster_channel,
+        "cluster_reshard": cluster_reshard,
         "top_n": lambda runs: shapes.top_n(this, runs), "hash_update": lambda runs: shapes.hash_update(this, runs),
         "ha_takeover": lambda runs: ha_takeover(),
         "source_takeover": lambda runs: sharing.source_takeover(this),

@@ -269,3 +269,65 @@ async fn evidence_follows_read_leases_and_guards_writes() {
     assert_eq!(third, second + 3);
     command::<()>(&mut conn, &["FLUSHDB"]).await;
 }
+
+#[tokio::test]
+async fn on_a_cluster_reads_whose_leases_redis_lost_are_refused_wherever_something_changed_since() {
+    use cachewarden::exec::cache::cluster::slot::{key_slot, slot_tag};
+    // A cluster of its own: the lost lease set (and the floors it leaves for an hour) must not touch other tests.
+    let cluster = common::OwnCluster::start(3, 0);
+    let mut env = TestEnv::new().await.on_cluster();
+    env.redis_url = cluster.url();
+    let config = env.config(&format!(
+        "[[warm]]\nname = \"t\"\nquery = \"SELECT 1 AS id\"\nkey = \"{}t:{{id}}\"\nschedule = \"every 1h\"\nttl = \"1h\"\n",
+        env.prefix
+    ));
+    let cache = Cache::connect(&config.redis).await.expect("connect");
+    let key = |tag: &str, n: u32| format!("{}{{{tag}}}:{n}", env.prefix);
+    let (s1, s2, u, t) = (key("s", 1), key("s", 2), key("u", 1), key("t", 1));
+    let mut conn = env.any_redis().await;
+
+    // A read in flight, with evidence in slot s already (s1 was invalidated during it).
+    let lease = cache.begin_read(READ_TIMEOUT).await.expect("begin_read");
+    let stamp = lease.stamp(lease.read_at);
+    cache.invalidate(std::slice::from_ref(&s1)).await.expect("invalidate");
+    // Redis loses the read leases (evicted under allkeys-lru, say); then s2 (whose slot holds the read's evidence)
+    // and u (a slot with none) change, while no other read is in flight.
+    let _: () = redis::cmd("DEL")
+        .arg("cachewarden:{cachewarden}:readers")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    cache.invalidate(&[&s2, &u]).await.expect("invalidate");
+
+    // Its writes must not land where something changed after the loss: not s2, whose evidence in the slot never
+    // heard of that change, nor u, whose slot would otherwise look unchanged. Slot t saw nothing: t is written.
+    for changed in [&s2, &u] {
+        let late = cache.apply(&[set(changed, "read before", stamp.clone())]).await;
+        assert!(matches!(late, Err(CacheError::LeaseEnded)), "{changed}: {late:?}");
+        assert_eq!(env.get(changed).await, None, "{changed}");
+    }
+    cache
+        .apply(&[set(&t, "read before", stamp.clone())])
+        .await
+        .expect("apply");
+    assert_eq!(env.get(&t).await.as_deref(), Some("read before"));
+    let floor: String = redis::cmd("GET")
+        .arg(format!("cachewarden:{{{}}}:slot", slot_tag(key_slot(b"u"))))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(floor.contains('/'), "the changed slot has a floor: {floor}");
+    cache.end_read(lease).await;
+
+    // A read registered after the loss writes everywhere.
+    let lease = cache.begin_read(READ_TIMEOUT).await.expect("begin_read");
+    let fresh: Vec<KeyOp> = [&s1, &s2, &u, &t]
+        .into_iter()
+        .map(|key| set(key, "new", lease.stamp(lease.read_at)))
+        .collect();
+    cache.apply(&fresh).await.expect("apply");
+    for key in [&s1, &s2, &u, &t] {
+        assert_eq!(env.get(key).await.as_deref(), Some("new"), "{key}");
+    }
+    cache.end_read(lease).await;
+}

@@ -24,6 +24,16 @@
 //! current version (a read in flight is then refused once and reads again). A counter lost with the slot holding it
 //! restarts at Redis' clock in microseconds, above anything it can have counted.
 //!
+//! A lost lease set is the one loss a slot cannot see: invalidations would stop listing the reads in flight, record no
+//! evidence for them, and (with no lease left to list) not even raise the slots' versions, so their writes would land
+//! stale. So the set keeps a sentinel member `~`, and the script that finds it missing (a read's or an invalidation's,
+//! atomically with its version) makes it again with a *phantom* lease `lost:<v>`, `v` a new version, newer than every
+//! lost read. For as long as a lost read can live (an hour, or this process's longest lease if longer) every
+//! invalidation lists the phantom and raises the *floor* of its slots to `v` (`version/floor` in the slot's version
+//! key); a guarded write whose read is older than its slot's floor is refused there. So a lost read is refused
+//! wherever anything changed after the loss, and writes where nothing did. Cost: while a phantom lives,
+//! invalidations run their slot scripts even with no read in flight (a fresh or flushed cluster starts with one).
+//!
 //! The lease is the fence as on one node, in two parts: in this process a gate that [`Cache::end_read`] closes,
 //! after waiting for the lease's writes in flight (a write task still queued after its run ended is refused here);
 //! in Redis the lease's deadline, after which invalidations stop recording evidence for it, and before which (by a
@@ -36,6 +46,7 @@
 //! few hundred KB), and evidence for each read in flight, as on one node; a lease's evidence expires at its deadline.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,9 +71,26 @@ pub(super) const CLUSTER_READERS_KEY: &str = "cachewarden:{cachewarden}:readers"
 /// What the guarded write script answers when the slot's version is missing (it refuses with -1).
 const SLOT_VERSION_MISSING: i64 = -3;
 
-/// This process's open read leases on a cluster, by id.
+/// The shortest a phantom lease lives (see `scripts::CLUSTER_TICK`): longer than any read lease this process opens.
+const PHANTOM_MIN: Duration = Duration::from_secs(3600);
+
+/// How a phantom lease's id starts: `lost:<version>` (see `scripts::CLUSTER_TICK`).
+const PHANTOM_PREFIX: &str = "lost:";
+
+/// An invalidation's first step: its version, the live read leases with the milliseconds each has left, and the floor
+/// a live phantom lease asks the slots it touches to take (0: none).
+struct Tick {
+    version: u64,
+    leases: Vec<(String, i64)>,
+    floor: u64,
+}
+
+/// This process's open read leases on a cluster, by id, and the longest lifetime it has given one.
 #[derive(Default)]
-pub(in crate::exec::cache) struct Gates(Mutex<HashMap<Arc<str>, Arc<Gate>>>);
+pub(in crate::exec::cache) struct Gates {
+    open: Mutex<HashMap<Arc<str>, Arc<Gate>>>,
+    longest_ms: AtomicU64,
+}
 
 struct Gate {
     /// The lease's end (Redis milliseconds), which every guarded write carries.
@@ -73,15 +101,24 @@ struct Gate {
 
 impl Gates {
     fn get(&self, lease: &str) -> Option<Arc<Gate>> {
-        self.0
+        self.open
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(lease)
             .cloned()
     }
+
+    /// How long a phantom lease made from here lives (ms): it must outlive every lease that was lost, so at least an
+    /// hour and at least the longest lease this process opened. (Another instance's lease longer than both is a
+    /// limit: docs/configuration.md.)
+    fn phantom_ms(&self) -> u64 {
+        self.longest_ms
+            .load(Ordering::Relaxed)
+            .max(PHANTOM_MIN.as_millis() as u64)
+    }
 }
 
-/// `cachewarden:{tag}:slot`: the newest invalidation applied in `slot`.
+/// `cachewarden:{tag}:slot`: the newest invalidation applied in `slot` (and its floor: `scripts::CLUSTER_INVALIDATE`).
 fn slot_version_key(slot: u16) -> String {
     format!("cachewarden:{{{}}}:slot", slot_tag(slot))
 }
@@ -176,6 +213,8 @@ impl Cluster {
     /// [`Cache::begin_read`](crate::exec::cache::Cache::begin_read) on a cluster.
     pub(super) async fn open_lease(&self, timeout: Duration) -> Result<ReadLease, CacheError> {
         let id: Arc<str> = format!("{}-{:016x}", std::process::id(), fastrand::u64(..)).into();
+        let lifetime = (timeout + LEASE_MARGIN).as_millis() as u64;
+        self.gates.longest_ms.fetch_max(lifetime, Ordering::Relaxed);
         let (read_at, deadline): (u64, i64) = self
             .run(
                 self.scripts
@@ -183,7 +222,8 @@ impl Cluster {
                     .key(CLUSTER_VERSION_KEY)
                     .key(CLUSTER_READERS_KEY)
                     .arg(&*id)
-                    .arg((timeout + LEASE_MARGIN).as_millis() as u64),
+                    .arg(lifetime)
+                    .arg(self.gates.phantom_ms()),
             )
             .await?;
         let gate = Arc::new(Gate {
@@ -191,7 +231,7 @@ impl Cluster {
             open: tokio::sync::RwLock::new(true),
         });
         self.gates
-            .0
+            .open
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(id.clone(), gate);
@@ -203,7 +243,7 @@ impl Cluster {
     pub(super) async fn close_lease(&self, id: &str) {
         let gate = self
             .gates
-            .0
+            .open
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(id);
@@ -234,12 +274,12 @@ impl Cluster {
         let sets = values.is_some_and(|ops| ops.iter().any(|op| matches!(op, KeyOp::Set { .. })));
         // Values only from the HA leader; deletes from anyone.
         let epoch = if sets { policy.epoch()? } else { String::new() };
-        let (version, leases) = self.tick().await?;
-        if leases.is_empty() && !epoch.is_empty() {
+        let Tick { version, leases, floor } = self.tick().await?;
+        if leases.is_empty() && floor == 0 && !epoch.is_empty() {
             self.fenced_in_slots(values.unwrap_or_default(), policy).await?;
             return Ok(version);
         }
-        if leases.is_empty() {
+        if leases.is_empty() && floor == 0 {
             // No read in flight: no evidence to record, and a read that starts from here on has a version at least
             // this one, so the slots' versions need not move either. Plain commands, one pipeline per master.
             let commands: Vec<(u16, redis::Cmd)> = match values {
@@ -264,7 +304,7 @@ impl Cluster {
             for &i in &positions {
                 cmd.arg(keys[i].as_ref());
             }
-            cmd.arg(version).arg(leases.len()).arg(&epoch);
+            cmd.arg(version).arg(leases.len()).arg(&epoch).arg(floor);
             for (_, left) in &leases {
                 cmd.arg(*left);
             }
@@ -391,36 +431,56 @@ impl Cluster {
         replies
     }
 
-    /// A new version from the global counter, with the live read leases and the milliseconds each has left.
-    async fn tick(&self) -> Result<(u64, Vec<(String, i64)>), CacheError> {
+    /// A new version from the global counter, with the live read leases and the milliseconds each has left, and the
+    /// floor a live phantom lease asks for (see `scripts::CLUSTER_TICK`).
+    async fn tick(&self) -> Result<Tick, CacheError> {
         let tick: Vec<Value> = self
             .run(
                 self.scripts
                     .cluster_tick
                     .key(CLUSTER_VERSION_KEY)
-                    .key(CLUSTER_READERS_KEY),
+                    .key(CLUSTER_READERS_KEY)
+                    .arg(self.gates.phantom_ms()),
             )
             .await?;
         let version = tick.first().and_then(integer).and_then(|n| u64::try_from(n).ok());
+        let mut floor = 0;
         let leases = tick[1..]
             .chunks(2)
             .filter_map(|pair| {
                 let id = redis::from_redis_value::<String>(pair.first()?.clone()).ok()?;
                 Some((id, integer(pair.get(1)?)?))
             })
+            .filter(|(id, _)| match id.strip_prefix(PHANTOM_PREFIX) {
+                Some(lost_at) => {
+                    // Always a whole number; else the tick's own version, newer than every lost read too.
+                    floor = floor.max(lost_at.parse().unwrap_or(version.unwrap_or_default()));
+                    false
+                }
+                None => true,
+            })
             .collect();
-        Ok((version.unwrap_or_default(), leases))
+        Ok(Tick {
+            version: version.unwrap_or_default(),
+            leases,
+            floor,
+        })
     }
 
-    /// Sets each of `slots`' version, where missing, to the current global version (at connect: every slot).
+    /// Sets each of `slots`' version, where missing, to the current global version (at connect: every slot), with the
+    /// floor of a live phantom lease.
     pub(in crate::exec::cache) async fn prime_slots(&self, slots: &[u16]) -> Result<(), CacheError> {
         // A version nothing was invalidated under, which costs nothing.
-        let (version, _) = self.tick().await?;
+        let Tick { version, floor, .. } = self.tick().await?;
+        let value = match floor {
+            0 => version.to_string(),
+            floor => format!("{version}/{floor}"),
+        };
         let commands: Vec<(u16, redis::Cmd)> = slots
             .iter()
             .map(|&slot| {
                 let mut cmd = redis::cmd("SET");
-                cmd.arg(slot_version_key(slot)).arg(version).arg("NX");
+                cmd.arg(slot_version_key(slot)).arg(&value).arg("NX");
                 (slot, cmd)
             })
             .collect();

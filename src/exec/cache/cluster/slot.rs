@@ -25,7 +25,7 @@ pub fn key_slot(key: &[u8]) -> u16 {
 }
 
 /// A short hash tag that hashes to `slot`: `{tag}` in a key puts the key in that slot.
-pub(crate) fn slot_tag(slot: u16) -> &'static str {
+pub fn slot_tag(slot: u16) -> &'static str {
     static TAGS: OnceLock<Vec<String>> = OnceLock::new();
     &TAGS.get_or_init(|| {
         // Counting in hex until every slot has a tag takes about 170,000 CRCs (a few milliseconds), once.

@@ -123,61 +123,73 @@ return 0
 
 /// Cluster: register a read lease and return `{version, deadline}` (the lease's end, Redis milliseconds). KEYS[1]:
 /// the global version counter; KEYS[2]: the read leases (both tagged `{cachewarden}`, one slot). ARGV[1]: the lease
-/// id; ARGV[2]: its lifetime in ms. A missing counter starts at Redis' clock in microseconds, above any version a
-/// lost counter can have reached (see `cluster::guard`).
+/// id; ARGV[2]: its lifetime in ms; ARGV[3]: how long a phantom lease lives if the leases were lost (see
+/// `ensure_readers`). A missing counter starts at Redis' clock in microseconds, above any version a lost counter can
+/// have reached (see `cluster::guard`).
 const CLUSTER_BEGIN_READ: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('SET', KEYS[1], string.format('%.0f', now * 1000))
 end
+ensure_readers(KEYS[2], KEYS[1], ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
 local deadline = now + tonumber(ARGV[2])
 redis.call('ZADD', KEYS[2], deadline, ARGV[1])
 return {tonumber(redis.call('GET', KEYS[1])), deadline}
 ";
 
-/// Cluster: an invalidation's first step. Take a new version and return it with the live read leases and the
-/// milliseconds each has left: `{version, lease, ms, lease, ms, ...}`. KEYS as for `CLUSTER_BEGIN_READ`.
+/// Cluster: an invalidation's first step. Take a new version and return it with the live read leases (a phantom
+/// `lost:<version>` among them while one lives) and the milliseconds each has left: `{version, lease, ms, lease,
+/// ms, ...}`. KEYS as for `CLUSTER_BEGIN_READ`; ARGV[1]: a phantom's lifetime, as there.
 const CLUSTER_TICK: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('SET', KEYS[1], string.format('%.0f', now * 1000))
 end
+ensure_readers(KEYS[2], KEYS[1], ARGV[1])
 local reply = {redis.call('INCR', KEYS[1])}
 local leases = redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf', 'WITHSCORES')
 for i = 1, #leases, 2 do
-  table.insert(reply, leases[i])
-  table.insert(reply, math.max(1, tonumber(leases[i + 1]) - now))
+  if leases[i] ~= '~' then
+    table.insert(reply, leases[i])
+    table.insert(reply, math.max(1, tonumber(leases[i + 1]) - now))
+  end
 end
 return reply
 ";
 
 /// Cluster: an invalidation's second step, in one slot. Fenced (-2) when it sets values and the slot's copy of the HA
-/// epoch is not this leader's. Raise the slot's version (the newest invalidation applied in it) to this one; record
-/// the version for each key in the slot's evidence hash of every lease the first step listed, creating a missing
-/// hash with the field `''` holding the slot's version before this invalidation (the guard trusts a hash only if
-/// that is no newer than its read); then unlink or set the keys. KEYS: the slot's version, the slot's HA fence, the
-/// n evidence hashes, then the data keys. ARGV: the version, n, the HA epoch ('' when nothing is set or without HA),
-/// the n leases' remaining ms; then per key: value and ttl in ms ("0" = none), or `""` and `"-"` to unlink.
+/// epoch is not this leader's. Raise the slot's version (the newest invalidation applied in it) to this one, and its
+/// floor to the given one (a phantom lease's version, see `ensure_readers`; 0: none); record the version for each key
+/// in the slot's evidence hash of every lease the first step listed, creating a missing hash with the field `''`
+/// holding the slot's version before this invalidation (the guard trusts a hash only if that is no newer than its
+/// read); then unlink or set the keys. KEYS: the slot's version, the slot's HA fence, the n evidence hashes, then
+/// the data keys. ARGV: the version, n, the HA epoch ('' when nothing is set or without HA), the floor, the n
+/// leases' remaining ms; then per key: value and ttl in ms ("0" = none), or `""` and `"-"` to unlink.
 const CLUSTER_INVALIDATE: &str = r"
 if fenced(KEYS[2], ARGV[3]) then
   return -2
 end
 local version = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
-local before = redis.call('GET', KEYS[1])
-if (not before) or tonumber(before) < version then
-  redis.call('SET', KEYS[1], ARGV[1])
+local before, floor = slot_state(redis.call('GET', KEYS[1]))
+local raised, lifted = math.max(before or 0, version), math.max(floor, tonumber(ARGV[4]))
+if raised ~= before or lifted ~= floor then
+  local value = string.format('%.0f', raised)
+  if lifted > 0 then
+    value = value .. '/' .. string.format('%.0f', lifted)
+  end
+  redis.call('SET', KEYS[1], value)
 end
 for l = 1, n do
   local evidence = KEYS[2 + l]
   if redis.call('EXISTS', evidence) == 0 then
-    redis.call('HSET', evidence, '', before or 'lost')
-    redis.call('PEXPIRE', evidence, ARGV[3 + l])
+    redis.call('HSET', evidence, '', before and string.format('%.0f', before) or 'lost')
+    redis.call('PEXPIRE', evidence, ARGV[4 + l])
   end
   for i = 3 + n, #KEYS do
     redis.call('HSET', evidence, KEYS[i], ARGV[1])
   end
 end
-apply_values(KEYS, ARGV, 3 + n, 4 + n)
+apply_values(KEYS, ARGV, 3 + n, 5 + n)
 return reply(version)
 ";
 
@@ -188,11 +200,12 @@ return reply(version)
 ///
 /// Per slot: fenced (-2) when the slot's copy of the HA epoch is not this leader's; refuse (-1) once the lease is
 /// within a second of its deadline (a margin for the nodes' clocks); -3 when the slot's version is missing (evicted:
-/// the caller restores it and reads again); if the slot has seen an invalidation since the read, refuse (-1) unless
-/// the lease's evidence hash here is complete (its `''` no newer than the read), and skip each key it names with a
-/// newer version; write the others with `{write}` (`set_value`, or `set_string` for a batch of plain strings: no type
-/// dispatch per key). ARGV: the read's version, the lease's deadline, the HA epoch ('' without HA), the lease id, the
-/// HA lease's name; then per slot: its version key (`cachewarden:{tag}:slot`, whose `cachewarden:{tag}:` also starts
+/// the caller restores it and reads again); refuse (-1) when the read is older than the slot's floor (its lease was
+/// lost, see `ensure_readers`, and the slot changed since); if the slot has seen an invalidation since the read,
+/// refuse (-1) unless the lease's evidence hash here is complete (its `''` no newer than the read), and skip each key
+/// it names with a newer version; write the others with `{write}` (`set_value`, or `set_string` for a batch of plain
+/// strings: no type dispatch per key). ARGV: the read's version, the lease's deadline, the HA epoch ('' without HA),
+/// the lease id, the HA lease's name; then per slot: its version key (`cachewarden:{tag}:slot`, whose `cachewarden:{tag}:` also starts
 /// its evidence hash `lease:<id>` and its HA fence `fence:<name>`), its number of keys n, then n times key, value and
 /// ttl in ms ("0" = none). Returns per slot how many keys were written (the slots' replies in order; one slot's alone).
 const GUARDED_WRITES: &str = r"
@@ -218,10 +231,13 @@ while a <= #ARGV do
     end
   end
   if slot_version then
-    local moved = tonumber(slot_version) > read_at
+    local version, floor = slot_state(slot_version)
+    local moved = version > read_at
     local evidence = moved and (string.sub(version_key, 1, -5) .. 'lease:' .. ARGV[4])
     local since = moved and tonumber(redis.call('HGET', evidence, '') or 'lost')
-    if (not moved) or (since and since <= read_at) then
+    if read_at < floor or (moved and not (since and since <= read_at)) then
+      result = -1
+    else
       result = 0
       for i = first, a - 1, 3 do
         local marked = moved and redis.call('HGET', evidence, ARGV[i])

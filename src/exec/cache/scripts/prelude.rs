@@ -21,6 +21,31 @@ local function ensure_counter(key, seed, leases, prefix)
   end
 end
 
+-- Cluster: a slot's version key holds the newest invalidation applied in the slot and, after the read leases were
+-- lost, the slot's floor: `version` or `version/floor` (see cluster::guard). Returns both (no key: nil, 0).
+local function slot_state(value)
+  if not value then
+    return nil, 0
+  end
+  local version, floor = string.match(value, '^(%d+)/(%d+)$')
+  if version then
+    return tonumber(version), tonumber(floor)
+  end
+  return tonumber(value), 0
+end
+
+-- Cluster: the read leases at `readers` with their sentinel `~` (never removed: a missing set was lost, evicted or
+-- flushed, with the leases in it). A lost set is made again with a phantom lease `lost:<version>` (a version newer
+-- than every read registered before) that lives `window` ms: every invalidation meanwhile lists it and raises the
+-- floor of its slots to that version, so that the lost leases' writes are refused where something changed.
+local function ensure_readers(readers, counter, window)
+  if redis.call('EXISTS', readers) == 0 then
+    local lost_at = redis.call('INCR', counter)
+    redis.call('ZADD', readers, '+inf', '~')
+    redis.call('ZADD', readers, now + tonumber(window), 'lost:' .. string.format('%.0f', lost_at))
+  end
+end
+
 -- Whether this instance has lost the HA lease `key` it holds with `token` ('' when there is no HA). On a cluster
 -- `key` is a slot's copy of the HA epoch and `token` the leader's epoch.
 local function fenced(key, token)
