@@ -852,8 +852,8 @@ def reshard_in_background(url):
     """Moves RESHARD_SLOTS slots and their keys from the cluster's first master to its second with `redis-cli
     --cluster reshard` (MIGRATING/IMPORTING, MIGRATE in batches: ASK redirects meanwhile); the process."""
     port = urllib.parse.urlparse(url).port
-    nodes = redis.Redis(port=port).execute_command("CLUSTER NODES")
-    nodes = nodes.decode() if isinstance(nodes, bytes) else nodes
+    nodes = subprocess.run(["redis-cli", "-p", str(port), "cluster", "nodes"], check=True, capture_output=True,
+                           text=True).stdout
     ids = {int(line.split()[1].split("@")[0].rsplit(":", 1)[1]): line.split()[0] for line in nodes.splitlines()}
     return subprocess.Popen(["redis-cli", "--cluster", "reshard", f"127.0.0.1:{port}", "--cluster-from", ids[port],
                              "--cluster-to", ids[port + 1], "--cluster-slots", str(RESHARD_SLOTS), "--cluster-yes",
