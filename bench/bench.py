@@ -731,24 +731,31 @@ def cluster_keys(pattern, url=CLUSTER_URL):
 BARE_CLUSTER_PORT = 7301
 
 
+def backlog_on_cluster(url, n):
+    """Keys bench:c:1..n on the cluster at `url`, a backlog of n row changes in the binlog after a checkpoint saved
+    there; returns a function of a server_id giving a config whose delete rule catches up on that backlog."""
+    pipe = rc(url).pipeline(transaction=False)
+    for i in range(1, n + 1):
+        pipe.set(f"bench:c:{i}", "1")
+    pipe.execute()
+    file, pos = master_status()
+    churn(n, 100)
+    rc(url).set("bench:checkpoint", f"{file}:{pos}")
+    return lambda server_id: config(f'[channel]\nenabled = false\n\n[binlog]\nserver_id = {server_id}\n'
+                                    f'checkpoint_key = "bench:checkpoint"\nheartbeat = "1s"\non_gap = "none"\n\n'
+                                    f'[[on_change]]\ntable = "{DATABASE}.churn"\ndelete = ["bench:c:{{id}}"]\n',
+                                    cluster=url)
+
+
 def catch_up_on_cluster(runs, url, server_id):
     """Binlog catch-up in delete mode over a 100,000-row backlog on the cluster at `url`: row events/s, median."""
     n = 100_000
     rates = []
     for run in range(runs):
         flush_cluster(url)
-        pipe = rc(url).pipeline(transaction=False)
-        for i in range(1, n + 1):
-            pipe.set(f"bench:c:{i}", "1")
-        pipe.execute()
-        file, pos = master_status()
-        churn(n, 100)
-        rc(url).set("bench:checkpoint", f"{file}:{pos}")
+        cfg = backlog_on_cluster(url, n)
         start = time.monotonic()
-        daemon = Daemon(config(f'[channel]\nenabled = false\n\n[binlog]\nserver_id = {server_id + run}\n'
-                               f'checkpoint_key = "bench:checkpoint"\nheartbeat = "1s"\non_gap = "none"\n\n'
-                               f'[[on_change]]\ntable = "{DATABASE}.churn"\ndelete = ["bench:c:{{id}}"]\n',
-                               cluster=url))
+        daemon = Daemon(cfg(server_id + run))
         done = wait(lambda: deleted() >= n, 120, 0.005)
         rates.append(n / (time.monotonic() - start) if done else 0.0)
         daemon.stop()
@@ -886,17 +893,7 @@ def cluster_reshard(runs):
     def catch_up(resharding, server_id):
         n = 100_000
         with bare_cluster() as url:
-            p = rc(url).pipeline(transaction=False)
-            for i in range(1, n + 1):
-                p.set(f"bench:c:{i}", "1")
-            p.execute()
-            file, pos = master_status()
-            churn(n, 100)
-            rc(url).set("bench:checkpoint", f"{file}:{pos}")
-            daemon = Daemon(config(f'[channel]\nenabled = false\n\n[binlog]\nserver_id = {server_id}\n'
-                                   f'checkpoint_key = "bench:checkpoint"\nheartbeat = "1s"\non_gap = "none"\n\n'
-                                   f'[[on_change]]\ntable = "{DATABASE}.churn"\ndelete = ["bench:c:{{id}}"]\n',
-                                   cluster=url))
+            daemon = Daemon(backlog_on_cluster(url, n)(server_id))
             moving = []
             start = lambda value: moving.append(reshard_in_background(url)) if (
                 resharding and not moving and value > 10_000) else None
