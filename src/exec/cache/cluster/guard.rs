@@ -202,6 +202,12 @@ fn value_of(op: &KeyOp) -> &[u8] {
     }
 }
 
+/// A lease id and the milliseconds it has left, from a tick's reply.
+fn lease_of(pair: &[Value]) -> Option<(String, i64)> {
+    let id = redis::from_redis_value::<String>(pair.first()?.clone()).ok()?;
+    Some((id, integer(pair.get(1)?)?))
+}
+
 fn integer(value: &Value) -> Option<i64> {
     match value {
         Value::Int(n) => Some(*n),
@@ -443,28 +449,21 @@ impl Cluster {
                     .arg(self.gates.phantom_ms()),
             )
             .await?;
-        let version = tick.first().and_then(integer).and_then(|n| u64::try_from(n).ok());
-        let mut floor = 0;
-        let leases = tick[1..]
-            .chunks(2)
-            .filter_map(|pair| {
-                let id = redis::from_redis_value::<String>(pair.first()?.clone()).ok()?;
-                Some((id, integer(pair.get(1)?)?))
-            })
-            .filter(|(id, _)| match id.strip_prefix(PHANTOM_PREFIX) {
-                Some(lost_at) => {
-                    // Always a whole number; else the tick's own version, newer than every lost read too.
-                    floor = floor.max(lost_at.parse().unwrap_or(version.unwrap_or_default()));
-                    false
-                }
-                None => true,
-            })
-            .collect();
-        Ok(Tick {
-            version: version.unwrap_or_default(),
-            leases,
-            floor,
-        })
+        let version = tick
+            .first()
+            .and_then(integer)
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or_default();
+        let (mut leases, mut floor) = (Vec::new(), 0);
+        for pair in tick[1..].chunks(2) {
+            let Some((id, left)) = lease_of(pair) else { continue };
+            match id.strip_prefix(PHANTOM_PREFIX) {
+                // Always a whole number; else the tick's own version, newer than every lost read too.
+                Some(lost_at) => floor = floor.max(lost_at.parse().unwrap_or(version)),
+                None => leases.push((id, left)),
+            }
+        }
+        Ok(Tick { version, leases, floor })
     }
 
     /// Sets each of `slots`' version, where missing, to the current global version (at connect: every slot), with the
@@ -472,6 +471,7 @@ impl Cluster {
     pub(in crate::exec::cache) async fn prime_slots(&self, slots: &[u16]) -> Result<(), CacheError> {
         // A version nothing was invalidated under, which costs nothing.
         let Tick { version, floor, .. } = self.tick().await?;
+        // As the scripts' `slot_value` writes it.
         let value = match floor {
             0 => version.to_string(),
             floor => format!("{version}/{floor}"),

@@ -124,13 +124,9 @@ return 0
 /// Cluster: register a read lease and return `{version, deadline}` (the lease's end, Redis milliseconds). KEYS[1]:
 /// the global version counter; KEYS[2]: the read leases (both tagged `{cachewarden}`, one slot). ARGV[1]: the lease
 /// id; ARGV[2]: its lifetime in ms; ARGV[3]: how long a phantom lease lives if the leases were lost (see
-/// `ensure_readers`). A missing counter starts at Redis' clock in microseconds, above any version a lost counter can
-/// have reached (see `cluster::guard`).
+/// `ensure_leases`, which also makes a missing counter).
 const CLUSTER_BEGIN_READ: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SET', KEYS[1], string.format('%.0f', now * 1000))
-end
-ensure_readers(KEYS[2], KEYS[1], ARGV[3])
+ensure_leases(KEYS[1], KEYS[2], ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
 local deadline = now + tonumber(ARGV[2])
 redis.call('ZADD', KEYS[2], deadline, ARGV[1])
@@ -141,10 +137,7 @@ return {tonumber(redis.call('GET', KEYS[1])), deadline}
 /// `lost:<version>` among them while one lives) and the milliseconds each has left: `{version, lease, ms, lease,
 /// ms, ...}`. KEYS as for `CLUSTER_BEGIN_READ`; ARGV[1]: a phantom's lifetime, as there.
 const CLUSTER_TICK: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SET', KEYS[1], string.format('%.0f', now * 1000))
-end
-ensure_readers(KEYS[2], KEYS[1], ARGV[1])
+ensure_leases(KEYS[1], KEYS[2], ARGV[1])
 local reply = {redis.call('INCR', KEYS[1])}
 local leases = redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf', 'WITHSCORES')
 for i = 1, #leases, 2 do
@@ -158,7 +151,7 @@ return reply
 
 /// Cluster: an invalidation's second step, in one slot. Fenced (-2) when it sets values and the slot's copy of the HA
 /// epoch is not this leader's. Raise the slot's version (the newest invalidation applied in it) to this one, and its
-/// floor to the given one (a phantom lease's version, see `ensure_readers`; 0: none); record the version for each key
+/// floor to the given one (a phantom lease's version, see `ensure_leases`; 0: none); record the version for each key
 /// in the slot's evidence hash of every lease the first step listed, creating a missing hash with the field `''`
 /// holding the slot's version before this invalidation (the guard trusts a hash only if that is no newer than its
 /// read); then unlink or set the keys. KEYS: the slot's version, the slot's HA fence, the n evidence hashes, then
@@ -173,11 +166,7 @@ local n = tonumber(ARGV[2])
 local before, floor = slot_state(redis.call('GET', KEYS[1]))
 local raised, lifted = math.max(before or 0, version), math.max(floor, tonumber(ARGV[4]))
 if raised ~= before or lifted ~= floor then
-  local value = string.format('%.0f', raised)
-  if lifted > 0 then
-    value = value .. '/' .. string.format('%.0f', lifted)
-  end
-  redis.call('SET', KEYS[1], value)
+  redis.call('SET', KEYS[1], slot_value(raised, lifted))
 end
 for l = 1, n do
   local evidence = KEYS[2 + l]
@@ -201,13 +190,13 @@ return reply(version)
 /// Per slot: fenced (-2) when the slot's copy of the HA epoch is not this leader's; refuse (-1) once the lease is
 /// within a second of its deadline (a margin for the nodes' clocks); -3 when the slot's version is missing (evicted:
 /// the caller restores it and reads again); refuse (-1) when the read is older than the slot's floor (its lease was
-/// lost, see `ensure_readers`, and the slot changed since); if the slot has seen an invalidation since the read,
+/// lost, see `ensure_leases`, and the slot changed since); if the slot has seen an invalidation since the read,
 /// refuse (-1) unless the lease's evidence hash here is complete (its `''` no newer than the read), and skip each key
 /// it names with a newer version; write the others with `{write}` (`set_value`, or `set_string` for a batch of plain
 /// strings: no type dispatch per key). ARGV: the read's version, the lease's deadline, the HA epoch ('' without HA),
-/// the lease id, the HA lease's name; then per slot: its version key (`cachewarden:{tag}:slot`, whose `cachewarden:{tag}:` also starts
-/// its evidence hash `lease:<id>` and its HA fence `fence:<name>`), its number of keys n, then n times key, value and
-/// ttl in ms ("0" = none). Returns per slot how many keys were written (the slots' replies in order; one slot's alone).
+/// the lease id, the HA lease's name; then per slot: its version key (`cachewarden:{tag}:slot`, whose
+/// `cachewarden:{tag}:` also starts its evidence hash `lease:<id>` and its HA fence `fence:<name>`), its number of
+/// keys n, then n times key, value and ttl in ms ("0" = none). Returns per slot how many keys were written (the slots' replies in order; one slot's alone).
 const GUARDED_WRITES: &str = r"
 local read_at, epoch = tonumber(ARGV[1]), ARGV[3]
 local late = now > tonumber(ARGV[2]) - 1000

@@ -34,11 +34,25 @@ local function slot_state(value)
   return tonumber(value), 0
 end
 
--- Cluster: the read leases at `readers` with their sentinel `~` (never removed: a missing set was lost, evicted or
--- flushed, with the leases in it). A lost set is made again with a phantom lease `lost:<version>` (a version newer
--- than every read registered before) that lives `window` ms: every invalidation meanwhile lists it and raises the
--- floor of its slots to that version, so that the lost leases' writes are refused where something changed.
-local function ensure_readers(readers, counter, window)
+-- Cluster: what slot_state reads back, for `version` and `floor` (0: none).
+local function slot_value(version, floor)
+  local value = string.format('%.0f', version)
+  if floor > 0 then
+    value = value .. '/' .. string.format('%.0f', floor)
+  end
+  return value
+end
+
+-- Cluster: the global version `counter` and the read leases at `readers`, made where missing. A missing counter starts
+-- at Redis' clock in microseconds, above any version a lost counter can have reached. The set keeps a sentinel `~`
+-- (never removed: a missing set was lost, evicted or flushed, with the leases in it); a lost set is made again with
+-- a phantom lease `lost:<version>` (a version newer than every read registered before) that lives `window` ms: every
+-- invalidation meanwhile lists it and raises the floor of its slots to that version, so that the lost leases' writes
+-- are refused where something changed.
+local function ensure_leases(counter, readers, window)
+  if redis.call('EXISTS', counter) == 0 then
+    redis.call('SET', counter, string.format('%.0f', now * 1000))
+  end
   if redis.call('EXISTS', readers) == 0 then
     local lost_at = redis.call('INCR', counter)
     redis.call('ZADD', readers, '+inf', '~')
