@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cachewarden::exec::cache::{Cache, CacheError, LEASE_PREFIX, READERS_KEY, VERSION_KEY};
 use cachewarden::pure::model::{KeyOp, ReadStamp};
-use common::{TestEnv, services};
+use common::{TestEnv, Warm, services};
 
 /// No other test uses this database.
 const OWN_DB: u32 = 13;
@@ -50,10 +50,7 @@ async fn evidence_follows_read_leases_and_guards_writes() {
     env.redis_url = format!("{}/{OWN_DB}", services().redis);
     let mut conn = env.redis().await;
     command::<()>(&mut conn, &["FLUSHDB"]).await;
-    let config = env.config(&format!(
-        "[[warm]]\nname = \"t\"\nquery = \"SELECT 1 AS id\"\nkey = \"{}t:{{id}}\"\nschedule = \"every 1h\"\nttl = \"1h\"\n",
-        env.prefix
-    ));
+    let config = env.config(&Warm::new(&env, "t").to_string());
     let cache = Cache::connect(&config.redis).await.expect("connect");
     let key = |name: &str| format!("{}{name}", env.prefix);
     let evidence_keys =
@@ -277,10 +274,7 @@ async fn on_a_cluster_reads_whose_leases_redis_lost_are_refused_wherever_somethi
     let cluster = common::OwnCluster::start(3, 0);
     let mut env = TestEnv::new().await.on_cluster();
     env.redis_url = cluster.url();
-    let config = env.config(&format!(
-        "[[warm]]\nname = \"t\"\nquery = \"SELECT 1 AS id\"\nkey = \"{}t:{{id}}\"\nschedule = \"every 1h\"\nttl = \"1h\"\n",
-        env.prefix
-    ));
+    let config = env.config(&Warm::new(&env, "t").to_string());
     let cache = Cache::connect(&config.redis).await.expect("connect");
     let key = |tag: &str, n: u32| format!("{}{{{tag}}}:{n}", env.prefix);
     let (s1, s2, u, t) = (key("s", 1), key("s", 2), key("u", 1), key("t", 1));
