@@ -873,7 +873,13 @@ def cluster_reshard(runs):
     count did not grow, sampled every 10 ms) beside the same run without a migration, and what was lost."""
     def masters_keys(url):
         port = urllib.parse.urlparse(url).port
-        return lambda: sum(redis.Redis(port=p).dbsize() for p in range(port, port + 3))
+        masters = [redis.Redis(port=p) for p in range(port, port + 3)]
+        return lambda: sum(master.dbsize() for master in masters)
+
+    def migrate_once_past(url, threshold, moving):
+        """What longest_stall calls after each sample: starts the migration (once) when the count passes
+        `threshold`, its process kept in `moving`."""
+        return lambda value: moving.append(reshard_in_background(url)) if not moving and value > threshold else None
 
     def warm(resharding):
         with bare_cluster() as url:
@@ -882,8 +888,7 @@ def cluster_reshard(runs):
             run = subprocess.Popen([BIN, "run", "--once", "--config", cfg], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
             moving = []
-            start = lambda value: moving.append(reshard_in_background(url)) if (
-                resharding and not moving and value > 100_000) else None
+            start = migrate_once_past(url, 100_000, moving) if resharding else (lambda value: None)
             stall = longest_stall(count, lambda: run.poll() is not None, start)
             run.wait()
             for process in moving:
@@ -895,8 +900,7 @@ def cluster_reshard(runs):
         with bare_cluster() as url:
             daemon = Daemon(backlog_on_cluster(url, n)(server_id))
             moving = []
-            start = lambda value: moving.append(reshard_in_background(url)) if (
-                resharding and not moving and value > 10_000) else None
+            start = migrate_once_past(url, 10_000, moving) if resharding else (lambda value: None)
             stall = longest_stall(deleted, lambda: deleted() >= n, start, 0.005)
             for process in moving:
                 process.wait(timeout=300)
