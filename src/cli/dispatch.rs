@@ -30,15 +30,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     crate::ops::logging::init(&config, cli.log_format);
 
     // An unknown `--job` is a command-line mistake (64), found before anything connects.
-    if let Command::Run { once: true, jobs, .. } | Command::Audit { jobs, .. } = &cli.command
-        && let Some(error) = commands::unknown_job(&config, jobs)
-    {
-        eprintln!("error: {error}");
-        return ExitCode::from(EXIT_USAGE);
-    }
-    if let Command::Trigger { name, .. } = &cli.command
-        && let Some(error) = commands::unknown_job(&config, std::slice::from_ref(name))
-    {
+    if let Some(error) = unknown_job(&cli.command, &config) {
         eprintln!("error: {error}");
         return ExitCode::from(EXIT_USAGE);
     }
@@ -92,6 +84,15 @@ pub async fn run(cli: Cli) -> ExitCode {
             jobs,
             dry_run,
         } => once(&config, &jobs, dry_run).await,
+    }
+}
+
+/// The job a command names (`run --once --job`, `audit --job`, `trigger`) that the configuration does not have.
+fn unknown_job(command: &Command, config: &config::Config) -> Option<String> {
+    match command {
+        Command::Run { once: true, jobs, .. } | Command::Audit { jobs, .. } => commands::unknown_job(config, jobs),
+        Command::Trigger { name, .. } => commands::unknown_job(config, std::slice::from_ref(name)),
+        _ => None,
     }
 }
 

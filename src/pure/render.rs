@@ -101,37 +101,63 @@ pub(crate) struct RowRenderer {
     keyring: Option<std::sync::Arc<crate::pure::crypto::Keyring>>,
 }
 
+/// The result's columns against the job: no name twice, every JSON and encrypted column present, no sensitive column
+/// the job does not allow or encrypt.
+fn check_columns(job: &WarmJob, columns: &[ColumnInfo]) -> Result<(), ColumnError> {
+    for (i, column) in columns.iter().enumerate() {
+        if columns[..i].iter().any(|c| c.name == column.name) {
+            return Err(ColumnError::DuplicateColumn {
+                column: column.name.clone(),
+            });
+        }
+    }
+    if let Some(column) = job.json_columns.iter().find(|j| !columns.iter().any(|c| &c.name == *j)) {
+        return Err(ColumnError::UnknownJsonColumn { column: column.clone() });
+    }
+    if let Some(column) = job
+        .encrypt_columns
+        .iter()
+        .find(|e| !columns.iter().any(|c| &c.name == *e))
+    {
+        return Err(ColumnError::UnknownEncryptedColumn { column: column.clone() });
+    }
+    // An encrypted column is cached only sealed: that satisfies the guard as an explicit allowance does.
+    let allowed: Vec<String> = job
+        .allow_sensitive
+        .iter()
+        .chain(&job.encrypt_columns)
+        .cloned()
+        .collect();
+    let sensitive = sensitive_columns(columns.iter().map(|c| c.name.as_str()), &allowed);
+    if !sensitive.is_empty() {
+        return Err(ColumnError::Sensitive { columns: sensitive });
+    }
+    Ok(())
+}
+
+/// The column a sorted set's members are scored by: present, and numeric.
+fn score_column(score: &str, columns: &[ColumnInfo], kinds: &[ColumnKind]) -> Result<usize, ColumnError> {
+    let index = columns
+        .iter()
+        .position(|c| c.name == score)
+        .ok_or_else(|| ColumnError::MissingColumn {
+            template: format!("score = \"{score}\""),
+            placeholder: score.to_string(),
+            columns: columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+        })?;
+    if !kinds[index].is_number() {
+        return Err(ColumnError::NonNumericScore {
+            column: score.to_string(),
+            type_name: columns[index].type_name.clone(),
+        });
+    }
+    Ok(index)
+}
+
 impl RowRenderer {
     /// Plans rendering for `job` over a result with these columns.
     pub(crate) fn new(job: &WarmJob, columns: &[ColumnInfo]) -> Result<Self, ColumnError> {
-        for (i, column) in columns.iter().enumerate() {
-            if columns[..i].iter().any(|c| c.name == column.name) {
-                return Err(ColumnError::DuplicateColumn {
-                    column: column.name.clone(),
-                });
-            }
-        }
-        if let Some(column) = job.json_columns.iter().find(|j| !columns.iter().any(|c| &c.name == *j)) {
-            return Err(ColumnError::UnknownJsonColumn { column: column.clone() });
-        }
-        if let Some(column) = job
-            .encrypt_columns
-            .iter()
-            .find(|e| !columns.iter().any(|c| &c.name == *e))
-        {
-            return Err(ColumnError::UnknownEncryptedColumn { column: column.clone() });
-        }
-        // An encrypted column is cached only sealed: that satisfies the guard as an explicit allowance does.
-        let allowed: Vec<String> = job
-            .allow_sensitive
-            .iter()
-            .chain(&job.encrypt_columns)
-            .cloned()
-            .collect();
-        let sensitive = sensitive_columns(columns.iter().map(|c| c.name.as_str()), &allowed);
-        if !sensitive.is_empty() {
-            return Err(ColumnError::Sensitive { columns: sensitive });
-        }
+        check_columns(job, columns)?;
         let kinds = columns
             .iter()
             .map(|c| {
@@ -147,26 +173,10 @@ impl RowRenderer {
         let key = pieces(&job.key, columns)?;
         let members = job.members.as_deref();
         let member = members.map_or(Ok(Vec::new()), |members| pieces(&members.member, columns))?;
-        let score = match members.and_then(|members| members.score.as_deref()) {
-            None => None,
-            Some(score) => {
-                let index = columns
-                    .iter()
-                    .position(|c| c.name == score)
-                    .ok_or_else(|| ColumnError::MissingColumn {
-                        template: format!("score = \"{score}\""),
-                        placeholder: score.to_string(),
-                        columns: columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
-                    })?;
-                if !kinds[index].is_number() {
-                    return Err(ColumnError::NonNumericScore {
-                        column: score.to_string(),
-                        type_name: columns[index].type_name.clone(),
-                    });
-                }
-                Some(index)
-            }
-        };
+        let score = members
+            .and_then(|members| members.score.as_deref())
+            .map(|score| score_column(score, columns, &kinds))
+            .transpose()?;
         let field_prefixes = columns
             .iter()
             .map(|c| {

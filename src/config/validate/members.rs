@@ -32,7 +32,31 @@ impl Context {
         };
         let before = self.problems.len();
         let name = kind.as_str();
-        let member = match raw.member.as_deref() {
+        let member = self.members_member(entry, raw, name);
+        let score = self.members_score(entry, raw, kind);
+        self.members_refuse(entry, raw, name, key);
+        let top = self.members_top(entry, raw, score.as_deref())?;
+        if let (Some(_), Some(key)) = (&top, key.filter(|key| !key.is_single_key())) {
+            let message = format!(
+                "\"{key}\" has placeholders, but a top N (LIMIT) ranks the whole query, not each key: write one key \
+                 (\"top:products\") or leave the LIMIT out"
+            );
+            entry.problem(self, Some("key"), message);
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Some(Arc::new(Members {
+            kind,
+            member: member?,
+            score,
+            top,
+        })))
+    }
+
+    /// A set's `member` template: given, and with a placeholder.
+    fn members_member(&mut self, entry: &Entry, raw: &RawWarmJob, name: &str) -> Option<KeyTemplate> {
+        match raw.member.as_deref() {
             None => {
                 let message =
                     format!("type = \"{name}\" needs `member`: the template of the member each row adds (\"{{id}}\")");
@@ -43,7 +67,7 @@ impl Context {
                 Ok(member) if member.is_single_key() => {
                     let message = format!(
                         "\"{text}\" has no placeholder, so every row would add the same member: name the row's \
-                         columns (\"{{id}}\")"
+                     columns (\"{{id}}\")"
                     );
                     entry.problem(self, Some("member"), message);
                     None
@@ -54,8 +78,12 @@ impl Context {
                     None
                 }
             },
-        };
-        let score = match (kind, raw.score.as_deref().map(str::trim)) {
+        }
+    }
+
+    /// A sorted set's `score` column; a plain set has none.
+    fn members_score(&mut self, entry: &Entry, raw: &RawWarmJob, kind: MemberKind) -> Option<String> {
+        match (kind, raw.score.as_deref().map(str::trim)) {
             (MemberKind::Zset, None) => {
                 let message = "type = \"zset\" needs `score`: the numeric column each member is scored by".into();
                 entry.problem(self, None, message);
@@ -75,25 +103,7 @@ impl Context {
                 None
             }
             (_, score) => score.map(str::to_string),
-        };
-        self.members_refuse(entry, raw, name, key);
-        let top = self.members_top(entry, raw, score.as_deref())?;
-        if let (Some(_), Some(key)) = (&top, key.filter(|key| !key.is_single_key())) {
-            let message = format!(
-                "\"{key}\" has placeholders, but a top N (LIMIT) ranks the whole query, not each key: write one key \
-                 (\"top:products\") or leave the LIMIT out"
-            );
-            entry.problem(self, Some("key"), message);
         }
-        if self.problems.len() > before {
-            return None;
-        }
-        Some(Some(Arc::new(Members {
-            kind,
-            member: member?,
-            score,
-            top,
-        })))
     }
 
     /// The fields a set or sorted set has no use for.

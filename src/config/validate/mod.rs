@@ -89,13 +89,7 @@ pub(super) fn validate(
         problems,
     };
 
-    let mut doc = document(source, &ctx.lines).map_err(invalid)?;
-    if let Some(directory) = credentials {
-        ctx.apply_credentials(&mut doc, directory);
-    }
-    ctx.apply_env(&mut doc, env);
-
-    ctx.unknown_sections(&doc);
+    let doc = ctx.overridden_document(source, env, credentials).map_err(invalid)?;
 
     let mysql: RawMysql = ctx.section(&doc, "mysql");
     let redis: RawRedis = ctx.section(&doc, "redis");
@@ -163,6 +157,25 @@ pub(super) fn validate(
         misses,
         schema: Default::default(),
     })
+}
+
+impl Context {
+    /// The file's TOML with systemd's credentials and the environment's overrides applied, its unknown sections
+    /// reported; or the problem with it.
+    fn overridden_document(
+        &mut self,
+        source: &str,
+        env: Option<std::collections::HashMap<String, String>>,
+        credentials: Option<&Path>,
+    ) -> Result<toml::Table, Vec<Problem>> {
+        let mut doc = document(source, &self.lines)?;
+        if let Some(directory) = credentials {
+            self.apply_credentials(&mut doc, directory);
+        }
+        self.apply_env(&mut doc, env);
+        self.unknown_sections(&doc);
+        Ok(doc)
+    }
 }
 
 /// The file's TOML, within the limits; or the problem with it.

@@ -57,25 +57,14 @@ impl Context {
                 .ok(),
             None => Some(DEFAULT_DEBOUNCE),
         };
-        let filter = raw.filter.and_then(|condition| {
-            crate::pure::derive::analyze::parse_condition(&condition, &database, &table)
-                .map_err(|why| {
-                    let message = format!("\"{condition}\" cannot be a row filter: {why}");
-                    entry.problem(self, Some("where"), message)
-                })
-                .ok()
-        });
+        let filter = self.rule_filter(&entry, raw.filter, &database, &table);
         if database.contains('*') || table.contains('*') {
-            for (field, used) in [("refresh", !refresh.is_empty()), ("lookup", lookup.is_some())] {
-                if used {
-                    let message = format!(
-                        "\"{database}.{table}\" is a table pattern: its rows come from several tables, and `{field}` \
-                         reads through one job's query; use `delete`, `project` or `warm` (templates may name \
-                         {{_database}} and {{_table}})"
-                    );
-                    entry.problem(self, Some(field), message);
-                }
-            }
+            self.pattern_reads(
+                &entry,
+                &format!("{database}.{table}"),
+                !refresh.is_empty(),
+                lookup.is_some(),
+            );
         }
         let events = self.rule_events(&entry, raw.events);
         if self.problems.len() > before {
@@ -102,6 +91,38 @@ impl Context {
             events,
             members: None,
         })
+    }
+
+    /// A rule's `where` as a filter over its table's row images.
+    fn rule_filter(
+        &mut self,
+        entry: &Entry,
+        condition: Option<String>,
+        database: &str,
+        table: &str,
+    ) -> Option<crate::pure::predicate::Predicate> {
+        let condition = condition?;
+        crate::pure::derive::analyze::parse_condition(&condition, database, table)
+            .map_err(|why| {
+                let message = format!("\"{condition}\" cannot be a row filter: {why}");
+                entry.problem(self, Some("where"), message)
+            })
+            .ok()
+    }
+
+    /// A table pattern's rule that reads through a job's query (`refresh`, `lookup`): its rows come from several
+    /// tables, so that is refused.
+    fn pattern_reads(&mut self, entry: &Entry, pattern: &str, refresh: bool, lookup: bool) {
+        for (field, used) in [("refresh", refresh), ("lookup", lookup)] {
+            if used {
+                let message = format!(
+                    "\"{pattern}\" is a table pattern: its rows come from several tables, and `{field}` reads \
+                     through one job's query; use `delete`, `project` or `warm` (templates may name {{_database}} \
+                     and {{_table}})"
+                );
+                entry.problem(self, Some(field), message);
+            }
+        }
     }
 
     /// A rule's key templates in `field` (`delete`, `refresh`), each one that does not parse reported.

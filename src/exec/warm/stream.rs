@@ -12,6 +12,7 @@ use crate::exec::cache::CacheError;
 use crate::exec::database::{self, Database};
 use crate::pure::model::{Shape, WarmJob};
 use crate::pure::render::RowRenderer;
+use crate::pure::value::Cell;
 
 /// Where rendered values go.
 #[allow(async_fn_in_trait)]
@@ -96,21 +97,7 @@ pub(crate) async fn render_query(
             continue;
         }
         if let Some(sets) = &mut sets {
-            match renderer.render_member(&cells) {
-                // `max_value_bytes` bounds each member: a set's size is its number of rows.
-                Ok((member, _)) if member.len() > job.max_value_bytes => {
-                    let (size, limit) = (member.len(), job.max_value_bytes);
-                    sink.skip(
-                        |s| &mut s.skipped_oversize,
-                        || format!("key {key}: a member of {size} bytes exceeds max_value_bytes ({limit})"),
-                    );
-                }
-                Ok((member, score)) => sets.add(&key, member, score, sink).await?,
-                Err(reason) => {
-                    let row = sink.summary().rows;
-                    sink.skip(|s| &mut s.skipped_invalid, || format!("row {row}: {reason}"));
-                }
-            }
+            add_member(sets, renderer, &cells, &key, job.max_value_bytes, sink).await?;
             continue;
         }
         // Rows of one query tend to be alike: size the value after the previous one, so it rarely grows.
@@ -129,6 +116,33 @@ pub(crate) async fn render_query(
         sets.finish(sink).await?;
     }
     sink.finish().await?;
+    Ok(())
+}
+
+/// Adds a row's member to its set key, or skips the row (a member over `max_value_bytes`, one that does not render).
+async fn add_member(
+    sets: &mut Sets,
+    renderer: &RowRenderer,
+    cells: &[Cell<'_>],
+    key: &str,
+    max_value_bytes: usize,
+    sink: &mut impl Sink,
+) -> Result<(), WarmError> {
+    match renderer.render_member(cells) {
+        // `max_value_bytes` bounds each member: a set's size is its number of rows.
+        Ok((member, _)) if member.len() > max_value_bytes => {
+            let size = member.len();
+            sink.skip(
+                |s| &mut s.skipped_oversize,
+                || format!("key {key}: a member of {size} bytes exceeds max_value_bytes ({max_value_bytes})"),
+            );
+        }
+        Ok((member, score)) => sets.add(key, member, score, sink).await?,
+        Err(reason) => {
+            let row = sink.summary().rows;
+            sink.skip(|s| &mut s.skipped_invalid, || format!("row {row}: {reason}"));
+        }
+    }
     Ok(())
 }
 

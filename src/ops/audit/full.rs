@@ -122,36 +122,7 @@ pub(crate) async fn audit_sliced(
     };
     // Every key the query returned, to find the orphans (as a pruning warm run does).
     let mut sink = Remembering::new(&mut comparer);
-    let progress = Progress::default();
-    let mut slices = 1u64;
-    match slicing.and_then(|slicing| slice_queries(job, slicing.size).map(|queries| (slicing, queries))) {
-        None => read(crate::exec::warm::render_rows(db, job, &progress, &mut sink).await)?,
-        Some((slicing, (first, next, columns))) => {
-            let mut after: Vec<String> = Vec::new();
-            loop {
-                let before = sink.inner.summary.rows;
-                let query = if after.is_empty() { &first } else { &next };
-                read(crate::exec::warm::render_query(db, job, query, &after, &progress, &mut sink).await)?;
-                let Some(last) = sink
-                    .inner
-                    .last_key
-                    .as_deref()
-                    .filter(|_| sink.inner.summary.rows - before >= slicing.size as u64)
-                else {
-                    break;
-                };
-                // The next slice starts after the last key's columns (as the key spells them).
-                let Some(captured) = job.key.capture(last) else { break };
-                after = columns
-                    .iter()
-                    .filter_map(|column| captured.iter().find(|(name, _)| name == column))
-                    .map(|(_, value)| value.to_string())
-                    .collect();
-                slices += 1;
-                tokio::time::sleep(slicing.pause).await;
-            }
-        }
-    }
+    let slices = read_all(db, job, slicing, &mut sink).await?;
     let seen = sink.seen.take();
     let Comparer {
         suspects,
@@ -183,6 +154,48 @@ pub(crate) async fn audit_sliced(
     }
     recheck(cache, db, job, suspects, missing, orphans, &mut audit).await?;
     Ok(audit)
+}
+
+/// Reads every row of `job` into `sink`, in slices when `slicing` allows; how many slices it took.
+async fn read_all(
+    db: &Database,
+    job: &WarmJob,
+    slicing: Option<Slicing>,
+    sink: &mut Remembering<'_, Comparer<'_>>,
+) -> Result<u64, AuditError> {
+    let progress = Progress::default();
+    let Some((slicing, (first, next, columns))) =
+        slicing.and_then(|slicing| slice_queries(job, slicing.size).map(|queries| (slicing, queries)))
+    else {
+        read(crate::exec::warm::render_rows(db, job, &progress, sink).await)?;
+        return Ok(1);
+    };
+    let mut slices = 1u64;
+    let mut after: Vec<String> = Vec::new();
+    loop {
+        let before = sink.inner.summary.rows;
+        let query = if after.is_empty() { &first } else { &next };
+        read(crate::exec::warm::render_query(db, job, query, &after, &progress, sink).await)?;
+        let Some(last) = sink
+            .inner
+            .last_key
+            .as_deref()
+            .filter(|_| sink.inner.summary.rows - before >= slicing.size as u64)
+        else {
+            return Ok(slices);
+        };
+        // The next slice starts after the last key's columns (as the key spells them).
+        let Some(captured) = job.key.capture(last) else {
+            return Ok(slices);
+        };
+        after = columns
+            .iter()
+            .filter_map(|column| captured.iter().find(|(name, _)| name == column))
+            .map(|(_, value)| value.to_string())
+            .collect();
+        slices += 1;
+        tokio::time::sleep(slicing.pause).await;
+    }
 }
 
 /// A read's outcome as the audit's error.
@@ -300,18 +313,9 @@ async fn recheck(
     audit: &mut FullAudit,
 ) -> Result<(), BackendError> {
     let text = crate::pure::codec::readable;
-    let keep = |list: &mut Vec<Finding>, count: &mut u64, finding: Finding| {
-        *count += 1;
-        if list.len() < MAX_FINDINGS {
-            list.push(finding);
-        }
-    };
     let refreshable = job.refresh_query.is_some() && !job.key.is_single_key();
     for (key, rendered, first) in suspects {
-        let now = cache
-            .get_many(std::slice::from_ref(&key), job.encoding.structure)
-            .await?
-            .remove(0);
+        let now = cached(cache, job, &key).await?;
         let still = match (&now, refreshable) {
             // Gone meanwhile (expired, invalidated): nothing cached is wrong.
             (None, _) => false,
@@ -330,12 +334,7 @@ async fn recheck(
         }
     }
     for (key, rendered) in missing {
-        if cache
-            .get_many(std::slice::from_ref(&key), job.encoding.structure)
-            .await?
-            .remove(0)
-            .is_none()
-        {
+        if cached(cache, job, &key).await?.is_none() {
             let finding = Finding {
                 key,
                 cached: None,
@@ -345,11 +344,7 @@ async fn recheck(
         }
     }
     for key in orphans {
-        let Some(now) = cache
-            .get_many(std::slice::from_ref(&key), job.encoding.structure)
-            .await?
-            .remove(0)
-        else {
+        let Some(now) = cached(cache, job, &key).await? else {
             continue;
         };
         // A row that appeared since the query read: its key is no orphan.
@@ -373,6 +368,20 @@ async fn recheck(
         list.sort_by(|a, b| a.key.cmp(&b.key));
     }
     Ok(())
+}
+
+/// What `key` of `job` holds in Redis now.
+async fn cached(cache: &Cache, job: &WarmJob, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+    let keys = [key.to_string()];
+    Ok(cache.get_many(&keys, job.encoding.structure).await?.remove(0))
+}
+
+/// Counts a finding, and keeps it for the report while `list` has room.
+fn keep(list: &mut Vec<Finding>, count: &mut u64, finding: Finding) {
+    *count += 1;
+    if list.len() < MAX_FINDINGS {
+        list.push(finding);
+    }
 }
 
 /// The report `cachewarden audit --all` prints: per job its counts, then the first few findings of each kind.

@@ -82,33 +82,7 @@ fn known(expr: &Expr, scope: &Scope<'_>, driving: usize) -> Option<Predicate> {
     let operand = |expr: &Expr| operand(expr, scope, driving);
     Some(match expr {
         Expr::Nested(inner) => predicate(inner, scope, driving),
-        Expr::BinaryOp { left, op, right } => {
-            let compare = match op {
-                BinaryOperator::And => {
-                    return Some(Predicate::And(
-                        conjuncts(expr)
-                            .into_iter()
-                            .map(|part| predicate(part, scope, driving))
-                            .collect(),
-                    ));
-                }
-                BinaryOperator::Or => {
-                    return Some(Predicate::Or(vec![
-                        predicate(left, scope, driving),
-                        predicate(right, scope, driving),
-                    ]));
-                }
-                BinaryOperator::Eq => CompareOp::Eq,
-                BinaryOperator::NotEq => CompareOp::NotEq,
-                BinaryOperator::Lt => CompareOp::Lt,
-                BinaryOperator::LtEq => CompareOp::LtEq,
-                BinaryOperator::Gt => CompareOp::Gt,
-                BinaryOperator::GtEq => CompareOp::GtEq,
-                BinaryOperator::Spaceship => CompareOp::NullSafeEq,
-                _ => return None,
-            };
-            Predicate::Compare(operand(left)?, compare, operand(right)?)
-        }
+        Expr::BinaryOp { left, op, right } => binary(expr, left, op, right, scope, driving)?,
         Expr::UnaryOp {
             op: UnaryOperator::Not,
             expr: inner,
@@ -144,26 +118,76 @@ fn known(expr: &Expr, scope: &Scope<'_>, driving: usize) -> Option<Predicate> {
             expr: inner,
             pattern,
             escape_char,
-        } => {
-            let escape = match escape_char.as_deref() {
-                None => '\\',
-                Some(escape) => match operand(escape)? {
-                    Operand::Text(text) if text.chars().count() == 1 => text.chars().next()?,
-                    _ => return None,
-                },
-            };
-            let Operand::Text(pattern) = operand(pattern)? else {
-                return None;
-            };
-            Predicate::Like {
-                operand: operand(inner)?,
-                pattern,
-                escape,
-                negated: *negated,
-            }
-        }
+        } => like(inner, pattern, escape_char.as_deref(), *negated, scope, driving)?,
         Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Value(_) => Predicate::Truth(operand(expr)?),
         _ => return None,
+    })
+}
+
+/// A comparison, `AND` or `OR` as a filter (`expr` is the whole `left op right`).
+fn binary(
+    expr: &Expr,
+    left: &Expr,
+    op: &BinaryOperator,
+    right: &Expr,
+    scope: &Scope<'_>,
+    driving: usize,
+) -> Option<Predicate> {
+    let compare = match op {
+        BinaryOperator::And => {
+            return Some(Predicate::And(
+                conjuncts(expr)
+                    .into_iter()
+                    .map(|part| predicate(part, scope, driving))
+                    .collect(),
+            ));
+        }
+        BinaryOperator::Or => {
+            return Some(Predicate::Or(vec![
+                predicate(left, scope, driving),
+                predicate(right, scope, driving),
+            ]));
+        }
+        BinaryOperator::Eq => CompareOp::Eq,
+        BinaryOperator::NotEq => CompareOp::NotEq,
+        BinaryOperator::Lt => CompareOp::Lt,
+        BinaryOperator::LtEq => CompareOp::LtEq,
+        BinaryOperator::Gt => CompareOp::Gt,
+        BinaryOperator::GtEq => CompareOp::GtEq,
+        BinaryOperator::Spaceship => CompareOp::NullSafeEq,
+        _ => return None,
+    };
+    Some(Predicate::Compare(
+        operand(left, scope, driving)?,
+        compare,
+        operand(right, scope, driving)?,
+    ))
+}
+
+/// `inner [NOT] LIKE pattern [ESCAPE escape]` as a filter, when the pattern and escape are literals.
+fn like(
+    inner: &Expr,
+    pattern: &Expr,
+    escape: Option<&Expr>,
+    negated: bool,
+    scope: &Scope<'_>,
+    driving: usize,
+) -> Option<Predicate> {
+    let escape = match escape {
+        None => '\\',
+        Some(escape) => match operand(escape, scope, driving)? {
+            Operand::Text(text) if text.chars().count() == 1 => text.chars().next()?,
+            _ => return None,
+        },
+    };
+    let Operand::Text(pattern) = operand(pattern, scope, driving)? else {
+        return None;
+    };
+    Some(Predicate::Like {
+        operand: operand(inner, scope, driving)?,
+        pattern,
+        escape,
+        negated,
     })
 }
 

@@ -221,27 +221,7 @@ fn cover_cascades(
     schema: &schema::Schema,
     coverage: &mut JobCoverage,
 ) {
-    let mut parents: Vec<schema::Cascade> = Vec::new();
-    for read in &analysis.tables {
-        for cascade in schema.cascades_into(&read.database, &read.table) {
-            match parents.iter_mut().find(|known| {
-                known.parent_database == cascade.parent_database && known.parent_table == cascade.parent_table
-            }) {
-                Some(known) => {
-                    known.on_delete |= cascade.on_delete;
-                    known.on_update |= cascade.on_update;
-                    for column in cascade.columns {
-                        if !known.columns.contains(&column) {
-                            known.columns.push(column);
-                        }
-                    }
-                    known.path.push_str(&format!("; {}", cascade.path));
-                }
-                None => parents.push(cascade),
-            }
-        }
-    }
-    for parent in parents {
+    for parent in cascading_parents(analysis, schema) {
         let table = format!("{}.{}", parent.parent_database, parent.parent_table);
         let rules: Vec<usize> = explicit
             .iter()
@@ -263,43 +243,76 @@ fn cover_cascades(
             });
             continue;
         }
-        let events = crate::pure::model::RowEvents {
-            insert: false,
-            update: parent.on_update,
-            delete: parent.on_delete,
-        };
-        let what = format!(
-            "the database changes rows the binlog does not show ({}): a parent row's {} re-runs the job (debounced \
-             {}), and the run deletes the keys its query no longer returns",
-            parent.path,
-            match (parent.on_delete, parent.on_update) {
-                (true, true) => format!("delete or change of {}", parent.columns.join(", ")),
-                (true, false) => "delete".to_string(),
-                _ => format!("change of {}", parent.columns.join(", ")),
-            },
-            crate::pure::words::duration(settings.debounce),
-        );
-        coverage.derived.push(ChangeRule {
-            database: parent.parent_database,
-            table: parent.parent_table,
-            delete: Vec::new(),
-            refresh: Vec::new(),
-            warm: vec![job.name.to_string()],
-            debounce: settings.debounce,
-            when_changed: if parent.on_update { parent.columns } else { Vec::new() },
-            project: None,
-            filter: None,
-            source: job.source.clone(),
-            derived_from: Some(job.name.clone()),
-            lookup: None,
-            events,
-            members: None,
-        });
+        let (rule, what) = cascade_rule(job, parent, settings);
+        coverage.derived.push(rule);
         coverage.tables.push(TableCoverage {
             table,
             how: Coverage::Derived(what),
         });
     }
+}
+
+/// The parent tables whose foreign keys change rows of the tables `analysis` read, one entry per parent with the
+/// events, columns and paths of all its cascades merged.
+fn cascading_parents(analysis: &Analysis, schema: &schema::Schema) -> Vec<schema::Cascade> {
+    let mut parents: Vec<schema::Cascade> = Vec::new();
+    for read in &analysis.tables {
+        for cascade in schema.cascades_into(&read.database, &read.table) {
+            match parents.iter_mut().find(|known| {
+                known.parent_database == cascade.parent_database && known.parent_table == cascade.parent_table
+            }) {
+                Some(known) => {
+                    known.on_delete |= cascade.on_delete;
+                    known.on_update |= cascade.on_update;
+                    for column in cascade.columns {
+                        if !known.columns.contains(&column) {
+                            known.columns.push(column);
+                        }
+                    }
+                    known.path.push_str(&format!("; {}", cascade.path));
+                }
+                None => parents.push(cascade),
+            }
+        }
+    }
+    parents
+}
+
+/// The rule that re-runs `job` on `parent`'s changes that cascade into its tables, and the words `check` says of it.
+fn cascade_rule(job: &WarmJob, parent: schema::Cascade, settings: &Settings) -> (ChangeRule, String) {
+    let events = crate::pure::model::RowEvents {
+        insert: false,
+        update: parent.on_update,
+        delete: parent.on_delete,
+    };
+    let what = format!(
+        "the database changes rows the binlog does not show ({}): a parent row's {} re-runs the job (debounced \
+         {}), and the run deletes the keys its query no longer returns",
+        parent.path,
+        match (parent.on_delete, parent.on_update) {
+            (true, true) => format!("delete or change of {}", parent.columns.join(", ")),
+            (true, false) => "delete".to_string(),
+            _ => format!("change of {}", parent.columns.join(", ")),
+        },
+        crate::pure::words::duration(settings.debounce),
+    );
+    let rule = ChangeRule {
+        database: parent.parent_database,
+        table: parent.parent_table,
+        delete: Vec::new(),
+        refresh: Vec::new(),
+        warm: vec![job.name.to_string()],
+        debounce: settings.debounce,
+        when_changed: if parent.on_update { parent.columns } else { Vec::new() },
+        project: None,
+        filter: None,
+        source: job.source.clone(),
+        derived_from: Some(job.name.clone()),
+        lookup: None,
+        events,
+        members: None,
+    };
+    (rule, what)
 }
 
 /// Whether an explicit rule acts on `job`'s keys: it warms the job, or one of its templates overlaps the job's.

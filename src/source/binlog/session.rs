@@ -61,6 +61,30 @@ pub(super) struct Reading {
     statement_warms: Vec<String>,
 }
 
+impl Reading {
+    /// Says once, past the usual silence, that the server is still looking for the GTID position to start from.
+    fn say_still_finding(&mut self) {
+        if self.finding_start && !self.finding_said && self.last_heard.elapsed() >= self.silence {
+            self.finding_said = true;
+            info!(
+                waiting_up_to = ?START_GRACE,
+                "The server is still finding the GTID position in its binlog (no heartbeat meanwhile)."
+            );
+        }
+    }
+
+    /// Notes that the stream gave something now; whether it is time to record that in the metrics (at most every
+    /// [`HEARD_RECORD_EVERY`]).
+    fn heard(&mut self) -> bool {
+        self.last_heard = Instant::now();
+        let record = (self.heard_recorded).is_none_or(|at| self.last_heard.duration_since(at) >= HEARD_RECORD_EVERY);
+        if record {
+            self.heard_recorded = Some(self.last_heard);
+        }
+        record
+    }
+}
+
 /// What waiting for the stream gave.
 enum Next {
     Event(Event),
@@ -193,16 +217,7 @@ impl BinlogListener {
                         )));
                     }
                     Err(_) => {
-                        if reading.finding_start
-                            && !reading.finding_said
-                            && reading.last_heard.elapsed() >= reading.silence
-                        {
-                            reading.finding_said = true;
-                            info!(
-                                waiting_up_to = ?START_GRACE,
-                                "The server is still finding the GTID position in its binlog (no heartbeat meanwhile)."
-                            );
-                        }
+                        reading.say_still_finding();
                         return Ok(Next::Nothing);
                     }
                 },
@@ -218,13 +233,8 @@ impl BinlogListener {
                 Err(_) => return Ok(Next::Pause),
             }
         };
-        reading.last_heard = Instant::now();
-        if reading
-            .heard_recorded
-            .is_none_or(|at| reading.last_heard.duration_since(at) >= HEARD_RECORD_EVERY)
-        {
+        if reading.heard() {
             self.series.heard();
-            reading.heard_recorded = Some(reading.last_heard);
         }
         match item {
             None => Err(BinlogError::Interrupted("the server closed the binlog stream".into())),
