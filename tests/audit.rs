@@ -175,20 +175,27 @@ max_value_bytes = 200
     path
 }
 
+/// A [`damaged_cache`] of `rows` rows audited with `audit --all`, which must find the damage exactly (encrypted values
+/// compare by what they say: each envelope has its own nonce, and only the damaged ones differ); the configuration
+/// and what the audit printed.
+async fn damaged_and_audited(env: &TestEnv, rows: u32) -> (std::path::PathBuf, String) {
+    let path = damaged_cache(env, rows).await;
+    let (stdout, stderr) = audit_all(&path, 1);
+    assert!(
+        stdout.contains(&format!("products: {rows} checked, 30 wrong, 30 missing, 30 orphaned")),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("secret: {rows} checked, 30 wrong, 0 missing, 0 orphaned")),
+        "{stdout}"
+    );
+    (path, stdout)
+}
+
 #[tokio::test]
 async fn audit_all_finds_exactly_the_wrong_missing_and_orphaned_keys_among_a_hundred_thousand() {
     let env = TestEnv::new().await;
-    let path = damaged_cache(&env, 100_000).await;
-    let (stdout, stderr) = audit_all(&path, 1);
-    assert!(
-        stdout.contains("products: 100000 checked, 30 wrong, 30 missing, 30 orphaned"),
-        "{stdout}{stderr}"
-    );
-    // Encrypted values compare by what they say (each envelope has its own nonce), and only the damaged ones differ.
-    assert!(
-        stdout.contains("secret: 100000 checked, 30 wrong, 0 missing, 0 orphaned"),
-        "{stdout}"
-    );
+    let (path, stdout) = damaged_and_audited(&env, 100_000).await;
     assert!(
         stdout.contains("cheap: 1 checked, 1 wrong, 0 missing, 0 orphaned"),
         "{stdout}"
@@ -227,16 +234,7 @@ async fn audit_all_finds_exactly_the_wrong_missing_and_orphaned_keys_among_a_hun
 #[tokio::test]
 async fn audit_all_on_a_redis_cluster_finds_the_same() {
     let env = TestEnv::new().await.on_cluster();
-    let path = damaged_cache(&env, 10_000).await;
-    let (stdout, stderr) = audit_all(&path, 1);
-    assert!(
-        stdout.contains("products: 10000 checked, 30 wrong, 30 missing, 30 orphaned"),
-        "{stdout}{stderr}"
-    );
-    assert!(
-        stdout.contains("secret: 10000 checked, 30 wrong, 0 missing, 0 orphaned"),
-        "{stdout}"
-    );
+    damaged_and_audited(&env, 10_000).await;
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sqlx::Connection as _;
 
-use common::{Daemon, TestEnv, cachewarden, eventually, metric, wait_for_admin};
+use common::{Daemon, TestEnv, eventually, metric, wait_for_admin};
 
 /// Every type, and the edge values that used to differ: midnight and fractional DATETIME, TIMESTAMP, negative and
 /// > 24 h TIME, YEAR, ENUM, SET, BIT, CHAR with trailing spaces, latin1, zero-padded BINARY, non-UTF-8 bytes.
@@ -172,12 +172,8 @@ async fn byte_identical(env: TestEnv) -> TestEnv {
         assert!(written.is_some(), "projection b:{id} never written:\n{}", daemon.log());
     }
     // The same rows through a warm query.
-    let output = cachewarden()
-        .args(["run", "--once", "--job", "values", "--job", "keys", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{:?}", common::text(&output));
+    let (code, stdout, stderr) = common::cli_output(&["run", "--once", "--job", "values", "--job", "keys"], &path);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     for id in [1, 2] {
         let warm = env.get(&format!("{p}w:{id}")).await.expect("warm value");
         let binlog = env.get(&format!("{p}b:{id}")).await.expect("binlog value");

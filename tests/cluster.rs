@@ -10,7 +10,7 @@ use cachewarden::cli::commands;
 use cachewarden::exec::warm::Mode;
 use sqlx::Connection as _;
 
-use common::{Daemon, TestEnv, cachewarden, cli_output, eventually, metric, text, wait_for_admin};
+use common::{Daemon, TestEnv, cli_output, eventually, metric, wait_for_admin};
 
 const ITEMS: u32 = 10_000;
 
@@ -222,14 +222,9 @@ async fn a_stream_channel_and_the_invalidate_command_work_on_the_cluster() {
     let channel = format!("stream = \"{p}stream\"\ngroup = \"cw\"\nconsumer = \"me\"");
     let mut daemon = daemon_on_the_cluster(&env, &channel).await;
     let config = env.dir.path().join("jobs.toml");
-    let output = cachewarden()
-        .args(["invalidate", "--config"])
-        .arg(&config)
-        .args([format!("{p}item:1"), format!("{p}item:2")])
-        .args(["--pattern", &format!("{p}item:3*")])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{:?}", text(&output));
+    let (one, two, three) = (format!("{p}item:1"), format!("{p}item:2"), format!("{p}item:3*"));
+    let (code, stdout, stderr) = cli_output(&["invalidate", &one, &two, "--pattern", &three], &config);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     let mut expected = vec![gone(&env, "item:1".into()), gone(&env, "item:2".into())];
     expected.extend((30..=39).chain([3]).map(|id| gone(&env, format!("item:{id}"))));
     expected.push(item(&env, 40, 40));
@@ -522,19 +517,19 @@ async fn a_warm_run_follows_ask_redirects_into_a_slot_being_migrated() {
         .query_async(&mut from)
         .await
         .unwrap();
-    let _: () = redis::cmd("CLUSTER")
-        .arg("SETSLOT")
-        .arg(slot)
-        .arg("IMPORTING")
-        .arg(&source.0)
+    let setslot = |slot: u16, state: &str, node: &str| {
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(state)
+            .arg(node)
+            .clone()
+    };
+    let _: () = setslot(slot, "IMPORTING", &source.0)
         .query_async(&mut to)
         .await
         .unwrap();
-    let _: () = redis::cmd("CLUSTER")
-        .arg("SETSLOT")
-        .arg(slot)
-        .arg("MIGRATING")
-        .arg(&target.0)
+    let _: () = setslot(slot, "MIGRATING", &target.0)
         .query_async(&mut from)
         .await
         .unwrap();

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Daemon, TestEnv, cachewarden, cli_output, eventually, job, services};
+use common::{Daemon, TestEnv, cli_output, eventually, job, services};
 
 /// A Redis client that trusts the test CA and logs in as `user`.
 async fn tls_redis(user: &str, password: &str) -> redis::aio::MultiplexedConnection {
@@ -173,16 +173,8 @@ async fn the_admin_endpoint_serves_https_only_and_the_command_line_speaks_it() {
     let plain = cachewarden::ops::admin::request(env.admin_addr(), hyper::Method::GET, "/healthz").await;
     assert!(plain.is_err(), "{plain:?}");
     // trigger posts over HTTPS too.
-    let triggered = cachewarden()
-        .args(["trigger", "j", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        triggered.status.success(),
-        "{}",
-        String::from_utf8_lossy(&triggered.stderr)
-    );
+    let (code, _, stderr) = cli_output(&["trigger", "j"], &config);
+    assert_eq!(code, Some(0), "{stderr}");
     let written = eventually(Duration::from_secs(20), || async {
         env.get(&format!("{}j:1", env.prefix)).await
     })

@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Daemon, TestEnv, cachewarden, cli_output, eventually, text, wait_for_admin};
+use common::{Daemon, TestEnv, cli_output, eventually, run_once_ok, wait_for_admin};
 
 /// The docs' Python reader: a stored value in, the JSON an application uses out.
 const PY_DECODE: &str = r#"
@@ -131,24 +131,17 @@ async fn a_300_kb_value_is_stored_compressed_under_the_limit_and_read_back_by_py
     }
 
     // The audit compares what an application reads, so compressed keys are consistent...
-    let audit = || {
-        cachewarden()
-            .args(["audit", "--job", "gz", "--job", "zs", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap()
-    };
-    let output = audit();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    let audit = || cli_output(&["audit", "--job", "gz", "--job", "zs"], &config);
+    let (code, stdout, stderr) = audit();
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout.contains("gz: 2 keys checked, 0 stale") && stdout.contains("zs: 2 keys checked, 0 stale"),
         "{stdout}"
     );
     // ...and a changed row makes them stale.
     env.sql("UPDATE pages SET body = CONCAT(body, ' ') WHERE id = 1").await;
-    let output = audit();
-    assert_eq!(output.status.code(), Some(1), "{:?}", text(&output));
+    let (code, stdout, stderr) = audit();
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
 
     // A dry run prints each key's stored and rendered size.
     let (_, stdout, _) = cli_output(&["run", "--once", "--dry-run", "--job", "zs"], &config);
@@ -252,15 +245,7 @@ async fn encrypted_columns_round_trip_through_python_and_a_rotated_key_still_rea
          ttl = \"1h\"\nencrypt_columns = [\"email\", \"token\"]\n"
     );
     let config = env.config_file(&format!("[crypto]\nkey_file = \"{}\"\n\n{job}", keys.display()));
-    let once = || {
-        cachewarden()
-            .args(["run", "--once", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap()
-    };
-    let output = once();
-    assert!(output.status.success(), "{:?}", text(&output));
+    run_once_ok(&config);
 
     let stored = raw(&env, &format!("{p}session:1")).await;
     let value: serde_json::Value = serde_json::from_slice(&stored).unwrap();
@@ -293,7 +278,7 @@ async fn encrypted_columns_round_trip_through_python_and_a_rotated_key_still_rea
     let (code, stdout, stderr) = cli_output(&["audit"], &config);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("2 keys checked, 0 stale"), "{stdout}");
-    assert!(once().status.success());
+    run_once_ok(&config);
     let stored = raw(&env, &format!("{p}session:1")).await;
     let value: serde_json::Value = serde_json::from_slice(&stored).unwrap();
     assert_eq!(value["token"]["kid"], "k2");
@@ -305,14 +290,8 @@ async fn encrypted_columns_round_trip_through_python_and_a_rotated_key_still_rea
     std::fs::create_dir(&credentials).unwrap();
     std::fs::copy(&keys, credentials.join("cache-key")).unwrap();
     let no_crypto = env.write_file("no-crypto.toml", &format!("{}{job}", env.connection_toml()));
-    let output = cachewarden()
-        .args(["check", "--config"])
-        .arg(&no_crypto)
-        .arg("--credentials")
-        .arg(&credentials)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{:?}", text(&output));
+    let (code, stdout, stderr) = cli_output(&["check", "--credentials", credentials.to_str().unwrap()], &no_crypto);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
 
     // No key, or an unreadable one: a configuration error (78) naming the field.
     let (code, _, stderr) = cli_output(&["check"], &no_crypto);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cachewarden::cli::commands::{self, OnceOutcome};
 use cachewarden::exec::warm::{Mode, Progress, RunSummary, WarmRunner, Warmer};
-use common::{TestEnv, Warm, cachewarden};
+use common::{TestEnv, Warm};
 use serde_json::json;
 
 const PRODUCTS: &str = "
@@ -511,13 +511,8 @@ async fn a_warm_run_says_when_redis_evicted_keys_while_it_wrote() {
         &format!("redis://127.0.0.1:{}/0", own.port),
         &Warm::new(&env, "big").query("SELECT id, body FROM big").to_string(),
     );
-    let output = cachewarden()
-        .args(["run", "--once", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = common::text(&output);
-    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    let (code, stdout, stderr) = common::cli_output(&["run", "--once"], &path);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout.contains("big: Redis evicted") && stdout.contains("during the run (maxmemory)"),
         "{stdout}"

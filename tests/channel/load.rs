@@ -157,17 +157,7 @@ async fn while_applying_is_stuck_hostile_and_excess_messages_do_not_grow_memory_
     let own = common::OwnRedis::start().await;
     let (port, mut conn) = (own.port, own.conn.clone());
     let reader = conn.clone();
-    let get = |key: String| {
-        let mut conn = reader.clone();
-        async move {
-            redis::cmd("GET")
-                .arg(&key)
-                .query_async::<Option<String>>(&mut conn)
-                .await
-                .ok()
-                .flatten()
-        }
-    };
+    let get = |key: String| common::get_on(reader.clone(), key);
     let body = config(
         &env,
         &format!("name = \"{channel}\"\nallow = [\"{p}*\"]\non_gap = \"warm\""),

@@ -10,7 +10,7 @@ mod resync;
 
 use std::time::Duration;
 
-use common::{Daemon, TestEnv, becomes, cachewarden, eventually, free_port, get, metric, wait_for_admin};
+use common::{Daemon, TestEnv, becomes, cli_output, eventually, free_port, get, metric, wait_for_admin};
 use sqlx::{Connection as _, Executor as _};
 
 const PRODUCTS: &str = "

@@ -66,15 +66,11 @@ async fn each_message_kind_is_applied() {
         ),
         (vec![format!("{p}product:*")], "contains a wildcard"),
     ] {
-        let output = cachewarden()
-            .arg("invalidate")
-            .args(&args)
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .unwrap();
-        let (stdout, stderr) = common::text(&output);
-        assert_eq!(output.status.code(), Some(65), "{args:?}: {stdout}{stderr}");
+        let args: Vec<&str> = std::iter::once("invalidate")
+            .chain(args.iter().map(String::as_str))
+            .collect();
+        let (code, stdout, stderr) = cli_output(&args, &path);
+        assert_eq!(code, Some(65), "{args:?}: {stdout}{stderr}");
         assert!(
             stderr.contains("the daemon would refuse this message") && stderr.contains(reason),
             "{stderr}"

@@ -15,17 +15,7 @@ async fn a_killed_subscription_is_resubscribed_and_resynced() {
     let mut daemon = Daemon::start(&env, &path, &[], &[]);
     wait_for_admin(&env).await;
     let key = format!("{p}product:2");
-    let get = |conn: &redis::aio::MultiplexedConnection| {
-        let (mut conn, key) = (conn.clone(), key.clone());
-        async move {
-            redis::cmd("GET")
-                .arg(&key)
-                .query_async::<Option<String>>(&mut conn)
-                .await
-                .ok()
-                .flatten()
-        }
-    };
+    let get = |conn: &redis::aio::MultiplexedConnection| common::get_on(conn.clone(), key.clone());
     assert!(
         eventually(Duration::from_secs(10), || get(&conn)).await.is_some(),
         "warmed at start"

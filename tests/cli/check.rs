@@ -59,13 +59,9 @@ async fn check_connect_catches_sql_errors_and_missing_columns() {
     assert!(!stderr.contains("\"good\""), "{stderr}");
 
     let fine = env.config_file(&job(&env, "good", "SELECT id, name FROM products", "every 1h", ""));
-    let output = cachewarden()
-        .args(["check", "--connect", "--config"])
-        .arg(&fine)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{:?}", text(&output));
-    assert!(text(&output).0.contains("OK (1 warm job)"), "{:?}", text(&output));
+    let (code, stdout, stderr) = cli_output(&["check", "--connect"], &fine);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("OK (1 warm job)"), "{stdout}{stderr}");
 }
 
 #[tokio::test]
@@ -160,9 +156,8 @@ async fn cluster_mode_and_the_configuration_must_agree_or_check_and_the_daemon_s
             .replace("\n\n[admin]", &format!("\n{extra}\n[admin]"));
         let path = env.write_file("jobs.toml", &format!("{config}{body}"));
         for args in [&["check", "--connect"][..], &["run"]] {
-            let output = cachewarden().args(args).arg("--config").arg(&path).output().unwrap();
-            let (stdout, stderr) = text(&output);
-            assert_eq!(output.status.code(), Some(78), "{url} {args:?}: {stdout}{stderr}");
+            let (code, stdout, stderr) = cli_output(args, &path);
+            assert_eq!(code, Some(78), "{url} {args:?}: {stdout}{stderr}");
             assert!(stderr.contains(expected), "{url} {args:?}: {stderr}");
         }
     }

@@ -177,14 +177,9 @@ async fn under_journald_each_line_carries_its_priority_and_no_timestamp() {
     );
 
     // Without JOURNAL_STREAM naming stderr: timestamps, no priorities; a bad RUST_LOG is said, not ignored.
-    let output = cachewarden()
-        .args(["check", "--config"])
-        .arg(&path)
-        .env("JOURNAL_STREAM", "1:1")
-        .env("RUST_LOG", "cachewarden=loud")
-        .output()
-        .unwrap();
-    let (_, stderr) = text(&output);
+    let mut check = cachewarden();
+    check.args(["check", "--config"]).arg(&path);
+    let (_, _, stderr) = common::finished(check.env("JOURNAL_STREAM", "1:1").env("RUST_LOG", "cachewarden=loud"));
     assert!(stderr.lines().all(|line| !line.starts_with('<')), "{stderr}");
     assert!(stderr.contains("RUST_LOG is not a valid filter"), "{stderr}");
 }

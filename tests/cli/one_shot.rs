@@ -153,21 +153,12 @@ async fn operator_commands_read_the_credentials_and_say_where_a_missing_url_may_
     std::fs::create_dir(&credentials).unwrap();
     std::fs::write(credentials.join("mysql-url"), format!("{}\n", env.mysql_url)).unwrap();
     std::fs::write(credentials.join("redis-url"), &env.redis_url).unwrap();
-    let output = cachewarden()
-        .args(["check", "--config"])
-        .arg(&bare)
-        .arg("--credentials")
-        .arg(&credentials)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{:?}", text(&output));
-    let output = cachewarden()
-        .args(["check", "--config"])
-        .arg(&bare)
-        .env("CREDENTIALS_DIRECTORY", &credentials)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{:?}", text(&output));
+    let (code, stdout, stderr) = cli_output(&["check", "--credentials", credentials.to_str().unwrap()], &bare);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let mut check = cachewarden();
+    check.args(["check", "--config"]).arg(&bare);
+    let (code, stdout, stderr) = common::finished(check.env("CREDENTIALS_DIRECTORY", &credentials));
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
 
     // /etc/cachewarden's layout: credentials/ beside the file win over URLs left in it (here a dead Redis), so a
     // command run from a shell writes where the service writes.

@@ -22,7 +22,18 @@ pub fn run_once_ok(config: &Path) -> String {
 
 /// Runs `cachewarden ARGS --config CONFIG` to its end: its exit code, stdout and stderr.
 pub fn cli_output(args: &[&str], config: &Path) -> (Option<i32>, String, String) {
-    let output = cachewarden().args(args).arg("--config").arg(config).output().unwrap();
+    finished(cachewarden().args(args).arg("--config").arg(config))
+}
+
+/// Runs `cachewarden ARGS` as given (no `--config` added: an `--admin` command, a configuration that is not there) to
+/// its end: its exit code, stdout and stderr.
+pub fn cli(args: &[&str]) -> (Option<i32>, String, String) {
+    finished(cachewarden().args(args))
+}
+
+/// Runs `command` to its end: its exit code, stdout and stderr.
+pub fn finished(command: &mut Command) -> (Option<i32>, String, String) {
+    let output = command.output().unwrap();
     let (stdout, stderr) = text(&output);
     (output.status.code(), stdout, stderr)
 }

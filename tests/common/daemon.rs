@@ -89,6 +89,17 @@ pub async fn metric_at(addr: std::net::SocketAddr, name: &str) -> f64 {
     sample(&body, name).unwrap_or(0.0)
 }
 
+/// Waits up to 20 s for `job`'s first successful warm run on the test's daemon; fails the test with its log if none
+/// came.
+pub async fn first_run(env: &TestEnv, daemon: &Daemon, job: &str) {
+    let runs = format!("cachewarden_warm_runs_total{{warm_job=\"{job}\",outcome=\"success\"}}");
+    let warmed = eventually(Duration::from_secs(20), || async {
+        (metric(env, &runs).await >= 1.0).then_some(())
+    })
+    .await;
+    assert!(warmed.is_some(), "{job} never ran:\n{}", daemon.log());
+}
+
 /// Whether `key` (the whole key, prefix included) comes to hold `expected` (`None`: comes to be gone) within 15 s.
 pub async fn becomes(env: &TestEnv, key: &str, expected: Option<&str>) -> bool {
     eventually(Duration::from_secs(15), || async {

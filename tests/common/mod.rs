@@ -30,6 +30,15 @@ use cachewarden::ops::admin;
 use hyper::Method;
 use sqlx::{Connection as _, Executor as _};
 
+/// `GET key` on `conn`; `None` when the key is absent or Redis does not answer.
+pub async fn get_on(mut conn: redis::aio::MultiplexedConnection, key: String) -> Option<String> {
+    let value = redis::cmd("GET")
+        .arg(&key)
+        .query_async::<Option<String>>(&mut conn)
+        .await;
+    value.ok().flatten()
+}
+
 /// Waits up to `limit` for `child` to exit.
 pub async fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     eventually(limit, || {

@@ -188,27 +188,10 @@ async fn cascades_keep_every_key_right(env: TestEnv, hidden: bool) {
     assert!(rules.contains("events = [\"update\", \"delete\"]"), "{rules}");
 
     let daemon = common::following(&env, &config).await;
-    let warmed = eventually(Duration::from_secs(20), || async {
-        (metric(
-            &env,
-            "cachewarden_warm_runs_total{warm_job=\"stars\",outcome=\"success\"}",
-        )
-        .await
-            >= 1.0)
-            .then_some(())
-    })
-    .await;
-    assert!(warmed.is_some(), "the jobs ran on start:\n{}", daemon.log());
+    common::first_run(&env, &daemon, "stars").await;
     let seed = fastrand::u64(..);
     random_parent_writes(&env, seed, 150).await;
-    let last = settled(&env, cascade_jobs).await;
-    assert!(
-        last.is_empty(),
-        "seed {seed}: {} differences after the writes settled, e.g. {:#?}\n{}",
-        last.len(),
-        &last[..last.len().min(10)],
-        daemon.log()
-    );
+    assert_settled(&env, cascade_jobs, seed, &daemon).await;
     if !hidden {
         return;
     }

@@ -294,7 +294,21 @@ async fn random_writes(env: &TestEnv, seed: u64, count: usize) {
     }
 }
 
-/// Polls [`differences_of`] until none are left or 30 s passed; the last ones.
+/// Fails the test, naming the writes' `seed`, unless every job's keys come to equal what its query renders (see
+/// [`settled`]).
+async fn assert_settled(env: &TestEnv, jobs: fn(&str) -> String, seed: u64, daemon: &Daemon) {
+    let last = settled(env, jobs).await;
+    assert!(
+        last.is_empty(),
+        "seed {seed}: {} differences after the writes settled, e.g. {:#?}\n{}",
+        last.len(),
+        &last[..last.len().min(10)],
+        daemon.log()
+    );
+}
+
+/// Polls [`differences_of`] until none are left or 30 s passed (the binlog applied, the debounced re-runs done); the
+/// last ones.
 async fn settled(env: &TestEnv, jobs: fn(&str) -> String) -> Vec<String> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut last = differences_of(env, jobs).await;
@@ -349,28 +363,10 @@ async fn derived_rules_keep_every_key_right(env: TestEnv) {
         "{out}"
     );
     let daemon = common::following(&env, &daemon_config(&env)).await;
-    let warmed = eventually(Duration::from_secs(20), || async {
-        (metric(
-            &env,
-            "cachewarden_warm_runs_total{warm_job=\"top\",outcome=\"success\"}",
-        )
-        .await
-            >= 1.0)
-            .then_some(())
-    })
-    .await;
-    assert!(warmed.is_some(), "the jobs ran on start:\n{}", daemon.log());
+    common::first_run(&env, &daemon, "top").await;
     let seed = fastrand::u64(..);
     random_writes(&env, seed, 400).await;
-    // Settled: the binlog applied, the debounced re-runs done; polled, as a benchmark measures how long it takes.
-    let last = settled(&env, jobs).await;
-    assert!(
-        last.is_empty(),
-        "seed {seed}: {} differences after the writes settled, e.g. {:#?}\n{}",
-        last.len(),
-        &last[..last.len().min(10)],
-        daemon.log()
-    );
+    assert_settled(&env, jobs, seed, &daemon).await;
     // The grouped job with a refresh path was refreshed per group, never re-run.
     let reruns = metric(
         &env,

@@ -23,17 +23,7 @@ async fn without_derived_rules_the_same_writes_leave_stale_keys() {
     );
     let daemon = Daemon::start(&env, &path, &[], &[]);
     wait_for_admin(&env).await;
-    let warmed = eventually(Duration::from_secs(20), || async {
-        (metric(
-            &env,
-            "cachewarden_warm_runs_total{warm_job=\"top\",outcome=\"success\"}",
-        )
-        .await
-            >= 1.0)
-            .then_some(())
-    })
-    .await;
-    assert!(warmed.is_some(), "{}", daemon.log());
+    common::first_run(&env, &daemon, "top").await;
     env.sql("UPDATE products SET status = 'hidden' WHERE id = 1").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let differences = differences(&env).await;

@@ -52,17 +52,7 @@ async fn the_documented_least_privilege_acl_runs_warm_binlog_and_channel() {
         env.admin_addr()
     );
     let daemon = start(&env, &body).await;
-    let get = |key: String| {
-        let mut conn = redis.conn.clone();
-        async move {
-            redis::cmd("GET")
-                .arg(key)
-                .query_async::<Option<String>>(&mut conn)
-                .await
-                .ok()
-                .flatten()
-        }
-    };
+    let get = |key: String| common::get_on(redis.conn.clone(), key);
     // Warm: the job's keys.
     let warmed = eventually(Duration::from_secs(10), || get(format!("{p}p:20"))).await;
     assert!(warmed.is_some(), "{}", daemon.log());

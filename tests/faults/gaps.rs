@@ -60,17 +60,7 @@ async fn a_channel_gap_resync_leaves_no_key_of_a_row_deleted_meanwhile() {
     let path = env.write_file("jobs.toml", &body);
     let daemon = Daemon::start(&env, &path, &[], &[]);
     wait_for_admin(&env).await;
-    let get = |key: String| {
-        let mut conn = own.conn.clone();
-        async move {
-            redis::cmd("GET")
-                .arg(key)
-                .query_async::<Option<String>>(&mut conn)
-                .await
-                .ok()
-                .flatten()
-        }
-    };
+    let get = |key: String| common::get_on(own.conn.clone(), key);
     assert!(
         eventually(Duration::from_secs(10), || get(format!("{p}p:20")))
             .await
@@ -260,12 +250,7 @@ async fn a_warm_run_a_change_asked_for_is_not_lost_to_a_kill_while_it_runs() {
         env.connection_toml()
     );
     let path = env.write_file("jobs.toml", &body);
-    let once = cachewarden()
-        .args(["run", "--once", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(once.status.success(), "{:?}", text(&once));
+    run_once_ok(&path);
     let total = || async { env.get_json(&format!("{p}total")).await.map(|v| v["total"].to_string()) };
     assert_eq!(total().await.as_deref(), Some("\"100\""));
 

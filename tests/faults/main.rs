@@ -11,9 +11,7 @@ mod redis_loss;
 use std::time::Duration;
 
 use common::proxy::Proxy;
-use common::{
-    Daemon, OwnRedis, TestEnv, cachewarden, eventually, following as start, get, metric, text, wait_for_admin,
-};
+use common::{Daemon, OwnRedis, TestEnv, eventually, following as start, get, metric, run_once_ok, wait_for_admin};
 use sqlx::Connection as _;
 
 const SCHEMA: &str = "CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL)";

@@ -13,14 +13,7 @@ async fn a_checkpoint_lost_with_a_redis_restart_resumes_from_memory_and_a_delete
     let redis_url = format!("redis://127.0.0.1:{}/0", redis.port);
     let daemon = start(&env, &config(&env, &redis_url, "warm")).await;
     let p = env.prefix.clone();
-    let checkpoint = || async {
-        redis::cmd("GET")
-            .arg(format!("{p}checkpoint"))
-            .query_async::<Option<String>>(&mut redis.conn.clone())
-            .await
-            .ok()
-            .flatten()
-    };
+    let checkpoint = || common::get_on(redis.conn.clone(), format!("{p}checkpoint"));
     let first = eventually(Duration::from_secs(10), checkpoint).await;
     env.sql("UPDATE products SET name = 'first' WHERE id = 1").await;
     // The change applied and its checkpoint saved: the position the listener holds in memory.
@@ -244,17 +237,7 @@ async fn a_failover_under_a_stream_channel_is_a_gap_and_resynced() {
     let daemon = Daemon::start(&env, &path, &[], &[]);
     wait_for_admin(&env).await;
     let key = format!("{p}p:5");
-    let get = |conn: &redis::aio::MultiplexedConnection| {
-        let (mut conn, key) = (conn.clone(), key.clone());
-        async move {
-            redis::cmd("GET")
-                .arg(&key)
-                .query_async::<Option<String>>(&mut conn)
-                .await
-                .ok()
-                .flatten()
-        }
-    };
+    let get = |conn: &redis::aio::MultiplexedConnection| common::get_on(conn.clone(), key.clone());
     // Warmed, and the replica has it; then the replica falls behind.
     let synced = eventually(Duration::from_secs(15), || async {
         get(&replica.conn).await.map(|_| ())

@@ -45,11 +45,8 @@ async fn paused_leader(env: TestEnv) {
     .expect("a follows the binlog");
 
     // a starts the slow job and freezes mid-read; b takes over and applies a change.
-    let output = cachewarden()
-        .args(["trigger", "slow", "--admin", &admin_a.to_string()])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{:?}", text(&output));
+    let (code, stdout, stderr) = cli(&["trigger", "slow", "--admin", &admin_a.to_string()]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.signal("STOP");
     assert!(

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use cachewarden::exec::cache::{Cache, CacheError, Fence};
 use cachewarden::ops::admin;
 use cachewarden::pure::model::KeyOp;
-use common::{Daemon, TestEnv, cachewarden, eventually, free_port, metric_at, text};
+use common::{Daemon, TestEnv, cachewarden, cli, eventually, free_port, metric_at, text};
 use hyper::Method;
 
 /// Waits here are generous: the test MariaDB's binlog is shared with every other test, so a new leader may first have

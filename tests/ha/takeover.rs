@@ -46,21 +46,13 @@ async fn one_of_two_daemons_leads_and_a_stop_hands_over_at_once() {
     assert!(status["lease_age_seconds"].as_f64().is_some(), "{status}");
 
     // Asking the standby to run a job says where to go instead.
-    let output = cachewarden()
-        .args(["trigger", "j", "--admin", &standby_addr.to_string()])
-        .output()
-        .unwrap();
-    let (_, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let (code, _, stderr) = cli(&["trigger", "j", "--admin", &standby_addr.to_string()]);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("is the standby") && stderr.contains("only the leader runs jobs"),
         "{stderr}"
     );
-    let output = cachewarden()
-        .args(["status", "--admin", &standby_addr.to_string()])
-        .output()
-        .unwrap();
-    let (stdout, _) = text(&output);
+    let (_, stdout, _) = cli(&["status", "--admin", &standby_addr.to_string()]);
     assert!(stdout.contains("ha: standby: this instance is"), "{stdout}");
 
     // A stop releases the lease: the standby leads long before the 10 s lease could have run out.

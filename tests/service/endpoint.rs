@@ -160,13 +160,8 @@ async fn admin_endpoint_serves_metrics_health_jobs_and_triggers() {
     assert_eq!(again.status, 409, "{}", again.body);
 
     // The operator commands.
-    let output = cachewarden()
-        .args(["status", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
+    let (code, stdout, stderr) = cli_output(&["status"], &config);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout
             .lines()
@@ -176,59 +171,24 @@ async fn admin_endpoint_serves_metrics_health_jobs_and_triggers() {
     assert!(stdout.contains("readiness: ready"), "{stdout}");
     // Without a configuration: only the admin address is needed.
     let admin_addr = env.admin_addr().to_string();
-    let output = cachewarden()
-        .args(["status", "--admin", &admin_addr, "--config", "/nonexistent/jobs.toml"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
-    assert!(output.status.success(), "{stdout}{stderr}");
+    let nowhere = Path::new("/nonexistent/jobs.toml");
+    let (code, stdout, stderr) = cli_output(&["status", "--admin", &admin_addr], nowhere);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("readiness: ready"), "{stdout}");
-    let output = cachewarden()
-        .args([
-            "trigger",
-            "manual",
-            "--admin",
-            &admin_addr,
-            "--config",
-            "/nonexistent/jobs.toml",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success() || output.status.code() == Some(1),
-        "{:?}",
-        output
-    );
-    assert!(!String::from_utf8_lossy(&output.stderr).contains("cannot read config file"));
+    let (code, stdout, stderr) = cli_output(&["trigger", "manual", "--admin", &admin_addr], nowhere);
+    assert!(code == Some(0) || code == Some(1), "{stdout}{stderr}");
+    assert!(!stderr.contains("cannot read config file"), "{stderr}");
     // An unknown job is a usage error (64, like `run --once --job`), with the closest name, found before asking the
     // daemon; one the running daemon does not know (another configuration) is 64 as well.
-    let output = cachewarden()
-        .args(["trigger", "manul", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    let (code, _, stderr) = cli_output(&["trigger", "manul"], &config);
+    assert_eq!(code, Some(64), "{stderr}");
     assert!(
         stderr.contains("no warm job named \"manul\"") && stderr.contains("manual"),
         "{stderr}"
     );
-    let output = cachewarden()
-        .args([
-            "trigger",
-            "nope",
-            "--admin",
-            &admin_addr,
-            "--config",
-            "/nonexistent/jobs.toml",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(64), "{output:?}");
-    assert!(String::from_utf8_lossy(&output.stderr).contains("no warm job named \"nope\""));
+    let (code, stdout, stderr) = cli_output(&["trigger", "nope", "--admin", &admin_addr], nowhere);
+    assert_eq!(code, Some(64), "{stdout}{stderr}");
+    assert!(stderr.contains("no warm job named \"nope\""), "{stderr}");
     // `status -o json`: the same facts for scripts, exit 0 while ready and nothing failing.
     let (code, status) = status_json(&config);
     assert_eq!(code, Some(0), "{status}");

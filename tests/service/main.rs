@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cachewarden::ops::admin;
-use common::{Daemon, TestEnv, cachewarden, cli_output, eventually, free_port, get, job, sample, wait_for_admin};
+use common::{Daemon, TestEnv, cli_output, eventually, free_port, get, job, sample, wait_for_admin};
 use hyper::Method;
 
 /// `cachewarden status -o json` on `config`: its exit code and its document.
