@@ -3,8 +3,8 @@
 //! # Layout
 //! The folders are the design: producers send work, a pure core turns rows and messages into keys, values and
 //! actions, executors own the connections, and the operations run the daemon and the command line around them.
-//! Imports point one way: `cli` → `ops` → `source` → `exec` → `config` → `pure`, and everything may report into
-//! `telemetry`.
+//! Imports point one way: `cli` → `ops` → `source` → `exec` → `config` → `pure`, and every folder above `pure` may
+//! report into `telemetry`, which imports nothing of the rest but one list of `pure`'s.
 //!
 //! - [`source`]: the producers — the cron schedule, the invalidation channel (pub/sub, streams), the binlog
 //!   listener, Redis's key misses. They only send triggers and actions.
@@ -21,7 +21,8 @@
 //!   status page ([`ops::admin`], [`ops::status`]), the readiness checks, logs, systemd, signals, the audit and the
 //!   Redis ACL check ([`ops::access`]).
 //! - [`telemetry`]: what every part reports — metrics ([`telemetry::metrics`]) and health
-//!   ([`telemetry::health`]); it imports nothing of the rest, so every folder may report into it.
+//!   ([`telemetry::health`]); it imports nothing of the rest but one list of `pure`'s, so every folder above `pure`
+//!   may report into it.
 //! - [`config`]: `jobs.toml` → typed [`config::Config`], every problem reported at once.
 //! - [`cli`]: the command line — its definitions and exit codes, a command line to its exit code
 //!   ([`cli::dispatch`]), the one-shot commands ([`cli::commands`], [`cli::check`], [`cli::binlog_command`]) and the

@@ -1,6 +1,7 @@
-//! The command line: its arguments (`run`, `check`, `jobs`, `status`, `trigger`, `invalidate`, `audit`,
-//! `demo-init`), the exit codes, and the man pages and shell completion drawn from them (`completion`); what each
-//! command does is in the modules below (`dispatch` turns a parsed command line into an exit code).
+//! The command line: its arguments (`run`, `check`, `rules`, `jobs`, `status`, `trigger`, `invalidate`, `audit`,
+//! `dead-letters`, `binlog`, `demo-init`), the exit codes, and the man pages and shell completion drawn from them
+//! (`completion`); what each command does is in the modules below (`dispatch` turns a parsed command line into an
+//! exit code).
 
 pub(crate) mod binlog_command;
 pub(crate) mod check;

@@ -1,7 +1,7 @@
 //! Loading `jobs.toml`: where the file is, what it may contain, and the typed [`Config`] the rest of the daemon uses.
 //!
 //! `raw` mirrors the TOML, `validate` turns it into types and collects every problem at once, `error` renders them.
-//! Nothing here connects anywhere; `cachewarden check --connect` does that in `app`.
+//! Nothing here connects anywhere; `cachewarden check --connect` does that in `cli::check`.
 //!
 //! # Environment overrides
 //! `CACHEWARDEN_<SECTION>__<FIELD>` (two underscores between section and field) sets `<field>` in `[<section>]`,

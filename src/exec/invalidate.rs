@@ -1,5 +1,6 @@
-//! Applying invalidation [`Action`]s: deletes (coalesced and pipelined), pattern deletes (SCAN + UNLINK), refreshes
-//! of keys from the database (batched per job), projections, and on-demand warm runs.
+//! Applying invalidation [`Action`]s: deletes (coalesced, in batches), pattern deletes (SCAN + UNLINK), refreshes of
+//! keys from the database (batched per job), projections, set and sorted-set members, join lookups (`reverse`), and
+//! on-demand warm runs.
 //!
 //! The executor behind every invalidating source — the channel and streams, the binlog, filled misses. It writes only
 //! through `cache::Cache` and reads rows only through `database::Database`; what a message or a row change may ask

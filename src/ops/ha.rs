@@ -1,4 +1,4 @@
-//! Two instances, one active (`[ha]`): the leader lease in Redis, and what each instance is.
+//! Instances sharing one Redis, one active (`[ha]`): the leader lease in Redis, and what each instance is.
 //!
 //! Instances compete for one key: `SET key token NX PX lease_ttl`. The holder renews it every third of the TTL with
 //! a script that extends it only if it still holds this instance's token; a standby tries to take it every

@@ -1,5 +1,6 @@
-//! Operating the daemon: its wiring and supervisor, the HA lease, the admin endpoint and status page, the readiness
-//! checks, logs, systemd, signals, the consistency audit and the Redis ACL check.
+//! Operating the daemon: its wiring and supervisor, the HA lease and the binlog sources shared out under it, the admin
+//! endpoint and status page, the readiness checks, the jobs' footprint, logs, systemd, signals, the versions sharing
+//! one Redis, the consistency audit and the Redis ACL check.
 
 pub(crate) mod access;
 pub mod admin;

@@ -1,6 +1,7 @@
 //! Unix signals as daemon events: SIGTERM/SIGINT stop, SIGHUP reloads, SIGUSR1 warms now.
 //!
-//! Registered first thing in `main`: until a handler exists, SIGHUP's default action would kill the process.
+//! Registered first thing in `cli::dispatch::run`: until a handler exists, SIGHUP's default action would kill the
+//! process.
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 

@@ -1,6 +1,6 @@
 //! How a rendered value is stored: compressed when it is larger than a threshold (gzip or zstd, each recognisable by
-//! its own magic bytes, so any reader can tell), as the plain JSON it is, or as a hash's fields; and how a stored
-//! value is read back.
+//! its own magic bytes, so any reader can tell), as the plain JSON it is, as a hash's fields, or as a JSON document
+//! (`JSON.SET`); and how a stored value is read back.
 //!
 //! Pure: bytes in, bytes out. Compression is skipped when it would not make the value smaller, so a stored value is
 //! never larger than its JSON.

@@ -2,7 +2,7 @@
 //! their writes to the write scripts (`cache::scripts`), which every write path runs — so stale-set protection, the HA
 //! fence and Redis Cluster apply to them as to any value.
 //!
-//! Three kinds of write, each a value that starts with a tag no JSON, gzip or zstd value starts with:
+//! Four kinds of write, each a value that starts with a tag no JSON, gzip or zstd value starts with:
 //! - [`chunk_value`]: members added to a key under construction (a warm run builds each set under a temporary key);
 //! - [`move_value`]: the finished temporary key renamed over the real one — a reader sees the old set or the new one,
 //!   never half of one;

@@ -1,6 +1,6 @@
-//! The one way anything asks for a warm run: a [`Trigger`] on the queue the warm runner reads. Producers (schedule,
-//! channel, binlog), the invalidation executor and the admin endpoint all send through [`send`], so a full queue is
-//! handled and logged the same way everywhere.
+//! The one way anything asks for a warm run: a [`Trigger`] on the queue the warm runner reads. The scheduler, the
+//! invalidation executor (for the channel and the binlog), the admin endpoint and SIGUSR1 (`app`) all send through
+//! [`send`], so a full queue is handled and logged the same way everywhere.
 
 use std::sync::Arc;
 

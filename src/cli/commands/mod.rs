@@ -1,5 +1,5 @@
-//! The one-shot commands: `run --once`, `jobs`, `status`, `invalidate`, `audit` — the daemon's parts used briefly,
-//! and what they print. (`check --connect` is `check`; the daemon is `app`.)
+//! The one-shot commands: `run --once`, `jobs`, `status`, `invalidate`, `audit`, `dead-letters` — the daemon's parts
+//! used briefly, and what they print. (`check --connect` is `check`; the daemon is `app`.)
 
 use std::io::IsTerminal as _;
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! `[channel]` and `[binlog]`: the invalidation channel and the change-data-capture source (its rules are `rules`).
+//! `[channel]` and each binlog source's fields (`[binlog]`, or an entry of `[[binlog]]`, named by `sources`): the
+//! invalidation channel and the change-data-capture sources (their rules are `rules`).
 
 use super::*;
 

@@ -1,5 +1,6 @@
-//! The HA lease's Redis side: take it if free, renew it and release it only while it holds our token (see `ha`;
-//! the two scripts are `scripts::RENEW_LEASE` and `RELEASE_LEASE`).
+//! The leases' Redis side (`ha`'s, and each binlog source's under `share`): take one if free, renew and release it
+//! only while it holds our token (`scripts::RENEW_LEASE`, `RELEASE_LEASE`), and the instances alive (`beat`, by
+//! `scripts::MEMBERS`; `leave`, a plain `ZREM`).
 
 use std::time::Duration;
 

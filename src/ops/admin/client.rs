@@ -1,6 +1,6 @@
-//! The admin endpoint's client, for `cachewarden status`, `trigger` and `binlog status` (and the tests): one request,
-//! with the token when the configuration has one, over HTTPS when it has `tls_cert`, trusting exactly that
-//! certificate.
+//! The admin endpoint's client, for `cachewarden status`, `trigger` and `binlog` (the lag `status` shows, and whether
+//! a daemon runs before `set` or `reset`) and the tests: one request, with the token when the configuration has one,
+//! over HTTPS when it has `tls_cert`, trusting exactly that certificate.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
-//! The admin HTTP endpoint (127.0.0.1:9187 by default): Prometheus metrics, liveness and readiness, job status and
-//! manual triggers; and the small client `cachewarden status` and `cachewarden trigger` use.
+//! The admin HTTP endpoint (127.0.0.1:9187 by default): the status page, Prometheus metrics, liveness and readiness,
+//! job status, the HA role and manual triggers; and the small client (`client`) `status`, `trigger` and `binlog` use.
 //!
 //! It listens on loopback unless told otherwise. With `[admin] token_file`, POST routes need `Authorization: Bearer
 //! <token>`, and so does every route but the probes (`/healthz`, `/readyz`) when it listens beyond loopback (see

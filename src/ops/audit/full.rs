@@ -1,7 +1,7 @@
-//! `audit --all`: every key of a job, checked. The job's query is streamed and rendered exactly as a warm run does
-//! (the same code path, `warm::render_rows`), the cached values fetched in pipelines and compared; then one SCAN of
-//! the job's keys finds those the query no longer returns. What looks wrong is looked at again after a pause, so a
-//! change in flight is not reported.
+//! `audit --all` and the daemon's sweep: every key of a job, checked. The job's query is streamed and rendered exactly
+//! as a warm run does (the same code path, `warm::render_rows`, or `warm::render_query` slice by slice), the cached
+//! values fetched in pipelines and compared; then one SCAN of the job's keys finds those the query no longer returns.
+//! What looks wrong is looked at again after a pause, so a change in flight is not reported.
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
-//! `audit --all` of a set or sorted set job: the query's members, gathered per key exactly as a warm run gathers
-//! them (`warm::render_rows`), against what Redis holds (`SMEMBERS`; `ZRANGE … WITHSCORES`, and for a top N the best N
-//! only, as a reader reads them). Keys of the job's template the query no longer returns are orphans. What differs is
-//! compared once more after a pause, so a change in flight is not reported.
+//! `audit --all` and the daemon's sweep of a set or sorted set job: the query's members, gathered per key exactly as
+//! a warm run gathers them (`warm::render_rows`), against what Redis holds (`SMEMBERS`; `ZRANGE … WITHSCORES`, and for
+//! a top N the best N only, as a reader reads them). Keys of the job's template the query no longer returns are
+//! orphans. What differs is compared once more after a pause, so a change in flight is not reported.
 //!
 //! The members of the whole job are held while it is compared (a few tens of bytes each).
 

@@ -411,7 +411,8 @@ impl fmt::Display for TriggerReason {
     }
 }
 
-/// A request for work, sent by producers (scheduler, and later the channel and binlog sources) to executors.
+/// A request for work, sent to the warm runner by the scheduler, the invalidation executor (for the channel and the
+/// binlog), the admin endpoint and SIGUSR1 (all through `trigger::send`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trigger {
     /// Run the named warm job now.

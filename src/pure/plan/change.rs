@@ -1,5 +1,6 @@
 //! Binlog row changes → actions under one `[[on_change]]` rule (or a derived one): keys rendered from both row
-//! images, a pattern's values glob-escaped, a rule's filter deciding refresh or delete, projections, lookups.
+//! images, a pattern's values glob-escaped, a rule's filter deciding refresh or delete, projections, lookups, and the
+//! changed members of sets and sorted sets.
 //!
 //! Pure, like the rest of `plan`.
 

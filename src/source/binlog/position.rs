@@ -1,8 +1,10 @@
-//! What `cachewarden binlog status|set|reset` does to the listener's position: the saved checkpoint held against the
-//! server now (its files, its end, how long it keeps them), a checkpoint moved by an operator to a position the server
-//! has, and the checkpoint removed (the next start recovers as from a gap).
+//! What `cachewarden binlog status|set|replay` asks the server about positions: the saved checkpoint held against
+//! the server now (its files, its end, how long it keeps them), a checkpoint moved by an operator to a position the
+//! server has, and a `file:pos` where the server shows an event, for a replay. (`reset` is
+//! `checkpoint::Checkpoints::remove`.)
 //!
-//! Run while the daemon is stopped (the caller makes sure): a running listener would save its own position over it.
+//! A checkpoint is moved (`set`) only while the daemon is stopped (the caller makes sure): a running listener would
+//! save its own position over it.
 
 use mysql_async::prelude::Queryable as _;
 

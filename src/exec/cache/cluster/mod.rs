@@ -1,6 +1,6 @@
-//! Redis Cluster (ElastiCache with cluster mode enabled): the slot map, commands sent to their slots' masters one
-//! pipeline per master, SCAN and INFO on every master, stale-set protection per slot (`guard`) and the HA fence per
-//! slot (`fence`).
+//! Redis Cluster (ElastiCache with cluster mode enabled): the slot map (key slots: `slot`), commands sent to their
+//! slots' masters one pipeline per master (`send`; on Redis 7 one call per master, `merge`), SCAN and INFO on every
+//! master, stale-set protection per slot (`guard`) and the HA fence per slot (`fence`).
 //!
 //! redis-rs' cluster connection routes single-key commands and scripts itself (and follows MOVED); what it cannot
 //! do is a pipeline whose keys span slots, which every batch of cachewarden's is. So batches are grouped by the

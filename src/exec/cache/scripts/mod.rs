@@ -1,4 +1,5 @@
-//! The Lua scripts every guarded or fenced write runs as, and their argument layouts.
+//! The Lua scripts cachewarden runs — every guarded, fenced or plain scripted write, invalidation, read lease, lease
+//! and instances-alive command — and their argument layouts (a partitioned run's board: `pieces`).
 //!
 //! Each script starts with [`CLOCK`] (Redis' clock as `now`, the counter's and the fence's helpers), and one that
 //! writes values with [`VALUES`] too (see [`source`]). A script that writes values is fenced
