@@ -40,7 +40,6 @@ const KEY_COLUMNS: &[&str] = &[
 
 fn config(env: &TestEnv) -> String {
     let p = &env.prefix;
-    let server_id = 10_000 + fastrand::u32(..1_000_000);
     let columns: Vec<String> = [
         "id", "ti", "si", "mi", "miu", "ii", "bi", "biu", "dc", "f", "d", "dt", "dtm", "dtm6", "ts", "ts3", "tm",
         "tm6", "yr", "en", "st", "bt", "ch", "vc", "tx", "l1", "bn", "vb", "bl", "js", "note",
@@ -50,15 +49,7 @@ fn config(env: &TestEnv) -> String {
     .collect();
     let key: String = KEY_COLUMNS.iter().map(|c| format!(":{{{c}}}")).collect();
     format!(
-        r#"[channel]
-enabled = false
-
-[binlog]
-server_id = {server_id}
-checkpoint_key = "{p}checkpoint"
-heartbeat = "1s"
-on_gap = "none"
-
+        r#"{binlog}
 [[warm]]
 name = "values"
 schedule = "0 0 0 1 1 *"
@@ -81,6 +72,7 @@ project = {{ key = "{p}b:{{id}}", columns = [{columns}], ttl = "1h" }}
 table = "{db}.kinds"
 delete = ["{p}k{key}"]
 "#,
+        binlog = env.binlog_toml("on_gap = \"none\""),
         db = env.database,
         columns = columns.join(", "),
     )

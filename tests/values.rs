@@ -168,15 +168,7 @@ async fn refreshes_and_projections_from_the_binlog_write_the_warm_jobs_encoding(
 compress = "zstd"
 compress_over = "256B"
 
-[channel]
-enabled = false
-
-[binlog]
-server_id = {server_id}
-checkpoint_key = "{p}checkpoint"
-heartbeat = "1s"
-on_gap = "none"
-
+{binlog}
 [[warm]]
 name = "products"
 schedule = "0 0 0 1 1 *"
@@ -194,7 +186,7 @@ refresh = ["{p}product:{{id}}"]
 table = "products"
 project = {{ key = "{p}notes:{{id}}", columns = ["id", "notes"], ttl = "1h" }}
 "#,
-        server_id = 10_000 + fastrand::u32(..1_000_000)
+        binlog = env.binlog_toml("on_gap = \"none\"")
     );
     let config = env.config_file(&body);
     let mut daemon = Daemon::start(&env, &config, &[], &[]);

@@ -25,17 +25,8 @@ INSERT INTO products VALUES (1, 'Kettle', 19.90, 1, 5), (2, 'Lamp', 5.00, 1, 7),
 /// `[binlog]`, a products job with a refresh query, and `rules`.
 fn config(env: &TestEnv, binlog_extra: &str, rules: &str) -> String {
     let p = &env.prefix;
-    let server_id = 10_000 + fastrand::u32(..1_000_000);
     format!(
-        r#"[channel]
-enabled = false
-
-[binlog]
-server_id = {server_id}
-checkpoint_key = "{p}checkpoint"
-heartbeat = "1s"
-{binlog_extra}
-
+        r#"{binlog}
 [[warm]]
 name = "products"
 schedule = "0 0 0 1 1 *"
@@ -53,7 +44,8 @@ shape = "object"
 ttl = "1h"
 
 {rules}
-"#
+"#,
+        binlog = env.binlog_toml(binlog_extra),
     )
 }
 

@@ -264,6 +264,17 @@ impl TestEnv {
         keys
     }
 
+    /// The channel off and `[binlog]` following the test's MariaDB with a server id of its own, the checkpoint under
+    /// the test's prefix and a 1 s heartbeat; then `extra`, more lines of `[binlog]`.
+    pub fn binlog_toml(&self, extra: &str) -> String {
+        let server_id = 10_000 + fastrand::u32(..1_000_000);
+        format!(
+            "[channel]\nenabled = false\n\n[binlog]\nserver_id = {server_id}\ncheckpoint_key = \"{}checkpoint\"\n\
+             heartbeat = \"1s\"\n{extra}\n",
+            self.prefix
+        )
+    }
+
     /// Runs `cachewarden ARGS --config CONFIG` ([`cli_output`]): its exit code and everything it printed (stdout,
     /// then stderr).
     pub fn run_cli(&self, args: &[&str], config: &Path) -> (Option<i32>, String) {

@@ -163,21 +163,10 @@ fn daemon_config(env: &TestEnv) -> String {
 }
 
 fn daemon_config_of(env: &TestEnv, jobs: fn(&str) -> String) -> String {
-    let server_id = 10_000 + fastrand::u32(..1_000_000);
     format!(
-        r#"{connections}[channel]
-enabled = false
-
-[binlog]
-server_id = {server_id}
-checkpoint_key = "{p}checkpoint"
-heartbeat = "1s"
-on_gap = "none"
-derive_rules = true
-derive_debounce = "1s"
-{jobs}"#,
+        "{connections}{binlog}{jobs}",
         connections = env.connection_toml(),
-        p = env.prefix,
+        binlog = env.binlog_toml("on_gap = \"none\"\nderive_rules = true\nderive_debounce = \"1s\""),
         jobs = jobs(&env.prefix),
     )
 }

@@ -19,7 +19,6 @@ const SCHEMA: &str = "CREATE TABLE products (id INT PRIMARY KEY, name VARCHAR(20
 /// A daemon following `env`'s database with a delete rule on products, its Redis at `redis_url`.
 fn config(env: &TestEnv, redis_url: &str, on_gap: &str) -> String {
     let p = &env.prefix;
-    let server_id = 10_000 + fastrand::u32(..1_000_000);
     format!(
         r#"[mysql]
 url = "{mysql}"
@@ -30,15 +29,7 @@ url = "{redis_url}"
 [admin]
 listen = "{admin}"
 
-[channel]
-enabled = false
-
-[binlog]
-server_id = {server_id}
-checkpoint_key = "{p}checkpoint"
-heartbeat = "1s"
-on_gap = "{on_gap}"
-
+{binlog}
 [[warm]]
 name = "products"
 schedule = "0 0 0 1 1 *"
@@ -52,6 +43,7 @@ delete = ["{p}p:{{id}}"]
 "#,
         mysql = env.mysql_url,
         admin = env.admin_addr(),
+        binlog = env.binlog_toml(&format!("on_gap = \"{on_gap}\"")),
     )
 }
 
