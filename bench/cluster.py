@@ -10,8 +10,8 @@ Scenarios:
                    binlog catch-up in delete mode vs the python-mysql-replication invalidator, beside the single-node
                    figures; then the same cachewarden figures on a masters-only cluster started for the bench (see
                    BARE_CLUSTER_PORT), with cluster_channel.
-  cluster_channel  pub/sub deletes (200,000 one-key messages) and one pattern delete over 200,000 keys on the
-                   masters-only cluster, beside the single node.
+  cluster_channel  channel deletes (200,000 one-key messages, PUBLISHed; then XADDed to a stream channel) and one
+                   pattern delete over 200,000 keys on the masters-only cluster, beside the single node.
   cluster_reshard  RESHARD_SLOTS (2,000) slots migrated during a warm of 1M rows and during a binlog catch-up, on a
                    fresh masters-only cluster each: the longest stall beside the same run without a migration, and
                    keys lost.
@@ -72,16 +72,23 @@ def catch_up_on_cluster(h, runs, url, server_id):
     return statistics.median(rates)
 
 
-def channel_deletes(h, runs, cluster_url=None, n=200_000):
-    """Deletes through the pub/sub channel against the single node, or the cluster at `cluster_url`: n one-key
-    messages (messages/s until every key is deleted), then one `{"patterns": ["bench:p:*"]}` message over n keys
-    (keys/s until the pattern delete is done); medians. Protection on, as in every deployment by default."""
+def channel_deletes(h, runs, cluster_url=None, n=200_000, stream=False):
+    """Deletes through the channel against the single node, or the cluster at `cluster_url`: n one-key messages
+    (messages/s until every key is deleted), then one `{"patterns": ["bench:p:*"]}` message over n keys (keys/s until
+    the pattern delete is done); medians. Protection on, as in every deployment by default. The messages are
+    PUBLISHed to the pub/sub channel, or with `stream` XADDed to a stream read by a consumer group."""
     work = tempfile.mkdtemp(prefix="cwbench")
     pubs, pattern = os.path.join(work, "pub.resp"), os.path.join(work, "pattern.resp")
-    h.write_resp(pubs, (h.resp("PUBLISH", "bench_inv", f"bench:i:{i}") for i in range(n)))
-    h.write_resp(pattern, [h.resp("PUBLISH", "bench_inv", '{"patterns": ["bench:p:*"]}')])
+    send = (lambda text: h.resp("XADD", "bench_stream", "*", "message", text)) if stream else (
+        lambda text: h.resp("PUBLISH", "bench_inv", text))
+    h.write_resp(pubs, (send(f"bench:i:{i}") for i in range(n)))
+    h.write_resp(pattern, [send('{"patterns": ["bench:p:*"]}')])
     if cluster_url:
+        # PUBLISH goes to any node (the cluster bus carries it to every other); XADD to the stream's own master.
         port = urllib.parse.urlparse(cluster_url).port
+        if stream:
+            slot = h.rc(cluster_url).keyslot("bench_stream")
+            port = h.rc(cluster_url).nodes_manager.get_node_from_slot(slot).port
         publish = lambda path: subprocess.run(["redis-cli", "-p", str(port), "--pipe"], stdin=open(path), check=True,
                                               capture_output=True)
 
@@ -98,7 +105,8 @@ def channel_deletes(h, runs, cluster_url=None, n=200_000):
             h.write_resp(path, (h.resp("SET", f"{prefix}{i}", "1") for i in range(n)))
         fill = lambda prefix: h.pipe(sets[prefix])
         wipe = h.flush
-    cfg = h.config('[channel]\nname = "bench_inv"\nallow = ["bench:i:*", "bench:p:*"]\n\n',
+    source = 'stream = "bench_stream"\ngroup = "cw"\nconsumer = "bench"\n' if stream else ""
+    cfg = h.config(f'[channel]\nname = "bench_inv"\n{source}allow = ["bench:i:*", "bench:p:*"]\n\n',
                    cluster=cluster_url or False)
     messages, patterns = [], []
     for _ in range(runs):
@@ -143,8 +151,10 @@ def cluster_channel(h, runs, url=None):
             return cluster_channel(h, runs, url)
     messages, patterns = channel_deletes(h, runs, url)
     single_messages, single_patterns = channel_deletes(h, runs)
+    streamed, _ = channel_deletes(h, runs, url, stream=True)
+    single_streamed, _ = channel_deletes(h, runs, stream=True)
     return {"bare_pubsub": messages, "bare_pattern": patterns, "single_pubsub": single_messages,
-            "single_pattern": single_patterns}
+            "single_pattern": single_patterns, "bare_stream": streamed, "single_stream": single_streamed}
 
 
 RESHARD_SLOTS = 2000
