@@ -59,26 +59,7 @@ impl Context {
         self.unknown_sections(&doc);
         Ok(doc)
     }
-}
 
-/// The file's TOML, within the limits; or the problem with it.
-fn document(source: &str, lines: &LineIndex) -> Result<toml::Table, Vec<Problem>> {
-    let doc: toml::Table = toml::from_str(source).map_err(|error| {
-        vec![Problem {
-            line: error.span().map(|span| lines.line_at(span.start)),
-            location: "file".into(),
-            message: format!("not valid TOML: {}", error.message()),
-        }]
-    })?;
-    let over: Vec<Problem> = over_limits(&doc, lines);
-    if !over.is_empty() {
-        // Checked before anything else: validating 60,000 jobs alone takes half a minute.
-        return Err(over);
-    }
-    Ok(doc)
-}
-
-impl Context {
     /// Every top-level key that is no section cachewarden knows (with the closest one, if any).
     fn unknown_sections(&mut self, doc: &toml::Table) {
         for key in doc.keys() {
@@ -92,29 +73,7 @@ impl Context {
             }
         }
     }
-}
 
-/// A problem for each list of `doc` longer than its limit ([`LIMITS`]).
-fn over_limits(doc: &toml::Table, lines: &LineIndex) -> Vec<Problem> {
-    LIMITS
-        .iter()
-        .filter_map(|&(path, what, limit, instead)| {
-            let (section, field) = path.split_once('.').map_or((None, path), |(s, f)| (Some(s), f));
-            let table = match section {
-                Some(section) => doc.get(section)?.as_table()?,
-                None => doc,
-            };
-            let count = table.get(field)?.as_array()?.len();
-            (count > limit).then(|| Problem {
-                line: lines.key_line(section, field),
-                location: path.to_string(),
-                message: format!("{count} {what}: at most {limit} are accepted; {instead}"),
-            })
-        })
-        .collect()
-}
-
-impl Context {
     /// Sets `[section] field` to `value`, remembering `origin` (a variable or credential) for problem messages.
     fn override_field(&mut self, doc: &mut toml::Table, section: &str, field: &str, value: String, origin: String) {
         let table = doc
@@ -200,4 +159,41 @@ impl Context {
             self.override_field(doc, section, field, value, var);
         }
     }
+}
+
+/// The file's TOML, within the limits; or the problem with it.
+fn document(source: &str, lines: &LineIndex) -> Result<toml::Table, Vec<Problem>> {
+    let doc: toml::Table = toml::from_str(source).map_err(|error| {
+        vec![Problem {
+            line: error.span().map(|span| lines.line_at(span.start)),
+            location: "file".into(),
+            message: format!("not valid TOML: {}", error.message()),
+        }]
+    })?;
+    let over: Vec<Problem> = over_limits(&doc, lines);
+    if !over.is_empty() {
+        // Checked before anything else: validating 60,000 jobs alone takes half a minute.
+        return Err(over);
+    }
+    Ok(doc)
+}
+
+/// A problem for each list of `doc` longer than its limit ([`LIMITS`]).
+fn over_limits(doc: &toml::Table, lines: &LineIndex) -> Vec<Problem> {
+    LIMITS
+        .iter()
+        .filter_map(|&(path, what, limit, instead)| {
+            let (section, field) = path.split_once('.').map_or((None, path), |(s, f)| (Some(s), f));
+            let table = match section {
+                Some(section) => doc.get(section)?.as_table()?,
+                None => doc,
+            };
+            let count = table.get(field)?.as_array()?.len();
+            (count > limit).then(|| Problem {
+                line: lines.key_line(section, field),
+                location: path.to_string(),
+                message: format!("{count} {what}: at most {limit} are accepted; {instead}"),
+            })
+        })
+        .collect()
 }
