@@ -87,8 +87,8 @@ def channel_deletes(h, runs, cluster_url=None, n=200_000, stream=False):
         # PUBLISH goes to any node (the cluster bus carries it to every other); XADD to the stream's own master.
         port = urllib.parse.urlparse(cluster_url).port
         if stream:
-            slot = h.rc(cluster_url).keyslot("bench_stream")
-            port = h.rc(cluster_url).nodes_manager.get_node_from_slot(slot).port
+            client = h.rc(cluster_url)
+            port = client.nodes_manager.get_node_from_slot(client.keyslot("bench_stream")).port
         publish = lambda path: subprocess.run(["redis-cli", "-p", str(port), "--pipe"], stdin=open(path), check=True,
                                               capture_output=True)
 
